@@ -1,0 +1,3 @@
+"""proctor: process-based parallelism from OS primitives."""
+
+__version__ = "0.1.0"

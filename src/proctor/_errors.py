@@ -1,0 +1,129 @@
+"""Every exception and warning proctor raises, in one place.
+
+Each error subclasses the stdlib error it stands in for, so ``except`` clauses
+written for ``multiprocessing`` keep working::
+
+    Exception
+    ├── ProcessError                      (multiprocessing.ProcessError's role)
+    │   ├── AuthenticationError           wrong authkey on a Listener/Client handshake
+    │   ├── BufferTooShort                recv_bytes_into() buffer too small
+    │   └── StartError                    a child could not be started
+    ├── RemoteError                       a child's exception that could not travel as itself
+    └── ResultError                       a target's return value could not reach the parent
+    TimeoutError (builtin)
+    └── ProcessTimeoutError               a blocking call ran past its timeout
+    RuntimeWarning
+    └── OwnerDiedWarning                  a lock's holder died while holding it
+
+``RemoteTraceback`` is attached as ``__cause__`` of an exception that came back
+from a child, so the parent's traceback shows where the child failed.
+"""
+
+from __future__ import annotations
+
+import signal
+
+__all__ = (
+    "AuthenticationError",
+    "BufferTooShort",
+    "OwnerDiedWarning",
+    "ProcessError",
+    "ProcessTimeoutError",
+    "RemoteError",
+    "RemoteTraceback",
+    "ResultError",
+    "StartError",
+    "format_exitcode",
+)
+
+
+class ProcessError(Exception):
+    """Base class of proctor's errors about processes and their channels."""
+
+
+class AuthenticationError(ProcessError):
+    """A peer failed the HMAC challenge: it does not hold the same authkey."""
+
+
+class BufferTooShort(ProcessError):
+    """The buffer given to ``recv_bytes_into()`` cannot hold the message.
+
+    The message is kept in ``args[0]`` so that it is not lost.
+    """
+
+
+class StartError(ProcessError):
+    """A child process could not be started."""
+
+
+class RemoteError(Exception):
+    """An exception raised in a child that could not be sent back as itself.
+
+    This happens when the exception cannot be pickled in the child or unpickled
+    in the parent. The facts survive as text.
+
+    Attributes:
+        type_name: qualified name of the original exception's class.
+        message: ``str()`` of the original exception.
+        traceback_text: the child's formatted traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback_text: str = "") -> None:
+        super().__init__(type_name, message, traceback_text)
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+class ResultError(Exception):
+    """The target returned a value that could not be sent to the parent.
+
+    The child still exited normally (exit code 0): returning a value is not an
+    error for ``multiprocessing`` code, which never looks at it.
+    """
+
+
+class ProcessTimeoutError(TimeoutError):
+    """A blocking proctor call did not complete within its timeout."""
+
+
+class RemoteTraceback(Exception):
+    """Carries a child's formatted traceback; attached as ``__cause__``."""
+
+    def __init__(self, tb_text: str) -> None:
+        super().__init__(tb_text)
+        self.tb_text = tb_text
+
+    def __str__(self) -> str:
+        return "\n\n" + '"""\n' + self.tb_text.rstrip("\n") + '\n"""'
+
+
+class OwnerDiedWarning(RuntimeWarning):
+    """A lock was recovered from a holder that died while holding it.
+
+    The state that the lock protected may be half-updated. Turn this warning into
+    an error with ``warnings.simplefilter("error", proctor.OwnerDiedWarning)``.
+    """
+
+
+def format_exitcode(exitcode: int | None) -> str:
+    """Render an exit code the way people read it: ``0``, ``1``, ``-SIGKILL(-9)``.
+
+    Args:
+        exitcode: a process's exit code; negative for death by a signal.
+
+    Returns:
+        ``"None"`` while running, the number for a normal exit, the signal name
+        and number for death by a signal.
+    """
+    if exitcode is None:
+        return "None"
+    if exitcode < 0:
+        try:
+            return f"{signal.Signals(-exitcode).name}({exitcode})"
+        except ValueError:
+            return f"signal({exitcode})"
+    return str(exitcode)

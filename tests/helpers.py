@@ -1,0 +1,68 @@
+"""Small deterministic helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+
+START_METHODS = ("fork", "spawn", "forkserver") if sys.platform != "win32" else ("spawn",)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01):
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds.
+
+    Returns the truthy value. Replaces ``sleep`` in tests: it waits only as long as needed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition {predicate!r} not met within {timeout} s")
+        time.sleep(interval)
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether ``pid`` names a live, non-zombie process."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def open_fds() -> set[int]:
+    """The descriptors open in this process."""
+    if os.path.isdir("/proc/self/fd"):
+        fds = set()
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue  # the descriptor listdir itself used
+            fds.add(fd)
+        return fds
+    import resource
+
+    limit = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 4096)
+    found = set()
+    for fd in range(limit):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        found.add(fd)
+    return found
+
+
+def shm_entries() -> set[str]:
+    """Names in /dev/shm created by proctor (empty where /dev/shm does not exist)."""
+    try:
+        return {n for n in os.listdir("/dev/shm") if "proctor" in n}
+    except FileNotFoundError:
+        return set()
