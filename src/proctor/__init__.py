@@ -1,3 +1,64 @@
-"""proctor: process-based parallelism from OS primitives."""
+"""proctor: process-based parallelism built from OS primitives.
+
+The ``multiprocessing`` API -- ``Process``, ``Pipe``, ``Queue``, ``Lock``,
+``log_to_stderr`` -- implemented from ``os``, sockets and shared memory, so that
+every wait notices a dead peer, nothing sent is lost, any callable reaches a
+child, and children never outlive their parent. Change the import, keep the code::
+
+    from proctor import Process
+
+    def greet(name):
+        print("hello", name)
+
+    if __name__ == "__main__":
+        p = Process(target=greet, args=("world",))
+        p.start()
+        p.join()
+"""
+
+from ._context import BaseContext as BaseContext
+from ._context import get_all_start_methods as get_all_start_methods
+from ._context import get_context as get_context
+from ._context import get_start_method as get_start_method
+from ._context import set_start_method as set_start_method
+from ._errors import AuthenticationError as AuthenticationError
+from ._errors import BufferTooShort as BufferTooShort
+from ._errors import OwnerDiedWarning as OwnerDiedWarning
+from ._errors import ProcessError as ProcessError
+from ._errors import ProcessTimeoutError as ProcessTimeoutError
+from ._errors import RemoteError as RemoteError
+from ._errors import RemoteTraceback as RemoteTraceback
+from ._errors import ResultError as ResultError
+from ._errors import StartError as StartError
+from ._errors import UnpicklableError as UnpicklableError
+from ._process import Process as Process
+from ._process import active_children as active_children
+from ._process import current_process as current_process
+from ._process import parent_process as parent_process
+from ._system import cpu_count as cpu_count
 
 __version__ = "0.1.0"
+
+__all__ = (
+    "AuthenticationError",
+    "BaseContext",
+    "BufferTooShort",
+    "OwnerDiedWarning",
+    "Process",
+    "ProcessError",
+    "ProcessTimeoutError",
+    "RemoteError",
+    "RemoteTraceback",
+    "ResultError",
+    "StartError",
+    "UnpicklableError",
+    "__version__",
+    "active_children",
+    "cpu_count",
+    "current_process",
+    "get_all_start_methods",
+    "get_context",
+    "get_start_method",
+    "parent_process",
+    "set_start_method",
+)

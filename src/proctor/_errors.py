@@ -8,6 +8,7 @@ written for ``multiprocessing`` keep working::
     │   ├── AuthenticationError           wrong authkey on a Listener/Client handshake
     │   ├── BufferTooShort                recv_bytes_into() buffer too small
     │   └── StartError                    a child could not be started
+    │       └── UnpicklableError          (also TypeError) target/args cannot be pickled
     ├── RemoteError                       a child's exception that could not travel as itself
     └── ResultError                       a target's return value could not reach the parent
     TimeoutError (builtin)
@@ -33,6 +34,7 @@ __all__ = (
     "RemoteTraceback",
     "ResultError",
     "StartError",
+    "UnpicklableError",
     "format_exitcode",
 )
 
@@ -127,3 +129,10 @@ def format_exitcode(exitcode: int | None) -> str:
         except ValueError:
             return f"signal({exitcode})"
     return str(exitcode)
+
+
+class UnpicklableError(StartError, TypeError):
+    """``start()`` could not pickle the target or an argument for a spawn/forkserver child.
+
+    Also a ``TypeError``, which is what pickling raises for such objects.
+    """

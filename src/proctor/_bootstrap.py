@@ -1,0 +1,268 @@
+"""The child's side of a start: receive, prepare, run, report, exit.
+
+::
+
+    fork        parent os.fork() ─▶ run_forked(process, channel)
+    spawn       fresh interpreter ─▶ spawn_main(channel_fd=3, lifeline_fd)
+    forkserver  server os.fork()  ─▶ run_from_channel(channel)
+                                        │
+              spawn / forkserver:       ▼
+                 recv [prep | payload] + fds from channel
+                 apply prep (sys.path, argv, cwd, start method, logging)
+                 unpickle the process object, resolving fds
+                                        │
+              every method:             ▼
+                 arm the parent-death watch
+                 process._bootstrap(): run target, report outcome
+                 send outcome up the channel, exit with the code
+
+Children never outlive their parent: on Linux the kernel sends SIGKILL on the
+parent's death (``PR_SET_PDEATHSIG``) when the child was started from the
+parent's main thread -- the signal follows the *thread* that created the child,
+so a child started from a worker thread would die with that thread. Otherwise
+(and on macOS) a daemon thread in the child watches its parent and kills the
+child when it goes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+from typing import Any
+
+from . import _serialization, _wire
+from ._reduction import receiving
+
+__all__ = ("build_prep", "run_forked", "run_from_channel", "spawn_main")
+
+# How often the portable parent watch looks (seconds): well inside the
+# one-second promise, cheap enough to be invisible.
+PARENT_POLL_INTERVAL = 0.2
+
+_PREP_LENGTH = struct.Struct("<Q")
+_PR_SET_PDEATHSIG = 1
+
+
+def build_prep(process: Any, start_method: str) -> dict[str, Any]:
+    """What a spawn/forkserver child needs before it can unpickle its target."""
+    from . import _context
+
+    main = sys.modules.get("__main__")
+    return {
+        "sys_path": list(sys.path),
+        "sys_argv": list(sys.argv),
+        "cwd": os.getcwd(),
+        "start_method": _context._resolve_method(None),
+        "parent_pid": os.getpid(),
+        "pdeathsig": threading.current_thread() is threading.main_thread(),
+        "main_path": getattr(main, "__file__", None),
+        "log": _logging_prep(),
+    }
+
+
+def encode_start_message(prep: dict[str, Any], payload: bytes) -> bytes:
+    prep_bytes = _serialization.dumps(prep)
+    return _PREP_LENGTH.pack(len(prep_bytes)) + prep_bytes + payload
+
+
+def _logging_prep() -> Any:
+    hook = _hooks.get("logging_prep")
+    return hook() if hook is not None else None
+
+
+# Hooks other modules install (logging forwarding) without this module importing them.
+_hooks: dict[str, Any] = {}
+
+
+def _apply_prep(prep: dict[str, Any]) -> None:
+    sys.path[:] = prep["sys_path"]
+    sys.argv[:] = prep["sys_argv"]
+    try:
+        os.chdir(prep["cwd"])
+    except OSError:
+        pass  # the parent's directory vanished; keep ours
+    from . import _context
+
+    _context._inherit_start_method(prep["start_method"])
+    hook = _hooks.get("logging_apply")
+    if hook is not None and prep.get("log") is not None:
+        hook(prep["log"])
+
+
+# -- running ------------------------------------------------------------------
+
+
+def run_forked(process: Any, channel: socket.socket, started_on_main_thread: bool) -> None:
+    """In a forked child: run ``process`` and exit; never returns."""
+    exitcode = 1
+    try:
+        arm_parent_death(os.getppid(), started_on_main_thread)
+        exitcode = _run_and_report(process, channel)
+    finally:
+        os._exit(exitcode)
+
+
+def run_from_channel(channel: socket.socket, *, exec_mode: bool) -> int:
+    """Receive a process object from ``channel``, run it, report; return the exit code."""
+    from . import _process
+
+    try:
+        data, fds = _wire.recv_message(channel)
+    except (OSError, EOFError) as exc:
+        sys.stderr.write(f"proctor: the parent went away before sending the child's work ({exc})\n")
+        return 1
+    view = memoryview(data)
+    (prep_length,) = _PREP_LENGTH.unpack_from(view)
+    prep = _serialization.loads(view[_PREP_LENGTH.size : _PREP_LENGTH.size + prep_length])
+    payload = view[_PREP_LENGTH.size + prep_length :]
+    if exec_mode:
+        arm_parent_death(prep["parent_pid"], prep["pdeathsig"])
+    else:
+        # Forked by the fork server, whose single thread is the one that forked
+        # us, so PR_SET_PDEATHSIG is always safe; the server dies with our parent.
+        arm_parent_death(os.getppid(), True)
+    try:
+        _apply_prep(prep)
+        _process._state.unpickling_payload = True
+        try:
+            with receiving(fds):
+                process = _serialization.loads(payload)
+        finally:
+            _process._state.unpickling_payload = False
+    except BaseException as exc:
+        # The child could not even load its work: report it like a failure of
+        # the target, so the parent sees it in ``exception``.
+        import traceback
+
+        sys.stderr.write("proctor: the child process could not load its target:\n")
+        traceback.print_exc()
+        _send_outcome(channel, _serialization.dumps(_process._error_message(exc)))
+        flush_std_streams()
+        return 1
+    del data, view, payload
+    return _run_and_report(process, channel)
+
+
+def _run_and_report(process: Any, channel: socket.socket) -> int:
+    exitcode, outcome = process._bootstrap()
+    _send_outcome(channel, outcome)
+    channel.close()
+    return exitcode
+
+
+def _send_outcome(channel: socket.socket, outcome: bytes) -> None:
+    try:
+        _wire.send_message(channel, outcome)
+    except OSError:
+        pass  # the parent is gone; nobody is left to tell
+
+
+def spawn_main(channel_fd: int, lifeline_fd: int = -1) -> None:
+    """Entry point of a spawned interpreter (``python -c ...``); never returns normally."""
+    os.set_inheritable(channel_fd, False)
+    if lifeline_fd >= 0:
+        os.set_inheritable(lifeline_fd, False)
+        _own_lifeline.append(lifeline_fd)
+    channel = socket.socket(fileno=channel_fd)
+    exitcode = run_from_channel(channel, exec_mode=True)
+    # sys.exit, not os._exit: a spawned child is a whole interpreter, and its
+    # atexit handlers and non-daemon threads deserve a normal shutdown.
+    sys.exit(exitcode)
+
+
+# -- parent death ---------------------------------------------------------------
+
+_own_lifeline: list[int] = []
+
+
+def arm_parent_death(parent_pid: int, use_pdeathsig: bool) -> None:
+    """Make sure this process dies within a second of ``parent_pid``'s death."""
+    if use_pdeathsig and sys.platform.startswith("linux") and _set_pdeathsig(signal.SIGKILL):
+        if os.getppid() != parent_pid:  # it died before the prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+        return
+    watcher = threading.Thread(
+        target=_watch_parent, args=(parent_pid,), name="proctor-parent-watch", daemon=True
+    )
+    watcher.start()
+
+
+def _set_pdeathsig(sig: int) -> bool:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    if hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(parent_pid)
+        except OSError:
+            pidfd = -1
+        if pidfd >= 0:
+            import select
+
+            select.select([pidfd], [], [])  # readable when the parent has ended
+            os.kill(os.getpid(), signal.SIGKILL)
+    while os.getppid() == parent_pid:
+        threading.Event().wait(PARENT_POLL_INTERVAL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- small pieces of process hygiene ------------------------------------------------
+
+
+def close_stdin() -> None:
+    """Give the child an empty stdin, as multiprocessing does (two readers of one tty lose)."""
+    if sys.stdin is None:
+        return
+    try:
+        sys.stdin.close()
+    except (OSError, ValueError):
+        pass
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        try:
+            sys.stdin = open(fd, closefd=False)  # noqa: SIM115 - lives as long as the process
+        except BaseException:
+            os.close(fd)
+            raise
+    except (OSError, ValueError):
+        pass
+
+
+def shutdown_threads() -> None:
+    """Wait for the child's non-daemon threads, as the interpreter does at exit."""
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def _close_inherited_lifeline() -> None:
+    # A process forked from a child must not hold that child's lifeline, or the
+    # child's parent would not see it end until the grandchild ends too.
+    while _own_lifeline:
+        try:
+            os.close(_own_lifeline.pop())
+        except OSError:
+            pass
+
+
+os.register_at_fork(after_in_child=_close_inherited_lifeline)

@@ -1,0 +1,221 @@
+"""Start methods and contexts: which strategy creates children, and the factories bound to it.
+
+A context is a namespace of factories (``ctx.Process``, ``ctx.Pipe``, ``ctx.Lock``, ...)
+bound to one start method. ``proctor.get_context("spawn")`` returns the spawn
+context; the module-level functions (``proctor.Process``...) use the default
+context, whose method is chosen by ``set_start_method()`` or, failing that, by
+:data:`DEFAULT_METHOD`:
+
+* Linux: ``forkserver`` -- children are forked from a clean single-threaded
+  server, so they start fast, and a parent running threads cannot hand them a
+  lock that some thread held at the fork (the classic ``fork`` deadlock).
+* macOS: ``spawn`` -- forking a process that used system frameworks is unsafe
+  there (Apple's libraries are not fork-safe), so the fork server would be too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+from . import _process
+
+__all__ = (
+    "BaseContext",
+    "ForkContext",
+    "ForkProcess",
+    "ForkServerContext",
+    "ForkServerProcess",
+    "SpawnContext",
+    "SpawnProcess",
+    "get_all_start_methods",
+    "get_context",
+    "get_start_method",
+    "set_start_method",
+)
+
+START_METHODS = ("fork", "spawn", "forkserver")
+DEFAULT_METHOD = "spawn" if sys.platform == "darwin" else "forkserver"
+
+_lock = threading.Lock()
+_chosen: str | None = None
+
+
+class ForkProcess(_process.Process):
+    """A ``Process`` that always uses the ``fork`` start method."""
+
+    _start_method = "fork"
+
+
+class SpawnProcess(_process.Process):
+    """A ``Process`` that always uses the ``spawn`` start method."""
+
+    _start_method = "spawn"
+
+
+class ForkServerProcess(_process.Process):
+    """A ``Process`` that always uses the ``forkserver`` start method."""
+
+    _start_method = "forkserver"
+
+
+def _check_method(method: Any) -> str:
+    if not isinstance(method, str):
+        raise TypeError(f"a start method is a string, not {type(method).__name__} ({method!r})")
+    if method not in get_all_start_methods():
+        raise ValueError(
+            f"unknown start method {method!r}; valid start methods here are "
+            f"{', '.join(repr(m) for m in get_all_start_methods())}"
+        )
+    return method
+
+
+def _resolve_method(method: str | None) -> str:
+    """The method a process with class-level method ``method`` will use."""
+    if method is not None:
+        return method
+    global _chosen
+    with _lock:
+        if _chosen is None:
+            _chosen = DEFAULT_METHOD
+        return _chosen
+
+
+def _inherit_start_method(method: str) -> None:
+    # A child's default is its parent's, as with multiprocessing.
+    global _chosen
+    _chosen = method
+
+
+def _launcher_for(method: str | None) -> Any:
+    resolved = _resolve_method(method)
+    if resolved == "fork":
+        from ._popen_fork import ForkPopen
+
+        return ForkPopen
+    if resolved == "spawn":
+        from ._popen_spawn import SpawnPopen
+
+        return SpawnPopen
+    from ._popen_forkserver import ForkServerPopen
+
+    return ForkServerPopen
+
+
+def get_all_start_methods() -> list[str]:
+    """Return the start methods available here, the default first."""
+    methods = [DEFAULT_METHOD] + [m for m in START_METHODS if m != DEFAULT_METHOD]
+    return methods if os.name == "posix" else ["spawn"]
+
+
+def get_start_method(allow_none: bool = False) -> str | None:
+    """Return the default start method, fixing it to the platform default if unset.
+
+    Args:
+        allow_none: return ``None`` instead of fixing the default when none was set.
+    """
+    global _chosen
+    with _lock:
+        if _chosen is None:
+            if allow_none:
+                return None
+            _chosen = DEFAULT_METHOD
+        return _chosen
+
+
+def set_start_method(method: str | None, force: bool = False) -> None:
+    """Set the start method used by ``proctor.Process`` and the module-level factories.
+
+    Raises:
+        RuntimeError: when a method was already set (or used) and ``force`` is false.
+        ValueError: for an unknown method.
+    """
+    global _chosen
+    if method is not None:
+        _check_method(method)
+    with _lock:
+        if _chosen is not None and not force:
+            raise RuntimeError(
+                f"the start method is already set to {_chosen!r}; call "
+                "set_start_method() once, early in the main module, or pass force=True"
+            )
+        _chosen = method
+
+
+class BaseContext:
+    """Factories bound to one start method; see the module docstring."""
+
+    _name: str | None = None
+    Process: type[_process.Process] = _process.Process
+
+    def get_start_method(self, allow_none: bool = False) -> str | None:
+        return self._name if self._name is not None else get_start_method(allow_none)
+
+    def get_context(self, method: str | None = None) -> BaseContext:
+        return get_context(method)
+
+    get_all_start_methods = staticmethod(get_all_start_methods)
+    set_start_method = staticmethod(set_start_method)
+
+    def current_process(self) -> Any:
+        return _process.current_process()
+
+    def parent_process(self) -> Any:
+        return _process.parent_process()
+
+    def active_children(self) -> list[_process.Process]:
+        return _process.active_children()
+
+    def cpu_count(self) -> int:
+        from ._system import cpu_count
+
+        return cpu_count()
+
+    def set_forkserver_preload(self, module_names: list[str]) -> None:
+        """Modules the fork server imports once, so that children start with them loaded."""
+        from ._forkserver import set_preload
+
+        set_preload(module_names)
+
+    def __repr__(self) -> str:
+        return f"<proctor context start_method={self.get_start_method()!r}>"
+
+
+class DefaultContext(BaseContext):
+    """The context behind the module-level API: its method is the default one."""
+
+
+class ForkContext(BaseContext):
+    _name = "fork"
+    Process = ForkProcess
+
+
+class SpawnContext(BaseContext):
+    _name = "spawn"
+    Process = SpawnProcess
+
+
+class ForkServerContext(BaseContext):
+    _name = "forkserver"
+    Process = ForkServerProcess
+
+
+_contexts: dict[str, BaseContext] = {
+    "fork": ForkContext(),
+    "spawn": SpawnContext(),
+    "forkserver": ForkServerContext(),
+}
+_default_context = DefaultContext()
+
+
+def get_context(method: str | None = None) -> BaseContext:
+    """Return the context for ``method``, or the default context for ``None``.
+
+    Raises:
+        ValueError: for an unknown start method (the message lists the valid ones).
+    """
+    if method is None:
+        return _default_context
+    return _contexts[_check_method(method)]

@@ -1,0 +1,243 @@
+"""The fork server: a clean, single-threaded process that forks children on request.
+
+::
+
+    parent process                          fork server (spawned once, lazily)
+    ──────────────                          ──────────────────────────────────
+    ForkServerClient.start_child() ── ctl ─▶ recv request + [channel, status] fds
+                                             os.fork() ─▶ child: run_from_channel(channel)
+                       pid ◀──────────── ctl ─┘
+    send [prep | payload] ─── channel ──────────────────▶ child
+    sentinel = status socket ◀── exit code ── server reaps the child (SIGCHLD)
+
+The server is a child of the process that first needed it and is private to
+that process (children started by other processes use their own server). It
+holds nothing but proctor, so forking it is cheap and safe even when the parent
+runs threads. Lifetime: the server exits as soon as its control socket reports
+EOF -- the parent exited or died -- and its children die with it
+(``PR_SET_PDEATHSIG`` on Linux, a parent watch elsewhere).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+
+from . import _runtime, _wire
+
+__all__ = ("ForkServerClient", "client", "serve", "set_preload")
+
+_PID = struct.Struct("<q")
+EXIT_STATUS = struct.Struct("<i")
+
+
+# -- the server --------------------------------------------------------------------
+
+
+def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> None:
+    """Main loop of the fork server process; never returns."""
+    from . import _bootstrap
+
+    os.set_inheritable(ctl_fd, False)
+    ctl = socket.socket(fileno=ctl_fd)
+    _bootstrap.arm_parent_death(parent_pid, pdeathsig)
+    # A Ctrl-C in the terminal reaches the whole process group; the parent
+    # decides what happens to its children, the server just carries on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in preload:
+        try:
+            __import__(name)
+        except Exception as exc:
+            sys.stderr.write(f"proctor fork server: could not preload {name!r}: {exc!r}\n")
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    status_fds: dict[int, int] = {}
+    selector = selectors.DefaultSelector()
+    selector.register(ctl, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    while True:
+        for key, _events in selector.select():
+            if key.fileobj is ctl:
+                try:
+                    _data, fds = _wire.recv_message(ctl)
+                except (EOFError, OSError):
+                    os._exit(0)  # our parent is gone; our children follow by PDEATHSIG
+                if len(fds) != 2:
+                    for fd in fds:
+                        os.close(fd)
+                    ctl.sendall(_PID.pack(-errno.EINVAL))
+                    continue
+                channel_fd, status_fd = fds
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    os.close(channel_fd)
+                    os.close(status_fd)
+                    ctl.sendall(_PID.pack(-(exc.errno or errno.EAGAIN)))
+                    continue
+                if pid == 0:
+                    _become_child(ctl, selector, (wake_r, wake_w), status_fds, status_fd, channel_fd)
+                os.close(channel_fd)
+                status_fds[pid] = status_fd
+                ctl.sendall(_PID.pack(pid))
+            else:
+                try:
+                    while os.read(wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                _reap(status_fds)
+
+
+def _become_child(ctl, selector, wake_fds, status_fds, own_status_fd, channel_fd) -> None:
+    from . import _bootstrap
+
+    exitcode = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        selector.close()
+        ctl.close()
+        for fd in (*wake_fds, *status_fds.values(), own_status_fd):
+            os.close(fd)
+        channel = socket.socket(fileno=channel_fd)
+        exitcode = _bootstrap.run_from_channel(channel, exec_mode=False)
+        _bootstrap.flush_std_streams()
+    finally:
+        os._exit(exitcode)
+
+
+def _reap(status_fds: dict[int, int]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        fd = status_fds.pop(pid, None)
+        if fd is not None:
+            try:
+                os.write(fd, EXIT_STATUS.pack(os.waitstatus_to_exitcode(status)))
+            except OSError:
+                pass  # the parent closed the process object already
+            os.close(fd)
+
+
+# -- the client, in the parent -------------------------------------------------------
+
+_preload: list[str] = []
+
+
+def set_preload(module_names: list[str]) -> None:
+    """Modules the fork server imports before forking (takes effect at its next start)."""
+    if isinstance(module_names, str) or not all(isinstance(m, str) for m in module_names):
+        raise TypeError(f"module_names must be a list of module names, not {module_names!r}")
+    _preload[:] = list(module_names)
+
+
+class ForkServerClient:
+    """The parent's handle on its fork server: started lazily, restarted if it died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ctl: socket.socket | None = None
+        self._pid = 0
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def start_child(self, channel_fd: int, status_fd: int) -> int:
+        """Ask the server to fork a child wired to the two descriptors; return its pid."""
+        with self._lock:
+            for attempt in (1, 2):
+                if self._ctl is None:
+                    self._start_server()
+                assert self._ctl is not None
+                try:
+                    _wire.send_message(self._ctl, b"", [channel_fd, status_fd])
+                    reply = _recv_exactly(self._ctl, _PID.size)
+                except (OSError, EOFError):
+                    self._forget_server()  # it died; start a new one and retry once
+                    if attempt == 2:
+                        raise
+                    continue
+                (pid,) = _PID.unpack(reply)
+                if pid < 0:
+                    raise OSError(-pid, f"the fork server could not fork: {os.strerror(-pid)}")
+                return pid
+        raise AssertionError("unreachable")
+
+    def _start_server(self) -> None:
+        from ._popen_spawn import spawn_interpreter
+
+        ours, theirs = _wire.socketpair()
+        try:
+            on_main = threading.current_thread() is threading.main_thread()
+            entry = f"serve(3, {os.getpid()}, {on_main}, {_preload!r})"
+            self._pid = spawn_interpreter(entry, {3: theirs.fileno()})
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._ctl = ours
+        _runtime.register_helper(self._pid)
+
+    def _forget_server(self) -> None:
+        if self._ctl is not None:
+            self._ctl.close()
+            self._ctl = None
+        if self._pid:
+            try:
+                os.waitpid(self._pid, 0)
+            except ChildProcessError:
+                pass
+            _runtime.unregister_helper(self._pid)
+            self._pid = 0
+
+    def stop(self) -> None:
+        """Close the control socket; the server exits, and is reaped here."""
+        with self._lock:
+            self._forget_server()
+
+    def _reset_after_fork(self) -> None:
+        # A forked child must not share its parent's server: closing our copy of
+        # the control socket keeps EOF meaningful for the parent's server.
+        self._lock = threading.Lock()
+        if self._ctl is not None:
+            self._ctl.close()
+            self._ctl = None
+        self._pid = 0
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("the fork server closed its control socket")
+        data += chunk
+    return data
+
+
+_client = ForkServerClient()
+
+
+def client() -> ForkServerClient:
+    """This process's fork server client."""
+    return _client
+
+
+os.register_at_fork(after_in_child=lambda: _client._reset_after_fork())

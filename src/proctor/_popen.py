@@ -1,0 +1,226 @@
+"""What the parent holds for each child it started, whatever the start method.
+
+A ``Popen`` owns three things on the parent's side:
+
+* ``pid``: the child's process id;
+* ``sentinel``: a descriptor that becomes readable when the child has ended
+  (a pidfd on Linux, the read end of a lifeline pipe elsewhere, the status
+  socket from the fork server under forkserver);
+* ``channel``: the parent's end of a Unix socket pair. The start payload goes
+  down it (spawn, forkserver) and the child's outcome -- return value, or
+  exception with its traceback -- comes back up it just before the child exits.
+
+Each start method subclasses :class:`Popen` in its own module and fills in how
+the child is created and how its exit status is collected.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from . import _serialization, _wire
+from ._errors import RemoteError, RemoteTraceback
+
+__all__ = ("Outcome", "Popen", "wait_readable")
+
+
+def wait_readable(fd: int, timeout: float | None) -> bool:
+    """Wait until ``fd`` is readable or ``timeout`` seconds pass; return readiness."""
+    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        if deadline is None:
+            wait_ms = None
+        else:
+            remaining = deadline - time.monotonic()
+            wait_ms = max(0, int(remaining * 1000 + 0.999))  # round up: never return early
+        if poller.poll(wait_ms):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
+class Outcome:
+    """What the child reported about its target: a value, an exception, or nothing.
+
+    Attributes:
+        reported: whether the child sent anything (not when killed early).
+        value: the target's return value.
+        exception: the exception the target raised, with ``__cause__`` carrying
+            the child's traceback.
+        value_error: why the return value could not be sent, if it could not.
+    """
+
+    def __init__(self) -> None:
+        self.reported = False
+        self.value: Any = None
+        self.exception: BaseException | None = None
+        self.value_error: str | None = None
+
+    @classmethod
+    def from_message(cls, data: bytes | bytearray) -> Outcome:
+        outcome = cls()
+        try:
+            message = _serialization.loads(data)
+        except Exception as exc:  # e.g. a class that no longer imports in the parent
+            outcome.exception = RemoteError(
+                "UnpicklingError", f"the child's outcome could not be unpickled: {exc!r}"
+            )
+            outcome.reported = True
+            return outcome
+        kind = message[0]
+        if kind == "value":
+            try:
+                outcome.value = _serialization.loads(message[1])
+            except Exception as exc:
+                outcome.value_error = f"the return value could not be unpickled: {exc!r}"
+        elif kind == "unsendable":
+            outcome.value_error = message[1]
+        elif kind == "error":
+            _, exc_bytes, type_name, text, tb_text = message
+            exception: BaseException | None = None
+            if exc_bytes is not None:
+                try:
+                    exception = _serialization.loads(exc_bytes)
+                except Exception:
+                    exception = None
+            if not isinstance(exception, BaseException):
+                exception = RemoteError(type_name, text, tb_text)
+            exception.__cause__ = RemoteTraceback(tb_text)
+            outcome.exception = exception
+        outcome.reported = True
+        return outcome
+
+
+class Popen:
+    """Base class: one started child, seen from its parent."""
+
+    method = ""
+
+    def __init__(self) -> None:
+        self.pid: int = 0
+        self.sentinel: int = -1
+        self.returncode: int | None = None
+        self.channel: socket.socket | None = None
+        self._outcome: Outcome | None = None
+        self._lock = threading.Lock()
+
+    # -- exit status ---------------------------------------------------------
+
+    def poll(self) -> int | None:
+        """Return the exit code if the child has ended, else ``None`` (never blocks)."""
+        if self.returncode is None:
+            with self._lock:
+                if self.returncode is None:
+                    self._collect_status(block=False)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` seconds for the child to end; return its exit code."""
+        if self.returncode is None:
+            if not wait_readable(self.sentinel, timeout):
+                return None
+            with self._lock:
+                if self.returncode is None:
+                    self._collect_status(block=True)
+        return self.returncode
+
+    def _collect_status(self, block: bool) -> None:
+        """Set ``returncode`` if the child ended (called with ``_lock`` held)."""
+        raise NotImplementedError
+
+    # -- signals -------------------------------------------------------------
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None and self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass  # it ended between poll() and kill()
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    # -- outcome -------------------------------------------------------------
+
+    def outcome(self) -> Outcome:
+        """Read what the ended child reported; call only after it has ended."""
+        if self._outcome is None:
+            self._outcome = self._read_outcome()
+        return self._outcome
+
+    def _read_outcome(self) -> Outcome:
+        channel = self.channel
+        if channel is None:
+            return Outcome()
+        # The child has ended, so whatever it sent is already in the socket (or
+        # in a spilled file the socket holds). Never block: a grandchild that
+        # inherited the child's end could otherwise keep us waiting forever.
+        channel.setblocking(False)
+        try:
+            data, fds = _wire.recv_message(channel)
+        except (BlockingIOError, _wire.WireError, OSError):
+            return Outcome()
+        for fd in fds:
+            os.close(fd)
+        return Outcome.from_message(data)
+
+    def close(self) -> None:
+        """Release the parent's descriptors for this child (idempotent)."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.sentinel >= 0:
+            try:
+                os.close(self.sentinel)
+            except OSError:
+                pass
+            self.sentinel = -1
+
+
+def reap_status(pid: int, block: bool) -> int | None:
+    """``waitpid`` a child of this process; return its exit code, or ``None``.
+
+    A child that someone else already reaped (``ECHILD``) is reported as 255:
+    it has ended, but its real status is lost.
+    """
+    try:
+        got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return 255
+    if got == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+_pidfd_usable: bool | None = None
+
+
+def pidfd_usable() -> bool:
+    """Whether ``os.pidfd_open`` works here (Linux 5.3+); probed once."""
+    global _pidfd_usable
+    if _pidfd_usable is None:
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+            _pidfd_usable = True
+        except (AttributeError, OSError):
+            _pidfd_usable = False
+    return _pidfd_usable
+
+
+def lifeline_pipe() -> tuple[int, int]:
+    """Where pidfds are missing: a pipe whose write end only the child holds.
+
+    The read end (the parent's sentinel) sees EOF when the child has ended.
+    """
+    return os.pipe()

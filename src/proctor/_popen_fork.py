@@ -1,0 +1,73 @@
+"""The ``fork`` start method: the child is a copy of the parent, nothing is pickled.
+
+::
+
+    parent                                  child (copy of the parent)
+    ──────                                  ─────────────────────────
+    socketpair() ─ channel ─┐
+    flush stdout/stderr     │
+    os.fork() ──────────────┼────────────▶  close parent's end
+    close child's end       │               run_forked(): run target
+    pidfd_open(pid) = sentinel              send outcome ──┐
+    join(): poll sentinel, waitpid ◀────────────────────────┘  os._exit(code)
+
+Fastest, and the only method under which objects that cannot be pickled reach the
+child. Forking a process that runs threads can deadlock the child on a lock some
+other thread held at the fork, which is why it is not the default.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from . import _bootstrap, _wire
+from ._popen import Popen, lifeline_pipe, pidfd_usable, reap_status
+
+__all__ = ("ForkPopen",)
+
+
+class ForkPopen(Popen):
+    method = "fork"
+
+    def __init__(self, process) -> None:
+        super().__init__()
+        parent_end, child_end = _wire.socketpair()
+        lifeline_r = lifeline_w = -1
+        if not pidfd_usable():
+            lifeline_r, lifeline_w = lifeline_pipe()
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        # Output buffered before the fork would otherwise be written twice.
+        _bootstrap.flush_std_streams()
+        try:
+            pid = os.fork()
+        except BaseException:
+            parent_end.close()
+            child_end.close()
+            for fd in (lifeline_r, lifeline_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        if pid == 0:  # the child
+            try:
+                parent_end.close()
+                if lifeline_w >= 0:
+                    os.close(lifeline_r)
+                    _bootstrap._own_lifeline.append(lifeline_w)
+                _bootstrap.run_forked(process, child_end, on_main_thread)
+            finally:
+                os._exit(1)
+        child_end.close()
+        self.pid = pid
+        self.channel = parent_end
+        if lifeline_w >= 0:
+            os.close(lifeline_w)
+            self.sentinel = lifeline_r
+        else:
+            self.sentinel = os.pidfd_open(pid)
+
+    def _collect_status(self, block: bool) -> None:
+        code = reap_status(self.pid, block)
+        if code is not None:
+            self.returncode = code
+

@@ -1,0 +1,74 @@
+"""The ``forkserver`` start method: children forked by a clean helper process.
+
+Like spawn, the process object is pickled and sent over the channel; unlike
+spawn, the child does not boot an interpreter but is forked from the fork server
+(see ``_forkserver``), which is fast and safe even when the parent runs threads.
+The child is the server's child, not ours, so the server reports its exit code
+over a per-child status socket, which is also the sentinel.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+
+from . import _bootstrap, _forkserver, _wire
+from ._popen import Popen, wait_readable
+from ._start_payload import pickle_process
+
+__all__ = ("ForkServerPopen",)
+
+
+class ForkServerPopen(Popen):
+    method = "forkserver"
+    _status: socket.socket | None = None
+
+    def __init__(self, process) -> None:
+        super().__init__()
+        payload, handoff = pickle_process(process, self.method)
+        message = _bootstrap.encode_start_message(
+            _bootstrap.build_prep(process, self.method), payload
+        )
+        parent_end, child_end = _wire.socketpair()
+        status_ours, status_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.pid = _forkserver.client().start_child(child_end.fileno(), status_theirs.fileno())
+        except BaseException:
+            parent_end.close()
+            status_ours.close()
+            raise
+        finally:
+            child_end.close()
+            status_theirs.close()
+        self.channel = parent_end
+        self._status = status_ours
+        self.sentinel = status_ours.fileno()
+        try:
+            _wire.send_message(parent_end, message, handoff.fds)
+        except OSError:
+            pass  # the child died at once; its exit code tells
+        for hook in handoff.after_start:
+            hook(self.pid)
+
+    def _collect_status(self, block: bool) -> None:
+        if not block and not wait_readable(self.sentinel, 0):
+            return
+        data = b""
+        while len(data) < _forkserver.EXIT_STATUS.size:
+            chunk = self._status.recv(_forkserver.EXIT_STATUS.size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) == _forkserver.EXIT_STATUS.size:
+            (self.returncode,) = _forkserver.EXIT_STATUS.unpack(data)
+        else:
+            # The fork server died before reporting; its children are killed
+            # with it (PR_SET_PDEATHSIG / the parent watch).
+            self.returncode = -signal.SIGKILL
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.close()
+            self._status = None
+        self.sentinel = -1
+        super().close()

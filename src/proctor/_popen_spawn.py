@@ -1,0 +1,109 @@
+"""The ``spawn`` start method: a fresh interpreter that receives its work over a socket.
+
+::
+
+    parent                                      fresh interpreter
+    ──────                                      ─────────────────
+    pickle process (cloudpickle) + fds ─┐
+    socketpair() ─ channel              │
+    posix_spawn(python -c spawn_main) ──┼────▶  fd 3 = channel (fd 4 = lifeline)
+    send [prep | payload] + SCM_RIGHTS ─┘       spawn_main(): recv, prepare,
+    sentinel = pidfd (or lifeline pipe)           unpickle, run target
+    join(): poll sentinel, waitpid  ◀─────────  send outcome, exit
+
+The payload is pickled *before* the child exists, so an unpicklable target or
+argument fails ``start()`` with no child left behind. The message goes into the
+socket buffer (or a memfd, when large) at once, so ``start()`` never waits for the
+new interpreter to boot. The child does not re-run the parent's ``__main__``;
+functions from it travel by value (cloudpickle).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+
+from . import _bootstrap, _wire
+from ._popen import Popen, lifeline_pipe, pidfd_usable, reap_status
+from ._start_payload import pickle_process
+
+__all__ = ("SpawnPopen", "spawn_interpreter")
+
+CHANNEL_FD = 3
+LIFELINE_FD = 4
+# posix_spawn's dup2 targets must not collide with the source descriptors.
+_DUP_FLOOR = 10
+
+
+class SpawnPopen(Popen):
+    method = "spawn"
+
+    def __init__(self, process) -> None:
+        super().__init__()
+        payload, handoff = pickle_process(process, self.method)
+        message = _bootstrap.encode_start_message(
+            _bootstrap.build_prep(process, self.method), payload
+        )
+        parent_end, child_end = _wire.socketpair()
+        lifeline_r = lifeline_w = -1
+        try:
+            if not pidfd_usable():
+                lifeline_r, lifeline_w = lifeline_pipe()
+            entry = f"spawn_main({CHANNEL_FD}, {LIFELINE_FD if lifeline_w >= 0 else -1})"
+            self.pid = spawn_interpreter(entry, {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w})
+        except BaseException:
+            parent_end.close()
+            for fd in (lifeline_r, lifeline_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        finally:
+            child_end.close()
+        self.channel = parent_end
+        if lifeline_w >= 0:
+            os.close(lifeline_w)
+            self.sentinel = lifeline_r
+        else:
+            self.sentinel = os.pidfd_open(self.pid)
+        try:
+            _wire.send_message(parent_end, message, handoff.fds)
+        except OSError:
+            pass  # the child died at once; join() reports its exit code
+        for hook in handoff.after_start:
+            hook(self.pid)
+
+    def _collect_status(self, block: bool) -> None:
+        code = reap_status(self.pid, block)
+        if code is not None:
+            self.returncode = code
+
+
+def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
+    """Start ``python -c "<import bootstrap>; <entry>"`` with ``fds`` at fixed numbers.
+
+    Args:
+        entry: a call to a function of ``proctor._bootstrap`` or ``proctor._forkserver``.
+        fds: child descriptor number -> parent descriptor (negative: skip).
+
+    Returns:
+        The new process's pid.
+    """
+    import subprocess
+
+    module = "_forkserver" if entry.startswith("serve") else "_bootstrap"
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        f"import sys; sys.path.append({package_parent!r}); "
+        f"from proctor.{module} import {entry.split('(')[0]}; {entry}"
+    )
+    argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code]
+    # Move every source above the fixed targets first, so one dup2 cannot
+    # clobber another's source.
+    moved = {target: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, _DUP_FLOOR) for target, src in fds.items() if src >= 0}
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, src, target) for target, src in moved.items()]
+        return os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions)
+    finally:
+        for src in moved.values():
+            os.close(src)

@@ -1,0 +1,617 @@
+"""``Process``: the object a parent uses to start, watch and join one child.
+
+Life of a process object::
+
+    Process(target=f, args=...)          created: nothing exists yet
+        .start()  ── start method ──▶    Popen: pid, sentinel, channel
+                                          child runs f(*args), reports its outcome
+        .join()   ◀── sentinel ──────    exit code collected; result/exception read
+        .close()                          descriptors released
+
+The start method (fork, spawn, forkserver) is a strategy, one module each
+(``_popen_fork``, ``_popen_spawn``, ``_popen_forkserver``); this module knows none of
+their details. The child side of a start lives in ``_bootstrap``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from . import _serialization
+from ._errors import ResultError
+
+__all__ = (
+    "Process",
+    "active_children",
+    "current_process",
+    "parent_process",
+)
+
+_UNSET: Any = object()
+
+
+class _ProcessState:
+    """Per-process globals: who we are, our children, the child counter."""
+
+    def __init__(self) -> None:
+        self.current: BaseProcessInfo = _MainProcess()
+        self.parent: _ParentProcess | None = None
+        self.children: set[Process] = set()
+        self.counter = itertools.count(1)
+        self.atexit_registered = False
+        # True while a new child unpickles its start payload: a Process started
+        # then comes from a module imported as a side effect -- the missing
+        # ``if __name__ == "__main__":`` guard -- and must not fork-bomb.
+        self.unpickling_payload = False
+
+
+class BaseProcessInfo:
+    """What ``current_process()`` returns in any process: name, pid, authkey..."""
+
+    _name: str
+    _identity: tuple[int, ...] = ()
+    _authkey: bytes
+    _daemon = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"name must be a string, not {type(value).__name__}")
+        self._name = value
+
+    @property
+    def authkey(self) -> bytes:
+        return self._authkey
+
+    @authkey.setter
+    def authkey(self, value: bytes) -> None:
+        if not isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"authkey must be bytes, not {type(value).__name__}")
+        self._authkey = bytes(value)
+
+    @property
+    def daemon(self) -> bool:
+        return self._daemon
+
+    @property
+    def pid(self) -> int | None:
+        return os.getpid()
+
+    ident = pid
+
+
+class _MainProcess(BaseProcessInfo):
+    def __init__(self) -> None:
+        self._name = "MainProcess"
+        self._authkey = os.urandom(32)
+
+    def __repr__(self) -> str:
+        return f"<_MainProcess name={self._name!r} pid={os.getpid()} started>"
+
+
+class _ParentProcess:
+    """The parent of this child, as seen from the child (``parent_process()``)."""
+
+    def __init__(self, name: str, pid: int) -> None:
+        self.name = name
+        self._pid = pid
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    ident = pid
+
+    def is_alive(self) -> bool:
+        """Whether the parent still runs (this child has not been re-parented)."""
+        return os.getppid() == self._pid or _pid_alive(self._pid)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the parent has ended, up to ``timeout`` seconds."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
+
+    def __repr__(self) -> str:
+        state = "started" if self.is_alive() else "stopped"
+        return f"<_ParentProcess name={self.name!r} pid={self._pid} {state}>"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_state = _ProcessState()
+
+
+def current_process() -> BaseProcessInfo:
+    """Return the object describing the process this code runs in."""
+    return _state.current
+
+
+def parent_process() -> _ParentProcess | None:
+    """Return the parent of this process, or ``None`` in the main process."""
+    return _state.parent
+
+
+def active_children() -> list[Process]:
+    """Return the children of this process that are still running (reaping ended ones)."""
+    _reap_finished_children()
+    return list(_state.children)
+
+
+def _reap_finished_children() -> None:
+    for child in list(_state.children):
+        popen = child._popen
+        if popen is not None and popen.poll() is not None:
+            _state.children.discard(child)
+
+
+class Process(BaseProcessInfo):
+    """A child process running ``target(*args, **kwargs)``, or a subclass's ``run()``.
+
+    The stdlib ``multiprocessing.Process`` API, plus:
+
+    * ``result`` and ``exception`` after ``join()``: the target's return value,
+      or the exception it raised with the child's traceback as ``__cause__``.
+    * Any callable can be the target under every start method: lambdas,
+      closures, functions and classes defined in ``__main__`` or a notebook.
+
+    Args:
+        group: always ``None``; kept for compatibility with ``threading.Thread``.
+        target: the callable to run in the child.
+        name: the process name; default ``Process-N`` (``Process-N:M`` in a child).
+        args: positional arguments for ``target``.
+        kwargs: keyword arguments for ``target``.
+        daemon: whether the child is terminated when this process exits,
+            rather than joined. Defaults to the current process's flag.
+
+    Raises:
+        TypeError: for a non-callable ``target`` or malformed ``args``/``kwargs``.
+        ValueError: for a ``group`` other than ``None``.
+
+    Note:
+        Unlike ``multiprocessing``, a daemonic process may start children of its
+        own: proctor guarantees that children never outlive their parent.
+    """
+
+    # Set by the context's subclasses (ForkProcess...); None means "the default
+    # context's method at start()".
+    _start_method: str | None = None
+
+    def __init__(
+        self,
+        group: None = None,
+        target: Callable[..., Any] | None = None,
+        name: str | None = None,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        daemon: bool | None = None,
+    ) -> None:
+        if group is not None:
+            raise ValueError(f"group must be None (reserved for future use), not {group!r}")
+        if target is not None and not callable(target):
+            raise TypeError(
+                f"target must be callable, not {type(target).__name__} ({target!r:.80})"
+            )
+        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+            raise TypeError(
+                f"args must be a tuple or other iterable of arguments, not "
+                f"{type(args).__name__} ({args!r:.80}); for one argument write args=(x,)"
+            )
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
+        parent = _state.current
+        count = next(_state.counter)
+        self._identity = (*parent._identity, count)
+        self._target = target
+        self._args = tuple(args)
+        self._kwargs = dict(kwargs or {})
+        self._authkey = parent.authkey
+        self._daemon = parent.daemon if daemon is None else bool(daemon)
+        self._parent_pid = os.getpid()
+        self._parent_name = parent.name
+        self._name = (
+            name
+            if name is not None
+            else type(self).__name__ + "-" + ":".join(str(i) for i in self._identity)
+        )
+        if not isinstance(self._name, str):
+            raise TypeError(f"name must be a string, not {type(self._name).__name__}")
+        self._popen: Any = None
+        self._closed = False
+        self._outcome_cache: Any = None
+
+    # -- what the child runs ------------------------------------------------
+
+    def run(self) -> Any:
+        """Run the target; override in a subclass. The return value is ``result``."""
+        if self._target is not None:
+            return self._target(*self._args, **self._kwargs)
+        return None
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the child process.
+
+        Raises:
+            ValueError: when already started or closed.
+            RuntimeError: when called while a new child is still unpickling its
+                start payload (a module without the main guard starting processes).
+            StartError: when the target or arguments cannot be pickled for a
+                spawn or forkserver child (no child is left running).
+        """
+        self._check_not_closed()
+        if self._popen is not None:
+            raise ValueError(f"cannot start a process twice: {self!r} was already started")
+        if self._parent_pid != os.getpid():
+            raise ValueError(
+                "can only start a process object created by the current process "
+                f"(created by pid {self._parent_pid}, this is pid {os.getpid()})"
+            )
+        _check_not_importing_payload()
+        _reap_finished_children()
+        from ._context import _launcher_for
+
+        launcher = _launcher_for(self._start_method)
+        self._popen = launcher(self)
+        _state.children.add(self)
+        _register_exit_handler()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the child ends, or ``timeout`` seconds pass.
+
+        Check ``exitcode`` (``None`` while running) to tell which happened.
+
+        Raises:
+            ValueError: before ``start()``, after ``close()``, or with a negative
+                or non-numeric timeout.
+            RuntimeError: when a process tries to join itself.
+        """
+        self._check_not_closed()
+        if self._popen is None:
+            raise ValueError(f"cannot join a process that was never started: {self!r}")
+        if self._parent_pid != os.getpid():
+            raise RuntimeError("can only join a child process of the current process")
+        timeout = _check_timeout(timeout)
+        if self._popen.wait(timeout) is not None:
+            _state.children.discard(self)
+
+    def is_alive(self) -> bool:
+        """Whether the child has been started and has not ended yet."""
+        self._check_not_closed()
+        if self is _state.current:
+            return True
+        if self._popen is None or self._parent_pid != os.getpid():
+            return False
+        if self._popen.poll() is None:
+            return True
+        _state.children.discard(self)
+        return False
+
+    def terminate(self) -> None:
+        """Send SIGTERM to the child (nothing if it has already ended)."""
+        self._started_popen().terminate()
+
+    def kill(self) -> None:
+        """Send SIGKILL to the child (nothing if it has already ended)."""
+        self._started_popen().kill()
+
+    def close(self) -> None:
+        """Release the descriptors held for the child; idempotent.
+
+        Raises:
+            ValueError: while the child is still running.
+        """
+        if self._closed:
+            return
+        if self._popen is not None:
+            if self._popen.poll() is None:
+                raise ValueError(
+                    f"cannot close {self!r} while it is still running; "
+                    "call join() or terminate() first"
+                )
+            self._read_outcome()
+            self._popen.close()
+            self._popen = None
+        _state.children.discard(self)
+        self._closed = True
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._popen is not None and self._popen.poll() is None:
+            self.join()
+        self.close()
+
+    # -- attributes ---------------------------------------------------------
+
+    @property
+    def daemon(self) -> bool:
+        return self._daemon
+
+    @daemon.setter
+    def daemon(self, value: bool) -> None:
+        if self._popen is not None:
+            raise ValueError(f"cannot set daemon after the process has started: {self!r}")
+        self._daemon = bool(value)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (``None`` before ``start()``)."""
+        self._check_not_closed()
+        if self is _state.current:
+            return os.getpid()
+        return None if self._popen is None else self._popen.pid
+
+    ident = pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """The exit code: ``None`` while running, ``-N`` when killed by signal N."""
+        self._check_not_closed()
+        if self._popen is None:
+            return None
+        return self._popen.poll()
+
+    @property
+    def sentinel(self) -> int:
+        """A descriptor that becomes readable when the child ends (for ``wait()``)."""
+        return self._started_popen().sentinel
+
+    @property
+    def start_method(self) -> str:
+        """The start method this process uses (or will use)."""
+        from ._context import _resolve_method
+
+        return _resolve_method(self._start_method)
+
+    @property
+    def result(self) -> Any:
+        """The target's return value, once the child has ended.
+
+        ``None`` when the target raised or the child was killed.
+
+        Raises:
+            ValueError: while the child has not ended yet.
+            ResultError: when the value could not be sent to the parent (it
+                could not be pickled in the child or unpickled here).
+        """
+        outcome = self._ended_outcome("result")
+        if outcome.value_error is not None:
+            raise ResultError(
+                f"{self._name!r} finished, but its return value could not be sent to the "
+                f"parent: {outcome.value_error}. Return something picklable, or nothing."
+            )
+        return outcome.value
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The exception the target raised, once the child has ended, else ``None``.
+
+        It is the original exception when it could be pickled, otherwise a
+        :class:`proctor.RemoteError`; its ``__cause__`` holds the child's traceback.
+
+        Raises:
+            ValueError: while the child has not ended yet.
+        """
+        return self._ended_outcome("exception").exception
+
+    def _ended_outcome(self, what: str) -> Any:
+        if self._outcome_cache is not None:
+            return self._outcome_cache
+        self._check_not_closed()
+        if self._popen is None or self._popen.poll() is None:
+            raise ValueError(f"{what} is available once the process has ended; join() it first")
+        return self._read_outcome()
+
+    def _read_outcome(self) -> Any:
+        if self._outcome_cache is None and self._popen is not None:
+            self._outcome_cache = self._popen.outcome()
+        return self._outcome_cache
+
+    # -- helpers --------------------------------------------------------------
+
+    def _check_not_closed(self) -> None:
+        if self._closed:
+            raise ValueError(f"process object {self._name!r} is closed")
+
+    def _started_popen(self) -> Any:
+        self._check_not_closed()
+        if self._popen is None:
+            raise ValueError(f"process {self._name!r} has not been started")
+        return self._popen
+
+    def __repr__(self) -> str:
+        if self._closed:
+            state = "closed"
+        elif self is _state.current:
+            state = "started"
+        elif self._popen is None:
+            state = "initial"
+        elif self._popen.poll() is None:
+            state = "started"
+        else:
+            state = "stopped"
+        parts = [f"<{type(self).__name__} name={self._name!r}"]
+        if not self._closed and self._popen is not None:
+            parts.append(f"pid={self._popen.pid}")
+        parts.append(f"parent={self._parent_pid}")
+        parts.append(state)
+        if state == "stopped":
+            parts.append(f"exitcode={_exitcode_name(self._popen.returncode)}")
+        if self._daemon:
+            parts.append("daemon")
+        return " ".join(parts) + ">"
+
+    def __reduce__(self) -> Any:
+        from ._reduction import is_spawning
+
+        if not is_spawning():
+            raise TypeError(
+                "a Process object cannot be pickled; it can only reach the child "
+                "it describes when that child starts"
+            )
+        state = {
+            k: v for k, v in self.__dict__.items() if k not in ("_popen", "_outcome_cache")
+        }
+        return (_rebuild_process, (type(self), state))
+
+    # -- child side ---------------------------------------------------------
+
+    def _bootstrap(self) -> tuple[int, bytes]:
+        """Run in the child: become current, run, report. Returns (exitcode, outcome)."""
+        from . import _bootstrap
+
+        _state.children = set()
+        _state.counter = itertools.count(1)
+        _state.parent = _ParentProcess(self._parent_name, self._parent_pid)
+        _state.current = self
+        self._popen = None
+        exitcode = 1
+        outcome: tuple[Any, ...] = ("value", _serialization.dumps(None))
+        try:
+            try:
+                _bootstrap.close_stdin()
+                value = self.run()
+                exitcode = 0
+                outcome = _value_message(value)
+            finally:
+                _exit_children()
+        except SystemExit as exc:
+            if exc.code is None:
+                exitcode = 0
+            elif isinstance(exc.code, int):
+                exitcode = exc.code
+            else:
+                sys.stderr.write(str(exc.code) + "\n")
+                exitcode = 1
+            outcome = ("value", _serialization.dumps(None))
+        except BaseException as exc:
+            exitcode = 1
+            sys.stderr.write(f"Process {self._name}:\n")
+            traceback.print_exc()
+            outcome = _error_message(exc)
+        finally:
+            _bootstrap.shutdown_threads()
+            _bootstrap.flush_std_streams()
+        return exitcode, _serialization.dumps(outcome)
+
+
+def _exitcode_name(code: int) -> str:
+    # Reprs show ``exitcode=-SIGKILL`` as stdlib does; errors use format_exitcode.
+    if code < 0:
+        try:
+            return "-" + signal.Signals(-code).name
+        except ValueError:
+            pass
+    return str(code)
+
+
+def _rebuild_process(cls: type, state: dict[str, Any]) -> Process:
+    process = cls.__new__(cls)
+    process.__dict__.update(state)
+    process._popen = None
+    process._outcome_cache = None
+    return process
+
+
+def _value_message(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ("value", _serialization.dumps(None))
+    try:
+        return ("value", _serialization.dumps(value))
+    except Exception as exc:
+        return ("unsendable", f"{type(value).__name__} could not be pickled ({exc})")
+
+
+def _error_message(exc: BaseException) -> tuple[Any, ...]:
+    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        exc_bytes: bytes | None = _serialization.dumps(exc)
+    except Exception:
+        exc_bytes = None
+    type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<str() failed>"
+    return ("error", exc_bytes, type_name, text, tb_text)
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    if timeout != timeout:  # NaN
+        raise ValueError("timeout must be a number of seconds, not NaN")
+    return max(float(timeout), 0.0)
+
+
+def _check_not_importing_payload() -> None:
+    if _state.unpickling_payload:
+        raise RuntimeError(
+            "A new process was started while this child process was still loading the "
+            "code it was sent -- most likely because a module it imports starts "
+            "processes at import time.\n\n"
+            "This usually means a script is missing the idiom that protects code which "
+            "must run only in the main program:\n\n"
+            "    if __name__ == '__main__':\n"
+            "        ...start processes here...\n\n"
+            "Move the process creation under that guard (or into a function). proctor "
+            "refuses to start the process so that it cannot recurse into a fork bomb."
+        )
+
+
+def _register_exit_handler() -> None:
+    if not _state.atexit_registered:
+        _state.atexit_registered = True
+        atexit.register(_exit_children)
+
+
+def _exit_children() -> None:
+    """At exit: terminate daemonic children, then join every remaining child."""
+    children = list(_state.children)
+    for child in children:
+        if child.daemon and child._popen is not None and child._popen.poll() is None:
+            child._popen.terminate()
+    for child in children:
+        if child._popen is not None:
+            child._popen.wait(None)
+    _state.children.clear()
+
+
+def _reset_after_fork() -> None:
+    # The forked child starts with no children and a fresh counter; the process
+    # object it runs replaces ``current`` in ``_bootstrap``.
+    _state.children = set()
+    _state.atexit_registered = False
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

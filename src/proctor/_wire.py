@@ -1,0 +1,188 @@
+"""One framed message, with descriptors, over a Unix stream socket -- never blocking the sender.
+
+Used on the control channel between a parent and each child it starts (the
+child's start payload going down, its outcome coming back) and between a parent
+and its fork server. Each side sends one message at a time and the receiver may
+not be reading yet -- the parent sends the payload before the child has even
+started, and a child sends its outcome just before it exits, maybe to a parent
+that joins much later. So a send must never wait for the reader::
+
+    small message (<= INLINE_MAX)               large message
+    ───────────────────────────────             ─────────────────────────────────
+    [header | data] + SCM_RIGHTS(fds)           data ─▶ memfd (anonymous file)
+      fits the socket buffer, which is          [header] + SCM_RIGHTS(memfd, fds)
+      raised to SOCKET_BUFFER                     the kernel keeps the file alive
+                                                  while the message is in flight
+
+The header is ``<length:u64><spilled:u8>``. Descriptors ride with the header's
+first byte, so the receiver gets them with its first ``recvmsg``.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import struct
+import tempfile
+
+__all__ = ("INLINE_MAX", "WireError", "recv_message", "send_message", "socketpair")
+
+# Messages up to this size go inline. Together with SOCKET_BUFFER it guarantees
+# that one message always fits the socket buffer, so send never blocks.
+INLINE_MAX = 64 * 1024
+# Asked for on both ends; Linux grants up to net.core.wmem_max (212992 by default).
+SOCKET_BUFFER = 256 * 1024
+# Linux's SCM_MAX_FD: the most descriptors one message may carry.
+MAX_FDS = 253
+
+_HEADER = struct.Struct("<QB")
+_INLINE, _SPILLED = 0, 1
+
+
+class WireError(EOFError):
+    """The peer went away, or sent something that is not a proctor frame."""
+
+
+def socketpair() -> tuple[socket.socket, socket.socket]:
+    """Return a connected pair of Unix stream sockets sized for one message."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for sock in (a, b):
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            except OSError:
+                pass  # keep the system default; large messages spill anyway
+    return a, b
+
+
+def send_message(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
+    """Send ``data`` and duplicates of ``fds`` as one message.
+
+    Raises:
+        ValueError: for more than MAX_FDS descriptors.
+        OSError: when the peer is gone (``BrokenPipeError``).
+    """
+    fds = list(fds)
+    spill_fd = -1
+    if len(data) > INLINE_MAX:
+        spill_fd = _spill(data)
+        fds.insert(0, spill_fd)
+        parts = [_HEADER.pack(len(data), _SPILLED)]
+    else:
+        parts = [_HEADER.pack(len(data), _INLINE), data]
+    if len(fds) > MAX_FDS:
+        raise ValueError(
+            f"a child can be handed at most {MAX_FDS} file descriptors at start; "
+            f"this one needs {len(fds)}"
+        )
+    try:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        total = sum(len(p) for p in parts)
+        sent = sock.sendmsg(parts, ancillary)
+        if sent < total:
+            # A signal can cut a stream send short; the descriptors went with
+            # the first byte, the rest is plain data.
+            sock.sendall(b"".join(parts)[sent:])
+    finally:
+        if spill_fd >= 0:
+            os.close(spill_fd)
+
+
+def recv_message(sock: socket.socket) -> tuple[bytearray, list[int]]:
+    """Receive one message sent by :func:`send_message`; the caller owns the fds.
+
+    Raises:
+        WireError: when the peer closed or died before a whole message arrived.
+        BlockingIOError: on a non-blocking socket with nothing to read yet.
+    """
+    header = bytearray()
+    fds: list[int] = []
+    try:
+        while len(header) < _HEADER.size:
+            chunk, ancdata, _flags, _addr = sock.recvmsg(
+                _HEADER.size - len(header), socket.CMSG_SPACE(MAX_FDS * 4)
+            )
+            fds.extend(_fds_from(ancdata))
+            if not chunk:
+                raise WireError("the peer closed the channel before sending a message")
+            header += chunk
+        length, kind = _HEADER.unpack(header)
+        if kind == _SPILLED:
+            if not fds:
+                raise WireError("a spilled message arrived without its file")
+            spill_fd = fds.pop(0)
+            try:
+                data = _unspill(spill_fd, length)
+            finally:
+                os.close(spill_fd)
+        elif kind == _INLINE and length <= INLINE_MAX:
+            data = _recv_exactly(sock, length)
+        else:
+            raise WireError(f"corrupt frame header: length={length} kind={kind}")
+        return data, fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _fds_from(ancdata) -> list[int]:
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(payload[: len(payload) - (len(payload) % received.itemsize)])
+            fds.extend(received)
+    return fds
+
+
+def _recv_exactly(sock: socket.socket, length: int) -> bytearray:
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    got = 0
+    while got < length:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise WireError(f"the peer closed the channel after {got} of {length} bytes")
+        got += n
+    return buffer
+
+
+def _spill(data: bytes) -> int:
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("proctor-message", os.MFD_CLOEXEC)
+    else:  # macOS: an unlinked temporary file serves the same purpose
+        with tempfile.TemporaryFile(prefix="proctor-message-") as f:
+            fd = os.dup(f.fileno())
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unspill(fd: int, length: int) -> bytearray:
+    size = os.fstat(fd).st_size
+    if size != length:
+        raise WireError(f"a spilled message holds {size} bytes, its header says {length}")
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    got = 0
+    while got < length:
+        n = _pread_into(fd, view[got:], got)
+        if n == 0:
+            raise WireError("a spilled message ended early")
+        got += n
+    return buffer
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    chunk = os.pread(fd, min(len(view), 1 << 24), offset)
+    view[: len(chunk)] = chunk
+    return len(chunk)
