@@ -12,9 +12,9 @@ import threading
 
 import psutil
 import pytest
-from helpers import START_METHODS, open_fds, shm_entries, wait_until
 
 import proctor
+from helpers import START_METHODS, open_fds, shm_entries, wait_until
 from proctor import _runtime
 
 
@@ -32,11 +32,16 @@ def ctx(start_method):
 
 @pytest.fixture(scope="session", autouse=True)
 def _warm_helpers():
-    """Start the long-lived helpers before the first leak check sees them."""
-    p = proctor.get_context("forkserver").Process(target=int)
-    p.start()
-    p.join(30)
-    p.close()
+    """Start the long-lived helpers before the first leak check sees them.
+
+    That is the fork server, and the /dev/null descriptor that fork parents open
+    once for their children's stdin.
+    """
+    for method in ("forkserver", "fork"):
+        p = proctor.get_context(method).Process(target=int)
+        p.start()
+        p.join(30)
+        p.close()
     yield
 
 
@@ -72,9 +77,7 @@ def no_leaks(request):
     try:
         wait_until(lambda: not (set(threading.enumerate()) - threads_before), timeout=5)
     except AssertionError:
-        pytest.fail(
-            f"test left threads behind: {set(threading.enumerate()) - threads_before}"
-        )
+        pytest.fail(f"test left threads behind: {set(threading.enumerate()) - threads_before}")
     try:
         wait_until(lambda: not (open_fds() - fds_before), timeout=5)
     except AssertionError:

@@ -61,8 +61,26 @@ def open_fds() -> set[int]:
 
 
 def shm_entries() -> set[str]:
-    """Names in /dev/shm created by proctor (empty where /dev/shm does not exist)."""
+    """Names in /dev/shm created by proctor in this process tree, or by dead processes.
+
+    proctor names carry the creator's pid. Entries of live processes outside this
+    tree (another test run on the same machine) are not this run's to judge.
+    """
+    import re
+
+    import psutil
+
     try:
-        return {n for n in os.listdir("/dev/shm") if "proctor" in n}
+        names = [n for n in os.listdir("/dev/shm") if "proctor" in n]
     except FileNotFoundError:
         return set()
+    me = psutil.Process()
+    ours = {me.pid} | {c.pid for c in me.children(recursive=True)}
+    found = set()
+    for name in names:
+        match = re.search(r"proctor\D*?(\d+)", name)
+        pid = int(match.group(1)) if match else None
+        if pid is not None and pid not in ours and pid_exists(pid):
+            continue
+        found.add(name)
+    return found

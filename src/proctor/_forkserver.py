@@ -71,22 +71,23 @@ def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> 
                     _data, fds = _wire.recv_message(ctl)
                 except (EOFError, OSError):
                     os._exit(0)  # our parent is gone; our children follow by PDEATHSIG
-                if len(fds) != 2:
+                if len(fds) != 4:
                     for fd in fds:
                         os.close(fd)
                     ctl.sendall(_PID.pack(-errno.EINVAL))
                     continue
-                channel_fd, status_fd = fds
+                channel_fd, status_fd, stdout_fd, stderr_fd = fds
                 try:
                     pid = os.fork()
                 except OSError as exc:
-                    os.close(channel_fd)
-                    os.close(status_fd)
+                    for fd in fds:
+                        os.close(fd)
                     ctl.sendall(_PID.pack(-(exc.errno or errno.EAGAIN)))
                     continue
                 if pid == 0:
-                    _become_child(ctl, selector, (wake_r, wake_w), status_fds, status_fd, channel_fd)
-                os.close(channel_fd)
+                    _become_child(ctl, selector, (wake_r, wake_w), status_fds, fds)
+                for fd in (channel_fd, stdout_fd, stderr_fd):
+                    os.close(fd)
                 status_fds[pid] = status_fd
                 ctl.sendall(_PID.pack(pid))
             else:
@@ -98,11 +99,19 @@ def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> 
                 _reap(status_fds)
 
 
-def _become_child(ctl, selector, wake_fds, status_fds, own_status_fd, channel_fd) -> None:
+def _become_child(ctl, selector, wake_fds, status_fds, fds) -> None:
     from . import _bootstrap
 
+    channel_fd, own_status_fd, stdout_fd, stderr_fd = fds
     exitcode = 1
     try:
+        # Write where the parent's stdout/stderr point now, not where they
+        # pointed when the server started (they may have been redirected since).
+        _bootstrap.flush_std_streams()
+        os.dup2(stdout_fd, 1)
+        os.dup2(stderr_fd, 2)
+        os.close(stdout_fd)
+        os.close(stderr_fd)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -159,14 +168,17 @@ class ForkServerClient:
         return self._pid
 
     def start_child(self, channel_fd: int, status_fd: int) -> int:
-        """Ask the server to fork a child wired to the two descriptors; return its pid."""
+        """Ask the server to fork a child wired to the two descriptors; return its pid.
+
+        The child also gets this process's current stdout and stderr.
+        """
         with self._lock:
             for attempt in (1, 2):
                 if self._ctl is None:
                     self._start_server()
                 assert self._ctl is not None
                 try:
-                    _wire.send_message(self._ctl, b"", [channel_fd, status_fd])
+                    _wire.send_message(self._ctl, b"", [channel_fd, status_fd, *_std_fds()])
                     reply = _recv_exactly(self._ctl, _PID.size)
                 except (OSError, EOFError):
                     self._forget_server()  # it died; start a new one and retry once
@@ -220,6 +232,27 @@ class ForkServerClient:
             self._ctl.close()
             self._ctl = None
         self._pid = 0
+
+
+def _std_fds() -> list[int]:
+    fds = []
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:  # closed: give the child /dev/null's place-holder instead
+            fds.append(_devnull())
+    return fds
+
+
+def _devnull() -> int:
+    global _devnull_fd
+    if _devnull_fd < 0:
+        _devnull_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    return _devnull_fd
+
+
+_devnull_fd = -1
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:

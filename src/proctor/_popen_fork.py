@@ -37,6 +37,9 @@ class ForkPopen(Popen):
         if not pidfd_usable():
             lifeline_r, lifeline_w = lifeline_pipe()
         on_main_thread = threading.current_thread() is threading.main_thread()
+        # Resolved once in the parent so that every forked child finds them ready.
+        _bootstrap.load_prctl()
+        _bootstrap._devnull_fd()
         # Output buffered before the fork would otherwise be written twice.
         _bootstrap.flush_std_streams()
         try:
@@ -70,4 +73,3 @@ class ForkPopen(Popen):
         code = reap_status(self.pid, block)
         if code is not None:
             self.returncode = code
-

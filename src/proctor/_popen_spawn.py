@@ -51,7 +51,9 @@ class SpawnPopen(Popen):
             if not pidfd_usable():
                 lifeline_r, lifeline_w = lifeline_pipe()
             entry = f"spawn_main({CHANNEL_FD}, {LIFELINE_FD if lifeline_w >= 0 else -1})"
-            self.pid = spawn_interpreter(entry, {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w})
+            self.pid = spawn_interpreter(
+                entry, {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w}
+            )
         except BaseException:
             parent_end.close()
             for fd in (lifeline_r, lifeline_w):
@@ -100,7 +102,11 @@ def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
     argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code]
     # Move every source above the fixed targets first, so one dup2 cannot
     # clobber another's source.
-    moved = {target: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, _DUP_FLOOR) for target, src in fds.items() if src >= 0}
+    moved = {
+        target: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, _DUP_FLOOR)
+        for target, src in fds.items()
+        if src >= 0
+    }
     try:
         actions = [(os.POSIX_SPAWN_DUP2, src, target) for target, src in moved.items()]
         return os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions)

@@ -20,13 +20,14 @@ import itertools
 import os
 import signal
 import sys
-import threading
-import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from . import _serialization
 from ._errors import ResultError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    from typing import Any
 
 __all__ = (
     "Process",
@@ -34,8 +35,6 @@ __all__ = (
     "current_process",
     "parent_process",
 )
-
-_UNSET: Any = object()
 
 
 class _ProcessState:
@@ -275,10 +274,12 @@ class Process(BaseProcessInfo):
             )
         _check_not_importing_payload()
         _reap_finished_children()
-        from ._context import _launcher_for
+        from ._context import _launcher_for, _resolve_method
 
-        launcher = _launcher_for(self._start_method)
-        self._popen = launcher(self)
+        # Recorded before pickling, so the child learns the method it runs under
+        # and makes it its own default, as multiprocessing does.
+        self._started_with = _resolve_method(self._start_method)
+        self._popen = _launcher_for(self._started_with)(self)
         _state.children.add(self)
         _register_exit_handler()
 
@@ -477,24 +478,23 @@ class Process(BaseProcessInfo):
                 "a Process object cannot be pickled; it can only reach the child "
                 "it describes when that child starts"
             )
-        state = {
-            k: v for k, v in self.__dict__.items() if k not in ("_popen", "_outcome_cache")
-        }
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_popen", "_outcome_cache")}
         return (_rebuild_process, (type(self), state))
 
     # -- child side ---------------------------------------------------------
 
     def _bootstrap(self) -> tuple[int, bytes]:
         """Run in the child: become current, run, report. Returns (exitcode, outcome)."""
-        from . import _bootstrap
+        from . import _bootstrap, _context
 
+        _context._inherit_start_method(self._started_with)
         _state.children = set()
         _state.counter = itertools.count(1)
         _state.parent = _ParentProcess(self._parent_name, self._parent_pid)
         _state.current = self
         self._popen = None
         exitcode = 1
-        outcome: tuple[Any, ...] = ("value", _serialization.dumps(None))
+        outcome: tuple[Any, ...] = _NONE_VALUE
         try:
             try:
                 _bootstrap.close_stdin()
@@ -511,8 +511,10 @@ class Process(BaseProcessInfo):
             else:
                 sys.stderr.write(str(exc.code) + "\n")
                 exitcode = 1
-            outcome = ("value", _serialization.dumps(None))
+            outcome = _NONE_VALUE
         except BaseException as exc:
+            import traceback
+
             exitcode = 1
             sys.stderr.write(f"Process {self._name}:\n")
             traceback.print_exc()
@@ -520,6 +522,8 @@ class Process(BaseProcessInfo):
         finally:
             _bootstrap.shutdown_threads()
             _bootstrap.flush_std_streams()
+        if outcome is _NONE_VALUE:
+            return exitcode, _NONE_VALUE_BYTES
         return exitcode, _serialization.dumps(outcome)
 
 
@@ -541,9 +545,14 @@ def _rebuild_process(cls: type, state: dict[str, Any]) -> Process:
     return process
 
 
+# Most targets return None: its outcome message is made once, not per child.
+_NONE_VALUE = ("value", _serialization.dumps(None))
+_NONE_VALUE_BYTES = _serialization.dumps(_NONE_VALUE)
+
+
 def _value_message(value: Any) -> tuple[Any, ...]:
     if value is None:
-        return ("value", _serialization.dumps(None))
+        return _NONE_VALUE
     try:
         return ("value", _serialization.dumps(value))
     except Exception as exc:
@@ -551,6 +560,8 @@ def _value_message(value: Any) -> tuple[Any, ...]:
 
 
 def _error_message(exc: BaseException) -> tuple[Any, ...]:
+    import traceback
+
     tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         exc_bytes: bytes | None = _serialization.dumps(exc)

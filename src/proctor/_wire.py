@@ -24,7 +24,6 @@ import array
 import os
 import socket
 import struct
-import tempfile
 
 __all__ = ("INLINE_MAX", "WireError", "recv_message", "send_message", "socketpair")
 
@@ -153,6 +152,8 @@ def _spill(data: bytes) -> int:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("proctor-message", os.MFD_CLOEXEC)
     else:  # macOS: an unlinked temporary file serves the same purpose
+        import tempfile
+
         with tempfile.TemporaryFile(prefix="proctor-message-") as f:
             fd = os.dup(f.fileno())
     try:

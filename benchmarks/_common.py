@@ -1,0 +1,62 @@
+"""Shared helpers for the benchmarks: timing, medians, result rows."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def median_time(fn: Callable[[], object], *, ops: int, rounds: int) -> float:
+    """Median over ``rounds`` of the mean seconds per call of ``fn`` (``ops`` calls a round)."""
+    samples = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        for _ in range(ops):
+            fn()
+        samples.append((time.perf_counter() - began) / ops)
+    return statistics.median(samples)
+
+
+def interleaved(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Run each measurement once per round, interleaved, and take each one's median.
+
+    Interleaving spreads the noise of a shared machine over every contender
+    instead of penalising whichever happened to run during a burst.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(fn())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def row(
+    benchmark: str,
+    proctor: float,
+    multiprocessing: float,
+    unit: str,
+    *,
+    higher_is_better: bool,
+    note: str = "",
+) -> dict:
+    """A result row; ``ratio`` > 1 always means proctor is better."""
+    ratio = proctor / multiprocessing if higher_is_better else multiprocessing / proctor
+    return {
+        "benchmark": benchmark,
+        "proctor": proctor,
+        "multiprocessing": multiprocessing,
+        "unit": unit,
+        "ratio": ratio,
+        "note": note,
+    }
+
+
+def print_rows(rows: list[dict]) -> None:
+    """Print rows as a table (used when a benchmark runs as a script)."""
+    print(f"{'benchmark':44} {'proctor':>12} {'multiproc.':>12} {'unit':>8} {'ratio':>7}  note")
+    for r in rows:
+        print(
+            f"{r['benchmark']:44} {r['proctor']:12.4g} {r['multiprocessing']:12.4g} {r['unit']:>8} "
+            f"{r['ratio']:6.2f}x  {r.get('note', '')}"
+        )

@@ -1,0 +1,74 @@
+"""Command line: ``python -m proctor {tour,bench,info}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._context import START_METHODS, get_start_method
+
+__all__ = ("main",)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m proctor",
+        description=(
+            "proctor: process-based parallelism built from OS primitives -- the "
+            "multiprocessing API that never hangs, never loses data, and is fast."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tour = commands.add_parser(
+        "tour",
+        help="run the tutorial's programs with proctor and check their output",
+        description="Run the tutorial's example programs with proctor, under each start "
+        "method, showing their output and whether it is what the tutorial expects.",
+    )
+    tour.add_argument(
+        "--start-method",
+        choices=[*START_METHODS, "all", "default"],
+        default="all",
+        help="start method to run the programs under (default: all three)",
+    )
+    bench = commands.add_parser(
+        "bench",
+        help="run benchmarks/ and print proctor vs multiprocessing ratios",
+        description="Run the benchmarks in benchmarks/ (proctor and multiprocessing "
+        "side by side in one run) and print a table of ratios.",
+    )
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes")
+    bench.add_argument("names", nargs="*", help="only these benchmarks (e.g. process pipe)")
+    commands.add_parser("info", help="show the start methods and platform details")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "tour":
+        from ._tour import tour
+
+        if args.start_method == "all":
+            methods = list(START_METHODS)
+        elif args.start_method == "default":
+            methods = [get_start_method()]
+        else:
+            methods = [args.start_method]
+        return tour(methods)
+    if args.command == "bench":
+        from ._bench import run_benchmarks
+
+        return run_benchmarks(args.names, quick=args.quick)
+    if args.command == "info":
+        from . import __version__, get_all_start_methods
+
+        print(f"proctor {__version__} on Python {sys.version.split()[0]} ({sys.platform})")
+        print(f"start methods: {', '.join(get_all_start_methods())} (default {get_start_method()})")
+        return 0
+    _parser().print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,531 @@
+"""Process: life cycle, results, exceptions and bad input, under every start method."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+import proctor
+from helpers import pid_exists, wait_until
+from proctor import RemoteError, ResultError, UnpicklableError
+
+# --- targets (importable, so they also work by reference) ---------------------
+
+
+def double(x):
+    return x * 2
+
+
+def add(a, b=0, *, c=0):
+    return a + b + c
+
+
+def raise_value_error(message):
+    raise ValueError(message)
+
+
+def exit_with(code):
+    sys.exit(code)
+
+
+def sleep_forever():
+    while True:
+        time.sleep(1)
+
+
+def return_unpicklable():
+    return threading.Lock()
+
+
+def who_am_i():
+    me = proctor.current_process()
+    parent = proctor.parent_process()
+    return me.name, me.pid, os.getpid(), parent.pid, parent.name, me.authkey
+
+
+def start_method_in_child():
+    return proctor.get_start_method()
+
+
+def write_to_fd_holder(holder, text):
+    os.write(holder.fd, text.encode())
+    return "written"
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise TypeError("this object refuses to be pickled")
+
+
+class UnpicklableError_(Exception):
+    """An exception carrying something that cannot be pickled."""
+
+    def __init__(self):
+        super().__init__("has a lock")
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable_exception():
+    raise UnpicklableError_()
+
+
+class NeedsTwoArgs(Exception):
+    """Pickles fine, but unpickling calls __init__ with one argument and fails."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}-{b}")
+
+
+def raise_needs_two_args():
+    raise NeedsTwoArgs(1, 2)
+
+
+class Squarer(proctor.Process):
+    def __init__(self, n, **kwargs):
+        super().__init__(**kwargs)
+        self.n = n
+
+    def run(self):
+        return self.n * self.n
+
+
+class FdHolder:
+    """Owns a descriptor and travels to children through proctor's fd handoff."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def __reduce__(self):
+        from proctor._reduction import fd_token
+
+        return (_rebuild_fd_holder, (fd_token(self.fd, "FdHolder"),))
+
+
+def _rebuild_fd_holder(token):
+    from proctor._reduction import take_fd
+
+    return FdHolder(take_fd(token))
+
+
+# --- basics ----------------------------------------------------------------------
+
+
+def test_start_join_returns_result_and_exit_code(ctx):
+    p = ctx.Process(target=double, args=(21,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert p.result == 42
+    assert p.exception is None
+    assert not p.is_alive()
+    p.close()
+
+
+def test_args_and_kwargs_reach_the_target(ctx):
+    p = ctx.Process(target=add, args=(1,), kwargs={"b": 2, "c": 3})
+    p.start()
+    p.join(30)
+    assert p.result == 6
+    p.close()
+
+
+def test_lambdas_closures_and_nested_functions_are_targets(ctx):
+    offset = 100
+
+    def nested(x):
+        return x + offset
+
+    for target, expected in ((lambda: "lambda", "lambda"), (nested, 105)):
+        p = ctx.Process(target=target, args=() if expected == "lambda" else (5,))
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0, p.exception
+        assert p.result == expected
+        p.close()
+
+
+def test_subclass_run_is_used_and_its_return_value_kept(ctx):
+    p = Squarer(7)
+    p._start_method = ctx.get_start_method()
+    p.start()
+    p.join(30)
+    assert p.result == 49
+    p.close()
+
+
+def test_child_knows_its_name_pid_parent_and_authkey(ctx):
+    p = ctx.Process(target=who_am_i, name="worker")
+    p.start()
+    p.join(30)
+    name, reported_pid, real_pid, parent_pid, parent_name, authkey = p.result
+    assert name == "worker"
+    assert reported_pid == real_pid == p.pid
+    assert parent_pid == os.getpid()
+    assert parent_name == proctor.current_process().name
+    assert authkey == proctor.current_process().authkey
+    p.close()
+
+
+def test_child_inherits_the_start_method(ctx):
+    p = ctx.Process(target=start_method_in_child)
+    p.start()
+    p.join(30)
+    assert p.result == ctx.get_start_method()
+    p.close()
+
+
+def test_large_arguments_and_results_travel_without_blocking(ctx):
+    big = b"x" * (3 * 1024 * 1024)  # larger than any socket buffer
+    p = ctx.Process(target=bytes.upper, args=(big,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert p.result == big.upper()
+    p.close()
+
+
+def test_descriptors_reach_the_child_through_the_handoff(ctx):
+    r, w = os.pipe()
+    try:
+        p = ctx.Process(target=write_to_fd_holder, args=(FdHolder(w), "through the handoff"))
+        p.start()
+        p.join(30)
+        assert p.result == "written"
+        assert os.read(r, 100) == b"through the handoff"
+        p.close()
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_pickling_a_descriptor_outside_a_start_is_refused():
+    r, w = os.pipe()
+    try:
+        with pytest.raises(RuntimeError, match="only be sent to a child process"):
+            pickle.dumps(FdHolder(w))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+# --- outcomes ------------------------------------------------------------------------
+
+
+def test_exception_reaches_parent_with_child_traceback(ctx, capfd):
+    p = ctx.Process(target=raise_value_error, args=("bad thing",))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 1
+    assert p.result is None
+    exc = p.exception
+    assert type(exc) is ValueError and str(exc) == "bad thing"
+    assert isinstance(exc.__cause__, proctor.RemoteTraceback)
+    assert "raise_value_error" in exc.__cause__.tb_text
+    assert "ValueError: bad thing" in exc.__cause__.tb_text
+    p.close()
+    err = capfd.readouterr().err
+    assert f"Process {p.name}:" in err and "ValueError: bad thing" in err
+
+
+def test_unpicklable_exception_becomes_remote_error(ctx, capfd):
+    p = ctx.Process(target=raise_unpicklable_exception)
+    p.start()
+    p.join(30)
+    exc = p.exception
+    assert isinstance(exc, RemoteError)
+    assert exc.type_name.endswith("UnpicklableError_")
+    assert exc.message == "has a lock"
+    assert "raise_unpicklable_exception" in exc.traceback_text
+    assert isinstance(exc.__cause__, proctor.RemoteTraceback)
+    p.close()
+    capfd.readouterr()
+
+
+def test_exception_that_cannot_be_unpickled_becomes_remote_error(ctx, capfd):
+    p = ctx.Process(target=raise_needs_two_args)
+    p.start()
+    p.join(30)
+    assert isinstance(p.exception, RemoteError)
+    assert p.exception.message == "1-2"
+    p.close()
+    capfd.readouterr()
+
+
+@pytest.mark.parametrize(("code", "expected"), [(0, 0), (None, 0), (3, 3), ("bye", 1)])
+def test_system_exit_sets_the_exit_code(ctx, code, expected, capfd):
+    p = ctx.Process(target=exit_with, args=(code,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == expected
+    assert p.exception is None
+    p.close()
+    if code == "bye":
+        assert "bye" in capfd.readouterr().err
+
+
+def test_unsendable_return_value_is_reported_not_fatal(ctx):
+    p = ctx.Process(target=return_unpicklable)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    with pytest.raises(ResultError, match="could not be sent"):
+        _ = p.result
+    p.close()
+
+
+def test_result_before_the_end_is_a_state_error(ctx):
+    p = ctx.Process(target=sleep_forever)
+    with pytest.raises(ValueError, match="once the process has ended"):
+        _ = p.result
+    p.start()
+    with pytest.raises(ValueError, match="once the process has ended"):
+        _ = p.exception
+    p.kill()
+    p.join(30)
+    assert p.result is None and p.exception is None
+    p.close()
+
+
+# --- signals, timeouts, state --------------------------------------------------------------
+
+
+def test_terminate_and_kill_give_negative_exit_codes(ctx):
+    for stop, sig in (("terminate", signal.SIGTERM), ("kill", signal.SIGKILL)):
+        p = ctx.Process(target=sleep_forever)
+        p.start()
+        assert p.is_alive()
+        getattr(p, stop)()
+        p.join(30)
+        assert p.exitcode == -sig
+        assert f"exitcode=-{sig.name}" in repr(p)
+        p.close()
+
+
+def test_join_timeout_returns_while_running(ctx):
+    p = ctx.Process(target=sleep_forever)
+    p.start()
+    began = time.monotonic()
+    p.join(0.2)
+    assert time.monotonic() - began >= 0.2
+    assert p.exitcode is None and p.is_alive()
+    p.kill()
+    p.join(30)
+    p.close()
+
+
+def test_sentinel_becomes_readable_when_the_child_ends(ctx):
+    import select
+
+    p = ctx.Process(target=sleep_forever)
+    p.start()
+    assert select.select([p.sentinel], [], [], 0)[0] == []
+    p.kill()
+    assert select.select([p.sentinel], [], [], 30)[0] == [p.sentinel]
+    p.join(30)
+    p.close()
+
+
+def test_repr_shows_name_pid_state_and_exit_code(ctx):
+    p = ctx.Process(target=double, args=(1,), name="R")
+    assert "name='R'" in repr(p) and "initial" in repr(p)
+    p.start()
+    p.join(30)
+    text = repr(p)
+    assert f"pid={p.pid}" in text and "stopped" in text and "exitcode=0" in text
+    p.close()
+    assert "closed" in repr(p)
+
+
+def test_default_names_count_up():
+    a, b = proctor.Process(), proctor.Process()
+    (na,), (nb,) = (a.name.split("-")[1:], b.name.split("-")[1:])
+    assert int(nb) == int(na) + 1
+
+
+def test_active_children_lists_running_ones(ctx):
+    p = ctx.Process(target=sleep_forever)
+    p.start()
+    assert p in proctor.active_children()
+    p.kill()
+    p.join(30)
+    assert p not in proctor.active_children()
+    p.close()
+
+
+def test_process_started_from_a_thread_survives_the_thread(ctx):
+    # PR_SET_PDEATHSIG follows the thread that created the child; proctor must
+    # not arm it for a child started from a thread that then exits.
+    holder = {}
+
+    def starter():
+        holder["p"] = ctx.Process(target=time.sleep, args=(0.5,))
+        holder["p"].start()
+
+    t = threading.Thread(target=starter)
+    t.start()
+    t.join(30)
+    p = holder["p"]
+    p.join(30)
+    assert p.exitcode == 0
+    p.close()
+
+
+def test_current_and_parent_process_in_main():
+    assert proctor.current_process().name == "MainProcess"
+    assert proctor.parent_process() is None
+    assert proctor.cpu_count() >= 1
+
+
+# --- bad input and misuse ---------------------------------------------------------------
+
+
+def test_non_callable_target_is_a_type_error():
+    with pytest.raises(TypeError, match="target must be callable"):
+        proctor.Process(target=42)
+
+
+def test_bad_args_and_kwargs_are_type_errors():
+    with pytest.raises(TypeError, match="args=\\(x,\\)"):
+        proctor.Process(target=print, args="abc")
+    with pytest.raises(TypeError, match="kwargs must be a mapping"):
+        proctor.Process(target=print, kwargs=[1])
+    with pytest.raises(ValueError, match="group must be None"):
+        proctor.Process(group="g")
+
+
+def test_lifecycle_misuse_names_the_state(ctx):
+    p = ctx.Process(target=double, args=(1,))
+    with pytest.raises(ValueError, match="never started"):
+        p.join(1)
+    with pytest.raises(ValueError, match="has not been started"):
+        p.terminate()
+    p.start()
+    with pytest.raises(ValueError, match="cannot start a process twice"):
+        p.start()
+    with pytest.raises(ValueError, match="cannot set daemon"):
+        p.daemon = True
+    p.join(30)
+    p.close()
+    p.close()  # idempotent
+    for use in (p.start, p.is_alive, lambda: p.join(1), lambda: p.exitcode):
+        with pytest.raises(ValueError, match="is closed"):
+            use()
+
+
+def test_close_while_running_is_refused(ctx):
+    p = ctx.Process(target=sleep_forever)
+    p.start()
+    with pytest.raises(ValueError, match="still running"):
+        p.close()
+    p.kill()
+    p.join(30)
+    p.close()
+
+
+@pytest.mark.parametrize("timeout", ["1", [1], float("nan")])
+def test_bad_join_timeout_is_rejected(timeout):
+    p = proctor.get_context("fork").Process(target=int)
+    p.start()
+    with pytest.raises((TypeError, ValueError), match="timeout"):
+        p.join(timeout)
+    p.join(30)
+    p.close()
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_unpicklable_argument_fails_start_naming_it(method):
+    before = set(proctor.active_children())
+    p = proctor.get_context(method).Process(target=print, args=(1, Unpicklable()))
+    with pytest.raises(UnpicklableError) as info:
+        p.start()
+    message = str(info.value)
+    assert "argument 1" in message and "Unpicklable" in message
+    assert repr(method) in message and "fork" in message
+    assert isinstance(info.value, TypeError)
+    assert set(proctor.active_children()) == before
+    assert p.pid is None
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_unpicklable_target_fails_start_naming_it(method):
+    lock = threading.Lock()
+    p = proctor.get_context(method).Process(target=lock.acquire)
+    with pytest.raises(UnpicklableError, match="the target"):
+        p.start()
+
+
+def test_unpicklable_argument_is_fine_under_fork():
+    p = proctor.get_context("fork").Process(
+        target=lambda lock: lock.locked(), args=(threading.Lock(),)
+    )
+    p.start()
+    p.join(30)
+    assert p.result is False
+    p.close()
+
+
+def test_unknown_start_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown start method 'thread'.*'fork'"):
+        proctor.get_context("thread")
+    with pytest.raises(TypeError):
+        proctor.get_context(3)
+
+
+def test_set_start_method_twice_needs_force():
+    original = proctor.get_start_method()
+    with pytest.raises(RuntimeError, match="already set"):
+        proctor.set_start_method("spawn")
+    proctor.set_start_method("spawn", force=True)
+    try:
+        assert proctor.get_start_method() == "spawn"
+        assert proctor.get_context().Process is proctor.Process
+    finally:
+        proctor.set_start_method(original, force=True)
+
+
+def test_default_start_method_is_documented_choice():
+    expected = "spawn" if sys.platform == "darwin" else "forkserver"
+    assert proctor.get_all_start_methods()[0] == expected
+
+
+def test_child_that_cannot_load_its_target_reports_why(ctx, capfd, tmp_path, monkeypatch):
+    if ctx.get_start_method() == "fork":
+        pytest.skip("fork does not pickle, so there is nothing to load")
+    module = tmp_path / "vanishing_module.py"
+    module.write_text("def work():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import vanishing_module
+
+    p = ctx.Process(target=vanishing_module.work)
+    module.unlink()  # the child cannot import it any more
+    shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
+    try:
+        p.start()  # pickles work by reference: the module is still imported here
+    finally:
+        sys.modules.pop("vanishing_module")
+    p.join(30)
+    assert p.exitcode == 1
+    assert isinstance(p.exception, ModuleNotFoundError)
+    assert "could not load its target" in capfd.readouterr().err
+    p.close()
+
+
+def test_zombie_free_after_join(ctx):
+    p = ctx.Process(target=double, args=(2,))
+    p.start()
+    pid = p.pid
+    p.join(30)
+    p.close()
+    assert not pid_exists(pid)
+
+
+def test_wait_until_helper_fails_loudly():
+    with pytest.raises(AssertionError, match="not met"):
+        wait_until(lambda: False, timeout=0.05)

@@ -1,0 +1,87 @@
+"""Whole-program behaviour of the start methods: orphans, exit handling, the main guard.
+
+Each test runs a small program from tests/scripts in a fresh interpreter, because
+what it checks happens when a parent dies or exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import pid_exists, wait_until
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def _python(*args: str, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SCRIPTS), *sys.path]))
+    return subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def _read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """One line of the program's stdout; fails with its stderr instead of hanging."""
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        proc.kill()
+        raise AssertionError(f"no output within {timeout} s; stderr: {proc.stderr.read()}")
+    return proc.stdout.readline()
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_children_die_within_a_second_of_a_killed_parent(start_method, where, tmp_path):
+    parent = _python(str(SCRIPTS / "family.py"), start_method, where, str(tmp_path / "pid"))
+    try:
+        line = _read_line(parent, timeout=60)
+        pids = [int(x) for x in line.split()]
+        assert len(pids) >= 2, (line, parent.stderr.read() if parent.poll() is not None else "")
+        for pid in pids:
+            assert pid_exists(pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(30)
+        # The promise is one second; allow scheduling slack on a loaded CI machine.
+        wait_until(lambda: not any(pid_exists(pid) for pid in pids), timeout=3)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(30)
+        parent.stdout.close()
+        parent.stderr.close()
+
+
+def test_missing_main_guard_is_explained_not_a_fork_bomb(start_method):
+    code = f"import proctor; proctor.set_start_method({start_method!r}); import noguard_module"
+    proc = _python("-c", code)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    if start_method == "fork":
+        # Nothing is unpickled under fork, so nothing is imported twice.
+        assert "exitcode 0 NoneType" in out
+    else:
+        assert "exitcode 1 RuntimeError" in out
+        assert "if __name__ == '__main__':" in err
+        assert out.count("exitcode") == 1  # the child did not start a grandchild
+
+
+def test_exit_joins_children_and_terminates_daemons(start_method, tmp_path):
+    marker = tmp_path / "marker"
+    proc = _python(str(SCRIPTS / "exit_handling.py"), start_method, str(marker))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert marker.read_text() == "done"  # the parent waited for the non-daemonic child
+    daemon_pid = int(out.split()[0])
+    wait_until(lambda: not pid_exists(daemon_pid), timeout=5)
