@@ -1,0 +1,65 @@
+"""``python -m proctor bench``: run benchmarks/ and print proctor vs multiprocessing ratios.
+
+Every benchmark module ``benchmarks/bench_<name>.py`` has ``run(quick) -> rows``;
+each row measures proctor and the stdlib ``multiprocessing`` in the same run, and
+its ``ratio`` is above 1 when proctor is better (faster, or more throughput).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+__all__ = ("benchmarks_dir", "run_benchmarks")
+
+
+def benchmarks_dir() -> Path:
+    """Where the benchmark modules are: inside the installed package, or the source tree."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "benchmarks", here.parent.parent / "benchmarks"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("the benchmarks were not found; reinstall proctor")
+
+
+def run_benchmarks(names: list[str], *, quick: bool, out=None) -> int:
+    """Run the selected benchmarks (all when ``names`` is empty); return an exit status."""
+    out = out or sys.stdout
+    directory = benchmarks_dir()
+    sys.path.insert(0, str(directory))
+    modules = sorted(directory.glob("bench_*.py"))
+    if names:
+        wanted = {n.removeprefix("bench_").removesuffix(".py") for n in names}
+        unknown = wanted - {m.stem.removeprefix("bench_") for m in modules}
+        if unknown:
+            known = ", ".join(m.stem.removeprefix("bench_") for m in modules)
+            print(f"unknown benchmark(s) {sorted(unknown)}; known: {known}", file=out)
+            return 2
+        modules = [m for m in modules if m.stem.removeprefix("bench_") in wanted]
+    print(
+        f"{'benchmark':46} {'proctor':>11} {'multiproc.':>11} {'unit':>7} {'ratio':>7}  note",
+        file=out,
+    )
+    print("(ratio > 1: proctor is better; medians of several runs, measured side by side)", file=out)
+    failures = 0
+    for path in modules:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        try:
+            spec.loader.exec_module(module)
+            rows = module.run(quick=quick)
+        except Exception as exc:  # one broken benchmark must not hide the others
+            failures += 1
+            print(f"{path.stem}: FAILED: {type(exc).__name__}: {exc}", file=out)
+            continue
+        for r in rows:
+            print(
+                f"{r['benchmark']:46} {r['proctor']:11.4g} {r['multiprocessing']:11.4g} "
+                f"{r['unit']:>7} {r['ratio']:6.2f}x  {r.get('note', '')}",
+                file=out,
+                flush=True,
+            )
+    return 1 if failures else 0
