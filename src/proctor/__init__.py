@@ -31,6 +31,11 @@ from ._errors import RemoteTraceback as RemoteTraceback
 from ._errors import ResultError as ResultError
 from ._errors import StartError as StartError
 from ._errors import UnpicklableError as UnpicklableError
+from ._log_forwarding import set_log_forwarding as set_log_forwarding
+from ._logging import SUBDEBUG as SUBDEBUG
+from ._logging import SUBWARNING as SUBWARNING
+from ._logging import get_logger as get_logger
+from ._logging import log_to_stderr as log_to_stderr
 from ._process import Process as Process
 from ._process import active_children as active_children
 from ._process import current_process as current_process
@@ -40,6 +45,8 @@ from ._system import cpu_count as cpu_count
 __version__ = "0.1.0"
 
 __all__ = (
+    "SUBDEBUG",
+    "SUBWARNING",
     "AuthenticationError",
     "BaseContext",
     "BufferTooShort",
@@ -58,7 +65,10 @@ __all__ = (
     "current_process",
     "get_all_start_methods",
     "get_context",
+    "get_logger",
     "get_start_method",
+    "log_to_stderr",
     "parent_process",
+    "set_log_forwarding",
     "set_start_method",
 )

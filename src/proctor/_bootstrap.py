@@ -61,7 +61,7 @@ def build_prep(process: Any, start_method: str) -> dict[str, Any]:
         "parent_pid": os.getpid(),
         "pdeathsig": threading.current_thread() is threading.main_thread(),
         "main_path": getattr(main, "__file__", None),
-        "log": _logging_prep(),
+        "log": None,
         "line_buffering": _line_buffering(),
     }
 
@@ -72,18 +72,22 @@ def _line_buffering() -> tuple[bool, bool]:
     )
 
 
+def add_log_channel(prep: dict[str, Any], handoff: Any, process: Any) -> Any:
+    """Open the child's log channel (if forwarding is on) and describe it in ``prep``.
+
+    Returns the (parent end, child end) pair, or ``None``.
+    """
+    from ._log_forwarding import capture_config, open_channel
+
+    channel = open_channel(process._forward_logs)
+    if channel is not None:
+        prep["log"] = {"config": capture_config(), "fd_token": handoff.add_fd(channel[1].fileno())}
+    return channel
+
+
 def encode_start_message(prep: dict[str, Any], payload: bytes) -> bytes:
     prep_bytes = _serialization.dumps(prep)
     return _PREP_LENGTH.pack(len(prep_bytes)) + prep_bytes + payload
-
-
-def _logging_prep() -> Any:
-    hook = _hooks.get("logging_prep")
-    return hook() if hook is not None else None
-
-
-# Hooks other modules install (logging forwarding) without this module importing them.
-_hooks: dict[str, Any] = {}
 
 
 def _apply_prep(prep: dict[str, Any]) -> None:
@@ -103,19 +107,26 @@ def _apply_prep(prep: dict[str, Any]) -> None:
     from . import _context
 
     _context._inherit_start_method(prep["start_method"])
-    hook = _hooks.get("logging_apply")
-    if hook is not None and prep.get("log") is not None:
-        hook(prep["log"])
 
 
 # -- running ------------------------------------------------------------------
 
 
-def run_forked(process: Any, channel: socket.socket, started_on_main_thread: bool) -> None:
-    """In a forked child: run ``process`` and exit; never returns."""
+def run_forked(
+    process: Any, channel: socket.socket, started_on_main_thread: bool, log: Any
+) -> None:
+    """In a forked child: run ``process`` and exit; never returns.
+
+    Args:
+        log: ``(config, socket)`` when log forwarding is on, else ``None``.
+    """
     exitcode = 1
     try:
         arm_parent_death(os.getppid(), started_on_main_thread)
+        if log is not None:
+            from ._log_forwarding import install_in_child
+
+            install_in_child(*log)
         exitcode = _run_and_report(process, channel)
     finally:
         os._exit(exitcode)
@@ -141,13 +152,19 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool) -> int:
         # us, so PR_SET_PDEATHSIG is always safe; the server dies with our parent.
         arm_parent_death(os.getppid(), True)
     try:
-        _apply_prep(prep)
-        _process._state.unpickling_payload = True
-        try:
-            with receiving(fds):
+        with receiving(fds):
+            _apply_prep(prep)
+            if prep["log"] is not None:
+                from ._log_forwarding import install_in_child
+                from ._reduction import take_fd
+
+                log_socket = socket.socket(fileno=take_fd(prep["log"]["fd_token"]))
+                install_in_child(prep["log"]["config"], log_socket)
+            _process._state.unpickling_payload = True
+            try:
                 process = _serialization.loads(payload)
-        finally:
-            _process._state.unpickling_payload = False
+            finally:
+                _process._state.unpickling_payload = False
     except BaseException as exc:
         # The child could not even load its work: report it like a failure of
         # the target, so the parent sees it in ``exception``.
@@ -164,6 +181,8 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool) -> int:
 
 def _run_and_report(process: Any, channel: socket.socket) -> int:
     exitcode, outcome = process._bootstrap()
+    if "proctor._log_forwarding" in sys.modules:
+        sys.modules["proctor._log_forwarding"].flush_child()
     _send_outcome(channel, outcome)
     channel.close()
     return exitcode

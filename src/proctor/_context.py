@@ -176,6 +176,16 @@ class BaseContext:
 
         return cpu_count()
 
+    def get_logger(self) -> Any:
+        from ._logging import get_logger
+
+        return get_logger()
+
+    def log_to_stderr(self, level: int | str | None = None) -> Any:
+        from ._logging import log_to_stderr
+
+        return log_to_stderr(level)
+
     def set_forkserver_preload(self, module_names: list[str]) -> None:
         """Modules the fork server imports once, so that children start with them loaded."""
         from ._forkserver import set_preload

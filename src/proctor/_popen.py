@@ -114,6 +114,7 @@ class Popen:
         self.channel: socket.socket | None = None
         self._outcome: Outcome | None = None
         self._lock = threading.Lock()
+        self.log_stream: Any = None
 
     # -- exit status ---------------------------------------------------------
 
@@ -178,8 +179,26 @@ class Popen:
             os.close(fd)
         return Outcome.from_message(data)
 
+    def attach_log_channel(self, parent_end: Any, name: str) -> None:
+        """Hand the parent's end of the child's log channel to the log listener."""
+        from ._log_forwarding import listener
+
+        self.log_stream = listener().attach(parent_end, name)
+
+    def wait_logs(self, timeout: float | None) -> None:
+        """After the child ended: wait until its forwarded log records are handled."""
+        if self.log_stream is not None:
+            from ._log_forwarding import DRAIN_TIMEOUT
+
+            self.log_stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
+
     def close(self) -> None:
         """Release the parent's descriptors for this child (idempotent)."""
+        if self.log_stream is not None:
+            from ._log_forwarding import listener
+
+            listener().detach(self.log_stream)
+            self.log_stream = None
         if self.channel is not None:
             self.channel.close()
             self.channel = None

@@ -32,6 +32,10 @@ class ForkPopen(Popen):
 
     def __init__(self, process) -> None:
         super().__init__()
+        from ._log_forwarding import capture_config, open_channel
+
+        log_channel = open_channel(process._forward_logs)
+        log_config = capture_config() if log_channel else None
         parent_end, child_end = _wire.socketpair()
         lifeline_r = lifeline_w = -1
         if not pidfd_usable():
@@ -50,6 +54,8 @@ class ForkPopen(Popen):
             for fd in (lifeline_r, lifeline_w):
                 if fd >= 0:
                     os.close(fd)
+            for sock in log_channel or ():
+                sock.close()
             raise
         if pid == 0:  # the child
             try:
@@ -57,12 +63,19 @@ class ForkPopen(Popen):
                 if lifeline_w >= 0:
                     os.close(lifeline_r)
                     _bootstrap._own_lifeline.append(lifeline_w)
-                _bootstrap.run_forked(process, child_end, on_main_thread)
+                log = None
+                if log_channel is not None:
+                    log_channel[0].close()
+                    log = (log_config, log_channel[1])
+                _bootstrap.run_forked(process, child_end, on_main_thread, log)
             finally:
                 os._exit(1)
         child_end.close()
         self.pid = pid
         self.channel = parent_end
+        if log_channel is not None:
+            log_channel[1].close()
+            self.attach_log_channel(log_channel[0], process.name)
         if lifeline_w >= 0:
             os.close(lifeline_w)
             self.sentinel = lifeline_r

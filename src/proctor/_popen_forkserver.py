@@ -26,9 +26,9 @@ class ForkServerPopen(Popen):
     def __init__(self, process) -> None:
         super().__init__()
         payload, handoff = pickle_process(process, self.method)
-        message = _bootstrap.encode_start_message(
-            _bootstrap.build_prep(process, self.method), payload
-        )
+        prep = _bootstrap.build_prep(process, self.method)
+        log_channel = _bootstrap.add_log_channel(prep, handoff, process)
+        message = _bootstrap.encode_start_message(prep, payload)
         parent_end, child_end = _wire.socketpair()
         status_ours, status_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -36,6 +36,8 @@ class ForkServerPopen(Popen):
         except BaseException:
             parent_end.close()
             status_ours.close()
+            for sock in log_channel or ():
+                sock.close()
             raise
         finally:
             child_end.close()
@@ -47,6 +49,9 @@ class ForkServerPopen(Popen):
             _wire.send_message(parent_end, message, handoff.fds)
         except OSError:
             pass  # the child died at once; its exit code tells
+        if log_channel is not None:
+            log_channel[1].close()
+            self.attach_log_channel(log_channel[0], process.name)
         for hook in handoff.after_start:
             hook(self.pid)
 

@@ -42,9 +42,9 @@ class SpawnPopen(Popen):
     def __init__(self, process) -> None:
         super().__init__()
         payload, handoff = pickle_process(process, self.method)
-        message = _bootstrap.encode_start_message(
-            _bootstrap.build_prep(process, self.method), payload
-        )
+        prep = _bootstrap.build_prep(process, self.method)
+        log_channel = _bootstrap.add_log_channel(prep, handoff, process)
+        message = _bootstrap.encode_start_message(prep, payload)
         parent_end, child_end = _wire.socketpair()
         lifeline_r = lifeline_w = -1
         try:
@@ -59,6 +59,8 @@ class SpawnPopen(Popen):
             for fd in (lifeline_r, lifeline_w):
                 if fd >= 0:
                     os.close(fd)
+            for sock in log_channel or ():
+                sock.close()
             raise
         finally:
             child_end.close()
@@ -72,6 +74,9 @@ class SpawnPopen(Popen):
             _wire.send_message(parent_end, message, handoff.fds)
         except OSError:
             pass  # the child died at once; join() reports its exit code
+        if log_channel is not None:
+            log_channel[1].close()
+            self.attach_log_channel(log_channel[0], process.name)
         for hook in handoff.after_start:
             hook(self.pid)
 

@@ -20,9 +20,10 @@ import itertools
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 
-from . import _serialization
+from . import _logging, _serialization
 from ._errors import ResultError
 
 TYPE_CHECKING = False
@@ -186,6 +187,9 @@ class Process(BaseProcessInfo):
         kwargs: keyword arguments for ``target``.
         daemon: whether the child is terminated when this process exits,
             rather than joined. Defaults to the current process's flag.
+        forward_logs: whether the child's log records are handled by this
+            process's logging handlers (see ``proctor.set_log_forwarding``, which
+            sets the default, on unless switched off).
 
     Raises:
         TypeError: for a non-callable ``target`` or malformed ``args``/``kwargs``.
@@ -209,6 +213,7 @@ class Process(BaseProcessInfo):
         kwargs: Mapping[str, Any] | None = None,
         *,
         daemon: bool | None = None,
+        forward_logs: bool | None = None,
     ) -> None:
         if group is not None:
             raise ValueError(f"group must be None (reserved for future use), not {group!r}")
@@ -240,6 +245,9 @@ class Process(BaseProcessInfo):
         )
         if not isinstance(self._name, str):
             raise TypeError(f"name must be a string, not {type(self._name).__name__}")
+        if forward_logs is not None and not isinstance(forward_logs, bool):
+            raise TypeError(f"forward_logs must be True, False or None, not {forward_logs!r}")
+        self._forward_logs = forward_logs
         self._popen: Any = None
         self._closed = False
         self._outcome_cache: Any = None
@@ -282,6 +290,7 @@ class Process(BaseProcessInfo):
         self._popen = _launcher_for(self._started_with)(self)
         _state.children.add(self)
         _register_exit_handler()
+        _logging.debug("started %s with the %s start method", self._name, self._started_with)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the child ends, or ``timeout`` seconds pass.
@@ -299,7 +308,10 @@ class Process(BaseProcessInfo):
         if self._parent_pid != os.getpid():
             raise RuntimeError("can only join a child process of the current process")
         timeout = _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         if self._popen.wait(timeout) is not None:
+            # Every record the child logged is handled before join() returns.
+            self._popen.wait_logs(None if deadline is None else deadline - time.monotonic())
             _state.children.discard(self)
 
     def is_alive(self) -> bool:
@@ -498,6 +510,7 @@ class Process(BaseProcessInfo):
         try:
             try:
                 _bootstrap.close_stdin()
+                _logging.info("child process calling self.run()")
                 value = self.run()
                 exitcode = 0
                 outcome = _value_message(value)
@@ -521,6 +534,7 @@ class Process(BaseProcessInfo):
             outcome = _error_message(exc)
         finally:
             _bootstrap.shutdown_threads()
+            _logging.info("process exiting with exitcode %d", exitcode)
             _bootstrap.flush_std_streams()
         if outcome is _NONE_VALUE:
             return exitcode, _NONE_VALUE_BYTES
@@ -609,12 +623,16 @@ def _register_exit_handler() -> None:
 def _exit_children() -> None:
     """At exit: terminate daemonic children, then join every remaining child."""
     children = list(_state.children)
+    if children:
+        _logging.info("process shutting down")
     for child in children:
         if child.daemon and child._popen is not None and child._popen.poll() is None:
             child._popen.terminate()
     for child in children:
         if child._popen is not None:
+            _logging.debug("joining %s", child.name)
             child._popen.wait(None)
+            child._popen.wait_logs(None)
     _state.children.clear()
 
 

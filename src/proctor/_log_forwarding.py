@@ -1,0 +1,496 @@
+"""Children's log records, handled by the parent's handlers.
+
+::
+
+    child                                            parent
+    ─────                                            ──────
+    logger.warning("x")                              LogListener thread (one per process,
+      └─ ForwardingHandler (on root, and on every      running while any child forwards)
+         logger that does not propagate)                 selector over every child's socket
+           record ─▶ dict, message pre-formatted  ─▶     frames ─▶ logging.makeLogRecord
+           [len:u32 | pickle] on a stream socket         logging.getLogger(name).handle(rec)
+                                                         EOF ─▶ the child's stream is drained
+    join() on the child returns only after its stream reached EOF, so every record
+    the child logged has been handled by then.
+
+A child starts with the parent's logger levels (and ``logging.disable`` level),
+so it drops what the parent would drop before paying to send it. Under fork the
+child inherits the parent's handlers; they are removed, so that each record is
+handled once, by the parent. Handlers the child adds itself keep working.
+
+Records are sent with their message already formatted (``args`` cleared) and
+their exception formatted into ``exc_text``, so arguments that cannot be pickled
+never stop a record. Extra attributes that cannot be pickled travel as ``repr``.
+
+Buffering is bounded: records wait in the child's socket (its kernel buffer,
+about 200 KiB on Linux) until the parent's listener handles them. A child whose
+send finds no room waits up to :data:`FULL_WAIT` seconds; if the parent is
+still stuck, the child drops records -- without waiting again -- until the
+socket has room, and then first sends a WARNING that says how many it dropped
+(at exit it waits up to :data:`EXIT_FLUSH_WAIT` to deliver that warning).
+A parent whose handlers are merely slower than the child's logging slows the
+child to its pace (nothing is lost); a parent that stalls costs the child one
+wait of at most FULL_WAIT per stall, never unbounded time.
+
+Grandchildren forward to their parent's listener, whose ``handle()`` passes the
+record to the parent's own forwarding handler: records climb to the top.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import selectors
+import socket
+import struct
+import sys
+import threading
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from typing import Any
+
+__all__ = (
+    "DRAIN_TIMEOUT",
+    "FULL_WAIT",
+    "LogListener",
+    "LogStream",
+    "capture_config",
+    "forwarding_enabled",
+    "install_in_child",
+    "listener",
+    "open_channel",
+    "set_log_forwarding",
+)
+
+# How long a child's send may wait for room before it starts dropping records.
+FULL_WAIT = 1.0
+# After handling what arrived, the listener lets this much time pass before it
+# looks again, so that records arrive in batches: waking a thread on another
+# core costs ~30 us on a VM, more than handling a record. Bounds display latency.
+BATCH_WINDOW = 0.002
+# A child that dropped records waits this long at exit to tell the parent so.
+EXIT_FLUSH_WAIT = 2.0
+# After a child ends, how long join() waits at most for its last records.
+DRAIN_TIMEOUT = 10.0
+_FRAME = struct.Struct("<I")
+_RECV_CHUNK = 256 * 1024
+
+_enabled = True
+
+
+def set_log_forwarding(enabled: bool) -> None:
+    """Switch log forwarding on or off for children started from now on (default on).
+
+    A single process can opt out with ``Process(..., forward_logs=False)``.
+    """
+    global _enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, not {enabled!r}")
+    _enabled = enabled
+
+
+def forwarding_enabled(per_process: bool | None) -> bool:
+    """Whether a child started now forwards its logs (needs :mod:`logging` in use here)."""
+    wanted = _enabled if per_process is None else per_process
+    # A parent that never imported logging has no handlers to forward to; its
+    # children keep logging's own defaults and nothing is paid.
+    return wanted and "logging" in sys.modules
+
+
+def open_channel(forward_logs: bool | None) -> tuple[socket.socket, socket.socket] | None:
+    """A (parent end, child end) socket pair for a new child's records, or ``None``."""
+    if not forwarding_enabled(forward_logs):
+        return None
+    from . import _wire
+
+    return _wire.socketpair()
+
+
+# -- what the child learns about the parent's configuration ---------------------------
+
+
+def capture_config() -> dict[str, Any]:
+    """The parent's logger levels and propagation, for a child to copy."""
+    import logging
+
+    from . import _logging
+
+    levels = {}
+    non_propagating = []
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):
+            if logger.level != logging.NOTSET:
+                levels[name] = logger.level
+            if not logger.propagate:
+                non_propagating.append(name)
+    return {
+        "root_level": logging.root.level,
+        "levels": levels,
+        "non_propagating": non_propagating,
+        "disable": logging.root.manager.disable,
+        "proctor_logger": _logging._logger is not None,
+    }
+
+
+# -- the child's side -------------------------------------------------------------------------
+
+
+_child_socket: socket.socket | None = None
+_child_handler: Any = None
+
+
+def install_in_child(config: dict[str, Any], sock: socket.socket) -> None:
+    """Make this (new child) process send its log records to the parent over ``sock``."""
+    import logging
+
+    from . import _logging, _process
+
+    global _child_socket
+    if config["proctor_logger"]:
+        _logging.get_logger()
+    global _child_handler
+    handler = _child_handler = _handler_class()(sock)
+    # Handlers inherited through fork belong to the parent, which handles
+    # every record itself; keeping them would write each record twice.
+    for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            for old in list(logger.handlers):
+                logger.removeHandler(old)
+    if _child_socket is not None:
+        # Our parent's channel to *its* parent, inherited through fork: ours is new.
+        _child_socket.close()
+    _child_socket = sock
+    logging.root.setLevel(config["root_level"])
+    for name, level in config["levels"].items():
+        logging.getLogger(name).setLevel(level)
+    logging.disable(config["disable"])
+    logging.root.addHandler(handler)
+    for name in config["non_propagating"]:
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        logger.addHandler(handler)
+
+    previous_factory = logging.getLogRecordFactory()
+
+    def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous_factory(*args, **kwargs)
+        # logging asks multiprocessing for the process name; proctor answers.
+        record.processName = _process.current_process().name
+        return record
+
+    logging.setLogRecordFactory(record_factory)
+
+
+_handler_cls: Any = None
+
+
+def _handler_class() -> Any:
+    global _handler_cls
+    if _handler_cls is None:
+        import logging
+
+        class _ForwardingHandler(logging.Handler):
+            """Sends each record to the parent; see the module docstring for overflow."""
+
+            def __init__(self, sock: socket.socket) -> None:
+                super().__init__()
+                sock.setblocking(False)
+                self.sock = sock
+                self.dropped = 0
+                self.dropped_name = "proctor"
+
+            def emit(self, record: logging.LogRecord) -> None:
+                try:
+                    frame = encode_record(record)
+                    if not self.dropped:
+                        if not self._send(frame, wait=FULL_WAIT):
+                            self.dropped = 1
+                            self.dropped_name = record.name
+                        return
+                    # Dropping: no more waiting until the socket has room again,
+                    # and then the parent first hears how much was lost.
+                    if self._send(self._dropped_notice(), wait=0):
+                        self.dropped = 0
+                        if not self._send(frame, wait=0):
+                            self.dropped = 1
+                            self.dropped_name = record.name
+                    else:
+                        self.dropped += 1
+                        self.dropped_name = record.name
+                except OSError:
+                    pass  # the parent is gone: nobody is left to read the record
+                except Exception:
+                    self.handleError(record)
+
+            def _send(self, frame: bytes, wait: float) -> bool:
+                # The socket stays non-blocking: the common case is one send().
+                sock = self.sock
+                try:
+                    sent = sock.send(frame)
+                except BlockingIOError:
+                    sent = 0
+                if sent == 0:
+                    if wait <= 0 or not _writable(sock, wait):
+                        return False
+                    sent = sock.send(frame)
+                view = memoryview(frame)[sent:]
+                while view:  # never leave half a frame: finish it, however long
+                    _writable(sock, None)
+                    try:
+                        view = view[sock.send(view) :]
+                    except BlockingIOError:
+                        pass
+                return True
+
+            def _dropped_notice(self) -> bytes:
+                notice = logging.makeLogRecord(
+                    {
+                        # The dropped records' logger: the same handlers hear of the loss.
+                        "name": self.dropped_name,
+                        "levelno": logging.WARNING,
+                        "levelname": "WARNING",
+                        "msg": (
+                            f"proctor dropped {self.dropped} log record(s) of this process: "
+                            "the parent's log handlers could not keep up"
+                        ),
+                        "processName": _process_name(),
+                        "process": os.getpid(),
+                    }
+                )
+                return encode_record(notice)
+
+        _handler_cls = _ForwardingHandler
+    return _handler_cls
+
+
+def _process_name() -> str:
+    from . import _process
+
+    return _process.current_process().name
+
+
+def flush_child() -> None:
+    """At a child's exit: report dropped records if the parent has room in EXIT_FLUSH_WAIT."""
+    handler = _child_handler
+    if handler is not None and handler.dropped:
+        notice = handler._dropped_notice()
+        try:
+            handler._send(notice, wait=EXIT_FLUSH_WAIT)
+        except OSError:
+            pass
+
+
+def _writable(sock: socket.socket, timeout: float | None) -> bool:
+    import select
+
+    return bool(select.select([], [sock], [], timeout)[1])
+
+
+def encode_record(record: logging.LogRecord) -> bytes:
+    """A record as one frame; message and traceback pre-formatted so it always pickles."""
+    state = dict(record.__dict__)
+    state["msg"] = record.getMessage()
+    state["args"] = None
+    if record.exc_info:
+        if not record.exc_text:
+            import logging
+
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        state["exc_text"] = record.exc_text
+    state["exc_info"] = None
+    state.pop("message", None)
+    try:
+        data = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        data = pickle.dumps(_picklable(state), pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(data)) + data
+
+
+def _picklable(state: dict[str, Any]) -> dict[str, Any]:
+    safe = {}
+    for key, value in state.items():
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            safe[key] = value
+        except Exception:
+            safe[key] = repr(value)
+    return safe
+
+
+# -- the parent's side ----------------------------------------------------------------------
+
+
+class LogStream:
+    """One child's record stream as the parent sees it."""
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.name = name
+        self.buffer = bytearray()
+        self.drained = threading.Event()
+
+    def wait_drained(self, timeout: float | None) -> bool:
+        """Wait until every record the child sent has been handled."""
+        return self.drained.wait(timeout)
+
+
+class LogListener:
+    """One thread that handles every child's forwarded records; runs only while needed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: dict[int, LogStream] = {}
+        self._thread: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+
+    def attach(self, sock: socket.socket, name: str) -> LogStream:
+        """Start handling records from ``sock`` (the parent's end of a child's channel)."""
+        sock.setblocking(False)
+        stream = LogStream(sock, name)
+        with self._lock:
+            self._streams[sock.fileno()] = stream
+            if self._thread is None:
+                self._wake_r, self._wake_w = socket.socketpair()
+                self._wake_r.setblocking(False)
+                self._thread = threading.Thread(
+                    target=self._run, name="proctor-log-listener", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._wake()
+        return stream
+
+    def detach(self, stream: LogStream) -> None:
+        """Stop handling ``stream`` (the process object is being closed)."""
+        with self._lock:
+            if self._streams.pop(stream.sock.fileno(), None) is not None:
+                self._wake()
+        stream.drained.wait(DRAIN_TIMEOUT)
+
+    def _wake(self) -> None:
+        try:
+            if self._wake_w is not None:
+                self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        assert self._wake_r is not None
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        registered: dict[int, LogStream] = {}
+        try:
+            while True:
+                with self._lock:
+                    wanted = dict(self._streams)
+                    if not wanted and not registered:
+                        self._thread = None
+                        self._close_wake()
+                        return
+                for fd in list(registered):
+                    if fd not in wanted:  # detached: drop it
+                        self._finish(selector, registered.pop(fd), handled=False)
+                for fd, stream in wanted.items():
+                    if fd not in registered:
+                        selector.register(stream.sock, selectors.EVENT_READ, stream)
+                        registered[fd] = stream
+                ready = selector.select()
+                got_records = False
+                for key, _events in ready:
+                    stream = key.data
+                    if stream is None:
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except (BlockingIOError, OSError):
+                            pass
+                        continue
+                    got_records = True
+                    if not self._read(stream):
+                        with self._lock:
+                            self._streams.pop(stream.sock.fileno(), None)
+                        registered.pop(stream.sock.fileno(), None)
+                        self._finish(selector, stream, handled=True)
+                if got_records:
+                    time.sleep(BATCH_WINDOW)
+        finally:
+            selector.close()
+
+    def _close_wake(self) -> None:
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
+
+    def _read(self, stream: LogStream) -> bool:
+        """Read what is there and handle whole records; ``False`` at EOF."""
+        try:
+            chunk = stream.sock.recv(_RECV_CHUNK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            chunk = b""
+        if chunk:
+            stream.buffer += chunk
+            self._handle_frames(stream)
+            return True
+        return False
+
+    def _handle_frames(self, stream: LogStream) -> None:
+        buffer = stream.buffer
+        offset = 0
+        while len(buffer) - offset >= _FRAME.size:
+            (length,) = _FRAME.unpack_from(buffer, offset)
+            end = offset + _FRAME.size + length
+            if end > len(buffer):
+                break
+            _dispatch(bytes(buffer[offset + _FRAME.size : end]))
+            offset = end
+        del buffer[:offset]
+
+    def _finish(self, selector: selectors.BaseSelector, stream: LogStream, handled: bool) -> None:
+        try:
+            selector.unregister(stream.sock)
+        except (KeyError, ValueError):
+            pass
+        # A partial frame left at EOF is the record a killed child was sending.
+        stream.sock.close()
+        stream.drained.set()
+
+
+def _dispatch(data: bytes) -> None:
+    import logging
+
+    try:
+        state = pickle.loads(data)
+    except Exception:
+        return  # a corrupt record: skip it, keep the stream
+    # What logging.makeLogRecord does, without running LogRecord.__init__ first
+    # only to overwrite every attribute it sets.
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    record.__dict__.update(state)
+    logger = logging.getLogger(record.name) if record.name != "root" else logging.root
+    try:
+        logger.handle(record)
+    except Exception:
+        pass  # a failing handler reports through logging.raiseExceptions itself
+
+
+_listener = LogListener()
+
+
+def listener() -> LogListener:
+    """This process's log listener."""
+    return _listener
+
+
+def _reset_listener_after_fork() -> None:
+    global _listener
+    _listener = LogListener()
+
+
+os.register_at_fork(after_in_child=_reset_listener_after_fork)

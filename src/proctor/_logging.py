@@ -1,0 +1,106 @@
+"""proctor's logger: ``get_logger()``, ``log_to_stderr()`` and its life-cycle messages.
+
+The logger is named ``proctor``, does not propagate to the root logger (as
+``multiprocessing``'s does not), and knows two extra levels, ``SUBDEBUG`` (5) and
+``SUBWARNING`` (25). proctor logs what happens to processes on it: a process
+being started, a child calling ``run()``, a child exiting with its code, the
+parent shutting down. Until someone asks for the logger those calls cost one
+``None`` check: nothing imports :mod:`logging` on proctor's behalf.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+
+__all__ = (
+    "DEFAULT_LOGGING_FORMAT",
+    "LOGGER_NAME",
+    "SUBDEBUG",
+    "SUBWARNING",
+    "debug",
+    "get_logger",
+    "info",
+    "log_to_stderr",
+    "sub_debug",
+    "sub_warning",
+)
+
+LOGGER_NAME = "proctor"
+SUBDEBUG = 5
+SUBWARNING = 25
+DEFAULT_LOGGING_FORMAT = "[%(levelname)s/%(processName)s] %(message)s"
+
+_logger: logging.Logger | None = None
+_stderr_handler: logging.Handler | None = None
+_lock = threading.Lock()
+
+
+def get_logger() -> logging.Logger:
+    """Return proctor's logger (named ``proctor``), creating it on first use."""
+    global _logger
+    with _lock:
+        if _logger is None:
+            import logging
+
+            logging.addLevelName(SUBDEBUG, "SUBDEBUG")
+            logging.addLevelName(SUBWARNING, "SUBWARNING")
+            logger = logging.getLogger(LOGGER_NAME)
+            logger.propagate = False
+            _logger = logger
+        return _logger
+
+
+def log_to_stderr(level: int | str | None = None) -> logging.Logger:
+    """Send proctor's logger to stderr as ``[LEVEL/ProcessName] message``; return it.
+
+    Calling it again does not add a second handler.
+
+    Args:
+        level: if given, set the logger's level (a number or a name such as ``"INFO"``).
+
+    Raises:
+        TypeError: for a level that is neither a number nor a string.
+        ValueError: for an unknown level name.
+    """
+    global _stderr_handler
+    import logging
+
+    logger = get_logger()
+    with _lock:
+        if _stderr_handler is None:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(DEFAULT_LOGGING_FORMAT))
+            logger.addHandler(handler)
+            _stderr_handler = handler
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, (int, str)):
+            raise TypeError(f"level must be a logging level number or name, not {level!r}")
+        logger.setLevel(level)
+    return logger
+
+
+def _log(level: int, message: str, *args: object) -> None:
+    logger = _logger
+    if logger is not None and logger.isEnabledFor(level):
+        logger.log(level, message, *args)
+
+
+def sub_debug(message: str, *args: object) -> None:
+    _log(SUBDEBUG, message, *args)
+
+
+def debug(message: str, *args: object) -> None:
+    _log(10, message, *args)
+
+
+def info(message: str, *args: object) -> None:
+    _log(20, message, *args)
+
+
+def sub_warning(message: str, *args: object) -> None:
+    _log(SUBWARNING, message, *args)

@@ -1,0 +1,321 @@
+"""Logging: proctor's logger, and children's records handled by the parent's handlers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import proctor
+from proctor import _log_forwarding
+
+
+class ListHandler(logging.Handler):
+    """Collects records; optionally blocks on an event before taking each one."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.gate = gate
+
+    def emit(self, record):
+        if self.gate is not None:
+            self.gate.wait(30)
+        self.records.append(record)
+
+    def messages(self):
+        return [r.getMessage() for r in self.records]
+
+
+@pytest.fixture
+def app_logs():
+    """A ListHandler on the 'app' logger at INFO; removed afterwards."""
+    logger = logging.getLogger("app")
+    handler = ListHandler()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+
+
+# --- targets ----------------------------------------------------------------------
+
+
+def log_some(n, name="app.worker"):
+    log = logging.getLogger(name)
+    for i in range(n):
+        log.info("record %d", i)
+    log.debug("below the parent's level")
+
+
+def log_unpicklable_and_exception():
+    log = logging.getLogger("app.worker")
+    log.warning("holding %s", threading.Lock())
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        log.exception("it failed")
+
+
+def log_then_hang(n):
+    log_some(n)
+    time.sleep(600)
+
+
+def grandparent_of_logs():
+    child = proctor.Process(target=log_some, args=(2, "app.grandchild"), name="grandchild")
+    child.start()
+    child.join(30)
+    logging.getLogger("app.worker").info("child done")
+
+
+def flood(n):
+    log = logging.getLogger("app.flood")
+    for i in range(n):
+        log.info("flood %d %s", i, "x" * 200)
+
+
+def flood_then_more(n, flooded_fd, resume_fd):
+    flood(n)
+    os.write(flooded_fd, b"x")
+    os.read(resume_fd, 2)
+    logging.getLogger("app.flood").info("after the stall")
+
+
+# --- proctor's own logger -------------------------------------------------------------
+
+
+def test_log_to_stderr_prints_the_tutorial_format():
+    code = (
+        "import proctor, logging; logger = proctor.log_to_stderr(); "
+        "logger.setLevel(logging.INFO); logger.warning('Error has occurred')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stderr == "[WARNING/MainProcess] Error has occurred\n"
+
+
+def test_get_logger_is_the_proctor_logger_and_handler_added_once():
+    logger = proctor.get_logger()
+    assert logger is proctor.get_logger() is logging.getLogger("proctor")
+    assert logger.propagate is False
+    assert logging.getLevelName(proctor.SUBDEBUG) == "SUBDEBUG"
+    assert logging.getLevelName(proctor.SUBWARNING) == "SUBWARNING"
+    before = list(logger.handlers)
+    proctor.log_to_stderr()
+    proctor.log_to_stderr()
+    added = [h for h in logger.handlers if h not in before]
+    assert len(added) <= 1
+    with pytest.raises(TypeError):
+        proctor.log_to_stderr(level=1.5)
+    with pytest.raises(ValueError):
+        proctor.log_to_stderr(level="NOT-A-LEVEL")
+
+
+def test_lifecycle_events_are_logged(ctx):
+    logger = proctor.get_logger()
+    handler = ListHandler()
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        p = ctx.Process(target=int, name="life")
+        p.start()
+        p.join(30)
+        p.close()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    messages = handler.messages()
+    assert any(m.startswith("started life") for m in messages)
+    child = [r for r in handler.records if r.processName == "life"]
+    assert [r.getMessage() for r in child] == [
+        "child process calling self.run()",
+        "process exiting with exitcode 0",
+    ]
+
+
+# --- forwarding ----------------------------------------------------------------------
+
+
+def test_child_records_reach_parent_handlers_by_join(ctx, app_logs):
+    p = ctx.Process(target=log_some, args=(3,), name="logger-child")
+    p.start()
+    p.join(30)
+    # No waiting after join(): everything is already handled.
+    assert app_logs.messages() == ["record 0", "record 1", "record 2"]
+    for record in app_logs.records:
+        assert record.processName == "logger-child"
+        assert record.process == p.pid
+        assert record.name == "app.worker"
+    p.close()
+
+
+def test_each_childs_records_arrive_in_order(ctx, app_logs):
+    children = [ctx.Process(target=log_some, args=(300,), name=f"c{i}") for i in range(2)]
+    for c in children:
+        c.start()
+    for c in children:
+        c.join(60)
+    for c in children:
+        mine = [r.getMessage() for r in app_logs.records if r.processName == c.name]
+        assert mine == [f"record {i}" for i in range(300)]
+        c.close()
+
+
+def test_parent_levels_filter_in_the_child(ctx, app_logs):
+    logging.getLogger("app").setLevel(logging.WARNING)
+    p = ctx.Process(target=log_some, args=(5,))
+    p.start()
+    p.join(30)
+    assert app_logs.records == []  # INFO and DEBUG were dropped before being sent
+    p.close()
+
+
+@pytest.mark.parametrize("switch", ["per_process", "global"])
+def test_forwarding_can_be_switched_off(ctx, app_logs, switch):
+    if switch == "global":
+        proctor.set_log_forwarding(False)
+        p = ctx.Process(target=log_some, args=(3,))
+    else:
+        p = ctx.Process(target=log_some, args=(3,), forward_logs=False)
+    try:
+        p.start()
+        p.join(30)
+    finally:
+        proctor.set_log_forwarding(True)
+    assert p.exitcode == 0
+    assert app_logs.records == []
+    p.close()
+    with pytest.raises(TypeError):
+        proctor.set_log_forwarding("no")
+    with pytest.raises(TypeError):
+        proctor.Process(target=int, forward_logs="no")
+
+
+def test_unpicklable_arguments_and_exceptions_are_preformatted(ctx, app_logs):
+    p = ctx.Process(target=log_unpicklable_and_exception)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    lock_record, exc_record = app_logs.records
+    assert lock_record.getMessage().startswith("holding <unlocked _thread.lock")
+    assert exc_record.getMessage() == "it failed"
+    assert "KeyError: 'missing'" in exc_record.exc_text
+    p.close()
+
+
+def test_killed_child_never_hangs_the_listener(ctx, app_logs):
+    p = ctx.Process(target=log_then_hang, args=(5,))
+    p.start()
+    deadline = time.monotonic() + 30
+    while len(app_logs.records) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.kill()
+    p.join(30)
+    assert p.exitcode == -signal.SIGKILL
+    assert app_logs.messages() == [f"record {i}" for i in range(5)]
+    p.close()
+    # The listener keeps serving other children.
+    q = ctx.Process(target=log_some, args=(1,))
+    q.start()
+    q.join(30)
+    assert app_logs.messages()[-1] == "record 0"
+    q.close()
+
+
+def test_grandchildren_forward_through_their_parent(ctx, app_logs):
+    p = ctx.Process(target=grandparent_of_logs, name="middle")
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0, p.exception
+    by_process = [(r.processName, r.getMessage()) for r in app_logs.records]
+    assert by_process == [
+        ("grandchild", "record 0"),
+        ("grandchild", "record 1"),
+        ("middle", "child done"),
+    ]
+    p.close()
+
+
+def test_a_stalled_parent_handler_does_not_stall_the_child(app_logs, monkeypatch):
+    # fork, so that the shortened wait and the pipes reach the child as they are.
+    monkeypatch.setattr(_log_forwarding, "FULL_WAIT", 0.05)
+    gate = threading.Event()
+    stalled = ListHandler(gate)
+    flood_logger = logging.getLogger("app.flood")
+    flood_logger.addHandler(stalled)
+    flooded_r, flooded_w = os.pipe()
+    resume_r, resume_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(
+            target=flood_then_more, args=(20_000, flooded_w, resume_r)
+        )
+        p.start()
+        # The parent's handler is stuck, yet the child gets through its 20,000
+        # records (~4 MB, far beyond the socket buffer) without waiting for it.
+        import select
+
+        finished = select.select([flooded_r], [], [], 30)[0]
+        gate.set()
+        assert finished, "the child was blocked by the stalled parent handler"
+        os.write(resume_w, b"go")
+        p.join(60)
+        assert p.exitcode == 0
+    finally:
+        gate.set()
+        flood_logger.removeHandler(stalled)
+        for fd in (flooded_r, flooded_w, resume_r, resume_w):
+            os.close(fd)
+    messages = stalled.messages()
+    floods = [m for m in messages if m.startswith("flood")]
+    assert floods and len(floods) < 20_000
+    numbers = [int(m.split()[1]) for m in floods]
+    assert numbers == sorted(numbers)  # what arrived is in order
+    # Nothing vanished silently: every record either arrived or was counted in
+    # a "dropped" warning (sent when there was room again, or at exit).
+    notices = [m for m in messages if m.startswith("proctor dropped ")]
+    assert notices
+    dropped = sum(int(m.split()[2]) for m in notices)
+    arrived = len(floods) + messages.count("after the stall")
+    assert arrived + dropped == 20_001
+    p.close()
+
+
+def test_forwarding_needs_no_logging_in_a_parent_that_never_used_it():
+    code = (
+        "import sys, proctor\n"
+        "def work():\n"
+        "    import logging; logging.getLogger('x').warning('child warning')\n"
+        "if __name__ == '__main__':\n"
+        "    assert 'logging' not in sys.modules\n"
+        "    p = proctor.Process(target=work); p.start(); p.join(30)\n"
+        "    print('exit', p.exitcode)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "exit 0" in done.stdout
+    assert "child warning" in done.stderr  # logging's own last-resort handler in the child
+
+
+def test_no_listener_thread_left_after_children_end(ctx, app_logs):
+    p = ctx.Process(target=log_some, args=(1,))
+    p.start()
+    p.join(30)
+    p.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        t.name == "proctor-log-listener" for t in threading.enumerate()
+    ):
+        time.sleep(0.01)
+    assert not any(t.name == "proctor-log-listener" for t in threading.enumerate())
+    assert os.getpid()  # the leak check (conftest) also verifies threads and fds
