@@ -85,3 +85,14 @@ def test_exit_joins_children_and_terminates_daemons(start_method, tmp_path):
     assert marker.read_text() == "done"  # the parent waited for the non-daemonic child
     daemon_pid = int(out.split()[0])
     wait_until(lambda: not pid_exists(daemon_pid), timeout=5)
+
+
+def test_objects_defined_in_main_and_notebooks_reach_the_child(start_method):
+    proc = _python(str(SCRIPTS / "main_objects.py"), start_method)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == [
+        "0 Point(21, -7)",
+        "0 'hello world from Greeter-2'",
+        "0 60",
+    ]
