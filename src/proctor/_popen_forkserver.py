@@ -58,6 +58,7 @@ class ForkServerPopen(Popen):
     def _collect_status(self, block: bool) -> None:
         if not block and not wait_readable(self.sentinel, 0):
             return
+        assert self._status is not None  # only closed after the status was read
         data = b""
         while len(data) < _forkserver.EXIT_STATUS.size:
             chunk = self._status.recv(_forkserver.EXIT_STATUS.size - len(data))

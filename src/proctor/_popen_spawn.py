@@ -104,7 +104,10 @@ def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
         f"import sys; sys.path.append({package_parent!r}); "
         f"from proctor.{module} import {entry.split('(')[0]}; {entry}"
     )
-    argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code]
+    # The interpreter's own flags (-X options, -W filters, -O...), as the child
+    # of multiprocessing gets them; subprocess knows how to list them.
+    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    argv = [sys.executable, *flags, "-c", code]
     # Move every source above the fixed targets first, so one dup2 cannot
     # clobber another's source.
     moved = {

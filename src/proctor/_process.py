@@ -551,7 +551,7 @@ def _exitcode_name(code: int) -> str:
     return str(code)
 
 
-def _rebuild_process(cls: type, state: dict[str, Any]) -> Process:
+def _rebuild_process(cls: type[Process], state: dict[str, Any]) -> Process:
     process = cls.__new__(cls)
     process.__dict__.update(state)
     process._popen = None
