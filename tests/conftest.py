@@ -34,9 +34,13 @@ def ctx(start_method):
 def _warm_helpers():
     """Start the long-lived helpers before the first leak check sees them.
 
-    That is the fork server, and the /dev/null descriptor that fork parents open
-    once for their children's stdin.
+    That is the resource reaper (and this process's connection to it), the fork
+    server, and the /dev/null descriptor that fork parents open once for their
+    children's stdin.
     """
+    from proctor import _reaper
+
+    _reaper.ensure_started()
     for method in ("forkserver", "fork"):
         p = proctor.get_context(method).Process(target=int)
         p.start()

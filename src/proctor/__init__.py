@@ -40,11 +40,19 @@ from ._process import Process as Process
 from ._process import active_children as active_children
 from ._process import current_process as current_process
 from ._process import parent_process as parent_process
+from ._sharedctypes import Array as Array
+from ._sharedctypes import RawArray as RawArray
+from ._sharedctypes import RawValue as RawValue
+from ._sharedctypes import Value as Value
 from ._system import cpu_count as cpu_count
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "Array",
+    "RawArray",
+    "RawValue",
+    "Value",
     "SUBDEBUG",
     "SUBWARNING",
     "AuthenticationError",

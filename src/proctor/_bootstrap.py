@@ -63,7 +63,15 @@ def build_prep(process: Any, start_method: str) -> dict[str, Any]:
         "main_path": getattr(main, "__file__", None),
         "log": None,
         "line_buffering": _line_buffering(),
+        # Children share their parent's resource reaper (see _reaper), even when
+        # they were not handed any named object at start.
+        "reaper_address": _reaper_address(),
     }
+
+
+def _reaper_address() -> str | None:
+    reaper = sys.modules.get("proctor._reaper")
+    return reaper.address() if reaper is not None else None
 
 
 def _line_buffering() -> tuple[bool, bool]:
@@ -107,6 +115,10 @@ def _apply_prep(prep: dict[str, Any]) -> None:
     from . import _context
 
     _context._inherit_start_method(prep["start_method"])
+    if prep["reaper_address"]:
+        from . import _reaper
+
+        _reaper.adopt_address(prep["reaper_address"])
 
 
 # -- running ------------------------------------------------------------------

@@ -176,6 +176,30 @@ class BaseContext:
 
         return cpu_count()
 
+    def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
+        """A ctypes object in shared memory, with a lock from this context by default."""
+        from ._sharedctypes import Value
+
+        return Value(typecode_or_type, *args, lock=lock, ctx=self)
+
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:
+        """A ctypes array in shared memory, with a lock from this context by default."""
+        from ._sharedctypes import Array
+
+        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self)
+
+    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
+        """A ctypes object in shared memory, without a lock."""
+        from ._sharedctypes import RawValue
+
+        return RawValue(typecode_or_type, *args)
+
+    def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> Any:
+        """A ctypes array in shared memory, without a lock."""
+        from ._sharedctypes import RawArray
+
+        return RawArray(typecode_or_type, size_or_initializer)
+
     def get_logger(self) -> Any:
         from ._logging import get_logger
 

@@ -1,0 +1,234 @@
+"""Anonymous shared memory: a mapping with no name, freed by the kernel.
+
+Proctor's internal shared state (``Value``/``Array``, shared numpy arrays, queue
+and lock bookkeeping) lives in memory that has no name in ``/dev/shm``: on Linux a
+``memfd``; elsewhere a POSIX segment unlinked the instant it is created. Nothing
+can leak: the kernel frees the memory when the last descriptor and the last
+mapping are gone, whoever dies how. No reaper is involved::
+
+    parent                                          child
+    ──────                                          ─────
+    mem = AnonymousMemory(size)
+      memfd_create ─▶ fd ─▶ mmap(MAP_SHARED)
+    fork:  inherited mapping (same pages) ────────▶ mem (the same object)
+    spawn: pickle(mem) ─▶ fd_token(fd) ─SCM_RIGHTS─▶ take_fd ─▶ mmap ─▶ mem
+
+An :class:`AnonymousMemory` *is* an ``mmap.mmap`` (so ``numpy``, ``ctypes`` and
+``memoryview`` use it directly, and whatever they build on it keeps it alive) that
+also holds its descriptor, closed when the mapping is closed or collected.
+
+:func:`allocate` carves small blocks (one ``Value`` each) out of shared arenas, so
+a thousand ``Value`` objects cost a few descriptors, not a thousand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import sys
+import threading
+import weakref
+
+from . import _reduction
+
+__all__ = ("AnonymousMemory", "allocate")
+
+#: Arena size for small blocks: large enough that most programs need one arena,
+#: small enough that pinning one with a single live Value costs little (the pages
+#: are allocated by the kernel only when touched).
+ARENA_SIZE = 256 * 1024
+
+#: Mappings at least this large ask the kernel for transparent huge pages.
+HUGE_PAGE_THRESHOLD = 4 * 1024 * 1024
+
+#: Blocks are aligned to a cache line, so counters updated by different processes
+#: do not slow each other down by sharing one (false sharing).
+ALIGNMENT = 64
+
+
+def _open_memory(size: int) -> int:
+    """Return a descriptor for ``size`` bytes of zeroed shared memory with no name."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("proctor", os.MFD_CLOEXEC)
+    else:  # macOS and the BSDs: a POSIX segment, unlinked before anyone can see it
+        import _posixshmem
+
+        while True:
+            name = f"/proctor-a{os.getpid()}-{os.urandom(4).hex()}"
+            try:
+                fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            except FileExistsError:
+                continue
+            _posixshmem.shm_unlink(name)
+            os.set_inheritable(fd, False)
+            break
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class AnonymousMemory(mmap.mmap):
+    """``size`` bytes of zero-filled memory shared with children, with no name.
+
+    It is an ``mmap.mmap``: index it, slice it, build ``memoryview``/numpy/ctypes
+    objects on it (they keep it alive). Pass it to a child as a ``Process``
+    argument under any start method; the child maps the same pages.
+
+    Args:
+        size: the number of bytes, > 0.
+
+    Raises:
+        TypeError: if ``size`` is not an int.
+        ValueError: if ``size`` is not positive.
+        RuntimeError: when pickled other than to start a child (into a queue, a
+            file...): the memory has no name to find it by.
+    """
+
+    _fd: int
+    _closer: weakref.finalize
+
+    def __new__(cls, size: int) -> AnonymousMemory:
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TypeError(f"size must be an int, not {type(size).__name__}: {size!r}")
+        if size <= 0:
+            raise ValueError(f"size must be a positive number of bytes, not {size!r}")
+        fd = _open_memory(size)
+        try:
+            return cls._from_fd(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def _from_fd(cls, fd: int, size: int) -> AnonymousMemory:
+        self = super().__new__(cls, fd, size)
+        if size >= HUGE_PAGE_THRESHOLD and hasattr(mmap, "MADV_HUGEPAGE"):
+            # Where the kernel allows huge pages for shared memory on request
+            # (shmem_enabled=advise), a process touching this memory takes one page
+            # fault per 2 MiB instead of one per 4 KiB: most of the cost of a child's
+            # first write through a fresh mapping.
+            with contextlib.suppress(OSError):
+                self.madvise(mmap.MADV_HUGEPAGE)
+        self._fd = fd
+        # The descriptor lives as long as the mapping object: whoever still holds
+        # the memory (a numpy array, a ctypes object) can still pass it on.
+        self._closer = weakref.finalize(self, os.close, fd)
+        self._closer.atexit = False
+        return self
+
+    @property
+    def buf(self) -> memoryview:
+        """A new ``memoryview`` of the whole memory."""
+        return memoryview(self)
+
+    @property
+    def size(self) -> int:
+        """The size in bytes."""
+        return len(self)
+
+    @property
+    def fd(self) -> int:
+        """The descriptor of the memory (owned by this object)."""
+        return self._fd
+
+    def close(self) -> None:
+        """Unmap the memory and close the descriptor. Idempotent.
+
+        Raises:
+            BufferError: while objects built on the memory (memoryviews, numpy
+                arrays, ctypes objects) are alive; delete them first, or just drop
+                every reference and let the memory go with the last of them.
+        """
+        if not self.closed:
+            super().close()
+        self._closer()
+
+    def __enter__(self) -> AnonymousMemory:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={self._fd}"
+        return f"<AnonymousMemory size={len(self) if not self.closed else '?'} {state}>"
+
+    def __reduce__(self):
+        if self.closed:
+            raise ValueError("cannot send a closed AnonymousMemory to a child")
+        token = _reduction.fd_token(self._fd, "AnonymousMemory (shared memory with no name)")
+        return (_rebuild, (token, len(self)))
+
+
+def _rebuild(token: int, size: int) -> AnonymousMemory:
+    fd = _reduction.take_fd(token)
+    try:
+        return AnonymousMemory._from_fd(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Heap:
+    """Hands out aligned blocks of small arenas; an arena goes with its last block.
+
+    The heap holds its current arena only weakly: a block's user (a ctypes object
+    made with ``from_buffer``) holds the arena, so when every block of an arena is
+    gone, the arena's memory and descriptor go too. Memory of dead blocks is not
+    reused until then; that is the price of needing no free list across processes.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.arena: weakref.ref[AnonymousMemory] | None = None
+        self.used = 0
+
+    def allocate(self, size: int) -> tuple[AnonymousMemory, int]:
+        if size > ARENA_SIZE // 4:
+            return AnonymousMemory(_round_up(size, mmap.PAGESIZE)), 0
+        with self.lock:
+            arena = self.arena() if self.arena is not None else None
+            if arena is None or self.used + size > len(arena):
+                arena = AnonymousMemory(ARENA_SIZE)
+                self.arena = weakref.ref(arena)
+                self.used = 0
+            offset = self.used
+            self.used = _round_up(offset + max(size, 1), ALIGNMENT)
+            return arena, offset
+
+
+def _round_up(n: int, step: int) -> int:
+    return (n + step - 1) // step * step
+
+
+_heap = _Heap()
+
+
+def allocate(size: int) -> tuple[AnonymousMemory, int]:
+    """Reserve ``size`` zeroed bytes of anonymous shared memory.
+
+    Returns:
+        ``(memory, offset)``: the block is ``memory[offset:offset + size]``. Keep a
+        reference to ``memory`` (``ctypes`` ``from_buffer`` does) for as long as the
+        block is used.
+    """
+    if size < 0:
+        raise ValueError(f"size must not be negative, not {size!r}")
+    return _heap.allocate(size)
+
+
+def _reset_after_fork() -> None:
+    # A forked child must not carve blocks out of the arena its parent is still
+    # filling: both would hand out the same offsets.
+    global _heap
+    _heap = _Heap()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+if sys.platform == "win32":  # pragma: no cover
+    raise ImportError("proctor's shared memory needs a POSIX system")

@@ -1,0 +1,525 @@
+"""The resource reaper's client: tells it which processes use which named objects.
+
+POSIX shared-memory segments and named semaphores outlive the processes that
+created them. If every user is SIGKILLed, nobody calls ``shm_unlink``/``sem_unlink``
+and ``/dev/shm`` fills up. The reaper is a small helper process
+(``_reaper_server``) that watches the users of each name and unlinks the name when
+the last one is gone -- and never while a user is alive::
+
+    user process (this module)                reaper process (_reaper_server.py)
+    ──────────────────────────                ──────────────────────────────────
+    register(name, kind) ─┐                   names:    (kind, name) -> {(pid, ctime)}
+    unregister(...)       ├─ one JSON line ─▶ watchers: pidfd per user (Linux) or
+    add_user(..., pid)    │  per call on a              a 0.2 s liveness poll (elsewhere)
+    forget(...)          ─┘  persistent       last user gone ─▶ scan /proc for mappers
+                             AF_UNIX socket     ├─ someone maps it: adopt them as users
+                                                └─ nobody: shm_unlink / sem_unlink
+
+One reaper serves a whole process tree. The process that first calls
+:func:`register` (or :func:`ensure_started`) binds a listening socket in a private
+``0700`` temporary directory and spawns the reaper with ``os.posix_spawn`` in a new
+session, SIGINT and SIGHUP ignored (a terminal's Ctrl-C or hang-up kills the users;
+it must not kill the one process that cleans up after them). The reaper runs
+``_reaper_server.py`` loaded by path -- standard library and psutil only -- and
+greets each connection, so a reaper that cannot start is a clear error at once
+(its stderr is kept in ``reaper.log`` beside the socket), never a silent leak.
+
+Children find the same reaper:
+
+- fork children inherit this module's state, and at once open their own
+  connection and register the names they inherited (their mappings use them);
+- spawn children inherit the ``PROCTOR_REAPER_ADDRESS`` environment variable;
+- forkserver children may not (the server's environment predates the reaper), so
+  objects that carry names pickle :func:`address` with them and call
+  :func:`adopt_address` when rebuilt.
+
+A process whose reaper is gone (killed; or exited, having nothing left to do)
+starts a new one and replays everything it registered.
+
+Pid reuse: a user is ``(pid, create_time)``; a pid whose start time changed is a
+different process, so the user is dead.
+
+Processes that use a name without telling this reaper (an unrelated proctor
+program with its own reaper, a forked child in the instant before it registers, a
+program not written with proctor): on Linux, before unlinking, the reaper reads
+``/proc/<pid>/maps`` and ``/proc/<pid>/fd`` of every process of the same user and
+keeps the name while any of them maps or holds it; those processes become watched
+users. macOS has no ``/proc``: there the reaper only knows registered users, so a
+process must register (proctor's ``SharedMemory`` does) to keep a name alive.
+
+The reaper exits when it tracks no name and no client is connected. Clients keep
+their connection for life, so in practice it exits soon after the last process
+of its tree, once every name is reclaimed.
+
+Note: a process that forks and then ``exec``s (``subprocess`` with a
+``preexec_fn``) registers the inherited names for the new program too, which then
+keeps them until it exits: later reclamation, never an early unlink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+from . import _runtime
+from ._reaper_server import IGNORED_SIGNALS, KINDS, READY
+from ._reaper_server import create_time as _create_time
+
+__all__ = (
+    "KINDS",
+    "add_user",
+    "address",
+    "adopt_address",
+    "ensure_started",
+    "forget",
+    "register",
+    "unregister",
+)
+
+#: Environment variable through which spawned children find the reaper.
+ENV_ADDRESS = "PROCTOR_REAPER_ADDRESS"
+
+#: How long a new reaper may take to start (a Python start-up on a loaded machine).
+START_TIMEOUT = 60.0
+
+#: How long a running reaper may take to greet a new connection.
+CONNECT_TIMEOUT = 10.0
+
+
+def _check(name: object, kind: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}: {name!r}")
+    if not name:
+        raise ValueError("name must not be empty")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+
+
+# ─── client ──────────────────────────────────────────────────────────────────
+
+
+class _Client:
+    """This process's connection to the reaper, plus what it told the reaper.
+
+    The record lets a new reaper learn everything again if the old one died.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # A bare descriptor rather than a socket object: it lives as long as the
+        # process, and a socket object would warn (ResourceWarning) at exit.
+        self.fd: int | None = None
+        self.address: str | None = os.environ.get(ENV_ADDRESS) or None
+        self.spawned_pid: int | None = None  # the reaper this process started
+        self.pid = os.getpid()
+        self.ctime: float | None = None
+        # (kind, name) -> how many open handles this process has on it
+        self.refs: dict[tuple[str, str], int] = {}
+        # (kind, name) -> {(pid, ctime)} of other processes registered through us
+        self.others: dict[tuple[str, str], set[tuple[int, float]]] = {}
+
+    # Every method below is called with self.lock held.
+
+    def send(self, message: list) -> None:
+        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        if self.fd is not None:
+            try:
+                _write_all(self.fd, data)
+                return
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    self.fd = None  # closed behind our back: the number is not ours now
+                self._drop_connection()
+        self._connect()
+        # _connect replayed the records, which already include this message's effect
+        # for register/add_user; send it anyway: the reaper treats repeats as no-ops.
+        assert self.fd is not None
+        _write_all(self.fd, data)
+
+    def _drop_connection(self) -> None:
+        self.close()
+        self._reap_spawned()
+
+    def _reap_spawned(self) -> None:
+        # Collect our reaper's exit status if it has exited, so it is no zombie.
+        if self.spawned_pid is None:
+            return
+        try:
+            pid, _ = os.waitpid(self.spawned_pid, os.WNOHANG)
+        except ChildProcessError:
+            pid = self.spawned_pid
+        if pid:
+            _runtime.unregister_helper(self.spawned_pid)
+            self.spawned_pid = None
+
+    def _connect(self) -> None:
+        """Connect to the known reaper, or start one; then replay the records."""
+        sock = None
+        if self.address:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self.address)
+                _expect_ready(sock, CONNECT_TIMEOUT)
+            except ConnectionRefusedError:
+                sock.close()
+                sock = None
+                _remove_stale(self.address)
+            except OSError:
+                sock.close()
+                sock = None
+        if sock is None:
+            sock = self._spawn()
+        self.fd = sock.detach()
+        if self.ctime is None:
+            self.ctime = _create_time(self.pid)
+        lines = []
+        for (kind, name), count in self.refs.items():
+            if count > 0:
+                lines.append(["R", kind, name, self.pid, self.ctime])
+        for (kind, name), users in self.others.items():
+            for pid, ctime in users:
+                lines.append(["R", kind, name, pid, ctime])
+        if lines:
+            payload = "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in lines)
+            _write_all(self.fd, payload.encode())
+
+    def _spawn(self) -> socket.socket:
+        directory = tempfile.mkdtemp(prefix="proctor-reaper-")  # mode 0700
+        path = os.path.join(directory, "sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(64)
+            fd = listener.fileno()
+            os.set_inheritable(fd, True)
+            server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper_server.py")
+            args = [sys.executable, "-c", _BOOTSTRAP, str(fd), path, server]
+            log = os.path.join(directory, "reaper.log")
+            file_actions = [
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                # Not our stderr: a reaper holding its starter's stderr pipe would keep
+                # `subprocess.run(..., capture_output=True)` of that starter waiting.
+                # A private log instead, kept if the reaper fails.
+                (os.POSIX_SPAWN_OPEN, 2, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+            ]
+            # Born with the signals it will ignore blocked, so that one arriving during
+            # interpreter start-up waits, and is dropped once serve() ignores it.
+            options = {"file_actions": file_actions, "setsigmask": IGNORED_SIGNALS}
+            try:
+                try:
+                    pid = os.posix_spawn(sys.executable, args, os.environ, setsid=True, **options)
+                except NotImplementedError:  # pragma: no cover - old libc without SETSID
+                    pid = os.posix_spawn(sys.executable, args, os.environ, setpgroup=0, **options)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"proctor could not start its resource reaper ({sys.executable!r}): "
+                    f"{exc.strerror}. It unlinks shared memory and semaphores that crashed "
+                    "processes leave behind; check that sys.executable is a runnable Python.",
+                ) from exc
+        finally:
+            listener.close()
+        _runtime.register_helper(pid)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # The listening socket exists before the reaper runs: connect() completes
+            # through the backlog. Then wait for the reaper to say it runs, so that a
+            # reaper that cannot start is an error now, not a silent leak later.
+            sock.connect(path)
+            _expect_ready(sock, START_TIMEOUT)
+        except OSError as exc:
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)  # if it hangs rather than failed
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            _runtime.unregister_helper(pid)
+            raise OSError(
+                f"proctor's resource reaper (pid {pid}) did not start: {exc}. It unlinks "
+                "shared memory and semaphores that crashed processes leave behind; its "
+                f"error output is in {log}."
+            ) from exc
+        self.spawned_pid = pid
+        self.address = path
+        os.environ[ENV_ADDRESS] = path
+        return sock
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+
+def _remove_stale(path: str) -> None:
+    """Remove the socket and directory of a reaper that died without cleaning up.
+
+    A refused connection means nobody listens: the reaper was killed (a reaper
+    that exits removes its socket first). Its log stays if it says anything.
+    """
+    directory = os.path.dirname(path)
+    if not os.path.basename(directory).startswith("proctor-reaper-"):
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    log = os.path.join(directory, "reaper.log")
+    with contextlib.suppress(OSError):
+        if os.path.getsize(log) == 0:
+            os.unlink(log)
+    with contextlib.suppress(OSError):
+        os.rmdir(directory)
+
+
+def _expect_ready(sock: socket.socket, timeout: float) -> None:
+    """Wait for the reaper's greeting on a new connection."""
+    sock.settimeout(timeout)
+    try:
+        greeting = sock.recv(len(READY))
+    except TimeoutError:
+        raise OSError(f"no answer within {timeout} s") from None
+    finally:
+        sock.settimeout(None)
+    if greeting != READY:
+        raise OSError("it closed the connection")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# The reaper runs _reaper_server.py loaded by path, not "import proctor": nothing
+# else in the package (or the user's sys.path) can stop it from starting. Inherited
+# descriptors other than its listening socket are dropped first.
+_BOOTSTRAP = (
+    "import os, sys\n"
+    "fd = int(sys.argv[1])\n"
+    "os.closerange(3, fd)\n"
+    "os.closerange(fd + 1, 65536)\n"
+    "os.chdir('/')\n"
+    "import importlib.util\n"
+    "spec = importlib.util.spec_from_file_location('proctor_reaper_server', sys.argv[3])\n"
+    "module = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(module)\n"
+    "module.serve(fd, sys.argv[2])\n"
+)
+
+_client = _Client()
+
+
+def _after_fork_in_child() -> None:
+    global _client
+    parent = _client
+    child = _Client()
+    child.address = parent.address
+    if parent.fd is not None:
+        # The connection belongs to the parent; its reference in the child only goes.
+        with contextlib.suppress(OSError):
+            os.close(parent.fd)
+    child.refs = dict(parent.refs)
+    _client = child
+    if any(count > 0 for count in child.refs.values()):
+        # A forked child inherits its parent's mappings, so it uses those names too.
+        # Say so at once: the parent may die any moment.
+        with contextlib.suppress(Exception), child.lock:
+            child._connect()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def ensure_started() -> str:
+    """Connect this process to its reaper, starting one if needed; return its address.
+
+    Other calls do this lazily; call it early to hold the connection's descriptor
+    before, say, a leak check takes its baseline.
+    """
+    with _client.lock:
+        if _client.fd is None:
+            _client._connect()
+        assert _client.address is not None
+        return _client.address
+
+
+def address() -> str | None:
+    """The address of the reaper this process uses (None before it needs one).
+
+    Objects that carry names pickle this so that a child rebuilding them can
+    :func:`adopt_address` the same reaper.
+    """
+    return _client.address
+
+
+def adopt_address(addr: str | None) -> None:
+    """In a child: use the reaper at ``addr`` if this process has none yet."""
+    if not addr:
+        return
+    with _client.lock:
+        if _client.fd is None and _client.address != addr:
+            _client.address = addr
+
+
+def register(name: str, kind: str) -> None:
+    """Declare that this process uses ``name`` (a ``kind`` object).
+
+    Calls nest: the reaper hears only the first register and the matching last
+    unregister of this process.
+
+    Args:
+        name: the OS name, e.g. ``"/proctor-12-ab"``.
+        kind: ``"shm"`` or ``"semaphore"``.
+
+    Raises:
+        TypeError, ValueError: for a bad name or kind.
+        OSError: when no reaper can be reached or started.
+    """
+    _check(name, kind)
+    key = (kind, name)
+    with _client.lock:
+        count = _client.refs.get(key, 0)
+        _client.refs[key] = count + 1
+        if count == 0:
+            if _client.ctime is None:
+                _client.ctime = _create_time(_client.pid)
+            try:
+                _client.send(["R", kind, name, _client.pid, _client.ctime])
+            except BaseException:
+                _client.refs[key] = count
+                raise
+
+
+def unregister(name: str, kind: str) -> None:
+    """Declare that this process no longer uses ``name``.
+
+    When no live process uses the name any more, the reaper unlinks it.
+    """
+    _check(name, kind)
+    _release(name, kind, "U")
+
+
+def _cancel(name: str, kind: str) -> None:
+    """Withdraw a registration made for an object that was never created.
+
+    Unlike :func:`unregister`, the reaper never unlinks the name for this: it may
+    belong to somebody else (creation failed because it exists).
+    """
+    _check(name, kind)
+    _release(name, kind, "C")
+
+
+def _release(name: str, kind: str, op: str) -> None:
+    key = (kind, name)
+    with _client.lock:
+        count = _client.refs.get(key, 0)
+        if count <= 0:
+            return
+        if count > 1:
+            _client.refs[key] = count - 1
+            return
+        del _client.refs[key]
+        if _client.fd is None and _client.address is None:
+            return  # never told anyone
+        with contextlib.suppress(OSError):
+            _client.send([op, kind, name, _client.pid])
+
+
+def add_user(name: str, kind: str, pid: int) -> None:
+    """Declare that process ``pid`` (typically a child just started) uses ``name``.
+
+    The reaper then keeps the name until that process dies too, even if this one
+    dies before the child attaches. A pid that is already dead is ignored.
+    """
+    _check(name, kind)
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise ValueError(f"pid must be a positive int, not {pid!r}")
+    ctime = _create_time(pid)
+    if ctime is None:
+        return
+    key = (kind, name)
+    with _client.lock:
+        users = _client.others.setdefault(key, set())
+        # Forget dead children now and then so the record does not grow forever.
+        if len(users) >= 64:
+            users.difference_update({(p, c) for p, c in users if _create_time(p) != c})
+        users.add((pid, ctime))
+        _client.send(["R", kind, name, pid, ctime])
+
+
+def forget(name: str, kind: str) -> None:
+    """Stop tracking ``name``: it was unlinked explicitly."""
+    _check(name, kind)
+    key = (kind, name)
+    with _client.lock:
+        _client.refs.pop(key, None)
+        _client.others.pop(key, None)
+        if _client.fd is None:
+            return  # this process never told a reaper about the name
+        with contextlib.suppress(OSError):
+            _client.send(["F", kind, name])
+
+
+def _shutdown(timeout: float = 5.0) -> None:
+    """Close this process's connection and wait for the reaper it started to exit.
+
+    For tests: the reaper exits once it tracks nothing and has no client.
+    """
+    with _client.lock:
+        _client.close()
+        pid = _client.spawned_pid
+        if pid is None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"the resource reaper (pid {pid}) did not exit within {timeout} s; "
+                    "it still tracks names or other processes are still connected"
+                )
+            time.sleep(0.01)
+        _runtime.unregister_helper(pid)
+        _client.spawned_pid = None
+        _client.address = None
+        if os.environ.get(ENV_ADDRESS):
+            del os.environ[ENV_ADDRESS]
+
+
+def _sync(timeout: float = 10.0) -> None:
+    """Wait until the reaper has processed every death that already happened.
+
+    For tests: after ``_sync()``, a name whose users all exited before the call is
+    unlinked or known to be kept (mapped by some live process).
+    """
+    with _client.lock:
+        if _client.fd is None:
+            _client._connect()
+        fd = _client.fd
+        assert fd is not None
+        _write_all(fd, b'["S"]\n')
+        deadline = time.monotonic() + timeout
+        reply = b""
+        while not reply.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError(f"the resource reaper did not answer within {timeout} s")
+            chunk = os.read(fd, 16)
+            if not chunk:
+                raise ConnectionError("the resource reaper closed the connection")
+            reply += chunk
+
+
+def _spawned_pid() -> int | None:
+    """Pid of the reaper this process started, if any (for tests)."""
+    return _client.spawned_pid

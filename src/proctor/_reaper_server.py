@@ -1,0 +1,475 @@
+"""The resource reaper process: watches the users of named objects, unlinks unused names.
+
+This module is the server side of ``proctor._reaper`` (read its docstring for the
+whole design). It runs in its own process, started by ``_reaper`` with
+``python -c <bootstrap>``, which loads this file *by path*: it imports nothing from
+proctor, only the standard library and psutil, so that nothing else in the package
+-- an import error, a slow optional dependency -- can keep the reaper from starting::
+
+    clients ──JSON lines──▶ _Reaper.read ─▶ handle: R(egister) U(nregister)
+                                                    C(ancel) F(orget) S(ync)
+    pidfd readable / poll ─▶ died(user) ─┐
+    last user unregistered ──────────────┴▶ pending ─(RECLAIM_DELAY)─▶ reclaim:
+        /proc scan: someone maps it ─▶ adopt them as users (re-scan later)
+                    nobody ─────────▶ shm_unlink / sem_unlink
+
+Protocol: one JSON array per line. ``["R", kind, name, pid, start_time]`` adds a
+user, ``["U", kind, name, pid]`` removes one (and reclaims the name if it was the
+last), ``["C", kind, name, pid]`` removes one without reclaiming (a creation that
+failed), ``["F", kind, name]`` forgets the name (unlinked explicitly), ``["S"]``
+processes every death already visible and answers ``ok``. On accepting a
+connection the reaper sends ``+``: the client knows it is alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+#: The kinds of named objects the reaper knows how to unlink.
+KINDS = ("shm", "semaphore")
+
+#: Liveness poll period where pidfds are not available: quick enough that a
+#: crashed user's segment disappears "within a second", cheap enough to ignore.
+POLL_INTERVAL = 0.2
+
+#: Names kept alive only by processes found in /proc (not registered) are
+#: re-scanned this often, so an unregistered user that unmaps without exiting
+#: does not pin the name until it dies.
+RESCAN_INTERVAL = 2.0
+
+#: Names freed within this window share one scan of /proc (a few ms each), so a
+#: program that closes a thousand segments in a loop costs a few scans, not 1000.
+RECLAIM_DELAY = 0.05
+
+#: A freshly started reaper that sees no client within this time exits: its
+#: starter died before connecting.
+FIRST_CLIENT_TIMEOUT = 30.0
+
+#: Signals aimed at a terminal's foreground jobs (Ctrl-C, hang-up): they kill the
+#: users, and the reaper must survive them to clean up.
+IGNORED_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+
+#: Sent to each new client: "the reaper is running".
+READY = b"+"
+
+
+def create_time(pid: int) -> float | None:
+    """Start time of ``pid`` (identifies the process across pid reuse), or None if dead."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _unlink(kind: str, name: str) -> None:
+    try:
+        if kind == "shm":
+            import _posixshmem
+
+            _posixshmem.shm_unlink(name)
+        else:
+            import _multiprocessing
+
+            _multiprocessing.sem_unlink(name)
+    except FileNotFoundError:
+        pass  # unlinked by someone else already: the goal is reached
+    except OSError as exc:
+        print(f"proctor reaper: cannot unlink {kind} {name!r}: {exc}", file=sys.stderr)
+
+
+def _dev_path(kind: str, name: str) -> str:
+    # Linux (glibc) keeps both kinds as files in /dev/shm; semaphores get "sem.".
+    base = name.lstrip("/")
+    return "/dev/shm/" + (base if kind == "shm" else "sem." + base)
+
+
+def _find_users(keys: list[tuple[str, str]]) -> dict[tuple[str, str], set[int]]:
+    """Which live processes map or hold each name (Linux /proc; empty elsewhere).
+
+    Files are matched by device and inode, not by path: glibc creates a named
+    semaphore under a temporary name and renames it, so its mapping shows as
+    ``/dev/shm/sem.XXXXXX (deleted)``. Costs one read of each process's maps and
+    one readlink per open descriptor, whatever the number of names.
+    """
+    found: dict[tuple[str, str], set[int]] = {key: set() for key in keys}
+    if not keys or not os.path.isdir("/proc/self/fd"):
+        return found
+    by_inode: dict[tuple[int, int, int], tuple[str, str]] = {}
+    for key in keys:
+        try:
+            st = os.stat(_dev_path(*key))
+        except OSError:
+            continue  # the name is gone: nobody can open it any more
+        by_inode[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = key
+    if not by_inode:
+        return found
+    me, uid = os.getpid(), os.getuid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid == me:
+            continue
+        try:
+            # A segment is 0600: only its owner (or root) can open it.
+            if uid != 0 and entry.stat().st_uid != uid:
+                continue
+            with open(f"/proc/{pid}/maps", "rb") as f:
+                maps = f.read()
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone, or not ours to look at
+        if b" /dev/shm/" in maps:
+            for line in maps.splitlines():
+                if b" /dev/shm/" not in line:
+                    continue
+                # address perms offset major:minor inode path
+                fields = line.split(None, 5)
+                major, _, minor = fields[3].partition(b":")
+                key = by_inode.get((int(major, 16), int(minor, 16), int(fields[4])))
+                if key is not None:
+                    found[key].add(pid)
+        for fd in fds:
+            path = f"/proc/{pid}/fd/{fd}"
+            try:
+                if not os.readlink(path).startswith("/dev/shm/"):
+                    continue
+                st = os.stat(path)
+            except OSError:
+                continue
+            key = by_inode.get((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+            if key is not None:
+                found[key].add(pid)
+    return found
+
+
+class _Reaper:
+    """The reaper's state and event loop (runs in the reaper process)."""
+
+    def __init__(self, listener: socket.socket, path: str) -> None:
+        self.listener = listener
+        self.path = path
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ, ("accept", None))
+        self.clients: dict[socket.socket, bytearray] = {}
+        self.users: dict[tuple[str, str], set[tuple[int, float]]] = {}
+        self.adopted: dict[tuple[str, str], float] = {}  # key -> when to re-scan
+        self.names_of: dict[tuple[int, float], set[tuple[str, str]]] = {}
+        self.pidfds: dict[tuple[int, float], int] = {}
+        self.polled: set[tuple[int, float]] = set()
+        self.pending: set[tuple[str, str]] = set()
+        self.use_pidfd = hasattr(os, "pidfd_open")
+        self.started = time.monotonic()
+        self.ever_connected = False
+
+    # ── users ──
+
+    def add(self, key: tuple[str, str], user: tuple[int, float]) -> None:
+        if user in self.names_of:
+            self.names_of[user].add(key)
+            self.users.setdefault(key, set()).add(user)
+            self.pending.discard(key)
+            return
+        if not self.watch(user):
+            if key not in self.users or not self.users[key]:
+                self.pending.add(key)
+            return
+        self.names_of[user] = {key}
+        self.users.setdefault(key, set()).add(user)
+        self.pending.discard(key)
+
+    def watch(self, user: tuple[int, float]) -> bool:
+        """Start watching ``user`` for death; False if it is dead already."""
+        pid, ctime = user
+        if self.use_pidfd:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return False
+            except OSError:
+                self.use_pidfd = False  # e.g. seccomp or an old kernel: poll instead
+            else:
+                # Checked after opening: the pidfd pins this very process, so a
+                # matching start time means it is the user, not a reused pid.
+                if create_time(pid) != ctime:
+                    os.close(fd)
+                    return False
+                self.pidfds[user] = fd
+                self.selector.register(fd, selectors.EVENT_READ, ("pid", user))
+                return True
+        if create_time(pid) != ctime:
+            return False
+        self.polled.add(user)
+        return True
+
+    def remove(self, key: tuple[str, str], pid: int, *, reclaim: bool) -> None:
+        users = self.users.get(key)
+        if not users:
+            return
+        for user in [u for u in users if u[0] == pid]:
+            users.discard(user)
+            self._drop_name_of(user, key)
+        if not users:
+            del self.users[key]
+            self.adopted.pop(key, None)
+            if reclaim:
+                self.pending.add(key)
+
+    def _drop_name_of(self, user: tuple[int, float], key: tuple[str, str]) -> None:
+        names = self.names_of.get(user)
+        if names is None:
+            return
+        names.discard(key)
+        if not names:
+            self.unwatch(user)
+
+    def unwatch(self, user: tuple[int, float]) -> None:
+        self.names_of.pop(user, None)
+        fd = self.pidfds.pop(user, None)
+        if fd is not None:
+            self.selector.unregister(fd)
+            os.close(fd)
+        self.polled.discard(user)
+
+    def died(self, user: tuple[int, float]) -> None:
+        for key in self.names_of.get(user, set()).copy():
+            users = self.users.get(key)
+            if users is not None:
+                users.discard(user)
+                if not users:
+                    del self.users[key]
+                    self.adopted.pop(key, None)
+                    self.pending.add(key)
+        self.unwatch(user)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        for user in self.users.pop(key, set()):
+            self._drop_name_of(user, key)
+        self.adopted.pop(key, None)
+        self.pending.discard(key)
+
+    def reclaim(self) -> None:
+        """Unlink every pending name that no live process maps or holds."""
+        keys = sorted(self.pending)
+        self.pending.clear()
+        mappers = _find_users(keys)
+        now = time.monotonic()
+        for key in keys:
+            kept = False
+            for pid in mappers.get(key, ()):
+                ctime = create_time(pid)
+                if ctime is not None:
+                    self.add(key, (pid, ctime))
+                    kept = kept or bool(self.users.get(key))
+            if kept:
+                self.adopted[key] = now + RESCAN_INTERVAL
+            else:
+                self.pending.discard(key)
+                _unlink(*key)
+
+    # ── messages ──
+
+    def handle(self, message: list, sock: socket.socket) -> None:
+        op = message[0]
+        if op == "S":
+            self.sync()
+            sock.sendall(b"ok\n")
+            return
+        kind, name = message[1], message[2]
+        if kind not in KINDS or not isinstance(name, str):
+            return
+        key = (kind, name)
+        if op == "R":
+            self.add(key, (int(message[3]), float(message[4])))
+            # A registered user replaces the guesswork of a /proc adoption.
+            self.adopted.pop(key, None)
+        elif op == "U":
+            self.remove(key, int(message[3]), reclaim=True)
+        elif op == "C":
+            self.remove(key, int(message[3]), reclaim=False)
+        elif op == "F":
+            self.forget(key)
+
+    def sync(self) -> None:
+        """Process every death that has already happened, and reclaim what it freed."""
+        for user in list(self.names_of):
+            if create_time(user[0]) != user[1]:
+                self.died(user)
+        if self.pending:
+            self.reclaim()
+
+    def read(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.selector.unregister(sock)
+            del self.clients[sock]
+            sock.close()
+            return
+        buf = self.clients[sock]
+        buf += data
+        while True:
+            end = buf.find(b"\n")
+            if end < 0:
+                break
+            line = bytes(buf[:end])
+            del buf[: end + 1]
+            try:
+                message = json.loads(line)
+                self.handle(message, sock)
+            except Exception:  # one bad message must not stop the reaper
+                print(f"proctor reaper: ignoring bad message {line!r}", file=sys.stderr)
+
+    def accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        self.welcome(sock)
+        self.ever_connected = True
+
+    def welcome(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        try:
+            sock.sendall(READY)
+        except OSError:
+            sock.close()  # gone already
+            return
+        self.clients[sock] = bytearray()
+        self.selector.register(sock, selectors.EVENT_READ, ("client", None))
+
+    # ── loop ──
+
+    def idle(self) -> bool:
+        return not self.users and not self.clients and not self.pending
+
+    def try_exit(self) -> bool:
+        """Exit if idle: stop new connections first, then take any already queued."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        self.listener.setblocking(False)
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError, OSError):
+                break
+            self.welcome(sock)
+        # Someone raced us in: serve them, as they cannot find us again.
+        return not self.clients
+
+    def run(self) -> None:
+        self.listener.setblocking(False)
+        pending_since: float | None = None
+        while True:
+            reclaim_wait = None
+            if self.pending:
+                # Batch the names freed within RECLAIM_DELAY into one /proc scan.
+                now = time.monotonic()
+                if pending_since is None:
+                    pending_since = now
+                reclaim_wait = pending_since + RECLAIM_DELAY - now
+                if reclaim_wait <= 0:
+                    self.reclaim()
+                    pending_since = reclaim_wait = None
+            else:
+                pending_since = None
+            waited = time.monotonic() - self.started
+            if (
+                self.idle()
+                and (self.ever_connected or waited > FIRST_CLIENT_TIMEOUT)
+                and self.try_exit()
+            ):
+                return
+            timeout = None
+            if self.polled:
+                timeout = POLL_INTERVAL
+            if self.adopted:
+                wait = max(0.0, min(self.adopted.values()) - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
+            if not self.ever_connected:
+                timeout = 1.0 if timeout is None else min(timeout, 1.0)
+            if reclaim_wait is not None:
+                timeout = reclaim_wait if timeout is None else min(timeout, reclaim_wait)
+            for key, _ in self.selector.select(timeout):
+                what, user = key.data
+                if what == "accept":
+                    self.accept()
+                elif what == "client":
+                    self.read(key.fileobj)  # type: ignore[arg-type]
+                elif what == "pid":
+                    self.died(user)
+            for user in list(self.polled):
+                if create_time(user[0]) != user[1]:
+                    self.died(user)
+            now = time.monotonic()
+            for key_, when in list(self.adopted.items()):
+                if when <= now:
+                    # Drop the /proc guesses and look again.
+                    for user in self.users.pop(key_, set()):
+                        self._drop_name_of(user, key_)
+                    del self.adopted[key_]
+                    self.pending.add(key_)
+
+    def close(self, *, keep_log: bool = False) -> None:
+        """Release everything; remove the socket, and the log unless asked to keep it."""
+        for fd in self.pidfds.values():
+            os.close(fd)
+        for sock in self.clients:
+            sock.close()
+        self.selector.close()
+        self.listener.close()
+        directory = os.path.dirname(self.path)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        if keep_log:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, "reaper.log"))
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+def serve(fd: int, path: str) -> None:
+    """Entry point of the reaper process."""
+    # Users die of Ctrl-C and hang-ups; the reaper must stay to clean up after them.
+    for signum in IGNORED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, IGNORED_SIGNALS)
+    os.chdir("/")
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        # One pidfd per watched process and one socket per client: allow many.
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    listener = socket.socket(fileno=fd)
+    os.set_inheritable(fd, False)
+    reaper = _Reaper(listener, path)
+    try:
+        reaper.run()
+    except BaseException:
+        # Keep the evidence: the traceback goes to reaper.log, which stays.
+        import traceback
+
+        traceback.print_exc()
+        reaper.close(keep_log=True)
+        raise SystemExit(1) from None
+    reaper.close()
+
+
+if __name__ == "__main__":  # pragma: no cover - the bootstrap loads it by path instead
+    serve(int(sys.argv[1]), sys.argv[2])

@@ -1,0 +1,362 @@
+"""The resource reaper unlinks names whose users all died, and never earlier.
+
+The users here are plain subprocesses running small scripts, so that a test can
+SIGKILL them at a chosen point. "Same tree" users inherit this process's reaper
+through the environment; "independent" users start their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+
+from helpers import pid_exists, wait_until
+from proctor import _reaper
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+
+PRELUDE = """
+import mmap, os, sys, _posixshmem, _multiprocessing
+from proctor import _reaper
+name = sys.argv[1]
+
+def create(size=4096):
+    fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    os.ftruncate(fd, size)
+    m = mmap.mmap(fd, size)
+    os.close(fd)
+    return m
+
+def attach(size=4096):
+    fd = _posixshmem.shm_open(name, os.O_RDWR, 0o600)
+    m = mmap.mmap(fd, size)
+    os.close(fd)
+    return m
+
+def ready(*values):
+    print("ready", *values, flush=True)
+    sys.stdin.readline()  # park until killed or told to go on
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reaper_connection():
+    # Open this process's reaper connection before the per-test fd leak check looks.
+    _reaper.ensure_started()
+    yield
+
+
+def _name() -> str:
+    return f"/proctor-test-{uuid.uuid4().hex[:12]}"
+
+
+def _exists(name: str) -> bool:
+    return os.path.exists("/dev/shm/" + name.lstrip("/"))
+
+
+class User:
+    """A subprocess running ``code`` after PRELUDE; ``code`` ends by calling ready()."""
+
+    def __init__(self, code: str, name: str, *, independent: bool = False) -> None:
+        env = dict(os.environ)
+        if independent:
+            env.pop(_reaper.ENV_ADDRESS, None)
+        else:
+            env[_reaper.ENV_ADDRESS] = _reaper.address()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PRELUDE + textwrap.dedent(code), name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        line = self.proc.stdout.readline().split()
+        assert line[:1] == ["ready"], f"user failed to start: {line!r}"
+        self.values = line[1:]
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+    def finish(self) -> int:
+        self.proc.stdin.close()
+        code = self.proc.wait(10)
+        self.proc.stdout.close()
+        return code
+
+
+def test_segment_of_sigkilled_user_is_unlinked():
+    name = _name()
+    user = User('_reaper.register(name, "shm"); m = create(); ready()', name)
+    assert _exists(name)
+    user.kill()
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+def test_independent_reaper_unlinks_and_then_exits():
+    name = _name()
+    user = User(
+        '_reaper.register(name, "shm"); m = create(); ready(_reaper._spawned_pid())',
+        name,
+        independent=True,
+    )
+    reaper_pid = int(user.values[0])
+    assert reaper_pid != _reaper._spawned_pid()
+    assert user.finish() == 0  # exits without unlinking: the reaper must do it
+    wait_until(lambda: not _exists(name), timeout=5)
+    wait_until(lambda: not pid_exists(reaper_pid), timeout=10)
+
+
+def test_semaphore_of_sigkilled_user_is_unlinked():
+    name = _name()
+    user = User(
+        """
+        _reaper.register(name, "semaphore")
+        sem = _multiprocessing.SemLock(1, 1, 1, name, False)
+        ready()
+        """,
+        name,
+    )
+    path = "/dev/shm/sem." + name.lstrip("/")
+    assert os.path.exists(path)
+    user.kill()
+    wait_until(lambda: not os.path.exists(path), timeout=5)
+
+
+def test_segment_kept_while_an_unregistered_process_maps_it():
+    # The mapper does not use proctor at all: only /proc tells the reaper about it.
+    name = _name()
+    creator = User('_reaper.register(name, "shm"); m = create(); ready()', name)
+    mapper = User("m = attach(); ready()", name, independent=True)
+    creator.kill()
+    _reaper._sync()
+    assert _exists(name), "unlinked while another live process still maps it"
+    mapper.kill()
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+def test_semaphore_kept_while_an_unregistered_process_has_it_open():
+    # glibc maps a named semaphore under a temporary name: found by inode, not path.
+    name = _name()
+    creator = User(
+        """
+        _reaper.register(name, "semaphore")
+        sem = _multiprocessing.SemLock(1, 1, 1, name, False)
+        ready()
+        """,
+        name,
+    )
+    opener = User("sem = _multiprocessing.SemLock._rebuild(0, 1, 1, name); ready()", name,
+                  independent=True)  # fmt: skip
+    path = "/dev/shm/sem." + name.lstrip("/")
+    creator.kill()
+    _reaper._sync()
+    assert os.path.exists(path), "unlinked while another live process has it open"
+    opener.kill()
+    wait_until(lambda: not os.path.exists(path), timeout=5)
+
+
+def test_add_user_keeps_segment_for_a_child_that_has_not_attached():
+    name = _name()
+    _reaper.register(name, "shm")
+    fd = os.open("/dev/shm/" + name.lstrip("/"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    os.close(fd)
+    child = User("ready()", name)
+    _reaper.add_user(name, "shm", child.proc.pid)
+    _reaper.unregister(name, "shm")
+    _reaper._sync()
+    assert _exists(name), "unlinked while a registered child is alive"
+    child.kill()
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+def test_register_nests_until_the_last_unregister():
+    name = _name()
+    fd = os.open("/dev/shm/" + name.lstrip("/"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    os.close(fd)
+    _reaper.register(name, "shm")
+    _reaper.register(name, "shm")
+    _reaper.unregister(name, "shm")
+    _reaper._sync()
+    assert _exists(name)
+    _reaper.unregister(name, "shm")
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+def test_forget_stops_tracking():
+    name = _name()
+    path = "/dev/shm/" + name.lstrip("/")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    _reaper.register(name, "shm")
+    os.unlink(path)
+    _reaper.forget(name, "shm")
+    # A new object under the same name is not the forgotten one: it must survive.
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    try:
+        _reaper.unregister(name, "shm")  # no-op: nothing registered any more
+        _reaper._sync()
+        assert _exists(name)
+    finally:
+        os.unlink(path)
+
+
+def test_a_reused_pid_is_not_a_live_user():
+    # The reaper identifies a user by (pid, start time): our pid with a wrong start
+    # time is some earlier process that had the same pid, dead by now.
+    name = _name()
+    path = "/dev/shm/" + name.lstrip("/")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    with _reaper._client.lock:
+        _reaper._client.send(["R", "shm", name, os.getpid(), 12345.0])
+    _reaper._sync()
+    assert not _exists(name)
+
+
+def test_forked_child_keeps_the_segment_after_its_parent_is_killed():
+    name = _name()
+    parent = User(
+        """
+        _reaper.register(name, "shm")
+        m = create()
+        pid = os.fork()
+        if pid == 0:
+            import signal
+            signal.pause()  # until the test kills it
+            os._exit(0)
+        ready(pid)
+        """,
+        name,
+    )
+    child_pid = int(parent.values[0])
+    try:
+        parent.kill()
+        _reaper._sync()
+        assert _exists(name), "unlinked while the forked child still maps it"
+    finally:
+        os.kill(child_pid, signal.SIGKILL)
+    wait_until(lambda: not pid_exists(child_pid), timeout=5)
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+def test_a_new_reaper_replaces_a_killed_one_and_learns_the_names():
+    name = _name()
+    user = User(
+        """
+        _reaper.register(name, "shm")
+        m = create()
+        first = _reaper._spawned_pid()
+        os.kill(first, 9)
+        os.waitpid(first, 0)
+        old_address = _reaper.address()
+        _reaper.register(name + "-other", "shm")  # reconnects: starts a new reaper
+        ready(first, _reaper._spawned_pid(), old_address)
+        """,
+        name,
+        independent=True,
+    )
+    first, second, old_address = user.values
+    first, second = int(first), int(second)
+    assert first != second
+    assert not os.path.exists(os.path.dirname(old_address)), "the dead reaper's files remain"
+    user.kill()
+    wait_until(lambda: not _exists(name), timeout=5)
+    wait_until(lambda: not pid_exists(second), timeout=10)
+
+
+def test_reaper_ignores_ctrl_c_aimed_at_its_users():
+    name = _name()
+    user = User(
+        '_reaper.register(name, "shm"); m = create(); ready(_reaper._spawned_pid())',
+        name,
+        independent=True,
+    )
+    reaper_pid = int(user.values[0])
+    assert os.getsid(reaper_pid) != os.getsid(user.proc.pid)
+    os.kill(reaper_pid, signal.SIGINT)
+    user.kill()
+    wait_until(lambda: not _exists(name), timeout=5)
+    wait_until(lambda: not pid_exists(reaper_pid), timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ((b"/x", "shm"), TypeError),
+        (("", "shm"), ValueError),
+        (("/x", "file"), ValueError),
+    ],
+)
+def test_bad_names_and_kinds_are_rejected(args, error):
+    with pytest.raises(error):
+        _reaper.register(*args)
+    with pytest.raises(error):
+        _reaper.unregister(*args)
+    with pytest.raises(error):
+        _reaper.forget(*args)
+
+
+@pytest.mark.parametrize("pid", [0, -1, "12", True])
+def test_add_user_rejects_bad_pids(pid):
+    with pytest.raises(ValueError, match="pid"):
+        _reaper.add_user("/proctor-x", "shm", pid)
+
+
+def test_polling_reaper_notices_a_death_without_pidfds(tmp_path):
+    # The path taken where os.pidfd_open does not exist (macOS) or is refused.
+    import socket
+
+    from proctor._reaper_server import _Reaper, create_time
+
+    name = _name()
+    path = "/dev/shm/" + name.lstrip("/")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "sock"))
+    reaper = _Reaper(listener, str(tmp_path / "sock"))
+    reaper.use_pidfd = False
+    user = User("ready()", name)
+    try:
+        reaper.add(("shm", name), (user.proc.pid, create_time(user.proc.pid)))
+        assert reaper.polled and not reaper.pidfds
+        reaper.sync()
+        assert _exists(name)
+        user.kill()
+        reaper.sync()
+        assert not _exists(name)
+        assert reaper.idle()
+    finally:
+        reaper.close()
+        if _exists(name):
+            os.unlink(path)
+
+
+def test_a_reaper_that_cannot_start_is_a_clear_error_with_its_log():
+    user = User(
+        """
+        import re
+        _reaper._BOOTSTRAP = "import sys; sys.stderr.write('boom'); sys.exit(3)"
+        try:
+            _reaper.register(name, "shm")
+            ready("registered")
+        except OSError as exc:
+            log = re.search(r"error output is in (\\S+)\\.$", str(exc)).group(1)
+            ready("did not start" in str(exc), open(log).read(), log)
+        """,
+        _name(),
+        independent=True,
+    )
+    started, output, log = user.values
+    try:
+        assert (started, output) == ("True", "boom")
+    finally:
+        user.finish()
+        shutil.rmtree(os.path.dirname(log))

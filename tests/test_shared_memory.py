@@ -1,0 +1,454 @@
+"""SharedMemory and shared numpy arrays: sharing, in-place writes, lifetime, errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from helpers import pid_exists, wait_until
+from proctor import _reaper
+from proctor._connection import Pipe
+from proctor.shared_memory import ShareableList, SharedMemory, shared_array
+
+np = pytest.importorskip("numpy")
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reaper_connection():
+    # Open this process's reaper connection before the per-test fd leak check looks.
+    _reaper.ensure_started()
+    yield
+
+
+def _exists(name: str) -> bool:
+    return os.path.exists("/dev/shm/" + name.lstrip("/"))
+
+
+# ─── one process ─────────────────────────────────────────────────────────────
+
+
+def test_create_then_attach_by_name_shares_the_bytes():
+    with SharedMemory(create=True, size=100) as created:
+        assert created.name.startswith("proctor")
+        assert created.size == 100
+        created.buf[:5] = b"hello"
+        with SharedMemory(created.name) as attached:
+            assert attached.size >= 100
+            assert bytes(attached.buf[:5]) == b"hello"
+            attached.buf[5:7] = b"!!"
+        assert bytes(created.buf[:7]) == b"hello!!"
+
+
+def test_segment_is_readable_and_writable_by_its_owner_only():
+    with SharedMemory(create=True, size=10) as shm:
+        mode = os.stat("/dev/shm/" + shm.name).st_mode & 0o777
+        assert mode == 0o600
+
+
+def test_closed_segment_is_unlinked_once_no_process_uses_it():
+    shm = SharedMemory(create=True, size=10)
+    name = shm.name
+    shm.close()
+    shm.close()  # idempotent
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+def test_unlink_removes_the_name_and_a_second_unlink_says_so():
+    shm = SharedMemory(create=True, size=10)
+    shm.unlink()
+    assert not _exists(shm.name)
+    shm.buf[0] = 1  # the mapping stays usable until closed
+    with pytest.raises(FileNotFoundError, match="no longer exists"):
+        shm.unlink()
+    shm.close()
+
+
+def test_attaching_to_a_missing_name_names_it():
+    with pytest.raises(FileNotFoundError, match="proctor-no-such-segment"):
+        SharedMemory("proctor-no-such-segment")
+
+
+def test_creating_an_existing_name_fails_and_leaves_it_alone():
+    with SharedMemory(create=True, size=10) as shm:
+        shm.buf[0] = 42
+        with pytest.raises(FileExistsError, match=shm.name):
+            SharedMemory(shm.name, create=True, size=10)
+        _reaper._sync()
+        assert _exists(shm.name)
+        assert shm.buf[0] == 42
+
+
+def test_a_name_with_or_without_leading_slash_is_the_same_segment():
+    with SharedMemory(create=True, size=10) as shm, SharedMemory("/" + shm.name) as other:
+        assert other.name == shm.name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"create": True}, ValueError, "positive"),
+        ({"create": True, "size": -1}, ValueError, "negative"),
+        ({"create": True, "size": 1.5}, TypeError, "int"),
+        ({}, ValueError, "name is required"),
+        ({"name": 42}, TypeError, "str"),
+        ({"name": "a/b", "create": True, "size": 1}, ValueError, "'/'"),
+        ({"name": "/", "create": True, "size": 1}, ValueError, "empty"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SharedMemory(**kwargs)
+
+
+def test_attaching_with_a_larger_size_than_the_segment_fails():
+    with SharedMemory(create=True, size=10) as shm, pytest.raises(ValueError, match="fewer"):
+        SharedMemory(shm.name, size=1 << 20)
+
+
+def test_buf_after_close_raises_and_repr_shows_state():
+    shm = SharedMemory(create=True, size=10)
+    assert "open" in repr(shm) and shm.name in repr(shm)
+    shm.close()
+    assert "closed" in repr(shm)
+    with pytest.raises(ValueError, match="closed"):
+        shm.buf  # noqa: B018
+
+
+def test_close_while_views_exist_raises_buffer_error_then_succeeds():
+    shm = SharedMemory(create=True, size=16)
+    view = np.frombuffer(shm.buf, dtype=np.uint8)
+    with pytest.raises(BufferError, match="delete them"):
+        shm.close()
+    del view
+    shm.close()
+    assert shm.closed
+
+
+def test_untracked_segment_waits_for_an_explicit_unlink():
+    shm = SharedMemory(create=True, size=10, track=False)
+    try:
+        shm.close()
+        _reaper._sync()
+        assert _exists(shm.name)
+    finally:
+        shm.unlink()
+
+
+def test_pickle_by_name_outside_a_start():
+    with SharedMemory(create=True, size=10) as shm:
+        shm.buf[0] = 7
+        with pickle.loads(pickle.dumps(shm)) as copy:
+            assert copy.name == shm.name and copy.buf[0] == 7
+
+
+# ─── children ────────────────────────────────────────────────────────────────
+
+
+def _write_hello(shm, offset):
+    shm.buf[offset : offset + 5] = b"hello"
+    return bytes(shm.buf[:2])
+
+
+def test_child_writes_in_place_and_parent_sees_it(ctx):
+    with SharedMemory(create=True, size=64) as shm:
+        shm.buf[:2] = b"hi"
+        p = ctx.Process(target=_write_hello, args=(shm, 10))
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0
+        assert p.result == b"hi"
+        assert bytes(shm.buf[10:15]) == b"hello"
+        p.close()
+
+
+def _hold_until_told(shm, conn):
+    conn.send(bytes(shm.buf[:3]))
+    conn.recv(timeout=30)
+    shm.buf[3] = 1
+
+
+def test_segment_survives_its_creator_closing_while_a_child_uses_it(ctx):
+    parent_end, child_end = Pipe()
+    shm = SharedMemory(create=True, size=8)
+    name = shm.name
+    shm.buf[:3] = b"abc"
+    p = ctx.Process(target=_hold_until_told, args=(shm, child_end))
+    p.start()
+    child_end.close()
+    assert parent_end.recv(timeout=30) == b"abc"
+    shm.close()
+    _reaper._sync()
+    assert _exists(name), "unlinked while a child still uses it"
+    parent_end.send("go")
+    p.join(30)
+    assert p.exitcode == 0
+    p.close()
+    parent_end.close()
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+def _park(shm, conn):
+    conn.send("attached")
+    conn.recv(timeout=60)
+
+
+def test_segment_is_unlinked_when_its_only_user_is_sigkilled(ctx):
+    parent_end, child_end = Pipe()
+    with SharedMemory(create=True, size=8) as shm:
+        name = shm.name
+        p = ctx.Process(target=_park, args=(shm, child_end))
+        p.start()
+        child_end.close()
+        assert parent_end.recv(timeout=30) == "attached"
+    p.kill()
+    p.join(30)
+    p.close()
+    parent_end.close()
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+SCRIPT_PRELUDE = """
+import os, sys
+import proctor
+from proctor.shared_memory import SharedMemory
+"""
+
+
+def _script(code: str, *args: str, independent: bool) -> subprocess.Popen:
+    env = dict(os.environ)
+    if independent:
+        env.pop(_reaper.ENV_ADDRESS, None)
+    else:
+        env[_reaper.ENV_ADDRESS] = _reaper.address()
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT_PRELUDE + textwrap.dedent(code), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen, *, kill: bool) -> None:
+    if kill:
+        proc.kill()
+    proc.stdin.close()
+    proc.wait(30)
+    proc.stdout.close()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_every_user_sigkilled_leaves_nothing_in_dev_shm(method):
+    creator = _script(
+        """
+        def park(shm):
+            print(os.getpid(), flush=True)
+            sys.stdin = open(0)
+            os.read(0, 1)
+
+        if __name__ == "__main__":
+            shm = SharedMemory(create=True, size=4096)
+            print(shm.name, flush=True)
+            p = proctor.get_context(sys.argv[1]).Process(target=park, args=(shm,))
+            p.start()
+            os.read(0, 1)
+        """,
+        method,
+        independent=True,
+    )
+    name = creator.stdout.readline().strip()
+    child_pid = int(creator.stdout.readline())
+    assert _exists(name)
+    os.kill(child_pid, 9)
+    _finish(creator, kill=True)
+    wait_until(lambda: not pid_exists(child_pid), timeout=5)
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+@pytest.mark.parametrize("creator_ends", ["killed", "exits"])
+def test_unrelated_process_keeps_a_segment_attached_by_name(creator_ends):
+    creator = _script(
+        """
+        shm = SharedMemory(create=True, size=64)
+        shm.buf[:6] = b"shared"
+        print(shm.name, flush=True)
+        sys.stdin.readline()
+        """,
+        independent=False,
+    )
+    name = creator.stdout.readline().strip()
+    attacher = _script(
+        """
+        shm = SharedMemory(sys.argv[1])
+        print("attached", flush=True)
+        sys.stdin.readline()
+        print(bytes(shm.buf[:6]).decode(), flush=True)
+        sys.stdin.readline()
+        """,
+        name,
+        independent=True,
+    )
+    assert attacher.stdout.readline().strip() == "attached"
+    _finish(creator, kill=creator_ends == "killed")
+    _reaper._sync()  # the creator's reaper (ours) has seen it go
+    assert _exists(name), "unlinked while an unrelated process still uses it"
+    attacher.stdin.write("\n")
+    attacher.stdin.flush()
+    assert attacher.stdout.readline().strip() == "shared"
+    _finish(attacher, kill=False)
+    wait_until(lambda: not _exists(name), timeout=5)
+
+
+# ─── shared numpy arrays ─────────────────────────────────────────────────────
+
+
+def _fill(array, value):
+    array[...] = value
+
+
+def test_child_fills_a_shared_array_in_place(ctx):
+    a = shared_array((4, 5), np.float64)
+    p = ctx.Process(target=_fill, args=(a, 2.5))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert (a == 2.5).all()
+    p.close()
+
+
+def test_child_writes_through_views_of_a_shared_array(ctx):
+    a = shared_array(12, "i4")
+    b = shared_array((3, 4), "i8", order="F")
+    p = ctx.Process(target=_fill, args=(a[::3], -1))
+    q = ctx.Process(target=_fill, args=(b.T[1], 9))
+    p.start()
+    q.start()
+    p.join(30)
+    q.join(30)
+    assert p.exitcode == 0 and q.exitcode == 0
+    assert a.tolist() == [-1, 0, 0] * 4
+    assert b[:, 1].tolist() == [9, 9, 9] and int(b.sum()) == 27
+    p.close()
+    q.close()
+
+
+def _checksum(array):
+    return float(array.sum()), type(array).__name__
+
+
+def test_results_of_computations_are_sent_by_value(ctx):
+    a = shared_array(4, "f8")
+    a[:] = 1
+    computed = a * 3  # ordinary memory
+    assert a.is_shared and not computed.is_shared
+    p = ctx.Process(target=_checksum, args=(computed,))
+    p.start()
+    p.join(30)
+    assert p.result[0] == 12.0
+    p.close()
+
+
+def test_shared_array_is_an_ndarray_with_zeros():
+    a = shared_array((2, 3), np.int16)
+    assert isinstance(a, np.ndarray)
+    assert a.shape == (2, 3) and a.dtype == np.int16
+    assert not a.any()
+    assert shared_array(0).size == 0
+
+
+def test_shared_array_cannot_go_into_a_plain_pickle():
+    a = shared_array(3)
+    with pytest.raises(RuntimeError, match="argument of Process"):
+        pickle.dumps(a)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error"),
+    [
+        (((2,), object), {}, TypeError),
+        (((-1,),), {}, ValueError),
+        (((2,),), {"order": "K"}, ValueError),
+        (((2,), "not-a-dtype"), {}, TypeError),
+    ],
+)
+def test_shared_array_bad_arguments(args, kwargs, error):
+    with pytest.raises(error):
+        shared_array(*args, **kwargs)
+
+
+# ─── ShareableList ───────────────────────────────────────────────────────────
+
+
+def test_shareable_list_round_trips_every_item_type():
+    items = [1, -(2**63), 2.5, True, False, None, "héllo", b"\x00bytes"]
+    sl = ShareableList(items)
+    try:
+        assert list(sl) == items and len(sl) == len(items)
+        assert sl[-1] == b"\x00bytes"
+        assert sl.index("héllo") == 6 and sl.count(None) == 1
+        assert sl.shm.name.startswith("proctor") and "héllo" in repr(sl)
+        other = ShareableList(name=sl.shm.name)
+        sl[0] = "short"  # a number's slot takes up to 8 bytes of text
+        sl[6] = None
+        assert other[0] == "short" and other[6] is None
+        other.shm.close()
+    finally:
+        sl.shm.close()
+
+
+def test_shareable_list_errors_are_clear():
+    sl = ShareableList(["abc", 1])
+    try:
+        with pytest.raises(ValueError, match="at most 8"):
+            sl[0] = "x" * 9
+        with pytest.raises(IndexError, match="out of range"):
+            sl[2]
+        with pytest.raises(TypeError, match="integers"):
+            sl["0"]
+        with pytest.raises(ValueError, match="64-bit"):
+            sl[1] = 2**64
+        with pytest.raises(ValueError, match="not in"):
+            sl.index("zzz")
+    finally:
+        sl.shm.close()
+    with pytest.raises(TypeError, match="object"):
+        ShareableList([object()])
+    with pytest.raises(ValueError, match="name="):
+        ShareableList()
+    with SharedMemory(create=True, size=64) as plain, pytest.raises(ValueError, match="does not"):
+        ShareableList(name=plain.name)
+
+
+def _bump(sl):
+    sl[0] += 1
+    sl[1] = "child"
+
+
+def test_child_updates_a_shareable_list(ctx):
+    sl = ShareableList([41, "parent"])
+    p = ctx.Process(target=_bump, args=(sl,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert list(sl) == [42, "child"]
+    p.close()
+    sl.shm.close()
+
+
+def test_anonymous_memory_without_memfd_uses_an_unlinked_segment(monkeypatch):
+    # The path taken on macOS and the BSDs, which have no memfd_create.
+    from proctor import _anonmem
+
+    monkeypatch.delattr(os, "memfd_create")
+    before = set(os.listdir("/dev/shm"))
+    with _anonmem.AnonymousMemory(4096) as memory:
+        memory[:3] = b"abc"
+        assert bytes(memory[:3]) == b"abc"
+        assert set(os.listdir("/dev/shm")) == before  # no name left behind

@@ -1,0 +1,217 @@
+"""Value, Array, RawValue, RawArray: the multiprocessing.sharedctypes behaviour."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import threading
+
+import pytest
+
+from helpers import open_fds
+from proctor import _reaper
+from proctor._sharedctypes import Array, RawArray, RawValue, Value, copy, synchronized
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reaper_connection():
+    # proctor's locks register named semaphores with the reaper: open this process's
+    # connection before the per-test fd leak check takes its baseline.
+    _reaper.ensure_started()
+    yield
+
+
+class Point(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_double)]
+
+
+# ─── one process ─────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("typecode", "value"),
+    [("b", -3), ("B", 250), ("h", -300), ("i", 7), ("I", 7), ("l", -1 << 40), ("q", 1 << 62),
+     ("Q", 1 << 63), ("f", 1.5), ("d", 2.25), ("c", b"x"), ("u", "é")],
+)  # fmt: skip
+def test_raw_value_of_each_typecode_round_trips(typecode, value):
+    v = RawValue(typecode, value)
+    assert v.value == value
+    assert RawValue(typecode).value in (0, 0.0, b"\x00", "\x00")
+
+
+def test_raw_value_repr_matches_ctypes():
+    assert repr(RawValue("i", 5)) == "c_int(5)"
+    assert isinstance(RawValue(ctypes.c_double), ctypes.c_double)
+
+
+def test_raw_array_from_size_and_from_initializer():
+    a = RawArray("i", 4)
+    assert a[:] == [0, 0, 0, 0] and len(a) == 4
+    b = RawArray(ctypes.c_double, [1.0, 2.0, 3.0])
+    b[1:3] = [5.0, 6.0]
+    assert b[:] == [1.0, 5.0, 6.0]
+    assert type(b[0]) is float
+    assert RawArray("i", 0)[:] == []
+
+
+def test_char_array_has_value_and_raw():
+    s = Array("c", b"hello")
+    assert s.value == b"hello"
+    s.value = b"hi"
+    assert s.value == b"hi" and s.raw[:3] == b"hi\x00"
+    assert len(s) == 5
+    assert s[0:2] == b"hi"
+
+
+def test_structure_value_has_locked_fields():
+    p = Value(Point, 1, 2.5, lock=threading.RLock())
+    assert (p.x, p.y) == (1, 2.5)
+    p.x = 10
+    assert p.get_obj().x == 10
+    assert isinstance(p.get_obj(), Point)
+
+
+def test_value_with_lock_false_is_the_raw_object():
+    v = Value("i", 3, lock=False)
+    assert isinstance(v, ctypes.c_int) and v.value == 3
+    a = Array("d", 2, lock=False)
+    assert isinstance(a, ctypes.Array)
+
+
+def test_value_uses_the_given_lock():
+    lock = threading.Lock()
+    v = Value("i", 1, lock=lock)
+    assert v.get_lock() is lock
+    with v:
+        assert lock.locked()
+    assert not lock.locked()
+    v.value += 1
+    assert v.value == 2
+    assert "Synchronized wrapper for c_int(2)" in repr(v)
+
+
+def test_array_wrapper_indexes_slices_and_iterates_under_its_lock():
+    a = Array("i", range(5), lock=threading.RLock())
+    a[0] = 10
+    a[1:3] = [20, 30]
+    assert a[:] == [10, 20, 30, 3, 4]
+    assert list(a) == [10, 20, 30, 3, 4]
+    assert len(a) == 5
+    assert a.get_obj()[4] == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        (("x",), ValueError, "unknown typecode"),
+        ((3,), TypeError, "typecode"),
+        ((int,), TypeError, "ctypes type"),
+    ],
+)
+def test_bad_typecodes_raise_clear_errors(args, error, match):
+    with pytest.raises(error, match=match):
+        RawValue(*args)
+    with pytest.raises(error, match=match):
+        Array(*args, 3, lock=False)
+
+
+def test_copy_makes_an_independent_shared_object():
+    original = RawArray("i", [1, 2, 3])
+    duplicate = copy(original)
+    duplicate[0] = 9
+    assert original[:] == [1, 2, 3] and duplicate[:] == [9, 2, 3]
+    assert copy(RawValue("d", 2.5)).value == 2.5
+
+
+def test_bad_sizes_and_locks_raise_clear_errors():
+    with pytest.raises(ValueError, match="negative"):
+        RawArray("i", -1)
+    with pytest.raises(TypeError, match="int or a sequence"):
+        RawArray("i", 2.5)
+    with pytest.raises(TypeError, match="acquire"):
+        Value("i", lock="not a lock")
+    with pytest.raises(TypeError, match="acquire"):
+        synchronized(RawValue("i"), lock=object())
+
+
+def test_shared_objects_cannot_go_into_a_plain_pickle():
+    with pytest.raises(RuntimeError, match="argument of Process"):
+        pickle.dumps(RawValue("i"))
+    with pytest.raises(RuntimeError, match="argument of Process"):
+        pickle.dumps(Array("i", 3, lock=threading.Lock()).get_obj())
+
+
+def test_many_values_share_a_few_descriptors():
+    before = len(open_fds())
+    values = [RawValue("q", i) for i in range(1000)]
+    assert len(open_fds()) - before <= 2
+    assert [v.value for v in values[:3]] == [0, 1, 2]
+    del values
+
+
+# ─── children ────────────────────────────────────────────────────────────────
+
+
+def _write_all(value, array, raw_value, raw_array, text, point):
+    value.value = 42
+    array[1:3] = [7, 8]
+    raw_value.value = 1.5
+    raw_array[0] = -1
+    text.value = b"child"
+    point.x = 99
+
+
+def test_child_writes_in_place_are_seen_by_the_parent(ctx):
+    value = Value("i", 1)
+    array = Array("i", 4)
+    raw_value = RawValue("d")
+    raw_array = RawArray("q", [5, 5])
+    text = Array("c", 10)
+    point = Value(Point)
+    p = ctx.Process(target=_write_all, args=(value, array, raw_value, raw_array, text, point))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert value.value == 42
+    assert array[:] == [0, 7, 8, 0]
+    assert raw_value.value == 1.5
+    assert raw_array[:] == [-1, 5]
+    assert text.value == b"child"
+    assert point.x == 99
+    p.close()
+
+
+def _increment(counter, times):
+    for _ in range(times):
+        with counter.get_lock():
+            counter.value += 1
+
+
+def test_locked_counter_incremented_by_several_processes_is_exact(ctx):
+    counter = Value("i", 0)
+    procs = [ctx.Process(target=_increment, args=(counter, 300)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    _increment(counter, 300)
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+        p.close()
+    assert counter.value == 1200
+
+
+def _fork_value_child(v):
+    v.value = os.getpid()
+
+
+def test_value_created_in_a_forked_child_does_not_collide_with_the_parent(ctx):
+    # After fork both processes allocate; their blocks must not share bytes.
+    v = RawValue("i")
+    p = ctx.Process(target=_fork_value_child, args=(v,))
+    p.start()
+    w = RawValue("i", -5)
+    p.join(30)
+    assert v.value == p.pid
+    assert w.value == -5
+    p.close()
