@@ -49,12 +49,9 @@ from ._system import cpu_count as cpu_count
 __version__ = "0.1.0"
 
 __all__ = (
-    "Array",
-    "RawArray",
-    "RawValue",
-    "Value",
     "SUBDEBUG",
     "SUBWARNING",
+    "Array",
     "AuthenticationError",
     "BaseContext",
     "BufferTooShort",
@@ -62,11 +59,14 @@ __all__ = (
     "Process",
     "ProcessError",
     "ProcessTimeoutError",
+    "RawArray",
+    "RawValue",
     "RemoteError",
     "RemoteTraceback",
     "ResultError",
     "StartError",
     "UnpicklableError",
+    "Value",
     "__version__",
     "active_children",
     "cpu_count",

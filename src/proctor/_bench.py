@@ -41,7 +41,7 @@ def run_benchmarks(names: list[str], *, quick: bool, out=None) -> int:
         f"{'benchmark':46} {'proctor':>11} {'multiproc.':>11} {'unit':>7} {'ratio':>7}  note",
         file=out,
     )
-    print("(ratio > 1: proctor is better; medians of several runs, measured side by side)", file=out)
+    print("(ratio > 1: proctor is better; medians of several runs, side by side)", file=out)
     failures = 0
     for path in modules:
         spec = importlib.util.spec_from_file_location(path.stem, path)
