@@ -44,6 +44,15 @@ from ._sharedctypes import Array as Array
 from ._sharedctypes import RawArray as RawArray
 from ._sharedctypes import RawValue as RawValue
 from ._sharedctypes import Value as Value
+from ._sync import Barrier as Barrier
+from ._sync import BoundedSemaphore as BoundedSemaphore
+from ._sync import BrokenBarrierError as BrokenBarrierError
+from ._sync import Condition as Condition
+from ._sync import Event as Event
+from ._sync import Lock as Lock
+from ._sync import LockNotOwnedError as LockNotOwnedError
+from ._sync import RLock as RLock
+from ._sync import Semaphore as Semaphore
 from ._system import cpu_count as cpu_count
 
 __version__ = "0.1.0"
@@ -53,17 +62,26 @@ __all__ = (
     "SUBWARNING",
     "Array",
     "AuthenticationError",
+    "Barrier",
     "BaseContext",
+    "BoundedSemaphore",
+    "BrokenBarrierError",
     "BufferTooShort",
+    "Condition",
+    "Event",
+    "Lock",
+    "LockNotOwnedError",
     "OwnerDiedWarning",
     "Process",
     "ProcessError",
     "ProcessTimeoutError",
+    "RLock",
     "RawArray",
     "RawValue",
     "RemoteError",
     "RemoteTraceback",
     "ResultError",
+    "Semaphore",
     "StartError",
     "UnpicklableError",
     "Value",

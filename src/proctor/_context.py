@@ -176,6 +176,48 @@ class BaseContext:
 
         return cpu_count()
 
+    def Lock(self) -> Any:
+        """A process-shared lock, taken over (with a warning) when its holder dies."""
+        from ._sync import Lock
+
+        return Lock()
+
+    def RLock(self) -> Any:
+        """A process-shared recursive lock, taken over when its holder dies."""
+        from ._sync import RLock
+
+        return RLock()
+
+    def Semaphore(self, value: int = 1) -> Any:
+        """A process-shared semaphore."""
+        from ._sync import Semaphore
+
+        return Semaphore(value)
+
+    def BoundedSemaphore(self, value: int = 1) -> Any:
+        """A process-shared semaphore that refuses to be released past its initial value."""
+        from ._sync import BoundedSemaphore
+
+        return BoundedSemaphore(value)
+
+    def Condition(self, lock: Any = None) -> Any:
+        """A process-shared condition variable (on a new RLock by default)."""
+        from ._sync import Condition
+
+        return Condition(lock)
+
+    def Event(self) -> Any:
+        """A process-shared event flag."""
+        from ._sync import Event
+
+        return Event()
+
+    def Barrier(self, parties: int, action: Any = None, timeout: float | None = None) -> Any:
+        """A process-shared barrier for ``parties`` processes or threads."""
+        from ._sync import Barrier
+
+        return Barrier(parties, action, timeout)
+
     def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
         """A ctypes object in shared memory, with a lock from this context by default."""
         from ._sharedctypes import Value

@@ -13,6 +13,10 @@ written for ``multiprocessing`` keep working::
     └── ResultError                       a target's return value could not reach the parent
     TimeoutError (builtin)
     └── ProcessTimeoutError               a blocking call ran past its timeout
+    AssertionError, RuntimeError
+    └── LockNotOwnedError (_lock)         release/wait by a thread that does not hold the lock
+    threading.BrokenBarrierError
+    └── BrokenBarrierError (_condition)   a Barrier was broken (a party died, timed out, abort)
     RuntimeWarning
     └── OwnerDiedWarning                  a lock's holder died while holding it
 

@@ -192,6 +192,16 @@ class Popen:
 
             self.log_stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
 
+    def __del__(self) -> None:
+        # A Process dropped without close(): release the descriptors quietly,
+        # as a garbage-collected file would, rather than warn about sockets.
+        try:
+            if self.channel is not None:
+                self.channel.close()
+                self.channel = None
+        except Exception:
+            pass
+
     def close(self) -> None:
         """Release the parent's descriptors for this child (idempotent)."""
         if self.log_stream is not None:

@@ -11,7 +11,8 @@ reader sees each one whole)::
            40   getters   processes waiting to get        (wake-up hints)
            48   putters   processes waiting to put
            56   joiners   processes waiting in join()
-           64   data      capacity bytes, used circularly
+           64   repaired  the lock's recovery count when the ring was last repaired
+           128  data      capacity bytes, used circularly
 
 A message is ``<length:u32><flags:u32><id:u64>`` followed by ``length`` bytes,
 and may wrap around the end of the data area. ``head`` and ``tail`` only grow;
@@ -30,10 +31,10 @@ import struct
 
 __all__ = ("FRAME", "HEADER_SIZE", "Ring")
 
-HEADER_SIZE = 64
+HEADER_SIZE = 128  # two cache lines; fields past ``repaired`` are spare
 FRAME = struct.Struct("<IIQ")
 
-_HEAD, _TAIL, _COUNT, _NEXT_ID, _UNFINISHED, _GETTERS, _PUTTERS, _JOINERS = range(8)
+_HEAD, _TAIL, _COUNT, _NEXT_ID, _UNFINISHED, _GETTERS, _PUTTERS, _JOINERS, _REPAIRED = range(9)
 
 
 class Ring:
@@ -48,6 +49,7 @@ class Ring:
         if len(buffer) < HEADER_SIZE + 64:
             raise ValueError(f"a ring needs at least {HEADER_SIZE + 64} bytes, got {len(buffer)}")
         self._fields = buffer[:HEADER_SIZE].cast("q")
+        # (the ``q`` view of an mmap is aligned: mmaps start on a page)
         self._data = buffer[HEADER_SIZE:]
         self.capacity = len(self._data)
 
@@ -67,12 +69,25 @@ class Ring:
     def get_field(self, index: int) -> int:
         return self._fields[index]
 
+    @property
+    def next_id(self) -> int:
+        return self._fields[_NEXT_ID]
+
+    def set_field(self, index: int, value: int) -> None:
+        self._fields[index] = value
+
     def add_to_field(self, index: int, delta: int) -> int:
         value = self._fields[index] + delta
         self._fields[index] = value
         return value
 
-    UNFINISHED, GETTERS, PUTTERS, JOINERS = _UNFINISHED, _GETTERS, _PUTTERS, _JOINERS
+    UNFINISHED, GETTERS, PUTTERS, JOINERS, REPAIRED = (
+        _UNFINISHED,
+        _GETTERS,
+        _PUTTERS,
+        _JOINERS,
+        _REPAIRED,
+    )
 
     # -- messages -------------------------------------------------------------------------
 

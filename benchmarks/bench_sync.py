@@ -1,0 +1,195 @@
+"""Synchronisation primitives: proctor against multiprocessing, side by side.
+
+Run as a script (``python benchmarks/bench_sync.py [--quick]``) or call
+``run(quick)``. Each measurement is repeated and the median is reported; the two
+libraries alternate within every repetition so that machine noise hits both.
+
+Rows:
+- ``lock_uncontended``: ``lock.acquire(); lock.release()`` of an uncontended
+  Lock, in ns (lower is better; ratio = multiprocessing / proctor).
+- ``lock_uncontended_prebound``: the same through pre-bound methods
+  (``acquire = lock.acquire``), which strips the attribute lookups and shows the
+  pure per-call cost (multiprocessing's methods are C functions).
+- ``lock_uncontended_with``: the same through ``with lock:``.
+- ``lock_counter_2proc``: two processes incrementing a counter in anonymous
+  shared memory under one Lock, in increments per second (higher is better;
+  ratio = proctor / multiprocessing). The final count is checked exactly. Where
+  the OS puts the two processes decides the regime: on one CPU they take turns
+  (little contention; the per-call cost decides), on two they contend.
+- ``lock_counter_2proc_2cpus``: the same with each process pinned to its own CPU
+  (Linux), so that they really contend every run.
+- ``event_wake_latency``: ``Event.set()`` in one process to ``Event.wait()``
+  returning in another, in microseconds (lower is better; ratio =
+  multiprocessing / proctor).
+
+In every row, ratio > 1 means proctor is better.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+
+import proctor
+from proctor import _sync
+
+_FORK = "fork"  # both libraries share the counter page by inheritance
+
+
+def _factory(ctx, name: str):
+    # proctor's contexts gain Lock/Event once the lead wires them in; until then
+    # the classes themselves serve (they do not depend on the start method).
+    return getattr(ctx, name, None) or getattr(_sync, name)
+
+
+def _ns_per_op(lock, n: int, mode: str) -> float:
+    start = time.perf_counter()
+    if mode == "with":
+        for _ in range(n):
+            with lock:
+                pass
+    elif mode == "prebound":
+        acquire, release = lock.acquire, lock.release
+        for _ in range(n):
+            acquire()
+            release()
+    else:
+        for _ in range(n):
+            lock.acquire()
+            lock.release()
+    return (time.perf_counter() - start) / n * 1e9
+
+
+def _counter_worker(lock, words, n: int, cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    while not words[1]:  # start together
+        time.sleep(0.0005)
+    for _ in range(n):
+        with lock:
+            words[0] += 1
+
+
+def _counter_rate(lib, n: int, pinned: bool = False) -> float:
+    ctx = lib.get_context(_FORK)
+    lock = _factory(ctx, "Lock")()
+    page = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous, MAP_SHARED: inherited by fork children
+    words = memoryview(page).cast("q")
+    cpus = sorted(os.sched_getaffinity(0))[:2] if pinned else [None, None]
+    procs = [ctx.Process(target=_counter_worker, args=(lock, words, n, cpu)) for cpu in cpus]
+    for p in procs:
+        p.start()
+    time.sleep(0.05)  # both children are polling the start flag
+    start = time.perf_counter()
+    words[1] = 1
+    for p in procs:
+        p.join(120)
+    elapsed = time.perf_counter() - start
+    count = words[0]
+    for p in procs:
+        p.close()
+    del procs, p, words
+    page.close()
+    if count != 2 * n:
+        raise AssertionError(f"{lib.__name__}: lost increments: {count} != {2 * n}")
+    return 2 * n / elapsed
+
+
+def _latency_child(go, done, words, rounds: int) -> None:
+    for i in range(rounds):
+        go.wait(30)
+        words[2 + i] = time.monotonic_ns()
+        go.clear()
+        done.set()
+
+
+def _event_latency_us(lib, rounds: int) -> float:
+    ctx = lib.get_context(_FORK)
+    go, done = _factory(ctx, "Event")(), _factory(ctx, "Event")()
+    page = mmap.mmap(-1, 8 * (rounds + 8))
+    words = memoryview(page).cast("q")
+    p = ctx.Process(target=_latency_child, args=(go, done, words, rounds))
+    p.start()
+    samples = []
+    for i in range(rounds):
+        time.sleep(0.002)  # let the child block in wait()
+        t0 = time.monotonic_ns()
+        go.set()
+        done.wait(30)
+        done.clear()
+        samples.append((words[2 + i] - t0) / 1000)
+    p.join(30)
+    p.close()
+    del p, words
+    page.close()
+    return statistics.median(samples)
+
+
+def _row(name: str, ours: list[float], theirs: list[float], unit: str, higher_better: bool):
+    a, b = statistics.median(ours), statistics.median(theirs)
+    ratio = a / b if higher_better else b / a
+    return {
+        "benchmark": name,
+        "proctor": round(a, 3),
+        "multiprocessing": round(b, 3),
+        "unit": unit,
+        "ratio": round(ratio, 3),
+        "better": "higher" if higher_better else "lower",
+    }
+
+
+def run(quick: bool) -> list[dict]:
+    """Measure every row; ``quick`` uses fewer iterations and repetitions."""
+    reps = 3 if quick else 7
+    n_ops = 100_000 if quick else 500_000
+    n_count = 20_000 if quick else 100_000
+    rounds = 50 if quick else 200
+    rows = []
+
+    for mode, name in (
+        ("call", "lock_uncontended"),
+        ("prebound", "lock_uncontended_prebound"),
+        ("with", "lock_uncontended_with"),
+    ):
+        ours, theirs = [], []
+        mine, std = _factory(proctor, "Lock")(), multiprocessing.Lock()
+        for _ in range(reps):
+            ours.append(_ns_per_op(mine, n_ops, mode))
+            theirs.append(_ns_per_op(std, n_ops, mode))
+        mine.close()
+        rows.append(_row(name, ours, theirs, "ns/op", higher_better=False))
+
+    ours, theirs = [], []
+    for _ in range(reps + 2):  # the noisiest row: scheduling decides who convoys
+        ours.append(_counter_rate(proctor, n_count))
+        theirs.append(_counter_rate(multiprocessing, n_count))
+    rows.append(_row("lock_counter_2proc", ours, theirs, "increments/s", higher_better=True))
+
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        ours, theirs = [], []
+        for _ in range(reps + 2):
+            ours.append(_counter_rate(proctor, n_count, pinned=True))
+            theirs.append(_counter_rate(multiprocessing, n_count, pinned=True))
+        rows.append(
+            _row("lock_counter_2proc_2cpus", ours, theirs, "increments/s", higher_better=True)
+        )
+
+    ours, theirs = [], []
+    for _ in range(max(1, reps // 2)):
+        ours.append(_event_latency_us(proctor, rounds))
+        theirs.append(_event_latency_us(multiprocessing, rounds))
+    rows.append(_row("event_wake_latency", ours, theirs, "us", higher_better=False))
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run(quick="--quick" in sys.argv):
+        print(
+            f"{row['benchmark']:24} proctor {row['proctor']:>14,.3f}  multiprocessing "
+            f"{row['multiprocessing']:>14,.3f} {row['unit']:13} ratio {row['ratio']:.2f} "
+            f"({row['better']} is better)"
+        )

@@ -1,0 +1,526 @@
+"""Lock and RLock: process-shared locks that are handed on when their holder dies.
+
+A lock is an OS semaphore (``_semlock.NamedSemaphore``) plus two words of
+anonymous shared memory (``_sharedwords.SharedWords``) that record what the
+semaphore cannot say: *which process holds it*::
+
+    acquire() fast path                       a waiter, every CHECK_INTERVAL
+    ───────────────────                       ──────────────────────────────
+    sem_trywait() ── ok ─▶ owner := my pid    sem_timedwait(slice) ── ok ─▶ owner := my pid
+                                                   │ timed out
+    release()                                      ▼
+    ─────────                                 owner > 0 and that pid is dead?
+    owner := fresh token (<= 0)                    │ yes: under an fcntl lock (freed by
+    sem_post()                                     │ the kernel if *we* die), re-check
+                                                   ▼ and take the dead owner's place
+                                              OwnerDiedWarning(pid)
+
+Only the holder writes ``owner``, so the record needs no atomic instructions: a
+dead pid still recorded while the semaphore is taken proves that pid died
+holding the lock (a release would have overwritten it, and a dead pid cannot
+take the lock again). Release writes a token that changes every time, so a
+waiter can also tell "nobody recorded, nothing moved for LIMBO_GRACE seconds"
+(a process killed in the instant between ``sem_trywait`` and the owner store)
+from a lock that is merely busy.
+
+This module also holds the helpers the other primitives share (timeouts, the
+cached pid, the pickling guard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import numbers
+import os
+import secrets
+import threading
+import time
+import warnings
+from typing import Any
+
+from . import _reduction
+from ._errors import OwnerDiedWarning
+from ._semlock import NamedSemaphore
+from ._sharedwords import SharedWords
+
+__all__ = ("CHECK_INTERVAL", "LIMBO_GRACE", "SPIN_TRIES", "Lock", "LockNotOwnedError", "RLock")
+
+#: How often a blocked acquire() looks at the holder's health: well inside the
+#: one second in which a dead holder's lock must be handed on, yet rare enough
+#: (10 checks a second) to cost nothing.
+CHECK_INTERVAL = 0.1
+
+#: Non-blocking retries before a contended acquire() goes to sleep: about 2 us,
+#: the length of a short critical section on another core, and far cheaper than a
+#: futex sleep and wake-up (10-20 us). Keeps two busy processes from convoying.
+SPIN_TRIES = 50
+
+#: A lock that is taken while no owner is recorded, and whose release token has
+#: not changed for this long, was taken by a process that died before it could
+#: record itself (a window of a few hundred nanoseconds). A live process passes
+#: that window in microseconds, so this only has to outlast scheduling hiccups.
+LIMBO_GRACE = 1.0
+
+_get_ident = threading.get_ident
+_monotonic = time.monotonic
+
+# Per-process state, reset in a forked child.
+_pid = os.getpid()
+_next_token = itertools.count(-secrets.randbits(28) - 1, -1).__next__
+# fcntl record locks belong to the process: this serialises our own threads first.
+_recovery_mutex = threading.Lock()
+_HAVE_PROC = os.path.isdir("/proc/self")
+
+
+def _after_fork_in_child() -> None:
+    global _pid, _next_token, _recovery_mutex
+    _pid = os.getpid()
+    # A fresh token sequence: the parent's continues, and equal tokens written by
+    # two processes would hide activity from a waiter watching for limbo. (Tokens
+    # start within 29 bits: one-digit ints are cheaper to make and to store.)
+    _next_token = itertools.count(-secrets.randbits(28) - 1, -1).__next__
+    _recovery_mutex = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class LockNotOwnedError(AssertionError, RuntimeError):
+    """A lock or condition was used by a thread or process that does not hold it.
+
+    Subclasses ``AssertionError`` (what ``multiprocessing`` raises for an
+    ``RLock`` released by a non-owner) and ``RuntimeError`` (what ``threading``
+    raises), so ``except`` clauses written for either keep working.
+    """
+
+
+# ─── helpers ─────────────────────────────────────────────────────────────────
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    """Validate a ``timeout`` argument; return it as float seconds or None."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__} "
+            f"({timeout!r})"
+        )
+    return float(timeout)
+
+
+def _deadline(timeout: Any) -> float | None:
+    timeout = _check_timeout(timeout)
+    return None if timeout is None else _monotonic() + max(timeout, 0.0)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - _monotonic())
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process; a zombie (dead, unreaped) counts as dead."""
+    if pid == _pid:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    if _HAVE_PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return False  # vanished between the two looks
+        # The state letter follows the ")" that closes the command name.
+        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+    import psutil  # pragma: no cover - systems without /proc
+
+    try:  # pragma: no cover
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # pragma: no cover
+        return False
+
+
+@contextlib.contextmanager
+def _recovery_guard(shared: SharedWords):
+    """Serialise lock recovery among all processes; the kernel frees it if we die."""
+    fd, byte = shared.fd, shared.offset
+    with _recovery_mutex:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, byte)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
+
+
+def _not_shareable(obj: object) -> None:
+    if not _reduction.is_spawning():
+        raise RuntimeError(
+            f"{type(obj).__name__} objects should only be shared between processes through "
+            "inheritance: pass it to Process(target=..., args=(...)) when the child is "
+            "started (or create it in the child); it cannot be pickled into a queue, a "
+            "pipe or a file"
+        )
+
+
+# ─── Lock and RLock ──────────────────────────────────────────────────────────
+
+
+_LOCK_WORDS = 2  # owner, recoveries
+
+
+class _OwnedLock:
+    """Shared machinery of Lock and RLock: the semaphore, the owner word, recovery."""
+
+    __slots__ = ("__weakref__", "_named", "_post", "_shared", "_try", "_w")
+
+    _OWNER = 0  # index of the owner word in the shared block
+    _RECOVERIES = 1  # how many times a dead holder was replaced (Barrier watches it)
+
+    def __init__(self) -> None:
+        self._setup(NamedSemaphore(1, 1), SharedWords(_LOCK_WORDS))
+
+    def _setup(self, named: NamedSemaphore, shared: SharedWords) -> None:
+        self._named = named
+        self._shared = shared
+        # Bound once: the fast path is a C call and a store, nothing else.
+        self._try = named.sem.acquire
+        self._post = named.sem.release
+        self._w = shared.words
+
+    # -- hooks for subclasses --------------------------------------------------
+
+    def _became_owner(self) -> None:
+        """Record process-local ownership after taking the semaphore (RLock)."""
+        self._w[0] = _pid
+
+    # -- slow path -------------------------------------------------------------
+
+    def _acquire_slow(self, block: bool, timeout: Any) -> bool:
+        """Wait for the lock in slices, taking it over from a dead holder."""
+        watched = [None, 0.0]  # [release token seen, since when]
+        if not block:
+            return self._recover(watched, limbo=False)
+        deadline = _deadline(timeout)
+        acquire = self._try
+        for _ in range(SPIN_TRIES):
+            if acquire(False):
+                self._became_owner()
+                return True
+        while True:
+            if deadline is None:
+                wait = CHECK_INTERVAL
+            else:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    return self._recover(watched, limbo=False)
+                wait = min(remaining, CHECK_INTERVAL)
+            if acquire(True, wait):
+                self._became_owner()
+                return True
+            if self._recover(watched, limbo=True):
+                return True
+
+    def _recover(self, watched: list, *, limbo: bool) -> bool:
+        """Take the lock if its holder is dead; return whether we now hold it."""
+        owner = self._w[0]
+        if owner > 0:
+            watched[0] = None
+            if _pid_alive(owner):
+                return False
+            return self._take_over(owner)
+        if not limbo:
+            return False
+        now = _monotonic()
+        if watched[0] != owner:
+            watched[0], watched[1] = owner, now
+            return False
+        if now - watched[1] < LIMBO_GRACE:
+            return False
+        return self._take_over(owner)
+
+    def _take_over(self, expected: int) -> bool:
+        with _recovery_guard(self._shared):
+            if self._try(False):
+                # Released in the meantime: an ordinary acquisition.
+                self._became_owner()
+                return True
+            if self._w[0] != expected:
+                return False  # someone else recovered it, or a live holder recorded itself
+            self._became_owner()
+            self._w[self._RECOVERIES] += 1
+        if expected > 0:
+            what = (
+                f"process {expected} died while holding {type(self).__name__} {self._named.name!r}"
+            )
+        else:
+            what = (
+                f"{type(self).__name__} {self._named.name!r} was taken by a process that "
+                f"died before recording itself (no owner recorded for {LIMBO_GRACE} s)"
+            )
+        try:
+            warnings.warn(
+                f"{what}; process {_pid} has taken it over. The data it protected may be "
+                "half-updated: check it before relying on it. (To make this an error: "
+                "warnings.simplefilter('error', proctor.OwnerDiedWarning).)",
+                OwnerDiedWarning,
+                stacklevel=5,
+            )
+        except BaseException:
+            # The warning is an error here: leave the lock as the dead holder left it,
+            # so every acquirer hears about the death until one accepts it.
+            self._forget_ownership()
+            self._w[0] = expected
+            raise
+        return True
+
+    def _forget_ownership(self) -> None:
+        """Drop process-local ownership state (RLock)."""
+
+    # -- sharing ----------------------------------------------------------------
+
+    def __reduce__(self):
+        _not_shareable(self)
+        return (_rebuild_lock, (type(self), self._named, self._shared))
+
+    # -- introspection ----------------------------------------------------------
+
+    def _owner_text(self) -> str:
+        if self._shared.closed:
+            return "closed"
+        owner = self._w[0]
+        if owner > 0:
+            mine = " (this process)" if owner == _pid else ""
+            return f"locked by pid {owner}{mine}"
+        try:
+            zero = self._named.sem._is_zero()
+        except (ValueError, OSError, NotImplementedError):
+            return "state unknown"
+        return "locked (owner not recorded yet)" if zero else "unlocked"
+
+    def _is_owned(self) -> bool:
+        return self._w[0] == _pid
+
+    def close(self) -> None:
+        """Release this process's handles on the OS objects; idempotent.
+
+        Other processes keep using the lock. Any use after ``close()`` in this
+        process raises ``ValueError``. Garbage collection does the same.
+        """
+        # Drop the bound methods first: they keep the C semaphore open, and the
+        # reaper only unlinks a name that no process still maps.
+        self._try = self._post = _closed_call
+        self._w = _ClosedWords()
+        self._named.close()
+        self._shared.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.release()
+
+
+def _closed_call(*args: Any) -> Any:
+    raise ValueError("this lock is closed in this process; it cannot be used any more")
+
+
+class _ClosedWords:
+    def __getitem__(self, index: int) -> int:
+        _closed_call()
+        return 0
+
+    def __setitem__(self, index: int, value: int) -> None:
+        _closed_call()
+
+
+def _rebuild_lock(cls: type, named: NamedSemaphore, shared: SharedWords) -> _OwnedLock:
+    obj = cls.__new__(cls)
+    obj._setup(named, shared)
+    return obj
+
+
+class Lock(_OwnedLock):
+    """A non-recursive lock shared by processes, handed on when its holder dies.
+
+    Behaves as ``multiprocessing.Lock``: any process or thread may release it.
+
+    Note:
+        If the process holding the lock dies (even by SIGKILL), the next
+        ``acquire()`` -- here or in any other process -- succeeds within about
+        ``CHECK_INTERVAL`` seconds, returns ``True`` and issues
+        :class:`proctor.OwnerDiedWarning` naming the dead pid.
+        ``multiprocessing.Lock`` stays locked forever in that case.
+    """
+
+    __slots__ = ()
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Acquire the lock.
+
+        Args:
+            block: wait for the lock if it is taken; ``False`` only tries.
+            timeout: with ``block``, give up after this many seconds (``None``
+                waits forever).
+
+        Returns:
+            Whether the lock was acquired.
+
+        Raises:
+            TypeError: ``timeout`` is not a number.
+            OwnerDiedWarning: (as an error, only if the warnings filter says so) the
+                previous holder died; the lock then stays with the dead holder.
+        """
+        try:
+            if self._try(False, timeout):
+                self._w[0] = _pid
+                return True
+        except TypeError:
+            _check_timeout(timeout)
+            raise
+        return self._acquire_slow(block, timeout)
+
+    def release(self) -> None:
+        """Release the lock.
+
+        Raises:
+            ValueError: the lock is not locked.
+        """
+        self._w[0] = _next_token()
+        try:
+            self._post()
+        except ValueError:
+            raise ValueError(
+                "release() called on an unlocked Lock: every release() must match an "
+                "earlier acquire()"
+            ) from None
+
+    def __enter__(self) -> bool:
+        if self._try(False):
+            self._w[0] = _pid
+            return True
+        return self._acquire_slow(True, None)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._w[0] = _next_token()
+        self._post()
+
+    # Condition support: the lock is released around a wait and taken back after.
+    def _release_save(self) -> None:
+        self.release()
+
+    def _acquire_restore(self, state: None) -> None:
+        self.acquire()
+
+    def __repr__(self) -> str:
+        return f"<proctor.Lock {self._owner_text()}>"
+
+
+class RLock(_OwnedLock):
+    """A recursive lock shared by processes, handed on when its holder dies.
+
+    Behaves as ``multiprocessing.RLock``: the thread that acquired it may acquire
+    it again, and must release it as many times.
+
+    Note:
+        A dead holder is replaced as for :class:`Lock`; the new holder starts
+        at recursion depth 1 whatever the dead one's depth was.
+    """
+
+    __slots__ = ("_depth", "_tid")
+
+    def _setup(self, named: NamedSemaphore, shared: SharedWords) -> None:
+        super()._setup(named, shared)
+        self._tid: int | None = None
+        self._depth = 0
+
+    def _became_owner(self) -> None:
+        self._tid = _get_ident()
+        self._depth = 1
+        self._w[0] = _pid
+
+    def _forget_ownership(self) -> None:
+        self._tid = None
+        self._depth = 0
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Acquire the lock, or go one level deeper if this thread holds it.
+
+        Args:
+            block: wait for the lock if another thread holds it.
+            timeout: with ``block``, give up after this many seconds.
+
+        Returns:
+            Whether the lock was acquired.
+
+        Raises:
+            TypeError: ``timeout`` is not a number.
+        """
+        me = _get_ident()
+        if self._tid == me and self._w[0] == _pid:
+            self._depth += 1
+            return True
+        try:
+            if self._try(False, timeout):
+                self._tid = me
+                self._depth = 1
+                self._w[0] = _pid
+                return True
+        except TypeError:
+            _check_timeout(timeout)
+            raise
+        return self._acquire_slow(block, timeout)
+
+    def release(self) -> None:
+        """Leave one level; release the lock when the outermost level is left.
+
+        Raises:
+            LockNotOwnedError: (an ``AssertionError``, as in ``multiprocessing``) the
+                calling thread does not hold the lock.
+        """
+        if self._tid != _get_ident() or self._w[0] != _pid:
+            raise LockNotOwnedError(
+                "release() of an RLock that this thread does not hold "
+                f"({self._owner_text()}); only the thread that acquired it may release it"
+            )
+        depth = self._depth - 1
+        if depth:
+            self._depth = depth
+            return
+        self._depth = 0
+        self._tid = None
+        self._w[0] = _next_token()
+        self._post()
+
+    __enter__ = acquire
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.release()
+
+    def _is_owned(self) -> bool:
+        return self._w[0] == _pid and self._tid == _get_ident()
+
+    def _release_save(self) -> int:
+        depth = self._depth
+        self._depth = 1
+        self.release()
+        return depth
+
+    def _acquire_restore(self, depth: int) -> None:
+        self.acquire()
+        self._depth = depth
+
+    def __repr__(self) -> str:
+        text = self._owner_text()
+        if self._w.__class__ is not _ClosedWords and self._is_owned():
+            text += f", depth {self._depth}"
+        return f"<proctor.RLock {text}>"

@@ -1,0 +1,165 @@
+"""OS semaphores known by name, and who reclaims the name.
+
+``_multiprocessing.SemLock`` is a POSIX named semaphore (``sem_open``). A child
+started by ``spawn`` or ``forkserver`` re-opens it by name, so the name must
+outlive its creator as long as any process may still open it, and must vanish
+once every user is gone -- even if they were all SIGKILLed. The resource reaper
+(``_reaper``) does the bookkeeping::
+
+    creator                         reaper                      child (spawn)
+    ───────                         ──────                      ─────────────
+    sem_open("/proctor-sem-…")
+    register(name) ───────────────▶ users = {creator}
+    Process.start(): pickle ──▶ name ──────────────────────────▶ sem_open(name)
+      after_start: add_user(pid) ─▶ users += {child}            register(name)
+    close()/exit/crash ───────────▶ users -= …
+                                    no live user ─▶ sem_unlink(name)
+
+Under ``fork`` the child inherits the open semaphore (no name lookup) and the
+reaper client's registrations. Names are never unlinked eagerly, even for a
+``fork`` context: a forked child may still pass the object on to a ``spawn``
+grandchild, which needs the name.
+"""
+
+from __future__ import annotations
+
+import _multiprocessing
+import contextlib
+import os
+import secrets
+from typing import Any
+
+from . import _reduction
+
+__all__ = ("SEMAPHORE", "SEM_VALUE_MAX", "NamedSemaphore")
+
+#: ``SemLock`` kinds. proctor only uses SEMAPHORE: ownership and recursion are
+#: tracked in shared memory, where a dead owner can be seen (the C
+#: RECURSIVE_MUTEX kind keeps its owner in one process's private memory).
+SEMAPHORE = 1
+SEM_VALUE_MAX = _multiprocessing.SemLock.SEM_VALUE_MAX
+
+#: The reaper's kind for named semaphores.
+_KIND = "semaphore"
+
+
+def _reaper():
+    # Imported lazily: importing proctor must not start or even prepare the reaper.
+    from . import _reaper
+
+    return _reaper
+
+
+def _new_name() -> str:
+    # "proctor" in the name lets leak checks find leftovers in /dev/shm (sem.<name>).
+    # macOS limits semaphore names to 31 characters: keep it short.
+    return f"/proctor-{os.getpid() % 100000}-{secrets.token_hex(5)}"
+
+
+class _Closed:
+    """Stands in for a closed semaphore: every use raises a clear ValueError."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError(f"{self.what} is closed; it cannot be used any more in this process")
+
+
+class NamedSemaphore:
+    """A ``SemLock`` whose name is reclaimed once no process uses it.
+
+    Args:
+        value: initial value.
+        maxvalue: the largest value ``release()`` may reach (the C check is
+            advisory; see ``SemLock``).
+
+    Attributes:
+        sem: the ``_multiprocessing.SemLock`` (call ``acquire``/``release`` on it).
+        name: its OS name.
+    """
+
+    __slots__ = ("__weakref__", "maxvalue", "name", "sem")
+
+    def __init__(self, value: int, maxvalue: int, *, _name: str | None = None) -> None:
+        self.maxvalue = maxvalue
+        if _name is not None:
+            self.name = _name
+            try:
+                self.sem = _multiprocessing.SemLock._rebuild(0, SEMAPHORE, maxvalue, _name)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"the OS semaphore {_name!r} behind a proctor synchronisation object no "
+                    "longer exists: every process that used it had exited (and it was "
+                    "reclaimed) before this process could open it. Keep the object alive "
+                    "in the parent until the child has started."
+                ) from None
+            self._register()
+            return
+        reaper = _reaper()
+        for _ in range(100):
+            name = _new_name()
+            # Registered before it exists: a crash right after sem_open() must not
+            # leave a name that nobody knows about.
+            reaper.register(name, _KIND)
+            try:
+                sem = _multiprocessing.SemLock(SEMAPHORE, value, maxvalue, name, False)
+            except FileExistsError:
+                reaper._cancel(name, _KIND)  # somebody else's: never unlink it
+                continue
+            except BaseException:
+                reaper._cancel(name, _KIND)
+                raise
+            break
+        else:  # pragma: no cover - 100 collisions of 40 random bits
+            raise FileExistsError("could not find an unused semaphore name")
+        self.name = name
+        self.sem = sem
+
+    def _register(self) -> None:
+        _reaper().register(self.name, _KIND)
+
+    def close(self) -> None:
+        """Close this process's handle and tell the reaper; idempotent."""
+        sem = self.sem
+        if sem is None or isinstance(sem, _Closed):
+            return
+        self.sem = _Closed("this semaphore")  # type: ignore[assignment]
+        # Drop the SemLock first (sem_close unmaps it) so that the reaper, which
+        # looks for mappers before unlinking, does not see this process.
+        del sem
+        with contextlib.suppress(Exception):
+            _reaper().unregister(self.name, _KIND)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __reduce__(self):
+        handoff = _reduction.current_handoff()
+        if handoff is None:
+            raise RuntimeError(
+                "a proctor synchronisation object can only be shared with a child process "
+                "by passing it to Process(...) when the child is started; it cannot be "
+                "pickled into a queue, a pipe or a file"
+            )
+        if isinstance(self.sem, _Closed):
+            raise ValueError("cannot send a closed semaphore to a child process")
+        name = self.name
+        reaper = _reaper()
+
+        def tell_reaper(pid: int, name: str = name) -> None:
+            # The child registers itself when it rebuilds the semaphore; this covers
+            # the moments before that, should the parent die first.
+            reaper.add_user(name, _KIND, pid)
+
+        handoff.after_start.append(tell_reaper)
+        return (_rebuild, (name, self.maxvalue, reaper.address()))
+
+    def __repr__(self) -> str:
+        return f"<NamedSemaphore {self.name!r}>"
+
+
+def _rebuild(name: str, maxvalue: int, reaper_address: str | None) -> NamedSemaphore:
+    _reaper().adopt_address(reaper_address)
+    return NamedSemaphore(0, maxvalue, _name=name)

@@ -1,0 +1,680 @@
+"""Locks, semaphores, conditions, events and barriers: across processes and dead holders."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+import warnings
+
+import pytest
+
+import proctor
+from helpers import pid_exists, shm_entries, wait_until
+from proctor import OwnerDiedWarning, _reaper, _sync
+from proctor._anonmem import AnonymousMemory
+from proctor._sync import (
+    Barrier,
+    BoundedSemaphore,
+    BrokenBarrierError,
+    Condition,
+    Event,
+    Lock,
+    LockNotOwnedError,
+    RLock,
+    Semaphore,
+)
+
+# An unexpected OwnerDiedWarning (a live holder taken for dead) fails the test;
+# the tests that expect one catch it with pytest.warns.
+pytestmark = pytest.mark.filterwarnings("error::proctor.OwnerDiedWarning")
+
+# Generous upper bound for "returns promptly" checks: a behaviour check, not speed.
+SLACK = 5.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reaper_connected():
+    """Open this process's reaper connection before leak checks take a baseline."""
+    _reaper.ensure_started()
+    yield
+
+
+def _process(ctx, target, *args):
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    return p
+
+
+def _finish(p, timeout=30):
+    p.join(timeout)
+    assert p.exitcode is not None, f"{p!r} did not finish"
+    exitcode = p.exitcode
+    result = p.result if exitcode == 0 else None
+    p.close()
+    return exitcode, result
+
+
+def _words(mem):
+    return memoryview(mem).cast("q")
+
+
+# --- child targets --------------------------------------------------------------
+
+
+def count_under_lock(lock, mem, n):
+    words = _words(mem)
+    for _ in range(n):
+        with lock:
+            words[0] += 1
+    return "done"
+
+
+def hold_and_hang(lock, ready):
+    lock.acquire()
+    if isinstance(lock, RLock):
+        lock.acquire()  # die two levels deep
+    ready.set()
+    while True:
+        time.sleep(1)
+
+
+def take_without_recording_and_hang(lock, ready):
+    """Take the OS semaphore but die before recording ownership (the limbo window)."""
+    lock._try(False)
+    ready.set()
+    while True:
+        time.sleep(1)
+
+
+def hold_until(lock, ready, go):
+    with lock:
+        ready.set()
+        go.wait(30)
+
+
+def acquire_and_report(lock, timeout):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = lock.acquire(timeout=timeout)
+    messages = [str(w.message) for w in caught if issubclass(w.category, OwnerDiedWarning)]
+    if got:
+        lock.release()
+    return got, messages
+
+
+def wait_on_condition(cond, mem, timeout):
+    words = _words(mem)
+    with cond:
+        words[1] += 1  # tells the parent this waiter is inside wait()
+        notified = cond.wait(timeout)
+        words[0] += 1
+    return notified
+
+
+def use_everything(lock, rlock, sem, bsem, cond, event, barrier, mem):
+    """Exercise every primitive from a child; return what it saw."""
+    words = _words(mem)
+    seen = {}
+    with lock:
+        words[0] += 1
+    with rlock, rlock:
+        words[0] += 1
+    sem.release()
+    seen["bsem"] = bsem.acquire(timeout=10)
+    with cond:
+        words[1] = 1
+        cond.notify_all()
+    seen["event"] = event.wait(10)
+    seen["barrier"] = barrier.wait(10)
+    return seen
+
+
+def wait_at_barrier(barrier, timeout):
+    try:
+        return barrier.wait(timeout)
+    except BrokenBarrierError as exc:
+        return f"broken: {exc}"
+
+
+def set_event_later(event, go):
+    go.wait(10)
+    event.set()
+
+
+# --- Lock -------------------------------------------------------------------------
+
+
+def test_lock_acquire_release_and_repr_show_state():
+    lock = Lock()
+    assert "unlocked" in repr(lock)
+    assert lock.acquire() is True
+    assert f"locked by pid {os.getpid()}" in repr(lock)
+    assert lock.acquire(False) is False
+    assert lock.acquire(timeout=0) is False
+    lock.release()
+    with lock:
+        assert not lock.acquire(block=False)
+    assert "unlocked" in repr(lock)
+    lock.close()
+
+
+def test_lock_release_when_unlocked_raises_value_error():
+    lock = Lock()
+    with pytest.raises(ValueError, match="unlocked Lock"):
+        lock.release()
+    lock.close()
+
+
+def test_lock_can_be_released_by_another_thread_like_multiprocessing():
+    lock = Lock()
+    lock.acquire()
+    t = threading.Thread(target=lock.release)
+    t.start()
+    t.join(10)
+    assert lock.acquire(timeout=5)
+    lock.release()
+    lock.close()
+
+
+def test_lock_timeout_is_honoured():
+    lock = Lock()
+    lock.acquire()
+    start = time.monotonic()
+    assert lock.acquire(timeout=0.3) is False
+    elapsed = time.monotonic() - start
+    assert 0.3 <= elapsed < 0.3 + SLACK
+    lock.release()
+    lock.close()
+
+
+@pytest.mark.parametrize("timeout", ["1", [1], object()])
+def test_non_numeric_timeouts_are_type_errors(timeout):
+    lock, rlock, sem, cond, event = Lock(), RLock(), Semaphore(0), Condition(), Event()
+    for call in (lock.acquire, rlock.acquire, sem.acquire, event.wait):
+        with pytest.raises(TypeError, match=r"timeout|real number"):
+            call(timeout=timeout)
+    with cond, pytest.raises(TypeError, match="timeout"):
+        cond.wait(timeout)
+    with pytest.raises(TypeError, match="timeout"):
+        Barrier(2).wait(timeout)
+    for obj in (lock, rlock, sem, cond, event):
+        obj.close()
+
+
+def test_use_after_close_raises_value_error():
+    lock = Lock()
+    lock.close()
+    lock.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        lock.acquire()
+    sem = Semaphore()
+    sem.close()
+    with pytest.raises(ValueError, match="closed"):
+        sem.acquire()
+
+
+# --- RLock ------------------------------------------------------------------------
+
+
+def test_rlock_is_recursive_and_shows_depth():
+    rlock = RLock()
+    assert rlock.acquire() and rlock.acquire()
+    assert "depth 2" in repr(rlock)
+    rlock.release()
+    assert "depth 1" in repr(rlock)
+    rlock.release()
+    assert "unlocked" in repr(rlock)
+    rlock.close()
+
+
+def test_rlock_release_by_non_owner_raises_assertion_error():
+    rlock = RLock()
+    with pytest.raises(AssertionError, match="does not hold"):
+        rlock.release()
+    rlock.acquire()
+    errors = []
+
+    def release_from_other_thread():
+        try:
+            rlock.release()
+        except AssertionError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=release_from_other_thread)
+    t.start()
+    t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)  # threading's type too
+    # Another thread cannot take it either while we hold it.
+    results = []
+    t = threading.Thread(target=lambda: results.append(rlock.acquire(timeout=0.2)))
+    t.start()
+    t.join(10)
+    assert results == [False]
+    rlock.release()
+    rlock.close()
+
+
+# --- Semaphore --------------------------------------------------------------------
+
+
+def test_semaphore_counts_and_reports_value():
+    sem = Semaphore(2)
+    assert sem.get_value() == 2
+    assert sem.acquire() and sem.acquire()
+    assert sem.acquire(timeout=0.05) is False
+    sem.release()
+    sem.release()
+    sem.release()  # unbounded
+    assert sem.get_value() == 3
+    assert "value=3" in repr(sem)
+    sem.close()
+
+
+def test_bounded_semaphore_refuses_release_past_its_bound():
+    sem = BoundedSemaphore(1)
+    with pytest.raises(ValueError, match=r"released too many times.*bound 1"):
+        sem.release()
+    sem.acquire()
+    sem.release()
+    assert "bound=1" in repr(sem)
+    sem.close()
+
+
+@pytest.mark.parametrize("cls", [Semaphore, BoundedSemaphore])
+def test_semaphore_bad_values(cls):
+    with pytest.raises(ValueError, match="must be >= 0, not -1"):
+        cls(-1)
+    with pytest.raises(TypeError, match="must be an int"):
+        cls(1.5)
+    with pytest.raises(TypeError, match="must be an int"):
+        cls("1")
+
+
+# --- sharing ----------------------------------------------------------------------
+
+
+def test_pickling_outside_a_start_is_refused_with_a_clear_error():
+    objects = [Lock(), RLock(), Semaphore(), BoundedSemaphore(), Condition(), Event(), Barrier(2)]
+    for obj in objects:
+        with pytest.raises(RuntimeError, match="through inheritance"):
+            pickle.dumps(obj)
+    for obj in objects:
+        obj.close()
+
+
+def test_every_primitive_works_in_a_child(ctx):
+    """All primitives travel as Process args under each start method and work there."""
+    mem = AnonymousMemory(4096)
+    words = _words(mem)
+    lock, rlock = Lock(), RLock()
+    sem, bsem = Semaphore(0), BoundedSemaphore(1)
+    cond, event, barrier = Condition(), Event(), Barrier(2)
+    p = _process(ctx, use_everything, lock, rlock, sem, bsem, cond, event, barrier, mem)
+    assert sem.acquire(timeout=30)  # the child released it
+    with cond:
+        assert cond.wait_for(lambda: words[1] == 1, timeout=30)
+    event.set()
+    index = barrier.wait(30)
+    exitcode, seen = _finish(p)
+    assert exitcode == 0
+    assert seen == {"bsem": True, "event": True, "barrier": 1 - index}
+    assert words[0] == 2
+    words.release()
+    for obj in (lock, rlock, sem, bsem, cond, event, barrier):
+        obj.close()
+    mem.close()
+
+
+def test_counter_under_lock_is_exact_with_two_processes(ctx):
+    mem = AnonymousMemory(4096)
+    lock = Lock()
+    n = 2000
+    p = _process(ctx, count_under_lock, lock, mem, n)
+    count_under_lock(lock, mem, n)
+    assert _finish(p) == (0, "done")
+    assert _words(mem)[0] == 2 * n
+    lock.close()
+    mem.close()
+
+
+def test_named_semaphores_are_reclaimed_after_use(ctx):
+    """The OS names exist while used and are gone once every user has exited."""
+    before = shm_entries()
+    lock = Lock()
+    name = "sem." + lock._named.name.lstrip("/")
+    assert name in shm_entries()
+    mem = AnonymousMemory(4096)
+    p = _process(ctx, count_under_lock, lock, mem, 10)
+    assert _finish(p) == (0, "done")
+    assert name in shm_entries()  # the parent still uses it
+    lock.close()
+    del lock
+    mem.close()
+    wait_until(lambda: shm_entries() <= before, timeout=10)
+
+
+# --- dead holders -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [Lock, RLock])
+def test_lock_held_by_a_killed_process_is_taken_over_with_a_warning(ctx, cls):
+    lock, ready = cls(), Event()
+    p = _process(ctx, hold_and_hang, lock, ready)
+    assert ready.wait(30)
+    pid = p.pid
+    assert f"locked by pid {pid}" in repr(lock)
+    p.kill()
+    with pytest.warns(OwnerDiedWarning, match=f"process {pid} died while holding"):
+        assert lock.acquire(timeout=SLACK) is True
+    assert f"locked by pid {os.getpid()}" in repr(lock)
+    lock.release()
+    assert lock.acquire(timeout=1)  # an ordinary lock again: no second warning
+    lock.release()
+    assert _finish(p)[0] == -signal.SIGKILL
+    lock.close()
+    ready.close()
+
+
+def test_a_waiter_in_another_process_takes_over_from_a_killed_holder():
+    ctx = proctor.get_context("fork")
+    lock, ready = Lock(), Event()
+    holder = _process(ctx, hold_and_hang, lock, ready)
+    assert ready.wait(30)
+    waiter = _process(ctx, acquire_and_report, lock, 30)
+    wait_until(lambda: pid_exists(waiter.pid), timeout=10)
+    holder.kill()
+    exitcode, (got, messages) = _finish(waiter)
+    assert exitcode == 0 and got is True
+    assert len(messages) == 1 and f"process {holder.pid} died" in messages[0]
+    _finish(holder)
+    assert lock.acquire(timeout=5)
+    lock.release()
+    lock.close()
+    ready.close()
+
+
+def test_a_live_holder_is_never_taken_over():
+    ctx = proctor.get_context("fork")
+    lock, ready, go = Lock(), Event(), Event()
+    p = _process(ctx, hold_until, lock, ready, go)
+    assert ready.wait(30)
+    # Several liveness checks happen while waiting; none may steal the lock.
+    assert lock.acquire(timeout=3 * _sync.CHECK_INTERVAL) is False
+    go.set()
+    assert lock.acquire(timeout=30) is True
+    lock.release()
+    assert _finish(p)[0] == 0
+    for obj in (lock, ready, go):
+        obj.close()
+
+
+def test_a_process_killed_before_recording_itself_does_not_wedge_the_lock():
+    ctx = proctor.get_context("fork")
+    lock, ready = Lock(), Event()
+    p = _process(ctx, take_without_recording_and_hang, lock, ready)
+    assert ready.wait(30)
+    assert "owner not recorded" in repr(lock)
+    p.kill()
+    _finish(p)
+    start = time.monotonic()
+    with pytest.warns(OwnerDiedWarning, match="died before recording itself"):
+        assert lock.acquire(timeout=_sync.LIMBO_GRACE + SLACK) is True
+    assert time.monotonic() - start >= _sync.LIMBO_GRACE
+    lock.release()
+    lock.close()
+    ready.close()
+
+
+def test_owner_died_warning_can_be_made_an_error():
+    ctx = proctor.get_context("fork")
+    lock, ready = Lock(), Event()
+    p = _process(ctx, hold_and_hang, lock, ready)
+    assert ready.wait(30)
+    pid = p.pid
+    p.kill()
+    _finish(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OwnerDiedWarning)
+        with pytest.raises(OwnerDiedWarning, match=f"process {pid}"):
+            lock.acquire(timeout=SLACK)
+        # The lock stays with the dead holder: every acquirer hears of it.
+        with pytest.raises(OwnerDiedWarning):
+            lock.acquire(False)
+    with pytest.warns(OwnerDiedWarning):
+        assert lock.acquire(timeout=SLACK)
+    lock.release()
+    lock.close()
+    ready.close()
+
+
+def test_condition_whose_lock_holder_was_killed_recovers(ctx):
+    cond, ready = Condition(Lock()), Event()
+    p = _process(ctx, hold_and_hang, cond, ready)
+    assert ready.wait(30)
+    p.kill()
+    with pytest.warns(OwnerDiedWarning, match=f"process {p.pid}"), cond:
+        cond.notify_all()
+        assert cond.wait(0.05) is False
+    _finish(p)
+    cond.close()
+    ready.close()
+
+
+def test_killed_condition_waiter_does_not_block_notify_or_other_waiters(ctx):
+    cond = Condition(Lock())
+    mem = AnonymousMemory(4096)
+    words = _words(mem)
+    victim = _process(ctx, wait_on_condition, cond, mem, 60)
+    survivor = _process(ctx, wait_on_condition, cond, mem, 60)
+    wait_until(lambda: words[1] == 2, timeout=30)
+    with cond:
+        pass  # both are inside wait() now (they left the lock)
+    victim.kill()
+    assert _finish(victim)[0] == -signal.SIGKILL
+    with cond:
+        cond.notify(1)  # must reach the survivor, not the dead waiter
+    assert _finish(survivor) == (0, True)
+    assert words[0] == 1
+    words.release()
+    cond.close()
+    mem.close()
+
+
+# --- Condition --------------------------------------------------------------------
+
+
+def test_condition_needs_the_lock_held():
+    cond = Condition()
+    with pytest.raises(AssertionError, match="without holding"):
+        cond.wait(0)
+    with pytest.raises(RuntimeError, match="without holding"):
+        cond.notify()
+    with pytest.raises(TypeError, match=r"proctor\.Lock or proctor\.RLock"):
+        Condition(threading.Lock())
+    cond.close()
+
+
+def test_condition_notify_n_wakes_that_many_threads_oldest_first():
+    cond = Condition(Lock())
+    woken = []
+    inside = Semaphore(0)
+
+    def waiter(i):
+        with cond:
+            inside.release()
+            if cond.wait(10):
+                woken.append(i)
+
+    threads = []
+    for i in range(3):
+        t = threading.Thread(target=waiter, args=(i,))
+        t.start()
+        assert inside.acquire(timeout=10)
+        threads.append(t)
+    with cond:
+        assert "waiters=3" in repr(cond)
+        cond.notify(2)
+    wait_until(lambda: len(woken) == 2, timeout=10)
+    assert sorted(woken) == [0, 1]
+    with cond:
+        cond.notify_all()
+    for t in threads:
+        t.join(10)
+    assert sorted(woken) == [0, 1, 2]
+    cond.close()
+    inside.close()
+
+
+def test_condition_wait_timeout_and_wait_for():
+    cond = Condition()
+    with cond:
+        start = time.monotonic()
+        assert cond.wait(0.2) is False
+        assert cond.wait_for(lambda: 0, timeout=0.2) == 0
+        assert time.monotonic() - start >= 0.4
+        assert cond.wait_for(lambda: "yes", timeout=0) == "yes"
+    cond.close()
+
+
+def test_condition_on_rlock_restores_depth_after_wait():
+    rlock = RLock()
+    cond = Condition(rlock)
+    with cond, cond:
+        assert cond.wait(0.01) is False
+        assert "depth 2" in repr(rlock)
+    assert "unlocked" in repr(rlock)
+    cond.close()
+    rlock.close()
+
+
+# --- Event ------------------------------------------------------------------------
+
+
+def test_event_set_clear_wait_and_repr():
+    event = Event()
+    assert not event.is_set() and "unset" in repr(event)
+    start = time.monotonic()
+    assert event.wait(0.2) is False
+    assert 0.2 <= time.monotonic() - start < 0.2 + SLACK
+    event.set()
+    assert event.is_set() and event.wait() and event.wait(0)
+    assert repr(event) == "<proctor.Event set>"
+    event.clear()
+    assert not event.is_set()
+    event.close()
+
+
+def test_event_set_in_another_process_wakes_the_waiter(ctx):
+    event, go = Event(), Event()
+    p = _process(ctx, set_event_later, event, go)
+    go.set()
+    assert event.wait(30) is True
+    assert _finish(p)[0] == 0
+    event.close()
+    go.close()
+
+
+def test_event_wakes_all_waiting_threads():
+    event = Event()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(event.wait(10))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: event._cond._queue.count() == 4, timeout=10)
+    event.set()
+    for t in threads:
+        t.join(10)
+    assert results == [True] * 4
+    event.close()
+
+
+# --- Barrier ----------------------------------------------------------------------
+
+
+def test_barrier_bad_input():
+    with pytest.raises(ValueError, match="at least 1 party, not 0"):
+        Barrier(0)
+    with pytest.raises(TypeError, match="must be an int"):
+        Barrier("2")
+    with pytest.raises(TypeError, match="callable"):
+        Barrier(2, action=3)
+
+
+def test_barrier_in_threads_action_reset_abort_and_properties():
+    calls = []
+    barrier = Barrier(3, action=lambda: calls.append(1))
+    assert barrier.parties == 3 and barrier.n_waiting == 0 and not barrier.broken
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(barrier.wait(10))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: barrier.n_waiting == 2, timeout=10)
+    assert "waiting=2" in repr(barrier)
+    results.append(barrier.wait(10))
+    for t in threads:
+        t.join(10)
+    assert sorted(results) == [0, 1, 2] and calls == [1]
+    # A waiter of a barrier that is reset gets BrokenBarrierError.
+    outcome = []
+    t = threading.Thread(target=lambda: outcome.append(wait_at_barrier(barrier, 10)))
+    t.start()
+    wait_until(lambda: barrier.n_waiting == 1, timeout=10)
+    barrier.reset()
+    t.join(10)
+    assert outcome[0].startswith("broken") and "reset" in outcome[0]
+    assert not barrier.broken
+    barrier.abort()
+    assert barrier.broken and barrier.n_waiting == 0
+    with pytest.raises(BrokenBarrierError):
+        barrier.wait(1)
+    with pytest.raises(threading.BrokenBarrierError):  # the stdlib type catches it
+        barrier.wait(1)
+    barrier.reset()
+    assert not barrier.broken
+    barrier.close()
+
+
+def test_barrier_timeout_breaks_it():
+    barrier = Barrier(2, timeout=0.2)
+    start = time.monotonic()
+    with pytest.raises(BrokenBarrierError, match=r"timed out after 0\.2 s"):
+        barrier.wait()
+    assert 0.2 <= time.monotonic() - start < 0.2 + SLACK
+    assert barrier.broken
+    barrier.close()
+
+
+def test_barrier_failing_action_breaks_it():
+    barrier = Barrier(1, action=lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        barrier.wait(1)
+    assert barrier.broken
+    barrier.close()
+
+
+def test_barrier_across_processes_and_a_party_that_dies(ctx):
+    barrier = Barrier(3)
+    first = _process(ctx, wait_at_barrier, barrier, 30)
+    second = _process(ctx, wait_at_barrier, barrier, 30)
+    wait_until(lambda: barrier.n_waiting == 2, timeout=30)
+    assert barrier.wait(10) in (0, 1, 2)
+    results = {_finish(first)[1], _finish(second)[1]}
+    assert len(results) == 2 and results <= {0, 1, 2}
+    # Round two: a waiting party is killed; the others are not left waiting.
+    victim = _process(ctx, wait_at_barrier, barrier, 60)
+    wait_until(lambda: barrier.n_waiting == 1, timeout=30)
+    victim.kill()
+    with pytest.raises(BrokenBarrierError, match=f"{victim.pid} died"):
+        barrier.wait(30)
+    assert _finish(victim)[0] == -signal.SIGKILL
+    barrier.close()
+
+
+def test_stdlib_names_exist_on_the_module():
+    assert issubclass(BrokenBarrierError, threading.BrokenBarrierError)
+    assert issubclass(LockNotOwnedError, AssertionError)
+    assert issubclass(OwnerDiedWarning, RuntimeWarning)
+    assert _sync.CHECK_INTERVAL < 1.0
