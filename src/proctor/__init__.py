@@ -40,6 +40,9 @@ from ._process import Process as Process
 from ._process import active_children as active_children
 from ._process import current_process as current_process
 from ._process import parent_process as parent_process
+from ._queue import JoinableQueue as JoinableQueue
+from ._queue import Queue as Queue
+from ._queue import SimpleQueue as SimpleQueue
 from ._sharedctypes import Array as Array
 from ._sharedctypes import RawArray as RawArray
 from ._sharedctypes import RawValue as RawValue
@@ -69,12 +72,14 @@ __all__ = (
     "BufferTooShort",
     "Condition",
     "Event",
+    "JoinableQueue",
     "Lock",
     "LockNotOwnedError",
     "OwnerDiedWarning",
     "Process",
     "ProcessError",
     "ProcessTimeoutError",
+    "Queue",
     "RLock",
     "RawArray",
     "RawValue",
@@ -82,6 +87,7 @@ __all__ = (
     "RemoteTraceback",
     "ResultError",
     "Semaphore",
+    "SimpleQueue",
     "StartError",
     "UnpicklableError",
     "Value",

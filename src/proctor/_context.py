@@ -176,6 +176,24 @@ class BaseContext:
 
         return cpu_count()
 
+    def Queue(self, maxsize: int = 0, **options: Any) -> Any:
+        """A process-shared FIFO queue whose items live in shared memory."""
+        from ._queue import Queue
+
+        return Queue(maxsize, **options)
+
+    def SimpleQueue(self, **options: Any) -> Any:
+        """An unbounded process-shared queue with put, get, empty and close."""
+        from ._queue import SimpleQueue
+
+        return SimpleQueue(**options)
+
+    def JoinableQueue(self, maxsize: int = 0, **options: Any) -> Any:
+        """A Queue with task_done() and join()."""
+        from ._queue import JoinableQueue
+
+        return JoinableQueue(maxsize, **options)
+
     def Lock(self) -> Any:
         """A process-shared lock, taken over (with a warning) when its holder dies."""
         from ._sync import Lock

@@ -48,10 +48,17 @@ class Ring:
     def __init__(self, buffer: memoryview) -> None:
         if len(buffer) < HEADER_SIZE + 64:
             raise ValueError(f"a ring needs at least {HEADER_SIZE + 64} bytes, got {len(buffer)}")
+        self._buffer = buffer
         self._fields = buffer[:HEADER_SIZE].cast("q")
         # (the ``q`` view of an mmap is aligned: mmaps start on a page)
         self._data = buffer[HEADER_SIZE:]
         self.capacity = len(self._data)
+
+    def release(self) -> None:
+        """Let go of the shared memory (so that its mapping can be closed)."""
+        self._fields.release()
+        self._data.release()
+        self._buffer.release()
 
     # -- header fields: single aligned 8-byte loads and stores --------------------
 

@@ -1,0 +1,674 @@
+"""Queue, SimpleQueue, JoinableQueue: items live in shared memory, not in the producer.
+
+::
+
+      producer (any process)                     shared by every process holding the queue
+      ──────────────────────                     ─────────────────────────────────────────
+      put(obj)                                   ┌ ring: anonymous shared memory (memfd) ─┐
+        pickle (protocol 5) ── fails? raise now  │ head tail count next_id unfinished ... │
+        buffers >= OOB_THRESHOLD ─▶ memfds       │ [frame][frame][frame] ...  (circular)  │
+        lock ─┬─ room? ─ mailbox.send(id, fds) ─▶└────────────────────────────────────────┘
+              │          ring.put(pickle)        mailbox: Unix datagram socket pair; the
+              │          wake a getter if any      kernel holds spilled buffers' memfds
+              └─ no room: wait on "not_full"     lock: proctor Lock (taken over from a
+                                                   dead holder; the ring is then repaired)
+      consumer (any process)                     not_empty / not_full / all_done: OS
+      ──────────────────────                       semaphores used as wake-up hints
+      get()
+        lock ─┬─ count > 0? ─ ring.get() ─ mailbox.recv(id) ─▶ unpickle, buffers mapped
+              └─ empty: wait on "not_empty" (in slices, so a lost wake-up costs 0.1 s)
+
+Why this shape:
+
+* No feeder thread: ``put()`` returns once the item is in shared memory, so
+  ``qsize()``, ``empty()`` and ``full()`` are exact in every process at that moment,
+  an unpicklable item raises in the caller, and a producer that exits -- even by
+  SIGKILL right after ``put()`` -- leaves its items gettable. Nothing to join.
+* Large buffers (numpy arrays, bytearrays: pickle protocol 5 out-of-band buffers)
+  travel as memfds through the mailbox: one copy in, none out; the consumer's
+  array is a writable view of memory the kernel frees when the array is gone.
+* Every piece is reclaimed by the kernel when the last process holding the queue
+  exits: the ring and spilled buffers have no name; only the semaphores do, and
+  the resource reaper removes those.
+* A process killed while holding the lock leaves the ring consistent up to one
+  count, which the next holder recomputes (``Ring.repair``); a consumer killed in
+  ``get()`` loses at most the item it was taking.
+"""
+
+from __future__ import annotations
+
+import array
+import mmap
+import os
+import pickle
+import queue as _stdlib_queue
+import socket
+import struct
+import time
+import warnings
+from collections.abc import Iterable
+
+from . import _reduction, _serialization
+from ._anonmem import AnonymousMemory
+from ._errors import OwnerDiedWarning
+from ._lock import CHECK_INTERVAL, Lock, _check_timeout
+from ._ring import HEADER_SIZE, Ring
+from ._semlock import SEM_VALUE_MAX, NamedSemaphore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ("Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue")
+
+Empty = _stdlib_queue.Empty
+Full = _stdlib_queue.Full
+
+#: Bytes of pickled items a queue holds in shared memory. Pages are allocated
+#: only when touched, so an idle or small queue costs nearly nothing.
+DEFAULT_CAPACITY = 64 * 1024 * 1024
+#: Out-of-band pickle buffers at least this large travel as memfds (zero-copy on
+#: the way out); smaller ones are cheaper to copy through the ring.
+OOB_THRESHOLD = 64 * 1024
+#: A pickle larger than capacity // SPILL_FRACTION is spilled to a memfd too, so
+#: one item can never hog the ring.
+SPILL_FRACTION = 4
+
+# Frame flags.
+_SPILLED_BUFFERS = 1  # memfds for out-of-band buffers follow in the mailbox
+_SPILLED_PICKLE = 2  # the pickle itself is the first of those memfds
+
+_MAILBOX_ID = struct.Struct("<Q")
+_MAX_FDS = 253
+
+
+class _Shared:
+    """The OS objects behind one queue; every handle in every process has the same."""
+
+    def __init__(self, capacity: int, joinable: bool) -> None:
+        self.memory = AnonymousMemory(HEADER_SIZE + capacity)
+        self.lock = Lock()
+        self.not_empty = NamedSemaphore(0, SEM_VALUE_MAX)
+        self.not_full = NamedSemaphore(0, SEM_VALUE_MAX)
+        self.all_done = NamedSemaphore(0, SEM_VALUE_MAX) if joinable else None
+        send_end, recv_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        send_end.setblocking(False)
+        recv_end.setblocking(False)
+        self.mailbox_send = send_end
+        self.mailbox_recv = recv_end
+
+
+class Queue:
+    """A process-shared FIFO queue: ``multiprocessing.Queue``, exact and never stuck.
+
+    Args:
+        maxsize: the most items the queue holds; ``<= 0`` means no item limit
+            (the queue still holds at most ``capacity`` bytes of pickled items).
+        capacity: bytes of shared memory for pickled items (keyword-only).
+
+    Raises:
+        TypeError: for a non-integer ``maxsize`` or ``capacity``.
+        ValueError: for a ``capacity`` below 4 KiB.
+
+    Note:
+        There is no feeder thread: ``put()`` stores the item in shared memory
+        before it returns. ``join_thread()`` and ``cancel_join_thread()`` exist
+        for compatibility and do nothing; a producer never needs to be drained
+        before it can exit, and ``qsize()`` is exact on every platform.
+    """
+
+    _joinable = False
+
+    def __init__(self, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__} ({maxsize!r})")
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int number of bytes, not {capacity!r}")
+        if capacity < 4096:
+            raise ValueError(f"capacity must be at least 4096 bytes, not {capacity}")
+        self._setup(max(maxsize, 0), _Shared(capacity, self._joinable))
+
+    def _setup(self, maxsize: int, shared: _Shared) -> None:
+        self._maxsize = maxsize
+        self._shared = shared
+        self._ring = Ring(memoryview(shared.memory))
+        self._lock = shared.lock
+        self._closed = False
+        self._spill_limit = self._ring.capacity // SPILL_FRACTION
+
+    # -- sharing with children ------------------------------------------------------
+
+    def __reduce__(self) -> tuple:
+        shared = self._shared
+        send_token = _reduction.fd_token(shared.mailbox_send.fileno(), type(self).__name__)
+        recv_token = _reduction.fd_token(shared.mailbox_recv.fileno(), type(self).__name__)
+        return (
+            _rebuild_queue,
+            (
+                type(self),
+                self._maxsize,
+                shared.memory,
+                shared.lock,
+                shared.not_empty,
+                shared.not_full,
+                shared.all_done,
+                send_token,
+                recv_token,
+            ),
+        )
+
+    # -- the stdlib API -------------------------------------------------------------------
+
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``obj`` into the queue.
+
+        Args:
+            obj: any picklable object (lambdas and ``__main__`` functions included).
+            block: wait for room when the queue is full.
+            timeout: with ``block``, wait at most this many seconds.
+
+        Raises:
+            queue.Full: when there is no room (at once, or after ``timeout``).
+            TypeError, pickle.PicklingError: when ``obj`` cannot be pickled;
+                nothing is put.
+            ValueError: when this queue handle was closed.
+        """
+        self._check_open("put")
+        item = _encode(obj, self._spill_limit)
+        try:
+            self._put_items([item], block, _deadline(block, timeout))
+        finally:
+            item.close()
+
+    def put_nowait(self, obj: Any) -> None:
+        """``put(obj, block=False)``."""
+        self.put(obj, False)
+
+    def put_many(
+        self, objs: Iterable[Any], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Put every object of ``objs``, in order, taking the lock as few times as possible.
+
+        Every object is pickled first, so an unpicklable one raises before any is
+        put. With a bounded queue the objects go in as room appears; on timeout,
+        ``queue.Full`` is raised and ``args[1]`` of the error tells how many went in.
+        """
+        self._check_open("put")
+        items = [_encode(obj, self._spill_limit) for obj in objs]
+        try:
+            self._put_items(items, block, _deadline(block, timeout))
+        finally:
+            for item in items:
+                item.close()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the oldest item.
+
+        Raises:
+            queue.Empty: when there is none (at once, or after ``timeout``).
+            ValueError: when this queue handle was closed.
+        """
+        self._check_open("get")
+        return self._get_items(1, block, _deadline(block, timeout))[0]
+
+    def get_nowait(self) -> Any:
+        """``get(block=False)``."""
+        return self.get(False)
+
+    def get_many(self, max_items: int, timeout: float | None = None) -> list[Any]:
+        """Wait for at least one item, then return up to ``max_items`` of them, oldest first.
+
+        Raises:
+            queue.Empty: when no item arrives within ``timeout`` seconds.
+            TypeError, ValueError: for a ``max_items`` that is not a positive int.
+        """
+        self._check_open("get")
+        if isinstance(max_items, bool) or not isinstance(max_items, int):
+            raise TypeError(f"max_items must be an int, not {max_items!r}")
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, not {max_items}")
+        return self._get_items(max_items, True, _deadline(True, timeout))
+
+    def qsize(self) -> int:
+        """The number of items in the queue, exact when ``put()``/``get()`` return."""
+        self._check_open("qsize")
+        return self._ring.count
+
+    def empty(self) -> bool:
+        """Whether the queue holds no item."""
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        """Whether a bounded queue holds ``maxsize`` items."""
+        return self._maxsize > 0 and self.qsize() >= self._maxsize
+
+    def __len__(self) -> int:
+        return self.qsize()
+
+    def __bool__(self) -> bool:
+        """True while the queue holds items, so ``while q: q.get()`` drains it.
+
+        Note:
+            ``multiprocessing.Queue`` is always true; proctor's is true only
+            when it is not empty.
+        """
+        return self.qsize() > 0
+
+    def close(self) -> None:
+        """Stop using the queue from this process and release its OS handles here.
+
+        Idempotent. Items already put stay in the queue for the other processes;
+        the shared memory and semaphores go once no process holds the queue.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        shared = self._shared
+        self._ring.release()
+        shared.mailbox_send.close()
+        shared.mailbox_recv.close()
+        for hint in (shared.not_empty, shared.not_full, shared.all_done):
+            if hint is not None:
+                hint.close()
+        shared.lock.close()
+        shared.memory.close()
+
+    def join_thread(self) -> None:
+        """Compatibility no-op: proctor queues have no feeder thread to join.
+
+        Raises:
+            ValueError: when the queue was not closed first, as with multiprocessing.
+        """
+        if not self._closed:
+            raise ValueError(f"join_thread() needs close() first: {self!r} is not closed")
+
+    def cancel_join_thread(self) -> None:
+        """Compatibility no-op: nothing is ever left in a feeder thread to lose."""
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"qsize={self._ring.count}"
+        bound = f" maxsize={self._maxsize}" if self._maxsize else ""
+        return f"<proctor.{type(self).__name__} {state}{bound}>"
+
+    # -- machinery ------------------------------------------------------------------
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise ValueError(
+                f"cannot {what}: this {type(self).__name__} was closed in this process"
+            )
+
+    def _acquire(self, deadline: float | None) -> bool:
+        lock = self._lock
+        if lock._try(False):
+            lock._became_owner()
+        else:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with warnings.catch_warnings():
+                # A dead holder's lock is taken over; the ring is repaired below,
+                # so the user need not hear about it.
+                warnings.simplefilter("ignore", OwnerDiedWarning)
+                if not lock.acquire(True, remaining):
+                    return False
+        recoveries = lock._w[lock._RECOVERIES]
+        ring = self._ring
+        if recoveries != ring.get_field(Ring.REPAIRED):
+            ring.repair()
+            ring.set_field(Ring.REPAIRED, recoveries)
+        return True
+
+    def _room_for(self, item: _Encoded) -> bool:
+        ring = self._ring
+        if self._maxsize and ring.count >= self._maxsize:
+            return False
+        return ring.free() >= ring.frame_size(len(item.payload))
+
+    def _put_items(self, items: list[_Encoded], block: bool, deadline: float | None) -> None:
+        ring = self._ring
+        shared = self._shared
+        done = 0
+        waiting = False
+        while True:
+            if not self._acquire(deadline):
+                raise Full("timed out waiting for the lock of a full queue", done)
+            wake_getters = 0
+            try:
+                if waiting:
+                    ring.add_to_field(Ring.PUTTERS, -1)
+                    waiting = False
+                while done < len(items) and self._room_for(items[done]):
+                    item = items[done]
+                    if item.fds and not _mail(shared.mailbox_send, ring.next_id, item.fds):
+                        break  # the mailbox is full: wait like for a full ring
+                    ring.put(item.payload, item.flags)
+                    if self._joinable:
+                        ring.add_to_field(Ring.UNFINISHED, 1)
+                    done += 1
+                wake_getters = min(ring.get_field(Ring.GETTERS), done)
+                if done == len(items):
+                    break
+                if not block:
+                    raise Full(f"the queue is full ({ring.count} items)", done)
+                ring.add_to_field(Ring.PUTTERS, 1)
+                waiting = True
+            finally:
+                self._lock.release()
+                for _ in range(wake_getters):
+                    shared.not_empty.sem.release()
+            if not _wait_hint(shared.not_full, deadline):
+                self._unwait(Ring.PUTTERS)
+                raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
+        for _ in range(wake_getters):
+            shared.not_empty.sem.release()
+
+    def _get_items(self, max_items: int, block: bool, deadline: float | None) -> list[Any]:
+        ring = self._ring
+        shared = self._shared
+        waiting = False
+        while True:
+            if not self._acquire(deadline):
+                raise Empty("timed out waiting for the lock of the queue")
+            raw: list[tuple[bytes, int, list[int]]] = []
+            wake_putters = 0
+            try:
+                if waiting:
+                    ring.add_to_field(Ring.GETTERS, -1)
+                    waiting = False
+                while len(raw) < max_items and ring.count > 0:
+                    payload, flags, message_id = ring.get()
+                    fds = _unmail(shared.mailbox_recv, message_id) if flags else []
+                    raw.append((payload, flags, fds))
+                if raw:
+                    wake_putters = min(ring.get_field(Ring.PUTTERS), len(raw))
+                elif not block:
+                    raise Empty("the queue is empty")
+                else:
+                    ring.add_to_field(Ring.GETTERS, 1)
+                    waiting = True
+            finally:
+                self._lock.release()
+            if raw:
+                for _ in range(wake_putters):
+                    shared.not_full.sem.release()
+                return [_decode(payload, flags, fds) for payload, flags, fds in raw]
+            if not _wait_hint(shared.not_empty, deadline):
+                self._unwait(Ring.GETTERS)
+                raise Empty("timed out: the queue stayed empty")
+
+    def _unwait(self, field: int) -> None:
+        if self._acquire(None):
+            try:
+                self._ring.add_to_field(field, -1)
+            finally:
+                self._lock.release()
+
+
+class SimpleQueue(Queue):
+    """``multiprocessing.SimpleQueue``: ``put``, ``get``, ``empty``, ``close``, unbounded."""
+
+    def __init__(self, *, capacity: int = DEFAULT_CAPACITY) -> None:
+        super().__init__(0, capacity=capacity)
+
+
+class JoinableQueue(Queue):
+    """A ``Queue`` with ``task_done()`` and ``join()``, as ``multiprocessing.JoinableQueue``."""
+
+    _joinable = True
+
+    def task_done(self) -> None:
+        """Mark one item got from the queue as processed.
+
+        Raises:
+            ValueError: when called more times than items were put.
+        """
+        self._check_open("task_done")
+        ring = self._ring
+        self._acquire(None)
+        try:
+            if ring.get_field(Ring.UNFINISHED) <= 0:
+                raise ValueError("task_done() called too many times")
+            left = ring.add_to_field(Ring.UNFINISHED, -1)
+            joiners = ring.get_field(Ring.JOINERS) if left == 0 else 0
+        finally:
+            self._lock.release()
+        for _ in range(joiners):
+            self._shared.all_done.sem.release()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every item put has been marked done with ``task_done()``.
+
+        Returns:
+            True when all items are done; False when ``timeout`` passed first.
+        """
+        self._check_open("join")
+        deadline = _deadline(True, timeout)
+        ring = self._ring
+        waiting = False
+        while True:
+            self._acquire(None)
+            try:
+                if waiting:
+                    ring.add_to_field(Ring.JOINERS, -1)
+                    waiting = False
+                if ring.get_field(Ring.UNFINISHED) <= 0:
+                    return True
+                ring.add_to_field(Ring.JOINERS, 1)
+                waiting = True
+            finally:
+                self._lock.release()
+            if not _wait_hint(self._shared.all_done, deadline):
+                self._unwait(Ring.JOINERS)
+                return False
+
+
+def _rebuild_queue(
+    cls: type,
+    maxsize: int,
+    memory: AnonymousMemory,
+    lock: Lock,
+    not_empty: NamedSemaphore,
+    not_full: NamedSemaphore,
+    all_done: NamedSemaphore | None,
+    send_token: int,
+    recv_token: int,
+) -> Queue:
+    shared = _Shared.__new__(_Shared)
+    shared.memory, shared.lock = memory, lock
+    shared.not_empty, shared.not_full, shared.all_done = not_empty, not_full, all_done
+    shared.mailbox_send = socket.socket(fileno=_reduction.take_fd(send_token))
+    shared.mailbox_recv = socket.socket(fileno=_reduction.take_fd(recv_token))
+    queue = cls.__new__(cls)
+    queue._setup(maxsize, shared)
+    return queue
+
+
+# -- waiting ---------------------------------------------------------------------------
+
+
+def _deadline(block: bool, timeout: Any) -> float | None:
+    if not block:
+        return time.monotonic()
+    timeout = _check_timeout(timeout)
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout}")
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _wait_hint(hint: NamedSemaphore, deadline: float | None) -> bool:
+    """Wait for a wake-up hint, at most CHECK_INTERVAL at a time; False past the deadline.
+
+    A hint may be lost (its waker died) or stale (its waiter gave up): waking to
+    look again every CHECK_INTERVAL bounds the first, and looking under the lock
+    makes the second harmless.
+    """
+    if deadline is None:
+        hint.sem.acquire(True, CHECK_INTERVAL)
+        return True
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    hint.sem.acquire(True, min(remaining, CHECK_INTERVAL))
+    return True
+
+
+# -- items on the wire -----------------------------------------------------------------
+
+
+class _Encoded:
+    """One pickled item: the bytes for the ring, and memfds for its large buffers."""
+
+    __slots__ = ("fds", "flags", "payload")
+
+    def __init__(self, payload: bytes, fds: list[int], flags: int) -> None:
+        self.payload = payload
+        self.fds = fds
+        self.flags = flags
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+def _encode(obj: Any, spill_limit: int) -> _Encoded:
+    buffers: list[pickle.PickleBuffer] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        if buffer.raw().nbytes >= OOB_THRESHOLD:
+            buffers.append(buffer)
+            return False
+        return True
+
+    try:
+        payload = pickle.dumps(obj, 5, buffer_callback=out_of_band)
+    except Exception as plain_error:
+        buffers.clear()
+        try:
+            payload = _serialization._cloudpickle().dumps(obj, 5, buffer_callback=out_of_band)
+        except Exception:
+            raise plain_error from None
+    fds: list[int] = []
+    try:
+        flags = 0
+        if len(payload) > spill_limit:
+            fds.append(_memfd_with(memoryview(payload)))
+            payload = b""
+            flags |= _SPILLED_PICKLE
+        for buffer in buffers:
+            fds.append(_memfd_with(buffer.raw()))
+        if len(fds) > _MAX_FDS:
+            raise ValueError(
+                f"an item with {len(buffers)} large buffers cannot be queued (at most "
+                f"{_MAX_FDS}); put fewer, larger arrays, or several items"
+            )
+        if fds:
+            flags |= _SPILLED_BUFFERS
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return _Encoded(payload, fds, flags)
+
+
+def _decode(payload: bytes, flags: int, fds: list[int]) -> Any:
+    if not flags:
+        return pickle.loads(payload)
+    try:
+        maps = [_map(fd) for fd in fds]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if flags & _SPILLED_PICKLE:
+        payload, maps = maps[0], maps[1:]
+    return pickle.loads(payload, buffers=maps)
+
+
+def _memfd_with(data: memoryview) -> int:
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("proctor-queue-item", os.MFD_CLOEXEC)
+    else:  # macOS: an unlinked temporary file holds the bytes instead
+        import tempfile
+
+        with tempfile.TemporaryFile(prefix="proctor-queue-item-") as f:
+            fd = os.dup(f.fileno())
+    try:
+        view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _map(fd: int) -> Any:
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return bytearray()
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+# -- the mailbox: memfds held by the kernel between put() and get() --------------------
+
+
+def _mail(sock: socket.socket, message_id: int, fds: list[int]) -> bool:
+    """Send ``fds`` tagged with ``message_id``; False when the mailbox is full."""
+    try:
+        sock.sendmsg(
+            [_MAILBOX_ID.pack(message_id)],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
+        )
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError as exc:
+        # ETOOMANYREFS: too many descriptors in flight for this user. Waiting
+        # for consumers to take some is the right reaction, as for a full queue.
+        if exc.errno == getattr(__import__("errno"), "ETOOMANYREFS", -1):
+            return False
+        raise
+    return True
+
+
+def _unmail(sock: socket.socket, message_id: int) -> list[int]:
+    """Receive the descriptors sent for ``message_id``, dropping older orphans.
+
+    An orphan is left by a producer killed between mailing and committing its
+    item, or a consumer killed between taking an item and its descriptors; both
+    are older than any live item, so they are recognised by their ids.
+    """
+    while True:
+        try:
+            data, ancdata, _flags, _addr = sock.recvmsg(
+                _MAILBOX_ID.size, socket.CMSG_SPACE(_MAX_FDS * 4)
+            )
+        except BlockingIOError:
+            raise RuntimeError(
+                f"queue item {message_id} lost its large buffers: they are not in the "
+                "queue's mailbox (was the queue's memory corrupted?)"
+            ) from None
+        fds: list[int] = []
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
+                fds.extend(received)
+        (got,) = _MAILBOX_ID.unpack(data)
+        if got == message_id:
+            return fds
+        for fd in fds:
+            os.close(fd)
+        if got > message_id:
+            raise RuntimeError(
+                f"queue item {message_id}'s large buffers are missing (found item {got}'s)"
+            )

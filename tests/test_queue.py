@@ -1,0 +1,369 @@
+"""Queues: exact sizes, data that outlives its producer, zero-copy arrays, no hangs."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import proctor
+from helpers import wait_until
+from proctor import JoinableQueue, Queue, SimpleQueue
+from proctor._ring import Ring
+
+# --- targets ----------------------------------------------------------------------------
+
+
+def put_range(q, n, start=0):
+    for i in range(start, start + n):
+        q.put(i)
+    return q.qsize()
+
+
+def put_many_range(q, n):
+    q.put_many(range(n))
+
+
+def get_n(q, n):
+    return [q.get(timeout=30) for _ in range(n)]
+
+
+def consume_forever(q):
+    while True:
+        q.get()
+
+
+def hold_lock_and_corrupt_count(q, ready):
+    q._acquire(None)
+    q._ring.add_to_field(2, 5)  # count += 5, as if a holder died mid-update
+    ready.set()
+    time.sleep(600)
+
+
+def make_array(shape, dtype, order):
+    return (np.arange(int(np.prod(shape))) % 7).astype(dtype).reshape(shape, order=order)
+
+
+def put_array(q, shape, dtype, order):
+    q.put(make_array(shape, dtype, order))
+
+
+def work_and_mark_done(q, n):
+    for _ in range(n):
+        q.get(timeout=30)
+        q.task_done()
+
+
+# --- basics -----------------------------------------------------------------------------
+
+
+def test_items_cross_processes_in_order_and_sizes_are_exact(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=put_range, args=(q, 1000))
+    p.start()
+    p.join(60)
+    assert p.result == 1000  # exact in the child the moment put() returned
+    assert q.qsize() == len(q) == 1000 and not q.empty() and q  # and here
+    assert [q.get(timeout=5) for _ in range(1000)] == list(range(1000))
+    assert q.empty() and not q and len(q) == 0
+    p.close()
+
+
+def test_tutorial_loop_drains_the_queue_and_ends(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=put_range, args=(q, 5))
+    p.start()
+    p.join(60)
+    got = []
+    while q:
+        got.append(q.get(timeout=5))
+    assert got == [0, 1, 2, 3, 4]
+    p.close()
+
+
+def test_producer_exits_before_anyone_reads_and_nothing_is_lost(ctx):
+    # 60,000 items (~1 MB of pickles) put and the producer joined before a
+    # single get: stdlib's documented deadlock. Here the data is in the queue.
+    q = ctx.Queue()
+    p = ctx.Process(target=put_many_range, args=(q, 60_000))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert q.qsize() == 60_000
+    got = []
+    while len(got) < 60_000:
+        got.extend(q.get_many(10_000, timeout=5))
+    assert got == list(range(60_000))
+    p.close()
+
+
+def test_a_killed_producer_leaves_what_it_put(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=put_range, args=(q, 100))
+    p.start()
+    p.join(60)
+    os.kill(os.getpid(), 0)  # (the producer is gone; its items are not)
+    assert q.qsize() == 100
+    assert q.get(timeout=5) == 0
+    p.close()
+
+
+def test_many_producers_and_consumers_see_every_item_once(ctx):
+    q = ctx.Queue()
+    producers = [ctx.Process(target=put_range, args=(q, 500, 500 * i)) for i in range(2)]
+    consumers = [ctx.Process(target=get_n, args=(q, 500)) for _ in range(2)]
+    for p in producers + consumers:
+        p.start()
+    for p in producers + consumers:
+        p.join(60)
+    assert sorted(consumers[0].result + consumers[1].result) == list(range(1000))
+    for p in producers + consumers:
+        assert p.exitcode == 0
+        p.close()
+
+
+# --- timeouts and bounds ---------------------------------------------------------------------
+
+
+def test_get_timeout_and_nowait_raise_empty():
+    q = Queue()
+    began = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.2)
+    elapsed = time.monotonic() - began
+    assert 0.2 <= elapsed < 5
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+
+
+def test_bounded_queue_blocks_or_raises_full():
+    q = Queue(maxsize=2)
+    q.put(1)
+    q.put_nowait(2)
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(queue.Full):
+        q.put_nowait(3)
+    began = time.monotonic()
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=0.2)
+    assert time.monotonic() - began >= 0.2
+    assert q.get(timeout=5) == 1 and not q.full()
+    q.put(3, timeout=5)
+    assert [q.get(timeout=5), q.get(timeout=5)] == [2, 3]
+
+
+def test_a_blocked_put_resumes_when_a_child_makes_room(ctx):
+    q = ctx.Queue(maxsize=1)
+    q.put("first")
+    p = ctx.Process(target=get_n, args=(q, 2))
+    p.start()
+    q.put("second", timeout=30)  # blocks until the child took "first"
+    p.join(60)
+    assert p.result == ["first", "second"]
+    p.close()
+
+
+def test_waiting_getter_in_another_process_wakes_on_put(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=get_n, args=(q, 1))
+    p.start()
+    wait_until(lambda: q._ring.get_field(Ring.GETTERS) == 1, timeout=30)
+    q.put("wake up")
+    p.join(60)
+    assert p.result == ["wake up"]
+    p.close()
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+
+def test_killed_consumer_leaves_the_queue_usable(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=consume_forever, args=(q,))
+    p.start()
+    q.put_many(range(200))
+    wait_until(lambda: q.qsize() == 0, timeout=30)
+    p.kill()
+    p.join(30)
+    q.put("after")
+    assert q.get(timeout=5) == "after"
+    assert q.qsize() == 0
+    p.close()
+
+
+def test_holder_killed_inside_the_queue_lock_is_recovered_and_repaired(ctx):
+    q = ctx.Queue()
+    q.put_many(["a", "b"])
+    ready = ctx.Event()
+    p = ctx.Process(target=hold_lock_and_corrupt_count, args=(q, ready))
+    p.start()
+    assert ready.wait(30)
+    assert q.qsize() == 7  # the corrupt count, as the dead holder left it
+    p.kill()
+    p.join(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the queue repairs itself silently
+        began = time.monotonic()
+        assert q.get(timeout=10) == "a"
+        assert time.monotonic() - began < 5
+    assert q.qsize() == 1  # recounted from the ring
+    assert q.get(timeout=5) == "b"
+    p.close()
+
+
+def test_unpicklable_item_raises_in_the_caller_and_nothing_is_put():
+    q = Queue()
+    with pytest.raises((TypeError, pickle.PicklingError)) as info:
+        q.put(threading.Lock())
+    assert "lock" in str(info.value)
+    with pytest.raises((TypeError, pickle.PicklingError)):
+        q.put_many([1, threading.Lock(), 3])
+    assert q.qsize() == 0
+
+
+def test_lambdas_travel_through_queues():
+    q = Queue()
+    q.put(lambda x: x + 1)
+    assert q.get(timeout=5)(1) == 2
+
+
+def test_closed_queue_refuses_and_thread_methods_are_compatible():
+    q = Queue()
+    with pytest.raises(ValueError, match="not closed"):
+        q.join_thread()
+    q.cancel_join_thread()
+    q.close()
+    q.close()
+    q.join_thread()
+    for use in (lambda: q.put(1), q.get, q.qsize):
+        with pytest.raises(ValueError, match="closed"):
+            use()
+    assert "closed" in repr(q)
+
+
+def test_a_queue_cannot_be_pickled_outside_a_start():
+    q = Queue()
+    with pytest.raises(RuntimeError, match="argument of Process"):
+        pickle.dumps(q)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"maxsize": "3"}, TypeError),
+        ({"maxsize": 1.5}, TypeError),
+        ({"capacity": 100}, ValueError),
+        ({"capacity": "big"}, TypeError),
+    ],
+)
+def test_bad_construction_arguments(kwargs, error):
+    with pytest.raises(error):
+        Queue(**kwargs)
+
+
+def test_bad_call_arguments():
+    q = Queue()
+    with pytest.raises(TypeError):
+        q.get(timeout="1")
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+    with pytest.raises(ValueError):
+        q.get_many(0)
+    with pytest.raises(TypeError):
+        q.get_many(1.5)
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+def test_put_many_and_get_many():
+    q = Queue()
+    q.put_many(range(10))
+    assert q.get_many(4, timeout=5) == [0, 1, 2, 3]
+    assert q.get_many(100, timeout=5) == [4, 5, 6, 7, 8, 9]
+    with pytest.raises(queue.Empty):
+        q.get_many(3, timeout=0.1)
+
+
+def test_put_many_on_a_bounded_queue_reports_how_many_went_in():
+    q = Queue(maxsize=3)
+    with pytest.raises(queue.Full) as info:
+        q.put_many(range(5), timeout=0.1)
+    assert info.value.args[1] == 3
+    assert q.get_many(10, timeout=5) == [0, 1, 2]
+
+
+# --- arrays: zero-copy through memfds -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "order"),
+    [((1000, 1000), np.float64, "C"), ((300, 700), np.int16, "F"), ((200_000,), np.bool_, "C")],
+)
+def test_arrays_arrive_whole_writable_and_typed(ctx, shape, dtype, order):
+    q = ctx.Queue()
+    p = ctx.Process(target=put_array, args=(q, shape, dtype, order))
+    p.start()
+    p.join(60)
+    a = q.get(timeout=10)
+    expected = make_array(shape, dtype, order)
+    assert a.dtype == expected.dtype and a.shape == expected.shape
+    assert np.array_equal(a, expected)
+    assert a.flags.writeable
+    a[0] = 1  # an ordinary writable array
+    p.close()
+
+
+def test_large_bytes_and_many_arrays_in_one_item():
+    q = Queue(capacity=64 * 1024)
+    blob = os.urandom(1 << 20)  # larger than the whole ring: spilled
+    arrays = [np.full(100_000, i, dtype=np.int32) for i in range(5)]
+    q.put(blob)
+    q.put(arrays)
+    assert q.get(timeout=5) == blob
+    got = q.get(timeout=5)
+    assert all(np.array_equal(a, b) for a, b in zip(got, arrays, strict=True))
+
+
+# --- JoinableQueue and SimpleQueue ---------------------------------------------------------------
+
+
+def test_joinable_queue_join_waits_for_task_done(ctx):
+    q = ctx.JoinableQueue()
+    q.put_many(range(5))
+    assert q.join(timeout=0.1) is False
+    p = ctx.Process(target=work_and_mark_done, args=(q, 5))
+    p.start()
+    assert q.join(timeout=60) is True
+    p.join(60)
+    with pytest.raises(ValueError, match="too many times"):
+        q.task_done()
+    p.close()
+
+
+def test_simple_queue():
+    q = SimpleQueue()
+    assert q.empty()
+    q.put("x")
+    assert not q.empty()
+    assert q.get() == "x"
+    q.close()
+
+
+def test_queue_types_are_on_contexts_and_front_door():
+    ctx = proctor.get_context("spawn")
+    assert isinstance(ctx.Queue(), Queue)
+    assert isinstance(ctx.SimpleQueue(), SimpleQueue)
+    assert isinstance(ctx.JoinableQueue(), JoinableQueue)
+    assert proctor.Queue is Queue
+    assert issubclass(queue.Empty, Exception)
+    assert signal.SIGKILL  # (imported for the kill tests above)
