@@ -45,12 +45,10 @@ import queue as _stdlib_queue
 import socket
 import struct
 import time
-import warnings
 from collections.abc import Iterable
 
 from . import _reduction, _serialization
 from ._anonmem import AnonymousMemory
-from ._errors import OwnerDiedWarning
 from ._lock import CHECK_INTERVAL, Lock, _check_timeout
 from ._ring import HEADER_SIZE, Ring
 from ._semlock import SEM_VALUE_MAX, NamedSemaphore
@@ -77,9 +75,29 @@ SPILL_FRACTION = 4
 # Frame flags.
 _SPILLED_BUFFERS = 1  # memfds for out-of-band buffers follow in the mailbox
 _SPILLED_PICKLE = 2  # the pickle itself is the first of those memfds
+_BATCH = 4  # the pickle is a list of the frame's items (put_many)
+
+#: How long a getter watches an empty queue before it sleeps: about the cost of
+#: one sleep and wake-up between cores on a VM, so spinning never costs more.
+SPIN_SECONDS = 50e-6
+
+#: Items pickled together into one frame by put_many on an unbounded queue: one
+#: pickle.dumps of a list is far cheaper than one per item.
+BATCH_ITEMS = 4096
 
 _MAILBOX_ID = struct.Struct("<Q")
 _MAX_FDS = 253
+
+
+class _QueueLock(Lock):
+    """The queue's lock: a dead holder's lock is taken over silently.
+
+    The queue repairs its ring after a takeover (see ``Queue._acquire``), so there
+    is nothing half-updated for the user to hear about.
+    """
+
+    __slots__ = ()
+    _warn_on_takeover = False
 
 
 class _Shared:
@@ -87,7 +105,7 @@ class _Shared:
 
     def __init__(self, capacity: int, joinable: bool) -> None:
         self.memory = AnonymousMemory(HEADER_SIZE + capacity)
-        self.lock = Lock()
+        self.lock = _QueueLock()
         self.not_empty = NamedSemaphore(0, SEM_VALUE_MAX)
         self.not_full = NamedSemaphore(0, SEM_VALUE_MAX)
         self.all_done = NamedSemaphore(0, SEM_VALUE_MAX) if joinable else None
@@ -135,6 +153,9 @@ class Queue:
         self._lock = shared.lock
         self._closed = False
         self._spill_limit = self._ring.capacity // SPILL_FRACTION
+        # The decoded items of the batch frame at the head of the ring, so that
+        # getting them one by one unpickles the batch once: (frame id, items).
+        self._batch_cache: tuple[int, list] = (-1, [])
 
     # -- sharing with children ------------------------------------------------------
 
@@ -173,12 +194,36 @@ class Queue:
                 nothing is put.
             ValueError: when this queue handle was closed.
         """
-        self._check_open("put")
+        if self._closed:
+            self._check_open("put")
         item = _encode(obj, self._spill_limit)
+        if not item.fds and self._put_fast(item):
+            return
         try:
             self._put_items([item], block, _deadline(block, timeout))
         finally:
             item.close()
+
+    def _put_fast(self, item: _Encoded) -> bool:
+        """The uncontended case in one go: lock free, room in the ring. Else False."""
+        lock = self._lock
+        if not lock._try(False):
+            return False
+        lock._became_owner()
+        ring = self._ring
+        wake = False
+        try:
+            if lock._w[1] != ring.get_field(Ring.REPAIRED) or not self._room_for(item):
+                return False  # the general path repairs, waits, or raises Full
+            ring.put(item.payload, item.flags, 1)
+            if self._joinable:
+                ring.add_to_field(Ring.UNFINISHED, 1)
+            wake = ring.get_field(Ring.GETTERS) > 0
+        finally:
+            lock.release()
+        if wake:
+            self._shared.not_empty.sem.release()
+        return True
 
     def put_nowait(self, obj: Any) -> None:
         """``put(obj, block=False)``."""
@@ -194,7 +239,12 @@ class Queue:
         ``queue.Full`` is raised and ``args[1]`` of the error tells how many went in.
         """
         self._check_open("put")
-        items = [_encode(obj, self._spill_limit) for obj in objs]
+        objs = list(objs)
+        if self._maxsize:
+            # A bounded queue counts items one by one against maxsize.
+            items = [_encode(obj, self._spill_limit) for obj in objs]
+        else:
+            items = _encode_batches(objs, self._spill_limit)
         try:
             self._put_items(items, block, _deadline(block, timeout))
         finally:
@@ -208,8 +258,11 @@ class Queue:
             queue.Empty: when there is none (at once, or after ``timeout``).
             ValueError: when this queue handle was closed.
         """
-        self._check_open("get")
-        return self._get_items(1, block, _deadline(block, timeout))[0]
+        if self._closed:
+            self._check_open("get")
+        return self._get_items(
+            1, block, None if block and timeout is None else _deadline(block, timeout)
+        )[0]
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -314,12 +367,8 @@ class Queue:
             lock._became_owner()
         else:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with warnings.catch_warnings():
-                # A dead holder's lock is taken over; the ring is repaired below,
-                # so the user need not hear about it.
-                warnings.simplefilter("ignore", OwnerDiedWarning)
-                if not lock.acquire(True, remaining):
-                    return False
+            if not lock.acquire(True, remaining):
+                return False
         recoveries = lock._w[lock._RECOVERIES]
         ring = self._ring
         if recoveries != ring.get_field(Ring.REPAIRED):
@@ -329,7 +378,7 @@ class Queue:
 
     def _room_for(self, item: _Encoded) -> bool:
         ring = self._ring
-        if self._maxsize and ring.count >= self._maxsize:
+        if self._maxsize and ring.count + item.items > self._maxsize:
             return False
         return ring.free() >= ring.frame_size(len(item.payload))
 
@@ -350,9 +399,9 @@ class Queue:
                     item = items[done]
                     if item.fds and not _mail(shared.mailbox_send, ring.next_id, item.fds):
                         break  # the mailbox is full: wait like for a full ring
-                    ring.put(item.payload, item.flags)
+                    ring.put(item.payload, item.flags, item.items)
                     if self._joinable:
-                        ring.add_to_field(Ring.UNFINISHED, 1)
+                        ring.add_to_field(Ring.UNFINISHED, item.items)
                     done += 1
                 wake_getters = min(ring.get_field(Ring.GETTERS), done)
                 if done == len(items):
@@ -375,32 +424,67 @@ class Queue:
         ring = self._ring
         shared = self._shared
         waiting = False
+        spun = False
         while True:
             if not self._acquire(deadline):
                 raise Empty("timed out waiting for the lock of the queue")
-            raw: list[tuple[bytes, int, list[int]]] = []
+            # In order: lists of items already decoded (from batches), and
+            # (payload, flags, fds) tuples still to decode.
+            got: list[Any] = []
+            count = 0
             wake_putters = 0
             try:
                 if waiting:
                     ring.add_to_field(Ring.GETTERS, -1)
                     waiting = False
-                while len(raw) < max_items and ring.count > 0:
-                    payload, flags, message_id = ring.get()
-                    fds = _unmail(shared.mailbox_recv, message_id) if flags else []
-                    raw.append((payload, flags, fds))
-                if raw:
-                    wake_putters = min(ring.get_field(Ring.PUTTERS), len(raw))
+                while count < max_items and ring.count > 0:
+                    length, flags, items, taken, message_id = ring.head_frame()
+                    if flags & _BATCH:
+                        cached_id, values = self._batch_cache
+                        if cached_id != message_id:
+                            values = pickle.loads(ring.head_payload(length))
+                            self._batch_cache = (message_id, values)
+                        n = min(items - taken, max_items - count)
+                        got.append(values[taken : taken + n])
+                        count += n
+                        ring.consume(n, length, items, taken, message_id)
+                        if taken + n >= items:
+                            self._batch_cache = (-1, [])
+                    else:
+                        payload = ring.head_payload(length)
+                        ring.consume(1, length, 1, 0, message_id)
+                        fds = _unmail(shared.mailbox_recv, message_id) if flags else []
+                        got.append((payload, flags, fds))
+                        count += 1
+                if got:
+                    wake_putters = min(ring.get_field(Ring.PUTTERS), count)
                 elif not block:
                     raise Empty("the queue is empty")
-                else:
+                elif spun:
                     ring.add_to_field(Ring.GETTERS, 1)
                     waiting = True
             finally:
                 self._lock.release()
-            if raw:
+            if not got and not spun:
+                # Watch the count (no lock needed to read it) for a few
+                # microseconds before sleeping: a producer on another core is
+                # usually that close, and a sleep and wake-up cost far more.
+                spun = True
+                if _spin_until_items(ring, deadline):
+                    spun = False
+                continue
+            if got:
                 for _ in range(wake_putters):
                     shared.not_full.sem.release()
-                return [_decode(payload, flags, fds) for payload, flags, fds in raw]
+                if len(got) == 1 and type(got[0]) is list:
+                    return got[0]
+                result: list[Any] = []
+                for entry in got:
+                    if type(entry) is list:
+                        result.extend(entry)
+                    else:
+                        result.append(_decode(*entry))
+                return result
             if not _wait_hint(shared.not_empty, deadline):
                 self._unwait(Ring.GETTERS)
                 raise Empty("timed out: the queue stayed empty")
@@ -504,6 +588,17 @@ def _deadline(block: bool, timeout: Any) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
+def _spin_until_items(ring: Ring, deadline: float | None) -> bool:
+    """Busy-watch the ring's count for up to SPIN_SECONDS; True if items appeared."""
+    give_up = time.monotonic() + SPIN_SECONDS
+    if deadline is not None:
+        give_up = min(give_up, deadline)
+    while time.monotonic() < give_up:
+        if ring.count:
+            return True
+    return False
+
+
 def _wait_hint(hint: NamedSemaphore, deadline: float | None) -> bool:
     """Wait for a wake-up hint, at most CHECK_INTERVAL at a time; False past the deadline.
 
@@ -525,14 +620,15 @@ def _wait_hint(hint: NamedSemaphore, deadline: float | None) -> bool:
 
 
 class _Encoded:
-    """One pickled item: the bytes for the ring, and memfds for its large buffers."""
+    """One frame to put: the bytes for the ring, memfds for large buffers, item count."""
 
-    __slots__ = ("fds", "flags", "payload")
+    __slots__ = ("fds", "flags", "items", "payload")
 
-    def __init__(self, payload: bytes, fds: list[int], flags: int) -> None:
+    def __init__(self, payload: bytes, fds: list[int], flags: int, items: int = 1) -> None:
         self.payload = payload
         self.fds = fds
         self.flags = flags
+        self.items = items
 
     def close(self) -> None:
         for fd in self.fds:
@@ -578,6 +674,45 @@ def _encode(obj: Any, spill_limit: int) -> _Encoded:
             os.close(fd)
         raise
     return _Encoded(payload, fds, flags)
+
+
+def _encode_batches(objs: list[Any], spill_limit: int) -> list[_Encoded]:
+    """Pickle ``objs`` as few frames as possible; items with large buffers go alone."""
+    frames: list[_Encoded] = []
+    try:
+        for start in range(0, len(objs), BATCH_ITEMS):
+            chunk = objs[start : start + BATCH_ITEMS]
+            frames.extend(_encode_chunk(chunk, spill_limit))
+    except BaseException:
+        for frame in frames:
+            frame.close()
+        raise
+    return frames
+
+
+def _encode_chunk(chunk: list[Any], spill_limit: int) -> list[_Encoded]:
+    def in_band_only(buffer: pickle.PickleBuffer) -> bool:
+        if buffer.raw().nbytes >= OOB_THRESHOLD:
+            raise _NotBatchable
+        return True
+
+    if len(chunk) > 1:
+        try:
+            payload = pickle.dumps(chunk, 5, buffer_callback=in_band_only)
+        except Exception:
+            payload = None  # something needs cloudpickle, or has a large buffer
+        if payload is not None and len(payload) <= spill_limit:
+            return [_Encoded(payload, [], _BATCH, len(chunk))]
+        if payload is not None and len(chunk) >= 2:
+            half = len(chunk) // 2
+            return _encode_chunk(chunk[:half], spill_limit) + _encode_chunk(
+                chunk[half:], spill_limit
+            )
+    return [_encode(obj, spill_limit) for obj in chunk]
+
+
+class _NotBatchable(Exception):
+    """A batch member carries a large buffer: it travels alone, out of band."""
 
 
 def _decode(payload: bytes, flags: int, fds: list[int]) -> Any:

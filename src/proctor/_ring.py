@@ -12,17 +12,23 @@ reader sees each one whole)::
            48   putters   processes waiting to put
            56   joiners   processes waiting in join()
            64   repaired  the lock's recovery count when the ring was last repaired
+           72   taken     items already taken from the head frame, with its id
            128  data      capacity bytes, used circularly
 
-A message is ``<length:u32><flags:u32><id:u64>`` followed by ``length`` bytes,
-and may wrap around the end of the data area. ``head`` and ``tail`` only grow;
-their difference is the bytes in use.
+A frame is ``<length:u32><meta:u32><id:u64>`` followed by ``length`` bytes, and
+may wrap around the end of the data area. ``meta`` holds the frame's flags (top
+8 bits) and how many items it carries (low 24 bits): 1, or a batch written by
+``put_many``, which getters may consume a few items at a time. ``head`` and
+``tail`` only grow; their difference is the bytes in use.
 
-Commit points: a put writes the frame, then stores ``tail`` (the message now
-exists), then ``count``; a get reads the frame, then stores ``head`` (the message
-is gone), then ``count``. A process killed in between leaves ``count`` off by one
-and nothing else wrong; :meth:`Ring.repair` recounts by walking the frames from
-``head`` to ``tail``. It runs when the lock was recovered from a dead holder.
+Commit points, each a single 8-byte store: a put writes the frame, then stores
+``tail`` (the items now exist), then ``count``; a get that empties the head frame
+stores ``head``; one that takes part of a batch stores ``taken`` (the frame's id
+and the items taken, in one word, so that it means nothing once ``head`` moves
+past that frame); ``count`` follows. A process killed between a commit and the
+count update leaves ``count`` wrong and nothing else; :meth:`Ring.repair`
+recounts by walking the frames. It runs when the lock was recovered from a dead
+holder.
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ __all__ = ("FRAME", "HEADER_SIZE", "Ring")
 HEADER_SIZE = 128  # two cache lines; fields past ``repaired`` are spare
 FRAME = struct.Struct("<IIQ")
 
-_HEAD, _TAIL, _COUNT, _NEXT_ID, _UNFINISHED, _GETTERS, _PUTTERS, _JOINERS, _REPAIRED = range(9)
+(_HEAD, _TAIL, _COUNT, _NEXT_ID, _UNFINISHED, _GETTERS, _PUTTERS, _JOINERS, _REPAIRED, _TAKEN) = (
+    range(10)
+)
+_ITEMS_MASK = (1 << 24) - 1
+MAX_BATCH = _ITEMS_MASK
+_ID_MASK = (1 << 39) - 1  # with 24 bits of count, the word stays a positive int64
 
 
 class Ring:
@@ -102,47 +113,76 @@ class Ring:
     def frame_size(length: int) -> int:
         return FRAME.size + length
 
-    def put(self, payload: bytes | memoryview, flags: int = 0) -> int:
-        """Append one message; the caller checked ``free() >= frame_size(len)``.
+    def put(self, payload: bytes | memoryview, flags: int = 0, items: int = 1) -> int:
+        """Append one frame of ``items`` items; the caller checked the room.
 
-        Returns the message's id.
+        Returns the frame's id.
         """
         fields = self._fields
         message_id = fields[_NEXT_ID]
         tail = fields[_TAIL]
-        self._write(tail, FRAME.pack(len(payload), flags, message_id))
-        self._write(tail + FRAME.size, payload)
+        size = FRAME.size + len(payload)
+        start = tail % self.capacity
+        header = FRAME.pack(len(payload), (flags << 24) | items, message_id)
+        if start + size <= self.capacity:  # the common case: one contiguous copy
+            data = self._data
+            data[start : start + FRAME.size] = header
+            data[start + FRAME.size : start + size] = payload
+        else:
+            self._write(tail, header)
+            self._write(tail + FRAME.size, payload)
         fields[_NEXT_ID] = message_id + 1
-        fields[_TAIL] = tail + FRAME.size + len(payload)  # commit point
-        fields[_COUNT] = fields[_COUNT] + 1
+        fields[_TAIL] = tail + size  # commit point
+        fields[_COUNT] = fields[_COUNT] + items
         return message_id
 
-    def peek_frame(self) -> tuple[int, int, int]:
-        """(length, flags, id) of the oldest message; the ring must not be empty."""
-        return FRAME.unpack(self._read(self._fields[_HEAD], FRAME.size))
-
-    def get(self) -> tuple[bytes, int, int]:
-        """Remove the oldest message; return (payload, flags, id)."""
+    def head_frame(self) -> tuple[int, int, int, int, int]:
+        """The oldest frame, not removed: (length, flags, items, items taken, id)."""
         fields = self._fields
         head = fields[_HEAD]
-        length, flags, message_id = FRAME.unpack(self._read(head, FRAME.size))
+        length, meta, message_id = FRAME.unpack(self._read(head, FRAME.size))
         if length > self.capacity or head + FRAME.size + length > fields[_TAIL]:
             raise RuntimeError(
                 f"queue memory is corrupt: a message of {length} bytes at offset {head}"
             )
-        payload = self._read(head + FRAME.size, length)
-        fields[_HEAD] = head + FRAME.size + length  # commit point
-        fields[_COUNT] = fields[_COUNT] - 1
+        taken_word = fields[_TAKEN]
+        taken = taken_word & _ITEMS_MASK if taken_word >> 24 == message_id & _ID_MASK else 0
+        return length, meta >> 24, meta & _ITEMS_MASK, taken, message_id
+
+    def head_payload(self, length: int) -> bytes:
+        """The bytes of the oldest frame (see :meth:`head_frame`)."""
+        return self._read(self._fields[_HEAD] + FRAME.size, length)
+
+    def consume(self, n: int, length: int, items: int, taken: int, message_id: int) -> None:
+        """Remove ``n`` items of the oldest frame (all that are left: the frame goes)."""
+        fields = self._fields
+        if taken + n >= items:
+            fields[_HEAD] = fields[_HEAD] + FRAME.size + length  # commit point
+        else:
+            fields[_TAKEN] = ((message_id & _ID_MASK) << 24) | (taken + n)  # commit point
+        fields[_COUNT] = fields[_COUNT] - n
+
+    def get(self) -> tuple[bytes, int, int]:
+        """Remove the oldest frame, which must carry one item; return (payload, flags, id)."""
+        length, flags, items, taken, message_id = self.head_frame()
+        payload = self._read(self._fields[_HEAD] + FRAME.size, length)
+        self.consume(items - taken, length, items, taken, message_id)
         return payload, flags, message_id
 
     def repair(self) -> None:
-        """Recount messages after a holder died between a commit and its count update."""
+        """Recount items after a holder died between a commit and its count update."""
         fields = self._fields
         position, tail, count = fields[_HEAD], fields[_TAIL], 0
+        first = True
         while position < tail:
-            length, _flags, _id = FRAME.unpack(self._read(position, FRAME.size))
+            length, meta, message_id = FRAME.unpack(self._read(position, FRAME.size))
+            count += meta & _ITEMS_MASK
+            if first:
+                taken_word = fields[_TAKEN]
+                if taken_word >> 24 == message_id & _ID_MASK:
+                    count -= taken_word & _ITEMS_MASK
+                first = False
             position += FRAME.size + length
-            count += 1
         fields[_COUNT] = count
         for waiting in (_GETTERS, _PUTTERS, _JOINERS):
             # A dead waiter may have left its mark; an overcount only costs
