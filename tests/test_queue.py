@@ -367,3 +367,40 @@ def test_queue_types_are_on_contexts_and_front_door():
     assert proctor.Queue is Queue
     assert issubclass(queue.Empty, Exception)
     assert signal.SIGKILL  # (imported for the kill tests above)
+
+
+def test_batches_are_consumed_partly_across_calls_and_processes(ctx):
+    q = ctx.Queue()
+    q.put_many(range(10))
+    assert [q.get(timeout=5) for _ in range(3)] == [0, 1, 2]
+    assert q.qsize() == 7
+    p = ctx.Process(target=get_n, args=(q, 7))
+    p.start()
+    p.join(60)
+    assert p.result == [3, 4, 5, 6, 7, 8, 9]
+    assert q.qsize() == 0
+    p.close()
+
+
+def test_put_many_keeps_order_across_small_items_and_arrays():
+    q = Queue()
+    big = np.arange(100_000, dtype=np.float64)
+    q.put_many([1, 2, big, 3, lambda: 4])
+    got = q.get_many(10, timeout=5)
+    assert got[:2] == [1, 2] and np.array_equal(got[2], big) and got[3] == 3
+    assert got[4]() == 4
+
+
+def test_repair_counts_a_partly_taken_batch(ctx):
+    q = ctx.Queue()
+    q.put_many(range(10))
+    assert q.get_many(3, timeout=5) == [0, 1, 2]
+    ready = ctx.Event()
+    p = ctx.Process(target=hold_lock_and_corrupt_count, args=(q, ready))
+    p.start()
+    assert ready.wait(30)
+    p.kill()
+    p.join(30)
+    assert q.get(timeout=10) == 3
+    assert q.qsize() == 6  # recounted: 10 in the batch, 4 taken
+    p.close()
