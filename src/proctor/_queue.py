@@ -86,6 +86,9 @@ SPIN_SECONDS = 50e-6
 BATCH_ITEMS = 4096
 
 _MAILBOX_ID = struct.Struct("<Q")
+_dumps = pickle.dumps
+# Objects that can never hold an out-of-band buffer: pickled directly, no callback.
+_SCALARS = frozenset({int, float, str, bool, type(None), complex})
 _MAX_FDS = 253
 
 
@@ -196,15 +199,17 @@ class Queue:
         """
         if self._closed:
             self._check_open("put")
+        if type(obj) in _SCALARS and self._put_fast(_dumps(obj, 5)):
+            return
         item = _encode(obj, self._spill_limit)
-        if not item.fds and self._put_fast(item):
+        if not item.fds and self._put_fast(item.payload):
             return
         try:
             self._put_items([item], block, _deadline(block, timeout))
         finally:
             item.close()
 
-    def _put_fast(self, item: _Encoded) -> bool:
+    def _put_fast(self, payload: bytes) -> bool:
         """The uncontended case in one go: lock free, room in the ring. Else False."""
         lock = self._lock
         if not lock._try(False):
@@ -213,9 +218,10 @@ class Queue:
         ring = self._ring
         wake = False
         try:
-            if lock._w[1] != ring.get_field(Ring.REPAIRED) or not self._room_for(item):
-                return False  # the general path repairs, waits, or raises Full
-            ring.put(item.payload, item.flags, 1)
+            if lock._w[1] != ring.get_field(Ring.REPAIRED):
+                return False  # the general path repairs the ring first
+            if len(payload) > self._spill_limit or not ring.try_put_one(payload, self._maxsize):
+                return False  # the general path spills, waits, or raises Full
             if self._joinable:
                 ring.add_to_field(Ring.UNFINISHED, 1)
             wake = ring.get_field(Ring.GETTERS) > 0
@@ -260,9 +266,30 @@ class Queue:
         """
         if self._closed:
             self._check_open("get")
-        return self._get_items(
-            1, block, None if block and timeout is None else _deadline(block, timeout)
-        )[0]
+        found, value = self._get_fast()
+        if found:
+            return value
+        return self._get_items(1, block, _deadline(block, timeout))[0]
+
+    def _get_fast(self) -> tuple[bool, Any]:
+        """The uncontended case: lock free, a plain item at the head. Else (False, None)."""
+        lock = self._lock
+        if not lock._try(False):
+            return False, None
+        lock._became_owner()
+        ring = self._ring
+        try:
+            if lock._w[1] != ring.get_field(Ring.REPAIRED):
+                return False, None
+            payload = ring.try_get_one()
+            if payload is None:
+                return False, None  # empty, batches, spilled items: the general path
+            wake = ring.get_field(Ring.PUTTERS) > 0
+        finally:
+            lock.release()
+        if wake:
+            self._shared.not_full.sem.release()
+        return True, pickle.loads(payload)
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
