@@ -319,3 +319,53 @@ def test_no_listener_thread_left_after_children_end(ctx, app_logs):
         time.sleep(0.01)
     assert not any(t.name == "proctor-log-listener" for t in threading.enumerate())
     assert os.getpid()  # the leak check (conftest) also verifies threads and fds
+
+
+_handler_lock = threading.Lock()
+
+
+class LockHoldingHandler(logging.Handler):
+    """Holds a lock of its own while handling, like a stream handler holds stdout's."""
+
+    def __init__(self, inside: threading.Event, gate: threading.Event) -> None:
+        super().__init__()
+        self.inside, self.gate = inside, gate
+
+    def emit(self, record):
+        with _handler_lock:
+            self.inside.set()
+            self.gate.wait(30)
+
+
+def take_handler_lock():
+    acquired = _handler_lock.acquire(timeout=5)
+    if acquired:
+        _handler_lock.release()
+    return acquired
+
+
+def test_a_fork_waits_for_the_listener_to_leave_a_handler():
+    # A child forked while the log listener is inside a handler must not inherit
+    # the handler's locks held (sys.stdout's buffer lock, in real life).
+    inside, gate = threading.Event(), threading.Event()
+    logger = logging.getLogger("app.held")
+    handler = LockHoldingHandler(inside, gate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    ctx = proctor.get_context("fork")
+    try:
+        first = ctx.Process(target=log_some, args=(1, "app.held"))
+        first.start()
+        assert inside.wait(30)
+        threading.Timer(0.2, gate.set).start()
+        second = ctx.Process(target=take_handler_lock)
+        second.start()  # waits until the listener has left the handler
+        second.join(30)
+        first.join(30)
+        assert second.result is True
+    finally:
+        gate.set()
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    first.close()
+    second.close()

@@ -16,6 +16,10 @@ child, and children never outlive their parent. Change the import, keep the code
         p.join()
 """
 
+from . import connection as connection
+from . import shared_memory as shared_memory
+from ._connection import Connection as Connection
+from ._connection import Pipe as Pipe
 from ._context import BaseContext as BaseContext
 from ._context import get_all_start_methods as get_all_start_methods
 from ._context import get_context as get_context
@@ -26,6 +30,7 @@ from ._errors import BufferTooShort as BufferTooShort
 from ._errors import OwnerDiedWarning as OwnerDiedWarning
 from ._errors import ProcessError as ProcessError
 from ._errors import ProcessTimeoutError as ProcessTimeoutError
+from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
 from ._errors import RemoteTraceback as RemoteTraceback
 from ._errors import ResultError as ResultError
@@ -71,14 +76,17 @@ __all__ = (
     "BrokenBarrierError",
     "BufferTooShort",
     "Condition",
+    "Connection",
     "Event",
     "JoinableQueue",
     "Lock",
     "LockNotOwnedError",
     "OwnerDiedWarning",
+    "Pipe",
     "Process",
     "ProcessError",
     "ProcessTimeoutError",
+    "ProtocolError",
     "Queue",
     "RLock",
     "RawArray",
@@ -93,6 +101,7 @@ __all__ = (
     "Value",
     "__version__",
     "active_children",
+    "connection",
     "cpu_count",
     "current_process",
     "get_all_start_methods",
@@ -103,4 +112,5 @@ __all__ = (
     "parent_process",
     "set_log_forwarding",
     "set_start_method",
+    "shared_memory",
 )

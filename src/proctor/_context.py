@@ -176,6 +176,12 @@ class BaseContext:
 
         return cpu_count()
 
+    def Pipe(self, duplex: bool = True) -> Any:
+        """Two connected ``Connection`` ends (both ways, or read end first if not duplex)."""
+        from ._connection import Pipe
+
+        return Pipe(duplex)
+
     def Queue(self, maxsize: int = 0, **options: Any) -> Any:
         """A process-shared FIFO queue whose items live in shared memory."""
         from ._queue import Queue

@@ -7,6 +7,7 @@ written for ``multiprocessing`` keep working::
     ├── ProcessError                      (multiprocessing.ProcessError's role)
     │   ├── AuthenticationError           wrong authkey on a Listener/Client handshake
     │   ├── BufferTooShort                recv_bytes_into() buffer too small
+    │   ├── ProtocolError (also OSError)  corrupt frame, or longer than maxlength
     │   └── StartError                    a child could not be started
     │       └── UnpicklableError          (also TypeError) target/args cannot be pickled
     ├── RemoteError                       a child's exception that could not travel as itself
@@ -34,6 +35,7 @@ __all__ = (
     "OwnerDiedWarning",
     "ProcessError",
     "ProcessTimeoutError",
+    "ProtocolError",
     "RemoteError",
     "RemoteTraceback",
     "ResultError",
@@ -55,6 +57,16 @@ class BufferTooShort(ProcessError):
     """The buffer given to ``recv_bytes_into()`` cannot hold the message.
 
     The message is kept in ``args[0]`` so that it is not lost.
+    """
+
+
+class ProtocolError(ProcessError, OSError):
+    """The bytes on a connection do not form a valid message, or one is too long.
+
+    Raised for a frame with a bad tag (garbage or a stream out of step), a length
+    above ``maxlength`` or above this machine's memory. The unread rest of the
+    frame is still in the stream, so the connection can no longer receive; it is
+    a subclass of ``OSError`` because ``multiprocessing`` raises ``OSError`` here.
     """
 
 

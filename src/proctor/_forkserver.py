@@ -162,6 +162,7 @@ class ForkServerClient:
         self._lock = threading.Lock()
         self._ctl: socket.socket | None = None
         self._pid = 0
+        self._atexit_registered = False
 
     @property
     def pid(self) -> int:
@@ -206,6 +207,13 @@ class ForkServerClient:
             theirs.close()
         self._ctl = ours
         _runtime.register_helper(self._pid)
+        if not self._atexit_registered:
+            # At exit, close the control socket (the server then exits) and reap
+            # the server, instead of leaving both to the kernel.
+            import atexit
+
+            atexit.register(self.stop)
+            self._atexit_registered = True
 
     def _forget_server(self) -> None:
         if self._ctl is not None:
@@ -232,6 +240,7 @@ class ForkServerClient:
             self._ctl.close()
             self._ctl = None
         self._pid = 0
+        self._atexit_registered = False
 
 
 def _std_fds() -> list[int]:

@@ -448,7 +448,8 @@ class LogListener:
             end = offset + _FRAME.size + length
             if end > len(buffer):
                 break
-            _dispatch(bytes(buffer[offset + _FRAME.size : end]))
+            with _dispatching:
+                _dispatch(bytes(buffer[offset + _FRAME.size : end]))
             offset = end
         del buffer[:offset]
 
@@ -488,9 +489,27 @@ def listener() -> LogListener:
     return _listener
 
 
-def _reset_listener_after_fork() -> None:
-    global _listener
+# Held while the listener runs a record through the handlers. A fork waits for
+# it: a child forked while the listener is inside a handler would inherit the
+# locks that handler holds -- sys.stdout's buffer lock, say -- locked for ever,
+# and hang at its first print. (Handlers' own locks logging resets at fork.)
+_dispatching = threading.RLock()
+
+
+def _before_fork() -> None:
+    _dispatching.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _dispatching.release()
+
+
+def _after_fork_in_child() -> None:
+    global _listener, _dispatching
     _listener = LogListener()
+    _dispatching = threading.RLock()
 
 
-os.register_at_fork(after_in_child=_reset_listener_after_fork)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

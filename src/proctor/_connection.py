@@ -1,0 +1,1076 @@
+"""``Pipe()`` and ``Connection``: framed messages between processes.
+
+Every message is one frame: an 8-byte big-endian header, then the body. The
+header's top 16 bits are a tag, so that garbage or a stream out of step is
+caught at the first header; the low 48 bits are the body's length.
+
+A ``Pipe()`` end owns two channels. Frames travel on a pipe, because a pipe
+wakes its reader in about half the time a Unix socket does (a small round trip
+is ~40% faster); a big body (over ``_COALESCE_LIMIT``) travels on a side socket
+pair, which moves it in one ``MSG_WAITALL`` read with no copy. Its header, tagged
+``"PS"``, still goes on the pipe, so messages stay in order. ``Listener`` and
+``Client`` connections use one socket for everything (tag ``"PR"``)::
+
+    sender                                       receiver
+    ──────                                       ────────
+    send(obj)                                    recv()
+      body = pickle.dumps(obj, 5)                  read(pipe, 64 KiB) into the
+        (cloudpickle if plain pickle fails;          read-ahead buffer: usually the
+         before any byte is written)                 whole frame in one system call
+      small: write(pipe, "PR" header + body) ──▶   check tag, length <= limits
+      big:   write(pipe, "PS" header)        ──▶   pickle.loads(body)
+             sendall(socket, body)  ═════════▶   "PS": recv(socket, n, MSG_WAITALL)
+                                                   straight into the result, no copy
+
+Never stuck: a dead process's pipes and sockets are closed by the kernel, so a
+reader sees end-of-file at once, even mid-message after a SIGKILL. Never killed:
+socket writes use ``MSG_NOSIGNAL``; pipe writes rely on Python ignoring SIGPIPE
+and block it around the write where something restored the default (on macOS
+``F_SETNOSIGPIPE`` switches it off per pipe). Never misled: a length above
+``maxlength`` or this machine's physical memory is refused, and bodies larger
+than ``_PREALLOCATE_LIMIT`` are received into a buffer that grows only as bytes
+arrive, so a lying header cannot make proctor allocate what it claims.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from . import _reduction
+from ._errors import BufferTooShort, ProcessTimeoutError, ProtocolError
+
+__all__ = ("Connection", "Pipe", "ProtocolError", "wait")
+
+# -- wire format ------------------------------------------------------------------
+
+_HEADER = struct.Struct("!Q")
+_HEADER_SIZE = _HEADER.size
+_TAG_SHIFT = 48
+# "PR": catches a stream that is out of step or not proctor's at the first header.
+_TAG = 0x5052
+_TAG_BITS = _TAG << _TAG_SHIFT
+# "PS": a Pipe() frame whose body follows on the side socket, not on the pipe.
+_TAG_SOCKET = 0x5053
+_TAG_SOCKET_BITS = _TAG_SOCKET << _TAG_SHIFT
+_LENGTH_MASK = (1 << _TAG_SHIFT) - 1
+
+# -- tunables -----------------------------------------------------------------------
+
+# One recv() of this size usually brings a small frame's header and body at once.
+_READ_AHEAD = 64 * 1024
+# Bodies up to this size are sent as header + body in one write (the copy is cheaper
+# than a second system call); larger ones go out on the socket with no copy.
+_COALESCE_LIMIT = 32 * 1024
+# Bodies up to this size are received into a buffer of the announced size (cheap:
+# untouched pages cost nothing); larger ones into a buffer that grows as bytes
+# arrive, so a corrupt header cannot make us allocate what it claims.
+_PREALLOCATE_LIMIT = 64 * 1024 * 1024
+# Chunk size when receiving a body larger than _PREALLOCATE_LIMIT.
+_GROW_CHUNK = 16 * 1024 * 1024
+# Kernel socket buffers: large enough that a 1 MiB message crosses in a few
+# wake-ups (the kernel caps this at net.core.wmem_max / rmem_max).
+_SOCKET_BUFFER = 1024 * 1024
+
+_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_MSG_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+# macOS has no MSG_NOSIGNAL; the per-socket option does the same job.
+_SO_NOSIGPIPE = getattr(socket, "SO_NOSIGPIPE", 0x1022 if sys.platform == "darwin" else None)
+
+# macOS can switch SIGPIPE off per pipe; Linux cannot (see _pipe_send_small).
+_F_SETNOSIGPIPE = 73 if sys.platform == "darwin" else None
+_SIGPIPE: int = getattr(signal, "SIGPIPE", 13)
+_SIG_IGN = signal.SIG_IGN
+_getsignal = signal.getsignal
+_write = os.write
+
+_PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_dumps = pickle.dumps
+_loads = pickle.loads
+_pack = _HEADER.pack
+_unpack_from = _HEADER.unpack_from
+
+
+_physical_memory: int | None = None
+
+
+def _memory_limit() -> int:
+    """The largest body a header may announce: this machine's physical memory."""
+    global _physical_memory
+    if _physical_memory is None:
+        try:
+            _physical_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            _physical_memory = _LENGTH_MASK
+        if _physical_memory <= 0:
+            _physical_memory = _LENGTH_MASK
+    return _physical_memory
+
+
+def _format_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1024:.1f} TiB"
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    if timeout != timeout:
+        raise ValueError("timeout must not be NaN")
+    return max(0.0, float(timeout))
+
+
+def _check_maxlength(maxlength: int | None) -> int | None:
+    if maxlength is None:
+        return None
+    if isinstance(maxlength, bool) or not isinstance(maxlength, int):
+        raise TypeError(f"maxlength must be an int or None, not {maxlength!r}")
+    if maxlength < 0:
+        raise ValueError(f"maxlength must be >= 0, got {maxlength}")
+    return maxlength
+
+
+def _pickle_fallback(obj: Any) -> bytes:
+    """Pickle ``obj`` with cloudpickle, after plain pickle refused it.
+
+    Plain pickle is several times faster, so it is tried first; cloudpickle is
+    needed only for what it refuses (lambdas, closures, classes defined in
+    ``__main__``). Both payloads unpickle with plain ``pickle.loads``.
+    """
+    import cloudpickle  # type: ignore[import-untyped]
+
+    try:
+        return cloudpickle.dumps(obj, _PICKLE_PROTOCOL)
+    except TypeError as exc:
+        raise TypeError(
+            f"cannot send {type(obj).__qualname__} object: {exc}. Nothing was sent and "
+            "the connection is still usable; send something picklable instead (for "
+            "example the data needed to rebuild the object)."
+        ) from exc
+    except (pickle.PicklingError, AttributeError) as exc:
+        raise pickle.PicklingError(
+            f"cannot send {type(obj).__qualname__} object: {exc}. Nothing was sent and "
+            "the connection is still usable."
+        ) from exc
+
+
+def _configure(sock: socket.socket) -> None:
+    """Set the options every connection socket needs."""
+    if _SO_NOSIGPIPE is not None and not _MSG_NOSIGNAL:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_NOSIGPIPE, 1)
+        except OSError:
+            pass
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, option) < _SOCKET_BUFFER:
+                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+        except OSError:
+            pass  # a smaller buffer is slower, not wrong
+
+
+class Connection:
+    """One end of a message channel: a ``Pipe()`` end, or a ``Listener``/``Client`` socket.
+
+    Objects are sent pickled (cloudpickle when plain pickle cannot), bytes as
+    they are. A connection owns its descriptors (a socket; for ``Pipe()`` ends
+    also a pipe per direction): close it, or use it as a context manager. It can
+    be handed to a child process as an argument of ``Process`` under every start
+    method; it cannot be pickled anywhere else.
+
+    Args:
+        handle: a connected stream socket's file descriptor, or a
+            ``socket.socket``; the connection takes ownership of it.
+        readable: whether this end may receive.
+        writable: whether this end may send.
+
+    Note:
+        Unlike ``multiprocessing``, ``recv()``, ``recv_bytes()`` and
+        ``recv_bytes_into()`` take a keyword-only ``timeout``. It bounds the wait
+        for a message to *start*; once its first bytes are here, the rest is read
+        to the end (a live sender finishes its frame; a dead one gives EOFError).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_broken",
+        "_broken_send",
+        "_can_recv",
+        "_can_send",
+        "_closed",
+        "_fd",
+        "_pipe_file",
+        "_rbuf",
+        "_readable",
+        "_readinto",
+        "_recv",
+        "_recv_into",
+        "_rend",
+        "_rfd",
+        "_rpos",
+        "_rview",
+        "_send_small",
+        "_sendall",
+        "_sock",
+        "_wfd",
+        "_writable",
+    )
+
+    def __init__(
+        self, handle: int | socket.socket, readable: bool = True, writable: bool = True
+    ) -> None:
+        if not readable and not writable:
+            raise ValueError("at least one of readable and writable must be True")
+        if isinstance(handle, socket.socket):
+            sock = handle
+        elif isinstance(handle, int) and not isinstance(handle, bool):
+            try:
+                sock = socket.socket(fileno=handle)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"Connection needs a connected stream socket, and descriptor {handle} "
+                    f"is not one ({exc.strerror})",
+                ) from None
+        else:
+            raise TypeError(
+                f"handle must be a socket file descriptor or a socket.socket, not {handle!r}"
+            )
+        if sock.type != socket.SOCK_STREAM:
+            if sock is not handle:
+                sock.detach()  # the caller still owns the descriptor it passed
+            raise ValueError(f"Connection needs a SOCK_STREAM socket, got {sock.type!r}")
+        sock.setblocking(True)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._readable = bool(readable)
+        self._writable = bool(writable)
+        self._closed = False
+        self._broken: str | None = None
+        self._broken_send: str | None = None
+        # One flag per direction keeps the hot paths to a single check.
+        self._can_recv = self._readable
+        self._can_send = self._writable
+        # Read-ahead buffer: bytes _rpos.._rend are received but not yet consumed.
+        # Reused for every read, so a small message costs no allocation.
+        self._rbuf = bytearray(_READ_AHEAD if readable else 0)
+        self._rview = memoryview(self._rbuf)
+        self._rpos = 0
+        self._rend = 0
+        self._recv = sock.recv
+        self._recv_into = sock.recv_into
+        self._sendall = sock.sendall
+        # The small-message channel: the socket itself, or a pipe pair (see Pipe()).
+        self._rfd = -1
+        self._wfd = -1
+        self._pipe_file: io.FileIO | None = None
+        self._readinto: Any = sock.recv_into
+        self._send_small = self._socket_send_small
+
+    @classmethod
+    def _with_pipes(
+        cls, sock: socket.socket, rfd: int, wfd: int, readable: bool = True, writable: bool = True
+    ) -> Connection:
+        """A connection whose frames travel on pipes, big bodies on ``sock``.
+
+        A pipe wakes its reader in about half the time a Unix socket does, so
+        small messages are much faster on pipes; a socket moves big bodies with
+        fewer copies and one ``MSG_WAITALL`` read. The frame header always goes
+        on the pipe, which keeps messages in order.
+        """
+        conn = cls(sock, readable, writable)
+        conn._rfd = rfd
+        conn._wfd = wfd
+        if rfd >= 0:
+            conn._pipe_file = io.FileIO(rfd, "rb", closefd=False)
+            conn._readinto = conn._pipe_file.readinto
+            conn._fd = rfd
+        if wfd >= 0:
+            conn._send_small = conn._pipe_send_small
+            if rfd < 0:
+                conn._fd = wfd
+        return conn
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._closed
+
+    @property
+    def readable(self) -> bool:
+        """Whether this end can receive."""
+        return self._readable
+
+    @property
+    def writable(self) -> bool:
+        """Whether this end can send."""
+        return self._writable
+
+    def fileno(self) -> int:
+        """Return the descriptor to wait on (readable when a message arrives).
+
+        Raises:
+            OSError: the connection is closed.
+        """
+        if self._closed:
+            self._raise_closed()
+        return self._fd
+
+    def close(self) -> None:
+        """Close this end; the peer's ``recv()`` then raises ``EOFError``. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._can_recv = self._can_send = False
+            self._rpos = self._rend = 0
+            self._sock.close()
+            self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        self._pipe_file = None
+        for fd in (self._rfd, self._wfd):
+            if fd >= 0:
+                os.close(fd)
+        self._rfd = self._wfd = -1
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Like multiprocessing's Connection, an end dropped without close() is
+        # closed quietly: programs written for the stdlib rely on this.
+        try:
+            if not self._closed:
+                self._closed = True
+                self._sock.close()
+                self._close_pipes()
+        except (AttributeError, OSError):
+            pass  # __init__ failed before the socket was stored
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<proctor.Connection closed>"
+        if self._readable and self._writable:
+            mode = "duplex"
+        elif self._readable:
+            mode = "read-only"
+        else:
+            mode = "write-only"
+        state = f" broken={self._broken!r}" if self._broken else ""
+        if self._broken_send:
+            state += f" send_broken={self._broken_send!r}"
+        return f"<proctor.Connection fd={self._fd} {mode}{state}>"
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self._closed:
+            raise OSError("cannot pass a closed Connection to a child process")
+        token = _reduction.fd_token(self._sock.fileno(), "Connection")
+        rtoken = _reduction.fd_token(self._rfd, "Connection") if self._rfd >= 0 else -1
+        wtoken = _reduction.fd_token(self._wfd, "Connection") if self._wfd >= 0 else -1
+        # Bytes already read ahead belong to the next messages: they travel too.
+        pending = bytes(self._rview[self._rpos : self._rend])
+        return _rebuild_connection, (
+            token,
+            self._readable,
+            self._writable,
+            pending,
+            rtoken,
+            wtoken,
+        )
+
+    # -- errors --------------------------------------------------------------------
+
+    def _raise_closed(self) -> None:
+        raise OSError(
+            errno.EBADF,
+            "the Connection is closed (close() was called on this end); open a new Pipe",
+        )
+
+    def _check_readable(self) -> None:
+        if self._closed:
+            self._raise_closed()
+        if not self._readable:
+            raise OSError(
+                "this Connection is write-only (the sending end of Pipe(duplex=False)); "
+                "receive on the other end"
+            )
+        if self._broken is not None:
+            raise ProtocolError(
+                f"this Connection can no longer receive: {self._broken}. Its stream is "
+                "out of step; close it and open a new one."
+            )
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            self._raise_closed()
+        if not self._writable:
+            raise OSError(
+                "this Connection is read-only (the receiving end of Pipe(duplex=False)); "
+                "send on the other end"
+            )
+        if self._broken_send is not None:
+            raise ProtocolError(
+                f"this Connection can no longer send: {self._broken_send}, so the peer "
+                "would misread whatever came next; close it and open a new one."
+            )
+
+    def _break_send(self) -> None:
+        # Part of a frame is out and the rest never will be: anything sent now
+        # would be read as the rest of that frame.
+        self._broken_send = "an exception interrupted a send in the middle of a message"
+        self._can_send = False
+
+    def _break(self, reason: str) -> None:
+        self._broken = reason
+        self._can_recv = False
+
+    def _protocol_error(self, reason: str) -> ProtocolError:
+        self._break(reason)
+        return ProtocolError(
+            f"{reason}. The connection can no longer receive: close it and open a new one."
+        )
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(self, obj: Any) -> None:
+        """Send a picklable object; the peer gets it from ``recv()``.
+
+        The object is pickled before anything is written, so an object that
+        cannot be pickled leaves the connection untouched and usable.
+
+        Raises:
+            pickle.PicklingError, TypeError: ``obj`` cannot be pickled, even by
+                cloudpickle.
+            BrokenPipeError: the other end is closed or its process died.
+            OSError: this end is closed or read-only.
+        """
+        if not self._can_send:
+            self._check_writable()
+        try:
+            body = _dumps(obj, _PICKLE_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            body = _pickle_fallback(obj)
+        if len(body) <= _COALESCE_LIMIT:
+            self._send_small(_pack(_TAG_BITS + len(body)) + body)
+        else:
+            self._send_frame(memoryview(body))
+
+    def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
+        """Send bytes from a bytes-like object; the peer gets them from ``recv_bytes()``.
+
+        Args:
+            buf: any object supporting the buffer protocol.
+            offset: where to start, in bytes.
+            size: how many bytes to send; ``None`` sends to the end of ``buf``.
+
+        Raises:
+            TypeError: ``buf`` is not bytes-like, or ``offset``/``size`` are not ints.
+            ValueError: ``offset``/``size`` are negative or run past ``buf``'s end.
+            BrokenPipeError: the other end is closed or its process died.
+            OSError: this end is closed or read-only.
+        """
+        self._check_writable()
+        view = _byte_view(buf)
+        total = view.nbytes
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be an int, not {offset!r}")
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        if offset > total:
+            raise ValueError(f"offset {offset} is past the end of the {total}-byte buffer")
+        if size is None:
+            size = total - offset
+        elif isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"size must be an int or None, not {size!r}")
+        elif size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        elif offset + size > total:
+            raise ValueError(
+                f"offset {offset} + size {size} runs past the end of the {total}-byte buffer"
+            )
+        if offset or size != total:
+            view = view[offset : offset + size]
+        if size <= _COALESCE_LIMIT:
+            self._send_small(_pack(_TAG_BITS + size) + view)
+        else:
+            self._send_frame(view)
+
+    def _socket_send_small(self, data: bytes) -> None:
+        try:
+            self._sendall(data, _MSG_NOSIGNAL)
+        except OSError as exc:
+            self._send_failed(exc)
+        except BaseException:
+            # sendall() does not say how much went out before the interruption.
+            self._break_send()
+            raise
+
+    def _pipe_send_small(self, data: bytes) -> None:
+        # A write to a pipe whose reader is gone raises SIGPIPE, which kills the
+        # process unless it is ignored. Python ignores it at start-up, so the fast
+        # path is a plain write; where something restored the default (an
+        # embedder, a child that wants `head`-friendly behaviour) the signal is
+        # blocked around the write instead.
+        if _F_SETNOSIGPIPE is None and _getsignal(_SIGPIPE) is not _SIG_IGN:
+            self._pipe_send_masked(data)
+            return
+        try:
+            sent = _write(self._wfd, data)
+            if sent < len(data):
+                self._pipe_write_rest(data, sent)
+        except OSError as exc:
+            self._send_failed(exc)
+
+    def _pipe_write_rest(self, data: bytes, sent: int) -> None:
+        view = memoryview(data)
+        try:
+            while sent < len(view):
+                sent += _write(self._wfd, view[sent:])
+        except BaseException:
+            if sent:
+                self._break_send()
+            raise
+
+    def _pipe_send_masked(self, data: bytes) -> None:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {_SIGPIPE})
+        try:
+            try:
+                self._pipe_write_rest(data, 0)
+            except BrokenPipeError as exc:
+                # The SIGPIPE this write raised is pending on this thread: take
+                # it, so that unblocking does not deliver it.
+                if _SIGPIPE not in previous and hasattr(signal, "sigtimedwait"):
+                    signal.sigtimedwait([_SIGPIPE], 0)
+                self._send_failed(exc)
+            except OSError as exc:
+                self._send_failed(exc)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _send_frame(self, view: memoryview) -> None:
+        """Send a big frame with one sendmsg() and no copy of the body."""
+        if self._wfd >= 0:
+            # Pipe(): the header goes on the pipe, to keep frames in order; the
+            # body on the socket, which moves it faster and without a copy.
+            self._send_small(_pack(_TAG_SOCKET_BITS + view.nbytes))
+            try:
+                self._sendall(view, _MSG_NOSIGNAL)
+            except OSError as exc:
+                self._break_send()
+                self._send_failed(exc)
+            except BaseException:
+                self._break_send()
+                raise
+            return
+        header = _pack(_TAG_BITS | view.nbytes)
+        try:
+            sent = self._sock.sendmsg([header, view], (), _MSG_NOSIGNAL)
+            # A blocking stream socket sends everything unless a signal interrupted it.
+            if sent < _HEADER_SIZE:
+                self._sendall(header[sent:], _MSG_NOSIGNAL)
+                sent = _HEADER_SIZE
+            if sent - _HEADER_SIZE < view.nbytes:
+                self._sendall(view[sent - _HEADER_SIZE :], _MSG_NOSIGNAL)
+        except OSError as exc:
+            self._send_failed(exc)
+        except BaseException:
+            self._break_send()
+            raise
+
+    def _send_failed(self, exc: OSError) -> None:
+        if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+            raise BrokenPipeError(
+                errno.EPIPE,
+                "cannot send: the other end of the connection is closed (its process "
+                "may have exited or been killed)",
+            ) from exc
+        raise exc
+
+    # -- receiving -----------------------------------------------------------------
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        """Receive one object sent with ``send()``; block until one arrives.
+
+        Args:
+            timeout: seconds to wait for a message to start; ``None`` waits forever.
+
+        Raises:
+            EOFError: the other end was closed or its process died, also when that
+                happened in the middle of a message.
+            ProcessTimeoutError: no message started within ``timeout``.
+            ProtocolError: the bytes received are not a valid frame.
+            OSError: this end is closed or write-only.
+            Exception: whatever unpickling the message raises.
+        """
+        if not self._can_recv or timeout is not None:
+            self._check_readable()
+            if timeout is not None:
+                self._wait_readable(timeout)
+        pos = self._rpos
+        end = self._rend
+        if pos == end:
+            try:
+                end = self._readinto(self._rview)
+            except ConnectionResetError as exc:
+                raise EOFError("the other end of the connection was closed") from exc
+            if not end:
+                raise EOFError("the other end of the connection was closed")
+            pos = 0
+            self._rend = end
+        start = pos + _HEADER_SIZE
+        if start <= end:
+            # One chained comparison checks the tag and the length at once: a
+            # wrong tag makes the length negative or beyond 2**48.
+            stop = start - _TAG_BITS + _unpack_from(self._rbuf, pos)[0]
+            if start <= stop <= end:
+                self._rpos = stop
+                return _loads(self._rview[start:stop])
+        # Rare: a frame split across reads, a big frame, or a bad header.
+        self._rpos = pos
+        return _loads(self._read_frame(None, want_bytes=False))
+
+    def _read_ahead(self) -> None:
+        """Pipe(): fill the read-ahead buffer (bodies of big frames are not on the pipe)."""
+        if self._rfd >= 0 and self._rpos == self._rend:
+            end = self._readinto(self._rview)
+            if not end:
+                raise EOFError("the other end of the connection was closed")
+            self._rpos = 0
+            self._rend = end
+
+    def recv_bytes(self, maxlength: int | None = None, *, timeout: float | None = None) -> bytes:
+        """Receive one message sent with ``send_bytes()`` (or ``send()``) as bytes.
+
+        Args:
+            maxlength: refuse a message longer than this many bytes.
+            timeout: seconds to wait for a message to start; ``None`` waits forever.
+
+        Raises:
+            EOFError: the other end was closed or its process died.
+            ProtocolError: (an ``OSError``) the message is longer than
+                ``maxlength``, or the bytes received are not a valid frame; the
+                connection can no longer receive.
+            ProcessTimeoutError: no message started within ``timeout``.
+            OSError: this end is closed or write-only.
+        """
+        maxlength = _check_maxlength(maxlength)
+        self._check_readable()
+        if timeout is not None:
+            self._wait_readable(timeout)
+        self._read_ahead()
+        body = self._read_frame(maxlength, want_bytes=True)
+        return body if type(body) is bytes else bytes(body)
+
+    def recv_bytes_into(self, buf: Any, offset: int = 0, *, timeout: float | None = None) -> int:
+        """Receive one message into a writable buffer, starting at byte ``offset``.
+
+        Args:
+            buf: a writable bytes-like object (``bytearray``, ``memoryview``, array).
+            offset: byte position in ``buf`` where the message goes.
+            timeout: seconds to wait for a message to start; ``None`` waits forever.
+
+        Returns:
+            The message's length in bytes.
+
+        Raises:
+            BufferTooShort: the message does not fit; it is in ``args[0]``.
+            TypeError: ``buf`` is not a writable bytes-like object.
+            ValueError: ``offset`` is negative or past the end of ``buf``.
+            EOFError: the other end was closed or its process died.
+            OSError: this end is closed or write-only.
+        """
+        view = _byte_view(buf)
+        if view.readonly:
+            raise TypeError(f"buf must be writable, got a read-only {type(buf).__name__}")
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be an int, not {offset!r}")
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        if offset > view.nbytes:
+            raise ValueError(f"offset {offset} is past the end of the {view.nbytes}-byte buffer")
+        self._check_readable()
+        if timeout is not None:
+            self._wait_readable(timeout)
+        self._read_ahead()
+        n, on_socket = self._read_header(None)
+        room = view.nbytes - offset
+        if n > room:
+            body = self._read_body(n, True, on_socket)
+            raise BufferTooShort(body if type(body) is bytes else bytes(body))
+        self._read_body_into(view[offset : offset + n], on_socket)
+        return n
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Return whether a message (or end-of-file) is ready to be received.
+
+        Args:
+            timeout: seconds to wait; ``0`` checks and returns at once, ``None``
+                waits forever.
+
+        Raises:
+            OSError: this end is closed or write-only.
+        """
+        self._check_readable()
+        if self._rpos < self._rend:
+            return True
+        timeout = _check_timeout(timeout)
+        return _poll_fd(self._fd, timeout)
+
+    def _wait_readable(self, timeout: float) -> None:
+        if not self.poll(timeout):
+            raise ProcessTimeoutError(
+                f"no message arrived on {self!r} within {timeout} s; the sender is alive "
+                "but has not sent (pass a longer timeout, or timeout=None to wait forever)"
+            )
+
+    # -- framing internals ---------------------------------------------------------
+
+    def _take_pending(self) -> memoryview | None:
+        """Consume and return the read-ahead bytes (a view: copy before reading more)."""
+        pos = self._rpos
+        end = self._rend
+        if pos == end:
+            return None
+        self._rpos = end
+        return self._rview[pos:end]
+
+    def _untake(self, rest: memoryview) -> None:
+        """Give back the tail ``rest`` of what ``_take_pending()`` returned."""
+        if len(rest):
+            self._rpos = self._rend - len(rest)
+
+    def _reader(self, on_socket: bool) -> Any:
+        """The function that reads into a view, for the socket or the frame channel."""
+        if on_socket or self._pipe_file is None:
+            recv_into = self._recv_into
+            return lambda view: recv_into(view, 0, _MSG_WAITALL)
+        return self._pipe_file.readinto
+
+    def _recv_exact_small(self, n: int, prefix: memoryview | None) -> bytes:
+        """Read exactly ``n`` bytes (a header) from the frame channel, after ``prefix``."""
+        out = bytearray(n)
+        view = memoryview(out)
+        have = 0
+        if prefix is not None:
+            have = len(prefix)
+            view[:have] = prefix
+        reader = self._reader(False)
+        while have < n:
+            try:
+                got = reader(view[have:])
+            except ConnectionResetError as exc:
+                raise EOFError("the other end of the connection was closed") from exc
+            if not got:
+                if have:
+                    raise EOFError(
+                        f"the other end of the connection was closed after {have} of "
+                        f"{n} header bytes (its process may have died mid-message)"
+                    )
+                raise EOFError("the other end of the connection was closed")
+            have += got
+        return bytes(out)
+
+    def _read_header(self, maxlength: int | None) -> tuple[int, bool]:
+        """Read and check the next frame's header.
+
+        Returns:
+            The body's length, and whether the body follows on the side socket.
+        """
+        pending = self._take_pending()
+        if pending is not None and len(pending) >= _HEADER_SIZE:
+            header = pending[:_HEADER_SIZE]
+            rest = pending[_HEADER_SIZE:]
+            self._untake(rest)
+            (word,) = _unpack_from(header)
+        else:
+            (word,) = _unpack_from(self._recv_exact_small(_HEADER_SIZE, pending))
+        tag = word >> _TAG_SHIFT
+        on_socket = tag == _TAG_SOCKET and self._rfd >= 0
+        if tag != _TAG and not on_socket:
+            raise self._protocol_error(
+                f"received a frame header with a bad tag (0x{word:016x}): the bytes on "
+                "the wire were not written by a proctor Connection, or the stream is "
+                "out of step"
+            )
+        n = word & _LENGTH_MASK
+        if maxlength is not None and n > maxlength:
+            raise self._protocol_error(
+                f"the next message is {n} bytes long, more than maxlength={maxlength}"
+            )
+        if n > _memory_limit():
+            raise self._protocol_error(
+                f"a frame header announces {_format_size(n)}, more than this machine's "
+                f"{_format_size(_memory_limit())} of memory: the stream is corrupt"
+            )
+        return n, on_socket
+
+    def _read_frame(self, maxlength: int | None, want_bytes: bool) -> bytes | bytearray:
+        n, on_socket = self._read_header(maxlength)
+        return self._read_body(n, want_bytes, on_socket)
+
+    def _read_body(self, n: int, want_bytes: bool, on_socket: bool) -> bytes | bytearray:
+        """Read an ``n``-byte body (the header is consumed); never over-allocate."""
+        pending = None if on_socket else self._take_pending()
+        direct = on_socket or self._pipe_file is None
+        if pending is not None:
+            if len(pending) >= n:
+                body = pending[:n]
+                rest = pending[n:]
+                self._untake(rest)
+                return bytes(body)
+        elif want_bytes and direct and n <= _PREALLOCATE_LIMIT:
+            # The common big-message path: one recv() straight into the bytes
+            # object that is returned (MSG_WAITALL), no copy.
+            try:
+                whole: bytes = self._recv(n, _MSG_WAITALL) if n else b""
+            except ConnectionResetError as exc:
+                self._eof_mid_message(0, n, exc)
+            except BaseException:
+                self._break("a receive was interrupted in the middle of a message")
+                raise
+            if len(whole) == n:
+                return whole
+            pending = memoryview(whole)  # short: EOF or a signal; finish below
+        if n <= _PREALLOCATE_LIMIT:
+            out = bytearray(n)
+            view = memoryview(out)
+            have = 0
+            if pending is not None:
+                have = len(pending)
+                view[:have] = pending
+            self._fill(view, have, on_socket)
+            return out
+        # Grow the buffer only as bytes arrive: the header may be lying.
+        out = bytearray(pending) if pending is not None else bytearray()
+        chunk = bytearray(min(_GROW_CHUNK, n - len(out)))
+        chunk_view = memoryview(chunk)
+        reader = self._reader(on_socket)
+        while len(out) < n:
+            want = min(len(chunk), n - len(out))
+            try:
+                got = reader(chunk_view[:want])
+            except ConnectionResetError as exc:
+                self._eof_mid_message(len(out), n, exc)
+            except BaseException:
+                self._break("a receive was interrupted in the middle of a message")
+                raise
+            if not got:
+                self._eof_mid_message(len(out), n)
+            out += chunk_view[:got]
+        return out
+
+    def _read_body_into(self, view: memoryview, on_socket: bool) -> None:
+        pending = None if on_socket else self._take_pending()
+        n = view.nbytes
+        have = 0
+        if pending is not None:
+            have = min(len(pending), n)
+            view[:have] = pending[:have]
+            rest = pending[have:]
+            self._untake(rest)
+        self._fill(view, have, on_socket)
+
+    def _fill(self, view: memoryview, have: int, on_socket: bool) -> None:
+        """Receive into ``view[have:]`` until it is full."""
+        n = view.nbytes
+        reader = self._reader(on_socket)
+        while have < n:
+            try:
+                got = reader(view[have:])
+            except ConnectionResetError as exc:
+                self._eof_mid_message(have, n, exc)
+            except BaseException:
+                self._break("a receive was interrupted in the middle of a message")
+                raise
+            if not got:
+                self._eof_mid_message(have, n)
+            have += got
+
+    def _eof_mid_message(self, have: int, n: int, cause: BaseException | None = None) -> None:
+        raise EOFError(
+            f"the other end of the connection was closed after sending {have} of the "
+            f"{n} bytes of a message (its process may have died mid-message)"
+        ) from cause
+
+
+def _byte_view(buf: Any) -> memoryview:
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise TypeError(
+            f"expected a bytes-like object (bytes, bytearray, memoryview, array), "
+            f"not {type(buf).__name__}"
+        ) from None
+    if view.ndim != 1 or view.itemsize != 1:
+        try:
+            view = view.cast("B")
+        except TypeError:
+            raise TypeError(
+                f"the {type(buf).__name__} buffer is not C-contiguous; pass a contiguous copy"
+            ) from None
+    return view
+
+
+def _rebuild_connection(
+    token: int,
+    readable: bool,
+    writable: bool,
+    pending: bytes = b"",
+    rtoken: int = -1,
+    wtoken: int = -1,
+) -> Connection:
+    sock = socket.socket(fileno=_reduction.take_fd(token))
+    rfd = _reduction.take_fd(rtoken) if rtoken >= 0 else -1
+    wfd = _reduction.take_fd(wtoken) if wtoken >= 0 else -1
+    if rfd >= 0 or wfd >= 0:
+        conn = Connection._with_pipes(sock, rfd, wfd, readable, writable)
+    else:
+        conn = Connection(sock, readable, writable)
+    if pending:
+        conn._rbuf[: len(pending)] = pending
+        conn._rend = len(pending)
+    return conn
+
+
+def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
+    """Create a connected pair of ``Connection`` ends.
+
+    Args:
+        duplex: when ``True`` both ends send and receive. When ``False`` the
+            first end only receives and the second only sends.
+
+    Returns:
+        ``(conn1, conn2)``.
+    """
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fds: list[int] = []
+    try:
+        _configure(a)
+        _configure(b)
+        if duplex:
+            a_to_b = os.pipe()
+            fds.extend(a_to_b)
+            b_to_a = os.pipe()
+            fds.extend(b_to_a)
+            _no_sigpipe(a_to_b[1])
+            _no_sigpipe(b_to_a[1])
+            return (
+                Connection._with_pipes(a, b_to_a[0], a_to_b[1]),
+                Connection._with_pipes(b, a_to_b[0], b_to_a[1]),
+            )
+        # Half-close the unused directions, so the kernel itself refuses them.
+        a.shutdown(socket.SHUT_WR)
+        b.shutdown(socket.SHUT_RD)
+        r, w = os.pipe()
+        fds.extend((r, w))
+        _no_sigpipe(w)
+        return (
+            Connection._with_pipes(a, r, -1, writable=False),
+            Connection._with_pipes(b, -1, w, readable=False),
+        )
+    except BaseException:
+        a.close()
+        b.close()
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _no_sigpipe(fd: int) -> None:
+    if _F_SETNOSIGPIPE is not None:
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETNOSIGPIPE, 1)
+
+
+# -- waiting on many objects -----------------------------------------------------------
+
+# poll() has no FD_SETSIZE limit, unlike select(); every POSIX system we support has it.
+_HAVE_POLL = hasattr(select, "poll")
+
+
+def _poll_fd(fd: int, timeout: float | None) -> bool:
+    if _HAVE_POLL:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000.0))
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready)
+
+
+def _fileno_of(obj: Any) -> int:
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        if obj < 0:
+            raise ValueError(f"not a file descriptor: {obj}")
+        return obj
+    fileno = getattr(obj, "fileno", None)
+    if fileno is None:
+        raise TypeError(
+            f"wait() takes Connections, sockets, process sentinels (ints) and objects "
+            f"with a fileno() method, not {type(obj).__name__}"
+        )
+    return fileno()
+
+
+def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
+    """Wait until at least one object is ready; return the ready ones.
+
+    An object is ready when a ``Connection`` has a message (or end-of-file) to
+    receive, a socket is readable, or a process sentinel signals that its
+    process ended.
+
+    Args:
+        object_list: Connections, sockets, ints (file descriptors, such as
+            ``Process.sentinel``) and objects with a ``fileno()`` method.
+        timeout: seconds to wait; ``None`` waits forever, ``0`` polls.
+
+    Returns:
+        The ready objects, in the order given; empty when the timeout expired.
+
+    Raises:
+        TypeError: an object is none of the kinds above.
+        OSError: a Connection in the list is closed.
+    """
+    objects = list(object_list)
+    timeout = _check_timeout(timeout)
+    ready = [o for o in objects if isinstance(o, Connection) and o._rpos < o._rend]
+    if ready:
+        return ready
+    fds = [_fileno_of(o) for o in objects]
+    if not fds:
+        if timeout is None:
+            raise ValueError("wait() on an empty list with timeout=None would never return")
+        time.sleep(timeout)
+        return []
+    if _HAVE_POLL:
+        poller = select.poll()
+        for fd in set(fds):
+            poller.register(fd, select.POLLIN)
+        events = poller.poll(None if timeout is None else timeout * 1000.0)
+        ready_fds = {fd for fd, _ in events}
+    else:
+        ready_list, _, _ = select.select(list(set(fds)), [], [], timeout)
+        ready_fds = set(ready_list)
+    return [o for o, fd in zip(objects, fds, strict=True) if fd in ready_fds]

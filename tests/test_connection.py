@@ -1,0 +1,868 @@
+"""Pipe, Connection, wait, Listener and Client: round trips, dead peers, bad input, auth."""
+
+from __future__ import annotations
+
+import array
+import mmap
+import os
+import pickle
+import shutil
+import signal
+import socket
+import struct
+import tempfile
+import threading
+import tracemalloc
+
+import pytest
+
+from proctor import AuthenticationError, BufferTooShort, ProcessTimeoutError, _connection
+from proctor.connection import Client, Connection, Listener, Pipe, ProtocolError, wait
+
+TRIPLE = (1, "two", 3.0)
+TAG_BITS = _connection._TAG_BITS
+
+
+def frame_header(length: int, tag_bits: int = TAG_BITS) -> bytes:
+    return struct.pack("!Q", tag_bits | length)
+
+
+def raw_write(conn, data: bytes) -> None:
+    """Write bytes where ``conn``'s frames go, bypassing its framing."""
+    fd = conn._wfd if conn._wfd >= 0 else conn._sock.fileno()
+    os.write(fd, data)
+
+
+def socket_pair():
+    """Two Connections over one socket pair: the transport Listener/Client use."""
+    a, b = socket.socketpair()
+    _connection._configure(a)
+    _connection._configure(b)
+    return Connection(a), Connection(b)
+
+
+@pytest.fixture(params=["Pipe", "socket"])
+def pipe(request):
+    """A connected pair: Pipe()'s pipes + side socket, or a plain socket pair."""
+    a, b = Pipe() if request.param == "Pipe" else socket_pair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _finish(p, timeout=30):
+    p.join(timeout)
+    assert p.exitcode is not None, f"{p!r} did not finish"
+    exitcode = p.exitcode
+    result = p.result if exitcode == 0 else None
+    p.close()
+    return exitcode, result
+
+
+# --- child targets ----------------------------------------------------------------
+
+
+def echo_n(conn, n):
+    # Echo frames as bytes: a pickle sent with send() comes back for recv().
+    for _ in range(n):
+        conn.send_bytes(conn.recv_bytes(timeout=30))
+    conn.close()
+    return "echoed"
+
+
+def read_only_end(reader):
+    got = reader.recv(timeout=30)
+    return got, reader.readable, reader.writable
+
+
+def recv_all_then_report(conn):
+    out = []
+    try:
+        while True:
+            out.append(conn.recv(timeout=30))
+    except EOFError:
+        pass
+    return out
+
+
+def send_partial_frame_then_die(conn):
+    # A header announcing 1 MiB, three bytes of it, then death mid-message.
+    raw_write(conn, frame_header(1 << 20) + b"abc")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def send_partial_socket_body_then_die(conn):
+    # A big frame: header on the pipe, then only part of the body on the socket.
+    raw_write(conn, frame_header(1 << 20, _connection._TAG_SOCKET_BITS))
+    conn._sock.sendall(b"x" * 1000)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def block_until_told(conn):
+    conn.recv(timeout=30)
+
+
+def send_with_sigpipe_default():
+    # An embedder or a child may restore SIGPIPE's default (death); a send to a
+    # closed peer must still be an exception, not the end of the process.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    a, b = Pipe()
+    b.close()
+    try:
+        a.send("into the void")
+    except BrokenPipeError as exc:
+        return type(exc).__name__
+    finally:
+        a.close()
+    return "no error"
+
+
+def connect_and_send(address, authkey, obj):
+    with Client(address, authkey=authkey, timeout=30) as conn:
+        conn.send(obj)
+        return conn.recv(timeout=30)
+
+
+# --- round trips ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [None, 0, -(2**70), "héllo", b"", b"\x00" * 100_000, TRIPLE, {"a": [1, 2, {3}]}, 1.5],
+    ids=repr,
+)
+def test_objects_round_trip(pipe, obj):
+    a, b = pipe
+    a.send(obj)
+    assert b.recv(timeout=10) == obj
+    b.send(obj)  # and the other way: a duplex pipe
+    assert a.recv(timeout=10) == obj
+
+
+def test_many_small_messages_arrive_in_order_through_the_read_ahead(pipe):
+    a, b = pipe
+    # 100 fit in a socket's default buffer, whose accounting charges ~1 KiB a message.
+    for i in range(100):
+        a.send(i)
+    a.send_bytes(b"tail")
+    assert [b.recv(timeout=10) for _ in range(100)] == list(range(100))
+    assert b.recv_bytes(timeout=10) == b"tail"
+
+
+def test_big_messages_cross_in_both_apis(pipe):
+    a, b = pipe
+    big = os.urandom(3 * 1024 * 1024)
+    sender = threading.Thread(target=lambda: (a.send_bytes(big), a.send(big), a.send(1)))
+    sender.start()
+    try:
+        assert b.recv_bytes(timeout=30) == big
+        assert b.recv(timeout=30) == big
+        assert b.recv(timeout=30) == 1
+    finally:
+        sender.join(30)
+    assert not sender.is_alive()
+
+
+def test_bodies_past_the_preallocation_limit_are_received_in_chunks(pipe, monkeypatch):
+    monkeypatch.setattr(_connection, "_PREALLOCATE_LIMIT", 1000)
+    monkeypatch.setattr(_connection, "_GROW_CHUNK", 333)
+    monkeypatch.setattr(_connection, "_COALESCE_LIMIT", 100)
+    a, b = pipe
+    payload = os.urandom(100_000)
+    a.send_bytes(payload)
+    a.send(payload)
+    a.send_bytes(payload)
+    assert b.recv_bytes(timeout=10) == payload
+    assert b.recv(timeout=10) == payload
+    buf = bytearray(100_010)
+    assert b.recv_bytes_into(buf, 10, timeout=10) == len(payload)
+    assert buf[10:] == payload
+
+
+def test_send_bytes_offset_size_and_buffer_kinds(pipe):
+    a, b = pipe
+    a.send_bytes(b"0123456789", 2, 5)
+    assert b.recv_bytes(timeout=10) == b"23456"
+    a.send_bytes(b"0123456789", 7)
+    assert b.recv_bytes(timeout=10) == b"789"
+    a.send_bytes(bytearray(b"xy"))
+    assert b.recv_bytes(timeout=10) == b"xy"
+    ints = array.array("i", [1, 2, 3])
+    a.send_bytes(ints)  # offsets and sizes are in bytes, whatever the item size
+    assert b.recv_bytes(timeout=10) == ints.tobytes()
+    a.send_bytes(b"")
+    assert b.recv_bytes(timeout=10) == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        (("text",), TypeError, "bytes-like"),
+        ((b"abc", -1), ValueError, "offset must be >= 0"),
+        ((b"abc", 4), ValueError, "past the end"),
+        ((b"abc", 1, 3), ValueError, "runs past the end"),
+        ((b"abc", 0, -1), ValueError, "size must be >= 0"),
+        ((b"abc", 1.0), TypeError, "offset must be an int"),
+        ((b"abc", 0, "2"), TypeError, "size must be an int"),
+    ],
+)
+def test_send_bytes_rejects_bad_arguments_before_writing(pipe, args, error, match):
+    a, b = pipe
+    with pytest.raises(error, match=match):
+        a.send_bytes(*args)
+    assert not b.poll()
+
+
+def test_recv_bytes_into_writes_at_offset_and_reports_short_buffers(pipe):
+    a, b = pipe
+    buf = bytearray(8)
+    a.send_bytes(b"abc")
+    assert b.recv_bytes_into(buf, 5, timeout=10) == 3
+    assert buf == b"\x00" * 5 + b"abc"
+    a.send_bytes(b"too long for it")
+    with pytest.raises(BufferTooShort) as info:
+        b.recv_bytes_into(buf, 2, timeout=10)
+    assert info.value.args[0] == b"too long for it"  # the message is not lost
+    a.send("still usable")
+    assert b.recv(timeout=10) == "still usable"
+
+
+@pytest.mark.parametrize(
+    ("buf", "offset", "error"),
+    [
+        (b"read-only", 0, TypeError),
+        (bytearray(4), -1, ValueError),
+        (bytearray(4), 5, ValueError),
+        (bytearray(4), "0", TypeError),
+        (42, 0, TypeError),
+    ],
+)
+def test_recv_bytes_into_rejects_bad_arguments(pipe, buf, offset, error):
+    _a, b = pipe
+    with pytest.raises(error):
+        b.recv_bytes_into(buf, offset)
+
+
+def test_lambdas_and_closures_travel_through_a_pipe(pipe):
+    a, b = pipe
+    k = 5
+    a.send(lambda x: x + k)
+    assert b.recv(timeout=10)(1) == 6
+
+
+# --- poll, timeouts, wait ----------------------------------------------------------------
+
+
+def test_poll_honours_its_timeout_and_sees_data(pipe):
+    a, b = pipe
+    assert b.poll() is False
+    assert b.poll(0.05) is False
+    a.send(1)
+    assert b.poll(None) is True
+    assert b.recv(timeout=10) == 1
+    assert b.poll(0) is False
+
+
+def test_recv_timeout_raises_when_nothing_arrives(pipe):
+    a, b = pipe
+    with pytest.raises(ProcessTimeoutError, match="no message arrived"):
+        b.recv(timeout=0.05)
+    with pytest.raises(TimeoutError):
+        b.recv_bytes(timeout=0)
+    a.send("late")
+    assert b.recv(timeout=10) == "late"
+
+
+@pytest.mark.parametrize("timeout", ["1", [1], True])
+def test_bad_timeouts_are_type_errors(pipe, timeout):
+    _a, b = pipe
+    with pytest.raises(TypeError, match="timeout"):
+        b.poll(timeout)
+    with pytest.raises(TypeError, match="timeout"):
+        wait([b], timeout)
+
+
+def test_wait_returns_the_ready_objects_in_order(ctx):
+    a1, b1 = Pipe()
+    a2, b2 = Pipe()
+    s1, s2 = socket.socketpair()
+    ctl_parent, ctl_child = Pipe()
+    p = ctx.Process(target=block_until_told, args=(ctl_child,))
+    p.start()
+    ctl_child.close()
+    try:
+        objects = [b1, b2, s2, p.sentinel]
+        assert wait(objects, timeout=0.05) == []
+        a2.send("x")
+        s1.send(b"y")
+        assert wait(objects, timeout=10) == [b2, s2]
+        ctl_parent.send("exit")
+        assert p.sentinel in wait([b1, p.sentinel], timeout=30)
+    finally:
+        _finish(p)
+        for c in (a1, b1, a2, b2, s1, s2, ctl_parent):
+            c.close()
+
+
+def test_wait_sees_messages_already_read_ahead(pipe):
+    a, b = pipe
+    a.send(1)
+    a.send(2)
+    assert b.recv(timeout=10) == 1  # the read-ahead took message 2 off the socket too
+    assert wait([b], timeout=0) == [b]
+    assert b.poll() is True
+    assert b.recv(timeout=10) == 2
+
+
+def test_wait_rejects_objects_it_cannot_wait_on():
+    with pytest.raises(TypeError, match="wait\\(\\) takes"):
+        wait([object()], timeout=0)
+
+
+# --- dead and closed peers --------------------------------------------------------------
+
+
+def test_recv_after_peer_close_gives_eof_after_the_queued_messages(pipe):
+    a, b = pipe
+    a.send(1)
+    a.send(2)
+    a.close()
+    assert b.recv(timeout=10) == 1
+    assert b.recv(timeout=10) == 2
+    with pytest.raises(EOFError):
+        b.recv(timeout=10)
+    with pytest.raises(EOFError):
+        b.recv_bytes(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "dies_while", [send_partial_frame_then_die, send_partial_socket_body_then_die]
+)
+def test_peer_killed_mid_message_gives_eof_not_a_hang(ctx, dies_while):
+    a, b = Pipe()
+    a.send("the child never reads this")  # leaves data unread in the dying end
+    p = ctx.Process(target=dies_while, args=(b,))
+    p.start()
+    b.close()
+    try:
+        with pytest.raises(EOFError, match="mid-message"):
+            a.recv()  # no timeout on purpose: death itself must end the wait
+    finally:
+        exitcode, _ = _finish(p)
+        a.close()
+    assert exitcode == -signal.SIGKILL
+
+
+def test_send_to_closed_peer_raises_broken_pipe(pipe):
+    a, b = pipe
+    b.close()
+    with pytest.raises(BrokenPipeError, match="other end of the connection is closed"):
+        a.send("x")
+    with pytest.raises(BrokenPipeError):
+        a.send_bytes(b"x" * 1_000_000)
+
+
+def test_send_to_dead_child_raises_broken_pipe(ctx):
+    a, b = Pipe()
+    p = ctx.Process(target=block_until_told, args=(b,))
+    p.start()
+    b.close()
+    p.kill()
+    _finish(p)
+    try:
+        with pytest.raises(BrokenPipeError):
+            a.send("anyone there?")
+    finally:
+        a.close()
+
+
+def test_send_to_closed_peer_with_default_sigpipe_is_an_exception(ctx):
+    p = ctx.Process(target=send_with_sigpipe_default)
+    p.start()
+    assert _finish(p) == (0, "BrokenPipeError")
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+def test_unpicklable_object_fails_before_anything_is_written(pipe):
+    a, b = pipe
+    with pytest.raises(TypeError, match=r"cannot send list object.*_thread\.lock"):
+        a.send([1, 2, threading.Lock()])
+    assert not b.poll(0.05)
+    a.send("after")
+    assert b.recv(timeout=10) == "after"
+
+
+def test_connection_cannot_be_pickled_into_another_pipe(pipe):
+    a, b = pipe
+    with pytest.raises(RuntimeError, match="can only be sent to a child"):
+        a.send(b)
+    assert not b.poll()
+
+
+def test_garbage_bytes_raise_a_protocol_error_not_a_hang(pipe):
+    a, b = pipe
+    raw_write(a, b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(ProtocolError, match="bad tag"):
+        b.recv(timeout=10)
+    with pytest.raises(ProtocolError, match="can no longer receive"):
+        b.recv(timeout=10)  # the stream is out of step: refused, not misread
+    assert "broken" in repr(b)
+
+
+def test_absurd_length_is_refused_without_allocating(pipe):
+    a, b = pipe
+    raw_write(a, frame_header((1 << 48) - 1) + b"xx")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError, match="memory"):
+            b.recv_bytes(timeout=10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert isinstance(ProtocolError("x"), OSError)  # stdlib callers catch OSError
+
+
+def test_lying_header_never_allocates_what_it_claims(pipe, monkeypatch):
+    monkeypatch.setattr(_connection, "_PREALLOCATE_LIMIT", 1 << 16)
+    monkeypatch.setattr(_connection, "_GROW_CHUNK", 1 << 16)
+    a, b = pipe
+    raw_write(a, frame_header(512 << 20) + b"only this")
+    a.close()
+    tracemalloc.start()
+    try:
+        with pytest.raises(EOFError, match="after sending 9 of the"):
+            b.recv(timeout=10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_message_longer_than_maxlength_is_refused(pipe):
+    a, b = pipe
+    a.send_bytes(b"x" * 100)
+    with pytest.raises(OSError, match="100 bytes long, more than maxlength=10"):
+        b.recv_bytes(maxlength=10, timeout=10)
+    with pytest.raises(ValueError):
+        b.recv_bytes(maxlength=-1)
+    with pytest.raises(TypeError):
+        b.recv_bytes(maxlength="10")
+
+
+def test_valid_frame_with_garbage_pickle_raises_and_keeps_the_stream(pipe):
+    a, b = pipe
+    a.send_bytes(b"\x80\x05not a pickle")
+    a.send("good")
+    with pytest.raises(pickle.UnpicklingError):
+        b.recv(timeout=10)
+    assert b.recv(timeout=10) == "good"
+
+
+def test_send_interrupted_mid_frame_refuses_further_sends(monkeypatch):
+    a, b = Pipe()
+    real_write = os.write
+
+    def write_half_then_interrupt(fd, data):
+        if len(data) > 100:
+            return real_write(fd, bytes(data)[:10])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_connection, "_write", write_half_then_interrupt)
+    with a, b:
+        with pytest.raises(KeyboardInterrupt):
+            a.send(b"x" * 1000)
+        monkeypatch.setattr(_connection, "_write", real_write)
+        with pytest.raises(OSError, match="can no longer send"):
+            a.send("next")  # would be misread as the rest of the first frame
+        assert "send_broken" in repr(a)
+
+
+def test_operations_on_a_closed_connection_raise_oserror(pipe):
+    a, _b = pipe
+    a.close()
+    a.close()  # idempotent
+    assert a.closed
+    assert repr(a) == "<proctor.Connection closed>"
+    for op in (
+        lambda: a.send(1),
+        lambda: a.send_bytes(b"x"),
+        a.recv,
+        a.recv_bytes,
+        lambda: a.recv_bytes_into(bytearray(1)),
+        a.poll,
+        a.fileno,
+    ):
+        with pytest.raises(OSError, match="closed"):
+            op()
+    with pytest.raises(OSError, match="closed"):
+        wait([a], timeout=0)
+
+
+def test_context_manager_closes():
+    a, b = Pipe()
+    with a, b:
+        assert not a.closed
+    assert a.closed and b.closed
+
+
+def test_connection_needs_a_socket():
+    r, w = os.pipe()
+    try:
+        with pytest.raises(OSError, match="needs a connected stream socket"):
+            Connection(r)
+    finally:
+        os.close(r)
+        os.close(w)
+    with pytest.raises(TypeError):
+        Connection("3")
+    with socket.socket() as sock, pytest.raises(ValueError):
+        Connection(sock, readable=False, writable=False)
+    with socket.socket(type=socket.SOCK_DGRAM) as sock, pytest.raises(ValueError, match="STREAM"):
+        Connection(sock.fileno())
+
+
+# --- duplex=False ---------------------------------------------------------------------
+
+
+def test_simplex_pipe_carries_big_messages_one_way():
+    reader, writer = Pipe(duplex=False)
+    big = os.urandom(1 << 20)
+    sender = threading.Thread(target=lambda: (writer.send_bytes(big), writer.send(big)))
+    sender.start()
+    try:
+        assert reader.recv_bytes(timeout=30) == big
+        assert reader.recv(timeout=30) == big
+    finally:
+        sender.join(30)
+        reader.close()
+        writer.close()
+
+
+def test_simplex_pipe_has_a_reading_and_a_writing_end():
+    reader, writer = Pipe(duplex=False)
+    with reader, writer:
+        assert (reader.readable, reader.writable) == (True, False)
+        assert (writer.readable, writer.writable) == (False, True)
+        assert "read-only" in repr(reader) and "write-only" in repr(writer)
+        writer.send("one way")
+        assert reader.recv(timeout=10) == "one way"
+        with pytest.raises(OSError, match="read-only"):
+            reader.send("back")
+        with pytest.raises(OSError, match="write-only"):
+            writer.recv()
+        with pytest.raises(OSError, match="write-only"):
+            writer.poll()
+
+
+# --- ends passed to children ------------------------------------------------------------
+
+
+def test_ends_passed_to_a_child_work_under_every_start_method(ctx):
+    a, b = Pipe()
+    reader, writer = Pipe(duplex=False)
+    p = ctx.Process(target=echo_n, args=(b, 5))
+    q = ctx.Process(target=read_only_end, args=(reader,))
+    p.start()
+    q.start()
+    b.close()
+    reader.close()
+    try:
+        a.send(TRIPLE)
+        assert a.recv(timeout=30) == TRIPLE
+        a.send(lambda x: x * 2)
+        assert a.recv(timeout=30)(21) == 42
+        a.send_bytes(b"raw")
+        assert a.recv_bytes(timeout=30) == b"raw"
+        # Big bodies take the side socket, small frames the pipe: order holds.
+        big = os.urandom(200_000)
+        a.send(big)
+        a.send("small after big")
+        assert a.recv(timeout=30) == big
+        assert a.recv(timeout=30) == "small after big"
+        writer.send("to the reader")
+        with pytest.raises(EOFError):
+            a.recv(timeout=30)  # the child closed its end and exited
+    finally:
+        p_result = _finish(p)
+        q_result = _finish(q)
+        a.close()
+        writer.close()
+    assert p_result == (0, "echoed")
+    assert q_result == (0, ("to the reader", True, False))
+
+
+def test_read_ahead_messages_travel_with_the_end(ctx):
+    a, b = Pipe()
+    for i in range(3):
+        a.send(i)
+    a.close()
+    assert b.recv(timeout=10) == 0  # 1 and 2 now sit in b's read-ahead buffer
+    p = ctx.Process(target=recv_all_then_report, args=(b,))
+    p.start()
+    b.close()
+    assert _finish(p) == (0, [1, 2])
+
+
+# --- Listener and Client -------------------------------------------------------------------
+
+unpickled = []
+
+
+def _mark_unpickled():
+    unpickled.append(True)
+    return "evil"
+
+
+class Evil:
+    """Unpickling this object records it: proof that a peer's object was loaded."""
+
+    def __reduce__(self):
+        return _mark_unpickled, ()
+
+
+@pytest.fixture
+def no_unpickling():
+    unpickled.clear()
+    yield
+    assert not unpickled, "an object from an unauthenticated peer was unpickled"
+
+
+def _serve_one(listener, results, reply="pong"):
+    try:
+        with listener.accept(timeout=30) as conn:
+            results.append(conn.recv(timeout=30))
+            conn.send(reply)
+    except Exception as exc:
+        results.append(exc)
+
+
+@pytest.mark.parametrize("family", ["AF_UNIX", "AF_INET"])
+def test_listener_and_client_talk_with_the_right_key(family):
+    with Listener(family=family, authkey=b"secret") as listener:
+        results = []
+        server = threading.Thread(target=_serve_one, args=(listener, results))
+        server.start()
+        try:
+            with Client(listener.address, authkey=b"secret", timeout=30) as conn:
+                conn.send(TRIPLE)
+                assert conn.recv(timeout=30) == "pong"
+        finally:
+            server.join(30)
+        assert results == [TRIPLE]
+        if family == "AF_INET":
+            assert listener.address[0] == "127.0.0.1" and listener.address[1] > 0
+            assert listener.last_accepted[0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("family", ["AF_UNIX", "AF_INET"])
+@pytest.mark.parametrize(
+    ("server_key", "client_key", "server_says", "client_says"),
+    [
+        (b"right", b"wrong", "digest is wrong", "refused this Client's authkey"),
+        (b"right", None, "without an authkey", "requires an authkey"),
+    ],
+)
+def test_wrong_or_missing_key_is_refused_on_both_sides(
+    family, server_key, client_key, server_says, client_says, no_unpickling
+):
+    with Listener(family=family, authkey=server_key) as listener:
+        results = []
+        server = threading.Thread(target=_serve_one, args=(listener, results, Evil()))
+        server.start()
+        try:
+            with pytest.raises(AuthenticationError, match=client_says):
+                Client(listener.address, authkey=client_key, timeout=30)
+        finally:
+            server.join(30)
+        assert len(results) == 1 and isinstance(results[0], AuthenticationError)
+        assert server_says in str(results[0])
+
+
+def test_client_with_a_key_refuses_an_open_listener(no_unpickling):
+    with Listener() as listener:
+        results = []
+        server = threading.Thread(target=_serve_one, args=(listener, results, Evil()))
+        server.start()
+        try:
+            with pytest.raises(AuthenticationError, match="does not authenticate"):
+                Client(listener.address, authkey=b"key", timeout=30)
+        finally:
+            server.join(30)
+        assert isinstance(results[0], EOFError)
+
+
+def test_listener_never_unpickles_from_a_client_that_fails_the_challenge(no_unpickling):
+    with Listener(authkey=b"right") as listener:
+        results = []
+
+        def accept():
+            try:
+                results.append(listener.accept(timeout=30))
+            except Exception as exc:
+                results.append(exc)
+
+        server = threading.Thread(target=accept)
+        server.start()
+        # A rogue client: answers the challenge with junk and pipelines an object.
+        with socket.socket(socket.AF_UNIX) as rogue:
+            rogue.connect(listener.address)
+            rogue_conn = Connection(rogue.detach())
+            with rogue_conn:
+                hello = rogue_conn.recv_bytes(256, timeout=30)
+                assert hello.startswith(b"PROCTOR/1 AUTH ")
+                rogue_conn.send_bytes(b"PROCTOR/1 PROOF " + bytes(64))
+                try:
+                    rogue_conn.send(Evil())
+                except BrokenPipeError:
+                    pass  # the listener already hung up: it cannot unpickle it either
+                server.join(30)
+                assert rogue_conn.recv_bytes(256, timeout=30) == b"PROCTOR/1 DENIED"
+        assert isinstance(results[0], AuthenticationError)
+
+
+def test_client_never_unpickles_from_a_listener_that_fails_the_challenge(no_unpickling):
+    directory = tempfile.mkdtemp(prefix="proctor-test-")
+    address = os.path.join(directory, "impostor")
+    with socket.socket(socket.AF_UNIX) as server_sock:
+        server_sock.bind(address)
+        server_sock.listen(1)
+        try:
+
+            def impostor():
+                sock, _ = server_sock.accept()
+                with Connection(sock) as conn:
+                    conn.send_bytes(b"PROCTOR/1 AUTH " + bytes(32))
+                    conn.recv_bytes(256, timeout=30)
+                    try:
+                        conn.send_bytes(b"PROCTOR/1 WELCOME " + bytes(32))
+                        conn.send(Evil())
+                    except BrokenPipeError:
+                        return  # the client already hung up
+                    conn.poll(30)  # until the client hangs up
+
+            server = threading.Thread(target=impostor)
+            server.start()
+            try:
+                with pytest.raises(AuthenticationError, match="failed to prove"):
+                    Client(address, authkey=b"key", timeout=30)
+            finally:
+                server.join(30)
+        finally:
+            shutil.rmtree(directory)
+
+
+def test_listener_refuses_a_client_that_speaks_another_protocol(no_unpickling):
+    with Listener(authkey=b"k") as listener:
+        results = []
+
+        def accept():
+            try:
+                results.append(listener.accept(timeout=30))
+            except Exception as exc:
+                results.append(exc)
+
+        server = threading.Thread(target=accept)
+        server.start()
+        with socket.socket(socket.AF_UNIX) as stranger:
+            stranger.connect(listener.address)
+            stranger.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            server.join(30)
+        assert isinstance(results[0], AuthenticationError)
+        assert "not a proctor handshake message" in str(results[0])
+
+
+def test_client_timeout_covers_a_silent_listener():
+    directory = tempfile.mkdtemp(prefix="proctor-test-")
+    address = os.path.join(directory, "silent")
+    try:
+        with socket.socket(socket.AF_UNIX) as silent:
+            silent.bind(address)
+            silent.listen(1)
+            with pytest.raises(ProcessTimeoutError, match="handshake"):
+                Client(address, timeout=0.2)
+            silent.accept()[0].close()
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_listener_accept_timeout_and_cleanup():
+    listener = Listener()
+    path = listener.address
+    assert os.path.exists(path)
+    with pytest.raises(ProcessTimeoutError, match="no client connected"):
+        listener.accept(timeout=0.05)
+    listener.close()
+    listener.close()
+    assert not os.path.exists(path)
+    assert "closed" in repr(listener)
+    with pytest.raises(OSError, match="closed"):
+        listener.accept()
+    with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
+        Client(path, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"authkey": "text"}, TypeError),
+        ({"family": "AF_BOGUS"}, ValueError),
+        ({"address": ("127.0.0.1", 0), "family": "AF_UNIX"}, ValueError),
+        ({"address": 1234}, TypeError),
+        ({"backlog": -1}, ValueError),
+    ],
+)
+def test_listener_rejects_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        Listener(**kwargs)
+
+
+def test_client_in_a_child_process_authenticates(ctx):
+    with Listener(family="AF_INET", authkey=b"k") as listener:
+        p = ctx.Process(target=connect_and_send, args=(listener.address, b"k", TRIPLE))
+        p.start()
+        try:
+            with listener.accept(timeout=30) as conn:
+                assert conn.recv(timeout=30) == TRIPLE
+                conn.send("thanks")
+        finally:
+            result = _finish(p)
+    assert result == (0, "thanks")
+
+
+# --- large messages ---------------------------------------------------------------------
+
+BIG = (2 << 30) + 12345  # past 2 GiB: a 32-bit length would overflow
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_message_past_2_gib_round_trips():
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        available = 0
+    if available < 3 * BIG:
+        pytest.skip("needs about 7 GiB of free memory")
+    # Untouched anonymous pages read as zeros without using memory: only the
+    # receiver's buffer is real.
+    source = mmap.mmap(-1, BIG)
+    source[BIG - 3 : BIG] = b"end"
+    a, b = Pipe()
+    sender = threading.Thread(target=a.send_bytes, args=(source,))
+    sender.start()
+    try:
+        target = mmap.mmap(-1, BIG)
+        try:
+            assert b.recv_bytes_into(target, timeout=60) == BIG
+            assert target[BIG - 3 : BIG] == b"end"
+            assert target[:3] == b"\x00\x00\x00"
+        finally:
+            target.close()
+    finally:
+        sender.join(60)
+        a.close()
+        b.close()
+        source.close()
