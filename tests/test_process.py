@@ -529,3 +529,19 @@ def test_zombie_free_after_join(ctx):
 def test_wait_until_helper_fails_loudly():
     with pytest.raises(AssertionError, match="not met"):
         wait_until(lambda: False, timeout=0.05)
+
+
+def module_loaded(name):
+    return name in sys.modules
+
+
+def test_fork_server_follows_the_modules_the_parent_uses():
+    # Once the parent uses queues, the fork server imports proctor's queue
+    # module, so a child handed a queue does not import it again.
+    q = proctor.Queue()
+    p = proctor.get_context("forkserver").Process(target=module_loaded, args=("proctor._queue",))
+    p.start()
+    p.join(30)
+    assert p.result is True
+    p.close()
+    q.close()

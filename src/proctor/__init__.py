@@ -16,10 +16,6 @@ child, and children never outlive their parent. Change the import, keep the code
         p.join()
 """
 
-from . import connection as connection
-from . import shared_memory as shared_memory
-from ._connection import Connection as Connection
-from ._connection import Pipe as Pipe
 from ._context import BaseContext as BaseContext
 from ._context import get_all_start_methods as get_all_start_methods
 from ._context import get_context as get_context
@@ -45,23 +41,76 @@ from ._process import Process as Process
 from ._process import active_children as active_children
 from ._process import current_process as current_process
 from ._process import parent_process as parent_process
-from ._queue import JoinableQueue as JoinableQueue
-from ._queue import Queue as Queue
-from ._queue import SimpleQueue as SimpleQueue
-from ._sharedctypes import Array as Array
-from ._sharedctypes import RawArray as RawArray
-from ._sharedctypes import RawValue as RawValue
-from ._sharedctypes import Value as Value
-from ._sync import Barrier as Barrier
-from ._sync import BoundedSemaphore as BoundedSemaphore
-from ._sync import BrokenBarrierError as BrokenBarrierError
-from ._sync import Condition as Condition
-from ._sync import Event as Event
-from ._sync import Lock as Lock
-from ._sync import LockNotOwnedError as LockNotOwnedError
-from ._sync import RLock as RLock
-from ._sync import Semaphore as Semaphore
 from ._system import cpu_count as cpu_count
+
+# The names below load on first use (PEP 562), and their modules with them: a
+# spawned child imports the package before anything else, and these modules
+# (connections with hmac, queues, locks, shared memory) would add tens of
+# milliseconds to every child's start. They are still listed one by one, for
+# readers and type checkers alike.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from . import connection as connection
+    from . import shared_memory as shared_memory
+    from ._connection import Connection as Connection
+    from ._connection import Pipe as Pipe
+    from ._queue import JoinableQueue as JoinableQueue
+    from ._queue import Queue as Queue
+    from ._queue import SimpleQueue as SimpleQueue
+    from ._sharedctypes import Array as Array
+    from ._sharedctypes import RawArray as RawArray
+    from ._sharedctypes import RawValue as RawValue
+    from ._sharedctypes import Value as Value
+    from ._sync import Barrier as Barrier
+    from ._sync import BoundedSemaphore as BoundedSemaphore
+    from ._sync import BrokenBarrierError as BrokenBarrierError
+    from ._sync import Condition as Condition
+    from ._sync import Event as Event
+    from ._sync import Lock as Lock
+    from ._sync import LockNotOwnedError as LockNotOwnedError
+    from ._sync import RLock as RLock
+    from ._sync import Semaphore as Semaphore
+
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "Array": ("_sharedctypes", "Array"),
+    "Barrier": ("_sync", "Barrier"),
+    "BoundedSemaphore": ("_sync", "BoundedSemaphore"),
+    "BrokenBarrierError": ("_sync", "BrokenBarrierError"),
+    "Condition": ("_sync", "Condition"),
+    "Connection": ("_connection", "Connection"),
+    "Event": ("_sync", "Event"),
+    "JoinableQueue": ("_queue", "JoinableQueue"),
+    "Lock": ("_sync", "Lock"),
+    "LockNotOwnedError": ("_sync", "LockNotOwnedError"),
+    "Pipe": ("_connection", "Pipe"),
+    "Queue": ("_queue", "Queue"),
+    "RLock": ("_sync", "RLock"),
+    "RawArray": ("_sharedctypes", "RawArray"),
+    "RawValue": ("_sharedctypes", "RawValue"),
+    "Semaphore": ("_sync", "Semaphore"),
+    "SimpleQueue": ("_queue", "SimpleQueue"),
+    "Value": ("_sharedctypes", "Value"),
+    "connection": ("connection", None),
+    "shared_memory": ("shared_memory", None),
+}
+
+
+def __getattr__(name: str) -> object:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'proctor' has no attribute {name!r}") from None
+    import importlib
+
+    module = importlib.import_module(f"{__name__}.{module_name.lstrip('.')}")
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

@@ -34,6 +34,17 @@ from . import _runtime, _wire
 __all__ = ("ForkServerClient", "client", "serve", "set_preload")
 
 _PID = struct.Struct("<q")
+# Modules a child may need that the server imports once it sees the parent use
+# them: a child handed a queue or forwarding its logs then finds them loaded,
+# while a server for a parent that uses none of them stays small (and quick to fork).
+_FOLLOWED_MODULES = (
+    "logging",
+    "proctor._connection",
+    "proctor._queue",
+    "proctor._sync",
+    "proctor._sharedctypes",
+    "proctor.shared_memory",
+)
 EXIT_STATUS = struct.Struct("<i")
 
 
@@ -50,11 +61,7 @@ def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> 
     # A Ctrl-C in the terminal reaches the whole process group; the parent
     # decides what happens to its children, the server just carries on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in preload:
-        try:
-            __import__(name)
-        except Exception as exc:
-            sys.stderr.write(f"proctor fork server: could not preload {name!r}: {exc!r}\n")
+    _import_quietly(preload)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -68,7 +75,7 @@ def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> 
         for key, _events in selector.select():
             if key.fileobj is ctl:
                 try:
-                    _data, fds = _wire.recv_message(ctl)
+                    data, fds = _wire.recv_message(ctl)
                 except (EOFError, OSError):
                     os._exit(0)  # our parent is gone; our children follow by PDEATHSIG
                 if len(fds) != 4:
@@ -77,6 +84,8 @@ def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> 
                     ctl.sendall(_PID.pack(-errno.EINVAL))
                     continue
                 channel_fd, status_fd, stdout_fd, stderr_fd = fds
+                if data:
+                    _import_quietly(data.decode().split(","))
                 try:
                     pid = os.fork()
                 except OSError as exc:
@@ -97,6 +106,16 @@ def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> 
                 except BlockingIOError:
                     pass
                 _reap(status_fds)
+
+
+def _import_quietly(names: list[str]) -> None:
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            __import__(name)
+        except Exception as exc:
+            sys.stderr.write(f"proctor fork server: could not preload {name!r}: {exc!r}\n")
 
 
 def _become_child(ctl, selector, wake_fds, status_fds, fds) -> None:
@@ -162,6 +181,7 @@ class ForkServerClient:
         self._lock = threading.Lock()
         self._ctl: socket.socket | None = None
         self._pid = 0
+        self._followed = 0
         self._atexit_registered = False
 
     @property
@@ -179,7 +199,9 @@ class ForkServerClient:
                     self._start_server()
                 assert self._ctl is not None
                 try:
-                    _wire.send_message(self._ctl, b"", [channel_fd, status_fd, *_std_fds()])
+                    _wire.send_message(
+                        self._ctl, self._modules_to_follow(), [channel_fd, status_fd, *_std_fds()]
+                    )
                     reply = _recv_exactly(self._ctl, _PID.size)
                 except (OSError, EOFError):
                     self._forget_server()  # it died; start a new one and retry once
@@ -191,6 +213,15 @@ class ForkServerClient:
                     raise OSError(-pid, f"the fork server could not fork: {os.strerror(-pid)}")
                 return pid
         raise AssertionError("unreachable")
+
+    def _modules_to_follow(self) -> bytes:
+        """Names of followed modules loaded here since the server last heard (or b"")."""
+        modules = sys.modules
+        loaded = [name for name in _FOLLOWED_MODULES if name in modules]
+        if len(loaded) == self._followed:
+            return b""
+        self._followed = len(loaded)
+        return ",".join(loaded).encode()
 
     def _start_server(self) -> None:
         from ._popen_spawn import spawn_interpreter
@@ -206,6 +237,7 @@ class ForkServerClient:
         finally:
             theirs.close()
         self._ctl = ours
+        self._followed = 0
         _runtime.register_helper(self._pid)
         if not self._atexit_registered:
             # At exit, close the control socket (the server then exits) and reap

@@ -93,11 +93,25 @@ def set_log_forwarding(enabled: bool) -> None:
 
 
 def forwarding_enabled(per_process: bool | None) -> bool:
-    """Whether a child started now forwards its logs (needs :mod:`logging` in use here)."""
+    """Whether a child started now forwards its logs.
+
+    Only when this process has configured logging: some logger here has a
+    handler. Otherwise a record would meet logging's last-resort handler here
+    exactly as it does in the child, so forwarding would change nothing but cost.
+    (Importing logging is not enough: cloudpickle imports it, for one.)
+    """
     wanted = _enabled if per_process is None else per_process
-    # A parent that never imported logging has no handlers to forward to; its
-    # children keep logging's own defaults and nothing is paid.
-    return wanted and "logging" in sys.modules
+    if not wanted:
+        return False
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return False
+    if logging.root.handlers:
+        return True
+    return any(
+        getattr(logger, "handlers", None)
+        for logger in list(logging.root.manager.loggerDict.values())
+    )
 
 
 def open_channel(forward_logs: bool | None) -> tuple[socket.socket, socket.socket] | None:
