@@ -30,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     from typing import Any
 
-__all__ = ("Outcome", "Popen", "wait_readable")
+__all__ = ("Outcome", "OwnChildPopen", "Popen", "wait_readable")
 
 
 def wait_readable(fd: int, timeout: float | None) -> bool:
@@ -179,6 +179,35 @@ class Popen:
             os.close(fd)
         return Outcome.from_message(data)
 
+    # -- spawn and forkserver: what goes to the child, and after ---------------
+
+    def _prepare_start(self, process: Any) -> tuple[bytes, Any, Any]:
+        """Pickle ``process`` and build its start message (no child exists yet).
+
+        Returns (message, handoff, log channel or None). Raises UnpicklableError
+        before anything is created.
+        """
+        from . import _bootstrap
+        from ._start_payload import pickle_process
+
+        payload, handoff = pickle_process(process, self.method)
+        prep = _bootstrap.build_prep(process, self.method)
+        log_channel = _bootstrap.add_log_channel(prep, handoff, process)
+        return _bootstrap.encode_start_message(prep, payload), handoff, log_channel
+
+    def _deliver_start(self, process: Any, message: bytes, handoff: Any, log_channel: Any) -> None:
+        """Send the start message to the new child and finish the parent's side."""
+        assert self.channel is not None
+        try:
+            _wire.send_message(self.channel, message, handoff.fds)
+        except OSError:
+            pass  # the child died at once; join() reports its exit code
+        if log_channel is not None:
+            log_channel[1].close()
+            self.attach_log_channel(log_channel[0], process.name)
+        for hook in handoff.after_start:
+            hook(self.pid)
+
     def attach_log_channel(self, parent_end: Any, name: str) -> None:
         """Hand the parent's end of the child's log channel to the log listener."""
         from ._log_forwarding import listener
@@ -218,6 +247,15 @@ class Popen:
             except OSError:
                 pass
             self.sentinel = -1
+
+
+class OwnChildPopen(Popen):
+    """A child of this very process (fork, spawn): its status comes from waitpid."""
+
+    def _collect_status(self, block: bool) -> None:
+        code = reap_status(self.pid, block)
+        if code is not None:
+            self.returncode = code
 
 
 def reap_status(pid: int, block: bool) -> int | None:

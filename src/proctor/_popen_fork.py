@@ -22,12 +22,12 @@ import os
 import threading
 
 from . import _bootstrap, _wire
-from ._popen import Popen, lifeline_pipe, pidfd_usable, reap_status
+from ._popen import OwnChildPopen, lifeline_pipe, pidfd_usable
 
 __all__ = ("ForkPopen",)
 
 
-class ForkPopen(Popen):
+class ForkPopen(OwnChildPopen):
     method = "fork"
 
     def __init__(self, process) -> None:
@@ -81,8 +81,3 @@ class ForkPopen(Popen):
             self.sentinel = lifeline_r
         else:
             self.sentinel = os.pidfd_open(pid)
-
-    def _collect_status(self, block: bool) -> None:
-        code = reap_status(self.pid, block)
-        if code is not None:
-            self.returncode = code

@@ -12,9 +12,8 @@ from __future__ import annotations
 import signal
 import socket
 
-from . import _bootstrap, _forkserver, _wire
+from . import _forkserver, _wire
 from ._popen import Popen, wait_readable
-from ._start_payload import pickle_process
 
 __all__ = ("ForkServerPopen",)
 
@@ -25,10 +24,7 @@ class ForkServerPopen(Popen):
 
     def __init__(self, process) -> None:
         super().__init__()
-        payload, handoff = pickle_process(process, self.method)
-        prep = _bootstrap.build_prep(process, self.method)
-        log_channel = _bootstrap.add_log_channel(prep, handoff, process)
-        message = _bootstrap.encode_start_message(prep, payload)
+        message, handoff, log_channel = self._prepare_start(process)
         parent_end, child_end = _wire.socketpair()
         status_ours, status_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -45,15 +41,7 @@ class ForkServerPopen(Popen):
         self.channel = parent_end
         self._status = status_ours
         self.sentinel = status_ours.fileno()
-        try:
-            _wire.send_message(parent_end, message, handoff.fds)
-        except OSError:
-            pass  # the child died at once; its exit code tells
-        if log_channel is not None:
-            log_channel[1].close()
-            self.attach_log_channel(log_channel[0], process.name)
-        for hook in handoff.after_start:
-            hook(self.pid)
+        self._deliver_start(process, message, handoff, log_channel)
 
     def _collect_status(self, block: bool) -> None:
         if not block and not wait_readable(self.sentinel, 0):

@@ -24,9 +24,8 @@ import fcntl
 import os
 import sys
 
-from . import _bootstrap, _wire
-from ._popen import Popen, lifeline_pipe, pidfd_usable, reap_status
-from ._start_payload import pickle_process
+from . import _wire
+from ._popen import OwnChildPopen, lifeline_pipe, pidfd_usable
 
 __all__ = ("SpawnPopen", "spawn_interpreter")
 
@@ -36,15 +35,12 @@ LIFELINE_FD = 4
 _DUP_FLOOR = 10
 
 
-class SpawnPopen(Popen):
+class SpawnPopen(OwnChildPopen):
     method = "spawn"
 
     def __init__(self, process) -> None:
         super().__init__()
-        payload, handoff = pickle_process(process, self.method)
-        prep = _bootstrap.build_prep(process, self.method)
-        log_channel = _bootstrap.add_log_channel(prep, handoff, process)
-        message = _bootstrap.encode_start_message(prep, payload)
+        message, handoff, log_channel = self._prepare_start(process)
         parent_end, child_end = _wire.socketpair()
         lifeline_r = lifeline_w = -1
         try:
@@ -70,20 +66,7 @@ class SpawnPopen(Popen):
             self.sentinel = lifeline_r
         else:
             self.sentinel = os.pidfd_open(self.pid)
-        try:
-            _wire.send_message(parent_end, message, handoff.fds)
-        except OSError:
-            pass  # the child died at once; join() reports its exit code
-        if log_channel is not None:
-            log_channel[1].close()
-            self.attach_log_channel(log_channel[0], process.name)
-        for hook in handoff.after_start:
-            hook(self.pid)
-
-    def _collect_status(self, block: bool) -> None:
-        code = reap_status(self.pid, block)
-        if code is not None:
-            self.returncode = code
+        self._deliver_start(process, message, handoff, log_channel)
 
 
 def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:

@@ -52,6 +52,7 @@ from ._anonmem import AnonymousMemory
 from ._lock import CHECK_INTERVAL, Lock, _check_timeout
 from ._ring import HEADER_SIZE, Ring
 from ._semlock import SEM_VALUE_MAX, NamedSemaphore
+from ._wire import memfd_with
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ SPIN_SECONDS = 50e-6
 BATCH_ITEMS = 4096
 
 _MAILBOX_ID = struct.Struct("<Q")
+_MEMFD_NAME = "proctor-queue-item"
 _dumps = pickle.dumps
 # Objects that can never hold an out-of-band buffer: pickled directly, no callback.
 _SCALARS = frozenset({int, float, str, bool, type(None), complex})
@@ -684,11 +686,11 @@ def _encode(obj: Any, spill_limit: int) -> _Encoded:
     try:
         flags = 0
         if len(payload) > spill_limit:
-            fds.append(_memfd_with(memoryview(payload)))
+            fds.append(memfd_with(payload, _MEMFD_NAME))
             payload = b""
             flags |= _SPILLED_PICKLE
         for buffer in buffers:
-            fds.append(_memfd_with(buffer.raw()))
+            fds.append(memfd_with(buffer.raw(), _MEMFD_NAME))
         if len(fds) > _MAX_FDS:
             raise ValueError(
                 f"an item with {len(buffers)} large buffers cannot be queued (at most "
@@ -753,24 +755,6 @@ def _decode(payload: bytes, flags: int, fds: list[int]) -> Any:
     if flags & _SPILLED_PICKLE:
         payload, maps = maps[0], maps[1:]
     return pickle.loads(payload, buffers=maps)
-
-
-def _memfd_with(data: memoryview) -> int:
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("proctor-queue-item", os.MFD_CLOEXEC)
-    else:  # macOS: an unlinked temporary file holds the bytes instead
-        import tempfile
-
-        with tempfile.TemporaryFile(prefix="proctor-queue-item-") as f:
-            fd = os.dup(f.fileno())
-    try:
-        view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
-        while view:
-            view = view[os.write(fd, view) :]
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _map(fd: int) -> Any:

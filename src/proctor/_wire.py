@@ -25,7 +25,7 @@ import os
 import socket
 import struct
 
-__all__ = ("INLINE_MAX", "WireError", "recv_message", "send_message", "socketpair")
+__all__ = ("INLINE_MAX", "WireError", "memfd_with", "recv_message", "send_message", "socketpair")
 
 # Messages up to this size go inline. Together with SOCKET_BUFFER it guarantees
 # that one message always fits the socket buffer, so send never blocks.
@@ -65,7 +65,7 @@ def send_message(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, .
     fds = list(fds)
     spill_fd = -1
     if len(data) > INLINE_MAX:
-        spill_fd = _spill(data)
+        spill_fd = memfd_with(data)
         fds.insert(0, spill_fd)
         parts = [_HEADER.pack(len(data), _SPILLED)]
     else:
@@ -148,16 +148,23 @@ def _recv_exactly(sock: socket.socket, length: int) -> bytearray:
     return buffer
 
 
-def _spill(data: bytes) -> int:
+def memfd_with(data: bytes | memoryview, name: str = "proctor-message") -> int:
+    """A new anonymous file holding a copy of ``data``; the caller owns the descriptor.
+
+    A memfd on Linux; an unlinked temporary file elsewhere (macOS). Used for
+    anything too large to go inline: start payloads, outcomes, queue buffers.
+    """
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("proctor-message", os.MFD_CLOEXEC)
-    else:  # macOS: an unlinked temporary file serves the same purpose
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    else:
         import tempfile
 
-        with tempfile.TemporaryFile(prefix="proctor-message-") as f:
+        with tempfile.TemporaryFile(prefix=name + "-") as f:
             fd = os.dup(f.fileno())
     try:
         view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
         while view:
             view = view[os.write(fd, view) :]
     except BaseException:
