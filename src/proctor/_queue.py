@@ -120,6 +120,14 @@ class _Shared:
         self.mailbox_send = send_end
         self.mailbox_recv = recv_end
 
+    def __del__(self) -> None:
+        # A queue dropped without close(): the mailbox goes quietly, as the
+        # memory and semaphores do through their own finalizers.
+        for name in ("mailbox_send", "mailbox_recv"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close()
+
 
 class Queue:
     """A process-shared FIFO queue: ``multiprocessing.Queue``, exact and never stuck.
