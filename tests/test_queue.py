@@ -42,7 +42,7 @@ def consume_forever(q):
 
 def hold_lock_and_corrupt_count(q, ready):
     q._acquire(None)
-    q._ring.add_to_field(2, 5)  # count += 5, as if a holder died mid-update
+    q._ring.add_to_field(Ring.PUT, 5)  # count += 5, as if a holder died mid-update
     ready.set()
     time.sleep(600)
 

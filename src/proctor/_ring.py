@@ -1,19 +1,24 @@
 """A byte ring of framed messages in shared memory; the caller provides the locking.
 
 Layout of the shared region (all integers little-endian, 8-byte aligned so that a
-reader sees each one whole)::
+reader sees each one whole). What getters write and what putters write sit on
+different cache lines, so that a producer and a consumer on two cores do not
+take each other's line at every operation::
 
-    offset 0    head      bytes consumed since creation   (advanced by get)
-           8    tail      bytes produced since creation   (advanced by put)
-           16   count     messages in the ring            (exact: qsize)
-           24   next_id   sequence number of the next message
-           32   unfinished  JoinableQueue: put() minus task_done()
-           40   getters   processes waiting to get        (wake-up hints)
-           48   putters   processes waiting to put
-           56   joiners   processes waiting in join()
-           64   repaired  the lock's recovery count when the ring was last repaired
-           72   taken     items already taken from the head frame, with its id
+    offset 0    head      bytes consumed since creation   (getters' line)
+           8    got       items consumed since creation
+           16   taken     items already taken from the head frame, with its id
+           24   getters   processes waiting to get        (wake-up hints)
+           32   joiners   processes waiting in join()
+           40   repaired  the lock's recovery count when the ring was last repaired
+           64   tail      bytes produced since creation   (putters' line)
+           72   put       items produced since creation
+           80   next_id   sequence number of the next frame
+           88   putters   processes waiting to put
+           96   unfinished  JoinableQueue: put() minus task_done()
            128  data      capacity bytes, used circularly
+
+The number of items in the ring (``qsize``) is ``put - got``.
 
 A frame is ``<length:u32><meta:u32><id:u64>`` followed by ``length`` bytes, and
 may wrap around the end of the data area. ``meta`` holds the frame's flags (top
@@ -22,11 +27,11 @@ may wrap around the end of the data area. ``meta`` holds the frame's flags (top
 ``tail`` only grow; their difference is the bytes in use.
 
 Commit points, each a single 8-byte store: a put writes the frame, then stores
-``tail`` (the items now exist), then ``count``; a get that empties the head frame
+``tail`` (the items now exist), then ``put``; a get that empties the head frame
 stores ``head``; one that takes part of a batch stores ``taken`` (the frame's id
 and the items taken, in one word, so that it means nothing once ``head`` moves
-past that frame); ``count`` follows. A process killed between a commit and the
-count update leaves ``count`` wrong and nothing else; :meth:`Ring.repair`
+past that frame); ``got`` follows. A process killed between a commit and the
+counter update leaves the count wrong and nothing else; :meth:`Ring.repair`
 recounts by walking the frames. It runs when the lock was recovered from a dead
 holder.
 """
@@ -37,12 +42,11 @@ import struct
 
 __all__ = ("FRAME", "HEADER_SIZE", "Ring")
 
-HEADER_SIZE = 128  # two cache lines; fields past ``repaired`` are spare
+HEADER_SIZE = 128  # two cache lines, one per side
 FRAME = struct.Struct("<IIQ")
 
-(_HEAD, _TAIL, _COUNT, _NEXT_ID, _UNFINISHED, _GETTERS, _PUTTERS, _JOINERS, _REPAIRED, _TAKEN) = (
-    range(10)
-)
+_HEAD, _GOT, _TAKEN, _GETTERS, _JOINERS, _REPAIRED = 0, 1, 2, 3, 4, 5
+_TAIL, _PUT, _NEXT_ID, _PUTTERS, _UNFINISHED = 8, 9, 10, 11, 12
 _ITEMS_MASK = (1 << 24) - 1
 MAX_BATCH = _ITEMS_MASK
 _ID_MASK = (1 << 39) - 1  # with 24 bits of count, the word stays a positive int64
@@ -75,7 +79,9 @@ class Ring:
 
     @property
     def count(self) -> int:
-        return self._fields[_COUNT]
+        fields = self._fields
+        got = fields[_GOT]  # first: both only grow, so the difference is never negative
+        return fields[_PUT] - got
 
     @property
     def used(self) -> int:
@@ -99,12 +105,13 @@ class Ring:
         self._fields[index] = value
         return value
 
-    UNFINISHED, GETTERS, PUTTERS, JOINERS, REPAIRED = (
+    UNFINISHED, GETTERS, PUTTERS, JOINERS, REPAIRED, PUT = (
         _UNFINISHED,
         _GETTERS,
         _PUTTERS,
         _JOINERS,
         _REPAIRED,
+        _PUT,
     )
 
     # -- messages -------------------------------------------------------------------------
@@ -133,7 +140,7 @@ class Ring:
             self._write(tail + FRAME.size, payload)
         fields[_NEXT_ID] = message_id + 1
         fields[_TAIL] = tail + size  # commit point
-        fields[_COUNT] = fields[_COUNT] + items
+        fields[_PUT] = fields[_PUT] + items
         return message_id
 
     def try_put_one(self, payload: bytes, maxsize: int) -> bool:
@@ -142,8 +149,7 @@ class Ring:
         The hot path of ``Queue.put``: one call instead of several.
         """
         fields = self._fields
-        count = fields[_COUNT]
-        if maxsize and count >= maxsize:
+        if maxsize and fields[_PUT] - fields[_GOT] >= maxsize:
             return False
         tail = fields[_TAIL]
         size = FRAME.size + len(payload)
@@ -160,7 +166,7 @@ class Ring:
         data[start + FRAME.size : start + size] = payload
         fields[_NEXT_ID] = message_id + 1
         fields[_TAIL] = tail + size  # commit point
-        fields[_COUNT] = count + 1
+        fields[_PUT] = fields[_PUT] + 1
         return True
 
     def try_get_one(self) -> bytes | None:
@@ -169,10 +175,9 @@ class Ring:
         The hot path of ``Queue.get``; batches and spilled items go the long way.
         """
         fields = self._fields
-        count = fields[_COUNT]
-        if not count:
-            return None
         head = fields[_HEAD]
+        if head == fields[_TAIL]:
+            return None
         capacity = self.capacity
         start = head % capacity
         if start + FRAME.size > capacity:
@@ -183,7 +188,7 @@ class Ring:
             return None
         payload = self._data[start + FRAME.size : end].tobytes()
         fields[_HEAD] = head + FRAME.size + length  # commit point
-        fields[_COUNT] = count - 1
+        fields[_GOT] = fields[_GOT] + 1
         return payload
 
     def head_frame(self) -> tuple[int, int, int, int, int]:
@@ -210,7 +215,7 @@ class Ring:
             fields[_HEAD] = fields[_HEAD] + FRAME.size + length  # commit point
         else:
             fields[_TAKEN] = ((message_id & _ID_MASK) << 24) | (taken + n)  # commit point
-        fields[_COUNT] = fields[_COUNT] - n
+        fields[_GOT] = fields[_GOT] + n
 
     def get(self) -> tuple[bytes, int, int]:
         """Remove the oldest frame, which must carry one item; return (payload, flags, id)."""
@@ -233,7 +238,7 @@ class Ring:
                     count -= taken_word & _ITEMS_MASK
                 first = False
             position += FRAME.size + length
-        fields[_COUNT] = count
+        fields[_GOT] = fields[_PUT] - count
         for waiting in (_GETTERS, _PUTTERS, _JOINERS):
             # A dead waiter may have left its mark; an overcount only costs
             # a spurious wake-up, an undercount would cost a missed one.
