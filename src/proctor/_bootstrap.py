@@ -52,7 +52,6 @@ _PR_SET_PDEATHSIG = 1
 
 def build_prep(process: Any, start_method: str) -> dict[str, Any]:
     """What a spawn/forkserver child needs before it can unpickle its target."""
-    main = sys.modules.get("__main__")
     return {
         "sys_path": list(sys.path),
         "sys_argv": list(sys.argv),
@@ -60,7 +59,6 @@ def build_prep(process: Any, start_method: str) -> dict[str, Any]:
         "start_method": start_method,
         "parent_pid": os.getpid(),
         "pdeathsig": threading.current_thread() is threading.main_thread(),
-        "main_path": getattr(main, "__file__", None),
         "log": None,
         "line_buffering": _line_buffering(),
         # Children share their parent's resource reaper (see _reaper), even when

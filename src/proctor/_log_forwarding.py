@@ -407,7 +407,7 @@ class LogListener:
                         return
                 for fd in list(registered):
                     if fd not in wanted:  # detached: drop it
-                        self._finish(selector, registered.pop(fd), handled=False)
+                        self._finish(selector, registered.pop(fd))
                 for fd, stream in wanted.items():
                     if fd not in registered:
                         selector.register(stream.sock, selectors.EVENT_READ, stream)
@@ -428,7 +428,7 @@ class LogListener:
                         with self._lock:
                             self._streams.pop(stream.sock.fileno(), None)
                         registered.pop(stream.sock.fileno(), None)
-                        self._finish(selector, stream, handled=True)
+                        self._finish(selector, stream)
                 if got_records:
                     time.sleep(BATCH_WINDOW)
         finally:
@@ -467,7 +467,7 @@ class LogListener:
             offset = end
         del buffer[:offset]
 
-    def _finish(self, selector: selectors.BaseSelector, stream: LogStream, handled: bool) -> None:
+    def _finish(self, selector: selectors.BaseSelector, stream: LogStream) -> None:
         try:
             selector.unregister(stream.sock)
         except (KeyError, ValueError):

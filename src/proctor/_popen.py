@@ -54,7 +54,6 @@ class Outcome:
     """What the child reported about its target: a value, an exception, or nothing.
 
     Attributes:
-        reported: whether the child sent anything (not when killed early).
         value: the target's return value.
         exception: the exception the target raised, with ``__cause__`` carrying
             the child's traceback.
@@ -62,7 +61,6 @@ class Outcome:
     """
 
     def __init__(self) -> None:
-        self.reported = False
         self.value: Any = None
         self.exception: BaseException | None = None
         self.value_error: str | None = None
@@ -76,7 +74,6 @@ class Outcome:
             outcome.exception = RemoteError(
                 "UnpicklingError", f"the child's outcome could not be unpickled: {exc!r}"
             )
-            outcome.reported = True
             return outcome
         kind = message[0]
         if kind == "value":
@@ -98,7 +95,6 @@ class Outcome:
                 exception = RemoteError(type_name, text, tb_text)
             exception.__cause__ = RemoteTraceback(tb_text)
             outcome.exception = exception
-        outcome.reported = True
         return outcome
 
 

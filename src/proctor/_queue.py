@@ -87,7 +87,7 @@ FAST_TRIES = 20
 
 #: Items pickled together into one frame by put_many on an unbounded queue: one
 #: pickle.dumps of a list is far cheaper than one per item.
-BATCH_ITEMS = 4096
+BATCH_ITEMS = 4096  # well under the 2**24 items a frame can count
 
 _MAILBOX_ID = struct.Struct("<Q")
 _MEMFD_NAME = "proctor-queue-item"

@@ -48,7 +48,6 @@ FRAME = struct.Struct("<IIQ")
 _HEAD, _GOT, _TAKEN, _GETTERS, _JOINERS, _REPAIRED = 0, 1, 2, 3, 4, 5
 _TAIL, _PUT, _NEXT_ID, _PUTTERS, _UNFINISHED = 8, 9, 10, 11, 12
 _ITEMS_MASK = (1 << 24) - 1
-MAX_BATCH = _ITEMS_MASK
 _ID_MASK = (1 << 39) - 1  # with 24 bits of count, the word stays a positive int64
 
 
