@@ -43,9 +43,21 @@ class WireError(EOFError):
     """The peer went away, or sent something that is not a proctor frame."""
 
 
+_default_buffers_suffice: bool | None = None
+
+
 def socketpair() -> tuple[socket.socket, socket.socket]:
     """Return a connected pair of Unix stream sockets sized for one message."""
+    global _default_buffers_suffice
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if _default_buffers_suffice is None:
+        # Linux's default (~208 KiB) already holds a whole inline message; then
+        # the four setsockopt calls below are skipped for every later pair
+        # (they are a measurable part of starting a fork child).
+        default = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        _default_buffers_suffice = default >= 2 * (INLINE_MAX + _HEADER.size)
+    if _default_buffers_suffice:
+        return a, b
     for sock in (a, b):
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             try:
