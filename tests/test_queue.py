@@ -272,8 +272,13 @@ def test_bad_construction_arguments(kwargs, error):
 
 def test_bad_call_arguments():
     q = Queue()
+    q.put("there")  # bad timeouts fail even when the call could succeed at once
+    with pytest.raises(TypeError):
+        q.put(1, timeout="1")
     with pytest.raises(TypeError):
         q.get(timeout="1")
+    with pytest.raises(ValueError, match="NaN"):
+        q.get(timeout=float("nan"))
     with pytest.raises(ValueError):
         q.get(timeout=-1)
     with pytest.raises(ValueError):

@@ -204,6 +204,17 @@ def test_non_numeric_timeouts_are_type_errors(timeout):
         obj.close()
 
 
+def test_nan_timeouts_are_value_errors_when_a_wait_is_needed():
+    lock, sem, event = Lock(), Semaphore(0), Event()
+    lock.acquire()
+    for call in (lock.acquire, sem.acquire, event.wait):
+        with pytest.raises(ValueError, match="NaN"):
+            call(timeout=float("nan"))
+    lock.release()
+    for obj in (lock, sem, event):
+        obj.close()
+
+
 def test_use_after_close_raises_value_error():
     lock = Lock()
     lock.close()

@@ -108,7 +108,10 @@ def _check_timeout(timeout: Any) -> float | None:
             f"timeout must be a number of seconds or None, not {type(timeout).__name__} "
             f"({timeout!r})"
         )
-    return float(timeout)
+    timeout = float(timeout)
+    if timeout != timeout:
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    return timeout
 
 
 def _deadline(timeout: Any) -> float | None:

@@ -212,6 +212,8 @@ class Queue:
         """
         if self._closed:
             self._check_open("put")
+        if timeout is not None:
+            _check_queue_timeout(timeout)  # bad values fail even when there is room
         if type(obj) in _SCALARS and self._put_fast(_dumps(obj, 5)):
             return
         item = _encode(obj, self._spill_limit)
@@ -279,6 +281,8 @@ class Queue:
         """
         if self._closed:
             self._check_open("get")
+        if timeout is not None:
+            _check_queue_timeout(timeout)  # bad values fail even when an item is there
         if block and not self._ring.count:
             # Watch an empty queue without its lock first: taking the lock
             # only to find nothing slows down the producer that is about to
@@ -624,12 +628,18 @@ def _rebuild_queue(
 # -- waiting ---------------------------------------------------------------------------
 
 
+def _check_queue_timeout(timeout: Any) -> float | None:
+    """A timeout in seconds: None, or a number >= 0 (as ``queue.Queue`` wants)."""
+    timeout = _check_timeout(timeout)  # TypeError for non-numbers, ValueError for NaN
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout}")
+    return timeout
+
+
 def _deadline(block: bool, timeout: Any) -> float | None:
     if not block:
         return time.monotonic()
-    timeout = _check_timeout(timeout)
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout}")
+    timeout = _check_queue_timeout(timeout)
     return None if timeout is None else time.monotonic() + timeout
 
 

@@ -71,6 +71,8 @@ class Semaphore:
         Raises:
             TypeError: ``timeout`` is not a number.
         """
+        if timeout is not None and timeout != timeout:
+            _check_timeout(timeout)  # NaN: a clear ValueError, not the OS's EINVAL
         try:
             return self._acquire(block, timeout)
         except TypeError:
