@@ -369,3 +369,30 @@ def test_a_fork_waits_for_the_listener_to_leave_a_handler():
         logger.setLevel(logging.NOTSET)
     first.close()
     second.close()
+
+
+def test_a_stuck_handler_delays_a_fork_only_briefly(monkeypatch):
+    monkeypatch.setattr(_log_forwarding, "FORK_WAIT", 0.2)
+    inside, gate = threading.Event(), threading.Event()
+    logger = logging.getLogger("app.stuck")
+    handler = LockHoldingHandler(inside, gate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    ctx = proctor.get_context("fork")
+    try:
+        first = ctx.Process(target=log_some, args=(1, "app.stuck"))
+        first.start()
+        assert inside.wait(30)
+        began = time.monotonic()
+        second = ctx.Process(target=int)
+        second.start()  # the handler never returns by itself: the fork goes ahead
+        assert time.monotonic() - began < 5
+        second.join(30)
+        assert second.exitcode == 0
+    finally:
+        gate.set()
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    first.join(30)
+    first.close()
+    second.close()

@@ -504,24 +504,33 @@ def listener() -> LogListener:
 
 
 # Held while the listener runs a record through the handlers. A fork waits for
-# it: a child forked while the listener is inside a handler would inherit the
-# locks that handler holds -- sys.stdout's buffer lock, say -- locked for ever,
-# and hang at its first print. (Handlers' own locks logging resets at fork.)
+# it (up to FORK_WAIT): a child forked while the listener is inside a handler
+# would inherit the locks that handler holds -- sys.stdout's buffer lock, say --
+# locked for ever, and hang at its first print. (logging resets its own locks.)
 _dispatching = threading.RLock()
 
 
+# A handler that hangs must not hang every fork: after this long the fork goes
+# ahead, with the risk it always had without proctor.
+FORK_WAIT = 2.0
+_held_for_fork = threading.local()
+
+
 def _before_fork() -> None:
-    _dispatching.acquire()
+    _held_for_fork.held = _dispatching.acquire(timeout=FORK_WAIT)
 
 
 def _after_fork_in_parent() -> None:
-    _dispatching.release()
+    if getattr(_held_for_fork, "held", False):
+        _held_for_fork.held = False
+        _dispatching.release()
 
 
 def _after_fork_in_child() -> None:
-    global _listener, _dispatching
+    global _listener, _dispatching, _held_for_fork
     _listener = LogListener()
     _dispatching = threading.RLock()
+    _held_for_fork = threading.local()
 
 
 os.register_at_fork(
