@@ -387,6 +387,7 @@ def test_a_stuck_handler_delays_a_fork_only_briefly(monkeypatch):
         second = ctx.Process(target=int)
         second.start()  # the handler never returns by itself: the fork goes ahead
         assert time.monotonic() - began < 5
+        gate.set()
         second.join(30)
         assert second.exitcode == 0
     finally:
