@@ -6,6 +6,7 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -409,3 +410,75 @@ def test_repair_counts_a_partly_taken_batch(ctx):
     assert q.get(timeout=10) == 3
     assert q.qsize() == 6  # recounted: 10 in the batch, 4 taken
     p.close()
+
+
+def double(x):
+    return 2 * x
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+def call_what_arrives(q):
+    f = q.get(timeout=30)
+    point = q.get(timeout=30)
+    return f(21), type(point).__name__, point.x
+
+
+def test_functions_and_classes_from_main_reach_spawned_consumers(ctx, monkeypatch):
+    # Pretend these were defined in the main script: by name they would mean
+    # nothing in a spawn or forkserver child, so they must travel by value.
+    monkeypatch.setattr(double, "__module__", "__main__")
+    monkeypatch.setattr(Point, "__module__", "__main__")
+    q = ctx.Queue()
+    q.put(double)
+    q.put(Point(5))
+    p = ctx.Process(target=call_what_arrives, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.exception is None and p.result == (42, "Point", 5)
+    p.close()
+
+
+def fail_to_rebuild():
+    raise ValueError("cannot rebuild this item")
+
+
+class Unrebuildable:
+    def __reduce__(self):
+        return (fail_to_rebuild, ())
+
+
+def test_an_item_that_cannot_be_unpickled_raises_alone_and_blocks_nothing():
+    q = Queue()
+    q.put(1)
+    q.put(Unrebuildable())
+    q.put(2)
+    q.put_many([3, Unrebuildable(), 4])  # one batch frame: it fails as a whole
+    q.put(5)
+    got, errors = [], []
+    for _ in range(10):
+        try:
+            got.extend(q.get_many(10, timeout=5))
+        except ValueError as exc:
+            errors.append(exc)
+        if not q:
+            break
+    # Items taken with a bad one are not lost: they come with the next call.
+    assert got == [1, 2, 5]
+    assert [str(e) for e in errors] == ["cannot rebuild this item"] * 2
+    if sys.version_info >= (3, 11):
+        assert "3 items put together by put_many()" in errors[1].__notes__[0]
+    assert q.qsize() == 0
+
+
+def test_a_put_wakes_a_waiting_getter_once():
+    q = Queue()
+    q._ring.add_to_field(Ring.GETTERS, 1)  # one getter registered as waiting
+    q.put_many([1, 2, 3])
+    hint = q._shared.not_empty.sem
+    assert hint.acquire(False) is True
+    assert hint.acquire(False) is False  # not a second, stale wake-up
+    q._ring.add_to_field(Ring.GETTERS, -1)

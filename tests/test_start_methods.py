@@ -96,3 +96,25 @@ def test_objects_defined_in_main_and_notebooks_reach_the_child(start_method):
         "0 'hello world from Greeter-2'",
         "0 60",
     ]
+
+
+@pytest.mark.parametrize("first_method", ["fork", "spawn"])
+def test_forkserver_children_are_joined_at_exit_whatever_started_first(first_method, tmp_path):
+    # The fork server must stop only after its children were joined, even when
+    # another start method registered proctor's exit handler first.
+    marker = tmp_path / "marker"
+    code = (
+        "import sys, time, proctor\n"
+        "def work(path):\n"
+        "    time.sleep(0.5)\n"
+        "    open(path, 'w').write('done')\n"
+        "if __name__ == '__main__':\n"
+        f"    p0 = proctor.get_context({first_method!r}).Process(target=int)\n"
+        "    p0.start(); p0.join(30)\n"
+        "    ctx = proctor.get_context('forkserver')\n"
+        f"    ctx.Process(target=work, args=({str(marker)!r},)).start()\n"
+    )
+    proc = _python("-c", code)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert marker.read_text() == "done"

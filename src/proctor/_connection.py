@@ -155,10 +155,10 @@ def _pickle_fallback(obj: Any) -> bytes:
     needed only for what it refuses (lambdas, closures, classes defined in
     ``__main__``). Both payloads unpickle with plain ``pickle.loads``.
     """
-    import cloudpickle  # type: ignore[import-untyped]
+    from ._serialization import _by_value
 
     try:
-        return cloudpickle.dumps(obj, _PICKLE_PROTOCOL)
+        return _by_value(obj, None)
     except TypeError as exc:
         raise TypeError(
             f"cannot send {type(obj).__qualname__} object: {exc}. Nothing was sent and "
@@ -472,6 +472,11 @@ class Connection:
             body = _dumps(obj, _PICKLE_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError):
             body = _pickle_fallback(obj)
+        else:
+            if b"__main__" in body:
+                # Functions and classes of the main script mean nothing by name
+                # in a spawn or forkserver process: send them by value.
+                body = _pickle_fallback(obj)
         if len(body) <= _COALESCE_LIMIT:
             self._send_small(_pack(_TAG_BITS + len(body)) + body)
         else:

@@ -240,11 +240,12 @@ class ForkServerClient:
         self._followed = 0
         _runtime.register_helper(self._pid)
         if not self._atexit_registered:
-            # At exit, close the control socket (the server then exits) and reap
-            # the server, instead of leaving both to the kernel.
-            import atexit
+            # At exit, once every child is joined, close the control socket (the
+            # server then exits) and reap the server: closing it earlier would
+            # take the server's children (ours) down with it.
+            from ._process import register_exit_hook
 
-            atexit.register(self.stop)
+            register_exit_hook(self.stop)
             self._atexit_registered = True
 
     def _forget_server(self) -> None:

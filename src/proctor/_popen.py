@@ -227,6 +227,26 @@ class Popen:
         except Exception:
             pass
 
+    def forget_in_child(self) -> None:
+        """In a forked child: close this copy of a sibling's descriptors, quietly.
+
+        (Not ``close()``: that would wait for the sibling's log stream, which this
+        process never listened to.)
+        """
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        self._close_sentinel()
+        self.log_stream = None
+
+    def _close_sentinel(self) -> None:
+        if self.sentinel >= 0:
+            try:
+                os.close(self.sentinel)
+            except OSError:
+                pass
+            self.sentinel = -1
+
     def close(self) -> None:
         """Release the parent's descriptors for this child (idempotent)."""
         if self.log_stream is not None:
@@ -237,12 +257,7 @@ class Popen:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
-        if self.sentinel >= 0:
-            try:
-                os.close(self.sentinel)
-            except OSError:
-                pass
-            self.sentinel = -1
+        self._close_sentinel()
 
 
 class OwnChildPopen(Popen):

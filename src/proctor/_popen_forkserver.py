@@ -60,9 +60,9 @@ class ForkServerPopen(Popen):
             # with it (PR_SET_PDEATHSIG / the parent watch).
             self.returncode = -signal.SIGKILL
 
-    def close(self) -> None:
+    def _close_sentinel(self) -> None:
+        # The sentinel is the status socket's descriptor: close the socket.
         if self._status is not None:
             self._status.close()
             self._status = None
         self.sentinel = -1
-        super().close()

@@ -20,6 +20,7 @@ import itertools
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -47,6 +48,8 @@ class _ProcessState:
         self.children: set[Process] = set()
         self.counter = itertools.count(1)
         self.atexit_registered = False
+        self.exit_hooks: list[Callable[[], object]] = []
+        self.start_lock = threading.Lock()
         # True while a new child unpickles its start payload: a Process started
         # then comes from a module imported as a side effect -- the missing
         # ``if __name__ == "__main__":`` guard -- and must not fork-bomb.
@@ -287,7 +290,12 @@ class Process(BaseProcessInfo):
         # Recorded before pickling, so the child learns the method it runs under
         # and makes it its own default, as multiprocessing does.
         self._started_with = _resolve_method(self._start_method)
-        self._popen = _launcher_for(self._started_with)(self)
+        # One start at a time per process: a fork copies every descriptor, so a
+        # child forked while another thread holds a new child's ends of its
+        # channels would keep them open, and that child's log stream (or
+        # lifeline) would not end with it.
+        with _state.start_lock:
+            self._popen = _launcher_for(self._started_with)(self)
         _state.children.add(self)
         _register_exit_handler()
         _logging.debug("started %s with the %s start method", self._name, self._started_with)
@@ -617,7 +625,26 @@ def _check_not_importing_payload() -> None:
 def _register_exit_handler() -> None:
     if not _state.atexit_registered:
         _state.atexit_registered = True
-        atexit.register(_exit_children)
+        atexit.register(_at_exit)
+
+
+def register_exit_hook(hook: Callable[[], object]) -> None:
+    """Run ``hook`` at interpreter exit, after every child has been joined.
+
+    proctor's helpers (the fork server) stop this way, never before the children
+    that depend on them have finished.
+    """
+    _state.exit_hooks.append(hook)
+    _register_exit_handler()
+
+
+def _at_exit() -> None:
+    _exit_children()
+    while _state.exit_hooks:
+        try:
+            _state.exit_hooks.pop()()
+        except Exception:
+            pass  # a helper that cannot stop cleanly is reclaimed by the kernel
 
 
 def _exit_children() -> None:
@@ -638,9 +665,15 @@ def _exit_children() -> None:
 
 def _reset_after_fork() -> None:
     # The forked child starts with no children and a fresh counter; the process
-    # object it runs replaces ``current`` in ``_bootstrap``.
+    # object it runs replaces ``current`` in ``_bootstrap``. Its copies of the
+    # parent's descriptors for its siblings are closed: they are not its own.
+    for sibling in _state.children:
+        if sibling._popen is not None:
+            sibling._popen.forget_in_child()
     _state.children = set()
     _state.atexit_registered = False
+    _state.exit_hooks = []
+    _state.start_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

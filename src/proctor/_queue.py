@@ -45,6 +45,7 @@ import queue as _stdlib_queue
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Iterable
 
 from . import _reduction, _serialization
@@ -172,6 +173,9 @@ class Queue:
         # The decoded items of the batch frame at the head of the ring, so that
         # getting them one by one unpickles the batch once: (frame id, items).
         self._batch_cache: tuple[int, list] = (-1, [])
+        # Items this handle took but has not returned yet, because an item
+        # before them could not be unpickled (see _decode_all).
+        self._pending: deque[Any] = deque()
 
     # -- sharing with children ------------------------------------------------------
 
@@ -283,6 +287,8 @@ class Queue:
             self._check_open("get")
         if timeout is not None:
             _check_queue_timeout(timeout)  # bad values fail even when an item is there
+        if self._pending:
+            return self._take_pending(1)[0]
         if block and not self._ring.count:
             # Watch an empty queue without its lock first: taking the lock
             # only to find nothing slows down the producer that is about to
@@ -334,7 +340,7 @@ class Queue:
     def qsize(self) -> int:
         """The number of items in the queue, exact when ``put()``/``get()`` return."""
         self._check_open("qsize")
-        return self._ring.count
+        return self._ring.count + len(self._pending)
 
     def empty(self) -> bool:
         """Whether the queue holds no item."""
@@ -466,10 +472,10 @@ class Queue:
             if not _wait_hint(shared.not_full, deadline):
                 self._unwait(Ring.PUTTERS)
                 raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
-        for _ in range(wake_getters):
-            shared.not_empty.sem.release()
 
     def _get_items(self, max_items: int, block: bool, deadline: float | None) -> list[Any]:
+        if self._pending:
+            return self._take_pending(max_items)
         ring = self._ring
         shared = self._shared
         waiting = False
@@ -477,8 +483,8 @@ class Queue:
         while True:
             if not self._acquire(deadline):
                 raise Empty("timed out waiting for the lock of the queue")
-            # In order: lists of items already decoded (from batches), and
-            # (payload, flags, fds) tuples still to decode.
+            # In order: lists of items already decoded (from batches), a
+            # _Failed batch, and (payload, flags, fds) tuples still to decode.
             got: list[Any] = []
             count = 0
             wake_putters = 0
@@ -491,7 +497,20 @@ class Queue:
                     if flags & _BATCH:
                         cached_id, values = self._batch_cache
                         if cached_id != message_id:
-                            values = pickle.loads(ring.head_payload(length))
+                            try:
+                                values = pickle.loads(ring.head_payload(length))
+                            except Exception as exc:
+                                # Its items cannot be rebuilt here: take them
+                                # all, or they would block the queue for ever.
+                                ring.consume(items - taken, length, items, taken, message_id)
+                                if hasattr(exc, "add_note"):  # Python 3.11+
+                                    exc.add_note(
+                                        f"proctor: {items - taken} items put together by "
+                                        "put_many() could not be unpickled and are lost"
+                                    )
+                                got.append(_Failed(exc))
+                                count += items - taken
+                                continue
                             self._batch_cache = (message_id, values)
                         n = min(items - taken, max_items - count)
                         got.append(values[taken : taken + n])
@@ -527,16 +546,39 @@ class Queue:
                     shared.not_full.sem.release()
                 if len(got) == 1 and type(got[0]) is list:
                     return got[0]
-                result: list[Any] = []
-                for entry in got:
-                    if type(entry) is list:
-                        result.extend(entry)
-                    else:
-                        result.append(_decode(*entry))
-                return result
+                return self._decode_all(got, max_items)
             if not _wait_hint(shared.not_empty, deadline):
                 self._unwait(Ring.GETTERS)
                 raise Empty("timed out: the queue stayed empty")
+
+    def _decode_all(self, got: list[Any], max_items: int) -> list[Any]:
+        """Rebuild taken items in order. An item that fails to unpickle raises
+        in the get() that reaches it, alone: items taken with it wait in this
+        handle for the next get(), so none is lost."""
+        decoded: list[Any] = []
+        for entry in got:
+            if type(entry) is list:
+                decoded.extend(entry)
+            elif type(entry) is _Failed:
+                decoded.append(entry)
+            else:
+                try:
+                    decoded.append(_decode(*entry))
+                except Exception as exc:
+                    decoded.append(_Failed(exc))
+        self._pending.extend(decoded)
+        return self._take_pending(max_items)
+
+    def _take_pending(self, max_items: int) -> list[Any]:
+        pending = self._pending
+        head = pending[0]
+        if type(head) is _Failed:
+            pending.popleft()
+            raise head.error
+        result = []
+        while pending and len(result) < max_items and type(pending[0]) is not _Failed:
+            result.append(pending.popleft())
+        return result
 
     def _unwait(self, field: int) -> None:
         if self._acquire(None):
@@ -683,6 +725,15 @@ def _wait_hint(hint: NamedSemaphore, deadline: float | None) -> bool:
 # -- items on the wire -----------------------------------------------------------------
 
 
+class _Failed:
+    """An item taken from the queue that could not be unpickled here."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class _Encoded:
     """One frame to put: the bytes for the ring, memfds for large buffers, item count."""
 
@@ -701,22 +752,7 @@ class _Encoded:
 
 
 def _encode(obj: Any, spill_limit: int) -> _Encoded:
-    buffers: list[pickle.PickleBuffer] = []
-
-    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
-        if buffer.raw().nbytes >= OOB_THRESHOLD:
-            buffers.append(buffer)
-            return False
-        return True
-
-    try:
-        payload = pickle.dumps(obj, 5, buffer_callback=out_of_band)
-    except Exception as plain_error:
-        buffers.clear()
-        try:
-            payload = _serialization._cloudpickle().dumps(obj, 5, buffer_callback=out_of_band)
-        except Exception:
-            raise plain_error from None
+    payload, buffers = _serialization.dumps_oob(obj, OOB_THRESHOLD)
     fds: list[int] = []
     try:
         flags = 0
@@ -765,6 +801,8 @@ def _encode_chunk(chunk: list[Any], spill_limit: int) -> list[_Encoded]:
             payload = pickle.dumps(chunk, 5, buffer_callback=in_band_only)
         except Exception:
             payload = None  # something needs cloudpickle, or has a large buffer
+        if payload is not None and b"__main__" in payload:
+            payload = None  # objects from __main__ go by value: one by one, below
         if payload is not None and len(payload) <= spill_limit:
             return [_Encoded(payload, [], _BATCH, len(chunk))]
         if payload is not None and len(chunk) >= 2:

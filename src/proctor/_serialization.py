@@ -3,9 +3,9 @@
 Two flavours, chosen by what is being sent:
 
 * :func:`dumps` -- for messages (pipes, queues, results): plain :mod:`pickle` at the
-  highest protocol, which is fast C code; only when it fails (a lambda, a closure,
-  a function defined in ``__main__`` or a notebook cell) does it retry with
-  cloudpickle, which pickles such functions by value.
+  highest protocol, which is fast C code; only when it fails (a lambda, a closure)
+  or refers to ``__main__`` (a function or class defined in the main script or a
+  notebook) does it pickle again, sending those by value.
 * :func:`dumps_for_child` -- for the process object sent to a spawn or forkserver
   child: cloudpickle's pickler. Importable objects still travel by reference, but
   anything from ``__main__`` travels by value, because proctor's children do not
@@ -31,20 +31,68 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 loads = pickle.loads
 
 
+# Plain pickle refers to functions and classes of the main script by the name
+# ``__main__``, which in a spawn or forkserver process is not that script.
+_MAIN_REFERENCE = b"__main__"
+
+
 def dumps(obj: Any) -> bytes:
-    """Pickle ``obj``; fall back to cloudpickle for functions pickle cannot handle.
+    """Pickle ``obj`` for another process: plain pickle, by value where it must.
+
+    Plain pickle runs first (fast C code). When it fails (lambdas, closures) or
+    when its output refers to ``__main__`` -- meaningless in a spawn or
+    forkserver process, which does not run the parent's main script -- the
+    object is pickled again with the child pickler, which sends such functions
+    and classes by value.
 
     Raises:
-        TypeError, pickle.PicklingError: when neither can pickle ``obj``; the
-            message names the type of the object.
+        TypeError, pickle.PicklingError: when neither can pickle ``obj``.
     """
     try:
-        return pickle.dumps(obj, PROTOCOL)
+        data = pickle.dumps(obj, PROTOCOL)
     except Exception as plain_error:
         try:
-            return _cloudpickle().dumps(obj, PROTOCOL)
+            return _by_value(obj, None)
         except Exception:
             raise plain_error from None
+    if _MAIN_REFERENCE in data:
+        return _by_value(obj, None)
+    return data
+
+
+def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """Like :func:`dumps`, taking buffers of ``threshold`` bytes or more out of band.
+
+    Returns:
+        The pickle and the out-of-band buffers, which ``pickle.loads(data,
+        buffers=...)`` needs back in the same order.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        if buffer.raw().nbytes >= threshold:
+            buffers.append(buffer)
+            return False
+        return True
+
+    try:
+        data = pickle.dumps(obj, PROTOCOL, buffer_callback=out_of_band)
+    except Exception as plain_error:
+        buffers.clear()
+        try:
+            return _by_value(obj, out_of_band), buffers
+        except Exception:
+            raise plain_error from None
+    if _MAIN_REFERENCE in data:
+        buffers.clear()
+        data = _by_value(obj, out_of_band)
+    return data, buffers
+
+
+def _by_value(obj: Any, buffer_callback: Any) -> bytes:
+    buffer = io.BytesIO()
+    _child_pickler_class()(buffer, PROTOCOL, buffer_callback).dump(obj)
+    return buffer.getvalue()
 
 
 def dumps_for_child(obj: Any) -> bytes:
@@ -69,8 +117,8 @@ def _child_pickler_class() -> Any:
         from ._by_value import importable_by_reference, reduce_function, reduce_module
 
         class ChildPickler(_cloudpickle().CloudPickler):
-            def __init__(self, file: Any, protocol: int) -> None:
-                super().__init__(file, protocol=protocol)
+            def __init__(self, file: Any, protocol: int, buffer_callback: Any = None) -> None:
+                super().__init__(file, protocol=protocol, buffer_callback=buffer_callback)
                 self._shared_globals: dict[int, dict] = {}
 
             def reducer_override(self, obj: Any) -> Any:
