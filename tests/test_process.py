@@ -545,3 +545,26 @@ def test_fork_server_follows_the_modules_the_parent_uses():
     assert p.result is True
     p.close()
     q.close()
+
+
+def test_multiprocessing_compatibility_names():
+    proctor.freeze_support()  # a no-op, so that programs calling it run unchanged
+    proctor.allow_connection_pickling()
+    assert issubclass(proctor.TimeoutError, TimeoutError)
+    assert issubclass(proctor.TimeoutError, proctor.ProcessError)
+    with pytest.raises(TypeError):
+        proctor.set_executable(3)
+    with pytest.raises(TypeError):
+        proctor.set_forkserver_preload("json")
+
+
+def test_set_executable_chooses_the_spawn_interpreter(monkeypatch):
+    from proctor import _popen_spawn
+
+    monkeypatch.setattr(_popen_spawn, "executable", _popen_spawn.executable)
+    proctor.set_executable(sys.executable)
+    p = proctor.get_context("spawn").Process(target=double, args=(4,))
+    p.start()
+    p.join(60)
+    assert p.result == 8
+    p.close()

@@ -17,15 +17,20 @@ child, and children never outlive their parent. Change the import, keep the code
 """
 
 from ._context import BaseContext as BaseContext
+from ._context import allow_connection_pickling as allow_connection_pickling
+from ._context import freeze_support as freeze_support
 from ._context import get_all_start_methods as get_all_start_methods
 from ._context import get_context as get_context
 from ._context import get_start_method as get_start_method
+from ._context import set_executable as set_executable
+from ._context import set_forkserver_preload as set_forkserver_preload
 from ._context import set_start_method as set_start_method
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import BufferTooShort as BufferTooShort
 from ._errors import OwnerDiedWarning as OwnerDiedWarning
 from ._errors import ProcessError as ProcessError
 from ._errors import ProcessTimeoutError as ProcessTimeoutError
+from ._errors import ProcessTimeoutError as TimeoutError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
 from ._errors import RemoteTraceback as RemoteTraceback
@@ -146,19 +151,24 @@ __all__ = (
     "Semaphore",
     "SimpleQueue",
     "StartError",
+    "TimeoutError",
     "UnpicklableError",
     "Value",
     "__version__",
     "active_children",
+    "allow_connection_pickling",
     "connection",
     "cpu_count",
     "current_process",
+    "freeze_support",
     "get_all_start_methods",
     "get_context",
     "get_logger",
     "get_start_method",
     "log_to_stderr",
     "parent_process",
+    "set_executable",
+    "set_forkserver_preload",
     "set_log_forwarding",
     "set_start_method",
     "shared_memory",

@@ -123,16 +123,18 @@ def _apply_prep(prep: dict[str, Any]) -> None:
 
 
 def run_forked(
-    process: Any, channel: socket.socket, started_on_main_thread: bool, log: Any
+    process: Any, channel: socket.socket, parent_pid: int, started_on_main_thread: bool, log: Any
 ) -> None:
     """In a forked child: run ``process`` and exit; never returns.
 
     Args:
+        parent_pid: the parent's pid, read *before* the fork: ``getppid()`` in
+            the child would already name init if the parent died in between.
         log: ``(config, socket)`` when log forwarding is on, else ``None``.
     """
     exitcode = 1
     try:
-        arm_parent_death(os.getppid(), started_on_main_thread)
+        arm_parent_death(parent_pid, started_on_main_thread)
         if log is not None:
             from ._log_forwarding import install_in_child
 
@@ -142,7 +144,7 @@ def run_forked(
         os._exit(exitcode)
 
 
-def run_from_channel(channel: socket.socket, *, exec_mode: bool) -> int:
+def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int = 0) -> int:
     """Receive a process object from ``channel``, run it, report; return the exit code."""
     from . import _process
 
@@ -160,7 +162,7 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool) -> int:
     else:
         # Forked by the fork server, whose single thread is the one that forked
         # us, so PR_SET_PDEATHSIG is always safe; the server dies with our parent.
-        arm_parent_death(os.getppid(), True)
+        arm_parent_death(server_pid, True)
     try:
         with receiving(fds):
             _apply_prep(prep)

@@ -33,9 +33,13 @@ __all__ = (
     "ForkServerProcess",
     "SpawnContext",
     "SpawnProcess",
+    "allow_connection_pickling",
+    "freeze_support",
     "get_all_start_methods",
     "get_context",
     "get_start_method",
+    "set_executable",
+    "set_forkserver_preload",
     "set_start_method",
 )
 
@@ -145,6 +149,39 @@ def set_start_method(method: str | None, force: bool = False) -> None:
                 "set_start_method() once, early in the main module, or pass force=True"
             )
         _chosen = method
+
+
+def set_executable(executable: str) -> None:
+    """Use ``executable`` as the Python interpreter of spawn children (and fork servers).
+
+    Raises:
+        TypeError: when ``executable`` is not a string or path.
+    """
+    if not isinstance(executable, (str, os.PathLike)):
+        raise TypeError(f"executable must be a path, not {type(executable).__name__}")
+    from . import _popen_spawn
+
+    _popen_spawn.executable = os.fspath(executable)
+
+
+def set_forkserver_preload(module_names: list[str]) -> None:
+    """Modules the fork server imports once, so that children start with them loaded."""
+    from ._forkserver import set_preload
+
+    set_preload(module_names)
+
+
+def freeze_support() -> None:
+    """Do nothing: kept so that ``multiprocessing`` programs run unchanged.
+
+    ``multiprocessing`` needs it in frozen Windows executables, which proctor does
+    not support.
+    """
+
+
+def allow_connection_pickling() -> None:
+    """Do nothing: kept for compatibility. proctor connections reach children as
+    ``Process`` arguments under every start method (see docs/connection.md)."""
 
 
 class BaseContext:
@@ -276,11 +313,10 @@ class BaseContext:
 
         return log_to_stderr(level)
 
-    def set_forkserver_preload(self, module_names: list[str]) -> None:
-        """Modules the fork server imports once, so that children start with them loaded."""
-        from ._forkserver import set_preload
-
-        set_preload(module_names)
+    set_forkserver_preload = staticmethod(set_forkserver_preload)
+    set_executable = staticmethod(set_executable)
+    freeze_support = staticmethod(freeze_support)
+    allow_connection_pickling = staticmethod(allow_connection_pickling)
 
     def __repr__(self) -> str:
         return f"<proctor context start_method={self.get_start_method()!r}>"

@@ -12,8 +12,8 @@ written for ``multiprocessing`` keep working::
     │       └── UnpicklableError          (also TypeError) target/args cannot be pickled
     ├── RemoteError                       a child's exception that could not travel as itself
     └── ResultError                       a target's return value could not reach the parent
-    TimeoutError (builtin)
-    └── ProcessTimeoutError               a blocking call ran past its timeout
+    ProcessError, TimeoutError (builtin)
+    └── ProcessTimeoutError               a call ran past its timeout (proctor.TimeoutError)
     AssertionError, RuntimeError
     └── LockNotOwnedError (_lock)         release/wait by a thread that does not hold the lock
     threading.BrokenBarrierError
@@ -104,8 +104,11 @@ class ResultError(Exception):
     """
 
 
-class ProcessTimeoutError(TimeoutError):
-    """A blocking proctor call did not complete within its timeout."""
+class ProcessTimeoutError(ProcessError, TimeoutError):
+    """A blocking proctor call did not complete within its timeout.
+
+    Also exported as ``proctor.TimeoutError``, the name ``multiprocessing`` uses.
+    """
 
 
 class RemoteTraceback(Exception):

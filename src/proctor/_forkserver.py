@@ -86,6 +86,7 @@ def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> 
                 channel_fd, status_fd, stdout_fd, stderr_fd = fds
                 if data:
                     _import_quietly(data.decode().split(","))
+                server_pid = os.getpid()
                 try:
                     pid = os.fork()
                 except OSError as exc:
@@ -94,7 +95,7 @@ def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> 
                     ctl.sendall(_PID.pack(-(exc.errno or errno.EAGAIN)))
                     continue
                 if pid == 0:
-                    _become_child(ctl, selector, (wake_r, wake_w), status_fds, fds)
+                    _become_child(ctl, selector, (wake_r, wake_w), status_fds, fds, server_pid)
                 for fd in (channel_fd, stdout_fd, stderr_fd):
                     os.close(fd)
                 status_fds[pid] = status_fd
@@ -118,7 +119,7 @@ def _import_quietly(names: list[str]) -> None:
             sys.stderr.write(f"proctor fork server: could not preload {name!r}: {exc!r}\n")
 
 
-def _become_child(ctl, selector, wake_fds, status_fds, fds) -> None:
+def _become_child(ctl, selector, wake_fds, status_fds, fds, server_pid) -> None:
     from . import _bootstrap
 
     channel_fd, own_status_fd, stdout_fd, stderr_fd = fds
@@ -139,7 +140,7 @@ def _become_child(ctl, selector, wake_fds, status_fds, fds) -> None:
         for fd in (*wake_fds, *status_fds.values(), own_status_fd):
             os.close(fd)
         channel = socket.socket(fileno=channel_fd)
-        exitcode = _bootstrap.run_from_channel(channel, exec_mode=False)
+        exitcode = _bootstrap.run_from_channel(channel, exec_mode=False, server_pid=server_pid)
         _bootstrap.flush_std_streams()
     finally:
         os._exit(exitcode)

@@ -44,6 +44,7 @@ class ForkPopen(OwnChildPopen):
         # Resolved once in the parent so that every forked child finds them ready.
         _bootstrap.load_prctl()
         _bootstrap._devnull_fd()
+        parent_pid = os.getpid()
         # Output buffered before the fork would otherwise be written twice.
         _bootstrap.flush_std_streams()
         try:
@@ -67,7 +68,7 @@ class ForkPopen(OwnChildPopen):
                 if log_channel is not None:
                     log_channel[0].close()
                     log = (log_config, log_channel[1])
-                _bootstrap.run_forked(process, child_end, on_main_thread, log)
+                _bootstrap.run_forked(process, child_end, parent_pid, on_main_thread, log)
             finally:
                 os._exit(1)
         child_end.close()

@@ -29,6 +29,9 @@ from ._popen import OwnChildPopen, lifeline_pipe, pidfd_usable
 
 __all__ = ("SpawnPopen", "spawn_interpreter")
 
+#: The interpreter that spawn children and fork servers run (``set_executable``).
+executable = sys.executable
+
 CHANNEL_FD = 3
 LIFELINE_FD = 4
 # posix_spawn's dup2 targets must not collide with the source descriptors.
@@ -90,7 +93,7 @@ def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
     # The interpreter's own flags (-X options, -W filters, -O...), as the child
     # of multiprocessing gets them; subprocess knows how to list them.
     flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-    argv = [sys.executable, *flags, "-c", code]
+    argv = [executable, *flags, "-c", code]
     # Move every source above the fixed targets first, so one dup2 cannot
     # clobber another's source.
     moved = {
@@ -100,7 +103,7 @@ def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
     }
     try:
         actions = [(os.POSIX_SPAWN_DUP2, src, target) for target, src in moved.items()]
-        return os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions)
+        return os.posix_spawn(executable, argv, os.environ, file_actions=actions)
     finally:
         for src in moved.values():
             os.close(src)

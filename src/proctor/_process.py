@@ -306,8 +306,9 @@ class Process(BaseProcessInfo):
         Check ``exitcode`` (``None`` while running) to tell which happened.
 
         Raises:
-            ValueError: before ``start()``, after ``close()``, or with a negative
-                or non-numeric timeout.
+            ValueError: before ``start()``, after ``close()``, or for a NaN timeout
+                (a negative timeout counts as 0, as in multiprocessing).
+            TypeError: for a timeout that is not a number.
             RuntimeError: when a process tries to join itself.
         """
         self._check_not_closed()
