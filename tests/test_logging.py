@@ -13,6 +13,7 @@ import time
 import pytest
 
 import proctor
+from helpers import wait_until
 from proctor import _log_forwarding
 
 
@@ -216,9 +217,7 @@ def test_unpicklable_arguments_and_exceptions_are_preformatted(ctx, app_logs):
 def test_killed_child_never_hangs_the_listener(ctx, app_logs):
     p = ctx.Process(target=log_then_hang, args=(5,))
     p.start()
-    deadline = time.monotonic() + 30
-    while len(app_logs.records) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(app_logs.records) >= 5, timeout=30)
     p.kill()
     p.join(30)
     assert p.exitcode == -signal.SIGKILL
@@ -312,13 +311,10 @@ def test_no_listener_thread_left_after_children_end(ctx, app_logs):
     p.start()
     p.join(30)
     p.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(
-        t.name == "proctor-log-listener" for t in threading.enumerate()
-    ):
-        time.sleep(0.01)
-    assert not any(t.name == "proctor-log-listener" for t in threading.enumerate())
-    assert os.getpid()  # the leak check (conftest) also verifies threads and fds
+    wait_until(
+        lambda: not any(t.name == "proctor-log-listener" for t in threading.enumerate()),
+        timeout=10,
+    )
 
 
 _handler_lock = threading.Lock()

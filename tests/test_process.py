@@ -363,18 +363,22 @@ def test_process_started_from_a_thread_survives_the_thread(ctx):
     # PR_SET_PDEATHSIG follows the thread that created the child; proctor must
     # not arm it for a child started from a thread that then exits.
     holder = {}
+    release = ctx.Event()
 
     def starter():
-        holder["p"] = ctx.Process(target=time.sleep, args=(0.5,))
+        holder["p"] = ctx.Process(target=release.wait, args=(60,))
         holder["p"].start()
 
     t = threading.Thread(target=starter)
     t.start()
     t.join(30)
+    assert not t.is_alive()  # the thread that started the child is gone...
+    release.set()  # ...and only then may the child finish
     p = holder["p"]
     p.join(30)
-    assert p.exitcode == 0
+    assert p.exitcode == 0 and p.result is True
     p.close()
+    release.close()
 
 
 def test_current_and_parent_process_in_main():

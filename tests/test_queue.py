@@ -38,7 +38,10 @@ def get_n(q, n):
 
 def consume_forever(q):
     while True:
-        q.get()
+        try:
+            q.get(timeout=60)
+        except queue.Empty:
+            return
 
 
 def hold_lock_and_corrupt_count(q, ready):
@@ -361,15 +364,17 @@ def test_simple_queue():
     assert q.empty()
     q.put("x")
     assert not q.empty()
-    assert q.get() == "x"
+    assert q.get(timeout=5) == "x"
     q.close()
 
 
 def test_queue_types_are_on_contexts_and_front_door():
     ctx = proctor.get_context("spawn")
-    assert isinstance(ctx.Queue(), Queue)
-    assert isinstance(ctx.SimpleQueue(), SimpleQueue)
-    assert isinstance(ctx.JoinableQueue(), JoinableQueue)
+    for factory, cls in ((ctx.Queue, Queue), (ctx.SimpleQueue, SimpleQueue)):
+        with factory() as q:
+            assert isinstance(q, cls)
+    with ctx.JoinableQueue() as q:
+        assert isinstance(q, JoinableQueue)
     assert proctor.Queue is Queue
     assert issubclass(queue.Empty, Exception)
     assert signal.SIGKILL  # (imported for the kill tests above)

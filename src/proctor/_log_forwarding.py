@@ -71,6 +71,9 @@ FULL_WAIT = 1.0
 # looks again, so that records arrive in batches: waking a thread on another
 # core costs ~30 us on a VM, more than handling a record. Bounds display latency.
 BATCH_WINDOW = 0.002
+# A record half-sent when the socket filled up is finished within this long, or
+# the child gives up forwarding (a frame cannot be abandoned half-way).
+MIDFRAME_WAIT = 10.0
 # A child that dropped records waits this long at exit to tell the parent so.
 EXIT_FLUSH_WAIT = 2.0
 # After a child ends, how long join() waits at most for its last records.
@@ -251,8 +254,15 @@ def _handler_class() -> Any:
                         return False
                     sent = sock.send(frame)
                 view = memoryview(frame)[sent:]
-                while view:  # never leave half a frame: finish it, however long
-                    _writable(sock, None)
+                give_up = time.monotonic() + MIDFRAME_WAIT
+                while view:  # never leave half a frame: finish it...
+                    remaining = give_up - time.monotonic()
+                    if remaining <= 0 or not _writable(sock, remaining):
+                        # ...unless the parent stopped reading for good: end
+                        # the stream (the parent skips the torn record at EOF)
+                        # rather than block the child's logging call for ever.
+                        sock.close()
+                        return False
                     try:
                         view = view[sock.send(view) :]
                     except BlockingIOError:
@@ -482,8 +492,14 @@ def _dispatch(data: bytes) -> None:
 
     try:
         state = pickle.loads(data)
-    except Exception:
-        return  # a corrupt record: skip it, keep the stream
+    except Exception as exc:
+        # Skip it and keep the stream; say so where logging reports its own
+        # errors (stderr, unless logging.raiseExceptions is off).
+        if logging.raiseExceptions:
+            sys.stderr.write(
+                f"proctor: skipped a child's log record that could not be read: {exc!r}\n"
+            )
+        return
     # What logging.makeLogRecord does, without running LogRecord.__init__ first
     # only to overwrite every attribute it sets.
     record = logging.LogRecord.__new__(logging.LogRecord)
@@ -492,7 +508,13 @@ def _dispatch(data: bytes) -> None:
     try:
         logger.handle(record)
     except Exception:
-        pass  # a failing handler reports through logging.raiseExceptions itself
+        # Handlers report their own errors (Handler.handleError); this is a
+        # filter or a logger subclass failing. The listener must go on.
+        if logging.raiseExceptions:
+            import traceback
+
+            sys.stderr.write("proctor: a child's log record could not be handled:\n")
+            traceback.print_exc()
 
 
 _listener = LogListener()
@@ -528,6 +550,10 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     global _listener, _dispatching, _held_for_fork
+    # The parent's streams are the parent's to read: close this copy of them.
+    for stream in list(_listener._streams.values()):
+        stream.sock.close()
+    _listener._close_wake()
     _listener = LogListener()
     _dispatching = threading.RLock()
     _held_for_fork = threading.local()
