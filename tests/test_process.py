@@ -572,3 +572,13 @@ def test_set_executable_chooses_the_spawn_interpreter(monkeypatch):
     p.join(60)
     assert p.result == 8
     p.close()
+
+
+def test_a_spawn_that_cannot_start_leaves_nothing_open(monkeypatch):
+    from proctor import _popen_spawn
+
+    monkeypatch.setattr(_popen_spawn, "executable", "/nonexistent/python3")
+    p = proctor.get_context("spawn").Process(target=int)
+    with pytest.raises(FileNotFoundError):
+        p.start()
+    assert p.pid is None  # and the leak check finds no descriptor left open

@@ -260,6 +260,23 @@ class Popen:
         self._close_sentinel()
 
 
+def close_quietly(*resources: Any) -> None:
+    """Close sockets, descriptors (ints, negative = none) and pairs of them; for cleanup paths."""
+    for resource in resources:
+        if resource is None:
+            continue
+        if isinstance(resource, tuple):
+            close_quietly(*resource)
+        elif isinstance(resource, int):
+            if resource >= 0:
+                try:
+                    os.close(resource)
+                except OSError:
+                    pass
+        else:
+            resource.close()
+
+
 class OwnChildPopen(Popen):
     """A child of this very process (fork, spawn): its status comes from waitpid."""
 

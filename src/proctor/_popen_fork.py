@@ -22,7 +22,7 @@ import os
 import threading
 
 from . import _bootstrap, _wire
-from ._popen import OwnChildPopen, lifeline_pipe, pidfd_usable
+from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
 __all__ = ("ForkPopen",)
 
@@ -50,13 +50,7 @@ class ForkPopen(OwnChildPopen):
         try:
             pid = os.fork()
         except BaseException:
-            parent_end.close()
-            child_end.close()
-            for fd in (lifeline_r, lifeline_w):
-                if fd >= 0:
-                    os.close(fd)
-            for sock in log_channel or ():
-                sock.close()
+            close_quietly(parent_end, child_end, lifeline_r, lifeline_w, log_channel)
             raise
         if pid == 0:  # the child
             try:

@@ -13,7 +13,7 @@ import signal
 import socket
 
 from . import _forkserver, _wire
-from ._popen import Popen, wait_readable
+from ._popen import Popen, close_quietly, wait_readable
 
 __all__ = ("ForkServerPopen",)
 
@@ -30,10 +30,7 @@ class ForkServerPopen(Popen):
         try:
             self.pid = _forkserver.client().start_child(child_end.fileno(), status_theirs.fileno())
         except BaseException:
-            parent_end.close()
-            status_ours.close()
-            for sock in log_channel or ():
-                sock.close()
+            close_quietly(parent_end, status_ours, log_channel)
             raise
         finally:
             child_end.close()

@@ -25,7 +25,7 @@ import os
 import sys
 
 from . import _wire
-from ._popen import OwnChildPopen, lifeline_pipe, pidfd_usable
+from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
 __all__ = ("SpawnPopen", "spawn_interpreter")
 
@@ -54,12 +54,7 @@ class SpawnPopen(OwnChildPopen):
                 entry, {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w}
             )
         except BaseException:
-            parent_end.close()
-            for fd in (lifeline_r, lifeline_w):
-                if fd >= 0:
-                    os.close(fd)
-            for sock in log_channel or ():
-                sock.close()
+            close_quietly(parent_end, lifeline_r, lifeline_w, log_channel)
             raise
         finally:
             child_end.close()
