@@ -582,3 +582,25 @@ def test_a_spawn_that_cannot_start_leaves_nothing_open(monkeypatch):
     with pytest.raises(FileNotFoundError):
         p.start()
     assert p.pid is None  # and the leak check finds no descriptor left open
+
+
+def test_a_stuck_fork_server_makes_start_fail_instead_of_hang(monkeypatch):
+    import socket
+
+    from proctor import _forkserver
+
+    monkeypatch.setattr(_forkserver, "REPLY_TIMEOUT", 1.0)
+    client = _forkserver.ForkServerClient()
+    channel, channel_child = socket.socketpair()
+    status, status_child = socket.socketpair()
+    try:
+        client.start_child(channel_child.fileno(), status_child.fileno())  # boots it
+        server = client.pid
+        os.kill(server, signal.SIGSTOP)
+        with pytest.raises(proctor.StartError, match="did not answer"):
+            client.start_child(channel_child.fileno(), status_child.fileno())
+        assert client.pid == 0 and not pid_exists(server)
+    finally:
+        for sock in (channel, channel_child, status, status_child):
+            sock.close()
+        client.stop()

@@ -28,12 +28,19 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 from . import _runtime, _wire
+from ._errors import StartError
 
 __all__ = ("ForkServerClient", "client", "serve", "set_preload")
 
 _PID = struct.Struct("<q")
+# How long the server may take to answer a request (it answers at once when
+# healthy; the first request also waits for it to boot).
+REPLY_TIMEOUT = 60.0
+# How long a server told to exit may take before it is killed.
+EXIT_GRACE = 2.0
 # Modules a child may need that the server imports once it sees the parent use
 # them: a child handed a queue or forwarding its logs then finds them loaded,
 # while a server for a parent that uses none of them stays small (and quick to fork).
@@ -204,6 +211,14 @@ class ForkServerClient:
                         self._ctl, self._modules_to_follow(), [channel_fd, status_fd, *_std_fds()]
                     )
                     reply = _recv_exactly(self._ctl, _PID.size)
+                except TimeoutError:
+                    pid = self._pid
+                    self._forget_server()
+                    raise StartError(
+                        f"the fork server (pid {pid}) did not answer within "
+                        f"{REPLY_TIMEOUT:.0f} s (stopped or overloaded?); it was killed, and "
+                        "the next start will use a new one"
+                    ) from None
                 except (OSError, EOFError):
                     self._forget_server()  # it died; start a new one and retry once
                     if attempt == 2:
@@ -237,6 +252,9 @@ class ForkServerClient:
             raise
         finally:
             theirs.close()
+        # Every request is answered at once by a healthy server; a stuck one
+        # must not hang start() for ever.
+        ours.settimeout(REPLY_TIMEOUT)
         self._ctl = ours
         self._followed = 0
         _runtime.register_helper(self._pid)
@@ -251,13 +269,10 @@ class ForkServerClient:
 
     def _forget_server(self) -> None:
         if self._ctl is not None:
-            self._ctl.close()
+            self._ctl.close()  # a healthy server exits on this EOF
             self._ctl = None
         if self._pid:
-            try:
-                os.waitpid(self._pid, 0)
-            except ChildProcessError:
-                pass
+            _reap_server(self._pid)
             _runtime.unregister_helper(self._pid)
             self._pid = 0
 
@@ -275,6 +290,29 @@ class ForkServerClient:
             self._ctl = None
         self._pid = 0
         self._atexit_registered = False
+
+
+def _reap_server(pid: int) -> None:
+    """Wait for a server told to exit; kill it if it does not within EXIT_GRACE."""
+    deadline = time.monotonic() + EXIT_GRACE
+    while True:
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            return
+        time.sleep(0.005)
 
 
 def _std_fds() -> list[int]:
