@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -340,56 +341,51 @@ def take_handler_lock():
     return acquired
 
 
-def test_a_fork_waits_for_the_listener_to_leave_a_handler():
-    # A child forked while the log listener is inside a handler must not inherit
-    # the handler's locks held (sys.stdout's buffer lock, in real life).
+@contextlib.contextmanager
+def listener_inside_a_handler(name):
+    """Start a fork child whose one record keeps the log listener inside a handler.
+
+    Yields the gate that lets the handler return; cleans everything up after.
+    """
     inside, gate = threading.Event(), threading.Event()
-    logger = logging.getLogger("app.held")
+    logger = logging.getLogger(name)
     handler = LockHoldingHandler(inside, gate)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    ctx = proctor.get_context("fork")
+    first = proctor.get_context("fork").Process(target=log_some, args=(1, name))
     try:
-        first = ctx.Process(target=log_some, args=(1, "app.held"))
         first.start()
         assert inside.wait(30)
-        threading.Timer(0.2, gate.set).start()
-        second = ctx.Process(target=take_handler_lock)
-        second.start()  # waits until the listener has left the handler
-        second.join(30)
-        first.join(30)
-        assert second.result is True
+        yield gate
     finally:
         gate.set()
+        first.join(30)
+        first.close()
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
-    first.close()
+
+
+def test_a_fork_waits_for_the_listener_to_leave_a_handler():
+    # A child forked while the log listener is inside a handler must not inherit
+    # the handler's locks held (sys.stdout's buffer lock, in real life).
+    with listener_inside_a_handler("app.held") as gate:
+        threading.Timer(0.2, gate.set).start()
+        second = proctor.get_context("fork").Process(target=take_handler_lock)
+        second.start()  # waits until the listener has left the handler
+        second.join(30)
+        assert second.result is True
     second.close()
 
 
 def test_a_stuck_handler_delays_a_fork_only_briefly(monkeypatch):
     monkeypatch.setattr(_log_forwarding, "FORK_WAIT", 0.2)
-    inside, gate = threading.Event(), threading.Event()
-    logger = logging.getLogger("app.stuck")
-    handler = LockHoldingHandler(inside, gate)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    ctx = proctor.get_context("fork")
-    try:
-        first = ctx.Process(target=log_some, args=(1, "app.stuck"))
-        first.start()
-        assert inside.wait(30)
-        began = time.monotonic()
-        second = ctx.Process(target=int)
-        second.start()  # the handler never returns by itself: the fork goes ahead
-        assert time.monotonic() - began < 5
+    with listener_inside_a_handler("app.stuck") as gate:
+        second = proctor.get_context("fork").Process(target=int)
+        second.start()
+        # The handler cannot return before the gate opens, so start() went
+        # ahead without it: a stuck handler delays a fork, never blocks it.
+        assert not gate.is_set()
         gate.set()
         second.join(30)
         assert second.exitcode == 0
-    finally:
-        gate.set()
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
-    first.join(30)
-    first.close()
     second.close()
