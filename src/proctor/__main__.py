@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.start_method == "all":
             methods = list(START_METHODS)
         elif args.start_method == "default":
-            methods = [get_start_method()]
+            default = get_start_method()
+            if default is None:  # never: without allow_none it fixes the default
+                raise RuntimeError("no default start method")
+            methods = [default]
         else:
             methods = [args.start_method]
         return tour(methods)

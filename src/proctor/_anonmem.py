@@ -52,7 +52,7 @@ def _open_memory(size: int) -> int:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("proctor", os.MFD_CLOEXEC)
     else:  # macOS and the BSDs: a POSIX segment, unlinked before anyone can see it
-        import _posixshmem
+        import _posixshmem  # type: ignore[import-not-found]  # C module without stubs
 
         while True:
             name = f"/proctor-a{os.getpid()}-{os.urandom(4).hex()}"
@@ -126,7 +126,7 @@ class AnonymousMemory(mmap.mmap):
         return memoryview(self)
 
     @property
-    def size(self) -> int:
+    def size(self) -> int:  # type: ignore[override]  # a property, not mmap.size()
         """The size in bytes."""
         return len(self)
 

@@ -364,7 +364,9 @@ class Condition:
         return f"<proctor.Condition {self._lock!r} waiters={self._queue.count()}>"
 
 
-def _rebuild_condition(cls: type, lock: _OwnedLock, named: NamedSemaphore, shared: SharedWords):
+def _rebuild_condition(
+    cls: type[Condition], lock: _OwnedLock, named: NamedSemaphore, shared: SharedWords
+):
     obj = cls.__new__(cls)
     obj._setup(lock, named, shared)
     return obj

@@ -38,7 +38,7 @@ import secrets
 import threading
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _reduction
 from ._errors import OwnerDiedWarning
@@ -141,7 +141,7 @@ def _pid_alive(pid: int) -> bool:
             return False  # vanished between the two looks
         # The state letter follows the ")" that closes the command name.
         return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
-    import psutil  # pragma: no cover - systems without /proc
+    import psutil  # type: ignore[import-untyped]  # pragma: no cover - systems without /proc
 
     try:  # pragma: no cover
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -188,6 +188,13 @@ class _OwnedLock:
     # the warning off; they watch _RECOVERIES instead.
     _warn_on_takeover = True
 
+    if TYPE_CHECKING:  # provided by Lock and RLock; Condition uses them on either
+
+        def acquire(self, block: bool = True, timeout: float | None = None) -> bool: ...
+        def release(self) -> None: ...
+        def _release_save(self) -> Any: ...
+        def _acquire_restore(self, state: Any) -> None: ...
+
     def __init__(self) -> None:
         self._setup(NamedSemaphore(1, 1), SharedWords(_LOCK_WORDS))
 
@@ -197,7 +204,7 @@ class _OwnedLock:
         # Bound once: the fast path is a C call and a store, nothing else.
         self._try = named.sem.acquire
         self._post = named.sem.release
-        self._w = shared.words
+        self._w: memoryview | _ClosedWords = shared.words
 
     # -- hooks for subclasses --------------------------------------------------
 
@@ -351,7 +358,7 @@ class _ClosedWords:
         _closed_call()
 
 
-def _rebuild_lock(cls: type, named: NamedSemaphore, shared: SharedWords) -> _OwnedLock:
+def _rebuild_lock(cls: type[_OwnedLock], named: NamedSemaphore, shared: SharedWords) -> _OwnedLock:
     obj = cls.__new__(cls)
     obj._setup(named, shared)
     return obj

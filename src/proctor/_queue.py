@@ -575,7 +575,7 @@ class Queue:
         if type(head) is _Failed:
             pending.popleft()
             raise head.error
-        result = []
+        result: list[Any] = []
         while pending and len(result) < max_items and type(pending[0]) is not _Failed:
             result.append(pending.popleft())
         return result
@@ -607,6 +607,9 @@ class JoinableQueue(Queue):
             ValueError: when called more times than items were put.
         """
         self._check_open("task_done")
+        all_done = self._shared.all_done
+        if all_done is None:  # never: a JoinableQueue always makes one (_joinable)
+            raise RuntimeError("this JoinableQueue has no all_done semaphore")
         ring = self._ring
         self._acquire(None)
         try:
@@ -617,7 +620,7 @@ class JoinableQueue(Queue):
         finally:
             self._lock.release()
         for _ in range(joiners):
-            self._shared.all_done.sem.release()
+            all_done.sem.release()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every item put has been marked done with ``task_done()``.
@@ -626,6 +629,9 @@ class JoinableQueue(Queue):
             True when all items are done; False when ``timeout`` passed first.
         """
         self._check_open("join")
+        all_done = self._shared.all_done
+        if all_done is None:  # never: a JoinableQueue always makes one (_joinable)
+            raise RuntimeError("this JoinableQueue has no all_done semaphore")
         deadline = _deadline(True, timeout)
         ring = self._ring
         waiting = False
@@ -641,16 +647,16 @@ class JoinableQueue(Queue):
                 waiting = True
             finally:
                 self._lock.release()
-            if not _wait_hint(self._shared.all_done, deadline):
+            if not _wait_hint(all_done, deadline):
                 self._unwait(Ring.JOINERS)
                 return False
 
 
 def _rebuild_queue(
-    cls: type,
+    cls: type[Queue],
     maxsize: int,
     memory: AnonymousMemory,
-    lock: Lock,
+    lock: _QueueLock,
     not_empty: NamedSemaphore,
     not_full: NamedSemaphore,
     all_done: NamedSemaphore | None,

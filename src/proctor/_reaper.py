@@ -74,6 +74,10 @@ from . import _runtime
 from ._reaper_server import IGNORED_SIGNALS, KINDS, READY
 from ._reaper_server import create_time as _create_time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at import
+    from typing import Any
+
 __all__ = (
     "KINDS",
     "add_user",
@@ -214,7 +218,7 @@ class _Client:
             ]
             # Born with the signals it will ignore blocked, so that one arriving during
             # interpreter start-up waits, and is dropped once serve() ignores it.
-            options = {"file_actions": file_actions, "setsigmask": IGNORED_SIGNALS}
+            options: dict[str, Any] = {"file_actions": file_actions, "setsigmask": IGNORED_SIGNALS}
             try:
                 try:
                     pid = os.posix_spawn(sys.executable, args, os.environ, setsid=True, **options)

@@ -62,7 +62,7 @@ READY = b"+"
 
 def create_time(pid: int) -> float | None:
     """Start time of ``pid`` (identifies the process across pid reuse), or None if dead."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # no stubs installed
 
     try:
         proc = psutil.Process(pid)
@@ -76,11 +76,11 @@ def create_time(pid: int) -> float | None:
 def _unlink(kind: str, name: str) -> None:
     try:
         if kind == "shm":
-            import _posixshmem
+            import _posixshmem  # type: ignore[import-not-found]  # C module without stubs
 
             _posixshmem.shm_unlink(name)
         else:
-            import _multiprocessing
+            import _multiprocessing  # type: ignore[import-not-found]  # C module without stubs
 
             _multiprocessing.sem_unlink(name)
     except FileNotFoundError:
@@ -107,6 +107,7 @@ def _find_users(keys: list[tuple[str, str]]) -> dict[tuple[str, str], set[int]]:
     if not keys or not os.path.isdir("/proc/self/fd"):
         return found
     by_inode: dict[tuple[int, int, int], tuple[str, str]] = {}
+    key: tuple[str, str] | None
     for key in keys:
         try:
             st = os.stat(_dev_path(*key))

@@ -146,7 +146,7 @@ class BoundedSemaphore(Semaphore):
         return f" bound={self._named.maxvalue}"
 
 
-def _rebuild_semaphore(cls: type, named: NamedSemaphore) -> Semaphore:
+def _rebuild_semaphore(cls: type[Semaphore], named: NamedSemaphore) -> Semaphore:
     obj = cls.__new__(cls)
     obj._setup(named)
     return obj

@@ -23,7 +23,7 @@ grandchild, which needs the name.
 
 from __future__ import annotations
 
-import _multiprocessing
+import _multiprocessing  # type: ignore[import-not-found]  # C module without stubs
 import contextlib
 import os
 import secrets
@@ -124,7 +124,7 @@ class NamedSemaphore:
         sem = self.sem
         if sem is None or isinstance(sem, _Closed):
             return
-        self.sem = _Closed("this semaphore")  # type: ignore[assignment]
+        self.sem = _Closed("this semaphore")
         # Drop the SemLock first (sem_close unmaps it) so that the reaper, which
         # looks for mappers before unlinking, does not see this process.
         del sem

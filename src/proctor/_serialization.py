@@ -116,7 +116,8 @@ def _child_pickler_class() -> Any:
 
         from ._by_value import importable_by_reference, reduce_function, reduce_module
 
-        class ChildPickler(_cloudpickle().CloudPickler):
+        # The base class is only known at run time (cloudpickle is imported lazily).
+        class ChildPickler(_cloudpickle().CloudPickler):  # type: ignore[misc]
             def __init__(self, file: Any, protocol: int, buffer_callback: Any = None) -> None:
                 super().__init__(file, protocol=protocol, buffer_callback=buffer_callback)
                 self._shared_globals: dict[int, dict] = {}
@@ -137,6 +138,6 @@ def _child_pickler_class() -> Any:
 
 def _cloudpickle():
     # Imported on first use: most programs never need it, and it is not free.
-    import cloudpickle
+    import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
     return cloudpickle

@@ -91,7 +91,7 @@ class ShareableList:
         a ``proctor.Lock`` when several processes update the same item.
     """
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: classmethod[Any, [Any], types.GenericAlias] = classmethod(types.GenericAlias)
 
     def __init__(self, sequence: Iterable[Any] | None = None, *, name: str | None = None) -> None:
         if sequence is None:

@@ -24,7 +24,7 @@ this module only on first use, with a clear message when numpy is missing.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from typing import Any, Literal, SupportsIndex
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class SharedArray(np.ndarray):
         memory = self._proctor_memory
         return memory is not None and self._lies_in(memory)
 
-    def __reduce_ex__(self, protocol: int):
+    def __reduce_ex__(self, protocol: SupportsIndex):
         return self.__reduce__()
 
     def __reduce__(self):
@@ -105,7 +105,9 @@ def _rebuild(
     return array
 
 
-def shared_array(shape: int | tuple[int, ...], dtype: Any = float, *, order: str = "C") -> Any:
+def shared_array(
+    shape: int | tuple[int, ...], dtype: Any = float, *, order: Literal["C", "F"] = "C"
+) -> Any:
     """Return a zero-filled numpy array whose memory is shared with children.
 
     Pass it (or any slice of it) to a child as a ``Process`` argument under any

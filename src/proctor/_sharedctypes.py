@@ -50,7 +50,7 @@ TYPECODES: dict[str, type] = {
 _CTYPES_BASES = (ctypes._SimpleCData, ctypes.Structure, ctypes.Union, ctypes.Array)
 
 
-def _ctype(typecode_or_type: Any) -> type:
+def _ctype(typecode_or_type: Any) -> type[Any]:
     if isinstance(typecode_or_type, str):
         try:
             return TYPECODES[typecode_or_type]
@@ -69,10 +69,10 @@ def _ctype(typecode_or_type: Any) -> type:
 
 # ─── raw objects ─────────────────────────────────────────────────────────────
 
-_shared_types: dict[type, type] = {}
+_shared_types: dict[type, type[Any]] = {}
 
 
-def _shared_type(type_: type) -> type:
+def _shared_type(type_: type) -> type[Any]:
     """The subclass of ``type_`` whose instances pickle by reference to shared memory."""
     shared = _shared_types.get(type_)
     if shared is None:
@@ -89,10 +89,11 @@ def _shared_type(type_: type) -> type:
     return shared
 
 
-def _encode_type(type_: type) -> Any:
+def _encode_type(type_: type[Any]) -> Any:
     # ctypes array types (c_int * 10) have no importable name; describe them.
     if issubclass(type_, ctypes.Array):
-        return ("array", _encode_type(type_._type_), type_._length_)
+        # typeshed declares _type_ as an instance property; on the class it is the item type.
+        return ("array", _encode_type(type_._type_), type_._length_)  # type: ignore[arg-type]
     return type_
 
 
@@ -352,7 +353,7 @@ class SynchronizedString(SynchronizedArray):
 _structure_wrappers: dict[type, type] = {}
 
 
-def _structure_wrapper(type_: type) -> type:
+def _structure_wrapper(type_: type[Any]) -> type:
     """A wrapper class for a Structure/Union type: one locked property per field."""
     cls = _structure_wrappers.get(type_)
     if cls is None:

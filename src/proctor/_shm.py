@@ -27,7 +27,7 @@ a finalizer on the mapping object tells the reaper. Objects built on ``buf``
 
 from __future__ import annotations
 
-import _posixshmem
+import _posixshmem  # type: ignore[import-not-found]  # C module without stubs
 import errno
 import mmap
 import os
@@ -139,7 +139,8 @@ class SharedMemory:
         else:
             assert name is not None
             self._name, self._size = self._attach(_os_name(name), size)
-        self._buf = memoryview(self._mapping)
+        # _create/_attach set self._mapping, which the checker cannot see.
+        self._buf = memoryview(self._mapping)  # type: ignore[arg-type]
 
     # ── opening ──
 
