@@ -49,6 +49,8 @@ from typing import Any
 
 from . import _reduction
 from ._errors import BufferTooShort, ProcessTimeoutError, ProtocolError
+from ._timeout import check_timeout
+from ._timeout import wait_readable as _poll_fd
 
 __all__ = ("Connection", "Pipe", "ProtocolError", "wait")
 
@@ -129,13 +131,8 @@ def _format_size(n: int) -> str:
 
 
 def _check_timeout(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    if timeout != timeout:
-        raise ValueError("timeout must not be NaN")
-    return max(0.0, float(timeout))
+    checked = check_timeout(timeout)
+    return None if checked is None else max(0.0, checked)
 
 
 def _check_maxlength(maxlength: int | None) -> int | None:
@@ -1014,15 +1011,6 @@ def _no_sigpipe(fd: int) -> None:
 
 # poll() has no FD_SETSIZE limit, unlike select(); every POSIX system we support has it.
 _HAVE_POLL = hasattr(select, "poll")
-
-
-def _poll_fd(fd: int, timeout: float | None) -> bool:
-    if _HAVE_POLL:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else timeout * 1000.0))
-    ready, _, _ = select.select([fd], [], [], timeout)
-    return bool(ready)
 
 
 def _fileno_of(obj: Any) -> int:

@@ -210,7 +210,7 @@ class ForkServerClient:
                     _wire.send_message(
                         self._ctl, self._modules_to_follow(), [channel_fd, status_fd, *_std_fds()]
                     )
-                    reply = _recv_exactly(self._ctl, _PID.size)
+                    reply = _wire.recv_exactly(self._ctl, _PID.size)
                 except TimeoutError:
                     pid = self._pid
                     self._forget_server()
@@ -334,16 +334,6 @@ def _devnull() -> int:
 
 
 _devnull_fd = -1
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError("the fork server closed its control socket")
-        data += chunk
-    return data
 
 
 _client = ForkServerClient()

@@ -39,6 +39,7 @@ from typing import Any
 
 from ._connection import Connection, ProtocolError, _configure, _poll_fd
 from ._errors import AuthenticationError, ProcessTimeoutError
+from ._timeout import deadline as _deadline
 
 __all__ = ("Client", "Listener")
 
@@ -102,14 +103,6 @@ def _check_authkey(authkey: Any) -> bytes | None:
         return bytes(memoryview(authkey))
     except TypeError:
         raise TypeError(f"authkey must be bytes or None, not {type(authkey).__name__}") from None
-
-
-def _deadline(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    return time.monotonic() + max(0.0, timeout)
 
 
 def _remaining(deadline: float | None) -> float:

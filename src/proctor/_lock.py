@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
-import numbers
 import os
 import secrets
 import threading
@@ -44,6 +43,8 @@ from . import _reduction
 from ._errors import OwnerDiedWarning
 from ._semlock import NamedSemaphore
 from ._sharedwords import SharedWords
+from ._timeout import check_timeout as _check_timeout
+from ._timeout import deadline as _deadline
 
 __all__ = ("CHECK_INTERVAL", "LIMBO_GRACE", "SPIN_TRIES", "Lock", "LockNotOwnedError", "RLock")
 
@@ -97,26 +98,6 @@ class LockNotOwnedError(AssertionError, RuntimeError):
 
 
 # ─── helpers ─────────────────────────────────────────────────────────────────
-
-
-def _check_timeout(timeout: Any) -> float | None:
-    """Validate a ``timeout`` argument; return it as float seconds or None."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__} "
-            f"({timeout!r})"
-        )
-    timeout = float(timeout)
-    if timeout != timeout:
-        raise ValueError("timeout must be a number of seconds or None, not NaN")
-    return timeout
-
-
-def _deadline(timeout: Any) -> float | None:
-    timeout = _check_timeout(timeout)
-    return None if timeout is None else _monotonic() + max(timeout, 0.0)
 
 
 def _remaining(deadline: float | None) -> float | None:

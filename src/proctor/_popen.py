@@ -17,37 +17,19 @@ the child is created and how its exit status is collected.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import threading
-import time
 
 from . import _serialization, _wire
 from ._errors import RemoteError, RemoteTraceback
+from ._timeout import wait_readable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     from typing import Any
 
 __all__ = ("Outcome", "OwnChildPopen", "Popen", "wait_readable")
-
-
-def wait_readable(fd: int, timeout: float | None) -> bool:
-    """Wait until ``fd`` is readable or ``timeout`` seconds pass; return readiness."""
-    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    while True:
-        if deadline is None:
-            wait_ms = None
-        else:
-            remaining = deadline - time.monotonic()
-            wait_ms = max(0, int(remaining * 1000 + 0.999))  # round up: never return early
-        if poller.poll(wait_ms):
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
 
 
 class Outcome:

@@ -44,18 +44,14 @@ class ForkServerPopen(Popen):
         if not block and not wait_readable(self.sentinel, 0):
             return
         assert self._status is not None  # only closed after the status was read
-        data = b""
-        while len(data) < _forkserver.EXIT_STATUS.size:
-            chunk = self._status.recv(_forkserver.EXIT_STATUS.size - len(data))
-            if not chunk:
-                break
-            data += chunk
-        if len(data) == _forkserver.EXIT_STATUS.size:
-            (self.returncode,) = _forkserver.EXIT_STATUS.unpack(data)
-        else:
+        try:
+            data = _wire.recv_exactly(self._status, _forkserver.EXIT_STATUS.size)
+        except _wire.WireError:
             # The fork server died before reporting; its children are killed
             # with it (PR_SET_PDEATHSIG / the parent watch).
             self.returncode = -signal.SIGKILL
+        else:
+            (self.returncode,) = _forkserver.EXIT_STATUS.unpack(data)
 
     def _close_sentinel(self) -> None:
         # The sentinel is the status socket's descriptor: close the socket.

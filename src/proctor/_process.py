@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from . import _logging, _serialization
 from ._errors import ResultError
+from ._timeout import deadline as _deadline
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -316,8 +317,8 @@ class Process(BaseProcessInfo):
             raise ValueError(f"cannot join a process that was never started: {self!r}")
         if self._parent_pid != os.getpid():
             raise RuntimeError("can only join a child process of the current process")
-        timeout = _check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         if self._popen.wait(timeout) is not None:
             # Every record the child logged is handled before join() returns.
             self._popen.wait_logs(None if deadline is None else deadline - time.monotonic())
@@ -596,16 +597,6 @@ def _error_message(exc: BaseException) -> tuple[Any, ...]:
     except Exception:
         text = "<str() failed>"
     return ("error", exc_bytes, type_name, text, tb_text)
-
-
-def _check_timeout(timeout: Any) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    if timeout != timeout:  # NaN
-        raise ValueError("timeout must be a number of seconds, not NaN")
-    return max(float(timeout), 0.0)
 
 
 def _check_not_importing_payload() -> None:

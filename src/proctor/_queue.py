@@ -50,10 +50,11 @@ from collections.abc import Iterable
 
 from . import _reduction, _serialization
 from ._anonmem import AnonymousMemory
-from ._lock import CHECK_INTERVAL, Lock, _check_timeout
+from ._lock import CHECK_INTERVAL, Lock
 from ._ring import HEADER_SIZE, Ring
 from ._semlock import SEM_VALUE_MAX, NamedSemaphore
-from ._wire import memfd_with
+from ._timeout import check_timeout as _check_timeout
+from ._wire import fds_from, memfd_with
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -882,12 +883,7 @@ def _unmail(sock: socket.socket, message_id: int) -> list[int]:
                 f"queue item {message_id} lost its large buffers: they are not in the "
                 "queue's mailbox (was the queue's memory corrupted?)"
             ) from None
-        fds: list[int] = []
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                received = array.array("i")
-                received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
-                fds.extend(received)
+        fds = fds_from(ancdata)
         (got,) = _MAILBOX_ID.unpack(data)
         if got == message_id:
             return fds

@@ -25,7 +25,16 @@ import os
 import socket
 import struct
 
-__all__ = ("INLINE_MAX", "WireError", "memfd_with", "recv_message", "send_message", "socketpair")
+__all__ = (
+    "INLINE_MAX",
+    "WireError",
+    "fds_from",
+    "memfd_with",
+    "recv_exactly",
+    "recv_message",
+    "send_message",
+    "socketpair",
+)
 
 # Messages up to this size go inline. Together with SOCKET_BUFFER it guarantees
 # that one message always fits the socket buffer, so send never blocks.
@@ -114,7 +123,7 @@ def recv_message(sock: socket.socket) -> tuple[bytearray, list[int]]:
             chunk, ancdata, _flags, _addr = sock.recvmsg(
                 _HEADER.size - len(header), socket.CMSG_SPACE(MAX_FDS * 4)
             )
-            fds.extend(_fds_from(ancdata))
+            fds.extend(fds_from(ancdata))
             if not chunk:
                 raise WireError("the peer closed the channel before sending a message")
             header += chunk
@@ -128,7 +137,7 @@ def recv_message(sock: socket.socket) -> tuple[bytearray, list[int]]:
             finally:
                 os.close(spill_fd)
         elif kind == _INLINE and length <= INLINE_MAX:
-            data = _recv_exactly(sock, length)
+            data = recv_exactly(sock, length)
         else:
             raise WireError(f"corrupt frame header: length={length} kind={kind}")
         return data, fds
@@ -138,7 +147,8 @@ def recv_message(sock: socket.socket) -> tuple[bytearray, list[int]]:
         raise
 
 
-def _fds_from(ancdata) -> list[int]:
+def fds_from(ancdata: list) -> list[int]:
+    """The descriptors in a ``recvmsg`` ancillary-data list (the caller owns them)."""
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -148,7 +158,8 @@ def _fds_from(ancdata) -> list[int]:
     return fds
 
 
-def _recv_exactly(sock: socket.socket, length: int) -> bytearray:
+def recv_exactly(sock: socket.socket, length: int) -> bytearray:
+    """Read exactly ``length`` bytes; ``WireError`` (an ``EOFError``) if the peer closes first."""
     buffer = bytearray(length)
     view = memoryview(buffer)
     got = 0

@@ -1,0 +1,70 @@
+"""Timeouts: one check and one deadline for every blocking call in proctor.
+
+Every blocking call takes ``timeout=None`` (seconds; ``None`` waits for ever),
+checks it here, and turns it once into a ``time.monotonic()`` deadline.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ("check_timeout", "deadline", "wait_readable")
+
+
+def check_timeout(timeout: Any) -> float | None:
+    """Return ``timeout`` as float seconds, or ``None``; negative values stay negative.
+
+    Raises:
+        TypeError: for anything but a real number or ``None`` (``bool`` included).
+        ValueError: for NaN.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        import numbers  # only for unusual numbers (Fraction, numpy scalars...)
+
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+            raise TypeError(
+                f"timeout must be a number of seconds or None, not {type(timeout).__name__} "
+                f"({timeout!r})"
+            )
+    timeout = float(timeout)
+    if timeout != timeout:
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    return timeout
+
+
+def deadline(timeout: Any) -> float | None:
+    """The ``time.monotonic()`` instant a wait of ``timeout`` seconds ends (negative: now)."""
+    timeout = check_timeout(timeout)
+    return None if timeout is None else time.monotonic() + max(timeout, 0.0)
+
+
+def wait_readable(fd: int, timeout: float | None) -> bool:
+    """Wait until ``fd`` is readable or ``timeout`` seconds pass; return readiness.
+
+    Never returns early: the wait is rounded up to the next millisecond, and an
+    early or interrupted wake-up waits again for what is left.
+    """
+    end = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    if not hasattr(select, "poll"):  # poll() is missing on some platforms
+        while True:
+            left = None if end is None else max(end - time.monotonic(), 0.0)
+            if select.select([fd], [], [], left)[0]:
+                return True
+            if end is not None and time.monotonic() >= end:
+                return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        # Milliseconds, rounded up.
+        wait_ms = None if end is None else max(0, int((end - time.monotonic()) * 1000 + 0.999))
+        if poller.poll(wait_ms):
+            return True
+        if end is not None and time.monotonic() >= end:
+            return False
