@@ -336,9 +336,12 @@ def test_large_bytes_and_many_arrays_in_one_item():
     q = Queue(capacity=64 * 1024)
     blob = os.urandom(1 << 20)  # larger than the whole ring: spilled
     arrays = [np.full(100_000, i, dtype=np.int32) for i in range(5)]
+    text = "x" * (1 << 20)  # a scalar larger than the ring: spilled too
     q.put(blob)
+    q.put(text)
     q.put(arrays)
     assert q.get(timeout=5) == blob
+    assert q.get(timeout=5) == text
     got = q.get(timeout=5)
     assert all(np.array_equal(a, b) for a, b in zip(got, arrays, strict=True))
 

@@ -219,11 +219,19 @@ class Queue:
             self._check_open("put")
         if timeout is not None:
             _check_queue_timeout(timeout)  # bad values fail even when there is room
-        if type(obj) in _SCALARS and self._put_fast(_dumps(obj, 5)):
-            return
-        item = _encode(obj, self._spill_limit)
-        if not item.fds and self._put_fast(item.payload):
-            return
+        if type(obj) in _SCALARS:
+            payload = _dumps(obj, 5)
+            if self._put_fast(payload):
+                return
+            # The general path reuses the pickle (a huge string still spills).
+            if len(payload) <= self._spill_limit:
+                item = _Encoded(payload, [], 0)
+            else:
+                item = _encode(obj, self._spill_limit)
+        else:
+            item = _encode(obj, self._spill_limit)
+            if not item.fds and self._put_fast(item.payload):
+                return
         try:
             self._put_items([item], block, _deadline(block, timeout))
         finally:
