@@ -27,8 +27,6 @@ from a child, so the parent's traceback shows where the child failed.
 
 from __future__ import annotations
 
-import signal
-
 __all__ = (
     "AuthenticationError",
     "BufferTooShort",
@@ -41,7 +39,6 @@ __all__ = (
     "ResultError",
     "StartError",
     "UnpicklableError",
-    "format_exitcode",
 )
 
 
@@ -72,6 +69,13 @@ class ProtocolError(ProcessError, OSError):
 
 class StartError(ProcessError):
     """A child process could not be started."""
+
+
+class UnpicklableError(StartError, TypeError):
+    """``start()`` could not pickle the target or an argument for a spawn/forkserver child.
+
+    Also a ``TypeError``, which is what pickling raises for such objects.
+    """
 
 
 class RemoteError(Exception):
@@ -127,31 +131,4 @@ class OwnerDiedWarning(RuntimeWarning):
 
     The state that the lock protected may be half-updated. Turn this warning into
     an error with ``warnings.simplefilter("error", proctor.OwnerDiedWarning)``.
-    """
-
-
-def format_exitcode(exitcode: int | None) -> str:
-    """Render an exit code the way people read it: ``0``, ``1``, ``-SIGKILL(-9)``.
-
-    Args:
-        exitcode: a process's exit code; negative for death by a signal.
-
-    Returns:
-        ``"None"`` while running, the number for a normal exit, the signal name
-        and number for death by a signal.
-    """
-    if exitcode is None:
-        return "None"
-    if exitcode < 0:
-        try:
-            return f"{signal.Signals(-exitcode).name}({exitcode})"
-        except ValueError:
-            return f"signal({exitcode})"
-    return str(exitcode)
-
-
-class UnpicklableError(StartError, TypeError):
-    """``start()`` could not pickle the target or an argument for a spawn/forkserver child.
-
-    Also a ``TypeError``, which is what pickling raises for such objects.
     """

@@ -552,7 +552,7 @@ class Process(BaseProcessInfo):
 
 
 def _exitcode_name(code: int) -> str:
-    # Reprs show ``exitcode=-SIGKILL`` as stdlib does; errors use format_exitcode.
+    # Reprs show ``exitcode=-SIGKILL``, as stdlib's do.
     if code < 0:
         try:
             return "-" + signal.Signals(-code).name
