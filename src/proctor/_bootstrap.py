@@ -287,7 +287,7 @@ def close_stdin() -> None:
     reads EOF, and costs one ``dup2`` (the /dev/null descriptor is opened once).
     """
     try:
-        os.dup2(_devnull_fd(), 0)
+        os.dup2(devnull_fd(), 0)
     except OSError:
         pass
 
@@ -295,9 +295,10 @@ def close_stdin() -> None:
 _devnull: list[int] = []
 
 
-def _devnull_fd() -> int:
+def devnull_fd() -> int:
+    """A /dev/null descriptor (read and write), opened once per process and kept."""
     if not _devnull:
-        _devnull.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        _devnull.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
     return _devnull[0]
 
 

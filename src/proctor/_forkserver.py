@@ -322,18 +322,10 @@ def _std_fds() -> list[int]:
             os.fstat(fd)
             fds.append(fd)
         except OSError:  # closed: give the child /dev/null's place-holder instead
-            fds.append(_devnull())
+            from ._bootstrap import devnull_fd
+
+            fds.append(devnull_fd())
     return fds
-
-
-def _devnull() -> int:
-    global _devnull_fd
-    if _devnull_fd < 0:
-        _devnull_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    return _devnull_fd
-
-
-_devnull_fd = -1
 
 
 _client = ForkServerClient()

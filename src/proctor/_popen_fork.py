@@ -43,7 +43,7 @@ class ForkPopen(OwnChildPopen):
         on_main_thread = threading.current_thread() is threading.main_thread()
         # Resolved once in the parent so that every forked child finds them ready.
         _bootstrap.load_prctl()
-        _bootstrap._devnull_fd()
+        _bootstrap.devnull_fd()
         parent_pid = os.getpid()
         # Output buffered before the fork would otherwise be written twice.
         _bootstrap.flush_std_streams()
