@@ -43,6 +43,7 @@ from . import _reduction
 from ._errors import OwnerDiedWarning
 from ._semlock import NamedSemaphore
 from ._sharedwords import SharedWords
+from ._system import pid_alive
 from ._timeout import check_timeout as _check_timeout
 from ._timeout import deadline as _deadline
 
@@ -72,7 +73,6 @@ _pid = os.getpid()
 _next_token = itertools.count(-secrets.randbits(28) - 1, -1).__next__
 # fcntl record locks belong to the process: this serialises our own threads first.
 _recovery_mutex = threading.Lock()
-_HAVE_PROC = os.path.isdir("/proc/self")
 
 
 def _after_fork_in_child() -> None:
@@ -105,29 +105,8 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 def _pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process; a zombie (dead, unreaped) counts as dead."""
-    if pid == _pid:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    if _HAVE_PROC:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            return False  # vanished between the two looks
-        # The state letter follows the ")" that closes the command name.
-        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
-    import psutil  # type: ignore[import-untyped]  # pragma: no cover - systems without /proc
-
-    try:  # pragma: no cover
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # pragma: no cover
-        return False
+    """Whether ``pid`` runs (zombies count as dead); this process, without asking."""
+    return pid == _pid or pid_alive(pid)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from . import _logging, _serialization
 from ._errors import ResultError
+from ._system import pid_alive
 from ._timeout import deadline as _deadline
 
 TYPE_CHECKING = False
@@ -120,7 +121,7 @@ class _ParentProcess:
 
     def is_alive(self) -> bool:
         """Whether the parent still runs (this child has not been re-parented)."""
-        return os.getppid() == self._pid or _pid_alive(self._pid)
+        return os.getppid() == self._pid or pid_alive(self._pid)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the parent has ended, up to ``timeout`` seconds."""
@@ -135,16 +136,6 @@ class _ParentProcess:
     def __repr__(self) -> str:
         state = "started" if self.is_alive() else "stopped"
         return f"<_ParentProcess name={self.name!r} pid={self._pid} {state}>"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _state = _ProcessState()
