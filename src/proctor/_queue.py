@@ -84,8 +84,9 @@ _BATCH = 4  # the pickle is a list of the frame's items (put_many)
 #: one sleep and wake-up between cores on a VM, so spinning never costs more.
 SPIN_SECONDS = 50e-6
 
-#: Non-blocking lock attempts of put()/get()'s fast path before the general path.
-FAST_TRIES = 20
+#: Non-blocking lock attempts (about 2 us) of put()/get()'s fast path before the
+#: general path, whose lock wait may sleep: a sleep and wake-up costs far more.
+FAST_TRIES = 40
 
 #: Items pickled together into one frame by put_many on an unbounded queue: one
 #: pickle.dumps of a list is far cheaper than one per item.
