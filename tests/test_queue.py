@@ -12,6 +12,7 @@ import time
 import warnings
 
 import numpy as np
+import psutil
 import pytest
 
 import proctor
@@ -44,11 +45,44 @@ def consume_forever(q):
             return
 
 
-def hold_lock_and_corrupt_count(q, ready):
-    q._acquire(None)
-    q._ring.add_to_field(Ring.PUT, 5)  # count += 5, as if a holder died mid-update
+def die_holding_the_put_lock_mid_frame(q, ready):
+    # Take the put lock and scribble a half-written frame past the tail, as a
+    # producer killed in the middle of a put would leave it.
+    assert q._put_lock.acquire(timeout=30)
+    ring = q._ring
+    ring._write(ring.get_field(Ring.PUT_WORD) & ((1 << 36) - 1), b"\xff" * 40)
     ready.set()
     time.sleep(600)
+
+
+def die_holding_the_get_lock(q, ready):
+    assert q._get_lock.acquire(timeout=30)
+    ready.set()
+    time.sleep(600)
+
+
+def take_a_token_and_die(q):
+    assert q._take_token(True, 30)
+    os._exit(0)  # gone between its token and its item
+
+
+def commit_without_a_token(q):
+    # A producer killed between committing its frame and posting its token.
+    assert q._put_lock.acquire(timeout=30)
+    try:
+        assert q._ring.try_put_one(pickle.dumps("tokenless", 5), 1 << 20)
+    finally:
+        q._put_lock.release()
+    os._exit(0)
+
+
+def signal_then_get(q, ready):
+    ready.set()
+    return q.get(timeout=30)
+
+
+def get_many_and_exit(q, n):
+    return q.get_many(n, timeout=30)
 
 
 def make_array(shape, dtype, order):
@@ -178,12 +212,15 @@ def test_a_blocked_put_resumes_when_a_child_makes_room(ctx):
 
 def test_waiting_getter_in_another_process_wakes_on_put(ctx):
     q = ctx.Queue()
-    p = ctx.Process(target=get_n, args=(q, 1))
+    ready = ctx.Event()
+    p = ctx.Process(target=signal_then_get, args=(q, ready))
     p.start()
-    wait_until(lambda: q._ring.get_field(Ring.GETTERS) == 1, timeout=30)
+    assert ready.wait(30)
+    # Asleep in get(): past its spin, waiting on the items semaphore.
+    wait_until(lambda: psutil.Process(p.pid).status() == psutil.STATUS_SLEEPING, timeout=30)
     q.put("wake up")
     p.join(60)
-    assert p.result == ["wake up"]
+    assert p.result == "wake up"
     p.close()
 
 
@@ -204,23 +241,79 @@ def test_killed_consumer_leaves_the_queue_usable(ctx):
     p.close()
 
 
-def test_holder_killed_inside_the_queue_lock_is_recovered_and_repaired(ctx):
+def test_producer_killed_inside_the_put_lock_leaves_nothing_half_done(ctx):
     q = ctx.Queue()
     q.put_many(["a", "b"])
     ready = ctx.Event()
-    p = ctx.Process(target=hold_lock_and_corrupt_count, args=(q, ready))
+    p = ctx.Process(target=die_holding_the_put_lock_mid_frame, args=(q, ready))
     p.start()
     assert ready.wait(30)
-    assert q.qsize() == 7  # the corrupt count, as the dead holder left it
+    p.kill()
+    p.join(30)
+    assert q.qsize() == 2  # the half-written frame was never committed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the queue takes the lock over silently
+        q.put("c", timeout=10)  # overwrites the scribble
+    assert q.get_many(10, timeout=5) == ["a", "b", "c"]
+    assert q.qsize() == 0
+    p.close()
+
+
+def test_consumer_killed_inside_the_get_lock_leaves_the_queue_usable(ctx):
+    q = ctx.Queue()
+    q.put_many(range(10))
+    assert q.get_many(3, timeout=5) == [0, 1, 2]  # part of the batch frame
+    ready = ctx.Event()
+    p = ctx.Process(target=die_holding_the_get_lock, args=(q, ready))
+    p.start()
+    assert ready.wait(30)
     p.kill()
     p.join(30)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the queue repairs itself silently
-        began = time.monotonic()
-        assert q.get(timeout=10) == "a"
-        assert time.monotonic() - began < 5
-    assert q.qsize() == 1  # recounted from the ring
-    assert q.get(timeout=5) == "b"
+        warnings.simplefilter("error")
+        assert q.get(timeout=10) == 3
+    assert q.qsize() == 6
+    assert q.get_many(10, timeout=5) == list(range(4, 10))
+    p.close()
+
+
+def test_items_taken_in_another_process_are_counted_from_the_get_word(ctx):
+    q = ctx.Queue()
+    q.put_many(range(10))
+    p = ctx.Process(target=get_many_and_exit, args=(q, 4))
+    p.start()
+    p.join(60)
+    assert p.result == [0, 1, 2, 3]
+    assert q.qsize() == 6
+    assert q.get(timeout=5) == 4
+    p.close()
+
+
+def test_an_item_whose_token_died_with_a_consumer_is_still_got(ctx):
+    q = ctx.Queue()
+    q.put("orphaned")
+    p = ctx.Process(target=take_a_token_and_die, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert q.qsize() == 1
+    # No token is left for it: the getter finds it when it looks at the ring again.
+    assert q.get(timeout=10) == "orphaned"
+    assert q.qsize() == 0
+    p.close()
+
+
+def test_an_item_committed_without_its_token_is_still_got(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=commit_without_a_token, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert q.qsize() == 1
+    assert q.get_nowait() == "tokenless"  # seen in the ring, token or not
+    q.put("next")
+    assert q.get(timeout=10) == "next"
+    assert q.qsize() == 0
     p.close()
 
 
@@ -405,21 +498,6 @@ def test_put_many_keeps_order_across_small_items_and_arrays():
     assert got[4]() == 4
 
 
-def test_repair_counts_a_partly_taken_batch(ctx):
-    q = ctx.Queue()
-    q.put_many(range(10))
-    assert q.get_many(3, timeout=5) == [0, 1, 2]
-    ready = ctx.Event()
-    p = ctx.Process(target=hold_lock_and_corrupt_count, args=(q, ready))
-    p.start()
-    assert ready.wait(30)
-    p.kill()
-    p.join(30)
-    assert q.get(timeout=10) == 3
-    assert q.qsize() == 6  # recounted: 10 in the batch, 4 taken
-    p.close()
-
-
 def double(x):
     return 2 * x
 
@@ -482,11 +560,45 @@ def test_an_item_that_cannot_be_unpickled_raises_alone_and_blocks_nothing():
     assert q.qsize() == 0
 
 
-def test_a_put_wakes_a_waiting_getter_once():
+def test_one_items_token_per_frame_and_gets_take_them_with_the_frames():
     q = Queue()
-    q._ring.add_to_field(Ring.GETTERS, 1)  # one getter registered as waiting
-    q.put_many([1, 2, 3])
-    hint = q._shared.not_empty.sem
-    assert hint.acquire(False) is True
-    assert hint.acquire(False) is False  # not a second, stale wake-up
-    q._ring.add_to_field(Ring.GETTERS, -1)
+    tokens = q._shared.items.sem
+    q.put_many([1, 2, 3])  # one batch frame: one token
+    q.put(4)
+    assert q.get_many(2, timeout=5) == [1, 2]  # part of the batch: its token stays
+    assert q.get_many(10, timeout=5) == [3, 4]
+    assert tokens.acquire(False) is False  # both frames took their tokens along
+
+
+def test_a_stale_token_costs_a_look_and_nothing_else():
+    q = Queue()
+    q._give_token()  # as if a getter took an item before its token was posted
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    q._give_token()
+    began = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.2)
+    assert time.monotonic() - began < 5
+    q.put("x")
+    assert q.get(timeout=5) == "x"
+
+
+def put_in_order(q, n):
+    for i in range(n):
+        q.put(i, timeout=30)
+
+
+def test_one_lock_for_both_sides_where_stores_may_be_reordered(ctx, monkeypatch):
+    from proctor import _queue
+
+    monkeypatch.setattr(_queue, "SPLIT_LOCKS", False)
+    q = ctx.Queue(maxsize=50)
+    assert q._get_lock is q._put_lock
+    p = ctx.Process(target=put_in_order, args=(q, 500))
+    p.start()
+    assert [q.get(timeout=30) for _ in range(500)] == list(range(500))
+    p.join(60)
+    assert p.exitcode == 0
+    assert q.qsize() == 0
+    p.close()

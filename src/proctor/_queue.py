@@ -5,18 +5,21 @@
       producer (any process)                     shared by every process holding the queue
       ──────────────────────                     ─────────────────────────────────────────
       put(obj)                                   ┌ ring: anonymous shared memory (memfd) ─┐
-        pickle (protocol 5) ── fails? raise now  │ head tail count next_id unfinished ... │
+        pickle (protocol 5) ── fails? raise now  │ get word │ put word │ next_id ...      │
         buffers >= OOB_THRESHOLD ─▶ memfds       │ [frame][frame][frame] ...  (circular)  │
-        lock ─┬─ room? ─ mailbox.send(id, fds) ─▶└────────────────────────────────────────┘
-              │          ring.put(pickle)        mailbox: Unix datagram socket pair; the
-              │          wake a getter if any      kernel holds spilled buffers' memfds
-              └─ no room: wait on "not_full"     lock: proctor Lock (taken over from a
-                                                   dead holder; the ring is then repaired)
-      consumer (any process)                     not_empty / not_full / all_done: OS
-      ──────────────────────                       semaphores used as wake-up hints
+        put lock ─┬─ room? ─ mailbox.send(fds) ─▶└────────────────────────────────────────┘
+                  │         ring.put: one store  mailbox: Unix datagram socket pair; the
+                  │         of the put word        kernel holds spilled buffers' memfds
+                  └─ no room: register under the
+                     get lock, wait for "room"   put lock / get lock: proctor Locks, taken
+        post one "items" token per frame           over silently from a dead holder
+                                                 items: OS semaphore, one token per frame
+      consumer (any process)                     room: OS semaphore, handed to a waiting
+      ──────────────────────                       producer by the consumer that made room
       get()
-        lock ─┬─ count > 0? ─ ring.get() ─ mailbox.recv(id) ─▶ unpickle, buffers mapped
-              └─ empty: wait on "not_empty" (in slices, so a lost wake-up costs 0.1 s)
+        take an "items" token (spin briefly, then sleep on it in CHECK_INTERVAL slices)
+        get lock ── ring.take: one store of the get word ─ mailbox.recv(id)
+        ─▶ unpickle, large buffers mapped from their memfds
 
 Why this shape:
 
@@ -24,15 +27,23 @@ Why this shape:
   ``qsize()``, ``empty()`` and ``full()`` are exact in every process at that moment,
   an unpicklable item raises in the caller, and a producer that exits -- even by
   SIGKILL right after ``put()`` -- leaves its items gettable. Nothing to join.
+* Producers and consumers take different locks, so a producer and a consumer
+  never wait for each other (see ``SPLIT_LOCKS``). Each side commits with one
+  8-byte store of its own word (``_ring``), so a process killed anywhere leaves
+  the ring consistent: there is nothing to repair, and a consumer killed in
+  ``get()`` loses at most the item it was taking.
+* The ``items`` semaphore counts frames, as a hint: a getter sleeps on it without
+  any lock, and a put never misses a sleeping getter because the token stays in
+  the semaphore until somebody takes it. Tokens can go astray (a process killed
+  between its commit and its token, or a getter that took an item before its
+  token was posted): the ring is the truth, a stale token costs one look, and a
+  missing one is noticed within CHECK_INTERVAL.
 * Large buffers (numpy arrays, bytearrays: pickle protocol 5 out-of-band buffers)
   travel as memfds through the mailbox: one copy in, none out; the consumer's
   array is a writable view of memory the kernel frees when the array is gone.
 * Every piece is reclaimed by the kernel when the last process holding the queue
   exits: the ring and spilled buffers have no name; only the semaphores do, and
   the resource reaper removes those.
-* A process killed while holding the lock leaves the ring consistent up to one
-  count, which the next holder recomputes (``Ring.repair``); a consumer killed in
-  ``get()`` loses at most the item it was taking.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import array
 import mmap
 import os
 import pickle
+import platform
 import queue as _stdlib_queue
 import socket
 import struct
@@ -51,7 +63,7 @@ from collections.abc import Iterable
 from . import _reduction, _serialization
 from ._anonmem import AnonymousMemory
 from ._lock import CHECK_INTERVAL, Lock
-from ._ring import HEADER_SIZE, Ring
+from ._ring import HEADER_SIZE, MAX_CAPACITY, MAX_ITEMS, Ring
 from ._semlock import SEM_VALUE_MAX, NamedSemaphore
 from ._timeout import check_timeout as _check_timeout
 from ._wire import fds_from, memfd_with
@@ -75,13 +87,20 @@ OOB_THRESHOLD = 64 * 1024
 #: one item can never hog the ring.
 SPILL_FRACTION = 4
 
+#: Whether producers and consumers take separate locks. Each side reads the
+#: other's word without the other's lock, which is safe where the CPU keeps
+#: stores in program order and loads before later stores (x86's total store
+#: order). Elsewhere (ARM, including Apple silicon) both sides share one lock,
+#: whose semaphore operations are memory barriers.
+SPLIT_LOCKS = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
+
 # Frame flags.
 _SPILLED_BUFFERS = 1  # memfds for out-of-band buffers follow in the mailbox
 _SPILLED_PICKLE = 2  # the pickle itself is the first of those memfds
 _BATCH = 4  # the pickle is a list of the frame's items (put_many)
 
-#: How long a getter watches an empty queue before it sleeps: about the cost of
-#: one sleep and wake-up between cores on a VM, so spinning never costs more.
+#: How long a getter watches for a token before it sleeps: about the cost of one
+#: sleep and wake-up between cores on a VM, so spinning never costs more.
 SPIN_SECONDS = 50e-6
 
 #: Non-blocking lock attempts (about 2 us) of put()/get()'s fast path before the
@@ -92,19 +111,21 @@ FAST_TRIES = 40
 #: pickle.dumps of a list is far cheaper than one per item.
 BATCH_ITEMS = 4096  # well under the 2**24 items a frame can count
 
-_MAILBOX_ID = struct.Struct("<Q")
+_MAILBOX_ID = struct.Struct("<I")
 _MEMFD_NAME = "proctor-queue-item"
 _dumps = pickle.dumps
+_loads = pickle.loads
+_monotonic = time.monotonic
 # Objects that can never hold an out-of-band buffer: pickled directly, no callback.
 _SCALARS = frozenset({int, float, str, bool, type(None), complex})
 _MAX_FDS = 253
 
 
 class _QueueLock(Lock):
-    """The queue's lock: a dead holder's lock is taken over silently.
+    """A queue's put or get lock: a dead holder's lock is taken over silently.
 
-    The queue repairs its ring after a takeover (see ``Queue._acquire``), so there
-    is nothing half-updated for the user to hear about.
+    Every change a holder makes to the ring is committed by one store, so a
+    holder that died left nothing half-updated for the user to hear about.
     """
 
     __slots__ = ()
@@ -116,9 +137,10 @@ class _Shared:
 
     def __init__(self, capacity: int, joinable: bool) -> None:
         self.memory = AnonymousMemory(HEADER_SIZE + capacity)
-        self.lock = _QueueLock()
-        self.not_empty = NamedSemaphore(0, SEM_VALUE_MAX)
-        self.not_full = NamedSemaphore(0, SEM_VALUE_MAX)
+        self.put_lock = _QueueLock()
+        self.get_lock = _QueueLock() if SPLIT_LOCKS else self.put_lock
+        self.items = NamedSemaphore(0, SEM_VALUE_MAX)
+        self.room = NamedSemaphore(0, SEM_VALUE_MAX)
         self.all_done = NamedSemaphore(0, SEM_VALUE_MAX) if joinable else None
         send_end, recv_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         send_end.setblocking(False)
@@ -140,12 +162,13 @@ class Queue:
 
     Args:
         maxsize: the most items the queue holds; ``<= 0`` means no item limit
-            (the queue still holds at most ``capacity`` bytes of pickled items).
+            (the queue still holds at most ``capacity`` bytes of pickled items,
+            and at most 2**26 items).
         capacity: bytes of shared memory for pickled items (keyword-only).
 
     Raises:
         TypeError: for a non-integer ``maxsize`` or ``capacity``.
-        ValueError: for a ``capacity`` below 4 KiB.
+        ValueError: for a ``capacity`` below 4 KiB or above 16 GiB.
 
     Note:
         There is no feeder thread: ``put()`` stores the item in shared memory
@@ -161,19 +184,24 @@ class Queue:
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__} ({maxsize!r})")
         if isinstance(capacity, bool) or not isinstance(capacity, int):
             raise TypeError(f"capacity must be an int number of bytes, not {capacity!r}")
-        if capacity < 4096:
-            raise ValueError(f"capacity must be at least 4096 bytes, not {capacity}")
+        if not 4096 <= capacity <= MAX_CAPACITY:
+            raise ValueError(f"capacity must be from 4096 to {MAX_CAPACITY} bytes, not {capacity}")
         self._setup(max(maxsize, 0), _Shared(capacity, self._joinable))
 
     def _setup(self, maxsize: int, shared: _Shared) -> None:
         self._maxsize = maxsize
         self._shared = shared
-        self._ring = Ring(memoryview(shared.memory))
-        self._lock = shared.lock
+        self._ring = Ring(shared.memory)
+        self._item_limit = min(maxsize, MAX_ITEMS) if maxsize else MAX_ITEMS
+        self._put_lock = shared.put_lock
+        self._get_lock = shared.get_lock
+        # Bound once: the fast paths are a few C calls.
+        self._take_token = shared.items.sem.acquire
+        self._give_token = shared.items.sem.release
         self._closed = False
         self._spill_limit = self._ring.capacity // SPILL_FRACTION
         # The decoded items of the batch frame at the head of the ring, so that
-        # getting them one by one unpickles the batch once: (frame id, items).
+        # getting them one by one unpickles the batch once: (frame key, items).
         self._batch_cache: tuple[int, list] = (-1, [])
         # Items this handle took but has not returned yet, because an item
         # before them could not be unpickled (see _decode_all).
@@ -185,15 +213,17 @@ class Queue:
         shared = self._shared
         send_token = _reduction.fd_token(shared.mailbox_send.fileno(), type(self).__name__)
         recv_token = _reduction.fd_token(shared.mailbox_recv.fileno(), type(self).__name__)
+        get_lock = None if shared.get_lock is shared.put_lock else shared.get_lock
         return (
             _rebuild_queue,
             (
                 type(self),
                 self._maxsize,
                 shared.memory,
-                shared.lock,
-                shared.not_empty,
-                shared.not_full,
+                shared.put_lock,
+                get_lock,
+                shared.items,
+                shared.room,
                 shared.all_done,
                 send_token,
                 recv_token,
@@ -239,25 +269,24 @@ class Queue:
             item.close()
 
     def _put_fast(self, payload: bytes) -> bool:
-        """The common case in one go: lock free (soon), room in the ring. Else False."""
-        lock = self._lock
-        if not _try_briefly(lock):
+        """The common case in one go: put lock free (soon), room in the ring. Else False."""
+        if len(payload) > self._spill_limit:
+            return False  # the general path spills it
+        lock = self._put_lock
+        if not (lock._try(False) or _try_briefly(lock)):
             return False
         lock._became_owner()
-        ring = self._ring
-        wake = False
         try:
-            if lock._w[1] != ring.get_field(Ring.REPAIRED):
-                return False  # the general path repairs the ring first
-            if len(payload) > self._spill_limit or not ring.try_put_one(payload, self._maxsize):
-                return False  # the general path spills, waits, or raises Full
+            if not self._ring.try_put_one(payload, self._item_limit):
+                return False  # the general path waits or raises Full
             if self._joinable:
-                ring.add_to_field(Ring.UNFINISHED, 1)
-            wake = ring.get_field(Ring.GETTERS) > 0
+                self._ring.add_to_field(Ring.UNFINISHED, 1)
         finally:
             lock.release()
-        if wake:
-            self._shared.not_empty.sem.release()
+        try:
+            self._give_token()
+        except (OSError, ValueError):
+            pass  # at the semaphore's limit (32767 on macOS): see _give_tokens
         return True
 
     def put_nowait(self, obj: Any) -> None:
@@ -299,35 +328,29 @@ class Queue:
             _check_queue_timeout(timeout)  # bad values fail even when an item is there
         if self._pending:
             return self._take_pending(1)[0]
-        if block and not self._ring.count:
-            # Watch an empty queue without its lock first: taking the lock
-            # only to find nothing slows down the producer that is about to
-            # put something.
-            _spin_until_items(self._ring, _deadline(block, timeout))
-        found, value = self._get_fast()
-        if found:
-            return value
-        return self._get_items(1, block, _deadline(block, timeout))[0]
+        token = self._take_token(False)
+        if token:
+            found, value = self._get_fast()
+            if found:
+                return value
+        return self._get_items(1, block, _deadline(block, timeout), token)[0]
 
     def _get_fast(self) -> tuple[bool, Any]:
-        """The common case: lock free (soon), a plain item at the head. Else (False, None)."""
-        lock = self._lock
-        if not _try_briefly(lock):
+        """With a token: get lock free (soon), a plain item at the head. Else (False, None)."""
+        lock = self._get_lock
+        if not (lock._try(False) or _try_briefly(lock)):
             return False, None
         lock._became_owner()
         ring = self._ring
         try:
-            if lock._w[1] != ring.get_field(Ring.REPAIRED):
-                return False, None
             payload = ring.try_get_one()
             if payload is None:
-                return False, None  # empty, batches, spilled items: the general path
-            wake = ring.get_field(Ring.PUTTERS) > 0
+                return False, None  # batches, spilled items, a stale token: the general path
+            if ring.get_field(Ring.PUTTERS) > 0:
+                self._hand_room(1)
         finally:
             lock.release()
-        if wake:
-            self._shared.not_full.sem.release()
-        return True, pickle.loads(payload)
+        return True, _loads(payload)
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -345,7 +368,10 @@ class Queue:
             raise TypeError(f"max_items must be an int, not {max_items!r}")
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, not {max_items}")
-        return self._get_items(max_items, True, _deadline(True, timeout))
+        deadline = _deadline(True, timeout)
+        if self._pending:
+            return self._take_pending(max_items)
+        return self._get_items(max_items, True, deadline, self._take_token(False))
 
     def qsize(self) -> int:
         """The number of items in the queue, exact when ``put()``/``get()`` return."""
@@ -383,12 +409,15 @@ class Queue:
         self._closed = True
         shared = self._shared
         self._ring.release()
+        # Drop the bound methods first: they keep the C semaphore open.
+        self._take_token = self._give_token = _closed_call
         shared.mailbox_send.close()
         shared.mailbox_recv.close()
-        for hint in (shared.not_empty, shared.not_full, shared.all_done):
+        for hint in (shared.items, shared.room, shared.all_done):
             if hint is not None:
                 hint.close()
-        shared.lock.close()
+        shared.put_lock.close()
+        shared.get_lock.close()
         shared.memory.close()
 
     def join_thread(self) -> None:
@@ -418,7 +447,7 @@ class Queue:
         bound = f" maxsize={self._maxsize}" if self._maxsize else ""
         return f"<proctor.{type(self).__name__} {state}{bound}>"
 
-    # -- machinery ------------------------------------------------------------------
+    # -- machinery: producers ---------------------------------------------------------
 
     def _check_open(self, what: str) -> None:
         if self._closed:
@@ -426,93 +455,167 @@ class Queue:
                 f"cannot {what}: this {type(self).__name__} was closed in this process"
             )
 
-    def _acquire(self, deadline: float | None) -> bool:
-        lock = self._lock
-        if lock._try(False):
-            lock._became_owner()
-        else:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not lock.acquire(True, remaining):
-                return False
-        recoveries = lock._w[lock._RECOVERIES]
-        ring = self._ring
-        if recoveries != ring.get_field(Ring.REPAIRED):
-            ring.repair()
-            ring.set_field(Ring.REPAIRED, recoveries)
-        return True
+    def _give_tokens(self, n: int) -> None:
+        """Post ``n`` items tokens (one per frame put)."""
+        give = self._give_token
+        try:
+            for _ in range(n):
+                give()
+        except (OSError, ValueError):
+            # The semaphore is at its limit (32767 on macOS): getters then find
+            # the items by looking at the ring every CHECK_INTERVAL.
+            pass
 
     def _room_for(self, item: _Encoded) -> bool:
-        ring = self._ring
-        if self._maxsize and ring.count + item.items > self._maxsize:
-            return False
-        return ring.free() >= ring.frame_size(len(item.payload))
+        return self._ring.has_room(len(item.payload), item.items, self._maxsize)
 
     def _put_items(self, items: list[_Encoded], block: bool, deadline: float | None) -> None:
         ring = self._ring
         shared = self._shared
+        lock = self._put_lock
         done = 0
-        waiting = False
         while True:
-            if not self._acquire(deadline):
+            if not _acquire(lock, deadline):
                 raise Full("timed out waiting for the lock of a full queue", done)
-            wake_getters = 0
+            frames = 0
+            mailbox_full = False
             try:
-                if waiting:
-                    ring.add_to_field(Ring.PUTTERS, -1)
-                    waiting = False
                 while done < len(items) and self._room_for(items[done]):
                     item = items[done]
-                    if item.fds and not _mail(shared.mailbox_send, ring.next_id, item.fds):
-                        break  # the mailbox is full: wait like for a full ring
-                    ring.put(item.payload, item.flags, item.items)
+                    mail_id = 0
+                    if item.fds:
+                        mail_id = ring.next_mail_id()
+                        if not _mail(shared.mailbox_send, mail_id, item.fds):
+                            mailbox_full = True  # wait as for a full ring
+                            break
+                    ring.put(item.payload, item.flags, item.items, mail_id)
                     if self._joinable:
                         ring.add_to_field(Ring.UNFINISHED, item.items)
                     done += 1
-                wake_getters = min(ring.get_field(Ring.GETTERS), done)
-                if done == len(items):
-                    break
-                if not block:
-                    raise Full(f"the queue is full ({ring.count} items)", done)
-                ring.add_to_field(Ring.PUTTERS, 1)
-                waiting = True
+                    frames += 1
             finally:
-                self._lock.release()
-                for _ in range(wake_getters):
-                    shared.not_empty.sem.release()
-            if not _wait_hint(shared.not_full, deadline):
-                self._unwait(Ring.PUTTERS)
-                raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
+                lock.release()
+                self._give_tokens(frames)
+            if done == len(items):
+                return
+            if not block:
+                raise Full(f"the queue is full ({ring.count} items)", done)
+            self._await_room(items[done], mailbox_full, deadline, done)
 
-    def _get_items(self, max_items: int, block: bool, deadline: float | None) -> list[Any]:
-        if self._pending:
-            return self._take_pending(max_items)
+    def _await_room(
+        self, item: _Encoded, mailbox_full: bool, deadline: float | None, done: int
+    ) -> None:
+        """Wait until ``item`` may fit; raise ``Full`` past the deadline.
+
+        The producer registers in ``putters`` under the *get* lock, which every
+        consumer holds when it makes room, so none can miss it; the consumer that
+        makes room unregisters it and posts ``room`` for it (``_hand_room``).
+        """
+        ring = self._ring
+        room = self._shared.room.sem
+        lock = self._get_lock
+        if not _acquire(lock, deadline):
+            raise Full("timed out waiting for the lock of a full queue", done)
+        try:
+            if not mailbox_full and self._room_for(item):
+                return
+            ring.add_to_field(Ring.PUTTERS, 1)
+        finally:
+            lock.release()
+        while True:
+            wait = (
+                CHECK_INTERVAL if deadline is None else min(CHECK_INTERVAL, deadline - _monotonic())
+            )
+            if wait > 0 and room.acquire(True, wait):
+                return  # a consumer made room and unregistered us
+            _acquire(lock, None)
+            try:
+                if room.acquire(False):
+                    return  # handed over just now
+                if mailbox_full or self._room_for(item):
+                    ring.add_to_field(Ring.PUTTERS, -1)
+                    return  # (mailbox: consumers take descriptors without a word)
+                if deadline is not None and _monotonic() >= deadline:
+                    ring.add_to_field(Ring.PUTTERS, -1)
+                    raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
+            finally:
+                lock.release()
+
+    # -- machinery: consumers ---------------------------------------------------------
+
+    def _hand_room(self, taken: int) -> None:
+        """Wake up to ``taken`` producers waiting for room (get lock held)."""
+        ring = self._ring
+        n = min(ring.get_field(Ring.PUTTERS), taken)
+        if n > 0:
+            ring.add_to_field(Ring.PUTTERS, -n)
+            post = self._shared.room.sem.release
+            for _ in range(n):
+                post()
+
+    def _await_items(self, deadline: float | None) -> bool:
+        """Wait for an items token: True once taken; False for items seen without one.
+
+        Raises:
+            Empty: past the deadline with the queue still empty.
+        """
+        take = self._take_token
+        give_up = _monotonic() + SPIN_SECONDS
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        # A producer on another core is usually microseconds away, and a sleep
+        # and wake-up cost far more: watch first.
+        while _monotonic() < give_up:
+            if take(False):
+                return True
+        while True:
+            if deadline is None:
+                wait = CHECK_INTERVAL
+            else:
+                wait = min(CHECK_INTERVAL, deadline - _monotonic())
+                if wait <= 0:
+                    if self._ring.count:
+                        return False
+                    raise Empty("timed out: the queue stayed empty")
+            if take(True, wait):
+                return True
+            if self._ring.count:
+                # Items without a token: their producer died between commit and
+                # token, or a getter died holding one. Take them anyway.
+                return False
+
+    def _get_items(
+        self, max_items: int, block: bool, deadline: float | None, token: bool
+    ) -> list[Any]:
         ring = self._ring
         shared = self._shared
-        waiting = False
-        spun = False
+        lock = self._get_lock
         while True:
-            if not self._acquire(deadline):
+            if not token and not ring.count:
+                if not block:
+                    raise Empty("the queue is empty")
+                token = self._await_items(deadline)
+            if not _acquire(lock, deadline):
+                if token:
+                    self._give_tokens(1)  # not ours to drop: hand it on
                 raise Empty("timed out waiting for the lock of the queue")
             # In order: lists of items already decoded (from batches), a
             # _Failed batch, and (payload, flags, fds) tuples still to decode.
             got: list[Any] = []
             count = 0
-            wake_putters = 0
+            frames = 0  # frames removed: each takes its token with it
             try:
-                if waiting:
-                    ring.add_to_field(Ring.GETTERS, -1)
-                    waiting = False
                 while count < max_items and ring.count > 0:
-                    length, flags, items, taken, message_id = ring.head_frame()
+                    length, flags, items, taken, mail_id, key = ring.head_frame()
                     if flags & _BATCH:
-                        cached_id, values = self._batch_cache
-                        if cached_id != message_id:
+                        cached_key, values = self._batch_cache
+                        if cached_key != key:
                             try:
-                                values = pickle.loads(ring.head_payload(length))
+                                values = _loads(ring.head_payload(length))
                             except Exception as exc:
                                 # Its items cannot be rebuilt here: take them
                                 # all, or they would block the queue for ever.
-                                ring.consume(items - taken, length, items, taken, message_id)
+                                frames += ring.consume(items - taken, length, items, taken)
                                 if hasattr(exc, "add_note"):  # Python 3.11+
                                     exc.add_note(
                                         f"proctor: {items - taken} items put together by "
@@ -521,45 +624,40 @@ class Queue:
                                 got.append(_Failed(exc))
                                 count += items - taken
                                 continue
-                            self._batch_cache = (message_id, values)
+                            self._batch_cache = (key, values)
                         n = min(items - taken, max_items - count)
                         got.append(values[taken : taken + n])
                         count += n
-                        ring.consume(n, length, items, taken, message_id)
-                        if taken + n >= items:
+                        if ring.consume(n, length, items, taken):
+                            frames += 1
                             self._batch_cache = (-1, [])
                     else:
                         payload = ring.head_payload(length)
-                        ring.consume(1, length, 1, 0, message_id)
-                        fds = _unmail(shared.mailbox_recv, message_id) if flags else []
+                        frames += ring.consume(1, length, 1, 0)
+                        fds = _unmail(shared.mailbox_recv, mail_id) if flags else []
                         got.append((payload, flags, fds))
                         count += 1
-                if got:
-                    wake_putters = min(ring.get_field(Ring.PUTTERS), count)
-                elif not block:
-                    raise Empty("the queue is empty")
-                elif spun:
-                    ring.add_to_field(Ring.GETTERS, 1)
-                    waiting = True
+                if count:
+                    self._hand_room(count)
             finally:
-                self._lock.release()
-            if not got and not spun:
-                # Watch the count (no lock needed to read it) for a few
-                # microseconds before sleeping: a producer on another core is
-                # usually that close, and a sleep and wake-up cost far more.
-                spun = True
-                if _spin_until_items(ring, deadline):
-                    spun = False
-                continue
+                lock.release()
+            self._settle_tokens(token, frames, bool(got))
+            token = False
             if got:
-                for _ in range(wake_putters):
-                    shared.not_full.sem.release()
                 if len(got) == 1 and type(got[0]) is list:
                     return got[0]
                 return self._decode_all(got, max_items)
-            if not _wait_hint(shared.not_empty, deadline):
-                self._unwait(Ring.GETTERS)
-                raise Empty("timed out: the queue stayed empty")
+            if not block:
+                raise Empty("the queue is empty")
+
+    def _settle_tokens(self, token: bool, frames: int, took: bool) -> None:
+        """Remove one token per frame removed, starting with the one held (if any)."""
+        take = self._take_token
+        for _ in range(frames - token):
+            take(False)  # (failing: its producer has yet to post it; it will be stale)
+        if token and not frames and took and self._ring.count:
+            # We took part of a batch: the frame stays, and so does its token.
+            self._give_tokens(1)
 
     def _decode_all(self, got: list[Any], max_items: int) -> list[Any]:
         """Rebuild taken items in order. An item that fails to unpickle raises
@@ -590,13 +688,6 @@ class Queue:
             result.append(pending.popleft())
         return result
 
-    def _unwait(self, field: int) -> None:
-        if self._acquire(None):
-            try:
-                self._ring.add_to_field(field, -1)
-            finally:
-                self._lock.release()
-
 
 class SimpleQueue(Queue):
     """``multiprocessing.SimpleQueue``: ``put``, ``get``, ``empty``, ``close``, unbounded."""
@@ -606,7 +697,10 @@ class SimpleQueue(Queue):
 
 
 class JoinableQueue(Queue):
-    """A ``Queue`` with ``task_done()`` and ``join()``, as ``multiprocessing.JoinableQueue``."""
+    """A ``Queue`` with ``task_done()`` and ``join()``, as ``multiprocessing.JoinableQueue``.
+
+    The count of unfinished items and the joiners live under the put lock.
+    """
 
     _joinable = True
 
@@ -617,18 +711,17 @@ class JoinableQueue(Queue):
             ValueError: when called more times than items were put.
         """
         self._check_open("task_done")
-        all_done = self._shared.all_done
-        if all_done is None:  # never: a JoinableQueue always makes one (_joinable)
-            raise RuntimeError("this JoinableQueue has no all_done semaphore")
+        all_done = self._all_done()
         ring = self._ring
-        self._acquire(None)
+        lock = self._put_lock
+        _acquire(lock, None)
         try:
             if ring.get_field(Ring.UNFINISHED) <= 0:
                 raise ValueError("task_done() called too many times")
             left = ring.add_to_field(Ring.UNFINISHED, -1)
             joiners = ring.get_field(Ring.JOINERS) if left == 0 else 0
         finally:
-            self._lock.release()
+            lock.release()
         for _ in range(joiners):
             all_done.sem.release()
 
@@ -639,14 +732,13 @@ class JoinableQueue(Queue):
             True when all items are done; False when ``timeout`` passed first.
         """
         self._check_open("join")
-        all_done = self._shared.all_done
-        if all_done is None:  # never: a JoinableQueue always makes one (_joinable)
-            raise RuntimeError("this JoinableQueue has no all_done semaphore")
+        all_done = self._all_done()
         deadline = _deadline(True, timeout)
         ring = self._ring
+        lock = self._put_lock
         waiting = False
         while True:
-            self._acquire(None)
+            _acquire(lock, None)
             try:
                 if waiting:
                     ring.add_to_field(Ring.JOINERS, -1)
@@ -656,31 +748,47 @@ class JoinableQueue(Queue):
                 ring.add_to_field(Ring.JOINERS, 1)
                 waiting = True
             finally:
-                self._lock.release()
+                lock.release()
             if not _wait_hint(all_done, deadline):
-                self._unwait(Ring.JOINERS)
+                _acquire(lock, None)
+                try:
+                    ring.add_to_field(Ring.JOINERS, -1)
+                finally:
+                    lock.release()
                 return False
+
+    def _all_done(self) -> NamedSemaphore:
+        all_done = self._shared.all_done
+        if all_done is None:  # never: a JoinableQueue always makes one (_joinable)
+            raise RuntimeError("this JoinableQueue has no all_done semaphore")
+        return all_done
 
 
 def _rebuild_queue(
     cls: type[Queue],
     maxsize: int,
     memory: AnonymousMemory,
-    lock: _QueueLock,
-    not_empty: NamedSemaphore,
-    not_full: NamedSemaphore,
+    put_lock: _QueueLock,
+    get_lock: _QueueLock | None,
+    items: NamedSemaphore,
+    room: NamedSemaphore,
     all_done: NamedSemaphore | None,
     send_token: int,
     recv_token: int,
 ) -> Queue:
     shared = _Shared.__new__(_Shared)
-    shared.memory, shared.lock = memory, lock
-    shared.not_empty, shared.not_full, shared.all_done = not_empty, not_full, all_done
+    shared.memory, shared.put_lock = memory, put_lock
+    shared.get_lock = put_lock if get_lock is None else get_lock
+    shared.items, shared.room, shared.all_done = items, room, all_done
     shared.mailbox_send = socket.socket(fileno=_reduction.take_fd(send_token))
     shared.mailbox_recv = socket.socket(fileno=_reduction.take_fd(recv_token))
     queue = cls.__new__(cls)
     queue._setup(maxsize, shared)
     return queue
+
+
+def _closed_call(*args: Any) -> Any:
+    raise ValueError("this queue was closed in this process")
 
 
 # -- waiting ---------------------------------------------------------------------------
@@ -696,27 +804,25 @@ def _check_queue_timeout(timeout: Any) -> float | None:
 
 def _deadline(block: bool, timeout: Any) -> float | None:
     if not block:
-        return time.monotonic()
+        return _monotonic()
     timeout = _check_queue_timeout(timeout)
-    return None if timeout is None else time.monotonic() + timeout
+    return None if timeout is None else _monotonic() + timeout
+
+
+def _acquire(lock: Lock, deadline: float | None) -> bool:
+    """Take a queue lock by the deadline (a dead holder's is taken over)."""
+    if _try_briefly(lock):
+        lock._became_owner()
+        return True
+    remaining = None if deadline is None else max(0.0, deadline - _monotonic())
+    return lock.acquire(True, remaining)
 
 
 def _try_briefly(lock: Lock) -> bool:
-    """Try the lock a few times without sleeping: the other side holds it for ~1 us."""
+    """Try the lock a few times without sleeping: its holder holds it for ~1 us."""
     attempt = lock._try
     for _ in range(FAST_TRIES):  # noqa: SIM110 - a loop beats any(genexpr) on this hot path
         if attempt(False):
-            return True
-    return False
-
-
-def _spin_until_items(ring: Ring, deadline: float | None) -> bool:
-    """Busy-watch the ring's count for up to SPIN_SECONDS; True if items appeared."""
-    give_up = time.monotonic() + SPIN_SECONDS
-    if deadline is not None:
-        give_up = min(give_up, deadline)
-    while time.monotonic() < give_up:
-        if ring.count:
             return True
     return False
 
@@ -731,7 +837,7 @@ def _wait_hint(hint: NamedSemaphore, deadline: float | None) -> bool:
     if deadline is None:
         hint.sem.acquire(True, CHECK_INTERVAL)
         return True
-    remaining = deadline - time.monotonic()
+    remaining = deadline - _monotonic()
     if remaining <= 0:
         return False
     hint.sem.acquire(True, min(remaining, CHECK_INTERVAL))
@@ -857,11 +963,11 @@ def _map(fd: int) -> Any:
 # -- the mailbox: memfds held by the kernel between put() and get() --------------------
 
 
-def _mail(sock: socket.socket, message_id: int, fds: list[int]) -> bool:
-    """Send ``fds`` tagged with ``message_id``; False when the mailbox is full."""
+def _mail(sock: socket.socket, mail_id: int, fds: list[int]) -> bool:
+    """Send ``fds`` tagged with ``mail_id``; False when the mailbox is full."""
     try:
         sock.sendmsg(
-            [_MAILBOX_ID.pack(message_id)],
+            [_MAILBOX_ID.pack(mail_id)],
             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
         )
     except (BlockingIOError, InterruptedError):
@@ -875,12 +981,13 @@ def _mail(sock: socket.socket, message_id: int, fds: list[int]) -> bool:
     return True
 
 
-def _unmail(sock: socket.socket, message_id: int) -> list[int]:
-    """Receive the descriptors sent for ``message_id``, dropping older orphans.
+def _unmail(sock: socket.socket, mail_id: int) -> list[int]:
+    """Receive the descriptors sent for ``mail_id``, dropping older orphans.
 
     An orphan is left by a producer killed between mailing and committing its
     item, or a consumer killed between taking an item and its descriptors; both
-    are older than any live item, so they are recognised by their ids.
+    are older than any live item, so they are recognised by their ids (32-bit
+    serial numbers: "older" is "less than 2**31 behind").
     """
     while True:
         try:
@@ -889,16 +996,16 @@ def _unmail(sock: socket.socket, message_id: int) -> list[int]:
             )
         except BlockingIOError:
             raise RuntimeError(
-                f"queue item {message_id} lost its large buffers: they are not in the "
+                f"queue item {mail_id} lost its large buffers: they are not in the "
                 "queue's mailbox (was the queue's memory corrupted?)"
             ) from None
         fds = fds_from(ancdata)
         (got,) = _MAILBOX_ID.unpack(data)
-        if got == message_id:
+        if got == mail_id:
             return fds
         for fd in fds:
             os.close(fd)
-        if got > message_id:
+        if (mail_id - got) & 0xFFFFFFFF >= 1 << 31:
             raise RuntimeError(
-                f"queue item {message_id}'s large buffers are missing (found item {got}'s)"
+                f"queue item {mail_id}'s large buffers are missing (found item {got}'s)"
             )

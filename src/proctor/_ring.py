@@ -1,172 +1,192 @@
-"""A byte ring of framed messages in shared memory; the caller provides the locking.
+"""A byte ring of framed messages in shared memory, with one writer side and one reader side.
 
-Layout of the shared region (all integers little-endian, 8-byte aligned so that a
-reader sees each one whole). What getters write and what putters write sit on
-different cache lines, so that a producer and a consumer on two cores do not
-take each other's line at every operation::
+Producers (under the queue's put lock) only ever store the *put word*; consumers
+(under its get lock) only ever store the *get word*. Each word packs a position
+and an item count into one aligned 8-byte integer, so a single store commits a
+whole operation: there is no moment at which a process killed mid-operation
+leaves the ring half-updated, and nothing to repair afterwards::
 
-    offset 0    head      bytes consumed since creation   (getters' line)
-           8    got       items consumed since creation
-           16   taken     items already taken from the head frame, with its id
-           24   getters   processes waiting to get        (wake-up hints)
-           32   joiners   processes waiting in join()
-           40   repaired  the lock's recovery count when the ring was last repaired
-           64   tail      bytes produced since creation   (putters' line)
-           72   put       items produced since creation
-           80   next_id   sequence number of the next frame
-           88   putters   processes waiting to put
-           96   unfinished  JoinableQueue: put() minus task_done()
-           128  data      capacity bytes, used circularly
+    offset 0    get word   got items (mod 2**27) << 36 | head position   (consumers' line)
+           8    putters    producers waiting for room (changed under the get lock)
+           64   put word   put items (mod 2**27) << 36 | tail position   (producers' line)
+           72   next_id    mailbox id of the next spilled frame (put lock)
+           80   unfinished JoinableQueue: items put minus task_done() (put lock)
+           88   joiners    processes waiting in join() (put lock)
+           128  data       capacity bytes, used circularly
 
-The number of items in the ring (``qsize``) is ``put - got``.
+Positions run over ``[0, 2 * capacity)``, so that head == tail means empty and
+``tail - head == capacity`` means full; the byte offset is the position modulo
+``capacity``. The number of items in the ring is ``put - got`` modulo 2**27;
+producers treat the ring as full before that could overflow.
 
-A frame is ``<length:u32><meta:u32><id:u64>`` followed by ``length`` bytes, and
-may wrap around the end of the data area. ``meta`` holds the frame's flags (top
-8 bits) and how many items it carries (low 24 bits): 1, or a batch written by
-``put_many``, which getters may consume a few items at a time. ``head`` and
-``tail`` only grow; their difference is the bytes in use.
+A frame is ``<length:u32><meta:u32><seq:u32><mail_id:u32>`` and ``length`` bytes,
+and may wrap around the end of the data area. ``meta`` holds flags (top 8 bits)
+and how many items the frame carries (low 24 bits): 1, or a batch written by
+``put_many``, which getters may take a few items at a time. ``seq`` is the put
+count (mod 2**27) before the frame, so the items already taken from the head
+frame are ``got - seq``: no separate word to keep in step. ``mail_id`` tags
+spilled frames' descriptors in the queue's mailbox.
 
-Commit points, each a single 8-byte store: a put writes the frame, then stores
-``tail`` (the items now exist), then ``put``; a get that empties the head frame
-stores ``head``; one that takes part of a batch stores ``taken`` (the frame's id
-and the items taken, in one word, so that it means nothing once ``head`` moves
-past that frame); ``got`` follows. A process killed between a commit and the
-counter update leaves the count wrong and nothing else; :meth:`Ring.repair`
-recounts by walking the frames. It runs when the lock was recovered from a dead
-holder.
+Memory ordering: a consumer reads the put word without the put lock and then the
+frame it covers; a producer reads the get word without the get lock and then
+reuses the room it frees. Both rely on total store order (x86: stores become
+visible in program order, and loads are not reordered with later stores). On
+other CPUs the queue gives both sides the same lock (see ``_queue.SPLIT_LOCKS``),
+whose semaphore operations order everything.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 
-__all__ = ("FRAME", "HEADER_SIZE", "Ring")
+__all__ = ("FRAME", "HEADER_SIZE", "MAX_CAPACITY", "MAX_ITEMS", "Ring")
 
 HEADER_SIZE = 128  # two cache lines, one per side
-FRAME = struct.Struct("<IIQ")
+FRAME = struct.Struct("<IIII")
+_HEADER = FRAME.size
 
-_HEAD, _GOT, _TAKEN, _GETTERS, _JOINERS, _REPAIRED = 0, 1, 2, 3, 4, 5
-_TAIL, _PUT, _NEXT_ID, _PUTTERS, _UNFINISHED = 8, 9, 10, 11, 12
+_POSITION_BITS = 36
+_POSITION_MASK = (1 << _POSITION_BITS) - 1
+_COUNT_MASK = (1 << 27) - 1  # 36 + 27 bits: the word stays a positive int64
 _ITEMS_MASK = (1 << 24) - 1
-_ID_MASK = (1 << 39) - 1  # with 24 bits of count, the word stays a positive int64
+
+#: Positions run up to 2 * capacity, which must fit the word's position bits.
+MAX_CAPACITY = 1 << (_POSITION_BITS - 2)
+#: Items the ring holds at once, at most: well inside the count's modulus.
+MAX_ITEMS = 1 << 26
+
+_pack_frame = FRAME.pack
+_unpack_length_meta = struct.Struct("<II").unpack_from
+
+_GET, _PUTTERS = 0, 1
+_PUT, _NEXT_ID, _UNFINISHED, _JOINERS = 8, 9, 10, 11
 
 
 class Ring:
-    """Framed messages in a circular byte area; every method expects the lock held.
+    """Framed messages in a circular byte area.
+
+    Methods that read or store the get word expect the get lock held, those
+    that store the put word the put lock; ``count`` and ``used`` need neither.
 
     Args:
         buffer: the shared region (at least ``HEADER_SIZE`` + 64 bytes), zeroed
             when new.
     """
 
-    def __init__(self, buffer: memoryview) -> None:
-        if len(buffer) < HEADER_SIZE + 64:
-            raise ValueError(f"a ring needs at least {HEADER_SIZE + 64} bytes, got {len(buffer)}")
-        self._buffer = buffer
-        self._fields = buffer[:HEADER_SIZE].cast("q")
+    GET_WORD, PUT_WORD = _GET, _PUT
+    PUTTERS, NEXT_ID, UNFINISHED, JOINERS = _PUTTERS, _NEXT_ID, _UNFINISHED, _JOINERS
+
+    def __init__(self, memory: mmap.mmap) -> None:
+        if len(memory) < HEADER_SIZE + 64:
+            raise ValueError(f"a ring needs at least {HEADER_SIZE + 64} bytes, got {len(memory)}")
+        # The frames are read and written through the mmap itself: its slices
+        # are the cheapest copies Python has (no memoryview in between).
+        self._memory = memory
+        self._buffer = memoryview(memory)
+        self._fields = self._buffer[:HEADER_SIZE].cast("q")
         # (the ``q`` view of an mmap is aligned: mmaps start on a page)
-        self._data = buffer[HEADER_SIZE:]
-        self.capacity = len(self._data)
+        self.capacity = len(memory) - HEADER_SIZE
+        if self.capacity > MAX_CAPACITY:
+            raise ValueError(f"a ring holds at most {MAX_CAPACITY} bytes, not {self.capacity}")
+        self._span = 2 * self.capacity
 
     def release(self) -> None:
         """Let go of the shared memory (so that its mapping can be closed)."""
         self._fields.release()
-        self._data.release()
         self._buffer.release()
 
-    # -- header fields: single aligned 8-byte loads and stores --------------------
+    # -- the two words and the plain fields -----------------------------------------
 
     @property
     def count(self) -> int:
+        """Items in the ring; exact once the put()/get() that changed it returned."""
         fields = self._fields
-        got = fields[_GOT]  # first: both only grow, so the difference is never negative
-        return fields[_PUT] - got
+        got = fields[_GET] >> _POSITION_BITS  # first: the count is then never too low
+        return ((fields[_PUT] >> _POSITION_BITS) - got) & _COUNT_MASK
 
     @property
     def used(self) -> int:
-        return self._fields[_TAIL] - self._fields[_HEAD]
+        fields = self._fields
+        head = fields[_GET] & _POSITION_MASK
+        return ((fields[_PUT] & _POSITION_MASK) - head) % self._span
 
-    def free(self) -> int:
-        return self.capacity - self.used
+    def has_room(self, payload_size: int, items: int, maxsize: int) -> bool:
+        """Whether a frame of ``items`` items and ``payload_size`` bytes fits now."""
+        count = self.count
+        limit = min(maxsize, MAX_ITEMS) if maxsize else MAX_ITEMS
+        if count + items > limit and count > 0:
+            return False  # (an empty ring takes any batch: a frame holds < 2**24 items)
+        return self.capacity - self.used >= _HEADER + payload_size
 
     def get_field(self, index: int) -> int:
         return self._fields[index]
-
-    @property
-    def next_id(self) -> int:
-        return self._fields[_NEXT_ID]
-
-    def set_field(self, index: int, value: int) -> None:
-        self._fields[index] = value
 
     def add_to_field(self, index: int, delta: int) -> int:
         value = self._fields[index] + delta
         self._fields[index] = value
         return value
 
-    UNFINISHED, GETTERS, PUTTERS, JOINERS, REPAIRED, PUT = (
-        _UNFINISHED,
-        _GETTERS,
-        _PUTTERS,
-        _JOINERS,
-        _REPAIRED,
-        _PUT,
-    )
+    # -- producers (put lock held) -----------------------------------------------------
 
-    # -- messages -------------------------------------------------------------------------
-
-    @staticmethod
-    def frame_size(length: int) -> int:
-        return FRAME.size + length
-
-    def put(self, payload: bytes | memoryview, flags: int = 0, items: int = 1) -> int:
+    def put(
+        self, payload: bytes | memoryview, flags: int = 0, items: int = 1, mail_id: int = 0
+    ) -> None:
         """Append one frame of ``items`` items; the caller checked the room.
 
-        Returns the frame's id.
+        ``mail_id`` (from :meth:`next_mail_id`) tags a spilled frame's descriptors.
         """
         fields = self._fields
-        message_id = fields[_NEXT_ID]
-        tail = fields[_TAIL]
-        size = FRAME.size + len(payload)
-        start = tail % self.capacity
-        header = FRAME.pack(len(payload), (flags << 24) | items, message_id)
-        if start + size <= self.capacity:  # the common case: one contiguous copy
-            data = self._data
-            data[start : start + FRAME.size] = header
-            data[start + FRAME.size : start + size] = payload
-        else:
-            self._write(tail, header)
-            self._write(tail + FRAME.size, payload)
-        fields[_NEXT_ID] = message_id + 1
-        fields[_TAIL] = tail + size  # commit point
-        fields[_PUT] = fields[_PUT] + items
-        return message_id
+        word = fields[_PUT]
+        put, tail = word >> _POSITION_BITS, word & _POSITION_MASK
+        self._write(tail, FRAME.pack(len(payload), (flags << 24) | items, put, mail_id))
+        self._write(tail + _HEADER, payload)
+        tail = (tail + _HEADER + len(payload)) % self._span
+        fields[_PUT] = (((put + items) & _COUNT_MASK) << _POSITION_BITS) | tail  # commit
 
-    def try_put_one(self, payload: bytes, maxsize: int) -> bool:
-        """Put a plain one-item frame if it fits (and ``count < maxsize``, when > 0).
+    def next_mail_id(self) -> int:
+        """Reserve the mailbox id of the next spilled frame (before mailing it).
 
-        The hot path of ``Queue.put``: one call instead of several.
+        Stored before the descriptors are mailed, so that a producer killed
+        before its commit leaves an id nobody reuses: its orphans stay older
+        than any later frame's.
+        """
+        mail_id = self._fields[_NEXT_ID] + 1
+        self._fields[_NEXT_ID] = mail_id
+        return mail_id & 0xFFFFFFFF
+
+    def try_put_one(self, payload: bytes, limit: int) -> bool:
+        """Put a plain one-item frame if it fits and ``count < limit``; else False.
+
+        The hot path of ``Queue.put``: everything in one call, few operations.
         """
         fields = self._fields
-        if maxsize and fields[_PUT] - fields[_GOT] >= maxsize:
+        got_word = fields[_GET]
+        word = fields[_PUT]
+        put = word >> _POSITION_BITS
+        if (put - (got_word >> _POSITION_BITS)) & _COUNT_MASK >= limit:
             return False
-        tail = fields[_TAIL]
-        size = FRAME.size + len(payload)
+        tail = word & _POSITION_MASK
+        used = tail - (got_word & _POSITION_MASK)
+        if used < 0:
+            used += self._span
         capacity = self.capacity
-        if capacity - (tail - fields[_HEAD]) < size:
+        size = _HEADER + len(payload)
+        if capacity - used < size:
             return False
-        message_id = fields[_NEXT_ID]
-        start = tail % capacity
+        start = tail if tail < capacity else tail - capacity
         if start + size > capacity:
-            self.put(payload)
+            self.put(payload)  # wraps around: the general path
             return True
-        data = self._data
-        data[start : start + FRAME.size] = FRAME.pack(len(payload), 1, message_id)
-        data[start + FRAME.size : start + size] = payload
-        fields[_NEXT_ID] = message_id + 1
-        fields[_TAIL] = tail + size  # commit point
-        fields[_PUT] = fields[_PUT] + 1
+        at = HEADER_SIZE + start
+        self._memory[at : at + size] = _pack_frame(len(payload), 1, put, 0) + payload
+        tail += size
+        if tail >= self._span:
+            tail -= self._span
+        fields[_PUT] = (((put + 1) & _COUNT_MASK) << _POSITION_BITS) | tail  # commit
         return True
+
+    # -- consumers (get lock held) -----------------------------------------------------
 
     def try_get_one(self) -> bytes | None:
         """Take the head frame if it is a plain one-item frame; else ``None``.
@@ -174,87 +194,78 @@ class Ring:
         The hot path of ``Queue.get``; batches and spilled items go the long way.
         """
         fields = self._fields
-        head = fields[_HEAD]
-        if head == fields[_TAIL]:
+        word = fields[_GET]
+        head = word & _POSITION_MASK
+        if head == fields[_PUT] & _POSITION_MASK:
             return None
         capacity = self.capacity
-        start = head % capacity
-        if start + FRAME.size > capacity:
+        start = head if head < capacity else head - capacity
+        if start + _HEADER > capacity:
             return None
-        length, meta, _message_id = FRAME.unpack_from(self._data, start)
-        end = start + FRAME.size + length
-        if meta != 1 or end > capacity or head + FRAME.size + length > fields[_TAIL]:
+        memory = self._memory
+        at = HEADER_SIZE + start
+        length, meta = _unpack_length_meta(memory, at)
+        end = at + _HEADER + length
+        if meta != 1 or end > HEADER_SIZE + capacity:
             return None
-        payload = self._data[start + FRAME.size : end].tobytes()
-        fields[_HEAD] = head + FRAME.size + length  # commit point
-        fields[_GOT] = fields[_GOT] + 1
+        payload = memory[at + _HEADER : end]
+        head += _HEADER + length
+        if head >= self._span:
+            head -= self._span
+        fields[_GET] = ((((word >> _POSITION_BITS) + 1) & _COUNT_MASK) << _POSITION_BITS) | head
         return payload
 
-    def head_frame(self) -> tuple[int, int, int, int, int]:
-        """The oldest frame, not removed: (length, flags, items, items taken, id)."""
+    def head_frame(self) -> tuple[int, int, int, int, int, int]:
+        """The oldest frame, not removed: (length, flags, items, taken, mail id, key).
+
+        ``key`` tells this frame apart from any other that will sit at the head
+        for a long while (a decoded batch is cached under it).
+        """
         fields = self._fields
-        head = fields[_HEAD]
-        length, meta, message_id = FRAME.unpack(self._read(head, FRAME.size))
-        if length > self.capacity or head + FRAME.size + length > fields[_TAIL]:
+        word = fields[_GET]
+        head = word & _POSITION_MASK
+        length, meta, seq, mail_id = FRAME.unpack(self._read(head, _HEADER))
+        items = meta & _ITEMS_MASK
+        taken = ((word >> _POSITION_BITS) - seq) & _COUNT_MASK
+        if _HEADER + length > self.used or not 0 < items <= _ITEMS_MASK or taken >= items:
             raise RuntimeError(
-                f"queue memory is corrupt: a message of {length} bytes at offset {head}"
+                f"queue memory is corrupt: a frame of {length} bytes and {items} items "
+                f"({taken} taken) at position {head}"
             )
-        taken_word = fields[_TAKEN]
-        taken = taken_word & _ITEMS_MASK if taken_word >> 24 == message_id & _ID_MASK else 0
-        return length, meta >> 24, meta & _ITEMS_MASK, taken, message_id
+        return length, meta >> 24, items, taken, mail_id, (head << 27) | seq
 
     def head_payload(self, length: int) -> bytes:
         """The bytes of the oldest frame (see :meth:`head_frame`)."""
-        return self._read(self._fields[_HEAD] + FRAME.size, length)
+        return self._read((self._fields[_GET] & _POSITION_MASK) + _HEADER, length)
 
-    def consume(self, n: int, length: int, items: int, taken: int, message_id: int) -> None:
-        """Remove ``n`` items of the oldest frame (all that are left: the frame goes)."""
+    def consume(self, n: int, length: int, items: int, taken: int) -> bool:
+        """Take ``n`` items of the oldest frame; return whether the frame went."""
         fields = self._fields
-        if taken + n >= items:
-            fields[_HEAD] = fields[_HEAD] + FRAME.size + length  # commit point
-        else:
-            fields[_TAKEN] = ((message_id & _ID_MASK) << 24) | (taken + n)  # commit point
-        fields[_GOT] = fields[_GOT] + n
-
-    def get(self) -> tuple[bytes, int, int]:
-        """Remove the oldest frame, which must carry one item; return (payload, flags, id)."""
-        length, flags, items, taken, message_id = self.head_frame()
-        payload = self._read(self._fields[_HEAD] + FRAME.size, length)
-        self.consume(items - taken, length, items, taken, message_id)
-        return payload, flags, message_id
-
-    def repair(self) -> None:
-        """Recount items after a holder died between a commit and its count update."""
-        fields = self._fields
-        position, tail, count = fields[_HEAD], fields[_TAIL], 0
-        first = True
-        while position < tail:
-            length, meta, message_id = FRAME.unpack(self._read(position, FRAME.size))
-            count += meta & _ITEMS_MASK
-            if first:
-                taken_word = fields[_TAKEN]
-                if taken_word >> 24 == message_id & _ID_MASK:
-                    count -= taken_word & _ITEMS_MASK
-                first = False
-            position += FRAME.size + length
-        fields[_GOT] = fields[_PUT] - count
-        for waiting in (_GETTERS, _PUTTERS, _JOINERS):
-            # A dead waiter may have left its mark; an overcount only costs
-            # a spurious wake-up, an undercount would cost a missed one.
-            fields[waiting] = max(fields[waiting], 0)
+        word = fields[_GET]
+        head = word & _POSITION_MASK
+        gone = taken + n >= items
+        if gone:
+            head = (head + _HEADER + length) % self._span
+        fields[_GET] = ((((word >> _POSITION_BITS) + n) & _COUNT_MASK) << _POSITION_BITS) | head
+        return gone
 
     # -- circular copying -----------------------------------------------------------------
 
     def _write(self, position: int, data: bytes | memoryview) -> None:
         start = position % self.capacity
         first = min(len(data), self.capacity - start)
-        self._data[start : start + first] = data[:first]
+        at = HEADER_SIZE + start
+        self._memory[at : at + first] = data[:first]
         if first < len(data):
-            self._data[: len(data) - first] = data[first:]
+            self._memory[HEADER_SIZE : HEADER_SIZE + len(data) - first] = data[first:]
 
     def _read(self, position: int, length: int) -> bytes:
         start = position % self.capacity
         end = start + length
+        memory = self._memory
         if end <= self.capacity:
-            return self._data[start:end].tobytes()
-        return self._data[start:].tobytes() + self._data[: end - self.capacity].tobytes()
+            return memory[HEADER_SIZE + start : HEADER_SIZE + end]
+        return (
+            memory[HEADER_SIZE + start : HEADER_SIZE + self.capacity]
+            + memory[HEADER_SIZE : HEADER_SIZE + end - self.capacity]
+        )
