@@ -866,3 +866,102 @@ def test_message_past_2_gib_round_trips():
         a.close()
         b.close()
         source.close()
+
+
+# --- large buffers travel as memfds over Pipe() ----------------------------------------
+
+
+def send_array_back(conn, n):
+    import numpy as np
+
+    conn.send(("before", np.arange(n, dtype=np.float64), "after"))
+    conn.send("done")
+    conn.close()
+
+
+def test_a_large_array_arrives_zero_copy_and_writable_under_every_start_method(ctx):
+    np = pytest.importorskip("numpy")
+    a, b = ctx.Pipe()
+    p = ctx.Process(target=send_array_back, args=(b, 1 << 18))  # 2 MiB
+    p.start()
+    b.close()
+    assert a.poll(60)
+    before, array_, after = a.recv()
+    assert (before, after) == ("before", "after")
+    assert array_.dtype == np.float64 and array_.shape == (1 << 18,)
+    assert np.array_equal(array_, np.arange(1 << 18, dtype=np.float64))
+    assert not array_.flags.owndata  # a view of the mapped memfd: no copy out
+    array_[0] = -1.0  # writable
+    assert a.recv() == "done"  # order kept across the pipe and the side socket
+    assert _finish(p)[0] == 0
+    a.close()
+
+
+def test_buffers_large_and_small_keep_their_order_and_contents(pipe):
+    np = pytest.importorskip("numpy")
+    a, b = pipe
+    small = np.arange(10, dtype=np.int32)
+    large = [np.full(50_000, i, dtype=np.int16) for i in range(3)]  # 100 KB each
+    fortran = np.asfortranarray(np.arange(120_000, dtype=np.float32).reshape(300, 400))
+    a.send("first")
+    a.send({"small": small, "large": large, "fortran": fortran, "raw": bytearray(70_000)})
+    a.send("last")
+    assert b.recv() == "first"
+    got = b.recv()
+    assert np.array_equal(got["small"], small)
+    assert [int(x[0]) for x in got["large"]] == [0, 1, 2]
+    assert got["fortran"].flags.f_contiguous and np.array_equal(got["fortran"], fortran)
+    assert got["raw"] == bytearray(70_000)
+    assert b.recv() == "last"
+
+
+def test_recv_bytes_of_an_object_sent_with_memfds_is_its_pickle():
+    np = pytest.importorskip("numpy")
+    a, b = Pipe()
+    big = np.arange(100_000)
+    a.send(big)
+    assert np.array_equal(pickle.loads(b.recv_bytes()), big)
+    a.send(big)
+    buf = bytearray(2_000_000)
+    n = b.recv_bytes_into(buf)
+    assert np.array_equal(pickle.loads(buf[:n]), big)
+    a.send(big)
+    with pytest.raises(BufferTooShort) as info:
+        b.recv_bytes_into(bytearray(10))
+    assert np.array_equal(pickle.loads(info.value.args[0]), big)
+    a.close()
+    b.close()
+
+
+def test_more_buffers_than_one_message_can_carry_go_in_band():
+    a, b = Pipe()
+    many = [bytearray(bytes([i % 256])) * 70_000 for i in range(_connection.MAX_FDS + 5)]
+    sender = threading.Thread(target=a.send, args=(many,))  # 18 MB: more than the buffers
+    sender.start()
+    assert b.poll(30)
+    got = b.recv()
+    sender.join(30)
+    assert not sender.is_alive()
+    assert len(got) == len(many) and all(x == y for x, y in zip(got, many, strict=True))
+    a.close()
+    b.close()
+
+
+def test_a_peer_gone_before_its_memfds_gives_eof():
+    a, b = Pipe()
+    # The header of a memfd frame, then nothing: the sender died after it.
+    raw_write(a, frame_header(100, _connection._TAG_MEMFD_BITS))
+    a.close()
+    with pytest.raises(EOFError):
+        b.recv()
+    b.close()
+
+
+def test_a_memfd_count_that_does_not_match_is_a_protocol_error():
+    a, b = Pipe()
+    raw_write(a, frame_header(2 + 5, _connection._TAG_MEMFD_BITS))
+    a._sock.sendall(struct.pack("<H", 3) + b"12345")  # announces 3 memfds, brings none
+    with pytest.raises(ProtocolError, match="announced 3 memfds"):
+        b.recv()
+    a.close()
+    b.close()

@@ -34,6 +34,7 @@ arrive, so a lying header cannot make proctor allocate what it claims.
 
 from __future__ import annotations
 
+import array
 import errno
 import io
 import os
@@ -49,8 +50,10 @@ from typing import Any
 
 from . import _reduction
 from ._errors import BufferTooShort, ProcessTimeoutError, ProtocolError
+from ._serialization import OOB_THRESHOLD
 from ._timeout import check_timeout
 from ._timeout import wait_readable as _poll_fd
+from ._wire import MAX_FDS, fds_from, map_memfd, memfd_with
 
 __all__ = ("Connection", "Pipe", "ProtocolError", "wait")
 
@@ -65,7 +68,16 @@ _TAG_BITS = _TAG << _TAG_SHIFT
 # "PS": a Pipe() frame whose body follows on the side socket, not on the pipe.
 _TAG_SOCKET = 0x5053
 _TAG_SOCKET_BITS = _TAG_SOCKET << _TAG_SHIFT
+# "PF": a Pipe() frame whose large out-of-band buffers follow as memfds on the
+# side socket, after the pickle (see _send_with_memfds).
+_TAG_MEMFD = 0x5046
+_TAG_MEMFD_BITS = _TAG_MEMFD << _TAG_SHIFT
 _LENGTH_MASK = (1 << _TAG_SHIFT) - 1
+# Where a frame's body is: on the frame channel, on the side socket, or on the
+# side socket with memfds for its large buffers.
+_ON_CHANNEL, _ON_SOCKET, _WITH_MEMFDS = 0, 1, 2
+# A PF body starts with how many memfds came with it.
+_MEMFD_COUNT = struct.Struct("<H")
 
 # -- tunables -----------------------------------------------------------------------
 
@@ -101,6 +113,8 @@ _dumps = pickle.dumps
 _loads = pickle.loads
 _pack = _HEADER.pack
 _unpack_from = _HEADER.unpack_from
+# Objects that never hold a buffer: pickled without a buffer callback.
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
 _physical_memory: int | None = None
@@ -145,7 +159,7 @@ def _check_maxlength(maxlength: int | None) -> int | None:
     return maxlength
 
 
-def _pickle_fallback(obj: Any) -> bytes:
+def _pickle_fallback(obj: Any, buffer_callback: Any = None) -> bytes:
     """Pickle ``obj`` with cloudpickle, after plain pickle refused it.
 
     Plain pickle is several times faster, so it is tried first; cloudpickle is
@@ -155,7 +169,7 @@ def _pickle_fallback(obj: Any) -> bytes:
     from ._serialization import _by_value
 
     try:
-        return _by_value(obj, None)
+        return _by_value(obj, buffer_callback)
     except TypeError as exc:
         raise TypeError(
             f"cannot send {type(obj).__qualname__} object: {exc}. Nothing was sent and "
@@ -167,6 +181,40 @@ def _pickle_fallback(obj: Any) -> bytes:
             f"cannot send {type(obj).__qualname__} object: {exc}. Nothing was sent and "
             "the connection is still usable."
         ) from exc
+
+
+def _pickle_for_send(obj: Any, large: list[pickle.PickleBuffer]) -> bytes:
+    """Pickle ``obj`` as ``send()`` does, leaving buffers of OOB_THRESHOLD or more out of band.
+
+    They are gathered in ``large``, which is emptied again if the object has to
+    be pickled a second time (by value).
+    """
+
+    def buffer_callback(buffer: pickle.PickleBuffer) -> bool:
+        if buffer.raw().nbytes >= OOB_THRESHOLD:
+            large.append(buffer)
+            return False  # out of band
+        return True
+
+    try:
+        body = _dumps(obj, _PICKLE_PROTOCOL, buffer_callback=buffer_callback)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        large.clear()
+        return _pickle_fallback(obj, buffer_callback)
+    if b"__main__" in body:
+        large.clear()
+        return _pickle_fallback(obj, buffer_callback)
+    return body
+
+
+def _pickle_for_send_in_band(body: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
+    """The pickle of an object whose large buffers were taken out: with them back in."""
+    return _dumps(_loads(body, buffers=buffers), _PICKLE_PROTOCOL)
+
+
+def _in_band(obj: Any) -> bytes:
+    """What ``recv_bytes()`` returns for an object that came with memfds: its pickle."""
+    return _dumps(obj, _PICKLE_PROTOCOL)
 
 
 def _configure(sock: socket.socket) -> None:
@@ -465,15 +513,33 @@ class Connection:
         """
         if not self._can_send:
             self._check_writable()
-        try:
-            body = _dumps(obj, _PICKLE_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            body = _pickle_fallback(obj)
-        else:
-            if b"__main__" in body:
-                # Functions and classes of the main script mean nothing by name
-                # in a spawn or forkserver process: send them by value.
+        if self._wfd < 0 or type(obj) in _SCALARS:
+            try:
+                body = _dumps(obj, _PICKLE_PROTOCOL)
+            except (pickle.PicklingError, TypeError, AttributeError):
                 body = _pickle_fallback(obj)
+            else:
+                if b"__main__" in body:
+                    # Functions and classes of the main script mean nothing by
+                    # name in a spawn or forkserver process: send them by value.
+                    body = _pickle_fallback(obj)
+        else:
+            # Pipe(): large buffers (numpy arrays...) go as memfds, not through
+            # the pipe. A first pickle takes every buffer out of band (append
+            # returns None): the common case -- no buffer at all -- costs
+            # nothing more; anything else is sorted out by _pickle_for_send.
+            buffers: list[pickle.PickleBuffer] = []
+            try:
+                body = _dumps(obj, _PICKLE_PROTOCOL, buffer_callback=buffers.append)
+                plain = not buffers and b"__main__" not in body
+            except (pickle.PicklingError, TypeError, AttributeError):
+                plain = False
+            if not plain:
+                large: list[pickle.PickleBuffer] = []
+                body = _pickle_for_send(obj, large)
+                if large:
+                    self._send_with_memfds(body, large)
+                    return
         if len(body) <= _COALESCE_LIMIT:
             self._send_small(_pack(_TAG_BITS + len(body)) + body)
         else:
@@ -601,6 +667,40 @@ class Connection:
             self._break_send()
             raise
 
+    def _send_with_memfds(self, body: bytes, buffers: list[pickle.PickleBuffer]) -> None:
+        """Pipe(): send a pickle whose large buffers travel as memfds (one copy each).
+
+        The header goes on the pipe, to keep frames in order; the side socket
+        carries the memfd count with the descriptors attached, then the pickle.
+        The receiver maps the memfds: its arrays are backed by them, no copy.
+        """
+        if len(buffers) > MAX_FDS:
+            # More than one message can carry: copy them along instead.
+            body = _pickle_for_send_in_band(body, buffers)
+            self._send_frame(memoryview(body))
+            return
+        fds: list[int] = []
+        try:
+            for buffer in buffers:
+                fds.append(memfd_with(buffer.raw(), "proctor-message-buffer"))
+            self._send_small(_pack(_TAG_MEMFD_BITS + _MEMFD_COUNT.size + len(body)))
+            try:
+                count = _MEMFD_COUNT.pack(len(fds))
+                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                sent = self._sock.sendmsg([count], ancillary, _MSG_NOSIGNAL)
+                if sent < len(count):  # a signal cut it short; the fds went with byte 0
+                    self._sendall(count[sent:], _MSG_NOSIGNAL)
+                self._sendall(body, _MSG_NOSIGNAL)
+            except OSError as exc:
+                self._break_send()
+                self._send_failed(exc)
+            except BaseException:
+                self._break_send()
+                raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+
     def _send_failed(self, exc: OSError) -> None:
         if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
             raise BrokenPipeError(
@@ -651,7 +751,10 @@ class Connection:
                 return _loads(self._rview[start:stop])
         # Rare: a frame split across reads, a big frame, or a bad header.
         self._rpos = pos
-        return _loads(self._read_frame(None, want_bytes=False))
+        n, where = self._read_header(None)
+        if where == _WITH_MEMFDS:
+            return self._read_with_memfds(n)
+        return _loads(self._read_body(n, False, where == _ON_SOCKET))
 
     def _read_ahead(self) -> None:
         """Pipe(): fill the read-ahead buffer (bodies of big frames are not on the pipe)."""
@@ -716,12 +819,18 @@ class Connection:
         if timeout is not None:
             self._wait_readable(timeout)
         self._read_ahead()
-        n, on_socket = self._read_header(None)
+        n, where = self._read_header(None)
+        if where == _WITH_MEMFDS:
+            pickled = _in_band(self._read_with_memfds(n))
+            if len(pickled) > view.nbytes - offset:
+                raise BufferTooShort(pickled)
+            view[offset : offset + len(pickled)] = pickled
+            return len(pickled)
         room = view.nbytes - offset
         if n > room:
-            body = self._read_body(n, True, on_socket)
+            body = self._read_body(n, True, where == _ON_SOCKET)
             raise BufferTooShort(body if type(body) is bytes else bytes(body))
-        self._read_body_into(view[offset : offset + n], on_socket)
+        self._read_body_into(view[offset : offset + n], where == _ON_SOCKET)
         return n
 
     def poll(self, timeout: float | None = 0.0) -> bool:
@@ -794,11 +903,12 @@ class Connection:
             have += got
         return bytes(out)
 
-    def _read_header(self, maxlength: int | None) -> tuple[int, bool]:
+    def _read_header(self, maxlength: int | None) -> tuple[int, int]:
         """Read and check the next frame's header.
 
         Returns:
-            The body's length, and whether the body follows on the side socket.
+            The body's length, and where it is: ``_ON_CHANNEL``, ``_ON_SOCKET``
+            (the side socket), or ``_WITH_MEMFDS`` (the side socket, with memfds).
         """
         pending = self._take_pending()
         if pending is not None and len(pending) >= _HEADER_SIZE:
@@ -809,8 +919,13 @@ class Connection:
         else:
             (word,) = _unpack_from(self._recv_exact_small(_HEADER_SIZE, pending))
         tag = word >> _TAG_SHIFT
-        on_socket = tag == _TAG_SOCKET and self._rfd >= 0
-        if tag != _TAG and not on_socket:
+        if tag == _TAG:
+            where = _ON_CHANNEL
+        elif tag == _TAG_SOCKET and self._rfd >= 0:
+            where = _ON_SOCKET
+        elif tag == _TAG_MEMFD and self._rfd >= 0:
+            where = _WITH_MEMFDS
+        else:
             raise self._protocol_error(
                 f"received a frame header with a bad tag (0x{word:016x}): the bytes on "
                 "the wire were not written by a proctor Connection, or the stream is "
@@ -826,11 +941,49 @@ class Connection:
                 f"a frame header announces {_format_size(n)}, more than this machine's "
                 f"{_format_size(_memory_limit())} of memory: the stream is corrupt"
             )
-        return n, on_socket
+        return n, where
 
     def _read_frame(self, maxlength: int | None, want_bytes: bool) -> bytes | bytearray:
-        n, on_socket = self._read_header(maxlength)
-        return self._read_body(n, want_bytes, on_socket)
+        n, where = self._read_header(maxlength)
+        if where == _WITH_MEMFDS:
+            # An object sent with send(), asked for as bytes: its pickle, whole.
+            return _in_band(self._read_with_memfds(n))
+        return self._read_body(n, want_bytes, where == _ON_SOCKET)
+
+    def _read_with_memfds(self, n: int) -> Any:
+        """Receive a PF frame's body (``n`` bytes) and memfds; rebuild the object."""
+        if n < _MEMFD_COUNT.size:
+            raise self._protocol_error(f"a frame with memfds announces only {n} bytes")
+        head = b""
+        fds: list[int] = []
+        try:
+            while len(head) < _MEMFD_COUNT.size:
+                try:
+                    chunk, ancdata, flags, _addr = self._sock.recvmsg(
+                        _MEMFD_COUNT.size - len(head), socket.CMSG_SPACE(MAX_FDS * 4)
+                    )
+                except ConnectionResetError as exc:
+                    self._eof_mid_message(len(head), n, exc)
+                fds.extend(fds_from(ancdata))
+                if not chunk:
+                    self._eof_mid_message(len(head), n)
+                if flags & getattr(socket, "MSG_CTRUNC", 0):
+                    raise self._protocol_error(
+                        "the memfds of a message were cut short: this process may be out "
+                        "of file descriptors (raise `ulimit -n`)"
+                    )
+                head += chunk
+            (count,) = _MEMFD_COUNT.unpack(head)
+            if count != len(fds):
+                raise self._protocol_error(
+                    f"a message announced {count} memfds and brought {len(fds)}"
+                )
+            body = self._read_body(n - _MEMFD_COUNT.size, True, True)
+            buffers = [map_memfd(fd) for fd in fds]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return _loads(body, buffers=buffers)
 
     def _read_body(self, n: int, want_bytes: bool, on_socket: bool) -> bytes | bytearray:
         """Read an ``n``-byte body (the header is consumed); never over-allocate."""

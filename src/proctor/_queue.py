@@ -49,7 +49,6 @@ Why this shape:
 from __future__ import annotations
 
 import array
-import mmap
 import os
 import pickle
 import platform
@@ -66,7 +65,7 @@ from ._lock import CHECK_INTERVAL, Lock
 from ._ring import HEADER_SIZE, MAX_CAPACITY, MAX_ITEMS, Ring
 from ._semlock import SEM_VALUE_MAX, NamedSemaphore
 from ._timeout import check_timeout as _check_timeout
-from ._wire import fds_from, memfd_with
+from ._wire import fds_from, map_memfd, memfd_with
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -82,7 +81,7 @@ Full = _stdlib_queue.Full
 DEFAULT_CAPACITY = 64 * 1024 * 1024
 #: Out-of-band pickle buffers at least this large travel as memfds (zero-copy on
 #: the way out); smaller ones are cheaper to copy through the ring.
-OOB_THRESHOLD = 64 * 1024
+OOB_THRESHOLD = _serialization.OOB_THRESHOLD
 #: A pickle larger than capacity // SPILL_FRACTION is spilled to a memfd too, so
 #: one item can never hog the ring.
 SPILL_FRACTION = 4
@@ -943,21 +942,13 @@ def _decode(payload: bytes, flags: int, fds: list[int]) -> Any:
     if not flags:
         return pickle.loads(payload)
     try:
-        maps = [_map(fd) for fd in fds]
+        maps = [map_memfd(fd) for fd in fds]
     finally:
         for fd in fds:
             os.close(fd)
     if flags & _SPILLED_PICKLE:
-        payload, maps = maps[0], maps[1:]
+        return pickle.loads(maps[0], buffers=maps[1:])
     return pickle.loads(payload, buffers=maps)
-
-
-def _map(fd: int) -> Any:
-    size = os.fstat(fd).st_size
-    if size == 0:
-        return bytearray()
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 # -- the mailbox: memfds held by the kernel between put() and get() --------------------

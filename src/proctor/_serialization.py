@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
 __all__ = ("dumps", "dumps_for_child", "loads")
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: Out-of-band pickle buffers at least this large (numpy arrays, bytearrays) travel
+#: as memfds through queues and pipes: zero-copy on the way out. Smaller ones are
+#: cheaper to copy along with the pickle.
+OOB_THRESHOLD = 64 * 1024
 
 loads = pickle.loads
 

@@ -21,6 +21,7 @@ first byte, so the receiver gets them with its first ``recvmsg``.
 from __future__ import annotations
 
 import array
+import mmap
 import os
 import socket
 import struct
@@ -29,6 +30,7 @@ __all__ = (
     "INLINE_MAX",
     "WireError",
     "fds_from",
+    "map_memfd",
     "memfd_with",
     "recv_exactly",
     "recv_message",
@@ -194,6 +196,19 @@ def memfd_with(data: bytes | memoryview, name: str = "proctor-message") -> int:
         os.close(fd)
         raise
     return fd
+
+
+def map_memfd(fd: int) -> mmap.mmap | bytearray:
+    """Map a file made by :func:`memfd_with`, writable and shared; the caller keeps ``fd``.
+
+    The pages are mapped at once (``MAP_POPULATE``): the receiver of a large
+    buffer is about to read it, and one system call beats a fault per page.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return bytearray()
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 def _unspill(fd: int, length: int) -> bytearray:
