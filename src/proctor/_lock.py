@@ -295,8 +295,12 @@ class _OwnedLock:
         self._shared.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # Not contextlib.suppress: at interpreter exit this may run after the
+        # module's globals were cleared, and a with-statement needs them.
+        try:
             self.close()
+        except Exception:  # nothing to tell anyone at garbage collection
+            pass
 
     def __enter__(self) -> bool:
         return self.acquire()

@@ -7,7 +7,6 @@ death could be noticed. (Use a ``Lock`` where that matters.)
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 from typing import Any
 
@@ -93,8 +92,12 @@ class Semaphore:
         self._named.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # Not contextlib.suppress: at interpreter exit this may run after the
+        # module's globals were cleared, and a with-statement needs them.
+        try:
             self.close()
+        except Exception:  # nothing to tell anyone at garbage collection
+            pass
 
     def __enter__(self) -> bool:
         return self.acquire()

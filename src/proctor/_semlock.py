@@ -132,8 +132,12 @@ class NamedSemaphore:
             _reaper().unregister(self.name, _KIND)
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # Not contextlib.suppress: at interpreter exit this may run after the
+        # module's globals were cleared, and a with-statement needs them.
+        try:
             self.close()
+        except Exception:  # nothing to tell anyone at garbage collection
+            pass
 
     def __reduce__(self):
         handoff = _reduction.current_handoff()

@@ -21,8 +21,6 @@ descriptor's lock space (locks may lie beyond the end of the file)::
 
 from __future__ import annotations
 
-import contextlib
-
 from ._anonmem import AnonymousMemory, allocate
 
 __all__ = ("LIVENESS_BASE", "PID_SPAN", "SharedWords")
@@ -82,8 +80,12 @@ class SharedWords:
         self._mem = None  # type: ignore[assignment]
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # Not contextlib.suppress: at interpreter exit this may run after the
+        # module's globals were cleared, and a with-statement needs them.
+        try:
             self.close()
+        except Exception:  # nothing to tell anyone at garbage collection
+            pass
 
     def __reduce__(self):
         if self.words is None:

@@ -1,0 +1,43 @@
+"""Objects collected at interpreter exit, after their modules' globals were cleared."""
+
+from __future__ import annotations
+
+import pytest
+
+import proctor
+from proctor import _lock, _semaphore, _semlock, _sharedwords
+
+
+def _clear_globals(monkeypatch, module) -> None:
+    """What interpreter finalisation does to a module: every global becomes None."""
+    for name in list(vars(module)):
+        if not name.startswith("__"):
+            monkeypatch.setattr(module, name, None)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [proctor.Lock, proctor.RLock, lambda: proctor.Semaphore(2), lambda: proctor.Value("i", 1)],
+    ids=["Lock", "RLock", "Semaphore", "Value"],
+)
+def test_finalizers_need_no_module_globals(make, monkeypatch):
+    obj = make()
+    with monkeypatch.context() as m:
+        for module in (_lock, _semaphore, _semlock, _sharedwords):
+            _clear_globals(m, module)
+        # Must neither raise nor print "Exception ignored in __del__".
+        for part in _parts(obj):
+            part.__del__()
+    for part in _parts(obj):
+        part.close()  # with the globals back: release what the finalizer could not
+
+
+def _parts(obj):
+    """The objects with a finalizer inside ``obj``."""
+    lock = getattr(obj, "get_lock", lambda: obj)()
+    parts = [lock]
+    for name in ("_named", "_shared"):
+        part = getattr(lock, name, None)
+        if part is not None:
+            parts.append(part)
+    return parts
