@@ -602,3 +602,31 @@ def test_one_lock_for_both_sides_where_stores_may_be_reordered(ctx, monkeypatch)
     assert p.exitcode == 0
     assert q.qsize() == 0
     p.close()
+
+
+def put_one_more(q, ready):
+    ready.set()
+    q.put("second", timeout=30)
+
+
+def test_a_claimed_waiter_whose_room_never_came_still_puts(ctx):
+    q = ctx.Queue(maxsize=1)
+    q.put("first")
+    ready = ctx.Event()
+    p = ctx.Process(target=put_one_more, args=(q, ready))
+    p.start()
+    assert ready.wait(30)
+    wait_until(lambda: q._ring.get_field(Ring.PUTTERS) == 1, timeout=30)
+    # What a consumer killed inside _hand_room leaves: the waiter claimed (its
+    # registration removed) but no room token posted.
+    assert q._get_lock.acquire(timeout=5)
+    try:
+        q._ring.set_field(Ring.PUTTERS, 0)
+        assert q._ring.try_get_one() is not None  # "first" taken: there is room
+    finally:
+        q._get_lock.release()
+    assert q.get(timeout=10) == "second"  # the producer looked again and put
+    p.join(30)
+    assert p.exitcode == 0
+    assert q._ring.get_field(Ring.PUTTERS) == 0  # not -1: the next waiter is seen
+    p.close()

@@ -532,10 +532,10 @@ class Queue:
                 if room.acquire(False):
                     return  # handed over just now
                 if mailbox_full or self._room_for(item):
-                    ring.add_to_field(Ring.PUTTERS, -1)
+                    _unregister(ring, Ring.PUTTERS)
                     return  # (mailbox: consumers take descriptors without a word)
                 if deadline is not None and _monotonic() >= deadline:
-                    ring.add_to_field(Ring.PUTTERS, -1)
+                    _unregister(ring, Ring.PUTTERS)
                     raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
             finally:
                 lock.release()
@@ -815,6 +815,17 @@ def _acquire(lock: Lock, deadline: float | None) -> bool:
         return True
     remaining = None if deadline is None else max(0.0, deadline - _monotonic())
     return lock.acquire(True, remaining)
+
+
+def _unregister(ring: Ring, field: int) -> None:
+    """Count one waiter less, never below zero.
+
+    A consumer killed between claiming a waiter and posting for it leaves the
+    waiter registered in its own eyes only; going negative would hide the next
+    waiter from every consumer (it would then only find room by looking again
+    every CHECK_INTERVAL).
+    """
+    ring.set_field(field, max(ring.get_field(field) - 1, 0))
 
 
 def _try_briefly(lock: Lock) -> bool:

@@ -122,6 +122,9 @@ class Ring:
     def get_field(self, index: int) -> int:
         return self._fields[index]
 
+    def set_field(self, index: int, value: int) -> None:
+        self._fields[index] = value
+
     def add_to_field(self, index: int, delta: int) -> int:
         value = self._fields[index] + delta
         self._fields[index] = value
