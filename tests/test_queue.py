@@ -630,3 +630,55 @@ def test_a_claimed_waiter_whose_room_never_came_still_puts(ctx):
     assert p.exitcode == 0
     assert q._ring.get_field(Ring.PUTTERS) == 0  # not -1: the next waiter is seen
     p.close()
+
+
+def timeouts_and_bounds_in_a_child(q, bounded):
+    """What a child sees of timeouts, a full bounded queue and unpicklable items."""
+    seen = []
+    began = time.monotonic()
+    try:
+        q.get(timeout=0.2)
+    except queue.Empty:
+        seen.append(("empty after", time.monotonic() - began >= 0.2))
+    bounded.put(1)
+    began = time.monotonic()
+    try:
+        bounded.put(2, timeout=0.2)
+    except queue.Full:
+        seen.append(("full after", time.monotonic() - began >= 0.2))
+    try:
+        q.put(threading.Lock())
+    except (TypeError, pickle.PicklingError) as exc:
+        seen.append(("unpicklable", "lock" in str(exc)))
+    q.put("after the bad one")
+    return seen
+
+
+def test_timeouts_bounds_and_unpicklable_items_in_a_child(ctx):
+    q = ctx.Queue()
+    bounded = ctx.Queue(maxsize=1)
+    p = ctx.Process(target=timeouts_and_bounds_in_a_child, args=(q, bounded))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0, p.exception
+    assert p.result == [("empty after", True), ("full after", True), ("unpicklable", True)]
+    assert bounded.full() and bounded.get(timeout=5) == 1
+    assert q.qsize() == 1 and q.get(timeout=5) == "after the bad one"
+    p.close()
+
+
+def put_unrebuildable_then_good(q):
+    q.put(Unrebuildable())
+    q.put("good")
+
+
+def test_an_item_a_child_put_that_cannot_be_unpickled_raises_here_alone(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=put_unrebuildable_then_good, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    with pytest.raises(ValueError, match="cannot rebuild this item"):
+        q.get(timeout=10)
+    assert q.get(timeout=10) == "good"
+    p.close()
