@@ -568,6 +568,9 @@ def test_one_items_token_per_frame_and_gets_take_them_with_the_frames():
     assert q.get_many(2, timeout=5) == [1, 2]  # part of the batch: its token stays
     assert q.get_many(10, timeout=5) == [3, 4]
     assert tokens.acquire(False) is False  # both frames took their tokens along
+    q.put_many(range(5))
+    assert [q.get(timeout=5) for _ in range(5)] == list(range(5))  # one by one
+    assert tokens.acquire(False) is False  # the last item took the batch's token
 
 
 def test_a_stale_token_costs_a_look_and_nothing_else():
