@@ -144,8 +144,8 @@ class _OwnedLock:
 
     _OWNER = 0  # index of the owner word in the shared block
     _RECOVERIES = 1  # how many times a dead holder was replaced (Barrier watches it)
-    # proctor's own users of a lock that repair what it protects (queues) turn
-    # the warning off; they watch _RECOVERIES instead.
+    # proctor's own users of a lock whose data cannot be left half-updated
+    # (queues: every change commits with one store) turn the warning off.
     _warn_on_takeover = True
 
     if TYPE_CHECKING:  # provided by Lock and RLock; Condition uses them on either
