@@ -51,7 +51,6 @@ from __future__ import annotations
 import array
 import os
 import pickle
-import platform
 import queue as _stdlib_queue
 import socket
 import struct
@@ -91,7 +90,7 @@ SPILL_FRACTION = 4
 #: stores in program order and loads before later stores (x86's total store
 #: order). Elsewhere (ARM, including Apple silicon) both sides share one lock,
 #: whose semaphore operations are memory barriers.
-SPLIT_LOCKS = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
+SPLIT_LOCKS = os.uname().machine.lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
 
 # Frame flags.
 _SPILLED_BUFFERS = 1  # memfds for out-of-band buffers follow in the mailbox
