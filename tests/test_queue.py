@@ -6,6 +6,7 @@ import os
 import pickle
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -685,3 +686,141 @@ def test_an_item_a_child_put_that_cannot_be_unpickled_raises_here_alone(ctx):
         q.get(timeout=10)
     assert q.get(timeout=10) == "good"
     p.close()
+
+
+# --- found in review: each of these once went wrong -----------------------------------
+
+
+def test_a_batch_at_the_same_place_and_seq_is_not_mistaken_for_a_cached_one():
+    q = Queue(capacity=4096)
+    ring = q._ring
+    before = (ring.get_field(Ring.GET_WORD), ring.get_field(Ring.PUT_WORD))
+    q.put_many([1, 2, 3])
+    assert q.get(timeout=5) == 1  # this handle decodes and caches the batch
+    # As if 2**27 items later another batch sat at the same position with the
+    # same seq: only the mail id tells them apart.
+    ring.set_field(Ring.GET_WORD, before[0])
+    ring.set_field(Ring.PUT_WORD, before[1])
+    q.put_many([7, 8, 9])
+    assert [q.get(timeout=5) for _ in range(3)] == [7, 8, 9]
+
+
+def get_many_or_empty(q):
+    try:
+        return q.get_many(10, timeout=0.5)
+    except queue.Empty:
+        return "empty"
+
+
+def test_items_held_back_in_a_handle_are_not_duplicated_into_a_forked_child():
+    ctx = proctor.get_context("fork")
+    q = ctx.Queue()
+    q.put(Unrebuildable())
+    q.put("a")
+    q.put("b")
+    with pytest.raises(ValueError, match="cannot rebuild"):
+        q.get_many(10, timeout=5)  # "a" and "b" now wait in this handle
+    p = ctx.Process(target=get_many_or_empty, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.result == "empty"  # the parent's held-back items stay the parent's
+    assert q.get_many(10, timeout=5) == ["a", "b"]
+    p.close()
+
+
+def put_and_exit(q):
+    q.put("job")
+    os._exit(0)  # no clean-up of any kind after the put
+
+
+def test_a_joinable_put_counts_as_unfinished_with_its_one_store(ctx):
+    q = ctx.JoinableQueue()
+    p = ctx.Process(target=put_and_exit, args=(q,))
+    p.start()
+    p.join(60)
+    assert q.qsize() == 1
+    assert q.join(timeout=0.2) is False
+    assert q.get(timeout=5) == "job"
+    q.task_done()
+    assert q.join(timeout=5) is True
+    with pytest.raises(ValueError, match="too many"):
+        q.task_done()
+    p.close()
+
+
+def take_the_get_lock_without_recording_and_die(q):
+    assert q._get_lock._try(False)  # the semaphore only: no owner recorded
+    os._exit(0)
+
+
+def test_a_get_lock_left_in_limbo_is_recovered_by_short_timeouts_in_a_loop(ctx):
+    q = ctx.Queue()
+    q.put("x")
+    p = ctx.Process(target=take_the_get_lock_without_recording_and_die, args=(q,))
+    p.start()
+    p.join(60)
+    began = time.monotonic()
+    got = None
+    while got is None and time.monotonic() - began < 20:
+        try:
+            got = q.get(timeout=0.3)  # each call alone is shorter than LIMBO_GRACE
+        except queue.Empty:
+            pass
+    assert got == "x"
+    p.close()
+
+
+def hold_the_get_lock(q, ready, seconds):
+    assert q._get_lock.acquire(timeout=30)
+    ready.set()
+    time.sleep(seconds)
+    q._get_lock.release()
+
+
+def test_put_timeout_holds_while_a_consumer_keeps_the_get_lock(ctx):
+    q = ctx.Queue(maxsize=1)
+    q.put("full")
+    ready = ctx.Event()
+    p = ctx.Process(target=hold_the_get_lock, args=(q, ready, 3))
+    p.start()
+    assert ready.wait(30)
+    began = time.monotonic()
+    with pytest.raises(queue.Full):
+        q.put("more", timeout=0.3)
+    assert time.monotonic() - began < 2.5  # not until the lock's holder let go
+    p.join(30)
+    p.close()
+
+
+def hold_the_put_lock(q, ready, seconds):
+    assert q._put_lock.acquire(timeout=30)
+    ready.set()
+    time.sleep(seconds)
+    q._put_lock.release()
+
+
+def test_put_nowait_on_an_unbounded_queue_waits_for_the_put_lock_not_for_room(ctx):
+    q = ctx.Queue()
+    ready = ctx.Event()
+    p = ctx.Process(target=hold_the_put_lock, args=(q, ready, 0.3))
+    p.start()
+    assert ready.wait(30)
+    q.put_nowait("in")  # multiprocessing never raises Full here either
+    assert q.get(timeout=5) == "in"
+    p.join(30)
+    p.close()
+
+
+def test_an_item_whose_buffers_went_missing_fails_alone():
+    q = Queue()
+    q.put(1)
+    q.put(np.arange(100_000))  # its buffer goes through the mailbox
+    q.put(3)
+    # Take the array's descriptors out of the mailbox, as a corrupted queue might.
+    _data, ancdata, _flags, _addr = q._shared.mailbox_recv.recvmsg(8, socket.CMSG_SPACE(4 * 16))
+    for fd in proctor._wire.fds_from(ancdata):
+        os.close(fd)
+    assert q.get_many(10, timeout=5) == [1]
+    with pytest.raises(RuntimeError, match="large buffers"):
+        q.get(timeout=5)
+    assert q.get(timeout=5) == 3

@@ -439,6 +439,25 @@ def test_a_process_killed_before_recording_itself_does_not_wedge_the_lock():
     ready.close()
 
 
+def test_limbo_is_recognised_across_calls_with_short_timeouts():
+    # Each acquire() alone waits less than LIMBO_GRACE; together they see the
+    # same dead non-owner for longer, and the lock is taken over.
+    ctx = proctor.get_context("fork")
+    lock, ready = Lock(), Event()
+    p = _process(ctx, take_without_recording_and_hang, lock, ready)
+    assert ready.wait(30)
+    p.kill()
+    _finish(p)
+    short = _sync.LIMBO_GRACE / 4
+    began = time.monotonic()
+    with pytest.warns(OwnerDiedWarning, match="died before recording itself"):
+        while not lock.acquire(timeout=short):
+            assert time.monotonic() - began < 10 * _sync.LIMBO_GRACE + SLACK
+    lock.release()
+    lock.close()
+    ready.close()
+
+
 def test_owner_died_warning_can_be_made_an_error():
     ctx = proctor.get_context("fork")
     lock, ready = Lock(), Event()

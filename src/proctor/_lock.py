@@ -140,7 +140,7 @@ _LOCK_WORDS = 2  # owner, recoveries
 class _OwnedLock:
     """Shared machinery of Lock and RLock: the semaphore, the owner word, recovery."""
 
-    __slots__ = ("__weakref__", "_named", "_post", "_shared", "_try", "_w")
+    __slots__ = ("__weakref__", "_limbo", "_named", "_post", "_shared", "_try", "_w")
 
     _OWNER = 0  # index of the owner word in the shared block
     _RECOVERIES = 1  # how many times a dead holder was replaced (Barrier watches it)
@@ -165,6 +165,10 @@ class _OwnedLock:
         self._try = named.sem.acquire
         self._post = named.sem.release
         self._w: memoryview | _ClosedWords = shared.words
+        # [release token seen while no owner was recorded, since when]: kept
+        # across calls, so that callers looping on short timeouts still see a
+        # holder that died before recording itself stay dead for LIMBO_GRACE.
+        self._limbo: list = [None, 0.0]
 
     # -- hooks for subclasses --------------------------------------------------
 
@@ -176,9 +180,9 @@ class _OwnedLock:
 
     def _acquire_slow(self, block: bool, timeout: Any) -> bool:
         """Wait for the lock in slices, taking it over from a dead holder."""
-        watched = [None, 0.0]  # [release token seen, since when]
+        watched = self._limbo
         if not block:
-            return self._recover(watched, limbo=False)
+            return self._recover(watched)
         deadline = _deadline(timeout)
         acquire = self._try
         for _ in range(SPIN_TRIES):
@@ -191,15 +195,15 @@ class _OwnedLock:
             else:
                 remaining = deadline - _monotonic()
                 if remaining <= 0:
-                    return self._recover(watched, limbo=False)
+                    return self._recover(watched)
                 wait = min(remaining, CHECK_INTERVAL)
             if acquire(True, wait):
                 self._became_owner()
                 return True
-            if self._recover(watched, limbo=True):
+            if self._recover(watched):
                 return True
 
-    def _recover(self, watched: list, *, limbo: bool) -> bool:
+    def _recover(self, watched: list) -> bool:
         """Take the lock if its holder is dead; return whether we now hold it."""
         owner = self._w[0]
         if owner > 0:
@@ -207,8 +211,6 @@ class _OwnedLock:
             if _pid_alive(owner):
                 return False
             return self._take_over(owner)
-        if not limbo:
-            return False
         now = _monotonic()
         if watched[0] != owner:
             watched[0], watched[1] = owner, now

@@ -54,6 +54,7 @@ import pickle
 import queue as _stdlib_queue
 import socket
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -61,7 +62,7 @@ from collections.abc import Iterable
 from . import _reduction, _serialization
 from ._anonmem import AnonymousMemory
 from ._lock import CHECK_INTERVAL, Lock
-from ._ring import HEADER_SIZE, MAX_CAPACITY, MAX_ITEMS, Ring
+from ._ring import HEADER_SIZE, MAX_CAPACITY, MAX_FRAME, MAX_ITEMS, Ring
 from ._semlock import SEM_VALUE_MAX, NamedSemaphore
 from ._timeout import check_timeout as _check_timeout
 from ._wire import fds_from, map_memfd, memfd_with
@@ -197,13 +198,16 @@ class Queue:
         self._take_token = shared.items.sem.acquire
         self._give_token = shared.items.sem.release
         self._closed = False
-        self._spill_limit = self._ring.capacity // SPILL_FRACTION
+        self._spill_limit = min(self._ring.capacity // SPILL_FRACTION, MAX_FRAME)
         # The decoded items of the batch frame at the head of the ring, so that
         # getting them one by one unpickles the batch once: (frame key, items).
         self._batch_cache: tuple[int, list] = (-1, [])
         # Items this handle took but has not returned yet, because an item
-        # before them could not be unpickled (see _decode_all).
+        # before them could not be unpickled (see _decode_all). They belong to
+        # this process: a forked child's copy of them is dropped (_take_pending).
         self._pending: deque[Any] = deque()
+        self._pending_pid = os.getpid()
+        self._pending_lock = threading.Lock()
 
     # -- sharing with children ------------------------------------------------------
 
@@ -277,8 +281,6 @@ class Queue:
         try:
             if not self._ring.try_put_one(payload, self._item_limit):
                 return False  # the general path waits or raises Full
-            if self._joinable:
-                self._ring.add_to_field(Ring.UNFINISHED, 1)
         finally:
             lock.release()
         try:
@@ -325,7 +327,9 @@ class Queue:
         if timeout is not None:
             _check_queue_timeout(timeout)  # bad values fail even when an item is there
         if self._pending:
-            return self._take_pending(1)[0]
+            taken = self._take_pending(1)
+            if taken:
+                return taken[0]
         token = self._take_token(False)
         if token:
             found, value = self._get_fast()
@@ -387,12 +391,16 @@ class Queue:
             raise ValueError(f"max_items must be at least 1, not {max_items}")
         deadline = _deadline(True, timeout)
         if self._pending:
-            return self._take_pending(max_items)
+            taken = self._take_pending(max_items)
+            if taken:
+                return taken
         return self._get_items(max_items, True, deadline, self._take_token(False))
 
     def qsize(self) -> int:
         """The number of items in the queue, exact when ``put()``/``get()`` return."""
         self._check_open("qsize")
+        if self._pending and self._pending_pid != os.getpid():
+            self._take_pending(0)  # a forked child: drops its parent's
         return self._ring.count + len(self._pending)
 
     def empty(self) -> bool:
@@ -491,23 +499,24 @@ class Queue:
         shared = self._shared
         lock = self._put_lock
         done = 0
+        # Not waiting for room (block=False) still waits for the put lock: its
+        # holder holds it for one copy, and a dead holder's is taken over.
+        lock_deadline = deadline if block else None
         while True:
-            if not _acquire(lock, deadline):
-                raise Full("timed out waiting for the lock of a full queue", done)
+            if not _acquire(lock, lock_deadline):
+                raise Full("timed out waiting for the queue's put lock", done)
             frames = 0
             mailbox_full = False
             try:
                 while done < len(items) and self._room_for(items[done]):
                     item = items[done]
                     mail_id = 0
-                    if item.fds:
+                    if item.flags:  # spilled buffers to mail, or a batch to tell apart
                         mail_id = ring.next_mail_id()
-                        if not _mail(shared.mailbox_send, mail_id, item.fds):
-                            mailbox_full = True  # wait as for a full ring
-                            break
+                    if item.fds and not _mail(shared.mailbox_send, mail_id, item.fds):
+                        mailbox_full = True  # wait as for a full ring
+                        break
                     ring.put(item.payload, item.flags, item.items, mail_id)
-                    if self._joinable:
-                        ring.add_to_field(Ring.UNFINISHED, item.items)
                     done += 1
                     frames += 1
             finally:
@@ -532,7 +541,7 @@ class Queue:
         room = self._shared.room.sem
         lock = self._get_lock
         if not _acquire(lock, deadline):
-            raise Full("timed out waiting for the lock of a full queue", done)
+            raise Full("timed out waiting for the queue's get lock", done)
         try:
             if not mailbox_full and self._room_for(item):
                 return
@@ -545,7 +554,10 @@ class Queue:
             )
             if wait > 0 and room.acquire(True, wait):
                 return  # a consumer made room and unregistered us
-            _acquire(lock, None)
+            if not _acquire(lock, deadline):
+                # (still registered: a consumer will post a room token for
+                # nobody, which costs the next waiter one extra look)
+                raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
             try:
                 if room.acquire(False):
                     return  # handed over just now
@@ -566,9 +578,7 @@ class Queue:
         n = min(ring.get_field(Ring.PUTTERS), taken)
         if n > 0:
             ring.add_to_field(Ring.PUTTERS, -n)
-            post = self._shared.room.sem.release
-            for _ in range(n):
-                post()
+            _post(self._shared.room, n)
 
     def _await_items(self, deadline: float | None) -> bool:
         """Wait for an items token: True once taken; False for items seen without one.
@@ -651,9 +661,13 @@ class Queue:
                     else:
                         payload = ring.head_payload(length)
                         frames += ring.consume(1, length, 1, 0)
-                        fds = _unmail(shared.mailbox_recv, mail_id) if flags else []
-                        got.append((payload, flags, fds))
                         count += 1
+                        try:
+                            fds = _unmail(shared.mailbox_recv, mail_id) if flags else []
+                        except (RuntimeError, OSError) as exc:
+                            got.append(_Failed(exc))  # raised when reached, alone
+                            continue
+                        got.append((payload, flags, fds))
                 if count:
                     self._hand_room(count)
             finally:
@@ -663,7 +677,10 @@ class Queue:
             if got:
                 if len(got) == 1 and type(got[0]) is list:
                     return got[0]
-                return self._decode_all(got, max_items)
+                decoded = self._decode_all(got, max_items)
+                if decoded:
+                    return decoded
+                continue  # another thread of this process returned them first
             if not block:
                 raise Empty("the queue is empty")
 
@@ -691,19 +708,38 @@ class Queue:
                     decoded.append(_decode(*entry))
                 except Exception as exc:
                     decoded.append(_Failed(exc))
-        self._pending.extend(decoded)
+        with self._pending_lock:
+            self._own_pending().extend(decoded)
         return self._take_pending(max_items)
 
+    def _own_pending(self) -> deque[Any]:
+        """This process's held-back items (``_pending_lock`` held).
+
+        A forked child starts with a copy of its parent's, which the parent
+        returns: the child drops them before holding any of its own.
+        """
+        if self._pending_pid != os.getpid():
+            self._pending.clear()
+            self._pending_pid = os.getpid()
+        return self._pending
+
     def _take_pending(self, max_items: int) -> list[Any]:
-        pending = self._pending
-        head = pending[0]
-        if type(head) is _Failed:
-            pending.popleft()
-            raise head.error
-        result: list[Any] = []
-        while pending and len(result) < max_items and type(pending[0]) is not _Failed:
-            result.append(pending.popleft())
-        return result
+        """Up to ``max_items`` items held back by _decode_all (raising a failed one).
+
+        Returns an empty list when there are none (another thread of this
+        process took them, or this is a forked child, whose copies of its
+        parent's items are dropped: the parent returns them).
+        """
+        with self._pending_lock:
+            pending = self._own_pending()
+            if not pending or not max_items:
+                return []
+            if type(pending[0]) is _Failed:
+                raise pending.popleft().error
+            result: list[Any] = []
+            while pending and len(result) < max_items and type(pending[0]) is not _Failed:
+                result.append(pending.popleft())
+            return result
 
 
 class SimpleQueue(Queue):
@@ -716,7 +752,9 @@ class SimpleQueue(Queue):
 class JoinableQueue(Queue):
     """A ``Queue`` with ``task_done()`` and ``join()``, as ``multiprocessing.JoinableQueue``.
 
-    The count of unfinished items and the joiners live under the put lock.
+    Unfinished items are counted as items put minus ``task_done()`` calls, both
+    under the put lock, so a put still commits with one store. At most 2**27 - 1
+    items may be unfinished at once.
     """
 
     _joinable = True
@@ -733,14 +771,13 @@ class JoinableQueue(Queue):
         lock = self._put_lock
         _acquire(lock, None)
         try:
-            if ring.get_field(Ring.UNFINISHED) <= 0:
+            if ring.unfinished <= 0:
                 raise ValueError("task_done() called too many times")
-            left = ring.add_to_field(Ring.UNFINISHED, -1)
+            left = ring.mark_done()
             joiners = ring.get_field(Ring.JOINERS) if left == 0 else 0
         finally:
             lock.release()
-        for _ in range(joiners):
-            all_done.sem.release()
+        _post(all_done, joiners)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every item put has been marked done with ``task_done()``.
@@ -755,23 +792,24 @@ class JoinableQueue(Queue):
         lock = self._put_lock
         waiting = False
         while True:
-            _acquire(lock, None)
+            if not _acquire(lock, deadline):
+                return False  # (a registration left behind costs a stale wake-up)
             try:
                 if waiting:
-                    ring.add_to_field(Ring.JOINERS, -1)
+                    _unregister(ring, Ring.JOINERS)
                     waiting = False
-                if ring.get_field(Ring.UNFINISHED) <= 0:
+                if ring.unfinished <= 0:
                     return True
                 ring.add_to_field(Ring.JOINERS, 1)
                 waiting = True
             finally:
                 lock.release()
             if not _wait_hint(all_done, deadline):
-                _acquire(lock, None)
-                try:
-                    ring.add_to_field(Ring.JOINERS, -1)
-                finally:
-                    lock.release()
+                if _acquire(lock, deadline):
+                    try:
+                        _unregister(ring, Ring.JOINERS)
+                    finally:
+                        lock.release()
                 return False
 
     def _all_done(self) -> NamedSemaphore:
@@ -833,6 +871,20 @@ def _acquire(lock: Lock, deadline: float | None) -> bool:
         return True
     remaining = None if deadline is None else max(0.0, deadline - _monotonic())
     return lock.acquire(True, remaining)
+
+
+def _post(hint: NamedSemaphore, n: int) -> None:
+    """Post a wake-up hint ``n`` times; at the semaphore's limit, give up quietly.
+
+    (macOS counts to 32767; a waiter missing a post looks again within
+    CHECK_INTERVAL.)
+    """
+    post = hint.sem.release
+    try:
+        for _ in range(n):
+            post()
+    except (OSError, ValueError):
+        pass
 
 
 def _unregister(ring: Ring, field: int) -> None:

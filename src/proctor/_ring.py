@@ -10,7 +10,7 @@ leaves the ring half-updated, and nothing to repair afterwards::
            8    putters    producers waiting for room (changed under the get lock)
            64   put word   put items (mod 2**27) << 36 | tail position   (producers' line)
            72   next_id    mailbox id of the next spilled frame (put lock)
-           80   unfinished JoinableQueue: items put minus task_done() (put lock)
+           80   done       JoinableQueue: task_done() calls (mod 2**27; put lock)
            88   joiners    processes waiting in join() (put lock)
            128  data       capacity bytes, used circularly
 
@@ -25,7 +25,11 @@ and how many items the frame carries (low 24 bits): 1, or a batch written by
 ``put_many``, which getters may take a few items at a time. ``seq`` is the put
 count (mod 2**27) before the frame, so the items already taken from the head
 frame are ``got - seq``: no separate word to keep in step. ``mail_id`` tags
-spilled frames' descriptors in the queue's mailbox.
+spilled frames' descriptors in the queue's mailbox, and tells batch frames
+apart (a getter caches a decoded batch under its position, seq and mail id).
+
+A JoinableQueue's unfinished count is ``put - done``: a put still commits with
+its one store, and only ``task_done()`` writes ``done``.
 
 Memory ordering: a consumer reads the put word without the put lock and then the
 frame it covers; a producer reads the get word without the get lock and then
@@ -40,7 +44,7 @@ from __future__ import annotations
 import mmap
 import struct
 
-__all__ = ("FRAME", "HEADER_SIZE", "MAX_CAPACITY", "MAX_ITEMS", "Ring")
+__all__ = ("FRAME", "HEADER_SIZE", "MAX_CAPACITY", "MAX_FRAME", "MAX_ITEMS", "Ring")
 
 HEADER_SIZE = 128  # two cache lines, one per side
 FRAME = struct.Struct("<IIII")
@@ -55,12 +59,14 @@ _ITEMS_MASK = (1 << 24) - 1
 MAX_CAPACITY = 1 << (_POSITION_BITS - 2)
 #: Items the ring holds at once, at most: well inside the count's modulus.
 MAX_ITEMS = 1 << 26
+#: A frame's length is a u32.
+MAX_FRAME = (1 << 32) - 1 - FRAME.size
 
 _pack_frame = FRAME.pack
 _unpack_length_meta = struct.Struct("<II").unpack_from
 
 _GET, _PUTTERS = 0, 1
-_PUT, _NEXT_ID, _UNFINISHED, _JOINERS = 8, 9, 10, 11
+_PUT, _NEXT_ID, _DONE, _JOINERS = 8, 9, 10, 11
 
 
 class Ring:
@@ -75,7 +81,7 @@ class Ring:
     """
 
     GET_WORD, PUT_WORD = _GET, _PUT
-    PUTTERS, NEXT_ID, UNFINISHED, JOINERS = _PUTTERS, _NEXT_ID, _UNFINISHED, _JOINERS
+    PUTTERS, NEXT_ID, JOINERS = _PUTTERS, _NEXT_ID, _JOINERS
 
     def __init__(self, memory: mmap.mmap) -> None:
         if len(memory) < HEADER_SIZE + 64:
@@ -118,6 +124,16 @@ class Ring:
         if count + items > limit and count > 0:
             return False  # (an empty ring takes any batch: a frame holds < 2**24 items)
         return self.capacity - self.used >= _HEADER + payload_size
+
+    @property
+    def unfinished(self) -> int:
+        """JoinableQueue: items put and not yet marked done (put lock held)."""
+        return ((self._fields[_PUT] >> _POSITION_BITS) - self._fields[_DONE]) & _COUNT_MASK
+
+    def mark_done(self) -> int:
+        """JoinableQueue: count one ``task_done()``; return the unfinished left (put lock)."""
+        self._fields[_DONE] = (self._fields[_DONE] + 1) & _COUNT_MASK
+        return self.unfinished
 
     def get_field(self, index: int) -> int:
         return self._fields[index]
@@ -221,8 +237,9 @@ class Ring:
     def head_frame(self) -> tuple[int, int, int, int, int, int]:
         """The oldest frame, not removed: (length, flags, items, taken, mail id, key).
 
-        ``key`` tells this frame apart from any other that will sit at the head
-        for a long while (a decoded batch is cached under it).
+        ``key`` tells this frame apart from any other that will ever sit at the
+        head (a decoded batch is cached under it): position, seq and mail id
+        would all have to come round again together.
         """
         fields = self._fields
         word = fields[_GET]
@@ -235,7 +252,7 @@ class Ring:
                 f"queue memory is corrupt: a frame of {length} bytes and {items} items "
                 f"({taken} taken) at position {head}"
             )
-        return length, meta >> 24, items, taken, mail_id, (head << 27) | seq
+        return length, meta >> 24, items, taken, mail_id, (mail_id << 64) | (head << 27) | seq
 
     def head_payload(self, length: int) -> bytes:
         """The bytes of the oldest frame (see :meth:`head_frame`)."""
