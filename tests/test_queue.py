@@ -824,3 +824,15 @@ def test_an_item_whose_buffers_went_missing_fails_alone():
     with pytest.raises(RuntimeError, match="large buffers"):
         q.get(timeout=5)
     assert q.get(timeout=5) == 3
+
+
+def test_put_timeout_holds_when_the_mailbox_stays_full(monkeypatch):
+    from proctor import _queue
+
+    q = Queue()
+    monkeypatch.setattr(_queue, "_mail", lambda sock, mail_id, fds: False)  # always full
+    began = time.monotonic()
+    with pytest.raises(queue.Full, match="mailbox stayed full"):
+        q.put(np.arange(100_000), timeout=0.3)
+    assert time.monotonic() - began < 5
+    assert q.qsize() == 0

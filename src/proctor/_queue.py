@@ -561,12 +561,16 @@ class Queue:
             try:
                 if room.acquire(False):
                     return  # handed over just now
-                if mailbox_full or self._room_for(item):
+                if not mailbox_full and self._room_for(item):
                     _unregister(ring, Ring.PUTTERS)
-                    return  # (mailbox: consumers take descriptors without a word)
+                    return
                 if deadline is not None and _monotonic() >= deadline:
                     _unregister(ring, Ring.PUTTERS)
-                    raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
+                    what = "its mailbox stayed full" if mailbox_full else "the queue stayed full"
+                    raise Full(f"timed out: {what} ({ring.count} items)", done)
+                if mailbox_full:
+                    _unregister(ring, Ring.PUTTERS)
+                    return  # try again: consumers take descriptors without a word
             finally:
                 lock.release()
 
