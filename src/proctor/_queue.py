@@ -286,7 +286,7 @@ class Queue:
         try:
             self._give_token()
         except (OSError, ValueError):
-            pass  # at the semaphore's limit (32767 on macOS): see _give_tokens
+            pass  # at the semaphore's limit (32767 on macOS): see _post
         return True
 
     def put_nowait(self, obj: Any) -> None:
@@ -482,14 +482,7 @@ class Queue:
 
     def _give_tokens(self, n: int) -> None:
         """Post ``n`` items tokens (one per frame put)."""
-        give = self._give_token
-        try:
-            for _ in range(n):
-                give()
-        except (OSError, ValueError):
-            # The semaphore is at its limit (32767 on macOS): getters then find
-            # the items by looking at the ring every CHECK_INTERVAL.
-            pass
+        _post(self._shared.items, n)
 
     def _room_for(self, item: _Encoded) -> bool:
         return self._ring.has_room(len(item.payload), item.items, self._maxsize)
