@@ -50,7 +50,7 @@ from typing import Any
 
 from . import _reduction
 from ._errors import BufferTooShort, ProcessTimeoutError, ProtocolError
-from ._serialization import OOB_THRESHOLD
+from ._serialization import OOB_THRESHOLD, dumps_oob
 from ._timeout import check_timeout
 from ._timeout import wait_readable as _poll_fd
 from ._wire import MAX_FDS, fds_from, map_memfd, memfd_with
@@ -159,7 +159,7 @@ def _check_maxlength(maxlength: int | None) -> int | None:
     return maxlength
 
 
-def _pickle_fallback(obj: Any, buffer_callback: Any = None) -> bytes:
+def _pickle_fallback(obj: Any) -> bytes:
     """Pickle ``obj`` with cloudpickle, after plain pickle refused it.
 
     Plain pickle is several times faster, so it is tried first; cloudpickle is
@@ -169,42 +169,28 @@ def _pickle_fallback(obj: Any, buffer_callback: Any = None) -> bytes:
     from ._serialization import _by_value
 
     try:
-        return _by_value(obj, buffer_callback)
-    except TypeError as exc:
-        raise TypeError(
-            f"cannot send {type(obj).__qualname__} object: {exc}. Nothing was sent and "
-            "the connection is still usable; send something picklable instead (for "
-            "example the data needed to rebuild the object)."
-        ) from exc
-    except (pickle.PicklingError, AttributeError) as exc:
-        raise pickle.PicklingError(
-            f"cannot send {type(obj).__qualname__} object: {exc}. Nothing was sent and "
-            "the connection is still usable."
-        ) from exc
+        return _by_value(obj, None)
+    except (TypeError, pickle.PicklingError, AttributeError) as exc:
+        raise _unsendable(obj, exc) from exc
 
 
-def _pickle_for_send(obj: Any, large: list[pickle.PickleBuffer]) -> bytes:
-    """Pickle ``obj`` as ``send()`` does, leaving buffers of OOB_THRESHOLD or more out of band.
-
-    They are gathered in ``large``, which is emptied again if the object has to
-    be pickled a second time (by value).
-    """
-
-    def buffer_callback(buffer: pickle.PickleBuffer) -> bool:
-        if buffer.raw().nbytes >= OOB_THRESHOLD:
-            large.append(buffer)
-            return False  # out of band
-        return True
-
+def _pickle_for_send(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """Pickle ``obj`` as ``send()`` does, leaving buffers of OOB_THRESHOLD or more out of band."""
     try:
-        body = _dumps(obj, _PICKLE_PROTOCOL, buffer_callback=buffer_callback)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        large.clear()
-        return _pickle_fallback(obj, buffer_callback)
-    if b"__main__" in body:
-        large.clear()
-        return _pickle_fallback(obj, buffer_callback)
-    return body
+        return dumps_oob(obj, OOB_THRESHOLD)
+    except (TypeError, pickle.PicklingError, AttributeError) as exc:
+        raise _unsendable(obj, exc) from exc
+
+
+def _unsendable(obj: Any, exc: Exception) -> Exception:
+    """The error ``send()`` raises for an object that cannot be pickled."""
+    what = f"cannot send {type(obj).__qualname__} object: {exc}. Nothing was sent and "
+    if isinstance(exc, TypeError):
+        return TypeError(
+            what + "the connection is still usable; send something picklable instead (for "
+            "example the data needed to rebuild the object)."
+        )
+    return pickle.PicklingError(what + "the connection is still usable.")
 
 
 def _pickle_for_send_in_band(body: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
@@ -535,8 +521,7 @@ class Connection:
             except (pickle.PicklingError, TypeError, AttributeError):
                 plain = False
             if not plain:
-                large: list[pickle.PickleBuffer] = []
-                body = _pickle_for_send(obj, large)
+                body, large = _pickle_for_send(obj)
                 if large:
                     self._send_with_memfds(body, large)
                     return
