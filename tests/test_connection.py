@@ -886,13 +886,13 @@ def test_a_large_array_arrives_zero_copy_and_writable_under_every_start_method(c
     p.start()
     b.close()
     assert a.poll(60)
-    before, array_, after = a.recv()
+    before, array_, after = a.recv(timeout=60)
     assert (before, after) == ("before", "after")
     assert array_.dtype == np.float64 and array_.shape == (1 << 18,)
     assert np.array_equal(array_, np.arange(1 << 18, dtype=np.float64))
     assert not array_.flags.owndata  # a view of the mapped memfd: no copy out
     array_[0] = -1.0  # writable
-    assert a.recv() == "done"  # order kept across the pipe and the side socket
+    assert a.recv(timeout=60) == "done"  # order kept across the pipe and the side socket
     assert _finish(p)[0] == 0
     a.close()
 
@@ -906,13 +906,13 @@ def test_buffers_large_and_small_keep_their_order_and_contents(pipe):
     a.send("first")
     a.send({"small": small, "large": large, "fortran": fortran, "raw": bytearray(70_000)})
     a.send("last")
-    assert b.recv() == "first"
-    got = b.recv()
+    assert b.recv(timeout=30) == "first"
+    got = b.recv(timeout=30)
     assert np.array_equal(got["small"], small)
     assert [int(x[0]) for x in got["large"]] == [0, 1, 2]
     assert got["fortran"].flags.f_contiguous and np.array_equal(got["fortran"], fortran)
     assert got["raw"] == bytearray(70_000)
-    assert b.recv() == "last"
+    assert b.recv(timeout=30) == "last"
 
 
 def test_recv_bytes_of_an_object_sent_with_memfds_is_its_pickle():
@@ -920,14 +920,14 @@ def test_recv_bytes_of_an_object_sent_with_memfds_is_its_pickle():
     a, b = Pipe()
     big = np.arange(100_000)
     a.send(big)
-    assert np.array_equal(pickle.loads(b.recv_bytes()), big)
+    assert np.array_equal(pickle.loads(b.recv_bytes(timeout=30)), big)
     a.send(big)
     buf = bytearray(2_000_000)
-    n = b.recv_bytes_into(buf)
+    n = b.recv_bytes_into(buf, timeout=30)
     assert np.array_equal(pickle.loads(buf[:n]), big)
     a.send(big)
     with pytest.raises(BufferTooShort) as info:
-        b.recv_bytes_into(bytearray(10))
+        b.recv_bytes_into(bytearray(10), timeout=30)
     assert np.array_equal(pickle.loads(info.value.args[0]), big)
     a.close()
     b.close()
@@ -938,8 +938,7 @@ def test_more_buffers_than_one_message_can_carry_go_in_band():
     many = [bytearray(bytes([i % 256])) * 70_000 for i in range(_connection.MAX_FDS + 5)]
     sender = threading.Thread(target=a.send, args=(many,))  # 18 MB: more than the buffers
     sender.start()
-    assert b.poll(30)
-    got = b.recv()
+    got = b.recv(timeout=30)
     sender.join(30)
     assert not sender.is_alive()
     assert len(got) == len(many) and all(x == y for x, y in zip(got, many, strict=True))
@@ -953,7 +952,7 @@ def test_a_peer_gone_before_its_memfds_gives_eof():
     raw_write(a, frame_header(100, _connection._TAG_MEMFD_BITS))
     a.close()
     with pytest.raises(EOFError):
-        b.recv()
+        b.recv(timeout=30)
     b.close()
 
 
@@ -962,6 +961,6 @@ def test_a_memfd_count_that_does_not_match_is_a_protocol_error():
     raw_write(a, frame_header(2 + 5, _connection._TAG_MEMFD_BITS))
     a._sock.sendall(struct.pack("<H", 3) + b"12345")  # announces 3 memfds, brings none
     with pytest.raises(ProtocolError, match="announced 3 memfds"):
-        b.recv()
+        b.recv(timeout=30)
     a.close()
     b.close()
