@@ -836,3 +836,42 @@ def test_put_timeout_holds_when_the_mailbox_stays_full(monkeypatch):
         q.put(np.arange(100_000), timeout=0.3)
     assert time.monotonic() - began < 5
     assert q.qsize() == 0
+
+
+_SAME_QUEUE: Queue | None = None
+
+
+def take_next_from_the_same_queue():
+    assert _SAME_QUEUE is not None
+    return ("inner", _SAME_QUEUE.get(timeout=5))
+
+
+class TakesFromTheQueue:
+    def __reduce__(self):
+        return (take_next_from_the_same_queue, ())
+
+
+def test_a_batch_is_unpickled_outside_the_get_lock(monkeypatch):
+    q = Queue()
+    monkeypatch.setattr(sys.modules[__name__], "_SAME_QUEUE", q)
+    q.put_many([TakesFromTheQueue(), "first"])  # one batch frame
+    q.put("next")
+    began = time.monotonic()
+    # Rebuilding the batch calls get() on the same queue: it must not wait for
+    # the lock its own get_many() holds.
+    assert q.get_many(2, timeout=5) == [("inner", "next"), "first"]
+    assert time.monotonic() - began < 4
+    assert q.qsize() == 0
+
+
+def test_a_batch_that_fails_to_unpickle_goes_whole_even_when_taken_one_by_one():
+    q = Queue()
+    q.put_many([Unrebuildable(), 1, 2, 3])  # one batch frame
+    q.put("after")
+    with pytest.raises(ValueError, match="cannot rebuild") as info:
+        q.get(timeout=5)  # takes one item of the batch, decodes, drops the rest
+    if sys.version_info >= (3, 11):
+        assert "4 items put together by put_many()" in info.value.__notes__[0]
+    assert q.qsize() == 1
+    assert q.get(timeout=5) == "after"
+    assert q._shared.items.sem.acquire(False) is False  # no token left behind

@@ -632,29 +632,21 @@ class Queue:
                 while count < max_items and ring.count > 0:
                     length, flags, items, taken, mail_id, key = ring.head_frame()
                     if flags & _BATCH:
-                        cached_key, values = self._batch_cache
-                        if cached_key != key:
-                            try:
-                                values = _loads(ring.head_payload(length))
-                            except Exception as exc:
-                                # Its items cannot be rebuilt here: take them
-                                # all, or they would block the queue for ever.
-                                frames += ring.consume(items - taken, length, items, taken)
-                                if hasattr(exc, "add_note"):  # Python 3.11+
-                                    exc.add_note(
-                                        f"proctor: {items - taken} items put together by "
-                                        "put_many() could not be unpickled and are lost"
-                                    )
-                                got.append(_Failed(exc))
-                                count += items - taken
-                                continue
-                            self._batch_cache = (key, values)
                         n = min(items - taken, max_items - count)
-                        got.append(values[taken : taken + n])
+                        cached_key, values = self._batch_cache
+                        if cached_key == key:
+                            got.append(values[taken : taken + n])
+                        else:
+                            # Decoded after the lock is released: unpickling
+                            # runs user code, which must not hold up the
+                            # other consumers (or call get() on this queue).
+                            payload = ring.head_payload(length)
+                            got.append(_Batch(key, payload, taken, n, items - taken - n))
                         count += n
                         if ring.consume(n, length, items, taken):
                             frames += 1
-                            self._batch_cache = (-1, [])
+                            if cached_key == key:
+                                self._batch_cache = (-1, [])
                     else:
                         payload = ring.head_payload(length)
                         frames += ring.consume(1, length, 1, 0)
@@ -700,6 +692,12 @@ class Queue:
                 decoded.extend(entry)
             elif type(entry) is _Failed:
                 decoded.append(entry)
+            elif type(entry) is _Batch:
+                result = self._decode_batch(entry)
+                if type(result) is list:
+                    decoded.extend(result)
+                else:
+                    decoded.append(result)
             else:
                 try:
                     decoded.append(_decode(*entry))
@@ -708,6 +706,45 @@ class Queue:
         with self._pending_lock:
             self._own_pending().extend(decoded)
         return self._take_pending(max_items)
+
+    def _decode_batch(self, batch: _Batch) -> list[Any] | _Failed:
+        """The items taken from a batch frame, or the error that unpickling it raised.
+
+        A batch that cannot be unpickled here is dropped whole: its items left
+        in the ring would fail every getter in turn.
+        """
+        try:
+            values = _loads(batch.payload)
+        except Exception as exc:
+            lost = batch.n + (self._drop_rest(batch) if batch.left else 0)
+            if hasattr(exc, "add_note"):  # Python 3.11+
+                exc.add_note(
+                    f"proctor: {lost} items put together by put_many() could not be "
+                    "unpickled and are lost"
+                )
+            return _Failed(exc)
+        if batch.left:
+            self._batch_cache = (batch.key, values)  # the next get() takes more
+        return values[batch.taken : batch.taken + batch.n]
+
+    def _drop_rest(self, batch: _Batch) -> int:
+        """Take what is left of a batch that failed to unpickle, if still at the head."""
+        ring = self._ring
+        lock = self._get_lock
+        _acquire(lock, None)
+        try:
+            if not ring.count:
+                return 0
+            length, _flags, items, taken, _mail_id, key = ring.head_frame()
+            if key != batch.key:
+                return 0  # somebody else took it
+            ring.consume(items - taken, length, items, taken)
+            if ring.get_field(Ring.PUTTERS) > 0:
+                self._hand_room(items - taken)
+        finally:
+            lock.release()
+        self._take_token(False)  # the frame's, which it takes along
+        return items - taken
 
     def _own_pending(self) -> deque[Any]:
         """This process's held-back items (``_pending_lock`` held).
@@ -931,6 +968,19 @@ class _Failed:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+class _Batch:
+    """Items taken from a batch frame, still to decode: ``payload`` is the whole frame's."""
+
+    __slots__ = ("key", "left", "n", "payload", "taken")
+
+    def __init__(self, key: int, payload: bytes, taken: int, n: int, left: int) -> None:
+        self.key = key
+        self.payload = payload
+        self.taken = taken
+        self.n = n
+        self.left = left  # items of the frame still in the ring after these
 
 
 class _Encoded:
