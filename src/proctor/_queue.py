@@ -664,8 +664,12 @@ class Queue:
             self._settle_tokens(token, frames, bool(got))
             token = False
             if got:
-                if len(got) == 1 and type(got[0]) is list:
-                    return got[0]
+                if len(got) == 1:  # the common cases: one item, or one batch's items
+                    entry = got[0]
+                    if type(entry) is _Batch:
+                        entry = got[0] = self._decode_batch(entry)
+                    if type(entry) is list:
+                        return entry
                 decoded = self._decode_all(got, max_items)
                 if decoded:
                     return decoded
@@ -725,6 +729,8 @@ class Queue:
             return _Failed(exc)
         if batch.left:
             self._batch_cache = (batch.key, values)  # the next get() takes more
+        elif batch.taken == 0:
+            return values  # the whole batch (n is all of it)
         return values[batch.taken : batch.taken + batch.n]
 
     def _drop_rest(self, batch: _Batch) -> int:
