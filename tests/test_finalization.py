@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import proctor
-from proctor import _lock, _semaphore, _semlock, _sharedwords
+from proctor import _closing, _lock, _semaphore, _semlock, _sharedwords
 
 
 def _clear_globals(monkeypatch, module) -> None:
@@ -23,7 +23,7 @@ def _clear_globals(monkeypatch, module) -> None:
 def test_finalizers_need_no_module_globals(make, monkeypatch):
     obj = make()
     with monkeypatch.context() as m:
-        for module in (_lock, _semaphore, _semlock, _sharedwords):
+        for module in (_closing, _lock, _semaphore, _semlock, _sharedwords):
             _clear_globals(m, module)
         # Must neither raise nor print "Exception ignored in __del__".
         for part in _parts(obj):

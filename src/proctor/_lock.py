@@ -40,6 +40,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from . import _reduction
+from ._closing import ClosedWhenCollected
 from ._errors import OwnerDiedWarning
 from ._semlock import NamedSemaphore
 from ._sharedwords import SharedWords
@@ -137,7 +138,7 @@ def _not_shareable(obj: object) -> None:
 _LOCK_WORDS = 2  # owner, recoveries
 
 
-class _OwnedLock:
+class _OwnedLock(ClosedWhenCollected):
     """Shared machinery of Lock and RLock: the semaphore, the owner word, recovery."""
 
     __slots__ = ("__weakref__", "_limbo", "_named", "_post", "_shared", "_try", "_w")
@@ -295,14 +296,6 @@ class _OwnedLock:
         self._w = _ClosedWords()
         self._named.close()
         self._shared.close()
-
-    def __del__(self) -> None:
-        # Not contextlib.suppress: at interpreter exit this may run after the
-        # module's globals were cleared, and a with-statement needs them.
-        try:
-            self.close()
-        except Exception:  # nothing to tell anyone at garbage collection
-            pass
 
     def __enter__(self) -> bool:
         return self.acquire()

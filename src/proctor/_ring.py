@@ -81,7 +81,7 @@ class Ring:
     """
 
     GET_WORD, PUT_WORD = _GET, _PUT
-    PUTTERS, NEXT_ID, JOINERS = _PUTTERS, _NEXT_ID, _JOINERS
+    PUTTERS, JOINERS = _PUTTERS, _JOINERS
 
     def __init__(self, memory: mmap.mmap) -> None:
         if len(memory) < HEADER_SIZE + 64:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from ._closing import ClosedWhenCollected
 from ._lock import _check_timeout, _closed_call, _not_shareable
 from ._semlock import SEM_VALUE_MAX, NamedSemaphore
 
 __all__ = ("BoundedSemaphore", "Semaphore")
 
 
-class Semaphore:
+class Semaphore(ClosedWhenCollected):
     """A counting semaphore shared by processes (``multiprocessing.Semaphore``).
 
     Args:
@@ -90,14 +91,6 @@ class Semaphore:
         """Release this process's handle on the OS semaphore; idempotent."""
         self._acquire = _closed_call
         self._named.close()
-
-    def __del__(self) -> None:
-        # Not contextlib.suppress: at interpreter exit this may run after the
-        # module's globals were cleared, and a with-statement needs them.
-        try:
-            self.close()
-        except Exception:  # nothing to tell anyone at garbage collection
-            pass
 
     def __enter__(self) -> bool:
         return self.acquire()

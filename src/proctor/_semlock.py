@@ -30,6 +30,7 @@ import secrets
 from typing import Any
 
 from . import _reduction
+from ._closing import ClosedWhenCollected
 
 __all__ = ("SEMAPHORE", "SEM_VALUE_MAX", "NamedSemaphore")
 
@@ -66,7 +67,7 @@ class _Closed:
         raise ValueError(f"{self.what} is closed; it cannot be used any more in this process")
 
 
-class NamedSemaphore:
+class NamedSemaphore(ClosedWhenCollected):
     """A ``SemLock`` whose name is reclaimed once no process uses it.
 
     Args:
@@ -130,14 +131,6 @@ class NamedSemaphore:
         del sem
         with contextlib.suppress(Exception):
             _reaper().unregister(self.name, _KIND)
-
-    def __del__(self) -> None:
-        # Not contextlib.suppress: at interpreter exit this may run after the
-        # module's globals were cleared, and a with-statement needs them.
-        try:
-            self.close()
-        except Exception:  # nothing to tell anyone at garbage collection
-            pass
 
     def __reduce__(self):
         handoff = _reduction.current_handoff()

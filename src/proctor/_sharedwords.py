@@ -22,6 +22,7 @@ descriptor's lock space (locks may lie beyond the end of the file)::
 from __future__ import annotations
 
 from ._anonmem import AnonymousMemory, allocate
+from ._closing import ClosedWhenCollected
 
 __all__ = ("LIVENESS_BASE", "PID_SPAN", "SharedWords")
 
@@ -31,7 +32,7 @@ LIVENESS_BASE = 1 << 40
 PID_SPAN = 1 << 23
 
 
-class SharedWords:
+class SharedWords(ClosedWhenCollected):
     """A block of anonymous shared memory as signed 64-bit words.
 
     Args:
@@ -78,14 +79,6 @@ class SharedWords:
         # Every holder of `words` sees a released view from now on (ValueError on use).
         words.release()
         self._mem = None  # type: ignore[assignment]
-
-    def __del__(self) -> None:
-        # Not contextlib.suppress: at interpreter exit this may run after the
-        # module's globals were cleared, and a with-statement needs them.
-        try:
-            self.close()
-        except Exception:  # nothing to tell anyone at garbage collection
-            pass
 
     def __reduce__(self):
         if self.words is None:
