@@ -23,7 +23,7 @@ import time
 
 from _common import interleaved, row
 
-from proctor import _connection
+from proctor._connections import _connection
 
 TRIPLE = (1, "two", 3.0)
 MIB = 1024 * 1024

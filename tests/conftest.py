@@ -16,7 +16,7 @@ import pytest
 
 import proctor
 from helpers import START_METHODS, open_fds, shm_entries, wait_until
-from proctor import _runtime
+from proctor._core import _runtime
 
 
 @pytest.fixture(params=START_METHODS)
@@ -39,7 +39,7 @@ def _warm_helpers():
     server, and the /dev/null descriptor that fork parents open once for their
     children's stdin.
     """
-    from proctor import _reaper
+    from proctor._reaper import _client as _reaper
 
     _reaper.ensure_started()
     for method in ("forkserver", "fork"):

@@ -16,7 +16,8 @@ import tracemalloc
 
 import pytest
 
-from proctor import AuthenticationError, BufferTooShort, ProcessTimeoutError, _connection
+from proctor import AuthenticationError, BufferTooShort, ProcessTimeoutError
+from proctor._connections import _connection
 from proctor.connection import Client, Connection, Listener, Pipe, ProtocolError, wait
 
 TRIPLE = (1, "two", 3.0)

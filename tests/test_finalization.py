@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 import proctor
-from proctor import _closing, _lock, _semaphore, _semlock, _sharedwords
+from proctor._core import _closing, _sharedwords
+from proctor._reaper import _semlock
+from proctor._sync import _lock, _semaphore
 
 
 def _clear_globals(monkeypatch, module) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 import proctor
 from helpers import wait_until
-from proctor import _log_forwarding
+from proctor._logging import _forwarding as _log_forwarding
 
 
 class ListHandler(logging.Handler):

@@ -103,13 +103,13 @@ class FdHolder:
         self.fd = fd
 
     def __reduce__(self):
-        from proctor._reduction import fd_token
+        from proctor._core._reduction import fd_token
 
         return (_rebuild_fd_holder, (fd_token(self.fd, "FdHolder"),))
 
 
 def _rebuild_fd_holder(token):
-    from proctor._reduction import take_fd
+    from proctor._core._reduction import take_fd
 
     return FdHolder(take_fd(token))
 
@@ -543,7 +543,9 @@ def test_fork_server_follows_the_modules_the_parent_uses():
     # Once the parent uses queues, the fork server imports proctor's queue
     # module, so a child handed a queue does not import it again.
     q = proctor.Queue()
-    p = proctor.get_context("forkserver").Process(target=module_loaded, args=("proctor._queue",))
+    p = proctor.get_context("forkserver").Process(
+        target=module_loaded, args=("proctor._queues._queue",)
+    )
     p.start()
     p.join(30)
     assert p.result is True
@@ -563,7 +565,7 @@ def test_multiprocessing_compatibility_names():
 
 
 def test_set_executable_chooses_the_spawn_interpreter(monkeypatch):
-    from proctor import _popen_spawn
+    from proctor._start import _popen_spawn
 
     monkeypatch.setattr(_popen_spawn, "executable", _popen_spawn.executable)
     proctor.set_executable(sys.executable)
@@ -575,7 +577,7 @@ def test_set_executable_chooses_the_spawn_interpreter(monkeypatch):
 
 
 def test_a_spawn_that_cannot_start_leaves_nothing_open(monkeypatch):
-    from proctor import _popen_spawn
+    from proctor._start import _popen_spawn
 
     monkeypatch.setattr(_popen_spawn, "executable", "/nonexistent/python3")
     p = proctor.get_context("spawn").Process(target=int)
@@ -587,7 +589,7 @@ def test_a_spawn_that_cannot_start_leaves_nothing_open(monkeypatch):
 def test_a_stuck_fork_server_makes_start_fail_instead_of_hang(monkeypatch):
     import socket
 
-    from proctor import _forkserver
+    from proctor._start import _forkserver
 
     monkeypatch.setattr(_forkserver, "REPLY_TIMEOUT", 1.0)
     client = _forkserver.ForkServerClient()

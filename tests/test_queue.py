@@ -19,7 +19,7 @@ import pytest
 import proctor
 from helpers import wait_until
 from proctor import JoinableQueue, Queue, SimpleQueue
-from proctor._ring import Ring
+from proctor._queues._ring import Ring
 
 # --- targets ----------------------------------------------------------------------------
 
@@ -594,7 +594,7 @@ def put_in_order(q, n):
 
 
 def test_one_lock_for_both_sides_where_stores_may_be_reordered(ctx, monkeypatch):
-    from proctor import _queue
+    from proctor._queues import _queue
 
     monkeypatch.setattr(_queue, "SPLIT_LOCKS", False)
     q = ctx.Queue(maxsize=50)
@@ -818,7 +818,7 @@ def test_an_item_whose_buffers_went_missing_fails_alone():
     q.put(3)
     # Take the array's descriptors out of the mailbox, as a corrupted queue might.
     _data, ancdata, _flags, _addr = q._shared.mailbox_recv.recvmsg(8, socket.CMSG_SPACE(4 * 16))
-    for fd in proctor._wire.fds_from(ancdata):
+    for fd in proctor._core._wire.fds_from(ancdata):
         os.close(fd)
     assert q.get_many(10, timeout=5) == [1]
     with pytest.raises(RuntimeError, match="large buffers"):
@@ -827,7 +827,7 @@ def test_an_item_whose_buffers_went_missing_fails_alone():
 
 
 def test_put_timeout_holds_when_the_mailbox_stays_full(monkeypatch):
-    from proctor import _queue
+    from proctor._queues import _queue
 
     q = Queue()
     monkeypatch.setattr(_queue, "_mail", lambda sock, mail_id, fds: False)  # always full

@@ -18,13 +18,13 @@ import uuid
 import pytest
 
 from helpers import pid_exists, wait_until
-from proctor import _reaper
+from proctor._reaper import _client as _reaper
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
 
 PRELUDE = """
 import mmap, os, sys, _posixshmem, _multiprocessing
-from proctor import _reaper
+from proctor._reaper import _client as _reaper
 name = sys.argv[1]
 
 def create(size=4096):
@@ -314,7 +314,7 @@ def test_polling_reaper_notices_a_death_without_pidfds(tmp_path):
     # The path taken where os.pidfd_open does not exist (macOS) or is refused.
     import socket
 
-    from proctor._reaper_server import _Reaper, create_time
+    from proctor._reaper._server import _Reaper, create_time
 
     name = _name()
     path = "/dev/shm/" + name.lstrip("/")

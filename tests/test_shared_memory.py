@@ -11,8 +11,8 @@ import textwrap
 import pytest
 
 from helpers import pid_exists, wait_until
-from proctor import _reaper
-from proctor._connection import Pipe
+from proctor._connections._connection import Pipe
+from proctor._reaper import _client as _reaper
 from proctor.shared_memory import ShareableList, SharedMemory, shared_array
 
 np = pytest.importorskip("numpy")
@@ -444,7 +444,7 @@ def test_child_updates_a_shareable_list(ctx):
 
 def test_anonymous_memory_without_memfd_uses_an_unlinked_segment(monkeypatch):
     # The path taken on macOS and the BSDs, which have no memfd_create.
-    from proctor import _anonmem
+    from proctor._core import _anonmem
 
     monkeypatch.delattr(os, "memfd_create")
     before = set(os.listdir("/dev/shm"))

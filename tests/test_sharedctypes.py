@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from helpers import open_fds
-from proctor import _reaper
-from proctor._sharedctypes import Array, RawArray, RawValue, Value, copy, synchronized
+from proctor._reaper import _client as _reaper
+from proctor._sharedmem._sharedctypes import Array, RawArray, RawValue, Value, copy, synchronized
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -13,8 +13,9 @@ import pytest
 
 import proctor
 from helpers import pid_exists, shm_entries, wait_until
-from proctor import OwnerDiedWarning, _reaper, _sync
-from proctor._anonmem import AnonymousMemory
+from proctor import OwnerDiedWarning, _sync
+from proctor._core._anonmem import AnonymousMemory
+from proctor._reaper import _client as _reaper
 from proctor._sync import (
     Barrier,
     BoundedSemaphore,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from proctor import _tour
+from proctor._cli import _tour
 
 EXAMPLES = _tour.load_examples()
 

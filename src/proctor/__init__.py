@@ -25,28 +25,28 @@ from ._context import get_start_method as get_start_method
 from ._context import set_executable as set_executable
 from ._context import set_forkserver_preload as set_forkserver_preload
 from ._context import set_start_method as set_start_method
-from ._errors import AuthenticationError as AuthenticationError
-from ._errors import BufferTooShort as BufferTooShort
-from ._errors import OwnerDiedWarning as OwnerDiedWarning
-from ._errors import ProcessError as ProcessError
-from ._errors import ProcessTimeoutError as ProcessTimeoutError
-from ._errors import ProcessTimeoutError as TimeoutError
-from ._errors import ProtocolError as ProtocolError
-from ._errors import RemoteError as RemoteError
-from ._errors import RemoteTraceback as RemoteTraceback
-from ._errors import ResultError as ResultError
-from ._errors import StartError as StartError
-from ._errors import UnpicklableError as UnpicklableError
-from ._log_forwarding import set_log_forwarding as set_log_forwarding
-from ._logging import SUBDEBUG as SUBDEBUG
-from ._logging import SUBWARNING as SUBWARNING
-from ._logging import get_logger as get_logger
-from ._logging import log_to_stderr as log_to_stderr
-from ._process import Process as Process
-from ._process import active_children as active_children
-from ._process import current_process as current_process
-from ._process import parent_process as parent_process
-from ._system import cpu_count as cpu_count
+from ._core._errors import AuthenticationError as AuthenticationError
+from ._core._errors import BufferTooShort as BufferTooShort
+from ._core._errors import OwnerDiedWarning as OwnerDiedWarning
+from ._core._errors import ProcessError as ProcessError
+from ._core._errors import ProcessTimeoutError as ProcessTimeoutError
+from ._core._errors import ProcessTimeoutError as TimeoutError
+from ._core._errors import ProtocolError as ProtocolError
+from ._core._errors import RemoteError as RemoteError
+from ._core._errors import RemoteTraceback as RemoteTraceback
+from ._core._errors import ResultError as ResultError
+from ._core._errors import StartError as StartError
+from ._core._errors import UnpicklableError as UnpicklableError
+from ._core._system import cpu_count as cpu_count
+from ._logging._forwarding import set_log_forwarding as set_log_forwarding
+from ._logging._logger import SUBDEBUG as SUBDEBUG
+from ._logging._logger import SUBWARNING as SUBWARNING
+from ._logging._logger import get_logger as get_logger
+from ._logging._logger import log_to_stderr as log_to_stderr
+from ._start._process import Process as Process
+from ._start._process import active_children as active_children
+from ._start._process import current_process as current_process
+from ._start._process import parent_process as parent_process
 
 # The names below load on first use (PEP 562), and their modules with them: a
 # spawned child imports the package before anything else, and these modules
@@ -57,15 +57,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import connection as connection
     from . import shared_memory as shared_memory
-    from ._connection import Connection as Connection
-    from ._connection import Pipe as Pipe
-    from ._queue import JoinableQueue as JoinableQueue
-    from ._queue import Queue as Queue
-    from ._queue import SimpleQueue as SimpleQueue
-    from ._sharedctypes import Array as Array
-    from ._sharedctypes import RawArray as RawArray
-    from ._sharedctypes import RawValue as RawValue
-    from ._sharedctypes import Value as Value
+    from ._connections._connection import Connection as Connection
+    from ._connections._connection import Pipe as Pipe
+    from ._queues._queue import JoinableQueue as JoinableQueue
+    from ._queues._queue import Queue as Queue
+    from ._queues._queue import SimpleQueue as SimpleQueue
+    from ._sharedmem._sharedctypes import Array as Array
+    from ._sharedmem._sharedctypes import RawArray as RawArray
+    from ._sharedmem._sharedctypes import RawValue as RawValue
+    from ._sharedmem._sharedctypes import Value as Value
     from ._sync import Barrier as Barrier
     from ._sync import BoundedSemaphore as BoundedSemaphore
     from ._sync import BrokenBarrierError as BrokenBarrierError
@@ -77,24 +77,24 @@ if TYPE_CHECKING:
     from ._sync import Semaphore as Semaphore
 
 _LAZY: dict[str, tuple[str, str | None]] = {
-    "Array": ("_sharedctypes", "Array"),
+    "Array": ("_sharedmem._sharedctypes", "Array"),
     "Barrier": ("_sync", "Barrier"),
     "BoundedSemaphore": ("_sync", "BoundedSemaphore"),
     "BrokenBarrierError": ("_sync", "BrokenBarrierError"),
     "Condition": ("_sync", "Condition"),
-    "Connection": ("_connection", "Connection"),
+    "Connection": ("_connections._connection", "Connection"),
     "Event": ("_sync", "Event"),
-    "JoinableQueue": ("_queue", "JoinableQueue"),
+    "JoinableQueue": ("_queues._queue", "JoinableQueue"),
     "Lock": ("_sync", "Lock"),
     "LockNotOwnedError": ("_sync", "LockNotOwnedError"),
-    "Pipe": ("_connection", "Pipe"),
-    "Queue": ("_queue", "Queue"),
+    "Pipe": ("_connections._connection", "Pipe"),
+    "Queue": ("_queues._queue", "Queue"),
     "RLock": ("_sync", "RLock"),
-    "RawArray": ("_sharedctypes", "RawArray"),
-    "RawValue": ("_sharedctypes", "RawValue"),
+    "RawArray": ("_sharedmem._sharedctypes", "RawArray"),
+    "RawValue": ("_sharedmem._sharedctypes", "RawValue"),
     "Semaphore": ("_sync", "Semaphore"),
-    "SimpleQueue": ("_queue", "SimpleQueue"),
-    "Value": ("_sharedctypes", "Value"),
+    "SimpleQueue": ("_queues._queue", "SimpleQueue"),
+    "Value": ("_sharedmem._sharedctypes", "Value"),
     "connection": ("connection", None),
     "shared_memory": ("shared_memory", None),
 }

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "tour":
-        from ._tour import tour
+        from ._cli._tour import tour
 
         if args.start_method == "all":
             methods = list(START_METHODS)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             methods = [args.start_method]
         return tour(methods)
     if args.command == "bench":
-        from ._bench import run_benchmarks
+        from ._cli._bench import run_benchmarks
 
         return run_benchmarks(args.names, quick=args.quick)
     if args.command == "info":

@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 
-from . import _process
+from ._start import _process
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -99,14 +99,14 @@ def _inherit_start_method(method: str) -> None:
 def _launcher_for(method: str | None) -> Any:
     resolved = _resolve_method(method)
     if resolved == "fork":
-        from ._popen_fork import ForkPopen
+        from ._start._popen_fork import ForkPopen
 
         return ForkPopen
     if resolved == "spawn":
-        from ._popen_spawn import SpawnPopen
+        from ._start._popen_spawn import SpawnPopen
 
         return SpawnPopen
-    from ._popen_forkserver import ForkServerPopen
+    from ._start._popen_forkserver import ForkServerPopen
 
     return ForkServerPopen
 
@@ -159,14 +159,14 @@ def set_executable(executable: str) -> None:
     """
     if not isinstance(executable, (str, os.PathLike)):
         raise TypeError(f"executable must be a path, not {type(executable).__name__}")
-    from . import _popen_spawn
+    from ._start import _popen_spawn
 
     _popen_spawn.executable = os.fspath(executable)
 
 
 def set_forkserver_preload(module_names: list[str]) -> None:
     """Modules the fork server imports once, so that children start with them loaded."""
-    from ._forkserver import set_preload
+    from ._start._forkserver import set_preload
 
     set_preload(module_names)
 
@@ -209,31 +209,31 @@ class BaseContext:
         return _process.active_children()
 
     def cpu_count(self) -> int:
-        from ._system import cpu_count
+        from ._core._system import cpu_count
 
         return cpu_count()
 
     def Pipe(self, duplex: bool = True) -> Any:
         """Two connected ``Connection`` ends (both ways, or read end first if not duplex)."""
-        from ._connection import Pipe
+        from ._connections._connection import Pipe
 
         return Pipe(duplex)
 
     def Queue(self, maxsize: int = 0, **options: Any) -> Any:
         """A process-shared FIFO queue whose items live in shared memory."""
-        from ._queue import Queue
+        from ._queues._queue import Queue
 
         return Queue(maxsize, **options)
 
     def SimpleQueue(self, **options: Any) -> Any:
         """An unbounded process-shared queue with put, get, empty and close."""
-        from ._queue import SimpleQueue
+        from ._queues._queue import SimpleQueue
 
         return SimpleQueue(**options)
 
     def JoinableQueue(self, maxsize: int = 0, **options: Any) -> Any:
         """A Queue with task_done() and join()."""
-        from ._queue import JoinableQueue
+        from ._queues._queue import JoinableQueue
 
         return JoinableQueue(maxsize, **options)
 
@@ -281,35 +281,35 @@ class BaseContext:
 
     def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
         """A ctypes object in shared memory, with a lock from this context by default."""
-        from ._sharedctypes import Value
+        from ._sharedmem._sharedctypes import Value
 
         return Value(typecode_or_type, *args, lock=lock, ctx=self)
 
     def Array(self, typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:
         """A ctypes array in shared memory, with a lock from this context by default."""
-        from ._sharedctypes import Array
+        from ._sharedmem._sharedctypes import Array
 
         return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self)
 
     def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
         """A ctypes object in shared memory, without a lock."""
-        from ._sharedctypes import RawValue
+        from ._sharedmem._sharedctypes import RawValue
 
         return RawValue(typecode_or_type, *args)
 
     def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> Any:
         """A ctypes array in shared memory, without a lock."""
-        from ._sharedctypes import RawArray
+        from ._sharedmem._sharedctypes import RawArray
 
         return RawArray(typecode_or_type, size_or_initializer)
 
     def get_logger(self) -> Any:
-        from ._logging import get_logger
+        from ._logging._logger import get_logger
 
         return get_logger()
 
     def log_to_stderr(self, level: int | str | None = None) -> Any:
-        from ._logging import log_to_stderr
+        from ._logging._logger import log_to_stderr
 
         return log_to_stderr(level)
 

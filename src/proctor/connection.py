@@ -7,14 +7,14 @@ The counterpart of ``multiprocessing.connection``::
 
 from __future__ import annotations
 
-from ._connection import Connection as Connection
-from ._connection import Pipe as Pipe
-from ._connection import ProtocolError as ProtocolError
-from ._connection import wait as wait
-from ._errors import AuthenticationError as AuthenticationError
-from ._errors import BufferTooShort as BufferTooShort
-from ._listener import Client as Client
-from ._listener import Listener as Listener
+from ._connections._connection import Connection as Connection
+from ._connections._connection import Pipe as Pipe
+from ._connections._connection import ProtocolError as ProtocolError
+from ._connections._connection import wait as wait
+from ._connections._listener import Client as Client
+from ._connections._listener import Listener as Listener
+from ._core._errors import AuthenticationError as AuthenticationError
+from ._core._errors import BufferTooShort as BufferTooShort
 
 __all__ = (
     "AuthenticationError",

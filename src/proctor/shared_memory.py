@@ -31,18 +31,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._shareable_list import ShareableList as ShareableList
-from ._shm import SharedMemory as SharedMemory
+from ._sharedmem._shareable_list import ShareableList as ShareableList
+from ._sharedmem._shm import SharedMemory as SharedMemory
 
 if TYPE_CHECKING:  # at run time, __getattr__ below imports it with numpy, on demand
-    from ._sharedarray import SharedArray as SharedArray
+    from ._sharedmem._sharedarray import SharedArray as SharedArray
 
 __all__ = ("ShareableList", "SharedArray", "SharedMemory", "shared_array")
 
 
 def _numpy_part() -> Any:
     try:
-        from . import _sharedarray
+        from ._sharedmem import _sharedarray
     except ImportError as exc:
         if exc.name != "numpy":
             raise

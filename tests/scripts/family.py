@@ -9,7 +9,7 @@ import threading
 import time
 
 import proctor
-from proctor import _runtime
+from proctor._core import _runtime
 
 
 def grandchild():

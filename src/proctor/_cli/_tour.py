@@ -50,7 +50,8 @@ class Example:
 
 def examples_dir() -> Path:
     """Where the example programs are: inside the installed package, or the source tree."""
-    here = Path(__file__).resolve().parent
+    # proctor/_cli/ -> proctor/ (installed) or src/proctor/ (source tree)
+    here = Path(__file__).resolve().parent.parent
     for candidate in (here / "examples", here.parent.parent / "examples"):
         if candidate.is_dir():
             return candidate

@@ -48,12 +48,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from . import _reduction
-from ._errors import BufferTooShort, ProcessTimeoutError, ProtocolError
-from ._serialization import OOB_THRESHOLD, dumps_oob
-from ._timeout import check_timeout
-from ._timeout import wait_readable as _poll_fd
-from ._wire import MAX_FDS, fds_from, map_memfd, memfd_with
+from .._core import _reduction
+from .._core._errors import BufferTooShort, ProcessTimeoutError, ProtocolError
+from .._core._serialization import OOB_THRESHOLD, dumps_oob
+from .._core._timeout import check_timeout
+from .._core._timeout import wait_readable as _poll_fd
+from .._core._wire import MAX_FDS, fds_from, map_memfd, memfd_with
 
 __all__ = ("Connection", "Pipe", "ProtocolError", "wait")
 
@@ -166,7 +166,7 @@ def _pickle_fallback(obj: Any) -> bytes:
     needed only for what it refuses (lambdas, closures, classes defined in
     ``__main__``). Both payloads unpickle with plain ``pickle.loads``.
     """
-    from ._serialization import _by_value
+    from .._core._serialization import _by_value
 
     try:
         return _by_value(obj, None)

@@ -121,7 +121,7 @@ def open_channel(forward_logs: bool | None) -> tuple[socket.socket, socket.socke
     """A (parent end, child end) socket pair for a new child's records, or ``None``."""
     if not forwarding_enabled(forward_logs):
         return None
-    from . import _wire
+    from .._core import _wire
 
     return _wire.socketpair()
 
@@ -133,7 +133,7 @@ def capture_config() -> dict[str, Any]:
     """The parent's logger levels and propagation, for a child to copy."""
     import logging
 
-    from . import _logging
+    from . import _logger as _logging
 
     levels = {}
     non_propagating = []
@@ -163,7 +163,8 @@ def install_in_child(config: dict[str, Any], sock: socket.socket) -> None:
     """Make this (new child) process send its log records to the parent over ``sock``."""
     import logging
 
-    from . import _logging, _process
+    from .._start import _process
+    from . import _logger as _logging
 
     global _child_socket
     if config["proctor_logger"]:
@@ -291,7 +292,7 @@ def _handler_class() -> Any:
 
 
 def _process_name() -> str:
-    from . import _process
+    from .._start import _process
 
     return _process.current_process().name
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import threading
 
-from . import _bootstrap, _wire
+from .._core import _wire
+from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
 __all__ = ("ForkPopen",)
@@ -32,7 +33,7 @@ class ForkPopen(OwnChildPopen):
 
     def __init__(self, process) -> None:
         super().__init__()
-        from ._log_forwarding import capture_config, open_channel
+        from .._logging._forwarding import capture_config, open_channel
 
         log_channel = open_channel(process._forward_logs)
         log_config = capture_config() if log_channel else None

@@ -21,9 +21,9 @@ import signal
 import socket
 import threading
 
-from . import _serialization, _wire
-from ._errors import RemoteError, RemoteTraceback
-from ._timeout import wait_readable
+from .._core import _serialization, _wire
+from .._core._errors import RemoteError, RemoteTraceback
+from .._core._timeout import wait_readable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -166,7 +166,7 @@ class Popen:
         before anything is created.
         """
         from . import _bootstrap
-        from ._start_payload import pickle_process
+        from ._payload import pickle_process
 
         payload, handoff = pickle_process(process, self.method)
         prep = _bootstrap.build_prep(process, self.method)
@@ -188,14 +188,14 @@ class Popen:
 
     def attach_log_channel(self, parent_end: Any, name: str) -> None:
         """Hand the parent's end of the child's log channel to the log listener."""
-        from ._log_forwarding import listener
+        from .._logging._forwarding import listener
 
         self.log_stream = listener().attach(parent_end, name)
 
     def wait_logs(self, timeout: float | None) -> None:
         """After the child ended: wait until its forwarded log records are handled."""
         if self.log_stream is not None:
-            from ._log_forwarding import DRAIN_TIMEOUT
+            from .._logging._forwarding import DRAIN_TIMEOUT
 
             self.log_stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
 
@@ -232,7 +232,7 @@ class Popen:
     def close(self) -> None:
         """Release the parent's descriptors for this child (idempotent)."""
         if self.log_stream is not None:
-            from ._log_forwarding import listener
+            from .._logging._forwarding import listener
 
             listener().detach(self.log_stream)
             self.log_stream = None

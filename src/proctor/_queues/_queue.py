@@ -59,13 +59,13 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from . import _reduction, _serialization
-from ._anonmem import AnonymousMemory
-from ._lock import CHECK_INTERVAL, Lock
+from .._core import _reduction, _serialization
+from .._core._anonmem import AnonymousMemory
+from .._core._timeout import check_timeout as _check_timeout
+from .._core._wire import fds_from, map_memfd, memfd_with
+from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
+from .._sync._lock import CHECK_INTERVAL, Lock
 from ._ring import HEADER_SIZE, MAX_CAPACITY, MAX_FRAME, MAX_ITEMS, Ring
-from ._semlock import SEM_VALUE_MAX, NamedSemaphore
-from ._timeout import check_timeout as _check_timeout
-from ._wire import fds_from, map_memfd, memfd_with
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

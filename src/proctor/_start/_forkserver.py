@@ -30,8 +30,8 @@ import sys
 import threading
 import time
 
-from . import _runtime, _wire
-from ._errors import StartError
+from .._core import _runtime, _wire
+from .._core._errors import StartError
 
 __all__ = ("ForkServerClient", "client", "serve", "set_preload")
 
@@ -46,10 +46,10 @@ EXIT_GRACE = 2.0
 # while a server for a parent that uses none of them stays small (and quick to fork).
 _FOLLOWED_MODULES = (
     "logging",
-    "proctor._connection",
-    "proctor._queue",
+    "proctor._connections._connection",
+    "proctor._queues._queue",
     "proctor._sync",
-    "proctor._sharedctypes",
+    "proctor._sharedmem._sharedctypes",
     "proctor.shared_memory",
 )
 EXIT_STATUS = struct.Struct("<i")

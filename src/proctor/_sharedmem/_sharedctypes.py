@@ -25,7 +25,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-from . import _anonmem, _reduction
+from .._core import _anonmem, _reduction
 
 __all__ = ("Array", "RawArray", "RawValue", "Value", "copy", "synchronized")
 
@@ -193,7 +193,7 @@ def _default_lock(ctx: Any) -> Any:
     if ctx is not None:
         return ctx.RLock()
     # Imported here: the lock module is only needed once a Value is made.
-    from ._sync import RLock
+    from .._sync import RLock
 
     return RLock()
 

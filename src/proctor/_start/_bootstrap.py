@@ -33,8 +33,8 @@ import struct
 import sys
 import threading
 
-from . import _serialization, _wire
-from ._reduction import receiving
+from .._core import _serialization, _wire
+from .._core._reduction import receiving
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -68,7 +68,7 @@ def build_prep(process: Any, start_method: str) -> dict[str, Any]:
 
 
 def _reaper_address() -> str | None:
-    reaper = sys.modules.get("proctor._reaper")
+    reaper = sys.modules.get("proctor._reaper._client")
     return reaper.address() if reaper is not None else None
 
 
@@ -83,7 +83,7 @@ def add_log_channel(prep: dict[str, Any], handoff: Any, process: Any) -> Any:
 
     Returns the (parent end, child end) pair, or ``None``.
     """
-    from ._log_forwarding import capture_config, open_channel
+    from .._logging._forwarding import capture_config, open_channel
 
     channel = open_channel(process._forward_logs)
     if channel is not None:
@@ -110,11 +110,11 @@ def _apply_prep(prep: dict[str, Any]) -> None:
                 stream.reconfigure(line_buffering=True)
             except (ValueError, OSError):
                 pass
-    from . import _context
+    from .. import _context
 
     _context._inherit_start_method(prep["start_method"])
     if prep["reaper_address"]:
-        from . import _reaper
+        from .._reaper import _client as _reaper
 
         _reaper.adopt_address(prep["reaper_address"])
 
@@ -136,7 +136,7 @@ def run_forked(
     try:
         arm_parent_death(parent_pid, started_on_main_thread)
         if log is not None:
-            from ._log_forwarding import install_in_child
+            from .._logging._forwarding import install_in_child
 
             install_in_child(*log)
         exitcode = _run_and_report(process, channel)
@@ -167,8 +167,8 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int
         with receiving(fds):
             _apply_prep(prep)
             if prep["log"] is not None:
-                from ._log_forwarding import install_in_child
-                from ._reduction import take_fd
+                from .._core._reduction import take_fd
+                from .._logging._forwarding import install_in_child
 
                 log_socket = socket.socket(fileno=take_fd(prep["log"]["fd_token"]))
                 install_in_child(prep["log"]["config"], log_socket)
@@ -193,8 +193,8 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int
 
 def _run_and_report(process: Any, channel: socket.socket) -> int:
     exitcode, outcome = process._bootstrap()
-    if "proctor._log_forwarding" in sys.modules:
-        sys.modules["proctor._log_forwarding"].flush_child()
+    if "proctor._logging._forwarding" in sys.modules:
+        sys.modules["proctor._logging._forwarding"].flush_child()
     _send_outcome(channel, outcome)
     channel.close()
     return exitcode

@@ -34,7 +34,8 @@ import os
 import secrets
 import weakref
 
-from . import _reaper, _reduction
+from .._core import _reduction
+from .._reaper import _client as _reaper
 
 __all__ = ("SharedMemory",)
 

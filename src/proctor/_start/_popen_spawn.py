@@ -24,7 +24,7 @@ import fcntl
 import os
 import sys
 
-from . import _wire
+from .._core import _wire
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
 __all__ = ("SpawnPopen", "spawn_interpreter")
@@ -71,7 +71,8 @@ def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
     """Start ``python -c "<import bootstrap>; <entry>"`` with ``fds`` at fixed numbers.
 
     Args:
-        entry: a call to a function of ``proctor._bootstrap`` or ``proctor._forkserver``.
+        entry: a call to a function of ``proctor._start._bootstrap`` or
+            ``proctor._start._forkserver``.
         fds: child descriptor number -> parent descriptor (negative: skip).
 
     Returns:
@@ -80,10 +81,11 @@ def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
     import subprocess
 
     module = "_forkserver" if entry.startswith("serve") else "_bootstrap"
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # .../site-packages/proctor/_start/_popen_spawn.py -> .../site-packages
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = (
         f"import sys; sys.path.append({package_parent!r}); "
-        f"from proctor.{module} import {entry.split('(')[0]}; {entry}"
+        f"from proctor._start.{module} import {entry.split('(')[0]}; {entry}"
     )
     # The interpreter's own flags (-X options, -W filters, -O...), as the child
     # of multiprocessing gets them; subprocess knows how to list them.

@@ -12,7 +12,8 @@ from __future__ import annotations
 import signal
 import socket
 
-from . import _forkserver, _wire
+from .._core import _wire
+from . import _forkserver
 from ._popen import Popen, close_quietly, wait_readable
 
 __all__ = ("ForkServerPopen",)

@@ -70,9 +70,9 @@ import tempfile
 import threading
 import time
 
-from . import _runtime
-from ._reaper_server import IGNORED_SIGNALS, KINDS, READY
-from ._reaper_server import create_time as _create_time
+from .._core import _runtime
+from ._server import IGNORED_SIGNALS, KINDS, READY
+from ._server import create_time as _create_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import
@@ -205,7 +205,7 @@ class _Client:
             listener.listen(64)
             fd = listener.fileno()
             os.set_inheritable(fd, True)
-            server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper_server.py")
+            server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_server.py")
             args = [sys.executable, "-c", _BOOTSTRAP, str(fd), path, server]
             log = os.path.join(directory, "reaper.log")
             file_actions = [

@@ -39,14 +39,14 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from . import _reduction
-from ._closing import ClosedWhenCollected
-from ._errors import OwnerDiedWarning
-from ._semlock import NamedSemaphore
-from ._sharedwords import SharedWords
-from ._system import pid_alive
-from ._timeout import check_timeout as _check_timeout
-from ._timeout import deadline as _deadline
+from .._core import _reduction
+from .._core._closing import ClosedWhenCollected
+from .._core._errors import OwnerDiedWarning
+from .._core._sharedwords import SharedWords
+from .._core._system import pid_alive
+from .._core._timeout import check_timeout as _check_timeout
+from .._core._timeout import deadline as _deadline
+from .._reaper._semlock import NamedSemaphore
 
 __all__ = ("CHECK_INTERVAL", "LIMBO_GRACE", "SPIN_TRIES", "Lock", "LockNotOwnedError", "RLock")
 

@@ -1,6 +1,6 @@
 """The resource reaper process: watches the users of named objects, unlinks unused names.
 
-This module is the server side of ``proctor._reaper`` (read its docstring for the
+This module is the server side of ``proctor._reaper._client`` (read its docstring for the
 whole design). It runs in its own process, started by ``_reaper`` with
 ``python -c <bootstrap>``, which loads this file *by path*: it imports nothing from
 proctor, only the standard library and psutil, so that nothing else in the package

@@ -16,7 +16,8 @@ __all__ = ("benchmarks_dir", "run_benchmarks")
 
 def benchmarks_dir() -> Path:
     """Where the benchmark modules are: inside the installed package, or the source tree."""
-    here = Path(__file__).resolve().parent
+    # proctor/_cli/ -> proctor/ (installed) or src/proctor/ (source tree)
+    here = Path(__file__).resolve().parent.parent
     for candidate in (here / "benchmarks", here.parent.parent / "benchmarks"):
         if candidate.is_dir():
             return candidate

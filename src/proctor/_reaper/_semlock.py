@@ -29,8 +29,8 @@ import os
 import secrets
 from typing import Any
 
-from . import _reduction
-from ._closing import ClosedWhenCollected
+from .._core import _reduction
+from .._core._closing import ClosedWhenCollected
 
 __all__ = ("SEMAPHORE", "SEM_VALUE_MAX", "NamedSemaphore")
 
@@ -46,7 +46,7 @@ _KIND = "semaphore"
 
 def _reaper():
     # Imported lazily: importing proctor must not start or even prepare the reaper.
-    from . import _reaper
+    from . import _client as _reaper
 
     return _reaper
 

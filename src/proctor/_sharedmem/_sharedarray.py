@@ -28,7 +28,7 @@ from typing import Any, Literal, SupportsIndex
 
 import numpy as np
 
-from . import _anonmem, _reduction
+from .._core import _anonmem, _reduction
 
 __all__ = ("SharedArray", "shared_array")
 

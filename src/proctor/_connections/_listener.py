@@ -37,9 +37,9 @@ import tempfile
 import time
 from typing import Any
 
+from .._core._errors import AuthenticationError, ProcessTimeoutError
+from .._core._timeout import deadline as _deadline
 from ._connection import Connection, ProtocolError, _configure, _poll_fd
-from ._errors import AuthenticationError, ProcessTimeoutError
-from ._timeout import deadline as _deadline
 
 __all__ = ("Client", "Listener")
 

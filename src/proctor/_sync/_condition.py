@@ -33,6 +33,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._core._sharedwords import SharedWords
+from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
 from . import _lock
 from ._lock import (
     CHECK_INTERVAL,
@@ -47,8 +49,6 @@ from ._lock import (
     _OwnedLock,
     _remaining,
 )
-from ._semlock import SEM_VALUE_MAX, NamedSemaphore
-from ._sharedwords import SharedWords
 
 __all__ = ("Barrier", "BrokenBarrierError", "Condition", "Event")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import _serialization
-from ._errors import UnpicklableError
-from ._reduction import ChildHandoff, handing_off
+from .._core import _serialization
+from .._core._errors import UnpicklableError
+from .._core._reduction import ChildHandoff, handing_off
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from ._closing import ClosedWhenCollected
+from .._core._closing import ClosedWhenCollected
+from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
 from ._lock import _check_timeout, _closed_call, _not_shareable
-from ._semlock import SEM_VALUE_MAX, NamedSemaphore
 
 __all__ = ("BoundedSemaphore", "Semaphore")
 

@@ -24,10 +24,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from . import _logging, _serialization
-from ._errors import ResultError
-from ._system import pid_alive
-from ._timeout import deadline as _deadline
+from .._core import _serialization
+from .._core._errors import ResultError
+from .._core._system import pid_alive
+from .._core._timeout import deadline as _deadline
+from .._logging import _logger as _logging
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -277,7 +278,7 @@ class Process(BaseProcessInfo):
             )
         _check_not_importing_payload()
         _reap_finished_children()
-        from ._context import _launcher_for, _resolve_method
+        from .._context import _launcher_for, _resolve_method
 
         # Recorded before pickling, so the child learns the method it runs under
         # and makes it its own default, as multiprocessing does.
@@ -401,7 +402,7 @@ class Process(BaseProcessInfo):
     @property
     def start_method(self) -> str:
         """The start method this process uses (or will use)."""
-        from ._context import _resolve_method
+        from .._context import _resolve_method
 
         return _resolve_method(self._start_method)
 
@@ -484,7 +485,7 @@ class Process(BaseProcessInfo):
         return " ".join(parts) + ">"
 
     def __reduce__(self) -> Any:
-        from ._reduction import is_spawning
+        from .._core._reduction import is_spawning
 
         if not is_spawning():
             raise TypeError(
@@ -498,7 +499,8 @@ class Process(BaseProcessInfo):
 
     def _bootstrap(self) -> tuple[int, bytes]:
         """Run in the child: become current, run, report. Returns (exitcode, outcome)."""
-        from . import _bootstrap, _context
+        from .. import _context
+        from . import _bootstrap
 
         _context._inherit_start_method(self._started_with)
         _state.children = set()

@@ -1,0 +1,7 @@
+"""The command line: ``python -m proctor tour | bench | info``.
+
+    _tour   runs the tutorial's programs and checks their output
+    _bench  runs ``benchmarks/`` side by side with ``multiprocessing``
+
+Imports the front door; nothing imports it.
+"""

@@ -1,0 +1,17 @@
+"""proctor's core: what every other layer builds on, and which imports none of them.
+
+    _errors         every exception and warning, one hierarchy
+    _timeout        the one timeout check, deadline and wait-for-readable
+    _wire           one framed message plus descriptors over a Unix socket; memfds
+    _serialization  pickling messages (out-of-band buffers, by-value functions)
+    _by_value       functions from ``__main__`` and closures as code plus globals
+    _reduction      how objects owning descriptors or OS names reach a child
+    _anonmem        anonymous shared memory (memfd) and arenas of small blocks
+    _sharedwords    small blocks of that memory seen as 64-bit words
+    _closing        the one finalizer for objects that hold OS handles
+    _system         facts about this machine and its processes (cpu count, liveness)
+    _runtime        pids of proctor's own helper processes
+
+Modules here import only the standard library and each other; see the package map in
+docs/design.md.
+"""
