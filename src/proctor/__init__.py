@@ -28,6 +28,7 @@ from ._context import set_start_method as set_start_method
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import BufferTooShort as BufferTooShort
 from ._errors import OwnerDiedWarning as OwnerDiedWarning
+from ._errors import PicklingError as PicklingError
 from ._errors import ProcessError as ProcessError
 from ._errors import ProcessTimeoutError as ProcessTimeoutError
 from ._errors import ProcessTimeoutError as TimeoutError
@@ -136,6 +137,7 @@ __all__ = (
     "Lock",
     "LockNotOwnedError",
     "OwnerDiedWarning",
+    "PicklingError",
     "Pipe",
     "Process",
     "ProcessError",
