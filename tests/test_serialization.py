@@ -90,6 +90,32 @@ class Local:
         self.value = value
 
 
+def _local_instance():
+    class Local:  # only cloudpickle can send a class defined in a function
+        def __init__(self):
+            self.tag = "local"
+
+    return Local()
+
+
+def test_large_buffers_beside_what_only_cloudpickle_sends_arrive_intact():
+    # The exact pass gives up on the local class after taking the first array's
+    # buffer out of band; cloudpickle's pass must not find that buffer listed twice.
+    np = pytest.importorskip("numpy")
+    first, second = np.arange(40_000.0), np.arange(20_000.0) * 2
+    q = proctor.Queue()
+    q.put([first, _local_instance(), second])
+    got = q.get(timeout=10)
+    assert (got[0] == first).all() and got[1].tag == "local" and (got[2] == second).all()
+    q.close()
+    a, b = proctor.Pipe()
+    a.send([first, _local_instance(), second])
+    got = b.recv(timeout=10)
+    assert (got[0] == first).all() and got[1].tag == "local" and (got[2] == second).all()
+    a.close()
+    b.close()
+
+
 # -- functions by value ------------------------------------------------------------------
 
 
@@ -306,6 +332,41 @@ def test_os_resources_are_refused_whichever_pass_meets_them(tmp_path):
     refused = r"closure variable 'f' -> _io\.TextIOWrapper"
     with open(tmp_path / "f", "w") as f, pytest.raises(PicklingError, match=refused):
         _serialization.dumps(lambda: f.write("x"))
+
+
+def _os_resources(tmp_path):
+    import mmap
+    import socket
+
+    def generator():
+        yield 1
+
+    binary = open(tmp_path / "binary", "wb+")  # noqa: SIM115 - closed by the caller
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    return [
+        binary,
+        sock,
+        mmap.mmap(-1, 4096),
+        threading.Lock(),
+        threading.RLock(),
+        threading.Condition(),
+        generator(),
+    ], [binary, sock]
+
+
+def test_no_os_resource_is_turned_into_a_copy(tmp_path):
+    # Audit: each is refused directly, inside a container, and inside a lambda's
+    # closure (which takes the by-value passes, cloudpickle's included).
+    resources, to_close = _os_resources(tmp_path)
+    try:
+        for resource in resources:
+            for wrapped in (resource, [resource], lambda resource=resource: resource):
+                with pytest.raises(PicklingError):
+                    _serialization.dumps(wrapped)
+    finally:
+        for item in to_close:
+            item.close()
+        resources[2].close()
 
 
 def test_a_memoryview_is_sent_only_when_a_copy_is_the_same_thing():

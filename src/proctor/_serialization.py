@@ -136,9 +136,9 @@ def dumps(obj: Any) -> bytes:
     try:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return _by_value(obj, None)
+        return _by_value(obj)
     if _MAIN_REFERENCE in data:
-        return _by_value(obj, None)
+        return _by_value(obj)
     return data
 
 
@@ -153,6 +153,18 @@ def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer
         PicklingError: as :func:`dumps`.
     """
     buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = pickle.dumps(obj, PROTOCOL, buffer_callback=_out_of_band(buffers, threshold))
+    except Exception:
+        return _by_value(obj, buffers, threshold), buffers
+    if _MAIN_REFERENCE in data:
+        data = _by_value(obj, buffers, threshold)
+    return data, buffers
+
+
+def _out_of_band(buffers: list[pickle.PickleBuffer], threshold: int) -> Callable[..., bool]:
+    """A ``buffer_callback`` that takes buffers of ``threshold`` bytes or more into ``buffers``."""
+    del buffers[:]  # what an earlier, failed or redone, attempt took
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
         if buffer.raw().nbytes >= threshold:
@@ -160,25 +172,24 @@ def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer
             return False
         return True
 
-    try:
-        data = pickle.dumps(obj, PROTOCOL, buffer_callback=out_of_band)
-    except Exception:
-        buffers.clear()
-        return _by_value(obj, out_of_band), buffers
-    if _MAIN_REFERENCE in data:
-        buffers.clear()
-        data = _by_value(obj, out_of_band)
-    return data, buffers
+    return out_of_band
 
 
-def _by_value(obj: Any, buffer_callback: Any) -> bytes:
+def _by_value(
+    obj: Any, buffers: list[pickle.PickleBuffer] | None = None, threshold: int = 0
+) -> bytes:
     """The exact passes: main references, and by value what the receiver cannot name.
+
+    Args:
+        obj: what to pickle.
+        buffers: if given, receives the buffers of ``threshold`` bytes or more,
+            which travel out of band.
 
     Raises:
         PicklingError: naming the part of ``obj`` that cannot be pickled.
     """
     try:
-        return _dump_exact(obj, buffer_callback)
+        return _dump_exact(obj, buffers, threshold)
     except _PICKLING_FAILURES as exc:
         from ._culprit import describe, pickling_error
 
@@ -186,13 +197,19 @@ def _by_value(obj: Any, buffer_callback: Any) -> bytes:
 
 
 def _dump_exact(
-    obj: Any, buffer_callback: Any = None, *, root: Any = None, ancestors: tuple = ()
+    obj: Any,
+    buffers: list[pickle.PickleBuffer] | None = None,
+    threshold: int = 0,
+    *,
+    root: Any = None,
+    ancestors: tuple = (),
 ) -> bytes:
     """Pickle with :class:`_Pickler`, or when it cannot, with cloudpickle's pickler."""
-    buffer = io.BytesIO()
     if not isinstance(root, type):  # classes by value need cloudpickle
+        buffer = io.BytesIO()
+        callback = None if buffers is None else _out_of_band(buffers, threshold)
         try:
-            _Pickler(buffer, PROTOCOL, buffer_callback, root, ancestors).dump(obj)
+            _Pickler(buffer, PROTOCOL, callback, root, ancestors).dump(obj)
             return buffer.getvalue()
         except RecursionError:
             pass
@@ -200,8 +217,9 @@ def _dump_exact(
             raise  # an object that refuses to travel this way: cloudpickle would too
         except Exception:
             pass
-        buffer = io.BytesIO()
-    _child_pickler_class()(buffer, PROTOCOL, buffer_callback, root, ancestors).dump(obj)
+    buffer = io.BytesIO()
+    callback = None if buffers is None else _out_of_band(buffers, threshold)
+    _child_pickler_class()(buffer, PROTOCOL, callback, root, ancestors).dump(obj)
     return buffer.getvalue()
 
 
@@ -372,9 +390,10 @@ class _Reducers:
         self._root = root
         self._ancestors = ancestors
         self._stand_ins: dict[int, Any] = {}
-        # A child being started cannot name what its parent's main script
-        # defines; it gets the globals as they are now; and the descriptors
-        # collected for it must not end up in cached bytes.
+        # A spawn or forkserver child being started has another main script
+        # and has rebuilt nothing yet: objects of the main script go to it by
+        # value, inline, as they are now (never from the cache, where the
+        # descriptors collected for it must not end up either).
         self._starting = current_handoff() is not None
 
     def reducer_override(self, obj: Any) -> Any:
@@ -385,7 +404,7 @@ class _Reducers:
             origin = _origin(obj)
             if origin is None or self._is_member(obj):
                 return _functions.reduce_function(obj, self._globals_ref(obj.__globals__))
-            if obj is self._root:
+            if obj is self._root or self._starting:
                 reduced = _functions.reduce_function(obj, self._globals_ref(obj.__globals__))
                 return self._remembered(origin, reduced)
             return self._main_reference(obj, origin)
@@ -393,7 +412,7 @@ class _Reducers:
             origin = _origin(obj)
             if origin is None:
                 return self._other(obj)
-            if obj is self._root:
+            if obj is self._root or self._starting:
                 return self._remembered(origin, self._class_by_value(obj))
             return self._main_reference(obj, origin)
         if kind is types.ModuleType:
@@ -425,18 +444,16 @@ class _Reducers:
         if any(obj is ancestor for ancestor in self._ancestors):
             # Being sent by value further out: the receiver will have rebuilt it.
             return (_main_object, (*origin, None))
-        value = None if self._starting else _values.get(id(obj))
+        value = _values.get(id(obj))
         if value is None:
             ancestors = (*self._ancestors, self._root) if self._root is not None else ()
             try:
                 value = _dump_exact(obj, root=obj, ancestors=ancestors)
             except Exception as exc:
-                if self._starting:
-                    raise  # a spawn or forkserver child could only fail to load it
                 # As with plain pickle, the process's fork relatives can still
                 # take it by name; anyone else will say why they cannot.
                 value = f"{type(exc).__name__}: {exc}"
-            if not self._starting and not ancestors and len(value) <= VALUE_CACHE_LIMIT:
+            if not ancestors and len(value) <= VALUE_CACHE_LIMIT:
                 # Complete in itself (it refers to no ancestor by reference
                 # only), so it can stand anywhere. Its object is kept alive
                 # (_sent, _rebuilt): the id stays its own.
