@@ -90,6 +90,24 @@ class Local:
         self.value = value
 
 
+def test_a_class_defined_again_under_the_same_name_is_rebuilt_again(monkeypatch):
+    # A notebook cell run twice: the second class is another class, even to a
+    # process that rebuilt the first one.
+    main = sys.modules["__main__"]
+    first = type("ProctorTestCell", (Local,), {"__module__": "__main__", "version": 1})
+    monkeypatch.setattr(main, "ProctorTestCell", first, raising=False)
+    data_first = _serialization.dumps(first(1))
+    second = type("ProctorTestCell", (Local,), {"__module__": "__main__", "version": 2})
+    monkeypatch.setattr(main, "ProctorTestCell", second)
+    data_second = _serialization.dumps(second(2))
+    monkeypatch.setattr(_serialization, "_TOKEN", b"elsewhere")
+    monkeypatch.setattr(_serialization, "_rebuilt", {})
+    monkeypatch.setattr(_serialization, "_origins", {})
+    got_first, got_second = pickle.loads(data_first), pickle.loads(data_second)
+    assert (type(got_first).version, type(got_second).version) == (1, 2)
+    assert type(pickle.loads(data_first)) is type(got_first)
+
+
 def _local_instance():
     class Local:  # only cloudpickle can send a class defined in a function
         def __init__(self):
