@@ -388,7 +388,9 @@ def test_send_to_closed_peer_with_default_sigpipe_is_an_exception(ctx):
 
 def test_unpicklable_object_fails_before_anything_is_written(pipe):
     a, b = pipe
-    with pytest.raises(TypeError, match=r"cannot send list object.*_thread\.lock"):
+    with pytest.raises(
+        TypeError, match=r"cannot pickle list -> item 2 -> _thread\.lock.*Nothing was sent"
+    ):
         a.send([1, 2, threading.Lock()])
     assert not b.poll(0.05)
     a.send("after")

@@ -104,7 +104,7 @@ def test_array_wrapper_indexes_slices_and_iterates_under_its_lock():
 @pytest.mark.parametrize(
     ("args", "error", "match"),
     [
-        (("x",), ValueError, "unknown typecode"),
+        (("x",), TypeError, "unknown typecode 'x'"),
         ((3,), TypeError, "typecode"),
         ((int,), TypeError, "ctypes type"),
     ],
@@ -114,6 +114,18 @@ def test_bad_typecodes_raise_clear_errors(args, error, match):
         RawValue(*args)
     with pytest.raises(error, match=match):
         Array(*args, 3, lock=False)
+
+
+def test_unknown_typecode_is_the_stdlib_type_error_listing_every_valid_code():
+    import multiprocessing.sharedctypes
+
+    with pytest.raises(TypeError) as info:
+        Array("x", 5)
+    for code in multiprocessing.sharedctypes.typecode_to_type:
+        assert repr(code) in str(info.value)
+        RawArray(code, 1)  # every code the message offers works
+    with pytest.raises(TypeError):
+        multiprocessing.sharedctypes.RawArray("x", 5)  # what proctor matches
 
 
 def test_copy_makes_an_independent_shared_object():

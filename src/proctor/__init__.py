@@ -28,6 +28,7 @@ from ._context import set_start_method as set_start_method
 from ._core._errors import AuthenticationError as AuthenticationError
 from ._core._errors import BufferTooShort as BufferTooShort
 from ._core._errors import OwnerDiedWarning as OwnerDiedWarning
+from ._core._errors import PicklingError as PicklingError
 from ._core._errors import ProcessError as ProcessError
 from ._core._errors import ProcessTimeoutError as ProcessTimeoutError
 from ._core._errors import ProcessTimeoutError as TimeoutError
@@ -136,6 +137,7 @@ __all__ = (
     "Lock",
     "LockNotOwnedError",
     "OwnerDiedWarning",
+    "PicklingError",
     "Pipe",
     "Process",
     "ProcessError",

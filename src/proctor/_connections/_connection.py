@@ -160,37 +160,23 @@ def _check_maxlength(maxlength: int | None) -> int | None:
 
 
 def _pickle_fallback(obj: Any) -> bytes:
-    """Pickle ``obj`` with cloudpickle, after plain pickle refused it.
+    """Pickle ``obj`` exactly, after plain pickle refused it or mentioned ``__main__``.
 
-    Plain pickle is several times faster, so it is tried first; cloudpickle is
-    needed only for what it refuses (lambdas, closures, classes defined in
-    ``__main__``). Both payloads unpickle with plain ``pickle.loads``.
+    Plain pickle is several times faster, so it is tried first; the exact pass
+    is needed only for lambdas, closures and objects of the main script. Both
+    payloads unpickle with plain ``pickle.loads``.
+
+    Raises:
+        PicklingError: naming the part of ``obj`` that cannot be pickled.
     """
     from .._core._serialization import _by_value
 
-    try:
-        return _by_value(obj, None)
-    except (TypeError, pickle.PicklingError, AttributeError) as exc:
-        raise _unsendable(obj, exc) from exc
+    return _by_value(obj, None)
 
 
 def _pickle_for_send(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
     """Pickle ``obj`` as ``send()`` does, leaving buffers of OOB_THRESHOLD or more out of band."""
-    try:
-        return dumps_oob(obj, OOB_THRESHOLD)
-    except (TypeError, pickle.PicklingError, AttributeError) as exc:
-        raise _unsendable(obj, exc) from exc
-
-
-def _unsendable(obj: Any, exc: Exception) -> Exception:
-    """The error ``send()`` raises for an object that cannot be pickled."""
-    what = f"cannot send {type(obj).__qualname__} object: {exc}. Nothing was sent and "
-    if isinstance(exc, TypeError):
-        return TypeError(
-            what + "the connection is still usable; send something picklable instead (for "
-            "example the data needed to rebuild the object)."
-        )
-    return pickle.PicklingError(what + "the connection is still usable.")
+    return dumps_oob(obj, OOB_THRESHOLD)
 
 
 def _pickle_for_send_in_band(body: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
@@ -492,8 +478,8 @@ class Connection:
         cannot be pickled leaves the connection untouched and usable.
 
         Raises:
-            pickle.PicklingError, TypeError: ``obj`` cannot be pickled, even by
-                cloudpickle.
+            PicklingError: (a ``pickle.PicklingError`` and a ``TypeError``)
+                ``obj`` or a part of it cannot be pickled; the message names it.
             BrokenPipeError: the other end is closed or its process died.
             OSError: this end is closed or read-only.
         """

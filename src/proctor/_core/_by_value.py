@@ -4,13 +4,17 @@ cloudpickle can send any function, but rebuilding what it sends requires
 importing cloudpickle in the child, which costs ~25 ms of a spawn child's start
 (it imports typing, inspect, dataclasses and logging). Most functions sent by
 value are ordinary ones defined in ``__main__``, in a notebook, or as lambdas and
-closures; for those, proctor sends the marshalled code object plus the globals,
-defaults and closure values the function uses, and rebuilds it with this small
-module. Everything else (classes defined in ``__main__``, dynamic modules...)
-still goes through cloudpickle.
+closures; for those, proctor sends the marshalled code object plus everything
+else cloudpickle would carry -- the globals the code uses, defaults, keyword
+defaults, closure values, ``__dict__``, name, qualified name, module, docstring,
+annotations (and ``__type_params__`` on Python 3.12+), and the submodules the
+code reaches through a package -- and rebuilds it with this small module.
+Everything else (classes defined in ``__main__``, dynamic modules...) still goes
+through cloudpickle.
 
-Functions from one module share one globals dict in the child, as they do in the
-parent, so a function calling another and ``global`` statements behave alike.
+The pickler chooses the globals dict the rebuilt function gets (``globals_ref``):
+functions of one module share one dict in the child, as they do in the parent, so
+a function calling another and ``global`` statements behave alike.
 """
 
 from __future__ import annotations
@@ -24,7 +28,20 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ("importable_by_reference", "reduce_function", "reduce_module")
+__all__ = (
+    "MODULE_ATTRIBUTES",
+    "global_names",
+    "importable_by_reference",
+    "reduce_function",
+    "reduce_module",
+)
+
+#: Module globals a rebuilt function needs for relative imports and ``__name__``,
+#: copied into the dict that stands in for its module's globals.
+MODULE_ATTRIBUTES = ("__name__", "__package__", "__path__", "__file__")
+
+# Function attributes that only some Python versions have (PEP 695 generics).
+_HAS_TYPE_PARAMS = sys.version_info >= (3, 12)
 
 
 class _Empty:
@@ -53,25 +70,49 @@ def importable_by_reference(obj: Any) -> bool:
     return found is obj
 
 
-def _global_names(code: types.CodeType) -> set[str]:
+def global_names(code: types.CodeType) -> set[str]:
+    """The names ``code`` (and the code nested in it) may look up as globals or attributes."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _global_names(const)
+            names |= global_names(const)
     return names
 
 
-def reduce_function(func: types.FunctionType, shared_globals: dict[int, dict]) -> tuple:
+def _submodules(names: set[str], values: list[Any]) -> tuple[types.ModuleType, ...]:
+    """Loaded submodules the code reaches as attributes of a package it uses.
+
+    ``import xml.etree.ElementTree`` at module level, then
+    ``xml.etree.ElementTree.parse(...)`` in the function: the function's globals
+    hold only ``xml``, and importing ``xml`` alone in the child would not load
+    ``xml.etree``. Sending these modules (by name) makes the child import them.
+    """
+    found: list[types.ModuleType] = []
+    todo = [value for value in values if type(value) is types.ModuleType]
+    while todo:
+        package = todo.pop()
+        if not hasattr(package, "__path__"):
+            continue
+        for name in names:
+            submodule = sys.modules.get(f"{package.__name__}.{name}")
+            if submodule is not None and not any(submodule is m for m in found):
+                found.append(submodule)
+                todo.append(submodule)
+    return tuple(found)
+
+
+def reduce_function(func: types.FunctionType, globals_ref: Any) -> tuple:
     """A pickle reduce tuple that rebuilds ``func`` from its code and state.
 
     Args:
         func: a plain Python function that is not importable by reference.
-        shared_globals: per-pickler memo: id(original globals) -> the dict that
-            stands for it, so that functions of one module share globals.
+        globals_ref: what unpickles, in the receiver, as the dict the rebuilt
+            function uses for its globals. Passing the same object for every
+            function of one module (pickle memoizes it) makes them share it.
     """
+    names = global_names(func.__code__)
     original = func.__globals__
-    stand_in = shared_globals.setdefault(id(original), {})
-    used = {name: original[name] for name in _global_names(func.__code__) if name in original}
+    used = {name: original[name] for name in names if name in original}
     closure = tuple(_cell_value(cell) for cell in func.__closure__ or ())
     state = (
         used,
@@ -82,10 +123,13 @@ def reduce_function(func: types.FunctionType, shared_globals: dict[int, dict]) -
         func.__qualname__,
         func.__module__,
         func.__doc__,
+        func.__annotations__,
+        func.__type_params__ if _HAS_TYPE_PARAMS else None,  # type: ignore[attr-defined]
+        _submodules(names, [*used.values(), *closure]),
     )
     return (
         _make_skeleton,
-        (marshal.dumps(func.__code__), stand_in, func.__name__, len(closure)),
+        (marshal.dumps(func.__code__), globals_ref, func.__name__, len(closure)),
         state,
         None,
         None,
@@ -116,8 +160,24 @@ def _make_skeleton(
 
 
 def _fill_function(func: types.FunctionType, state: tuple) -> None:
-    used, defaults, kwdefaults, closure, attributes, qualname, module, doc = state
-    func.__globals__.update(used)
+    (
+        used,
+        defaults,
+        kwdefaults,
+        closure,
+        attributes,
+        qualname,
+        module,
+        doc,
+        annotations,
+        type_params,
+        _imported,  # the submodules: imported while unpickling, their purpose
+    ) = state
+    main = sys.modules.get("__main__")
+    if main is None or func.__globals__ is not main.__dict__:
+        # A function of the receiver's own main script (a fork family shares
+        # it) runs in that script's live namespace, which is not overwritten.
+        func.__globals__.update(used)
     func.__defaults__ = defaults
     func.__kwdefaults__ = kwdefaults
     for cell, value in zip(func.__closure__ or (), closure, strict=True):
@@ -127,6 +187,9 @@ def _fill_function(func: types.FunctionType, state: tuple) -> None:
     func.__qualname__ = qualname
     func.__module__ = module
     func.__doc__ = doc
+    func.__annotations__ = annotations
+    if type_params is not None and _HAS_TYPE_PARAMS:
+        func.__type_params__ = type_params  # type: ignore[attr-defined]
 
 
 def _import_module(name: str) -> types.ModuleType:

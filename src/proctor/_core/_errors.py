@@ -1,19 +1,23 @@
 """Every exception and warning proctor raises, in one place.
 
 Each error subclasses the stdlib error it stands in for, so ``except`` clauses
-written for ``multiprocessing`` keep working::
+written for ``multiprocessing`` (or ``pickle``) keep working::
 
     Exception
-    ├── ProcessError                      (multiprocessing.ProcessError's role)
-    │   ├── AuthenticationError           wrong authkey on a Listener/Client handshake
-    │   ├── BufferTooShort                recv_bytes_into() buffer too small
-    │   ├── ProtocolError (also OSError)  corrupt frame, or longer than maxlength
-    │   └── StartError                    a child could not be started
-    │       └── UnpicklableError          (also TypeError) target/args cannot be pickled
+    ├── multiprocessing.ProcessError
+    │   └── ProcessError
+    │       ├── AuthenticationError       (multiprocessing.AuthenticationError) wrong authkey
+    │       ├── BufferTooShort            (multiprocessing.BufferTooShort) recv_bytes_into()
+    │       │                             buffer too small
+    │       ├── ProcessTimeoutError       (multiprocessing.TimeoutError, builtin TimeoutError)
+    │       │                             a call ran past its timeout (proctor.TimeoutError)
+    │       ├── ProtocolError (also OSError)  corrupt frame, or longer than maxlength
+    │       └── StartError                a child could not be started
+    │           └── UnpicklableError      (also PicklingError) target/args cannot be pickled
+    ├── pickle.PicklingError, TypeError
+    │   └── PicklingError                 an object, or a part of it, cannot be pickled
     ├── RemoteError                       a child's exception that could not travel as itself
     └── ResultError                       a target's return value could not reach the parent
-    ProcessError, TimeoutError (builtin)
-    └── ProcessTimeoutError               a call ran past its timeout (proctor.TimeoutError)
     AssertionError, RuntimeError
     └── LockNotOwnedError (_lock)         release/wait by a thread that does not hold the lock
     threading.BrokenBarrierError
@@ -27,10 +31,24 @@ from a child, so the parent's traceback shows where the child failed.
 
 from __future__ import annotations
 
+import pickle
+
+# The stdlib classes live in multiprocessing.context, which cannot be imported
+# without the multiprocessing package (~1 ms more at "import proctor": it also
+# imports multiprocessing.process and .reduction, whose other imports proctor
+# has made already). Subclassing is the only way for ``except
+# multiprocessing.TimeoutError:`` to catch proctor's errors: ``except`` matches
+# by the real class hierarchy and ignores ABC registration.
+from multiprocessing.context import AuthenticationError as _StdAuthenticationError
+from multiprocessing.context import BufferTooShort as _StdBufferTooShort
+from multiprocessing.context import ProcessError as _StdProcessError
+from multiprocessing.context import TimeoutError as _StdTimeoutError
+
 __all__ = (
     "AuthenticationError",
     "BufferTooShort",
     "OwnerDiedWarning",
+    "PicklingError",
     "ProcessError",
     "ProcessTimeoutError",
     "ProtocolError",
@@ -42,15 +60,15 @@ __all__ = (
 )
 
 
-class ProcessError(Exception):
+class ProcessError(_StdProcessError):
     """Base class of proctor's errors about processes and their channels."""
 
 
-class AuthenticationError(ProcessError):
+class AuthenticationError(ProcessError, _StdAuthenticationError):
     """A peer failed the HMAC challenge: it does not hold the same authkey."""
 
 
-class BufferTooShort(ProcessError):
+class BufferTooShort(ProcessError, _StdBufferTooShort):
     """The buffer given to ``recv_bytes_into()`` cannot hold the message.
 
     The message is kept in ``args[0]`` so that it is not lost.
@@ -71,10 +89,31 @@ class StartError(ProcessError):
     """A child process could not be started."""
 
 
-class UnpicklableError(StartError, TypeError):
+class PicklingError(pickle.PicklingError, TypeError):
+    """An object, or a part of it, cannot be pickled to be sent to another process.
+
+    Raised by ``Queue.put()``, ``Connection.send()`` and (as
+    :class:`UnpicklableError`) by ``Process.start()``. The message names the part
+    that failed and the path to it (``argument 0 -> closure variable 'lock' ->
+    _thread.lock``); ``__cause__`` is the error pickling raised. Both a
+    ``pickle.PicklingError`` and a ``TypeError``: plain pickle raises one or the
+    other for such objects.
+
+    Attributes:
+        path: the steps from the object sent to the part that failed, ending with
+            that part's type.
+    """
+
+    def __init__(self, message: str, path: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class UnpicklableError(StartError, PicklingError):
     """``start()`` could not pickle the target or an argument for a spawn/forkserver child.
 
-    Also a ``TypeError``, which is what pickling raises for such objects.
+    Also a :class:`PicklingError` (so a ``TypeError``), naming the argument and
+    the path to the part that failed.
     """
 
 
@@ -108,7 +147,7 @@ class ResultError(Exception):
     """
 
 
-class ProcessTimeoutError(ProcessError, TimeoutError):
+class ProcessTimeoutError(ProcessError, _StdTimeoutError, TimeoutError):
     """A blocking proctor call did not complete within its timeout.
 
     Also exported as ``proctor.TimeoutError``, the name ``multiprocessing`` uses.

@@ -55,9 +55,11 @@ def _ctype(typecode_or_type: Any) -> type[Any]:
         try:
             return TYPECODES[typecode_or_type]
         except KeyError:
-            raise ValueError(
+            # TypeError, as multiprocessing raises ("this type has no size").
+            raise TypeError(
                 f"unknown typecode {typecode_or_type!r}: use one of "
-                f"{''.join(TYPECODES)!r} or a ctypes type such as ctypes.c_double"
+                f"{', '.join(map(repr, TYPECODES))} or a ctypes type such as "
+                "ctypes.c_double"
             ) from None
     if isinstance(typecode_or_type, type) and issubclass(typecode_or_type, _CTYPES_BASES):
         return typecode_or_type
@@ -140,8 +142,8 @@ def RawValue(typecode_or_type: Any, *args: Any) -> Any:
         *args: passed to the type's constructor; none leaves it zeroed.
 
     Raises:
-        ValueError: for an unknown typecode.
-        TypeError: for something that is neither a typecode nor a ctypes type.
+        TypeError: for an unknown typecode, or something that is neither a
+            typecode nor a ctypes type.
     """
     type_ = _ctype(typecode_or_type)
     obj = _new(type_)
@@ -158,8 +160,9 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any) -> Any:
         size_or_initializer: the length (zero-filled), or a sequence of initial items.
 
     Raises:
-        ValueError: for a negative size or an unknown typecode.
-        TypeError: for a size that is neither an int nor a sequence.
+        ValueError: for a negative size.
+        TypeError: for an unknown typecode, or a size that is neither an int
+            nor a sequence.
     """
     type_ = _ctype(typecode_or_type)
     if isinstance(size_or_initializer, int) and not isinstance(size_or_initializer, bool):
@@ -213,8 +216,8 @@ def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) 
         context manager that holds the lock.
 
     Raises:
-        TypeError: for a ``lock`` without ``acquire``/``release``, or a bad type.
-        ValueError: for an unknown typecode.
+        TypeError: for a ``lock`` without ``acquire``/``release``, or an unknown
+            typecode or type.
     """
     obj = RawValue(typecode_or_type, *args)
     if lock is False:

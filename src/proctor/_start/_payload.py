@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._core import _serialization
+from .._core import _culprit, _serialization
 from .._core._errors import UnpicklableError
 from .._core._reduction import ChildHandoff, handing_off
 
@@ -18,45 +18,45 @@ def pickle_process(process: Any, method: str) -> tuple[bytes, ChildHandoff]:
 
     Raises:
         UnpicklableError: naming the target or argument that cannot be pickled,
-            the start method, and what to do instead.
+            the path to the part of it that failed, the start method, and what
+            to do instead.
     """
     handoff = ChildHandoff(method)
     try:
         with handing_off(handoff):
             payload = _serialization.dumps_for_child(process)
     except Exception as exc:
-        label, culprit, cause = _find_culprit(process, method, exc)
+        path, cause = _find_culprit(process, method, exc)
         raise UnpicklableError(
-            f"cannot start {process.name!r} with the {method!r} start method: {label} "
-            f"({type(culprit).__name__}: {_short_repr(culprit)}) cannot be pickled, and "
-            f"under {method!r} everything the child needs is pickled and sent to it. "
-            f"Pickling failed with: {type(cause).__name__}: {cause}. "
+            f"cannot start {process.name!r} with the {method!r} start method: "
+            f"{' -> '.join(path)} cannot be pickled ({type(cause).__name__}: {cause}), "
+            f"and under {method!r} everything the child needs is pickled and sent to it. "
             "Pass something picklable instead (for example the data needed to rebuild "
             "the object in the child), create the object inside the child, or use the "
-            "'fork' start method, which copies the parent instead of pickling."
+            "'fork' start method, which copies the parent instead of pickling.",
+            path=path,
         ) from exc
     return payload, handoff
 
 
-def _find_culprit(process: Any, method: str, error: Exception) -> tuple[str, Any, Exception]:
+def _find_culprit(
+    process: Any, method: str, error: Exception
+) -> tuple[tuple[str, ...], BaseException]:
+    def dump(obj: Any) -> None:
+        # A handoff of its own: descriptors met while searching are not sent.
+        with handing_off(ChildHandoff(method)):
+            _serialization.dumps_for_child(obj)
+
     candidates: list[tuple[str, Any]] = [("the target", getattr(process, "_target", None))]
     candidates += [(f"argument {i}", arg) for i, arg in enumerate(getattr(process, "_args", ()))]
     candidates += [
         (f"keyword argument {key!r}", value)
         for key, value in getattr(process, "_kwargs", {}).items()
     ]
+    candidates.append(("the process object", process))
     for label, obj in candidates:
         try:
-            with handing_off(ChildHandoff(method)):
-                _serialization.dumps_for_child(obj)
+            dump(obj)
         except Exception as exc:
-            return label, obj, exc
-    return "the process object", process, error
-
-
-def _short_repr(obj: Any) -> str:
-    try:
-        text = repr(obj)
-    except Exception:
-        text = f"<{type(obj).__name__} object>"
-    return text if len(text) <= 120 else text[:117] + "..."
+            return _culprit.find_culprit(obj, label, exc, dump)
+    return ("the process object",), error

@@ -1,0 +1,104 @@
+"""proctor's errors are caught by the except clauses written for multiprocessing and pickle."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import proctor
+from proctor.connection import Client, Listener
+
+STANDS_IN_FOR = [
+    (proctor.ProcessError, multiprocessing.ProcessError),
+    (proctor.AuthenticationError, multiprocessing.AuthenticationError),
+    (proctor.BufferTooShort, multiprocessing.BufferTooShort),
+    (proctor.TimeoutError, multiprocessing.TimeoutError),
+    (proctor.TimeoutError, TimeoutError),
+    (proctor.StartError, multiprocessing.ProcessError),
+    (proctor.ProtocolError, OSError),
+    (proctor.PicklingError, pickle.PicklingError),
+    (proctor.PicklingError, TypeError),
+    (proctor.UnpicklableError, pickle.PicklingError),
+    (proctor.UnpicklableError, TypeError),
+    (proctor.UnpicklableError, proctor.StartError),
+    (proctor.BrokenBarrierError, threading.BrokenBarrierError),
+]
+
+
+@pytest.mark.parametrize(("error", "stdlib"), STANDS_IN_FOR)
+def test_each_error_subclasses_the_error_it_stands_in_for(error, stdlib):
+    assert issubclass(error, stdlib)
+    with pytest.raises(stdlib):
+        raise error("raised by proctor")
+
+
+def test_a_timeout_is_caught_by_except_multiprocessing_timeout_error():
+    a, b = proctor.Pipe()
+    try:
+        b.recv(timeout=0)
+    except multiprocessing.TimeoutError as exc:
+        caught = exc
+    finally:
+        a.close()
+        b.close()
+    assert isinstance(caught, proctor.TimeoutError)
+
+
+def test_a_short_buffer_is_caught_by_except_multiprocessing_buffer_too_short():
+    a, b = proctor.Pipe()
+    a.send_bytes(b"longer than four")
+    try:
+        b.recv_bytes_into(bytearray(4), timeout=10)
+    except multiprocessing.BufferTooShort as exc:
+        assert exc.args[0] == b"longer than four"
+    else:
+        pytest.fail("no BufferTooShort")
+    finally:
+        a.close()
+        b.close()
+
+
+def _serve(listener, errors):
+    try:
+        listener.accept(timeout=30).close()
+    except Exception as exc:
+        errors.append(exc)
+
+
+def test_a_wrong_authkey_is_caught_by_except_multiprocessing_authentication_error():
+    with Listener(authkey=b"right") as listener:
+        errors: list[BaseException] = []
+        server = threading.Thread(target=_serve, args=(listener, errors))
+        server.start()
+        try:
+            with pytest.raises(multiprocessing.AuthenticationError):
+                Client(listener.address, authkey=b"wrong", timeout=30)
+        finally:
+            server.join(30)
+    assert isinstance(errors[0], multiprocessing.AuthenticationError)
+
+
+def test_importing_proctor_imports_only_the_multiprocessing_modules_holding_the_errors():
+    # The stdlib classes live in multiprocessing.context; nothing more of the
+    # stdlib package (no util with its atexit hook, no connection, no queues)
+    # may come with them.
+    code = (
+        "import sys, proctor; "
+        "print(sorted(m for m in sys.modules if m.startswith('multiprocessing')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.strip() == str(
+        [
+            "multiprocessing",
+            "multiprocessing.context",
+            "multiprocessing.process",
+            "multiprocessing.reduction",
+        ]
+    )
