@@ -26,9 +26,11 @@ holder dies::
          before any byte is written)                 whole frame in one system call
       small: write(pipe, "PR" header + body) ──▶    check tag, length <= limits
       big:   send lock                              pickle.loads(body)
-             write(pipe, "PS" header + id)   ──▶    "PS": side header, id checked;
-             socket: side header(id) + body  ═══▶   body straight into the result;
-                     + trailer(id)                  trailer id checked
+             socket: side message, as much   ═══▶   "PS": side header, body and
+               as fits without waiting:             trailer in one recvmsg_into,
+               [id | fds | flags] body [id]         both ids checked
+             write(pipe, "PS" header + id)   ──▶
+             socket: the rest of it          ═══▶
              unlock
 
 The side header carries the id, the count of descriptors that come with it, and
@@ -278,8 +280,7 @@ def _configure(sock: socket.socket) -> None:
 
 def _send_deadline(timeout: Any) -> float:
     """The ``time.monotonic()`` instant a send with ``timeout`` gives up (checked)."""
-    checked = check_timeout(timeout)
-    assert checked is not None
+    checked = check_timeout(timeout) or 0.0
     return time.monotonic() + max(0.0, checked)
 
 
@@ -1314,7 +1315,8 @@ class Connection:
         if count != len(fds):
             raise self._protocol_error(f"a message announced {count} memfds and brought {len(fds)}")
         in_fd = where in (_ON_SOCKET_FD, _WITH_MEMFDS_FD)
-        if bool(flags & _BODY_IN_FD) != in_fd or (in_fd and not fds):
+        wrong_fds = not fds if in_fd else (where == _ON_SOCKET and fds)
+        if bool(flags & _BODY_IN_FD) != in_fd or wrong_fds:
             raise self._protocol_error("a side message does not match its frame header")
 
     def _take_side(self, frame_id: int, where: int) -> list[int]:
