@@ -6,6 +6,9 @@ so that drift on a noisy machine hits every contender alike:
 * round-trip latency of a small pickled 3-tuple, parent <-> child, both pinned to
   one core (a wake-up across cores costs ~30 us on this VM and hides the rest);
   the floor is a raw ``socket.socketpair()`` 1-byte round trip;
+* round-trip latency of a 16 KiB ``send_bytes`` message, likewise: bigger than one
+  atomic pipe write, so proctor sends it under its per-end send lock with the
+  body on the side socket;
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent.
 
 The peer is started with ``os.fork()`` for every contender, so start-up costs
@@ -101,6 +104,37 @@ def _rt_pipe(pipe_factory, n: int) -> float:
     for _ in range(n):
         send(TRIPLE)
         recv()
+    dt = time.perf_counter() - t0
+    a.close()
+    os.waitpid(pid, 0)
+    return dt / n
+
+
+MEDIUM = 16 * 1024
+
+
+def _rt_bytes(pipe_factory, n: int) -> float:
+    a, b = pipe_factory()
+    payload = os.urandom(MEDIUM)
+
+    def child():
+        a.close()
+        recv_bytes, send_bytes = b.recv_bytes, b.send_bytes
+        try:
+            while True:
+                send_bytes(recv_bytes())
+        except EOFError:
+            return
+
+    pid = _fork(child)
+    b.close()
+    recv_bytes, send_bytes = a.recv_bytes, a.send_bytes
+    send_bytes(payload)
+    recv_bytes()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        send_bytes(payload)
+        recv_bytes()
     dt = time.perf_counter() - t0
     a.close()
     os.waitpid(pid, 0)
@@ -211,6 +245,13 @@ def run(quick: bool) -> list[dict]:
             },
             repeats,
         )
+        medium = interleaved(
+            {
+                "proctor": lambda: _rt_bytes(_connection.Pipe, trips // 4),
+                "multiprocessing": lambda: _rt_bytes(multiprocessing.Pipe, trips // 4),
+            },
+            repeats,
+        )
     finally:
         if previous is not None:
             os.sched_setaffinity(0, previous)
@@ -242,6 +283,14 @@ def run(quick: bool) -> list[dict]:
                 f"raw socketpair 1-byte round trip {lat['raw'] * 1e6:.2f} us; "
                 f"proctor takes {lat['proctor'] / lat['raw']:.2f}x that"
             ),
+        ),
+        row(
+            "Pipe round trip, 16 KiB bytes, one core",
+            medium["proctor"] * 1e6,
+            medium["multiprocessing"] * 1e6,
+            "us",
+            higher_is_better=False,
+            note="past one atomic pipe write: proctor's send lock and side socket",
         ),
         row(
             "Pipe 1 MiB send_bytes/recv_bytes",

@@ -16,8 +16,9 @@ import tracemalloc
 
 import pytest
 
+from helpers import wait_until
 from proctor import AuthenticationError, BufferTooShort, ProcessTimeoutError
-from proctor._connections import _connection
+from proctor._connections import _connection, _sendlock
 from proctor.connection import Client, Connection, Listener, Pipe, ProtocolError, wait
 
 TRIPLE = (1, "two", 3.0)
@@ -92,10 +93,15 @@ def send_partial_frame_then_die(conn):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def side_frame_header(length: int, frame_id: int, tag_bits: int) -> bytes:
+    """What goes on the pipe for a frame whose body is on the side socket."""
+    return frame_header(length, tag_bits) + _connection._FRAME_ID.pack(frame_id)
+
+
 def send_partial_socket_body_then_die(conn):
     # A big frame: header on the pipe, then only part of the body on the socket.
-    raw_write(conn, frame_header(1 << 20, _connection._TAG_SOCKET_BITS))
-    conn._sock.sendall(b"x" * 1000)
+    raw_write(conn, side_frame_header(1 << 20, 7, _connection._TAG_SOCKET_BITS))
+    conn._sock.sendall(_connection._SIDE.pack(7, 0, 0) + b"x" * 1000)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -167,7 +173,7 @@ def test_big_messages_cross_in_both_apis(pipe):
 def test_bodies_past_the_preallocation_limit_are_received_in_chunks(pipe, monkeypatch):
     monkeypatch.setattr(_connection, "_PREALLOCATE_LIMIT", 1000)
     monkeypatch.setattr(_connection, "_GROW_CHUNK", 333)
-    monkeypatch.setattr(_connection, "_COALESCE_LIMIT", 100)
+    monkeypatch.setattr(_connection, "_ATOMIC_BODY", 100)
     a, b = pipe
     payload = os.urandom(100_000)
     a.send_bytes(payload)
@@ -464,23 +470,40 @@ def test_valid_frame_with_garbage_pickle_raises_and_keeps_the_stream(pipe):
     assert b.recv(timeout=10) == "good"
 
 
-def test_send_interrupted_mid_frame_refuses_further_sends(monkeypatch):
-    a, b = Pipe()
-    real_write = os.write
+class SendsPartThen:
+    """Stands in for a connection's socket: sends part of a message, then ``then()``."""
 
-    def write_half_then_interrupt(fd, data):
-        if len(data) > 100:
-            return real_write(fd, bytes(data)[:10])
+    def __init__(self, sock, then):
+        self._real = sock
+        self._then = then
+
+    def sendmsg(self, parts, ancillary=(), flags=0):
+        self._real.sendmsg([bytes(parts[0]), bytes(memoryview(parts[1])[:1000])], ancillary, flags)
+        self._then()
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def test_send_interrupted_mid_frame_refuses_further_sends():
+    a, b = Pipe()
+
+    def interrupt():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_connection, "_write", write_half_then_interrupt)
-    with a, b:
+    real = a._sock
+    a._sock = SendsPartThen(real, interrupt)
+    try:
         with pytest.raises(KeyboardInterrupt):
-            a.send(b"x" * 1000)
-        monkeypatch.setattr(_connection, "_write", real_write)
+            a.send(b"x" * 100_000)
+    finally:
+        a._sock = real
+    with a, b:
         with pytest.raises(OSError, match="can no longer send"):
             a.send("next")  # would be misread as the rest of the first frame
         assert "send_broken" in repr(a)
+        a._lock_send(0.0)  # (a deadline long past: one try) the lock was released
+        a._unlock_send()
 
 
 def test_operations_on_a_closed_connection_raise_oserror(pipe):
@@ -838,34 +861,67 @@ def test_client_in_a_child_process_authenticates(ctx):
 # --- large messages ---------------------------------------------------------------------
 
 BIG = (2 << 30) + 12345  # past 2 GiB: a 32-bit length would overflow
+MARK_EVERY = 256 << 20
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+def _marks() -> list[int]:
+    """Offsets of the 8-byte marks in the big message: every 256 MiB, and the very end."""
+    return [*range(0, BIG - 8, MARK_EVERY), (1 << 31) - 4, BIG - 8]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_message_past_2_gib_round_trips():
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        available = 0
-    if available < 3 * BIG:
-        pytest.skip("needs about 7 GiB of free memory")
-    # Untouched anonymous pages read as zeros without using memory: only the
-    # receiver's buffer is real.
-    source = mmap.mmap(-1, BIG)
-    source[BIG - 3 : BIG] = b"end"
+    # Memory: the source is anonymous memory left untouched but for its marks,
+    # which reads as zeros and costs nothing; only the receiver's 2 GiB are real.
+    # Nothing is written to disk.
+    if _available_memory() < BIG + (512 << 20):
+        pytest.skip("needs about 2.5 GiB of available memory")
+    # Private: reading untouched private anonymous memory maps the zero page, where
+    # shared anonymous memory (mmap's default) would allocate every page read.
+    private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    source = mmap.mmap(-1, BIG, flags=private)
+    for offset in _marks():  # each mark says where it is: a misplaced chunk shows
+        source[offset : offset + 8] = offset.to_bytes(8, "little")
     a, b = Pipe()
     sender = threading.Thread(target=a.send_bytes, args=(source,))
     sender.start()
     try:
-        target = mmap.mmap(-1, BIG)
+        target = mmap.mmap(-1, BIG, flags=private)
         try:
             assert b.recv_bytes_into(target, timeout=60) == BIG
-            assert target[BIG - 3 : BIG] == b"end"
-            assert target[:3] == b"\x00\x00\x00"
+            # Streamed check, 64 MiB at a time: zeros everywhere but the marks.
+            marks = {offset: offset.to_bytes(8, "little") for offset in _marks()}
+            chunk = 64 << 20
+            zeros = bytes(chunk)
+            for start in range(0, BIG, chunk):
+                stop = min(start + chunk, BIG)
+                expected = bytearray(zeros[: stop - start])
+                for offset, mark in marks.items():
+                    if start <= offset < stop:
+                        expected[offset - start : offset - start + 8] = mark[: stop - offset]
+                    elif offset < start < offset + 8:
+                        expected[: offset + 8 - start] = mark[start - offset :]
+                assert target[start:stop] == expected, f"bytes {start}-{stop} differ"
         finally:
             target.close()
     finally:
         sender.join(60)
+        assert not sender.is_alive()
         a.close()
         b.close()
         source.close()
@@ -952,18 +1008,237 @@ def test_more_buffers_than_one_message_can_carry_go_in_band():
 def test_a_peer_gone_before_its_memfds_gives_eof():
     a, b = Pipe()
     # The header of a memfd frame, then nothing: the sender died after it.
-    raw_write(a, frame_header(100, _connection._TAG_MEMFD_BITS))
+    raw_write(a, side_frame_header(100, 1, _connection._TAG_MEMFD_BITS))
     a.close()
-    with pytest.raises(EOFError):
+    with pytest.raises(EOFError, match="mid-message"):
         b.recv(timeout=30)
     b.close()
 
 
 def test_a_memfd_count_that_does_not_match_is_a_protocol_error():
     a, b = Pipe()
-    raw_write(a, frame_header(2 + 5, _connection._TAG_MEMFD_BITS))
-    a._sock.sendall(struct.pack("<H", 3) + b"12345")  # announces 3 memfds, brings none
+    raw_write(a, side_frame_header(5, 1, _connection._TAG_MEMFD_BITS))
+    # A side message that announces 3 memfds and brings none.
+    a._sock.sendall(_connection._SIDE.pack(1, 3, 0) + b"12345" + _connection._TRAILER.pack(1))
     with pytest.raises(ProtocolError, match="announced 3 memfds"):
         b.recv(timeout=30)
     a.close()
+    b.close()
+
+
+# --- several senders on one end ------------------------------------------------------------
+
+SIZES = (40, 3000, 4090, 5000, 20_000, 100_000, 300_000)
+
+
+def _message(sender: int, seq: int) -> bytes:
+    """Every 8 bytes say who sent the message and which one it is: a mix-up shows."""
+    size = SIZES[(sender + seq) % len(SIZES)]
+    return ((sender << 32) | seq).to_bytes(8, "little") * (size // 8 + 1)
+
+
+def _check(sender: int, seq: int, data: bytes) -> None:
+    assert data == _message(sender, seq), f"message {seq} of sender {sender} arrived mixed up"
+
+
+def send_many(conn, sender: int, count: int, threads: int = 1) -> None:
+    """Send ``count`` messages from each of ``threads`` threads: bytes, objects, arrays."""
+    np = pytest.importorskip("numpy")
+
+    def run(first: int) -> None:
+        me = sender + first
+        for seq in range(count):
+            data = _message(me, seq)
+            kind = seq % 3
+            if kind == 0:
+                conn.send_bytes(data)
+            elif kind == 1:
+                conn.send((me, seq, data))
+            else:  # a large array travels as a memfd, the rest as a pickle
+                conn.send((me, seq, np.frombuffer(data, dtype=np.uint8)))
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(1, threads)]
+    for worker in workers:
+        worker.start()
+    run(0)
+    for worker in workers:
+        worker.join(120)
+        assert not worker.is_alive()
+
+
+def _receive_all(conn, senders: list[int], count: int) -> None:
+    next_seq = dict.fromkeys(senders, 0)
+    for _ in range(len(senders) * count):
+        if conn.poll(120):
+            message = conn.recv_bytes()
+        else:
+            raise AssertionError(f"messages stopped coming: got {next_seq}")
+        try:
+            me, seq, data = pickle.loads(message)
+        except Exception:  # a send_bytes message
+            me, seq = divmod(int.from_bytes(message[:8], "little"), 1 << 32)
+            data = message
+        data = bytes(data)
+        _check(me, seq, data)
+        assert seq == next_seq[me], "one sender's messages arrived out of order"
+        next_seq[me] += 1
+    assert all(n == count for n in next_seq.values())
+
+
+def test_processes_and_threads_sending_on_one_end_never_mix_messages(ctx):
+    pytest.importorskip("numpy")
+    reader, writer = ctx.Pipe(duplex=False)
+    count = 30
+    children = [
+        ctx.Process(target=send_many, args=(writer, 100 * i, count, 2)) for i in range(1, 4)
+    ]
+    for child in children:
+        child.start()
+
+    def send_then_close():
+        send_many(writer, 0, count, 2)
+        writer.close()
+
+    sender = threading.Thread(target=send_then_close)
+    sender.start()
+    senders = [s + t for s in (0, 100, 200, 300) for t in (0, 1)]
+    _receive_all(reader, senders, count)
+    sender.join(60)
+    for child in children:
+        assert _finish(child, 120)[0] == 0
+    with pytest.raises(EOFError):
+        reader.recv(timeout=30)
+    reader.close()
+
+
+def test_threads_sending_on_one_socket_connection_never_mix_messages():
+    pytest.importorskip("numpy")
+    a, b = socket_pair()
+    count = 30
+    sender = threading.Thread(target=send_many, args=(a, 0, count, 4))
+    sender.start()
+    _receive_all(b, [0, 1, 2, 3], count)
+    sender.join(60)
+    a.close()
+    b.close()
+
+
+def test_processes_share_an_end_whose_lock_is_a_file(ctx, monkeypatch):
+    # Where a record lock cannot be taken on a socket (macOS), each end carries a file.
+    pytest.importorskip("numpy")
+    monkeypatch.setattr(_sendlock, "LOCK_ON_SOCKET", False)
+    reader, writer = ctx.Pipe(duplex=False)
+    assert writer._send_lock.owns_fd
+    count = 20
+    children = [ctx.Process(target=send_many, args=(writer, 100 * i, count)) for i in (1, 2)]
+    for child in children:
+        child.start()
+    writer.close()
+    _receive_all(reader, [100, 200], count)
+    for child in children:
+        assert _finish(child, 120)[0] == 0
+    reader.close()
+
+
+def die_in_the_middle_of_a_big_message(conn):
+    # A header and part of a body, then death: the other senders carry on.
+    conn._sock = SendsPartThen(conn._sock, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    conn.send_bytes(b"x" * 100_000)
+
+
+def test_a_sender_killed_mid_message_on_a_shared_end_never_delivers_wrong_data(ctx):
+    reader, writer = ctx.Pipe(duplex=False)
+    victim = ctx.Process(target=die_in_the_middle_of_a_big_message, args=(writer,))
+    victim.start()
+    victim.join(60)
+    assert victim.exitcode == -signal.SIGKILL
+    victim.close()
+    writer.send_bytes(b"y" * 100_000)  # another sender on the same end
+    # The first frame's body never came whole: an error, never "yyy..." as its body.
+    with pytest.raises(ProtocolError, match="died in the middle"):
+        reader.recv_bytes(timeout=30)
+    writer.close()
+    reader.close()
+
+
+# --- send timeouts -------------------------------------------------------------------------
+
+
+def test_send_timeout_against_a_stuck_reader_sends_whole_messages_or_nothing(pipe):
+    a, b = pipe
+    sent = []
+    with pytest.raises(ProcessTimeoutError, match="nothing of it was sent"):
+        for i in range(100_000):  # until the channel is full
+            a.send_bytes(i.to_bytes(4, "little") * 250, timeout=0.05)
+            sent.append(i)
+    assert sent, "not one message fitted"
+    # Every message that send() accepted arrives whole; the refused one never does.
+    for i in sent:
+        assert b.recv_bytes(timeout=30) == i.to_bytes(4, "little") * 250
+    assert not b.poll(0)
+    a.send_bytes(b"usable", timeout=30)  # the connection is intact
+    assert b.recv_bytes(timeout=30) == b"usable"
+
+
+def test_a_big_timed_send_against_a_stuck_reader_is_whole_or_nothing():
+    a, b = Pipe()
+    big = os.urandom(1 << 20)
+    sent = 0
+    with pytest.raises(ProcessTimeoutError):
+        while True:
+            a.send_bytes(big, timeout=0.05)
+            a.send(("object", sent), timeout=0.05)
+            sent += 1
+    for i in range(sent):
+        assert b.recv_bytes(timeout=30) == big
+        assert b.recv(timeout=30) == ("object", i)
+    assert not b.poll(0)
+    a.send("still usable", timeout=30)
+    assert b.recv(timeout=30) == "still usable"
+    a.close()
+    b.close()
+
+
+def test_timeout_zero_sends_when_there_is_room_and_never_waits(pipe):
+    a, b = pipe
+    a.send("room", timeout=0)
+    assert b.recv(timeout=30) == "room"
+    with pytest.raises(ProcessTimeoutError):
+        while True:
+            a.send_bytes(b"z" * 1000, timeout=0)
+
+
+def test_a_timed_send_waits_at_most_its_timeout_for_another_sender(pipe):
+    a, b = pipe
+    holder = threading.Thread(target=a.send_bytes, args=(b"h" * (8 << 20),))
+    holder.start()  # blocks inside its send: the reader is not reading yet
+    wait_until(lambda: a._send_lock.locked(), timeout=30)
+    with pytest.raises(ProcessTimeoutError):
+        a.send_bytes(b"w" * 10_000, timeout=0.05)
+    assert b.recv_bytes(timeout=30) == b"h" * (8 << 20)
+    holder.join(30)
+    assert not b.poll(0)
+
+
+@pytest.mark.parametrize(("timeout", "error"), [("1", TypeError), (True, TypeError),
+                                                (float("nan"), ValueError)])  # fmt: skip
+def test_bad_send_timeouts_are_refused_before_sending(pipe, timeout, error):
+    a, b = pipe
+    with pytest.raises(error):
+        a.send("x", timeout=timeout)
+    with pytest.raises(error):
+        a.send_bytes(b"x", timeout=timeout)
+    assert not b.poll(0)
+
+
+def test_a_timed_send_cut_short_on_a_socket_connection_refuses_further_sends():
+    # One stream carries everything: what went out cannot be taken back.
+    a, b = socket_pair()
+    with pytest.raises(ProcessTimeoutError, match="can no longer send"):
+        a.send_bytes(b"s" * (16 << 20), timeout=0.05)
+    with pytest.raises(ProtocolError, match="can no longer send"):
+        a.send("next")
+    a.close()
+    with pytest.raises(EOFError):
+        b.recv_bytes(timeout=30)  # the cut message ends in end-of-file, not in wrong data
     b.close()

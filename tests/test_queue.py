@@ -143,15 +143,32 @@ def test_producer_exits_before_anyone_reads_and_nothing_is_lost(ctx):
     p.close()
 
 
-def test_a_killed_producer_leaves_what_it_put(ctx):
+def put_forever(q):
+    i = 0
+    while True:
+        q.put(i)
+        i += 1
+
+
+def test_a_producer_killed_mid_stream_leaves_everything_it_put(ctx):
     q = ctx.Queue()
-    p = ctx.Process(target=put_range, args=(q, 100))
+    p = ctx.Process(target=put_forever, args=(q,))
     p.start()
-    p.join(60)
-    os.kill(os.getpid(), 0)  # (the producer is gone; its items are not)
-    assert q.qsize() == 100
-    assert q.get(timeout=5) == 0
+    seen = wait_until(lambda: q.qsize() >= 1000 and q.qsize(), timeout=60)
+    p.kill()  # anywhere: between puts, or inside one
+    p.join(30)
+    assert p.exitcode == -signal.SIGKILL
     p.close()
+    got = []
+    while q:
+        got.extend(q.get_many(10_000, timeout=5))
+    # Every item whose put had returned is there, once, in order; the one being
+    # put at the kill is there whole or not at all.
+    assert len(got) >= seen
+    assert got == list(range(len(got)))
+    q.put("still usable")
+    assert q.get(timeout=5) == "still usable"
+    q.close()
 
 
 def test_many_producers_and_consumers_see_every_item_once(ctx):
@@ -474,7 +491,6 @@ def test_queue_types_are_on_contexts_and_front_door():
         assert isinstance(q, JoinableQueue)
     assert proctor.Queue is Queue
     assert issubclass(queue.Empty, Exception)
-    assert signal.SIGKILL  # (imported for the kill tests above)
 
 
 def test_batches_are_consumed_partly_across_calls_and_processes(ctx):
@@ -824,6 +840,25 @@ def test_an_item_whose_buffers_went_missing_fails_alone():
     with pytest.raises(RuntimeError, match="large buffers"):
         q.get(timeout=5)
     assert q.get(timeout=5) == 3
+
+
+def test_one_lost_buffer_fails_its_item_alone_and_later_arrays_arrive_intact():
+    q = Queue()
+    arrays = [np.full(100_000, i, dtype=np.int64) for i in range(4)]  # each through the mailbox
+    for a in arrays:
+        q.put(a)
+    # Lose the first item's descriptors, as a corrupted queue might.
+    _data, ancdata, _flags, _addr = q._shared.mailbox_recv.recvmsg(8, socket.CMSG_SPACE(4 * 16))
+    for fd in proctor._core._wire.fds_from(ancdata):
+        os.close(fd)
+    with pytest.raises(RuntimeError, match="large buffers"):
+        q.get(timeout=5)
+    for a in arrays[1:]:  # the newer items' descriptors were left for them
+        assert np.array_equal(q.get(timeout=5), a)
+    assert q.empty()
+    q.put(arrays[0])  # and the queue goes on
+    assert np.array_equal(q.get(timeout=5), arrays[0])
+    q.close()
 
 
 def test_put_timeout_holds_when_the_mailbox_stays_full(monkeypatch):

@@ -19,12 +19,17 @@ import pytest
 
 from helpers import pid_exists, wait_until
 from proctor._reaper import _client as _reaper
+from reaper_helpers import spawned_reaper_pid, sync_reaper
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
 
-PRELUDE = """
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+PRELUDE = f"""
 import mmap, os, sys, _posixshmem, _multiprocessing
+sys.path.insert(0, {TESTS!r})
 from proctor._reaper import _client as _reaper
+from reaper_helpers import spawned_reaper_pid, sync_reaper
 name = sys.argv[1]
 
 def create(size=4096):
@@ -105,12 +110,12 @@ def test_segment_of_sigkilled_user_is_unlinked():
 def test_independent_reaper_unlinks_and_then_exits():
     name = _name()
     user = User(
-        '_reaper.register(name, "shm"); m = create(); ready(_reaper._spawned_pid())',
+        '_reaper.register(name, "shm"); m = create(); ready(spawned_reaper_pid())',
         name,
         independent=True,
     )
     reaper_pid = int(user.values[0])
-    assert reaper_pid != _reaper._spawned_pid()
+    assert reaper_pid != spawned_reaper_pid()
     assert user.finish() == 0  # exits without unlinking: the reaper must do it
     wait_until(lambda: not _exists(name), timeout=5)
     wait_until(lambda: not pid_exists(reaper_pid), timeout=10)
@@ -138,7 +143,7 @@ def test_segment_kept_while_an_unregistered_process_maps_it():
     creator = User('_reaper.register(name, "shm"); m = create(); ready()', name)
     mapper = User("m = attach(); ready()", name, independent=True)
     creator.kill()
-    _reaper._sync()
+    sync_reaper()
     assert _exists(name), "unlinked while another live process still maps it"
     mapper.kill()
     wait_until(lambda: not _exists(name), timeout=5)
@@ -159,7 +164,7 @@ def test_semaphore_kept_while_an_unregistered_process_has_it_open():
                   independent=True)  # fmt: skip
     path = "/dev/shm/sem." + name.lstrip("/")
     creator.kill()
-    _reaper._sync()
+    sync_reaper()
     assert os.path.exists(path), "unlinked while another live process has it open"
     opener.kill()
     wait_until(lambda: not os.path.exists(path), timeout=5)
@@ -173,7 +178,7 @@ def test_add_user_keeps_segment_for_a_child_that_has_not_attached():
     child = User("ready()", name)
     _reaper.add_user(name, "shm", child.proc.pid)
     _reaper.unregister(name, "shm")
-    _reaper._sync()
+    sync_reaper()
     assert _exists(name), "unlinked while a registered child is alive"
     child.kill()
     wait_until(lambda: not _exists(name), timeout=5)
@@ -186,7 +191,7 @@ def test_register_nests_until_the_last_unregister():
     _reaper.register(name, "shm")
     _reaper.register(name, "shm")
     _reaper.unregister(name, "shm")
-    _reaper._sync()
+    sync_reaper()
     assert _exists(name)
     _reaper.unregister(name, "shm")
     wait_until(lambda: not _exists(name), timeout=5)
@@ -203,7 +208,7 @@ def test_forget_stops_tracking():
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     try:
         _reaper.unregister(name, "shm")  # no-op: nothing registered any more
-        _reaper._sync()
+        sync_reaper()
         assert _exists(name)
     finally:
         os.unlink(path)
@@ -217,7 +222,7 @@ def test_a_reused_pid_is_not_a_live_user():
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     with _reaper._client.lock:
         _reaper._client.send(["R", "shm", name, os.getpid(), 12345.0])
-    _reaper._sync()
+    sync_reaper()
     assert not _exists(name)
 
 
@@ -239,7 +244,7 @@ def test_forked_child_keeps_the_segment_after_its_parent_is_killed():
     child_pid = int(parent.values[0])
     try:
         parent.kill()
-        _reaper._sync()
+        sync_reaper()
         assert _exists(name), "unlinked while the forked child still maps it"
     finally:
         os.kill(child_pid, signal.SIGKILL)
@@ -253,12 +258,12 @@ def test_a_new_reaper_replaces_a_killed_one_and_learns_the_names():
         """
         _reaper.register(name, "shm")
         m = create()
-        first = _reaper._spawned_pid()
+        first = spawned_reaper_pid()
         os.kill(first, 9)
         os.waitpid(first, 0)
         old_address = _reaper.address()
         _reaper.register(name + "-other", "shm")  # reconnects: starts a new reaper
-        ready(first, _reaper._spawned_pid(), old_address)
+        ready(first, spawned_reaper_pid(), old_address)
         """,
         name,
         independent=True,
@@ -275,7 +280,7 @@ def test_a_new_reaper_replaces_a_killed_one_and_learns_the_names():
 def test_reaper_ignores_ctrl_c_aimed_at_its_users():
     name = _name()
     user = User(
-        '_reaper.register(name, "shm"); m = create(); ready(_reaper._spawned_pid())',
+        '_reaper.register(name, "shm"); m = create(); ready(spawned_reaper_pid())',
         name,
         independent=True,
     )
@@ -360,3 +365,223 @@ def test_a_reaper_that_cannot_start_is_a_clear_error_with_its_log():
     finally:
         user.finish()
         shutil.rmtree(os.path.dirname(log))
+
+
+# --- the reaper's address stays out of os.environ ----------------------------------------
+
+
+def report_reaper_address():
+    return _reaper.address(), os.environ.get(_reaper.ENV_ADDRESS)
+
+
+def test_the_reaper_address_reaches_proctor_children_but_not_os_environ(ctx):
+    import proctor
+
+    lock = proctor.Lock()  # a named object: this process uses its reaper
+    address = _reaper.address()
+    assert address is not None
+    assert _reaper.ENV_ADDRESS not in os.environ
+    unrelated = subprocess.run(
+        [sys.executable, "-c", f"import os; print(os.environ.get({_reaper.ENV_ADDRESS!r}))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert unrelated.stdout.strip() == "None"
+    p = ctx.Process(target=report_reaper_address, args=())
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    # The child shares its parent's reaper, and does not leak the address either.
+    assert p.result == (address, None)
+    p.close()
+    del lock
+
+
+# --- leftovers of a tree killed whole ------------------------------------------------------
+
+
+def _start_time(pid: int) -> int:
+    from proctor._reaper._server import create_time
+
+    start = create_time(pid)
+    assert start is not None
+    return int(start)
+
+
+def _owned(pid: int, start: int, namespace: int | None = None) -> str:
+    """A name in the form the reaper can sweep, for creator (pid, start)."""
+    from proctor._reaper._server import _base36, _pid_namespace
+
+    if namespace is None:
+        namespace = _pid_namespace()
+    assert namespace is not None
+    return f"proctor-{pid}.{_base36(start)}.{_base36(namespace)}-{uuid.uuid4().hex[:8]}"
+
+
+def _dead_process() -> tuple[int, int]:
+    """The pid and start time of a process that has exited (and was reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)  # fmt: skip
+    start = _start_time(proc.pid)
+    proc.stdin.close()
+    proc.wait(30)
+    return proc.pid, start
+
+
+needs_proc = pytest.mark.skipif(
+    not os.path.exists("/proc/self/ns/pid"), reason="sweeping needs Linux's /proc"
+)
+
+
+@needs_proc
+def test_the_sweep_takes_only_names_of_dead_creators_that_nobody_maps():
+    from proctor._reaper._server import _pid_namespace, find_orphans
+
+    dead_pid, dead_start = _dead_process()
+    me, my_start = os.getpid(), _start_time(os.getpid())
+    names = {
+        "orphan segment": _owned(dead_pid, dead_start),
+        "orphan semaphore": "sem." + _owned(dead_pid, dead_start),
+        "live creator": _owned(me, my_start),
+        "reused pid": _owned(me, my_start - 1),  # our pid, another start: the creator is dead
+        "other namespace": _owned(dead_pid, dead_start, _pid_namespace() + 1),
+        "no owner tag": f"proctor-{dead_pid}-{uuid.uuid4().hex[:8]}",
+        "mapped": _owned(dead_pid, dead_start),
+    }
+    for name in names.values():
+        fd = os.open("/dev/shm/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.ftruncate(fd, 4096)
+        os.close(fd)
+    mapper = User("m = attach(); ready()", "/" + names["mapped"], independent=True)
+    try:
+        found = set(find_orphans())
+        expected = {
+            ("shm", "/" + names["orphan segment"]),
+            ("semaphore", "/" + names["orphan semaphore"][len("sem.") :]),
+            ("shm", "/" + names["reused pid"]),
+        }
+        ours = {key for key in found if key[1].lstrip("/") in names.values()
+                or "sem." + key[1].lstrip("/") in names.values()}  # fmt: skip
+        assert ours == expected
+    finally:
+        mapper.kill()
+        for name in names.values():
+            os.unlink("/dev/shm/" + name)
+
+
+TREE = """
+import json, os, sys
+import proctor
+from proctor._reaper import _client as _reaper
+
+def hold(q, lock):
+    q.put(os.getpid())
+    import threading
+    threading.Event().wait()  # until the parent ends it (or the test kills the tree)
+
+if __name__ == "__main__":
+    ctx = proctor.get_context(sys.argv[1])
+    q = ctx.Queue()
+    lock = ctx.Lock()
+    child = ctx.Process(target=hold, args=(q, lock), daemon=True)
+    child.start()
+    child_pid = q.get(timeout=60)
+    names = sorted(name for (kind, name), n in _reaper._client.refs.items() if n > 0)
+    print(json.dumps([names, child_pid, _reaper._client.spawned_pid]), flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _sem_paths(names: list[str]) -> list[str]:
+    return ["/dev/shm/sem." + name.lstrip("/") for name in names]
+
+
+def _start_tree(method: str) -> tuple[subprocess.Popen, list[str], int, int]:
+    env = dict(os.environ)
+    env.pop(_reaper.ENV_ADDRESS, None)  # a program of its own, with its own reaper
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TREE, method],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+        start_new_session=True,  # its own process group: killed as a whole
+    )
+    import json
+
+    names, child_pid, reaper_pid = json.loads(proc.stdout.readline())
+    assert len(names) == 5, names  # a Queue's four semaphores and a Lock's
+    return proc, _sem_paths(names), child_pid, reaper_pid
+
+
+@needs_proc
+def test_a_tree_killed_whole_is_reclaimed_by_the_next_program_and_a_live_one_is_not(
+    start_method,
+):
+    live, live_paths, _, live_reaper = _start_tree(start_method)
+    killed, killed_paths, killed_child, killed_reaper = _start_tree(start_method)
+    try:
+        assert all(map(os.path.exists, live_paths + killed_paths))
+        # A container stop: everything at once, the reaper first so that it
+        # cannot clean up after the others.
+        os.kill(killed_reaper, signal.SIGKILL)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(30)
+        wait_until(lambda: not pid_exists(killed_reaper) and not pid_exists(killed_child), 30)
+        assert all(map(os.path.exists, killed_paths)), "nobody was left to reclaim them"
+        # The next program: its new reaper sweeps once it has greeted it.
+        nxt = User("sync_reaper(); ready(spawned_reaper_pid())", _name(), independent=True)
+        assert int(nxt.values[0]) not in (live_reaper, killed_reaper)
+        assert nxt.finish() == 0
+        assert not any(map(os.path.exists, killed_paths))
+        assert all(map(os.path.exists, live_paths)), "a live program's objects were taken"
+    finally:
+        if killed.poll() is None:
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait(30)
+        killed.stdin.close()
+        killed.stdout.close()
+        live.stdin.close()  # it exits normally; its own reaper reclaims its names
+        live.wait(60)
+        live.stdout.close()
+    wait_until(lambda: not any(map(os.path.exists, live_paths)), timeout=60)
+    wait_until(lambda: not pid_exists(live_reaper), timeout=60)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="psutil is a dependency off Linux")
+def test_proctor_needs_no_psutil_on_linux(tmp_path):
+    # A psutil that cannot be imported, for the program and its reaper alike.
+    (tmp_path / "psutil.py").write_text("raise ImportError('psutil is blocked by this test')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop(_reaper.ENV_ADDRESS, None)  # its own reaper, which must start without psutil
+    program = textwrap.dedent(
+        """
+        import sys
+        import proctor
+        from proctor.shared_memory import SharedMemory
+
+        def work(q, lock, shm):
+            with lock:
+                q.put(bytes(shm.buf[:2]))
+
+        if __name__ == "__main__":
+            q, lock = proctor.Queue(), proctor.Lock()
+            shm = SharedMemory(create=True, size=2)
+            shm.buf[:2] = b"ok"
+            p = proctor.Process(target=work, args=(q, lock, shm))
+            p.start()
+            print(q.get(timeout=60).decode(), "psutil" in sys.modules, shm.name)
+            p.join(60)
+            shm.close()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    got, imported, segment = done.stdout.split()
+    assert (got, imported) == ("ok", "False")
+    # Its reaper, which runs without psutil too, reclaims the segment.
+    wait_until(lambda: not _exists(segment), timeout=60)

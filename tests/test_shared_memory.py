@@ -14,6 +14,7 @@ from helpers import pid_exists, wait_until
 from proctor._connections._connection import Pipe
 from proctor._reaper import _client as _reaper
 from proctor.shared_memory import ShareableList, SharedMemory, shared_array
+from reaper_helpers import sync_reaper
 
 np = pytest.importorskip("numpy")
 
@@ -80,7 +81,7 @@ def test_creating_an_existing_name_fails_and_leaves_it_alone():
         shm.buf[0] = 42
         with pytest.raises(FileExistsError, match=shm.name):
             SharedMemory(shm.name, create=True, size=10)
-        _reaper._sync()
+        sync_reaper()
         assert _exists(shm.name)
         assert shm.buf[0] == 42
 
@@ -135,7 +136,7 @@ def test_untracked_segment_waits_for_an_explicit_unlink():
     shm = SharedMemory(create=True, size=10, track=False)
     try:
         shm.close()
-        _reaper._sync()
+        sync_reaper()
         assert _exists(shm.name)
     finally:
         shm.unlink()
@@ -184,7 +185,7 @@ def test_segment_survives_its_creator_closing_while_a_child_uses_it(ctx):
     child_end.close()
     assert parent_end.recv(timeout=30) == b"abc"
     shm.close()
-    _reaper._sync()
+    sync_reaper()
     assert _exists(name), "unlinked while a child still uses it"
     parent_end.send("go")
     p.join(30)
@@ -250,8 +251,10 @@ def test_every_user_sigkilled_leaves_nothing_in_dev_shm(method):
         """
         def park(shm):
             print(os.getpid(), flush=True)
-            sys.stdin = open(0)
-            os.read(0, 1)
+            # Not stdin: a forkserver child's is /dev/null, and it would exit
+            # before the test kills it. Parked until killed.
+            import threading
+            threading.Event().wait()
 
         if __name__ == "__main__":
             shm = SharedMemory(create=True, size=4096)
@@ -297,7 +300,7 @@ def test_unrelated_process_keeps_a_segment_attached_by_name(creator_ends):
     )
     assert attacher.stdout.readline().strip() == "attached"
     _finish(creator, kill=creator_ends == "killed")
-    _reaper._sync()  # the creator's reaper (ours) has seen it go
+    sync_reaper()  # the creator's reaper (ours) has seen it go
     assert _exists(name), "unlinked while an unrelated process still uses it"
     attacher.stdin.write("\n")
     attacher.stdin.flush()

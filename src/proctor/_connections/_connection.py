@@ -6,21 +6,48 @@ caught at the first header; the low 48 bits are the body's length.
 
 A ``Pipe()`` end owns two channels. Frames travel on a pipe, because a pipe
 wakes its reader in about half the time a Unix socket does (a small round trip
-is ~40% faster); a big body (over ``_COALESCE_LIMIT``) travels on a side socket
-pair, which moves it in one ``MSG_WAITALL`` read with no copy. Its header, tagged
-``"PS"``, still goes on the pipe, so messages stay in order. ``Listener`` and
-``Client`` connections use one socket for everything (tag ``"PR"``)::
+is ~40% faster). A frame of at most ``PIPE_BUF`` bytes (4096 on Linux) goes in
+one ``write()``, which POSIX makes atomic: any number of threads and processes
+may send on one end at once and each such message arrives whole, with no lock.
+A bigger body travels on a side socket pair, which moves it in one
+``MSG_WAITALL`` read with no copy; its header (tag ``"PS"``, or ``"PF"`` for a
+pickle whose large buffers come as memfds) still goes on the pipe, so messages
+stay in order, followed by the frame's 8-byte id. Such a frame takes two writes
+on two channels, so its sender holds the end's *send lock* from the first to
+the last: a thread lock plus an ``fcntl`` record lock on the end's socket (a
+lock file where sockets cannot be locked), which the kernel releases if the
+holder dies::
 
-    sender                                       receiver
-    ──────                                       ────────
-    send(obj)                                    recv()
-      body = pickle.dumps(obj, 5)                  read(pipe, 64 KiB) into the
+    sender                                        receiver
+    ──────                                        ────────
+    send(obj, timeout=None)                       recv()
+      body = pickle.dumps(obj, 5)                   read(pipe, 64 KiB) into the
         (cloudpickle if plain pickle fails;          read-ahead buffer: usually the
          before any byte is written)                 whole frame in one system call
-      small: write(pipe, "PR" header + body) ──▶   check tag, length <= limits
-      big:   write(pipe, "PS" header)        ──▶   pickle.loads(body)
-             sendall(socket, body)  ═════════▶   "PS": recv(socket, n, MSG_WAITALL)
-                                                   straight into the result, no copy
+      small: write(pipe, "PR" header + body) ──▶    check tag, length <= limits
+      big:   send lock                              pickle.loads(body)
+             socket: side message, as much   ═══▶   "PS": side header, body and
+               as fits without waiting:             trailer in one recvmsg_into,
+               [id | fds | flags] body [id]         both ids checked
+             write(pipe, "PS" header + id)   ──▶
+             socket: the rest of it          ═══▶
+             unlock
+
+The side header carries the id, the count of descriptors that come with it, and
+whether the body is inline or in the first descriptor (a memfd). The trailer
+proves that the whole body came from one sender: a sender killed in the middle
+of a body, on an end that other live processes also send on, is reported as a
+``ProtocolError``, never delivered as somebody else's bytes. ``Listener`` and
+``Client`` connections use one socket for everything (tag ``"PR"``), every
+message under the send lock.
+
+Timeouts: a pipe's write end is non-blocking (``O_NONBLOCK``), so an atomic
+write either goes whole or not at all, and a sender waits for room with
+``poll``. A send with a timeout puts a big body in a memfd, waits (within the
+deadline) until the side socket has room for the small message that carries it,
+and only then writes the header: so on a ``Pipe()`` end a send that times out
+has sent nothing, and the connection stays usable. On a socket connection part
+of a message may have gone out; then the end refuses further sends.
 
 Never stuck: a dead process's pipes and sockets are closed by the kernel, so a
 reader sees end-of-file at once, even mid-message after a SIGKILL. Never killed:
@@ -34,8 +61,10 @@ arrive, so a lying header cannot make proctor allocate what it claims.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # C module without stubs
 import array
 import errno
+import fcntl
 import io
 import os
 import pickle
@@ -54,6 +83,8 @@ from .._core._serialization import OOB_THRESHOLD, dumps_oob
 from .._core._timeout import check_timeout
 from .._core._timeout import wait_readable as _poll_fd
 from .._core._wire import MAX_FDS, fds_from, map_memfd, memfd_with
+from . import _sendlock
+from ._sendlock import SendLock, new_lock_file, next_frame_id, wait_writable
 
 __all__ = ("Connection", "Pipe", "ProtocolError", "wait")
 
@@ -68,44 +99,74 @@ _TAG_BITS = _TAG << _TAG_SHIFT
 # "PS": a Pipe() frame whose body follows on the side socket, not on the pipe.
 _TAG_SOCKET = 0x5053
 _TAG_SOCKET_BITS = _TAG_SOCKET << _TAG_SHIFT
-# "PF": a Pipe() frame whose large out-of-band buffers follow as memfds on the
-# side socket, after the pickle (see _send_with_memfds).
+# "PF": a Pipe() frame whose body is a pickle, and whose large out-of-band buffers
+# come as memfds with it on the side socket (see _send_side).
 _TAG_MEMFD = 0x5046
 _TAG_MEMFD_BITS = _TAG_MEMFD << _TAG_SHIFT
+# "PM" and "PG": as "PS" and "PF", with the body (the pickle) in a memfd too, the
+# first descriptor of the side message (sends with a timeout, see _send_side_within).
+_TAG_SOCKET_FD = 0x504D
+_TAG_SOCKET_FD_BITS = _TAG_SOCKET_FD << _TAG_SHIFT
+_TAG_MEMFD_FD = 0x5047
+_TAG_MEMFD_FD_BITS = _TAG_MEMFD_FD << _TAG_SHIFT
 _LENGTH_MASK = (1 << _TAG_SHIFT) - 1
-# Where a frame's body is: on the frame channel, on the side socket, or on the
-# side socket with memfds for its large buffers.
-_ON_CHANNEL, _ON_SOCKET, _WITH_MEMFDS = 0, 1, 2
-# A PF body starts with how many memfds came with it.
-_MEMFD_COUNT = struct.Struct("<H")
+# Where a frame's body is: on the frame channel; on the side socket; there, with
+# memfds for its large buffers; and the last two with the body in a memfd.
+_ON_CHANNEL, _ON_SOCKET, _WITH_MEMFDS, _ON_SOCKET_FD, _WITH_MEMFDS_FD = 0, 1, 2, 3, 4
+_SIDE_TAGS = {
+    _TAG_SOCKET: _ON_SOCKET,
+    _TAG_MEMFD: _WITH_MEMFDS,
+    _TAG_SOCKET_FD: _ON_SOCKET_FD,
+    _TAG_MEMFD_FD: _WITH_MEMFDS_FD,
+}
+# After a side frame's header on the pipe: the frame's id, which its side message repeats.
+_FRAME_ID = struct.Struct("!Q")
+# A side message: frame id, count of descriptors attached, flags (_BODY_IN_FD).
+_SIDE = struct.Struct("<QHH")
+_BODY_IN_FD = 1
+# An inline body on the side socket is followed by the frame id again.
+_TRAILER = _FRAME_ID
 
 # -- tunables -----------------------------------------------------------------------
 
 # One recv() of this size usually brings a small frame's header and body at once.
 _READ_AHEAD = 64 * 1024
-# Bodies up to this size are sent as header + body in one write (the copy is cheaper
-# than a second system call); larger ones go out on the socket with no copy.
-_COALESCE_LIMIT = 32 * 1024
+# A write of at most this many bytes to a pipe is atomic (POSIX): concurrent
+# senders cannot split it. Pipe() frames up to this size go in one write and need
+# no lock; bodies past _ATOMIC_BODY go out on the side socket under the send lock.
+_PIPE_ATOMIC = getattr(select, "PIPE_BUF", 512)
+_ATOMIC_BODY = _PIPE_ATOMIC - _HEADER_SIZE
 # Bodies up to this size are received into a buffer of the announced size (cheap:
 # untouched pages cost nothing); larger ones into a buffer that grows as bytes
 # arrive, so a corrupt header cannot make us allocate what it claims.
 _PREALLOCATE_LIMIT = 64 * 1024 * 1024
+# recv_bytes() of a side body up to this size reads it with its header and trailer
+# in one system call, then copies it into bytes; larger ones are received straight
+# into the bytes object, at the cost of two more calls.
+_COPY_LIMIT = 128 * 1024
 # Chunk size when receiving a body larger than _PREALLOCATE_LIMIT.
 _GROW_CHUNK = 16 * 1024 * 1024
 # Kernel socket buffers: large enough that a 1 MiB message crosses in a few
 # wake-ups (the kernel caps this at net.core.wmem_max / rmem_max).
 _SOCKET_BUFFER = 1024 * 1024
 
-_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
-_MSG_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+# Plain ints: these flags are enums, and or-ing enums costs microseconds per send.
+_MSG_NOSIGNAL = int(getattr(socket, "MSG_NOSIGNAL", 0))
+_MSG_WAITALL = int(getattr(socket, "MSG_WAITALL", 0))
+_MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
+_MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))
+_SEND_NOW = _MSG_NOSIGNAL | _MSG_DONTWAIT
+# Room for the most descriptors one message can bring.
+_ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
 # macOS has no MSG_NOSIGNAL; the per-socket option does the same job.
 _SO_NOSIGPIPE = getattr(socket, "SO_NOSIGPIPE", 0x1022 if sys.platform == "darwin" else None)
 
 # macOS can switch SIGPIPE off per pipe; Linux cannot (see _pipe_send_small).
 _F_SETNOSIGPIPE = 73 if sys.platform == "darwin" else None
 _SIGPIPE: int = getattr(signal, "SIGPIPE", 13)
-_SIG_IGN = signal.SIG_IGN
-_getsignal = signal.getsignal
+# The C function: signal.getsignal wraps its answer in an enum, at a microsecond a send.
+_SIG_IGN = int(signal.SIG_IGN)
+_getsignal = _signal.getsignal
 _write = os.write
 
 _PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -204,6 +265,30 @@ def _configure(sock: socket.socket) -> None:
             pass  # a smaller buffer is slower, not wrong
 
 
+def _send_deadline(timeout: Any) -> float:
+    """The ``time.monotonic()`` instant a send with ``timeout`` gives up (checked)."""
+    checked = check_timeout(timeout) or 0.0
+    return time.monotonic() + max(0.0, checked)
+
+
+def _parts_after(parts: list[Any], sent: int) -> list[Any]:
+    """What is left of ``parts`` (bytes-like) once ``sent`` bytes went out."""
+    rest = []
+    for part in parts:
+        size = memoryview(part).nbytes
+        if sent >= size:
+            sent -= size
+            continue
+        rest.append(memoryview(part)[sent:] if sent else part)
+        sent = 0
+    return rest
+
+
+def _sendall_rest(sendall: Any, parts: list[Any], sent: int) -> None:
+    for part in _parts_after(parts, sent):
+        sendall(part, _MSG_NOSIGNAL)
+
+
 class Connection:
     """One end of a message channel: a ``Pipe()`` end, or a ``Listener``/``Client`` socket.
 
@@ -224,6 +309,9 @@ class Connection:
         ``recv_bytes_into()`` take a keyword-only ``timeout``. It bounds the wait
         for a message to *start*; once its first bytes are here, the rest is read
         to the end (a live sender finishes its frame; a dead one gives EOFError).
+        ``send()`` and ``send_bytes()`` take one too, which bounds the whole send.
+        Unlike ``multiprocessing``'s, one end may be used by several sending
+        threads and processes at once: each message arrives whole.
     """
 
     __slots__ = (
@@ -244,7 +332,7 @@ class Connection:
         "_rfd",
         "_rpos",
         "_rview",
-        "_send_small",
+        "_send_lock",
         "_sendall",
         "_sock",
         "_wfd",
@@ -300,7 +388,18 @@ class Connection:
         self._wfd = -1
         self._pipe_file: io.FileIO | None = None
         self._readinto: Any = sock.recv_into
-        self._send_small = self._socket_send_small
+        # Whole messages from every thread and process (see _sendlock): locks
+        # byte 0 of this end's socket, or of a lock file where sockets cannot
+        # be locked.
+        if _sendlock.LOCK_ON_SOCKET:
+            self._send_lock = SendLock(sock.fileno())
+        else:
+            try:
+                self._send_lock = SendLock(new_lock_file(), owns_fd=True)
+            except BaseException:
+                if sock is not handle:
+                    sock.detach()
+                raise
 
     @classmethod
     def _with_pipes(
@@ -320,10 +419,8 @@ class Connection:
             conn._pipe_file = io.FileIO(rfd, "rb", closefd=False)
             conn._readinto = conn._pipe_file.readinto
             conn._fd = rfd
-        if wfd >= 0:
-            conn._send_small = conn._pipe_send_small
-            if rfd < 0:
-                conn._fd = wfd
+        if wfd >= 0 and rfd < 0:
+            conn._fd = wfd
         return conn
 
     # -- state ---------------------------------------------------------------------
@@ -368,6 +465,7 @@ class Connection:
             if fd >= 0:
                 os.close(fd)
         self._rfd = self._wfd = -1
+        self._send_lock.close()
 
     def __enter__(self) -> Connection:
         return self
@@ -406,6 +504,8 @@ class Connection:
         token = _reduction.fd_token(self._sock.fileno(), "Connection")
         rtoken = _reduction.fd_token(self._rfd, "Connection") if self._rfd >= 0 else -1
         wtoken = _reduction.fd_token(self._wfd, "Connection") if self._wfd >= 0 else -1
+        lock = self._send_lock
+        ltoken = _reduction.fd_token(lock.fd, "Connection") if lock.owns_fd else -1
         # Bytes already read ahead belong to the next messages: they travel too.
         pending = bytes(self._rview[self._rpos : self._rend])
         return _rebuild_connection, (
@@ -415,6 +515,7 @@ class Connection:
             pending,
             rtoken,
             wtoken,
+            ltoken,
         )
 
     # -- errors --------------------------------------------------------------------
@@ -471,20 +572,34 @@ class Connection:
 
     # -- sending -------------------------------------------------------------------
 
-    def send(self, obj: Any) -> None:
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
         """Send a picklable object; the peer gets it from ``recv()``.
 
         The object is pickled before anything is written, so an object that
-        cannot be pickled leaves the connection untouched and usable.
+        cannot be pickled leaves the connection untouched and usable. Several
+        threads and processes may send on one end at once: each message arrives
+        whole.
+
+        Args:
+            obj: the object to send.
+            timeout: seconds to wait for room (the peer reads too slowly, or
+                another sender holds the end); ``None`` waits forever, ``0``
+                sends only if that needs no wait (keyword-only; a proctor
+                addition).
 
         Raises:
             PicklingError: (a ``pickle.PicklingError`` and a ``TypeError``)
                 ``obj`` or a part of it cannot be pickled; the message names it.
+            ProcessTimeoutError: the message could not be sent within
+                ``timeout``. On a ``Pipe()`` end nothing of it was sent and the
+                connection is still usable; on a socket connection, if part of it
+                went out, the end refuses further sends (the error says which).
             BrokenPipeError: the other end is closed or its process died.
             OSError: this end is closed or read-only.
         """
         if not self._can_send:
             self._check_writable()
+        deadline = None if timeout is None else _send_deadline(timeout)
         if self._wfd < 0 or type(obj) in _SCALARS:
             try:
                 body = _dumps(obj, _PICKLE_PROTOCOL)
@@ -509,28 +624,44 @@ class Connection:
             if not plain:
                 body, large = _pickle_for_send(obj)
                 if large:
-                    self._send_with_memfds(body, large)
-                    return
-        if len(body) <= _COALESCE_LIMIT:
-            self._send_small(_pack(_TAG_BITS + len(body)) + body)
+                    if len(large) >= MAX_FDS:
+                        # More than one message can carry: copy them along instead.
+                        body = _pickle_for_send_in_band(body, large)
+                    else:
+                        self._send_side(_TAG_MEMFD_BITS, memoryview(body), large, deadline)
+                        return
+        if self._wfd < 0:
+            self._socket_send(memoryview(body), deadline)
+        elif len(body) <= _ATOMIC_BODY:
+            self._pipe_send_small(_pack(_TAG_BITS + len(body)) + body, deadline)
         else:
-            self._send_frame(memoryview(body))
+            self._send_side(_TAG_SOCKET_BITS, memoryview(body), (), deadline)
 
-    def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
+    def send_bytes(
+        self,
+        buf: Any,
+        offset: int = 0,
+        size: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
         """Send bytes from a bytes-like object; the peer gets them from ``recv_bytes()``.
 
         Args:
             buf: any object supporting the buffer protocol.
             offset: where to start, in bytes.
             size: how many bytes to send; ``None`` sends to the end of ``buf``.
+            timeout: as for :meth:`send`.
 
         Raises:
             TypeError: ``buf`` is not bytes-like, or ``offset``/``size`` are not ints.
             ValueError: ``offset``/``size`` are negative or run past ``buf``'s end.
+            ProcessTimeoutError: as for :meth:`send`.
             BrokenPipeError: the other end is closed or its process died.
             OSError: this end is closed or read-only.
         """
         self._check_writable()
+        deadline = None if timeout is None else _send_deadline(timeout)
         view = _byte_view(buf)
         total = view.nbytes
         if isinstance(offset, bool) or not isinstance(offset, int):
@@ -551,52 +682,56 @@ class Connection:
             )
         if offset or size != total:
             view = view[offset : offset + size]
-        if size <= _COALESCE_LIMIT:
-            self._send_small(_pack(_TAG_BITS + size) + view)
+        if self._wfd < 0:
+            self._socket_send(view, deadline)
+        elif size <= _ATOMIC_BODY:
+            self._pipe_send_small(_pack(_TAG_BITS + size) + view, deadline)
         else:
-            self._send_frame(view)
+            self._send_side(_TAG_SOCKET_BITS, view, (), deadline)
 
-    def _socket_send_small(self, data: bytes) -> None:
-        try:
-            self._sendall(data, _MSG_NOSIGNAL)
-        except OSError as exc:
-            self._send_failed(exc)
-        except BaseException:
-            # sendall() does not say how much went out before the interruption.
-            self._break_send()
-            raise
+    # Pipe(): frames of at most PIPE_BUF bytes, one atomic write, no lock.
 
-    def _pipe_send_small(self, data: bytes) -> None:
+    def _pipe_send_small(self, data: bytes, deadline: float | None = None) -> None:
         # A write to a pipe whose reader is gone raises SIGPIPE, which kills the
         # process unless it is ignored. Python ignores it at start-up, so the fast
         # path is a plain write; where something restored the default (an
         # embedder, a child that wants `head`-friendly behaviour) the signal is
         # blocked around the write instead.
-        if _F_SETNOSIGPIPE is None and _getsignal(_SIGPIPE) is not _SIG_IGN:
-            self._pipe_send_masked(data)
+        if _F_SETNOSIGPIPE is None and _getsignal(_SIGPIPE) != _SIG_IGN:
+            self._pipe_send_masked(data, deadline)
             return
         try:
-            sent = _write(self._wfd, data)
-            if sent < len(data):
-                self._pipe_write_rest(data, sent)
+            # At most PIPE_BUF bytes to a non-blocking pipe: all of it, or
+            # BlockingIOError and nothing.
+            _write(self._wfd, data)
+            return
+        except BlockingIOError:
+            pass
         except OSError as exc:
             self._send_failed(exc)
+        self._pipe_wait_and_write(data, deadline)
 
-    def _pipe_write_rest(self, data: bytes, sent: int) -> None:
-        view = memoryview(data)
-        try:
-            while sent < len(view):
-                sent += _write(self._wfd, view[sent:])
-        except BaseException:
-            if sent:
-                self._break_send()
-            raise
+    def _pipe_wait_and_write(self, data: bytes, deadline: float | None) -> None:
+        """The pipe is full: write ``data`` once the reader has made room."""
+        while True:
+            if not wait_writable(self._wfd, deadline):
+                raise self._send_timeout("the peer is not reading")
+            try:
+                _write(self._wfd, data)
+                return
+            except BlockingIOError:
+                continue  # another sender took the room first
+            except OSError as exc:
+                self._send_failed(exc)
 
-    def _pipe_send_masked(self, data: bytes) -> None:
+    def _pipe_send_masked(self, data: bytes, deadline: float | None) -> None:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {_SIGPIPE})
         try:
             try:
-                self._pipe_write_rest(data, 0)
+                try:
+                    _write(self._wfd, data)
+                except BlockingIOError:
+                    self._pipe_wait_and_write(data, deadline)
             except BrokenPipeError as exc:
                 # The SIGPIPE this write raised is pending on this thread: take
                 # it, so that unblocking does not deliver it.
@@ -604,73 +739,197 @@ class Connection:
                     signal.sigtimedwait([_SIGPIPE], 0)
                 self._send_failed(exc)
             except OSError as exc:
+                if isinstance(exc, ProcessTimeoutError):
+                    raise
                 self._send_failed(exc)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
-    def _send_frame(self, view: memoryview) -> None:
-        """Send a big frame with one sendmsg() and no copy of the body."""
-        if self._wfd >= 0:
-            # Pipe(): the header goes on the pipe, to keep frames in order; the
-            # body on the socket, which moves it faster and without a copy.
-            self._send_small(_pack(_TAG_SOCKET_BITS + view.nbytes))
-            try:
-                self._sendall(view, _MSG_NOSIGNAL)
-            except OSError as exc:
-                self._break_send()
-                self._send_failed(exc)
-            except BaseException:
-                self._break_send()
-                raise
-            return
-        header = _pack(_TAG_BITS | view.nbytes)
-        try:
-            sent = self._sock.sendmsg([header, view], (), _MSG_NOSIGNAL)
-            # A blocking stream socket sends everything unless a signal interrupted it.
-            if sent < _HEADER_SIZE:
-                self._sendall(header[sent:], _MSG_NOSIGNAL)
-                sent = _HEADER_SIZE
-            if sent - _HEADER_SIZE < view.nbytes:
-                self._sendall(view[sent - _HEADER_SIZE :], _MSG_NOSIGNAL)
-        except OSError as exc:
-            self._send_failed(exc)
-        except BaseException:
-            self._break_send()
-            raise
+    # Pipe(): a body on the side socket, under the send lock.
 
-    def _send_with_memfds(self, body: bytes, buffers: list[pickle.PickleBuffer]) -> None:
-        """Pipe(): send a pickle whose large buffers travel as memfds (one copy each).
+    def _send_side(
+        self,
+        tag_bits: int,
+        body: memoryview,
+        buffers: Iterable[pickle.PickleBuffer],
+        deadline: float | None,
+    ) -> None:
+        """Send a frame whose body (and large buffers, as memfds) go on the side socket.
 
-        The header goes on the pipe, to keep frames in order; the side socket
-        carries the memfd count with the descriptors attached, then the pickle.
-        The receiver maps the memfds: its arrays are backed by them, no copy.
+        Under the send lock, so that side messages are on the socket in the order
+        of their headers on the pipe. As much of the side message as the socket
+        takes at once goes before the header, the rest after it: the reader then
+        wakes once, to find its body there (waiting for room *before* the header
+        could wait for ever on a reader that waits for the header).
         """
-        if len(buffers) > MAX_FDS:
-            # More than one message can carry: copy them along instead.
-            body = _pickle_for_send_in_band(body, buffers)
-            self._send_frame(memoryview(body))
+        if deadline is not None:
+            self._send_side_within(tag_bits, body, buffers, deadline)
             return
         fds: list[int] = []
         try:
             for buffer in buffers:
                 fds.append(memfd_with(buffer.raw(), "proctor-message-buffer"))
-            self._send_small(_pack(_TAG_MEMFD_BITS + _MEMFD_COUNT.size + len(body)))
+            self._lock_send(None)
             try:
-                count = _MEMFD_COUNT.pack(len(fds))
-                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                sent = self._sock.sendmsg([count], ancillary, _MSG_NOSIGNAL)
-                if sent < len(count):  # a signal cut it short; the fds went with byte 0
-                    self._sendall(count[sent:], _MSG_NOSIGNAL)
-                self._sendall(body, _MSG_NOSIGNAL)
-            except OSError as exc:
-                self._break_send()
-                self._send_failed(exc)
-            except BaseException:
-                self._break_send()
-                raise
+                frame_id = next_frame_id()
+                parts: list[Any] = [
+                    _SIDE.pack(frame_id, len(fds), 0),
+                    body,
+                    _TRAILER.pack(frame_id),
+                ]
+                total = _SIDE.size + body.nbytes + _TRAILER.size
+                ancillary = (
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+                )
+                sent = 0
+                try:
+                    try:
+                        sent = self._sock.sendmsg(parts, ancillary, _SEND_NOW)
+                    except BlockingIOError:
+                        pass
+                    self._pipe_send_small(_pack(tag_bits + body.nbytes) + _FRAME_ID.pack(frame_id))
+                    if not sent:
+                        sent = self._sock.sendmsg(parts, ancillary, _MSG_NOSIGNAL)
+                    if sent < total:
+                        # The descriptors went with the first byte; a blocking
+                        # stream socket takes the rest.
+                        _sendall_rest(self._sendall, parts, sent)
+                except OSError as exc:
+                    self._break_send()
+                    self._send_failed(exc)
+                except BaseException:
+                    self._break_send()
+                    raise
+            finally:
+                self._unlock_send()
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def _send_side_within(
+        self,
+        tag_bits: int,
+        body: memoryview,
+        buffers: Iterable[pickle.PickleBuffer],
+        deadline: float,
+    ) -> None:
+        """``_send_side`` with a deadline: the whole message or nothing of it.
+
+        The body goes into a memfd, so that the side message is a few bytes plus
+        descriptors. Under the send lock nobody else writes on the side socket,
+        so once it has room (``poll``) that small message cannot block; only
+        then is the header written (atomic, within the deadline), and only then
+        the side message. A timeout before the header leaves nothing behind.
+        """
+        fds: list[int] = []
+        try:
+            fds.append(memfd_with(body, "proctor-message"))
+            for buffer in buffers:
+                fds.append(memfd_with(buffer.raw(), "proctor-message-buffer"))
+            self._lock_send(deadline)
+            try:
+                sock_fd = self._sock.fileno()
+                if not wait_writable(sock_fd, deadline):
+                    raise self._send_timeout("the peer is not reading")
+                frame_id = next_frame_id()
+                tag_bits = (
+                    _TAG_MEMFD_FD_BITS if tag_bits == _TAG_MEMFD_BITS else _TAG_SOCKET_FD_BITS
+                )
+                self._pipe_send_small(
+                    _pack(tag_bits + body.nbytes) + _FRAME_ID.pack(frame_id), deadline
+                )
+                side = _SIDE.pack(frame_id, len(fds), _BODY_IN_FD)
+                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                try:
+                    sent = self._sock.sendmsg([side], ancillary, _MSG_NOSIGNAL)
+                    if sent < len(side):
+                        self._sendall(side[sent:], _MSG_NOSIGNAL)
+                except OSError as exc:
+                    self._break_send()
+                    self._send_failed(exc)
+                except BaseException:
+                    self._break_send()
+                    raise
+            finally:
+                self._unlock_send()
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    # Listener/Client: one socket for everything, every message under the send lock.
+
+    def _socket_send(self, body: memoryview, deadline: float | None) -> None:
+        parts: list[Any] = [_pack(_TAG_BITS | body.nbytes), body]
+        total = _HEADER_SIZE + body.nbytes
+        self._lock_send(deadline)
+        try:
+            if deadline is None:
+                sent = 0
+                try:
+                    sent = self._sock.sendmsg(parts, (), _MSG_NOSIGNAL)
+                    # A blocking stream socket sends everything unless a signal
+                    # interrupted it.
+                    if sent < total:
+                        _sendall_rest(self._sendall, parts, sent)
+                except OSError as exc:
+                    if sent:
+                        self._break_send()
+                    self._send_failed(exc)
+                except BaseException:
+                    self._break_send()
+                    raise
+            else:
+                self._socket_send_within(parts, total, deadline)
+        finally:
+            self._unlock_send()
+
+    def _socket_send_within(self, parts: list[Any], total: int, deadline: float) -> None:
+        sent = 0
+        try:
+            while sent < total:
+                try:
+                    sent += self._sock.sendmsg(_parts_after(parts, sent), (), _SEND_NOW)
+                except BlockingIOError:
+                    if not wait_writable(self._sock.fileno(), deadline):
+                        if sent:
+                            self._break_send()
+                        raise self._send_timeout(
+                            "the peer is not reading", sent=sent, total=total
+                        ) from None
+        except OSError as exc:
+            if isinstance(exc, ProcessTimeoutError):
+                raise
+            if sent:
+                self._break_send()
+            self._send_failed(exc)
+        except BaseException:
+            if sent:
+                self._break_send()
+            raise
+
+    # The send lock.
+
+    def _lock_send(self, deadline: float | None) -> None:
+        """Take this end's send lock by ``deadline``, or raise ProcessTimeoutError."""
+        holder = self._send_lock.acquire(deadline)
+        if holder is not None:
+            raise self._send_timeout(f"{holder} is sending on this end")
+
+    def _unlock_send(self) -> None:
+        self._send_lock.release()
+
+    def _send_timeout(self, why: str, *, sent: int = 0, total: int = 0) -> ProcessTimeoutError:
+        if sent:
+            return ProcessTimeoutError(
+                f"could not send the whole message on {self!r} within its timeout ({why}): "
+                f"{sent} of its {total} bytes went out, and the peer would read whatever "
+                "came next as the rest, so this end can no longer send; close it"
+            )
+        return ProcessTimeoutError(
+            f"could not send on {self!r} within its timeout ({why}); nothing of it was "
+            "sent and the connection is still usable (pass a longer timeout, or "
+            "timeout=None to wait forever)"
+        )
 
     def _send_failed(self, exc: OSError) -> None:
         if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
@@ -678,6 +937,13 @@ class Connection:
                 errno.EPIPE,
                 "cannot send: the other end of the connection is closed (its process "
                 "may have exited or been killed)",
+            ) from exc
+        if exc.errno == getattr(errno, "ETOOMANYREFS", -1):
+            raise OSError(
+                exc.errno,
+                "cannot send: too many descriptors are in flight to readers that have "
+                "not taken them yet (the kernel limits them to RLIMIT_NOFILE per user); "
+                "the peer is not reading",
             ) from exc
         raise exc
 
@@ -722,10 +988,10 @@ class Connection:
                 return _loads(self._rview[start:stop])
         # Rare: a frame split across reads, a big frame, or a bad header.
         self._rpos = pos
-        n, where = self._read_header(None)
-        if where == _WITH_MEMFDS:
-            return self._read_with_memfds(n)
-        return _loads(self._read_body(n, False, where == _ON_SOCKET))
+        n, where, frame_id = self._read_header(None)
+        if where == _ON_CHANNEL:
+            return _loads(self._read_body(n, False, False))
+        return self._side_frame(n, where, frame_id, False)
 
     def _read_ahead(self) -> None:
         """Pipe(): fill the read-ahead buffer (bodies of big frames are not on the pipe)."""
@@ -790,18 +1056,23 @@ class Connection:
         if timeout is not None:
             self._wait_readable(timeout)
         self._read_ahead()
-        n, where = self._read_header(None)
-        if where == _WITH_MEMFDS:
-            pickled = _in_band(self._read_with_memfds(n))
-            if len(pickled) > view.nbytes - offset:
-                raise BufferTooShort(pickled)
-            view[offset : offset + len(pickled)] = pickled
-            return len(pickled)
+        n, where, frame_id = self._read_header(None)
         room = view.nbytes - offset
-        if n > room:
-            body = self._read_body(n, True, where == _ON_SOCKET)
-            raise BufferTooShort(body if type(body) is bytes else bytes(body))
-        self._read_body_into(view[offset : offset + n], where == _ON_SOCKET)
+        if where == _ON_CHANNEL:
+            if n > room:
+                body = self._read_body(n, True, False)
+                raise BufferTooShort(body if type(body) is bytes else bytes(body))
+            self._read_body_into(view[offset : offset + n], False)
+            return n
+        if where != _ON_SOCKET or n > room:
+            data = self._side_frame(n, where, frame_id, True)
+            if len(data) > room:
+                raise BufferTooShort(data if type(data) is bytes else bytes(data))
+            view[offset : offset + len(data)] = data
+            return len(data)
+        self._take_side(frame_id, where)
+        self._read_body_into(view[offset : offset + n], True)
+        self._check_trailer(frame_id)
         return n
 
     def poll(self, timeout: float | None = 0.0) -> bool:
@@ -874,12 +1145,13 @@ class Connection:
             have += got
         return bytes(out)
 
-    def _read_header(self, maxlength: int | None) -> tuple[int, int]:
+    def _read_header(self, maxlength: int | None) -> tuple[int, int, int]:
         """Read and check the next frame's header.
 
         Returns:
-            The body's length, and where it is: ``_ON_CHANNEL``, ``_ON_SOCKET``
-            (the side socket), or ``_WITH_MEMFDS`` (the side socket, with memfds).
+            The body's length; where it is: ``_ON_CHANNEL``, ``_ON_SOCKET`` (the
+            side socket), or ``_WITH_MEMFDS`` (the side socket, with memfds); and
+            for the last two the frame's id (else 0).
         """
         pending = self._take_pending()
         if pending is not None and len(pending) >= _HEADER_SIZE:
@@ -892,16 +1164,23 @@ class Connection:
         tag = word >> _TAG_SHIFT
         if tag == _TAG:
             where = _ON_CHANNEL
-        elif tag == _TAG_SOCKET and self._rfd >= 0:
-            where = _ON_SOCKET
-        elif tag == _TAG_MEMFD and self._rfd >= 0:
-            where = _WITH_MEMFDS
+        elif tag in _SIDE_TAGS and self._rfd >= 0:
+            where = _SIDE_TAGS[tag]
         else:
             raise self._protocol_error(
                 f"received a frame header with a bad tag (0x{word:016x}): the bytes on "
                 "the wire were not written by a proctor Connection, or the stream is "
                 "out of step"
             )
+        frame_id = 0
+        if where != _ON_CHANNEL:
+            # The id follows in the same atomic write: read it before anything can fail.
+            pending = self._take_pending()
+            if pending is not None and len(pending) >= _FRAME_ID.size:
+                (frame_id,) = _FRAME_ID.unpack_from(pending)
+                self._untake(pending[_FRAME_ID.size :])
+            else:
+                (frame_id,) = _FRAME_ID.unpack(self._recv_exact_small(_FRAME_ID.size, pending))
         n = word & _LENGTH_MASK
         if maxlength is not None and n > maxlength:
             raise self._protocol_error(
@@ -912,49 +1191,179 @@ class Connection:
                 f"a frame header announces {_format_size(n)}, more than this machine's "
                 f"{_format_size(_memory_limit())} of memory: the stream is corrupt"
             )
-        return n, where
+        return n, where, frame_id
 
     def _read_frame(self, maxlength: int | None, want_bytes: bool) -> bytes | bytearray:
-        n, where = self._read_header(maxlength)
-        if where == _WITH_MEMFDS:
-            # An object sent with send(), asked for as bytes: its pickle, whole.
-            return _in_band(self._read_with_memfds(n))
-        return self._read_body(n, want_bytes, where == _ON_SOCKET)
+        n, where, frame_id = self._read_header(maxlength)
+        if where == _ON_CHANNEL:
+            return self._read_body(n, want_bytes, False)
+        return self._side_frame(n, where, frame_id, True)
 
-    def _read_with_memfds(self, n: int) -> Any:
-        """Receive a PF frame's body (``n`` bytes) and memfds; rebuild the object."""
-        if n < _MEMFD_COUNT.size:
-            raise self._protocol_error(f"a frame with memfds announces only {n} bytes")
-        head = b""
-        fds: list[int] = []
+    def _side_frame(self, n: int, where: int, frame_id: int, as_bytes: bool) -> Any:
+        """Receive the rest of a frame whose body is on the side socket.
+
+        Returns:
+            The object, or with ``as_bytes`` the body as bytes (an object sent
+            with large buffers: its pickle, whole, as ``multiprocessing`` would
+            send it).
+        """
+        body: Any
+        if where == _ON_SOCKET and (n <= _COPY_LIMIT or (not as_bytes and n <= _PREALLOCATE_LIMIT)):
+            # The common case: side header, body and trailer in one system call.
+            body, _fds = self._recv_side_at_once(n, frame_id, where)
+            if as_bytes:
+                return bytes(body)
+            return _loads(body)
+        if where == _WITH_MEMFDS and n <= _PREALLOCATE_LIMIT:
+            body, fds = self._recv_side_at_once(n, frame_id, where)
+            obj = _loads(body, buffers=_map_all(fds))
+            return _in_band(obj) if as_bytes else obj
+        fds = self._take_side(frame_id, where)
+        if where == _ON_SOCKET:
+            body = self._read_body(n, as_bytes, True)
+            self._check_trailer(frame_id)
+            return body if as_bytes else _loads(body)
+        if where == _WITH_MEMFDS:
+            try:
+                body = self._read_body(n, True, True)
+                self._check_trailer(frame_id)
+            except BaseException:
+                for fd in fds:
+                    os.close(fd)
+                raise
+            obj = _loads(body, buffers=_map_all(fds))
+            return _in_band(obj) if as_bytes else obj
+        # The body is in the first memfd (a send with a timeout).
         try:
-            while len(head) < _MEMFD_COUNT.size:
-                try:
-                    chunk, ancdata, flags, _addr = self._sock.recvmsg(
-                        _MEMFD_COUNT.size - len(head), socket.CMSG_SPACE(MAX_FDS * 4)
-                    )
-                except ConnectionResetError as exc:
-                    self._eof_mid_message(len(head), n, exc)
-                fds.extend(fds_from(ancdata))
-                if not chunk:
-                    self._eof_mid_message(len(head), n)
-                if flags & getattr(socket, "MSG_CTRUNC", 0):
-                    raise self._protocol_error(
-                        "the memfds of a message were cut short: this process may be out "
-                        "of file descriptors (raise `ulimit -n`)"
-                    )
-                head += chunk
-            (count,) = _MEMFD_COUNT.unpack(head)
-            if count != len(fds):
+            size = os.fstat(fds[0]).st_size
+            if size != n:
                 raise self._protocol_error(
-                    f"a message announced {count} memfds and brought {len(fds)}"
+                    f"a message's memfd holds {size} bytes, its header says {n}"
                 )
-            body = self._read_body(n - _MEMFD_COUNT.size, True, True)
-            buffers = [map_memfd(fd) for fd in fds]
+            if where == _ON_SOCKET_FD and as_bytes:
+                return _read_whole(fds[0], n)
+            body = map_memfd(fds[0])
+            buffers = [map_memfd(fd) for fd in fds[1:]]
         finally:
             for fd in fds:
                 os.close(fd)
-        return _loads(body, buffers=buffers)
+        obj = _loads(body, buffers=buffers)
+        return _in_band(obj) if as_bytes and where == _WITH_MEMFDS_FD else obj
+
+    def _recv_side_at_once(self, n: int, frame_id: int, where: int) -> tuple[bytearray, list[int]]:
+        """Receive an inline side message (header, ``n``-byte body, trailer); check it.
+
+        Returns the body and the descriptors that came with it (the caller owns them).
+        """
+        side = bytearray(_SIDE.size)
+        body = bytearray(n)
+        trailer = bytearray(_TRAILER.size)
+        total = _SIDE.size + n + _TRAILER.size
+        fds: list[int] = []
+        try:
+            try:
+                got, ancdata, flags, _addr = self._sock.recvmsg_into(
+                    [side, body, trailer], _ANCILLARY_SPACE, _MSG_WAITALL
+                )
+            except ConnectionResetError as exc:
+                self._eof_mid_message(0, total, exc)
+            fds = fds_from(ancdata)
+            if flags & _MSG_CTRUNC:
+                raise self._fds_cut_short()
+            if got < total:
+                # Descriptors end a read early (and a signal may): go on.
+                parts = [memoryview(side), memoryview(body), memoryview(trailer)]
+                while got < total:
+                    if got == 0:
+                        self._eof_mid_message(0, total)
+                    rest = _parts_after(parts, got)
+                    try:
+                        more = self._sock.recv_into(rest[0], 0, _MSG_WAITALL)
+                    except ConnectionResetError as exc:
+                        self._eof_mid_message(got, total, exc)
+                    if not more:
+                        self._eof_mid_message(got, total)
+                    got += more
+            self._check_side(side, frame_id, where, fds)
+            if _TRAILER.unpack(trailer)[0] != frame_id:
+                raise self._died_mid_message()
+        except BaseException as exc:
+            for fd in fds:
+                os.close(fd)
+            if not isinstance(exc, (ProtocolError, EOFError)):
+                self._break("a receive was interrupted in the middle of a message")
+            raise
+        return body, fds
+
+    def _check_side(self, side: Any, frame_id: int, where: int, fds: list[int]) -> None:
+        got_id, count, flags = _SIDE.unpack(side)
+        if got_id != frame_id:
+            raise self._died_mid_message()
+        if count != len(fds):
+            raise self._protocol_error(f"a message announced {count} memfds and brought {len(fds)}")
+        in_fd = where in (_ON_SOCKET_FD, _WITH_MEMFDS_FD)
+        wrong_fds = not fds if in_fd else (where == _ON_SOCKET and fds)
+        if bool(flags & _BODY_IN_FD) != in_fd or wrong_fds:
+            raise self._protocol_error("a side message does not match its frame header")
+
+    def _take_side(self, frame_id: int, where: int) -> list[int]:
+        """Receive the side message's header of frame ``frame_id``; return its descriptors.
+
+        Under the send lock side messages come in the order of their headers, so
+        another frame's message here means that its sender died in the middle of
+        it, and another sender went on.
+        """
+        head = b""
+        fds: list[int] = []
+        try:
+            while len(head) < _SIDE.size:
+                try:
+                    chunk, ancdata, flags, _addr = self._sock.recvmsg(
+                        _SIDE.size - len(head), _ANCILLARY_SPACE
+                    )
+                except ConnectionResetError as exc:
+                    self._eof_mid_message(len(head), _SIDE.size, exc)
+                fds.extend(fds_from(ancdata))
+                if not chunk:
+                    self._eof_mid_message(len(head), _SIDE.size)
+                if flags & _MSG_CTRUNC:
+                    raise self._fds_cut_short()
+                head += chunk
+            self._check_side(head, frame_id, where, fds)
+        except BaseException as exc:
+            for fd in fds:
+                os.close(fd)
+            if not isinstance(exc, (ProtocolError, EOFError)):
+                self._break("a receive was interrupted in the middle of a message")
+            raise
+        return fds
+
+    def _fds_cut_short(self) -> ProtocolError:
+        return self._protocol_error(
+            "the memfds of a message were cut short: this process may be out "
+            "of file descriptors (raise `ulimit -n`)"
+        )
+
+    def _died_mid_message(self) -> ProtocolError:
+        return self._protocol_error(
+            "the sender of a message died in the middle of it, and another process "
+            "sending on the same end went on: the rest of that message never came, "
+            "and what follows is out of step"
+        )
+
+    def _check_trailer(self, frame_id: int) -> None:
+        """After an inline side body: the frame id again, or the body was cut short."""
+        try:
+            trailer = self._recv(_TRAILER.size, _MSG_WAITALL)
+        except ConnectionResetError as exc:
+            self._eof_mid_message(0, _TRAILER.size, exc)
+        except BaseException:
+            self._break("a receive was interrupted in the middle of a message")
+            raise
+        if len(trailer) < _TRAILER.size:
+            self._eof_mid_message(len(trailer), _TRAILER.size)
+        if _TRAILER.unpack(trailer)[0] != frame_id:
+            raise self._died_mid_message()
 
     def _read_body(self, n: int, want_bytes: bool, on_socket: bool) -> bytes | bytearray:
         """Read an ``n``-byte body (the header is consumed); never over-allocate."""
@@ -1041,6 +1450,31 @@ class Connection:
         ) from cause
 
 
+def _map_all(fds: list[int]) -> list[Any]:
+    """Map each memfd (closing every descriptor, mapped or not)."""
+    try:
+        return [map_memfd(fd) for fd in fds]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _read_whole(fd: int, n: int) -> bytes:
+    """The ``n`` bytes of a memfd, as bytes."""
+    data = os.pread(fd, n, 0)
+    if len(data) < n:  # past 2 GiB one read stops short
+        parts = [data]
+        have = len(data)
+        while have < n:
+            chunk = os.pread(fd, min(n - have, 1 << 30), have)
+            if not chunk:
+                raise EOFError("a message's memfd ended early")
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+    return data
+
+
 def _byte_view(buf: Any) -> memoryview:
     try:
         view = memoryview(buf)
@@ -1066,6 +1500,7 @@ def _rebuild_connection(
     pending: bytes = b"",
     rtoken: int = -1,
     wtoken: int = -1,
+    ltoken: int = -1,
 ) -> Connection:
     sock = socket.socket(fileno=_reduction.take_fd(token))
     rfd = _reduction.take_fd(rtoken) if rtoken >= 0 else -1
@@ -1074,6 +1509,10 @@ def _rebuild_connection(
         conn = Connection._with_pipes(sock, rfd, wfd, readable, writable)
     else:
         conn = Connection(sock, readable, writable)
+    if ltoken >= 0:
+        # The end's lock file travels with it: every sender must lock the same file.
+        conn._send_lock.close()
+        conn._send_lock = SendLock(_reduction.take_fd(ltoken), owns_fd=True)
     if pending:
         conn._rbuf[: len(pending)] = pending
         conn._rend = len(pending)
@@ -1100,8 +1539,8 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
             fds.extend(a_to_b)
             b_to_a = os.pipe()
             fds.extend(b_to_a)
-            _no_sigpipe(a_to_b[1])
-            _no_sigpipe(b_to_a[1])
+            _prepare_write_end(a_to_b[1])
+            _prepare_write_end(b_to_a[1])
             return (
                 Connection._with_pipes(a, b_to_a[0], a_to_b[1]),
                 Connection._with_pipes(b, a_to_b[0], b_to_a[1]),
@@ -1111,7 +1550,7 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
         b.shutdown(socket.SHUT_RD)
         r, w = os.pipe()
         fds.extend((r, w))
-        _no_sigpipe(w)
+        _prepare_write_end(w)
         return (
             Connection._with_pipes(a, r, -1, writable=False),
             Connection._with_pipes(b, -1, w, readable=False),
@@ -1124,10 +1563,16 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
         raise
 
 
-def _no_sigpipe(fd: int) -> None:
-    if _F_SETNOSIGPIPE is not None:
-        import fcntl
+def _prepare_write_end(fd: int) -> None:
+    """Make a pipe's write end non-blocking, and (macOS) free of SIGPIPE.
 
+    Non-blocking: a write of at most PIPE_BUF bytes then goes whole or not at
+    all, and a sender that must wait (or gives up at its deadline) does so in
+    ``poll``. The flag belongs to the open file, shared with every process
+    holding the end, and every proctor sender expects it.
+    """
+    os.set_blocking(fd, False)
+    if _F_SETNOSIGPIPE is not None:
         fcntl.fcntl(fd, _F_SETNOSIGPIPE, 1)
 
 

@@ -1112,25 +1112,31 @@ def _unmail(sock: socket.socket, mail_id: int) -> list[int]:
     An orphan is left by a producer killed between mailing and committing its
     item, or a consumer killed between taking an item and its descriptors; both
     are older than any live item, so they are recognised by their ids (32-bit
-    serial numbers: "older" is "less than 2**31 behind").
+    serial numbers: "older" is "less than 2**31 behind"). A *newer* item's
+    descriptors mean that ``mail_id``'s are lost: they are left in the mailbox for
+    their own item (each message is peeked at before it is taken), so only the
+    item whose buffers are missing fails.
     """
     while True:
         try:
-            data, ancdata, _flags, _addr = sock.recvmsg(
-                _MAILBOX_ID.size, socket.CMSG_SPACE(_MAX_FDS * 4)
-            )
+            # Without room for ancillary data a peek installs no descriptor.
+            peeked = sock.recv(_MAILBOX_ID.size, socket.MSG_PEEK)
         except BlockingIOError:
             raise RuntimeError(
                 f"queue item {mail_id} lost its large buffers: they are not in the "
                 "queue's mailbox (was the queue's memory corrupted?)"
             ) from None
-        fds = fds_from(ancdata)
-        (got,) = _MAILBOX_ID.unpack(data)
-        if got == mail_id:
-            return fds
-        for fd in fds:
-            os.close(fd)
-        if (mail_id - got) & 0xFFFFFFFF >= 1 << 31:
+        (got,) = _MAILBOX_ID.unpack(peeked)
+        if got != mail_id and (mail_id - got) & 0xFFFFFFFF >= 1 << 31:
             raise RuntimeError(
-                f"queue item {mail_id}'s large buffers are missing (found item {got}'s)"
+                f"queue item {mail_id} lost its large buffers: the queue's mailbox holds "
+                f"the next item's ({got}) instead, left there for it"
             )
+        data, ancdata, _flags, _addr = sock.recvmsg(
+            _MAILBOX_ID.size, socket.CMSG_SPACE(_MAX_FDS * 4)
+        )
+        fds = fds_from(ancdata)
+        if _MAILBOX_ID.unpack(data)[0] == mail_id:
+            return fds
+        for fd in fds:  # an orphan (consumers take mail under the get lock: the peeked one)
+            os.close(fd)

@@ -20,18 +20,25 @@ One reaper serves a whole process tree. The process that first calls
 ``0700`` temporary directory and spawns the reaper with ``os.posix_spawn`` in a new
 session, SIGINT and SIGHUP ignored (a terminal's Ctrl-C or hang-up kills the users;
 it must not kill the one process that cleans up after them). The reaper runs
-``_reaper_server.py`` loaded by path -- standard library and psutil only -- and
-greets each connection, so a reaper that cannot start is a clear error at once
+``_reaper_server.py`` loaded by path -- standard library only (psutil where there is
+no ``/proc``) -- and greets each connection, so a reaper that cannot start is a clear error at once
 (its stderr is kept in ``reaper.log`` beside the socket), never a silent leak.
 
 Children find the same reaper:
 
 - fork children inherit this module's state, and at once open their own
   connection and register the names they inherited (their mappings use them);
-- spawn children inherit the ``PROCTOR_REAPER_ADDRESS`` environment variable;
-- forkserver children may not (the server's environment predates the reaper), so
-  objects that carry names pickle :func:`address` with them and call
-  :func:`adopt_address` when rebuilt.
+- spawn and forkserver children get the address in their start message (*prep*,
+  see ``_bootstrap``), and objects that carry names pickle :func:`address` with
+  them and call :func:`adopt_address` when rebuilt.
+
+The address is never put in ``os.environ``, where every unrelated subprocess of the
+program would inherit it. A process started with ``PROCTOR_REAPER_ADDRESS`` in its
+environment (set on purpose: the tests do, for plain subprocesses) joins that reaper.
+
+Names: :func:`new_name` puts the creator's pid, start time and pid namespace in
+every name, which lets the next reaper reclaim what a tree killed whole (reaper
+included) left behind; see ``_reaper_server.find_orphans``.
 
 A process whose reaper is gone (killed; or exited, having nothing left to do)
 starts a new one and replays everything it registered.
@@ -62,16 +69,15 @@ import contextlib
 import errno
 import json
 import os
-import select
+import secrets
 import signal
 import socket
 import sys
 import tempfile
 import threading
-import time
 
 from .._core import _runtime
-from ._server import IGNORED_SIGNALS, KINDS, READY
+from ._server import IGNORED_SIGNALS, KINDS, READY, owner_tag
 from ._server import create_time as _create_time
 
 TYPE_CHECKING = False
@@ -85,11 +91,12 @@ __all__ = (
     "adopt_address",
     "ensure_started",
     "forget",
+    "new_name",
     "register",
     "unregister",
 )
 
-#: Environment variable through which spawned children find the reaper.
+#: Environment variable naming a reaper to join (read at import, never set).
 ENV_ADDRESS = "PROCTOR_REAPER_ADDRESS"
 
 #: How long a new reaper may take to start (a Python start-up on a loaded machine).
@@ -255,7 +262,6 @@ class _Client:
             ) from exc
         self.spawned_pid = pid
         self.address = path
-        os.environ[ENV_ADDRESS] = path
         return sock
 
     def close(self) -> None:
@@ -340,6 +346,24 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_owner: tuple[int, str] = (-1, "")
+
+
+def new_name(random_bytes: int) -> str:
+    """A fresh name for a named OS object created by this process.
+
+    ``/proctor-<owner tag>-<random hex>``: the owner tag (the creator's pid, and on
+    Linux its start time and pid namespace) lets a later reaper prove the creator
+    dead; "proctor" lets leak checks find leftovers. Short enough for macOS's
+    31-character limit there (where the tag is just the pid).
+    """
+    global _owner
+    pid = os.getpid()
+    if _owner[0] != pid:  # first name of this process, or a forked child's
+        _owner = (pid, owner_tag())
+    return f"/proctor-{_owner[1]}-{secrets.token_hex(random_bytes)}"
 
 
 def ensure_started() -> str:
@@ -470,60 +494,3 @@ def forget(name: str, kind: str) -> None:
             return  # this process never told a reaper about the name
         with contextlib.suppress(OSError):
             _client.send(["F", kind, name])
-
-
-def _shutdown(timeout: float = 5.0) -> None:
-    """Close this process's connection and wait for the reaper it started to exit.
-
-    For tests: the reaper exits once it tracks nothing and has no client.
-    """
-    with _client.lock:
-        _client.close()
-        pid = _client.spawned_pid
-        if pid is None:
-            return
-        deadline = time.monotonic() + timeout
-        while True:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"the resource reaper (pid {pid}) did not exit within {timeout} s; "
-                    "it still tracks names or other processes are still connected"
-                )
-            time.sleep(0.01)
-        _runtime.unregister_helper(pid)
-        _client.spawned_pid = None
-        _client.address = None
-        if os.environ.get(ENV_ADDRESS):
-            del os.environ[ENV_ADDRESS]
-
-
-def _sync(timeout: float = 10.0) -> None:
-    """Wait until the reaper has processed every death that already happened.
-
-    For tests: after ``_sync()``, a name whose users all exited before the call is
-    unlinked or known to be kept (mapped by some live process).
-    """
-    with _client.lock:
-        if _client.fd is None:
-            _client._connect()
-        fd = _client.fd
-        assert fd is not None
-        _write_all(fd, b'["S"]\n')
-        deadline = time.monotonic() + timeout
-        reply = b""
-        while not reply.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise TimeoutError(f"the resource reaper did not answer within {timeout} s")
-            chunk = os.read(fd, 16)
-            if not chunk:
-                raise ConnectionError("the resource reaper closed the connection")
-            reply += chunk
-
-
-def _spawned_pid() -> int | None:
-    """Pid of the reaper this process started, if any (for tests)."""
-    return _client.spawned_pid

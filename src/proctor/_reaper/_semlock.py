@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import _multiprocessing  # type: ignore[import-not-found]  # C module without stubs
 import contextlib
-import os
-import secrets
 from typing import Any
 
 from .._core import _reduction
@@ -49,12 +47,6 @@ def _reaper():
     from . import _client as _reaper
 
     return _reaper
-
-
-def _new_name() -> str:
-    # "proctor" in the name lets leak checks find leftovers in /dev/shm (sem.<name>).
-    # macOS limits semaphore names to 31 characters: keep it short.
-    return f"/proctor-{os.getpid() % 100000}-{secrets.token_hex(5)}"
 
 
 class _Closed:
@@ -99,7 +91,7 @@ class NamedSemaphore(ClosedWhenCollected):
             return
         reaper = _reaper()
         for _ in range(100):
-            name = _new_name()
+            name = reaper.new_name(5)
             # Registered before it exists: a crash right after sem_open() must not
             # leave a name that nobody knows about.
             reaper.register(name, _KIND)

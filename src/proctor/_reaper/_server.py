@@ -3,8 +3,9 @@
 This module is the server side of ``proctor._reaper._client`` (read its docstring for the
 whole design). It runs in its own process, started by ``_reaper`` with
 ``python -c <bootstrap>``, which loads this file *by path*: it imports nothing from
-proctor, only the standard library and psutil, so that nothing else in the package
--- an import error, a slow optional dependency -- can keep the reaper from starting::
+proctor, only the standard library (and psutil where there is no ``/proc``), so that
+nothing else in the package -- an import error, a slow optional dependency -- can
+keep the reaper from starting::
 
     clients ──JSON lines──▶ _Reaper.read ─▶ handle: R(egister) U(nregister)
                                                     C(ancel) F(orget) S(ync)
@@ -12,6 +13,7 @@ proctor, only the standard library and psutil, so that nothing else in the packa
     last user unregistered ──────────────┴▶ pending ─(RECLAIM_DELAY)─▶ reclaim:
         /proc scan: someone maps it ─▶ adopt them as users (re-scan later)
                     nobody ─────────▶ shm_unlink / sem_unlink
+    once, at start ─▶ sweep: /dev/shm names of dead creators that nobody maps ─▶ unlink
 
 Protocol: one JSON array per line. ``["R", kind, name, pid, start_time]`` adds a
 user, ``["U", kind, name, pid]`` removes one (and reclaims the name if it was the
@@ -19,6 +21,30 @@ last), ``["C", kind, name, pid]`` removes one without reclaiming (a creation tha
 failed), ``["F", kind, name]`` forgets the name (unlinked explicitly), ``["S"]``
 processes every death already visible and answers ``ok``. On accepting a
 connection the reaper sends ``+``: the client knows it is alive.
+
+Leftovers of a tree killed whole: a container stop or a cgroup kill SIGKILLs the
+reaper together with its users, and nobody unlinks their names. Every new reaper
+therefore sweeps ``/dev/shm`` once, right after greeting its first client
+(:func:`find_orphans`). proctor's names carry their creator's identity --
+``proctor-<pid>.<start>.<pid namespace>-<random>`` (:func:`owner_tag`) -- and a
+name is reclaimed only when all of these hold:
+
+* it has that form, belongs to this user, and was made in this pid namespace (so
+  the pid means what it says here, and every process that could use it is in this
+  ``/proc``);
+* its creator is dead: no process has that pid with that start time (exact, pid
+  reuse included);
+* no live process maps it or holds it open (``/proc/*/maps`` and ``/proc/*/fd``,
+  matched by inode).
+
+That is sound because proctor's objects only reach other processes as children of a
+holder, and children never outlive their parent: once the creator is dead, every
+process that got the object from it is dead or dying -- and a dying one still maps
+it. A process that would open the name later, by name, after its creator died and
+nobody mapped it, finds it gone -- as it would had the tree's own reaper lived
+(that reaper unlinks a name whose registered users are all dead and which nobody
+maps). Names without the creator's identity -- user-chosen ``SharedMemory`` names,
+macOS, a ``/proc`` that is not this namespace's -- are never swept.
 """
 
 from __future__ import annotations
@@ -26,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -60,8 +87,28 @@ IGNORED_SIGNALS = (signal.SIGINT, signal.SIGHUP)
 READY = b"+"
 
 
+_HAVE_PROC_STAT = os.path.exists("/proc/self/stat")
+
+
 def create_time(pid: int) -> float | None:
-    """Start time of ``pid`` (identifies the process across pid reuse), or None if dead."""
+    """Start time of ``pid`` (identifies the process across pid reuse), or None if dead.
+
+    On Linux, the start time in clock ticks since boot from ``/proc/<pid>/stat``
+    (exact, and immune to changes of the wall clock); elsewhere psutil's
+    ``create_time()``. A zombie counts as dead.
+    """
+    if _HAVE_PROC_STAT:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return None
+        # Fields after the ")" that closes the command name: state is field 3,
+        # the start time field 22.
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if fields[0] in (b"Z", b"X", b"x"):
+            return None
+        return float(fields[19])
     import psutil  # type: ignore[import-untyped]  # no stubs installed
 
     try:
@@ -71,6 +118,82 @@ def create_time(pid: int) -> float | None:
         return proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+def _pid_namespace() -> int | None:
+    """This process's pid namespace (an inode number), if ``/proc`` is this namespace's."""
+    try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return None  # a /proc mounted for another pid namespace
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, digit = divmod(n, 36)
+        out = digits[digit] + out
+        if not n:
+            return out
+
+
+def owner_tag() -> str:
+    """What proctor's object names say about their creator (this process).
+
+    ``<pid>.<start time>.<pid namespace>`` (the last two in base 36) where
+    ``/proc`` tells them, so that a later reaper can prove the creator dead
+    (:func:`find_orphans`); elsewhere just ``<pid>`` (such names are never swept).
+    """
+    pid = os.getpid()
+    namespace = _pid_namespace() if _HAVE_PROC_STAT else None
+    start = create_time(pid) if namespace is not None else None
+    if namespace is None or start is None:
+        return str(pid)
+    return f"{pid}.{_base36(int(start))}.{_base36(namespace)}"
+
+
+#: A name made by :func:`owner_tag` as it appears in /dev/shm ("sem." for semaphores).
+_OWNED_NAME = re.compile(r"(sem\.)?(proctor-([0-9]+)\.([0-9a-z]+)\.([0-9a-z]+)-[0-9a-f]+)")
+
+
+def find_orphans() -> list[tuple[str, str]]:
+    """The proctor names in ``/dev/shm`` that no live process uses (see the module docstring).
+
+    Cheap when there is nothing to find: one directory listing, and one read of
+    ``/proc/<pid>/stat`` per creator named; the scan of every process's maps
+    runs only when some creator is dead.
+    """
+    namespace = _pid_namespace() if _HAVE_PROC_STAT else None
+    if namespace is None:
+        return []
+    try:
+        entries = list(os.scandir("/dev/shm"))
+    except OSError:
+        return []
+    uid = os.getuid()
+    alive: dict[tuple[int, float], bool] = {}
+    candidates: list[tuple[str, str]] = []
+    for entry in entries:
+        match = _OWNED_NAME.fullmatch(entry.name)
+        if match is None or int(match[5], 36) != namespace:
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+        except OSError:
+            continue  # gone meanwhile
+        creator = (int(match[3]), float(int(match[4], 36)))
+        if creator not in alive:
+            alive[creator] = create_time(creator[0]) == creator[1]
+        if not alive[creator]:
+            candidates.append(("semaphore" if match[1] else "shm", "/" + match[2]))
+    if not candidates:
+        return []
+    users = _find_users(candidates)
+    return [key for key in candidates if not users[key]]
 
 
 def _unlink(kind: str, name: str) -> None:
@@ -174,6 +297,7 @@ class _Reaper:
         self.use_pidfd = hasattr(os, "pidfd_open")
         self.started = time.monotonic()
         self.ever_connected = False
+        self.swept = False
 
     # ── users ──
 
@@ -278,6 +402,17 @@ class _Reaper:
                 self.adopted[key] = now + RESCAN_INTERVAL
             else:
                 self.pending.discard(key)
+                _unlink(*key)
+
+    def sweep(self) -> None:
+        """Unlink the names that a tree killed whole left behind (see find_orphans)."""
+        try:
+            orphans = find_orphans()
+        except Exception as exc:  # a failed sweep only leaves what was there
+            print(f"proctor reaper: sweeping /dev/shm failed: {exc!r}", file=sys.stderr)
+            return
+        for key in orphans:
+            if key not in self.users:
                 _unlink(*key)
 
     # ── messages ──
@@ -413,6 +548,10 @@ class _Reaper:
                     self.read(key.fileobj)  # type: ignore[arg-type]
                 elif what == "pid":
                     self.died(user)
+            if not self.swept:
+                # Once, after greeting the first client, so that it does not wait.
+                self.swept = True
+                self.sweep()
             for user in list(self.polled):
                 if create_time(user[0]) != user[1]:
                     self.died(user)

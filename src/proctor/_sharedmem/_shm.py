@@ -46,9 +46,15 @@ _KIND = "shm"
 _MODE = 0o600
 
 
-def _new_name() -> str:
-    # "proctor" lets leak checks find leftovers; macOS caps names at 31 characters.
-    return f"/proctor-{os.getpid() % 1000000}-{secrets.token_hex(4)}"
+def _new_name(track: bool) -> str:
+    if track:
+        # Carries the creator's identity: the next reaper may reclaim it if a
+        # tree killed whole (its reaper included) leaves it behind.
+        return _reaper.new_name(4)
+    # Untracked: somebody promised to unlink it, so no reaper may; this form is
+    # never swept. "proctor" lets leak checks find leftovers; macOS caps names
+    # at 31 characters.
+    return f"/proctor-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _os_name(name: str) -> str:
@@ -148,7 +154,7 @@ class SharedMemory:
     def _create(self, name: str | None, size: int) -> tuple[str, int]:
         flags = os.O_CREAT | os.O_EXCL | os.O_RDWR
         while True:
-            os_name = _new_name() if name is None else _os_name(name)
+            os_name = _new_name(self._track) if name is None else _os_name(name)
             if self._track:
                 # Registered before it exists, so that no instant passes in which
                 # it exists and a SIGKILL would leave it to nobody.

@@ -1,0 +1,175 @@
+"""The send lock of a connection end: whole messages from every thread and process.
+
+A ``Pipe()`` end may be shared by several processes (inherited, or handed to
+children) and used by several threads. A message that takes more than one write
+-- a frame header on the pipe and its body on the side socket, or a long write
+on a socket -- must not be interleaved with another sender's, so its sender
+holds the end's send lock from its first write to its last::
+
+    thread ─▶ threading.Lock (this process's threads; a forked child gets a new one)
+          ─▶ fcntl record lock on byte 0 of the end's socket (other processes;
+             a small unlinked file where sockets cannot be locked: macOS)
+          ─▶ the writes of one message
+          ◀─ both released; the kernel releases the record lock of a holder that dies
+
+Record locks belong to a process, not to a descriptor, so processes that share
+one open socket (a forked child, a spawn child that received it) still exclude
+each other. Frames of at most ``PIPE_BUF`` bytes need no lock: one ``write()``
+to a pipe is atomic.
+
+Also here: frame ids (unique among the live senders of an end) and the wait for
+room that every send with a timeout uses.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import itertools
+import os
+import select
+import sys
+import threading
+import time
+
+__all__ = ("LOCK_ON_SOCKET", "SendLock", "next_frame_id", "wait_writable")
+
+#: Linux takes fcntl record locks on sockets; macOS only on files.
+LOCK_ON_SOCKET = sys.platform.startswith("linux")
+
+#: Polling a busy lock under a deadline: the first and the longest pause (seconds).
+POLL_FIRST = 0.0005
+POLL_MAX = 0.02
+
+# Bumped in every forked child: a lock object created before the fork may be held
+# there by a thread that does not exist in the child, and frame ids must differ.
+_generation = 0
+_id_base = int.from_bytes(os.urandom(8), "little")
+_ids = itertools.count()
+
+
+def _after_fork_in_child() -> None:
+    global _generation, _id_base
+    _generation += 1
+    _id_base = int.from_bytes(os.urandom(8), "little")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def next_frame_id() -> int:
+    """A 64-bit id no other live sender uses: a random per-process base plus a count."""
+    return (_id_base + next(_ids)) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def new_lock_file() -> int:
+    """An unlinked file whose byte 0 serves as a send lock (where sockets cannot be locked)."""
+    import tempfile
+
+    with tempfile.TemporaryFile(prefix="proctor-send-lock-") as f:
+        return os.dup(f.fileno())
+
+
+class SendLock:
+    """The send lock of one connection end.
+
+    Args:
+        fd: the descriptor whose byte 0 is locked: the end's socket, or a lock
+            file (then owned: :meth:`close` closes it).
+        owns_fd: whether ``fd`` is a lock file this object owns.
+    """
+
+    __slots__ = ("_generation", "_thread_lock", "fd", "owns_fd")
+
+    def __init__(self, fd: int, owns_fd: bool = False) -> None:
+        self.fd = fd
+        self.owns_fd = owns_fd
+        self._thread_lock = threading.Lock()
+        self._generation = _generation
+
+    def acquire(self, deadline: float | None) -> str | None:
+        """Take the lock by ``deadline`` (``time.monotonic()``; None: wait forever).
+
+        Returns:
+            None once taken; past the deadline, who holds it ("another thread" or
+            "another process").
+        """
+        lock = self._thread_lock
+        if self._generation != _generation:
+            lock = self._thread_lock = threading.Lock()
+            self._generation = _generation
+        if deadline is None:
+            lock.acquire()
+        elif not lock.acquire(True, max(0.0, deadline - time.monotonic())):
+            return "another thread"
+        try:
+            if not _record_lock(self.fd, deadline):
+                lock.release()
+                return "another process"
+        except BaseException:
+            lock.release()
+            raise
+        return None
+
+    def release(self) -> None:
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
+        finally:
+            self._thread_lock.release()
+
+    def locked(self) -> bool:
+        """Whether a thread of this process holds it (for tests and reprs)."""
+        return self._thread_lock.locked()
+
+    def close(self) -> None:
+        if self.owns_fd and self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -1
+
+
+def _record_lock(fd: int, deadline: float | None) -> bool:
+    """Take the fcntl record lock on byte 0 of ``fd``; False past the deadline.
+
+    Linux's deadlock detection reasons about processes, and wrongly reports
+    EDEADLK when a holder has other threads waiting for other locks: then, as
+    under a deadline, poll.
+    """
+    if deadline is None:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EDEADLK:
+                raise
+    pause = POLL_FIRST
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+                raise
+        if deadline is None:
+            time.sleep(pause)
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+        pause = min(pause * 2, POLL_MAX)
+
+
+def wait_writable(fd: int, deadline: float | None) -> bool:
+    """Wait until ``fd`` has room (or its reader is gone); False past the deadline."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    while True:
+        if deadline is None:
+            wait_ms = None
+        else:
+            # Milliseconds, rounded up: never give up before the deadline.
+            wait_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+        if poller.poll(wait_ms):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False

@@ -1,0 +1,45 @@
+"""Test-only access to this process's resource reaper (``proctor._reaper._client``).
+
+These lived in ``proctor._reaper._client`` and shipped with the package; only tests need
+them. Importable from the subprocess scripts of the tests too (put ``tests/`` on
+``sys.path``).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+from proctor._reaper import _client as _reaper
+
+
+def sync_reaper(timeout: float = 10.0) -> None:
+    """Wait until this process's reaper has processed every death that already happened.
+
+    After it returns, a name whose users all exited before the call is unlinked or
+    known to be kept (mapped by some live process), and a newly started reaper has
+    swept ``/dev/shm`` for what dead trees left behind.
+    """
+    client = _reaper._client
+    with client.lock:
+        if client.fd is None:
+            client._connect()
+        fd = client.fd
+        assert fd is not None
+        os.write(fd, b'["S"]\n')
+        deadline = time.monotonic() + timeout
+        reply = b""
+        while not reply.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError(f"the resource reaper did not answer within {timeout} s")
+            chunk = os.read(fd, 16)
+            if not chunk:
+                raise ConnectionError("the resource reaper closed the connection")
+            reply += chunk
+
+
+def spawned_reaper_pid() -> int | None:
+    """The pid of the reaper this process started, if it started one."""
+    return _reaper._client.spawned_pid
