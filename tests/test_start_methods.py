@@ -118,3 +118,28 @@ def test_forkserver_children_are_joined_at_exit_whatever_started_first(first_met
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert marker.read_text() == "done"
+
+
+def test_a_program_that_never_closes_its_processes_exits_without_resource_warnings(start_method):
+    # issue 12: under forkserver, each dropped process object's status socket was
+    # reported as "ResourceWarning: unclosed <socket.socket ...>" at exit.
+    code = (
+        "import proctor\n"
+        "def work(lock):\n"
+        "    with lock:\n"
+        "        pass\n"
+        "if __name__ == '__main__':\n"
+        f"    proctor.set_start_method({start_method!r})\n"
+        "    lock = proctor.Lock()\n"
+        "    ps = [proctor.Process(target=work, args=(lock,)) for _ in range(3)]\n"
+        "    for p in ps:\n"
+        "        p.start()\n"
+        "    for p in ps:\n"
+        "        p.join(30)\n"
+        "    print('exit codes', [p.exitcode for p in ps])\n"
+    )
+    proc = _python("-X", "dev", "-W", "error::ResourceWarning", "-c", code)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out == "exit codes [0, 0, 0]\n"
+    assert "ResourceWarning" not in err and "unclosed" not in err, err

@@ -350,6 +350,7 @@ class Process(BaseProcessInfo):
                     "call join() or terminate() first"
                 )
             self._read_outcome()
+            self._popen.detach_logs()
             self._popen.close()
             self._popen = None
         _state.children.discard(self)
