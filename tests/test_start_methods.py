@@ -19,8 +19,10 @@ from helpers import pid_exists, wait_until
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
-def _python(*args: str, **kwargs) -> subprocess.Popen:
+def _python(*args: str, buffered_stdout: bool = False, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SCRIPTS), *sys.path]))
+    if buffered_stdout:
+        env.pop("PYTHONUNBUFFERED", None)  # as a user's shell has it, usually
     return subprocess.Popen(
         [sys.executable, *args],
         stdout=subprocess.PIPE,
@@ -143,3 +145,22 @@ def test_a_program_that_never_closes_its_processes_exits_without_resource_warnin
     assert proc.returncode == 0, err
     assert out == "exit codes [0, 0, 0]\n"
     assert "ResourceWarning" not in err and "unclosed" not in err, err
+
+
+def test_output_printed_before_start_comes_before_the_childs(start_method):
+    # issue 12: with stdout a pipe (block-buffered), the parent's "1" stayed in its
+    # buffer under spawn and forkserver while the child's "2" was written at once.
+    code = (
+        "import proctor\n"
+        "if __name__ == '__main__':\n"
+        f"    proctor.set_start_method({start_method!r})\n"
+        "    print('1')\n"
+        "    p = proctor.Process(target=print, args=('2',))\n"
+        "    p.start()\n"
+        "    p.join(30)\n"
+        "    print('3')\n"
+    )
+    proc = _python("-c", code, buffered_stdout=True)  # stdout is a pipe: block-buffered
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["1", "2", "3"]

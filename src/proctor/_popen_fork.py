@@ -4,8 +4,8 @@
 
     parent                                  child (copy of the parent)
     ──────                                  ─────────────────────────
+    start(): flush stdout/stderr
     socketpair() ─ channel ─┐
-    flush stdout/stderr     │
     os.fork() ──────────────┼────────────▶  close parent's end
     close child's end       │               run_forked(): run target
     pidfd_open(pid) = sentinel              send outcome ──┐
@@ -45,8 +45,8 @@ class ForkPopen(OwnChildPopen):
         _bootstrap.load_prctl()
         _bootstrap.devnull_fd()
         parent_pid = os.getpid()
-        # Output buffered before the fork would otherwise be written twice.
-        _bootstrap.flush_std_streams()
+        # (Process.start() has flushed stdout and stderr: buffered output would
+        # otherwise be written twice.)
         try:
             pid = os.fork()
         except BaseException:
