@@ -495,9 +495,49 @@ def test_set_start_method_twice_needs_force():
         proctor.set_start_method(original, force=True)
 
 
-def test_default_start_method_is_documented_choice():
-    expected = "spawn" if sys.platform == "darwin" else "forkserver"
+def test_default_start_method_is_the_stdlib_default():
+    import multiprocessing
+
+    # issue 12: proctor defaulted to forkserver where multiprocessing forks.
+    expected = multiprocessing.get_all_start_methods()[0]  # the default, by its docs
+    if sys.platform == "darwin":
+        assert expected == "spawn"
+    else:
+        assert expected == ("forkserver" if sys.version_info >= (3, 14) else "fork")
     assert proctor.get_all_start_methods()[0] == expected
+    assert proctor.get_context().Process is proctor.Process
+
+
+def get_start_method_in_child():
+    return proctor.get_start_method()
+
+
+def test_a_fork_while_another_thread_holds_the_start_method_lock_does_not_hang_the_child():
+    from proctor import _context
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _context._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    p = proctor.get_context("fork").Process(target=get_start_method_in_child)
+    try:
+        assert holding.wait(30)
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0, "the child hung on a lock held by its parent's thread"
+        assert p.result == "fork"
+    finally:
+        release.set()
+        holder.join(30)
+        if p.pid is not None and p.exitcode is None:
+            p.kill()
+            p.join(30)
+        p.close()
 
 
 def test_child_that_cannot_load_its_target_reports_why(ctx, capfd, tmp_path, monkeypatch):

@@ -164,3 +164,49 @@ def test_output_printed_before_start_comes_before_the_childs(start_method):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert out.splitlines() == ["1", "2", "3"]
+
+
+DEFAULT_METHOD_PROGRAM = """
+import sys
+
+mp = __import__(sys.argv[1])
+STATE = {"configured": False}
+
+
+def show():
+    print("child", mp.get_start_method(), STATE["configured"], flush=True)
+
+
+if __name__ == "__main__":
+    STATE["configured"] = True  # module state set before start()
+    p = mp.Process(target=show)
+    p.start()
+    p.join(30)
+    print("parent", mp.get_start_method(), mp.get_all_start_methods()[0], p.exitcode)
+"""
+
+
+def test_the_default_start_method_behaves_as_multiprocessings(tmp_path):
+    # issue 12: proctor's default was forkserver where multiprocessing forks, so
+    # module state set before start() was missing in the child after changing
+    # only the import.
+    script = tmp_path / "default_method.py"
+    script.write_text(DEFAULT_METHOD_PROGRAM)
+    outputs = {}
+    for module in ("multiprocessing", "proctor"):
+        proc = _python(str(script), module)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        outputs[module] = out.splitlines()
+    import multiprocessing
+
+    method = multiprocessing.get_all_start_methods()[0]
+    assert outputs["proctor"][1] == f"parent {method} {method} 0"
+    if method == "fork":
+        assert outputs["proctor"] == outputs["multiprocessing"]
+        assert outputs["proctor"][0] == "child fork True"
+    else:
+        # Under spawn and forkserver multiprocessing re-imports the main module
+        # in the child and proctor does not (docs/processes.md): only the method
+        # is the same.
+        assert outputs["proctor"][0].split()[:2] == outputs["multiprocessing"][0].split()[:2]
