@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import select
 import shutil
 import signal
 import sys
@@ -592,6 +593,78 @@ def test_a_dropped_process_object_closes_quietly(ctx, recwarn):
     assert [str(w.message) for w in recwarn if w.category is ResourceWarning] == []
 
 
+def test_start_looks_only_at_children_that_ended(ctx, monkeypatch):
+    # issue 12: start() polled every living child, so the n-th start cost O(n).
+    from proctor import _popen
+
+    release = ctx.Event()
+    living = [ctx.Process(target=release.wait, args=(60,)) for _ in range(10)]
+    ended = ctx.Process(target=int)
+    last = ctx.Process(target=int)
+    polled = []
+    original_poll = _popen.Popen.poll
+
+    def counting_poll(self):
+        polled.append(self.pid)
+        return original_poll(self)
+
+    try:
+        for p in living:
+            p.start()
+        ended.start()
+        wait_until(lambda: select.select([ended.sentinel], [], [], 0)[0], timeout=30)
+        monkeypatch.setattr(_popen.Popen, "poll", counting_poll)
+        last.start()
+        monkeypatch.undo()
+        # The ended child was reaped without a join, as multiprocessing reaps it;
+        # none of the living ones was looked at.
+        assert polled == [ended.pid]
+        assert ended not in proctor.active_children()
+        assert set(living) <= set(proctor.active_children())
+    finally:
+        monkeypatch.undo()
+        release.set()
+        for p in [*living, ended, last]:
+            if p.pid is not None:
+                p.join(30)
+            p.close()
+        release.close()
+
+
+def test_a_start_costs_the_same_however_many_children_share_an_object(monkeypatch):
+    # issue 12: once 64 living children used one lock, every further start had the
+    # reaper client check the start time of each of them: the n-th start cost O(n).
+    from proctor import _reaper
+
+    ctx = proctor.get_context("forkserver")  # objects reach the child in the handoff
+    release = ctx.Event()
+    living = [ctx.Process(target=release.wait, args=(60,)) for _ in range(70)]
+    last = ctx.Process(target=release.wait, args=(60,))
+    looked_up = []
+    original = _reaper._create_time
+
+    def counting_create_time(pid):
+        looked_up.append(pid)
+        return original(pid)
+
+    try:
+        for p in living:
+            p.start()
+        monkeypatch.setattr(_reaper, "_create_time", counting_create_time)
+        last.start()
+        monkeypatch.undo()
+        # One look-up per name the event uses, for the new child only.
+        assert looked_up and set(looked_up) == {last.pid}
+    finally:
+        monkeypatch.undo()
+        release.set()
+        for p in [*living, last]:
+            if p.pid is not None:
+                p.join(30)
+            p.close()
+        release.close()
+
+
 def test_zombie_free_after_join(ctx):
     p = ctx.Process(target=double, args=(2,))
     p.start()
@@ -620,6 +693,24 @@ def test_fork_server_follows_the_modules_the_parent_uses():
     assert p.result is True
     p.close()
     q.close()
+
+
+def test_fork_server_preloads_what_every_child_of_a_lock_user_imports():
+    # issue 12: each forkserver child handed a lock or a queue imported the reaper
+    # client and psutil itself (~30 ms of CPU each): the main cost of starting many.
+    lock = proctor.Lock()
+    p = proctor.get_context("forkserver").Process(
+        target=modules_loaded, args=(["proctor._reaper", "psutil", "proctor._by_value"],)
+    )
+    p.start()
+    p.join(30)
+    assert p.result == [True, True, True]
+    p.close()
+    lock.close()
+
+
+def modules_loaded(names):
+    return [name in sys.modules for name in names]
 
 
 def test_multiprocessing_compatibility_names():
