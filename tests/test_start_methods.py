@@ -210,3 +210,39 @@ def test_the_default_start_method_behaves_as_multiprocessings(tmp_path):
         # in the child and proctor does not (docs/processes.md): only the method
         # is the same.
         assert outputs["proctor"][0].split()[:2] == outputs["multiprocessing"][0].split()[:2]
+
+
+def test_a_proctor_object_given_to_a_multiprocessing_process_is_refused_naming_it():
+    # issue 12: the error said the object could only be sent "as an argument of
+    # Process(...)" -- which it was, of multiprocessing's Process. A fresh
+    # interpreter: multiprocessing's resource tracker would outlive the test.
+    code = (
+        "import multiprocessing, proctor\n"
+        "if __name__ == '__main__':\n"
+        "    for method in ('spawn', 'forkserver'):\n"
+        "        ctx = multiprocessing.get_context(method)\n"
+        "        for obj in (proctor.Queue(), proctor.Lock(), proctor.Value('i', 1)):\n"
+        "            p = ctx.Process(target=print, args=(obj,))\n"
+        "            try:\n"
+        "                p.start()\n"
+        "            except RuntimeError as exc:\n"
+        "                print(method, type(obj).__name__, exc)\n"
+        "            else:\n"
+        "                p.join(30)\n"
+        "                print(method, type(obj).__name__, 'started', p.exitcode)\n"
+    )
+    proc = _python("-c", code)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        [method, name]
+        for method in ("spawn", "forkserver")
+        for name in ("Queue", "Lock", "Synchronized")
+    ]
+    for line in lines:
+        method = line.split()[0]
+        assert "it is a multiprocessing.Process" in line, line
+        assert f"multiprocessing's {method!r} start method" in line
+        assert f"proctor.get_context({method!r}).Process" in line
+        assert "as an argument of Process(...)" not in line
