@@ -89,14 +89,25 @@ def test_exit_joins_children_and_terminates_daemons(start_method, tmp_path):
     wait_until(lambda: not pid_exists(daemon_pid), timeout=5)
 
 
-def test_objects_defined_in_main_and_notebooks_reach_the_child(start_method):
+def test_objects_defined_in_main_and_notebooks_reach_the_child(start_method, request):
+    # Identity and behaviour, not reprs: a repr hid that under fork the result came
+    # back as an instance of a by-value copy of Point (issue 12).
+    if start_method == "fork":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="issue 12 ('Change the import, keep the code' is broken under "
+                "fork): a class from __main__ travels by value, so the parent gets a "
+                "copy of Point, not Point; remove this mark once that is fixed",
+            )
+        )
     proc = _python(str(SCRIPTS / "main_objects.py"), start_method)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.splitlines() == [
-        "0 Point(21, -7)",
-        "0 'hello world from Greeter-2'",
-        "0 60",
+        "0 Point is-this-class=True isinstance=True x=21 y=-7 manhattan=28",
+        "0 str 'hello world from Greeter-2'",
+        "0 int 60",
     ]
 
 
