@@ -122,7 +122,7 @@ def _living_rows(quick: bool) -> list[dict]:
         _living_children(px, 2)()
         _living_children(mp, 2)()
         for count in _living_counts(quick):
-            rounds = 3 if count <= 10 else 1
+            rounds = 1 if quick else (5 if count <= 10 else 3)
             got = interleaved(
                 {
                     "proctor": _living_children(px, count),
