@@ -355,16 +355,16 @@ class Process(BaseProcessInfo):
         # Recorded before pickling, so the child learns the method it runs under
         # and makes it its own default, as multiprocessing does.
         self._started_with = _resolve_method(self._start_method)
-        # One start at a time per process: a fork copies every descriptor, so a
-        # child forked while another thread holds a new child's ends of its
-        # channels would keep them open, and that child's log stream (or
-        # lifeline) would not end with it.
         from ._bootstrap import flush_std_streams
 
         # What this process printed so far comes out before anything the child
         # prints (stdout may be a block-buffered pipe), and a forked child does
         # not inherit it to print it again, as with multiprocessing.
         flush_std_streams()
+        # One start at a time per process: a fork copies every descriptor, so a
+        # child forked while another thread holds a new child's ends of its
+        # channels would keep them open, and that child's log stream (or
+        # lifeline) would not end with it.
         with _state.start_lock:
             self._popen = _launcher_for(self._started_with)(self)
         _state.children.add(self, self._popen.sentinel)
