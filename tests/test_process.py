@@ -665,6 +665,32 @@ def test_a_start_costs_the_same_however_many_children_share_an_object(monkeypatc
         release.close()
 
 
+def start_and_join_one():
+    child = proctor.get_context("fork").Process(target=int)
+    child.start()
+    child.join(30)
+    return child.exitcode, len(proctor.active_children())
+
+
+def test_a_forked_child_does_not_disturb_its_parents_record_of_children():
+    # The parent's selector over its children's sentinels (epoll) is shared with a
+    # forked child: had the child unregistered anything, the parent would never
+    # see that sibling end.
+    ctx = proctor.get_context("fork")
+    sibling = ctx.Process(target=sleep_forever)
+    sibling.start()
+    p = ctx.Process(target=start_and_join_one)
+    p.start()
+    p.join(30)
+    assert p.result == (0, 0)  # the child saw only its own child, never its siblings
+    assert sibling in proctor.active_children()
+    sibling.kill()
+    wait_until(lambda: sibling not in proctor.active_children(), timeout=30)
+    assert sibling.exitcode == -signal.SIGKILL
+    sibling.close()
+    p.close()
+
+
 def test_zombie_free_after_join(ctx):
     p = ctx.Process(target=double, args=(2,))
     p.start()
