@@ -1,7 +1,12 @@
-"""Start + join of a no-op process, per start method: proctor vs multiprocessing.
+"""Starting processes, per start method: proctor vs multiprocessing.
 
-Also measures the floors: a bare ``os.fork()`` + ``waitpid`` for fork, and
-``python -c pass`` for spawn. Run: ``python benchmarks/bench_process.py [--quick]``.
+* start + join of a no-op process, with the floors: a bare ``os.fork()`` +
+  ``waitpid`` for fork, and ``python -c pass`` for spawn;
+* the cost of one ``start()`` while 10, 100 and 300 children started before it are
+  still alive, each blocked on a queue of its own (issue 12: it grew with the
+  number of living children). Flat is the goal.
+
+Run: ``python benchmarks/bench_process.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -53,6 +58,91 @@ def _python_pass():
     subprocess.run([sys.executable, "-c", "pass"], check=True)
 
 
+def _living_children(ctx, count):
+    """Seconds per start() of ``count`` children that all stay alive until the end.
+
+    Each child gets a queue of its own and blocks in ``get()`` on it; the queue's
+    bound ``get`` is the target, so no child imports this module.
+    """
+
+    def measure():
+        queues, processes = [], []
+        try:
+            began = time.perf_counter()
+            for _ in range(count):
+                q = ctx.Queue()
+                queues.append(q)
+                p = ctx.Process(target=q.get)
+                p.start()
+                processes.append(p)
+            return (time.perf_counter() - began) / count
+        finally:
+            for q in queues[: len(processes)]:
+                q.put(None)
+            for p in processes:
+                p.join(120)
+                if p.exitcode is None:
+                    p.kill()
+                    p.join(30)
+                p.close()
+            for q in queues:
+                q.close()
+                if hasattr(q, "join_thread"):
+                    q.join_thread()
+
+    return measure
+
+
+# Descriptors the parent holds per living child, with room to spare (proctor:
+# channel, sentinel, status socket, queue ring and mailbox; multiprocessing:
+# sentinel, queue pipe and its lock).
+_FDS_PER_LIVING_CHILD = 10
+
+
+def _living_counts(quick: bool) -> list[int]:
+    """10, 100, 300 children, fewer if the descriptor limit cannot be raised enough."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 256 + 300 * _FDS_PER_LIVING_CHILD
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        soft = new_soft
+    ceiling = (soft - 256) // _FDS_PER_LIVING_CHILD
+    return [n for n in ((10, 100) if quick else (10, 100, 300)) if n <= ceiling]
+
+
+def _living_rows(quick: bool) -> list[dict]:
+    rows = []
+    for method in ("fork", "forkserver"):
+        px = proctor.get_context(method)
+        mp = multiprocessing.get_context(method)
+        # Warm up with a queue: the fork servers load what queue users need once.
+        _living_children(px, 2)()
+        _living_children(mp, 2)()
+        for count in _living_counts(quick):
+            rounds = 1 if quick else (5 if count <= 10 else 3)
+            got = interleaved(
+                {
+                    "proctor": _living_children(px, count),
+                    "multiprocessing": _living_children(mp, count),
+                },
+                rounds,
+            )
+            rows.append(
+                row(
+                    f"start with {count} living children ({method})",
+                    got["proctor"] * 1e3,
+                    got["multiprocessing"] * 1e3,
+                    "ms",
+                    higher_is_better=False,
+                    note="per start(); each child blocks on a queue of its own",
+                )
+            )
+    return rows
+
+
 def run(quick: bool = False) -> list[dict]:
     rounds = 3 if quick else 7
     rows = []
@@ -90,6 +180,7 @@ def run(quick: bool = False) -> list[dict]:
                 note=note,
             )
         )
+    rows.extend(_living_rows(quick))
     return rows
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
+import select
 import shutil
 import signal
 import sys
@@ -13,7 +15,7 @@ import time
 import pytest
 
 import proctor
-from helpers import pid_exists, wait_until
+from helpers import open_fds, pid_exists, wait_until
 from proctor import RemoteError, ResultError, UnpicklableError
 
 # --- targets (importable, so they also work by reference) ---------------------
@@ -494,9 +496,49 @@ def test_set_start_method_twice_needs_force():
         proctor.set_start_method(original, force=True)
 
 
-def test_default_start_method_is_documented_choice():
-    expected = "spawn" if sys.platform == "darwin" else "forkserver"
+def test_default_start_method_is_the_stdlib_default():
+    import multiprocessing
+
+    # issue 12: proctor defaulted to forkserver where multiprocessing forks.
+    expected = multiprocessing.get_all_start_methods()[0]  # the default, by its docs
+    if sys.platform == "darwin":
+        assert expected == "spawn"
+    else:
+        assert expected == ("forkserver" if sys.version_info >= (3, 14) else "fork")
     assert proctor.get_all_start_methods()[0] == expected
+    assert proctor.get_context().Process is proctor.Process
+
+
+def get_start_method_in_child():
+    return proctor.get_start_method()
+
+
+def test_a_fork_while_another_thread_holds_the_start_method_lock_does_not_hang_the_child():
+    from proctor import _context
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _context._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    p = proctor.get_context("fork").Process(target=get_start_method_in_child)
+    try:
+        assert holding.wait(30)
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0, "the child hung on a lock held by its parent's thread"
+        assert p.result == "fork"
+    finally:
+        release.set()
+        holder.join(30)
+        if p.pid is not None and p.exitcode is None:
+            p.kill()
+            p.join(30)
+        p.close()
 
 
 def test_child_that_cannot_load_its_target_reports_why(ctx, capfd, tmp_path, monkeypatch):
@@ -518,6 +560,134 @@ def test_child_that_cannot_load_its_target_reports_why(ctx, capfd, tmp_path, mon
     assert p.exitcode == 1
     assert isinstance(p.exception, ModuleNotFoundError)
     assert "could not load its target" in capfd.readouterr().err
+    p.close()
+
+
+def _start_and_join_without_close(ctx, count):
+    for _ in range(count):
+        p = ctx.Process(target=int)
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0
+
+
+def test_processes_joined_but_never_closed_release_their_descriptors(ctx):
+    # issue 12: without close(), each fork and spawn child left its pidfd sentinel open.
+    _start_and_join_without_close(ctx, 1)  # one-time descriptors (fork server, /dev/null)
+    gc.collect()
+    before = open_fds()
+    _start_and_join_without_close(ctx, 20)
+    gc.collect()
+    # The log listener may take a moment to close its own sockets after the last
+    # child's records: wait for that, not for a leak (which never goes away).
+    wait_until(lambda: not (open_fds() - before), timeout=10)
+
+
+def test_a_dropped_process_object_closes_quietly(ctx, recwarn):
+    # Collected without close(): its sockets are closed, not reported as unclosed.
+    import warnings
+
+    warnings.simplefilter("always", ResourceWarning)
+    _start_and_join_without_close(ctx, 3)
+    gc.collect()
+    assert [str(w.message) for w in recwarn if w.category is ResourceWarning] == []
+
+
+def test_start_looks_only_at_children_that_ended(ctx, monkeypatch):
+    # issue 12: start() polled every living child, so the n-th start cost O(n).
+    from proctor._start import _popen
+
+    release = ctx.Event()
+    living = [ctx.Process(target=release.wait, args=(60,)) for _ in range(10)]
+    ended = ctx.Process(target=int)
+    last = ctx.Process(target=int)
+    polled = []
+    original_poll = _popen.Popen.poll
+
+    def counting_poll(self):
+        polled.append(self.pid)
+        return original_poll(self)
+
+    try:
+        for p in living:
+            p.start()
+        ended.start()
+        wait_until(lambda: select.select([ended.sentinel], [], [], 0)[0], timeout=30)
+        monkeypatch.setattr(_popen.Popen, "poll", counting_poll)
+        last.start()
+        monkeypatch.undo()
+        # The ended child was reaped without a join, as multiprocessing reaps it;
+        # none of the living ones was looked at.
+        assert polled == [ended.pid]
+        assert ended not in proctor.active_children()
+        assert set(living) <= set(proctor.active_children())
+    finally:
+        monkeypatch.undo()
+        release.set()
+        for p in [*living, ended, last]:
+            if p.pid is not None:
+                p.join(30)
+            p.close()
+        release.close()
+
+
+def test_a_start_costs_the_same_however_many_children_share_an_object(monkeypatch):
+    # issue 12: once 64 living children used one lock, every further start had the
+    # reaper client check the start time of each of them: the n-th start cost O(n).
+    from proctor._reaper import _client as _reaper
+
+    ctx = proctor.get_context("forkserver")  # objects reach the child in the handoff
+    release = ctx.Event()
+    living = [ctx.Process(target=release.wait, args=(60,)) for _ in range(70)]
+    last = ctx.Process(target=release.wait, args=(60,))
+    looked_up = []
+    original = _reaper._create_time
+
+    def counting_create_time(pid):
+        looked_up.append(pid)
+        return original(pid)
+
+    try:
+        for p in living:
+            p.start()
+        monkeypatch.setattr(_reaper, "_create_time", counting_create_time)
+        last.start()
+        monkeypatch.undo()
+        # One look-up per name the event uses, for the new child only.
+        assert looked_up and set(looked_up) == {last.pid}
+    finally:
+        monkeypatch.undo()
+        release.set()
+        for p in [*living, last]:
+            if p.pid is not None:
+                p.join(30)
+            p.close()
+        release.close()
+
+
+def start_and_join_one():
+    child = proctor.get_context("fork").Process(target=int)
+    child.start()
+    child.join(30)
+    return child.exitcode, len(proctor.active_children())
+
+
+def test_a_forked_child_does_not_disturb_its_parents_record_of_children():
+    # The parent's selector over its children's sentinels (epoll) is shared with a
+    # forked child: had the child unregistered anything, the parent would never
+    # see that sibling end.
+    ctx = proctor.get_context("fork")
+    sibling = ctx.Process(target=sleep_forever)
+    sibling.start()
+    p = ctx.Process(target=start_and_join_one)
+    p.start()
+    p.join(30)
+    assert p.result == (0, 0)  # the child saw only its own child, never its siblings
+    assert sibling in proctor.active_children()
+    sibling.kill()
+    wait_until(lambda: sibling not in proctor.active_children(), timeout=30)
+    assert sibling.exitcode == -signal.SIGKILL
+    sibling.close()
     p.close()
 
 
@@ -551,6 +721,24 @@ def test_fork_server_follows_the_modules_the_parent_uses():
     assert p.result is True
     p.close()
     q.close()
+
+
+def test_fork_server_preloads_what_every_child_of_a_lock_user_imports():
+    # issue 12: each forkserver child handed a lock or a queue imported the reaper
+    # client itself (~30 ms of CPU each with psutil): the main cost of starting many.
+    lock = proctor.Lock()
+    p = proctor.get_context("forkserver").Process(
+        target=modules_loaded, args=(["proctor._reaper._client", "proctor._core._by_value"],)
+    )
+    p.start()
+    p.join(30)
+    assert p.result == [True, True]
+    p.close()
+    lock.close()
+
+
+def modules_loaded(names):
+    return [name in sys.modules for name in names]
 
 
 def test_multiprocessing_compatibility_names():

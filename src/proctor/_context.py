@@ -4,13 +4,18 @@ A context is a namespace of factories (``ctx.Process``, ``ctx.Pipe``, ``ctx.Lock
 bound to one start method. ``proctor.get_context("spawn")`` returns the spawn
 context; the module-level functions (``proctor.Process``...) use the default
 context, whose method is chosen by ``set_start_method()`` or, failing that, by
-:data:`DEFAULT_METHOD`:
+:data:`DEFAULT_METHOD`, which is the running Python's ``multiprocessing`` default,
+so that changing only the import keeps a program's behaviour:
 
-* Linux: ``forkserver`` -- children are forked from a clean single-threaded
-  server, so they start fast, and a parent running threads cannot hand them a
-  lock that some thread held at the fork (the classic ``fork`` deadlock).
 * macOS: ``spawn`` -- forking a process that used system frameworks is unsafe
-  there (Apple's libraries are not fork-safe), so the fork server would be too.
+  there (Apple's libraries are not fork-safe).
+* other POSIX systems: ``fork`` up to Python 3.13, ``forkserver`` from 3.14 on.
+
+``forkserver`` is the better choice for a program that runs threads of its own
+(see docs/processes.md). proctor keeps ``fork`` safe against its own threads: at
+each fork the log listener is made to leave any handler first, and the locks of
+proctor's helpers (start, fork-server client, reaper client, log listener) are
+replaced in the forked child.
 """
 
 from __future__ import annotations
@@ -44,7 +49,20 @@ __all__ = (
 )
 
 START_METHODS = ("fork", "spawn", "forkserver")
-DEFAULT_METHOD = "spawn" if sys.platform == "darwin" else "forkserver"
+
+
+def _stdlib_default_method() -> str:
+    # What multiprocessing.get_start_method() answers here, without importing it.
+    if sys.platform == "darwin":
+        return "spawn"  # since Python 3.8
+    if sys.version_info >= (3, 14):
+        return "forkserver"
+    return "fork"
+
+
+#: The start method used unless ``set_start_method()`` chose another: the
+#: ``multiprocessing`` default of the running Python on this platform.
+DEFAULT_METHOD = _stdlib_default_method()
 
 _lock = threading.Lock()
 _chosen: str | None = None
@@ -358,3 +376,12 @@ def get_context(method: str | None = None) -> BaseContext:
     if method is None:
         return _default_context
     return _contexts[_check_method(method)]
+
+
+def _reset_after_fork() -> None:
+    # Another thread may have held the lock at the fork; this child is alone.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

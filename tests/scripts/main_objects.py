@@ -1,6 +1,8 @@
 """Targets defined in __main__: a class instance, a Process subclass, a notebook-style function.
 
-argv: start method. Prints one line per case.
+argv: start method. Prints one line per case: the exit code, then what the result
+is -- for a ``Point``, whether it is an instance of this very class (not a copy of
+it made by unpickling by value) and what its attributes and methods give.
 """
 
 import sys
@@ -22,6 +24,9 @@ class Point:
 
     def __repr__(self):
         return f"Point({self.x}, {self.y})"
+
+    def manhattan(self):
+        return abs(self.x) + abs(self.y)
 
 
 class Greeter(proctor.Process):
@@ -51,4 +56,13 @@ if __name__ == "__main__":
     for p in cases:
         p.start()
         p.join(60)
-        print(p.exitcode, repr(p.result), flush=True)
+        result = p.result
+        if type(result).__name__ == "Point":
+            described = (
+                f"Point is-this-class={type(result) is Point} "
+                f"isinstance={isinstance(result, Point)} "
+                f"x={result.x} y={result.y} manhattan={result.manhattan()}"
+            )
+        else:
+            described = f"{type(result).__name__} {result!r}"
+        print(p.exitcode, described, flush=True)

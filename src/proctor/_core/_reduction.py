@@ -27,6 +27,7 @@ Objects known by name (OS semaphores, shared-memory segments) register an
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ __all__ = (
     "handing_off",
     "is_spawning",
     "receiving",
+    "refused_outside_start",
     "take_fd",
 )
 
@@ -105,13 +107,55 @@ def fd_token(fd: int, what: str = "this object") -> int:
     """
     handoff = current_handoff()
     if handoff is None:
-        raise RuntimeError(
+        raise refused_outside_start(
+            what,
             f"{what} holds an open file descriptor and can only be sent to a child "
             "process as an argument of Process(...) (or as an attribute of the process "
             "object) when it is started; it cannot be pickled into a queue, a pipe or a "
-            "file. Pass it to the child at start, or create it in the child."
+            "file. Pass it to the child at start, or create it in the child.",
         )
     return handoff.add_fd(fd)
+
+
+def refused_outside_start(what: str, message: str) -> RuntimeError:
+    """The error for pickling, outside a proctor start, what only a start can send.
+
+    ``message`` is the object's own explanation. When the pickling is
+    ``multiprocessing`` starting a process of its own (a proctor object passed to
+    a ``multiprocessing.Process``), "pass it to Process(...)" is what the user
+    did, so the error says that the process was not a proctor one instead.
+    """
+    method = _multiprocessing_start_method()
+    if method is None:
+        return RuntimeError(message)
+    return RuntimeError(
+        f"{what} cannot be sent to this child: it is a multiprocessing.Process (being "
+        f"started with multiprocessing's {method!r} start method), not a proctor.Process, "
+        "and only proctor's own start can send proctor objects, with the descriptors and "
+        "OS objects they are made of. Start the child with proctor.Process (or "
+        f"proctor.get_context({method!r}).Process): import Process from proctor too, not "
+        "only the queues and locks. Or use multiprocessing's own objects with "
+        "multiprocessing's processes."
+    )
+
+
+def _multiprocessing_start_method() -> str | None:
+    """The method of a ``multiprocessing`` start pickling in this thread now, or ``None``.
+
+    ``multiprocessing`` marks its spawn and forkserver starts with
+    ``context.get_spawning_popen()``; it is asked only if already imported.
+    """
+    context = sys.modules.get("multiprocessing.context")
+    if context is None:
+        return None
+    try:
+        popen = context.get_spawning_popen()
+    except Exception:  # a multiprocessing without it: nothing to tell
+        return None
+    if popen is None:
+        return None
+    method = getattr(popen, "method", None)
+    return method if isinstance(method, str) else "spawn"
 
 
 class _Received:

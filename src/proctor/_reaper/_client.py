@@ -137,6 +137,8 @@ class _Client:
         self.refs: dict[tuple[str, str], int] = {}
         # (kind, name) -> {(pid, ctime)} of other processes registered through us
         self.others: dict[tuple[str, str], set[tuple[int, float]]] = {}
+        # (kind, name) -> size of its ``others`` set at which dead users are dropped
+        self.prune_at: dict[tuple[str, str], int] = {}
 
     # Every method below is called with self.lock held.
 
@@ -476,9 +478,13 @@ def add_user(name: str, kind: str, pid: int) -> None:
     key = (kind, name)
     with _client.lock:
         users = _client.others.setdefault(key, set())
-        # Forget dead children now and then so the record does not grow forever.
-        if len(users) >= 64:
+        # Forget dead children now and then so the record does not grow forever:
+        # when it has doubled since the last time, so that a start costs the same
+        # however many children use the name (a check at every start once 64 did
+        # made the n-th start cost O(n); issue 12).
+        if len(users) >= _client.prune_at.get(key, 64):
             users.difference_update({(p, c) for p, c in users if _create_time(p) != c})
+            _client.prune_at[key] = max(64, 2 * len(users))
         users.add((pid, ctime))
         _client.send(["R", kind, name, pid, ctime])
 
@@ -490,6 +496,7 @@ def forget(name: str, kind: str) -> None:
     with _client.lock:
         _client.refs.pop(key, None)
         _client.others.pop(key, None)
+        _client.prune_at.pop(key, None)
         if _client.fd is None:
             return  # this process never told a reaper about the name
         with contextlib.suppress(OSError):

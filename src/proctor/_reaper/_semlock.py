@@ -127,10 +127,11 @@ class NamedSemaphore(ClosedWhenCollected):
     def __reduce__(self):
         handoff = _reduction.current_handoff()
         if handoff is None:
-            raise RuntimeError(
+            raise _reduction.refused_outside_start(
+                "a proctor synchronisation object",
                 "a proctor synchronisation object can only be shared with a child process "
                 "by passing it to Process(...) when the child is started; it cannot be "
-                "pickled into a queue, a pipe or a file"
+                "pickled into a queue, a pipe or a file",
             )
         if isinstance(self.sem, _Closed):
             raise ValueError("cannot send a closed semaphore to a child process")

@@ -80,12 +80,13 @@ class SharedArray(np.ndarray):
             # Ordinary memory (the result of a computation): send the values.
             return np.asarray(self).__reduce__()
         if _reduction.current_handoff() is None:
-            raise RuntimeError(
+            raise _reduction.refused_outside_start(
+                "a proctor shared array",
                 "a proctor shared array can only be passed to a child process as an "
                 "argument of Process(...); it cannot be pickled into a queue, a pipe or a "
                 "file. To send an array through a queue, share it by name: make a "
                 "proctor.shared_memory.SharedMemory and build np.ndarray(shape, dtype, "
-                "buffer=shm.buf) on both sides."
+                "buffer=shm.buf) on both sides.",
             )
         offset = self.__array_interface__["data"][0] - _address(memory)
         return (_rebuild, (memory, offset, self.shape, self.dtype, self.strides))

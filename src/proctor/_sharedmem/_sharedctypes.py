@@ -119,11 +119,12 @@ def _at(type_: type, memory: _anonmem.AnonymousMemory, offset: int) -> Any:
 
 def _reduce_ctype(obj: Any):
     if _reduction.current_handoff() is None:
-        raise RuntimeError(
+        raise _reduction.refused_outside_start(
+            f"shared ctypes object {obj!r}",
             f"shared ctypes object {obj!r} (from Value/Array/RawValue/RawArray) can only "
             "be passed to a child process as an argument of Process(...), as with "
             "multiprocessing; it cannot be pickled into a queue, a pipe or a file. Use "
-            "proctor.shared_memory.SharedMemory to share memory by name instead."
+            "proctor.shared_memory.SharedMemory to share memory by name instead.",
         )
     type_, memory, offset = obj._proctor_block
     return (_rebuild_ctype, (_encode_type(type_), memory, offset))

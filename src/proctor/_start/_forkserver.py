@@ -44,6 +44,10 @@ EXIT_GRACE = 2.0
 # Modules a child may need that the server imports once it sees the parent use
 # them: a child handed a queue or forwarding its logs then finds them loaded,
 # while a server for a parent that uses none of them stays small (and quick to fork).
+# The reaper's client (and psutil, which it uses where there is no /proc) is what every
+# child rebuilding a lock or a queue registers with: importing them cost each
+# such child ~30 ms of CPU (issue 12), the main cost of starting many children.
+# _by_value rebuilds every function sent by value (from __main__, say).
 _FOLLOWED_MODULES = (
     "logging",
     "proctor._connections._connection",
@@ -51,6 +55,9 @@ _FOLLOWED_MODULES = (
     "proctor._sync",
     "proctor._sharedmem._sharedctypes",
     "proctor.shared_memory",
+    "proctor._reaper._client",
+    "psutil",
+    "proctor._core._by_value",
 )
 EXIT_STATUS = struct.Struct("<i")
 

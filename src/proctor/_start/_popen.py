@@ -22,6 +22,7 @@ import socket
 import threading
 
 from .._core import _serialization, _wire
+from .._core._closing import ClosedWhenCollected
 from .._core._errors import RemoteError, RemoteTraceback
 from .._core._timeout import wait_readable
 
@@ -80,8 +81,12 @@ class Outcome:
         return outcome
 
 
-class Popen:
-    """Base class: one started child, seen from its parent."""
+class Popen(ClosedWhenCollected):
+    """Base class: one started child, seen from its parent.
+
+    Collected without ``close()`` (a ``Process`` that was joined and dropped), it
+    closes its descriptors quietly, as a garbage-collected file does.
+    """
 
     method = ""
 
@@ -199,27 +204,13 @@ class Popen:
 
             self.log_stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
 
-    def __del__(self) -> None:
-        # A Process dropped without close(): release the descriptors quietly,
-        # as a garbage-collected file would, rather than warn about sockets.
-        try:
-            if self.channel is not None:
-                self.channel.close()
-                self.channel = None
-        except Exception:
-            pass
-
     def forget_in_child(self) -> None:
         """In a forked child: close this copy of a sibling's descriptors, quietly.
 
-        (Not ``close()``: that would wait for the sibling's log stream, which this
-        process never listened to.)
+        (Its log stream is the parent's listener's to read, not this process's.)
         """
-        if self.channel is not None:
-            self.channel.close()
-            self.channel = None
-        self._close_sentinel()
         self.log_stream = None
+        self.close()
 
     def _close_sentinel(self) -> None:
         if self.sentinel >= 0:
@@ -229,13 +220,21 @@ class Popen:
                 pass
             self.sentinel = -1
 
-    def close(self) -> None:
-        """Release the parent's descriptors for this child (idempotent)."""
+    def detach_logs(self) -> None:
+        """Stop handling the child's log records (the process object is being closed)."""
         if self.log_stream is not None:
             from .._logging._forwarding import listener
 
-            listener().detach(self.log_stream)
-            self.log_stream = None
+            stream, self.log_stream = self.log_stream, None
+            listener().detach(stream)
+
+    def close(self) -> None:
+        """Release the parent's descriptors for this child (idempotent).
+
+        Also what garbage collection does to a ``Process`` dropped without
+        ``close()``. The log stream is not touched here: its parent end belongs
+        to the log listener, which closes it when the child's records end.
+        """
         if self.channel is not None:
             self.channel.close()
             self.channel = None

@@ -18,11 +18,12 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import selectors
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from .._core import _serialization
 from .._core._errors import ResultError
@@ -42,13 +43,85 @@ __all__ = (
 )
 
 
+class _Children:
+    """This process's started children that have not been seen to end yet.
+
+    Each child's sentinel is registered with a selector (epoll on Linux), so
+    finding the children that ended costs one ``select(0)`` plus a poll of each
+    ended one, however many are still running: ``start()`` does it every time (as
+    multiprocessing does, to reap), and a scan over every child made the n-th
+    start cost O(n) (issue 12).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fds: dict[Process, int] = {}
+        self._selector: selectors.BaseSelector | None = None
+
+    def add(self, child: Process, sentinel: int) -> None:
+        with self._lock:
+            if self._selector is None:
+                self._selector = _sentinel_selector()
+            self._selector.register(sentinel, selectors.EVENT_READ, child)
+            self._fds[child] = sentinel
+
+    def discard(self, child: Process) -> None:
+        """Forget ``child``; call before its sentinel is closed."""
+        with self._lock:
+            fd = self._fds.pop(child, None)
+            if fd is not None and self._selector is not None:
+                self._selector.unregister(fd)
+
+    def ended(self) -> list[Process]:
+        """The children whose sentinel is readable (they ended, or are ending)."""
+        with self._lock:
+            if not self._fds or self._selector is None:
+                return []
+            return [key.data for key, _events in self._selector.select(0)]
+
+    def __iter__(self) -> Iterator[Process]:
+        with self._lock:
+            return iter(list(self._fds))
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def __contains__(self, child: object) -> bool:
+        return child in self._fds
+
+    def abandon_after_fork(self) -> list[Process]:
+        """In a forked child: give up this copy, never unregistering anything.
+
+        An epoll instance is shared with the parent through the fork: unregistering
+        here would unregister in the parent too, so this copy of it is only
+        closed. Returns the children, whose descriptors the caller closes.
+        """
+        if self._selector is not None:
+            try:
+                self._selector.close()
+            except OSError:
+                pass
+            self._selector = None
+        return list(self._fds)
+
+
+def _sentinel_selector() -> selectors.BaseSelector:
+    # epoll where there is one: O(ready) per select. Elsewhere poll, whose cost
+    # per select grows with the number of children but stays one system call;
+    # not kqueue, whose descriptor a forked child does not inherit (closing it
+    # there could close another descriptor that reused the number).
+    if hasattr(selectors, "EpollSelector"):
+        return selectors.EpollSelector()
+    return selectors.PollSelector()
+
+
 class _ProcessState:
     """Per-process globals: who we are, our children, the child counter."""
 
     def __init__(self) -> None:
         self.current: BaseProcessInfo = _MainProcess()
         self.parent: _ParentProcess | None = None
-        self.children: set[Process] = set()
+        self.children = _Children()
         self.counter = itertools.count(1)
         self.atexit_registered = False
         self.exit_hooks: list[Callable[[], object]] = []
@@ -159,9 +232,9 @@ def active_children() -> list[Process]:
 
 
 def _reap_finished_children() -> None:
-    for child in list(_state.children):
+    for child in _state.children.ended():
         popen = child._popen
-        if popen is not None and popen.poll() is not None:
+        if popen is None or popen.poll() is not None:
             _state.children.discard(child)
 
 
@@ -283,13 +356,19 @@ class Process(BaseProcessInfo):
         # Recorded before pickling, so the child learns the method it runs under
         # and makes it its own default, as multiprocessing does.
         self._started_with = _resolve_method(self._start_method)
+        from ._bootstrap import flush_std_streams
+
+        # What this process printed so far comes out before anything the child
+        # prints (stdout may be a block-buffered pipe), and a forked child does
+        # not inherit it to print it again, as with multiprocessing.
+        flush_std_streams()
         # One start at a time per process: a fork copies every descriptor, so a
         # child forked while another thread holds a new child's ends of its
         # channels would keep them open, and that child's log stream (or
         # lifeline) would not end with it.
         with _state.start_lock:
             self._popen = _launcher_for(self._started_with)(self)
-        _state.children.add(self)
+        _state.children.add(self, self._popen.sentinel)
         _register_exit_handler()
         _logging.debug("started %s with the %s start method", self._name, self._started_with)
 
@@ -350,10 +429,11 @@ class Process(BaseProcessInfo):
                     f"cannot close {self!r} while it is still running; "
                     "call join() or terminate() first"
                 )
+            _state.children.discard(self)  # before its sentinel is closed
             self._read_outcome()
+            self._popen.detach_logs()
             self._popen.close()
             self._popen = None
-        _state.children.discard(self)
         self._closed = True
 
     def __enter__(self) -> Process:
@@ -503,7 +583,7 @@ class Process(BaseProcessInfo):
         from . import _bootstrap
 
         _context._inherit_start_method(self._started_with)
-        _state.children = set()
+        _state.children = _Children()
         _state.counter = itertools.count(1)
         _state.parent = _ParentProcess(self._parent_name, self._parent_pid)
         _state.current = self
@@ -645,17 +725,18 @@ def _exit_children() -> None:
             _logging.debug("joining %s", child.name)
             child._popen.wait(None)
             child._popen.wait_logs(None)
-    _state.children.clear()
+        _state.children.discard(child)
 
 
 def _reset_after_fork() -> None:
     # The forked child starts with no children and a fresh counter; the process
     # object it runs replaces ``current`` in ``_bootstrap``. Its copies of the
     # parent's descriptors for its siblings are closed: they are not its own.
-    for sibling in _state.children:
+    siblings = _state.children.abandon_after_fork()
+    _state.children = _Children()
+    for sibling in siblings:
         if sibling._popen is not None:
             sibling._popen.forget_in_child()
-    _state.children = set()
     _state.atexit_registered = False
     _state.exit_hooks = []
     _state.start_lock = threading.Lock()

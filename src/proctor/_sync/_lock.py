@@ -124,11 +124,12 @@ def _recovery_guard(shared: SharedWords):
 
 def _not_shareable(obj: object) -> None:
     if not _reduction.is_spawning():
-        raise RuntimeError(
+        raise _reduction.refused_outside_start(
+            type(obj).__name__,
             f"{type(obj).__name__} objects should only be shared between processes through "
             "inheritance: pass it to Process(target=..., args=(...)) when the child is "
             "started (or create it in the child); it cannot be pickled into a queue, a "
-            "pipe or a file"
+            "pipe or a file",
         )
 
 
