@@ -626,7 +626,7 @@ def test_a_dead_holder_is_recognised_even_when_its_pid_now_names_a_live_process(
     assert _finish(p)[0] == -signal.SIGKILL
     sleeper = subprocess.Popen(["sleep", "120"])
     try:
-        owner = lock._w[0]
+        owner = int(lock._w[0])
         lock._w[0] = owner - (owner & PID_MASK) + sleeper.pid
         assert f"locked by pid {sleeper.pid}" in repr(lock)
         with pytest.warns(OwnerDiedWarning, match=f"process {sleeper.pid} died while holding"):

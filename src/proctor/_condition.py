@@ -25,7 +25,8 @@ most. ``notify`` never waits for the woken process (``multiprocessing``'s
 blocks until the woken process answers -- forever, if it was killed).
 
 ``Event`` is a flag on a condition whose waiters return without retaking the
-lock; ``Barrier`` keeps its round counters there, records each waiting party's
+lock, and take no byte (``_BroadcastQueue``: set() wakes them all, which needs
+nobody's liveness); ``Barrier`` keeps its round counters there, records each waiting party's
 process identity, and breaks when one of those processes dies. Both use a
 ``Lock`` inside, which is handed on if its holder dies.
 """
@@ -144,6 +145,7 @@ class _WaitQueue:
             def ready() -> bool:
                 return w[_NOTIFIED] > ticket or bool(also())
 
+        passed_on = False
         try:
             while True:
                 outcome = wait_for_post(sem.acquire, deadline, ready)
@@ -151,7 +153,7 @@ class _WaitQueue:
                     if w[_NOTIFIED] > ticket:
                         self.let_go(ticket)
                         return True, True
-                    self._pass_on(sem)
+                    passed_on = self._pass_on(sem, passed_on)
                     continue
                 if outcome == READY and w[_NOTIFIED] > ticket:
                     # Notified, but the wake-up came late (or never: its poster
@@ -164,11 +166,14 @@ class _WaitQueue:
             self.let_go(ticket)
             raise
 
-    def _pass_on(self, sem: Any) -> None:
+    def _pass_on(self, sem: Any, passed_on: bool) -> bool:
         """A wake-up meant for another waiter: pass it on if one still needs it.
 
         The notified waiters that have not left yet hold their bytes; the ones
         that left (or died) do not, and the scan never looks at them again.
+
+        Returns:
+            Whether this waiter has passed a wake-up on during this wait.
         """
         w = self.w
         mine = self._own()
@@ -177,10 +182,12 @@ class _WaitQueue:
             if self._waiting(ticket, mine):
                 sem.release()
                 os.sched_yield()  # let the sleeper it wakes take it, not us again
+                passed_on = True
                 break
             ticket += 1
         if ticket > w[_LOW]:
             w[_LOW] = ticket  # (racing writers only make a later scan longer)
+        return passed_on
 
     def leave(self, ticket: int, took_wake_up: bool, sem: Any) -> bool:
         """After :meth:`sleep`, under the lock: return whether the waiter was notified.
@@ -232,6 +239,40 @@ class _WaitQueue:
         return self.w[_UNMARKED]
 
 
+class _BroadcastQueue(_WaitQueue):
+    """The waiters of a condition that only ever wakes them all (Event).
+
+    Waking everyone needs no one's liveness (see :meth:`_WaitQueue.notify`), so
+    these waiters take no byte: entering and leaving cost no system call, which
+    keeps an Event's wake-up as quick as a bare semaphore's. The price is in
+    the rare wake-up taken by a waiter that came after the set() it was posted
+    for: with no byte to tell whether its owner still sleeps, it is passed on
+    once per wait at most, and its owner may find the flag only at its next
+    look, within CHECK_INTERVAL.
+    """
+
+    __slots__ = ()
+
+    def enter(self) -> int:
+        w = self.w
+        ticket = w[_TICKET]
+        w[_TICKET] = ticket + 1
+        w[_UNMARKED] += 1
+        return ticket
+
+    def let_go(self, ticket: int) -> None:
+        pass
+
+    def _waiting(self, ticket: int, mine: set[int]) -> bool:
+        return True  # (only reached by notify(n) with n < all, which Event never does)
+
+    def _pass_on(self, sem: Any, passed_on: bool) -> bool:
+        if not passed_on:  # else drop it: stale, or its owner had its chance
+            sem.release()
+            os.sched_yield()
+        return True
+
+
 class Condition:
     """A condition variable shared by processes (``multiprocessing.Condition``).
 
@@ -252,6 +293,8 @@ class Condition:
     """
 
     __slots__ = ("__weakref__", "_lock", "_named", "_queue", "_shared", "_w")
+
+    _queue_class: type[_WaitQueue] = _WaitQueue
 
     def __init__(self, lock: Lock | RLock | None = None) -> None:
         if lock is None:
@@ -275,7 +318,7 @@ class Condition:
         self._named = named
         self._shared = shared
         self._w = shared.words
-        self._queue = _WaitQueue(shared)
+        self._queue = self._queue_class(shared)
 
     # The lock's interface, delegated.
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
@@ -399,6 +442,13 @@ def _rebuild_condition(
     return obj
 
 
+class _EventCondition(Condition):
+    """The condition inside an Event: it only ever wakes all its waiters."""
+
+    __slots__ = ()
+    _queue_class = _BroadcastQueue
+
+
 # ─── Event ───────────────────────────────────────────────────────────────────
 
 _FLAG = 1  # Event: 1 when set
@@ -416,7 +466,7 @@ class Event:
     __slots__ = ("__weakref__", "_cond", "_w")
 
     def __init__(self) -> None:
-        self._setup(Condition(Lock()))
+        self._setup(_EventCondition(Lock()))
 
     def _setup(self, cond: Condition) -> None:
         self._cond = cond

@@ -70,9 +70,11 @@ LIMBO_GRACE = 1.0
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
 
-# Per-process state, reset in a forked child. The owner word holds _ident.
-_ident = _sharedwords.ident()
-_next_token = itertools.count(-secrets.randbits(28) - 1, -1).__next__
+# Per-process state, reset in a forked child. The owner word holds _ident or a
+# token, as doubles (SharedWords.floats: an identity has up to 53 bits, and a
+# float is stored as fast as a small int, a large int ~20 ns slower).
+_ident = float(_sharedwords.ident())
+_next_token = itertools.count(-secrets.randbits(28) - 1.0, -1.0).__next__
 # fcntl record locks belong to the process: this serialises our own threads first.
 _recovery_mutex = threading.Lock()
 
@@ -80,11 +82,10 @@ _recovery_mutex = threading.Lock()
 def _after_fork_in_child() -> None:
     global _ident, _next_token, _recovery_mutex
     # (_sharedwords' hook, registered first, has drawn the child's identity.)
-    _ident = _sharedwords.ident()
+    _ident = float(_sharedwords.ident())
     # A fresh token sequence: the parent's continues, and equal tokens written by
-    # two processes would hide activity from a waiter watching for limbo. (Tokens
-    # start within 29 bits: one-digit ints are cheaper to make and to store.)
-    _next_token = itertools.count(-secrets.randbits(28) - 1, -1).__next__
+    # two processes would hide activity from a waiter watching for limbo.
+    _next_token = itertools.count(-secrets.randbits(28) - 1.0, -1.0).__next__
     _recovery_mutex = threading.Lock()
 
 
@@ -162,7 +163,7 @@ class _OwnedLock(ClosedWhenCollected):
         # Bound once: the fast path is a C call and a store, nothing else.
         self._try = named.sem.acquire
         self._post = named.sem.release
-        self._w: memoryview | _ClosedWords = shared.words
+        self._w: memoryview[float] | _ClosedWords = shared.floats
         # [release token seen while no owner was recorded, since when]: kept
         # across calls, so that callers looping on short timeouts still see a
         # holder that died before recording itself stay dead for LIMBO_GRACE.
@@ -204,7 +205,7 @@ class _OwnedLock(ClosedWhenCollected):
             return False
         return self._take_over(owner)
 
-    def _take_over(self, expected: int) -> bool:
+    def _take_over(self, expected: float) -> bool:
         with _recovery_guard(self._shared):
             if self._try(False):
                 # Released in the meantime: an ordinary acquisition.
@@ -294,11 +295,11 @@ def _closed_call(*args: Any) -> Any:
 
 
 class _ClosedWords:
-    def __getitem__(self, index: int) -> int:
+    def __getitem__(self, index: int) -> float:
         _closed_call()
-        return 0
+        return 0.0
 
-    def __setitem__(self, index: int, value: int) -> None:
+    def __setitem__(self, index: int, value: float) -> None:
         _closed_call()
 
 

@@ -23,8 +23,8 @@ space is divided up::
                                               (its guard; see _lock)
     TICKET_BASE + offset // 64 * TICKET_SPAN  a thread waiting on the condition in
       + ticket % TICKET_SPAN                  this block under that ticket
-    IDENT_BASE + ident                        process ``ident``, for as long as it
-                                              maps the arena
+    IDENT_BASE + identity                     the process with that identity, for as
+                                              long as it maps the arena
 
 Every process takes its identity byte on each arena as soon as it maps it (a
 block is created or rebuilt here, or the process was forked with it) and keeps
@@ -32,8 +32,9 @@ it while the arena is open, so a lock holder, a barrier party or any process
 recorded by identity is alive exactly while its byte is held.
 
 Record locks are per process and go when the process closes *any* descriptor
-of the file. proctor keeps one descriptor per arena in each process (the memory
-object's own), so that never happens while the arena is in use.
+of the file. A process has one descriptor per arena (its ``AnonymousMemory``'s:
+the arena reaches a child once per start, in one pickle), closed only with the
+arena, so that does not happen while the arena is in use.
 """
 
 from __future__ import annotations
@@ -59,12 +60,13 @@ __all__ = (
     "pid_of",
 )
 
-#: Bits of an identity that hold the pid (any pid_t fits).
-PID_BITS = 32
+#: Bits of an identity that hold the pid: Linux pids stay below 2**22
+#: (PID_MAX_LIMIT), macOS's and the BSDs' below 100000.
+PID_BITS = 22
 PID_MASK = (1 << PID_BITS) - 1
-#: Bits of the random nonce above the pid: identities stay below 2**62, so
-#: every identity byte fits in a 63-bit file offset.
-_NONCE_BITS = 30
+#: Bits of the random nonce above the pid. Identities stay below 2**53, so a
+#: double holds one exactly (see ``SharedWords.floats``).
+_NONCE_BITS = 31
 #: Where the identity bytes start in an arena's lock space.
 IDENT_BASE = 1 << 62
 #: Where the condition tickets' bytes start, and how many each block has.
@@ -77,8 +79,11 @@ _HELD = (errno.EAGAIN, errno.EACCES)
 
 
 def _new_ident() -> int:
+    pid = os.getpid()
+    if pid > PID_MASK:  # pragma: no cover - no supported system has such pids
+        raise OSError(f"pid {pid} does not fit in proctor's process identities ({PID_BITS} bits)")
     nonce = secrets.randbits(_NONCE_BITS) or 1  # nonzero: a bare pid is nobody's identity
-    return nonce << PID_BITS | os.getpid()
+    return nonce << PID_BITS | pid
 
 
 _ident = _new_ident()
@@ -91,9 +96,9 @@ def ident() -> int:
     return _ident
 
 
-def pid_of(identity: int) -> int:
+def pid_of(identity: int | float) -> int:
     """The pid inside a process identity."""
-    return identity & PID_MASK
+    return int(identity) & PID_MASK
 
 
 def _hold_identity(mem: AnonymousMemory) -> None:
@@ -151,10 +156,14 @@ class SharedWords(ClosedWhenCollected):
     Attributes:
         words: a ``memoryview`` of ``int64`` over the block; index it directly
             (``words[0] = pid``): an aligned 8-byte store is one machine store.
+        floats: the same block as ``double``: for a word stored on a hot path
+            with values beyond 2**30 (process identities). CPython stores a
+            float into a buffer as fast as a one-digit int, while a larger int
+            costs some 20 ns more; a double holds any int below 2**53 exactly.
         offset: the block's byte offset in its arena (unique within the arena).
     """
 
-    __slots__ = ("__weakref__", "_mem", "offset", "words")
+    __slots__ = ("__weakref__", "_mem", "floats", "offset", "words")
 
     def __init__(self, nwords: int, *, _at: tuple[AnonymousMemory, int] | None = None) -> None:
         mem, offset = allocate(nwords * 8) if _at is None else _at
@@ -162,6 +171,7 @@ class SharedWords(ClosedWhenCollected):
         self.offset = offset
         # Blocks are 64-byte aligned, so the int64 view is aligned too.
         self.words = memoryview(mem)[offset : offset + nwords * 8].cast("q")
+        self.floats = memoryview(mem)[offset : offset + nwords * 8].cast("d")
         _hold_identity(mem)
 
     @property
@@ -171,8 +181,9 @@ class SharedWords(ClosedWhenCollected):
 
     # -- liveness -----------------------------------------------------------------
 
-    def process_alive(self, identity: int) -> bool:
+    def process_alive(self, identity: int | float) -> bool:
         """Whether the process with this identity (see :func:`ident`) still runs."""
+        identity = int(identity)
         if identity == _ident:
             return True
         return _probe(self._mem.fd, IDENT_BASE + identity, identity & PID_MASK)
@@ -220,8 +231,9 @@ class SharedWords(ClosedWhenCollected):
         words, self.words = self.words, None  # type: ignore[assignment]
         if words is None:
             return
-        # Every holder of `words` sees a released view from now on (ValueError on use).
+        # Every holder of a view sees it released from now on (ValueError on use).
         words.release()
+        self.floats.release()
         self._mem = None  # type: ignore[assignment]
 
     def __reduce__(self):
