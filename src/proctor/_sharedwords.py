@@ -76,6 +76,12 @@ TICKET_BASE = 1 << 56
 TICKET_SPAN = 1 << 40
 # Which errors of a non-blocking lock attempt mean "someone else holds it".
 _HELD = (errno.EAGAIN, errno.EACCES)
+# Which errors mean "this kind of descriptor takes no record locks".
+_UNSUPPORTED = tuple(
+    getattr(errno, name)
+    for name in ("EINVAL", "ENOTSUP", "EOPNOTSUPP", "ENOSYS")
+    if hasattr(errno, name)
+)
 
 
 def _new_ident() -> int:
@@ -108,7 +114,15 @@ def _hold_identity(mem: AnonymousMemory) -> None:
     try:
         # Blocking: a prober holds the byte for a moment at most.
         fcntl.lockf(mem.fd, fcntl.LOCK_EX, 1, IDENT_BASE + _ident)
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in _UNSUPPORTED:
+            # Locks work here, only not for us now: going on would let others
+            # take this live process for dead.
+            raise OSError(
+                exc.errno,
+                f"cannot take this process's liveness lock on proctor's shared memory "
+                f"({exc.strerror}); without it other processes could take its locks over",
+            ) from exc
         # No record locks on this kind of descriptor: probes fail the same way
         # in every process, and liveness falls back to the pid (see _probe).
         return
