@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import subprocess
 import threading
 import time
 import warnings
@@ -15,6 +16,7 @@ import proctor
 from helpers import pid_exists, shm_entries, wait_until
 from proctor import OwnerDiedWarning, _sync
 from proctor._core._anonmem import AnonymousMemory
+from proctor._core._sharedwords import PID_MASK
 from proctor._reaper import _client as _reaper
 from proctor._sync import (
     Barrier,
@@ -56,6 +58,18 @@ def _finish(p, timeout=30):
     result = p.result if exitcode == 0 else None
     p.close()
     return exitcode, result
+
+
+def _kill_unfinished(*procs):
+    """Clean up after a failed test: kill what _finish did not collect."""
+    for p in procs:
+        try:
+            if p.exitcode is None:
+                p.kill()
+                p.join(30)
+            p.close()
+        except ValueError:
+            pass  # already closed by _finish
 
 
 def _words(mem):
@@ -143,6 +157,91 @@ def wait_at_barrier(barrier, timeout):
 def set_event_later(event, go):
     go.wait(10)
     event.set()
+
+
+class _DieOnPost:
+    """Stands in for a condition's wake-up semaphore: SIGKILL at the first post.
+
+    Installed in a notifier process only, it kills that process exactly between
+    marking waiters notified and posting their wake-ups -- no timing involved.
+    """
+
+    def __init__(self, sem):
+        self._sem = sem
+
+    def acquire(self, *args):
+        return self._sem.acquire(*args)
+
+    def release(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def notify_and_die_before_posting(cond):
+    cond._named.sem = _DieOnPost(cond._named.sem)
+    with cond:
+        cond.notify()
+
+
+def set_and_die_before_posting(event):
+    event._cond._named.sem = _DieOnPost(event._cond._named.sem)
+    event.set()
+
+
+def wait_on_condition_without_timeout(cond, mem):
+    words = _words(mem)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with cond:
+            words[1] += 1
+            notified = cond.wait()
+    return notified, [str(w.message) for w in caught if issubclass(w.category, OwnerDiedWarning)]
+
+
+def wait_for_event_without_timeout(event):
+    return event.wait()
+
+
+def wait_in_threads(obj, n, mem):
+    """Wait on an Event or a Condition in ``n`` threads; return what each wait returned."""
+    words = _words(mem)
+    results = []
+
+    def one():
+        if isinstance(obj, Event):
+            results.append(obj.wait(60))
+            return
+        with obj:
+            words[0] += 1  # under the lock: the parent sees every waiter inside wait()
+            results.append(obj.wait(60))
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    return results
+
+
+class _Recorder:
+    """Records every call of a semaphore's ``acquire(block, timeout)``."""
+
+    def __init__(self, acquire):
+        self._acquire = acquire
+        self.calls = []
+
+    def __call__(self, block=True, timeout=None):
+        self.calls.append((block, timeout))
+        return self._acquire(block, timeout)
+
+    def sleeps(self):
+        return [timeout for block, timeout in self.calls if block]
+
+
+class _RecordingSem:
+    def __init__(self, sem):
+        self.sem = sem
+        self.acquire = _Recorder(sem.acquire)
+        self.release = sem.release
 
 
 # --- Lock -------------------------------------------------------------------------
@@ -514,6 +613,102 @@ def test_killed_condition_waiter_does_not_block_notify_or_other_waiters(ctx):
     mem.close()
 
 
+def test_a_dead_holder_is_recognised_even_when_its_pid_now_names_a_live_process(ctx):
+    """Holder liveness is exact: a recycled pid does not make a dead holder look alive.
+
+    The kernel may hand a dead holder's pid to a new, unrelated process. That is
+    simulated by writing the pid of a live process (a sleeping subprocess) over
+    the pid the dead holder recorded.
+    """
+    lock, ready = Lock(), Event()
+    p = _process(ctx, hold_and_hang, lock, ready)
+    assert ready.wait(30)
+    p.kill()
+    assert _finish(p)[0] == -signal.SIGKILL
+    sleeper = subprocess.Popen(["sleep", "120"])
+    try:
+        owner = int(lock._w[0])
+        lock._w[0] = owner - (owner & PID_MASK) + sleeper.pid
+        assert f"locked by pid {sleeper.pid}" in repr(lock)
+        with pytest.warns(OwnerDiedWarning, match=f"process {sleeper.pid} died while holding"):
+            assert lock.acquire(timeout=SLACK) is True
+        lock.release()
+    finally:
+        sleeper.kill()
+        sleeper.wait(30)
+    lock.close()
+    ready.close()
+
+
+def test_condition_waiter_wakes_though_its_notifier_died_between_marking_and_posting(ctx):
+    cond = Condition(Lock())
+    mem = AnonymousMemory(4096)
+    words = _words(mem)
+    waiter = _process(ctx, wait_on_condition_without_timeout, cond, mem)
+    try:
+        wait_until(lambda: words[1] == 1, timeout=30)
+        with cond:
+            pass  # the waiter has left the lock: it is inside wait()
+        notifier = _process(ctx, notify_and_die_before_posting, cond)
+        notifier_pid = notifier.pid
+        assert _finish(notifier)[0] == -signal.SIGKILL
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with cond:
+                cond.notify_all()
+        exitcode, (notified, waiter_warnings) = _finish(waiter)
+    finally:
+        _kill_unfinished(waiter)
+    assert exitcode == 0 and notified is True
+    # The notifier died holding the lock: exactly one process took it over.
+    messages = [str(w.message) for w in caught if issubclass(w.category, OwnerDiedWarning)]
+    messages += waiter_warnings
+    assert len(messages) == 1 and f"process {notifier_pid} died" in messages[0]
+    words.release()
+    cond.close()
+    mem.close()
+
+
+def test_event_waiter_returns_though_its_setter_died_between_marking_and_posting(ctx):
+    event = Event()
+    waiter = _process(ctx, wait_for_event_without_timeout, event)
+    try:
+        wait_until(lambda: event._cond._queue.count() == 1, timeout=30)
+        setter = _process(ctx, set_and_die_before_posting, event)
+        assert _finish(setter)[0] == -signal.SIGKILL
+        assert event.is_set()
+        result = _finish(waiter)
+    finally:
+        _kill_unfinished(waiter)
+    assert result == (0, True)
+    event.close()
+
+
+@pytest.mark.parametrize("kind", ["Event", "Condition"])
+def test_two_hundred_waiters_are_all_woken_by_one_call(kind):
+    """No ceiling on waiters: 4 processes x 50 threads wait, one set()/notify_all() wakes all."""
+    ctx = proctor.get_context("fork")
+    obj = Event() if kind == "Event" else Condition(Lock())
+    mem = AnonymousMemory(4096)
+    words = _words(mem)
+    procs = [_process(ctx, wait_in_threads, obj, 50, mem) for _ in range(4)]
+    try:
+        if kind == "Event":
+            wait_until(lambda: obj._cond._queue.count() == 200, timeout=60)
+            obj.set()
+        else:
+            wait_until(lambda: words[0] == 200, timeout=60)
+            with obj:  # every waiter has released the lock inside wait()
+                obj.notify_all()
+        results = [_finish(p, timeout=60) for p in procs]
+    finally:
+        _kill_unfinished(*procs)
+    assert results == [(0, [True] * 50)] * 4
+    words.release()
+    obj.close()
+    mem.close()
+
+
 # --- Condition --------------------------------------------------------------------
 
 
@@ -555,6 +750,30 @@ def test_condition_notify_n_wakes_that_many_threads_oldest_first():
     for t in threads:
         t.join(10)
     assert sorted(woken) == [0, 1, 2]
+    cond.close()
+    inside.close()
+
+
+def test_notify_skips_waiters_that_timed_out_and_reaches_one_still_waiting():
+    cond = Condition(Lock())
+    inside, results = Semaphore(0), []
+
+    def waiter(timeout):
+        with cond:
+            inside.release()
+            results.append((timeout, cond.wait(timeout)))
+
+    early = threading.Thread(target=waiter, args=(0.01,))
+    early.start()
+    early.join(10)  # it took the older ticket, then gave up
+    late = threading.Thread(target=waiter, args=(30,))
+    late.start()
+    assert inside.acquire(timeout=10) and inside.acquire(timeout=10)
+    with cond:
+        assert "waiters=1" in repr(cond)
+        cond.notify(1)  # not wasted on the ticket whose waiter left
+    late.join(30)
+    assert results == [(0.01, False), (30, True)]
     cond.close()
     inside.close()
 
@@ -708,4 +927,66 @@ def test_stdlib_names_exist_on_the_module():
     assert issubclass(BrokenBarrierError, threading.BrokenBarrierError)
     assert issubclass(LockNotOwnedError, AssertionError)
     assert issubclass(OwnerDiedWarning, RuntimeWarning)
-    assert _sync.CHECK_INTERVAL < 1.0
+
+
+# --- every wait looks again ---------------------------------------------------------
+
+
+def _blocked_waits():
+    """(name, object, start a blocking wait with no timeout, end it, the recorder)."""
+    lock = Lock()
+    lock.acquire()
+    lock_recorder = lock._try = _Recorder(lock._try)
+
+    event = Event()
+    event._cond._named.sem = _RecordingSem(event._cond._named.sem)
+
+    cond = Condition(Lock())
+    cond._named.sem = _RecordingSem(cond._named.sem)
+
+    def wait_on_cond():
+        with cond:
+            cond.wait()
+
+    def notify_cond():
+        with cond:
+            cond.notify_all()
+
+    barrier = Barrier(2)
+    barrier._cond._named.sem = _RecordingSem(barrier._cond._named.sem)
+    return [
+        (
+            "Lock.acquire",
+            lock,
+            lambda: (lock.acquire(), lock.release()),
+            lock.release,
+            lock_recorder,
+        ),
+        ("Event.wait", event, event.wait, event.set, event._cond._named.sem.acquire),
+        ("Condition.wait", cond, wait_on_cond, notify_cond, cond._named.sem.acquire),
+        (
+            "Barrier.wait",
+            barrier,
+            barrier.wait,
+            lambda: barrier.wait(30),
+            barrier._cond._named.sem.acquire,
+        ),
+    ]
+
+
+def test_every_blocking_wait_looks_again_at_least_every_check_interval():
+    """No wait sleeps unboundedly: a wake-up that never comes is made up for by looking.
+
+    Each primitive's wait, with no timeout, sleeps on its semaphore in slices of at
+    most CHECK_INTERVAL; between slices it re-checks its condition and its peers.
+    """
+    for name, obj, wait, end, recorder in _blocked_waits():
+        t = threading.Thread(target=wait)
+        t.start()
+        wait_until(lambda recorder=recorder: len(recorder.sleeps()) >= 3, timeout=10)
+        end()
+        t.join(10)
+        assert not t.is_alive(), name
+        sleeps = recorder.sleeps()
+        assert all(s is not None and 0 < s <= _sync.CHECK_INTERVAL for s in sleeps), (name, sleeps)
+        obj.close()

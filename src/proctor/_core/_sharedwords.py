@@ -1,35 +1,164 @@
-"""A block of anonymous shared memory seen as 64-bit words, for synchronisation state.
+"""A block of anonymous shared memory seen as 64-bit words, and who is alive to use it.
 
 The synchronisation primitives (``_sync``) keep what an OS semaphore cannot say --
-a lock's owner pid, an event's flag, a condition's waiters -- in a small block of
-``_anonmem`` shared memory each. Blocks are carved out of shared arenas
+a lock's owner, an event's flag, a condition's ticket counters -- in a small block
+of ``_anonmem`` shared memory each. Blocks are carved out of shared arenas
 (``_anonmem.allocate``), so a thousand locks cost a few descriptors, not a
 thousand. The memory has no name, so nothing can leak in ``/dev/shm`` whoever
 dies; it reaches children like any ``AnonymousMemory`` (inherited under
 ``fork``, its descriptor sent at start under ``spawn`` and ``forkserver``).
 
-The arena's descriptor also carries ``fcntl`` record locks, which the kernel
-drops when their process dies. Each block owns disjoint byte ranges of that
-descriptor's lock space (locks may lie beyond the end of the file)::
+Liveness. The arena's descriptor also carries ``fcntl`` record locks, which the
+kernel drops when their process dies (before it even becomes a zombie), so a
+probe tells the living from the dead exactly: no pid is trusted, and a pid the
+kernel has handed to a new process does not make a dead one look alive. Each
+process has an *identity* (:func:`ident`): its pid in the low ``PID_BITS`` bits
+and a random nonzero nonce above, new in every process (a forked child draws its
+own). Record locks may lie far beyond the end of the file, so each arena's lock
+space is divided up::
 
-    byte offset                        used for
-    ───────────                        ────────
-    offset                             the block's own guard (lock recovery)
-    LIVENESS_BASE + offset * PID_SPAN  one byte per pid: "this process is alive and
-      + pid                            waits here" (condition waiters)
+    lock-space byte                           held by
+    ───────────────                           ───────
+    offset                                    whoever recovers the block's lock
+                                              (its guard; see _lock)
+    TICKET_BASE + offset // 64 * TICKET_SPAN  a thread waiting on the condition in
+      + ticket % TICKET_SPAN                  this block under that ticket
+    IDENT_BASE + identity                     the process with that identity, for as
+                                              long as it maps the arena
+
+Every process takes its identity byte on each arena as soon as it maps it (a
+block is created or rebuilt here, or the process was forked with it) and keeps
+it while the arena is open, so a lock holder, a barrier party or any process
+recorded by identity is alive exactly while its byte is held.
+
+Record locks are per process and go when the process closes *any* descriptor
+of the file. A process has one descriptor per arena (its ``AnonymousMemory``'s:
+the arena reaches a child once per start, in one pickle), closed only with the
+arena, so that does not happen while the arena is in use.
 """
 
 from __future__ import annotations
 
-from ._anonmem import AnonymousMemory, allocate
+import errno
+import fcntl
+import os
+import secrets
+import weakref
+
+from ._anonmem import ALIGNMENT, AnonymousMemory, allocate
 from ._closing import ClosedWhenCollected
+from ._system import pid_alive
 
-__all__ = ("LIVENESS_BASE", "PID_SPAN", "SharedWords")
+__all__ = (
+    "IDENT_BASE",
+    "PID_BITS",
+    "PID_MASK",
+    "TICKET_BASE",
+    "TICKET_SPAN",
+    "SharedWords",
+    "ident",
+    "pid_of",
+)
 
-#: Where the per-pid liveness bytes start: far beyond any arena's real size.
-LIVENESS_BASE = 1 << 40
-#: Liveness bytes reserved per block: Linux pids stay below 2**22, macOS's far lower.
-PID_SPAN = 1 << 23
+#: Bits of an identity that hold the pid: Linux pids stay below 2**22
+#: (PID_MAX_LIMIT), macOS's and the BSDs' below 100000.
+PID_BITS = 22
+PID_MASK = (1 << PID_BITS) - 1
+#: Bits of the random nonce above the pid. Identities stay below 2**53, so a
+#: double holds one exactly (see ``SharedWords.floats``).
+_NONCE_BITS = 31
+#: Where the identity bytes start in an arena's lock space.
+IDENT_BASE = 1 << 62
+#: Where the condition tickets' bytes start, and how many each block has.
+#: 2**40 tickets per block: two waiters collide only if one of them waits while
+#: a trillion others come and go (and a collision is detected and skipped).
+TICKET_BASE = 1 << 56
+TICKET_SPAN = 1 << 40
+# Which errors of a non-blocking lock attempt mean "someone else holds it".
+_HELD = (errno.EAGAIN, errno.EACCES)
+# Which errors mean "this kind of descriptor takes no record locks".
+_UNSUPPORTED = tuple(
+    getattr(errno, name)
+    for name in ("EINVAL", "ENOTSUP", "EOPNOTSUPP", "ENOSYS")
+    if hasattr(errno, name)
+)
+
+
+def _new_ident() -> int:
+    pid = os.getpid()
+    if pid > PID_MASK:  # pragma: no cover - no supported system has such pids
+        raise OSError(f"pid {pid} does not fit in proctor's process identities ({PID_BITS} bits)")
+    nonce = secrets.randbits(_NONCE_BITS) or 1  # nonzero: a bare pid is nobody's identity
+    return nonce << PID_BITS | pid
+
+
+_ident = _new_ident()
+# The arenas on which this process holds its identity byte.
+_held: weakref.WeakSet[AnonymousMemory] = weakref.WeakSet()
+
+
+def ident() -> int:
+    """This process's identity: its pid plus a nonce no other process shares."""
+    return _ident
+
+
+def pid_of(identity: int | float) -> int:
+    """The pid inside a process identity."""
+    return int(identity) & PID_MASK
+
+
+def _hold_identity(mem: AnonymousMemory) -> None:
+    """Take this process's identity byte on ``mem``'s descriptor, once."""
+    if mem in _held:
+        return
+    try:
+        # Blocking: a prober holds the byte for a moment at most.
+        fcntl.lockf(mem.fd, fcntl.LOCK_EX, 1, IDENT_BASE + _ident)
+    except OSError as exc:
+        if exc.errno not in _UNSUPPORTED:
+            # Locks work here, only not for us now: going on would let others
+            # take this live process for dead.
+            raise OSError(
+                exc.errno,
+                f"cannot take this process's liveness lock on proctor's shared memory "
+                f"({exc.strerror}); without it other processes could take its locks over",
+            ) from exc
+        # No record locks on this kind of descriptor: probes fail the same way
+        # in every process, and liveness falls back to the pid (see _probe).
+        return
+    _held.add(mem)
+
+
+def _after_fork_in_child() -> None:
+    global _ident
+    _ident = _new_ident()
+    # Record locks are not inherited: take ours on every arena the child maps.
+    arenas = [mem for mem in _held if not mem.closed]
+    _held.clear()
+    for mem in arenas:
+        _hold_identity(mem)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _probe(fd: int, byte: int, pid: int = 0) -> bool:
+    """Whether another process holds ``byte`` of ``fd``'s lock space.
+
+    Never call it for a byte this process holds: the probe's own unlock would
+    drop it (record locks do not nest).
+    """
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
+    except OSError as exc:
+        if exc.errno in _HELD:
+            return True
+        # No record locks here: all that is left to go by is the pid.
+        return pid_alive(pid) if pid else True
+    except OverflowError:  # not a byte proctor ever locks
+        return pid_alive(pid) if pid else True
+    fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
+    return False
 
 
 class SharedWords(ClosedWhenCollected):
@@ -41,10 +170,14 @@ class SharedWords(ClosedWhenCollected):
     Attributes:
         words: a ``memoryview`` of ``int64`` over the block; index it directly
             (``words[0] = pid``): an aligned 8-byte store is one machine store.
+        floats: the same block as ``double``: for a word stored on a hot path
+            with values beyond 2**30 (process identities). CPython stores a
+            float into a buffer as fast as a one-digit int, while a larger int
+            costs some 20 ns more; a double holds any int below 2**53 exactly.
         offset: the block's byte offset in its arena (unique within the arena).
     """
 
-    __slots__ = ("__weakref__", "_mem", "offset", "words")
+    __slots__ = ("__weakref__", "_mem", "floats", "offset", "words")
 
     def __init__(self, nwords: int, *, _at: tuple[AnonymousMemory, int] | None = None) -> None:
         mem, offset = allocate(nwords * 8) if _at is None else _at
@@ -52,15 +185,51 @@ class SharedWords(ClosedWhenCollected):
         self.offset = offset
         # Blocks are 64-byte aligned, so the int64 view is aligned too.
         self.words = memoryview(mem)[offset : offset + nwords * 8].cast("q")
+        self.floats = memoryview(mem)[offset : offset + nwords * 8].cast("d")
+        _hold_identity(mem)
 
     @property
     def fd(self) -> int:
         """The arena's descriptor, for ``fcntl`` record locks."""
         return self._mem.fd
 
-    def liveness_byte(self, pid: int) -> int:
-        """The lock-space byte that process ``pid`` holds while it may wait here."""
-        return LIVENESS_BASE + self.offset * PID_SPAN + pid % PID_SPAN
+    # -- liveness -----------------------------------------------------------------
+
+    def process_alive(self, identity: int | float) -> bool:
+        """Whether the process with this identity (see :func:`ident`) still runs."""
+        identity = int(identity)
+        if identity == _ident:
+            return True
+        return _probe(self._mem.fd, IDENT_BASE + identity, identity & PID_MASK)
+
+    def ticket_byte(self, ticket: int) -> int:
+        """The lock-space byte a condition waiter holds under ``ticket``."""
+        return TICKET_BASE + self.offset // ALIGNMENT * TICKET_SPAN + ticket % TICKET_SPAN
+
+    def try_hold(self, byte: int) -> bool:
+        """Lock ``byte`` for this process; False if another process holds it.
+
+        Where the descriptor takes no record locks, True (nothing can be held,
+        and every probe then says "held").
+        """
+        try:
+            fcntl.lockf(self._mem.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
+        except OSError as exc:
+            return exc.errno not in _HELD
+        return True
+
+    def let_go(self, byte: int) -> None:
+        """Unlock ``byte`` (taken with :meth:`try_hold`)."""
+        try:
+            fcntl.lockf(self._mem.fd, fcntl.LOCK_UN, 1, byte)
+        except OSError:
+            pass  # never held: no record locks on this descriptor
+
+    def held_elsewhere(self, byte: int) -> bool:
+        """Whether another process holds ``byte`` (never ask for one of ours)."""
+        return _probe(self._mem.fd, byte)
+
+    # -- life cycle -----------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
@@ -76,8 +245,9 @@ class SharedWords(ClosedWhenCollected):
         words, self.words = self.words, None  # type: ignore[assignment]
         if words is None:
             return
-        # Every holder of `words` sees a released view from now on (ValueError on use).
+        # Every holder of a view sees it released from now on (ValueError on use).
         words.release()
+        self.floats.release()
         self._mem = None  # type: ignore[assignment]
 
     def __reduce__(self):

@@ -2,15 +2,21 @@
 
 The synchronisation primitives of ``multiprocessing``, one concept per module::
 
-    _lock.py        Lock, RLock        owner pid in shared memory; a dead holder's
-                                       lock is taken over with OwnerDiedWarning
+    _lock.py        Lock, RLock        owner's process identity in shared memory; a
+                                       dead holder's lock is taken over with
+                                       OwnerDiedWarning
     _semaphore.py   Semaphore,         the OS semaphore itself (no owner to watch)
                     BoundedSemaphore
-    _condition.py   Condition, Event,  a shared table of waiters; notify never
-                    Barrier            waits for, and never wakes, a dead process
+    _condition.py   Condition, Event,  ticket counters in shared memory, waiters in
+                    Barrier            the kernel's record-lock table: no limit on
+                                       waiters; notify never waits for, and never
+                                       wakes, a dead process
 
     each built on   _semlock.NamedSemaphore   (OS semaphore; name reclaimed by _reaper)
-                    _sharedwords.SharedWords  (anonymous shared memory; no name)
+                    _sharedwords.SharedWords  (anonymous shared memory; no name; fcntl
+                                               record locks that tell who is alive)
+    every blocking  _wait.wait_for_post       (sleep at most CHECK_INTERVAL, then
+    call through                               re-check the condition and the peers)
 
 See docs/sync.md for the user's view and the exact guarantees.
 """

@@ -1,50 +1,54 @@
 """Condition, Event and Barrier: waiting across processes, never on the dead.
 
-A condition keeps a table of waiting threads in anonymous shared memory (pid,
-thread, ticket, notified) next to a wake-up semaphore::
+A condition is a wake-up semaphore plus a few counters in anonymous shared
+memory. Waiters take tickets in order; ``notify`` advances a "notified" mark
+over the tickets it wakes. The table of who waits under which ticket is kept by
+the kernel: each waiting thread holds an ``fcntl`` record lock on its ticket's
+byte of the arena's lock space (``SharedWords.ticket_byte``), which goes when it
+leaves -- or when its process dies. So any number of threads may wait, and
+liveness is exact::
 
     wait()                                   notify(n)   (both under the lock)
     ──────                                   ─────────
-    enter a slot (ticket t) ─┐               mark the n oldest live slots notified
-    release the lock         │               post n wake-ups
-    sem_wait() ◀─────────────┼──────────────┘
-    retake the lock          │
-    my slot notified? ─ yes ─┴─▶ leave the slot, return True
-          │ no: the wake-up was meant for another waiter (or a dead one):
-          └──▶ hand it back if a live notified waiter still needs it, wait again
+    take ticket t, lock its byte ─┐          advance NOTIFIED over the next n
+    release the lock              │            tickets whose byte is held (free:
+    sleep on the semaphore  ◀─────┼──────────  left or dead, skipped)
+      in CHECK_INTERVAL slices    │          post one wake-up per ticket passed
+      (_wait.wait_for_post)       │            that was held
+    t < NOTIFIED? ─ yes ──────────┴─▶ unlock the byte, retake the lock, True
+          │ no, but a wake-up came: it was another waiter's; pass it on if a
+          └──▶ notified waiter still holds its byte, else drop it; sleep again
 
-``notify`` never waits for the woken process (``multiprocessing.Condition.notify``
-blocks until the woken process answers -- forever, if it was killed), and a
-dead waiter is skipped. Each waiting process holds an ``fcntl`` record lock on a
-byte of its own (``SharedWords.liveness_byte``); the kernel drops it when the
-process dies, so liveness checks see neither zombies nor reused pids.
+A waiter looks at the mark after every slice, not only when a wake-up comes,
+so a notifier killed between marking and posting delays it by one slice at
+most. ``notify`` never waits for the woken process (``multiprocessing``'s
+blocks until the woken process answers -- forever, if it was killed).
 
-``Event`` is a flag on a condition whose waiters do not need to retake the lock
-to return; ``Barrier`` keeps its round counters there and breaks when a waiting
-party dies. Both use a ``Lock`` inside, which is handed on if its holder dies.
+``Event`` is a flag on a condition whose waiters return without retaking the
+lock, and take no byte (``_BroadcastQueue``: set() wakes them all, which needs
+nobody's liveness). ``Barrier`` keeps its round counters there, records each
+waiting party's process identity, and breaks when one of those processes dies.
+Both use a ``Lock`` inside, which is handed on if its holder dies.
 """
 
 from __future__ import annotations
 
-import fcntl
 import numbers
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._core._sharedwords import SharedWords
+from .._core import _sharedwords
+from .._core._sharedwords import SharedWords, pid_of
+from .._core._wait import POSTED, READY, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
-from . import _lock
 from ._lock import (
-    CHECK_INTERVAL,
     Lock,
     LockNotOwnedError,
     RLock,
     _check_timeout,
     _deadline,
-    _get_ident,
-    _monotonic,
     _not_shareable,
     _OwnedLock,
     _remaining,
@@ -59,153 +63,214 @@ class BrokenBarrierError(threading.BrokenBarrierError):
 
 # ─── Condition ───────────────────────────────────────────────────────────────
 
-# The condition's block: a small header, then one slot per waiting thread.
-_TICKET = 0  # next ticket number: notify wakes the oldest waiters first
-_USED = 7  # slots in use are all below this word index (bounds every scan)
-_HEADER = 8  # words 1..6 belong to the primitive built on the condition
-_SLOT = 4  # pid, thread id, ticket, notified
-_PID, _TID, _TKT, _NOTIFIED = range(4)
-#: Room for this many waiting threads per condition (4 KiB of shared memory).
-_MAX_WAITERS = 126
-_CONDITION_WORDS = _HEADER + _MAX_WAITERS * _SLOT
+# The condition's block: a header of counters (tickets only ever grow).
+_TICKET = 0  # the next ticket to hand out
+# words 1..4 belong to the primitive built on the condition (Event, Barrier)
+_NOTIFIED = 5  # tickets below this were notified, or had left when notify passed them
+_UNMARKED = 6  # waiters not notified yet (an upper bound: one that died counts until
+#                notify_all, which resets it)
+_LOW = 7  # every ticket below this has left: where _pass_on looks from
+_HEADER = 8
+_SPAN = _sharedwords.TICKET_SPAN
 
 
 class _WaitQueue:
-    """The shared table of waiting threads.
+    """The waiting threads of one condition: ticket counters plus the kernel's locks.
 
-    Every method runs under the condition's lock, except :meth:`take_if_notified`,
-    which only clears the caller's own slot.
+    Every method runs under the condition's lock, except :meth:`sleep`,
+    :meth:`_pass_on` and :meth:`let_go`: they only read the counters (and
+    advance LOW, which any writer may do) and touch the caller's own byte.
     """
 
-    __slots__ = ("end", "fd", "shared", "w")
+    __slots__ = ("_mine", "_mine_in", "shared", "w")
 
     def __init__(self, shared: SharedWords) -> None:
         self.shared = shared
         self.w = shared.words
-        self.fd = shared.fd
-        self.end = _HEADER + (len(self.w) - _HEADER) // _SLOT * _SLOT
+        # Tickets (mod _SPAN) this process's threads wait under: a probe must
+        # never touch our own bytes (record locks do not nest; its unlock would
+        # drop them).
+        self._mine: set[int] = set()
+        self._mine_in = _sharedwords.ident()
 
-    def _mark_alive(self) -> None:
-        # The byte at offset <pid> stays locked by this process until it dies: the
-        # kernel drops the lock then (before the process even becomes a zombie),
-        # so a probe tells a live waiter from a dead one exactly, reused pids too.
-        # Taken again on every enter(): a record lock also goes when *any*
-        # descriptor of the file is closed in this process. One cheap syscall.
-        fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, self.shared.liveness_byte(_lock._pid))
+    def _own(self) -> set[int]:
+        if self._mine_in != _sharedwords.ident():  # forked: the parent's waiters stayed there
+            self._mine = set()
+            self._mine_in = _sharedwords.ident()
+        return self._mine
 
-    def alive(self, pid: int) -> bool:
-        """Whether waiter process ``pid`` still runs (it holds its byte lock)."""
-        if pid == _lock._pid:
-            return True
-        byte = self.shared.liveness_byte(pid)
-        try:
-            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
-        except OSError:
-            return True  # the byte is locked: its process lives
-        fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, byte)
-        return False
+    def _waiting(self, ticket: int, mine: set[int]) -> bool:
+        """Whether a thread still waits under ``ticket``."""
+        return ticket % _SPAN in mine or self.shared.held_elsewhere(self.shared.ticket_byte(ticket))
 
     def enter(self) -> int:
-        """Add the calling thread; return its slot."""
+        """Add the calling thread; return its ticket."""
+        w, shared = self.w, self.shared
+        mine = self._own()
+        ticket = w[_TICKET]
+        # A byte still held under a ticket 2**40 older is skipped: two waiters
+        # never share one.
+        while ticket % _SPAN in mine or not shared.try_hold(shared.ticket_byte(ticket)):
+            ticket += 1
+        w[_TICKET] = ticket + 1
+        w[_UNMARKED] += 1
+        mine.add(ticket % _SPAN)
+        return ticket
+
+    def notified(self, ticket: int) -> bool:
+        return self.w[_NOTIFIED] > ticket
+
+    def sleep(
+        self, ticket: int, sem: Any, deadline: float | None, also: Callable[[], Any] | None
+    ) -> tuple[bool, bool]:
+        """Without the lock: wait until notified, ``also()`` is true, or the deadline.
+
+        A notified waiter lets go of its ticket's byte at once: it no longer
+        needs wake-ups passed on to it, however long it then waits for the lock
+        (its notifier may hold it a while). Any other keeps it until
+        :meth:`leave`, so that a notify in the meantime counts it, and it
+        returns True as notified rather than wasting that notification.
+
+        Returns:
+            ``(notified, took_wake_up)``; not notified means timed out or ``also``.
+        """
         w = self.w
-        self._mark_alive()
-        for attempt in range(2):
-            for slot in range(_HEADER, self.end, _SLOT):
-                if w[slot + _PID] == 0:
-                    ticket = w[_TICKET] + 1
-                    w[_TICKET] = ticket
-                    w[slot + _TID] = _get_ident()
-                    w[slot + _TKT] = ticket
-                    w[slot + _NOTIFIED] = 0
-                    w[slot + _PID] = _lock._pid
-                    if slot + _SLOT > w[_USED]:
-                        w[_USED] = slot + _SLOT
-                    return slot
-            if attempt == 0:
-                self.purge()
-        raise RuntimeError(
-            f"more than {(self.end - _HEADER) // _SLOT} threads are waiting on one "
-            "Condition; proctor's condition table is full"
-        )
+        if also is None:
 
-    def leave(self, slot: int) -> None:
-        if self.w[slot + _PID] == _lock._pid:
-            self.w[slot + _PID] = 0
+            def ready() -> bool:
+                return w[_NOTIFIED] > ticket
 
-    def notified(self, slot: int) -> bool:
-        return self.w[slot + _NOTIFIED] != 0
+        else:
 
-    def take_if_notified(self, slot: int) -> bool:
-        """Without the lock: if our slot was notified, free it and return True."""
+            def ready() -> bool:
+                return w[_NOTIFIED] > ticket or bool(also())
+
+        passed_on = False
+        try:
+            while True:
+                outcome = wait_for_post(sem.acquire, deadline, ready)
+                if outcome == POSTED:
+                    if w[_NOTIFIED] > ticket:
+                        self.let_go(ticket)
+                        return True, True
+                    passed_on = self._pass_on(sem, passed_on)
+                    continue
+                if outcome == READY and w[_NOTIFIED] > ticket:
+                    # Notified, but the wake-up came late (or never: its poster
+                    # died). Take it if it is there, so that it wakes nobody else.
+                    took = sem.acquire(False)
+                    self.let_go(ticket)
+                    return True, took
+                return False, False
+        except BaseException:  # interrupted (KeyboardInterrupt): no longer waiting
+            self.let_go(ticket)
+            raise
+
+    def _pass_on(self, sem: Any, passed_on: bool) -> bool:
+        """A wake-up meant for another waiter: pass it on if one still needs it.
+
+        The notified waiters that have not left yet hold their bytes; the ones
+        that left (or died) do not, and the scan never looks at them again.
+
+        Returns:
+            Whether this waiter has passed a wake-up on during this wait.
+        """
         w = self.w
-        if w[slot + _NOTIFIED]:
-            # Notifiers skip notified slots, and a new waiter can only claim the
-            # slot under the lock after this store: clearing our own slot is safe.
-            w[slot + _PID] = 0
+        mine = self._own()
+        ticket, end = w[_LOW], w[_NOTIFIED]
+        while ticket < end:
+            if self._waiting(ticket, mine):
+                sem.release()
+                os.sched_yield()  # let the sleeper it wakes take it, not us again
+                passed_on = True
+                break
+            ticket += 1
+        if ticket > w[_LOW]:
+            w[_LOW] = ticket  # (racing writers only make a later scan longer)
+        return passed_on
+
+    def leave(self, ticket: int, took_wake_up: bool, sem: Any) -> bool:
+        """After :meth:`sleep`, under the lock: return whether the waiter was notified.
+
+        A waiter that gave up (timeout) may have been notified since: then it
+        counts as notified and takes its wake-up.
+        """
+        w = self.w
+        if w[_NOTIFIED] > ticket:
+            if not took_wake_up:
+                sem.acquire(False)  # the wake-up posted for us, if nobody took it
+            self.let_go(ticket)  # (again, if sleep() did: unlocking is idempotent)
             return True
+        if w[_UNMARKED] > 0:
+            w[_UNMARKED] -= 1
+        self.let_go(ticket)
         return False
 
-    def _slots(self) -> range:
-        return range(_HEADER, min(self.w[_USED], self.end), _SLOT)
-
-    def purge(self) -> list[int]:
-        """Free the slots of dead processes; return their pids."""
-        w = self.w
-        dead: list[int] = []
-        for slot in self._slots():
-            pid = w[slot + _PID]
-            if pid and (pid in dead or not self.alive(pid)):
-                w[slot + _PID] = 0
-                if pid not in dead:
-                    dead.append(pid)
-        return dead
+    def let_go(self, ticket: int) -> None:
+        """Free ``ticket``'s byte: from now on notify and _pass_on skip it."""
+        self._own().discard(ticket % _SPAN)
+        self.shared.let_go(self.shared.ticket_byte(ticket))
 
     def notify(self, n: int) -> int:
-        """Mark up to ``n`` of the oldest unnotified live waiters; return how many."""
+        """Mark up to ``n`` of the oldest waiting threads notified; return how many."""
         w = self.w
-        waiting = [
-            (w[slot + _TKT], slot)
-            for slot in self._slots()
-            if w[slot + _PID] and not w[slot + _NOTIFIED]
-        ]
-        if len(waiting) <= n:
-            # Everyone is woken: no need to tell the dead from the living first. A
-            # dead waiter's wake-up is dropped by whichever live waiter takes it.
-            for _, slot in waiting:
-                w[slot + _NOTIFIED] = 1
-            return len(waiting)
-        waiting.sort()
+        ticket, end = w[_NOTIFIED], w[_TICKET]
+        if ticket >= end:
+            return 0
+        unmarked = w[_UNMARKED]
+        if n >= unmarked:
+            # Everyone: no need to tell the living from the dead first. A dead
+            # waiter's wake-up is dropped by whoever takes it (see _pass_on).
+            w[_NOTIFIED] = end
+            w[_UNMARKED] = 0
+            return unmarked
+        mine = self._own()
         count = 0
-        verdict: dict[int, bool] = {}
-        for _, slot in waiting:
-            if count >= n:
-                break
-            pid = w[slot + _PID]
-            alive = verdict.get(pid)
-            if alive is None:
-                alive = verdict[pid] = self.alive(pid)
-            if not alive:
-                w[slot + _PID] = 0
-                continue
-            w[slot + _NOTIFIED] = 1
-            count += 1
+        while count < n and ticket < end:
+            if self._waiting(ticket, mine):
+                count += 1
+            ticket += 1
+        w[_NOTIFIED] = ticket
+        w[_UNMARKED] = 0 if ticket >= end else max(0, unmarked - count)
         return count
 
-    def someone_notified(self) -> bool:
-        """Whether a live waiter was notified and has not taken its wake-up yet."""
-        w = self.w
-        for slot in self._slots():
-            pid = w[slot + _PID]
-            if pid and w[slot + _NOTIFIED]:
-                if self.alive(pid):
-                    return True
-                w[slot + _PID] = 0
-        return False
-
     def count(self) -> int:
-        """Waiters not yet notified (dead ones included until purged)."""
+        """Waiters not yet notified (dead ones included until the next notify_all)."""
+        return self.w[_UNMARKED]
+
+
+class _BroadcastQueue(_WaitQueue):
+    """The waiters of a condition that only ever wakes them all (Event).
+
+    Waking everyone needs no one's liveness (see :meth:`_WaitQueue.notify`), so
+    these waiters take no byte: entering and leaving cost no system call, which
+    keeps an Event's wake-up as quick as a bare semaphore's. The price is in
+    the rare wake-up taken by a waiter that came after the set() it was posted
+    for: with no byte to tell whether its owner still sleeps, it is passed on
+    once per wait at most, and its owner may find the flag only at its next
+    look, within CHECK_INTERVAL.
+    """
+
+    __slots__ = ()
+
+    def enter(self) -> int:
         w = self.w
-        return sum(1 for slot in self._slots() if w[slot + _PID] and not w[slot + _NOTIFIED])
+        ticket = w[_TICKET]
+        w[_TICKET] = ticket + 1
+        w[_UNMARKED] += 1
+        return ticket
+
+    def let_go(self, ticket: int) -> None:
+        pass
+
+    def _waiting(self, ticket: int, mine: set[int]) -> bool:
+        return True  # (only reached by notify(n) with n < all, which Event never does)
+
+    def _pass_on(self, sem: Any, passed_on: bool) -> bool:
+        if not passed_on:  # else drop it: stale, or its owner had its chance
+            sem.release()
+            os.sched_yield()
+        return True
 
 
 class Condition:
@@ -221,11 +286,15 @@ class Condition:
     Note:
         ``notify()`` never waits for the woken process (``multiprocessing``'s
         does, and hangs if that process died), and a waiter that dies is
-        skipped. If a process dies holding the lock, the next acquirer
+        skipped. A waiter whose notifier died between marking it notified and
+        waking it still wakes, within about ``CHECK_INTERVAL``. Any number of
+        threads may wait. If a process dies holding the lock, the next acquirer
         (including a ``wait()`` returning) gets :class:`proctor.OwnerDiedWarning`.
     """
 
     __slots__ = ("__weakref__", "_lock", "_named", "_queue", "_shared", "_w")
+
+    _queue_class: type[_WaitQueue] = _WaitQueue
 
     def __init__(self, lock: Lock | RLock | None = None) -> None:
         if lock is None:
@@ -235,14 +304,21 @@ class Condition:
                 "Condition(lock) needs a proctor.Lock or proctor.RLock (one that other "
                 f"processes can share), not {type(lock).__name__}"
             )
-        self._setup(lock, NamedSemaphore(0, SEM_VALUE_MAX), SharedWords(_CONDITION_WORDS))
+        self._setup(lock, NamedSemaphore(0, SEM_VALUE_MAX), SharedWords(_HEADER))
+
+    @classmethod
+    def _with_words(cls, lock: _OwnedLock, nwords: int) -> Condition:
+        """A condition whose block has ``nwords`` (>= _HEADER) for its user's state."""
+        obj = cls.__new__(cls)
+        obj._setup(lock, NamedSemaphore(0, SEM_VALUE_MAX), SharedWords(nwords))
+        return obj
 
     def _setup(self, lock: _OwnedLock, named: NamedSemaphore, shared: SharedWords) -> None:
         self._lock = lock
         self._named = named
         self._shared = shared
         self._w = shared.words
-        self._queue = _WaitQueue(shared)
+        self._queue = self._queue_class(shared)
 
     # The lock's interface, delegated.
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
@@ -281,38 +357,29 @@ class Condition:
         """
         deadline = _deadline(timeout)
         self._check_owned("wait")
+        return self._wait(deadline)
+
+    def _wait(self, deadline: float | None, also: Callable[[], Any] | None = None) -> bool:
+        """wait() with a deadline, also ending when ``also()`` (read without the lock) is true."""
         queue = self._queue
         sem = self._named.sem
-        slot = queue.enter()
-        saved = self._lock._release_save()
-        held = False
+        ticket = queue.enter()
         try:
-            while True:
-                got = sem.acquire(True, _remaining(deadline))
-                self._lock._acquire_restore(saved)
-                held = True
-                if queue.notified(slot):
-                    if not got:
-                        # Timed out just as we were notified: our wake-up is still in
-                        # the semaphore, or a thief holds it and will drop it.
-                        sem.acquire(False)
-                    return True
-                # A wake-up meant for another waiter (or for one that died): hand it
-                # back if someone live still needs it.
-                if got and queue.someone_notified():
-                    sem.release()
-                if deadline is not None and _monotonic() >= deadline:
-                    return False
-                saved = self._lock._release_save()
-                held = False
+            saved = self._lock._release_save()
+        except BaseException:
+            queue.let_go(ticket)
+            raise
+        took = False
+        try:
+            _, took = queue.sleep(ticket, sem, deadline, also)
         finally:
+            # Also when interrupted (KeyboardInterrupt): the caller holds the lock again.
             try:
-                if not held:  # interrupted (KeyboardInterrupt) while waiting
-                    self._lock._acquire_restore(saved)
-            finally:
-                # Clearing our own slot is safe even without the lock (see
-                # _WaitQueue.take_if_notified), should taking it back have failed.
-                queue.leave(slot)
+                self._lock._acquire_restore(saved)
+            except BaseException:  # (OwnerDiedWarning as an error)
+                queue.let_go(ticket)
+                raise
+        return queue.leave(ticket, took, sem)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true; return its last value.
@@ -340,7 +407,10 @@ class Condition:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral):
             raise TypeError(f"n must be an int, not {type(n).__name__} ({n!r})")
         self._check_owned("notify")
-        count = self._queue.notify(int(n))
+        self._post(self._queue.notify(int(n)))
+
+    def _post(self, count: int) -> None:
+        """Post ``count`` wake-ups (after marking as many waiters notified)."""
         release = self._named.sem.release
         for _ in range(count):
             release()
@@ -372,6 +442,13 @@ def _rebuild_condition(
     return obj
 
 
+class _EventCondition(Condition):
+    """The condition inside an Event: it only ever wakes all its waiters."""
+
+    __slots__ = ()
+    _queue_class = _BroadcastQueue
+
+
 # ─── Event ───────────────────────────────────────────────────────────────────
 
 _FLAG = 1  # Event: 1 when set
@@ -381,13 +458,15 @@ _SETS = 2  # Event: how many times set() was called (a waiter woken by set() see
 class Event:
     """An event flag shared by processes (``multiprocessing.Event``).
 
-    ``is_set()`` reads shared memory without taking any lock.
+    ``is_set()`` reads shared memory without taking any lock. Any number of
+    threads may wait; a waiter whose setter died half-way through ``set()``
+    still returns, within about ``CHECK_INTERVAL``, once the flag is set.
     """
 
     __slots__ = ("__weakref__", "_cond", "_w")
 
     def __init__(self) -> None:
-        self._setup(Condition(Lock()))
+        self._setup(_EventCondition(Lock()))
 
     def _setup(self, cond: Condition) -> None:
         self._cond = cond
@@ -404,9 +483,7 @@ class Event:
             self._w[_FLAG] = 1
             self._w[_SETS] += 1
             woken = cond._queue.notify(SEM_VALUE_MAX)
-            release = cond._named.sem.release
-            for _ in range(woken):
-                release()
+            cond._post(woken)
         if woken:
             # The kernel tends to queue a woken process on the waker's CPU, where it
             # waits until the waker blocks; yielding lets it run now. (multiprocessing's
@@ -431,37 +508,26 @@ class Event:
         Raises:
             TypeError: ``timeout`` is not a number.
         """
-        if self._w[_FLAG]:
+        w = self._w
+        if w[_FLAG]:
             return True
         deadline = _deadline(timeout)
         cond = self._cond
         lock, queue, sem = cond._lock, cond._queue, cond._named.sem
         with lock:
-            if self._w[_FLAG]:
+            if w[_FLAG]:
                 return True
-            slot = queue.enter()
-        try:
-            while True:
-                got = sem.acquire(True, _remaining(deadline))
-                # The common case needs no lock: set() marked our slot and posted.
-                # (Unlike Condition.wait, an event waiter need not retake the lock,
-                # so it runs while set() is still finishing.)
-                if got and queue.take_if_notified(slot):
-                    slot = -1
-                    return True
-                with lock:
-                    if queue.notified(slot):
-                        if not got:
-                            sem.acquire(False)  # our wake-up, unless a thief drops it
-                        return True
-                    if got and queue.someone_notified():
-                        sem.release()  # it was meant for another waiter
-                    if deadline is not None and _monotonic() >= deadline:
-                        return False
-        finally:
-            if slot >= 0:
-                with lock:
-                    queue.leave(slot)
+            ticket = queue.enter()
+        # Woken by set() (or finding the flag set: a setter may have died before
+        # marking us), a waiter returns without the lock, while set() finishes.
+        notified, took = queue.sleep(ticket, sem, deadline, lambda: w[_FLAG])
+        if notified:
+            return True
+        if w[_FLAG]:  # set, though not (yet) marked: its setter may have died
+            queue.let_go(ticket)
+            return True
+        with lock:  # timed out: leave under the lock, unless notified just now
+            return queue.leave(ticket, took, sem)
 
     def close(self) -> None:
         """Release this process's handles; idempotent."""
@@ -490,6 +556,7 @@ _ARRIVED = 1  # Barrier: parties waiting in the current round
 _ROUND = 2  # Barrier: the round number, bumped when the barrier trips or resets
 _BROKEN = 3  # Barrier: 1 when broken
 _TRIPPED = 4  # Barrier: the last round that tripped (its waiters pass)
+_PARTY = _HEADER  # Barrier: from here, the identity of each waiting party's process
 
 
 class Barrier:
@@ -508,7 +575,9 @@ class Barrier:
     Note:
         A party that dies while waiting breaks the barrier: the others get
         :class:`BrokenBarrierError` (within about ``CHECK_INTERVAL``) instead of
-        waiting for a party that can never come.
+        waiting for a party that can never come. (A party that dies *before*
+        calling ``wait()`` cannot be told from one that has not come yet: any
+        thread of any process may be the party still missing.)
     """
 
     __slots__ = ("__weakref__", "_action", "_cond", "_parties", "_timeout", "_w")
@@ -525,7 +594,8 @@ class Barrier:
         if action is not None and not callable(action):
             raise TypeError(f"Barrier action must be callable or None, not {action!r}")
         _check_timeout(timeout)
-        self._setup(Condition(Lock()), int(parties), action, timeout)
+        parties = int(parties)
+        self._setup(Condition._with_words(Lock(), _PARTY + parties), parties, action, timeout)
 
     def _setup(self, cond: Condition, parties: int, action: Any, timeout: Any) -> None:
         self._cond = cond
@@ -570,20 +640,21 @@ class Barrier:
                 w[_ARRIVED] = 0
                 cond.notify_all()
                 return index
+            w[_PARTY + index] = _sharedwords.ident()  # before the count that covers it
             w[_ARRIVED] = index + 1
             lock_words = cond._lock._w
             recoveries = lock_words[_OwnedLock._RECOVERIES]
+
+            def something_happened() -> bool:  # read without the lock, every slice
+                return (
+                    w[_ROUND] != this_round
+                    or w[_BROKEN] != 0
+                    or lock_words[_OwnedLock._RECOVERIES] != recoveries
+                    or self._neighbour_died(index)
+                )
+
             while True:
-                remaining = _remaining(deadline)
-                if remaining is not None and remaining <= 0:
-                    self._break()
-                    raise BrokenBarrierError(
-                        f"Barrier.wait() timed out after {timeout} s with "
-                        f"{w[_ARRIVED]} of {self._parties} parties waiting; the barrier is "
-                        "now broken"
-                    )
-                wait = CHECK_INTERVAL if remaining is None else min(remaining, CHECK_INTERVAL)
-                cond.wait(wait)
+                cond._wait(deadline, something_happened)
                 if w[_ROUND] != this_round:
                     if w[_TRIPPED] == this_round:
                         return index
@@ -596,13 +667,47 @@ class Barrier:
                     raise BrokenBarrierError(
                         "a process died while holding the barrier's lock; it is now broken"
                     )
-                dead = cond._queue.purge()
+                dead = self._dead_parties()
                 if dead:
                     self._break()
                     raise BrokenBarrierError(
                         f"process(es) {', '.join(map(str, dead))} died while waiting at the "
                         "barrier; it is now broken"
                     )
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    self._break()
+                    raise BrokenBarrierError(
+                        f"Barrier.wait() timed out after {timeout} s with "
+                        f"{w[_ARRIVED]} of {self._parties} parties waiting; the barrier is "
+                        "now broken"
+                    )
+
+    def _neighbour_died(self, index: int) -> bool:
+        """Whether the party that arrived before ours (the last one, for the first) died.
+
+        Each waiting party watches one other, in a ring, so that one probe per
+        slice each finds any death: of a run of parties of one process, the
+        party after the run watches its last.
+        """
+        w = self._w
+        arrived = w[_ARRIVED]
+        other = index - 1 if index > 0 else arrived - 1
+        if other == index or not 0 <= other < arrived:
+            return False
+        identity = w[_PARTY + other]
+        return identity > 0 and not self._cond._shared.process_alive(identity)
+
+    def _dead_parties(self) -> list[int]:
+        """The pids of waiting parties whose process has died (under the lock)."""
+        w = self._w
+        alive = self._cond._shared.process_alive
+        dead = {
+            pid_of(identity)
+            for identity in (w[_PARTY + i] for i in range(w[_ARRIVED]))
+            if identity > 0 and not alive(identity)
+        }
+        return sorted(dead)
 
     def _break(self) -> None:
         self._w[_BROKEN] = 1

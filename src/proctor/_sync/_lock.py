@@ -4,27 +4,33 @@ A lock is an OS semaphore (``_semlock.NamedSemaphore``) plus two words of
 anonymous shared memory (``_sharedwords.SharedWords``) that record what the
 semaphore cannot say: *which process holds it*::
 
-    acquire() fast path                       a waiter, every CHECK_INTERVAL
-    ───────────────────                       ──────────────────────────────
-    sem_trywait() ── ok ─▶ owner := my pid    sem_timedwait(slice) ── ok ─▶ owner := my pid
-                                                   │ timed out
-    release()                                      ▼
-    ─────────                                 owner > 0 and that pid is dead?
-    owner := fresh token (<= 0)                    │ yes: under an fcntl lock (freed by
-    sem_post()                                     │ the kernel if *we* die), re-check
-                                                   ▼ and take the dead owner's place
-                                              OwnerDiedWarning(pid)
+    acquire() fast path                   a waiter (_wait.wait_for_post)
+    ───────────────────                   ──────────────────────────────
+    sem_trywait() ── ok ─▶ owner := me    sem_timedwait(CHECK_INTERVAL) ── ok ─▶ owner := me
+                                               │ timed out
+    release()                                  ▼
+    ─────────                             owner recorded and its identity byte free?
+    owner := fresh token (<= 0)                │ yes: under an fcntl lock (freed by
+    sem_post()                                 │ the kernel if *we* die), re-check
+                                               ▼ and take the dead owner's place
+                                          OwnerDiedWarning(pid)
+
+The owner is recorded as a process identity (``_sharedwords.ident``: the pid
+and a nonce), and every process holds an ``fcntl`` lock on its identity's byte
+of the arena for as long as it maps it. The kernel drops that lock when the
+process dies, so "the byte is free" means "the holder is dead" exactly -- a
+zombie, or a pid already reused by another process, changes nothing.
 
 Only the holder writes ``owner``, so the record needs no atomic instructions: a
-dead pid still recorded while the semaphore is taken proves that pid died
-holding the lock (a release would have overwritten it, and a dead pid cannot
-take the lock again). Release writes a token that changes every time, so a
-waiter can also tell "nobody recorded, nothing moved for LIMBO_GRACE seconds"
+dead identity still recorded while the semaphore is taken proves that process
+died holding the lock (a release would have overwritten it, and a dead process
+cannot take the lock again). Release writes a token that changes every time, so
+a waiter can also tell "nobody recorded, nothing moved for LIMBO_GRACE seconds"
 (a process killed in the instant between ``sem_trywait`` and the owner store)
 from a lock that is merely busy.
 
 This module also holds the helpers the other primitives share (timeouts, the
-cached pid, the pickling guard).
+process identity, the pickling guard).
 """
 
 from __future__ import annotations
@@ -39,21 +45,16 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from .._core import _reduction
+from .._core import _reduction, _sharedwords
 from .._core._closing import ClosedWhenCollected
 from .._core._errors import OwnerDiedWarning
-from .._core._sharedwords import SharedWords
-from .._core._system import pid_alive
+from .._core._sharedwords import SharedWords, pid_of
 from .._core._timeout import check_timeout as _check_timeout
 from .._core._timeout import deadline as _deadline
+from .._core._wait import CHECK_INTERVAL, POSTED, TIMED_OUT, wait_for_post
 from .._reaper._semlock import NamedSemaphore
 
 __all__ = ("CHECK_INTERVAL", "LIMBO_GRACE", "SPIN_TRIES", "Lock", "LockNotOwnedError", "RLock")
-
-#: How often a blocked acquire() looks at the holder's health: well inside the
-#: one second in which a dead holder's lock must be handed on, yet rare enough
-#: (10 checks a second) to cost nothing.
-CHECK_INTERVAL = 0.1
 
 #: Non-blocking retries before a contended acquire() goes to sleep: about 2 us,
 #: the length of a short critical section on another core, and far cheaper than a
@@ -69,20 +70,22 @@ LIMBO_GRACE = 1.0
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
 
-# Per-process state, reset in a forked child.
-_pid = os.getpid()
-_next_token = itertools.count(-secrets.randbits(28) - 1, -1).__next__
+# Per-process state, reset in a forked child. The owner word holds _ident or a
+# token, as doubles (SharedWords.floats: an identity has up to 53 bits, and a
+# float is stored as fast as a small int, a large int ~20 ns slower).
+_ident = float(_sharedwords.ident())
+_next_token = itertools.count(-secrets.randbits(28) - 1.0, -1.0).__next__
 # fcntl record locks belong to the process: this serialises our own threads first.
 _recovery_mutex = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
-    global _pid, _next_token, _recovery_mutex
-    _pid = os.getpid()
+    global _ident, _next_token, _recovery_mutex
+    # (_sharedwords' hook, registered first, has drawn the child's identity.)
+    _ident = float(_sharedwords.ident())
     # A fresh token sequence: the parent's continues, and equal tokens written by
-    # two processes would hide activity from a waiter watching for limbo. (Tokens
-    # start within 29 bits: one-digit ints are cheaper to make and to store.)
-    _next_token = itertools.count(-secrets.randbits(28) - 1, -1).__next__
+    # two processes would hide activity from a waiter watching for limbo.
+    _next_token = itertools.count(-secrets.randbits(28) - 1.0, -1.0).__next__
     _recovery_mutex = threading.Lock()
 
 
@@ -103,11 +106,6 @@ class LockNotOwnedError(AssertionError, RuntimeError):
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - _monotonic())
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (zombies count as dead); this process, without asking."""
-    return pid == _pid or pid_alive(pid)
 
 
 @contextlib.contextmanager
@@ -166,7 +164,7 @@ class _OwnedLock(ClosedWhenCollected):
         # Bound once: the fast path is a C call and a store, nothing else.
         self._try = named.sem.acquire
         self._post = named.sem.release
-        self._w: memoryview | _ClosedWords = shared.words
+        self._w: memoryview[float] | _ClosedWords = shared.floats
         # [release token seen while no owner was recorded, since when]: kept
         # across calls, so that callers looping on short timeouts still see a
         # holder that died before recording itself stay dead for LIMBO_GRACE.
@@ -176,7 +174,7 @@ class _OwnedLock(ClosedWhenCollected):
 
     def _became_owner(self) -> None:
         """Record process-local ownership after taking the semaphore (RLock)."""
-        self._w[0] = _pid
+        self._w[0] = _ident
 
     # -- slow path -------------------------------------------------------------
 
@@ -185,32 +183,19 @@ class _OwnedLock(ClosedWhenCollected):
         watched = self._limbo
         if not block:
             return self._recover(watched)
-        deadline = _deadline(timeout)
-        acquire = self._try
-        for _ in range(SPIN_TRIES):
-            if acquire(False):
-                self._became_owner()
-                return True
-        while True:
-            if deadline is None:
-                wait = CHECK_INTERVAL
-            else:
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    return self._recover(watched)
-                wait = min(remaining, CHECK_INTERVAL)
-            if acquire(True, wait):
-                self._became_owner()
-                return True
-            if self._recover(watched):
-                return True
+        outcome = wait_for_post(
+            self._try, _deadline(timeout), lambda: self._recover(watched), SPIN_TRIES
+        )
+        if outcome == POSTED:
+            self._became_owner()
+        return outcome != TIMED_OUT  # READY: _recover() took the lock over
 
     def _recover(self, watched: list) -> bool:
         """Take the lock if its holder is dead; return whether we now hold it."""
         owner = self._w[0]
         if owner > 0:
             watched[0] = None
-            if _pid_alive(owner):
+            if owner == _ident or self._shared.process_alive(owner):
                 return False
             return self._take_over(owner)
         now = _monotonic()
@@ -221,7 +206,7 @@ class _OwnedLock(ClosedWhenCollected):
             return False
         return self._take_over(owner)
 
-    def _take_over(self, expected: int) -> bool:
+    def _take_over(self, expected: float) -> bool:
         with _recovery_guard(self._shared):
             if self._try(False):
                 # Released in the meantime: an ordinary acquisition.
@@ -235,7 +220,8 @@ class _OwnedLock(ClosedWhenCollected):
             return True
         if expected > 0:
             what = (
-                f"process {expected} died while holding {type(self).__name__} {self._named.name!r}"
+                f"process {pid_of(expected)} died while holding {type(self).__name__} "
+                f"{self._named.name!r}"
             )
         else:
             what = (
@@ -244,7 +230,7 @@ class _OwnedLock(ClosedWhenCollected):
             )
         try:
             warnings.warn(
-                f"{what}; process {_pid} has taken it over. The data it protected may be "
+                f"{what}; process {pid_of(_ident)} has taken it over. The data it protected may be "
                 "half-updated: check it before relying on it. (To make this an error: "
                 "warnings.simplefilter('error', proctor.OwnerDiedWarning).)",
                 OwnerDiedWarning,
@@ -274,8 +260,8 @@ class _OwnedLock(ClosedWhenCollected):
             return "closed"
         owner = self._w[0]
         if owner > 0:
-            mine = " (this process)" if owner == _pid else ""
-            return f"locked by pid {owner}{mine}"
+            mine = " (this process)" if owner == _ident else ""
+            return f"locked by pid {pid_of(owner)}{mine}"
         try:
             zero = self._named.sem._is_zero()
         except (ValueError, OSError, NotImplementedError):
@@ -283,7 +269,7 @@ class _OwnedLock(ClosedWhenCollected):
         return "locked (owner not recorded yet)" if zero else "unlocked"
 
     def _is_owned(self) -> bool:
-        return self._w[0] == _pid
+        return self._w[0] == _ident
 
     def close(self) -> None:
         """Release this process's handles on the OS objects; idempotent.
@@ -310,11 +296,11 @@ def _closed_call(*args: Any) -> Any:
 
 
 class _ClosedWords:
-    def __getitem__(self, index: int) -> int:
+    def __getitem__(self, index: int) -> float:
         _closed_call()
-        return 0
+        return 0.0
 
-    def __setitem__(self, index: int, value: int) -> None:
+    def __setitem__(self, index: int, value: float) -> None:
         _closed_call()
 
 
@@ -357,7 +343,7 @@ class Lock(_OwnedLock):
         """
         try:
             if self._try(False, timeout):
-                self._w[0] = _pid
+                self._w[0] = _ident
                 return True
         except TypeError:
             _check_timeout(timeout)
@@ -381,7 +367,7 @@ class Lock(_OwnedLock):
 
     def __enter__(self) -> bool:
         if self._try(False):
-            self._w[0] = _pid
+            self._w[0] = _ident
             return True
         return self._acquire_slow(True, None)
 
@@ -421,7 +407,7 @@ class RLock(_OwnedLock):
     def _became_owner(self) -> None:
         self._tid = _get_ident()
         self._depth = 1
-        self._w[0] = _pid
+        self._w[0] = _ident
 
     def _forget_ownership(self) -> None:
         self._tid = None
@@ -441,14 +427,14 @@ class RLock(_OwnedLock):
             TypeError: ``timeout`` is not a number.
         """
         me = _get_ident()
-        if self._tid == me and self._w[0] == _pid:
+        if self._tid == me and self._w[0] == _ident:
             self._depth += 1
             return True
         try:
             if self._try(False, timeout):
                 self._tid = me
                 self._depth = 1
-                self._w[0] = _pid
+                self._w[0] = _ident
                 return True
         except TypeError:
             _check_timeout(timeout)
@@ -462,7 +448,7 @@ class RLock(_OwnedLock):
             LockNotOwnedError: (an ``AssertionError``, as in ``multiprocessing``) the
                 calling thread does not hold the lock.
         """
-        if self._tid != _get_ident() or self._w[0] != _pid:
+        if self._tid != _get_ident() or self._w[0] != _ident:
             raise LockNotOwnedError(
                 "release() of an RLock that this thread does not hold "
                 f"({self._owner_text()}); only the thread that acquired it may release it"
@@ -482,7 +468,7 @@ class RLock(_OwnedLock):
         self.release()
 
     def _is_owned(self) -> bool:
-        return self._w[0] == _pid and self._tid == _get_ident()
+        return self._w[0] == _ident and self._tid == _get_ident()
 
     def _release_save(self) -> int:
         depth = self._depth

@@ -2,7 +2,9 @@
 
 These are the OS semaphore itself (``_semlock.NamedSemaphore``) with no owner
 bookkeeping: any process may release a semaphore, so there is no holder whose
-death could be noticed. (Use a ``Lock`` where that matters.)
+death could be noticed. (Use a ``Lock`` where that matters.) A blocked
+``acquire()`` goes through ``_wait.wait_for_post`` like every other wait, with
+nothing to re-check: the count is the whole state, and the kernel watches it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import numbers
 from typing import Any
 
 from .._core._closing import ClosedWhenCollected
+from .._core._wait import POSTED, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
-from ._lock import _check_timeout, _closed_call, _not_shareable
+from ._lock import _check_timeout, _closed_call, _deadline, _not_shareable
 
 __all__ = ("BoundedSemaphore", "Semaphore")
 
@@ -71,13 +74,16 @@ class Semaphore(ClosedWhenCollected):
         Raises:
             TypeError: ``timeout`` is not a number.
         """
-        if timeout is not None and timeout != timeout:
-            _check_timeout(timeout)  # NaN: a clear ValueError, not the OS's EINVAL
+        acquire = self._acquire
         try:
-            return self._acquire(block, timeout)
+            if acquire(False, timeout):  # (the C call rejects a non-numeric timeout)
+                return True
         except TypeError:
             _check_timeout(timeout)
             raise
+        if not block:
+            return False
+        return wait_for_post(acquire, _deadline(timeout)) == POSTED
 
     def release(self) -> None:
         """Increment the count, waking one waiter."""
