@@ -195,6 +195,10 @@ def run(
     results_path = workdir / f"{target}-{method}.jsonl"
     log_path = workdir / f"{target}-{method}.log"
     results_path.unlink(missing_ok=True)
+    # The suite creates files in the working directory (sockets, scripts named
+    # @test_*): one directory per run keeps them apart and out of the source tree.
+    cwd = workdir / f"cwd-{target}-{method}"
+    cwd.mkdir(exist_ok=True)
     outcome = Run(target, method, python, log=str(log_path))
     started = time.monotonic()
     deadline = started + run_timeout
@@ -205,9 +209,7 @@ def run(
         while True:
             worker = subprocess.Popen(
                 command,
-                # The suite creates files in the working directory (sockets,
-                # scripts named @test_*); keep them out of the source tree.
-                cwd=workdir,
+                cwd=cwd,
                 env=worker_env(target, method),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
