@@ -1,8 +1,8 @@
 """CPython's own multiprocessing test suite passes against proctor wherever it passes here.
 
 For each start method, ``tests/compat/harness.py`` runs the interpreter's
-``test._test_multiprocessing`` twice at once -- against the stdlib and against proctor
--- and this test fails listing every test the stdlib passes and proctor does not,
+``test._test_multiprocessing`` twice -- against the stdlib and against proctor, all
+methods at once -- and this test fails listing every test the stdlib passes and proctor does not,
 except those in ``tests/compat/excluded.txt`` (tests of stdlib internals). Groups
 proctor does not implement yet (pool, manager, dummy, heap) are not run.
 
@@ -16,6 +16,7 @@ import faulthandler
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -42,26 +43,49 @@ def cpython_suite() -> None:
     pytest.skip(missing)
 
 
-def _keep(tmp_path: Path, method: str, runs: tuple[harness.Run, ...]) -> None:
+@pytest.fixture(scope="module")
+def suite_runs(request, cpython_suite, tmp_path_factory):
+    """The runs of every selected start method, started together in the background.
+
+    The suite mostly waits (sleeps, timeouts, children starting up), so six runs
+    at once take about as long as the longest one alone; the first test waits
+    for all of them, the others find their results ready.
+    """
+    name = "test_proctor_passes_what_the_stdlib_passes"
+    selected = {
+        item.callspec.params["method"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == name
+    }
+    methods = [m for m in START_METHODS if m in selected]
+    workdir = tmp_path_factory.mktemp("cpython-suite")
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpython-suite")
+    future = executor.submit(harness.run_methods, methods, workdir)
+    yield future, workdir
+    executor.shutdown(wait=True)
+
+
+def _keep(workdir: Path, method: str, runs: tuple[harness.Run, ...]) -> None:
     destination = os.environ.get(RESULTS_ENV)
     for run in runs:
-        (tmp_path / f"{run.target}-{method}.json").write_text(json.dumps(run.to_json(), indent=1))
+        (workdir / f"{run.target}-{method}.json").write_text(json.dumps(run.to_json(), indent=1))
     if destination:
         Path(destination).mkdir(parents=True, exist_ok=True)
-        for path in tmp_path.iterdir():
-            if path.is_file():
+        for path in workdir.iterdir():
+            if path.is_file() and path.name.endswith((f"-{method}.json", f"-{method}.log")):
                 shutil.copy(path, destination)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(harness.RUN_TIMEOUT + 120)
 @pytest.mark.parametrize("method", START_METHODS)
-def test_proctor_passes_what_the_stdlib_passes(method, tmp_path, cpython_suite):
-    # The run takes minutes by design; the harness bounds every test and the whole
-    # run itself, so the suite-wide 50 s stack dump would only be noise here.
+def test_proctor_passes_what_the_stdlib_passes(method, suite_runs):
+    # The first test waits minutes by design; the harness bounds every test and
+    # every run itself, so the suite-wide 50 s stack dump would only be noise.
     faulthandler.cancel_dump_traceback_later()
-    stdlib, proctor = harness.run_pair(method, tmp_path)
-    _keep(tmp_path, method, (stdlib, proctor))
+    future, workdir = suite_runs
+    stdlib, proctor = future.result(timeout=harness.RUN_TIMEOUT + 60)[method]
+    _keep(workdir, method, (stdlib, proctor))
     assert stdlib.counts()["pass"] >= MIN_STDLIB_PASSES, harness.report(method, stdlib, proctor, [])
     differences = harness.compare(stdlib, proctor, harness.load_excluded())
     if differences:

@@ -27,9 +27,7 @@ barrier tests use as a shared counter -- becomes a small stand-in on proctor's
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
-import importlib.util
 import os
 import sys
 import types
@@ -143,7 +141,12 @@ def _is_multiprocessing(fullname: str) -> bool:
     return fullname == "multiprocessing" or fullname.startswith("multiprocessing.")
 
 
-class _Trigger(importlib.abc.MetaPathFinder):
+# The finders and the loader below are duck-typed rather than subclasses of
+# importlib.abc's: this module is imported at every interpreter start-up of the
+# proctor run, and importlib.abc costs tens of milliseconds to import.
+
+
+class _Trigger:
     def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
         if fullname == SUITE_MODULE:
             # A child that unpickles one of the suite's own functions imports the
@@ -156,7 +159,7 @@ class _Trigger(importlib.abc.MetaPathFinder):
         return _ProctorFinder().find_spec(fullname, path, target)
 
 
-class _Alias(importlib.abc.Loader):
+class _Alias:
     """Loads ``multiprocessing.X`` as the already existing module ``proctor.X``."""
 
     def __init__(self, real_name: str) -> None:
@@ -173,13 +176,16 @@ class _Alias(importlib.abc.Loader):
         module.__spec__ = self.real_spec
 
 
-class _ProctorFinder(importlib.abc.MetaPathFinder):
+class _ProctorFinder:
     def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
         if not _is_multiprocessing(fullname):
             return None
         real = "proctor" + fullname[len("multiprocessing") :]
-        if real != "proctor" and importlib.util.find_spec(real) is None:
-            return None  # proctor has no such module: ModuleNotFoundError, as it should
+        if real != "proctor" and real not in sys.modules:
+            parent_name = real.rpartition(".")[0]
+            parent = importlib.import_module(parent_name)
+            if importlib.machinery.PathFinder.find_spec(real, parent.__path__) is None:
+                return None  # proctor has no such module: ModuleNotFoundError, as it should
         return importlib.machinery.ModuleSpec(fullname, _Alias(real))
 
 
