@@ -99,6 +99,8 @@ class Run:
     seconds: float = 0.0
     restarts: int = 0
     log: str = ""
+    #: Why the run stopped early (the worker failed outside any test), if it did.
+    error: str | None = None
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(OUTCOMES, 0)
@@ -114,6 +116,7 @@ class Run:
             "seconds": round(self.seconds, 1),
             "restarts": self.restarts,
             "counts": self.counts(),
+            "error": self.error,
             "results": self.results,
         }
 
@@ -153,6 +156,11 @@ def _read_jsonl(path: Path) -> tuple[dict[str, dict], str | None]:
                 if test_id == running:
                     running = None
     return results, running
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
 
 
 def _kill_group(pgid: int) -> None:
@@ -238,7 +246,12 @@ def run(
             if returncode is None or outcome.restarts >= MAX_RESTARTS:
                 break
             if running is None:
-                break  # died outside any test: nothing to skip, do not loop
+                # Died outside any test (at import, say): nothing to skip, no loop.
+                outcome.error = (
+                    f"the worker exited with status {returncode} outside any test; "
+                    f"its output ends with:\n{_tail(log_path)}"
+                )
+                break
             outcome.restarts += 1
             log.write(f"\n*** harness: restarting the worker after {running}\n")
             log.flush()
@@ -342,6 +355,9 @@ def report(method: str, stdlib: Run, proctor: Run, differences: list[Difference]
         f"start method {method}: stdlib {stdlib.counts()} in {stdlib.seconds:.0f} s; "
         f"proctor {proctor.counts()} in {proctor.seconds:.0f} s",
     ]
+    for run in (stdlib, proctor):
+        if run.error:
+            lines.append(f"the {run.target} run stopped early: {run.error}")
     if differences:
         lines.append(f"{len(differences)} tests pass with the stdlib and not with proctor:")
         for d in differences:
