@@ -13,7 +13,9 @@ A test still running after its timeout gets a ``TestTimeout`` raised in the main
 thread (by SIGALRM): blocking calls that check for signals are interrupted and the
 test is reported as an error. If that does not end it within ``GRACE`` seconds,
 a watchdog thread dumps every thread's stack to stderr and exits the process; the
-harness records the test as hung.
+harness records the test as hung. (A few of the suite's tests use ``signal.alarm``
+themselves, which cancels the SIGALRM timer for the rest of that test; the watchdog
+still bounds it.)
 """
 
 from __future__ import annotations
