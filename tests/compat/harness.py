@@ -238,7 +238,10 @@ def run(
                 if returncode is None:
                     why = f"still running when the run's {run_timeout:.0f} s were up"
                 elif returncode == HUNG_EXIT:
-                    why = f"hung: not interrupted {test_timeout:.0f} s + grace after its timeout"
+                    why = (
+                        f"hung: its {test_timeout:.0f} s timeout did not interrupt it "
+                        "(stacks dumped in the worker output)"
+                    )
                 else:
                     why = f"the worker process died (exit status {returncode}) during it"
                 with results_path.open("a") as f:
