@@ -5,7 +5,7 @@ For each start method, ``tests/compat/harness.py`` runs the interpreter's
 methods at once -- and this test fails listing every test the stdlib passes and
 proctor does not, except those in ``tests/compat/excluded.txt`` (tests of stdlib
 internals). Groups proctor does not implement yet (pool, manager, dummy, heap) are
-not run. notes/compat-catalogue.md explains each difference found so far.
+not run.
 
 Set ``PROCTOR_COMPAT_RESULTS`` to a directory to keep each run's per-test results
 (``<target>-<method>.json``) and worker output there.
