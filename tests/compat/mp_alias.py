@@ -99,7 +99,7 @@ def install() -> None:
     # The suite's import-time probe of a working sem_open constructs
     # ``multiprocessing.synchronize.Lock(ctx=None)``, the stdlib class's own
     # signature; probe with proctor's constructor instead (the signature
-    # difference is a finding of the catalogue, not a reason to run nothing).
+    # difference is a finding of the suite, not a reason to run nothing).
     import test.support
 
     test.support.skip_if_broken_multiprocessing_synchronize = _probe_semaphores
