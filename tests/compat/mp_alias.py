@@ -1,0 +1,223 @@
+"""Make ``import multiprocessing`` (and ``multiprocessing.X``) load proctor instead.
+
+The compatibility harness runs CPython's own ``test._test_multiprocessing`` against
+proctor. That module says ``import multiprocessing``; here that name is made to
+mean proctor, in the harness process and in every child it starts::
+
+    harness process                          every child interpreter (spawn,
+    ───────────────                          forkserver, the suite's own scripts)
+    PROCTOR_COMPAT_TARGET=proctor ──env──▶   sitecustomize (tests/compat/_startup)
+    install():                                 puts _Trigger on sys.meta_path: the first
+      stdlib pool/managers/dummy/heap          ``import multiprocessing...`` calls install()
+        loaded first (bound to the stdlib)
+      sys.modules["multiprocessing"] = proctor
+      _ProctorFinder: "multiprocessing.X" ──▶ proctor.X, when proctor has X
+
+Forked children inherit all of it.
+
+What proctor does not have yet (``pool``, ``managers``, ``dummy``, ``heap``; later
+issues) stays the stdlib's, only so that the suite module imports: the groups that
+use them are not run (see ``cpython_suite.DEFERRED``). ``proctor.Pool`` and
+``proctor.Manager`` become stand-ins that raise, so an incidental use fails loudly
+instead of quietly testing the stdlib. ``heap.BufferWrapper`` -- which the suite's
+barrier tests use as a shared counter -- becomes a small stand-in on proctor's
+``RawArray``. Every stand-in lives in this harness, never in proctor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import os
+import sys
+import types
+
+TARGET_ENV = "PROCTOR_COMPAT_TARGET"
+METHOD_ENV = "PROCTOR_COMPAT_METHOD"
+
+#: CPython's multiprocessing test module, shipped in the ``test`` package.
+SUITE_MODULE = "test._test_multiprocessing"
+
+#: stdlib submodules proctor has no counterpart of yet (each comes with a later issue).
+LATER_SUBMODULES = ("pool", "managers", "dummy")
+
+#: Package-level names the suite reads at import time that proctor has not got yet.
+LATER_NAMES = ("Pool", "Manager")
+
+#: Names the suite reads while it is being imported (in decorators and class
+#: bodies), set only where proctor lacks them, to values that make the tests that
+#: depend on them skip or fail -- never pass. They are listed in the results.
+IMPORT_TIME_STAND_INS: dict[str, dict[str, object]] = {
+    # @skipUnless(util.abstract_sockets_supported) on test_abstract_socket
+    "proctor.util": {"abstract_sockets_supported": False},
+}
+
+#: The stand-ins of IMPORT_TIME_STAND_INS that were needed in this process.
+STAND_INS_USED: list[str] = []
+
+
+def target() -> str:
+    """The implementation under test in this process: ``"proctor"`` or ``"stdlib"``."""
+    return os.environ.get(TARGET_ENV, "stdlib")
+
+
+def installed() -> bool:
+    """Whether ``multiprocessing`` already means proctor in this process."""
+    module = sys.modules.get("multiprocessing")
+    return module is not None and module.__name__ == "proctor"
+
+
+def install() -> None:
+    """Make ``multiprocessing`` and its submodules resolve to proctor's; idempotent."""
+    if installed():
+        return
+    _remove_trigger()
+    # Loaded while ``multiprocessing`` is still the stdlib, so their own imports
+    # bind to the stdlib; only their module objects are kept.
+    for sub in LATER_SUBMODULES:
+        importlib.import_module(f"multiprocessing.{sub}")
+    stdlib = {
+        name: module
+        for name, module in sys.modules.items()
+        if name == "multiprocessing" or name.startswith("multiprocessing.")
+    }
+    for name in stdlib:
+        del sys.modules[name]
+
+    import proctor
+
+    sys.meta_path.insert(0, _ProctorFinder())
+    sys.modules["multiprocessing"] = proctor
+    for sub in LATER_SUBMODULES:
+        sys.modules[f"multiprocessing.{sub}"] = stdlib[f"multiprocessing.{sub}"]
+        setattr(proctor, sub, stdlib[f"multiprocessing.{sub}"])
+    heap = _heap_stand_in()
+    sys.modules["multiprocessing.heap"] = heap
+    proctor.heap = heap  # type: ignore[attr-defined]
+    for name in LATER_NAMES:
+        setattr(proctor, name, _missing(name))
+    # The suite's import-time probe of a working sem_open constructs
+    # ``multiprocessing.synchronize.Lock(ctx=None)``, the stdlib class's own
+    # signature; probe with proctor's constructor instead (the signature
+    # difference is a finding of the suite, not a reason to run nothing).
+    import test.support
+
+    test.support.skip_if_broken_multiprocessing_synchronize = _probe_semaphores
+    for module_name, values in IMPORT_TIME_STAND_INS.items():
+        module = importlib.import_module(module_name)
+        for name, value in values.items():
+            if not hasattr(module, name):
+                setattr(module, name, value)
+                STAND_INS_USED.append(f"{module_name}.{name}")
+
+
+def _probe_semaphores() -> None:
+    import unittest
+
+    import proctor
+
+    try:
+        proctor.Lock()
+    except OSError as exc:
+        raise unittest.SkipTest(f"broken SemLock: {exc!r}") from exc
+
+
+def install_trigger() -> None:
+    """Arrange for :func:`install` to run at the first import of ``multiprocessing``.
+
+    Called from ``sitecustomize`` at every interpreter start-up of the proctor
+    target: a child that never imports ``multiprocessing`` (proctor's reaper, say)
+    pays nothing.
+    """
+    if not any(isinstance(finder, _Trigger) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _Trigger())
+
+
+def _remove_trigger() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Trigger)]
+
+
+def _is_multiprocessing(fullname: str) -> bool:
+    return fullname == "multiprocessing" or fullname.startswith("multiprocessing.")
+
+
+# The finders and the loader below are duck-typed rather than subclasses of
+# importlib.abc's: this module is imported at every interpreter start-up of the
+# proctor run, and importlib.abc costs tens of milliseconds to import.
+
+
+class _Trigger:
+    def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+        if fullname == SUITE_MODULE:
+            # A child that unpickles one of the suite's own functions imports the
+            # suite first: its import-time probe must already be replaced.
+            install()
+            return None
+        if not _is_multiprocessing(fullname):
+            return None
+        install()
+        return _ProctorFinder().find_spec(fullname, path, target)
+
+
+class _Alias:
+    """Loads ``multiprocessing.X`` as the already existing module ``proctor.X``."""
+
+    def __init__(self, real_name: str) -> None:
+        self.real_name = real_name
+
+    def create_module(self, spec):  # type: ignore[no-untyped-def]
+        module = importlib.import_module(self.real_name)
+        self.real_spec = module.__spec__
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        # Already executed under its proctor name; importlib has just set the
+        # module's __spec__ to the alias's: give it back its own.
+        module.__spec__ = self.real_spec
+
+
+class _ProctorFinder:
+    def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+        if not _is_multiprocessing(fullname):
+            return None
+        real = "proctor" + fullname[len("multiprocessing") :]
+        if real != "proctor" and real not in sys.modules:
+            parent_name = real.rpartition(".")[0]
+            parent = importlib.import_module(parent_name)
+            if importlib.machinery.PathFinder.find_spec(real, parent.__path__) is None:
+                return None  # proctor has no such module: ModuleNotFoundError, as it should
+        return importlib.machinery.ModuleSpec(fullname, _Alias(real))
+
+
+def _missing(name: str):  # type: ignore[no-untyped-def]
+    def missing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise NotImplementedError(
+            f"proctor has no {name} yet (a later issue); this compatibility-harness "
+            "stand-in fails any test that uses it"
+        )
+
+    missing.__name__ = missing.__qualname__ = name
+    return missing
+
+
+class BufferWrapper:
+    """A block of ``size`` bytes of proctor shared memory (harness stand-in).
+
+    The suite's barrier tests count with ``heap.BufferWrapper``; this is all of
+    ``multiprocessing.heap`` they need.
+    """
+
+    def __init__(self, size: int) -> None:
+        from proctor import RawArray
+
+        self._array = RawArray("b", max(size, 1))
+        self._size = size
+
+    def create_memoryview(self) -> memoryview:
+        return memoryview(self._array).cast("B")[: self._size]
+
+
+def _heap_stand_in() -> types.ModuleType:
+    module = types.ModuleType("multiprocessing.heap", "harness stand-in: proctor has no heap")
+    module.BufferWrapper = BufferWrapper  # type: ignore[attr-defined]
+    return module

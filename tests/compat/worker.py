@@ -1,0 +1,250 @@
+"""Run the installed suite in this process, one JSON line per test, each under a timeout.
+
+Usage (the harness, ``harness.py``, starts it with the environment it needs)::
+
+    python worker.py RESULTS.jsonl [--timeout SECONDS] [--only ID ...]
+
+Each test writes ``{"start": id}`` when it begins and ``{"id", "outcome", "message",
+"seconds"}`` when it ends; tests that already have a result line in RESULTS.jsonl
+are skipped, so a harness that had to kill a hung worker starts a new one that
+carries on after the hung test.
+
+A test still running after its timeout gets a ``TestTimeout`` raised in the main
+thread (by SIGALRM): blocking calls that check for signals are interrupted and the
+test is reported as an error. If that does not end it within ``GRACE`` seconds,
+a watchdog thread dumps every thread's stack to stderr and exits the process; the
+harness records the test as hung. (A few of the suite's tests use ``signal.alarm``
+themselves, which cancels the SIGALRM timer for the rest of that test; the watchdog
+still bounds it.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import unittest
+
+#: Seconds between the SIGALRM and the watchdog giving up on the process.
+GRACE = 15.0
+#: Exit status of a worker that gave up on a hung test.
+HUNG_EXIT = 75
+#: Characters of a failure's message kept in the results.
+MESSAGE_CHARS = 600
+
+
+class TestTimeout(BaseException):
+    """Raised in the main thread when a test runs past its timeout.
+
+    A BaseException, so that a test's ``except Exception`` does not swallow it.
+    """
+
+
+def _test_id(test: unittest.TestCase) -> str:
+    return test.id().split(".", 1)[1]  # drop the module name (cpython_suite)
+
+
+def _summary(err: tuple) -> str:
+    exc_type, exc, tb = err
+    text = "".join(traceback.format_exception_only(exc_type, exc)).strip()
+    if exc_type is TestTimeout:
+        return text
+    where = traceback.extract_tb(tb)
+    # The innermost frame outside unittest locates the failing line of the test.
+    frames = [f for f in where if "/unittest/" not in f.filename]
+    if frames:
+        last = frames[-1]
+        text += f"  [{os.path.basename(last.filename)}:{last.lineno} in {last.name}]"
+    return text[:MESSAGE_CHARS]
+
+
+class _Recorder(unittest.TestResult):
+    """Writes each test's outcome as it ends and arms the per-test timeout."""
+
+    _RANK = {"pass": 0, "skip": 1, "fail": 2, "error": 3}
+
+    def __init__(self, out, timeout: float, fresh_pythons: list) -> None:
+        super().__init__()
+        self.out = out
+        self.timeout = timeout
+        self.fresh_pythons = fresh_pythons
+        self.current: str | None = None
+        self.outcome = "pass"
+        self.message = ""
+        self.started = 0.0
+        self.deadline: float | None = None
+        self.ids_by_class: dict[str, list[str]] = {}
+        self.done: set[str] = set()
+
+    def _write(self, record: dict) -> None:
+        self.out.write(json.dumps(record) + "\n")
+        self.out.flush()
+
+    def _set(self, outcome: str, message: str) -> None:
+        if self._RANK[outcome] >= self._RANK[self.outcome]:
+            self.outcome, self.message = outcome, message
+
+    def startTest(self, test: unittest.TestCase) -> None:
+        super().startTest(test)
+        self.current = _test_id(test)
+        self.outcome, self.message = "pass", ""
+        self.fresh_pythons.clear()
+        self._write({"start": self.current})
+        self.started = time.monotonic()
+        self.deadline = self.started + self.timeout
+        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+
+    def stopTest(self, test: unittest.TestCase) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.deadline = None
+        record = {
+            "id": self.current,
+            "outcome": self.outcome,
+            "message": self.message,
+            "seconds": round(time.monotonic() - self.started, 3),
+        }
+        if self.fresh_pythons:
+            record["fresh_pythons"] = list(self.fresh_pythons)
+        self._write(record)
+        self.done.add(self.current)
+        self.current = None
+        super().stopTest(test)
+
+    def addSuccess(self, test):
+        pass
+
+    def addFailure(self, test, err):
+        self._set("fail", _summary(err))
+
+    def addError(self, test, err):
+        if isinstance(test, unittest.TestCase):
+            self._set("error", _summary(err))
+            return
+        # A class or module fixture failed (unittest's _ErrorHolder): its tests
+        # did not run; each gets that error, or the skip.
+        description = str(test)
+        outcome = "skip" if issubclass(err[0], unittest.SkipTest) else "error"
+        message = f"{description}: {_summary(err)}"
+        for class_name, ids in self.ids_by_class.items():
+            if f".{class_name})" in description or "Module" in description:
+                for test_id in ids:
+                    if test_id not in self.done:
+                        self._write({"id": test_id, "outcome": outcome, "message": message})
+                        self.done.add(test_id)
+
+    def addSkip(self, test, reason):
+        self._set("skip", str(reason)[:MESSAGE_CHARS])
+
+    def addExpectedFailure(self, test, err):
+        pass  # the suite marks it as a known failure: counts as a pass
+
+    def addUnexpectedSuccess(self, test):
+        pass
+
+    def addSubTest(self, test, subtest, err):
+        if err is not None:
+            kind = "fail" if issubclass(err[0], test.failureException) else "error"
+            if issubclass(err[0], unittest.SkipTest):
+                return
+            self._set(kind, f"{subtest._subDescription()}: {_summary(err)}")
+
+
+def _on_alarm(signum, frame):
+    raise TestTimeout("test ran past its timeout")
+
+
+def _watchdog(recorder: _Recorder) -> None:
+    while True:
+        time.sleep(1.0)
+        deadline = recorder.deadline
+        if deadline is not None and time.monotonic() > deadline + GRACE:
+            sys.stderr.write(f"\n*** {recorder.current} hung; stacks:\n")
+            faulthandler.dump_traceback(all_threads=True)
+            sys.stderr.flush()
+            os._exit(HUNG_EXIT)
+
+
+def _watch_fresh_pythons(seen: list) -> None:
+    """Record the tests that start a new interpreter without the proctor aliasing.
+
+    Such an interpreter (``python -I``/``-E``, or without the harness's environment)
+    imports the stdlib's multiprocessing, so what it checks says nothing about proctor.
+    """
+    original = subprocess.Popen.__init__
+
+    def __init__(self, args, *a, **kw):
+        argv = [args] if isinstance(args, (str, bytes)) else list(args)
+        if argv and os.path.basename(str(argv[0])).startswith("python"):
+            env = kw.get("env")
+            env = os.environ if env is None else env
+            flags = {"-I", "-E"} & {str(a) for a in argv}
+            if flags or env.get("PROCTOR_COMPAT_TARGET") != os.environ.get("PROCTOR_COMPAT_TARGET"):
+                seen.append(" ".join(str(a) for a in argv)[:200])
+        original(self, args, *a, **kw)
+
+    subprocess.Popen.__init__ = __init__
+
+
+def _done_ids(path: str) -> set[str]:
+    done = set()
+    try:
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if "id" in record:
+                    done.add(record["id"])
+    except FileNotFoundError:
+        pass
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("results")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--only", nargs="*", default=None, help="test ids (Class.method)")
+    args = parser.parse_args(argv)
+
+    faulthandler.enable()
+    fresh_pythons: list[str] = []
+    _watch_fresh_pythons(fresh_pythons)
+    import cpython_suite
+
+    done = _done_ids(args.results)
+    only = set(args.only) if args.only else None
+    out = open(args.results, "a")  # noqa: SIM115  (open for the whole run)
+    recorder = _Recorder(out, args.timeout, fresh_pythons)
+    recorder.done = done
+    loader = unittest.TestLoader()
+    top = unittest.TestSuite()
+    for cls in cpython_suite.TEST_CLASSES:
+        selected = []
+        for test in loader.loadTestsFromTestCase(cls):
+            test_id = _test_id(test)
+            if test_id in done or (only is not None and test_id not in only):
+                continue
+            reason = cpython_suite.deferred_reason(test_id)
+            if reason is not None:
+                recorder._write({"id": test_id, "outcome": "deferred", "message": reason})
+                done.add(test_id)
+                continue
+            selected.append(test)
+        if selected:
+            recorder.ids_by_class[cls.__name__] = [_test_id(t) for t in selected]
+            top.addTest(unittest.TestSuite(selected))
+    signal.signal(signal.SIGALRM, _on_alarm)
+    threading.Thread(target=_watchdog, args=(recorder,), daemon=True).start()
+    top.run(recorder)
+    out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
