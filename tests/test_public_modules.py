@@ -94,7 +94,8 @@ def test_queues_empty_and_full_are_the_queue_modules():
 
 def test_resource_tracker_register_and_unregister_reach_the_reaper():
     """register/unregister are the reaper's: unregistering what was never used is a no-op."""
-    from proctor import _reaper, resource_tracker
+    from proctor import resource_tracker
+    from proctor._reaper import _client as _reaper
 
     assert resource_tracker.register is _reaper.register
     assert resource_tracker.unregister is _reaper.unregister

@@ -17,10 +17,10 @@ from ._context import ForkServerContext as ForkServerContext
 from ._context import ForkServerProcess as ForkServerProcess
 from ._context import SpawnContext as SpawnContext
 from ._context import SpawnProcess as SpawnProcess
-from ._errors import AuthenticationError as AuthenticationError
-from ._errors import BufferTooShort as BufferTooShort
-from ._errors import ProcessError as ProcessError
-from ._errors import ProcessTimeoutError as TimeoutError  # noqa: F401  (the stdlib's name)
-from ._process import Process as Process
+from ._core._errors import AuthenticationError as AuthenticationError
+from ._core._errors import BufferTooShort as BufferTooShort
+from ._core._errors import ProcessError as ProcessError
+from ._core._errors import ProcessTimeoutError as TimeoutError  # noqa: F401  (the stdlib's name)
+from ._start._process import Process as Process
 
 __all__ = ()  # as in multiprocessing.context: nothing for ``import *``

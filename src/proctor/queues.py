@@ -7,10 +7,10 @@
 ``Empty`` and ``Full`` are the :mod:`queue` module's exceptions, as in the stdlib.
 """
 
-from ._queue import Empty as Empty
-from ._queue import Full as Full
-from ._queue import JoinableQueue as JoinableQueue
-from ._queue import Queue as Queue
-from ._queue import SimpleQueue as SimpleQueue
+from ._queues._queue import Empty as Empty
+from ._queues._queue import Full as Full
+from ._queues._queue import JoinableQueue as JoinableQueue
+from ._queues._queue import Queue as Queue
+from ._queues._queue import SimpleQueue as SimpleQueue
 
 __all__ = ("JoinableQueue", "Queue", "SimpleQueue")

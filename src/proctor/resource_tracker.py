@@ -10,8 +10,8 @@ Note:
     segment behind: the reaper unlinks it once no registered or mapping process lives.
 """
 
-from ._reaper import ensure_started as ensure_running
-from ._reaper import register as register
-from ._reaper import unregister as unregister
+from ._reaper._client import ensure_started as ensure_running
+from ._reaper._client import register as register
+from ._reaper._client import unregister as unregister
 
 __all__ = ("ensure_running", "register", "unregister")

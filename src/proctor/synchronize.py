@@ -9,7 +9,7 @@ Each survives a dead process: a lock whose holder died is taken over with
 (see docs/sync.md).
 """
 
-from ._semlock import SEM_VALUE_MAX as SEM_VALUE_MAX
+from ._reaper._semlock import SEM_VALUE_MAX as SEM_VALUE_MAX
 from ._sync import Barrier as Barrier
 from ._sync import BoundedSemaphore as BoundedSemaphore
 from ._sync import Condition as Condition

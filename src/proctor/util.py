@@ -11,16 +11,16 @@ The logger is named ``proctor`` and, like ``multiprocessing``'s, does not propag
 to the root logger.
 """
 
-from ._logging import DEFAULT_LOGGING_FORMAT as DEFAULT_LOGGING_FORMAT
-from ._logging import LOGGER_NAME as LOGGER_NAME
-from ._logging import SUBDEBUG as SUBDEBUG
-from ._logging import SUBWARNING as SUBWARNING
-from ._logging import debug as debug
-from ._logging import get_logger as get_logger
-from ._logging import info as info
-from ._logging import log_to_stderr as log_to_stderr
-from ._logging import sub_debug as sub_debug
-from ._logging import sub_warning as sub_warning
+from ._logging._logger import DEFAULT_LOGGING_FORMAT as DEFAULT_LOGGING_FORMAT
+from ._logging._logger import LOGGER_NAME as LOGGER_NAME
+from ._logging._logger import SUBDEBUG as SUBDEBUG
+from ._logging._logger import SUBWARNING as SUBWARNING
+from ._logging._logger import debug as debug
+from ._logging._logger import get_logger as get_logger
+from ._logging._logger import info as info
+from ._logging._logger import log_to_stderr as log_to_stderr
+from ._logging._logger import sub_debug as sub_debug
+from ._logging._logger import sub_warning as sub_warning
 
 __all__ = (
     "SUBDEBUG",
