@@ -491,7 +491,9 @@ def test_set_start_method_twice_needs_force():
     proctor.set_start_method("spawn", force=True)
     try:
         assert proctor.get_start_method() == "spawn"
-        assert proctor.get_context().Process is proctor.Process
+        # As in multiprocessing: the context of the method in use, the same object.
+        assert proctor.get_context() is proctor.get_context("spawn")
+        assert proctor.get_context().Process.__name__ == "SpawnProcess"
     finally:
         proctor.set_start_method(original, force=True)
 
@@ -505,8 +507,8 @@ def test_default_start_method_is_the_stdlib_default():
         assert expected == "spawn"
     else:
         assert expected == ("forkserver" if sys.version_info >= (3, 14) else "fork")
-    assert proctor.get_all_start_methods()[0] == expected
-    assert proctor.get_context().Process is proctor.Process
+    assert proctor.get_all_start_methods() == multiprocessing.get_all_start_methods()
+    assert proctor.get_context() is proctor.get_context(expected)
 
 
 def get_start_method_in_child():
@@ -514,12 +516,12 @@ def get_start_method_in_child():
 
 
 def test_a_fork_while_another_thread_holds_the_start_method_lock_does_not_hang_the_child():
-    from proctor import _context
+    from proctor._start import _methods
 
     holding, release = threading.Event(), threading.Event()
 
     def hold():
-        with _context._lock:
+        with _methods._lock:
             holding.set()
             release.wait(30)
 

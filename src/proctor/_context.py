@@ -1,37 +1,52 @@
-"""Start methods and contexts: which strategy creates children, and the factories bound to it.
+"""Contexts: the ``multiprocessing`` API bound to one start method.
 
 A context is a namespace of factories (``ctx.Process``, ``ctx.Pipe``, ``ctx.Lock``, ...)
 bound to one start method. ``proctor.get_context("spawn")`` returns the spawn
-context; the module-level functions (``proctor.Process``...) use the default
-context, whose method is chosen by ``set_start_method()`` or, failing that, by
-:data:`DEFAULT_METHOD`, which is the running Python's ``multiprocessing`` default,
-so that changing only the import keeps a program's behaviour:
-
-* macOS: ``spawn`` -- forking a process that used system frameworks is unsafe
-  there (Apple's libraries are not fork-safe).
-* other POSIX systems: ``fork`` up to Python 3.13, ``forkserver`` from 3.14 on.
+context, and ``get_context()`` the context of the start method in use (fixing the
+default, as ``multiprocessing`` does). The module-level API (``proctor.Process``,
+``proctor.Queue``...) is the default context's: its processes use whatever start
+method is chosen when they start (``set_start_method()``, else the running Python's
+``multiprocessing`` default; see ``_start._methods``).
 
 ``forkserver`` is the better choice for a program that runs threads of its own
 (see docs/processes.md). proctor keeps ``fork`` safe against its own threads: at
 each fork the log listener is made to leave any handler first, and the locks of
 proctor's helpers (start, fork-server client, reaper client, log listener) are
 replaced in the forked child.
+
+This is the top of proctor's private layers: it may import any of them.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import threading
 
+from ._core._errors import AuthenticationError, BufferTooShort, ProcessError, ProcessTimeoutError
 from ._start import _process
+from ._start._methods import DEFAULT_METHOD as DEFAULT_METHOD
+from ._start._methods import START_METHODS as START_METHODS
+from ._start._methods import check_method, get_all_start_methods, get_start_method
+from ._start._methods import set_start_method as _set_default_start_method
+from ._start._process import BaseProcess, active_children, current_process, parent_process
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
-    from typing import Any
+    import ctypes
+    import logging
+    from collections.abc import Callable
+    from typing import Any, TypeAlias
+
+    from . import _sync
+    from ._connections._connection import Connection
+    from ._queues import _queue
+    from ._sharedmem._sharedctypes import SynchronizedBase
+
+    # What Value/Array share: a plain ctypes object, array or structure in shared memory.
+    CData: TypeAlias = ctypes._SimpleCData[Any] | ctypes.Array[Any] | ctypes.Structure
 
 __all__ = (
     "BaseContext",
+    "DefaultContext",
     "ForkContext",
     "ForkProcess",
     "ForkServerContext",
@@ -47,25 +62,6 @@ __all__ = (
     "set_forkserver_preload",
     "set_start_method",
 )
-
-START_METHODS = ("fork", "spawn", "forkserver")
-
-
-def _stdlib_default_method() -> str:
-    # What multiprocessing.get_start_method() answers here, without importing it.
-    if sys.platform == "darwin":
-        return "spawn"  # since Python 3.8
-    if sys.version_info >= (3, 14):
-        return "forkserver"
-    return "fork"
-
-
-#: The start method used unless ``set_start_method()`` chose another: the
-#: ``multiprocessing`` default of the running Python on this platform.
-DEFAULT_METHOD = _stdlib_default_method()
-
-_lock = threading.Lock()
-_chosen: str | None = None
 
 
 class ForkProcess(_process.Process):
@@ -86,104 +82,44 @@ class ForkServerProcess(_process.Process):
     _start_method = "forkserver"
 
 
-def _check_method(method: Any) -> str:
-    if not isinstance(method, str):
-        raise TypeError(f"a start method is a string, not {type(method).__name__} ({method!r})")
-    if method not in get_all_start_methods():
-        raise ValueError(
-            f"unknown start method {method!r}; valid start methods here are "
-            f"{', '.join(repr(m) for m in get_all_start_methods())}"
-        )
-    return method
-
-
-def _resolve_method(method: str | None) -> str:
-    """The method a process with class-level method ``method`` will use."""
-    if method is not None:
-        return method
-    global _chosen
-    with _lock:
-        if _chosen is None:
-            _chosen = DEFAULT_METHOD
-        return _chosen
-
-
-def _inherit_start_method(method: str) -> None:
-    # A child's default is its parent's, as with multiprocessing.
-    global _chosen
-    _chosen = method
-
-
-def _launcher_for(method: str | None) -> Any:
-    resolved = _resolve_method(method)
-    if resolved == "fork":
-        from ._start._popen_fork import ForkPopen
-
-        return ForkPopen
-    if resolved == "spawn":
-        from ._start._popen_spawn import SpawnPopen
-
-        return SpawnPopen
-    from ._start._popen_forkserver import ForkServerPopen
-
-    return ForkServerPopen
-
-
-def get_all_start_methods() -> list[str]:
-    """Return the start methods available here, the default first."""
-    methods = [DEFAULT_METHOD] + [m for m in START_METHODS if m != DEFAULT_METHOD]
-    return methods if os.name == "posix" else ["spawn"]
-
-
-def get_start_method(allow_none: bool = False) -> str | None:
-    """Return the default start method, fixing it to the platform default if unset.
-
-    Args:
-        allow_none: return ``None`` instead of fixing the default when none was set.
-    """
-    global _chosen
-    with _lock:
-        if _chosen is None:
-            if allow_none:
-                return None
-            _chosen = DEFAULT_METHOD
-        return _chosen
-
-
 def set_start_method(method: str | None, force: bool = False) -> None:
     """Set the start method used by ``proctor.Process`` and the module-level factories.
+
+    Args:
+        method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None`` (with
+            ``force``) goes back to "not set".
+        force: replace a method that was already set, or fixed by use.
 
     Raises:
         RuntimeError: when a method was already set (or used) and ``force`` is false.
         ValueError: for an unknown method.
+        TypeError: for a method that is not a string.
     """
-    global _chosen
-    if method is not None:
-        _check_method(method)
-    with _lock:
-        if _chosen is not None and not force:
-            raise RuntimeError(
-                f"the start method is already set to {_chosen!r}; call "
-                "set_start_method() once, early in the main module, or pass force=True"
-            )
-        _chosen = method
+    _set_default_start_method(method, force)
 
 
-def set_executable(executable: str) -> None:
+def set_executable(executable: str | bytes | os.PathLike[str]) -> None:
     """Use ``executable`` as the Python interpreter of spawn children (and fork servers).
 
     Raises:
-        TypeError: when ``executable`` is not a string or path.
+        TypeError: when ``executable`` is not a path (``str``, ``bytes`` or path-like).
     """
-    if not isinstance(executable, (str, os.PathLike)):
-        raise TypeError(f"executable must be a path, not {type(executable).__name__}")
+    if not isinstance(executable, (str, bytes, os.PathLike)):
+        raise TypeError(
+            "executable must be a path (str, bytes or os.PathLike), "
+            f"not {type(executable).__name__}"
+        )
     from ._start import _popen_spawn
 
-    _popen_spawn.executable = os.fspath(executable)
+    _popen_spawn.executable = os.fsdecode(executable)
 
 
 def set_forkserver_preload(module_names: list[str]) -> None:
-    """Modules the fork server imports once, so that children start with them loaded."""
+    """Modules the fork server imports once, so that children start with them loaded.
+
+    Raises:
+        TypeError: when ``module_names`` is not a list of strings.
+    """
     from ._start._forkserver import set_preload
 
     set_preload(module_names)
@@ -208,125 +144,169 @@ class BaseContext:
     _name: str | None = None
     Process: type[_process.Process] = _process.Process
 
-    def get_start_method(self, allow_none: bool = False) -> str | None:
-        return self._name if self._name is not None else get_start_method(allow_none)
+    # The exceptions, as attributes of every context (``ctx.TimeoutError``...).
+    ProcessError = ProcessError
+    BufferTooShort = BufferTooShort
+    TimeoutError = ProcessTimeoutError
+    AuthenticationError = AuthenticationError
+
+    # -- start methods -----------------------------------------------------------
 
     def get_context(self, method: str | None = None) -> BaseContext:
+        """This context (``method=None``), or the context of ``method``."""
+        if method is None:
+            return self
         return get_context(method)
 
-    get_all_start_methods = staticmethod(get_all_start_methods)
-    set_start_method = staticmethod(set_start_method)
+    def get_start_method(self, allow_none: bool = False) -> str | None:
+        """This context's start method."""
+        return self._name
 
-    def current_process(self) -> Any:
-        return _process.current_process()
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        """Refused: a concrete context's method is fixed (use ``proctor.set_start_method``).
+
+        Raises:
+            ValueError: always.
+        """
+        raise ValueError(
+            f"cannot set the start method of the {self._name!r} context, whose method is "
+            "fixed; call proctor.set_start_method() to choose the default one"
+        )
+
+    def get_all_start_methods(self) -> list[str]:
+        """The start methods available here, the default first."""
+        return get_all_start_methods()
+
+    # -- processes ------------------------------------------------------------------
+
+    def current_process(self) -> BaseProcess:
+        return current_process()
 
     def parent_process(self) -> Any:
-        return _process.parent_process()
+        return parent_process()
 
     def active_children(self) -> list[_process.Process]:
-        return _process.active_children()
+        return active_children()
 
     def cpu_count(self) -> int:
         from ._core._system import cpu_count
 
         return cpu_count()
 
-    def Pipe(self, duplex: bool = True) -> Any:
+    # -- connections and queues ------------------------------------------------------
+
+    def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
         """Two connected ``Connection`` ends (both ways, or read end first if not duplex)."""
         from ._connections._connection import Pipe
 
         return Pipe(duplex)
 
-    def Queue(self, maxsize: int = 0, **options: Any) -> Any:
+    def Queue(self, maxsize: int = 0, **options: Any) -> _queue.Queue:
         """A process-shared FIFO queue whose items live in shared memory."""
         from ._queues._queue import Queue
 
         return Queue(maxsize, **options)
 
-    def SimpleQueue(self, **options: Any) -> Any:
+    def SimpleQueue(self, **options: Any) -> _queue.SimpleQueue:
         """An unbounded process-shared queue with put, get, empty and close."""
         from ._queues._queue import SimpleQueue
 
         return SimpleQueue(**options)
 
-    def JoinableQueue(self, maxsize: int = 0, **options: Any) -> Any:
+    def JoinableQueue(self, maxsize: int = 0, **options: Any) -> _queue.JoinableQueue:
         """A Queue with task_done() and join()."""
         from ._queues._queue import JoinableQueue
 
         return JoinableQueue(maxsize, **options)
 
-    def Lock(self) -> Any:
+    # -- synchronisation ----------------------------------------------------------------
+
+    def Lock(self) -> _sync.Lock:
         """A process-shared lock, taken over (with a warning) when its holder dies."""
         from ._sync import Lock
 
         return Lock()
 
-    def RLock(self) -> Any:
+    def RLock(self) -> _sync.RLock:
         """A process-shared recursive lock, taken over when its holder dies."""
         from ._sync import RLock
 
         return RLock()
 
-    def Semaphore(self, value: int = 1) -> Any:
+    def Semaphore(self, value: int = 1) -> _sync.Semaphore:
         """A process-shared semaphore."""
         from ._sync import Semaphore
 
         return Semaphore(value)
 
-    def BoundedSemaphore(self, value: int = 1) -> Any:
+    def BoundedSemaphore(self, value: int = 1) -> _sync.BoundedSemaphore:
         """A process-shared semaphore that refuses to be released past its initial value."""
         from ._sync import BoundedSemaphore
 
         return BoundedSemaphore(value)
 
-    def Condition(self, lock: Any = None) -> Any:
+    def Condition(self, lock: _sync.Lock | _sync.RLock | None = None) -> _sync.Condition:
         """A process-shared condition variable (on a new RLock by default)."""
         from ._sync import Condition
 
         return Condition(lock)
 
-    def Event(self) -> Any:
+    def Event(self) -> _sync.Event:
         """A process-shared event flag."""
         from ._sync import Event
 
         return Event()
 
-    def Barrier(self, parties: int, action: Any = None, timeout: float | None = None) -> Any:
+    def Barrier(
+        self, parties: int, action: Callable[[], object] | None = None, timeout: float | None = None
+    ) -> _sync.Barrier:
         """A process-shared barrier for ``parties`` processes or threads."""
         from ._sync import Barrier
 
         return Barrier(parties, action, timeout)
 
-    def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
+    # -- shared memory -------------------------------------------------------------------
+
+    def Value(
+        self, typecode_or_type: Any, *args: Any, lock: bool | _sync.Lock | _sync.RLock = True
+    ) -> SynchronizedBase | CData:
         """A ctypes object in shared memory, with a lock from this context by default."""
         from ._sharedmem._sharedctypes import Value
 
         return Value(typecode_or_type, *args, lock=lock, ctx=self)
 
-    def Array(self, typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:
+    def Array(
+        self,
+        typecode_or_type: Any,
+        size_or_initializer: Any,
+        *,
+        lock: bool | _sync.Lock | _sync.RLock = True,
+    ) -> SynchronizedBase | CData:
         """A ctypes array in shared memory, with a lock from this context by default."""
         from ._sharedmem._sharedctypes import Array
 
         return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self)
 
-    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
+    def RawValue(self, typecode_or_type: Any, *args: Any) -> CData:
         """A ctypes object in shared memory, without a lock."""
         from ._sharedmem._sharedctypes import RawValue
 
         return RawValue(typecode_or_type, *args)
 
-    def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> Any:
+    def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> CData:
         """A ctypes array in shared memory, without a lock."""
         from ._sharedmem._sharedctypes import RawArray
 
         return RawArray(typecode_or_type, size_or_initializer)
 
-    def get_logger(self) -> Any:
+    # -- logging and compatibility -----------------------------------------------------------
+
+    def get_logger(self) -> logging.Logger:
         from ._logging._logger import get_logger
 
         return get_logger()
 
-    def log_to_stderr(self, level: int | str | None = None) -> Any:
+    def log_to_stderr(self, level: int | str | None = None) -> logging.Logger:
         from ._logging._logger import log_to_stderr
 
         return log_to_stderr(level)
@@ -341,7 +321,21 @@ class BaseContext:
 
 
 class DefaultContext(BaseContext):
-    """The context behind the module-level API: its method is the default one."""
+    """The context behind the module-level API: its method is the one chosen at start."""
+
+    def get_context(self, method: str | None = None) -> BaseContext:
+        """The context of the start method in use (fixing the default), or of ``method``."""
+        if method is None:
+            return _contexts[get_start_method()]  # type: ignore[index]
+        return get_context(method)
+
+    def get_start_method(self, allow_none: bool = False) -> str | None:
+        """The default start method, fixed to the platform default unless ``allow_none``."""
+        return get_start_method(allow_none)
+
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        """Set the default start method; see :func:`proctor.set_start_method`."""
+        set_start_method(method, force)
 
 
 class ForkContext(BaseContext):
@@ -368,20 +362,20 @@ _default_context = DefaultContext()
 
 
 def get_context(method: str | None = None) -> BaseContext:
-    """Return the context for ``method``, or the default context for ``None``.
+    """Return the context for ``method``, or that of the start method in use for ``None``.
+
+    ``get_context()`` fixes the default start method, as ``multiprocessing``'s does;
+    the same call returns the same object.
 
     Raises:
         ValueError: for an unknown start method (the message lists the valid ones).
+        TypeError: for a method that is not a string.
     """
     if method is None:
-        return _default_context
-    return _contexts[_check_method(method)]
+        return _default_context.get_context()
+    return _contexts[check_method(method)]
 
 
-def _reset_after_fork() -> None:
-    # Another thread may have held the lock at the fork; this child is alone.
-    global _lock
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
+def default_context() -> DefaultContext:
+    """The context of the module-level API (``proctor.Process``...)."""
+    return _default_context

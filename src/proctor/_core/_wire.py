@@ -61,6 +61,12 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
     """Return a connected pair of Unix stream sockets sized for one message."""
     global _default_buffers_suffice
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if socket.getdefaulttimeout() is not None:
+        # socket.setdefaulttimeout() makes new sockets non-blocking in the kernel;
+        # the other end's process (a child handed it) would see EAGAIN where it
+        # expects to wait. These pairs block; their users apply their own timeouts.
+        a.settimeout(None)
+        b.settimeout(None)
     if _default_buffers_suffice is None:
         # Linux's default (~208 KiB) already holds a whole inline message; then
         # the four setsockopt calls below are skipped for every later pair

@@ -50,6 +50,7 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = (
@@ -159,14 +160,22 @@ _child_socket: socket.socket | None = None
 _child_handler: Any = None
 
 
-def install_in_child(config: dict[str, Any], sock: socket.socket) -> None:
-    """Make this (new child) process send its log records to the parent over ``sock``."""
+def install_in_child(
+    config: dict[str, Any], sock: socket.socket, process_name: Callable[[], str]
+) -> None:
+    """Make this (new child) process send its log records to the parent over ``sock``.
+
+    Args:
+        config: the parent's logging configuration (:func:`capture_config`).
+        sock: the child's end of its log channel.
+        process_name: returns the name of this process (its records carry it).
+    """
     import logging
 
-    from .._start import _process
     from . import _logger as _logging
 
-    global _child_socket
+    global _child_socket, _process_name
+    _process_name = process_name
     if config["proctor_logger"]:
         _logging.get_logger()
     global _child_handler
@@ -196,7 +205,7 @@ def install_in_child(config: dict[str, Any], sock: socket.socket) -> None:
     def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous_factory(*args, **kwargs)
         # logging asks multiprocessing for the process name; proctor answers.
-        record.processName = _process.current_process().name
+        record.processName = process_name()
         return record
 
     logging.setLogRecordFactory(record_factory)
@@ -291,10 +300,12 @@ def _handler_class() -> Any:
     return _handler_cls
 
 
-def _process_name() -> str:
-    from .._start import _process
+def _main_process_name() -> str:
+    return "MainProcess"
 
-    return _process.current_process().name
+
+# The name records carry: this process's (install_in_child sets who tells it).
+_process_name: Callable[[], str] = _main_process_name
 
 
 def flush_child() -> None:

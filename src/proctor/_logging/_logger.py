@@ -18,11 +18,15 @@ if TYPE_CHECKING:
     import logging
 
 __all__ = (
+    "DEBUG",
     "DEFAULT_LOGGING_FORMAT",
+    "INFO",
     "LOGGER_NAME",
+    "NOTSET",
     "SUBDEBUG",
     "SUBWARNING",
     "debug",
+    "effective_level",
     "get_logger",
     "info",
     "log_to_stderr",
@@ -31,7 +35,11 @@ __all__ = (
 )
 
 LOGGER_NAME = "proctor"
+# logging's levels, and the two that multiprocessing adds, without importing logging.
+NOTSET = 0
 SUBDEBUG = 5
+DEBUG = 10
+INFO = 20
 SUBWARNING = 25
 DEFAULT_LOGGING_FORMAT = "[%(levelname)s/%(processName)s] %(message)s"
 
@@ -84,10 +92,19 @@ def log_to_stderr(level: int | str | None = None) -> logging.Logger:
     return logger
 
 
+def effective_level() -> int | None:
+    """The level of proctor's logger, or ``None`` while nobody has asked for it.
+
+    A new child applies it to its own logger, as ``multiprocessing`` children do.
+    """
+    return None if _logger is None else _logger.getEffectiveLevel()
+
+
 def _log(level: int, message: str, *args: object) -> None:
     logger = _logger
     if logger is not None and logger.isEnabledFor(level):
-        logger.log(level, message, *args)
+        # The record names the caller of debug()/info()..., not this module.
+        logger.log(level, message, *args, stacklevel=3)
 
 
 def sub_debug(message: str, *args: object) -> None:
@@ -95,11 +112,11 @@ def sub_debug(message: str, *args: object) -> None:
 
 
 def debug(message: str, *args: object) -> None:
-    _log(10, message, *args)
+    _log(DEBUG, message, *args)
 
 
 def info(message: str, *args: object) -> None:
-    _log(20, message, *args)
+    _log(INFO, message, *args)
 
 
 def sub_warning(message: str, *args: object) -> None:

@@ -26,6 +26,7 @@ child when it goes.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -35,12 +36,15 @@ import threading
 
 from .._core import _serialization, _wire
 from .._core._reduction import receiving
+from .._logging import _logger
+from . import _methods, _outcome
+from ._state import ParentProcess, exit_children, flush_std_streams, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     from typing import Any
 
-__all__ = ("build_prep", "run_forked", "run_from_channel", "spawn_main")
+__all__ = ("build_prep", "run_forked", "run_from_channel", "run_process", "spawn_main")
 
 # How often the portable parent watch looks (seconds): well inside the
 # one-second promise, cheap enough to be invisible.
@@ -60,6 +64,8 @@ def build_prep(process: Any, start_method: str) -> dict[str, Any]:
         "parent_pid": os.getpid(),
         "pdeathsig": threading.current_thread() is threading.main_thread(),
         "log": None,
+        # proctor's logger level, as multiprocessing children get theirs.
+        "log_level": _logger.effective_level(),
         "line_buffering": _line_buffering(),
         # Children share their parent's resource reaper (see _reaper), even when
         # they were not handed any named object at start.
@@ -73,9 +79,14 @@ def _reaper_address() -> str | None:
 
 
 def _line_buffering() -> tuple[bool, bool]:
-    return tuple(  # type: ignore[return-value]
-        bool(getattr(stream, "line_buffering", False)) for stream in (sys.stdout, sys.stderr)
-    )
+    return (_is_line_buffered(sys.stdout), _is_line_buffered(sys.stderr))
+
+
+def _is_line_buffered(stream: Any) -> bool:
+    try:
+        return bool(getattr(stream, "line_buffering", False))
+    except (ValueError, OSError):  # a closed stream (a closed StringIO raises)
+        return False
 
 
 def add_log_channel(prep: dict[str, Any], handoff: Any, process: Any) -> Any:
@@ -110,9 +121,9 @@ def _apply_prep(prep: dict[str, Any]) -> None:
                 stream.reconfigure(line_buffering=True)
             except (ValueError, OSError):
                 pass
-    from .. import _context
-
-    _context._inherit_start_method(prep["start_method"])
+    _methods.inherit_start_method(prep["start_method"])
+    if prep["log_level"] is not None:
+        _logger.get_logger().setLevel(prep["log_level"])
     if prep["reaper_address"]:
         from .._reaper import _client as _reaper
 
@@ -134,20 +145,27 @@ def run_forked(
     """
     exitcode = 1
     try:
+        _become_forked_child()
         arm_parent_death(parent_pid, started_on_main_thread)
         if log is not None:
             from .._logging._forwarding import install_in_child
 
-            install_in_child(*log)
-        exitcode = _run_and_report(process, channel)
+            config, log_socket = log
+            install_in_child(config, log_socket, process_name=_current_name)
+        exitcode = _run_and_report(process, channel, forked=True)
     finally:
         os._exit(exitcode)
 
 
 def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int = 0) -> int:
-    """Receive a process object from ``channel``, run it, report; return the exit code."""
-    from . import _process
+    """Receive a process object from ``channel``, run it, report; return the exit code.
 
+    Args:
+        exec_mode: a fresh interpreter (spawn), rather than a fork of the fork server.
+        server_pid: the fork server's pid, when forked by it.
+    """
+    if not exec_mode:
+        _become_forked_child()
     try:
         data, fds = _wire.recv_message(channel)
     except (OSError, EOFError) as exc:
@@ -171,12 +189,12 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int
                 from .._logging._forwarding import install_in_child
 
                 log_socket = socket.socket(fileno=take_fd(prep["log"]["fd_token"]))
-                install_in_child(prep["log"]["config"], log_socket)
-            _process._state.unpickling_payload = True
+                install_in_child(prep["log"]["config"], log_socket, process_name=_current_name)
+            state.unpickling_payload = True
             try:
                 process = _serialization.loads(payload)
             finally:
-                _process._state.unpickling_payload = False
+                state.unpickling_payload = False
     except BaseException as exc:
         # The child could not even load its work: report it like a failure of
         # the target, so the parent sees it in ``exception``.
@@ -184,20 +202,90 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int
 
         sys.stderr.write("proctor: the child process could not load its target:\n")
         traceback.print_exc()
-        _send_outcome(channel, _serialization.dumps(_process._error_message(exc)))
+        _send_outcome(channel, _outcome.encode(_outcome.error_message(exc)))
         flush_std_streams()
         return 1
     del data, view, payload
-    return _run_and_report(process, channel)
+    return _run_and_report(process, channel, forked=not exec_mode)
 
 
-def _run_and_report(process: Any, channel: socket.socket) -> int:
-    exitcode, outcome = process._bootstrap()
+def _become_forked_child() -> None:
+    """First things in a child that is a fork (of its parent or of the fork server)."""
+    # The thread that forked is this process's main thread now; its native id
+    # is the one the kernel gave this process (threading does not update it).
+    main = threading.main_thread()
+    if hasattr(main, "_set_native_id"):
+        main._set_native_id()
+    # The atexit handlers registered by the forking process are not this child's
+    # (as in multiprocessing from Python 3.13 on, gh-83856, on every version here);
+    # the child's own run when it exits (see _run_and_report).
+    clear = getattr(atexit, "_clear", None)
+    if clear is not None:
+        clear()
+
+
+def _run_and_report(process: Any, channel: socket.socket, *, forked: bool) -> int:
+    exitcode, outcome = run_process(process)
+    if forked:
+        # A forked child leaves with os._exit, which skips atexit: run its own
+        # handlers here, before its logs are flushed and its outcome reported.
+        run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+        if run_exitfuncs is not None:
+            run_exitfuncs()
+            flush_std_streams()
     if "proctor._logging._forwarding" in sys.modules:
         sys.modules["proctor._logging._forwarding"].flush_child()
     _send_outcome(channel, outcome)
     channel.close()
     return exitcode
+
+
+def run_process(process: Any) -> tuple[int, bytes]:
+    """Make ``process`` this process's identity, run it; return (exit code, outcome).
+
+    ``process`` is the ``Process`` object the parent started (a copy of it: forked,
+    or unpickled). Its ``run()`` is called with stdin on /dev/null; children it
+    started are joined afterwards, and so are non-daemonic threads.
+    """
+    _methods.inherit_start_method(process._started_with)
+    state.become_child(process, ParentProcess(process._parent_name, process._parent_pid))
+    process._popen = None
+    exitcode = 1
+    message: tuple[Any, ...] = _outcome.NONE_VALUE
+    try:
+        try:
+            close_stdin()
+            _logger.info("child process calling self.run()")
+            value = process.run()
+            exitcode = 0
+            message = _outcome.value_message(value)
+        finally:
+            exit_children()
+    except SystemExit as exc:
+        message = _outcome.NONE_VALUE
+        if exc.code is None:
+            exitcode = 0
+        elif isinstance(exc.code, int):
+            exitcode = exc.code
+        else:
+            sys.stderr.write(str(exc.code) + "\n")
+            exitcode = 1
+    except BaseException as exc:
+        import traceback
+
+        exitcode = 1
+        sys.stderr.write(f"Process {process.name}:\n")
+        traceback.print_exc()
+        message = _outcome.error_message(exc)
+    finally:
+        shutdown_threads()
+        _logger.info("process exiting with exitcode %d", exitcode)
+        flush_std_streams()
+    return exitcode, _outcome.encode(message)
+
+
+def _current_name() -> str:
+    return str(state.current.name)
 
 
 def _send_outcome(channel: socket.socket, outcome: bytes) -> None:
@@ -309,15 +397,6 @@ def shutdown_threads() -> None:
     shutdown = getattr(threading, "_shutdown", None)
     if shutdown is not None:
         shutdown()
-
-
-def flush_std_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
 
 
 def _close_inherited_lifeline() -> None:

@@ -32,6 +32,7 @@ import time
 
 from .._core import _runtime, _wire
 from .._core._errors import StartError
+from ._state import flush_std_streams, register_exit_hook
 
 __all__ = ("ForkServerClient", "client", "serve", "set_preload")
 
@@ -141,7 +142,7 @@ def _become_child(ctl, selector, wake_fds, status_fds, fds, server_pid) -> None:
     try:
         # Write where the parent's stdout/stderr point now, not where they
         # pointed when the server started (they may have been redirected since).
-        _bootstrap.flush_std_streams()
+        flush_std_streams()
         os.dup2(stdout_fd, 1)
         os.dup2(stderr_fd, 2)
         os.close(stdout_fd)
@@ -155,7 +156,7 @@ def _become_child(ctl, selector, wake_fds, status_fds, fds, server_pid) -> None:
             os.close(fd)
         channel = socket.socket(fileno=channel_fd)
         exitcode = _bootstrap.run_from_channel(channel, exec_mode=False, server_pid=server_pid)
-        _bootstrap.flush_std_streams()
+        flush_std_streams()
     finally:
         os._exit(exitcode)
 
@@ -184,8 +185,10 @@ _preload: list[str] = []
 
 def set_preload(module_names: list[str]) -> None:
     """Modules the fork server imports before forking (takes effect at its next start)."""
-    if isinstance(module_names, str) or not all(isinstance(m, str) for m in module_names):
-        raise TypeError(f"module_names must be a list of module names, not {module_names!r}")
+    if isinstance(module_names, (str, bytes)) or not all(isinstance(m, str) for m in module_names):
+        raise TypeError(
+            f"module_names must be a list of strings (module names), not {module_names!r}"
+        )
     _preload[:] = list(module_names)
 
 
@@ -269,8 +272,6 @@ class ForkServerClient:
             # At exit, once every child is joined, close the control socket (the
             # server then exits) and reap the server: closing it earlier would
             # take the server's children (ours) down with it.
-            from ._process import register_exit_hook
-
             register_exit_hook(self.stop)
             self._atexit_registered = True
 

@@ -21,64 +21,23 @@ import signal
 import socket
 import threading
 
-from .._core import _serialization, _wire
+from .._core import _wire
 from .._core._closing import ClosedWhenCollected
-from .._core._errors import RemoteError, RemoteTraceback
 from .._core._timeout import wait_readable
+from ._outcome import Outcome
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     from typing import Any
 
-__all__ = ("Outcome", "OwnChildPopen", "Popen", "wait_readable")
-
-
-class Outcome:
-    """What the child reported about its target: a value, an exception, or nothing.
-
-    Attributes:
-        value: the target's return value.
-        exception: the exception the target raised, with ``__cause__`` carrying
-            the child's traceback.
-        value_error: why the return value could not be sent, if it could not.
-    """
-
-    def __init__(self) -> None:
-        self.value: Any = None
-        self.exception: BaseException | None = None
-        self.value_error: str | None = None
-
-    @classmethod
-    def from_message(cls, data: bytes | bytearray) -> Outcome:
-        outcome = cls()
-        try:
-            message = _serialization.loads(data)
-        except Exception as exc:  # e.g. a class that no longer imports in the parent
-            outcome.exception = RemoteError(
-                "UnpicklingError", f"the child's outcome could not be unpickled: {exc!r}"
-            )
-            return outcome
-        kind = message[0]
-        if kind == "value":
-            try:
-                outcome.value = _serialization.loads(message[1])
-            except Exception as exc:
-                outcome.value_error = f"the return value could not be unpickled: {exc!r}"
-        elif kind == "unsendable":
-            outcome.value_error = message[1]
-        elif kind == "error":
-            _, exc_bytes, type_name, text, tb_text = message
-            exception: BaseException | None = None
-            if exc_bytes is not None:
-                try:
-                    exception = _serialization.loads(exc_bytes)
-                except Exception:
-                    exception = None
-            if not isinstance(exception, BaseException):
-                exception = RemoteError(type_name, text, tb_text)
-            exception.__cause__ = RemoteTraceback(tb_text)
-            outcome.exception = exception
-        return outcome
+__all__ = (
+    "OwnChildPopen",
+    "Popen",
+    "close_quietly",
+    "lifeline_pipe",
+    "pidfd_usable",
+    "reap_status",
+)
 
 
 class Popen(ClosedWhenCollected):

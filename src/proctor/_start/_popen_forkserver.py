@@ -13,8 +13,9 @@ import signal
 import socket
 
 from .._core import _wire
+from .._core._timeout import wait_readable
 from . import _forkserver
-from ._popen import Popen, close_quietly, wait_readable
+from ._popen import Popen, close_quietly
 
 __all__ = ("ForkServerPopen",)
 
@@ -27,7 +28,7 @@ class ForkServerPopen(Popen):
         super().__init__()
         message, handoff, log_channel = self._prepare_start(process)
         parent_end, child_end = _wire.socketpair()
-        status_ours, status_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        status_ours, status_theirs = _wire.socketpair()
         try:
             self.pid = _forkserver.client().start_child(child_end.fileno(), status_theirs.fileno())
         except BaseException:

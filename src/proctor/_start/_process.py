@@ -9,33 +9,36 @@ Life of a process object::
         .close()                          descriptors released
 
 The start method (fork, spawn, forkserver) is a strategy, one module each
-(``_popen_fork``, ``_popen_spawn``, ``_popen_forkserver``); this module knows none of
-their details. The child side of a start lives in ``_bootstrap``.
+(``_popen_fork``, ``_popen_spawn``, ``_popen_forkserver``); this module picks one and
+knows none of their details. The child's side of a start lives in ``_bootstrap``,
+and what both sides share -- this process's identity, its children, exit
+handling -- in ``_state``.
 """
 
 from __future__ import annotations
 
-import atexit
-import itertools
 import os
-import selectors
 import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from .._core import _serialization
 from .._core._errors import ResultError
-from .._core._system import pid_alive
 from .._core._timeout import deadline as _deadline
-from .._logging import _logger as _logging
+from .._logging import _logger
+from ._methods import resolve_method
+from ._state import (
+    check_not_importing_payload,
+    flush_std_streams,
+    register_exit_handler,
+    state,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     from typing import Any
 
 __all__ = (
+    "BaseProcess",
     "Process",
     "active_children",
     "current_process",
@@ -43,235 +46,58 @@ __all__ = (
 )
 
 
-class _Children:
-    """This process's started children that have not been seen to end yet.
-
-    Each child's sentinel is registered with a selector (epoll on Linux), so
-    finding the children that ended costs one ``select(0)`` plus a poll of each
-    ended one, however many are still running: ``start()`` does it every time (as
-    multiprocessing does, to reap), and a scan over every child made the n-th
-    start cost O(n) (issue 12).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._fds: dict[Process, int] = {}
-        self._selector: selectors.BaseSelector | None = None
-
-    def add(self, child: Process, sentinel: int) -> None:
-        with self._lock:
-            if self._selector is None:
-                self._selector = _sentinel_selector()
-            self._selector.register(sentinel, selectors.EVENT_READ, child)
-            self._fds[child] = sentinel
-
-    def discard(self, child: Process) -> None:
-        """Forget ``child``; call before its sentinel is closed."""
-        with self._lock:
-            fd = self._fds.pop(child, None)
-            if fd is not None and self._selector is not None:
-                self._selector.unregister(fd)
-
-    def ended(self) -> list[Process]:
-        """The children whose sentinel is readable (they ended, or are ending)."""
-        with self._lock:
-            if not self._fds or self._selector is None:
-                return []
-            return [key.data for key, _events in self._selector.select(0)]
-
-    def __iter__(self) -> Iterator[Process]:
-        with self._lock:
-            return iter(list(self._fds))
-
-    def __len__(self) -> int:
-        return len(self._fds)
-
-    def __contains__(self, child: object) -> bool:
-        return child in self._fds
-
-    def abandon_after_fork(self) -> list[Process]:
-        """In a forked child: give up this copy, never unregistering anything.
-
-        An epoll instance is shared with the parent through the fork: unregistering
-        here would unregister in the parent too, so this copy of it is only
-        closed. Returns the children, whose descriptors the caller closes.
-        """
-        if self._selector is not None:
-            try:
-                self._selector.close()
-            except OSError:
-                pass
-            self._selector = None
-        return list(self._fds)
-
-
-def _sentinel_selector() -> selectors.BaseSelector:
-    # epoll where there is one: O(ready) per select. Elsewhere poll, whose cost
-    # per select grows with the number of children but stays one system call;
-    # not kqueue, whose descriptor a forked child does not inherit (closing it
-    # there could close another descriptor that reused the number).
-    if hasattr(selectors, "EpollSelector"):
-        return selectors.EpollSelector()
-    return selectors.PollSelector()
-
-
-class _ProcessState:
-    """Per-process globals: who we are, our children, the child counter."""
-
-    def __init__(self) -> None:
-        self.current: BaseProcessInfo = _MainProcess()
-        self.parent: _ParentProcess | None = None
-        self.children = _Children()
-        self.counter = itertools.count(1)
-        self.atexit_registered = False
-        self.exit_hooks: list[Callable[[], object]] = []
-        self.start_lock = threading.Lock()
-        # True while a new child unpickles its start payload: a Process started
-        # then comes from a module imported as a side effect -- the missing
-        # ``if __name__ == "__main__":`` guard -- and must not fork-bomb.
-        self.unpickling_payload = False
-
-
-class BaseProcessInfo:
-    """What ``current_process()`` returns in any process: name, pid, authkey..."""
-
-    _name: str
-    _identity: tuple[int, ...] = ()
-    _authkey: bytes
-    _daemon = False
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @name.setter
-    def name(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"name must be a string, not {type(value).__name__}")
-        self._name = value
-
-    @property
-    def authkey(self) -> bytes:
-        return self._authkey
-
-    @authkey.setter
-    def authkey(self, value: bytes) -> None:
-        if not isinstance(value, (bytes, bytearray)):
-            raise TypeError(f"authkey must be bytes, not {type(value).__name__}")
-        self._authkey = bytes(value)
-
-    @property
-    def daemon(self) -> bool:
-        return self._daemon
-
-    @property
-    def pid(self) -> int | None:
-        return os.getpid()
-
-    ident = pid
-
-
-class _MainProcess(BaseProcessInfo):
-    def __init__(self) -> None:
-        self._name = "MainProcess"
-        self._authkey = os.urandom(32)
-
-    def __repr__(self) -> str:
-        return f"<_MainProcess name={self._name!r} pid={os.getpid()} started>"
-
-
-class _ParentProcess:
-    """The parent of this child, as seen from the child (``parent_process()``)."""
-
-    def __init__(self, name: str, pid: int) -> None:
-        self.name = name
-        self._pid = pid
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    ident = pid
-
-    def is_alive(self) -> bool:
-        """Whether the parent still runs (this child has not been re-parented)."""
-        return os.getppid() == self._pid or pid_alive(self._pid)
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait until the parent has ended, up to ``timeout`` seconds."""
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.is_alive():
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            time.sleep(0.05)
-
-    def __repr__(self) -> str:
-        state = "started" if self.is_alive() else "stopped"
-        return f"<_ParentProcess name={self.name!r} pid={self._pid} {state}>"
-
-
-_state = _ProcessState()
-
-
-def current_process() -> BaseProcessInfo:
+def current_process() -> BaseProcess:
     """Return the object describing the process this code runs in."""
-    return _state.current
+    return state.current
 
 
-def parent_process() -> _ParentProcess | None:
+def parent_process() -> Any:
     """Return the parent of this process, or ``None`` in the main process."""
-    return _state.parent
+    return state.parent
 
 
 def active_children() -> list[Process]:
     """Return the children of this process that are still running (reaping ended ones)."""
     _reap_finished_children()
-    return list(_state.children)
+    return list(state.children)
 
 
 def _reap_finished_children() -> None:
-    for child in _state.children.ended():
+    for child in state.children.ended():
         popen = child._popen
         if popen is None or popen.poll() is not None:
-            _state.children.discard(child)
+            state.children.discard(child)
 
 
-class Process(BaseProcessInfo):
-    """A child process running ``target(*args, **kwargs)``, or a subclass's ``run()``.
+def _popen_class(method: str) -> Any:
+    """The strategy of a start method (imported on first use: each costs start-up time)."""
+    if method == "fork":
+        from ._popen_fork import ForkPopen
 
-    The stdlib ``multiprocessing.Process`` API, plus:
+        return ForkPopen
+    if method == "spawn":
+        from ._popen_spawn import SpawnPopen
 
-    * ``result`` and ``exception`` after ``join()``: the target's return value,
-      or the exception it raised with the child's traceback as ``__cause__``.
-    * Any callable can be the target under every start method: lambdas,
-      closures, functions and classes defined in ``__main__`` or a notebook.
+        return SpawnPopen
+    from ._popen_forkserver import ForkServerPopen
 
-    Args:
-        group: always ``None``; kept for compatibility with ``threading.Thread``.
-        target: the callable to run in the child.
-        name: the process name; default ``Process-N`` (``Process-N:M`` in a child).
-        args: positional arguments for ``target``.
-        kwargs: keyword arguments for ``target``.
-        daemon: whether the child is terminated when this process exits,
-            rather than joined. Defaults to the current process's flag.
-        forward_logs: whether the child's log records are handled by this
-            process's logging handlers (see ``proctor.set_log_forwarding``, which
-            sets the default, on unless switched off).
+    return ForkServerPopen
 
-    Raises:
-        TypeError: for a non-callable ``target`` or malformed ``args``/``kwargs``.
-        ValueError: for a ``group`` other than ``None``.
 
-    Note:
-        Unlike ``multiprocessing``, a daemonic process may start children of its
-        own: proctor guarantees that children never outlive their parent.
+class BaseProcess:
+    """What every process object has: a ``Process`` and ``current_process()`` alike.
+
+    The common base of :class:`Process` and of the object describing the main
+    process, as in ``multiprocessing.process.BaseProcess``: use it for type hints
+    and ``isinstance`` checks. Subclass :class:`Process` to run code in a child.
     """
 
     # Set by the context's subclasses (ForkProcess...); None means "the default
     # context's method at start()".
     _start_method: str | None = None
+    # Who created this object (None for the main process's own).
+    _parent_pid: int | None
+    _parent_name: str | None
 
     def __init__(
         self,
@@ -297,8 +123,8 @@ class Process(BaseProcessInfo):
             )
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
-        parent = _state.current
-        count = next(_state.counter)
+        parent = state.current
+        count = next(state.counter)
         self._identity = (*parent._identity, count)
         self._target = target
         self._args = tuple(args)
@@ -349,15 +175,11 @@ class Process(BaseProcessInfo):
                 "can only start a process object created by the current process "
                 f"(created by pid {self._parent_pid}, this is pid {os.getpid()})"
             )
-        _check_not_importing_payload()
+        check_not_importing_payload()
         _reap_finished_children()
-        from .._context import _launcher_for, _resolve_method
-
         # Recorded before pickling, so the child learns the method it runs under
         # and makes it its own default, as multiprocessing does.
-        self._started_with = _resolve_method(self._start_method)
-        from ._bootstrap import flush_std_streams
-
+        self._started_with = resolve_method(self._start_method)
         # What this process printed so far comes out before anything the child
         # prints (stdout may be a block-buffered pipe), and a forked child does
         # not inherit it to print it again, as with multiprocessing.
@@ -366,11 +188,17 @@ class Process(BaseProcessInfo):
         # child forked while another thread holds a new child's ends of its
         # channels would keep them open, and that child's log stream (or
         # lifeline) would not end with it.
-        with _state.start_lock:
-            self._popen = _launcher_for(self._started_with)(self)
-        _state.children.add(self, self._popen.sentinel)
-        _register_exit_handler()
-        _logging.debug("started %s with the %s start method", self._name, self._started_with)
+        with state.start_lock:
+            self._popen = _popen_class(self._started_with)(self)
+        state.children.add(self, self._popen.sentinel)
+        # The child has its copy of the target and arguments now (forked, or
+        # pickled into its start message): let this process collect them, as
+        # multiprocessing does.
+        self._target = None
+        self._args = ()
+        self._kwargs = {}
+        register_exit_handler()
+        _logger.debug("started %s with the %s start method", self._name, self._started_with)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the child ends, or ``timeout`` seconds pass.
@@ -393,18 +221,18 @@ class Process(BaseProcessInfo):
         if self._popen.wait(timeout) is not None:
             # Every record the child logged is handled before join() returns.
             self._popen.wait_logs(None if deadline is None else deadline - time.monotonic())
-            _state.children.discard(self)
+            state.children.discard(self)
 
     def is_alive(self) -> bool:
         """Whether the child has been started and has not ended yet."""
         self._check_not_closed()
-        if self is _state.current:
+        if self is state.current:
             return True
         if self._popen is None or self._parent_pid != os.getpid():
             return False
         if self._popen.poll() is None:
             return True
-        _state.children.discard(self)
+        state.children.discard(self)
         return False
 
     def terminate(self) -> None:
@@ -429,14 +257,14 @@ class Process(BaseProcessInfo):
                     f"cannot close {self!r} while it is still running; "
                     "call join() or terminate() first"
                 )
-            _state.children.discard(self)  # before its sentinel is closed
+            state.children.discard(self)  # before its sentinel is closed
             self._read_outcome()
             self._popen.detach_logs()
             self._popen.close()
             self._popen = None
         self._closed = True
 
-    def __enter__(self) -> Process:
+    def __enter__(self) -> BaseProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -445,6 +273,27 @@ class Process(BaseProcessInfo):
         self.close()
 
     # -- attributes ---------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"name must be a string, not {type(value).__name__}")
+        self._name = value
+
+    @property
+    def authkey(self) -> bytes:
+        """The key that authenticates connections (``Listener``/``Client``) by default."""
+        return self._authkey
+
+    @authkey.setter
+    def authkey(self, value: bytes) -> None:
+        if not isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"authkey must be bytes, not {type(value).__name__}")
+        self._authkey = bytes(value)
 
     @property
     def daemon(self) -> bool:
@@ -460,7 +309,7 @@ class Process(BaseProcessInfo):
     def pid(self) -> int | None:
         """The child's process id (``None`` before ``start()``)."""
         self._check_not_closed()
-        if self is _state.current:
+        if self is state.current:
             return os.getpid()
         return None if self._popen is None else self._popen.pid
 
@@ -482,9 +331,7 @@ class Process(BaseProcessInfo):
     @property
     def start_method(self) -> str:
         """The start method this process uses (or will use)."""
-        from .._context import _resolve_method
-
-        return _resolve_method(self._start_method)
+        return resolve_method(self._start_method)
 
     @property
     def result(self) -> Any:
@@ -544,21 +391,21 @@ class Process(BaseProcessInfo):
 
     def __repr__(self) -> str:
         if self._closed:
-            state = "closed"
-        elif self is _state.current:
-            state = "started"
+            status = "closed"
+        elif self is state.current:
+            status = "started"
         elif self._popen is None:
-            state = "initial"
+            status = "initial"
         elif self._popen.poll() is None:
-            state = "started"
+            status = "started"
         else:
-            state = "stopped"
+            status = "stopped"
         parts = [f"<{type(self).__name__} name={self._name!r}"]
         if not self._closed and self._popen is not None:
             parts.append(f"pid={self._popen.pid}")
         parts.append(f"parent={self._parent_pid}")
-        parts.append(state)
-        if state == "stopped":
+        parts.append(status)
+        if status == "stopped":
             parts.append(f"exitcode={_exitcode_name(self._popen.returncode)}")
         if self._daemon:
             parts.append("daemon")
@@ -572,56 +419,8 @@ class Process(BaseProcessInfo):
                 "a Process object cannot be pickled; it can only reach the child "
                 "it describes when that child starts"
             )
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_popen", "_outcome_cache")}
-        return (_rebuild_process, (type(self), state))
-
-    # -- child side ---------------------------------------------------------
-
-    def _bootstrap(self) -> tuple[int, bytes]:
-        """Run in the child: become current, run, report. Returns (exitcode, outcome)."""
-        from .. import _context
-        from . import _bootstrap
-
-        _context._inherit_start_method(self._started_with)
-        _state.children = _Children()
-        _state.counter = itertools.count(1)
-        _state.parent = _ParentProcess(self._parent_name, self._parent_pid)
-        _state.current = self
-        self._popen = None
-        exitcode = 1
-        outcome: tuple[Any, ...] = _NONE_VALUE
-        try:
-            try:
-                _bootstrap.close_stdin()
-                _logging.info("child process calling self.run()")
-                value = self.run()
-                exitcode = 0
-                outcome = _value_message(value)
-            finally:
-                _exit_children()
-        except SystemExit as exc:
-            if exc.code is None:
-                exitcode = 0
-            elif isinstance(exc.code, int):
-                exitcode = exc.code
-            else:
-                sys.stderr.write(str(exc.code) + "\n")
-                exitcode = 1
-            outcome = _NONE_VALUE
-        except BaseException as exc:
-            import traceback
-
-            exitcode = 1
-            sys.stderr.write(f"Process {self._name}:\n")
-            traceback.print_exc()
-            outcome = _error_message(exc)
-        finally:
-            _bootstrap.shutdown_threads()
-            _logging.info("process exiting with exitcode %d", exitcode)
-            _bootstrap.flush_std_streams()
-        if outcome is _NONE_VALUE:
-            return exitcode, _NONE_VALUE_BYTES
-        return exitcode, _serialization.dumps(outcome)
+        fields = {k: v for k, v in self.__dict__.items() if k not in ("_popen", "_outcome_cache")}
+        return (_rebuild_process, (type(self), fields))
 
 
 def _exitcode_name(code: int) -> str:
@@ -634,112 +433,71 @@ def _exitcode_name(code: int) -> str:
     return str(code)
 
 
-def _rebuild_process(cls: type[Process], state: dict[str, Any]) -> Process:
+def _rebuild_process(cls: type[BaseProcess], fields: dict[str, Any]) -> BaseProcess:
     process = cls.__new__(cls)
-    process.__dict__.update(state)
+    process.__dict__.update(fields)
     process._popen = None
     process._outcome_cache = None
     return process
 
 
-# Most targets return None: its outcome message is made once, not per child.
-_NONE_VALUE = ("value", _serialization.dumps(None))
-_NONE_VALUE_BYTES = _serialization.dumps(_NONE_VALUE)
+class Process(BaseProcess):
+    """A child process running ``target(*args, **kwargs)``, or a subclass's ``run()``.
 
+    The stdlib ``multiprocessing.Process`` API, plus:
 
-def _value_message(value: Any) -> tuple[Any, ...]:
-    if value is None:
-        return _NONE_VALUE
-    try:
-        return ("value", _serialization.dumps(value))
-    except Exception as exc:
-        return ("unsendable", f"{type(value).__name__} could not be pickled ({exc})")
+    * ``result`` and ``exception`` after ``join()``: the target's return value,
+      or the exception it raised with the child's traceback as ``__cause__``.
+    * Any callable can be the target under every start method: lambdas,
+      closures, functions and classes defined in ``__main__`` or a notebook.
 
+    Args:
+        group: always ``None``; kept for compatibility with ``threading.Thread``.
+        target: the callable to run in the child.
+        name: the process name; default ``Process-N`` (``Process-N:M`` in a child).
+        args: positional arguments for ``target``.
+        kwargs: keyword arguments for ``target``.
+        daemon: whether the child is terminated when this process exits,
+            rather than joined. Defaults to the current process's flag.
+        forward_logs: whether the child's log records are handled by this
+            process's logging handlers (see ``proctor.set_log_forwarding``, which
+            sets the default, on unless switched off).
 
-def _error_message(exc: BaseException) -> tuple[Any, ...]:
-    import traceback
+    Raises:
+        TypeError: for a non-callable ``target`` or malformed ``args``/``kwargs``.
+        ValueError: for a ``group`` other than ``None``.
 
-    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        exc_bytes: bytes | None = _serialization.dumps(exc)
-    except Exception:
-        exc_bytes = None
-    type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    try:
-        text = str(exc)
-    except Exception:
-        text = "<str() failed>"
-    return ("error", exc_bytes, type_name, text, tb_text)
-
-
-def _check_not_importing_payload() -> None:
-    if _state.unpickling_payload:
-        raise RuntimeError(
-            "A new process was started while this child process was still loading the "
-            "code it was sent -- most likely because a module it imports starts "
-            "processes at import time.\n\n"
-            "This usually means a script is missing the idiom that protects code which "
-            "must run only in the main program:\n\n"
-            "    if __name__ == '__main__':\n"
-            "        ...start processes here...\n\n"
-            "Move the process creation under that guard (or into a function). proctor "
-            "refuses to start the process so that it cannot recurse into a fork bomb."
-        )
-
-
-def _register_exit_handler() -> None:
-    if not _state.atexit_registered:
-        _state.atexit_registered = True
-        atexit.register(_at_exit)
-
-
-def register_exit_hook(hook: Callable[[], object]) -> None:
-    """Run ``hook`` at interpreter exit, after every child has been joined.
-
-    proctor's helpers (the fork server) stop this way, never before the children
-    that depend on them have finished.
+    Note:
+        Unlike ``multiprocessing``, a daemonic process may start children of its
+        own: proctor guarantees that children never outlive their parent.
     """
-    _state.exit_hooks.append(hook)
-    _register_exit_handler()
 
 
-def _at_exit() -> None:
-    _exit_children()
-    while _state.exit_hooks:
-        try:
-            _state.exit_hooks.pop()()
-        except Exception:
-            pass  # a helper that cannot stop cleanly is reclaimed by the kernel
+class _MainProcess(BaseProcess):
+    """The process object of the main process (what ``current_process()`` returns there)."""
+
+    def __init__(self) -> None:
+        self._identity = ()
+        self._name = "MainProcess"
+        self._authkey = os.urandom(32)
+        self._daemon = False
+        self._parent_pid = None
+        self._parent_name = None
+        self._target = None
+        self._args = ()
+        self._kwargs = {}
+        self._forward_logs = None
+        self._popen = None
+        self._closed = False
+        self._outcome_cache = None
+
+    def __repr__(self) -> str:
+        return f"<_MainProcess name={self._name!r} parent=None started>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("the main process's object cannot be pickled")
 
 
-def _exit_children() -> None:
-    """At exit: terminate daemonic children, then join every remaining child."""
-    children = list(_state.children)
-    if children:
-        _logging.info("process shutting down")
-    for child in children:
-        if child.daemon and child._popen is not None and child._popen.poll() is None:
-            child._popen.terminate()
-    for child in children:
-        if child._popen is not None:
-            _logging.debug("joining %s", child.name)
-            child._popen.wait(None)
-            child._popen.wait_logs(None)
-        _state.children.discard(child)
-
-
-def _reset_after_fork() -> None:
-    # The forked child starts with no children and a fresh counter; the process
-    # object it runs replaces ``current`` in ``_bootstrap``. Its copies of the
-    # parent's descriptors for its siblings are closed: they are not its own.
-    siblings = _state.children.abandon_after_fork()
-    _state.children = _Children()
-    for sibling in siblings:
-        if sibling._popen is not None:
-            sibling._popen.forget_in_child()
-    _state.atexit_registered = False
-    _state.exit_hooks = []
-    _state.start_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
+# A child's _bootstrap replaces it with the process object the child runs.
+if state.current is None:
+    state.current = _MainProcess()

@@ -1,0 +1,111 @@
+"""A child's outcome: what its target returned or raised, as sent up the channel.
+
+::
+
+    child (_bootstrap)                          parent (_popen)
+    ──────────────────                          ───────────────
+    value_message(value)   ─▶ ("value", pickle)           ─▶ Outcome.value
+      (unpicklable)        ─▶ ("unsendable", why)         ─▶ Outcome.value_error
+    error_message(exc)     ─▶ ("error", pickle or None,   ─▶ Outcome.exception, its
+                                type name, str, traceback)     __cause__ the traceback
+
+Both directions live here, so the format has one definition.
+"""
+
+from __future__ import annotations
+
+from .._core import _serialization
+from .._core._errors import RemoteError, RemoteTraceback
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    from typing import Any
+
+__all__ = ("NONE_VALUE", "Outcome", "encode", "error_message", "value_message")
+
+
+def value_message(value: Any) -> tuple[Any, ...]:
+    """The outcome of a target that returned ``value``."""
+    if value is None:
+        return NONE_VALUE
+    try:
+        return ("value", _serialization.dumps(value))
+    except Exception as exc:
+        return ("unsendable", f"{type(value).__name__} could not be pickled ({exc})")
+
+
+def error_message(exc: BaseException) -> tuple[Any, ...]:
+    """The outcome of a target (or a child start) that raised ``exc``."""
+    import traceback
+
+    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        exc_bytes: bytes | None = _serialization.dumps(exc)
+    except Exception:
+        exc_bytes = None
+    type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<str() failed>"
+    return ("error", exc_bytes, type_name, text, tb_text)
+
+
+# Most targets return None: its outcome message is pickled once, not per child.
+NONE_VALUE = ("value", _serialization.dumps(None))
+_NONE_VALUE_BYTES = _serialization.dumps(NONE_VALUE)
+
+
+def encode(message: tuple[Any, ...]) -> bytes:
+    """The bytes of an outcome message."""
+    if message is NONE_VALUE:
+        return _NONE_VALUE_BYTES
+    return _serialization.dumps(message)
+
+
+class Outcome:
+    """What the child reported about its target: a value, an exception, or nothing.
+
+    Attributes:
+        value: the target's return value.
+        exception: the exception the target raised, with ``__cause__`` carrying
+            the child's traceback.
+        value_error: why the return value could not be sent, if it could not.
+    """
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.exception: BaseException | None = None
+        self.value_error: str | None = None
+
+    @classmethod
+    def from_message(cls, data: bytes | bytearray) -> Outcome:
+        outcome = cls()
+        try:
+            message = _serialization.loads(data)
+        except Exception as exc:  # e.g. a class that no longer imports in the parent
+            outcome.exception = RemoteError(
+                "UnpicklingError", f"the child's outcome could not be unpickled: {exc!r}"
+            )
+            return outcome
+        kind = message[0]
+        if kind == "value":
+            try:
+                outcome.value = _serialization.loads(message[1])
+            except Exception as exc:
+                outcome.value_error = f"the return value could not be unpickled: {exc!r}"
+        elif kind == "unsendable":
+            outcome.value_error = message[1]
+        elif kind == "error":
+            _, exc_bytes, type_name, text, tb_text = message
+            exception: BaseException | None = None
+            if exc_bytes is not None:
+                try:
+                    exception = _serialization.loads(exc_bytes)
+                except Exception:
+                    exception = None
+            if not isinstance(exception, BaseException):
+                exception = RemoteError(type_name, text, tb_text)
+            exception.__cause__ = RemoteTraceback(tb_text)
+            outcome.exception = exception
+        return outcome

@@ -1,0 +1,261 @@
+"""This process's place in the tree: who it is, who its parent is, which children it has.
+
+One object, :data:`state`, holds it. The parent side (``_process``) adds children
+when they start and reaps them; the child side (``_bootstrap``) makes the process
+object it runs the current one and records its parent. Neither imports the other:
+both import this module.
+
+At interpreter exit (an ``atexit`` hook registered by the first ``start()``), daemonic
+children are terminated and every other child is joined, then the exit hooks of
+proctor's helpers (the fork server) run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import selectors
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from .._core._system import pid_alive
+from .._logging import _logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    from typing import Any
+
+__all__ = (
+    "ParentProcess",
+    "check_not_importing_payload",
+    "exit_children",
+    "flush_std_streams",
+    "register_exit_handler",
+    "register_exit_hook",
+    "state",
+)
+
+# How often ParentProcess.join() looks again whether the parent has ended.
+PARENT_JOIN_INTERVAL = 0.05
+
+
+class Children:
+    """This process's started children that have not been seen to end yet.
+
+    Each child's sentinel is registered with a selector (epoll on Linux), so
+    finding the children that ended costs one ``select(0)`` plus a poll of each
+    ended one, however many are still running: ``start()`` does it every time (as
+    multiprocessing does, to reap), and a scan over every child made the n-th
+    start cost O(n) (issue 12).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fds: dict[Any, int] = {}
+        self._selector: selectors.BaseSelector | None = None
+
+    def add(self, child: Any, sentinel: int) -> None:
+        with self._lock:
+            if self._selector is None:
+                self._selector = _sentinel_selector()
+            self._selector.register(sentinel, selectors.EVENT_READ, child)
+            self._fds[child] = sentinel
+
+    def discard(self, child: Any) -> None:
+        """Forget ``child``; call before its sentinel is closed."""
+        with self._lock:
+            fd = self._fds.pop(child, None)
+            if fd is not None and self._selector is not None:
+                self._selector.unregister(fd)
+
+    def ended(self) -> list[Any]:
+        """The children whose sentinel is readable (they ended, or are ending)."""
+        with self._lock:
+            if not self._fds or self._selector is None:
+                return []
+            return [key.data for key, _events in self._selector.select(0)]
+
+    def __iter__(self) -> Iterator[Any]:
+        with self._lock:
+            return iter(list(self._fds))
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def __contains__(self, child: object) -> bool:
+        return child in self._fds
+
+    def abandon_after_fork(self) -> list[Any]:
+        """In a forked child: give up this copy, never unregistering anything.
+
+        An epoll instance is shared with the parent through the fork: unregistering
+        here would unregister in the parent too, so this copy of it is only
+        closed. Returns the children, whose descriptors the caller closes.
+        """
+        if self._selector is not None:
+            try:
+                self._selector.close()
+            except OSError:
+                pass
+            self._selector = None
+        return list(self._fds)
+
+
+def _sentinel_selector() -> selectors.BaseSelector:
+    # epoll where there is one: O(ready) per select. Elsewhere poll, whose cost
+    # per select grows with the number of children but stays one system call;
+    # not kqueue, whose descriptor a forked child does not inherit (closing it
+    # there could close another descriptor that reused the number).
+    if hasattr(selectors, "EpollSelector"):
+        return selectors.EpollSelector()
+    return selectors.PollSelector()
+
+
+class ParentProcess:
+    """The parent of this child, as seen from the child (``parent_process()``)."""
+
+    def __init__(self, name: str, pid: int) -> None:
+        self.name = name
+        self._pid = pid
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    ident = pid
+
+    def is_alive(self) -> bool:
+        """Whether the parent still runs (this child has not been re-parented)."""
+        return os.getppid() == self._pid or pid_alive(self._pid)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the parent has ended, up to ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(PARENT_JOIN_INTERVAL)
+
+    def __repr__(self) -> str:
+        state = "started" if self.is_alive() else "stopped"
+        return f"<ParentProcess name={self.name!r} pid={self._pid} {state}>"
+
+
+class ProcessState:
+    """Per-process globals: who we are, our children, the child counter."""
+
+    def __init__(self) -> None:
+        # The process object describing this process: the main process's (set by
+        # ``_process`` when it is imported), or the one a child runs (``_bootstrap``).
+        self.current: Any = None
+        self.parent: ParentProcess | None = None
+        self.children = Children()
+        self.counter = itertools.count(1)
+        self.atexit_registered = False
+        self.exit_hooks: list[Callable[[], object]] = []
+        self.start_lock = threading.Lock()
+        # True while a new child unpickles its start payload: a Process started
+        # then comes from a module imported as a side effect -- the missing
+        # ``if __name__ == "__main__":`` guard -- and must not fork-bomb.
+        self.unpickling_payload = False
+
+    def become_child(self, process: Any, parent: ParentProcess) -> None:
+        """In a new child: ``process`` is now this process; it has no children yet."""
+        self.children = Children()
+        self.counter = itertools.count(1)
+        self.parent = parent
+        self.current = process
+
+
+state = ProcessState()
+
+
+def check_not_importing_payload() -> None:
+    """Refuse a start while this child still unpickles its own work (a fork bomb)."""
+    if state.unpickling_payload:
+        raise RuntimeError(
+            "A new process was started while this child process was still loading the "
+            "code it was sent -- most likely because a module it imports starts "
+            "processes at import time.\n\n"
+            "This usually means a script is missing the idiom that protects code which "
+            "must run only in the main program:\n\n"
+            "    if __name__ == '__main__':\n"
+            "        ...start processes here...\n\n"
+            "Move the process creation under that guard (or into a function). proctor "
+            "refuses to start the process so that it cannot recurse into a fork bomb."
+        )
+
+
+def flush_std_streams() -> None:
+    """Flush stdout and stderr, ignoring streams that are closed or missing."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+# -- exit ---------------------------------------------------------------------
+
+
+def register_exit_handler() -> None:
+    """Join (or terminate, if daemonic) every child at interpreter exit; once."""
+    if not state.atexit_registered:
+        state.atexit_registered = True
+        atexit.register(_at_exit)
+
+
+def register_exit_hook(hook: Callable[[], object]) -> None:
+    """Run ``hook`` at interpreter exit, after every child has been joined.
+
+    proctor's helpers (the fork server) stop this way, never before the children
+    that depend on them have finished.
+    """
+    state.exit_hooks.append(hook)
+    register_exit_handler()
+
+
+def _at_exit() -> None:
+    exit_children()
+    while state.exit_hooks:
+        try:
+            state.exit_hooks.pop()()
+        except Exception:
+            pass  # a helper that cannot stop cleanly is reclaimed by the kernel
+
+
+def exit_children() -> None:
+    """Terminate daemonic children, then join every remaining child."""
+    children = list(state.children)
+    if children:
+        _logger.info("process shutting down")
+    for child in children:
+        if child.daemon and child._popen is not None and child._popen.poll() is None:
+            child._popen.terminate()
+    for child in children:
+        if child._popen is not None:
+            _logger.debug("joining %s", child.name)
+            child._popen.wait(None)
+            child._popen.wait_logs(None)
+        state.children.discard(child)
+
+
+def _reset_after_fork() -> None:
+    # The forked child starts with no children and a fresh counter; the process
+    # object it runs replaces ``current`` in ``_bootstrap``. Its copies of the
+    # parent's descriptors for its siblings are closed: they are not its own.
+    siblings = state.children.abandon_after_fork()
+    state.children = Children()
+    for sibling in siblings:
+        if sibling._popen is not None:
+            sibling._popen.forget_in_child()
+    state.atexit_registered = False
+    state.exit_hooks = []
+    state.start_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
