@@ -833,7 +833,7 @@ def test_an_item_whose_buffers_went_missing_fails_alone():
     q.put(np.arange(100_000))  # its buffer goes through the mailbox
     q.put(3)
     # Take the array's descriptors out of the mailbox, as a corrupted queue might.
-    _data, ancdata, _flags, _addr = q._shared.mailbox_recv.recvmsg(8, socket.CMSG_SPACE(4 * 16))
+    _data, ancdata, _flags, _addr = q._shared.mailbox.recv_end.recvmsg(8, socket.CMSG_SPACE(4 * 16))
     for fd in proctor._core._wire.fds_from(ancdata):
         os.close(fd)
     assert q.get_many(10, timeout=5) == [1]
@@ -848,7 +848,7 @@ def test_one_lost_buffer_fails_its_item_alone_and_later_arrays_arrive_intact():
     for a in arrays:
         q.put(a)
     # Lose the first item's descriptors, as a corrupted queue might.
-    _data, ancdata, _flags, _addr = q._shared.mailbox_recv.recvmsg(8, socket.CMSG_SPACE(4 * 16))
+    _data, ancdata, _flags, _addr = q._shared.mailbox.recv_end.recvmsg(8, socket.CMSG_SPACE(4 * 16))
     for fd in proctor._core._wire.fds_from(ancdata):
         os.close(fd)
     with pytest.raises(RuntimeError, match="large buffers"):
@@ -862,10 +862,10 @@ def test_one_lost_buffer_fails_its_item_alone_and_later_arrays_arrive_intact():
 
 
 def test_put_timeout_holds_when_the_mailbox_stays_full(monkeypatch):
-    from proctor._queues import _queue
+    from proctor._queues._mailbox import Mailbox
 
     q = Queue()
-    monkeypatch.setattr(_queue, "_mail", lambda sock, mail_id, fds: False)  # always full
+    monkeypatch.setattr(Mailbox, "send", lambda self, mail_id, fds: False)  # always full
     began = time.monotonic()
     with pytest.raises(queue.Full, match="mailbox stayed full"):
         q.put(np.arange(100_000), timeout=0.3)

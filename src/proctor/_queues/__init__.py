@@ -1,7 +1,10 @@
 """Queues in anonymous shared memory.
 
-    _ring   a ring of frames with one put word and one get word
-    _queue  ``Queue``, ``SimpleQueue``, ``JoinableQueue``; the mailbox for large buffers
+    _queue    ``Queue``, ``SimpleQueue``, ``JoinableQueue``: the handles and their fast paths
+    _ring     a ring of frames with one put word and one get word
+    _codec    an item or a batch of items to a frame and back; large buffers in memfds
+    _mailbox  the socket pair that carries spilled frames' memfds, tagged with mail ids
+    _waiting  the put and get locks, deadlines, and the items/room/all_done wake-ups
 
 Builds on ``_core``, ``_reaper`` (named semaphores) and ``_sync`` (locks).
 """

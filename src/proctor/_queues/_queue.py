@@ -2,24 +2,33 @@
 
 ::
 
-      producer (any process)                     shared by every process holding the queue
-      ──────────────────────                     ─────────────────────────────────────────
-      put(obj)                                   ┌ ring: anonymous shared memory (memfd) ─┐
-        pickle (protocol 5) ── fails? raise now  │ get word │ put word │ next_id ...      │
-        buffers >= OOB_THRESHOLD ─▶ memfds       │ [frame][frame][frame] ...  (circular)  │
-        put lock ─┬─ room? ─ mailbox.send(fds) ─▶└────────────────────────────────────────┘
-                  │         ring.put: one store  mailbox: Unix datagram socket pair; the
-                  │         of the put word        kernel holds spilled buffers' memfds
-                  └─ no room: register under the
-                     get lock, wait for "room"   put lock / get lock: proctor Locks, taken
-        post one "items" token per frame           over silently from a dead holder
-                                                 items: OS semaphore, one token per frame
-      consumer (any process)                     room: OS semaphore, handed to a waiting
-      ──────────────────────                       producer by the consumer that made room
+      producer (any process)                    shared by every process holding the queue
+      ──────────────────────                    ─────────────────────────────────────────
+      put(obj)
+        encode: pickle (protocol 5);
+          unpicklable? raise now
+          buffers >= OOB_THRESHOLD ─▶ memfds
+        put lock ─┬─ room? ─ mailbox.send(fds) ─▶ ┌ mailbox: Unix datagram socket pair ┐
+                  │                               │ [mail id │ memfds] ...             │
+                  │                               └────────────────────────────────────┘
+                  │          ring.put ──────────▶ ┌ ring: anonymous shared memory ─────┐
+                  │          (one store of        │ get word │ put word │ next_id ...  │
+                  │           the put word)       │ [frame][frame][frame] (circular)   │
+                  │                               └────────────────────────────────────┘
+                  └─ no room: await_room        put lock / get lock: QueueLocks, taken
+        post one "items" token per frame          over silently from a dead holder
+                                                items: OS semaphore, one token per frame
+      consumer (any process)                    room: OS semaphore, handed to a waiting
+      ──────────────────────                      producer by the consumer that made room
       get()
-        take an "items" token (spin briefly, then sleep on it in CHECK_INTERVAL slices)
-        get lock ── ring.take: one store of the get word ─ mailbox.recv(id)
-        ─▶ unpickle, large buffers mapped from their memfds
+        take an "items" token (await_items: spin, then sleep in CHECK_INTERVAL slices)
+        get lock ── ring.take: one store of the get word ── mailbox.receive(mail id)
+        ─▶ decode: unpickle, large buffers mapped from their memfds
+
+The pieces, one module each: ``_ring`` (the frames and the two words),
+``_codec`` (an item or a batch to a frame and back), ``_mailbox`` (the
+descriptors of spilled buffers), ``_waiting`` (the locks and who wakes whom).
+This module holds the handles that tie them together, and their fast paths.
 
 Why this shape:
 
@@ -32,40 +41,53 @@ Why this shape:
   8-byte store of its own word (``_ring``), so a process killed anywhere leaves
   the ring consistent: there is nothing to repair, and a consumer killed in
   ``get()`` loses at most the item it was taking.
-* The ``items`` semaphore counts frames, as a hint: a getter sleeps on it without
-  any lock, and a put never misses a sleeping getter because the token stays in
-  the semaphore until somebody takes it. Tokens can go astray (a process killed
-  between its commit and its token, or a getter that took an item before its
-  token was posted): the ring is the truth, a stale token costs one look, and a
-  missing one is noticed within CHECK_INTERVAL.
-* Large buffers (numpy arrays, bytearrays: pickle protocol 5 out-of-band buffers)
-  travel as memfds through the mailbox: one copy in, none out; the consumer's
-  array is a writable view of memory the kernel frees when the array is gone.
+* The semaphores are hints and the ring is the truth (``_waiting``): a lost
+  token is noticed within CHECK_INTERVAL, a stale one costs one look.
+* Large buffers (numpy arrays, bytearrays) travel as memfds through the
+  mailbox: one copy in, none out (``_codec``).
 * Every piece is reclaimed by the kernel when the last process holding the queue
   exits: the ring and spilled buffers have no name; only the semaphores do, and
   the resource reaper removes those.
+* The hot paths (``put()``/``get()`` of a small item with the lock free and
+  room or an item there) are a few C calls in this module, inlined on purpose.
 """
 
 from __future__ import annotations
 
-import array
 import os
 import pickle
 import queue as _stdlib_queue
-import socket
-import struct
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable
 
-from .._core import _reduction, _serialization
 from .._core._anonmem import AnonymousMemory
-from .._core._timeout import check_timeout as _check_timeout
-from .._core._wire import fds_from, map_memfd, memfd_with
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
-from .._sync._lock import CHECK_INTERVAL, Lock
+from ._codec import (
+    BATCH,
+    SCALARS,
+    SPILL_FRACTION,
+    Batch,
+    Encoded,
+    Failed,
+    decode,
+    encode,
+    encode_batches,
+)
+from ._mailbox import Mailbox
 from ._ring import HEADER_SIZE, MAX_CAPACITY, MAX_FRAME, MAX_ITEMS, Ring
+from ._waiting import (
+    QueueLock,
+    acquire,
+    await_all_done,
+    await_items,
+    await_room,
+    check_queue_timeout,
+    deadline_for,
+    hand_room,
+    post,
+    try_briefly,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,12 +101,6 @@ Full = _stdlib_queue.Full
 #: Bytes of pickled items a queue holds in shared memory. Pages are allocated
 #: only when touched, so an idle or small queue costs nearly nothing.
 DEFAULT_CAPACITY = 64 * 1024 * 1024
-#: Out-of-band pickle buffers at least this large travel as memfds (zero-copy on
-#: the way out); smaller ones are cheaper to copy through the ring.
-OOB_THRESHOLD = _serialization.OOB_THRESHOLD
-#: A pickle larger than capacity // SPILL_FRACTION is spilled to a memfd too, so
-#: one item can never hog the ring.
-SPILL_FRACTION = 4
 
 #: Whether producers and consumers take separate locks. Each side reads the
 #: other's word without the other's lock, which is safe where the CPU keeps
@@ -93,42 +109,8 @@ SPILL_FRACTION = 4
 #: whose semaphore operations are memory barriers.
 SPLIT_LOCKS = os.uname().machine.lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
 
-# Frame flags.
-_SPILLED_BUFFERS = 1  # memfds for out-of-band buffers follow in the mailbox
-_SPILLED_PICKLE = 2  # the pickle itself is the first of those memfds
-_BATCH = 4  # the pickle is a list of the frame's items (put_many)
-
-#: How long a getter watches for a token before it sleeps: about the cost of one
-#: sleep and wake-up between cores on a VM, so spinning never costs more.
-SPIN_SECONDS = 50e-6
-
-#: Non-blocking lock attempts (about 2 us) of put()/get()'s fast path before the
-#: general path, whose lock wait may sleep: a sleep and wake-up costs far more.
-FAST_TRIES = 40
-
-#: Items pickled together into one frame by put_many on an unbounded queue: one
-#: pickle.dumps of a list is far cheaper than one per item.
-BATCH_ITEMS = 4096  # well under the 2**24 items a frame can count
-
-_MAILBOX_ID = struct.Struct("<I")
-_MEMFD_NAME = "proctor-queue-item"
 _dumps = pickle.dumps
 _loads = pickle.loads
-_monotonic = time.monotonic
-# Objects that can never hold an out-of-band buffer: pickled directly, no callback.
-_SCALARS = frozenset({int, float, str, bool, type(None), complex})
-_MAX_FDS = 253
-
-
-class _QueueLock(Lock):
-    """A queue's put or get lock: a dead holder's lock is taken over silently.
-
-    Every change a holder makes to the ring is committed by one store, so a
-    holder that died left nothing half-updated for the user to hear about.
-    """
-
-    __slots__ = ()
-    _warn_on_takeover = False
 
 
 class _Shared:
@@ -136,24 +118,12 @@ class _Shared:
 
     def __init__(self, capacity: int, joinable: bool) -> None:
         self.memory = AnonymousMemory(HEADER_SIZE + capacity)
-        self.put_lock = _QueueLock()
-        self.get_lock = _QueueLock() if SPLIT_LOCKS else self.put_lock
+        self.put_lock = QueueLock()
+        self.get_lock = QueueLock() if SPLIT_LOCKS else self.put_lock
         self.items = NamedSemaphore(0, SEM_VALUE_MAX)
         self.room = NamedSemaphore(0, SEM_VALUE_MAX)
         self.all_done = NamedSemaphore(0, SEM_VALUE_MAX) if joinable else None
-        send_end, recv_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        send_end.setblocking(False)
-        recv_end.setblocking(False)
-        self.mailbox_send = send_end
-        self.mailbox_recv = recv_end
-
-    def __del__(self) -> None:
-        # A queue dropped without close(): the mailbox goes quietly, as the
-        # memory and semaphores do through their own finalizers.
-        for name in ("mailbox_send", "mailbox_recv"):
-            sock = getattr(self, name, None)
-            if sock is not None:
-                sock.close()
+        self.mailbox = Mailbox()
 
 
 class Queue:
@@ -213,8 +183,7 @@ class Queue:
 
     def __reduce__(self) -> tuple:
         shared = self._shared
-        send_token = _reduction.fd_token(shared.mailbox_send.fileno(), type(self).__name__)
-        recv_token = _reduction.fd_token(shared.mailbox_recv.fileno(), type(self).__name__)
+        send_token, recv_token = shared.mailbox.tokens(type(self).__name__)
         get_lock = None if shared.get_lock is shared.put_lock else shared.get_lock
         return (
             _rebuild_queue,
@@ -251,22 +220,22 @@ class Queue:
         if self._closed:
             self._check_open("put")
         if timeout is not None:
-            _check_queue_timeout(timeout)  # bad values fail even when there is room
-        if type(obj) in _SCALARS:
+            check_queue_timeout(timeout)  # bad values fail even when there is room
+        if type(obj) in SCALARS:
             payload = _dumps(obj, 5)
             if self._put_fast(payload):
                 return
             # The general path reuses the pickle (a huge string still spills).
             if len(payload) <= self._spill_limit:
-                item = _Encoded(payload, [], 0)
+                item = Encoded(payload, [], 0)
             else:
-                item = _encode(obj, self._spill_limit)
+                item = encode(obj, self._spill_limit)
         else:
-            item = _encode(obj, self._spill_limit)
+            item = encode(obj, self._spill_limit)
             if not item.fds and self._put_fast(item.payload):
                 return
         try:
-            self._put_items([item], block, _deadline(block, timeout))
+            self._put_items([item], block, deadline_for(block, timeout))
         finally:
             item.close()
 
@@ -275,7 +244,7 @@ class Queue:
         if len(payload) > self._spill_limit:
             return False  # the general path spills it
         lock = self._put_lock
-        if not (lock._try(False) or _try_briefly(lock)):
+        if not (lock._try(False) or try_briefly(lock)):
             return False
         lock._became_owner()
         try:
@@ -286,7 +255,7 @@ class Queue:
         try:
             self._give_token()
         except (OSError, ValueError):
-            pass  # at the semaphore's limit (32767 on macOS): see _post
+            pass  # at the semaphore's limit (32767 on macOS): see _waiting.post
         return True
 
     def put_nowait(self, obj: Any) -> None:
@@ -306,11 +275,11 @@ class Queue:
         objs = list(objs)
         if self._maxsize:
             # A bounded queue counts items one by one against maxsize.
-            items = [_encode(obj, self._spill_limit) for obj in objs]
+            items = [encode(obj, self._spill_limit) for obj in objs]
         else:
-            items = _encode_batches(objs, self._spill_limit)
+            items = encode_batches(objs, self._spill_limit)
         try:
-            self._put_items(items, block, _deadline(block, timeout))
+            self._put_items(items, block, deadline_for(block, timeout))
         finally:
             for item in items:
                 item.close()
@@ -325,7 +294,7 @@ class Queue:
         if self._closed:
             self._check_open("get")
         if timeout is not None:
-            _check_queue_timeout(timeout)  # bad values fail even when an item is there
+            check_queue_timeout(timeout)  # bad values fail even when an item is there
         if self._pending:
             taken = self._take_pending(1)
             if taken:
@@ -335,7 +304,7 @@ class Queue:
             found, value = self._get_fast()
             if found:
                 return value
-        return self._get_items(1, block, _deadline(block, timeout), token)[0]
+        return self._get_items(1, block, deadline_for(block, timeout), token)[0]
 
     def _get_fast(self) -> tuple[bool, Any]:
         """With a token: get lock free (soon), a plain item at the head. Else (False, None).
@@ -344,7 +313,7 @@ class Queue:
         getting a put_many batch one item at a time costs one lock, not two.
         """
         lock = self._get_lock
-        if not (lock._try(False) or _try_briefly(lock)):
+        if not (lock._try(False) or try_briefly(lock)):
             return False, None
         lock._became_owner()
         ring = self._ring
@@ -361,10 +330,10 @@ class Queue:
                 if frame_gone:
                     self._batch_cache = (-1, [])
                 if ring.get_field(Ring.PUTTERS) > 0:
-                    self._hand_room(1)
+                    hand_room(ring, self._shared.room, 1)
                 payload = None
             elif ring.get_field(Ring.PUTTERS) > 0:
-                self._hand_room(1)
+                hand_room(ring, self._shared.room, 1)
         finally:
             lock.release()
         if payload is None:
@@ -389,7 +358,7 @@ class Queue:
             raise TypeError(f"max_items must be an int, not {max_items!r}")
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, not {max_items}")
-        deadline = _deadline(True, timeout)
+        deadline = deadline_for(True, timeout)
         if self._pending:
             taken = self._take_pending(max_items)
             if taken:
@@ -436,8 +405,7 @@ class Queue:
         self._ring.release()
         # Drop the bound methods first: they keep the C semaphore open.
         self._take_token = self._give_token = _closed_call
-        shared.mailbox_send.close()
-        shared.mailbox_recv.close()
+        shared.mailbox.close()
         for hint in (shared.items, shared.room, shared.all_done):
             if hint is not None:
                 hint.close()
@@ -482,12 +450,12 @@ class Queue:
 
     def _give_tokens(self, n: int) -> None:
         """Post ``n`` items tokens (one per frame put)."""
-        _post(self._shared.items, n)
+        post(self._shared.items, n)
 
-    def _room_for(self, item: _Encoded) -> bool:
+    def _room_for(self, item: Encoded) -> bool:
         return self._ring.has_room(len(item.payload), item.items, self._maxsize)
 
-    def _put_items(self, items: list[_Encoded], block: bool, deadline: float | None) -> None:
+    def _put_items(self, items: list[Encoded], block: bool, deadline: float | None) -> None:
         ring = self._ring
         shared = self._shared
         lock = self._put_lock
@@ -496,7 +464,7 @@ class Queue:
         # holder holds it for one copy, and a dead holder's is taken over.
         lock_deadline = deadline if block else None
         while True:
-            if not _acquire(lock, lock_deadline):
+            if not acquire(lock, lock_deadline):
                 raise Full("timed out waiting for the queue's put lock", done)
             frames = 0
             mailbox_full = False
@@ -506,7 +474,7 @@ class Queue:
                     mail_id = 0
                     if item.flags:  # spilled buffers to mail, or a batch to tell apart
                         mail_id = ring.next_mail_id()
-                    if item.fds and not _mail(shared.mailbox_send, mail_id, item.fds):
+                    if item.fds and not shared.mailbox.send(mail_id, item.fds):
                         mailbox_full = True  # wait as for a full ring
                         break
                     ring.put(item.payload, item.flags, item.items, mail_id)
@@ -519,94 +487,18 @@ class Queue:
                 return
             if not block:
                 raise Full(f"the queue is full ({ring.count} items)", done)
-            self._await_room(items[done], mailbox_full, deadline, done)
-
-    def _await_room(
-        self, item: _Encoded, mailbox_full: bool, deadline: float | None, done: int
-    ) -> None:
-        """Wait until ``item`` may fit; raise ``Full`` past the deadline.
-
-        The producer registers in ``putters`` under the *get* lock, which every
-        consumer holds when it makes room, so none can miss it; the consumer that
-        makes room unregisters it and posts ``room`` for it (``_hand_room``).
-        """
-        ring = self._ring
-        room = self._shared.room.sem
-        lock = self._get_lock
-        if not _acquire(lock, deadline):
-            raise Full("timed out waiting for the queue's get lock", done)
-        try:
-            if not mailbox_full and self._room_for(item):
-                return
-            ring.add_to_field(Ring.PUTTERS, 1)
-        finally:
-            lock.release()
-        while True:
-            wait = (
-                CHECK_INTERVAL if deadline is None else min(CHECK_INTERVAL, deadline - _monotonic())
+            await_room(
+                ring,
+                self._get_lock,
+                shared.room,
+                items[done],
+                self._maxsize,
+                mailbox_full,
+                deadline,
+                done,
             )
-            if wait > 0 and room.acquire(True, wait):
-                return  # a consumer made room and unregistered us
-            if not _acquire(lock, deadline):
-                # (still registered: a consumer will post a room token for
-                # nobody, which costs the next waiter one extra look)
-                raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
-            try:
-                if room.acquire(False):
-                    return  # handed over just now
-                if not mailbox_full and self._room_for(item):
-                    _unregister(ring, Ring.PUTTERS)
-                    return
-                if deadline is not None and _monotonic() >= deadline:
-                    _unregister(ring, Ring.PUTTERS)
-                    what = "its mailbox stayed full" if mailbox_full else "the queue stayed full"
-                    raise Full(f"timed out: {what} ({ring.count} items)", done)
-                if mailbox_full:
-                    _unregister(ring, Ring.PUTTERS)
-                    return  # try again: consumers take descriptors without a word
-            finally:
-                lock.release()
 
     # -- machinery: consumers ---------------------------------------------------------
-
-    def _hand_room(self, taken: int) -> None:
-        """Wake up to ``taken`` producers waiting for room (get lock held)."""
-        ring = self._ring
-        n = min(ring.get_field(Ring.PUTTERS), taken)
-        if n > 0:
-            ring.add_to_field(Ring.PUTTERS, -n)
-            _post(self._shared.room, n)
-
-    def _await_items(self, deadline: float | None) -> bool:
-        """Wait for an items token: True once taken; False for items seen without one.
-
-        Raises:
-            Empty: past the deadline with the queue still empty.
-        """
-        take = self._take_token
-        give_up = _monotonic() + SPIN_SECONDS
-        if deadline is not None:
-            give_up = min(give_up, deadline)
-        # A producer on another core is usually microseconds away, and a sleep
-        # and wake-up cost far more: watch first.
-        while _monotonic() < give_up:
-            if take(False):
-                return True
-        while True:
-            if deadline is None:
-                wait = CHECK_INTERVAL
-            else:
-                wait = min(CHECK_INTERVAL, deadline - _monotonic())
-                if wait <= 0:
-                    if self._ring.count:
-                        return False
-                    raise Empty("timed out: the queue stayed empty")
-            if take(True, wait):
-                return True
-            if self._ring.count:
-                # Items without a token: their producer died between commit and
-                # token, or a getter died holding one. Take them anyway.
-                return False
 
     def _get_items(
         self, max_items: int, block: bool, deadline: float | None, token: bool
@@ -618,20 +510,20 @@ class Queue:
             if not token and not ring.count:
                 if not block:
                     raise Empty("the queue is empty")
-                token = self._await_items(deadline)
-            if not _acquire(lock, deadline):
+                token = await_items(self._take_token, ring, deadline)
+            if not acquire(lock, deadline):
                 if token:
                     self._give_tokens(1)  # not ours to drop: hand it on
                 raise Empty("timed out waiting for the lock of the queue")
             # In order: lists of items already decoded (from batches), a
-            # _Failed batch, and (payload, flags, fds) tuples still to decode.
+            # Failed batch, and (payload, flags, fds) tuples still to decode.
             got: list[Any] = []
             count = 0
             frames = 0  # frames removed: each takes its token with it
             try:
                 while count < max_items and ring.count > 0:
                     length, flags, items, taken, mail_id, key = ring.head_frame()
-                    if flags & _BATCH:
+                    if flags & BATCH:
                         n = min(items - taken, max_items - count)
                         cached_key, values = self._batch_cache
                         if cached_key == key:
@@ -641,7 +533,7 @@ class Queue:
                             # runs user code, which must not hold up the
                             # other consumers (or call get() on this queue).
                             payload = ring.head_payload(length)
-                            got.append(_Batch(key, payload, taken, n, items - taken - n))
+                            got.append(Batch(key, payload, taken, n, items - taken - n))
                         count += n
                         if ring.consume(n, length, items, taken):
                             frames += 1
@@ -652,13 +544,13 @@ class Queue:
                         frames += ring.consume(1, length, 1, 0)
                         count += 1
                         try:
-                            fds = _unmail(shared.mailbox_recv, mail_id) if flags else []
+                            fds = shared.mailbox.receive(mail_id) if flags else []
                         except (RuntimeError, OSError) as exc:
-                            got.append(_Failed(exc))  # raised when reached, alone
+                            got.append(Failed(exc))  # raised when reached, alone
                             continue
                         got.append((payload, flags, fds))
                 if count:
-                    self._hand_room(count)
+                    hand_room(ring, shared.room, count)
             finally:
                 lock.release()
             self._settle_tokens(token, frames, bool(got))
@@ -666,7 +558,7 @@ class Queue:
             if got:
                 if len(got) == 1:  # the common cases: one item, or one batch's items
                     entry = got[0]
-                    if type(entry) is _Batch:
+                    if type(entry) is Batch:
                         entry = got[0] = self._decode_batch(entry)
                     if type(entry) is list:
                         return entry
@@ -694,9 +586,9 @@ class Queue:
         for entry in got:
             if type(entry) is list:
                 decoded.extend(entry)
-            elif type(entry) is _Failed:
+            elif type(entry) is Failed:
                 decoded.append(entry)
-            elif type(entry) is _Batch:
+            elif type(entry) is Batch:
                 result = self._decode_batch(entry)
                 if type(result) is list:
                     decoded.extend(result)
@@ -704,14 +596,14 @@ class Queue:
                     decoded.append(result)
             else:
                 try:
-                    decoded.append(_decode(*entry))
+                    decoded.append(decode(*entry))
                 except Exception as exc:
-                    decoded.append(_Failed(exc))
+                    decoded.append(Failed(exc))
         with self._pending_lock:
             self._own_pending().extend(decoded)
         return self._take_pending(max_items)
 
-    def _decode_batch(self, batch: _Batch) -> list[Any] | _Failed:
+    def _decode_batch(self, batch: Batch) -> list[Any] | Failed:
         """The items taken from a batch frame, or the error that unpickling it raised.
 
         A batch that cannot be unpickled here is dropped whole: its items left
@@ -726,18 +618,18 @@ class Queue:
                     f"proctor: {lost} items put together by put_many() could not be "
                     "unpickled and are lost"
                 )
-            return _Failed(exc)
+            return Failed(exc)
         if batch.left:
             self._batch_cache = (batch.key, values)  # the next get() takes more
         elif batch.taken == 0:
             return values  # the whole batch (n is all of it)
         return values[batch.taken : batch.taken + batch.n]
 
-    def _drop_rest(self, batch: _Batch) -> int:
+    def _drop_rest(self, batch: Batch) -> int:
         """Take what is left of a batch that failed to unpickle, if still at the head."""
         ring = self._ring
         lock = self._get_lock
-        _acquire(lock, None)
+        acquire(lock, None)
         try:
             if not ring.count:
                 return 0
@@ -746,7 +638,7 @@ class Queue:
                 return 0  # somebody else took it
             ring.consume(items - taken, length, items, taken)
             if ring.get_field(Ring.PUTTERS) > 0:
-                self._hand_room(items - taken)
+                hand_room(ring, self._shared.room, items - taken)
         finally:
             lock.release()
         self._take_token(False)  # the frame's, which it takes along
@@ -774,10 +666,10 @@ class Queue:
             pending = self._own_pending()
             if not pending or not max_items:
                 return []
-            if type(pending[0]) is _Failed:
+            if type(pending[0]) is Failed:
                 raise pending.popleft().error
             result: list[Any] = []
-            while pending and len(result) < max_items and type(pending[0]) is not _Failed:
+            while pending and len(result) < max_items and type(pending[0]) is not Failed:
                 result.append(pending.popleft())
             return result
 
@@ -809,7 +701,7 @@ class JoinableQueue(Queue):
         all_done = self._all_done()
         ring = self._ring
         lock = self._put_lock
-        _acquire(lock, None)
+        acquire(lock, None)
         try:
             if ring.unfinished <= 0:
                 raise ValueError("task_done() called too many times")
@@ -817,7 +709,7 @@ class JoinableQueue(Queue):
             joiners = ring.get_field(Ring.JOINERS) if left == 0 else 0
         finally:
             lock.release()
-        _post(all_done, joiners)
+        post(all_done, joiners)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every item put has been marked done with ``task_done()``.
@@ -827,30 +719,8 @@ class JoinableQueue(Queue):
         """
         self._check_open("join")
         all_done = self._all_done()
-        deadline = _deadline(True, timeout)
-        ring = self._ring
-        lock = self._put_lock
-        waiting = False
-        while True:
-            if not _acquire(lock, deadline):
-                return False  # (a registration left behind costs a stale wake-up)
-            try:
-                if waiting:
-                    _unregister(ring, Ring.JOINERS)
-                    waiting = False
-                if ring.unfinished <= 0:
-                    return True
-                ring.add_to_field(Ring.JOINERS, 1)
-                waiting = True
-            finally:
-                lock.release()
-            if not _wait_hint(all_done, deadline):
-                if _acquire(lock, deadline):
-                    try:
-                        _unregister(ring, Ring.JOINERS)
-                    finally:
-                        lock.release()
-                return False
+        deadline = deadline_for(True, timeout)
+        return await_all_done(self._ring, self._put_lock, all_done, deadline)
 
     def _all_done(self) -> NamedSemaphore:
         all_done = self._shared.all_done
@@ -863,8 +733,8 @@ def _rebuild_queue(
     cls: type[Queue],
     maxsize: int,
     memory: AnonymousMemory,
-    put_lock: _QueueLock,
-    get_lock: _QueueLock | None,
+    put_lock: QueueLock,
+    get_lock: QueueLock | None,
     items: NamedSemaphore,
     room: NamedSemaphore,
     all_done: NamedSemaphore | None,
@@ -875,8 +745,7 @@ def _rebuild_queue(
     shared.memory, shared.put_lock = memory, put_lock
     shared.get_lock = put_lock if get_lock is None else get_lock
     shared.items, shared.room, shared.all_done = items, room, all_done
-    shared.mailbox_send = socket.socket(fileno=_reduction.take_fd(send_token))
-    shared.mailbox_recv = socket.socket(fileno=_reduction.take_fd(recv_token))
+    shared.mailbox = Mailbox.from_tokens(send_token, recv_token)
     queue = cls.__new__(cls)
     queue._setup(maxsize, shared)
     return queue
@@ -884,259 +753,3 @@ def _rebuild_queue(
 
 def _closed_call(*args: Any) -> Any:
     raise ValueError("this queue was closed in this process")
-
-
-# -- waiting ---------------------------------------------------------------------------
-
-
-def _check_queue_timeout(timeout: Any) -> float | None:
-    """A timeout in seconds: None, or a number >= 0 (as ``queue.Queue`` wants)."""
-    timeout = _check_timeout(timeout)  # TypeError for non-numbers, ValueError for NaN
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout}")
-    return timeout
-
-
-def _deadline(block: bool, timeout: Any) -> float | None:
-    if not block:
-        return _monotonic()
-    timeout = _check_queue_timeout(timeout)
-    return None if timeout is None else _monotonic() + timeout
-
-
-def _acquire(lock: Lock, deadline: float | None) -> bool:
-    """Take a queue lock by the deadline (a dead holder's is taken over)."""
-    if _try_briefly(lock):
-        lock._became_owner()
-        return True
-    remaining = None if deadline is None else max(0.0, deadline - _monotonic())
-    return lock.acquire(True, remaining)
-
-
-def _post(hint: NamedSemaphore, n: int) -> None:
-    """Post a wake-up hint ``n`` times; at the semaphore's limit, give up quietly.
-
-    (macOS counts to 32767; a waiter missing a post looks again within
-    CHECK_INTERVAL.)
-    """
-    post = hint.sem.release
-    try:
-        for _ in range(n):
-            post()
-    except (OSError, ValueError):
-        pass
-
-
-def _unregister(ring: Ring, field: int) -> None:
-    """Count one waiter less, never below zero.
-
-    A consumer killed between claiming a waiter and posting for it leaves the
-    waiter registered in its own eyes only; going negative would hide the next
-    waiter from every consumer (it would then only find room by looking again
-    every CHECK_INTERVAL).
-    """
-    ring.set_field(field, max(ring.get_field(field) - 1, 0))
-
-
-def _try_briefly(lock: Lock) -> bool:
-    """Try the lock a few times without sleeping: its holder holds it for ~1 us."""
-    attempt = lock._try
-    for _ in range(FAST_TRIES):  # noqa: SIM110 - a loop beats any(genexpr) on this hot path
-        if attempt(False):
-            return True
-    return False
-
-
-def _wait_hint(hint: NamedSemaphore, deadline: float | None) -> bool:
-    """Wait for a wake-up hint, at most CHECK_INTERVAL at a time; False past the deadline.
-
-    A hint may be lost (its waker died) or stale (its waiter gave up): waking to
-    look again every CHECK_INTERVAL bounds the first, and looking under the lock
-    makes the second harmless.
-    """
-    if deadline is None:
-        hint.sem.acquire(True, CHECK_INTERVAL)
-        return True
-    remaining = deadline - _monotonic()
-    if remaining <= 0:
-        return False
-    hint.sem.acquire(True, min(remaining, CHECK_INTERVAL))
-    return True
-
-
-# -- items on the wire -----------------------------------------------------------------
-
-
-class _Failed:
-    """An item taken from the queue that could not be unpickled here."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class _Batch:
-    """Items taken from a batch frame, still to decode: ``payload`` is the whole frame's."""
-
-    __slots__ = ("key", "left", "n", "payload", "taken")
-
-    def __init__(self, key: int, payload: bytes, taken: int, n: int, left: int) -> None:
-        self.key = key
-        self.payload = payload
-        self.taken = taken
-        self.n = n
-        self.left = left  # items of the frame still in the ring after these
-
-
-class _Encoded:
-    """One frame to put: the bytes for the ring, memfds for large buffers, item count."""
-
-    __slots__ = ("fds", "flags", "items", "payload")
-
-    def __init__(self, payload: bytes, fds: list[int], flags: int, items: int = 1) -> None:
-        self.payload = payload
-        self.fds = fds
-        self.flags = flags
-        self.items = items
-
-    def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds = []
-
-
-def _encode(obj: Any, spill_limit: int) -> _Encoded:
-    payload, buffers = _serialization.dumps_oob(obj, OOB_THRESHOLD)
-    fds: list[int] = []
-    try:
-        flags = 0
-        if len(payload) > spill_limit:
-            fds.append(memfd_with(payload, _MEMFD_NAME))
-            payload = b""
-            flags |= _SPILLED_PICKLE
-        for buffer in buffers:
-            fds.append(memfd_with(buffer.raw(), _MEMFD_NAME))
-        if len(fds) > _MAX_FDS:
-            raise ValueError(
-                f"an item with {len(buffers)} large buffers cannot be queued (at most "
-                f"{_MAX_FDS}); put fewer, larger arrays, or several items"
-            )
-        if fds:
-            flags |= _SPILLED_BUFFERS
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    return _Encoded(payload, fds, flags)
-
-
-def _encode_batches(objs: list[Any], spill_limit: int) -> list[_Encoded]:
-    """Pickle ``objs`` as few frames as possible; items with large buffers go alone."""
-    frames: list[_Encoded] = []
-    try:
-        for start in range(0, len(objs), BATCH_ITEMS):
-            chunk = objs[start : start + BATCH_ITEMS]
-            frames.extend(_encode_chunk(chunk, spill_limit))
-    except BaseException:
-        for frame in frames:
-            frame.close()
-        raise
-    return frames
-
-
-def _encode_chunk(chunk: list[Any], spill_limit: int) -> list[_Encoded]:
-    def in_band_only(buffer: pickle.PickleBuffer) -> bool:
-        if buffer.raw().nbytes >= OOB_THRESHOLD:
-            raise _NotBatchable
-        return True
-
-    if len(chunk) > 1:
-        try:
-            payload = pickle.dumps(chunk, 5, buffer_callback=in_band_only)
-        except Exception:
-            payload = None  # something needs cloudpickle, or has a large buffer
-        if payload is not None and b"__main__" in payload:
-            payload = None  # objects from __main__ go by value: one by one, below
-        if payload is not None and len(payload) <= spill_limit:
-            return [_Encoded(payload, [], _BATCH, len(chunk))]
-        if payload is not None and len(chunk) >= 2:
-            half = len(chunk) // 2
-            return _encode_chunk(chunk[:half], spill_limit) + _encode_chunk(
-                chunk[half:], spill_limit
-            )
-    return [_encode(obj, spill_limit) for obj in chunk]
-
-
-class _NotBatchable(Exception):
-    """A batch member carries a large buffer: it travels alone, out of band."""
-
-
-def _decode(payload: bytes, flags: int, fds: list[int]) -> Any:
-    if not flags:
-        return pickle.loads(payload)
-    try:
-        maps = [map_memfd(fd) for fd in fds]
-    finally:
-        for fd in fds:
-            os.close(fd)
-    if flags & _SPILLED_PICKLE:
-        return pickle.loads(maps[0], buffers=maps[1:])
-    return pickle.loads(payload, buffers=maps)
-
-
-# -- the mailbox: memfds held by the kernel between put() and get() --------------------
-
-
-def _mail(sock: socket.socket, mail_id: int, fds: list[int]) -> bool:
-    """Send ``fds`` tagged with ``mail_id``; False when the mailbox is full."""
-    try:
-        sock.sendmsg(
-            [_MAILBOX_ID.pack(mail_id)],
-            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
-        )
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError as exc:
-        # ETOOMANYREFS: too many descriptors in flight for this user. Waiting
-        # for consumers to take some is the right reaction, as for a full queue.
-        if exc.errno == getattr(__import__("errno"), "ETOOMANYREFS", -1):
-            return False
-        raise
-    return True
-
-
-def _unmail(sock: socket.socket, mail_id: int) -> list[int]:
-    """Receive the descriptors sent for ``mail_id``, dropping older orphans.
-
-    An orphan is left by a producer killed between mailing and committing its
-    item, or a consumer killed between taking an item and its descriptors; both
-    are older than any live item, so they are recognised by their ids (32-bit
-    serial numbers: "older" is "less than 2**31 behind"). A *newer* item's
-    descriptors mean that ``mail_id``'s are lost: they are left in the mailbox for
-    their own item (each message is peeked at before it is taken), so only the
-    item whose buffers are missing fails.
-    """
-    while True:
-        try:
-            # Without room for ancillary data a peek installs no descriptor.
-            peeked = sock.recv(_MAILBOX_ID.size, socket.MSG_PEEK)
-        except BlockingIOError:
-            raise RuntimeError(
-                f"queue item {mail_id} lost its large buffers: they are not in the "
-                "queue's mailbox (was the queue's memory corrupted?)"
-            ) from None
-        (got,) = _MAILBOX_ID.unpack(peeked)
-        if got != mail_id and (mail_id - got) & 0xFFFFFFFF >= 1 << 31:
-            raise RuntimeError(
-                f"queue item {mail_id} lost its large buffers: the queue's mailbox holds "
-                f"the next item's ({got}) instead, left there for it"
-            )
-        data, ancdata, _flags, _addr = sock.recvmsg(
-            _MAILBOX_ID.size, socket.CMSG_SPACE(_MAX_FDS * 4)
-        )
-        fds = fds_from(ancdata)
-        if _MAILBOX_ID.unpack(data)[0] == mail_id:
-            return fds
-        for fd in fds:  # an orphan (consumers take mail under the get lock: the peeked one)
-            os.close(fd)

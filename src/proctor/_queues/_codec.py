@@ -1,0 +1,199 @@
+"""Items to frames and back: pickle protocol 5, large buffers in memfds.
+
+::
+
+    put side                                          get side
+    encode(obj) ── pickle protocol 5
+      ├─ the pickle ───────────────────────▶ ring ─────┐
+      │    (over the spill limit: a memfd)             ├─▶ decode(payload, flags, fds):
+      └─ buffers >= OOB_THRESHOLD: a memfd each        │     unpickle, buffers mapped
+           (and a spilled pickle) ─────────▶ mailbox ──┘     from their memfds
+    encode_batches(objs) ── one pickle of up to BATCH_ITEMS items ─▶ one BATCH frame
+
+An ``Encoded`` is one frame to put: the bytes for the ring, the memfds for the
+mailbox, its flags and how many items it carries. Large buffers (numpy arrays,
+bytearrays: pickle protocol 5 out-of-band buffers) cost one copy in and none
+out: the consumer's array is a writable view of memory the kernel frees when
+the array is gone. A pickle too large for its share of the ring is spilled to a
+memfd too, so one item can never hog the ring.
+
+What ``get()`` took but has not decoded yet is a ``(payload, flags, fds)``
+tuple, a ``Batch`` (part of a batch frame) or a ``Failed`` (an item that
+cannot be rebuilt: its buffers were lost, or unpickling it raised), kept in
+order and decoded once the get lock is released: unpickling runs user code,
+which must not hold up the other consumers.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+from .._core import _serialization
+from .._core._wire import map_memfd, memfd_with
+from ._mailbox import MAX_FDS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = (
+    "BATCH",
+    "BATCH_ITEMS",
+    "OOB_THRESHOLD",
+    "SCALARS",
+    "SPILLED_BUFFERS",
+    "SPILLED_PICKLE",
+    "SPILL_FRACTION",
+    "Batch",
+    "Encoded",
+    "Failed",
+    "decode",
+    "encode",
+    "encode_batches",
+)
+
+#: Out-of-band pickle buffers at least this large travel as memfds (zero-copy on
+#: the way out); smaller ones are cheaper to copy through the ring.
+OOB_THRESHOLD = _serialization.OOB_THRESHOLD
+#: A pickle larger than capacity // SPILL_FRACTION is spilled to a memfd too, so
+#: one item can never hog the ring.
+SPILL_FRACTION = 4
+#: Items pickled together into one frame by put_many on an unbounded queue: one
+#: pickle.dumps of a list is far cheaper than one per item.
+BATCH_ITEMS = 4096  # well under the 2**24 items a frame can count
+
+# Frame flags.
+SPILLED_BUFFERS = 1  # memfds for out-of-band buffers follow in the mailbox
+SPILLED_PICKLE = 2  # the pickle itself is the first of those memfds
+BATCH = 4  # the pickle is a list of the frame's items (put_many)
+
+#: Objects that can never hold an out-of-band buffer: pickled directly, no callback.
+SCALARS = frozenset({int, float, str, bool, type(None), complex})
+
+_MEMFD_NAME = "proctor-queue-item"
+
+
+class Encoded:
+    """One frame to put: the bytes for the ring, memfds for large buffers, item count."""
+
+    __slots__ = ("fds", "flags", "items", "payload")
+
+    def __init__(self, payload: bytes, fds: list[int], flags: int, items: int = 1) -> None:
+        self.payload = payload
+        self.fds = fds
+        self.flags = flags
+        self.items = items
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+class Failed:
+    """An item taken from the queue that could not be unpickled here."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Batch:
+    """Items taken from a batch frame, still to decode: ``payload`` is the whole frame's."""
+
+    __slots__ = ("key", "left", "n", "payload", "taken")
+
+    def __init__(self, key: int, payload: bytes, taken: int, n: int, left: int) -> None:
+        self.key = key
+        self.payload = payload
+        self.taken = taken
+        self.n = n
+        self.left = left  # items of the frame still in the ring after these
+
+
+def encode(obj: Any, spill_limit: int) -> Encoded:
+    """Pickle ``obj`` into one frame, spilling large buffers (and a pickle over ``spill_limit``).
+
+    Raises:
+        ValueError: for an item with more large buffers than one message carries.
+        TypeError, pickle.PicklingError: when ``obj`` cannot be pickled.
+    """
+    payload, buffers = _serialization.dumps_oob(obj, OOB_THRESHOLD)
+    fds: list[int] = []
+    try:
+        flags = 0
+        if len(payload) > spill_limit:
+            fds.append(memfd_with(payload, _MEMFD_NAME))
+            payload = b""
+            flags |= SPILLED_PICKLE
+        for buffer in buffers:
+            fds.append(memfd_with(buffer.raw(), _MEMFD_NAME))
+        if len(fds) > MAX_FDS:
+            raise ValueError(
+                f"an item with {len(buffers)} large buffers cannot be queued (at most "
+                f"{MAX_FDS}); put fewer, larger arrays, or several items"
+            )
+        if fds:
+            flags |= SPILLED_BUFFERS
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return Encoded(payload, fds, flags)
+
+
+def encode_batches(objs: list[Any], spill_limit: int) -> list[Encoded]:
+    """Pickle ``objs`` as few frames as possible; items with large buffers go alone."""
+    frames: list[Encoded] = []
+    try:
+        for start in range(0, len(objs), BATCH_ITEMS):
+            chunk = objs[start : start + BATCH_ITEMS]
+            frames.extend(_encode_chunk(chunk, spill_limit))
+    except BaseException:
+        for frame in frames:
+            frame.close()
+        raise
+    return frames
+
+
+def _encode_chunk(chunk: list[Any], spill_limit: int) -> list[Encoded]:
+    def in_band_only(buffer: pickle.PickleBuffer) -> bool:
+        if buffer.raw().nbytes >= OOB_THRESHOLD:
+            raise _NotBatchable
+        return True
+
+    if len(chunk) > 1:
+        try:
+            payload = pickle.dumps(chunk, 5, buffer_callback=in_band_only)
+        except Exception:
+            payload = None  # something needs cloudpickle, or has a large buffer
+        if payload is not None and b"__main__" in payload:
+            payload = None  # objects from __main__ go by value: one by one, below
+        if payload is not None and len(payload) <= spill_limit:
+            return [Encoded(payload, [], BATCH, len(chunk))]
+        if payload is not None and len(chunk) >= 2:
+            half = len(chunk) // 2
+            return _encode_chunk(chunk[:half], spill_limit) + _encode_chunk(
+                chunk[half:], spill_limit
+            )
+    return [encode(obj, spill_limit) for obj in chunk]
+
+
+class _NotBatchable(Exception):
+    """A batch member carries a large buffer: it travels alone, out of band."""
+
+
+def decode(payload: bytes, flags: int, fds: list[int]) -> Any:
+    """Unpickle one frame's item, mapping its spilled buffers; closes ``fds``."""
+    if not flags:
+        return pickle.loads(payload)
+    try:
+        maps = [map_memfd(fd) for fd in fds]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if flags & SPILLED_PICKLE:
+        return pickle.loads(maps[0], buffers=maps[1:])
+    return pickle.loads(payload, buffers=maps)

@@ -1,0 +1,301 @@
+"""How queue handles wait for each other: the put and get locks, and wake-up hints.
+
+::
+
+    who waits      for        registers               sleeps on   woken by
+    ─────────      ───        ─────────               ─────────   ────────
+    get()          an item    nothing: tokens count   items       put(): one token per frame
+    put()          room       putters += 1, get lock  room        the get() that made room
+                                                                  (hand_room: putters -= n)
+    join()         all done   joiners += 1, put lock  all_done    the task_done() of the last item
+
+The semaphores are hints, the ring is the truth. A waiter registers under the
+lock its waker holds when it changes the ring, so no waker can miss it; it then
+sleeps without any lock, at most CHECK_INTERVAL at a time, and looks at the ring
+again under the lock before it trusts what it saw. So a hint may be lost (its
+waker was killed between its commit and its post) at the cost of one
+CHECK_INTERVAL, or stale (its waiter gave up, or took the item first) at the
+cost of one look. The ``items`` semaphore counts frames: a put never misses a
+sleeping getter because the token stays in the semaphore until somebody takes it.
+
+The put and get locks are held for about a microsecond (one copy, one store),
+so a taker tries them briefly before it sleeps (``try_briefly``), and a getter
+watches for a token for SPIN_SECONDS before it sleeps on one. A lock whose
+holder died is taken over silently (``QueueLock``): its holder's changes were
+committed by single stores, so there is nothing half-done to report.
+"""
+
+from __future__ import annotations
+
+import queue as _stdlib_queue
+import time
+
+from .._core._timeout import check_timeout as _check_timeout
+from .._reaper._semlock import NamedSemaphore
+from .._sync._lock import CHECK_INTERVAL, Lock
+from ._ring import Ring
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from ._codec import Encoded
+
+__all__ = (
+    "FAST_TRIES",
+    "SPIN_SECONDS",
+    "QueueLock",
+    "acquire",
+    "await_all_done",
+    "await_items",
+    "await_room",
+    "check_queue_timeout",
+    "deadline_for",
+    "hand_room",
+    "post",
+    "try_briefly",
+    "unregister",
+    "wait_hint",
+)
+
+Empty = _stdlib_queue.Empty
+Full = _stdlib_queue.Full
+
+#: How long a getter watches for a token before it sleeps: about the cost of one
+#: sleep and wake-up between cores on a VM, so spinning never costs more.
+SPIN_SECONDS = 50e-6
+
+#: Non-blocking lock attempts (about 2 us) of put()/get()'s fast path before the
+#: general path, whose lock wait may sleep: a sleep and wake-up costs far more.
+FAST_TRIES = 40
+
+_monotonic = time.monotonic
+
+
+class QueueLock(Lock):
+    """A queue's put or get lock: a dead holder's lock is taken over silently.
+
+    Every change a holder makes to the ring is committed by one store, so a
+    holder that died left nothing half-updated for the user to hear about.
+    """
+
+    __slots__ = ()
+    _warn_on_takeover = False
+
+
+# -- deadlines and locks -----------------------------------------------------------------
+
+
+def check_queue_timeout(timeout: Any) -> float | None:
+    """A timeout in seconds: None, or a number >= 0 (as ``queue.Queue`` wants)."""
+    timeout = _check_timeout(timeout)  # TypeError for non-numbers, ValueError for NaN
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout}")
+    return timeout
+
+
+def deadline_for(block: bool, timeout: Any) -> float | None:
+    """The ``time.monotonic()`` deadline of a call: now when not blocking, None for ever."""
+    if not block:
+        return _monotonic()
+    timeout = check_queue_timeout(timeout)
+    return None if timeout is None else _monotonic() + timeout
+
+
+def acquire(lock: Lock, deadline: float | None) -> bool:
+    """Take a queue lock by the deadline (a dead holder's is taken over)."""
+    if try_briefly(lock):
+        lock._became_owner()
+        return True
+    remaining = None if deadline is None else max(0.0, deadline - _monotonic())
+    return lock.acquire(True, remaining)
+
+
+def try_briefly(lock: Lock) -> bool:
+    """Try the lock a few times without sleeping: its holder holds it for ~1 us."""
+    attempt = lock._try
+    for _ in range(FAST_TRIES):  # noqa: SIM110 - a loop beats any(genexpr) on this hot path
+        if attempt(False):
+            return True
+    return False
+
+
+# -- hints -------------------------------------------------------------------------------
+
+
+def post(hint: NamedSemaphore, n: int) -> None:
+    """Post a wake-up hint ``n`` times; at the semaphore's limit, give up quietly.
+
+    (macOS counts to 32767; a waiter missing a post looks again within
+    CHECK_INTERVAL.)
+    """
+    post = hint.sem.release
+    try:
+        for _ in range(n):
+            post()
+    except (OSError, ValueError):
+        pass
+
+
+def wait_hint(hint: NamedSemaphore, deadline: float | None) -> bool:
+    """Wait for a wake-up hint, at most CHECK_INTERVAL at a time; False past the deadline.
+
+    A hint may be lost (its waker died) or stale (its waiter gave up): waking to
+    look again every CHECK_INTERVAL bounds the first, and looking under the lock
+    makes the second harmless.
+    """
+    if deadline is None:
+        hint.sem.acquire(True, CHECK_INTERVAL)
+        return True
+    remaining = deadline - _monotonic()
+    if remaining <= 0:
+        return False
+    hint.sem.acquire(True, min(remaining, CHECK_INTERVAL))
+    return True
+
+
+def unregister(ring: Ring, field: int) -> None:
+    """Count one waiter less, never below zero.
+
+    A consumer killed between claiming a waiter and posting for it leaves the
+    waiter registered in its own eyes only; going negative would hide the next
+    waiter from every consumer (it would then only find room by looking again
+    every CHECK_INTERVAL).
+    """
+    ring.set_field(field, max(ring.get_field(field) - 1, 0))
+
+
+# -- the three waits ---------------------------------------------------------------------
+
+
+def await_items(take: Callable[..., bool], ring: Ring, deadline: float | None) -> bool:
+    """Wait for an items token: True once taken; False for items seen without one.
+
+    Args:
+        take: the items semaphore's ``acquire``.
+
+    Raises:
+        queue.Empty: past the deadline with the queue still empty.
+    """
+    give_up = _monotonic() + SPIN_SECONDS
+    if deadline is not None:
+        give_up = min(give_up, deadline)
+    # A producer on another core is usually microseconds away, and a sleep
+    # and wake-up cost far more: watch first.
+    while _monotonic() < give_up:
+        if take(False):
+            return True
+    while True:
+        if deadline is None:
+            wait = CHECK_INTERVAL
+        else:
+            wait = min(CHECK_INTERVAL, deadline - _monotonic())
+            if wait <= 0:
+                if ring.count:
+                    return False
+                raise Empty("timed out: the queue stayed empty")
+        if take(True, wait):
+            return True
+        if ring.count:
+            # Items without a token: their producer died between commit and
+            # token, or a getter died holding one. Take them anyway.
+            return False
+
+
+def hand_room(ring: Ring, room: NamedSemaphore, taken: int) -> None:
+    """Wake up to ``taken`` producers waiting for room (get lock held)."""
+    n = min(ring.get_field(Ring.PUTTERS), taken)
+    if n > 0:
+        ring.add_to_field(Ring.PUTTERS, -n)
+        post(room, n)
+
+
+def await_room(
+    ring: Ring,
+    get_lock: Lock,
+    room: NamedSemaphore,
+    item: Encoded,
+    maxsize: int,
+    mailbox_full: bool,
+    deadline: float | None,
+    done: int,
+) -> None:
+    """Wait until ``item`` may fit; raise ``Full`` past the deadline.
+
+    The producer registers in ``putters`` under the *get* lock, which every
+    consumer holds when it makes room, so none can miss it; the consumer that
+    makes room unregisters it and posts ``room`` for it (``hand_room``).
+
+    Args:
+        mailbox_full: the item's descriptors did not fit the mailbox: wait at
+            most one round, then try again.
+        done: items of this call already put, for ``Full``'s ``args[1]``.
+
+    Raises:
+        queue.Full: past the deadline, with ``done`` as ``args[1]``.
+    """
+    nbytes, items = len(item.payload), item.items
+    sem = room.sem
+    if not acquire(get_lock, deadline):
+        raise Full("timed out waiting for the queue's get lock", done)
+    try:
+        if not mailbox_full and ring.has_room(nbytes, items, maxsize):
+            return
+        ring.add_to_field(Ring.PUTTERS, 1)
+    finally:
+        get_lock.release()
+    while True:
+        wait = CHECK_INTERVAL if deadline is None else min(CHECK_INTERVAL, deadline - _monotonic())
+        if wait > 0 and sem.acquire(True, wait):
+            return  # a consumer made room and unregistered us
+        if not acquire(get_lock, deadline):
+            # (still registered: a consumer will post a room token for
+            # nobody, which costs the next waiter one extra look)
+            raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
+        try:
+            if sem.acquire(False):
+                return  # handed over just now
+            if not mailbox_full and ring.has_room(nbytes, items, maxsize):
+                unregister(ring, Ring.PUTTERS)
+                return
+            if deadline is not None and _monotonic() >= deadline:
+                unregister(ring, Ring.PUTTERS)
+                what = "its mailbox stayed full" if mailbox_full else "the queue stayed full"
+                raise Full(f"timed out: {what} ({ring.count} items)", done)
+            if mailbox_full:
+                unregister(ring, Ring.PUTTERS)
+                return  # try again: consumers take descriptors without a word
+        finally:
+            get_lock.release()
+
+
+def await_all_done(
+    ring: Ring, put_lock: Lock, all_done: NamedSemaphore, deadline: float | None
+) -> bool:
+    """Wait until no item is unfinished (``JoinableQueue.join``); False past the deadline.
+
+    The joiner registers in ``joiners`` under the put lock, which ``task_done()``
+    holds when it finishes the last item and posts ``all_done`` once per joiner.
+    """
+    waiting = False
+    while True:
+        if not acquire(put_lock, deadline):
+            return False  # (a registration left behind costs a stale wake-up)
+        try:
+            if waiting:
+                unregister(ring, Ring.JOINERS)
+                waiting = False
+            if ring.unfinished <= 0:
+                return True
+            ring.add_to_field(Ring.JOINERS, 1)
+            waiting = True
+        finally:
+            put_lock.release()
+        if not wait_hint(all_done, deadline):
+            if acquire(put_lock, deadline):
+                try:
+                    unregister(ring, Ring.JOINERS)
+                finally:
+                    put_lock.release()
+            return False
