@@ -73,9 +73,12 @@ def install() -> None:
         return
     _remove_trigger()
     # Loaded while ``multiprocessing`` is still the stdlib, so their own imports
-    # bind to the stdlib; only their module objects are kept.
+    # bind to the stdlib; only their module objects are kept. proctor too: its
+    # errors subclass the stdlib's (multiprocessing.context), which it must find.
     for sub in LATER_SUBMODULES:
         importlib.import_module(f"multiprocessing.{sub}")
+    import proctor
+
     stdlib = {
         name: module
         for name, module in sys.modules.items()
@@ -83,9 +86,6 @@ def install() -> None:
     }
     for name in stdlib:
         del sys.modules[name]
-
-    import proctor
-
     sys.meta_path.insert(0, _ProctorFinder())
     sys.modules["multiprocessing"] = proctor
     for sub in LATER_SUBMODULES:
@@ -146,8 +146,19 @@ def _is_multiprocessing(fullname: str) -> bool:
 # proctor run, and importlib.abc costs tens of milliseconds to import.
 
 
+def _proctor_initializing() -> bool:
+    """Whether ``import proctor`` is under way in this process (not finished)."""
+    spec = getattr(sys.modules.get("proctor"), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
 class _Trigger:
     def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+        if _proctor_initializing():
+            # proctor itself imports the stdlib's multiprocessing (its errors
+            # subclass the stdlib's): let that import through, and alias at the
+            # next trigger, once proctor is whole.
+            return None
         if fullname == SUITE_MODULE:
             # A child that unpickles one of the suite's own functions imports the
             # suite first: its import-time probe must already be replaced.
