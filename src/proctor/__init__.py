@@ -57,7 +57,14 @@ from ._start._process import parent_process as parent_process
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import connection as connection
+    from . import context as context
+    from . import process as process
+    from . import queues as queues
+    from . import resource_tracker as resource_tracker
     from . import shared_memory as shared_memory
+    from . import sharedctypes as sharedctypes
+    from . import synchronize as synchronize
+    from . import util as util
     from ._connections._connection import Connection as Connection
     from ._connections._connection import Pipe as Pipe
     from ._queues._queue import JoinableQueue as JoinableQueue
@@ -96,8 +103,16 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Semaphore": ("_sync", "Semaphore"),
     "SimpleQueue": ("_queues._queue", "SimpleQueue"),
     "Value": ("_sharedmem._sharedctypes", "Value"),
+    # The stdlib-named public modules, as attributes (``proctor.util``...).
     "connection": ("connection", None),
+    "context": ("context", None),
+    "process": ("process", None),
+    "queues": ("queues", None),
+    "resource_tracker": ("resource_tracker", None),
     "shared_memory": ("shared_memory", None),
+    "sharedctypes": ("sharedctypes", None),
+    "synchronize": ("synchronize", None),
+    "util": ("util", None),
 }
 
 

@@ -1,12 +1,19 @@
-"""Facts about the machine."""
+"""Facts about the machine and its processes, and one act on this process's descriptors."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import sys
+from collections.abc import Iterable
 
-__all__ = ("cpu_count", "pid_alive")
+__all__ = ("abstract_sockets_supported", "close_all_fds_except", "cpu_count", "pid_alive")
 
 _HAVE_PROC = os.path.isdir("/proc/self")
+
+#: Whether Unix socket addresses may start with a NUL byte (Linux's abstract
+#: namespace: no file, gone with the last descriptor).
+abstract_sockets_supported = sys.platform.startswith("linux")
 
 
 def cpu_count() -> int:
@@ -43,3 +50,28 @@ def pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:  # pragma: no cover
         return False
+
+
+def close_all_fds_except(fds: Iterable[int]) -> None:
+    """Close every descriptor of this process except ``fds``.
+
+    Raises:
+        TypeError: when an item of ``fds`` is not an int.
+    """
+    keep = sorted({-1, *(_fd_number(fd) for fd in fds)})
+    try:
+        limit = os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        limit = 256
+    keep.append(max(limit, keep[-1] + 1))
+    for low, high in itertools.pairwise(keep):
+        # Never an empty range: os.closerange(n, n) closes every descriptor from n
+        # up (CPython turns it into close_range(n, UINT_MAX)).
+        if high > low + 1:
+            os.closerange(low + 1, high)
+
+
+def _fd_number(fd: object) -> int:
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        raise TypeError(f"descriptors are ints, not {type(fd).__name__} ({fd!r})")
+    return fd

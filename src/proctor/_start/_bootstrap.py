@@ -34,7 +34,7 @@ import struct
 import sys
 import threading
 
-from .._core import _serialization, _wire
+from .._core import _afterfork, _finalize, _serialization, _wire
 from .._core._reduction import receiving
 from .._logging import _logger
 from . import _methods, _outcome
@@ -222,6 +222,7 @@ def _become_forked_child() -> None:
     clear = getattr(atexit, "_clear", None)
     if clear is not None:
         clear()
+        _finalize.start_child()
 
 
 def _run_and_report(process: Any, channel: socket.socket, *, forked: bool) -> int:
@@ -250,6 +251,9 @@ def run_process(process: Any) -> tuple[int, bytes]:
     _methods.inherit_start_method(process._started_with)
     state.become_child(process, ParentProcess(process._parent_name, process._parent_pid))
     process._popen = None
+    # util.register_after_fork: what the parent registered (inherited by a fork)
+    # or what unpickling this child's work registered.
+    _afterfork.run_after_forkers()
     exitcode = 1
     message: tuple[Any, ...] = _outcome.NONE_VALUE
     try:

@@ -5,14 +5,13 @@ when they start and reaps them; the child side (``_bootstrap``) makes the proces
 object it runs the current one and records its parent. Neither imports the other:
 both import this module.
 
-At interpreter exit (an ``atexit`` hook registered by the first ``start()``), daemonic
-children are terminated and every other child is joined, then the exit hooks of
-proctor's helpers (the fork server) run.
+At interpreter exit (a stage of ``_core._finalize``'s exit function, added by the first
+``start()``), daemonic children are terminated and every other child is joined, then
+the exit hooks of proctor's helpers (the fork server) run.
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 import selectors
@@ -21,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from .._core import _finalize
 from .._core._system import pid_alive
 from .._logging import _logger
 
@@ -154,7 +154,6 @@ class ProcessState:
         self.parent: ParentProcess | None = None
         self.children = Children()
         self.counter = itertools.count(1)
-        self.atexit_registered = False
         self.exit_hooks: list[Callable[[], object]] = []
         self.start_lock = threading.Lock()
         # True while a new child unpickles its start payload: a Process started
@@ -203,10 +202,8 @@ def flush_std_streams() -> None:
 
 
 def register_exit_handler() -> None:
-    """Join (or terminate, if daemonic) every child at interpreter exit; once."""
-    if not state.atexit_registered:
-        state.atexit_registered = True
-        atexit.register(_at_exit)
+    """Join (or terminate, if daemonic) every child at interpreter exit (idempotent)."""
+    _finalize.add_exit_stage(_at_exit)
 
 
 def register_exit_hook(hook: Callable[[], object]) -> None:
@@ -253,7 +250,6 @@ def _reset_after_fork() -> None:
     for sibling in siblings:
         if sibling._popen is not None:
             sibling._popen.forget_in_child()
-    state.atexit_registered = False
     state.exit_hooks = []
     state.start_lock = threading.Lock()
 

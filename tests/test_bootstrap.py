@@ -1,0 +1,141 @@
+"""The child's side of a start (proctor._start._bootstrap), under every start method."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import proctor
+
+FORKED = ("fork", "forkserver")  # children that are forks (of the parent or the server)
+
+
+def native_ids():
+    return threading.main_thread().native_id, threading.get_native_id(), os.getpid()
+
+
+@pytest.mark.parametrize("method", FORKED)
+def test_a_forked_childs_main_thread_has_its_own_native_id(method):
+    p = proctor.get_context(method).Process(target=native_ids)
+    p.start()
+    p.join(30)
+    main_id, own_id, pid = p.result
+    assert main_id == own_id == pid  # Linux: the main thread's id is the pid
+    assert main_id != threading.main_thread().native_id
+    p.close()
+
+
+def _run(
+    code: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_atexit_handlers_are_the_childs_own(start_method, tmp_path):
+    # A child's own handlers run when it exits (forked children leave with os._exit,
+    # so proctor runs them); the parent's never run in a child.
+    result = _run(
+        """
+        import atexit, sys, proctor
+
+        def child(path):
+            atexit.register(lambda: open(path, "a").write("child\\n"))
+
+        if __name__ == "__main__":
+            path = sys.argv[2]
+            atexit.register(lambda: open(path, "a").write("parent\\n"))
+            p = proctor.get_context(sys.argv[1]).Process(target=child, args=(path,))
+            p.start()
+            p.join(60)
+            assert p.exitcode == 0, p.exitcode
+        """,
+        start_method,
+        str(tmp_path / "out"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out").read_text().splitlines() == ["child", "parent"]
+
+
+def logger_level():
+    return proctor.get_logger().getEffectiveLevel()
+
+
+def test_children_get_proctors_logger_level(start_method):
+    logger = proctor.get_logger()
+    original = logger.level
+    logger.setLevel(32)
+    try:
+        p = proctor.get_context(start_method).Process(target=logger_level, forward_logs=False)
+        p.start()
+        p.join(30)
+        assert p.result == 32
+        p.close()
+    finally:
+        logger.setLevel(original)
+
+
+def test_a_closed_stdout_does_not_stop_a_start(start_method):
+    result = _run(
+        """
+        import io, sys, proctor
+        if __name__ == "__main__":
+            real = sys.stdout
+            sys.stdout = io.StringIO()
+            sys.stdout.close()
+            p = proctor.get_context(sys.argv[1]).Process(target=int)
+            p.start()
+            p.join(60)
+            sys.stdout = real
+            print(p.exitcode)
+        """,
+        start_method,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+def test_a_default_socket_timeout_does_not_reach_proctors_channels(start_method):
+    # socket.setdefaulttimeout() made new socket pairs non-blocking in the kernel,
+    # and a child could fail to receive its work with EAGAIN.
+    result = _run(
+        """
+        import socket, sys, proctor
+        if __name__ == "__main__":
+            socket.setdefaulttimeout(0.000001)
+            results = []
+            for i in range(5):
+                p = proctor.get_context(sys.argv[1]).Process(target=pow, args=(i, 2))
+                p.start()
+                p.join(60)
+                results.append(p.result)
+            print(results)
+        """,
+        start_method,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[0, 1, 4, 9, 16]"
+
+
+def test_proctor_log_helpers_name_their_caller(tmp_path):
+    result = _run(
+        """
+        import logging, proctor
+        from proctor import util
+        logger = proctor.log_to_stderr(util.DEBUG)
+        logger.handlers[0].setFormatter(logging.Formatter("%(filename)s %(message)s"))
+        util.info("hello")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "<string> hello"
