@@ -108,9 +108,16 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, match):
         SharedMemory(**kwargs)
 
 
-def test_attaching_with_a_larger_size_than_the_segment_fails():
-    with SharedMemory(create=True, size=10) as shm, pytest.raises(ValueError, match="fewer"):
-        SharedMemory(shm.name, size=1 << 20)
+def test_size_is_ignored_when_attaching_as_the_stdlib_documents():
+    with SharedMemory(create=True, size=10) as shm:
+        shm.buf[:3] = b"abc"
+        for size in (1 << 20, 5, 0):
+            with SharedMemory(shm.name, size=size) as other:
+                # The segment's own size (Linux: exactly; macOS rounds it to a page).
+                assert shm.size <= other.size < 1 << 20 and len(other.buf) == other.size
+                assert bytes(other.buf[:3]) == b"abc"
+        with pytest.raises(ValueError, match="negative"):
+            SharedMemory(shm.name, size=-1)
 
 
 def test_buf_after_close_raises_and_repr_shows_state():
