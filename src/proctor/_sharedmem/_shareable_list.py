@@ -227,20 +227,21 @@ class ShareableList:
     def __getitem__(self, index: int) -> Any:
         position = self._position(index)
         buf = self._shm.buf
-        form = self._get_packing_format(position)
+        start = self._formats + _FORMAT_SIZE * position
+        form = buf[start : start + _FORMAT_SIZE].tobytes().rstrip(b"\0")  # (struct takes bytes)
         kind = buf[self._kinds + position]
         try:
             (value,) = struct.unpack_from(form, buf, self._data + self._offsets[position])
         except (struct.error, ValueError):
             raise ValueError(
-                f"item {index} of ShareableList {self._shm.name!r} has the format {form!r}, "
-                "which does not describe one value: the segment was not written as a "
-                "ShareableList"
+                f"item {index} of ShareableList {self._shm.name!r} has the format "
+                f"{form.decode(_ENCODING, 'replace')!r}, which does not describe one value: "
+                "the segment was not written as a ShareableList"
             ) from None
         if kind == _NONE:
             return None
         if kind in (_STR, _BYTES):
-            if form.endswith("s"):  # padded to its slot: the padding goes
+            if form.endswith(b"s"):  # padded to its slot: the padding goes
                 value = value.rstrip(b"\0")
             return value.decode(_ENCODING) if kind == _STR else value
         return value
