@@ -97,6 +97,6 @@ def test_resource_tracker_register_and_unregister_reach_the_reaper():
     from proctor import resource_tracker
     from proctor._reaper import _client as _reaper
 
-    assert resource_tracker.register is _reaper.register
-    assert resource_tracker.unregister is _reaper.unregister
+    assert resource_tracker.register is _reaper.tracker_register
+    assert resource_tracker.unregister is _reaper.tracker_unregister
     resource_tracker.unregister("/proctor-never-registered", "shm")  # must not raise

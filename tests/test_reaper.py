@@ -585,3 +585,85 @@ def test_proctor_needs_no_psutil_on_linux(tmp_path):
     assert (got, imported) == ("ok", "False")
     # Its reaper, which runs without psutil too, reclaims the segment.
     wait_until(lambda: not _exists(segment), timeout=60)
+
+
+# --- proctor.resource_tracker: the stdlib's register/unregister -------------------------
+
+TRACKER = "from proctor import resource_tracker\n"
+
+
+def _plain_segment(name: str) -> None:
+    """A segment no proctor object made (as a stdlib or C program would)."""
+    os.close(os.open("/dev/shm/" + name.lstrip("/"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+
+
+@pytest.mark.parametrize("kind", ["shared_memory", "shm"])
+def test_resource_tracker_unregister_keeps_a_segment_its_creator_made(kind):
+    """The stdlib workaround: unregister(shm._name, "shared_memory"); nobody unlinks it then."""
+    user = User(
+        TRACKER
+        + "from proctor.shared_memory import SharedMemory\n"
+        + "shm = SharedMemory(create=True, size=64); shm.buf[:2] = b'hi'\n"
+        + f"resource_tracker.unregister(shm._name, {kind!r})\n"
+        + "sync_reaper()  # the reaper has read it before this process dies\n"
+        + "ready(shm.name)",
+        _name(),
+    )
+    name = user.values[0]
+    assert user.finish() == 0
+    sync_reaper()  # the death is processed: the segment would be unlinked now
+    try:
+        assert _exists(name)
+        with open("/dev/shm/" + name, "rb") as f:
+            assert f.read(2) == b"hi"
+    finally:
+        os.unlink("/dev/shm/" + name)
+
+
+def test_resource_tracker_register_of_a_foreign_segment_has_it_reclaimed_after_its_user():
+    # A stdlib-made name, given without its leading slash (shm.name) or with it (shm._name).
+    for spelling in ("psm_{}", "/psm_{}"):
+        name = "/" + spelling.format(uuid.uuid4().hex[:8]).lstrip("/")
+        _plain_segment(name)
+        try:
+            user = User(
+                TRACKER
+                + f"resource_tracker.register({spelling.format(name[5:])!r}, 'shared_memory')\n"
+                "ready()",
+                name,
+            )
+            assert user.finish() == 0
+            wait_until(lambda name=name: not _exists(name), timeout=5)
+        finally:
+            if _exists(name):
+                os.unlink("/dev/shm/" + name.lstrip("/"))
+
+
+def test_resource_tracker_register_then_unregister_of_a_foreign_segment_leaves_it():
+    name = "/psm_" + uuid.uuid4().hex[:8]
+    _plain_segment(name)
+    try:
+        user = User(
+            TRACKER + "resource_tracker.register(name, 'shared_memory')\n"
+            "resource_tracker.unregister(name[1:], 'shared_memory')\n"
+            "sync_reaper()\n"
+            "ready()",
+            name,
+        )
+        assert user.finish() == 0
+        sync_reaper()
+        assert _exists(name)
+    finally:
+        os.unlink("/dev/shm/" + name.lstrip("/"))
+
+
+def test_resource_tracker_checks_names_and_kinds_as_the_stdlib_does():
+    from proctor import resource_tracker
+
+    resource_tracker.unregister("/proctor-never-registered", "shared_memory")  # no-op
+    with pytest.raises(ValueError, match="longer than"):
+        resource_tracker.register("a" * 499, "shared_memory")  # gh-96819's test name
+    with pytest.raises(ValueError, match="'shared_memory'"):
+        resource_tracker.register("/x", "file")
+    with pytest.raises(TypeError, match="str"):
+        resource_tracker.unregister(b"/x", "shared_memory")

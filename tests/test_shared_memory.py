@@ -108,9 +108,16 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, match):
         SharedMemory(**kwargs)
 
 
-def test_attaching_with_a_larger_size_than_the_segment_fails():
-    with SharedMemory(create=True, size=10) as shm, pytest.raises(ValueError, match="fewer"):
-        SharedMemory(shm.name, size=1 << 20)
+def test_size_is_ignored_when_attaching_as_the_stdlib_documents():
+    with SharedMemory(create=True, size=10) as shm:
+        shm.buf[:3] = b"abc"
+        for size in (1 << 20, 5, 0):
+            with SharedMemory(shm.name, size=size) as other:
+                # The segment's own size (Linux: exactly; macOS rounds it to a page).
+                assert shm.size <= other.size < 1 << 20 and len(other.buf) == other.size
+                assert bytes(other.buf[:3]) == b"abc"
+        with pytest.raises(ValueError, match="negative"):
+            SharedMemory(shm.name, size=-1)
 
 
 def test_buf_after_close_raises_and_repr_shows_state():
@@ -423,10 +430,127 @@ def test_shareable_list_errors_are_clear():
         sl.shm.close()
     with pytest.raises(TypeError, match="object"):
         ShareableList([object()])
-    with pytest.raises(ValueError, match="name="):
-        ShareableList()
-    with SharedMemory(create=True, size=64) as plain, pytest.raises(ValueError, match="does not"):
-        ShareableList(name=plain.name)
+    with SharedMemory(create=True, size=64) as plain:
+        plain.buf[:8] = b"\xff" * 8  # a count of -1
+        with pytest.raises(ValueError, match="does not hold a ShareableList"):
+            ShareableList(name=plain.name)
+        plain.buf[:8] = (1000).to_bytes(8, sys.byteorder)  # more items than fit
+        with pytest.raises(ValueError, match="does not hold a ShareableList"):
+            ShareableList(name=plain.name)
+
+
+def test_shareable_list_format_and_slots_are_the_stdlibs():
+    sl = ShareableList(["howdy", b"HoWdY", -273.154, 100, None, True, 42])
+    empty = ShareableList()  # as in the stdlib: an empty list, not an error
+    try:
+        assert sl.format == "8s8sdqxxxxxx?xxxxxxxx?q"
+        assert sl._get_packing_format(-1) == "q"
+        sl[4] = "some"  # None's 8-byte slot takes up to 8 bytes of text
+        assert sl.format == "8s8sdq8sxxxxxxx?q" and sl[4] == "some"
+        sl[0] = "encodés"  # exactly 8 bytes of UTF-8: fits
+        assert sl[0] == "encodés" and sl[1] == b"HoWdY"
+        with pytest.raises(ValueError, match="exceeds available storage"):
+            sl[0] = "encodées"  # 9 bytes
+        assert sl[1] == b"HoWdY"
+        # A copy sizes its slots as the stdlib does: 7 characters, 8 bytes -> 8.
+        copy = ShareableList(sl)
+        assert copy.format == sl.format and list(copy) == list(sl)
+        copy.shm.close()
+        # 7 characters but 14 bytes: the room it needs (the stdlib's would cut it).
+        wide = ShareableList(["é" * 7])
+        assert wide.format == "16s" and wide[0] == "é" * 7
+        wide.shm.close()
+        assert len(empty) == 0 and empty.format == "" and list(empty) == []
+    finally:
+        sl.shm.close()
+        empty.shm.close()
+
+
+def test_shareable_list_keeps_trailing_nul_bytes():
+    sl = ShareableList([b"ab", "xy"])
+    try:
+        sl[0] = b"ab\x00"
+        sl[1] = "x\x00"
+        assert sl[0] == b"ab\x00" and sl[1] == "x\x00"
+        assert sl.format == "3s5x2s6x"  # exact length, then padding
+        sl[0] = b"\x00" * 8  # a full slot
+        assert sl[0] == b"\x00" * 8 and sl._get_packing_format(0) == "8s0x"
+        sl[0] = b"ab"
+        assert sl[0] == b"ab" and sl._get_packing_format(0) == "8s"
+    finally:
+        sl.shm.close()
+
+
+# A stdlib ShareableList that misreads a header allocates what it claims (a list of
+# 10**18 items, say): cap the script's memory so that a failure stays a failure.
+_MEMORY_CAP = "import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))\n"
+
+
+def _stdlib(script: str, *args: str) -> list[str]:
+    """Run ``script`` with the standard library's multiprocessing; return its output lines."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CAP + textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,  # (within the test's own timeout, so that it is never orphaned)
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_a_stdlib_program_attaches_to_a_proctor_shareable_list():
+    sl = ShareableList(["howdy", b"HoWdY", -273.154, 100, None, True, 42, b"nul\x00"])
+    try:
+        seen = _stdlib(
+            """
+            import sys
+            from multiprocessing import resource_tracker, shared_memory
+
+            sl = shared_memory.ShareableList(name=sys.argv[1])
+            # Its tracker would unlink the segment at exit (bpo-38119).
+            resource_tracker.unregister(sl.shm._name, "shared_memory")
+            print(list(sl))
+            print(sl.format)
+            sl[0] = "stdlib"
+            sl[3] = 2.5
+            sl[4] = 7
+            sl.shm.close()
+            """,
+            sl.shm.name,
+        )
+        # The stdlib strips the NUL at the end of the last item (gh-106939).
+        assert seen == [
+            "['howdy', b'HoWdY', -273.154, 100, None, True, 42, b'nul']",
+            "8s8sdqxxxxxx?xxxxxxxx?q4s4x",
+        ]
+        assert list(sl) == ["stdlib", b"HoWdY", -273.154, 2.5, 7, True, 42, b"nul\x00"]
+    finally:
+        sl.shm.close()
+
+
+def test_proctor_attaches_to_a_shareable_list_a_stdlib_program_made():
+    name, made_format = _stdlib(
+        """
+        from multiprocessing import resource_tracker, shared_memory
+
+        sl = shared_memory.ShareableList(["howdy", b"HoWdY", -273.154, 100, None, True, 42])
+        resource_tracker.unregister(sl.shm._name, "shared_memory")  # outlive this program
+        print(sl.shm.name)
+        print(sl.format)
+        sl.shm.close()
+        """
+    )
+    sl = ShareableList(name=name)
+    try:
+        assert list(sl) == ["howdy", b"HoWdY", -273.154, 100, None, True, 42]
+        assert sl.format == made_format == "8s8sdqxxxxxx?xxxxxxxx?q"
+        sl[4] = "some"
+        sl[1] = b"HI"
+        assert list(sl)[:5] == ["howdy", b"HI", -273.154, 100, "some"]
+        assert sl.format == "8s8sdq8sxxxxxxx?q"
+    finally:
+        sl.shm.close()
+        sl.shm.unlink()
 
 
 def _bump(sl):

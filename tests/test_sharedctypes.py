@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+import proctor
 from helpers import open_fds
 from proctor._reaper import _client as _reaper
 from proctor._sharedmem._sharedctypes import Array, RawArray, RawValue, Value, copy, synchronized
@@ -145,6 +146,25 @@ def test_bad_sizes_and_locks_raise_clear_errors():
         Value("i", lock="not a lock")
     with pytest.raises(TypeError, match="acquire"):
         synchronized(RawValue("i"), lock=object())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Value("i", 5, lock="navalue"),
+        lambda: Array("i", 3, lock="notalock"),
+        lambda: synchronized(RawValue("i"), lock=object()),
+        lambda: proctor.get_context().Value("i", lock=3),
+    ],
+    ids=["Value", "Array", "synchronized", "ctx.Value"],
+)
+def test_a_lock_without_acquire_is_both_the_stdlibs_attribute_error_and_a_type_error(make):
+    # multiprocessing raises AttributeError (it reads lock.acquire); code written
+    # for it, and CPython's own tests, catch that.
+    with pytest.raises(AttributeError, match=r"lock must be a lock .*acquire\(\) and release\(\)"):
+        make()
+    with pytest.raises(TypeError, match="pass lock=True for a new RLock"):
+        make()
 
 
 def test_shared_objects_cannot_go_into_a_plain_pickle():

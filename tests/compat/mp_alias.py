@@ -96,30 +96,12 @@ def install() -> None:
     proctor.heap = heap  # type: ignore[attr-defined]
     for name in LATER_NAMES:
         setattr(proctor, name, _missing(name))
-    # The suite's import-time probe of a working sem_open constructs
-    # ``multiprocessing.synchronize.Lock(ctx=None)``, the stdlib class's own
-    # signature; probe with proctor's constructor instead (the signature
-    # difference is a finding of the suite, not a reason to run nothing).
-    import test.support
-
-    test.support.skip_if_broken_multiprocessing_synchronize = _probe_semaphores
     for module_name, values in IMPORT_TIME_STAND_INS.items():
         module = importlib.import_module(module_name)
         for name, value in values.items():
             if not hasattr(module, name):
                 setattr(module, name, value)
                 STAND_INS_USED.append(f"{module_name}.{name}")
-
-
-def _probe_semaphores() -> None:
-    import unittest
-
-    import proctor
-
-    try:
-        proctor.Lock()
-    except OSError as exc:
-        raise unittest.SkipTest(f"broken SemLock: {exc!r}") from exc
 
 
 def install_trigger() -> None:

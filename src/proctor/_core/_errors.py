@@ -20,6 +20,8 @@ written for ``multiprocessing`` (or ``pickle``) keep working::
     └── ResultError                       a target's return value could not reach the parent
     AssertionError, RuntimeError
     └── LockNotOwnedError (_lock)         release/wait by a thread that does not hold the lock
+    TypeError, AttributeError
+    └── NotALockError (_sharedctypes)     Value/Array(lock=...) without acquire/release
     threading.BrokenBarrierError
     └── BrokenBarrierError (_condition)   a Barrier was broken (a party died, timed out, abort)
     RuntimeWarning

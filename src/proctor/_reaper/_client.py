@@ -93,6 +93,8 @@ __all__ = (
     "forget",
     "new_name",
     "register",
+    "tracker_register",
+    "tracker_unregister",
     "unregister",
 )
 
@@ -104,6 +106,14 @@ START_TIMEOUT = 60.0
 
 #: How long a running reaper may take to greet a new connection.
 CONNECT_TIMEOUT = 10.0
+
+
+#: ``multiprocessing.resource_tracker``'s names of the kinds, and the reaper's.
+TRACKER_KINDS = {"shared_memory": "shm", "semaphore": "semaphore", "shm": "shm"}
+
+#: The longest name of a segment or semaphore, in bytes without the leading slash:
+#: one file name (NAME_MAX) in /dev/shm.
+NAME_MAX = 255
 
 
 def _check(name: object, kind: object) -> None:
@@ -501,3 +511,59 @@ def forget(name: str, kind: str) -> None:
             return  # this process never told a reaper about the name
         with contextlib.suppress(OSError):
             _client.send(["F", kind, name])
+
+
+# ─── multiprocessing.resource_tracker's API ──────────────────────────────────
+
+
+def _tracker_key(name: object, rtype: object) -> tuple[str, str]:
+    """Check a name and kind given to ``resource_tracker``; return the reaper's spelling."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}: {name!r}")
+    if not isinstance(rtype, str) or rtype not in TRACKER_KINDS:
+        raise ValueError(
+            f"rtype must be 'shared_memory' or 'semaphore' (or proctor's 'shm'), not {rtype!r}"
+        )
+    bare = name.lstrip("/")
+    if not bare:
+        raise ValueError(f"name must not be empty: {name!r}")
+    if len(bare.encode()) > NAME_MAX:
+        raise ValueError(
+            f"name {name[:20]!r}... is {len(bare.encode())} bytes long, longer than any "
+            f"shared memory segment or semaphore name can be ({NAME_MAX} bytes)"
+        )
+    # Segments and semaphores are named "/name"; the stdlib's objects keep that
+    # form in ``_name`` and show it without the slash in ``name``: both mean one object.
+    return "/" + bare, TRACKER_KINDS[rtype]
+
+
+def tracker_register(name: str, rtype: str) -> None:
+    """``resource_tracker.register``: this process uses ``name``.
+
+    The reaper unlinks it once no process uses it any more (this one has exited
+    and nobody maps it), as the stdlib's tracker does at shutdown.
+
+    Args:
+        name: the object's name, with or without its leading ``/``.
+        rtype: ``"shared_memory"`` (or ``"shm"``) or ``"semaphore"``.
+
+    Raises:
+        TypeError: ``name`` is not a str.
+        ValueError: an unknown ``rtype``, an empty name or one too long for the OS.
+    """
+    name, kind = _tracker_key(name, rtype)
+    register(name, kind)
+
+
+def tracker_unregister(name: str, rtype: str) -> None:
+    """``resource_tracker.unregister``: stop tracking ``name``; no reaper unlinks it.
+
+    What the stdlib's ``unregister`` means, and what the common workaround relies on
+    (``unregister(shm._name, "shared_memory")`` so that a segment outlives the
+    program): the name now lives until someone unlinks it. A name this process
+    never registered is ignored.
+
+    Args and raises as for :func:`tracker_register`.
+    """
+    name, kind = _tracker_key(name, rtype)
+    forget(name, kind)

@@ -27,7 +27,7 @@ from typing import Any
 
 from .._core import _anonmem, _reduction
 
-__all__ = ("Array", "RawArray", "RawValue", "Value", "copy", "synchronized")
+__all__ = ("Array", "NotALockError", "RawArray", "RawValue", "Value", "copy", "synchronized")
 
 #: The stdlib's typecodes (the ``array`` module's) and their ctypes.
 TYPECODES: dict[str, type] = {
@@ -193,6 +193,15 @@ def copy(obj: Any) -> Any:
 # ─── synchronized wrappers ───────────────────────────────────────────────────
 
 
+class NotALockError(TypeError, AttributeError):
+    """``Value``/``Array``/``synchronized`` got a ``lock`` without ``acquire``/``release``.
+
+    A ``TypeError`` (the argument has the wrong type) and an ``AttributeError``,
+    which is what ``multiprocessing`` raises there (it reads ``lock.acquire``), so
+    ``except`` clauses written for either keep working.
+    """
+
+
 def _default_lock(ctx: Any) -> Any:
     if ctx is not None:
         return ctx.RLock()
@@ -217,8 +226,9 @@ def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) 
         context manager that holds the lock.
 
     Raises:
-        TypeError: for a ``lock`` without ``acquire``/``release``, or an unknown
-            typecode or type.
+        TypeError: for an unknown typecode or type.
+        NotALockError: (a ``TypeError`` and an ``AttributeError``, which
+            ``multiprocessing`` raises) for a ``lock`` without ``acquire``/``release``.
     """
     obj = RawValue(typecode_or_type, *args)
     if lock is False:
@@ -249,12 +259,17 @@ def synchronized(obj: Any, lock: Any = None, ctx: Any = None) -> Any:
     """Wrap a shared ctypes object so that each access holds ``lock``.
 
     Raises:
-        TypeError: if ``lock`` has no ``acquire``/``release`` methods.
+        NotALockError: (a ``TypeError`` and an ``AttributeError``) ``lock`` has no
+            ``acquire``/``release`` methods.
     """
     if lock is None:
         lock = _default_lock(ctx)
     if not (hasattr(lock, "acquire") and hasattr(lock, "release")):
-        raise TypeError(f"lock must have acquire() and release() methods; {lock!r} has not")
+        raise NotALockError(
+            "lock must be a lock (an object with acquire() and release() methods), not "
+            f"{type(lock).__name__}: {lock!r}; pass lock=True for a new RLock, or lock=False "
+            "for no lock"
+        )
     if isinstance(obj, ctypes._SimpleCData):
         return Synchronized(obj, lock)
     if isinstance(obj, ctypes.Array):

@@ -98,8 +98,8 @@ class SharedMemory:
         name: the segment's name (a leading ``/`` is optional). ``None`` with
             ``create=True`` picks a unique name starting with ``proctor``.
         create: create a new segment (``True``) or attach to an existing one.
-        size: bytes to create (> 0). When attaching, 0 means "whatever its size
-            is"; a larger size than the segment's is an error.
+        size: bytes to create (> 0). Ignored when attaching, as in the stdlib:
+            the mapping is the segment's own size (see ``size``).
         track: let proctor's reaper unlink the segment once no process uses it
             (default). ``False``: this process neither registers nor is counted
             as a user, and someone must call :meth:`unlink`.
@@ -107,7 +107,7 @@ class SharedMemory:
     Raises:
         TypeError: for a name that is not a str, a size that is not an int.
         ValueError: for a bad name, a size <= 0 when creating, a negative size,
-            attaching without a name, or a size larger than the segment.
+            attaching without a name, or attaching to a segment of size 0.
         FileExistsError: when creating under a name already in use.
         FileNotFoundError: when attaching to a name that does not exist.
 
@@ -145,7 +145,7 @@ class SharedMemory:
             self._name, self._size = self._create(name, size)
         else:
             assert name is not None
-            self._name, self._size = self._attach(_os_name(name), size)
+            self._name, self._size = self._attach(_os_name(name))
         # _create/_attach set self._mapping, which the checker cannot see.
         self._buf = memoryview(self._mapping)  # type: ignore[arg-type]
 
@@ -189,7 +189,7 @@ class SharedMemory:
             os.close(fd)
         return os_name, size
 
-    def _attach(self, os_name: str, size: int) -> tuple[str, int]:
+    def _attach(self, os_name: str) -> tuple[str, int]:
         try:
             fd = _posixshmem.shm_open(os_name, os.O_RDWR, mode=_MODE)
         except FileNotFoundError:
@@ -210,11 +210,6 @@ class SharedMemory:
                     raise ValueError(
                         f"shared memory segment {os_name[1:]!r} has size 0: its creator has "
                         "not sized it yet (or it is not a proctor/multiprocessing segment)"
-                    )
-                if size > actual:
-                    raise ValueError(
-                        f"shared memory segment {os_name[1:]!r} has {actual} bytes, "
-                        f"fewer than the size={size} asked for"
                     )
                 self._map(fd, actual, os_name)
             except BaseException:
@@ -240,7 +235,11 @@ class SharedMemory:
 
     @property
     def size(self) -> int:
-        """The size in bytes."""
+        """The size in bytes.
+
+        The size asked for when created; the segment's own when attached (macOS
+        rounds it up to a whole page).
+        """
         return self._size
 
     @property

@@ -47,6 +47,7 @@ from ._lock import (
     Lock,
     LockNotOwnedError,
     RLock,
+    _check_ctx,
     _check_timeout,
     _deadline,
     _not_shareable,
@@ -279,9 +280,12 @@ class Condition:
     Args:
         lock: a :class:`Lock` or :class:`RLock` to build on; a new
             :class:`RLock` by default.
+        ctx: keyword-only; ``None`` or any proctor context, as for ``Lock``
+            (accepted for ``multiprocessing.synchronize.Condition(lock, ctx=...)``).
 
     Raises:
-        TypeError: ``lock`` is not a proctor ``Lock`` or ``RLock``.
+        TypeError: ``lock`` is not a proctor ``Lock`` or ``RLock``, or ``ctx`` is
+            not ``None`` or a proctor context.
 
     Note:
         ``notify()`` never waits for the woken process (``multiprocessing``'s
@@ -296,7 +300,8 @@ class Condition:
 
     _queue_class: type[_WaitQueue] = _WaitQueue
 
-    def __init__(self, lock: Lock | RLock | None = None) -> None:
+    def __init__(self, lock: Lock | RLock | None = None, *, ctx: Any = None) -> None:
+        _check_ctx(ctx, type(self).__name__)
         if lock is None:
             lock = RLock()
         elif not isinstance(lock, _OwnedLock):
@@ -429,9 +434,11 @@ class Condition:
         return (_rebuild_condition, (type(self), self._lock, self._named, self._shared))
 
     def __repr__(self) -> str:
+        # multiprocessing's form: <Condition(<its lock>, number of waiters)>.
+        name = type(self).__name__
         if self._shared.closed:
-            return "<proctor.Condition closed>"
-        return f"<proctor.Condition {self._lock!r} waiters={self._queue.count()}>"
+            return f"<{name}(closed)>"
+        return f"<{name}({self._lock!r}, {self._queue.count()})>"
 
 
 def _rebuild_condition(
@@ -461,11 +468,19 @@ class Event:
     ``is_set()`` reads shared memory without taking any lock. Any number of
     threads may wait; a waiter whose setter died half-way through ``set()``
     still returns, within about ``CHECK_INTERVAL``, once the flag is set.
+
+    Args:
+        ctx: keyword-only; ``None`` or any proctor context, as for ``Lock``
+            (accepted for ``multiprocessing.synchronize.Event(ctx=...)``).
+
+    Raises:
+        TypeError: ``ctx`` is not ``None`` or a proctor context.
     """
 
     __slots__ = ("__weakref__", "_cond", "_w")
 
-    def __init__(self) -> None:
+    def __init__(self, *, ctx: Any = None) -> None:
+        _check_ctx(ctx, type(self).__name__)
         self._setup(_EventCondition(Lock()))
 
     def _setup(self, cond: Condition) -> None:
@@ -539,9 +554,11 @@ class Event:
         return (_rebuild_event, (self._cond,))
 
     def __repr__(self) -> str:
+        # multiprocessing's form: <Event at 0x7f.. set>, or unset.
         if self._cond._shared.closed:
-            return "<proctor.Event closed>"
-        return f"<proctor.Event {'set' if self.is_set() else 'unset'}>"
+            return f"<{type(self).__qualname__} at {id(self):#x} closed>"
+        state = "set" if self.is_set() else "unset"
+        return f"<{type(self).__qualname__} at {id(self):#x} {state}>"
 
 
 def _rebuild_event(cond: Condition) -> Event:
@@ -567,9 +584,12 @@ class Barrier:
         action: called by one party when the barrier trips, before the others
             are released. (It must be picklable to reach ``spawn`` children.)
         timeout: default timeout of :meth:`wait`.
+        ctx: keyword-only; ``None`` or any proctor context, as for ``Lock``
+            (accepted for ``multiprocessing.synchronize.Barrier(..., ctx=...)``).
 
     Raises:
-        TypeError: ``parties`` is not an int.
+        TypeError: ``parties`` is not an int, ``action`` is not callable, or
+            ``ctx`` is not ``None`` or a proctor context.
         ValueError: ``parties`` < 1.
 
     Note:
@@ -583,8 +603,14 @@ class Barrier:
     __slots__ = ("__weakref__", "_action", "_cond", "_parties", "_timeout", "_w")
 
     def __init__(
-        self, parties: int, action: Callable[[], Any] | None = None, timeout: float | None = None
+        self,
+        parties: int,
+        action: Callable[[], Any] | None = None,
+        timeout: float | None = None,
+        *,
+        ctx: Any = None,
     ) -> None:
+        _check_ctx(ctx, type(self).__name__)
         if isinstance(parties, bool) or not isinstance(parties, numbers.Integral):
             raise TypeError(
                 f"Barrier parties must be an int, not {type(parties).__name__} ({parties!r})"
@@ -753,12 +779,16 @@ class Barrier:
         return (_rebuild_barrier, (self._cond, self._parties, self._action, self._timeout))
 
     def __repr__(self) -> str:
+        # threading's (and so multiprocessing's) form, with the public module's name:
+        # <proctor.synchronize.Barrier at 0x7f..: waiters=1/3>, or ": broken>".
+        cls = type(self)
+        module = "proctor.synchronize" if cls.__module__.startswith("proctor._") else cls.__module__
+        where = f"{module}.{cls.__qualname__} at {id(self):#x}"
         if self._cond._shared.closed:
-            return "<proctor.Barrier closed>"
-        return (
-            f"<proctor.Barrier parties={self._parties} waiting={self.n_waiting} "
-            f"broken={self.broken}>"
-        )
+            return f"<{where}: closed>"
+        if self.broken:
+            return f"<{where}: broken>"
+        return f"<{where}: waiters={self.n_waiting}/{self._parties}>"
 
 
 def _rebuild_barrier(cond: Condition, parties: int, action: Any, timeout: Any) -> Barrier:

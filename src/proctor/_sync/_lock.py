@@ -40,6 +40,7 @@ import fcntl
 import itertools
 import os
 import secrets
+import sys
 import threading
 import time
 import warnings
@@ -120,6 +121,61 @@ def _recovery_guard(shared: SharedWords):
             fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
 
 
+def _check_ctx(ctx: object, what: str) -> None:
+    """Accept the ``ctx=`` keyword of ``multiprocessing.synchronize``'s classes.
+
+    The stdlib's classes take the context that made them; code that calls them
+    directly passes ``ctx=multiprocessing.get_context()``, which becomes
+    ``ctx=proctor.get_context()`` once ported. proctor's primitives work under
+    every start method, so any proctor context (or ``None``) will do and none is
+    kept. Anything else is refused: a ``multiprocessing`` context means a half-ported
+    program, whose stdlib processes could not use a proctor object.
+
+    Raises:
+        TypeError: ``ctx`` is neither ``None`` nor a proctor context.
+    """
+    if ctx is None:
+        return
+    # The context classes live in a higher layer (_context), so they are recognised
+    # by where they come from rather than imported: every proctor context is a
+    # BaseContext, and a user's subclass of one inherits its get_start_method.
+    cls = type(ctx)
+    if hasattr(ctx, "get_start_method") and any(
+        base.__module__.partition(".")[0] == "proctor" for base in cls.__mro__
+    ):
+        return
+    if cls.__module__.partition(".")[0] == "multiprocessing":
+        raise TypeError(
+            f"{what}(ctx=...) got multiprocessing's {cls.__name__}: a proctor {what} is "
+            "used by proctor's processes, not by multiprocessing's. Pass "
+            "proctor.get_context(...) instead, or leave ctx out"
+        )
+    raise TypeError(
+        f"{what}(ctx=...) must be a proctor context (proctor.get_context(...)) or None, "
+        f"not {cls.__name__}: {ctx!r}"
+    )
+
+
+def _process_name() -> str:
+    """This process's name (``MainProcess``, ``Process-1``...), for the reprs.
+
+    Process names belong to ``_start``, beside this package in the layers, so
+    they are read through the package's front door, which imports it at once
+    (as ``logging`` reads ``multiprocessing``'s names for ``processName``).
+    """
+    current_process = getattr(sys.modules.get("proctor"), "current_process", None)
+    if current_process is None:  # pragma: no cover - proctor is always imported first
+        return f"pid {os.getpid()}"
+    return current_process().name
+
+
+def _holder_name() -> str:
+    """How the stdlib's reprs name the calling thread as a lock's holder."""
+    name = _process_name()
+    thread = threading.current_thread().name
+    return name if thread == "MainThread" else f"{name}|{thread}"
+
+
 def _not_shareable(obj: object) -> None:
     if not _reduction.is_spawning():
         raise _reduction.refused_outside_start(
@@ -155,7 +211,8 @@ class _OwnedLock(ClosedWhenCollected):
         def _release_save(self) -> Any: ...
         def _acquire_restore(self, state: Any) -> None: ...
 
-    def __init__(self) -> None:
+    def __init__(self, *, ctx: Any = None) -> None:
+        _check_ctx(ctx, type(self).__name__)
         self._setup(NamedSemaphore(1, 1), SharedWords(_LOCK_WORDS))
 
     def _setup(self, named: NamedSemaphore, shared: SharedWords) -> None:
@@ -315,6 +372,15 @@ class Lock(_OwnedLock):
 
     Behaves as ``multiprocessing.Lock``: any process or thread may release it.
 
+    Args:
+        ctx: keyword-only, as for ``multiprocessing.synchronize.Lock(ctx=...)``:
+            ``None`` or any proctor context (the lock works under every start
+            method, so the context is not kept).
+
+    Raises:
+        TypeError: ``ctx`` is not ``None`` or a proctor context (a
+            ``multiprocessing`` context, say).
+
     Note:
         If the process holding the lock dies (even by SIGKILL), the next
         ``acquire()`` -- here or in any other process -- succeeds within about
@@ -383,7 +449,30 @@ class Lock(_OwnedLock):
         self.acquire()
 
     def __repr__(self) -> str:
-        return f"<proctor.Lock {self._owner_text()}>"
+        # multiprocessing's form: owner=None, =MainProcess (the calling thread holds
+        # it; "|<thread>" if that is not the main thread), =SomeOtherThread,
+        # =SomeOtherProcess. (The holder's pid is in error messages.)
+        name = type(self).__name__
+        if self._shared.closed:
+            return f"<{name}(closed)>"
+        owner = self._w[0]
+        try:
+            if owner == _ident:
+                # The semaphore's own counters (per process) tell which thread took
+                # it last. A lock taken over from a dead holder was not taken
+                # through them: then all that is known is that this process holds it.
+                sem = self._named.sem
+                if sem._is_mine() or sem._count() <= 0:
+                    holder = _holder_name()
+                else:
+                    holder = "SomeOtherThread"
+            elif owner > 0 or self._named.sem._is_zero():
+                holder = "SomeOtherProcess"
+            else:
+                holder = "None"
+        except (ValueError, OSError, NotImplementedError):
+            holder = "unknown"
+        return f"<{name}(owner={holder})>"
 
 
 class RLock(_OwnedLock):
@@ -391,6 +480,12 @@ class RLock(_OwnedLock):
 
     Behaves as ``multiprocessing.RLock``: the thread that acquired it may acquire
     it again, and must release it as many times.
+
+    Args:
+        ctx: keyword-only; ``None`` or any proctor context, as for :class:`Lock`.
+
+    Raises:
+        TypeError: ``ctx`` is not ``None`` or a proctor context.
 
     Note:
         A dead holder is replaced as for :class:`Lock`; the new holder starts
@@ -481,7 +576,20 @@ class RLock(_OwnedLock):
         self._depth = depth
 
     def __repr__(self) -> str:
-        text = self._owner_text()
-        if self._w.__class__ is not _ClosedWords and self._is_owned():
-            text += f", depth {self._depth}"
-        return f"<proctor.RLock {text}>"
+        # multiprocessing's form: (holder, depth), with the holder named as for Lock.
+        name = type(self).__name__
+        if self._shared.closed:
+            return f"<{name}(closed)>"
+        owner = self._w[0]
+        try:
+            if owner == _ident and self._tid == _get_ident():
+                holder, depth = _holder_name(), str(self._depth)
+            elif owner == _ident:
+                holder, depth = "SomeOtherThread", "nonzero"
+            elif owner > 0 or self._named.sem._is_zero():
+                holder, depth = "SomeOtherProcess", "nonzero"
+            else:
+                holder, depth = "None", "0"
+        except (ValueError, OSError, NotImplementedError):
+            holder, depth = "unknown", "unknown"
+        return f"<{name}({holder}, {depth})>"

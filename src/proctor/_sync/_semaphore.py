@@ -15,7 +15,7 @@ from typing import Any
 from .._core._closing import ClosedWhenCollected
 from .._core._wait import POSTED, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
-from ._lock import _check_timeout, _closed_call, _deadline, _not_shareable
+from ._lock import _check_ctx, _check_timeout, _closed_call, _deadline, _not_shareable
 
 __all__ = ("BoundedSemaphore", "Semaphore")
 
@@ -25,9 +25,12 @@ class Semaphore(ClosedWhenCollected):
 
     Args:
         value: the initial count; must be >= 0.
+        ctx: keyword-only; ``None`` or any proctor context, as for ``Lock``
+            (accepted for ``multiprocessing.synchronize.Semaphore(value, ctx=...)``).
 
     Raises:
-        TypeError: ``value`` is not an int.
+        TypeError: ``value`` is not an int, or ``ctx`` is not ``None`` or a
+            proctor context.
         ValueError: ``value`` is negative or too large for the OS.
 
     Note:
@@ -40,7 +43,8 @@ class Semaphore(ClosedWhenCollected):
 
     _BOUNDED = False
 
-    def __init__(self, value: int = 1) -> None:
+    def __init__(self, value: int = 1, *, ctx: Any = None) -> None:
+        _check_ctx(ctx, type(self).__name__)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(
                 f"{type(self).__name__} value must be an int, not {type(value).__name__} "
@@ -109,11 +113,16 @@ class Semaphore(ClosedWhenCollected):
         return (_rebuild_semaphore, (type(self), self._named))
 
     def __repr__(self) -> str:
+        # multiprocessing's form: <Semaphore(value=2)>, <BoundedSemaphore(value=2,
+        # maxvalue=3)>; the value is "unknown" where the OS cannot tell it (macOS).
+        name = type(self).__name__
+        if self._acquire is _closed_call:
+            return f"<{name}(closed)>"
         try:
             value = str(self.get_value())
         except (ValueError, OSError, NotImplementedError):
             value = "unknown"
-        return f"<proctor.{type(self).__name__} value={value}{self._bound_text()}>"
+        return f"<{name}(value={value}{self._bound_text()})>"
 
     def _bound_text(self) -> str:
         return ""
@@ -145,7 +154,7 @@ class BoundedSemaphore(Semaphore):
             ) from None
 
     def _bound_text(self) -> str:
-        return f" bound={self._named.maxvalue}"
+        return f", maxvalue={self._named.maxvalue}"
 
 
 def _rebuild_semaphore(cls: type[Semaphore], named: NamedSemaphore) -> Semaphore:
