@@ -47,10 +47,11 @@ import sys
 import threading
 import time
 
+from .._core import _runtime
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable
     from typing import Any
 
 __all__ = (
@@ -160,22 +161,18 @@ _child_socket: socket.socket | None = None
 _child_handler: Any = None
 
 
-def install_in_child(
-    config: dict[str, Any], sock: socket.socket, process_name: Callable[[], str]
-) -> None:
+def install_in_child(config: dict[str, Any], sock: socket.socket) -> None:
     """Make this (new child) process send its log records to the parent over ``sock``.
 
     Args:
         config: the parent's logging configuration (:func:`capture_config`).
         sock: the child's end of its log channel.
-        process_name: returns the name of this process (its records carry it).
     """
     import logging
 
     from . import _logger as _logging
 
-    global _child_socket, _process_name
-    _process_name = process_name
+    global _child_socket
     if config["proctor_logger"]:
         _logging.get_logger()
     global _child_handler
@@ -205,7 +202,7 @@ def install_in_child(
     def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous_factory(*args, **kwargs)
         # logging asks multiprocessing for the process name; proctor answers.
-        record.processName = process_name()
+        record.processName = _runtime.process_name()
         return record
 
     logging.setLogRecordFactory(record_factory)
@@ -290,7 +287,7 @@ def _handler_class() -> Any:
                             f"proctor dropped {self.dropped} log record(s) of this process: "
                             "the parent's log handlers could not keep up"
                         ),
-                        "processName": _process_name(),
+                        "processName": _runtime.process_name(),
                         "process": os.getpid(),
                     }
                 )
@@ -298,14 +295,6 @@ def _handler_class() -> Any:
 
         _handler_cls = _ForwardingHandler
     return _handler_cls
-
-
-def _main_process_name() -> str:
-    return "MainProcess"
-
-
-# The name records carry: this process's (install_in_child sets who tells it).
-_process_name: Callable[[], str] = _main_process_name
 
 
 def flush_child() -> None:

@@ -150,8 +150,7 @@ def run_forked(
         if log is not None:
             from .._logging._forwarding import install_in_child
 
-            config, log_socket = log
-            install_in_child(config, log_socket, process_name=_current_name)
+            install_in_child(*log)
         exitcode = _run_and_report(process, channel, forked=True)
     finally:
         os._exit(exitcode)
@@ -189,7 +188,7 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int
                 from .._logging._forwarding import install_in_child
 
                 log_socket = socket.socket(fileno=take_fd(prep["log"]["fd_token"]))
-                install_in_child(prep["log"]["config"], log_socket, process_name=_current_name)
+                install_in_child(prep["log"]["config"], log_socket)
             state.unpickling_payload = True
             try:
                 process = _serialization.loads(payload)
@@ -286,10 +285,6 @@ def run_process(process: Any) -> tuple[int, bytes]:
         _logger.info("process exiting with exitcode %d", exitcode)
         flush_std_streams()
     return exitcode, _outcome.encode(message)
-
-
-def _current_name() -> str:
-    return str(state.current.name)
 
 
 def _send_outcome(channel: socket.socket, outcome: bytes) -> None:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from .._core import _finalize
+from .._core import _finalize, _runtime
 from .._core._system import pid_alive
 from .._logging import _logger
 
@@ -170,6 +170,8 @@ class ProcessState:
 
 
 state = ProcessState()
+# Lock reprs and forwarded log records (lower layers) name this process through _runtime.
+_runtime.set_process_name(lambda: str(state.current.name))
 
 
 def check_not_importing_payload() -> None:

@@ -40,13 +40,12 @@ import fcntl
 import itertools
 import os
 import secrets
-import sys
 import threading
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from .._core import _reduction, _sharedwords
+from .._core import _reduction, _runtime, _sharedwords
 from .._core._closing import ClosedWhenCollected
 from .._core._errors import OwnerDiedWarning
 from .._core._sharedwords import SharedWords, pid_of
@@ -156,22 +155,9 @@ def _check_ctx(ctx: object, what: str) -> None:
     )
 
 
-def _process_name() -> str:
-    """This process's name (``MainProcess``, ``Process-1``...), for the reprs.
-
-    Process names belong to ``_start``, beside this package in the layers, so
-    they are read through the package's front door, which imports it at once
-    (as ``logging`` reads ``multiprocessing``'s names for ``processName``).
-    """
-    current_process = getattr(sys.modules.get("proctor"), "current_process", None)
-    if current_process is None:  # pragma: no cover - proctor is always imported first
-        return f"pid {os.getpid()}"
-    return current_process().name
-
-
 def _holder_name() -> str:
     """How the stdlib's reprs name the calling thread as a lock's holder."""
-    name = _process_name()
+    name = _runtime.process_name()
     thread = threading.current_thread().name
     return name if thread == "MainThread" else f"{name}|{thread}"
 
