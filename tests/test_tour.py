@@ -40,3 +40,24 @@ def test_cli_help_and_info():
         [sys.executable, "-m", "proctor", "info"], capture_output=True, text=True, timeout=60
     )
     assert info.returncode == 0 and "start methods" in info.stdout
+
+
+def test_bench_markdown_table_is_dated_and_has_every_row():
+    from proctor._cli._bench import markdown_table
+
+    rows = [
+        {"benchmark": "a", "proctor": 2.0, "multiprocessing": 1.0, "unit": "op/s", "ratio": 2.0},
+        {
+            "benchmark": "b",
+            "proctor": 1.0,
+            "multiprocessing": 3.0,
+            "unit": "ms",
+            "ratio": 3.0,
+            "note": "n",
+        },
+    ]
+    text = markdown_table(rows, quick=True)
+    lines = text.splitlines()
+    assert lines[0].startswith("Measured by `python -m proctor bench --quick` on 20")
+    assert "| a | 2 | 1 | op/s | 2.00x |  |" in lines
+    assert "| b | 1 | 3 | ms | 3.00x | n |" in lines

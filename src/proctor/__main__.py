@@ -38,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
         "side by side in one run) and print a table of ratios.",
     )
     bench.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes")
-    bench.add_argument("names", nargs="*", help="only these benchmarks (e.g. process pipe)")
+    bench.add_argument(
+        "--markdown", metavar="FILE", help="also write the results, dated, as a Markdown table"
+    )
+    bench.add_argument("names", nargs="*", help="only these benchmarks (e.g. process queue)")
     commands.add_parser("info", help="show the start methods and platform details")
     return parser
 
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from ._cli._bench import run_benchmarks
 
-        return run_benchmarks(args.names, quick=args.quick)
+        return run_benchmarks(args.names, quick=args.quick, markdown=args.markdown)
     if args.command == "info":
         from . import __version__, get_all_start_methods
 

@@ -24,9 +24,17 @@ def benchmarks_dir() -> Path:
     raise FileNotFoundError("the benchmarks were not found; reinstall proctor")
 
 
-def run_benchmarks(names: list[str], *, quick: bool, out=None) -> int:
-    """Run the selected benchmarks (all when ``names`` is empty); return an exit status."""
+def run_benchmarks(names: list[str], *, quick: bool, out=None, markdown: str | None = None) -> int:
+    """Run the selected benchmarks (all when ``names`` is empty); return an exit status.
+
+    Args:
+        names: benchmark names (``queue``, ``process``...); empty for all.
+        quick: fewer repetitions and smaller sizes.
+        out: where the table goes (stdout by default).
+        markdown: also write the results, dated, as a Markdown table to this file.
+    """
     out = out or sys.stdout
+    measured: list[dict] = []
     directory = benchmarks_dir()
     sys.path.insert(0, str(directory))
     modules = sorted(directory.glob("bench_*.py"))
@@ -63,4 +71,33 @@ def run_benchmarks(names: list[str], *, quick: bool, out=None) -> int:
                 file=out,
                 flush=True,
             )
+        measured.extend(rows)
+    if markdown:
+        Path(markdown).write_text(markdown_table(measured, quick=quick), encoding="utf-8")
     return 1 if failures else 0
+
+
+def markdown_table(rows: list[dict], *, quick: bool) -> str:
+    """The rows as a dated Markdown table, with the machine they were measured on."""
+    import datetime
+    import os
+    import platform
+
+    when = datetime.date.today().isoformat()
+    machine = (
+        f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    lines = [
+        f"Measured by `python -m proctor bench{' --quick' if quick else ''}` on {when} "
+        f"({machine}); ratio above 1: proctor is better.",
+        "",
+        "| benchmark | proctor | multiprocessing | unit | ratio | note |",
+        "|---|---:|---:|---|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['benchmark']} | {r['proctor']:.4g} | {r['multiprocessing']:.4g} | "
+            f"{r['unit']} | {r['ratio']:.2f}x | {r.get('note', '')} |"
+        )
+    return "\n".join(lines) + "\n"
