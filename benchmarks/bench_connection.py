@@ -26,7 +26,7 @@ import time
 
 from _common import interleaved, row
 
-from proctor._connections import _connection
+from proctor.connection import Pipe
 
 TRIPLE = (1, "two", 3.0)
 MIB = 1024 * 1024
@@ -240,14 +240,14 @@ def run(quick: bool) -> list[dict]:
         lat = interleaved(
             {
                 "raw": lambda: _rt_raw(trips),
-                "proctor": lambda: _rt_pipe(_connection.Pipe, trips),
+                "proctor": lambda: _rt_pipe(Pipe, trips),
                 "multiprocessing": lambda: _rt_pipe(multiprocessing.Pipe, trips),
             },
             repeats,
         )
         medium = interleaved(
             {
-                "proctor": lambda: _rt_bytes(_connection.Pipe, trips // 4),
+                "proctor": lambda: _rt_bytes(Pipe, trips // 4),
                 "multiprocessing": lambda: _rt_bytes(multiprocessing.Pipe, trips // 4),
             },
             repeats,
@@ -258,7 +258,7 @@ def run(quick: bool) -> list[dict]:
     tp = interleaved(
         {
             "raw": lambda: _tp_raw(count),
-            "proctor": lambda: _tp_pipe(_connection.Pipe, count),
+            "proctor": lambda: _tp_pipe(Pipe, count),
             "multiprocessing": lambda: _tp_pipe(multiprocessing.Pipe, count),
         },
         repeats,

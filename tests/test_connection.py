@@ -18,11 +18,12 @@ import pytest
 
 from helpers import wait_until
 from proctor import AuthenticationError, BufferTooShort, ProcessTimeoutError
-from proctor._connections import _connection, _sendlock
+from proctor._connections import _connection, _frames, _receiving, _sending, _sendlock
+from proctor._core._wire import MAX_FDS
 from proctor.connection import Client, Connection, Listener, Pipe, ProtocolError, wait
 
 TRIPLE = (1, "two", 3.0)
-TAG_BITS = _connection._TAG_BITS
+TAG_BITS = _frames.TAG_BITS
 
 
 def frame_header(length: int, tag_bits: int = TAG_BITS) -> bytes:
@@ -38,8 +39,8 @@ def raw_write(conn, data: bytes) -> None:
 def socket_pair():
     """Two Connections over one socket pair: the transport Listener/Client use."""
     a, b = socket.socketpair()
-    _connection._configure(a)
-    _connection._configure(b)
+    _connection.configure_socket(a)
+    _connection.configure_socket(b)
     return Connection(a), Connection(b)
 
 
@@ -95,13 +96,13 @@ def send_partial_frame_then_die(conn):
 
 def side_frame_header(length: int, frame_id: int, tag_bits: int) -> bytes:
     """What goes on the pipe for a frame whose body is on the side socket."""
-    return frame_header(length, tag_bits) + _connection._FRAME_ID.pack(frame_id)
+    return frame_header(length, tag_bits) + _frames.FRAME_ID.pack(frame_id)
 
 
 def send_partial_socket_body_then_die(conn):
     # A big frame: header on the pipe, then only part of the body on the socket.
-    raw_write(conn, side_frame_header(1 << 20, 7, _connection._TAG_SOCKET_BITS))
-    conn._sock.sendall(_connection._SIDE.pack(7, 0, 0) + b"x" * 1000)
+    raw_write(conn, side_frame_header(1 << 20, 7, _frames.TAG_SOCKET_BITS))
+    conn._sock.sendall(_frames.SIDE.pack(7, 0, 0) + b"x" * 1000)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -171,9 +172,9 @@ def test_big_messages_cross_in_both_apis(pipe):
 
 
 def test_bodies_past_the_preallocation_limit_are_received_in_chunks(pipe, monkeypatch):
-    monkeypatch.setattr(_connection, "_PREALLOCATE_LIMIT", 1000)
-    monkeypatch.setattr(_connection, "_GROW_CHUNK", 333)
-    monkeypatch.setattr(_connection, "_ATOMIC_BODY", 100)
+    monkeypatch.setattr(_receiving, "PREALLOCATE_LIMIT", 1000)
+    monkeypatch.setattr(_receiving, "GROW_CHUNK", 333)
+    monkeypatch.setattr(_sending, "ATOMIC_BODY", 100)
     a, b = pipe
     payload = os.urandom(100_000)
     a.send_bytes(payload)
@@ -435,8 +436,8 @@ def test_absurd_length_is_refused_without_allocating(pipe):
 
 
 def test_lying_header_never_allocates_what_it_claims(pipe, monkeypatch):
-    monkeypatch.setattr(_connection, "_PREALLOCATE_LIMIT", 1 << 16)
-    monkeypatch.setattr(_connection, "_GROW_CHUNK", 1 << 16)
+    monkeypatch.setattr(_receiving, "PREALLOCATE_LIMIT", 1 << 16)
+    monkeypatch.setattr(_receiving, "GROW_CHUNK", 1 << 16)
     a, b = pipe
     raw_write(a, frame_header(512 << 20) + b"only this")
     a.close()
@@ -994,7 +995,7 @@ def test_recv_bytes_of_an_object_sent_with_memfds_is_its_pickle():
 
 def test_more_buffers_than_one_message_can_carry_go_in_band():
     a, b = Pipe()
-    many = [bytearray(bytes([i % 256])) * 70_000 for i in range(_connection.MAX_FDS + 5)]
+    many = [bytearray(bytes([i % 256])) * 70_000 for i in range(MAX_FDS + 5)]
     sender = threading.Thread(target=a.send, args=(many,))  # 18 MB: more than the buffers
     sender.start()
     got = b.recv(timeout=30)
@@ -1008,7 +1009,7 @@ def test_more_buffers_than_one_message_can_carry_go_in_band():
 def test_a_peer_gone_before_its_memfds_gives_eof():
     a, b = Pipe()
     # The header of a memfd frame, then nothing: the sender died after it.
-    raw_write(a, side_frame_header(100, 1, _connection._TAG_MEMFD_BITS))
+    raw_write(a, side_frame_header(100, 1, _frames.TAG_MEMFD_BITS))
     a.close()
     with pytest.raises(EOFError, match="mid-message"):
         b.recv(timeout=30)
@@ -1017,9 +1018,9 @@ def test_a_peer_gone_before_its_memfds_gives_eof():
 
 def test_a_memfd_count_that_does_not_match_is_a_protocol_error():
     a, b = Pipe()
-    raw_write(a, side_frame_header(5, 1, _connection._TAG_MEMFD_BITS))
+    raw_write(a, side_frame_header(5, 1, _frames.TAG_MEMFD_BITS))
     # A side message that announces 3 memfds and brings none.
-    a._sock.sendall(_connection._SIDE.pack(1, 3, 0) + b"12345" + _connection._TRAILER.pack(1))
+    a._sock.sendall(_frames.SIDE.pack(1, 3, 0) + b"12345" + _frames.TRAILER.pack(1))
     with pytest.raises(ProtocolError, match="announced 3 memfds"):
         b.recv(timeout=30)
     a.close()
