@@ -8,16 +8,17 @@ business of its two halves, which this class puts together::
       │                                    ▲
       ▼                                    │
     FrameSender (_sending)               FrameReceiver (_receiving)
-      pipe write / side socket /           read-ahead, header checks,
-      socket, under the send lock          side messages, memfds
+      pipe write / datagram / stream       read-ahead, header checks,
+      (under the send lock) / socket       datagrams, side messages, memfds
       ▼                                    ▲
       └──────── the frame format (_frames) ┘
 
-A ``Pipe()`` end (see ``_pipe``) has a socket and a pipe per direction; a
-``Listener``/``Client`` end has only its socket, which carries everything. An
-end can be handed to a child process as an argument of ``Process``; its
-descriptors, its send lock's file where it has one, and the bytes it has read
-ahead travel with it (``__reduce__`` / ``_rebuild_connection``).
+A ``Pipe()`` end (see ``_pipe``) has a pipe per direction, a datagram socket
+and a stream socket; a ``Listener``/``Client`` end has only its socket, which
+carries everything. An end can be handed to a child process as an argument of
+``Process``; its descriptors, its send lock's file where it has one, the bytes it
+has read ahead and the datagrams it stashed travel with it (``__reduce__`` /
+``_rebuild_connection``).
 """
 
 from __future__ import annotations
@@ -37,33 +38,43 @@ from .._core._timeout import wait_readable as _poll_fd
 from .._core._wire import MAX_FDS
 from . import _sendlock
 from ._frames import (
+    DATAGRAM_BODY_LIMIT,
+    FRAME_ID,
     HEADER,
     HEADER_SIZE,
+    ID_SIZE,
+    LENGTH_MASK,
     ON_CHANNEL,
     ON_SOCKET,
     PICKLE_PROTOCOL,
     SCALARS,
     TAG_BITS,
+    TAG_DGRAM,
+    TAG_SHIFT,
     check_maxlength,
     pickle_fallback,
     pickle_for_send,
     pickle_in_band,
 )
 from ._receiving import READ_AHEAD, FrameReceiver
-from ._sending import MSG_NOSIGNAL, FrameSender, send_deadline
+from ._sending import ATOMIC_BODY, MSG_NOSIGNAL, FrameSender, send_deadline
 from ._sendlock import SendLock, new_lock_file
 
-__all__ = ("Connection", "configure_socket")
+__all__ = ("Connection", "configure_socket", "datagram_limit")
 
 # Kernel socket buffers: large enough that a 1 MiB message crosses in a few
 # wake-ups (the kernel caps this at net.core.wmem_max / rmem_max).
 _SOCKET_BUFFER = 1024 * 1024
+# What the kernel keeps of a socket's send buffer for itself (Linux refuses a
+# datagram longer than the buffer less 32 bytes); a little more, to be safe.
+_DATAGRAM_OVERHEAD = 1024
 # macOS has no MSG_NOSIGNAL; the per-socket option does the same job.
 _SO_NOSIGPIPE = getattr(socket, "SO_NOSIGPIPE", 0x1022 if sys.platform == "darwin" else None)
 
 _dumps = pickle.dumps
 _loads = pickle.loads
 _unpack_from = HEADER.unpack_from
+_id_unpack_from = FRAME_ID.unpack_from
 
 
 def configure_socket(sock: socket.socket) -> None:
@@ -79,6 +90,19 @@ def configure_socket(sock: socket.socket) -> None:
                 sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
         except OSError:
             pass  # a smaller buffer is slower, not wrong
+
+
+def datagram_limit(dsock: socket.socket) -> int:
+    """The largest body this end sends in one datagram on ``dsock`` (0: none).
+
+    The kernel refuses a datagram that its socket's send buffer could not hold.
+    """
+    try:
+        room = dsock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - _DATAGRAM_OVERHEAD
+    except OSError:
+        return 0
+    limit = min(DATAGRAM_BODY_LIMIT, room - FRAME_ID.size)
+    return limit if limit > ATOMIC_BODY else 0
 
 
 def _check_timeout(timeout: float | None) -> float | None:
@@ -162,6 +186,12 @@ class Connection(FrameSender, FrameReceiver):
         self._wfd = -1
         self._pipe_file = None
         self._readinto = sock.recv_into
+        # Mid-size bodies: a datagram socket (see Pipe()), none here.
+        self._dsock = None
+        self._dgram_limit = 0
+        self._dbuf = None
+        self._dview = None
+        self._stash = None
         # Whole messages from every thread and process (see _sendlock): locks
         # byte 0 of this end's socket, or of a lock file where sockets cannot
         # be locked.
@@ -177,18 +207,29 @@ class Connection(FrameSender, FrameReceiver):
 
     @classmethod
     def _with_pipes(
-        cls, sock: socket.socket, rfd: int, wfd: int, readable: bool = True, writable: bool = True
+        cls,
+        sock: socket.socket,
+        rfd: int,
+        wfd: int,
+        readable: bool = True,
+        writable: bool = True,
+        dsock: socket.socket | None = None,
     ) -> Connection:
-        """A connection whose frames travel on pipes, big bodies on ``sock``.
+        """A connection whose frames travel on pipes, bodies on ``dsock`` or ``sock``.
 
         A pipe wakes its reader in about half the time a Unix socket does, so
-        small messages are much faster on pipes; a socket moves big bodies with
+        small messages are much faster on pipes; a datagram socket carries a
+        mid-size body whole, with no lock; a stream socket moves big bodies with
         fewer copies and one ``MSG_WAITALL`` read. The frame header always goes
         on the pipe, which keeps messages in order.
         """
         conn = cls(sock, readable, writable)
         conn._rfd = rfd
         conn._wfd = wfd
+        if dsock is not None:
+            conn._dsock = dsock
+            if wfd >= 0:
+                conn._dgram_limit = datagram_limit(dsock)
         if rfd >= 0:
             conn._pipe_file = io.FileIO(rfd, "rb", closefd=False)
             conn._readinto = conn._pipe_file.readinto
@@ -239,6 +280,12 @@ class Connection(FrameSender, FrameReceiver):
             if fd >= 0:
                 os.close(fd)
         self._rfd = self._wfd = -1
+        if self._dsock is not None:
+            self._dsock.close()
+            self._dsock = None
+        self._dgram_limit = 0
+        self._dbuf = self._dview = None
+        self._stash = None
         self._send_lock.close()
 
     def __enter__(self) -> Connection:
@@ -280,8 +327,12 @@ class Connection(FrameSender, FrameReceiver):
         wtoken = _reduction.fd_token(self._wfd, "Connection") if self._wfd >= 0 else -1
         lock = self._send_lock
         ltoken = _reduction.fd_token(lock.fd, "Connection") if lock.owns_fd else -1
-        # Bytes already read ahead belong to the next messages: they travel too.
+        dsock = self._dsock
+        dtoken = _reduction.fd_token(dsock.fileno(), "Connection") if dsock is not None else -1
+        # Bytes already read ahead belong to the next messages, and so do the
+        # datagrams whose headers are still to come: they travel too.
         pending = bytes(self._rview[self._rpos : self._rend])
+        stash = dict(self._stash) if self._stash else None
         return _rebuild_connection, (
             token,
             self._readable,
@@ -290,6 +341,8 @@ class Connection(FrameSender, FrameReceiver):
             rtoken,
             wtoken,
             ltoken,
+            dtoken,
+            stash,
         )
 
     # -- errors --------------------------------------------------------------------
@@ -413,8 +466,13 @@ class Connection(FrameSender, FrameReceiver):
             BrokenPipeError: the other end is closed or its process died.
             OSError: this end is closed or read-only.
         """
-        self._check_writable()
+        if not self._can_send:
+            self._check_writable()
         deadline = None if timeout is None else send_deadline(timeout)
+        if size is None and offset.__class__ is int and not offset:
+            # The whole buffer: nothing to check (bytes are bytes already).
+            self._send_frame(buf if buf.__class__ is bytes else _byte_view(buf), deadline)
+            return
         view = _byte_view(buf)
         total = view.nbytes
         if isinstance(offset, bool) or not isinstance(offset, int):
@@ -472,10 +530,18 @@ class Connection(FrameSender, FrameReceiver):
         if start <= end:
             # One chained comparison checks the tag and the length at once: a
             # wrong tag makes the length negative or beyond 2**48.
-            stop = start - TAG_BITS + _unpack_from(self._rbuf, pos)[0]
+            word = _unpack_from(self._rbuf, pos)[0]
+            stop = start - TAG_BITS + word
             if start <= stop <= end:
                 self._rpos = stop
                 return _loads(self._rview[start:stop])
+            if word >> TAG_SHIFT == TAG_DGRAM and start + ID_SIZE <= end and self._dsock:
+                # A mid-size message: its body is a datagram, already here.
+                self._rpos = start + ID_SIZE
+                body = self._take_datagram(_id_unpack_from(self._rbuf, start)[0])
+                if len(body) != word & LENGTH_MASK:
+                    raise self._datagram_size_error(len(body), word & LENGTH_MASK)
+                return _loads(body)
         # Rare: a frame split across reads, a big frame, or a bad header.
         self._rpos = pos
         n, where, frame_id = self._read_header(None)
@@ -498,11 +564,41 @@ class Connection(FrameSender, FrameReceiver):
             ProcessTimeoutError: no message started within ``timeout``.
             OSError: this end is closed or write-only.
         """
-        maxlength = check_maxlength(maxlength)
-        self._check_readable()
-        if timeout is not None:
-            self._wait_readable(timeout)
-        self._read_ahead()
+        if maxlength is not None:
+            maxlength = check_maxlength(maxlength)
+        if not self._can_recv or timeout is not None:
+            self._check_readable()
+            if timeout is not None:
+                self._wait_readable(timeout)
+        pos = self._rpos
+        end = self._rend
+        if pos == end and self._rfd >= 0:
+            # As in recv(). (On a socket connection a big body is received
+            # straight into the bytes object returned: no read-ahead there.)
+            try:
+                end = self._readinto(self._rview)
+            except ConnectionResetError as exc:
+                raise EOFError("the other end of the connection was closed") from exc
+            if not end:
+                raise EOFError("the other end of the connection was closed")
+            pos = 0
+            self._rend = end
+        start = pos + HEADER_SIZE
+        if start <= end:
+            word = _unpack_from(self._rbuf, pos)[0]
+            n = word & LENGTH_MASK
+            if maxlength is None or n <= maxlength:
+                stop = start - TAG_BITS + word
+                if start <= stop <= end:
+                    self._rpos = stop
+                    return bytes(self._rview[start:stop])
+                if word >> TAG_SHIFT == TAG_DGRAM and start + ID_SIZE <= end and self._dsock:
+                    self._rpos = start + ID_SIZE
+                    dbody = self._take_datagram(_id_unpack_from(self._rbuf, start)[0])
+                    if len(dbody) != n:
+                        raise self._datagram_size_error(len(dbody), n)
+                    return bytes(dbody)
+        self._rpos = pos
         body = self._read_frame(maxlength, want_bytes=True)
         return body if type(body) is bytes else bytes(body)
 
@@ -606,12 +702,15 @@ def _rebuild_connection(
     rtoken: int = -1,
     wtoken: int = -1,
     ltoken: int = -1,
+    dtoken: int = -1,
+    stash: dict[int, bytes] | None = None,
 ) -> Connection:
     sock = socket.socket(fileno=_reduction.take_fd(token))
     rfd = _reduction.take_fd(rtoken) if rtoken >= 0 else -1
     wfd = _reduction.take_fd(wtoken) if wtoken >= 0 else -1
+    dsock = socket.socket(fileno=_reduction.take_fd(dtoken)) if dtoken >= 0 else None
     if rfd >= 0 or wfd >= 0:
-        conn = Connection._with_pipes(sock, rfd, wfd, readable, writable)
+        conn = Connection._with_pipes(sock, rfd, wfd, readable, writable, dsock)
     else:
         conn = Connection(sock, readable, writable)
     if ltoken >= 0:
@@ -621,4 +720,6 @@ def _rebuild_connection(
     if pending:
         conn._rbuf[: len(pending)] = pending
         conn._rend = len(pending)
+    if stash:
+        conn._stash = stash
     return conn

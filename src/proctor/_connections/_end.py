@@ -25,6 +25,10 @@ class EndState:
         "_can_recv",
         "_can_send",
         "_closed",
+        "_dbuf",
+        "_dgram_limit",
+        "_dsock",
+        "_dview",
         "_fd",
         "_pipe_file",
         "_rbuf",
@@ -39,12 +43,23 @@ class EndState:
         "_send_lock",
         "_sendall",
         "_sock",
+        "_stash",
         "_wfd",
         "_writable",
     )
 
-    # The socket: a Listener/Client connection's only channel, a Pipe() end's side socket.
+    # The socket: a Listener/Client connection's only channel, a Pipe() end's
+    # stream socket (bodies too big for a datagram).
     _sock: socket.socket
+    # Pipe() ends where the platform has them: a SOCK_SEQPACKET socket for bodies
+    # of up to _dgram_limit bytes (else None and 0). Received datagrams land in
+    # _dbuf (allocated on first use); those whose header is still to come wait in
+    # _stash, by frame id (None while empty).
+    _dsock: socket.socket | None
+    _dgram_limit: int
+    _dbuf: bytearray | None
+    _dview: memoryview | None
+    _stash: dict[int, bytes] | None
     # Pipe() ends: the read end of the incoming pipe and the write end of the
     # outgoing one (-1 where there is none); frames travel there, not on _sock.
     _rfd: int

@@ -6,21 +6,29 @@ caught at the first header; the low 48 bits are the body's length::
 
     frame channel (a Pipe() end's pipe, or a Listener/Client socket)
     ┌────────┬──────────────┐
-    │ tag 16 │ length 48    │ body                        "PR": the body follows here
+    │ tag 16 │ length 48    │ body                   "PR": the body follows here
     ├────────┼──────────────┼────────────┐
-    │ tag 16 │ length 48    │ frame id 64│                "PS" "PF" "PM" "PG": the body
-    └────────┴──────────────┴────────────┘                is a side message (Pipe() only)
+    │ tag 16 │ length 48    │ frame id 64│           any other tag: the body is a side
+    └────────┴──────────────┴────────────┘           message (Pipe() ends only)
 
-    side socket (Pipe() only), one side message per such frame
+    "PD": one datagram on the datagram socket
+    ┌──────────┐
+    │ frame id │ body
+    └──────────┘
+
+    "PS" "PF" "PM" "PG": a side message on the stream socket, `count` memfds attached
     ┌──────────┬───────┬───────┐
-    │ frame id │ count │ flags │ body │ frame id          inline body ("PS", "PF"),
-    └──────────┴───────┴───────┘                          with `count` memfds attached
-    │ frame id │ count │ flags │                          body in the first memfd
-                                                          (flags: BODY_IN_FD; "PM", "PG")
+    │ frame id │ count │ flags │ body │ frame id       inline body ("PS", "PF")
+    └──────────┴───────┴───────┘
+    │ frame id │ count │ flags │                       body in the first memfd
+                                                       (flags: BODY_IN_FD; "PM" "PG")
 
 "PF" and "PG" bodies are pickles whose large out-of-band buffers come as the
-memfds of the side message. The frame id ties a side message to its header and,
-repeated after an inline body, proves that the whole body came from one sender.
+memfds of the side message. The frame id ties a side message to its header. A
+datagram arrives whole or not at all, but not necessarily in the order of the
+headers when several processes send at once: the reader matches it by its id.
+On the stream the id, repeated after an inline body, proves that the whole body
+came from one sender.
 
 Also here: the limits a header is checked against, and how an object becomes a
 body (pickle first, by value when plain pickle cannot, large buffers out of band).
@@ -37,9 +45,13 @@ from .._core._serialization import OOB_THRESHOLD, dumps_oob
 
 __all__ = (
     "BODY_IN_FD",
+    "DATAGRAM_BODY_LIMIT",
+    "DATAGRAM_SIZE",
     "FRAME_ID",
     "HEADER",
     "HEADER_SIZE",
+    "ID_SIZE",
+    "IN_DATAGRAM",
     "LENGTH_MASK",
     "ON_CHANNEL",
     "ON_SOCKET",
@@ -50,6 +62,7 @@ __all__ = (
     "SIDE_TAGS",
     "TAG",
     "TAG_BITS",
+    "TAG_DGRAM_BITS",
     "TAG_MEMFD_BITS",
     "TAG_MEMFD_FD_BITS",
     "TAG_SHIFT",
@@ -89,26 +102,39 @@ TAG_SOCKET_FD = 0x504D
 TAG_SOCKET_FD_BITS = TAG_SOCKET_FD << TAG_SHIFT
 TAG_MEMFD_FD = 0x5047
 TAG_MEMFD_FD_BITS = TAG_MEMFD_FD << TAG_SHIFT
+# "PD": a Pipe() frame whose body is one datagram on the datagram socket (after
+# the frame id). Datagrams never carry descriptors.
+TAG_DGRAM = 0x5044
+TAG_DGRAM_BITS = TAG_DGRAM << TAG_SHIFT
 LENGTH_MASK = (1 << TAG_SHIFT) - 1
-# Where a frame's body is: on the frame channel; on the side socket; there, with
-# memfds for its large buffers; and the last two with the body in a memfd.
-ON_CHANNEL, ON_SOCKET, WITH_MEMFDS, ON_SOCKET_FD, WITH_MEMFDS_FD = 0, 1, 2, 3, 4
+# Where a frame's body is: on the frame channel; on the stream socket; there, with
+# memfds for its large buffers; the last two with the body in a memfd; in a datagram.
+ON_CHANNEL, ON_SOCKET, WITH_MEMFDS, ON_SOCKET_FD, WITH_MEMFDS_FD, IN_DATAGRAM = range(6)
 SIDE_TAGS = {
     TAG_SOCKET: ON_SOCKET,
     TAG_MEMFD: WITH_MEMFDS,
     TAG_SOCKET_FD: ON_SOCKET_FD,
     TAG_MEMFD_FD: WITH_MEMFDS_FD,
+    TAG_DGRAM: IN_DATAGRAM,
 }
 
 # -- side messages ------------------------------------------------------------------
 
 # After a side frame's header on the pipe: the frame's id, which its side message repeats.
 FRAME_ID = struct.Struct("!Q")
-# A side message: frame id, count of descriptors attached, flags (BODY_IN_FD).
+ID_SIZE = FRAME_ID.size
+# A side message on the stream socket: frame id, count of descriptors attached,
+# flags (BODY_IN_FD: the body is in the first memfd).
 SIDE = struct.Struct("<QHH")
 BODY_IN_FD = 1
-# An inline body on the side socket is followed by the frame id again.
+# An inline body on the stream socket is followed by the frame id again.
 TRAILER = FRAME_ID
+# The largest inline body of a datagram. A datagram is built by the kernel from one
+# head allocation plus page fragments: up to this size the head stays small
+# (<= 16 KiB on Linux); past it the stream socket moves bodies faster, and its
+# buffer bounds the memory a slow reader lets a sender fill.
+DATAGRAM_BODY_LIMIT = 64 * 1024
+DATAGRAM_SIZE = ID_SIZE + DATAGRAM_BODY_LIMIT
 
 
 def parts_after(parts: list[Any], done: int) -> list[Any]:

@@ -1,17 +1,19 @@
-"""``Pipe()``: two connected ``Connection`` ends, on pipes and a side socket pair.
+"""``Pipe()``: two connected ``Connection`` ends, on pipes and side socket pairs.
 
-Each end owns a socket of a pair and a pipe per direction (one pipe with
-``duplex=False``): frames go on the pipe, big bodies on the socket (see
-``_sending``)::
+Each end owns a pipe per direction (one pipe with ``duplex=False``), on which
+every frame travels (small bodies with it), and two side sockets: a datagram
+socket for mid-size bodies and a stream socket for large ones (see ``_sending``)::
 
     conn1                                           conn2
     ─────                                           ─────
     write end of pipe A (O_NONBLOCK)  ──────────▶   read end of pipe A
     read end of pipe B                ◀──────────   write end of pipe B (O_NONBLOCK)
-    socket a                          ◀═════════▶   socket b     (side messages)
+    datagram socket (SOCK_SEQPACKET)  ◀─ ─ ─ ─ ─▶   datagram socket
+    stream socket                     ◀═════════▶   stream socket
 
-With ``duplex=False`` there is one pipe, and each socket is half-closed so the
-kernel itself refuses the unused direction.
+Where ``AF_UNIX`` has no ``SOCK_SEQPACKET`` (macOS), there is no datagram socket
+and mid-size bodies take the stream socket. With ``duplex=False`` the sockets
+are half-closed, so the kernel itself refuses the unused direction.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ import socket
 from ._connection import Connection, configure_socket
 from ._sending import F_SETNOSIGPIPE
 
-__all__ = ("Pipe",)
+__all__ = ("DATAGRAMS", "Pipe")
+
+#: Whether Pipe() ends get a datagram socket for mid-size bodies (tests turn it
+#: off to exercise the path macOS takes).
+DATAGRAMS = hasattr(socket, "SOCK_SEQPACKET")
 
 
 def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
@@ -36,11 +42,15 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
     Returns:
         ``(conn1, conn2)``.
     """
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    sockets = list(socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
     fds: list[int] = []
     try:
-        configure_socket(a)
-        configure_socket(b)
+        a, b = sockets
+        da, db = _datagram_pair()
+        if da is not None and db is not None:
+            sockets += (da, db)
+        for sock in sockets:
+            configure_socket(sock)
         if duplex:
             a_to_b = os.pipe()
             fds.extend(a_to_b)
@@ -49,25 +59,37 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
             _prepare_write_end(a_to_b[1])
             _prepare_write_end(b_to_a[1])
             return (
-                Connection._with_pipes(a, b_to_a[0], a_to_b[1]),
-                Connection._with_pipes(b, a_to_b[0], b_to_a[1]),
+                Connection._with_pipes(a, b_to_a[0], a_to_b[1], dsock=da),
+                Connection._with_pipes(b, a_to_b[0], b_to_a[1], dsock=db),
             )
         # Half-close the unused directions, so the kernel itself refuses them.
-        a.shutdown(socket.SHUT_WR)
-        b.shutdown(socket.SHUT_RD)
+        for reader, writer in ((a, b), (da, db)):
+            if reader is not None and writer is not None:
+                reader.shutdown(socket.SHUT_WR)
+                writer.shutdown(socket.SHUT_RD)
         r, w = os.pipe()
         fds.extend((r, w))
         _prepare_write_end(w)
         return (
-            Connection._with_pipes(a, r, -1, writable=False),
-            Connection._with_pipes(b, -1, w, readable=False),
+            Connection._with_pipes(a, r, -1, writable=False, dsock=da),
+            Connection._with_pipes(b, -1, w, readable=False, dsock=db),
         )
     except BaseException:
-        a.close()
-        b.close()
+        for sock in sockets:
+            sock.close()
         for fd in fds:
             os.close(fd)
         raise
+
+
+def _datagram_pair() -> tuple[socket.socket | None, socket.socket | None]:
+    """A connected SOCK_SEQPACKET pair, or (None, None) where AF_UNIX has none."""
+    if not DATAGRAMS:
+        return None, None
+    try:
+        return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError:  # EPROTONOSUPPORT and friends: the portable path remains
+        return None, None
 
 
 def _prepare_write_end(fd: int) -> None:

@@ -6,20 +6,25 @@ is refused, and bodies larger than ``PREALLOCATE_LIMIT`` are received into a
 buffer that grows only as bytes arrive, so a lying header cannot make proctor
 allocate what it claims::
 
-    frame channel ──▶ read-ahead buffer (64 KiB, reused: usually a whole small
-    (pipe, socket)      frame in one system call)
+    pipe (or the  ──▶ read-ahead buffer (64 KiB, reused: usually a whole small
+    socket)             frame in one system call)
                       header: tag, length <= limits
                         "PR":  body from the read-ahead buffer, then the channel
-                        side:  frame id (same atomic write as the header), then
-    side socket   ══▶   side message: [id | fds | flags] body [id] in one
-                        recvmsg_into; both ids checked against the header's;
-                        memfds mapped (large buffers), or the body read from one
+                        other tags: the frame id (same atomic write), then
+    datagram socket ─ ─▶  "PD": datagrams up to the one with that id, never
+                          waiting (it was sent before its header); others are
+                          stashed by id until their headers come
+    stream socket ══▶     "PS" "PF" "PM" "PG": the side message, [id | fds |
+                          flags] body [id] in one recvmsg_into, both ids checked;
+                          memfds mapped (large buffers), or the body read from one
 
-A side message with another frame's id means that its sender died in the
-middle of a message on an end other live processes send on: ``ProtocolError``,
-never somebody else's bytes. End-of-file mid-message is ``EOFError``: a dead
-process's pipes and sockets are closed by the kernel, so a reader is never
-stuck on a dead sender, even mid-message after a SIGKILL.
+On the stream socket, another frame's id in a side message means that its
+sender died in the middle of a message on an end other live processes send on:
+``ProtocolError``, never somebody else's bytes. End-of-file mid-message is
+``EOFError``: a dead process's pipes and sockets are closed by the kernel, so a
+reader is never stuck on a dead sender, even mid-message after a SIGKILL. A
+datagram whose header never comes (its sender died between the two, or timed
+out) waits in the stash, undelivered, until the connection is closed.
 """
 
 from __future__ import annotations
@@ -34,9 +39,12 @@ from .._core._wire import MAX_FDS, fds_from, map_memfd
 from ._end import EndState
 from ._frames import (
     BODY_IN_FD,
+    DATAGRAM_SIZE,
     FRAME_ID,
     HEADER,
     HEADER_SIZE,
+    ID_SIZE,
+    IN_DATAGRAM,
     LENGTH_MASK,
     ON_CHANNEL,
     ON_SOCKET,
@@ -44,6 +52,7 @@ from ._frames import (
     SIDE,
     SIDE_TAGS,
     TAG,
+    TAG_DGRAM,
     TAG_SHIFT,
     TRAILER,
     WITH_MEMFDS,
@@ -72,11 +81,13 @@ GROW_CHUNK = 16 * 1024 * 1024
 # Plain ints: these flags are enums, and or-ing enums costs microseconds per call.
 _MSG_WAITALL = int(getattr(socket, "MSG_WAITALL", 0))
 _MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))
+_MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
 # Room for the most descriptors one message can bring.
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
 
 _loads = pickle.loads
 _unpack_from = HEADER.unpack_from
+_id_unpack_from = FRAME_ID.unpack_from
 
 
 class FrameReceiver(EndState):
@@ -169,7 +180,7 @@ class FrameReceiver(EndState):
         tag = word >> TAG_SHIFT
         if tag == TAG:
             where = ON_CHANNEL
-        elif tag in SIDE_TAGS and self._rfd >= 0:
+        elif tag in SIDE_TAGS and self._rfd >= 0 and (tag != TAG_DGRAM or self._dsock):
             where = SIDE_TAGS[tag]
         else:
             raise self._protocol_error(
@@ -212,6 +223,8 @@ class FrameReceiver(EndState):
             with large buffers: its pickle, whole, as ``multiprocessing`` would
             send it).
         """
+        if where == IN_DATAGRAM:
+            return self._datagram_frame(n, frame_id, as_bytes)
         body: Any
         if where == ON_SOCKET and (n <= COPY_LIMIT or (not as_bytes and n <= PREALLOCATE_LIMIT)):
             # The common case: side header, body and trailer in one system call.
@@ -254,6 +267,58 @@ class FrameReceiver(EndState):
                 os.close(fd)
         obj = _loads(body, buffers=buffers)
         return in_band(obj) if as_bytes and where == WITH_MEMFDS_FD else obj
+
+    def _datagram_frame(self, n: int, frame_id: int, as_bytes: bool) -> Any:
+        """Receive the rest of a frame whose ``n``-byte body is a datagram."""
+        body = self._take_datagram(frame_id)
+        if len(body) != n:
+            raise self._datagram_size_error(len(body), n)
+        # A view of the datagram buffer, good until the next datagram.
+        return bytes(body) if as_bytes else _loads(body)
+
+    def _datagram_size_error(self, size: int, n: int) -> ProtocolError:
+        return self._protocol_error(f"a message's datagram holds {size} bytes, its header says {n}")
+
+    def _take_datagram(self, frame_id: int) -> memoryview:
+        """The body of the datagram of frame ``frame_id``.
+
+        The datagram was sent before its frame's header, so it is here: in the
+        stash, where datagrams of frames whose headers are further on wait, or
+        on the socket, behind such datagrams, which are stashed on the way.
+        Never waits. The body returned is a view of the receive buffer (or of a
+        stashed datagram): use it before the next datagram is received.
+        """
+        stash = self._stash
+        if stash is not None and frame_id in stash:
+            data = stash.pop(frame_id)
+            if not stash:
+                self._stash = None
+            return memoryview(data)[ID_SIZE:]
+        view = self._dview
+        if view is None:
+            self._dbuf = bytearray(DATAGRAM_SIZE)
+            view = self._dview = memoryview(self._dbuf)
+        recv_into = self._dsock.recv_into  # type: ignore[union-attr]  # checked with the tag
+        while True:
+            try:
+                got = recv_into(view, 0, _MSG_DONTWAIT)
+            except (BlockingIOError, ConnectionResetError):
+                got = 0
+            except BaseException:
+                self._break("a receive was interrupted in the middle of a message")
+                raise
+            if got < ID_SIZE:
+                raise self._protocol_error(
+                    "a frame header announced a datagram that is not there: the bytes "
+                    "on the wire were not written by a proctor Connection"
+                )
+            got_id = _id_unpack_from(view)[0]
+            if got_id == frame_id:
+                return view[ID_SIZE:got]
+            # Another sender's: its header is further on in the pipe.
+            if self._stash is None:
+                self._stash = {}
+            self._stash[got_id] = bytes(view[:got])
 
     def _recv_side_at_once(self, n: int, frame_id: int, where: int) -> tuple[bytearray, list[int]]:
         """Receive an inline side message (header, ``n``-byte body, trailer); check it.
