@@ -6,9 +6,9 @@ so that drift on a noisy machine hits every contender alike:
 * round-trip latency of a small pickled 3-tuple, parent <-> child, both pinned to
   one core (a wake-up across cores costs ~30 us on this VM and hides the rest);
   the floor is a raw ``socket.socketpair()`` 1-byte round trip;
-* round-trip latency of a 16 KiB ``send_bytes`` message, likewise: bigger than one
-  atomic pipe write, so proctor sends it under its per-end send lock with the
-  body on the side socket;
+* round-trip latency of 16 KiB and 64 KiB ``send_bytes`` messages, likewise:
+  bigger than one atomic pipe write (mid-size messages, see
+  proctor/_connections/_sending.py);
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent.
 
 The peer is started with ``os.fork()`` for every contender, so start-up costs
@@ -26,7 +26,7 @@ import time
 
 from _common import interleaved, row
 
-from proctor._connections import _connection
+from proctor.connection import Pipe
 
 TRIPLE = (1, "two", 3.0)
 MIB = 1024 * 1024
@@ -111,11 +111,12 @@ def _rt_pipe(pipe_factory, n: int) -> float:
 
 
 MEDIUM = 16 * 1024
+LARGER = 64 * 1024
 
 
-def _rt_bytes(pipe_factory, n: int) -> float:
+def _rt_bytes(pipe_factory, n: int, size: int) -> float:
     a, b = pipe_factory()
-    payload = os.urandom(MEDIUM)
+    payload = os.urandom(size)
 
     def child():
         a.close()
@@ -240,15 +241,17 @@ def run(quick: bool) -> list[dict]:
         lat = interleaved(
             {
                 "raw": lambda: _rt_raw(trips),
-                "proctor": lambda: _rt_pipe(_connection.Pipe, trips),
+                "proctor": lambda: _rt_pipe(Pipe, trips),
                 "multiprocessing": lambda: _rt_pipe(multiprocessing.Pipe, trips),
             },
             repeats,
         )
         medium = interleaved(
             {
-                "proctor": lambda: _rt_bytes(_connection.Pipe, trips // 4),
-                "multiprocessing": lambda: _rt_bytes(multiprocessing.Pipe, trips // 4),
+                "proctor": lambda: _rt_bytes(Pipe, trips // 4, MEDIUM),
+                "multiprocessing": lambda: _rt_bytes(multiprocessing.Pipe, trips // 4, MEDIUM),
+                "proctor 64": lambda: _rt_bytes(Pipe, trips // 8, LARGER),
+                "multiprocessing 64": lambda: _rt_bytes(multiprocessing.Pipe, trips // 8, LARGER),
             },
             repeats,
         )
@@ -258,7 +261,7 @@ def run(quick: bool) -> list[dict]:
     tp = interleaved(
         {
             "raw": lambda: _tp_raw(count),
-            "proctor": lambda: _tp_pipe(_connection.Pipe, count),
+            "proctor": lambda: _tp_pipe(Pipe, count),
             "multiprocessing": lambda: _tp_pipe(multiprocessing.Pipe, count),
         },
         repeats,
@@ -290,7 +293,15 @@ def run(quick: bool) -> list[dict]:
             medium["multiprocessing"] * 1e6,
             "us",
             higher_is_better=False,
-            note="past one atomic pipe write: proctor's send lock and side socket",
+            note="mid-size: one datagram, its header on the pipe, no lock",
+        ),
+        row(
+            "Pipe round trip, 64 KiB bytes, one core",
+            medium["proctor 64"] * 1e6,
+            medium["multiprocessing 64"] * 1e6,
+            "us",
+            higher_is_better=False,
+            note="the largest mid-size message (64 KiB + 1 takes the stream under the lock)",
         ),
         row(
             "Pipe 1 MiB send_bytes/recv_bytes",

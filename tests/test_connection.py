@@ -16,13 +16,15 @@ import tracemalloc
 
 import pytest
 
+import proctor
 from helpers import wait_until
 from proctor import AuthenticationError, BufferTooShort, ProcessTimeoutError
-from proctor._connections import _connection, _sendlock
+from proctor._connections import _connection, _frames, _pipe, _receiving, _sending, _sendlock
+from proctor._core._wire import MAX_FDS
 from proctor.connection import Client, Connection, Listener, Pipe, ProtocolError, wait
 
 TRIPLE = (1, "two", 3.0)
-TAG_BITS = _connection._TAG_BITS
+TAG_BITS = _frames.TAG_BITS
 
 
 def frame_header(length: int, tag_bits: int = TAG_BITS) -> bytes:
@@ -38,15 +40,37 @@ def raw_write(conn, data: bytes) -> None:
 def socket_pair():
     """Two Connections over one socket pair: the transport Listener/Client use."""
     a, b = socket.socketpair()
-    _connection._configure(a)
-    _connection._configure(b)
+    _connection.configure_socket(a)
+    _connection.configure_socket(b)
     return Connection(a), Connection(b)
 
 
-@pytest.fixture(params=["Pipe", "socket"])
+def stream_only_pipe(duplex=True):
+    """A Pipe() without a datagram socket: what ends get where AF_UNIX has none (macOS)."""
+    saved = _pipe.DATAGRAMS
+    _pipe.DATAGRAMS = False
+    try:
+        return Pipe(duplex)
+    finally:
+        _pipe.DATAGRAMS = saved
+
+
+def _have_datagrams() -> bool:
+    a, b = Pipe()
+    with a, b:
+        return bool(a._dgram_limit)
+
+
+needs_datagrams = pytest.mark.skipif(
+    not _have_datagrams(), reason="AF_UNIX has no SOCK_SEQPACKET here (macOS)"
+)
+
+
+@pytest.fixture(params=["Pipe", "Pipe-stream-only", "socket"])
 def pipe(request):
-    """A connected pair: Pipe()'s pipes + side socket, or a plain socket pair."""
-    a, b = Pipe() if request.param == "Pipe" else socket_pair()
+    """A connected pair: Pipe() (with or without its datagram socket), or a socket pair."""
+    makers = {"Pipe": Pipe, "Pipe-stream-only": stream_only_pipe, "socket": socket_pair}
+    a, b = makers[request.param]()
     yield a, b
     a.close()
     b.close()
@@ -95,13 +119,13 @@ def send_partial_frame_then_die(conn):
 
 def side_frame_header(length: int, frame_id: int, tag_bits: int) -> bytes:
     """What goes on the pipe for a frame whose body is on the side socket."""
-    return frame_header(length, tag_bits) + _connection._FRAME_ID.pack(frame_id)
+    return frame_header(length, tag_bits) + _frames.FRAME_ID.pack(frame_id)
 
 
 def send_partial_socket_body_then_die(conn):
     # A big frame: header on the pipe, then only part of the body on the socket.
-    raw_write(conn, side_frame_header(1 << 20, 7, _connection._TAG_SOCKET_BITS))
-    conn._sock.sendall(_connection._SIDE.pack(7, 0, 0) + b"x" * 1000)
+    raw_write(conn, side_frame_header(1 << 20, 7, _frames.TAG_SOCKET_BITS))
+    conn._sock.sendall(_frames.SIDE.pack(7, 0, 0) + b"x" * 1000)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -156,9 +180,10 @@ def test_many_small_messages_arrive_in_order_through_the_read_ahead(pipe):
     assert b.recv_bytes(timeout=10) == b"tail"
 
 
-def test_big_messages_cross_in_both_apis(pipe):
+@pytest.mark.parametrize("size", [5000, 16 * 1024, 64 * 1024, 64 * 1024 + 1, 3 * 1024 * 1024])
+def test_big_messages_cross_in_both_apis(pipe, size):
     a, b = pipe
-    big = os.urandom(3 * 1024 * 1024)
+    big = os.urandom(size)
     sender = threading.Thread(target=lambda: (a.send_bytes(big), a.send(big), a.send(1)))
     sender.start()
     try:
@@ -171,9 +196,9 @@ def test_big_messages_cross_in_both_apis(pipe):
 
 
 def test_bodies_past_the_preallocation_limit_are_received_in_chunks(pipe, monkeypatch):
-    monkeypatch.setattr(_connection, "_PREALLOCATE_LIMIT", 1000)
-    monkeypatch.setattr(_connection, "_GROW_CHUNK", 333)
-    monkeypatch.setattr(_connection, "_ATOMIC_BODY", 100)
+    monkeypatch.setattr(_receiving, "PREALLOCATE_LIMIT", 1000)
+    monkeypatch.setattr(_receiving, "GROW_CHUNK", 333)
+    monkeypatch.setattr(_sending, "ATOMIC_BODY", 100)
     a, b = pipe
     payload = os.urandom(100_000)
     a.send_bytes(payload)
@@ -230,6 +255,15 @@ def test_recv_bytes_into_writes_at_offset_and_reports_short_buffers(pipe):
     with pytest.raises(BufferTooShort) as info:
         b.recv_bytes_into(buf, 2, timeout=10)
     assert info.value.args[0] == b"too long for it"  # the message is not lost
+    mid = os.urandom(20_000)  # a mid-size message, whole or too long
+    a.send_bytes(mid)
+    big = bytearray(20_010)
+    assert b.recv_bytes_into(big, 10, timeout=10) == 20_000
+    assert big[10:] == mid
+    a.send_bytes(mid)
+    with pytest.raises(BufferTooShort) as info:
+        b.recv_bytes_into(buf, 0, timeout=10)
+    assert info.value.args[0] == mid
     a.send("still usable")
     assert b.recv(timeout=10) == "still usable"
 
@@ -360,13 +394,15 @@ def test_peer_killed_mid_message_gives_eof_not_a_hang(ctx, dies_while):
     assert exitcode == -signal.SIGKILL
 
 
-def test_send_to_closed_peer_raises_broken_pipe(pipe):
+@pytest.mark.parametrize("size", [20_000, 1_000_000])
+@pytest.mark.parametrize("timeout", [None, 10])
+def test_send_to_closed_peer_raises_broken_pipe(pipe, size, timeout):
     a, b = pipe
     b.close()
     with pytest.raises(BrokenPipeError, match="other end of the connection is closed"):
         a.send("x")
     with pytest.raises(BrokenPipeError):
-        a.send_bytes(b"x" * 1_000_000)
+        a.send_bytes(b"x" * size, timeout=timeout)
 
 
 def test_send_to_dead_child_raises_broken_pipe(ctx):
@@ -435,8 +471,8 @@ def test_absurd_length_is_refused_without_allocating(pipe):
 
 
 def test_lying_header_never_allocates_what_it_claims(pipe, monkeypatch):
-    monkeypatch.setattr(_connection, "_PREALLOCATE_LIMIT", 1 << 16)
-    monkeypatch.setattr(_connection, "_GROW_CHUNK", 1 << 16)
+    monkeypatch.setattr(_receiving, "PREALLOCATE_LIMIT", 1 << 16)
+    monkeypatch.setattr(_receiving, "GROW_CHUNK", 1 << 16)
     a, b = pipe
     raw_write(a, frame_header(512 << 20) + b"only this")
     a.close()
@@ -450,10 +486,11 @@ def test_lying_header_never_allocates_what_it_claims(pipe, monkeypatch):
     assert peak < 4 << 20
 
 
-def test_message_longer_than_maxlength_is_refused(pipe):
+@pytest.mark.parametrize("size", [100, 20_000])
+def test_message_longer_than_maxlength_is_refused(pipe, size):
     a, b = pipe
-    a.send_bytes(b"x" * 100)
-    with pytest.raises(OSError, match="100 bytes long, more than maxlength=10"):
+    a.send_bytes(b"x" * size)
+    with pytest.raises(OSError, match=f"{size} bytes long, more than maxlength=10"):
         b.recv_bytes(maxlength=10, timeout=10)
     with pytest.raises(ValueError):
         b.recv_bytes(maxlength=-1)
@@ -630,6 +667,30 @@ def test_read_ahead_messages_travel_with_the_end(ctx):
     p.start()
     b.close()
     assert _finish(p) == (0, [1, 2])
+
+
+def send_datagram_frames_out_of_order(conn, ids):
+    """Mid-size frames whose datagrams are on the socket in the reverse order of their headers."""
+    for frame_id in reversed(ids):
+        conn._dsock.sendmsg([_frames.FRAME_ID.pack(frame_id), pickle.dumps(("body", frame_id))])
+    for frame_id in ids:
+        body = pickle.dumps(("body", frame_id))
+        raw_write(conn, side_frame_header(len(body), frame_id, _frames.TAG_DGRAM_BITS))
+
+
+@needs_datagrams
+def test_datagrams_that_overtook_their_headers_are_matched_by_id(ctx):
+    a, b = Pipe()
+    send_datagram_frames_out_of_order(a, [11, 12, 13])
+    a.send("last")
+    a.close()
+    assert b.recv(timeout=10) == ("body", 11)  # 13 and 12 came first: now in the stash
+    assert sorted(b._stash) == [12, 13]
+    # The stash travels with the end, as the read-ahead bytes do.
+    p = ctx.Process(target=recv_all_then_report, args=(b,))
+    p.start()
+    b.close()
+    assert _finish(p) == (0, [("body", 12), ("body", 13), "last"])
 
 
 # --- Listener and Client -------------------------------------------------------------------
@@ -994,7 +1055,7 @@ def test_recv_bytes_of_an_object_sent_with_memfds_is_its_pickle():
 
 def test_more_buffers_than_one_message_can_carry_go_in_band():
     a, b = Pipe()
-    many = [bytearray(bytes([i % 256])) * 70_000 for i in range(_connection.MAX_FDS + 5)]
+    many = [bytearray(bytes([i % 256])) * 70_000 for i in range(MAX_FDS + 5)]
     sender = threading.Thread(target=a.send, args=(many,))  # 18 MB: more than the buffers
     sender.start()
     got = b.recv(timeout=30)
@@ -1008,7 +1069,7 @@ def test_more_buffers_than_one_message_can_carry_go_in_band():
 def test_a_peer_gone_before_its_memfds_gives_eof():
     a, b = Pipe()
     # The header of a memfd frame, then nothing: the sender died after it.
-    raw_write(a, side_frame_header(100, 1, _connection._TAG_MEMFD_BITS))
+    raw_write(a, side_frame_header(100, 1, _frames.TAG_MEMFD_BITS))
     a.close()
     with pytest.raises(EOFError, match="mid-message"):
         b.recv(timeout=30)
@@ -1017,9 +1078,9 @@ def test_a_peer_gone_before_its_memfds_gives_eof():
 
 def test_a_memfd_count_that_does_not_match_is_a_protocol_error():
     a, b = Pipe()
-    raw_write(a, side_frame_header(5, 1, _connection._TAG_MEMFD_BITS))
+    raw_write(a, side_frame_header(5, 1, _frames.TAG_MEMFD_BITS))
     # A side message that announces 3 memfds and brings none.
-    a._sock.sendall(_connection._SIDE.pack(1, 3, 0) + b"12345" + _connection._TRAILER.pack(1))
+    a._sock.sendall(_frames.SIDE.pack(1, 3, 0) + b"12345" + _frames.TRAILER.pack(1))
     with pytest.raises(ProtocolError, match="announced 3 memfds"):
         b.recv(timeout=30)
     a.close()
@@ -1028,7 +1089,9 @@ def test_a_memfd_count_that_does_not_match_is_a_protocol_error():
 
 # --- several senders on one end ------------------------------------------------------------
 
-SIZES = (40, 3000, 4090, 5000, 20_000, 100_000, 300_000)
+# Small (one pipe write), mid-size (a datagram, or the stream socket where there
+# is none), and big (the stream socket, under the send lock).
+SIZES = (40, 3000, 4090, 5000, 16_384, 40_000, 65_536, 65_537, 100_000, 300_000)
 
 
 def _message(sender: int, seq: int) -> bytes:
@@ -1085,9 +1148,11 @@ def _receive_all(conn, senders: list[int], count: int) -> None:
     assert all(n == count for n in next_seq.values())
 
 
-def test_processes_and_threads_sending_on_one_end_never_mix_messages(ctx):
+@pytest.mark.parametrize("datagrams", [True, False], ids=["datagrams", "stream-only"])
+def test_processes_and_threads_sending_on_one_end_never_mix_messages(ctx, datagrams):
     pytest.importorskip("numpy")
-    reader, writer = ctx.Pipe(duplex=False)
+    reader, writer = ctx.Pipe(duplex=False) if datagrams else stream_only_pipe(duplex=False)
+    assert bool(writer._dgram_limit) == (datagrams and _have_datagrams())
     count = 30
     children = [
         ctx.Process(target=send_many, args=(writer, 100 * i, count, 2)) for i in range(1, 4)
@@ -1161,20 +1226,84 @@ def test_a_sender_killed_mid_message_on_a_shared_end_never_delivers_wrong_data(c
     reader.close()
 
 
+def next_frame_id():
+    return _sendlock.next_frame_id()
+
+
+def test_a_forked_child_draws_other_frame_ids_than_its_parent():
+    # Datagrams are matched to their headers by id: two senders must never share one.
+    ctx = proctor.get_context("fork")
+    p = ctx.Process(target=next_frame_id)
+    p.start()
+    mine = _sendlock.next_frame_id()
+    exitcode, theirs = _finish(p)
+    assert exitcode == 0
+    assert theirs != mine and abs(theirs - mine) > 1 << 20
+
+
+def die_between_a_datagram_and_its_header(conn):
+    # The datagram goes out, then the process dies where the header would be written.
+    _sending._write = lambda fd, data: os.kill(os.getpid(), signal.SIGKILL)
+    conn.send_bytes(b"x" * 20_000)
+
+
+@needs_datagrams
+def test_a_sender_killed_between_a_datagram_and_its_header_never_delivers_it(ctx):
+    reader, writer = ctx.Pipe(duplex=False)
+    victim = ctx.Process(target=die_between_a_datagram_and_its_header, args=(writer,))
+    victim.start()
+    victim.join(60)
+    assert victim.exitcode == -signal.SIGKILL
+    victim.close()
+    writer.send_bytes(b"y" * 20_000)  # another sender on the same end
+    writer.send("after")
+    # The dead sender's message never started: the others' arrive, whole and in order.
+    assert reader.recv_bytes(timeout=30) == b"y" * 20_000
+    assert len(reader._stash) == 1  # the dead sender's datagram, which no header claims
+    assert reader.recv(timeout=30) == "after"
+    assert not reader.poll(0)
+    writer.close()
+    with pytest.raises(EOFError):
+        reader.recv(timeout=30)
+    reader.close()
+
+
+@needs_datagrams
+def test_a_header_without_its_datagram_is_a_protocol_error_not_a_hang():
+    a, b = Pipe()
+    raw_write(a, side_frame_header(20_000, 5, _frames.TAG_DGRAM_BITS))
+    with pytest.raises(ProtocolError, match="datagram that is not there"):
+        b.recv(timeout=30)  # a writer still holds the socket: a wait would never end
+    a.close()
+    b.close()
+
+
+@needs_datagrams
+def test_a_datagram_of_another_length_than_its_header_says_is_a_protocol_error():
+    a, b = Pipe()
+    a._dsock.sendmsg([_frames.FRAME_ID.pack(5), b"z" * 100])
+    raw_write(a, side_frame_header(20_000, 5, _frames.TAG_DGRAM_BITS))
+    with pytest.raises(ProtocolError, match="holds 100 bytes, its header says 20000"):
+        b.recv_bytes(timeout=30)
+    a.close()
+    b.close()
+
+
 # --- send timeouts -------------------------------------------------------------------------
 
 
-def test_send_timeout_against_a_stuck_reader_sends_whole_messages_or_nothing(pipe):
+@pytest.mark.parametrize("words", [250, 5000])  # 1000 bytes: small; 20 KB: mid-size
+def test_send_timeout_against_a_stuck_reader_sends_whole_messages_or_nothing(pipe, words):
     a, b = pipe
     sent = []
     with pytest.raises(ProcessTimeoutError, match="nothing of it was sent"):
         for i in range(100_000):  # until the channel is full
-            a.send_bytes(i.to_bytes(4, "little") * 250, timeout=0.05)
+            a.send_bytes(i.to_bytes(4, "little") * words, timeout=0.05)
             sent.append(i)
     assert sent, "not one message fitted"
     # Every message that send() accepted arrives whole; the refused one never does.
     for i in sent:
-        assert b.recv_bytes(timeout=30) == i.to_bytes(4, "little") * 250
+        assert b.recv_bytes(timeout=30) == i.to_bytes(4, "little") * words
     assert not b.poll(0)
     a.send_bytes(b"usable", timeout=30)  # the connection is intact
     assert b.recv_bytes(timeout=30) == b"usable"
@@ -1212,11 +1341,20 @@ def test_a_timed_send_waits_at_most_its_timeout_for_another_sender(pipe):
     a, b = pipe
     holder = threading.Thread(target=a.send_bytes, args=(b"h" * (8 << 20),))
     holder.start()  # blocks inside its send: the reader is not reading yet
-    wait_until(lambda: a._send_lock.locked(), timeout=30)
+    # It holds the lock, and its header is out (the reader could start).
+    wait_until(lambda: a._send_lock.locked() and b.poll(0), timeout=30)
+    if a._dgram_limit:
+        # A mid-size message is a datagram and needs no lock: it goes out at once,
+        # and arrives after the message whose header went first.
+        a.send_bytes(b"w" * 10_000, timeout=30)
+    # A message that needs the send lock waits for it, at most its timeout.
     with pytest.raises(ProcessTimeoutError):
-        a.send_bytes(b"w" * 10_000, timeout=0.05)
+        a.send_bytes(b"v" * (100_000 if a._dgram_limit else 10_000), timeout=0.05)
     assert b.recv_bytes(timeout=30) == b"h" * (8 << 20)
+    if a._dgram_limit:
+        assert b.recv_bytes(timeout=30) == b"w" * 10_000
     holder.join(30)
+    assert not holder.is_alive()
     assert not b.poll(0)
 
 

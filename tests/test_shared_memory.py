@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from helpers import pid_exists, wait_until
-from proctor._connections._connection import Pipe
+from proctor._connections._pipe import Pipe
 from proctor._reaper import _client as _reaper
 from proctor.shared_memory import ShareableList, SharedMemory, shared_array
 from reaper_helpers import sync_reaper

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from . import synchronize as synchronize
     from . import util as util
     from ._connections._connection import Connection as Connection
-    from ._connections._connection import Pipe as Pipe
+    from ._connections._pipe import Pipe as Pipe
     from ._queues._queue import JoinableQueue as JoinableQueue
     from ._queues._queue import Queue as Queue
     from ._queues._queue import SimpleQueue as SimpleQueue
@@ -95,7 +95,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "JoinableQueue": ("_queues._queue", "JoinableQueue"),
     "Lock": ("_sync", "Lock"),
     "LockNotOwnedError": ("_sync", "LockNotOwnedError"),
-    "Pipe": ("_connections._connection", "Pipe"),
+    "Pipe": ("_connections._pipe", "Pipe"),
     "Queue": ("_queues._queue", "Queue"),
     "RLock": ("_sync", "RLock"),
     "RawArray": ("_sharedmem._sharedctypes", "RawArray"),

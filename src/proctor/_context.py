@@ -197,7 +197,7 @@ class BaseContext:
 
     def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
         """Two connected ``Connection`` ends (both ways, or read end first if not duplex)."""
-        from ._connections._connection import Pipe
+        from ._connections._pipe import Pipe
 
         return Pipe(duplex)
 

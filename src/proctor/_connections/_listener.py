@@ -37,9 +37,10 @@ import tempfile
 import time
 from typing import Any
 
-from .._core._errors import AuthenticationError, ProcessTimeoutError
+from .._core._errors import AuthenticationError, ProcessTimeoutError, ProtocolError
 from .._core._timeout import deadline as _deadline
-from ._connection import Connection, ProtocolError, _configure, _poll_fd
+from .._core._timeout import wait_readable as _poll_fd
+from ._connection import Connection, configure_socket
 
 __all__ = ("Client", "Listener")
 
@@ -206,7 +207,7 @@ def _client_handshake(conn: Connection, authkey: bytes | None, deadline: float |
 
 
 def _tune(sock: socket.socket, family: str) -> None:
-    _configure(sock)
+    configure_socket(sock)
     if family != "AF_UNIX":
         # Frames are written whole; Nagle's delay would only add latency.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

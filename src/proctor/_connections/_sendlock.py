@@ -2,7 +2,7 @@
 
 A ``Pipe()`` end may be shared by several processes (inherited, or handed to
 children) and used by several threads. A message that takes more than one write
--- a frame header on the pipe and its body on the side socket, or a long write
+-- a frame header on the pipe and its body on the stream socket, or a long write
 on a socket -- must not be interleaved with another sender's, so its sender
 holds the end's send lock from its first write to its last::
 
@@ -15,7 +15,8 @@ holds the end's send lock from its first write to its last::
 Record locks belong to a process, not to a descriptor, so processes that share
 one open socket (a forked child, a spawn child that received it) still exclude
 each other. Frames of at most ``PIPE_BUF`` bytes need no lock: one ``write()``
-to a pipe is atomic.
+to a pipe is atomic. Nor do mid-size ones: their body is one datagram, their
+header one pipe write, and the reader pairs them by frame id (see _sending).
 
 Also here: frame ids (unique among the live senders of an end) and the wait for
 room that every send with a timeout uses.
@@ -31,6 +32,7 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 __all__ = ("LOCK_ON_SOCKET", "SendLock", "next_frame_id", "wait_writable")
 
@@ -44,22 +46,25 @@ POLL_MAX = 0.02
 # Bumped in every forked child: a lock object created before the fork may be held
 # there by a thread that does not exist in the child, and frame ids must differ.
 _generation = 0
-_id_base = int.from_bytes(os.urandom(8), "little")
-_ids = itertools.count()
+
+
+def _new_ids() -> Callable[[], int]:
+    # A random 62-bit start: the count stays within 64 bits for 2**62 messages.
+    return itertools.count(int.from_bytes(os.urandom(8), "little") >> 2).__next__
+
+
+#: A 64-bit frame id no other live sender uses: a random per-process start plus a
+#: count. (A bound method, rebound in forked children: it is on every send's path.)
+next_frame_id = _new_ids()
 
 
 def _after_fork_in_child() -> None:
-    global _generation, _id_base
+    global _generation, next_frame_id
     _generation += 1
-    _id_base = int.from_bytes(os.urandom(8), "little")
+    next_frame_id = _new_ids()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def next_frame_id() -> int:
-    """A 64-bit id no other live sender uses: a random per-process base plus a count."""
-    return (_id_base + next(_ids)) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 def new_lock_file() -> int:

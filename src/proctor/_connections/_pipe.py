@@ -1,0 +1,105 @@
+"""``Pipe()``: two connected ``Connection`` ends, on pipes and side socket pairs.
+
+Each end owns a pipe per direction (one pipe with ``duplex=False``), on which
+every frame travels (small bodies with it), and two side sockets: a datagram
+socket for mid-size bodies and a stream socket for large ones (see ``_sending``)::
+
+    conn1                                           conn2
+    ─────                                           ─────
+    write end of pipe A (O_NONBLOCK)  ──────────▶   read end of pipe A
+    read end of pipe B                ◀──────────   write end of pipe B (O_NONBLOCK)
+    datagram socket (SOCK_SEQPACKET)  ◀─ ─ ─ ─ ─▶   datagram socket
+    stream socket                     ◀═════════▶   stream socket
+
+Where ``AF_UNIX`` has no ``SOCK_SEQPACKET`` (macOS), there is no datagram socket
+and mid-size bodies take the stream socket. With ``duplex=False`` the sockets
+are half-closed, so the kernel itself refuses the unused direction.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+
+from ._connection import Connection, configure_socket
+from ._sending import F_SETNOSIGPIPE
+
+__all__ = ("DATAGRAMS", "Pipe")
+
+#: Whether Pipe() ends get a datagram socket for mid-size bodies (tests turn it
+#: off to exercise the path macOS takes).
+DATAGRAMS = hasattr(socket, "SOCK_SEQPACKET")
+
+
+def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
+    """Create a connected pair of ``Connection`` ends.
+
+    Args:
+        duplex: when ``True`` both ends send and receive. When ``False`` the
+            first end only receives and the second only sends.
+
+    Returns:
+        ``(conn1, conn2)``.
+    """
+    sockets = list(socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
+    fds: list[int] = []
+    try:
+        a, b = sockets
+        da, db = _datagram_pair()
+        if da is not None and db is not None:
+            sockets += (da, db)
+        for sock in sockets:
+            configure_socket(sock)
+        if duplex:
+            a_to_b = os.pipe()
+            fds.extend(a_to_b)
+            b_to_a = os.pipe()
+            fds.extend(b_to_a)
+            _prepare_write_end(a_to_b[1])
+            _prepare_write_end(b_to_a[1])
+            return (
+                Connection._with_pipes(a, b_to_a[0], a_to_b[1], dsock=da),
+                Connection._with_pipes(b, a_to_b[0], b_to_a[1], dsock=db),
+            )
+        # Half-close the unused directions, so the kernel itself refuses them.
+        for reader, writer in ((a, b), (da, db)):
+            if reader is not None and writer is not None:
+                reader.shutdown(socket.SHUT_WR)
+                writer.shutdown(socket.SHUT_RD)
+        r, w = os.pipe()
+        fds.extend((r, w))
+        _prepare_write_end(w)
+        return (
+            Connection._with_pipes(a, r, -1, writable=False, dsock=da),
+            Connection._with_pipes(b, -1, w, readable=False, dsock=db),
+        )
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _datagram_pair() -> tuple[socket.socket | None, socket.socket | None]:
+    """A connected SOCK_SEQPACKET pair, or (None, None) where AF_UNIX has none."""
+    if not DATAGRAMS:
+        return None, None
+    try:
+        return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError:  # EPROTONOSUPPORT and friends: the portable path remains
+        return None, None
+
+
+def _prepare_write_end(fd: int) -> None:
+    """Make a pipe's write end non-blocking, and (macOS) free of SIGPIPE.
+
+    Non-blocking: a write of at most PIPE_BUF bytes then goes whole or not at
+    all, and a sender that must wait (or gives up at its deadline) does so in
+    ``poll``. The flag belongs to the open file, shared with every process
+    holding the end, and every proctor sender expects it.
+    """
+    os.set_blocking(fd, False)
+    if F_SETNOSIGPIPE is not None:
+        fcntl.fcntl(fd, F_SETNOSIGPIPE, 1)

@@ -1,0 +1,545 @@
+"""How a connection end receives a frame: read-ahead, header checks, side messages.
+
+The reader never trusts what it is told: a header's tag is checked before its
+length is used, a length above ``maxlength`` or this machine's physical memory
+is refused, and bodies larger than ``PREALLOCATE_LIMIT`` are received into a
+buffer that grows only as bytes arrive, so a lying header cannot make proctor
+allocate what it claims::
+
+    pipe (or the  ──▶ read-ahead buffer (64 KiB, reused: usually a whole small
+    socket)             frame in one system call)
+                      header: tag, length <= limits
+                        "PR":  body from the read-ahead buffer, then the channel
+                        other tags: the frame id (same atomic write), then
+    datagram socket ─ ─▶  "PD": datagrams up to the one with that id, never
+                          waiting (it was sent before its header); others are
+                          stashed by id until their headers come
+    stream socket ══▶     "PS" "PF" "PM" "PG": the side message, [id | fds |
+                          flags] body [id] in one recvmsg_into, both ids checked;
+                          memfds mapped (large buffers), or the body read from one
+
+On the stream socket, another frame's id in a side message means that its
+sender died in the middle of a message on an end other live processes send on:
+``ProtocolError``, never somebody else's bytes. End-of-file mid-message is
+``EOFError``: a dead process's pipes and sockets are closed by the kernel, so a
+reader is never stuck on a dead sender, even mid-message after a SIGKILL. A
+datagram whose header never comes (its sender died between the two, or timed
+out) waits in the stash, undelivered, until the connection is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+from typing import Any
+
+from .._core._errors import ProtocolError
+from .._core._wire import MAX_FDS, fds_from, map_memfd
+from ._end import EndState
+from ._frames import (
+    BODY_IN_FD,
+    DATAGRAM_SIZE,
+    FRAME_ID,
+    HEADER,
+    HEADER_SIZE,
+    ID_SIZE,
+    IN_DATAGRAM,
+    LENGTH_MASK,
+    ON_CHANNEL,
+    ON_SOCKET,
+    ON_SOCKET_FD,
+    SIDE,
+    SIDE_TAGS,
+    TAG,
+    TAG_DGRAM,
+    TAG_SHIFT,
+    TRAILER,
+    WITH_MEMFDS,
+    WITH_MEMFDS_FD,
+    format_size,
+    in_band,
+    memory_limit,
+    parts_after,
+)
+
+__all__ = ("READ_AHEAD", "FrameReceiver")
+
+# One recv() of this size usually brings a small frame's header and body at once.
+READ_AHEAD = 64 * 1024
+# Bodies up to this size are received into a buffer of the announced size (cheap:
+# untouched pages cost nothing); larger ones into a buffer that grows as bytes
+# arrive, so a corrupt header cannot make us allocate what it claims.
+PREALLOCATE_LIMIT = 64 * 1024 * 1024
+# recv_bytes() of a side body up to this size reads it with its header and trailer
+# in one system call, then copies it into bytes; larger ones are received straight
+# into the bytes object, at the cost of two more calls.
+COPY_LIMIT = 128 * 1024
+# Chunk size when receiving a body larger than PREALLOCATE_LIMIT.
+GROW_CHUNK = 16 * 1024 * 1024
+
+# Plain ints: these flags are enums, and or-ing enums costs microseconds per call.
+_MSG_WAITALL = int(getattr(socket, "MSG_WAITALL", 0))
+_MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))
+_MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
+# Room for the most descriptors one message can bring.
+_ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
+
+_loads = pickle.loads
+_unpack_from = HEADER.unpack_from
+_id_unpack_from = FRAME_ID.unpack_from
+
+
+class FrameReceiver(EndState):
+    """The receiving half of a ``Connection``: frames from its pipe, side socket or socket."""
+
+    __slots__ = ()
+
+    def _break(self, reason: str) -> None:
+        self._broken = reason
+        self._can_recv = False
+
+    def _protocol_error(self, reason: str) -> ProtocolError:
+        self._break(reason)
+        return ProtocolError(
+            f"{reason}. The connection can no longer receive: close it and open a new one."
+        )
+
+    def _read_ahead(self) -> None:
+        """Pipe(): fill the read-ahead buffer (bodies of big frames are not on the pipe)."""
+        if self._rfd >= 0 and self._rpos == self._rend:
+            end = self._readinto(self._rview)
+            if not end:
+                raise EOFError("the other end of the connection was closed")
+            self._rpos = 0
+            self._rend = end
+
+    # -- framing internals ---------------------------------------------------------
+
+    def _take_pending(self) -> memoryview | None:
+        """Consume and return the read-ahead bytes (a view: copy before reading more)."""
+        pos = self._rpos
+        end = self._rend
+        if pos == end:
+            return None
+        self._rpos = end
+        return self._rview[pos:end]
+
+    def _untake(self, rest: memoryview) -> None:
+        """Give back the tail ``rest`` of what ``_take_pending()`` returned."""
+        if len(rest):
+            self._rpos = self._rend - len(rest)
+
+    def _reader(self, on_socket: bool) -> Any:
+        """The function that reads into a view, for the socket or the frame channel."""
+        if on_socket or self._pipe_file is None:
+            recv_into = self._recv_into
+            return lambda view: recv_into(view, 0, _MSG_WAITALL)
+        return self._pipe_file.readinto
+
+    def _recv_exact_small(self, n: int, prefix: memoryview | None) -> bytes:
+        """Read exactly ``n`` bytes (a header) from the frame channel, after ``prefix``."""
+        out = bytearray(n)
+        view = memoryview(out)
+        have = 0
+        if prefix is not None:
+            have = len(prefix)
+            view[:have] = prefix
+        reader = self._reader(False)
+        while have < n:
+            try:
+                got = reader(view[have:])
+            except ConnectionResetError as exc:
+                raise EOFError("the other end of the connection was closed") from exc
+            if not got:
+                if have:
+                    raise EOFError(
+                        f"the other end of the connection was closed after {have} of "
+                        f"{n} header bytes (its process may have died mid-message)"
+                    )
+                raise EOFError("the other end of the connection was closed")
+            have += got
+        return bytes(out)
+
+    def _read_header(self, maxlength: int | None) -> tuple[int, int, int]:
+        """Read and check the next frame's header.
+
+        Returns:
+            The body's length; where it is: ``ON_CHANNEL``, ``ON_SOCKET`` (the
+            side socket), or ``WITH_MEMFDS`` (the side socket, with memfds); and
+            for the last two the frame's id (else 0).
+        """
+        pending = self._take_pending()
+        if pending is not None and len(pending) >= HEADER_SIZE:
+            header = pending[:HEADER_SIZE]
+            rest = pending[HEADER_SIZE:]
+            self._untake(rest)
+            (word,) = _unpack_from(header)
+        else:
+            (word,) = _unpack_from(self._recv_exact_small(HEADER_SIZE, pending))
+        tag = word >> TAG_SHIFT
+        if tag == TAG:
+            where = ON_CHANNEL
+        elif tag in SIDE_TAGS and self._rfd >= 0 and (tag != TAG_DGRAM or self._dsock):
+            where = SIDE_TAGS[tag]
+        else:
+            raise self._protocol_error(
+                f"received a frame header with a bad tag (0x{word:016x}): the bytes on "
+                "the wire were not written by a proctor Connection, or the stream is "
+                "out of step"
+            )
+        frame_id = 0
+        if where != ON_CHANNEL:
+            # The id follows in the same atomic write: read it before anything can fail.
+            pending = self._take_pending()
+            if pending is not None and len(pending) >= FRAME_ID.size:
+                (frame_id,) = FRAME_ID.unpack_from(pending)
+                self._untake(pending[FRAME_ID.size :])
+            else:
+                (frame_id,) = FRAME_ID.unpack(self._recv_exact_small(FRAME_ID.size, pending))
+        n = word & LENGTH_MASK
+        if maxlength is not None and n > maxlength:
+            raise self._protocol_error(
+                f"the next message is {n} bytes long, more than maxlength={maxlength}"
+            )
+        if n > memory_limit():
+            raise self._protocol_error(
+                f"a frame header announces {format_size(n)}, more than this machine's "
+                f"{format_size(memory_limit())} of memory: the stream is corrupt"
+            )
+        return n, where, frame_id
+
+    def _read_frame(self, maxlength: int | None, want_bytes: bool) -> bytes | bytearray:
+        n, where, frame_id = self._read_header(maxlength)
+        if where == ON_CHANNEL:
+            return self._read_body(n, want_bytes, False)
+        return self._side_frame(n, where, frame_id, True)
+
+    def _side_frame(self, n: int, where: int, frame_id: int, as_bytes: bool) -> Any:
+        """Receive the rest of a frame whose body is on the side socket.
+
+        Returns:
+            The object, or with ``as_bytes`` the body as bytes (an object sent
+            with large buffers: its pickle, whole, as ``multiprocessing`` would
+            send it).
+        """
+        if where == IN_DATAGRAM:
+            return self._datagram_frame(n, frame_id, as_bytes)
+        body: Any
+        if where == ON_SOCKET and (n <= COPY_LIMIT or (not as_bytes and n <= PREALLOCATE_LIMIT)):
+            # The common case: side header, body and trailer in one system call.
+            body, _fds = self._recv_side_at_once(n, frame_id, where)
+            if as_bytes:
+                return bytes(body)
+            return _loads(body)
+        if where == WITH_MEMFDS and n <= PREALLOCATE_LIMIT:
+            body, fds = self._recv_side_at_once(n, frame_id, where)
+            obj = _loads(body, buffers=_map_all(fds))
+            return in_band(obj) if as_bytes else obj
+        fds = self._take_side(frame_id, where)
+        if where == ON_SOCKET:
+            body = self._read_body(n, as_bytes, True)
+            self._check_trailer(frame_id)
+            return body if as_bytes else _loads(body)
+        if where == WITH_MEMFDS:
+            try:
+                body = self._read_body(n, True, True)
+                self._check_trailer(frame_id)
+            except BaseException:
+                for fd in fds:
+                    os.close(fd)
+                raise
+            obj = _loads(body, buffers=_map_all(fds))
+            return in_band(obj) if as_bytes else obj
+        # The body is in the first memfd (a send with a timeout).
+        try:
+            size = os.fstat(fds[0]).st_size
+            if size != n:
+                raise self._protocol_error(
+                    f"a message's memfd holds {size} bytes, its header says {n}"
+                )
+            if where == ON_SOCKET_FD and as_bytes:
+                return _read_whole(fds[0], n)
+            body = map_memfd(fds[0])
+            buffers = [map_memfd(fd) for fd in fds[1:]]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        obj = _loads(body, buffers=buffers)
+        return in_band(obj) if as_bytes and where == WITH_MEMFDS_FD else obj
+
+    def _datagram_frame(self, n: int, frame_id: int, as_bytes: bool) -> Any:
+        """Receive the rest of a frame whose ``n``-byte body is a datagram."""
+        body = self._take_datagram(frame_id)
+        if len(body) != n:
+            raise self._datagram_size_error(len(body), n)
+        # A view of the datagram buffer, good until the next datagram.
+        return bytes(body) if as_bytes else _loads(body)
+
+    def _datagram_size_error(self, size: int, n: int) -> ProtocolError:
+        return self._protocol_error(f"a message's datagram holds {size} bytes, its header says {n}")
+
+    def _take_datagram(self, frame_id: int) -> memoryview:
+        """The body of the datagram of frame ``frame_id``.
+
+        The datagram was sent before its frame's header, so it is here: in the
+        stash, where datagrams of frames whose headers are further on wait, or
+        on the socket, behind such datagrams, which are stashed on the way.
+        Never waits. The body returned is a view of the receive buffer (or of a
+        stashed datagram): use it before the next datagram is received.
+        """
+        stash = self._stash
+        if stash is not None and frame_id in stash:
+            data = stash.pop(frame_id)
+            if not stash:
+                self._stash = None
+            return memoryview(data)[ID_SIZE:]
+        view = self._dview
+        if view is None:
+            self._dbuf = bytearray(DATAGRAM_SIZE)
+            view = self._dview = memoryview(self._dbuf)
+        recv_into = self._dsock.recv_into  # type: ignore[union-attr]  # checked with the tag
+        while True:
+            try:
+                got = recv_into(view, 0, _MSG_DONTWAIT)
+            except (BlockingIOError, ConnectionResetError):
+                got = 0
+            except BaseException:
+                self._break("a receive was interrupted in the middle of a message")
+                raise
+            if got < ID_SIZE:
+                raise self._protocol_error(
+                    "a frame header announced a datagram that is not there: the bytes "
+                    "on the wire were not written by a proctor Connection"
+                )
+            got_id = _id_unpack_from(view)[0]
+            if got_id == frame_id:
+                return view[ID_SIZE:got]
+            # Another sender's: its header is further on in the pipe.
+            if self._stash is None:
+                self._stash = {}
+            self._stash[got_id] = bytes(view[:got])
+
+    def _recv_side_at_once(self, n: int, frame_id: int, where: int) -> tuple[bytearray, list[int]]:
+        """Receive an inline side message (header, ``n``-byte body, trailer); check it.
+
+        Returns the body and the descriptors that came with it (the caller owns them).
+        """
+        side = bytearray(SIDE.size)
+        body = bytearray(n)
+        trailer = bytearray(TRAILER.size)
+        total = SIDE.size + n + TRAILER.size
+        fds: list[int] = []
+        try:
+            try:
+                got, ancdata, flags, _addr = self._sock.recvmsg_into(
+                    [side, body, trailer], _ANCILLARY_SPACE, _MSG_WAITALL
+                )
+            except ConnectionResetError as exc:
+                self._eof_mid_message(0, total, exc)
+            fds = fds_from(ancdata)
+            if flags & _MSG_CTRUNC:
+                raise self._fds_cut_short()
+            if got < total:
+                # Descriptors end a read early (and a signal may): go on.
+                parts = [memoryview(side), memoryview(body), memoryview(trailer)]
+                while got < total:
+                    if got == 0:
+                        self._eof_mid_message(0, total)
+                    rest = parts_after(parts, got)
+                    try:
+                        more = self._sock.recv_into(rest[0], 0, _MSG_WAITALL)
+                    except ConnectionResetError as exc:
+                        self._eof_mid_message(got, total, exc)
+                    if not more:
+                        self._eof_mid_message(got, total)
+                    got += more
+            self._check_side(side, frame_id, where, fds)
+            if TRAILER.unpack(trailer)[0] != frame_id:
+                raise self._died_mid_message()
+        except BaseException as exc:
+            for fd in fds:
+                os.close(fd)
+            if not isinstance(exc, (ProtocolError, EOFError)):
+                self._break("a receive was interrupted in the middle of a message")
+            raise
+        return body, fds
+
+    def _check_side(self, side: Any, frame_id: int, where: int, fds: list[int]) -> None:
+        got_id, count, flags = SIDE.unpack(side)
+        if got_id != frame_id:
+            raise self._died_mid_message()
+        if count != len(fds):
+            raise self._protocol_error(f"a message announced {count} memfds and brought {len(fds)}")
+        in_fd = where in (ON_SOCKET_FD, WITH_MEMFDS_FD)
+        wrong_fds = not fds if in_fd else (where == ON_SOCKET and fds)
+        if bool(flags & BODY_IN_FD) != in_fd or wrong_fds:
+            raise self._protocol_error("a side message does not match its frame header")
+
+    def _take_side(self, frame_id: int, where: int) -> list[int]:
+        """Receive the side message's header of frame ``frame_id``; return its descriptors.
+
+        Under the send lock side messages come in the order of their headers, so
+        another frame's message here means that its sender died in the middle of
+        it, and another sender went on.
+        """
+        head = b""
+        fds: list[int] = []
+        try:
+            while len(head) < SIDE.size:
+                try:
+                    chunk, ancdata, flags, _addr = self._sock.recvmsg(
+                        SIDE.size - len(head), _ANCILLARY_SPACE
+                    )
+                except ConnectionResetError as exc:
+                    self._eof_mid_message(len(head), SIDE.size, exc)
+                fds.extend(fds_from(ancdata))
+                if not chunk:
+                    self._eof_mid_message(len(head), SIDE.size)
+                if flags & _MSG_CTRUNC:
+                    raise self._fds_cut_short()
+                head += chunk
+            self._check_side(head, frame_id, where, fds)
+        except BaseException as exc:
+            for fd in fds:
+                os.close(fd)
+            if not isinstance(exc, (ProtocolError, EOFError)):
+                self._break("a receive was interrupted in the middle of a message")
+            raise
+        return fds
+
+    def _fds_cut_short(self) -> ProtocolError:
+        return self._protocol_error(
+            "the memfds of a message were cut short: this process may be out "
+            "of file descriptors (raise `ulimit -n`)"
+        )
+
+    def _died_mid_message(self) -> ProtocolError:
+        return self._protocol_error(
+            "the sender of a message died in the middle of it, and another process "
+            "sending on the same end went on: the rest of that message never came, "
+            "and what follows is out of step"
+        )
+
+    def _check_trailer(self, frame_id: int) -> None:
+        """After an inline side body: the frame id again, or the body was cut short."""
+        try:
+            trailer = self._recv(TRAILER.size, _MSG_WAITALL)
+        except ConnectionResetError as exc:
+            self._eof_mid_message(0, TRAILER.size, exc)
+        except BaseException:
+            self._break("a receive was interrupted in the middle of a message")
+            raise
+        if len(trailer) < TRAILER.size:
+            self._eof_mid_message(len(trailer), TRAILER.size)
+        if TRAILER.unpack(trailer)[0] != frame_id:
+            raise self._died_mid_message()
+
+    def _read_body(self, n: int, want_bytes: bool, on_socket: bool) -> bytes | bytearray:
+        """Read an ``n``-byte body (the header is consumed); never over-allocate."""
+        pending = None if on_socket else self._take_pending()
+        direct = on_socket or self._pipe_file is None
+        if pending is not None:
+            if len(pending) >= n:
+                body = pending[:n]
+                rest = pending[n:]
+                self._untake(rest)
+                return bytes(body)
+        elif want_bytes and direct and n <= PREALLOCATE_LIMIT:
+            # The common big-message path: one recv() straight into the bytes
+            # object that is returned (MSG_WAITALL), no copy.
+            try:
+                whole: bytes = self._recv(n, _MSG_WAITALL) if n else b""
+            except ConnectionResetError as exc:
+                self._eof_mid_message(0, n, exc)
+            except BaseException:
+                self._break("a receive was interrupted in the middle of a message")
+                raise
+            if len(whole) == n:
+                return whole
+            pending = memoryview(whole)  # short: EOF or a signal; finish below
+        if n <= PREALLOCATE_LIMIT:
+            out = bytearray(n)
+            view = memoryview(out)
+            have = 0
+            if pending is not None:
+                have = len(pending)
+                view[:have] = pending
+            self._fill(view, have, on_socket)
+            return out
+        # Grow the buffer only as bytes arrive: the header may be lying.
+        out = bytearray(pending) if pending is not None else bytearray()
+        chunk = bytearray(min(GROW_CHUNK, n - len(out)))
+        chunk_view = memoryview(chunk)
+        reader = self._reader(on_socket)
+        while len(out) < n:
+            want = min(len(chunk), n - len(out))
+            try:
+                got = reader(chunk_view[:want])
+            except ConnectionResetError as exc:
+                self._eof_mid_message(len(out), n, exc)
+            except BaseException:
+                self._break("a receive was interrupted in the middle of a message")
+                raise
+            if not got:
+                self._eof_mid_message(len(out), n)
+            out += chunk_view[:got]
+        return out
+
+    def _read_body_into(self, view: memoryview, on_socket: bool) -> None:
+        pending = None if on_socket else self._take_pending()
+        n = view.nbytes
+        have = 0
+        if pending is not None:
+            have = min(len(pending), n)
+            view[:have] = pending[:have]
+            rest = pending[have:]
+            self._untake(rest)
+        self._fill(view, have, on_socket)
+
+    def _fill(self, view: memoryview, have: int, on_socket: bool) -> None:
+        """Receive into ``view[have:]`` until it is full."""
+        n = view.nbytes
+        reader = self._reader(on_socket)
+        while have < n:
+            try:
+                got = reader(view[have:])
+            except ConnectionResetError as exc:
+                self._eof_mid_message(have, n, exc)
+            except BaseException:
+                self._break("a receive was interrupted in the middle of a message")
+                raise
+            if not got:
+                self._eof_mid_message(have, n)
+            have += got
+
+    def _eof_mid_message(self, have: int, n: int, cause: BaseException | None = None) -> None:
+        raise EOFError(
+            f"the other end of the connection was closed after sending {have} of the "
+            f"{n} bytes of a message (its process may have died mid-message)"
+        ) from cause
+
+
+def _map_all(fds: list[int]) -> list[Any]:
+    """Map each memfd (closing every descriptor, mapped or not)."""
+    try:
+        return [map_memfd(fd) for fd in fds]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _read_whole(fd: int, n: int) -> bytes:
+    """The ``n`` bytes of a memfd, as bytes."""
+    data = os.pread(fd, n, 0)
+    if len(data) < n:  # past 2 GiB one read stops short
+        parts = [data]
+        have = len(data)
+        while have < n:
+            chunk = os.pread(fd, min(n - have, 1 << 30), have)
+            if not chunk:
+                raise EOFError("a message's memfd ended early")
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+    return data

@@ -1,0 +1,491 @@
+"""How a connection end sends a frame: the pipe, the datagram socket, the stream socket.
+
+A ``Pipe()`` end writes every frame's header on a pipe, because a pipe wakes
+its reader in about half the time a Unix socket does (a small round trip is
+~40% faster), and one channel keeps every message in order. Where the body
+goes depends on its size; the rule throughout is that a message is whole at
+the reader even when many threads and processes send on one end at once::
+
+    send(obj, timeout=None)                          (the receiver: see _receiving)
+      small (header + body <= PIPE_BUF):
+        write(pipe, "PR" header + body)        ──▶  pipe        atomic (POSIX), no lock
+      mid-size (<= DATAGRAM_BODY_LIMIT, 64 KiB):
+        sendmsg(datagram: [id] body)           ─ ─▶ datagram    atomic (SOCK_SEQPACKET),
+        write(pipe, "PD" header + id)          ──▶  pipe          no lock
+      big, or with memfds:
+        send lock
+        sendmsg(stream: side message, as much  ═══▶ stream      many writes on two
+          as fits now: [id|fds|flags] body [id])                  channels: under the
+        write(pipe, "PS"/"PF" header + id)     ──▶  pipe          end's send lock
+        sendall(stream: the rest of it)        ═══▶ stream        (_sendlock)
+        unlock
+
+Mid-size: the datagram goes first, then its header. When the reader sees the
+header the datagram is there, so the reader never waits on the datagram socket
+(a sender that dies in between cannot make it hang); datagrams of concurrent
+senders may overtake each other's headers, and the reader matches them by id.
+A sender that dies, or times out, between the two writes leaves a datagram no
+header claims: it is never delivered.
+
+Why datagrams for mid-size bodies, measured on the 2-core Linux VM (16 KiB round
+trips between two processes on one core, raw system calls, no Python framing):
+one pipe write 12-13 us; a datagram plus a header on the pipe 20-22 us; a
+stream socket read twice, as ``multiprocessing`` does, 19 us. The send lock
+alone costs 4-5 us a message (two ``fcntl`` record-lock calls): under it a
+16 KiB message ran at 0.55-0.67x ``multiprocessing``. One pipe write per
+message would be fastest, but a write of more than ``PIPE_BUF`` bytes may be
+split when the pipe is full, and a small frame, sent with no lock, would then
+land inside it: every send, small ones included, would need the lock. Splitting
+bodies into self-describing page-sized pieces avoids the lock, but costs ~7 us
+a message in Python. A datagram is atomic by definition, needs no lock, and
+with its header on the pipe keeps the pipe's fast wake-up. Where ``AF_UNIX`` has no
+``SOCK_SEQPACKET`` (macOS), mid-size bodies take the stream socket, as big ones.
+Big bodies stay on the stream socket: it moves them faster (one ``MSG_WAITALL``
+read straight into the bytes returned), and its buffer bounds what a slow
+reader lets a sender queue.
+
+``Listener`` and ``Client`` connections use one socket for everything (tag
+``"PR"``), every message under the send lock.
+
+Timeouts: a pipe's write end is non-blocking (``O_NONBLOCK``), so an atomic
+write either goes whole or not at all, and a sender waits for room with
+``poll``; so does a datagram send (``MSG_DONTWAIT``). A big send with a timeout
+puts its body in a memfd, waits (within the deadline) until the stream socket
+has room for the small message that carries it, and only then writes the
+header. So on a ``Pipe()`` end a send that times out has sent nothing the
+reader will see, and the connection stays usable. On a socket connection part
+of a message may have gone out; then the end refuses further sends.
+
+Never killed: socket writes use ``MSG_NOSIGNAL``; pipe writes rely on Python
+ignoring SIGPIPE and block it around the write where something restored the
+default (on macOS ``F_SETNOSIGPIPE`` switches it off per pipe).
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # C module without stubs
+import array
+import errno
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .._core._errors import ProcessTimeoutError
+from .._core._timeout import check_timeout
+from .._core._wire import memfd_with
+from . import _sendlock
+from ._end import EndState
+from ._frames import (
+    BODY_IN_FD,
+    FRAME_ID,
+    HEADER,
+    HEADER_SIZE,
+    SIDE,
+    TAG_BITS,
+    TAG_DGRAM_BITS,
+    TAG_MEMFD_BITS,
+    TAG_MEMFD_FD_BITS,
+    TAG_SOCKET_BITS,
+    TAG_SOCKET_FD_BITS,
+    TRAILER,
+    parts_after,
+)
+from ._sendlock import wait_writable
+
+__all__ = ("ATOMIC_BODY", "F_SETNOSIGPIPE", "MSG_NOSIGNAL", "FrameSender", "send_deadline")
+
+# A write of at most this many bytes to a pipe is atomic (POSIX): concurrent
+# senders cannot split it. Pipe() frames up to this size go in one write and need
+# no lock; bodies past ATOMIC_BODY go out as a datagram, or on the stream socket.
+_PIPE_ATOMIC = getattr(select, "PIPE_BUF", 512)
+ATOMIC_BODY = _PIPE_ATOMIC - HEADER_SIZE
+
+# Plain ints: these flags are enums, and or-ing enums costs microseconds per send.
+MSG_NOSIGNAL = int(getattr(socket, "MSG_NOSIGNAL", 0))
+_MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
+_SEND_NOW = MSG_NOSIGNAL | _MSG_DONTWAIT
+# A datagram the kernel cannot build: too long, or no memory for it at the moment.
+_NO_DATAGRAM = frozenset({errno.EMSGSIZE, errno.ENOBUFS, errno.ENOMEM})
+
+# macOS can switch SIGPIPE off per pipe; Linux cannot (see _pipe_send_small).
+F_SETNOSIGPIPE = 73 if sys.platform == "darwin" else None
+_SIGPIPE: int = getattr(signal, "SIGPIPE", 13)
+# The C function: signal.getsignal wraps its answer in an enum, at a microsecond a send.
+_SIG_IGN = int(signal.SIG_IGN)
+_getsignal = _signal.getsignal
+_write = os.write
+_pack = HEADER.pack
+_id_pack = FRAME_ID.pack
+# (Frame ids come from _sendlock.next_frame_id, always looked up there: forked
+# children get a new one.)
+# A side frame's header and frame id, in one write.
+_token_pack = struct.Struct(HEADER.format + FRAME_ID.format[1:]).pack
+
+
+def send_deadline(timeout: Any) -> float:
+    """The ``time.monotonic()`` instant a send with ``timeout`` gives up (checked)."""
+    checked = check_timeout(timeout) or 0.0
+    return time.monotonic() + max(0.0, checked)
+
+
+def _sendall_rest(sendall: Any, parts: list[Any], sent: int) -> None:
+    for part in parts_after(parts, sent):
+        sendall(part, MSG_NOSIGNAL)
+
+
+class FrameSender(EndState):
+    """The sending half of a ``Connection``: frames onto its pipe, side socket or socket."""
+
+    __slots__ = ()
+
+    def _send_frame(self, body: Any, deadline: float | None) -> None:
+        """Send ``body`` (bytes-like) as one frame, the way its size and this end call for."""
+        n = len(body)
+        if self._wfd < 0:
+            self._socket_send(memoryview(body), deadline)
+        elif n <= ATOMIC_BODY:
+            self._pipe_send_small(_pack(TAG_BITS + n) + body, deadline)
+        elif n <= self._dgram_limit:
+            if deadline is None:
+                # _send_datagram's common case, inline: this is a hot path.
+                frame_id = _sendlock.next_frame_id()
+                try:
+                    self._dsock.sendmsg([_id_pack(frame_id), body], (), MSG_NOSIGNAL)  # type: ignore[union-attr]
+                except OSError:
+                    pass  # nothing was sent: _send_datagram sorts it out
+                else:
+                    token = _token_pack(TAG_DGRAM_BITS + n, frame_id)
+                    if _getsignal(_SIGPIPE) == _SIG_IGN:  # as _pipe_send_small's fast path
+                        try:
+                            _write(self._wfd, token)
+                            return
+                        except OSError:
+                            pass  # a full pipe, a dead reader: _pipe_send_small tells which
+                    self._pipe_send_small(token)
+                    return
+            self._send_datagram(body, n, deadline)
+        else:
+            self._send_side(TAG_SOCKET_BITS, memoryview(body), (), deadline)
+
+    def _send_with_buffers(
+        self, body: bytes, buffers: list[pickle.PickleBuffer], deadline: float | None
+    ) -> None:
+        """Send a pickle whose large out-of-band buffers go as memfds (``Pipe()`` ends).
+
+        On the stream socket: datagrams carry no descriptors, so that the reader
+        can take them with a plain ``recv_into`` (cheaper than ``recvmsg``).
+        """
+        self._send_side(TAG_MEMFD_BITS, memoryview(body), buffers, deadline)
+
+    def _break_send(self) -> None:
+        # Part of a frame is out and the rest never will be: anything sent now
+        # would be read as the rest of that frame.
+        self._broken_send = "an exception interrupted a send in the middle of a message"
+        self._can_send = False
+
+    # Pipe(): frames of at most PIPE_BUF bytes, one atomic write, no lock.
+
+    def _pipe_send_small(self, data: bytes, deadline: float | None = None) -> None:
+        # A write to a pipe whose reader is gone raises SIGPIPE, which kills the
+        # process unless it is ignored. Python ignores it at start-up, so the fast
+        # path is a plain write; where something restored the default (an
+        # embedder, a child that wants `head`-friendly behaviour) the signal is
+        # blocked around the write instead.
+        if F_SETNOSIGPIPE is None and _getsignal(_SIGPIPE) != _SIG_IGN:
+            self._pipe_send_masked(data, deadline)
+            return
+        try:
+            # At most PIPE_BUF bytes to a non-blocking pipe: all of it, or
+            # BlockingIOError and nothing.
+            _write(self._wfd, data)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            self._send_failed(exc)
+        self._pipe_wait_and_write(data, deadline)
+
+    def _pipe_wait_and_write(self, data: bytes, deadline: float | None) -> None:
+        """The pipe is full: write ``data`` once the reader has made room."""
+        while True:
+            if not wait_writable(self._wfd, deadline):
+                raise self._send_timeout("the peer is not reading")
+            try:
+                _write(self._wfd, data)
+                return
+            except BlockingIOError:
+                continue  # another sender took the room first
+            except OSError as exc:
+                self._send_failed(exc)
+
+    def _pipe_send_masked(self, data: bytes, deadline: float | None) -> None:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {_SIGPIPE})
+        try:
+            try:
+                try:
+                    _write(self._wfd, data)
+                except BlockingIOError:
+                    self._pipe_wait_and_write(data, deadline)
+            except BrokenPipeError as exc:
+                # The SIGPIPE this write raised is pending on this thread: take
+                # it, so that unblocking does not deliver it.
+                if _SIGPIPE not in previous and hasattr(signal, "sigtimedwait"):
+                    signal.sigtimedwait([_SIGPIPE], 0)
+                self._send_failed(exc)
+            except OSError as exc:
+                if isinstance(exc, ProcessTimeoutError):
+                    raise
+                self._send_failed(exc)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    # Pipe(): a mid-size body in one datagram, no lock.
+
+    def _send_datagram(self, body: Any, n: int, deadline: float | None) -> None:
+        """Send a frame whose ``n``-byte body is one datagram: whole or nothing, no lock.
+
+        The datagram first, then the header (see the module docstring). A
+        datagram the kernel cannot build now goes on the stream socket instead.
+        """
+        dsock = self._dsock
+        assert dsock is not None  # only ends with a datagram socket get here
+        frame_id = _sendlock.next_frame_id()
+        parts = [_id_pack(frame_id), body]
+        try:
+            if deadline is None:
+                dsock.sendmsg(parts, (), MSG_NOSIGNAL)
+            else:
+                # Room for the header first, so that the datagram rarely goes
+                # out without it (only if another sender takes that room).
+                if not wait_writable(self._wfd, deadline):
+                    raise self._send_timeout("the peer is not reading")
+                self._send_datagram_within(dsock, parts, deadline)
+        except OSError as exc:
+            if isinstance(exc, ProcessTimeoutError):
+                raise
+            if exc.errno in _NO_DATAGRAM:
+                # The kernel cannot build so big a datagram now (memory too
+                # fragmented, a send buffer made smaller): the stream it is.
+                self._send_side(TAG_SOCKET_BITS, memoryview(body), (), deadline)
+                return
+            self._send_failed(exc)
+        self._pipe_send_small(_token_pack(TAG_DGRAM_BITS + n, frame_id), deadline)
+
+    def _send_datagram_within(
+        self, dsock: socket.socket, parts: list[Any], deadline: float
+    ) -> None:
+        """Send one datagram by ``deadline``, or raise ProcessTimeoutError."""
+        while True:
+            try:
+                dsock.sendmsg(parts, (), _SEND_NOW)
+                return
+            except BlockingIOError:
+                if not wait_writable(dsock.fileno(), deadline):
+                    raise self._send_timeout("the peer is not reading") from None
+
+    # Pipe(): a body on the stream socket, under the send lock.
+
+    def _send_side(
+        self,
+        tag_bits: int,
+        body: memoryview,
+        buffers: Iterable[pickle.PickleBuffer],
+        deadline: float | None,
+    ) -> None:
+        """Send a frame whose body (and large buffers, as memfds) go on the side socket.
+
+        Under the send lock, so that side messages are on the socket in the order
+        of their headers on the pipe. As much of the side message as the socket
+        takes at once goes before the header, the rest after it: the reader then
+        wakes once, to find its body there (waiting for room *before* the header
+        could wait for ever on a reader that waits for the header).
+        """
+        if deadline is not None:
+            self._send_side_within(tag_bits, body, buffers, deadline)
+            return
+        fds: list[int] = []
+        try:
+            for buffer in buffers:
+                fds.append(memfd_with(buffer.raw(), "proctor-message-buffer"))
+            self._lock_send(None)
+            try:
+                frame_id = _sendlock.next_frame_id()
+                parts: list[Any] = [
+                    SIDE.pack(frame_id, len(fds), 0),
+                    body,
+                    TRAILER.pack(frame_id),
+                ]
+                total = SIDE.size + body.nbytes + TRAILER.size
+                ancillary = (
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+                )
+                sent = 0
+                try:
+                    try:
+                        sent = self._sock.sendmsg(parts, ancillary, _SEND_NOW)
+                    except BlockingIOError:
+                        pass
+                    self._pipe_send_small(_pack(tag_bits + body.nbytes) + FRAME_ID.pack(frame_id))
+                    if not sent:
+                        sent = self._sock.sendmsg(parts, ancillary, MSG_NOSIGNAL)
+                    if sent < total:
+                        # The descriptors went with the first byte; a blocking
+                        # stream socket takes the rest.
+                        _sendall_rest(self._sendall, parts, sent)
+                except OSError as exc:
+                    self._break_send()
+                    self._send_failed(exc)
+                except BaseException:
+                    self._break_send()
+                    raise
+            finally:
+                self._unlock_send()
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _send_side_within(
+        self,
+        tag_bits: int,
+        body: memoryview,
+        buffers: Iterable[pickle.PickleBuffer],
+        deadline: float,
+    ) -> None:
+        """``_send_side`` with a deadline: the whole message or nothing of it.
+
+        The body goes into a memfd, so that the side message is a few bytes plus
+        descriptors. Under the send lock nobody else writes on the side socket,
+        so once it has room (``poll``) that small message cannot block; only
+        then is the header written (atomic, within the deadline), and only then
+        the side message. A timeout before the header leaves nothing behind.
+        """
+        fds: list[int] = []
+        try:
+            fds.append(memfd_with(body, "proctor-message"))
+            for buffer in buffers:
+                fds.append(memfd_with(buffer.raw(), "proctor-message-buffer"))
+            self._lock_send(deadline)
+            try:
+                sock_fd = self._sock.fileno()
+                if not wait_writable(sock_fd, deadline):
+                    raise self._send_timeout("the peer is not reading")
+                frame_id = _sendlock.next_frame_id()
+                tag_bits = TAG_MEMFD_FD_BITS if tag_bits == TAG_MEMFD_BITS else TAG_SOCKET_FD_BITS
+                self._pipe_send_small(
+                    _pack(tag_bits + body.nbytes) + FRAME_ID.pack(frame_id), deadline
+                )
+                side = SIDE.pack(frame_id, len(fds), BODY_IN_FD)
+                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                try:
+                    sent = self._sock.sendmsg([side], ancillary, MSG_NOSIGNAL)
+                    if sent < len(side):
+                        self._sendall(side[sent:], MSG_NOSIGNAL)
+                except OSError as exc:
+                    self._break_send()
+                    self._send_failed(exc)
+                except BaseException:
+                    self._break_send()
+                    raise
+            finally:
+                self._unlock_send()
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    # Listener/Client: one socket for everything, every message under the send lock.
+
+    def _socket_send(self, body: memoryview, deadline: float | None) -> None:
+        parts: list[Any] = [_pack(TAG_BITS | body.nbytes), body]
+        total = HEADER_SIZE + body.nbytes
+        self._lock_send(deadline)
+        try:
+            if deadline is None:
+                sent = 0
+                try:
+                    sent = self._sock.sendmsg(parts, (), MSG_NOSIGNAL)
+                    # A blocking stream socket sends everything unless a signal
+                    # interrupted it.
+                    if sent < total:
+                        _sendall_rest(self._sendall, parts, sent)
+                except OSError as exc:
+                    if sent:
+                        self._break_send()
+                    self._send_failed(exc)
+                except BaseException:
+                    self._break_send()
+                    raise
+            else:
+                self._socket_send_within(parts, total, deadline)
+        finally:
+            self._unlock_send()
+
+    def _socket_send_within(self, parts: list[Any], total: int, deadline: float) -> None:
+        sent = 0
+        try:
+            while sent < total:
+                try:
+                    sent += self._sock.sendmsg(parts_after(parts, sent), (), _SEND_NOW)
+                except BlockingIOError:
+                    if not wait_writable(self._sock.fileno(), deadline):
+                        if sent:
+                            self._break_send()
+                        raise self._send_timeout(
+                            "the peer is not reading", sent=sent, total=total
+                        ) from None
+        except OSError as exc:
+            if isinstance(exc, ProcessTimeoutError):
+                raise
+            if sent:
+                self._break_send()
+            self._send_failed(exc)
+        except BaseException:
+            if sent:
+                self._break_send()
+            raise
+
+    # The send lock.
+
+    def _lock_send(self, deadline: float | None) -> None:
+        """Take this end's send lock by ``deadline``, or raise ProcessTimeoutError."""
+        holder = self._send_lock.acquire(deadline)
+        if holder is not None:
+            raise self._send_timeout(f"{holder} is sending on this end")
+
+    def _unlock_send(self) -> None:
+        self._send_lock.release()
+
+    def _send_timeout(self, why: str, *, sent: int = 0, total: int = 0) -> ProcessTimeoutError:
+        if sent:
+            return ProcessTimeoutError(
+                f"could not send the whole message on {self!r} within its timeout ({why}): "
+                f"{sent} of its {total} bytes went out, and the peer would read whatever "
+                "came next as the rest, so this end can no longer send; close it"
+            )
+        return ProcessTimeoutError(
+            f"could not send on {self!r} within its timeout ({why}); nothing of it was "
+            "sent and the connection is still usable (pass a longer timeout, or "
+            "timeout=None to wait forever)"
+        )
+
+    def _send_failed(self, exc: OSError) -> None:
+        if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+            raise BrokenPipeError(
+                errno.EPIPE,
+                "cannot send: the other end of the connection is closed (its process "
+                "may have exited or been killed)",
+            ) from exc
+        if exc.errno == getattr(errno, "ETOOMANYREFS", -1):
+            raise OSError(
+                exc.errno,
+                "cannot send: too many descriptors are in flight to readers that have "
+                "not taken them yet (the kernel limits them to RLIMIT_NOFILE per user); "
+                "the peer is not reading",
+            ) from exc
+        raise exc
