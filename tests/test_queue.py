@@ -910,3 +910,92 @@ def test_a_batch_that_fails_to_unpickle_goes_whole_even_when_taken_one_by_one():
     assert q.qsize() == 1
     assert q.get(timeout=5) == "after"
     assert q._shared.items.sem.acquire(False) is False  # no token left behind
+
+
+# --- every wait sleeps through the shared wait ----------------------------------------------
+
+
+class _RecordingSem:
+    """Stands in for a queue semaphore's SemLock, recording each ``acquire(block, timeout)``."""
+
+    def __init__(self, sem):
+        self.real = sem
+        self.calls = []
+        self.release = sem.release
+
+    def acquire(self, block=True, timeout=None):
+        self.calls.append((block, timeout))
+        return self.real.acquire(block, timeout)
+
+    def sleeps(self):
+        return [timeout for block, timeout in self.calls if block]
+
+
+def _blocked_queue_waits():
+    """(name, queue, a wait with no timeout, what ends it, the recorder of its semaphore)."""
+    getter = Queue()
+    get_sem = getter._shared.items.sem = _RecordingSem(getter._shared.items.sem)
+    getter._take_token = get_sem.acquire
+
+    putter = Queue(maxsize=1)
+    putter.put("fills it")
+    room_sem = putter._shared.room.sem = _RecordingSem(putter._shared.room.sem)
+
+    joiner = JoinableQueue()
+    joiner.put("work")
+    joiner.get(timeout=5)
+    done_sem = joiner._shared.all_done.sem = _RecordingSem(joiner._shared.all_done.sem)
+    return [
+        ("get", getter, getter.get, lambda: getter.put("item"), get_sem),
+        ("put", putter, lambda: putter.put("waits"), lambda: putter.get(timeout=5), room_sem),
+        ("join", joiner, joiner.join, joiner.task_done, done_sem),
+    ]
+
+
+def test_every_queue_wait_sleeps_through_the_shared_wait_and_looks_again(monkeypatch):
+    """get(), put() and join() wait as every proctor primitive does: through
+    _core._wait.wait_for_post, sleeping at most CHECK_INTERVAL at a time."""
+    from proctor._core import _wait
+    from proctor._queues import _waiting
+
+    waits = []
+
+    def recording_wait_for_post(acquire, deadline, ready=None, spin=0):
+        waits.append(acquire)
+        return _wait.wait_for_post(acquire, deadline, ready, spin)
+
+    monkeypatch.setattr(_waiting, "wait_for_post", recording_wait_for_post)
+    for name, q, wait, end, sem in _blocked_queue_waits():
+        t = threading.Thread(target=wait)
+        t.start()
+        wait_until(lambda sem=sem: len(sem.sleeps()) >= 3, timeout=10)
+        end()
+        t.join(10)
+        assert not t.is_alive(), name
+        assert sem.acquire in waits, name
+        sleeps = sem.sleeps()
+        assert all(s is not None and 0 < s <= _wait.CHECK_INTERVAL for s in sleeps), (name, sleeps)
+        q.close()
+
+
+def finish_all_without_posting(q):
+    # A task_done() killed between marking the last item done and waking the joiner.
+    assert q._put_lock.acquire(timeout=30)
+    try:
+        assert q._ring.mark_done() == 0
+    finally:
+        q._put_lock.release()
+    os._exit(0)
+
+
+def test_a_join_whose_wake_up_died_with_the_last_task_done_still_returns(ctx):
+    q = ctx.JoinableQueue()
+    q.put("work")
+    q.get(timeout=5)
+    p = ctx.Process(target=finish_all_without_posting, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert q._shared.all_done.sem.acquire(False) is False  # no wake-up was posted
+    assert q.join(timeout=30) is True  # found by looking at the ring
+    p.close()

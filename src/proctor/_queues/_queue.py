@@ -21,7 +21,8 @@
       consumer (any process)                    room: OS semaphore, handed to a waiting
       ──────────────────────                      producer by the consumer that made room
       get()
-        take an "items" token (await_items: spin, then sleep in CHECK_INTERVAL slices)
+        take an "items" token (await_items: try a few hundred times, then
+          sleep through _core._wait.wait_for_post, looking at the ring between slices)
         get lock ── ring.take: one store of the get word ── mailbox.receive(mail id)
         ─▶ decode: unpickle, large buffers mapped from their memfds
 
@@ -41,8 +42,10 @@ Why this shape:
   8-byte store of its own word (``_ring``), so a process killed anywhere leaves
   the ring consistent: there is nothing to repair, and a consumer killed in
   ``get()`` loses at most the item it was taking.
-* The semaphores are hints and the ring is the truth (``_waiting``): a lost
-  token is noticed within CHECK_INTERVAL, a stale one costs one look.
+* The semaphores are hints and the ring is the truth (``_waiting``): every
+  wait sleeps through the one wait of every proctor primitive
+  (``_core._wait.wait_for_post``), so a lost token is noticed within
+  CHECK_INTERVAL, and a stale one costs one look.
 * Large buffers (numpy arrays, bytearrays) travel as memfds through the
   mailbox: one copy in, none out (``_codec``).
 * Every piece is reclaimed by the kernel when the last process holding the queue
