@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import queue
@@ -17,6 +18,7 @@ import psutil
 import pytest
 
 import proctor
+import proctor.queues
 from helpers import wait_until
 from proctor import JoinableQueue, Queue, SimpleQueue
 from proctor._queues._ring import Ring
@@ -998,4 +1000,108 @@ def test_a_join_whose_wake_up_died_with_the_last_task_done_still_returns(ctx):
     assert p.exitcode == 0
     assert q._shared.all_done.sem.acquire(False) is False  # no wake-up was posted
     assert q.join(timeout=30) is True  # found by looking at the ring
+    p.close()
+
+
+# --- the stdlib's errors on a closed queue ----------------------------------------------------
+
+
+def _closed_queue_calls(q):
+    """(the call, the name its error gives it): put_nowait() is put(block=False)."""
+    calls = [
+        (lambda: q.put("x"), "put"),
+        (lambda: q.put_nowait("x"), "put"),
+        (lambda: q.put_many(["x"]), "put_many"),
+        (q.get, "get"),
+        (q.get_nowait, "get"),
+        (lambda: q.get_many(1), "get_many"),
+        (q.qsize, "qsize"),
+        (q.empty, "empty"),
+        (q.full, "full"),
+        (lambda: len(q), "len"),
+        (lambda: bool(q), "bool"),
+    ]
+    if isinstance(q, JoinableQueue):
+        calls += [(q.task_done, "task_done"), (q.join, "join")]
+    return calls
+
+
+@pytest.mark.parametrize("used", [False, True], ids=["unused", "used"])
+@pytest.mark.parametrize("cls", [Queue, JoinableQueue, SimpleQueue])
+def test_a_closed_queue_raises_queue_closed_error_a_value_error_and_an_os_error(cls, used):
+    """multiprocessing raises ValueError("Queue <...> is closed") from put()/get(), and
+    (3.13's suite) OSError matching "is closed" from empty(): one error is both."""
+    q = cls()
+    if used:
+        q.put("item")
+    q.close()
+    for use, call in _closed_queue_calls(q):
+        with pytest.raises(proctor.QueueClosedError) as info:
+            use()
+        error = info.value
+        assert isinstance(error, ValueError) and isinstance(error, OSError), call
+        message = str(error)
+        assert "is closed" in message, call
+        assert f"{cls.__name__} <proctor.{cls.__name__} closed> is closed" in message, call
+        assert f"cannot call {call}()" in message, call
+    with pytest.raises(ValueError, match="is closed"):
+        q.get()
+    with pytest.raises(OSError, match="is closed"):
+        q.empty()
+
+
+# --- ctx= and subclasses written for multiprocessing.queues ------------------------------------
+
+
+@pytest.mark.parametrize("cls", [Queue, JoinableQueue, SimpleQueue])
+def test_queues_take_the_stdlib_ctx_keyword(cls):
+    for ctx in [None, *(proctor.get_context(m) for m in ("fork", "spawn", "forkserver"))]:
+        with cls(ctx=ctx) as q:
+            q.put(1)
+            assert q.get(timeout=5) == 1
+    with pytest.raises(TypeError, match=r"multiprocessing's .*proctor.get_context"):
+        cls(ctx=multiprocessing.get_context("spawn"))
+    with pytest.raises(TypeError, match=r"must be a proctor context .* not str"):
+        cls(ctx="spawn")
+
+
+class CountingQueue(proctor.queues.Queue):
+    """A subclass written as multiprocessing's documentation says, import changed:
+    ``super().__init__(maxsize, ctx=...)``, and its own state pickled beside the
+    queue's with ``__getstate__``/``__setstate__``."""
+
+    def __init__(self, maxsize=0, *, ctx):
+        super().__init__(maxsize, ctx=ctx)
+        self.puts = proctor.Value("i", 0)
+
+    def __getstate__(self):
+        return (super().__getstate__(), self.puts)
+
+    def __setstate__(self, state):
+        super().__setstate__(state[0])
+        self.puts = state[1]
+
+    def put(self, obj, block=True, timeout=None):
+        super().put(obj, block, timeout)
+        with self.puts.get_lock():
+            self.puts.value += 1
+
+
+def put_through_a_subclass(q, n):
+    for i in range(n):
+        q.put(i)
+    return type(q).__name__, q.puts.value
+
+
+def test_a_subclass_written_for_multiprocessing_queues_works_across_processes(ctx):
+    q = CountingQueue(maxsize=3, ctx=ctx)
+    p = ctx.Process(target=put_through_a_subclass, args=(q, 5))
+    p.start()
+    assert [q.get(timeout=30) for _ in range(5)] == [0, 1, 2, 3, 4]
+    p.join(60)
+    assert p.result == ("CountingQueue", 5)
+    q.put("parent")
+    assert q.puts.value == 6  # one counter, shared with the child
+    assert q.get(timeout=5) == "parent"
+    q.close()
     p.close()
