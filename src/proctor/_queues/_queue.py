@@ -21,7 +21,7 @@
       consumer (any process)                    room: OS semaphore, handed to a waiting
       ──────────────────────                      producer by the consumer that made room
       get()
-        take an "items" token (await_items: try a few hundred times, then
+        take an "items" token (await_items: try ITEMS_SPIN_TRIES times, ~50 us, then
           sleep through _core._wait.wait_for_post, looking at the ring between slices)
         get lock ── ring.take: one store of the get word ── mailbox.receive(mail id)
         ─▶ decode: unpickle, large buffers mapped from their memfds
