@@ -1,7 +1,9 @@
 """Queues: proctor vs multiprocessing, measured side by side in one run.
 
 Rows: one producer to one consumer with small ints (one at a time, and in
-batches with put_many/get_many), two producers to two consumers, and a 64 MiB
+batches with put_many/get_many), round trips between two processes (each get()
+waits for the other's put(): the getter's watch and wake-up), two producers to
+two consumers, and a 64 MiB
 float64 array put by a child and got by the parent (with a plain memory copy's
 bandwidth in the same run for scale). Run: ``python benchmarks/bench_queue.py [--quick]``.
 """
@@ -39,6 +41,11 @@ def consume(q, n):
         q.get()
 
 
+def echo(requests, replies, n):
+    for _ in range(n):
+        replies.put(requests.get())
+
+
 def produce_array(q, stamps):
     a = np.random.default_rng(0).random(ARRAY_BYTES // 8)
     stamps.put(time.perf_counter())  # CLOCK_MONOTONIC: comparable across processes
@@ -68,6 +75,21 @@ def _one_to_one_batched(ctx, n, batch=1000):
     elapsed = time.perf_counter() - began
     p.join()
     return n / elapsed
+
+
+def _round_trips(ctx, n):
+    requests, replies = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=echo, args=(requests, replies, n))
+    p.start()
+    requests.put(-1)  # the child is up and answering: time the round trips only
+    replies.get()
+    began = time.perf_counter()
+    for i in range(n - 1):
+        requests.put(i)
+        replies.get()
+    elapsed = time.perf_counter() - began
+    p.join()
+    return (n - 1) / elapsed
 
 
 def _two_to_two(ctx, n):
@@ -134,6 +156,21 @@ def run(quick: bool = False) -> list[dict]:
             "msg/s",
             higher_is_better=True,
             note="batches of 1000; multiprocessing has no batch API (one at a time)",
+        )
+    )
+    trips = n // 5
+    got = interleaved(
+        {"proctor": lambda: _round_trips(px, trips), "mp": lambda: _round_trips(mp, trips)},
+        rounds,
+    )
+    rows.append(
+        row(
+            "queue round trips, 2 processes",
+            got["proctor"],
+            got["mp"],
+            "trips/s",
+            higher_is_better=True,
+            note="put, then get() waits for the other process's put()",
         )
     )
     got = interleaved(

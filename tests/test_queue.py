@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import queue
@@ -17,6 +18,7 @@ import psutil
 import pytest
 
 import proctor
+import proctor.queues
 from helpers import wait_until
 from proctor import JoinableQueue, Queue, SimpleQueue
 from proctor._queues._ring import Ring
@@ -910,3 +912,196 @@ def test_a_batch_that_fails_to_unpickle_goes_whole_even_when_taken_one_by_one():
     assert q.qsize() == 1
     assert q.get(timeout=5) == "after"
     assert q._shared.items.sem.acquire(False) is False  # no token left behind
+
+
+# --- every wait sleeps through the shared wait ----------------------------------------------
+
+
+class _RecordingSem:
+    """Stands in for a queue semaphore's SemLock, recording each ``acquire(block, timeout)``."""
+
+    def __init__(self, sem):
+        self.real = sem
+        self.calls = []
+        self.release = sem.release
+
+    def acquire(self, block=True, timeout=None):
+        self.calls.append((block, timeout))
+        return self.real.acquire(block, timeout)
+
+    def sleeps(self):
+        return [timeout for block, timeout in self.calls if block]
+
+
+def _blocked_queue_waits():
+    """(name, queue, a wait with no timeout, what ends it, the recorder of its semaphore)."""
+    getter = Queue()
+    get_sem = getter._shared.items.sem = _RecordingSem(getter._shared.items.sem)
+    getter._take_token = get_sem.acquire
+
+    putter = Queue(maxsize=1)
+    putter.put("fills it")
+    room_sem = putter._shared.room.sem = _RecordingSem(putter._shared.room.sem)
+
+    joiner = JoinableQueue()
+    joiner.put("work")
+    joiner.get(timeout=5)
+    done_sem = joiner._shared.all_done.sem = _RecordingSem(joiner._shared.all_done.sem)
+    return [
+        ("get", getter, getter.get, lambda: getter.put("item"), get_sem),
+        ("put", putter, lambda: putter.put("waits"), lambda: putter.get(timeout=5), room_sem),
+        ("join", joiner, joiner.join, joiner.task_done, done_sem),
+    ]
+
+
+def test_every_queue_wait_sleeps_through_the_shared_wait_and_looks_again(monkeypatch):
+    """get(), put() and join() wait as every proctor primitive does: through
+    _core._wait.wait_for_post, sleeping at most CHECK_INTERVAL at a time."""
+    from proctor._core import _wait
+    from proctor._queues import _waiting
+
+    waits = []
+
+    def recording_wait_for_post(acquire, deadline, ready=None, spin=0):
+        waits.append(acquire)
+        return _wait.wait_for_post(acquire, deadline, ready, spin)
+
+    monkeypatch.setattr(_waiting, "wait_for_post", recording_wait_for_post)
+    for name, q, wait, end, sem in _blocked_queue_waits():
+        t = threading.Thread(target=wait)
+        t.start()
+        wait_until(lambda sem=sem: len(sem.sleeps()) >= 3, timeout=10)
+        end()
+        t.join(10)
+        assert not t.is_alive(), name
+        assert sem.acquire in waits, name
+        sleeps = sem.sleeps()
+        assert all(s is not None and 0 < s <= _wait.CHECK_INTERVAL for s in sleeps), (name, sleeps)
+        q.close()
+
+
+def finish_all_without_posting(q):
+    # A task_done() killed between marking the last item done and waking the joiner.
+    assert q._put_lock.acquire(timeout=30)
+    try:
+        assert q._ring.mark_done() == 0
+    finally:
+        q._put_lock.release()
+    os._exit(0)
+
+
+def test_a_join_whose_wake_up_died_with_the_last_task_done_still_returns(ctx):
+    q = ctx.JoinableQueue()
+    q.put("work")
+    q.get(timeout=5)
+    p = ctx.Process(target=finish_all_without_posting, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert q._shared.all_done.sem.acquire(False) is False  # no wake-up was posted
+    assert q.join(timeout=30) is True  # found by looking at the ring
+    p.close()
+
+
+# --- the stdlib's errors on a closed queue ----------------------------------------------------
+
+
+def _closed_queue_calls(q):
+    """(the call, the name its error gives it): put_nowait() is put(block=False)."""
+    calls = [
+        (lambda: q.put("x"), "put"),
+        (lambda: q.put_nowait("x"), "put"),
+        (lambda: q.put_many(["x"]), "put_many"),
+        (q.get, "get"),
+        (q.get_nowait, "get"),
+        (lambda: q.get_many(1), "get_many"),
+        (q.qsize, "qsize"),
+        (q.empty, "empty"),
+        (q.full, "full"),
+        (lambda: len(q), "len"),
+        (lambda: bool(q), "bool"),
+    ]
+    if isinstance(q, JoinableQueue):
+        calls += [(q.task_done, "task_done"), (q.join, "join")]
+    return calls
+
+
+@pytest.mark.parametrize("used", [False, True], ids=["unused", "used"])
+@pytest.mark.parametrize("cls", [Queue, JoinableQueue, SimpleQueue])
+def test_a_closed_queue_raises_queue_closed_error_a_value_error_and_an_os_error(cls, used):
+    """multiprocessing raises ValueError("Queue <...> is closed") from put()/get(), and
+    (3.13's suite) OSError matching "is closed" from empty(): one error is both."""
+    q = cls()
+    if used:
+        q.put("item")
+    q.close()
+    for use, call in _closed_queue_calls(q):
+        with pytest.raises(proctor.QueueClosedError) as info:
+            use()
+        error = info.value
+        assert isinstance(error, ValueError) and isinstance(error, OSError), call
+        message = str(error)
+        assert "is closed" in message, call
+        assert f"{cls.__name__} <proctor.{cls.__name__} closed> is closed" in message, call
+        assert f"cannot call {call}()" in message, call
+    with pytest.raises(ValueError, match="is closed"):
+        q.get()
+    with pytest.raises(OSError, match="is closed"):
+        q.empty()
+
+
+# --- ctx= and subclasses written for multiprocessing.queues ------------------------------------
+
+
+@pytest.mark.parametrize("cls", [Queue, JoinableQueue, SimpleQueue])
+def test_queues_take_the_stdlib_ctx_keyword(cls):
+    for ctx in [None, *(proctor.get_context(m) for m in ("fork", "spawn", "forkserver"))]:
+        with cls(ctx=ctx) as q:
+            q.put(1)
+            assert q.get(timeout=5) == 1
+    with pytest.raises(TypeError, match=r"multiprocessing's .*proctor.get_context"):
+        cls(ctx=multiprocessing.get_context("spawn"))
+    with pytest.raises(TypeError, match=r"must be a proctor context .* not str"):
+        cls(ctx="spawn")
+
+
+class CountingQueue(proctor.queues.Queue):
+    """A subclass written as multiprocessing's documentation says, import changed:
+    ``super().__init__(maxsize, ctx=...)``, and its own state pickled beside the
+    queue's with ``__getstate__``/``__setstate__``."""
+
+    def __init__(self, maxsize=0, *, ctx):
+        super().__init__(maxsize, ctx=ctx)
+        self.puts = proctor.Value("i", 0)
+
+    def __getstate__(self):
+        return (super().__getstate__(), self.puts)
+
+    def __setstate__(self, state):
+        super().__setstate__(state[0])
+        self.puts = state[1]
+
+    def put(self, obj, block=True, timeout=None):
+        super().put(obj, block, timeout)
+        with self.puts.get_lock():
+            self.puts.value += 1
+
+
+def put_through_a_subclass(q, n):
+    for i in range(n):
+        q.put(i)
+    return type(q).__name__, q.puts.value
+
+
+def test_a_subclass_written_for_multiprocessing_queues_works_across_processes(ctx):
+    q = CountingQueue(maxsize=3, ctx=ctx)
+    p = ctx.Process(target=put_through_a_subclass, args=(q, 5))
+    p.start()
+    assert [q.get(timeout=30) for _ in range(5)] == [0, 1, 2, 3, 4]
+    p.join(60)
+    assert p.result == ("CountingQueue", 5)
+    q.put("parent")
+    assert q.puts.value == 6  # one counter, shared with the child
+    assert q.get(timeout=5) == "parent"
+    q.close()
+    p.close()

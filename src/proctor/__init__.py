@@ -33,6 +33,7 @@ from ._core._errors import ProcessError as ProcessError
 from ._core._errors import ProcessTimeoutError as ProcessTimeoutError
 from ._core._errors import ProcessTimeoutError as TimeoutError
 from ._core._errors import ProtocolError as ProtocolError
+from ._core._errors import QueueClosedError as QueueClosedError
 from ._core._errors import RemoteError as RemoteError
 from ._core._errors import RemoteTraceback as RemoteTraceback
 from ._core._errors import ResultError as ResultError
@@ -159,6 +160,7 @@ __all__ = (
     "ProcessTimeoutError",
     "ProtocolError",
     "Queue",
+    "QueueClosedError",
     "RLock",
     "RawArray",
     "RawValue",

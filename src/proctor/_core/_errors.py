@@ -18,6 +18,8 @@ written for ``multiprocessing`` (or ``pickle``) keep working::
     │   └── PicklingError                 an object, or a part of it, cannot be pickled
     ├── RemoteError                       a child's exception that could not travel as itself
     └── ResultError                       a target's return value could not reach the parent
+    ValueError, OSError
+    └── QueueClosedError                  a queue handle used after its close() (in this process)
     AssertionError, RuntimeError
     └── LockNotOwnedError (_lock)         release/wait by a thread that does not hold the lock
     TypeError, AttributeError
@@ -54,6 +56,7 @@ __all__ = (
     "ProcessError",
     "ProcessTimeoutError",
     "ProtocolError",
+    "QueueClosedError",
     "RemoteError",
     "RemoteTraceback",
     "ResultError",
@@ -116,6 +119,16 @@ class UnpicklableError(StartError, PicklingError):
 
     Also a :class:`PicklingError` (so a ``TypeError``), naming the argument and
     the path to the part that failed.
+    """
+
+
+class QueueClosedError(ValueError, OSError):
+    """A queue handle was used after ``close()`` was called on it in this process.
+
+    A ``ValueError``, as ``multiprocessing`` raises from ``put()``/``get()`` on a
+    closed queue, and an ``OSError``, as it raises (through its closed pipe) from
+    ``empty()``, ``qsize()``... The message names the queue and the call. Other
+    processes' handles of the same queue still work.
     """
 
 

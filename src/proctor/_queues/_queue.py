@@ -21,7 +21,8 @@
       consumer (any process)                    room: OS semaphore, handed to a waiting
       ──────────────────────                      producer by the consumer that made room
       get()
-        take an "items" token (await_items: spin, then sleep in CHECK_INTERVAL slices)
+        take an "items" token (await_items: try ITEMS_SPIN_TRIES times, ~50 us, then
+          sleep through _core._wait.wait_for_post, looking at the ring between slices)
         get lock ── ring.take: one store of the get word ── mailbox.receive(mail id)
         ─▶ decode: unpickle, large buffers mapped from their memfds
 
@@ -41,8 +42,10 @@ Why this shape:
   8-byte store of its own word (``_ring``), so a process killed anywhere leaves
   the ring consistent: there is nothing to repair, and a consumer killed in
   ``get()`` loses at most the item it was taking.
-* The semaphores are hints and the ring is the truth (``_waiting``): a lost
-  token is noticed within CHECK_INTERVAL, a stale one costs one look.
+* The semaphores are hints and the ring is the truth (``_waiting``): every
+  wait sleeps through the one wait of every proctor primitive
+  (``_core._wait.wait_for_post``), so a lost token is noticed within
+  CHECK_INTERVAL, and a stale one costs one look.
 * Large buffers (numpy arrays, bytearrays) travel as memfds through the
   mailbox: one copy in, none out (``_codec``).
 * Every piece is reclaimed by the kernel when the last process holding the queue
@@ -62,6 +65,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from .._core._anonmem import AnonymousMemory
+from .._core._errors import QueueClosedError
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
 from ._codec import (
     BATCH,
@@ -134,21 +138,35 @@ class Queue:
             (the queue still holds at most ``capacity`` bytes of pickled items,
             and at most 2**26 items).
         capacity: bytes of shared memory for pickled items (keyword-only).
+        ctx: keyword-only; ``None`` or any proctor context. Accepted so that a
+            subclass written for ``multiprocessing.queues.Queue`` --
+            ``super().__init__(maxsize, ctx=multiprocessing.get_context())`` --
+            runs once its imports say proctor. A queue works under every start
+            method, so the context is not kept.
 
     Raises:
-        TypeError: for a non-integer ``maxsize`` or ``capacity``.
+        TypeError: for a non-integer ``maxsize`` or ``capacity``, or a ``ctx``
+            that is not a proctor context.
         ValueError: for a ``capacity`` below 4 KiB or above 16 GiB.
 
     Note:
         There is no feeder thread: ``put()`` stores the item in shared memory
         before it returns. ``join_thread()`` and ``cancel_join_thread()`` exist
         for compatibility and do nothing; a producer never needs to be drained
-        before it can exit, and ``qsize()`` is exact on every platform.
+        before it can exit, and ``qsize()`` is exact on every platform. So an
+        item that cannot be pickled makes ``put()`` raise, where
+        ``multiprocessing``'s feeder thread prints the error and drops the item.
+        ``close()`` takes effect at once: every later call on this handle,
+        ``empty()`` included, raises ``QueueClosedError`` (``multiprocessing``'s
+        ``empty()`` still answers on a handle closed before its first ``put()``).
     """
 
     _joinable = False
 
-    def __init__(self, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(
+        self, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY, ctx: Any = None
+    ) -> None:
+        _check_ctx(ctx, type(self).__name__)
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__} ({maxsize!r})")
         if isinstance(capacity, bool) or not isinstance(capacity, int):
@@ -181,25 +199,45 @@ class Queue:
 
     # -- sharing with children ------------------------------------------------------
 
-    def __reduce__(self) -> tuple:
+    # The stdlib's protocol (``__getstate__``/``__setstate__``, not ``__reduce__``),
+    # so that a subclass that pickles state of its own the way
+    # ``multiprocessing.queues.Queue``'s subclasses do -- ``(super().__getstate__(),
+    # self.extra)`` and ``super().__setstate__(state[0])`` -- works as written.
+
+    def __getstate__(self) -> tuple:
         shared = self._shared
         send_token, recv_token = shared.mailbox.tokens(type(self).__name__)
         get_lock = None if shared.get_lock is shared.put_lock else shared.get_lock
         return (
-            _rebuild_queue,
-            (
-                type(self),
-                self._maxsize,
-                shared.memory,
-                shared.put_lock,
-                get_lock,
-                shared.items,
-                shared.room,
-                shared.all_done,
-                send_token,
-                recv_token,
-            ),
+            self._maxsize,
+            shared.memory,
+            shared.put_lock,
+            get_lock,
+            shared.items,
+            shared.room,
+            shared.all_done,
+            send_token,
+            recv_token,
         )
+
+    def __setstate__(self, state: tuple) -> None:
+        (
+            maxsize,
+            memory,
+            put_lock,
+            get_lock,
+            items,
+            room,
+            all_done,
+            send_token,
+            recv_token,
+        ) = state
+        shared = _Shared.__new__(_Shared)
+        shared.memory, shared.put_lock = memory, put_lock
+        shared.get_lock = put_lock if get_lock is None else get_lock
+        shared.items, shared.room, shared.all_done = items, room, all_done
+        shared.mailbox = Mailbox.from_tokens(send_token, recv_token)
+        self._setup(maxsize, shared)
 
     # -- the stdlib API -------------------------------------------------------------------
 
@@ -215,7 +253,7 @@ class Queue:
             queue.Full: when there is no room (at once, or after ``timeout``).
             TypeError, pickle.PicklingError: when ``obj`` cannot be pickled;
                 nothing is put.
-            ValueError: when this queue handle was closed.
+            QueueClosedError (a ValueError): when this queue handle was closed.
         """
         if self._closed:
             self._check_open("put")
@@ -271,7 +309,7 @@ class Queue:
         put. With a bounded queue the objects go in as room appears; on timeout,
         ``queue.Full`` is raised and ``args[1]`` of the error tells how many went in.
         """
-        self._check_open("put")
+        self._check_open("put_many")
         objs = list(objs)
         if self._maxsize:
             # A bounded queue counts items one by one against maxsize.
@@ -289,7 +327,7 @@ class Queue:
 
         Raises:
             queue.Empty: when there is none (at once, or after ``timeout``).
-            ValueError: when this queue handle was closed.
+            QueueClosedError (a ValueError): when this queue handle was closed.
         """
         if self._closed:
             self._check_open("get")
@@ -352,8 +390,9 @@ class Queue:
         Raises:
             queue.Empty: when no item arrives within ``timeout`` seconds.
             TypeError, ValueError: for a ``max_items`` that is not a positive int.
+            QueueClosedError (a ValueError): when this queue handle was closed.
         """
-        self._check_open("get")
+        self._check_open("get_many")
         if isinstance(max_items, bool) or not isinstance(max_items, int):
             raise TypeError(f"max_items must be an int, not {max_items!r}")
         if max_items < 1:
@@ -366,22 +405,32 @@ class Queue:
         return self._get_items(max_items, True, deadline, self._take_token(False))
 
     def qsize(self) -> int:
-        """The number of items in the queue, exact when ``put()``/``get()`` return."""
-        self._check_open("qsize")
-        if self._pending and self._pending_pid != os.getpid():
-            self._take_pending(0)  # a forked child: drops its parent's
-        return self._ring.count + len(self._pending)
+        """The number of items in the queue, exact when ``put()``/``get()`` return.
+
+        Raises:
+            QueueClosedError: when this queue handle was closed.
+        """
+        return self._size("qsize")
 
     def empty(self) -> bool:
-        """Whether the queue holds no item."""
-        return self.qsize() == 0
+        """Whether the queue holds no item.
+
+        Raises:
+            QueueClosedError: when this queue handle was closed.
+        """
+        return self._size("empty") == 0
 
     def full(self) -> bool:
-        """Whether a bounded queue holds ``maxsize`` items."""
-        return self._maxsize > 0 and self.qsize() >= self._maxsize
+        """Whether a bounded queue holds ``maxsize`` items.
+
+        Raises:
+            QueueClosedError: when this queue handle was closed.
+        """
+        size = self._size("full")  # (first: a closed handle raises, bounded or not)
+        return self._maxsize > 0 and size >= self._maxsize
 
     def __len__(self) -> int:
-        return self.qsize()
+        return self._size("len")
 
     def __bool__(self) -> bool:
         """True while the queue holds items, so ``while q: q.get()`` drains it.
@@ -390,7 +439,14 @@ class Queue:
             ``multiprocessing.Queue`` is always true; proctor's is true only
             when it is not empty.
         """
-        return self.qsize() > 0
+        return self._size("bool") > 0
+
+    def _size(self, what: str) -> int:
+        if self._closed:
+            self._check_open(what)
+        if self._pending and self._pending_pid != os.getpid():
+            self._take_pending(0)  # a forked child: drops its parent's
+        return self._ring.count + len(self._pending)
 
     def close(self) -> None:
         """Stop using the queue from this process and release its OS handles here.
@@ -443,9 +499,11 @@ class Queue:
     # -- machinery: producers ---------------------------------------------------------
 
     def _check_open(self, what: str) -> None:
+        """Raise ``QueueClosedError`` for the call ``what`` if this handle was closed."""
         if self._closed:
-            raise ValueError(
-                f"cannot {what}: this {type(self).__name__} was closed in this process"
+            raise QueueClosedError(
+                f"{type(self).__name__} {self!r} is closed in this process: cannot call "
+                f"{what}() after close() (the queue's handles in other processes still work)"
             )
 
     def _give_tokens(self, n: int) -> None:
@@ -677,8 +735,8 @@ class Queue:
 class SimpleQueue(Queue):
     """``multiprocessing.SimpleQueue``: ``put``, ``get``, ``empty``, ``close``, unbounded."""
 
-    def __init__(self, *, capacity: int = DEFAULT_CAPACITY) -> None:
-        super().__init__(0, capacity=capacity)
+    def __init__(self, *, capacity: int = DEFAULT_CAPACITY, ctx: Any = None) -> None:
+        super().__init__(0, capacity=capacity, ctx=ctx)
 
 
 class JoinableQueue(Queue):
@@ -696,6 +754,7 @@ class JoinableQueue(Queue):
 
         Raises:
             ValueError: when called more times than items were put.
+            QueueClosedError (a ValueError): when this queue handle was closed.
         """
         self._check_open("task_done")
         all_done = self._all_done()
@@ -716,6 +775,9 @@ class JoinableQueue(Queue):
 
         Returns:
             True when all items are done; False when ``timeout`` passed first.
+
+        Raises:
+            QueueClosedError (a ValueError): when this queue handle was closed.
         """
         self._check_open("join")
         all_done = self._all_done()
@@ -729,27 +791,36 @@ class JoinableQueue(Queue):
         return all_done
 
 
-def _rebuild_queue(
-    cls: type[Queue],
-    maxsize: int,
-    memory: AnonymousMemory,
-    put_lock: QueueLock,
-    get_lock: QueueLock | None,
-    items: NamedSemaphore,
-    room: NamedSemaphore,
-    all_done: NamedSemaphore | None,
-    send_token: int,
-    recv_token: int,
-) -> Queue:
-    shared = _Shared.__new__(_Shared)
-    shared.memory, shared.put_lock = memory, put_lock
-    shared.get_lock = put_lock if get_lock is None else get_lock
-    shared.items, shared.room, shared.all_done = items, room, all_done
-    shared.mailbox = Mailbox.from_tokens(send_token, recv_token)
-    queue = cls.__new__(cls)
-    queue._setup(maxsize, shared)
-    return queue
-
-
 def _closed_call(*args: Any) -> Any:
-    raise ValueError("this queue was closed in this process")
+    # Reached by a thread whose call began before another thread's close().
+    raise QueueClosedError(
+        "the queue is closed in this process: close() was called during the call"
+    )
+
+
+def _check_ctx(ctx: object, what: str) -> None:
+    """Accept the ``ctx=`` keyword of ``multiprocessing.queues``' classes.
+
+    Raises:
+        TypeError: ``ctx`` is neither ``None`` nor a proctor context.
+    """
+    if ctx is None:
+        return
+    # The context classes live in a higher layer (_context), so they are
+    # recognised by where they come from rather than imported: every proctor
+    # context is a BaseContext, and a user's subclass of one inherits from it.
+    cls = type(ctx)
+    if hasattr(ctx, "get_start_method") and any(
+        base.__module__.partition(".")[0] == "proctor" for base in cls.__mro__
+    ):
+        return
+    if cls.__module__.partition(".")[0] == "multiprocessing":
+        raise TypeError(
+            f"{what}(ctx=...) got multiprocessing's {cls.__name__}: a proctor {what} is "
+            "used by proctor's processes, not by multiprocessing's. Pass "
+            "proctor.get_context(...) instead, or leave ctx out"
+        )
+    raise TypeError(
+        f"{what}(ctx=...) must be a proctor context (proctor.get_context(...)) or None, "
+        f"not {cls.__name__}: {ctx!r}"
+    )

@@ -9,20 +9,27 @@
                                                                   (hand_room: putters -= n)
     join()         all done   joiners += 1, put lock  all_done    the task_done() of the last item
 
+    every sleep: _core._wait.wait_for_post(sem.acquire, deadline, ready)
+      at most CHECK_INTERVAL on the semaphore, then ready() looks at the ring:
+        get()   items in the ring?                          (no lock: a look)
+        put()   a room token, or room, under the get lock?  (or Full at the deadline)
+        join()  nothing unfinished?                         (no lock; confirmed under it)
+
 The semaphores are hints, the ring is the truth. A waiter registers under the
 lock its waker holds when it changes the ring, so no waker can miss it; it then
-sleeps without any lock, at most CHECK_INTERVAL at a time, and looks at the ring
-again under the lock before it trusts what it saw. So a hint may be lost (its
-waker was killed between its commit and its post) at the cost of one
-CHECK_INTERVAL, or stale (its waiter gave up, or took the item first) at the
-cost of one look. The ``items`` semaphore counts frames: a put never misses a
-sleeping getter because the token stays in the semaphore until somebody takes it.
+sleeps without any lock through the one wait every proctor primitive uses
+(``_core._wait.wait_for_post``), at most CHECK_INTERVAL at a time, and looks at
+the ring again before it trusts what it saw. So a hint may be lost (its waker
+was killed between its commit and its post) at the cost of one CHECK_INTERVAL,
+or stale (its waiter gave up, or took the item first) at the cost of one look.
+The ``items`` semaphore counts frames: a put never misses a sleeping getter
+because the token stays in the semaphore until somebody takes it.
 
 The put and get locks are held for about a microsecond (one copy, one store),
 so a taker tries them briefly before it sleeps (``try_briefly``), and a getter
-watches for a token for SPIN_SECONDS before it sleeps on one. A lock whose
-holder died is taken over silently (``QueueLock``): its holder's changes were
-committed by single stores, so there is nothing half-done to report.
+tries for a token ITEMS_SPIN_TRIES times (about 50 us) before it sleeps on one.
+A lock whose holder died is taken over silently (``QueueLock``): its holder's
+changes were committed by single stores, so there is nothing half-done to report.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ import queue as _stdlib_queue
 import time
 
 from .._core._timeout import check_timeout as _check_timeout
+from .._core._wait import POSTED, READY, wait_for_post
 from .._reaper._semlock import NamedSemaphore
-from .._sync._lock import CHECK_INTERVAL, Lock
+from .._sync._lock import Lock
 from ._ring import Ring
 
 TYPE_CHECKING = False
@@ -44,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "FAST_TRIES",
-    "SPIN_SECONDS",
+    "ITEMS_SPIN_TRIES",
     "QueueLock",
     "acquire",
     "await_all_done",
@@ -56,15 +64,17 @@ __all__ = (
     "post",
     "try_briefly",
     "unregister",
-    "wait_hint",
 )
 
 Empty = _stdlib_queue.Empty
 Full = _stdlib_queue.Full
 
-#: How long a getter watches for a token before it sleeps: about the cost of one
-#: sleep and wake-up between cores on a VM, so spinning never costs more.
-SPIN_SECONDS = 50e-6
+#: Tries for an items token before a getter sleeps on the semaphore: about 50 us
+#: (a failed try costs 35-50 ns on the 2-core development VM; the loop it
+#: replaced read the clock too, ~70 ns a try), the cost of one sleep and wake-up
+#: between cores on a VM, so watching never costs more than sleeping would. A
+#: producer on another core is usually microseconds away.
+ITEMS_SPIN_TRIES = 1000
 
 #: Non-blocking lock attempts (about 2 us) of put()/get()'s fast path before the
 #: general path, whose lock wait may sleep: a sleep and wake-up costs far more.
@@ -138,23 +148,6 @@ def post(hint: NamedSemaphore, n: int) -> None:
         pass
 
 
-def wait_hint(hint: NamedSemaphore, deadline: float | None) -> bool:
-    """Wait for a wake-up hint, at most CHECK_INTERVAL at a time; False past the deadline.
-
-    A hint may be lost (its waker died) or stale (its waiter gave up): waking to
-    look again every CHECK_INTERVAL bounds the first, and looking under the lock
-    makes the second harmless.
-    """
-    if deadline is None:
-        hint.sem.acquire(True, CHECK_INTERVAL)
-        return True
-    remaining = deadline - _monotonic()
-    if remaining <= 0:
-        return False
-    hint.sem.acquire(True, min(remaining, CHECK_INTERVAL))
-    return True
-
-
 def unregister(ring: Ring, field: int) -> None:
     """Count one waiter less, never below zero.
 
@@ -172,35 +165,25 @@ def unregister(ring: Ring, field: int) -> None:
 def await_items(take: Callable[..., bool], ring: Ring, deadline: float | None) -> bool:
     """Wait for an items token: True once taken; False for items seen without one.
 
+    Items without a token are there when their producer died between its
+    commit and its post, or a getter died holding their token: they are taken
+    anyway.
+
     Args:
         take: the items semaphore's ``acquire``.
 
     Raises:
         queue.Empty: past the deadline with the queue still empty.
     """
-    give_up = _monotonic() + SPIN_SECONDS
-    if deadline is not None:
-        give_up = min(give_up, deadline)
-    # A producer on another core is usually microseconds away, and a sleep
-    # and wake-up cost far more: watch first.
-    while _monotonic() < give_up:
-        if take(False):
-            return True
-    while True:
-        if deadline is None:
-            wait = CHECK_INTERVAL
-        else:
-            wait = min(CHECK_INTERVAL, deadline - _monotonic())
-            if wait <= 0:
-                if ring.count:
-                    return False
-                raise Empty("timed out: the queue stayed empty")
-        if take(True, wait):
-            return True
-        if ring.count:
-            # Items without a token: their producer died between commit and
-            # token, or a getter died holding one. Take them anyway.
-            return False
+    spin = ITEMS_SPIN_TRIES
+    if deadline is not None and deadline <= _monotonic():
+        spin = 0  # get(timeout=0): one look, no watching
+    outcome = wait_for_post(take, deadline, lambda: ring.count, spin)
+    if outcome == POSTED:
+        return True
+    if outcome == READY:
+        return False
+    raise Empty("timed out: the queue stayed empty")
 
 
 def hand_room(ring: Ring, room: NamedSemaphore, taken: int) -> None:
@@ -236,7 +219,7 @@ def await_room(
         queue.Full: past the deadline, with ``done`` as ``args[1]``.
     """
     nbytes, items = len(item.payload), item.items
-    sem = room.sem
+    take = room.sem.acquire
     if not acquire(get_lock, deadline):
         raise Full("timed out waiting for the queue's get lock", done)
     try:
@@ -245,29 +228,33 @@ def await_room(
         ring.add_to_field(Ring.PUTTERS, 1)
     finally:
         get_lock.release()
-    while True:
-        wait = CHECK_INTERVAL if deadline is None else min(CHECK_INTERVAL, deadline - _monotonic())
-        if wait > 0 and sem.acquire(True, wait):
-            return  # a consumer made room and unregistered us
+
+    def may_put() -> bool:
+        """Under the get lock: handed a room token, or room there (then unregistered)?"""
         if not acquire(get_lock, deadline):
             # (still registered: a consumer will post a room token for
             # nobody, which costs the next waiter one extra look)
             raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
         try:
-            if sem.acquire(False):
-                return  # handed over just now
+            if take(False):
+                return True  # handed over just now
             if not mailbox_full and ring.has_room(nbytes, items, maxsize):
                 unregister(ring, Ring.PUTTERS)
-                return
+                return True
             if deadline is not None and _monotonic() >= deadline:
                 unregister(ring, Ring.PUTTERS)
                 what = "its mailbox stayed full" if mailbox_full else "the queue stayed full"
                 raise Full(f"timed out: {what} ({ring.count} items)", done)
             if mailbox_full:
                 unregister(ring, Ring.PUTTERS)
-                return  # try again: consumers take descriptors without a word
+                return True  # try again: consumers take descriptors without a word
+            return False
         finally:
             get_lock.release()
+
+    # POSTED: a consumer made room and unregistered us; READY: may_put() found
+    # room; never TIMED_OUT: may_put() raises Full at the deadline.
+    wait_for_post(take, deadline, may_put)
 
 
 def await_all_done(
@@ -277,7 +264,10 @@ def await_all_done(
 
     The joiner registers in ``joiners`` under the put lock, which ``task_done()``
     holds when it finishes the last item and posts ``all_done`` once per joiner.
+    Between sleeps it looks at the count without the lock, and confirms what it
+    saw under the lock.
     """
+    take = all_done.sem.acquire
     waiting = False
     while True:
         if not acquire(put_lock, deadline):
@@ -288,14 +278,11 @@ def await_all_done(
                 waiting = False
             if ring.unfinished <= 0:
                 return True
+            if deadline is not None and _monotonic() >= deadline:
+                return False
             ring.add_to_field(Ring.JOINERS, 1)
             waiting = True
         finally:
             put_lock.release()
-        if not wait_hint(all_done, deadline):
-            if acquire(put_lock, deadline):
-                try:
-                    unregister(ring, Ring.JOINERS)
-                finally:
-                    put_lock.release()
-            return False
+        # Posted, all done at a look, or the deadline: look again under the lock.
+        wait_for_post(take, deadline, lambda: ring.unfinished <= 0)
