@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 
+from ._core import _runtime
 from ._core._errors import AuthenticationError, BufferTooShort, ProcessError, ProcessTimeoutError
 from ._start import _process
 from ._start._methods import DEFAULT_METHOD as DEFAULT_METHOD
@@ -352,6 +353,9 @@ class ForkServerContext(BaseContext):
     _name = "forkserver"
     Process = ForkServerProcess
 
+
+# Queues and primitives accept these as their ``ctx=`` (they cannot import this layer).
+_runtime.register_context_type(BaseContext)
 
 _contexts: dict[str, BaseContext] = {
     "fork": ForkContext(),

@@ -54,6 +54,45 @@ def helper_pids() -> frozenset[int]:
         return frozenset(_helper_pids)
 
 
+# The context classes (proctor._context.BaseContext): they live in the top layer, which
+# registers them here when it is imported -- a proctor context cannot exist before.
+_context_types: tuple[type, ...] = ()
+
+
+def register_context_type(cls: type) -> None:
+    """Make :func:`check_ctx` accept instances of ``cls`` (the top layer calls this)."""
+    global _context_types
+    _context_types = (*_context_types, cls)
+
+
+def check_ctx(ctx: object, what: str) -> None:
+    """Accept the ``ctx=`` keyword of ``multiprocessing``'s module-level classes.
+
+    The stdlib's queues and primitives take the context that made them; code that
+    calls them directly passes ``ctx=multiprocessing.get_context()``, which becomes
+    ``ctx=proctor.get_context()`` once ported. proctor's objects work under every
+    start method, so any proctor context (or ``None``) will do and none is kept.
+
+    Raises:
+        TypeError: ``ctx`` is neither ``None`` nor a proctor context; a
+            ``multiprocessing`` context is named as such (a half-ported program,
+            whose stdlib processes could not use a proctor object).
+    """
+    if ctx is None or isinstance(ctx, _context_types):
+        return
+    cls = type(ctx)
+    if cls.__module__.partition(".")[0] == "multiprocessing":
+        raise TypeError(
+            f"{what}(ctx=...) got multiprocessing's {cls.__name__}: a proctor {what} is "
+            "used by proctor's processes, not by multiprocessing's. Pass "
+            "proctor.get_context(...) instead, or leave ctx out"
+        )
+    raise TypeError(
+        f"{what}(ctx=...) must be a proctor context (proctor.get_context(...)) or None, "
+        f"not {cls.__name__}: {ctx!r}"
+    )
+
+
 def _reset_after_fork() -> None:
     # A forked child has no helpers of its own: those belong to its parent.
     global _lock

@@ -64,6 +64,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 
+from .._core import _runtime
 from .._core._anonmem import AnonymousMemory
 from .._core._errors import QueueClosedError
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
@@ -166,7 +167,7 @@ class Queue:
     def __init__(
         self, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY, ctx: Any = None
     ) -> None:
-        _check_ctx(ctx, type(self).__name__)
+        _runtime.check_ctx(ctx, type(self).__name__)
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__} ({maxsize!r})")
         if isinstance(capacity, bool) or not isinstance(capacity, int):
@@ -795,32 +796,4 @@ def _closed_call(*args: Any) -> Any:
     # Reached by a thread whose call began before another thread's close().
     raise QueueClosedError(
         "the queue is closed in this process: close() was called during the call"
-    )
-
-
-def _check_ctx(ctx: object, what: str) -> None:
-    """Accept the ``ctx=`` keyword of ``multiprocessing.queues``' classes.
-
-    Raises:
-        TypeError: ``ctx`` is neither ``None`` nor a proctor context.
-    """
-    if ctx is None:
-        return
-    # The context classes live in a higher layer (_context), so they are
-    # recognised by where they come from rather than imported: every proctor
-    # context is a BaseContext, and a user's subclass of one inherits from it.
-    cls = type(ctx)
-    if hasattr(ctx, "get_start_method") and any(
-        base.__module__.partition(".")[0] == "proctor" for base in cls.__mro__
-    ):
-        return
-    if cls.__module__.partition(".")[0] == "multiprocessing":
-        raise TypeError(
-            f"{what}(ctx=...) got multiprocessing's {cls.__name__}: a proctor {what} is "
-            "used by proctor's processes, not by multiprocessing's. Pass "
-            "proctor.get_context(...) instead, or leave ctx out"
-        )
-    raise TypeError(
-        f"{what}(ctx=...) must be a proctor context (proctor.get_context(...)) or None, "
-        f"not {cls.__name__}: {ctx!r}"
     )

@@ -39,7 +39,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._core import _sharedwords
+from .._core import _runtime, _sharedwords
 from .._core._sharedwords import SharedWords, pid_of
 from .._core._wait import POSTED, READY, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
@@ -47,7 +47,6 @@ from ._lock import (
     Lock,
     LockNotOwnedError,
     RLock,
-    _check_ctx,
     _check_timeout,
     _deadline,
     _not_shareable,
@@ -301,7 +300,7 @@ class Condition:
     _queue_class: type[_WaitQueue] = _WaitQueue
 
     def __init__(self, lock: Lock | RLock | None = None, *, ctx: Any = None) -> None:
-        _check_ctx(ctx, type(self).__name__)
+        _runtime.check_ctx(ctx, type(self).__name__)
         if lock is None:
             lock = RLock()
         elif not isinstance(lock, _OwnedLock):
@@ -480,7 +479,7 @@ class Event:
     __slots__ = ("__weakref__", "_cond", "_w")
 
     def __init__(self, *, ctx: Any = None) -> None:
-        _check_ctx(ctx, type(self).__name__)
+        _runtime.check_ctx(ctx, type(self).__name__)
         self._setup(_EventCondition(Lock()))
 
     def _setup(self, cond: Condition) -> None:
@@ -610,7 +609,7 @@ class Barrier:
         *,
         ctx: Any = None,
     ) -> None:
-        _check_ctx(ctx, type(self).__name__)
+        _runtime.check_ctx(ctx, type(self).__name__)
         if isinstance(parties, bool) or not isinstance(parties, numbers.Integral):
             raise TypeError(
                 f"Barrier parties must be an int, not {type(parties).__name__} ({parties!r})"

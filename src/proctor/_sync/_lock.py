@@ -120,41 +120,6 @@ def _recovery_guard(shared: SharedWords):
             fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
 
 
-def _check_ctx(ctx: object, what: str) -> None:
-    """Accept the ``ctx=`` keyword of ``multiprocessing.synchronize``'s classes.
-
-    The stdlib's classes take the context that made them; code that calls them
-    directly passes ``ctx=multiprocessing.get_context()``, which becomes
-    ``ctx=proctor.get_context()`` once ported. proctor's primitives work under
-    every start method, so any proctor context (or ``None``) will do and none is
-    kept. Anything else is refused: a ``multiprocessing`` context means a half-ported
-    program, whose stdlib processes could not use a proctor object.
-
-    Raises:
-        TypeError: ``ctx`` is neither ``None`` nor a proctor context.
-    """
-    if ctx is None:
-        return
-    # The context classes live in a higher layer (_context), so they are recognised
-    # by where they come from rather than imported: every proctor context is a
-    # BaseContext, and a user's subclass of one inherits its get_start_method.
-    cls = type(ctx)
-    if hasattr(ctx, "get_start_method") and any(
-        base.__module__.partition(".")[0] == "proctor" for base in cls.__mro__
-    ):
-        return
-    if cls.__module__.partition(".")[0] == "multiprocessing":
-        raise TypeError(
-            f"{what}(ctx=...) got multiprocessing's {cls.__name__}: a proctor {what} is "
-            "used by proctor's processes, not by multiprocessing's. Pass "
-            "proctor.get_context(...) instead, or leave ctx out"
-        )
-    raise TypeError(
-        f"{what}(ctx=...) must be a proctor context (proctor.get_context(...)) or None, "
-        f"not {cls.__name__}: {ctx!r}"
-    )
-
-
 def _holder_name() -> str:
     """How the stdlib's reprs name the calling thread as a lock's holder."""
     name = _runtime.process_name()
@@ -198,7 +163,7 @@ class _OwnedLock(ClosedWhenCollected):
         def _acquire_restore(self, state: Any) -> None: ...
 
     def __init__(self, *, ctx: Any = None) -> None:
-        _check_ctx(ctx, type(self).__name__)
+        _runtime.check_ctx(ctx, type(self).__name__)
         self._setup(NamedSemaphore(1, 1), SharedWords(_LOCK_WORDS))
 
     def _setup(self, named: NamedSemaphore, shared: SharedWords) -> None:

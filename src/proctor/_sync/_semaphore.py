@@ -12,10 +12,11 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from .._core import _runtime
 from .._core._closing import ClosedWhenCollected
 from .._core._wait import POSTED, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
-from ._lock import _check_ctx, _check_timeout, _closed_call, _deadline, _not_shareable
+from ._lock import _check_timeout, _closed_call, _deadline, _not_shareable
 
 __all__ = ("BoundedSemaphore", "Semaphore")
 
@@ -44,7 +45,7 @@ class Semaphore(ClosedWhenCollected):
     _BOUNDED = False
 
     def __init__(self, value: int = 1, *, ctx: Any = None) -> None:
-        _check_ctx(ctx, type(self).__name__)
+        _runtime.check_ctx(ctx, type(self).__name__)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(
                 f"{type(self).__name__} value must be an int, not {type(value).__name__} "
