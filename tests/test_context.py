@@ -130,3 +130,17 @@ def test_start_lets_go_of_target_and_arguments(method):
     p.join(30)
     assert p.exitcode == 0
     p.close()
+
+
+def test_context_factories_declare_what_they_return():
+    # mypy holds the public API to strict typing (pyproject.toml); this checks the
+    # promise a reader sees: no factory of a context returns Any.
+    untyped = []
+    for name, member in vars(proctor_context.BaseContext).items():
+        function = getattr(member, "__func__", member)
+        if name.startswith("_") or isinstance(function, type) or not callable(function):
+            continue  # classes (ctx.Process, ctx.TimeoutError) are their own type
+        returns = getattr(function, "__annotations__", {}).get("return")
+        if returns is None or returns == "Any":
+            untyped.append(name)
+    assert not untyped, f"context methods without a precise return type: {untyped}"

@@ -32,18 +32,15 @@ from ._start._process import BaseProcess, active_children, current_process, pare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
-    import ctypes
     import logging
     from collections.abc import Callable
-    from typing import Any, TypeAlias
+    from typing import Any
 
     from . import _sync
     from ._connections._connection import Connection
     from ._queues import _queue
-    from ._sharedmem._sharedctypes import SynchronizedBase
-
-    # What Value/Array share: a plain ctypes object, array or structure in shared memory.
-    CData: TypeAlias = ctypes._SimpleCData[Any] | ctypes.Array[Any] | ctypes.Structure
+    from ._sharedmem._sharedctypes import CData, SynchronizedBase
+    from ._start._state import ParentProcess
 
 __all__ = (
     "BaseContext",
@@ -183,7 +180,7 @@ class BaseContext:
     def current_process(self) -> BaseProcess:
         return current_process()
 
-    def parent_process(self) -> Any:
+    def parent_process(self) -> ParentProcess | None:
         return parent_process()
 
     def active_children(self) -> list[_process.Process]:

@@ -23,9 +23,13 @@ As with the stdlib, these objects reach a child only as ``Process`` arguments
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from typing import Any, TypeAlias, Union
 
 from .._core import _anonmem, _reduction
+
+#: What RawValue/RawArray return: a plain ctypes object, array or structure whose
+#: memory is shared.
+CData: TypeAlias = Union["ctypes._SimpleCData[Any]", "ctypes.Array[Any]", ctypes.Structure]
 
 __all__ = ("Array", "NotALockError", "RawArray", "RawValue", "Value", "copy", "synchronized")
 
@@ -134,7 +138,7 @@ def _rebuild_ctype(encoded: Any, memory: _anonmem.AnonymousMemory, offset: int) 
     return _at(_decode_type(encoded), memory, offset)
 
 
-def RawValue(typecode_or_type: Any, *args: Any) -> Any:
+def RawValue(typecode_or_type: Any, *args: Any) -> CData:
     """Return a ctypes object in shared memory, with no lock.
 
     Args:
@@ -153,7 +157,7 @@ def RawValue(typecode_or_type: Any, *args: Any) -> Any:
     return obj
 
 
-def RawArray(typecode_or_type: Any, size_or_initializer: Any) -> Any:
+def RawArray(typecode_or_type: Any, size_or_initializer: Any) -> CData:
     """Return a ctypes array in shared memory, with no lock.
 
     Args:
@@ -211,7 +215,9 @@ def _default_lock(ctx: Any) -> Any:
     return RLock()
 
 
-def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) -> Any:
+def Value(
+    typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None
+) -> SynchronizedBase | CData:
     """Return a shared ctypes object, guarded by a lock unless ``lock=False``.
 
     Args:
@@ -240,7 +246,7 @@ def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) 
 
 def Array(
     typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True, ctx: Any = None
-) -> Any:
+) -> SynchronizedBase | CData:
     """Return a shared ctypes array, guarded by a lock unless ``lock=False``.
 
     Args and raises as for :func:`RawArray` and :func:`Value`. The wrapper
@@ -255,7 +261,7 @@ def Array(
     return synchronized(obj, lock)
 
 
-def synchronized(obj: Any, lock: Any = None, ctx: Any = None) -> Any:
+def synchronized(obj: Any, lock: Any = None, ctx: Any = None) -> SynchronizedBase:
     """Wrap a shared ctypes object so that each access holds ``lock``.
 
     Raises:

@@ -27,6 +27,7 @@ from .._core._timeout import deadline as _deadline
 from .._logging import _logger
 from ._methods import resolve_method
 from ._state import (
+    ParentProcess,
     check_not_importing_payload,
     flush_std_streams,
     register_exit_handler,
@@ -51,7 +52,7 @@ def current_process() -> BaseProcess:
     return state.current
 
 
-def parent_process() -> Any:
+def parent_process() -> ParentProcess | None:
     """Return the parent of this process, or ``None`` in the main process."""
     return state.parent
 
