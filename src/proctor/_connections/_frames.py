@@ -41,7 +41,7 @@ import pickle
 import struct
 from typing import Any
 
-from .._core._serialization import OOB_THRESHOLD, dumps_oob
+from .._core._serialization import OOB_THRESHOLD, dumps_exact, dumps_oob
 
 __all__ = (
     "BODY_IN_FD",
@@ -216,9 +216,7 @@ def pickle_fallback(obj: Any) -> bytes:
     Raises:
         PicklingError: naming the part of ``obj`` that cannot be pickled.
     """
-    from .._core._serialization import _by_value
-
-    return _by_value(obj, None)
+    return dumps_exact(obj)
 
 
 def pickle_for_send(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:

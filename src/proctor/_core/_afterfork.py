@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import itertools
 import threading
-import weakref
 from collections.abc import Callable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import weakref
     from typing import Any
 
 __all__ = ("ForkAwareLocal", "ForkAwareThreadLock", "register_after_fork", "run_after_forkers")
 
-_registry: weakref.WeakValueDictionary[tuple[int, int, Callable[..., object]], Any] = (
-    weakref.WeakValueDictionary()
-)
+# Made on first use: every child runs run_after_forkers(), few programs register.
+_registry: weakref.WeakValueDictionary[tuple[int, int, Callable[..., object]], Any] | None = None
 _counter = itertools.count()
 
 
@@ -31,8 +30,13 @@ def register_after_fork(obj: object, func: Callable[[Any], object]) -> None:
     Raises:
         TypeError: when ``func`` is not callable or ``obj`` cannot be weakly referenced.
     """
+    global _registry
     if not callable(func):
         raise TypeError(f"func must be callable, not {type(func).__name__}")
+    if _registry is None:
+        import weakref
+
+        _registry = weakref.WeakValueDictionary()
     _registry[(next(_counter), id(obj), func)] = obj
 
 
@@ -41,6 +45,8 @@ def run_after_forkers() -> None:
 
     One that raises is reported on stderr and the others still run.
     """
+    if _registry is None:
+        return
     for (_index, _ident, func), obj in sorted(_registry.items(), key=lambda item: item[0][0]):
         try:
             func(obj)

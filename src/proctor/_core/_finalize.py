@@ -19,11 +19,11 @@ import atexit
 import itertools
 import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # weakref is imported by the first Finalize: every child imports this module
+    import weakref
     from typing import Any
 
 __all__ = (
@@ -78,6 +78,8 @@ class Finalize:
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         if obj is not None:
+            import weakref
+
             self._weakref: weakref.ref[Any] | None = weakref.ref(obj, self)
         elif exitpriority is None:
             raise ValueError("a Finalize without an object needs an exitpriority")

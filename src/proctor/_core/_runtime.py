@@ -17,6 +17,11 @@ from collections.abc import Callable
 _lock = threading.Lock()
 _helper_pids: set[int] = set()
 
+#: Identifies this process's main script in pickles of main-script objects
+#: (``_pickler``). Drawn when proctor is imported, so that fork children -- which
+#: share the script -- inherit it, while spawn and forkserver children draw their own.
+MAIN_SCRIPT_TOKEN = os.urandom(8)
+
 
 def _main_process_name() -> str:
     return "MainProcess"

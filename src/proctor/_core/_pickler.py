@@ -1,0 +1,466 @@
+"""The exact pass of pickling: what the receiver cannot name, and objects of the main script.
+
+``_serialization`` pickles with plain :mod:`pickle` first and comes here only when
+that fails or the pickle mentions ``__main__`` (see its docstring); receivers import
+this module only when a pickle refers to it (a main-script object, a function by
+value).
+
+Who can name what
+=================
+A class or function defined in the main script can be named by the processes that
+share that script: the parent and its fork children (copies of it). A spawn or
+forkserver child does not run the parent's main script (docs/processes.md), so
+``__main__.Point`` names nothing there. Such objects therefore travel as *main
+references*, which carry the object by value as a fallback::
+
+    sender                                   receiver
+    ──────                                   ────────
+    Point, defined in __main__               1. same main script (same token): its
+      ──▶ (token, "Point", serial,   ──▶        own __main__.Point, found by name as
+           Point by value)                      plain pickle would; the value is not
+                                                even unpickled
+                                             2. else, if it rebuilt this origin
+                                                (token, "Point", serial) before:
+                                                that same object again
+                                             3. else: rebuilt from the value and
+                                                remembered under its origin
+
+The token names one main script: random, drawn when proctor is imported, and
+inherited by fork children along with the script itself. The serial tells apart
+two versions of one name (a notebook cell run twice): it is the object's id in the
+process whose script defined it, which keeps every object it sent alive so that the
+id stays unique. A process that sends an object it rebuilt sends the object's
+origin, not its own token, so a ``Point`` that a spawn child sends back arrives in
+the parent as the parent's own ``Point``: ``isinstance``, ``except MyError:`` and
+enum identity hold in every direction, and every ``Point`` one process receives is
+of one class. Functions of one main script rebuilt in a receiver share one
+namespace there, as they share one module in the sender.
+
+The by-value fallback of each object is made the first time the object is sent in
+a message and reused (unless large, and not while a child is being started: a
+child gets the globals as they are at its start, and descriptors may ride along).
+A receiver rebuilds an object once, from the first value it gets: the class
+attributes and the values of a function's globals as they were then.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import sys
+import threading
+import types
+
+from . import _by_value as _functions
+from . import _runtime
+from ._reduction import current_handoff
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = ("dump_exact", "dump_for_child")
+
+# The same protocol as _serialization.PROTOCOL (which imports this module lazily).
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+#: By-value bytes of a main-script object up to this size are kept for its next
+#: sends; larger ones (a function whose globals hold big data) are made each time
+#: rather than pinned in memory.
+VALUE_CACHE_LIMIT = 64 * 1024
+
+# Identifies this process's main script (drawn when proctor is imported: _runtime).
+_TOKEN = _runtime.MAIN_SCRIPT_TOKEN
+
+Origin = tuple  # (token: bytes, qualname: str, serial: int)
+
+# Sender side: the objects of this process's main script sent so far, by id (kept
+# alive so that their ids, the serials, stay unique), and their by-value bytes.
+_sent: dict[int, Any] = {}
+_values: dict[int, bytes | str] = {}
+# Receiver side: what this process rebuilt from other main scripts, by origin;
+# the origin of each (by id: _rebuilt keeps them alive); and per foreign token the
+# dict standing in for that script's globals.
+_rebuilt: dict[Origin, Any] = {}
+_origins: dict[int, Origin] = {}
+_namespaces: dict[bytes, dict[str, Any]] = {}
+_namespace_tokens: dict[int, bytes] = {}
+# Serialises rebuilding, so that two threads never build two copies of one class,
+# and no thread sees a class that another is still filling in.
+_rebuild_lock = threading.RLock()
+
+# Failures that mean "this object cannot be pickled" (AttributeError: plain pickle
+# of a local object before Python 3.14). Anything else -- a RuntimeError from an
+# object that refuses to travel outside a start, say -- propagates as it is.
+_PICKLING_FAILURES = (TypeError, pickle.PicklingError, AttributeError)
+
+
+def dump_exact(obj: Any, buffer_callback: Callable[[], Any] | None = None) -> bytes:
+    """The exact passes: main references, and by value what the receiver cannot name.
+
+    Args:
+        obj: what to pickle.
+        buffer_callback: makes a fresh pickle ``buffer_callback`` for each attempt
+            (one that takes large buffers out of band), or ``None``.
+
+    Raises:
+        PicklingError: naming the part of ``obj`` that cannot be pickled.
+    """
+    try:
+        return _dump_exact(obj, buffer_callback)
+    except _PICKLING_FAILURES as exc:
+        from ._culprit import describe, pickling_error
+
+        raise pickling_error(obj, exc, describe(obj), _dump_exact) from exc
+
+
+def _dump_exact(
+    obj: Any,
+    buffer_callback: Callable[[], Any] | None = None,
+    *,
+    root: Any = None,
+    ancestors: tuple = (),
+) -> bytes:
+    """Pickle with :class:`_Pickler`, or when it cannot, with cloudpickle's pickler."""
+    if not isinstance(root, type):  # classes by value need cloudpickle
+        buffer = io.BytesIO()
+        callback = None if buffer_callback is None else buffer_callback()
+        try:
+            _Pickler(buffer, PROTOCOL, callback, root, ancestors).dump(obj)
+            return buffer.getvalue()
+        except RecursionError:
+            pass
+        except RuntimeError:
+            raise  # an object that refuses to travel this way: cloudpickle would too
+        except Exception:
+            pass
+    buffer = io.BytesIO()
+    callback = None if buffer_callback is None else buffer_callback()
+    _child_pickler_class()(buffer, PROTOCOL, callback, root, ancestors).dump(obj)
+    return buffer.getvalue()
+
+
+def dump_for_child(obj: Any) -> bytes:
+    """Pickle a process object for a spawn or forkserver child (cloudpickle-based)."""
+    buffer = io.BytesIO()
+    _child_pickler_class()(buffer, PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+# -- main references --------------------------------------------------------------------
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _lookup(owner: Any, qualname: str) -> Any:
+    found = owner
+    for part in qualname.split("."):
+        found = getattr(found, part, _MISSING)
+        if found is _MISSING:
+            break
+    return found
+
+
+def _origin(obj: Any) -> Origin | None:
+    """Where ``obj`` comes from, if it belongs to a main script."""
+    origin = _origins.get(id(obj))
+    if origin is not None and _rebuilt.get(origin) is obj:
+        return origin
+    if getattr(obj, "__module__", None) != "__main__":
+        return None
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(qualname, str) or "<" in qualname:
+        return None  # defined in a function, or a lambda: no name to find it by
+    main = sys.modules.get("__main__")
+    if main is None or _lookup(main, qualname) is not obj:
+        return None
+    _sent.setdefault(id(obj), obj)
+    return (_TOKEN, qualname, id(obj))
+
+
+def _main_object(token: bytes, qualname: str, serial: int, value: bytes | str | None) -> Any:
+    """Unpickle a main reference (see the module docstring for the order).
+
+    ``value`` is the object by value; or, when the sender could not pickle it so,
+    why (only a process of the same main script can then use the reference); or
+    ``None`` inside the value of an object that refers back to it.
+    """
+    if token == _TOKEN:
+        main = sys.modules.get("__main__")
+        found = _lookup(main, qualname) if main is not None else _MISSING
+        if found is not _MISSING:
+            return found
+    origin = (token, qualname, serial)
+    with _rebuild_lock:
+        found = _rebuilt.get(origin, _MISSING)
+        if found is not _MISSING:
+            return found
+        if not isinstance(value, bytes):
+            why = f"it could not be pickled by value ({value})" if value else "it came by name only"
+            raise pickle.UnpicklingError(
+                f"cannot rebuild {qualname!r}, defined in the main script of another process "
+                f"(not a fork of this one): {why}. Only that process and its fork children "
+                "can receive it; define it in an importable module to send it anywhere"
+            )
+        known = set(_rebuilt)
+        try:
+            obj = pickle.loads(value)
+        except BaseException:
+            for half_built in set(_rebuilt) - known:  # must not be found later
+                _origins.pop(id(_rebuilt.pop(half_built)), None)
+            raise
+        _remember(origin, obj)
+        return obj
+
+
+def _remember(origin: Origin, obj: Any) -> None:
+    if origin not in _rebuilt:
+        _rebuilt[origin] = obj
+        _origins[id(obj)] = origin
+
+
+def _rebuild(origin: Origin, make: Callable[..., Any], args: tuple) -> Any:
+    """Create the skeleton of a by-value object and remember it before it is filled.
+
+    Remembering it first lets the objects it refers to refer back to it (a
+    method that names its own class, two classes that name each other).
+    """
+    obj = make(*args)
+    _remember(origin, obj)
+    return obj
+
+
+def _main_namespace(token: bytes, attributes: dict[str, Any]) -> dict[str, Any]:
+    """The globals of functions rebuilt from the main script ``token`` names.
+
+    Functions of the receiver's own main script (a fork relative sent them) use
+    its live namespace; the functions of another process's script share one dict.
+    """
+    if token == _TOKEN:
+        main = sys.modules.get("__main__")
+        if main is not None:
+            return main.__dict__
+    with _rebuild_lock:
+        namespace = _namespaces.get(token)
+        if namespace is None:
+            namespace = _namespaces[token] = dict(attributes)
+            _namespace_tokens[id(namespace)] = token
+        return namespace
+
+
+class _NamespaceRef:
+    """Pickles as the receiver's namespace for one main script's functions."""
+
+    def __init__(self, token: bytes, attributes: dict[str, Any]) -> None:
+        self.token = token
+        self.attributes = attributes
+
+    def __reduce__(self) -> tuple:
+        return (_main_namespace, (self.token, self.attributes))
+
+
+# -- the picklers -----------------------------------------------------------------------
+
+
+def _refuse_file(obj: Any) -> None:
+    # cloudpickle would send the file's current content as a StringIO: the
+    # receiver's writes would "succeed" and vanish.
+    details = ", ".join(
+        f"{attr} {getattr(obj, attr)!r}" for attr in ("name", "mode") if hasattr(obj, attr)
+    )
+    raise TypeError(
+        f"cannot pickle '_io.TextIOWrapper' object ({details}): an open file belongs "
+        "to this process; pass its path and open it in the receiver"
+    )
+
+
+def _refuse_memoryview(obj: memoryview) -> None:
+    if type(obj.obj) is bytes:
+        return  # a copy of immutable bytes is the same thing
+    # Over a bytearray, an mmap or shared memory: a copy would not see writes.
+    raise TypeError(
+        f"cannot pickle 'memoryview' object over a mutable {type(obj.obj).__qualname__}: "
+        "the receiver would get a copy that does not share writes. Send bytes(view) "
+        "for a copy, or use shared memory (proctor.shared_memory) to share it"
+    )
+
+
+# OS resources that cloudpickle would turn into silent copies, by exact type (as
+# cloudpickle dispatches; plain pickle refuses them and their subclasses).
+_REFUSED: dict[type, Callable[[Any], None]] = {
+    io.TextIOWrapper: _refuse_file,
+    memoryview: _refuse_memoryview,
+}
+
+
+class _Reducers:
+    """What both picklers do beyond plain pickle (a mixin over a C ``pickle.Pickler``)."""
+
+    def _setup(self, root: Any, ancestors: tuple) -> None:
+        # root: the object this pickler sends by value, inside a main reference;
+        # ancestors: the objects being sent so by enclosing picklers.
+        self._root = root
+        self._ancestors = ancestors
+        self._stand_ins: dict[int, Any] = {}
+        # A spawn or forkserver child being started has another main script
+        # and has rebuilt nothing yet: objects of the main script go to it by
+        # value, inline, as they are now (never from the cache, where the
+        # descriptors collected for it must not end up either).
+        self._starting = current_handoff() is not None
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is types.FunctionType:
+            if _functions.importable_by_reference(obj):
+                return NotImplemented
+            origin = _origin(obj)
+            if origin is None or self._is_member(obj):
+                return _functions.reduce_function(obj, self._globals_ref(obj.__globals__))
+            if obj is self._root or self._starting:
+                reduced = _functions.reduce_function(obj, self._globals_ref(obj.__globals__))
+                return self._remembered(origin, reduced)
+            return self._main_reference(obj, origin)
+        if isinstance(obj, type):
+            origin = _origin(obj)
+            if origin is None:
+                return self._other(obj)
+            if obj is self._root or self._starting:
+                return self._remembered(origin, self._class_by_value(obj))
+            return self._main_reference(obj, origin)
+        if kind is types.ModuleType:
+            by_name = _functions.reduce_module(obj)
+            return by_name if by_name is not None else self._other(obj)
+        refuse = _REFUSED.get(kind)
+        if refuse is not None:
+            refuse(obj)
+        return self._other(obj)
+
+    def _other(self, obj: Any) -> Any:
+        return NotImplemented
+
+    def _class_by_value(self, cls: type) -> tuple:
+        raise pickle.PicklingError("classes are sent by value with cloudpickle")
+
+    @staticmethod
+    def _remembered(origin: Origin, reduced: tuple) -> tuple:
+        """``reduced``, with its object remembered under ``origin`` as soon as it exists."""
+        make, args, *rest = reduced
+        return (_rebuild, (origin, make, args), *rest)
+
+    def _is_member(self, func: types.FunctionType) -> bool:
+        """Whether ``func`` is a method of the class being sent by value here."""
+        root = self._root
+        return isinstance(root, type) and func.__qualname__.startswith(root.__qualname__ + ".")
+
+    def _main_reference(self, obj: Any, origin: Origin) -> tuple:
+        if any(obj is ancestor for ancestor in self._ancestors):
+            # Being sent by value further out: the receiver will have rebuilt it.
+            return (_main_object, (*origin, None))
+        value = _values.get(id(obj))
+        if value is None:
+            ancestors = (*self._ancestors, self._root) if self._root is not None else ()
+            try:
+                value = _dump_exact(obj, root=obj, ancestors=ancestors)
+            except Exception as exc:
+                # As with plain pickle, the process's fork relatives can still
+                # take it by name; anyone else will say why they cannot.
+                value = f"{type(exc).__name__}: {exc}"
+            if not ancestors and len(value) <= VALUE_CACHE_LIMIT:
+                # Complete in itself (it refers to no ancestor by reference
+                # only), so it can stand anywhere. Its object is kept alive
+                # (_sent, _rebuilt): the id stays its own.
+                _values[id(obj)] = value
+        return (_main_object, (*origin, value))
+
+    def _globals_ref(self, globals_: dict[str, Any]) -> Any:
+        """What the receiver uses as the globals of a function that had ``globals_``."""
+        ref = self._stand_ins.get(id(globals_))
+        if ref is None:
+            attributes = {k: globals_[k] for k in _functions.MODULE_ATTRIBUTES if k in globals_}
+            main = sys.modules.get("__main__")
+            if main is not None and globals_ is main.__dict__:
+                ref = _NamespaceRef(_TOKEN, attributes)
+            elif id(globals_) in _namespace_tokens:
+                ref = _NamespaceRef(_namespace_tokens[id(globals_)], attributes)
+            else:
+                ref = attributes  # one dict for every function of that module
+            self._stand_ins[id(globals_)] = ref
+        return ref
+
+
+class _Pickler(_Reducers, pickle.Pickler):
+    """Plain pickle plus :class:`_Reducers`: no cloudpickle needed on either side."""
+
+    def __init__(
+        self,
+        file: Any,
+        protocol: int,
+        buffer_callback: Any = None,
+        root: Any = None,
+        ancestors: tuple = (),
+    ) -> None:
+        super().__init__(file, protocol, buffer_callback=buffer_callback)
+        self._setup(root, ancestors)
+
+
+_child_pickler: Any = None
+
+
+def _child_pickler_class() -> Any:
+    """cloudpickle's pickler, with :class:`_Reducers` taking precedence."""
+    global _child_pickler
+    if _child_pickler is None:
+        cloudpickle = _cloudpickle()
+
+        # The base class is only known at run time (cloudpickle is imported lazily).
+        class ChildPickler(_Reducers, _cloudpickle().CloudPickler):  # type: ignore[misc]
+            def __init__(
+                self,
+                file: Any,
+                protocol: int,
+                buffer_callback: Any = None,
+                root: Any = None,
+                ancestors: tuple = (),
+            ) -> None:
+                super().__init__(file, protocol=protocol, buffer_callback=buffer_callback)
+                self._setup(root, ancestors)
+
+            def _other(self, obj: Any) -> Any:
+                return cloudpickle.CloudPickler.reducer_override(self, obj)
+
+            def _class_by_value(self, cls: type) -> tuple:
+                make, args, *rest = cloudpickle.cloudpickle._dynamic_class_reduce(cls)
+                # cloudpickle's own class tracking would hand a receiver that
+                # knows the tracker id the class it has -- after overwriting its
+                # methods with the copies. The origins do that job here, and
+                # never rewrite a class.
+                tracker = cloudpickle.cloudpickle._get_or_create_tracker_id(cls)
+                args = tuple(None if isinstance(a, str) and a == tracker else a for a in args)
+                return (make, args, *rest)
+
+        _child_pickler = ChildPickler
+    return _child_pickler
+
+
+def _cloudpickle() -> Any:
+    # Imported on first use: most programs never need it, and it is not free.
+    import cloudpickle  # type: ignore[import-untyped]  # ships no type information
+
+    return cloudpickle
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock mid-rebuild; it does not
+    # exist here.
+    global _rebuild_lock
+    _rebuild_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
