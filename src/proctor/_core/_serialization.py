@@ -46,7 +46,9 @@ Three passes
   that are not in the main script is plain pickle's, byte for byte.
 * The exact pass: a plain pickler with :class:`_Reducers` -- main references,
   lambdas and closures by value (``_by_value``, light to rebuild), modules by
-  name, and a clear error for OS resources that cloudpickle would copy.
+  name, sockets and the reducers of ``reduction.register()`` (the exact pass is
+  the only one once some are registered), and a clear error for OS resources
+  that cloudpickle would copy.
 * When that fails (a class defined in a function, a code object...), the same
   reducers on top of cloudpickle's pickler.
 
@@ -66,7 +68,7 @@ import threading
 import types
 
 from . import _by_value as _functions
-from ._reduction import current_handoff
+from ._reduction import collecting, current_handoff, reducers, registered_reducers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -137,7 +139,7 @@ def dumps(obj: Any) -> bytes:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
         return _by_value(obj)
-    if _MAIN_REFERENCE in data:
+    if _MAIN_REFERENCE in data or registered_reducers:
         return _by_value(obj)
     return data
 
@@ -157,7 +159,7 @@ def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer
         data = pickle.dumps(obj, PROTOCOL, buffer_callback=_out_of_band(buffers, threshold))
     except Exception:
         return _by_value(obj, buffers, threshold), buffers
-    if _MAIN_REFERENCE in data:
+    if _MAIN_REFERENCE in data or registered_reducers:
         data = _by_value(obj, buffers, threshold)
     return data, buffers
 
@@ -395,6 +397,10 @@ class _Reducers:
         # value, inline, as they are now (never from the cache, where the
         # descriptors collected for it must not end up either).
         self._starting = current_handoff() is not None
+        # Descriptors are being collected (a start, a message that carries some):
+        # a by-value copy may name them by token, good for this pickle only, so
+        # none is taken from the cache or put in it.
+        self._fresh = collecting()
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -421,6 +427,10 @@ class _Reducers:
         refuse = _REFUSED.get(kind)
         if refuse is not None:
             refuse(obj)
+        reduce = reducers.get(kind)
+        if reduce is not None:
+            # Sockets, and the reducers of reduction.register().
+            return reduce(obj)
         return self._other(obj)
 
     def _other(self, obj: Any) -> Any:
@@ -444,7 +454,7 @@ class _Reducers:
         if any(obj is ancestor for ancestor in self._ancestors):
             # Being sent by value further out: the receiver will have rebuilt it.
             return (_main_object, (*origin, None))
-        value = _values.get(id(obj))
+        value = None if self._fresh else _values.get(id(obj))
         if value is None:
             ancestors = (*self._ancestors, self._root) if self._root is not None else ()
             try:
@@ -453,7 +463,7 @@ class _Reducers:
                 # As with plain pickle, the process's fork relatives can still
                 # take it by name; anyone else will say why they cannot.
                 value = f"{type(exc).__name__}: {exc}"
-            if not ancestors and len(value) <= VALUE_CACHE_LIMIT:
+            if not ancestors and not self._fresh and len(value) <= VALUE_CACHE_LIMIT:
                 # Complete in itself (it refers to no ancestor by reference
                 # only), so it can stand anywhere. Its object is kept alive
                 # (_sent, _rebuilt): the id stays its own.
