@@ -29,14 +29,25 @@ import os
 import pickle
 import socket
 import sys
+import time
 from typing import Any
 
 from .._core import _reduction
-from .._core._errors import BufferTooShort, ProcessTimeoutError, ProtocolError
+from .._core._errors import (
+    BufferTooShort,
+    PicklingError,
+    ProcessError,
+    ProcessTimeoutError,
+    ProtocolError,
+)
+from .._core._reduction import DescriptorsNeedACarrier, MessageFds, collecting_fds
+from .._core._reduction import registered_reducers as _registered_reducers
 from .._core._timeout import check_timeout
 from .._core._timeout import wait_readable as _poll_fd
 from .._core._wire import MAX_FDS
 from . import _sendlock
+from ._end import FdInbox
+from ._fdchannel import FdChannel
 from ._frames import (
     DATAGRAM_BODY_LIMIT,
     FRAME_ID,
@@ -44,6 +55,7 @@ from ._frames import (
     HEADER_SIZE,
     ID_SIZE,
     LENGTH_MASK,
+    MAX_HANDLES,
     ON_CHANNEL,
     ON_SOCKET,
     PICKLE_PROTOCOL,
@@ -79,6 +91,11 @@ _id_unpack_from = FRAME_ID.unpack_from
 
 def configure_socket(sock: socket.socket) -> None:
     """Set the options every connection socket needs."""
+    if socket.getdefaulttimeout() is not None:
+        # socket.setdefaulttimeout() makes new sockets non-blocking in the kernel,
+        # a flag every process holding the socket shares; proctor's blocking
+        # calls expect blocking sockets and apply their own timeouts.
+        sock.settimeout(None)
     if _SO_NOSIGPIPE is not None and not MSG_NOSIGNAL:
         try:
             sock.setsockopt(socket.SOL_SOCKET, _SO_NOSIGPIPE, 1)
@@ -114,16 +131,28 @@ class Connection(FrameSender, FrameReceiver):
     """One end of a message channel: a ``Pipe()`` end, or a ``Listener``/``Client`` socket.
 
     Objects are sent pickled (cloudpickle when plain pickle cannot), bytes as
-    they are. A connection owns its descriptors (a socket; for ``Pipe()`` ends
-    also a pipe per direction): close it, or use it as a context manager. It can
-    be handed to a child process as an argument of ``Process`` under every start
-    method; it cannot be pickled anywhere else.
+    they are. Objects that own descriptors (another ``Connection``, a socket, a
+    ``reduction.DupFd``) are sent with their descriptors on a Unix socket (a
+    ``Pipe()`` end, an ``AF_UNIX`` ``Listener``/``Client`` connection). A connection
+    owns its descriptors (a socket; for ``Pipe()`` ends also a pipe per
+    direction): close it, or use it as a context manager. It can be handed to a
+    child process as an argument of ``Process`` under every start method, or sent
+    through another connection over a Unix socket; it cannot be pickled anywhere
+    else.
 
     Args:
-        handle: a connected stream socket's file descriptor, or a
-            ``socket.socket``; the connection takes ownership of it.
+        handle: a file descriptor or a ``socket.socket``; the connection takes
+            ownership of it. A connected stream socket is the usual handle; any
+            other descriptor (an ``os.pipe()`` end, a FIFO) is read and written
+            as a byte stream, and one that is not open fails at first use, as
+            with ``multiprocessing``.
         readable: whether this end may receive.
         writable: whether this end may send.
+
+    Raises:
+        ValueError: ``handle`` is negative, or a socket that is not SOCK_STREAM,
+            or neither direction is enabled.
+        TypeError: ``handle`` is neither an int nor a socket.
 
     Note:
         Unlike ``multiprocessing``, ``recv()``, ``recv_bytes()`` and
@@ -142,26 +171,26 @@ class Connection(FrameSender, FrameReceiver):
     ) -> None:
         if not readable and not writable:
             raise ValueError("at least one of readable and writable must be True")
+        sock: Any
         if isinstance(handle, socket.socket):
             sock = handle
         elif isinstance(handle, int) and not isinstance(handle, bool):
+            if handle < 0:
+                raise ValueError(f"invalid handle {handle}: a file descriptor is >= 0")
             try:
                 sock = socket.socket(fileno=handle)
-            except OSError as exc:
-                raise OSError(
-                    exc.errno,
-                    f"Connection needs a connected stream socket, and descriptor {handle} "
-                    f"is not one ({exc.strerror})",
-                ) from None
+            except OSError:
+                # Not a socket (an os.pipe() end, a FIFO), or not open: a byte
+                # stream, checked at first use as multiprocessing's is.
+                sock = FdChannel(handle)
         else:
-            raise TypeError(
-                f"handle must be a socket file descriptor or a socket.socket, not {handle!r}"
-            )
-        if sock.type != socket.SOCK_STREAM:
-            if sock is not handle:
-                sock.detach()  # the caller still owns the descriptor it passed
-            raise ValueError(f"Connection needs a SOCK_STREAM socket, got {sock.type!r}")
-        sock.setblocking(True)
+            raise TypeError(f"handle must be a file descriptor or a socket.socket, not {handle!r}")
+        if sock.type is not None:
+            if sock.type != socket.SOCK_STREAM:
+                if sock is not handle:
+                    sock.detach()  # the caller still owns the descriptor it passed
+                raise ValueError(f"Connection needs a SOCK_STREAM socket, got {sock.type!r}")
+            sock.setblocking(True)
         self._sock = sock
         self._fd = sock.fileno()
         self._readable = bool(readable)
@@ -179,13 +208,20 @@ class Connection(FrameSender, FrameReceiver):
         self._rpos = 0
         self._rend = 0
         self._recv = sock.recv
-        self._recv_into = sock.recv_into
         self._sendall = sock.sendall
         # The small-message channel: the socket itself, or a pipe pair (see Pipe()).
         self._rfd = -1
         self._wfd = -1
         self._pipe_file = None
-        self._readinto = sock.recv_into
+        self._greeting = None
+        if sock.family == socket.AF_UNIX:
+            # Messages may bring descriptors: every read keeps them (see FdInbox).
+            inbox = self._fd_inbox = FdInbox(sock)
+            self._recv_into = inbox.recv_into
+            self._readinto = inbox.readinto
+        else:
+            self._fd_inbox = None
+            self._recv_into = self._readinto = sock.recv_into
         # Mid-size bodies: a datagram socket (see Pipe()), none here.
         self._dsock = None
         self._dgram_limit = 0
@@ -224,6 +260,9 @@ class Connection(FrameSender, FrameReceiver):
         on the pipe, which keeps messages in order.
         """
         conn = cls(sock, readable, writable)
+        # Descriptors come in side messages, read with recvmsg (see _receiving).
+        conn._fd_inbox = None
+        conn._recv_into = conn._readinto = sock.recv_into
         conn._rfd = rfd
         conn._wfd = wfd
         if dsock is not None:
@@ -275,6 +314,8 @@ class Connection(FrameSender, FrameReceiver):
             self._close_pipes()
 
     def _close_pipes(self) -> None:
+        if self._fd_inbox is not None:
+            self._fd_inbox.close()
         self._pipe_file = None
         for fd in (self._rfd, self._wfd):
             if fd >= 0:
@@ -319,22 +360,54 @@ class Connection(FrameSender, FrameReceiver):
             state += f" send_broken={self._broken_send!r}"
         return f"<proctor.Connection fd={self._fd} {mode}{state}>"
 
+    @property
+    def _handle(self) -> int | None:
+        """The descriptor this end was made from (``multiprocessing``'s private name).
+
+        Setting it to ``None`` -- what code written for ``multiprocessing`` does
+        to stop a connection from closing a descriptor that is not its own --
+        makes the end forget that descriptor without closing it; the end is
+        then closed (its other descriptors too).
+        """
+        return None if self._closed else self._sock.fileno()
+
+    @_handle.setter
+    def _handle(self, value: None) -> None:
+        if value is not None:
+            raise ValueError("a Connection's _handle can only be set to None (to forget it)")
+        if not self._closed:
+            self._sock.detach()
+            self.close()
+
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         if self._closed:
-            raise OSError("cannot pass a closed Connection to a child process")
-        token = _reduction.fd_token(self._sock.fileno(), "Connection")
-        rtoken = _reduction.fd_token(self._rfd, "Connection") if self._rfd >= 0 else -1
-        wtoken = _reduction.fd_token(self._wfd, "Connection") if self._wfd >= 0 else -1
+            raise OSError("cannot send or pass a closed Connection")
+        if isinstance(self._sock, FdChannel):
+            raise TypeError(
+                "a Connection made from a descriptor that is not a socket (Connection(fd) "
+                "of a pipe or a file) cannot be sent to another process; pass the "
+                "descriptor itself (reduction.DupFd) and wrap it there"
+            )
+
+        def token(fd: int) -> int:
+            return _reduction.fd_token(fd, "Connection", messages=True)
+
+        sock_token = token(self._sock.fileno())
+        rtoken = token(self._rfd) if self._rfd >= 0 else -1
+        wtoken = token(self._wfd) if self._wfd >= 0 else -1
         lock = self._send_lock
-        ltoken = _reduction.fd_token(lock.fd, "Connection") if lock.owns_fd else -1
+        ltoken = token(lock.fd) if lock.owns_fd else -1
         dsock = self._dsock
-        dtoken = _reduction.fd_token(dsock.fileno(), "Connection") if dsock is not None else -1
+        dtoken = token(dsock.fileno()) if dsock is not None else -1
         # Bytes already read ahead belong to the next messages, and so do the
-        # datagrams whose headers are still to come: they travel too.
+        # datagrams whose headers are still to come, and the descriptors that
+        # came with those bytes: they travel too.
         pending = bytes(self._rview[self._rpos : self._rend])
         stash = dict(self._stash) if self._stash else None
+        inbox = self._fd_inbox
+        itokens = [token(fd) for fd in inbox.fds] if inbox is not None and inbox.fds else None
         return _rebuild_connection, (
-            token,
+            sock_token,
             self._readable,
             self._writable,
             pending,
@@ -343,6 +416,8 @@ class Connection(FrameSender, FrameReceiver):
             ltoken,
             dtoken,
             stash,
+            itokens,
+            self._greeting,
         )
 
     # -- errors --------------------------------------------------------------------
@@ -411,37 +486,83 @@ class Connection(FrameSender, FrameReceiver):
         if not self._can_send:
             self._check_writable()
         deadline = None if timeout is None else send_deadline(timeout)
-        if self._wfd < 0 or type(obj) in SCALARS:
-            try:
-                body = _dumps(obj, PICKLE_PROTOCOL)
-            except (pickle.PicklingError, TypeError, AttributeError):
-                body = pickle_fallback(obj)
-            else:
-                if b"__main__" in body:
-                    # Functions and classes of the main script mean nothing by
-                    # name in a spawn or forkserver process: send them by value.
+        try:
+            if self._wfd < 0 or type(obj) in SCALARS:
+                try:
+                    body = _dumps(obj, PICKLE_PROTOCOL)
+                except (pickle.PicklingError, TypeError, AttributeError):
                     body = pickle_fallback(obj)
-        else:
-            # Pipe(): large buffers (numpy arrays...) go as memfds, not through
-            # the pipe. A first pickle takes every buffer out of band (append
-            # returns None): the common case -- no buffer at all -- costs
-            # nothing more; anything else is sorted out by pickle_for_send.
-            buffers: list[pickle.PickleBuffer] = []
-            try:
-                body = _dumps(obj, PICKLE_PROTOCOL, buffer_callback=buffers.append)
-                plain = not buffers and b"__main__" not in body
-            except (pickle.PicklingError, TypeError, AttributeError):
-                plain = False
-            if not plain:
-                body, large = pickle_for_send(obj)
-                if large:
-                    if len(large) >= MAX_FDS:
-                        # More than one message can carry: copy them along instead.
-                        body = pickle_in_band(body, large)
-                    else:
-                        self._send_with_buffers(body, large, deadline)
-                        return
+                else:
+                    if b"__main__" in body or _registered_reducers:
+                        # Functions and classes of the main script mean nothing by
+                        # name in a spawn or forkserver process: send them by value.
+                        # (And reduction.register()'s reducers need the exact pass.)
+                        body = pickle_fallback(obj)
+            else:
+                # Pipe(): large buffers (numpy arrays...) go as memfds, not through
+                # the pipe. A first pickle takes every buffer out of band (append
+                # returns None): the common case -- no buffer at all -- costs
+                # nothing more; anything else is sorted out by pickle_for_send.
+                buffers: list[pickle.PickleBuffer] = []
+                try:
+                    body = _dumps(obj, PICKLE_PROTOCOL, buffer_callback=buffers.append)
+                    plain = not buffers and b"__main__" not in body and not _registered_reducers
+                except (pickle.PicklingError, TypeError, AttributeError):
+                    plain = False
+                if not plain:
+                    body, large = pickle_for_send(obj)
+                    if large:
+                        if len(large) >= MAX_FDS:
+                            # More than one message can carry: copy them along instead.
+                            body = pickle_in_band(body, large)
+                        else:
+                            self._send_with_buffers(body, large, deadline)
+                            return
+        except DescriptorsNeedACarrier as exc:
+            # An object in it owns a descriptor: pickle again, collecting them.
+            self._send_owning_fds(obj, exc, deadline)
+            return
         self._send_frame(body, deadline)
+
+    def _send_owning_fds(
+        self, obj: Any, need: DescriptorsNeedACarrier, deadline: float | None
+    ) -> None:
+        """Send ``obj``, some of whose objects own descriptors, with those descriptors.
+
+        Raises:
+            PicklingError: this connection cannot carry descriptors (TCP, a pipe).
+            RuntimeError: an object in ``obj`` can only go to a child at its start.
+            ValueError: more descriptors than one message can carry.
+        """
+        if not need.messages:
+            raise need  # a queue, a lock...: only a start can send it
+        if self._wfd < 0 and self._fd_inbox is None:
+            if isinstance(self._sock, FdChannel):
+                where = "this Connection wraps a descriptor that is not a Unix socket"
+            else:
+                where = "this Connection is a TCP connection"
+            owner = "it" if type(obj).__name__ == need.what else f"the {need.what} in it"
+            raise PicklingError(
+                f"cannot send this {type(obj).__name__} on {self!r}: {owner} owns "
+                f"an open file descriptor, and descriptors can only cross a Unix socket "
+                f"({where}). Send it through a Pipe() end or an AF_UNIX Listener/Client "
+                "connection, or pass it to the child as an argument of Process(...).",
+                path=(type(obj).__name__, need.what),
+            ) from need
+        collector = MessageFds()
+        try:
+            with collecting_fds(collector):
+                body = pickle_fallback(obj)
+            fds = collector.fds
+            if len(fds) > MAX_HANDLES:
+                raise ValueError(
+                    f"cannot send this {type(obj).__name__}: it owns {len(fds)} file "
+                    f"descriptors, and one message carries at most {MAX_HANDLES}; send "
+                    "it in parts"
+                )
+            self._send_with_handles(body, fds, deadline)
+        finally:
+            collector.close()
 
     def send_bytes(
         self,
@@ -512,9 +633,7 @@ class Connection(FrameSender, FrameReceiver):
             Exception: whatever unpickling the message raises.
         """
         if not self._can_recv or timeout is not None:
-            self._check_readable()
-            if timeout is not None:
-                self._wait_readable(timeout)
+            self._prepare_recv(timeout)
         pos = self._rpos
         end = self._rend
         if pos == end:
@@ -567,9 +686,7 @@ class Connection(FrameSender, FrameReceiver):
         if maxlength is not None:
             maxlength = check_maxlength(maxlength)
         if not self._can_recv or timeout is not None:
-            self._check_readable()
-            if timeout is not None:
-                self._wait_readable(timeout)
+            self._prepare_recv(timeout)
         pos = self._rpos
         end = self._rend
         if pos == end and self._rfd >= 0:
@@ -629,9 +746,7 @@ class Connection(FrameSender, FrameReceiver):
             raise ValueError(f"offset must be >= 0, got {offset}")
         if offset > view.nbytes:
             raise ValueError(f"offset {offset} is past the end of the {view.nbytes}-byte buffer")
-        self._check_readable()
-        if timeout is not None:
-            self._wait_readable(timeout)
+        self._prepare_recv(timeout)
         self._read_ahead()
         n, where, frame_id = self._read_header(None)
         room = view.nbytes - offset
@@ -666,7 +781,51 @@ class Connection(FrameSender, FrameReceiver):
         if self._rpos < self._rend:
             return True
         timeout = _check_timeout(timeout)
+        if self._greeting is not None:
+            try:
+                timeout = self._take_greeting(timeout)
+            except ProcessTimeoutError:
+                return False
+            except (EOFError, ProcessError):
+                return True  # recv() will say what happened
+            if self._rpos < self._rend:
+                return True
         return _poll_fd(self._fd, timeout)
+
+    def _prepare_recv(self, timeout: float | None) -> None:
+        """What a receive does first when it cannot go straight to the bytes."""
+        self._check_readable()
+        if self._greeting is not None:
+            timeout = self._take_greeting(timeout)
+        if timeout is not None:
+            self._wait_readable(timeout)
+
+    def _take_greeting(self, timeout: float | None) -> float | None:
+        """A keyless ``Client``'s first receive: the listener's greeting first.
+
+        Returns:
+            What is left of ``timeout``.
+
+        Raises:
+            ProcessTimeoutError: the listener has not accepted within ``timeout``
+                (nothing was read: the next receive waits again).
+            AuthenticationError: the listener requires an authkey (this end can
+                no longer receive).
+            EOFError: the listener closed the connection without accepting it.
+        """
+        check = self._greeting
+        assert check is not None  # the callers checked
+        deadline = (
+            None if timeout is None else time.monotonic() + max(0.0, check_timeout(timeout) or 0.0)
+        )
+        self._greeting = None
+        try:
+            check(self, deadline)
+        except ProcessTimeoutError:
+            self._greeting = check
+            raise
+        self._can_recv = self._readable and self._broken is None and not self._closed
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def _wait_readable(self, timeout: float) -> None:
         if not self.poll(timeout):
@@ -704,11 +863,17 @@ def _rebuild_connection(
     ltoken: int = -1,
     dtoken: int = -1,
     stash: dict[int, bytes] | None = None,
+    itokens: list[int] | None = None,
+    greeting: Any = None,
 ) -> Connection:
     sock = socket.socket(fileno=_reduction.take_fd(token))
     rfd = _reduction.take_fd(rtoken) if rtoken >= 0 else -1
     wfd = _reduction.take_fd(wtoken) if wtoken >= 0 else -1
     dsock = socket.socket(fileno=_reduction.take_fd(dtoken)) if dtoken >= 0 else None
+    if dsock is not None and socket.getdefaulttimeout() is not None:
+        # socket.setdefaulttimeout() here would make the socket non-blocking in
+        # the kernel, for every process that shares it: undo that.
+        dsock.settimeout(None)
     if rfd >= 0 or wfd >= 0:
         conn = Connection._with_pipes(sock, rfd, wfd, readable, writable, dsock)
     else:
@@ -722,4 +887,9 @@ def _rebuild_connection(
         conn._rend = len(pending)
     if stash:
         conn._stash = stash
+    if itokens and conn._fd_inbox is not None:
+        conn._fd_inbox.fds = [_reduction.take_fd(t) for t in itokens]
+    if greeting is not None:
+        conn._greeting = greeting
+        conn._can_recv = False
     return conn

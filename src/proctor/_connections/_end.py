@@ -2,18 +2,79 @@
 
 ``Connection`` fills these in; its sending half (``_sending``) and its
 receiving half (``_receiving``) share them. They are slots, so the hot paths
-read them without a dictionary lookup.
+read them without a dictionary lookup. Also here: ``FdInbox``, the reads of a
+socket connection over ``AF_UNIX`` and the descriptors they bring.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
+from .._core._wire import MAX_FDS, fds_from
 from ._sendlock import SendLock
 
-__all__ = ("EndState",)
+__all__ = ("EndState", "FdInbox")
+
+# Plain ints: these flags are enums, and or-ing enums costs microseconds per call.
+_MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))
+# Room for the most descriptors one message can bring.
+_ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
+
+
+class FdInbox:
+    """The reads of a socket connection over AF_UNIX, and the descriptors they bring.
+
+    Stands in for the socket's ``recv_into``: every read is a ``recvmsg`` whose
+    descriptors are kept, in the order they came, for the frames that announced
+    them ("PU"). A read may bring the start of such a frame together with
+    frames before it (the kernel ends a read after a message with descriptors,
+    but not before one), so descriptors cannot wait for their frame to be parsed.
+    A bound method of this object, not of the connection, is stored on the
+    connection: no reference cycle, so a dropped connection is closed at once.
+    """
+
+    __slots__ = ("_recvmsg_into", "fds", "lost")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._recvmsg_into = sock.recvmsg_into
+        self.fds: list[int] = []
+        # The kernel cut descriptors short (this process at its descriptor
+        # limit): which frame lost them cannot be known.
+        self.lost = False
+
+    def readinto(self, view: memoryview) -> int:
+        """``socket.recv_into(view)``, keeping the descriptors that come."""
+        got, ancdata, flags, _addr = self._recvmsg_into([view], _ANCILLARY_SPACE)
+        if ancdata or flags & _MSG_CTRUNC:
+            self._keep(ancdata, flags)
+        return got
+
+    def recv_into(self, view: memoryview, nbytes: int = 0, flags: int = 0) -> int:
+        """``socket.recv_into(view, nbytes, flags)``, keeping the descriptors that come."""
+        if nbytes:
+            view = view[:nbytes]
+        got, ancdata, msg_flags, _addr = self._recvmsg_into([view], _ANCILLARY_SPACE, flags)
+        if ancdata or msg_flags & _MSG_CTRUNC:
+            self._keep(ancdata, msg_flags)
+        return got
+
+    def _keep(self, ancdata: list[Any], flags: int) -> None:
+        self.fds.extend(fds_from(ancdata))
+        if flags & _MSG_CTRUNC:
+            self.lost = True
+
+    def close(self) -> None:
+        """Close the descriptors no frame took."""
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class EndState:
@@ -30,6 +91,8 @@ class EndState:
         "_dsock",
         "_dview",
         "_fd",
+        "_fd_inbox",
+        "_greeting",
         "_pipe_file",
         "_rbuf",
         "_readable",
@@ -49,7 +112,9 @@ class EndState:
     )
 
     # The socket: a Listener/Client connection's only channel, a Pipe() end's
-    # stream socket (bodies too big for a datagram).
+    # stream socket (bodies too big for a datagram); or for Connection(fd) of a
+    # descriptor that is not a socket, an _fdchannel.FdChannel (typed as a socket:
+    # it has the methods the halves call).
     _sock: socket.socket
     # Pipe() ends where the platform has them: a SOCK_SEQPACKET socket for bodies
     # of up to _dgram_limit bytes (else None and 0). Received datagrams land in
@@ -88,3 +153,9 @@ class EndState:
     _readinto: Any
     # Whole messages from every thread and process (see _sendlock).
     _send_lock: SendLock
+    # A socket connection over AF_UNIX: its reads, and the descriptors they
+    # brought that no frame has taken yet (see _receiving.FdInbox); else None.
+    _fd_inbox: FdInbox | None
+    # A keyless Client's connection until its first receive: the check of the
+    # listener's greeting (see _handshake.check_greeting), else None.
+    _greeting: Callable[[Any, float | None], None] | None

@@ -16,15 +16,23 @@ caught at the first header; the low 48 bits are the body's length::
     │ frame id │ body
     └──────────┘
 
-    "PS" "PF" "PM" "PG": a side message on the stream socket, `count` memfds attached
+    "PS" "PF" "PM" "PG" "PH" "PI": a side message on the stream socket, `count`
+    descriptors attached
     ┌──────────┬───────┬───────┐
-    │ frame id │ count │ flags │ body │ frame id       inline body ("PS", "PF")
+    │ frame id │ count │ flags │ body │ frame id       inline body ("PS", "PF", "PH")
     └──────────┴───────┴───────┘
     │ frame id │ count │ flags │                       body in the first memfd
-                                                       (flags: BODY_IN_FD; "PM" "PG")
+                                                       (flags: BODY_IN_FD; "PM" "PG" "PI")
+
+    "PU": a Listener/Client connection over AF_UNIX: a pickle with descriptors
+    ┌────────┬──────────────┬──────────┐
+    │ tag 16 │ length 48    │ count 64 │ body          `count` descriptors attached
+    └────────┴──────────────┴──────────┘               to the header's first byte
 
 "PF" and "PG" bodies are pickles whose large out-of-band buffers come as the
-memfds of the side message. The frame id ties a side message to its header. A
+memfds of the side message. "PH", "PI" and "PU" bodies are pickles of objects
+that own descriptors (a Connection, a socket, a DupFd): the descriptors come with
+the message (``_core._reduction``). The frame id ties a side message to its header. A
 datagram arrives whole or not at all, but not necessarily in the order of the
 headers when several processes send at once: the reader matches it by its id.
 On the stream the id, repeated after an inline body, proves that the whole body
@@ -42,17 +50,20 @@ import struct
 from typing import Any
 
 from .._core._serialization import OOB_THRESHOLD, dumps_exact, dumps_oob
+from .._core._wire import MAX_FDS
 
 __all__ = (
     "BODY_IN_FD",
     "DATAGRAM_BODY_LIMIT",
     "DATAGRAM_SIZE",
+    "FDS_INLINE",
     "FRAME_ID",
     "HEADER",
     "HEADER_SIZE",
     "ID_SIZE",
     "IN_DATAGRAM",
     "LENGTH_MASK",
+    "MAX_HANDLES",
     "ON_CHANNEL",
     "ON_SOCKET",
     "ON_SOCKET_FD",
@@ -63,12 +74,18 @@ __all__ = (
     "TAG",
     "TAG_BITS",
     "TAG_DGRAM_BITS",
+    "TAG_FDS_INLINE",
+    "TAG_FDS_INLINE_BITS",
+    "TAG_HANDLES_BITS",
+    "TAG_HANDLES_FD_BITS",
     "TAG_MEMFD_BITS",
     "TAG_MEMFD_FD_BITS",
     "TAG_SHIFT",
     "TAG_SOCKET_BITS",
     "TAG_SOCKET_FD_BITS",
     "TRAILER",
+    "WITH_HANDLES",
+    "WITH_HANDLES_FD",
     "WITH_MEMFDS",
     "WITH_MEMFDS_FD",
     "check_maxlength",
@@ -106,17 +123,46 @@ TAG_MEMFD_FD_BITS = TAG_MEMFD_FD << TAG_SHIFT
 # the frame id). Datagrams never carry descriptors.
 TAG_DGRAM = 0x5044
 TAG_DGRAM_BITS = TAG_DGRAM << TAG_SHIFT
+# "PH" and "PI": as "PS" and "PM", for a pickle whose objects own descriptors
+# (Connection, socket, DupFd): those come with the side message, after the memfd
+# of a "PI" body.
+TAG_HANDLES = 0x5048
+TAG_HANDLES_BITS = TAG_HANDLES << TAG_SHIFT
+TAG_HANDLES_FD = 0x5049
+TAG_HANDLES_FD_BITS = TAG_HANDLES_FD << TAG_SHIFT
+# "PU": the same on a Listener/Client connection over AF_UNIX, whose one socket
+# carries everything: the count of descriptors follows the header (where a side
+# frame has its id), then the body; the descriptors ride with the header.
+TAG_FDS_INLINE = 0x5055
+TAG_FDS_INLINE_BITS = TAG_FDS_INLINE << TAG_SHIFT
 LENGTH_MASK = (1 << TAG_SHIFT) - 1
 # Where a frame's body is: on the frame channel; on the stream socket; there, with
-# memfds for its large buffers; the last two with the body in a memfd; in a datagram.
-ON_CHANNEL, ON_SOCKET, WITH_MEMFDS, ON_SOCKET_FD, WITH_MEMFDS_FD, IN_DATAGRAM = range(6)
+# memfds for its large buffers; the last two with the body in a memfd; in a
+# datagram; on the stream socket with descriptors (body inline, or in a memfd);
+# on the frame channel of a socket connection, with descriptors.
+(
+    ON_CHANNEL,
+    ON_SOCKET,
+    WITH_MEMFDS,
+    ON_SOCKET_FD,
+    WITH_MEMFDS_FD,
+    IN_DATAGRAM,
+    WITH_HANDLES,
+    WITH_HANDLES_FD,
+    FDS_INLINE,
+) = range(9)
 SIDE_TAGS = {
     TAG_SOCKET: ON_SOCKET,
     TAG_MEMFD: WITH_MEMFDS,
     TAG_SOCKET_FD: ON_SOCKET_FD,
     TAG_MEMFD_FD: WITH_MEMFDS_FD,
     TAG_DGRAM: IN_DATAGRAM,
+    TAG_HANDLES: WITH_HANDLES,
+    TAG_HANDLES_FD: WITH_HANDLES_FD,
 }
+# The most descriptors one message may carry: the kernel's limit per message
+# (Linux's SCM_MAX_FD), less one for the memfd of a body sent with a timeout.
+MAX_HANDLES = MAX_FDS - 1
 
 # -- side messages ------------------------------------------------------------------
 

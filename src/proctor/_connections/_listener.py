@@ -1,35 +1,26 @@
 """``Listener`` and ``Client``: connections between unrelated processes, over Unix or TCP sockets.
 
-With an ``authkey``, both sides prove they hold it before either returns a
-``Connection``, so a peer without the key never gets one of its objects
-unpickled. The handshake uses raw byte frames only (``send_bytes`` /
-``recv_bytes`` with a small ``maxlength``), never pickle::
+A ``Listener`` binds a socket (a path, or a Linux abstract name, for
+``AF_UNIX``; a ``(host, port)`` for TCP) and ``accept()`` returns a
+``Connection`` per client, after the handshake (``_handshake``): with an
+``authkey``, both sides prove they hold it before either returns, so a peer
+without the key never gets one of its objects unpickled::
 
-    Listener.accept()                               Client(address, authkey=key)
-    ─────────────────                               ────────────────────────────
-    HELLO  "PROCTOR/1 AUTH" + server_nonce   ──▶
-                                             ◀──    PROOF "PROCTOR/1 PROOF" + client_nonce
-                                                          + HMAC(key, "client" + server_nonce
-                                                                      + client_nonce)
-    compare_digest; wrong ──▶ "PROCTOR/1 DENIED",
-        raise AuthenticationError
-    right ──▶ WELCOME "PROCTOR/1 WELCOME"                 compare_digest; wrong or DENIED:
-                 + HMAC(key, "server" + client_nonce           raise AuthenticationError
-                             + server_nonce)
-    return Connection                                return Connection
+    Listener(address, family, authkey)          Client(address, family, authkey)
+      bind, listen                    ◀─ connect ─  socket
+      accept() ─▶ serve_handshake ─── greeting ──▶  with a key: client_handshake,
+                  (HMAC both ways)    ◀── proof ──    before Client() returns;
+      ◀─ Connection                   ── welcome ▶  without: checked at the first
+                                                      receive (check_greeting)
+                                                    ─▶ Connection
 
-Nonces are 32 random bytes from ``os.urandom``; the digest is HMAC-SHA256; the
-"client"/"server" labels stop a peer from reflecting one side's proof back to
-it. Without an authkey the listener says ``"PROCTOR/1 OPEN"``, and a client that
-does hold a key refuses it (it will not send objects to an unauthenticated
-peer), while a client without a key is refused by a listener that needs one:
-both with ``AuthenticationError`` naming the mismatch.
+Also the stdlib's address helpers: ``families``, ``default_family``,
+``address_type()``.
 """
 
 from __future__ import annotations
 
 import errno
-import hmac
 import os
 import shutil
 import socket
@@ -37,29 +28,13 @@ import tempfile
 import time
 from typing import Any
 
-from .._core._errors import AuthenticationError, ProcessTimeoutError, ProtocolError
+from .._core._errors import ProcessTimeoutError
 from .._core._timeout import deadline as _deadline
 from .._core._timeout import wait_readable as _poll_fd
 from ._connection import Connection, configure_socket
+from ._handshake import check_authkey, check_greeting, client_handshake, serve_handshake
 
-__all__ = ("Client", "Listener")
-
-# How long one side waits for the other's next handshake message before giving
-# up: a peer that connects and then says nothing must not block accept() forever.
-_HANDSHAKE_TIMEOUT = 30.0
-# No handshake message is longer than this; a longer one is refused unread.
-_HANDSHAKE_MAXLENGTH = 256
-_NONCE_SIZE = 32
-_DIGEST = "sha256"
-_DIGEST_SIZE = 32
-
-_PREFIX = b"PROCTOR/1 "
-_OPEN = _PREFIX + b"OPEN"
-_AUTH = _PREFIX + b"AUTH "
-_NOKEY = _PREFIX + b"NOKEY"
-_PROOF = _PREFIX + b"PROOF "
-_DENIED = _PREFIX + b"DENIED"
-_WELCOME = _PREFIX + b"WELCOME "
+__all__ = ("Client", "Listener", "address_type", "default_family", "families")
 
 _FAMILIES = {
     "AF_UNIX": socket.AF_UNIX,
@@ -67,9 +42,44 @@ _FAMILIES = {
     "AF_INET6": socket.AF_INET6,
 }
 
+#: The address families a ``Listener`` takes with no address, as the stdlib lists
+#: them (``Listener(family=f)`` works for each). ``"AF_INET6"`` works too where
+#: the machine has IPv6, and is left out as the stdlib leaves it out.
+families = ["AF_INET", "AF_UNIX"]
+#: The family of ``Listener()`` with no address and no family.
+default_family = "AF_UNIX"
+
+
+def address_type(address: Any) -> str:
+    """Return the address family of ``address``, as a string (``"AF_UNIX"``...).
+
+    A ``(host, port)`` tuple is ``"AF_INET"``, or ``"AF_INET6"`` when the host is
+    an IPv6 address (a proctor addition: the stdlib says ``"AF_INET"`` for both); a
+    path (``str``, ``bytes``, ``os.PathLike``) or a Linux abstract name is
+    ``"AF_UNIX"``; a string starting with two backslashes is a Windows named pipe,
+    ``"AF_PIPE"``, which proctor does not support.
+
+    Raises:
+        ValueError: ``address`` is none of those (as ``multiprocessing`` raises).
+    """
+    if isinstance(address, tuple):
+        if len(address) not in (2, 4) or not isinstance(address[0], str):
+            raise ValueError(f"a TCP address is a (host, port) tuple, got {address!r}")
+        return "AF_INET6" if ":" in address[0] else "AF_INET"
+    if isinstance(address, str) and address.startswith("\\\\"):
+        return "AF_PIPE"
+    if isinstance(address, (str, bytes, os.PathLike)):
+        return "AF_UNIX"
+    raise ValueError(
+        f"address type of {address!r} unrecognized: an address is a (host, port) tuple "
+        "for TCP or a path for a Unix socket"
+    )
+
 
 def _family_name(family: Any) -> str:
     if isinstance(family, str):
+        if family == "AF_PIPE":
+            raise ValueError(_NO_PIPES.format(what="family 'AF_PIPE'"))
         if family not in _FAMILIES:
             raise ValueError(
                 f"unknown address family {family!r}; use one of {', '.join(sorted(_FAMILIES))}"
@@ -83,127 +93,22 @@ def _family_name(family: Any) -> str:
     raise TypeError(f"family must be a string such as 'AF_UNIX', not {family!r}")
 
 
+_NO_PIPES = (
+    "{what} is a Windows named pipe, which this platform does not have; use a "
+    "filesystem path (a Unix socket) or a (host, port) tuple here"
+)
+
+
 def _family_of_address(address: Any) -> str:
-    if isinstance(address, tuple):
-        if len(address) not in (2, 4) or not isinstance(address[0], str):
-            raise ValueError(f"a TCP address is a (host, port) tuple, got {address!r}")
-        return "AF_INET6" if ":" in address[0] else "AF_INET"
-    if isinstance(address, (str, bytes, os.PathLike)):
-        return "AF_UNIX"
-    raise TypeError(
-        f"address must be a (host, port) tuple for TCP or a path for a Unix socket, not {address!r}"
-    )
-
-
-def _check_authkey(authkey: Any) -> bytes | None:
-    if authkey is None:
-        return None
-    if isinstance(authkey, str):
-        raise TypeError("authkey must be bytes, not str; encode it first (authkey.encode())")
-    try:
-        return bytes(memoryview(authkey))
-    except TypeError:
-        raise TypeError(f"authkey must be bytes or None, not {type(authkey).__name__}") from None
-
-
-def _remaining(deadline: float | None) -> float:
-    """Seconds a handshake step may wait: the caller's deadline, capped."""
-    if deadline is None:
-        return _HANDSHAKE_TIMEOUT
-    return max(0.0, min(_HANDSHAKE_TIMEOUT, deadline - time.monotonic()))
-
-
-def _digest(key: bytes, label: bytes, first: bytes, second: bytes) -> bytes:
-    return hmac.new(key, label + first + second, _DIGEST).digest()
-
-
-def _recv_step(conn: Connection, deadline: float | None, peer: str) -> bytes:
-    wait = _remaining(deadline)
-    try:
-        return conn.recv_bytes(_HANDSHAKE_MAXLENGTH, timeout=wait)
-    except ProcessTimeoutError:
-        if deadline is not None and wait < _HANDSHAKE_TIMEOUT:
-            raise ProcessTimeoutError(
-                f"the {peer} did not complete the connection handshake within the timeout"
-            ) from None
-        raise AuthenticationError(
-            f"the {peer} said nothing for {_HANDSHAKE_TIMEOUT:g} s during the connection "
-            "handshake; it is not a proctor peer, or it is stuck"
-        ) from None
-    except ProtocolError as exc:
-        raise AuthenticationError(
-            f"the {peer} sent something that is not a proctor handshake message ({exc})"
-        ) from None
-    except EOFError:
-        raise AuthenticationError(
-            f"the {peer} closed the connection during the handshake"
-        ) from None
-
-
-def _serve_handshake(conn: Connection, authkey: bytes | None, deadline: float | None) -> None:
-    """The listener's side of the handshake; returns only when the client is trusted."""
-    if authkey is None:
-        conn.send_bytes(_OPEN)
-        return
-    server_nonce = os.urandom(_NONCE_SIZE)
-    conn.send_bytes(_AUTH + server_nonce)
-    reply = _recv_step(conn, deadline, "client")
-    if reply == _NOKEY:
-        raise AuthenticationError(
-            "a client without an authkey tried to connect to a listener that requires "
-            "one; give the Client the same authkey as the Listener"
+    if not isinstance(address, (tuple, str, bytes, os.PathLike)):
+        raise TypeError(
+            "address must be a (host, port) tuple for TCP or a path for a Unix socket, "
+            f"not {address!r}"
         )
-    expected_size = len(_PROOF) + _NONCE_SIZE + _DIGEST_SIZE
-    if not reply.startswith(_PROOF) or len(reply) != expected_size:
-        conn.send_bytes(_DENIED)
-        raise AuthenticationError("the client sent a malformed authentication reply")
-    client_nonce = reply[len(_PROOF) : len(_PROOF) + _NONCE_SIZE]
-    proof = reply[len(_PROOF) + _NONCE_SIZE :]
-    if not hmac.compare_digest(proof, _digest(authkey, b"client", server_nonce, client_nonce)):
-        try:
-            conn.send_bytes(_DENIED)
-        except OSError:
-            pass  # the client may already be gone; it is refused either way
-        raise AuthenticationError(
-            "the client's authentication digest is wrong: it does not hold this listener's authkey"
-        )
-    conn.send_bytes(_WELCOME + _digest(authkey, b"server", client_nonce, server_nonce))
-
-
-def _client_handshake(conn: Connection, authkey: bytes | None, deadline: float | None) -> None:
-    """The client's side of the handshake; returns only when the listener is trusted."""
-    hello = _recv_step(conn, deadline, "listener")
-    if hello == _OPEN:
-        if authkey is not None:
-            raise AuthenticationError(
-                "the listener does not authenticate its clients, but this Client was "
-                "given an authkey; refusing to talk to an unauthenticated peer (give "
-                "the Listener the same authkey, or drop it from the Client)"
-            )
-        return
-    if not hello.startswith(_AUTH) or len(hello) != len(_AUTH) + _NONCE_SIZE:
-        raise AuthenticationError("the peer is not a proctor Listener (unexpected greeting)")
-    if authkey is None:
-        try:
-            conn.send_bytes(_NOKEY)
-        except OSError:
-            pass
-        raise AuthenticationError(
-            "the listener requires an authkey and this Client has none; pass "
-            "authkey=<the listener's key>"
-        )
-    server_nonce = hello[len(_AUTH) :]
-    client_nonce = os.urandom(_NONCE_SIZE)
-    conn.send_bytes(_PROOF + client_nonce + _digest(authkey, b"client", server_nonce, client_nonce))
-    reply = _recv_step(conn, deadline, "listener")
-    if reply == _DENIED:
-        raise AuthenticationError("the listener refused this Client's authkey: the two keys differ")
-    expected = _WELCOME + _digest(authkey, b"server", client_nonce, server_nonce)
-    if not hmac.compare_digest(reply, expected):
-        raise AuthenticationError(
-            "the listener failed to prove that it holds the authkey: the two keys differ "
-            "or the peer is an impostor"
-        )
+    family = address_type(address)
+    if family == "AF_PIPE":
+        raise ValueError(_NO_PIPES.format(what=f"address {address!r}"))
+    return family
 
 
 def _tune(sock: socket.socket, family: str) -> None:
@@ -229,7 +134,8 @@ class Listener:
 
     Raises:
         TypeError: an argument has the wrong type (``authkey`` must be bytes).
-        ValueError: an unknown family, or a family that does not match ``address``.
+        ValueError: an unknown family, a family that does not match ``address``,
+            or a Windows named-pipe address (``r"\\\\.\\pipe\\name"``).
         OSError: the address cannot be bound (in use, no permission).
     """
 
@@ -240,7 +146,7 @@ class Listener:
         backlog: int = 1,
         authkey: bytes | None = None,
     ) -> None:
-        self._authkey = _check_authkey(authkey)
+        self._authkey = check_authkey(authkey)
         if isinstance(backlog, bool) or not isinstance(backlog, int):
             raise TypeError(f"backlog must be an int, not {backlog!r}")
         if backlog < 0:
@@ -268,6 +174,9 @@ class Listener:
                 address = ("127.0.0.1", 0) if family == "AF_INET" else ("::1", 0)
         sock = socket.socket(_FAMILIES[family], socket.SOCK_STREAM)
         try:
+            # Blocking whatever socket.setdefaulttimeout() says: accept() has its
+            # own timeout.
+            sock.setblocking(True)
             if family != "AF_UNIX":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
@@ -343,7 +252,7 @@ class Listener:
             raise
         conn = Connection(sock)
         try:
-            _serve_handshake(conn, self._authkey, deadline)
+            serve_handshake(conn, self._authkey, deadline)
         except BaseException:
             conn.close()
             raise
@@ -386,6 +295,12 @@ def Client(
 ) -> Connection:
     """Connect to a ``Listener`` and return the connection.
 
+    With an ``authkey``, returns once both sides have proved they hold it (the
+    listener must ``accept()`` first). Without one, returns as soon as it is
+    connected, as ``multiprocessing``'s ``Client`` does: sends go out at once,
+    and the first receive (or ``poll()``, ``wait()``) first reads the listener's
+    greeting, raising ``AuthenticationError`` there if the listener requires a key.
+
     Args:
         address: the listener's ``address``.
         family: ``"AF_UNIX"``, ``"AF_INET"`` or ``"AF_INET6"``; ``None`` infers it.
@@ -398,12 +313,13 @@ def Client(
         A duplex ``Connection``.
 
     Raises:
-        AuthenticationError: the keys differ, or one side has a key and the
-            other none. Nothing from the peer has been unpickled.
+        AuthenticationError: the keys differ, or the listener has none while
+            this client has one. Nothing from the peer has been unpickled.
         ConnectionRefusedError, FileNotFoundError: nothing listens at ``address``.
-        TypeError, ValueError: bad arguments.
+        TypeError: bad argument types.
+        ValueError: bad argument values, a Windows named-pipe address.
     """
-    authkey = _check_authkey(authkey)
+    authkey = check_authkey(authkey)
     inferred = _family_of_address(address)
     if family is None:
         family = inferred
@@ -423,8 +339,15 @@ def Client(
         sock.close()
         raise
     conn = Connection(sock)
+    if authkey is None:
+        # Nothing to prove: return at once, as multiprocessing's Client does (one
+        # thread may connect and then accept). The first receive checks the
+        # listener's greeting (see _handshake).
+        conn._greeting = check_greeting
+        conn._can_recv = False
+        return conn
     try:
-        _client_handshake(conn, authkey, deadline)
+        client_handshake(conn, authkey, deadline)
     except BaseException:
         conn.close()
         raise

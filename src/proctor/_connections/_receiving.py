@@ -14,9 +14,16 @@ allocate what it claims::
     datagram socket ─ ─▶  "PD": datagrams up to the one with that id, never
                           waiting (it was sent before its header); others are
                           stashed by id until their headers come
-    stream socket ══▶     "PS" "PF" "PM" "PG": the side message, [id | fds |
-                          flags] body [id] in one recvmsg_into, both ids checked;
-                          memfds mapped (large buffers), or the body read from one
+    stream socket ══▶     "PS" "PF" "PM" "PG" "PH" "PI": the side message, [id |
+                          fds | flags] body [id] in one recvmsg_into, both ids
+                          checked; memfds mapped (large buffers), or the body read
+                          from one; "PH" "PI": the pickle unpickled with the
+                          descriptors that came with it (_core._reduction.receiving)
+
+A ``Listener``/``Client`` connection over ``AF_UNIX`` reads its socket with
+``recvmsg``, because a message with descriptors ("PU") may begin anywhere in what
+one read brings: the descriptors that come are kept in order (``FdInbox``) until
+their frame's header is parsed.
 
 On the stream socket, another frame's id in a side message means that its
 sender died in the middle of a message on an end other live processes send on:
@@ -35,11 +42,13 @@ import socket
 from typing import Any
 
 from .._core._errors import ProtocolError
+from .._core._reduction import receiving
 from .._core._wire import MAX_FDS, fds_from, map_memfd
 from ._end import EndState
 from ._frames import (
     BODY_IN_FD,
     DATAGRAM_SIZE,
+    FDS_INLINE,
     FRAME_ID,
     HEADER,
     HEADER_SIZE,
@@ -53,8 +62,11 @@ from ._frames import (
     SIDE_TAGS,
     TAG,
     TAG_DGRAM,
+    TAG_FDS_INLINE,
     TAG_SHIFT,
     TRAILER,
+    WITH_HANDLES,
+    WITH_HANDLES_FD,
     WITH_MEMFDS,
     WITH_MEMFDS_FD,
     format_size,
@@ -182,6 +194,8 @@ class FrameReceiver(EndState):
             where = ON_CHANNEL
         elif tag in SIDE_TAGS and self._rfd >= 0 and (tag != TAG_DGRAM or self._dsock):
             where = SIDE_TAGS[tag]
+        elif tag == TAG_FDS_INLINE and self._fd_inbox is not None:
+            where = FDS_INLINE  # the "frame id" read next is the count of descriptors
         else:
             raise self._protocol_error(
                 f"received a frame header with a bad tag (0x{word:016x}): the bytes on "
@@ -225,6 +239,14 @@ class FrameReceiver(EndState):
         """
         if where == IN_DATAGRAM:
             return self._datagram_frame(n, frame_id, as_bytes)
+        if where == FDS_INLINE:
+            fds = self._take_inbox(frame_id)
+            try:
+                body = self._read_body(n, False, False)
+            except BaseException:
+                _close_all(fds)
+                raise
+            return self._load_with_fds(body, fds, as_bytes)
         body: Any
         if where == ON_SOCKET and (n <= COPY_LIMIT or (not as_bytes and n <= PREALLOCATE_LIMIT)):
             # The common case: side header, body and trailer in one system call.
@@ -236,22 +258,29 @@ class FrameReceiver(EndState):
             body, fds = self._recv_side_at_once(n, frame_id, where)
             obj = _loads(body, buffers=_map_all(fds))
             return in_band(obj) if as_bytes else obj
+        if where == WITH_HANDLES and n <= PREALLOCATE_LIMIT:
+            body, fds = self._recv_side_at_once(n, frame_id, where)
+            return self._load_with_fds(body, fds, as_bytes)
         fds = self._take_side(frame_id, where)
         if where == ON_SOCKET:
             body = self._read_body(n, as_bytes, True)
             self._check_trailer(frame_id)
             return body if as_bytes else _loads(body)
-        if where == WITH_MEMFDS:
+        if where in (WITH_MEMFDS, WITH_HANDLES):
             try:
                 body = self._read_body(n, True, True)
                 self._check_trailer(frame_id)
             except BaseException:
-                for fd in fds:
-                    os.close(fd)
+                _close_all(fds)
                 raise
+            if where == WITH_HANDLES:
+                return self._load_with_fds(body, fds, as_bytes)
             obj = _loads(body, buffers=_map_all(fds))
             return in_band(obj) if as_bytes else obj
         # The body is in the first memfd (a send with a timeout).
+        handles: list[int] = []
+        if where == WITH_HANDLES_FD:
+            fds, handles = fds[:1], fds[1:]
         try:
             size = os.fstat(fds[0]).st_size
             if size != n:
@@ -262,11 +291,42 @@ class FrameReceiver(EndState):
                 return _read_whole(fds[0], n)
             body = map_memfd(fds[0])
             buffers = [map_memfd(fd) for fd in fds[1:]]
+        except BaseException:
+            _close_all(handles)
+            raise
         finally:
-            for fd in fds:
-                os.close(fd)
+            _close_all(fds)
+        if where == WITH_HANDLES_FD:
+            return self._load_with_fds(body, handles, as_bytes)
         obj = _loads(body, buffers=buffers)
         return in_band(obj) if as_bytes and where == WITH_MEMFDS_FD else obj
+
+    def _load_with_fds(self, body: Any, fds: list[int], as_bytes: bool) -> Any:
+        """Unpickle ``body``, whose objects take ``fds`` (the rest are closed)."""
+        if as_bytes:
+            _close_all(fds)
+            raise ValueError(
+                f"the message received carries {len(fds)} file descriptor(s): it was sent "
+                "with send() of an object that owns descriptors (a Connection, a socket, "
+                "a DupFd), and recv_bytes() cannot return them. Receive it with recv(). "
+                "The message was consumed and its descriptors closed."
+            )
+        with receiving(fds):
+            return _loads(body)
+
+    def _take_inbox(self, count: int) -> list[int]:
+        """The ``count`` descriptors of the "PU" frame whose header was just read."""
+        inbox = self._fd_inbox
+        assert inbox is not None  # only connections with one parse "PU" frames
+        if inbox.lost:
+            raise self._fds_cut_short()
+        if count > len(inbox.fds):
+            raise self._protocol_error(
+                f"a message announced {count} descriptors and brought {len(inbox.fds)}"
+            )
+        fds = inbox.fds[:count]
+        del inbox.fds[:count]
+        return fds
 
     def _datagram_frame(self, n: int, frame_id: int, as_bytes: bool) -> Any:
         """Receive the rest of a frame whose ``n``-byte body is a datagram."""
@@ -371,7 +431,7 @@ class FrameReceiver(EndState):
             raise self._died_mid_message()
         if count != len(fds):
             raise self._protocol_error(f"a message announced {count} memfds and brought {len(fds)}")
-        in_fd = where in (ON_SOCKET_FD, WITH_MEMFDS_FD)
+        in_fd = where in (ON_SOCKET_FD, WITH_MEMFDS_FD, WITH_HANDLES_FD)
         wrong_fds = not fds if in_fd else (where == ON_SOCKET and fds)
         if bool(flags & BODY_IN_FD) != in_fd or wrong_fds:
             raise self._protocol_error("a side message does not match its frame header")
@@ -410,7 +470,7 @@ class FrameReceiver(EndState):
 
     def _fds_cut_short(self) -> ProtocolError:
         return self._protocol_error(
-            "the memfds of a message were cut short: this process may be out "
+            "the descriptors of a message were cut short: this process may be out "
             "of file descriptors (raise `ulimit -n`)"
         )
 
@@ -518,6 +578,11 @@ class FrameReceiver(EndState):
             f"the other end of the connection was closed after sending {have} of the "
             f"{n} bytes of a message (its process may have died mid-message)"
         ) from cause
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _map_all(fds: list[int]) -> list[Any]:

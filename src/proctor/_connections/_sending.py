@@ -90,6 +90,9 @@ from ._frames import (
     SIDE,
     TAG_BITS,
     TAG_DGRAM_BITS,
+    TAG_FDS_INLINE_BITS,
+    TAG_HANDLES_BITS,
+    TAG_HANDLES_FD_BITS,
     TAG_MEMFD_BITS,
     TAG_MEMFD_FD_BITS,
     TAG_SOCKET_BITS,
@@ -127,6 +130,12 @@ _id_pack = FRAME_ID.pack
 # children get a new one.)
 # A side frame's header and frame id, in one write.
 _token_pack = struct.Struct(HEADER.format + FRAME_ID.format[1:]).pack
+# A timed send puts the body in a memfd: the tag that says so, for each tag.
+_BODY_IN_FD_TAGS = {
+    TAG_SOCKET_BITS: TAG_SOCKET_FD_BITS,
+    TAG_MEMFD_BITS: TAG_MEMFD_FD_BITS,
+    TAG_HANDLES_BITS: TAG_HANDLES_FD_BITS,
+}
 
 
 def send_deadline(timeout: Any) -> float:
@@ -183,6 +192,42 @@ class FrameSender(EndState):
         can take them with a plain ``recv_into`` (cheaper than ``recvmsg``).
         """
         self._send_side(TAG_MEMFD_BITS, memoryview(body), buffers, deadline)
+
+    def _send_with_handles(self, body: bytes, fds: list[int], deadline: float | None) -> None:
+        """Send a pickle whose objects own ``fds``: the descriptors go with it (SCM_RIGHTS).
+
+        On a ``Pipe()`` end, as a side message on the stream socket (never on the
+        pipe or in a datagram, which cannot carry descriptors); on a socket
+        connection, attached to the frame's header. The caller keeps ``fds``.
+        """
+        if self._wfd >= 0:
+            self._send_side(TAG_HANDLES_BITS, memoryview(body), (), deadline, fds)
+            return
+        view = memoryview(body)
+        parts: list[Any] = [_pack(TAG_FDS_INLINE_BITS | view.nbytes), _id_pack(len(fds)), view]
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        total = HEADER_SIZE + FRAME_ID.size + view.nbytes
+        self._lock_send(deadline)
+        try:
+            if deadline is not None:
+                self._socket_send_within(parts, total, deadline, ancillary)
+                return
+            sent = 0
+            try:
+                sent = self._sock.sendmsg(parts, ancillary, MSG_NOSIGNAL)
+                if sent < total:
+                    # The descriptors went with the first byte.
+                    _sendall_rest(self._sendall, parts, sent)
+            except OSError as exc:
+                if sent:
+                    self._break_send()
+                self._send_failed(exc)
+            except BaseException:
+                if sent:
+                    self._break_send()
+                raise
+        finally:
+            self._unlock_send()
 
     def _break_send(self) -> None:
         # Part of a frame is out and the rest never will be: anything sent now
@@ -298,6 +343,7 @@ class FrameSender(EndState):
         body: memoryview,
         buffers: Iterable[pickle.PickleBuffer],
         deadline: float | None,
+        handles: list[int] | tuple[()] = (),
     ) -> None:
         """Send a frame whose body (and large buffers, as memfds) go on the side socket.
 
@@ -305,15 +351,17 @@ class FrameSender(EndState):
         of their headers on the pipe. As much of the side message as the socket
         takes at once goes before the header, the rest after it: the reader then
         wakes once, to find its body there (waiting for room *before* the header
-        could wait for ever on a reader that waits for the header).
+        could wait for ever on a reader that waits for the header). ``handles``
+        (descriptors the caller keeps) travel after the memfds.
         """
         if deadline is not None:
-            self._send_side_within(tag_bits, body, buffers, deadline)
+            self._send_side_within(tag_bits, body, buffers, deadline, handles)
             return
-        fds: list[int] = []
+        owned: list[int] = []
         try:
             for buffer in buffers:
-                fds.append(memfd_with(buffer.raw(), "proctor-message-buffer"))
+                owned.append(memfd_with(buffer.raw(), "proctor-message-buffer"))
+            fds = [*owned, *handles] if handles else owned
             self._lock_send(None)
             try:
                 frame_id = _sendlock.next_frame_id()
@@ -327,12 +375,14 @@ class FrameSender(EndState):
                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
                 )
                 sent = 0
+                header = False
                 try:
                     try:
                         sent = self._sock.sendmsg(parts, ancillary, _SEND_NOW)
                     except BlockingIOError:
                         pass
                     self._pipe_send_small(_pack(tag_bits + body.nbytes) + FRAME_ID.pack(frame_id))
+                    header = True
                     if not sent:
                         sent = self._sock.sendmsg(parts, ancillary, MSG_NOSIGNAL)
                     if sent < total:
@@ -340,15 +390,21 @@ class FrameSender(EndState):
                         # stream socket takes the rest.
                         _sendall_rest(self._sendall, parts, sent)
                 except OSError as exc:
-                    self._break_send()
+                    # A failed call sent nothing; a refused first send of the
+                    # side message (too many descriptors in flight, say) left
+                    # the connection as it was.
+                    if header or sent:
+                        self._break_send()
                     self._send_failed(exc)
                 except BaseException:
+                    # KeyboardInterrupt and co. may come right after a send
+                    # returned, before its count was kept: assume the worst.
                     self._break_send()
                     raise
             finally:
                 self._unlock_send()
         finally:
-            for fd in fds:
+            for fd in owned:
                 os.close(fd)
 
     def _send_side_within(
@@ -357,6 +413,7 @@ class FrameSender(EndState):
         body: memoryview,
         buffers: Iterable[pickle.PickleBuffer],
         deadline: float,
+        handles: list[int] | tuple[()] = (),
     ) -> None:
         """``_send_side`` with a deadline: the whole message or nothing of it.
 
@@ -366,18 +423,19 @@ class FrameSender(EndState):
         then is the header written (atomic, within the deadline), and only then
         the side message. A timeout before the header leaves nothing behind.
         """
-        fds: list[int] = []
+        owned: list[int] = []
         try:
-            fds.append(memfd_with(body, "proctor-message"))
+            owned.append(memfd_with(body, "proctor-message"))
             for buffer in buffers:
-                fds.append(memfd_with(buffer.raw(), "proctor-message-buffer"))
+                owned.append(memfd_with(buffer.raw(), "proctor-message-buffer"))
+            fds = [*owned, *handles]
             self._lock_send(deadline)
             try:
                 sock_fd = self._sock.fileno()
                 if not wait_writable(sock_fd, deadline):
                     raise self._send_timeout("the peer is not reading")
                 frame_id = _sendlock.next_frame_id()
-                tag_bits = TAG_MEMFD_FD_BITS if tag_bits == TAG_MEMFD_BITS else TAG_SOCKET_FD_BITS
+                tag_bits = _BODY_IN_FD_TAGS.get(tag_bits, TAG_SOCKET_FD_BITS)
                 self._pipe_send_small(
                     _pack(tag_bits + body.nbytes) + FRAME_ID.pack(frame_id), deadline
                 )
@@ -396,7 +454,7 @@ class FrameSender(EndState):
             finally:
                 self._unlock_send()
         finally:
-            for fd in fds:
+            for fd in owned:
                 os.close(fd)
 
     # Listener/Client: one socket for everything, every message under the send lock.
@@ -426,12 +484,16 @@ class FrameSender(EndState):
         finally:
             self._unlock_send()
 
-    def _socket_send_within(self, parts: list[Any], total: int, deadline: float) -> None:
+    def _socket_send_within(
+        self, parts: list[Any], total: int, deadline: float, ancillary: list[Any] | None = None
+    ) -> None:
         sent = 0
         try:
             while sent < total:
                 try:
-                    sent += self._sock.sendmsg(parts_after(parts, sent), (), _SEND_NOW)
+                    # Descriptors ride with the first byte that goes.
+                    extra = ancillary if ancillary and not sent else ()
+                    sent += self._sock.sendmsg(parts_after(parts, sent), extra, _SEND_NOW)
                 except BlockingIOError:
                     if not wait_writable(self._sock.fileno(), deadline):
                         if sent:

@@ -54,7 +54,7 @@ import types
 
 from . import _by_value as _functions
 from . import _runtime
-from ._reduction import current_handoff
+from ._reduction import collecting, current_handoff, reducers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -314,6 +314,10 @@ class _Reducers:
         # value, inline, as they are now (never from the cache, where the
         # descriptors collected for it must not end up either).
         self._starting = current_handoff() is not None
+        # Descriptors are being collected (a start, a message that carries some):
+        # a by-value copy may name them by token, good for this pickle only, so
+        # none is taken from the cache or put in it.
+        self._fresh = collecting()
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -340,6 +344,10 @@ class _Reducers:
         refuse = _REFUSED.get(kind)
         if refuse is not None:
             refuse(obj)
+        reduce = reducers.get(kind)
+        if reduce is not None:
+            # Sockets, and the reducers of reduction.register().
+            return reduce(obj)
         return self._other(obj)
 
     def _other(self, obj: Any) -> Any:
@@ -363,7 +371,7 @@ class _Reducers:
         if any(obj is ancestor for ancestor in self._ancestors):
             # Being sent by value further out: the receiver will have rebuilt it.
             return (_main_object, (*origin, None))
-        value = _values.get(id(obj))
+        value = None if self._fresh else _values.get(id(obj))
         if value is None:
             ancestors = (*self._ancestors, self._root) if self._root is not None else ()
             try:
@@ -372,7 +380,7 @@ class _Reducers:
                 # As with plain pickle, the process's fork relatives can still
                 # take it by name; anyone else will say why they cannot.
                 value = f"{type(exc).__name__}: {exc}"
-            if not ancestors and len(value) <= VALUE_CACHE_LIMIT:
+            if not ancestors and not self._fresh and len(value) <= VALUE_CACHE_LIMIT:
                 # Complete in itself (it refers to no ancestor by reference
                 # only), so it can stand anywhere. Its object is kept alive
                 # (_sent, _rebuilt): the id stays its own.

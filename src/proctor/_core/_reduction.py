@@ -1,52 +1,107 @@
-"""How objects that own OS resources (file descriptors, named OS objects) reach a child.
+"""How objects that own file descriptors reach another process: at a start, or in a message.
 
 Under ``fork`` nothing is pickled: the child is a copy of the parent and inherits
-every descriptor at the same number. Under ``spawn`` and ``forkserver``,
-``Process.start()`` pickles the process object inside :func:`handing_off`, and the
-descriptors travel beside the pickle with ``SCM_RIGHTS``::
+every descriptor at the same number. Everywhere else a descriptor travels beside
+the pickle, with ``SCM_RIGHTS``, and this is the one way it does: the pickling is
+done inside a *collector* (:func:`handing_off` when ``Process.start()`` pickles the
+process object for a spawn or forkserver child; :func:`collecting_fds` when
+``Connection.send()`` sends an object through a Unix socket), and the unpickling
+inside :func:`receiving`::
 
-    parent: Process.start()                         child: bootstrap
-    ───────────────────────                         ────────────────
-    with handing_off(handoff):                      with receiving(fds):
-        pickle(process)                                 unpickle(process)
-          obj.__reduce__()                                rebuild(token)
-            token = fd_token(fd) ──┐                        fd = take_fd(token)
-    send(pickle, handoff.fds) ─────┴──SCM_RIGHTS──▶ (data, fds)
-    for hook in handoff.after_start: hook(pid)
+    sender                                          receiver
+    ──────                                          ────────
+    with handing_off(handoff)                       with receiving(fds):
+      or collecting_fds(collector):                     unpickle(...)
+        pickle(obj)                                       rebuild(token)
+          obj.__reduce__()                                  fd = take_fd(token)
+            token = fd_token(fd) ──┐
+    send(pickle, collector.fds) ───┴──SCM_RIGHTS──▶ (data, fds)
+    (a start: for hook in handoff.after_start: hook(pid))
 
 An object that owns a descriptor writes ``__reduce__`` as
-``return (rebuild, (fd_token(self._fd), ...))`` and ``rebuild`` calls
-:func:`take_fd`. Pickling such an object anywhere else (into a queue, say) raises
-a clear error from :func:`fd_token` instead of sending a number that means
-nothing in the receiver.
+``return (rebuild, (fd_token(self._fd, ..., messages=True), ...))`` and ``rebuild``
+calls :func:`take_fd`. ``messages=True`` says that the object may travel in a
+message too (a ``Connection``, a socket, a :class:`DupFd`): a descriptor keeps the
+kernel object alive while it is in flight. Objects that also own named OS objects
+(semaphores, shared memory names), whose lifetime the reaper tracks by pid, travel
+only at a start (no ``messages``). Pickling either kind anywhere else (into a queue,
+a file) raises a clear error from :func:`fd_token` instead of sending a number that
+means nothing in the receiver.
 
 Objects known by name (OS semaphores, shared-memory segments) register an
 ``after_start`` hook to tell whoever reclaims the name that the new pid uses it.
+
+Also here, the stdlib's pickling hooks: :class:`ForkingPickler` and
+:func:`register` (reducers for a class, used by every proctor send), and the
+reducer of ``socket.socket``.
 """
 
 from __future__ import annotations
 
+import builtins
+import copyreg
+import errno
+import io
 import os
+import pickle
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 __all__ = (
     "ChildHandoff",
+    "DescriptorsNeedACarrier",
+    "DupFd",
+    "FdCollector",
+    "ForkingPickler",
+    "MessageFds",
+    "collecting",
+    "collecting_fds",
     "current_handoff",
+    "dump",
     "fd_token",
     "handing_off",
     "is_spawning",
     "receiving",
+    "reducers",
     "refused_outside_start",
+    "register",
+    "registered_reducers",
     "take_fd",
 )
 
 _local = threading.local()
 
 
-class ChildHandoff:
+class FdCollector:
+    """Descriptors met while pickling, to be sent beside the pickle.
+
+    Attributes:
+        fds: descriptors to send, in token order.
+    """
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self._index: dict[int, int] = {}
+
+    def add_fd(self, fd: int) -> int:
+        """Record ``fd`` for sending and return its token (dedupes repeats)."""
+        if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+            raise ValueError(f"not a file descriptor: {fd!r}")
+        token = self._index.get(fd)
+        if token is None:
+            token = self._index[fd] = len(self.fds)
+            self.fds.append(self._keep(fd))
+        return token
+
+    def _keep(self, fd: int) -> int:
+        return fd
+
+
+class ChildHandoff(FdCollector):
     """What a child needs beside its pickle: descriptors and post-start hooks.
 
     Attributes:
@@ -57,25 +112,52 @@ class ChildHandoff:
     """
 
     def __init__(self, start_method: str) -> None:
+        super().__init__()
         self.start_method = start_method
-        self.fds: list[int] = []
         self.after_start: list[Callable[[int], None]] = []
-        self._index: dict[int, int] = {}
 
-    def add_fd(self, fd: int) -> int:
-        """Record ``fd`` for sending and return its token (dedupes repeats)."""
-        if not isinstance(fd, int) or fd < 0:
-            raise ValueError(f"not a file descriptor: {fd!r}")
-        token = self._index.get(fd)
-        if token is None:
-            token = self._index[fd] = len(self.fds)
-            self.fds.append(fd)
-        return token
+
+class MessageFds(FdCollector):
+    """The descriptors of one message (``Connection.send()``): duplicates it owns.
+
+    Each descriptor is duplicated when it is met, so that what is sent is what the
+    object held at pickling time, even if the object (a temporary made by a
+    ``__reduce__``) closes it before the message goes; an unopened descriptor fails
+    there, before anything is written. :meth:`close` closes the duplicates once the
+    message is sent (the kernel keeps its own references while it is in flight).
+    """
+
+    def _keep(self, fd: int) -> int:
+        return os.dup(fd)
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, []
+        self._index.clear()
+        for fd in fds:
+            os.close(fd)
+
+
+class DescriptorsNeedACarrier(RuntimeError):
+    """An object that owns a descriptor was pickled where no descriptor can go.
+
+    Raised by :func:`fd_token` when nothing collects descriptors in this thread
+    (a plain pickle, a queue, a file). ``Connection.send()`` catches it and pickles
+    again while collecting, when its transport can carry descriptors.
+
+    Attributes:
+        what: the object that owns the descriptor (``"Connection"``, ``"socket"``).
+        messages: whether that object may travel in a message (else only at a start).
+    """
+
+    def __init__(self, message: str, what: str, messages: bool) -> None:
+        super().__init__(message)
+        self.what = what
+        self.messages = messages
 
 
 @contextmanager
 def handing_off(handoff: ChildHandoff) -> Iterator[ChildHandoff]:
-    """Make ``handoff`` collect descriptors from the pickling done inside."""
+    """Make ``handoff`` collect descriptors from the pickling done inside (a start)."""
     previous = getattr(_local, "handoff", None)
     _local.handoff = handoff
     try:
@@ -84,9 +166,30 @@ def handing_off(handoff: ChildHandoff) -> Iterator[ChildHandoff]:
         _local.handoff = previous
 
 
+@contextmanager
+def collecting_fds(collector: FdCollector) -> Iterator[FdCollector]:
+    """Make ``collector`` collect descriptors from the pickling done inside (a message)."""
+    previous = getattr(_local, "handoff", None)
+    _local.handoff = collector
+    try:
+        yield collector
+    finally:
+        _local.handoff = previous
+
+
 def current_handoff() -> ChildHandoff | None:
-    """Return the handoff being pickled for in this thread, or ``None``."""
-    return getattr(_local, "handoff", None)
+    """Return the handoff of the child being started by this thread, or ``None``.
+
+    ``None`` too while a message is being pickled: what only a start can send
+    (named semaphores, shared memory without a name) checks this.
+    """
+    collector = getattr(_local, "handoff", None)
+    return collector if isinstance(collector, ChildHandoff) else None
+
+
+def collecting() -> bool:
+    """Whether this thread is pickling for a start or for a message with descriptors."""
+    return getattr(_local, "handoff", None) is not None
 
 
 def is_spawning() -> bool:
@@ -94,19 +197,42 @@ def is_spawning() -> bool:
     return current_handoff() is not None
 
 
-def fd_token(fd: int, what: str = "this object") -> int:
-    """Register ``fd`` to be sent to the child being started; return its token.
+def fd_token(fd: int, what: str = "this object", *, messages: bool = False) -> int:
+    """Register ``fd`` to be sent beside the pickle being made; return its token.
 
     Args:
         fd: the descriptor the pickled object owns.
         what: a short description for the error message (``"Connection"``).
+        messages: the object may travel in a message (``Connection.send()`` over
+            a Unix socket) as well as to a child being started.
 
     Raises:
-        RuntimeError: when no child is being started in this thread: descriptors
-            cannot travel inside an ordinary pickle.
+        DescriptorsNeedACarrier: (a ``RuntimeError``) nothing collects
+            descriptors in this thread: a plain pickle, a queue, a file.
+        RuntimeError: a message is being pickled and the object can only go to
+            a child being started.
+        OSError: a message is being pickled and ``fd`` is not open.
     """
-    handoff = current_handoff()
-    if handoff is None:
+    collector = getattr(_local, "handoff", None)
+    if collector is None:
+        if messages:
+            message = (
+                f"{what} holds an open file descriptor, which can only reach another "
+                "process as an argument of Process(...) when the child is started, or "
+                "in a message sent with Connection.send() through a Unix socket (a "
+                "Pipe() end, an AF_UNIX Listener/Client connection); it cannot be "
+                "pickled into a queue or a file."
+            )
+        else:
+            message = (
+                f"{what} holds an open file descriptor and can only be sent to a child "
+                "process as an argument of Process(...) (or as an attribute of the process "
+                "object) when it is started; it cannot be pickled into a queue, a pipe or a "
+                "file. Pass it to the child at start, or create it in the child."
+            )
+        error = refused_outside_start(what, message)
+        raise DescriptorsNeedACarrier(str(error), what, messages)
+    if not messages and not isinstance(collector, ChildHandoff):
         raise refused_outside_start(
             what,
             f"{what} holds an open file descriptor and can only be sent to a child "
@@ -114,7 +240,12 @@ def fd_token(fd: int, what: str = "this object") -> int:
             "object) when it is started; it cannot be pickled into a queue, a pipe or a "
             "file. Pass it to the child at start, or create it in the child.",
         )
-    return handoff.add_fd(fd)
+    try:
+        return collector.add_fd(fd)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot send {what}: its descriptor {fd} is not open ({exc.strerror})"
+        ) from None
 
 
 def refused_outside_start(what: str, message: str) -> RuntimeError:
@@ -166,7 +297,7 @@ class _Received:
 
 @contextmanager
 def receiving(fds: list[int]) -> Iterator[None]:
-    """In the child: resolve tokens against ``fds`` while unpickling inside.
+    """In the receiver: resolve tokens against ``fds`` while unpickling inside.
 
     Descriptors that no object took are closed on exit, so none leaks.
     """
@@ -186,7 +317,7 @@ def receiving(fds: list[int]) -> Iterator[None]:
 
 
 def take_fd(token: int) -> int:
-    """In the child: return the descriptor sent under ``token``; the caller owns it.
+    """In the receiver: return the descriptor sent under ``token``; the caller owns it.
 
     Raises:
         RuntimeError: outside a child's bootstrap unpickling, or for a token that
@@ -196,7 +327,8 @@ def take_fd(token: int) -> int:
     if received is None:
         raise RuntimeError(
             "a file-descriptor token can only be resolved while a child process "
-            "unpickles the arguments it was started with"
+            "unpickles the arguments it was started with, or while Connection.recv() "
+            "unpickles a message that came with its descriptors"
         )
     try:
         fd = received.fds[token]
@@ -211,3 +343,158 @@ def take_fd(token: int) -> int:
         return os.dup(fd)
     received.taken.add(token)
     return fd
+
+
+# ─── Objects that are descriptors ──────────────────────────────────────────────
+
+
+class DupFd:
+    """A duplicate of a file descriptor that can be sent to another process.
+
+    ``DupFd(fd)`` duplicates ``fd`` at once (so the caller may close its own);
+    sent with ``Connection.send()`` through a Unix socket, or passed to a child at
+    start, it arrives as a ``DupFd`` of the receiver's own descriptor.
+    :meth:`detach` hands the descriptor over; one never detached is closed when
+    the object is collected.
+
+    Args:
+        fd: an open file descriptor.
+
+    Raises:
+        TypeError: ``fd`` is not an int.
+        OSError: ``fd`` is not open.
+    """
+
+    __slots__ = ("_fd", "_owned")
+
+    def __init__(self, fd: int) -> None:
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"fd must be a file descriptor (an int), not {fd!r}")
+        self._fd = os.dup(fd)
+        self._owned = True
+
+    @classmethod
+    def _borrowing(cls, fd: int) -> DupFd:
+        """A ``DupFd`` that sends ``fd`` as it is, and neither closes nor detaches it."""
+        self = cls.__new__(cls)
+        self._fd = fd
+        self._owned = False
+        return self
+
+    def detach(self) -> int:
+        """Return the descriptor; the caller owns it from now on.
+
+        Raises:
+            ValueError: it was detached already.
+        """
+        fd = self._fd
+        if fd < 0:
+            raise ValueError("this DupFd was detached already")
+        if not self._owned:
+            raise ValueError("this DupFd only lends a descriptor to a send; it has none to give")
+        self._fd = -1
+        return fd
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self._fd < 0:
+            raise ValueError("cannot send a DupFd that was detached")
+        return (_rebuild_dupfd, (fd_token(self._fd, "DupFd", messages=True),))
+
+    def __del__(self) -> None:
+        try:
+            if self._owned and self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
+        except (AttributeError, OSError):
+            pass
+
+    def __repr__(self) -> str:
+        state = f"fd={self._fd}" if self._fd >= 0 else "detached"
+        return f"<proctor.reduction.DupFd {state}>"
+
+
+def _rebuild_dupfd(token: int) -> DupFd:
+    dupfd = DupFd.__new__(DupFd)
+    dupfd._fd = take_fd(token)
+    dupfd._owned = True
+    return dupfd
+
+
+def reduce_socket(sock: socket.socket) -> tuple[Any, tuple[Any, ...]]:
+    """Pickle a socket as its descriptor (sent beside the pickle) and its kind."""
+    if sock.fileno() < 0:
+        raise OSError(errno.EBADF, "cannot send a closed socket")
+    token = fd_token(sock.fileno(), "socket", messages=True)
+    return (_rebuild_socket, (token, int(sock.family), int(sock.type), sock.proto))
+
+
+def _rebuild_socket(token: int, family: int, kind: int, proto: int) -> socket.socket:
+    fd = take_fd(token)
+    try:
+        return socket.socket(family, kind, proto, fileno=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# ─── Reducers and the stdlib's pickler hooks ──────────────────────────────────
+
+#: Reducers of proctor's picklers, by exact type: sockets, and what register() adds.
+reducers: dict[type, Callable[[Any], Any]] = {socket.socket: reduce_socket}
+#: What register() added. Plain pickle knows none of it, so while it is not empty
+#: every send takes the exact pass (a dict: its truth is the cheapest check).
+registered_reducers: dict[type, Callable[[Any], Any]] = {}
+
+
+class ForkingPickler(pickle.Pickler):
+    """A pickler that uses the reducers of :func:`register` (the stdlib's hook).
+
+    What ``multiprocessing.reduction.ForkingPickler`` is: ``pickle.Pickler`` with
+    the reducers registered for classes (``ForkingPickler.register(cls, reduce)``)
+    and for sockets. proctor's own sends (``Connection.send()``, queues, the
+    start of a spawn or forkserver child) use the same reducers.
+    """
+
+    # The stdlib keeps the registered reducers in this class attribute.
+    _extra_reducers = registered_reducers
+
+    def __init__(self, file: Any, protocol: int | None = None, **kwargs: Any) -> None:
+        super().__init__(file, protocol, **kwargs)
+        table = copyreg.dispatch_table.copy()
+        table.update(reducers)
+        self.dispatch_table = table
+
+    @classmethod
+    def register(cls, type: type, reduce: Callable[[Any], Any]) -> None:
+        """Pickle instances of ``type`` (exactly that class) with ``reduce(obj)``.
+
+        ``reduce`` returns what ``__reduce__`` would. Every proctor send uses it
+        from then on: ``Connection.send()``, ``Queue.put()``, the arguments of a
+        spawn or forkserver child.
+
+        Raises:
+            TypeError: ``type`` is not a class or ``reduce`` is not callable.
+        """
+        if not isinstance(type, builtins.type):
+            raise TypeError(f"register() takes a class, not {type!r}")
+        if not callable(reduce):
+            raise TypeError(f"reduce must be callable, not {reduce!r}")
+        registered_reducers[type] = reduce
+        reducers[type] = reduce
+
+    @classmethod
+    def dumps(cls, obj: Any, protocol: int | None = None) -> memoryview:
+        """Pickle ``obj`` with the registered reducers; return the bytes (a memoryview)."""
+        buffer = io.BytesIO()
+        cls(buffer, protocol).dump(obj)
+        return buffer.getbuffer()
+
+    loads = staticmethod(pickle.loads)
+
+
+register = ForkingPickler.register
+
+
+def dump(obj: Any, file: Any, protocol: int | None = None) -> None:
+    """Pickle ``obj`` to the open binary ``file`` with :class:`ForkingPickler`."""
+    ForkingPickler(file, protocol).dump(obj)

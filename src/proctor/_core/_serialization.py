@@ -9,7 +9,9 @@ Three passes
   that are not in the main script is plain pickle's, byte for byte.
 * The exact pass: a plain pickler with :class:`_Reducers` -- main references,
   lambdas and closures by value (``_by_value``, light to rebuild), modules by
-  name, and a clear error for OS resources that cloudpickle would copy.
+  name, sockets and the reducers of ``reduction.register()`` (the exact pass is
+  the only one once some are registered), and a clear error for OS resources
+  that cloudpickle would copy.
 * When that fails (a class defined in a function, a code object...), the same
   reducers on top of cloudpickle's pickler.
 
@@ -25,6 +27,8 @@ child whose messages are all plain data never loads them.
 from __future__ import annotations
 
 import pickle
+
+from . import _reduction
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -65,7 +69,7 @@ def dumps(obj: Any) -> bytes:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
         return _exact(obj)
-    if _MAIN_REFERENCE in data:
+    if _MAIN_REFERENCE in data or _reduction.registered_reducers:
         return _exact(obj)
     return data
 
@@ -85,7 +89,7 @@ def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer
         data = pickle.dumps(obj, PROTOCOL, buffer_callback=_out_of_band(buffers, threshold))
     except Exception:
         return _exact(obj, buffers, threshold), buffers
-    if _MAIN_REFERENCE in data:
+    if _MAIN_REFERENCE in data or _reduction.registered_reducers:
         data = _exact(obj, buffers, threshold)
     return data, buffers
 
