@@ -439,11 +439,36 @@ def test_unpicklable_object_fails_before_anything_is_written(pipe):
     assert b.recv(timeout=10) == "after"
 
 
-def test_connection_cannot_be_pickled_into_another_pipe(pipe):
+def test_a_connection_travels_through_another_connection(pipe):
     a, b = pipe
-    with pytest.raises(RuntimeError, match="can only be sent to a child"):
-        a.send(b)
-    assert not b.poll()
+    near, far = Pipe()
+    with near, far:
+        a.send(far)  # its descriptors ride beside the message (SCM_RIGHTS)
+        received = b.recv(timeout=10)
+        far.close()  # the sender's copy; the received end owns its own
+        with received:
+            near.send("through the copy")
+            assert received.recv(timeout=10) == "through the copy"
+            received.send_bytes(b"back")
+            assert near.recv_bytes(timeout=10) == b"back"
+
+
+def test_a_connection_cannot_be_pickled_into_a_queue_or_bytes(pipe):
+    import pickle
+
+    from proctor import Queue
+
+    a, b = pipe
+    with pytest.raises(RuntimeError, match="Unix socket"):
+        pickle.dumps(a)
+    q = Queue()
+    try:
+        with pytest.raises(RuntimeError, match="Unix socket"):
+            q.put(a, timeout=10)
+        assert q.empty()
+    finally:
+        q.close()
+        q.join_thread()
 
 
 def test_garbage_bytes_raise_a_protocol_error_not_a_hang(pipe):
@@ -571,14 +596,30 @@ def test_context_manager_closes():
     assert a.closed and b.closed
 
 
-def test_connection_needs_a_socket():
+def test_connection_over_plain_descriptors():
+    # Like multiprocessing's, a Connection takes any descriptor: os.pipe() ends
+    # are read and written as a byte stream.
     r, w = os.pipe()
+    with Connection(r, writable=False) as reader, Connection(w, readable=False) as writer:
+        writer.send({"over": "os.pipe"})
+        assert reader.recv(timeout=10) == {"over": "os.pipe"}
+        writer.send_bytes(b"x" * 60_000, 10, 30_000)  # within the pipe's buffer
+        assert reader.recv_bytes(timeout=10) == b"x" * 30_000
+        writer.close()
+        with pytest.raises(EOFError):
+            reader.recv(timeout=10)
+    # A descriptor that is not open fails at first use, with the OS's error.
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    dead = Connection(r)
+    with pytest.raises(OSError):
+        dead.send("lost")
     try:
-        with pytest.raises(OSError, match="needs a connected stream socket"):
-            Connection(r)
-    finally:
-        os.close(r)
-        os.close(w)
+        dead.poll(0)  # what the OS says of a closed descriptor; never a hang
+    except OSError:
+        pass
+    dead.close()
     with pytest.raises(TypeError):
         Connection("3")
     with socket.socket() as sock, pytest.raises(ValueError):
@@ -761,7 +802,12 @@ def test_wrong_or_missing_key_is_refused_on_both_sides(
         server.start()
         try:
             with pytest.raises(AuthenticationError, match=client_says):
-                Client(listener.address, authkey=client_key, timeout=30)
+                conn = Client(listener.address, authkey=client_key, timeout=30)
+                # A Client without a key returns once connected, as the stdlib's
+                # does; its first receive checks the listener's greeting.
+                assert client_key is None
+                with conn:
+                    conn.recv(timeout=30)
         finally:
             server.join(30)
         assert len(results) == 1 and isinstance(results[0], AuthenticationError)
@@ -869,7 +915,13 @@ def test_client_timeout_covers_a_silent_listener():
             silent.bind(address)
             silent.listen(1)
             with pytest.raises(ProcessTimeoutError, match="handshake"):
-                Client(address, timeout=0.2)
+                Client(address, authkey=b"key", timeout=0.2)
+            silent.accept()[0].close()
+            # Without a key there is no handshake to wait for: connected is done,
+            # and the first receive is bounded by its own timeout.
+            with Client(address, timeout=0.2) as conn:
+                with pytest.raises(ProcessTimeoutError):
+                    conn.recv(timeout=0.05)
             silent.accept()[0].close()
     finally:
         shutil.rmtree(directory)
