@@ -54,9 +54,12 @@ def _test_id(test: unittest.TestCase) -> str:
 def _summary(err: tuple) -> str:
     exc_type, exc, tb = err
     text = "".join(traceback.format_exception_only(exc_type, exc)).strip()
-    if exc_type is TestTimeout:
-        return text
     where = traceback.extract_tb(tb)
+    if exc_type is TestTimeout:
+        # Where the test was waiting when the alarm interrupted it: the innermost
+        # frames, so that a timeout in CI can be diagnosed from the report alone.
+        inner = [f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}" for f in where[-4:]]
+        return f"{text}  [waiting at {' <- '.join(reversed(inner))}]"[:MESSAGE_CHARS]
     # The innermost frame outside unittest locates the failing line of the test.
     frames = [f for f in where if "/unittest/" not in f.filename]
     if frames:
