@@ -180,8 +180,11 @@ def test_the_handshake_bytes_are_exported_under_the_stdlib_names():
     assert connection.CHALLENGE.startswith(b"PROCTOR/1 ")
     assert connection.WELCOME.startswith(b"PROCTOR/1 ")
     assert connection.FAILURE.startswith(b"PROCTOR/1 ")
-    # proctor's own bytes: a multiprocessing peer's handshake is not accepted.
-    assert connection.CHALLENGE != mp_connection.CHALLENGE
+    # proctor's own bytes, not the stdlib's (b"#CHALLENGE#"..., private from Python
+    # 3.12): a multiprocessing peer's handshake is not accepted.
+    stdlib = getattr(mp_connection, "CHALLENGE", None) or mp_connection._CHALLENGE
+    assert stdlib.startswith(b"#CHALLENGE#")
+    assert not connection.CHALLENGE.startswith(stdlib)
 
 
 # --- families and addresses --------------------------------------------------------
@@ -272,3 +275,25 @@ def test_listener_and_client_are_context_managers():
     assert not os.path.exists(path)
     with pytest.raises(OSError, match="closed"):
         listener.fileno()
+
+
+def _stdlib_deliver(sock, key):
+    conn = mp_connection.Connection(sock.detach())
+    try:
+        mp_connection.deliver_challenge(conn, key)
+    finally:
+        conn.close()
+
+
+def test_a_proctor_peer_and_a_multiprocessing_peer_cannot_authenticate_each_other():
+    ours, theirs = socket.socketpair()
+    server, results = _in_thread(_stdlib_deliver, theirs, b"key")
+    try:
+        with Connection(ours) as conn, pytest.raises(AuthenticationError):
+            answer_challenge(conn, b"key")
+        # Closing our end ends the stdlib side's wait for an answer.
+    finally:
+        server.join(30)
+        theirs.close()
+    assert not server.is_alive()
+    assert len(results) == 1 and isinstance(results[0], (EOFError, OSError)), results
