@@ -458,7 +458,7 @@ def test_a_connection_cannot_be_pickled_into_a_queue_or_bytes(pipe):
 
     from proctor import Queue
 
-    a, b = pipe
+    a, _b = pipe
     with pytest.raises(RuntimeError, match="Unix socket"):
         pickle.dumps(a)
     q = Queue()
@@ -919,9 +919,8 @@ def test_client_timeout_covers_a_silent_listener():
             silent.accept()[0].close()
             # Without a key there is no handshake to wait for: connected is done,
             # and the first receive is bounded by its own timeout.
-            with Client(address, timeout=0.2) as conn:
-                with pytest.raises(ProcessTimeoutError):
-                    conn.recv(timeout=0.05)
+            with Client(address, timeout=0.2) as conn, pytest.raises(ProcessTimeoutError):
+                conn.recv(timeout=0.05)
             silent.accept()[0].close()
     finally:
         shutil.rmtree(directory)

@@ -40,7 +40,12 @@ from .._core._errors import (
     ProcessTimeoutError,
     ProtocolError,
 )
-from .._core._reduction import DescriptorsNeedACarrier, MessageFds, collecting_fds
+from .._core._reduction import (
+    DescriptorsNeedACarrier,
+    MessageFds,
+    TooManyDescriptors,
+    collecting_fds,
+)
 from .._core._reduction import registered_reducers as _registered_reducers
 from .._core._timeout import check_timeout
 from .._core._timeout import wait_readable as _poll_fd
@@ -549,18 +554,18 @@ class Connection(FrameSender, FrameReceiver):
                 "connection, or pass it to the child as an argument of Process(...).",
                 path=(type(obj).__name__, need.what),
             ) from need
-        collector = MessageFds()
+        collector = MessageFds(MAX_HANDLES)
         try:
-            with collecting_fds(collector):
-                body = pickle_fallback(obj)
-            fds = collector.fds
-            if len(fds) > MAX_HANDLES:
+            try:
+                with collecting_fds(collector):
+                    body = pickle_fallback(obj)
+            except TooManyDescriptors:
                 raise ValueError(
-                    f"cannot send this {type(obj).__name__}: it owns {len(fds)} file "
-                    f"descriptors, and one message carries at most {MAX_HANDLES}; send "
-                    "it in parts"
-                )
-            self._send_with_handles(body, fds, deadline)
+                    f"cannot send this {type(obj).__name__}: it owns more than "
+                    f"{MAX_HANDLES} file descriptors, and one message carries at most "
+                    f"{MAX_HANDLES}; nothing was sent. Send it in parts."
+                ) from None
+            self._send_with_handles(body, collector.fds, deadline)
         finally:
             collector.close()
 

@@ -126,7 +126,7 @@ class FdChannel:
     def sendall(self, data: Any, flags: int = 0) -> None:
         view = memoryview(data).cast("B")
         while view:
-            view = view[self._write(lambda v=view: os.write(self._fd, v)) :]  # type: ignore[misc]
+            view = view[self._write(lambda v=view: os.write(self._fd, v)) :]
 
     def _write(self, write: Any) -> int:
         while True:

@@ -237,6 +237,7 @@ class FrameReceiver(EndState):
             with large buffers: its pickle, whole, as ``multiprocessing`` would
             send it).
         """
+        body: Any
         if where == IN_DATAGRAM:
             return self._datagram_frame(n, frame_id, as_bytes)
         if where == FDS_INLINE:
@@ -247,7 +248,6 @@ class FrameReceiver(EndState):
                 _close_all(fds)
                 raise
             return self._load_with_fds(body, fds, as_bytes)
-        body: Any
         if where == ON_SOCKET and (n <= COPY_LIMIT or (not as_bytes and n <= PREALLOCATE_LIMIT)):
             # The common case: side header, body and trailer in one system call.
             body, _fds = self._recv_side_at_once(n, frame_id, where)

@@ -58,6 +58,7 @@ __all__ = (
     "FdCollector",
     "ForkingPickler",
     "MessageFds",
+    "TooManyDescriptors",
     "collecting",
     "collecting_fds",
     "current_handoff",
@@ -93,8 +94,13 @@ class FdCollector:
             raise ValueError(f"not a file descriptor: {fd!r}")
         token = self._index.get(fd)
         if token is None:
+            # Keep first, then record: a descriptor that fails to be kept (not
+            # open) must not stay in the index, or a second pickling pass (the
+            # exact pickler retries with cloudpickle) would get a token for it
+            # and send a message whose descriptor is missing.
+            kept = self._keep(fd)
             token = self._index[fd] = len(self.fds)
-            self.fds.append(self._keep(fd))
+            self.fds.append(kept)
         return token
 
     def _keep(self, fd: int) -> int:
@@ -125,9 +131,21 @@ class MessageFds(FdCollector):
     ``__reduce__``) closes it before the message goes; an unopened descriptor fails
     there, before anything is written. :meth:`close` closes the duplicates once the
     message is sent (the kernel keeps its own references while it is in flight).
+
+    Args:
+        limit: the most descriptors one message may carry; one more stops the
+            pickling with :class:`TooManyDescriptors` before it is duplicated, so that an
+            object owning thousands of descriptors does not first duplicate them
+            all (and run out of descriptors) only to be refused.
     """
 
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
     def _keep(self, fd: int) -> int:
+        if len(self.fds) >= self.limit:
+            raise TooManyDescriptors(f"more than {self.limit} file descriptors in one message")
         return os.dup(fd)
 
     def close(self) -> None:
@@ -135,6 +153,10 @@ class MessageFds(FdCollector):
         self._index.clear()
         for fd in fds:
             os.close(fd)
+
+
+class TooManyDescriptors(ValueError):
+    """A message would carry more descriptors than :class:`MessageFds` allows."""
 
 
 class DescriptorsNeedACarrier(RuntimeError):
