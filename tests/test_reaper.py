@@ -667,3 +667,42 @@ def test_resource_tracker_checks_names_and_kinds_as_the_stdlib_does():
         resource_tracker.register("/x", "file")
     with pytest.raises(TypeError, match="str"):
         resource_tracker.unregister(b"/x", "shared_memory")
+
+
+def test_a_finalizer_run_by_gc_inside_the_client_lock_does_not_deadlock():
+    # A garbage collection may run inside any of the client's locked sections (a
+    # fork child replaying its records to the reaper hung so): a lock collected
+    # there unregisters its semaphore from the same thread.
+    import gc
+    import threading
+
+    import proctor
+
+    class Cycle:
+        pass
+
+    gc.disable()
+    try:
+        garbage = Cycle()
+        garbage.self = garbage
+        garbage.lock = proctor.Lock()
+        before = dict(_reaper._client.refs)
+        assert before, "a Lock registers its named semaphore"
+        del garbage
+        done = threading.Event()
+
+        def collect_inside_the_lock():
+            with _reaper._client.locked():
+                gc.collect()  # runs Lock's finalizer -> unregister -> deferred
+            done.set()
+
+        worker = threading.Thread(target=collect_inside_the_lock, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert done.is_set(), "the finalizer waited for the lock its own thread held"
+    finally:
+        gc.enable()
+    # The deferred release was made when the section ended.
+    assert not _reaper._client.deferred
+    released = {key for key in before if key not in _reaper._client.refs}
+    assert released, "the collected lock's semaphore was not released"

@@ -82,6 +82,7 @@ from ._server import create_time as _create_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import
+    from collections.abc import Iterator
     from typing import Any
 
 __all__ = (
@@ -136,6 +137,10 @@ class _Client:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        # The thread inside locked(), and the releases that finalizers run inside it
+        # asked for (see locked()).
+        self.holder: int | None = None
+        self.deferred: list[tuple[str, str, str]] = []
         # A bare descriptor rather than a socket object: it lives as long as the
         # process, and a socket object would warn (ResourceWarning) at exit.
         self.fd: int | None = None
@@ -149,6 +154,30 @@ class _Client:
         self.others: dict[tuple[str, str], set[tuple[int, float]]] = {}
         # (kind, name) -> size of its ``others`` set at which dead users are dropped
         self.prune_at: dict[tuple[str, str], int] = {}
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[_Client]:
+        """Hold the lock; then make the releases that finalizers deferred meanwhile.
+
+        A garbage collection can run inside a locked section (any allocation may
+        start one), and collect a lock or segment whose finalizer unregisters its
+        name: :func:`_release` in the same thread, which must neither wait for the
+        lock its own thread holds (a deadlock: a fork child hung in
+        ``_after_fork_in_child``) nor change ``refs`` while the section iterates
+        over it. It queues the release instead, made here before the lock goes.
+        """
+        me = threading.get_ident()  # before acquiring: nothing may allocate in between
+        self.lock.acquire()
+        self.holder = me
+        try:
+            yield self
+        finally:
+            try:
+                while self.deferred:
+                    _release_locked(self, *self.deferred.pop(0))
+            finally:
+                self.holder = None
+                self.lock.release()
 
     # Every method below is called with self.lock held.
 
@@ -353,7 +382,7 @@ def _after_fork_in_child() -> None:
     if any(count > 0 for count in child.refs.values()):
         # A forked child inherits its parent's mappings, so it uses those names too.
         # Say so at once: the parent may die any moment.
-        with contextlib.suppress(Exception), child.lock:
+        with contextlib.suppress(Exception), child.locked():
             child._connect()
 
 
@@ -384,7 +413,7 @@ def ensure_started() -> str:
     Other calls do this lazily; call it early to hold the connection's descriptor
     before, say, a leak check takes its baseline.
     """
-    with _client.lock:
+    with _client.locked():
         if _client.fd is None:
             _client._connect()
         assert _client.address is not None
@@ -404,7 +433,7 @@ def adopt_address(addr: str | None) -> None:
     """In a child: use the reaper at ``addr`` if this process has none yet."""
     if not addr:
         return
-    with _client.lock:
+    with _client.locked():
         if _client.fd is None and _client.address != addr:
             _client.address = addr
 
@@ -425,7 +454,7 @@ def register(name: str, kind: str) -> None:
     """
     _check(name, kind)
     key = (kind, name)
-    with _client.lock:
+    with _client.locked():
         count = _client.refs.get(key, 0)
         _client.refs[key] = count + 1
         if count == 0:
@@ -458,19 +487,29 @@ def _cancel(name: str, kind: str) -> None:
 
 
 def _release(name: str, kind: str, op: str) -> None:
+    client = _client
+    if client.holder == threading.get_ident():
+        # Re-entered by a finalizer that a garbage collection ran inside one of this
+        # thread's locked sections: made when that section ends (_Client.locked).
+        client.deferred.append((name, kind, op))
+        return
+    with client.locked():
+        _release_locked(client, name, kind, op)
+
+
+def _release_locked(client: _Client, name: str, kind: str, op: str) -> None:
     key = (kind, name)
-    with _client.lock:
-        count = _client.refs.get(key, 0)
-        if count <= 0:
-            return
-        if count > 1:
-            _client.refs[key] = count - 1
-            return
-        del _client.refs[key]
-        if _client.fd is None and _client.address is None:
-            return  # never told anyone
-        with contextlib.suppress(OSError):
-            _client.send([op, kind, name, _client.pid])
+    count = client.refs.get(key, 0)
+    if count <= 0:
+        return
+    if count > 1:
+        client.refs[key] = count - 1
+        return
+    del client.refs[key]
+    if client.fd is None and client.address is None:
+        return  # never told anyone
+    with contextlib.suppress(OSError):
+        client.send([op, kind, name, client.pid])
 
 
 def add_user(name: str, kind: str, pid: int) -> None:
@@ -486,7 +525,7 @@ def add_user(name: str, kind: str, pid: int) -> None:
     if ctime is None:
         return
     key = (kind, name)
-    with _client.lock:
+    with _client.locked():
         users = _client.others.setdefault(key, set())
         # Forget dead children now and then so the record does not grow forever:
         # when it has doubled since the last time, so that a start costs the same
@@ -503,7 +542,7 @@ def forget(name: str, kind: str) -> None:
     """Stop tracking ``name``: it was unlinked explicitly."""
     _check(name, kind)
     key = (kind, name)
-    with _client.lock:
+    with _client.locked():
         _client.refs.pop(key, None)
         _client.others.pop(key, None)
         _client.prune_at.pop(key, None)
