@@ -60,6 +60,11 @@ def run_benchmarks(names: list[str], *, quick: bool, out=None, markdown: str | N
         try:
             spec.loader.exec_module(module)
             rows = module.run(quick=quick)
+        except ModuleNotFoundError as exc:
+            if exc.name != "numpy":
+                raise
+            print(f"{path.stem}: skipped: it needs numpy (pip install 'proctor[numpy]')", file=out)
+            continue
         except Exception as exc:  # one broken benchmark must not hide the others
             failures += 1
             print(f"{path.stem}: FAILED: {type(exc).__name__}: {exc}", file=out)
