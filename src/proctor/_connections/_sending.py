@@ -207,27 +207,7 @@ class FrameSender(EndState):
         parts: list[Any] = [_pack(TAG_FDS_INLINE_BITS | view.nbytes), _id_pack(len(fds)), view]
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         total = HEADER_SIZE + FRAME_ID.size + view.nbytes
-        self._lock_send(deadline)
-        try:
-            if deadline is not None:
-                self._socket_send_within(parts, total, deadline, ancillary)
-                return
-            sent = 0
-            try:
-                sent = self._sock.sendmsg(parts, ancillary, MSG_NOSIGNAL)
-                if sent < total:
-                    # The descriptors went with the first byte.
-                    _sendall_rest(self._sendall, parts, sent)
-            except OSError as exc:
-                if sent:
-                    self._break_send()
-                self._send_failed(exc)
-            except BaseException:
-                if sent:
-                    self._break_send()
-                raise
-        finally:
-            self._unlock_send()
+        self._socket_send_parts(parts, total, deadline, ancillary)
 
     def _break_send(self) -> None:
         # Part of a frame is out and the rest never will be: anything sent now
@@ -461,26 +441,33 @@ class FrameSender(EndState):
 
     def _socket_send(self, body: memoryview, deadline: float | None) -> None:
         parts: list[Any] = [_pack(TAG_BITS | body.nbytes), body]
-        total = HEADER_SIZE + body.nbytes
+        self._socket_send_parts(parts, HEADER_SIZE + body.nbytes, deadline)
+
+    def _socket_send_parts(
+        self, parts: list[Any], total: int, deadline: float | None, ancillary: Any = ()
+    ) -> None:
+        """Send one whole frame on the socket under the send lock (descriptors, if
+        any, ride with its first byte); a frame cut short breaks the sending side."""
         self._lock_send(deadline)
         try:
-            if deadline is None:
-                sent = 0
-                try:
-                    sent = self._sock.sendmsg(parts, (), MSG_NOSIGNAL)
-                    # A blocking stream socket sends everything unless a signal
-                    # interrupted it.
-                    if sent < total:
-                        _sendall_rest(self._sendall, parts, sent)
-                except OSError as exc:
-                    if sent:
-                        self._break_send()
-                    self._send_failed(exc)
-                except BaseException:
+            if deadline is not None:
+                self._socket_send_within(parts, total, deadline, ancillary or None)
+                return
+            sent = 0
+            try:
+                sent = self._sock.sendmsg(parts, ancillary, MSG_NOSIGNAL)
+                # A blocking stream socket sends everything unless a signal
+                # interrupted it.
+                if sent < total:
+                    _sendall_rest(self._sendall, parts, sent)
+            except OSError as exc:
+                if sent:
                     self._break_send()
-                    raise
-            else:
-                self._socket_send_within(parts, total, deadline)
+                self._send_failed(exc)
+            except BaseException:
+                if sent:  # nothing sent: the stream is still in step
+                    self._break_send()
+                raise
         finally:
             self._unlock_send()
 

@@ -49,7 +49,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at import; a spawned child imports this
+    from typing import Any
 
 __all__ = (
     "ChildHandoff",

@@ -59,6 +59,12 @@ def helper_pids() -> frozenset[int]:
         return frozenset(_helper_pids)
 
 
+# The resource reaper a spawn or forkserver child was told to use, kept here until the
+# reaper client is first imported (_reaper._client reads it then): a child that never
+# uses a named object does not load the client (and secrets, hmac) at all.
+inherited_reaper_address: str | None = None
+
+
 # The context classes (proctor._context.BaseContext): they live in the top layer, which
 # registers them here when it is imported -- a proctor context cannot exist before.
 _context_types: tuple[type, ...] = ()

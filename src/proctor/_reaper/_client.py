@@ -144,7 +144,10 @@ class _Client:
         # A bare descriptor rather than a socket object: it lives as long as the
         # process, and a socket object would warn (ResourceWarning) at exit.
         self.fd: int | None = None
-        self.address: str | None = os.environ.get(ENV_ADDRESS) or None
+        # A spawn or forkserver child's parent named its reaper (_start._bootstrap).
+        self.address: str | None = (
+            os.environ.get(ENV_ADDRESS) or _runtime.inherited_reaper_address or None
+        )
         self.spawned_pid: int | None = None  # the reaper this process started
         self.pid = os.getpid()
         self.ctime: float | None = None

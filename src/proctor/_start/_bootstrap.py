@@ -34,7 +34,7 @@ import struct
 import sys
 import threading
 
-from .._core import _afterfork, _finalize, _serialization, _wire
+from .._core import _afterfork, _finalize, _runtime, _serialization, _wire
 from .._core._reduction import receiving
 from .._logging import _logger
 from . import _methods, _outcome
@@ -125,9 +125,11 @@ def _apply_prep(prep: dict[str, Any]) -> None:
     if prep["log_level"] is not None:
         _logger.get_logger().setLevel(prep["log_level"])
     if prep["reaper_address"]:
-        from .._reaper import _client as _reaper
-
-        _reaper.adopt_address(prep["reaper_address"])
+        reaper = sys.modules.get("proctor._reaper._client")  # a fork server preloads it
+        if reaper is not None:
+            reaper.adopt_address(prep["reaper_address"])
+        else:
+            _runtime.inherited_reaper_address = prep["reaper_address"]
 
 
 # -- running ------------------------------------------------------------------
