@@ -24,12 +24,13 @@ LAYERS = {
     "_start": 2,
     "_queues": 3,
     "_sharedmem": 3,
-    "_context": 4,
+    "_pool": 4,
+    "_context": 5,
 }
 # The front door and the stdlib-named public modules sit above every private layer;
 # the command line above them.
-PUBLIC_LAYER = 5
-CLI_LAYER = 6
+PUBLIC_LAYER = 6
+CLI_LAYER = 7
 
 
 def _module_names() -> dict[str, Path]:

@@ -29,6 +29,7 @@ from ._core._errors import AuthenticationError as AuthenticationError
 from ._core._errors import BufferTooShort as BufferTooShort
 from ._core._errors import OwnerDiedWarning as OwnerDiedWarning
 from ._core._errors import PicklingError as PicklingError
+from ._core._errors import PoolTerminatedError as PoolTerminatedError
 from ._core._errors import ProcessError as ProcessError
 from ._core._errors import ProcessTimeoutError as ProcessTimeoutError
 from ._core._errors import ProcessTimeoutError as TimeoutError
@@ -39,6 +40,7 @@ from ._core._errors import RemoteTraceback as RemoteTraceback
 from ._core._errors import ResultError as ResultError
 from ._core._errors import StartError as StartError
 from ._core._errors import UnpicklableError as UnpicklableError
+from ._core._errors import WorkerLostError as WorkerLostError
 from ._core._system import cpu_count as cpu_count
 from ._logging._forwarding import set_log_forwarding as set_log_forwarding
 from ._logging._logger import SUBDEBUG as SUBDEBUG
@@ -59,6 +61,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import connection as connection
     from . import context as context
+    from . import pool as pool
     from . import process as process
     from . import queues as queues
     from . import resource_tracker as resource_tracker
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
     from . import util as util
     from ._connections._connection import Connection as Connection
     from ._connections._pipe import Pipe as Pipe
+    from ._pool._pool import Pool as Pool
     from ._queues._queue import JoinableQueue as JoinableQueue
     from ._queues._queue import Queue as Queue
     from ._queues._queue import SimpleQueue as SimpleQueue
@@ -97,6 +101,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Lock": ("_sync", "Lock"),
     "LockNotOwnedError": ("_sync", "LockNotOwnedError"),
     "Pipe": ("_connections._pipe", "Pipe"),
+    "Pool": ("_pool._pool", "Pool"),
     "Queue": ("_queues._queue", "Queue"),
     "RLock": ("_sync", "RLock"),
     "RawArray": ("_sharedmem._sharedctypes", "RawArray"),
@@ -107,6 +112,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     # The stdlib-named public modules, as attributes (``proctor.util``...).
     "connection": ("connection", None),
     "context": ("context", None),
+    "pool": ("pool", None),
     "process": ("process", None),
     "queues": ("queues", None),
     "resource_tracker": ("resource_tracker", None),
@@ -155,6 +161,8 @@ __all__ = (
     "OwnerDiedWarning",
     "PicklingError",
     "Pipe",
+    "Pool",
+    "PoolTerminatedError",
     "Process",
     "ProcessError",
     "ProcessTimeoutError",
@@ -173,6 +181,7 @@ __all__ = (
     "TimeoutError",
     "UnpicklableError",
     "Value",
+    "WorkerLostError",
     "__version__",
     "active_children",
     "allow_connection_pickling",

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
 
     from . import _sync
     from ._connections._connection import Connection
+    from ._pool._pool import Pool
     from ._queues import _queue
     from ._sharedmem._sharedctypes import CData, SynchronizedBase
     from ._start._state import ParentProcess
@@ -296,6 +297,20 @@ class BaseContext:
         from ._sharedmem._sharedctypes import RawArray
 
         return RawArray(typecode_or_type, size_or_initializer)
+
+    # -- pools ------------------------------------------------------------------------------
+
+    def Pool(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        maxtasksperchild: int | None = None,
+    ) -> Pool:
+        """A pool of worker processes started with this context's method (see ``proctor.Pool``)."""
+        from ._pool._pool import Pool
+
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
 
     # -- logging and compatibility -----------------------------------------------------------
 

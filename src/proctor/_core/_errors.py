@@ -12,8 +12,10 @@ written for ``multiprocessing`` (or ``pickle``) keep working::
     │       ├── ProcessTimeoutError       (multiprocessing.TimeoutError, builtin TimeoutError)
     │       │                             a call ran past its timeout (proctor.TimeoutError)
     │       ├── ProtocolError (also OSError)  corrupt frame, or longer than maxlength
-    │       └── StartError                a child could not be started
-    │           └── UnpicklableError      (also PicklingError) target/args cannot be pickled
+    │       ├── StartError                a child could not be started
+    │       │   └── UnpicklableError      (also PicklingError) target/args cannot be pickled
+    │       ├── WorkerLostError           a pool worker died holding a task (that task failed)
+    │       └── PoolTerminatedError       a pool was terminated before a task completed
     ├── pickle.PicklingError, TypeError
     │   └── PicklingError                 an object, or a part of it, cannot be pickled
     ├── RemoteError                       a child's exception that could not travel as itself
@@ -53,6 +55,7 @@ __all__ = (
     "BufferTooShort",
     "OwnerDiedWarning",
     "PicklingError",
+    "PoolTerminatedError",
     "ProcessError",
     "ProcessTimeoutError",
     "ProtocolError",
@@ -62,6 +65,7 @@ __all__ = (
     "ResultError",
     "StartError",
     "UnpicklableError",
+    "WorkerLostError",
 )
 
 
@@ -167,6 +171,36 @@ class ProcessTimeoutError(ProcessError, _StdTimeoutError, TimeoutError):
 
     Also exported as ``proctor.TimeoutError``, the name ``multiprocessing`` uses.
     """
+
+
+class WorkerLostError(ProcessError):
+    """A pool worker died while it held a task; that task (its chunk) failed.
+
+    The worker was replaced and the pool's other tasks went on.
+
+    Attributes:
+        pid: the worker's process id (``None`` if unknown).
+        exitcode: its exit code, ``-N`` when signal N killed it (``None`` if unknown).
+        function: the name of the task's function.
+        inputs: which inputs the task held (``args=(...)``, or positions in the input).
+    """
+
+    def __init__(
+        self, message: str, pid: int | None, exitcode: int | None, function: str, inputs: str
+    ) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+        self.function = function
+        self.inputs = inputs
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.args[0], self.pid, self.exitcode, self.function, self.inputs))
+
+
+class PoolTerminatedError(ProcessError):
+    """The pool was terminated (``terminate()``, or its ``with`` block ended) before
+    this task completed. ``multiprocessing``'s pool leaves such a result waiting for ever."""
 
 
 class RemoteTraceback(Exception):

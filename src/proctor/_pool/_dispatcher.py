@@ -1,0 +1,435 @@
+"""A pool's workers and the one thread that hands them tasks and takes their results.
+
+::
+
+    submitters (any thread)          dispatcher thread                     workers
+    ───────────────────────          ─────────────────                     ───────
+    submit(task) ─▶ pending ─▶ wake  _assign: pending ─▶ an idle worker ──▶ task frame
+                                     wait([wake, conns, sentinels])
+                                       conn ready:     result frame ◀───── outcome
+                                                       ─▶ result._deliver
+                                       sentinel ready: drain conn, fail the task
+                                                       it held (WorkerLostError),
+                                                       start a replacement
+
+Each worker holds at most one task (one chunk), so the dispatcher always knows which
+task a dead worker took with it. See docs/design.md, "Pools".
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+
+from .._connections._pipe import Pipe
+from .._connections._wait import wait
+from .._core._errors import (
+    PoolTerminatedError,
+    ProcessTimeoutError,
+    ResultError,
+    WorkerLostError,
+)
+from .._logging import _logger
+from . import _worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from .._connections._connection import Connection
+    from .._start._process import Process
+    from ._results import ApplyResult, IMapIterator
+
+__all__ = ("Dispatcher", "Task")
+
+RUNNING, CLOSED, TERMINATING = "running", "closed", "terminating"
+
+#: How long a worker gets to exit after its stop message or SIGTERM before SIGKILL:
+#: an idle worker exits at once; this only bounds one that ignores both.
+EXIT_GRACE = 5.0
+#: How long reading what a dead worker sent may take: its bytes are already in the
+#: kernel, so this only bounds a frame it was killed in the middle of writing.
+DRAIN_TIMEOUT = 1.0
+
+
+class Task:
+    """One chunk of a call, from submission until its outcome is delivered."""
+
+    __slots__ = ("describe", "frame", "function", "id", "index", "result")
+
+    def __init__(
+        self,
+        task_id: int,
+        frame: bytes,
+        result: ApplyResult | IMapIterator,
+        index: int,
+        function: str,
+        describe: Callable[[], str],
+    ) -> None:
+        self.id = task_id
+        self.frame = frame
+        self.result = result
+        self.index = index
+        self.function = function
+        self.describe = describe  # the inputs, in words (computed only for an error)
+
+
+class _Worker:
+    __slots__ = ("conn", "conn_open", "process", "retiring", "sent", "task")
+
+    def __init__(self, process: Process, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        self.conn_open = True
+        self.task: Task | None = None
+        self.sent = 0
+        self.retiring = False  # sent its last task under maxtasksperchild
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}({code})"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class Dispatcher:
+    """The pool's state and its dispatcher thread; ``Pool`` is the API in front of it."""
+
+    def __init__(
+        self,
+        process_class: type[Process],
+        processes: int,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        maxtasksperchild: int | None,
+    ) -> None:
+        self.processes = processes
+        self._process_class = process_class
+        self._initializer = initializer
+        self._initargs = initargs
+        self._maxtasks = maxtasksperchild
+        self._lock = threading.Lock()
+        self.state = RUNNING
+        self._joining = False
+        self._stopped = False  # the dispatcher thread has left its loop
+        self._pending: collections.deque[Task] = collections.deque()
+        self._tasks: dict[int, Task] = {}  # pending or held, by id
+        self._lazy: set[IMapIterator] = set()  # iterators with unread input
+        self._workers: list[_Worker] = []
+        self._counter = 0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._wake_open = True
+        try:
+            for _ in range(processes):
+                self._workers.append(self._start_worker())
+        except BaseException:
+            self._stop_workers(terminate=True)
+            self._close_wake()
+            raise
+        self._thread = threading.Thread(
+            target=self._run, name=f"proctor-pool-dispatcher-{id(self):x}", daemon=True
+        )
+        self._thread.start()
+
+    # -- submitting (any thread) ----------------------------------------------------
+
+    def next_id(self) -> int:
+        with self._lock:
+            self._counter += 1
+            return self._counter
+
+    def submit(self, tasks: list[Task], lazy: bool = False) -> None:
+        """Queue ``tasks`` for the workers.
+
+        Raises:
+            ValueError: when the pool is closed (a lazy iterator's chunks are still
+                taken after ``close()``) or terminated.
+        """
+        with self._lock:
+            if self._stopped or (self.state != RUNNING and not (lazy and self.state == CLOSED)):
+                raise ValueError(f"the pool is {self.state}: it takes no new tasks")
+            for task in tasks:
+                self._tasks[task.id] = task
+            self._pending.extend(tasks)
+            self._wake_locked()
+
+    def add_lazy(self, iterator: IMapIterator) -> None:
+        with self._lock:
+            self._lazy.add(iterator)
+
+    def lazy_done(self, iterator: IMapIterator) -> None:
+        with self._lock:
+            self._lazy.discard(iterator)
+
+    def _wake_locked(self) -> None:
+        if self._wake_open:
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:  # full: the dispatcher has wake-ups to read already
+                pass
+
+    # -- life cycle (caller threads) --------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self.state == RUNNING:
+                self.state = CLOSED
+
+    def join(self, timeout: float | None) -> None:
+        """Run what is left, stop the workers, end the thread (after ``close()``).
+
+        Raises:
+            ValueError: while the pool is running.
+            ProcessTimeoutError: when the work is not done within ``timeout``.
+        """
+        if self.state == RUNNING:
+            raise ValueError("the pool is still running: call close() or terminate() first")
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a pool cannot be joined from its own callbacks")
+        # close(); join() runs every task, as the stdlib's does: read the rest of the
+        # lazy iterators' input now, without the read-ahead bound.
+        with self._lock:
+            lazy = list(self._lazy)
+        for iterator in lazy:
+            iterator._feed(unbounded=True)
+        with self._lock:
+            self._joining = True
+            self._wake_locked()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
+        self._close_wake()
+
+    def terminate(self, wait_for_it: bool = True) -> None:
+        """Stop every worker now; unfinished results fail with ``PoolTerminatedError``."""
+        with self._lock:
+            self.state = TERMINATING
+            self._wake_locked()
+            lazy = list(self._lazy)
+        for iterator in lazy:
+            iterator._abort(
+                PoolTerminatedError("the pool was terminated before this input was read")
+            )
+        if wait_for_it and threading.current_thread() is not self._thread:
+            self._thread.join()
+            self._close_wake()
+
+    def _close_wake(self) -> None:
+        with self._lock:
+            if self._wake_open:
+                self._wake_open = False
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+
+    # -- the dispatcher thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        failure: BaseException | None = None
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug here must not leave callers waiting for ever
+            failure = exc
+            _logger.get_logger().exception("proctor pool dispatcher failed")
+        finally:
+            with self._lock:
+                self._stopped = True
+            self._stop_workers(terminate=self.state == TERMINATING or failure is not None)
+
+            def error() -> BaseException:
+                if failure is None:
+                    return PoolTerminatedError("the pool was terminated before this task completed")
+                exc = RuntimeError(f"the pool's dispatcher failed: {failure!r}")
+                exc.__cause__ = failure
+                return exc
+
+            self._fail_all(error)
+
+    def _loop(self) -> None:
+        while True:
+            self._assign()
+            with self._lock:
+                if self.state == TERMINATING:
+                    return
+                if self._joining and not self._tasks and not self._lazy:
+                    return
+            by_fd: dict[int, _Worker] = {}
+            objects: list[Any] = [self._wake_r]
+            for worker in self._workers:
+                if worker.conn_open:
+                    objects.append(worker.conn)
+                by_fd[worker.process.sentinel] = worker
+                objects.append(worker.process.sentinel)
+            ready = wait(objects)
+            ended = []
+            for obj in ready:
+                if isinstance(obj, int):
+                    if obj == self._wake_r:
+                        self._drain_wake()
+                    else:
+                        ended.append(by_fd[obj])
+                else:
+                    worker = next(w for w in self._workers if w.conn is obj)
+                    self._receive(worker)
+            for worker in ended:
+                self._worker_ended(worker)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _assign(self) -> None:
+        """Send pending tasks to idle workers, one each."""
+        for worker in self._workers:
+            if worker.task is not None or worker.retiring or not worker.conn_open:
+                continue
+            with self._lock:
+                if not self._pending:
+                    return
+                task = self._pending.popleft()
+            worker.task = task
+            try:
+                worker.conn.send_bytes(task.frame)
+            except OSError:
+                # The worker died idle and has not read a byte of this task: it goes
+                # back to the front of the queue; the sentinel reports the death.
+                worker.task = None
+                worker.conn_open = False
+                with self._lock:
+                    self._pending.appendleft(task)
+                continue
+            task.frame = b""  # never sent twice: a lost task fails, it is not retried
+            worker.sent += 1
+            if self._maxtasks is not None and worker.sent >= self._maxtasks:
+                worker.retiring = True
+
+    def _receive(self, worker: _Worker, timeout: float | None = None) -> bool:
+        """Take one result frame from ``worker``; False when its end has closed."""
+        try:
+            frame = worker.conn.recv_bytes(timeout=timeout)
+        except (EOFError, OSError):  # ProtocolError (a frame cut short) is an OSError
+            worker.conn_open = False
+            return False
+        task_id, outcome = _worker.decode_result(frame)
+        task = worker.task
+        worker.task = None
+        with self._lock:
+            self._tasks.pop(task_id, None)
+        if task is None or task.id != task_id:  # cannot happen: one task per worker
+            raise RuntimeError(f"worker {worker.process.pid} sent the result of task {task_id}")
+        if outcome.exception is not None:
+            task.result._deliver(task.index, False, outcome.exception)
+        elif outcome.value_error is not None:
+            pid = worker.process.pid
+            task.result._deliver(
+                task.index,
+                False,
+                ResultError(
+                    f"{task.function}({task.describe()}) ran in pool worker pid {pid}, but "
+                    f"its result could not be sent back: {outcome.value_error}. Return "
+                    "something picklable."
+                ),
+            )
+        else:
+            task.result._deliver(task.index, True, outcome.value)
+        return True
+
+    def _worker_ended(self, worker: _Worker) -> None:
+        # Whatever it sent before it died is in the kernel already: take it first, so
+        # that a result sent just before exiting is not reported lost.
+        while worker.conn_open and worker.conn.poll(0):
+            if not self._receive(worker, DRAIN_TIMEOUT):
+                break
+        process = worker.process
+        pid = process.pid
+        process.join(EXIT_GRACE)
+        exitcode = process.exitcode
+        task = worker.task
+        if task is not None:
+            worker.task = None
+            with self._lock:
+                self._tasks.pop(task.id, None)
+            inputs = task.describe()
+            task.result._deliver(
+                task.index,
+                False,
+                WorkerLostError(
+                    f"pool worker pid {pid} died ({_exit_text(exitcode)}) while running "
+                    f"{task.function}({inputs}); that task failed, the worker was replaced "
+                    "and the pool's other tasks go on. SIGKILL often means the kernel's "
+                    "out-of-memory killer or a kill from outside the pool.",
+                    pid,
+                    exitcode,
+                    task.function,
+                    inputs,
+                ),
+            )
+        elif not worker.retiring and self.state == RUNNING:
+            _logger.sub_warning("pool worker pid %s ended (%s)", pid, _exit_text(exitcode))
+        self._workers.remove(worker)
+        self._close_worker(worker)
+        if self.state != TERMINATING:
+            self._workers.append(self._start_worker())
+
+    # -- workers ------------------------------------------------------------------------
+
+    def _start_worker(self) -> _Worker:
+        parent_end, child_end = Pipe()
+        try:
+            process = self._process_class(
+                target=_worker.worker_main,
+                args=(child_end, self._initializer, self._initargs, self._maxtasks),
+                daemon=True,
+            )
+            process.name = process.name.replace("Process", "PoolWorker", 1)
+            process.start()
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        return _Worker(process, parent_end)
+
+    def _stop_workers(self, terminate: bool) -> None:
+        for worker in self._workers:
+            if terminate:
+                worker.process.terminate()
+            elif worker.conn_open:
+                try:
+                    worker.conn.send_bytes(_worker.STOP)
+                except OSError:
+                    pass
+        for worker in self._workers:
+            worker.process.join(EXIT_GRACE)
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join()
+            self._close_worker(worker)
+        self._workers = []
+
+    def _close_worker(self, worker: _Worker) -> None:
+        worker.conn.close()
+        worker.process.close()
+
+    def _fail_all(self, error: Callable[[], BaseException]) -> None:
+        with self._lock:
+            tasks = list(self._tasks.values())
+            self._tasks.clear()
+            self._pending.clear()
+            lazy = list(self._lazy)
+        for task in tasks:
+            task.result._deliver(task.index, False, error())
+        for iterator in lazy:
+            iterator._abort(error())

@@ -1,0 +1,395 @@
+"""``Pool``: the ``multiprocessing.Pool`` API in front of a dispatcher.
+
+::
+
+    Pool.map(f, xs)                      Dispatcher (one thread)         workers
+    ───────────────                      ───────────────────────         ───────
+    pickle f once, xs in chunks  ──────▶ pending ─▶ idle worker ───────▶ run chunk
+    MapResult.get() ◀── _deliver ─────── outcome / WorkerLostError ◀──── result
+
+Every call pickles its function and input in the caller's thread, so what cannot be
+pickled raises there. ``imap``/``imap_unordered`` read their input lazily (see
+``_results``). See docs/pool.md for the user's view and docs/design.md, "Pools".
+"""
+
+from __future__ import annotations
+
+import reprlib
+import warnings
+
+from .._core import _serialization
+from .._core._errors import PicklingError, PoolTerminatedError
+from .._core._system import cpu_count
+from .._start import _process
+from . import _worker
+from ._dispatcher import Dispatcher, Task
+from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any
+
+__all__ = ("READ_AHEAD_PER_WORKER", "Pool")
+
+#: Chunks an ``imap`` iterator keeps submitted but not yet consumed, per worker:
+#: two keep every worker busy while the consumer takes a result, and bound memory
+#: however long (or endless) the input is.
+READ_AHEAD_PER_WORKER = 2
+#: ``map``'s default chunk size splits the input in about this many chunks per
+#: worker, as the stdlib does.
+CHUNKS_PER_WORKER = 4
+
+
+def _function_name(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__qualname__", None)
+    if isinstance(name, str):
+        module = getattr(func, "__module__", None)
+        return f"{module}.{name}" if isinstance(module, str) else name
+    return reprlib.repr(func)
+
+
+def _pickle(obj: Any, what: str) -> bytes:
+    """Pickle ``obj`` for a worker; a failure names ``what`` could not be pickled.
+
+    Raises:
+        PicklingError: naming ``what`` and the part of it that failed.
+    """
+    try:
+        return _serialization.dumps(obj)
+    except PicklingError as exc:
+        raise PicklingError(f"{what} cannot be pickled for a pool worker: {exc}", exc.path) from exc
+
+
+def _check_callable(func: object, what: str) -> None:
+    if not callable(func):
+        raise TypeError(f"{what} must be callable, not {type(func).__name__} ({func!r:.80})")
+
+
+def _check_chunksize(chunksize: object) -> int:
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(f"chunksize must be a positive int, not {type(chunksize).__name__}")
+    if chunksize < 1:
+        raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+    return chunksize
+
+
+class Pool:
+    """A pool of worker processes running tasks: the ``multiprocessing.Pool`` API.
+
+    Each worker has its own pipe to the parent and holds one task (one chunk) at a
+    time, so a worker that dies (SIGKILL, the OOM killer, ``os._exit``) fails only
+    the task it held, with ``proctor.WorkerLostError``, and is replaced; every
+    other task completes.
+
+    Args:
+        processes: the number of workers; default ``os.process_cpu_count()``
+            (``cpu_count()``).
+        initializer: called as ``initializer(*initargs)`` in each worker when it starts.
+        initargs: arguments for ``initializer``; they reach the worker with its start,
+            so queues, locks and events may be among them.
+        maxtasksperchild: tasks (chunks) a worker runs before it is replaced by a new
+            one; ``None`` keeps workers for the pool's life.
+        context: the proctor context whose start method the workers use; default
+            the module-level one's.
+
+    Raises:
+        ValueError: ``processes`` or ``maxtasksperchild`` below 1.
+        TypeError: a non-callable ``initializer``, or a wrong argument type.
+        StartError: a worker could not be started (``UnpicklableError`` when
+            ``initializer`` or ``initargs`` cannot be pickled for a spawn or
+            forkserver worker).
+
+    Note:
+        ``imap``/``imap_unordered`` read their input lazily, a bounded number of
+        chunks ahead, and the results of a terminated pool fail with
+        ``PoolTerminatedError`` instead of never coming; see docs/pool.md.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+    ) -> None:
+        if processes is None:
+            processes = cpu_count()
+        if isinstance(processes, bool) or not isinstance(processes, int):
+            raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
+        if processes < 1:
+            raise ValueError(f"Number of processes must be at least 1, not {processes}")
+        if initializer is not None:
+            _check_callable(initializer, "initializer")
+        if maxtasksperchild is not None:
+            if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int):
+                raise TypeError(
+                    "maxtasksperchild must be a positive int or None, not "
+                    f"{type(maxtasksperchild).__name__}"
+                )
+            if maxtasksperchild < 1:
+                raise ValueError(f"maxtasksperchild must be at least 1, not {maxtasksperchild}")
+        if context is None:
+            process_class = _process.Process
+        else:
+            found = getattr(context, "Process", None)
+            if not (isinstance(found, type) and issubclass(found, _process.Process)):
+                raise TypeError(
+                    "context must be a proctor context (proctor.get_context(...)) or None, "
+                    f"not {type(context).__name__}"
+                )
+            process_class = found
+        self._dispatcher: Dispatcher | None = None
+        self._dispatcher = Dispatcher(
+            process_class, processes, initializer, tuple(initargs), maxtasksperchild
+        )
+        self._processes = processes
+
+    # -- one call --------------------------------------------------------------------
+
+    def apply(
+        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}
+    ) -> Any:
+        """Run ``func(*args, **kwds)`` in a worker and return its value (or raise its error)."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> ApplyResult:
+        """Run ``func(*args, **kwds)`` in a worker; return an ``AsyncResult`` at once.
+
+        ``callback`` gets the value, ``error_callback`` the exception, in the
+        pool's dispatcher thread, before ``get()`` returns.
+
+        Raises:
+            PicklingError: ``func`` or an argument cannot be pickled (nothing was sent).
+            ValueError: the pool is closed or terminated.
+        """
+        dispatcher = self._check_running()
+        _check_callable(func, "func")
+        args = tuple(args)
+        kwds = dict(kwds)
+        name = _function_name(func)
+        task_id = dispatcher.next_id()
+        frame = _worker.encode_task(
+            task_id,
+            _worker.APPLY,
+            _pickle(func, f"the function {name}"),
+            _pickle((args, kwds), f"the arguments of {name}"),
+        )
+        result = ApplyResult(callback, error_callback)
+
+        def describe() -> str:
+            parts = [reprlib.repr(a) for a in args]
+            parts += [f"{k}={reprlib.repr(v)}" for k, v in kwds.items()]
+            return ", ".join(parts)
+
+        dispatcher.submit([Task(task_id, frame, result, 0, name, describe)])
+        return result
+
+    # -- calls over an input --------------------------------------------------------------
+
+    def map(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> list[Any]:
+        """``[func(x) for x in iterable]``, computed by the workers in chunks."""
+        return self._map_async(func, iterable, _worker.MAP, chunksize, None, None).get()
+
+    def map_async(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult:
+        """Like ``map``; return an ``AsyncResult`` at once."""
+        return self._map_async(func, iterable, _worker.MAP, chunksize, callback, error_callback)
+
+    def starmap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+    ) -> list[Any]:
+        """``[func(*args) for args in iterable]``, computed by the workers in chunks."""
+        return self._map_async(func, iterable, _worker.STARMAP, chunksize, None, None).get()
+
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult:
+        """Like ``starmap``; return an ``AsyncResult`` at once."""
+        return self._map_async(func, iterable, _worker.STARMAP, chunksize, callback, error_callback)
+
+    def _map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        kind: int,
+        chunksize: int | None,
+        callback: Callable[[Any], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> MapResult:
+        dispatcher = self._check_running()
+        _check_callable(func, "func")
+        items = list(iterable)
+        if kind == _worker.STARMAP:
+            items = [tuple(item) for item in items]
+        if chunksize is None:
+            chunksize, extra = divmod(len(items), self._processes * CHUNKS_PER_WORKER)
+            chunksize += 1 if extra else 0
+            chunksize = max(chunksize, 1)
+        else:
+            chunksize = _check_chunksize(chunksize)
+        name = _function_name(func)
+        func_bytes = _pickle(func, f"the function {name}")
+        result = MapResult(len(items), chunksize, callback, error_callback)
+        tasks = []
+        for index, start in enumerate(range(0, len(items), chunksize)):
+            chunk = items[start : start + chunksize]
+            payload = _pickle(chunk, f"input items {start}..{start + len(chunk) - 1} of {name}")
+            task_id = dispatcher.next_id()
+            frame = _worker.encode_task(task_id, kind, func_bytes, payload)
+            tasks.append(Task(task_id, frame, result, index, name, _positions(start, len(chunk))))
+        if tasks:
+            dispatcher.submit(tasks)
+        return result
+
+    def imap(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+    ) -> IMapIterator:
+        """An iterator over ``func(x)`` for each ``x``, in order; the input is read lazily."""
+        return self._imap(IMapIterator, func, iterable, chunksize)
+
+    def imap_unordered(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+    ) -> IMapIterator:
+        """Like ``imap``, yielding values in the order they complete."""
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+
+    def _imap(
+        self,
+        cls: type[IMapIterator],
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int,
+    ) -> IMapIterator:
+        dispatcher = self._check_running()
+        _check_callable(func, "func")
+        chunksize = _check_chunksize(chunksize)
+        name = _function_name(func)
+        submitter = _LazySubmitter(
+            dispatcher, name, _pickle(func, f"the function {name}"), chunksize
+        )
+        iterator = cls(
+            submitter, iter(iterable), chunksize, READ_AHEAD_PER_WORKER * self._processes
+        )
+        dispatcher.add_lazy(iterator)
+        iterator._feed()
+        return iterator
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Accept no new calls; the workers exit once every task is done (``join()``)."""
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+
+    def terminate(self) -> None:
+        """Stop the workers now; unfinished results fail with ``PoolTerminatedError``."""
+        if self._dispatcher is not None:
+            self._dispatcher.terminate()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for every task, then for the workers to exit (after ``close()``).
+
+        Raises:
+            ValueError: the pool was neither closed nor terminated.
+            proctor.TimeoutError: ``timeout`` seconds passed first.
+        """
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout)
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.terminate()
+
+    def __del__(self) -> None:
+        dispatcher = getattr(self, "_dispatcher", None)
+        if dispatcher is not None and dispatcher.state == "running":
+            warnings.warn(
+                f"unclosed pool {self!r}: terminating its workers; use the pool in a "
+                "with block, or call close() and join()",
+                ResourceWarning,
+                source=self,
+                stacklevel=2,
+            )
+            dispatcher.terminate(wait_for_it=False)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a Pool cannot be pickled or passed to another process; create the pool "
+            "in the process that uses it"
+        )
+
+    def __repr__(self) -> str:
+        state = "initial" if self._dispatcher is None else self._dispatcher.state
+        return f"<proctor.pool.Pool state={state} pool_size={self._processes}>"
+
+    def _check_running(self) -> Dispatcher:
+        dispatcher = self._dispatcher
+        if dispatcher is None or dispatcher.state != "running":
+            raise ValueError(f"Pool not running: {self!r} was closed or terminated")
+        return dispatcher
+
+
+def _positions(start: int, length: int) -> Callable[[], str]:
+    if length == 1:
+        return lambda: f"input item {start}"
+    return lambda: f"input items {start}..{start + length - 1}"
+
+
+class _LazySubmitter:
+    """Turns an ``imap`` iterator's chunks into tasks (called in the consumer's thread)."""
+
+    def __init__(self, dispatcher: Dispatcher, name: str, func_bytes: bytes, chunksize: int):
+        self._dispatcher = dispatcher
+        self._name = name
+        self._func_bytes = func_bytes
+        self._chunksize = chunksize
+
+    def submit_lazy_chunk(self, result: IMapIterator, index: int, items: list[Any]) -> None:
+        start = index * self._chunksize
+        try:
+            payload = _pickle(
+                items, f"input items {start}..{start + len(items) - 1} of {self._name}"
+            )
+        except PicklingError as exc:
+            result._deliver(index, False, exc)
+            return
+        task_id = self._dispatcher.next_id()
+        frame = _worker.encode_task(task_id, _worker.MAP, self._func_bytes, payload)
+        task = Task(task_id, frame, result, index, self._name, _positions(start, len(items)))
+        try:
+            self._dispatcher.submit([task], lazy=True)
+        except ValueError:
+            result._deliver(
+                index, False, PoolTerminatedError("the pool ended before this input was run")
+            )
+
+    def lazy_done(self, result: IMapIterator) -> None:
+        self._dispatcher.lazy_done(result)

@@ -1,0 +1,298 @@
+"""What a pool call returns: ``AsyncResult``, ``MapResult``, ``IMapIterator``.
+
+The dispatcher thread delivers each task's outcome with ``_deliver(index, success,
+value)``: ``index`` is the chunk's position in the call's input, ``value`` the chunk's
+list of values (one value for ``apply``) or the exception. Callers wait on an event
+(``AsyncResult``) or a condition (the iterators).
+
+The iterators read their input lazily, in the consumer's thread (``imap()`` and each
+``next()``), at most ``read_ahead`` chunks ahead of what was consumed; an error raised
+by the input becomes a failed chunk at its position. See docs/design.md, "Pools".
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from .._core._errors import ProcessTimeoutError
+from .._core._timeout import check_timeout
+from .._core._timeout import deadline as _deadline
+from .._logging._logger import get_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, Protocol
+
+    class _Submitter(Protocol):
+        def submit_lazy_chunk(self, result: IMapIterator, index: int, items: list[Any]) -> None: ...
+
+        def lazy_done(self, result: IMapIterator) -> None: ...
+
+
+__all__ = ("ApplyResult", "AsyncResult", "IMapIterator", "IMapUnorderedIterator", "MapResult")
+
+
+def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
+    # A callback runs in the dispatcher thread; its exception must not stop the pool,
+    # and must not vanish either: it is logged with its traceback.
+    try:
+        callback(argument)
+    except Exception:
+        get_logger().exception("pool callback %r raised", callback)
+
+
+class ApplyResult:
+    """The result of ``apply_async``: ``get()``, ``wait()``, ``ready()``, ``successful()``."""
+
+    def __init__(
+        self,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        self._event = threading.Event()
+        self._success: bool | None = None
+        self._value: Any = None
+        self._callback = callback
+        self._error_callback = error_callback
+
+    def ready(self) -> bool:
+        """Whether the call has completed (successfully or not)."""
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call completed without raising.
+
+        Raises:
+            ValueError: when the call has not completed yet.
+        """
+        if not self._event.is_set():
+            raise ValueError(f"{self!r} is not ready: successful() needs a completed call")
+        return bool(self._success)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the call completes, or ``timeout`` seconds pass."""
+        checked = check_timeout(timeout)
+        self._event.wait(None if checked is None else max(checked, 0.0))
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The call's value once it completes; re-raises its exception.
+
+        Raises:
+            proctor.TimeoutError: when ``timeout`` seconds pass first (also a
+                ``multiprocessing.TimeoutError``).
+            Exception: what the task raised (the worker's traceback is its
+                ``__cause__``), ``WorkerLostError`` when its worker died,
+                ``PoolTerminatedError`` when the pool was terminated first.
+        """
+        self.wait(timeout)
+        if not self._event.is_set():
+            raise ProcessTimeoutError(f"the pool's result was not ready within {timeout} s")
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _complete(self, success: bool, value: Any) -> None:
+        self._success = success
+        self._value = value
+        if success and self._callback is not None:
+            _call_back(self._callback, value)
+        if not success and self._error_callback is not None:
+            _call_back(self._error_callback, value)
+        self._event.set()
+
+    def _deliver(self, index: int, success: bool, value: Any) -> None:
+        if not self._event.is_set():
+            self._complete(success, value)
+
+    def __repr__(self) -> str:
+        if not self._event.is_set():
+            state = "pending"
+        else:
+            state = "successful" if self._success else f"failed {type(self._value).__name__}"
+        return f"<{type(self).__name__} {state}>"
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult):
+    """The result of ``map_async``/``starmap_async``: a list once every chunk is in.
+
+    The first chunk to fail completes it with that chunk's exception, as in the stdlib.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        chunksize: int,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        super().__init__(callback, error_callback)
+        self._chunksize = chunksize
+        self._values: list[Any] = [None] * length
+        self._chunks_left = -(-length // chunksize) if length else 0
+        if not self._chunks_left:  # an empty input: done at once (no callback, as the stdlib)
+            self._success = True
+            self._value = []
+            self._event.set()
+
+    def _deliver(self, index: int, success: bool, value: Any) -> None:
+        if self._event.is_set():
+            return  # a chunk that came after a failure
+        if not success:
+            self._values = []
+            self._complete(False, value)
+            return
+        start = index * self._chunksize
+        self._values[start : start + len(value)] = value
+        self._chunks_left -= 1
+        if not self._chunks_left:
+            values, self._values = self._values, []
+            self._complete(True, values)
+
+
+class IMapIterator:
+    """The iterator ``imap`` returns: values in input order, input read lazily.
+
+    A failed chunk raises its exception once, at its position; iteration then goes
+    on with the next chunk. ``next(timeout)`` raises ``proctor.TimeoutError`` when
+    nothing is ready in time.
+    """
+
+    def __init__(
+        self, pool: _Submitter, iterable: Iterator[Any], chunksize: int, read_ahead: int
+    ) -> None:
+        self._pool = pool
+        self._input: Iterator[Any] | None = iterable
+        self._chunksize = chunksize
+        self._read_ahead = read_ahead
+        self._feed_lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._submitted = 0  # chunk positions handed out (input errors included)
+        self._exhausted = False  # the input has no more
+        self._taken = 0  # chunks the consumer has taken
+        self._items: collections.deque[Any] = collections.deque()
+        self._aborted: BaseException | None = None
+        self._init_results()
+
+    def _init_results(self) -> None:
+        self._results: dict[int, tuple[bool, Any]] = {}
+
+    # -- the input ------------------------------------------------------------------
+
+    def _feed(self, unbounded: bool = False) -> None:
+        """Submit chunks until ``read_ahead`` are outstanding (all of them if ``unbounded``)."""
+        with self._feed_lock:
+            while self._input is not None and (
+                unbounded or self._submitted - self._taken < self._read_ahead
+            ):
+                items: list[Any] = []
+                error: BaseException | None = None
+                end = False
+                for _ in range(self._chunksize):
+                    try:
+                        items.append(next(self._input))
+                    except StopIteration:
+                        end = True
+                        break
+                    except Exception as exc:  # the input's own error, at its position
+                        error, end = exc, True
+                        break
+                if items:
+                    self._submit(items)
+                if error is not None:
+                    with self._cond:
+                        index = self._submitted
+                        self._submitted += 1
+                    self._deliver(index, False, error)
+                if end or self._aborted is not None:
+                    self._input = None
+                    with self._cond:
+                        self._exhausted = True
+                        self._cond.notify_all()
+                    self._pool.lazy_done(self)
+
+    def _submit(self, items: list[Any]) -> None:
+        with self._cond:
+            index = self._submitted
+            self._submitted += 1
+        if self._aborted is not None:
+            self._deliver(index, False, self._aborted)
+            return
+        self._pool.submit_lazy_chunk(self, index, items)
+
+    def _abort(self, exc: BaseException) -> None:
+        """The pool was terminated: chunks not yet submitted fail with ``exc``."""
+        self._aborted = exc
+
+    # -- results --------------------------------------------------------------------
+
+    def _deliver(self, index: int, success: bool, value: Any) -> None:
+        with self._cond:
+            self._results[index] = (success, value)
+            self._cond.notify_all()
+
+    def _ready_chunk(self) -> tuple[bool, Any] | None:
+        return self._results.pop(self._taken, None)
+
+    def __iter__(self) -> IMapIterator:
+        return self
+
+    def next(self, timeout: float | None = None) -> Any:
+        """The next value; waits at most ``timeout`` seconds for it.
+
+        Raises:
+            StopIteration: when every value has been taken.
+            proctor.TimeoutError: when ``timeout`` seconds pass first.
+            Exception: a failed chunk's exception, at its position.
+        """
+        deadline = _deadline(timeout)
+        while not self._items:
+            self._feed()
+            with self._cond:
+                while (chunk := self._ready_chunk()) is None:
+                    if self._exhausted and self._taken >= self._submitted:
+                        raise StopIteration
+                    if self._input is not None and self._submitted - self._taken < 1:
+                        break  # nothing submitted yet: feed first (another thread took it)
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise ProcessTimeoutError(
+                            f"the pool's next result was not ready within {timeout} s"
+                        )
+                    self._cond.wait(left)
+                if chunk is None:
+                    continue
+                self._taken += 1
+            success, value = chunk
+            if not success:
+                raise value
+            self._items.extend(value)
+        return self._items.popleft()
+
+    __next__ = next
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} chunks submitted={self._submitted} taken={self._taken}"
+            f"{' input done' if self._exhausted else ''}>"
+        )
+
+
+class IMapUnorderedIterator(IMapIterator):
+    """The iterator ``imap_unordered`` returns: values in the order chunks complete."""
+
+    def _init_results(self) -> None:
+        self._done: collections.deque[tuple[bool, Any]] = collections.deque()
+
+    def _deliver(self, index: int, success: bool, value: Any) -> None:
+        with self._cond:
+            self._done.append((success, value))
+            self._cond.notify_all()
+
+    def _ready_chunk(self) -> tuple[bool, Any] | None:
+        return self._done.popleft() if self._done else None

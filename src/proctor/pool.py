@@ -1,0 +1,18 @@
+"""Pools of worker processes: the counterpart of ``multiprocessing.pool``.
+
+::
+
+    from proctor.pool import Pool
+
+A worker that dies mid-task fails only that task (``proctor.WorkerLostError``) and is
+replaced; see docs/pool.md. ``ThreadPool`` is not there yet.
+"""
+
+from ._pool._pool import Pool as Pool
+from ._pool._results import ApplyResult as ApplyResult
+from ._pool._results import AsyncResult as AsyncResult
+from ._pool._results import IMapIterator as IMapIterator
+from ._pool._results import IMapUnorderedIterator as IMapUnorderedIterator
+from ._pool._results import MapResult as MapResult
+
+__all__ = ("Pool",)
