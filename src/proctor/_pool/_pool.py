@@ -258,7 +258,7 @@ class Pool:
         tasks = []
         for index, start in enumerate(range(0, len(items), chunksize)):
             chunk = items[start : start + chunksize]
-            payload = _pickle(chunk, f"input items {start}..{start + len(chunk) - 1} of {name}")
+            payload = _pickle(chunk, f"{_items_text(start, len(chunk))} of {name}")
             task_id = dispatcher.next_id()
             frame = _worker.encode_task(task_id, kind, func_bytes, payload)
             tasks.append(Task(task_id, frame, result, index, name, _positions(start, len(chunk))))
@@ -357,10 +357,14 @@ class Pool:
         return dispatcher
 
 
-def _positions(start: int, length: int) -> Callable[[], str]:
+def _items_text(start: int, length: int) -> str:
     if length == 1:
-        return lambda: f"input item {start}"
-    return lambda: f"input items {start}..{start + length - 1}"
+        return f"input item {start}"
+    return f"input items {start}..{start + length - 1}"
+
+
+def _positions(start: int, length: int) -> Callable[[], str]:
+    return lambda: _items_text(start, length)
 
 
 class _LazySubmitter:
@@ -375,9 +379,7 @@ class _LazySubmitter:
     def submit_lazy_chunk(self, result: IMapIterator, index: int, items: list[Any]) -> None:
         start = index * self._chunksize
         try:
-            payload = _pickle(
-                items, f"input items {start}..{start + len(items) - 1} of {self._name}"
-            )
+            payload = _pickle(items, f"{_items_text(start, len(items))} of {self._name}")
         except PicklingError as exc:
             result._deliver(index, False, exc)
             return

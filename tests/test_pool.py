@@ -1,0 +1,337 @@
+"""proctor.Pool: the stdlib API, and the faults no stdlib pool survives.
+
+Workers reach the test's events and queues through ``initializer``/``initargs``, which
+travel with each worker's start under every method. Every wait has a timeout; a worker
+killed "mid-task" is one that has reported, from inside the task, that it started.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import signal
+import threading
+
+import pytest
+
+import proctor
+from helpers import pid_exists, wait_until
+from proctor._pool._pool import READ_AHEAD_PER_WORKER
+
+TIMEOUT = 60
+
+# What the initializer installs in each worker.
+_worker_state: dict[str, object] = {}
+
+
+def _install(started, release):
+    _worker_state["started"] = started
+    _worker_state["release"] = release
+
+
+def _report_and_block(value=None):
+    """Tell the test this worker's pid, then wait for the release event."""
+    _worker_state["started"].put(os.getpid())
+    _worker_state["release"].wait(TIMEOUT)
+    return value
+
+
+def _square(x):
+    return x * x
+
+
+def _add(x, y):
+    return x + y
+
+
+def _fail(message):
+    raise ValueError(message)
+
+
+def _kill_self_at(x, victim=3):
+    if x == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def _return_a_lock():
+    return threading.Lock()
+
+
+def _raise_base(kind):
+    raise {"exit": SystemExit(3), "interrupt": KeyboardInterrupt()}[kind]
+
+
+def _pid(_=None):
+    return os.getpid()
+
+
+def _pool_with_events(ctx, processes=2, **kwargs):
+    started = ctx.Queue()
+    release = ctx.Event()
+    pool = ctx.Pool(processes, initializer=_install, initargs=(started, release), **kwargs)
+    return pool, started, release
+
+
+def test_the_stdlib_api_gives_the_stdlib_results(ctx):
+    with ctx.Pool(2) as pool:
+        assert pool.map(_square, range(10)) == [x * x for x in range(10)]
+        assert pool.map(_square, range(10), chunksize=3) == [x * x for x in range(10)]
+        assert pool.map(_square, []) == []
+        assert pool.apply(_add, (2, 3)) == 5
+        assert pool.apply(_add, (), {"x": 1, "y": 2}) == 3
+        assert pool.apply_async(_square, (7,)).get(TIMEOUT) == 49
+        assert pool.map_async(_square, range(5)).get(TIMEOUT) == [0, 1, 4, 9, 16]
+        assert pool.starmap(_add, [(1, 2), (3, 4)]) == [3, 7]
+        assert pool.starmap_async(_add, [(1, 2)], chunksize=1).get(TIMEOUT) == [3]
+        assert list(pool.imap(_square, range(7), chunksize=2)) == [x * x for x in range(7)]
+        assert list(pool.imap(_square, iter([]))) == []
+        assert sorted(pool.imap_unordered(_square, range(7))) == [x * x for x in range(7)]
+        result = pool.apply_async(_square, (3,))
+        result.wait(TIMEOUT)
+        assert result.ready()
+        assert result.successful()
+
+
+def test_callbacks_run_before_get_returns(ctx):
+    values, errors = [], []
+    with ctx.Pool(2) as pool:
+        ok = pool.apply_async(_square, (4,), callback=values.append)
+        bad = pool.apply_async(_fail, ("boom",), error_callback=errors.append)
+        mapped = pool.map_async(_square, range(3), callback=values.append)
+        assert ok.get(TIMEOUT) == 16
+        with pytest.raises(ValueError):
+            bad.get(TIMEOUT)
+        assert mapped.get(TIMEOUT) == [0, 1, 4]
+    assert sorted(values, key=str) == sorted([16, [0, 1, 4]], key=str)
+    assert len(errors) == 1
+    assert isinstance(errors[0], ValueError)
+    assert str(errors[0]) == "boom"
+
+
+def test_task_exception_comes_back_with_the_worker_traceback(ctx):
+    with ctx.Pool(2) as pool:
+        result = pool.apply_async(_fail, ("bad input",))
+        with pytest.raises(ValueError, match="bad input") as info:
+            result.get(TIMEOUT)
+        assert not result.successful()
+        cause = info.value.__cause__
+        assert isinstance(cause, proctor.RemoteTraceback)
+        assert "_fail" in cause.tb_text
+        assert "ValueError: bad input" in cause.tb_text
+        with pytest.raises(ValueError, match="bad input"):
+            pool.map(_fail, ["bad input"])
+        assert pool.apply(_square, (2,)) == 4  # the pool goes on
+
+
+def test_lambdas_and_closures_run_in_workers(ctx):
+    offset = 10
+
+    def shifted(x):
+        return x + offset
+
+    with ctx.Pool(2) as pool:
+        assert pool.map(lambda x: x * 2, range(4)) == [0, 2, 4, 6]
+        assert pool.apply(shifted, (1,)) == 11
+        assert list(pool.imap(shifted, range(3))) == [10, 11, 12]
+
+
+def test_a_worker_killed_mid_task_fails_only_its_task(ctx):
+    pool, started, release = _pool_with_events(ctx)
+    with pool:
+        blocked = pool.apply_async(_report_and_block, ("never",))
+        victim = started.get(timeout=TIMEOUT)
+        others = pool.map_async(_square, range(20), chunksize=1)
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(proctor.WorkerLostError) as info:
+            blocked.get(TIMEOUT)
+        error = info.value
+        assert error.pid == victim
+        assert error.exitcode == -signal.SIGKILL
+        assert "SIGKILL(-9)" in str(error)
+        assert error.function.endswith("_report_and_block")
+        assert "'never'" in error.inputs
+        assert others.get(TIMEOUT) == [x * x for x in range(20)]
+        # The worker was replaced: the pool still has two workers, the victim not among them.
+        release.set()
+        pids = set(pool.map(_pid, range(8), chunksize=1))
+        assert victim not in pids
+        assert 1 <= len(pids) <= 2
+    started.close()
+
+
+def test_map_raises_worker_lost_and_imap_yields_the_results_before_it(ctx):
+    with ctx.Pool(2) as pool:
+        with pytest.raises(proctor.WorkerLostError, match="input item 3"):
+            pool.map(_kill_self_at, range(6), chunksize=1)
+        iterator = pool.imap(_kill_self_at, range(6))
+        assert [iterator.next(TIMEOUT) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(proctor.WorkerLostError) as info:
+            iterator.next(TIMEOUT)
+        assert info.value.inputs == "input item 3"
+        # The lost chunk raised once; the items after it still come.
+        assert list(iterator) == [4, 5]
+
+
+def test_an_unpicklable_argument_raises_in_the_caller(ctx):
+    with ctx.Pool(2) as pool:
+        with pytest.raises(proctor.PicklingError, match=r"arguments of .*_square"):
+            pool.apply_async(_square, (threading.Lock(),))
+        with pytest.raises(TypeError, match=r"input item 1 of .*_square"):
+            pool.map(_square, [1, threading.Lock()], chunksize=1)
+        with pytest.raises(TypeError, match=r"input items 0..1 of .*_square"):
+            pool.map(_square, [1, threading.Lock()], chunksize=2)
+        # imap reads its input lazily: the item fails at its position, the others run.
+        iterator = pool.imap(_square, [1, threading.Lock(), 3])
+        assert iterator.next(TIMEOUT) == 1
+        with pytest.raises(proctor.PicklingError, match=r"input item 1 of .*_square"):
+            iterator.next(TIMEOUT)
+        assert iterator.next(TIMEOUT) == 9
+        assert pool.apply(_square, (5,)) == 25
+
+
+def test_an_unpicklable_result_fails_that_task_only(ctx):
+    with ctx.Pool(2) as pool:
+        with pytest.raises(proctor.ResultError, match="could not be sent back") as info:
+            pool.apply(_return_a_lock)
+        assert "_thread.lock" in str(info.value)
+        assert pool.map(_square, range(4)) == [0, 1, 4, 9]
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"), [("exit", SystemExit), ("interrupt", KeyboardInterrupt)]
+)
+def test_a_base_exception_in_a_task_fails_that_task_only(ctx, kind, error):
+    with ctx.Pool(1) as pool:
+        worker = pool.apply(_pid)
+        with pytest.raises(error):
+            pool.apply(_raise_base, (kind,))
+        assert pool.apply(_pid) == worker  # the same worker went on
+        assert pool.map(_square, range(3)) == [0, 1, 4]
+
+
+def test_imap_streams_an_endless_generator(ctx):
+    read = []
+
+    def endless():
+        for n in itertools.count():
+            read.append(n)
+            yield n
+
+    with ctx.Pool(2) as pool:
+        iterator = pool.imap(_square, endless(), chunksize=2)
+        assert [iterator.next(TIMEOUT) for _ in range(10)] == [n * n for n in range(10)]
+        # Read ahead a bounded number of chunks past what was consumed.
+        assert len(read) <= 10 + (READ_AHEAD_PER_WORKER * 2 + 1) * 2
+
+
+def test_an_error_from_the_input_comes_at_its_position(ctx):
+    def broken():
+        yield 1
+        yield 2
+        raise LookupError("input broke")
+
+    with ctx.Pool(2) as pool:
+        iterator = pool.imap(_square, broken())
+        assert [iterator.next(TIMEOUT), iterator.next(TIMEOUT)] == [1, 4]
+        with pytest.raises(LookupError, match="input broke"):
+            iterator.next(TIMEOUT)
+        with pytest.raises(StopIteration):
+            iterator.next(TIMEOUT)
+
+
+def test_terminate_while_tasks_run_fails_them_and_stops_the_workers(ctx):
+    pool, started, _release = _pool_with_events(ctx)
+    running = [pool.apply_async(_report_and_block) for _ in range(2)]
+    waiting = pool.apply_async(_square, (3,))
+    pids = [started.get(timeout=TIMEOUT) for _ in range(2)]
+    pool.terminate()
+    for result in [*running, waiting]:
+        with pytest.raises(proctor.PoolTerminatedError):
+            result.get(TIMEOUT)
+    assert not any(pid_exists(pid) for pid in pids)
+    with pytest.raises(ValueError, match="Pool not running"):
+        pool.apply_async(_square, (1,))
+    started.close()
+
+
+def test_the_with_block_terminates_the_pool(ctx):
+    pool, started, _release = _pool_with_events(ctx)
+    with pool:
+        blocked = pool.apply_async(_report_and_block)
+        pid = started.get(timeout=TIMEOUT)
+    with pytest.raises(proctor.PoolTerminatedError):
+        blocked.get(TIMEOUT)
+    wait_until(lambda: not pid_exists(pid), timeout=TIMEOUT)
+    started.close()
+
+
+def test_close_and_join_run_every_task(ctx):
+    pool = ctx.Pool(2)
+    mapped = pool.map_async(_square, range(50))
+    iterator = pool.imap(_square, range(40))  # more than the read-ahead: join reads the rest
+    pool.close()
+    with pytest.raises(ValueError, match="Pool not running"):
+        pool.apply_async(_square, (1,))
+    pool.join(TIMEOUT)
+    assert mapped.get(0) == [x * x for x in range(50)]
+    assert list(iterator) == [x * x for x in range(40)]
+
+
+def test_maxtasksperchild_replaces_workers(ctx):
+    with ctx.Pool(1, maxtasksperchild=2) as pool:
+        pids = pool.map(_pid, range(6), chunksize=1)
+    assert len(set(pids)) == 3
+
+
+def test_get_with_a_timeout_raises_the_stdlib_timeout_error(ctx):
+    pool, started, release = _pool_with_events(ctx, processes=1)
+    with pool:
+        blocked = pool.apply_async(_report_and_block, (1,))
+        started.get(timeout=TIMEOUT)
+        with pytest.raises(multiprocessing.TimeoutError):
+            blocked.get(0.01)
+        assert not blocked.ready()
+        with pytest.raises(ValueError, match="not ready"):
+            blocked.successful()
+        release.set()
+        assert blocked.get(TIMEOUT) == 1
+    started.close()
+
+
+def test_lifecycle_misuse_and_bad_arguments_raise():
+    with pytest.raises(ValueError, match="at least 1"):
+        proctor.Pool(0)
+    with pytest.raises(TypeError, match="processes"):
+        proctor.Pool("2")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="initializer"):
+        proctor.Pool(1, initializer=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="maxtasksperchild"):
+        proctor.Pool(1, maxtasksperchild=0)
+    with pytest.raises(TypeError, match="context"):
+        proctor.Pool(1, context=multiprocessing.get_context())
+    pool = proctor.Pool(1)
+    with pytest.raises(ValueError, match="still running"):
+        pool.join(TIMEOUT)
+    with pytest.raises(TypeError, match="chunksize"):
+        pool.map(_square, range(3), chunksize=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        import pickle
+
+        pickle.dumps(pool)
+    pool.close()
+    pool.join(TIMEOUT)
+    pool.join(TIMEOUT)  # idempotent
+    pool.terminate()
+
+
+def test_pool_is_on_the_front_door_the_contexts_and_proctor_pool():
+    from proctor import pool as pool_module
+
+    assert proctor.Pool is pool_module.Pool
+    assert issubclass(proctor.WorkerLostError, proctor.ProcessError)
+    assert issubclass(proctor.PoolTerminatedError, multiprocessing.ProcessError)
+    with proctor.get_context("fork").Pool(1) as pool:
+        assert isinstance(pool, proctor.Pool)
+        assert pool.apply(_pid) != os.getpid()
