@@ -27,6 +27,7 @@ from ._context import set_forkserver_preload as set_forkserver_preload
 from ._context import set_start_method as set_start_method
 from ._core._errors import AuthenticationError as AuthenticationError
 from ._core._errors import BufferTooShort as BufferTooShort
+from ._core._errors import InitializerError as InitializerError
 from ._core._errors import OwnerDiedWarning as OwnerDiedWarning
 from ._core._errors import PicklingError as PicklingError
 from ._core._errors import PoolTerminatedError as PoolTerminatedError
@@ -39,6 +40,7 @@ from ._core._errors import RemoteError as RemoteError
 from ._core._errors import RemoteTraceback as RemoteTraceback
 from ._core._errors import ResultError as ResultError
 from ._core._errors import StartError as StartError
+from ._core._errors import TaskTimeoutError as TaskTimeoutError
 from ._core._errors import UnpicklableError as UnpicklableError
 from ._core._errors import WorkerLostError as WorkerLostError
 from ._core._system import cpu_count as cpu_count
@@ -155,6 +157,7 @@ __all__ = (
     "Condition",
     "Connection",
     "Event",
+    "InitializerError",
     "JoinableQueue",
     "Lock",
     "LockNotOwnedError",
@@ -178,6 +181,7 @@ __all__ = (
     "Semaphore",
     "SimpleQueue",
     "StartError",
+    "TaskTimeoutError",
     "TimeoutError",
     "UnpicklableError",
     "Value",

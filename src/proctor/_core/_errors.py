@@ -10,12 +10,14 @@ written for ``multiprocessing`` (or ``pickle``) keep working::
     │       ├── BufferTooShort            (multiprocessing.BufferTooShort) recv_bytes_into()
     │       │                             buffer too small
     │       ├── ProcessTimeoutError       (multiprocessing.TimeoutError, builtin TimeoutError)
-    │       │                             a call ran past its timeout (proctor.TimeoutError)
+    │       │   │                         a call ran past its timeout (proctor.TimeoutError)
+    │       │   └── TaskTimeoutError      a pool task ran past its timeout: its worker was killed
     │       ├── ProtocolError (also OSError)  corrupt frame, or longer than maxlength
     │       ├── StartError                a child could not be started
     │       │   └── UnpicklableError      (also PicklingError) target/args cannot be pickled
     │       ├── WorkerLostError           a pool worker died holding a task (that task failed)
-    │       └── PoolTerminatedError       a pool was terminated before a task completed
+    │       ├── PoolTerminatedError       a pool was terminated before a task completed
+    │       └── InitializerError          a pool's initializer raised: the pool is broken
     ├── pickle.PicklingError, TypeError
     │   └── PicklingError                 an object, or a part of it, cannot be pickled
     ├── RemoteError                       a child's exception that could not travel as itself
@@ -30,6 +32,10 @@ written for ``multiprocessing`` (or ``pickle``) keep working::
     └── BrokenBarrierError (_condition)   a Barrier was broken (a party died, timed out, abort)
     RuntimeWarning
     └── OwnerDiedWarning                  a lock's holder died while holding it
+
+A cancelled pool task raises ``concurrent.futures.CancelledError`` itself (see
+``_pool._results``), as a cancelled ``Future`` does; it is not defined here because
+``concurrent.futures`` imports ``logging``, which ``import proctor`` does not.
 
 ``RemoteTraceback`` is attached as ``__cause__`` of an exception that came back
 from a child, so the parent's traceback shows where the child failed.
@@ -53,6 +59,7 @@ from multiprocessing.context import TimeoutError as _StdTimeoutError
 __all__ = (
     "AuthenticationError",
     "BufferTooShort",
+    "InitializerError",
     "OwnerDiedWarning",
     "PicklingError",
     "PoolTerminatedError",
@@ -64,6 +71,7 @@ __all__ = (
     "RemoteTraceback",
     "ResultError",
     "StartError",
+    "TaskTimeoutError",
     "UnpicklableError",
     "WorkerLostError",
 )
@@ -201,6 +209,55 @@ class WorkerLostError(ProcessError):
 class PoolTerminatedError(ProcessError):
     """The pool was terminated (``terminate()``, or its ``with`` block ended) before
     this task completed. ``multiprocessing``'s pool leaves such a result waiting for ever."""
+
+
+class TaskTimeoutError(ProcessTimeoutError):
+    """A pool task ran longer than its timeout; its worker was killed and replaced.
+
+    A ``proctor.TimeoutError``, so also a ``multiprocessing.TimeoutError`` and a
+    builtin ``TimeoutError``. Unlike the ``TimeoutError`` that ``AsyncResult.get(timeout)``
+    raises (the task goes on), this one means the task was stopped.
+
+    Attributes:
+        pid: the killed worker's process id.
+        timeout: the seconds the task (its chunk) was given.
+        function: the name of the task's function.
+        inputs: which inputs the task held (``args=(...)``, or positions in the input).
+    """
+
+    def __init__(
+        self, message: str, pid: int | None, timeout: float, function: str, inputs: str
+    ) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.timeout = timeout
+        self.function = function
+        self.inputs = inputs
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.args[0], self.pid, self.timeout, self.function, self.inputs))
+
+
+class InitializerError(ProcessError):
+    """A pool's initializer raised in a worker: the pool is broken.
+
+    Every unfinished result of the pool, and every call made on it afterwards,
+    fails with this error; its ``__cause__`` is the initializer's exception (whose
+    own ``__cause__`` carries the worker's traceback). The pool can then only be
+    terminated or joined.
+
+    Attributes:
+        initializer: the initializer's name.
+        pid: the process id of the worker it failed in.
+    """
+
+    def __init__(self, message: str, initializer: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.initializer = initializer
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.args[0], self.initializer, self.pid))
 
 
 class RemoteTraceback(Exception):
