@@ -7,7 +7,9 @@ killed "mid-task" is one that has reported, from inside the task, that it starte
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
+import math
 import multiprocessing
 import os
 import signal
@@ -35,6 +37,27 @@ def _report_and_block(value=None):
     _worker_state["started"].put(os.getpid())
     _worker_state["release"].wait(TIMEOUT)
     return value
+
+
+def _report(value):
+    _worker_state["started"].put(value)
+    return value
+
+
+def _block(value=None):
+    """A task that "runs for ever": the test never sets the release event."""
+    _worker_state["release"].wait(TIMEOUT)
+    return value
+
+
+def _block_at(x, victim=3):
+    if x == victim:
+        _block()
+    return x
+
+
+def _failing_initializer(message):
+    raise LookupError(message)
 
 
 def _square(x):
@@ -335,3 +358,173 @@ def test_pool_is_on_the_front_door_the_contexts_and_proctor_pool():
     with proctor.get_context("fork").Pool(1) as pool:
         assert isinstance(pool, proctor.Pool)
         assert pool.apply(_pid) != os.getpid()
+
+
+# -- task timeouts, cancellation, a failing initializer -------------------------------
+
+
+def test_a_stuck_task_times_out_and_its_worker_is_replaced(ctx):
+    pool, started, _release = _pool_with_events(ctx)
+    with pool:
+        stuck = pool.apply_async(_block, ("stuck",), timeout=0.5)
+        others = pool.map_async(_square, range(20), chunksize=1)
+        with pytest.raises(proctor.TaskTimeoutError) as info:
+            stuck.get(TIMEOUT)
+        error = info.value
+        assert isinstance(error, proctor.TimeoutError)
+        assert isinstance(error, multiprocessing.TimeoutError)
+        assert isinstance(error, TimeoutError)
+        assert error.timeout == 0.5
+        assert error.function.endswith("_block")
+        assert error.inputs == "'stuck'"
+        assert f"pool worker pid {error.pid}" in str(error)
+        assert "SIGKILL" in str(error)
+        assert others.get(TIMEOUT) == [x * x for x in range(20)]
+        wait_until(lambda: not pid_exists(error.pid), timeout=TIMEOUT)
+        # Replaced: the pool still works, without the killed worker.
+        assert error.pid not in set(pool.map(_pid, range(8), chunksize=1))
+        assert pool.apply(_square, (3,), timeout=TIMEOUT) == 9  # in time: the value
+        assert pool.apply(_square, (4,), timeout=math.inf) == 16  # no limit
+    started.close()
+
+
+def test_map_and_imap_with_task_timeout_fail_only_the_hanging_chunk(ctx):
+    pool, started, _release = _pool_with_events(ctx)
+    with pool:
+        with pytest.raises(proctor.TaskTimeoutError, match="input item 3") as info:
+            pool.map(_block_at, range(6), chunksize=1, task_timeout=1.0)
+        assert info.value.timeout == 1.0
+        # The budget of a chunk is task_timeout per item; imap raises at the chunk's
+        # position and goes on.
+        iterator = pool.imap(_block_at, range(6), chunksize=2, task_timeout=0.5)
+        assert [iterator.next(TIMEOUT), iterator.next(TIMEOUT)] == [0, 1]
+        with pytest.raises(proctor.TaskTimeoutError) as info:
+            iterator.next(TIMEOUT)
+        assert info.value.inputs == "input items 2..3"
+        assert info.value.timeout == 1.0
+        assert [iterator.next(TIMEOUT), iterator.next(TIMEOUT)] == [4, 5]
+        with pytest.raises(StopIteration):
+            iterator.next(TIMEOUT)
+        assert pool.starmap(_add, [(1, 2), (3, 4)], task_timeout=TIMEOUT) == [3, 7]
+    started.close()
+
+
+def test_cancel_before_start_drops_the_task(ctx):
+    errors = []
+    pool, started, release = _pool_with_events(ctx, processes=1)
+    with pool:
+        running = pool.apply_async(_report_and_block, ("first",))
+        worker = started.get(timeout=TIMEOUT)
+        queued = pool.apply_async(_report, ("cancelled",), error_callback=errors.append)
+        assert queued.cancel() is True
+        assert queued.cancelled()
+        assert queued.ready()
+        assert not queued.successful()
+        with pytest.raises(concurrent.futures.CancelledError, match=r"cancelled by cancel\(\)"):
+            queued.get(TIMEOUT)
+        assert len(errors) == 1
+        assert isinstance(errors[0], concurrent.futures.CancelledError)
+        assert queued.cancel() is True  # again: still cancelled
+        release.set()
+        assert running.get(TIMEOUT) == "first"
+        assert running.cancel() is False  # completed: too late
+        assert not running.cancelled()
+        # One worker, tasks in order: had the cancelled task run, its report would
+        # come before the marker's.
+        assert pool.apply(_report, ("marker",)) == "marker"
+        assert started.get(timeout=TIMEOUT) == "marker"
+        assert pool.apply(_pid) == worker  # nothing was killed
+    started.close()
+
+
+def test_cancel_while_running_kills_and_replaces_the_worker(ctx):
+    pool, started, _release = _pool_with_events(ctx)
+    with pool:
+        running = pool.apply_async(_report_and_block, ("running",))
+        victim = started.get(timeout=TIMEOUT)
+        assert running.cancel() is True
+        assert running.cancelled()
+        with pytest.raises(concurrent.futures.CancelledError):
+            running.get(TIMEOUT)
+        wait_until(lambda: not pid_exists(victim), timeout=TIMEOUT)
+        # A map_async cancelled while its chunks run: every worker holding one is killed.
+        mapped = pool.map_async(_report_and_block, range(2), chunksize=1)
+        victims = {started.get(timeout=TIMEOUT) for _ in range(2)}
+        assert mapped.cancel() is True
+        with pytest.raises(concurrent.futures.CancelledError):
+            mapped.get(TIMEOUT)
+        wait_until(lambda: not any(pid_exists(pid) for pid in victims), timeout=TIMEOUT)
+        pids = set(pool.map(_pid, range(8), chunksize=1))
+        assert not pids & (victims | {victim})
+        assert pool.map(_square, range(5)) == [0, 1, 4, 9, 16]
+    started.close()
+
+
+def test_a_failing_initializer_breaks_the_pool_once(ctx):
+    errors = []
+    pool = ctx.Pool(2, initializer=_failing_initializer, initargs=("no database",))
+    early = pool.apply_async(_square, (2,), error_callback=errors.append)
+    with pytest.raises(proctor.InitializerError, match="_failing_initializer") as info:
+        early.get(TIMEOUT)
+    error = info.value
+    assert error.initializer.endswith("_failing_initializer")
+    cause = error.__cause__
+    assert isinstance(cause, LookupError)
+    assert str(cause) == "no database"
+    assert isinstance(cause.__cause__, proctor.RemoteTraceback)
+    assert "_failing_initializer" in cause.__cause__.tb_text
+    assert isinstance(errors[0], proctor.InitializerError)
+    # Every later call fails the same way, and no worker is started again.
+    with pytest.raises(proctor.InitializerError):
+        pool.apply_async(_square, (3,)).get(TIMEOUT)
+    with pytest.raises(proctor.InitializerError):
+        pool.map(_square, range(4))
+    with pytest.raises(proctor.InitializerError):
+        list(pool.imap(_square, range(4)))
+    assert "state=broken" in repr(pool)
+    wait_until(lambda: not proctor.active_children(), timeout=TIMEOUT)
+    pool.close()
+    pool.join(TIMEOUT)
+    pool.terminate()
+
+
+def test_a_broken_pool_can_be_joined_without_close_and_used_in_a_with_block(ctx):
+    with ctx.Pool(1, initializer=_failing_initializer, initargs=("x",)) as pool:
+        with pytest.raises(proctor.InitializerError):
+            pool.apply(_square, (2,))
+        pool.join(TIMEOUT)
+
+
+def test_bad_timeouts_raise():
+    with proctor.Pool(1) as pool:
+        for bad in (0, -1, float("nan")):
+            with pytest.raises(ValueError, match="timeout must be a positive number"):
+                pool.apply_async(_square, (1,), timeout=bad)
+            with pytest.raises(ValueError, match="task_timeout must be a positive number"):
+                pool.map(_square, range(3), task_timeout=bad)
+        for wrong in ("1", True, [1]):
+            with pytest.raises(TypeError, match="timeout must be a number of seconds"):
+                pool.apply(_square, (1,), timeout=wrong)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="task_timeout must be a number of seconds"):
+                pool.imap(_square, range(3), task_timeout=wrong)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="task_timeout"):
+            pool.starmap_async(_add, [(1, 2)], task_timeout="2")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="task_timeout"):
+            pool.imap_unordered(_square, range(3), task_timeout=-1j)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            pool.apply_async(_square, (1,), {}, None, None, 5)  # type: ignore[misc]
+        assert pool.apply(_square, (3,)) == 9  # nothing was submitted by the bad calls
+
+
+def test_task_errors_are_on_the_front_door_and_proctor_pool():
+    from proctor import pool as pool_module
+
+    assert pool_module.TaskTimeoutError is proctor.TaskTimeoutError
+    assert pool_module.InitializerError is proctor.InitializerError
+    assert issubclass(proctor.TaskTimeoutError, proctor.ProcessTimeoutError)
+    assert issubclass(proctor.InitializerError, proctor.ProcessError)
+    error = proctor.TaskTimeoutError("m", 42, 1.5, "f", "'x'")
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.pid, copy.timeout, copy.function, copy.inputs) == (42, 1.5, "f", "'x'")

@@ -5,9 +5,13 @@
     from proctor.pool import Pool
 
 A worker that dies mid-task fails only that task (``proctor.WorkerLostError``) and is
-replaced; see docs/pool.md. ``ThreadPool`` is not there yet.
+replaced; a task that runs past its ``timeout=``/``task_timeout=`` is killed with its
+worker (``proctor.TaskTimeoutError``); see docs/pool.md. ``ThreadPool`` is not there yet.
 """
 
+from ._core._errors import InitializerError as InitializerError
+from ._core._errors import TaskTimeoutError as TaskTimeoutError
+from ._core._errors import WorkerLostError as WorkerLostError
 from ._pool._pool import Pool as Pool
 from ._pool._results import ApplyResult as ApplyResult
 from ._pool._results import AsyncResult as AsyncResult
@@ -15,4 +19,4 @@ from ._pool._results import IMapIterator as IMapIterator
 from ._pool._results import IMapUnorderedIterator as IMapUnorderedIterator
 from ._pool._results import MapResult as MapResult
 
-__all__ = ("Pool",)
+__all__ = ("InitializerError", "Pool", "TaskTimeoutError", "WorkerLostError")

@@ -5,30 +5,40 @@
     submitters (any thread)          dispatcher thread                     workers
     ───────────────────────          ─────────────────                     ───────
     submit(task) ─▶ pending ─▶ wake  _assign: pending ─▶ an idle worker ──▶ task frame
-                                     wait([wake, conns, sentinels])
+    result.cancel() ─────────▶ wake  wait([wake, conns, sentinels],
+                                          timeout=the nearest task deadline)
                                        conn ready:     result frame ◀───── outcome
                                                        ─▶ result._deliver
                                        sentinel ready: drain conn, fail the task
                                                        it held (WorkerLostError),
                                                        start a replacement
+                                     _stop_expired: a held task past its deadline
+                                       or cancelled ─▶ fail it, SIGKILL its worker
+                                       (whose sentinel then starts a replacement)
 
 Each worker holds at most one task (one chunk), so the dispatcher always knows which
-task a dead worker took with it. See docs/design.md, "Pools".
+task a dead worker took with it, and which worker to kill to stop a task. A worker is
+sent nothing until it reports that its initializer returned (task 0); an initializer
+that raises breaks the pool. See docs/design.md, "Pools".
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import reprlib
 import signal
 import threading
+import time
 
 from .._connections._pipe import Pipe
 from .._connections._wait import wait
 from .._core._errors import (
+    InitializerError,
     PoolTerminatedError,
     ProcessTimeoutError,
     ResultError,
+    TaskTimeoutError,
     WorkerLostError,
 )
 from .._logging import _logger
@@ -43,9 +53,9 @@ if TYPE_CHECKING:
     from .._start._process import Process
     from ._results import ApplyResult, IMapIterator
 
-__all__ = ("Dispatcher", "Task")
+__all__ = ("Dispatcher", "Task", "function_name")
 
-RUNNING, CLOSED, TERMINATING = "running", "closed", "terminating"
+RUNNING, CLOSED, TERMINATING, BROKEN = "running", "closed", "terminating", "broken"
 
 #: How long a worker gets to exit after its stop message or SIGTERM before SIGKILL:
 #: an idle worker exits at once; this only bounds one that ignores both.
@@ -58,7 +68,7 @@ DRAIN_TIMEOUT = 1.0
 class Task:
     """One chunk of a call, from submission until its outcome is delivered."""
 
-    __slots__ = ("describe", "frame", "function", "id", "index", "result")
+    __slots__ = ("deadline", "describe", "frame", "function", "id", "index", "result", "timeout")
 
     def __init__(
         self,
@@ -68,6 +78,7 @@ class Task:
         index: int,
         function: str,
         describe: Callable[[], str],
+        timeout: float | None = None,
     ) -> None:
         self.id = task_id
         self.frame = frame
@@ -75,18 +86,35 @@ class Task:
         self.index = index
         self.function = function
         self.describe = describe  # the inputs, in words (computed only for an error)
+        self.timeout = timeout  # seconds the chunk may run, from its sending to a worker
+        self.deadline: float | None = None  # time.monotonic() it must be done by, once sent
+
+    def cancelled(self) -> bool:
+        # The iterators have no cancel(); their tasks are never cancelled.
+        return getattr(self.result, "_cancelled", False)
 
 
 class _Worker:
-    __slots__ = ("conn", "conn_open", "process", "retiring", "sent", "task")
+    __slots__ = ("conn", "conn_open", "killed", "process", "ready", "retiring", "sent", "task")
 
     def __init__(self, process: Process, conn: Connection) -> None:
         self.process = process
         self.conn = conn
         self.conn_open = True
+        self.ready = False  # its initializer returned (task 0's result came)
         self.task: Task | None = None
         self.sent = 0
         self.retiring = False  # sent its last task under maxtasksperchild
+        self.killed = False  # SIGKILLed to stop its task: its sentinel is awaited
+
+
+def function_name(func: Callable[..., object] | None) -> str:
+    """``module.qualname`` of ``func``, for messages."""
+    name = getattr(func, "__qualname__", None)
+    if isinstance(name, str):
+        module = getattr(func, "__module__", None)
+        return f"{module}.{name}" if isinstance(module, str) else name
+    return reprlib.repr(func)
 
 
 def _exit_text(code: int | None) -> str:
@@ -123,6 +151,7 @@ class Dispatcher:
         self._pending: collections.deque[Task] = collections.deque()
         self._tasks: dict[int, Task] = {}  # pending or held, by id
         self._lazy: set[IMapIterator] = set()  # iterators with unread input
+        self._broken: Callable[[], BaseException] | None = None  # the initializer failed
         self._workers: list[_Worker] = []
         self._counter = 0
         self._wake_r, self._wake_w = os.pipe()
@@ -156,12 +185,20 @@ class Dispatcher:
                 taken after ``close()``) or terminated.
         """
         with self._lock:
-            if self._stopped or (self.state != RUNNING and not (lazy and self.state == CLOSED)):
+            broken = self._broken
+            if broken is None and (
+                self._stopped or (self.state != RUNNING and not (lazy and self.state == CLOSED))
+            ):
                 raise ValueError(f"the pool is {self.state}: it takes no new tasks")
-            for task in tasks:
-                self._tasks[task.id] = task
-            self._pending.extend(tasks)
-            self._wake_locked()
+            if broken is None:
+                for task in tasks:
+                    self._tasks[task.id] = task
+                self._pending.extend(tasks)
+                self._wake_locked()
+                return
+        # A broken pool fails every call with the initializer's error, as its result.
+        for task in tasks:
+            task.result._deliver(task.index, False, broken())
 
     def add_lazy(self, iterator: IMapIterator) -> None:
         with self._lock:
@@ -170,6 +207,11 @@ class Dispatcher:
     def lazy_done(self, iterator: IMapIterator) -> None:
         with self._lock:
             self._lazy.discard(iterator)
+
+    def wake(self) -> None:
+        """Make the dispatcher look again (a result was cancelled)."""
+        with self._lock:
+            self._wake_locked()
 
     def _wake_locked(self) -> None:
         if self._wake_open:
@@ -189,10 +231,10 @@ class Dispatcher:
         """Run what is left, stop the workers, end the thread (after ``close()``).
 
         Raises:
-            ValueError: while the pool is running.
+            ValueError: while the pool is running (and not broken).
             ProcessTimeoutError: when the work is not done within ``timeout``.
         """
-        if self.state == RUNNING:
+        if self.state == RUNNING and self._broken is None:
             raise ValueError("the pool is still running: call close() or terminate() first")
         if threading.current_thread() is self._thread:
             raise RuntimeError("a pool cannot be joined from its own callbacks")
@@ -215,7 +257,8 @@ class Dispatcher:
         with self._lock:
             self.state = TERMINATING
             self._wake_locked()
-            lazy = list(self._lazy)
+            # A broken pool's iterators were aborted with the initializer's error.
+            lazy = list(self._lazy) if self._broken is None else []
         for iterator in lazy:
             iterator._abort(
                 PoolTerminatedError("the pool was terminated before this input was read")
@@ -243,9 +286,11 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._stopped = True
-            self._stop_workers(terminate=self.state == TERMINATING or failure is not None)
+            self._stop_workers(terminate=self.state in (TERMINATING, BROKEN) or failure is not None)
 
             def error() -> BaseException:
+                if self._broken is not None:
+                    return self._broken()
                 if failure is None:
                     return PoolTerminatedError("the pool was terminated before this task completed")
                 exc = RuntimeError(f"the pool's dispatcher failed: {failure!r}")
@@ -258,18 +303,23 @@ class Dispatcher:
         while True:
             self._assign()
             with self._lock:
-                if self.state == TERMINATING:
+                if self.state in (TERMINATING, BROKEN):
                     return
                 if self._joining and not self._tasks and not self._lazy:
                     return
             by_fd: dict[int, _Worker] = {}
             objects: list[Any] = [self._wake_r]
+            nearest: float | None = None  # the nearest deadline of a held task
             for worker in self._workers:
                 if worker.conn_open:
                     objects.append(worker.conn)
                 by_fd[worker.process.sentinel] = worker
                 objects.append(worker.process.sentinel)
-            ready = wait(objects)
+                task = worker.task
+                if task is not None and task.deadline is not None:
+                    nearest = task.deadline if nearest is None else min(nearest, task.deadline)
+            timeout = None if nearest is None else max(nearest - time.monotonic(), 0.0)
+            ready = wait(objects, timeout)
             ended = []
             for obj in ready:
                 if isinstance(obj, int):
@@ -280,8 +330,50 @@ class Dispatcher:
                 else:
                     worker = next(w for w in self._workers if w.conn is obj)
                     self._receive(worker)
+            # Results that came are taken first: a task that finished at its deadline
+            # is not killed, and a cancelled one whose result came is not either.
+            self._stop_expired()
             for worker in ended:
                 self._worker_ended(worker)
+
+    def _stop_expired(self) -> None:
+        """Kill the workers of held tasks that are past their deadline or cancelled."""
+        now = time.monotonic()
+        for worker in self._workers:
+            task = worker.task
+            if task is None or worker.killed:
+                continue
+            cancelled = task.cancelled()
+            if not cancelled and (task.deadline is None or task.deadline > now):
+                continue
+            if worker.conn_open and worker.conn.poll(0):
+                self._receive(worker)  # its result came after all (or its end closed)
+                if worker.task is not task:
+                    continue
+            worker.task = None
+            worker.killed = True
+            worker.process.kill()
+            with self._lock:
+                self._tasks.pop(task.id, None)
+            if cancelled:
+                continue  # cancel() has completed the result already
+            pid = worker.process.pid
+            inputs = task.describe()
+            assert task.timeout is not None  # a deadline comes from a timeout
+            task.result._deliver(
+                task.index,
+                False,
+                TaskTimeoutError(
+                    f"{task.function}({inputs}) ran longer than its timeout of "
+                    f"{task.timeout:g} s in pool worker pid {pid}: the worker was killed "
+                    "(SIGKILL) and is replaced, and the pool's other tasks go on. Give the "
+                    "task more time (timeout=/task_timeout=), or find out why it hangs.",
+                    pid,
+                    task.timeout,
+                    task.function,
+                    inputs,
+                ),
+            )
 
     def _drain_wake(self) -> None:
         try:
@@ -293,12 +385,24 @@ class Dispatcher:
     def _assign(self) -> None:
         """Send pending tasks to idle workers, one each."""
         for worker in self._workers:
-            if worker.task is not None or worker.retiring or not worker.conn_open:
+            if (
+                worker.task is not None
+                or not worker.ready
+                or worker.retiring
+                or worker.killed
+                or not worker.conn_open
+            ):
                 continue
             with self._lock:
-                if not self._pending:
+                task = None
+                while self._pending:
+                    task = self._pending.popleft()
+                    if not task.cancelled():
+                        break
+                    self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
+                    task = None
+                if task is None:
                     return
-                task = self._pending.popleft()
             worker.task = task
             try:
                 worker.conn.send_bytes(task.frame)
@@ -311,6 +415,8 @@ class Dispatcher:
                     self._pending.appendleft(task)
                 continue
             task.frame = b""  # never sent twice: a lost task fails, it is not retried
+            if task.timeout is not None:
+                task.deadline = time.monotonic() + task.timeout
             worker.sent += 1
             if self._maxtasks is not None and worker.sent >= self._maxtasks:
                 worker.retiring = True
@@ -323,6 +429,14 @@ class Dispatcher:
             worker.conn_open = False
             return False
         task_id, outcome = _worker.decode_result(frame)
+        if task_id == _worker.INITIALIZER:
+            if outcome.exception is not None:
+                self._initializer_failed(worker, outcome.exception)
+            else:
+                worker.ready = True
+            return True
+        if worker.killed:
+            return True  # the result of a task that was failed when its worker was killed
         task = worker.task
         worker.task = None
         with self._lock:
@@ -345,6 +459,33 @@ class Dispatcher:
         else:
             task.result._deliver(task.index, True, outcome.value)
         return True
+
+    def _initializer_failed(self, worker: _Worker, exc: BaseException) -> None:
+        """Break the pool: every task, now and later, fails with ``InitializerError``.
+
+        Restarting the worker would run the same initializer again and fail again,
+        for ever; the stdlib's pool does that.
+        """
+        name = function_name(self._initializer)
+        pid = worker.process.pid
+
+        def error() -> BaseException:
+            new = InitializerError(
+                f"the pool's initializer {name} raised {exc!r} in worker pid {pid}, so the "
+                "pool is broken: every unfinished and later task fails with this error (the "
+                "initializer's exception, with the worker's traceback, is its __cause__). "
+                "Fix the initializer, then terminate() this pool and create a new one.",
+                name,
+                pid,
+            )
+            new.__cause__ = exc
+            return new
+
+        with self._lock:
+            if self._broken is None:
+                self._broken = error
+                if self.state == RUNNING or self.state == CLOSED:
+                    self.state = BROKEN
 
     def _worker_ended(self, worker: _Worker) -> None:
         # Whatever it sent before it died is in the kernel already: take it first, so
@@ -376,11 +517,11 @@ class Dispatcher:
                     inputs,
                 ),
             )
-        elif not worker.retiring and self.state == RUNNING:
+        elif not (worker.retiring or worker.killed) and self.state == RUNNING:
             _logger.sub_warning("pool worker pid %s ended (%s)", pid, _exit_text(exitcode))
         self._workers.remove(worker)
         self._close_worker(worker)
-        if self.state != TERMINATING:
+        if self.state not in (TERMINATING, BROKEN):
             self._workers.append(self._start_worker())
 
     # -- workers ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ pickled raises there. ``imap``/``imap_unordered`` read their input lazily (see
 
 from __future__ import annotations
 
+import math
 import reprlib
 import warnings
 
@@ -22,7 +23,7 @@ from .._core._errors import PicklingError, PoolTerminatedError
 from .._core._system import cpu_count
 from .._start import _process
 from . import _worker
-from ._dispatcher import Dispatcher, Task
+from ._dispatcher import Dispatcher, Task, function_name
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
 
 TYPE_CHECKING = False
@@ -41,14 +42,6 @@ READ_AHEAD_PER_WORKER = 2
 CHUNKS_PER_WORKER = 4
 
 
-def _function_name(func: Callable[..., Any]) -> str:
-    name = getattr(func, "__qualname__", None)
-    if isinstance(name, str):
-        module = getattr(func, "__module__", None)
-        return f"{module}.{name}" if isinstance(module, str) else name
-    return reprlib.repr(func)
-
-
 def _pickle(obj: Any, what: str) -> bytes:
     """Pickle ``obj`` for a worker; a failure names ``what`` could not be pickled.
 
@@ -64,6 +57,31 @@ def _pickle(obj: Any, what: str) -> bytes:
 def _check_callable(func: object, what: str) -> None:
     if not callable(func):
         raise TypeError(f"{what} must be callable, not {type(func).__name__} ({func!r:.80})")
+
+
+def _check_task_timeout(timeout: object, what: str) -> float | None:
+    """``timeout`` as positive seconds, or None (no limit; ``math.inf`` too).
+
+    Raises:
+        TypeError: not a real number or None.
+        ValueError: zero, negative or NaN.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        import numbers  # only for unusual numbers (Fraction, numpy scalars...)
+
+        if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
+            raise TypeError(
+                f"{what} must be a number of seconds or None, not {type(timeout).__name__} "
+                f"({timeout!r:.80})"
+            )
+    seconds = float(timeout)
+    if not seconds > 0:  # NaN too
+        raise ValueError(
+            f"{what} must be a positive number of seconds (or None for no limit), not {timeout!r}"
+        )
+    return None if math.isinf(seconds) else seconds
 
 
 def _check_chunksize(chunksize: object) -> int:
@@ -149,10 +167,21 @@ class Pool:
     # -- one call --------------------------------------------------------------------
 
     def apply(
-        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        *,
+        timeout: float | None = None,
     ) -> Any:
-        """Run ``func(*args, **kwds)`` in a worker and return its value (or raise its error)."""
-        return self.apply_async(func, args, kwds).get()
+        """Run ``func(*args, **kwds)`` in a worker and return its value (or raise its error).
+
+        Args:
+            timeout: seconds the task may run once a worker has it (waiting for a free
+                worker does not count); then the worker is killed and
+                ``proctor.TaskTimeoutError`` raised. ``None``: no limit.
+        """
+        return self.apply_async(func, args, kwds, timeout=timeout).get()
 
     def apply_async(
         self,
@@ -161,21 +190,31 @@ class Pool:
         kwds: Mapping[str, Any] = {},
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> ApplyResult:
         """Run ``func(*args, **kwds)`` in a worker; return an ``AsyncResult`` at once.
 
         ``callback`` gets the value, ``error_callback`` the exception, in the
         pool's dispatcher thread, before ``get()`` returns.
 
+        Args:
+            timeout: seconds the task may run once a worker has it (waiting for a free
+                worker does not count); then its worker is killed (SIGKILL) and
+                replaced, and the result fails with ``proctor.TaskTimeoutError``.
+                ``None``: no limit. Not ``get(timeout)``, which leaves the task running.
+
         Raises:
             PicklingError: ``func`` or an argument cannot be pickled (nothing was sent).
-            ValueError: the pool is closed or terminated.
+            ValueError: the pool is closed or terminated, or ``timeout`` is not positive.
+            TypeError: ``timeout`` is not a number.
         """
         dispatcher = self._check_running()
         _check_callable(func, "func")
+        seconds = _check_task_timeout(timeout, "timeout")
         args = tuple(args)
         kwds = dict(kwds)
-        name = _function_name(func)
+        name = function_name(func)
         task_id = dispatcher.next_id()
         frame = _worker.encode_task(
             task_id,
@@ -183,23 +222,38 @@ class Pool:
             _pickle(func, f"the function {name}"),
             _pickle((args, kwds), f"the arguments of {name}"),
         )
-        result = ApplyResult(callback, error_callback)
 
         def describe() -> str:
             parts = [reprlib.repr(a) for a in args]
             parts += [f"{k}={reprlib.repr(v)}" for k, v in kwds.items()]
             return ", ".join(parts)
 
-        dispatcher.submit([Task(task_id, frame, result, 0, name, describe)])
+        result = ApplyResult(
+            callback, error_callback, dispatcher.wake, lambda: f"{name}({describe()})"
+        )
+        dispatcher.submit([Task(task_id, frame, result, 0, name, describe, seconds)])
         return result
 
     # -- calls over an input --------------------------------------------------------------
 
     def map(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> list[Any]:
-        """``[func(x) for x in iterable]``, computed by the workers in chunks."""
-        return self._map_async(func, iterable, _worker.MAP, chunksize, None, None).get()
+        """``[func(x) for x in iterable]``, computed by the workers in chunks.
+
+        Args:
+            task_timeout: seconds each item may take: a chunk of n items may run
+                n * ``task_timeout`` once a worker has it; then its worker is killed and
+                replaced, and ``proctor.TaskTimeoutError`` raised. ``None``: no limit.
+        """
+        return self._map_async(
+            func, iterable, _worker.MAP, chunksize, None, None, task_timeout
+        ).get()
 
     def map_async(
         self,
@@ -208,18 +262,29 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> MapResult:
-        """Like ``map``; return an ``AsyncResult`` at once."""
-        return self._map_async(func, iterable, _worker.MAP, chunksize, callback, error_callback)
+        """Like ``map``; return an ``AsyncResult`` at once (``cancel()`` stops every chunk)."""
+        return self._map_async(
+            func, iterable, _worker.MAP, chunksize, callback, error_callback, task_timeout
+        )
 
     def starmap(
         self,
         func: Callable[..., Any],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> list[Any]:
-        """``[func(*args) for args in iterable]``, computed by the workers in chunks."""
-        return self._map_async(func, iterable, _worker.STARMAP, chunksize, None, None).get()
+        """``[func(*args) for args in iterable]``, computed by the workers in chunks.
+
+        ``task_timeout`` as for ``map``.
+        """
+        return self._map_async(
+            func, iterable, _worker.STARMAP, chunksize, None, None, task_timeout
+        ).get()
 
     def starmap_async(
         self,
@@ -228,9 +293,13 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> MapResult:
         """Like ``starmap``; return an ``AsyncResult`` at once."""
-        return self._map_async(func, iterable, _worker.STARMAP, chunksize, callback, error_callback)
+        return self._map_async(
+            func, iterable, _worker.STARMAP, chunksize, callback, error_callback, task_timeout
+        )
 
     def _map_async(
         self,
@@ -240,9 +309,11 @@ class Pool:
         chunksize: int | None,
         callback: Callable[[Any], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        task_timeout: float | None,
     ) -> MapResult:
         dispatcher = self._check_running()
         _check_callable(func, "func")
+        seconds = _check_task_timeout(task_timeout, "task_timeout")
         items = list(iterable)
         if kind == _worker.STARMAP:
             items = [tuple(item) for item in items]
@@ -252,31 +323,54 @@ class Pool:
             chunksize = max(chunksize, 1)
         else:
             chunksize = _check_chunksize(chunksize)
-        name = _function_name(func)
+        name = function_name(func)
         func_bytes = _pickle(func, f"the function {name}")
-        result = MapResult(len(items), chunksize, callback, error_callback)
+        result = MapResult(
+            len(items),
+            chunksize,
+            callback,
+            error_callback,
+            dispatcher.wake,
+            lambda: f"{name} over {len(items)} input items",
+        )
         tasks = []
         for index, start in enumerate(range(0, len(items), chunksize)):
             chunk = items[start : start + chunksize]
             payload = _pickle(chunk, f"{_items_text(start, len(chunk))} of {name}")
             task_id = dispatcher.next_id()
             frame = _worker.encode_task(task_id, kind, func_bytes, payload)
-            tasks.append(Task(task_id, frame, result, index, name, _positions(start, len(chunk))))
+            describe = _positions(start, len(chunk))
+            timeout = None if seconds is None else seconds * len(chunk)
+            tasks.append(Task(task_id, frame, result, index, name, describe, timeout))
         if tasks:
             dispatcher.submit(tasks)
         return result
 
     def imap(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        task_timeout: float | None = None,
     ) -> IMapIterator:
-        """An iterator over ``func(x)`` for each ``x``, in order; the input is read lazily."""
-        return self._imap(IMapIterator, func, iterable, chunksize)
+        """An iterator over ``func(x)`` for each ``x``, in order; the input is read lazily.
+
+        ``task_timeout`` as for ``map``: a chunk that runs too long raises
+        ``proctor.TaskTimeoutError`` at its position, and iteration goes on.
+        """
+        return self._imap(IMapIterator, func, iterable, chunksize, task_timeout)
 
     def imap_unordered(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        task_timeout: float | None = None,
     ) -> IMapIterator:
         """Like ``imap``, yielding values in the order they complete."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, task_timeout)
 
     def _imap(
         self,
@@ -284,13 +378,15 @@ class Pool:
         func: Callable[[Any], Any],
         iterable: Iterable[Any],
         chunksize: int,
+        task_timeout: float | None,
     ) -> IMapIterator:
         dispatcher = self._check_running()
         _check_callable(func, "func")
         chunksize = _check_chunksize(chunksize)
-        name = _function_name(func)
+        seconds = _check_task_timeout(task_timeout, "task_timeout")
+        name = function_name(func)
         submitter = _LazySubmitter(
-            dispatcher, name, _pickle(func, f"the function {name}"), chunksize
+            dispatcher, name, _pickle(func, f"the function {name}"), chunksize, seconds
         )
         iterator = cls(
             submitter, iter(iterable), chunksize, READ_AHEAD_PER_WORKER * self._processes
@@ -330,7 +426,7 @@ class Pool:
 
     def __del__(self) -> None:
         dispatcher = getattr(self, "_dispatcher", None)
-        if dispatcher is not None and dispatcher.state == "running":
+        if dispatcher is not None and dispatcher.state in ("running", "broken"):
             warnings.warn(
                 f"unclosed pool {self!r}: terminating its workers; use the pool in a "
                 "with block, or call close() and join()",
@@ -352,7 +448,8 @@ class Pool:
 
     def _check_running(self) -> Dispatcher:
         dispatcher = self._dispatcher
-        if dispatcher is None or dispatcher.state != "running":
+        # A broken pool takes calls: their results fail with its InitializerError.
+        if dispatcher is None or dispatcher.state not in ("running", "broken"):
             raise ValueError(f"Pool not running: {self!r} was closed or terminated")
         return dispatcher
 
@@ -370,11 +467,19 @@ def _positions(start: int, length: int) -> Callable[[], str]:
 class _LazySubmitter:
     """Turns an ``imap`` iterator's chunks into tasks (called in the consumer's thread)."""
 
-    def __init__(self, dispatcher: Dispatcher, name: str, func_bytes: bytes, chunksize: int):
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        name: str,
+        func_bytes: bytes,
+        chunksize: int,
+        task_timeout: float | None,
+    ) -> None:
         self._dispatcher = dispatcher
         self._name = name
         self._func_bytes = func_bytes
         self._chunksize = chunksize
+        self._task_timeout = task_timeout
 
     def submit_lazy_chunk(self, result: IMapIterator, index: int, items: list[Any]) -> None:
         start = index * self._chunksize
@@ -385,7 +490,9 @@ class _LazySubmitter:
             return
         task_id = self._dispatcher.next_id()
         frame = _worker.encode_task(task_id, _worker.MAP, self._func_bytes, payload)
-        task = Task(task_id, frame, result, index, self._name, _positions(start, len(items)))
+        timeout = None if self._task_timeout is None else self._task_timeout * len(items)
+        describe = _positions(start, len(items))
+        task = Task(task_id, frame, result, index, self._name, describe, timeout)
         try:
             self._dispatcher.submit([task], lazy=True)
         except ValueError:

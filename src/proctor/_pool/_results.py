@@ -45,21 +45,33 @@ def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
 
 
 class ApplyResult:
-    """The result of ``apply_async``: ``get()``, ``wait()``, ``ready()``, ``successful()``."""
+    """The result of ``apply_async``: ``get()``, ``wait()``, ``ready()``, ``successful()``,
+    and ``cancel()``/``cancelled()`` as on a ``concurrent.futures.Future``.
+
+    The dispatcher thread completes it with ``_deliver``; ``cancel()`` may complete it
+    first from any thread. Whichever comes first wins, under ``_state_lock``.
+    """
 
     def __init__(
         self,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        on_cancel: Callable[[], object] | None = None,
+        describe: Callable[[], str] | None = None,
     ) -> None:
         self._event = threading.Event()
+        self._state_lock = threading.Lock()
+        self._finished = False  # completed or cancelled (the event is set after callbacks)
+        self._cancelled = False
         self._success: bool | None = None
         self._value: Any = None
         self._callback = callback
         self._error_callback = error_callback
+        self._on_cancel = on_cancel  # tells the dispatcher to drop or kill the tasks
+        self._describe = describe  # the call in words, for the cancellation's message
 
     def ready(self) -> bool:
-        """Whether the call has completed (successfully or not)."""
+        """Whether the call has completed (successfully or not, or was cancelled)."""
         return self._event.is_set()
 
     def successful(self) -> bool:
@@ -82,10 +94,14 @@ class ApplyResult:
 
         Raises:
             proctor.TimeoutError: when ``timeout`` seconds pass first (also a
-                ``multiprocessing.TimeoutError``).
+                ``multiprocessing.TimeoutError``); the task goes on.
+            proctor.TaskTimeoutError: the task ran past its own ``timeout``/
+                ``task_timeout`` and was killed with its worker.
+            concurrent.futures.CancelledError: ``cancel()`` was called first.
             Exception: what the task raised (the worker's traceback is its
                 ``__cause__``), ``WorkerLostError`` when its worker died,
-                ``PoolTerminatedError`` when the pool was terminated first.
+                ``PoolTerminatedError`` when the pool was terminated first,
+                ``InitializerError`` when the pool's initializer failed.
         """
         self.wait(timeout)
         if not self._event.is_set():
@@ -94,9 +110,42 @@ class ApplyResult:
             return self._value
         raise self._value
 
+    def cancel(self) -> bool:
+        """Cancel the call, as ``concurrent.futures.Future.cancel()`` does.
+
+        A task not yet sent to a worker is dropped; a running one is stopped by
+        killing its worker (SIGKILL), which the pool replaces. ``get()`` then raises
+        ``concurrent.futures.CancelledError``, and ``error_callback`` gets that error
+        in this thread. For ``map_async``, every chunk not yet done is cancelled.
+
+        Returns:
+            True if the call is cancelled (now or before); False if it had already
+            completed.
+        """
+        with self._state_lock:
+            if self._finished:
+                return self._cancelled
+            self._finished = self._cancelled = True
+            self._success = False
+            self._value = _cancelled_error(self._describe)
+        if self._on_cancel is not None:
+            self._on_cancel()
+        if self._error_callback is not None:
+            _call_back(self._error_callback, self._value)
+        self._event.set()
+        return True
+
+    def cancelled(self) -> bool:
+        """Whether ``cancel()`` cancelled the call."""
+        return self._cancelled
+
     def _complete(self, success: bool, value: Any) -> None:
-        self._success = success
-        self._value = value
+        with self._state_lock:
+            if self._finished:
+                return  # cancelled first
+            self._finished = True
+            self._success = success
+            self._value = value
         if success and self._callback is not None:
             _call_back(self._callback, value)
         if not success and self._error_callback is not None:
@@ -104,15 +153,28 @@ class ApplyResult:
         self._event.set()
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
-        if not self._event.is_set():
+        if not self._finished:
             self._complete(success, value)
 
     def __repr__(self) -> str:
         if not self._event.is_set():
             state = "pending"
+        elif self._cancelled:
+            state = "cancelled"
         else:
             state = "successful" if self._success else f"failed {type(self._value).__name__}"
         return f"<{type(self).__name__} {state}>"
+
+
+def _cancelled_error(describe: Callable[[], str] | None) -> BaseException:
+    # concurrent.futures imports logging (milliseconds): only when something is cancelled.
+    from concurrent.futures import CancelledError
+
+    what = "this pool call" if describe is None else describe()
+    return CancelledError(
+        f"{what} was cancelled by cancel(): a task not yet started was dropped, a running "
+        "one was stopped by killing its worker (SIGKILL), which the pool replaced"
+    )
 
 
 AsyncResult = ApplyResult
@@ -130,19 +192,22 @@ class MapResult(ApplyResult):
         chunksize: int,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        on_cancel: Callable[[], object] | None = None,
+        describe: Callable[[], str] | None = None,
     ) -> None:
-        super().__init__(callback, error_callback)
+        super().__init__(callback, error_callback, on_cancel, describe)
         self._chunksize = chunksize
         self._values: list[Any] = [None] * length
         self._chunks_left = -(-length // chunksize) if length else 0
         if not self._chunks_left:  # an empty input: done at once (no callback, as the stdlib)
+            self._finished = True
             self._success = True
             self._value = []
             self._event.set()
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
-        if self._event.is_set():
-            return  # a chunk that came after a failure
+        if self._finished:
+            return  # a chunk that came after a failure or cancel()
         if not success:
             self._values = []
             self._complete(False, value)

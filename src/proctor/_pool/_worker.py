@@ -4,6 +4,9 @@
 
     parent (_pool dispatcher)                       worker (worker_main)
     ─────────────────────────                       ────────────────────
+                                                    run the initializer
+    decode_result() ◀── result frame of task 0 ──── ready (None), or the
+      (no task is sent before it)                   initializer's error: exit
     encode_task() ── task frame ──────────────────▶ recv_bytes, decode_task
                                                     run the chunk, catching BaseException
     decode_result() ◀── result frame ───────────── result_frame(task id, outcome)
@@ -16,6 +19,8 @@ own pickle so that a ``map`` pickles it once and a worker unpickles it once whil
 same bytes keep coming. A result frame is ``<task id:u64>`` + an outcome message of
 ``_start._outcome`` (the format a ``Process`` reports with): the value (one value for
 ``APPLY``, the list of a chunk's values otherwise), or the exception with its traceback.
+Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's start: its outcome says
+that the initializer returned, or how it failed.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
 
 __all__ = (
     "APPLY",
+    "INITIALIZER",
     "MAP",
     "STARMAP",
     "STOP",
@@ -43,6 +49,8 @@ __all__ = (
 )
 
 APPLY, MAP, STARMAP = 0, 1, 2
+#: The task id of a worker's start: its result frame reports the initializer's outcome.
+INITIALIZER = 0
 #: The frame that tells a worker to return: no task frame is empty.
 STOP = b""
 
@@ -106,9 +114,18 @@ def worker_main(
     initargs: tuple[Any, ...],
     maxtasks: int | None,
 ) -> None:
-    """Run tasks from ``conn`` until STOP, end of file, or ``maxtasks`` tasks are done."""
+    """Report the initializer's outcome, then run tasks from ``conn`` until STOP, end
+    of file, or ``maxtasks`` tasks are done; return at once if the initializer failed."""
     if initializer is not None:
-        initializer(*initargs)
+        try:
+            initializer(*initargs)
+        # BaseException, as for tasks: a SystemExit in the initializer must reach the
+        # parent as the reason the pool cannot work, not as one more dead worker.
+        except BaseException as exc:
+            conn.send_bytes(_result_frame(INITIALIZER, _outcome.error_message(exc)))
+            conn.close()
+            return
+    conn.send_bytes(_result_frame(INITIALIZER, _outcome.NONE_VALUE))
     functions = _FunctionCache()
     done = 0
     while maxtasks is None or done < maxtasks:
