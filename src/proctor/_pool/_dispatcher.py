@@ -47,11 +47,20 @@ from . import _worker
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, Protocol
 
     from .._connections._connection import Connection
     from .._start._process import Process
-    from ._results import ApplyResult, IMapIterator
+    from ._results import IMapIterator
+
+    class TaskResult(Protocol):
+        """What a task's outcome is delivered to: ``_results``' classes, the executor's
+        future slots. It may also have ``_cancelled`` (a cancelled result's running
+        task is stopped) and ``_claim()`` (called before the task is sent; False drops
+        it)."""
+
+        def _deliver(self, index: int, success: bool, value: Any) -> None: ...
+
 
 __all__ = ("Dispatcher", "Task", "function_name")
 
@@ -74,7 +83,7 @@ class Task:
         self,
         task_id: int,
         frame: bytes,
-        result: ApplyResult | IMapIterator,
+        result: TaskResult,
         index: int,
         function: str,
         describe: Callable[[], str],
@@ -92,6 +101,17 @@ class Task:
     def cancelled(self) -> bool:
         # The iterators have no cancel(); their tasks are never cancelled.
         return getattr(self.result, "_cancelled", False)
+
+    def claim(self) -> bool:
+        """Whether to send the task now; False: its result was cancelled, drop it.
+
+        A result with ``_claim()`` decides itself: an executor's future becomes
+        running there, after which ``Future.cancel()`` can no longer cancel it.
+        """
+        claim = getattr(self.result, "_claim", None)
+        if claim is not None:
+            return bool(claim())
+        return not self.cancelled()
 
 
 class _Worker:
@@ -147,6 +167,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self.state = RUNNING
         self._joining = False
+        self._kill = False  # terminate() with SIGKILL rather than SIGTERM
         self._stopped = False  # the dispatcher thread has left its loop
         self._pending: collections.deque[Task] = collections.deque()
         self._tasks: dict[int, Task] = {}  # pending or held, by id
@@ -200,6 +221,11 @@ class Dispatcher:
         for task in tasks:
             task.result._deliver(task.index, False, broken())
 
+    def pending_results(self) -> list[TaskResult]:
+        """The results of the tasks not yet sent to a worker, in queue order."""
+        with self._lock:
+            return [task.result for task in self._pending]
+
     def add_lazy(self, iterator: IMapIterator) -> None:
         with self._lock:
             self._lazy.add(iterator)
@@ -227,8 +253,11 @@ class Dispatcher:
             if self.state == RUNNING:
                 self.state = CLOSED
 
-    def join(self, timeout: float | None) -> None:
+    def join(self, timeout: float | None, wait_for_it: bool = True) -> None:
         """Run what is left, stop the workers, end the thread (after ``close()``).
+
+        With ``wait_for_it`` false, return at once: the thread ends by itself once
+        the work is done (an executor's ``shutdown(wait=False)``).
 
         Raises:
             ValueError: while the pool is running (and not broken).
@@ -236,7 +265,7 @@ class Dispatcher:
         """
         if self.state == RUNNING and self._broken is None:
             raise ValueError("the pool is still running: call close() or terminate() first")
-        if threading.current_thread() is self._thread:
+        if wait_for_it and threading.current_thread() is self._thread:
             raise RuntimeError("a pool cannot be joined from its own callbacks")
         # close(); join() runs every task, as the stdlib's does: read the rest of the
         # lazy iterators' input now, without the read-ahead bound.
@@ -247,15 +276,19 @@ class Dispatcher:
         with self._lock:
             self._joining = True
             self._wake_locked()
+        if not wait_for_it:
+            return
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
         self._close_wake()
 
-    def terminate(self, wait_for_it: bool = True) -> None:
-        """Stop every worker now; unfinished results fail with ``PoolTerminatedError``."""
+    def terminate(self, wait_for_it: bool = True, kill: bool = False) -> None:
+        """Stop every worker now (SIGTERM, or SIGKILL with ``kill``); unfinished
+        results fail with ``PoolTerminatedError``."""
         with self._lock:
             self.state = TERMINATING
+            self._kill = self._kill or kill
             self._wake_locked()
             # A broken pool's iterators were aborted with the initializer's error.
             lazy = list(self._lazy) if self._broken is None else []
@@ -298,6 +331,9 @@ class Dispatcher:
                 return exc
 
             self._fail_all(error)
+            # Nobody reads the wake-up pipe any more; a pool that is not joined (an
+            # executor's shutdown(wait=False)) must not keep its descriptors open.
+            self._close_wake()
 
     def _loop(self) -> None:
         while True:
@@ -397,7 +433,7 @@ class Dispatcher:
                 task = None
                 while self._pending:
                     task = self._pending.popleft()
-                    if not task.cancelled():
+                    if task.claim():
                         break
                     self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
                     task = None
@@ -545,7 +581,9 @@ class Dispatcher:
 
     def _stop_workers(self, terminate: bool) -> None:
         for worker in self._workers:
-            if terminate:
+            if terminate and self._kill:
+                worker.process.kill()
+            elif terminate:
                 worker.process.terminate()
             elif worker.conn_open:
                 try:

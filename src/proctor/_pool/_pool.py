@@ -84,6 +84,23 @@ def _check_task_timeout(timeout: object, what: str) -> float | None:
     return None if math.isinf(seconds) else seconds
 
 
+def _process_class(context: Any, what: str) -> type[_process.Process]:
+    """The ``Process`` class of a proctor ``context`` (the default one's for None).
+
+    Raises:
+        TypeError: ``context`` is not a proctor context (a ``multiprocessing`` one, say).
+    """
+    if context is None:
+        return _process.Process
+    found = getattr(context, "Process", None)
+    if not (isinstance(found, type) and issubclass(found, _process.Process)):
+        raise TypeError(
+            f"{what} must be a proctor context (proctor.get_context(...)) or None, "
+            f"not {type(context).__name__}"
+        )
+    return found
+
+
 def _check_chunksize(chunksize: object) -> int:
     if isinstance(chunksize, bool) or not isinstance(chunksize, int):
         raise TypeError(f"chunksize must be a positive int, not {type(chunksize).__name__}")
@@ -148,16 +165,7 @@ class Pool:
                 )
             if maxtasksperchild < 1:
                 raise ValueError(f"maxtasksperchild must be at least 1, not {maxtasksperchild}")
-        if context is None:
-            process_class = _process.Process
-        else:
-            found = getattr(context, "Process", None)
-            if not (isinstance(found, type) and issubclass(found, _process.Process)):
-                raise TypeError(
-                    "context must be a proctor context (proctor.get_context(...)) or None, "
-                    f"not {type(context).__name__}"
-                )
-            process_class = found
+        process_class = _process_class(context, "context")
         self._dispatcher: Dispatcher | None = None
         self._dispatcher = Dispatcher(
             process_class, processes, initializer, tuple(initargs), maxtasksperchild
