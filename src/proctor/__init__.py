@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from . import util as util
     from ._connections._connection import Connection as Connection
     from ._connections._pipe import Pipe as Pipe
+    from ._pool._executor import ProcessPoolExecutor as ProcessPoolExecutor
     from ._pool._pool import Pool as Pool
     from ._queues._queue import JoinableQueue as JoinableQueue
     from ._queues._queue import Queue as Queue
@@ -104,6 +105,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "LockNotOwnedError": ("_sync", "LockNotOwnedError"),
     "Pipe": ("_connections._pipe", "Pipe"),
     "Pool": ("_pool._pool", "Pool"),
+    "ProcessPoolExecutor": ("_pool._executor", "ProcessPoolExecutor"),
     "Queue": ("_queues._queue", "Queue"),
     "RLock": ("_sync", "RLock"),
     "RawArray": ("_sharedmem._sharedctypes", "RawArray"),
@@ -168,6 +170,7 @@ __all__ = (
     "PoolTerminatedError",
     "Process",
     "ProcessError",
+    "ProcessPoolExecutor",
     "ProcessTimeoutError",
     "ProtocolError",
     "Queue",

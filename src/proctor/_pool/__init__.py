@@ -1,6 +1,8 @@
-"""Pools of worker processes: ``Pool`` (issue 13; ``ThreadPool`` and the executor to come).
+"""Pools of worker processes: ``Pool`` and ``ProcessPoolExecutor`` (issue 13; ``ThreadPool``
+to come).
 
     _pool        ``Pool``: the ``multiprocessing.Pool`` API, pickling calls into tasks
+    _executor    ``ProcessPoolExecutor``: the ``concurrent.futures`` API, on the same dispatcher
     _dispatcher  the workers and the thread that hands them tasks and notices deaths
     _worker      the worker's loop; the task and result frames (both sides)
     _results     ``AsyncResult``, ``MapResult``, the ``imap`` iterators and lazy input

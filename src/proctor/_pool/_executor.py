@@ -1,0 +1,424 @@
+"""``ProcessPoolExecutor``: the ``concurrent.futures`` API in front of a pool's dispatcher.
+
+::
+
+    submit(fn, *args)                    Dispatcher (one thread)          workers
+    ─────────────────                    ───────────────────────          ───────
+    pickle fn and args, a Future    ───▶ pending ─▶ _claim: the future ─▶ run the task
+      and its _FutureSlot                  becomes running (or, if it
+    map(fn, *its): chunks of args,         was cancelled, is dropped)
+      each a task with a slot            outcome / WorkerLostError /
+    Future.result() ◀── set_result ◀──── TaskTimeoutError ◀─────────────  result
+                        set_exception
+
+The executor runs on the same dispatcher and worker loop as ``Pool``: a task is one
+``submit`` (``APPLY``) or one chunk of a ``map`` (``STARMAP``), each delivered to a
+``_FutureSlot`` that completes a ``concurrent.futures.Future``. A pending future is
+cancelled by ``Future.cancel()`` and dropped when its turn comes; a running one cannot
+be cancelled, as ``concurrent.futures`` specifies. See docs/pool.md, "ProcessPoolExecutor".
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import reprlib
+import threading
+import time
+import weakref
+
+from .._core._errors import PicklingError
+from .._core._system import cpu_count
+from . import _worker
+from ._dispatcher import Dispatcher, Task, function_name
+from ._pool import (
+    _check_callable,
+    _check_task_timeout,
+    _items_text,
+    _pickle,
+    _positions,
+    _process_class,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any
+
+__all__ = ("ProcessPoolExecutor",)
+
+
+class _FutureSlot:
+    """Where the dispatcher delivers one task's outcome: a ``Future``.
+
+    ``_claim()`` (dispatcher thread, before sending) and a cancelled future's done
+    callback both want to call ``set_running_or_notify_cancel()``, which may be called
+    once only; whichever comes first does, under ``_lock``. The callback makes a
+    cancelled future count as done for ``wait()``/``as_completed()`` at once, not
+    when the dispatcher reaches its task.
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_running", "future")
+
+    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+        self.future = future
+        self._lock = threading.Lock()
+        self._running: bool | None = None  # set_running_or_notify_cancel()'s answer
+        future.add_done_callback(self._on_done)
+
+    def _claim(self) -> bool:
+        # A task whose send failed (its worker died idle) is claimed again: same answer.
+        with self._lock:
+            if self._running is None:
+                self._running = self.future.set_running_or_notify_cancel()
+            return self._running
+
+    def _on_done(self, future: concurrent.futures.Future[Any]) -> None:
+        if future.cancelled():
+            with self._lock:
+                if self._running is None:
+                    self._running = future.set_running_or_notify_cancel()  # notifies waiters
+
+    def _deliver(self, index: int, success: bool, value: Any) -> None:
+        try:
+            if success:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(value)
+        except concurrent.futures.InvalidStateError:
+            pass  # a pending future failed by terminate() was cancelled at the same moment
+
+
+class ProcessPoolExecutor(concurrent.futures.Executor):
+    """A ``concurrent.futures`` executor whose workers are proctor processes.
+
+    Its futures are ``concurrent.futures.Future`` objects: ``as_completed``, ``wait``,
+    ``asyncio.wrap_future`` and ``loop.run_in_executor`` work with them. It runs on
+    the machinery of ``proctor.Pool``: each worker holds one task at a time, so a
+    worker that dies fails only the future it was running, with
+    ``proctor.WorkerLostError``, and is replaced.
+
+    Args:
+        max_workers: the number of workers; default ``cpu_count()``.
+        mp_context: the proctor context whose start method the workers use
+            (``proctor.get_context("spawn")``); default the module-level one's.
+        initializer: called as ``initializer(*initargs)`` in each worker when it starts.
+        initargs: arguments for ``initializer``.
+        max_tasks_per_child: tasks (``submit`` calls or ``map`` chunks) a worker runs
+            before it is replaced by a new one; ``None`` keeps workers for the
+            executor's life.
+        task_timeout: seconds a task may run once a worker has it (per item for a
+            ``map`` chunk); then its worker is killed (SIGKILL) and replaced and the
+            future fails with ``proctor.TaskTimeoutError``. ``None``: no limit.
+
+    Raises:
+        ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1, a
+            ``task_timeout`` that is not positive.
+        TypeError: a wrong argument type (a ``multiprocessing`` context included).
+        StartError: a worker could not be started.
+
+    Note:
+        Unlike the stdlib's, this executor does not break when a worker dies: only
+        that worker's future fails (``WorkerLostError``), and every other goes on. A
+        ``max_tasks_per_child`` works with every start method, ``fork`` included. An
+        initializer that raises fails every future with ``proctor.InitializerError``
+        instead of raising ``BrokenProcessPool`` from ``submit()``.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        max_tasks_per_child: int | None = None,
+        *,
+        task_timeout: float | None = None,
+    ) -> None:
+        self._dispatcher: Dispatcher | None = None
+        if max_workers is None:
+            max_workers = cpu_count()
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(f"max_workers must be an int or None, not {type(max_workers).__name__}")
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be greater than 0, not {max_workers}")
+        if initializer is not None:
+            _check_callable(initializer, "initializer")
+        if max_tasks_per_child is not None:
+            if isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int):
+                raise TypeError(
+                    "max_tasks_per_child must be a positive int or None, not "
+                    f"{type(max_tasks_per_child).__name__}"
+                )
+            if max_tasks_per_child < 1:
+                raise ValueError(f"max_tasks_per_child must be >= 1, not {max_tasks_per_child}")
+        self._task_timeout = _check_task_timeout(task_timeout, "task_timeout")
+        process_class = _process_class(mp_context, "mp_context")
+        self._max_workers = max_workers
+        self._shutdown_lock = threading.Lock()
+        self._shutdown = False
+        self._dispatcher = Dispatcher(
+            process_class, max_workers, initializer, tuple(initargs), max_tasks_per_child
+        )
+
+    # -- submitting -------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a worker; return its ``Future`` at once.
+
+        Raises:
+            RuntimeError: after ``shutdown()``.
+            TypeError: ``fn`` is not callable.
+            PicklingError: ``fn`` or an argument cannot be pickled (nothing was sent).
+        """
+        dispatcher = self._check_open()
+        _check_callable(fn, "fn")
+        name = function_name(fn)
+        frame_parts = (
+            _pickle(fn, f"the function {name}"),
+            _pickle((args, kwargs), f"the arguments of {name}"),
+        )
+
+        def describe() -> str:
+            parts = [reprlib.repr(a) for a in args]
+            parts += [f"{k}={reprlib.repr(v)}" for k, v in kwargs.items()]
+            return ", ".join(parts)
+
+        return self._submit_task(dispatcher, _worker.APPLY, frame_parts, name, describe, 1)
+
+    def _submit_task(
+        self,
+        dispatcher: Dispatcher,
+        kind: int,
+        frame_parts: tuple[bytes, bytes],
+        name: str,
+        describe: Callable[[], str],
+        items: int,
+    ) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        slot = _FutureSlot(future)
+        timeout = None if self._task_timeout is None else self._task_timeout * items
+        with self._shutdown_lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            task_id = dispatcher.next_id()
+            frame = _worker.encode_task(task_id, kind, *frame_parts)
+            try:
+                dispatcher.submit([Task(task_id, frame, slot, 0, name, describe, timeout)])
+            except ValueError as exc:  # the dispatcher has ended (a bug: it was logged)
+                raise RuntimeError(f"cannot schedule new futures: {exc}") from exc
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[Any]:
+        """``fn(*args)`` for each ``args`` of ``zip(*iterables)``, in order.
+
+        The items are sent to the workers in chunks of ``chunksize``; ``task_timeout``
+        applies per item. Without ``buffersize`` every chunk is submitted now (what
+        cannot be pickled raises here); with it, at most ``buffersize`` chunks are
+        submitted ahead of the consumer and the iterables are read lazily (an endless
+        generator streams), as in Python 3.14; then an item that cannot be pickled
+        raises at its position.
+
+        Raises:
+            TimeoutError: from ``next()``, when the next result is not ready
+                ``timeout`` seconds after ``map()`` was called (the rest are cancelled).
+            RuntimeError: after ``shutdown()``.
+            TypeError, ValueError: a bad ``chunksize`` or ``buffersize``.
+            Exception: a failed item's exception, from ``next()`` at its position.
+        """
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+            raise TypeError(f"chunksize must be an int, not {type(chunksize).__name__}")
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, not {chunksize}")
+        if buffersize is not None:
+            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+                raise TypeError(
+                    f"buffersize must be an integer or None, not {type(buffersize).__name__}"
+                )
+            if buffersize < 1:
+                raise ValueError(f"buffersize must be None or > 0, not {buffersize}")
+        dispatcher = self._check_open()
+        _check_callable(fn, "fn")
+        end_time = None if timeout is None else timeout + time.monotonic()
+        name = function_name(fn)
+        # A weak reference, as the stdlib's: an executor that a lazy map's iterator
+        # outlives can still be collected; the iterator then submits nothing more.
+        submitter = _ChunkSubmitter(
+            weakref.ref(self), dispatcher, name, _pickle(fn, f"the function {name}")
+        )
+        # The shortest iterable ends the map, as the builtin map and the stdlib's.
+        chunks = _chunks(zip(*iterables, strict=False), chunksize)
+        futures: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
+        for chunk in chunks if buffersize is None else itertools.islice(chunks, buffersize):
+            future = submitter.submit(chunk, lazy=buffersize is not None)
+            if future is not None:
+                futures.append(future)
+        return _results(futures, end_time, None if buffersize is None else chunks, submitter)
+
+    # -- ending -----------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no new tasks; the workers exit once the submitted ones are done.
+
+        Args:
+            wait: return only once every running and pending future is done and the
+                workers have exited.
+            cancel_futures: cancel every future that has not started running.
+        """
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        with self._shutdown_lock:
+            self._shutdown = True
+        if cancel_futures:
+            self._cancel_pending(dispatcher)
+        dispatcher.close()
+        dispatcher.join(None, wait_for_it=wait)
+
+    def terminate_workers(self) -> None:
+        """Cancel the pending futures and stop every worker now with SIGTERM.
+
+        Running futures fail with ``proctor.PoolTerminatedError``. As in Python 3.14,
+        the executor is shut down: ``submit()`` raises ``RuntimeError`` afterwards.
+        Returns once the workers have exited.
+        """
+        self._force_shutdown(kill=False)
+
+    def kill_workers(self) -> None:
+        """Like ``terminate_workers()``, with SIGKILL."""
+        self._force_shutdown(kill=True)
+
+    def _force_shutdown(self, kill: bool) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        with self._shutdown_lock:
+            self._shutdown = True
+        self._cancel_pending(dispatcher)
+        dispatcher.terminate(kill=kill)
+
+    @staticmethod
+    def _cancel_pending(dispatcher: Dispatcher) -> None:
+        for slot in dispatcher.pending_results():
+            if isinstance(slot, _FutureSlot):
+                slot.future.cancel()
+
+    def __del__(self) -> None:
+        # As the stdlib's: a collected executor finishes its futures, then its workers exit.
+        dispatcher = getattr(self, "_dispatcher", None)
+        if dispatcher is not None and not self._shutdown:
+            self._shutdown = True
+            dispatcher.close()
+            dispatcher.join(None, wait_for_it=False)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a ProcessPoolExecutor cannot be pickled or passed to another process; "
+            "create it in the process that uses it"
+        )
+
+    def __repr__(self) -> str:
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            state = "initial"
+        elif dispatcher.state in ("terminating", "broken"):
+            state = "terminated" if dispatcher.state == "terminating" else "broken"
+        else:
+            state = "shutdown" if self._shutdown else "running"
+        return f"<proctor.ProcessPoolExecutor state={state} max_workers={self._max_workers}>"
+
+    def _check_open(self) -> Dispatcher:
+        dispatcher = self._dispatcher
+        if dispatcher is None or self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        return dispatcher
+
+
+class _ChunkSubmitter:
+    """Turns one ``map`` call's chunks into tasks, numbering their input positions."""
+
+    def __init__(
+        self,
+        executor: weakref.ref[ProcessPoolExecutor],
+        dispatcher: Dispatcher,
+        name: str,
+        func_bytes: bytes,
+    ) -> None:
+        self._executor = executor
+        self._dispatcher = dispatcher
+        self._name = name
+        self._func_bytes = func_bytes
+        self._start = 0
+
+    def submit(
+        self, chunk: list[tuple[Any, ...]], lazy: bool
+    ) -> concurrent.futures.Future[Any] | None:
+        """The chunk's future; None when the executor is gone (it was collected)."""
+        executor = self._executor()
+        if executor is None:
+            return None
+        start, self._start = self._start, self._start + len(chunk)
+        try:
+            payload = _pickle(chunk, f"{_items_text(start, len(chunk))} of {self._name}")
+        except PicklingError as exc:
+            if not lazy:
+                raise
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future.set_exception(exc)  # read lazily: it raises at its position
+            return future
+        return executor._submit_task(
+            self._dispatcher,
+            _worker.STARMAP,
+            (self._func_bytes, payload),
+            self._name,
+            _positions(start, len(chunk)),
+            len(chunk),
+        )
+
+
+def _chunks(items: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _results(
+    futures: collections.deque[concurrent.futures.Future[Any]],
+    end_time: float | None,
+    chunks: Iterator[list[tuple[Any, ...]]] | None,
+    submitter: _ChunkSubmitter,
+) -> Iterator[Any]:
+    """Yield each chunk's values in order; keep ``len(futures)`` chunks submitted ahead.
+
+    A generator, so that ``map()`` itself submits (and raises) at once; closing it,
+    or an error, cancels the chunks not yet started.
+    """
+    try:
+        while futures:
+            if chunks is not None:
+                chunk = next(chunks, None)
+                more = None if chunk is None else submitter.submit(chunk, lazy=True)
+                if more is None:
+                    chunks = None  # the input is exhausted, or the executor gone
+                else:
+                    futures.append(more)
+            future = futures.popleft()
+            try:
+                if end_time is None:
+                    values = future.result()
+                else:
+                    values = future.result(end_time - time.monotonic())
+            finally:
+                future.cancel()  # after a timeout: this one, if it has not started
+                del future
+            yield from values
+    finally:
+        for future in futures:
+            future.cancel()
