@@ -1,0 +1,399 @@
+"""proctor.ProcessPoolExecutor: the concurrent.futures API, and the faults it survives.
+
+Workers reach the test's queue and event through ``initializer``/``initargs``. A task
+"running" is one that has reported its pid from inside the task; a task that "runs for
+ever" waits for an event the test sets only to let it end. Every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import itertools
+import multiprocessing
+import os
+import signal
+import threading
+
+import pytest
+
+import proctor
+from helpers import pid_exists, wait_until
+
+TIMEOUT = 60
+
+# What the initializer installs in each worker.
+_worker_state: dict[str, object] = {}
+
+
+def _install(started, release):
+    _worker_state["started"] = started
+    _worker_state["release"] = release
+
+
+def _report_and_block(value=None):
+    """Tell the test this worker's pid, then wait for the release event."""
+    _worker_state["started"].put(os.getpid())
+    _worker_state["release"].wait(TIMEOUT)
+    return value
+
+
+def _report(value):
+    _worker_state["started"].put(value)
+    return value
+
+
+def _block(value=None):
+    """A task that "runs for ever": the test never sets the release event."""
+    _worker_state["release"].wait(TIMEOUT)
+    return value
+
+
+def _block_at(x, victim=3):
+    if x == victim:
+        _block()
+    return x
+
+
+def _square(x):
+    return x * x
+
+
+def _add(x, y=0):
+    return x + y
+
+
+def _fail(message):
+    raise ValueError(message)
+
+
+def _failing_initializer(message):
+    raise LookupError(message)
+
+
+def _pid(_=None):
+    return os.getpid()
+
+
+def _executor_with_events(ctx, max_workers=2, **kwargs):
+    started = ctx.Queue()
+    release = ctx.Event()
+    executor = proctor.ProcessPoolExecutor(
+        max_workers, mp_context=ctx, initializer=_install, initargs=(started, release), **kwargs
+    )
+    return executor, started, release
+
+
+def test_submit_returns_a_concurrent_futures_future(ctx):
+    with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        assert isinstance(executor, concurrent.futures.Executor)
+        future = executor.submit(_add, 2, y=3)
+        assert isinstance(future, concurrent.futures.Future)
+        assert future.result(TIMEOUT) == 5
+        assert future.done()
+        assert executor.submit(_pid).result(TIMEOUT) != os.getpid()
+        assert "state=running max_workers=2" in repr(executor)
+    assert "state=shutdown" in repr(executor)
+
+
+def test_map_yields_in_order_over_several_iterables_and_chunks(ctx):
+    with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        assert list(executor.map(_square, range(10))) == [x * x for x in range(10)]
+        assert list(executor.map(_square, range(10), chunksize=3)) == [x * x for x in range(10)]
+        # The shortest iterable ends it, as the builtin map.
+        assert list(executor.map(_add, range(5), range(10, 13))) == [10, 12, 14]
+        assert list(executor.map(_square, [])) == []
+        assert list(executor.map(_square, range(7), buffersize=2, chunksize=2)) == [
+            x * x for x in range(7)
+        ]
+
+
+def test_map_with_buffersize_streams_an_endless_generator(ctx):
+    read = []
+
+    def endless():
+        for n in itertools.count():
+            read.append(n)
+            yield n
+
+    with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        results = executor.map(_square, endless(), chunksize=2, buffersize=3)
+        assert [next(results) for _ in range(10)] == [n * n for n in range(10)]
+        # At most buffersize chunks (and the one being taken) were read ahead.
+        assert len(read) <= 10 + (3 + 1) * 2
+        results.close()  # the chunks not started are cancelled
+
+
+def test_map_timeout_raises_and_cancels_the_chunks_not_started(ctx):
+    executor, started, release = _executor_with_events(ctx, max_workers=1)
+    with executor:
+        blocker = executor.submit(_report_and_block, "blocker")
+        pid = started.get(timeout=TIMEOUT)  # the only worker is busy: the map waits
+        results = executor.map(_report, ["a", "b", "c"], timeout=0.2)
+        # concurrent.futures.TimeoutError: the builtin TimeoutError from Python 3.11.
+        with pytest.raises(concurrent.futures.TimeoutError):
+            next(results)
+        release.set()
+        assert blocker.result(TIMEOUT) == "blocker"
+        # One worker runs tasks in order: had "a", "b" or "c" run, they would report first.
+        assert executor.submit(_report, "marker").result(TIMEOUT) == "marker"
+        assert started.get(timeout=TIMEOUT) == "marker"
+        assert executor.submit(_pid).result(TIMEOUT) == pid
+    started.close()
+
+
+def test_as_completed_and_wait_see_every_future(ctx):
+    with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        futures = [executor.submit(_square, n) for n in range(8)]
+        done = {f.result() for f in concurrent.futures.as_completed(futures, timeout=TIMEOUT)}
+        assert done == {n * n for n in range(8)}
+        failing = executor.submit(_fail, "x")
+        finished, not_done = concurrent.futures.wait(
+            [failing], timeout=TIMEOUT, return_when=concurrent.futures.FIRST_EXCEPTION
+        )
+        assert finished == {failing}
+        assert not not_done
+
+
+def test_asyncio_run_in_executor_and_wrap_future(ctx):
+    async def main(executor):
+        loop = asyncio.get_running_loop()
+        a = loop.run_in_executor(executor, _square, 7)
+        b = asyncio.wrap_future(executor.submit(_add, 1, y=2))
+        return await asyncio.wait_for(asyncio.gather(a, b), TIMEOUT)
+
+    with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        assert asyncio.run(main(executor)) == [49, 3]
+
+
+def test_an_exception_comes_back_with_the_worker_traceback(ctx):
+    with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        future = executor.submit(_fail, "bad input")
+        with pytest.raises(ValueError, match="bad input") as info:
+            future.result(TIMEOUT)
+        assert isinstance(future.exception(0), ValueError)
+        cause = info.value.__cause__
+        assert isinstance(cause, proctor.RemoteTraceback)
+        assert "_fail" in cause.tb_text
+        assert "ValueError: bad input" in cause.tb_text
+        results = executor.map(_fail, ["in map"])
+        with pytest.raises(ValueError, match="in map"):
+            next(results)
+        assert executor.submit(_square, 2).result(TIMEOUT) == 4  # the executor goes on
+
+
+def test_lambdas_and_closures_run_in_workers(ctx):
+    offset = 10
+
+    def shifted(x):
+        return x + offset
+
+    with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        assert executor.submit(lambda x: x * 2, 21).result(TIMEOUT) == 42
+        assert list(executor.map(shifted, range(3))) == [10, 11, 12]
+
+
+def test_a_worker_killed_mid_task_fails_only_its_future(ctx):
+    executor, started, release = _executor_with_events(ctx)
+    with executor:
+        blocked = executor.submit(_report_and_block, "never")
+        victim = started.get(timeout=TIMEOUT)
+        others = [executor.submit(_square, n) for n in range(10)]
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(proctor.WorkerLostError) as info:
+            blocked.result(TIMEOUT)
+        error = info.value
+        assert error.pid == victim
+        assert error.exitcode == -signal.SIGKILL
+        assert "SIGKILL(-9)" in str(error)
+        assert error.function.endswith("_report_and_block")
+        assert error.inputs == "'never'"
+        assert [f.result(TIMEOUT) for f in others] == [n * n for n in range(10)]
+        # Not broken, unlike the stdlib's: it takes new work, on a replaced worker.
+        release.set()
+        pids = set(executor.map(_pid, range(8)))
+        assert victim not in pids
+        assert 1 <= len(pids) <= 2
+    started.close()
+
+
+def test_a_task_past_task_timeout_fails_and_its_worker_is_replaced(ctx):
+    executor, started, _release = _executor_with_events(ctx, task_timeout=0.5)
+    with executor:
+        stuck = executor.submit(_block, "stuck")
+        others = [executor.submit(_square, n) for n in range(6)]
+        with pytest.raises(proctor.TaskTimeoutError) as info:
+            stuck.result(TIMEOUT)
+        error = info.value
+        assert isinstance(error, TimeoutError)
+        assert error.timeout == 0.5
+        assert error.inputs == "'stuck'"
+        assert [f.result(TIMEOUT) for f in others] == [n * n for n in range(6)]
+        wait_until(lambda: not pid_exists(error.pid), timeout=TIMEOUT)
+        assert error.pid not in set(executor.map(_pid, range(8)))
+        # In map, a chunk's budget is task_timeout per item, and only that chunk fails.
+        results = executor.map(_block_at, range(6), chunksize=2)
+        assert [next(results), next(results)] == [0, 1]
+        with pytest.raises(proctor.TaskTimeoutError) as info:
+            next(results)
+        assert info.value.inputs == "input items 2..3"
+        assert info.value.timeout == 1.0
+    started.close()
+
+
+def test_cancel_drops_a_pending_future_but_not_a_running_one(ctx):
+    executor, started, release = _executor_with_events(ctx, max_workers=1)
+    with executor:
+        running = executor.submit(_report_and_block, "first")
+        worker = started.get(timeout=TIMEOUT)
+        queued = executor.submit(_report, "cancelled")
+        assert queued.cancel() is True
+        assert queued.cancelled()
+        # Done for wait() at once, while the only worker is still busy.
+        finished, _ = concurrent.futures.wait([queued], timeout=TIMEOUT)
+        assert finished == {queued}
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.result(TIMEOUT)
+        assert running.running()
+        assert running.cancel() is False  # as concurrent.futures specifies
+        release.set()
+        assert running.result(TIMEOUT) == "first"
+        assert executor.submit(_report, "marker").result(TIMEOUT) == "marker"
+        assert started.get(timeout=TIMEOUT) == "marker"  # the cancelled one never ran
+        assert executor.submit(_pid).result(TIMEOUT) == worker  # nothing was killed
+    started.close()
+
+
+def test_shutdown_with_cancel_futures_cancels_only_the_pending_ones(ctx):
+    executor, started, release = _executor_with_events(ctx, max_workers=1)
+    running = executor.submit(_report_and_block, "running")
+    started.get(timeout=TIMEOUT)
+    pending = [executor.submit(_report, n) for n in range(3)]
+    executor.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in pending)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(_square, 1)
+    release.set()
+    assert running.result(TIMEOUT) == "running"
+    executor.shutdown(wait=True)
+    assert started.empty()  # no pending task ran
+    started.close()
+
+
+def test_shutdown_without_wait_still_runs_what_was_submitted(ctx):
+    executor = proctor.ProcessPoolExecutor(2, mp_context=ctx)
+    futures = [executor.submit(_square, n) for n in range(6)]
+    executor.shutdown(wait=False)
+    assert [f.result(TIMEOUT) for f in futures] == [n * n for n in range(6)]
+    executor.shutdown()  # idempotent; waits for the workers to exit
+
+
+@pytest.mark.parametrize("how", ["terminate_workers", "kill_workers"])
+def test_terminate_and_kill_workers_stop_them_now(ctx, how):
+    executor, started, _release = _executor_with_events(ctx)
+    running = [executor.submit(_report_and_block) for _ in range(2)]
+    pids = [started.get(timeout=TIMEOUT) for _ in range(2)]
+    pending = executor.submit(_square, 3)
+    getattr(executor, how)()
+    assert pending.cancelled()
+    for future in running:
+        with pytest.raises(proctor.PoolTerminatedError):
+            future.result(TIMEOUT)
+    assert not any(pid_exists(pid) for pid in pids)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(_square, 1)
+    assert "state=terminated" in repr(executor)
+    executor.shutdown()  # still fine afterwards
+    started.close()
+
+
+def test_submit_and_map_after_shutdown_raise_runtime_error():
+    executor = proctor.ProcessPoolExecutor(1)
+    executor.shutdown()
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        executor.submit(_square, 1)
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        executor.map(_square, range(3))
+
+
+def test_an_unpicklable_argument_raises_at_submit(ctx):
+    with proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor:
+        with pytest.raises(proctor.PicklingError, match=r"arguments of .*_square"):
+            executor.submit(_square, threading.Lock())
+        with pytest.raises(proctor.PicklingError, match=r"input item 1 of .*_square"):
+            executor.map(_square, [1, threading.Lock()])
+        # Read lazily (buffersize): the item fails at its position, the others run.
+        results = executor.map(_square, [1, threading.Lock(), 3], buffersize=1)
+        assert next(results) == 1
+        with pytest.raises(proctor.PicklingError, match=r"input item 1 of .*_square"):
+            next(results)
+        assert executor.submit(_square, 5).result(TIMEOUT) == 25
+
+
+def test_a_failing_initializer_fails_every_future(ctx):
+    executor = proctor.ProcessPoolExecutor(
+        2, mp_context=ctx, initializer=_failing_initializer, initargs=("no database",)
+    )
+    with executor:
+        with pytest.raises(proctor.InitializerError) as info:
+            executor.submit(_square, 2).result(TIMEOUT)
+        assert isinstance(info.value.__cause__, LookupError)
+        with pytest.raises(proctor.InitializerError):
+            executor.submit(_square, 3).result(TIMEOUT)
+        assert "state=broken" in repr(executor)
+
+
+def test_max_tasks_per_child_replaces_workers(ctx):
+    with proctor.ProcessPoolExecutor(1, mp_context=ctx, max_tasks_per_child=2) as executor:
+        pids = [executor.submit(_pid).result(TIMEOUT) for _ in range(6)]
+    assert len(set(pids)) == 3
+
+
+def test_a_collected_executor_still_completes_its_futures():
+    future = proctor.ProcessPoolExecutor(1).submit(_square, 6)
+    gc.collect()
+    assert future.result(TIMEOUT) == 36
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        proctor.ProcessPoolExecutor(0)
+    with pytest.raises(TypeError, match="max_workers"):
+        proctor.ProcessPoolExecutor("2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_tasks_per_child"):
+        proctor.ProcessPoolExecutor(1, max_tasks_per_child=0)
+    with pytest.raises(TypeError, match="initializer"):
+        proctor.ProcessPoolExecutor(1, initializer=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mp_context must be a proctor context"):
+        proctor.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    with pytest.raises(ValueError, match="task_timeout must be a positive number"):
+        proctor.ProcessPoolExecutor(1, task_timeout=0)
+    with pytest.raises(TypeError, match="task_timeout"):
+        proctor.ProcessPoolExecutor(1, task_timeout="1")  # type: ignore[arg-type]
+    with proctor.ProcessPoolExecutor(1) as executor:
+        with pytest.raises(ValueError, match="chunksize must be >= 1"):
+            executor.map(_square, range(3), chunksize=0)
+        with pytest.raises(TypeError, match="chunksize"):
+            executor.map(_square, range(3), chunksize=1.5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="buffersize must be None or > 0"):
+            executor.map(_square, range(3), buffersize=0)
+        with pytest.raises(TypeError, match="buffersize must be an integer or None"):
+            executor.map(_square, range(3), buffersize="1")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="fn must be callable"):
+            executor.submit(3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            import pickle
+
+            pickle.dumps(executor)
+        assert executor.submit(_square, 3).result(TIMEOUT) == 9  # the bad calls sent nothing
+
+
+def test_the_executor_is_on_the_front_door_only():
+    from proctor import pool as pool_module
+
+    assert "ProcessPoolExecutor" in proctor.__all__
+    assert issubclass(proctor.ProcessPoolExecutor, concurrent.futures.Executor)
+    # Where the stdlib has it: concurrent.futures, not multiprocessing.pool or contexts.
+    assert not hasattr(pool_module, "ProcessPoolExecutor")
+    assert not hasattr(proctor.get_context("spawn"), "ProcessPoolExecutor")
