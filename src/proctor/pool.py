@@ -10,6 +10,8 @@ worker (``proctor.TaskTimeoutError``); see docs/pool.md. ``ThreadPool`` is not t
 """
 
 from ._core._errors import InitializerError as InitializerError
+from ._core._errors import MaybeEncodingError as MaybeEncodingError
+from ._core._errors import RemoteTraceback as RemoteTraceback
 from ._core._errors import TaskTimeoutError as TaskTimeoutError
 from ._core._errors import WorkerLostError as WorkerLostError
 from ._pool._pool import Pool as Pool
@@ -19,4 +21,11 @@ from ._pool._results import IMapIterator as IMapIterator
 from ._pool._results import IMapUnorderedIterator as IMapUnorderedIterator
 from ._pool._results import MapResult as MapResult
 
-__all__ = ("InitializerError", "Pool", "TaskTimeoutError", "WorkerLostError")
+__all__ = (
+    "InitializerError",
+    "MaybeEncodingError",
+    "Pool",
+    "RemoteTraceback",
+    "TaskTimeoutError",
+    "WorkerLostError",
+)

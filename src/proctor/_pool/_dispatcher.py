@@ -35,9 +35,9 @@ from .._connections._pipe import Pipe
 from .._connections._wait import wait
 from .._core._errors import (
     InitializerError,
+    MaybeEncodingError,
     PoolTerminatedError,
     ProcessTimeoutError,
-    ResultError,
     TaskTimeoutError,
     WorkerLostError,
 )
@@ -298,6 +298,9 @@ class Dispatcher:
                 return exc
 
             self._fail_all(error)
+            # Nothing waits on the wake-up pipe any more; a pool that was garbage-
+            # collected (terminate(wait_for_it=False)) has no caller left to close it.
+            self._close_wake()
 
     def _loop(self) -> None:
         while True:
@@ -447,13 +450,15 @@ class Dispatcher:
             task.result._deliver(task.index, False, outcome.exception)
         elif outcome.value_error is not None:
             pid = worker.process.pid
+            call = f"{task.function}({task.describe()})"
             task.result._deliver(
                 task.index,
                 False,
-                ResultError(
-                    f"{task.function}({task.describe()}) ran in pool worker pid {pid}, but "
-                    f"its result could not be sent back: {outcome.value_error}. Return "
-                    "something picklable."
+                MaybeEncodingError(
+                    f"{call} ran in pool worker pid {pid}, but its result could not be "
+                    f"sent back: {outcome.value_error}. Return something picklable.",
+                    outcome.value_error,
+                    f"the result of {call}",
                 ),
             )
         else:

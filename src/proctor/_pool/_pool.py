@@ -19,7 +19,7 @@ import reprlib
 import warnings
 
 from .._core import _serialization
-from .._core._errors import PicklingError, PoolTerminatedError
+from .._core._errors import ArgumentTypeError, PicklingError, PoolTerminatedError
 from .._core._system import cpu_count
 from .._start import _process
 from . import _worker
@@ -113,7 +113,8 @@ class Pool:
 
     Raises:
         ValueError: ``processes`` or ``maxtasksperchild`` below 1.
-        TypeError: a non-callable ``initializer``, or a wrong argument type.
+        TypeError: a non-callable ``initializer``, or a wrong argument type (for
+            ``maxtasksperchild`` also a ``ValueError``, which the stdlib raises).
         StartError: a worker could not be started (``UnpicklableError`` when
             ``initializer`` or ``initargs`` cannot be pickled for a spawn or
             forkserver worker).
@@ -142,9 +143,11 @@ class Pool:
             _check_callable(initializer, "initializer")
         if maxtasksperchild is not None:
             if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int):
-                raise TypeError(
+                # A ValueError too: the stdlib raises ValueError here (and its
+                # suite checks it: test_pool_maxtasksperchild_invalid).
+                raise ArgumentTypeError(
                     "maxtasksperchild must be a positive int or None, not "
-                    f"{type(maxtasksperchild).__name__}"
+                    f"{type(maxtasksperchild).__name__} ({maxtasksperchild!r:.80})"
                 )
             if maxtasksperchild < 1:
                 raise ValueError(f"maxtasksperchild must be at least 1, not {maxtasksperchild}")
