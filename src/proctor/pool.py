@@ -6,7 +6,8 @@
 
 A worker that dies mid-task fails only that task (``proctor.WorkerLostError``) and is
 replaced; a task that runs past its ``timeout=``/``task_timeout=`` is killed with its
-worker (``proctor.TaskTimeoutError``); see docs/pool.md. ``ThreadPool`` is not there yet.
+worker (``proctor.TaskTimeoutError``); see docs/pool.md. ``ThreadPool`` has the same API,
+with threads of this process for workers.
 """
 
 from ._core._errors import InitializerError as InitializerError
@@ -20,6 +21,7 @@ from ._pool._results import AsyncResult as AsyncResult
 from ._pool._results import IMapIterator as IMapIterator
 from ._pool._results import IMapUnorderedIterator as IMapUnorderedIterator
 from ._pool._results import MapResult as MapResult
+from ._pool._threads import ThreadPool as ThreadPool
 
 __all__ = (
     "InitializerError",
@@ -27,5 +29,6 @@ __all__ = (
     "Pool",
     "RemoteTraceback",
     "TaskTimeoutError",
+    "ThreadPool",
     "WorkerLostError",
 )

@@ -138,7 +138,13 @@ class Dispatcher:
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         maxtasksperchild: int | None,
+        codec: Any = None,
+        pipe: Callable[[], tuple[Any, Any]] = Pipe,
     ) -> None:
+        #: How tasks and results travel: pickled frames (processes), or the objects
+        #: themselves (``ThreadPool``'s ``_threads.ObjectCodec``, over ``pipe``).
+        self.codec = _worker.PickledCodec() if codec is None else codec
+        self._pipe = pipe
         self.processes = processes
         self._process_class = process_class
         self._initializer = initializer
@@ -431,7 +437,7 @@ class Dispatcher:
         except (EOFError, OSError):  # ProtocolError (a frame cut short) is an OSError
             worker.conn_open = False
             return False
-        task_id, outcome = _worker.decode_result(frame)
+        task_id, outcome = self.codec.decode_result(frame)
         if task_id == _worker.INITIALIZER:
             if outcome.exception is not None:
                 self._initializer_failed(worker, outcome.exception)
@@ -532,11 +538,17 @@ class Dispatcher:
     # -- workers ------------------------------------------------------------------------
 
     def _start_worker(self) -> _Worker:
-        parent_end, child_end = Pipe()
+        parent_end, child_end = self._pipe()
         try:
             process = self._process_class(
                 target=_worker.worker_main,
-                args=(child_end, self._initializer, self._initargs, self._maxtasks),
+                args=(
+                    child_end,
+                    self._initializer,
+                    self._initargs,
+                    self._maxtasks,
+                    self.codec.in_process,
+                ),
                 daemon=True,
             )
             process.name = process.name.replace("Process", "PoolWorker", 1)
@@ -545,7 +557,8 @@ class Dispatcher:
             parent_end.close()
             raise
         finally:
-            child_end.close()
+            if not self.codec.in_process:  # a thread worker owns its end from now on
+                child_end.close()
         return _Worker(process, parent_end)
 
     def _stop_workers(self, terminate: bool) -> None:
