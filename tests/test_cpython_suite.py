@@ -4,8 +4,9 @@ For each start method, ``tests/compat/harness.py`` runs the interpreter's
 ``test._test_multiprocessing`` twice -- against the stdlib and against proctor, all
 methods at once -- and this test fails listing every test the stdlib passes and
 proctor does not, except those in ``tests/compat/excluded.txt`` (tests of stdlib
-internals). Groups proctor does not implement yet (pool, manager, dummy, heap) are
-not run.
+internals). Groups proctor does not implement yet (manager, dummy, heap) are not
+run; the pool groups are (``WithProcessesTestPool``...), the thread-pool ones are not
+(only the ``processes`` variants of the suite's classes are installed).
 
 Set ``PROCTOR_COMPAT_RESULTS`` to a directory to keep each run's per-test results
 (``<target>-<method>.json``) and worker output there.

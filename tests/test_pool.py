@@ -141,7 +141,9 @@ def test_task_exception_comes_back_with_the_worker_traceback(ctx):
         assert not result.successful()
         cause = info.value.__cause__
         assert isinstance(cause, proctor.RemoteTraceback)
+        assert type(cause) is proctor.pool.RemoteTraceback  # the stdlib's module has it
         assert "_fail" in cause.tb_text
+        assert cause.tb == cause.tb_text  # the stdlib's attribute name
         assert "ValueError: bad input" in cause.tb_text
         with pytest.raises(ValueError, match="bad input"):
             pool.map(_fail, ["bad input"])
@@ -219,6 +221,10 @@ def test_an_unpicklable_result_fails_that_task_only(ctx):
         with pytest.raises(proctor.ResultError, match="could not be sent back") as info:
             pool.apply(_return_a_lock)
         assert "_thread.lock" in str(info.value)
+        # The stdlib's name and attributes, for code that catches it by them.
+        assert isinstance(info.value, proctor.pool.MaybeEncodingError)
+        assert "_thread.lock" in info.value.exc
+        assert "_return_a_lock" in info.value.value
         assert pool.map(_square, range(4)) == [0, 1, 4, 9]
 
 
@@ -332,6 +338,11 @@ def test_lifecycle_misuse_and_bad_arguments_raise():
         proctor.Pool(1, initializer=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="maxtasksperchild"):
         proctor.Pool(1, maxtasksperchild=0)
+    for wrong in (0.5, "12"):  # a TypeError, and a ValueError as the stdlib raises
+        with pytest.raises(TypeError, match="maxtasksperchild"):
+            proctor.Pool(1, maxtasksperchild=wrong)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="maxtasksperchild"):
+            proctor.Pool(1, maxtasksperchild=wrong)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="context"):
         proctor.Pool(1, context=multiprocessing.get_context())
     pool = proctor.Pool(1)
@@ -347,6 +358,41 @@ def test_lifecycle_misuse_and_bad_arguments_raise():
     pool.join(TIMEOUT)
     pool.join(TIMEOUT)  # idempotent
     pool.terminate()
+
+
+class _FailingThirdStart(proctor.Process):
+    starts = 0
+
+    def start(self):
+        type(self).starts += 1
+        if type(self).starts == 3:
+            raise OSError("induced start failure")
+        super().start()
+
+
+def test_a_worker_that_fails_to_start_leaves_no_worker_behind():
+    import types
+
+    context = types.SimpleNamespace(Process=_FailingThirdStart)
+    with pytest.raises(OSError, match="induced start failure"):
+        proctor.Pool(5, context=context)
+    assert _FailingThirdStart.starts == 3
+    assert proctor.active_children() == []
+
+
+def test_an_unclosed_pool_warns_and_is_terminated_when_collected():
+    import gc
+
+    pool = proctor.Pool(1)
+    pid = pool.apply(_pid)
+    dispatcher = pool._dispatcher
+    assert dispatcher is not None
+    with pytest.warns(ResourceWarning, match="unclosed pool"):
+        del pool
+        gc.collect()
+    dispatcher._thread.join(TIMEOUT)
+    assert not dispatcher._thread.is_alive()
+    assert not pid_exists(pid)
 
 
 def test_pool_is_on_the_front_door_the_contexts_and_proctor_pool():

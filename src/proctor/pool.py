@@ -6,10 +6,13 @@
 
 A worker that dies mid-task fails only that task (``proctor.WorkerLostError``) and is
 replaced; a task that runs past its ``timeout=``/``task_timeout=`` is killed with its
-worker (``proctor.TaskTimeoutError``); see docs/pool.md. ``ThreadPool`` is not there yet.
+worker (``proctor.TaskTimeoutError``); see docs/pool.md. ``ThreadPool`` has the same API,
+with threads of this process for workers.
 """
 
 from ._core._errors import InitializerError as InitializerError
+from ._core._errors import MaybeEncodingError as MaybeEncodingError
+from ._core._errors import RemoteTraceback as RemoteTraceback
 from ._core._errors import TaskTimeoutError as TaskTimeoutError
 from ._core._errors import WorkerLostError as WorkerLostError
 from ._pool._pool import Pool as Pool
@@ -18,5 +21,14 @@ from ._pool._results import AsyncResult as AsyncResult
 from ._pool._results import IMapIterator as IMapIterator
 from ._pool._results import IMapUnorderedIterator as IMapUnorderedIterator
 from ._pool._results import MapResult as MapResult
+from ._pool._threads import ThreadPool as ThreadPool
 
-__all__ = ("InitializerError", "Pool", "TaskTimeoutError", "WorkerLostError")
+__all__ = (
+    "InitializerError",
+    "MaybeEncodingError",
+    "Pool",
+    "RemoteTraceback",
+    "TaskTimeoutError",
+    "ThreadPool",
+    "WorkerLostError",
+)

@@ -43,18 +43,14 @@ import test._test_multiprocessing as suite  # noqa: E402
 
 #: Classes of groups proctor does not implement yet: not run (later issues).
 DEFERRED_CLASSES = {
-    "WithProcessesTestPool": "pool (later issue)",
-    "WithProcessesTestPoolWorkerErrors": "pool (later issue)",
-    "WithProcessesTestPoolWorkerLifetime": "pool (later issue)",
     "WithProcessesTestManagerRestart": "manager (later issue)",
     "WithProcessesTestHeap": "heap (later issue)",
-    "TestInitializers": "manager and pool (later issues)",
-    "TestPoolNotLeakOnFailure": "pool (later issue)",
+    "TestInitializers": "manager (later issue; its setUp starts a Manager)",
     "TestSyncManagerTypes": "manager (later issue)",
     "TestManagerExceptions": "manager (later issue)",
 }
 
-#: Tests of implemented groups that need a pool or a manager: not run yet.
+#: Tests of implemented groups that need a manager: not run yet.
 DEFERRED_TESTS = {
     "WithProcessesTestSharedMemory.test_shared_memory_SharedMemoryServer_ignores_sigint": (
         "SharedMemoryManager (manager, later issue)"
@@ -64,8 +60,6 @@ DEFERRED_TESTS = {
     "WithProcessesTestSharedMemory.test_shared_memory_SharedMemoryManager_basics": (
         "SharedMemoryManager (manager, later issue)"
     ),
-    "TestStdinBadfiledescriptor.test_pool_in_process": "Pool (later issue)",
-    "MiscTestCase.test_large_pool": "Pool (later issue)",
 }
 
 

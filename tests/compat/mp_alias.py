@@ -8,17 +8,17 @@ mean proctor, in the harness process and in every child it starts::
     ───────────────                          forkserver, the suite's own scripts)
     PROCTOR_COMPAT_TARGET=proctor ──env──▶   sitecustomize (tests/compat/_startup)
     install():                                 puts _Trigger on sys.meta_path: the first
-      stdlib pool/managers/dummy/heap          ``import multiprocessing...`` calls install()
+      stdlib managers/dummy/heap               ``import multiprocessing...`` calls install()
         loaded first (bound to the stdlib)
       sys.modules["multiprocessing"] = proctor
       _ProctorFinder: "multiprocessing.X" ──▶ proctor.X, when proctor has X
 
 Forked children inherit all of it.
 
-What proctor does not have yet (``pool``, ``managers``, ``dummy``, ``heap``; later
-issues) stays the stdlib's, only so that the suite module imports: the groups that
-use them are not run (see ``cpython_suite.DEFERRED``). ``proctor.Pool`` and
-``proctor.Manager`` become stand-ins that raise, so an incidental use fails loudly
+What proctor does not have yet (``managers``, ``dummy``, ``heap``; later issues)
+stays the stdlib's, only so that the suite module imports: the groups that use them
+are not run (see ``cpython_suite.DEFERRED``); ``multiprocessing.pool`` is proctor's.
+``proctor.Manager`` becomes a stand-in that raises, so an incidental use fails loudly
 instead of quietly testing the stdlib. ``heap.BufferWrapper`` -- which the suite's
 barrier tests use as a shared counter -- becomes a small stand-in on proctor's
 ``RawArray``. Every stand-in lives in this harness, never in proctor.
@@ -39,10 +39,10 @@ METHOD_ENV = "PROCTOR_COMPAT_METHOD"
 SUITE_MODULE = "test._test_multiprocessing"
 
 #: stdlib submodules proctor has no counterpart of yet (each comes with a later issue).
-LATER_SUBMODULES = ("pool", "managers", "dummy")
+LATER_SUBMODULES = ("managers", "dummy")
 
 #: Package-level names the suite reads at import time that proctor has not got yet.
-LATER_NAMES = ("Pool", "Manager")
+LATER_NAMES = ("Manager",)
 
 #: Names the suite reads while it is being imported (in decorators and class
 #: bodies), set only where proctor lacks them, to values that make the tests that

@@ -21,7 +21,12 @@ written for ``multiprocessing`` (or ``pickle``) keep working::
     ├── pickle.PicklingError, TypeError
     │   └── PicklingError                 an object, or a part of it, cannot be pickled
     ├── RemoteError                       a child's exception that could not travel as itself
-    └── ResultError                       a target's return value could not reach the parent
+    ├── ResultError                       a target's return value could not reach the parent
+    │   └── MaybeEncodingError            a pool task's result could not be sent back
+    │                                     (multiprocessing.pool's name)
+    TypeError, ValueError
+    └── ArgumentTypeError                 a wrong argument type where the stdlib raises
+                                          ValueError (Pool(maxtasksperchild="2"))
     ValueError, OSError
     └── QueueClosedError                  a queue handle used after its close() (in this process)
     AssertionError, RuntimeError
@@ -57,9 +62,11 @@ from multiprocessing.context import ProcessError as _StdProcessError
 from multiprocessing.context import TimeoutError as _StdTimeoutError
 
 __all__ = (
+    "ArgumentTypeError",
     "AuthenticationError",
     "BufferTooShort",
     "InitializerError",
+    "MaybeEncodingError",
     "OwnerDiedWarning",
     "PicklingError",
     "PoolTerminatedError",
@@ -174,6 +181,36 @@ class ResultError(Exception):
     """
 
 
+class MaybeEncodingError(ResultError):
+    """A pool task ran, but its result could not be sent back to the parent.
+
+    ``multiprocessing.pool.MaybeEncodingError``'s name and attributes, so code that
+    imports it from ``proctor.pool`` keeps working; not a subclass of the stdlib's
+    class (importing ``multiprocessing.pool`` would cost every ``import proctor``).
+
+    Attributes:
+        exc: why the result could not be sent (text, as the stdlib's ``repr``).
+        value: which result it was (text: the function and its inputs).
+    """
+
+    def __init__(self, message: str, exc: str, value: str) -> None:
+        super().__init__(message)
+        self.exc = exc
+        self.value = value
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.args[0], self.exc, self.value))
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type, where the stdlib raises ``ValueError`` for it.
+
+    proctor raises ``TypeError`` for a wrong type; where ``multiprocessing`` raises
+    ``ValueError`` instead (``Pool(maxtasksperchild=0.5)``), this is both, so
+    ``except ValueError`` written for the stdlib still catches it.
+    """
+
+
 class ProcessTimeoutError(ProcessError, _StdTimeoutError, TimeoutError):
     """A blocking proctor call did not complete within its timeout.
 
@@ -266,6 +303,11 @@ class RemoteTraceback(Exception):
     def __init__(self, tb_text: str) -> None:
         super().__init__(tb_text)
         self.tb_text = tb_text
+
+    @property
+    def tb(self) -> str:
+        """The traceback's text, under the name ``multiprocessing.pool.RemoteTraceback`` uses."""
+        return self.tb_text
 
     def __str__(self) -> str:
         return "\n\n" + '"""\n' + self.tb_text.rstrip("\n") + '\n"""'

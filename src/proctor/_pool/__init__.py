@@ -1,11 +1,12 @@
-"""Pools of worker processes: ``Pool`` and ``ProcessPoolExecutor`` (issue 13; ``ThreadPool``
-to come).
+"""Pools of workers: ``Pool`` and ``ThreadPool`` (the ``multiprocessing.pool`` API) and
+``ProcessPoolExecutor`` (the ``concurrent.futures`` API), all on one dispatcher (issue 13).
 
     _pool        ``Pool``: the ``multiprocessing.Pool`` API, pickling calls into tasks
     _executor    ``ProcessPoolExecutor``: the ``concurrent.futures`` API, on the same dispatcher
     _dispatcher  the workers and the thread that hands them tasks and notices deaths
     _worker      the worker's loop; the task and result frames (both sides)
     _results     ``AsyncResult``, ``MapResult``, the ``imap`` iterators and lazy input
+    _threads     ``ThreadPool``: the same dispatcher and worker loop, threads for workers
 
 Builds on ``_start`` (workers are ``Process``es), ``_connections`` (one ``Pipe()`` per
 worker, ``wait()``) and ``_core``; ``_context`` offers it as ``ctx.Pool``.

@@ -35,9 +35,9 @@ from .._connections._pipe import Pipe
 from .._connections._wait import wait
 from .._core._errors import (
     InitializerError,
+    MaybeEncodingError,
     PoolTerminatedError,
     ProcessTimeoutError,
-    ResultError,
     TaskTimeoutError,
     WorkerLostError,
 )
@@ -158,7 +158,13 @@ class Dispatcher:
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         maxtasksperchild: int | None,
+        codec: Any = None,
+        pipe: Callable[[], tuple[Any, Any]] = Pipe,
     ) -> None:
+        #: How tasks and results travel: pickled frames (processes), or the objects
+        #: themselves (``ThreadPool``'s ``_threads.ObjectCodec``, over ``pipe``).
+        self.codec = _worker.PickledCodec() if codec is None else codec
+        self._pipe = pipe
         self.processes = processes
         self._process_class = process_class
         self._initializer = initializer
@@ -331,8 +337,8 @@ class Dispatcher:
                 return exc
 
             self._fail_all(error)
-            # Nobody reads the wake-up pipe any more; a pool that is not joined (an
-            # executor's shutdown(wait=False)) must not keep its descriptors open.
+            # Nothing waits on the wake-up pipe any more, and nobody may be left to close
+            # it: an executor's shutdown(wait=False), a pool that was garbage-collected.
             self._close_wake()
 
     def _loop(self) -> None:
@@ -464,7 +470,7 @@ class Dispatcher:
         except (EOFError, OSError):  # ProtocolError (a frame cut short) is an OSError
             worker.conn_open = False
             return False
-        task_id, outcome = _worker.decode_result(frame)
+        task_id, outcome = self.codec.decode_result(frame)
         if task_id == _worker.INITIALIZER:
             if outcome.exception is not None:
                 self._initializer_failed(worker, outcome.exception)
@@ -483,13 +489,15 @@ class Dispatcher:
             task.result._deliver(task.index, False, outcome.exception)
         elif outcome.value_error is not None:
             pid = worker.process.pid
+            call = f"{task.function}({task.describe()})"
             task.result._deliver(
                 task.index,
                 False,
-                ResultError(
-                    f"{task.function}({task.describe()}) ran in pool worker pid {pid}, but "
-                    f"its result could not be sent back: {outcome.value_error}. Return "
-                    "something picklable."
+                MaybeEncodingError(
+                    f"{call} ran in pool worker pid {pid}, but its result could not be "
+                    f"sent back: {outcome.value_error}. Return something picklable.",
+                    outcome.value_error,
+                    f"the result of {call}",
                 ),
             )
         else:
@@ -563,11 +571,17 @@ class Dispatcher:
     # -- workers ------------------------------------------------------------------------
 
     def _start_worker(self) -> _Worker:
-        parent_end, child_end = Pipe()
+        parent_end, child_end = self._pipe()
         try:
             process = self._process_class(
                 target=_worker.worker_main,
-                args=(child_end, self._initializer, self._initargs, self._maxtasks),
+                args=(
+                    child_end,
+                    self._initializer,
+                    self._initargs,
+                    self._maxtasks,
+                    self.codec.in_process,
+                ),
                 daemon=True,
             )
             process.name = process.name.replace("Process", "PoolWorker", 1)
@@ -576,7 +590,8 @@ class Dispatcher:
             parent_end.close()
             raise
         finally:
-            child_end.close()
+            if not self.codec.in_process:  # a thread worker owns its end from now on
+                child_end.close()
         return _Worker(process, parent_end)
 
     def _stop_workers(self, terminate: bool) -> None:

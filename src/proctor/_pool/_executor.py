@@ -36,10 +36,12 @@ from ._pool import (
     _check_callable,
     _check_task_timeout,
     _items_text,
-    _pickle,
     _positions,
     _process_class,
 )
+
+# Tasks always go to worker processes: pickled, with errors that say what failed.
+_pickle = _worker.PickledCodec().dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -18,8 +18,7 @@ import math
 import reprlib
 import warnings
 
-from .._core import _serialization
-from .._core._errors import PicklingError, PoolTerminatedError
+from .._core._errors import ArgumentTypeError, PicklingError, PoolTerminatedError
 from .._core._system import cpu_count
 from .._start import _process
 from . import _worker
@@ -42,21 +41,27 @@ READ_AHEAD_PER_WORKER = 2
 CHUNKS_PER_WORKER = 4
 
 
-def _pickle(obj: Any, what: str) -> bytes:
-    """Pickle ``obj`` for a worker; a failure names ``what`` could not be pickled.
-
-    Raises:
-        PicklingError: naming ``what`` and the part of it that failed.
-    """
-    try:
-        return _serialization.dumps(obj)
-    except PicklingError as exc:
-        raise PicklingError(f"{what} cannot be pickled for a pool worker: {exc}", exc.path) from exc
-
-
 def _check_callable(func: object, what: str) -> None:
     if not callable(func):
         raise TypeError(f"{what} must be callable, not {type(func).__name__} ({func!r:.80})")
+
+
+def _check_workers(processes: object, initializer: object) -> int:
+    """The number of workers (``cpu_count()`` for None); checks ``initializer`` too.
+
+    Raises:
+        TypeError: ``processes`` not an int or None; ``initializer`` not callable.
+        ValueError: ``processes`` below 1.
+    """
+    if processes is None:
+        processes = cpu_count()
+    if isinstance(processes, bool) or not isinstance(processes, int):
+        raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
+    if processes < 1:
+        raise ValueError(f"Number of processes must be at least 1, not {processes}")
+    if initializer is not None:
+        _check_callable(initializer, "initializer")
+    return processes
 
 
 def _check_task_timeout(timeout: object, what: str) -> float | None:
@@ -130,7 +135,8 @@ class Pool:
 
     Raises:
         ValueError: ``processes`` or ``maxtasksperchild`` below 1.
-        TypeError: a non-callable ``initializer``, or a wrong argument type.
+        TypeError: a non-callable ``initializer``, or a wrong argument type (for
+            ``maxtasksperchild`` also a ``ValueError``, which the stdlib raises).
         StartError: a worker could not be started (``UnpicklableError`` when
             ``initializer`` or ``initargs`` cannot be pickled for a spawn or
             forkserver worker).
@@ -149,19 +155,14 @@ class Pool:
         maxtasksperchild: int | None = None,
         context: Any = None,
     ) -> None:
-        if processes is None:
-            processes = cpu_count()
-        if isinstance(processes, bool) or not isinstance(processes, int):
-            raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
-        if processes < 1:
-            raise ValueError(f"Number of processes must be at least 1, not {processes}")
-        if initializer is not None:
-            _check_callable(initializer, "initializer")
+        processes = _check_workers(processes, initializer)
         if maxtasksperchild is not None:
             if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int):
-                raise TypeError(
+                # A ValueError too: the stdlib raises ValueError here (and its
+                # suite checks it: test_pool_maxtasksperchild_invalid).
+                raise ArgumentTypeError(
                     "maxtasksperchild must be a positive int or None, not "
-                    f"{type(maxtasksperchild).__name__}"
+                    f"{type(maxtasksperchild).__name__} ({maxtasksperchild!r:.80})"
                 )
             if maxtasksperchild < 1:
                 raise ValueError(f"maxtasksperchild must be at least 1, not {maxtasksperchild}")
@@ -219,16 +220,17 @@ class Pool:
         """
         dispatcher = self._check_running()
         _check_callable(func, "func")
-        seconds = _check_task_timeout(timeout, "timeout")
+        seconds = self._check_timeout(timeout, "timeout")
         args = tuple(args)
         kwds = dict(kwds)
         name = function_name(func)
         task_id = dispatcher.next_id()
-        frame = _worker.encode_task(
+        codec = dispatcher.codec
+        frame = codec.encode_task(
             task_id,
             _worker.APPLY,
-            _pickle(func, f"the function {name}"),
-            _pickle((args, kwds), f"the arguments of {name}"),
+            codec.dumps(func, f"the function {name}"),
+            codec.dumps((args, kwds), f"the arguments of {name}"),
         )
 
         def describe() -> str:
@@ -321,7 +323,7 @@ class Pool:
     ) -> MapResult:
         dispatcher = self._check_running()
         _check_callable(func, "func")
-        seconds = _check_task_timeout(task_timeout, "task_timeout")
+        seconds = self._check_timeout(task_timeout, "task_timeout")
         items = list(iterable)
         if kind == _worker.STARMAP:
             items = [tuple(item) for item in items]
@@ -332,7 +334,8 @@ class Pool:
         else:
             chunksize = _check_chunksize(chunksize)
         name = function_name(func)
-        func_bytes = _pickle(func, f"the function {name}")
+        codec = dispatcher.codec
+        func_bytes = codec.dumps(func, f"the function {name}")
         result = MapResult(
             len(items),
             chunksize,
@@ -344,9 +347,9 @@ class Pool:
         tasks = []
         for index, start in enumerate(range(0, len(items), chunksize)):
             chunk = items[start : start + chunksize]
-            payload = _pickle(chunk, f"{_items_text(start, len(chunk))} of {name}")
+            payload = codec.dumps(chunk, f"{_items_text(start, len(chunk))} of {name}")
             task_id = dispatcher.next_id()
-            frame = _worker.encode_task(task_id, kind, func_bytes, payload)
+            frame = codec.encode_task(task_id, kind, func_bytes, payload)
             describe = _positions(start, len(chunk))
             timeout = None if seconds is None else seconds * len(chunk)
             tasks.append(Task(task_id, frame, result, index, name, describe, timeout))
@@ -391,10 +394,14 @@ class Pool:
         dispatcher = self._check_running()
         _check_callable(func, "func")
         chunksize = _check_chunksize(chunksize)
-        seconds = _check_task_timeout(task_timeout, "task_timeout")
+        seconds = self._check_timeout(task_timeout, "task_timeout")
         name = function_name(func)
         submitter = _LazySubmitter(
-            dispatcher, name, _pickle(func, f"the function {name}"), chunksize, seconds
+            dispatcher,
+            name,
+            dispatcher.codec.dumps(func, f"the function {name}"),
+            chunksize,
+            seconds,
         )
         iterator = cls(
             submitter, iter(iterable), chunksize, READ_AHEAD_PER_WORKER * self._processes
@@ -452,7 +459,10 @@ class Pool:
 
     def __repr__(self) -> str:
         state = "initial" if self._dispatcher is None else self._dispatcher.state
-        return f"<proctor.pool.Pool state={state} pool_size={self._processes}>"
+        return f"<proctor.pool.{type(self).__name__} state={state} pool_size={self._processes}>"
+
+    def _check_timeout(self, timeout: object, what: str) -> float | None:
+        return _check_task_timeout(timeout, what)
 
     def _check_running(self) -> Dispatcher:
         dispatcher = self._dispatcher
@@ -479,7 +489,7 @@ class _LazySubmitter:
         self,
         dispatcher: Dispatcher,
         name: str,
-        func_bytes: bytes,
+        func_bytes: Any,
         chunksize: int,
         task_timeout: float | None,
     ) -> None:
@@ -492,12 +502,14 @@ class _LazySubmitter:
     def submit_lazy_chunk(self, result: IMapIterator, index: int, items: list[Any]) -> None:
         start = index * self._chunksize
         try:
-            payload = _pickle(items, f"{_items_text(start, len(items))} of {self._name}")
+            payload = self._dispatcher.codec.dumps(
+                items, f"{_items_text(start, len(items))} of {self._name}"
+            )
         except PicklingError as exc:
             result._deliver(index, False, exc)
             return
         task_id = self._dispatcher.next_id()
-        frame = _worker.encode_task(task_id, _worker.MAP, self._func_bytes, payload)
+        frame = self._dispatcher.codec.encode_task(task_id, _worker.MAP, self._func_bytes, payload)
         timeout = None if self._task_timeout is None else self._task_timeout * len(items)
         describe = _positions(start, len(items))
         task = Task(task_id, frame, result, index, self._name, describe, timeout)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 
 from .._core import _serialization
+from .._core._errors import PicklingError
 from .._start import _outcome
 
 TYPE_CHECKING = False
@@ -73,6 +74,37 @@ def _result_frame(task_id: int, message: tuple[Any, ...]) -> bytes:
     return _RESULT_HEADER.pack(task_id) + _outcome.encode(message)
 
 
+class PickledCodec:
+    """How a process pool's tasks and results travel: pickled into frames (above).
+
+    ``ThreadPool`` has another codec (``_threads.ObjectCodec``) that passes the
+    objects themselves; the dispatcher and ``Pool`` only call these four.
+    """
+
+    in_process = False
+
+    def dumps(self, obj: Any, what: str) -> bytes:
+        """Pickle ``obj`` for a worker; a failure names ``what`` could not be pickled.
+
+        Raises:
+            PicklingError: naming ``what`` and the part of it that failed.
+        """
+        try:
+            return _serialization.dumps(obj)
+        except PicklingError as exc:
+            raise PicklingError(
+                f"{what} cannot be pickled for a pool worker: {exc}", exc.path
+            ) from exc
+
+    @staticmethod
+    def encode_task(task_id: int, kind: int, func: Any, payload: Any) -> Any:
+        return encode_task(task_id, kind, func, payload)
+
+    @staticmethod
+    def decode_result(frame: Any) -> tuple[int, _outcome.Outcome]:
+        return decode_result(frame)
+
+
 class _FunctionCache:
     """The last function unpickled, kept while the same pickle keeps coming."""
 
@@ -108,24 +140,56 @@ def _run(frame: bytes, functions: _FunctionCache) -> tuple[int, tuple[Any, ...]]
     return task_id, _outcome.value_message(value)
 
 
+def _run_objects(task: tuple[Any, ...]) -> tuple[int, _outcome.Outcome]:
+    """Run one task of a thread worker (objects, not frames); never raises."""
+    task_id, kind, func, payload = task
+    outcome = _outcome.Outcome()
+    try:
+        if kind == APPLY:
+            args, kwds = payload
+            outcome.value = func(*args, **kwds)
+        elif kind == MAP:
+            outcome.value = [func(item) for item in payload]
+        else:
+            outcome.value = [func(*item) for item in payload]
+    # Exception only: in a thread, SystemExit and KeyboardInterrupt belong to the
+    # program, not to the task (a thread cannot be killed, a process worker can).
+    except Exception as exc:
+        outcome.exception = exc
+    return task_id, outcome
+
+
 def worker_main(
     conn: Connection,
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
     maxtasks: int | None,
+    in_process: bool = False,
 ) -> None:
     """Report the initializer's outcome, then run tasks from ``conn`` until STOP, end
-    of file, or ``maxtasks`` tasks are done; return at once if the initializer failed."""
+    of file, or ``maxtasks`` tasks are done; return at once if the initializer failed.
+
+    ``in_process``: a ``ThreadPool``'s worker thread, whose tasks and results are the
+    objects themselves (``_threads.ObjectCodec``), not frames.
+    """
     if initializer is not None:
         try:
             initializer(*initargs)
         # BaseException, as for tasks: a SystemExit in the initializer must reach the
         # parent as the reason the pool cannot work, not as one more dead worker.
         except BaseException as exc:
-            conn.send_bytes(_result_frame(INITIALIZER, _outcome.error_message(exc)))
+            if in_process:
+                failed = _outcome.Outcome()
+                failed.exception = exc
+                conn.send_bytes((INITIALIZER, failed))
+            else:
+                conn.send_bytes(_result_frame(INITIALIZER, _outcome.error_message(exc)))
             conn.close()
             return
-    conn.send_bytes(_result_frame(INITIALIZER, _outcome.NONE_VALUE))
+    conn.send_bytes((INITIALIZER, _outcome.Outcome()) if in_process else _READY_FRAME)
+    if in_process:
+        _thread_loop(conn, maxtasks)
+        return
     functions = _FunctionCache()
     done = 0
     while maxtasks is None or done < maxtasks:
@@ -142,3 +206,22 @@ def worker_main(
         conn.send_bytes(_result_frame(task_id, message))
         done += 1
     conn.close()
+
+
+def _thread_loop(conn: Connection, maxtasks: int | None) -> None:
+    done = 0
+    while maxtasks is None or done < maxtasks:
+        try:
+            task: Any = conn.recv_bytes()  # a thread channel carries the task tuple
+        except EOFError:
+            break
+        if task == STOP:
+            break
+        result = _run_objects(task)
+        del task
+        conn.send_bytes(result)
+        done += 1
+    conn.close()
+
+
+_READY_FRAME = _result_frame(INITIALIZER, _outcome.NONE_VALUE)
