@@ -84,3 +84,16 @@ def shm_entries() -> set[str]:
             continue
         found.add(name)
     return found
+
+
+def finish(p, timeout: float = 30):
+    """Join a started process (failing the test if it does not end) and close it.
+
+    Returns ``(exitcode, result)``; ``result`` is ``None`` unless the child exited 0.
+    """
+    p.join(timeout)
+    assert p.exitcode is not None, f"{p!r} did not finish"
+    exitcode = p.exitcode
+    result = p.result if exitcode == 0 else None
+    p.close()
+    return exitcode, result

@@ -17,7 +17,7 @@ import tracemalloc
 import pytest
 
 import proctor
-from helpers import wait_until
+from helpers import finish, wait_until
 from proctor import AuthenticationError, BufferTooShort, ProcessTimeoutError
 from proctor._connections import _connection, _frames, _pipe, _receiving, _sending, _sendlock
 from proctor._core._wire import MAX_FDS
@@ -74,15 +74,6 @@ def pipe(request):
     yield a, b
     a.close()
     b.close()
-
-
-def _finish(p, timeout=30):
-    p.join(timeout)
-    assert p.exitcode is not None, f"{p!r} did not finish"
-    exitcode = p.exitcode
-    result = p.result if exitcode == 0 else None
-    p.close()
-    return exitcode, result
 
 
 # --- child targets ----------------------------------------------------------------
@@ -340,7 +331,7 @@ def test_wait_returns_the_ready_objects_in_order(ctx):
         ctl_parent.send("exit")
         assert p.sentinel in wait([b1, p.sentinel], timeout=30)
     finally:
-        _finish(p)
+        finish(p)
         for c in (a1, b1, a2, b2, s1, s2, ctl_parent):
             c.close()
 
@@ -389,7 +380,7 @@ def test_peer_killed_mid_message_gives_eof_not_a_hang(ctx, dies_while):
         with pytest.raises(EOFError, match="mid-message"):
             a.recv()  # no timeout on purpose: death itself must end the wait
     finally:
-        exitcode, _ = _finish(p)
+        exitcode, _ = finish(p)
         a.close()
     assert exitcode == -signal.SIGKILL
 
@@ -411,7 +402,7 @@ def test_send_to_dead_child_raises_broken_pipe(ctx):
     p.start()
     b.close()
     p.kill()
-    _finish(p)
+    finish(p)
     try:
         with pytest.raises(BrokenPipeError):
             a.send("anyone there?")
@@ -422,7 +413,7 @@ def test_send_to_dead_child_raises_broken_pipe(ctx):
 def test_send_to_closed_peer_with_default_sigpipe_is_an_exception(ctx):
     p = ctx.Process(target=send_with_sigpipe_default)
     p.start()
-    assert _finish(p) == (0, "BrokenPipeError")
+    assert finish(p) == (0, "BrokenPipeError")
 
 
 # --- bad input ------------------------------------------------------------------------
@@ -690,8 +681,8 @@ def test_ends_passed_to_a_child_work_under_every_start_method(ctx):
         with pytest.raises(EOFError):
             a.recv(timeout=30)  # the child closed its end and exited
     finally:
-        p_result = _finish(p)
-        q_result = _finish(q)
+        p_result = finish(p)
+        q_result = finish(q)
         a.close()
         writer.close()
     assert p_result == (0, "echoed")
@@ -707,7 +698,7 @@ def test_read_ahead_messages_travel_with_the_end(ctx):
     p = ctx.Process(target=recv_all_then_report, args=(b,))
     p.start()
     b.close()
-    assert _finish(p) == (0, [1, 2])
+    assert finish(p) == (0, [1, 2])
 
 
 def send_datagram_frames_out_of_order(conn, ids):
@@ -731,7 +722,7 @@ def test_datagrams_that_overtook_their_headers_are_matched_by_id(ctx):
     p = ctx.Process(target=recv_all_then_report, args=(b,))
     p.start()
     b.close()
-    assert _finish(p) == (0, [("body", 12), ("body", 13), "last"])
+    assert finish(p) == (0, [("body", 12), ("body", 13), "last"])
 
 
 # --- Listener and Client -------------------------------------------------------------------
@@ -966,7 +957,7 @@ def test_client_in_a_child_process_authenticates(ctx):
                 assert conn.recv(timeout=30) == TRIPLE
                 conn.send("thanks")
         finally:
-            result = _finish(p)
+            result = finish(p)
     assert result == (0, "thanks")
 
 
@@ -1064,7 +1055,7 @@ def test_a_large_array_arrives_zero_copy_and_writable_under_every_start_method(c
     assert not array_.flags.owndata  # a view of the mapped memfd: no copy out
     array_[0] = -1.0  # writable
     assert a.recv(timeout=60) == "done"  # order kept across the pipe and the side socket
-    assert _finish(p)[0] == 0
+    assert finish(p)[0] == 0
     a.close()
 
 
@@ -1221,7 +1212,7 @@ def test_processes_and_threads_sending_on_one_end_never_mix_messages(ctx, datagr
     _receive_all(reader, senders, count)
     sender.join(60)
     for child in children:
-        assert _finish(child, 120)[0] == 0
+        assert finish(child, 120)[0] == 0
     with pytest.raises(EOFError):
         reader.recv(timeout=30)
     reader.close()
@@ -1252,7 +1243,7 @@ def test_processes_share_an_end_whose_lock_is_a_file(ctx, monkeypatch):
     writer.close()
     _receive_all(reader, [100, 200], count)
     for child in children:
-        assert _finish(child, 120)[0] == 0
+        assert finish(child, 120)[0] == 0
     reader.close()
 
 
@@ -1287,7 +1278,7 @@ def test_a_forked_child_draws_other_frame_ids_than_its_parent():
     p = ctx.Process(target=next_frame_id)
     p.start()
     mine = _sendlock.next_frame_id()
-    exitcode, theirs = _finish(p)
+    exitcode, theirs = finish(p)
     assert exitcode == 0
     assert theirs != mine and abs(theirs - mine) > 1 << 20
 

@@ -18,21 +18,13 @@ import tempfile
 import pytest
 
 import proctor
+from helpers import finish
 from proctor import reduction
 from proctor._connections._frames import MAX_HANDLES
 from proctor.connection import Client, Connection, Listener, Pipe
 from proctor.reduction import DupFd, ForkingPickler, recv_handle, recvfds, send_handle, sendfds
 
 CONTENT = b"the file's own bytes"
-
-
-def _finish(p, timeout=30):
-    p.join(timeout)
-    assert p.exitcode is not None, f"{p!r} did not finish"
-    exitcode = p.exitcode
-    result = p.result if exitcode == 0 else None
-    p.close()
-    return exitcode, result
 
 
 def _recv_handle(conn, timeout=30):
@@ -122,7 +114,7 @@ def test_send_handle_reaches_a_child_and_comes_back_as_a_duplicate(ctx, data_fil
         finally:
             os.close(fd)
     finally:
-        result = _finish(p)
+        result = finish(p)
         a.close()
     assert result == (0, CONTENT)
     assert os.pread(data_file, 100, 0) == CONTENT  # the sender kept its own
@@ -180,7 +172,7 @@ def test_a_connection_a_socket_and_a_dupfd_reach_a_child_that_uses_them(ctx):
         assert here.recv(100) == b"through the socket"
         _readable(r)
         assert os.read(r, 100) == b"through the DupFd"
-        result = _finish(p)
+        result = finish(p)
         assert result == (0, ("Connection", "socket", "DupFd"))
         # The child's copies are gone with it: every far side reads EOF.
         with pytest.raises(EOFError):
@@ -471,7 +463,7 @@ def test_a_child_killed_while_holding_received_descriptors_never_hangs_the_paren
             a.recv(timeout=30)
         _readable(r)
         assert os.read(r, 1) == b""
-        assert _finish(p) == (-signal.SIGKILL, None)
+        assert finish(p) == (-signal.SIGKILL, None)
     finally:
         a.close()
         near.close()
@@ -491,7 +483,7 @@ def test_descriptors_in_flight_to_a_killed_child_are_released(ctx):
         far.close()
         os.close(w)
         os.kill(p.pid, signal.SIGKILL)
-        assert _finish(p) == (-signal.SIGKILL, None)
+        assert finish(p) == (-signal.SIGKILL, None)
         # The kernel dropped the undelivered message and its descriptors with
         # the child's socket: the parent's ends read EOF instead of waiting.
         with pytest.raises(EOFError):

@@ -13,7 +13,7 @@ import warnings
 import pytest
 
 import proctor
-from helpers import START_METHODS, pid_exists, shm_entries, wait_until
+from helpers import START_METHODS, finish, pid_exists, shm_entries, wait_until
 from proctor import OwnerDiedWarning, _sync
 from proctor._core._anonmem import AnonymousMemory
 from proctor._core._sharedwords import PID_MASK
@@ -49,15 +49,6 @@ def _process(ctx, target, *args):
     p = ctx.Process(target=target, args=args)
     p.start()
     return p
-
-
-def _finish(p, timeout=30):
-    p.join(timeout)
-    assert p.exitcode is not None, f"{p!r} did not finish"
-    exitcode = p.exitcode
-    result = p.result if exitcode == 0 else None
-    p.close()
-    return exitcode, result
 
 
 def _kill_unfinished(*procs):
@@ -316,13 +307,13 @@ def test_a_lock_held_in_a_child_shows_the_childs_name_there_and_another_process_
             assert repr(lock) == held_here
         finally:
             p.kill()
-            _finish(p)
+            finish(p)
         with pytest.warns(OwnerDiedWarning):
             assert lock.acquire(timeout=SLACK)
         lock.release()
         p = _process(ctx, repr_while_holding, lock)
         name = p.name
-        exitcode, result = _finish(p)
+        exitcode, result = finish(p)
         assert exitcode == 0
         if cls is Lock:
             assert result == f"<Lock(owner={name})>"
@@ -502,7 +493,7 @@ def test_every_primitive_works_in_a_child(ctx):
         assert cond.wait_for(lambda: words[1] == 1, timeout=30)
     event.set()
     index = barrier.wait(30)
-    exitcode, seen = _finish(p)
+    exitcode, seen = finish(p)
     assert exitcode == 0
     assert seen == {"bsem": True, "event": True, "barrier": 1 - index}
     assert words[0] == 2
@@ -518,7 +509,7 @@ def test_counter_under_lock_is_exact_with_two_processes(ctx):
     n = 2000
     p = _process(ctx, count_under_lock, lock, mem, n)
     count_under_lock(lock, mem, n)
-    assert _finish(p) == (0, "done")
+    assert finish(p) == (0, "done")
     assert _words(mem)[0] == 2 * n
     lock.close()
     mem.close()
@@ -532,7 +523,7 @@ def test_named_semaphores_are_reclaimed_after_use(ctx):
     assert name in shm_entries()
     mem = AnonymousMemory(4096)
     p = _process(ctx, count_under_lock, lock, mem, 10)
-    assert _finish(p) == (0, "done")
+    assert finish(p) == (0, "done")
     assert name in shm_entries()  # the parent still uses it
     lock.close()
     del lock
@@ -559,7 +550,7 @@ def test_lock_held_by_a_killed_process_is_taken_over_with_a_warning(ctx, cls):
     lock.release()
     assert lock.acquire(timeout=1)  # an ordinary lock again: no second warning
     lock.release()
-    assert _finish(p)[0] == -signal.SIGKILL
+    assert finish(p)[0] == -signal.SIGKILL
     lock.close()
     ready.close()
 
@@ -572,10 +563,10 @@ def test_a_waiter_in_another_process_takes_over_from_a_killed_holder():
     waiter = _process(ctx, acquire_and_report, lock, 30)
     wait_until(lambda: pid_exists(waiter.pid), timeout=10)
     holder.kill()
-    exitcode, (got, messages) = _finish(waiter)
+    exitcode, (got, messages) = finish(waiter)
     assert exitcode == 0 and got is True
     assert len(messages) == 1 and f"process {holder.pid} died" in messages[0]
-    _finish(holder)
+    finish(holder)
     assert lock.acquire(timeout=5)
     lock.release()
     lock.close()
@@ -592,7 +583,7 @@ def test_a_live_holder_is_never_taken_over():
     go.set()
     assert lock.acquire(timeout=30) is True
     lock.release()
-    assert _finish(p)[0] == 0
+    assert finish(p)[0] == 0
     for obj in (lock, ready, go):
         obj.close()
 
@@ -605,7 +596,7 @@ def test_a_process_killed_before_recording_itself_does_not_wedge_the_lock():
     assert "owner not recorded" in lock._owner_text()
     assert repr(lock) == "<Lock(owner=SomeOtherProcess)>"
     p.kill()
-    _finish(p)
+    finish(p)
     start = time.monotonic()
     with pytest.warns(OwnerDiedWarning, match="died before recording itself"):
         assert lock.acquire(timeout=_sync.LIMBO_GRACE + SLACK) is True
@@ -623,7 +614,7 @@ def test_limbo_is_recognised_across_calls_with_short_timeouts():
     p = _process(ctx, take_without_recording_and_hang, lock, ready)
     assert ready.wait(30)
     p.kill()
-    _finish(p)
+    finish(p)
     short = _sync.LIMBO_GRACE / 4
     began = time.monotonic()
     with pytest.warns(OwnerDiedWarning, match="died before recording itself"):
@@ -641,7 +632,7 @@ def test_owner_died_warning_can_be_made_an_error():
     assert ready.wait(30)
     pid = p.pid
     p.kill()
-    _finish(p)
+    finish(p)
     with warnings.catch_warnings():
         warnings.simplefilter("error", OwnerDiedWarning)
         with pytest.raises(OwnerDiedWarning, match=f"process {pid}"):
@@ -664,7 +655,7 @@ def test_condition_whose_lock_holder_was_killed_recovers(ctx):
     with pytest.warns(OwnerDiedWarning, match=f"process {p.pid}"), cond:
         cond.notify_all()
         assert cond.wait(0.05) is False
-    _finish(p)
+    finish(p)
     cond.close()
     ready.close()
 
@@ -679,10 +670,10 @@ def test_killed_condition_waiter_does_not_block_notify_or_other_waiters(ctx):
     with cond:
         pass  # both are inside wait() now (they left the lock)
     victim.kill()
-    assert _finish(victim)[0] == -signal.SIGKILL
+    assert finish(victim)[0] == -signal.SIGKILL
     with cond:
         cond.notify(1)  # must reach the survivor, not the dead waiter
-    assert _finish(survivor) == (0, True)
+    assert finish(survivor) == (0, True)
     assert words[0] == 1
     words.release()
     cond.close()
@@ -700,7 +691,7 @@ def test_a_dead_holder_is_recognised_even_when_its_pid_now_names_a_live_process(
     p = _process(ctx, hold_and_hang, lock, ready)
     assert ready.wait(30)
     p.kill()
-    assert _finish(p)[0] == -signal.SIGKILL
+    assert finish(p)[0] == -signal.SIGKILL
     sleeper = subprocess.Popen(["sleep", "120"])
     try:
         owner = int(lock._w[0])
@@ -727,12 +718,12 @@ def test_condition_waiter_wakes_though_its_notifier_died_between_marking_and_pos
             pass  # the waiter has left the lock: it is inside wait()
         notifier = _process(ctx, notify_and_die_before_posting, cond)
         notifier_pid = notifier.pid
-        assert _finish(notifier)[0] == -signal.SIGKILL
+        assert finish(notifier)[0] == -signal.SIGKILL
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with cond:
                 cond.notify_all()
-        exitcode, (notified, waiter_warnings) = _finish(waiter)
+        exitcode, (notified, waiter_warnings) = finish(waiter)
     finally:
         _kill_unfinished(waiter)
     assert exitcode == 0 and notified is True
@@ -751,9 +742,9 @@ def test_event_waiter_returns_though_its_setter_died_between_marking_and_posting
     try:
         wait_until(lambda: event._cond._queue.count() == 1, timeout=30)
         setter = _process(ctx, set_and_die_before_posting, event)
-        assert _finish(setter)[0] == -signal.SIGKILL
+        assert finish(setter)[0] == -signal.SIGKILL
         assert event.is_set()
-        result = _finish(waiter)
+        result = finish(waiter)
     finally:
         _kill_unfinished(waiter)
     assert result == (0, True)
@@ -776,7 +767,7 @@ def test_two_hundred_waiters_are_all_woken_by_one_call(kind):
             wait_until(lambda: words[0] == 200, timeout=60)
             with obj:  # every waiter has released the lock inside wait()
                 obj.notify_all()
-        results = [_finish(p, timeout=60) for p in procs]
+        results = [finish(p, timeout=60) for p in procs]
     finally:
         _kill_unfinished(*procs)
     assert results == [(0, [True] * 50)] * 4
@@ -900,7 +891,7 @@ def test_event_set_in_another_process_wakes_the_waiter(ctx):
     p = _process(ctx, set_event_later, event, go)
     go.set()
     assert event.wait(30) is True
-    assert _finish(p)[0] == 0
+    assert finish(p)[0] == 0
     event.close()
     go.close()
 
@@ -990,7 +981,7 @@ def test_barrier_across_processes_and_a_party_that_dies(ctx):
     second = _process(ctx, wait_at_barrier, barrier, 30)
     wait_until(lambda: barrier.n_waiting == 2, timeout=30)
     assert barrier.wait(10) in (0, 1, 2)
-    results = {_finish(first)[1], _finish(second)[1]}
+    results = {finish(first)[1], finish(second)[1]}
     assert len(results) == 2 and results <= {0, 1, 2}
     # Round two: a waiting party is killed; the others are not left waiting.
     victim = _process(ctx, wait_at_barrier, barrier, 60)
@@ -998,7 +989,7 @@ def test_barrier_across_processes_and_a_party_that_dies(ctx):
     victim.kill()
     with pytest.raises(BrokenBarrierError, match=f"{victim.pid} died"):
         barrier.wait(30)
-    assert _finish(victim)[0] == -signal.SIGKILL
+    assert finish(victim)[0] == -signal.SIGKILL
     barrier.close()
 
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import pickle
 
-from . import _reduction
+# A dict that reduction.register() fills in place: bound once, read on every send.
+from ._reduction import registered_reducers as _registered_reducers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -69,7 +70,7 @@ def dumps(obj: Any) -> bytes:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
         return _exact(obj)
-    if _MAIN_REFERENCE in data or _reduction.registered_reducers:
+    if _MAIN_REFERENCE in data or _registered_reducers:
         return _exact(obj)
     return data
 
@@ -89,7 +90,7 @@ def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer
         data = pickle.dumps(obj, PROTOCOL, buffer_callback=_out_of_band(buffers, threshold))
     except Exception:
         return _exact(obj, buffers, threshold), buffers
-    if _MAIN_REFERENCE in data or _reduction.registered_reducers:
+    if _MAIN_REFERENCE in data or _registered_reducers:
         data = _exact(obj, buffers, threshold)
     return data, buffers
 
