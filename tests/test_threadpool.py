@@ -84,7 +84,7 @@ def test_imap_reads_its_input_lazily():
             n += 1
 
     with ThreadPool(2) as pool:
-        iterator = pool.imap(_square, endless())
+        iterator = pool.imap(_square, endless(), chunksize=1)
         assert [iterator.next(TIMEOUT) for _ in range(5)] == [0, 1, 4, 9, 16]
         # What was consumed, plus at most the read-ahead: not the endless rest.
         assert len(read) <= 5 + READ_AHEAD_PER_WORKER * 2

@@ -306,11 +306,20 @@ class BaseContext:
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
         maxtasksperchild: int | None = None,
+        *,
+        max_memory_per_child: int | None = None,
     ) -> Pool:
         """A pool of worker processes started with this context's method (see ``proctor.Pool``)."""
         from ._pool._pool import Pool
 
-        return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
+        return Pool(
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+            context=self,
+            max_memory_per_child=max_memory_per_child,
+        )
 
     # -- logging and compatibility -----------------------------------------------------------
 

@@ -4,7 +4,7 @@
 
     submitters (any thread)          dispatcher thread                     workers
     ───────────────────────          ─────────────────                     ───────
-    submit(task) ─▶ pending ─▶ wake  _assign: pending ─▶ an idle worker ──▶ task frame
+    submit(task) ─▶ pending ─▶ wake  _assign: pending ─▶ workers' queues ──▶ task frames
     result.cancel() ─────────▶ wake  wait([wake, conns, sentinels],
                                           timeout=the nearest task deadline)
                                        conn ready:     result frame ◀───── outcome
@@ -16,10 +16,16 @@
                                        or cancelled ─▶ fail it, SIGKILL its worker
                                        (whose sentinel then starts a replacement)
 
-Each worker holds at most one task (one chunk), so the dispatcher always knows which
-task a dead worker took with it, and which worker to kill to stop a task. A worker is
-sent nothing until it reports that its initializer returned (task 0); an initializer
-that raises breaks the pool. See docs/design.md, "Pools".
+A worker holds a short queue of tasks (chunks): enough of them, judging by how long
+its tasks take, that it never waits a round trip for the next one, and a single one
+when tasks are long (so that none waits behind a long one while another worker is
+idle). It runs them in order and sends each result before it reads the next task, so
+only the oldest task it holds may have started: when it dies, that one fails
+(``WorkerLostError``) and the others are sent again to other workers, never run twice.
+A task with a timeout is only sent to a worker that holds nothing, and nothing is sent
+behind it, so that its clock starts when it starts. A worker is sent nothing until it
+reports that its initializer returned (task 0); an initializer that raises breaks the
+pool. See docs/design.md, "Pools".
 """
 
 from __future__ import annotations
@@ -72,12 +78,44 @@ EXIT_GRACE = 5.0
 #: How long reading what a dead worker sent may take: its bytes are already in the
 #: kernel, so this only bounds a frame it was killed in the middle of writing.
 DRAIN_TIMEOUT = 1.0
+#: Tasks that take this long or more are sent one at a time (a worker holds one):
+#: a round trip through the dispatcher (~0.1 ms) is then under 1% of a task, and no
+#: task waits in a busy worker's queue while another worker is free.
+LONG_TASK = 0.02
+#: Below LONG_TASK, a worker holds enough tasks for about this many seconds of work
+#: beyond the one it runs, so it never idles waiting for the dispatcher...
+QUEUED_WORK = 0.002
+#: ...but at most this many tasks...
+MAX_HELD = 32
+#: ...and at most this many bytes of task frames queued behind the one it runs: the
+#: dispatcher's send must never block on a busy worker's full pipe (it would stop
+#: reading results, and a worker blocked on sending one would never read).
+MAX_QUEUED_BYTES = 16 * 1024
+#: Weight of the newest task's duration in the running average that sizes queues.
+_EWMA_WEIGHT = 0.2
+#: Workers in a row that die before their initializer reports break the pool: the
+#: initializer kills them, or they cannot start at all, and a replacement would too.
+#: (One such death may be an outside kill; three in a row with none ready is not.)
+EARLY_DEATHS_BREAK = 3
 
 
 class Task:
     """One chunk of a call, from submission until its outcome is delivered."""
 
-    __slots__ = ("deadline", "describe", "frame", "function", "id", "index", "result", "timeout")
+    __slots__ = (
+        "claimed",
+        "deadline",
+        "describe",
+        "frame",
+        "function",
+        "id",
+        "index",
+        "result",
+        "sent_at",
+        "size",
+        "stopped",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -88,6 +126,7 @@ class Task:
         function: str,
         describe: Callable[[], str],
         timeout: float | None = None,
+        size: int = 1,
     ) -> None:
         self.id = task_id
         self.frame = frame
@@ -97,6 +136,10 @@ class Task:
         self.describe = describe  # the inputs, in words (computed only for an error)
         self.timeout = timeout  # seconds the chunk may run, from its sending to a worker
         self.deadline: float | None = None  # time.monotonic() it must be done by, once sent
+        self.size = size  # input items in the chunk
+        self.claimed = False  # claim() said yes: a task sent again is not claimed again
+        self.stopped = False  # failed or cancelled, and its worker killed to stop it
+        self.sent_at = 0.0  # time.monotonic() it was sent to a worker
 
     def cancelled(self) -> bool:
         # The iterators have no cancel(); their tasks are never cancelled.
@@ -115,17 +158,34 @@ class Task:
 
 
 class _Worker:
-    __slots__ = ("conn", "conn_open", "killed", "process", "ready", "retiring", "sent", "task")
+    __slots__ = (
+        "conn",
+        "conn_open",
+        "held",
+        "killed",
+        "process",
+        "queued_bytes",
+        "ready",
+        "retiring",
+        "sent",
+    )
 
     def __init__(self, process: Process, conn: Connection) -> None:
         self.process = process
         self.conn = conn
         self.conn_open = True
         self.ready = False  # its initializer returned (task 0's result came)
-        self.task: Task | None = None
+        # Tasks sent whose result has not come, in sending order: only held[0] may
+        # have started (see the module docstring).
+        self.held: collections.deque[Task] = collections.deque()
+        self.queued_bytes = 0  # frame bytes of held[1:]
         self.sent = 0
-        self.retiring = False  # sent its last task under maxtasksperchild
-        self.killed = False  # SIGKILLed to stop its task: its sentinel is awaited
+        self.retiring = False  # sent its last task (maxtasksperchild), or said it exits
+        self.killed = False  # SIGKILLed to stop held[0]: its sentinel is awaited
+
+
+#: ``_take_next``'s answer when the queue is empty.
+_NOTHING_PENDING: Any = object()
 
 
 def function_name(func: Callable[..., object] | None) -> str:
@@ -160,6 +220,7 @@ class Dispatcher:
         maxtasksperchild: int | None,
         codec: Any = None,
         pipe: Callable[[], tuple[Any, Any]] = Pipe,
+        max_memory_per_child: int | None = None,
     ) -> None:
         #: How tasks and results travel: pickled frames (processes), or the objects
         #: themselves (``ThreadPool``'s ``_threads.ObjectCodec``, over ``pipe``).
@@ -170,6 +231,9 @@ class Dispatcher:
         self._initializer = initializer
         self._initargs = initargs
         self._maxtasks = maxtasksperchild
+        self._max_memory = max_memory_per_child
+        self._task_seconds: float | None = None  # running average of tasks' durations
+        self._early_deaths = 0  # workers in a row that died before they were ready
         self._lock = threading.Lock()
         self.state = RUNNING
         self._joining = False
@@ -185,6 +249,7 @@ class Dispatcher:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_open = True
+        self._wake_pending = False  # a wake-up byte is unread: no need for another
         try:
             for _ in range(processes):
                 self._workers.append(self._start_worker())
@@ -246,7 +311,10 @@ class Dispatcher:
             self._wake_locked()
 
     def _wake_locked(self) -> None:
-        if self._wake_open:
+        # One unread byte is enough to wake the dispatcher: a burst of submits costs
+        # one write, not one each.
+        if self._wake_open and not self._wake_pending:
+            self._wake_pending = True
             try:
                 os.write(self._wake_w, b"x")
             except BlockingIOError:  # full: the dispatcher has wake-ups to read already
@@ -350,16 +418,19 @@ class Dispatcher:
                 if self._joining and not self._tasks and not self._lazy:
                     return
             by_fd: dict[int, _Worker] = {}
+            by_conn: dict[int, _Worker] = {}
             objects: list[Any] = [self._wake_r]
             nearest: float | None = None  # the nearest deadline of a held task
             for worker in self._workers:
                 if worker.conn_open:
                     objects.append(worker.conn)
+                    by_conn[id(worker.conn)] = worker
                 by_fd[worker.process.sentinel] = worker
                 objects.append(worker.process.sentinel)
-                task = worker.task
-                if task is not None and task.deadline is not None:
-                    nearest = task.deadline if nearest is None else min(nearest, task.deadline)
+                if worker.held and not worker.killed:
+                    deadline = worker.held[0].deadline
+                    if deadline is not None:
+                        nearest = deadline if nearest is None else min(nearest, deadline)
             timeout = None if nearest is None else max(nearest - time.monotonic(), 0.0)
             ready = wait(objects, timeout)
             ended = []
@@ -370,29 +441,35 @@ class Dispatcher:
                     else:
                         ended.append(by_fd[obj])
                 else:
-                    worker = next(w for w in self._workers if w.conn is obj)
-                    self._receive(worker)
+                    self._receive_ready(by_conn[id(obj)])
             # Results that came are taken first: a task that finished at its deadline
             # is not killed, and a cancelled one whose result came is not either.
             self._stop_expired()
             for worker in ended:
                 self._worker_ended(worker)
 
+    def _receive_ready(self, worker: _Worker) -> None:
+        """Take every result ``worker`` has sent so far (at least one frame's worth)."""
+        while self._receive(worker) and worker.conn.poll(0):
+            pass
+
     def _stop_expired(self) -> None:
-        """Kill the workers of held tasks that are past their deadline or cancelled."""
+        """Kill the workers of running tasks that are past their deadline or cancelled."""
         now = time.monotonic()
         for worker in self._workers:
-            task = worker.task
-            if task is None or worker.killed:
+            if not worker.held or worker.killed:
                 continue
+            task = worker.held[0]
             cancelled = task.cancelled()
             if not cancelled and (task.deadline is None or task.deadline > now):
                 continue
             if worker.conn_open and worker.conn.poll(0):
-                self._receive(worker)  # its result came after all (or its end closed)
-                if worker.task is not task:
+                self._receive_ready(worker)  # its result came after all (or its end closed)
+                if not worker.held or worker.held[0] is not task:
                     continue
-            worker.task = None
+            # It stays held[0] (marked stopped) until the worker's end is seen: the
+            # tasks behind it are then known not to have started, and are sent again.
+            task.stopped = True
             worker.killed = True
             worker.process.kill()
             with self._lock:
@@ -418,50 +495,118 @@ class Dispatcher:
             )
 
     def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
+        with self._lock:
+            self._wake_pending = False
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
                 pass
-        except BlockingIOError:
-            pass
+
+    def _depth(self) -> int:
+        """How many tasks a worker may hold (see LONG_TASK, QUEUED_WORK, MAX_HELD)."""
+        seconds = self._task_seconds
+        if seconds is None:
+            # Nothing measured yet: the tasks may be long, and a task queued behind a
+            # long one would wait while another worker may become free.
+            return 1
+        if seconds >= LONG_TASK:
+            return 1
+        return min(MAX_HELD, 2 + int(QUEUED_WORK / max(seconds, 1e-7)))
 
     def _assign(self) -> None:
-        """Send pending tasks to idle workers, one each."""
-        for worker in self._workers:
-            if (
-                worker.task is not None
-                or not worker.ready
-                or worker.retiring
-                or worker.killed
-                or not worker.conn_open
-            ):
-                continue
-            with self._lock:
-                task = None
-                while self._pending:
-                    task = self._pending.popleft()
-                    if task.claim():
-                        break
-                    self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
-                    task = None
+        """Send pending tasks to workers, in queue order, up to ``_depth()`` each.
+
+        Breadth first: every worker that holds nothing gets a task before any task
+        is queued behind another. The tasks a worker gets in one turn go in one
+        write (a batch frame): a write that wakes a worker costs more than the
+        bytes it carries.
+        """
+        workers = [
+            worker
+            for worker in self._workers
+            if worker.ready and not worker.retiring and not worker.killed and worker.conn_open
+        ]
+        # While a worker starts (the pool's start, a replacement), queue nothing: a
+        # task queued in a busy worker could wait there while the new one is idle.
+        depth = self._depth() if len(workers) == len(self._workers) else 1
+        outgoing: dict[_Worker, list[Task]] = {}
+        for level in range(depth):
+            taken = False
+            for worker in workers:
+                if len(worker.held) > level or worker.retiring:
+                    continue
+                task = self._take_next(worker)
                 if task is None:
-                    return
-            worker.task = task
-            try:
-                worker.conn.send_bytes(task.frame)
-            except OSError:
-                # The worker died idle and has not read a byte of this task: it goes
-                # back to the front of the queue; the sentinel reports the death.
-                worker.task = None
-                worker.conn_open = False
-                with self._lock:
-                    self._pending.appendleft(task)
-                continue
-            task.frame = b""  # never sent twice: a lost task fails, it is not retried
-            if task.timeout is not None:
-                task.deadline = time.monotonic() + task.timeout
-            worker.sent += 1
-            if self._maxtasks is not None and worker.sent >= self._maxtasks:
-                worker.retiring = True
+                    continue
+                if task is _NOTHING_PENDING:
+                    break
+                outgoing.setdefault(worker, []).append(task)
+                taken = True
+            else:
+                if taken:
+                    continue
+            break
+        for worker, tasks in outgoing.items():
+            self._send(worker, tasks)
+
+    def _take_next(self, worker: _Worker) -> Any:
+        """The next pending task ``worker`` may take, now in its ``held``; None when it
+        may take none now; ``_NOTHING_PENDING`` when no task is pending."""
+        held = worker.held
+        if held and (
+            held[-1].timeout is not None or time.monotonic() - held[0].sent_at > LONG_TASK
+        ):
+            # Nothing waits behind a task whose clock runs from its sending, nor
+            # behind one that has run long already (it may run much longer).
+            return None
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return _NOTHING_PENDING
+                task = self._pending[0]
+                if held and (
+                    task.timeout is not None
+                    or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
+                ):
+                    return None  # it waits for a worker that holds nothing
+                self._pending.popleft()
+                if task.claimed or task.claim():
+                    task.claimed = True
+                    break
+                self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
+        if held:
+            worker.queued_bytes += len(task.frame)
+        held.append(task)
+        task.sent_at = time.monotonic()
+        if task.timeout is not None:
+            task.deadline = task.sent_at + task.timeout
+        worker.sent += 1
+        if self._maxtasks is not None and worker.sent >= self._maxtasks:
+            worker.retiring = True
+        return task
+
+    def _send(self, worker: _Worker, tasks: list[Task]) -> None:
+        """Write ``tasks`` (the last ones ``worker`` took) to it, in one frame."""
+        if len(tasks) == 1 or self.codec.in_process:  # a thread's channel takes objects
+            frames = [task.frame for task in tasks]
+        else:
+            frames = [self.codec.encode_batch([task.frame for task in tasks])]
+        try:
+            for frame in frames:
+                worker.conn.send_bytes(frame)
+        except OSError:
+            # The worker died or retired and reads no more: the tasks go back to the
+            # front of the queue, in their order; the sentinel reports the end.
+            worker.conn_open = False
+            for _ in tasks:
+                task = worker.held.pop()
+                worker.sent -= 1
+                if worker.held:
+                    worker.queued_bytes -= len(task.frame)
+                task.deadline = None
+            with self._lock:
+                self._pending.extendleft(reversed(tasks))
 
     def _receive(self, worker: _Worker, timeout: float | None = None) -> bool:
         """Take one result frame from ``worker``; False when its end has closed."""
@@ -470,21 +615,33 @@ class Dispatcher:
         except (EOFError, OSError):  # ProtocolError (a frame cut short) is an OSError
             worker.conn_open = False
             return False
-        task_id, outcome = self.codec.decode_result(frame)
+        task_id, outcome, seconds, retiring = self.codec.decode_result(frame)
         if task_id == _worker.INITIALIZER:
             if outcome.exception is not None:
                 self._initializer_failed(worker, outcome.exception)
             else:
                 worker.ready = True
             return True
-        if worker.killed:
-            return True  # the result of a task that was failed when its worker was killed
-        task = worker.task
-        worker.task = None
+        if retiring:
+            worker.retiring = True  # it reads nothing more: what it holds is sent again
+        held = worker.held
+        task = held.popleft() if held else None
+        if task is None or task.id != task_id:  # cannot happen: results come in order
+            raise RuntimeError(f"worker {worker.process.pid} sent the result of task {task_id}")
+        if held:
+            worker.queued_bytes -= len(held[0].frame)
+        task.frame = b""
+        average = self._task_seconds
+        self._task_seconds = (
+            seconds if average is None else average + _EWMA_WEIGHT * (seconds - average)
+        )
+        if task.stopped:
+            return True  # it was failed or cancelled when its worker was killed
         with self._lock:
             self._tasks.pop(task_id, None)
-        if task is None or task.id != task_id:  # cannot happen: one task per worker
-            raise RuntimeError(f"worker {worker.process.pid} sent the result of task {task_id}")
+        observe = getattr(task.result, "_observe", None)
+        if observe is not None:
+            observe(seconds, task.size)
         if outcome.exception is not None:
             task.result._deliver(task.index, False, outcome.exception)
         elif outcome.value_error is not None:
@@ -525,11 +682,36 @@ class Dispatcher:
             new.__cause__ = exc
             return new
 
+        self._break(error)
+
+    def _break(self, error: Callable[[], BaseException]) -> None:
         with self._lock:
             if self._broken is None:
                 self._broken = error
                 if self.state == RUNNING or self.state == CLOSED:
                     self.state = BROKEN
+
+    def _workers_cannot_start(self, pid: int | None, exitcode: int | None) -> None:
+        """Break the pool: its workers die before their initializer reports (see
+        EARLY_DEATHS_BREAK); starting more would loop for ever."""
+        name = function_name(self._initializer) if self._initializer is not None else None
+        culprit = (
+            f"the pool's initializer {name} ended them (os._exit, a signal, a crash)"
+            if name is not None
+            else "they fail before running anything (see their standard error)"
+        )
+
+        def error() -> BaseException:
+            return InitializerError(
+                f"{EARLY_DEATHS_BREAK} pool workers in a row died before they were ready, "
+                f"the last one pid {pid} ({_exit_text(exitcode)}): {culprit}. The pool is "
+                "broken: every unfinished and later task fails with this error. Fix the "
+                "cause, then terminate() this pool and create a new one.",
+                name or "no initializer",
+                pid,
+            )
+
+        self._break(error)
 
     def _worker_ended(self, worker: _Worker) -> None:
         # Whatever it sent before it died is in the kernel already: take it first, so
@@ -541,9 +723,14 @@ class Dispatcher:
         pid = process.pid
         process.join(EXIT_GRACE)
         exitcode = process.exitcode
-        task = worker.task
-        if task is not None:
-            worker.task = None
+        held = list(worker.held)
+        worker.held.clear()
+        if held and held[0].stopped:
+            held.pop(0)  # failed or cancelled when its worker was killed to stop it
+        elif held:
+            # The oldest task without a result may have started: it is lost, not run
+            # again. Every one behind it is known not to have started (see above).
+            task = held.pop(0)
             with self._lock:
                 self._tasks.pop(task.id, None)
             inputs = task.describe()
@@ -563,6 +750,17 @@ class Dispatcher:
             )
         elif not (worker.retiring or worker.killed) and self.state == RUNNING:
             _logger.sub_warning("pool worker pid %s ended (%s)", pid, _exit_text(exitcode))
+        if worker.ready or worker.killed:
+            self._early_deaths = 0
+        else:
+            self._early_deaths += 1
+            if self._early_deaths >= EARLY_DEATHS_BREAK:
+                self._workers_cannot_start(pid, exitcode)
+        if held:  # never started: they go to the front of the queue, in their order
+            for task in held:
+                task.deadline = None
+            with self._lock:
+                self._pending.extendleft(reversed(held))
         self._workers.remove(worker)
         self._close_worker(worker)
         if self.state not in (TERMINATING, BROKEN):
@@ -581,6 +779,7 @@ class Dispatcher:
                     self._initargs,
                     self._maxtasks,
                     self.codec.in_process,
+                    self._max_memory,
                 ),
                 daemon=True,
             )

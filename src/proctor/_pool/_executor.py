@@ -41,7 +41,8 @@ from ._pool import (
 )
 
 # Tasks always go to worker processes: pickled, with errors that say what failed.
-_pickle = _worker.PickledCodec().dumps
+_codec = _worker.PickledCodec()
+_pickle = _codec.dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         _check_callable(fn, "fn")
         name = function_name(fn)
         frame_parts = (
-            _pickle(fn, f"the function {name}"),
+            _codec.dumps_function(fn, f"the function {name}"),
             _pickle((args, kwargs), f"the arguments of {name}"),
         )
 
@@ -207,7 +208,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             task_id = dispatcher.next_id()
             frame = _worker.encode_task(task_id, kind, *frame_parts)
             try:
-                dispatcher.submit([Task(task_id, frame, slot, 0, name, describe, timeout)])
+                dispatcher.submit([Task(task_id, frame, slot, 0, name, describe, timeout, items)])
             except ValueError as exc:  # the dispatcher has ended (a bug: it was logged)
                 raise RuntimeError(f"cannot schedule new futures: {exc}") from exc
         return future
@@ -254,7 +255,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         # A weak reference, as the stdlib's: an executor that a lazy map's iterator
         # outlives can still be collected; the iterator then submits nothing more.
         submitter = _ChunkSubmitter(
-            weakref.ref(self), dispatcher, name, _pickle(fn, f"the function {name}")
+            weakref.ref(self), dispatcher, name, _codec.dumps_function(fn, f"the function {name}")
         )
         # The shortest iterable ends the map, as the builtin map and the stdlib's.
         chunks = _chunks(zip(*iterables, strict=False), chunksize)

@@ -33,12 +33,17 @@ if TYPE_CHECKING:
 __all__ = ("READ_AHEAD_PER_WORKER", "Pool")
 
 #: Chunks an ``imap`` iterator keeps submitted but not yet consumed, per worker:
-#: two keep every worker busy while the consumer takes a result, and bound memory
-#: however long (or endless) the input is.
-READ_AHEAD_PER_WORKER = 2
-#: ``map``'s default chunk size splits the input in about this many chunks per
-#: worker, as the stdlib does.
-CHUNKS_PER_WORKER = 4
+#: enough that each worker has its next chunks queued (the dispatcher pipelines
+#: short tasks) while the consumer takes a result, and a bound on memory however
+#: long (or endless) the input is.
+READ_AHEAD_PER_WORKER = 8
+#: ``map``'s default chunks (``chunksize=None``) are "guided": each takes this
+#: fraction of the items left divided by the workers, so chunks shrink as the input
+#: runs out and the workers finish together to within about one item's time...
+GUIDED_SHARE = 4
+#: ...but no chunk is smaller than the input divided by this many per worker, so a
+#: long input of quick items is not cut into a long tail of one-item chunks.
+MAX_CHUNKS_PER_WORKER = 64
 
 
 def _check_callable(func: object, what: str) -> None:
@@ -108,10 +113,40 @@ def _process_class(context: Any, what: str) -> type[_process.Process]:
 
 def _check_chunksize(chunksize: object) -> int:
     if isinstance(chunksize, bool) or not isinstance(chunksize, int):
-        raise TypeError(f"chunksize must be a positive int, not {type(chunksize).__name__}")
+        raise TypeError(f"chunksize must be a positive int or None, not {type(chunksize).__name__}")
     if chunksize < 1:
         raise ValueError(f"chunksize must be at least 1, not {chunksize}")
     return chunksize
+
+
+def _check_memory_limit(limit: object) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(
+            "max_memory_per_child must be a number of bytes (an int) or None, not "
+            f"{type(limit).__name__} ({limit!r:.80})"
+        )
+    if limit < 1:
+        raise ValueError(f"max_memory_per_child must be a positive number of bytes, not {limit}")
+    return limit
+
+
+def guided_chunks(length: int, workers: int) -> list[int]:
+    """Chunk sizes for ``map``'s whole input with ``chunksize=None`` (see GUIDED_SHARE).
+
+    Big chunks first (few round trips for quick items), smaller ones as the input
+    runs out (slow items end on all workers at about the same time), none below
+    ``length / (workers * MAX_CHUNKS_PER_WORKER)``.
+    """
+    floor = max(1, length // (workers * MAX_CHUNKS_PER_WORKER))
+    sizes = []
+    left = length
+    while left > 0:
+        size = min(left, max(floor, -(-left // (workers * GUIDED_SHARE))))
+        sizes.append(size)
+        left -= size
+    return sizes
 
 
 class Pool:
@@ -130,6 +165,10 @@ class Pool:
             so queues, locks and events may be among them.
         maxtasksperchild: tasks (chunks) a worker runs before it is replaced by a new
             one; ``None`` keeps workers for the pool's life.
+        max_memory_per_child: bytes of resident memory (RSS) a worker may reach:
+            a worker past it after a task is replaced by a new one (the task's result
+            is kept), which contains memory leaks in the tasks. Keyword-only; a proctor
+            addition.
         context: the proctor context whose start method the workers use; default
             the module-level one's.
 
@@ -154,8 +193,11 @@ class Pool:
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
         context: Any = None,
+        *,
+        max_memory_per_child: int | None = None,
     ) -> None:
         processes = _check_workers(processes, initializer)
+        memory_limit = _check_memory_limit(max_memory_per_child)
         if maxtasksperchild is not None:
             if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int):
                 # A ValueError too: the stdlib raises ValueError here (and its
@@ -169,7 +211,12 @@ class Pool:
         process_class = _process_class(context, "context")
         self._dispatcher: Dispatcher | None = None
         self._dispatcher = Dispatcher(
-            process_class, processes, initializer, tuple(initargs), maxtasksperchild
+            process_class,
+            processes,
+            initializer,
+            tuple(initargs),
+            maxtasksperchild,
+            max_memory_per_child=memory_limit,
         )
         self._processes = processes
 
@@ -229,7 +276,7 @@ class Pool:
         frame = codec.encode_task(
             task_id,
             _worker.APPLY,
-            codec.dumps(func, f"the function {name}"),
+            codec.dumps_function(func, f"the function {name}"),
             codec.dumps((args, kwds), f"the arguments of {name}"),
         )
 
@@ -328,31 +375,33 @@ class Pool:
         if kind == _worker.STARMAP:
             items = [tuple(item) for item in items]
         if chunksize is None:
-            chunksize, extra = divmod(len(items), self._processes * CHUNKS_PER_WORKER)
-            chunksize += 1 if extra else 0
-            chunksize = max(chunksize, 1)
+            sizes = guided_chunks(len(items), self._processes)
         else:
-            chunksize = _check_chunksize(chunksize)
+            size = _check_chunksize(chunksize)
+            sizes = [min(size, len(items) - start) for start in range(0, len(items), size)]
         name = function_name(func)
         codec = dispatcher.codec
-        func_bytes = codec.dumps(func, f"the function {name}")
+        func_bytes = codec.dumps_function(func, f"the function {name}")
         result = MapResult(
             len(items),
-            chunksize,
+            len(sizes),
             callback,
             error_callback,
             dispatcher.wake,
             lambda: f"{name} over {len(items)} input items",
         )
         tasks = []
-        for index, start in enumerate(range(0, len(items), chunksize)):
-            chunk = items[start : start + chunksize]
-            payload = codec.dumps(chunk, f"{_items_text(start, len(chunk))} of {name}")
+        start = 0
+        for size in sizes:
+            chunk = items[start : start + size]
+            payload = codec.dumps(chunk, f"{_items_text(start, size)} of {name}")
             task_id = dispatcher.next_id()
             frame = codec.encode_task(task_id, kind, func_bytes, payload)
-            describe = _positions(start, len(chunk))
-            timeout = None if seconds is None else seconds * len(chunk)
-            tasks.append(Task(task_id, frame, result, index, name, describe, timeout))
+            describe = _positions(start, size)
+            timeout = None if seconds is None else seconds * size
+            # A MapResult takes a chunk's index as the position of its first item.
+            tasks.append(Task(task_id, frame, result, start, name, describe, timeout, size))
+            start += size
         if tasks:
             dispatcher.submit(tasks)
         return result
@@ -361,14 +410,17 @@ class Pool:
         self,
         func: Callable[[Any], Any],
         iterable: Iterable[Any],
-        chunksize: int = 1,
+        chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
     ) -> IMapIterator:
         """An iterator over ``func(x)`` for each ``x``, in order; the input is read lazily.
 
-        ``task_timeout`` as for ``map``: a chunk that runs too long raises
-        ``proctor.TaskTimeoutError`` at its position, and iteration goes on.
+        ``chunksize=None`` (the default; the stdlib's is 1) sizes chunks from how
+        long the items measured so far took, aiming at a few milliseconds of work per
+        chunk; an int is used as given. ``task_timeout`` as for ``map``: a chunk that
+        runs too long raises ``proctor.TaskTimeoutError`` at its position, and
+        iteration goes on.
         """
         return self._imap(IMapIterator, func, iterable, chunksize, task_timeout)
 
@@ -376,7 +428,7 @@ class Pool:
         self,
         func: Callable[[Any], Any],
         iterable: Iterable[Any],
-        chunksize: int = 1,
+        chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
     ) -> IMapIterator:
@@ -388,19 +440,19 @@ class Pool:
         cls: type[IMapIterator],
         func: Callable[[Any], Any],
         iterable: Iterable[Any],
-        chunksize: int,
+        chunksize: int | None,
         task_timeout: float | None,
     ) -> IMapIterator:
         dispatcher = self._check_running()
         _check_callable(func, "func")
-        chunksize = _check_chunksize(chunksize)
+        if chunksize is not None:
+            chunksize = _check_chunksize(chunksize)
         seconds = self._check_timeout(task_timeout, "task_timeout")
         name = function_name(func)
         submitter = _LazySubmitter(
             dispatcher,
             name,
-            dispatcher.codec.dumps(func, f"the function {name}"),
-            chunksize,
+            dispatcher.codec.dumps_function(func, f"the function {name}"),
             seconds,
         )
         iterator = cls(
@@ -490,17 +542,16 @@ class _LazySubmitter:
         dispatcher: Dispatcher,
         name: str,
         func_bytes: Any,
-        chunksize: int,
         task_timeout: float | None,
     ) -> None:
         self._dispatcher = dispatcher
         self._name = name
         self._func_bytes = func_bytes
-        self._chunksize = chunksize
         self._task_timeout = task_timeout
 
-    def submit_lazy_chunk(self, result: IMapIterator, index: int, items: list[Any]) -> None:
-        start = index * self._chunksize
+    def submit_lazy_chunk(
+        self, result: IMapIterator, index: int, start: int, items: list[Any]
+    ) -> None:
         try:
             payload = self._dispatcher.codec.dumps(
                 items, f"{_items_text(start, len(items))} of {self._name}"
@@ -512,7 +563,7 @@ class _LazySubmitter:
         frame = self._dispatcher.codec.encode_task(task_id, _worker.MAP, self._func_bytes, payload)
         timeout = None if self._task_timeout is None else self._task_timeout * len(items)
         describe = _positions(start, len(items))
-        task = Task(task_id, frame, result, index, self._name, describe, timeout)
+        task = Task(task_id, frame, result, index, self._name, describe, timeout, len(items))
         try:
             self._dispatcher.submit([task], lazy=True)
         except ValueError:

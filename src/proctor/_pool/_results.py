@@ -27,12 +27,21 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
     class _Submitter(Protocol):
-        def submit_lazy_chunk(self, result: IMapIterator, index: int, items: list[Any]) -> None: ...
+        def submit_lazy_chunk(
+            self, result: IMapIterator, index: int, start: int, items: list[Any]
+        ) -> None: ...
 
         def lazy_done(self, result: IMapIterator) -> None: ...
 
 
-__all__ = ("ApplyResult", "AsyncResult", "IMapIterator", "IMapUnorderedIterator", "MapResult")
+__all__ = (
+    "ApplyResult",
+    "AsyncResult",
+    "ChunkSizer",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "MapResult",
+)
 
 
 def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
@@ -42,6 +51,38 @@ def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
         callback(argument)
     except Exception:
         get_logger().exception("pool callback %r raised", callback)
+
+
+class _Latch:
+    """A one-shot ``threading.Event``: set once, waited on by any number of threads.
+
+    A lock held from the start and released by ``set()``; a waiter acquires it and
+    releases it for the next. It costs a tenth of an Event to create, which counts
+    at one result per ``apply_async``. ``set()`` is called once (the result's
+    ``_finished`` flag, under its lock, decides who completes it).
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._lock.release()
+            return True
+        return self._set
 
 
 class ApplyResult:
@@ -59,7 +100,7 @@ class ApplyResult:
         on_cancel: Callable[[], object] | None = None,
         describe: Callable[[], str] | None = None,
     ) -> None:
-        self._event = threading.Event()
+        self._event = _Latch()
         self._state_lock = threading.Lock()
         self._finished = False  # completed or cancelled (the event is set after callbacks)
         self._cancelled = False
@@ -189,16 +230,15 @@ class MapResult(ApplyResult):
     def __init__(
         self,
         length: int,
-        chunksize: int,
+        chunks: int,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         on_cancel: Callable[[], object] | None = None,
         describe: Callable[[], str] | None = None,
     ) -> None:
         super().__init__(callback, error_callback, on_cancel, describe)
-        self._chunksize = chunksize
         self._values: list[Any] = [None] * length
-        self._chunks_left = -(-length // chunksize) if length else 0
+        self._chunks_left = chunks if length else 0
         if not self._chunks_left:  # an empty input: done at once (no callback, as the stdlib)
             self._finished = True
             self._success = True
@@ -206,18 +246,60 @@ class MapResult(ApplyResult):
             self._event.set()
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
+        """A chunk's values; ``index`` is the position of its first input item."""
         if self._finished:
             return  # a chunk that came after a failure or cancel()
         if not success:
             self._values = []
             self._complete(False, value)
             return
-        start = index * self._chunksize
-        self._values[start : start + len(value)] = value
+        self._values[index : index + len(value)] = value
         self._chunks_left -= 1
         if not self._chunks_left:
             values, self._values = self._values, []
             self._complete(True, values)
+
+
+class ChunkSizer:
+    """Chunk sizes for an input read lazily: fixed, or (``chunksize=None``) adaptive.
+
+    Adaptive sizes aim at chunks of CHUNK_SECONDS of work, from the durations the
+    workers measured for this call's chunks so far: one item at a time until the
+    first result, then at most doubling from chunk to chunk (an input whose first
+    items are quick and later ones slow does not start with a huge chunk), and down
+    at once when items turn out slow.
+    """
+
+    def __init__(self, chunksize: int | None) -> None:
+        self.fixed = chunksize
+        self._last = 0
+        self._item_seconds: float | None = None  # running average per input item
+
+    def next_size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        seconds = self._item_seconds
+        if seconds is None:
+            size = 1
+        else:
+            ideal = max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(seconds, 1e-9))))
+            size = min(ideal, max(1, 2 * self._last))
+        self._last = size
+        return size
+
+    def observe(self, seconds: float, items: int) -> None:
+        """A chunk of ``items`` items took ``seconds`` in a worker (dispatcher thread)."""
+        per_item = seconds / max(items, 1)
+        average = self._item_seconds
+        self._item_seconds = per_item if average is None else (average + per_item) / 2
+
+
+#: Adaptive chunks aim at this much work each: the per-chunk cost (a frame each way,
+#: the dispatcher's turn; tens of microseconds) is then about 1% of it, and the last
+#: chunks of a call leave workers idle for no longer than this.
+CHUNK_SECONDS = 0.005
+#: ... and hold at most this many items.
+MAX_CHUNK = 65536
 
 
 class IMapIterator:
@@ -229,12 +311,17 @@ class IMapIterator:
     """
 
     def __init__(
-        self, pool: _Submitter, iterable: Iterator[Any], chunksize: int, read_ahead: int
+        self,
+        pool: _Submitter,
+        iterable: Iterator[Any],
+        chunksize: int | None,
+        read_ahead: int,
     ) -> None:
         self._pool = pool
         self._input: Iterator[Any] | None = iterable
-        self._chunksize = chunksize
+        self._sizer = ChunkSizer(chunksize)
         self._read_ahead = read_ahead
+        self._items_read = 0  # input items read so far
         self._feed_lock = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
         self._submitted = 0  # chunk positions handed out (input errors included)
@@ -258,7 +345,7 @@ class IMapIterator:
                 items: list[Any] = []
                 error: BaseException | None = None
                 end = False
-                for _ in range(self._chunksize):
+                for _ in range(self._sizer.next_size()):
                     try:
                         items.append(next(self._input))
                     except StopIteration:
@@ -285,10 +372,15 @@ class IMapIterator:
         with self._cond:
             index = self._submitted
             self._submitted += 1
+        start = self._items_read
+        self._items_read += len(items)
         if self._aborted is not None:
             self._deliver(index, False, self._aborted)
             return
-        self._pool.submit_lazy_chunk(self, index, items)
+        self._pool.submit_lazy_chunk(self, index, start, items)
+
+    def _observe(self, seconds: float, items: int) -> None:
+        self._sizer.observe(seconds, items)
 
     def _abort(self, exc: BaseException) -> None:
         """The pool was terminated: chunks not yet submitted fail with ``exc``."""

@@ -45,9 +45,16 @@ class ObjectCodec:
     def dumps(self, obj: Any, what: str) -> Any:
         return obj
 
+    def dumps_function(self, func: Any, what: str) -> Any:
+        return func
+
     @staticmethod
     def encode_task(task_id: int, kind: int, func: Any, payload: Any) -> Any:
         return (task_id, kind, func, payload)
+
+    @staticmethod
+    def encode_batch(frames: list[Any]) -> Any:
+        raise AssertionError("a thread pool sends one task at a time")  # batches=False
 
     @staticmethod
     def decode_result(frame: Any) -> Any:

@@ -16,16 +16,28 @@ A task frame is ``<task id:u64><kind:u8><function length:u32>`` + the pickled fu
 the pickled payload: ``(args, kwds)`` for ``APPLY``, a list of items for ``MAP`` (each
 called as ``func(item)``) or ``STARMAP`` (``func(*item)``). The function travels as its
 own pickle so that a ``map`` pickles it once and a worker unpickles it once while the
-same bytes keep coming. A result frame is ``<task id:u64>`` + an outcome message of
-``_start._outcome`` (the format a ``Process`` reports with): the value (one value for
-``APPLY``, the list of a chunk's values otherwise), or the exception with its traceback.
-Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's start: its outcome says
-that the initializer returned, or how it failed.
+same bytes keep coming. A result frame is ``<task id:u64><seconds:f64><flags:u8>`` + an
+outcome message of ``_start._outcome`` (the format a ``Process`` reports with): the value
+(one value for ``APPLY``, the list of a chunk's values otherwise), or the exception with
+its traceback. ``seconds`` is how long the task ran in the worker (the dispatcher sizes
+chunks and how many tasks a worker holds from it); flag ``RETIRING`` says the worker
+exits after this result (its resident memory passed ``max_memory_per_child``) and
+reads no further task. Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's
+start: its outcome says that the initializer returned, or how it failed.
+
+A worker may be sent several tasks before it has finished the first (the pool
+pipelines them to hide its round trip); it runs them in order and sends each result
+before it reads the next task, so the parent always knows that only the oldest task
+without a result may have started.
 """
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
+import threading
+import time
 
 from .._core import _serialization
 from .._core._errors import PicklingError
@@ -42,6 +54,7 @@ __all__ = (
     "APPLY",
     "INITIALIZER",
     "MAP",
+    "RETIRING",
     "STARMAP",
     "STOP",
     "decode_result",
@@ -49,14 +62,18 @@ __all__ = (
     "worker_main",
 )
 
-APPLY, MAP, STARMAP = 0, 1, 2
+APPLY, MAP, STARMAP, BATCH = 0, 1, 2, 3
 #: The task id of a worker's start: its result frame reports the initializer's outcome.
 INITIALIZER = 0
 #: The frame that tells a worker to return: no task frame is empty.
 STOP = b""
 
+#: Result frame flag: the worker exits after this result (see the module docstring).
+RETIRING = 1
+
 _TASK_HEADER = struct.Struct("<QBI")
-_RESULT_HEADER = struct.Struct("<Q")
+_BATCH_LENGTH = struct.Struct("<I")
+_RESULT_HEADER = struct.Struct("<QdB")
 
 
 def encode_task(task_id: int, kind: int, func_bytes: bytes, payload_bytes: bytes) -> bytes:
@@ -64,14 +81,35 @@ def encode_task(task_id: int, kind: int, func_bytes: bytes, payload_bytes: bytes
     return _TASK_HEADER.pack(task_id, kind, len(func_bytes)) + func_bytes + payload_bytes
 
 
-def decode_result(frame: bytes) -> tuple[int, _outcome.Outcome]:
-    """The task id and the outcome a result frame carries."""
-    (task_id,) = _RESULT_HEADER.unpack_from(frame)
-    return task_id, _outcome.Outcome.from_message(frame[_RESULT_HEADER.size :])
+def encode_batch(frames: list[bytes]) -> bytes:
+    """Several task frames in one: header ``<0><BATCH><count>``, their lengths, them."""
+    lengths = b"".join(_BATCH_LENGTH.pack(len(frame)) for frame in frames)
+    return b"".join([_TASK_HEADER.pack(0, BATCH, len(frames)), lengths, *frames])
 
 
-def _result_frame(task_id: int, message: tuple[Any, ...]) -> bytes:
-    return _RESULT_HEADER.pack(task_id) + _outcome.encode(message)
+def _split_batch(frame: bytes) -> list[memoryview]:
+    _, _, count = _TASK_HEADER.unpack_from(frame)
+    view = memoryview(frame)
+    offset = _TASK_HEADER.size + count * _BATCH_LENGTH.size
+    frames = []
+    for index in range(count):
+        (length,) = _BATCH_LENGTH.unpack_from(frame, _TASK_HEADER.size + index * 4)
+        frames.append(view[offset : offset + length])
+        offset += length
+    return frames
+
+
+def decode_result(frame: bytes) -> tuple[int, _outcome.Outcome, float, bool]:
+    """The task id, the outcome, the seconds it ran and whether the worker retires."""
+    task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
+    outcome = _outcome.Outcome.from_message(frame[_RESULT_HEADER.size :])
+    return task_id, outcome, seconds, bool(flags & RETIRING)
+
+
+def _result_frame(
+    task_id: int, message: tuple[Any, ...], seconds: float = 0.0, flags: int = 0
+) -> bytes:
+    return _RESULT_HEADER.pack(task_id, seconds, flags) + _outcome.encode(message)
 
 
 class PickledCodec:
@@ -82,6 +120,34 @@ class PickledCodec:
     """
 
     in_process = False
+
+    #: Functions whose pickle is kept for reuse (see ``dumps_function``).
+    FUNCTIONS_KEPT = 16
+
+    def __init__(self) -> None:
+        self._functions: dict[int, tuple[Any, bytes]] = {}  # id -> (function, pickle)
+        self._functions_lock = threading.Lock()
+
+    def dumps_function(self, func: Any, what: str) -> bytes:
+        """``dumps(func)``, made once per function object while it stays in use.
+
+        A task's function is pickled at every call otherwise, and a function of
+        ``__main__``, a lambda or a closure goes by value, which costs tens of
+        microseconds: more than the rest of an ``apply_async``. The kept pickle holds
+        what the function referred to (globals sent by value included) as at its
+        first call in this pool; docs/pool.md says so.
+        """
+        key = id(func)
+        with self._functions_lock:
+            kept = self._functions.get(key)
+        if kept is not None and kept[0] is func:
+            return kept[1]
+        data = self.dumps(func, what)
+        with self._functions_lock:
+            if len(self._functions) >= self.FUNCTIONS_KEPT:
+                del self._functions[next(iter(self._functions))]  # the oldest
+            self._functions[key] = (func, data)  # the function itself keeps its id
+        return data
 
     def dumps(self, obj: Any, what: str) -> bytes:
         """Pickle ``obj`` for a worker; a failure names ``what`` could not be pickled.
@@ -101,7 +167,11 @@ class PickledCodec:
         return encode_task(task_id, kind, func, payload)
 
     @staticmethod
-    def decode_result(frame: Any) -> tuple[int, _outcome.Outcome]:
+    def encode_batch(frames: list[bytes]) -> bytes:
+        return encode_batch(frames)
+
+    @staticmethod
+    def decode_result(frame: Any) -> tuple[int, _outcome.Outcome, float, bool]:
         return decode_result(frame)
 
 
@@ -112,14 +182,14 @@ class _FunctionCache:
         self._bytes = b""
         self._func: Callable[..., Any] | None = None
 
-    def get(self, func_bytes: bytes) -> Callable[..., Any]:
+    def get(self, func_bytes: bytes | memoryview) -> Callable[..., Any]:
         if self._func is None or func_bytes != self._bytes:
             self._func = _serialization.loads(func_bytes)
-            self._bytes = func_bytes
+            self._bytes = bytes(func_bytes)
         return self._func
 
 
-def _run(frame: bytes, functions: _FunctionCache) -> tuple[int, tuple[Any, ...]]:
+def _run(frame: bytes | memoryview, functions: _FunctionCache) -> tuple[int, tuple[Any, ...]]:
     """Run one task frame; return its id and outcome message (never raises)."""
     task_id, kind, func_length = _TASK_HEADER.unpack_from(frame)
     start = _TASK_HEADER.size
@@ -140,10 +210,11 @@ def _run(frame: bytes, functions: _FunctionCache) -> tuple[int, tuple[Any, ...]]
     return task_id, _outcome.value_message(value)
 
 
-def _run_objects(task: tuple[Any, ...]) -> tuple[int, _outcome.Outcome]:
+def _run_objects(task: tuple[Any, ...]) -> tuple[int, _outcome.Outcome, float, bool]:
     """Run one task of a thread worker (objects, not frames); never raises."""
     task_id, kind, func, payload = task
     outcome = _outcome.Outcome()
+    started = time.perf_counter()
     try:
         if kind == APPLY:
             args, kwds = payload
@@ -156,7 +227,34 @@ def _run_objects(task: tuple[Any, ...]) -> tuple[int, _outcome.Outcome]:
     # program, not to the task (a thread cannot be killed, a process worker can).
     except Exception as exc:
         outcome.exception = exc
-    return task_id, outcome
+    return task_id, outcome, time.perf_counter() - started, False
+
+
+def resident_memory() -> int | None:
+    """This process's resident memory in bytes (None where it cannot be read).
+
+    Linux: the current figure, from /proc. Elsewhere psutil's (a dependency there),
+    else the peak from ``getrusage`` (which only grows: a worker is then replaced
+    once its peak passed the limit, which still contains a leak).
+    """
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil  # type: ignore[import-untyped]  # no stubs installed
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return None
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 def worker_main(
@@ -165,9 +263,11 @@ def worker_main(
     initargs: tuple[Any, ...],
     maxtasks: int | None,
     in_process: bool = False,
+    max_memory: int | None = None,
 ) -> None:
     """Report the initializer's outcome, then run tasks from ``conn`` until STOP, end
-    of file, or ``maxtasks`` tasks are done; return at once if the initializer failed.
+    of file, or ``maxtasks`` tasks are done, or its resident memory passed
+    ``max_memory`` bytes after a task; return at once if the initializer failed.
 
     ``in_process``: a ``ThreadPool``'s worker thread, whose tasks and results are the
     objects themselves (``_threads.ObjectCodec``), not frames.
@@ -181,12 +281,12 @@ def worker_main(
             if in_process:
                 failed = _outcome.Outcome()
                 failed.exception = exc
-                conn.send_bytes((INITIALIZER, failed))
+                conn.send_bytes((INITIALIZER, failed, 0.0, False))
             else:
                 conn.send_bytes(_result_frame(INITIALIZER, _outcome.error_message(exc)))
             conn.close()
             return
-    conn.send_bytes((INITIALIZER, _outcome.Outcome()) if in_process else _READY_FRAME)
+    conn.send_bytes((INITIALIZER, _outcome.Outcome(), 0.0, False) if in_process else _READY_FRAME)
     if in_process:
         _thread_loop(conn, maxtasks)
         return
@@ -199,12 +299,23 @@ def worker_main(
             break
         if frame == STOP:
             break
-        task_id, message = _run(frame, functions)
-        # Drop the task's objects before waiting for the next one (as the stdlib's
-        # worker does), so that their memory is not held while idle.
+        tasks = _split_batch(frame) if frame[8] == BATCH else [frame]
         del frame
-        conn.send_bytes(_result_frame(task_id, message))
-        done += 1
+        for task in tasks:
+            started = time.perf_counter()
+            task_id, message = _run(task, functions)
+            seconds = time.perf_counter() - started
+            retiring = max_memory is not None and (resident_memory() or 0) > max_memory
+            # The result goes before the next task starts: the pool then knows that
+            # only the oldest task without a result may have started.
+            conn.send_bytes(_result_frame(task_id, message, seconds, RETIRING if retiring else 0))
+            done += 1
+            if retiring:
+                conn.close()
+                return  # the rest of the batch was not started: the pool sends it again
+        # Drop the tasks' objects before waiting for the next ones (as the stdlib's
+        # worker does), so that their memory is not held while idle.
+        del tasks, task
     conn.close()
 
 

@@ -1,0 +1,207 @@
+"""How the pool hands out work: chunk sizes, tasks queued in a worker, memory limits.
+
+The dispatcher queues several short tasks in a worker (to hide its round trip), so
+these tests check what that must never change: a dead worker's queued tasks run
+once, elsewhere; a task with a timeout never waits behind another; an idle worker
+is served before a task is queued behind a busy one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import proctor
+from proctor._pool import _dispatcher
+from proctor._pool._pool import MAX_CHUNKS_PER_WORKER, guided_chunks
+from proctor._pool._results import CHUNK_SECONDS, MAX_CHUNK, ChunkSizer
+from proctor._pool._worker import resident_memory
+
+TIMEOUT = 60
+
+_worker_state: dict[str, object] = {}
+
+
+def _install(started, ran, release):
+    _worker_state.update(started=started, ran=ran, release=release)
+
+
+def _report_and_block(value):
+    _worker_state["started"].put(os.getpid())
+    _worker_state["release"].wait(TIMEOUT)
+    return value
+
+
+def _record(value):
+    _worker_state["ran"].put(value)
+    return value
+
+
+def _identity(value):
+    return value
+
+
+def _pid(_=None):
+    return os.getpid()
+
+
+def _memory(_=None):
+    return resident_memory()
+
+
+_leaked: list[bytes] = []
+
+
+def _leak(size):
+    _leaked.append(b"x" * size)  # written, so resident
+    return os.getpid()
+
+
+# -- chunk sizes (no processes) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 100, 10_000, 1_000_000])
+@pytest.mark.parametrize("workers", [1, 2, 8])
+def test_guided_chunks_cover_the_input_shrinking_to_a_floor(length, workers):
+    sizes = guided_chunks(length, workers)
+    assert sum(sizes) == length
+    assert all(size >= 1 for size in sizes)
+    assert sizes == sorted(sizes, reverse=True)  # big first, small at the end
+    floor = max(1, length // (workers * MAX_CHUNKS_PER_WORKER))
+    assert all(size >= floor for size in sizes[:-1])  # only the last may be smaller
+    # Bounded: a long input of quick items is not cut into a tail of tiny chunks.
+    assert len(sizes) <= workers * MAX_CHUNKS_PER_WORKER + workers * 4 * 16
+
+
+def test_guided_chunks_end_with_single_items_for_a_short_input():
+    # 100 slow items on 2 workers: the last chunks are single items, so the
+    # workers finish within about one item's time of each other.
+    sizes = guided_chunks(100, 2)
+    assert sizes[0] == 13
+    assert sizes[-3:] == [1, 1, 1]
+
+
+def test_an_explicit_chunksize_is_fixed():
+    sizer = ChunkSizer(7)
+    sizer.observe(10.0, 7)
+    assert [sizer.next_size() for _ in range(3)] == [7, 7, 7]
+
+
+def test_adaptive_chunks_start_at_one_then_at_most_double_up_to_the_target():
+    sizer = ChunkSizer(None)
+    assert sizer.next_size() == 1  # nothing measured
+    sizer.observe(1e-6, 1)  # quick items: the target is CHUNK_SECONDS of them
+    sizes = [sizer.next_size() for _ in range(20)]
+    assert sizes[:4] == [2, 4, 8, 16]
+    assert max(sizes) <= min(MAX_CHUNK, int(CHUNK_SECONDS / 1e-6))
+    assert sizes[-1] == max(sizes)
+
+
+def test_adaptive_chunks_shrink_at_once_when_items_turn_slow():
+    sizer = ChunkSizer(None)
+    sizer.observe(1e-6, 1)
+    for _ in range(20):
+        sizer.next_size()
+    for _ in range(10):
+        sizer.observe(1.0, 1)  # one second an item
+    assert sizer.next_size() == 1
+
+
+def test_how_many_tasks_a_worker_holds_follows_their_duration():
+    pool = proctor.Pool(1)
+    try:
+        dispatcher = pool._dispatcher
+        dispatcher._task_seconds = None
+        assert dispatcher._depth() == 1  # unknown: they may be long
+        dispatcher._task_seconds = _dispatcher.LONG_TASK
+        assert dispatcher._depth() == 1
+        dispatcher._task_seconds = 1e-3
+        assert dispatcher._depth() == 2 + int(_dispatcher.QUEUED_WORK / 1e-3)
+        dispatcher._task_seconds = 1e-7
+        assert dispatcher._depth() == _dispatcher.MAX_HELD
+    finally:
+        pool.terminate()
+
+
+# -- the pipeline's guarantees, with processes ----------------------------------------
+
+
+def test_imap_with_the_default_chunksize_batches_quick_items(ctx):
+    with ctx.Pool(2) as pool:
+        iterator = pool.imap(_identity, range(20_000))
+        assert list(iterator) == list(range(20_000))
+        # Far fewer chunks than items: sizes grew from the measured durations.
+        assert iterator._submitted < 20_000 // 5
+        unordered = pool.imap_unordered(_identity, range(5_000))
+        assert sorted(unordered) == list(range(5_000))
+
+
+def test_a_dead_worker_fails_the_task_it_ran_and_its_queued_tasks_run_once(ctx):
+    started, ran, release = ctx.Queue(), ctx.Queue(), ctx.Event()
+    with ctx.Pool(1, initializer=_install, initargs=(started, ran, release)) as pool:
+        # Quick tasks first: the pool then queues several tasks in the worker.
+        assert pool.map(_identity, range(200), chunksize=1) == list(range(200))
+        assert pool._dispatcher._depth() > 1
+        victim = pool.apply_async(_report_and_block, ("victim",))
+        queued = [pool.apply_async(_record, (n,)) for n in range(5)]
+        pid = started.get(timeout=TIMEOUT)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(proctor.WorkerLostError, match="_report_and_block"):
+            victim.get(TIMEOUT)
+        assert [result.get(TIMEOUT) for result in queued] == list(range(5))
+        # Each queued task ran exactly once, on the replacement worker.
+        assert sorted(ran.get(timeout=TIMEOUT) for _ in range(5)) == list(range(5))
+        assert ran.empty()
+        assert pool.apply(_pid) != pid
+
+
+def test_two_blocking_tasks_on_two_workers_both_start(ctx):
+    started, ran, release = ctx.Queue(), ctx.Queue(), ctx.Event()
+    with ctx.Pool(2, initializer=_install, initargs=(started, ran, release)) as pool:
+        pool.map(_identity, range(200), chunksize=1)  # quick: the pool pipelines
+        results = [pool.apply_async(_report_and_block, (n,)) for n in range(2)]
+        pids = {started.get(timeout=TIMEOUT) for _ in range(2)}
+        assert len(pids) == 2  # each on its own worker, not one queued behind the other
+        release.set()
+        assert [result.get(TIMEOUT) for result in results] == [0, 1]
+
+
+def test_a_task_with_a_timeout_is_not_queued_behind_a_blocked_one(ctx):
+    started, ran, release = ctx.Queue(), ctx.Queue(), ctx.Event()
+    with ctx.Pool(1, initializer=_install, initargs=(started, ran, release)) as pool:
+        pool.map(_identity, range(200), chunksize=1)
+        blocked = pool.apply_async(_report_and_block, ("blocked",))
+        started.get(timeout=TIMEOUT)
+        timed = pool.apply_async(_identity, ("timed",), timeout=0.5)
+        # Its clock has not started: it waits in the pool, not in the busy worker.
+        release.set()
+        assert blocked.get(TIMEOUT) == "blocked"
+        assert timed.get(TIMEOUT) == "timed"
+
+
+# -- max_memory_per_child --------------------------------------------------------------
+
+
+def test_a_worker_past_its_memory_limit_is_replaced_after_its_task(ctx):
+    with ctx.Pool(1) as probe:
+        baseline = probe.apply(_memory)
+    if baseline is None:
+        pytest.skip("this system does not report a process's resident memory")
+    limit = baseline + (64 << 20)
+    with ctx.Pool(1, max_memory_per_child=limit) as pool:
+        first = pool.apply(_pid)
+        assert pool.apply(_pid) == first  # under the limit: the same worker
+        assert pool.apply(_leak, (128 << 20,)) == first  # the leaking task's result is kept
+        replacement = pool.apply(_pid)
+        assert replacement != first
+        assert pool.map(_identity, range(10)) == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("limit", "error"), [(0, ValueError), (-5, ValueError), ("1G", TypeError), (1.5, TypeError)]
+)
+def test_max_memory_per_child_must_be_a_positive_int(limit, error):
+    with pytest.raises(error, match="max_memory_per_child"):
+        proctor.Pool(1, max_memory_per_child=limit)
