@@ -397,3 +397,35 @@ def test_the_executor_is_on_the_front_door_only():
     # Where the stdlib has it: concurrent.futures, not multiprocessing.pool or contexts.
     assert not hasattr(pool_module, "ProcessPoolExecutor")
     assert not hasattr(proctor.get_context("spawn"), "ProcessPoolExecutor")
+
+
+def test_cancel_running_stops_a_running_task_by_killing_its_worker(ctx):
+    executor, started, release = _executor_with_events(ctx, max_workers=1, cancel_running=True)
+    with executor:
+        running = executor.submit(_report_and_block, "stopped")
+        assert isinstance(running, concurrent.futures.Future)
+        worker = started.get(timeout=TIMEOUT)
+        waiter = threading.Thread(
+            target=concurrent.futures.wait, args=([running],), kwargs={"timeout": TIMEOUT}
+        )
+        waiter.start()  # a wait() already waiting sees the cancellation
+        called = []
+        running.add_done_callback(called.append)
+        assert running.cancel() is True
+        assert running.cancelled()
+        waiter.join(TIMEOUT)
+        assert not waiter.is_alive()
+        assert called == [running]
+        with pytest.raises(concurrent.futures.CancelledError):
+            running.result(TIMEOUT)
+        wait_until(lambda: not pid_exists(worker), timeout=TIMEOUT)
+        # The pool goes on, on a new worker.
+        assert executor.submit(_pid).result(TIMEOUT) != worker
+        finished = executor.submit(_square, 3)
+        assert finished.result(TIMEOUT) == 9
+        assert finished.cancel() is False  # a finished future stays finished
+
+
+def test_cancel_running_must_be_a_bool():
+    with pytest.raises(TypeError, match="cancel_running"):
+        proctor.ProcessPoolExecutor(1, cancel_running="yes")

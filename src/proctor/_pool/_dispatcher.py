@@ -36,6 +36,7 @@ import reprlib
 import signal
 import threading
 import time
+import weakref
 
 from .._connections._pipe import Pipe
 from .._connections._wait import wait
@@ -184,6 +185,40 @@ class _Worker:
         self.killed = False  # SIGKILLed to stop held[0]: its sentinel is awaited
 
 
+#: Dispatchers whose work must be done before the interpreter exits: an executor's
+#: (shut down without waiting, or not at all) and a closed ``Pool``'s. The stdlib's
+#: executor finishes its work at exit too; a running ``Pool`` is terminated, as the
+#: stdlib's is.
+_finish_at_exit: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def finish_at_exit(dispatcher: Dispatcher) -> None:
+    """Have the interpreter's exit wait until ``dispatcher``'s work is done."""
+    global _exit_hook_registered
+    _finish_at_exit.add(dispatcher)
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        # threading's exit hooks run when the main thread ends, before atexit's, so
+        # before proctor's own exit stage stops the (daemonic) workers.
+        try:
+            threading._register_atexit(_finish_all)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # no such hook, or exiting already
+            import atexit
+
+            atexit.register(_finish_all)
+
+
+def _finish_all() -> None:
+    for dispatcher in list(_finish_at_exit):
+        if dispatcher.state in (RUNNING, CLOSED):
+            dispatcher.close()
+            try:
+                dispatcher.join(None)
+            except Exception:
+                _logger.get_logger().exception("a pool's work could not finish at exit")
+
+
 #: ``_take_next``'s answer when the queue is empty.
 _NOTHING_PENDING: Any = object()
 
@@ -323,9 +358,12 @@ class Dispatcher:
     # -- life cycle (caller threads) --------------------------------------------------
 
     def close(self) -> None:
+        """Take no new calls; the work submitted is done, before the interpreter's
+        exit too (see ``finish_at_exit``)."""
         with self._lock:
             if self.state == RUNNING:
                 self.state = CLOSED
+        finish_at_exit(self)
 
     def join(self, timeout: float | None, wait_for_it: bool = True) -> None:
         """Run what is left, stop the workers, end the thread (after ``close()``).

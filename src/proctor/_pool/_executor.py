@@ -31,7 +31,7 @@ import weakref
 from .._core._errors import PicklingError
 from .._core._system import cpu_count
 from . import _worker
-from ._dispatcher import Dispatcher, Task, function_name
+from ._dispatcher import Dispatcher, Task, finish_at_exit, function_name
 from ._pool import (
     _check_callable,
     _check_task_timeout,
@@ -52,6 +52,37 @@ if TYPE_CHECKING:
 __all__ = ("ProcessPoolExecutor",)
 
 
+class StoppableFuture(concurrent.futures.Future):
+    """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running task.
+
+    What ``ProcessPoolExecutor(cancel_running=True)`` returns. ``cancel()`` of a
+    pending future is the stdlib's; of a running one, it cancels the future at once
+    (waiters in ``wait()``/``as_completed()`` see it cancelled, callbacks run) and
+    has the pool kill the task's worker (SIGKILL), which is replaced. It changes
+    state the way ``Future.cancel()`` itself does, through the class's own fields
+    (``_condition``, ``_state``, ``_waiters``), which CPython 3.10 to 3.14 share.
+    """
+
+    _stop: Callable[[], None] | None = None
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            return True
+        stop = self._stop
+        if stop is None:
+            return False
+        with self._condition:
+            if self._state != "RUNNING":
+                return False
+            self._state = "CANCELLED_AND_NOTIFIED"
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        stop()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        return True
+
+
 class _FutureSlot:
     """Where the dispatcher delivers one task's outcome: a ``Future``.
 
@@ -62,13 +93,23 @@ class _FutureSlot:
     when the dispatcher reaches its task.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_running", "future")
+    __slots__ = ("__weakref__", "_cancelled", "_lock", "_running", "future")
 
-    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+    def __init__(
+        self, future: concurrent.futures.Future[Any], wake: Callable[[], None] | None = None
+    ) -> None:
         self.future = future
         self._lock = threading.Lock()
         self._running: bool | None = None  # set_running_or_notify_cancel()'s answer
+        self._cancelled = False  # a running task's StoppableFuture was cancelled: stop it
         future.add_done_callback(self._on_done)
+        if wake is not None and isinstance(future, StoppableFuture):
+
+            def stop() -> None:
+                self._cancelled = True
+                wake()
+
+            future._stop = stop
 
     def _claim(self) -> bool:
         # A task whose send failed (its worker died idle) is claimed again: same answer.
@@ -114,6 +155,10 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         task_timeout: seconds a task may run once a worker has it (per item for a
             ``map`` chunk); then its worker is killed (SIGKILL) and replaced and the
             future fails with ``proctor.TaskTimeoutError``. ``None``: no limit.
+        cancel_running: ``Future.cancel()`` of a running task stops it too: the
+            worker is killed (SIGKILL) and replaced, and the future is cancelled
+            (see ``StoppableFuture``). False (the default) keeps the stdlib's rule:
+            a running future cannot be cancelled, ``cancel()`` returns False.
 
     Raises:
         ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1, a
@@ -138,8 +183,14 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         max_tasks_per_child: int | None = None,
         *,
         task_timeout: float | None = None,
+        cancel_running: bool = False,
     ) -> None:
         self._dispatcher: Dispatcher | None = None
+        if not isinstance(cancel_running, bool):
+            raise TypeError(
+                f"cancel_running must be True or False, not {type(cancel_running).__name__}"
+            )
+        self._cancel_running = cancel_running
         if max_workers is None:
             max_workers = cpu_count()
         if isinstance(max_workers, bool) or not isinstance(max_workers, int):
@@ -164,6 +215,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._dispatcher = Dispatcher(
             process_class, max_workers, initializer, tuple(initargs), max_tasks_per_child
         )
+        # As the stdlib's: what was submitted is done before the interpreter exits,
+        # whether or not the executor was shut down (with or without waiting).
+        finish_at_exit(self._dispatcher)
 
     # -- submitting -------------------------------------------------------------------
 
@@ -199,8 +253,13 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         describe: Callable[[], str],
         items: int,
     ) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        slot = _FutureSlot(future)
+        future: concurrent.futures.Future[Any]
+        if self._cancel_running:
+            future = StoppableFuture()
+            slot = _FutureSlot(future, dispatcher.wake)
+        else:
+            future = concurrent.futures.Future()
+            slot = _FutureSlot(future)
         timeout = None if self._task_timeout is None else self._task_timeout * items
         with self._shutdown_lock:
             if self._shutdown:
