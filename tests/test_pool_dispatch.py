@@ -205,3 +205,34 @@ def test_a_worker_past_its_memory_limit_is_replaced_after_its_task(ctx):
 def test_max_memory_per_child_must_be_a_positive_int(limit, error):
     with pytest.raises(error, match="max_memory_per_child"):
         proctor.Pool(1, max_memory_per_child=limit)
+
+
+# -- large arrays travel as memfds, not through pickle ---------------------------------
+
+
+def _array_of(value):
+    import numpy
+
+    return numpy.full(1 << 18, value, dtype=numpy.float64)  # 2 MiB: out of band
+
+
+def _describe(array):
+    return (float(array.sum()), array.shape, str(array.dtype))
+
+
+def test_large_numpy_arguments_and_results_arrive_whole_and_writable(ctx):
+    numpy = pytest.importorskip("numpy")
+    with ctx.Pool(2) as pool:
+        result = pool.apply(_array_of, (3.0,))
+        assert result.shape == (1 << 18,) and float(result.sum()) == 3.0 * (1 << 18)
+        result[0] = -1.0  # writable: the parent owns the mapping
+        results = pool.map(_array_of, range(6), chunksize=2)
+        assert [float(a[0]) for a in results] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        argument = numpy.arange(1 << 18, dtype=numpy.float64)
+        expected = (float(argument.sum()), argument.shape, "float64")
+        assert pool.apply(_describe, (argument,)) == expected
+        assert pool.map(_describe, [argument, argument * 2])[1][0] == 2 * expected[0]
+        assert list(pool.imap(_describe, [argument], chunksize=1)) == [expected]
+    with proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor:
+        assert executor.submit(_describe, argument).result(TIMEOUT) == expected
+        assert float(executor.submit(_array_of, 2.0).result(TIMEOUT)[7]) == 2.0

@@ -104,6 +104,7 @@ class Task:
     """One chunk of a call, from submission until its outcome is delivered."""
 
     __slots__ = (
+        "buffers",
         "claimed",
         "deadline",
         "describe",
@@ -128,6 +129,7 @@ class Task:
         describe: Callable[[], str],
         timeout: float | None = None,
         size: int = 1,
+        buffers: list[Any] | None = None,
     ) -> None:
         self.id = task_id
         self.frame = frame
@@ -138,6 +140,9 @@ class Task:
         self.timeout = timeout  # seconds the chunk may run, from its sending to a worker
         self.deadline: float | None = None  # time.monotonic() it must be done by, once sent
         self.size = size  # input items in the chunk
+        # The payload's large buffers (numpy arrays...), sent as memfds after the
+        # frame; such a task goes alone, to a worker that holds nothing.
+        self.buffers = buffers or None
         self.claimed = False  # claim() said yes: a task sent again is not claimed again
         self.stopped = False  # failed or cancelled, and its worker killed to stop it
         self.sent_at = 0.0  # time.monotonic() it was sent to a worker
@@ -593,7 +598,9 @@ class Dispatcher:
         may take none now; ``_NOTHING_PENDING`` when no task is pending."""
         held = worker.held
         if held and (
-            held[-1].timeout is not None or time.monotonic() - held[0].sent_at > LONG_TASK
+            held[-1].timeout is not None
+            or held[-1].buffers is not None
+            or time.monotonic() - held[0].sent_at > LONG_TASK
         ):
             # Nothing waits behind a task whose clock runs from its sending, nor
             # behind one that has run long already (it may run much longer).
@@ -605,6 +612,7 @@ class Dispatcher:
                 task = self._pending[0]
                 if held and (
                     task.timeout is not None
+                    or task.buffers is not None
                     or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
                 ):
                     return None  # it waits for a worker that holds nothing
@@ -633,6 +641,8 @@ class Dispatcher:
         try:
             for frame in frames:
                 worker.conn.send_bytes(frame)
+            if tasks[0].buffers is not None:  # such a task is sent alone
+                worker.conn.send(tasks[0].buffers)
         except OSError:
             # The worker died or retired and reads no more: the tasks go back to the
             # front of the queue, in their order; the sentinel reports the end.
@@ -653,7 +663,11 @@ class Dispatcher:
         except (EOFError, OSError):  # ProtocolError (a frame cut short) is an OSError
             worker.conn_open = False
             return False
-        task_id, outcome, seconds, retiring = self.codec.decode_result(frame)
+        try:
+            task_id, outcome, seconds, retiring = self.codec.decode_result(frame, worker.conn)
+        except (EOFError, OSError):  # it died before its result's buffers came
+            worker.conn_open = False
+            return False
         if task_id == _worker.INITIALIZER:
             if outcome.exception is not None:
                 self._initializer_failed(worker, outcome.exception)
@@ -669,6 +683,7 @@ class Dispatcher:
         if held:
             worker.queued_bytes -= len(held[0].frame)
         task.frame = b""
+        task.buffers = None
         average = self._task_seconds
         self._task_seconds = (
             seconds if average is None else average + _EWMA_WEIGHT * (seconds - average)

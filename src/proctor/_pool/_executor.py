@@ -42,7 +42,7 @@ from ._pool import (
 
 # Tasks always go to worker processes: pickled, with errors that say what failed.
 _codec = _worker.PickledCodec()
-_pickle = _codec.dumps
+_pickle = _codec.dumps_payload
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self,
         dispatcher: Dispatcher,
         kind: int,
-        frame_parts: tuple[bytes, bytes],
+        frame_parts: tuple[bytes, tuple[bytes, list[Any]]],
         name: str,
         describe: Callable[[], str],
         items: int,
@@ -265,9 +265,12 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             task_id = dispatcher.next_id()
-            frame = _worker.encode_task(task_id, kind, *frame_parts)
+            func_bytes, (payload, buffers) = frame_parts
+            kind = _worker.with_buffers(kind, buffers)
+            frame = _worker.encode_task(task_id, kind, func_bytes, payload)
+            task = Task(task_id, frame, slot, 0, name, describe, timeout, items, buffers)
             try:
-                dispatcher.submit([Task(task_id, frame, slot, 0, name, describe, timeout, items)])
+                dispatcher.submit([task])
             except ValueError as exc:  # the dispatcher has ended (a bug: it was logged)
                 raise RuntimeError(f"cannot schedule new futures: {exc}") from exc
         return future

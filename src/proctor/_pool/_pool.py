@@ -273,12 +273,10 @@ class Pool:
         name = function_name(func)
         task_id = dispatcher.next_id()
         codec = dispatcher.codec
-        frame = codec.encode_task(
-            task_id,
-            _worker.APPLY,
-            codec.dumps_function(func, f"the function {name}"),
-            codec.dumps((args, kwds), f"the arguments of {name}"),
-        )
+        func_bytes = codec.dumps_function(func, f"the function {name}")
+        payload, buffers = codec.dumps_payload((args, kwds), f"the arguments of {name}")
+        kind = _worker.with_buffers(_worker.APPLY, buffers)
+        frame = codec.encode_task(task_id, kind, func_bytes, payload)
 
         def describe() -> str:
             parts = [reprlib.repr(a) for a in args]
@@ -288,7 +286,7 @@ class Pool:
         result = ApplyResult(
             callback, error_callback, dispatcher.wake, lambda: f"{name}({describe()})"
         )
-        dispatcher.submit([Task(task_id, frame, result, 0, name, describe, seconds)])
+        dispatcher.submit([Task(task_id, frame, result, 0, name, describe, seconds, 1, buffers)])
         return result
 
     # -- calls over an input --------------------------------------------------------------
@@ -394,13 +392,18 @@ class Pool:
         start = 0
         for size in sizes:
             chunk = items[start : start + size]
-            payload = codec.dumps(chunk, f"{_items_text(start, size)} of {name}")
+            what = f"{_items_text(start, size)} of {name}"
+            payload, buffers = codec.dumps_payload(chunk, what)
             task_id = dispatcher.next_id()
-            frame = codec.encode_task(task_id, kind, func_bytes, payload)
+            frame = codec.encode_task(
+                task_id, _worker.with_buffers(kind, buffers), func_bytes, payload
+            )
             describe = _positions(start, size)
             timeout = None if seconds is None else seconds * size
             # A MapResult takes a chunk's index as the position of its first item.
-            tasks.append(Task(task_id, frame, result, start, name, describe, timeout, size))
+            tasks.append(
+                Task(task_id, frame, result, start, name, describe, timeout, size, buffers)
+            )
             start += size
         if tasks:
             dispatcher.submit(tasks)
@@ -553,17 +556,20 @@ class _LazySubmitter:
         self, result: IMapIterator, index: int, start: int, items: list[Any]
     ) -> None:
         try:
-            payload = self._dispatcher.codec.dumps(
+            payload, buffers = self._dispatcher.codec.dumps_payload(
                 items, f"{_items_text(start, len(items))} of {self._name}"
             )
         except PicklingError as exc:
             result._deliver(index, False, exc)
             return
         task_id = self._dispatcher.next_id()
-        frame = self._dispatcher.codec.encode_task(task_id, _worker.MAP, self._func_bytes, payload)
+        kind = _worker.with_buffers(_worker.MAP, buffers)
+        frame = self._dispatcher.codec.encode_task(task_id, kind, self._func_bytes, payload)
         timeout = None if self._task_timeout is None else self._task_timeout * len(items)
         describe = _positions(start, len(items))
-        task = Task(task_id, frame, result, index, self._name, describe, timeout, len(items))
+        task = Task(
+            task_id, frame, result, index, self._name, describe, timeout, len(items), buffers
+        )
         try:
             self._dispatcher.submit([task], lazy=True)
         except ValueError:

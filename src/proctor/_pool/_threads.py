@@ -48,6 +48,9 @@ class ObjectCodec:
     def dumps_function(self, func: Any, what: str) -> Any:
         return func
 
+    def dumps_payload(self, obj: Any, what: str) -> tuple[Any, list[Any]]:
+        return obj, []
+
     @staticmethod
     def encode_task(task_id: int, kind: int, func: Any, payload: Any) -> Any:
         return (task_id, kind, func, payload)
@@ -57,7 +60,7 @@ class ObjectCodec:
         raise AssertionError("a thread pool sends one task at a time")  # batches=False
 
     @staticmethod
-    def decode_result(frame: Any) -> Any:
+    def decode_result(frame: Any, conn: Any = None) -> Any:
         return frame
 
 

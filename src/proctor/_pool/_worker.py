@@ -34,6 +34,7 @@ without a result may have started.
 from __future__ import annotations
 
 import os
+import pickle
 import struct
 import sys
 import threading
@@ -41,6 +42,7 @@ import time
 
 from .._core import _serialization
 from .._core._errors import PicklingError
+from .._core._serialization import OOB_THRESHOLD
 from .._start import _outcome
 
 TYPE_CHECKING = False
@@ -70,6 +72,10 @@ STOP = b""
 
 #: Result frame flag: the worker exits after this result (see the module docstring).
 RETIRING = 1
+#: Result frame flag, and task kind bit: the value's (the arguments') large buffers
+#: follow as the next message on the connection, a list sent with ``send()``, whose
+#: buffers travel as memfds.
+BUFFERS_FOLLOW = 0x80
 
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
@@ -79,6 +85,11 @@ _RESULT_HEADER = struct.Struct("<QdB")
 def encode_task(task_id: int, kind: int, func_bytes: bytes, payload_bytes: bytes) -> bytes:
     """One task frame (see the module docstring); both pickles are made by the caller."""
     return _TASK_HEADER.pack(task_id, kind, len(func_bytes)) + func_bytes + payload_bytes
+
+
+def with_buffers(kind: int, buffers: list[Any]) -> int:
+    """``kind``, marked when the payload's large buffers follow the frame."""
+    return kind | BUFFERS_FOLLOW if buffers else kind
 
 
 def encode_batch(frames: list[bytes]) -> bytes:
@@ -99,10 +110,21 @@ def _split_batch(frame: bytes) -> list[memoryview]:
     return frames
 
 
-def decode_result(frame: bytes) -> tuple[int, _outcome.Outcome, float, bool]:
-    """The task id, the outcome, the seconds it ran and whether the worker retires."""
+def decode_result(
+    frame: bytes, conn: Connection | None = None
+) -> tuple[int, _outcome.Outcome, float, bool]:
+    """The task id, the outcome, the seconds it ran and whether the worker retires.
+
+    Reads the value's buffers from ``conn`` when they follow the frame.
+
+    Raises:
+        EOFError, OSError: the worker's end closed before its buffers came.
+    """
     task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
-    outcome = _outcome.Outcome.from_message(frame[_RESULT_HEADER.size :])
+    buffers = None
+    if flags & BUFFERS_FOLLOW and conn is not None:
+        buffers = conn.recv()
+    outcome = _outcome.Outcome.from_message(frame[_RESULT_HEADER.size :], buffers)
     return task_id, outcome, seconds, bool(flags & RETIRING)
 
 
@@ -171,8 +193,22 @@ class PickledCodec:
         return encode_batch(frames)
 
     @staticmethod
-    def decode_result(frame: Any) -> tuple[int, _outcome.Outcome, float, bool]:
-        return decode_result(frame)
+    def decode_result(frame: Any, conn: Any = None) -> tuple[int, _outcome.Outcome, float, bool]:
+        return decode_result(frame, conn)
+
+    def dumps_payload(self, obj: Any, what: str) -> tuple[bytes, list[pickle.PickleBuffer]]:
+        """``dumps(obj)`` with buffers of OOB_THRESHOLD bytes or more left out of band
+        (they follow the task frame as memfds).
+
+        Raises:
+            PicklingError: naming ``what`` and the part of it that failed.
+        """
+        try:
+            return _serialization.dumps_oob(obj, OOB_THRESHOLD)
+        except PicklingError as exc:
+            raise PicklingError(
+                f"{what} cannot be pickled for a pool worker: {exc}", exc.path
+            ) from exc
 
 
 class _FunctionCache:
@@ -189,13 +225,17 @@ class _FunctionCache:
         return self._func
 
 
-def _run(frame: bytes | memoryview, functions: _FunctionCache) -> tuple[int, tuple[Any, ...]]:
-    """Run one task frame; return its id and outcome message (never raises)."""
+def _run(
+    frame: bytes | memoryview, functions: _FunctionCache, buffers: list[Any] | None = None
+) -> tuple[int, tuple[Any, ...], list[pickle.PickleBuffer]]:
+    """Run one task frame (its payload's large buffers in ``buffers``); return its id,
+    its outcome message and the value's large buffers (never raises)."""
     task_id, kind, func_length = _TASK_HEADER.unpack_from(frame)
+    kind &= ~BUFFERS_FOLLOW
     start = _TASK_HEADER.size
     try:
         func = functions.get(frame[start : start + func_length])
-        payload = _serialization.loads(memoryview(frame)[start + func_length :])
+        payload = _serialization.loads(memoryview(frame)[start + func_length :], buffers=buffers)
         if kind == APPLY:
             args, kwds = payload
             value = func(*args, **kwds)
@@ -206,8 +246,25 @@ def _run(frame: bytes | memoryview, functions: _FunctionCache) -> tuple[int, tup
     # BaseException: a task that raises SystemExit or KeyboardInterrupt fails that task
     # only; the stdlib's worker dies of it and the task's result never comes.
     except BaseException as exc:
-        return task_id, _outcome.error_message(exc)
-    return task_id, _outcome.value_message(value)
+        return task_id, _outcome.error_message(exc), []
+    del payload  # the arguments' memory is not held while the result travels
+    return (task_id, *value_message(value))
+
+
+def value_message(value: Any) -> tuple[tuple[Any, ...], list[pickle.PickleBuffer]]:
+    """The outcome message of a task that returned ``value``, and its large buffers.
+
+    Buffers of OOB_THRESHOLD bytes or more (numpy arrays...) stay out of the pickle:
+    they travel as memfds after the result frame, and the parent's arrays are
+    mapped on them, not copied out of a pickle.
+    """
+    if value is None:
+        return _outcome.NONE_VALUE, []
+    try:
+        body, buffers = _serialization.dumps_oob(value, OOB_THRESHOLD)
+    except Exception:
+        return _outcome.value_message(value), []  # says why it cannot be sent
+    return ("value", body), buffers
 
 
 def _run_objects(task: tuple[Any, ...]) -> tuple[int, _outcome.Outcome, float, bool]:
@@ -299,16 +356,23 @@ def worker_main(
             break
         if frame == STOP:
             break
-        tasks = _split_batch(frame) if frame[8] == BATCH else [frame]
+        kind = frame[8]
+        tasks = _split_batch(frame) if kind == BATCH else [frame]
+        arguments = conn.recv() if kind & BUFFERS_FOLLOW else None  # never batched
         del frame
         for task in tasks:
             started = time.perf_counter()
-            task_id, message = _run(task, functions)
+            task_id, message, buffers = _run(task, functions, arguments)
             seconds = time.perf_counter() - started
+            arguments = None
             retiring = max_memory is not None and (resident_memory() or 0) > max_memory
+            flags = (RETIRING if retiring else 0) | (BUFFERS_FOLLOW if buffers else 0)
             # The result goes before the next task starts: the pool then knows that
             # only the oldest task without a result may have started.
-            conn.send_bytes(_result_frame(task_id, message, seconds, RETIRING if retiring else 0))
+            conn.send_bytes(_result_frame(task_id, message, seconds, flags))
+            if buffers:
+                conn.send(buffers)
+                del buffers
             done += 1
             if retiring:
                 conn.close()

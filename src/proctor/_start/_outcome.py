@@ -79,7 +79,8 @@ class Outcome:
         self.value_error: str | None = None
 
     @classmethod
-    def from_message(cls, data: bytes | bytearray) -> Outcome:
+    def from_message(cls, data: bytes | bytearray, buffers: list[Any] | None = None) -> Outcome:
+        """The outcome a message reports; ``buffers``: its value's out-of-band buffers."""
         outcome = cls()
         try:
             message = _serialization.loads(data)
@@ -91,7 +92,7 @@ class Outcome:
         kind = message[0]
         if kind == "value":
             try:
-                outcome.value = _serialization.loads(message[1])
+                outcome.value = _serialization.loads(message[1], buffers=buffers)
             except Exception as exc:
                 outcome.value_error = f"the return value could not be unpickled: {exc!r}"
         elif kind == "unsendable":
