@@ -31,6 +31,7 @@ pool. See docs/design.md, "Pools".
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import reprlib
 import signal
@@ -284,7 +285,7 @@ class Dispatcher:
         self._lazy: set[IMapIterator] = set()  # iterators with unread input
         self._broken: Callable[[], BaseException] | None = None  # the initializer failed
         self._workers: list[_Worker] = []
-        self._counter = 0
+        self._ids = itertools.count(1)  # next() on it is atomic: no lock
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -305,9 +306,7 @@ class Dispatcher:
     # -- submitting (any thread) ----------------------------------------------------
 
     def next_id(self) -> int:
-        with self._lock:
-            self._counter += 1
-            return self._counter
+        return next(self._ids)
 
     def submit(self, tasks: list[Task], lazy: bool = False) -> None:
         """Queue ``tasks`` for the workers.

@@ -27,7 +27,7 @@ from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResul
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
 __all__ = ("READ_AHEAD_PER_WORKER", "Pool")
@@ -267,7 +267,7 @@ class Pool:
         """
         dispatcher = self._check_running()
         _check_callable(func, "func")
-        seconds = self._check_timeout(timeout, "timeout")
+        seconds = None if timeout is None else self._check_timeout(timeout, "timeout")
         args = tuple(args)
         kwds = dict(kwds)
         name = function_name(func)
@@ -369,9 +369,15 @@ class Pool:
         dispatcher = self._check_running()
         _check_callable(func, "func")
         seconds = self._check_timeout(task_timeout, "task_timeout")
-        items = list(iterable)
-        if kind == _worker.STARMAP:
-            items = [tuple(item) for item in items]
+        # A list, tuple or range is sliced as it is: a range's chunks pickle as small
+        # ranges, and copying a list first costs as much as pickling it. (The
+        # stdlib does not copy them either.) A starmap item may be any iterable of
+        # arguments, as in the stdlib: the worker unpacks it.
+        items: Sequence[Any] = (
+            iterable  # type: ignore[assignment]  # one of the three, by the test
+            if type(iterable) in (list, tuple, range)
+            else list(iterable)
+        )
         if chunksize is None:
             sizes = guided_chunks(len(items), self._processes)
         else:

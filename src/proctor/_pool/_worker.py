@@ -76,6 +76,9 @@ RETIRING = 1
 #: follow as the next message on the connection, a list sent with ``send()``, whose
 #: buffers travel as memfds.
 BUFFERS_FOLLOW = 0x80
+#: Result frame flag: the body is the value's pickle, not an outcome message (an
+#: error's or an unsendable value's): one pickle less each way for every result.
+VALUE = 2
 
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
@@ -124,13 +127,23 @@ def decode_result(
     buffers = None
     if flags & BUFFERS_FOLLOW and conn is not None:
         buffers = conn.recv()
-    outcome = _outcome.Outcome.from_message(frame[_RESULT_HEADER.size :], buffers)
+    body = memoryview(frame)[_RESULT_HEADER.size :]
+    if flags & VALUE:
+        outcome = _outcome.Outcome()
+        try:
+            outcome.value = _serialization.loads(body, buffers=buffers)
+        except Exception as exc:  # e.g. a class that does not import in the parent
+            outcome.value_error = f"the return value could not be unpickled: {exc!r}"
+    else:
+        outcome = _outcome.Outcome.from_message(body, buffers)
     return task_id, outcome, seconds, bool(flags & RETIRING)
 
 
 def _result_frame(
     task_id: int, message: tuple[Any, ...], seconds: float = 0.0, flags: int = 0
 ) -> bytes:
+    if message[0] == "value":  # the value's pickle itself, not inside the message's
+        return _RESULT_HEADER.pack(task_id, seconds, flags | VALUE) + message[1]
     return _RESULT_HEADER.pack(task_id, seconds, flags) + _outcome.encode(message)
 
 
@@ -160,8 +173,7 @@ class PickledCodec:
         first call in this pool; docs/pool.md says so.
         """
         key = id(func)
-        with self._functions_lock:
-            kept = self._functions.get(key)
+        kept = self._functions.get(key)  # one dict read: atomic, no lock needed
         if kept is not None and kept[0] is func:
             return kept[1]
         data = self.dumps(func, what)
@@ -203,6 +215,16 @@ class PickledCodec:
         Raises:
             PicklingError: naming ``what`` and the part of it that failed.
         """
+        # The common case first, as Connection.send does: no buffer at all and
+        # nothing of __main__ -- a plain pickle, and done.
+        taken: list[pickle.PickleBuffer] = []
+        try:
+            data = pickle.dumps(obj, _serialization.PROTOCOL, buffer_callback=taken.append)
+        except Exception:
+            pass
+        else:
+            if not taken and b"__main__" not in data and not _serialization._registered_reducers:
+                return data, taken
         try:
             return _serialization.dumps_oob(obj, OOB_THRESHOLD)
         except PicklingError as exc:

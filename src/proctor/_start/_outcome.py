@@ -79,7 +79,9 @@ class Outcome:
         self.value_error: str | None = None
 
     @classmethod
-    def from_message(cls, data: bytes | bytearray, buffers: list[Any] | None = None) -> Outcome:
+    def from_message(
+        cls, data: bytes | bytearray | memoryview, buffers: list[Any] | None = None
+    ) -> Outcome:
         """The outcome a message reports; ``buffers``: its value's out-of-band buffers."""
         outcome = cls()
         try:
