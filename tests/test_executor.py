@@ -400,7 +400,7 @@ def test_the_executor_is_on_the_front_door_only():
 
 
 def test_cancel_running_stops_a_running_task_by_killing_its_worker(ctx):
-    executor, started, release = _executor_with_events(ctx, max_workers=1, cancel_running=True)
+    executor, started, _release = _executor_with_events(ctx, max_workers=1, cancel_running=True)
     with executor:
         running = executor.submit(_report_and_block, "stopped")
         assert isinstance(running, concurrent.futures.Future)

@@ -139,9 +139,10 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
     Its futures are ``concurrent.futures.Future`` objects: ``as_completed``, ``wait``,
     ``asyncio.wrap_future`` and ``loop.run_in_executor`` work with them. It runs on
-    the machinery of ``proctor.Pool``: each worker holds one task at a time, so a
-    worker that dies fails only the future it was running, with
-    ``proctor.WorkerLostError``, and is replaced.
+    the machinery of ``proctor.Pool``: the parent knows which task each worker is
+    running, so a worker that dies fails only the future it was running, with
+    ``proctor.WorkerLostError``, and is replaced; futures it had queued run on
+    another worker.
 
     Args:
         max_workers: the number of workers; default ``cpu_count()``.

@@ -152,10 +152,10 @@ def guided_chunks(length: int, workers: int) -> list[int]:
 class Pool:
     """A pool of worker processes running tasks: the ``multiprocessing.Pool`` API.
 
-    Each worker has its own pipe to the parent and holds one task (one chunk) at a
-    time, so a worker that dies (SIGKILL, the OOM killer, ``os._exit``) fails only
-    the task it held, with ``proctor.WorkerLostError``, and is replaced; every
-    other task completes.
+    Each worker has its own pipe to the parent, which knows the task (chunk) each
+    worker runs, so a worker that dies (SIGKILL, the OOM killer, ``os._exit``) fails
+    only that task, with ``proctor.WorkerLostError``, and is replaced; every other
+    task completes (tasks queued in the dead worker run on another).
 
     Args:
         processes: the number of workers; default ``os.process_cpu_count()``
