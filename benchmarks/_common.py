@@ -53,10 +53,20 @@ def row(
 
 
 def print_rows(rows: list[dict]) -> None:
-    """Print rows as a table (used when a benchmark runs as a script)."""
+    """Print rows as a table (used when a benchmark runs as a script).
+
+    A row may carry ``peers``, other libraries measured in the same run (each a dict
+    of ``name``, ``value`` and ``ratio``, above 1 when proctor is better): one line
+    each under the row, the value in the multiprocessing column.
+    """
     print(f"{'benchmark':44} {'proctor':>12} {'multiproc.':>12} {'unit':>8} {'ratio':>7}  note")
     for r in rows:
         print(
             f"{r['benchmark']:44} {r['proctor']:12.4g} {r['multiprocessing']:12.4g} {r['unit']:>8} "
             f"{r['ratio']:6.2f}x  {r.get('note', '')}"
         )
+        for peer in r.get("peers", ()):
+            print(
+                f"{'  vs ' + peer['name']:44} {'':12} {peer['value']:12.4g} {r['unit']:>8} "
+                f"{peer['ratio']:6.2f}x"
+            )

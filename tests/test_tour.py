@@ -61,3 +61,43 @@ def test_bench_markdown_table_is_dated_and_has_every_row():
     assert lines[0].startswith("Measured by `python -m proctor bench --quick` on 20")
     assert "| a | 2 | 1 | op/s | 2.00x |  |" in lines
     assert "| b | 1 | 3 | ms | 3.00x | n |" in lines
+
+
+def test_bench_markdown_table_shows_peers_under_their_row():
+    from proctor._cli._bench import PEERS_SENTENCE, markdown_table
+
+    peer = {"name": "loky", "value": 4.0, "ratio": 0.5}
+    rows = [
+        {"benchmark": "a", "proctor": 2.0, "multiprocessing": 1.0, "unit": "op/s", "ratio": 2.0},
+        {
+            "benchmark": "p",
+            "proctor": 2.0,
+            "multiprocessing": 1.0,
+            "unit": "op/s",
+            "ratio": 2.0,
+            "peers": [peer],
+        },
+    ]
+    lines = markdown_table(rows, quick=False).splitlines()
+    assert lines[0].endswith(PEERS_SENTENCE)
+    at = lines.index("| p | 2 | 1 | op/s | 2.00x |  |")
+    assert lines[at + 1] == "| &nbsp;&nbsp;vs loky | | 4 | op/s | 0.50x | |"
+    assert not markdown_table(rows[:1], quick=False).splitlines()[0].endswith(PEERS_SENTENCE)
+
+
+def test_bench_markdown_replaces_only_the_table_of_an_earlier_run(tmp_path):
+    from proctor._cli._bench import markdown_table, write_markdown
+
+    path = tmp_path / "benchmarks.md"
+    old_row = {"benchmark": "old", "proctor": 1.0, "multiprocessing": 1.0, "unit": "s"}
+    new_row = {"benchmark": "new", "proctor": 1.0, "multiprocessing": 1.0, "unit": "s"}
+    old = markdown_table([{**old_row, "ratio": 1.0}], quick=True)
+    path.write_text(f"# Title\n\nIntro.\n\n{old}\n## What they measure\n\nProse.\n")
+    write_markdown(path, markdown_table([{**new_row, "ratio": 1.0}], quick=False))
+    text = path.read_text()
+    assert text.startswith("# Title\n\nIntro.\n\nMeasured by `python -m proctor bench` on ")
+    assert "| new |" in text and "| old |" not in text and "--quick" not in text
+    assert text.endswith("| new | 1 | 1 | s | 1.00x |  |\n\n## What they measure\n\nProse.\n")
+    fresh = tmp_path / "fresh.md"
+    write_markdown(fresh, "table\n")
+    assert fresh.read_text() == "table\n"

@@ -2,7 +2,11 @@
 
 Every benchmark module ``benchmarks/bench_<name>.py`` has ``run(quick) -> rows``;
 each row measures proctor and the stdlib ``multiprocessing`` in the same run, and
-its ``ratio`` is above 1 when proctor is better (faster, or more throughput).
+its ``ratio`` is above 1 when proctor is better (faster, or more throughput). A row
+may also carry ``peers``: other libraries measured in the same run (loky, pebble...
+for the pools), each a dict of ``name``, ``value`` and ``ratio`` (proctor's, above 1
+when proctor is better), shown as "vs NAME" lines under it with the value in the
+multiprocessing column.
 """
 
 from __future__ import annotations
@@ -12,6 +16,14 @@ import sys
 from pathlib import Path
 
 __all__ = ("benchmarks_dir", "run_benchmarks")
+
+#: Where a Markdown file's generated table begins (its first line).
+MARKDOWN_START = "Measured by `python -m proctor bench"
+#: How to read the peer rows, said under the table's first line when there are some.
+PEERS_SENTENCE = (
+    ' A "vs NAME" row under a benchmark gives another library\'s figure from the same'
+    " run, in the multiprocessing column, and proctor's ratio to it."
+)
 
 
 def benchmarks_dir() -> Path:
@@ -76,10 +88,40 @@ def run_benchmarks(names: list[str], *, quick: bool, out=None, markdown: str | N
                 file=out,
                 flush=True,
             )
+            for peer in r.get("peers", ()):
+                print(
+                    f"{'  vs ' + peer['name']:46} {'':11} {peer['value']:11.4g} "
+                    f"{r['unit']:>7} {peer['ratio']:6.2f}x",
+                    file=out,
+                    flush=True,
+                )
         measured.extend(rows)
     if markdown:
-        Path(markdown).write_text(markdown_table(measured, quick=quick), encoding="utf-8")
+        write_markdown(Path(markdown), markdown_table(measured, quick=quick))
     return 1 if failures else 0
+
+
+def write_markdown(path: Path, table: str) -> None:
+    """Write ``table`` to ``path``, replacing only the table an earlier run wrote there.
+
+    The prose around it (a title, what each benchmark measures) stays. A file that
+    has no generated table yet (or does not exist) gets the table alone.
+    """
+    try:
+        old = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        old = []
+    starts = [i for i, line in enumerate(old) if line.startswith(MARKDOWN_START)]
+    if not starts:
+        path.write_text(table, encoding="utf-8")
+        return
+    begin = starts[0]
+    end = begin + 1
+    while end < len(old) and not old[end].strip():  # the blank line before the table
+        end += 1
+    while end < len(old) and old[end].startswith("|"):
+        end += 1
+    path.write_text("".join(old[:begin]) + table + "".join(old[end:]), encoding="utf-8")
 
 
 def markdown_table(rows: list[dict], *, quick: bool) -> str:
@@ -95,7 +137,8 @@ def markdown_table(rows: list[dict], *, quick: bool) -> str:
     )
     lines = [
         f"Measured by `python -m proctor bench{' --quick' if quick else ''}` on {when} "
-        f"({machine}); ratio above 1: proctor is better.",
+        f"({machine}); ratio above 1: proctor is better."
+        + (PEERS_SENTENCE if any(r.get("peers") for r in rows) else ""),
         "",
         "| benchmark | proctor | multiprocessing | unit | ratio | note |",
         "|---|---:|---:|---|---:|---|",
@@ -105,4 +148,9 @@ def markdown_table(rows: list[dict], *, quick: bool) -> str:
             f"| {r['benchmark']} | {r['proctor']:.4g} | {r['multiprocessing']:.4g} | "
             f"{r['unit']} | {r['ratio']:.2f}x | {r.get('note', '')} |"
         )
+        for peer in r.get("peers", ()):
+            lines.append(
+                f"| &nbsp;&nbsp;vs {peer['name']} | | {peer['value']:.4g} | {r['unit']} | "
+                f"{peer['ratio']:.2f}x | |"
+            )
     return "\n".join(lines) + "\n"
