@@ -190,7 +190,8 @@ def test_map_raises_worker_lost_and_imap_yields_the_results_before_it(ctx):
     with ctx.Pool(2) as pool:
         with pytest.raises(proctor.WorkerLostError, match="input item 3"):
             pool.map(_kill_self_at, range(6), chunksize=1)
-        iterator = pool.imap(_kill_self_at, range(6))
+        # chunksize=1: the default sizes chunks from timings, which vary.
+        iterator = pool.imap(_kill_self_at, range(6), chunksize=1)
         assert [iterator.next(TIMEOUT) for _ in range(3)] == [0, 1, 2]
         with pytest.raises(proctor.WorkerLostError) as info:
             iterator.next(TIMEOUT)
@@ -208,7 +209,7 @@ def test_an_unpicklable_argument_raises_in_the_caller(ctx):
         with pytest.raises(TypeError, match=r"input items 0..1 of .*_square"):
             pool.map(_square, [1, threading.Lock()], chunksize=2)
         # imap reads its input lazily: the item fails at its position, the others run.
-        iterator = pool.imap(_square, [1, threading.Lock(), 3])
+        iterator = pool.imap(_square, [1, threading.Lock(), 3], chunksize=1)
         assert iterator.next(TIMEOUT) == 1
         with pytest.raises(proctor.PicklingError, match=r"input item 1 of .*_square"):
             iterator.next(TIMEOUT)
