@@ -236,3 +236,35 @@ def test_large_numpy_arguments_and_results_arrive_whole_and_writable(ctx):
     with proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor:
         assert executor.submit(_describe, argument).result(TIMEOUT) == expected
         assert float(executor.submit(_array_of, 2.0).result(TIMEOUT)[7]) == 2.0
+
+
+def _leak_at(x, victim, size):
+    if x == victim:
+        _leak(size)
+    return x
+
+
+def test_a_worker_that_retires_for_memory_hands_back_its_queued_tasks(ctx):
+    with ctx.Pool(1) as probe:
+        baseline = probe.apply(_memory)
+    if baseline is None:
+        pytest.skip("this system does not report a process's resident memory")
+    with ctx.Pool(1, max_memory_per_child=baseline + (64 << 20)) as pool:
+        pool.map(_identity, range(200), chunksize=1)  # quick: the pool queues tasks
+        first = pool.apply(_pid)
+        # The worker retires after item 20; the items queued behind it run on the
+        # replacement, once each, and none is reported lost.
+        results = pool.starmap(_leak_at, [(x, 20, 128 << 20) for x in range(100)], chunksize=1)
+        assert results == list(range(100))
+        assert pool.apply(_pid) != first
+
+
+def test_a_thread_pool_never_queues_tasks_in_a_worker():
+    # An abandoned thread (terminate(), cancel()) would run what waits in its channel
+    # after the pool sent it again elsewhere: thread workers hold one task.
+    from proctor.pool import ThreadPool
+
+    with ThreadPool(2) as pool:
+        assert pool.map(_identity, range(100), chunksize=1) == list(range(100))
+        pool._dispatcher._task_seconds = 1e-6
+        assert pool._dispatcher._depth() == 1

@@ -168,6 +168,7 @@ class _Worker:
     __slots__ = (
         "conn",
         "conn_open",
+        "exiting",
         "held",
         "killed",
         "process",
@@ -188,6 +189,7 @@ class _Worker:
         self.queued_bytes = 0  # frame bytes of held[1:]
         self.sent = 0
         self.retiring = False  # sent its last task (maxtasksperchild), or said it exits
+        self.exiting = False  # said it exits (RETIRING): it reads no task it holds
         self.killed = False  # SIGKILLed to stop held[0]: its sentinel is awaited
 
 
@@ -548,6 +550,10 @@ class Dispatcher:
     def _depth(self) -> int:
         """How many tasks a worker may hold (see LONG_TASK, QUEUED_WORK, MAX_HELD)."""
         seconds = self._task_seconds
+        if self.codec.in_process:
+            # A ThreadPool's worker that is abandoned (terminate(), cancel()) would
+            # still run what waits in its channel, after the pool has sent it again.
+            return 1
         if seconds is None:
             # Nothing measured yet: the tasks may be long, and a task queued behind a
             # long one would wait while another worker may become free.
@@ -674,7 +680,7 @@ class Dispatcher:
                 worker.ready = True
             return True
         if retiring:
-            worker.retiring = True  # it reads nothing more: what it holds is sent again
+            worker.retiring = worker.exiting = True  # what it still holds is sent again
         held = worker.held
         task = held.popleft() if held else None
         if task is None or task.id != task_id:  # cannot happen: results come in order
@@ -779,7 +785,7 @@ class Dispatcher:
         worker.held.clear()
         if held and held[0].stopped:
             held.pop(0)  # failed or cancelled when its worker was killed to stop it
-        elif held:
+        elif held and not worker.exiting:
             # The oldest task without a result may have started: it is lost, not run
             # again. Every one behind it is known not to have started (see above).
             task = held.pop(0)
