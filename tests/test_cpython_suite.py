@@ -1,15 +1,25 @@
-"""CPython's own multiprocessing test suite passes against proctor wherever it passes here.
+"""CPython's own multiprocessing and concurrent.futures tests pass against proctor wherever
+they pass here.
 
 For each start method, ``tests/compat/harness.py`` runs the interpreter's
 ``test._test_multiprocessing`` twice -- against the stdlib and against proctor, all
-methods at once -- and this test fails listing every test the stdlib passes and
-proctor does not, except those in ``tests/compat/excluded.txt`` (tests of stdlib
-internals). Groups proctor does not implement yet (manager, dummy, heap) are not
-run; the pool groups are (``WithProcessesTestPool``...), the thread-pool ones are not
-(only the ``processes`` variants of the suite's classes are installed).
+methods at once -- and ``test_proctor_passes_what_the_stdlib_passes`` fails listing
+every test the stdlib passes and proctor does not, except those in
+``tests/compat/excluded.txt`` (tests of stdlib internals). Groups proctor does not
+implement yet (manager, dummy, heap) are not run; the pool groups are
+(``WithProcessesTestPool``...), the thread-pool ones are not (only the ``processes``
+variants of the suite's classes are installed).
+
+``test_proctor_executor_passes_what_the_stdlib_passes`` does the same for the
+process-pool groups of ``test.test_concurrent_futures`` (``ProcessPoolExecutorTest``,
+``ExecutorDeadlockTest``, ``ProcessPoolShutdownTest``, ``WaitTest``,
+``AsCompletedTest``, the initializer groups), with proctor's ``ProcessPoolExecutor``
+and contexts in place of the stdlib's (``tests/compat/futures_suite.py``); its
+exclusions are in ``tests/compat/futures_excluded.txt``. Both suites run at once,
+in the background, from the first of these tests on.
 
 Set ``PROCTOR_COMPAT_RESULTS`` to a directory to keep each run's per-test results
-(``<target>-<method>.json``) and worker output there.
+(``<target>-<method>.json``, ``futures-<target>-<method>.json``) and worker output there.
 """
 
 from __future__ import annotations
@@ -18,59 +28,63 @@ import faulthandler
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from compat import harness
+from compat import harness, mp_alias
 from helpers import START_METHODS
 
 #: Set to 1 to fail, rather than skip, where the interpreter lacks the suite.
 REQUIRE_ENV = "PROCTOR_REQUIRE_CPYTHON_SUITE"
 #: A directory to copy the results to (they are in a temporary directory otherwise).
 RESULTS_ENV = "PROCTOR_COMPAT_RESULTS"
-#: Fewer stdlib passes than this means the suite did not really run.
-MIN_STDLIB_PASSES = 100
+#: The test of each suite (parametrized by start method).
+SUITE_TESTS = {
+    "test_proctor_passes_what_the_stdlib_passes": "multiprocessing",
+    "test_proctor_executor_passes_what_the_stdlib_passes": "futures",
+}
+#: Fewer stdlib passes than this means the suite did not really run (the stdlib
+#: passes about 290 of the first and 52 to 60 of the second here, by Python version).
+MIN_STDLIB_PASSES = {"multiprocessing": 100, "futures": 40}
 
 
 @pytest.fixture(scope="module")
-def cpython_suite() -> None:
-    """Skip (or fail, if required) when the interpreter has no ``test`` package."""
-    missing = harness.suite_missing()
-    if missing is None:
-        return
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(missing, pytrace=False)
-    pytest.skip(missing)
+def suite_runs(request, tmp_path_factory):
+    """Each selected suite's runs (every selected start method), started together in
+    the background: suite -> a future of ``run_methods``'s answer, or why the suite
+    cannot run (a string, where the interpreter lacks it).
 
-
-@pytest.fixture(scope="module")
-def suite_runs(request, cpython_suite, tmp_path_factory):
-    """The runs of every selected start method, started together in the background.
-
-    The suite mostly waits (sleeps, timeouts, children starting up), so six runs
-    at once take about as long as the longest one alone; the first test waits
-    for all of them, the others find their results ready.
+    The suites mostly wait (sleeps, timeouts, children starting up), so the runs at
+    once take about as long as the longest one alone; the first test waits for its
+    suite, the others find their results ready.
     """
-    name = "test_proctor_passes_what_the_stdlib_passes"
-    selected = {
-        item.callspec.params["method"]
-        for item in request.session.items
-        if getattr(item, "originalname", None) == name
-    }
-    methods = [m for m in START_METHODS if m in selected]
+    methods: dict[str, set[str]] = {}
+    for item in request.session.items:
+        suite = SUITE_TESTS.get(getattr(item, "originalname", None))
+        if suite is not None:
+            methods.setdefault(suite, set()).add(item.callspec.params["method"])
     workdir = tmp_path_factory.mktemp("cpython-suite")
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpython-suite")
-    future = executor.submit(harness.run_methods, methods, workdir)
-    yield future, workdir
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cpython-suite")
+    runs: dict[str, Future | str] = {}
+    for suite, selected in methods.items():
+        missing = harness.suite_missing(module=harness.SUITES[suite][0])
+        if missing is not None:
+            runs[suite] = missing
+            continue
+        ordered = [m for m in START_METHODS if m in selected]
+        runs[suite] = executor.submit(harness.run_methods, ordered, workdir, suite=suite)
+    yield runs, workdir
     executor.shutdown(wait=True)
 
 
 def _keep(workdir: Path, method: str, runs: tuple[harness.Run, ...]) -> None:
     destination = os.environ.get(RESULTS_ENV)
     for run in runs:
-        (workdir / f"{run.target}-{method}.json").write_text(json.dumps(run.to_json(), indent=1))
+        (workdir / f"{run.stem}.json").write_text(json.dumps(run.to_json(), indent=1))
     if destination:
         Path(destination).mkdir(parents=True, exist_ok=True)
         for path in workdir.iterdir():
@@ -78,30 +92,79 @@ def _keep(workdir: Path, method: str, runs: tuple[harness.Run, ...]) -> None:
                 shutil.copy(path, destination)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(harness.RUN_TIMEOUT + 120)
-@pytest.mark.parametrize("method", START_METHODS)
-def test_proctor_passes_what_the_stdlib_passes(method, suite_runs):
+def _check(suite: str, method: str, suite_runs) -> None:  # type: ignore[no-untyped-def]
     # The first test waits minutes by design; the harness bounds every test and
     # every run itself, so the suite-wide 50 s stack dump would only be noise.
     faulthandler.cancel_dump_traceback_later()
-    future, workdir = suite_runs
-    stdlib, proctor = future.result(timeout=harness.RUN_TIMEOUT + 60)[method]
+    runs, workdir = suite_runs
+    started = runs[suite]
+    if isinstance(started, str):
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(started, pytrace=False)
+        pytest.skip(started)
+    stdlib, proctor = started.result(timeout=harness.RUN_TIMEOUT + 60)[method]
     _keep(workdir, method, (stdlib, proctor))
-    assert stdlib.counts()["pass"] >= MIN_STDLIB_PASSES, harness.report(method, stdlib, proctor, [])
-    differences = harness.compare(stdlib, proctor, harness.load_excluded())
+    passes = stdlib.counts()["pass"]
+    assert passes >= MIN_STDLIB_PASSES[suite], harness.report(method, stdlib, proctor, [])
+    differences = harness.compare(stdlib, proctor, harness.load_excluded(harness.SUITES[suite][1]))
     if differences:
         pytest.fail(harness.report(method, stdlib, proctor, differences), pytrace=False)
 
 
-def test_excluded_list_is_well_formed():
+@pytest.mark.slow
+@pytest.mark.timeout(harness.RUN_TIMEOUT + 120)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_proctor_passes_what_the_stdlib_passes(method, suite_runs):
+    _check("multiprocessing", method, suite_runs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(harness.RUN_TIMEOUT + 120)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_proctor_executor_passes_what_the_stdlib_passes(method, suite_runs):
+    _check("futures", method, suite_runs)
+
+
+@pytest.mark.parametrize("suite", list(harness.SUITES))
+def test_excluded_list_is_well_formed(suite):
     """Every exclusion names a test of the suite's form and gives a reason."""
-    excluded = harness.load_excluded()
-    assert excluded, "excluded.txt is empty: then delete it and this test"
+    path = harness.SUITES[suite][1]
+    excluded = harness.load_excluded(path)
+    assert excluded, f"{path.name} is empty: then delete it and this test"
     for test_id, reason in excluded.items():
         cls, _, name = test_id.partition(".")
         assert cls and name.startswith("test"), test_id
         assert len(reason) > 10, (test_id, reason)
+        if suite == "futures":  # one id for every start method: without the mixin's name
+            assert not cls.startswith(("ProcessPoolFork", "ProcessPoolSpawn")), test_id
+
+
+def test_futures_scripts_run_proctor(tmp_path):
+    """The scripts the futures suite runs in a fresh interpreter use proctor's executor.
+
+    Otherwise its shutdown tests would quietly check the stdlib's.
+    """
+    script = (
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "import concurrent.futures.process, proctor\n"
+        "assert ProcessPoolExecutor is proctor.ProcessPoolExecutor\n"
+        "assert get_context is proctor.get_context\n"
+        "assert concurrent.futures.process.BrokenProcessPool.__module__ == "
+        "'concurrent.futures.process'\n"
+        "print('proctor')\n"
+    )
+    env = harness.worker_env("proctor", "spawn", "futures")
+    env[mp_alias.SCRIPT_ENV] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "proctor"), done.stderr
 
 
 def test_missing_suite_is_explained():

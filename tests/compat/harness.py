@@ -1,9 +1,12 @@
-"""Run CPython's multiprocessing test suite against proctor and against the stdlib.
+"""Run CPython's multiprocessing (or concurrent.futures) tests against proctor and the stdlib.
 
 The suite is the interpreter's own ``test._test_multiprocessing`` (the ``test``
 package), loaded at run time and never copied here. For each start method, one
 worker process runs it against the stdlib and another against proctor (with
-``multiprocessing`` made to mean proctor, see ``mp_alias``); both at once::
+``multiprocessing`` made to mean proctor, see ``mp_alias``); both at once.
+The second suite, ``futures``, is ``test.test_concurrent_futures``' process-pool
+groups with proctor's ``ProcessPoolExecutor`` (see ``futures_suite``), run the same
+way; its results files start with ``futures-``::
 
     harness (this module)                      worker.py, one per (target, method)
     ─────────────────────                      ───────────────────────────────────
@@ -17,6 +20,7 @@ worker process runs it against the stdlib and another against proctor (with
 Command line (writes ``<target>-<method>.json`` files and prints the differences)::
 
     python tests/compat/harness.py --out /tmp/compat [--methods fork spawn] [--timeout 30]
+                                   [--suite futures]
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ EXCLUDED_FILE = HERE / "excluded.txt"
 TARGETS = ("stdlib", "proctor")
 SUITE_MODULE = "test._test_multiprocessing"
 METHODS = ("fork", "spawn", "forkserver")
+#: The suites: each one's module in CPython's ``test`` package, and its exclusions.
+SUITES = {
+    "multiprocessing": (SUITE_MODULE, EXCLUDED_FILE),
+    "futures": ("test.test_concurrent_futures", HERE / "futures_excluded.txt"),
+}
 
 #: Seconds one test may run before it is interrupted and reported as an error.
 #: The stdlib passes every test here in under 6 s on a 2-core machine.
@@ -54,12 +63,13 @@ MAX_RESTARTS = 10
 OUTCOMES = ("pass", "fail", "error", "skip", "deferred", "unredirected")
 
 SUITE_MISSING = """\
-CPython's multiprocessing test suite (module test._test_multiprocessing, part of
-the interpreter's `test` package) is not installed for {python}: {error}.
+CPython's test suite (module {module}, part of the interpreter's
+`test` package) is not installed for {python}: {error}.
 Some distributions ship it separately: on Debian and Ubuntu install
 libpython{version}-testsuite (apt-get install libpython{version}-testsuite); on
 Fedora, python3-test. Interpreters built by pyenv or installed from python.org
-include it. Set PROCTOR_REQUIRE_CPYTHON_SUITE=1 to make its absence a failure."""
+normally include it (some builds leave parts out). Set
+PROCTOR_REQUIRE_CPYTHON_SUITE=1 to make its absence a failure."""
 
 
 def suite_missing(python: str = sys.executable, module: str = SUITE_MODULE) -> str | None:
@@ -67,7 +77,7 @@ def suite_missing(python: str = sys.executable, module: str = SUITE_MODULE) -> s
 
     Args:
         python: the interpreter to probe.
-        module: the suite's module (another name only to test this message).
+        module: the suite's module (``SUITES``; another name to test this message).
     """
     probe = subprocess.run(
         [python, "-c", f"import test.support, {module}"],
@@ -85,7 +95,7 @@ def suite_missing(python: str = sys.executable, module: str = SUITE_MODULE) -> s
         text=True,
         timeout=60,
     ).stdout.strip()
-    return SUITE_MISSING.format(python=python, error=error, version=version)
+    return SUITE_MISSING.format(module=module, python=python, error=error, version=version)
 
 
 @dataclass
@@ -101,6 +111,12 @@ class Run:
     log: str = ""
     #: Why the run stopped early (the worker failed outside any test), if it did.
     error: str | None = None
+    suite: str = "multiprocessing"
+
+    @property
+    def stem(self) -> str:
+        """The name of its files: ``proctor-spawn``, ``futures-proctor-spawn``."""
+        return stem(self.suite, self.target, self.method)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(OUTCOMES, 0)
@@ -110,6 +126,7 @@ class Run:
 
     def to_json(self) -> dict:
         return {
+            "suite": self.suite,
             "target": self.target,
             "method": self.method,
             "python": self.python,
@@ -121,7 +138,13 @@ class Run:
         }
 
 
-def worker_env(target: str, method: str) -> dict[str, str]:
+def stem(suite: str, target: str, method: str) -> str:
+    """The name of a run's files (results, worker output, working directory)."""
+    prefix = "" if suite == "multiprocessing" else f"{suite}-"
+    return f"{prefix}{target}-{method}"
+
+
+def worker_env(target: str, method: str, suite: str = "multiprocessing") -> dict[str, str]:
     """The environment of a worker, inherited by every process it starts."""
     env = dict(os.environ)
     paths = [str(HERE / "_startup"), str(HERE)]
@@ -130,6 +153,7 @@ def worker_env(target: str, method: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PROCTOR_COMPAT_TARGET"] = target
     env["PROCTOR_COMPAT_METHOD"] = method
+    env["PROCTOR_COMPAT_SUITE"] = suite
     # The worker and its children must not join the caller's reaper or fork
     # server: each run is a tree of its own.
     env.pop("PROCTOR_REAPER_ADDRESS", None)
@@ -182,8 +206,9 @@ def run(
     test_timeout: float = TEST_TIMEOUT,
     run_timeout: float = RUN_TIMEOUT,
     only: list[str] | None = None,
+    suite: str = "multiprocessing",
 ) -> Run:
-    """Run the suite for one target and start method; restart after a hung test.
+    """Run a suite for one target and start method; restart after a hung test.
 
     Args:
         target: ``"stdlib"`` or ``"proctor"``.
@@ -194,23 +219,28 @@ def run(
         run_timeout: seconds for the whole run; what has not run by then is
             reported as an error.
         only: run just these test ids (``Class.method``).
+        suite: ``"multiprocessing"`` or ``"futures"`` (see ``SUITES``).
     """
+    if suite not in SUITES:
+        raise ValueError(f"suite must be one of {tuple(SUITES)}, not {suite!r}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     workdir.mkdir(parents=True, exist_ok=True)
-    results_path = workdir / f"{target}-{method}.jsonl"
-    log_path = workdir / f"{target}-{method}.log"
+    name = stem(suite, target, method)
+    results_path = workdir / f"{name}.jsonl"
+    log_path = workdir / f"{name}.log"
     results_path.unlink(missing_ok=True)
     # The suite creates files in the working directory (sockets, scripts named
     # @test_*): one directory per run keeps them apart and out of the source tree.
-    cwd = workdir / f"cwd-{target}-{method}"
+    cwd = workdir / f"cwd-{name}"
     cwd.mkdir(exist_ok=True)
-    outcome = Run(target, method, python, log=str(log_path))
+    outcome = Run(target, method, python, log=str(log_path), suite=suite)
     started = time.monotonic()
     deadline = started + run_timeout
-    command = [python, str(HERE / "worker.py"), str(results_path), "--timeout", str(test_timeout)]
+    command = [python, str(HERE / "worker.py"), str(results_path), "--suite", suite]
+    command += ["--timeout", str(test_timeout)]
     if only:
         command += ["--only", *only]
     with log_path.open("w") as log:
@@ -218,7 +248,7 @@ def run(
             worker = subprocess.Popen(
                 command,
                 cwd=cwd,
-                env=worker_env(target, method),
+                env=worker_env(target, method, suite),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -382,19 +412,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=TEST_TIMEOUT, help="seconds per test")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--only", nargs="*", default=None, help="test ids (Class.method)")
+    parser.add_argument("--suite", choices=list(SUITES), default="multiprocessing")
     args = parser.parse_args(argv)
-    missing = suite_missing(args.python)
+    module, excluded_file = SUITES[args.suite]
+    missing = suite_missing(args.python, module)
     if missing:
         print(missing, file=sys.stderr)
         return 2
-    excluded = load_excluded()
+    excluded = load_excluded(excluded_file)
     status = 0
     results = run_methods(
-        args.methods, args.out, python=args.python, test_timeout=args.timeout, only=args.only
+        args.methods,
+        args.out,
+        python=args.python,
+        test_timeout=args.timeout,
+        only=args.only,
+        suite=args.suite,
     )
     for method, (stdlib, proctor) in results.items():
         for one in (stdlib, proctor):
-            path = args.out / f"{one.target}-{method}.json"
+            path = args.out / f"{one.stem}.json"
             path.write_text(json.dumps(one.to_json(), indent=1, sort_keys=True) + "\n")
         differences = compare(stdlib, proctor, excluded)
         print(report(method, stdlib, proctor, differences), flush=True)

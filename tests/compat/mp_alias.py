@@ -22,6 +22,12 @@ are not run (see ``cpython_suite.DEFERRED``); ``multiprocessing.pool`` is procto
 instead of quietly testing the stdlib. ``heap.BufferWrapper`` -- which the suite's
 barrier tests use as a shared counter -- becomes a small stand-in on proctor's
 ``RawArray``. Every stand-in lives in this harness, never in proctor.
+
+The concurrent.futures suite (``futures_suite``) keeps the stdlib's
+``multiprocessing`` in its own process; only the scripts its tests run in a fresh
+interpreter (``PROCTOR_COMPAT_SCRIPT=1``) get :func:`install_futures`, through
+``_FuturesTrigger``: ``concurrent.futures.ProcessPoolExecutor`` becomes proctor's, then
+``multiprocessing`` proctor as above.
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ import types
 
 TARGET_ENV = "PROCTOR_COMPAT_TARGET"
 METHOD_ENV = "PROCTOR_COMPAT_METHOD"
+#: Which suite the run is of: "multiprocessing" (the default) or "futures".
+SUITE_ENV = "PROCTOR_COMPAT_SUITE"
+#: Set (to 1) for the interpreters that the futures suite's tests start to run a
+#: script (``assert_python_ok``): there, unlike in the futures run itself,
+#: ``multiprocessing`` means proctor (see :func:`install_futures`).
+SCRIPT_ENV = "PROCTOR_COMPAT_SCRIPT"
 
 #: CPython's multiprocessing test module, shipped in the ``test`` package.
 SUITE_MODULE = "test._test_multiprocessing"
@@ -104,6 +116,34 @@ def install() -> None:
                 STAND_INS_USED.append(f"{module_name}.{name}")
 
 
+def install_futures() -> None:
+    """Make ``concurrent.futures.ProcessPoolExecutor`` and ``multiprocessing`` proctor's.
+
+    For the scripts the futures suite runs in a fresh interpreter, which say
+    ``from concurrent.futures import ProcessPoolExecutor`` and pass it
+    ``multiprocessing.get_context(...)``. ``concurrent.futures.process`` is loaded
+    first, bound to the stdlib's ``multiprocessing`` (its executor is replaced, the
+    rest of the module stays the stdlib's); idempotent.
+    """
+    _remove_trigger()
+    import concurrent.futures
+
+    # Not ``concurrent.futures.process``: called while that module is being loaded
+    # (_ThenInstallFutures), it is not yet an attribute of its package.
+    process = importlib.import_module("concurrent.futures.process")
+    import proctor
+
+    concurrent.futures.ProcessPoolExecutor = proctor.ProcessPoolExecutor  # type: ignore[misc]
+    process.ProcessPoolExecutor = proctor.ProcessPoolExecutor
+    install()
+
+
+def install_futures_trigger() -> None:
+    """Arrange for :func:`install_futures` to run at the first import that needs it."""
+    if not any(isinstance(finder, _FuturesTrigger) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _FuturesTrigger())
+
+
 def install_trigger() -> None:
     """Arrange for :func:`install` to run at the first import of ``multiprocessing``.
 
@@ -116,7 +156,7 @@ def install_trigger() -> None:
 
 
 def _remove_trigger() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Trigger)]
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, (_Trigger, _FuturesTrigger))]
 
 
 def _is_multiprocessing(fullname: str) -> bool:
@@ -150,6 +190,41 @@ class _Trigger:
             return None
         install()
         return _ProctorFinder().find_spec(fullname, path, target)
+
+
+class _FuturesTrigger:
+    """Runs :func:`install_futures` at the first import of ``concurrent.futures.process``
+    (once that module is loaded) or of ``multiprocessing...`` (before it)."""
+
+    def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+        if _proctor_initializing():
+            return None  # as for _Trigger
+        if fullname == "concurrent.futures.process":
+            _remove_trigger()
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec is not None:
+                spec.loader = _ThenInstallFutures(spec.loader)
+            return spec
+        if not _is_multiprocessing(fullname):
+            return None
+        install_futures()
+        return _ProctorFinder().find_spec(fullname, path, target)
+
+
+class _ThenInstallFutures:
+    """The loader of ``concurrent.futures.process``, then :func:`install_futures`."""
+
+    def __init__(self, loader) -> None:  # type: ignore[no-untyped-def]
+        self.loader = loader
+
+    def create_module(self, spec):  # type: ignore[no-untyped-def]
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__spec__.loader = module.__loader__ = self.loader
+        self.loader.exec_module(module)
+        sys.modules[module.__name__] = module
+        install_futures()
 
 
 class _Alias:

@@ -2,7 +2,13 @@
 
 Usage (the harness, ``harness.py``, starts it with the environment it needs)::
 
-    python worker.py RESULTS.jsonl [--timeout SECONDS] [--only ID ...]
+    python worker.py RESULTS.jsonl [--suite multiprocessing|futures] [--timeout SECONDS]
+                     [--only ID ...]
+
+The suite is a module here that installs the test classes for the target and
+start method of the environment: ``cpython_suite`` (multiprocessing) or
+``futures_suite`` (concurrent.futures). It provides ``TEST_CLASSES``,
+``deferred_reason(test_id)`` and, optionally, ``test_id(test)``.
 
 Each test writes ``{"start": id}`` when it begins and ``{"id", "outcome", "message",
 "seconds"}`` when it ends; tests that already have a result line in RESULTS.jsonl
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import importlib
 import json
 import os
 import signal
@@ -38,6 +45,8 @@ GRACE = 15.0
 HUNG_EXIT = 75
 #: Characters of a failure's message kept in the results.
 MESSAGE_CHARS = 600
+#: The module of each suite.
+SUITES = {"multiprocessing": "cpython_suite", "futures": "futures_suite"}
 
 
 class TestTimeout(BaseException):
@@ -73,8 +82,9 @@ class _Recorder(unittest.TestResult):
 
     _RANK = {"pass": 0, "skip": 1, "fail": 2, "error": 3}
 
-    def __init__(self, out, timeout: float, fresh_pythons: list) -> None:
+    def __init__(self, out, timeout: float, fresh_pythons: list, test_id=_test_id) -> None:
         super().__init__()
+        self.test_id = test_id
         self.out = out
         self.timeout = timeout
         self.fresh_pythons = fresh_pythons
@@ -96,7 +106,7 @@ class _Recorder(unittest.TestResult):
 
     def startTest(self, test: unittest.TestCase) -> None:
         super().startTest(test)
-        self.current = _test_id(test)
+        self.current = self.test_id(test)
         self.outcome, self.message = "pass", ""
         self.fresh_pythons.clear()
         self._write({"start": self.current})
@@ -137,10 +147,10 @@ class _Recorder(unittest.TestResult):
         message = f"{description}: {_summary(err)}"
         for class_name, ids in self.ids_by_class.items():
             if f".{class_name})" in description or "Module" in description:
-                for test_id in ids:
-                    if test_id not in self.done:
-                        self._write({"id": test_id, "outcome": outcome, "message": message})
-                        self.done.add(test_id)
+                for one in ids:
+                    if one not in self.done:
+                        self._write({"id": one, "outcome": outcome, "message": message})
+                        self.done.add(one)
 
     def addSkip(self, test, reason):
         self._set("skip", str(reason)[:MESSAGE_CHARS])
@@ -211,6 +221,7 @@ def _done_ids(path: str) -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("results")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="multiprocessing")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--only", nargs="*", default=None, help="test ids (Class.method)")
     args = parser.parse_args(argv)
@@ -218,29 +229,30 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()
     fresh_pythons: list[str] = []
     _watch_fresh_pythons(fresh_pythons)
-    import cpython_suite
+    suite = importlib.import_module(SUITES[args.suite])
+    test_id = getattr(suite, "test_id", _test_id)
 
     done = _done_ids(args.results)
     only = set(args.only) if args.only else None
     out = open(args.results, "a")  # noqa: SIM115  (open for the whole run)
-    recorder = _Recorder(out, args.timeout, fresh_pythons)
+    recorder = _Recorder(out, args.timeout, fresh_pythons, test_id)
     recorder.done = done
     loader = unittest.TestLoader()
     top = unittest.TestSuite()
-    for cls in cpython_suite.TEST_CLASSES:
+    for cls in suite.TEST_CLASSES:
         selected = []
         for test in loader.loadTestsFromTestCase(cls):
-            test_id = _test_id(test)
-            if test_id in done or (only is not None and test_id not in only):
+            one = test_id(test)
+            if one in done or (only is not None and one not in only):
                 continue
-            reason = cpython_suite.deferred_reason(test_id)
+            reason = suite.deferred_reason(one)
             if reason is not None:
-                recorder._write({"id": test_id, "outcome": "deferred", "message": reason})
-                done.add(test_id)
+                recorder._write({"id": one, "outcome": "deferred", "message": reason})
+                done.add(one)
                 continue
             selected.append(test)
         if selected:
-            recorder.ids_by_class[cls.__name__] = [_test_id(t) for t in selected]
+            recorder.ids_by_class[cls.__name__] = [test_id(t) for t in selected]
             top.addTest(unittest.TestSuite(selected))
     signal.signal(signal.SIGALRM, _on_alarm)
     threading.Thread(target=_watchdog, args=(recorder,), daemon=True).start()
