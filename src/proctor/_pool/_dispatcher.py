@@ -193,38 +193,54 @@ class _Worker:
         self.killed = False  # SIGKILLed to stop held[0]: its sentinel is awaited
 
 
-#: Dispatchers whose work must be done before the interpreter exits: an executor's
-#: (shut down without waiting, or not at all) and a closed ``Pool``'s. The stdlib's
-#: executor finishes its work at exit too; a running ``Pool`` is terminated, as the
-#: stdlib's is.
+#: Every live dispatcher, and those whose work must be done before the interpreter
+#: exits: an executor's (shut down without waiting, or not at all) and a closed
+#: ``Pool``'s. The stdlib's executor finishes its work at exit too; a running ``Pool``
+#: is terminated, as the stdlib's is.
+_live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 _finish_at_exit: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 _exit_hook_registered = False
+#: The exit hook has run: executors take no new work ("after interpreter shutdown").
+exiting = False
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        # threading's exit hooks run when the main thread ends, before atexit's, so
+        # before proctor's own exit stage stops the (daemonic) workers -- and while
+        # the dispatchers can still finish or stop without replacing a worker.
+        try:
+            threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # no such hook, or exiting already
+            import atexit
+
+            atexit.register(_at_exit)
 
 
 def finish_at_exit(dispatcher: Dispatcher) -> None:
     """Have the interpreter's exit wait until ``dispatcher``'s work is done."""
-    global _exit_hook_registered
     _finish_at_exit.add(dispatcher)
-    if not _exit_hook_registered:
-        _exit_hook_registered = True
-        # threading's exit hooks run when the main thread ends, before atexit's, so
-        # before proctor's own exit stage stops the (daemonic) workers.
+    _register_exit_hook()
+
+
+def _at_exit() -> None:
+    global exiting
+    exiting = True
+    for dispatcher in list(_live):
         try:
-            threading._register_atexit(_finish_all)  # type: ignore[attr-defined]
-        except (AttributeError, RuntimeError):  # no such hook, or exiting already
-            import atexit
-
-            atexit.register(_finish_all)
-
-
-def _finish_all() -> None:
-    for dispatcher in list(_finish_at_exit):
-        if dispatcher.state in (RUNNING, CLOSED):
-            dispatcher.close()
-            try:
+            if dispatcher in _finish_at_exit and dispatcher.state in (RUNNING, CLOSED):
+                dispatcher.close()
                 dispatcher.join(None)
-            except Exception:
-                _logger.get_logger().exception("a pool's work could not finish at exit")
+            elif dispatcher.state in (RUNNING, BROKEN):
+                # A pool still running: terminated, as the stdlib's is -- here, so
+                # that its dispatcher stops before the exit stage kills its workers
+                # (it would start replacements during the exit).
+                dispatcher.terminate()
+        except Exception:
+            # An exit hook must not stop the others.
+            _logger.get_logger().exception("a pool could not be stopped at exit")
 
 
 #: ``_take_next``'s answer when the queue is empty.
@@ -304,6 +320,8 @@ class Dispatcher:
             target=self._run, name=f"proctor-pool-dispatcher-{id(self):x}", daemon=True
         )
         self._thread.start()
+        _live.add(self)
+        _register_exit_hook()
 
     # -- submitting (any thread) ----------------------------------------------------
 

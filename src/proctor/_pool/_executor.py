@@ -28,9 +28,9 @@ import threading
 import time
 import weakref
 
-from .._core._errors import PicklingError
+from .._core._errors import MaybeEncodingError, PicklingError
 from .._core._system import cpu_count
-from . import _worker
+from . import _dispatcher, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit, function_name
 from ._pool import (
     _check_callable,
@@ -125,6 +125,12 @@ class _FutureSlot:
                     self._running = future.set_running_or_notify_cancel()  # notifies waiters
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
+        if isinstance(value, MaybeEncodingError):
+            # concurrent.futures code catches pickle.PicklingError here, as the
+            # stdlib's future carries the error pickling raised in the worker.
+            unsendable = PicklingError(str(value))
+            unsendable.__cause__ = value
+            value = unsendable
         try:
             if success:
                 self.future.set_result(value)
@@ -403,6 +409,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
     def _check_open(self) -> Dispatcher:
         dispatcher = self._dispatcher
+        if _dispatcher.exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if dispatcher is None or self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         return dispatcher
@@ -484,7 +492,12 @@ def _results(
             finally:
                 future.cancel()  # after a timeout: this one, if it has not started
                 del future
-            yield from values
+            # Hand each value over and drop it: the iterator keeps no reference to a
+            # result once it has been yielded (as the stdlib's does).
+            values.reverse()
+            while values:
+                yield values.pop()
+            del values
     finally:
         for future in futures:
             future.cancel()

@@ -39,6 +39,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 
 from .._core import _serialization
 from .._core._errors import PicklingError
@@ -132,7 +133,10 @@ def decode_result(
         outcome = _outcome.Outcome()
         try:
             outcome.value = _serialization.loads(body, buffers=buffers)
-        except Exception as exc:  # e.g. a class that does not import in the parent
+        # BaseException: unpickling runs the value's own code (a class that does not
+        # import, a __setstate__ that raises SystemExit); it fails that task only,
+        # never the dispatcher thread.
+        except BaseException as exc:
             outcome.value_error = f"the return value could not be unpickled: {exc!r}"
     else:
         outcome = _outcome.Outcome.from_message(body, buffers)
@@ -160,7 +164,7 @@ class PickledCodec:
     FUNCTIONS_KEPT = 16
 
     def __init__(self) -> None:
-        self._functions: dict[int, tuple[Any, bytes]] = {}  # id -> (function, pickle)
+        self._functions: dict[int, tuple[Any, bytes]] = {}  # id -> (weakref, pickle)
         self._functions_lock = threading.Lock()
 
     def dumps_function(self, func: Any, what: str) -> bytes:
@@ -174,13 +178,20 @@ class PickledCodec:
         """
         key = id(func)
         kept = self._functions.get(key)  # one dict read: atomic, no lock needed
-        if kept is not None and kept[0] is func:
+        if kept is not None and kept[0]() is func:
             return kept[1]
         data = self.dumps(func, what)
+        try:
+            # A weak reference: the kept pickle must not keep the function (a bound
+            # method's object, a closure's cells) alive; the id check above needs the
+            # function itself, so an id reused by another object is a miss.
+            ref = weakref.ref(func)
+        except TypeError:  # a builtin, or another object without weak references
+            return data
         with self._functions_lock:
             if len(self._functions) >= self.FUNCTIONS_KEPT:
                 del self._functions[next(iter(self._functions))]  # the oldest
-            self._functions[key] = (func, data)  # the function itself keeps its id
+            self._functions[key] = (ref, data)
         return data
 
     def dumps(self, obj: Any, what: str) -> bytes:
@@ -286,6 +297,10 @@ def value_message(value: Any) -> tuple[tuple[Any, ...], list[pickle.PickleBuffer
         body, buffers = _serialization.dumps_oob(value, OOB_THRESHOLD)
     except Exception:
         return _outcome.value_message(value), []  # says why it cannot be sent
+    # SystemExit or KeyboardInterrupt raised by the value's own pickling (a
+    # __reduce__) fails the task with it, as one raised by the task does.
+    except BaseException as exc:
+        return _outcome.error_message(exc), []
     return ("value", body), buffers
 
 

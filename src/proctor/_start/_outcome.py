@@ -86,7 +86,10 @@ class Outcome:
         outcome = cls()
         try:
             message = _serialization.loads(data)
-        except Exception as exc:  # e.g. a class that no longer imports in the parent
+        # SystemExit too: unpickling runs the sender's classes' code, which may raise
+        # it; that must fail this outcome, not end the thread reading it. (Not
+        # KeyboardInterrupt: a Ctrl-C during a join() must still interrupt it.)
+        except (Exception, SystemExit) as exc:  # e.g. a class that no longer imports here
             outcome.exception = RemoteError(
                 "UnpicklingError", f"the child's outcome could not be unpickled: {exc!r}"
             )
@@ -95,7 +98,7 @@ class Outcome:
         if kind == "value":
             try:
                 outcome.value = _serialization.loads(message[1], buffers=buffers)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 outcome.value_error = f"the return value could not be unpickled: {exc!r}"
         elif kind == "unsendable":
             outcome.value_error = message[1]
@@ -105,7 +108,7 @@ class Outcome:
             if exc_bytes is not None:
                 try:
                     exception = _serialization.loads(exc_bytes)
-                except Exception:
+                except (Exception, SystemExit):
                     exception = None
             if not isinstance(exception, BaseException):
                 exception = RemoteError(type_name, text, tb_text)

@@ -232,14 +232,18 @@ def exit_children() -> None:
     children = list(state.children)
     if children:
         _logger.info("process shutting down")
+    # Each child's _popen is read once: another thread (a pool's dispatcher) may
+    # close() the child meanwhile, which sets it to None.
     for child in children:
-        if child.daemon and child._popen is not None and child._popen.poll() is None:
-            child._popen.terminate()
+        popen = child._popen
+        if child.daemon and popen is not None and popen.poll() is None:
+            popen.terminate()
     for child in children:
-        if child._popen is not None:
+        popen = child._popen
+        if popen is not None:
             _logger.debug("joining %s", child.name)
-            child._popen.wait(None)
-            child._popen.wait_logs(None)
+            popen.wait(None)
+            popen.wait_logs(None)
         state.children.discard(child)
 
 
