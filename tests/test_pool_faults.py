@@ -28,6 +28,7 @@ import pytest
 
 import proctor
 from helpers import wait_until
+from proctor._pool._dispatcher import EARLY_DEATHS_BREAK
 
 TIMEOUT = 30
 #: How long a program gets to exit: it takes about a second; more is a hang.
@@ -252,7 +253,7 @@ def test_a_worker_that_exits_or_segfaults_fails_only_its_task(ctx, death):
         # map raises it; imap yields the results before the lost item, then the rest.
         with pytest.raises(proctor.WorkerLostError, match="input item 3"):
             pool.map(func, range(6), chunksize=1)
-        iterator = pool.imap(func, range(6))
+        iterator = pool.imap(func, range(6), chunksize=1)
         assert [iterator.next(TIMEOUT) for _ in range(3)] == [0, 1, 2]
         with pytest.raises(proctor.WorkerLostError) as info:
             iterator.next(TIMEOUT)
@@ -312,8 +313,8 @@ if proctor.parent_process() is None:  # in the test's process, not a worker impo
     reason="a fork replacement started by the dispatcher thread while another thread of "
     "the parent imports a module inherits that module half imported with its lock held: "
     "a task that needs the module blocks for ever in the import (here until task_timeout). "
-    "It happens without a user import too: the first map of a __main__ function imports "
-    "proctor._core._pickler while a replacement forks",
+    "The stdlib's pool forks its replacements from a thread too. proctor imports its own "
+    "lazily imported _pickler when a pool starts, so that it is never the half-imported one",
 )
 def test_a_replacement_forked_during_an_import_runs_tasks_of_that_module(tmp_path, monkeypatch):
     (tmp_path / "pfaults_half_imported.py").write_text(_HALF_IMPORTED)
@@ -433,14 +434,6 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.xfail(
-    strict=False,  # a race: it fails in about a third to a half of the runs
-    reason="at exit the pool's dispatcher thread still runs: proctor's exit handler SIGTERMs "
-    "its workers, the dispatcher takes that for worker deaths and closes their Process "
-    "objects under the handler (AttributeError: 'NoneType' object has no attribute "
-    "'wait_logs' in exit_children) or after it read their status, so the handler waits on "
-    "a consumed or recycled sentinel for ever; and it starts replacement workers",
-)
 @pytest.mark.parametrize("kind", ["pool", "busy pool", "executor"])
 def test_a_pool_left_open_does_not_hang_the_exit(start_method, kind, tmp_path):
     program = _start_program(tmp_path, _LEFT_OPEN, start_method, kind)
@@ -473,11 +466,6 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proctor's exit handler terminates the workers of an executor whose futures are "
-    "pending; the stdlib's exit waits for them (the lead is fixing it)",
-)
 @pytest.mark.parametrize("ending", ["shutdown(wait=False)", "no shutdown"])
 def test_an_executor_runs_every_submitted_task_before_the_program_exits(
     start_method, ending, tmp_path
@@ -511,14 +499,7 @@ _INITIALIZER_DEATHS = {
     "sigkill": (_start_and_sigkill, "SIGKILL"),
 }
 
-_RESTARTS_FOR_EVER = (
-    "an initializer that kills its worker (os._exit, a signal) does not break the pool: "
-    "the dispatcher replaces the worker, which runs the initializer and dies again, for ever, "
-    "and results never complete; only an initializer that raises breaks the pool"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=_RESTARTS_FOR_EVER)
 @pytest.mark.parametrize("death", ["exit", "sigkill"])
 def test_an_initializer_that_kills_its_worker_breaks_the_pool(ctx, death, tmp_path):
     initializer, words = _INITIALIZER_DEATHS[death]
@@ -529,8 +510,9 @@ def test_an_initializer_that_kills_its_worker_breaks_the_pool(ctx, death, tmp_pa
         def runs():
             return len(list(tmp_path.iterdir()))
 
-        # A pool that restarts the worker runs the initializer again and again.
-        wait_until(lambda: result.ready() or runs() > 3, timeout=TIMEOUT)
+        # A pool that restarts the worker for ever runs the initializer again and again;
+        # proctor's breaks after EARLY_DEATHS_BREAK deaths in a row.
+        wait_until(lambda: result.ready() or runs() > EARLY_DEATHS_BREAK, timeout=TIMEOUT)
         assert result.ready(), f"the initializer ran {runs()} times and the result never came"
         with pytest.raises(proctor.InitializerError) as info:
             result.get(0)
@@ -543,10 +525,9 @@ def test_an_initializer_that_kills_its_worker_breaks_the_pool(ctx, death, tmp_pa
         assert "state=broken" in repr(pool)
     finally:
         pool.terminate()
-    assert runs() == 1
+    assert runs() == EARLY_DEATHS_BREAK
 
 
-@pytest.mark.xfail(strict=True, reason=_RESTARTS_FOR_EVER)
 def test_an_executor_whose_initializer_kills_its_worker_is_broken(tmp_path):
     executor = proctor.ProcessPoolExecutor(
         1,
@@ -556,12 +537,15 @@ def test_an_executor_whose_initializer_kills_its_worker_is_broken(tmp_path):
     )
     try:
         future = executor.submit(_square, 2)
-        wait_until(lambda: future.done() or len(list(tmp_path.iterdir())) > 3, timeout=TIMEOUT)
+        wait_until(
+            lambda: future.done() or len(list(tmp_path.iterdir())) > EARLY_DEATHS_BREAK,
+            timeout=TIMEOUT,
+        )
         assert isinstance(future.exception(0), proctor.InitializerError)
         assert "state=broken" in repr(executor)
     finally:
         executor.kill_workers()
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len(list(tmp_path.iterdir())) == EARLY_DEATHS_BREAK
 
 
 # -- an initializer of __main__ that sets a global its tasks read ---------------------
@@ -596,17 +580,7 @@ if __name__ == "__main__":
 """
 
 
-def test_an_initializer_in_main_sets_globals_its_tasks_see(start_method, tmp_path, request):
-    if start_method != "fork":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="under spawn and forkserver a function of __main__ sent to a child "
-                "after its start (a pool task; also any function sent over a Pipe) is rebuilt "
-                "with other globals than the functions of its start payload (the "
-                "initializer): the global the initializer set reads None in the task",
-            )
-        )
+def test_an_initializer_in_main_sets_globals_its_tasks_see(start_method, tmp_path):
     program = _start_program(tmp_path, _MAIN_GLOBALS, start_method)
     exited, out, err = _finish_program(program)
     _assert_all_gone(tmp_path)
@@ -651,7 +625,7 @@ def test_a_result_whose_class_cannot_be_rebuilt_fails_that_task_only(ctx):
         assert "could not be unpickled" in message
         assert "_worker_only_at(3)" in message
         assert isinstance(info.value, proctor.pool.MaybeEncodingError)
-        iterator = pool.imap(_worker_only_at, range(6))
+        iterator = pool.imap(_worker_only_at, range(6), chunksize=1)
         assert [iterator.next(TIMEOUT) for _ in range(3)] == [0, 1, 2]
         with pytest.raises(proctor.ResultError, match="input item 3"):
             iterator.next(TIMEOUT)
@@ -694,13 +668,6 @@ def _return_rebuild_interrupts():
     return _RebuildInterrupts()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Outcome.from_message catches Exception only: a BaseException raised while the "
-    "parent unpickles a result escapes into the dispatcher thread, which fails every task "
-    "with RuntimeError('the pool's dispatcher failed: KeyboardInterrupt(...)') and stops; "
-    "later calls raise ValueError('the pool is running: it takes no new tasks')",
-)
 def test_a_result_whose_rebuild_raises_a_base_exception_fails_that_task_only():
     with proctor.get_context("fork").Pool(1) as pool:
         with pytest.raises(proctor.ResultError, match="could not be unpickled"):

@@ -177,7 +177,7 @@ def _fill_function(func: types.FunctionType, state: tuple) -> None:
     if main is None or func.__globals__ is not main.__dict__:
         # A function of the receiver's own main script (a fork family shares
         # it) runs in that script's live namespace, which is not overwritten.
-        func.__globals__.update(used)
+        _merge_globals(func.__globals__, used)
     func.__defaults__ = defaults
     func.__kwdefaults__ = kwdefaults
     for cell, value in zip(func.__closure__ or (), closure, strict=True):
@@ -190,6 +190,31 @@ def _fill_function(func: types.FunctionType, state: tuple) -> None:
     func.__annotations__ = annotations
     if type_params is not None and _HAS_TYPE_PARAMS:
         func.__type_params__ = type_params  # type: ignore[attr-defined]
+
+
+#: For each stand-in namespace of another process's main script (by id): the value
+#: each global name was last given from a sender.
+_received: dict[int, dict[str, Any]] = {}
+
+
+def _merge_globals(namespace: dict[str, Any], used: dict[str, Any]) -> None:
+    """Give ``namespace`` the sender's values of the globals a rebuilt function uses.
+
+    In the namespace that stands in for another process's main script (shared by
+    every function of that script rebuilt here), a name the receiver's own code has
+    rebound since a sender last set it keeps the receiver's value: an initializer
+    that sets a global is seen by the tasks sent after it, as when a spawned child
+    imports the main script and the functions are named. Other names take the
+    sender's value (a function redefined in a notebook, a constant).
+    """
+    if namespace.get("__name__") != "__main__":
+        namespace.update(used)  # a module's stand-in, made for this one message
+        return
+    received = _received.setdefault(id(namespace), {})
+    for name, value in used.items():
+        if name not in namespace or (name in received and namespace[name] is received[name]):
+            namespace[name] = value
+            received[name] = value
 
 
 def _import_module(name: str) -> types.ModuleType:

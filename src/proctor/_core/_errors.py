@@ -191,15 +191,18 @@ class MaybeEncodingError(ResultError):
     Attributes:
         exc: why the result could not be sent (text, as the stdlib's ``repr``).
         value: which result it was (text: the function and its inputs).
+        pickling_failed: True when the worker could not pickle the result; False
+            when it came back but could not be unpickled in the parent.
     """
 
-    def __init__(self, message: str, exc: str, value: str) -> None:
+    def __init__(self, message: str, exc: str, value: str, pickling_failed: bool = True) -> None:
         super().__init__(message)
         self.exc = exc
         self.value = value
+        self.pickling_failed = pickling_failed
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.args[0], self.exc, self.value))
+        return (type(self), (self.args[0], self.exc, self.value, self.pickling_failed))
 
 
 class ArgumentTypeError(TypeError, ValueError):

@@ -50,6 +50,7 @@ from .._core._errors import (
     WorkerLostError,
 )
 from .._logging import _logger
+from .._start import _outcome
 from . import _worker
 
 TYPE_CHECKING = False
@@ -309,6 +310,12 @@ class Dispatcher:
         os.set_blocking(self._wake_w, False)
         self._wake_open = True
         self._wake_pending = False  # a wake-up byte is unread: no need for another
+        # Imported now, in the thread that creates the pool, not lazily later (the
+        # first task of a __main__ function needs it): a fork replacement that the
+        # dispatcher thread starts while another thread imports a module inherits it
+        # half imported, with its lock held by a thread the child does not have.
+        from .._core import _pickler  # noqa: F401
+
         try:
             for _ in range(processes):
                 self._workers.append(self._start_worker())
@@ -723,16 +730,24 @@ class Dispatcher:
         elif outcome.value_error is not None:
             pid = worker.process.pid
             call = f"{task.function}({task.describe()})"
-            task.result._deliver(
-                task.index,
-                False,
-                MaybeEncodingError(
+            if outcome.value_error.startswith(_outcome.UNPICKLE_FAILED):
+                text = (
+                    f"{call} ran in pool worker pid {pid}, and its result came back but "
+                    f"could not be rebuilt here: {outcome.value_error}. Return objects "
+                    "whose classes this process can import."
+                )
+            else:
+                text = (
                     f"{call} ran in pool worker pid {pid}, but its result could not be "
-                    f"sent back: {outcome.value_error}. Return something picklable.",
-                    outcome.value_error,
-                    f"the result of {call}",
-                ),
+                    f"sent back: {outcome.value_error}. Return something picklable."
+                )
+            error = MaybeEncodingError(
+                text,
+                outcome.value_error,
+                f"the result of {call}",
+                pickling_failed=not outcome.value_error.startswith(_outcome.UNPICKLE_FAILED),
             )
+            task.result._deliver(task.index, False, error)
         else:
             task.result._deliver(task.index, True, outcome.value)
         return True

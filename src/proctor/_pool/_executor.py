@@ -125,9 +125,9 @@ class _FutureSlot:
                     self._running = future.set_running_or_notify_cancel()  # notifies waiters
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
-        if isinstance(value, MaybeEncodingError):
-            # concurrent.futures code catches pickle.PicklingError here, as the
-            # stdlib's future carries the error pickling raised in the worker.
+        if isinstance(value, MaybeEncodingError) and value.pickling_failed:
+            # Pickling failed in the worker (not unpickling here): code written for
+            # concurrent.futures catches the pickle.PicklingError the stdlib gives.
             unsendable = PicklingError(str(value))
             unsendable.__cause__ = value
             value = unsendable

@@ -137,7 +137,7 @@ def decode_result(
         # import, a __setstate__ that raises SystemExit); it fails that task only,
         # never the dispatcher thread.
         except BaseException as exc:
-            outcome.value_error = f"the return value could not be unpickled: {exc!r}"
+            outcome.value_error = f"{_outcome.UNPICKLE_FAILED}: {exc!r}"
     else:
         outcome = _outcome.Outcome.from_message(body, buffers)
     return task_id, outcome, seconds, bool(flags & RETIRING)

@@ -51,6 +51,10 @@ def error_message(exc: BaseException) -> tuple[Any, ...]:
     return ("error", exc_bytes, type_name, text, tb_text)
 
 
+#: How ``Outcome.value_error`` starts when the value came but could not be rebuilt in
+#: the receiver (rather than pickled in the sender).
+UNPICKLE_FAILED = "the return value could not be unpickled"
+
 # Most targets return None: its outcome message is pickled once, not per child.
 NONE_VALUE = ("value", _serialization.dumps(None))
 _NONE_VALUE_BYTES = _serialization.dumps(NONE_VALUE)
@@ -99,7 +103,7 @@ class Outcome:
             try:
                 outcome.value = _serialization.loads(message[1], buffers=buffers)
             except (Exception, SystemExit) as exc:
-                outcome.value_error = f"the return value could not be unpickled: {exc!r}"
+                outcome.value_error = f"{UNPICKLE_FAILED}: {exc!r}"
         elif kind == "unsendable":
             outcome.value_error = message[1]
         elif kind == "error":
