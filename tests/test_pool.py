@@ -19,49 +19,21 @@ import pytest
 
 import proctor
 from helpers import pid_exists, wait_until
+from pool_tasks import (
+    _block,
+    _block_at,
+    _install,
+    _report,
+    _report_and_block,
+    _square,
+)
 from proctor._pool._pool import READ_AHEAD_PER_WORKER
 
 TIMEOUT = 60
 
-# What the initializer installs in each worker.
-_worker_state: dict[str, object] = {}
-
-
-def _install(started, release):
-    _worker_state["started"] = started
-    _worker_state["release"] = release
-
-
-def _report_and_block(value=None):
-    """Tell the test this worker's pid, then wait for the release event."""
-    _worker_state["started"].put(os.getpid())
-    _worker_state["release"].wait(TIMEOUT)
-    return value
-
-
-def _report(value):
-    _worker_state["started"].put(value)
-    return value
-
-
-def _block(value=None):
-    """A task that "runs for ever": the test never sets the release event."""
-    _worker_state["release"].wait(TIMEOUT)
-    return value
-
-
-def _block_at(x, victim=3):
-    if x == victim:
-        _block()
-    return x
-
 
 def _failing_initializer(message):
     raise LookupError(message)
-
-
-def _square(x):
-    return x * x
 
 
 def _add(x, y):

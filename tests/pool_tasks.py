@@ -1,0 +1,48 @@
+"""Tasks and an initializer shared by the pool and executor tests.
+
+Module level, so that workers under every start method import them by name. The
+initializer gives each worker the test's queue and event: a task reports on
+``started`` from inside a worker, and blocks until the test sets ``release``.
+"""
+
+from __future__ import annotations
+
+import os
+
+TIMEOUT = 60
+
+# What the initializer installs in each worker.
+_worker_state: dict[str, object] = {}
+
+
+def _install(started, release):
+    _worker_state["started"] = started
+    _worker_state["release"] = release
+
+
+def _report_and_block(value=None):
+    """Tell the test this worker's pid, then wait for the release event."""
+    _worker_state["started"].put(os.getpid())
+    _worker_state["release"].wait(TIMEOUT)
+    return value
+
+
+def _report(value):
+    _worker_state["started"].put(value)
+    return value
+
+
+def _block(value=None):
+    """A task that "runs for ever": the test never sets the release event."""
+    _worker_state["release"].wait(TIMEOUT)
+    return value
+
+
+def _block_at(x, victim=3):
+    if x == victim:
+        _block()
+    return x
+
+
+def _square(x):
+    return x * x
