@@ -268,3 +268,18 @@ def test_a_thread_pool_never_queues_tasks_in_a_worker():
         assert pool.map(_identity, range(100), chunksize=1) == list(range(100))
         pool._dispatcher._task_seconds = 1e-6
         assert pool._dispatcher._depth() == 1
+
+
+def test_an_executor_replaces_a_worker_past_its_memory_limit(ctx):
+    with ctx.Pool(1) as probe:
+        baseline = probe.apply(_memory)
+    if baseline is None:
+        pytest.skip("this system does not report a process's resident memory")
+    with proctor.ProcessPoolExecutor(
+        1, mp_context=ctx, max_memory_per_child=baseline + (64 << 20)
+    ) as executor:
+        first = executor.submit(_pid).result(TIMEOUT)
+        assert executor.submit(_leak, 128 << 20).result(TIMEOUT) == first
+        assert executor.submit(_pid).result(TIMEOUT) != first
+    with pytest.raises(ValueError, match="max_memory_per_child"):
+        proctor.ProcessPoolExecutor(1, max_memory_per_child=0)

@@ -34,6 +34,7 @@ from . import _dispatcher, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit, function_name
 from ._pool import (
     _check_callable,
+    _check_memory_limit,
     _check_task_timeout,
     _items_text,
     _positions,
@@ -166,6 +167,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             worker is killed (SIGKILL) and replaced, and the future is cancelled
             (see ``StoppableFuture``). False (the default) keeps the stdlib's rule:
             a running future cannot be cancelled, ``cancel()`` returns False.
+        max_memory_per_child: bytes of resident memory a worker may reach: one past
+            it after a task is replaced (as ``proctor.Pool``'s).
 
     Raises:
         ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1, a
@@ -191,6 +194,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         *,
         task_timeout: float | None = None,
         cancel_running: bool = False,
+        max_memory_per_child: int | None = None,
     ) -> None:
         self._dispatcher: Dispatcher | None = None
         if not isinstance(cancel_running, bool):
@@ -215,12 +219,18 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             if max_tasks_per_child < 1:
                 raise ValueError(f"max_tasks_per_child must be >= 1, not {max_tasks_per_child}")
         self._task_timeout = _check_task_timeout(task_timeout, "task_timeout")
+        memory_limit = _check_memory_limit(max_memory_per_child)
         process_class = _process_class(mp_context, "mp_context")
         self._max_workers = max_workers
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
         self._dispatcher = Dispatcher(
-            process_class, max_workers, initializer, tuple(initargs), max_tasks_per_child
+            process_class,
+            max_workers,
+            initializer,
+            tuple(initargs),
+            max_tasks_per_child,
+            max_memory_per_child=memory_limit,
         )
         # As the stdlib's: what was submitted is done before the interpreter exits,
         # whether or not the executor was shut down (with or without waiting).
