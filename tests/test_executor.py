@@ -401,3 +401,21 @@ def test_cancel_running_stops_a_running_task_by_killing_its_worker(ctx):
 def test_cancel_running_must_be_a_bool():
     with pytest.raises(TypeError, match="cancel_running"):
         proctor.ProcessPoolExecutor(1, cancel_running="yes")
+
+
+def test_map_chunks_by_default_and_honours_an_explicit_chunksize(ctx):
+    with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        dispatcher = executor._dispatcher
+
+        def tasks_of(**kwargs):
+            before = dispatcher.next_id()
+            results = list(executor.map(_square, range(2_000), timeout=TIMEOUT, **kwargs))
+            assert results == [x * x for x in range(2_000)]
+            return dispatcher.next_id() - before - 1
+
+        # Default: decreasing chunks over the whole input (as Pool.map), not 2,000 tasks.
+        assert tasks_of() < 200
+        assert tasks_of(chunksize=1) == 2_000  # an explicit chunksize is used as given
+        assert tasks_of(chunksize=500) == 4
+        # Lazy (buffersize): sizes grow from the measured durations of quick items.
+        assert tasks_of(buffersize=4) < 1_000

@@ -39,7 +39,9 @@ from ._pool import (
     _items_text,
     _positions,
     _process_class,
+    guided_chunks,
 )
+from ._results import ChunkSizer
 
 # Tasks always go to worker processes: pickled, with errors that say what failed.
 _codec = _worker.PickledCodec()
@@ -94,12 +96,16 @@ class _FutureSlot:
     when the dispatcher reaches its task.
     """
 
-    __slots__ = ("__weakref__", "_cancelled", "_lock", "_running", "future")
+    __slots__ = ("__weakref__", "_cancelled", "_lock", "_running", "_sizer", "future")
 
     def __init__(
-        self, future: concurrent.futures.Future[Any], wake: Callable[[], None] | None = None
+        self,
+        future: concurrent.futures.Future[Any],
+        wake: Callable[[], None] | None = None,
+        sizer: ChunkSizer | None = None,
     ) -> None:
         self.future = future
+        self._sizer = sizer
         self._lock = threading.Lock()
         self._running: bool | None = None  # set_running_or_notify_cancel()'s answer
         self._cancelled = False  # a running task's StoppableFuture was cancelled: stop it
@@ -124,6 +130,11 @@ class _FutureSlot:
             with self._lock:
                 if self._running is None:
                     self._running = future.set_running_or_notify_cancel()  # notifies waiters
+
+    def _observe(self, seconds: float, items: int) -> None:
+        # A map chunk's measured duration sizes the next chunks (dispatcher thread).
+        if self._sizer is not None:
+            self._sizer.observe(seconds, items)
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
         if isinstance(value, MaybeEncodingError) and value.pickling_failed:
@@ -269,14 +280,15 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         name: str,
         describe: Callable[[], str],
         items: int,
+        sizer: ChunkSizer | None = None,
     ) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any]
         if self._cancel_running:
             future = StoppableFuture()
-            slot = _FutureSlot(future, dispatcher.wake)
+            slot = _FutureSlot(future, dispatcher.wake, sizer)
         else:
             future = concurrent.futures.Future()
-            slot = _FutureSlot(future)
+            slot = _FutureSlot(future, None, sizer)
         timeout = None if self._task_timeout is None else self._task_timeout * items
         with self._shutdown_lock:
             if self._shutdown:
@@ -297,17 +309,19 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         fn: Callable[..., Any],
         *iterables: Iterable[Any],
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | None = None,
         buffersize: int | None = None,
     ) -> Iterator[Any]:
         """``fn(*args)`` for each ``args`` of ``zip(*iterables)``, in order.
 
-        The items are sent to the workers in chunks of ``chunksize``; ``task_timeout``
-        applies per item. Without ``buffersize`` every chunk is submitted now (what
-        cannot be pickled raises here); with it, at most ``buffersize`` chunks are
-        submitted ahead of the consumer and the iterables are read lazily (an endless
-        generator streams), as in Python 3.14; then an item that cannot be pickled
-        raises at its position.
+        The items are sent to the workers in chunks of ``chunksize``; ``None`` (the
+        default; the stdlib's is 1) picks the sizes as ``Pool`` does: decreasing
+        chunks over the whole input, or, with ``buffersize``, sizes from the measured
+        durations of the chunks done so far. ``task_timeout`` applies per item.
+        Without ``buffersize`` every chunk is submitted now (what cannot be pickled
+        raises here); with it, at most ``buffersize`` chunks are submitted ahead of the
+        consumer and the iterables are read lazily (an endless generator streams), as
+        in Python 3.14; then an item that cannot be pickled raises at its position.
 
         Raises:
             TimeoutError: from ``next()``, when the next result is not ready
@@ -316,10 +330,11 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             TypeError, ValueError: a bad ``chunksize`` or ``buffersize``.
             Exception: a failed item's exception, from ``next()`` at its position.
         """
-        if isinstance(chunksize, bool) or not isinstance(chunksize, int):
-            raise TypeError(f"chunksize must be an int, not {type(chunksize).__name__}")
-        if chunksize < 1:
-            raise ValueError(f"chunksize must be >= 1, not {chunksize}")
+        if chunksize is not None:
+            if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+                raise TypeError(f"chunksize must be an int or None, not {type(chunksize).__name__}")
+            if chunksize < 1:
+                raise ValueError(f"chunksize must be >= 1, not {chunksize}")
         if buffersize is not None:
             if isinstance(buffersize, bool) or not isinstance(buffersize, int):
                 raise TypeError(
@@ -333,11 +348,23 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         name = function_name(fn)
         # A weak reference, as the stdlib's: an executor that a lazy map's iterator
         # outlives can still be collected; the iterator then submits nothing more.
+        sizer = ChunkSizer(chunksize)
         submitter = _ChunkSubmitter(
-            weakref.ref(self), dispatcher, name, _codec.dumps_function(fn, f"the function {name}")
+            weakref.ref(self),
+            dispatcher,
+            name,
+            _codec.dumps_function(fn, f"the function {name}"),
+            sizer,
         )
         # The shortest iterable ends the map, as the builtin map and the stdlib's.
-        chunks = _chunks(zip(*iterables, strict=False), chunksize)
+        items = zip(*iterables, strict=False)
+        chunks: Iterator[list[tuple[Any, ...]]]
+        if chunksize is None and buffersize is None:
+            # The whole input is read now: decreasing chunks, as Pool.map's.
+            whole = list(items)
+            chunks = _sliced(whole, guided_chunks(len(whole), self._max_workers))
+        else:
+            chunks = _chunks(items, sizer.next_size)
         futures: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
         for chunk in chunks if buffersize is None else itertools.islice(chunks, buffersize):
             future = submitter.submit(chunk, lazy=buffersize is not None)
@@ -435,11 +462,13 @@ class _ChunkSubmitter:
         dispatcher: Dispatcher,
         name: str,
         func_bytes: bytes,
+        sizer: ChunkSizer,
     ) -> None:
         self._executor = executor
         self._dispatcher = dispatcher
         self._name = name
         self._func_bytes = func_bytes
+        self._sizer = sizer  # told each chunk's measured duration (adaptive sizes)
         self._start = 0
 
     def submit(
@@ -465,12 +494,22 @@ class _ChunkSubmitter:
             self._name,
             _positions(start, len(chunk)),
             len(chunk),
+            self._sizer,
         )
 
 
-def _chunks(items: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
-    while chunk := list(itertools.islice(items, size)):
+def _chunks(
+    items: Iterator[tuple[Any, ...]], size: Callable[[], int]
+) -> Iterator[list[tuple[Any, ...]]]:
+    while chunk := list(itertools.islice(items, size())):
         yield chunk
+
+
+def _sliced(items: list[tuple[Any, ...]], sizes: list[int]) -> Iterator[list[tuple[Any, ...]]]:
+    start = 0
+    for size in sizes:
+        yield items[start : start + size]
+        start += size
 
 
 def _results(
