@@ -401,7 +401,10 @@ def _bench_map(contenders, pools, rounds, n, peers):
         "tasks/s",
         higher_is_better=True,
         peers=peers,
-        note=f"{n:,} tasks for Pools, {n // EXECUTOR_MAP_SHARE:,} for executors (chunksize 1)",
+        note=(
+            f"{n:,} tasks for Pools, {n // EXECUTOR_MAP_SHARE:,} for executors (by default "
+            "the stdlib's, loky's and pebble's send one item per task; proctor's chunks)"
+        ),
     )
 
 
