@@ -86,7 +86,9 @@ def install(queue=None, event=None):
 
 
 def print_and_sleep(_=None):
-    print("task", os.getpid(), flush=True)
+    # One write: with PYTHONUNBUFFERED, print() writes its parts one by one, and two
+    # workers' parts interleave on the shared pipe.
+    os.write(1, f"task {os.getpid()}\\n".encode())
     time.sleep(600)  # a task that runs long: the program is killed or ends meanwhile
 
 
