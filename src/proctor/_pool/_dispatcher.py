@@ -50,7 +50,6 @@ from .._core._errors import (
     WorkerLostError,
 )
 from .._logging import _logger
-from .._start import _outcome
 from . import _worker
 
 TYPE_CHECKING = False
@@ -575,15 +574,12 @@ class Dispatcher:
     def _depth(self) -> int:
         """How many tasks a worker may hold (see LONG_TASK, QUEUED_WORK, MAX_HELD)."""
         seconds = self._task_seconds
-        if self.codec.in_process:
-            # A ThreadPool's worker that is abandoned (terminate(), cancel()) would
-            # still run what waits in its channel, after the pool has sent it again.
-            return 1
-        if seconds is None:
-            # Nothing measured yet: the tasks may be long, and a task queued behind a
-            # long one would wait while another worker may become free.
-            return 1
-        if seconds >= LONG_TASK:
+        # One task each: in a ThreadPool (an abandoned worker thread -- terminate(),
+        # cancel() -- would still run what waits in its channel, after the pool sent
+        # it again), while nothing is measured (the tasks may be long: one queued
+        # behind a long one would wait while another worker may become free), and
+        # for long tasks.
+        if self.codec.in_process or seconds is None or seconds >= LONG_TASK:
             return 1
         return min(MAX_HELD, 2 + int(QUEUED_WORK / max(seconds, 1e-7)))
 
@@ -605,23 +601,28 @@ class Dispatcher:
         depth = self._depth() if len(workers) == len(self._workers) else 1
         outgoing: dict[_Worker, list[Task]] = {}
         for level in range(depth):
-            taken = False
-            for worker in workers:
-                if len(worker.held) > level or worker.retiring:
-                    continue
-                task = self._take_next(worker)
-                if task is None:
-                    continue
-                if task is _NOTHING_PENDING:
-                    break
-                outgoing.setdefault(worker, []).append(task)
-                taken = True
-            else:
-                if taken:
-                    continue
-            break
+            if not self._take_round(workers, level, outgoing):
+                break
         for worker, tasks in outgoing.items():
             self._send(worker, tasks)
+
+    def _take_round(
+        self, workers: list[_Worker], level: int, outgoing: dict[_Worker, list[Task]]
+    ) -> bool:
+        """One more task for each worker that holds ``level`` tasks, into ``outgoing``;
+        False when another round would take nothing (the queue is empty, or no worker
+        took a task)."""
+        taken = False
+        for worker in workers:
+            if len(worker.held) > level or worker.retiring:
+                continue
+            task = self._take_next(worker)
+            if task is _NOTHING_PENDING:
+                return False
+            if task is not None:
+                outgoing.setdefault(worker, []).append(task)
+                taken = True
+        return taken
 
     def _take_next(self, worker: _Worker) -> Any:
         """The next pending task ``worker`` may take, now in its ``held``; None when it
@@ -730,7 +731,7 @@ class Dispatcher:
         elif outcome.value_error is not None:
             pid = worker.process.pid
             call = f"{task.function}({task.describe()})"
-            if outcome.value_error.startswith(_outcome.UNPICKLE_FAILED):
+            if outcome.rebuild_failed:
                 text = (
                     f"{call} ran in pool worker pid {pid}, and its result came back but "
                     f"could not be rebuilt here: {outcome.value_error}. Return objects "
@@ -745,7 +746,7 @@ class Dispatcher:
                 text,
                 outcome.value_error,
                 f"the result of {call}",
-                pickling_failed=not outcome.value_error.startswith(_outcome.UNPICKLE_FAILED),
+                pickling_failed=not outcome.rebuild_failed,
             )
             task.result._deliver(task.index, False, error)
         else:

@@ -108,7 +108,7 @@ def _split_batch(frame: bytes) -> list[memoryview]:
     offset = _TASK_HEADER.size + count * _BATCH_LENGTH.size
     frames = []
     for index in range(count):
-        (length,) = _BATCH_LENGTH.unpack_from(frame, _TASK_HEADER.size + index * 4)
+        (length,) = _BATCH_LENGTH.unpack_from(frame, _TASK_HEADER.size + index * _BATCH_LENGTH.size)
         frames.append(view[offset : offset + length])
         offset += length
     return frames
@@ -131,13 +131,10 @@ def decode_result(
     body = memoryview(frame)[_RESULT_HEADER.size :]
     if flags & VALUE:
         outcome = _outcome.Outcome()
-        try:
-            outcome.value = _serialization.loads(body, buffers=buffers)
-        # BaseException: unpickling runs the value's own code (a class that does not
-        # import, a __setstate__ that raises SystemExit); it fails that task only,
-        # never the dispatcher thread.
-        except BaseException as exc:
-            outcome.value_error = f"{_outcome.UNPICKLE_FAILED}: {exc!r}"
+        # BaseException: unpickling runs the value's own code (a __setstate__ that
+        # raises KeyboardInterrupt); it fails that task only, never the dispatcher
+        # thread, which no real Ctrl-C reaches.
+        outcome.load_value(body, buffers, caught=(BaseException,))
     else:
         outcome = _outcome.Outcome.from_message(body, buffers)
     return task_id, outcome, seconds, bool(flags & RETIRING)
@@ -149,6 +146,11 @@ def _result_frame(
     if message[0] == "value":  # the value's pickle itself, not inside the message's
         return _RESULT_HEADER.pack(task_id, seconds, flags | VALUE) + message[1]
     return _RESULT_HEADER.pack(task_id, seconds, flags) + _outcome.encode(message)
+
+
+def _named(exc: PicklingError, what: str) -> PicklingError:
+    """``exc`` again, its message naming ``what`` could not be pickled."""
+    return PicklingError(f"{what} cannot be pickled for a pool worker: {exc}", exc.path)
 
 
 class PickledCodec:
@@ -203,9 +205,7 @@ class PickledCodec:
         try:
             return _serialization.dumps(obj)
         except PicklingError as exc:
-            raise PicklingError(
-                f"{what} cannot be pickled for a pool worker: {exc}", exc.path
-            ) from exc
+            raise _named(exc, what) from exc
 
     @staticmethod
     def encode_task(task_id: int, kind: int, func: Any, payload: Any) -> Any:
@@ -226,22 +226,10 @@ class PickledCodec:
         Raises:
             PicklingError: naming ``what`` and the part of it that failed.
         """
-        # The common case first, as Connection.send does: no buffer at all and
-        # nothing of __main__ -- a plain pickle, and done.
-        taken: list[pickle.PickleBuffer] = []
-        try:
-            data = pickle.dumps(obj, _serialization.PROTOCOL, buffer_callback=taken.append)
-        except Exception:
-            pass
-        else:
-            if not taken and b"__main__" not in data and not _serialization._registered_reducers:
-                return data, taken
         try:
             return _serialization.dumps_oob(obj, OOB_THRESHOLD)
         except PicklingError as exc:
-            raise PicklingError(
-                f"{what} cannot be pickled for a pool worker: {exc}", exc.path
-            ) from exc
+            raise _named(exc, what) from exc
 
 
 class _FunctionCache:
@@ -258,6 +246,17 @@ class _FunctionCache:
         return self._func
 
 
+def _call(kind: int, func: Callable[..., Any], payload: Any) -> Any:
+    """Run a task's function on its payload: ``(args, kwds)`` for APPLY, a chunk of
+    items for MAP (``func(item)``) and STARMAP (``func(*item)``)."""
+    if kind == APPLY:
+        args, kwds = payload
+        return func(*args, **kwds)
+    if kind == MAP:
+        return [func(item) for item in payload]
+    return [func(*item) for item in payload]
+
+
 def _run(
     frame: bytes | memoryview, functions: _FunctionCache, buffers: list[Any] | None = None
 ) -> tuple[int, tuple[Any, ...], list[pickle.PickleBuffer]]:
@@ -269,13 +268,7 @@ def _run(
     try:
         func = functions.get(frame[start : start + func_length])
         payload = _serialization.loads(memoryview(frame)[start + func_length :], buffers=buffers)
-        if kind == APPLY:
-            args, kwds = payload
-            value = func(*args, **kwds)
-        elif kind == MAP:
-            value = [func(item) for item in payload]
-        else:
-            value = [func(*item) for item in payload]
+        value = _call(kind, func, payload)
     # BaseException: a task that raises SystemExit or KeyboardInterrupt fails that task
     # only; the stdlib's worker dies of it and the task's result never comes.
     except BaseException as exc:
@@ -295,8 +288,8 @@ def value_message(value: Any) -> tuple[tuple[Any, ...], list[pickle.PickleBuffer
         return _outcome.NONE_VALUE, []
     try:
         body, buffers = _serialization.dumps_oob(value, OOB_THRESHOLD)
-    except Exception:
-        return _outcome.value_message(value), []  # says why it cannot be sent
+    except Exception as exc:
+        return _outcome.unsendable_message(value, exc), []
     # SystemExit or KeyboardInterrupt raised by the value's own pickling (a
     # __reduce__) fails the task with it, as one raised by the task does.
     except BaseException as exc:
@@ -310,13 +303,7 @@ def _run_objects(task: tuple[Any, ...]) -> tuple[int, _outcome.Outcome, float, b
     outcome = _outcome.Outcome()
     started = time.perf_counter()
     try:
-        if kind == APPLY:
-            args, kwds = payload
-            outcome.value = func(*args, **kwds)
-        elif kind == MAP:
-            outcome.value = [func(item) for item in payload]
-        else:
-            outcome.value = [func(*item) for item in payload]
+        outcome.value = _call(kind, func, payload)
     # Exception only: in a thread, SystemExit and KeyboardInterrupt belong to the
     # program, not to the task (a thread cannot be killed, a process worker can).
     except Exception as exc:
@@ -393,7 +380,7 @@ def worker_main(
             break
         if frame == STOP:
             break
-        kind = frame[8]
+        _, kind, _ = _TASK_HEADER.unpack_from(frame)
         tasks = _split_batch(frame) if kind == BATCH else [frame]
         arguments = conn.recv() if kind & BUFFERS_FOLLOW else None  # never batched
         del frame

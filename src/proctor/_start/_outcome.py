@@ -31,7 +31,12 @@ def value_message(value: Any) -> tuple[Any, ...]:
     try:
         return ("value", _serialization.dumps(value))
     except Exception as exc:
-        return ("unsendable", f"{type(value).__name__} could not be pickled ({exc})")
+        return unsendable_message(value, exc)
+
+
+def unsendable_message(value: Any, exc: BaseException) -> tuple[Any, ...]:
+    """The outcome of a target whose return ``value`` failed to pickle with ``exc``."""
+    return ("unsendable", f"{type(value).__name__} could not be pickled ({exc})")
 
 
 def error_message(exc: BaseException) -> tuple[Any, ...]:
@@ -50,10 +55,6 @@ def error_message(exc: BaseException) -> tuple[Any, ...]:
         text = "<str() failed>"
     return ("error", exc_bytes, type_name, text, tb_text)
 
-
-#: How ``Outcome.value_error`` starts when the value came but could not be rebuilt in
-#: the receiver (rather than pickled in the sender).
-UNPICKLE_FAILED = "the return value could not be unpickled"
 
 # Most targets return None: its outcome message is pickled once, not per child.
 NONE_VALUE = ("value", _serialization.dumps(None))
@@ -75,12 +76,34 @@ class Outcome:
         exception: the exception the target raised, with ``__cause__`` carrying
             the child's traceback.
         value_error: why the return value could not be sent, if it could not.
+        rebuild_failed: the value came, but could not be unpickled here (rather
+            than pickled in the sender); ``value_error`` says why.
     """
 
     def __init__(self) -> None:
         self.value: Any = None
         self.exception: BaseException | None = None
         self.value_error: str | None = None
+        self.rebuild_failed = False
+
+    def load_value(
+        self,
+        data: Any,
+        buffers: list[Any] | None = None,
+        caught: tuple[type[BaseException], ...] = (Exception, SystemExit),
+    ) -> None:
+        """Unpickle the value from ``data``; if that raises one of ``caught``, say why.
+
+        SystemExit too by default: unpickling runs the sender's classes' code, which
+        may raise it; that must fail this outcome, not end the thread reading it. Not
+        KeyboardInterrupt by default: a Ctrl-C during a join() must still interrupt
+        it (a pool's dispatcher thread, which no Ctrl-C reaches, catches it too).
+        """
+        try:
+            self.value = _serialization.loads(data, buffers=buffers)
+        except caught as exc:  # e.g. a class that does not import here
+            self.value_error = f"the return value could not be unpickled: {exc!r}"
+            self.rebuild_failed = True
 
     @classmethod
     def from_message(
@@ -100,10 +123,7 @@ class Outcome:
             return outcome
         kind = message[0]
         if kind == "value":
-            try:
-                outcome.value = _serialization.loads(message[1], buffers=buffers)
-            except (Exception, SystemExit) as exc:
-                outcome.value_error = f"{UNPICKLE_FAILED}: {exc!r}"
+            outcome.load_value(message[1], buffers)
         elif kind == "unsendable":
             outcome.value_error = message[1]
         elif kind == "error":
