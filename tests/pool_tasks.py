@@ -1,8 +1,11 @@
 """Tasks and an initializer shared by the pool and executor tests.
 
-Module level, so that workers under every start method import them by name. The
-initializer gives each worker the test's queue and event: a task reports on
-``started`` from inside a worker, and blocks until the test sets ``release``.
+Module level, so that workers under every start method import them by name, and in
+a module that imports nothing heavy: a worker that gets a test module's function
+imports that module (pytest and all) inside the task, which under load can take
+longer than a test's short task_timeout. The initializer gives each worker the
+test's queue and event: a task reports on ``started`` from inside a worker, and
+blocks until the test sets ``release``.
 """
 
 from __future__ import annotations
@@ -46,3 +49,7 @@ def _block_at(x, victim=3):
 
 def _square(x):
     return x * x
+
+
+def _pid(_=None):
+    return os.getpid()

@@ -24,6 +24,7 @@ from pool_tasks import (
     _block,
     _block_at,
     _install,
+    _pid,
     _report,
     _report_and_block,
     _square,
@@ -42,10 +43,6 @@ def _fail(message):
 
 def _failing_initializer(message):
     raise LookupError(message)
-
-
-def _pid(_=None):
-    return os.getpid()
 
 
 def _executor_with_events(ctx, max_workers=2, **kwargs):

@@ -33,7 +33,6 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import reprlib
 import signal
 import threading
 import time
@@ -51,6 +50,7 @@ from .._core._errors import (
 )
 from .._logging import _logger
 from . import _worker
+from ._worker import function_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,14 +63,22 @@ if TYPE_CHECKING:
 
     class TaskResult(Protocol):
         """What a task's outcome is delivered to: ``_results``' classes, the executor's
-        future slots. It may also have ``_cancelled`` (a cancelled result's running
-        task is stopped) and ``_claim()`` (called before the task is sent; False drops
-        it)."""
+        future slots. Every one has all four members (no ``getattr`` with a default:
+        a missing attribute costs a caught exception, per task)."""
+
+        #: True once cancelled: a running task of it is stopped.
+        _cancelled: bool
+
+        def _claim(self) -> bool:
+            """Called before the task is sent; False drops it (it was cancelled)."""
+
+        def _observe(self, seconds: float, items: int) -> None:
+            """A chunk of ``items`` inputs ran for ``seconds`` (sizes later chunks)."""
 
         def _deliver(self, index: int, success: bool, value: Any) -> None: ...
 
 
-__all__ = ("Dispatcher", "Task", "function_name")
+__all__ = ("Dispatcher", "Task")
 
 RUNNING, CLOSED, TERMINATING, BROKEN = "running", "closed", "terminating", "broken"
 
@@ -149,19 +157,15 @@ class Task:
         self.sent_at = 0.0  # time.monotonic() it was sent to a worker
 
     def cancelled(self) -> bool:
-        # The iterators have no cancel(); their tasks are never cancelled.
-        return getattr(self.result, "_cancelled", False)
+        return self.result._cancelled
 
     def claim(self) -> bool:
         """Whether to send the task now; False: its result was cancelled, drop it.
 
-        A result with ``_claim()`` decides itself: an executor's future becomes
-        running there, after which ``Future.cancel()`` can no longer cancel it.
+        The result decides: an executor's future becomes running there, after
+        which ``Future.cancel()`` can no longer cancel it.
         """
-        claim = getattr(self.result, "_claim", None)
-        if claim is not None:
-            return bool(claim())
-        return not self.cancelled()
+        return self.result._claim()
 
 
 class _Worker:
@@ -245,15 +249,6 @@ def _at_exit() -> None:
 
 #: ``_take_next``'s answer when the queue is empty.
 _NOTHING_PENDING: Any = object()
-
-
-def function_name(func: Callable[..., object] | None) -> str:
-    """``module.qualname`` of ``func``, for messages."""
-    name = getattr(func, "__qualname__", None)
-    if isinstance(name, str):
-        module = getattr(func, "__module__", None)
-        return f"{module}.{name}" if isinstance(module, str) else name
-    return reprlib.repr(func)
 
 
 def _exit_text(code: int | None) -> str:
@@ -600,14 +595,15 @@ class Dispatcher:
         # task queued in a busy worker could wait there while the new one is idle.
         depth = self._depth() if len(workers) == len(self._workers) else 1
         outgoing: dict[_Worker, list[Task]] = {}
+        now = time.monotonic()  # the tasks sent in one turn go at the same moment
         for level in range(depth):
-            if not self._take_round(workers, level, outgoing):
+            if not self._take_round(workers, level, outgoing, now):
                 break
         for worker, tasks in outgoing.items():
             self._send(worker, tasks)
 
     def _take_round(
-        self, workers: list[_Worker], level: int, outgoing: dict[_Worker, list[Task]]
+        self, workers: list[_Worker], level: int, outgoing: dict[_Worker, list[Task]], now: float
     ) -> bool:
         """One more task for each worker that holds ``level`` tasks, into ``outgoing``;
         False when another round would take nothing (the queue is empty, or no worker
@@ -616,7 +612,7 @@ class Dispatcher:
         for worker in workers:
             if len(worker.held) > level or worker.retiring:
                 continue
-            task = self._take_next(worker)
+            task = self._take_next(worker, now)
             if task is _NOTHING_PENDING:
                 return False
             if task is not None:
@@ -624,14 +620,14 @@ class Dispatcher:
                 taken = True
         return taken
 
-    def _take_next(self, worker: _Worker) -> Any:
+    def _take_next(self, worker: _Worker, now: float) -> Any:
         """The next pending task ``worker`` may take, now in its ``held``; None when it
         may take none now; ``_NOTHING_PENDING`` when no task is pending."""
         held = worker.held
         if held and (
             held[-1].timeout is not None
             or held[-1].buffers is not None
-            or time.monotonic() - held[0].sent_at > LONG_TASK
+            or now - held[0].sent_at > LONG_TASK
         ):
             # Nothing waits behind a task whose clock runs from its sending, nor
             # behind one that has run long already (it may run much longer).
@@ -655,7 +651,7 @@ class Dispatcher:
         if held:
             worker.queued_bytes += len(task.frame)
         held.append(task)
-        task.sent_at = time.monotonic()
+        task.sent_at = now
         if task.timeout is not None:
             task.deadline = task.sent_at + task.timeout
         worker.sent += 1
@@ -723,9 +719,7 @@ class Dispatcher:
             return True  # it was failed or cancelled when its worker was killed
         with self._lock:
             self._tasks.pop(task_id, None)
-        observe = getattr(task.result, "_observe", None)
-        if observe is not None:
-            observe(seconds, task.size)
+        task.result._observe(seconds, task.size)
         if outcome.exception is not None:
             task.result._deliver(task.index, False, outcome.exception)
         elif outcome.value_error is not None:

@@ -31,7 +31,7 @@ import weakref
 from .._core._errors import MaybeEncodingError, PicklingError
 from .._core._system import cpu_count
 from . import _dispatcher, _worker
-from ._dispatcher import Dispatcher, Task, finish_at_exit, function_name
+from ._dispatcher import Dispatcher, Task, finish_at_exit
 from ._pool import (
     _check_callable,
     _check_memory_limit,
@@ -259,11 +259,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """
         dispatcher = self._check_open()
         _check_callable(fn, "fn")
-        name = function_name(fn)
-        frame_parts = (
-            _codec.dumps_function(fn, f"the function {name}"),
-            _pickle((args, kwargs), f"the arguments of {name}"),
-        )
+        func_bytes, name = _codec.dumps_function(fn)
+        frame_parts = (func_bytes, _pickle((args, kwargs), f"the arguments of {name}"))
 
         def describe() -> str:
             parts = [reprlib.repr(a) for a in args]
@@ -345,7 +342,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         dispatcher = self._check_open()
         _check_callable(fn, "fn")
         end_time = None if timeout is None else timeout + time.monotonic()
-        name = function_name(fn)
+        func_bytes, name = _codec.dumps_function(fn)
         # A weak reference, as the stdlib's: an executor that a lazy map's iterator
         # outlives can still be collected; the iterator then submits nothing more.
         sizer = ChunkSizer(chunksize)
@@ -353,7 +350,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             weakref.ref(self),
             dispatcher,
             name,
-            _codec.dumps_function(fn, f"the function {name}"),
+            func_bytes,
             sizer,
         )
         # The shortest iterable ends the map, as the builtin map and the stdlib's.

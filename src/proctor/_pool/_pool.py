@@ -22,7 +22,7 @@ from .._core._errors import ArgumentTypeError, PicklingError, PoolTerminatedErro
 from .._core._system import cpu_count
 from .._start import _process
 from . import _worker
-from ._dispatcher import Dispatcher, Task, function_name
+from ._dispatcher import Dispatcher, Task
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
 
 TYPE_CHECKING = False
@@ -270,10 +270,9 @@ class Pool:
         seconds = None if timeout is None else self._check_timeout(timeout, "timeout")
         args = tuple(args)
         kwds = dict(kwds)
-        name = function_name(func)
         task_id = dispatcher.next_id()
         codec = dispatcher.codec
-        func_bytes = codec.dumps_function(func, f"the function {name}")
+        func_bytes, name = codec.dumps_function(func)
         payload, buffers = codec.dumps_payload((args, kwds), f"the arguments of {name}")
         kind = _worker.with_buffers(_worker.APPLY, buffers)
         frame = codec.encode_task(task_id, kind, func_bytes, payload)
@@ -383,9 +382,8 @@ class Pool:
         else:
             size = _check_chunksize(chunksize)
             sizes = [min(size, len(items) - start) for start in range(0, len(items), size)]
-        name = function_name(func)
         codec = dispatcher.codec
-        func_bytes = codec.dumps_function(func, f"the function {name}")
+        func_bytes, name = codec.dumps_function(func)
         result = MapResult(
             len(items),
             len(sizes),
@@ -457,13 +455,8 @@ class Pool:
         if chunksize is not None:
             chunksize = _check_chunksize(chunksize)
         seconds = self._check_timeout(task_timeout, "task_timeout")
-        name = function_name(func)
-        submitter = _LazySubmitter(
-            dispatcher,
-            name,
-            dispatcher.codec.dumps_function(func, f"the function {name}"),
-            seconds,
-        )
+        func_bytes, name = dispatcher.codec.dumps_function(func)
+        submitter = _LazySubmitter(dispatcher, name, func_bytes, seconds)
         iterator = cls(
             submitter, iter(iterable), chunksize, READ_AHEAD_PER_WORKER * self._processes
         )

@@ -85,12 +85,18 @@ class _Latch:
         return self._set
 
 
+#: Decides whether ``cancel()`` or the delivery completes a result. One lock for all
+#: results: it is held for a few assignments, and one lock made per ``apply_async``
+#: would cost more than all the contention on this one.
+_STATE_LOCK = threading.Lock()
+
+
 class ApplyResult:
     """The result of ``apply_async``: ``get()``, ``wait()``, ``ready()``, ``successful()``,
     and ``cancel()``/``cancelled()`` as on a ``concurrent.futures.Future``.
 
     The dispatcher thread completes it with ``_deliver``; ``cancel()`` may complete it
-    first from any thread. Whichever comes first wins, under ``_state_lock``.
+    first from any thread. Whichever comes first wins, under ``_STATE_LOCK``.
     """
 
     def __init__(
@@ -101,7 +107,6 @@ class ApplyResult:
         describe: Callable[[], str] | None = None,
     ) -> None:
         self._event = _Latch()
-        self._state_lock = threading.Lock()
         self._finished = False  # completed or cancelled (the event is set after callbacks)
         self._cancelled = False
         self._success: bool | None = None
@@ -163,12 +168,16 @@ class ApplyResult:
             True if the call is cancelled (now or before); False if it had already
             completed.
         """
-        with self._state_lock:
+        if self._finished:
+            return self._cancelled
+        # Made before the lock is taken: describing the call runs the arguments' reprs.
+        error = _cancelled_error(self._describe)
+        with _STATE_LOCK:
             if self._finished:
                 return self._cancelled
             self._finished = self._cancelled = True
             self._success = False
-            self._value = _cancelled_error(self._describe)
+            self._value = error
         if self._on_cancel is not None:
             self._on_cancel()
         if self._error_callback is not None:
@@ -181,7 +190,7 @@ class ApplyResult:
         return self._cancelled
 
     def _complete(self, success: bool, value: Any) -> None:
-        with self._state_lock:
+        with _STATE_LOCK:
             if self._finished:
                 return  # cancelled first
             self._finished = True
@@ -192,6 +201,14 @@ class ApplyResult:
         if not success and self._error_callback is not None:
             _call_back(self._error_callback, value)
         self._event.set()
+
+    # -- the dispatcher's side (see _dispatcher.TaskResult) ------------------------
+
+    def _claim(self) -> bool:
+        return not self._cancelled
+
+    def _observe(self, seconds: float, items: int) -> None:
+        pass  # a call's chunks are sized before they are submitted
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
         if not self._finished:
@@ -378,6 +395,12 @@ class IMapIterator:
             self._deliver(index, False, self._aborted)
             return
         self._pool.submit_lazy_chunk(self, index, start, items)
+
+    #: The iterators have no cancel(): their tasks are always sent.
+    _cancelled = False
+
+    def _claim(self) -> bool:
+        return True
 
     def _observe(self, seconds: float, items: int) -> None:
         self._sizer.observe(seconds, items)

@@ -28,6 +28,7 @@ import threading
 from .._core._errors import ProcessTimeoutError
 from ._dispatcher import Dispatcher
 from ._pool import Pool, _check_workers
+from ._worker import function_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,8 +46,8 @@ class ObjectCodec:
     def dumps(self, obj: Any, what: str) -> Any:
         return obj
 
-    def dumps_function(self, func: Any, what: str) -> Any:
-        return func
+    def dumps_function(self, func: Any) -> tuple[Any, str]:
+        return func, function_name(func)
 
     def dumps_payload(self, obj: Any, what: str) -> tuple[Any, list[Any]]:
         return obj, []

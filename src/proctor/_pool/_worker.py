@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import reprlib
 import struct
 import sys
 import threading
@@ -62,6 +63,7 @@ __all__ = (
     "STOP",
     "decode_result",
     "encode_task",
+    "function_name",
     "worker_main",
 )
 
@@ -148,6 +150,15 @@ def _result_frame(
     return _RESULT_HEADER.pack(task_id, seconds, flags) + _outcome.encode(message)
 
 
+def function_name(func: Callable[..., object] | None) -> str:
+    """``module.qualname`` of ``func``, for messages."""
+    name = getattr(func, "__qualname__", None)
+    if isinstance(name, str):
+        module = getattr(func, "__module__", None)
+        return f"{module}.{name}" if isinstance(module, str) else name
+    return reprlib.repr(func)
+
+
 def _named(exc: PicklingError, what: str) -> PicklingError:
     """``exc`` again, its message naming ``what`` could not be pickled."""
     return PicklingError(f"{what} cannot be pickled for a pool worker: {exc}", exc.path)
@@ -166,11 +177,13 @@ class PickledCodec:
     FUNCTIONS_KEPT = 16
 
     def __init__(self) -> None:
-        self._functions: dict[int, tuple[Any, bytes]] = {}  # id -> (weakref, pickle)
+        # id -> (weakref, (pickle, name))
+        self._functions: dict[int, tuple[Any, tuple[bytes, str]]] = {}
         self._functions_lock = threading.Lock()
 
-    def dumps_function(self, func: Any, what: str) -> bytes:
-        """``dumps(func)``, made once per function object while it stays in use.
+    def dumps_function(self, func: Any) -> tuple[bytes, str]:
+        """``dumps(func)`` and the function's name (``function_name``), made once
+        per function object while it stays in use.
 
         A task's function is pickled at every call otherwise, and a function of
         ``__main__``, a lambda or a closure goes by value, which costs tens of
@@ -182,19 +195,20 @@ class PickledCodec:
         kept = self._functions.get(key)  # one dict read: atomic, no lock needed
         if kept is not None and kept[0]() is func:
             return kept[1]
-        data = self.dumps(func, what)
+        name = function_name(func)
+        data = self.dumps(func, f"the function {name}")
         try:
             # A weak reference: the kept pickle must not keep the function (a bound
             # method's object, a closure's cells) alive; the id check above needs the
             # function itself, so an id reused by another object is a miss.
             ref = weakref.ref(func)
         except TypeError:  # a builtin, or another object without weak references
-            return data
+            return data, name
         with self._functions_lock:
             if len(self._functions) >= self.FUNCTIONS_KEPT:
                 del self._functions[next(iter(self._functions))]  # the oldest
-            self._functions[key] = (ref, data)
-        return data
+            self._functions[key] = (ref, (data, name))
+        return data, name
 
     def dumps(self, obj: Any, what: str) -> bytes:
         """Pickle ``obj`` for a worker; a failure names ``what`` could not be pickled.
