@@ -35,7 +35,6 @@ import pickle
 import select
 import socket
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -96,16 +95,15 @@ class _Watch:
             self.future.set_result(None)
 
     def _stop(self) -> None:
-        watches = _watches.get(self.loop)
-        if watches is not None and watches.get((self.fd, self.write)) is self:
-            del watches[(self.fd, self.write)]
+        key = (id(self.loop), self.fd, self.write)
+        if _watches.get(key) is self:
+            del _watches[key]
         (self.loop.remove_writer if self.write else self.loop.remove_reader)(self.fd)
 
 
-# loop -> {(fd, write): _Watch}
-_watches: weakref.WeakKeyDictionary[Any, dict[tuple[int, bool], _Watch]] = (
-    weakref.WeakKeyDictionary()
-)
+# (id(loop), fd, write) -> the watch. An entry holds its loop, so the id cannot be
+# reused while it exists; it goes when the descriptor is ready or nobody waits.
+_watches: dict[tuple[int, int, bool], _Watch] = {}
 
 
 async def _await_fd(fd: int, write: bool, deadline: float | None) -> None:
@@ -113,10 +111,10 @@ async def _await_fd(fd: int, write: bool, deadline: float | None) -> None:
     import asyncio  # deferred: importing proctor must not import asyncio
 
     loop = asyncio.get_running_loop()
-    watches = _watches.setdefault(loop, {})
-    watch = watches.get((fd, write))
+    key = (id(loop), fd, write)
+    watch = _watches.get(key)
     if watch is None:
-        watch = watches[(fd, write)] = _Watch(loop, fd, write)
+        watch = _watches[key] = _Watch(loop, fd, write)
     wait = CHECK_INTERVAL if deadline is None else min(CHECK_INTERVAL, deadline - _monotonic())
     watch.users += 1
     try:
