@@ -49,9 +49,22 @@ def echo_pipe(conn):
         conn.send(message)
 
 
-def put_range(q, n):
+def put_on_credit(q, credits, n):
     for i in range(n):
+        credits.get(timeout=LIMIT)
         q.put(i)
+
+
+def relay_in_an_event_loop(inbox, outbox, conn, n):
+    # The loop runs in the child: its watcher threads are the child's own.
+    async def main():
+        for _ in range(n):
+            item = await asyncio.wait_for(inbox.aget(), LIMIT)
+            await asyncio.wait_for(outbox.aput(item), LIMIT)
+            await asyncio.wait_for(conn.asend(item), LIMIT)
+        return await asyncio.wait_for(conn.arecv(), LIMIT)
+
+    return asyncio.run(main())
 
 
 def say_ready_then_sleep(conn):
@@ -88,6 +101,26 @@ def test_queue_round_trip_between_a_process_and_an_event_loop(ctx):
     assert p.exitcode == 0
     inbox.close()
     outbox.close()
+
+
+def test_an_event_loop_in_the_child_relays_queue_items_and_messages(ctx):
+    inbox, outbox = ctx.Queue(), ctx.Queue(maxsize=1)
+    ours, theirs = ctx.Pipe()
+    p = ctx.Process(target=relay_in_an_event_loop, args=(inbox, outbox, theirs, 20))
+    p.start()
+    theirs.close()
+    got, messages = [], []
+    for i in range(20):
+        inbox.put(i)
+        got.append(outbox.get(timeout=LIMIT))
+        messages.append(ours.recv(timeout=LIMIT))
+    ours.send("done")
+    p.join(LIMIT)
+    assert p.exitcode == 0
+    assert p.result == "done"
+    assert got == messages == list(range(20))
+    for thing in (inbox, outbox, ours):
+        thing.close()
 
 
 @pytest.mark.parametrize("size", [10, 5000, 70_000, 2 * 1024 * 1024])
@@ -223,7 +256,7 @@ def test_timeouts_raise_empty_full_and_timeout_error():
             await asyncio.wait_for(q.aget(timeout=0.05), LIMIT)
         with pytest.raises(queue.Empty):
             await asyncio.wait_for(q.aget(block=False), LIMIT)
-        await q.aput(1)
+        await asyncio.wait_for(q.aput(1), LIMIT)
         with pytest.raises(queue.Full):
             await asyncio.wait_for(q.aput(2, timeout=0.05), LIMIT)
         with pytest.raises(queue.Full):
@@ -250,13 +283,13 @@ def test_bad_arguments_fail_before_any_wait():
 
     async def main():
         with pytest.raises(ValueError):
-            await q.aget(timeout=-1)
+            await asyncio.wait_for(q.aget(timeout=-1), LIMIT)
         with pytest.raises(TypeError):
-            await q.aput(1, timeout="soon")
+            await asyncio.wait_for(q.aput(1, timeout="soon"), LIMIT)
         with pytest.raises(proctor.PicklingError):
-            await q.aput(threading.Lock())
+            await asyncio.wait_for(q.aput(threading.Lock()), LIMIT)
         with pytest.raises(ValueError):
-            await a.asend_bytes(b"abc", offset=5)
+            await asyncio.wait_for(a.asend_bytes(b"abc", offset=5), LIMIT)
 
     run(main())
     assert q.empty()
@@ -269,24 +302,29 @@ def test_bad_arguments_fail_before_any_wait():
 
 
 def test_cancelled_agets_while_items_arrive_lose_and_duplicate_nothing(ctx):
-    n = 3000
-    q = ctx.Queue()
-    p = ctx.Process(target=put_range, args=(q, n))
+    # Each round: an aget waits on an empty queue, the producer is let put one
+    # item, and the aget is cancelled after 0 to 29 turns of the loop -- before
+    # the item came, while its token is being handed over, or after it was taken.
+    n = 600
+    q, credits = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=put_on_credit, args=(q, credits, n))
     p.start()
 
     async def main():
         got = []
-        step = 0
-        while p.is_alive() or (q and len(got) < n // 2):
+        for step in range(n):
+            while q:  # what cancelled agets left behind
+                got.append(await asyncio.wait_for(q.aget(), LIMIT))
             task = asyncio.create_task(q.aget())
-            for _ in range(step % 4):  # cancel at different points of the wait
+            await asyncio.sleep(0)  # it waits
+            credits.put(None)
+            for _ in range(step % 30):
                 await asyncio.sleep(0)
-            step += 1
             task.cancel()
             try:
                 got.append(await asyncio.wait_for(task, LIMIT))
             except asyncio.CancelledError:
-                pass
+                pass  # then the item is still in the queue, or yet to come
         return got
 
     got = run(main())
@@ -296,6 +334,7 @@ def test_cancelled_agets_while_items_arrive_lose_and_duplicate_nothing(ctx):
         got.append(q.get(timeout=LIMIT))
     assert got == list(range(n))  # none lost, none twice, in order
     q.close()
+    credits.close()
 
 
 def test_a_token_handed_to_a_cancelled_waiter_goes_back_to_the_semaphore():
@@ -338,6 +377,30 @@ def test_a_cancelled_aput_on_a_full_queue_puts_nothing_and_unregisters():
 
     assert q._ring.get_field(Ring.PUTTERS) == 0
     q.close()
+
+
+def test_a_cancelled_ajoin_unregisters():
+    from proctor._queues._ring import Ring
+
+    jq = JoinableQueue()
+    jq.put(1)
+
+    async def main():
+        task = asyncio.create_task(jq.ajoin())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        registered = jq._ring.get_field(Ring.JOINERS)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, LIMIT)
+        return registered
+
+    assert run(main()) == 1
+    assert jq._ring.get_field(Ring.JOINERS) == 0
+    jq.get(timeout=LIMIT)
+    jq.task_done()
+    assert jq.join(timeout=LIMIT)
+    jq.close()
 
 
 def test_a_cancelled_asend_on_a_full_pipe_sends_nothing():
@@ -462,6 +525,6 @@ def test_aget_on_a_closed_handle_raises_and_close_ends_a_waiting_aget():
         with pytest.raises(proctor.QueueClosedError):
             await asyncio.wait_for(task, LIMIT)
         with pytest.raises(proctor.QueueClosedError):
-            await q.aget()
+            await asyncio.wait_for(q.aget(), LIMIT)
 
     run(main())
