@@ -145,25 +145,31 @@ def test_pipe_round_trip_between_a_process_and_an_event_loop(ctx, size):
     assert p.exitcode == 0
 
 
-def test_a_big_socket_message_sent_and_received_in_one_loop():
-    # The receiver gets the frame's start while the sender, a task of the same
-    # loop, still has most of it to send: neither may block the loop.
+@pytest.mark.parametrize("channel", ["pipe", "socket"])
+def test_a_big_message_sent_and_received_in_one_loop(channel):
+    # The receiver sees the message start while the sender, a task of the same
+    # loop, may still have most of it to send: neither may block the loop.
     data = os.urandom(5 * 1024 * 1024)
-    with Listener() as listener:
-        client = Client(listener.address)
-        server = listener.accept(timeout=LIMIT)
+    listener = None
+    if channel == "pipe":
+        sender, receiver = proctor.Pipe()
+    else:
+        listener = Listener()
+        sender = Client(listener.address)
+        receiver = listener.accept(timeout=LIMIT)
 
-        async def main():
-            reader = asyncio.create_task(server.arecv(timeout=LIMIT))
-            await asyncio.wait_for(client.asend(data), LIMIT)
-            await asyncio.wait_for(client.asend_bytes(b"small"), LIMIT)
-            return await asyncio.wait_for(reader, LIMIT), await asyncio.wait_for(
-                server.arecv_bytes(timeout=LIMIT), LIMIT
-            )
+    async def main():
+        reader = asyncio.create_task(receiver.arecv(timeout=LIMIT))
+        await asyncio.wait_for(sender.asend(data), LIMIT)
+        await asyncio.wait_for(sender.asend_bytes(b"small"), LIMIT)
+        first = await asyncio.wait_for(reader, LIMIT)
+        return first, await asyncio.wait_for(receiver.arecv_bytes(timeout=LIMIT), LIMIT)
 
-        assert run(main()) == (data, b"small")
-        client.close()
-        server.close()
+    assert run(main()) == (data, b"small")
+    sender.close()
+    receiver.close()
+    if listener is not None:
+        listener.close()
 
 
 # --- the loop keeps running ---------------------------------------------------------
