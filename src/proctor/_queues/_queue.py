@@ -28,7 +28,8 @@
 
 The pieces, one module each: ``_ring`` (the frames and the two words),
 ``_codec`` (an item or a batch to a frame and back), ``_mailbox`` (the
-descriptors of spilled buffers), ``_waiting`` (the locks and who wakes whom).
+descriptors of spilled buffers), ``_waiting`` (the locks and who wakes whom),
+``_aio`` (``aget``/``aput``/``ajoin``: the same paths around an awaited wait).
 This module holds the handles that tie them together, and their fast paths.
 
 Why this shape:
