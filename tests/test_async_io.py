@@ -534,3 +534,17 @@ def test_aget_on_a_closed_handle_raises_and_close_ends_a_waiting_aget():
             await asyncio.wait_for(q.aget(), LIMIT)
 
     run(main())
+
+
+def test_a_loop_closed_with_an_aget_still_waiting_lets_the_watcher_thread_end():
+    q = Queue()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(q.aget())
+    loop.run_until_complete(asyncio.wait([task], timeout=0.05))  # it waits
+    watchers = lambda: [t for t in threading.enumerate() if t.name == "proctor-loop-wait"]  # noqa: E731
+    assert len(watchers()) == 1
+    loop.close()  # without cancelling the task: its waiter never comes back
+    wait_until(lambda: not watchers(), timeout=LIMIT)
+    q.put("still there")
+    assert q.get(timeout=LIMIT) == "still there"
+    q.close()

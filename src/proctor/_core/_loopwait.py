@@ -100,6 +100,10 @@ class _Watcher:
             except (OSError, ValueError):
                 taken = False  # the waiters' slices end, and they look for themselves
             if not taken:
+                with self.cond:  # a loop closed with its task still waiting never comes back
+                    for closed in [w for w in self.waiters if w.loop.is_closed()]:
+                        closed.state = _GONE
+                        self.waiters.remove(closed)
                 continue
             with self.cond:
                 waiter = self._first_waiting()
