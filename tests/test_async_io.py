@@ -521,17 +521,25 @@ def test_a_process_killed_holding_the_queue_lock_does_not_stall_aput_or_aget(ctx
     q.close()
 
 
-def test_aget_on_a_closed_handle_raises_and_close_ends_a_waiting_aget():
+def test_close_ends_a_waiting_aget_or_aput_and_later_calls_raise():
     q = Queue()
+    full = Queue(maxsize=1)
+    full.put(0)
 
     async def main():
-        task = asyncio.create_task(q.aget())
-        await asyncio.sleep(0)
+        getter = asyncio.create_task(q.aget())
+        putter = asyncio.create_task(full.aput(1))
+        for _ in range(5):
+            await asyncio.sleep(0)
         q.close()
-        with pytest.raises(proctor.QueueClosedError):
-            await asyncio.wait_for(task, LIMIT)
+        full.close()
+        for task in (getter, putter):
+            with pytest.raises(proctor.QueueClosedError):
+                await asyncio.wait_for(task, LIMIT)
         with pytest.raises(proctor.QueueClosedError):
             await asyncio.wait_for(q.aget(), LIMIT)
+        with pytest.raises(proctor.QueueClosedError):
+            await asyncio.wait_for(full.aput(2), LIMIT)
 
     run(main())
 

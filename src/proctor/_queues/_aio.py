@@ -170,6 +170,8 @@ async def _await_room(q: Any, item: Encoded, deadline: float | None) -> None:
 
     def may_put() -> bool:
         """Under the get lock: handed a room token, or room there (then unregistered)?"""
+        if q._closed:
+            return True  # aput() raises QueueClosedError
         if not acquire(get_lock, _monotonic()):
             return False  # busy: look again after the next slice
         try:
@@ -187,26 +189,31 @@ async def _await_room(q: Any, item: Encoded, deadline: float | None) -> None:
 
     try:
         outcome = await await_post(room, deadline, may_put)
+    except Full:
+        raise  # may_put() unregistered at the deadline
     except BaseException:
-        # Cancelled (or closed): still registered, unless a consumer handed us
-        # a token, which then goes to the next producer waiting.
-        acquire(get_lock, None)
-        try:
-            if room.acquire(False):
-                hand_room(ring, q._shared.room, 1)
-            else:
-                unregister(ring, Ring.PUTTERS)
-        finally:
-            get_lock.release()
+        _leave_room_wait(q)  # cancelled
         raise
-    if outcome == TIMED_OUT:  # may_put() could not take the lock at the deadline
-        acquire(get_lock, None)
-        try:
-            if not room.acquire(False):
-                unregister(ring, Ring.PUTTERS)
-        finally:
-            get_lock.release()
+    if outcome == TIMED_OUT and not q._closed:  # may_put() could not take the lock
+        _leave_room_wait(q)
         raise Full(f"timed out: the queue stayed full ({ring.count} items)", 0)
+
+
+def _leave_room_wait(q: Any) -> None:
+    """Stop waiting for room: unregister, or pass on the room token a consumer handed us
+    (it unregistered us then), so that the next producer waiting is not left asleep."""
+    if q._closed:
+        return  # its ring is gone from this process; a stale registration costs a look
+    ring = q._ring
+    get_lock = q._get_lock
+    acquire(get_lock, None)
+    try:
+        if q._shared.room.sem.acquire(False):
+            hand_room(ring, q._shared.room, 1)
+        else:
+            unregister(ring, Ring.PUTTERS)
+    finally:
+        get_lock.release()
 
 
 async def ajoin(q: Any, timeout: float | None) -> bool:
