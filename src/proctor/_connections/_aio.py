@@ -31,6 +31,7 @@ waiting for the same, so that several coroutines can wait on one end.
 
 from __future__ import annotations
 
+import os
 import pickle
 import select
 import socket
@@ -104,6 +105,8 @@ class _Watch:
 # (id(loop), fd, write) -> the watch. An entry holds its loop, so the id cannot be
 # reused while it exists; it goes when the descriptor is ready or nobody waits.
 _watches: dict[tuple[int, int, bool], _Watch] = {}
+# A forked child starts with none: its parent's loops do not run there.
+os.register_at_fork(after_in_child=_watches.clear)
 
 
 async def _await_fd(fd: int, write: bool, deadline: float | None) -> None:
