@@ -50,7 +50,7 @@ from .._core._reduction import registered_reducers as _registered_reducers
 from .._core._timeout import check_timeout
 from .._core._timeout import wait_readable as _poll_fd
 from .._core._wire import MAX_FDS
-from . import _sendlock
+from . import _aio, _sendlock
 from ._end import FdInbox
 from ._fdchannel import FdChannel
 from ._frames import (
@@ -599,26 +599,7 @@ class Connection(FrameSender, FrameReceiver):
             # The whole buffer: nothing to check (bytes are bytes already).
             self._send_frame(buf if buf.__class__ is bytes else _byte_view(buf), deadline)
             return
-        view = _byte_view(buf)
-        total = view.nbytes
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise TypeError(f"offset must be an int, not {offset!r}")
-        if offset < 0:
-            raise ValueError(f"offset must be >= 0, got {offset}")
-        if offset > total:
-            raise ValueError(f"offset {offset} is past the end of the {total}-byte buffer")
-        if size is None:
-            size = total - offset
-        elif isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError(f"size must be an int or None, not {size!r}")
-        elif size < 0:
-            raise ValueError(f"size must be >= 0, got {size}")
-        elif offset + size > total:
-            raise ValueError(
-                f"offset {offset} + size {size} runs past the end of the {total}-byte buffer"
-            )
-        if offset or size != total:
-            view = view[offset : offset + size]
+        view = _checked_view(buf, offset, size)
         self._send_frame(view, deadline)
 
     # -- receiving -----------------------------------------------------------------
@@ -772,6 +753,66 @@ class Connection(FrameSender, FrameReceiver):
         self._check_trailer(frame_id)
         return n
 
+    # -- in an event loop (the waits in _aio) ------------------------------------------
+
+    async def arecv(self, *, timeout: float | None = None) -> Any:
+        """``recv()`` for a coroutine: wait for a message without blocking the event loop.
+
+        The wait for a message to start is awaited (the loop watches the
+        descriptor); the message itself is then read as ``recv()`` reads it. A
+        proctor addition.
+
+        Raises:
+            EOFError: the other end was closed or its process died.
+            ProcessTimeoutError: no message started within ``timeout``.
+            OSError, ProtocolError, Exception: as :meth:`recv`.
+        """
+        return await _aio.arecv(self, False, None, timeout)
+
+    async def arecv_bytes(
+        self, maxlength: int | None = None, *, timeout: float | None = None
+    ) -> bytes:
+        """``recv_bytes()`` for a coroutine; see :meth:`arecv`."""
+        if maxlength is not None:
+            maxlength = check_maxlength(maxlength)
+        result: bytes = await _aio.arecv(self, True, maxlength, timeout)
+        return result
+
+    async def asend(self, obj: Any, *, timeout: float | None = None) -> None:
+        """``send()`` for a coroutine: wait for room without blocking the event loop.
+
+        A cancelled ``asend()`` sent the whole message or nothing of it; on a
+        ``Listener``/``Client`` connection a message whose first bytes went out
+        is finished first, and the cancellation comes after. A proctor addition.
+
+        Raises:
+            PicklingError, BrokenPipeError, OSError: as :meth:`send`.
+            ProcessTimeoutError: the message could not be sent within
+                ``timeout``; on a ``Pipe()`` end nothing of it was sent.
+        """
+        if self._wfd >= 0:
+            await _aio.asend(self, lambda: self.send(obj, timeout=0), timeout)
+            return
+        if not self._can_send:
+            self._check_writable()
+        body = _aio.socket_body(obj)
+        await _aio.asend_body(self, body, lambda: self.send(obj), timeout)
+
+    async def asend_bytes(
+        self,
+        buf: Any,
+        offset: int = 0,
+        size: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """``send_bytes()`` for a coroutine; see :meth:`asend`."""
+        view = _checked_view(buf, offset, size)  # bad arguments fail before any wait
+        if self._wfd >= 0:
+            await _aio.asend(self, lambda: self.send_bytes(view, timeout=0), timeout)
+            return
+        await _aio.asend_body(self, view, lambda: self.send_bytes(view), timeout)
+
     def poll(self, timeout: float | None = 0.0) -> bool:
         """Return whether a message (or end-of-file) is ready to be received.
 
@@ -838,6 +879,31 @@ class Connection(FrameSender, FrameReceiver):
                 f"no message arrived on {self!r} within {timeout} s; the sender is alive "
                 "but has not sent (pass a longer timeout, or timeout=None to wait forever)"
             )
+
+
+def _checked_view(buf: Any, offset: Any, size: Any) -> memoryview:
+    """The bytes ``send_bytes(buf, offset, size)`` sends, checked."""
+    view = _byte_view(buf)
+    total = view.nbytes
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int, not {offset!r}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    if offset > total:
+        raise ValueError(f"offset {offset} is past the end of the {total}-byte buffer")
+    if size is None:
+        size = total - offset
+    elif isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"size must be an int or None, not {size!r}")
+    elif size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    elif offset + size > total:
+        raise ValueError(
+            f"offset {offset} + size {size} runs past the end of the {total}-byte buffer"
+        )
+    if offset or size != total:
+        view = view[offset : offset + size]
+    return view
 
 
 def _byte_view(buf: Any) -> memoryview:

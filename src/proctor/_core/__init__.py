@@ -2,6 +2,7 @@
 
     _errors         every exception and warning, one hierarchy
     _timeout        the one timeout check, deadline and wait-for-readable
+    _loopwait       the event-loop twin of ``_wait``: one watcher thread per semaphore
     _wire           one framed message plus descriptors over a Unix socket; memfds
     _serialization  pickling messages (out-of-band buffers, by-value functions)
     _by_value       functions from ``__main__`` and closures as code plus globals

@@ -28,7 +28,8 @@
 
 The pieces, one module each: ``_ring`` (the frames and the two words),
 ``_codec`` (an item or a batch to a frame and back), ``_mailbox`` (the
-descriptors of spilled buffers), ``_waiting`` (the locks and who wakes whom).
+descriptors of spilled buffers), ``_waiting`` (the locks and who wakes whom),
+``_aio`` (``aget``/``aput``/``ajoin``: the same paths around an awaited wait).
 This module holds the handles that tie them together, and their fast paths.
 
 Why this shape:
@@ -68,6 +69,7 @@ from .._core import _runtime
 from .._core._anonmem import AnonymousMemory
 from .._core._errors import QueueClosedError
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
+from . import _aio
 from ._codec import (
     BATCH,
     SCALARS,
@@ -404,6 +406,36 @@ class Queue:
             if taken:
                 return taken
         return self._get_items(max_items, True, deadline, self._take_token(False))
+
+    # -- in an event loop (the waits in _aio) ------------------------------------------
+
+    async def aget(self, block: bool = True, timeout: float | None = None) -> Any:
+        """``get()`` for a coroutine: wait for an item without blocking the event loop.
+
+        Same arguments, result and errors as :meth:`get`. Cancelling the
+        awaiting task never takes an item: it is either returned or left in the
+        queue. A proctor addition.
+
+        Raises:
+            queue.Empty: when there is no item (at once, or after ``timeout``).
+            QueueClosedError (a ValueError): when this queue handle was closed.
+        """
+        return await _aio.aget(self, block, timeout)
+
+    async def aput(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """``put()`` for a coroutine: wait for room without blocking the event loop.
+
+        Same arguments and errors as :meth:`put`; ``obj`` is pickled once, before
+        any wait. Cancelling the awaiting task never puts the item half-way: it
+        is in the queue once ``aput()`` returns, and not at all if it raised.
+        A proctor addition.
+
+        Raises:
+            queue.Full: when there is no room (at once, or after ``timeout``).
+            TypeError, pickle.PicklingError: when ``obj`` cannot be pickled.
+            QueueClosedError (a ValueError): when this queue handle was closed.
+        """
+        await _aio.aput(self, obj, block, timeout)
 
     def qsize(self) -> int:
         """The number of items in the queue, exact when ``put()``/``get()`` return.
@@ -784,6 +816,17 @@ class JoinableQueue(Queue):
         all_done = self._all_done()
         deadline = deadline_for(True, timeout)
         return await_all_done(self._ring, self._put_lock, all_done, deadline)
+
+    async def ajoin(self, timeout: float | None = None) -> bool:
+        """``join()`` for a coroutine: wait without blocking the event loop.
+
+        Returns:
+            True when all items are done; False when ``timeout`` passed first.
+
+        Raises:
+            QueueClosedError (a ValueError): when this queue handle was closed.
+        """
+        return await _aio.ajoin(self, timeout)
 
     def _all_done(self) -> NamedSemaphore:
         all_done = self._shared.all_done

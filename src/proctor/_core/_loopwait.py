@@ -1,0 +1,220 @@
+"""Waiting on a semaphore from an event loop: one watcher thread per semaphore, not per call.
+
+A POSIX semaphore has no descriptor, so an event loop cannot watch one, and a
+coroutine must not sleep on it. :func:`await_post` is the event-loop twin of
+``_wait.wait_for_post``: the coroutine registers, and one *watcher* thread per
+semaphore (per process, whatever the number of waiting coroutines and loops)
+sleeps on the semaphore for all of them and hands each unit it takes to the
+oldest waiter still waiting::
+
+    coroutine (its loop's thread)                 watcher thread (one per semaphore
+    ─────────────────────────────                 that has waiting coroutines)
+    await_post(sem, deadline, ready)
+      sem.acquire(False)? ── yes ──▶ POSTED
+      register a waiter (a future) ─────────────▶ sleep on sem.acquire(True, CHECK_INTERVAL)
+      await it, at most CHECK_INTERVAL              took a unit: the oldest WAITING waiter
+                                                    becomes HANDED; its loop is woken
+      ◀──────── loop.call_soon_threadsafe ───────   (the loop's own self-pipe)
+      HANDED: POSTED (the unit is the caller's)     no waiter waiting: the unit is posted back
+      slice over: ready()? ── yes ──▶ READY         no waiter at all: the thread ends
+      past the deadline: TIMED_OUT
+      cancelled (or timed out) while HANDED: the unit is posted back
+
+So a unit is never dropped: it is the caller's only once ``await_post``
+returns POSTED, and a waiter that leaves any other way gives back what it was
+handed. As with ``wait_for_post``, no wait trusts the post to come: every slice
+ends with the caller's ``ready()``, so a post lost with a killed poster costs
+at most CHECK_INTERVAL. Nothing here runs, and no thread exists, until a
+coroutine waits; the watcher ends within CHECK_INTERVAL of its last waiter
+leaving. A loop that wakes costs the poster nothing: the poster posts the
+semaphore as it always does, and blocking waiters in other threads and
+processes compete for the units with the watcher on equal terms.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ._wait import CHECK_INTERVAL, POSTED, READY, TIMED_OUT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import asyncio
+    from typing import Any
+
+__all__ = ("await_post",)
+
+# A waiter's states (changed only under its watcher's condition).
+_WAITING = 0  # registered, may be handed a unit
+_HANDED = 1  # a unit was taken for it: it owns that unit until it gives it back
+_GONE = 2  # unregistered
+
+_monotonic = time.monotonic
+
+
+class _Waiter:
+    __slots__ = ("future", "loop", "state")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future = loop.create_future()
+        self.state = _WAITING
+
+
+class _Watcher:
+    """The thread that sleeps on one semaphore for this process's waiting coroutines."""
+
+    def __init__(self, sem: Any) -> None:
+        self.sem = sem
+        self.waiters: deque[_Waiter] = deque()
+        self.cond = threading.Condition(threading.Lock())
+        self.thread = threading.Thread(target=self._run, name="proctor-loop-wait", daemon=True)
+
+    def _first_waiting(self) -> _Waiter | None:
+        for waiter in self.waiters:
+            if waiter.state == _WAITING:
+                return waiter
+        return None
+
+    def _run(self) -> None:
+        sem = self.sem
+        while True:
+            with self.cond:
+                # Every waiter was handed a unit: wait until one leaves or comes.
+                while self.waiters and self._first_waiting() is None:
+                    self.cond.wait()
+                idle = not self.waiters
+            if idle:
+                with _registry_lock, self.cond:
+                    if not self.waiters:
+                        if _registry.get(id(sem)) is self:
+                            del _registry[id(sem)]
+                        return
+                continue
+            try:
+                taken = sem.acquire(True, CHECK_INTERVAL)
+            except (OSError, ValueError):
+                taken = False  # the waiters' slices end, and they look for themselves
+            if not taken:
+                with self.cond:  # a loop closed with its task still waiting never comes back
+                    for closed in [w for w in self.waiters if w.loop.is_closed()]:
+                        closed.state = _GONE
+                        self.waiters.remove(closed)
+                continue
+            with self.cond:
+                waiter = self._first_waiting()
+                if waiter is not None:
+                    waiter.state = _HANDED
+                    try:
+                        waiter.loop.call_soon_threadsafe(_deliver, waiter)
+                    except RuntimeError:  # its loop is closed: nobody will come for it
+                        waiter.state = _GONE
+                        self.waiters.remove(waiter)
+                        waiter = None
+            if waiter is None:
+                sem.release()  # nobody to hand it to: it stays for whoever comes
+
+
+# Keyed by id() of the semaphore object; the watcher keeps the object alive, so
+# the id cannot be reused while the entry exists.
+_registry: dict[int, _Watcher] = {}
+_registry_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock
+    _registry.clear()  # their threads did not survive the fork
+    _registry_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _deliver(waiter: _Waiter) -> None:
+    """In the waiter's loop: wake it (if it already left, it finds HANDED as it unregisters)."""
+    if not waiter.future.done():
+        waiter.future.set_result(None)
+
+
+def _slice_over(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _register(sem: Any, loop: asyncio.AbstractEventLoop) -> tuple[_Watcher, _Waiter]:
+    waiter = _Waiter(loop)
+    with _registry_lock:
+        watcher = _registry.get(id(sem))
+        start = watcher is None
+        if watcher is None:
+            watcher = _registry[id(sem)] = _Watcher(sem)
+        with watcher.cond:
+            watcher.waiters.append(waiter)
+            watcher.cond.notify()
+    if start:
+        watcher.thread.start()
+    return watcher, waiter
+
+
+def _unregister(watcher: _Watcher, waiter: _Waiter) -> bool:
+    """Leave; return whether a unit was handed to this waiter (it is now the caller's)."""
+    with watcher.cond:
+        handed = waiter.state == _HANDED
+        if waiter.state != _GONE:
+            waiter.state = _GONE
+            watcher.waiters.remove(waiter)
+            watcher.cond.notify()
+    return handed
+
+
+async def await_post(
+    sem: Any, deadline: float | None, ready: Callable[[], object] | None = None
+) -> int:
+    """Take a unit of ``sem`` without blocking the running event loop.
+
+    The coroutine twin of ``_wait.wait_for_post``: ``ready()`` is called in the
+    loop's thread between slices of at most CHECK_INTERVAL, and once more at the
+    deadline.
+
+    Args:
+        sem: a ``_multiprocessing.SemLock`` (anything with ``acquire(block,
+            timeout)`` and ``release()``).
+        deadline: a ``time.monotonic()`` instant, or ``None`` to wait for ever.
+        ready: a true result ends the wait (``READY``); ``None``: only a post can.
+
+    Returns:
+        ``POSTED`` (one unit is the caller's), ``READY`` or ``TIMED_OUT``.
+        Cancelled, it raises ``CancelledError`` and owns no unit.
+    """
+    import asyncio  # deferred: importing proctor must not import asyncio
+
+    loop = asyncio.get_running_loop()
+    while True:
+        if sem.acquire(False):
+            return POSTED
+        if deadline is None:
+            wait = CHECK_INTERVAL
+        else:
+            wait = deadline - _monotonic()
+            if wait <= 0:
+                return READY if ready is not None and ready() else TIMED_OUT
+            if wait > CHECK_INTERVAL:
+                wait = CHECK_INTERVAL
+        watcher, waiter = _register(sem, loop)
+        timer = loop.call_later(wait, _slice_over, waiter.future)
+        try:
+            await waiter.future
+        except BaseException:
+            if _unregister(watcher, waiter):
+                sem.release()  # handed to a waiter that is leaving: give it back
+            raise
+        finally:
+            timer.cancel()
+        if _unregister(watcher, waiter):
+            return POSTED
+        if ready is not None and ready():
+            return READY
