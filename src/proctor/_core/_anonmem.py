@@ -13,6 +13,16 @@ mapping are gone, whoever dies how. No reaper is involved::
     fork:  inherited mapping (same pages) ────────▶ mem (the same object)
     spawn: pickle(mem) ─▶ fd_token(fd) ─SCM_RIGHTS─▶ take_fd ─▶ mmap ─▶ mem
 
+A process keeps one :class:`AnonymousMemory` per memory: one that arrives again
+(in a message, a queue item, a pool task) is the one it already has, so its
+record locks (``_sharedwords``: who is alive, who recovers a lock) live on one
+description of the memory per process. Where the OS has open-file-description
+locks (Linux), those are taken on a description the process opens for itself
+(:attr:`AnonymousMemory.lock_fd`), so closing the descriptor that arrived again
+drops none of them; elsewhere, record locks belong to the process and go when it
+closes *any* descriptor of the memory, so that descriptor is kept, and closed
+with the memory.
+
 An :class:`AnonymousMemory` *is* an ``mmap.mmap`` (so ``numpy``, ``ctypes`` and
 ``memoryview`` use it directly, and whatever they build on it keeps it alive) that
 also holds its descriptor, closed when the mapping is closed or collected.
@@ -24,6 +34,7 @@ a thousand ``Value`` objects cost a few descriptors, not a thousand.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import mmap
 import os
 import sys
@@ -41,6 +52,11 @@ ARENA_SIZE = 256 * 1024
 
 #: Mappings at least this large ask the kernel for transparent huge pages.
 HUGE_PAGE_THRESHOLD = 4 * 1024 * 1024
+
+#: Whether record locks can be taken on a description of the memory that this
+#: process alone opened (open-file-description locks, on a descriptor reopened
+#: through /proc): they then survive closing any other descriptor of it.
+OWN_DESCRIPTION_LOCKS = hasattr(fcntl, "F_OFD_SETLK") and os.path.isdir("/proc/self/fd")
 
 #: Blocks are aligned to a cache line, so counters updated by different processes
 #: do not slow each other down by sharing one (false sharing).
@@ -90,6 +106,9 @@ class AnonymousMemory(mmap.mmap):
 
     _fd: int
     _closer: weakref.finalize
+    _lock_fd = -1
+    _lock_closer: weakref.finalize | None = None
+    _extra_fds: list[int] | None = None
 
     def __new__(cls, size: int) -> AnonymousMemory:
         if not isinstance(size, int) or isinstance(size, bool):
@@ -118,7 +137,38 @@ class AnonymousMemory(mmap.mmap):
         # the memory (a numpy array, a ctypes object) can still pass it on.
         self._closer = weakref.finalize(self, os.close, fd)
         self._closer.atexit = False
+        _by_file[_file_key(fd)] = self
         return self
+
+    @property
+    def lock_fd(self) -> int:
+        """The descriptor to take this process's record locks on.
+
+        With :data:`OWN_DESCRIPTION_LOCKS`, a description of the memory that this
+        process opened for itself (a forked child opens its own); else :attr:`fd`.
+        """
+        fd = self._lock_fd
+        if fd >= 0:
+            return fd
+        if not OWN_DESCRIPTION_LOCKS:
+            return self._fd
+        fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
+        self._lock_fd = fd
+        self._lock_closer = weakref.finalize(self, os.close, fd)
+        self._lock_closer.atexit = False
+        _own_descriptions.add(self)
+        return fd
+
+    def _arrived_again(self, fd: int) -> None:
+        """Take ``fd``, another descriptor of this memory that came to this process."""
+        if OWN_DESCRIPTION_LOCKS:
+            os.close(fd)
+            return
+        # Closing it would drop every record lock this process holds on the memory.
+        if self._extra_fds is None:
+            self._extra_fds = []
+            weakref.finalize(self, _close_all, self._extra_fds).atexit = False
+        self._extra_fds.append(fd)
 
     @property
     def buf(self) -> memoryview:
@@ -146,6 +196,10 @@ class AnonymousMemory(mmap.mmap):
         if not self.closed:
             super().close()
         self._closer()
+        if self._lock_closer is not None:
+            self._lock_closer()
+        if self._extra_fds:
+            _close_all(self._extra_fds)
 
     def __enter__(self) -> AnonymousMemory:
         return self
@@ -160,17 +214,43 @@ class AnonymousMemory(mmap.mmap):
     def __reduce__(self):
         if self.closed:
             raise ValueError("cannot send a closed AnonymousMemory to a child")
-        token = _reduction.fd_token(self._fd, "AnonymousMemory (shared memory with no name)")
+        token = _reduction.fd_token(
+            self._fd, "AnonymousMemory (shared memory with no name)", messages=True
+        )
         return (_rebuild, (token, len(self)))
 
 
 def _rebuild(token: int, size: int) -> AnonymousMemory:
     fd = _reduction.take_fd(token)
     try:
+        known = _by_file.get(_file_key(fd))
+        if known is not None and not known.closed:
+            known._arrived_again(fd)  # the memory this process has already
+            return known
         return AnonymousMemory._from_fd(fd, size)
     except BaseException:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise
+
+
+def _file_key(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
+def _close_all(fds: list[int]) -> None:
+    while fds:
+        with contextlib.suppress(OSError):
+            os.close(fds.pop())
+
+
+# The memory this process has, by file: one AnonymousMemory each (see the docstring).
+_by_file: weakref.WeakValueDictionary[tuple[int, int], AnonymousMemory] = (
+    weakref.WeakValueDictionary()
+)
+# The memories on which this process opened a description of its own (lock_fd).
+_own_descriptions: weakref.WeakSet[AnonymousMemory] = weakref.WeakSet()
 
 
 class _Heap:
@@ -226,6 +306,14 @@ def _reset_after_fork() -> None:
     # filling: both would hand out the same offsets.
     global _heap
     _heap = _Heap()
+    # The descriptions it inherited are its parent's, and so are the locks on them
+    # (closing its copies drops none: the parent still has them). It opens its own.
+    for mem in list(_own_descriptions):
+        if mem._lock_closer is not None:
+            mem._lock_closer()
+        mem._lock_fd = -1
+        mem._lock_closer = None
+    _own_descriptions.clear()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
