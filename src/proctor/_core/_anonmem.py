@@ -18,10 +18,11 @@ A process keeps one :class:`AnonymousMemory` per memory: one that arrives again
 record locks (``_sharedwords``: who is alive, who recovers a lock) live on one
 description of the memory per process. Where the OS has open-file-description
 locks (Linux), those are taken on a description the process opens for itself
-(:attr:`AnonymousMemory.lock_fd`), so closing the descriptor that arrived again
-drops none of them; elsewhere, record locks belong to the process and go when it
-closes *any* descriptor of the memory, so that descriptor is kept, and closed
-with the memory.
+(:attr:`AnonymousMemory.lock_fd`), so closing the descriptor that arrived again,
+or the duplicate a sender made for a message, drops none of them. Elsewhere
+(macOS, the BSDs) record locks belong to the process and go when it closes *any*
+descriptor of the memory: there the memory reaches other processes only at a
+start, as with ``multiprocessing``.
 
 An :class:`AnonymousMemory` *is* an ``mmap.mmap`` (so ``numpy``, ``ctypes`` and
 ``memoryview`` use it directly, and whatever they build on it keeps it alive) that
@@ -214,8 +215,15 @@ class AnonymousMemory(mmap.mmap):
     def __reduce__(self):
         if self.closed:
             raise ValueError("cannot send a closed AnonymousMemory to a child")
+        # In a message only with private record locks: elsewhere, the sender's
+        # closing its duplicate once sent would drop its own locks (see above).
         token = _reduction.fd_token(
-            self._fd, "AnonymousMemory (shared memory with no name)", messages=True
+            self._fd,
+            "AnonymousMemory (shared memory with no name)"
+            if OWN_DESCRIPTION_LOCKS
+            else "AnonymousMemory (shared memory with no name; this system has no "
+            "open-file-description locks, which passing it to a running process needs)",
+            messages=OWN_DESCRIPTION_LOCKS,
         )
         return (_rebuild, (token, len(self)))
 
