@@ -7,6 +7,7 @@ the originals: same semaphores, same memory, same queue.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import signal
@@ -318,6 +319,14 @@ def test_a_lock_that_comes_back_leaves_this_process_alive_to_others(ctx):
 
 def try_lock(lock) -> bool:
     return lock.acquire(timeout=0.5)
+
+
+def test_a_function_closing_over_a_lock_is_refused_with_the_remedy():
+    lock = proctor.Lock()
+    with proctor.get_context("fork").Pool(1) as pool:
+        with pytest.raises(proctor.PicklingError, match=r"as the task's arguments instead"):
+            pool.map(functools.partial(count_under, lock), [1])
+        assert pool.apply(count_under, (lock, proctor.RawValue("i"), 1)) == 1
 
 
 def test_over_tcp_a_lock_is_refused_before_anything_is_sent():

@@ -109,7 +109,6 @@ class AnonymousMemory(mmap.mmap):
     _closer: weakref.finalize
     _lock_fd = -1
     _lock_closer: weakref.finalize | None = None
-    _extra_fds: list[int] | None = None
 
     def __new__(cls, size: int) -> AnonymousMemory:
         if not isinstance(size, int) or isinstance(size, bool):
@@ -160,17 +159,6 @@ class AnonymousMemory(mmap.mmap):
         _own_descriptions.add(self)
         return fd
 
-    def _arrived_again(self, fd: int) -> None:
-        """Take ``fd``, another descriptor of this memory that came to this process."""
-        if OWN_DESCRIPTION_LOCKS:
-            os.close(fd)
-            return
-        # Closing it would drop every record lock this process holds on the memory.
-        if self._extra_fds is None:
-            self._extra_fds = []
-            weakref.finalize(self, _close_all, self._extra_fds).atexit = False
-        self._extra_fds.append(fd)
-
     @property
     def buf(self) -> memoryview:
         """A new ``memoryview`` of the whole memory."""
@@ -199,8 +187,6 @@ class AnonymousMemory(mmap.mmap):
         self._closer()
         if self._lock_closer is not None:
             self._lock_closer()
-        if self._extra_fds:
-            _close_all(self._extra_fds)
 
     def __enter__(self) -> AnonymousMemory:
         return self
@@ -231,11 +217,17 @@ class AnonymousMemory(mmap.mmap):
 def _rebuild(token: int, size: int) -> AnonymousMemory:
     fd = _reduction.take_fd(token)
     try:
-        known = _by_file.get(_file_key(fd))
-        if known is not None and not known.closed:
-            known._arrived_again(fd)  # the memory this process has already
-            return known
-        return AnonymousMemory._from_fd(fd, size)
+        # Under the lock: two threads rebuilding one memory must not map it twice
+        # (two descriptions of one process would each wait for the other's locks).
+        with _rebuild_lock:
+            known = _by_file.get(_file_key(fd))
+            if known is not None and not known.closed:
+                # The memory this process has already. Closing the descriptor that came
+                # drops no lock: they are on lock_fd (only such systems send memory in
+                # messages, see __reduce__; a start sends each memory once).
+                os.close(fd)
+                return known
+            return AnonymousMemory._from_fd(fd, size)
     except BaseException:
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -247,12 +239,7 @@ def _file_key(fd: int) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def _close_all(fds: list[int]) -> None:
-    while fds:
-        with contextlib.suppress(OSError):
-            os.close(fds.pop())
-
-
+_rebuild_lock = threading.Lock()
 # The memory this process has, by file: one AnonymousMemory each (see the docstring).
 _by_file: weakref.WeakValueDictionary[tuple[int, int], AnonymousMemory] = (
     weakref.WeakValueDictionary()
@@ -312,8 +299,9 @@ def allocate(size: int) -> tuple[AnonymousMemory, int]:
 def _reset_after_fork() -> None:
     # A forked child must not carve blocks out of the arena its parent is still
     # filling: both would hand out the same offsets.
-    global _heap
+    global _heap, _rebuild_lock
     _heap = _Heap()
+    _rebuild_lock = threading.Lock()  # another thread may have held it at the fork
     # The descriptions it inherited are its parent's, and so are the locks on them
     # (closing its copies drops none: the parent still has them). It opens its own.
     for mem in list(_own_descriptions):

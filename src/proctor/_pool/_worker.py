@@ -233,12 +233,26 @@ class PickledCodec:
         """Pickle ``obj`` for a worker; a failure names ``what`` could not be pickled.
 
         Raises:
-            PicklingError: naming ``what`` and the part of it that failed.
+            PicklingError: naming ``what`` and the part of it that failed; also
+                when ``obj`` (a task's function) holds objects that own
+                descriptors: its pickle is made once and reused, and they travel
+                only as the arguments of each task.
         """
         try:
             return _serialization.dumps(obj)
         except PicklingError as exc:
             raise _named(exc, what) from exc
+        except DescriptorsNeedACarrier as exc:
+            if not exc.messages:
+                raise
+            raise PicklingError(
+                f"{what} cannot be pickled for a pool worker: it holds {exc.what} (a "
+                "functools.partial or a closure over a queue, a lock or shared memory?), "
+                "and a task's function is pickled once for every task. Pass such objects "
+                "as the task's arguments instead -- pool.starmap(f, [(lock, x), ...]) -- "
+                "or to every worker at its start with Pool(initializer=..., initargs=...).",
+                (what, exc.what),
+            ) from exc
 
     @staticmethod
     def encode_task(task_id: int, kind: int, func: Any, payload: Any) -> Any:

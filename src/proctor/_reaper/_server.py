@@ -90,8 +90,9 @@ FIRST_CLIENT_TIMEOUT = 30.0
 #: users, and the reaper must survive them to clean up.
 IGNORED_SIGNALS = (signal.SIGINT, signal.SIGHUP)
 
-#: Descriptors one read from a client may bring (one per "P" line).
-_MAX_FDS = 64
+#: Descriptors one read from a client may bring (one per "P" line; the kernel
+#: stops a read after data that brought descriptors, so one is the usual count).
+_MAX_FDS = 253
 
 #: Sent to each new client: "the reaper is running".
 READY = b"+"
