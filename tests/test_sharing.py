@@ -18,7 +18,7 @@ import pytest
 
 import proctor
 from proctor import OwnerDiedWarning
-from proctor._core._anonmem import OWN_DESCRIPTION_LOCKS
+from proctor._core._anonmem import own_description_locks
 from proctor.shared_memory import shared_array
 from reaper_helpers import sync_reaper
 
@@ -27,7 +27,7 @@ TIMEOUT = 30
 # Elsewhere (macOS) shared memory and what is built on it reach other processes only at
 # a start: a process's record locks would go with any descriptor of the memory it closes.
 pytestmark = pytest.mark.skipif(
-    not OWN_DESCRIPTION_LOCKS, reason="needs open-file-description locks (Linux)"
+    not own_description_locks(), reason="needs open-file-description locks (Linux)"
 )
 
 #: Objects that the sender holds while the receiver tries them (same semaphore?).

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import mmap
 import os
 import sys
@@ -44,7 +45,7 @@ import weakref
 
 from . import _reduction
 
-__all__ = ("AnonymousMemory", "allocate")
+__all__ = ("AnonymousMemory", "allocate", "own_description_locks")
 
 #: Arena size for small blocks: large enough that most programs need one arena,
 #: small enough that pinning one with a single live Value costs little (the pages
@@ -54,10 +55,30 @@ ARENA_SIZE = 256 * 1024
 #: Mappings at least this large ask the kernel for transparent huge pages.
 HUGE_PAGE_THRESHOLD = 4 * 1024 * 1024
 
-#: Whether record locks can be taken on a description of the memory that this
-#: process alone opened (open-file-description locks, on a descriptor reopened
-#: through /proc): they then survive closing any other descriptor of it.
-OWN_DESCRIPTION_LOCKS = hasattr(fcntl, "F_OFD_SETLK") and os.path.isdir("/proc/self/fd")
+
+@functools.cache
+def own_description_locks() -> bool:
+    """Whether record locks can be taken on a description of the memory that this
+    process alone opened (open-file-description locks, on a descriptor reopened
+    through /proc): they then survive closing any other descriptor of it.
+
+    Found out once per process (a forked child inherits the answer), when first
+    needed: it costs a memfd and an open, ~80 us.
+    """
+    if not (hasattr(fcntl, "F_OFD_SETLK") and hasattr(os, "memfd_create")):
+        return False
+    try:
+        fd = os.memfd_create("proctor-probe", os.MFD_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        os.close(os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC))
+    except OSError:  # no /proc, or a sandbox that forbids reopening
+        return False
+    finally:
+        os.close(fd)
+    return True
+
 
 #: Blocks are aligned to a cache line, so counters updated by different processes
 #: do not slow each other down by sharing one (false sharing).
@@ -144,13 +165,13 @@ class AnonymousMemory(mmap.mmap):
     def lock_fd(self) -> int:
         """The descriptor to take this process's record locks on.
 
-        With :data:`OWN_DESCRIPTION_LOCKS`, a description of the memory that this
+        With :func:`own_description_locks`, a description of the memory that this
         process opened for itself (a forked child opens its own); else :attr:`fd`.
         """
         fd = self._lock_fd
         if fd >= 0:
             return fd
-        if not OWN_DESCRIPTION_LOCKS:
+        if not own_description_locks():
             return self._fd
         fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
         self._lock_fd = fd
@@ -203,13 +224,14 @@ class AnonymousMemory(mmap.mmap):
             raise ValueError("cannot send a closed AnonymousMemory to a child")
         # In a message only with private record locks: elsewhere, the sender's
         # closing its duplicate once sent would drop its own locks (see above).
+        private = own_description_locks()
         token = _reduction.fd_token(
             self._fd,
             "AnonymousMemory (shared memory with no name)"
-            if OWN_DESCRIPTION_LOCKS
+            if private
             else "AnonymousMemory (shared memory with no name; this system has no "
             "open-file-description locks, which passing it to a running process needs)",
-            messages=OWN_DESCRIPTION_LOCKS,
+            messages=private,
         )
         return (_rebuild, (token, len(self)))
 

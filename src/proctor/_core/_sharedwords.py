@@ -50,7 +50,7 @@ import secrets
 import struct
 import weakref
 
-from ._anonmem import ALIGNMENT, OWN_DESCRIPTION_LOCKS, AnonymousMemory, allocate
+from ._anonmem import ALIGNMENT, AnonymousMemory, allocate, own_description_locks
 from ._closing import ClosedWhenCollected
 from ._system import pid_alive
 
@@ -90,24 +90,22 @@ _UNSUPPORTED = tuple(
 )
 
 
-if OWN_DESCRIPTION_LOCKS:
-    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for these locks).
-    _FLOCK = struct.Struct("hhqqi4x")
+# struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for these locks).
+_FLOCK = struct.Struct("hhqqi4x")
 
-    def lockf(fd: int, cmd: int, length: int, start: int) -> None:
-        """``fcntl.lockf(fd, cmd, length, start)`` as an open-file-description lock."""
-        if cmd & fcntl.LOCK_UN:
-            op, kind = fcntl.F_OFD_SETLK, fcntl.F_UNLCK
-        else:
-            op = fcntl.F_OFD_SETLK if cmd & fcntl.LOCK_NB else fcntl.F_OFD_SETLKW
-            kind = fcntl.F_WRLCK
-        fcntl.fcntl(fd, op, _FLOCK.pack(kind, os.SEEK_SET, start, length, 0))
 
-else:
-
-    def lockf(fd: int, cmd: int, length: int, start: int) -> None:
-        """``fcntl.lockf(fd, cmd, length, start)``: a record lock of this process."""
+def lockf(fd: int, cmd: int, length: int, start: int) -> None:
+    """``fcntl.lockf(fd, cmd, length, start)``, as an open-file-description lock
+    where the process takes them (see ``_anonmem.own_description_locks``)."""
+    if not own_description_locks():
         fcntl.lockf(fd, cmd, length, start)
+        return
+    if cmd & fcntl.LOCK_UN:
+        op, kind = fcntl.F_OFD_SETLK, fcntl.F_UNLCK
+    else:
+        op = fcntl.F_OFD_SETLK if cmd & fcntl.LOCK_NB else fcntl.F_OFD_SETLKW
+        kind = fcntl.F_WRLCK
+    fcntl.fcntl(fd, op, _FLOCK.pack(kind, os.SEEK_SET, start, length, 0))
 
 
 def _new_ident() -> int:
