@@ -173,12 +173,16 @@ class AnonymousMemory(mmap.mmap):
             return fd
         if not own_description_locks():
             return self._fd
-        fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
-        self._lock_fd = fd
-        self._lock_closer = weakref.finalize(self, os.close, fd)
-        self._lock_closer.atexit = False
-        _own_descriptions.add(self)
-        return fd
+        # Under the lock: two threads must not open two descriptions, whose locks
+        # would conflict with each other's within this one process.
+        with _rebuild_lock:
+            if self._lock_fd < 0:
+                fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
+                self._lock_fd = fd
+                self._lock_closer = weakref.finalize(self, os.close, fd)
+                self._lock_closer.atexit = False
+                _own_descriptions.add(self)
+            return self._lock_fd
 
     @property
     def buf(self) -> memoryview:
@@ -241,6 +245,7 @@ def _rebuild(token: int, size: int) -> AnonymousMemory:
     try:
         # Under the lock: two threads rebuilding one memory must not map it twice
         # (two descriptions of one process would each wait for the other's locks).
+        # (lock_fd takes it too: never call it from inside.)
         with _rebuild_lock:
             known = _by_file.get(_file_key(fd))
             if known is not None and not known.closed:
