@@ -444,19 +444,20 @@ def test_a_connection_travels_through_another_connection(pipe):
             assert near.recv_bytes(timeout=10) == b"back"
 
 
-def test_a_connection_cannot_be_pickled_into_a_queue_or_bytes(pipe):
+def test_a_connection_goes_through_a_queue_but_not_into_bytes(pipe):
     import pickle
 
     from proctor import Queue
 
-    a, _b = pipe
+    a, b = pipe
     with pytest.raises(RuntimeError, match="Unix socket"):
         pickle.dumps(a)
     q = Queue()
     try:
-        with pytest.raises(RuntimeError, match="Unix socket"):
-            q.put(a, timeout=10)
-        assert q.empty()
+        q.put(a, timeout=10)
+        with q.get(timeout=10) as copy:
+            copy.send("from the copy")
+            assert b.recv(timeout=10) == "from the copy"
     finally:
         q.close()
         q.join_thread()

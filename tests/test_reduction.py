@@ -307,17 +307,24 @@ def test_a_descriptor_cannot_cross_a_connection_over_os_pipe(data_file):
 
 
 @pytest.mark.parametrize("what", ["Connection", "socket", "DupFd"])
-def test_pickling_a_descriptor_owner_into_a_queue_names_the_carriers(what, data_file):
+def test_a_descriptor_owner_goes_through_a_queue_but_not_into_a_plain_pickle(what, data_file):
     near, far = Pipe()
     sock = socket.socket(socket.AF_UNIX)
     dupfd = DupFd(data_file)
     owner = {"Connection": far, "socket": sock, "DupFd": dupfd}[what]
     q = proctor.Queue()
+    got = None
     try:
-        with pytest.raises(RuntimeError, match=r"Pipe\(\) end, an AF_UNIX Listener/Client"):
-            q.put(owner, timeout=10)
-        assert q.empty()
-        with pytest.raises(RuntimeError, match=f"^{what} holds an open file descriptor"):
+        q.put(owner, timeout=10)
+        got = q.get(timeout=10)
+        assert type(got) is type(owner)
+        if what == "Connection":
+            near.send("through the queue's copy")
+            assert got.recv(timeout=10) == "through the queue's copy"
+        carriers = r"Pipe\(\) end, an AF_UNIX Listener/Client connection\), a proctor Queue"
+        with pytest.raises(
+            RuntimeError, match=f"^{what} holds an open file descriptor.*{carriers}"
+        ):
             ForkingPickler.dumps(owner)  # plain pickle: the stdlib refuses a socket itself
     finally:
         q.close()
@@ -326,6 +333,10 @@ def test_pickling_a_descriptor_owner_into_a_queue_names_the_carriers(what, data_
         far.close()
         sock.close()
         os.close(dupfd.detach())
+        if what == "DupFd":
+            os.close(got.detach())
+        elif got is not None:
+            got.close()
 
 
 # --- sendfds / recvfds: the stdlib's wire format ------------------------------------

@@ -13,6 +13,17 @@ mapping are gone, whoever dies how. No reaper is involved::
     fork:  inherited mapping (same pages) ────────▶ mem (the same object)
     spawn: pickle(mem) ─▶ fd_token(fd) ─SCM_RIGHTS─▶ take_fd ─▶ mmap ─▶ mem
 
+A process keeps one :class:`AnonymousMemory` per memory: one that arrives again
+(in a message, a queue item, a pool task) is the one it already has, so its
+record locks (``_sharedwords``: who is alive, who recovers a lock) live on one
+description of the memory per process. Where the OS has open-file-description
+locks (Linux), those are taken on a description the process opens for itself
+(:attr:`AnonymousMemory.lock_fd`), so closing the descriptor that arrived again,
+or the duplicate a sender made for a message, drops none of them. Elsewhere
+(macOS, the BSDs) record locks belong to the process and go when it closes *any*
+descriptor of the memory: there the memory reaches other processes only at a
+start, as with ``multiprocessing``.
+
 An :class:`AnonymousMemory` *is* an ``mmap.mmap`` (so ``numpy``, ``ctypes`` and
 ``memoryview`` use it directly, and whatever they build on it keeps it alive) that
 also holds its descriptor, closed when the mapping is closed or collected.
@@ -24,6 +35,8 @@ a thousand ``Value`` objects cost a few descriptors, not a thousand.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import mmap
 import os
 import sys
@@ -32,7 +45,7 @@ import weakref
 
 from . import _reduction
 
-__all__ = ("AnonymousMemory", "allocate")
+__all__ = ("AnonymousMemory", "allocate", "own_description_locks")
 
 #: Arena size for small blocks: large enough that most programs need one arena,
 #: small enough that pinning one with a single live Value costs little (the pages
@@ -41,6 +54,31 @@ ARENA_SIZE = 256 * 1024
 
 #: Mappings at least this large ask the kernel for transparent huge pages.
 HUGE_PAGE_THRESHOLD = 4 * 1024 * 1024
+
+
+@functools.cache
+def own_description_locks() -> bool:
+    """Whether record locks can be taken on a description of the memory that this
+    process alone opened (open-file-description locks, on a descriptor reopened
+    through /proc): they then survive closing any other descriptor of it.
+
+    Found out once per process (a forked child inherits the answer), when first
+    needed: it costs a memfd and an open, ~80 us.
+    """
+    if not (hasattr(fcntl, "F_OFD_SETLK") and hasattr(os, "memfd_create")):
+        return False
+    try:
+        fd = os.memfd_create("proctor-probe", os.MFD_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        os.close(os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC))
+    except OSError:  # no /proc, or a sandbox that forbids reopening
+        return False
+    finally:
+        os.close(fd)
+    return True
+
 
 #: Blocks are aligned to a cache line, so counters updated by different processes
 #: do not slow each other down by sharing one (false sharing).
@@ -90,6 +128,8 @@ class AnonymousMemory(mmap.mmap):
 
     _fd: int
     _closer: weakref.finalize
+    _lock_fd = -1
+    _lock_closer: weakref.finalize | None = None
 
     def __new__(cls, size: int) -> AnonymousMemory:
         if not isinstance(size, int) or isinstance(size, bool):
@@ -118,7 +158,31 @@ class AnonymousMemory(mmap.mmap):
         # the memory (a numpy array, a ctypes object) can still pass it on.
         self._closer = weakref.finalize(self, os.close, fd)
         self._closer.atexit = False
+        _by_file[_file_key(fd)] = self
         return self
+
+    @property
+    def lock_fd(self) -> int:
+        """The descriptor to take this process's record locks on.
+
+        With :func:`own_description_locks`, a description of the memory that this
+        process opened for itself (a forked child opens its own); else :attr:`fd`.
+        """
+        fd = self._lock_fd
+        if fd >= 0:
+            return fd
+        if not own_description_locks():
+            return self._fd
+        # Under the lock: two threads must not open two descriptions, whose locks
+        # would conflict with each other's within this one process.
+        with _rebuild_lock:
+            if self._lock_fd < 0:
+                fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
+                self._lock_fd = fd
+                self._lock_closer = weakref.finalize(self, os.close, fd)
+                self._lock_closer.atexit = False
+                _own_descriptions.add(self)
+            return self._lock_fd
 
     @property
     def buf(self) -> memoryview:
@@ -146,6 +210,8 @@ class AnonymousMemory(mmap.mmap):
         if not self.closed:
             super().close()
         self._closer()
+        if self._lock_closer is not None:
+            self._lock_closer()
 
     def __enter__(self) -> AnonymousMemory:
         return self
@@ -160,17 +226,53 @@ class AnonymousMemory(mmap.mmap):
     def __reduce__(self):
         if self.closed:
             raise ValueError("cannot send a closed AnonymousMemory to a child")
-        token = _reduction.fd_token(self._fd, "AnonymousMemory (shared memory with no name)")
+        # In a message only with private record locks: elsewhere, the sender's
+        # closing its duplicate once sent would drop its own locks (see above).
+        private = own_description_locks()
+        token = _reduction.fd_token(
+            self._fd,
+            "AnonymousMemory (shared memory with no name)"
+            if private
+            else "AnonymousMemory (shared memory with no name; this system has no "
+            "open-file-description locks, which passing it to a running process needs)",
+            messages=private,
+        )
         return (_rebuild, (token, len(self)))
 
 
 def _rebuild(token: int, size: int) -> AnonymousMemory:
     fd = _reduction.take_fd(token)
     try:
-        return AnonymousMemory._from_fd(fd, size)
+        # Under the lock: two threads rebuilding one memory must not map it twice
+        # (two descriptions of one process would each wait for the other's locks).
+        # (lock_fd takes it too: never call it from inside.)
+        with _rebuild_lock:
+            known = _by_file.get(_file_key(fd))
+            if known is not None and not known.closed:
+                # The memory this process has already. Closing the descriptor that came
+                # drops no lock: they are on lock_fd (only such systems send memory in
+                # messages, see __reduce__; a start sends each memory once).
+                os.close(fd)
+                return known
+            return AnonymousMemory._from_fd(fd, size)
     except BaseException:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise
+
+
+def _file_key(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
+_rebuild_lock = threading.Lock()
+# The memory this process has, by file: one AnonymousMemory each (see the docstring).
+_by_file: weakref.WeakValueDictionary[tuple[int, int], AnonymousMemory] = (
+    weakref.WeakValueDictionary()
+)
+# The memories on which this process opened a description of its own (lock_fd).
+_own_descriptions: weakref.WeakSet[AnonymousMemory] = weakref.WeakSet()
 
 
 class _Heap:
@@ -224,8 +326,17 @@ def allocate(size: int) -> tuple[AnonymousMemory, int]:
 def _reset_after_fork() -> None:
     # A forked child must not carve blocks out of the arena its parent is still
     # filling: both would hand out the same offsets.
-    global _heap
+    global _heap, _rebuild_lock
     _heap = _Heap()
+    _rebuild_lock = threading.Lock()  # another thread may have held it at the fork
+    # The descriptions it inherited are its parent's, and so are the locks on them
+    # (closing its copies drops none: the parent still has them). It opens its own.
+    for mem in list(_own_descriptions):
+        if mem._lock_closer is not None:
+            mem._lock_closer()
+        mem._lock_fd = -1
+        mem._lock_closer = None
+    _own_descriptions.clear()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

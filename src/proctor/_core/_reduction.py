@@ -21,15 +21,31 @@ inside :func:`receiving`::
 An object that owns a descriptor writes ``__reduce__`` as
 ``return (rebuild, (fd_token(self._fd, ..., messages=True), ...))`` and ``rebuild``
 calls :func:`take_fd`. ``messages=True`` says that the object may travel in a
-message too (a ``Connection``, a socket, a :class:`DupFd`): a descriptor keeps the
-kernel object alive while it is in flight. Objects that also own named OS objects
-(semaphores, shared memory names), whose lifetime the reaper tracks by pid, travel
-only at a start (no ``messages``). Pickling either kind anywhere else (into a queue,
-a file) raises a clear error from :func:`fd_token` instead of sending a number that
-means nothing in the receiver.
+message too (a ``Connection``, a socket, a queue, a lock, shared memory): a
+descriptor keeps the kernel object alive while it is in flight. Pickling such an
+object anywhere else (a plain ``pickle.dumps``, a file, a TCP connection) raises
+:class:`DescriptorsNeedACarrier` from :func:`fd_token` (or :func:`need_carrier`)
+instead of sending a number that means nothing in the receiver.
 
-Objects known by name (OS semaphores, shared-memory segments) register an
-``after_start`` hook to tell whoever reclaims the name that the new pid uses it.
+Objects known by name (OS semaphores, shared-memory segments) must stay alive
+between the pickling and the receiver's rebuilding, even if the sender exits at
+once. At a start they register an ``after_start`` hook (the child's pid is
+registered with whoever reclaims the name). In a message they take
+:meth:`MessageFds.delivery_fd`: the read end of a pipe whose write end travels
+with the message and is closed by the receiver once the whole message is
+unpickled (every object in it rebuilt and registered), or by the kernel with the
+message if nobody ever receives it. The resource reaper keeps the names until it
+reads EOF there (``_reaper._client.keep_for_receiver``)::
+
+    sender                                   reaper                 receiver
+    pickle: delivery_fd() ─ r ──────────────▶ pin(names) while r
+    send(pickle, [..., w]) ───────────── SCM_RIGHTS ──────────────▶ rebuild:
+    exit (any time)                                                 register(names)
+                                              EOF on r ◀── close w ─ end of unpickling
+
+:class:`Descriptors` is a pickle's descriptors as one object, for a pickle made
+now and sent later (a pool's task and result) by a transport that sends objects
+(``Connection.send()``).
 
 Also here, the stdlib's pickling hooks: :class:`ForkingPickler` and
 :func:`register` (reducers for a class, used by every proctor send), and the
@@ -56,6 +72,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; a spawned child import
 
 __all__ = (
     "ChildHandoff",
+    "Descriptors",
     "DescriptorsNeedACarrier",
     "DupFd",
     "FdCollector",
@@ -65,10 +82,12 @@ __all__ = (
     "collecting",
     "collecting_fds",
     "current_handoff",
+    "current_message",
     "dump",
     "fd_token",
     "handing_off",
     "is_spawning",
+    "need_carrier",
     "receiving",
     "reducers",
     "refused_outside_start",
@@ -145,16 +164,51 @@ class MessageFds(FdCollector):
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
+        # Per-message state of reducers, by owner (the reaper's names in flight).
+        self.notes: dict[str, Any] = {}
+        # Called once the pickle is complete (see collecting_fds).
+        self.when_complete: list[Callable[[], None]] = []
+        self._delivery: int | None = None
 
     def _keep(self, fd: int) -> int:
         if len(self.fds) >= self.limit:
             raise TooManyDescriptors(f"more than {self.limit} file descriptors in one message")
         return os.dup(fd)
 
-    def close(self) -> None:
+    def delivery_fd(self) -> int:
+        """A descriptor that reads EOF once this message was received and unpickled.
+
+        The read end of a pipe made on the first call (later calls return the
+        same); its write end goes with the message as one more descriptor, which
+        no object takes, so the receiver closes it when its unpickling ends
+        (:func:`receiving`), after every object of the message is rebuilt. A
+        message nobody receives closes it when the kernel drops the message (its
+        receiver died, the queue went with its last holder). The read end belongs
+        to this collector: duplicate it to keep it.
+        """
+        if self._delivery is None:
+            if len(self.fds) >= self.limit:
+                raise TooManyDescriptors(f"more than {self.limit} file descriptors in one message")
+            read_end, write_end = os.pipe()
+            self.fds.append(write_end)  # owned: closed with the others by close()
+            self._delivery = read_end
+        return self._delivery
+
+    def take(self) -> list[int]:
+        """Hand the descriptors over to the caller, who closes them; the collector
+        keeps none."""
         fds, self.fds = self.fds, []
         self._index.clear()
-        for fd in fds:
+        self._close_delivery()
+        return fds
+
+    def close(self) -> None:
+        for fd in self.take():
+            os.close(fd)
+
+    def _close_delivery(self) -> None:
+        if self._delivery is not None:
+            fd, self._delivery = self._delivery, None
             os.close(fd)
 
 
@@ -193,13 +247,21 @@ def handing_off(handoff: ChildHandoff) -> Iterator[ChildHandoff]:
 
 @contextmanager
 def collecting_fds(collector: FdCollector) -> Iterator[FdCollector]:
-    """Make ``collector`` collect descriptors from the pickling done inside (a message)."""
+    """Make ``collector`` collect descriptors from the pickling done inside (a message).
+
+    When the block ends without an error (the pickle is complete) the
+    collector's ``when_complete`` callbacks run, before anything is sent.
+    """
     previous = getattr(_local, "handoff", None)
     _local.handoff = collector
     try:
         yield collector
     finally:
         _local.handoff = previous
+    if isinstance(collector, MessageFds):
+        callbacks, collector.when_complete = collector.when_complete, []
+        for callback in callbacks:
+            callback()
 
 
 def current_handoff() -> ChildHandoff | None:
@@ -210,6 +272,12 @@ def current_handoff() -> ChildHandoff | None:
     """
     collector = getattr(_local, "handoff", None)
     return collector if isinstance(collector, ChildHandoff) else None
+
+
+def current_message() -> MessageFds | None:
+    """The descriptors of the message being pickled by this thread, or ``None``."""
+    collector = getattr(_local, "handoff", None)
+    return collector if isinstance(collector, MessageFds) else None
 
 
 def collecting() -> bool:
@@ -241,12 +309,14 @@ def fd_token(fd: int, what: str = "this object", *, messages: bool = False) -> i
     collector = getattr(_local, "handoff", None)
     if collector is None:
         if messages:
-            message = (
+            need_carrier(
+                what,
                 f"{what} holds an open file descriptor, which can only reach another "
                 "process as an argument of Process(...) when the child is started, or "
-                "in a message sent with Connection.send() through a Unix socket (a "
-                "Pipe() end, an AF_UNIX Listener/Client connection); it cannot be "
-                "pickled into a queue or a file."
+                "in a proctor message: Connection.send() through a Unix socket (a "
+                "Pipe() end, an AF_UNIX Listener/Client connection), a proctor Queue, "
+                "a proctor Pool's task arguments and results; it cannot be pickled "
+                "into a file or with plain pickle.",
             )
         else:
             message = (
@@ -271,6 +341,23 @@ def fd_token(fd: int, what: str = "this object", *, messages: bool = False) -> i
         raise OSError(
             exc.errno, f"cannot send {what}: its descriptor {fd} is not open ({exc.strerror})"
         ) from None
+
+
+def need_carrier(what: str, message: str) -> None:
+    """Check that what is being pickled now can carry descriptors; else raise.
+
+    For objects that may travel in a message (``messages=True`` of
+    :func:`fd_token`) and check before pickling their parts, so that the error
+    names them rather than a part.
+
+    Raises:
+        DescriptorsNeedACarrier: (a ``RuntimeError``, with ``message``) nothing
+            collects descriptors in this thread: a plain pickle, a file. A
+            transport that can carry descriptors catches it and pickles again.
+    """
+    if getattr(_local, "handoff", None) is None:
+        error = refused_outside_start(what, message)
+        raise DescriptorsNeedACarrier(str(error), what, True)
 
 
 def refused_outside_start(what: str, message: str) -> RuntimeError:
@@ -443,6 +530,63 @@ def _rebuild_dupfd(token: int) -> DupFd:
     dupfd._fd = take_fd(token)
     dupfd._owned = True
     return dupfd
+
+
+class Descriptors:
+    """The descriptors a pickle made under :func:`collecting_fds` needs, as one object.
+
+    For a pickle made now and sent later by a transport that sends objects: a
+    pool pickles a task's arguments in the caller's thread, and its dispatcher
+    sends the task frame and then this object with ``Connection.send()``, which
+    carries the descriptors. The receiver unpickles the frame inside
+    :meth:`received`. It owns its descriptors until then (closed when collected).
+
+    Args:
+        fds: descriptors to own, in token order (``MessageFds.take()``).
+    """
+
+    __slots__ = ("fds",)
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        tokens = [fd_token(fd, "Descriptors", messages=True) for fd in self.fds]
+        return (_rebuild_descriptors, (tokens,))
+
+    @contextmanager
+    def received(self) -> Iterator[None]:
+        """Unpickle, inside, the pickle these descriptors belong to; gives them away."""
+        fds, self.fds = self.fds, []
+        with receiving(fds):
+            yield
+
+    def close(self) -> None:
+        """Close the descriptors; idempotent."""
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Descriptors {self.fds}>"
+
+
+def _rebuild_descriptors(tokens: list[int]) -> Descriptors:
+    fds: list[int] = []
+    try:
+        for token in tokens:
+            fds.append(take_fd(token))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return Descriptors(fds)
 
 
 def reduce_socket(sock: socket.socket) -> tuple[Any, tuple[Any, ...]]:

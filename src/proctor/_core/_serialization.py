@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import pickle
 
+from ._reduction import Descriptors, MessageFds, collecting_fds
+
 # A dict that reduction.register() fills in place: bound once, read on every send.
 from ._reduction import registered_reducers as _registered_reducers
 
@@ -43,6 +45,7 @@ __all__ = (
     "dumps_exact",
     "dumps_for_child",
     "dumps_oob",
+    "dumps_owning_fds",
     "loads",
 )
 
@@ -123,6 +126,33 @@ def _exact(obj: Any, buffers: list[pickle.PickleBuffer] | None = None, threshold
 
 #: The exact passes alone, for callers that already know plain pickle will not do.
 dumps_exact = _exact
+
+#: The most descriptors :func:`dumps_owning_fds` takes by default: what one message
+#: of a connection carries (the SCM_RIGHTS limit, 253, less one).
+MESSAGE_FDS = 252
+
+
+def dumps_owning_fds(obj: Any, limit: int = MESSAGE_FDS) -> tuple[bytes, Descriptors]:
+    """Pickle ``obj``, some of whose objects own descriptors, collecting them.
+
+    For a pickle made now and sent later: the descriptors come back as one
+    object, which a connection can send after the pickle; the receiver unpickles
+    inside ``Descriptors.received()``. Names of OS objects in ``obj`` are kept
+    until then (``_reaper._client.keep_for_receiver``). Large buffers stay in the
+    pickle.
+
+    Raises:
+        PicklingError: as :func:`dumps`.
+        ValueError: (``TooManyDescriptors``) more than ``limit`` descriptors.
+    """
+    collector = MessageFds(limit)
+    try:
+        with collecting_fds(collector):
+            data = _exact(obj)
+    except BaseException:
+        collector.close()
+        raise
+    return data, Descriptors(collector.take())
 
 
 def dumps_for_child(obj: Any) -> bytes:

@@ -31,10 +31,14 @@ block is created or rebuilt here, or the process was forked with it) and keeps
 it while the arena is open, so a lock holder, a barrier party or any process
 recorded by identity is alive exactly while its byte is held.
 
-Record locks are per process and go when the process closes *any* descriptor
-of the file. A process has one descriptor per arena (its ``AnonymousMemory``'s:
-the arena reaches a child once per start, in one pickle), closed only with the
-arena, so that does not happen while the arena is in use.
+Where the OS has them (Linux), the locks are open-file-description locks, taken
+on a description of the arena that the process opened for itself
+(``AnonymousMemory.lock_fd``; a forked child opens its own): they belong to that
+process alone and go when it dies, and closing another descriptor of the arena (one
+that arrived again in a message) drops none of them. Elsewhere they are classic
+record locks, which belong to the process and go when it closes *any*
+descriptor of the file: a process keeps one ``AnonymousMemory`` per arena, and
+keeps a descriptor that arrives again open until the arena closes (``_anonmem``).
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ import errno
 import fcntl
 import os
 import secrets
+import struct
 import weakref
 
-from ._anonmem import ALIGNMENT, AnonymousMemory, allocate
+from ._anonmem import ALIGNMENT, AnonymousMemory, allocate, own_description_locks
 from ._closing import ClosedWhenCollected
 from ._system import pid_alive
 
@@ -57,6 +62,7 @@ __all__ = (
     "TICKET_SPAN",
     "SharedWords",
     "ident",
+    "lockf",
     "pid_of",
 )
 
@@ -82,6 +88,24 @@ _UNSUPPORTED = tuple(
     for name in ("EINVAL", "ENOTSUP", "EOPNOTSUPP", "ENOSYS")
     if hasattr(errno, name)
 )
+
+
+# struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for these locks).
+_FLOCK = struct.Struct("hhqqi4x")
+
+
+def lockf(fd: int, cmd: int, length: int, start: int) -> None:
+    """``fcntl.lockf(fd, cmd, length, start)``, as an open-file-description lock
+    where the process takes them (see ``_anonmem.own_description_locks``)."""
+    if not own_description_locks():
+        fcntl.lockf(fd, cmd, length, start)
+        return
+    if cmd & fcntl.LOCK_UN:
+        op, kind = fcntl.F_OFD_SETLK, fcntl.F_UNLCK
+    else:
+        op = fcntl.F_OFD_SETLK if cmd & fcntl.LOCK_NB else fcntl.F_OFD_SETLKW
+        kind = fcntl.F_WRLCK
+    fcntl.fcntl(fd, op, _FLOCK.pack(kind, os.SEEK_SET, start, length, 0))
 
 
 def _new_ident() -> int:
@@ -113,7 +137,7 @@ def _hold_identity(mem: AnonymousMemory) -> None:
         return
     try:
         # Blocking: a prober holds the byte for a moment at most.
-        fcntl.lockf(mem.fd, fcntl.LOCK_EX, 1, IDENT_BASE + _ident)
+        lockf(mem.lock_fd, fcntl.LOCK_EX, 1, IDENT_BASE + _ident)
     except OSError as exc:
         if exc.errno not in _UNSUPPORTED:
             # Locks work here, only not for us now: going on would let others
@@ -149,7 +173,7 @@ def _probe(fd: int, byte: int, pid: int = 0) -> bool:
     drop it (record locks do not nest).
     """
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
+        lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
     except OSError as exc:
         if exc.errno in _HELD:
             return True
@@ -157,7 +181,7 @@ def _probe(fd: int, byte: int, pid: int = 0) -> bool:
         return pid_alive(pid) if pid else True
     except OverflowError:  # not a byte proctor ever locks
         return pid_alive(pid) if pid else True
-    fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
+    lockf(fd, fcntl.LOCK_UN, 1, byte)
     return False
 
 
@@ -190,8 +214,8 @@ class SharedWords(ClosedWhenCollected):
 
     @property
     def fd(self) -> int:
-        """The arena's descriptor, for ``fcntl`` record locks."""
-        return self._mem.fd
+        """The arena's descriptor for this process's record locks (take them with :func:`lockf`)."""
+        return self._mem.lock_fd
 
     # -- liveness -----------------------------------------------------------------
 
@@ -200,7 +224,7 @@ class SharedWords(ClosedWhenCollected):
         identity = int(identity)
         if identity == _ident:
             return True
-        return _probe(self._mem.fd, IDENT_BASE + identity, identity & PID_MASK)
+        return _probe(self._mem.lock_fd, IDENT_BASE + identity, identity & PID_MASK)
 
     def ticket_byte(self, ticket: int) -> int:
         """The lock-space byte a condition waiter holds under ``ticket``."""
@@ -213,7 +237,7 @@ class SharedWords(ClosedWhenCollected):
         and every probe then says "held").
         """
         try:
-            fcntl.lockf(self._mem.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
+            lockf(self._mem.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
         except OSError as exc:
             return exc.errno not in _HELD
         return True
@@ -221,13 +245,13 @@ class SharedWords(ClosedWhenCollected):
     def let_go(self, byte: int) -> None:
         """Unlock ``byte`` (taken with :meth:`try_hold`)."""
         try:
-            fcntl.lockf(self._mem.fd, fcntl.LOCK_UN, 1, byte)
+            lockf(self._mem.lock_fd, fcntl.LOCK_UN, 1, byte)
         except OSError:
             pass  # never held: no record locks on this descriptor
 
     def held_elsewhere(self, byte: int) -> bool:
         """Whether another process holds ``byte`` (never ask for one of ours)."""
-        return _probe(self._mem.fd, byte)
+        return _probe(self._mem.lock_fd, byte)
 
     # -- life cycle -----------------------------------------------------------------
 

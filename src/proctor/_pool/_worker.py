@@ -25,6 +25,12 @@ exits after this result (its resident memory passed ``max_memory_per_child``) an
 reads no further task. Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's
 start: its outcome says that the initializer returned, or how it failed.
 
+Arguments or a value that own descriptors (a queue, a lock, shared memory passed to a
+running worker) are pickled collecting them (``_serialization.dumps_owning_fds``): the
+descriptors take the place of the large buffers, as ``[Descriptors]`` sent after the
+frame with ``send()``, which carries them, and the frame's pickle is unpickled inside
+``Descriptors.received()``.
+
 A worker may be sent several tasks before it has finished the first (the pool
 pipelines them to hide its round trip); it runs them in order and sends each result
 before it reads the next task, so the parent always knows that only the oldest task
@@ -33,6 +39,7 @@ without a result may have started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import reprlib
@@ -44,6 +51,7 @@ import weakref
 
 from .._core import _serialization
 from .._core._errors import PicklingError
+from .._core._reduction import Descriptors, DescriptorsNeedACarrier
 from .._core._serialization import OOB_THRESHOLD
 from .._start import _outcome
 
@@ -133,13 +141,38 @@ def decode_result(
     body = memoryview(frame)[_RESULT_HEADER.size :]
     if flags & VALUE:
         outcome = _outcome.Outcome()
+        carried, buffers = _carried(buffers)
         # BaseException: unpickling runs the value's own code (a __setstate__ that
         # raises KeyboardInterrupt); it fails that task only, never the dispatcher
         # thread, which no real Ctrl-C reaches.
-        outcome.load_value(body, buffers, caught=(BaseException,))
+        with carried:
+            outcome.load_value(body, buffers, caught=(BaseException,))
     else:
         outcome = _outcome.Outcome.from_message(body, buffers)
     return task_id, outcome, seconds, bool(flags & RETIRING)
+
+
+def _carried(buffers: list[Any] | None) -> tuple[Any, list[Any] | None]:
+    """What to unpickle a frame's pickle inside, and its out-of-band buffers.
+
+    ``[Descriptors]`` (from ``_dumps``) stands for the pickle's descriptors: it is
+    unpickled inside ``received()``, without buffers.
+    """
+    if buffers and type(buffers[0]) is Descriptors:
+        return buffers[0].received(), None
+    return contextlib.nullcontext(), buffers
+
+
+def _dumps(obj: Any) -> tuple[bytes, list[Any]]:
+    """``dumps_oob(obj)``; for an object that owns descriptors, the pickle and
+    ``[Descriptors]``, sent after the frame as the buffers are."""
+    try:
+        return _serialization.dumps_oob(obj, OOB_THRESHOLD)
+    except DescriptorsNeedACarrier as exc:
+        if not exc.messages:
+            raise  # only a start can send it (a Process)
+    body, descriptors = _serialization.dumps_owning_fds(obj)
+    return body, [descriptors]
 
 
 def _result_frame(
@@ -214,12 +247,26 @@ class PickledCodec:
         """Pickle ``obj`` for a worker; a failure names ``what`` could not be pickled.
 
         Raises:
-            PicklingError: naming ``what`` and the part of it that failed.
+            PicklingError: naming ``what`` and the part of it that failed; also
+                when ``obj`` (a task's function) holds objects that own
+                descriptors: its pickle is made once and reused, and they travel
+                only as the arguments of each task.
         """
         try:
             return _serialization.dumps(obj)
         except PicklingError as exc:
             raise _named(exc, what) from exc
+        except DescriptorsNeedACarrier as exc:
+            if not exc.messages:
+                raise
+            raise PicklingError(
+                f"{what} cannot be pickled for a pool worker: it holds {exc.what} (a "
+                "functools.partial or a closure over a queue, a lock or shared memory?), "
+                "and a task's function is pickled once for every task. Pass such objects "
+                "as the task's arguments instead -- pool.starmap(f, [(lock, x), ...]) -- "
+                "or to every worker at its start with Pool(initializer=..., initargs=...).",
+                (what, exc.what),
+            ) from exc
 
     @staticmethod
     def encode_task(task_id: int, kind: int, func: Any, payload: Any) -> Any:
@@ -233,15 +280,16 @@ class PickledCodec:
     def decode_result(frame: Any, conn: Any = None) -> tuple[int, _outcome.Outcome, float, bool]:
         return decode_result(frame, conn)
 
-    def dumps_payload(self, obj: Any, what: str) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    def dumps_payload(self, obj: Any, what: str) -> tuple[bytes, list[Any]]:
         """``dumps(obj)`` with buffers of OOB_THRESHOLD bytes or more left out of band
-        (they follow the task frame as memfds).
+        (they follow the task frame as memfds), or, when objects in ``obj`` own
+        descriptors, ``[Descriptors]`` in their place (see the module docstring).
 
         Raises:
             PicklingError: naming ``what`` and the part of it that failed.
         """
         try:
-            return _serialization.dumps_oob(obj, OOB_THRESHOLD)
+            return _dumps(obj)
         except PicklingError as exc:
             raise _named(exc, what) from exc
 
@@ -281,7 +329,11 @@ def _run(
     start = _TASK_HEADER.size
     try:
         func = functions.get(frame[start : start + func_length])
-        payload = _serialization.loads(memoryview(frame)[start + func_length :], buffers=buffers)
+        carried, buffers = _carried(buffers)
+        with carried:
+            payload = _serialization.loads(
+                memoryview(frame)[start + func_length :], buffers=buffers
+            )
         value = _call(kind, func, payload)
     # BaseException: a task that raises SystemExit or KeyboardInterrupt fails that task
     # only; the stdlib's worker dies of it and the task's result never comes.
@@ -301,7 +353,7 @@ def value_message(value: Any) -> tuple[tuple[Any, ...], list[pickle.PickleBuffer
     if value is None:
         return _outcome.NONE_VALUE, []
     try:
-        body, buffers = _serialization.dumps_oob(value, OOB_THRESHOLD)
+        body, buffers = _dumps(value)
     except Exception as exc:
         return _outcome.unsendable_message(value, exc), []
     # SystemExit or KeyboardInterrupt raised by the value's own pickling (a

@@ -9,6 +9,9 @@
       └─ buffers >= OOB_THRESHOLD: a memfd each        │     unpickle, buffers mapped
            (and a spilled pickle) ─────────▶ mailbox ──┘     from their memfds
     encode_batches(objs) ── one pickle of up to BATCH_ITEMS items ─▶ one BATCH frame
+    an item that owns descriptors (a queue, a lock, shared memory put on a queue):
+      pickled collecting them (_core._reduction) ─▶ HANDLES frame, its descriptors
+      in the mailbox (after a spilled pickle's memfd); unpickled inside receiving()
 
 An ``Encoded`` is one frame to put: the bytes for the ring, the memfds for the
 mailbox, its flags and how many items it carries. Large buffers (numpy arrays,
@@ -30,6 +33,7 @@ import os
 import pickle
 
 from .._core import _serialization
+from .._core._reduction import DescriptorsNeedACarrier, TooManyDescriptors, receiving
 from .._core._wire import map_memfd, memfd_with
 from ._mailbox import MAX_FDS
 
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = (
     "BATCH",
     "BATCH_ITEMS",
+    "HANDLES",
     "OOB_THRESHOLD",
     "SCALARS",
     "SPILLED_BUFFERS",
@@ -67,6 +72,7 @@ BATCH_ITEMS = 4096  # well under the 2**24 items a frame can count
 SPILLED_BUFFERS = 1  # memfds for out-of-band buffers follow in the mailbox
 SPILLED_PICKLE = 2  # the pickle itself is the first of those memfds
 BATCH = 4  # the pickle is a list of the frame's items (put_many)
+HANDLES = 8  # the item owns descriptors: they follow in the mailbox (after a spilled pickle)
 
 #: Objects that can never hold an out-of-band buffer: pickled directly, no callback.
 SCALARS = frozenset({int, float, str, bool, type(None), complex})
@@ -117,10 +123,16 @@ def encode(obj: Any, spill_limit: int) -> Encoded:
     """Pickle ``obj`` into one frame, spilling large buffers (and a pickle over ``spill_limit``).
 
     Raises:
-        ValueError: for an item with more large buffers than one message carries.
+        ValueError: for an item with more large buffers or descriptors than one
+            message carries.
         TypeError, pickle.PicklingError: when ``obj`` cannot be pickled.
     """
-    payload, buffers = _serialization.dumps_oob(obj, OOB_THRESHOLD)
+    try:
+        payload, buffers = _serialization.dumps_oob(obj, OOB_THRESHOLD)
+    except DescriptorsNeedACarrier as exc:
+        if not exc.messages:
+            raise
+        return _encode_owning_fds(obj, spill_limit)
     fds: list[int] = []
     try:
         flags = 0
@@ -141,6 +153,34 @@ def encode(obj: Any, spill_limit: int) -> Encoded:
         for fd in fds:
             os.close(fd)
         raise
+    return Encoded(payload, fds, flags)
+
+
+def _encode_owning_fds(obj: Any, spill_limit: int) -> Encoded:
+    """Pickle ``obj``, some of whose objects own descriptors, collecting them.
+
+    Its large buffers stay in the pickle: the mailbox message carries the
+    descriptors (and a spilled pickle), one SCM_RIGHTS batch.
+    """
+    try:
+        # MAX_FDS - 1: room for a spilled pickle's memfd.
+        payload, descriptors = _serialization.dumps_owning_fds(obj, MAX_FDS - 1)
+    except TooManyDescriptors:
+        raise ValueError(
+            f"this {type(obj).__name__} owns more than {MAX_FDS - 1} file descriptors, and "
+            "one queue item carries at most that many; nothing was put. Put it in parts."
+        ) from None
+    fds, descriptors.fds = descriptors.fds, []
+    flags = HANDLES
+    if len(payload) > spill_limit:
+        try:
+            fds.insert(0, memfd_with(payload, _MEMFD_NAME))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        payload = b""
+        flags |= SPILLED_PICKLE
     return Encoded(payload, fds, flags)
 
 
@@ -189,6 +229,20 @@ def decode(payload: bytes, flags: int, fds: list[int]) -> Any:
     """Unpickle one frame's item, mapping its spilled buffers; closes ``fds``."""
     if not flags:
         return pickle.loads(payload)
+    if flags & HANDLES:
+        handles = fds
+        data: Any = payload
+        if flags & SPILLED_PICKLE:
+            try:
+                data = map_memfd(fds[0])
+            except BaseException:
+                for fd in fds:
+                    os.close(fd)
+                raise
+            os.close(fds[0])
+            handles = fds[1:]
+        with receiving(handles):  # the item's objects take theirs; the rest are closed
+            return pickle.loads(data)
     try:
         maps = [map_memfd(fd) for fd in fds]
     finally:

@@ -65,14 +65,15 @@ class Mailbox:
         return mailbox
 
     def tokens(self, what: str) -> tuple[int, int]:
-        """Register both ends to be sent to the child being started (see ``fd_token``).
+        """Register both ends to be sent beside the pickle being made (see ``fd_token``):
+        to a child being started, or in a message.
 
         Args:
-            what: the owner's name, for the error raised outside a child's start.
+            what: the owner's name, for the error raised where nothing carries them.
         """
         return (
-            _reduction.fd_token(self.send_end.fileno(), what),
-            _reduction.fd_token(self.recv_end.fileno(), what),
+            _reduction.fd_token(self.send_end.fileno(), what, messages=True),
+            _reduction.fd_token(self.recv_end.fileno(), what, messages=True),
         )
 
     def send(self, mail_id: int, fds: list[int]) -> bool:

@@ -500,7 +500,13 @@ class Queue:
                 hint.close()
         shared.put_lock.close()
         shared.get_lock.close()
-        shared.memory.close()
+        try:
+            shared.memory.close()
+        except BufferError:
+            # Another handle of this queue in this process (one that came back in a
+            # message: a process maps each memory once, see _core._anonmem) still
+            # has views on it; the mapping goes with the last of them.
+            pass
 
     def join_thread(self) -> None:
         """Compatibility no-op: proctor queues have no feeder thread to join.

@@ -32,6 +32,17 @@ Children find the same reaper:
   see ``_bootstrap``), and objects that carry names pickle :func:`address` with
   them and call :func:`adopt_address` when rebuilt.
 
+Objects that carry names and travel in a message (a lock put on a queue, passed
+to a pool's worker) have no receiver the reaper knows of while in flight, and
+their sender may exit at once: :func:`keep_for_receiver` *pins* their names to
+the message. The message carries the write end of a pipe
+(``_reduction.MessageFds.delivery_fd``), the reaper gets the read end with the
+names (``["P", [[kind, name], ...]]`` and the descriptor as ``SCM_RIGHTS``) and
+counts it as one more user of each name until it reads EOF there: when the
+receiver has unpickled the whole message (and registered the names itself), or
+when the message is dropped unread. At a start, the child's pid is registered
+instead (``after_start``).
+
 The address is never put in ``os.environ``, where every unrelated subprocess of the
 program would inherit it. A process started with ``PROCTOR_REAPER_ADDRESS`` in its
 environment (set on purpose: the tests do, for plain subprocesses) joins that reaper.
@@ -65,6 +76,7 @@ keeps them until it exits: later reclamation, never an early unlink.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import json
@@ -76,7 +88,7 @@ import sys
 import tempfile
 import threading
 
-from .._core import _runtime
+from .._core import _reduction, _runtime
 from ._server import IGNORED_SIGNALS, KINDS, READY, owner_tag
 from ._server import create_time as _create_time
 
@@ -92,6 +104,7 @@ __all__ = (
     "adopt_address",
     "ensure_started",
     "forget",
+    "keep_for_receiver",
     "new_name",
     "register",
     "tracker_register",
@@ -199,6 +212,27 @@ class _Client:
         # for register/add_user; send it anyway: the reaper treats repeats as no-ops.
         assert self.fd is not None
         _write_all(self.fd, data)
+
+    def send_fd(self, message: list, fd: int) -> None:
+        """Send ``message`` with a duplicate of ``fd`` attached (``SCM_RIGHTS``)."""
+        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        for attempt in (1, 2):
+            if self.fd is None:
+                self._connect()
+            assert self.fd is not None
+            sock = socket.socket(fileno=self.fd)
+            try:
+                sent = sock.sendmsg(
+                    [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+                )
+                _write_all(self.fd, data[sent:])
+                return
+            except OSError:
+                if attempt == 2:
+                    raise
+            finally:
+                sock.detach()
+            self._drop_connection()
 
     def _drop_connection(self) -> None:
         self.close()
@@ -539,6 +573,53 @@ def add_user(name: str, kind: str, pid: int) -> None:
             _client.prune_at[key] = max(64, 2 * len(users))
         users.add((pid, ctime))
         _client.send(["R", kind, name, pid, ctime])
+
+
+#: The key of the names a message pins, in ``MessageFds.notes``.
+_PINNED = "reaper"
+
+
+def keep_for_receiver(name: str, kind: str) -> bool:
+    """Keep ``name`` for the process that will rebuild the object being pickled now.
+
+    Called by the ``__reduce__`` of every object made of named OS objects. At a
+    start, the child is registered as a user as soon as it exists. In a message
+    (``Connection.send()``, a queue, a pool's task or result), the name is pinned
+    to the message until its receiver has unpickled it or it is dropped unread
+    (see the module docstring), so that a sender that exits at once does not
+    take the name with it.
+
+    Returns:
+        False when nothing carries the pickle being made (a plain pickle, a
+        file): then nothing is kept, and the caller decides whether to refuse.
+    """
+    handoff = _reduction.current_handoff()
+    if handoff is not None:
+
+        def tell_reaper(pid: int) -> None:
+            # The child registers itself when it rebuilds the object; this covers
+            # the moments before that, should the parent die first.
+            add_user(name, kind, pid)
+
+        handoff.after_start.append(tell_reaper)
+        return True
+    message = _reduction.current_message()
+    if message is None:
+        return False
+    names = message.notes.get(_PINNED)
+    if names is None:
+        names = message.notes[_PINNED] = []
+        delivery = message.delivery_fd()
+        message.when_complete.append(lambda: _pin(delivery, names))
+    if [kind, name] not in names:
+        names.append([kind, name])
+    return True
+
+
+def _pin(delivery: int, names: list[list[str]]) -> None:
+    """Tell the reaper to keep ``names`` until ``delivery`` reads EOF (once sent)."""
+    with _client.locked():
+        _client.send_fd(["P", names], delivery)
 
 
 def forget(name: str, kind: str) -> None:

@@ -15,6 +15,8 @@ once every user is gone -- even if they were all SIGKILLed. The resource reaper
     close()/exit/crash ───────────▶ users -= …
                                     no live user ─▶ sem_unlink(name)
 
+In a message (a queue, a pipe, a pool's task or result) the name is pinned to
+the message until its receiver has rebuilt it (``_client.keep_for_receiver``).
 Under ``fork`` the child inherits the open semaphore (no name lookup) and the
 reaper client's registrations. Names are never unlinked eagerly, even for a
 ``fork`` context: a forked child may still pass the object on to a ``spawn``
@@ -125,26 +127,19 @@ class NamedSemaphore(ClosedWhenCollected):
             _reaper().unregister(self.name, _KIND)
 
     def __reduce__(self):
-        handoff = _reduction.current_handoff()
-        if handoff is None:
-            raise _reduction.refused_outside_start(
-                "a proctor synchronisation object",
-                "a proctor synchronisation object can only be shared with a child process "
-                "by passing it to Process(...) when the child is started; it cannot be "
-                "pickled into a queue, a pipe or a file",
-            )
         if isinstance(self.sem, _Closed):
-            raise ValueError("cannot send a closed semaphore to a child process")
-        name = self.name
+            raise ValueError("cannot send a closed semaphore to another process")
         reaper = _reaper()
-
-        def tell_reaper(pid: int, name: str = name) -> None:
-            # The child registers itself when it rebuilds the semaphore; this covers
-            # the moments before that, should the parent die first.
-            reaper.add_user(name, _KIND, pid)
-
-        handoff.after_start.append(tell_reaper)
-        return (_rebuild, (name, self.maxvalue, reaper.address()))
+        if not reaper.keep_for_receiver(self.name, _KIND):
+            _reduction.need_carrier(
+                "a proctor synchronisation object",
+                "a proctor synchronisation object can only reach another process as an "
+                "argument of Process(...), or in a proctor message (Connection.send() "
+                "through a Unix socket, a proctor Queue, a proctor Pool's task "
+                "arguments and results); it cannot be pickled into a file or with "
+                "plain pickle",
+            )
+        return (_rebuild, (self.name, self.maxvalue, reaper.address()))
 
     def __repr__(self) -> str:
         return f"<NamedSemaphore {self.name!r}>"

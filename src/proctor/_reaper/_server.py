@@ -8,9 +8,11 @@ nothing else in the package -- an import error, a slow optional dependency -- ca
 keep the reaper from starting::
 
     clients ──JSON lines──▶ _Reaper.read ─▶ handle: R(egister) U(nregister)
-                                                    C(ancel) F(orget) S(ync)
+                                                    C(ancel) F(orget) S(ync) P(in)
     pidfd readable / poll ─▶ died(user) ─┐
+    pin's pipe at EOF ─────▶ unpin ──────┤
     last user unregistered ──────────────┴▶ pending ─(RECLAIM_DELAY)─▶ reclaim:
+        first read what clients already sent (a register may be on its way)
         /proc scan: someone maps it ─▶ adopt them as users (re-scan later)
                     nobody ─────────▶ shm_unlink / sem_unlink
     once, at start ─▶ sweep: /dev/shm names of dead creators that nobody maps ─▶ unlink
@@ -19,7 +21,11 @@ Protocol: one JSON array per line. ``["R", kind, name, pid, start_time]`` adds a
 user, ``["U", kind, name, pid]`` removes one (and reclaims the name if it was the
 last), ``["C", kind, name, pid]`` removes one without reclaiming (a creation that
 failed), ``["F", kind, name]`` forgets the name (unlinked explicitly), ``["S"]``
-processes every death already visible and answers ``ok``. On accepting a
+processes every death already visible and answers ``ok``. ``["P", [[kind,
+name], ...]]`` comes with a descriptor (``SCM_RIGHTS``): the read end of a pipe
+whose write end travels with a message; the names are kept, as by one more user,
+until that pipe reads EOF (the message was unpickled by its receiver, who
+registered the names itself, or dropped unread). On accepting a
 connection the reaper sends ``+``: the client knows it is alive.
 
 Leftovers of a tree killed whole: a container stop or a cgroup kill SIGKILLs the
@@ -49,6 +55,7 @@ macOS, a ``/proc`` that is not this namespace's -- are never swept.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
 import os
@@ -82,6 +89,10 @@ FIRST_CLIENT_TIMEOUT = 30.0
 #: Signals aimed at a terminal's foreground jobs (Ctrl-C, hang-up): they kill the
 #: users, and the reaper must survive them to clean up.
 IGNORED_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+
+#: Descriptors one read from a client may bring (one per "P" line; the kernel
+#: stops a read after data that brought descriptors, so one is the usual count).
+_MAX_FDS = 253
 
 #: Sent to each new client: "the reaper is running".
 READY = b"+"
@@ -288,6 +299,11 @@ class _Reaper:
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ, ("accept", None))
         self.clients: dict[socket.socket, bytearray] = {}
+        # Descriptors a client sent that no "P" line has taken yet.
+        self.client_fds: dict[socket.socket, list[int]] = {}
+        # A pin's read end -> the user that stands for it (a negative pid) and its names.
+        self.pins: dict[int, tuple[tuple[int, float], list[tuple[str, str]]]] = {}
+        self.pin_serial = 0
         self.users: dict[tuple[str, str], set[tuple[int, float]]] = {}
         self.adopted: dict[tuple[str, str], float] = {}  # key -> when to re-scan
         self.names_of: dict[tuple[int, float], set[tuple[str, str]]] = {}
@@ -379,6 +395,37 @@ class _Reaper:
                     self.pending.add(key)
         self.unwatch(user)
 
+    def pin(self, keys: list[tuple[str, str]], fd: int) -> None:
+        """Keep ``keys`` until ``fd`` (a pipe's read end) reads EOF."""
+        self.pin_serial += 1
+        user = (-self.pin_serial, 0.0)  # no process has a negative pid
+        self.pins[fd] = (user, keys)
+        for key in keys:
+            self.users.setdefault(key, set()).add(user)
+            self.pending.discard(key)
+            self.adopted.pop(key, None)
+        self.selector.register(fd, selectors.EVENT_READ, ("pin", fd))
+
+    def unpin(self, fd: int) -> None:
+        """The pin's pipe is readable: at EOF, it no longer keeps its names."""
+        try:
+            if os.read(fd, 1):
+                return  # nobody writes there; not the end
+        except OSError:
+            pass
+        user, keys = self.pins.pop(fd)
+        self.selector.unregister(fd)
+        os.close(fd)
+        for key in keys:
+            users = self.users.get(key)
+            if users is None or user not in users:
+                continue  # forgotten meanwhile
+            users.discard(user)
+            if not users:
+                del self.users[key]
+                self.adopted.pop(key, None)
+                self.pending.add(key)
+
     def forget(self, key: tuple[str, str]) -> None:
         for user in self.users.pop(key, set()):
             self._drop_name_of(user, key)
@@ -387,6 +434,12 @@ class _Reaper:
 
     def reclaim(self) -> None:
         """Unlink every pending name that no live process maps or holds."""
+        # What clients sent before now may keep a name: a receiver registers a
+        # name before it closes the pin that kept it, a sender sends its pin
+        # before it exits, yet the EOF or the death may be seen first.
+        for sock in list(self.clients):
+            while sock in self.clients and self.read(sock, socket.MSG_DONTWAIT):
+                pass
         keys = sorted(self.pending)
         self.pending.clear()
         mappers = _find_users(keys)
@@ -423,6 +476,14 @@ class _Reaper:
             self.sync()
             sock.sendall(b"ok\n")
             return
+        if op == "P":
+            fds = self.client_fds.get(sock)
+            if not fds:
+                print("proctor reaper: a pin came without its descriptor", file=sys.stderr)
+                return
+            keys = [(kind, name) for kind, name in message[1] if kind in KINDS]
+            self.pin(keys, fds.pop(0))
+            return
         kind, name = message[1], message[2]
         if kind not in KINDS or not isinstance(name, str):
             return
@@ -446,16 +507,28 @@ class _Reaper:
         if self.pending:
             self.reclaim()
 
-    def read(self, sock: socket.socket) -> None:
+    def read(self, sock: socket.socket, flags: int = 0) -> bool:
+        """Read and handle what ``sock`` sent; False if nothing (was) there."""
         try:
-            data = sock.recv(65536)
+            # Not socket.recv_fds, which does not pass ``flags`` on to recvmsg.
+            data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(_MAX_FDS * 4), flags)
+        except (BlockingIOError, InterruptedError):
+            return False
         except OSError:
-            data = b""
+            data, ancdata = b"", []
+        fds: list[int] = []
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
+        if fds:
+            self.client_fds.setdefault(sock, []).extend(fds)
         if not data:
             self.selector.unregister(sock)
             del self.clients[sock]
+            for fd in self.client_fds.pop(sock, []):
+                os.close(fd)
             sock.close()
-            return
+            return False
         buf = self.clients[sock]
         buf += data
         while True:
@@ -469,6 +542,7 @@ class _Reaper:
                 self.handle(message, sock)
             except Exception:  # one bad message must not stop the reaper
                 print(f"proctor reaper: ignoring bad message {line!r}", file=sys.stderr)
+        return True
 
     def accept(self) -> None:
         try:
@@ -548,6 +622,8 @@ class _Reaper:
                     self.read(key.fileobj)  # type: ignore[arg-type]
                 elif what == "pid":
                     self.died(user)
+                elif what == "pin":
+                    self.unpin(user)
             if not self.swept:
                 # Once, after greeting the first client, so that it does not wait.
                 self.swept = True
@@ -566,8 +642,11 @@ class _Reaper:
 
     def close(self, *, keep_log: bool = False) -> None:
         """Release everything; remove the socket, and the log unless asked to keep it."""
-        for fd in self.pidfds.values():
+        for fd in [*self.pidfds.values(), *self.pins]:
             os.close(fd)
+        for fds in self.client_fds.values():
+            for fd in fds:
+                os.close(fd)
         for sock in self.clients:
             sock.close()
         self.selector.close()

@@ -79,15 +79,14 @@ class SharedArray(np.ndarray):
         if memory is None or not self._lies_in(memory):
             # Ordinary memory (the result of a computation): send the values.
             return np.asarray(self).__reduce__()
-        if _reduction.current_handoff() is None:
-            raise _reduction.refused_outside_start(
-                "a proctor shared array",
-                "a proctor shared array can only be passed to a child process as an "
-                "argument of Process(...); it cannot be pickled into a queue, a pipe or a "
-                "file. To send an array through a queue, share it by name: make a "
-                "proctor.shared_memory.SharedMemory and build np.ndarray(shape, dtype, "
-                "buffer=shm.buf) on both sides.",
-            )
+        _reduction.need_carrier(
+            "a proctor shared array",
+            "a proctor shared array can only reach another process as an argument of "
+            "Process(...), or in a proctor message (Connection.send() through a Unix "
+            "socket, a proctor Queue, a proctor Pool's task arguments and results); it "
+            "cannot be pickled into a file or with plain pickle. Send np.asarray(a) "
+            "for a copy of its values.",
+        )
         offset = self.__array_interface__["data"][0] - _address(memory)
         return (_rebuild, (memory, offset, self.shape, self.dtype, self.strides))
 

@@ -15,9 +15,12 @@ The ctypes object is an instance of a private subclass of the requested type
 memory instead of by value. Values and items read from it are plain Python
 objects, as with the stdlib.
 
-As with the stdlib, these objects reach a child only as ``Process`` arguments
-(inheritance); pickling them into a queue raises ``RuntimeError``. Use
-``proctor.shared_memory.SharedMemory`` to share memory by name.
+They reach a child as ``Process`` arguments (inheritance), and, unlike the
+stdlib's, any process in a proctor message too (``Connection.send()`` through a
+Unix socket, a proctor ``Queue``, a proctor ``Pool``'s tasks and results): the
+memory's descriptor travels beside the pickle. A plain pickle (a file) raises
+``RuntimeError``; use ``proctor.shared_memory.SharedMemory`` to share memory by
+name there.
 """
 
 from __future__ import annotations
@@ -122,14 +125,14 @@ def _at(type_: type, memory: _anonmem.AnonymousMemory, offset: int) -> Any:
 
 
 def _reduce_ctype(obj: Any):
-    if _reduction.current_handoff() is None:
-        raise _reduction.refused_outside_start(
-            f"shared ctypes object {obj!r}",
-            f"shared ctypes object {obj!r} (from Value/Array/RawValue/RawArray) can only "
-            "be passed to a child process as an argument of Process(...), as with "
-            "multiprocessing; it cannot be pickled into a queue, a pipe or a file. Use "
-            "proctor.shared_memory.SharedMemory to share memory by name instead.",
-        )
+    _reduction.need_carrier(
+        f"shared ctypes object {obj!r}",
+        f"shared ctypes object {obj!r} (from Value/Array/RawValue/RawArray) can only "
+        "reach another process as an argument of Process(...), or in a proctor message "
+        "(Connection.send() through a Unix socket, a proctor Queue, a proctor Pool's task "
+        "arguments and results); it cannot be pickled into a file or with plain pickle. "
+        "Use proctor.shared_memory.SharedMemory to share memory by name instead.",
+    )
     type_, memory, offset = obj._proctor_block
     return (_rebuild_ctype, (_encode_type(type_), memory, offset))
 

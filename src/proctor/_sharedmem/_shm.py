@@ -34,7 +34,6 @@ import os
 import secrets
 import weakref
 
-from .._core import _reduction
 from .._reaper import _client as _reaper
 
 __all__ = ("SharedMemory",)
@@ -319,11 +318,11 @@ class SharedMemory:
         return f"<SharedMemory name={self.name!r} size={self._size} {state}{tracked}>"
 
     def __reduce__(self):
-        handoff = _reduction.current_handoff()
-        if handoff is not None and self._track:
-            name = self._name
-            # The child is a user from the moment it exists, before it attaches.
-            handoff.after_start.append(lambda pid: _reaper.add_user(name, _KIND, pid))
+        if self._track:
+            # At a start, the child is a user from the moment it exists, before it
+            # attaches; in a message, the name is kept until the receiver attaches.
+            # Elsewhere (plain pickle) it goes by name alone, as in the stdlib.
+            _reaper.keep_for_receiver(self._name, _KIND)
         address = _reaper.address() if self._track else None
         return (_rebuild, (self.name, self._track, address))
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from .._core import _reduction, _runtime, _sharedwords
 from .._core._closing import ClosedWhenCollected
 from .._core._errors import OwnerDiedWarning
-from .._core._sharedwords import SharedWords, pid_of
+from .._core._sharedwords import SharedWords, lockf, pid_of
 from .._core._timeout import check_timeout as _check_timeout
 from .._core._timeout import deadline as _deadline
 from .._core._wait import CHECK_INTERVAL, POSTED, TIMED_OUT, wait_for_post
@@ -113,11 +113,11 @@ def _recovery_guard(shared: SharedWords):
     """Serialise lock recovery among all processes; the kernel frees it if we die."""
     fd, byte = shared.fd, shared.offset
     with _recovery_mutex:
-        fcntl.lockf(fd, fcntl.LOCK_EX, 1, byte)
+        lockf(fd, fcntl.LOCK_EX, 1, byte)
         try:
             yield
         finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
+            lockf(fd, fcntl.LOCK_UN, 1, byte)
 
 
 def _holder_name() -> str:
@@ -128,14 +128,15 @@ def _holder_name() -> str:
 
 
 def _not_shareable(obj: object) -> None:
-    if not _reduction.is_spawning():
-        raise _reduction.refused_outside_start(
-            type(obj).__name__,
-            f"{type(obj).__name__} objects should only be shared between processes through "
-            "inheritance: pass it to Process(target=..., args=(...)) when the child is "
-            "started (or create it in the child); it cannot be pickled into a queue, a "
-            "pipe or a file",
-        )
+    """Refuse to pickle ``obj`` where nothing can carry its descriptors and names."""
+    _reduction.need_carrier(
+        type(obj).__name__,
+        f"{type(obj).__name__} objects should only be shared between processes through "
+        "inheritance or proctor's messages: pass it to Process(target=..., args=(...)) "
+        "when the child is started, or send it with Connection.send() through a Unix "
+        "socket, put it on a proctor Queue, or pass it to a proctor Pool's task; it "
+        "cannot be pickled into a file or with plain pickle",
+    )
 
 
 # ─── Lock and RLock ──────────────────────────────────────────────────────────
