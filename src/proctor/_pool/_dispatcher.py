@@ -664,10 +664,14 @@ class Dispatcher:
     ) -> bool:
         """One more task for each worker that holds ``level`` tasks, into ``outgoing``;
         False when another round would take nothing (the queue is empty, or no worker
-        took a task)."""
+        took a task and none holds more than ``level``: a task submitted while every
+        worker holds one is still queued behind one, or started beside it)."""
         taken = False
         for worker in workers:
-            if len(worker.held) > level or worker.retiring:
+            if worker.retiring:
+                continue
+            if len(worker.held) > level:
+                taken = True  # it may take one in a later round
                 continue
             task = self._take_next(worker, depth)
             if task is _NOTHING_PENDING:
