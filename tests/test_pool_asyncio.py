@@ -321,3 +321,14 @@ def test_task_concurrency_is_checked():
         proctor.Pool(1, task_concurrency="2")
     with pytest.raises(TypeError, match="task_concurrency"):
         proctor.ProcessPoolExecutor(1, task_concurrency=1.5)
+
+
+def test_concurrent_workers_retire_after_maxtasksperchild_and_past_their_memory_limit(ctx):
+    with ctx.Pool(1, maxtasksperchild=3, task_concurrency=2) as pool:
+        assert pool.map(_double, range(10), chunksize=1) == [2 * x for x in range(10)]
+        assert pool.map(_square, range(5), chunksize=1) == [x * x for x in range(5)]
+    # A limit of one byte: every worker retires after its first tasks; none is lost.
+    with ctx.Pool(1, max_memory_per_child=1, task_concurrency=3) as pool:
+        pids = pool.starmap(_rendezvous, [(1, "alone")] * 6, chunksize=1)
+        assert len(pids) == 6 and len(set(pids)) > 1
+        assert pool.map(_double, range(6), chunksize=1) == [2 * x for x in range(6)]

@@ -294,6 +294,14 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+def _close_event_loop() -> None:
+    """Close this thread's loop, if a coroutine task made one (its descriptors go)."""
+    loop = getattr(_loops, "loop", None)
+    if loop is not None and _loops.pid == os.getpid():
+        _loops.loop = None
+        loop.close()
+
+
 def _awaited(value: Any) -> Any:
     """``value``, or what it returns if it is a coroutine (run to its end here)."""
     if type(value) is types.CoroutineType:
@@ -459,11 +467,17 @@ def worker_main(
             return
     conn.send_bytes((INITIALIZER, _outcome.Outcome(), 0.0, False) if in_process else _READY_FRAME)
     if in_process:
-        _thread_loop(conn, maxtasks)
+        try:
+            _thread_loop(conn, maxtasks)
+        finally:
+            _close_event_loop()
         return
     functions = _FunctionCache()
     if concurrency > 1:
-        _concurrent_loop(conn, functions, concurrency, maxtasks, max_memory)
+        try:
+            _concurrent_loop(conn, functions, concurrency, maxtasks, max_memory)
+        finally:
+            _close_event_loop()
         return
     done = 0
     while maxtasks is None or done < maxtasks:
@@ -574,6 +588,8 @@ def _concurrent_loop(
             try:
                 while not ended and conn.poll(0):
                     receive(conn.recv_bytes())
+                if maxtasks is not None and done >= maxtasks:
+                    break  # its last result is sent
                 if not running and not received and not ended:  # idle: block
                     receive(conn.recv_bytes())
             except EOFError:  # the pool's end was closed: nothing more will come
