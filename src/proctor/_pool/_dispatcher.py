@@ -649,7 +649,9 @@ class Dispatcher:
         depth = self._depth() if len(workers) == len(self._workers) else 1
         outgoing: dict[_Worker, list[Task]] = {}
         # With task_concurrency N, the first N tasks a worker holds start at once.
-        for level in range(depth + self.concurrency - 1):
+        # Rounds below what every worker holds would take nothing.
+        first = min((len(worker.held) for worker in workers), default=0)
+        for level in range(first, depth + self.concurrency - 1):
             if not self._take_round(workers, level, outgoing, depth):
                 break
         for worker, tasks in outgoing.items():
