@@ -313,13 +313,24 @@ def _call(kind: int, func: Callable[..., Any], payload: Any) -> Any:
     """Run a task's function on its payload: ``(args, kwds)`` for APPLY, a chunk of
     items for MAP (``func(item)``) and STARMAP (``func(*item)``). A coroutine is run
     to its end on this thread's event loop, one item after another."""
-    kind &= ~COROUTINE
+    if kind & COROUTINE:
+        kind &= ~COROUTINE
+        if kind == APPLY:
+            args, kwds = payload
+            return _awaited(func(*args, **kwds))
+        if kind == MAP:
+            return [_awaited(func(item)) for item in payload]
+        return [_awaited(func(*item)) for item in payload]
     if kind == APPLY:
         args, kwds = payload
         return _awaited(func(*args, **kwds))
-    if kind == MAP:
-        return [_awaited(func(item)) for item in payload]
-    return [_awaited(func(*item)) for item in payload]
+    # No call more per item for plain functions (quick items are the common case);
+    # one that returns coroutines (an object with an async __call__) has them run
+    # afterwards, one after another.
+    values = [func(item) for item in payload] if kind == MAP else [func(*i) for i in payload]
+    if values and type(values[0]) is types.CoroutineType:
+        return [_awaited(value) for value in values]
+    return values
 
 
 async def _call_async(kind: int, func: Callable[..., Any], payload: Any) -> tuple[bool, Any]:
