@@ -524,8 +524,10 @@ class Dispatcher:
                 by_fd[worker.process.sentinel] = worker
                 objects.append(worker.process.sentinel)
                 if worker.held and not worker.killed:
-                    for task in self._running(worker):
-                        deadline = task.deadline
+                    # No task in a local of this frame: it would be kept alive (and its
+                    # arguments, its result) while the loop waits (CPython's
+                    # test_release_task_refs checks).
+                    for deadline in [task.deadline for task in self._running(worker)]:
                         if deadline is not None:
                             nearest = deadline if nearest is None else min(nearest, deadline)
             timeout = None if nearest is None else max(nearest - time.monotonic(), 0.0)
