@@ -22,6 +22,8 @@ when tasks are long (so that none waits behind a long one while another worker i
 idle). It runs them in order and sends each result before it reads the next task, so
 only the oldest task it holds may have started: when it dies, that one fails
 (``WorkerLostError``) and the others are sent again to other workers, never run twice.
+With ``task_concurrency`` N, coroutine tasks run up to N at once, so the first N held
+ones (up to a plain function's) may have started (``_may_have_started``).
 A task with a timeout is only sent to a worker that holds nothing, and nothing is sent
 behind it, so that its clock starts when it starts. A worker is sent nothing until it
 reports that its initializer returned (task 0); an initializer that raises breaks the
