@@ -20,12 +20,16 @@ follow it as "vs" lines, and its note names the fastest of all the other pools.
 * ``map`` of 16 tasks, each returning an 8 MiB float64 array (needs numpy; left
   out with a note without it); in tasks/s;
 * start-up: a fresh pool, a first 4-task ``map``, shutdown; per start method (fork,
-  spawn, forkserver; loky has no fork row: it warns against fork).
+  spawn, forkserver; loky has no fork row: it warns against fork);
+* ``async for`` over ``proctor.Pool.imap`` of 100,000 no-ops in an event loop, against
+  the plain ``for`` over the same ``imap`` (proctor only: the row's "multiprocessing"
+  column is the plain iterator); in tasks/s, the ratio the issue's target (>= 0.9).
 
 The pools of the first four are warm -- started, and a first ``map`` run, before the
 clock starts; fork-started (loky: its own default, fork + exec); all alive at once,
 so the rounds interleave them. ``--quick`` runs smaller sizes and only the fork
-start-up. Run: ``python benchmarks/bench_pool.py [--quick]``.
+start-up. Run: ``python benchmarks/bench_pool.py [--quick] [--async]`` (``--async``: the
+``async for`` row alone).
 """
 
 from __future__ import annotations
@@ -471,6 +475,47 @@ def _bench_startup(contenders, method, rounds, peers):
     )
 
 
+def _bench_async_imap(rounds, n):
+    import asyncio
+
+    with proctor.Pool(WORKERS) as pool:
+        pool.map(warm_up, range(WORKERS * 4))
+
+        def plain():
+            began = time.perf_counter()
+            count = sum(1 for _ in pool.imap(noop, range(n)))
+            elapsed = time.perf_counter() - began
+            if count != n:
+                raise RuntimeError(f"imap yielded {count} of {n} results")
+            return n / elapsed
+
+        async def consume():
+            count = 0
+            async for _ in pool.imap(noop, range(n)):
+                count += 1
+            return count
+
+        def in_loop():
+            began = time.perf_counter()
+            count = asyncio.run(asyncio.wait_for(consume(), WAIT))
+            elapsed = time.perf_counter() - began
+            if count != n:
+                raise RuntimeError(f"async for yielded {count} of {n} results")
+            return n / elapsed
+
+        got = interleaved({"async for": in_loop, "for": plain}, rounds)
+    return [
+        row(
+            f"pool imap {n:,} no-ops: async for vs for",
+            got["async for"],
+            got["for"],
+            "tasks/s",
+            higher_is_better=True,
+            note="both proctor.Pool; the second column is the plain iterator (target >= 0.9x)",
+        )
+    ]
+
+
 def _numpy_missing() -> bool:
     try:
         import numpy  # noqa: F401
@@ -503,10 +548,17 @@ def run(quick: bool = False) -> list[dict]:
         _stop_pools(pools)
     for method in ("fork",) if quick else ("fork", "spawn", "forkserver"):
         rows += _bench_startup(contenders, method, 2 if quick else rounds, peers)
+    rows += _bench_async_imap(rounds, 10_000 if quick else 100_000)
     return rows
+
+
+def run_async_only(quick: bool = False) -> list[dict]:
+    """Only the ``async for`` row (``--async``): no peers, a minute less."""
+    return _bench_async_imap(3 if quick else 5, 10_000 if quick else 100_000)
 
 
 if __name__ == "__main__":
     from _common import print_rows
 
-    print_rows(run(quick="--quick" in sys.argv))
+    quick = "--quick" in sys.argv
+    print_rows(run_async_only(quick) if "--async" in sys.argv else run(quick=quick))

@@ -308,6 +308,7 @@ class BaseContext:
         maxtasksperchild: int | None = None,
         *,
         max_memory_per_child: int | None = None,
+        task_concurrency: int = 1,
     ) -> Pool:
         """A pool of worker processes started with this context's method (see ``proctor.Pool``)."""
         from ._pool._pool import Pool
@@ -319,6 +320,7 @@ class BaseContext:
             maxtasksperchild,
             context=self,
             max_memory_per_child=max_memory_per_child,
+            task_concurrency=task_concurrency,
         )
 
     # -- logging and compatibility -----------------------------------------------------------

@@ -22,6 +22,8 @@ when tasks are long (so that none waits behind a long one while another worker i
 idle). It runs them in order and sends each result before it reads the next task, so
 only the oldest task it holds may have started: when it dies, that one fails
 (``WorkerLostError``) and the others are sent again to other workers, never run twice.
+With ``task_concurrency`` N, coroutine tasks run up to N at once, so the first N held
+ones (up to a plain function's) may have started (``_may_have_started``).
 A task with a timeout is only sent to a worker that holds nothing, and nothing is sent
 behind it, so that its clock starts when it starts. A worker is sent nothing until it
 reports that its initializer returned (task 0); an initializer that raises breaks the
@@ -115,6 +117,7 @@ class Task:
     __slots__ = (
         "buffers",
         "claimed",
+        "coroutine",
         "deadline",
         "describe",
         "frame",
@@ -139,6 +142,7 @@ class Task:
         timeout: float | None = None,
         size: int = 1,
         buffers: list[Any] | None = None,
+        coroutine: bool = False,
     ) -> None:
         self.id = task_id
         self.frame = frame
@@ -155,6 +159,9 @@ class Task:
         self.claimed = False  # claim() said yes: a task sent again is not claimed again
         self.stopped = False  # failed or cancelled, and its worker killed to stop it
         self.sent_at = 0.0  # time.monotonic() it was sent to a worker
+        # Its function is a coroutine function: it may run alongside others in a
+        # worker (task_concurrency); a plain one runs alone (see _may_have_started).
+        self.coroutine = coroutine
 
     def cancelled(self) -> bool:
         return self.result._cancelled
@@ -170,6 +177,7 @@ class Task:
 
 class _Worker:
     __slots__ = (
+        "blocking",
         "conn",
         "conn_open",
         "exiting",
@@ -191,10 +199,11 @@ class _Worker:
         # have started (see the module docstring).
         self.held: collections.deque[Task] = collections.deque()
         self.queued_bytes = 0  # frame bytes of held[1:]
+        self.blocking = 0  # held tasks of plain (not coroutine) functions
         self.sent = 0
         self.retiring = False  # sent its last task (maxtasksperchild), or said it exits
         self.exiting = False  # said it exits (RETIRING): it reads no task it holds
-        self.killed = False  # SIGKILLed to stop held[0]: its sentinel is awaited
+        self.killed = False  # SIGKILLed to stop a held task: its sentinel is awaited
 
 
 #: Every live dispatcher, and those whose work must be done before the interpreter
@@ -251,6 +260,24 @@ def _at_exit() -> None:
 _NOTHING_PENDING: Any = object()
 
 
+def _may_have_started(held: collections.deque[Task] | list[Task], concurrency: int) -> int:
+    """How many of the oldest tasks in ``held`` may have started in their worker.
+
+    A worker starts its tasks in the order it was sent them, at most
+    ``concurrency`` at once, and sends a task's result before it starts another
+    in its place; a plain function's task runs alone, so nothing behind it starts
+    before its result is sent. With one at a time: ``held[0]`` only.
+    """
+    count = 0
+    for task in held:
+        if count == concurrency:
+            break
+        count += 1
+        if not task.coroutine:
+            break
+    return count
+
+
 def _exit_text(code: int | None) -> str:
     if code is None:
         return "exit code unknown"
@@ -275,6 +302,7 @@ class Dispatcher:
         codec: Any = None,
         pipe: Callable[[], tuple[Any, Any]] = Pipe,
         max_memory_per_child: int | None = None,
+        concurrency: int = 1,
     ) -> None:
         #: How tasks and results travel: pickled frames (processes), or the objects
         #: themselves (``ThreadPool``'s ``_threads.ObjectCodec``, over ``pipe``).
@@ -286,6 +314,8 @@ class Dispatcher:
         self._initargs = initargs
         self._maxtasks = maxtasksperchild
         self._max_memory = max_memory_per_child
+        #: Coroutine tasks a worker may run at once (task_concurrency).
+        self.concurrency = concurrency
         self._task_seconds: float | None = None  # running average of tasks' durations
         self._early_deaths = 0  # workers in a row that died before they were ready
         self._lock = threading.Lock()
@@ -491,9 +521,12 @@ class Dispatcher:
                 by_fd[worker.process.sentinel] = worker
                 objects.append(worker.process.sentinel)
                 if worker.held and not worker.killed:
-                    deadline = worker.held[0].deadline
-                    if deadline is not None:
-                        nearest = deadline if nearest is None else min(nearest, deadline)
+                    # No task in a local of this frame: it would be kept alive (and its
+                    # arguments, its result) while the loop waits (CPython's
+                    # test_release_task_refs checks).
+                    for deadline in [task.deadline for task in self._running(worker)]:
+                        if deadline is not None:
+                            nearest = deadline if nearest is None else min(nearest, deadline)
             timeout = None if nearest is None else max(nearest - time.monotonic(), 0.0)
             ready = wait(objects, timeout)
             ended = []
@@ -516,46 +549,65 @@ class Dispatcher:
         while self._receive(worker) and worker.conn.poll(0):
             pass
 
+    def _running(self, worker: _Worker) -> list[Task]:
+        """The tasks ``worker`` may have started: see ``_may_have_started``."""
+        held = worker.held
+        if not held:
+            return []
+        if self.concurrency == 1:
+            return [held[0]]
+        return list(itertools.islice(held, _may_have_started(held, self.concurrency)))
+
     def _stop_expired(self) -> None:
         """Kill the workers of running tasks that are past their deadline or cancelled."""
         now = time.monotonic()
         for worker in self._workers:
             if not worker.held or worker.killed:
                 continue
-            task = worker.held[0]
-            cancelled = task.cancelled()
-            if not cancelled and (task.deadline is None or task.deadline > now):
+            expired = [
+                task
+                for task in self._running(worker)
+                if task.cancelled() or (task.deadline is not None and task.deadline <= now)
+            ]
+            if not expired:
                 continue
             if worker.conn_open and worker.conn.poll(0):
-                self._receive_ready(worker)  # its result came after all (or its end closed)
-                if not worker.held or worker.held[0] is not task:
+                self._receive_ready(worker)  # their result came after all (or its end closed)
+                expired = [task for task in expired if task in worker.held]
+                if not expired:
                     continue
-            # It stays held[0] (marked stopped) until the worker's end is seen: the
-            # tasks behind it are then known not to have started, and are sent again.
-            task.stopped = True
+            # They stay held (marked stopped) until the worker's end is seen: the
+            # tasks it may have started alongside them then fail, and those behind
+            # are known not to have started, and are sent again.
             worker.killed = True
             worker.process.kill()
-            with self._lock:
-                self._tasks.pop(task.id, None)
-            if cancelled:
-                continue  # cancel() has completed the result already
-            pid = worker.process.pid
-            inputs = task.describe()
-            assert task.timeout is not None  # a deadline comes from a timeout
-            task.result._deliver(
-                task.index,
-                False,
-                TaskTimeoutError(
-                    f"{task.function}({inputs}) ran longer than its timeout of "
-                    f"{task.timeout:g} s in pool worker pid {pid}: the worker was killed "
-                    "(SIGKILL) and is replaced, and the pool's other tasks go on. Give the "
-                    "task more time (timeout=/task_timeout=), or find out why it hangs.",
-                    pid,
-                    task.timeout,
-                    task.function,
-                    inputs,
-                ),
-            )
+            for task in expired:
+                self._stop(worker, task)
+
+    def _stop(self, worker: _Worker, task: Task) -> None:
+        """Fail ``task``, whose worker was killed to stop it (a cancel or a timeout)."""
+        task.stopped = True
+        with self._lock:
+            self._tasks.pop(task.id, None)
+        if task.cancelled():
+            return  # cancel() has completed the result already
+        pid = worker.process.pid
+        inputs = task.describe()
+        assert task.timeout is not None  # a deadline comes from a timeout
+        task.result._deliver(
+            task.index,
+            False,
+            TaskTimeoutError(
+                f"{task.function}({inputs}) ran longer than its timeout of "
+                f"{task.timeout:g} s in pool worker pid {pid}: the worker was killed "
+                "(SIGKILL) and is replaced, and the pool's other tasks go on. Give the "
+                "task more time (timeout=/task_timeout=), or find out why it hangs.",
+                pid,
+                task.timeout,
+                task.function,
+                inputs,
+            ),
+        )
 
     def _drain_wake(self) -> None:
         with self._lock:
@@ -596,23 +648,35 @@ class Dispatcher:
         depth = self._depth() if len(workers) == len(self._workers) else 1
         outgoing: dict[_Worker, list[Task]] = {}
         now = time.monotonic()  # the tasks sent in one turn go at the same moment
-        for level in range(depth):
-            if not self._take_round(workers, level, outgoing, now):
+        # With task_concurrency N, the first N tasks a worker holds start at once.
+        # Rounds below what every worker holds would take nothing.
+        first = min((len(worker.held) for worker in workers), default=0)
+        for level in range(first, depth + self.concurrency - 1):
+            if not self._take_round(workers, level, outgoing, depth, now):
                 break
         for worker, tasks in outgoing.items():
             self._send(worker, tasks)
 
     def _take_round(
-        self, workers: list[_Worker], level: int, outgoing: dict[_Worker, list[Task]], now: float
+        self,
+        workers: list[_Worker],
+        level: int,
+        outgoing: dict[_Worker, list[Task]],
+        depth: int,
+        now: float,
     ) -> bool:
         """One more task for each worker that holds ``level`` tasks, into ``outgoing``;
         False when another round would take nothing (the queue is empty, or no worker
-        took a task)."""
+        took a task and none holds more than ``level``: a task submitted while every
+        worker holds one is still queued behind one, or started beside it)."""
         taken = False
         for worker in workers:
-            if len(worker.held) > level or worker.retiring:
+            if worker.retiring:
                 continue
-            task = self._take_next(worker, now)
+            if len(worker.held) > level:
+                taken = True  # it may take one in a later round
+                continue
+            task = self._take_next(worker, depth, now)
             if task is _NOTHING_PENDING:
                 return False
             if task is not None:
@@ -620,12 +684,19 @@ class Dispatcher:
                 taken = True
         return taken
 
-    def _take_next(self, worker: _Worker, now: float) -> Any:
+    def _take_next(self, worker: _Worker, depth: int, now: float) -> Any:
         """The next pending task ``worker`` may take, now in its ``held``; None when it
-        may take none now; ``_NOTHING_PENDING`` when no task is pending."""
+        may take none now; ``_NOTHING_PENDING`` when no task is pending.
+
+        A task sent to a worker that holds fewer than it runs at once (one; or
+        task_concurrency while it holds only coroutine tasks) starts at once; one
+        sent to a busier worker waits there, behind ``depth - 1`` at most."""
         held = worker.held
-        if held and (
-            held[-1].timeout is not None
+        slots = 1 if worker.blocking else self.concurrency
+        queued = len(held) >= slots  # it would wait for a running task to end
+        if queued and (
+            len(held) >= slots + depth - 1
+            or held[-1].timeout is not None
             or held[-1].buffers is not None
             or now - held[0].sent_at > LONG_TASK
         ):
@@ -637,12 +708,14 @@ class Dispatcher:
                 if not self._pending:
                     return _NOTHING_PENDING
                 task = self._pending[0]
-                if held and (
-                    task.timeout is not None
-                    or task.buffers is not None
-                    or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
+                if (held and task.buffers is not None) or (
+                    queued
+                    and (
+                        task.timeout is not None
+                        or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
+                    )
                 ):
-                    return None  # it waits for a worker that holds nothing
+                    return None  # it waits for a worker where it starts at once
                 self._pending.popleft()
                 if task.claimed or task.claim():
                     task.claimed = True
@@ -650,6 +723,8 @@ class Dispatcher:
                 self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
         if held:
             worker.queued_bytes += len(task.frame)
+        if not task.coroutine:
+            worker.blocking += 1
         held.append(task)
         task.sent_at = now
         if task.timeout is not None:
@@ -677,6 +752,8 @@ class Dispatcher:
             for _ in tasks:
                 task = worker.held.pop()
                 worker.sent -= 1
+                if not task.coroutine:
+                    worker.blocking -= 1
                 if worker.held:
                     worker.queued_bytes -= len(task.frame)
                 task.deadline = None
@@ -704,11 +781,15 @@ class Dispatcher:
         if retiring:
             worker.retiring = worker.exiting = True  # what it still holds is sent again
         held = worker.held
-        task = held.popleft() if held else None
-        if task is None or task.id != task_id:  # cannot happen: results come in order
-            raise RuntimeError(f"worker {worker.process.pid} sent the result of task {task_id}")
-        if held:
-            worker.queued_bytes -= len(held[0].frame)
+        if held and held[0].id == task_id:
+            task = held.popleft()
+            if held:
+                worker.queued_bytes -= len(held[0].frame)
+        else:  # a coroutine task that ended before one started earlier
+            task = self._take_held(worker, task_id)
+            worker.queued_bytes -= len(task.frame)
+        if not task.coroutine:
+            worker.blocking -= 1
         task.frame = b""
         task.buffers = None
         average = self._task_seconds
@@ -746,6 +827,14 @@ class Dispatcher:
         else:
             task.result._deliver(task.index, True, outcome.value)
         return True
+
+    def _take_held(self, worker: _Worker, task_id: int) -> Task:
+        for index, task in enumerate(worker.held):
+            if task.id == task_id:
+                del worker.held[index]
+                return task
+        # Cannot happen: a worker answers only the tasks it was sent, once each.
+        raise RuntimeError(f"worker {worker.process.pid} sent the result of task {task_id}")
 
     def _initializer_failed(self, worker: _Worker, exc: BaseException) -> None:
         """Break the pool: every task, now and later, fails with ``InitializerError``.
@@ -811,30 +900,39 @@ class Dispatcher:
         exitcode = process.exitcode
         held = list(worker.held)
         worker.held.clear()
-        if held and held[0].stopped:
-            held.pop(0)  # failed or cancelled when its worker was killed to stop it
-        elif held and not worker.exiting:
-            # The oldest task without a result may have started: it is lost, not run
-            # again. Every one behind it is known not to have started (see above).
-            task = held.pop(0)
+        # The oldest tasks without a result may have started (the oldest one; the
+        # first task_concurrency ones up to a plain function's): they are lost, not
+        # run again. Every one behind them is known not to have started (see above).
+        # A worker that said it exits started none of those it still holds.
+        started = 0 if worker.exiting else _may_have_started(held, self.concurrency)
+        lost = [task for task in held[:started] if not task.stopped]
+        # A stopped task was failed or cancelled when its worker was killed to stop it.
+        held = [task for task in held[started:] if not task.stopped]
+        for task in lost:
             with self._lock:
                 self._tasks.pop(task.id, None)
             inputs = task.describe()
-            task.result._deliver(
-                task.index,
-                False,
-                WorkerLostError(
+            if worker.killed:  # to stop another task running alongside this one
+                text = (
+                    f"pool worker pid {pid} was killed ({_exit_text(exitcode)}) to stop "
+                    "another task (past its timeout, or cancelled) that it ran at the same "
+                    f"time as {task.function}({inputs}) (task_concurrency="
+                    f"{self.concurrency}); that task failed too, the worker was replaced "
+                    "and the pool's other tasks go on."
+                )
+            else:
+                text = (
                     f"pool worker pid {pid} died ({_exit_text(exitcode)}) while running "
                     f"{task.function}({inputs}); that task failed, the worker was replaced "
                     "and the pool's other tasks go on. SIGKILL often means the kernel's "
-                    "out-of-memory killer or a kill from outside the pool.",
-                    pid,
-                    exitcode,
-                    task.function,
-                    inputs,
-                ),
+                    "out-of-memory killer or a kill from outside the pool."
+                )
+            task.result._deliver(
+                task.index,
+                False,
+                WorkerLostError(text, pid, exitcode, task.function, inputs),
             )
-        elif not (worker.retiring or worker.killed) and self.state == RUNNING:
+        if not lost and not (worker.retiring or worker.killed) and self.state == RUNNING:
             _logger.sub_warning("pool worker pid %s ended (%s)", pid, _exit_text(exitcode))
         if worker.ready or worker.killed:
             self._early_deaths = 0
@@ -866,6 +964,7 @@ class Dispatcher:
                     self._maxtasks,
                     self.codec.in_process,
                     self._max_memory,
+                    self.concurrency,
                 ),
                 daemon=True,
             )

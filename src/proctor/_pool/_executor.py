@@ -34,6 +34,7 @@ from . import _dispatcher, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit
 from ._pool import (
     _check_callable,
+    _check_concurrency,
     _check_memory_limit,
     _check_task_timeout,
     _items_text,
@@ -46,6 +47,7 @@ from ._results import ChunkSizer
 # Tasks always go to worker processes: pickled, with errors that say what failed.
 _codec = _worker.PickledCodec()
 _pickle = _codec.dumps_payload
+_is_coroutine = _worker.is_coroutine_function
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -180,6 +182,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             a running future cannot be cancelled, ``cancel()`` returns False.
         max_memory_per_child: bytes of resident memory a worker may reach: one past
             it after a task is replaced (as ``proctor.Pool``'s).
+        task_concurrency: how many tasks of coroutine functions (``async def``) a
+            worker runs at once on its event loop, as ``proctor.Pool``'s; default 1.
 
     Raises:
         ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1, a
@@ -206,8 +210,10 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         task_timeout: float | None = None,
         cancel_running: bool = False,
         max_memory_per_child: int | None = None,
+        task_concurrency: int = 1,
     ) -> None:
         self._dispatcher: Dispatcher | None = None
+        concurrency = _check_concurrency(task_concurrency)
         if not isinstance(cancel_running, bool):
             raise TypeError(
                 f"cancel_running must be True or False, not {type(cancel_running).__name__}"
@@ -233,6 +239,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         memory_limit = _check_memory_limit(max_memory_per_child)
         process_class = _process_class(mp_context, "mp_context")
         self._max_workers = max_workers
+        self._concurrency = concurrency
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
         self._dispatcher = Dispatcher(
@@ -242,6 +249,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             tuple(initargs),
             max_tasks_per_child,
             max_memory_per_child=memory_limit,
+            concurrency=concurrency,
         )
         # As the stdlib's: what was submitted is done before the interpreter exits,
         # whether or not the executor was shut down (with or without waiting).
@@ -267,7 +275,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             parts += [f"{k}={reprlib.repr(v)}" for k, v in kwargs.items()]
             return ", ".join(parts)
 
-        return self._submit_task(dispatcher, _worker.APPLY, frame_parts, name, describe, 1)
+        return self._submit_task(
+            dispatcher, _worker.APPLY, frame_parts, name, describe, 1, None, _is_coroutine(fn)
+        )
 
     def _submit_task(
         self,
@@ -278,6 +288,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         describe: Callable[[], str],
         items: int,
         sizer: ChunkSizer | None = None,
+        coroutine: bool = False,
     ) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any]
         if self._cancel_running:
@@ -292,9 +303,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             task_id = dispatcher.next_id()
             func_bytes, (payload, buffers) = frame_parts
-            kind = _worker.with_buffers(kind, buffers)
+            kind = _worker.with_buffers(_worker.kind_for(kind, coroutine), buffers)
             frame = _worker.encode_task(task_id, kind, func_bytes, payload)
-            task = Task(task_id, frame, slot, 0, name, describe, timeout, items, buffers)
+            task = Task(task_id, frame, slot, 0, name, describe, timeout, items, buffers, coroutine)
             try:
                 dispatcher.submit([task])
             except ValueError as exc:  # the dispatcher has ended (a bug: it was logged)
@@ -352,6 +363,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             name,
             func_bytes,
             sizer,
+            _is_coroutine(fn),
         )
         # The shortest iterable ends the map, as the builtin map and the stdlib's.
         items = zip(*iterables, strict=False)
@@ -359,7 +371,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         if chunksize is None and buffersize is None:
             # The whole input is read now: decreasing chunks, as Pool.map's.
             whole = list(items)
-            chunks = _sliced(whole, guided_chunks(len(whole), self._max_workers))
+            slots = self._max_workers * (self._concurrency if _is_coroutine(fn) else 1)
+            chunks = _sliced(whole, guided_chunks(len(whole), slots))
         else:
             chunks = _chunks(items, sizer.next_size)
         futures: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
@@ -460,8 +473,10 @@ class _ChunkSubmitter:
         name: str,
         func_bytes: bytes,
         sizer: ChunkSizer,
+        coroutine: bool = False,
     ) -> None:
         self._executor = executor
+        self._coroutine = coroutine
         self._dispatcher = dispatcher
         self._name = name
         self._func_bytes = func_bytes
@@ -492,6 +507,7 @@ class _ChunkSubmitter:
             _positions(start, len(chunk)),
             len(chunk),
             self._sizer,
+            self._coroutine,
         )
 
 

@@ -132,6 +132,26 @@ def _check_memory_limit(limit: object) -> int | None:
     return limit
 
 
+def _check_concurrency(concurrency: object) -> int:
+    """``task_concurrency`` as an int of at least 1.
+
+    Raises:
+        TypeError: not an int.
+        ValueError: below 1.
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+        raise TypeError(
+            f"task_concurrency must be a positive int, not {type(concurrency).__name__} "
+            f"({concurrency!r:.80})"
+        )
+    if concurrency < 1:
+        raise ValueError(
+            f"task_concurrency must be at least 1 (coroutine tasks a worker runs at once), "
+            f"not {concurrency}"
+        )
+    return concurrency
+
+
 def guided_chunks(length: int, workers: int) -> list[int]:
     """Chunk sizes for ``map``'s whole input with ``chunksize=None`` (see GUIDED_SHARE).
 
@@ -169,6 +189,9 @@ class Pool:
             a worker past it after a task is replaced by a new one (the task's result
             is kept), which contains memory leaks in the tasks. Keyword-only; a proctor
             addition.
+        task_concurrency: how many tasks of coroutine functions (``async def``) a
+            worker runs at once on its event loop; default 1. Plain functions' tasks
+            always run one at a time. Keyword-only; a proctor addition.
         context: the proctor context whose start method the workers use; default
             the module-level one's.
 
@@ -195,8 +218,10 @@ class Pool:
         context: Any = None,
         *,
         max_memory_per_child: int | None = None,
+        task_concurrency: int = 1,
     ) -> None:
         processes = _check_workers(processes, initializer)
+        concurrency = _check_concurrency(task_concurrency)
         memory_limit = _check_memory_limit(max_memory_per_child)
         if maxtasksperchild is not None:
             if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int):
@@ -217,8 +242,10 @@ class Pool:
             tuple(initargs),
             maxtasksperchild,
             max_memory_per_child=memory_limit,
+            concurrency=concurrency,
         )
         self._processes = processes
+        self._concurrency = concurrency
 
     # -- one call --------------------------------------------------------------------
 
@@ -274,7 +301,8 @@ class Pool:
         codec = dispatcher.codec
         func_bytes, name = codec.dumps_function(func)
         payload, buffers = codec.dumps_payload((args, kwds), f"the arguments of {name}")
-        kind = _worker.with_buffers(_worker.APPLY, buffers)
+        coroutine = _worker.is_coroutine_function(func)
+        kind = _worker.with_buffers(_worker.kind_for(_worker.APPLY, coroutine), buffers)
         frame = codec.encode_task(task_id, kind, func_bytes, payload)
 
         def describe() -> str:
@@ -285,7 +313,8 @@ class Pool:
         result = ApplyResult(
             callback, error_callback, dispatcher.wake, lambda: f"{name}({describe()})"
         )
-        dispatcher.submit([Task(task_id, frame, result, 0, name, describe, seconds, 1, buffers)])
+        task = Task(task_id, frame, result, 0, name, describe, seconds, 1, buffers, coroutine)
+        dispatcher.submit([task])
         return result
 
     # -- calls over an input --------------------------------------------------------------
@@ -377,8 +406,12 @@ class Pool:
             if type(iterable) in (list, tuple, range)
             else list(iterable)
         )
+        coroutine = _worker.is_coroutine_function(func)
+        kind = _worker.kind_for(kind, coroutine)
         if chunksize is None:
-            sizes = guided_chunks(len(items), self._processes)
+            # A worker runs task_concurrency coroutine chunks at once: as many workers.
+            slots = self._processes * (self._concurrency if coroutine else 1)
+            sizes = guided_chunks(len(items), slots)
         else:
             size = _check_chunksize(chunksize)
             sizes = [min(size, len(items) - start) for start in range(0, len(items), size)]
@@ -406,7 +439,9 @@ class Pool:
             timeout = None if seconds is None else seconds * size
             # A MapResult takes a chunk's index as the position of its first item.
             tasks.append(
-                Task(task_id, frame, result, start, name, describe, timeout, size, buffers)
+                Task(
+                    task_id, frame, result, start, name, describe, timeout, size, buffers, coroutine
+                )
             )
             start += size
         if tasks:
@@ -456,10 +491,10 @@ class Pool:
             chunksize = _check_chunksize(chunksize)
         seconds = self._check_timeout(task_timeout, "task_timeout")
         func_bytes, name = dispatcher.codec.dumps_function(func)
-        submitter = _LazySubmitter(dispatcher, name, func_bytes, seconds)
-        iterator = cls(
-            submitter, iter(iterable), chunksize, READ_AHEAD_PER_WORKER * self._processes
-        )
+        coroutine = _worker.is_coroutine_function(func)
+        submitter = _LazySubmitter(dispatcher, name, func_bytes, seconds, coroutine)
+        slots = self._processes * (self._concurrency if coroutine else 1)
+        iterator = cls(submitter, iter(iterable), chunksize, READ_AHEAD_PER_WORKER * slots)
         dispatcher.add_lazy(iterator)
         iterator._feed()
         return iterator
@@ -545,11 +580,14 @@ class _LazySubmitter:
         name: str,
         func_bytes: Any,
         task_timeout: float | None,
+        coroutine: bool = False,
     ) -> None:
         self._dispatcher = dispatcher
         self._name = name
         self._func_bytes = func_bytes
         self._task_timeout = task_timeout
+        self._coroutine = coroutine
+        self._kind = _worker.kind_for(_worker.MAP, coroutine)
 
     def submit_lazy_chunk(
         self, result: IMapIterator, index: int, start: int, items: list[Any]
@@ -562,12 +600,21 @@ class _LazySubmitter:
             result._deliver(index, False, exc)
             return
         task_id = self._dispatcher.next_id()
-        kind = _worker.with_buffers(_worker.MAP, buffers)
+        kind = _worker.with_buffers(self._kind, buffers)
         frame = self._dispatcher.codec.encode_task(task_id, kind, self._func_bytes, payload)
         timeout = None if self._task_timeout is None else self._task_timeout * len(items)
         describe = _positions(start, len(items))
         task = Task(
-            task_id, frame, result, index, self._name, describe, timeout, len(items), buffers
+            task_id,
+            frame,
+            result,
+            index,
+            self._name,
+            describe,
+            timeout,
+            len(items),
+            buffers,
+            self._coroutine,
         )
         try:
             self._dispatcher.submit([task], lazy=True)

@@ -8,6 +8,11 @@ list of values (one value for ``apply``) or the exception. Callers wait on an ev
 The iterators read their input lazily, in the consumer's thread (``imap()`` and each
 ``next()``), at most ``read_ahead`` chunks ahead of what was consumed; an error raised
 by the input becomes a failed chunk at its position. See docs/design.md, "Pools".
+
+In an event loop, ``await result`` and ``async for value in iterator`` wait without a
+thread: the first await registers an asyncio future, and the delivery (in the
+dispatcher thread) resolves it with ``loop.call_soon_threadsafe``, one wake-up per
+delivery.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from .._logging._logger import get_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    import asyncio
+    from collections.abc import Callable, Generator, Iterator
     from typing import Any, Protocol
+
+    _Waiters = list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
 
     class _Submitter(Protocol):
         def submit_lazy_chunk(
@@ -42,6 +50,21 @@ __all__ = (
     "IMapUnorderedIterator",
     "MapResult",
 )
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    # In the awaiting loop's thread: the future may have been cancelled meanwhile.
+    if not future.done():
+        future.set_result(None)
+
+
+def _wake_all(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    """Resolve awaiting coroutines' futures, each in its loop's thread (any thread)."""
+    for loop, future in waiters:
+        try:
+            loop.call_soon_threadsafe(_wake, future)
+        except RuntimeError:  # that loop was closed: nothing awaits there any more
+            pass
 
 
 def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
@@ -93,7 +116,8 @@ _STATE_LOCK = threading.Lock()
 
 class ApplyResult:
     """The result of ``apply_async``: ``get()``, ``wait()``, ``ready()``, ``successful()``,
-    and ``cancel()``/``cancelled()`` as on a ``concurrent.futures.Future``.
+    and ``cancel()``/``cancelled()`` as on a ``concurrent.futures.Future``; ``await
+    result`` in an event loop.
 
     The dispatcher thread completes it with ``_deliver``; ``cancel()`` may complete it
     first from any thread. Whichever comes first wins, under ``_STATE_LOCK``.
@@ -115,6 +139,8 @@ class ApplyResult:
         self._error_callback = error_callback
         self._on_cancel = on_cancel  # tells the dispatcher to drop or kill the tasks
         self._describe = describe  # the call in words, for the cancellation's message
+        self._started = False  # a task of the call was sent to a worker (``_claim``)
+        self._waiters: _Waiters | None = None  # coroutines awaiting it (``__await__``)
 
     def ready(self) -> bool:
         """Whether the call has completed (successfully or not, or was cancelled)."""
@@ -168,6 +194,9 @@ class ApplyResult:
             True if the call is cancelled (now or before); False if it had already
             completed.
         """
+        return self._cancel(only_pending=False)
+
+    def _cancel(self, only_pending: bool) -> bool:
         if self._finished:
             return self._cancelled
         # Made before the lock is taken: describing the call runs the arguments' reprs.
@@ -175,6 +204,8 @@ class ApplyResult:
         with _STATE_LOCK:
             if self._finished:
                 return self._cancelled
+            if only_pending and self._started:
+                return False
             self._finished = self._cancelled = True
             self._success = False
             self._value = error
@@ -182,12 +213,67 @@ class ApplyResult:
             self._on_cancel()
         if self._error_callback is not None:
             _call_back(self._error_callback, self._value)
-        self._event.set()
+        self._set()
         return True
 
     def cancelled(self) -> bool:
         """Whether ``cancel()`` cancelled the call."""
         return self._cancelled
+
+    def _claim(self) -> bool:
+        """The dispatcher is about to send a task of the call: False if it was
+        cancelled (the task is dropped); from now on an ``await`` that is cancelled
+        no longer cancels the call (see ``__await__``)."""
+        with _STATE_LOCK:
+            if self._cancelled:
+                return False
+            self._started = True
+            return True
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await result`` in a running event loop: the value, or the call's error.
+
+        The loop is not blocked and no thread waits: the dispatcher thread wakes the
+        awaiting coroutine when the result comes. Cancelling the awaiting coroutine
+        (``Task.cancel()``, ``asyncio.wait_for``'s timeout) cancels the call only if
+        none of its tasks was sent to a worker yet, as ``asyncio.wrap_future`` does
+        with a ``concurrent.futures.Future``: a running task goes on, and its result
+        can still be awaited or taken with ``get()``. Call ``cancel()`` to stop it.
+        """
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> Any:
+        if not self._event.is_set():
+            import asyncio  # imported already: an event loop is running
+
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            with _STATE_LOCK:
+                waiting = not self._event.is_set()
+                if waiting:
+                    if self._waiters is None:
+                        self._waiters = []
+                    self._waiters.append((loop, future))
+            if waiting:
+                try:
+                    await future
+                except asyncio.CancelledError:
+                    with _STATE_LOCK:
+                        if self._waiters is not None and (loop, future) in self._waiters:
+                            self._waiters.remove((loop, future))
+                    self._cancel(only_pending=True)
+                    raise
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _set(self) -> None:
+        # After the callbacks, as for threads waiting in get(); then the coroutines.
+        self._event.set()
+        with _STATE_LOCK:
+            waiters, self._waiters = self._waiters, None
+        if waiters:
+            _wake_all(waiters)
 
     def _complete(self, success: bool, value: Any) -> None:
         with _STATE_LOCK:
@@ -200,12 +286,9 @@ class ApplyResult:
             _call_back(self._callback, value)
         if not success and self._error_callback is not None:
             _call_back(self._error_callback, value)
-        self._event.set()
+        self._set()
 
-    # -- the dispatcher's side (see _dispatcher.TaskResult) ------------------------
-
-    def _claim(self) -> bool:
-        return not self._cancelled
+    # -- the dispatcher's side (see _dispatcher.TaskResult; _claim is above) -----------
 
     def _observe(self, seconds: float, items: int) -> None:
         pass  # a call's chunks are sized before they are submitted
@@ -324,7 +407,7 @@ class IMapIterator:
 
     A failed chunk raises its exception once, at its position; iteration then goes
     on with the next chunk. ``next(timeout)`` raises ``proctor.TimeoutError`` when
-    nothing is ready in time.
+    nothing is ready in time. ``async for`` works too, in a running event loop.
     """
 
     def __init__(
@@ -346,6 +429,7 @@ class IMapIterator:
         self._taken = 0  # chunks the consumer has taken
         self._items: collections.deque[Any] = collections.deque()
         self._aborted: BaseException | None = None
+        self._waiters: _Waiters | None = None  # coroutines awaiting a chunk (``__anext__``)
         self._init_results()
 
     def _init_results(self) -> None:
@@ -382,7 +466,9 @@ class IMapIterator:
                     self._input = None
                     with self._cond:
                         self._exhausted = True
-                        self._cond.notify_all()
+                        waiters = self._notify_locked()
+                    if waiters:
+                        _wake_all(waiters)
                     self._pool.lazy_done(self)
 
     def _submit(self, items: list[Any]) -> None:
@@ -414,7 +500,15 @@ class IMapIterator:
     def _deliver(self, index: int, success: bool, value: Any) -> None:
         with self._cond:
             self._results[index] = (success, value)
-            self._cond.notify_all()
+            waiters = self._notify_locked()
+        if waiters:
+            _wake_all(waiters)
+
+    def _notify_locked(self) -> _Waiters | None:
+        """Wake the threads waiting in ``next()``; return the coroutines to wake."""
+        self._cond.notify_all()
+        waiters, self._waiters = self._waiters, None
+        return waiters
 
     def _ready_chunk(self) -> tuple[bool, Any] | None:
         return self._results.pop(self._taken, None)
@@ -456,6 +550,61 @@ class IMapIterator:
 
     __next__ = next
 
+    def __aiter__(self) -> IMapIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        """The next value, awaited in a running event loop (``async for``).
+
+        No thread waits: the dispatcher thread wakes the coroutine when a chunk
+        comes. Bound the wait with ``asyncio.wait_for``/``asyncio.timeout``;
+        cancelling the awaiting coroutine leaves the iterator and its tasks as they
+        are (the iterators have no ``cancel()``).
+
+        Raises:
+            StopAsyncIteration: when every value has been taken.
+            Exception: a failed chunk's exception, at its position.
+        """
+        if self._items:
+            return self._items.popleft()
+        return await self._anext_chunk()
+
+    async def _anext_chunk(self) -> Any:
+        import asyncio  # imported already: an event loop is running
+
+        loop = asyncio.get_running_loop()
+        while not self._items:
+            self._feed()
+            future = None
+            with self._cond:
+                chunk = self._ready_chunk()
+                if chunk is None:
+                    if self._exhausted and self._taken >= self._submitted:
+                        raise StopAsyncIteration
+                    if self._input is not None and self._submitted - self._taken < 1:
+                        continue  # nothing submitted yet: feed first (as in next())
+                    future = loop.create_future()
+                    if self._waiters is None:
+                        self._waiters = []
+                    self._waiters.append((loop, future))
+                else:
+                    self._taken += 1
+            if future is not None:
+                try:
+                    await future
+                except asyncio.CancelledError:
+                    with self._cond:
+                        if self._waiters is not None and (loop, future) in self._waiters:
+                            self._waiters.remove((loop, future))
+                    raise
+                continue
+            assert chunk is not None
+            success, value = chunk
+            if not success:
+                raise value
+            self._items.extend(value)
+        return self._items.popleft()
+
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} chunks submitted={self._submitted} taken={self._taken}"
@@ -472,7 +621,9 @@ class IMapUnorderedIterator(IMapIterator):
     def _deliver(self, index: int, success: bool, value: Any) -> None:
         with self._cond:
             self._done.append((success, value))
-            self._cond.notify_all()
+            waiters = self._notify_locked()
+        if waiters:
+            _wake_all(waiters)
 
     def _ready_chunk(self) -> tuple[bool, Any] | None:
         return self._done.popleft() if self._done else None

@@ -238,6 +238,7 @@ class ThreadPool(Pool):
             pipe=thread_pipe,
         )
         self._processes = processes
+        self._concurrency = 1  # a coroutine task runs to its end on its thread's loop
 
     def _check_timeout(self, timeout: object, what: str) -> float | None:
         if timeout is not None:

@@ -35,11 +35,21 @@ A worker may be sent several tasks before it has finished the first (the pool
 pipelines them to hide its round trip); it runs them in order and sends each result
 before it reads the next task, so the parent always knows that only the oldest task
 without a result may have started.
+
+Coroutine functions (kind bit ``COROUTINE``) run on an event loop the worker keeps
+for its life. With ``task_concurrency`` N > 1 (``_concurrent_loop``) the worker
+starts tasks in the order received, at most N at once, and sends each result before
+it starts a task in the freed slot; a plain function's task runs alone (the loop
+waits for it) and nothing after it starts before its result is sent. So the tasks
+that may have started are the first N without a result, up to the first plain one;
+results may come out of order.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import os
 import pickle
 import reprlib
@@ -47,6 +57,7 @@ import struct
 import sys
 import threading
 import time
+import types
 import weakref
 
 from .._core import _serialization
@@ -57,6 +68,7 @@ from .._start import _outcome
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    import asyncio
     from collections.abc import Callable
     from typing import Any
 
@@ -64,6 +76,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
 
 __all__ = (
     "APPLY",
+    "COROUTINE",
     "INITIALIZER",
     "MAP",
     "RETIRING",
@@ -72,6 +85,7 @@ __all__ = (
     "decode_result",
     "encode_task",
     "function_name",
+    "is_coroutine_function",
     "worker_main",
 )
 
@@ -90,6 +104,11 @@ BUFFERS_FOLLOW = 0x80
 #: Result frame flag: the body is the value's pickle, not an outcome message (an
 #: error's or an unsendable value's): one pickle less each way for every result.
 VALUE = 2
+#: Task kind bit: the function is a coroutine function (see ``is_coroutine_function``).
+COROUTINE = 0x40
+#: ``code.co_flags`` bit of an ``async def`` function (``inspect.CO_COROUTINE``;
+#: importing inspect costs milliseconds).
+_CO_COROUTINE = 0x80
 
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
@@ -99,6 +118,20 @@ _RESULT_HEADER = struct.Struct("<QdB")
 def encode_task(task_id: int, kind: int, func_bytes: bytes, payload_bytes: bytes) -> bytes:
     """One task frame (see the module docstring); both pickles are made by the caller."""
     return _TASK_HEADER.pack(task_id, kind, len(func_bytes)) + func_bytes + payload_bytes
+
+
+def is_coroutine_function(func: object) -> bool:
+    """Whether ``func`` is an ``async def`` function (or a method or partial of one)."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    func = getattr(func, "__func__", func)  # a bound method
+    code = getattr(func, "__code__", None)
+    return isinstance(code, types.CodeType) and bool(code.co_flags & _CO_COROUTINE)
+
+
+def kind_for(kind: int, coroutine: bool) -> int:
+    """``kind``, marked ``COROUTINE`` for a coroutine function's task."""
+    return kind | COROUTINE if coroutine else kind
 
 
 def with_buffers(kind: int, buffers: list[Any]) -> int:
@@ -308,15 +341,81 @@ class _FunctionCache:
         return self._func
 
 
+_loops = threading.local()
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop for coroutine tasks, made at the first one and kept
+    (a worker's coroutines may share loop-bound objects from task to task)."""
+    loop = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed() or _loops.pid != os.getpid():
+        import asyncio
+
+        loop = _loops.loop = asyncio.new_event_loop()
+        _loops.pid = os.getpid()  # a fork's copy is not the parent's loop
+    return loop
+
+
+def _close_event_loop() -> None:
+    """Close this thread's loop, if a coroutine task made one (its descriptors go)."""
+    loop = getattr(_loops, "loop", None)
+    if loop is not None and _loops.pid == os.getpid():
+        _loops.loop = None
+        loop.close()
+
+
+def _awaited(value: Any) -> Any:
+    """``value``, or what it returns if it is a coroutine (run to its end here)."""
+    if type(value) is types.CoroutineType:
+        return _event_loop().run_until_complete(value)
+    return value
+
+
 def _call(kind: int, func: Callable[..., Any], payload: Any) -> Any:
     """Run a task's function on its payload: ``(args, kwds)`` for APPLY, a chunk of
-    items for MAP (``func(item)``) and STARMAP (``func(*item)``)."""
+    items for MAP (``func(item)``) and STARMAP (``func(*item)``). A coroutine is run
+    to its end on this thread's event loop, one item after another."""
+    if kind & COROUTINE:
+        kind &= ~COROUTINE
+        if kind == APPLY:
+            args, kwds = payload
+            return _awaited(func(*args, **kwds))
+        if kind == MAP:
+            return [_awaited(func(item)) for item in payload]
+        return [_awaited(func(*item)) for item in payload]
     if kind == APPLY:
         args, kwds = payload
-        return func(*args, **kwds)
-    if kind == MAP:
-        return [func(item) for item in payload]
-    return [func(*item) for item in payload]
+        return _awaited(func(*args, **kwds))
+    # No call more per item for plain functions (quick items are the common case);
+    # one that returns coroutines (an object with an async __call__) has them run
+    # afterwards, one after another.
+    values = [func(item) for item in payload] if kind == MAP else [func(*i) for i in payload]
+    if values and type(values[0]) is types.CoroutineType:
+        return [_awaited(value) for value in values]
+    return values
+
+
+async def _call_async(kind: int, func: Callable[..., Any], payload: Any) -> tuple[bool, Any]:
+    """``_call`` for a coroutine task run alongside others: (True, value) or (False,
+    the exception); never raises (BaseException too, as for a plain task)."""
+    kind &= ~COROUTINE
+    try:
+        if kind == APPLY:
+            args, kwds = payload
+            value = await _maybe_await(func(*args, **kwds))
+        elif kind == MAP:
+            value = [await _maybe_await(func(item)) for item in payload]
+        else:
+            value = [await _maybe_await(func(*item)) for item in payload]
+    except BaseException as exc:
+        return False, exc
+    return True, value
+
+
+async def _maybe_await(value: Any) -> Any:
+    if type(value) is types.CoroutineType:
+        return await value
+    return value
 
 
 def _run(
@@ -324,16 +423,9 @@ def _run(
 ) -> tuple[int, tuple[Any, ...], list[pickle.PickleBuffer]]:
     """Run one task frame (its payload's large buffers in ``buffers``); return its id,
     its outcome message and the value's large buffers (never raises)."""
-    task_id, kind, func_length = _TASK_HEADER.unpack_from(frame)
-    kind &= ~BUFFERS_FOLLOW
-    start = _TASK_HEADER.size
+    task_id = _TASK_HEADER.unpack_from(frame)[0]
     try:
-        func = functions.get(frame[start : start + func_length])
-        carried, buffers = _carried(buffers)
-        with carried:
-            payload = _serialization.loads(
-                memoryview(frame)[start + func_length :], buffers=buffers
-            )
+        kind, func, payload = _prepare(frame, functions, buffers)
         value = _call(kind, func, payload)
     # BaseException: a task that raises SystemExit or KeyboardInterrupt fails that task
     # only; the stdlib's worker dies of it and the task's result never comes.
@@ -341,6 +433,19 @@ def _run(
         return task_id, _outcome.error_message(exc), []
     del payload  # the arguments' memory is not held while the result travels
     return (task_id, *value_message(value))
+
+
+def _prepare(
+    frame: bytes | memoryview, functions: _FunctionCache, buffers: list[Any] | None
+) -> tuple[int, Callable[..., Any], Any]:
+    """A task frame's kind, function and payload (raises what unpickling raises)."""
+    _, kind, func_length = _TASK_HEADER.unpack_from(frame)
+    start = _TASK_HEADER.size
+    func = functions.get(frame[start : start + func_length])
+    carried, buffers = _carried(buffers)
+    with carried:
+        payload = _serialization.loads(memoryview(frame)[start + func_length :], buffers=buffers)
+    return kind & ~BUFFERS_FOLLOW, func, payload
 
 
 def value_message(value: Any) -> tuple[tuple[Any, ...], list[pickle.PickleBuffer]]:
@@ -411,13 +516,15 @@ def worker_main(
     maxtasks: int | None,
     in_process: bool = False,
     max_memory: int | None = None,
+    concurrency: int = 1,
 ) -> None:
     """Report the initializer's outcome, then run tasks from ``conn`` until STOP, end
     of file, or ``maxtasks`` tasks are done, or its resident memory passed
     ``max_memory`` bytes after a task; return at once if the initializer failed.
 
     ``in_process``: a ``ThreadPool``'s worker thread, whose tasks and results are the
-    objects themselves (``_threads.ObjectCodec``), not frames.
+    objects themselves (``_threads.ObjectCodec``), not frames. ``concurrency``: how
+    many coroutine tasks may run at once (``_concurrent_loop``).
     """
     if initializer is not None:
         try:
@@ -435,9 +542,18 @@ def worker_main(
             return
     conn.send_bytes((INITIALIZER, _outcome.Outcome(), 0.0, False) if in_process else _READY_FRAME)
     if in_process:
-        _thread_loop(conn, maxtasks)
+        try:
+            _thread_loop(conn, maxtasks)
+        finally:
+            _close_event_loop()
         return
     functions = _FunctionCache()
+    if concurrency > 1:
+        try:
+            _concurrent_loop(conn, functions, concurrency, maxtasks, max_memory)
+        finally:
+            _close_event_loop()
+        return
     done = 0
     while maxtasks is None or done < maxtasks:
         try:
@@ -471,6 +587,123 @@ def worker_main(
         # worker does), so that their memory is not held while idle.
         del tasks, task
     conn.close()
+
+
+def _concurrent_loop(
+    conn: Connection,
+    functions: _FunctionCache,
+    concurrency: int,
+    maxtasks: int | None,
+    max_memory: int | None,
+) -> None:
+    """``worker_main``'s loop when up to ``concurrency`` coroutine tasks run at once.
+
+    Tasks start in the order received, while fewer than ``concurrency`` run; a
+    finished task's result is sent before another task starts; a plain function's
+    task runs alone, to its end, when its turn comes (see the module docstring).
+    Idle, it blocks in ``recv_bytes()``; busy, it runs the event loop until a task
+    ends or the pool's end becomes readable. Over ``max_memory``, it starts nothing
+    more, and sets ``RETIRING`` on the result of the last task running.
+    """
+    loop = _event_loop()
+    received: collections.deque[tuple[bytes | memoryview, list[Any] | None]]
+    received = collections.deque()  # not started yet, in order
+    running: dict[asyncio.Task[tuple[bool, Any]], tuple[int, float]] = {}
+    finished: collections.deque[asyncio.Task[tuple[bool, Any]]] = collections.deque()
+    wake: list[asyncio.Future[None]] = []  # the future the loop runs until, if any
+    started = done = 0
+    retiring = ended = False
+
+    def on_wake(*_: object) -> None:
+        if wake and not wake[0].done():
+            wake[0].set_result(None)
+
+    def on_done(task: asyncio.Task[tuple[bool, Any]]) -> None:
+        finished.append(task)
+        on_wake()
+
+    def send(task_id: int, message: tuple[Any, ...], buffers: list[Any], seconds: float) -> bool:
+        """Send one result; True when the worker retires with it."""
+        nonlocal retiring, done
+        done += 1
+        retiring = retiring or (max_memory is not None and (resident_memory() or 0) > max_memory)
+        last = retiring and not running
+        flags = (RETIRING if last else 0) | (BUFFERS_FOLLOW if buffers else 0)
+        conn.send_bytes(_result_frame(task_id, message, seconds, flags))
+        if buffers:
+            conn.send(buffers)
+        return last
+
+    def receive(frame: bytes) -> None:
+        nonlocal ended
+        if frame == STOP:
+            ended = True
+            return
+        _, kind, _ = _TASK_HEADER.unpack_from(frame)
+        if kind == BATCH:
+            received.extend((task, None) for task in _split_batch(frame))
+        else:
+            received.append((frame, conn.recv() if kind & BUFFERS_FOLLOW else None))
+
+    loop.add_reader(conn.fileno(), on_wake)
+    try:
+        while not (ended and not running) and (maxtasks is None or done < maxtasks):
+            # Results first: a slot is free only once its result is sent.
+            while finished:
+                task = finished.popleft()
+                task_id, begun = running.pop(task)
+                success, value = task.result()
+                if success:
+                    message, buffers = value_message(value)
+                else:
+                    message, buffers = _outcome.error_message(value), []
+                del task, value
+                if send(task_id, message, buffers, time.perf_counter() - begun):
+                    return
+            try:
+                while not ended and conn.poll(0):
+                    receive(conn.recv_bytes())
+                if maxtasks is not None and done >= maxtasks:
+                    break  # its last result is sent
+                if not running and not received and not ended:  # idle: block
+                    receive(conn.recv_bytes())
+            except EOFError:  # the pool's end was closed: nothing more will come
+                return
+            while (
+                received
+                and len(running) < concurrency
+                and not retiring
+                and (maxtasks is None or started < maxtasks)
+            ):
+                frame, arguments = received.popleft()
+                task_id, kind, _ = _TASK_HEADER.unpack_from(frame)
+                started += 1
+                begun = time.perf_counter()
+                if kind & COROUTINE:
+                    try:
+                        kind, func, payload = _prepare(frame, functions, arguments)
+                    except BaseException as exc:
+                        if send(task_id, _outcome.error_message(exc), [], 0.0):
+                            return
+                        continue
+                    coro = _call_async(kind, func, payload)
+                    del func, payload
+                    task = loop.create_task(coro)
+                    running[task] = (task_id, begun)
+                    task.add_done_callback(on_done)
+                else:  # runs alone; the loop's coroutines wait for it
+                    task_id, message, buffers = _run(frame, functions, arguments)
+                    if send(task_id, message, buffers, time.perf_counter() - begun):
+                        return
+                del frame, arguments
+            if running and not finished:
+                future = loop.create_future()
+                wake[:] = [future]
+                loop.run_until_complete(future)
+                wake.clear()
+    finally:
+        loop.remove_reader(conn.fileno())
+        conn.close()
 
 
 def _thread_loop(conn: Connection, maxtasks: int | None) -> None:
