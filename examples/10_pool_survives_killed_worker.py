@@ -3,7 +3,9 @@
 The task for 3 kills its own worker with SIGKILL, as the kernel's out-of-memory
 killer would. Only that task fails, with proctor.WorkerLostError; the pool starts a
 new worker, the other tasks' results arrive in order, and the pool goes on
-working. (multiprocessing.Pool would wait for the lost result for ever.)
+working. (multiprocessing.Pool would wait for the lost result for ever.) Each
+number is its own task (chunksize=1): left to choose, imap may put 3 and 4 in one
+chunk, and a chunk fails as a whole.
 
 Expected output:
 1 squared is 1
@@ -29,7 +31,7 @@ def square(n):
 
 if __name__ == "__main__":
     with proctor.Pool(2) as pool:
-        results = pool.imap(square, [1, 2, 3, 4, 5, 6])
+        results = pool.imap(square, [1, 2, 3, 4, 5, 6], chunksize=1)
         for n in [1, 2, 3, 4, 5, 6]:
             try:
                 print(n, "squared is", next(results))
