@@ -239,6 +239,20 @@ def test_return_as_generator_streams_results(ctx):
         assert list(results) == [1, 2, 3]
 
 
+@pytest.mark.skipif(JOBLIB_VERSION < (1, 4), reason="generator_unordered is joblib 1.4+")
+def test_generator_unordered_returns_what_is_done_while_a_call_is_stuck():
+    release = proctor.Event()
+    config = {"initializer": _install, "initargs": (release,)}
+    with parallel_config(backend="proctor", n_jobs=2, **config):
+        results = Parallel(return_as="generator_unordered", batch_size=1)(
+            delayed(block_on)(i, 1) for i in range(10)
+        )
+        # No call waits behind the stuck one in its worker: the other worker runs them.
+        assert sorted(next(results) for _ in range(9)) == [0, 2, 3, 4, 5, 6, 7, 8, 9]
+        release.set()
+        assert list(results) == [1]
+
+
 def test_nested_parallel_runs_on_threads_in_the_worker():
     outer = Parallel(n_jobs=2, backend="proctor")(delayed(nested)(n) for n in (2, 3))
     assert outer == [("ThreadingBackend", [0, 1]), ("ThreadingBackend", [0, 1, 2])]

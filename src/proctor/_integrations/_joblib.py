@@ -307,6 +307,13 @@ class ProctorBackend(AutoBatchingMixin, ParallelBackendBase):
             context,
             max_memory_per_child=settings.get("max_memory_per_child"),
         )
+        # joblib meters what is in flight itself (pre_dispatch) and sizes its batches
+        # to run long enough (auto batching); a batch queued in a busy worker would
+        # wait behind a slow one while another worker is idle, as loky's shared call
+        # queue never lets it. So a worker holds one batch at a time.
+        dispatcher = self._pool._dispatcher
+        if dispatcher is not None:
+            dispatcher.max_held = 1
         self._task_timeout = task_timeout
         self.parallel = parallel
         return n_jobs
