@@ -67,6 +67,12 @@ def where(x):
     return os.getpid(), proctor.get_start_method(), os.environ.get("OMP_NUM_THREADS")
 
 
+def native_threads(x):
+    import threadpoolctl
+
+    return [pool["num_threads"] for pool in threadpoolctl.threadpool_info()]
+
+
 def log_from_worker(x):
     logging.getLogger("proctor.test_joblib").warning("record %d from pid %d", x, os.getpid())
     return x
@@ -220,6 +226,17 @@ def test_workers_get_a_share_of_the_cpus_for_native_threads():
     with parallel_config(backend="proctor", n_jobs=2, inner_max_num_threads=1):
         _, _, threads = Parallel()(delayed(where)(i) for i in range(2))[0]
     assert threads == "1"
+
+
+def test_forked_workers_have_their_loaded_blas_limited_through_threadpoolctl():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("numpy")  # loads its BLAS here, before the fork
+    if not threadpoolctl.threadpool_info():
+        pytest.skip("no native thread pool loaded here")
+    config = {"start_method": "fork", "inner_max_num_threads": 1}
+    with parallel_config(backend="proctor", n_jobs=2, **config):
+        counts = Parallel()(delayed(native_threads)(i) for i in range(2))
+    assert counts[0] and set(counts[0]) == {1}
 
 
 # -- streaming, nesting, logs ------------------------------------------------------------

@@ -148,7 +148,7 @@ _thread_limits: Any = None
 
 def _start_worker(
     env: dict[str, str],
-    threads: int,
+    threads: int | None,
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> None:
@@ -159,12 +159,12 @@ def _start_worker(
     each start a thread per core. The variables reach libraries loaded from now on;
     under ``fork`` (or a spawned main module that imported numpy) they are loaded
     already, so where threadpoolctl is imported (scikit-learn imports it), its limits
-    are set as well.
+    are set as well (``threads``; None where the user set the variables).
     """
     global _thread_limits
     os.environ.update(env)
     threadpoolctl = sys.modules.get("threadpoolctl")
-    if threadpoolctl is not None:
+    if threadpoolctl is not None and threads is not None:
         _thread_limits = threadpoolctl.threadpool_limits(limits=threads)
     if initializer is not None:
         initializer(*initargs)
@@ -292,7 +292,9 @@ class ProctorBackend(AutoBatchingMixin, ParallelBackendBase):
         context = settings.get("context")
         if context is None and settings.get("start_method") is not None:
             context = _context.get_context(settings["start_method"])
-        threads = self.inner_max_num_threads or max(joblib.cpu_count() // n_jobs, 1)
+        threads = self.inner_max_num_threads
+        if threads is None and not any(name in os.environ for name in self.MAX_NUM_THREADS_VARS):
+            threads = max(joblib.cpu_count() // n_jobs, 1)  # else the user's variables rule
         initargs = (
             self._prepare_worker_env(n_jobs),
             threads,
