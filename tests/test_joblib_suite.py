@@ -63,3 +63,4 @@ def test_joblibs_parallel_tests_pass_on_the_proctor_backend(tmp_path):
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     assert done.returncode == 0, f"{summary}\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
     assert " passed" in summary
+    print(f"joblib's test_parallel on proctor ({'full' if full else 'proctor cases'}): {summary}")
