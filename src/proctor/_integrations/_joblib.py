@@ -357,10 +357,6 @@ class ProctorBackend(AutoBatchingMixin, ParallelBackendBase):
             raise out.error
         return out.value
 
-    def retrieve_result(self, out: Any, timeout: float | None = None) -> Any:
-        """The batch's results from its ``AsyncResult`` (joblib's path without callbacks)."""
-        return out.get(timeout=timeout)
-
     def terminate(self) -> None:
         """Close the pool and wait for its workers to exit (every batch is done then)."""
         pool, self._pool = self._pool, None
