@@ -5,7 +5,7 @@ every test parametrised over joblib's registered backends runs with ``"proctor"`
 80 tests, ~20 s). Set ``PROCTOR_JOBLIB_SUITE=full`` to run the whole module with
 proctor's backend also under the names ``"loky"`` (joblib's default) and
 ``"multiprocessing"``, so that the tests written for joblib's process backends run on
-proctor's (about 450 tests, several minutes: not in CI). Tests that cannot apply are
+proctor's (about 400 tests, ~3 minutes: not in CI). Tests that cannot apply are
 listed, with their reasons, in ``tests/compat/joblib_excluded.txt``.
 """
 
