@@ -80,14 +80,16 @@ def log_from_worker(x):
 
 def nested(n):
     backend = joblib.parallel.get_active_backend()[0]
-    values = Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(n))
+    values = Parallel(n_jobs=2, timeout=TIMEOUT)(delayed(abs)(-i) for i in range(n))
     return type(backend).__name__, values
 
 
 def nested_proctor(n):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        values = Parallel(n_jobs=2, backend="proctor")(delayed(abs)(-i) for i in range(n))
+        values = Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT)(
+            delayed(abs)(-i) for i in range(n)
+        )
         with parallel_config(backend="proctor"):
             jobs = joblib.effective_n_jobs(2)
     return values, jobs, [str(w.message) for w in caught]
@@ -132,15 +134,17 @@ def test_without_joblib_the_import_error_says_how_to_install_it():
 
 def test_parallel_returns_results_in_order(start_method):
     with parallel_config(backend="proctor", n_jobs=2, start_method=start_method):
-        assert Parallel()(delayed(square)(i) for i in range(50)) == [i * i for i in range(50)]
-        places = Parallel(batch_size=1)(delayed(where)(i) for i in range(4))
+        assert Parallel(timeout=TIMEOUT)(delayed(square)(i) for i in range(50)) == [
+            i * i for i in range(50)
+        ]
+        places = Parallel(batch_size=1, timeout=TIMEOUT)(delayed(where)(i) for i in range(4))
     assert {method for _, method, _ in places} == {start_method}
     assert os.getpid() not in {pid for pid, _, _ in places}
 
 
 def test_the_older_parallel_backend_works_too():
     with parallel_backend("proctor", n_jobs=2):
-        pids = Parallel()(delayed(where)(i) for i in range(3))
+        pids = Parallel(timeout=TIMEOUT)(delayed(where)(i) for i in range(3))
     assert os.getpid() not in {pid for pid, _, _ in pids}
 
 
@@ -156,30 +160,34 @@ def test_effective_n_jobs():
 
 def test_n_jobs_1_runs_here_and_warns_that_task_timeout_cannot_apply():
     with parallel_config(backend="proctor", n_jobs=1):
-        assert Parallel()(delayed(where)(i) for i in range(2))[0][0] == os.getpid()
+        assert Parallel()(delayed(where)(i) for i in range(2))[0][0] == os.getpid()  # here: no wait
     with (
         parallel_config(backend="proctor", n_jobs=1, task_timeout=TIMEOUT),
         pytest.warns(UserWarning, match="task_timeout has no effect with n_jobs=1"),
     ):
-        assert Parallel()(delayed(where)(i) for i in range(2))[0][0] == os.getpid()
+        assert Parallel()(delayed(where)(i) for i in range(2))[0][0] == os.getpid()  # here: no wait
 
 
 def test_a_task_exception_comes_back_with_the_worker_traceback():
     with pytest.raises(ValueError, match="bad input 3") as info:
-        Parallel(n_jobs=2, backend="proctor")(delayed(fail_on)(i, 3) for i in range(8))
+        Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT)(
+            delayed(fail_on)(i, 3) for i in range(8)
+        )
     assert isinstance(info.value.__cause__, proctor.pool.RemoteTraceback)
     assert "fail_on" in str(info.value.__cause__)
 
 
 def test_a_killed_worker_raises_worker_lost_and_the_backend_goes_on():
-    with Parallel(n_jobs=2, backend="proctor", batch_size=1) as parallel:
+    with Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT, batch_size=1) as parallel:
         with pytest.raises(proctor.WorkerLostError, match="SIGKILL") as info:
             parallel(delayed(kill_self_on)(i, 2) for i in range(6))
         assert info.value.exitcode == -signal.SIGKILL
         assert "kill_self_on(2" in str(info.value)
         # The same (managed) backend runs the next call on a fresh pool.
         assert parallel(delayed(square)(i) for i in range(5)) == [0, 1, 4, 9, 16]
-    assert Parallel(n_jobs=2, backend="proctor")(delayed(square)(i) for i in range(3)) == [0, 1, 4]
+    assert Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT)(
+        delayed(square)(i) for i in range(3)
+    ) == [0, 1, 4]
 
 
 def test_task_timeout_stops_a_hung_call(ctx):
@@ -189,7 +197,7 @@ def test_task_timeout_stops_a_hung_call(ctx):
         parallel_config(backend="proctor", n_jobs=2, **config),
         pytest.raises(proctor.TaskTimeoutError) as info,
     ):
-        Parallel(batch_size=1)(delayed(block_on)(i, 1) for i in range(4))
+        Parallel(batch_size=1, timeout=TIMEOUT)(delayed(block_on)(i, 1) for i in range(4))
     assert "block_on(1" in str(info.value)
     assert info.value.timeout == 0.5
 
@@ -200,6 +208,7 @@ def test_options_passed_to_parallel_itself():
     parallel = Parallel(
         n_jobs=2,
         backend="proctor",
+        timeout=TIMEOUT,
         batch_size=1,
         task_timeout=0.5,
         initializer=_install,
@@ -224,7 +233,7 @@ def test_wrong_options_raise():
 
 def test_workers_get_a_share_of_the_cpus_for_native_threads():
     with parallel_config(backend="proctor", n_jobs=2, inner_max_num_threads=1):
-        _, _, threads = Parallel()(delayed(where)(i) for i in range(2))[0]
+        _, _, threads = Parallel(timeout=TIMEOUT)(delayed(where)(i) for i in range(2))[0]
     assert threads == "1"
 
 
@@ -235,7 +244,7 @@ def test_forked_workers_have_their_loaded_blas_limited_through_threadpoolctl():
         pytest.skip("no native thread pool loaded here")
     config = {"start_method": "fork", "inner_max_num_threads": 1}
     with parallel_config(backend="proctor", n_jobs=2, **config):
-        counts = Parallel()(delayed(native_threads)(i) for i in range(2))
+        counts = Parallel(timeout=TIMEOUT)(delayed(native_threads)(i) for i in range(2))
     assert counts[0] and set(counts[0]) == {1}
 
 
@@ -247,7 +256,7 @@ def test_return_as_generator_streams_results(ctx):
     release = ctx.Event()
     config = {"context": ctx, "initializer": _install, "initargs": (release,)}
     with parallel_config(backend="proctor", n_jobs=2, **config):
-        results = Parallel(return_as="generator", batch_size=1)(
+        results = Parallel(return_as="generator", batch_size=1, timeout=TIMEOUT)(
             delayed(wait_for_release)(i) for i in range(4)
         )
         # The first result arrives while the others are still held in the workers.
@@ -261,7 +270,7 @@ def test_generator_unordered_returns_what_is_done_while_a_call_is_stuck():
     release = proctor.Event()
     config = {"initializer": _install, "initargs": (release,)}
     with parallel_config(backend="proctor", n_jobs=2, **config):
-        results = Parallel(return_as="generator_unordered", batch_size=1)(
+        results = Parallel(return_as="generator_unordered", batch_size=1, timeout=TIMEOUT)(
             delayed(block_on)(i, 1) for i in range(10)
         )
         # No call waits behind the stuck one in its worker: the other worker runs them.
@@ -271,12 +280,14 @@ def test_generator_unordered_returns_what_is_done_while_a_call_is_stuck():
 
 
 def test_nested_parallel_runs_on_threads_in_the_worker():
-    outer = Parallel(n_jobs=2, backend="proctor")(delayed(nested)(n) for n in (2, 3))
+    outer = Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT)(
+        delayed(nested)(n) for n in (2, 3)
+    )
     assert outer == [("ThreadingBackend", [0, 1]), ("ThreadingBackend", [0, 1, 2])]
 
 
 def test_an_explicit_nested_proctor_parallel_runs_sequentially_in_the_worker():
-    [(values, jobs, caught)] = Parallel(n_jobs=2, backend="proctor")(
+    [(values, jobs, caught)] = Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT)(
         delayed(nested_proctor)(n) for n in (3,)
     )
     assert values == [0, 1, 2]
@@ -296,7 +307,7 @@ def test_worker_log_records_reach_the_parents_handlers(start_method):
     logger.addHandler(handler)
     try:
         with parallel_config(backend="proctor", n_jobs=2, start_method=start_method):
-            Parallel()(delayed(log_from_worker)(i) for i in range(3))
+            Parallel(timeout=TIMEOUT)(delayed(log_from_worker)(i) for i in range(3))
     finally:
         logger.removeHandler(handler)
     texts = sorted(r.getMessage().rsplit(" from pid ", 1)[0] for r in records)
