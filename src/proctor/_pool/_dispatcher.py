@@ -317,6 +317,10 @@ class Dispatcher:
         #: Coroutine tasks a worker may run at once (task_concurrency).
         self.concurrency = concurrency
         self._task_seconds: float | None = None  # running average of tasks' durations
+        #: The most tasks a worker may hold; 1 turns pipelining off, for callers that
+        #: meter what is in flight themselves (joblib's backend: a task that waited
+        #: behind a slow one would not come back first with return_as="generator_unordered").
+        self.max_held = MAX_HELD
         self._early_deaths = 0  # workers in a row that died before they were ready
         self._lock = threading.Lock()
         self.state = RUNNING
@@ -628,7 +632,7 @@ class Dispatcher:
         # for long tasks.
         if self.codec.in_process or seconds is None or seconds >= LONG_TASK:
             return 1
-        return min(MAX_HELD, 2 + int(QUEUED_WORK / max(seconds, 1e-7)))
+        return min(self.max_held, 2 + int(QUEUED_WORK / max(seconds, 1e-7)))
 
     def _assign(self) -> None:
         """Send pending tasks to workers, in queue order, up to ``_depth()`` each.

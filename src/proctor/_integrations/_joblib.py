@@ -1,0 +1,428 @@
+"""``ProctorBackend``: a joblib parallel backend whose workers are a proctor ``Pool``.
+
+::
+
+    joblib.Parallel (caller's thread)      proctor Pool                      workers
+    ─────────────────────────────────      ────────────                      ───────
+    configure(): Pool(n_jobs, ...)    ─▶   workers start, run _start_worker
+    submit(batch, callback):               (thread limits, user initializer)
+      apply_async(run_batch, (batch,),     dispatcher thread: pending ─▶     run_batch:
+        timeout=task_timeout * len)          worker's pipe                    batch() runs
+    retrieve_result_callback(out)     ◀──  callback / error_callback    ◀──  the calls
+      value, or raises the error             (_Outcome), in the dispatcher    nested
+      (WorkerLostError, TaskTimeoutError,    thread: joblib dispatches the      Parallel:
+      the task's own, traceback attached)    next batch from there              threads
+    abort_everything(): terminate() the
+      pool, start a fresh one if asked
+    terminate(): close() and join()
+
+One pool per ``Parallel`` call (or per ``with Parallel(...)`` block), as joblib's
+``multiprocessing`` backend does: ``configure`` starts it, ``terminate`` joins it. A
+batch (joblib's ``BatchedCalls``) is the *argument* of a task, not its function, so
+numpy arrays in the calls travel out of band (memfds), as every pool task's do, and the
+task's function (``run_batch``) is pickled once per pool.
+
+Supports joblib ``MIN_JOBLIB`` and later: 1.3 brought ``parallel_config``,
+``return_as="generator"`` and results retrieved in a callback, which this backend uses;
+joblib before 1.5 calls ``apply_async`` where later ones call ``submit``.
+"""
+
+from __future__ import annotations
+
+import os
+import reprlib
+import sys
+import warnings
+
+from .. import _context
+from .._pool._pool import Pool, _check_task_timeout
+from .._start._process import current_process
+
+try:
+    import joblib
+    from joblib._parallel_backends import (
+        AutoBatchingMixin,
+        FallbackToBackend,
+        ParallelBackendBase,
+        SequentialBackend,
+    )
+except ImportError as exc:  # joblib missing, or one without these names
+    raise ImportError(
+        f"proctor.joblib needs joblib ({exc}); install it with: pip install 'proctor[joblib]'"
+    ) from exc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = ("MIN_JOBLIB", "ProctorBackend", "register", "run_batch")
+
+# parallel_config, return_as="generator" and retrieve_result_callback came in 1.3.
+MIN_JOBLIB = (1, 3)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit()) or "0"
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+if _version(joblib.__version__) < MIN_JOBLIB:
+    raise ImportError(
+        f"proctor.joblib needs joblib {'.'.join(map(str, MIN_JOBLIB))} or later; this is "
+        f"joblib {joblib.__version__} (at {os.path.dirname(joblib.__file__)}). Upgrade it "
+        "with: pip install -U 'proctor[joblib]'"
+    )
+
+# What ``Parallel`` passes to ``configure`` for joblib's own backends (memmapping of
+# large arrays, its multiprocessing context, hints). proctor sends large arrays as
+# memfds instead of memmapped files, and takes its start method from
+# ``start_method=``/``context=``, so these are accepted and not used.
+_JOBLIB_OPTIONS = frozenset(
+    {"max_nbytes", "temp_folder", "mmap_mode", "prefer", "require", "verbose", "context"}
+)
+# The backend's own options: in ``parallel_config(backend="proctor", ...)`` (the
+# backend's constructor) and, from joblib 1.5, in ``Parallel(backend="proctor", ...)``
+# (``configure``, which then wins).
+_OPTIONS = (
+    "task_timeout",
+    "start_method",
+    "context",
+    "max_tasks_per_child",
+    "max_memory_per_child",
+    "initializer",
+    "initargs",
+)
+
+
+class _Outcome:
+    """What the pool's callbacks hand to joblib's: a batch's value or its error."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: Any, error: BaseException | None) -> None:
+        self.value = value
+        self.error = error
+
+
+class _Batch:
+    """A joblib ``BatchedCalls`` as a task argument, with a readable ``repr`` for errors.
+
+    ``WorkerLostError`` and ``TaskTimeoutError`` name a task's inputs by their
+    ``repr``; joblib's batch has none worth reading.
+    """
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: Any) -> None:
+        self.calls = calls
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Batch, (self.calls,))
+
+    def __repr__(self) -> str:
+        items = getattr(self.calls, "items", None)
+        if not isinstance(items, list):
+            return repr(self.calls)
+        shown = []
+        for func, args, kwargs in items[:3]:
+            name = getattr(func, "__name__", None) or type(func).__name__
+            parts = [reprlib.repr(a) for a in args]
+            parts += [f"{k}={reprlib.repr(v)}" for k, v in kwargs.items()]
+            shown.append(f"{name}({', '.join(parts)})")
+        more = f", ... ({len(items)} calls)" if len(items) > 3 else ""
+        return f"[{', '.join(shown)}{more}]"
+
+
+def run_batch(batch: _Batch) -> Any:
+    """Run one joblib batch in a worker: a task's function (by reference, pickled once)."""
+    return batch.calls()
+
+
+# The per-worker limit set with threadpoolctl, kept so it is not collected.
+_thread_limits: Any = None
+
+
+def _start_worker(
+    env: dict[str, str],
+    threads: int | None,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> None:
+    """A worker's initializer: cap native thread pools, then run the user's initializer.
+
+    joblib's process backends give each worker ``cpu_count() // n_jobs`` threads for
+    OpenMP/BLAS (unless the variables are set already), so ``n_jobs`` workers do not
+    each start a thread per core. The variables reach libraries loaded from now on;
+    under ``fork`` (or a spawned main module that imported numpy) they are loaded
+    already, so where threadpoolctl is imported (scikit-learn imports it), its limits
+    are set as well (``threads``; None where the user set the variables).
+    """
+    global _thread_limits
+    os.environ.update(env)
+    threadpoolctl = sys.modules.get("threadpoolctl")
+    if threadpoolctl is not None and threads is not None:
+        _thread_limits = threadpoolctl.threadpool_limits(limits=threads)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+class ProctorBackend(AutoBatchingMixin, ParallelBackendBase):
+    """joblib's ``Parallel`` on a proctor ``Pool`` (``backend="proctor"``).
+
+    A worker that dies mid-batch fails that batch with ``proctor.WorkerLostError``,
+    which ``Parallel`` raises (the pool is then replaced, so the backend goes on); a
+    batch that runs past ``task_timeout`` per call is killed with its worker and fails
+    with ``proctor.TaskTimeoutError``; the workers' log records reach this process's
+    handlers. See docs/joblib.md.
+
+    Args:
+        nesting_level: joblib's, set by ``Parallel``.
+        inner_max_num_threads: threads each worker's OpenMP/BLAS pools may use; default
+            ``cpu_count() // n_jobs`` (as joblib's process backends).
+        task_timeout: seconds each call may run once a worker has its batch (a batch
+            of n calls may run n * ``task_timeout``); then the worker is killed and
+            replaced and ``Parallel`` raises ``proctor.TaskTimeoutError``. ``None``: no
+            limit. joblib runs ``n_jobs=1`` in the calling process, where nothing can
+            be stopped: then it has no effect (a warning says so).
+        start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; default proctor's.
+        context: a proctor context (``proctor.get_context("spawn")``), instead of
+            ``start_method``.
+        max_tasks_per_child: batches a worker runs before it is replaced.
+        max_memory_per_child: bytes of resident memory after which a worker is
+            replaced (as ``proctor.Pool``'s).
+        initializer: called as ``initializer(*initargs)`` in each worker at its start.
+        initargs: the arguments of ``initializer``.
+
+    Raises:
+        TypeError: an option of the wrong type, or an unknown option.
+        ValueError: an option of the wrong value (a ``task_timeout`` that is not
+            positive, an unknown start method).
+    """
+
+    supports_retrieve_callback = True
+    supports_inner_max_num_threads = True
+    uses_threads = False
+    supports_sharedmem = False
+    default_n_jobs = 1
+
+    def __init__(
+        self,
+        nesting_level: int | None = None,
+        inner_max_num_threads: int | None = None,
+        **options: Any,
+    ) -> None:
+        # Not passed up: joblib before 1.5 hands extra keywords to object.__init__.
+        super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
+        self._options = _check_options(options, allow_joblib=False)
+        self._configured: dict[str, Any] = {}
+        self._pool: Pool | None = None
+        self._task_timeout: float | None = None
+        self._warned_sequential = False
+        self.parallel: Any = None
+
+    # -- joblib's backend API -----------------------------------------------------------
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        """The number of workers ``n_jobs`` means here (-1: every CPU, None: 1).
+
+        Inside a proctor pool worker (a daemonic process), or in a thread of a nested
+        call, it is 1, with a warning when more was asked: nested process pools
+        multiply the processes, as joblib's own process backends refuse too.
+
+        Raises:
+            ValueError: ``n_jobs`` is 0.
+        """
+        if n_jobs == 0:
+            raise ValueError("n_jobs == 0 in Parallel has no meaning")
+        if n_jobs is None:
+            return 1
+        if current_process().daemon:
+            if n_jobs != 1:
+                warnings.warn(
+                    "proctor-backed parallel loops cannot run inside a pool worker (a "
+                    "daemonic process): setting n_jobs=1. Nested Parallel calls run on "
+                    "threads or sequentially in the worker (joblib's nested backend).",
+                    stacklevel=3,
+                )
+            return 1
+        if not (self.in_main_thread() or self.nesting_level == 0):
+            if n_jobs != 1:
+                warnings.warn(
+                    "proctor-backed parallel loops cannot be nested below threads: "
+                    "setting n_jobs=1",
+                    stacklevel=3,
+                )
+            return 1
+        if n_jobs < 0:
+            return max(joblib.cpu_count() + 1 + n_jobs, 1)
+        return int(n_jobs)
+
+    def configure(
+        self,
+        n_jobs: int = 1,
+        parallel: Any = None,
+        prefer: str | None = None,
+        require: str | None = None,
+        **options: Any,
+    ) -> int:
+        """Start the pool for a ``Parallel`` call; return its number of workers.
+
+        Raises:
+            FallbackToBackend: ``n_jobs`` is 1: joblib then runs the calls in this
+                process, as for its own backends (so ``task_timeout`` cannot apply; a
+                warning says so, once per backend).
+        """
+        self._configured = dict(options)
+        settings = {**self._options, **_check_options(options, allow_joblib=True)}
+        task_timeout = settings.get("task_timeout")
+        n_jobs = self.effective_n_jobs(n_jobs)
+        if n_jobs == 1:
+            if task_timeout is not None and not self._warned_sequential:
+                self._warned_sequential = True
+                warnings.warn(
+                    "task_timeout has no effect with n_jobs=1: joblib runs the calls in "
+                    "this process, where they cannot be stopped; pass n_jobs=2 or more",
+                    stacklevel=3,
+                )
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        context = settings.get("context")
+        if context is None and settings.get("start_method") is not None:
+            context = _context.get_context(settings["start_method"])
+        threads = self.inner_max_num_threads
+        if threads is None and not any(name in os.environ for name in self.MAX_NUM_THREADS_VARS):
+            threads = max(joblib.cpu_count() // n_jobs, 1)  # else the user's variables rule
+        initargs = (
+            self._prepare_worker_env(n_jobs),
+            threads,
+            settings.get("initializer"),
+            tuple(settings.get("initargs", ())),
+        )
+        self._pool = Pool(
+            n_jobs,
+            _start_worker,
+            initargs,
+            settings.get("max_tasks_per_child"),
+            context,
+            max_memory_per_child=settings.get("max_memory_per_child"),
+        )
+        # joblib meters what is in flight itself (pre_dispatch) and sizes its batches
+        # to run long enough (auto batching); a batch queued in a busy worker would
+        # wait behind a slow one while another worker is idle, as loky's shared call
+        # queue never lets it. So a worker holds one batch at a time.
+        dispatcher = self._pool._dispatcher
+        if dispatcher is not None:
+            dispatcher.max_held = 1
+        self._task_timeout = task_timeout
+        self.parallel = parallel
+        return n_jobs
+
+    def submit(self, func: Any, callback: Callable[[Any], object] | None = None) -> Any:
+        """Run one joblib batch in a worker; ``callback`` gets its ``_Outcome``.
+
+        Raises:
+            RuntimeError: the backend has no pool (not configured, or terminated).
+        """
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError(
+                "the proctor joblib backend has no pool: it was terminated, or used "
+                "without configure() (Parallel calls it)"
+            )
+        timeout = None
+        if self._task_timeout is not None:
+            timeout = self._task_timeout * max(_length(func), 1)
+        on_value = on_error = None
+        if callback is not None:
+
+            def on_value(value: Any) -> None:
+                callback(_Outcome(value, None))
+
+            def on_error(error: BaseException) -> None:
+                callback(_Outcome(None, error))
+
+        return pool.apply_async(
+            run_batch, (_Batch(func),), callback=on_value, error_callback=on_error, timeout=timeout
+        )
+
+    # joblib before 1.5 calls apply_async.
+    apply_async = submit
+
+    def retrieve_result_callback(self, out: _Outcome) -> Any:
+        """The batch's results, or raise its error (the worker's traceback as ``__cause__``)."""
+        if out.error is not None:
+            raise out.error
+        return out.value
+
+    def terminate(self) -> None:
+        """Close the pool and wait for its workers to exit (every batch is done then)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+            pool.join()
+        self.reset_batch_stats()
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """Stop every batch (their workers are killed); start a new pool if ``ensure_ready``."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
+        self.reset_batch_stats()
+        if ensure_ready and self.parallel is not None:
+            self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel, **self._configured)
+
+    def __repr__(self) -> str:
+        state = "running" if self._pool is not None else "idle"
+        return f"<proctor.joblib.ProctorBackend {state} options={self._options!r}>"
+
+
+def _length(func: Any) -> int:
+    try:
+        return len(func)
+    except TypeError:
+        return 1
+
+
+def _check_options(options: dict[str, Any], allow_joblib: bool) -> dict[str, Any]:
+    """The backend's options from ``options``, checked (joblib's own dropped if allowed).
+
+    Raises:
+        TypeError: an unknown option, or one of the wrong type.
+        ValueError: one of the wrong value.
+    """
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        if name == "context" and allow_joblib and not isinstance(value, _context.BaseContext):
+            continue  # joblib's multiprocessing context, passed to every backend
+        if name not in _OPTIONS:
+            if allow_joblib and name in _JOBLIB_OPTIONS:
+                continue
+            raise TypeError(
+                f"the proctor joblib backend got an unknown option {name!r}; it takes "
+                f"{', '.join(_OPTIONS)} (and inner_max_num_threads)"
+            )
+        checked[name] = value
+    if "task_timeout" in checked:
+        checked["task_timeout"] = _check_task_timeout(checked["task_timeout"], "task_timeout")
+    if checked.get("start_method") is not None:
+        _context.get_context(checked["start_method"])  # ValueError/TypeError if unknown
+    context = checked.get("context")
+    if context is not None and not isinstance(context, _context.BaseContext):
+        raise TypeError(
+            "context must be a proctor context (proctor.get_context('spawn')) or None, "
+            f"not {type(context).__name__}; or pass start_method='spawn'"
+        )
+    if context is not None and checked.get("start_method") is not None:
+        raise ValueError("pass start_method or context, not both")
+    initializer = checked.get("initializer")
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be callable or None, not {type(initializer).__name__}")
+    return checked
+
+
+def register(name: str = "proctor") -> None:
+    """Register ``ProctorBackend`` with joblib under ``name`` (``import proctor.joblib`` does)."""
+    joblib.register_parallel_backend(name, ProctorBackend)
