@@ -113,6 +113,7 @@ class Task:
         "function",
         "id",
         "index",
+        "progress",
         "result",
         "sent_at",
         "size",
@@ -147,6 +148,7 @@ class Task:
         self.claimed = False  # claim() said yes: a task sent again is not claimed again
         self.stopped = False  # failed or cancelled, and its worker killed to stop it
         self.sent_at = 0.0  # time.monotonic() it was sent to a worker
+        self.progress: Any = None  # the call's _progress.Tracker (progress=), counting items
 
     def cancelled(self) -> bool:
         # The iterators have no cancel(); their tasks are never cancelled.
@@ -694,6 +696,13 @@ class Dispatcher:
         except (EOFError, OSError):  # ProtocolError (a frame cut short) is an OSError
             worker.conn_open = False
             return False
+        report = self.codec.decode_progress(frame)
+        if report is not None:  # a running chunk's items done so far, not its result
+            held = worker.held
+            task = held[0] if held else None
+            if task is not None and task.id == report[0] and task.progress and not task.stopped:
+                task.progress.reported(task, report[1])
+            return True
         try:
             task_id, outcome, seconds, retiring = self.codec.decode_result(frame, worker.conn)
         except (EOFError, OSError):  # it died before its result's buffers came
@@ -750,6 +759,8 @@ class Dispatcher:
             )
             task.result._deliver(task.index, False, error)
         else:
+            if task.progress is not None:  # counted before the result completes the call
+                task.progress.finished(task)
             task.result._deliver(task.index, True, outcome.value)
         return True
 

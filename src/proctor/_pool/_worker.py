@@ -25,6 +25,12 @@ exits after this result (its resident memory passed ``max_memory_per_child``) an
 reads no further task. Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's
 start: its outcome says that the initializer returned, or how it failed.
 
+A ``MAP``/``STARMAP`` task with the ``REPORTS_PROGRESS`` kind bit (a call with
+``progress=``) is run by ``_progress.run_chunk``, whose reporter thread may send
+*progress frames* before its result: ``<task id:u64><seconds:f64><flags:u8>`` with flag
+``PROGRESS`` (seconds 0), then ``<items done:u64>``. They say how many of the chunk's
+items have finished; the parent counts them and waits on for the result.
+
 A worker may be sent several tasks before it has finished the first (the pool
 pipelines them to hide its round trip); it runs them in order and sends each result
 before it reads the next task, so the parent always knows that only the oldest task
@@ -45,6 +51,7 @@ from .._core import _serialization
 from .._core._errors import PicklingError
 from .._core._serialization import OOB_THRESHOLD
 from .._start import _outcome
+from . import _progress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -57,6 +64,8 @@ __all__ = (
     "APPLY",
     "INITIALIZER",
     "MAP",
+    "PROGRESS",
+    "REPORTS_PROGRESS",
     "RETIRING",
     "STARMAP",
     "STOP",
@@ -80,10 +89,15 @@ BUFFERS_FOLLOW = 0x80
 #: Result frame flag: the body is the value's pickle, not an outcome message (an
 #: error's or an unsendable value's): one pickle less each way for every result.
 VALUE = 2
+#: Result frame flag: a progress frame (items of a running chunk done), not a result.
+PROGRESS = 4
+#: Task kind bit: report the chunk's progress while it runs (``progress=``).
+REPORTS_PROGRESS = 0x40
 
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
 _RESULT_HEADER = struct.Struct("<QdB")
+_PROGRESS_COUNT = struct.Struct("<Q")
 
 
 def encode_task(task_id: int, kind: int, func_bytes: bytes, payload_bytes: bytes) -> bytes:
@@ -138,6 +152,19 @@ def decode_result(
     else:
         outcome = _outcome.Outcome.from_message(body, buffers)
     return task_id, outcome, seconds, bool(flags & RETIRING)
+
+
+def decode_progress(frame: bytes) -> tuple[int, int] | None:
+    """(task id, items done) of a progress frame; None for a result frame."""
+    if not frame[_RESULT_HEADER.size - 1] & PROGRESS:
+        return None
+    return _RESULT_HEADER.unpack_from(frame)[0], _PROGRESS_COUNT.unpack_from(
+        frame, _RESULT_HEADER.size
+    )[0]
+
+
+def _progress_frame(task_id: int, done: int) -> bytes:
+    return _RESULT_HEADER.pack(task_id, 0.0, PROGRESS) + _PROGRESS_COUNT.pack(done)
 
 
 def _result_frame(
@@ -219,6 +246,10 @@ class PickledCodec:
     def decode_result(frame: Any, conn: Any = None) -> tuple[int, _outcome.Outcome, float, bool]:
         return decode_result(frame, conn)
 
+    @staticmethod
+    def decode_progress(frame: Any) -> tuple[int, int] | None:
+        return decode_progress(frame)
+
     def dumps_payload(self, obj: Any, what: str) -> tuple[bytes, list[pickle.PickleBuffer]]:
         """``dumps(obj)`` with buffers of OOB_THRESHOLD bytes or more left out of band
         (they follow the task frame as memfds).
@@ -246,19 +277,33 @@ class _FunctionCache:
         return self._func
 
 
-def _call(kind: int, func: Callable[..., Any], payload: Any) -> Any:
+def _call(
+    kind: int,
+    func: Callable[..., Any],
+    payload: Any,
+    send_progress: Callable[[int, int], object] | None = None,
+    task_id: int = 0,
+) -> Any:
     """Run a task's function on its payload: ``(args, kwds)`` for APPLY, a chunk of
-    items for MAP (``func(item)``) and STARMAP (``func(*item)``)."""
+    items for MAP (``func(item)``) and STARMAP (``func(*item)``); with the
+    REPORTS_PROGRESS bit, ``send_progress(task_id, items done)`` while it runs."""
     if kind == APPLY:
         args, kwds = payload
         return func(*args, **kwds)
+    if kind & REPORTS_PROGRESS:
+        kind &= ~REPORTS_PROGRESS
+        if send_progress is not None:
+            return _progress.run_chunk(func, payload, kind == STARMAP, send_progress, task_id)
     if kind == MAP:
         return [func(item) for item in payload]
     return [func(*item) for item in payload]
 
 
 def _run(
-    frame: bytes | memoryview, functions: _FunctionCache, buffers: list[Any] | None = None
+    frame: bytes | memoryview,
+    functions: _FunctionCache,
+    buffers: list[Any] | None = None,
+    send_progress: Callable[[int, int], object] | None = None,
 ) -> tuple[int, tuple[Any, ...], list[pickle.PickleBuffer]]:
     """Run one task frame (its payload's large buffers in ``buffers``); return its id,
     its outcome message and the value's large buffers (never raises)."""
@@ -268,7 +313,7 @@ def _run(
     try:
         func = functions.get(frame[start : start + func_length])
         payload = _serialization.loads(memoryview(frame)[start + func_length :], buffers=buffers)
-        value = _call(kind, func, payload)
+        value = _call(kind, func, payload, send_progress, task_id)
     # BaseException: a task that raises SystemExit or KeyboardInterrupt fails that task
     # only; the stdlib's worker dies of it and the task's result never comes.
     except BaseException as exc:
@@ -297,13 +342,15 @@ def value_message(value: Any) -> tuple[tuple[Any, ...], list[pickle.PickleBuffer
     return ("value", body), buffers
 
 
-def _run_objects(task: tuple[Any, ...]) -> tuple[int, _outcome.Outcome, float, bool]:
+def _run_objects(
+    task: tuple[Any, ...], send_progress: Callable[[int, int], object] | None = None
+) -> tuple[int, _outcome.Outcome, float, bool]:
     """Run one task of a thread worker (objects, not frames); never raises."""
     task_id, kind, func, payload = task
     outcome = _outcome.Outcome()
     started = time.perf_counter()
     try:
-        outcome.value = _call(kind, func, payload)
+        outcome.value = _call(kind, func, payload, send_progress, task_id)
     # Exception only: in a thread, SystemExit and KeyboardInterrupt belong to the
     # program, not to the task (a thread cannot be killed, a process worker can).
     except Exception as exc:
@@ -372,6 +419,10 @@ def worker_main(
         _thread_loop(conn, maxtasks)
         return
     functions = _FunctionCache()
+
+    def send_progress(task_id: int, items: int) -> None:
+        conn.send_bytes(_progress_frame(task_id, items))
+
     done = 0
     while maxtasks is None or done < maxtasks:
         try:
@@ -386,7 +437,7 @@ def worker_main(
         del frame
         for task in tasks:
             started = time.perf_counter()
-            task_id, message, buffers = _run(task, functions, arguments)
+            task_id, message, buffers = _run(task, functions, arguments, send_progress)
             seconds = time.perf_counter() - started
             arguments = None
             retiring = max_memory is not None and (resident_memory() or 0) > max_memory
@@ -408,6 +459,10 @@ def worker_main(
 
 
 def _thread_loop(conn: Connection, maxtasks: int | None) -> None:
+    def send_progress(task_id: int, items: int) -> None:
+        # (task id, items done): ObjectCodec tells it from a result (four items).
+        conn.send_bytes((task_id, items))
+
     done = 0
     while maxtasks is None or done < maxtasks:
         try:
@@ -416,7 +471,7 @@ def _thread_loop(conn: Connection, maxtasks: int | None) -> None:
             break
         if task == STOP:
             break
-        result = _run_objects(task)
+        result = _run_objects(task, send_progress)
         del task
         conn.send_bytes(result)
         done += 1
