@@ -20,7 +20,11 @@ follow it as "vs" lines, and its note names the fastest of all the other pools.
 * ``map`` of 16 tasks, each returning an 8 MiB float64 array (needs numpy; left
   out with a note without it); in tasks/s;
 * start-up: a fresh pool, a first 4-task ``map``, shutdown; per start method (fork,
-  spawn, forkserver; loky has no fork row: it warns against fork).
+  spawn, forkserver; loky has no fork row: it warns against fork);
+* the cost of a progress bar: ``proctor.Pool.map`` of 100,000 no-ops with
+  ``progress=True`` (a tqdm bar, drawn to /dev/null) against the same map without it,
+  on the same warm pool, interleaved; its "multiprocessing" column is proctor without
+  the bar (needs tqdm, ``pip install 'proctor[progress]'``; left out without it).
 
 The pools of the first four are warm -- started, and a first ``map`` run, before the
 clock starts; fork-started (loky: its own default, fork + exec); all alive at once,
@@ -31,6 +35,7 @@ start-up. Run: ``python benchmarks/bench_pool.py [--quick]``.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib
 import multiprocessing
 import os
@@ -471,6 +476,59 @@ def _bench_startup(contenders, method, rounds, peers):
     )
 
 
+def _bench_progress(rounds, n):
+    """proctor.Pool.map of ``n`` no-ops with a progress bar vs without, one warm pool."""
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        print(
+            "bench_pool: the progress bar row is skipped: it needs tqdm "
+            "(pip install 'proctor[progress]')",
+            flush=True,
+        )
+        return []
+    items = range(n)
+
+    def timed(progress):
+        def measure():
+            # The bar is drawn, to /dev/null: a terminal would take the same two
+            # lines (tqdm redraws at most every 0.1 s), without cluttering the table.
+            with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+                began = time.perf_counter()
+                results = pool.map(noop, items, progress=progress)
+                elapsed = time.perf_counter() - began
+            if len(results) != n:
+                raise RuntimeError(f"map returned {len(results)} of {n} results")
+            return n / elapsed
+
+        return measure
+
+    pool = ProctorPool().start("fork")
+    try:
+        pool.map(warm_up, range(4 * WORKERS))
+        timed(True)()  # tqdm imported and its bar class made before the clock starts
+        # More rounds than the other rows: the difference sought is a few percent.
+        got = interleaved({"with": timed(True), "without": timed(False)}, 4 * rounds)
+    finally:
+        pool.close()
+        pool.join(WAIT)
+    cost = 100 * (1 - got["with"] / got["without"])
+    return [
+        row(
+            "pool map no-ops, progress=True: Pool",
+            got["with"],
+            got["without"],
+            "tasks/s",
+            higher_is_better=True,
+            note=(
+                f"{n:,} tasks; the multiprocessing column is proctor.Pool without "
+                f"progress=: the bar costs {cost:.1f}% (medians of {4 * rounds} "
+                "interleaved rounds)"
+            ),
+        )
+    ]
+
+
 def _numpy_missing() -> bool:
     try:
         import numpy  # noqa: F401
@@ -503,6 +561,7 @@ def run(quick: bool = False) -> list[dict]:
         _stop_pools(pools)
     for method in ("fork",) if quick else ("fork", "spawn", "forkserver"):
         rows += _bench_startup(contenders, method, 2 if quick else rounds, peers)
+    rows += _bench_progress(rounds, 10_000 if quick else 100_000)
     return rows
 
 
