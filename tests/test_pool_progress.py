@@ -15,6 +15,7 @@ import pytest
 import proctor
 from helpers import wait_until
 from pool_tasks import TIMEOUT, _block_at, _install, _worker_state
+from pool_tasks import _square as _pool_square
 from proctor._pool import _progress
 from proctor._pool._results import ApplyResult
 from proctor.pool import ThreadPool
@@ -367,7 +368,9 @@ def test_executor_map_stops_the_bar_on_its_timeout(ctx, bars):
     with proctor.ProcessPoolExecutor(
         1, mp_context=ctx, initializer=_install, initargs=(started, release)
     ) as executor:
-        results = executor.map(_block_at, range(6), chunksize=1, timeout=0.5, progress=True)
+        # The worker is up and has imported pool_tasks before map()'s clock starts.
+        assert list(executor.map(_pool_square, range(2))) == [0, 1]
+        results = executor.map(_block_at, range(6), chunksize=1, timeout=1.0, progress=True)
         assert [next(results) for _ in range(3)] == [0, 1, 2]
         with pytest.raises(TimeoutError):
             next(results)  # item 3 hangs

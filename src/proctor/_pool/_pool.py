@@ -450,7 +450,12 @@ class Pool:
             for task in tasks:
                 task.progress = tracker
         if tasks:
-            dispatcher.submit(tasks)
+            try:
+                dispatcher.submit(tasks)
+            except BaseException:  # the pool ended meanwhile: nothing was sent
+                if tracker is not None:
+                    tracker.close()
+                raise
         return result
 
     def imap(
@@ -509,13 +514,16 @@ class Pool:
             seconds,
             tracker,
         )
-        total = _length(iterable) if tracker is not None else None
+        total = None
+        if tracker is not None:
+            total = _length(iterable)
+            cls = _progress.ITERATORS[cls]  # its next() stops the display
         iterator = cls(
             submitter, iter(iterable), chunksize, READ_AHEAD_PER_WORKER * self._processes
         )
         if tracker is not None:
             tracker.start(total, _short_name(func))
-            iterator._progress = tracker
+            iterator._progress = tracker  # type: ignore[attr-defined]  # an ITERATORS class
             # Abandoned (a loop left with break): the display stops when it is collected.
             weakref.finalize(iterator, tracker.close)
         dispatcher.add_lazy(iterator)

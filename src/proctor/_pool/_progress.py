@@ -39,14 +39,16 @@ import sys
 import threading
 import time
 
+from .._core._errors import ProcessTimeoutError
 from .._logging._logger import get_logger
+from ._results import IMapIterator, IMapUnorderedIterator
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any
 
-__all__ = ("REPORT_INTERVAL", "Tracker", "get", "run_chunk", "tracker")
+__all__ = ("ITERATORS", "REPORT_INTERVAL", "Tracker", "get", "run_chunk", "tracker")
 
 #: A worker reports a running chunk's items at most this often: ten updates a second
 #: look live, and cost a 25-byte frame each.
@@ -354,3 +356,34 @@ def get(result: Any, tracker: Tracker | None) -> Any:
     except BaseException:
         tracker.close()
         raise
+
+
+class _ProgressIMapIterator(IMapIterator):
+    """An ``imap`` iterator whose ``next()`` stops the call's display when it ends or
+    raises. A subclass, so that iterators without ``progress=`` pay nothing per item."""
+
+    _progress: Tracker  # set by Pool._imap
+
+    def next(self, timeout: float | None = None) -> Any:
+        try:
+            return super().next(timeout)
+        except BaseException as exc:
+            # The end, a failed chunk, Ctrl-C: the display stops at the count reached.
+            # Not next(timeout)'s own timeout (exactly ProcessTimeoutError; a task's is
+            # a TaskTimeoutError): the caller may wait again.
+            if type(exc) is not ProcessTimeoutError:
+                self._progress.close()
+            raise
+
+    __next__ = next
+
+
+class _ProgressIMapUnorderedIterator(_ProgressIMapIterator, IMapUnorderedIterator):
+    pass
+
+
+#: The iterator class ``imap``/``imap_unordered`` return when given ``progress=``.
+ITERATORS: dict[type[IMapIterator], type[IMapIterator]] = {
+    IMapIterator: _ProgressIMapIterator,
+    IMapUnorderedIterator: _ProgressIMapUnorderedIterator,
+}

@@ -310,10 +310,6 @@ class IMapIterator:
     nothing is ready in time.
     """
 
-    #: The call's progress display (``_progress.Tracker``, ``progress=``), stopped
-    #: when ``next()`` ends the iteration or raises.
-    _progress: Any = None
-
     def __init__(
         self,
         pool: _Submitter,
@@ -411,19 +407,6 @@ class IMapIterator:
             proctor.TimeoutError: when ``timeout`` seconds pass first.
             Exception: a failed chunk's exception, at its position.
         """
-        if self._progress is None:
-            return self._next(timeout)
-        try:
-            return self._next(timeout)
-        except BaseException as exc:
-            # The end, a failed chunk, Ctrl-C: the display stops at the count reached.
-            # Not next(timeout)'s own timeout (exactly ProcessTimeoutError; a task's
-            # is a TaskTimeoutError): the caller may wait again.
-            if type(exc) is not ProcessTimeoutError:
-                self._progress.close()
-            raise
-
-    def _next(self, timeout: float | None) -> Any:
         deadline = _deadline(timeout)
         while not self._items:
             self._feed()
