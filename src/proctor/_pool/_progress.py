@@ -117,7 +117,10 @@ class _Reporter:
                     entry[4] = done
                     try:
                         send(task_id, done)
-                    except (OSError, EOFError):  # the pool's end is closed: it reads no more
+                    # The pool's end is closed (the pool was terminated, or this worker
+                    # abandoned): nothing reads reports any more. Any error: the
+                    # reporter must go on for the other chunks.
+                    except Exception:
                         del self._running[key]
 
 
