@@ -54,6 +54,13 @@ def _wait_at_five(x):
     return x
 
 
+def _wait_at_four(x):
+    """Item 4 waits until the test's callback has been shown the four items before it."""
+    if x == 4:
+        return _worker_state["release"].wait(TIMEOUT)
+    return x
+
+
 # -- helpers ------------------------------------------------------------------------------
 
 
@@ -151,6 +158,26 @@ def test_the_count_moves_while_a_single_chunk_runs(ctx):
     assert values[5] is True  # item 5 was released, not timed out
     assert any(0 < done < 10 for done in record.dones)
     assert record.calls[-1] == (10, 10)
+    started.close()
+
+
+def test_a_count_held_back_is_shown_while_a_slow_item_runs(ctx):
+    # Items 0..3 end within microseconds: the display, updated at most every 0.1 s,
+    # is not given all of them at once. Item 4 waits until it has been shown 4, which
+    # only the running chunk's repeated (unchanged) reports can bring about.
+    pool, started, release = _events_pool(ctx)
+    record = Recorder()
+
+    def watch(done, total):
+        record(done, total)
+        if done == 4:
+            release.set()
+
+    with pool:
+        values = pool.map(_wait_at_four, range(6), chunksize=1, progress=watch)
+    assert values[4] is True
+    assert (4, 6) in record.calls
+    assert record.calls[-1] == (6, 6)
     started.close()
 
 

@@ -7,7 +7,7 @@
     run_chunk: list(map(func, iterator))        dispatcher thread:
     _Reporter thread, every REPORT_INTERVAL:      progress frame ─▶ Tracker
       items done = size - length_hint - 1  ──▶      .reported(task, done)  ─▶ tqdm bar
-      (sent only when it grew)                    result frame ─▶ Tracker     .update(n),
+                                                  result frame ─▶ Tracker     .update(n),
                                                     .finished(task)           or fn(done,
     the chunk's result frame  ─────────────▶   caller's thread: end of the    total)
                                                  call, a failure, Ctrl-C
@@ -18,15 +18,18 @@ runs it as ``list(map(func, iterator))`` -- no per-item work is added -- and reg
 the iterator with the process's ``_Reporter``, a daemon thread that wakes every
 ``REPORT_INTERVAL`` while chunks run and sends how many items each running chunk has
 finished (``operator.length_hint`` of a list, tuple or range iterator says how many
-are left), so a bar moves while a long chunk runs. A chunk that runs for less than
-the interval sends nothing but its result. The reporter sends under its lock and the
+are left), so a bar moves while a long chunk runs. It reports even an unchanged
+count, so that the parent shows a count it held back (it updates the display at most
+every SHOW_INTERVAL) while slow items keep the count from changing. A chunk that runs
+for less than the interval sends nothing but its result. The reporter sends under its lock and the
 worker unregisters the chunk under it before sending the result, so no progress frame
 comes between a result frame and the buffers that follow it.
 
 In the parent, the dispatcher hands each progress frame and each chunk's result to
 the call's ``Tracker``, which counts items (never withdrawn: the count only grows) and
-updates the display: a tqdm bar it made (``progress=True``), a tqdm bar the user made,
-or a callable. See docs/pool.md, "Progress bars".
+updates the display, at most every SHOW_INTERVAL and always with the final count: a
+tqdm bar it made (``progress=True``), a tqdm bar the user made, or a callable. See
+docs/pool.md, "Progress bars".
 """
 
 from __future__ import annotations
@@ -56,9 +59,10 @@ REPORT_INTERVAL = 0.1
 #: A worker's reporter thread ends after this long with no chunk to report on (a
 #: later one starts it again), so an idle pool keeps no thread waking for nothing.
 REPORTER_IDLE = 0.5
-#: A ``progress=`` callable is called at most this often (and always with the final
-#: count): it runs in the dispatcher thread, where a slow one delays every result.
-CALL_INTERVAL = 0.1
+#: The display is updated at most this often (and always with the final count): it
+#: runs in the dispatcher thread, where a slow one delays every result, and a tqdm
+#: bar redraws no more often than this anyway (its ``mininterval``).
+SHOW_INTERVAL = 0.1
 
 _INSTALL = (
     "progress=True draws its bar with tqdm, which is not installed: install it with "
@@ -76,15 +80,15 @@ class _Reporter:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        # thread ident -> [send, task id, iterator, size, items last sent]
-        self._running: dict[int, list[Any]] = {}
+        # thread ident -> (send, task id, iterator, size)
+        self._running: dict[int, tuple[Any, ...]] = {}
         self._thread: threading.Thread | None = None
 
     def begin(
         self, send: Callable[[int, int], object], task_id: int, iterator: Iterator[Any], size: int
     ) -> None:
         with self._lock:
-            self._running[threading.get_ident()] = [send, task_id, iterator, size, 0]
+            self._running[threading.get_ident()] = (send, task_id, iterator, size)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="proctor-progress-reporter", daemon=True
@@ -108,13 +112,11 @@ class _Reporter:
                         return
                     continue
                 idle_since = time.monotonic()
-                for key, entry in list(self._running.items()):
-                    send, task_id, iterator, size, sent = entry
-                    # The item just taken from the iterator is running, not done.
-                    done = size - operator.length_hint(iterator) - 1
-                    if done <= sent:
-                        continue
-                    entry[4] = done
+                for key, (send, task_id, iterator, size) in list(self._running.items()):
+                    # The item just taken from the iterator is running, not done. Sent
+                    # even when it has not changed: the parent then shows a count it
+                    # held back (see Tracker.reported) while slow items run.
+                    done = max(size - operator.length_hint(iterator) - 1, 0)
                     try:
                         send(task_id, done)
                     # The pool's end is closed (the pool was terminated, or this worker
@@ -237,8 +239,8 @@ class Tracker:
         self._started = False
         self.closed = False
         self._broken = False  # the display raised: it is left alone from then on
-        self._called_with = -1  # the count the callable was last given
-        self._called_at = -math.inf
+        self._shown = -1  # the count the display was last given (-1: none yet)
+        self._shown_at = -math.inf
 
     def start(self, total: int | None, desc: str) -> None:
         """Draw the display for ``total`` items (None: unknown), in the caller's thread.
@@ -252,17 +254,30 @@ class Tracker:
                 self._sink = _tqdm_class()(total=total, desc=desc, unit="item", miniters=1)
             self._started = True
             if self._kind == _CALLABLE:
-                self._call()
+                self._show(time.monotonic())  # (0, total): the total, known at once
+            else:
+                self._shown = 0  # items given to the bar, which may hold others already
             if total == 0:
                 self._close_locked()
 
     def reported(self, task: Any, done: int) -> None:
-        """A running chunk (a ``Task``) has finished ``done`` of its items."""
+        """A running chunk (a ``Task``) has finished ``done`` of its items.
+
+        Workers report every REPORT_INTERVAL while a chunk runs, changed or not: a
+        count held back by SHOW_INTERVAL (chunks that ended close together) is shown
+        then, not only at the next change, which slow items may put off for long.
+        """
         with self._lock:
+            if self.closed:
+                return
             delta = done - self._partial.get(task.id, 0)
-            if delta > 0 and not self.closed:
+            if delta > 0:
                 self._partial[task.id] = done
                 self._add(delta)
+            else:
+                now = time.monotonic()
+                if now - self._shown_at >= SHOW_INTERVAL:
+                    self._show(now)
 
     def finished(self, task: Any) -> None:
         """A chunk's values came: all its items are done."""
@@ -297,20 +312,24 @@ class Tracker:
 
     def _add(self, items: int) -> None:
         self.done += items
-        if self._kind == _CALLABLE:
-            now = time.monotonic()
-            if now - self._called_at >= CALL_INTERVAL or self.done == self.total:
-                self._call(now)
-        elif not self._broken:
-            self._safely(self._sink.update, items)
         if self.total is not None and self.done >= self.total:
-            self._close_locked()
+            self._close_locked()  # shows the final count
+            return
+        now = time.monotonic()
+        if now - self._shown_at >= SHOW_INTERVAL:
+            self._show(now)
 
-    def _call(self, now: float | None = None) -> None:
-        if not self._broken:
-            self._called_at = time.monotonic() if now is None else now
-            self._called_with = self.done
+    def _show(self, now: float) -> None:
+        """Give the display the count (a bar: the items since it was last given one)."""
+        if self._broken or self._shown == self.done:
+            return
+        self._shown_at = now
+        if self._kind == _CALLABLE:
+            self._shown = self.done
             self._safely(self._sink, self.done, self.total)
+        else:
+            items, self._shown = self.done - self._shown, self.done
+            self._safely(self._sink.update, items)
 
     def _close_locked(self) -> None:
         if self.closed:
@@ -318,13 +337,11 @@ class Tracker:
         self.closed = True
         if not self._started:
             return
-        if self._kind == _CALLABLE:
-            if self._called_with != self.done:
-                self._call()
-        elif self._kind == _USER_BAR:
+        self._show(time.monotonic())
+        if self._kind == _USER_BAR:
             if not self._broken:
                 self._safely(self._sink.refresh)
-        else:
+        elif self._kind == _NEW_BAR:
             self._safely(self._sink.close)  # even after an error: it must stop drawing
 
     def _safely(self, func: Callable[..., object], *args: Any) -> None:
