@@ -251,12 +251,18 @@ class Tracker:
         with self._lock:
             self.total = total
             if self._kind == _NEW_BAR:
-                self._sink = _tqdm_class()(total=total, desc=desc, unit="item", miniters=1)
+                # delay: first drawn after SHOW_INTERVAL, or at the end (close()), so
+                # that a call of a few milliseconds draws once, not twice: each draw
+                # costs about as much as a thousand quick tasks.
+                self._sink = _tqdm_class()(
+                    total=total, desc=desc, unit="item", miniters=1, delay=SHOW_INTERVAL
+                )
             self._started = True
             if self._kind == _CALLABLE:
                 self._show(time.monotonic())  # (0, total): the total, known at once
             else:
                 self._shown = 0  # items given to the bar, which may hold others already
+                self._shown_at = time.monotonic()
             if total == 0:
                 self._close_locked()
 
@@ -321,7 +327,14 @@ class Tracker:
 
     def _show(self, now: float) -> None:
         """Give the display the count (a bar: the items since it was last given one)."""
-        if self._broken or self._shown == self.done:
+        if self._broken:
+            return
+        if self._shown == self.done:
+            if self._kind == _NEW_BAR and not self.closed:
+                # No change while slow items run: redraw, so that the bar appears
+                # (its delay has passed) and its elapsed time goes on.
+                self._shown_at = now
+                self._safely(self._sink.refresh)
             return
         self._shown_at = now
         if self._kind == _CALLABLE:
@@ -342,7 +355,10 @@ class Tracker:
             if not self._broken:
                 self._safely(self._sink.refresh)
         elif self._kind == _NEW_BAR:
-            self._safely(self._sink.close)  # even after an error: it must stop drawing
+            # Drawn at its end even if its delay had not passed (close() skips a bar
+            # never drawn), and closed even after an error: it must stop drawing.
+            self._sink.delay = 0
+            self._safely(self._sink.close)
 
     def _safely(self, func: Callable[..., object], *args: Any) -> None:
         # The display runs in the dispatcher thread, among every result: its error must
