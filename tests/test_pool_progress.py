@@ -213,6 +213,22 @@ def test_progress_true_draws_a_bar_that_ends_full_and_closed(ctx, bars):
     assert "_square" in drawn and "50/50" in drawn
 
 
+def test_a_bar_appears_while_slow_items_run_and_ends_full(bars):
+    # Drawn 0.1 s in (tqdm's delay), by the running chunk's reports: nothing is done yet.
+    release = threading.Event()
+    with ThreadPool(1) as pool:
+        result = pool.map_async(
+            lambda x: release.wait(TIMEOUT), range(3), chunksize=1, progress=True
+        )
+        (bar,) = bars
+        wait_until(lambda: "0/3" in bar.fp.getvalue(), timeout=TIMEOUT)
+        assert not result.ready()
+        release.set()
+        assert result.get(TIMEOUT) == [True, True, True]
+    assert "3/3" in bar.fp.getvalue()
+    assert _closed(bar)
+
+
 def test_a_bar_of_unknown_length_is_closed_when_imap_ends(bars):
     with ThreadPool(2) as pool:
         assert sum(pool.imap(_square, (x for x in range(20)), progress=True)) == 2470
