@@ -24,6 +24,10 @@ follow it as "vs" lines, and its note names the fastest of all the other pools.
 * ``async for`` over ``proctor.Pool.imap`` of 100,000 no-ops in an event loop, against
   the plain ``for`` over the same ``imap`` (proctor only: the row's "multiprocessing"
   column is the plain iterator); in tasks/s, the ratio the issue's target (>= 0.9).
+* the cost of a progress bar: ``proctor.Pool.map`` of 100,000 no-ops with
+  ``progress=True`` (a tqdm bar, drawn to /dev/null) against the same map without it,
+  on the same warm pool, interleaved; its "multiprocessing" column is proctor without
+  the bar (needs tqdm, ``pip install 'proctor[progress]'``; left out without it).
 
 The pools of the first four are warm -- started, and a first ``map`` run, before the
 clock starts; fork-started (loky: its own default, fork + exec); all alive at once,
@@ -35,6 +39,7 @@ start-up. Run: ``python benchmarks/bench_pool.py [--quick] [--async]`` (``--asyn
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib
 import multiprocessing
 import os
@@ -516,6 +521,59 @@ def _bench_async_imap(rounds, n):
     ]
 
 
+def _bench_progress(rounds, n):
+    """proctor.Pool.map of ``n`` no-ops with a progress bar vs without, one warm pool."""
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        print(
+            "bench_pool: the progress bar row is skipped: it needs tqdm "
+            "(pip install 'proctor[progress]')",
+            flush=True,
+        )
+        return []
+    items = range(n)
+
+    def timed(progress):
+        def measure():
+            # The bar is drawn, to /dev/null: a terminal would take the same two
+            # lines (tqdm redraws at most every 0.1 s), without cluttering the table.
+            with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+                began = time.perf_counter()
+                results = pool.map(noop, items, progress=progress)
+                elapsed = time.perf_counter() - began
+            if len(results) != n:
+                raise RuntimeError(f"map returned {len(results)} of {n} results")
+            return n / elapsed
+
+        return measure
+
+    pool = ProctorPool().start("fork")
+    try:
+        pool.map(warm_up, range(4 * WORKERS))
+        timed(True)()  # tqdm imported and its bar class made before the clock starts
+        # More rounds than the other rows: the difference sought is a few percent.
+        got = interleaved({"with": timed(True), "without": timed(False)}, 4 * rounds)
+    finally:
+        pool.close()
+        pool.join(WAIT)
+    cost = 100 * (1 - got["with"] / got["without"])
+    return [
+        row(
+            "pool map no-ops, progress=True: Pool",
+            got["with"],
+            got["without"],
+            "tasks/s",
+            higher_is_better=True,
+            note=(
+                f"{n:,} tasks; the multiprocessing column is proctor.Pool without "
+                f"progress=: the bar costs {cost:.1f}% (medians of {4 * rounds} "
+                "interleaved rounds)"
+            ),
+        )
+    ]
+
+
 def _numpy_missing() -> bool:
     try:
         import numpy  # noqa: F401
@@ -549,6 +607,7 @@ def run(quick: bool = False) -> list[dict]:
     for method in ("fork",) if quick else ("fork", "spawn", "forkserver"):
         rows += _bench_startup(contenders, method, 2 if quick else rounds, peers)
     rows += _bench_async_imap(rounds, 10_000 if quick else 100_000)
+    rows += _bench_progress(rounds, 10_000 if quick else 100_000)
     return rows
 
 

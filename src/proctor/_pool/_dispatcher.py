@@ -124,6 +124,7 @@ class Task:
         "function",
         "id",
         "index",
+        "progress",
         "result",
         "sent_at",
         "size",
@@ -162,6 +163,7 @@ class Task:
         # Its function is a coroutine function: it may run alongside others in a
         # worker (task_concurrency); a plain one runs alone (see _may_have_started).
         self.coroutine = coroutine
+        self.progress: Any = None  # the call's _progress.Tracker (progress=), counting items
 
     def cancelled(self) -> bool:
         return self.result._cancelled
@@ -771,6 +773,13 @@ class Dispatcher:
         except (EOFError, OSError):  # ProtocolError (a frame cut short) is an OSError
             worker.conn_open = False
             return False
+        report = self.codec.decode_progress(frame)
+        if report is not None:  # a running chunk's items done so far, not its result
+            held = worker.held
+            task = held[0] if held else None
+            if task is not None and task.id == report[0] and task.progress and not task.stopped:
+                task.progress.reported(task, report[1])
+            return True
         try:
             task_id, outcome, seconds, retiring = self.codec.decode_result(frame, worker.conn)
         except (EOFError, OSError):  # it died before its result's buffers came
@@ -829,6 +838,8 @@ class Dispatcher:
             )
             task.result._deliver(task.index, False, error)
         else:
+            if task.progress is not None:  # counted before the result completes the call
+                task.progress.finished(task)
             task.result._deliver(task.index, True, outcome.value)
         return True
 

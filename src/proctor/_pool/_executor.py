@@ -30,7 +30,7 @@ import weakref
 
 from .._core._errors import MaybeEncodingError, PicklingError
 from .._core._system import cpu_count
-from . import _dispatcher, _worker
+from . import _dispatcher, _progress, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit
 from ._pool import (
     _check_callable,
@@ -289,6 +289,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         items: int,
         sizer: ChunkSizer | None = None,
         coroutine: bool = False,
+        progress: _progress.Tracker | None = None,
     ) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any]
         if self._cancel_running:
@@ -304,8 +305,11 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             task_id = dispatcher.next_id()
             func_bytes, (payload, buffers) = frame_parts
             kind = _worker.with_buffers(_worker.kind_for(kind, coroutine), buffers)
+            if progress is not None:
+                kind |= _worker.REPORTS_PROGRESS
             frame = _worker.encode_task(task_id, kind, func_bytes, payload)
             task = Task(task_id, frame, slot, 0, name, describe, timeout, items, buffers, coroutine)
+            task.progress = progress
             try:
                 dispatcher.submit([task])
             except ValueError as exc:  # the dispatcher has ended (a bug: it was logged)
@@ -319,6 +323,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         timeout: float | None = None,
         chunksize: int | None = None,
         buffersize: int | None = None,
+        progress: Any = None,
     ) -> Iterator[Any]:
         """``fn(*args)`` for each ``args`` of ``zip(*iterables)``, in order.
 
@@ -330,12 +335,17 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         raises here); with it, at most ``buffersize`` chunks are submitted ahead of the
         consumer and the iterables are read lazily (an endless generator streams), as
         in Python 3.14; then an item that cannot be pickled raises at its position.
+        ``progress`` as for ``Pool.map`` (a proctor addition): the total is the
+        shortest iterable's ``len()``, unknown when one has none; the display stops
+        when the iterator ends, raises, is closed or is garbage-collected.
 
         Raises:
             TimeoutError: from ``next()``, when the next result is not ready
                 ``timeout`` seconds after ``map()`` was called (the rest are cancelled).
             RuntimeError: after ``shutdown()``.
             TypeError, ValueError: a bad ``chunksize`` or ``buffersize``.
+            TypeError: a ``progress`` of the wrong type.
+            ModuleNotFoundError: ``progress=True`` without tqdm installed.
             Exception: a failed item's exception, from ``next()`` at its position.
         """
         if chunksize is not None:
@@ -352,6 +362,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
                 raise ValueError(f"buffersize must be None or > 0, not {buffersize}")
         dispatcher = self._check_open()
         _check_callable(fn, "fn")
+        tracker = _progress.tracker(progress)
         end_time = None if timeout is None else timeout + time.monotonic()
         func_bytes, name = _codec.dumps_function(fn)
         # A weak reference, as the stdlib's: an executor that a lazy map's iterator
@@ -364,6 +375,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             func_bytes,
             sizer,
             _is_coroutine(fn),
+            tracker,
         )
         # The shortest iterable ends the map, as the builtin map and the stdlib's.
         items = zip(*iterables, strict=False)
@@ -373,14 +385,27 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             whole = list(items)
             slots = self._max_workers * (self._concurrency if _is_coroutine(fn) else 1)
             chunks = _sliced(whole, guided_chunks(len(whole), slots))
+            total: int | None = len(whole)
         else:
             chunks = _chunks(items, sizer.next_size)
+            total = _shortest(iterables) if tracker is not None else None
+        if tracker is not None:
+            tracker.start(total, name.rpartition(".")[2])
         futures: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
-        for chunk in chunks if buffersize is None else itertools.islice(chunks, buffersize):
-            future = submitter.submit(chunk, lazy=buffersize is not None)
-            if future is not None:
-                futures.append(future)
-        return _results(futures, end_time, None if buffersize is None else chunks, submitter)
+        try:
+            for chunk in chunks if buffersize is None else itertools.islice(chunks, buffersize):
+                future = submitter.submit(chunk, lazy=buffersize is not None)
+                if future is not None:
+                    futures.append(future)
+        except BaseException:
+            if tracker is not None:
+                tracker.close()
+            raise
+        results = _results(futures, end_time, None if buffersize is None else chunks, submitter)
+        if tracker is not None:
+            # Never iterated, or left with break: the display stops when it is collected.
+            weakref.finalize(results, tracker.close)
+        return results
 
     # -- ending -----------------------------------------------------------------------
 
@@ -474,6 +499,7 @@ class _ChunkSubmitter:
         func_bytes: bytes,
         sizer: ChunkSizer,
         coroutine: bool = False,
+        progress: _progress.Tracker | None = None,
     ) -> None:
         self._executor = executor
         self._coroutine = coroutine
@@ -482,6 +508,7 @@ class _ChunkSubmitter:
         self._func_bytes = func_bytes
         self._sizer = sizer  # told each chunk's measured duration (adaptive sizes)
         self._start = 0
+        self.progress = progress
 
     def submit(
         self, chunk: list[tuple[Any, ...]], lazy: bool
@@ -508,6 +535,7 @@ class _ChunkSubmitter:
             len(chunk),
             self._sizer,
             self._coroutine,
+            self.progress,
         )
 
 
@@ -563,3 +591,13 @@ def _results(
     finally:
         for future in futures:
             future.cancel()
+        if submitter.progress is not None:  # the end, an error, a timeout, close()
+            submitter.progress.close()
+
+
+def _shortest(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    """The length of the shortest iterable, None if one has no ``len()``: a bar's total."""
+    try:
+        return min(len(iterable) for iterable in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None

@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 import reprlib
 import warnings
+import weakref
 
 from .._core._errors import ArgumentTypeError, PicklingError, PoolTerminatedError
 from .._core._system import cpu_count
 from .._start import _process
-from . import _worker
+from . import _progress, _worker
 from ._dispatcher import Dispatcher, Task
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
 
@@ -326,6 +327,7 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: Any = None,
     ) -> list[Any]:
         """``[func(x) for x in iterable]``, computed by the workers in chunks.
 
@@ -333,10 +335,19 @@ class Pool:
             task_timeout: seconds each item may take: a chunk of n items may run
                 n * ``task_timeout`` once a worker has it; then its worker is killed and
                 replaced, and ``proctor.TaskTimeoutError`` raised. ``None``: no limit.
+            progress: ``True`` shows a tqdm bar of the items done; a tqdm bar is
+                updated (not closed); a callable is called as ``fn(done, total)``.
+                See docs/pool.md, "Progress bars".
+
+        Raises:
+            ModuleNotFoundError: ``progress=True`` without tqdm installed.
+            TypeError: ``progress`` of another type.
         """
-        return self._map_async(
-            func, iterable, _worker.MAP, chunksize, None, None, task_timeout
-        ).get()
+        tracker = _progress.tracker(progress)
+        result = self._map_async(
+            func, iterable, _worker.MAP, chunksize, None, None, task_timeout, tracker
+        )
+        return _progress.get(result, tracker)
 
     def map_async(
         self,
@@ -347,10 +358,18 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         task_timeout: float | None = None,
+        progress: Any = None,
     ) -> MapResult:
         """Like ``map``; return an ``AsyncResult`` at once (``cancel()`` stops every chunk)."""
         return self._map_async(
-            func, iterable, _worker.MAP, chunksize, callback, error_callback, task_timeout
+            func,
+            iterable,
+            _worker.MAP,
+            chunksize,
+            callback,
+            error_callback,
+            task_timeout,
+            _progress.tracker(progress),
         )
 
     def starmap(
@@ -360,14 +379,17 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: Any = None,
     ) -> list[Any]:
         """``[func(*args) for args in iterable]``, computed by the workers in chunks.
 
-        ``task_timeout`` as for ``map``.
+        ``task_timeout`` and ``progress`` as for ``map``.
         """
-        return self._map_async(
-            func, iterable, _worker.STARMAP, chunksize, None, None, task_timeout
-        ).get()
+        tracker = _progress.tracker(progress)
+        result = self._map_async(
+            func, iterable, _worker.STARMAP, chunksize, None, None, task_timeout, tracker
+        )
+        return _progress.get(result, tracker)
 
     def starmap_async(
         self,
@@ -378,10 +400,18 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         task_timeout: float | None = None,
+        progress: Any = None,
     ) -> MapResult:
         """Like ``starmap``; return an ``AsyncResult`` at once."""
         return self._map_async(
-            func, iterable, _worker.STARMAP, chunksize, callback, error_callback, task_timeout
+            func,
+            iterable,
+            _worker.STARMAP,
+            chunksize,
+            callback,
+            error_callback,
+            task_timeout,
+            _progress.tracker(progress),
         )
 
     def _map_async(
@@ -393,6 +423,7 @@ class Pool:
         callback: Callable[[Any], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         task_timeout: float | None,
+        tracker: _progress.Tracker | None = None,
     ) -> MapResult:
         dispatcher = self._check_running()
         _check_callable(func, "func")
@@ -417,6 +448,9 @@ class Pool:
             sizes = [min(size, len(items) - start) for start in range(0, len(items), size)]
         codec = dispatcher.codec
         func_bytes, name = codec.dumps_function(func)
+        if tracker is not None:  # the display stops when the result completes
+            callback, error_callback = tracker.closing(callback, error_callback)
+            kind |= _worker.REPORTS_PROGRESS
         result = MapResult(
             len(items),
             len(sizes),
@@ -444,8 +478,17 @@ class Pool:
                 )
             )
             start += size
+        if tracker is not None:
+            tracker.start(len(items), _short_name(func))
+            for task in tasks:
+                task.progress = tracker
         if tasks:
-            dispatcher.submit(tasks)
+            try:
+                dispatcher.submit(tasks)
+            except BaseException:  # the pool ended meanwhile: nothing was sent
+                if tracker is not None:
+                    tracker.close()
+                raise
         return result
 
     def imap(
@@ -455,6 +498,7 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: Any = None,
     ) -> IMapIterator:
         """An iterator over ``func(x)`` for each ``x``, in order; the input is read lazily.
 
@@ -462,9 +506,11 @@ class Pool:
         long the items measured so far took, aiming at a few milliseconds of work per
         chunk; an int is used as given. ``task_timeout`` as for ``map``: a chunk that
         runs too long raises ``proctor.TaskTimeoutError`` at its position, and
-        iteration goes on.
+        iteration goes on. ``progress`` as for ``map`` (the total is the input's
+        ``len()``, unknown for a generator); the display stops when iteration ends,
+        raises, or the iterator is garbage-collected.
         """
-        return self._imap(IMapIterator, func, iterable, chunksize, task_timeout)
+        return self._imap(IMapIterator, func, iterable, chunksize, task_timeout, progress)
 
     def imap_unordered(
         self,
@@ -473,9 +519,10 @@ class Pool:
         chunksize: int | None = None,
         *,
         task_timeout: float | None = None,
+        progress: Any = None,
     ) -> IMapIterator:
         """Like ``imap``, yielding values in the order they complete."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, task_timeout)
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, task_timeout, progress)
 
     def _imap(
         self,
@@ -484,17 +531,28 @@ class Pool:
         iterable: Iterable[Any],
         chunksize: int | None,
         task_timeout: float | None,
+        progress: Any = None,
     ) -> IMapIterator:
         dispatcher = self._check_running()
         _check_callable(func, "func")
         if chunksize is not None:
             chunksize = _check_chunksize(chunksize)
         seconds = self._check_timeout(task_timeout, "task_timeout")
+        tracker = _progress.tracker(progress)
         func_bytes, name = dispatcher.codec.dumps_function(func)
         coroutine = _worker.is_coroutine_function(func)
-        submitter = _LazySubmitter(dispatcher, name, func_bytes, seconds, coroutine)
+        submitter = _LazySubmitter(dispatcher, name, func_bytes, seconds, coroutine, tracker)
+        total = None
+        if tracker is not None:
+            total = _length(iterable)
+            cls = _progress.ITERATORS[cls]  # its next() stops the display
         slots = self._processes * (self._concurrency if coroutine else 1)
         iterator = cls(submitter, iter(iterable), chunksize, READ_AHEAD_PER_WORKER * slots)
+        if tracker is not None:
+            tracker.start(total, _short_name(func))
+            iterator._progress = tracker  # type: ignore[attr-defined]  # an ITERATORS class
+            # Abandoned (a loop left with break): the display stops when it is collected.
+            weakref.finalize(iterator, tracker.close)
         dispatcher.add_lazy(iterator)
         iterator._feed()
         return iterator
@@ -571,6 +629,19 @@ def _positions(start: int, length: int) -> Callable[[], str]:
     return lambda: _items_text(start, length)
 
 
+def _short_name(func: Callable[..., Any]) -> str:
+    """The function's own name, for a progress bar's label."""
+    return function_name(func).rpartition(".")[2]
+
+
+def _length(iterable: Iterable[Any]) -> int | None:
+    """``len(iterable)``, or None when it has none (a generator): a bar's total."""
+    try:
+        return len(iterable)  # type: ignore[arg-type]  # a TypeError says it has none
+    except TypeError:
+        return None
+
+
 class _LazySubmitter:
     """Turns an ``imap`` iterator's chunks into tasks (called in the consumer's thread)."""
 
@@ -581,6 +652,7 @@ class _LazySubmitter:
         func_bytes: Any,
         task_timeout: float | None,
         coroutine: bool = False,
+        progress: _progress.Tracker | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._name = name
@@ -588,6 +660,7 @@ class _LazySubmitter:
         self._task_timeout = task_timeout
         self._coroutine = coroutine
         self._kind = _worker.kind_for(_worker.MAP, coroutine)
+        self._progress = progress
 
     def submit_lazy_chunk(
         self, result: IMapIterator, index: int, start: int, items: list[Any]
@@ -601,6 +674,8 @@ class _LazySubmitter:
             return
         task_id = self._dispatcher.next_id()
         kind = _worker.with_buffers(self._kind, buffers)
+        if self._progress is not None:
+            kind |= _worker.REPORTS_PROGRESS
         frame = self._dispatcher.codec.encode_task(task_id, kind, self._func_bytes, payload)
         timeout = None if self._task_timeout is None else self._task_timeout * len(items)
         describe = _positions(start, len(items))
@@ -616,6 +691,7 @@ class _LazySubmitter:
             buffers,
             self._coroutine,
         )
+        task.progress = self._progress
         try:
             self._dispatcher.submit([task], lazy=True)
         except ValueError:

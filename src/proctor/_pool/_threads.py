@@ -64,6 +64,11 @@ class ObjectCodec:
     def decode_result(frame: Any, conn: Any = None) -> Any:
         return frame
 
+    @staticmethod
+    def decode_progress(frame: Any) -> Any:
+        # A worker thread's progress is (task id, items done); a result has four items.
+        return frame if len(frame) == 2 else None
+
 
 def _readable(fd: int, timeout: float | None) -> bool:
     poller = select.poll()

@@ -31,6 +31,12 @@ descriptors take the place of the large buffers, as ``[Descriptors]`` sent after
 frame with ``send()``, which carries them, and the frame's pickle is unpickled inside
 ``Descriptors.received()``.
 
+A ``MAP``/``STARMAP`` task with the ``REPORTS_PROGRESS`` kind bit (a call with
+``progress=``) is run by ``_progress.run_chunk``, whose reporter thread may send
+*progress frames* before its result: ``<task id:u64><seconds:f64><flags:u8>`` with flag
+``PROGRESS`` (seconds 0), then ``<items done:u64>``. They say how many of the chunk's
+items have finished; the parent counts them and waits on for the result.
+
 A worker may be sent several tasks before it has finished the first (the pool
 pipelines them to hide its round trip); it runs them in order and sends each result
 before it reads the next task, so the parent always knows that only the oldest task
@@ -65,6 +71,7 @@ from .._core._errors import PicklingError
 from .._core._reduction import Descriptors, DescriptorsNeedACarrier
 from .._core._serialization import OOB_THRESHOLD
 from .._start import _outcome
+from . import _progress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -79,6 +86,8 @@ __all__ = (
     "COROUTINE",
     "INITIALIZER",
     "MAP",
+    "PROGRESS",
+    "REPORTS_PROGRESS",
     "RETIRING",
     "STARMAP",
     "STOP",
@@ -109,10 +118,15 @@ COROUTINE = 0x40
 #: ``code.co_flags`` bit of an ``async def`` function (``inspect.CO_COROUTINE``;
 #: importing inspect costs milliseconds).
 _CO_COROUTINE = 0x80
+#: Result frame flag: a progress frame (items of a running chunk done), not a result.
+PROGRESS = 4
+#: Task kind bit: report the chunk's progress while it runs (``progress=``).
+REPORTS_PROGRESS = 0x20
 
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
 _RESULT_HEADER = struct.Struct("<QdB")
+_PROGRESS_COUNT = struct.Struct("<Q")
 
 
 def encode_task(task_id: int, kind: int, func_bytes: bytes, payload_bytes: bytes) -> bytes:
@@ -206,6 +220,19 @@ def _dumps(obj: Any) -> tuple[bytes, list[Any]]:
             raise  # only a start can send it (a Process)
     body, descriptors = _serialization.dumps_owning_fds(obj)
     return body, [descriptors]
+
+
+def decode_progress(frame: bytes) -> tuple[int, int] | None:
+    """(task id, items done) of a progress frame; None for a result frame."""
+    if not frame[_RESULT_HEADER.size - 1] & PROGRESS:
+        return None
+    return _RESULT_HEADER.unpack_from(frame)[0], _PROGRESS_COUNT.unpack_from(
+        frame, _RESULT_HEADER.size
+    )[0]
+
+
+def _progress_frame(task_id: int, done: int) -> bytes:
+    return _RESULT_HEADER.pack(task_id, 0.0, PROGRESS) + _PROGRESS_COUNT.pack(done)
 
 
 def _result_frame(
@@ -313,6 +340,10 @@ class PickledCodec:
     def decode_result(frame: Any, conn: Any = None) -> tuple[int, _outcome.Outcome, float, bool]:
         return decode_result(frame, conn)
 
+    @staticmethod
+    def decode_progress(frame: Any) -> tuple[int, int] | None:
+        return decode_progress(frame)
+
     def dumps_payload(self, obj: Any, what: str) -> tuple[bytes, list[Any]]:
         """``dumps(obj)`` with buffers of OOB_THRESHOLD bytes or more left out of band
         (they follow the task frame as memfds), or, when objects in ``obj`` own
@@ -371,34 +402,52 @@ def _awaited(value: Any) -> Any:
     return value
 
 
-def _call(kind: int, func: Callable[..., Any], payload: Any) -> Any:
+def _call(
+    kind: int,
+    func: Callable[..., Any],
+    payload: Any,
+    send_progress: Callable[[int, int], object] | None = None,
+    task_id: int = 0,
+) -> Any:
     """Run a task's function on its payload: ``(args, kwds)`` for APPLY, a chunk of
     items for MAP (``func(item)``) and STARMAP (``func(*item)``). A coroutine is run
-    to its end on this thread's event loop, one item after another."""
+    to its end on this thread's event loop, one item after another. With the
+    REPORTS_PROGRESS bit, ``send_progress(task_id, items done)`` while a chunk runs."""
+    reports = kind & REPORTS_PROGRESS
     if kind & COROUTINE:
-        kind &= ~COROUTINE
-        if kind == APPLY:
-            args, kwds = payload
-            return _awaited(func(*args, **kwds))
-        if kind == MAP:
-            return [_awaited(func(item)) for item in payload]
-        return [_awaited(func(*item)) for item in payload]
+        func = _run_to_end(func)
+    kind &= ~(COROUTINE | REPORTS_PROGRESS)
     if kind == APPLY:
         args, kwds = payload
         return _awaited(func(*args, **kwds))
-    # No call more per item for plain functions (quick items are the common case);
-    # one that returns coroutines (an object with an async __call__) has them run
-    # afterwards, one after another.
-    values = [func(item) for item in payload] if kind == MAP else [func(*i) for i in payload]
+    if reports and send_progress is not None:
+        values = _progress.run_chunk(func, payload, kind == STARMAP, send_progress, task_id)
+    # No call more per item for plain functions (quick items are the common case).
+    elif kind == MAP:
+        values = [func(item) for item in payload]
+    else:
+        values = [func(*item) for item in payload]
+    # A function that returns coroutines (an object with an async __call__) has them
+    # run afterwards, one after another.
     if values and type(values[0]) is types.CoroutineType:
         return [_awaited(value) for value in values]
     return values
 
 
+def _run_to_end(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func``, a coroutine function, as a plain one that runs each call to its end."""
+
+    def run(*args: Any, **kwds: Any) -> Any:
+        return _awaited(func(*args, **kwds))
+
+    return run
+
+
 async def _call_async(kind: int, func: Callable[..., Any], payload: Any) -> tuple[bool, Any]:
     """``_call`` for a coroutine task run alongside others: (True, value) or (False,
-    the exception); never raises (BaseException too, as for a plain task)."""
-    kind &= ~COROUTINE
+    the exception); never raises (BaseException too, as for a plain task). Progress
+    is not reported inside such a chunk: it counts when the chunk ends."""
+    kind &= ~(COROUTINE | REPORTS_PROGRESS)
     try:
         if kind == APPLY:
             args, kwds = payload
@@ -419,14 +468,17 @@ async def _maybe_await(value: Any) -> Any:
 
 
 def _run(
-    frame: bytes | memoryview, functions: _FunctionCache, buffers: list[Any] | None = None
+    frame: bytes | memoryview,
+    functions: _FunctionCache,
+    buffers: list[Any] | None = None,
+    send_progress: Callable[[int, int], object] | None = None,
 ) -> tuple[int, tuple[Any, ...], list[pickle.PickleBuffer]]:
     """Run one task frame (its payload's large buffers in ``buffers``); return its id,
     its outcome message and the value's large buffers (never raises)."""
     task_id = _TASK_HEADER.unpack_from(frame)[0]
     try:
         kind, func, payload = _prepare(frame, functions, buffers)
-        value = _call(kind, func, payload)
+        value = _call(kind, func, payload, send_progress, task_id)
     # BaseException: a task that raises SystemExit or KeyboardInterrupt fails that task
     # only; the stdlib's worker dies of it and the task's result never comes.
     except BaseException as exc:
@@ -468,13 +520,15 @@ def value_message(value: Any) -> tuple[tuple[Any, ...], list[pickle.PickleBuffer
     return ("value", body), buffers
 
 
-def _run_objects(task: tuple[Any, ...]) -> tuple[int, _outcome.Outcome, float, bool]:
+def _run_objects(
+    task: tuple[Any, ...], send_progress: Callable[[int, int], object] | None = None
+) -> tuple[int, _outcome.Outcome, float, bool]:
     """Run one task of a thread worker (objects, not frames); never raises."""
     task_id, kind, func, payload = task
     outcome = _outcome.Outcome()
     started = time.perf_counter()
     try:
-        outcome.value = _call(kind, func, payload)
+        outcome.value = _call(kind, func, payload, send_progress, task_id)
     # Exception only: in a thread, SystemExit and KeyboardInterrupt belong to the
     # program, not to the task (a thread cannot be killed, a process worker can).
     except Exception as exc:
@@ -554,6 +608,10 @@ def worker_main(
         finally:
             _close_event_loop()
         return
+
+    def send_progress(task_id: int, items: int) -> None:
+        conn.send_bytes(_progress_frame(task_id, items))
+
     done = 0
     while maxtasks is None or done < maxtasks:
         try:
@@ -568,7 +626,7 @@ def worker_main(
         del frame
         for task in tasks:
             started = time.perf_counter()
-            task_id, message, buffers = _run(task, functions, arguments)
+            task_id, message, buffers = _run(task, functions, arguments, send_progress)
             seconds = time.perf_counter() - started
             arguments = None
             retiring = max_memory is not None and (resident_memory() or 0) > max_memory
@@ -707,6 +765,10 @@ def _concurrent_loop(
 
 
 def _thread_loop(conn: Connection, maxtasks: int | None) -> None:
+    def send_progress(task_id: int, items: int) -> None:
+        # (task id, items done): ObjectCodec tells it from a result (four items).
+        conn.send_bytes((task_id, items))
+
     done = 0
     while maxtasks is None or done < maxtasks:
         try:
@@ -715,7 +777,7 @@ def _thread_loop(conn: Connection, maxtasks: int | None) -> None:
             break
         if task == STOP:
             break
-        result = _run_objects(task)
+        result = _run_objects(task, send_progress)
         del task
         conn.send_bytes(result)
         done += 1
