@@ -25,6 +25,7 @@ from .._start import _process
 from . import _progress, _worker
 from ._dispatcher import Dispatcher, Task
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
+from ._worker import function_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
