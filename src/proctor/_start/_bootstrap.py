@@ -123,7 +123,7 @@ def _apply_prep(prep: dict[str, Any]) -> None:
                 pass
     _methods.inherit_start_method(prep["start_method"])
     if prep["log_level"] is not None:
-        _logger.get_logger().setLevel(prep["log_level"])
+        _logger.inherit_level(prep["log_level"])
     if prep["reaper_address"]:
         reaper = sys.modules.get("proctor._reaper._client")  # a fork server preloads it
         if reaper is not None:
@@ -187,10 +187,9 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int
             _apply_prep(prep)
             if prep["log"] is not None:
                 from .._core._reduction import take_fd
-                from .._logging._forwarding import install_in_child
 
                 log_socket = socket.socket(fileno=take_fd(prep["log"]["fd_token"]))
-                install_in_child(prep["log"]["config"], log_socket)
+                _forward_logs_once_imported(prep["log"]["config"], log_socket)
             state.unpickling_payload = True
             try:
                 process = _serialization.loads(payload)
@@ -208,6 +207,18 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int
         return 1
     del data, view, payload
     return _run_and_report(process, channel, forked=not exec_mode)
+
+
+def _forward_logs_once_imported(config: dict[str, Any], log_socket: socket.socket) -> None:
+    # Records exist only once something imports logging; a child that never does
+    # skips importing it and the forwarding module (~8 ms of CPU). The socket stays
+    # open until then, or until the child exits (the parent then reads EOF).
+    def install() -> None:
+        from .._logging._forwarding import install_in_child
+
+        install_in_child(config, log_socket)
+
+    _logger.when_logging_imported(install)
 
 
 def _become_forked_child() -> None:
