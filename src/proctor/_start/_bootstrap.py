@@ -34,7 +34,7 @@ import struct
 import sys
 import threading
 
-from .._core import _afterfork, _finalize, _runtime, _serialization, _wire
+from .._core import _finalize, _runtime, _serialization, _wire
 from .._core._reduction import receiving
 from .._logging import _logger
 from . import _methods, _outcome
@@ -264,8 +264,11 @@ def run_process(process: Any) -> tuple[int, bytes]:
     state.become_child(process, ParentProcess(process._parent_name, process._parent_pid))
     process._popen = None
     # util.register_after_fork: what the parent registered (inherited by a fork)
-    # or what unpickling this child's work registered.
-    _afterfork.run_after_forkers()
+    # or what unpickling this child's work registered. Registering imports the
+    # module, so a child in which it is not loaded has nothing to run.
+    afterfork = sys.modules.get("proctor._core._afterfork")
+    if afterfork is not None:
+        afterfork.run_after_forkers()
     exitcode = 1
     message: tuple[Any, ...] = _outcome.NONE_VALUE
     try:
