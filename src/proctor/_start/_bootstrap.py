@@ -8,7 +8,8 @@
                                         │
               spawn / forkserver:       ▼
                  recv [prep | payload] + fds from channel
-                 apply prep (sys.path, argv, cwd, start method, logging)
+                 apply prep (sys.path, argv, cwd, start method; logging
+                   settings once something imports logging)
                  unpickle the process object, resolving fds
                                         │
               every method:             ▼
