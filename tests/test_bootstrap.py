@@ -146,6 +146,7 @@ def test_proctor_log_helpers_name_their_caller(tmp_path):
 # of these costs milliseconds of every child's start (typing alone ~3.5 ms).
 _NOT_FOR_A_PLAIN_CHILD = (
     "typing",
+    "contextlib",
     "cloudpickle",
     "proctor._context",
     "proctor._core._pickler",
