@@ -146,7 +146,9 @@ def test_proctor_log_helpers_name_their_caller(tmp_path):
 # of these costs milliseconds of every child's start (typing alone ~3.5 ms).
 _NOT_FOR_A_PLAIN_CHILD = (
     "typing",
+    "contextlib",
     "cloudpickle",
+    "proctor._context",
     "proctor._core._pickler",
     "proctor._sync",
     "proctor._queues",
@@ -173,6 +175,21 @@ def test_a_spawned_child_imports_only_what_its_start_needs():
             q.join(60)
             assert q.result is False
             q.close()
+    finally:
+        p.close()
+
+
+def test_a_spawned_child_without_log_forwarding_loads_no_logging():
+    # logging and the forwarding module cost a child milliseconds; only forwarding needs them.
+    probe = (
+        "[m for m in ('logging', 'proctor._logging._forwarding') if m in __import__('sys').modules]"
+    )
+    p = proctor.get_context("spawn").Process(target=eval, args=(probe,), forward_logs=False)
+    p.start()
+    p.join(60)
+    try:
+        assert p.exitcode == 0
+        assert p.result == []
     finally:
         p.close()
 

@@ -246,6 +246,87 @@ def test_grandchildren_forward_through_their_parent(ctx, app_logs):
     p.close()
 
 
+# Targets as eval() expressions: a builtin target makes the child import no test
+# module, and so no logging, before the expression runs.
+LOG_LATE = (
+    "('logging' in __import__('sys').modules,"
+    " __import__('logging').getLogger('app.late').info('imported late'))"
+)
+START_A_LOGGING_CHILD = (
+    "('logging' in __import__('sys').modules,"
+    " (lambda p: (p.start(), p.join(60), p.exitcode)[2])("
+    "__import__('proctor').get_context('spawn').Process(target=eval, name='grandchild', "
+    "args=(\"__import__('logging').getLogger('app.grandchild').info('from below')\",))))"
+)
+
+
+def test_a_child_that_imports_logging_late_forwards_from_its_first_record(
+    start_method, ctx, app_logs
+):
+    # A spawn child sets up forwarding only when something in it imports logging
+    # (importing it costs every child ~8 ms); the first record already goes up.
+    p = ctx.Process(target=eval, args=(LOG_LATE,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0, p.exception
+    loaded_before, _ = p.result
+    if start_method == "spawn":
+        assert loaded_before is False
+    assert app_logs.messages() == ["imported late"]
+    p.close()
+
+
+def test_a_child_without_logging_still_forwards_its_childrens_records(app_logs):
+    # The middle child never imports logging itself; starting a child makes it set up
+    # forwarding first, so the grandchild's records travel through it as usual.
+    p = proctor.get_context("spawn").Process(target=eval, args=(START_A_LOGGING_CHILD,))
+    p.start()
+    p.join(90)
+    assert p.exitcode == 0, p.exception
+    assert p.result == (False, 0)
+    assert [(r.processName, r.getMessage()) for r in app_logs.records] == [
+        ("grandchild", "from below")
+    ]
+    p.close()
+
+
+def test_a_spawned_child_gets_proctors_logger_level_when_it_imports_logging():
+    logger = proctor.get_logger()
+    original = logger.level
+    logger.setLevel(32)
+    probe = "('logging' in __import__('sys').modules, __import__('proctor').get_logger().level)"
+    try:
+        p = proctor.get_context("spawn").Process(target=eval, args=(probe,), forward_logs=False)
+        p.start()
+        p.join(60)
+        assert p.result == (False, 32)
+        p.close()
+    finally:
+        logger.setLevel(original)
+
+
+def test_when_logging_imported_runs_callbacks_after_the_import_in_order():
+    code = (
+        "import sys\n"
+        "from proctor._logging import _logger\n"
+        "calls = []\n"
+        "_logger.when_logging_imported(lambda: calls.append(1))\n"
+        "_logger.when_logging_imported(lambda: 1 / 0)\n"
+        "_logger.when_logging_imported(lambda: calls.append(sys.modules['logging'].INFO))\n"
+        "assert calls == [], calls\n"
+        "import logging\n"
+        "print(calls, type(logging.__loader__).__name__ == type(logging.__spec__.loader).__name__"
+        " == 'SourceFileLoader')\n"
+        "_logger.when_logging_imported(lambda: calls.append('now'))\n"
+        "print(calls)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == ["[1, 20] True", "[1, 20, 'now']"]
+    assert "ZeroDivisionError" in done.stderr  # reported; the import went on
+
+
 def test_a_stalled_parent_handler_does_not_stall_the_child(app_logs, monkeypatch):
     # fork, so that the shortened wait and the pipes reach the child as they are.
     monkeypatch.setattr(_log_forwarding, "FULL_WAIT", 0.05)

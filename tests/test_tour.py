@@ -101,3 +101,20 @@ def test_bench_markdown_replaces_only_the_table_of_an_earlier_run(tmp_path):
     fresh = tmp_path / "fresh.md"
     write_markdown(fresh, "table\n")
     assert fresh.read_text() == "table\n"
+
+
+def test_bench_names_the_modules_a_spawn_child_would_have_to_compile(tmp_path):
+    # Without bytecode caches every spawn child compiles proctor (PYTHONDONTWRITEBYTECODE
+    # and a source checkout): the bench says so instead of reporting compile time as
+    # start-up time.
+    import py_compile
+
+    from proctor._cli._bench import modules_without_bytecode
+
+    source = tmp_path / "module.py"
+    source.write_text("VALUE = 1\n")
+    assert modules_without_bytecode(tmp_path) == [source]
+    py_compile.compile(str(source), doraise=True)
+    assert modules_without_bytecode(tmp_path) == []
+    source.write_text("VALUE = 12\n")  # edited after compiling: the cache is stale
+    assert modules_without_bytecode(tmp_path) == [source]

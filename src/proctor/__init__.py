@@ -16,15 +16,6 @@ child, and children never outlive their parent. Change the import, keep the code
         p.join()
 """
 
-from ._context import BaseContext as BaseContext
-from ._context import allow_connection_pickling as allow_connection_pickling
-from ._context import freeze_support as freeze_support
-from ._context import get_all_start_methods as get_all_start_methods
-from ._context import get_context as get_context
-from ._context import get_start_method as get_start_method
-from ._context import set_executable as set_executable
-from ._context import set_forkserver_preload as set_forkserver_preload
-from ._context import set_start_method as set_start_method
 from ._core._errors import AuthenticationError as AuthenticationError
 from ._core._errors import BufferTooShort as BufferTooShort
 from ._core._errors import InitializerError as InitializerError
@@ -44,7 +35,6 @@ from ._core._errors import TaskTimeoutError as TaskTimeoutError
 from ._core._errors import UnpicklableError as UnpicklableError
 from ._core._errors import WorkerLostError as WorkerLostError
 from ._core._system import cpu_count as cpu_count
-from ._logging._forwarding import set_log_forwarding as set_log_forwarding
 from ._logging._logger import SUBDEBUG as SUBDEBUG
 from ._logging._logger import SUBWARNING as SUBWARNING
 from ._logging._logger import get_logger as get_logger
@@ -56,9 +46,9 @@ from ._start._process import parent_process as parent_process
 
 # The names below load on first use (PEP 562), and their modules with them: a
 # spawned child imports the package before anything else, and these modules
-# (connections with hmac, queues, locks, shared memory) would add tens of
-# milliseconds to every child's start. They are still listed one by one, for
-# readers and type checkers alike.
+# (contexts, log forwarding, connections with hmac, queues, locks, shared memory)
+# would add tens of milliseconds to every child's start. They are still listed one
+# by one, for readers and type checkers alike.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import connection as connection
@@ -73,6 +63,16 @@ if TYPE_CHECKING:
     from . import util as util
     from ._connections._connection import Connection as Connection
     from ._connections._pipe import Pipe as Pipe
+    from ._context import BaseContext as BaseContext
+    from ._context import allow_connection_pickling as allow_connection_pickling
+    from ._context import freeze_support as freeze_support
+    from ._context import get_all_start_methods as get_all_start_methods
+    from ._context import get_context as get_context
+    from ._context import get_start_method as get_start_method
+    from ._context import set_executable as set_executable
+    from ._context import set_forkserver_preload as set_forkserver_preload
+    from ._context import set_start_method as set_start_method
+    from ._logging._forwarding import set_log_forwarding as set_log_forwarding
     from ._pool._executor import ProcessPoolExecutor as ProcessPoolExecutor
     from ._pool._pool import Pool as Pool
     from ._queues._queue import JoinableQueue as JoinableQueue
@@ -113,6 +113,17 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Semaphore": ("_sync", "Semaphore"),
     "SimpleQueue": ("_queues._queue", "SimpleQueue"),
     "Value": ("_sharedmem._sharedctypes", "Value"),
+    # Contexts and log forwarding: a spawned child needs neither to run its target.
+    "BaseContext": ("_context", "BaseContext"),
+    "allow_connection_pickling": ("_context", "allow_connection_pickling"),
+    "freeze_support": ("_context", "freeze_support"),
+    "get_all_start_methods": ("_context", "get_all_start_methods"),
+    "get_context": ("_context", "get_context"),
+    "get_start_method": ("_context", "get_start_method"),
+    "set_executable": ("_context", "set_executable"),
+    "set_forkserver_preload": ("_context", "set_forkserver_preload"),
+    "set_start_method": ("_context", "set_start_method"),
+    "set_log_forwarding": ("_logging._forwarding", "set_log_forwarding"),
     # The stdlib-named public modules, as attributes (``proctor.util``...).
     "connection": ("connection", None),
     "context": ("context", None),

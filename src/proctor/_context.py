@@ -29,6 +29,9 @@ from ._start._methods import START_METHODS as START_METHODS
 from ._start._methods import check_method, get_all_start_methods, get_start_method
 from ._start._methods import set_start_method as _set_default_start_method
 from ._start._process import BaseProcess, active_children, current_process, parent_process
+from ._start._process import ForkProcess as ForkProcess
+from ._start._process import ForkServerProcess as ForkServerProcess
+from ._start._process import SpawnProcess as SpawnProcess
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -61,24 +64,6 @@ __all__ = (
     "set_forkserver_preload",
     "set_start_method",
 )
-
-
-class ForkProcess(_process.Process):
-    """A ``Process`` that always uses the ``fork`` start method."""
-
-    _start_method = "fork"
-
-
-class SpawnProcess(_process.Process):
-    """A ``Process`` that always uses the ``spawn`` start method."""
-
-    _start_method = "spawn"
-
-
-class ForkServerProcess(_process.Process):
-    """A ``Process`` that always uses the ``forkserver`` start method."""
-
-    _start_method = "forkserver"
 
 
 def set_start_method(method: str | None, force: bool = False) -> None:

@@ -12,10 +12,11 @@ multiprocessing column.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
-__all__ = ("benchmarks_dir", "run_benchmarks")
+__all__ = ("benchmarks_dir", "modules_without_bytecode", "run_benchmarks")
 
 #: Where a Markdown file's generated table begins (its first line).
 MARKDOWN_START = "Measured by `python -m proctor bench"
@@ -34,6 +35,54 @@ def benchmarks_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("the benchmarks were not found; reinstall proctor")
+
+
+def modules_without_bytecode(package_dir: Path | None = None) -> list[Path]:
+    """proctor's source files that have no up-to-date bytecode cache (``.pyc``).
+
+    A spawned child imports proctor from scratch; without caches it compiles every
+    module it imports, which costs it more than the imports themselves (about
+    three times the instructions). An installed proctor has them (pip compiles at
+    install time), and so has a source checkout once imported by a Python allowed
+    to write them; one run under ``PYTHONDONTWRITEBYTECODE`` (or ``-B``) has none.
+    """
+    package_dir = package_dir or Path(__file__).resolve().parent.parent
+    missing = []
+    for source in sorted(package_dir.rglob("*.py")):
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        try:
+            header = cached.read_bytes()[:16]
+            stat = source.stat()
+        except OSError:
+            missing.append(source)
+            continue
+        if len(header) < 16:
+            missing.append(source)
+            continue
+        # A timestamp-based cache (PEP 552 flags 0) records the source's mtime and
+        # size; a hash-based one is checked by the import system itself.
+        if int.from_bytes(header[4:8], "little") == 0 and (
+            int.from_bytes(header[8:12], "little") != int(stat.st_mtime) & 0xFFFFFFFF
+            or int.from_bytes(header[12:16], "little") != stat.st_size & 0xFFFFFFFF
+        ):
+            missing.append(source)
+    return missing
+
+
+def _bytecode_note(out) -> None:
+    missing = modules_without_bytecode()
+    if not missing:
+        return
+    package_dir = Path(__file__).resolve().parent.parent
+    print(
+        f"note: {len(missing)} of proctor's modules have no up-to-date bytecode cache"
+        f"{' (PYTHONDONTWRITEBYTECODE or -B is on)' if sys.dont_write_bytecode else ''}, "
+        "so every spawn child compiles what it imports and the spawn start-up rows "
+        "measure compilation; multiprocessing's caches came with Python. An install "
+        f"compiles them once; here: {os.path.basename(sys.executable)} -m compileall "
+        f"-q {package_dir}",
+        file=out,
+    )
 
 
 def run_benchmarks(names: list[str], *, quick: bool, out=None, markdown: str | None = None) -> int:
@@ -63,6 +112,7 @@ def run_benchmarks(names: list[str], *, quick: bool, out=None, markdown: str | N
         file=out,
     )
     print("(ratio > 1: proctor is better; medians of several runs, side by side)", file=out)
+    _bytecode_note(out)
     failures = 0
     for path in modules:
         spec = importlib.util.spec_from_file_location(path.stem, path)

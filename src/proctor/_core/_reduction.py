@@ -63,8 +63,7 @@ import pickle
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; a spawned child imports this
@@ -234,34 +233,43 @@ class DescriptorsNeedACarrier(RuntimeError):
         self.messages = messages
 
 
-@contextmanager
-def handing_off(handoff: ChildHandoff) -> Iterator[ChildHandoff]:
+def handing_off(handoff: ChildHandoff) -> _Collecting:
     """Make ``handoff`` collect descriptors from the pickling done inside (a start)."""
-    previous = getattr(_local, "handoff", None)
-    _local.handoff = handoff
-    try:
-        yield handoff
-    finally:
-        _local.handoff = previous
+    return _Collecting(handoff)
 
 
-@contextmanager
-def collecting_fds(collector: FdCollector) -> Iterator[FdCollector]:
+def collecting_fds(collector: FdCollector) -> _Collecting:
     """Make ``collector`` collect descriptors from the pickling done inside (a message).
 
     When the block ends without an error (the pickle is complete) the
     collector's ``when_complete`` callbacks run, before anything is sent.
     """
-    previous = getattr(_local, "handoff", None)
-    _local.handoff = collector
-    try:
-        yield collector
-    finally:
-        _local.handoff = previous
-    if isinstance(collector, MessageFds):
-        callbacks, collector.when_complete = collector.when_complete, []
-        for callback in callbacks:
-            callback()
+    return _Collecting(collector)
+
+
+class _Collecting:
+    """``with``: this thread's pickling reports descriptors to a collector.
+
+    A class rather than ``contextlib.contextmanager`` (here and in ``receiving``):
+    a spawned child would import contextlib for these alone, ~3 M instructions.
+    """
+
+    def __init__(self, collector: Any) -> None:
+        self._collector = collector
+        self._previous: Any = None
+
+    def __enter__(self) -> Any:
+        self._previous = getattr(_local, "handoff", None)
+        _local.handoff = self._collector
+        return self._collector
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        _local.handoff = self._previous
+        collector = self._collector
+        if exc_type is None and isinstance(collector, MessageFds):
+            callbacks, collector.when_complete = collector.when_complete, []
+            for callback in callbacks:
+                callback()
 
 
 def current_handoff() -> ChildHandoff | None:
@@ -407,20 +415,29 @@ class _Received:
         self.taken: set[int] = set()
 
 
-@contextmanager
-def receiving(fds: list[int]) -> Iterator[None]:
+def receiving(fds: list[int]) -> _Receiving:
     """In the receiver: resolve tokens against ``fds`` while unpickling inside.
 
     Descriptors that no object took are closed on exit, so none leaks.
     """
-    received = _Received(fds)
-    previous = getattr(_local, "received", None)
-    _local.received = received
-    try:
-        yield
-    finally:
-        _local.received = previous
-        for index, fd in enumerate(fds):
+    return _Receiving(fds)
+
+
+class _Receiving:
+    """``with``: what :func:`receiving` returns."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self._received = _Received(fds)
+        self._previous: _Received | None = None
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_local, "received", None)
+        _local.received = self._received
+
+    def __exit__(self, *exc_info: object) -> None:
+        _local.received = self._previous
+        received = self._received
+        for index, fd in enumerate(received.fds):
             if index not in received.taken:
                 try:
                     os.close(fd)
@@ -554,12 +571,11 @@ class Descriptors:
         tokens = [fd_token(fd, "Descriptors", messages=True) for fd in self.fds]
         return (_rebuild_descriptors, (tokens,))
 
-    @contextmanager
-    def received(self) -> Iterator[None]:
-        """Unpickle, inside, the pickle these descriptors belong to; gives them away."""
+    def received(self) -> _Receiving:
+        """``with``: unpickle, inside, the pickle these descriptors belong to; gives
+        them away (those no object took are closed at the end, as by ``receiving``)."""
         fds, self.fds = self.fds, []
-        with receiving(fds):
-            yield
+        return receiving(fds)
 
     def close(self) -> None:
         """Close the descriptors; idempotent."""

@@ -21,10 +21,13 @@ first byte, so the receiver gets them with its first ``recvmsg``.
 from __future__ import annotations
 
 import array
-import mmap
 import os
 import socket
 import struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import mmap
 
 __all__ = (
     "INLINE_MAX",
@@ -210,6 +213,10 @@ def map_memfd(fd: int) -> mmap.mmap | bytearray:
     The pages are mapped at once (``MAP_POPULATE``): the receiver of a large
     buffer is about to read it, and one system call beats a fault per page.
     """
+    # Imported here: only large messages come as memfds, and a spawned child that
+    # receives none skips loading the module.
+    import mmap
+
     size = os.fstat(fd).st_size
     if size == 0:
         return bytearray()

@@ -108,6 +108,11 @@ def forwarding_enabled(per_process: bool | None) -> bool:
     wanted = _enabled if per_process is None else per_process
     if not wanted:
         return False
+    from . import _logger
+
+    # A child whose parent forwards its logs, and which has not imported logging yet:
+    # install the forwarding first, so its children forward through it.
+    _logger.settle_pending()
     logging = sys.modules.get("logging")
     if logging is None:
         return False

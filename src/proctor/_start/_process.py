@@ -40,7 +40,10 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
 
 __all__ = (
     "BaseProcess",
+    "ForkProcess",
+    "ForkServerProcess",
     "Process",
+    "SpawnProcess",
     "active_children",
     "current_process",
     "parent_process",
@@ -472,6 +475,27 @@ class Process(BaseProcess):
         Unlike ``multiprocessing``, a daemonic process may start children of its
         own: proctor guarantees that children never outlive their parent.
     """
+
+
+# The contexts' processes (``proctor.context.SpawnProcess``...). They live here, not
+# in _context, because a child unpickles its process object by its class: a spawn
+# child then imports this module, which it needs anyway, and not the contexts.
+class ForkProcess(Process):
+    """A ``Process`` that always uses the ``fork`` start method."""
+
+    _start_method = "fork"
+
+
+class SpawnProcess(Process):
+    """A ``Process`` that always uses the ``spawn`` start method."""
+
+    _start_method = "spawn"
+
+
+class ForkServerProcess(Process):
+    """A ``Process`` that always uses the ``forkserver`` start method."""
+
+    _start_method = "forkserver"
 
 
 class _MainProcess(BaseProcess):
