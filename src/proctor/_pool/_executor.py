@@ -47,7 +47,6 @@ from ._results import ChunkSizer
 # Tasks always go to worker processes: pickled, with errors that say what failed.
 _codec = _worker.PickledCodec()
 _pickle = _codec.dumps_payload
-_is_coroutine = _worker.is_coroutine_function
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -267,7 +266,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """
         dispatcher = self._check_open()
         _check_callable(fn, "fn")
-        func_bytes, name = _codec.dumps_function(fn)
+        func_bytes, name, coroutine = _codec.dumps_function(fn)
         frame_parts = (func_bytes, _pickle((args, kwargs), f"the arguments of {name}"))
 
         def describe() -> str:
@@ -276,7 +275,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             return ", ".join(parts)
 
         return self._submit_task(
-            dispatcher, _worker.APPLY, frame_parts, name, describe, 1, None, _is_coroutine(fn)
+            dispatcher, _worker.APPLY, frame_parts, name, describe, 1, None, coroutine
         )
 
     def _submit_task(
@@ -364,7 +363,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         _check_callable(fn, "fn")
         tracker = _progress.tracker(progress)
         end_time = None if timeout is None else timeout + time.monotonic()
-        func_bytes, name = _codec.dumps_function(fn)
+        func_bytes, name, coroutine = _codec.dumps_function(fn)
         # A weak reference, as the stdlib's: an executor that a lazy map's iterator
         # outlives can still be collected; the iterator then submits nothing more.
         sizer = ChunkSizer(chunksize)
@@ -374,7 +373,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             name,
             func_bytes,
             sizer,
-            _is_coroutine(fn),
+            coroutine,
             tracker,
         )
         # The shortest iterable ends the map, as the builtin map and the stdlib's.
@@ -383,7 +382,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         if chunksize is None and buffersize is None:
             # The whole input is read now: decreasing chunks, as Pool.map's.
             whole = list(items)
-            slots = self._max_workers * (self._concurrency if _is_coroutine(fn) else 1)
+            slots = self._max_workers * (self._concurrency if coroutine else 1)
             chunks = _sliced(whole, guided_chunks(len(whole), slots))
             total: int | None = len(whole)
         else:

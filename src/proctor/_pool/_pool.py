@@ -301,9 +301,8 @@ class Pool:
         kwds = dict(kwds)
         task_id = dispatcher.next_id()
         codec = dispatcher.codec
-        func_bytes, name = codec.dumps_function(func)
+        func_bytes, name, coroutine = codec.dumps_function(func)
         payload, buffers = codec.dumps_payload((args, kwds), f"the arguments of {name}")
-        coroutine = _worker.is_coroutine_function(func)
         kind = _worker.with_buffers(_worker.kind_for(_worker.APPLY, coroutine), buffers)
         frame = codec.encode_task(task_id, kind, func_bytes, payload)
 
@@ -438,7 +437,8 @@ class Pool:
             if type(iterable) in (list, tuple, range)
             else list(iterable)
         )
-        coroutine = _worker.is_coroutine_function(func)
+        codec = dispatcher.codec
+        func_bytes, name, coroutine = codec.dumps_function(func)
         kind = _worker.kind_for(kind, coroutine)
         if chunksize is None:
             # A worker runs task_concurrency coroutine chunks at once: as many workers.
@@ -447,8 +447,6 @@ class Pool:
         else:
             size = _check_chunksize(chunksize)
             sizes = [min(size, len(items) - start) for start in range(0, len(items), size)]
-        codec = dispatcher.codec
-        func_bytes, name = codec.dumps_function(func)
         if tracker is not None:  # the display stops when the result completes
             callback, error_callback = tracker.closing(callback, error_callback)
             kind |= _worker.REPORTS_PROGRESS
@@ -540,8 +538,7 @@ class Pool:
             chunksize = _check_chunksize(chunksize)
         seconds = self._check_timeout(task_timeout, "task_timeout")
         tracker = _progress.tracker(progress)
-        func_bytes, name = dispatcher.codec.dumps_function(func)
-        coroutine = _worker.is_coroutine_function(func)
+        func_bytes, name, coroutine = dispatcher.codec.dumps_function(func)
         submitter = _LazySubmitter(dispatcher, name, func_bytes, seconds, coroutine, tracker)
         total = None
         if tracker is not None:

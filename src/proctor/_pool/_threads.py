@@ -28,7 +28,7 @@ import threading
 from .._core._errors import ProcessTimeoutError
 from ._dispatcher import Dispatcher
 from ._pool import Pool, _check_workers
-from ._worker import function_name
+from ._worker import function_name, is_coroutine_function
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,8 +46,8 @@ class ObjectCodec:
     def dumps(self, obj: Any, what: str) -> Any:
         return obj
 
-    def dumps_function(self, func: Any) -> tuple[Any, str]:
-        return func, function_name(func)
+    def dumps_function(self, func: Any) -> tuple[Any, str, bool]:
+        return func, function_name(func), is_coroutine_function(func)
 
     def dumps_payload(self, obj: Any, what: str) -> tuple[Any, list[Any]]:
         return obj, []

@@ -270,13 +270,13 @@ class PickledCodec:
     FUNCTIONS_KEPT = 16
 
     def __init__(self) -> None:
-        # id -> (weakref, (pickle, name))
-        self._functions: dict[int, tuple[Any, tuple[bytes, str]]] = {}
+        # id -> (weakref, (pickle, name, is a coroutine function))
+        self._functions: dict[int, tuple[Any, tuple[bytes, str, bool]]] = {}
         self._functions_lock = threading.Lock()
 
-    def dumps_function(self, func: Any) -> tuple[bytes, str]:
-        """``dumps(func)`` and the function's name (``function_name``), made once
-        per function object while it stays in use.
+    def dumps_function(self, func: Any) -> tuple[bytes, str, bool]:
+        """``dumps(func)``, the function's name (``function_name``) and whether it
+        is a coroutine function, made once per function object while it stays in use.
 
         A task's function is pickled at every call otherwise, and a function of
         ``__main__``, a lambda or a closure goes by value, which costs tens of
@@ -289,19 +289,19 @@ class PickledCodec:
         if kept is not None and kept[0]() is func:
             return kept[1]
         name = function_name(func)
-        data = self.dumps(func, f"the function {name}")
+        made = (self.dumps(func, f"the function {name}"), name, is_coroutine_function(func))
         try:
             # A weak reference: the kept pickle must not keep the function (a bound
             # method's object, a closure's cells) alive; the id check above needs the
             # function itself, so an id reused by another object is a miss.
             ref = weakref.ref(func)
         except TypeError:  # a builtin, or another object without weak references
-            return data, name
+            return made
         with self._functions_lock:
             if len(self._functions) >= self.FUNCTIONS_KEPT:
                 del self._functions[next(iter(self._functions))]  # the oldest
-            self._functions[key] = (ref, (data, name))
-        return data, name
+            self._functions[key] = (ref, made)
+        return made
 
     def dumps(self, obj: Any, what: str) -> bytes:
         """Pickle ``obj`` for a worker; a failure names ``what`` could not be pickled.
