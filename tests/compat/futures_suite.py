@@ -55,6 +55,13 @@ DEFERRED_TESTS = {
     "ProcessPoolExecutorTest.test_ressources_gced_in_workers": (
         "needs a Manager (manager, later issue)"
     ),
+    # Not run, rather than excluded: run, it leaves three tasks blocked for ever.
+    "ProcessPoolShutdownTest.test_processes_terminate": (
+        "counts executor._processes (stdlib internal) before it releases the semaphore its "
+        "three tasks block on; proctor passes the semaphore to them (issue 14), so after the "
+        "failed count they block for ever, and the executor's exit then waits for them, as "
+        "the stdlib's would"
+    ),
 }
 
 

@@ -258,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_watchdog, args=(recorder,), daemon=True).start()
     top.run(recorder)
     out.close()
+    # The interpreter's exit finishes the work of pools and executors a test left
+    # open (proctor's, as the stdlib's): a test that left a task blocked would hang
+    # it for ever. The watchdog ends such an exit after one test's timeout.
+    recorder.current = "the interpreter's exit (a pool or executor left with work)"
+    recorder.deadline = time.monotonic() + args.timeout
     return 0
 
 
