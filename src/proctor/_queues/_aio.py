@@ -35,7 +35,14 @@ from .._core._loopwait import await_post
 from .._core._wait import CHECK_INTERVAL, POSTED, TIMED_OUT
 from ._codec import encode
 from ._ring import Ring
-from ._waiting import acquire, check_queue_timeout, deadline_for, hand_room, unregister
+from ._waiting import (
+    acquire,
+    check_queue_timeout,
+    deadline_for,
+    hand_room,
+    look_all_done,
+    unregister,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -226,20 +233,13 @@ async def ajoin(q: Any, timeout: float | None) -> bool:
     waiting = False
     try:
         while True:
-            if not acquire(put_lock, deadline):
-                return False  # (a registration left behind costs a stale wake-up)
-            try:
-                if waiting:
-                    unregister(ring, Ring.JOINERS)
-                    waiting = False
-                if ring.unfinished <= 0:
-                    return True
-                if deadline is not None and _monotonic() >= deadline:
-                    return False
-                ring.add_to_field(Ring.JOINERS, 1)
-                waiting = True
-            finally:
-                put_lock.release()
+            # Not waiting during the look: it unregisters first, and an error there
+            # must not unregister again.
+            registered, waiting = waiting, False
+            done = look_all_done(ring, put_lock, deadline, registered)
+            if done is not None:
+                return done
+            waiting = True
             # Posted, all done at a look, or the deadline: look again under the lock.
             await await_post(all_done, deadline, lambda: ring.unfinished <= 0)
     except BaseException:

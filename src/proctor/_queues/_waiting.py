@@ -268,21 +268,35 @@ def await_all_done(
     saw under the lock.
     """
     take = all_done.sem.acquire
-    waiting = False
+    registered = False
     while True:
-        if not acquire(put_lock, deadline):
-            return False  # (a registration left behind costs a stale wake-up)
-        try:
-            if waiting:
-                unregister(ring, Ring.JOINERS)
-                waiting = False
-            if ring.unfinished <= 0:
-                return True
-            if deadline is not None and _monotonic() >= deadline:
-                return False
-            ring.add_to_field(Ring.JOINERS, 1)
-            waiting = True
-        finally:
-            put_lock.release()
+        done = look_all_done(ring, put_lock, deadline, registered)
+        if done is not None:
+            return done
+        registered = True
         # Posted, all done at a look, or the deadline: look again under the lock.
         wait_for_post(take, deadline, lambda: ring.unfinished <= 0)
+
+
+def look_all_done(
+    ring: Ring, put_lock: Lock, deadline: float | None, registered: bool
+) -> bool | None:
+    """One look of a joiner under the put lock (``await_all_done``, ``ajoin``).
+
+    Unregisters the joiner if it is ``registered`` (from its previous look); then
+    True when no item is unfinished, False past the deadline, or None after
+    registering it in ``joiners``: it then waits for ``all_done`` and looks again.
+    """
+    if not acquire(put_lock, deadline):
+        return False  # (a registration left behind costs a stale wake-up)
+    try:
+        if registered:
+            unregister(ring, Ring.JOINERS)
+        if ring.unfinished <= 0:
+            return True
+        if deadline is not None and _monotonic() >= deadline:
+            return False
+        ring.add_to_field(Ring.JOINERS, 1)
+        return None
+    finally:
+        put_lock.release()
