@@ -22,12 +22,16 @@ def interleaved(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, f
     """Run each measurement once per round, interleaved, and take each one's median.
 
     Interleaving spreads the noise of a shared machine over every contender
-    instead of penalising whichever happened to run during a burst.
+    instead of penalising whichever happened to run during a burst. Every other
+    round runs them in reverse order: what one measurement leaves behind (work a
+    pool's threads finish after a call returns, garbage) falls on its successor,
+    which must not always be the same contender.
     """
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            samples[name].append(fn())
+    names = list(fns)
+    for index in range(rounds):
+        for name in reversed(names) if index % 2 else names:
+            samples[name].append(fns[name]())
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

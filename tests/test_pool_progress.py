@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import pytest
 
@@ -80,7 +81,12 @@ class Recorder:
 
 @pytest.fixture
 def bars(monkeypatch):
-    """Bars made by progress=True, drawn into a StringIO; the list of them."""
+    """Bars made by progress=True, drawn into a StringIO; the list of them.
+
+    Made at the first count (no BAR_DELAY), so that every call has a bar to check,
+    however fast; the delay has tests of its own.
+    """
+    monkeypatch.setattr(_progress, "BAR_DELAY", 0)
     made = []
     base = _progress._tqdm_class()
 
@@ -213,20 +219,52 @@ def test_progress_true_draws_a_bar_that_ends_full_and_closed(ctx, bars):
     assert "_square" in drawn and "50/50" in drawn
 
 
-def test_a_bar_appears_while_slow_items_run_and_ends_full(bars):
-    # Drawn 0.1 s in (tqdm's delay), by the running chunk's reports: nothing is done yet.
+def test_a_bar_appears_while_slow_items_run_and_ends_full(bars, monkeypatch):
+    # Made BAR_DELAY into the call, by the running chunk's reports: nothing is done yet.
+    monkeypatch.setattr(_progress, "BAR_DELAY", 0.2)
     release = threading.Event()
     with ThreadPool(1) as pool:
+        began = time.time()
         result = pool.map_async(
             lambda x: release.wait(TIMEOUT), range(3), chunksize=1, progress=True
         )
+        wait_until(lambda: bars and "0/3" in bars[0].fp.getvalue(), timeout=TIMEOUT)
         (bar,) = bars
-        wait_until(lambda: "0/3" in bar.fp.getvalue(), timeout=TIMEOUT)
         assert not result.ready()
+        # Its clock was set back to the call's start: elapsed time counts the delay.
+        # (Not made at once: it would then have been made within the 0.2 s.)
+        assert abs(bar.start_t - began) < 0.1
         release.set()
         assert result.get(TIMEOUT) == [True, True, True]
     assert "3/3" in bar.fp.getvalue()
     assert _closed(bar)
+
+
+@pytest.mark.parametrize("method", ["map", "imap", "map_async"])
+def test_a_call_that_ends_within_the_delay_draws_no_bar(bars, monkeypatch, method):
+    # As tqdm's delay=: a bar that would live less than BAR_DELAY is never made (an
+    # hour here, so that no machine is slow enough to reach it).
+    monkeypatch.setattr(_progress, "BAR_DELAY", 3600)
+    with ThreadPool(2) as pool:
+        if method == "map":
+            assert pool.map(_square, range(50), progress=True)[-1] == 49 * 49
+        elif method == "imap":
+            assert sum(pool.imap(_square, range(20), progress=True)) == 2470
+        else:
+            assert pool.map_async(_square, range(50), progress=True).get(TIMEOUT)[-1] == 2401
+    assert bars == []
+
+
+def test_a_bar_made_at_the_end_of_a_long_call_shows_the_final_count(bars, monkeypatch):
+    # One chunk that outlasts the delay and ends before its worker's first report
+    # (REPORT_INTERVAL): the bar is made at the end, full and closed, not skipped.
+    monkeypatch.setattr(_progress, "BAR_DELAY", 0.01)
+    with ThreadPool(1) as pool:
+        assert pool.map(time.sleep, [0.02] * 2, chunksize=2, progress=True) == [None, None]
+    (bar,) = bars
+    assert (bar.n, bar.total) == (2, 2)
+    assert _closed(bar)
+    assert "2/2" in bar.fp.getvalue()
 
 
 def test_a_bar_of_unknown_length_is_closed_when_imap_ends(bars):

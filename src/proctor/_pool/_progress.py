@@ -28,8 +28,9 @@ comes between a result frame and the buffers that follow it.
 In the parent, the dispatcher hands each progress frame and each chunk's result to
 the call's ``Tracker``, which counts items (never withdrawn: the count only grows) and
 updates the display, at most every SHOW_INTERVAL and always with the final count: a
-tqdm bar it made (``progress=True``), a tqdm bar the user made, or a callable. See
-docs/pool.md, "Progress bars".
+tqdm bar it made (``progress=True``; made only once the call has run for BAR_DELAY, so a
+short call draws nothing, as tqdm's ``delay=``), a tqdm bar the user made, or a
+callable. See docs/pool.md, "Progress bars".
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ REPORTER_IDLE = 0.5
 #: runs in the dispatcher thread, where a slow one delays every result, and a tqdm
 #: bar redraws no more often than this anyway (its ``mininterval``).
 SHOW_INTERVAL = 0.1
+#: A bar of ``progress=True`` is made (and first drawn) only once its call has run
+#: this long, as tqdm's own ``delay=``: a call that ends sooner draws nothing. Making
+#: and closing a tqdm bar costs 0.1-1 ms, as much as 10,000 quick tasks; a bar that
+#: would live for less than a tenth of a second shows nobody anything live.
+BAR_DELAY = 0.1
 
 _INSTALL = (
     "progress=True draws its bar with tqdm, which is not installed: install it with "
@@ -197,7 +203,8 @@ def _is_tqdm(value: object) -> bool:
 def tracker(progress: object) -> Tracker | None:
     """The ``Tracker`` for a call's ``progress=`` argument (None for None or False).
 
-    Checked before anything is sent; nothing is drawn until ``start()``.
+    Checked before anything is sent; nothing is drawn until ``start()``, and a new
+    bar not before BAR_DELAY.
 
     Raises:
         ModuleNotFoundError: ``progress=True`` and tqdm is not installed (an
@@ -230,7 +237,7 @@ class Tracker:
 
     def __init__(self, kind: str, sink: Any) -> None:
         self._kind = kind
-        self._sink = sink  # the bar, or the callable (the bar is made by start())
+        self._sink = sink  # the bar, or the callable (a new bar is made by _show())
         # Reentrant: a finalizer (close()) may run during a collection in this thread.
         self._lock = threading.RLock()
         self.total: int | None = None
@@ -241,28 +248,26 @@ class Tracker:
         self._broken = False  # the display raised: it is left alone from then on
         self._shown = -1  # the count the display was last given (-1: none yet)
         self._shown_at = -math.inf
+        self._desc = ""
+        self._began = -math.inf  # time.monotonic() at start()
 
     def start(self, total: int | None, desc: str) -> None:
-        """Draw the display for ``total`` items (None: unknown), in the caller's thread.
+        """Begin counting ``total`` items (None: unknown), in the caller's thread.
 
-        Raises:
-            Exception: what tqdm raises making a bar (the call then sends nothing).
+        A callable is given ``(0, total)`` at once; a bar of ``progress=True`` is made
+        later, by the first count shown once BAR_DELAY has passed (``_show``).
         """
         with self._lock:
             self.total = total
-            if self._kind == _NEW_BAR:
-                # delay: first drawn after SHOW_INTERVAL, or at the end (close()), so
-                # that a call of a few milliseconds draws once, not twice: each draw
-                # costs about as much as a thousand quick tasks.
-                self._sink = _tqdm_class()(
-                    total=total, desc=desc, unit="item", miniters=1, delay=SHOW_INTERVAL
-                )
+            self._desc = desc
             self._started = True
-            if self._kind == _CALLABLE:
-                self._show(time.monotonic())  # (0, total): the total, known at once
-            else:
+            now = time.monotonic()
+            self._began = now
+            if self._kind != _CALLABLE:
                 self._shown = 0  # items given to the bar, which may hold others already
-                self._shown_at = time.monotonic()
+            # A callable gets (0, total) at once; a user's bar is drawn; a new bar is
+            # made only if BAR_DELAY is 0.
+            self._show(now)
             if total == 0:
                 self._close_locked()
 
@@ -329,10 +334,16 @@ class Tracker:
         """Give the display the count (a bar: the items since it was last given one)."""
         if self._broken:
             return
+        if self._kind == _NEW_BAR and self._sink is None:
+            if now - self._began < BAR_DELAY:
+                return  # too early to draw: _shown stays, the next show gives it all
+            self._safely(self._make_bar, now)
+            if self._broken:
+                return
         if self._shown == self.done:
             if self._kind == _NEW_BAR and not self.closed:
-                # No change while slow items run: redraw, so that the bar appears
-                # (its delay has passed) and its elapsed time goes on.
+                # No change while slow items run: redraw, so that the bar's elapsed
+                # time goes on.
                 self._shown_at = now
                 self._safely(self._sink.refresh)
             return
@@ -344,6 +355,14 @@ class Tracker:
             items, self._shown = self.done - self._shown, self.done
             self._safely(self._sink.update, items)
 
+    def _make_bar(self, now: float) -> None:
+        bar = _tqdm_class()(total=self.total, desc=self._desc, unit="item", miniters=1)
+        # Its clock starts when the call did, not BAR_DELAY later: elapsed time and
+        # rate count the whole call. (tqdm keeps wall-clock times in start_t and
+        # last_print_t; reset() and unpause() set them the same way.)
+        bar.start_t = bar.last_print_t = bar._time() - (now - self._began)
+        self._sink = bar
+
     def _close_locked(self) -> None:
         if self.closed:
             return
@@ -354,10 +373,9 @@ class Tracker:
         if self._kind == _USER_BAR:
             if not self._broken:
                 self._safely(self._sink.refresh)
-        elif self._kind == _NEW_BAR:
-            # Drawn at its end even if its delay had not passed (close() skips a bar
-            # never drawn), and closed even after an error: it must stop drawing.
-            self._sink.delay = 0
+        elif self._kind == _NEW_BAR and self._sink is not None:
+            # Closed even after an error: it must stop drawing. (No bar: the call
+            # ended within BAR_DELAY, and nothing is drawn, as with tqdm's delay=.)
             self._safely(self._sink.close)
 
     def _safely(self, func: Callable[..., object], *args: Any) -> None:
@@ -371,7 +389,7 @@ class Tracker:
                 self._broken = True
                 get_logger().exception(
                     "the progress display %r raised; the pool call goes on without it",
-                    self._sink,
+                    self._sink if self._sink is not None else "(a new tqdm bar)",
                 )
 
     def __repr__(self) -> str:
