@@ -146,6 +146,10 @@ def __getattr__(name: str) -> object:
     import importlib
 
     module = importlib.import_module(f"{__name__}.{module_name.lstrip('.')}")
+    if module_name.startswith("_pool"):
+        # The pools' backend= (Dask, Ray) is resolved by the integration layer, which
+        # _pool cannot import: this registers it (it imports no engine).
+        from ._integrations import _backends  # noqa: F401
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value
     return value

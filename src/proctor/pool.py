@@ -23,6 +23,9 @@ from ._pool._results import IMapUnorderedIterator as IMapUnorderedIterator
 from ._pool._results import MapResult as MapResult
 from ._pool._threads import ThreadPool as ThreadPool
 
+# Pool(backend=...) finds its Dask or Ray adapter through the resolver this registers.
+from ._integrations import _backends  # noqa: F401  # isort: skip
+
 __all__ = (
     "InitializerError",
     "MaybeEncodingError",

@@ -41,6 +41,7 @@ from ._pool import (
     _positions,
     _process_class,
     guided_chunks,
+    remote_dispatcher,
 )
 from ._results import ChunkSizer
 
@@ -183,6 +184,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             it after a task is replaced (as ``proctor.Pool``'s).
         task_concurrency: how many tasks of coroutine functions (``async def``) a
             worker runs at once on its event loop, as ``proctor.Pool``'s; default 1.
+        backend: run the futures on a cluster, as ``proctor.Pool(backend=...)`` does
+            (a Dask ``Client`` or scheduler address, ``"ray"`` or a Ray address);
+            ``max_workers`` then only sizes ``map``'s chunks. See docs/scale-out.md.
 
     Raises:
         ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1, a
@@ -210,8 +214,36 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         cancel_running: bool = False,
         max_memory_per_child: int | None = None,
         task_concurrency: int = 1,
+        backend: Any = None,
     ) -> None:
         self._dispatcher: Dispatcher | None = None
+        if backend is not None:
+            self._task_timeout = _check_task_timeout(task_timeout, "task_timeout")
+            if not isinstance(cancel_running, bool):
+                raise TypeError(
+                    f"cancel_running must be True or False, not {type(cancel_running).__name__}"
+                )
+            self._cancel_running = cancel_running
+            self._concurrency = 1
+            self._shutdown_lock = threading.Lock()
+            self._shutdown = False
+            if max_workers is not None and (
+                isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+            ):
+                raise TypeError(f"max_workers must be a positive int or None, not {max_workers!r}")
+            self._dispatcher = remote_dispatcher(
+                backend,
+                {
+                    "mp_context": mp_context is not None,
+                    "initializer": initializer is not None,
+                    "max_tasks_per_child": max_tasks_per_child is not None,
+                    "max_memory_per_child": max_memory_per_child is not None,
+                    "task_concurrency": task_concurrency != 1,
+                },
+            )
+            self._max_workers = self._dispatcher.processes if max_workers is None else max_workers
+            finish_at_exit(self._dispatcher)
+            return
         concurrency = _check_concurrency(task_concurrency)
         if not isinstance(cancel_running, bool):
             raise TypeError(
@@ -306,7 +338,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             kind = _worker.with_buffers(_worker.kind_for(kind, coroutine), buffers)
             if progress is not None:
                 kind |= _worker.REPORTS_PROGRESS
-            frame = _worker.encode_task(task_id, kind, func_bytes, payload)
+            frame = dispatcher.codec.encode_task(task_id, kind, func_bytes, payload)
             task = Task(task_id, frame, slot, 0, name, describe, timeout, items, buffers, coroutine)
             task.progress = progress
             try:

@@ -24,6 +24,7 @@ from .._core._system import cpu_count
 from .._start import _process
 from . import _progress, _worker
 from ._dispatcher import Dispatcher, Task
+from ._remote import RemoteDispatcher, engine_for
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
 from ._worker import function_name
 
@@ -113,6 +114,26 @@ def _process_class(context: Any, what: str) -> type[_process.Process]:
     return found
 
 
+def remote_dispatcher(backend: Any, refused: dict[str, bool]) -> Dispatcher:
+    """The dispatcher of a pool on a cluster (``backend=``), its adapter made now.
+
+    Raises:
+        ValueError: an option that needs local worker processes (named in ``refused``
+            with whether it was given).
+        TypeError: a ``backend`` nothing knows; ImportError: its engine is missing.
+    """
+    given = [name for name, used in refused.items() if used]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} cannot be used with backend=: the cluster's engine starts "
+            "and replaces its own workers (set up workers with Dask's worker plugins or "
+            "Ray's runtime_env instead); see docs/scale-out.md"
+        )
+    # The same methods as Dispatcher's, for the cluster: Pool and the executor call
+    # nothing else (see _remote).
+    return RemoteDispatcher(engine_for(backend))  # type: ignore[return-value]
+
+
 def _check_chunksize(chunksize: object) -> int:
     if isinstance(chunksize, bool) or not isinstance(chunksize, int):
         raise TypeError(f"chunksize must be a positive int or None, not {type(chunksize).__name__}")
@@ -196,6 +217,14 @@ class Pool:
             always run one at a time. Keyword-only; a proctor addition.
         context: the proctor context whose start method the workers use; default
             the module-level one's.
+        backend: run the tasks on a cluster instead of local processes: a Dask
+            ``distributed.Client`` (or a scheduler address, ``"tcp://host:8786"``),
+            ``"ray"`` (the running Ray runtime, started if there is none) or a Ray
+            address (``"ray://head:10001"``). ``processes`` then only sizes chunks
+            (default: the cluster's worker threads); ``initializer``,
+            ``maxtasksperchild``, ``max_memory_per_child``, ``task_concurrency`` and
+            ``context`` are refused. Keyword-only; a proctor addition; see
+            docs/scale-out.md.
 
     Raises:
         ValueError: ``processes`` or ``maxtasksperchild`` below 1.
@@ -221,7 +250,24 @@ class Pool:
         *,
         max_memory_per_child: int | None = None,
         task_concurrency: int = 1,
+        backend: Any = None,
     ) -> None:
+        self._dispatcher: Dispatcher | None = None
+        if backend is not None:
+            self._dispatcher = remote_dispatcher(
+                backend,
+                {
+                    "initializer": initializer is not None,
+                    "maxtasksperchild": maxtasksperchild is not None,
+                    "max_memory_per_child": max_memory_per_child is not None,
+                    "task_concurrency": task_concurrency != 1,
+                    "context": context is not None,
+                },
+            )
+            self._processes = self._dispatcher.processes if processes is None else processes
+            self._processes = _check_workers(self._processes, None)
+            self._concurrency = 1
+            return
         processes = _check_workers(processes, initializer)
         concurrency = _check_concurrency(task_concurrency)
         memory_limit = _check_memory_limit(max_memory_per_child)
@@ -236,7 +282,6 @@ class Pool:
             if maxtasksperchild < 1:
                 raise ValueError(f"maxtasksperchild must be at least 1, not {maxtasksperchild}")
         process_class = _process_class(context, "context")
-        self._dispatcher: Dispatcher | None = None
         self._dispatcher = Dispatcher(
             process_class,
             processes,

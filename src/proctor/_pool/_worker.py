@@ -172,17 +172,17 @@ def _split_batch(frame: bytes) -> list[memoryview]:
 
 
 def decode_result(
-    frame: bytes, conn: Connection | None = None
+    frame: bytes, conn: Connection | None = None, buffers: list[Any] | None = None
 ) -> tuple[int, _outcome.Outcome, float, bool]:
     """The task id, the outcome, the seconds it ran and whether the worker retires.
 
-    Reads the value's buffers from ``conn`` when they follow the frame.
+    Reads the value's buffers from ``conn`` when they follow the frame; ``buffers``
+    are the value's when they came another way (a cluster's worker returned them).
 
     Raises:
         EOFError, OSError: the worker's end closed before its buffers came.
     """
     task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
-    buffers = None
     if flags & BUFFERS_FOLLOW and conn is not None:
         buffers = conn.recv()
     body = memoryview(frame)[_RESULT_HEADER.size :]

@@ -1,0 +1,131 @@
+"""``DaskEngine``: proctor's pools on a Dask cluster (``Pool(backend=client)``).
+
+::
+
+    RemoteDispatcher                  DaskEngine                      Dask
+    ────────────────                  ──────────                      ────
+    engine.submit(run_task, args) ─▶  client.submit(pure=False) ──▶  scheduler ─▶ a worker
+    engine.share(buffer)          ─▶  client.scatter(hash=False): the buffer is sent once;
+                                      its Future, as an argument, is its value on the worker
+    done queue ◀── add_done_callback ◀─ the future ends
+    engine.outcomes(futures)      ─▶  client.gather(the finished ones): one round trip;
+                                      KilledWorker: the worker was lost (WorkerLostError)
+    engine.stop(future)           ─▶  cancel it; if a worker was running it, end that
+                                      worker's process (its nanny starts another)
+
+Imported only when a pool is given a Dask ``backend=``; see docs/scale-out.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+try:
+    import distributed
+    from distributed import Client, KilledWorker
+except ImportError as exc:
+    raise ImportError(
+        f"Pool(backend=...) on Dask needs Dask's distributed package ({exc}); install it "
+        "with: pip install 'proctor[dask]'"
+    ) from exc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = ("DaskEngine", "engine")
+
+
+class DaskEngine:
+    """The engine adapter of ``_pool._remote`` for a ``distributed.Client``."""
+
+    name = "dask"
+
+    def __init__(self, client: Client, owned: bool) -> None:
+        self.client = client
+        self._owned = owned  # made from an address by proctor: closed with the pool
+
+    def slots(self) -> int:
+        return sum(self.client.nthreads().values()) or 1
+
+    def share(self, buffer: Any) -> Any:
+        return self.client.scatter(buffer, hash=False)
+
+    def submit(
+        self, func: Callable[..., Any], args: tuple[Any, ...], done: Callable[[Any], None]
+    ) -> Any:
+        future = self.client.submit(func, *args, pure=False)
+        future.add_done_callback(done)
+        return future
+
+    def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
+        finished = [future for future in handles if future.status == "finished"]
+        values = dict(zip(map(id, finished), self.client.gather(finished), strict=True))
+        found: list[tuple[bool, Any, str | None]] = []
+        for future in handles:
+            if id(future) in values:
+                found.append((True, values[id(future)], None))
+                continue
+            try:
+                error = future.exception(timeout=0)
+            except BaseException as exc:  # cancelled (CancelledError) or lost
+                error = exc
+            if isinstance(error, KilledWorker):
+                found.append((False, error, f"Dask's KilledWorker: {error}"))
+            else:
+                found.append((False, error, None))
+        for future in handles:
+            future.release()  # the value is here now: the worker may let it go
+        return found
+
+    def stop(self, handle: Any) -> None:
+        key = handle.key
+
+        def processing_on(dask_scheduler: Any, key: Any = key) -> str | None:
+            state = dask_scheduler.tasks.get(key)
+            worker = getattr(state, "processing_on", None)
+            return None if worker is None else worker.address  # type: ignore[no-any-return]
+
+        address = self.client.run_on_scheduler(processing_on)
+        handle.cancel()
+        if address is not None:
+            # A Dask worker cannot interrupt a running task: end its process, as a local
+            # pool kills a worker; the nanny starts a new one. (The cancelled key is no
+            # longer the scheduler's, so no task is blamed for this worker's death.)
+            try:
+                self.client.run(os._exit, 1, workers=[address], wait=False)
+            except Exception:
+                pass  # the worker went away before the reply: what was wanted
+
+    def close(self) -> None:
+        if self._owned:
+            self.client.close()
+
+
+def engine(backend: Any) -> DaskEngine:
+    """A ``DaskEngine`` for a ``Client``, a cluster object, a scheduler address, or
+    ``"dask"`` (this process's current client, ``distributed.get_client()``).
+
+    Raises:
+        TypeError: ``backend`` is a Dask object of another kind.
+        ValueError: ``"dask"`` with no client in this process.
+    """
+    if isinstance(backend, Client):
+        return DaskEngine(backend, owned=False)
+    if isinstance(backend, distributed.deploy.Cluster):
+        return DaskEngine(Client(backend, set_as_default=False), owned=True)
+    if backend == "dask":
+        try:
+            return DaskEngine(distributed.get_client(), owned=False)
+        except ValueError as exc:
+            raise ValueError(
+                "backend='dask' uses this process's Dask client, and there is none: make "
+                "one first (distributed.Client(...)) or pass a scheduler address"
+            ) from exc
+    if isinstance(backend, str):
+        return DaskEngine(Client(backend, set_as_default=False), owned=True)
+    raise TypeError(
+        f"backend: a Dask {type(backend).__name__} is not a Client, a cluster or a "
+        "scheduler address"
+    )

@@ -1,0 +1,619 @@
+"""Pools whose workers are a cluster's: the dispatcher behind ``Pool(backend=...)`` (issue 16).
+
+::
+
+    Pool / ProcessPoolExecutor        RemoteDispatcher (one thread)     engine (Dask, Ray)
+    ──────────────────────────        ─────────────────────────────     ──────────────────
+    pickle f once, xs in chunks  ──▶  pending ─▶ engine.submit(run_task, ─▶ a worker runs
+      (RemoteCodec: the frame's         parts, *shared)                   run_task: the same
+      parts, not one bytes object)    large buffers: engine.share() once  chunk code as a
+                                        per array, passed as handles      local worker, its
+                                      done queue ◀── engine's callback ◀─ log records kept
+    result._deliver ◀──────────────── decode the result frame, re-emit
+                                        the records, WorkerLostError /
+                                        TaskTimeoutError / the task's error
+
+The same ``Pool``, executor, result classes, chunking and progress code run in front of
+it: only the dispatcher differs. A task is one chunk, run by ``run_task`` on a worker
+of the engine with the local worker's own code (``_worker._run``), so values, errors
+with their remote traceback, coroutines and starmap behave as locally.
+
+The engine is reached through an *engine adapter* (the ``Engine`` protocol below),
+which the integration layer makes from what the user passed as ``backend=`` (a Dask
+``Client``, a Ray runtime...): this layer imports no engine. An adapter submits a call,
+calls back when it ends (from any thread: the callback only queues), ships a buffer
+once (``share``), and stops a task.
+
+Differences from local workers, which docs/scale-out.md spells out: a task's timeout
+runs from its submission to the engine (tasks with a timeout are only submitted while
+the engine has a free slot, so that the wait for a worker does not count); progress
+counts a chunk's items when it ends (no reports from inside a running chunk); log
+records come back with the chunk's result, not while it runs; the initializer and
+``maxtasksperchild``/``max_memory_per_child``/``task_concurrency`` are refused.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import pickle
+import threading
+import time
+import weakref
+
+from .._core._errors import PicklingError, PoolTerminatedError, TaskTimeoutError, WorkerLostError
+from .._core._reduction import Descriptors
+from .._logging import _logger
+from . import _dispatcher, _worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol
+
+    from ._dispatcher import Task, TaskResult
+    from ._results import IMapIterator
+
+    class Engine(Protocol):
+        """What ``RemoteDispatcher`` needs of a cluster engine (see ``_integrations``)."""
+
+        #: The engine's name in messages: "dask", "ray".
+        name: str
+
+        def slots(self) -> int:
+            """How many tasks the cluster runs at once (its workers' threads or CPUs)."""
+
+        def share(self, buffer: Any) -> Any:
+            """Ship ``buffer`` to the cluster once; return what a task takes in its place."""
+
+        def submit(
+            self, func: Callable[..., Any], args: tuple[Any, ...], done: Callable[[Any], None]
+        ) -> Any:
+            """Run ``func(*args)`` on a worker (handles from ``share`` replaced by
+            their values); return a handle, and call ``done(handle)`` once it ends."""
+
+        def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
+            """For each ended task: (True, its value, None), (False, the error, None),
+            or (False, the error, why) when the worker running it was lost. One call
+            for many, so that an engine fetches their values in one round trip."""
+
+        def stop(self, handle: Any) -> None:
+            """Stop a task (cancel it; end the worker process running it if need be)."""
+
+        def close(self) -> None:
+            """Release what the adapter made (a client it connected itself)."""
+
+
+__all__ = ("RemoteCodec", "RemoteDispatcher", "engine_for", "register_resolver", "run_task")
+
+RUNNING, CLOSED, TERMINATING = "running", "closed", "terminating"
+
+#: Buffers of at least this many bytes are shipped to the cluster once each (Dask
+#: scatter, Ray's object store) and reused by every task that has them; smaller ones
+#: travel inside the task, where a round trip to ship them would cost more.
+SHARE_THRESHOLD = 64 * 1024
+#: Shared buffers kept (the oldest let go first): a map over one large array ships it
+#: once; a long series of different arrays does not pin them all on the cluster.
+SHARED_KEPT = 32
+#: Log records a chunk returns at most; beyond them, one warning says how many were
+#: dropped (a task that logs in a tight loop must not make its result huge).
+MAX_RECORDS = 1000
+
+_resolvers: list[Callable[[Any], Any]] = []
+
+
+def register_resolver(resolver: Callable[[Any], Any]) -> None:
+    """Have ``engine_for`` ask ``resolver(backend)`` for an adapter (None: not mine).
+
+    The integration layer registers itself: this layer cannot import it.
+    """
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def engine_for(backend: Any) -> Engine:
+    """The engine adapter for a ``backend=`` argument.
+
+    Raises:
+        TypeError: nothing knows ``backend``.
+        ImportError: its engine is not installed (raised by the resolver).
+    """
+    for resolver in _resolvers:
+        engine = resolver(backend)
+        if engine is not None:
+            return engine  # type: ignore[no-any-return]
+    raise TypeError(
+        "backend must be a Dask distributed.Client (or a scheduler address such as "
+        "'tcp://10.0.0.1:8786'), 'ray' (the running Ray runtime) or a Ray address "
+        f"('ray://head:10001'), not {type(backend).__name__} ({backend!r:.80}); "
+        "None runs the pool on local processes"
+    )
+
+
+class RemoteCodec(_worker.PickledCodec):
+    """``PickledCodec``, with a task as its parts: the function's pickle is made once
+    per call and shared by the chunks' tasks, not copied into each task's bytes."""
+
+    @staticmethod
+    def encode_task(task_id: int, kind: int, func: Any, payload: Any) -> Any:
+        return (task_id, kind, func, payload)
+
+
+# -- the worker's side -------------------------------------------------------------------
+
+_functions: Any = None  # the worker process's _worker._FunctionCache, made at its first task
+_functions_lock = threading.Lock()
+
+
+class _Records(logging.Handler):
+    """Keeps the log records of one task, made ready to be pickled."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[dict[str, Any]] = []
+        self.dropped = 0
+        self.thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return  # another task's thread (a worker with several threads)
+        if len(self.records) >= MAX_RECORDS:
+            self.dropped += 1
+            return
+        fields = dict(record.__dict__)
+        fields["msg"] = record.getMessage()
+        fields["args"] = None
+        if record.exc_info:
+            fields["exc_text"] = logging.Formatter().formatException(record.exc_info)
+        fields["exc_info"] = None
+        self.records.append(fields)
+
+
+def run_task(parts: tuple[Any, ...], level: int, *shared: Any) -> tuple[Any, ...]:
+    """Run one task on a cluster's worker; never raises.
+
+    ``parts`` are the task's (id, kind, function pickle, payload pickle, its buffers),
+    where the function and each buffer may instead be a position in ``shared`` (what
+    was shipped once); ``level`` is the caller's
+    root logger level: the worker's root logger lets records of that level through
+    while the task runs, and they come back with the result.
+
+    Returns:
+        (result frame, the value's large buffers, the log records, records dropped).
+    """
+    global _functions
+    task_id, kind, func_bytes, payload, buffers = parts
+    buffers = [shared[b] if type(b) is int else b for b in buffers] if buffers else None
+    if type(func_bytes) is int:
+        func_bytes = bytes(shared[func_bytes])
+    with _functions_lock:
+        if _functions is None:
+            _functions = _worker._FunctionCache()
+        # Tasks on a worker's threads share the cache; a race only unpickles twice.
+        function_cache = _functions
+    handler = _Records()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    if level < root.getEffectiveLevel():
+        root.setLevel(level)
+    started = time.perf_counter()
+    try:
+        frame = _worker.encode_task(task_id, kind, func_bytes, payload)
+        _, message, out_buffers = _worker._run(frame, function_cache, buffers)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    seconds = time.perf_counter() - started
+    result = _worker._result_frame(task_id, message, seconds)
+    # Bytes: engines pickle a task's return value below protocol 5 (Dask does), where
+    # a PickleBuffer cannot go; this copies the value's large buffers once.
+    return result, [bytes(b.raw()) for b in out_buffers], handler.records, handler.dropped
+
+
+# -- the caller's side -------------------------------------------------------------------
+
+
+class _Shared:
+    """Buffers shipped to the cluster once each, by the object that exports them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        # id(exporter) -> (weakref or the exporter, nbytes, the engine's handle)
+        self._kept: collections.OrderedDict[int, tuple[Any, int, Any]] = (
+            collections.OrderedDict()
+        )
+
+    def handle(self, buffer: Any) -> Any:
+        view = buffer.raw() if hasattr(buffer, "raw") else memoryview(buffer)
+        exporter = view.obj
+        key = id(exporter)
+        kept = self._kept.get(key)
+        if kept is not None:
+            ref, nbytes, handle = kept
+            alive = ref() if isinstance(ref, weakref.ref) else ref
+            if alive is exporter and nbytes == view.nbytes:
+                self._kept.move_to_end(key)
+                return handle
+        handle = self._engine.share(pickle.PickleBuffer(view))
+        try:
+            ref = weakref.ref(exporter)
+        except TypeError:  # bytes and other objects without weak references: kept alive
+            ref = exporter
+        self._kept[key] = (ref, view.nbytes, handle)
+        if len(self._kept) > SHARED_KEPT:
+            self._kept.popitem(last=False)
+        return handle
+
+    def clear(self) -> None:
+        self._kept.clear()
+
+
+class RemoteDispatcher:
+    """A pool's dispatcher whose workers are an engine's (the API ``Pool`` uses of
+    ``_dispatcher.Dispatcher``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.codec = RemoteCodec()
+        self.processes = max(1, engine.slots())
+        self.concurrency = 1
+        self.state = RUNNING
+        self._lock = threading.Condition(threading.Lock())
+        self._joining = False
+        self._stopped = False
+        self._ids = itertools.count(1)
+        self._pending: collections.deque[Task] = collections.deque()
+        self._tasks: dict[int, Task] = {}  # pending or running, by id
+        self._running: dict[int, tuple[Task, Any]] = {}  # id -> (task, engine handle)
+        self._done: collections.deque[tuple[int, Any]] = collections.deque()
+        self._lazy: set[IMapIterator] = set()
+        self._woken = False
+        self._shared = _Shared(engine)
+        self._thread = threading.Thread(
+            target=self._run, name=f"proctor-{engine.name}-dispatcher-{id(self):x}", daemon=True
+        )
+        self._thread.start()
+        _dispatcher._live.add(self)  # type: ignore[arg-type]  # stopped at exit as pools are
+        _dispatcher._register_exit_hook()
+
+    # -- the API of Dispatcher (any thread) -------------------------------------------
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def submit(self, tasks: list[Task], lazy: bool = False) -> None:
+        """Queue ``tasks`` for the engine.
+
+        Raises:
+            ValueError: the pool is closed (lazy chunks are still taken) or terminated.
+            PicklingError: a task's arguments hold a queue, lock or shared memory.
+        """
+        for task in tasks:
+            buffers = task.buffers
+            if buffers and type(buffers[0]) is Descriptors:
+                raise PicklingError(
+                    f"the arguments of {task.function} hold {buffers[0]!r:.80}: queues, "
+                    f"locks and shared memory are this machine's, and cannot travel to a "
+                    f"{self.engine.name} worker. Pass data, or use a local pool."
+                )
+        with self._lock:
+            if self._stopped or (self.state != RUNNING and not (lazy and self.state == CLOSED)):
+                raise ValueError(f"the pool is {self.state}: it takes no new tasks")
+            for task in tasks:
+                self._tasks[task.id] = task
+            self._pending.extend(tasks)
+            self._wake_locked()
+
+    def pending_results(self) -> list[TaskResult]:
+        with self._lock:
+            return [task.result for task in self._pending]
+
+    def add_lazy(self, iterator: IMapIterator) -> None:
+        with self._lock:
+            self._lazy.add(iterator)
+
+    def lazy_done(self, iterator: IMapIterator) -> None:
+        with self._lock:
+            self._lazy.discard(iterator)
+            self._wake_locked()
+
+    def wake(self) -> None:
+        with self._lock:
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        self._woken = True
+        self._lock.notify()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.state == RUNNING:
+                self.state = CLOSED
+        _dispatcher.finish_at_exit(self)  # type: ignore[arg-type]
+
+    def join(self, timeout: float | None, wait_for_it: bool = True) -> None:
+        """Run what is left, then end the thread (after ``close()``).
+
+        Raises:
+            ValueError: while the pool is running.
+            ProcessTimeoutError: the work is not done within ``timeout``.
+        """
+        from .._core._errors import ProcessTimeoutError
+
+        if self.state == RUNNING:
+            raise ValueError("the pool is still running: call close() or terminate() first")
+        if wait_for_it and threading.current_thread() is self._thread:
+            raise RuntimeError("a pool cannot be joined from its own callbacks")
+        with self._lock:
+            lazy = list(self._lazy)
+        for iterator in lazy:
+            iterator._feed(unbounded=True)
+        with self._lock:
+            self._joining = True
+            self._wake_locked()
+        if not wait_for_it:
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
+
+    def terminate(self, wait_for_it: bool = True, kill: bool = False) -> None:
+        """Stop every task now; unfinished results fail with ``PoolTerminatedError``."""
+        with self._lock:
+            self.state = TERMINATING
+            self._wake_locked()
+            lazy = list(self._lazy)
+        for iterator in lazy:
+            iterator._abort(
+                PoolTerminatedError("the pool was terminated before this input was read")
+            )
+        if wait_for_it and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    # -- the engine's callback (any thread) ---------------------------------------------
+
+    def _finished(self, task_id: int, handle: Any) -> None:
+        with self._lock:
+            self._done.append((task_id, handle))
+            self._wake_locked()
+
+    # -- the dispatcher thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        failure: BaseException | None = None
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug here must not leave callers waiting for ever
+            failure = exc
+            _logger.get_logger().exception(f"proctor {self.engine.name} dispatcher failed")
+        finally:
+            with self._lock:
+                self._stopped = True
+                running = list(self._running.values())
+                self._running.clear()
+                tasks = list(self._tasks.values())
+                self._tasks.clear()
+                self._pending.clear()
+            for _, handle in running:
+                self._stop_quietly(handle)
+            for task in tasks:
+                if failure is None:
+                    error: BaseException = PoolTerminatedError(
+                        "the pool was terminated before this task completed"
+                    )
+                else:
+                    error = RuntimeError(f"the pool's dispatcher failed: {failure!r}")
+                    error.__cause__ = failure
+                self._fail(task, error)
+            self._shared.clear()
+            try:
+                self.engine.close()
+            except Exception:
+                _logger.get_logger().exception(f"the {self.engine.name} engine did not close")
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._woken:
+                    nearest = self._nearest_deadline()
+                    wait = None if nearest is None else nearest - time.monotonic()
+                    if wait is not None and wait <= 0:
+                        break
+                    self._lock.wait(wait)
+                self._woken = False
+                done = list(self._done)
+                self._done.clear()
+                state = self.state
+            if state == TERMINATING:
+                return
+            if done:
+                self._take_all(done)
+            self._stop_expired()
+            self._send()
+            with self._lock:
+                if self._joining and not self._tasks and not self._lazy and not self._done:
+                    return
+
+    def _nearest_deadline(self) -> float | None:
+        nearest = None
+        for task, _ in self._running.values():
+            if task.deadline is not None and not task.stopped:
+                nearest = task.deadline if nearest is None else min(nearest, task.deadline)
+        return nearest
+
+    def _send(self) -> None:
+        """Submit the pending tasks: all of them, except that a task with a timeout
+        waits for a free slot (its clock starts when it is submitted)."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                task = self._pending[0]
+                if task.timeout is not None and len(self._running) >= self.processes:
+                    return
+                self._pending.popleft()
+            if not task.claim():
+                with self._lock:
+                    self._tasks.pop(task.id, None)
+                continue
+            try:
+                args = self._arguments(task)
+                handle = self.engine.submit(
+                    run_task, args, lambda h, task_id=task.id: self._finished(task_id, h)
+                )
+            except Exception as exc:  # the engine refused it (the cluster is gone...)
+                with self._lock:
+                    self._tasks.pop(task.id, None)
+                error = WorkerLostError(
+                    f"{task.function}({task.describe()}) could not be sent to the "
+                    f"{self.engine.name} cluster: {exc!r}"
+                )
+                error.__cause__ = exc
+                self._fail(task, error)
+                continue
+            task.sent_at = time.monotonic()
+            if task.timeout is not None:
+                task.deadline = task.sent_at + task.timeout
+            task.frame = b""  # the parts are the engine's now
+            task.buffers = None
+            with self._lock:
+                self._running[task.id] = (task, handle)
+
+    def _arguments(self, task: Task) -> tuple[Any, ...]:
+        task_id, kind, func_bytes, payload = task.frame  # type: ignore[misc]
+        shared: list[Any] = []
+        positions: list[Any] = []
+        for buffer in task.buffers or ():
+            view = buffer.raw() if hasattr(buffer, "raw") else memoryview(buffer)
+            if view.nbytes >= SHARE_THRESHOLD:
+                positions.append(len(shared))
+                shared.append(self._shared.handle(buffer))
+            else:
+                positions.append(bytes(view))
+        if len(func_bytes) >= SHARE_THRESHOLD:  # a function holding a large array
+            shared.append(self._shared.handle(func_bytes))
+            func_bytes = len(shared) - 1
+        return ((task_id, kind, func_bytes, payload, positions), self._level(), *shared)
+
+    @staticmethod
+    def _level() -> int:
+        return logging.getLogger().getEffectiveLevel()
+
+    def _take_all(self, done: list[tuple[int, Any]]) -> None:
+        """Deliver the outcomes of the tasks that ``done`` says have ended."""
+        taken = []
+        with self._lock:
+            for task_id, handle in done:
+                entry = self._running.pop(task_id, None)
+                if entry is None:
+                    continue  # stopped earlier (a timeout, a cancellation): failed already
+                self._tasks.pop(task_id, None)
+                if not entry[0].stopped:
+                    taken.append((entry[0], handle))
+        if not taken:
+            return
+        try:
+            outcomes = self.engine.outcomes([handle for _, handle in taken])
+        except Exception as exc:  # the engine could not answer: these tasks fail, not the pool
+            outcomes = [(False, exc, None)] * len(taken)
+        for (task, _), (ok, value, lost) in zip(taken, outcomes, strict=True):
+            self._take(task, ok, value, lost)
+
+    def _take(self, task: Task, ok: bool, value: Any, lost: str | None) -> None:
+        if not ok:
+            if lost is not None:
+                error = WorkerLostError(
+                    f"{task.function}({task.describe()}) was lost with its "
+                    f"{self.engine.name} worker: {lost}"
+                )
+                error.__cause__ = value
+                value = error
+            elif isinstance(value, Exception) and not isinstance(value, PicklingError):
+                # The engine's own failure (it could not run or return the task).
+                error = WorkerLostError(
+                    f"{task.function}({task.describe()}) failed on the {self.engine.name} "
+                    f"cluster: {value!r}"
+                )
+                error.__cause__ = value
+                value = error
+            self._fail(task, value)
+            return
+        frame, buffers, records, dropped = value
+        _emit(records, dropped)
+        _, outcome, seconds, _ = _worker.decode_result(frame, buffers=buffers or None)
+        task.result._observe(seconds, task.size)
+        if outcome.exception is not None:
+            task.result._deliver(task.index, False, outcome.exception)
+        elif outcome.value_error is not None:
+            from .._core._errors import MaybeEncodingError
+
+            call = f"{task.function}({task.describe()})"
+            text = (
+                f"{call} ran on a {self.engine.name} worker, but its result could not be "
+                f"{'rebuilt here' if outcome.rebuild_failed else 'sent back'}: "
+                f"{outcome.value_error}"
+            )
+            task.result._deliver(
+                task.index,
+                False,
+                MaybeEncodingError(
+                    text,
+                    outcome.value_error,
+                    f"the result of {call}",
+                    pickling_failed=not outcome.rebuild_failed,
+                ),
+            )
+        else:
+            if task.progress is not None:
+                task.progress.finished(task)
+            task.result._deliver(task.index, True, outcome.value)
+
+    def _stop_expired(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [
+                (task, handle)
+                for task, handle in self._running.values()
+                if not task.stopped
+                and (task.cancelled() or (task.deadline is not None and task.deadline <= now))
+            ]
+            for task, _ in expired:
+                self._running.pop(task.id, None)
+                self._tasks.pop(task.id, None)
+        for task, handle in expired:
+            task.stopped = True
+            self._stop_quietly(handle)
+            if task.cancelled():
+                continue
+            self._fail(
+                task,
+                TaskTimeoutError(
+                    f"{task.function}({task.describe()}) ran past its timeout of "
+                    f"{task.timeout:g} s on the {self.engine.name} cluster and was stopped"
+                ),
+            )
+
+    def _stop_quietly(self, handle: Any) -> None:
+        try:
+            self.engine.stop(handle)
+        except Exception:
+            _logger.get_logger().debug("stopping a task on the engine failed", exc_info=True)
+
+    def _fail(self, task: Task, error: BaseException) -> None:
+        if task.progress is not None:
+            task.progress.finished(task)
+        task.result._deliver(task.index, False, error)
+
+
+def _emit(records: list[dict[str, Any]], dropped: int) -> None:
+    """Hand a task's log records to this process's handlers for their loggers."""
+    for fields in records:
+        logger = logging.getLogger(fields["name"])
+        if logger.isEnabledFor(fields["levelno"]):
+            logger.handle(logging.makeLogRecord(fields))
+    if dropped:
+        _logger.get_logger().warning(
+            f"a task logged more than {MAX_RECORDS} records; {dropped} were dropped"
+        )
