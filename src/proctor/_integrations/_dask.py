@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ("DaskEngine", "engine")
 
+#: Seconds a failed task's error may take to come from the scheduler (a round trip).
+EXCEPTION_TIMEOUT = 30.0
+
 
 class DaskEngine:
     """The engine adapter of ``_pool._remote`` for a ``distributed.Client``."""
@@ -68,8 +71,9 @@ class DaskEngine:
                 found.append((True, values[id(future)], None))
                 continue
             try:
-                error = future.exception(timeout=0)
-            except BaseException as exc:  # cancelled (CancelledError) or lost
+                # Done, but the error itself is fetched from the scheduler.
+                error = future.exception(timeout=EXCEPTION_TIMEOUT)
+            except BaseException as exc:  # cancelled (CancelledError), or the fetch failed
                 error = exc
             if isinstance(error, KilledWorker):
                 found.append((False, error, f"Dask's KilledWorker: {error}"))
@@ -94,9 +98,9 @@ class DaskEngine:
             # pool kills a worker; the nanny starts a new one. (The cancelled key is no
             # longer the scheduler's, so no task is blamed for this worker's death.)
             try:
-                self.client.run(os._exit, 1, workers=[address], wait=False)
+                self.client.run(os._exit, 1, workers=[address])
             except Exception:
-                pass  # the worker went away before the reply: what was wanted
+                pass  # the worker went away before its reply: what was wanted
 
     def close(self) -> None:
         if self._owned:

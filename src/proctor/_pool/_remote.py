@@ -468,7 +468,11 @@ class RemoteDispatcher:
                     self._tasks.pop(task.id, None)
                 error = WorkerLostError(
                     f"{task.function}({task.describe()}) could not be sent to the "
-                    f"{self.engine.name} cluster: {exc!r}"
+                    f"{self.engine.name} cluster: {exc!r}",
+                    None,
+                    None,
+                    task.function,
+                    task.describe(),
                 )
                 error.__cause__ = exc
                 self._fail(task, error)
@@ -526,7 +530,11 @@ class RemoteDispatcher:
             if lost is not None:
                 error = WorkerLostError(
                     f"{task.function}({task.describe()}) was lost with its "
-                    f"{self.engine.name} worker: {lost}"
+                    f"{self.engine.name} worker: {lost}",
+                    None,
+                    None,
+                    task.function,
+                    task.describe(),
                 )
                 error.__cause__ = value
                 value = error
@@ -534,7 +542,11 @@ class RemoteDispatcher:
                 # The engine's own failure (it could not run or return the task).
                 error = WorkerLostError(
                     f"{task.function}({task.describe()}) failed on the {self.engine.name} "
-                    f"cluster: {value!r}"
+                    f"cluster: {value!r}",
+                    None,
+                    None,
+                    task.function,
+                    task.describe(),
                 )
                 error.__cause__ = value
                 value = error
@@ -591,7 +603,12 @@ class RemoteDispatcher:
                 task,
                 TaskTimeoutError(
                     f"{task.function}({task.describe()}) ran past its timeout of "
-                    f"{task.timeout:g} s on the {self.engine.name} cluster and was stopped"
+                    f"{task.timeout:g} s on the {self.engine.name} cluster and was stopped "
+                    "(its worker process was ended; the engine starts another)",
+                    None,
+                    task.timeout or 0.0,
+                    task.function,
+                    task.describe(),
                 ),
             )
 
