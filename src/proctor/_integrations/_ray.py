@@ -25,8 +25,7 @@ try:
     import ray.exceptions as ray_errors
 except ImportError as exc:
     raise ImportError(
-        f"Pool(backend=...) on Ray needs ray ({exc}); install it with: "
-        "pip install 'proctor[ray]'"
+        f"Pool(backend=...) on Ray needs ray ({exc}); install it with: pip install 'proctor[ray]'"
     ) from exc
 
 TYPE_CHECKING = False

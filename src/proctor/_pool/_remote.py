@@ -221,9 +221,7 @@ class _Shared:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         # id(exporter) -> (weakref or the exporter, nbytes, the engine's handle)
-        self._kept: collections.OrderedDict[int, tuple[Any, int, Any]] = (
-            collections.OrderedDict()
-        )
+        self._kept: collections.OrderedDict[int, tuple[Any, int, Any]] = collections.OrderedDict()
 
     def handle(self, buffer: Any) -> Any:
         view = buffer.raw() if hasattr(buffer, "raw") else memoryview(buffer)

@@ -1,0 +1,320 @@
+"""Pools on a cluster: ``Pool(backend=...)`` / ``ProcessPoolExecutor(backend=...)`` (issue 16).
+
+Each test runs against both engines, each a real one started once for the module: a
+Dask ``LocalCluster`` (two worker processes on localhost, one thread each) and a local
+Ray runtime (``ray.init(num_cpus=2)``). An engine that is not installed is skipped,
+saying how to get it.
+
+The leak check (``no_leaks``) is off here: the engines' own processes and threads live
+for the whole module, and come and go as the engine sees fit (a killed worker is
+restarted). Instead every test checks that the pool's own dispatcher thread ended, and
+the module's teardown that the engines left no child process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing import resource_tracker
+from pathlib import Path
+
+import psutil
+import pytest
+
+import proctor
+from helpers import wait_until
+from proctor import _integrations
+from proctor._core import _runtime
+
+pytestmark = pytest.mark.leaks_ok  # see the module docstring
+
+TESTS_DIR = str(Path(__file__).resolve().parent)
+LOGGER = "proctor.tests.scale_out"
+
+
+# -- the engines ----------------------------------------------------------------------
+
+
+def _dask():
+    pytest.importorskip(
+        "distributed", reason="Dask's distributed is not installed: pip install 'proctor[dask]'"
+    )
+    import dask
+    from distributed import Client, LocalCluster
+
+    # proctor's promise: a task whose worker dies fails (WorkerLostError) rather than
+    # running again; Dask reruns it allowed-failures times first (default 3).
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0"
+        )
+    client = Client(cluster)
+
+    def close():
+        client.close()
+        cluster.close()
+
+    return client, close
+
+
+def _ray():
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'proctor[ray]'")
+    # Ray's workers import this module's functions by name: they inherit the runtime's
+    # environment, made here.
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, old) if p)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+    return "ray", ray.shutdown
+
+
+@pytest.fixture(scope="module", params=["dask", "ray"])
+def backend(request):
+    """What ``backend=`` takes for the engine: a Dask ``Client``, or "ray"."""
+    tracker = resource_tracker._resource_tracker
+    tracker_was_running = tracker._pid is not None
+    value, close = {"dask": _dask, "ray": _ray}[request.param]()
+    yield value
+    close()
+    # Dask's nannies start their workers with multiprocessing's spawn, which starts the
+    # stdlib's resource tracker in this process: stopped, for the next modules' leak checks.
+    if not tracker_was_running and tracker._pid is not None:
+        tracker._stop()
+    wait_until(lambda: not _engine_processes(), timeout=30)
+
+
+def _engine_processes():
+    """Child processes besides proctor's helpers (and zombies about to be reaped)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.pid in _runtime.helper_pids() or child.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        found.append(child.pid)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def dispatcher_ends():
+    """The pool's dispatcher thread ends with the pool (the engine's threads may stay)."""
+    yield
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("proctor-")],
+        timeout=10,
+    )
+
+
+# -- task functions -------------------------------------------------------------------
+
+
+def square(x):
+    return x * x
+
+
+def fail(x):
+    raise ValueError(f"bad input {x}")
+
+
+def wait_to_be_killed(path):
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def log_and_square(x):
+    logging.getLogger(LOGGER).warning("item %d done in pid %d", x, os.getpid())
+    return x * x
+
+
+def total(array, k):
+    return float(array.sum()) * k
+
+
+async def async_square(x):
+    await asyncio.sleep(0)
+    return x * x
+
+
+# -- results --------------------------------------------------------------------------
+
+
+def test_map_imap_starmap_and_apply_give_the_local_results(backend):
+    with proctor.Pool(backend=backend) as pool:
+        assert pool.map(square, range(50)) == [x * x for x in range(50)]
+        assert pool.map(square, range(20), chunksize=3) == [x * x for x in range(20)]
+        assert list(pool.imap(square, range(20))) == [x * x for x in range(20)]
+        assert sorted(pool.imap_unordered(square, range(20), chunksize=2)) == [
+            x * x for x in range(20)
+        ]
+        assert pool.starmap(pow, [(2, 5), (3, 3)]) == [32, 27]
+        assert pool.apply_async(square, (7,)).get(timeout=30) == 49
+        assert pool.map(async_square, range(5)) == [0, 1, 4, 9, 16]  # coroutine functions
+
+
+def test_executor_submit_as_completed_and_map(backend):
+    with proctor.ProcessPoolExecutor(backend=backend) as executor:
+        futures = {executor.submit(square, x): x for x in range(10)}
+        for future in concurrent.futures.as_completed(futures, timeout=30):
+            assert future.result() == futures[future] ** 2
+        assert list(executor.map(square, range(10), chunksize=4)) == [x * x for x in range(10)]
+
+
+def test_asyncio_forms(backend):
+    async def main(pool, executor):
+        value = await pool.apply_async(square, (6,))
+        squares = [v async for v in pool.imap(square, range(8))]
+        loop = asyncio.get_running_loop()
+        ran = await loop.run_in_executor(executor, square, 9)
+        return value, squares, ran
+
+    with (
+        proctor.Pool(backend=backend) as pool,
+        proctor.ProcessPoolExecutor(backend=backend) as executor,
+    ):
+        result = asyncio.run(asyncio.wait_for(main(pool, executor), 30))
+    assert result == (36, [x * x for x in range(8)], 81)
+
+
+def test_an_error_arrives_with_the_remote_traceback(backend):
+    with proctor.Pool(backend=backend) as pool:
+        with pytest.raises(ValueError, match="bad input 3") as caught:
+            pool.apply(fail, (3,))
+        assert isinstance(caught.value.__cause__, proctor.RemoteTraceback)
+        assert "in fail" in str(caught.value.__cause__)
+        # A failed item fails its map; the others' chunks still ran.
+        results = list(pool.imap(square, range(5)))
+        assert results == [0, 1, 4, 9, 16]
+
+
+def test_chunks_and_progress(backend):
+    # Remote chunks report their items when they end: each count a progress callable
+    # sees is a whole number of chunks, and the last is the total.
+    seen = []
+    with proctor.Pool(backend=backend) as pool:
+        values = pool.map(square, range(100), chunksize=25, progress=lambda d, t: seen.append(d))
+    assert values == [x * x for x in range(100)]
+    assert seen[-1] == 100
+    assert all(done % 25 == 0 for done in seen)
+
+
+def test_lazy_input_stays_lazy(backend):
+    read = itertools.count()
+
+    def endless():
+        for x in itertools.count():
+            next(read)
+            yield x
+
+    with proctor.Pool(backend=backend) as pool:
+        first = list(itertools.islice(pool.imap(square, endless(), chunksize=1), 10))
+        assert first == [x * x for x in range(10)]
+        # Read ahead is bounded (8 chunks per worker slot), however long the input.
+        assert next(read) < 10 + 8 * 2 + 2
+
+
+# -- faults ---------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_task_fails_that_task_with_WorkerLostError(backend, tmp_path):
+    marker = tmp_path / "pid"
+    with proctor.Pool(backend=backend) as pool:
+        result = pool.apply_async(wait_to_be_killed, (str(marker),))
+        pid = int(wait_until(lambda: marker.exists() and marker.read_text(), timeout=30))
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(proctor.WorkerLostError, match="wait_to_be_killed"):
+            result.get(timeout=30)
+        # The pool goes on, on the engine's replacement worker.
+        assert pool.map(square, range(10)) == [x * x for x in range(10)]
+
+
+def test_task_timeout_stops_a_stuck_task(backend):
+    with proctor.Pool(backend=backend) as pool:
+        with pytest.raises(proctor.TaskTimeoutError, match="sleep_for"):
+            pool.apply(sleep_for, (60,), timeout=1)
+        with proctor.ProcessPoolExecutor(backend=backend, task_timeout=1) as executor:
+            future = executor.submit(sleep_for, 60)
+            with pytest.raises(proctor.TaskTimeoutError):
+                future.result(timeout=30)
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]
+
+
+# -- what comes back besides values ---------------------------------------------------
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_workers_log_records_reach_the_callers_handlers(backend):
+    logger = logging.getLogger(LOGGER)
+    handler = _Collect()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with proctor.Pool(backend=backend) as pool:
+            assert pool.map(log_and_square, range(4), chunksize=1) == [0, 1, 4, 9]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    messages = sorted(r.getMessage().split(" in pid")[0] for r in handler.records)
+    assert messages == [f"item {x} done" for x in range(4)]
+    assert {r.process for r in handler.records} - {os.getpid()}  # logged in the workers
+
+
+def test_a_large_array_is_shipped_once(backend):
+    np = pytest.importorskip("numpy")
+    array = np.arange(1_000_000, dtype=np.float64)
+    with proctor.Pool(backend=backend) as pool:
+        engine = pool._dispatcher.engine
+        shared = []
+        share = engine.share
+        engine.share = lambda buffer: shared.append(buffer) or share(buffer)
+        values = pool.starmap(total, [(array, k) for k in range(6)], chunksize=1)
+    assert values == [float(array.sum()) * k for k in range(6)]
+    assert len(shared) == 1
+
+
+# -- choosing the engine (no cluster needed) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "backend_value", "extra"),
+    [("distributed", "tcp://127.0.0.1:1", "dask"), ("ray", "ray", "ray")],
+)
+def test_a_missing_engine_says_what_to_install(monkeypatch, module, backend_value, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    monkeypatch.delitem(sys.modules, f"proctor._integrations._{extra}", raising=False)
+    monkeypatch.delattr(_integrations, f"_{extra}", raising=False)
+    with pytest.raises(ImportError, match=rf"pip install 'proctor\[{extra}\]'"):
+        proctor.Pool(backend=backend_value)
+
+
+def test_backend_refuses_what_it_cannot_be_or_do():
+    with pytest.raises(TypeError, match=r"backend must be a Dask distributed\.Client"):
+        proctor.Pool(backend=42)
+    with pytest.raises(ValueError, match="initializer cannot be used with backend="):
+        proctor.Pool(initializer=print, backend="tcp://127.0.0.1:1")
