@@ -19,6 +19,7 @@ Imported only when a pool is given a Dask ``backend=``; see docs/scale-out.md.
 from __future__ import annotations
 
 import os
+import time
 
 try:
     import distributed
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = ("DaskEngine", "engine")
 
+#: Seconds a stopped task's worker may take to be noticed gone by the scheduler, and
+#: how often to ask (its heartbeat notices a closed connection within milliseconds).
+REMOVAL_TIMEOUT = 10.0
+REMOVAL_POLL = 0.02
 #: Seconds a failed task's error may take to come from the scheduler (a round trip).
 EXCEPTION_TIMEOUT = 30.0
 
@@ -101,10 +106,22 @@ class DaskEngine:
                 self.client.run(os._exit, 1, workers=[address])
             except Exception:
                 pass  # the worker went away before its reply: what was wanted
+            # Until the scheduler notices the death, it may hand that worker new tasks,
+            # which would then be lost with it (KilledWorker): wait for the notice, so
+            # that what the caller submits after the TaskTimeoutError is not.
+            deadline = time.monotonic() + REMOVAL_TIMEOUT
+            while time.monotonic() < deadline and self.client.run_on_scheduler(
+                _knows_worker, address=address
+            ):
+                time.sleep(REMOVAL_POLL)
 
     def close(self) -> None:
         if self._owned:
             self.client.close()
+
+
+def _knows_worker(dask_scheduler: Any, address: str) -> bool:
+    return address in dask_scheduler.workers
 
 
 def engine(backend: Any) -> DaskEngine:
