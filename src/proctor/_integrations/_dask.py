@@ -94,7 +94,7 @@ class DaskEngine:
         def processing_on(dask_scheduler: Any, key: Any = key) -> str | None:
             state = dask_scheduler.tasks.get(key)
             worker = getattr(state, "processing_on", None)
-            return None if worker is None else worker.address  # type: ignore[no-any-return]
+            return None if worker is None else worker.address
 
         address = self.client.run_on_scheduler(processing_on)
         handle.cancel()

@@ -122,7 +122,7 @@ def engine_for(backend: Any) -> Engine:
     for resolver in _resolvers:
         engine = resolver(backend)
         if engine is not None:
-            return engine  # type: ignore[no-any-return]
+            return engine
     raise TypeError(
         "backend must be a Dask distributed.Client (or a scheduler address such as "
         "'tcp://10.0.0.1:8786'), 'ray' (the running Ray runtime) or a Ray address "
@@ -458,9 +458,7 @@ class RemoteDispatcher:
                 continue
             try:
                 args = self._arguments(task)
-                handle = self.engine.submit(
-                    run_task, args, lambda h, task_id=task.id: self._finished(task_id, h)
-                )
+                handle = self.engine.submit(run_task, args, self._callback(task.id))
             except Exception as exc:  # the engine refused it (the cluster is gone...)
                 with self._lock:
                     self._tasks.pop(task.id, None)
@@ -483,8 +481,13 @@ class RemoteDispatcher:
             with self._lock:
                 self._running[task.id] = (task, handle)
 
+    def _callback(self, task_id: int) -> Callable[[Any], None]:
+        return lambda handle: self._finished(task_id, handle)
+
     def _arguments(self, task: Task) -> tuple[Any, ...]:
-        task_id, kind, func_bytes, payload = task.frame  # type: ignore[misc]
+        parts: Any = task.frame  # RemoteCodec's: (id, kind, function pickle, payload)
+        task_id, kind, func_bytes, payload = parts
+        function: Any = func_bytes
         shared: list[Any] = []
         positions: list[Any] = []
         for buffer in task.buffers or ():
@@ -496,8 +499,8 @@ class RemoteDispatcher:
                 positions.append(bytes(view))
         if len(func_bytes) >= SHARE_THRESHOLD:  # a function holding a large array
             shared.append(self._shared.handle(func_bytes))
-            func_bytes = len(shared) - 1
-        return ((task_id, kind, func_bytes, payload, positions), self._level(), *shared)
+            function = len(shared) - 1
+        return ((task_id, kind, function, payload, positions), self._level(), *shared)
 
     @staticmethod
     def _level() -> int:
