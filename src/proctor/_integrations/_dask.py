@@ -10,8 +10,9 @@
     done queue ◀── add_done_callback ◀─ the future ends
     engine.outcomes(futures)      ─▶  client.gather(the finished ones): one round trip;
                                       KilledWorker: the worker was lost (WorkerLostError)
-    engine.stop(future)           ─▶  cancel it; if a worker was running it, end that
-                                      worker's process (its nanny starts another)
+    engine.stop(future, end)      ─▶  cancel it; with end (a timeout), if a worker was
+                                      running it, end that worker's process (its nanny
+                                      starts another) and wait until the scheduler knows
 
 Imported only when a pool is given a Dask ``backend=``; see docs/scale-out.md.
 """
@@ -88,7 +89,10 @@ class DaskEngine:
             future.release()  # the value is here now: the worker may let it go
         return found
 
-    def stop(self, handle: Any) -> None:
+    def stop(self, handle: Any, end_worker: bool) -> None:
+        if not end_worker:
+            handle.cancel()
+            return
         key = handle.key
 
         def processing_on(dask_scheduler: Any, key: Any = key) -> str | None:

@@ -12,6 +12,7 @@
     engine.outcomes(refs)         ─▶  ray.get(refs): one call; WorkerCrashedError and
                                       its kin: the worker was lost (WorkerLostError)
     engine.stop(ref)              ─▶  ray.cancel(force=True): its worker process ends
+                                      (terminate(): force=False, an interrupt)
 
 Imported only when a pool is given a Ray ``backend=``; see docs/scale-out.md.
 """
@@ -95,10 +96,10 @@ class RayEngine:
                 found.append((False, exc, None))
         return found
 
-    def stop(self, handle: Any) -> None:
-        # Ends the worker process if the task is running (Ray cannot interrupt a task
-        # otherwise); Ray starts another.
-        ray.cancel(handle, force=True)
+    def stop(self, handle: Any, end_worker: bool) -> None:
+        # force=True ends the worker process running the task (Ray starts another);
+        # without it, a running task gets a KeyboardInterrupt, which it may ignore.
+        ray.cancel(handle, force=end_worker)
 
     def close(self) -> None:
         pass  # the runtime is the program's: it outlives the pool

@@ -7,6 +7,8 @@
     _worker      the worker's loop; the task and result frames (both sides)
     _results     ``AsyncResult``, ``MapResult``, the ``imap`` iterators and lazy input
     _threads     ``ThreadPool``: the same dispatcher and worker loop, threads for workers
+    _remote      ``RemoteDispatcher``: the pools' tasks on a cluster (``backend=``), through
+                 an engine adapter that ``_integrations`` provides
 
 Builds on ``_start`` (workers are ``Process``es), ``_connections`` (one ``Pipe()`` per
 worker, ``wait()``) and ``_core``; ``_context`` offers it as ``ctx.Pool``.

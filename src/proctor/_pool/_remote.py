@@ -78,8 +78,9 @@ if TYPE_CHECKING:
             or (False, the error, why) when the worker running it was lost. One call
             for many, so that an engine fetches their values in one round trip."""
 
-        def stop(self, handle: Any) -> None:
-            """Stop a task (cancel it; end the worker process running it if need be)."""
+        def stop(self, handle: Any, end_worker: bool) -> None:
+            """Cancel a task; with ``end_worker``, also end the worker process running it
+            (a timeout, a cancelled running task), where the engine cannot interrupt it."""
 
         def close(self) -> None:
             """Release what the adapter made (a client it connected itself)."""
@@ -395,7 +396,9 @@ class RemoteDispatcher:
                 self._tasks.clear()
                 self._pending.clear()
             for _, handle in running:
-                self._stop_quietly(handle)
+                # terminate(): cancelled, not ended: a cluster's workers are shared, and
+                # a running task's result is dropped (docs/scale-out.md).
+                self._stop_quietly(handle, end_worker=False)
             for task in tasks:
                 if failure is None:
                     error: BaseException = PoolTerminatedError(
@@ -597,7 +600,7 @@ class RemoteDispatcher:
                 self._tasks.pop(task.id, None)
         for task, handle in expired:
             task.stopped = True
-            self._stop_quietly(handle)
+            self._stop_quietly(handle, end_worker=True)
             if task.cancelled():
                 continue
             self._fail(
@@ -613,9 +616,9 @@ class RemoteDispatcher:
                 ),
             )
 
-    def _stop_quietly(self, handle: Any) -> None:
+    def _stop_quietly(self, handle: Any, end_worker: bool) -> None:
         try:
-            self.engine.stop(handle)
+            self.engine.stop(handle, end_worker)
         except Exception:
             _logger.get_logger().debug("stopping a task on the engine failed", exc_info=True)
 

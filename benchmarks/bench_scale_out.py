@@ -1,0 +1,230 @@
+"""Pools on a cluster (``Pool(backend=...)``) against the engine's own API, same work.
+
+Run by ``python -m proctor bench scale_out``. Each engine that is installed is started
+locally (Dask: a ``LocalCluster`` of worker processes with one thread each; Ray:
+``ray.init(num_cpus=...)``) and measured with 1 and 2 workers; one that is missing is
+skipped with a note. The "multiproc." column holds the engine's own figure, from the
+same run:
+
+    dask  1000 tiny tasks, one each   Pool.map(chunksize=1)   vs client.map + gather
+    dask  1000 tiny tasks             Pool.map (its chunks)   vs client.map + gather
+    dask  200 submits                 Executor.submit + wait  vs client.submit + gather
+    ray   1000 tiny tasks, one each   Pool.map(chunksize=1)   vs f.remote() + ray.get
+    ray   1000 tiny tasks             Pool.map (its chunks)   vs ray.util.multiprocessing.Pool.map
+    ray   1000 tiny tasks, one each   Pool.map(chunksize=1)   vs ray...Pool.map(chunksize=1)
+    *     10 ms tasks, 200            Pool.map(chunksize=1)   vs the engine's own, one each
+
+Figures are seconds per task (lower is better; ratio above 1: proctor is faster). The
+1- and 2-worker rows feed the throughput model of docs/scale-out.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import interleaved, row  # noqa: E402
+
+import proctor  # noqa: E402
+
+
+def tiny(x):
+    return x + 1
+
+
+def ten_ms(x):
+    time.sleep(0.01)
+    return x
+
+
+def _timed(fn, tasks):
+    def measure():
+        began = time.perf_counter()
+        fn()
+        return (time.perf_counter() - began) / tasks
+
+    return measure
+
+
+# -- Dask -------------------------------------------------------------------------------
+
+
+def _dask_rows(workers, rounds, n, sleeps):
+    import dask
+    from distributed import Client, LocalCluster, wait
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(
+            processes=True, n_workers=workers, threads_per_worker=1, dashboard_address=":0"
+        )
+    client = Client(cluster)
+    pool = proctor.Pool(backend=client)
+    executor = proctor.ProcessPoolExecutor(backend=client)
+    rows = []
+    try:
+        items = list(range(n))
+        pool.map(tiny, items)  # warm up: workers import proctor, functions cached
+        client.gather(client.map(tiny, items, pure=False))
+
+        def direct_map():
+            client.gather(client.map(tiny, items, pure=False))
+
+        def direct_submit():
+            futures = [client.submit(tiny, x, pure=False) for x in range(n // 5)]
+            wait(futures)
+
+        def pool_submit():
+            futures = [executor.submit(tiny, x) for x in range(n // 5)]
+            for future in futures:
+                future.result()
+
+        got = interleaved(
+            {
+                "one": _timed(lambda: pool.map(tiny, items, chunksize=1), n),
+                "chunks": _timed(lambda: pool.map(tiny, items), n),
+                "direct": _timed(direct_map, n),
+                "submit": _timed(pool_submit, n // 5),
+                "direct_submit": _timed(direct_submit, n // 5),
+            },
+            rounds,
+        )
+        rows.append(_row(f"dask {workers}w: {n} tiny tasks, one each", got["one"], got["direct"]))
+        rows.append(
+            _row(f"dask {workers}w: {n} tiny tasks, Pool's chunks", got["chunks"], got["direct"])
+        )
+        rows.append(
+            _row(f"dask {workers}w: {n // 5} submits", got["submit"], got["direct_submit"])
+        )
+        sleep_items = list(range(sleeps))
+        got = interleaved(
+            {
+                "pool": _timed(lambda: pool.map(ten_ms, sleep_items, chunksize=1), sleeps),
+                "direct": _timed(
+                    lambda: client.gather(client.map(ten_ms, sleep_items, pure=False)), sleeps
+                ),
+            },
+            max(1, rounds // 2),
+        )
+        rows.append(_row(f"dask {workers}w: {sleeps} 10 ms tasks", got["pool"], got["direct"]))
+    finally:
+        executor.shutdown()
+        pool.close()
+        pool.join(60)
+        client.close()
+        cluster.close()
+    return rows
+
+
+# -- Ray --------------------------------------------------------------------------------
+
+
+def _ray_rows(workers, rounds, n, sleeps):
+    import ray
+    from ray.util.multiprocessing import Pool as RayPool
+
+    # Ray's workers import this module's functions by name: they inherit the runtime's
+    # environment, made here (a cluster would ship the code with runtime_env instead).
+    here = os.path.dirname(os.path.abspath(__file__))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, old) if p)
+    try:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+    rows = []
+    try:
+        pool = proctor.Pool(backend="ray")
+        ray_pool = RayPool(workers)
+        remote_tiny = ray.remote(num_cpus=1, max_retries=0)(tiny)
+        remote_ten_ms = ray.remote(num_cpus=1, max_retries=0)(ten_ms)
+        items = list(range(n))
+        pool.map(tiny, items)  # warm up
+        ray.get([remote_tiny.remote(x) for x in items])
+        ray_pool.map(tiny, items)
+        got = interleaved(
+            {
+                "one": _timed(lambda: pool.map(tiny, items, chunksize=1), n),
+                "chunks": _timed(lambda: pool.map(tiny, items), n),
+                "direct": _timed(lambda: ray.get([remote_tiny.remote(x) for x in items]), n),
+                "raypool": _timed(lambda: ray_pool.map(tiny, items), n),
+                "raypool_one": _timed(lambda: ray_pool.map(tiny, items, chunksize=1), n),
+            },
+            rounds,
+        )
+        rows.append(_row(f"ray {workers}w: {n} tiny tasks, one each", got["one"], got["direct"]))
+        rows.append(
+            _row(
+                f"ray {workers}w: {n} tiny tasks, Pool's chunks",
+                got["chunks"],
+                got["raypool"],
+                "vs ray.util.multiprocessing.Pool.map",
+            )
+        )
+        rows.append(
+            _row(
+                f"ray {workers}w: {n} tiny tasks, chunksize=1",
+                got["one"],
+                got["raypool_one"],
+                "vs ray.util.multiprocessing.Pool.map(chunksize=1)",
+            )
+        )
+        sleep_items = list(range(sleeps))
+        got = interleaved(
+            {
+                "pool": _timed(lambda: pool.map(ten_ms, sleep_items, chunksize=1), sleeps),
+                "direct": _timed(
+                    lambda: ray.get([remote_ten_ms.remote(x) for x in sleep_items]), sleeps
+                ),
+            },
+            max(1, rounds // 2),
+        )
+        rows.append(_row(f"ray {workers}w: {sleeps} 10 ms tasks", got["pool"], got["direct"]))
+        pool.close()
+        pool.join(60)
+        ray_pool.terminate()
+    finally:
+        ray.shutdown()
+    return rows
+
+
+def _row(name, proctor_seconds, engine_seconds, note="vs the engine's own API"):
+    return row(name, proctor_seconds, engine_seconds, "s/task", higher_is_better=False, note=note)
+
+
+def _installed(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def run(quick: bool = False) -> list[dict]:
+    rounds = 3 if quick else 5
+    n = 1_000
+    sleeps = 100 if quick else 200
+    rows: list[dict] = []
+    engines = [("dask", "distributed", _dask_rows), ("ray", "ray", _ray_rows)]
+    for name, module, measure in engines:
+        if not _installed(module):
+            print(
+                f"bench_scale_out: the {name} rows are skipped: {module} is not installed "
+                f"(pip install 'proctor[{name}]')",
+                flush=True,
+            )
+            continue
+        for workers in (1, 2):
+            rows += measure(workers, rounds, n, sleeps)
+    return rows
+
+
+if __name__ == "__main__":
+    from _common import print_rows
+
+    print_rows(run(quick="--quick" in sys.argv))
