@@ -14,6 +14,8 @@ same run:
     ray   1000 tiny tasks, one each   Pool.map(chunksize=1)   vs ray...Pool.map(chunksize=1)
     *     10 ms tasks, 200            Pool.map(chunksize=1)   vs the engine's own, one each
 
+(``--quick``: 200 tiny tasks and 50 sleeping ones, 3 rounds.)
+
 Figures are seconds per task (lower is better; ratio above 1: proctor is faster). The
 1- and 2-worker rows feed the throughput model of docs/scale-out.md.
 """
@@ -207,8 +209,8 @@ def _installed(module):
 
 def run(quick: bool = False) -> list[dict]:
     rounds = 3 if quick else 5
-    n = 1_000
-    sleeps = 100 if quick else 200
+    n = 200 if quick else 1_000
+    sleeps = 50 if quick else 200
     rows: list[dict] = []
     engines = [("dask", "distributed", _dask_rows), ("ray", "ray", _ray_rows)]
     for name, module, measure in engines:
