@@ -28,9 +28,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import interleaved, row  # noqa: E402
+from _common import interleaved, row
 
-import proctor  # noqa: E402
+import proctor
 
 
 def tiny(x):
@@ -97,9 +97,7 @@ def _dask_rows(workers, rounds, n, sleeps):
         rows.append(
             _row(f"dask {workers}w: {n} tiny tasks, Pool's chunks", got["chunks"], got["direct"])
         )
-        rows.append(
-            _row(f"dask {workers}w: {n // 5} submits", got["submit"], got["direct_submit"])
-        )
+        rows.append(_row(f"dask {workers}w: {n // 5} submits", got["submit"], got["direct_submit"]))
         sleep_items = list(range(sleeps))
         got = interleaved(
             {

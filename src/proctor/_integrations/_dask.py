@@ -62,11 +62,25 @@ class DaskEngine:
         return self.client.scatter(buffer, hash=False)
 
     def submit(
-        self, func: Callable[..., Any], args: tuple[Any, ...], done: Callable[[Any], None]
-    ) -> Any:
-        future = self.client.submit(func, *args, pure=False)
-        future.add_done_callback(done)
-        return future
+        self,
+        func: Callable[..., Any],
+        calls: list[tuple[Any, ...]],
+        done: list[Callable[[Any], None]],
+    ) -> list[Any]:
+        if len(calls) == 1:
+            futures = [self.client.submit(func, *calls[0], pure=False)]
+        else:
+            # One message to the scheduler for the lot, as client.map sends. Each call
+            # is (parts, level, *shared): map takes its arguments column by column.
+            futures = self.client.map(
+                _unpacked,
+                [func] * len(calls),
+                calls,
+                pure=False,
+            )
+        for future, callback in zip(futures, done, strict=True):
+            future.add_done_callback(callback)
+        return futures
 
     def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
         finished = [future for future in handles if future.status == "finished"]
@@ -122,6 +136,11 @@ class DaskEngine:
     def close(self) -> None:
         if self._owned:
             self.client.close()
+
+
+def _unpacked(func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """``func(*args)``: a call of ``client.map``, whose arguments are one per column."""
+    return func(*args)
 
 
 def _knows_worker(dask_scheduler: Any, address: str) -> bool:

@@ -75,11 +75,18 @@ class RayEngine:
         return ray.put(buffer)
 
     def submit(
-        self, func: Callable[..., Any], args: tuple[Any, ...], done: Callable[[Any], None]
-    ) -> Any:
-        ref = _remote(func).remote(*args)
-        ref.future().add_done_callback(lambda _: done(ref))
-        return ref
+        self,
+        func: Callable[..., Any],
+        calls: list[tuple[Any, ...]],
+        done: list[Callable[[Any], None]],
+    ) -> list[Any]:
+        remote = _remote(func)
+        refs = []
+        for args, callback in zip(calls, done, strict=True):
+            ref = remote.remote(*args)
+            ref.future().add_done_callback(lambda _, ref=ref, callback=callback: callback(ref))
+            refs.append(ref)
+        return refs
 
     def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
         try:

@@ -323,6 +323,9 @@ class Dispatcher:
         #: meter what is in flight themselves (joblib's backend: a task that waited
         #: behind a slow one would not come back first with return_as="generator_unordered").
         self.max_held = MAX_HELD
+        #: The most chunks per worker ``map``'s default sizes cut: _pool.MAX_CHUNKS_PER_WORKER
+        #: (a literal here: _pool imports this module).
+        self.chunks_per_worker = 64
         self._early_deaths = 0  # workers in a row that died before they were ready
         self._lock = threading.Lock()
         self.state = RUNNING

@@ -175,14 +175,17 @@ def _check_concurrency(concurrency: object) -> int:
     return concurrency
 
 
-def guided_chunks(length: int, workers: int) -> list[int]:
+def guided_chunks(
+    length: int, workers: int, chunks_per_worker: int = MAX_CHUNKS_PER_WORKER
+) -> list[int]:
     """Chunk sizes for ``map``'s whole input with ``chunksize=None`` (see GUIDED_SHARE).
 
     Big chunks first (few round trips for quick items), smaller ones as the input
     runs out (slow items end on all workers at about the same time), none below
-    ``length / (workers * MAX_CHUNKS_PER_WORKER)``.
+    ``length / (workers * chunks_per_worker)`` (a pool on a cluster, whose tasks cost
+    a millisecond each, passes fewer than a local pool's MAX_CHUNKS_PER_WORKER).
     """
-    floor = max(1, length // (workers * MAX_CHUNKS_PER_WORKER))
+    floor = max(1, length // (workers * chunks_per_worker))
     sizes = []
     left = length
     while left > 0:
@@ -488,7 +491,7 @@ class Pool:
         if chunksize is None:
             # A worker runs task_concurrency coroutine chunks at once: as many workers.
             slots = self._processes * (self._concurrency if coroutine else 1)
-            sizes = guided_chunks(len(items), slots)
+            sizes = guided_chunks(len(items), slots, dispatcher.chunks_per_worker)
         else:
             size = _check_chunksize(chunksize)
             sizes = [min(size, len(items) - start) for start in range(0, len(items), size)]
