@@ -8,9 +8,9 @@
                                         (max_retries=0: a task whose worker dies fails)
     engine.share(buffer)          ─▶  ray.put: the object store holds it once; its
                                       ObjectRef, as an argument, is its value on the worker
-    done queue ◀── ref.future() callback ◀── the task ends
-    engine.outcomes(refs)         ─▶  ray.get(refs): one call; WorkerCrashedError and
-                                      its kin: the worker was lost (WorkerLostError)
+    done queue ◀── ref.future() callback ◀── the task ends (the future holds its value)
+    engine.outcomes(handles)      ─▶  the futures' values; WorkerCrashedError and its
+                                      kin: the worker was lost (WorkerLostError)
     engine.stop(ref)              ─▶  ray.cancel(force=True): its worker process ends
                                       (terminate(): force=False, an interrupt)
 
@@ -81,32 +81,31 @@ class RayEngine:
         done: list[Callable[[Any], None]],
     ) -> list[Any]:
         remote = _remote(func)
-        refs = []
+        handles = []
         for args, callback in zip(calls, done, strict=True):
             ref = remote.remote(*args)
-            ref.future().add_done_callback(lambda _, ref=ref, callback=callback: callback(ref))
-            refs.append(ref)
-        return refs
+            # The ref's future holds the value once done: no second fetch (ray.get).
+            handle = (ref, ref.future())
+            handle[1].add_done_callback(lambda _, h=handle, c=callback: c(h))
+            handles.append(handle)
+        return handles
 
     def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
-        try:
-            return [(True, value, None) for value in ray.get(handles, timeout=0)]
-        except Exception:
-            pass  # one failed: take them one by one
         found: list[tuple[bool, Any, str | None]] = []
-        for ref in handles:
-            try:
-                found.append((True, ray.get(ref, timeout=0), None))
-            except _LOST as exc:
-                found.append((False, exc, f"{type(exc).__name__}: {exc}"))
-            except Exception as exc:
-                found.append((False, exc, None))
+        for _, future in handles:
+            error = future.exception(timeout=0)
+            if error is None:
+                found.append((True, future.result(timeout=0), None))
+            elif isinstance(error, _LOST):
+                found.append((False, error, f"{type(error).__name__}: {error}"))
+            else:
+                found.append((False, error, None))
         return found
 
     def stop(self, handle: Any, end_worker: bool) -> None:
         # force=True ends the worker process running the task (Ray starts another);
         # without it, a running task gets a KeyboardInterrupt, which it may ignore.
-        ray.cancel(handle, force=end_worker)
+        ray.cancel(handle[0], force=end_worker)
 
     def close(self) -> None:
         pass  # the runtime is the program's: it outlives the pool
