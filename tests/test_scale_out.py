@@ -318,3 +318,27 @@ def test_backend_refuses_what_it_cannot_be_or_do():
         proctor.Pool(backend=42)
     with pytest.raises(ValueError, match="initializer cannot be used with backend="):
         proctor.Pool(initializer=print, backend="tcp://127.0.0.1:1")
+
+
+def log_with_extra(x):
+    logging.getLogger(LOGGER).warning("with extra %d", x, extra={"lock": threading.Lock()})
+    return x
+
+
+def test_a_cluster_task_returns_its_records_ready_to_pickle():
+    # What a cluster worker runs, here in-process: a record whose extra= holds an object
+    # that cannot be pickled comes back with that field as its repr.
+    import pickle
+
+    from proctor._pool import _remote, _worker
+
+    codec = _remote.RemoteCodec()
+    func_bytes, _, _ = codec.dumps_function(log_with_extra)
+    payload, _ = codec.dumps_payload([5], "x")
+    returned = _remote.run_task((1, _worker.MAP, func_bytes, payload, []), logging.INFO)
+    frame, buffers, records, dropped = pickle.loads(pickle.dumps(returned))
+    assert dropped == 0
+    assert [r["msg"] for r in records] == ["with extra 5"]
+    assert records[0]["lock"].startswith("<unlocked _thread.lock")
+    _, outcome, _, _ = _worker.decode_result(frame, buffers=buffers or None)
+    assert outcome.value == [5]

@@ -151,8 +151,17 @@ class RemoteCodec(_worker.PickledCodec):
 
 # -- the worker's side -------------------------------------------------------------------
 
-_functions: Any = None  # the worker process's _worker._FunctionCache, made at its first task
-_functions_lock = threading.Lock()
+#: Per worker thread: its ``_worker._FunctionCache`` (a cache is not thread-safe, and a
+#: Dask worker runs tasks on several threads).
+_local = threading.local()
+#: The root logger's level is lowered to the callers' while tasks run: the threads that
+#: run one, and the level to restore when the last of them ends.
+_level_lock = threading.Lock()
+_level_users = 0
+_level_saved = logging.NOTSET
+#: Log record fields kept as they are; any other value travels as its repr() (a record's
+#: ``extra=`` may hold objects that cannot be pickled, or not rebuilt in the caller).
+_PLAIN = (str, int, float, bool, type(None))
 
 
 class _Records(logging.Handler):
@@ -170,7 +179,10 @@ class _Records(logging.Handler):
         if len(self.records) >= MAX_RECORDS:
             self.dropped += 1
             return
-        fields = dict(record.__dict__)
+        fields = {
+            key: value if type(value) in _PLAIN else repr(value)
+            for key, value in record.__dict__.items()
+        }
         fields["msg"] = record.getMessage()
         fields["args"] = None
         if record.exc_info:
@@ -191,34 +203,47 @@ def run_task(parts: tuple[Any, ...], level: int, *shared: Any) -> tuple[Any, ...
     Returns:
         (result frame, the value's large buffers, the log records, records dropped).
     """
-    global _functions
     task_id, kind, func_bytes, payload, buffers = parts
     buffers = [shared[b] if type(b) is int else b for b in buffers] if buffers else None
     if type(func_bytes) is int:
         func_bytes = bytes(shared[func_bytes])
-    with _functions_lock:
-        if _functions is None:
-            _functions = _worker._FunctionCache()
-        # Tasks on a worker's threads share the cache; a race only unpickles twice.
-        function_cache = _functions
+    function_cache = getattr(_local, "functions", None)
+    if function_cache is None:
+        function_cache = _local.functions = _worker._FunctionCache()
     handler = _Records()
     root = logging.getLogger()
-    old_level = root.level
     root.addHandler(handler)
-    if level < root.getEffectiveLevel():
-        root.setLevel(level)
+    _lower_root_level(root, level)
     started = time.perf_counter()
     try:
         frame = _worker.encode_task(task_id, kind, func_bytes, payload)
         _, message, out_buffers = _worker._run(frame, function_cache, buffers)
     finally:
         root.removeHandler(handler)
-        root.setLevel(old_level)
+        _restore_root_level(root)
     seconds = time.perf_counter() - started
     result = _worker._result_frame(task_id, message, seconds)
     # Bytes: engines pickle a task's return value below protocol 5 (Dask does), where
     # a PickleBuffer cannot go; this copies the value's large buffers once.
     return result, [bytes(b.raw()) for b in out_buffers], handler.records, handler.dropped
+
+
+def _lower_root_level(root: logging.Logger, level: int) -> None:
+    global _level_users, _level_saved
+    with _level_lock:
+        if _level_users == 0:
+            _level_saved = root.level
+        _level_users += 1
+        if level < root.getEffectiveLevel():
+            root.setLevel(level)
+
+
+def _restore_root_level(root: logging.Logger) -> None:
+    global _level_users
+    with _level_lock:
+        _level_users -= 1
+        if _level_users == 0:
+            root.setLevel(_level_saved)
 
 
 # -- the caller's side -------------------------------------------------------------------
