@@ -300,6 +300,8 @@ class RemoteDispatcher:
         self._pending: collections.deque[Task] = collections.deque()
         self._tasks: dict[int, Task] = {}  # pending or running, by id
         self._running: dict[int, tuple[Task, Any]] = {}  # id -> (task, engine handle)
+        self._timed: dict[int, tuple[Task, Any]] = {}  # the running ones with a timeout
+        self._cancel_seen = False  # wake() was called: look for cancelled running tasks
         self._done: collections.deque[tuple[int, Any]] = collections.deque()
         self._lazy: set[IMapIterator] = set()
         self._woken = False
@@ -353,7 +355,9 @@ class RemoteDispatcher:
             self._wake_locked()
 
     def wake(self) -> None:
+        """Make the dispatcher look again (a result was cancelled)."""
         with self._lock:
+            self._cancel_seen = True
             self._wake_locked()
 
     def _wake_locked(self) -> None:
@@ -426,6 +430,7 @@ class RemoteDispatcher:
                 self._stopped = True
                 running = list(self._running.values())
                 self._running.clear()
+                self._timed.clear()
                 tasks = list(self._tasks.values())
                 self._tasks.clear()
                 self._pending.clear()
@@ -472,11 +477,9 @@ class RemoteDispatcher:
                     return
 
     def _nearest_deadline(self) -> float | None:
-        nearest = None
-        for task, _ in self._running.values():
-            if task.deadline is not None and not task.stopped:
-                nearest = task.deadline if nearest is None else min(nearest, task.deadline)
-        return nearest
+        # Only tasks with a timeout, at most one per slot: not every running task.
+        deadlines = [task.deadline for task, _ in self._timed.values() if task.deadline]
+        return min(deadlines) if deadlines else None
 
     def _send(self) -> None:
         """Submit the pending tasks, in one call to the engine: all of them, except that
@@ -519,6 +522,8 @@ class RemoteDispatcher:
             task.buffers = None
             with self._lock:
                 self._running[task.id] = (task, handle)
+                if task.timeout is not None:
+                    self._timed[task.id] = (task, handle)
 
     def _not_sent(self, task: Task, exc: Exception) -> None:
         with self._lock:
@@ -565,6 +570,7 @@ class RemoteDispatcher:
         with self._lock:
             for task_id, handle in done:
                 entry = self._running.pop(task_id, None)
+                self._timed.pop(task_id, None)
                 if entry is None:
                     continue  # stopped earlier (a timeout, a cancellation): failed already
                 self._tasks.pop(task_id, None)
@@ -639,13 +645,18 @@ class RemoteDispatcher:
     def _stop_expired(self) -> None:
         now = time.monotonic()
         with self._lock:
+            # Every running task is looked at only after a wake() (a result was
+            # cancelled), not at each completion: thousands of tasks may be running.
+            look_at = self._running if self._cancel_seen else self._timed
+            self._cancel_seen = False
             expired = [
                 (task, handle)
-                for task, handle in self._running.values()
+                for task, handle in look_at.values()
                 if not task.stopped
                 and (task.cancelled() or (task.deadline is not None and task.deadline <= now))
             ]
             for task, _ in expired:
+                self._timed.pop(task.id, None)
                 self._running.pop(task.id, None)
                 self._tasks.pop(task.id, None)
         for task, handle in expired:
