@@ -257,6 +257,19 @@ def test_task_timeout_stops_a_stuck_task(backend):
         assert pool.map(square, range(4)) == [0, 1, 4, 9]
 
 
+def test_cancel_running_stops_a_running_cluster_task(backend, tmp_path):
+    marker = tmp_path / "pid"
+    with proctor.ProcessPoolExecutor(backend=backend, cancel_running=True) as executor:
+        future = executor.submit(wait_to_be_killed, str(marker))
+        wait_until(lambda: marker.exists() and marker.read_text(), timeout=30)
+        assert future.cancel()
+        assert future.cancelled()
+        # The worker that ran it was ended (the engine starts another); work goes on.
+        pid = int(marker.read_text())
+        wait_until(lambda: not psutil.pid_exists(pid), timeout=30)
+        assert list(executor.map(square, range(4))) == [0, 1, 4, 9]
+
+
 # -- what comes back besides values ---------------------------------------------------
 
 
