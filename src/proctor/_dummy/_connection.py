@@ -131,16 +131,52 @@ class Connection:
     def __init__(self, inbox: _Channel | None, outbox: _Channel | None) -> None:
         self._inbox = inbox
         self._outbox = outbox
-        self._closed = False
+        self._closed = False  # for every thread: the peer sees EOF
+        # The threads holding this end (see "Holders" in docs/dummy.md), as each
+        # process holds its own copy of a pipe end; the end closes when the last
+        # lets go. Those that let go with close() may no longer use it.
+        self._holds_lock = threading.Lock()
+        self._holders = {threading.current_thread()}
+        self._released: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         # Also run when the end is collected without close(): its peer sees EOF.
         self._finalizer = weakref.finalize(self, _close_channels, inbox, outbox)
+
+    # -- holders -------------------------------------------------------------------
+
+    def _hold(self, thread: threading.Thread) -> None:
+        """``thread`` (a ``DummyProcess`` given this end) holds it too, until it ends."""
+        with self._holds_lock:
+            if not self._closed:
+                self._holders.add(thread)
+
+    def _adopt(self) -> None:
+        """The calling thread becomes the only holder (``Listener.accept()``)."""
+        with self._holds_lock:
+            self._holders = {threading.current_thread()}
+
+    def _let_go(self, thread: threading.Thread, ended: bool) -> None:
+        """``thread`` lets go of this end: by ``close()``, or (``ended``) by ending."""
+        with self._holds_lock:
+            if thread in self._holders:
+                self._holders.discard(thread)
+                if not ended:
+                    self._released.add(thread)
+            elif ended:
+                return
+            else:
+                self._holders.clear()  # close() by a thread that was never a holder
+            if self._holders or self._closed:
+                return
+            self._closed = True
+        self._finalizer()
 
     # -- state ---------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return self._closed
+        """Whether this end is closed for the calling thread (it called ``close()``,
+        or every holder let go)."""
+        return self._closed or threading.current_thread() in self._released
 
     @property
     def readable(self) -> bool:
@@ -153,9 +189,16 @@ class Connection:
         return self._outbox is not None
 
     def close(self) -> None:
-        """Close this end: the peer receives what was sent, then ``EOFError``. Idempotent."""
-        self._closed = True
-        self._finalizer()
+        """Close this end for the calling thread; idempotent.
+
+        Once no thread holds the end any more, the peer receives what was sent,
+        then ``EOFError``, and its sends raise ``BrokenPipeError``. The holders
+        are the thread that made the end and each ``DummyProcess`` started with
+        it among its arguments, until that thread ends: so a parent may close its
+        copy right after ``start()``, as with processes. A ``close()`` by a thread
+        that does not hold the end closes it for all.
+        """
+        self._let_go(threading.current_thread(), ended=False)
 
     def __enter__(self) -> Connection:
         return self
@@ -170,7 +213,7 @@ class Connection:
         )
 
     def __repr__(self) -> str:
-        if self._closed:
+        if self.closed:
             return "<proctor.dummy.Connection closed>"
         if self.readable and self.writable:
             mode = "duplex"
@@ -184,7 +227,14 @@ class Connection:
         if self._closed:
             raise OSError(
                 errno.EBADF,
-                "the Connection is closed (close() was called on this end); open a new Pipe",
+                "the Connection is closed (close() was called on this end by every thread "
+                "that held it); open a new Pipe",
+            )
+        if threading.current_thread() in self._released:
+            raise OSError(
+                errno.EBADF,
+                "the Connection is closed in this thread (it called close() on this end); "
+                "open a new Pipe",
             )
 
     def _writer(self) -> _Channel:
@@ -487,7 +537,9 @@ class Listener:
                             f"no client connected to {self!r} within {timeout} s"
                         )
             self._check_open()
-            return self._pending.popleft()
+            conn = self._pending.popleft()
+        conn._adopt()
+        return conn
 
     def _connect(self, authkey: bytes | None) -> Connection:
         if authkey != self._authkey:

@@ -13,6 +13,7 @@ import threading
 import weakref
 
 from .._core._timeout import check_timeout
+from ._connection import Connection
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -107,6 +108,9 @@ class DummyProcess(threading.Thread):
         super().__init__(group, target, name, tuple(args), dict(kwargs), daemon=daemon)
         self._exitcode: int | None = None
         self._start_called = False
+        # The connection ends it is given: it holds them until it ends, as a child
+        # process holds its copies (see _connection.Connection.close).
+        self._ends = [a for a in (*args, *kwargs.values()) if isinstance(a, Connection)]
 
     def start(self) -> None:
         """Start the thread and count it among the calling thread's children.
@@ -134,14 +138,22 @@ class DummyProcess(threading.Thread):
             except BaseException:
                 self._exitcode = 1
                 raise  # reported by threading.excepthook, as in any thread
-            self._exitcode = 0
+            else:
+                self._exitcode = 0
+            finally:
+                for end in self._ends:
+                    end._let_go(self, ended=True)
 
         self.run = run_and_record  # type: ignore[method-assign]
+        for end in self._ends:
+            end._hold(self)
         try:
             super().start()
         except BaseException:
             del self.run  # no thread could be made
             self._start_called = False
+            for end in self._ends:
+                end._let_go(self, ended=True)
             raise
         with _children_lock:
             parent = threading.current_thread()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numbers
 import queue
+import threading
+import weakref
 
 from .._core._errors import QueueClosedError
 from ._sync import wait_seconds
@@ -38,17 +40,19 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
         TypeError: ``maxsize`` is not an int.
 
     Note:
-        ``close()`` means what it means for a ``multiprocessing.Queue``: no more
-        items will be put (by anyone: the threads share this one object), so a
-        later ``put()`` raises ``proctor.QueueClosedError``; ``get()`` goes on
-        handing out what is in the queue.
+        ``close()`` means what it means for a ``multiprocessing.Queue`` in one
+        process, for the calling thread: it will put nothing more, and a later
+        ``put()`` by that thread raises ``proctor.QueueClosedError``. Other
+        threads (the "processes" sharing the queue) put and get as before, so a
+        parent may close its handle while its children go on.
     """
 
     def __init__(self, maxsize: int = 0) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, numbers.Integral):
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__} ({maxsize!r})")
         super().__init__(int(maxsize))
-        self._closed = False
+        # The threads that called close(), as each process closes its own handle.
+        self._closed_by: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put ``obj`` in the queue, waiting while it is full.
@@ -63,8 +67,10 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
             QueueClosedError: (a ``ValueError``) ``close()`` was called.
             TypeError: ``timeout`` is not a number or ``None``.
         """
-        if self._closed:
-            raise QueueClosedError(f"put() on {self!r}: close() was called, nothing more can be put")
+        if self._closed_by and threading.current_thread() in self._closed_by:
+            raise QueueClosedError(
+                f"put() on {self!r}: this thread called close(), so it can put nothing more"
+            )
         super().put(obj, block, _wait(block, timeout))
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
@@ -82,8 +88,8 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
         self.put(obj, False)
 
     def close(self) -> None:
-        """Say that nothing more will be put; idempotent (see the class's note)."""
-        self._closed = True
+        """Say that the calling thread will put nothing more; idempotent (see the class's note)."""
+        self._closed_by.add(threading.current_thread())
 
     def join_thread(self) -> None:
         """Compatibility no-op: there is no feeder thread to join.
@@ -91,8 +97,10 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
         Raises:
             ValueError: the queue was not closed first, as with ``multiprocessing``.
         """
-        if not self._closed:
-            raise ValueError(f"join_thread() needs close() first: {self!r} is not closed")
+        if threading.current_thread() not in self._closed_by:
+            raise ValueError(
+                f"join_thread() needs close() first: {self!r} was not closed by this thread"
+            )
 
     def cancel_join_thread(self) -> None:
         """Compatibility no-op: nothing is ever left in a feeder thread to lose."""
@@ -126,7 +134,8 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
         )
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"qsize={self.qsize()}"
+        closed = threading.current_thread() in self._closed_by
+        state = f"closed (by this thread) qsize={self.qsize()}" if closed else f"qsize={self.qsize()}"
         bound = f" maxsize={self.maxsize}" if self.maxsize > 0 else ""
         return f"<proctor.dummy.{type(self).__name__} {state}{bound}>"
 
