@@ -46,7 +46,7 @@ import test._test_multiprocessing as suite  # noqa: E402
 #: Classes of groups proctor does not implement yet: not run (later issues).
 DEFERRED_CLASSES = {
     "WithProcessesTestManagerRestart": "manager (later issue)",
-    "WithThreadsTestManagerRestart": "its test starts a multiprocessing.managers manager (later issue)",
+    "WithThreadsTestManagerRestart": "manager (later issue; it starts a BaseManager)",
     "WithProcessesTestHeap": "heap (later issue)",
     "TestInitializers": "manager (later issue; its setUp starts a Manager)",
     "TestSyncManagerTypes": "manager (later issue)",

@@ -107,7 +107,9 @@ def _byte_message(buf: Any, offset: Any, size: Any) -> bytes:
     elif size < 0:
         raise ValueError(f"size must be >= 0, got {size}")
     elif offset + size > total:
-        raise ValueError(f"offset + size ({offset} + {size}) is past the end of the {total}-byte buffer")
+        raise ValueError(
+            f"offset + size ({offset} + {size}) is past the end of the {total}-byte buffer"
+        )
     return bytes(view[offset : offset + size])
 
 
@@ -318,13 +320,14 @@ class Connection:
                     self._check_open()  # closed by another thread while waiting
                 if inbox.writer_gone:
                     raise EOFError("the other end of the connection was closed")
-                if not inbox.cond.wait(_left(deadline)) and not inbox.items:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise ProcessTimeoutError(
-                            f"no message arrived on {self!r} within {timeout} s; the other "
-                            "end is open but has not sent (pass a longer timeout, or "
-                            "timeout=None to wait for ever)"
-                        )
+                left = _left(deadline)
+                if left == 0.0:
+                    raise ProcessTimeoutError(
+                        f"no message arrived on {self!r} within {timeout} s; the other "
+                        "end is open but has not sent (pass a longer timeout, or "
+                        "timeout=None to wait for ever)"
+                    )
+                inbox.cond.wait(left)
             if keep is not None:
                 keep(inbox.items[0])  # raises to leave the message where it is
             return inbox.items.popleft()
@@ -531,11 +534,10 @@ class Listener:
         with self._cond:
             while not self._pending:
                 self._check_open()
-                if not self._cond.wait(_left(deadline)) and not self._pending:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise ProcessTimeoutError(
-                            f"no client connected to {self!r} within {timeout} s"
-                        )
+                left = _left(deadline)
+                if left == 0.0:
+                    raise ProcessTimeoutError(f"no client connected to {self!r} within {timeout} s")
+                self._cond.wait(left)
             self._check_open()
             conn = self._pending.popleft()
         conn._adopt()
@@ -545,8 +547,7 @@ class Listener:
         if authkey != self._authkey:
             raise AuthenticationError(
                 f"the authkey given to Client() is not the one of the Listener at "
-                f"{self._address!r}"
-                + (" (which has none)" if self._authkey is None else "")
+                f"{self._address!r}" + (" (which has none)" if self._authkey is None else "")
             )
         mine, theirs = Pipe()
         with self._cond:
@@ -586,7 +587,9 @@ class Listener:
         return f"<proctor.dummy.Listener address={self._address!r}{state}>"
 
 
-def Client(address: Hashable, family: str | None = None, authkey: bytes | None = None) -> Connection:
+def Client(
+    address: Hashable, family: str | None = None, authkey: bytes | None = None
+) -> Connection:
     """Connect to the ``Listener`` at ``address`` in this process.
 
     Returns at once: the listener's ``accept()`` returns the other end.

@@ -63,7 +63,9 @@ class DummyManager:
     Array = staticmethod(_values.Array)
     Pool = staticmethod(Pool)
 
-    def start(self, initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = ()) -> None:
+    def start(
+        self, initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = ()
+    ) -> None:
         """Call ``initializer(*initargs)`` here, if given; nothing is started."""
         if initializer is not None:
             if not callable(initializer):

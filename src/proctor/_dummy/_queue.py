@@ -29,7 +29,7 @@ def _wait(block: bool, timeout: Any) -> float | None:
     return seconds if block else None
 
 
-class Queue(queue.Queue):  # type: ignore[type-arg]
+class Queue(queue.Queue):
     """A FIFO queue shared by the threads of this process.
 
     Args:
@@ -105,7 +105,7 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
     def cancel_join_thread(self) -> None:
         """Compatibility no-op: nothing is ever left in a feeder thread to lose."""
 
-    def join(self, timeout: float | None = None) -> bool:
+    def join(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         """Wait until every item put has been marked done with ``task_done()``.
 
         Args:
@@ -135,7 +135,9 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         closed = threading.current_thread() in self._closed_by
-        state = f"closed (by this thread) qsize={self.qsize()}" if closed else f"qsize={self.qsize()}"
+        state = (
+            f"closed (by this thread) qsize={self.qsize()}" if closed else f"qsize={self.qsize()}"
+        )
         bound = f" maxsize={self.maxsize}" if self.maxsize > 0 else ""
         return f"<proctor.dummy.{type(self).__name__} {state}{bound}>"
 

@@ -208,7 +208,7 @@ class Semaphore(threading.Semaphore):
     def __init__(self, value: int = 1) -> None:
         super().__init__(_check_count(value, type(self).__name__))
 
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:  # type: ignore[override]
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Decrement the count, waiting while it is zero.
 
         Args and returns as for :meth:`Lock.acquire`.
@@ -218,12 +218,9 @@ class Semaphore(threading.Semaphore):
             return super().acquire(False)
         return super().acquire(True, seconds)
 
-    def __enter__(self) -> bool:  # type: ignore[override]
-        return super().acquire()
-
     def get_value(self) -> int:
         """The current count."""
-        return int(self._value)  # type: ignore[attr-defined]
+        return int(self._value)
 
     def __reduce__(self) -> Any:
         raise TypeError(_NOT_PICKLABLE.format(type(self).__name__))
@@ -278,7 +275,9 @@ class Condition(threading.Condition):
     def __init__(self, lock: Any = None) -> None:
         if lock is None:
             lock = RLock()
-        elif not (callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None))):
+        elif not (
+            callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None))
+        ):
             raise TypeError(
                 f"lock must be a Lock or an RLock, not {type(lock).__name__} ({lock!r:.80})"
             )

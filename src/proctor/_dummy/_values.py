@@ -95,4 +95,3 @@ class Namespace:
     def __repr__(self) -> str:
         shown = sorted(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
         return f"{type(self).__name__}({', '.join(shown)})"
-
