@@ -96,8 +96,11 @@ def test_process_is_a_thread_with_process_api():
     assert p in dummy.active_children()
     p.join(0.01)  # times out: still running
     assert p.is_alive()
+    with pytest.raises(ValueError, match="still running"):
+        p.close()
     go.set()
     p.join(T)
+    p.close()
     assert (p.exitcode, p.is_alive()) == (0, False)
     assert p not in dummy.active_children()
     assert dummy.current_process() is threading.current_thread()

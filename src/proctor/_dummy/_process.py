@@ -172,6 +172,15 @@ class DummyProcess(threading.Thread):
         timeout = check_timeout(timeout)
         super().join(None if timeout is None else max(timeout, 0.0))
 
+    def close(self) -> None:
+        """Compatibility with ``Process.close()``: a thread holds nothing to release.
+
+        Raises:
+            ValueError: the thread is still running (as ``Process.close()`` raises).
+        """
+        if self.is_alive():
+            raise ValueError(f"cannot close {self!r}: it is still running; join() it first")
+
     @property
     def exitcode(self) -> int | None:
         """``None`` while not started or running; then 0, 1 or the ``sys.exit()`` code."""
