@@ -16,9 +16,9 @@ import threading
 import pytest
 
 import proctor
+from helpers import wait_until
 from proctor import dummy
 from proctor.dummy import connection
-from helpers import wait_until
 
 T = 10.0  # the timeout of every wait that is expected to succeed
 
@@ -477,7 +477,7 @@ def test_pipe_send_recv_bytes_and_poll():
     with pytest.raises(TypeError, match="recv"):
         a.recv_bytes_into(bytearray(4))
     assert a.recv(timeout=T) == [1]
-    with pytest.raises(proctor.TimeoutError, match="within 0.01 s"):
+    with pytest.raises(proctor.TimeoutError, match=r"within 0\.01 s"):
         a.recv(timeout=0.01)
     a.close()
     b.close()
@@ -610,7 +610,7 @@ def test_an_end_dropped_without_close_is_end_of_file():
 
 def test_connection_refuses_to_be_pickled():
     a, _ = dummy.Pipe()
-    with pytest.raises(TypeError, match="proctor.Pipe"):
+    with pytest.raises(TypeError, match=r"proctor\.Pipe"):
         pickle.dumps(a)
 
 
@@ -634,7 +634,7 @@ def test_listener_and_client():
             listener.accept(timeout=0.01)
     with pytest.raises(OSError, match="closed"):
         listener.accept(timeout=T)
-    with pytest.raises(ConnectionRefusedError, match="no proctor.dummy Listener"):
+    with pytest.raises(ConnectionRefusedError, match=r"no proctor\.dummy Listener"):
         connection.Client(listener.address)
 
 
@@ -642,7 +642,7 @@ def test_listener_named_address_authkey_and_errors():
     address = ("localhost", 6000)
     with connection.Listener(address, "AF_INET", authkey=b"secret") as listener:
         assert listener.address == address
-        with pytest.raises(OSError, match="another proctor.dummy Listener"):
+        with pytest.raises(OSError, match=r"another proctor\.dummy Listener"):
             connection.Listener(address)
         with pytest.raises(proctor.AuthenticationError):
             connection.Client(address, authkey=b"wrong")

@@ -178,7 +178,9 @@ class Connection:
     def closed(self) -> bool:
         """Whether this end is closed for the calling thread (it called ``close()``,
         or every holder let go)."""
-        return self._closed or threading.current_thread() in self._released
+        return self._closed or (
+            bool(self._released) and threading.current_thread() in self._released
+        )
 
     @property
     def readable(self) -> bool:
@@ -232,7 +234,7 @@ class Connection:
                 "the Connection is closed (close() was called on this end by every thread "
                 "that held it); open a new Pipe",
             )
-        if threading.current_thread() in self._released:
+        if self._released and threading.current_thread() in self._released:
             raise OSError(
                 errno.EBADF,
                 "the Connection is closed in this thread (it called close() on this end); "
@@ -272,7 +274,8 @@ class Connection:
             OSError: this end is closed or read-only.
             TypeError: ``timeout`` is not a number or ``None``.
         """
-        check_timeout(timeout)
+        if timeout is not None:
+            check_timeout(timeout)
         self._writer().put(obj)
 
     def send_bytes(
@@ -313,7 +316,7 @@ class Connection:
 
     def _take(self, timeout: Any, keep: Any = None) -> Any:
         inbox = self._reader()
-        deadline = _deadline(timeout)
+        deadline = None if timeout is None else _deadline(timeout)
         with inbox.cond:
             while not inbox.items:
                 if self._closed:

@@ -25,6 +25,8 @@ __all__ = ("JoinableQueue", "Queue")
 
 def _wait(block: bool, timeout: Any) -> float | None:
     # queue.Queue refuses a negative timeout; multiprocessing's only polls then.
+    if timeout is None:
+        return None
     seconds = wait_seconds(timeout)
     return seconds if block else None
 

@@ -93,6 +93,8 @@ class Lock:
         Raises:
             TypeError: ``timeout`` is not a number or ``None``.
         """
+        if timeout is None:
+            return self._lock.acquire(block)  # the common case, without a wrapper's cost
         return _acquire(self._lock.acquire, block, timeout)
 
     def release(self) -> None:
@@ -139,6 +141,8 @@ class RLock:
 
         Args and returns as for :meth:`Lock.acquire`.
         """
+        if timeout is None:
+            return self._lock.acquire(block)
         return _acquire(self._lock.acquire, block, timeout)
 
     def release(self) -> None:
