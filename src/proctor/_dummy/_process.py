@@ -143,6 +143,7 @@ class DummyProcess(threading.Thread):
             finally:
                 for end in self._ends:
                     end._let_go(self, ended=True)
+                vars(self).pop("run", None)  # run() is the class's again; no cycle left
 
         self.run = run_and_record  # type: ignore[method-assign]
         for end in self._ends:
