@@ -409,6 +409,9 @@ def test_value_and_array_are_multiprocessings():
             dummy.Value(*args)
     with pytest.raises(TypeError):
         dummy.Value("i", 1, lock=42)
+    for shared in (v, a):
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps(shared)
     with pytest.raises(ValueError, match="size"):
         dummy.Array("i", -1)
     with pytest.raises(TypeError, match="size_or_initializer"):

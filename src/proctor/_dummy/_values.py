@@ -19,12 +19,34 @@ if TYPE_CHECKING:
 __all__ = ("Array", "Namespace", "Value")
 
 
+#: wrapper class -> its subclass that refuses to be pickled (made on first use).
+_THREADS_ONLY: dict[type, type] = {}
+
+
+def _refuse_pickling(self: Any) -> Any:
+    raise TypeError(
+        f"a proctor.dummy {type(self).__name__} lives in this process's ordinary memory and "
+        "cannot be pickled or sent to another process; use proctor.Value/proctor.Array there"
+    )
+
+
 def _locked(obj: Any, lock: Any) -> Any:
     if lock is False:
         return obj
     if lock is True or lock is None:
         lock = RLock()
-    return synchronized(obj, lock)
+    wrapped = synchronized(obj, lock)
+    # The shared-memory wrappers pickle by reference to their memory; these have
+    # none, and would fail on the first part that cannot be pickled, obscurely.
+    cls = type(wrapped)
+    threads_only = _THREADS_ONLY.get(cls)
+    if threads_only is None:
+        threads_only = type(cls.__name__, (cls,), {"__reduce__": _refuse_pickling})
+        threads_only.__qualname__ = cls.__qualname__
+        threads_only.__module__ = cls.__module__
+        _THREADS_ONLY[cls] = threads_only
+    wrapped.__class__ = threads_only
+    return wrapped
 
 
 def Value(typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
