@@ -9,11 +9,11 @@ socket connection over ``AF_UNIX`` and the descriptors they bring.
 from __future__ import annotations
 
 import io
-import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
+from .._core._closing import close_all_quietly
 from .._core._wire import MAX_FDS, fds_from
 from ._sendlock import SendLock
 
@@ -70,11 +70,7 @@ class FdInbox:
     def close(self) -> None:
         """Close the descriptors no frame took."""
         fds, self.fds = self.fds, []
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_all_quietly(fds)
 
 
 class EndState:
