@@ -89,6 +89,7 @@ class EndState:
         "_fd",
         "_fd_inbox",
         "_greeting",
+        "_partial",
         "_pipe_file",
         "_rbuf",
         "_readable",
@@ -136,6 +137,11 @@ class EndState:
     # One flag per direction keeps the hot paths to a single check.
     _can_recv: bool
     _can_send: bool
+    # A plain frame whose body an arecv() was gathering when it was cancelled: the
+    # body so far and how many of its bytes arrived (None when there is none). The
+    # next receive finishes it; _can_recv is False meanwhile, so only the slow
+    # paths look here.
+    _partial: tuple[bytearray, int] | None
     # Read-ahead buffer: bytes _rpos.._rend are received but not yet consumed.
     _rbuf: bytearray
     _rview: memoryview
