@@ -5,10 +5,12 @@ For each start method, ``tests/compat/harness.py`` runs the interpreter's
 ``test._test_multiprocessing`` twice -- against the stdlib and against proctor, all
 methods at once -- and ``test_proctor_passes_what_the_stdlib_passes`` fails listing
 every test the stdlib passes and proctor does not, except those in
-``tests/compat/excluded.txt`` (tests of stdlib internals). Groups proctor does not
-implement yet (manager, dummy, heap) are not run; the pool groups are
-(``WithProcessesTestPool``...), the thread-pool ones are not (only the ``processes``
-variants of the suite's classes are installed).
+``tests/compat/excluded.txt`` (tests of stdlib internals, which the proctor run does not
+run at all: they are recorded as "excluded"). Groups proctor does not
+implement yet (manager, heap) are not run; the pool groups are
+(``WithProcessesTestPool``...). The ``threads`` groups (``WithThreadsTestQueue``...,
+``multiprocessing.dummy``, i.e. ``proctor.dummy``) run in the fork run only: they do
+not depend on the start method.
 
 ``test_proctor_executor_passes_what_the_stdlib_passes`` does the same for the
 process-pool groups of ``test.test_concurrent_futures`` (``ProcessPoolExecutorTest``,

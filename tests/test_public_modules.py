@@ -11,6 +11,8 @@ import proctor
 PUBLIC_MODULES = (
     "connection",
     "context",
+    "dummy",
+    "dummy.connection",
     "pool",
     "process",
     "queues",
@@ -22,7 +24,7 @@ PUBLIC_MODULES = (
 )
 
 # Not yet: each comes with its own issue, and must not exist half-way until then.
-LATER_MODULES = ("managers", "dummy", "heap")
+LATER_MODULES = ("managers", "heap")
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

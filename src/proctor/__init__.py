@@ -53,6 +53,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import connection as connection
     from . import context as context
+    from . import dummy as dummy
     from . import pool as pool
     from . import process as process
     from . import queues as queues
@@ -127,6 +128,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     # The stdlib-named public modules, as attributes (``proctor.util``...).
     "connection": ("connection", None),
     "context": ("context", None),
+    "dummy": ("dummy", None),
     "pool": ("pool", None),
     "process": ("process", None),
     "queues": ("queues", None),

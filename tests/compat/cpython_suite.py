@@ -7,7 +7,9 @@ a ``ProcessesMixin`` for each start method. This module does the same, here:
 - it makes ``multiprocessing`` mean proctor first when ``PROCTOR_COMPAT_TARGET`` is
   ``proctor`` (``mp_alias``), so the suite's ``multiprocessing`` is proctor;
 - it installs ``WithProcessesTestQueue``... and the plain ``TestCase`` classes in
-  this module, whose ``setUpModule`` sets ``PROCTOR_COMPAT_METHOD`` as start method.
+  this module, whose ``setUpModule`` sets ``PROCTOR_COMPAT_METHOD`` as start method;
+  in the ``fork`` run only, also the ``threads`` groups (``WithThreadsTestQueue``...,
+  ``multiprocessing.dummy``: ``proctor.dummy`` for the proctor target).
 
 Children are sent test methods (``self._test_args``...) pickled by reference to the
 classes here, so every child imports this module and repeats the same steps; both
@@ -44,6 +46,7 @@ import test._test_multiprocessing as suite  # noqa: E402
 #: Classes of groups proctor does not implement yet: not run (later issues).
 DEFERRED_CLASSES = {
     "WithProcessesTestManagerRestart": "manager (later issue)",
+    "WithThreadsTestManagerRestart": "manager (later issue; it starts a BaseManager)",
     "WithProcessesTestHeap": "heap (later issue)",
     "TestInitializers": "manager (later issue; its setUp starts a Manager)",
     "TestSyncManagerTypes": "manager (later issue)",
@@ -95,26 +98,45 @@ def _check_invariant_if_stdlib(self: unittest.TestCase, cond: object) -> None:
 suite._TestCondition.check_invariant = _check_invariant_if_stdlib
 
 
+#: The start method whose run also runs the ``threads`` groups (``multiprocessing.dummy``,
+#: i.e. ``proctor.dummy``): they do not depend on the start method, so once is enough.
+THREADS_METHOD = "fork"
+
+
+def _types() -> dict[str, type]:
+    """The suite's test types installed in this run, and the mixin of each."""
+    types = {"processes": suite.ProcessesMixin}
+    if METHOD == THREADS_METHOD:
+        types["threads"] = suite.ThreadsMixin
+    return types
+
+
 def _install() -> list[type]:
-    """Create the ``processes`` test classes and the plain ones here, as CPython does."""
+    """Create the ``processes`` (and ``threads``) test classes and the plain ones here,
+    as CPython does."""
     installed = []
+    types = _types()
     for name, base in list(vars(suite).items()):
         if not isinstance(base, type):
             continue
         if issubclass(base, suite.BaseTestCase):
-            if base is suite.BaseTestCase or "processes" not in base.ALLOWED_TYPES:
+            if base is suite.BaseTestCase:
                 continue
-            new_name = "WithProcesses" + name[1:]
-            cls = type(new_name, (base, suite.ProcessesMixin, unittest.TestCase), {})
+            made = [
+                ("With" + type_.capitalize() + name[1:], (base, mixin, unittest.TestCase))
+                for type_, mixin in types.items()
+                if type_ in base.ALLOWED_TYPES
+            ]
         elif issubclass(base, unittest.TestCase):
-            new_name = name
-            cls = type(new_name, (base,), {})
+            made = [(name, (base,))]
         else:
             continue
-        cls.__qualname__ = new_name
-        cls.__module__ = __name__
-        globals()[new_name] = cls
-        installed.append(cls)
+        for new_name, bases in made:
+            cls = type(new_name, bases, {})
+            cls.__qualname__ = new_name
+            cls.__module__ = __name__
+            globals()[new_name] = cls
+            installed.append(cls)
     return installed
 
 

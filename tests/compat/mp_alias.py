@@ -8,14 +8,14 @@ mean proctor, in the harness process and in every child it starts::
     ───────────────                          forkserver, the suite's own scripts)
     PROCTOR_COMPAT_TARGET=proctor ──env──▶   sitecustomize (tests/compat/_startup)
     install():                                 puts _Trigger on sys.meta_path: the first
-      stdlib managers/dummy/heap               ``import multiprocessing...`` calls install()
+      stdlib managers/heap                     ``import multiprocessing...`` calls install()
         loaded first (bound to the stdlib)
       sys.modules["multiprocessing"] = proctor
       _ProctorFinder: "multiprocessing.X" ──▶ proctor.X, when proctor has X
 
 Forked children inherit all of it.
 
-What proctor does not have yet (``managers``, ``dummy``, ``heap``; later issues)
+What proctor does not have yet (``managers``, ``heap``; later issues)
 stays the stdlib's, only so that the suite module imports: the groups that use them
 are not run (see ``cpython_suite.DEFERRED``); ``multiprocessing.pool`` is proctor's.
 ``proctor.Manager`` becomes a stand-in that raises, so an incidental use fails loudly
@@ -51,7 +51,7 @@ SCRIPT_ENV = "PROCTOR_COMPAT_SCRIPT"
 SUITE_MODULE = "test._test_multiprocessing"
 
 #: stdlib submodules proctor has no counterpart of yet (each comes with a later issue).
-LATER_SUBMODULES = ("managers", "dummy")
+LATER_SUBMODULES = ("managers",)
 
 #: Package-level names the suite reads at import time that proctor has not got yet.
 LATER_NAMES = ("Manager",)
