@@ -257,6 +257,8 @@ class Pool:
     ) -> None:
         self._dispatcher: Dispatcher | None = None
         if backend is not None:
+            if processes is not None:
+                _check_workers(processes, None)  # before a client is made
             self._dispatcher = remote_dispatcher(
                 backend,
                 {
@@ -268,7 +270,6 @@ class Pool:
                 },
             )
             self._processes = self._dispatcher.processes if processes is None else processes
-            self._processes = _check_workers(self._processes, None)
             self._concurrency = 1
             return
         processes = _check_workers(processes, initializer)
