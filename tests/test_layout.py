@@ -25,13 +25,14 @@ LAYERS = {
     "_queues": 3,
     "_sharedmem": 3,
     "_pool": 4,
-    "_context": 5,
-    "_integrations": 6,
+    "_managers": 5,
+    "_context": 6,
+    "_integrations": 7,
 }
 # The front door and the stdlib-named public modules sit above every private layer;
 # the command line above them.
-PUBLIC_LAYER = 7
-CLI_LAYER = 8
+PUBLIC_LAYER = 8
+CLI_LAYER = 9
 
 
 def _module_names() -> dict[str, Path]:

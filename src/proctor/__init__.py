@@ -19,6 +19,7 @@ child, and children never outlive their parent. Change the import, keep the code
 from ._core._errors import AuthenticationError as AuthenticationError
 from ._core._errors import BufferTooShort as BufferTooShort
 from ._core._errors import InitializerError as InitializerError
+from ._core._errors import ManagerLostError as ManagerLostError
 from ._core._errors import OwnerDiedWarning as OwnerDiedWarning
 from ._core._errors import PicklingError as PicklingError
 from ._core._errors import PoolTerminatedError as PoolTerminatedError
@@ -53,6 +54,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import connection as connection
     from . import context as context
+    from . import managers as managers
     from . import pool as pool
     from . import process as process
     from . import queues as queues
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     from ._context import freeze_support as freeze_support
     from ._context import get_all_start_methods as get_all_start_methods
     from ._context import get_context as get_context
+    from ._context import Manager as Manager
     from ._context import get_start_method as get_start_method
     from ._context import set_executable as set_executable
     from ._context import set_forkserver_preload as set_forkserver_preload
@@ -103,6 +106,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "JoinableQueue": ("_queues._queue", "JoinableQueue"),
     "Lock": ("_sync", "Lock"),
     "LockNotOwnedError": ("_sync", "LockNotOwnedError"),
+    "Manager": ("_context", "Manager"),
     "Pipe": ("_connections._pipe", "Pipe"),
     "Pool": ("_pool._pool", "Pool"),
     "ProcessPoolExecutor": ("_pool._executor", "ProcessPoolExecutor"),
@@ -127,6 +131,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     # The stdlib-named public modules, as attributes (``proctor.util``...).
     "connection": ("connection", None),
     "context": ("context", None),
+    "managers": ("managers", None),
     "pool": ("pool", None),
     "process": ("process", None),
     "queues": ("queues", None),
@@ -174,6 +179,8 @@ __all__ = (
     "JoinableQueue",
     "Lock",
     "LockNotOwnedError",
+    "Manager",
+    "ManagerLostError",
     "OwnerDiedWarning",
     "PicklingError",
     "Pipe",
@@ -212,6 +219,7 @@ __all__ = (
     "get_logger",
     "get_start_method",
     "log_to_stderr",
+    "managers",
     "parent_process",
     "set_executable",
     "set_forkserver_preload",
