@@ -43,24 +43,11 @@ import test._test_multiprocessing as suite  # noqa: E402
 
 #: Classes of groups proctor does not implement yet: not run (later issues).
 DEFERRED_CLASSES = {
-    "WithProcessesTestManagerRestart": "manager (later issue)",
     "WithProcessesTestHeap": "heap (later issue)",
-    "TestInitializers": "manager (later issue; its setUp starts a Manager)",
-    "TestSyncManagerTypes": "manager (later issue)",
-    "TestManagerExceptions": "manager (later issue)",
 }
 
-#: Tests of implemented groups that need a manager: not run yet.
-DEFERRED_TESTS = {
-    "WithProcessesTestSharedMemory.test_shared_memory_SharedMemoryServer_ignores_sigint": (
-        "SharedMemoryManager (manager, later issue)"
-    ),
-    "WithProcessesTestSharedMemory.test_shared_memory_SharedMemoryManager_reuses_resource_"
-    "tracker": "SharedMemoryManager (manager, later issue)",
-    "WithProcessesTestSharedMemory.test_shared_memory_SharedMemoryManager_basics": (
-        "SharedMemoryManager (manager, later issue)"
-    ),
-}
+#: Tests of implemented groups that cannot run yet.
+DEFERRED_TESTS: dict[str, str] = {}
 
 
 def deferred_reason(test_id: str) -> str | None:
@@ -95,26 +82,38 @@ def _check_invariant_if_stdlib(self: unittest.TestCase, cond: object) -> None:
 suite._TestCondition.check_invariant = _check_invariant_if_stdlib
 
 
+#: The suite's variants installed here: type -> (class-name prefix, mixin).
+#: The ``threads`` variants come with ``multiprocessing.dummy`` (a later issue).
+VARIANTS = {
+    "processes": ("WithProcesses", suite.ProcessesMixin),
+    "manager": ("WithManager", suite.ManagerMixin),
+}
+
+
 def _install() -> list[type]:
-    """Create the ``processes`` test classes and the plain ones here, as CPython does."""
+    """Create the ``processes`` and ``manager`` test classes and the plain ones, as CPython does."""
     installed = []
     for name, base in list(vars(suite).items()):
         if not isinstance(base, type):
             continue
         if issubclass(base, suite.BaseTestCase):
-            if base is suite.BaseTestCase or "processes" not in base.ALLOWED_TYPES:
+            if base is suite.BaseTestCase:
                 continue
-            new_name = "WithProcesses" + name[1:]
-            cls = type(new_name, (base, suite.ProcessesMixin, unittest.TestCase), {})
+            made = [
+                (prefix + name[1:], (base, mixin, unittest.TestCase))
+                for type_, (prefix, mixin) in VARIANTS.items()
+                if type_ in base.ALLOWED_TYPES
+            ]
         elif issubclass(base, unittest.TestCase):
-            new_name = name
-            cls = type(new_name, (base,), {})
+            made = [(name, (base,))]
         else:
             continue
-        cls.__qualname__ = new_name
-        cls.__module__ = __name__
-        globals()[new_name] = cls
-        installed.append(cls)
+        for new_name, bases in made:
+            cls = type(new_name, bases, {})
+            cls.__qualname__ = new_name
+            cls.__module__ = __name__
+            globals()[new_name] = cls
+            installed.append(cls)
     return installed
 
 

@@ -105,11 +105,18 @@ class BaseManager:
         self._serializer = check_serializer(serializer)
         self._ctx = ctx
         self._shutdown_timeout = shutdown_timeout
-        self._process: Any = None
+        # [the server process], replaced by an _EndedProcess record once it has
+        # been joined and closed (its descriptors released at shutdown).
+        self._process_box: list[Any] = [None]
         self._manager_pid: int | None = None
         self._finalizer: Finalize | None = None
 
     # -- life cycle -----------------------------------------------------------------
+
+    @property
+    def _process(self) -> Any:
+        """The server process (``exitcode``, ``pid``...); ``None`` before ``start()``."""
+        return self._process_box[0]
 
     @property
     def address(self) -> Any:
@@ -193,7 +200,7 @@ class BaseManager:
             ) from None
         finally:
             reader.close()
-        self._process = process
+        self._process_box[0] = process
         self._manager_pid = process.pid
         self._state.value = State.STARTED
         state = self._state
@@ -212,7 +219,14 @@ class BaseManager:
         self._finalizer = Finalize(
             self,
             type(self)._finalize_manager,
-            args=(process, address, self._authkey, state, self._serializer, self._shutdown_timeout),
+            args=(
+                self._process_box,
+                address,
+                self._authkey,
+                state,
+                self._serializer,
+                self._shutdown_timeout,
+            ),
             exitpriority=0,
         )
 
@@ -239,13 +253,14 @@ class BaseManager:
 
     @staticmethod
     def _finalize_manager(
-        process: Any,
+        process_box: list[Any],
         address: Any,
         authkey: bytes,
         state: State,
         serializer: str,
         shutdown_timeout: float,
     ) -> None:
+        process = process_box[0]
         if process.is_alive():
             try:
                 session = session_for(address, authkey, serializer)
@@ -264,6 +279,9 @@ class BaseManager:
         state.value = State.SHUTDOWN
         close_sessions(address, "the manager was shut down")
         describe_owned(address, None)
+        if process.exitcode is not None:
+            process_box[0] = _EndedProcess(process.name, process.pid, process.exitcode)
+            process.close()
 
     def shutdown(self) -> None:
         """Stop the server process (if this process started it) and close the connections. Idempotent."""
@@ -373,6 +391,24 @@ class BaseManager:
 
             create.__name__ = create.__qualname__ = typeid
             setattr(cls, typeid, create)
+
+
+class _EndedProcess:
+    """What is left of a manager's server process once it is joined and closed."""
+
+    def __init__(self, name: str, pid: int | None, exitcode: int) -> None:
+        self.name = name
+        self.pid = pid
+        self.exitcode = exitcode
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<ended process name={self.name!r} pid={self.pid} exitcode={_exitcode_name(self.exitcode)}>"
 
 
 # -- SyncManager's server-side types ------------------------------------------------------

@@ -96,9 +96,14 @@ def remote_error(kind: str, value: Any) -> Exception:
     if kind == ERROR:
         return value if isinstance(value, BaseException) else RemoteError("Exception", str(value))
     if kind == TRACEBACK:
-        return RemoteError("manager error", _last_line(value), value)
+        type_name, _, message = _last_line(value).partition(": ")
+        return RemoteError(type_name, message, value)
     if kind == UNSERIALIZABLE:
-        return RemoteError("unserializable result", _last_line(value), value)
+        return RemoteError(
+            "unserializable result",
+            "the manager could not send the result back: " + _last_line(value),
+            value,
+        )
     return ValueError(f"unrecognized message kind {kind!r} from the manager")
 
 
@@ -122,6 +127,8 @@ def raise_reply(kind: str, value: Any) -> None:
             exc = RemoteError(type(exc).__name__, str(exc), tb_text)
     else:
         exc = remote_error(kind, value)
+        if kind in (TRACEBACK, UNSERIALIZABLE):
+            exc.__cause__ = RemoteTraceback(value)
     try:
         raise exc
     finally:

@@ -26,6 +26,7 @@ from typing import Any
 
 from .._connections._listener import Listener
 from .._core._errors import AuthenticationError, ProcessTimeoutError
+from .._core._timeout import wait_readable
 from ._protocol import (
     HELLO,
     PROXY,
@@ -133,8 +134,12 @@ class Server:
     def _accept_loop(self) -> None:
         while not self.stop_event.is_set():
             try:
-                conn = self.listener.accept(timeout=ACCEPT_POLL)
-            except (ProcessTimeoutError, AuthenticationError):
+                # accept()'s own timeout would also bound the handshake, which a
+                # loaded machine can take longer than ACCEPT_POLL to complete.
+                if not wait_readable(self.listener.fileno(), ACCEPT_POLL):
+                    continue
+                conn = self.listener.accept()
+            except (ProcessTimeoutError, AuthenticationError, EOFError):
                 continue  # nobody came, or a peer without the key: serve the others
             except OSError:
                 if self.listener.closed:
@@ -269,7 +274,10 @@ class Server:
         try:
             result = call(client_id, *args, **kwds)
         except Exception as exc:
-            return (RAISE, (exc, format_exception(exc)))
+            # As the stdlib's: what fails in the server's own methods (a type's
+            # constructor in ``create``...) arrives as a RemoteError, whose
+            # type_name and traceback say what it was.
+            return (TRACEBACK, format_exception(exc))
         if name in _ONE_WAY:
             return None
         return (RETURN, result)

@@ -6,6 +6,7 @@
     ────────────                                   ───────────────
     Session(address)            (one per manager and process)
       anchor connection  ═══ HELLO(id, anchor) ═══▶ references of client `id`
+                         (no calls: its thread sees our death at once)
       thread A: local.conn ═══ requests/replies ═══▶ a serving thread
       thread B: local.conn ═══ requests/replies ═══▶ a serving thread
       pending decrefs ── sent one way before the next request
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._connections._listener import Client
-from .._core._errors import ManagerLostError
+from .._core._errors import AuthenticationError, ManagerLostError
 from ._protocol import HELLO, RETURN, raise_reply, wrap
 from ._server import local_server
 
@@ -110,13 +111,21 @@ class Session:
         self.lost: str | None = None
         self._lock = threading.RLock()
         self._conns: list[Any] = []
+        # The anchor only holds the references: its serving thread always waits
+        # in recv(), so it sees this process die at once, even in the middle of a
+        # call that another connection of ours is blocked in.
         self._anchor = self._open(True)
-        self.local.conn = self._anchor
 
     def _open(self, anchor: bool) -> Any:
         try:
             raw = Client(self.address, authkey=self.authkey)
         except (ConnectionRefusedError, FileNotFoundError, ConnectionResetError, EOFError) as exc:
+            raise self.lost_error(exc) from exc
+        except AuthenticationError as exc:
+            # The key was good for the anchor, or the manager's process has
+            # ended: it ended during the handshake. Otherwise the key is wrong.
+            if anchor and not self._manager_ended():
+                raise
             raise self.lost_error(exc) from exc
         conn = wrap(raw, self.serializer)
         try:
@@ -126,6 +135,11 @@ class Session:
             raise self.lost_error(exc) from exc
         self._conns.append(conn)
         return conn
+
+    def _manager_ended(self) -> bool:
+        if self.manager_pid is None or isinstance(self.address, tuple):
+            return False
+        return _process_state(self.manager_pid) in (None, "Z")
 
     def connection(self) -> Any:
         """This thread's connection (opened on its first call)."""
