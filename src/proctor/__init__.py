@@ -66,11 +66,11 @@ if TYPE_CHECKING:
     from ._connections._connection import Connection as Connection
     from ._connections._pipe import Pipe as Pipe
     from ._context import BaseContext as BaseContext
+    from ._context import Manager as Manager
     from ._context import allow_connection_pickling as allow_connection_pickling
     from ._context import freeze_support as freeze_support
     from ._context import get_all_start_methods as get_all_start_methods
     from ._context import get_context as get_context
-    from ._context import Manager as Manager
     from ._context import get_start_method as get_start_method
     from ._context import set_executable as set_executable
     from ._context import set_forkserver_preload as set_forkserver_preload

@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
 
     from . import _sync
     from ._connections._connection import Connection
-    from ._pool._pool import Pool
     from ._managers._manager import SyncManager
+    from ._pool._pool import Pool
     from ._queues import _queue
     from ._sharedmem._sharedctypes import CData, SynchronizedBase
     from ._start._state import ParentProcess

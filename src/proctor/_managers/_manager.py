@@ -284,7 +284,10 @@ class BaseManager:
             process.close()
 
     def shutdown(self) -> None:
-        """Stop the server process (if this process started it) and close the connections. Idempotent."""
+        """Stop the server process (if this process started it); close the connections.
+
+        Idempotent.
+        """
         if self._finalizer is not None:
             self._finalizer()
         elif self._state.value == State.STARTED:
@@ -371,7 +374,9 @@ class BaseManager:
         if method_to_typeid:
             for key, value in method_to_typeid.items():
                 if not isinstance(key, str) or not isinstance(value, str):
-                    raise TypeError(f"method_to_typeid maps names to typeids, got {key!r}: {value!r}")
+                    raise TypeError(
+                        f"method_to_typeid maps names to typeids, got {key!r}: {value!r}"
+                    )
         cls._registry[typeid] = (
             callable,
             tuple(exposed) if exposed is not None else None,
@@ -384,7 +389,12 @@ class BaseManager:
             def create(self: BaseManager, /, *args: Any, **kwds: Any) -> Any:
                 token, exp = self._create(typeid, *args, **kwds)
                 proxy = proxytype(
-                    token, self._serializer, manager=self, authkey=self._authkey, exposed=exp, incref=False
+                    token,
+                    self._serializer,
+                    manager=self,
+                    authkey=self._authkey,
+                    exposed=exp,
+                    incref=False,
                 )
                 proxy._manager_pid = self._manager_pid
                 return proxy
@@ -408,7 +418,8 @@ class _EndedProcess:
         pass
 
     def __repr__(self) -> str:
-        return f"<ended process name={self.name!r} pid={self.pid} exitcode={_exitcode_name(self.exitcode)}>"
+        code = _exitcode_name(self.exitcode)
+        return f"<ended process name={self.name!r} pid={self.pid} exitcode={code}>"
 
 
 # -- SyncManager's server-side types ------------------------------------------------------

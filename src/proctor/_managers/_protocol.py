@@ -59,7 +59,7 @@ SERIALIZERS = ("pickle", "xmlrpclib")
 class Token:
     """What identifies one shared object: its type id, its manager's address, its id."""
 
-    __slots__ = ("typeid", "address", "id")
+    __slots__ = ("address", "id", "typeid")
 
     def __init__(self, typeid: str, address: Any, id: Any) -> None:
         self.typeid = typeid
@@ -73,7 +73,8 @@ class Token:
         self.typeid, self.address, self.id = state
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(typeid={self.typeid!r}, address={self.address!r}, id={self.id!r})"
+        name = type(self).__name__
+        return f"{name}(typeid={self.typeid!r}, address={self.address!r}, id={self.id!r})"
 
 
 def public_methods(obj: Any) -> list[str]:
@@ -91,7 +92,7 @@ def public_methods(obj: Any) -> list[str]:
     return names
 
 
-def remote_error(kind: str, value: Any) -> Exception:
+def remote_error(kind: str, value: Any) -> BaseException:
     """The exception a reply of ``kind`` other than RETURN/RAISE stands for."""
     if kind == ERROR:
         return value if isinstance(value, BaseException) else RemoteError("Exception", str(value))

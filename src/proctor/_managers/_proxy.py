@@ -15,6 +15,7 @@ connections are not shared).
 from __future__ import annotations
 
 import os
+import types
 from typing import Any
 
 from .._core._reduction import is_spawning
@@ -92,14 +93,14 @@ class BaseProxy:
         if incref:
             self._incref()
         else:
-            self._session = session_for(
-                token.address, self._authkey, serializer, self._manager_pid
-            )
+            self._session = session_for(token.address, self._authkey, serializer, self._manager_pid)
             self._session.acquire()
             self._holds = True
 
     def _incref(self) -> None:
-        session = session_for(self._token.address, self._authkey, self._serializer, self._manager_pid)
+        session = session_for(
+            self._token.address, self._authkey, self._serializer, self._manager_pid
+        )
         session.call(None, "incref", (self._id,))
         session.acquire()
         self._session = session
@@ -233,8 +234,8 @@ def MakeProxyType(name: str, exposed: Any, _cache: dict[Any, type] = {}) -> type
     except KeyError:
         pass
     namespace: dict[str, Any] = {name_: _make_method(name_) for name_ in exposed}
+    namespace["_exposed_"] = exposed
     proxytype = type(name, (BaseProxy,), namespace)
-    proxytype._exposed_ = exposed
     _cache[(name, exposed)] = proxytype
     return proxytype
 
@@ -293,7 +294,7 @@ class IteratorProxy(BaseProxy):
 class AcquirerProxy(BaseProxy):
     """A lock or semaphore in the manager."""
 
-    _exposed_ = ("acquire", "release")
+    _exposed_: tuple[str, ...] = ("acquire", "release")
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:
         args = (blocking,) if timeout is None else (blocking, timeout)
@@ -423,7 +424,7 @@ class ValueProxy(BaseProxy):
 
     value = property(get, set)
 
-    __class_getitem__ = classmethod(type(list[int]))  # type: ignore[assignment]
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
 BaseListProxy = MakeProxyType(
@@ -463,7 +464,7 @@ class ListProxy(BaseListProxy):  # type: ignore[valid-type,misc]
         self._callmethod("__imul__", (value,))
         return self
 
-    __class_getitem__ = classmethod(type(list[int]))  # type: ignore[assignment]
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
 _DictProxyBase = MakeProxyType(
@@ -503,7 +504,7 @@ class DictProxy(_DictProxyBase):  # type: ignore[valid-type,misc]
         self._callmethod("__ior__", (value,))
         return self
 
-    __class_getitem__ = classmethod(type(dict[int, int]))  # type: ignore[assignment]
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
 
 ArrayProxy = MakeProxyType("ArrayProxy", ("__len__", "__getitem__", "__setitem__"))

@@ -47,7 +47,7 @@ BACKLOG = 128
 ACCEPT_POLL = 0.2
 
 #: Results of these types are sent as lists: dict views cannot be pickled.
-_VIEW_TYPES = (type({}.items()), type({}.keys()), type({}.values()))
+_VIEW_TYPES: tuple[type, ...] = (type({}.items()), type({}.keys()), type({}.values()))
 #: Methods every object answers, exposed or not.
 _FALLBACK = ("__str__", "__repr__", "#GETVALUE")
 #: Server requests that get no reply.
@@ -78,7 +78,7 @@ class Server:
     """
 
     #: Server methods a client may call (ident ``None``).
-    public = (
+    public: tuple[str, ...] = (
         "accept_connection",
         "create",
         "debug_info",
@@ -126,8 +126,9 @@ class Server:
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
+            # The accept thread (a daemon) sees the listener closed within
+            # ACCEPT_POLL; the process need not wait for it.
             self.stop_event.set()
-            accepter.join(timeout=2 * ACCEPT_POLL + 1.0)
             self.listener.close()
             _local_servers.pop(self.address, None)
 
@@ -229,7 +230,8 @@ class Server:
         if name == "__str__":
             return (RETURN, str(obj))
         raise _NotExposed(
-            f"method {name!r} of {type(obj).__name__!r} object is not in exposed={sorted(exposed)!r}"
+            f"method {name!r} of {type(obj).__name__!r} object is not in "
+            f"exposed={sorted(exposed)!r}"
         )
 
     def _explain(self, exc: BaseException, request: Any) -> str:

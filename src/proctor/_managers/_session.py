@@ -80,7 +80,10 @@ def session_for(
 
 
 def close_sessions(address: Any, reason: str) -> None:
-    """Close this process's session with the manager at ``address``; its proxies fail with ``reason``."""
+    """Close this process's session with the manager at ``address``.
+
+    Its proxies then fail with ``reason``.
+    """
     with _sessions_lock:
         session = _sessions.pop(address, None)
     if session is not None:
@@ -144,7 +147,9 @@ class Session:
     def connection(self) -> Any:
         """This thread's connection (opened on its first call)."""
         if self.closed:
-            raise ManagerLostError(self.lost or f"the session with the manager at {self.address!r} is closed")
+            raise ManagerLostError(
+                self.lost or f"the session with the manager at {self.address!r} is closed"
+            )
         conn = self._open(False)
         self.local.conn = conn
         return conn
@@ -210,7 +215,10 @@ class Session:
             if self.closed:
                 return
             self.closed = True
-            self.lost = self.lost or f"the session with the manager at {self.address!r} was closed: {reason}"
+            self.lost = (
+                self.lost
+                or f"the session with the manager at {self.address!r} was closed: {reason}"
+            )
             conns, self._conns = self._conns, []
             self.pending.clear()
         for conn in conns:
@@ -230,7 +238,9 @@ class Session:
             except OSError:
                 pass
 
-    def lost_error(self, exc: BaseException | None = None, during: str | None = None) -> ManagerLostError:
+    def lost_error(
+        self, exc: BaseException | None = None, during: str | None = None
+    ) -> ManagerLostError:
         """The error for a manager that cannot be reached; later calls fail with it at once."""
         if self.lost is None or not self.closed:
             how = _describe_end(self.address, self.manager_pid)
@@ -276,7 +286,7 @@ class _LocalConnection:
 class LocalSession(Session):
     """The session of a manager's own process with its server (nested proxies there)."""
 
-    def __init__(self, server: Any, serializer: str) -> None:  # noqa: D107
+    def __init__(self, server: Any, serializer: str) -> None:
         self.address = server.address
         self.authkey = server.authkey
         self.serializer = serializer
