@@ -103,6 +103,7 @@ class Server:
         self.listener = Listener(address=address, backlog=BACKLOG, authkey=authkey)
         self.address = self.listener.address
         self.stop_event = threading.Event()
+        self._stopping = False
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._objects: dict[int, tuple[Any, frozenset[str], dict[str, str] | None]] = {}
@@ -221,6 +222,9 @@ class Server:
                     send((kind, text))
                 except (EOFError, OSError):
                     return
+            if self._stopping:
+                # Only now: the client that asked has its reply.
+                self.stop_event.set()
 
     def _fallback(self, obj: Any, exposed: frozenset[str], name: str) -> tuple[str, Any]:
         if name == "#GETVALUE":
@@ -252,7 +256,10 @@ class Server:
         try:
             ident, name, args, kwds = request
             if ident is None:
-                return self.handle_server_call(client_id, name, args, kwds)
+                reply = self.handle_server_call(client_id, name, args, kwds)
+                if self._stopping:
+                    self.stop_event.set()
+                return reply
             obj, exposed, to_typeid = self._objects[ident]
             if name not in exposed:
                 return self._fallback(obj, exposed, name)
@@ -408,4 +415,4 @@ class Server:
         return "\n".join(lines)
 
     def _call_shutdown(self, client_id: str) -> None:
-        self.stop_event.set()
+        self._stopping = True
