@@ -6,9 +6,10 @@ For each start method, ``tests/compat/harness.py`` runs the interpreter's
 methods at once -- and ``test_proctor_passes_what_the_stdlib_passes`` fails listing
 every test the stdlib passes and proctor does not, except those in
 ``tests/compat/excluded.txt`` (tests of stdlib internals). Groups proctor does not
-implement yet (manager, dummy, heap) are not run; the pool groups are
-(``WithProcessesTestPool``...), the thread-pool ones are not (only the ``processes``
-variants of the suite's classes are installed).
+implement yet (dummy, heap) are not run; the pool groups are
+(``WithProcessesTestPool``...), and so are the manager groups (``WithManagerTest...``,
+``TestSyncManagerTypes``, the SharedMemoryManager tests...); the thread ones are not
+(only the ``processes`` and ``manager`` variants of the suite's classes are installed).
 
 ``test_proctor_executor_passes_what_the_stdlib_passes`` does the same for the
 process-pool groups of ``test.test_concurrent_futures`` (``ProcessPoolExecutorTest``,

@@ -152,7 +152,10 @@ def dispatch(c: Any, id: Any, methodname: str, args: tuple[Any, ...] = (), kwds:
     kind, result = c.recv()
     if kind == RETURN:
         return result
-    raise_reply(kind, result)
+    try:
+        raise_reply(kind, result)
+    finally:
+        del result  # the exception's traceback holds this frame: no cycle (gh-106558)
     return None  # not reached
 
 
