@@ -219,11 +219,12 @@ def test_a_list_inside_a_dict_stays_a_proxy_and_is_released_with_it(manager):
     outer["inner"] = inner
     outer["inner"].append(2)
     assert inner[:] == [1, 2]
-    assert isinstance(outer["inner"], BaseProxy)
-    del inner
+    got = outer["inner"]
+    assert isinstance(got, BaseProxy)
+    del got, inner
     assert manager._number_of_objects() == before + 2
     del outer
-    assert manager._number_of_objects() == before
+    assert manager._number_of_objects() == before, manager._debug_info()
 
 
 def test_proxies_passed_to_a_child_reach_the_same_objects(ctx):

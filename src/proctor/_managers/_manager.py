@@ -45,7 +45,7 @@ from ._proxy import (
     register_proxytype,
 )
 from ._server import Server
-from ._session import close_sessions, describe_owned, session_for
+from ._session import acquire_session, close_sessions, describe_owned, session_for
 
 __all__ = ("Array", "BaseManager", "Namespace", "State", "SyncManager", "Value")
 
@@ -110,6 +110,9 @@ class BaseManager:
         self._process_box: list[Any] = [None]
         self._manager_pid: int | None = None
         self._finalizer: Finalize | None = None
+        # This process's session, held open for the manager's own calls (a
+        # proxy it creates takes the reference its ``create`` took).
+        self._held: Any = None
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -142,8 +145,13 @@ class BaseManager:
             ManagerLostError: nothing serves at ``address``.
             AuthenticationError: ``authkey`` is not the manager's.
         """
-        session = session_for(self._address, self._authkey, self._serializer)
-        session.call(None, "dummy")
+        session = acquire_session(self._address, self._authkey, self._serializer)
+        try:
+            session.call(None, "dummy")
+        except BaseException:
+            session.release()
+            raise
+        self._held = session
         self._state.value = State.STARTED
 
     def _check_initial(self) -> None:
@@ -325,7 +333,12 @@ class BaseManager:
                     f"the manager at {self._address!r} was shut down: create a new one"
                 )
             raise ProcessError("the manager is not started: call start() or connect() first")
-        return session_for(self._address, self._authkey, self._serializer, self._manager_pid)
+        session = self._held
+        if session is None or session.closed:
+            session = self._held = acquire_session(
+                self._address, self._authkey, self._serializer, self._manager_pid
+            )
+        return session
 
     def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> tuple[Token, list[str]]:
         ident, exposed = self._session().call(None, "create", (typeid, *args), kwds)

@@ -21,7 +21,7 @@ from typing import Any
 from .._core._reduction import is_spawning
 from .._start._process import current_process
 from ._protocol import PROXY, RETURN, Token, raise_reply
-from ._session import Session, session_for
+from ._session import Session, acquire_session, session_for
 
 __all__ = (
     "AcquirerProxy",
@@ -93,16 +93,23 @@ class BaseProxy:
         if incref:
             self._incref()
         else:
-            self._session = session_for(token.address, self._authkey, serializer, self._manager_pid)
-            self._session.acquire()
+            # The reference the creation took for this process; the caller (a
+            # manager, or the proxy whose call returned this one) keeps the
+            # session open until this proxy holds it too.
+            self._session = acquire_session(
+                token.address, self._authkey, serializer, self._manager_pid
+            )
             self._holds = True
 
     def _incref(self) -> None:
-        session = session_for(
+        session = acquire_session(
             self._token.address, self._authkey, self._serializer, self._manager_pid
         )
-        session.call(None, "incref", (self._id,))
-        session.acquire()
+        try:
+            session.call(None, "incref", (self._id,))
+        except BaseException:
+            session.unuse()
+            raise
         self._session = session
         self._holds = True
 

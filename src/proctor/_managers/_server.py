@@ -222,6 +222,9 @@ class Server:
                     send((kind, text))
                 except (EOFError, OSError):
                     return
+            # Drop this call's objects now, not at the next request: a proxy
+            # among them holds a reference the client may be waiting to see go.
+            request = args = kwds = obj = result = reply = None
             if self._stopping:
                 # Only now: the client that asked has its reply.
                 self.stop_event.set()

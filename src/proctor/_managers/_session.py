@@ -38,7 +38,14 @@ from .._core._errors import AuthenticationError, ManagerLostError
 from ._protocol import HELLO, RETURN, raise_reply, wrap
 from ._server import local_server
 
-__all__ = ("LocalSession", "Session", "close_sessions", "describe_owned", "session_for")
+__all__ = (
+    "LocalSession",
+    "Session",
+    "acquire_session",
+    "close_sessions",
+    "describe_owned",
+    "session_for",
+)
 
 #: This process's sessions, by manager address.
 _sessions: dict[Any, Session] = {}
@@ -77,6 +84,21 @@ def session_for(
                 session = Session(address, authkey, serializer, manager_pid)
             _sessions[address] = session
         return session
+
+
+def acquire_session(
+    address: Any, authkey: bytes | None, serializer: str, manager_pid: int | None = None
+) -> Session:
+    """This process's session with the manager at ``address``, with one more user.
+
+    Raises:
+        ManagerLostError: nothing serves at ``address`` any more.
+        AuthenticationError: ``authkey`` is not the manager's.
+    """
+    while True:
+        session = session_for(address, authkey, serializer, manager_pid)
+        if session.acquire():
+            return session
 
 
 def close_sessions(address: Any, reason: str) -> None:
@@ -189,25 +211,42 @@ class Session:
             except (EOFError, OSError) as exc:
                 raise self.lost_error(exc) from exc
 
-    def acquire(self) -> None:
-        """One more proxy here holds a reference through this session."""
-        with self._lock:
-            self.users += 1
+    def acquire(self) -> bool:
+        """One more user (a proxy, a manager) holds this session open.
 
-    def release(self, ident: Any) -> None:
-        """A proxy here dropped its reference to ``ident`` (called from finalizers)."""
-        if self.closed:
-            return
-        self.pending.append(ident)
+        Returns:
+            False if the session has closed meanwhile: take a new one.
+        """
+        with self._lock:
+            if self.closed:
+                return False
+            self.users += 1
+            return True
+
+    def unuse(self) -> None:
+        """Undo :meth:`acquire` for a user that never took its reference."""
         with self._lock:
             self.users -= 1
-            last = self.users <= 0
-        if last:
-            # The anchor's end drops every reference the server counts for us.
-            with _sessions_lock:
-                if _sessions.get(self.address) is self:
-                    del _sessions[self.address]
-            self.close("this process no longer holds any of its objects")
+
+    def release(self, ident: Any = None) -> None:
+        """A user let go (the proxy of ``ident``: called from finalizers).
+
+        The last user closes the session: the anchor's end then drops every
+        reference the server counts for this process.
+        """
+        if self.closed:
+            return
+        if ident is not None:
+            self.pending.append(ident)
+        with self._lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            self.closed = True  # under the lock: acquire() cannot slip in between
+        with _sessions_lock:
+            if _sessions.get(self.address) is self:
+                del _sessions[self.address]
+        self._close_connections("this process no longer holds any of its objects")
 
     def close(self, reason: str) -> None:
         """Close every connection of this session. Idempotent."""
@@ -215,9 +254,12 @@ class Session:
             if self.closed:
                 return
             self.closed = True
-            self.lost = (
-                self.lost
-                or f"the session with the manager at {self.address!r} was closed: {reason}"
+        self._close_connections(reason)
+
+    def _close_connections(self, reason: str) -> None:
+        with self._lock:
+            self.lost = self.lost or (
+                f"the session with the manager at {self.address!r} was closed: {reason}"
             )
             conns, self._conns = self._conns, []
             self.pending.clear()
@@ -307,9 +349,10 @@ class LocalSession(Session):
         self.local.conn = conn
         return conn
 
-    def release(self, ident: Any) -> None:
+    def release(self, ident: Any = None) -> None:
         # Never called with the server's lock held: objects are dropped outside it.
-        self._server.decref(self.client_id, (ident,))
+        if ident is not None:
+            self._server.decref(self.client_id, (ident,))
 
     def flush(self, conn: Any) -> None:
         batch, self.pending[:] = list(self.pending), []
