@@ -18,17 +18,19 @@ session with a manager someone else started (another process, another machine).
 from __future__ import annotations
 
 import array
+import os
 import queue
 import signal
 import threading
 from typing import Any
 
+from .._connections._listener import Client
 from .._connections._pipe import Pipe
 from .._core._errors import ManagerLostError, ProcessError
 from .._core._finalize import Finalize
 from .._pool._pool import Pool
 from .._start._process import Process, _exitcode_name, current_process
-from ._protocol import Token, check_serializer
+from ._protocol import HELLO, Token, check_serializer, dispatch, wrap
 from ._proxy import (
     AcquirerProxy,
     ArrayProxy,
@@ -45,7 +47,7 @@ from ._proxy import (
     register_proxytype,
 )
 from ._server import Server
-from ._session import acquire_session, close_sessions, describe_owned, session_for
+from ._session import acquire_session, close_sessions, describe_owned
 
 __all__ = ("Array", "BaseManager", "Namespace", "State", "SyncManager", "Value")
 
@@ -271,10 +273,9 @@ class BaseManager:
         process = process_box[0]
         if process.is_alive():
             try:
-                session = session_for(address, authkey, serializer)
-                session.call(None, "shutdown")
+                _ask_shutdown(address, authkey, serializer)
             except Exception:
-                pass
+                pass  # it may be dying already: terminated below
             process.join(timeout=shutdown_timeout)
             if process.is_alive():
                 process.terminate()
@@ -414,6 +415,14 @@ class BaseManager:
 
             create.__name__ = create.__qualname__ = typeid
             setattr(cls, typeid, create)
+
+
+def _ask_shutdown(address: Any, authkey: bytes, serializer: str) -> None:
+    """Ask the server at ``address`` to stop, on a connection of its own (no session)."""
+    with Client(address, authkey=authkey) as raw:
+        conn = wrap(raw, serializer)
+        conn.send((HELLO, f"{os.getpid()}-shutdown", False))
+        dispatch(conn, None, "shutdown")
 
 
 class _EndedProcess:
