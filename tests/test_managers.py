@@ -318,6 +318,22 @@ def test_a_wrong_authkey_is_refused_and_the_manager_keeps_serving():
         assert thing.add(1) == 1
 
 
+def test_a_silent_client_does_not_hold_up_the_others():
+    # Each handshake runs in its client's own thread: one that never answers
+    # (a port scanner, a stuck peer) blocks nobody.
+    import socket
+
+    with ThingManager(address=("127.0.0.1", 0), authkey=b"key", ctx=FORK) as manager:
+        with socket.create_connection(manager.address, timeout=TIMEOUT):
+            client = StoreClient(address=manager.address, authkey=b"key")
+            client.connect()
+            store = client.get_store()
+            store.update(ok=1)
+            assert store.get("ok") == 1
+            del store
+            client.shutdown()
+
+
 def test_get_server_serve_forever_in_a_child(tmp_path):
     authkey = b"served"
     address = str(tmp_path / "manager.sock")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,8 @@ __all__ = ("Server", "local_server")
 BACKLOG = 128
 #: Seconds between the accept thread's checks that the server was asked to stop.
 ACCEPT_POLL = 0.2
+#: Seconds a connecting client has to complete the handshake (in its own thread).
+HANDSHAKE_TIMEOUT = 30.0
 
 #: Results of these types are sent as lists: dict views cannot be pickled.
 _VIEW_TYPES: tuple[type, ...] = (type({}.items()), type({}.keys()), type({}.values()))
@@ -140,19 +143,27 @@ class Server:
                 # loaded machine can take longer than ACCEPT_POLL to complete.
                 if not wait_readable(self.listener.fileno(), ACCEPT_POLL):
                     continue
-                conn = self.listener.accept()
-            except (ProcessTimeoutError, AuthenticationError, EOFError):
-                continue  # nobody came, or a peer without the key: serve the others
+                conn, handshake = self.listener.accept_then_handshake()
             except OSError:
                 if self.listener.closed:
                     return
                 continue
+            # The handshake runs in the client's own thread: a slow or silent
+            # peer holds up nobody else.
             thread = threading.Thread(
-                target=self._serve_client, args=(conn,), name="manager-client", daemon=True
+                target=self._serve_client,
+                args=(conn, handshake),
+                name="manager-client",
+                daemon=True,
             )
             thread.start()
 
-    def _serve_client(self, raw: Any) -> None:
+    def _serve_client(self, raw: Any, handshake: Callable[[float | None], None]) -> None:
+        try:
+            handshake(time.monotonic() + HANDSHAKE_TIMEOUT)
+        except (AuthenticationError, ProcessTimeoutError, EOFError, OSError):
+            raw.close()  # a peer without the key, or gone: nothing of it was unpickled
+            return
         conn = wrap(raw, self.serializer)
         try:
             hello = conn.recv()
