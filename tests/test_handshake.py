@@ -317,3 +317,21 @@ def test_a_nonce_that_starts_with_a_brace_is_not_read_as_a_digest_name(pair, mon
     finally:
         server.join(30)
     assert results == ["authenticated"]
+
+
+def test_keep_in_process_sends_without_the_process_lock():
+    # Connection.keep_in_process(): the manager's connections are used by one
+    # process only; their sends skip the fcntl record lock, nothing else changes.
+    a, b = socket_pair()
+    try:
+        a.keep_in_process()
+        assert a._send_lock.process_private
+        for i in range(3):
+            a.send(("frame", i))
+            assert b.recv(timeout=10) == ("frame", i)
+        a.send_bytes(b"x" * 60_000)  # a big frame, several writes under the lock
+        assert b.recv_bytes(timeout=10) == b"x" * 60_000
+        assert not a._send_lock.locked()
+    finally:
+        a.close()
+        b.close()

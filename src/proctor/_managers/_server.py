@@ -159,6 +159,9 @@ class Server:
             thread.start()
 
     def _serve_client(self, raw: Any, handshake: Callable[[float | None], None]) -> None:
+        # Only this thread sends on it; a child the server forks (a Pool's
+        # worker) never uses its copy.
+        raw.keep_in_process()
         try:
             handshake(time.monotonic() + HANDSHAKE_TIMEOUT)
         except (AuthenticationError, ProcessTimeoutError, EOFError, OSError):

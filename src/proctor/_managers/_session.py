@@ -152,6 +152,9 @@ class Session:
             if anchor and not self._manager_ended():
                 raise
             raise self.lost_error(exc) from exc
+        # Only this process (one thread at a time) sends on it; a forked child
+        # closes its copy (forget_after_fork).
+        raw.keep_in_process()
         conn = wrap(raw, self.serializer)
         try:
             conn.send((HELLO, self.client_id, anchor))
