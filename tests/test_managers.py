@@ -324,7 +324,8 @@ def test_a_silent_client_does_not_hold_up_the_others():
     import socket
 
     with ThingManager(address=("127.0.0.1", 0), authkey=b"key", ctx=FORK) as manager:
-        with socket.create_connection(manager.address, timeout=TIMEOUT):
+        silent = socket.create_connection(manager.address, timeout=TIMEOUT)
+        try:
             client = StoreClient(address=manager.address, authkey=b"key")
             client.connect()
             store = client.get_store()
@@ -332,6 +333,8 @@ def test_a_silent_client_does_not_hold_up_the_others():
             assert store.get("ok") == 1
             del store
             client.shutdown()
+        finally:
+            silent.close()
 
 
 def test_get_server_serve_forever_in_a_child(tmp_path):
