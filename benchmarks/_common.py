@@ -43,10 +43,17 @@ def row(
     *,
     higher_is_better: bool,
     note: str = "",
+    floor: float | None = None,
 ) -> dict:
-    """A result row; ``ratio`` > 1 always means proctor is better."""
+    """A result row; ``ratio`` > 1 always means proctor is better.
+
+    ``floor``, in the row's unit, is the best this machine allows for the same work,
+    measured in the same run (a bare ``os.fork()``, a raw socket pair, a plain memory
+    copy); the row then also has ``floor_ratio``, the ratio to the stdlib that the
+    floor itself would get -- how far ahead proctor could go (``bench --plot`` marks it).
+    """
     ratio = proctor / multiprocessing if higher_is_better else multiprocessing / proctor
-    return {
+    result = {
         "benchmark": benchmark,
         "proctor": proctor,
         "multiprocessing": multiprocessing,
@@ -54,6 +61,12 @@ def row(
         "ratio": ratio,
         "note": note,
     }
+    if floor is not None:
+        result["floor"] = floor
+        result["floor_ratio"] = (
+            floor / multiprocessing if higher_is_better else multiprocessing / floor
+        )
+    return result
 
 
 def print_rows(rows: list[dict]) -> None:

@@ -290,6 +290,7 @@ def run(quick: bool) -> list[dict]:
                 f"raw socketpair 1-byte round trip {lat['raw'] * 1e6:.2f} us; "
                 f"proctor takes {lat['proctor'] / lat['raw']:.2f}x that"
             ),
+            floor=lat["raw"] * 1e6,
         ),
         row(
             "Pipe round trip, 16 KiB bytes, one core",
@@ -317,6 +318,7 @@ def run(quick: bool) -> list[dict]:
                 f"raw socketpair {tp['raw']:.0f} MiB/s; "
                 f"proctor reaches {tp['proctor'] / tp['raw']:.0%} of it"
             ),
+            floor=tp["raw"],
         ),
     ]
     if arrays is not None:

@@ -178,6 +178,7 @@ def run(quick: bool = False) -> list[dict]:
                 "ms",
                 higher_is_better=False,
                 note=note,
+                floor=got["floor"] * 1e3 if floor_name else None,
             )
         )
     rows.extend(_living_rows(quick))

@@ -460,6 +460,88 @@ def test_a_cancelled_asend_on_a_socket_finishes_the_message_it_started():
         server.close()
 
 
+def _cancel_arecv_mid_message(server, monkeypatch, as_bytes):
+    """Start an arecv of a big message on ``server``, cancel it once it has read part
+    of the body, and check that the connection kept what it had read."""
+    from proctor._connections import _aio
+
+    read_some = _aio._read_some
+    stalled = asyncio.Event()  # made here, used in the loop of run() below
+
+    async def stalling(conn, view, have, need):
+        # A body read (past the 64 KiB read-ahead) with part of the body in already:
+        # wait here, before reading, to be cancelled mid-message with nothing in hand.
+        if need > 65536 and have > 0:
+            stalled.set()
+            await asyncio.Event().wait()
+        return await read_some(conn, view, have, need)
+
+    monkeypatch.setattr(_aio, "_read_some", stalling)
+
+    async def main():
+        task = asyncio.create_task(server.arecv_bytes() if as_bytes else server.arecv())
+        await asyncio.wait_for(stalled.wait(), LIMIT)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, LIMIT)
+
+    run(main())
+    monkeypatch.setattr(_aio, "_read_some", read_some)
+    assert server._partial is not None and server.poll(0)
+
+
+@pytest.mark.parametrize("then", ["arecv", "recv"])
+def test_a_cancelled_arecv_mid_message_leaves_it_whole_for_the_next_receive(monkeypatch, then):
+    big = os.urandom(16 * 1024 * 1024)  # far more than the socket buffers hold
+    with Listener() as listener:
+        client = Client(listener.address)
+        server = listener.accept(timeout=LIMIT)
+        # A thread streams the messages with blocking sends, as another process would.
+        sender = threading.Thread(target=lambda: [client.send_bytes(big), client.send("next")])
+        sender.start()
+        _cancel_arecv_mid_message(server, monkeypatch, as_bytes=True)
+        if then == "arecv":
+
+            async def rest():
+                first = await asyncio.wait_for(server.arecv_bytes(), LIMIT)
+                return first, await asyncio.wait_for(server.arecv(), LIMIT)
+
+            got = run(rest())
+        else:
+            got = server.recv_bytes(), server.recv(timeout=LIMIT)
+        sender.join(LIMIT)
+        assert got[0] == big and got[1] == "next"  # nothing lost, the stream in step
+        assert server._partial is None
+        client.close()
+        server.close()
+
+
+def test_a_half_received_message_cannot_be_passed_and_maxlength_still_applies(monkeypatch):
+    big = list(range(4_000_000))  # pickled: about 20 MiB
+    with Listener() as listener:
+        client = Client(listener.address)
+        server = listener.accept(timeout=LIMIT)
+        failed = []
+
+        def send():
+            try:
+                client.send(big)
+            except OSError as exc:  # the receiver closes its end half-way
+                failed.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        _cancel_arecv_mid_message(server, monkeypatch, as_bytes=False)
+        with pytest.raises(ValueError, match="middle of receiving a message"):
+            pickle.dumps(server)
+        with pytest.raises(OSError, match="maxlength"):
+            server.recv_bytes(maxlength=1000)  # refused, as for any message that long
+        server.close()  # the sender's blocking send ends: its peer is gone
+        sender.join(LIMIT)
+        assert not sender.is_alive() and failed  # BrokenPipeError, say
+        client.close()
+
+
 # --- dead peers --------------------------------------------------------------------------
 
 

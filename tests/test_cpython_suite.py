@@ -5,11 +5,13 @@ For each start method, ``tests/compat/harness.py`` runs the interpreter's
 ``test._test_multiprocessing`` twice -- against the stdlib and against proctor, all
 methods at once -- and ``test_proctor_passes_what_the_stdlib_passes`` fails listing
 every test the stdlib passes and proctor does not, except those in
-``tests/compat/excluded.txt`` (tests of stdlib internals). Groups proctor does not
-implement yet (dummy, heap) are not run; the pool groups are
+``tests/compat/excluded.txt`` (tests of stdlib internals, which the proctor run does not
+run at all: they are recorded as "excluded"). Groups proctor does not
+implement yet (heap) are not run; the pool groups are
 (``WithProcessesTestPool``...), and so are the manager groups (``WithManagerTest...``,
-``TestSyncManagerTypes``, the SharedMemoryManager tests...); the thread ones are not
-(only the ``processes`` and ``manager`` variants of the suite's classes are installed).
+``TestSyncManagerTypes``, the SharedMemoryManager tests...) under every method. The
+``threads`` groups (``WithThreadsTestQueue``..., ``multiprocessing.dummy``, i.e.
+``proctor.dummy``) run in the fork run only: they do not depend on the start method.
 
 ``test_proctor_executor_passes_what_the_stdlib_passes`` does the same for the
 process-pool groups of ``test.test_concurrent_futures`` (``ProcessPoolExecutorTest``,

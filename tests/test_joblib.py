@@ -17,10 +17,13 @@ import warnings
 import pytest
 
 import proctor
+from helpers import wait_until
 
 joblib = pytest.importorskip("joblib", reason="joblib is not installed (pip install '.[test]')")
 proctor_joblib = pytest.importorskip("proctor.joblib")
 from joblib import Parallel, delayed, parallel_backend, parallel_config  # noqa: E402
+
+from proctor._integrations import _joblib as backend_module  # noqa: E402
 
 TIMEOUT = 60
 JOBLIB_VERSION = tuple(int(p) for p in joblib.__version__.split(".")[:2])
@@ -95,6 +98,14 @@ def nested_proctor(n):
     return values, jobs, [str(w.message) for w in caught]
 
 
+@pytest.fixture(autouse=True)
+def _no_kept_workers():
+    """The workers kept between Parallel calls are closed after each test (before the
+    leak check, which would see them as left behind)."""
+    yield
+    proctor_joblib.shutdown_workers()
+
+
 # -- importing ----------------------------------------------------------------------------
 
 
@@ -140,6 +151,98 @@ def test_parallel_returns_results_in_order(start_method):
         places = Parallel(batch_size=1, timeout=TIMEOUT)(delayed(where)(i) for i in range(4))
     assert {method for _, method, _ in places} == {start_method}
     assert os.getpid() not in {pid for pid, _, _ in places}
+
+
+def _run_on_kept_pool(**config):
+    """Run a few calls; return (the pool kept afterwards, the workers' pids)."""
+    with parallel_config(backend="proctor", n_jobs=2, **config):
+        places = Parallel(batch_size=1, timeout=TIMEOUT)(delayed(where)(i) for i in range(6))
+    return backend_module._REUSABLE._pool, {pid for pid, _, _ in places}
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_workers_are_kept_for_the_next_call_with_the_same_settings():
+    kept, pids = _run_on_kept_pool()
+    assert kept is not None
+    assert all(_alive(pid) for pid in pids)  # between the calls
+    again, _ = _run_on_kept_pool()
+    assert again is kept  # no new workers started
+    # Other settings: the kept workers are closed (joined), the new ones kept instead.
+    other, other_pids = _run_on_kept_pool(start_method="spawn")
+    assert other is not kept
+    assert not any(_alive(pid) for pid in pids)
+    proctor_joblib.shutdown_workers()
+    assert backend_module._REUSABLE._pool is None
+    assert not any(_alive(pid) for pid in other_pids)
+
+
+def test_an_initializer_argument_is_compared_by_identity(ctx):
+    release, other = ctx.Event(), ctx.Event()
+    first, _ = _run_on_kept_pool(context=ctx, initializer=_install, initargs=(release,))
+    same, _ = _run_on_kept_pool(context=ctx, initializer=_install, initargs=(release,))
+    changed, _ = _run_on_kept_pool(context=ctx, initializer=_install, initargs=(other,))
+    assert same is first
+    assert changed is not first
+
+
+def test_two_calls_at_once_get_a_pool_each_and_only_one_is_kept():
+    with Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT) as outer:
+        held = outer._backend._pool
+        assert outer(delayed(square)(i) for i in range(4)) == [0, 1, 4, 9]
+        with Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT) as inner:
+            separate = inner._backend._pool
+            assert separate is not held  # the kept one is in use
+            assert inner(delayed(square)(i) for i in range(3)) == [0, 1, 4]
+        assert separate._dispatcher.state != "running"  # closed and joined, not kept
+    assert backend_module._REUSABLE._pool is held
+
+
+def test_a_killed_worker_leaves_the_kept_pool_usable():
+    kept, _ = _run_on_kept_pool()
+    with pytest.raises(proctor.WorkerLostError):
+        Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT, batch_size=1)(
+            delayed(kill_self_on)(i, 2) for i in range(6)
+        )
+    # joblib aborted that call: its pool was terminated and forgotten, never reused.
+    assert kept._dispatcher.state != "running"
+    fresh, pids = _run_on_kept_pool()
+    assert fresh is not kept and all(_alive(pid) for pid in pids)
+
+
+def _report_workers(queue):
+    _, pids = _run_on_kept_pool()
+    proctor_joblib.shutdown_workers()
+    queue.put(pids)
+
+
+def test_a_forked_child_starts_its_own_workers_not_the_kept_ones():
+    kept, parent_workers = _run_on_kept_pool()
+    ctx = proctor.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_report_workers, args=(queue,))
+    child.start()
+    child_workers = queue.get(timeout=TIMEOUT)
+    child.join(TIMEOUT)
+    assert child.exitcode == 0
+    assert child_workers and not child_workers & parent_workers
+    assert backend_module._REUSABLE._pool is kept  # the parent's, untouched
+    assert all(_alive(pid) for pid in parent_workers)
+    queue.close()
+
+
+def test_kept_workers_are_closed_after_the_idle_timeout(monkeypatch):
+    monkeypatch.setattr(backend_module, "IDLE_WORKER_TIMEOUT", 0.2)
+    kept, pids = _run_on_kept_pool()
+    assert kept is not None
+    wait_until(lambda: backend_module._REUSABLE._pool is None, timeout=TIMEOUT)
+    wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=TIMEOUT)
 
 
 def test_the_older_parallel_backend_works_too():

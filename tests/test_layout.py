@@ -26,6 +26,7 @@ LAYERS = {
     "_sharedmem": 3,
     "_pool": 4,
     "_managers": 5,
+    "_dummy": 5,
     "_context": 6,
     "_integrations": 7,
 }

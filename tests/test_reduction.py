@@ -6,6 +6,7 @@ Every receive passes a timeout (``recv_handle`` has none of its own, so a
 
 from __future__ import annotations
 
+import errno
 import io
 import multiprocessing.reduction as mp_reduction
 import os
@@ -505,3 +506,20 @@ def test_descriptors_in_flight_to_a_killed_child_are_released(ctx):
         a.close()
         near.close()
         os.close(r)
+
+
+def test_close_all_closes_every_descriptor_then_raises_the_first_error():
+    from proctor._core._closing import close_all, close_all_quietly
+
+    first, second = os.pipe()
+    third, fourth = os.pipe()
+    os.close(second)  # closed already: close_all fails on it and goes on
+    with pytest.raises(OSError) as caught:
+        close_all([first, second, third, second])
+    assert caught.value.errno == errno.EBADF
+    for fd in (first, third):
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    close_all_quietly([fourth, fourth])  # the second close fails, quietly
+    with pytest.raises(OSError):
+        os.fstat(fourth)

@@ -6,11 +6,14 @@ Every wait has a timeout; blocking tasks wait on events the test sets.
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import pytest
 
 import proctor
+from helpers import wait_until
 from proctor._pool._pool import READ_AHEAD_PER_WORKER
 from proctor.pool import ThreadPool
 
@@ -181,3 +184,28 @@ def test_threadpool_is_in_proctor_pool_with_the_stdlib_signature():
     ours = list(inspect.signature(ThreadPool).parameters)
     theirs = list(inspect.signature(multiprocessing.pool.ThreadPool).parameters)
     assert ours == theirs
+
+
+class _Counted:
+    pass
+
+
+def _identity(x):
+    return x
+
+
+def test_finished_tasks_arguments_and_results_are_not_kept():
+    # bpo-29861 (the suite's test_release_task_refs): an idle worker thread held its
+    # last result, and with it the task's objects.
+    with ThreadPool(4) as pool:
+        objs = [_Counted() for _ in range(10)]
+        refs = [weakref.ref(o) for o in objs]
+        assert pool.map(_identity, objs, chunksize=1) == objs
+        del objs
+
+        def all_gone():
+            gc.collect()
+            return all(r() is None for r in refs)
+
+        wait_until(all_gone, timeout=TIMEOUT)
+    pool.join()

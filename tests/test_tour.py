@@ -118,3 +118,72 @@ def test_bench_names_the_modules_a_spawn_child_would_have_to_compile(tmp_path):
     assert modules_without_bytecode(tmp_path) == []
     source.write_text("VALUE = 12\n")  # edited after compiling: the cache is stale
     assert modules_without_bytecode(tmp_path) == [source]
+
+
+def _bench_common():
+    """benchmarks/_common.py, the helpers every benchmark module uses."""
+    import importlib.util
+
+    from proctor._cli._bench import benchmarks_dir
+
+    spec = importlib.util.spec_from_file_location("_bench_common", benchmarks_dir() / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_rows_floor_gives_the_ratio_the_floor_itself_would_get():
+    row = _bench_common().row
+    # Lower is better (ms): stdlib 10, proctor 5, a bare fork 2 -> proctor 2x, floor 5x.
+    timed = row("start", 5.0, 10.0, "ms", higher_is_better=False, floor=2.0)
+    assert (timed["ratio"], timed["floor_ratio"]) == (2.0, 5.0)
+    # Higher is better (GB/s): stdlib 1, proctor 2, memcpy 8 -> 2x, floor 8x.
+    rate = row("copy", 2.0, 1.0, "GB/s", higher_is_better=True, floor=8.0)
+    assert (rate["ratio"], rate["floor_ratio"]) == (2.0, 8.0)
+    assert "floor_ratio" not in row("plain", 1.0, 1.0, "op/s", higher_is_better=True)
+
+
+@pytest.fixture(scope="module")
+def plotting(tmp_path_factory):
+    """plot_ratios, once warmed up: matplotlib keeps the font files it has loaded open
+    for the life of the process (its font cache), which the per-test leak check would
+    otherwise count against the first test that draws."""
+    pytest.importorskip("matplotlib")
+    from proctor._cli._plot import plot_ratios
+
+    for suffix in ("png", "svg"):  # the same fonts as the test's (log-scale ticks...)
+        plot_ratios(PLOTTED, tmp_path_factory.mktemp("plot") / f"warm.{suffix}", title="warm")
+    return plot_ratios
+
+
+PLOTTED = [
+    {"benchmark": "ahead", "proctor": 2.0, "multiprocessing": 1.0, "unit": "op/s",
+     "ratio": 2.0, "floor": 6.0, "floor_ratio": 6.0},
+    {"benchmark": "behind " * 12, "proctor": 1.0, "multiprocessing": 4.0, "unit": "ms",
+     "ratio": 0.25},
+]  # fmt: skip
+
+
+def test_bench_plot_draws_every_ratio_and_floor_into_an_image(tmp_path, plotting):
+    plot_ratios = plotting
+    for name in ("ratios.png", "ratios.svg"):
+        plot_ratios(PLOTTED, tmp_path / name, title="a test run")
+    assert (tmp_path / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / "ratios.svg").read_text()
+    assert "2.00x" in svg and "0.25x" in svg and "a test run" in svg
+    with pytest.raises(ValueError, match="no benchmark row"):
+        plot_ratios([], tmp_path / "empty.png", title="nothing")
+
+
+def test_bench_plot_without_matplotlib_says_how_to_install_it_before_running(monkeypatch):
+    import io
+
+    from proctor._cli import _bench
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    ran = []
+    monkeypatch.setattr(_bench, "benchmarks_dir", lambda: ran.append(1))
+    out = io.StringIO()
+    assert _bench.run_benchmarks([], quick=True, out=out, plot="bench.png") == 2
+    assert "pip install 'proctor[plot]'" in out.getvalue()
+    assert not ran  # nothing measured for a plot that cannot be drawn

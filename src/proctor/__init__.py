@@ -54,6 +54,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import connection as connection
     from . import context as context
+    from . import dummy as dummy
     from . import managers as managers
     from . import pool as pool
     from . import process as process
@@ -131,6 +132,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     # The stdlib-named public modules, as attributes (``proctor.util``...).
     "connection": ("connection", None),
     "context": ("context", None),
+    "dummy": ("dummy", None),
     "managers": ("managers", None),
     "pool": ("pool", None),
     "process": ("process", None),

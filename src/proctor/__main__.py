@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--markdown", metavar="FILE", help="also write the results, dated, as a Markdown table"
     )
+    bench.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw the ratios (and the machine's floors) into an image, e.g. bench.png "
+        "(needs matplotlib: pip install 'proctor[plot]')",
+    )
     bench.add_argument("names", nargs="*", help="only these benchmarks (e.g. process queue)")
     commands.add_parser("info", help="show the start methods and platform details")
     return parser
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from ._cli._bench import run_benchmarks
 
-        return run_benchmarks(args.names, quick=args.quick, markdown=args.markdown)
+        return run_benchmarks(args.names, quick=args.quick, markdown=args.markdown, plot=args.plot)
     if args.command == "info":
         from . import __version__, get_all_start_methods
 

@@ -7,7 +7,9 @@ a ``ProcessesMixin`` for each start method. This module does the same, here:
 - it makes ``multiprocessing`` mean proctor first when ``PROCTOR_COMPAT_TARGET`` is
   ``proctor`` (``mp_alias``), so the suite's ``multiprocessing`` is proctor;
 - it installs ``WithProcessesTestQueue``... and the plain ``TestCase`` classes in
-  this module, whose ``setUpModule`` sets ``PROCTOR_COMPAT_METHOD`` as start method.
+  this module, whose ``setUpModule`` sets ``PROCTOR_COMPAT_METHOD`` as start method;
+  in the ``fork`` run only, also the ``threads`` groups (``WithThreadsTestQueue``...,
+  ``multiprocessing.dummy``: ``proctor.dummy`` for the proctor target).
 
 Children are sent test methods (``self._test_args``...) pickled by reference to the
 classes here, so every child imports this module and repeats the same steps; both
@@ -82,17 +84,24 @@ def _check_invariant_if_stdlib(self: unittest.TestCase, cond: object) -> None:
 suite._TestCondition.check_invariant = _check_invariant_if_stdlib
 
 
-#: The suite's variants installed here: type -> (class-name prefix, mixin).
-#: The ``threads`` variants come with ``multiprocessing.dummy`` (a later issue).
-VARIANTS = {
-    "processes": ("WithProcesses", suite.ProcessesMixin),
-    "manager": ("WithManager", suite.ManagerMixin),
-}
+#: The start method whose run also runs the ``threads`` groups (``multiprocessing.dummy``,
+#: i.e. ``proctor.dummy``): they do not depend on the start method, so once is enough.
+THREADS_METHOD = "fork"
+
+
+def _types() -> dict[str, type]:
+    """The suite's test types installed in this run, and the mixin of each."""
+    types = {"processes": suite.ProcessesMixin, "manager": suite.ManagerMixin}
+    if METHOD == THREADS_METHOD:
+        types["threads"] = suite.ThreadsMixin
+    return types
 
 
 def _install() -> list[type]:
-    """Create the ``processes`` and ``manager`` test classes and the plain ones, as CPython does."""
+    """Create the ``processes`` and ``manager`` (and ``threads``) test classes and the
+    plain ones here, as CPython does."""
     installed = []
+    types = _types()
     for name, base in list(vars(suite).items()):
         if not isinstance(base, type):
             continue
@@ -100,8 +109,8 @@ def _install() -> list[type]:
             if base is suite.BaseTestCase:
                 continue
             made = [
-                (prefix + name[1:], (base, mixin, unittest.TestCase))
-                for type_, (prefix, mixin) in VARIANTS.items()
+                ("With" + type_.capitalize() + name[1:], (base, mixin, unittest.TestCase))
+                for type_, mixin in types.items()
                 if type_ in base.ALLOWED_TYPES
             ]
         elif issubclass(base, unittest.TestCase):

@@ -8,17 +8,17 @@ mean proctor, in the harness process and in every child it starts::
     ───────────────                          forkserver, the suite's own scripts)
     PROCTOR_COMPAT_TARGET=proctor ──env──▶   sitecustomize (tests/compat/_startup)
     install():                                 puts _Trigger on sys.meta_path: the first
-      stdlib managers/dummy/heap               ``import multiprocessing...`` calls install()
+      stdlib managers/heap                     ``import multiprocessing...`` calls install()
         loaded first (bound to the stdlib)
       sys.modules["multiprocessing"] = proctor
       _ProctorFinder: "multiprocessing.X" ──▶ proctor.X, when proctor has X
 
 Forked children inherit all of it.
 
-What proctor does not have yet (``dummy``, ``heap``; later issues) stays the
-stdlib's, only so that the suite module imports: the groups that use them are not
-run (see ``cpython_suite.DEFERRED``); ``multiprocessing.pool`` and
-``multiprocessing.managers`` are proctor's. A package-level name listed in
+What proctor does not have yet (``heap``; a later issue) stays a stand-in, only so
+that the suite module imports: the groups that use it are not run (see
+``cpython_suite.DEFERRED``); ``multiprocessing.pool``, ``multiprocessing.managers`` and
+``multiprocessing.dummy`` are proctor's. A package-level name listed in
 ``LATER_NAMES`` becomes a stand-in that raises, so an incidental use fails loudly
 instead of quietly testing the stdlib. ``heap.BufferWrapper`` -- which the suite's
 barrier tests use as a shared counter -- becomes a small stand-in on proctor's
@@ -52,7 +52,7 @@ SCRIPT_ENV = "PROCTOR_COMPAT_SCRIPT"
 SUITE_MODULE = "test._test_multiprocessing"
 
 #: stdlib submodules proctor has no counterpart of yet (each comes with a later issue).
-LATER_SUBMODULES = ("dummy",)
+LATER_SUBMODULES: tuple[str, ...] = ()
 
 #: Package-level names the suite reads at import time that proctor has not got yet.
 LATER_NAMES: tuple[str, ...] = ()

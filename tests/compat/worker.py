@@ -3,7 +3,7 @@
 Usage (the harness, ``harness.py``, starts it with the environment it needs)::
 
     python worker.py RESULTS.jsonl [--suite multiprocessing|futures] [--timeout SECONDS]
-                     [--only ID ...]
+                     [--only ID ...] [--skip-listed EXCLUDED.txt]
 
 The suite is a module here that installs the test classes for the target and
 start method of the environment: ``cpython_suite`` (multiprocessing) or
@@ -218,13 +218,31 @@ def _done_ids(path: str) -> set[str]:
     return done
 
 
+def _listed(path: str) -> dict[str, str]:
+    """``<Class.test> <reason>`` lines of ``path`` (``#`` starts a comment)."""
+    listed = {}
+    with open(path) as lines:
+        for raw in lines:
+            test_id, _, reason = raw.split("#", 1)[0].strip().partition(" ")
+            if test_id:
+                listed[test_id] = reason.strip()
+    return listed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("results")
     parser.add_argument("--suite", choices=sorted(SUITES), default="multiprocessing")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--only", nargs="*", default=None, help="test ids (Class.method)")
+    parser.add_argument(
+        "--skip-listed",
+        metavar="FILE",
+        help="do not run the tests listed in FILE (lines '<Class.test> <reason>'), record "
+        "them as 'excluded': the proctor run's tests of stdlib internals",
+    )
     args = parser.parse_args(argv)
+    listed = _listed(args.skip_listed) if args.skip_listed else {}
 
     faulthandler.enable()
     fresh_pythons: list[str] = []
@@ -248,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             reason = suite.deferred_reason(one)
             if reason is not None:
                 recorder._write({"id": one, "outcome": "deferred", "message": reason})
+                done.add(one)
+                continue
+            if one in listed:
+                recorder._write({"id": one, "outcome": "excluded", "message": listed[one]})
                 done.add(one)
                 continue
             selected.append(test)

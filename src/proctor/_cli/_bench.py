@@ -85,7 +85,14 @@ def _bytecode_note(out) -> None:
     )
 
 
-def run_benchmarks(names: list[str], *, quick: bool, out=None, markdown: str | None = None) -> int:
+def run_benchmarks(
+    names: list[str],
+    *,
+    quick: bool,
+    out=None,
+    markdown: str | None = None,
+    plot: str | None = None,
+) -> int:
     """Run the selected benchmarks (all when ``names`` is empty); return an exit status.
 
     Args:
@@ -93,8 +100,18 @@ def run_benchmarks(names: list[str], *, quick: bool, out=None, markdown: str | N
         quick: fewer repetitions and smaller sizes.
         out: where the table goes (stdout by default).
         markdown: also write the results, dated, as a Markdown table to this file.
+        plot: also draw the ratios (and the machine's floors) into this image file
+            (needs matplotlib; checked before anything runs).
     """
     out = out or sys.stdout
+    if plot:
+        from ._plot import check_matplotlib
+
+        try:
+            check_matplotlib()
+        except ModuleNotFoundError as exc:
+            print(str(exc), file=out)
+            return 2
     measured: list[dict] = []
     directory = benchmarks_dir()
     sys.path.insert(0, str(directory))
@@ -148,7 +165,25 @@ def run_benchmarks(names: list[str], *, quick: bool, out=None, markdown: str | N
         measured.extend(rows)
     if markdown:
         write_markdown(Path(markdown), markdown_table(measured, quick=quick))
+    if plot and measured:
+        from ._plot import plot_ratios
+
+        plot_ratios(measured, Path(plot), title=run_title(quick=quick))
+        print(f"plot written to {plot}", file=out)
     return 1 if failures else 0
+
+
+def run_title(*, quick: bool) -> str:
+    """What, when and where a run measured: the first line of its table and plot."""
+    import datetime
+    import platform
+
+    when = datetime.date.today().isoformat()
+    machine = (
+        f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    return f"python -m proctor bench{' --quick' if quick else ''}, {when} ({machine})"
 
 
 def write_markdown(path: Path, table: str) -> None:
@@ -177,7 +212,6 @@ def write_markdown(path: Path, table: str) -> None:
 def markdown_table(rows: list[dict], *, quick: bool) -> str:
     """The rows as a dated Markdown table, with the machine they were measured on."""
     import datetime
-    import os
     import platform
 
     when = datetime.date.today().isoformat()

@@ -138,6 +138,9 @@ def _ready(fd: int, write: bool) -> bool:
 async def arecv(conn: Any, as_bytes: bool, maxlength: int | None, timeout: Any) -> Any:
     """Await a message on ``conn``: ``recv()``, or with ``as_bytes`` ``recv_bytes(maxlength)``."""
     conn._check_readable()
+    if conn._partial is not None:  # the rest of a message a cancelled arecv() began
+        rest = await _resume_body(conn, maxlength)
+        return bytes(rest) if as_bytes else pickle.loads(rest)
     deadline = _deadline(timeout)
     while not conn.poll(0):
         if deadline is not None and _monotonic() >= deadline:
@@ -216,15 +219,35 @@ async def _big_body(conn: Any, n: int) -> bytearray:
     have = min(conn._rend - start, n)
     view[:have] = conn._rview[start : start + have]
     conn._rpos = start + have
+    return await _gather(conn, body, have)
+
+
+async def _resume_body(conn: Any, maxlength: int | None) -> bytearray:
+    """The rest of the message a cancelled ``arecv()`` was gathering (``conn._partial``)."""
+    body, have = conn._partial
+    if maxlength is not None and len(body) > maxlength:
+        return conn._finish_partial(maxlength)  # raises, as recv_bytes() would
+    conn._partial = None
+    conn._can_recv = conn._readable and conn._broken is None and not conn._closed
+    return await _gather(conn, body, have)
+
+
+async def _gather(conn: Any, body: bytearray, have: int) -> bytearray:
+    """Receive into ``body[have:]`` until it is full, without blocking the loop.
+
+    Cancelled (or interrupted) part-way, the connection keeps the body gathered so
+    far for the next receive: the message is neither lost nor left in the stream
+    ahead of the next one.
+    """
+    n = len(body)
+    view = memoryview(body)
     try:
         while have < n:
             have += await _read_some(conn, view[have:], have, n)
-    except BaseException as exc:
-        if not isinstance(exc, (EOFError, ProtocolError)):
-            # Cancelled with part of the frame read: what follows is out of step.
-            conn._break(
-                f"a receive was cancelled in the middle of a message, after {have} of its {n} bytes"
-            )
+    except (EOFError, ProtocolError):
+        raise
+    except BaseException:
+        conn._keep_partial(body, have)
         raise
     return body
 

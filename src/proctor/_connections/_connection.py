@@ -233,6 +233,7 @@ class Connection(FrameSender, FrameReceiver):
         self._dbuf = None
         self._dview = None
         self._stash = None
+        self._partial = None
         # Whole messages from every thread and process (see _sendlock): locks
         # byte 0 of this end's socket, or of a lock file where sockets cannot
         # be locked.
@@ -403,6 +404,12 @@ class Connection(FrameSender, FrameReceiver):
                 "a Connection made from a descriptor that is not a socket (Connection(fd) "
                 "of a pipe or a file) cannot be sent to another process; pass the "
                 "descriptor itself (reduction.DupFd) and wrap it there"
+            )
+
+        if self._partial is not None:
+            raise ValueError(
+                "cannot send or pass a Connection in the middle of receiving a message "
+                "(an arecv() was cancelled part-way through it): receive that message first"
             )
 
         def token(fd: int) -> int:
@@ -631,6 +638,8 @@ class Connection(FrameSender, FrameReceiver):
             Exception: whatever unpickling the message raises.
         """
         if not self._can_recv or timeout is not None:
+            if self._partial is not None:
+                return _loads(self._finish_partial(None))
             self._prepare_recv(timeout)
         pos = self._rpos
         end = self._rend
@@ -684,6 +693,8 @@ class Connection(FrameSender, FrameReceiver):
         if maxlength is not None:
             maxlength = check_maxlength(maxlength)
         if not self._can_recv or timeout is not None:
+            if self._partial is not None:
+                return bytes(self._finish_partial(maxlength))
             self._prepare_recv(timeout)
         pos = self._rpos
         end = self._rend
@@ -744,6 +755,12 @@ class Connection(FrameSender, FrameReceiver):
             raise ValueError(f"offset must be >= 0, got {offset}")
         if offset > view.nbytes:
             raise ValueError(f"offset {offset} is past the end of the {view.nbytes}-byte buffer")
+        if self._partial is not None:
+            data = self._finish_partial(None)
+            if len(data) > view.nbytes - offset:
+                raise BufferTooShort(bytes(data))
+            view[offset : offset + len(data)] = data
+            return len(data)
         self._prepare_recv(timeout)
         self._read_ahead()
         n, where, frame_id = self._read_header(None)
@@ -836,8 +853,8 @@ class Connection(FrameSender, FrameReceiver):
             OSError: this end is closed or write-only.
         """
         self._check_readable()
-        if self._rpos < self._rend:
-            return True
+        if self._rpos < self._rend or self._partial is not None:
+            return True  # (a partial message: its sender streams the rest, or died)
         timeout = _check_timeout(timeout)
         if self._greeting is not None:
             try:
@@ -849,6 +866,34 @@ class Connection(FrameSender, FrameReceiver):
             if self._rpos < self._rend:
                 return True
         return _poll_fd(self._fd, timeout)
+
+    def _keep_partial(self, body: bytearray, have: int) -> None:
+        """An ``arecv()`` was cancelled after ``have`` bytes of a plain frame's ``body``:
+        the next receive (awaited or not) finishes that message, so nothing is lost and
+        the stream stays in step. Only socket connections gather bodies that way."""
+        self._partial = (body, have)
+        self._can_recv = False
+
+    def _finish_partial(self, maxlength: int | None) -> bytearray:
+        """Receive the rest of the kept partial message (blocking) and return its body.
+
+        Raises:
+            EOFError: the sender died before sending all of it.
+            ProtocolError: it is longer than ``maxlength`` (the connection is broken,
+                as for any message refused that way).
+        """
+        partial = self._partial
+        assert partial is not None  # the callers checked
+        body, have = partial
+        if maxlength is not None and len(body) > maxlength:
+            self._partial = None
+            raise self._protocol_error(
+                f"the message is {len(body)} bytes long, more than maxlength={maxlength}"
+            )
+        self._partial = None
+        self._fill(memoryview(body), have, True)  # breaks the connection if interrupted
+        self._can_recv = self._readable and self._broken is None and not self._closed
+        return body
 
     def _prepare_recv(self, timeout: float | None) -> None:
         """What a receive does first when it cannot go straight to the bytes."""

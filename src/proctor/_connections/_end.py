@@ -9,11 +9,11 @@ socket connection over ``AF_UNIX`` and the descriptors they bring.
 from __future__ import annotations
 
 import io
-import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
+from .._core._closing import close_all_quietly
 from .._core._wire import MAX_FDS, fds_from
 from ._sendlock import SendLock
 
@@ -70,11 +70,7 @@ class FdInbox:
     def close(self) -> None:
         """Close the descriptors no frame took."""
         fds, self.fds = self.fds, []
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_all_quietly(fds)
 
 
 class EndState:
@@ -93,6 +89,7 @@ class EndState:
         "_fd",
         "_fd_inbox",
         "_greeting",
+        "_partial",
         "_pipe_file",
         "_rbuf",
         "_readable",
@@ -140,6 +137,11 @@ class EndState:
     # One flag per direction keeps the hot paths to a single check.
     _can_recv: bool
     _can_send: bool
+    # A plain frame whose body an arecv() was gathering when it was cancelled: the
+    # body so far and how many of its bytes arrived (None when there is none). The
+    # next receive finishes it; _can_recv is False meanwhile, so only the slow
+    # paths look here.
+    _partial: tuple[bytearray, int] | None
     # Read-ahead buffer: bytes _rpos.._rend are received but not yet consumed.
     _rbuf: bytearray
     _rview: memoryview

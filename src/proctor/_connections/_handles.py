@@ -16,11 +16,11 @@ the stdlib's format, so either side may be ``multiprocessing``'s.
 from __future__ import annotations
 
 import array
-import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
+from .._core._closing import close_all_quietly
 from .._core._reduction import DupFd
 from .._core._wire import fds_from
 from ._connection import Connection
@@ -86,8 +86,7 @@ def recvfds(sock: socket.socket, size: int) -> list[int]:
     if not msg and not ancdata:
         raise EOFError("the peer closed the socket before sending descriptors")
     if len(fds) != size or msg[0] != len(fds) % 256:
-        for fd in fds:
-            os.close(fd)
+        close_all_quietly(fds)
         raise RuntimeError(
             f"expected {size} file descriptor(s) with the message, received {len(fds)}"
         )

@@ -22,6 +22,7 @@ import fcntl
 import os
 import socket
 
+from .._core._closing import close_all_quietly
 from ._connection import Connection, configure_socket
 from ._sending import F_SETNOSIGPIPE
 
@@ -77,8 +78,7 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
     except BaseException:
         for sock in sockets:
             sock.close()
-        for fd in fds:
-            os.close(fd)
+        close_all_quietly(fds)
         raise
 
 

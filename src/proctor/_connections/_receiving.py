@@ -41,6 +41,7 @@ import pickle
 import socket
 from typing import Any
 
+from .._core._closing import close_all_quietly
 from .._core._errors import ProtocolError
 from .._core._reduction import receiving
 from .._core._wire import MAX_FDS, fds_from, map_memfd
@@ -245,7 +246,7 @@ class FrameReceiver(EndState):
             try:
                 body = self._read_body(n, False, False)
             except BaseException:
-                _close_all(fds)
+                close_all_quietly(fds)
                 raise
             return self._load_with_fds(body, fds, as_bytes)
         if where == ON_SOCKET and (n <= COPY_LIMIT or (not as_bytes and n <= PREALLOCATE_LIMIT)):
@@ -271,7 +272,7 @@ class FrameReceiver(EndState):
                 body = self._read_body(n, True, True)
                 self._check_trailer(frame_id)
             except BaseException:
-                _close_all(fds)
+                close_all_quietly(fds)
                 raise
             if where == WITH_HANDLES:
                 return self._load_with_fds(body, fds, as_bytes)
@@ -292,10 +293,10 @@ class FrameReceiver(EndState):
             body = map_memfd(fds[0])
             buffers = [map_memfd(fd) for fd in fds[1:]]
         except BaseException:
-            _close_all(handles)
+            close_all_quietly(handles)
             raise
         finally:
-            _close_all(fds)
+            close_all_quietly(fds)
         if where == WITH_HANDLES_FD:
             return self._load_with_fds(body, handles, as_bytes)
         obj = _loads(body, buffers=buffers)
@@ -304,7 +305,7 @@ class FrameReceiver(EndState):
     def _load_with_fds(self, body: Any, fds: list[int], as_bytes: bool) -> Any:
         """Unpickle ``body``, whose objects take ``fds`` (the rest are closed)."""
         if as_bytes:
-            _close_all(fds)
+            close_all_quietly(fds)
             raise ValueError(
                 f"the message received carries {len(fds)} file descriptor(s): it was sent "
                 "with send() of an object that owns descriptors (a Connection, a socket, "
@@ -418,8 +419,7 @@ class FrameReceiver(EndState):
             if TRAILER.unpack(trailer)[0] != frame_id:
                 raise self._died_mid_message()
         except BaseException as exc:
-            for fd in fds:
-                os.close(fd)
+            close_all_quietly(fds)
             if not isinstance(exc, (ProtocolError, EOFError)):
                 self._break("a receive was interrupted in the middle of a message")
             raise
@@ -461,8 +461,7 @@ class FrameReceiver(EndState):
                 head += chunk
             self._check_side(head, frame_id, where, fds)
         except BaseException as exc:
-            for fd in fds:
-                os.close(fd)
+            close_all_quietly(fds)
             if not isinstance(exc, (ProtocolError, EOFError)):
                 self._break("a receive was interrupted in the middle of a message")
             raise
@@ -580,18 +579,12 @@ class FrameReceiver(EndState):
         ) from cause
 
 
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
-
-
 def _map_all(fds: list[int]) -> list[Any]:
     """Map each memfd (closing every descriptor, mapped or not)."""
     try:
         return [map_memfd(fd) for fd in fds]
     finally:
-        for fd in fds:
-            os.close(fd)
+        close_all_quietly(fds)  # mapped or not: a mapping keeps its own reference
 
 
 def _read_whole(fd: int, n: int) -> bytes:

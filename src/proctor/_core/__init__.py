@@ -9,7 +9,7 @@
     _reduction      how objects owning descriptors or OS names reach a child
     _anonmem        anonymous shared memory (memfd) and arenas of small blocks
     _sharedwords    small blocks of that memory seen as 64-bit words
-    _closing        the one finalizer for objects that hold OS handles
+    _closing        the one finalizer for objects that hold OS handles; close_all(fds)
     _system         facts about this machine and its processes (cpu count, liveness)
     _runtime        pids of proctor's own helper processes
 

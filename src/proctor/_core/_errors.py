@@ -33,6 +33,8 @@ written for ``multiprocessing`` (or ``pickle``) keep working::
     └── QueueClosedError                  a queue handle used after its close() (in this process)
     AssertionError, RuntimeError
     └── LockNotOwnedError (_lock)         release/wait by a thread that does not hold the lock
+    ValueError, RuntimeError
+    └── NotLockedError (_dummy._sync)     release() of a proctor.dummy Lock that is not locked
     TypeError, AttributeError
     └── NotALockError (_sharedctypes)     Value/Array(lock=...) without acquire/release
     threading.BrokenBarrierError

@@ -65,6 +65,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from ._closing import close_all, close_all_quietly
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; a spawned child imports this
     from typing import Any
@@ -202,8 +204,7 @@ class MessageFds(FdCollector):
         return fds
 
     def close(self) -> None:
-        for fd in self.take():
-            os.close(fd)
+        close_all(self.take())
 
     def _close_delivery(self) -> None:
         if self._delivery is not None:
@@ -580,11 +581,7 @@ class Descriptors:
     def close(self) -> None:
         """Close the descriptors; idempotent."""
         fds, self.fds = self.fds, []
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_all_quietly(fds)
 
     def __del__(self) -> None:
         self.close()
@@ -599,8 +596,7 @@ def _rebuild_descriptors(tokens: list[int]) -> Descriptors:
         for token in tokens:
             fds.append(take_fd(token))
     except BaseException:
-        for fd in fds:
-            os.close(fd)
+        close_all_quietly(fds)
         raise
     return Descriptors(fds)
 

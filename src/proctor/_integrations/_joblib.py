@@ -16,8 +16,11 @@
       pool, start a fresh one if asked
     terminate(): close() and join()
 
-One pool per ``Parallel`` call (or per ``with Parallel(...)`` block), as joblib's
-``multiprocessing`` backend does: ``configure`` starts it, ``terminate`` joins it. A
+Workers are kept between ``Parallel`` calls, as joblib's ``loky`` backend keeps its
+executor: ``terminate`` hands the pool back to ``_REUSABLE``, and the next call with the
+same settings (workers, start method, initializer, limits) takes it instead of starting
+new workers, unless another call still holds it. A pool left idle for
+``IDLE_WORKER_TIMEOUT`` is closed, and ``shutdown_workers()`` closes it at once. A
 batch (joblib's ``BatchedCalls``) is the *argument* of a task, not its function, so
 numpy arrays in the calls travel out of band (memfds), as every pool task's do, and the
 task's function (``run_batch``) is pickled once per pool.
@@ -32,6 +35,7 @@ from __future__ import annotations
 import os
 import reprlib
 import sys
+import threading
 import warnings
 
 from .. import _context
@@ -56,7 +60,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ("MIN_JOBLIB", "ProctorBackend", "register", "run_batch")
+__all__ = (
+    "IDLE_WORKER_TIMEOUT",
+    "MIN_JOBLIB",
+    "ProctorBackend",
+    "register",
+    "run_batch",
+    "shutdown_workers",
+)
 
 # parallel_config, return_as="generator" and retrieve_result_callback came in 1.3.
 MIN_JOBLIB = (1, 3)
@@ -168,6 +179,137 @@ def _start_worker(
         _thread_limits = threadpoolctl.threadpool_limits(limits=threads)
     if initializer is not None:
         initializer(*initargs)
+
+
+#: Seconds a pool kept between ``Parallel`` calls may stay idle before it is closed (as
+#: loky's ``idle_worker_timeout``): workers that wait for the next call cost memory.
+IDLE_WORKER_TIMEOUT = 300.0
+
+
+class _ReusablePool:
+    """The one pool kept between ``Parallel`` calls, with the settings it was made for.
+
+    A call takes it if its settings are the same (``key``) and no other call holds it
+    (calls from two threads at once get a pool each: ``abort_everything`` in one must
+    not kill the other's batches). A call that needs other settings closes the kept
+    pool and keeps its own. The idle timer runs only while nobody holds the pool.
+    """
+
+    def __init__(self) -> None:
+        self._inherited: list[Pool] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: Pool | None = None
+        self._key: tuple[Any, ...] = ()
+        self._held = False
+        self._timer: threading.Timer | None = None
+
+    def reset_in_child(self) -> None:
+        """In a forked child (a worker of joblib's own ``multiprocessing`` backend, say):
+        the parent's kept pool is the parent's -- its workers and dispatcher thread are
+        not here -- so it is never handed out, and never closed or collected here (its
+        finalizer would try to stop the parent's workers)."""
+        if self._pool is not None:
+            self._inherited.append(self._pool)
+        self._reset()
+
+    def take(self, key: tuple[Any, ...], make: Callable[[], Pool]) -> Pool:
+        """The kept pool if it suits ``key`` and is free, else a new one from ``make``."""
+        retired = None
+        with self._lock:
+            self._cancel_timer()
+            kept = self._pool
+            if kept is not None and not self._held and _same_key(self._key, key) and _running(kept):
+                self._held = True
+                return kept
+            if not self._held:
+                # Settings changed (or the kept pool stopped): the new pool is kept instead.
+                retired, self._pool, self._key = self._pool, None, ()
+        _close(retired)
+        pool = make()
+        with self._lock:
+            if self._pool is None and not self._held:
+                self._pool, self._key, self._held = pool, key, True
+        return pool
+
+    def give_back(self, pool: Pool) -> bool:
+        """``pool``'s call is over: keep it (True) if it is the kept one, still running."""
+        with self._lock:
+            if pool is not self._pool:
+                return False
+            self._held = False
+            if not _running(pool):
+                self._pool, self._key = None, ()
+                return False
+            self._timer = threading.Timer(IDLE_WORKER_TIMEOUT, self._close_if_idle, (pool,))
+            self._timer.daemon = True
+            self._timer.name = "proctor-joblib-idle-workers"
+            self._timer.start()
+            return True
+
+    def forget(self, pool: Pool) -> None:
+        """``pool`` was terminated (``abort_everything``): never hand it out again."""
+        with self._lock:
+            if pool is self._pool:
+                self._pool, self._key, self._held = None, (), False
+
+    def shutdown(self) -> None:
+        """Close the kept pool now if no call holds it, and wait for its workers."""
+        with self._lock:
+            self._cancel_timer()
+            if self._held:
+                return
+            pool, self._pool, self._key = self._pool, None, ()
+        _close(pool)
+
+    def _close_if_idle(self, pool: Pool) -> None:
+        with self._lock:
+            if pool is not self._pool or self._held:
+                return
+            self._pool, self._key, self._timer = None, (), None
+        _close(pool)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _same_key(kept: tuple[Any, ...], wanted: tuple[Any, ...]) -> bool:
+    # Objects (the initializer and each of its arguments) by identity: an argument may
+    # be an array, whose == is not a truth value. Numbers, names and the environment
+    # dictionary by value.
+    return len(kept) == len(wanted) and all(
+        a is b or (type(a) is type(b) and type(a) in (int, float, str, dict) and a == b)
+        for a, b in zip(kept, wanted, strict=True)
+    )
+
+
+def _running(pool: Pool) -> bool:
+    dispatcher = pool._dispatcher
+    return dispatcher is not None and dispatcher.state == "running"
+
+
+def _close(pool: Pool | None) -> None:
+    if pool is not None:
+        pool.close()
+        pool.join()
+
+
+_REUSABLE = _ReusablePool()
+os.register_at_fork(after_in_child=_REUSABLE.reset_in_child)
+
+
+def shutdown_workers() -> None:
+    """Close the worker pool kept between ``Parallel`` calls, and wait for its workers.
+
+    Workers otherwise stay for the next call (closed after ``IDLE_WORKER_TIMEOUT``
+    seconds of idleness, or at interpreter exit). A pool that a running ``Parallel``
+    call holds is left to it.
+    """
+    _REUSABLE.shutdown()
 
 
 class ProctorBackend(AutoBatchingMixin, ParallelBackendBase):
@@ -290,32 +432,49 @@ class ProctorBackend(AutoBatchingMixin, ParallelBackendBase):
                 )
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         context = settings.get("context")
-        if context is None and settings.get("start_method") is not None:
-            context = _context.get_context(settings["start_method"])
+        if context is None:
+            # None: the default start method, as it is now (it may change between calls).
+            context = _context.get_context(settings.get("start_method"))
         threads = self.inner_max_num_threads
         if threads is None and not any(name in os.environ for name in self.MAX_NUM_THREADS_VARS):
             threads = max(joblib.cpu_count() // n_jobs, 1)  # else the user's variables rule
-        initargs = (
-            self._prepare_worker_env(n_jobs),
-            threads,
-            settings.get("initializer"),
-            tuple(settings.get("initargs", ())),
-        )
-        self._pool = Pool(
+        env = self._prepare_worker_env(n_jobs)
+        initializer = settings.get("initializer")
+        initargs = tuple(settings.get("initargs", ()))
+        max_tasks = settings.get("max_tasks_per_child")
+        max_memory = settings.get("max_memory_per_child")
+
+        def make() -> Pool:
+            pool = Pool(
+                n_jobs,
+                _start_worker,
+                (env, threads, initializer, initargs),
+                max_tasks,
+                context,
+                max_memory_per_child=max_memory,
+            )
+            # joblib meters what is in flight itself (pre_dispatch) and sizes its
+            # batches to run long enough (auto batching); a batch queued in a busy
+            # worker would wait behind a slow one while another worker is idle, as
+            # loky's shared call queue never lets it. So a worker holds one batch at
+            # a time.
+            dispatcher = pool._dispatcher
+            if dispatcher is not None:
+                dispatcher.max_held = 1
+            return pool
+
+        key = (
             n_jobs,
-            _start_worker,
-            initargs,
-            settings.get("max_tasks_per_child"),
-            context,
-            max_memory_per_child=settings.get("max_memory_per_child"),
+            context.get_start_method(),
+            max_tasks,
+            max_memory,
+            threads,
+            env,
+            initializer,
+            len(initargs),
+            *initargs,
         )
-        # joblib meters what is in flight itself (pre_dispatch) and sizes its batches
-        # to run long enough (auto batching); a batch queued in a busy worker would
-        # wait behind a slow one while another worker is idle, as loky's shared call
-        # queue never lets it. So a worker holds one batch at a time.
-        dispatcher = self._pool._dispatcher
-        if dispatcher is not None:
-            dispatcher.max_held = 1
+        self._pool = _REUSABLE.take(key, make)
         self._task_timeout = task_timeout
         self.parallel = parallel
         return n_jobs
@@ -358,17 +517,18 @@ class ProctorBackend(AutoBatchingMixin, ParallelBackendBase):
         return out.value
 
     def terminate(self) -> None:
-        """Close the pool and wait for its workers to exit (every batch is done then)."""
+        """The ``Parallel`` call is over (every batch is done): its pool's workers are
+        kept for the next call, or, if the pool is not the one kept, closed and joined."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
-            pool.join()
+        if pool is not None and not _REUSABLE.give_back(pool):
+            _close(pool)
         self.reset_batch_stats()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """Stop every batch (their workers are killed); start a new pool if ``ensure_ready``."""
         pool, self._pool = self._pool, None
         if pool is not None:
+            _REUSABLE.forget(pool)
             pool.terminate()
         self.reset_batch_stats()
         if ensure_ready and self.parallel is not None:

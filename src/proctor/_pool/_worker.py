@@ -780,6 +780,9 @@ def _thread_loop(conn: Connection, maxtasks: int | None) -> None:
         result = _run_objects(task, send_progress)
         del task
         conn.send_bytes(result)
+        # bpo-29861: hold neither the task's arguments nor its result while idle
+        # (the suite's test_release_task_refs).
+        del result
         done += 1
     conn.close()
 

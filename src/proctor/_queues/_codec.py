@@ -33,6 +33,7 @@ import os
 import pickle
 
 from .._core import _serialization
+from .._core._closing import close_all, close_all_quietly
 from .._core._reduction import DescriptorsNeedACarrier, TooManyDescriptors, receiving
 from .._core._wire import map_memfd, memfd_with
 from ._mailbox import MAX_FDS
@@ -92,9 +93,8 @@ class Encoded:
         self.items = items
 
     def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds = []
+        fds, self.fds = self.fds, []
+        close_all(fds)
 
 
 class Failed:
@@ -150,8 +150,7 @@ def encode(obj: Any, spill_limit: int) -> Encoded:
         if fds:
             flags |= SPILLED_BUFFERS
     except BaseException:
-        for fd in fds:
-            os.close(fd)
+        close_all_quietly(fds)
         raise
     return Encoded(payload, fds, flags)
 
@@ -176,8 +175,7 @@ def _encode_owning_fds(obj: Any, spill_limit: int) -> Encoded:
         try:
             fds.insert(0, memfd_with(payload, _MEMFD_NAME))
         except BaseException:
-            for fd in fds:
-                os.close(fd)
+            close_all_quietly(fds)
             raise
         payload = b""
         flags |= SPILLED_PICKLE
@@ -236,8 +234,7 @@ def decode(payload: bytes, flags: int, fds: list[int]) -> Any:
             try:
                 data = map_memfd(fds[0])
             except BaseException:
-                for fd in fds:
-                    os.close(fd)
+                close_all_quietly(fds)
                 raise
             os.close(fds[0])
             handles = fds[1:]
@@ -246,8 +243,7 @@ def decode(payload: bytes, flags: int, fds: list[int]) -> Any:
     try:
         maps = [map_memfd(fd) for fd in fds]
     finally:
-        for fd in fds:
-            os.close(fd)
+        close_all_quietly(fds)  # mapped or not: a mapping keeps its own reference
     if flags & SPILLED_PICKLE:
         return pickle.loads(maps[0], buffers=maps[1:])
     return pickle.loads(payload, buffers=maps)

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import array
 import errno
-import os
 import socket
 import struct
 
 from .._core import _reduction
+from .._core._closing import close_all
 from .._core._wire import fds_from
 
 __all__ = ("MAX_FDS", "Mailbox")
@@ -129,8 +129,8 @@ class Mailbox:
             fds = fds_from(ancdata)
             if _MAIL_ID.unpack(data)[0] == mail_id:
                 return fds
-            for fd in fds:  # an orphan (consumers take mail under the get lock: the peeked one)
-                os.close(fd)
+            # An orphan (consumers take mail under the get lock: the peeked one).
+            close_all(fds)
 
     def close(self) -> None:
         """Close both ends here; idempotent. Mail in flight goes with the last holder."""

@@ -1,0 +1,120 @@
+"""``python -m proctor bench --plot FILE.png``: the ratios of a run, drawn.
+
+One horizontal bar per benchmark row: proctor's ratio to the stdlib's
+``multiprocessing`` measured in the same run, on a logarithmic axis (2x ahead and 2x
+behind are the same distance from parity), green where proctor is ahead, red where
+it is behind, with a line at parity. Where a row knows the floor that the machine
+sets for its work (``floor_ratio``: a bare ``os.fork()``, a raw socket pair, a plain
+memory copy, measured in the same run), a black tick shows the ratio that floor
+would get: the gap between a bar's end and its tick is what is left to gain.
+
+matplotlib is an optional extra (``pip install 'proctor[plot]'``); it is imported
+only here, with its non-interactive backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ("INSTALL_HINT", "check_matplotlib", "plot_ratios")
+
+INSTALL_HINT = (
+    "bench --plot draws with matplotlib, which is not installed: install it with "
+    "pip install 'proctor[plot]' (or pip install matplotlib)"
+)
+
+_AHEAD, _BEHIND, _FLOOR = "#2e7d32", "#c62828", "black"
+
+
+def check_matplotlib() -> None:
+    """Raise before a run of several minutes, not after it, if the plot cannot be drawn.
+
+    Raises:
+        ModuleNotFoundError: matplotlib is not installed (the message says how to get it).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ModuleNotFoundError(INSTALL_HINT, name="matplotlib") from exc
+
+
+def plot_ratios(rows: list[dict], path: Path, *, title: str) -> None:
+    """Draw ``rows``' ratios (and their floors, where known) into the image ``path``.
+
+    The format follows the file's suffix (``.png``, ``.svg``, ``.pdf``).
+
+    Raises:
+        ValueError: no row has a ratio to draw.
+        ModuleNotFoundError: matplotlib is not installed.
+    """
+    drawn = [r for r in rows if r.get("ratio", 0) > 0 and math.isfinite(r["ratio"])]
+    if not drawn:
+        raise ValueError("no benchmark row has a ratio to draw")
+    check_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    from matplotlib import pyplot
+
+    labels = ["\n".join(textwrap.wrap(r["benchmark"], 48)) for r in drawn]
+    ratios = [r["ratio"] for r in drawn]
+    positions = list(range(len(drawn)))[::-1]  # the first row at the top
+    figure, axes = pyplot.subplots(figsize=(10, 0.42 * len(drawn) + 1.6))
+    try:
+        axes.set_xscale("log")
+        # Bars start at parity, so a bar's length is how far ahead or behind it is.
+        axes.barh(
+            positions,
+            [ratio - 1 for ratio in ratios],
+            left=1,
+            color=[_AHEAD if ratio >= 1 else _BEHIND for ratio in ratios],
+            height=0.6,
+        )
+        floors = [
+            (pos, r["floor_ratio"])
+            for pos, r in zip(positions, drawn, strict=True)
+            if "floor_ratio" in r
+        ]
+        if floors:
+            axes.scatter(
+                [ratio for _, ratio in floors],
+                [pos for pos, _ in floors],
+                marker="|",
+                s=260,
+                linewidths=2,
+                color=_FLOOR,
+                label="the machine's floor for the same work (same run)",
+                zorder=3,
+            )
+            axes.legend(loc="lower right", fontsize=8)
+        for pos, row, ratio in zip(positions, drawn, ratios, strict=True):
+            # Past the floor's tick too, where it lies beyond the bar, not across it.
+            at = max(ratio, row.get("floor_ratio", 0)) if ratio >= 1 else ratio
+            axes.annotate(
+                f"{ratio:.2f}x",
+                (at, pos),
+                xytext=(4 if ratio >= 1 else -4, 0),
+                textcoords="offset points",
+                ha="left" if ratio >= 1 else "right",
+                va="center",
+                fontsize=8,
+            )
+        axes.axvline(1, color="grey", linewidth=1)
+        every = ratios + [ratio for _, ratio in floors]
+        axes.set_xlim(min(min(every), 1) / 1.6, max(max(every), 1) * 1.6)
+        axes.set_yticks(positions)
+        axes.set_yticklabels(labels, fontsize=8)
+        axes.set_xlabel(
+            "proctor vs multiprocessing, same run (log scale; right of 1: proctor ahead)"
+        )
+        axes.set_title(title, fontsize=10)
+        axes.grid(axis="x", which="both", alpha=0.25)
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+    finally:
+        pyplot.close(figure)
