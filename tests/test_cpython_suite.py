@@ -7,10 +7,11 @@ methods at once -- and ``test_proctor_passes_what_the_stdlib_passes`` fails list
 every test the stdlib passes and proctor does not, except those in
 ``tests/compat/excluded.txt`` (tests of stdlib internals, which the proctor run does not
 run at all: they are recorded as "excluded"). Groups proctor does not
-implement yet (manager, heap) are not run; the pool groups are
-(``WithProcessesTestPool``...). The ``threads`` groups (``WithThreadsTestQueue``...,
-``multiprocessing.dummy``, i.e. ``proctor.dummy``) run in the fork run only: they do
-not depend on the start method.
+implement yet (heap) are not run; the pool groups are
+(``WithProcessesTestPool``...), and so are the manager groups (``WithManagerTest...``,
+``TestSyncManagerTypes``, the SharedMemoryManager tests...) under every method. The
+``threads`` groups (``WithThreadsTestQueue``..., ``multiprocessing.dummy``, i.e.
+``proctor.dummy``) run in the fork run only: they do not depend on the start method.
 
 ``test_proctor_executor_passes_what_the_stdlib_passes`` does the same for the
 process-pool groups of ``test.test_concurrent_futures`` (``ProcessPoolExecutorTest``,

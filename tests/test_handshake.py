@@ -297,3 +297,41 @@ def test_a_proctor_peer_and_a_multiprocessing_peer_cannot_authenticate_each_othe
         theirs.close()
     assert not server.is_alive()
     assert len(results) == 1 and isinstance(results[0], (EOFError, OSError)), results
+
+
+def test_a_nonce_that_starts_with_a_brace_is_not_read_as_a_digest_name(pair, monkeypatch):
+    # Regression (found by the managers' many handshakes): a random nonce starting
+    # with b"{" was parsed as "{digest}" and 1 handshake in 256 was refused.
+    from proctor._connections import _handshake
+
+    real_urandom = os.urandom
+    nonces = [b"{" + real_urandom(31)]
+    monkeypatch.setattr(
+        _handshake.os, "urandom", lambda n: nonces.pop() if nonces and n == 32 else real_urandom(n)
+    )
+    a, b = pair
+    server, results = _in_thread(_stdlib_server_side, a, b"shared")
+    try:
+        answer_challenge(b, b"shared")
+        deliver_challenge(b, b"shared")
+    finally:
+        server.join(30)
+    assert results == ["authenticated"]
+
+
+def test_keep_in_process_sends_without_the_process_lock():
+    # Connection.keep_in_process(): the manager's connections are used by one
+    # process only; their sends skip the fcntl record lock, nothing else changes.
+    a, b = socket_pair()
+    try:
+        a.keep_in_process()
+        assert a._send_lock.process_private
+        for i in range(3):
+            a.send(("frame", i))
+            assert b.recv(timeout=10) == ("frame", i)
+        a.send_bytes(b"x" * 60_000)  # a big frame, several writes under the lock
+        assert b.recv_bytes(timeout=10) == b"x" * 60_000
+        assert not a._send_lock.locked()
+    finally:
+        a.close()
+        b.close()

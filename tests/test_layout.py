@@ -25,6 +25,7 @@ LAYERS = {
     "_queues": 3,
     "_sharedmem": 3,
     "_pool": 4,
+    "_managers": 5,
     "_dummy": 5,
     "_context": 6,
     "_integrations": 7,

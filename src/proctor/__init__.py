@@ -19,6 +19,7 @@ child, and children never outlive their parent. Change the import, keep the code
 from ._core._errors import AuthenticationError as AuthenticationError
 from ._core._errors import BufferTooShort as BufferTooShort
 from ._core._errors import InitializerError as InitializerError
+from ._core._errors import ManagerLostError as ManagerLostError
 from ._core._errors import OwnerDiedWarning as OwnerDiedWarning
 from ._core._errors import PicklingError as PicklingError
 from ._core._errors import PoolTerminatedError as PoolTerminatedError
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from . import connection as connection
     from . import context as context
     from . import dummy as dummy
+    from . import managers as managers
     from . import pool as pool
     from . import process as process
     from . import queues as queues
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from ._connections._connection import Connection as Connection
     from ._connections._pipe import Pipe as Pipe
     from ._context import BaseContext as BaseContext
+    from ._context import Manager as Manager
     from ._context import allow_connection_pickling as allow_connection_pickling
     from ._context import freeze_support as freeze_support
     from ._context import get_all_start_methods as get_all_start_methods
@@ -104,6 +107,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "JoinableQueue": ("_queues._queue", "JoinableQueue"),
     "Lock": ("_sync", "Lock"),
     "LockNotOwnedError": ("_sync", "LockNotOwnedError"),
+    "Manager": ("_context", "Manager"),
     "Pipe": ("_connections._pipe", "Pipe"),
     "Pool": ("_pool._pool", "Pool"),
     "ProcessPoolExecutor": ("_pool._executor", "ProcessPoolExecutor"),
@@ -129,6 +133,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "connection": ("connection", None),
     "context": ("context", None),
     "dummy": ("dummy", None),
+    "managers": ("managers", None),
     "pool": ("pool", None),
     "process": ("process", None),
     "queues": ("queues", None),
@@ -180,6 +185,8 @@ __all__ = (
     "JoinableQueue",
     "Lock",
     "LockNotOwnedError",
+    "Manager",
+    "ManagerLostError",
     "OwnerDiedWarning",
     "PicklingError",
     "Pipe",
@@ -218,6 +225,7 @@ __all__ = (
     "get_logger",
     "get_start_method",
     "log_to_stderr",
+    "managers",
     "parent_process",
     "set_executable",
     "set_forkserver_preload",

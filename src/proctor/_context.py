@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
 
     from . import _sync
     from ._connections._connection import Connection
+    from ._managers._manager import SyncManager
     from ._pool._pool import Pool
     from ._queues import _queue
     from ._sharedmem._sharedctypes import CData, SynchronizedBase
@@ -308,6 +309,19 @@ class BaseContext:
             task_concurrency=task_concurrency,
         )
 
+    # -- managers ---------------------------------------------------------------------------
+
+    def Manager(self) -> SyncManager:
+        """A started ``SyncManager`` whose server process uses this context's start method.
+
+        Shut it down with ``shutdown()`` or a ``with`` block (see docs/managers.md).
+        """
+        from ._managers._manager import SyncManager
+
+        manager = SyncManager(ctx=self)
+        manager.start()
+        return manager
+
     # -- logging and compatibility -----------------------------------------------------------
 
     def get_logger(self) -> logging.Logger:
@@ -386,6 +400,11 @@ def get_context(method: str | None = None) -> BaseContext:
     if method is None:
         return _default_context.get_context()
     return _contexts[check_method(method)]
+
+
+def Manager() -> SyncManager:
+    """A started ``SyncManager`` of the default context (``proctor.Manager()``)."""
+    return default_context().Manager()
 
 
 def default_context() -> DefaultContext:

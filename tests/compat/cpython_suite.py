@@ -45,25 +45,11 @@ import test._test_multiprocessing as suite  # noqa: E402
 
 #: Classes of groups proctor does not implement yet: not run (later issues).
 DEFERRED_CLASSES = {
-    "WithProcessesTestManagerRestart": "manager (later issue)",
-    "WithThreadsTestManagerRestart": "manager (later issue; it starts a BaseManager)",
     "WithProcessesTestHeap": "heap (later issue)",
-    "TestInitializers": "manager (later issue; its setUp starts a Manager)",
-    "TestSyncManagerTypes": "manager (later issue)",
-    "TestManagerExceptions": "manager (later issue)",
 }
 
-#: Tests of implemented groups that need a manager: not run yet.
-DEFERRED_TESTS = {
-    "WithProcessesTestSharedMemory.test_shared_memory_SharedMemoryServer_ignores_sigint": (
-        "SharedMemoryManager (manager, later issue)"
-    ),
-    "WithProcessesTestSharedMemory.test_shared_memory_SharedMemoryManager_reuses_resource_"
-    "tracker": "SharedMemoryManager (manager, later issue)",
-    "WithProcessesTestSharedMemory.test_shared_memory_SharedMemoryManager_basics": (
-        "SharedMemoryManager (manager, later issue)"
-    ),
-}
+#: Tests of implemented groups that cannot run yet.
+DEFERRED_TESTS: dict[str, str] = {}
 
 
 def deferred_reason(test_id: str) -> str | None:
@@ -105,15 +91,15 @@ THREADS_METHOD = "fork"
 
 def _types() -> dict[str, type]:
     """The suite's test types installed in this run, and the mixin of each."""
-    types = {"processes": suite.ProcessesMixin}
+    types = {"processes": suite.ProcessesMixin, "manager": suite.ManagerMixin}
     if METHOD == THREADS_METHOD:
         types["threads"] = suite.ThreadsMixin
     return types
 
 
 def _install() -> list[type]:
-    """Create the ``processes`` (and ``threads``) test classes and the plain ones here,
-    as CPython does."""
+    """Create the ``processes`` and ``manager`` (and ``threads``) test classes and the
+    plain ones here, as CPython does."""
     installed = []
     types = _types()
     for name, base in list(vars(suite).items()):

@@ -15,10 +15,11 @@ mean proctor, in the harness process and in every child it starts::
 
 Forked children inherit all of it.
 
-What proctor does not have yet (``managers``, ``heap``; later issues)
-stays the stdlib's, only so that the suite module imports: the groups that use them
-are not run (see ``cpython_suite.DEFERRED``); ``multiprocessing.pool`` is proctor's.
-``proctor.Manager`` becomes a stand-in that raises, so an incidental use fails loudly
+What proctor does not have yet (``heap``; a later issue) stays a stand-in, only so
+that the suite module imports: the groups that use it are not run (see
+``cpython_suite.DEFERRED``); ``multiprocessing.pool``, ``multiprocessing.managers`` and
+``multiprocessing.dummy`` are proctor's. A package-level name listed in
+``LATER_NAMES`` becomes a stand-in that raises, so an incidental use fails loudly
 instead of quietly testing the stdlib. ``heap.BufferWrapper`` -- which the suite's
 barrier tests use as a shared counter -- becomes a small stand-in on proctor's
 ``RawArray``. Every stand-in lives in this harness, never in proctor.
@@ -51,10 +52,10 @@ SCRIPT_ENV = "PROCTOR_COMPAT_SCRIPT"
 SUITE_MODULE = "test._test_multiprocessing"
 
 #: stdlib submodules proctor has no counterpart of yet (each comes with a later issue).
-LATER_SUBMODULES = ("managers",)
+LATER_SUBMODULES: tuple[str, ...] = ()
 
 #: Package-level names the suite reads at import time that proctor has not got yet.
-LATER_NAMES = ("Manager",)
+LATER_NAMES: tuple[str, ...] = ()
 
 #: Names the suite reads while it is being imported (in decorators and class
 #: bodies), set only where proctor lacks them, to values that make the tests that

@@ -335,6 +335,17 @@ class Connection(FrameSender, FrameReceiver):
         self._stash = None
         self._send_lock.close()
 
+    def keep_in_process(self) -> None:
+        """Promise that only this process sends on this end (a proctor addition).
+
+        Sends then take only the threads' lock, not the lock that excludes other
+        processes (an fcntl record lock: two system calls a send). Pickling the
+        end (to send it to another process) withdraws the promise; a forked
+        child's copy does not keep it. Do not let a forked child send on an end
+        its parent still sends on after this call.
+        """
+        self._send_lock.process_private = True
+
     def __enter__(self) -> Connection:
         return self
 
@@ -408,6 +419,7 @@ class Connection(FrameSender, FrameReceiver):
         rtoken = token(self._rfd) if self._rfd >= 0 else -1
         wtoken = token(self._wfd) if self._wfd >= 0 else -1
         lock = self._send_lock
+        lock.process_private = False  # shared from now on (keep_in_process)
         ltoken = token(lock.fd) if lock.owns_fd else -1
         dsock = self._dsock
         dtoken = token(dsock.fileno()) if dsock is not None else -1

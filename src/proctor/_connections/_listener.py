@@ -244,19 +244,45 @@ class Listener:
             raise ProcessTimeoutError(
                 f"no client connected to {self._address!r} within {timeout} s"
             )
-        sock, self._last_accepted = self._socket.accept()
-        try:
-            _tune(sock, self._family)
-        except BaseException:
-            sock.close()
-            raise
-        conn = Connection(sock)
+        conn = self._accept_socket()
         try:
             serve_handshake(conn, self._authkey, deadline)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def accept_then_handshake(self) -> tuple[Connection, Any]:
+        """Accept a waiting client; return its connection and the handshake to run.
+
+        For servers that run each client's handshake in that client's own thread,
+        so that a slow or silent client does not hold up the next ones: call the
+        returned function (it takes a ``time.monotonic()`` deadline, or ``None``)
+        before anything else on the connection, and close the connection if it
+        raises ``AuthenticationError``. The caller should know the listening
+        socket is readable (``fileno()``), or this blocks until a client comes.
+
+        Raises:
+            OSError: the listener is closed.
+        """
+        if self._closed:
+            raise OSError(errno.EBADF, "the Listener is closed; create a new one")
+        conn = self._accept_socket()
+        authkey = self._authkey
+
+        def handshake(deadline: float | None) -> None:
+            serve_handshake(conn, authkey, deadline)
+
+        return conn, handshake
+
+    def _accept_socket(self) -> Connection:
+        sock, self._last_accepted = self._socket.accept()
+        try:
+            _tune(sock, self._family)
+        except BaseException:
+            sock.close()
+            raise
+        return Connection(sock)
 
     def close(self) -> None:
         """Stop listening and remove the Unix socket file. Idempotent."""

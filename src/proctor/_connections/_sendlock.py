@@ -84,13 +84,16 @@ class SendLock:
         owns_fd: whether ``fd`` is a lock file this object owns.
     """
 
-    __slots__ = ("_generation", "_thread_lock", "fd", "owns_fd")
+    __slots__ = ("_generation", "_thread_lock", "fd", "owns_fd", "process_private")
 
     def __init__(self, fd: int, owns_fd: bool = False) -> None:
         self.fd = fd
         self.owns_fd = owns_fd
         self._thread_lock = threading.Lock()
         self._generation = _generation
+        #: Set by ``Connection.keep_in_process()``: no other process sends on
+        #: this end, so the record lock (two system calls a send) is skipped.
+        self.process_private = False
 
     def acquire(self, deadline: float | None) -> str | None:
         """Take the lock by ``deadline`` (``time.monotonic()``; None: wait forever).
@@ -103,10 +106,13 @@ class SendLock:
         if self._generation != _generation:
             lock = self._thread_lock = threading.Lock()
             self._generation = _generation
+            self.process_private = False  # a forked child shares the end
         if deadline is None:
             lock.acquire()
         elif not lock.acquire(True, max(0.0, deadline - time.monotonic())):
             return "another thread"
+        if self.process_private:
+            return None
         try:
             if not _record_lock(self.fd, deadline):
                 lock.release()
@@ -117,6 +123,9 @@ class SendLock:
         return None
 
     def release(self) -> None:
+        if self.process_private:
+            self._thread_lock.release()
+            return
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
         finally:

@@ -17,6 +17,8 @@ written for ``multiprocessing`` (or ``pickle``) keep working::
     │       │   └── UnpicklableError      (also PicklingError) target/args cannot be pickled
     │       ├── WorkerLostError           a pool worker died holding a task (that task failed)
     │       ├── PoolTerminatedError       a pool was terminated before a task completed
+    │       ├── ManagerLostError (also EOFError, ConnectionError)  a manager's process
+    │       │                             ended or shut down: its proxies cannot reach it
     │       └── InitializerError          a pool's initializer raised: the pool is broken
     ├── pickle.PicklingError, TypeError
     │   └── PicklingError                 an object, or a part of it, cannot be pickled
@@ -300,6 +302,15 @@ class InitializerError(ProcessError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.args[0], self.initializer, self.pid))
+
+
+class ManagerLostError(ProcessError, EOFError, ConnectionError):
+    """A manager's proxy (or the manager) could not reach the manager's process.
+
+    The message says which manager (address, pid) and how it ended, when that is
+    known. Subclasses ``EOFError`` and ``ConnectionError``, which the stdlib's
+    proxies raise in the same situation.
+    """
 
 
 class RemoteTraceback(Exception):

@@ -1,0 +1,175 @@
+"""Managers: proctor's against multiprocessing's, side by side.
+
+Both managers are started with fork in the same run; measurements are
+interleaved medians (``_common.interleaved``) so that machine noise hits both.
+
+Rows (ratio > 1 means proctor is better):
+
+* ``dict_setitem``: ``d[k] = v`` on a managed dict, one client thread, in
+  microseconds per call (a proxy method's full round trip: pickle, send, the
+  server's dispatch, reply, unpickle);
+* ``dict_setitem_one_core``: the same with the client and both manager
+  processes pinned to one core, which takes the cross-core wake-ups (about 30 us
+  on this VM) out and leaves the per-call work;
+* ``list_getitem``: ``l[0]`` on a managed list, microseconds per call;
+* ``namespace_getattr``: ``ns.x``, microseconds per call;
+* ``threads_4_calls``: four threads of one client calling at once, calls per
+  second (each has its own connection and serving thread, in both libraries);
+* ``start_shutdown``: ``Manager()`` then ``shutdown()``, milliseconds.
+
+Run as a script (``python benchmarks/bench_managers.py [--quick]``) or call
+``run(quick)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import time
+
+from _common import interleaved, print_rows, row
+
+import proctor
+
+
+def _per_call(fn, ops: int) -> float:
+    began = time.perf_counter()
+    for _ in range(ops):
+        fn()
+    return (time.perf_counter() - began) / ops
+
+
+def _setitem(d, ops: int) -> float:
+    began = time.perf_counter()
+    for i in range(ops):
+        d[i & 63] = i
+    return (time.perf_counter() - began) / ops
+
+
+def _threads_rate(d, threads: int, ops: int) -> float:
+    def work() -> None:
+        for i in range(ops):
+            d[i & 63] = i
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    began = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return threads * ops / (time.perf_counter() - began)
+
+
+def _start_shutdown(lib) -> float:
+    began = time.perf_counter()
+    manager = lib.get_context("fork").Manager()
+    manager.shutdown()
+    return time.perf_counter() - began
+
+
+def _call_rows(ops: int, rounds: int, suffix: str = "") -> list[dict]:
+    ours = proctor.get_context("fork").Manager()
+    theirs = multiprocessing.get_context("fork").Manager()
+    try:
+        dicts = {"proctor": ours.dict(), "multiprocessing": theirs.dict()}
+        lists = {"proctor": ours.list([1]), "multiprocessing": theirs.list([1])}
+        spaces = {"proctor": ours.Namespace(x=1), "multiprocessing": theirs.Namespace(x=1)}
+        for d in dicts.values():  # connections opened, code paths warm
+            _setitem(d, 200)
+        rows = []
+        got = interleaved(
+            {name: (lambda d=d: _setitem(d, ops)) for name, d in dicts.items()}, rounds
+        )
+        rows.append(
+            row(
+                "dict_setitem" + suffix,
+                got["proctor"] * 1e6,
+                got["multiprocessing"] * 1e6,
+                "us",
+                higher_is_better=False,
+            )
+        )
+        if suffix:
+            return rows
+        got = interleaved(
+            {name: (lambda seq=seq: _per_call(lambda: seq[0], ops)) for name, seq in lists.items()},
+            rounds,
+        )
+        rows.append(
+            row(
+                "list_getitem",
+                got["proctor"] * 1e6,
+                got["multiprocessing"] * 1e6,
+                "us",
+                higher_is_better=False,
+            )
+        )
+        got = interleaved(
+            {name: (lambda ns=ns: _per_call(lambda: ns.x, ops)) for name, ns in spaces.items()},
+            rounds,
+        )
+        rows.append(
+            row(
+                "namespace_getattr",
+                got["proctor"] * 1e6,
+                got["multiprocessing"] * 1e6,
+                "us",
+                higher_is_better=False,
+            )
+        )
+        got = interleaved(
+            {name: (lambda d=d: _threads_rate(d, 4, ops // 4)) for name, d in dicts.items()},
+            rounds,
+        )
+        rows.append(
+            row(
+                "threads_4_calls",
+                got["proctor"],
+                got["multiprocessing"],
+                "calls/s",
+                higher_is_better=True,
+            )
+        )
+        return rows
+    finally:
+        # Proxies first: multiprocessing's decref at shutdown would otherwise warn.
+        dicts = lists = spaces = None
+        ours.shutdown()
+        theirs.shutdown()
+
+
+def run(quick: bool) -> list[dict]:
+    """Measure every row; ``quick`` uses fewer calls and rounds."""
+    ops = 2_000 if quick else 10_000
+    rounds = 5 if quick else 9
+    rows = _call_rows(ops, rounds)
+    if hasattr(os, "sched_setaffinity"):
+        previous = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(previous)})  # the managers started now inherit it
+        try:
+            rows += _call_rows(ops, rounds, "_one_core")
+        finally:
+            os.sched_setaffinity(0, previous)
+    got = interleaved(
+        {
+            "proctor": lambda: _start_shutdown(proctor),
+            "multiprocessing": lambda: _start_shutdown(multiprocessing),
+        },
+        3 if quick else 7,
+    )
+    rows.append(
+        row(
+            "start_shutdown",
+            got["proctor"] * 1e3,
+            got["multiprocessing"] * 1e3,
+            "ms",
+            higher_is_better=False,
+        )
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    print_rows(run(quick="--quick" in sys.argv))

@@ -1,0 +1,510 @@
+"""``BaseManager`` and ``SyncManager``: start (or connect to) a manager and make shared objects.
+
+::
+
+    BaseManager.start()                       manager process (a proctor Process)
+    ───────────────────                       ─────────────────────────────────
+    Pipe(duplex=False) ── writer ──────────▶  _run_server: ignore SIGINT, initializer,
+    Process(target=_run_server).start()         Server(registry, address, authkey)
+    reader.recv() ◀──── server.address ──────   serve_forever()
+    Finalize(shutdown) at exit or shutdown():
+      "shutdown" request, join(shutdown_timeout), then terminate, then kill
+
+``manager.dict()`` (a method ``register`` added) sends ``create`` on this
+process's session and wraps the reply in the type's proxy. ``connect()`` opens a
+session with a manager someone else started (another process, another machine).
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import queue
+import signal
+import threading
+from typing import Any
+
+from .._connections._listener import Client
+from .._connections._pipe import Pipe
+from .._core._errors import ManagerLostError, ProcessError
+from .._core._finalize import Finalize
+from .._pool._pool import Pool
+from .._start._process import Process, _exitcode_name, current_process
+from ._protocol import HELLO, Token, check_serializer, dispatch, wrap
+from ._proxy import (
+    AcquirerProxy,
+    ArrayProxy,
+    AutoProxy,
+    BarrierProxy,
+    ConditionProxy,
+    DictProxy,
+    EventProxy,
+    IteratorProxy,
+    ListProxy,
+    NamespaceProxy,
+    PoolProxy,
+    ValueProxy,
+    register_proxytype,
+)
+from ._server import Server
+from ._session import acquire_session, close_sessions, describe_owned
+
+__all__ = ("Array", "BaseManager", "Namespace", "State", "SyncManager", "Value")
+
+
+class State:
+    """A manager's state: ``INITIAL``, ``STARTED`` or ``SHUTDOWN`` (the stdlib's names)."""
+
+    __slots__ = ("value",)
+    INITIAL = 0
+    STARTED = 1
+    SHUTDOWN = 2
+
+    def __init__(self) -> None:
+        self.value = State.INITIAL
+
+
+class BaseManager:
+    """A manager: a server process holding shared objects, and proxies to them.
+
+    Args:
+        address: where the server listens: a Unix socket path, or
+            ``(host, port)`` for TCP (``('', 0)``: every interface, a free
+            port). ``None``: a fresh Unix socket path. For ``connect()``, the
+            address of a running manager.
+        authkey: the key clients must hold (HMAC handshake; a client without it
+            is refused before anything it sent is unpickled). ``None``: this
+            process's ``authkey``.
+        serializer: ``"pickle"`` or ``"xmlrpclib"``.
+        ctx: the context whose ``Process`` starts the server (its start method).
+        shutdown_timeout: seconds ``shutdown()`` waits for the server to exit
+            before terminating it (then as long again before killing it).
+
+    Note:
+        Unlike the stdlib's, a proxy whose manager has gone raises
+        ``ManagerLostError`` (an ``EOFError`` and ``ConnectionError``) saying which
+        manager and how it ended, and the references of a client that dies are
+        dropped in the manager.
+    """
+
+    _registry: dict[str, tuple[Any, Any, Any, Any]] = {}
+    _Server: type[Server] = Server
+
+    def __init__(
+        self,
+        address: Any = None,
+        authkey: bytes | None = None,
+        serializer: str = "pickle",
+        ctx: Any = None,
+        *,
+        shutdown_timeout: float = 1.0,
+    ) -> None:
+        if authkey is None:
+            authkey = current_process().authkey
+        self._address = address
+        self._authkey = bytes(authkey)
+        self._state = State()
+        self._serializer = check_serializer(serializer)
+        self._ctx = ctx
+        self._shutdown_timeout = shutdown_timeout
+        # [the server process], replaced by an _EndedProcess record once it has
+        # been joined and closed (its descriptors released at shutdown).
+        self._process_box: list[Any] = [None]
+        self._manager_pid: int | None = None
+        self._finalizer: Finalize | None = None
+        # This process's session, held open for the manager's own calls (a
+        # proxy it creates takes the reference its ``create`` took).
+        self._held: Any = None
+
+    # -- life cycle -----------------------------------------------------------------
+
+    @property
+    def _process(self) -> Any:
+        """The server process (``exitcode``, ``pid``...); ``None`` before ``start()``."""
+        return self._process_box[0]
+
+    @property
+    def address(self) -> Any:
+        """The server's address (known once started or given)."""
+        return self._address
+
+    def _server_registry(self) -> dict[str, tuple[Any, Any, Any]]:
+        return {typeid: entry[:3] for typeid, entry in self._registry.items()}
+
+    def get_server(self) -> Server:
+        """A ``Server`` for this manager's types, to run in this process with ``serve_forever()``.
+
+        Raises:
+            ProcessError: the manager was already started or shut down.
+        """
+        self._check_initial()
+        return self._Server(self._server_registry(), self._address, self._authkey, self._serializer)
+
+    def connect(self) -> None:
+        """Connect to a manager already serving at ``address``.
+
+        Raises:
+            ManagerLostError: nothing serves at ``address``.
+            AuthenticationError: ``authkey`` is not the manager's.
+        """
+        session = acquire_session(self._address, self._authkey, self._serializer)
+        try:
+            session.call(None, "dummy")
+        except BaseException:
+            session.release()
+            raise
+        self._held = session
+        self._state.value = State.STARTED
+
+    def _check_initial(self) -> None:
+        if self._state.value == State.STARTED:
+            raise ProcessError("Already started server: a manager starts once")
+        if self._state.value == State.SHUTDOWN:
+            raise ProcessError("Manager has shut down: create a new one")
+
+    def start(self, initializer: Any = None, initargs: tuple[Any, ...] = ()) -> None:
+        """Start the server process; return once it serves.
+
+        Args:
+            initializer: called as ``initializer(*initargs)`` in the server
+                process before it serves.
+            initargs: its arguments.
+
+        Raises:
+            TypeError: ``initializer`` is not callable.
+            ProcessError: already started, or shut down.
+            ManagerLostError: the server process ended before serving (its
+                exit code is in the message).
+        """
+        self._check_initial()
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        reader, writer = Pipe(duplex=False)
+        process_class = self._ctx.Process if self._ctx is not None else Process
+        process = process_class(
+            target=type(self)._run_server,
+            args=(
+                self._server_registry(),
+                self._address,
+                self._authkey,
+                self._serializer,
+                writer,
+                initializer,
+                initargs,
+            ),
+        )
+        process.name = f"{type(self).__name__}-{process.name.rpartition('-')[2]}"
+        try:
+            process.start()
+        finally:
+            writer.close()
+        try:
+            self._address = reader.recv()
+        except EOFError:
+            process.join(timeout=self._shutdown_timeout)
+            code = process.exitcode
+            raise ManagerLostError(
+                f"the manager process (pid {process.pid}) ended before serving, "
+                f"exit code {'unknown' if code is None else _exitcode_name(code)}: "
+                "its initializer or a registered type may have failed (see its output)"
+            ) from None
+        finally:
+            reader.close()
+        self._process_box[0] = process
+        self._manager_pid = process.pid
+        self._state.value = State.STARTED
+        state = self._state
+        address = self._address
+
+        def describe() -> str:
+            if state.value == State.SHUTDOWN:
+                return "was shut down"
+            process.join(timeout=1.0)
+            code = process.exitcode
+            if code is None:
+                return "closed the connection (its process still runs)"
+            return f"has ended: its process exited with {_exitcode_name(code)}"
+
+        describe_owned(address, describe)
+        self._finalizer = Finalize(
+            self,
+            type(self)._finalize_manager,
+            args=(
+                self._process_box,
+                address,
+                self._authkey,
+                state,
+                self._serializer,
+                self._shutdown_timeout,
+            ),
+            exitpriority=0,
+        )
+
+    @classmethod
+    def _run_server(
+        cls,
+        registry: dict[str, tuple[Any, Any, Any]],
+        address: Any,
+        authkey: bytes,
+        serializer: str,
+        writer: Any,
+        initializer: Any = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        # bpo-36368: a Ctrl-C meant for the parent must not kill the manager
+        # under it; the parent shuts it down.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if initializer is not None:
+            initializer(*initargs)
+        server = cls._Server(registry, address, authkey, serializer)
+        writer.send(server.address)
+        writer.close()
+        server.serve_forever()
+
+    @staticmethod
+    def _finalize_manager(
+        process_box: list[Any],
+        address: Any,
+        authkey: bytes,
+        state: State,
+        serializer: str,
+        shutdown_timeout: float,
+    ) -> None:
+        process = process_box[0]
+        if process.is_alive():
+            try:
+                _ask_shutdown(address, authkey, serializer)
+            except Exception:
+                pass  # it may be dying already: terminated below
+            process.join(timeout=shutdown_timeout)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=shutdown_timeout)
+                if process.is_alive():
+                    process.kill()
+                    process.join(timeout=shutdown_timeout)
+        else:
+            process.join(timeout=0)
+        state.value = State.SHUTDOWN
+        close_sessions(address, "the manager was shut down")
+        describe_owned(address, None)
+        if process.exitcode is not None:
+            process_box[0] = _EndedProcess(process.name, process.pid, process.exitcode)
+            process.close()
+
+    def shutdown(self) -> None:
+        """Stop the server process (if this process started it); close the connections.
+
+        Idempotent.
+        """
+        if self._finalizer is not None:
+            self._finalizer()
+        elif self._state.value == State.STARTED:
+            close_sessions(self._address, "this client's manager was shut down")
+            self._state.value = State.SHUTDOWN
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the server process to end (if this process started it)."""
+        if self._process is not None:
+            self._process.join(timeout)
+
+    def __enter__(self) -> BaseManager:
+        if self._state.value == State.INITIAL:
+            self.start()
+        if self._state.value != State.STARTED:
+            raise ProcessError(
+                "Unable to start server: the manager has shut down; create a new one"
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        states = {0: "initial", 1: "started", 2: "shut down"}
+        pid = f" pid={self._manager_pid}" if self._manager_pid else ""
+        return f"<{type(self).__name__} {states[self._state.value]} address={self._address!r}{pid}>"
+
+    # -- shared objects ----------------------------------------------------------------
+
+    def _session(self) -> Any:
+        if self._state.value != State.STARTED:
+            if self._state.value == State.SHUTDOWN:
+                raise ManagerLostError(
+                    f"the manager at {self._address!r} was shut down: create a new one"
+                )
+            raise ProcessError("the manager is not started: call start() or connect() first")
+        session = self._held
+        if session is None or session.closed:
+            session = self._held = acquire_session(
+                self._address, self._authkey, self._serializer, self._manager_pid
+            )
+        return session
+
+    def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> tuple[Token, list[str]]:
+        ident, exposed = self._session().call(None, "create", (typeid, *args), kwds)
+        return Token(typeid, self._address, ident), exposed
+
+    def _number_of_objects(self) -> int:
+        """How many shared objects the server holds."""
+        return int(self._session().call(None, "number_of_objects"))
+
+    def _debug_info(self) -> str:
+        """One line per shared object: id, reference count, type."""
+        return str(self._session().call(None, "debug_info"))
+
+    @classmethod
+    def register(
+        cls,
+        typeid: str,
+        callable: Any = None,
+        proxytype: Any = None,
+        exposed: Any = None,
+        method_to_typeid: dict[str, str] | None = None,
+        create_method: bool = True,
+    ) -> None:
+        """Register a type: ``manager.<typeid>(...)`` then makes one in the server.
+
+        Args:
+            typeid: the name of the type (and of the manager's method).
+            callable: what makes the object in the server; ``None`` for types
+                only produced by ``method_to_typeid``.
+            proxytype: the proxy class (``AutoProxy`` by default).
+            exposed: the method names proxies may call (default: the proxy
+                type's ``_exposed_``, else the object's public methods).
+            method_to_typeid: method name -> typeid of the shared object its
+                result becomes (a proxy is returned instead of a copy).
+            create_method: whether to add the ``typeid`` method to the manager.
+
+        Raises:
+            TypeError: ``method_to_typeid`` maps something else than names to names.
+        """
+        if "_registry" not in cls.__dict__:
+            cls._registry = cls._registry.copy()
+        if proxytype is None:
+            proxytype = AutoProxy
+        exposed = exposed or getattr(proxytype, "_exposed_", None)
+        method_to_typeid = method_to_typeid or getattr(proxytype, "_method_to_typeid_", None)
+        if method_to_typeid:
+            for key, value in method_to_typeid.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise TypeError(
+                        f"method_to_typeid maps names to typeids, got {key!r}: {value!r}"
+                    )
+        cls._registry[typeid] = (
+            callable,
+            tuple(exposed) if exposed is not None else None,
+            dict(method_to_typeid) if method_to_typeid else None,
+            proxytype,
+        )
+        register_proxytype(typeid, proxytype)
+        if create_method:
+
+            def create(self: BaseManager, /, *args: Any, **kwds: Any) -> Any:
+                token, exp = self._create(typeid, *args, **kwds)
+                proxy = proxytype(
+                    token,
+                    self._serializer,
+                    manager=self,
+                    authkey=self._authkey,
+                    exposed=exp,
+                    incref=False,
+                )
+                proxy._manager_pid = self._manager_pid
+                return proxy
+
+            create.__name__ = create.__qualname__ = typeid
+            setattr(cls, typeid, create)
+
+
+def _ask_shutdown(address: Any, authkey: bytes, serializer: str) -> None:
+    """Ask the server at ``address`` to stop, on a connection of its own (no session)."""
+    with Client(address, authkey=authkey) as raw:
+        conn = wrap(raw, serializer)
+        conn.send((HELLO, f"{os.getpid()}-shutdown", False))
+        dispatch(conn, None, "shutdown")
+
+
+class _EndedProcess:
+    """What is left of a manager's server process once it is joined and closed."""
+
+    def __init__(self, name: str, pid: int | None, exitcode: int) -> None:
+        self.name = name
+        self.pid = pid
+        self.exitcode = exitcode
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        code = _exitcode_name(self.exitcode)
+        return f"<ended process name={self.name!r} pid={self.pid} exitcode={code}>"
+
+
+# -- SyncManager's server-side types ------------------------------------------------------
+
+
+class Namespace:
+    """A plain object whose attributes are the shared state."""
+
+    def __init__(self, /, **kwds: Any) -> None:
+        self.__dict__.update(kwds)
+
+    def __repr__(self) -> str:
+        items = sorted((k, v) for k, v in self.__dict__.items() if not k.startswith("_"))
+        return f"Namespace({', '.join(f'{k}={v!r}' for k, v in items)})"
+
+
+class Value:
+    """A value with a typecode, as ``multiprocessing.Value`` but in the manager."""
+
+    def __init__(self, typecode: Any, value: Any, lock: Any = True) -> None:
+        self._typecode = typecode
+        self._value = value
+
+    def get(self) -> Any:
+        return self._value
+
+    def set(self, value: Any) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._typecode!r}, {self._value!r})"
+
+    value = property(get, set)
+
+
+def Array(typecode: Any, sequence: Any, lock: Any = True) -> array.array[Any]:
+    """An ``array.array`` in the manager."""
+    return array.array(typecode, sequence)
+
+
+class SyncManager(BaseManager):
+    """A manager with the stdlib's types: ``list``, ``dict``, ``Namespace``, locks, queues..."""
+
+    if False:  # pragma: no cover - for type checkers: the methods register() adds
+        list: Any
+        dict: Any
+
+
+SyncManager.register("Queue", queue.Queue)
+SyncManager.register("JoinableQueue", queue.Queue)
+SyncManager.register("Event", threading.Event, EventProxy)
+SyncManager.register("Lock", threading.Lock, AcquirerProxy)
+SyncManager.register("RLock", threading.RLock, AcquirerProxy)
+SyncManager.register("Semaphore", threading.Semaphore, AcquirerProxy)
+SyncManager.register("BoundedSemaphore", threading.BoundedSemaphore, AcquirerProxy)
+SyncManager.register("Condition", threading.Condition, ConditionProxy)
+SyncManager.register("Barrier", threading.Barrier, BarrierProxy)
+SyncManager.register("Pool", Pool, PoolProxy)
+SyncManager.register("list", list, ListProxy)
+SyncManager.register("dict", dict, DictProxy)
+SyncManager.register("Value", Value, ValueProxy)
+SyncManager.register("Array", Array, ArrayProxy)
+SyncManager.register("Namespace", Namespace, NamespaceProxy)
+# Types of objects that methods return (method_to_typeid), never created directly.
+SyncManager.register("Iterator", proxytype=IteratorProxy, create_method=False)
+SyncManager.register("AsyncResult", create_method=False)

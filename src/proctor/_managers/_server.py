@@ -1,0 +1,435 @@
+"""The manager's server: shared objects in one process, served to clients over connections.
+
+::
+
+    Listener (Unix socket or TCP, HMAC handshake)
+      accept thread ── Connection ──▶ one serving thread per connection
+                                        first frame: HELLO(client_id, is_anchor)
+                                        then request ─▶ objects[ident] ─▶ reply
+    objects:  ident ─▶ (obj, exposed, method_to_typeid)
+    refcount: ident ─▶ references held by all clients
+    clients:  client_id ─▶ {ident: references this client holds}
+
+A client (one process's session, see ``_session``) holds its references through
+its *anchor* connection: when that connection ends -- the client closed it, or
+its process died, even in the middle of a call -- every reference the client
+still held is dropped, and objects nobody else holds are released. A slow call
+occupies only its own connection's thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._connections._listener import Listener
+from .._core._errors import AuthenticationError, ProcessTimeoutError
+from .._core._timeout import wait_readable
+from ._protocol import (
+    HELLO,
+    PROXY,
+    RAISE,
+    RETURN,
+    TRACEBACK,
+    UNSERIALIZABLE,
+    format_exception,
+    public_methods,
+    wrap,
+)
+
+__all__ = ("Server", "local_server")
+
+#: Connections a listening manager lets wait to be accepted (the stdlib's number).
+BACKLOG = 128
+#: Seconds between the accept thread's checks that the server was asked to stop.
+ACCEPT_POLL = 0.2
+#: Seconds a connecting client has to complete the handshake (in its own thread).
+HANDSHAKE_TIMEOUT = 30.0
+
+#: Results of these types are sent as lists: dict views cannot be pickled.
+_VIEW_TYPES: tuple[type, ...] = (type({}.items()), type({}.keys()), type({}.values()))
+#: Methods every object answers, exposed or not.
+_FALLBACK = ("__str__", "__repr__", "#GETVALUE")
+#: Server requests that get no reply.
+_ONE_WAY = ("#decrefs",)
+
+#: The servers running in this process, by address: a proxy of one of their
+#: objects unpickled here calls the server directly (``_session.LocalSession``).
+_local_servers: dict[Any, Server] = {}
+
+
+def local_server(address: Any) -> Server | None:
+    """The server of ``address`` if it runs in this process."""
+    return _local_servers.get(address)
+
+
+class _NotExposed(AttributeError):
+    pass
+
+
+class Server:
+    """Serve the objects of one manager.
+
+    Args:
+        registry: typeid -> ``(callable, exposed, method_to_typeid)``.
+        address: where to listen (``None``: a fresh Unix socket path).
+        authkey: the key clients must prove they hold.
+        serializer: ``"pickle"`` or ``"xmlrpclib"``.
+    """
+
+    #: Server methods a client may call (ident ``None``).
+    public: tuple[str, ...] = (
+        "accept_connection",
+        "create",
+        "debug_info",
+        "decref",
+        "dummy",
+        "get_methods",
+        "incref",
+        "number_of_objects",
+        "shutdown",
+    )
+
+    def __init__(
+        self,
+        registry: dict[str, tuple[Any, Any, Any]],
+        address: Any,
+        authkey: bytes | None,
+        serializer: str,
+    ) -> None:
+        self.registry = registry
+        self.authkey = authkey
+        self.serializer = serializer
+        self.listener = Listener(address=address, backlog=BACKLOG, authkey=authkey)
+        self.address = self.listener.address
+        self.stop_event = threading.Event()
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._objects: dict[int, tuple[Any, frozenset[str], dict[str, str] | None]] = {}
+        self._typeids: dict[int, str] = {}
+        self._refcounts: dict[int, int] = {}
+        self._clients: dict[str, dict[int, int]] = {}
+        self._server_calls: dict[str, Callable[..., Any]] = {
+            name: getattr(self, "_call_" + name) for name in self.public
+        }
+        self._server_calls["#decrefs"] = self._call_decrefs
+
+    # -- running -----------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Serve until a client asks for ``shutdown`` (or the process is interrupted)."""
+        _local_servers[self.address] = self
+        accepter = threading.Thread(target=self._accept_loop, name="manager-accept", daemon=True)
+        accepter.start()
+        try:
+            self.stop_event.wait()
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            # The accept thread (a daemon) sees the listener closed within
+            # ACCEPT_POLL; the process need not wait for it.
+            self.stop_event.set()
+            self.listener.close()
+            _local_servers.pop(self.address, None)
+
+    def _accept_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                # accept()'s own timeout would also bound the handshake, which a
+                # loaded machine can take longer than ACCEPT_POLL to complete.
+                if not wait_readable(self.listener.fileno(), ACCEPT_POLL):
+                    continue
+                conn, handshake = self.listener.accept_then_handshake()
+            except OSError:
+                if self.listener.closed:
+                    return
+                continue
+            # The handshake runs in the client's own thread: a slow or silent
+            # peer holds up nobody else.
+            thread = threading.Thread(
+                target=self._serve_client,
+                args=(conn, handshake),
+                name="manager-client",
+                daemon=True,
+            )
+            thread.start()
+
+    def _serve_client(self, raw: Any, handshake: Callable[[float | None], None]) -> None:
+        # Only this thread sends on it; a child the server forks (a Pool's
+        # worker) never uses its copy.
+        raw.keep_in_process()
+        try:
+            handshake(time.monotonic() + HANDSHAKE_TIMEOUT)
+        except (AuthenticationError, ProcessTimeoutError, EOFError, OSError):
+            raw.close()  # a peer without the key, or gone: nothing of it was unpickled
+            return
+        conn = wrap(raw, self.serializer)
+        try:
+            hello = conn.recv()
+            if hello[0] != HELLO:
+                return
+            client_id, anchor = hello[1], hello[2]
+        except Exception:
+            raw.close()
+            return
+        try:
+            self._serve_requests(conn, client_id)
+        finally:
+            conn.close()
+            if anchor:
+                self.release_client(client_id)
+
+    def _serve_requests(self, conn: Any, client_id: str) -> None:
+        recv = conn.recv
+        send = conn.send
+        objects = self._objects
+        while True:
+            try:
+                request = recv()
+            except (EOFError, OSError):
+                return
+            except Exception as exc:  # the request could not be unpickled here
+                reply: Any = (TRACEBACK, format_exception(exc))
+            else:
+                try:
+                    ident, name, args, kwds = request
+                    if ident is not None:
+                        obj, exposed, to_typeid = objects[ident]
+                        if name in exposed:
+                            try:
+                                result = getattr(obj, name)(*args, **kwds)
+                            except Exception as exc:
+                                reply = (RAISE, (exc, format_exception(exc)))
+                                del exc
+                            else:
+                                if to_typeid and name in to_typeid:
+                                    reply = (PROXY, self._adopt(client_id, to_typeid[name], result))
+                                elif type(result) in _VIEW_TYPES:
+                                    reply = (RETURN, list(result))
+                                else:
+                                    reply = (RETURN, result)
+                        else:
+                            reply = self._fallback(obj, exposed, name)
+                    else:
+                        reply = self.handle_server_call(client_id, name, args, kwds)
+                        if reply is None:
+                            continue
+                except Exception as exc:
+                    reply = (TRACEBACK, self._explain(exc, request))
+            try:
+                send(reply)
+            except (EOFError, OSError):
+                return
+            except Exception as exc:  # the reply cannot be pickled: say so, keep serving
+                text = format_exception(exc)
+                if reply[0] == RAISE:
+                    text = reply[1][1] + "\n(the exception itself could not be sent back: " + text
+                    kind = TRACEBACK
+                else:
+                    kind = UNSERIALIZABLE
+                del reply
+                try:
+                    send((kind, text))
+                except (EOFError, OSError):
+                    return
+            # Drop this call's objects now, not at the next request: a proxy
+            # among them holds a reference the client may be waiting to see go.
+            request = args = kwds = obj = result = reply = None
+            if self._stopping:
+                # Only now: the client that asked has its reply.
+                self.stop_event.set()
+
+    def _fallback(self, obj: Any, exposed: frozenset[str], name: str) -> tuple[str, Any]:
+        if name == "#GETVALUE":
+            return (RETURN, obj)
+        if name == "__repr__":
+            return (RETURN, repr(obj))
+        if name == "__str__":
+            return (RETURN, str(obj))
+        raise _NotExposed(
+            f"method {name!r} of {type(obj).__name__!r} object is not in "
+            f"exposed={sorted(exposed)!r}"
+        )
+
+    def _explain(self, exc: BaseException, request: Any) -> str:
+        if isinstance(exc, KeyError) and isinstance(request, (tuple, list)) and len(request) == 4:
+            ident = request[0]
+            if ident is not None and ident not in self._objects:
+                return (
+                    f"KeyError: the manager holds no object with id {ident!r}: it was "
+                    "released (every proxy of it was deleted, or the client holding it "
+                    "ended) or belongs to another manager"
+                )
+        if isinstance(exc, (TypeError, ValueError)) and not isinstance(request, (tuple, list)):
+            return f"ProtocolError: not a manager request: {request!r}"
+        return format_exception(exc)
+
+    def handle_request(self, client_id: str, request: Any) -> Any:
+        """The reply to ``request`` (for a client in this process); ``None`` for one-way ones."""
+        try:
+            ident, name, args, kwds = request
+            if ident is None:
+                reply = self.handle_server_call(client_id, name, args, kwds)
+                if self._stopping:
+                    self.stop_event.set()
+                return reply
+            obj, exposed, to_typeid = self._objects[ident]
+            if name not in exposed:
+                return self._fallback(obj, exposed, name)
+            try:
+                result = getattr(obj, name)(*args, **kwds)
+            except Exception as exc:
+                return (RAISE, (exc, format_exception(exc)))
+            if to_typeid and name in to_typeid:
+                return (PROXY, self._adopt(client_id, to_typeid[name], result))
+            if type(result) in _VIEW_TYPES:
+                result = list(result)
+            return (RETURN, result)
+        except Exception as exc:
+            return (TRACEBACK, self._explain(exc, request))
+
+    def handle_server_call(self, client_id: str, name: str, args: Any, kwds: Any) -> Any:
+        """Run the server method ``name``; its reply, or ``None`` for one-way calls."""
+        call = self._server_calls.get(name)
+        if call is None:
+            return (TRACEBACK, f"AttributeError: the manager's server has no method {name!r}")
+        try:
+            result = call(client_id, *args, **kwds)
+        except Exception as exc:
+            # As the stdlib's: what fails in the server's own methods (a type's
+            # constructor in ``create``...) arrives as a RemoteError, whose
+            # type_name and traceback say what it was.
+            return (TRACEBACK, format_exception(exc))
+        if name in _ONE_WAY:
+            return None
+        return (RETURN, result)
+
+    # -- objects and references ------------------------------------------------------
+
+    def _register(self, client_id: str, typeid: str, obj: Any) -> tuple[int, list[str]]:
+        try:
+            _callable, exposed, to_typeid = self.registry[typeid]
+        except KeyError:
+            raise KeyError(
+                f"no type {typeid!r} is registered with this manager; register it with "
+                f"Manager.register({typeid!r}, callable) before start()"
+            ) from None
+        names = list(public_methods(obj) if exposed is None else exposed)
+        if to_typeid:
+            names += [name for name in to_typeid if name not in names]
+        with self._lock:
+            ident = next(self._ids)
+            self._objects[ident] = (obj, frozenset(names), dict(to_typeid) if to_typeid else None)
+            self._typeids[ident] = typeid
+            self._refcounts[ident] = 1
+            refs = self._clients.setdefault(client_id, {})
+            refs[ident] = refs.get(ident, 0) + 1
+        return ident, names
+
+    def _adopt(self, client_id: str, typeid: str, obj: Any) -> tuple[str, int, list[str]]:
+        ident, names = self._register(client_id, typeid, obj)
+        return (typeid, ident, names)
+
+    def incref(self, client_id: str, ident: int) -> None:
+        """Count one more reference to ``ident``, held by ``client_id``."""
+        with self._lock:
+            if ident not in self._refcounts:
+                raise KeyError(
+                    f"the manager holds no object with id {ident!r}: every reference to it "
+                    "was dropped before this proxy reached this process; keep a proxy "
+                    "alive until the receiver has it"
+                )
+            self._refcounts[ident] += 1
+            refs = self._clients.setdefault(client_id, {})
+            refs[ident] = refs.get(ident, 0) + 1
+
+    def decref(self, client_id: str, idents: Any) -> None:
+        """Drop one reference held by ``client_id`` to each of ``idents``."""
+        released = []
+        with self._lock:
+            refs = self._clients.get(client_id)
+            for ident in idents:
+                if not refs or not refs.get(ident):
+                    continue  # not this client's reference (or already dropped)
+                refs[ident] -= 1
+                if not refs[ident]:
+                    del refs[ident]
+                released += self._drop(ident, 1)
+        del released  # objects are destroyed here, outside the lock
+
+    def release_client(self, client_id: str) -> None:
+        """Drop every reference ``client_id`` still holds (it has gone)."""
+        released = []
+        with self._lock:
+            refs = self._clients.pop(client_id, None) or {}
+            for ident, count in refs.items():
+                released += self._drop(ident, count)
+        del released
+
+    def _drop(self, ident: int, count: int) -> list[Any]:
+        left = self._refcounts.get(ident, 0) - count
+        if left > 0:
+            self._refcounts[ident] = left
+            return []
+        self._refcounts.pop(ident, None)
+        self._typeids.pop(ident, None)
+        entry = self._objects.pop(ident, None)
+        return [entry]
+
+    def number_of_objects(self) -> int:
+        """How many objects the server holds."""
+        return len(self._objects)
+
+    # -- server methods (ident None) ------------------------------------------------
+
+    def _call_accept_connection(self, client_id: str, name: str = "") -> None:
+        return None
+
+    def _call_dummy(self, client_id: str) -> None:
+        return None
+
+    def _call_create(
+        self, client_id: str, typeid: str, /, *args: Any, **kwds: Any
+    ) -> tuple[int, list[str]]:
+        entry = self.registry.get(typeid)
+        if entry is None or entry[0] is None:
+            if entry is None:
+                raise KeyError(f"no type {typeid!r} is registered with this manager")
+            if len(args) != 1 or kwds:
+                raise TypeError(f"{typeid!r} has no callable: create it with exactly one object")
+            obj = args[0]
+        else:
+            obj = entry[0](*args, **kwds)
+        return self._register(client_id, typeid, obj)
+
+    def _call_get_methods(self, client_id: str, ident: int) -> list[str]:
+        return sorted(self._objects[ident][1])
+
+    def _call_incref(self, client_id: str, ident: int) -> None:
+        self.incref(client_id, ident)
+
+    def _call_decref(self, client_id: str, ident: int) -> None:
+        self.decref(client_id, (ident,))
+
+    def _call_decrefs(self, client_id: str, idents: Any) -> None:
+        # The one-way batch of a session's dropped proxies ("#decrefs").
+        self.decref(client_id, idents)
+
+    def _call_number_of_objects(self, client_id: str) -> int:
+        return self.number_of_objects()
+
+    def _call_debug_info(self, client_id: str) -> str:
+        with self._lock:
+            lines = [
+                f"  {ident}:       refcount={self._refcounts.get(ident, 0)}\n"
+                f"    {self._typeids.get(ident)}: {str(entry[0])[:75]}"
+                for ident, entry in self._objects.items()
+            ]
+        return "\n".join(lines)
+
+    def _call_shutdown(self, client_id: str) -> None:
+        self._stopping = True

@@ -1,0 +1,409 @@
+"""A process's link to one manager: its client id, its connections, its references.
+
+::
+
+    this process                                   manager process
+    ────────────                                   ───────────────
+    Session(address)            (one per manager and process)
+      anchor connection  ═══ HELLO(id, anchor) ═══▶ references of client `id`
+                         (no calls: its thread sees our death at once)
+      thread A: local.conn ═══ requests/replies ═══▶ a serving thread
+      thread B: local.conn ═══ requests/replies ═══▶ a serving thread
+      pending decrefs ── sent one way before the next request
+
+Proxies of one manager share their process's session. Each thread has its own
+connection, opened once and kept (no handshake per call). References (created
+objects, unpickled proxies) belong to the session, not to a connection: the
+server drops all of them when the anchor connection ends, which happens when the
+last proxy here is gone, when the manager is shut down, or when this process
+dies. A dropped proxy's decref is queued and sent, without waiting for a reply,
+ahead of the next request of any thread: a finalizer never writes on a
+connection that may be in the middle of a frame.
+
+A connection that ends (EOF, reset) or refuses to open means the manager is
+gone: :meth:`Session.lost_error` says which manager, its pid, and how it ended
+(from the process object where this process started it, else from the pid).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._connections._listener import Client
+from .._core._errors import AuthenticationError, ManagerLostError
+from ._protocol import HELLO, RETURN, raise_reply, wrap
+from ._server import local_server
+
+__all__ = (
+    "LocalSession",
+    "Session",
+    "acquire_session",
+    "close_sessions",
+    "describe_owned",
+    "session_for",
+)
+
+#: This process's sessions, by manager address.
+_sessions: dict[Any, Session] = {}
+_sessions_lock = threading.RLock()
+#: Managers this process started: address -> a function describing how it ended.
+_owned: dict[Any, Callable[[], str]] = {}
+
+
+def describe_owned(address: Any, describe: Callable[[], str] | None) -> None:
+    """Record (or, with ``None``, forget) how to tell how the manager at ``address`` ended."""
+    if describe is None:
+        _owned.pop(address, None)
+    else:
+        _owned[address] = describe
+
+
+def session_for(
+    address: Any, authkey: bytes | None, serializer: str, manager_pid: int | None = None
+) -> Session:
+    """This process's session with the manager at ``address`` (opened if needed).
+
+    Raises:
+        ManagerLostError: nothing serves at ``address`` any more.
+        AuthenticationError: ``authkey`` is not the manager's.
+    """
+    session = _sessions.get(address)
+    if session is not None and not session.closed:
+        return session
+    with _sessions_lock:
+        session = _sessions.get(address)
+        if session is None or session.closed:
+            server = local_server(address)
+            if server is not None:
+                session = LocalSession(server, serializer)
+            else:
+                session = Session(address, authkey, serializer, manager_pid)
+            _sessions[address] = session
+        return session
+
+
+def acquire_session(
+    address: Any, authkey: bytes | None, serializer: str, manager_pid: int | None = None
+) -> Session:
+    """This process's session with the manager at ``address``, with one more user.
+
+    Raises:
+        ManagerLostError: nothing serves at ``address`` any more.
+        AuthenticationError: ``authkey`` is not the manager's.
+    """
+    while True:
+        session = session_for(address, authkey, serializer, manager_pid)
+        if session.acquire():
+            return session
+
+
+def close_sessions(address: Any, reason: str) -> None:
+    """Close this process's session with the manager at ``address``.
+
+    Its proxies then fail with ``reason``.
+    """
+    with _sessions_lock:
+        session = _sessions.pop(address, None)
+    if session is not None:
+        session.close(reason)
+
+
+class Session:
+    """This process's connections and references to one manager (see the module docstring).
+
+    Raises:
+        ManagerLostError: the manager cannot be reached.
+        AuthenticationError: wrong authkey.
+    """
+
+    def __init__(
+        self, address: Any, authkey: bytes | None, serializer: str, manager_pid: int | None
+    ) -> None:
+        self.address = address
+        self.authkey = authkey
+        self.serializer = serializer
+        self.manager_pid = manager_pid
+        self.pid = os.getpid()
+        self.client_id = f"{self.pid}-{secrets.token_hex(6)}"
+        self.local = threading.local()
+        self.pending: list[Any] = []
+        self.users = 0
+        self.closed = False
+        self.lost: str | None = None
+        self._lock = threading.RLock()
+        self._conns: list[Any] = []
+        # The anchor only holds the references: its serving thread always waits
+        # in recv(), so it sees this process die at once, even in the middle of a
+        # call that another connection of ours is blocked in.
+        self._anchor = self._open(True)
+
+    def _open(self, anchor: bool) -> Any:
+        try:
+            raw = Client(self.address, authkey=self.authkey)
+        except (ConnectionRefusedError, FileNotFoundError, ConnectionResetError, EOFError) as exc:
+            raise self.lost_error(exc) from exc
+        except AuthenticationError as exc:
+            # The key was good for the anchor, or the manager's process has
+            # ended: it ended during the handshake. Otherwise the key is wrong.
+            if anchor and not self._manager_ended():
+                raise
+            raise self.lost_error(exc) from exc
+        # Only this process (one thread at a time) sends on it; a forked child
+        # closes its copy (forget_after_fork).
+        raw.keep_in_process()
+        conn = wrap(raw, self.serializer)
+        try:
+            conn.send((HELLO, self.client_id, anchor))
+        except (OSError, EOFError) as exc:
+            conn.close()
+            raise self.lost_error(exc) from exc
+        self._conns.append(conn)
+        return conn
+
+    def _manager_ended(self) -> bool:
+        if self.manager_pid is None or isinstance(self.address, tuple):
+            return False
+        return _process_state(self.manager_pid) in (None, "Z")
+
+    def connection(self) -> Any:
+        """This thread's connection (opened on its first call)."""
+        if self.closed:
+            raise ManagerLostError(
+                self.lost or f"the session with the manager at {self.address!r} is closed"
+            )
+        conn = self._open(False)
+        self.local.conn = conn
+        return conn
+
+    def call(self, ident: Any, name: str, args: tuple[Any, ...] = (), kwds: Any = None) -> Any:
+        """Send one request from this thread and return its result.
+
+        Raises:
+            ManagerLostError: the manager went away.
+            Exception: what the manager's method raised (with its traceback as
+                ``__cause__``), or ``RemoteError``.
+        """
+        try:
+            conn = self.local.conn
+        except AttributeError:
+            conn = self.connection()
+        if self.pending:
+            self.flush(conn)
+        try:
+            conn.send((ident, name, args, kwds or {}))
+            kind, result = conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self.lost_error(exc, name) from exc
+        if kind == RETURN:
+            return result
+        try:
+            raise_reply(kind, result)
+        finally:
+            del result  # the exception's traceback holds this frame: no cycle (gh-106558)
+
+    def flush(self, conn: Any) -> None:
+        """Send the queued decrefs, one way, on ``conn``."""
+        batch, self.pending[:] = list(self.pending), []
+        if batch:
+            try:
+                conn.send((None, "#decrefs", (batch,), {}))
+            except (EOFError, OSError) as exc:
+                raise self.lost_error(exc) from exc
+
+    def acquire(self) -> bool:
+        """One more user (a proxy, a manager) holds this session open.
+
+        Returns:
+            False if the session has closed meanwhile: take a new one.
+        """
+        with self._lock:
+            if self.closed:
+                return False
+            self.users += 1
+            return True
+
+    def unuse(self) -> None:
+        """Undo :meth:`acquire` for a user that never took its reference."""
+        with self._lock:
+            self.users -= 1
+
+    def release(self, ident: Any = None) -> None:
+        """A user let go (the proxy of ``ident``: called from finalizers).
+
+        The last user closes the session: the anchor's end then drops every
+        reference the server counts for this process.
+        """
+        if self.closed:
+            return
+        if ident is not None:
+            self.pending.append(ident)
+        with self._lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            self.closed = True  # under the lock: acquire() cannot slip in between
+        with _sessions_lock:
+            if _sessions.get(self.address) is self:
+                del _sessions[self.address]
+        self._close_connections("this process no longer holds any of its objects")
+
+    def close(self, reason: str) -> None:
+        """Close every connection of this session. Idempotent."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        self._close_connections(reason)
+
+    def _close_connections(self, reason: str) -> None:
+        with self._lock:
+            self.lost = self.lost or (
+                f"the session with the manager at {self.address!r} was closed: {reason}"
+            )
+            conns, self._conns = self._conns, []
+            self.pending.clear()
+        for conn in conns:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close this process's copies of the parent's connections."""
+        self.local = threading.local()
+        self.closed = True
+        conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def lost_error(
+        self, exc: BaseException | None = None, during: str | None = None
+    ) -> ManagerLostError:
+        """The error for a manager that cannot be reached; later calls fail with it at once."""
+        if self.lost is None or not self.closed:
+            how = _describe_end(self.address, self.manager_pid)
+            pid = f" (pid {self.manager_pid})" if self.manager_pid else ""
+            message = f"the manager at {self.address!r}{pid} {how}"
+            if during is not None:
+                message += f"; the call {during!r} did not complete (it may or may not have run)"
+            message += (
+                ". Its shared objects are gone with it: start a new manager "
+                "(and check why the old one ended)"
+            )
+            self.lost = message
+            with _sessions_lock:
+                if _sessions.get(self.address) is self:
+                    del _sessions[self.address]
+            self.close(message)
+        return ManagerLostError(self.lost)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.users} proxies"
+        return f"<proctor manager session {self.address!r} client={self.client_id} {state}>"
+
+
+class _LocalConnection:
+    """A "connection" from the manager's own process to its server: calls it directly."""
+
+    def __init__(self, server: Any, client_id: str) -> None:
+        self._server = server
+        self._client_id = client_id
+        self._reply: Any = None
+
+    def send(self, request: Any) -> None:
+        self._reply = self._server.handle_request(self._client_id, request)
+
+    def recv(self) -> Any:
+        reply, self._reply = self._reply, None
+        return reply
+
+    def close(self) -> None:
+        pass
+
+
+class LocalSession(Session):
+    """The session of a manager's own process with its server (nested proxies there)."""
+
+    def __init__(self, server: Any, serializer: str) -> None:
+        self.address = server.address
+        self.authkey = server.authkey
+        self.serializer = serializer
+        self.manager_pid = os.getpid()
+        self.pid = os.getpid()
+        self.client_id = f"{self.pid}-local"
+        self.local = threading.local()
+        self.pending = []
+        self.users = 0
+        self.closed = False
+        self.lost = None
+        self._lock = threading.RLock()
+        self._conns = []
+        self._server = server
+
+    def connection(self) -> Any:
+        conn = _LocalConnection(self._server, self.client_id)
+        self.local.conn = conn
+        return conn
+
+    def release(self, ident: Any = None) -> None:
+        # Never called with the server's lock held: objects are dropped outside it.
+        if ident is not None:
+            self._server.decref(self.client_id, (ident,))
+
+    def flush(self, conn: Any) -> None:
+        batch, self.pending[:] = list(self.pending), []
+        if batch:
+            self._server.decref(self.client_id, batch)
+
+
+def _describe_end(address: Any, pid: int | None) -> str:
+    describe = _owned.get(address)
+    if describe is not None:
+        return describe()
+    if pid is None or isinstance(address, tuple):
+        return "closed the connection (its process ended or shut it down)"
+    state = _process_state(pid)
+    if state is None:
+        return "has ended (its process no longer exists)"
+    if state == "Z":
+        return "has ended (its process exited and awaits its parent)"
+    return "closed the connection (its process still runs: it was shut down, or is exiting)"
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` (``"Z"`` for a zombie), ``None`` if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2 :][:1].decode()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+
+
+def _after_fork_in_child() -> None:
+    global _sessions_lock
+    _sessions_lock = threading.RLock()  # another thread may have held it at the fork
+    with_sessions = list(_sessions.values())
+    _sessions.clear()
+    _owned.clear()
+    for session in with_sessions:
+        if not isinstance(session, LocalSession):
+            session.forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

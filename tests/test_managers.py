@@ -1,0 +1,494 @@
+"""Managers (proctor._managers, proctor.managers): every type through a proxy, custom
+types, connecting from other processes and over TCP, and the faults of issue 15 --
+a manager killed under its clients, a client killed in the middle of a call, a wrong
+authkey, values that cannot be pickled, exceptions raised in managed methods.
+
+Most tests use fork (the start method does not change what a proxy does once it
+exists); the ones where a proxy crosses into a child, or the manager process is
+started, run under each method (``ctx``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+import proctor
+from helpers import finish, shm_entries, wait_until
+from proctor.managers import (
+    BaseManager,
+    BaseProxy,
+    IteratorProxy,
+    ManagerLostError,
+    RemoteError,
+    SharedMemoryManager,
+    SyncManager,
+)
+
+TIMEOUT = 30
+FORK = proctor.get_context("fork")
+
+
+@pytest.fixture
+def manager():
+    """A started SyncManager (fork) for the test, shut down after it."""
+    with SyncManager(ctx=FORK) as m:
+        yield m
+
+
+# -- types and helpers the manager process uses (module level: spawn imports them) --------
+
+
+class Thing:
+    """A custom shared type: an exception, an unpicklable result, a blocking call."""
+
+    def __init__(self, start=0):
+        self.value = start
+        self.entered = 0
+        self.gate = threading.Event()
+
+    def __repr__(self):
+        return f"Thing(value={self.value}, entered={self.entered})"
+
+    def add(self, n):
+        self.value += n
+        return self.value
+
+    def fail(self, message):
+        raise KeyError(message)
+
+    def make_lock(self):
+        return threading.Lock()  # cannot be pickled
+
+    def wait_here(self):
+        self.entered += 1
+        self.gate.wait(TIMEOUT)
+        return "released"
+
+    def count_entered(self):
+        return self.entered
+
+    def open_gate(self):
+        self.gate.set()
+
+    def numbers(self):
+        return iter(range(3))
+
+    def _private(self):
+        return "private"
+
+
+_store: dict = {}
+
+
+def get_store():
+    return _store
+
+
+class ThingManager(BaseManager):
+    pass
+
+
+ThingManager.register("Thing", Thing)
+ThingManager.register("LimitedThing", Thing, exposed=("add", "_private"))
+ThingManager.register("IterThing", Thing, method_to_typeid={"numbers": "Iter"})
+ThingManager.register("Iter", proxytype=IteratorProxy, create_method=False)
+ThingManager.register("get_store", callable=get_store)
+
+
+class StoreClient(BaseManager):
+    pass
+
+
+StoreClient.register("get_store")
+
+
+def _append_in_child(shared_list, shared_dict):
+    shared_list.append(os.getpid())
+    shared_dict["child"] = os.getpid()
+    shared_dict["nested"].append("from child")
+    return len(shared_list)
+
+
+def _use_store(address, authkey, key, value):
+    client = StoreClient(address=address, authkey=authkey)
+    client.connect()
+    store = client.get_store()  # an AutoProxy: public methods only
+    store.update({key: value})
+    return sorted(store.keys())
+
+
+def _call_after_kill(proxy, ready, killed, timeout):
+    len(proxy)  # connected
+    ready.set()
+    if not killed.wait(timeout):
+        return "the parent never killed the manager"
+    try:
+        proxy.append(1)
+    except ManagerLostError as exc:
+        return f"ManagerLostError: {exc}"
+    return "the call returned"
+
+
+def _create_and_block(address, authkey, created):
+    client = ThingManager(address=address, authkey=authkey)
+    client.connect()
+    mine = [client.Thing() for _ in range(3)]  # noqa: F841  (held until killed)
+    created.set()
+    gate = client.Thing()
+    gate.wait_here()  # never returns: this process is killed in the call
+
+
+def _gate_entered(manager):
+    return "entered=1" in manager._debug_info()
+
+
+def _initializer(namespace, value):
+    namespace.initialized = value
+
+
+def _serve(address, authkey, ready):
+    server = ThingManager(address=address, authkey=authkey).get_server()
+    ready.set()
+    server.serve_forever()
+
+
+# -- every type -------------------------------------------------------------------------
+
+
+def test_every_syncmanager_type_works_through_its_proxy(manager):
+    shared_list = manager.list([3, 1, 2])
+    shared_list.sort()
+    shared_list += [4]
+    assert shared_list[:] == [1, 2, 3, 4] and len(shared_list) == 4 and 2 in shared_list
+    assert shared_list._getvalue() == [1, 2, 3, 4] and str(shared_list) == "[1, 2, 3, 4]"
+    shared_dict = manager.dict(a=1)
+    shared_dict["b"] = 2
+    assert sorted(shared_dict.items()) == [("a", 1), ("b", 2)]
+    assert sorted(shared_dict) == ["a", "b"] and shared_dict.get("c", 0) == 0
+    namespace = manager.Namespace(x=1)
+    namespace.y = 2
+    assert (namespace.x, namespace.y) == (1, 2)
+    for lock in (manager.Lock(), manager.RLock()):
+        with lock:
+            pass
+        assert lock.acquire(timeout=1) is True
+        lock.release()
+    semaphore = manager.Semaphore(2)
+    assert semaphore.acquire() and semaphore.acquire() and not semaphore.acquire(False)
+    bounded = manager.BoundedSemaphore(1)
+    with pytest.raises(ValueError):
+        bounded.release()
+    condition = manager.Condition()
+    with condition:
+        assert condition.wait(0.01) is False
+        condition.notify_all()
+    assert condition.wait_for(lambda: True, timeout=0) is True
+    event = manager.Event()
+    event.set()
+    assert event.is_set() and event.wait(0)
+    barrier = manager.Barrier(1)
+    assert barrier.parties == 1 and barrier.wait(1) == 0
+    for queue in (manager.Queue(), manager.JoinableQueue()):
+        queue.put("item")
+        assert queue.qsize() == 1 and queue.get(timeout=1) == "item"
+    joinable = manager.JoinableQueue()
+    joinable.put(1)
+    joinable.get()
+    joinable.task_done()
+    joinable.join()
+    value = manager.Value("i", 1)
+    value.value += 1
+    assert value.get() == 2
+    array = manager.Array("i", [1, 2, 3])
+    array[0] = 9
+    assert len(array) == 3 and list(array) == [9, 2, 3]
+    with manager.Pool(2) as pool:
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+        assert pool.apply_async(abs, (-3,)).get(TIMEOUT) == 3
+        assert list(pool.imap(abs, [-4, -5])) == [4, 5]
+
+
+def test_a_list_inside_a_dict_stays_a_proxy_and_is_released_with_it(manager):
+    before = manager._number_of_objects()
+    outer = manager.dict()
+    inner = manager.list([1])
+    outer["inner"] = inner
+    outer["inner"].append(2)
+    assert inner[:] == [1, 2]
+    got = outer["inner"]
+    assert isinstance(got, BaseProxy)
+    del got, inner
+    assert manager._number_of_objects() == before + 2
+    del outer
+    assert manager._number_of_objects() == before, manager._debug_info()
+
+
+def test_proxies_passed_to_a_child_reach_the_same_objects(ctx):
+    with SyncManager(ctx=ctx) as manager:
+        shared_list = manager.list()
+        shared_dict = manager.dict(nested=manager.list())
+        p = ctx.Process(target=_append_in_child, args=(shared_list, shared_dict))
+        p.start()
+        exitcode, result = finish(p, TIMEOUT)
+        assert (exitcode, result) == (0, 1)
+        assert shared_list[:] == [shared_dict["child"]]
+        assert shared_dict["nested"][:] == ["from child"]
+
+
+# -- register, AutoProxy, exposed, method_to_typeid --------------------------------------
+
+
+def test_registered_types_get_autoproxies_with_their_exposed_methods():
+    with ThingManager(ctx=FORK) as manager:
+        thing = manager.Thing(1)
+        assert thing.add(2) == 3
+        assert not hasattr(thing, "_private")
+        with pytest.raises(RemoteError, match="not in exposed"):
+            thing._callmethod("_private")
+        limited = manager.LimitedThing()
+        assert limited._private() == "private"
+        assert not hasattr(limited, "fail")
+        iterating = manager.IterThing()
+        numbers = iterating.numbers()
+        assert isinstance(numbers, BaseProxy) and list(numbers) == [0, 1, 2]
+
+
+def test_the_registry_of_a_subclass_does_not_leak_into_its_base():
+    assert "Thing" in ThingManager._registry
+    assert "Thing" not in BaseManager._registry and "Thing" not in SyncManager._registry
+
+
+# -- start, shutdown, context manager ----------------------------------------------------
+
+
+def test_start_runs_the_initializer_in_the_manager_process(ctx, manager):
+    namespace = manager.Namespace()
+    other = SyncManager(ctx=ctx)
+    with pytest.raises(TypeError):
+        other.start(1)
+    other.start(_initializer, (namespace, "done"))
+    try:
+        assert namespace.initialized == "done"
+    finally:
+        other.shutdown()
+
+
+def test_shutdown_ends_the_process_and_later_calls_say_so():
+    manager = SyncManager(ctx=FORK)
+    with manager:
+        shared = manager.list()
+        assert repr(manager).startswith("<SyncManager started")
+    assert manager._process.exitcode == 0
+    with pytest.raises(ManagerLostError, match="shut down"):
+        shared.append(1)
+    manager.shutdown()  # idempotent
+    with pytest.raises(proctor.ProcessError):
+        manager.start()
+
+
+# -- connecting: another process, TCP, authkey --------------------------------------------
+
+
+def test_connect_from_another_process_and_over_tcp_with_an_authkey(start_method):
+    ctx = proctor.get_context(start_method)
+    authkey = b"remote secret"
+    with ThingManager(address=("127.0.0.1", 0), authkey=authkey, ctx=ctx) as manager:
+        p = ctx.Process(target=_use_store, args=(manager.address, authkey, "child", 1))
+        p.start()
+        assert finish(p, TIMEOUT) == (0, ["child"])
+        client = StoreClient(address=manager.address, authkey=authkey)
+        client.connect()
+        store = client.get_store()
+        store.update(parent=2)
+        assert sorted(store.keys()) == ["child", "parent"]
+        del store
+        client.shutdown()
+
+
+def test_a_wrong_authkey_is_refused_and_the_manager_keeps_serving():
+    with ThingManager(address=("127.0.0.1", 0), authkey=b"right", ctx=FORK) as manager:
+        intruder = StoreClient(address=manager.address, authkey=b"wrong")
+        with pytest.raises(proctor.AuthenticationError):
+            intruder.connect()
+        thing = manager.Thing()
+        assert thing.add(1) == 1
+
+
+def test_a_silent_client_does_not_hold_up_the_others():
+    # Each handshake runs in its client's own thread: one that never answers
+    # (a port scanner, a stuck peer) blocks nobody.
+    import socket
+
+    with ThingManager(address=("127.0.0.1", 0), authkey=b"key", ctx=FORK) as manager:
+        silent = socket.create_connection(manager.address, timeout=TIMEOUT)
+        try:
+            client = StoreClient(address=manager.address, authkey=b"key")
+            client.connect()
+            store = client.get_store()
+            store.update(ok=1)
+            assert store.get("ok") == 1
+            del store
+            client.shutdown()
+        finally:
+            silent.close()
+
+
+def test_get_server_serve_forever_in_a_child(tmp_path):
+    authkey = b"served"
+    address = str(tmp_path / "manager.sock")
+    ready = FORK.Event()
+    p = FORK.Process(target=_serve, args=(address, authkey, ready))
+    p.start()
+    try:
+        assert ready.wait(TIMEOUT)
+        client = ThingManager(address=address, authkey=authkey)
+        wait_until(lambda: os.path.exists(address), timeout=TIMEOUT)
+        client.connect()
+        thing = client.Thing(5)
+        assert thing.add(1) == 6
+        del thing
+        client._session().call(None, "shutdown")
+        client.shutdown()
+        p.join(TIMEOUT)
+        assert p.exitcode == 0
+    finally:
+        p.kill()
+        p.join(TIMEOUT)
+        p.close()
+
+
+# -- values that cannot travel; exceptions in managed methods -------------------------------
+
+
+def test_unpicklable_values_fail_clearly_and_the_manager_keeps_serving():
+    with ThingManager(ctx=FORK) as manager:
+        thing = manager.Thing()
+        with pytest.raises(TypeError, match="pickle"):
+            thing.add(threading.Lock())
+        with pytest.raises(RemoteError, match="could not send the result back"):
+            thing.make_lock()
+        assert thing.add(1) == 1
+
+
+def test_an_exception_in_a_managed_method_arrives_with_the_managers_traceback(manager):
+    shared = manager.list()
+    with pytest.raises(IndexError) as info:
+        shared[3]
+    assert isinstance(info.value.__cause__, proctor.RemoteTraceback)
+    assert "IndexError" in info.value.__cause__.tb
+    with ThingManager(ctx=FORK) as things:
+        with pytest.raises(KeyError, match="no such key") as info:
+            things.Thing().fail("no such key")
+        assert "in fail" in info.value.__cause__.tb
+    with pytest.raises(RemoteError) as failed:
+        manager.Pool(0)  # the constructor's error: a RemoteError, as in the stdlib
+    assert failed.value.type_name == "ValueError"
+
+
+# -- faults: the manager killed; a client killed mid-call ------------------------------------
+
+
+def test_every_call_fails_clearly_when_the_manager_is_killed(ctx):
+    manager = SyncManager(ctx=ctx)
+    manager.start()
+    try:
+        shared = manager.list()
+        queue = manager.Queue()
+        ready, killed = ctx.Event(), ctx.Event()
+        child = ctx.Process(target=_call_after_kill, args=(shared, ready, killed, TIMEOUT))
+        child.start()
+        assert ready.wait(TIMEOUT)
+        blocked: list[BaseException] = []
+
+        def get_forever():
+            try:
+                queue.get()
+            except BaseException as exc:
+                blocked.append(exc)
+
+        waiter = threading.Thread(target=get_forever)
+        waiter.start()
+        pid = manager._process.pid
+        os.kill(pid, signal.SIGKILL)
+        killed.set()
+        waiter.join(TIMEOUT)
+        assert not waiter.is_alive()
+        assert isinstance(blocked[0], ManagerLostError)
+        with pytest.raises(ManagerLostError) as info:
+            shared.append(1)
+        message = str(info.value)
+        assert f"pid {pid}" in message and "SIGKILL" in message
+        with pytest.raises(EOFError):  # the stdlib's error is still caught
+            shared.append(1)
+        child.join(TIMEOUT)
+        assert child.exitcode == 0, child.exception
+        result = child.result
+        child.close()
+        assert result.startswith("ManagerLostError") and f"pid {pid}" in result
+    finally:
+        manager.shutdown()
+
+
+def test_a_client_killed_mid_call_leaves_the_manager_serving_and_its_objects_released():
+    authkey = b"clients"
+    with ThingManager(authkey=authkey, ctx=FORK) as manager:
+        watcher = manager.Thing()
+        before = manager._number_of_objects()
+        created = FORK.Event()
+        client = FORK.Process(target=_create_and_block, args=(manager.address, authkey, created))
+        client.start()
+        try:
+            assert created.wait(TIMEOUT)
+            wait_until(lambda: manager._number_of_objects() == before + 4, timeout=TIMEOUT)
+            gate_entered = manager.Thing()
+            assert gate_entered.add(0) == 0
+            # The client's gate.wait_here() runs in the manager, and blocks.
+            wait_until(lambda: _gate_entered(manager), timeout=TIMEOUT)
+            os.kill(client.pid, signal.SIGKILL)
+            client.join(TIMEOUT)
+            assert client.exitcode == -signal.SIGKILL
+            wait_until(lambda: manager._number_of_objects() == before + 1, timeout=TIMEOUT)
+            assert watcher.add(1) == 1  # still serving
+        finally:
+            client.kill()
+            client.join(TIMEOUT)
+            client.close()
+        del gate_entered
+        assert manager._number_of_objects() == before
+
+
+# -- SharedMemoryManager ----------------------------------------------------------------------
+
+
+def test_shared_memory_manager_unlinks_its_segments_at_shutdown():
+    before = shm_entries()
+    smm = SharedMemoryManager(ctx=FORK)
+    with pytest.raises(ValueError, match="not started"):
+        smm.SharedMemory(16)
+    with smm:
+        segment = smm.SharedMemory(64)
+        shared_list = smm.ShareableList([1, "two", 3.0])
+        assert len(segment.buf) >= 64 and shared_list[1] == "two"
+        names = {segment.name, shared_list.shm.name}
+        segment.close()
+        shared_list.shm.close()
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            proctor.shared_memory.SharedMemory(name=name)
+    assert shm_entries() <= before | set()
+
+
+def test_proctor_manager_returns_a_started_syncmanager():
+    manager = proctor.Manager()
+    try:
+        assert isinstance(manager, SyncManager) and manager._process.is_alive()
+        assert manager.dict(a=1)["a"] == 1
+    finally:
+        manager.shutdown()
+    context_manager = FORK.Manager()
+    with context_manager:
+        assert context_manager._process.start_method == "fork"
