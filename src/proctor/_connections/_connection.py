@@ -77,7 +77,7 @@ from ._receiving import READ_AHEAD, FrameReceiver
 from ._sending import ATOMIC_BODY, MSG_NOSIGNAL, FrameSender, send_deadline
 from ._sendlock import SendLock, new_lock_file
 
-__all__ = ("Connection", "configure_socket", "datagram_limit")
+__all__ = ("Connection", "checked_view", "configure_socket", "datagram_limit")
 
 # Kernel socket buffers: large enough that a 1 MiB message crosses in a few
 # wake-ups (the kernel caps this at net.core.wmem_max / rmem_max).
@@ -618,7 +618,7 @@ class Connection(FrameSender, FrameReceiver):
             # The whole buffer: nothing to check (bytes are bytes already).
             self._send_frame(buf if buf.__class__ is bytes else _byte_view(buf), deadline)
             return
-        view = _checked_view(buf, offset, size)
+        view = checked_view(buf, offset, size)
         self._send_frame(view, deadline)
 
     # -- receiving -----------------------------------------------------------------
@@ -836,7 +836,7 @@ class Connection(FrameSender, FrameReceiver):
         timeout: float | None = None,
     ) -> None:
         """``send_bytes()`` for a coroutine; see :meth:`asend`."""
-        view = _checked_view(buf, offset, size)  # bad arguments fail before any wait
+        view = checked_view(buf, offset, size)  # bad arguments fail before any wait
         if self._wfd >= 0:
             await _aio.asend(self, lambda: self.send_bytes(view, timeout=0), timeout)
             return
@@ -938,7 +938,7 @@ class Connection(FrameSender, FrameReceiver):
             )
 
 
-def _checked_view(buf: Any, offset: Any, size: Any) -> memoryview:
+def checked_view(buf: Any, offset: Any, size: Any) -> memoryview:
     """The bytes ``send_bytes(buf, offset, size)`` sends, checked."""
     view = _byte_view(buf)
     total = view.nbytes

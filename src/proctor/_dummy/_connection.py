@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 
+from .._connections._connection import checked_view
 from .._connections._handshake import check_authkey
 from .._core._errors import AuthenticationError, BufferTooShort, ProcessTimeoutError, ProtocolError
 from .._core._timeout import check_timeout
@@ -92,25 +93,8 @@ def _close_channels(inbox: _Channel | None, outbox: _Channel | None) -> None:
 
 
 def _byte_message(buf: Any, offset: Any, size: Any) -> bytes:
-    view = memoryview(buf).cast("B")
-    total = view.nbytes
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int, not {offset!r}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    if offset > total:
-        raise ValueError(f"offset {offset} is past the end of the {total}-byte buffer")
-    if size is None:
-        size = total - offset
-    elif isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"size must be an int or None, not {size!r}")
-    elif size < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
-    elif offset + size > total:
-        raise ValueError(
-            f"offset + size ({offset} + {size}) is past the end of the {total}-byte buffer"
-        )
-    return bytes(view[offset : offset + size])
+    """What ``send_bytes(buf, offset, size)`` sends, checked as a process connection's."""
+    return bytes(checked_view(buf, offset, size))
 
 
 class Connection:
