@@ -123,6 +123,9 @@ PROGRESS = 4
 #: Task kind bit: report the chunk's progress while it runs (``progress=``).
 REPORTS_PROGRESS = 0x20
 
+_RETIRING_VALUE = RETIRING | VALUE
+_ANY_EXCEPTION = (BaseException,)
+
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
 _RESULT_HEADER = struct.Struct("<QdB")
@@ -182,6 +185,13 @@ def decode_result(
         EOFError, OSError: the worker's end closed before its buffers came.
     """
     task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
+    if flags & ~RETIRING == VALUE:  # the common case: a value, no buffers follow
+        outcome = _outcome.Outcome()
+        # BaseException: see below.
+        outcome.load_value(
+            memoryview(frame)[_RESULT_HEADER.size :], None, caught=_ANY_EXCEPTION
+        )
+        return task_id, outcome, seconds, flags == _RETIRING_VALUE
     buffers = None
     if flags & BUFFERS_FOLLOW and conn is not None:
         buffers = conn.recv()
@@ -193,7 +203,7 @@ def decode_result(
         # raises KeyboardInterrupt); it fails that task only, never the dispatcher
         # thread, which no real Ctrl-C reaches.
         with carried:
-            outcome.load_value(body, buffers, caught=(BaseException,))
+            outcome.load_value(body, buffers, caught=_ANY_EXCEPTION)
     else:
         outcome = _outcome.Outcome.from_message(body, buffers)
     return task_id, outcome, seconds, bool(flags & RETIRING)
@@ -328,21 +338,11 @@ class PickledCodec:
                 (what, exc.what),
             ) from exc
 
-    @staticmethod
-    def encode_task(task_id: int, kind: int, func: Any, payload: Any) -> Any:
-        return encode_task(task_id, kind, func, payload)
-
-    @staticmethod
-    def encode_batch(frames: list[bytes]) -> bytes:
-        return encode_batch(frames)
-
-    @staticmethod
-    def decode_result(frame: Any, conn: Any = None) -> tuple[int, _outcome.Outcome, float, bool]:
-        return decode_result(frame, conn)
-
-    @staticmethod
-    def decode_progress(frame: Any) -> tuple[int, int] | None:
-        return decode_progress(frame)
+    # The module's functions themselves: a wrapper would cost a call per task.
+    encode_task = staticmethod(encode_task)
+    encode_batch = staticmethod(encode_batch)
+    decode_result = staticmethod(decode_result)
+    decode_progress = staticmethod(decode_progress)
 
     def dumps_payload(self, obj: Any, what: str) -> tuple[bytes, list[Any]]:
         """``dumps(obj)`` with buffers of OOB_THRESHOLD bytes or more left out of band
