@@ -188,9 +188,7 @@ def decode_result(
     if flags & ~RETIRING == VALUE:  # the common case: a value, no buffers follow
         outcome = _outcome.Outcome()
         # BaseException: see below.
-        outcome.load_value(
-            memoryview(frame)[_RESULT_HEADER.size :], None, caught=_ANY_EXCEPTION
-        )
+        outcome.load_value(memoryview(frame)[_RESULT_HEADER.size :], None, caught=_ANY_EXCEPTION)
         return task_id, outcome, seconds, flags == _RETIRING_VALUE
     buffers = None
     if flags & BUFFERS_FOLLOW and conn is not None:
