@@ -76,20 +76,30 @@ def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
         get_logger().exception("pool callback %r raised", callback)
 
 
+#: Decides whether ``cancel()`` or the delivery completes a result. One lock for all
+#: results: it is held for a few assignments, and one lock made per ``apply_async``
+#: would cost more than all the contention on this one.
+_STATE_LOCK = threading.Lock()
+
+
 class _Latch:
     """A one-shot ``threading.Event``: set once, waited on by any number of threads.
 
-    A lock held from the start and released by ``set()``; a waiter acquires it and
-    releases it for the next. It costs a tenth of an Event to create, which counts
-    at one result per ``apply_async``. ``set()`` is called once (the result's
-    ``_finished`` flag, under its lock, decides who completes it).
+    Its lock is made only when a thread has to wait (most results are ready when
+    ``get()`` is called, and a lock made and taken per ``apply_async`` costs
+    thousands of instructions): held from its making and released by ``set()``; a
+    waiter acquires it and releases it for the next. ``set()`` is called once (the
+    result's ``_finished`` flag, under ``_STATE_LOCK``, decides who completes it).
+
+    ``set()`` stores the flag, then looks for the lock; a waiter stores the lock,
+    then looks at the flag: whichever comes second sees what the other stored, so
+    no waiter sleeps past ``set()``.
     """
 
     __slots__ = ("_lock", "_set")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
+        self._lock: threading.Lock | None = None
         self._set = False
 
     def is_set(self) -> bool:
@@ -97,21 +107,27 @@ class _Latch:
 
     def set(self) -> None:
         self._set = True
-        self._lock.release()
+        lock = self._lock
+        if lock is not None:
+            lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
         if self._set:
             return True
-        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            self._lock.release()
+        lock = self._lock
+        if lock is None:
+            with _STATE_LOCK:  # one lock for every waiter of this latch
+                lock = self._lock
+                if lock is None:
+                    lock = threading.Lock()
+                    lock.acquire()
+                    self._lock = lock
+            if self._set:
+                return True
+        if lock.acquire(timeout=-1 if timeout is None else timeout):
+            lock.release()
             return True
         return self._set
-
-
-#: Decides whether ``cancel()`` or the delivery completes a result. One lock for all
-#: results: it is held for a few assignments, and one lock made per ``apply_async``
-#: would cost more than all the contention on this one.
-_STATE_LOCK = threading.Lock()
 
 
 class ApplyResult:
@@ -248,19 +264,28 @@ class ApplyResult:
 
             loop = asyncio.get_running_loop()
             future = loop.create_future()
+            waiter = (loop, future)
             with _STATE_LOCK:
-                waiting = not self._event.is_set()
-                if waiting:
-                    if self._waiters is None:
-                        self._waiters = []
-                    self._waiters.append((loop, future))
+                if self._waiters is None:
+                    self._waiters = []
+                self._waiters.append(waiter)
+            # Registered first, then the look (``_set`` does the two the other way
+            # round, without the lock): if the result is not complete now, ``_set``
+            # will see this future; if it is, ``_set`` may have missed it.
+            waiting = True
+            if self._event.is_set():
+                with _STATE_LOCK:
+                    if self._waiters is not None and waiter in self._waiters:
+                        self._waiters.remove(waiter)  # missed: nothing to wait for
+                        waiting = False
+                    # Otherwise ``_set`` took it and resolves it: wait for that.
             if waiting:
                 try:
                     await future
                 except asyncio.CancelledError:
                     with _STATE_LOCK:
-                        if self._waiters is not None and (loop, future) in self._waiters:
-                            self._waiters.remove((loop, future))
+                        if self._waiters is not None and waiter in self._waiters:
+                            self._waiters.remove(waiter)
                     self._cancel(only_pending=True)
                     raise
         if self._success:
@@ -269,11 +294,14 @@ class ApplyResult:
 
     def _set(self) -> None:
         # After the callbacks, as for threads waiting in get(); then the coroutines.
+        # The event first, then the look for waiters: see _wait_async. The lock only
+        # when a coroutine awaits (most results are never awaited).
         self._event.set()
-        with _STATE_LOCK:
-            waiters, self._waiters = self._waiters, None
-        if waiters:
-            _wake_all(waiters)
+        if self._waiters is not None:
+            with _STATE_LOCK:
+                waiters, self._waiters = self._waiters, None
+            if waiters:
+                _wake_all(waiters)
 
     def _complete(self, success: bool, value: Any) -> None:
         with _STATE_LOCK:
