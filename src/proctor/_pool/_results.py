@@ -76,9 +76,10 @@ def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
         get_logger().exception("pool callback %r raised", callback)
 
 
-#: Decides whether ``cancel()`` or the delivery completes a result. One lock for all
-#: results: it is held for a few assignments, and one lock made per ``apply_async``
-#: would cost more than all the contention on this one.
+#: Decides whether ``cancel()`` or the delivery completes a result (the delivery and
+#: the sending take it only once a cancel has begun: see ``ApplyResult._claim``). One
+#: lock for all results: it is held for a few assignments, and one lock made per
+#: ``apply_async`` would cost more than all the contention on this one.
 _STATE_LOCK = threading.Lock()
 
 
@@ -89,7 +90,7 @@ class _Latch:
     ``get()`` is called, and a lock made and taken per ``apply_async`` costs
     thousands of instructions): held from its making and released by ``set()``; a
     waiter acquires it and releases it for the next. ``set()`` is called once (the
-    result's ``_finished`` flag, under ``_STATE_LOCK``, decides who completes it).
+    result's ``_finished`` and ``_cancelling`` flags decide who completes it).
 
     ``set()`` stores the flag, then looks for the lock; a waiter stores the lock,
     then looks at the flag: whichever comes second sees what the other stored, so
@@ -136,7 +137,7 @@ class ApplyResult:
     result`` in an event loop.
 
     The dispatcher thread completes it with ``_deliver``; ``cancel()`` may complete it
-    first from any thread. Whichever comes first wins, under ``_STATE_LOCK``.
+    first from any thread. Whichever comes first wins (see ``_claim``).
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class ApplyResult:
         self._on_cancel = on_cancel  # tells the dispatcher to drop or kill the tasks
         self._describe = describe  # the call in words, for the cancellation's message
         self._started = False  # a task of the call was sent to a worker (``_claim``)
+        self._cancelling = False  # a cancel() has begun (see _claim)
         self._waiters: _Waiters | None = None  # coroutines awaiting it (``__await__``)
 
     def ready(self) -> bool:
@@ -218,6 +220,9 @@ class ApplyResult:
         # Made before the lock is taken: describing the call runs the arguments' reprs.
         error = _cancelled_error(self._describe)
         with _STATE_LOCK:
+            # Said first, then the looks: _claim and _complete store their flag, then
+            # look at this one (see _claim).
+            self._cancelling = True
             if self._finished:
                 return self._cancelled
             if only_pending and self._started:
@@ -239,12 +244,20 @@ class ApplyResult:
     def _claim(self) -> bool:
         """The dispatcher is about to send a task of the call: False if it was
         cancelled (the task is dropped); from now on an ``await`` that is cancelled
-        no longer cancels the call (see ``__await__``)."""
-        with _STATE_LOCK:
-            if self._cancelled:
-                return False
-            self._started = True
+        no longer cancels the call (see ``__await__``).
+
+        No lock unless a ``cancel()`` has begun (a lock per task costs thousands of
+        instructions): this stores ``_started``, then looks at ``_cancelling``;
+        ``_cancel`` stores ``_cancelling``, then looks at ``_started``, under the
+        lock. The GIL orders the two threads' steps, so a cancel that this misses
+        sees ``_started``; one this sees has decided, or decides under the lock,
+        which is taken here to read its decision.
+        """
+        self._started = True
+        if not self._cancelling:
             return True
+        with _STATE_LOCK:
+            return not self._cancelled
 
     def __await__(self) -> Generator[Any, None, Any]:
         """``await result`` in a running event loop: the value, or the call's error.
@@ -304,12 +317,17 @@ class ApplyResult:
                 _wake_all(waiters)
 
     def _complete(self, success: bool, value: Any) -> None:
-        with _STATE_LOCK:
-            if self._finished:
-                return  # cancelled first
-            self._finished = True
-            self._success = success
-            self._value = value
+        # Against cancel() as in _claim: the flag stored, then the look, no lock
+        # unless a cancel has begun (it wins if it saw no _finished).
+        if self._finished:
+            return  # cancelled first
+        self._finished = True
+        if self._cancelling:
+            with _STATE_LOCK:
+                if self._cancelled:
+                    return
+        self._success = success
+        self._value = value
         if success and self._callback is not None:
             _call_back(self._callback, value)
         if not success and self._error_callback is not None:
