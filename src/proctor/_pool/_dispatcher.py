@@ -642,8 +642,12 @@ class Dispatcher:
         Breadth first: every worker that holds nothing gets a task before any task
         is queued behind another. The tasks a worker gets in one turn go in one
         write (a batch frame): a write that wakes a worker costs more than the
-        bytes it carries.
+        bytes it carries. The queue's lock is held while the tasks are taken (once a
+        turn, not once a task: a lock costs thousands of instructions), not while they
+        are written.
         """
+        if not self._pending:  # a look without the lock: a submit after it wakes us
+            return
         workers = [
             worker
             for worker in self._workers
@@ -657,9 +661,10 @@ class Dispatcher:
         # With task_concurrency N, the first N tasks a worker holds start at once.
         # Rounds below what every worker holds would take nothing.
         first = min((len(worker.held) for worker in workers), default=0)
-        for level in range(first, depth + self.concurrency - 1):
-            if not self._take_round(workers, level, outgoing, depth, now):
-                break
+        with self._lock:
+            for level in range(first, depth + self.concurrency - 1):
+                if not self._take_round(workers, level, outgoing, depth, now):
+                    break
         for worker, tasks in outgoing.items():
             self._send(worker, tasks)
 
@@ -674,7 +679,8 @@ class Dispatcher:
         """One more task for each worker that holds ``level`` tasks, into ``outgoing``;
         False when another round would take nothing (the queue is empty, or no worker
         took a task and none holds more than ``level``: a task submitted while every
-        worker holds one is still queued behind one, or started beside it)."""
+        worker holds one is still queued behind one, or started beside it). Called
+        with the queue's lock held."""
         taken = False
         for worker in workers:
             if worker.retiring:
@@ -709,24 +715,24 @@ class Dispatcher:
             # Nothing waits behind a task whose clock runs from its sending, nor
             # behind one that has run long already (it may run much longer).
             return None
+        pending = self._pending
         while True:
-            with self._lock:
-                if not self._pending:
-                    return _NOTHING_PENDING
-                task = self._pending[0]
-                if (held and task.buffers is not None) or (
-                    queued
-                    and (
-                        task.timeout is not None
-                        or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
-                    )
-                ):
-                    return None  # it waits for a worker where it starts at once
-                self._pending.popleft()
-                if task.claimed or task.claim():
-                    task.claimed = True
-                    break
-                self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
+            if not pending:
+                return _NOTHING_PENDING
+            task = pending[0]
+            if (held and task.buffers is not None) or (
+                queued
+                and (
+                    task.timeout is not None
+                    or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
+                )
+            ):
+                return None  # it waits for a worker where it starts at once
+            pending.popleft()
+            if task.claimed or task.result._claim():  # as task.claim(), a call less
+                task.claimed = True
+                break
+            self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
         if held:
             worker.queued_bytes += len(task.frame)
         if not task.coroutine:
