@@ -60,6 +60,10 @@ loads = pickle.loads
 # Every pickled reference to the main script contains these bytes (the module
 # name is written out as a string), so their absence proves there is none.
 _MAIN_REFERENCE = b"__main__"
+#: ``data.find(_MAIN_REFERENCE)``, not ``_MAIN_REFERENCE in data``: bytes' ``in`` first
+#: tries its operand as an int, and raising and clearing that TypeError costs about
+#: 1,800 instructions (CPython 3.11), more than the search.
+_find = bytes.find
 
 
 def dumps(obj: Any) -> bytes:
@@ -73,7 +77,7 @@ def dumps(obj: Any) -> bytes:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
         return _exact(obj)
-    if _MAIN_REFERENCE in data or _registered_reducers:
+    if _find(data, _MAIN_REFERENCE) >= 0 or _registered_reducers:
         return _exact(obj)
     return data
 
@@ -93,7 +97,7 @@ def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer
         data = pickle.dumps(obj, PROTOCOL, buffer_callback=_out_of_band(buffers, threshold))
     except Exception:
         return _exact(obj, buffers, threshold), buffers
-    if _MAIN_REFERENCE in data or _registered_reducers:
+    if _find(data, _MAIN_REFERENCE) >= 0 or _registered_reducers:
         data = _exact(obj, buffers, threshold)
     return data, buffers
 
