@@ -305,15 +305,8 @@ class Pool:
         payload, buffers = codec.dumps_payload((args, kwds), f"the arguments of {name}")
         kind = _worker.with_buffers(_worker.kind_for(_worker.APPLY, coroutine), buffers)
         frame = codec.encode_task(task_id, kind, func_bytes, payload)
-
-        def describe() -> str:
-            parts = [reprlib.repr(a) for a in args]
-            parts += [f"{k}={reprlib.repr(v)}" for k, v in kwds.items()]
-            return ", ".join(parts)
-
-        result = ApplyResult(
-            callback, error_callback, dispatcher.wake, lambda: f"{name}({describe()})"
-        )
+        describe = CallInputs(args, kwds)
+        result = ApplyResult(callback, error_callback, dispatcher.wake, _CallText(name, describe))
         task = Task(task_id, frame, result, 0, name, describe, seconds, 1, buffers, coroutine)
         dispatcher.submit([task])
         return result
@@ -615,6 +608,36 @@ class Pool:
         if dispatcher is None or dispatcher.state not in ("running", "broken"):
             raise ValueError(f"Pool not running: {self!r} was closed or terminated")
         return dispatcher
+
+
+class CallInputs:
+    """A call's arguments in words, made when called (for an error message): a
+    task's ``describe``. An object rather than a closure: a function and its cells
+    are more objects made per call for the garbage collector to go through."""
+
+    __slots__ = ("args", "kwds")
+
+    def __init__(self, args: tuple[Any, ...], kwds: Mapping[str, Any]) -> None:
+        self.args = args
+        self.kwds = kwds
+
+    def __call__(self) -> str:
+        parts = [reprlib.repr(a) for a in self.args]
+        parts += [f"{k}={reprlib.repr(v)}" for k, v in self.kwds.items()]
+        return ", ".join(parts)
+
+
+class _CallText:
+    """The call in words, ``name(arguments)``, made when called (a cancel's message)."""
+
+    __slots__ = ("inputs", "name")
+
+    def __init__(self, name: str, inputs: CallInputs) -> None:
+        self.name = name
+        self.inputs = inputs
+
+    def __call__(self) -> str:
+        return f"{self.name}({self.inputs()})"
 
 
 def _items_text(start: int, length: int) -> str:
