@@ -364,9 +364,12 @@ class _FunctionCache:
         self._func: Callable[..., Any] | None = None
 
     def get(self, func_bytes: bytes | memoryview) -> Callable[..., Any]:
-        if self._func is None or func_bytes != self._bytes:
-            self._func = _serialization.loads(func_bytes)
-            self._bytes = bytes(func_bytes)
+        # Compared as bytes: a memoryview (a batch's part) compares with bytes item
+        # by item, tens of instructions a byte, where bytes compare with memcmp.
+        key = bytes(func_bytes)  # the same object when it is bytes already
+        if self._func is None or key != self._bytes:
+            self._func = _serialization.loads(key)
+            self._bytes = key
         return self._func
 
 
