@@ -420,7 +420,8 @@ def _call(
     kind &= ~(COROUTINE | REPORTS_PROGRESS)
     if kind == APPLY:
         args, kwds = payload
-        return _awaited(func(*args, **kwds))
+        value = func(*args, **kwds)
+        return _awaited(value) if type(value) is types.CoroutineType else value
     if reports and send_progress is not None:
         values = _progress.run_chunk(func, payload, kind == STARMAP, send_progress, task_id)
     # No call more per item for plain functions (quick items are the common case).
@@ -494,10 +495,13 @@ def _prepare(
     """A task frame's kind, function and payload (raises what unpickling raises)."""
     _, kind, func_length = _TASK_HEADER.unpack_from(frame)
     start = _TASK_HEADER.size
-    func = functions.get(frame[start : start + func_length])
+    end = start + func_length
+    func = functions.get(frame[start:end])
+    if buffers is None:  # the common case, without a context manager's calls
+        return kind & ~BUFFERS_FOLLOW, func, _serialization.loads(memoryview(frame)[end:])
     carried, buffers = _carried(buffers)
     with carried:
-        payload = _serialization.loads(memoryview(frame)[start + func_length :], buffers=buffers)
+        payload = _serialization.loads(memoryview(frame)[end:], buffers=buffers)
     return kind & ~BUFFERS_FOLLOW, func, payload
 
 
