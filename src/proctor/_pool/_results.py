@@ -83,52 +83,8 @@ def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
 _STATE_LOCK = threading.Lock()
 
 
-class _Latch:
-    """A one-shot ``threading.Event``: set once, waited on by any number of threads.
-
-    Its lock is made only when a thread has to wait (most results are ready when
-    ``get()`` is called, and a lock made and taken per ``apply_async`` costs
-    thousands of instructions): held from its making and released by ``set()``; a
-    waiter acquires it and releases it for the next. ``set()`` is called once (the
-    result's ``_finished`` and ``_cancelling`` flags decide who completes it).
-
-    ``set()`` stores the flag, then looks for the lock; a waiter stores the lock,
-    then looks at the flag: whichever comes second sees what the other stored, so
-    no waiter sleeps past ``set()``.
-    """
-
-    __slots__ = ("_lock", "_set")
-
-    def __init__(self) -> None:
-        self._lock: threading.Lock | None = None
-        self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        lock = self._lock
-        if lock is not None:
-            lock.release()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._set:
-            return True
-        lock = self._lock
-        if lock is None:
-            with _STATE_LOCK:  # one lock for every waiter of this latch
-                lock = self._lock
-                if lock is None:
-                    lock = threading.Lock()
-                    lock.acquire()
-                    self._lock = lock
-            if self._set:
-                return True
-        if lock.acquire(timeout=-1 if timeout is None else timeout):
-            lock.release()
-            return True
-        return self._set
+#: Classes of the timeouts ``get()`` checks inline (the others: ``check_timeout``).
+_PLAIN_SECONDS = (float, int)
 
 
 class ApplyResult:
@@ -147,7 +103,10 @@ class ApplyResult:
         on_cancel: Callable[[], object] | None = None,
         describe: Callable[[], str] | None = None,
     ) -> None:
-        self._event = _Latch()
+        # A one-shot event, set once the call completed (after its callbacks): the
+        # flag, and a lock made only when a thread has to wait (see _wait_ready).
+        self._ready = False
+        self._ready_lock: threading.Lock | None = None
         self._finished = False  # completed or cancelled (the event is set after callbacks)
         self._cancelled = False
         self._success: bool | None = None
@@ -162,7 +121,7 @@ class ApplyResult:
 
     def ready(self) -> bool:
         """Whether the call has completed (successfully or not, or was cancelled)."""
-        return self._event.is_set()
+        return self._ready
 
     def successful(self) -> bool:
         """Whether the call completed without raising.
@@ -170,14 +129,46 @@ class ApplyResult:
         Raises:
             ValueError: when the call has not completed yet.
         """
-        if not self._event.is_set():
+        if not self._ready:
             raise ValueError(f"{self!r} is not ready: successful() needs a completed call")
         return bool(self._success)
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the call completes, or ``timeout`` seconds pass."""
         checked = check_timeout(timeout)
-        self._event.wait(None if checked is None else max(checked, 0.0))
+        if not self._ready:
+            self._wait_ready(None if checked is None else max(checked, 0.0))
+
+    def _wait_ready(self, timeout: float | None) -> None:
+        """Wait for ``_set_ready()``, at most ``timeout`` seconds.
+
+        The lock is made by the first thread that has to wait (most results are
+        ready when ``get()`` is called, and a lock made and taken per
+        ``apply_async`` costs thousands of instructions), held from its making and
+        released by ``_set_ready()``; a waiter acquires it and releases it for the
+        next. ``_set_ready()`` stores the flag, then looks for the lock; a waiter
+        stores the lock, then looks at the flag: whichever comes second sees what
+        the other stored (the GIL orders them), so no waiter sleeps past it.
+        """
+        lock = self._ready_lock
+        if lock is None:
+            with _STATE_LOCK:  # one lock for every waiter of this result
+                lock = self._ready_lock
+                if lock is None:
+                    lock = threading.Lock()
+                    lock.acquire()
+                    self._ready_lock = lock
+            if self._ready:
+                return
+        if lock.acquire(timeout=-1 if timeout is None else timeout):
+            lock.release()
+
+    def _set_ready(self) -> None:
+        # Once: _finished and _cancelling decide who completes the result.
+        self._ready = True
+        lock = self._ready_lock
+        if lock is not None:
+            lock.release()
 
     def get(self, timeout: float | None = None) -> Any:
         """The call's value once it completes; re-raises its exception.
@@ -193,9 +184,15 @@ class ApplyResult:
                 ``PoolTerminatedError`` when the pool was terminated first,
                 ``InitializerError`` when the pool's initializer failed.
         """
-        self.wait(timeout)
-        if not self._event.is_set():
-            raise ProcessTimeoutError(f"the pool's result was not ready within {timeout} s")
+        # A completed result's timeout is still checked (as by wait()), inline for
+        # the usual ones: get() is called once per apply_async.
+        if not (
+            self._ready
+            and (timeout is None or (timeout.__class__ in _PLAIN_SECONDS and timeout == timeout))
+        ):
+            self.wait(timeout)
+            if not self._ready:
+                raise ProcessTimeoutError(f"the pool's result was not ready within {timeout} s")
         if self._success:
             return self._value
         raise self._value
@@ -272,7 +269,7 @@ class ApplyResult:
         return self._wait_async().__await__()
 
     async def _wait_async(self) -> Any:
-        if not self._event.is_set():
+        if not self._ready:
             import asyncio  # imported already: an event loop is running
 
             loop = asyncio.get_running_loop()
@@ -286,7 +283,7 @@ class ApplyResult:
             # round, without the lock): if the result is not complete now, ``_set``
             # will see this future; if it is, ``_set`` may have missed it.
             waiting = True
-            if self._event.is_set():
+            if self._ready:
                 with _STATE_LOCK:
                     if self._waiters is not None and waiter in self._waiters:
                         self._waiters.remove(waiter)  # missed: nothing to wait for
@@ -309,7 +306,7 @@ class ApplyResult:
         # After the callbacks, as for threads waiting in get(); then the coroutines.
         # The event first, then the look for waiters: see _wait_async. The lock only
         # when a coroutine awaits (most results are never awaited).
-        self._event.set()
+        self._set_ready()
         if self._waiters is not None:
             with _STATE_LOCK:
                 waiters, self._waiters = self._waiters, None
@@ -344,7 +341,7 @@ class ApplyResult:
             self._complete(success, value)
 
     def __repr__(self) -> str:
-        if not self._event.is_set():
+        if not self._ready:
             state = "pending"
         elif self._cancelled:
             state = "cancelled"
@@ -389,7 +386,7 @@ class MapResult(ApplyResult):
             self._finished = True
             self._success = True
             self._value = []
-            self._event.set()
+            self._ready = True
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
         """A chunk's values; ``index`` is the position of its first input item."""
