@@ -294,8 +294,12 @@ class Pool:
             ValueError: the pool is closed or terminated, or ``timeout`` is not positive.
             TypeError: ``timeout`` is not a number.
         """
-        dispatcher = self._check_running()
-        _check_callable(func, "func")
+        # Called once per task: the checks' common outcomes are tested inline.
+        dispatcher = self._dispatcher
+        if dispatcher is None or dispatcher.state not in _TAKING_CALLS:
+            dispatcher = self._check_running()  # raises
+        if not callable(func):
+            _check_callable(func, "func")  # raises
         seconds = None if timeout is None else self._check_timeout(timeout, "timeout")
         args = tuple(args)
         kwds = dict(kwds)
@@ -303,7 +307,11 @@ class Pool:
         codec = dispatcher.codec
         func_bytes, name, coroutine = codec.dumps_function(func)
         payload, buffers = codec.dumps_payload((args, kwds), f"the arguments of {name}")
-        kind = _worker.with_buffers(_worker.kind_for(_worker.APPLY, coroutine), buffers)
+        kind = _worker.APPLY
+        if coroutine:
+            kind |= _worker.COROUTINE
+        if buffers:
+            kind |= _worker.BUFFERS_FOLLOW
         frame = codec.encode_task(task_id, kind, func_bytes, payload)
         describe = CallInputs(args, kwds)
         result = ApplyResult(callback, error_callback, dispatcher.wake, _CallText(name, describe))
@@ -605,7 +613,7 @@ class Pool:
     def _check_running(self) -> Dispatcher:
         dispatcher = self._dispatcher
         # A broken pool takes calls: their results fail with its InitializerError.
-        if dispatcher is None or dispatcher.state not in ("running", "broken"):
+        if dispatcher is None or dispatcher.state not in _TAKING_CALLS:
             raise ValueError(f"Pool not running: {self!r} was closed or terminated")
         return dispatcher
 
@@ -638,6 +646,10 @@ class _CallText:
 
     def __call__(self) -> str:
         return f"{self.name}({self.inputs()})"
+
+
+#: The dispatcher states in which a pool takes calls.
+_TAKING_CALLS = ("running", "broken")
 
 
 def _items_text(start: int, length: int) -> str:

@@ -351,9 +351,17 @@ class PickledCodec:
             PicklingError: naming ``what`` and the part of it that failed.
         """
         try:
-            return _dumps(obj)
+            return _serialization.dumps_oob(obj, OOB_THRESHOLD)  # _dumps' common case
         except PicklingError as exc:
             raise _named(exc, what) from exc
+        except DescriptorsNeedACarrier as exc:
+            if not exc.messages:
+                raise  # only a start can send it (a Process)
+        try:
+            body, descriptors = _serialization.dumps_owning_fds(obj)
+        except PicklingError as exc:
+            raise _named(exc, what) from exc
+        return body, [descriptors]
 
 
 class _FunctionCache:
