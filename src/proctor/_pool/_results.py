@@ -140,13 +140,13 @@ class ApplyResult:
             self._wait_ready(None if checked is None else max(checked, 0.0))
 
     def _wait_ready(self, timeout: float | None) -> None:
-        """Wait for ``_set_ready()``, at most ``timeout`` seconds.
+        """Wait for ``_set()``, at most ``timeout`` seconds.
 
         The lock is made by the first thread that has to wait (most results are
         ready when ``get()`` is called, and a lock made and taken per
         ``apply_async`` costs thousands of instructions), held from its making and
-        released by ``_set_ready()``; a waiter acquires it and releases it for the
-        next. ``_set_ready()`` stores the flag, then looks for the lock; a waiter
+        released by ``_set()``; a waiter acquires it and releases it for the
+        next. ``_set()`` stores the flag, then looks for the lock; a waiter
         stores the lock, then looks at the flag: whichever comes second sees what
         the other stored (the GIL orders them), so no waiter sleeps past it.
         """
@@ -158,16 +158,11 @@ class ApplyResult:
                     lock = threading.Lock()
                     lock.acquire()
                     self._ready_lock = lock
-            if self._ready:
-                return
+        # The look after the lock is seen, by every waiter: _set may have looked for
+        # the lock before it was made, and will not release it.
+        if self._ready:
+            return
         if lock.acquire(timeout=-1 if timeout is None else timeout):
-            lock.release()
-
-    def _set_ready(self) -> None:
-        # Once: _finished and _cancelling decide who completes the result.
-        self._ready = True
-        lock = self._ready_lock
-        if lock is not None:
             lock.release()
 
     def get(self, timeout: float | None = None) -> Any:
@@ -303,10 +298,14 @@ class ApplyResult:
         raise self._value
 
     def _set(self) -> None:
-        # After the callbacks, as for threads waiting in get(); then the coroutines.
-        # The event first, then the look for waiters: see _wait_async. The lock only
-        # when a coroutine awaits (most results are never awaited).
-        self._set_ready()
+        # Once: _finished and _cancelling decide who completes the result. After the
+        # callbacks, the threads waiting in get() (see _wait_ready); then the
+        # coroutines: the flag first, then the look for waiters (see _wait_async),
+        # with the lock only when a coroutine awaits (most results are never awaited).
+        self._ready = True
+        lock = self._ready_lock
+        if lock is not None:
+            lock.release()
         if self._waiters is not None:
             with _STATE_LOCK:
                 waiters, self._waiters = self._waiters, None
@@ -337,8 +336,7 @@ class ApplyResult:
         pass  # a call's chunks are sized before they are submitted
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
-        if not self._finished:
-            self._complete(success, value)
+        self._complete(success, value)  # which returns at once after a cancel()
 
     def __repr__(self) -> str:
         if not self._ready:
