@@ -158,8 +158,10 @@ def with_buffers(kind: int, buffers: list[Any]) -> int:
 
 def encode_batch(frames: list[bytes]) -> bytes:
     """Several task frames in one: header ``<0><BATCH><count>``, their lengths, them."""
-    lengths = b"".join(_BATCH_LENGTH.pack(len(frame)) for frame in frames)
-    return b"".join([_TASK_HEADER.pack(0, BATCH, len(frames)), lengths, *frames])
+    count = len(frames)
+    # One pack of every length (the format is cached by struct): no bytecode per frame.
+    lengths = struct.pack(f"<{count}I", *map(len, frames))
+    return b"".join([_TASK_HEADER.pack(0, BATCH, count), lengths, *frames])
 
 
 def _split_batch(frame: bytes) -> list[memoryview]:
@@ -167,8 +169,7 @@ def _split_batch(frame: bytes) -> list[memoryview]:
     view = memoryview(frame)
     offset = _TASK_HEADER.size + count * _BATCH_LENGTH.size
     frames = []
-    for index in range(count):
-        (length,) = _BATCH_LENGTH.unpack_from(frame, _TASK_HEADER.size + index * _BATCH_LENGTH.size)
+    for length in struct.unpack_from(f"<{count}I", frame, _TASK_HEADER.size):
         frames.append(view[offset : offset + length])
         offset += length
     return frames
