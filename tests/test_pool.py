@@ -560,11 +560,11 @@ def test_threads_waiting_on_a_result_all_wake_when_it_is_delivered():
         got: list[object] = []
         start = threading.Barrier(4)
 
-        def waiter() -> None:
+        def waiter(result: ApplyResult, got: list[object], start: threading.Barrier) -> None:
             start.wait(timeout=10)
             got.append(result.get(timeout=10))
 
-        threads = [threading.Thread(target=waiter) for _ in range(3)]
+        threads = [threading.Thread(target=waiter, args=(result, got, start)) for _ in range(3)]
         for thread in threads:
             thread.start()
         start.wait(timeout=10)
