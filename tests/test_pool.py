@@ -547,3 +547,29 @@ def test_task_errors_are_on_the_front_door_and_proctor_pool():
 
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.pid, copy.timeout, copy.function, copy.inputs) == (42, 1.5, "f", "'x'")
+
+
+def test_threads_waiting_on_a_result_all_wake_when_it_is_delivered():
+    """Every thread in get() wakes when the dispatcher delivers, however their waits
+    and the delivery interleave (the result makes its lock only when a thread has to
+    wait, and the delivery may look for it before it is made)."""
+    from proctor._pool._results import ApplyResult
+
+    for round_number in range(200):
+        result = ApplyResult()
+        got: list[object] = []
+        start = threading.Barrier(4)
+
+        def waiter(result: ApplyResult, got: list[object], start: threading.Barrier) -> None:
+            start.wait(timeout=10)
+            got.append(result.get(timeout=10))
+
+        threads = [threading.Thread(target=waiter, args=(result, got, start)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        start.wait(timeout=10)
+        result._deliver(0, True, round_number)
+        for thread in threads:
+            thread.join(timeout=20)
+        assert got == [round_number] * 3
+        assert result.ready() and result.successful()

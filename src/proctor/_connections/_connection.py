@@ -852,6 +852,8 @@ class Connection(FrameSender, FrameReceiver):
         Raises:
             OSError: this end is closed or write-only.
         """
+        if self._can_recv and self._rpos < self._rend:
+            return True  # bytes read ahead: no check to make (the flag says all are met)
         self._check_readable()
         if self._rpos < self._rend or self._partial is not None:
             return True  # (a partial message: its sender streams the rest, or died)

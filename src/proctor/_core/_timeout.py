@@ -25,7 +25,10 @@ def check_timeout(timeout: Any) -> float | None:
     """
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    if timeout.__class__ is float:  # the usual case first: a float that is not NaN
+        if timeout == timeout:
+            return timeout
+    elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         import numbers  # only for unusual numbers (Fraction, numpy scalars...)
 
         if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):

@@ -338,6 +338,8 @@ class Dispatcher:
         self._broken: Callable[[], BaseException] | None = None  # the initializer failed
         self._workers: list[_Worker] = []
         self._ids = itertools.count(1)  # next() on it is atomic: no lock
+        #: The next task id: the counter's own method (a C call, no Python frame).
+        self.next_id = self._ids.__next__
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -365,9 +367,6 @@ class Dispatcher:
 
     # -- submitting (any thread) ----------------------------------------------------
 
-    def next_id(self) -> int:
-        return next(self._ids)
-
     def submit(self, tasks: list[Task], lazy: bool = False) -> None:
         """Queue ``tasks`` for the workers.
 
@@ -375,7 +374,10 @@ class Dispatcher:
             ValueError: when the pool is closed (a lazy iterator's chunks are still
                 taken after ``close()``) or terminated.
         """
-        with self._lock:
+        # acquire()/release() rather than a with block: once per apply_async, and
+        # a with block's __enter__/__exit__ calls cost twice as much (CPython 3.11).
+        self._lock.acquire()
+        try:
             broken = self._broken
             if broken is None and (
                 self._stopped or (self.state != RUNNING and not (lazy and self.state == CLOSED))
@@ -387,6 +389,8 @@ class Dispatcher:
                 self._pending.extend(tasks)
                 self._wake_locked()
                 return
+        finally:
+            self._lock.release()
         # A broken pool fails every call with the initializer's error, as its result.
         for task in tasks:
             task.result._deliver(task.index, False, broken())
@@ -645,8 +649,12 @@ class Dispatcher:
         Breadth first: every worker that holds nothing gets a task before any task
         is queued behind another. The tasks a worker gets in one turn go in one
         write (a batch frame): a write that wakes a worker costs more than the
-        bytes it carries.
+        bytes it carries. The queue's lock is held while the tasks are taken (once a
+        turn, not once a task: a lock costs thousands of instructions), not while they
+        are written.
         """
+        if not self._pending:  # a look without the lock: a submit after it wakes us
+            return
         workers = [
             worker
             for worker in self._workers
@@ -660,9 +668,10 @@ class Dispatcher:
         # With task_concurrency N, the first N tasks a worker holds start at once.
         # Rounds below what every worker holds would take nothing.
         first = min((len(worker.held) for worker in workers), default=0)
-        for level in range(first, depth + self.concurrency - 1):
-            if not self._take_round(workers, level, outgoing, depth, now):
-                break
+        with self._lock:
+            for level in range(first, depth + self.concurrency - 1):
+                if not self._take_round(workers, level, outgoing, depth, now):
+                    break
         for worker, tasks in outgoing.items():
             self._send(worker, tasks)
 
@@ -677,7 +686,8 @@ class Dispatcher:
         """One more task for each worker that holds ``level`` tasks, into ``outgoing``;
         False when another round would take nothing (the queue is empty, or no worker
         took a task and none holds more than ``level``: a task submitted while every
-        worker holds one is still queued behind one, or started beside it)."""
+        worker holds one is still queued behind one, or started beside it). Called
+        with the queue's lock held."""
         taken = False
         for worker in workers:
             if worker.retiring:
@@ -712,24 +722,24 @@ class Dispatcher:
             # Nothing waits behind a task whose clock runs from its sending, nor
             # behind one that has run long already (it may run much longer).
             return None
+        pending = self._pending
         while True:
-            with self._lock:
-                if not self._pending:
-                    return _NOTHING_PENDING
-                task = self._pending[0]
-                if (held and task.buffers is not None) or (
-                    queued
-                    and (
-                        task.timeout is not None
-                        or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
-                    )
-                ):
-                    return None  # it waits for a worker where it starts at once
-                self._pending.popleft()
-                if task.claimed or task.claim():
-                    task.claimed = True
-                    break
-                self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
+            if not pending:
+                return _NOTHING_PENDING
+            task = pending[0]
+            if (held and task.buffers is not None) or (
+                queued
+                and (
+                    task.timeout is not None
+                    or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
+                )
+            ):
+                return None  # it waits for a worker where it starts at once
+            pending.popleft()
+            if task.claimed or task.result._claim():  # as task.claim(), a call less
+                task.claimed = True
+                break
+            self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
         if held:
             worker.queued_bytes += len(task.frame)
         if not task.coroutine:
@@ -814,8 +824,9 @@ class Dispatcher:
         )
         if task.stopped:
             return True  # it was failed or cancelled when its worker was killed
-        with self._lock:
-            self._tasks.pop(task_id, None)
+        # No lock: one dict operation is atomic, and only this thread removes tasks
+        # (a lock taken and released costs as much as the rest of this branch).
+        self._tasks.pop(task_id, None)
         task.result._observe(seconds, task.size)
         if outcome.exception is not None:
             task.result._deliver(task.index, False, outcome.exception)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
-import reprlib
 import threading
 import time
 import weakref
@@ -33,6 +32,7 @@ from .._core._system import cpu_count
 from . import _dispatcher, _progress, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit
 from ._pool import (
+    CallInputs,
     _check_callable,
     _check_concurrency,
     _check_memory_limit,
@@ -300,12 +300,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         _check_callable(fn, "fn")
         func_bytes, name, coroutine = _codec.dumps_function(fn)
         frame_parts = (func_bytes, _pickle((args, kwargs), f"the arguments of {name}"))
-
-        def describe() -> str:
-            parts = [reprlib.repr(a) for a in args]
-            parts += [f"{k}={reprlib.repr(v)}" for k, v in kwargs.items()]
-            return ", ".join(parts)
-
+        describe = CallInputs(args, kwargs)
         return self._submit_task(
             dispatcher, _worker.APPLY, frame_parts, name, describe, 1, None, coroutine
         )

@@ -343,8 +343,12 @@ class Pool:
             ValueError: the pool is closed or terminated, or ``timeout`` is not positive.
             TypeError: ``timeout`` is not a number.
         """
-        dispatcher = self._check_running()
-        _check_callable(func, "func")
+        # Called once per task: the checks' common outcomes are tested inline.
+        dispatcher = self._dispatcher
+        if dispatcher is None or dispatcher.state not in _TAKING_CALLS:
+            dispatcher = self._check_running()  # raises
+        if not callable(func):
+            _check_callable(func, "func")  # raises
         seconds = None if timeout is None else self._check_timeout(timeout, "timeout")
         args = tuple(args)
         kwds = dict(kwds)
@@ -352,17 +356,14 @@ class Pool:
         codec = dispatcher.codec
         func_bytes, name, coroutine = codec.dumps_function(func)
         payload, buffers = codec.dumps_payload((args, kwds), f"the arguments of {name}")
-        kind = _worker.with_buffers(_worker.kind_for(_worker.APPLY, coroutine), buffers)
+        kind = _worker.APPLY
+        if coroutine:
+            kind |= _worker.COROUTINE
+        if buffers:
+            kind |= _worker.BUFFERS_FOLLOW
         frame = codec.encode_task(task_id, kind, func_bytes, payload)
-
-        def describe() -> str:
-            parts = [reprlib.repr(a) for a in args]
-            parts += [f"{k}={reprlib.repr(v)}" for k, v in kwds.items()]
-            return ", ".join(parts)
-
-        result = ApplyResult(
-            callback, error_callback, dispatcher.wake, lambda: f"{name}({describe()})"
-        )
+        describe = CallInputs(args, kwds)
+        result = ApplyResult(callback, error_callback, dispatcher.wake, _CallText(name, describe))
         task = Task(task_id, frame, result, 0, name, describe, seconds, 1, buffers, coroutine)
         dispatcher.submit([task])
         return result
@@ -661,9 +662,43 @@ class Pool:
     def _check_running(self) -> Dispatcher:
         dispatcher = self._dispatcher
         # A broken pool takes calls: their results fail with its InitializerError.
-        if dispatcher is None or dispatcher.state not in ("running", "broken"):
+        if dispatcher is None or dispatcher.state not in _TAKING_CALLS:
             raise ValueError(f"Pool not running: {self!r} was closed or terminated")
         return dispatcher
+
+
+class CallInputs:
+    """A call's arguments in words, made when called (for an error message): a
+    task's ``describe``. An object rather than a closure: a function and its cells
+    are more objects made per call for the garbage collector to go through."""
+
+    __slots__ = ("args", "kwds")
+
+    def __init__(self, args: tuple[Any, ...], kwds: Mapping[str, Any]) -> None:
+        self.args = args
+        self.kwds = kwds
+
+    def __call__(self) -> str:
+        parts = [reprlib.repr(a) for a in self.args]
+        parts += [f"{k}={reprlib.repr(v)}" for k, v in self.kwds.items()]
+        return ", ".join(parts)
+
+
+class _CallText:
+    """The call in words, ``name(arguments)``, made when called (a cancel's message)."""
+
+    __slots__ = ("inputs", "name")
+
+    def __init__(self, name: str, inputs: CallInputs) -> None:
+        self.name = name
+        self.inputs = inputs
+
+    def __call__(self) -> str:
+        return f"{self.name}({self.inputs()})"
+
+
+#: The dispatcher states in which a pool takes calls.
+_TAKING_CALLS = ("running", "broken")
 
 
 def _items_text(start: int, length: int) -> str:

@@ -76,42 +76,15 @@ def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
         get_logger().exception("pool callback %r raised", callback)
 
 
-class _Latch:
-    """A one-shot ``threading.Event``: set once, waited on by any number of threads.
-
-    A lock held from the start and released by ``set()``; a waiter acquires it and
-    releases it for the next. It costs a tenth of an Event to create, which counts
-    at one result per ``apply_async``. ``set()`` is called once (the result's
-    ``_finished`` flag, under its lock, decides who completes it).
-    """
-
-    __slots__ = ("_lock", "_set")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        self._lock.release()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._set:
-            return True
-        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            self._lock.release()
-            return True
-        return self._set
-
-
-#: Decides whether ``cancel()`` or the delivery completes a result. One lock for all
-#: results: it is held for a few assignments, and one lock made per ``apply_async``
-#: would cost more than all the contention on this one.
+#: Decides whether ``cancel()`` or the delivery completes a result (the delivery and
+#: the sending take it only once a cancel has begun: see ``ApplyResult._claim``). One
+#: lock for all results: it is held for a few assignments, and one lock made per
+#: ``apply_async`` would cost more than all the contention on this one.
 _STATE_LOCK = threading.Lock()
+
+
+#: Classes of the timeouts ``get()`` checks inline (the others: ``check_timeout``).
+_PLAIN_SECONDS = (float, int)
 
 
 class ApplyResult:
@@ -120,7 +93,7 @@ class ApplyResult:
     result`` in an event loop.
 
     The dispatcher thread completes it with ``_deliver``; ``cancel()`` may complete it
-    first from any thread. Whichever comes first wins, under ``_STATE_LOCK``.
+    first from any thread. Whichever comes first wins (see ``_claim``).
     """
 
     def __init__(
@@ -130,7 +103,10 @@ class ApplyResult:
         on_cancel: Callable[[], object] | None = None,
         describe: Callable[[], str] | None = None,
     ) -> None:
-        self._event = _Latch()
+        # A one-shot event, set once the call completed (after its callbacks): the
+        # flag, and a lock made only when a thread has to wait (see _wait_ready).
+        self._ready = False
+        self._ready_lock: threading.Lock | None = None
         self._finished = False  # completed or cancelled (the event is set after callbacks)
         self._cancelled = False
         self._success: bool | None = None
@@ -140,11 +116,12 @@ class ApplyResult:
         self._on_cancel = on_cancel  # tells the dispatcher to drop or kill the tasks
         self._describe = describe  # the call in words, for the cancellation's message
         self._started = False  # a task of the call was sent to a worker (``_claim``)
+        self._cancelling = False  # a cancel() has begun (see _claim)
         self._waiters: _Waiters | None = None  # coroutines awaiting it (``__await__``)
 
     def ready(self) -> bool:
         """Whether the call has completed (successfully or not, or was cancelled)."""
-        return self._event.is_set()
+        return self._ready
 
     def successful(self) -> bool:
         """Whether the call completed without raising.
@@ -152,14 +129,41 @@ class ApplyResult:
         Raises:
             ValueError: when the call has not completed yet.
         """
-        if not self._event.is_set():
+        if not self._ready:
             raise ValueError(f"{self!r} is not ready: successful() needs a completed call")
         return bool(self._success)
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the call completes, or ``timeout`` seconds pass."""
         checked = check_timeout(timeout)
-        self._event.wait(None if checked is None else max(checked, 0.0))
+        if not self._ready:
+            self._wait_ready(None if checked is None else max(checked, 0.0))
+
+    def _wait_ready(self, timeout: float | None) -> None:
+        """Wait for ``_set()``, at most ``timeout`` seconds.
+
+        The lock is made by the first thread that has to wait (most results are
+        ready when ``get()`` is called, and a lock made and taken per
+        ``apply_async`` costs thousands of instructions), held from its making and
+        released by ``_set()``; a waiter acquires it and releases it for the
+        next. ``_set()`` stores the flag, then looks for the lock; a waiter
+        stores the lock, then looks at the flag: whichever comes second sees what
+        the other stored (the GIL orders them), so no waiter sleeps past it.
+        """
+        lock = self._ready_lock
+        if lock is None:
+            with _STATE_LOCK:  # one lock for every waiter of this result
+                lock = self._ready_lock
+                if lock is None:
+                    lock = threading.Lock()
+                    lock.acquire()
+                    self._ready_lock = lock
+        # The look after the lock is seen, by every waiter: _set may have looked for
+        # the lock before it was made, and will not release it.
+        if self._ready:
+            return
+        if lock.acquire(timeout=-1 if timeout is None else timeout):
+            lock.release()
 
     def get(self, timeout: float | None = None) -> Any:
         """The call's value once it completes; re-raises its exception.
@@ -175,9 +179,15 @@ class ApplyResult:
                 ``PoolTerminatedError`` when the pool was terminated first,
                 ``InitializerError`` when the pool's initializer failed.
         """
-        self.wait(timeout)
-        if not self._event.is_set():
-            raise ProcessTimeoutError(f"the pool's result was not ready within {timeout} s")
+        # A completed result's timeout is still checked (as by wait()), inline for
+        # the usual ones: get() is called once per apply_async.
+        if not (
+            self._ready
+            and (timeout is None or (timeout.__class__ in _PLAIN_SECONDS and timeout == timeout))
+        ):
+            self.wait(timeout)
+            if not self._ready:
+                raise ProcessTimeoutError(f"the pool's result was not ready within {timeout} s")
         if self._success:
             return self._value
         raise self._value
@@ -202,6 +212,9 @@ class ApplyResult:
         # Made before the lock is taken: describing the call runs the arguments' reprs.
         error = _cancelled_error(self._describe)
         with _STATE_LOCK:
+            # Said first, then the looks: _claim and _complete store their flag, then
+            # look at this one (see _claim).
+            self._cancelling = True
             if self._finished:
                 return self._cancelled
             if only_pending and self._started:
@@ -223,12 +236,20 @@ class ApplyResult:
     def _claim(self) -> bool:
         """The dispatcher is about to send a task of the call: False if it was
         cancelled (the task is dropped); from now on an ``await`` that is cancelled
-        no longer cancels the call (see ``__await__``)."""
-        with _STATE_LOCK:
-            if self._cancelled:
-                return False
-            self._started = True
+        no longer cancels the call (see ``__await__``).
+
+        No lock unless a ``cancel()`` has begun (a lock per task costs thousands of
+        instructions): this stores ``_started``, then looks at ``_cancelling``;
+        ``_cancel`` stores ``_cancelling``, then looks at ``_started``, under the
+        lock. The GIL orders the two threads' steps, so a cancel that this misses
+        sees ``_started``; one this sees has decided, or decides under the lock,
+        which is taken here to read its decision.
+        """
+        self._started = True
+        if not self._cancelling:
             return True
+        with _STATE_LOCK:
+            return not self._cancelled
 
     def __await__(self) -> Generator[Any, None, Any]:
         """``await result`` in a running event loop: the value, or the call's error.
@@ -243,24 +264,33 @@ class ApplyResult:
         return self._wait_async().__await__()
 
     async def _wait_async(self) -> Any:
-        if not self._event.is_set():
+        if not self._ready:
             import asyncio  # imported already: an event loop is running
 
             loop = asyncio.get_running_loop()
             future = loop.create_future()
+            waiter = (loop, future)
             with _STATE_LOCK:
-                waiting = not self._event.is_set()
-                if waiting:
-                    if self._waiters is None:
-                        self._waiters = []
-                    self._waiters.append((loop, future))
+                if self._waiters is None:
+                    self._waiters = []
+                self._waiters.append(waiter)
+            # Registered first, then the look (``_set`` does the two the other way
+            # round, without the lock): if the result is not complete now, ``_set``
+            # will see this future; if it is, ``_set`` may have missed it.
+            waiting = True
+            if self._ready:
+                with _STATE_LOCK:
+                    if self._waiters is not None and waiter in self._waiters:
+                        self._waiters.remove(waiter)  # missed: nothing to wait for
+                        waiting = False
+                    # Otherwise ``_set`` took it and resolves it: wait for that.
             if waiting:
                 try:
                     await future
                 except asyncio.CancelledError:
                     with _STATE_LOCK:
-                        if self._waiters is not None and (loop, future) in self._waiters:
-                            self._waiters.remove((loop, future))
+                        if self._waiters is not None and waiter in self._waiters:
+                            self._waiters.remove(waiter)
                     self._cancel(only_pending=True)
                     raise
         if self._success:
@@ -268,20 +298,32 @@ class ApplyResult:
         raise self._value
 
     def _set(self) -> None:
-        # After the callbacks, as for threads waiting in get(); then the coroutines.
-        self._event.set()
-        with _STATE_LOCK:
-            waiters, self._waiters = self._waiters, None
-        if waiters:
-            _wake_all(waiters)
+        # Once: _finished and _cancelling decide who completes the result. After the
+        # callbacks, the threads waiting in get() (see _wait_ready); then the
+        # coroutines: the flag first, then the look for waiters (see _wait_async),
+        # with the lock only when a coroutine awaits (most results are never awaited).
+        self._ready = True
+        lock = self._ready_lock
+        if lock is not None:
+            lock.release()
+        if self._waiters is not None:
+            with _STATE_LOCK:
+                waiters, self._waiters = self._waiters, None
+            if waiters:
+                _wake_all(waiters)
 
     def _complete(self, success: bool, value: Any) -> None:
-        with _STATE_LOCK:
-            if self._finished:
-                return  # cancelled first
-            self._finished = True
-            self._success = success
-            self._value = value
+        # Against cancel() as in _claim: the flag stored, then the look, no lock
+        # unless a cancel has begun (it wins if it saw no _finished).
+        if self._finished:
+            return  # cancelled first
+        self._finished = True
+        if self._cancelling:
+            with _STATE_LOCK:
+                if self._cancelled:
+                    return
+        self._success = success
+        self._value = value
         if success and self._callback is not None:
             _call_back(self._callback, value)
         if not success and self._error_callback is not None:
@@ -294,11 +336,10 @@ class ApplyResult:
         pass  # a call's chunks are sized before they are submitted
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
-        if not self._finished:
-            self._complete(success, value)
+        self._complete(success, value)  # which returns at once after a cancel()
 
     def __repr__(self) -> str:
-        if not self._event.is_set():
+        if not self._ready:
             state = "pending"
         elif self._cancelled:
             state = "cancelled"
@@ -343,7 +384,7 @@ class MapResult(ApplyResult):
             self._finished = True
             self._success = True
             self._value = []
-            self._event.set()
+            self._ready = True
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
         """A chunk's values; ``index`` is the position of its first input item."""

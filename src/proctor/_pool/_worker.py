@@ -123,6 +123,9 @@ PROGRESS = 4
 #: Task kind bit: report the chunk's progress while it runs (``progress=``).
 REPORTS_PROGRESS = 0x20
 
+_RETIRING_VALUE = RETIRING | VALUE
+_ANY_EXCEPTION = (BaseException,)
+
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
 _RESULT_HEADER = struct.Struct("<QdB")
@@ -155,8 +158,10 @@ def with_buffers(kind: int, buffers: list[Any]) -> int:
 
 def encode_batch(frames: list[bytes]) -> bytes:
     """Several task frames in one: header ``<0><BATCH><count>``, their lengths, them."""
-    lengths = b"".join(_BATCH_LENGTH.pack(len(frame)) for frame in frames)
-    return b"".join([_TASK_HEADER.pack(0, BATCH, len(frames)), lengths, *frames])
+    count = len(frames)
+    # One pack of every length (the format is cached by struct): no bytecode per frame.
+    lengths = struct.pack(f"<{count}I", *map(len, frames))
+    return b"".join([_TASK_HEADER.pack(0, BATCH, count), lengths, *frames])
 
 
 def _split_batch(frame: bytes) -> list[memoryview]:
@@ -164,8 +169,7 @@ def _split_batch(frame: bytes) -> list[memoryview]:
     view = memoryview(frame)
     offset = _TASK_HEADER.size + count * _BATCH_LENGTH.size
     frames = []
-    for index in range(count):
-        (length,) = _BATCH_LENGTH.unpack_from(frame, _TASK_HEADER.size + index * _BATCH_LENGTH.size)
+    for length in struct.unpack_from(f"<{count}I", frame, _TASK_HEADER.size):
         frames.append(view[offset : offset + length])
         offset += length
     return frames
@@ -183,6 +187,12 @@ def decode_result(
         EOFError, OSError: the worker's end closed before its buffers came.
     """
     task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
+    if buffers is None and flags & ~RETIRING == VALUE:
+        # The common case: a value, no buffers follow (nor came another way).
+        outcome = _outcome.Outcome()
+        # BaseException: see below.
+        outcome.load_value(memoryview(frame)[_RESULT_HEADER.size :], None, caught=_ANY_EXCEPTION)
+        return task_id, outcome, seconds, flags == _RETIRING_VALUE
     if flags & BUFFERS_FOLLOW and conn is not None:
         buffers = conn.recv()
     body = memoryview(frame)[_RESULT_HEADER.size :]
@@ -193,7 +203,7 @@ def decode_result(
         # raises KeyboardInterrupt); it fails that task only, never the dispatcher
         # thread, which no real Ctrl-C reaches.
         with carried:
-            outcome.load_value(body, buffers, caught=(BaseException,))
+            outcome.load_value(body, buffers, caught=_ANY_EXCEPTION)
     else:
         outcome = _outcome.Outcome.from_message(body, buffers)
     return task_id, outcome, seconds, bool(flags & RETIRING)
@@ -328,21 +338,11 @@ class PickledCodec:
                 (what, exc.what),
             ) from exc
 
-    @staticmethod
-    def encode_task(task_id: int, kind: int, func: Any, payload: Any) -> Any:
-        return encode_task(task_id, kind, func, payload)
-
-    @staticmethod
-    def encode_batch(frames: list[bytes]) -> bytes:
-        return encode_batch(frames)
-
-    @staticmethod
-    def decode_result(frame: Any, conn: Any = None) -> tuple[int, _outcome.Outcome, float, bool]:
-        return decode_result(frame, conn)
-
-    @staticmethod
-    def decode_progress(frame: Any) -> tuple[int, int] | None:
-        return decode_progress(frame)
+    # The module's functions themselves: a wrapper would cost a call per task.
+    encode_task = staticmethod(encode_task)
+    encode_batch = staticmethod(encode_batch)
+    decode_result = staticmethod(decode_result)
+    decode_progress = staticmethod(decode_progress)
 
     def dumps_payload(self, obj: Any, what: str) -> tuple[bytes, list[Any]]:
         """``dumps(obj)`` with buffers of OOB_THRESHOLD bytes or more left out of band
@@ -353,9 +353,17 @@ class PickledCodec:
             PicklingError: naming ``what`` and the part of it that failed.
         """
         try:
-            return _dumps(obj)
+            return _serialization.dumps_oob(obj, OOB_THRESHOLD)  # _dumps' common case
         except PicklingError as exc:
             raise _named(exc, what) from exc
+        except DescriptorsNeedACarrier as exc:
+            if not exc.messages:
+                raise  # only a start can send it (a Process)
+        try:
+            body, descriptors = _serialization.dumps_owning_fds(obj)
+        except PicklingError as exc:
+            raise _named(exc, what) from exc
+        return body, [descriptors]
 
 
 class _FunctionCache:
@@ -366,9 +374,12 @@ class _FunctionCache:
         self._func: Callable[..., Any] | None = None
 
     def get(self, func_bytes: bytes | memoryview) -> Callable[..., Any]:
-        if self._func is None or func_bytes != self._bytes:
-            self._func = _serialization.loads(func_bytes)
-            self._bytes = bytes(func_bytes)
+        # Compared as bytes: a memoryview (a batch's part) compares with bytes item
+        # by item, tens of instructions a byte, where bytes compare with memcmp.
+        key = bytes(func_bytes)  # the same object when it is bytes already
+        if self._func is None or key != self._bytes:
+            self._func = _serialization.loads(key)
+            self._bytes = key
         return self._func
 
 
@@ -419,7 +430,8 @@ def _call(
     kind &= ~(COROUTINE | REPORTS_PROGRESS)
     if kind == APPLY:
         args, kwds = payload
-        return _awaited(func(*args, **kwds))
+        value = func(*args, **kwds)
+        return _awaited(value) if type(value) is types.CoroutineType else value
     if reports and send_progress is not None:
         values = _progress.run_chunk(func, payload, kind == STARMAP, send_progress, task_id)
     # No call more per item for plain functions (quick items are the common case).
@@ -493,10 +505,13 @@ def _prepare(
     """A task frame's kind, function and payload (raises what unpickling raises)."""
     _, kind, func_length = _TASK_HEADER.unpack_from(frame)
     start = _TASK_HEADER.size
-    func = functions.get(frame[start : start + func_length])
+    end = start + func_length
+    func = functions.get(frame[start:end])
+    if buffers is None:  # the common case, without a context manager's calls
+        return kind & ~BUFFERS_FOLLOW, func, _serialization.loads(memoryview(frame)[end:])
     carried, buffers = _carried(buffers)
     with carried:
-        payload = _serialization.loads(memoryview(frame)[start + func_length :], buffers=buffers)
+        payload = _serialization.loads(memoryview(frame)[end:], buffers=buffers)
     return kind & ~BUFFERS_FOLLOW, func, payload
 
 
