@@ -5,17 +5,17 @@ interleaved medians (``_common.interleaved``) so that machine noise hits both.
 
 Rows (ratio > 1 means proctor is better):
 
-* ``dict_setitem``: ``d[k] = v`` on a managed dict, one client thread, in
+* ``manager d[k] = v round trip``: ``d[k] = v`` on a managed dict, one client thread, in
   microseconds per call (a proxy method's full round trip: pickle, send, the
   server's dispatch, reply, unpickle);
-* ``dict_setitem_one_core``: the same with the client and both manager
+* ``..., one core``: the same with the client and both manager
   processes pinned to one core, which takes the cross-core wake-ups (about 30 us
   on this VM) out and leaves the per-call work;
-* ``list_getitem``: ``l[0]`` on a managed list, microseconds per call;
-* ``namespace_getattr``: ``ns.x``, microseconds per call;
-* ``threads_4_calls``: four threads of one client calling at once, calls per
+* ``manager l[0] round trip``: ``l[0]`` on a managed list, microseconds per call;
+* ``manager ns.x round trip``: ``ns.x``, microseconds per call;
+* ``manager calls, 4 threads of one client``: four threads of one client calling at once, calls per
   second (each has its own connection and serving thread, in both libraries);
-* ``start_shutdown``: ``Manager()`` then ``shutdown()``, milliseconds.
+* ``Manager() then shutdown()``: ``Manager()`` then ``shutdown()``, milliseconds.
 
 Run as a script (``python benchmarks/bench_managers.py [--quick]``) or call
 ``run(quick)``.
@@ -84,7 +84,7 @@ def _call_rows(ops: int, rounds: int, suffix: str = "") -> list[dict]:
         )
         rows.append(
             row(
-                "dict_setitem" + suffix,
+                "manager d[k] = v round trip" + (", one core" if suffix else ""),
                 got["proctor"] * 1e6,
                 got["multiprocessing"] * 1e6,
                 "us",
@@ -99,7 +99,7 @@ def _call_rows(ops: int, rounds: int, suffix: str = "") -> list[dict]:
         )
         rows.append(
             row(
-                "list_getitem",
+                "manager l[0] round trip",
                 got["proctor"] * 1e6,
                 got["multiprocessing"] * 1e6,
                 "us",
@@ -112,7 +112,7 @@ def _call_rows(ops: int, rounds: int, suffix: str = "") -> list[dict]:
         )
         rows.append(
             row(
-                "namespace_getattr",
+                "manager ns.x round trip",
                 got["proctor"] * 1e6,
                 got["multiprocessing"] * 1e6,
                 "us",
@@ -125,7 +125,7 @@ def _call_rows(ops: int, rounds: int, suffix: str = "") -> list[dict]:
         )
         rows.append(
             row(
-                "threads_4_calls",
+                "manager calls, 4 threads of one client",
                 got["proctor"],
                 got["multiprocessing"],
                 "calls/s",
@@ -161,7 +161,7 @@ def run(quick: bool) -> list[dict]:
     )
     rows.append(
         row(
-            "start_shutdown",
+            "Manager() then shutdown()",
             got["proctor"] * 1e3,
             got["multiprocessing"] * 1e3,
             "ms",
