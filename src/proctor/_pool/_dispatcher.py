@@ -234,6 +234,37 @@ def _register_exit_hook() -> None:
             atexit.register(_at_exit)
 
 
+def run_rest_and_join(dispatcher: Any, timeout: float | None, wait_for_it: bool) -> bool:
+    """A closed pool's ``join()``, for a dispatcher here or a ``RemoteDispatcher``: run
+    every task left, then wait for the dispatcher's thread to end (if ``wait_for_it``).
+
+    ``close(); join()`` runs every task, as the stdlib's does: the rest of the lazy
+    iterators' input is read now, without the read-ahead bound.
+
+    Returns:
+        Whether it waited and the thread ended.
+
+    Raises:
+        RuntimeError: called from the dispatcher's own thread (a callback).
+        ProcessTimeoutError: the work was not done within ``timeout``.
+    """
+    if wait_for_it and threading.current_thread() is dispatcher._thread:
+        raise RuntimeError("a pool cannot be joined from its own callbacks")
+    with dispatcher._lock:
+        lazy = list(dispatcher._lazy)
+    for iterator in lazy:
+        iterator._feed(unbounded=True)
+    with dispatcher._lock:
+        dispatcher._joining = True
+        dispatcher._wake_locked()
+    if not wait_for_it:
+        return False
+    dispatcher._thread.join(timeout)
+    if dispatcher._thread.is_alive():
+        raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
+    return True
+
+
 def finish_at_exit(dispatcher: Dispatcher) -> None:
     """Have the interpreter's exit wait until ``dispatcher``'s work is done."""
     _finish_at_exit.add(dispatcher)
@@ -445,23 +476,8 @@ class Dispatcher:
         """
         if self.state == RUNNING and self._broken is None:
             raise ValueError("the pool is still running: call close() or terminate() first")
-        if wait_for_it and threading.current_thread() is self._thread:
-            raise RuntimeError("a pool cannot be joined from its own callbacks")
-        # close(); join() runs every task, as the stdlib's does: read the rest of the
-        # lazy iterators' input now, without the read-ahead bound.
-        with self._lock:
-            lazy = list(self._lazy)
-        for iterator in lazy:
-            iterator._feed(unbounded=True)
-        with self._lock:
-            self._joining = True
-            self._wake_locked()
-        if not wait_for_it:
-            return
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
-        self._close_wake()
+        if run_rest_and_join(self, timeout, wait_for_it):
+            self._close_wake()
 
     def terminate(self, wait_for_it: bool = True, kill: bool = False) -> None:
         """Stop every worker now (SIGTERM, or SIGKILL with ``kill``); unfinished

@@ -377,24 +377,9 @@ class RemoteDispatcher:
             ValueError: while the pool is running.
             ProcessTimeoutError: the work is not done within ``timeout``.
         """
-        from .._core._errors import ProcessTimeoutError
-
         if self.state == RUNNING:
             raise ValueError("the pool is still running: call close() or terminate() first")
-        if wait_for_it and threading.current_thread() is self._thread:
-            raise RuntimeError("a pool cannot be joined from its own callbacks")
-        with self._lock:
-            lazy = list(self._lazy)
-        for iterator in lazy:
-            iterator._feed(unbounded=True)
-        with self._lock:
-            self._joining = True
-            self._wake_locked()
-        if not wait_for_it:
-            return
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
+        _dispatcher.run_rest_and_join(self, timeout, wait_for_it)
 
     def terminate(self, wait_for_it: bool = True, kill: bool = False) -> None:
         """Stop every task now; unfinished results fail with ``PoolTerminatedError``."""
