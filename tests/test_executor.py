@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.process
 import gc
 import itertools
 import multiprocessing
@@ -173,6 +174,8 @@ def test_a_worker_killed_mid_task_fails_only_its_future(ctx):
         with pytest.raises(proctor.WorkerLostError) as info:
             blocked.result(TIMEOUT)
         error = info.value
+        # Also the stdlib's BrokenProcessPool: code written for it catches the loss.
+        assert isinstance(error, concurrent.futures.process.BrokenProcessPool)
         assert error.pid == victim
         assert error.exitcode == -signal.SIGKILL
         assert "SIGKILL(-9)" in str(error)
@@ -185,6 +188,19 @@ def test_a_worker_killed_mid_task_fails_only_its_future(ctx):
         assert victim not in pids
         assert 1 <= len(pids) <= 2
     started.close()
+
+
+def test_a_lost_workers_error_pickles_as_itself():
+    import pickle
+
+    with proctor.ProcessPoolExecutor(1) as executor:
+        error = executor.submit(os._exit, 3).exception(TIMEOUT)
+        assert executor.submit(_square, 4).result(TIMEOUT) == 16  # it goes on
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert isinstance(copy, proctor.WorkerLostError)
+    assert isinstance(copy, concurrent.futures.process.BrokenProcessPool)
+    assert (copy.exitcode, copy.function, str(copy)) == (3, error.function, str(error))
 
 
 def test_a_task_past_task_timeout_fails_and_its_worker_is_replaced(ctx):

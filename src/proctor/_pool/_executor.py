@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 
-from .._core._errors import MaybeEncodingError, PicklingError
+from .._core._errors import MaybeEncodingError, PicklingError, WorkerLostError
 from .._core._system import cpu_count
 from . import _dispatcher, _progress, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit
@@ -139,7 +139,9 @@ class _FutureSlot:
             self._sizer.observe(seconds, items)
 
     def _deliver(self, index: int, success: bool, value: Any) -> None:
-        if isinstance(value, MaybeEncodingError) and value.pickling_failed:
+        if type(value) is WorkerLostError:
+            value = _as_broken_process_pool(value)
+        elif isinstance(value, MaybeEncodingError) and value.pickling_failed:
             # Pickling failed in the worker (not unpickling here): code written for
             # concurrent.futures catches the pickle.PicklingError the stdlib gives.
             unsendable = PicklingError(str(value))
@@ -152,6 +154,50 @@ class _FutureSlot:
                 self.future.set_exception(value)
         except concurrent.futures.InvalidStateError:
             pass  # a pending future failed by terminate() was cancelled at the same moment
+
+
+_lost_class: type[WorkerLostError] | None = None
+
+
+def _executor_worker_lost_error() -> type[WorkerLostError]:
+    """``ExecutorWorkerLostError``: a ``WorkerLostError`` that is also the stdlib's
+    ``concurrent.futures.process.BrokenProcessPool``, made at the first worker lost.
+
+    Code written for the stdlib's executor catches a dead worker as
+    ``BrokenProcessPool``; here only that worker's future fails with it (the executor
+    goes on), and the same ``except`` clause catches it. Made on first use:
+    ``concurrent.futures.process`` takes tens of milliseconds to import, which an
+    executor whose workers never die should not pay.
+    """
+    global _lost_class
+    if _lost_class is None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        class ExecutorWorkerLostError(WorkerLostError, BrokenProcessPool):
+            __doc__ = WorkerLostError.__doc__
+
+        # Pickled by reference to this module, whose __getattr__ makes it again.
+        ExecutorWorkerLostError.__module__ = __name__
+        ExecutorWorkerLostError.__qualname__ = "ExecutorWorkerLostError"
+        _lost_class = ExecutorWorkerLostError
+    return _lost_class
+
+
+def _as_broken_process_pool(error: WorkerLostError) -> WorkerLostError:
+    """``error`` as an ``ExecutorWorkerLostError``, with the same attributes and cause."""
+    lost = _executor_worker_lost_error()(
+        error.args[0], error.pid, error.exitcode, error.function, error.inputs
+    )
+    lost.__cause__ = error.__cause__
+    lost.__context__ = error.__context__
+    lost.__suppress_context__ = error.__suppress_context__
+    return lost
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ExecutorWorkerLostError":  # an unpickling looks it up here
+        return _executor_worker_lost_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ProcessPoolExecutor(concurrent.futures.Executor):
@@ -196,7 +242,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
     Note:
         Unlike the stdlib's, this executor does not break when a worker dies: only
-        that worker's future fails (``WorkerLostError``), and every other goes on. A
+        that worker's future fails (``WorkerLostError``, which is also the stdlib's
+        ``BrokenProcessPool``, so that code written for the stdlib catches it), and
+        every other goes on. A
         ``max_tasks_per_child`` works with every start method, ``fork`` included. An
         initializer that raises fails every future with ``proctor.InitializerError``
         instead of raising ``BrokenProcessPool`` from ``submit()``.
