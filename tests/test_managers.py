@@ -433,6 +433,25 @@ def test_every_call_fails_clearly_when_the_manager_is_killed(ctx):
         manager.shutdown()
 
 
+def test_a_manager_killed_while_its_pool_has_workers_still_fails_calls_at_once(ctx):
+    # A managed Pool's workers are the manager's children: were they to keep the
+    # manager's sockets open, its clients would wait for those workers to go. They
+    # die with it (proctor's children never outlive a killed parent).
+    manager = SyncManager(ctx=ctx)
+    manager.start()
+    try:
+        pool = manager.Pool(2)
+        assert pool.apply(abs, (-3,)) == 3
+        shared = manager.dict()
+        os.kill(manager._process.pid, signal.SIGKILL)
+        with pytest.raises(ManagerLostError, match="SIGKILL"):
+            shared["x"] = 1
+        with pytest.raises(ManagerLostError):
+            pool.apply(abs, (-3,))
+    finally:
+        manager.shutdown()
+
+
 def test_a_client_killed_mid_call_leaves_the_manager_serving_and_its_objects_released():
     authkey = b"clients"
     with ThingManager(authkey=authkey, ctx=FORK) as manager:
