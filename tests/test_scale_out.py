@@ -36,7 +36,10 @@ from proctor._core import _runtime
 pytestmark = pytest.mark.leaks_ok  # see the module docstring
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
-LOGGER = "proctor.tests.scale_out"
+# A user's logger, outside proctor's own ("proctor", which does not propagate to the
+# root logger once proctor.get_logger() has run in the process, as the stdlib's
+# "multiprocessing" logger does not: a cluster worker captures what reaches the root).
+LOGGER = "tests.scale_out"
 
 
 # -- the engines ----------------------------------------------------------------------
