@@ -224,11 +224,7 @@ async def _big_body(conn: Any, n: int) -> bytearray:
 
 async def _resume_body(conn: Any, maxlength: int | None) -> bytearray:
     """The rest of the message a cancelled ``arecv()`` was gathering (``conn._partial``)."""
-    body, have = conn._partial
-    if maxlength is not None and len(body) > maxlength:
-        return conn._finish_partial(maxlength)  # raises, as recv_bytes() would
-    conn._partial = None
-    conn._can_recv = conn._readable and conn._broken is None and not conn._closed
+    body, have = conn._take_partial(maxlength)  # ProtocolError past maxlength
     return await _gather(conn, body, have)
 
 

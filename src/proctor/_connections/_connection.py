@@ -876,25 +876,34 @@ class Connection(FrameSender, FrameReceiver):
         self._partial = (body, have)
         self._can_recv = False
 
-    def _finish_partial(self, maxlength: int | None) -> bytearray:
-        """Receive the rest of the kept partial message (blocking) and return its body.
+    def _take_partial(self, maxlength: int | None) -> tuple[bytearray, int]:
+        """The kept partial message's body and how much of it arrived, taken off the
+        connection, which may receive again (the caller receives the rest first).
 
         Raises:
-            EOFError: the sender died before sending all of it.
             ProtocolError: it is longer than ``maxlength`` (the connection is broken,
                 as for any message refused that way).
         """
         partial = self._partial
         assert partial is not None  # the callers checked
+        self._partial = None
         body, have = partial
         if maxlength is not None and len(body) > maxlength:
-            self._partial = None
             raise self._protocol_error(
                 f"the message is {len(body)} bytes long, more than maxlength={maxlength}"
             )
-        self._partial = None
-        self._fill(memoryview(body), have, True)  # breaks the connection if interrupted
         self._can_recv = self._readable and self._broken is None and not self._closed
+        return body, have
+
+    def _finish_partial(self, maxlength: int | None) -> bytearray:
+        """Receive the rest of the kept partial message (blocking) and return its body.
+
+        Raises:
+            EOFError: the sender died before sending all of it.
+            ProtocolError: it is longer than ``maxlength``.
+        """
+        body, have = self._take_partial(maxlength)
+        self._fill(memoryview(body), have, True)  # breaks the connection if interrupted
         return body
 
     def _prepare_recv(self, timeout: float | None) -> None:
