@@ -12,11 +12,13 @@ import concurrent.futures
 import os
 import signal
 import threading
+import time
 
 import pytest
 
 import proctor
 from pool_tasks import _install, _report_and_block, _square
+from proctor._pool import _worker
 from proctor.pool import ThreadPool
 
 TIMEOUT = 60
@@ -285,6 +287,62 @@ def test_the_executor_takes_task_concurrency_too(ctx):
         futures = [executor.submit(_rendezvous, 3, "three") for _ in range(3)]
         assert len({f.result(TIMEOUT) for f in futures}) == 1
         assert list(executor.map(_double, range(9))) == [2 * x for x in range(9)]
+
+
+def _wire_bytes(messages):
+    """The bytes a connection writes for ``messages``, captured from a real pipe."""
+    reader, writer = proctor.Pipe(duplex=False)
+    with reader, writer:
+        for message in messages:
+            writer.send_bytes(message)
+        return os.read(reader.fileno(), 1 << 20)
+
+
+def _wait_until_sleeping(pid):
+    """Return once ``pid`` sleeps in a system call (Linux's /proc; elsewhere at once)."""
+    path = f"/proc/{pid}/stat"
+    if not os.path.exists(path):
+        return
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        with open(path) as stat:
+            if stat.read().rpartition(")")[2].split()[0] == "S":
+                return
+        time.sleep(0.001)  # polling the kernel's view of the worker, bounded above
+    raise AssertionError(f"process {pid} never blocked")
+
+
+def test_a_worker_starts_the_tasks_it_read_ahead_with_the_first(ctx):
+    # The worker blocks, idle, in its receive; then three task frames and STOP reach it
+    # in one write, so its one read takes them all. The two behind the first are read
+    # already: the loop must start them without waiting for its descriptor to become
+    # readable again (it never would). A rendezvous of three proves all three ran at
+    # once. (CI once hung on the executor test above when the dispatcher's three
+    # frames reached an idle worker together.)
+    codec = _worker.PickledCodec()
+    func_bytes = codec.dumps_function(_rendezvous)[0]
+    payload, _ = codec.dumps_payload(((3, "read ahead"), {}), "the arguments")
+    kind = _worker.APPLY | _worker.COROUTINE
+    frames = [_worker.encode_task(n, kind, func_bytes, payload) for n in (1, 2, 3)]
+    wire = _wire_bytes([*frames, _worker.STOP])
+    ours, theirs = proctor.Pipe()
+    worker = ctx.Process(target=_worker.worker_main, args=(theirs, None, (), None, False, None, 3))
+    worker.start()
+    theirs.close()
+    try:
+        assert _worker.decode_result(ours.recv_bytes(timeout=TIMEOUT))[0] == _worker.INITIALIZER
+        _wait_until_sleeping(worker.pid)
+        # A duplex Pipe end writes on its own pipe descriptor (fileno() is the read one).
+        assert os.write(ours._wfd, wire) == len(wire)
+        results = [_worker.decode_result(ours.recv_bytes(timeout=TIMEOUT)) for _ in frames]
+        assert sorted(task_id for task_id, _, _, _ in results) == [1, 2, 3]
+        assert {outcome.value for _, outcome, _, _ in results} == {worker.pid}
+        worker.join(TIMEOUT)
+        assert worker.exitcode == 0
+    finally:
+        worker.kill()
+        worker.join(TIMEOUT)
+        ours.close()
 
 
 def test_a_worker_killed_running_concurrent_tasks_fails_those_and_resends_the_rest(ctx):

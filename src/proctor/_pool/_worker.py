@@ -733,12 +733,15 @@ def _concurrent_loop(
                 del task, value
                 if send(task_id, message, buffers, time.perf_counter() - begun):
                     return
+            if maxtasks is not None and done >= maxtasks:
+                break  # its last result is sent
             try:
-                while not ended and conn.poll(0):
-                    receive(conn.recv_bytes())
-                if maxtasks is not None and done >= maxtasks:
-                    break  # its last result is sent
                 if not running and not received and not ended:  # idle: block
+                    receive(conn.recv_bytes())
+                # Then every frame that has come, above all those read ahead with the
+                # last one: the event loop below wakes when the descriptor becomes
+                # readable, which frames already read never make it.
+                while not ended and conn.poll(0):
                     receive(conn.recv_bytes())
             except EOFError:  # the pool's end was closed: nothing more will come
                 return
