@@ -293,6 +293,29 @@ def _at_exit() -> None:
 _NOTHING_PENDING: Any = object()
 
 
+def _unsendable(task: Task, worker: _Worker, outcome: Any) -> MaybeEncodingError:
+    """The error of a task whose value could not be sent back, or not rebuilt here."""
+    pid = worker.process.pid
+    call = f"{task.function}({task.describe()})"
+    if outcome.rebuild_failed:
+        text = (
+            f"{call} ran in pool worker pid {pid}, and its result came back but "
+            f"could not be rebuilt here: {outcome.value_error}. Return objects "
+            "whose classes this process can import."
+        )
+    else:
+        text = (
+            f"{call} ran in pool worker pid {pid}, but its result could not be "
+            f"sent back: {outcome.value_error}. Return something picklable."
+        )
+    return MaybeEncodingError(
+        text,
+        outcome.value_error,
+        f"the result of {call}",
+        pickling_failed=not outcome.rebuild_failed,
+    )
+
+
 def _may_have_started(held: collections.deque[Task] | list[Task], concurrency: int) -> int:
     """How many of the oldest tasks in ``held`` may have started in their worker.
 
@@ -802,21 +825,20 @@ class Dispatcher:
         except (EOFError, OSError):  # ProtocolError (a frame cut short) is an OSError
             worker.conn_open = False
             return False
-        report = self.codec.decode_progress(frame)
-        if report is not None:  # a running chunk's items done so far, not its result
-            held = worker.held
-            task = held[0] if held else None
-            if task is not None and task.id == report[0] and task.progress and not task.stopped:
-                task.progress.reported(task, report[1])
-            return True
         try:
-            task_id, outcome, seconds, retiring = self.codec.decode_result(frame, worker.conn)
+            task_id, what, payload, seconds, retiring = self.codec.decode(frame, worker.conn)
         except (EOFError, OSError):  # it died before its result's buffers came
             worker.conn_open = False
             return False
+        if what == _worker.DECODED_PROGRESS:  # a running chunk's items done so far
+            held = worker.held
+            task = held[0] if held else None
+            if task is not None and task.id == task_id and task.progress and not task.stopped:
+                task.progress.reported(task, payload)
+            return True
         if task_id == _worker.INITIALIZER:
-            if outcome.exception is not None:
-                self._initializer_failed(worker, outcome.exception)
+            if what == _worker.DECODED_OUTCOME and payload.exception is not None:
+                self._initializer_failed(worker, payload.exception)
             else:
                 worker.ready = True
             return True
@@ -844,33 +866,19 @@ class Dispatcher:
         # (a lock taken and released costs as much as the rest of this branch).
         self._tasks.pop(task_id, None)
         task.result._observe(seconds, task.size)
-        if outcome.exception is not None:
-            task.result._deliver(task.index, False, outcome.exception)
-        elif outcome.value_error is not None:
-            pid = worker.process.pid
-            call = f"{task.function}({task.describe()})"
-            if outcome.rebuild_failed:
-                text = (
-                    f"{call} ran in pool worker pid {pid}, and its result came back but "
-                    f"could not be rebuilt here: {outcome.value_error}. Return objects "
-                    "whose classes this process can import."
-                )
-            else:
-                text = (
-                    f"{call} ran in pool worker pid {pid}, but its result could not be "
-                    f"sent back: {outcome.value_error}. Return something picklable."
-                )
-            error = MaybeEncodingError(
-                text,
-                outcome.value_error,
-                f"the result of {call}",
-                pickling_failed=not outcome.rebuild_failed,
-            )
-            task.result._deliver(task.index, False, error)
+        if what == _worker.DECODED_VALUE:
+            value = payload
+        elif payload.exception is not None:
+            task.result._deliver(task.index, False, payload.exception)
+            return True
+        elif payload.value_error is not None:
+            task.result._deliver(task.index, False, _unsendable(task, worker, payload))
+            return True
         else:
-            if task.progress is not None:  # counted before the result completes the call
-                task.progress.finished(task)
-            task.result._deliver(task.index, True, outcome.value)
+            value = payload.value
+        if task.progress is not None:  # counted before the result completes the call
+            task.progress.finished(task)
+        task.result._deliver(task.index, True, value)
         return True
 
     def _take_held(self, worker: _Worker, task_id: int) -> Task:

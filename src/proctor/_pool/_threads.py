@@ -28,7 +28,7 @@ import threading
 from .._core._errors import ProcessTimeoutError
 from ._dispatcher import Dispatcher
 from ._pool import Pool, _check_workers
-from ._worker import function_name, is_coroutine_function
+from ._worker import DECODED_OUTCOME, DECODED_PROGRESS, function_name, is_coroutine_function
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,13 +61,13 @@ class ObjectCodec:
         raise AssertionError("a thread pool sends one task at a time")  # batches=False
 
     @staticmethod
-    def decode_result(frame: Any, conn: Any = None) -> Any:
-        return frame
-
-    @staticmethod
-    def decode_progress(frame: Any) -> Any:
-        # A worker thread's progress is (task id, items done); a result has four items.
-        return frame if len(frame) == 2 else None
+    def decode(frame: Any, conn: Any = None) -> tuple[int, int, Any, float, bool]:
+        # A worker thread's progress is (task id, items done); a result has four
+        # items: (task id, Outcome, seconds, retiring).
+        if len(frame) == 2:
+            return frame[0], DECODED_PROGRESS, frame[1], 0.0, False
+        task_id, outcome, seconds, retiring = frame
+        return task_id, DECODED_OUTCOME, outcome, seconds, retiring
 
 
 def _readable(fd: int, timeout: float | None) -> bool:

@@ -5,11 +5,11 @@
     parent (_pool dispatcher)                       worker (worker_main)
     ─────────────────────────                       ────────────────────
                                                     run the initializer
-    decode_result() ◀── result frame of task 0 ──── ready (None), or the
+    decode() ◀── result frame of task 0 ─────────── ready (None), or the
       (no task is sent before it)                   initializer's error: exit
     encode_task() ── task frame ──────────────────▶ recv_bytes, decode_task
                                                     run the chunk, catching BaseException
-    decode_result() ◀── result frame ───────────── result_frame(task id, outcome)
+    decode() ◀── result frame ──────────────────── result_frame(task id, outcome)
     STOP ── empty frame ──────────────────────────▶ return (the process exits)
 
 A task frame is ``<task id:u64><kind:u8><function length:u32>`` + the pickled function +
@@ -91,6 +91,7 @@ __all__ = (
     "RETIRING",
     "STARMAP",
     "STOP",
+    "decode",
     "decode_result",
     "encode_task",
     "function_name",
@@ -232,13 +233,39 @@ def _dumps(obj: Any) -> tuple[bytes, list[Any]]:
     return body, [descriptors]
 
 
-def decode_progress(frame: bytes) -> tuple[int, int] | None:
-    """(task id, items done) of a progress frame; None for a result frame."""
-    if not frame[_RESULT_HEADER.size - 1] & PROGRESS:
-        return None
-    return _RESULT_HEADER.unpack_from(frame)[0], _PROGRESS_COUNT.unpack_from(
-        frame, _RESULT_HEADER.size
-    )[0]
+#: What ``decode`` found in a result frame (its second item).
+DECODED_VALUE, DECODED_OUTCOME, DECODED_PROGRESS = 0, 1, 2
+
+
+def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any, float, bool]:
+    """A frame from a worker in one call: ``(task id, what, payload, seconds,
+    retiring)``.
+
+    ``what`` is DECODED_VALUE for the common result, a value without buffers
+    (``payload`` is the value: no ``Outcome`` is made for it); DECODED_PROGRESS for
+    a progress frame (``payload``: the chunk's items done so far); DECODED_OUTCOME
+    for any other result (``payload``: its ``Outcome``, from ``decode_result``).
+    The dispatcher reads one frame per task: a call and an object less per frame
+    are a few per cent of the parent's work per ``apply_async``.
+
+    Raises:
+        EOFError, OSError: the worker's end closed before its buffers came.
+    """
+    task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
+    if flags & ~RETIRING == VALUE:
+        try:
+            value = _serialization.loads(memoryview(frame)[_RESULT_HEADER.size :])
+        # BaseException: as in decode_result (the value's own code may raise anything).
+        except BaseException as exc:
+            outcome = _outcome.Outcome()
+            outcome.value_not_rebuilt(exc)
+            return task_id, DECODED_OUTCOME, outcome, seconds, flags == _RETIRING_VALUE
+        return task_id, DECODED_VALUE, value, seconds, flags == _RETIRING_VALUE
+    if flags & PROGRESS:
+        items = _PROGRESS_COUNT.unpack_from(frame, _RESULT_HEADER.size)[0]
+        return task_id, DECODED_PROGRESS, items, 0.0, False
+    task_id, outcome, seconds, retiring = decode_result(frame, conn)
+    return task_id, DECODED_OUTCOME, outcome, seconds, retiring
 
 
 def _progress_frame(task_id: int, done: int) -> bytes:
@@ -341,8 +368,7 @@ class PickledCodec:
     # The module's functions themselves: a wrapper would cost a call per task.
     encode_task = staticmethod(encode_task)
     encode_batch = staticmethod(encode_batch)
-    decode_result = staticmethod(decode_result)
-    decode_progress = staticmethod(decode_progress)
+    decode = staticmethod(decode)
 
     def dumps_payload(self, obj: Any, what: str) -> tuple[bytes, list[Any]]:
         """``dumps(obj)`` with buffers of OOB_THRESHOLD bytes or more left out of band

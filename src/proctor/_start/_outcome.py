@@ -102,8 +102,12 @@ class Outcome:
         try:
             self.value = _serialization.loads(data, buffers=buffers)
         except caught as exc:  # e.g. a class that does not import here
-            self.value_error = f"the return value could not be unpickled: {exc!r}"
-            self.rebuild_failed = True
+            self.value_not_rebuilt(exc)
+
+    def value_not_rebuilt(self, exc: BaseException) -> None:
+        """Record that the value came but unpickling it here raised ``exc``."""
+        self.value_error = f"the return value could not be unpickled: {exc!r}"
+        self.rebuild_failed = True
 
     @classmethod
     def from_message(
