@@ -249,6 +249,39 @@ def test_a_worker_killed_mid_task_fails_that_task_with_WorkerLostError(backend, 
         assert pool.map(square, range(10)) == [x * x for x in range(10)]
 
 
+def run_once_when_told(directory, x):
+    """Wait for the file ``go``, then return ``x``; running twice for one ``x`` fails."""
+    directory = Path(directory)
+    deadline = time.monotonic() + 30
+    while not (directory / "go").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("never told to go")
+        time.sleep(0.01)  # the test's signal is a file: looked at until it appears
+    with open(directory / f"ran-{x}", "x"):  # FileExistsError on a second run
+        pass
+    return x
+
+
+def test_only_the_killed_workers_running_task_fails(backend, tmp_path):
+    # Five calls on two workers: the killed one holds its running task and at least one
+    # queued behind it. Only the running one fails; each other one runs exactly once.
+    if backend != "ray":
+        # Dask sends tasks to a worker ahead of time and cannot say which of them was
+        # running when it died: with allowed-failures 0 all of them fail with
+        # KilledWorker (docs/scale-out.md says so).
+        pytest.skip("on Dask, a killed worker's queued tasks fail with its running one")
+    marker = tmp_path / "pid"
+    with proctor.Pool(backend=backend) as pool:
+        doomed = pool.apply_async(wait_to_be_killed, (str(marker),))
+        pid = int(wait_until(lambda: marker.exists() and marker.read_text(), timeout=30))
+        others = [pool.apply_async(run_once_when_told, (str(tmp_path), x)) for x in range(4)]
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(proctor.WorkerLostError, match="wait_to_be_killed"):
+            doomed.get(timeout=30)
+        (tmp_path / "go").touch()
+        assert [result.get(timeout=30) for result in others] == [0, 1, 2, 3]
+
+
 def test_task_timeout_stops_a_stuck_task(backend):
     with proctor.Pool(backend=backend) as pool:
         with pytest.raises(proctor.TaskTimeoutError, match="sleep_for"):

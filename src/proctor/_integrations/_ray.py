@@ -4,21 +4,36 @@
 
     RemoteDispatcher                  RayEngine                       Ray
     ────────────────                  ─────────                       ───
-    engine.submit(run_task, args) ─▶  run_task.remote(*args)      ─▶  raylet ─▶ a worker
-                                        (max_retries=0: a task whose worker dies fails)
+    engine.submit(run_task, args) ─▶  the actor with the fewest   ─▶  that actor's process
+                                        calls in flight:               runs its calls one at
+                                        actor.run.remote(...)          a time, in order
     engine.share(buffer)          ─▶  ray.put: the object store holds it once; its
                                       ObjectRef, as an argument, is its value on the worker
-    done queue ◀── ref.future() callback ◀── the task ends (the future holds its value)
-    engine.outcomes(handles)      ─▶  the futures' values; WorkerCrashedError and its
-                                      kin: the worker was lost (WorkerLostError)
-    engine.stop(ref)              ─▶  ray.cancel(force=True): its worker process ends
-                                      (terminate(): force=False, an interrupt)
+    done queue ◀── ref.future() callback ◀── the call ends (the future holds its value)
+    engine.outcomes(handles)      ─▶  the futures' values; an actor that died: its
+                                      first unfinished call was lost (WorkerLostError)
+    engine.stop(call)             ─▶  the running call: ray.kill(its actor), replaced;
+                                      a call still queued: ray.cancel
+
+The pool's workers are ``slots()`` actors (one per CPU of the cluster), as in Ray's own
+``ray.util.multiprocessing.Pool``: a call to an actor goes straight to its process,
+where a task (``f.remote``) is scheduled by a raylet and leases a worker, which costs
+more per call than the work of a tiny task. The actors use Ray's default resources (a
+CPU to be placed, none while they live), so a pool does not starve other Ray work, nor
+another pool, of CPUs.
+
+An actor runs its calls in the order they were made. When its process dies, its calls
+that had not ended all fail: the first of them was running and is lost (as a local
+pool's task whose worker died); the others had not started and are made again on the
+other actors, with a replacement actor started at once. So a dead worker fails only its
+own task, here too.
 
 Imported only when a pool is given a Ray ``backend=``; see docs/scale-out.md.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 
 try:
@@ -31,36 +46,78 @@ except ImportError as exc:
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Callable
     from typing import Any
 
 __all__ = ("RayEngine", "engine")
 
-#: Ray's errors that mean the process (or node) running a task went away.
-_LOST = tuple(
-    getattr(ray_errors, name)
-    for name in (
-        "WorkerCrashedError",
-        "NodeDiedError",
-        "LocalRayletDiedError",
-        "OutOfMemoryError",
-        "ObjectLostError",
-    )
-    if hasattr(ray_errors, name)
+
+def _errors(*names: str) -> tuple[type[BaseException], ...]:
+    return tuple(getattr(ray_errors, name) for name in names if hasattr(ray_errors, name))
+
+
+#: Ray's errors that mean the process (or node) running a call went away.
+_LOST = _errors(
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "LocalRayletDiedError",
+    "OutOfMemoryError",
+    "ObjectLostError",
 )
+#: An actor's calls fail with these once its process is gone (ActorDiedError is a
+#: RayActorError; ActorUnavailableError: unreachable, so treated as gone and killed).
+_ACTOR_GONE = _errors("RayActorError", "ActorUnavailableError")
 
-_remote_functions: dict[Any, Any] = {}
-_remote_lock = threading.Lock()
+
+class _Runner:
+    """The process of one pool worker: runs the pool's calls one at a time, in order."""
+
+    def run(self, call: tuple[Any, ...], *refs: Any) -> Any:
+        """``func(*args, *refs)`` for ``call`` = (func, args): one argument for Ray to
+        serialize rather than one per item (each costs tens of microseconds); the
+        shared buffers' ObjectRefs stay arguments of their own, which Ray resolves to
+        their values only there."""
+        func, args = call
+        return func(*args, *refs)
 
 
-def _remote(func: Callable[..., Any]) -> Any:
-    """``func`` as a Ray remote function, made once: one CPU, never retried (a task
-    whose worker dies fails with WorkerLostError instead of running again)."""
-    with _remote_lock:
-        remote = _remote_functions.get(func)
-        if remote is None:
-            remote = _remote_functions[func] = ray.remote(num_cpus=1, max_retries=0)(func)
-        return remote
+#: One CPU to be placed, none held while alive (Ray's default for actors); never
+#: restarted, nor its calls retried: a call whose actor dies is handled here.
+_RemoteRunner = ray.remote(max_restarts=0, max_task_retries=0)(_Runner)
+
+
+def _split_refs(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """``args`` cut before its trailing ObjectRefs (``run_task``'s shared buffers)."""
+    end = len(args)
+    while end and isinstance(args[end - 1], ray.ObjectRef):
+        end -= 1
+    return args[:end], args[end:]
+
+
+class _Actor:
+    __slots__ = ("alive", "calls", "handle")
+
+    def __init__(self) -> None:
+        self.handle: Any = _RemoteRunner.remote()  # an ActorHandle (typed loosely by ray)
+        self.calls: collections.deque[_Call] = collections.deque()  # made, not ended
+        self.alive = True
+
+
+class _Call:
+    """A handle of ``RayEngine.submit``: one call, made again if its actor dies
+    before starting it."""
+
+    __slots__ = ("actor", "args", "done", "func", "future", "lost", "ref")
+
+    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...], done: Any) -> None:
+        self.func = func
+        self.args = args
+        self.done = done
+        self.actor: _Actor | None = None
+        self.ref: Any = None
+        self.future: concurrent.futures.Future[Any] | None = None
+        self.lost = False  # its actor died while running it
 
 
 class RayEngine:
@@ -68,8 +125,18 @@ class RayEngine:
 
     name = "ray"
 
+    def __init__(self) -> None:
+        # Reentrant: a future that is already done runs its callback at once, in
+        # the thread that adds it, which may hold the lock.
+        self._lock = threading.RLock()
+        self._actors: list[_Actor] = []
+        self._slots: int | None = None
+        self._closed = False
+
     def slots(self) -> int:
-        return int(ray.cluster_resources().get("CPU", 1)) or 1
+        if self._slots is None:  # a round trip to the cluster: once
+            self._slots = int(ray.cluster_resources().get("CPU", 1)) or 1
+        return self._slots
 
     def share(self, buffer: Any) -> Any:
         return ray.put(buffer)
@@ -80,35 +147,97 @@ class RayEngine:
         calls: list[tuple[Any, ...]],
         done: list[Callable[[Any], None]],
     ) -> list[Any]:
-        remote = _remote(func)
-        handles = []
-        for args, callback in zip(calls, done, strict=True):
-            ref = remote.remote(*args)
-            # The ref's future holds the value once done: no second fetch (ray.get).
-            handle = (ref, ref.future())
-            handle[1].add_done_callback(lambda _, h=handle, c=callback: c(h))
-            handles.append(handle)
+        handles = [_Call(func, args, callback) for args, callback in zip(calls, done, strict=True)]
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the pool's Ray actors were released (the pool ended)")
+            if not self._actors:  # made at the first call (a replacement as one dies)
+                self._actors = [_Actor() for _ in range(self.slots())]
+            for call in handles:
+                self._make(call)
         return handles
+
+    def _make(self, call: _Call) -> None:
+        """Make ``call`` on the live actor with the fewest calls in flight (lock held)."""
+        actor = min((a for a in self._actors if a.alive), key=lambda a: len(a.calls))
+        actor.calls.append(call)
+        call.actor = actor
+        args, refs = _split_refs(call.args)
+        call.ref = actor.handle.run.remote((call.func, args), *refs)
+        future = call.future = call.ref.future()
+        future.add_done_callback(lambda f, c=call: self._settled(c, f))
+
+    def _settled(self, call: _Call, future: concurrent.futures.Future[Any]) -> None:
+        """A call's future is done (any thread): report it, or if its actor died, wait
+        until all that actor's calls are settled and sort them (``_actor_died``)."""
+        finished: list[_Call] = []
+        with self._lock:
+            if call.future is not future:
+                return  # an earlier attempt's, made again on another actor
+            actor = call.actor
+            assert actor is not None
+            if isinstance(future.exception(), _ACTOR_GONE) and not self._closed:
+                if actor.alive:
+                    actor.alive = False
+                    self._actors.remove(actor)
+                    self._actors.append(_Actor())  # the replacement, at once
+                if all(c.future is not None and c.future.done() for c in actor.calls):
+                    finished = self._actor_died(actor)
+            else:
+                if call in actor.calls:  # (not if its actor died and was sorted out)
+                    actor.calls.remove(call)  # near the front: calls end in order
+                finished = [call]
+        for ended in finished:
+            ended.done(ended)
+
+    def _actor_died(self, actor: _Actor) -> list[_Call]:
+        """Every call of a dead actor has settled: the first that failed was running
+        and is lost; those after it had not started and are made again (lock held).
+        Returns the lost call, to report; those that ended before the death report
+        themselves (their callbacks may come later)."""
+        failed = [c for c in actor.calls if isinstance(c.future.exception(), _ACTOR_GONE)]  # type: ignore[union-attr]
+        actor.calls.clear()
+        if not failed:
+            return []
+        failed[0].lost = True
+        for call in failed[1:]:
+            self._make(call)
+        return failed[:1]
 
     def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
         found: list[tuple[bool, Any, str | None]] = []
-        for _, future in handles:
-            error = future.exception(timeout=0)
+        for call in handles:
+            error = call.future.exception(timeout=0)
             if error is None:
-                found.append((True, future.result(timeout=0), None))
-            elif isinstance(error, _LOST):
+                found.append((True, call.future.result(timeout=0), None))
+            elif call.lost or isinstance(error, _LOST + _ACTOR_GONE):
                 found.append((False, error, f"{type(error).__name__}: {error}"))
             else:
                 found.append((False, error, None))
         return found
 
     def stop(self, handle: Any, end_worker: bool) -> None:
-        # force=True ends the worker process running the task (Ray starts another);
-        # without it, a running task gets a KeyboardInterrupt, which it may ignore.
-        ray.cancel(handle[0], force=end_worker)
+        call: _Call = handle
+        with self._lock:
+            actor = call.actor
+            # The call running there is the first whose future is not done (one that
+            # ended may still wait for its callback at the front).
+            calls = actor.calls if actor is not None and actor.alive else ()
+            unfinished = [c for c in calls if c.future is not None and not c.future.done()]
+            running = bool(unfinished) and unfinished[0] is call
+        if end_worker and running:
+            # Ray cannot interrupt a running actor call: its process is ended, and the
+            # calls queued behind it are made again on the others (see _actor_died).
+            ray.kill(actor.handle, no_restart=True)  # type: ignore[union-attr]
+        else:
+            ray.cancel(call.ref)  # a queued call is dropped; a running one ends as it will
 
     def close(self) -> None:
-        pass  # the runtime is the program's: it outlives the pool
+        with self._lock:
+            self._closed = True
+            actors, self._actors = self._actors, []
+        for actor in actors:
+            ray.kill(actor.handle, no_restart=True)
 
 
 def engine(backend: Any) -> RayEngine:
