@@ -411,6 +411,10 @@ def test_worker_log_records_reach_the_parents_handlers(start_method):
     try:
         with parallel_config(backend="proctor", n_jobs=2, start_method=start_method):
             Parallel(timeout=TIMEOUT)(delayed(log_from_worker)(i) for i in range(3))
+        # The workers stay for the next call, and a record travels on its own stream,
+        # beside the results: every one has reached the handlers once the workers are
+        # joined (without this, CI once saw one record missing under load).
+        proctor.joblib.shutdown_workers()
     finally:
         logger.removeHandler(handler)
     texts = sorted(r.getMessage().rsplit(" from pid ", 1)[0] for r in records)
