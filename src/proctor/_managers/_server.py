@@ -171,8 +171,15 @@ class Server:
         try:
             hello = conn.recv()
             if hello[0] != HELLO:
+                raw.close()
                 return
             client_id, anchor = hello[1], hello[2]
+            if len(hello) > 3:
+                # A call connection on a Pipe() pair (see _session): serve
+                # its end; the socket served only to hand it over.
+                conn = hello[3]
+                conn.keep_in_process()
+                raw.close()
         except Exception:
             raw.close()
             return
