@@ -305,8 +305,27 @@ def test_connect_from_another_process_and_over_tcp_with_an_authkey(start_method)
         store = client.get_store()
         store.update(parent=2)
         assert sorted(store.keys()) == ["child", "parent"]
+        assert store._session.local.conn._wfd < 0  # TCP: calls stay on the socket
         del store
         client.shutdown()
+
+
+def test_calls_go_on_a_pipe_pair_per_thread_and_carry_every_size(manager):
+    # A Unix socket manager hands each calling thread's connection over to a
+    # Pipe() pair (cheaper round trips); small, mid-size (datagram) and large
+    # (stream) values all travel on it, in both directions.
+    shared = manager.dict()
+    values = {"small": b"s" * 10, "mid": b"m" * 20_000, "large": b"l" * 2_000_000}
+    for key, value in values.items():
+        shared[key] = value
+        assert shared[key] == value
+    conn = shared._session.local.conn
+    assert isinstance(conn, proctor.connection.Connection) and conn._wfd >= 0
+    seen: list[object] = []
+    worker = threading.Thread(target=lambda: seen.append(shared["mid"]))
+    worker.start()
+    worker.join(TIMEOUT)
+    assert seen == [values["mid"]]
 
 
 def test_a_wrong_authkey_is_refused_and_the_manager_keeps_serving():
