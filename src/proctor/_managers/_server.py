@@ -4,7 +4,8 @@
 
     Listener (Unix socket or TCP, HMAC handshake)
       accept thread ── Connection ──▶ one serving thread per connection
-                                        first frame: HELLO(client_id, is_anchor)
+                                        first frame: HELLO(client_id, is_anchor
+                                          [, a Pipe() end to serve instead])
                                         then request ─▶ objects[ident] ─▶ reply
     objects:  ident ─▶ (obj, exposed, method_to_typeid)
     refcount: ident ─▶ references held by all clients

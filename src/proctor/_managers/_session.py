@@ -7,12 +7,15 @@
     Session(address)            (one per manager and process)
       anchor connection  ═══ HELLO(id, anchor) ═══▶ references of client `id`
                          (no calls: its thread sees our death at once)
-      thread A: local.conn ═══ requests/replies ═══▶ a serving thread
+      thread A: socket ═══ HELLO(id, False, pipe end) ═══▶ (then closed)
+                local.conn: Pipe() end ═══ requests/replies ═══▶ a serving thread
       thread B: local.conn ═══ requests/replies ═══▶ a serving thread
       pending decrefs ── sent one way before the next request
 
 Proxies of one manager share their process's session. Each thread has its own
-connection, opened once and kept (no handshake per call). References (created
+connection, opened once and kept (no handshake per call): over a Unix socket
+with pickle, a ``Pipe()`` pair whose other end the HELLO hands to the server
+(pipes are the cheapest round trip the kernel has); over TCP, the socket. References (created
 objects, unpickled proxies) belong to the session, not to a connection: the
 server drops all of them when the anchor connection ends, which happens when the
 last proxy here is gone, when the manager is shut down, or when this process
