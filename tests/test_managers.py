@@ -97,6 +97,13 @@ ThingManager.register("LimitedThing", Thing, exposed=("add", "_private"))
 ThingManager.register("IterThing", Thing, method_to_typeid={"numbers": "Iter"})
 ThingManager.register("Iter", proxytype=IteratorProxy, create_method=False)
 ThingManager.register("get_store", callable=get_store)
+ThingManager.register("descriptor_limits", callable=lambda: _descriptor_limits())
+
+
+def _descriptor_limits():
+    import resource
+
+    return list(resource.getrlimit(resource.RLIMIT_NOFILE))
 
 
 class StoreClient(BaseManager):
@@ -326,6 +333,23 @@ def test_calls_go_on_a_pipe_pair_per_thread_and_carry_every_size(manager):
     worker.start()
     worker.join(TIMEOUT)
     assert seen == [values["mid"]]
+
+
+def test_a_manager_process_may_hold_as_many_descriptors_as_the_hard_limit_allows():
+    # Each calling thread of each client holds a Pipe() end (four descriptors)
+    # in the manager: its soft limit is raised to the hard one.
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if before[1] == resource.RLIM_INFINITY or before[1] <= 512:
+        pytest.skip("needs a finite hard limit on descriptors above 512")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, before[1]))  # the manager inherits it
+    try:
+        with ThingManager(ctx=FORK) as manager:
+            soft, hard = manager.descriptor_limits()._getvalue()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+    assert soft == hard == before[1]
 
 
 def test_a_wrong_authkey_is_refused_and_the_manager_keeps_serving():

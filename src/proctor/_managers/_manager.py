@@ -259,6 +259,7 @@ class BaseManager:
         # bpo-36368: a Ctrl-C meant for the parent must not kill the manager
         # under it; the parent shuts it down.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _raise_descriptor_limit()
         if initializer is not None:
             initializer(*initargs)
         server = cls._Server(registry, address, authkey, serializer)
@@ -424,6 +425,25 @@ class BaseManager:
 
             create.__name__ = create.__qualname__ = typeid
             setattr(cls, typeid, create)
+
+
+def _raise_descriptor_limit() -> None:
+    """Let the manager process hold as many descriptors as the hard limit allows.
+
+    Each calling thread of each client holds four of them here (its ``Pipe()``
+    end: two pipe ends and two side sockets), where one socket did before: many
+    clients would otherwise reach a soft limit of 1024 (the reaper does the same).
+    """
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        pass  # a sandbox that forbids it: the soft limit stays
 
 
 #: What the process that started a manager sends on its control pipe to stop it.
