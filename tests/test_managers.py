@@ -97,6 +97,13 @@ ThingManager.register("LimitedThing", Thing, exposed=("add", "_private"))
 ThingManager.register("IterThing", Thing, method_to_typeid={"numbers": "Iter"})
 ThingManager.register("Iter", proxytype=IteratorProxy, create_method=False)
 ThingManager.register("get_store", callable=get_store)
+ThingManager.register("descriptor_limits", callable=lambda: _descriptor_limits())
+
+
+def _descriptor_limits():
+    import resource
+
+    return list(resource.getrlimit(resource.RLIMIT_NOFILE))
 
 
 class StoreClient(BaseManager):
@@ -305,8 +312,44 @@ def test_connect_from_another_process_and_over_tcp_with_an_authkey(start_method)
         store = client.get_store()
         store.update(parent=2)
         assert sorted(store.keys()) == ["child", "parent"]
+        assert store._session.local.conn._wfd < 0  # TCP: calls stay on the socket
         del store
         client.shutdown()
+
+
+def test_calls_go_on_a_pipe_pair_per_thread_and_carry_every_size(manager):
+    # A Unix socket manager hands each calling thread's connection over to a
+    # Pipe() pair (cheaper round trips); small, mid-size (datagram) and large
+    # (stream) values all travel on it, in both directions.
+    shared = manager.dict()
+    values = {"small": b"s" * 10, "mid": b"m" * 20_000, "large": b"l" * 2_000_000}
+    for key, value in values.items():
+        shared[key] = value
+        assert shared[key] == value
+    conn = shared._session.local.conn
+    assert isinstance(conn, proctor.connection.Connection) and conn._wfd >= 0
+    seen: list[object] = []
+    worker = threading.Thread(target=lambda: seen.append(shared["mid"]))
+    worker.start()
+    worker.join(TIMEOUT)
+    assert seen == [values["mid"]]
+
+
+def test_a_manager_process_may_hold_as_many_descriptors_as_the_hard_limit_allows():
+    # Each calling thread of each client holds a Pipe() end (four descriptors)
+    # in the manager: its soft limit is raised to the hard one.
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if before[1] == resource.RLIM_INFINITY or before[1] <= 512:
+        pytest.skip("needs a finite hard limit on descriptors above 512")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, before[1]))  # the manager inherits it
+    try:
+        with ThingManager(ctx=FORK) as manager:
+            soft, hard = manager.descriptor_limits()._getvalue()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+    assert soft == hard == before[1]
 
 
 def test_a_wrong_authkey_is_refused_and_the_manager_keeps_serving():

@@ -4,11 +4,12 @@
 
     BaseManager.start()                       manager process (a proctor Process)
     ───────────────────                       ─────────────────────────────────
-    Pipe(duplex=False) ── writer ──────────▶  _run_server: ignore SIGINT, initializer,
+    control, theirs = Pipe() ── theirs ────▶  _run_server: ignore SIGINT, initializer,
     Process(target=_run_server).start()         Server(registry, address, authkey)
-    reader.recv() ◀──── server.address ──────   serve_forever()
-    Finalize(shutdown) at exit or shutdown():
-      "shutdown" request, join(shutdown_timeout), then terminate, then kill
+    control.recv() ◀─── server.address ──────   a "manager-control" thread waits on
+    Finalize(shutdown) at exit or shutdown():     the pipe; serve_forever()
+      "#shutdown" on control ───────────────▶   the server stops, the process exits
+      join(shutdown_timeout), then terminate, then kill
 
 ``manager.dict()`` (a method ``register`` added) sends ``create`` on this
 process's session and wraps the reply in the type's proxy. ``connect()`` opens a
@@ -18,19 +19,17 @@ session with a manager someone else started (another process, another machine).
 from __future__ import annotations
 
 import array
-import os
 import queue
 import signal
 import threading
 from typing import Any
 
-from .._connections._listener import Client
 from .._connections._pipe import Pipe
 from .._core._errors import ManagerLostError, ProcessError
 from .._core._finalize import Finalize
 from .._pool._pool import Pool
 from .._start._process import Process, _exitcode_name, current_process
-from ._protocol import HELLO, Token, check_serializer, dispatch, wrap
+from ._protocol import Token, check_serializer
 from ._proxy import (
     AcquirerProxy,
     ArrayProxy,
@@ -179,7 +178,10 @@ class BaseManager:
         self._check_initial()
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        reader, writer = Pipe(duplex=False)
+        # The control pipe: the server's address comes back on it, and shutdown()
+        # goes out on it (no connection and handshake to a server that may
+        # still be starting: about 5 ms, half of a Manager()'s life).
+        control, theirs = Pipe()
         process_class = self._ctx.Process if self._ctx is not None else Process
         process = process_class(
             target=type(self)._run_server,
@@ -188,7 +190,7 @@ class BaseManager:
                 self._address,
                 self._authkey,
                 self._serializer,
-                writer,
+                theirs,
                 initializer,
                 initargs,
             ),
@@ -197,10 +199,11 @@ class BaseManager:
         try:
             process.start()
         finally:
-            writer.close()
+            theirs.close()
         try:
-            self._address = reader.recv()
+            self._address = control.recv()
         except EOFError:
+            control.close()
             process.join(timeout=self._shutdown_timeout)
             code = process.exitcode
             raise ManagerLostError(
@@ -208,8 +211,9 @@ class BaseManager:
                 f"exit code {'unknown' if code is None else _exitcode_name(code)}: "
                 "its initializer or a registered type may have failed (see its output)"
             ) from None
-        finally:
-            reader.close()
+        except BaseException:
+            control.close()
+            raise
         self._process_box[0] = process
         self._manager_pid = process.pid
         self._state.value = State.STARTED
@@ -236,6 +240,7 @@ class BaseManager:
                 state,
                 self._serializer,
                 self._shutdown_timeout,
+                control,
             ),
             exitpriority=0,
         )
@@ -247,18 +252,21 @@ class BaseManager:
         address: Any,
         authkey: bytes,
         serializer: str,
-        writer: Any,
+        control: Any,
         initializer: Any = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
         # bpo-36368: a Ctrl-C meant for the parent must not kill the manager
         # under it; the parent shuts it down.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _raise_descriptor_limit()
         if initializer is not None:
             initializer(*initargs)
         server = cls._Server(registry, address, authkey, serializer)
-        writer.send(server.address)
-        writer.close()
+        control.send(server.address)
+        threading.Thread(
+            target=_obey_control, args=(control, server), name="manager-control", daemon=True
+        ).start()
         server.serve_forever()
 
     @staticmethod
@@ -269,13 +277,14 @@ class BaseManager:
         state: State,
         serializer: str,
         shutdown_timeout: float,
+        control: Any,
     ) -> None:
         process = process_box[0]
         if process.is_alive():
             try:
-                _ask_shutdown(address, authkey, serializer)
-            except Exception:
-                pass  # it may be dying already: terminated below
+                control.send(_SHUTDOWN)
+            except (OSError, EOFError):
+                pass  # it is dying already: terminated below
             process.join(timeout=shutdown_timeout)
             if process.is_alive():
                 process.terminate()
@@ -285,6 +294,7 @@ class BaseManager:
                     process.join(timeout=shutdown_timeout)
         else:
             process.join(timeout=0)
+        control.close()
         state.value = State.SHUTDOWN
         close_sessions(address, "the manager was shut down")
         describe_owned(address, None)
@@ -417,12 +427,43 @@ class BaseManager:
             setattr(cls, typeid, create)
 
 
-def _ask_shutdown(address: Any, authkey: bytes, serializer: str) -> None:
-    """Ask the server at ``address`` to stop, on a connection of its own (no session)."""
-    with Client(address, authkey=authkey) as raw:
-        conn = wrap(raw, serializer)
-        conn.send((HELLO, f"{os.getpid()}-shutdown", False))
-        dispatch(conn, None, "shutdown")
+def _raise_descriptor_limit() -> None:
+    """Let the manager process hold as many descriptors as the hard limit allows.
+
+    Each calling thread of each client holds four of them here (its ``Pipe()``
+    end: two pipe ends and two side sockets), where one socket did before: many
+    clients would otherwise reach a soft limit of 1024 (the reaper does the same).
+    """
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        pass  # a sandbox that forbids it: the soft limit stays
+
+
+#: What the process that started a manager sends on its control pipe to stop it.
+_SHUTDOWN = "#shutdown"
+
+
+def _obey_control(control: Any, server: Server) -> None:
+    """In the manager: stop the server when the starting process says so on ``control``.
+
+    The pipe's end (the starting process gone) changes nothing: the manager
+    goes on serving its other clients, as before.
+    """
+    try:
+        while control.recv() != _SHUTDOWN:
+            pass
+    except (EOFError, OSError):
+        return
+    finally:
+        control.close()
+    server.stop_event.set()
 
 
 class _EndedProcess:

@@ -7,16 +7,19 @@
     Session(address)            (one per manager and process)
       anchor connection  ═══ HELLO(id, anchor) ═══▶ references of client `id`
                          (no calls: its thread sees our death at once)
-      thread A: local.conn ═══ requests/replies ═══▶ a serving thread
+      thread A: socket ═══ HELLO(id, False, pipe end) ═══▶ (then closed)
+                local.conn: Pipe() end ═══ requests/replies ═══▶ a serving thread
       thread B: local.conn ═══ requests/replies ═══▶ a serving thread
       pending decrefs ── sent one way before the next request
 
 Proxies of one manager share their process's session. Each thread has its own
-connection, opened once and kept (no handshake per call). References (created
-objects, unpickled proxies) belong to the session, not to a connection: the
-server drops all of them when the anchor connection ends, which happens when the
-last proxy here is gone, when the manager is shut down, or when this process
-dies. A dropped proxy's decref is queued and sent, without waiting for a reply,
+connection, opened once and kept (no handshake per call): over a Unix socket
+with pickle, a ``Pipe()`` pair whose other end the HELLO hands to the server
+(pipes are the cheapest round trip the kernel has); over TCP, the socket.
+References (created objects, unpickled proxies) belong to the session, not to a
+connection: the server drops all of them when the anchor connection ends, which
+happens when the last proxy here is gone, when the manager is shut down, or when
+this process dies. A dropped proxy's decref is queued and sent, without waiting for a reply,
 ahead of the next request of any thread: a finalizer never writes on a
 connection that may be in the middle of a frame.
 
@@ -34,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._connections._listener import Client
+from .._connections._pipe import Pipe
 from .._core._errors import AuthenticationError, ManagerLostError
 from ._protocol import HELLO, RETURN, raise_reply, wrap
 from ._server import local_server
@@ -136,6 +140,14 @@ class Session:
         self.lost: str | None = None
         self._lock = threading.RLock()
         self._conns: list[Any] = []
+        # A thread's calls go on a Pipe() pair handed over on the socket (see
+        # _open): only where descriptors can travel (a Unix socket) and the
+        # wire is pickle.
+        self._pipes = serializer == "pickle" and isinstance(address, str)
+        # A Pipe() end on its way to the server: a child forked meanwhile
+        # closes its copy, which would otherwise keep our reads from ever
+        # seeing the manager die.
+        self._handing: list[Any] = []
         # The anchor only holds the references: its serving thread always waits
         # in recv(), so it sees this process die at once, even in the middle of a
         # call that another connection of ours is blocked in.
@@ -155,12 +167,37 @@ class Session:
         # Only this process (one thread at a time) sends on it; a forked child
         # closes its copy (forget_after_fork).
         raw.keep_in_process()
-        conn = wrap(raw, self.serializer)
+        if anchor or not self._pipes:
+            conn = wrap(raw, self.serializer)
+            try:
+                conn.send((HELLO, self.client_id, anchor))
+            except (OSError, EOFError) as exc:
+                conn.close()
+                raise self.lost_error(exc) from exc
+            self._conns.append(conn)
+            return conn
+        # A call connection: the socket, once authenticated, hands the server
+        # one end of a Pipe() and closes. A message on a pipe costs about
+        # 6 us less kernel time than sendmsg/recvmsg on a Unix stream socket
+        # here (2 against 8 us), and ~10k fewer instructions a call per side.
+        # The server's end lives only in the manager's process, so a killed
+        # manager ends our reads with EOF exactly as the socket did.
         try:
-            conn.send((HELLO, self.client_id, anchor))
+            conn, theirs = Pipe()
+        except BaseException:
+            raw.close()
+            raise
+        self._handing.append(theirs)
+        try:
+            raw.send((HELLO, self.client_id, anchor, theirs))
         except (OSError, EOFError) as exc:
             conn.close()
             raise self.lost_error(exc) from exc
+        finally:
+            self._handing.remove(theirs)
+            theirs.close()
+            raw.close()
+        conn.keep_in_process()
         self._conns.append(conn)
         return conn
 
@@ -276,7 +313,8 @@ class Session:
         """In a forked child: close this process's copies of the parent's connections."""
         self.local = threading.local()
         self.closed = True
-        conns, self._conns = self._conns, []
+        conns, self._conns = self._conns + self._handing, []
+        self._handing = []
         for conn in conns:
             try:
                 conn.close()
@@ -345,6 +383,8 @@ class LocalSession(Session):
         self.lost = None
         self._lock = threading.RLock()
         self._conns = []
+        self._pipes = False
+        self._handing = []
         self._server = server
 
     def connection(self) -> Any:
