@@ -109,8 +109,13 @@ static int
 simple_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int *blocking)
 {
     PyObject *block = NULL, *timeout = NULL;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    Py_ssize_t nkw;
 
+    if (nargs == 0 && kwnames == NULL) {  /* acquire(): the usual call */
+        *blocking = 1;
+        return 1;
+    }
+    nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs > 2)
         return 0;
     if (nargs >= 1)
