@@ -676,6 +676,16 @@ if _native is not None:
 
     NativeLock.__name__, NativeRLock.__name__ = "Lock", "RLock"
 
+
+def __getattr__(name: str) -> type:
+    # A native lock pickled to a process that runs the pure implementation
+    # (PROCTOR_PURE_PYTHON set only there) is rebuilt as the pure one: both run
+    # the same protocol on the same semaphore and words.
+    if name in ("NativeLock", "NativeRLock") and _native is None:
+        return PyLock if name == "NativeLock" else PyRLock
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # The public classes: the active implementation (the type checker sees the pure
 # one, whose API both share).
 if TYPE_CHECKING:

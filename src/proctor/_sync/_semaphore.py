@@ -182,8 +182,9 @@ class PyBoundedSemaphore(PySemaphore):
             ValueError: the count is already at its initial value: ``release()``
                 was called more often than ``acquire()``.
         """
+        release = self._named.sem.release  # (a closed semaphore's ValueError says so)
         try:
-            self._named.sem.release()
+            release()
         except ValueError:
             raise ValueError(
                 f"BoundedSemaphore released too many times: its count is already at its "
@@ -219,6 +220,14 @@ if _native is not None:
 
     NativeSemaphore.__name__ = "Semaphore"
     NativeBoundedSemaphore.__name__ = "BoundedSemaphore"
+
+
+def __getattr__(name: str) -> type:
+    # As in _lock: a native semaphore sent to a pure-Python process is rebuilt pure.
+    if name in ("NativeSemaphore", "NativeBoundedSemaphore") and _native is None:
+        return PySemaphore if name == "NativeSemaphore" else PyBoundedSemaphore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # The public classes: the active implementation (see _lock).
 if TYPE_CHECKING:
