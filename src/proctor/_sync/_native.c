@@ -333,6 +333,16 @@ core_detach_method(Core *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* The thread that took it through this object (Lock: for the repr; RLock: the
+ * owner), or None. */
+static PyObject *
+get_tid(Core *self, void *Py_UNUSED(closure))
+{
+    if (self->tid == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->tid);
+}
+
 /* ── Lock ────────────────────────────────────────────────────────────────── */
 
 static PyObject *
@@ -392,14 +402,6 @@ lock_became_owner(Core *self, PyObject *Py_UNUSED(ignored))
     *self->owner = g_ident;
     self->tid = PyThread_get_thread_ident();
     Py_RETURN_NONE;
-}
-
-static PyObject *
-get_holder_tid(Core *self, void *Py_UNUSED(closure))
-{
-    if (self->tid == 0)
-        Py_RETURN_NONE;
-    return PyLong_FromUnsignedLong(self->tid);
 }
 
 /* ── RLock ───────────────────────────────────────────────────────────────── */
@@ -470,14 +472,6 @@ rlock_forget_ownership(Core *self, PyObject *Py_UNUSED(ignored))
     self->tid = 0;
     self->depth = 0;
     Py_RETURN_NONE;
-}
-
-static PyObject *
-get_tid(Core *self, void *Py_UNUSED(closure))
-{
-    if (self->tid == 0)
-        Py_RETURN_NONE;
-    return PyLong_FromUnsignedLong(self->tid);
 }
 
 static int
@@ -571,7 +565,7 @@ static PyMethodDef lock_methods[] = {
 };
 
 static PyGetSetDef lock_getset[] = {
-    {"_holder_tid", (getter)get_holder_tid, NULL,
+    {"_holder_tid", (getter)get_tid, NULL,
      "the thread that took the lock through this object (None: released, or taken elsewhere)",
      NULL},
     {NULL, NULL, NULL, NULL, NULL},
