@@ -43,7 +43,9 @@
  * held on another core, and shorter than a futex sleep and wake-up (10-20 us on
  * the development VM). A failed try only reads the semaphore's word, so the
  * spinning process does not take the cache line from the holder. */
+#ifndef SPIN_TRIES
 #define SPIN_TRIES 100
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
