@@ -353,7 +353,8 @@ lock_acquire(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     int blocking;
     sem_t *sem = self->sem;
 
-    if (sem == NULL || !simple_acquire_args(args, nargs, kwnames, &blocking))
+    /* (owner is set exactly while a lock is attached: sem is then set too) */
+    if (self->owner == NULL || !simple_acquire_args(args, nargs, kwnames, &blocking))
         return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
     if (try_take(sem) || (blocking && *self->owner != g_ident && spin_take(sem))) {
         *self->owner = g_ident;
@@ -368,7 +369,7 @@ lock_enter(Core *self, PyObject *Py_UNUSED(ignored))
 {
     sem_t *sem = self->sem;
 
-    if (sem != NULL && (try_take(sem) || (*self->owner != g_ident && spin_take(sem)))) {
+    if (self->owner != NULL && (try_take(sem) || (*self->owner != g_ident && spin_take(sem)))) {
         *self->owner = g_ident;
         self->tid = PyThread_get_thread_ident();
         Py_RETURN_TRUE;
@@ -379,7 +380,7 @@ lock_enter(Core *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 lock_release(Core *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->sem == NULL || !may_post(self))
+    if (self->owner == NULL || !may_post(self))
         return call_python(self->py_release, (PyObject *)self, NULL, 0, NULL);
     *self->owner = g_next_token;
     g_next_token -= 1.0;
@@ -415,7 +416,7 @@ rlock_acquire(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     unsigned long me;
     sem_t *sem = self->sem;
 
-    if (sem == NULL || !simple_acquire_args(args, nargs, kwnames, &blocking))
+    if (self->owner == NULL || !simple_acquire_args(args, nargs, kwnames, &blocking))
         return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
     me = PyThread_get_thread_ident();
     if (self->tid == me && *self->owner == g_ident) {
@@ -434,7 +435,7 @@ rlock_acquire(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
 static PyObject *
 rlock_release(Core *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->sem == NULL || self->tid != PyThread_get_thread_ident()
+    if (self->owner == NULL || self->tid != PyThread_get_thread_ident()
         || *self->owner != g_ident || self->depth < 1)
         return call_python(self->py_release, (PyObject *)self, NULL, 0, NULL);
     if (self->depth > 1) {
