@@ -44,10 +44,10 @@ def _commands(source: str, obj: str, target: str) -> list[list[str]]:
     cc = _config("CC")
     ldshared = os.environ.get("LDSHARED") or sysconfig.get_config_var("LDSHARED") or ""
     configured_cc = sysconfig.get_config_var("CC") or ""
-    if "CC" in os.environ and "LDSHARED" not in os.environ and configured_cc:
-        # The linker is the compiler too: a CC from the environment replaces it there.
-        if ldshared.startswith(configured_cc):
-            ldshared = os.environ["CC"] + ldshared[len(configured_cc) :]
+    # The linker is the compiler too: a CC from the environment replaces it there.
+    overridden = "CC" in os.environ and "LDSHARED" not in os.environ
+    if overridden and configured_cc and ldshared.startswith(configured_cc):
+        ldshared = os.environ["CC"] + ldshared[len(configured_cc) :]
     includes = {sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]}
     compile_cmd = [
         *shlex.split(cc),
