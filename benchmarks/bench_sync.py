@@ -11,6 +11,12 @@ Rows:
   (``acquire = lock.acquire``), which strips the attribute lookups and shows the
   pure per-call cost (multiprocessing's methods are C functions).
 - ``lock_uncontended_with``: the same through ``with lock:``.
+- ``lock_uncontended_pure``: ``lock_uncontended`` with proctor's pure-Python
+  implementation, where the C accelerator is the active one (what an install
+  without a compiler, or ``PROCTOR_PURE_PYTHON=1``, runs).
+
+The note of each Lock row names the implementation measured
+(``python -m proctor info`` says which one is active).
 - ``lock_counter_2proc``: two processes incrementing a counter in anonymous
   shared memory under one Lock, in increments per second (higher is better;
   ratio = proctor / multiprocessing). The final count is checked exactly. Where
@@ -129,7 +135,14 @@ def _event_latency_us(lib, rounds: int) -> float:
     return statistics.median(samples)
 
 
-def _row(name: str, ours: list[float], theirs: list[float], unit: str, higher_better: bool):
+def _row(
+    name: str,
+    ours: list[float],
+    theirs: list[float],
+    unit: str,
+    higher_better: bool,
+    note: str = "",
+):
     a, b = statistics.median(ours), statistics.median(theirs)
     ratio = a / b if higher_better else b / a
     return {
@@ -139,7 +152,13 @@ def _row(name: str, ours: list[float], theirs: list[float], unit: str, higher_be
         "unit": unit,
         "ratio": round(ratio, 3),
         "better": "higher" if higher_better else "lower",
+        "note": note,
     }
+
+
+def _implementation_note() -> str:
+    active = getattr(_sync, "ACTIVE", "python")
+    return "proctor: C accelerator" if active == "native" else "proctor: pure Python"
 
 
 def run(quick: bool) -> list[dict]:
@@ -150,24 +169,33 @@ def run(quick: bool) -> list[dict]:
     rounds = 50 if quick else 200
     rows = []
 
-    for mode, name in (
-        ("call", "lock_uncontended"),
-        ("prebound", "lock_uncontended_prebound"),
-        ("with", "lock_uncontended_with"),
+    note = _implementation_note()
+    implementations = getattr(_sync, "IMPLEMENTATIONS", {})
+    pure = implementations.get("python") if implementations.get("native") else None
+    for mode, name, make in (
+        ("call", "lock_uncontended", _factory(proctor, "Lock")),
+        ("prebound", "lock_uncontended_prebound", _factory(proctor, "Lock")),
+        ("with", "lock_uncontended_with", _factory(proctor, "Lock")),
+        ("call", "lock_uncontended_pure", pure["Lock"] if pure else None),
     ):
+        if make is None:
+            continue  # the pure implementation is the active one: the first row is it
         ours, theirs = [], []
-        mine, std = _factory(proctor, "Lock")(), multiprocessing.Lock()
+        mine, std = make(), multiprocessing.Lock()
         for _ in range(reps):
             ours.append(_ns_per_op(mine, n_ops, mode))
             theirs.append(_ns_per_op(std, n_ops, mode))
         mine.close()
-        rows.append(_row(name, ours, theirs, "ns/op", higher_better=False))
+        row_note = "proctor: pure Python" if name.endswith("_pure") else note
+        rows.append(_row(name, ours, theirs, "ns/op", higher_better=False, note=row_note))
 
     ours, theirs = [], []
     for _ in range(reps + 2):  # the noisiest row: scheduling decides who convoys
         ours.append(_counter_rate(proctor, n_count))
         theirs.append(_counter_rate(multiprocessing, n_count))
-    rows.append(_row("lock_counter_2proc", ours, theirs, "increments/s", higher_better=True))
+    rows.append(
+        _row("lock_counter_2proc", ours, theirs, "increments/s", higher_better=True, note=note)
+    )
 
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
         ours, theirs = [], []
@@ -175,7 +203,14 @@ def run(quick: bool) -> list[dict]:
             ours.append(_counter_rate(proctor, n_count, pinned=True))
             theirs.append(_counter_rate(multiprocessing, n_count, pinned=True))
         rows.append(
-            _row("lock_counter_2proc_2cpus", ours, theirs, "increments/s", higher_better=True)
+            _row(
+                "lock_counter_2proc_2cpus",
+                ours,
+                theirs,
+                "increments/s",
+                higher_better=True,
+                note=note,
+            )
         )
 
     ours, theirs = [], []

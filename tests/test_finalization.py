@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import proctor
+from proctor import _sync
 from proctor._core import _closing, _sharedwords
 from proctor._reaper import _semlock
 from proctor._sync import _lock, _semaphore
@@ -17,10 +18,22 @@ def _clear_globals(monkeypatch, module) -> None:
             monkeypatch.setattr(module, name, None)
 
 
+_PURE = _sync.IMPLEMENTATIONS["python"]
+
+
 @pytest.mark.parametrize(
     "make",
-    [proctor.Lock, proctor.RLock, lambda: proctor.Semaphore(2), lambda: proctor.Value("i", 1)],
-    ids=["Lock", "RLock", "Semaphore", "Value"],
+    [
+        proctor.Lock,
+        proctor.RLock,
+        lambda: proctor.Semaphore(2),
+        lambda: proctor.Value("i", 1),
+        # The pure-Python classes too, where the C accelerator is the active one.
+        _PURE["Lock"],
+        _PURE["RLock"],
+        lambda: _PURE["Semaphore"](2),
+    ],
+    ids=["Lock", "RLock", "Semaphore", "Value", "PyLock", "PyRLock", "PySemaphore"],
 )
 def test_finalizers_need_no_module_globals(make, monkeypatch):
     obj = make()

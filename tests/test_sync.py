@@ -1,4 +1,9 @@
-"""Locks, semaphores, conditions, events and barriers: across processes and dead holders."""
+"""Locks, semaphores, conditions, events and barriers: across processes and dead holders.
+
+Lock, RLock, Semaphore and BoundedSemaphore have two implementations (the C
+accelerator and pure Python, see proctor/_sync/_accel.py): the tests of those
+primitives take the ``impl`` fixture and run under each, in this one run.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from proctor._sync import (
     LockNotOwnedError,
     RLock,
     Semaphore,
+    _condition,
 )
 
 # An unexpected OwnerDiedWarning (a live holder taken for dead) fails the test;
@@ -43,6 +49,52 @@ def _reaper_connected():
     """Open this process's reaper connection before leak checks take a baseline."""
     _reaper.ensure_started()
     yield
+
+
+# -- the two implementations ---------------------------------------------------------
+
+IMPLS = tuple(_sync.IMPLEMENTATIONS)  # ("native", "python")
+ACTIVE = _sync.ACTIVE
+OTHER = next(name for name in IMPLS if name != ACTIVE)
+
+
+@pytest.fixture
+def impl(request, monkeypatch):
+    """Run the test with ``request.param``'s Lock, RLock, Semaphore, BoundedSemaphore.
+
+    The test module's names, and the default locks of Condition, Event and
+    Barrier, are that implementation's for the test (and in forked children);
+    objects sent to a spawned child keep their class there.
+    """
+    classes = _sync.IMPLEMENTATIONS[request.param]
+    if classes is None:
+        pytest.skip(
+            "the C accelerator is not built or is turned off here "
+            "(test_sync_accel.py checks where it must be built)"
+        )
+    for name, cls in classes.items():
+        monkeypatch.setitem(globals(), name, cls)
+        if name in ("Lock", "RLock"):
+            monkeypatch.setattr(_condition, name, cls)
+    return request.param
+
+
+#: Every test of a lock primitive runs under both implementations.
+both = pytest.mark.parametrize("impl", IMPLS, indirect=True)
+#: With a start method too: the active implementation under each method, the
+#: other one under fork (what a start method changes is shared by both: the
+#: pickled object names its class, rebuilt the same way).
+methods_and_both = pytest.mark.parametrize(
+    ("start_method", "impl"),
+    [(method, ACTIVE) for method in START_METHODS] + [("fork", OTHER)],
+    indirect=["impl"],
+)
+#: The central guarantees: each implementation under every start method.
+every_method_and_both = pytest.mark.parametrize(
+    ("start_method", "impl"),
+    [(method, name) for name in IMPLS for method in START_METHODS],
+    indirect=["impl"],
+)
 
 
 def _process(ctx, target, *args):
@@ -80,7 +132,7 @@ def count_under_lock(lock, mem, n):
 
 def hold_and_hang(lock, ready):
     lock.acquire()
-    if isinstance(lock, RLock):
+    if type(lock).__name__ == "RLock":  # (either implementation; spawned children too)
         lock.acquire()  # die two levels deep
     ready.set()
     while True:
@@ -238,7 +290,8 @@ class _RecordingSem:
 # --- Lock -------------------------------------------------------------------------
 
 
-def test_lock_acquire_release_and_repr_show_state():
+@both
+def test_lock_acquire_release_and_repr_show_state(impl):
     lock = Lock()
     assert repr(lock) == "<Lock(owner=None)>"
     assert lock.acquire() is True
@@ -262,7 +315,8 @@ def _repr_from_thread(obj, name="Thread-x"):
     return seen[0]
 
 
-def test_lock_and_rlock_reprs_name_the_holder_as_multiprocessing_does():
+@both
+def test_lock_and_rlock_reprs_name_the_holder_as_multiprocessing_does(impl):
     lock, rlock = Lock(), RLock()
     lock.acquire()
     rlock.acquire()
@@ -295,7 +349,8 @@ def repr_while_holding(lock):
         return repr(lock)
 
 
-def test_a_lock_held_in_a_child_shows_the_childs_name_there_and_another_process_here(ctx):
+@methods_and_both
+def test_a_lock_held_in_a_child_shows_the_childs_name_there_and_another_process_here(ctx, impl):
     for cls, held_here in (
         (Lock, "<Lock(owner=SomeOtherProcess)>"),
         (RLock, "<RLock(SomeOtherProcess, nonzero)>"),
@@ -323,14 +378,16 @@ def test_a_lock_held_in_a_child_shows_the_childs_name_there_and_another_process_
         ready.close()
 
 
-def test_lock_release_when_unlocked_raises_value_error():
+@both
+def test_lock_release_when_unlocked_raises_value_error(impl):
     lock = Lock()
     with pytest.raises(ValueError, match="unlocked Lock"):
         lock.release()
     lock.close()
 
 
-def test_lock_can_be_released_by_another_thread_like_multiprocessing():
+@both
+def test_lock_can_be_released_by_another_thread_like_multiprocessing(impl):
     lock = Lock()
     lock.acquire()
     t = threading.Thread(target=lock.release)
@@ -341,7 +398,8 @@ def test_lock_can_be_released_by_another_thread_like_multiprocessing():
     lock.close()
 
 
-def test_lock_timeout_is_honoured():
+@both
+def test_lock_timeout_is_honoured(impl):
     lock = Lock()
     lock.acquire()
     start = time.monotonic()
@@ -352,8 +410,9 @@ def test_lock_timeout_is_honoured():
     lock.close()
 
 
+@both
 @pytest.mark.parametrize("timeout", ["1", [1], object()])
-def test_non_numeric_timeouts_are_type_errors(timeout):
+def test_non_numeric_timeouts_are_type_errors(timeout, impl):
     lock, rlock, sem, cond, event = Lock(), RLock(), Semaphore(0), Condition(), Event()
     for call in (lock.acquire, rlock.acquire, sem.acquire, event.wait):
         with pytest.raises(TypeError, match=r"timeout|real number"):
@@ -366,7 +425,8 @@ def test_non_numeric_timeouts_are_type_errors(timeout):
         obj.close()
 
 
-def test_nan_timeouts_are_value_errors_when_a_wait_is_needed():
+@both
+def test_nan_timeouts_are_value_errors_when_a_wait_is_needed(impl):
     lock, sem, event = Lock(), Semaphore(0), Event()
     lock.acquire()
     for call in (lock.acquire, sem.acquire, event.wait):
@@ -377,7 +437,8 @@ def test_nan_timeouts_are_value_errors_when_a_wait_is_needed():
         obj.close()
 
 
-def test_use_after_close_raises_value_error():
+@both
+def test_use_after_close_raises_value_error(impl):
     lock = Lock()
     lock.close()
     lock.close()  # idempotent
@@ -392,7 +453,8 @@ def test_use_after_close_raises_value_error():
 # --- RLock ------------------------------------------------------------------------
 
 
-def test_rlock_is_recursive_and_shows_depth():
+@both
+def test_rlock_is_recursive_and_shows_depth(impl):
     rlock = RLock()
     assert rlock.acquire() and rlock.acquire()
     assert repr(rlock) == "<RLock(MainProcess, 2)>"
@@ -403,7 +465,8 @@ def test_rlock_is_recursive_and_shows_depth():
     rlock.close()
 
 
-def test_rlock_release_by_non_owner_raises_assertion_error():
+@both
+def test_rlock_release_by_non_owner_raises_assertion_error(impl):
     rlock = RLock()
     with pytest.raises(AssertionError, match="does not hold"):
         rlock.release()
@@ -433,7 +496,8 @@ def test_rlock_release_by_non_owner_raises_assertion_error():
 # --- Semaphore --------------------------------------------------------------------
 
 
-def test_semaphore_counts_and_reports_value():
+@both
+def test_semaphore_counts_and_reports_value(impl):
     sem = Semaphore(2)
     assert sem.get_value() == 2
     assert sem.acquire() and sem.acquire()
@@ -447,7 +511,8 @@ def test_semaphore_counts_and_reports_value():
     assert repr(sem) == "<Semaphore(closed)>"
 
 
-def test_bounded_semaphore_refuses_release_past_its_bound():
+@both
+def test_bounded_semaphore_refuses_release_past_its_bound(impl):
     sem = BoundedSemaphore(1)
     with pytest.raises(ValueError, match=r"released too many times.*bound 1"):
         sem.release()
@@ -458,8 +523,10 @@ def test_bounded_semaphore_refuses_release_past_its_bound():
     sem.close()
 
 
-@pytest.mark.parametrize("cls", [Semaphore, BoundedSemaphore])
-def test_semaphore_bad_values(cls):
+@both
+@pytest.mark.parametrize("name", ["Semaphore", "BoundedSemaphore"])
+def test_semaphore_bad_values(name, impl):
+    cls = globals()[name]
     with pytest.raises(ValueError, match="must be >= 0, not -1"):
         cls(-1)
     with pytest.raises(TypeError, match="must be an int"):
@@ -471,7 +538,8 @@ def test_semaphore_bad_values(cls):
 # --- sharing ----------------------------------------------------------------------
 
 
-def test_pickling_outside_a_start_is_refused_with_a_clear_error():
+@both
+def test_pickling_outside_a_start_is_refused_with_a_clear_error(impl):
     objects = [Lock(), RLock(), Semaphore(), BoundedSemaphore(), Condition(), Event(), Barrier(2)]
     for obj in objects:
         with pytest.raises(RuntimeError, match="through inheritance"):
@@ -480,7 +548,8 @@ def test_pickling_outside_a_start_is_refused_with_a_clear_error():
         obj.close()
 
 
-def test_every_primitive_works_in_a_child(ctx):
+@every_method_and_both
+def test_every_primitive_works_in_a_child(ctx, impl):
     """All primitives travel as Process args under each start method and work there."""
     mem = AnonymousMemory(4096)
     words = _words(mem)
@@ -503,7 +572,8 @@ def test_every_primitive_works_in_a_child(ctx):
     mem.close()
 
 
-def test_counter_under_lock_is_exact_with_two_processes(ctx):
+@methods_and_both
+def test_counter_under_lock_is_exact_with_two_processes(ctx, impl):
     mem = AnonymousMemory(4096)
     lock = Lock()
     n = 2000
@@ -515,7 +585,8 @@ def test_counter_under_lock_is_exact_with_two_processes(ctx):
     mem.close()
 
 
-def test_named_semaphores_are_reclaimed_after_use(ctx):
+@methods_and_both
+def test_named_semaphores_are_reclaimed_after_use(ctx, impl):
     """The OS names exist while used and are gone once every user has exited."""
     before = shm_entries()
     lock = Lock()
@@ -534,8 +605,10 @@ def test_named_semaphores_are_reclaimed_after_use(ctx):
 # --- dead holders -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [Lock, RLock])
-def test_lock_held_by_a_killed_process_is_taken_over_with_a_warning(ctx, cls):
+@every_method_and_both
+@pytest.mark.parametrize("name", ["Lock", "RLock"])
+def test_lock_held_by_a_killed_process_is_taken_over_with_a_warning(ctx, name, impl):
+    cls = globals()[name]
     lock, ready = cls(), Event()
     p = _process(ctx, hold_and_hang, lock, ready)
     assert ready.wait(30)
@@ -555,7 +628,8 @@ def test_lock_held_by_a_killed_process_is_taken_over_with_a_warning(ctx, cls):
     ready.close()
 
 
-def test_a_waiter_in_another_process_takes_over_from_a_killed_holder():
+@both
+def test_a_waiter_in_another_process_takes_over_from_a_killed_holder(impl):
     ctx = proctor.get_context("fork")
     lock, ready = Lock(), Event()
     holder = _process(ctx, hold_and_hang, lock, ready)
@@ -573,7 +647,8 @@ def test_a_waiter_in_another_process_takes_over_from_a_killed_holder():
     ready.close()
 
 
-def test_a_live_holder_is_never_taken_over():
+@both
+def test_a_live_holder_is_never_taken_over(impl):
     ctx = proctor.get_context("fork")
     lock, ready, go = Lock(), Event(), Event()
     p = _process(ctx, hold_until, lock, ready, go)
@@ -588,7 +663,8 @@ def test_a_live_holder_is_never_taken_over():
         obj.close()
 
 
-def test_a_process_killed_before_recording_itself_does_not_wedge_the_lock():
+@both
+def test_a_process_killed_before_recording_itself_does_not_wedge_the_lock(impl):
     ctx = proctor.get_context("fork")
     lock, ready = Lock(), Event()
     p = _process(ctx, take_without_recording_and_hang, lock, ready)
@@ -606,7 +682,8 @@ def test_a_process_killed_before_recording_itself_does_not_wedge_the_lock():
     ready.close()
 
 
-def test_limbo_is_recognised_across_calls_with_short_timeouts():
+@both
+def test_limbo_is_recognised_across_calls_with_short_timeouts(impl):
     # Each acquire() alone waits less than LIMBO_GRACE; together they see the
     # same dead non-owner for longer, and the lock is taken over.
     ctx = proctor.get_context("fork")
@@ -625,7 +702,8 @@ def test_limbo_is_recognised_across_calls_with_short_timeouts():
     ready.close()
 
 
-def test_owner_died_warning_can_be_made_an_error():
+@both
+def test_owner_died_warning_can_be_made_an_error(impl):
     ctx = proctor.get_context("fork")
     lock, ready = Lock(), Event()
     p = _process(ctx, hold_and_hang, lock, ready)
@@ -647,7 +725,8 @@ def test_owner_died_warning_can_be_made_an_error():
     ready.close()
 
 
-def test_condition_whose_lock_holder_was_killed_recovers(ctx):
+@methods_and_both
+def test_condition_whose_lock_holder_was_killed_recovers(ctx, impl):
     cond, ready = Condition(Lock()), Event()
     p = _process(ctx, hold_and_hang, cond, ready)
     assert ready.wait(30)
@@ -680,7 +759,8 @@ def test_killed_condition_waiter_does_not_block_notify_or_other_waiters(ctx):
     mem.close()
 
 
-def test_a_dead_holder_is_recognised_even_when_its_pid_now_names_a_live_process(ctx):
+@methods_and_both
+def test_a_dead_holder_is_recognised_even_when_its_pid_now_names_a_live_process(ctx, impl):
     """Holder liveness is exact: a recycled pid does not make a dead holder look alive.
 
     The kernel may hand a dead holder's pid to a new, unrelated process. That is
@@ -856,7 +936,8 @@ def test_condition_wait_timeout_and_wait_for():
     cond.close()
 
 
-def test_condition_on_rlock_restores_depth_after_wait():
+@both
+def test_condition_on_rlock_restores_depth_after_wait(impl):
     rlock = RLock()
     cond = Condition(rlock)
     with cond, cond:
@@ -1077,7 +1158,8 @@ def _blocked_waits():
     ]
 
 
-def test_every_blocking_wait_looks_again_at_least_every_check_interval():
+@both
+def test_every_blocking_wait_looks_again_at_least_every_check_interval(impl):
     """No wait sleeps unboundedly: a wake-up that never comes is made up for by looking.
 
     Each primitive's wait, with no timeout, sleeps on its semaphore in slices of at

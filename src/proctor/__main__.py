@@ -48,7 +48,10 @@ def _parser() -> argparse.ArgumentParser:
         "(needs matplotlib: pip install 'proctor[plot]')",
     )
     bench.add_argument("names", nargs="*", help="only these benchmarks (e.g. process queue)")
-    commands.add_parser("info", help="show the start methods and platform details")
+    commands.add_parser(
+        "info",
+        help="show the start methods, platform details and whether the C accelerator is active",
+    )
     return parser
 
 
@@ -74,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_benchmarks(args.names, quick=args.quick, markdown=args.markdown, plot=args.plot)
     if args.command == "info":
         from . import __version__, get_all_start_methods
+        from ._sync._accel import describe
 
         print(f"proctor {__version__} on Python {sys.version.split()[0]} ({sys.platform})")
         print(f"start methods: {', '.join(get_all_start_methods())} (default {get_start_method()})")
+        print(f"lock and semaphore fast paths: {describe()}")
         return 0
     _parser().print_help()
     return 2

@@ -7,6 +7,9 @@ The synchronisation primitives of ``multiprocessing``, one concept per module::
                                        OwnerDiedWarning
     _semaphore.py   Semaphore,         the OS semaphore itself (no owner to watch)
                     BoundedSemaphore
+    _native.c       (optional)         C fast paths of the four above: the same
+    _accel.py                          protocol, the Python methods as fallback;
+                                       which implementation runs, and why
     _condition.py   Condition, Event,  ticket counters in shared memory, waiters in
                     Barrier            the kernel's record-lock table: no limit on
                                        waiters; notify never waits for, and never
@@ -23,6 +26,8 @@ See docs/sync.md for the user's view and the exact guarantees.
 
 from __future__ import annotations
 
+from . import _lock, _semaphore
+from ._accel import ACTIVE as ACTIVE
 from ._condition import Barrier as Barrier
 from ._condition import BrokenBarrierError as BrokenBarrierError
 from ._condition import Condition as Condition
@@ -35,6 +40,29 @@ from ._lock import LockNotOwnedError as LockNotOwnedError
 from ._lock import RLock as RLock
 from ._semaphore import BoundedSemaphore as BoundedSemaphore
 from ._semaphore import Semaphore as Semaphore
+
+
+def _implementations() -> dict[str, dict[str, type] | None]:
+    def classes(*found: type) -> dict[str, type]:
+        return dict(zip(("Lock", "RLock", "Semaphore", "BoundedSemaphore"), found, strict=True))
+
+    native = None
+    if ACTIVE == "native":
+        native = classes(
+            _lock.NativeLock,
+            _lock.NativeRLock,
+            _semaphore.NativeSemaphore,
+            _semaphore.NativeBoundedSemaphore,
+        )
+    python = classes(
+        _lock.PyLock, _lock.PyRLock, _semaphore.PySemaphore, _semaphore.PyBoundedSemaphore
+    )
+    return {"native": native, "python": python}
+
+
+#: Each implementation's classes by public name ("native": None where the C
+#: module is not loaded). The public names above are ACTIVE's; the tests run both.
+IMPLEMENTATIONS = _implementations()
 
 __all__ = (
     "Barrier",

@@ -53,8 +53,18 @@ from .._core._timeout import check_timeout as _check_timeout
 from .._core._timeout import deadline as _deadline
 from .._core._wait import CHECK_INTERVAL, POSTED, TIMED_OUT, wait_for_post
 from .._reaper._semlock import NamedSemaphore
+from . import _accel
 
-__all__ = ("CHECK_INTERVAL", "LIMBO_GRACE", "SPIN_TRIES", "Lock", "LockNotOwnedError", "RLock")
+__all__ = (
+    "CHECK_INTERVAL",
+    "LIMBO_GRACE",
+    "SPIN_TRIES",
+    "Lock",
+    "LockNotOwnedError",
+    "PyLock",
+    "PyRLock",
+    "RLock",
+)
 
 #: Non-blocking retries before a contended acquire() goes to sleep: about 2 us,
 #: the length of a short critical section on another core, and far cheaper than a
@@ -70,11 +80,27 @@ LIMBO_GRACE = 1.0
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
 
+_native = _accel.native
+
+
+def _tokens() -> Any:
+    """A fresh sequence of release tokens (negative), one per process.
+
+    With the C accelerator, its counter is the process's one sequence (both
+    implementations draw from it); else an ``itertools.count``.
+    """
+    first = -secrets.randbits(28) - 1.0
+    if _native is None:
+        return itertools.count(first, -1.0).__next__
+    _native.set_process(_ident, first)
+    return _native.next_token
+
+
 # Per-process state, reset in a forked child. The owner word holds _ident or a
 # token, as doubles (SharedWords.floats: an identity has up to 53 bits, and a
 # float is stored as fast as a small int, a large int ~20 ns slower).
 _ident = float(_sharedwords.ident())
-_next_token = itertools.count(-secrets.randbits(28) - 1.0, -1.0).__next__
+_next_token = _tokens()
 # fcntl record locks belong to the process: this serialises our own threads first.
 _recovery_mutex = threading.Lock()
 
@@ -85,7 +111,7 @@ def _after_fork_in_child() -> None:
     _ident = float(_sharedwords.ident())
     # A fresh token sequence: the parent's continues, and equal tokens written by
     # two processes would hide activity from a waiter watching for limbo.
-    _next_token = itertools.count(-secrets.randbits(28) - 1.0, -1.0).__next__
+    _next_token = _tokens()
     _recovery_mutex = threading.Lock()
 
 
@@ -143,18 +169,31 @@ def _not_shareable(obj: object) -> None:
 
 
 _LOCK_WORDS = 2  # owner, recoveries
+# The attributes of every lock object (declared by the concrete classes, so that
+# a native class can put its C base's layout first).
+_LOCK_SLOTS = ("__weakref__", "_limbo", "_named", "_post", "_shared", "_try", "_w")
 
 
 class _OwnedLock(ClosedWhenCollected):
     """Shared machinery of Lock and RLock: the semaphore, the owner word, recovery."""
 
-    __slots__ = ("__weakref__", "_limbo", "_named", "_post", "_shared", "_try", "_w")
+    if not TYPE_CHECKING:  # (the type checker takes the attributes as declared below)
+        __slots__ = ()  # the concrete classes declare _LOCK_SLOTS
 
     _OWNER = 0  # index of the owner word in the shared block
     _RECOVERIES = 1  # how many times a dead holder was replaced (Barrier watches it)
     # proctor's own users of a lock whose data cannot be left half-updated
     # (queues: every change commits with one store) turn the warning off.
     _warn_on_takeover = True
+    # Non-blocking tries before the slow path sleeps (a native class has spun in C).
+    _spin = SPIN_TRIES
+
+    _named: NamedSemaphore
+    _shared: SharedWords
+    _try: Any
+    _post: Any
+    _w: memoryview[float] | _ClosedWords
+    _limbo: list
 
     if TYPE_CHECKING:  # provided by Lock and RLock; Condition uses them on either
 
@@ -173,13 +212,20 @@ class _OwnedLock(ClosedWhenCollected):
         # Bound once: the fast path is a C call and a store, nothing else.
         self._try = named.sem.acquire
         self._post = named.sem.release
-        self._w: memoryview[float] | _ClosedWords = shared.floats
+        self._w = shared.floats
         # [release token seen while no owner was recorded, since when]: kept
         # across calls, so that callers looping on short timeouts still see a
         # holder that died before recording itself stay dead for LIMBO_GRACE.
-        self._limbo: list = [None, 0.0]
+        self._limbo = [None, 0.0]
+        self._attach_fast_paths()
 
     # -- hooks for subclasses --------------------------------------------------
+
+    def _attach_fast_paths(self) -> None:
+        """Point the C fast paths at the semaphore and the owner word (native classes)."""
+
+    def _detach(self) -> None:
+        """Let the C fast paths go of the semaphore and the arena (native classes)."""
 
     def _became_owner(self) -> None:
         """Record process-local ownership after taking the semaphore (RLock)."""
@@ -193,7 +239,7 @@ class _OwnedLock(ClosedWhenCollected):
         if not block:
             return self._recover(watched)
         outcome = wait_for_post(
-            self._try, _deadline(timeout), lambda: self._recover(watched), SPIN_TRIES
+            self._try, _deadline(timeout), lambda: self._recover(watched), self._spin
         )
         if outcome == POSTED:
             self._became_owner()
@@ -243,6 +289,8 @@ class _OwnedLock(ClosedWhenCollected):
                 "half-updated: check it before relying on it. (To make this an error: "
                 "warnings.simplefilter('error', proctor.OwnerDiedWarning).)",
                 OwnerDiedWarning,
+                # (The same frames under the C acquire, which shows none: its
+                # Python fallback, _acquire_after_c, stands where acquire stands.)
                 stacklevel=5,
             )
         except BaseException:
@@ -286,8 +334,9 @@ class _OwnedLock(ClosedWhenCollected):
         Other processes keep using the lock. Any use after ``close()`` in this
         process raises ``ValueError``. Garbage collection does the same.
         """
-        # Drop the bound methods first: they keep the C semaphore open, and the
-        # reaper only unlinks a name that no process still maps.
+        # Drop the C fast paths' and the bound methods' hold first: they keep the C
+        # semaphore open, and the reaper only unlinks a name that no process still maps.
+        self._detach()
         self._try = self._post = _closed_call
         self._w = _ClosedWords()
         self._named.close()
@@ -319,29 +368,11 @@ def _rebuild_lock(cls: type[_OwnedLock], named: NamedSemaphore, shared: SharedWo
     return obj
 
 
-class Lock(_OwnedLock):
-    """A non-recursive lock shared by processes, handed on when its holder dies.
+class _LockMethods(_OwnedLock):
+    """The pure-Python Lock: its fast paths, and what the C ones call for the rest."""
 
-    Behaves as ``multiprocessing.Lock``: any process or thread may release it.
-
-    Args:
-        ctx: keyword-only, as for ``multiprocessing.synchronize.Lock(ctx=...)``:
-            ``None`` or any proctor context (the lock works under every start
-            method, so the context is not kept).
-
-    Raises:
-        TypeError: ``ctx`` is not ``None`` or a proctor context (a
-            ``multiprocessing`` context, say).
-
-    Note:
-        If the process holding the lock dies (even by SIGKILL), the next
-        ``acquire()`` -- here or in any other process -- succeeds within about
-        ``CHECK_INTERVAL`` seconds, returns ``True`` and issues
-        :class:`proctor.OwnerDiedWarning` naming the dead pid.
-        ``multiprocessing.Lock`` stays locked forever in that case.
-    """
-
-    __slots__ = ()
+    if not TYPE_CHECKING:
+        __slots__ = ()
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Acquire the lock.
@@ -362,6 +393,17 @@ class Lock(_OwnedLock):
         try:
             if self._try(False, timeout):
                 self._w[0] = _ident
+                return True
+        except TypeError:
+            _check_timeout(timeout)
+            raise
+        return self._acquire_slow(block, timeout)
+
+    def _acquire_after_c(self, block: bool = True, timeout: float | None = None) -> bool:
+        """``acquire()`` once the C fast path found the lock taken (or the call unusual)."""
+        try:
+            if self._try(False, timeout):
+                self._became_owner()  # (the C version: also which thread took it)
                 return True
         except TypeError:
             _check_timeout(timeout)
@@ -400,6 +442,14 @@ class Lock(_OwnedLock):
     def _acquire_restore(self, state: None) -> None:
         self.acquire()
 
+    def _taken_by_this_thread(self) -> bool:
+        """Whether the thread calling took the lock this process holds."""
+        # The semaphore's own counters (per process) tell which thread took it
+        # last. A lock taken over from a dead holder was not taken through them:
+        # then all that is known is that this process holds it.
+        sem = self._named.sem
+        return bool(sem._is_mine() or sem._count() <= 0)
+
     def __repr__(self) -> str:
         # multiprocessing's form: owner=None, =MainProcess (the calling thread holds
         # it; "|<thread>" if that is not the main thread), =SomeOtherThread,
@@ -410,14 +460,7 @@ class Lock(_OwnedLock):
         owner = self._w[0]
         try:
             if owner == _ident:
-                # The semaphore's own counters (per process) tell which thread took
-                # it last. A lock taken over from a dead holder was not taken
-                # through them: then all that is known is that this process holds it.
-                sem = self._named.sem
-                if sem._is_mine() or sem._count() <= 0:
-                    holder = _holder_name()
-                else:
-                    holder = "SomeOtherThread"
+                holder = _holder_name() if self._taken_by_this_thread() else "SomeOtherThread"
             elif owner > 0 or self._named.sem._is_zero():
                 holder = "SomeOtherProcess"
             else:
@@ -427,29 +470,20 @@ class Lock(_OwnedLock):
         return f"<{name}(owner={holder})>"
 
 
-class RLock(_OwnedLock):
-    """A recursive lock shared by processes, handed on when its holder dies.
+class _RLockMethods(_OwnedLock):
+    """The pure-Python RLock: its fast paths, and what the C ones call for the rest."""
 
-    Behaves as ``multiprocessing.RLock``: the thread that acquired it may acquire
-    it again, and must release it as many times.
+    if not TYPE_CHECKING:
+        __slots__ = ()
 
-    Args:
-        ctx: keyword-only; ``None`` or any proctor context, as for :class:`Lock`.
-
-    Raises:
-        TypeError: ``ctx`` is not ``None`` or a proctor context.
-
-    Note:
-        A dead holder is replaced as for :class:`Lock`; the new holder starts
-        at recursion depth 1 whatever the dead one's depth was.
-    """
-
-    __slots__ = ("_depth", "_tid")
+    if TYPE_CHECKING:
+        _tid: int | None
+        _depth: int
 
     def _setup(self, named: NamedSemaphore, shared: SharedWords) -> None:
-        super()._setup(named, shared)
-        self._tid: int | None = None
+        self._tid = None
         self._depth = 0
+        super()._setup(named, shared)
 
     def _became_owner(self) -> None:
         self._tid = _get_ident()
@@ -545,3 +579,119 @@ class RLock(_OwnedLock):
         except (ValueError, OSError, NotImplementedError):
             holder, depth = "unknown", "unknown"
         return f"<{name}({holder}, {depth})>"
+
+
+_LOCK_DOC = """A non-recursive lock shared by processes, handed on when its holder dies.
+
+    Behaves as ``multiprocessing.Lock``: any process or thread may release it.
+
+    Args:
+        ctx: keyword-only, as for ``multiprocessing.synchronize.Lock(ctx=...)``:
+            ``None`` or any proctor context (the lock works under every start
+            method, so the context is not kept).
+
+    Raises:
+        TypeError: ``ctx`` is not ``None`` or a proctor context (a
+            ``multiprocessing`` context, say).
+
+    Note:
+        If the process holding the lock dies (even by SIGKILL), the next
+        ``acquire()`` -- here or in any other process -- succeeds within about
+        ``CHECK_INTERVAL`` seconds, returns ``True`` and issues
+        :class:`proctor.OwnerDiedWarning` naming the dead pid.
+        ``multiprocessing.Lock`` stays locked forever in that case.
+    """
+
+_RLOCK_DOC = """A recursive lock shared by processes, handed on when its holder dies.
+
+    Behaves as ``multiprocessing.RLock``: the thread that acquired it may acquire
+    it again, and must release it as many times.
+
+    Args:
+        ctx: keyword-only; ``None`` or any proctor context, as for :class:`Lock`.
+
+    Raises:
+        TypeError: ``ctx`` is not ``None`` or a proctor context.
+
+    Note:
+        A dead holder is replaced as for :class:`Lock`; the new holder starts
+        at recursion depth 1 whatever the dead one's depth was.
+    """
+
+
+# The implementations. Each is named by what it is (the qualified name, which
+# pickling uses to find the class again in the receiver) and calls itself by
+# the public name (__name__, which reprs and messages show).
+
+
+class PyLock(_LockMethods):
+    __doc__ = _LOCK_DOC
+    __slots__ = _LOCK_SLOTS
+
+
+class PyRLock(_RLockMethods):
+    __doc__ = _RLOCK_DOC
+    __slots__ = (*_LOCK_SLOTS, "_depth", "_tid")
+
+
+PyLock.__name__, PyRLock.__name__ = "Lock", "RLock"
+
+if _native is not None:
+    from ._native import LockCore, RLockCore
+
+    class NativeLock(LockCore, _LockMethods):
+        # The C base comes first: its acquire, release, __enter__, __exit__ and
+        # _became_owner are the ones called; the rest is _LockMethods'.
+        __doc__ = _LOCK_DOC
+        __slots__ = _LOCK_SLOTS
+        _spin = 0  # the C acquire has spun already
+
+        def _attach_fast_paths(self) -> None:
+            self._attach(
+                self._named.sem,
+                self._shared.floats.obj,
+                self._shared.offset,
+                _LockMethods._acquire_after_c,
+                _LockMethods.release,
+            )
+
+        def _taken_by_this_thread(self) -> bool:
+            tid = self._holder_tid
+            return tid is None or tid == _get_ident()
+
+    class NativeRLock(RLockCore, _RLockMethods):
+        # _tid and _depth are the C base's (properties over its fields).
+        __doc__ = _RLOCK_DOC
+        __slots__ = _LOCK_SLOTS
+        _spin = 0
+
+        def _attach_fast_paths(self) -> None:
+            self._attach(
+                self._named.sem,
+                self._shared.floats.obj,
+                self._shared.offset,
+                _RLockMethods.acquire,
+                _RLockMethods.release,
+            )
+
+    NativeLock.__name__, NativeRLock.__name__ = "Lock", "RLock"
+
+
+def __getattr__(name: str) -> type:
+    # A native lock pickled to a process that runs the pure implementation
+    # (PROCTOR_PURE_PYTHON set only there) is rebuilt as the pure one: both run
+    # the same protocol on the same semaphore and words.
+    if name in ("NativeLock", "NativeRLock") and _native is None:
+        return PyLock if name == "NativeLock" else PyRLock
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# The public classes: the active implementation (the type checker sees the pure
+# one, whose API both share).
+if TYPE_CHECKING:
+    Lock = PyLock
+    RLock = PyRLock
+elif _native is not None:
+    Lock, RLock = NativeLock, NativeRLock
+else:
+    Lock, RLock = PyLock, PyRLock

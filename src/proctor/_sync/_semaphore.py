@@ -10,39 +10,38 @@ nothing to re-check: the count is the whole state, and the kernel watches it.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core import _runtime
 from .._core._closing import ClosedWhenCollected
 from .._core._wait import POSTED, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
+from . import _accel
 from ._lock import _check_timeout, _closed_call, _deadline, _not_shareable
 
-__all__ = ("BoundedSemaphore", "Semaphore")
+__all__ = (
+    "BoundedSemaphore",
+    "PyBoundedSemaphore",
+    "PySemaphore",
+    "Semaphore",
+)
+
+_native = _accel.native
+# The attributes of every semaphore object (declared by the concrete classes, so
+# that a native class can put its C base's layout first).
+_SLOTS = ("__weakref__", "_acquire", "_named")
 
 
-class Semaphore(ClosedWhenCollected):
-    """A counting semaphore shared by processes (``multiprocessing.Semaphore``).
+class _SemaphoreMethods(ClosedWhenCollected):
+    """The pure-Python Semaphore: its fast paths, and what the C ones call for the rest."""
 
-    Args:
-        value: the initial count; must be >= 0.
-        ctx: keyword-only; ``None`` or any proctor context, as for ``Lock``
-            (accepted for ``multiprocessing.synchronize.Semaphore(value, ctx=...)``).
-
-    Raises:
-        TypeError: ``value`` is not an int, or ``ctx`` is not ``None`` or a
-            proctor context.
-        ValueError: ``value`` is negative or too large for the OS.
-
-    Note:
-        A semaphore has no owner -- any process may release it -- so the death
-        of a process that acquired it cannot be told from a hand-over; use a
-        :class:`Lock` where a dead holder must be noticed.
-    """
-
-    __slots__ = ("__weakref__", "_acquire", "_named")
+    if not TYPE_CHECKING:  # (the type checker takes the attributes as declared below)
+        __slots__ = ()  # the concrete classes declare _SLOTS
 
     _BOUNDED = False
+
+    _named: NamedSemaphore
+    _acquire: Any
 
     def __init__(self, value: int = 1, *, ctx: Any = None) -> None:
         _runtime.check_ctx(ctx, type(self).__name__)
@@ -65,6 +64,13 @@ class Semaphore(ClosedWhenCollected):
     def _setup(self, named: NamedSemaphore) -> None:
         self._named = named
         self._acquire = named.sem.acquire
+        self._attach_fast_paths()
+
+    def _attach_fast_paths(self) -> None:
+        """Point the C fast paths at the semaphore (native classes)."""
+
+    def _detach(self) -> None:
+        """Let the C fast paths go of the semaphore (native classes)."""
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Decrement the count, waiting while it is zero.
@@ -100,6 +106,7 @@ class Semaphore(ClosedWhenCollected):
 
     def close(self) -> None:
         """Release this process's handle on the OS semaphore; idempotent."""
+        self._detach()  # first: the C fast paths keep the semaphore open too
         self._acquire = _closed_call
         self._named.close()
 
@@ -129,13 +136,42 @@ class Semaphore(ClosedWhenCollected):
         return ""
 
 
-class BoundedSemaphore(Semaphore):
-    """A semaphore whose count may not rise above its initial value.
+_SEMAPHORE_DOC = """A counting semaphore shared by processes (``multiprocessing.Semaphore``).
+
+    Args:
+        value: the initial count; must be >= 0.
+        ctx: keyword-only; ``None`` or any proctor context, as for ``Lock``
+            (accepted for ``multiprocessing.synchronize.Semaphore(value, ctx=...)``).
+
+    Raises:
+        TypeError: ``value`` is not an int, or ``ctx`` is not ``None`` or a
+            proctor context.
+        ValueError: ``value`` is negative or too large for the OS.
+
+    Note:
+        A semaphore has no owner -- any process may release it -- so the death
+        of a process that acquired it cannot be told from a hand-over; use a
+        :class:`Lock` where a dead holder must be noticed.
+    """
+
+_BOUNDED_DOC = """A semaphore whose count may not rise above its initial value.
 
     Raises:
         ValueError: from ``release()``, when the count is already at its bound.
     """
 
+
+# The implementations, named as in _lock: by what they are (__qualname__, for
+# pickling) and by the public name (__name__, for reprs and messages).
+
+
+class PySemaphore(_SemaphoreMethods):
+    __doc__ = _SEMAPHORE_DOC
+    __slots__ = _SLOTS
+
+
+class PyBoundedSemaphore(PySemaphore):
+    __doc__ = _BOUNDED_DOC
     __slots__ = ()
     _BOUNDED = True
 
@@ -146,8 +182,9 @@ class BoundedSemaphore(Semaphore):
             ValueError: the count is already at its initial value: ``release()``
                 was called more often than ``acquire()``.
         """
+        release = self._named.sem.release  # (a closed semaphore's ValueError says so)
         try:
-            self._named.sem.release()
+            release()
         except ValueError:
             raise ValueError(
                 f"BoundedSemaphore released too many times: its count is already at its "
@@ -158,7 +195,51 @@ class BoundedSemaphore(Semaphore):
         return f", maxvalue={self._named.maxvalue}"
 
 
-def _rebuild_semaphore(cls: type[Semaphore], named: NamedSemaphore) -> Semaphore:
+PySemaphore.__name__, PyBoundedSemaphore.__name__ = "Semaphore", "BoundedSemaphore"
+
+if _native is not None:
+    from ._native import SemaphoreCore
+
+    class NativeSemaphore(SemaphoreCore, _SemaphoreMethods):
+        # The C base comes first: its acquire, release, __enter__ and __exit__
+        # are the ones called; the rest is _SemaphoreMethods'.
+        __doc__ = _SEMAPHORE_DOC
+        __slots__ = _SLOTS
+
+        def _attach_fast_paths(self) -> None:
+            py_release = (PyBoundedSemaphore if self._BOUNDED else PySemaphore).release
+            self._attach(self._named.sem, None, 0, _SemaphoreMethods.acquire, py_release)
+
+    class NativeBoundedSemaphore(NativeSemaphore):
+        # release() is the C one; past the bound it calls PyBoundedSemaphore.release,
+        # which raises the error.
+        __doc__ = _BOUNDED_DOC
+        __slots__ = ()
+        _BOUNDED = True
+        _bound_text = PyBoundedSemaphore._bound_text
+
+    NativeSemaphore.__name__ = "Semaphore"
+    NativeBoundedSemaphore.__name__ = "BoundedSemaphore"
+
+
+def __getattr__(name: str) -> type:
+    # As in _lock: a native semaphore sent to a pure-Python process is rebuilt pure.
+    if name in ("NativeSemaphore", "NativeBoundedSemaphore") and _native is None:
+        return PySemaphore if name == "NativeSemaphore" else PyBoundedSemaphore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# The public classes: the active implementation (see _lock).
+if TYPE_CHECKING:
+    Semaphore = PySemaphore
+    BoundedSemaphore = PyBoundedSemaphore
+elif _native is not None:
+    Semaphore, BoundedSemaphore = NativeSemaphore, NativeBoundedSemaphore
+else:
+    Semaphore, BoundedSemaphore = PySemaphore, PyBoundedSemaphore
+
+
+def _rebuild_semaphore(cls: type[PySemaphore], named: NamedSemaphore) -> PySemaphore:
     obj = cls.__new__(cls)
     obj._setup(named)
     return obj

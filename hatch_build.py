@@ -1,0 +1,129 @@
+"""Build hook: compile proctor's optional C accelerator, or go on without it.
+
+hatchling runs this before it builds a wheel (``pip install .``, ``pip install -e .``,
+``python -m build``). It compiles ``src/proctor/_sync/_native.c`` -- the C fast paths
+of Lock, RLock and Semaphore, see ``src/proctor/_sync/_accel.py`` -- with the
+compiler and flags that this Python was built with (``sysconfig``; ``CC``,
+``CFLAGS``, ``LDSHARED`` and ``LDFLAGS`` from the environment win, as for any
+extension build). When that fails -- no compiler, no Python headers -- the wheel
+is the pure-Python one, which does everything the accelerated one does, only
+slower; the build itself never fails for it::
+
+    compile ── ok ─────▶ wheel tagged for this Python and platform, with _native.*.so
+            │            (editable install: the module is built in place, in src/)
+            └ failed ──▶ pure-Python wheel (py3-none-any); a note on stderr says why
+
+Set ``PROCTOR_BUILD_PURE=1`` to skip the compiler on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from typing import Any
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+SOURCE = os.path.join("src", "proctor", "_sync", "_native.c")
+PACKAGE_DIR = "proctor/_sync"
+#: A compiler that hangs must not hang the install.
+COMPILE_TIMEOUT = 300
+
+
+def _config(name: str) -> str:
+    return os.environ.get(name) or sysconfig.get_config_var(name) or ""
+
+
+def _commands(source: str, obj: str, target: str) -> list[list[str]]:
+    """The compile and link commands distutils would run for this Python."""
+    cc = _config("CC")
+    ldshared = os.environ.get("LDSHARED") or sysconfig.get_config_var("LDSHARED") or ""
+    configured_cc = sysconfig.get_config_var("CC") or ""
+    # The linker is the compiler too: a CC from the environment replaces it there.
+    overridden = "CC" in os.environ and "LDSHARED" not in os.environ
+    if overridden and configured_cc and ldshared.startswith(configured_cc):
+        ldshared = os.environ["CC"] + ldshared[len(configured_cc) :]
+    includes = {sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]}
+    compile_cmd = [
+        *shlex.split(cc),
+        *shlex.split(_config("CFLAGS")),
+        *shlex.split(sysconfig.get_config_var("CCSHARED") or ""),
+        *(f"-I{path}" for path in sorted(includes)),
+        "-c",
+        source,
+        "-o",
+        obj,
+    ]
+    link_cmd = [*shlex.split(ldshared), obj, "-o", target]
+    if "LDFLAGS" in os.environ:
+        link_cmd += shlex.split(os.environ["LDFLAGS"])
+    return [compile_cmd, link_cmd]
+
+
+def compile_accelerator(root: str, target: str) -> str | None:
+    """Build the C module into ``target``; return None, or why it could not be built."""
+    source = os.path.join(root, SOURCE)
+    with tempfile.TemporaryDirectory(prefix="proctor-build-") as tmp:
+        obj = os.path.join(tmp, "_native.o")
+        built = os.path.join(tmp, os.path.basename(target))
+        for cmd in _commands(source, obj, built):
+            try:
+                done = subprocess.run(
+                    cmd,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=COMPILE_TIMEOUT,
+                    check=False,
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                return f"{shlex.join(cmd[:1])} could not run: {exc}"
+            if done.returncode != 0:
+                output = done.stdout.strip().splitlines()[-5:]
+                return f"`{shlex.join(cmd)}` failed ({done.returncode}): " + " / ".join(output)
+        shutil.move(built, target)
+    return None
+
+
+class AcceleratorHook(BuildHookInterface):
+    """Compile the C accelerator into the wheel when this machine can."""
+
+    PLUGIN_NAME = "custom"
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        if self.target_name != "wheel":
+            return
+        name = "_native" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+        if version == "editable":
+            # The package is imported from src/: build the module next to its source.
+            target = os.path.join(self.root, "src", *PACKAGE_DIR.split("/"), name)
+            if os.path.exists(target):
+                os.remove(target)  # never leave a module built from older source behind
+        else:
+            self._tmp = tempfile.mkdtemp(prefix="proctor-wheel-")
+            target = os.path.join(self._tmp, name)
+        if os.environ.get("PROCTOR_BUILD_PURE", "") not in ("", "0"):
+            why: str | None = "PROCTOR_BUILD_PURE is set"
+        else:
+            why = compile_accelerator(self.root, target)
+        if why is not None:
+            print(
+                f"proctor: building without the C accelerator ({why}); locks and "
+                "semaphores run their pure-Python implementation",
+                file=sys.stderr,
+            )
+            return
+        build_data["pure_python"] = False
+        build_data["infer_tag"] = True
+        if version != "editable":
+            build_data["force_include"][target] = f"{PACKAGE_DIR}/{name}"
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,699 @@
+/* proctor._sync._native: the C fast paths of Lock, RLock and Semaphore.
+ *
+ * Optional: built when a C compiler is present (hatch_build.py), else proctor
+ * runs the same protocol in pure Python (_sync/_lock.py, _sync/_semaphore.py).
+ * Nothing here waits: every path that could sleep, and everything unusual
+ * (contention after a short spin, a closed object, odd arguments, an error),
+ * calls the pure-Python method of the same name, which holds the whole logic
+ * -- timeouts, liveness-aware waits, dead-holder recovery, error messages::
+ *
+ *     acquire(block, timeout)                      release()
+ *     ───────────────────────                      ─────────
+ *     sem_trywait ── ok ─▶ owner word := ident     (RLock: not the holder? ─▶ Python)
+ *        │ busy            tid := this thread      semaphore already up? ─▶ Python
+ *        ▼                 return True               (raises the error)
+ *     blocking? spin SPIN_TRIES trywaits           owner word := next token (< 0)
+ *        │ still busy                              sem_post
+ *        ▼
+ *     the pure-Python acquire (waits in slices, recovers a dead holder)
+ *
+ * The owner word is the same double in anonymous shared memory that the pure
+ * path writes (see _lock.py): the process identity right after the semaphore
+ * is taken, a fresh negative token just before it is released. Only the holder
+ * writes it, so plain aligned stores suffice; sem_trywait and sem_post order
+ * them (both are atomic read-modify-writes).
+ *
+ * An object keeps what its pointers point into alive: a reference to the
+ * _multiprocessing.SemLock (whose sem_t* it uses; sem_close happens only when
+ * that object goes) and a buffer export on the arena holding the owner word (an
+ * mmap cannot be unmapped while exported). _detach() drops both; close() calls
+ * it before closing the semaphore and the words.
+ *
+ * Every call holds the GIL: the object needs no lock of its own.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <semaphore.h>
+
+/* Non-blocking tries of a blocking acquire before it goes to the Python wait:
+ * about 3 us with a pause between tries, longer than a short critical section
+ * held on another core, and shorter than a futex sleep and wake-up (10-20 us on
+ * the development VM). A failed try only reads the semaphore's word, so the
+ * spinning process does not take the cache line from the holder. */
+#ifndef SPIN_TRIES
+#define SPIN_TRIES 100
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* This process's identity and its next release token (_lock.py sets both at
+ * import and again in a forked child). */
+static double g_ident = 0.0;
+static double g_next_token = -1.0;
+
+typedef struct {
+    PyObject_HEAD
+    sem_t *sem;              /* NULL: not attached, or detached (closed) */
+    PyObject *semlock;       /* the SemLock that owns sem */
+    Py_buffer view;          /* export on the arena that holds the owner word */
+    int has_view;
+    volatile double *owner;  /* the owner word (Lock, RLock) */
+    PyObject *py_acquire;    /* the pure-Python methods, called with self first */
+    PyObject *py_release;
+    unsigned long tid;       /* thread that took it through this object; 0: none */
+    long depth;              /* RLock: recursion depth */
+    int maxvalue;            /* release() refuses to raise the count past it */
+} Core;
+
+/* ── helpers ─────────────────────────────────────────────────────────────── */
+
+static PyObject *
+call_python(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames)
+{
+    PyObject *small[8];
+    PyObject **stack = small;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    Py_ssize_t total = 1 + nargs + nkw;
+    PyObject *result;
+
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "proctor lock accelerator used before _attach()");
+        return NULL;
+    }
+    if (total > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        stack = PyMem_Malloc(total * sizeof(PyObject *));
+        if (stack == NULL)
+            return PyErr_NoMemory();
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+        stack[1 + i] = args[i];
+    result = PyObject_Vectorcall(fn, stack, nargs + 1, kwnames);
+    if (stack != small)
+        PyMem_Free(stack);
+    return result;
+}
+
+/* The arguments of acquire(block=True, timeout=None), checked only as far as
+ * the fast path needs: 1 if it may go on (*blocking set), 0 if the Python
+ * method must take the call (it reports any error properly). */
+static int
+simple_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int *blocking)
+{
+    PyObject *block = NULL, *timeout = NULL;
+    Py_ssize_t nkw;
+
+    if (nargs == 0 && kwnames == NULL) {  /* acquire(): the usual call */
+        *blocking = 1;
+        return 1;
+    }
+    nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 2)
+        return 0;
+    if (nargs >= 1)
+        block = args[0];
+    if (nargs == 2)
+        timeout = args[1];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(name, "block") == 0) {
+            if (block != NULL)
+                return 0;
+            block = args[nargs + i];
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0) {
+            if (timeout != NULL)
+                return 0;
+            timeout = args[nargs + i];
+        }
+        else {
+            return 0;
+        }
+    }
+    /* A timeout the semaphore would refuse goes to Python for its TypeError. */
+    if (timeout != NULL && timeout != Py_None && !PyFloat_Check(timeout) && !PyLong_Check(timeout))
+        return 0;
+    if (block == NULL || block == Py_True) {
+        *blocking = 1;
+    }
+    else if (block == Py_False) {
+        *blocking = 0;
+    }
+    else {
+        int truth = PyObject_IsTrue(block);
+        if (truth < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        *blocking = truth;
+    }
+    return 1;
+}
+
+static inline int
+try_take(sem_t *sem)
+{
+    int res;
+    do {
+        res = sem_trywait(sem);
+    } while (res < 0 && errno == EINTR);
+    return res == 0;
+}
+
+static int
+spin_take(sem_t *sem)
+{
+    for (int i = 0; i < SPIN_TRIES; i++) {
+        CPU_RELAX();
+        if (try_take(sem))
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether release() may post without raising the count past maxvalue (the
+ * same advisory check as _multiprocessing.SemLock.release). 1: post; 0: the
+ * count is at its bound (or cannot be read): the Python method decides. */
+static int
+may_post(Core *self)
+{
+#ifdef __APPLE__
+    /* No sem_getvalue: as SemLock does there, check only a lock's bound. */
+    if (self->maxvalue == 1) {
+        if (try_take(self->sem)) {
+            sem_post(self->sem);
+            return 0;
+        }
+    }
+    return 1;
+#else
+    int value;
+    if (sem_getvalue(self->sem, &value) < 0)
+        return 0;
+    return value < self->maxvalue;
+#endif
+}
+
+static PyObject *
+post(Core *self)
+{
+    if (sem_post(self->sem) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* ── life cycle ──────────────────────────────────────────────────────────── */
+
+static int
+core_traverse(Core *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->semlock);
+    Py_VISIT(self->py_acquire);
+    Py_VISIT(self->py_release);
+    if (self->has_view)
+        Py_VISIT(self->view.obj);
+    return 0;
+}
+
+static void
+core_detach(Core *self)
+{
+    self->sem = NULL;
+    self->owner = NULL;
+    self->tid = 0;
+    self->depth = 0;
+    if (self->has_view) {
+        self->has_view = 0;
+        PyBuffer_Release(&self->view);
+    }
+    Py_CLEAR(self->semlock);
+}
+
+static int
+core_clear(Core *self)
+{
+    core_detach(self);
+    Py_CLEAR(self->py_acquire);
+    Py_CLEAR(self->py_release);
+    return 0;
+}
+
+static void
+core_dealloc(Core *self)
+{
+    PyObject_GC_UnTrack(self);
+    core_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(attach_doc,
+"_attach(semlock, arena, offset, py_acquire, py_release)\n--\n\n"
+"Point the fast paths at ``semlock``'s semaphore and at the owner word at byte\n"
+"``offset`` of ``arena`` (None for a semaphore); ``py_acquire``/``py_release``\n"
+"are the pure-Python methods that take every unusual call.");
+
+static PyObject *
+core_attach(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *semlock, *arena, *py_acquire, *py_release, *handle, *maxvalue;
+    Py_ssize_t offset;
+    void *sem;
+    long max;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_attach() takes 5 arguments");
+        return NULL;
+    }
+    semlock = args[0];
+    arena = args[1];
+    offset = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
+    py_acquire = args[3];
+    py_release = args[4];
+
+    handle = PyObject_GetAttrString(semlock, "handle");
+    if (handle == NULL)
+        return NULL;
+    sem = PyLong_AsVoidPtr(handle);
+    Py_DECREF(handle);
+    if (sem == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "the semaphore has no handle");
+        return NULL;
+    }
+    maxvalue = PyObject_GetAttrString(semlock, "maxvalue");
+    if (maxvalue == NULL)
+        return NULL;
+    max = PyLong_AsLong(maxvalue);
+    Py_DECREF(maxvalue);
+    if (max == -1 && PyErr_Occurred())
+        return NULL;
+
+    core_detach(self);
+    if (arena != Py_None) {
+        if (PyObject_GetBuffer(arena, &self->view, PyBUF_WRITABLE) < 0)
+            return NULL;
+        self->has_view = 1;
+        if (offset < 0 || offset + (Py_ssize_t)sizeof(double) > self->view.len
+            || ((Py_uintptr_t)((char *)self->view.buf + offset)) % sizeof(double) != 0) {
+            core_detach(self);
+            PyErr_Format(PyExc_ValueError, "no aligned owner word at offset %zd", offset);
+            return NULL;
+        }
+        self->owner = (volatile double *)((char *)self->view.buf + offset);
+    }
+    Py_INCREF(semlock);
+    self->semlock = semlock;
+    self->sem = (sem_t *)sem;
+    self->maxvalue = max > INT_MAX ? INT_MAX : (int)max;
+    Py_INCREF(py_acquire);
+    Py_XSETREF(self->py_acquire, py_acquire);
+    Py_INCREF(py_release);
+    Py_XSETREF(self->py_release, py_release);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(detach_doc,
+"_detach()\n--\n\n"
+"Let go of the semaphore and the arena; every later call goes to Python.");
+
+static PyObject *
+core_detach_method(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    core_detach(self);
+    Py_RETURN_NONE;
+}
+
+/* The thread that took it through this object (Lock: for the repr; RLock: the
+ * owner), or None. */
+static PyObject *
+get_tid(Core *self, void *Py_UNUSED(closure))
+{
+    if (self->tid == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->tid);
+}
+
+/* ── Lock ────────────────────────────────────────────────────────────────── */
+
+static PyObject *
+lock_acquire(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int blocking;
+    sem_t *sem = self->sem;
+
+    /* (owner is set exactly while a lock is attached: sem is then set too) */
+    if (self->owner == NULL || !simple_acquire_args(args, nargs, kwnames, &blocking))
+        return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
+    if (try_take(sem) || (blocking && *self->owner != g_ident && spin_take(sem))) {
+        *self->owner = g_ident;
+        self->tid = PyThread_get_thread_ident();
+        Py_RETURN_TRUE;
+    }
+    return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
+}
+
+static PyObject *
+lock_enter(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    sem_t *sem = self->sem;
+
+    if (self->owner != NULL && (try_take(sem) || (*self->owner != g_ident && spin_take(sem)))) {
+        *self->owner = g_ident;
+        self->tid = PyThread_get_thread_ident();
+        Py_RETURN_TRUE;
+    }
+    return call_python(self->py_acquire, (PyObject *)self, NULL, 0, NULL);
+}
+
+static PyObject *
+lock_release(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->owner == NULL || !may_post(self))
+        return call_python(self->py_release, (PyObject *)self, NULL, 0, NULL);
+    *self->owner = g_next_token;
+    g_next_token -= 1.0;
+    self->tid = 0;
+    return post(self);
+}
+
+static PyObject *
+lock_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return lock_release(self, NULL);
+}
+
+static PyObject *
+lock_became_owner(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->owner == NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "this lock is closed in this process; it cannot be used any more");
+        return NULL;
+    }
+    *self->owner = g_ident;
+    self->tid = PyThread_get_thread_ident();
+    Py_RETURN_NONE;
+}
+
+/* ── RLock ───────────────────────────────────────────────────────────────── */
+
+static PyObject *
+rlock_acquire(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int blocking;
+    unsigned long me;
+    sem_t *sem = self->sem;
+
+    if (self->owner == NULL || !simple_acquire_args(args, nargs, kwnames, &blocking))
+        return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
+    me = PyThread_get_thread_ident();
+    if (self->tid == me && *self->owner == g_ident) {
+        self->depth++;
+        Py_RETURN_TRUE;
+    }
+    if (try_take(sem) || (blocking && *self->owner != g_ident && spin_take(sem))) {
+        *self->owner = g_ident;
+        self->tid = me;
+        self->depth = 1;
+        Py_RETURN_TRUE;
+    }
+    return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
+}
+
+static PyObject *
+rlock_release(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->owner == NULL || self->tid != PyThread_get_thread_ident()
+        || *self->owner != g_ident || self->depth < 1)
+        return call_python(self->py_release, (PyObject *)self, NULL, 0, NULL);
+    if (self->depth > 1) {
+        self->depth--;
+        Py_RETURN_NONE;
+    }
+    self->depth = 0;
+    self->tid = 0;
+    *self->owner = g_next_token;
+    g_next_token -= 1.0;
+    return post(self);
+}
+
+static PyObject *
+rlock_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return rlock_release(self, NULL);
+}
+
+static PyObject *
+rlock_became_owner(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->owner == NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "this lock is closed in this process; it cannot be used any more");
+        return NULL;
+    }
+    self->tid = PyThread_get_thread_ident();
+    self->depth = 1;
+    *self->owner = g_ident;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rlock_forget_ownership(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    self->tid = 0;
+    self->depth = 0;
+    Py_RETURN_NONE;
+}
+
+static int
+set_tid(Core *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    unsigned long tid;
+    if (value == NULL || value == Py_None) {
+        self->tid = 0;
+        return 0;
+    }
+    tid = PyLong_AsUnsignedLong(value);
+    if (tid == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    self->tid = tid;
+    return 0;
+}
+
+static PyObject *
+get_depth(Core *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->depth);
+}
+
+static int
+set_depth(Core *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    long depth;
+    if (value == NULL) {
+        self->depth = 0;
+        return 0;
+    }
+    depth = PyLong_AsLong(value);
+    if (depth == -1 && PyErr_Occurred())
+        return -1;
+    self->depth = depth;
+    return 0;
+}
+
+/* ── Semaphore ───────────────────────────────────────────────────────────── */
+
+static PyObject *
+sem_acquire_method(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int blocking;
+    sem_t *sem = self->sem;
+
+    if (sem != NULL && simple_acquire_args(args, nargs, kwnames, &blocking) && try_take(sem))
+        Py_RETURN_TRUE;
+    return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
+}
+
+static PyObject *
+sem_enter(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->sem != NULL && try_take(self->sem))
+        Py_RETURN_TRUE;
+    return call_python(self->py_acquire, (PyObject *)self, NULL, 0, NULL);
+}
+
+static PyObject *
+sem_release_method(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->sem == NULL || !may_post(self))
+        return call_python(self->py_release, (PyObject *)self, NULL, 0, NULL);
+    return post(self);
+}
+
+static PyObject *
+sem_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return sem_release_method(self, NULL);
+}
+
+/* ── types ───────────────────────────────────────────────────────────────── */
+
+PyDoc_STRVAR(acquire_doc, "acquire(block=True, timeout=None)\n--\n\nAcquire (see the Python class).");
+PyDoc_STRVAR(release_doc, "release()\n--\n\nRelease (see the Python class).");
+
+#define COMMON_METHODS \
+    {"_attach", (PyCFunction)(void (*)(void))core_attach, METH_FASTCALL, attach_doc}, \
+    {"_detach", (PyCFunction)core_detach_method, METH_NOARGS, detach_doc}
+
+static PyMethodDef lock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_FASTCALL | METH_KEYWORDS, acquire_doc},
+    {"release", (PyCFunction)lock_release, METH_NOARGS, release_doc},
+    {"__enter__", (PyCFunction)lock_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, NULL},
+    {"_became_owner", (PyCFunction)lock_became_owner, METH_NOARGS, NULL},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef lock_getset[] = {
+    {"_holder_tid", (getter)get_tid, NULL,
+     "the thread that took the lock through this object (None: released, or taken elsewhere)",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef rlock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))rlock_acquire, METH_FASTCALL | METH_KEYWORDS, acquire_doc},
+    {"release", (PyCFunction)rlock_release, METH_NOARGS, release_doc},
+    /* RLock.__enter__ is acquire (as in the pure class, it takes the same arguments) */
+    {"__enter__", (PyCFunction)(void (*)(void))rlock_acquire, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))rlock_exit, METH_FASTCALL, NULL},
+    {"_became_owner", (PyCFunction)rlock_became_owner, METH_NOARGS, NULL},
+    {"_forget_ownership", (PyCFunction)rlock_forget_ownership, METH_NOARGS, NULL},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef rlock_getset[] = {
+    {"_tid", (getter)get_tid, (setter)set_tid, "the owning thread's ident, or None", NULL},
+    {"_depth", (getter)get_depth, (setter)set_depth, "the recursion depth", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef sem_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))sem_acquire_method, METH_FASTCALL | METH_KEYWORDS, acquire_doc},
+    {"release", (PyCFunction)sem_release_method, METH_NOARGS, release_doc},
+    {"__enter__", (PyCFunction)sem_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))sem_exit, METH_FASTCALL, NULL},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+#define CORE_TYPE(cname, pyname, methods, getset, doc)                  \
+    static PyTypeObject cname = {                                       \
+        PyVarObject_HEAD_INIT(NULL, 0)                                  \
+        .tp_name = "proctor._sync._native." pyname,                     \
+        .tp_basicsize = sizeof(Core),                                   \
+        .tp_dealloc = (destructor)core_dealloc,                         \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, \
+        .tp_doc = doc,                                                  \
+        .tp_traverse = (traverseproc)core_traverse,                     \
+        .tp_clear = (inquiry)core_clear,                                \
+        .tp_methods = methods,                                          \
+        .tp_getset = getset,                                            \
+        .tp_new = PyType_GenericNew,                                    \
+    };
+
+CORE_TYPE(LockCoreType, "LockCore", lock_methods, lock_getset,
+          "C fast paths of proctor's Lock (a base class; see _sync/_lock.py).")
+CORE_TYPE(RLockCoreType, "RLockCore", rlock_methods, rlock_getset,
+          "C fast paths of proctor's RLock (a base class; see _sync/_lock.py).")
+CORE_TYPE(SemaphoreCoreType, "SemaphoreCore", sem_methods, NULL,
+          "C fast paths of proctor's Semaphore (a base class; see _sync/_semaphore.py).")
+
+/* ── module ──────────────────────────────────────────────────────────────── */
+
+PyDoc_STRVAR(set_process_doc,
+"set_process(ident, token)\n--\n\n"
+"Set this process's identity and its next release token (both floats).");
+
+static PyObject *
+set_process(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    double ident, token;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_process() takes 2 arguments");
+        return NULL;
+    }
+    ident = PyFloat_AsDouble(args[0]);
+    if (ident == -1.0 && PyErr_Occurred())
+        return NULL;
+    token = PyFloat_AsDouble(args[1]);
+    if (token == -1.0 && PyErr_Occurred())
+        return NULL;
+    g_ident = ident;
+    g_next_token = token;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(next_token_doc,
+"next_token()\n--\n\n"
+"A release token (negative) never returned before by this process.");
+
+static PyObject *
+next_token(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    double token = g_next_token;
+    g_next_token -= 1.0;
+    return PyFloat_FromDouble(token);
+}
+
+static PyMethodDef module_methods[] = {
+    {"set_process", (PyCFunction)(void (*)(void))set_process, METH_FASTCALL, set_process_doc},
+    {"next_token", (PyCFunction)next_token, METH_NOARGS, next_token_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "proctor._sync._native",
+    .m_doc = "C fast paths of proctor's Lock, RLock and Semaphore (optional; see _native.c).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    PyObject *module;
+
+    if (PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&RLockCoreType) < 0
+        || PyType_Ready(&SemaphoreCoreType) < 0)
+        return NULL;
+    module = PyModule_Create(&native_module);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&LockCoreType);
+    Py_INCREF(&RLockCoreType);
+    Py_INCREF(&SemaphoreCoreType);
+    if (PyModule_AddObject(module, "LockCore", (PyObject *)&LockCoreType) < 0
+        || PyModule_AddObject(module, "RLockCore", (PyObject *)&RLockCoreType) < 0
+        || PyModule_AddObject(module, "SemaphoreCore", (PyObject *)&SemaphoreCoreType) < 0
+        || PyModule_AddIntConstant(module, "SPIN_TRIES", SPIN_TRIES) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

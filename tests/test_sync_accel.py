@@ -1,0 +1,239 @@
+"""The C accelerator of the lock primitives: built where it can be, switchable, and
+interchangeable with the pure-Python implementation.
+
+test_sync.py runs every lock and semaphore test under both implementations; this
+module checks what only the accelerator has: that it is there, that
+PROCTOR_PURE_PYTHON turns it off, that unusual calls reach the Python methods and
+their errors, that it keeps nothing open after close(), and that a forked child
+records its own identity through it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+
+import pytest
+
+import proctor
+from helpers import finish
+from proctor._core import _sharedwords
+from proctor._core._sharedwords import pid_of
+from proctor._sync import IMPLEMENTATIONS, LockNotOwnedError, _accel, _lock
+
+pytestmark = pytest.mark.filterwarnings("error::proctor.OwnerDiedWarning")
+
+NATIVE = IMPLEMENTATIONS["native"]
+needs_native = pytest.mark.skipif(
+    NATIVE is None, reason=f"the C accelerator is not active here: {_accel.REASON}"
+)
+
+
+def _compiler_available() -> bool:
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or ""
+    words = shlex.split(cc)
+    headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    return bool(words) and shutil.which(words[0]) is not None and os.path.exists(headers)
+
+
+def test_the_accelerator_is_active_wherever_it_could_be_built():
+    """With a C compiler and Python's headers, installing proctor builds the accelerator."""
+    if os.environ.get(_accel.ENV_VAR, "") not in ("", "0"):
+        assert _accel.ACTIVE == "python"
+        pytest.skip(f"{_accel.ENV_VAR} is set: the pure-Python implementation runs on purpose")
+    if not _compiler_available():
+        assert _accel.ACTIVE == "python"
+        pytest.skip("no C compiler (or no Python headers) here: the pure-Python build is right")
+    assert _accel.ACTIVE == "native", f"a C compiler is here, yet {_accel.REASON}"
+    assert proctor.Lock is NATIVE["Lock"] and proctor.Semaphore is NATIVE["Semaphore"]
+    assert "C accelerator" in _accel.describe()
+
+
+def test_pure_python_can_be_forced_with_an_environment_variable():
+    code = (
+        "import sys, proctor\n"
+        "from proctor.__main__ import main\n"
+        "from proctor._sync import _lock, _semaphore\n"
+        "assert proctor.Lock is _lock.PyLock and proctor.RLock is _lock.PyRLock\n"
+        "assert proctor.BoundedSemaphore is _semaphore.PyBoundedSemaphore\n"
+        "assert 'proctor._sync._native' not in sys.modules\n"
+        "with proctor.Lock() as held:\n"
+        "    assert held\n"
+        "main(['info'])\n"
+    )
+    env = {**os.environ, _accel.ENV_VAR: "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"fast paths: pure Python ({_accel.ENV_VAR}=1 is set)" in done.stdout
+
+
+def test_info_names_the_active_implementation(capsys):
+    from proctor.__main__ import main
+
+    assert main(["info"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    expected = "C accelerator (" if _accel.ACTIVE == "native" else "pure Python ("
+    assert line.startswith(f"lock and semaphore fast paths: {expected}")
+
+
+@needs_native
+def test_both_implementations_work_on_one_lock():
+    """The two run one protocol on one semaphore and owner word: each sees the other hold it."""
+    native = NATIVE["Lock"]()
+    pure = _lock._rebuild_lock(_lock.PyLock, native._named, native._shared)
+    for holder, other in ((native, pure), (pure, native)):
+        assert holder.acquire()
+        assert pure._w[0] == float(_sharedwords.ident())
+        assert not other.acquire(False)
+        assert not other.acquire(timeout=0.01)
+        token = other._w[0]
+        holder.release()
+        assert other._w[0] < 0 and other._w[0] != token  # a fresh release token
+        with other:
+            assert not holder.acquire(False)
+    native.close()
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["Lock", "RLock", "Semaphore", "BoundedSemaphore"])
+def test_unusual_calls_reach_the_python_methods_and_their_errors(name):
+    obj = NATIVE[name]()
+    with pytest.raises(TypeError):
+        obj.acquire(True, None, 3)
+    with pytest.raises(TypeError, match="blok"):
+        obj.acquire(blok=True)
+    with pytest.raises(TypeError):
+        obj.acquire(True, block=True)
+    with pytest.raises(TypeError, match="timeout"):
+        obj.acquire(timeout="1")
+    # Every accepted spelling takes it, and release gives it back.
+    for args, kwargs in [
+        ((), {}),
+        ((1,), {}),
+        ((True, 5), {}),
+        ((), {"block": 0}),
+        ((), {"timeout": 5}),
+        ((), {"block": True, "timeout": 2.5}),
+        ((False, None), {}),
+    ]:
+        assert obj.acquire(*args, **kwargs) is True, (args, kwargs)
+        obj.release()
+    with obj as entered:
+        assert entered is True
+    assert obj.acquire(False) is True  # the with block gave it back
+    obj.release()
+    obj.close()
+
+
+@needs_native
+def test_a_lock_taken_elsewhere_is_refused_without_blocking_and_waits_with_a_timeout():
+    lock = NATIVE["Lock"]()
+    other = _lock._rebuild_lock(NATIVE["Lock"], lock._named, lock._shared)
+    assert lock.acquire(False)
+    assert other.acquire(False) is False
+    assert other.acquire(block=False, timeout=None) is False
+    assert other.acquire(timeout=0.05) is False
+    lock.release()
+    assert other.acquire(timeout=0.05) is True
+    other.release()
+    lock.close()
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["Lock", "RLock", "Semaphore", "BoundedSemaphore"])
+def test_after_close_every_fast_path_raises_and_nothing_stays_open(name):
+    obj = NATIVE[name]()
+    sem = obj._named.sem
+    obj.close()
+    # Only `sem` and getrefcount's argument are left: the C object let go of it,
+    # so the OS semaphore closes (and its name can be reclaimed) with them.
+    assert sys.getrefcount(sem) == 2
+    del sem
+    for call in (obj.acquire, obj.release, obj.__enter__, lambda: obj.acquire(False, 1.0)):
+        # (An RLock's release says that this thread does not hold it: it is closed.)
+        with pytest.raises((ValueError, LockNotOwnedError), match="closed"):
+            call()
+
+
+@needs_native
+def test_a_bounded_semaphore_past_its_bound_raises_from_release_and_from_exit():
+    sem = NATIVE["BoundedSemaphore"](1)
+    with pytest.raises(ValueError, match=r"released too many times.*bound 1"):
+        sem.release()
+    with pytest.raises(ValueError, match="released too many times"):
+        sem.__exit__(None, None, None)
+    assert sem.get_value() == 1
+    sem.close()
+
+
+@needs_native
+def test_the_rlock_keeps_its_thread_and_depth_in_the_c_object():
+    rlock = NATIVE["RLock"]()
+    assert rlock._tid is None and rlock._depth == 0
+    with rlock, rlock:
+        assert rlock._tid == threading.get_ident()
+        assert rlock._depth == 2
+    assert rlock._tid is None and rlock._depth == 0
+    rlock.close()
+
+
+def take_and_report(lock, peeked_token):
+    """In a forked child: the identity and token the lock records through the C path."""
+    with lock:
+        owner = lock._w[0]
+    token = lock._w[0]
+    return (
+        owner == float(_sharedwords.ident()),
+        pid_of(owner) == os.getpid(),
+        token != peeked_token - 1.0,
+    )
+
+
+@needs_native
+def test_a_forked_child_records_its_own_identity_and_tokens():
+    lock = NATIVE["Lock"]()
+    with lock:  # the parent's identity is recorded first
+        assert pid_of(lock._w[0]) == os.getpid()
+    peeked = _lock._next_token()  # the parent's sequence goes on from here
+    p = proctor.get_context("fork").Process(target=take_and_report, args=(lock, peeked))
+    p.start()
+    assert finish(p) == (0, (True, True, True))
+    lock.close()
+
+
+def hold_and_report(lock, sem, held, go):
+    """In a child that runs pure Python: the objects arrive as the pure classes."""
+    with lock:
+        held.set()
+        go.wait(30)
+    sem.release()
+    return type(lock).__qualname__, type(sem).__qualname__
+
+
+@needs_native
+def test_a_process_running_pure_python_shares_native_objects(monkeypatch):
+    lock, sem = NATIVE["Lock"](), NATIVE["BoundedSemaphore"](1)
+    held, go = proctor.Event(), proctor.Event()
+    assert sem.acquire(timeout=5)
+    monkeypatch.setenv(_accel.ENV_VAR, "1")  # for the spawned child only
+    p = proctor.get_context("spawn").Process(target=hold_and_report, args=(lock, sem, held, go))
+    p.start()
+    try:
+        assert held.wait(30)
+        assert lock.acquire(False) is False  # the child holds it through the pure path
+        go.set()
+        assert lock.acquire(timeout=30) is True
+        lock.release()
+        assert sem.acquire(timeout=30) is True  # the child's pure release reached us
+    finally:
+        go.set()
+        assert finish(p) == (0, ("PyLock", "PyBoundedSemaphore"))
+    for obj in (lock, sem, held, go):
+        obj.close()
