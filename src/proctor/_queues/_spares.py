@@ -125,7 +125,9 @@ class Spares:
     """One queue handle's kept mappings, and the spares it takes and gives back."""
 
     def __init__(self, mailbox: Mailbox) -> None:
-        self._mailbox = mailbox
+        # Weakly: a handle dropped without close() lets its mailbox go at once,
+        # even while views of its slots live (they then close instead).
+        self._mailbox = weakref.ref(mailbox)
         self._pid = os.getpid()
         self._closed = False
         # Producer: mappings of memfds taken as spares, by (st_dev, st_ino).
@@ -167,10 +169,11 @@ class Spares:
         return None
 
     def _take(self) -> int | None:
+        mailbox = self._mailbox()
+        if mailbox is None:
+            return None
         try:
-            _data, ancdata, _flags, _addr = self._mailbox.send_end.recvmsg(
-                1, _FD_SPACE, _RECV_FLAGS
-            )
+            _data, ancdata, _flags, _addr = mailbox.send_end.recvmsg(1, _FD_SPACE, _RECV_FLAGS)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError:
@@ -218,8 +221,10 @@ class Spares:
     def give_back(self, slot: Slot) -> None:
         """The last view of ``slot`` died: send its memfd back as a spare, or close it."""
         slot.busy = False
+        mailbox = self._mailbox()
         if (
-            self._closed
+            mailbox is None
+            or self._closed
             or self._pid != os.getpid()
             or slot.forks != _forks[0]
             or self._slots.get(slot.key) is not slot
@@ -229,7 +234,7 @@ class Spares:
             slot.close()
             return
         try:
-            self._mailbox.recv_end.sendmsg(
+            mailbox.recv_end.sendmsg(
                 [b"s"],
                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [slot.fd]))],
                 socket.MSG_DONTWAIT,
@@ -261,3 +266,11 @@ class Spares:
         """Drop every kept mapping; live views keep theirs until they die."""
         self._closed = True
         self._drop()
+
+    def __del__(self) -> None:
+        # A handle dropped without close(), and no view of its slots left.
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:  # at interpreter exit, modules may be half gone
+            pass
