@@ -696,8 +696,9 @@ class Queue:
                 else:
                     decoded.append(result)
             else:
+                payload, flags, fds = entry
                 try:
-                    decoded.append(decode(*entry, self._spares))
+                    decoded.append(decode(payload, flags, fds, self._spares))
                 except Exception as exc:
                     decoded.append(Failed(exc))
         with self._pending_lock:
