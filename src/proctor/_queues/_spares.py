@@ -155,9 +155,10 @@ class Spares:
                 mapping = self._written.pop((dev, ino), None)
                 if mapping is None:
                     mapping = _map(fd, size)[0]
-                if len(self._written) >= SPARE_SLOTS:
-                    oldest = next(iter(self._written))
-                    self._written.pop(oldest).close()
+                while len(self._written) >= SPARE_SLOTS:
+                    oldest = self._written.pop(next(iter(self._written)), None)
+                    if oldest is not None:
+                        oldest.close()
                 self._written[(dev, ino)] = mapping  # newest last
                 if data.format != "B" or data.ndim != 1:
                     data = data.cast("B")
@@ -201,11 +202,12 @@ class Spares:
             return None
         if slot is None:
             if len(self._slots) >= SPARE_SLOTS:
-                idle = next((s for s in self._slots.values() if not s.busy), None)
+                # (a list: a view's callback may run meanwhile, in any thread)
+                idle = next((s for s in list(self._slots.values()) if not s.busy), None)
                 if idle is None:
                     return None  # every slot is in use: map this one plainly
-                del self._slots[idle.key]
-                idle.close()
+                if self._slots.pop(idle.key, None) is idle:
+                    idle.close()
             slot = Slot(key, fd, size)  # owns fd from now
             self._slots[key] = slot
         else:
