@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import proctor
-from proctor._queues._spares import SPARE_MIN
+from proctor._queues._spares import SPARE_BYTES, SPARE_MIN, SPARE_SLOTS
 
 N = SPARE_MIN // 8 * 2  # float64 items: a 2 MiB buffer, reused
 
@@ -106,6 +106,8 @@ def test_a_spare_of_another_size_is_dropped_and_sizes_change_freely():
             got = q.get(timeout=5)
             assert got.shape == (n,) and (got == value).all()
             del got
+        slots = list(q._spares._slots.values())
+        assert len(slots) <= SPARE_SLOTS and sum(s.size for s in slots) <= SPARE_BYTES
 
 
 def test_small_and_huge_buffers_are_not_kept():

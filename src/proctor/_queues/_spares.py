@@ -36,10 +36,10 @@ it lives, it is never sent back:
 A spare's datagram carries only its descriptor, on the mailbox's socket pair in
 the other direction (consumers send on the receiving end, producers receive on
 the sending end), so spares need no OS object of their own and go with the
-queue. What a handle keeps is bounded (SPARE_SLOTS mappings a side, only for
-buffers of SPARE_MIN..SPARE_MAX bytes), kept until the handle closes; the
-kernel holds spares in flight (at most ``net.unix.max_dgram_qlen``, 10 by
-default: a full queue makes the consumer close the memfd instead).
+queue. What a handle keeps is bounded (SPARE_SLOTS mappings and SPARE_BYTES a
+side, only for buffers of SPARE_MIN..SPARE_MAX bytes), kept until the handle
+closes; the kernel holds spares in flight (at most ``net.unix.max_dgram_qlen``,
+10 by default: a full queue makes the consumer close the memfd instead).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ("SPARE_MAX", "SPARE_MIN", "SPARE_SLOTS", "Spares")
+__all__ = ("SPARE_BYTES", "SPARE_MAX", "SPARE_MIN", "SPARE_SLOTS", "Spares")
 
 #: Buffers from this size are worth reusing (below it, a fresh memfd's pages
 #: cost less than a look for a spare).
@@ -67,8 +67,10 @@ SPARE_MIN = 1 << 20
 #: Buffers above this size are not kept, so a queue that once carried a huge
 #: array does not hold its pages for ever.
 SPARE_MAX = 256 << 20
-#: Mappings a handle keeps on each side (producer, consumer).
+#: Mappings a handle keeps on each side (producer, consumer), and their bytes
+#: at most: pages kept for reuse stay allocated until the handle closes.
 SPARE_SLOTS = 4
+SPARE_BYTES = 256 << 20
 #: Spares a producer looks at for one buffer before making a fresh memfd
 #: (a spare of another size is closed: its pages go back to the kernel).
 _TRIES = 4
@@ -155,7 +157,9 @@ class Spares:
                 mapping = self._written.pop((dev, ino), None)
                 if mapping is None:
                     mapping = _map(fd, size)[0]
-                while len(self._written) >= SPARE_SLOTS:
+                while len(self._written) >= SPARE_SLOTS or (
+                    self._written and sum(map(len, self._written.values())) + size > SPARE_BYTES
+                ):
                     oldest = self._written.pop(next(iter(self._written)), None)
                     if oldest is not None:
                         oldest.close()
@@ -201,11 +205,13 @@ class Spares:
             # Never while a view of it lives (its producer broke the rule?): plain map.
             return None
         if slot is None:
-            if len(self._slots) >= SPARE_SLOTS:
-                # (a list: a view's callback may run meanwhile, in any thread)
-                idle = next((s for s in list(self._slots.values()) if not s.busy), None)
+            # (a list: a view's callback may run meanwhile, in any thread)
+            slots = list(self._slots.values())
+            while len(slots) >= SPARE_SLOTS or sum(s.size for s in slots) + size > SPARE_BYTES:
+                idle = next((s for s in slots if not s.busy), None)
                 if idle is None:
-                    return None  # every slot is in use: map this one plainly
+                    return None  # the slots are in use: map this one plainly
+                slots.remove(idle)
                 if self._slots.pop(idle.key, None) is idle:
                     idle.close()
             slot = Slot(key, fd, size)  # owns fd from now
