@@ -14,8 +14,10 @@ def filled(value: float, n: int = N) -> np.ndarray:
     return np.full(n, value, dtype=np.float64)
 
 
-def put_filled(q, values, n):
-    for value in values:
+def put_filled(q, values, n, acks):
+    for index, value in enumerate(values):
+        if index:
+            assert acks.get(timeout=30) == "next"  # the consumer dropped what it drops
         q.put(filled(value, n), timeout=30)
 
 
@@ -51,8 +53,8 @@ def test_a_dropped_array_pages_are_reused_and_a_live_one_is_never_written():
 def test_spares_cross_processes_and_every_array_arrives_intact():
     ctx = proctor.get_context("fork")
     values = [float(i) for i in range(1, 9)]
-    with ctx.Queue(maxsize=1) as q:
-        p = ctx.Process(target=put_filled, args=(q, values, N))
+    with ctx.Queue(maxsize=1) as q, ctx.Queue() as acks:
+        p = ctx.Process(target=put_filled, args=(q, values, N, acks))
         p.start()
         kept = []
         addresses = set()
@@ -63,6 +65,7 @@ def test_spares_cross_processes_and_every_array_arrives_intact():
             if value % 3 == 0:
                 kept.append((value, a))  # held while the producer goes on
             del a
+            acks.put("next", timeout=5)
         p.join(timeout=30)
         assert p.exitcode == 0
         assert all((a == value).all() for value, a in kept)
