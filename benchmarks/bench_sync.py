@@ -135,6 +135,39 @@ def _event_latency_us(lib, rounds: int) -> float:
     return statistics.median(samples)
 
 
+def _notify_child(cond, done, words, rounds: int) -> None:
+    for i in range(rounds):
+        with cond:
+            cond.wait_for(lambda i=i: words[1] > i, 30)  # round i posted (no lost notify)
+            words[2 + i] = time.monotonic_ns()
+        done.set()
+
+
+def _notify_latency_us(lib, rounds: int) -> float:
+    """From ``notify()`` to the waiter's return from ``wait()``, lock handed over."""
+    ctx = lib.get_context(_FORK)
+    cond, done = _factory(ctx, "Condition")(), _factory(ctx, "Event")()
+    page = mmap.mmap(-1, 8 * (rounds + 8))
+    words = memoryview(page).cast("q")
+    p = ctx.Process(target=_notify_child, args=(cond, done, words, rounds))
+    p.start()
+    samples = []
+    for i in range(rounds):
+        time.sleep(0.002)  # let the child block in wait()
+        with cond:
+            words[1] = i + 1
+            t0 = time.monotonic_ns()
+            cond.notify()
+        done.wait(30)
+        done.clear()
+        samples.append((words[2 + i] - t0) / 1000)
+    p.join(30)
+    p.close()
+    del p, words
+    page.close()
+    return statistics.median(samples)
+
+
 def _row(
     name: str,
     ours: list[float],
@@ -218,6 +251,12 @@ def run(quick: bool) -> list[dict]:
         ours.append(_event_latency_us(proctor, rounds))
         theirs.append(_event_latency_us(multiprocessing, rounds))
     rows.append(_row("event_wake_latency", ours, theirs, "us", higher_better=False))
+
+    ours, theirs = [], []
+    for _ in range(max(1, reps // 2)):
+        ours.append(_notify_latency_us(proctor, rounds))
+        theirs.append(_notify_latency_us(multiprocessing, rounds))
+    rows.append(_row("condition_notify_latency", ours, theirs, "us", higher_better=False))
     return rows
 
 

@@ -123,7 +123,7 @@ async def aput(q: Any, obj: Any, block: bool, timeout: float | None) -> None:
         q._check_open("aput")
     if timeout is not None:
         check_queue_timeout(timeout)
-    item = encode(obj, q._spill_limit)  # pickled once, whatever the waits
+    item = encode(obj, q._spill_limit, q._spares)  # pickled once, whatever the waits
     try:
         if not item.fds and q._put_fast(item.payload):
             return

@@ -42,6 +42,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._spares import Spares
+
 __all__ = (
     "BATCH",
     "BATCH_ITEMS",
@@ -119,8 +121,11 @@ class Batch:
         self.left = left  # items of the frame still in the ring after these
 
 
-def encode(obj: Any, spill_limit: int) -> Encoded:
+def encode(obj: Any, spill_limit: int, spares: Spares | None = None) -> Encoded:
     """Pickle ``obj`` into one frame, spilling large buffers (and a pickle over ``spill_limit``).
+
+    Large buffers go into ``spares`` taken from the queue when there are some of
+    their size (``_spares``), else into fresh memfds.
 
     Raises:
         ValueError: for an item with more large buffers or descriptors than one
@@ -141,7 +146,9 @@ def encode(obj: Any, spill_limit: int) -> Encoded:
             payload = b""
             flags |= SPILLED_PICKLE
         for buffer in buffers:
-            fds.append(memfd_with(buffer.raw(), _MEMFD_NAME))
+            raw = buffer.raw()
+            fd = None if spares is None else spares.fill(raw)
+            fds.append(memfd_with(raw, _MEMFD_NAME) if fd is None else fd)
         if len(fds) > MAX_FDS:
             raise ValueError(
                 f"an item with {len(buffers)} large buffers cannot be queued (at most "
@@ -223,8 +230,12 @@ class _NotBatchable(Exception):
     """A batch member carries a large buffer: it travels alone, out of band."""
 
 
-def decode(payload: bytes, flags: int, fds: list[int]) -> Any:
-    """Unpickle one frame's item, mapping its spilled buffers; closes ``fds``."""
+def decode(payload: bytes, flags: int, fds: list[int], spares: Spares | None = None) -> Any:
+    """Unpickle one frame's item, mapping its spilled buffers; closes ``fds``.
+
+    Large buffers are views of mappings ``spares`` keeps, whose memfds go back
+    to the queue's producers once those views die (``_spares``).
+    """
     if not flags:
         return pickle.loads(payload)
     if flags & HANDLES:
@@ -240,10 +251,20 @@ def decode(payload: bytes, flags: int, fds: list[int]) -> Any:
             handles = fds[1:]
         with receiving(handles):  # the item's objects take theirs; the rest are closed
             return pickle.loads(data)
+    maps: list[Any] = []
     try:
-        maps = [map_memfd(fd) for fd in fds]
+        for index, fd in enumerate(fds):
+            view = None
+            if spares is not None and not (index == 0 and flags & SPILLED_PICKLE):
+                view = spares.view(fd)  # (takes fd when it gives a view)
+            if view is None:
+                maps.append(map_memfd(fd))
+                os.close(fd)
+            else:
+                maps.append(view)
+            fds[index] = -1
     finally:
-        close_all_quietly(fds)  # mapped or not: a mapping keeps its own reference
+        close_all_quietly([fd for fd in fds if fd >= 0])
     if flags & SPILLED_PICKLE:
         return pickle.loads(maps[0], buffers=maps[1:])
     return pickle.loads(payload, buffers=maps)

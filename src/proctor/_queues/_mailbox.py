@@ -47,7 +47,7 @@ class Mailbox:
     Both ends live in every process: any process may put and any may get.
     """
 
-    __slots__ = ("recv_end", "send_end")
+    __slots__ = ("__weakref__", "recv_end", "send_end")
 
     def __init__(self) -> None:
         send_end, recv_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -83,6 +83,7 @@ from ._codec import (
 )
 from ._mailbox import Mailbox
 from ._ring import HEADER_SIZE, MAX_CAPACITY, MAX_FRAME, MAX_ITEMS, Ring
+from ._spares import Spares
 from ._waiting import (
     QueueLock,
     acquire,
@@ -199,6 +200,8 @@ class Queue:
         self._pending: deque[Any] = deque()
         self._pending_pid = os.getpid()
         self._pending_lock = threading.Lock()
+        # Large buffers' memfds kept mapped on both sides, and sent back for reuse.
+        self._spares = Spares(shared.mailbox)
 
     # -- sharing with children ------------------------------------------------------
 
@@ -270,9 +273,9 @@ class Queue:
             if len(payload) <= self._spill_limit:
                 item = Encoded(payload, [], 0)
             else:
-                item = encode(obj, self._spill_limit)
+                item = encode(obj, self._spill_limit, self._spares)
         else:
-            item = encode(obj, self._spill_limit)
+            item = encode(obj, self._spill_limit, self._spares)
             if not item.fds and self._put_fast(item.payload):
                 return
         try:
@@ -316,7 +319,7 @@ class Queue:
         objs = list(objs)
         if self._maxsize:
             # A bounded queue counts items one by one against maxsize.
-            items = [encode(obj, self._spill_limit) for obj in objs]
+            items = [encode(obj, self._spill_limit, self._spares) for obj in objs]
         else:
             items = encode_batches(objs, self._spill_limit)
         try:
@@ -494,6 +497,7 @@ class Queue:
         self._ring.release()
         # Drop the bound methods first: they keep the C semaphore open.
         self._take_token = self._give_token = _closed_call
+        self._spares.close()
         shared.mailbox.close()
         for hint in (shared.items, shared.room, shared.all_done):
             if hint is not None:
@@ -692,8 +696,9 @@ class Queue:
                 else:
                     decoded.append(result)
             else:
+                payload, flags, fds = entry
                 try:
-                    decoded.append(decode(*entry))
+                    decoded.append(decode(payload, flags, fds, self._spares))
                 except Exception as exc:
                     decoded.append(Failed(exc))
         with self._pending_lock:
