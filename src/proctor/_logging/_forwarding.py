@@ -38,6 +38,8 @@ record to the parent's own forwarding handler: records climb to the top.
 
 from __future__ import annotations
 
+import marshal
+import operator
 import os
 import pickle
 import selectors
@@ -60,6 +62,8 @@ __all__ = (
     "LogListener",
     "LogStream",
     "capture_config",
+    "decode_record",
+    "encode_record",
     "forwarding_enabled",
     "install_in_child",
     "listener",
@@ -80,7 +84,13 @@ MIDFRAME_WAIT = 10.0
 EXIT_FLUSH_WAIT = 2.0
 # After a child ends, how long join() waits at most for its last records.
 DRAIN_TIMEOUT = 10.0
-_FRAME = struct.Struct("<I")
+# A frame: <length:u32><kind:u8><payload>; the length counts the kind byte.
+_FRAME = struct.Struct("<IB")
+_PLAIN = 0  # marshal of (message, the values of logging's own attributes)
+_GENERAL = 1  # pickle of the record's __dict__
+# Version 2 has no back-references: writing a record then needs no table of the
+# objects seen (~10% fewer instructions), and a record has little to share.
+_MARSHAL_VERSION = 2
 _RECV_CHUNK = 256 * 1024
 
 _enabled = True
@@ -320,23 +330,93 @@ def _writable(sock: socket.socket, timeout: float | None) -> bool:
 
 
 def encode_record(record: logging.LogRecord) -> bytes:
-    """A record as one frame; message and traceback pre-formatted so it always pickles."""
-    state = dict(record.__dict__)
-    state["msg"] = record.getMessage()
-    state["args"] = None
-    if record.exc_info:
-        if not record.exc_text:
-            import logging
+    """A record as one frame; message and traceback pre-formatted so it always travels.
 
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        state["exc_text"] = record.exc_text
+    A record with exactly logging's own attributes (the common case) goes as a
+    marshalled tuple of their values in a fixed order (:data:`_PLAIN`): about a
+    fifth of the instructions of pickling its ``__dict__``, on both sides. Any
+    other record -- ``extra=`` attributes, values marshal cannot carry -- goes
+    as its pickled ``__dict__`` (:data:`_GENERAL`).
+    """
+    if record.exc_info and not record.exc_text:
+        import logging
+
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    message = record.getMessage()
+    state = record.__dict__
+    layout = _layout or _make_layout()
+    # Exactly logging's attributes: as many, and every one there (a KeyError
+    # otherwise). Cheaper than comparing the key sets.
+    if len(state) == layout.size and "msg" in state and "args" in state and "exc_info" in state:
+        try:
+            data = marshal.dumps((message, layout.values(state)), _MARSHAL_VERSION)
+        except (KeyError, ValueError):
+            pass  # an attribute missing, or a value marshal cannot carry: pickle it
+        else:
+            return _FRAME.pack(len(data) + 1, _PLAIN) + data
+    state = dict(state)
+    state["msg"] = message
+    state["args"] = None
     state["exc_info"] = None
     state.pop("message", None)
     try:
         data = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
     except Exception:
         data = pickle.dumps(_picklable(state), pickle.HIGHEST_PROTOCOL)
-    return _FRAME.pack(len(data)) + data
+    return _FRAME.pack(len(data) + 1, _GENERAL) + data
+
+
+def decode_record(kind: int, payload: bytes | bytearray) -> logging.LogRecord:
+    """The record :func:`encode_record` made: a frame's ``kind`` and ``payload``.
+
+    Raises:
+        ValueError: the payload is not a record (torn, or from another Python).
+    """
+    logging = sys.modules["logging"]  # the records' listener imported it
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    if kind == _PLAIN:
+        layout = _layout or _make_layout()
+        message, values = marshal.loads(payload)
+        if len(values) != len(layout.names):
+            raise ValueError(
+                f"a record of {len(values)} attributes where this Python's logging has "
+                f"{len(layout.names)}: the child runs another Python version"
+            )
+        state = record.__dict__
+        state.update(zip(layout.names, values))
+        state["msg"] = message
+        state["args"] = None
+        state["exc_info"] = None
+    elif kind == _GENERAL:
+        # What logging.makeLogRecord does, without running LogRecord.__init__
+        # first only to overwrite every attribute it sets.
+        record.__dict__.update(pickle.loads(payload))
+    else:
+        raise ValueError(f"unknown record kind {kind}")
+    return record
+
+
+class _Layout:
+    """The attributes a plain record carries, in the order its frame lists their values."""
+
+    def __init__(self, keys: frozenset[str]) -> None:
+        self.size = len(keys)
+        # msg travels formatted; args and exc_info never travel.
+        self.names = tuple(sorted(keys - {"msg", "args", "exc_info"}))
+        self.values = operator.itemgetter(*self.names)
+
+
+_layout: _Layout | None = None
+
+
+def _make_layout() -> _Layout:
+    import logging
+
+    global _layout
+    # The attributes LogRecord.__init__ sets in this Python (3.12 added taskName).
+    sample = logging.LogRecord("", logging.INFO, "", 0, "", None, None)
+    _layout = _Layout(frozenset(sample.__dict__))
+    return _layout
 
 
 def _picklable(state: dict[str, Any]) -> dict[str, Any]:
@@ -473,13 +553,15 @@ class LogListener:
     def _handle_frames(self, stream: LogStream) -> None:
         buffer = stream.buffer
         offset = 0
-        while len(buffer) - offset >= _FRAME.size:
-            (length,) = _FRAME.unpack_from(buffer, offset)
-            end = offset + _FRAME.size + length
-            if end > len(buffer):
+        size = len(buffer)
+        header = _FRAME.size
+        while size - offset >= header:
+            length, kind = _FRAME.unpack_from(buffer, offset)
+            end = offset + header - 1 + length
+            if end > size:
                 break
             with _dispatching:
-                _dispatch(bytes(buffer[offset + _FRAME.size : end]))
+                _dispatch(kind, buffer[offset + header : end])
             offset = end
         del buffer[:offset]
 
@@ -493,11 +575,10 @@ class LogListener:
         stream.drained.set()
 
 
-def _dispatch(data: bytes) -> None:
-    import logging
-
+def _dispatch(kind: int, payload: bytearray) -> None:
+    logging = sys.modules["logging"]  # imported: the parent has configured logging
     try:
-        state = pickle.loads(data)
+        record = decode_record(kind, payload)
     except Exception as exc:
         # Skip it and keep the stream; say so where logging reports its own
         # errors (stderr, unless logging.raiseExceptions is off).
@@ -506,11 +587,12 @@ def _dispatch(data: bytes) -> None:
                 f"proctor: skipped a child's log record that could not be read: {exc!r}\n"
             )
         return
-    # What logging.makeLogRecord does, without running LogRecord.__init__ first
-    # only to overwrite every attribute it sets.
-    record = logging.LogRecord.__new__(logging.LogRecord)
-    record.__dict__.update(state)
-    logger = logging.getLogger(record.name) if record.name != "root" else logging.root
+    # logging.getLogger takes logging's module lock; an existing logger is a
+    # plain dict look-up (a PlaceHolder or a missing name goes the long way).
+    name = record.name
+    logger = logging.root.manager.loggerDict.get(name)
+    if not isinstance(logger, logging.Logger):
+        logger = logging.getLogger(name) if name != "root" else logging.root
     try:
         logger.handle(record)
     except Exception:
