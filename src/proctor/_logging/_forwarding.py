@@ -77,6 +77,10 @@ FULL_WAIT = 1.0
 # looks again, so that records arrive in batches: waking a thread on another
 # core costs ~30 us on a VM, more than handling a record. Bounds display latency.
 BATCH_WINDOW = 0.002
+# ...unless the last look found this many records or more: a child logging that
+# fast keeps its socket full, and would wait out the window with nothing to do
+# (the wake-up costs little per record then).
+BUSY_BATCH = 64
 # A record half-sent when the socket filled up is finished within this long, or
 # the child gives up forwarding (a frame cannot be abandoned half-way).
 MIDFRAME_WAIT = 10.0
@@ -509,7 +513,7 @@ class LogListener:
                         selector.register(stream.sock, selectors.EVENT_READ, stream)
                         registered[fd] = stream
                 ready = selector.select()
-                got_records = False
+                handled = 0
                 for key, _events in ready:
                     stream = key.data
                     if stream is None:
@@ -519,13 +523,14 @@ class LogListener:
                         except (BlockingIOError, OSError):
                             pass
                         continue
-                    got_records = True
-                    if not self._read(stream):
+                    count = self._read(stream)
+                    handled += max(count, 1)
+                    if count < 0:
                         with self._lock:
                             self._streams.pop(stream.sock.fileno(), None)
                         registered.pop(stream.sock.fileno(), None)
                         self._finish(selector, stream)
-                if got_records:
+                if 0 < handled < BUSY_BATCH:
                     time.sleep(BATCH_WINDOW)
         finally:
             selector.close()
@@ -536,23 +541,23 @@ class LogListener:
                 sock.close()
         self._wake_r = self._wake_w = None
 
-    def _read(self, stream: LogStream) -> bool:
-        """Read what is there and handle whole records; ``False`` at EOF."""
+    def _read(self, stream: LogStream) -> int:
+        """Read what is there, handle whole records: how many, or -1 at EOF."""
         try:
             chunk = stream.sock.recv(_RECV_CHUNK)
         except BlockingIOError:
-            return True
+            return 0
         except OSError:
             chunk = b""
         if chunk:
             stream.buffer += chunk
-            self._handle_frames(stream)
-            return True
-        return False
+            return self._handle_frames(stream)
+        return -1
 
-    def _handle_frames(self, stream: LogStream) -> None:
+    def _handle_frames(self, stream: LogStream) -> int:
         buffer = stream.buffer
         offset = 0
+        count = 0
         size = len(buffer)
         header = _FRAME.size
         while size - offset >= header:
@@ -563,7 +568,9 @@ class LogListener:
             with _dispatching:
                 _dispatch(kind, buffer[offset + header : end])
             offset = end
+            count += 1
         del buffer[:offset]
+        return count
 
     def _finish(self, selector: selectors.BaseSelector, stream: LogStream) -> None:
         try:
