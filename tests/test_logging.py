@@ -267,9 +267,7 @@ def test_records_sent_before_sigkill_arrive_even_if_unread(app_logs):
     slow = ListHandler(gate)  # keeps the listener from reading ahead
     logging.getLogger("app").addHandler(slow)
     logged_r, logged_w = os.pipe()
-    p = proctor.get_context("fork").Process(
-        target=log_then_signal_and_hang, args=(20, logged_w)
-    )
+    p = proctor.get_context("fork").Process(target=log_then_signal_and_hang, args=(20, logged_w))
     try:
         p.start()
         import select

@@ -7,9 +7,9 @@
     logger.warning("x")                              LogListener thread (one per process,
       └─ ForwardingHandler (on root, and on every      running while any child forwards)
          logger that does not propagate)                 selector over every child's socket
-           record ─▶ dict, message pre-formatted  ─▶     frames ─▶ logging.makeLogRecord
-           [len:u32 | pickle] on a stream socket         logging.getLogger(name).handle(rec)
-                                                         EOF ─▶ the child's stream is drained
+           record ─▶ one frame, message pre-formatted ─▶ frames ─▶ LogRecord (decode_record)
+           [len:u32 | kind:u8 | marshal or pickle]       logger.handle(record)
+           one send() per record, before emit returns    EOF ─▶ the child's stream is drained
     join() on the child returns only after its stream reached EOF, so every record
     the child logged has been handled by then.
 
@@ -20,7 +20,15 @@ handled once, by the parent. Handlers the child adds itself keep working.
 
 Records are sent with their message already formatted (``args`` cleared) and
 their exception formatted into ``exc_text``, so arguments that cannot be pickled
-never stop a record. Extra attributes that cannot be pickled travel as ``repr``.
+never stop a record. A record with only logging's own attributes travels as a
+marshalled tuple of their values (:func:`encode_record`); one with extra
+attributes as its pickled ``__dict__``, where values that cannot be pickled
+travel as ``repr``.
+
+Each record is in the socket before its logging call returns -- no buffering in
+the child -- so a child that calls ``os._exit`` or is SIGKILLed right after
+logging loses none of the records it logged (a SIGKILL can tear only the record
+being written, which the parent skips at EOF).
 
 Buffering is bounded: records wait in the child's socket (its kernel buffer,
 about 200 KiB on Linux) until the parent's listener handles them. A child whose
@@ -338,7 +346,7 @@ def encode_record(record: logging.LogRecord) -> bytes:
 
     A record with exactly logging's own attributes (the common case) goes as a
     marshalled tuple of their values in a fixed order (:data:`_PLAIN`): about a
-    fifth of the instructions of pickling its ``__dict__``, on both sides. Any
+    half the instructions of pickling its ``__dict__``, on both sides. Any
     other record -- ``extra=`` attributes, values marshal cannot carry -- goes
     as its pickled ``__dict__`` (:data:`_GENERAL`).
     """
@@ -387,7 +395,7 @@ def decode_record(kind: int, payload: bytes | bytearray) -> logging.LogRecord:
                 f"{len(layout.names)}: the child runs another Python version"
             )
         state = record.__dict__
-        state.update(zip(layout.names, values))
+        state.update(zip(layout.names, values, strict=False))  # lengths checked above
         state["msg"] = message
         state["args"] = None
         state["exc_info"] = None
