@@ -251,12 +251,13 @@ def test_killed_child_never_hangs_the_listener(ctx, app_logs):
 
 def test_records_logged_before_os_exit_all_arrive(app_logs):
     # Each record is in the socket when its logging call returns: os._exit
-    # right after logging (no atexit, no flush) loses none of them.
-    p = proctor.get_context("fork").Process(target=log_then_exit_at_once, args=(500,))
+    # right after logging (no atexit, no flush) loses none of them. (100 records
+    # fit in the socket: the test does not depend on how fast the parent reads.)
+    p = proctor.get_context("fork").Process(target=log_then_exit_at_once, args=(100,))
     p.start()
     p.join(30)
     assert p.exitcode == 0
-    assert app_logs.messages() == [f"record {i}" for i in range(500)]
+    assert app_logs.messages() == [f"record {i}" for i in range(100)]
     p.close()
 
 
