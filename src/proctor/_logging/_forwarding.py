@@ -31,7 +31,7 @@ logging loses none of the records it logged (a SIGKILL can tear only the record
 being written, which the parent skips at EOF).
 
 Buffering is bounded: records wait in the child's socket (its kernel buffer,
-about 200 KiB on Linux) until the parent's listener handles them. A child whose
+:data:`SEND_BUFFER`) until the parent's listener handles them. A child whose
 send finds no room waits up to :data:`FULL_WAIT` seconds; if the parent is
 still stuck, the child drops records -- without waiting again -- until the
 socket has room, and then first sends a WARNING that says how many it dropped
@@ -79,6 +79,12 @@ __all__ = (
     "set_log_forwarding",
 )
 
+# The child's socket buffer asked for. The kernel charges each record's send
+# about 1 KiB of bookkeeping on top of its bytes, so its default (208 KiB) holds
+# only ~170 short records: a child then stops every 170 records until the
+# listener is scheduled, which on a busy machine costs more than the records.
+# Linux doubles this and caps it at twice net.core.wmem_max: ~1,600 records here.
+SEND_BUFFER = 1 << 20
 # How long a child's send may wait for room before it starts dropping records.
 FULL_WAIT = 1.0
 # After handling what arrived, the listener lets this much time pass before it
@@ -152,7 +158,12 @@ def open_channel(forward_logs: bool | None) -> tuple[socket.socket, socket.socke
         return None
     from .._core import _wire
 
-    return _wire.socketpair()
+    parent_end, child_end = _wire.socketpair()
+    try:
+        child_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    except OSError:
+        pass  # the default buffer still works, with less slack
+    return parent_end, child_end
 
 
 # -- what the child learns about the parent's configuration ---------------------------
