@@ -71,6 +71,23 @@ def log_then_hang(n):
     time.sleep(600)
 
 
+def log_then_exit_at_once(n):
+    log_some(n)
+    os._exit(0)  # no atexit, no flush: what was logged must have been sent already
+
+
+def log_then_signal_and_hang(n, logged_fd):
+    log_some(n)
+    os.write(logged_fd, b"x")
+    time.sleep(600)
+
+
+def log_with_extras():
+    log = logging.getLogger("app.worker")
+    log.info("with extras", extra={"user": "ann", "lock": threading.Lock()})
+    log.info("with a stack", stack_info=True)
+
+
 def grandparent_of_logs():
     child = proctor.Process(target=log_some, args=(2, "app.grandchild"), name="grandchild")
     child.start()
@@ -230,6 +247,58 @@ def test_killed_child_never_hangs_the_listener(ctx, app_logs):
     q.join(30)
     assert app_logs.messages()[-1] == "record 0"
     q.close()
+
+
+def test_records_logged_before_os_exit_all_arrive(app_logs):
+    # Each record is in the socket when its logging call returns: os._exit
+    # right after logging (no atexit, no flush) loses none of them. (100 records
+    # fit in the socket: the test does not depend on how fast the parent reads.)
+    p = proctor.get_context("fork").Process(target=log_then_exit_at_once, args=(100,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert app_logs.messages() == [f"record {i}" for i in range(100)]
+    p.close()
+
+
+def test_records_sent_before_sigkill_arrive_even_if_unread(app_logs):
+    # The promise for a SIGKILLed child: every record whose logging call had
+    # returned arrives, even if the parent had not read it yet when the child died.
+    gate = threading.Event()
+    slow = ListHandler(gate)  # keeps the listener from reading ahead
+    logging.getLogger("app").addHandler(slow)
+    logged_r, logged_w = os.pipe()
+    p = proctor.get_context("fork").Process(target=log_then_signal_and_hang, args=(20, logged_w))
+    try:
+        p.start()
+        import select
+
+        assert select.select([logged_r], [], [], 30)[0], "the child did not log"
+        p.kill()  # the listener is held inside the first record's handler
+        gate.set()
+        p.join(30)
+        assert p.exitcode == -signal.SIGKILL
+    finally:
+        gate.set()
+        logging.getLogger("app").removeHandler(slow)
+        os.close(logged_r)
+        os.close(logged_w)
+    assert app_logs.messages() == [f"record {i}" for i in range(20)]
+    p.close()
+
+
+def test_extra_attributes_and_stack_info_arrive(app_logs):
+    p = proctor.get_context("fork").Process(target=log_with_extras)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    extras, stack = app_logs.records
+    assert extras.getMessage() == "with extras"
+    assert extras.user == "ann"
+    assert extras.lock.startswith("<unlocked _thread.lock")  # not picklable: its repr
+    assert stack.getMessage() == "with a stack"
+    assert "in log_with_extras" in stack.stack_info
+    p.close()
 
 
 def test_grandchildren_forward_through_their_parent(ctx, app_logs):
@@ -470,3 +539,68 @@ def test_a_stuck_handler_delays_a_fork_only_briefly(monkeypatch):
         second.join(30)
         assert second.exitcode == 0
     second.close()
+
+
+# --- the records' wire format -----------------------------------------------------------
+
+
+def _frame_round_trip(record):
+    frame = _log_forwarding.encode_record(record)
+    length, kind = _log_forwarding._FRAME.unpack_from(frame)
+    assert length == len(frame) - _log_forwarding._FRAME.size + 1
+    return kind, _log_forwarding.decode_record(kind, frame[_log_forwarding._FRAME.size :])
+
+
+def test_a_plain_record_travels_with_every_attribute():
+    record = logging.getLogger("app.x").makeRecord(
+        "app.x", logging.INFO, "/src/mod.py", 7, "n=%d s=%s", (3, "z"), None, func="f"
+    )
+    kind, copy = _frame_round_trip(record)
+    assert kind == _log_forwarding._PLAIN
+    expected = dict(record.__dict__, msg="n=3 s=z", args=None)
+    assert copy.__dict__ == expected
+    assert copy.getMessage() == "n=3 s=z"
+
+
+class Name(str):
+    """A str subclass: marshal refuses it, pickle carries it."""
+
+
+def test_records_marshal_cannot_carry_travel_pickled():
+    def record_with(**attributes):
+        record = logging.LogRecord("app.x", logging.WARNING, "p.py", 1, "m %s", ("a",), None)
+        record.__dict__.update(attributes)
+        return record
+
+    # A value of a type marshal refuses, an extra attribute, and a missing one.
+    for record in (record_with(threadName=Name("t")), record_with(user="ann")):
+        kind, copy = _frame_round_trip(record)
+        assert kind == _log_forwarding._GENERAL
+        assert copy.getMessage() == "m a"
+        assert copy.threadName == record.threadName
+        assert getattr(copy, "user", None) == getattr(record, "user", None)
+    missing = record_with(user="ann")
+    del missing.__dict__["funcName"]  # as many attributes as a plain record, not the same
+    kind, copy = _frame_round_trip(missing)
+    assert kind == _log_forwarding._GENERAL
+    assert copy.user == "ann"
+
+
+def test_a_record_with_an_exception_travels_with_its_traceback_text():
+    try:
+        raise KeyError("gone")
+    except KeyError:
+        record = logging.getLogger("app.x").makeRecord(
+            "app.x", logging.ERROR, "p.py", 1, "failed", (), sys.exc_info()
+        )
+    kind, copy = _frame_round_trip(record)
+    assert kind == _log_forwarding._PLAIN
+    assert copy.exc_info is None
+    assert "KeyError: 'gone'" in copy.exc_text
+
+
+def test_an_unreadable_record_is_skipped_and_said(capsys):
+    _log_forwarding._dispatch(_log_forwarding._PLAIN, bytearray(b"\xff\x00"))
+    _log_forwarding._dispatch(7, bytearray(b""))
+    err = capsys.readouterr().err
+    assert err.count("skipped a child's log record that could not be read") == 2
