@@ -144,6 +144,10 @@ class Popen(ClosedWhenCollected):
             _wire.send_message(self.channel, message, handoff.fds)
         except OSError:
             pass  # the child died at once; join() reports its exit code
+        self._finish_start(process, handoff, log_channel)
+
+    def _finish_start(self, process: Any, handoff: Any, log_channel: Any) -> None:
+        """After the start message is on its way and the child exists (``pid`` set)."""
         if log_channel is not None:
             log_channel[1].close()
             self.attach_log_channel(log_channel[0], process.name)
