@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import selectors
+import select
 import sys
 import threading
 import time
@@ -45,38 +45,52 @@ PARENT_JOIN_INTERVAL = 0.05
 class Children:
     """This process's started children that have not been seen to end yet.
 
-    Each child's sentinel is registered with a selector (epoll on Linux), so
-    finding the children that ended costs one ``select(0)`` plus a poll of each
+    Each child's sentinel is registered with one poller (``select.epoll`` on Linux),
+    so finding the children that ended costs one ``poll(0)`` plus a poll of each
     ended one, however many are still running: ``start()`` does it every time (as
     multiprocessing does, to reap), and a scan over every child made the n-th
-    start cost O(n) (issue 12).
+    start cost O(n) (issue 12). The poller is used directly, not through
+    ``selectors``, whose keys and lookups were a measurable part of a fork start.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._fds: dict[Any, int] = {}
-        self._selector: selectors.BaseSelector | None = None
+        self._fds: dict[Any, int] = {}  # child -> sentinel
+        self._by_fd: dict[int, Any] = {}  # sentinel -> child
+        self._poller: Any = None
 
     def add(self, child: Any, sentinel: int) -> None:
         with self._lock:
-            if self._selector is None:
-                self._selector = _sentinel_selector()
-            self._selector.register(sentinel, selectors.EVENT_READ, child)
+            if self._poller is None:
+                self._poller = _sentinel_poller()
+            stale = self._by_fd.pop(sentinel, None)
+            if stale is not None:
+                # A descriptor number reused while still listed (its old owner's
+                # sentinel closed without discard()): forget the old owner.
+                del self._fds[stale]
+                _unregister_quietly(self._poller, sentinel)
+            try:
+                self._poller.register(sentinel, _READABLE)
+            except FileExistsError:  # epoll still knew the number
+                self._poller.modify(sentinel, _READABLE)
             self._fds[child] = sentinel
+            self._by_fd[sentinel] = child
 
     def discard(self, child: Any) -> None:
         """Forget ``child``; call before its sentinel is closed."""
         with self._lock:
             fd = self._fds.pop(child, None)
-            if fd is not None and self._selector is not None:
-                self._selector.unregister(fd)
+            if fd is not None:
+                del self._by_fd[fd]
+                _unregister_quietly(self._poller, fd)
 
     def ended(self) -> list[Any]:
         """The children whose sentinel is readable (they ended, or are ending)."""
         with self._lock:
-            if not self._fds or self._selector is None:
+            if not self._fds:
                 return []
-            return [key.data for key, _events in self._selector.select(0)]
+            by_fd = self._by_fd
+            return [by_fd[fd] for fd, _events in self._poller.poll(0) if fd in by_fd]
 
     def __iter__(self) -> Iterator[Any]:
         with self._lock:
@@ -95,23 +109,35 @@ class Children:
         here would unregister in the parent too, so this copy of it is only
         closed. Returns the children, whose descriptors the caller closes.
         """
-        if self._selector is not None:
-            try:
-                self._selector.close()
-            except OSError:
-                pass
-            self._selector = None
+        if self._poller is not None:
+            close = getattr(self._poller, "close", None)  # poll objects hold no descriptor
+            if close is not None:
+                try:
+                    close()
+                except OSError:
+                    pass
+            self._poller = None
         return list(self._fds)
 
 
-def _sentinel_selector() -> selectors.BaseSelector:
-    # epoll where there is one: O(ready) per select. Elsewhere poll, whose cost
-    # per select grows with the number of children but stays one system call;
-    # not kqueue, whose descriptor a forked child does not inherit (closing it
-    # there could close another descriptor that reused the number).
-    if hasattr(selectors, "EpollSelector"):
-        return selectors.EpollSelector()
-    return selectors.PollSelector()
+_READABLE = select.EPOLLIN if hasattr(select, "epoll") else select.POLLIN
+
+
+def _sentinel_poller() -> Any:
+    # epoll where there is one: O(ready) per poll. Elsewhere poll, whose cost per
+    # call grows with the number of children but stays one system call; not
+    # kqueue, whose descriptor a forked child does not inherit (closing it there
+    # could close another descriptor that reused the number).
+    if hasattr(select, "epoll"):
+        return select.epoll()
+    return select.poll()
+
+
+def _unregister_quietly(poller: Any, fd: int) -> None:
+    try:
+        poller.unregister(fd)
+    except (OSError, KeyError):  # closed already (epoll drops it by itself), or unknown
+        pass
 
 
 class ParentProcess:
