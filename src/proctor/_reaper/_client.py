@@ -423,7 +423,9 @@ def _after_fork_in_child() -> None:
         # The connection belongs to the parent; its reference in the child only goes.
         with contextlib.suppress(OSError):
             os.close(parent.fd)
-    child.refs = dict(parent.refs)
+    # Taken over, not copied: a copy would touch (and so copy) the page of every
+    # key, in every fork child, in proportion to the names the parent holds.
+    child.refs = parent.refs
     _client = child
     if any(count > 0 for count in child.refs.values()):
         # A forked child inherits its parent's mappings, so it uses those names too.
