@@ -848,3 +848,21 @@ def test_a_target_returning_none_sends_no_outcome(method):
     assert (p.result, p.exception) == (0, None)
     p.close()
     q.close()
+
+
+class ModulesSeen:
+    def loaded(self, name):
+        return name in sys.modules
+
+
+def test_a_method_target_does_not_make_the_child_import_cloudpickle():
+    # A bound method travels as getattr(instance, name), as plain pickle sends it;
+    # cloudpickle's reduction names MethodType through its own module, which every
+    # such child then imported (~25 ms of CPU).
+    ctx = proctor.get_context("forkserver")
+    p = ctx.Process(target=ModulesSeen().loaded, args=("cloudpickle",))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0, p.exception
+    assert p.result is False
+    p.close()
