@@ -8,6 +8,7 @@ import pickle
 import select
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -796,3 +797,72 @@ def test_a_stuck_fork_server_makes_start_fail_instead_of_hang(monkeypatch):
         for sock in (channel, channel_child, status, status_child):
             sock.close()
         client.stop()
+
+
+def what_a_forked_child_sees_of(sibling):
+    """In a fork child: what its copies of ``sibling``'s descriptors name, then close it."""
+    popen = sibling._popen
+    fds = (popen.channel.fileno(), popen.sentinel)
+    named = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
+    sibling.close()  # a copy: closes only /dev/null, and does not wait for its logs
+    still_open = [fd for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")]
+    return named, still_open
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_a_forked_child_holds_none_of_its_siblings_descriptors():
+    # The child lets go of them without touching the siblings' objects: the numbers
+    # point at /dev/null until a sibling's copy is closed there, so a number the
+    # child reuses is never closed behind its back.
+    ctx = proctor.get_context("fork")
+    sibling = ctx.Process(target=sleep_forever)
+    sibling.start()
+    try:
+        p = ctx.Process(target=what_a_forked_child_sees_of, args=(sibling,))
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0, p.exception
+        named, still_open = p.result
+        assert named == [os.devnull, os.devnull]
+        assert still_open == []
+        p.close()
+        assert sibling.is_alive()  # the parent's record and descriptors are untouched
+        assert os.path.exists(f"/proc/self/fd/{sibling.sentinel}")
+    finally:
+        sibling.kill()
+        sibling.join(30)
+        sibling.close()
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_a_target_returning_none_sends_no_outcome(method):
+    p = proctor.get_context(method).Process(target=int, args=("0",))  # returns 0, not None
+    q = proctor.get_context(method).Process(target=print, args=("",))  # returns None
+    for child in (p, q):
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+    # Nothing was sent for None: the channel reads EOF, and that reads as None.
+    assert q._popen.channel.recv(1, socket.MSG_DONTWAIT) == b""
+    assert (q.result, q.exception) == (None, None)
+    assert (p.result, p.exception) == (0, None)
+    p.close()
+    q.close()
+
+
+class ModulesSeen:
+    def loaded(self, name):
+        return name in sys.modules
+
+
+def test_a_method_target_does_not_make_the_child_import_cloudpickle():
+    # A bound method travels as getattr(instance, name), as plain pickle sends it;
+    # cloudpickle's reduction names MethodType through its own module, which every
+    # such child then imported (~25 ms of CPU).
+    ctx = proctor.get_context("forkserver")
+    p = ctx.Process(target=ModulesSeen().loaded, args=("cloudpickle",))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0, p.exception
+    assert p.result is False
+    p.close()

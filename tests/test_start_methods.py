@@ -248,3 +248,31 @@ def test_a_proctor_object_given_to_a_multiprocessing_process_is_refused_naming_i
         assert f"multiprocessing's {method!r} start method" in line
         assert f"proctor.get_context({method!r}).Process" in line
         assert "as an argument of Process(...)" not in line
+
+
+def _reaper_client_in_a_fork_child():
+    import proctor
+    from proctor._reaper import _client
+
+    before = (_client._client.fd is None, bool(_client._client.refs))
+    lock = proctor.Lock()  # a name of its own: now it connects, replaying the inherited ones
+    after = _client._client.fd is not None
+    del lock
+    return before, after
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reaper reads /proc there")
+def test_a_fork_child_tells_the_reaper_about_inherited_names_only_when_it_needs_it():
+    # The reaper's /proc scan finds a fork child as a user of what it maps (see
+    # test_reaper's test_forked_child_keeps_the_segment_after_its_parent_is_killed),
+    # so the child does not connect and replay its parent's names at the fork.
+    import proctor
+
+    lock = proctor.Lock()
+    p = proctor.get_context("fork").Process(target=_reaper_client_in_a_fork_child)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0, p.exception
+    assert p.result == ((True, True), True)
+    p.close()
+    del lock

@@ -321,6 +321,10 @@ class _Reducers:
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
+        if kind is types.MethodType:
+            by_name = _method_by_name(obj)
+            if by_name is not None:
+                return by_name
         if kind is types.FunctionType:
             if _functions.importable_by_reference(obj):
                 return NotImplemented
@@ -401,6 +405,35 @@ class _Reducers:
                 ref = attributes  # one dict for every function of that module
             self._stand_ins[id(globals_)] = ref
         return ref
+
+
+def _method_by_name(method: types.MethodType) -> tuple | None:
+    """``getattr(instance, name)``, plain pickle's reduction of a bound method, when exact.
+
+    cloudpickle reduces a bound method to ``MethodType(function, instance)`` and names
+    ``MethodType`` through its own module, which the receiver must then import (~25 ms of
+    CPU in each spawn or forkserver child whose target is a method, ``q.get`` say). By name
+    it rebuilds the same bound method when the instance's class holds that very function
+    under that name and the instance does not shadow it; otherwise ``None`` (cloudpickle's way).
+    """
+    instance = method.__self__
+    function = method.__func__
+    name = getattr(function, "__name__", None)
+    if not isinstance(name, str) or isinstance(instance, type):
+        return None
+    if _class_attribute(type(instance), name) is not function:
+        return None
+    if name in getattr(instance, "__dict__", ()):
+        return None
+    return (getattr, (instance, name))
+
+
+def _class_attribute(cls: type, name: str) -> Any:
+    """``name`` as found on ``cls`` or its bases, without running descriptors."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
 
 
 class _Pickler(_Reducers, pickle.Pickler):

@@ -26,8 +26,10 @@ no ``/proc``) -- and greets each connection, so a reaper that cannot start is a 
 
 Children find the same reaper:
 
-- fork children inherit this module's state, and at once open their own
-  connection and register the names they inherited (their mappings use them);
+- fork children inherit this module's state and the names (their mappings use
+  them). On Linux they register those names when they first need the reaper: until
+  then its /proc scan finds them as users of the names they map. Elsewhere they
+  open their own connection and register the names at once;
 - spawn and forkserver children get the address in their start message (*prep*,
   see ``_bootstrap``), and objects that carry names pickle :func:`address` with
   them and call :func:`adopt_address` when rebuilt.
@@ -170,6 +172,9 @@ class _Client:
         self.others: dict[tuple[str, str], set[tuple[int, float]]] = {}
         # (kind, name) -> size of its ``others`` set at which dead users are dropped
         self.prune_at: dict[tuple[str, str], int] = {}
+        # A fork child that has not told the reaper about the names it inherited
+        # yet (see _after_fork_in_child); its first connection replays them.
+        self.inherited = False
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[_Client]:
@@ -268,6 +273,7 @@ class _Client:
         if sock is None:
             sock = self._spawn()
         self.fd = sock.detach()
+        self.inherited = False
         if self.ctime is None:
             self.ctime = _create_time(self.pid)
         lines = []
@@ -404,6 +410,9 @@ _BOOTSTRAP = (
 
 _client = _Client()
 
+#: Whether the reaper finds the users of a name in /proc (see _server._find_users).
+_REAPER_SEES_MAPPINGS = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
+
 
 def _after_fork_in_child() -> None:
     global _client
@@ -414,11 +423,23 @@ def _after_fork_in_child() -> None:
         # The connection belongs to the parent; its reference in the child only goes.
         with contextlib.suppress(OSError):
             os.close(parent.fd)
-    child.refs = dict(parent.refs)
+    # Taken over, not copied: a copy would touch (and so copy) the page of every
+    # key, in every fork child, in proportion to the names the parent holds.
+    child.refs = parent.refs
     _client = child
     if any(count > 0 for count in child.refs.values()):
         # A forked child inherits its parent's mappings, so it uses those names too.
-        # Say so at once: the parent may die any moment.
+        if _REAPER_SEES_MAPPINGS:
+            # The reaper finds it in /proc before it unlinks anything (it scans
+            # every process's maps and descriptors and adopts the ones that use
+            # the name), so the child tells it when it next needs the reaper:
+            # connecting and replaying every inherited name here cost each fork
+            # child a round trip and work in proportion to the names its parent
+            # holds (~10-30 ms with 100 living children that each hold a queue).
+            child.inherited = True
+            return
+        # Elsewhere the reaper only knows registered users: say so at once, the
+        # parent may die any moment.
         with contextlib.suppress(Exception), child.locked():
             child._connect()
 
@@ -630,7 +651,7 @@ def forget(name: str, kind: str) -> None:
         _client.refs.pop(key, None)
         _client.others.pop(key, None)
         _client.prune_at.pop(key, None)
-        if _client.fd is None:
+        if _client.fd is None and not _client.inherited:
             return  # this process never told a reaper about the name
         with contextlib.suppress(OSError):
             _client.send(["F", kind, name])

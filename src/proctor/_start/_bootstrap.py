@@ -249,7 +249,8 @@ def _run_and_report(process: Any, channel: socket.socket, *, forked: bool) -> in
             flush_std_streams()
     if "proctor._logging._forwarding" in sys.modules:
         sys.modules["proctor._logging._forwarding"].flush_child()
-    _send_outcome(channel, outcome)
+    if not _outcome.says_nothing(outcome):
+        _send_outcome(channel, outcome)
     channel.close()
     return exitcode
 

@@ -4,10 +4,10 @@
 
     parent process                          fork server (spawned once, lazily)
     ──────────────                          ──────────────────────────────────
+    send [prep | payload] ─── channel ─────────────────────────┐ (waits in the socket)
     ForkServerClient.start_child() ── ctl ─▶ recv request + [channel, status] fds
                                              os.fork() ─▶ child: run_from_channel(channel)
                        pid ◀──────────── ctl ─┘
-    send [prep | payload] ─── channel ──────────────────▶ child
     sentinel = status socket ◀── exit code ── server reaps the child (SIGCHLD)
 
 The server is a child of the process that first needed it and is private to

@@ -57,6 +57,10 @@ class Popen(ClosedWhenCollected):
         self._outcome: Outcome | None = None
         self._lock = threading.Lock()
         self.log_stream: Any = None
+        # The process whose child this is: in a forked sibling, a copy of this
+        # object has no log stream to wait for or detach (the listener is the
+        # parent's), and its descriptors point at /dev/null (_state.Children).
+        self._owner = os.getpid()
 
     # -- exit status ---------------------------------------------------------
 
@@ -144,6 +148,10 @@ class Popen(ClosedWhenCollected):
             _wire.send_message(self.channel, message, handoff.fds)
         except OSError:
             pass  # the child died at once; join() reports its exit code
+        self._finish_start(process, handoff, log_channel)
+
+    def _finish_start(self, process: Any, handoff: Any, log_channel: Any) -> None:
+        """After the start message is on its way and the child exists (``pid`` set)."""
         if log_channel is not None:
             log_channel[1].close()
             self.attach_log_channel(log_channel[0], process.name)
@@ -158,18 +166,14 @@ class Popen(ClosedWhenCollected):
 
     def wait_logs(self, timeout: float | None) -> None:
         """After the child ended: wait until its forwarded log records are handled."""
-        if self.log_stream is not None:
+        if self.log_stream is not None and self._owner == os.getpid():
             from .._logging._forwarding import DRAIN_TIMEOUT
 
             self.log_stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
 
-    def forget_in_child(self) -> None:
-        """In a forked child: close this copy of a sibling's descriptors, quietly.
-
-        (Its log stream is the parent's listener's to read, not this process's.)
-        """
-        self.log_stream = None
-        self.close()
+    def held_fds(self) -> tuple[int, ...]:
+        """Descriptors held for the child besides the sentinel (a fork sibling lets them go)."""
+        return () if self.channel is None else (self.channel.fileno(),)
 
     def _close_sentinel(self) -> None:
         if self.sentinel >= 0:
@@ -182,9 +186,11 @@ class Popen(ClosedWhenCollected):
     def detach_logs(self) -> None:
         """Stop handling the child's log records (the process object is being closed)."""
         if self.log_stream is not None:
+            stream, self.log_stream = self.log_stream, None
+            if self._owner != os.getpid():
+                return  # a forked sibling's copy: the stream is the parent's listener's
             from .._logging._forwarding import listener
 
-            stream, self.log_stream = self.log_stream, None
             listener().detach(stream)
 
     def close(self) -> None:

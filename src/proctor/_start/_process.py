@@ -194,7 +194,7 @@ class BaseProcess:
         # lifeline) would not end with it.
         with state.start_lock:
             self._popen = _popen_class(self._started_with)(self)
-        state.children.add(self, self._popen.sentinel)
+        state.children.add(self, self._popen.sentinel, self._popen.held_fds())
         # The child has its copy of the target and arguments now (forked, or
         # pickled into its start message): let this process collect them, as
         # multiprocessing does.

@@ -12,9 +12,10 @@ the exit hooks of proctor's helpers (the fork server) run.
 
 from __future__ import annotations
 
+import array
 import itertools
 import os
-import selectors
+import select
 import sys
 import threading
 import time
@@ -45,38 +46,61 @@ PARENT_JOIN_INTERVAL = 0.05
 class Children:
     """This process's started children that have not been seen to end yet.
 
-    Each child's sentinel is registered with a selector (epoll on Linux), so
-    finding the children that ended costs one ``select(0)`` plus a poll of each
+    Each child's sentinel is registered with one poller (``select.epoll`` on Linux),
+    so finding the children that ended costs one ``poll(0)`` plus a poll of each
     ended one, however many are still running: ``start()`` does it every time (as
     multiprocessing does, to reap), and a scan over every child made the n-th
-    start cost O(n) (issue 12).
+    start cost O(n) (issue 12). The poller is used directly, not through
+    ``selectors``, whose keys and lookups were a measurable part of a fork start.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._fds: dict[Any, int] = {}
-        self._selector: selectors.BaseSelector | None = None
+        self._fds: dict[Any, tuple[int, ...]] = {}  # child -> (sentinel, other fds held)
+        self._by_fd: dict[int, Any] = {}  # sentinel -> child
+        self._poller: Any = None
+        # Every descriptor in _fds, as plain C ints: what a forked child must let go
+        # of, readable there without touching (and so copying) each child's objects.
+        self._held = array.array("i")
 
-    def add(self, child: Any, sentinel: int) -> None:
+    def add(self, child: Any, sentinel: int, others: tuple[int, ...] = ()) -> None:
+        """Track ``child``: its ``sentinel`` and the ``others`` descriptors held for it."""
         with self._lock:
-            if self._selector is None:
-                self._selector = _sentinel_selector()
-            self._selector.register(sentinel, selectors.EVENT_READ, child)
-            self._fds[child] = sentinel
+            if self._poller is None:
+                self._poller = _sentinel_poller()
+            stale = self._by_fd.pop(sentinel, None)
+            if stale is not None:
+                # A descriptor number reused while still listed (its old owner's
+                # sentinel closed without discard()): forget the old owner.
+                for fd in self._fds.pop(stale):
+                    self._held.remove(fd)
+                _unregister_quietly(self._poller, sentinel)
+            try:
+                self._poller.register(sentinel, _READABLE)
+            except FileExistsError:  # epoll still knew the number
+                self._poller.modify(sentinel, _READABLE)
+            held = (sentinel, *others)
+            self._fds[child] = held
+            self._by_fd[sentinel] = child
+            self._held.extend(held)
 
     def discard(self, child: Any) -> None:
         """Forget ``child``; call before its sentinel is closed."""
         with self._lock:
-            fd = self._fds.pop(child, None)
-            if fd is not None and self._selector is not None:
-                self._selector.unregister(fd)
+            held = self._fds.pop(child, None)
+            if held is not None:
+                del self._by_fd[held[0]]
+                for fd in held:
+                    self._held.remove(fd)
+                _unregister_quietly(self._poller, held[0])
 
     def ended(self) -> list[Any]:
         """The children whose sentinel is readable (they ended, or are ending)."""
         with self._lock:
-            if not self._fds or self._selector is None:
+            if not self._fds:
                 return []
-            return [key.data for key, _events in self._selector.select(0)]
+            by_fd = self._by_fd
+            return [by_fd[fd] for fd, _events in self._poller.poll(0) if fd in by_fd]
 
     def __iter__(self) -> Iterator[Any]:
         with self._lock:
@@ -88,30 +112,57 @@ class Children:
     def __contains__(self, child: object) -> bool:
         return child in self._fds
 
-    def abandon_after_fork(self) -> list[Any]:
-        """In a forked child: give up this copy, never unregistering anything.
+    def let_go_after_fork(self) -> None:
+        """In a forked child: drop this copy of the parent's record of its children.
 
-        An epoll instance is shared with the parent through the fork: unregistering
-        here would unregister in the parent too, so this copy of it is only
-        closed. Returns the children, whose descriptors the caller closes.
+        The poller is only closed, never unregistered from: an epoll instance is
+        shared with the parent through the fork, and unregistering here would
+        unregister in the parent too. The descriptors held for the siblings are
+        pointed at /dev/null (close-on-exec): the sockets and pidfds they named are
+        no longer held here, while their numbers stay taken, so that a sibling's
+        process object collected or closed here later closes /dev/null, never a
+        descriptor of this child's that reused the number. Nothing of the
+        siblings' objects is touched: writing to each (to mark it closed) cost
+        every fork child a copied page or two per living sibling (~3 ms with 300).
         """
-        if self._selector is not None:
+        if self._poller is not None:
+            close = getattr(self._poller, "close", None)  # poll objects hold no descriptor
+            if close is not None:
+                try:
+                    close()
+                except OSError:
+                    pass
+            self._poller = None
+        if self._held:
+            devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             try:
-                self._selector.close()
-            except OSError:
-                pass
-            self._selector = None
-        return list(self._fds)
+                for fd in self._held:
+                    try:
+                        os.dup2(devnull, fd, inheritable=False)
+                    except OSError:
+                        pass
+            finally:
+                os.close(devnull)
 
 
-def _sentinel_selector() -> selectors.BaseSelector:
-    # epoll where there is one: O(ready) per select. Elsewhere poll, whose cost
-    # per select grows with the number of children but stays one system call;
-    # not kqueue, whose descriptor a forked child does not inherit (closing it
-    # there could close another descriptor that reused the number).
-    if hasattr(selectors, "EpollSelector"):
-        return selectors.EpollSelector()
-    return selectors.PollSelector()
+_READABLE = select.EPOLLIN if hasattr(select, "epoll") else select.POLLIN
+
+
+def _sentinel_poller() -> Any:
+    # epoll where there is one: O(ready) per poll. Elsewhere poll, whose cost per
+    # call grows with the number of children but stays one system call; not
+    # kqueue, whose descriptor a forked child does not inherit (closing it there
+    # could close another descriptor that reused the number).
+    if hasattr(select, "epoll"):
+        return select.epoll()
+    return select.poll()
+
+
+def _unregister_quietly(poller: Any, fd: int) -> None:
+    try:
+        poller.unregister(fd)
+    except (OSError, KeyError):  # closed already (epoll drops it by itself), or unknown
+        pass
 
 
 class ParentProcess:
@@ -250,12 +301,9 @@ def exit_children() -> None:
 def _reset_after_fork() -> None:
     # The forked child starts with no children and a fresh counter; the process
     # object it runs replaces ``current`` in ``_bootstrap``. Its copies of the
-    # parent's descriptors for its siblings are closed: they are not its own.
-    siblings = state.children.abandon_after_fork()
+    # parent's descriptors for its siblings are let go: they are not its own.
+    state.children.let_go_after_fork()
     state.children = Children()
-    for sibling in siblings:
-        if sibling._popen is not None:
-            sibling._popen.forget_in_child()
     state.exit_hooks = []
     state.start_lock = threading.Lock()
 
