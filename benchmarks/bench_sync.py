@@ -113,18 +113,18 @@ def _latency_child(go, done, words, rounds: int) -> None:
         done.set()
 
 
-def _event_latency_us(lib, rounds: int) -> float:
-    ctx = lib.get_context(_FORK)
-    go, done = _factory(ctx, "Event")(), _factory(ctx, "Event")()
+def _wake_up_rounds(ctx, child, first, rounds: int, signal) -> float:
+    """Median microseconds from ``signal(i, words)`` (which returns its start time) to
+    the moment the child stamps in ``words[2 + i]``; the child then sets ``done``."""
+    done = _factory(ctx, "Event")()
     page = mmap.mmap(-1, 8 * (rounds + 8))
     words = memoryview(page).cast("q")
-    p = ctx.Process(target=_latency_child, args=(go, done, words, rounds))
+    p = ctx.Process(target=child, args=(first, done, words, rounds))
     p.start()
     samples = []
     for i in range(rounds):
         time.sleep(0.002)  # let the child block in wait()
-        t0 = time.monotonic_ns()
-        go.set()
+        t0 = signal(i, words)
         done.wait(30)
         done.clear()
         samples.append((words[2 + i] - t0) / 1000)
@@ -133,6 +133,19 @@ def _event_latency_us(lib, rounds: int) -> float:
     del p, words
     page.close()
     return statistics.median(samples)
+
+
+def _event_latency_us(lib, rounds: int) -> float:
+    """From ``set()`` to the waiter's return from ``wait()``."""
+    ctx = lib.get_context(_FORK)
+    go = _factory(ctx, "Event")()
+
+    def signal(i, words):
+        t0 = time.monotonic_ns()
+        go.set()
+        return t0
+
+    return _wake_up_rounds(ctx, _latency_child, go, rounds, signal)
 
 
 def _notify_child(cond, done, words, rounds: int) -> None:
@@ -146,26 +159,16 @@ def _notify_child(cond, done, words, rounds: int) -> None:
 def _notify_latency_us(lib, rounds: int) -> float:
     """From ``notify()`` to the waiter's return from ``wait()``, lock handed over."""
     ctx = lib.get_context(_FORK)
-    cond, done = _factory(ctx, "Condition")(), _factory(ctx, "Event")()
-    page = mmap.mmap(-1, 8 * (rounds + 8))
-    words = memoryview(page).cast("q")
-    p = ctx.Process(target=_notify_child, args=(cond, done, words, rounds))
-    p.start()
-    samples = []
-    for i in range(rounds):
-        time.sleep(0.002)  # let the child block in wait()
+    cond = _factory(ctx, "Condition")()
+
+    def signal(i, words):
         with cond:
             words[1] = i + 1
             t0 = time.monotonic_ns()
             cond.notify()
-        done.wait(30)
-        done.clear()
-        samples.append((words[2 + i] - t0) / 1000)
-    p.join(30)
-    p.close()
-    del p, words
-    page.close()
-    return statistics.median(samples)
+        return t0
+
+    return _wake_up_rounds(ctx, _notify_child, cond, rounds, signal)
 
 
 def _row(
