@@ -96,12 +96,11 @@ def _split_refs(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]
 
 
 class _Actor:
-    __slots__ = ("alive", "calls", "handle")
+    __slots__ = ("calls", "handle")
 
     def __init__(self) -> None:
         self.handle: Any = _RemoteRunner.remote()  # an ActorHandle (typed loosely by ray)
         self.calls: collections.deque[_Call] = collections.deque()  # made, not ended
-        self.alive = True
 
 
 class _Call:
@@ -129,7 +128,7 @@ class RayEngine:
         # Reentrant: a future that is already done runs its callback at once, in
         # the thread that adds it, which may hold the lock.
         self._lock = threading.RLock()
-        self._actors: list[_Actor] = []
+        self._actors: list[_Actor] = []  # the live ones: a dead one leaves at once
         self._slots: int | None = None
         self._closed = False
 
@@ -159,7 +158,7 @@ class RayEngine:
 
     def _make(self, call: _Call) -> None:
         """Make ``call`` on the live actor with the fewest calls in flight (lock held)."""
-        actor = min((a for a in self._actors if a.alive), key=lambda a: len(a.calls))
+        actor = min(self._actors, key=lambda a: len(a.calls))
         actor.calls.append(call)
         call.actor = actor
         args, refs = _split_refs(call.args)
@@ -177,8 +176,7 @@ class RayEngine:
             actor = call.actor
             assert actor is not None
             if isinstance(future.exception(), _ACTOR_GONE) and not self._closed:
-                if actor.alive:
-                    actor.alive = False
+                if actor in self._actors:  # the first of its calls to report the death
                     self._actors.remove(actor)
                     self._actors.append(_Actor())  # the replacement, at once
                 if all(c.future is not None and c.future.done() for c in actor.calls):
@@ -222,7 +220,7 @@ class RayEngine:
             actor = call.actor
             # The call running there is the first whose future is not done (one that
             # ended may still wait for its callback at the front).
-            calls = actor.calls if actor is not None and actor.alive else ()
+            calls = actor.calls if actor in self._actors else ()
             unfinished = [c for c in calls if c.future is not None and not c.future.done()]
             running = bool(unfinished) and unfinished[0] is call
         if end_worker and running:
