@@ -391,3 +391,76 @@ def test_a_cluster_task_returns_its_records_ready_to_pickle():
     assert records[0]["lock"].startswith("<unlocked _thread.lock")
     _, outcome, _, _ = _worker.decode_result(frame, buffers=buffers or None)
     assert outcome.value == [5]
+
+
+class _InlineEngine:
+    """An engine adapter that runs each call at once, in the submitting thread, and
+    counts the calls: the remote dispatcher's own logic, without a cluster."""
+
+    name = "inline"
+
+    def __init__(self, slots):
+        self._slots = slots
+        self.calls = 0
+
+    def slots(self):
+        return self._slots
+
+    def share(self, buffer):
+        return bytes(buffer.raw() if hasattr(buffer, "raw") else buffer)
+
+    def submit(self, func, calls, done):
+        self.calls += len(calls)
+        handles = [func(*args) for args in calls]
+        for handle, callback in zip(handles, done, strict=True):
+            callback(handle)
+        return handles
+
+    def outcomes(self, handles):
+        return [(True, value, None) for value in handles]
+
+    def stop(self, handle, end_worker):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_map_cuts_a_quick_functions_input_into_fewer_chunks_once_measured():
+    # A chunk is a call to the engine (about a millisecond): once the function's items
+    # are measured quick, map's default chunks are one per worker, not four.
+    from proctor._pool import _remote
+
+    resolver = lambda b: b if isinstance(b, _InlineEngine) else None  # noqa: E731
+    _remote.register_resolver(resolver)
+    try:
+        engine = _InlineEngine(slots=2)
+        with proctor.Pool(backend=engine) as pool:
+            dispatcher = pool._dispatcher
+            name = f"{__name__}.square"
+            assert dispatcher.chunks_per_worker_for(name, 1000, 2) == _remote.CHUNKS_PER_WORKER
+            assert pool.map(square, range(1000)) == [x * x for x in range(1000)]
+            first = engine.calls
+            assert first >= 2 * _remote.CHUNKS_PER_WORKER
+            assert name in dispatcher._item_seconds
+            # What the measurements decide, with measured figures set here (the real
+            # ones depend on this machine): one microsecond an item, and one second.
+            dispatcher._item_seconds[name] = 1e-6
+            assert dispatcher.chunks_per_worker_for(name, 1000, 2) == 1
+            assert pool.map(square, range(1000)) == [x * x for x in range(1000)]
+            assert engine.calls - first == 2
+            dispatcher._item_seconds[name] = 1.0
+            assert dispatcher.chunks_per_worker_for(name, 1000, 2) == _remote.CHUNKS_PER_WORKER
+            # Explicit chunk sizes are honoured whatever was measured.
+            dispatcher._item_seconds[name] = 1e-6
+            before = engine.calls
+            assert pool.map(square, range(100), chunksize=10) == [x * x for x in range(100)]
+            assert engine.calls - before == 10
+        # The executor's map (its whole input read at once) sizes chunks the same way.
+        with proctor.ProcessPoolExecutor(backend=engine) as executor:
+            executor._dispatcher._item_seconds[name] = 1e-6
+            before = engine.calls
+            assert list(executor.map(square, range(1000))) == [x * x for x in range(1000)]
+            assert engine.calls - before == 2
+    finally:
+        _remote._resolvers.remove(resolver)

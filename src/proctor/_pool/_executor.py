@@ -458,7 +458,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             # The whole input is read now: decreasing chunks, as Pool.map's.
             whole = list(items)
             slots = self._max_workers * (self._concurrency if coroutine else 1)
-            chunks = _sliced(whole, guided_chunks(len(whole), slots, dispatcher.chunks_per_worker))
+            per_worker = dispatcher.chunks_per_worker_for(name, len(whole), slots)
+            chunks = _sliced(whole, guided_chunks(len(whole), slots, per_worker))
             total: int | None = len(whole)
         else:
             chunks = _chunks(items, sizer.next_size)

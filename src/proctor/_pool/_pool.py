@@ -493,7 +493,8 @@ class Pool:
         if chunksize is None:
             # A worker runs task_concurrency coroutine chunks at once: as many workers.
             slots = self._processes * (self._concurrency if coroutine else 1)
-            sizes = guided_chunks(len(items), slots, dispatcher.chunks_per_worker)
+            per_worker = dispatcher.chunks_per_worker_for(name, len(items), slots)
+            sizes = guided_chunks(len(items), slots, per_worker)
         else:
             size = _check_chunksize(chunksize)
             sizes = [min(size, len(items) - start) for start in range(0, len(items), size)]

@@ -105,6 +105,13 @@ SHARED_KEPT = 32
 #: costs about a millisecond, so fewer and larger chunks than a local pool's 64; the
 #: guided sizes still shrink towards the end, down to length / (slots * this).
 CHUNKS_PER_WORKER = 4
+#: ...and fewer when the function's earlier chunks were measured so quick that a chunk
+#: would hold less than this much work: each chunk is a call to the engine, which costs
+#: about a millisecond (Ray's actor call, Dask's scheduling), so 10 ms keeps that cost
+#: near a tenth. 1,000 items of a microsecond each then go as one chunk per worker.
+MIN_CHUNK_SECONDS = 0.01
+#: Functions whose item durations are remembered for that (the most recent kept).
+TIMED_FUNCTIONS_KEPT = 256
 #: Log records a chunk returns at most; beyond them, one warning says how many were
 #: dropped (a task that logs in a tight loop must not make its result huge).
 MAX_RECORDS = 1000
@@ -292,6 +299,8 @@ class RemoteDispatcher:
         self.processes = max(1, engine.slots())
         self.concurrency = 1
         self.chunks_per_worker = CHUNKS_PER_WORKER
+        # Function name -> running average of its items' seconds on the workers.
+        self._item_seconds: dict[str, float] = {}
         self.state = RUNNING
         self._lock = threading.Condition(threading.Lock())
         self._joining = False
@@ -317,6 +326,17 @@ class RemoteDispatcher:
 
     def next_id(self) -> int:
         return next(self._ids)
+
+    def chunks_per_worker_for(self, function: str, length: int, workers: int) -> int:
+        """How many chunks per worker ``map``'s default sizes cut ``length`` items of
+        ``function`` into: CHUNKS_PER_WORKER, or fewer (down to one) when the
+        function's items measured so far say that chunks would each hold less than
+        MIN_CHUNK_SECONDS of work. Unknown functions get CHUNKS_PER_WORKER."""
+        seconds = self._item_seconds.get(function)  # written by the dispatcher thread
+        if seconds is None:
+            return self.chunks_per_worker
+        chunks = int(length * seconds / (max(1, workers) * MIN_CHUNK_SECONDS))
+        return max(1, min(self.chunks_per_worker, chunks))
 
     def submit(self, tasks: list[Task], lazy: bool = False) -> None:
         """Queue ``tasks`` for the engine.
@@ -601,6 +621,7 @@ class RemoteDispatcher:
         _emit(records, dropped)
         _, outcome, seconds, _ = _worker.decode_result(frame, buffers=buffers or None)
         task.result._observe(seconds, task.size)
+        self._time_items(task.function, seconds, task.size)
         if outcome.exception is not None:
             task.result._deliver(task.index, False, outcome.exception)
         elif outcome.value_error is not None:
@@ -626,6 +647,15 @@ class RemoteDispatcher:
             if task.progress is not None:
                 task.progress.finished(task)
             task.result._deliver(task.index, True, outcome.value)
+
+    def _time_items(self, function: str, seconds: float, items: int) -> None:
+        """Remember how long ``function``'s items take (see chunks_per_worker_for)."""
+        kept = self._item_seconds
+        per_item = seconds / max(1, items)
+        before = kept.pop(function, None)  # re-inserted last: the oldest go first
+        kept[function] = per_item if before is None else (before + per_item) / 2
+        if len(kept) > TIMED_FUNCTIONS_KEPT:
+            del kept[next(iter(kept))]
 
     def _stop_expired(self) -> None:
         now = time.monotonic()
