@@ -373,9 +373,9 @@ class Condition:
         except BaseException:
             queue.let_go(ticket)
             raise
-        took = False
+        notified = took = False
         try:
-            _, took = queue.sleep(ticket, sem, deadline, also)
+            notified, took = queue.sleep(ticket, sem, deadline, also)
         finally:
             # Also when interrupted (KeyboardInterrupt): the caller holds the lock again.
             try:
@@ -383,6 +383,8 @@ class Condition:
             except BaseException:  # (OwnerDiedWarning as an error)
                 queue.let_go(ticket)
                 raise
+        if notified and took:
+            return True  # (sleep() has let go of the byte)
         return queue.leave(ticket, took, sem)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
@@ -411,7 +413,13 @@ class Condition:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral):
             raise TypeError(f"n must be an int, not {type(n).__name__} ({n!r})")
         self._check_owned("notify")
-        self._post(self._queue.notify(int(n)))
+        count = self._queue.notify(int(n))
+        if count:
+            # Woken now, a waiter would find the lock still held -- by us, on
+            # whose CPU the kernel tends to run it: it would wake, spin, sleep
+            # on the lock and wake again. Posted by the release instead, its
+            # wake-up finds the lock free.
+            self._lock._defer(self._named.sem.release, count)
 
     def _post(self, count: int) -> None:
         """Post ``count`` wake-ups (after marking as many waiters notified)."""
