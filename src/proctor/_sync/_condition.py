@@ -82,11 +82,12 @@ class _WaitQueue:
     advance LOW, which any writer may do) and touch the caller's own byte.
     """
 
-    __slots__ = ("_mine", "_mine_in", "shared", "w")
+    __slots__ = ("_base", "_mine", "_mine_in", "shared", "w")
 
     def __init__(self, shared: SharedWords) -> None:
         self.shared = shared
         self.w = shared.words
+        self._base = shared.ticket_byte(0)  # ticket t's byte: _base + t % _SPAN
         # Tickets (mod _SPAN) this process's threads wait under: a probe must
         # never touch our own bytes (record locks do not nest; its unlock would
         # drop them).
@@ -101,7 +102,7 @@ class _WaitQueue:
 
     def _waiting(self, ticket: int, mine: set[int]) -> bool:
         """Whether a thread still waits under ``ticket``."""
-        return ticket % _SPAN in mine or self.shared.held_elsewhere(self.shared.ticket_byte(ticket))
+        return ticket % _SPAN in mine or self.shared.held_elsewhere(self._base + ticket % _SPAN)
 
     def enter(self) -> int:
         """Add the calling thread; return its ticket."""
@@ -110,7 +111,7 @@ class _WaitQueue:
         ticket = w[_TICKET]
         # A byte still held under a ticket 2**40 older is skipped: two waiters
         # never share one.
-        while ticket % _SPAN in mine or not shared.try_hold(shared.ticket_byte(ticket)):
+        while ticket % _SPAN in mine or not shared.try_hold(self._base + ticket % _SPAN):
             ticket += 1
         w[_TICKET] = ticket + 1
         w[_UNMARKED] += 1
@@ -209,7 +210,7 @@ class _WaitQueue:
     def let_go(self, ticket: int) -> None:
         """Free ``ticket``'s byte: from now on notify and _pass_on skip it."""
         self._own().discard(ticket % _SPAN)
-        self.shared.let_go(self.shared.ticket_byte(ticket))
+        self.shared.let_go(self._base + ticket % _SPAN)
 
     def notify(self, n: int) -> int:
         """Mark up to ``n`` of the oldest waiting threads notified; return how many."""
@@ -360,7 +361,8 @@ class Condition:
             TypeError: ``timeout`` is not a number.
         """
         deadline = _deadline(timeout)
-        self._check_owned("wait")
+        if not self._lock._is_owned():
+            self._check_owned("wait")
         return self._wait(deadline)
 
     def _wait(self, deadline: float | None, also: Callable[[], Any] | None = None) -> bool:
@@ -410,10 +412,13 @@ class Condition:
         Raises:
             LockNotOwnedError: the caller does not hold the lock.
         """
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-            raise TypeError(f"n must be an int, not {type(n).__name__} ({n!r})")
-        self._check_owned("notify")
-        count = self._queue.notify(int(n))
+        if type(n) is not int:  # (the exact type first: the ABC check costs a microsecond)
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+                raise TypeError(f"n must be an int, not {type(n).__name__} ({n!r})")
+            n = int(n)
+        if not self._lock._is_owned():
+            self._check_owned("notify")
+        count = self._queue.notify(n)
         if count:
             # Woken now, a waiter would find the lock still held -- by us, on
             # whose CPU the kernel tends to run it: it would wake, spin, sleep
