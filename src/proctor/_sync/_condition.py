@@ -12,15 +12,21 @@ liveness is exact::
     ──────                                   ─────────
     take ticket t, lock its byte ─┐          advance NOTIFIED over the next n
     release the lock              │            tickets whose byte is held (free:
-    sleep on the semaphore  ◀─────┼──────────  left or dead, skipped)
-      in CHECK_INTERVAL slices    │          post one wake-up per ticket passed
-      (_wait.wait_for_post)       │            that was held
+    sleep on the semaphore  ◀─────┼────┐       left or dead, skipped); leave one
+      in CHECK_INTERVAL slices    │    │       wake-up per ticket passed that was
+      (_wait.wait_for_post)       │    │       held to the lock (Lock._defer)
     t < NOTIFIED? ─ yes ──────────┴─▶ unlock the byte, retake the lock, True
+          │                            │     release(): the lock's own post,
+          │                            └──── then the deferred wake-ups
           │ no, but a wake-up came: it was another waiter's; pass it on if a
           └──▶ notified waiter still holds its byte, else drop it; sleep again
 
-A waiter looks at the mark after every slice, not only when a wake-up comes,
-so a notifier killed between marking and posting delays it by one slice at
+The wake-ups wait for the release (``Lock._defer``; the C release runs them
+too) so that a woken waiter finds the lock free: posted under the lock, it
+would wake -- often on the notifier's CPU, preempting it --, find the lock
+taken, sleep on it and be woken a second time. A waiter looks at the mark
+after every slice, not only when a wake-up comes, so a notifier killed between
+marking and posting (before its release, or in it) delays it by one slice at
 most. ``notify`` never waits for the woken process (``multiprocessing``'s
 blocks until the woken process answers -- forever, if it was killed).
 
@@ -290,8 +296,10 @@ class Condition:
     Note:
         ``notify()`` never waits for the woken process (``multiprocessing``'s
         does, and hangs if that process died), and a waiter that dies is
-        skipped. A waiter whose notifier died between marking it notified and
-        waking it still wakes, within about ``CHECK_INTERVAL``. Any number of
+        skipped. The wake-ups are posted when the notifying process releases
+        the lock, so that the woken thread finds it free; a waiter whose
+        notifier died before that, or whose lock another process released
+        (a ``Lock`` allows it), still wakes, within about ``CHECK_INTERVAL``. Any number of
         threads may wait. If a process dies holding the lock, the next acquirer
         (including a ``wait()`` returning) gets :class:`proctor.OwnerDiedWarning`.
     """
@@ -408,6 +416,8 @@ class Condition:
 
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` waiting threads (the longest waiting first).
+
+        They are chosen now and woken when this process releases the lock.
 
         Raises:
             LockNotOwnedError: the caller does not hold the lock.

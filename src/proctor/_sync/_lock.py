@@ -325,12 +325,18 @@ class _OwnedLock(ClosedWhenCollected):
         todo.extend([post] * count)
 
     def _run_deferred(self) -> None:
-        """After a release's post: make the deferred wake-ups (each once)."""
+        """After a release's post: make the deferred wake-ups (each once), then yield.
+
+        The kernel tends to queue a woken process on the waker's CPU, where it
+        waits until the waker blocks or its slice ends; yielding lets it run
+        now (as ``Event.set()`` does).
+        """
         todo = self._deferred
         if todo is not None:
             self._deferred = None
             for post in todo:
                 post()
+            os.sched_yield()
 
     # -- sharing ----------------------------------------------------------------
 

@@ -38,6 +38,7 @@
 #include <structmember.h>  /* T_OBJECT (Py_T_OBJECT only from 3.12) */
 
 #include <errno.h>
+#include <sched.h>
 #include <semaphore.h>
 
 /* Non-blocking tries of a blocking acquire before it goes to the Python wait:
@@ -217,8 +218,10 @@ post(Core *self)
     Py_RETURN_NONE;
 }
 
-/* A lock's post, then the wake-ups deferred to it (``_deferred``), taken
- * first so that each runs once even if a callable re-enters the lock. */
+/* A lock's post, then the wake-ups deferred to it (``_deferred``, taken
+ * first so that each runs once even if a callable re-enters the lock), then
+ * a yield of the CPU, as _OwnedLock._run_deferred does: the kernel tends to
+ * queue a woken process on the waker's CPU, behind the waker. */
 static PyObject *
 post_then_deferred(Core *self)
 {
@@ -249,6 +252,9 @@ post_then_deferred(Core *self)
         Py_DECREF(res);
     }
     Py_DECREF(todo);
+    Py_BEGIN_ALLOW_THREADS
+    sched_yield();
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
