@@ -299,8 +299,8 @@ class Condition:
         skipped. The wake-ups are posted when the notifying process releases
         the lock, so that the woken thread finds it free; a waiter whose
         notifier died before that, or whose lock another process released
-        (a ``Lock`` allows it), still wakes, within about ``CHECK_INTERVAL``. Any number of
-        threads may wait. If a process dies holding the lock, the next acquirer
+        (a ``Lock`` allows it), still wakes, within about ``CHECK_INTERVAL``.
+        Any number of threads may wait. If a process dies holding the lock, the next acquirer
         (including a ``wait()`` returning) gets :class:`proctor.OwnerDiedWarning`.
     """
 
