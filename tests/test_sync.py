@@ -7,6 +7,7 @@ primitives take the ``impl`` fixture and run under each, in this one run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -222,7 +223,13 @@ class _DieOnPost:
 def notify_and_die_before_posting(cond):
     cond._named.sem = _DieOnPost(cond._named.sem)
     with cond:
-        cond.notify()
+        cond.notify()  # (the post comes with the release: the lock is free by then)
+
+
+def notify_and_die_holding_the_lock(cond):
+    cond.acquire()
+    cond.notify()
+    os.kill(os.getpid(), signal.SIGKILL)  # marked, not posted, lock held
 
 
 def set_and_die_before_posting(event):
@@ -797,20 +804,39 @@ def test_condition_waiter_wakes_though_its_notifier_died_between_marking_and_pos
         with cond:
             pass  # the waiter has left the lock: it is inside wait()
         notifier = _process(ctx, notify_and_die_before_posting, cond)
+        assert finish(notifier)[0] == -signal.SIGKILL
+        exitcode, (notified, waiter_warnings) = finish(waiter)
+    finally:
+        _kill_unfinished(waiter)
+    # Woken by its own look at the mark (nobody else notifies), and the notifier
+    # had released the lock before it died: no takeover.
+    assert exitcode == 0 and notified is True and waiter_warnings == []
+    words.release()
+    cond.close()
+    mem.close()
+
+
+@both
+def test_condition_waiter_wakes_though_its_notifier_died_holding_the_lock(impl):
+    """notify() marked the waiter, its wake-up was left to the release: the waiter
+    takes the lock over from the dead notifier and returns notified."""
+    ctx = proctor.get_context("fork")  # (what differs by start method: the test above)
+    cond = Condition(Lock())
+    mem = AnonymousMemory(4096)
+    words = _words(mem)
+    waiter = _process(ctx, wait_on_condition_without_timeout, cond, mem)
+    try:
+        wait_until(lambda: words[1] == 1, timeout=30)
+        with cond:
+            pass  # the waiter has left the lock: it is inside wait()
+        notifier = _process(ctx, notify_and_die_holding_the_lock, cond)
         notifier_pid = notifier.pid
         assert finish(notifier)[0] == -signal.SIGKILL
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with cond:
-                cond.notify_all()
         exitcode, (notified, waiter_warnings) = finish(waiter)
     finally:
         _kill_unfinished(waiter)
     assert exitcode == 0 and notified is True
-    # The notifier died holding the lock: exactly one process took it over.
-    messages = [str(w.message) for w in caught if issubclass(w.category, OwnerDiedWarning)]
-    messages += waiter_warnings
-    assert len(messages) == 1 and f"process {notifier_pid} died" in messages[0]
+    assert len(waiter_warnings) == 1 and f"process {notifier_pid} died" in waiter_warnings[0]
     words.release()
     cond.close()
     mem.close()
@@ -898,6 +924,47 @@ def test_condition_notify_n_wakes_that_many_threads_oldest_first():
         t.join(10)
     assert sorted(woken) == [0, 1, 2]
     cond.close()
+    inside.close()
+
+
+@both
+@pytest.mark.parametrize("lock_kind", ["Lock", "RLock"])
+def test_notify_posts_its_wake_ups_when_the_lock_is_released(impl, lock_kind):
+    """A woken waiter must find the lock free: notify() marks, the release posts --
+    however the lock is released (the condition, the lock itself, wait())."""
+    lock = Lock() if lock_kind == "Lock" else RLock()
+    cond = Condition(lock)
+    sem = cond._named.sem
+    inside, results = Semaphore(0), []
+
+    def waiter():
+        with cond:
+            inside.release()
+            results.append(cond.wait(30))
+
+    for release in ("condition", "lock", "wait", "nested"):
+        t = threading.Thread(target=waiter)
+        t.start()
+        assert inside.acquire(timeout=10)
+        with cond:  # the waiter is inside wait()
+            if release == "nested":
+                with cond if lock_kind == "RLock" else contextlib.nullcontext():
+                    cond.notify()
+                    assert sem._get_value() == 0
+            else:
+                cond.notify()
+            assert sem._get_value() == 0  # marked, not posted: the lock is held
+            if release == "lock":
+                lock.release()
+                lock.acquire()
+            elif release == "wait":
+                assert cond.wait(0.01) is False  # (notify() marked the other thread)
+        t.join(30)
+        assert not t.is_alive()
+    assert results == [True] * 4
+    assert lock._deferred is None
+    cond.close()
+    lock.close()
     inside.close()
 
 

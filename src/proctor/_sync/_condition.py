@@ -12,15 +12,21 @@ liveness is exact::
     ──────                                   ─────────
     take ticket t, lock its byte ─┐          advance NOTIFIED over the next n
     release the lock              │            tickets whose byte is held (free:
-    sleep on the semaphore  ◀─────┼──────────  left or dead, skipped)
-      in CHECK_INTERVAL slices    │          post one wake-up per ticket passed
-      (_wait.wait_for_post)       │            that was held
+    sleep on the semaphore  ◀─────┼────┐       left or dead, skipped); leave one
+      in CHECK_INTERVAL slices    │    │       wake-up per ticket passed that was
+      (_wait.wait_for_post)       │    │       held to the lock (Lock._defer)
     t < NOTIFIED? ─ yes ──────────┴─▶ unlock the byte, retake the lock, True
+          │                            │     release(): the lock's own post,
+          │                            └──── then the deferred wake-ups
           │ no, but a wake-up came: it was another waiter's; pass it on if a
           └──▶ notified waiter still holds its byte, else drop it; sleep again
 
-A waiter looks at the mark after every slice, not only when a wake-up comes,
-so a notifier killed between marking and posting delays it by one slice at
+The wake-ups wait for the release (``Lock._defer``; the C release runs them
+too) so that a woken waiter finds the lock free: posted under the lock, it
+would wake -- often on the notifier's CPU, preempting it --, find the lock
+taken, sleep on it and be woken a second time. A waiter looks at the mark
+after every slice, not only when a wake-up comes, so a notifier killed between
+marking and posting (before its release, or in it) delays it by one slice at
 most. ``notify`` never waits for the woken process (``multiprocessing``'s
 blocks until the woken process answers -- forever, if it was killed).
 
@@ -82,11 +88,12 @@ class _WaitQueue:
     advance LOW, which any writer may do) and touch the caller's own byte.
     """
 
-    __slots__ = ("_mine", "_mine_in", "shared", "w")
+    __slots__ = ("_base", "_mine", "_mine_in", "shared", "w")
 
     def __init__(self, shared: SharedWords) -> None:
         self.shared = shared
         self.w = shared.words
+        self._base = shared.ticket_byte(0)  # ticket t's byte: _base + t % _SPAN
         # Tickets (mod _SPAN) this process's threads wait under: a probe must
         # never touch our own bytes (record locks do not nest; its unlock would
         # drop them).
@@ -101,7 +108,7 @@ class _WaitQueue:
 
     def _waiting(self, ticket: int, mine: set[int]) -> bool:
         """Whether a thread still waits under ``ticket``."""
-        return ticket % _SPAN in mine or self.shared.held_elsewhere(self.shared.ticket_byte(ticket))
+        return ticket % _SPAN in mine or self.shared.held_elsewhere(self._base + ticket % _SPAN)
 
     def enter(self) -> int:
         """Add the calling thread; return its ticket."""
@@ -110,7 +117,7 @@ class _WaitQueue:
         ticket = w[_TICKET]
         # A byte still held under a ticket 2**40 older is skipped: two waiters
         # never share one.
-        while ticket % _SPAN in mine or not shared.try_hold(shared.ticket_byte(ticket)):
+        while ticket % _SPAN in mine or not shared.try_hold(self._base + ticket % _SPAN):
             ticket += 1
         w[_TICKET] = ticket + 1
         w[_UNMARKED] += 1
@@ -209,7 +216,7 @@ class _WaitQueue:
     def let_go(self, ticket: int) -> None:
         """Free ``ticket``'s byte: from now on notify and _pass_on skip it."""
         self._own().discard(ticket % _SPAN)
-        self.shared.let_go(self.shared.ticket_byte(ticket))
+        self.shared.let_go(self._base + ticket % _SPAN)
 
     def notify(self, n: int) -> int:
         """Mark up to ``n`` of the oldest waiting threads notified; return how many."""
@@ -289,9 +296,11 @@ class Condition:
     Note:
         ``notify()`` never waits for the woken process (``multiprocessing``'s
         does, and hangs if that process died), and a waiter that dies is
-        skipped. A waiter whose notifier died between marking it notified and
-        waking it still wakes, within about ``CHECK_INTERVAL``. Any number of
-        threads may wait. If a process dies holding the lock, the next acquirer
+        skipped. The wake-ups are posted when the notifying process releases
+        the lock, so that the woken thread finds it free; a waiter whose
+        notifier died before that, or whose lock another process released
+        (a ``Lock`` allows it), still wakes, within about ``CHECK_INTERVAL``.
+        Any number of threads may wait. If a process dies holding the lock, the next acquirer
         (including a ``wait()`` returning) gets :class:`proctor.OwnerDiedWarning`.
     """
 
@@ -360,7 +369,8 @@ class Condition:
             TypeError: ``timeout`` is not a number.
         """
         deadline = _deadline(timeout)
-        self._check_owned("wait")
+        if not self._lock._is_owned():
+            self._check_owned("wait")
         return self._wait(deadline)
 
     def _wait(self, deadline: float | None, also: Callable[[], Any] | None = None) -> bool:
@@ -373,9 +383,9 @@ class Condition:
         except BaseException:
             queue.let_go(ticket)
             raise
-        took = False
+        notified = took = False
         try:
-            _, took = queue.sleep(ticket, sem, deadline, also)
+            notified, took = queue.sleep(ticket, sem, deadline, also)
         finally:
             # Also when interrupted (KeyboardInterrupt): the caller holds the lock again.
             try:
@@ -383,6 +393,8 @@ class Condition:
             except BaseException:  # (OwnerDiedWarning as an error)
                 queue.let_go(ticket)
                 raise
+        if notified and took:
+            return True  # (sleep() has let go of the byte)
         return queue.leave(ticket, took, sem)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
@@ -405,13 +417,24 @@ class Condition:
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` waiting threads (the longest waiting first).
 
+        They are chosen now and woken when this process releases the lock.
+
         Raises:
             LockNotOwnedError: the caller does not hold the lock.
         """
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-            raise TypeError(f"n must be an int, not {type(n).__name__} ({n!r})")
-        self._check_owned("notify")
-        self._post(self._queue.notify(int(n)))
+        if type(n) is not int:  # (the exact type first: the ABC check costs a microsecond)
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+                raise TypeError(f"n must be an int, not {type(n).__name__} ({n!r})")
+            n = int(n)
+        if not self._lock._is_owned():
+            self._check_owned("notify")
+        count = self._queue.notify(n)
+        if count:
+            # Woken now, a waiter would find the lock still held -- by us, on
+            # whose CPU the kernel tends to run it: it would wake, spin, sleep
+            # on the lock and wake again. Posted by the release instead, its
+            # wake-up finds the lock free.
+            self._lock._defer(self._named.sem.release, count)
 
     def _post(self, count: int) -> None:
         """Post ``count`` wake-ups (after marking as many waiters notified)."""

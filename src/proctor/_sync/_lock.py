@@ -43,6 +43,7 @@ import secrets
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._core import _reduction, _runtime, _sharedwords
@@ -194,6 +195,10 @@ class _OwnedLock(ClosedWhenCollected):
     _post: Any
     _w: memoryview[float] | _ClosedWords
     _limbo: list
+    # None, or the wake-ups a Condition's notify() deferred to the release that
+    # ends this holding (zero-argument callables; see _condition.py). Only the
+    # holder adds to it; the release takes the whole list after its own post.
+    _deferred: list[Callable[[], Any]] | None
 
     if TYPE_CHECKING:  # provided by Lock and RLock; Condition uses them on either
 
@@ -217,6 +222,7 @@ class _OwnedLock(ClosedWhenCollected):
         # across calls, so that callers looping on short timeouts still see a
         # holder that died before recording itself stay dead for LIMBO_GRACE.
         self._limbo = [None, 0.0]
+        self._deferred = None
         self._attach_fast_paths()
 
     # -- hooks for subclasses --------------------------------------------------
@@ -304,6 +310,34 @@ class _OwnedLock(ClosedWhenCollected):
     def _forget_ownership(self) -> None:
         """Drop process-local ownership state (RLock)."""
 
+    # -- deferred wake-ups (Condition.notify) -------------------------------------
+
+    def _defer(self, post: Callable[[], Any], count: int) -> None:
+        """Have the release that ends this holding call ``post`` ``count`` times.
+
+        The calls come right after the lock's own post, so that a woken
+        condition waiter finds the lock free instead of waking, finding it
+        taken and sleeping again. Called by the holder only.
+        """
+        todo = self._deferred
+        if todo is None:
+            self._deferred = todo = []
+        todo.extend([post] * count)
+
+    def _run_deferred(self) -> None:
+        """After a release's post: make the deferred wake-ups (each once), then yield.
+
+        The kernel tends to queue a woken process on the waker's CPU, where it
+        waits until the waker blocks or its slice ends; yielding lets it run
+        now (as ``Event.set()`` does).
+        """
+        todo = self._deferred
+        if todo is not None:
+            self._deferred = None
+            for post in todo:
+                post()
+            os.sched_yield()
+
     # -- sharing ----------------------------------------------------------------
 
     def __reduce__(self):
@@ -337,6 +371,7 @@ class _OwnedLock(ClosedWhenCollected):
         # Drop the C fast paths' and the bound methods' hold first: they keep the C
         # semaphore open, and the reaper only unlinks a name that no process still maps.
         self._detach()
+        self._deferred = None
         self._try = self._post = _closed_call
         self._w = _ClosedWords()
         self._named.close()
@@ -424,6 +459,8 @@ class _LockMethods(_OwnedLock):
                 "release() called on an unlocked Lock: every release() must match an "
                 "earlier acquire()"
             ) from None
+        if self._deferred is not None:
+            self._run_deferred()
 
     def __enter__(self) -> bool:
         if self._try(False):
@@ -434,6 +471,8 @@ class _LockMethods(_OwnedLock):
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._w[0] = _next_token()
         self._post()
+        if self._deferred is not None:
+            self._run_deferred()
 
     # Condition support: the lock is released around a wait and taken back after.
     def _release_save(self) -> None:
@@ -542,6 +581,8 @@ class _RLockMethods(_OwnedLock):
         self._tid = None
         self._w[0] = _next_token()
         self._post()
+        if self._deferred is not None:
+            self._run_deferred()
 
     __enter__ = acquire
 
@@ -626,12 +667,12 @@ _RLOCK_DOC = """A recursive lock shared by processes, handed on when its holder 
 
 class PyLock(_LockMethods):
     __doc__ = _LOCK_DOC
-    __slots__ = _LOCK_SLOTS
+    __slots__ = (*_LOCK_SLOTS, "_deferred")  # (a native class has _deferred in C)
 
 
 class PyRLock(_RLockMethods):
     __doc__ = _RLOCK_DOC
-    __slots__ = (*_LOCK_SLOTS, "_depth", "_tid")
+    __slots__ = (*_LOCK_SLOTS, "_deferred", "_depth", "_tid")
 
 
 PyLock.__name__, PyRLock.__name__ = "Lock", "RLock"

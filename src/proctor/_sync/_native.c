@@ -14,8 +14,9 @@
  *        ▼                 return True               (raises the error)
  *     blocking? spin SPIN_TRIES trywaits           owner word := next token (< 0)
  *        │ still busy                              sem_post
- *        ▼
- *     the pure-Python acquire (waits in slices, recovers a dead holder)
+ *        ▼                                         call the wake-ups deferred to
+ *     the pure-Python acquire (waits in slices,      it (_deferred: Condition.notify)
+ *       recovers a dead holder)
  *
  * The owner word is the same double in anonymous shared memory that the pure
  * path writes (see _lock.py): the process identity right after the semaphore
@@ -34,8 +35,10 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>  /* T_OBJECT (Py_T_OBJECT only from 3.12) */
 
 #include <errno.h>
+#include <sched.h>
 #include <semaphore.h>
 
 /* Non-blocking tries of a blocking acquire before it goes to the Python wait:
@@ -72,6 +75,9 @@ typedef struct {
     unsigned long tid;       /* thread that took it through this object; 0: none */
     long depth;              /* RLock: recursion depth */
     int maxvalue;            /* release() refuses to raise the count past it */
+    PyObject *deferred;      /* Lock, RLock: NULL/None, or a list of callables that the
+                                release ending this holding calls after its post (the
+                                wake-ups of Condition.notify, see _condition.py) */
 } Core;
 
 /* ── helpers ─────────────────────────────────────────────────────────────── */
@@ -212,6 +218,46 @@ post(Core *self)
     Py_RETURN_NONE;
 }
 
+/* A lock's post, then the wake-ups deferred to it (``_deferred``, taken
+ * first so that each runs once even if a callable re-enters the lock), then
+ * a yield of the CPU, as _OwnedLock._run_deferred does: the kernel tends to
+ * queue a woken process on the waker's CPU, behind the waker. */
+static PyObject *
+post_then_deferred(Core *self)
+{
+    PyObject *todo;
+    Py_ssize_t i;
+
+    if (sem_post(self->sem) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    todo = self->deferred;
+    if (todo == NULL || todo == Py_None)
+        Py_RETURN_NONE;
+    self->deferred = NULL;
+    if (!PyList_Check(todo)) {
+        Py_DECREF(todo);
+        PyErr_SetString(PyExc_TypeError, "a lock's _deferred must be a list or None");
+        return NULL;
+    }
+    for (i = 0; i < PyList_GET_SIZE(todo); i++) {
+        PyObject *fn = PyList_GET_ITEM(todo, i);
+        PyObject *res;
+        Py_INCREF(fn);
+        res = PyObject_CallNoArgs(fn);
+        Py_DECREF(fn);
+        if (res == NULL) {
+            Py_DECREF(todo);
+            return NULL;
+        }
+        Py_DECREF(res);
+    }
+    Py_DECREF(todo);
+    Py_BEGIN_ALLOW_THREADS
+    sched_yield();
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* ── life cycle ──────────────────────────────────────────────────────────── */
 
 static int
@@ -220,6 +266,7 @@ core_traverse(Core *self, visitproc visit, void *arg)
     Py_VISIT(self->semlock);
     Py_VISIT(self->py_acquire);
     Py_VISIT(self->py_release);
+    Py_VISIT(self->deferred);
     if (self->has_view)
         Py_VISIT(self->view.obj);
     return 0;
@@ -245,6 +292,7 @@ core_clear(Core *self)
     core_detach(self);
     Py_CLEAR(self->py_acquire);
     Py_CLEAR(self->py_release);
+    Py_CLEAR(self->deferred);
     return 0;
 }
 
@@ -385,7 +433,7 @@ lock_release(Core *self, PyObject *Py_UNUSED(ignored))
     *self->owner = g_next_token;
     g_next_token -= 1.0;
     self->tid = 0;
-    return post(self);
+    return post_then_deferred(self);
 }
 
 static PyObject *
@@ -446,7 +494,7 @@ rlock_release(Core *self, PyObject *Py_UNUSED(ignored))
     self->tid = 0;
     *self->owner = g_next_token;
     g_next_token -= 1.0;
-    return post(self);
+    return post_then_deferred(self);
 }
 
 static PyObject *
@@ -553,6 +601,12 @@ sem_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
 PyDoc_STRVAR(acquire_doc, "acquire(block=True, timeout=None)\n--\n\nAcquire (see the Python class).");
 PyDoc_STRVAR(release_doc, "release()\n--\n\nRelease (see the Python class).");
 
+static PyMemberDef lock_members[] = {
+    {"_deferred", T_OBJECT, offsetof(Core, deferred), 0,
+     "None, or what the release that ends this holding calls after its post"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 #define COMMON_METHODS \
     {"_attach", (PyCFunction)(void (*)(void))core_attach, METH_FASTCALL, attach_doc}, \
     {"_detach", (PyCFunction)core_detach_method, METH_NOARGS, detach_doc}
@@ -601,7 +655,7 @@ static PyMethodDef sem_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-#define CORE_TYPE(cname, pyname, methods, getset, doc)                  \
+#define CORE_TYPE(cname, pyname, methods, getset, members, doc)         \
     static PyTypeObject cname = {                                       \
         PyVarObject_HEAD_INIT(NULL, 0)                                  \
         .tp_name = "proctor._sync._native." pyname,                     \
@@ -613,14 +667,15 @@ static PyMethodDef sem_methods[] = {
         .tp_clear = (inquiry)core_clear,                                \
         .tp_methods = methods,                                          \
         .tp_getset = getset,                                            \
+        .tp_members = members,                                          \
         .tp_new = PyType_GenericNew,                                    \
     };
 
-CORE_TYPE(LockCoreType, "LockCore", lock_methods, lock_getset,
+CORE_TYPE(LockCoreType, "LockCore", lock_methods, lock_getset, lock_members,
           "C fast paths of proctor's Lock (a base class; see _sync/_lock.py).")
-CORE_TYPE(RLockCoreType, "RLockCore", rlock_methods, rlock_getset,
+CORE_TYPE(RLockCoreType, "RLockCore", rlock_methods, rlock_getset, lock_members,
           "C fast paths of proctor's RLock (a base class; see _sync/_lock.py).")
-CORE_TYPE(SemaphoreCoreType, "SemaphoreCore", sem_methods, NULL,
+CORE_TYPE(SemaphoreCoreType, "SemaphoreCore", sem_methods, NULL, NULL,
           "C fast paths of proctor's Semaphore (a base class; see _sync/_semaphore.py).")
 
 /* ── module ──────────────────────────────────────────────────────────────── */

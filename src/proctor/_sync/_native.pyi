@@ -23,12 +23,16 @@ class _Core:
     def __enter__(self) -> bool: ...
     def __exit__(self, *exc_info: object) -> None: ...
 
-class LockCore(_Core):
+class _OwnedCore(_Core):
+    # what the release that ends a holding calls after its post (Condition.notify)
+    _deferred: list[Callable[[], Any]] | None
+
+class LockCore(_OwnedCore):
     @property
     def _holder_tid(self) -> int | None: ...
     def _became_owner(self) -> None: ...
 
-class RLockCore(_Core):
+class RLockCore(_OwnedCore):
     def __enter__(self, block: bool = True, timeout: float | None = None) -> bool: ...
     _tid: int | None
     _depth: int
