@@ -396,7 +396,7 @@ class Connection(FrameSender, FrameReceiver):
             self.close()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return reduce_end(self)
+        return reduce_end(self, Connection)
 
     # -- errors --------------------------------------------------------------------
 

@@ -30,8 +30,11 @@ from ._sendlock import SendLock
 __all__ = ("rebuild_end", "reduce_end")
 
 
-def reduce_end(conn: EndState) -> tuple[Any, tuple[Any, ...]]:
+def reduce_end(conn: EndState, cls: Any) -> tuple[Any, tuple[Any, ...]]:
     """``conn.__reduce__()``: the end as ``rebuild_end`` and its arguments.
+
+    ``cls`` is the class the end is rebuilt as: ``Connection`` (whatever subclass
+    ``conn`` is of, as ever).
 
     Raises:
         OSError: the end is closed.
@@ -71,7 +74,7 @@ def reduce_end(conn: EndState) -> tuple[Any, tuple[Any, ...]]:
     inbox = conn._fd_inbox
     itokens = [token(fd) for fd in inbox.fds] if inbox is not None and inbox.fds else None
     return rebuild_end, (
-        type(conn),
+        cls,
         sock_token,
         conn._readable,
         conn._writable,
