@@ -66,7 +66,9 @@ from ._frames import (
     TAG_BITS,
     TAG_DGRAM,
     TAG_SHIFT,
+    byte_view,
     check_maxlength,
+    checked_view,
     pickle_fallback,
     pickle_for_send,
     pickle_in_band,
@@ -573,7 +575,7 @@ class Connection(FrameSender, FrameReceiver):
         deadline = None if timeout is None else send_deadline(timeout)
         if size is None and offset.__class__ is int and not offset:
             # The whole buffer: nothing to check (bytes are bytes already).
-            self._send_frame(buf if buf.__class__ is bytes else _byte_view(buf), deadline)
+            self._send_frame(buf if buf.__class__ is bytes else byte_view(buf), deadline)
             return
         view = checked_view(buf, offset, size)
         self._send_frame(view, deadline)
@@ -703,7 +705,7 @@ class Connection(FrameSender, FrameReceiver):
             EOFError: the other end was closed or its process died.
             OSError: this end is closed or write-only.
         """
-        view = _byte_view(buf)
+        view = byte_view(buf)
         if view.readonly:
             raise TypeError(f"buf must be writable, got a read-only {type(buf).__name__}")
         if isinstance(offset, bool) or not isinstance(offset, int):
@@ -904,46 +906,3 @@ class Connection(FrameSender, FrameReceiver):
                 f"no message arrived on {self!r} within {timeout} s; the sender is alive "
                 "but has not sent (pass a longer timeout, or timeout=None to wait forever)"
             )
-
-
-def checked_view(buf: Any, offset: Any, size: Any) -> memoryview:
-    """The bytes ``send_bytes(buf, offset, size)`` sends, checked."""
-    view = _byte_view(buf)
-    total = view.nbytes
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int, not {offset!r}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    if offset > total:
-        raise ValueError(f"offset {offset} is past the end of the {total}-byte buffer")
-    if size is None:
-        size = total - offset
-    elif isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"size must be an int or None, not {size!r}")
-    elif size < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
-    elif offset + size > total:
-        raise ValueError(
-            f"offset {offset} + size {size} runs past the end of the {total}-byte buffer"
-        )
-    if offset or size != total:
-        view = view[offset : offset + size]
-    return view
-
-
-def _byte_view(buf: Any) -> memoryview:
-    try:
-        view = memoryview(buf)
-    except TypeError:
-        raise TypeError(
-            f"expected a bytes-like object (bytes, bytearray, memoryview, array), "
-            f"not {type(buf).__name__}"
-        ) from None
-    if view.ndim != 1 or view.itemsize != 1:
-        try:
-            view = view.cast("B")
-        except TypeError:
-            raise TypeError(
-                f"the {type(buf).__name__} buffer is not C-contiguous; pass a contiguous copy"
-            ) from None
-    return view
