@@ -9,7 +9,11 @@ so that drift on a noisy machine hits every contender alike:
 * round-trip latency of 16 KiB and 64 KiB ``send_bytes`` messages, likewise:
   bigger than one atomic pipe write (mid-size messages, see
   proctor/_connections/_sending.py);
-* throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent.
+* throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent;
+* a 64 MiB float64 array sent by a child and received by the parent (one array,
+  fresh pages on both sides), and 64 MiB arrays streamed the same way (each
+  received, dropped, and acknowledged before the next is sent), each with a plain
+  memory copy's bandwidth in the same run for scale (needs numpy).
 
 The peer is started with ``os.fork()`` for every contender, so start-up costs
 are out of the picture. Run as a script (``python benchmarks/bench_connection.py
@@ -230,6 +234,47 @@ def _array_pipe(ctx) -> float:
     return ARRAY_BYTES / (arrived - began) / 1e9
 
 
+#: Arrays sent in the streamed row, and how many of them warm up first.
+STREAM_ARRAYS, STREAM_WARMUP = 10, 2
+
+
+def _send_arrays(conn) -> None:
+    import numpy as np
+
+    a = np.random.default_rng(0).random(ARRAY_BYTES // 8)
+    for i in range(STREAM_ARRAYS):
+        if i == STREAM_WARMUP:
+            conn.send(time.perf_counter())
+        a[0] = i  # new contents in every message
+        conn.send(a)
+        conn.recv()  # the parent dropped it: one array in flight, as a user would
+    conn.close()
+
+
+def _array_stream(ctx) -> float:
+    """GB/s of 64 MiB float64 arrays streamed child -> parent through a Pipe.
+
+    The parent receives each array, drops it and says so before the child sends
+    the next; timed from the third array sent to the last one received.
+    """
+    here, there = ctx.Pipe()
+    p = ctx.Process(target=_send_arrays, args=(there,))
+    p.start()
+    there.close()
+    began = 0.0
+    for i in range(STREAM_ARRAYS):
+        if i == STREAM_WARMUP:
+            began = here.recv()
+        a = here.recv()
+        assert a.nbytes == ARRAY_BYTES and a[0] == i
+        del a
+        here.send(None)
+    arrived = time.perf_counter()
+    p.join()
+    here.close()
+    return (STREAM_ARRAYS - STREAM_WARMUP) * ARRAY_BYTES / (arrived - began) / 1e9
+
+
 def run(quick: bool) -> list[dict]:
     """Run the benchmarks; return one row per measurement (ratio > 1: proctor better)."""
     trips = 2000 if quick else 20000
@@ -270,14 +315,26 @@ def run(quick: bool) -> list[dict]:
 
     import proctor
 
-    arrays = None
-    if importlib.util.find_spec("numpy") is not None:  # else the array row is left out
+    arrays = streams = None
+    if importlib.util.find_spec("numpy") is not None:  # else the array rows are left out
+        from bench_queue import _memcpy_bandwidth
+
+        px, mp = proctor.get_context("fork"), multiprocessing.get_context("fork")
         arrays = interleaved(
             {
-                "proctor": lambda: _array_pipe(proctor.get_context("fork")),
-                "multiprocessing": lambda: _array_pipe(multiprocessing.get_context("fork")),
+                "proctor": lambda: _array_pipe(px),
+                "multiprocessing": lambda: _array_pipe(mp),
+                "memcpy": _memcpy_bandwidth,
             },
             3 if quick else 5,
+        )
+        streams = interleaved(
+            {
+                "proctor": lambda: _array_stream(px),
+                "multiprocessing": lambda: _array_stream(mp),
+                "memcpy": _memcpy_bandwidth,
+            },
+            2 if quick else 3,
         )
     rows = [
         row(
@@ -321,7 +378,7 @@ def run(quick: bool) -> list[dict]:
             floor=tp["raw"],
         ),
     ]
-    if arrays is not None:
+    if arrays is not None and streams is not None:
         rows.append(
             row(
                 "Pipe send/recv, 64 MiB float64 array",
@@ -329,7 +386,27 @@ def run(quick: bool) -> list[dict]:
                 arrays["multiprocessing"],
                 "GB/s",
                 higher_is_better=True,
-                note="child -> parent; proctor maps the array from a memfd (no copy out)",
+                note=(
+                    "child -> parent; proctor maps the array from a memfd (no copy out); "
+                    f"memory copy {arrays['memcpy']:.2f} GB/s "
+                    f"(proctor reaches {arrays['proctor'] / arrays['memcpy']:.0%} of it)"
+                ),
+                floor=arrays["memcpy"],
+            )
+        )
+        rows.append(
+            row(
+                "Pipe 64 MiB float64 arrays streamed, child -> parent",
+                streams["proctor"],
+                streams["multiprocessing"],
+                "GB/s",
+                higher_is_better=True,
+                note=(
+                    "each received, dropped and acknowledged before the next is sent; "
+                    f"memory copy {streams['memcpy']:.2f} GB/s "
+                    f"(proctor reaches {streams['proctor'] / streams['memcpy']:.0%} of it)"
+                ),
+                floor=streams["memcpy"],
             )
         )
     return rows

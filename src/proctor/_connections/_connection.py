@@ -17,8 +17,7 @@ A ``Pipe()`` end (see ``_pipe``) has a pipe per direction, a datagram socket
 and a stream socket; a ``Listener``/``Client`` end has only its socket, which
 carries everything. An end can be handed to a child process as an argument of
 ``Process``; its descriptors, its send lock's file where it has one, the bytes it
-has read ahead and the datagrams it stashed travel with it (``__reduce__`` /
-``_rebuild_connection``).
+has read ahead and the datagrams it stashed travel with it (``_passing``).
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import sys
 import time
 from typing import Any
 
-from .._core import _reduction
 from .._core._errors import (
     BufferTooShort,
     PicklingError,
@@ -68,11 +66,14 @@ from ._frames import (
     TAG_BITS,
     TAG_DGRAM,
     TAG_SHIFT,
+    byte_view,
     check_maxlength,
+    checked_view,
     pickle_fallback,
     pickle_for_send,
     pickle_in_band,
 )
+from ._passing import reduce_end
 from ._receiving import READ_AHEAD, FrameReceiver
 from ._sending import ATOMIC_BODY, MSG_NOSIGNAL, FrameSender, send_deadline
 from ._sendlock import SendLock, new_lock_file
@@ -397,52 +398,7 @@ class Connection(FrameSender, FrameReceiver):
             self.close()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        if self._closed:
-            raise OSError("cannot send or pass a closed Connection")
-        if isinstance(self._sock, FdChannel):
-            raise TypeError(
-                "a Connection made from a descriptor that is not a socket (Connection(fd) "
-                "of a pipe or a file) cannot be sent to another process; pass the "
-                "descriptor itself (reduction.DupFd) and wrap it there"
-            )
-
-        if self._partial is not None:
-            raise ValueError(
-                "cannot send or pass a Connection in the middle of receiving a message "
-                "(an arecv() was cancelled part-way through it): receive that message first"
-            )
-
-        def token(fd: int) -> int:
-            return _reduction.fd_token(fd, "Connection", messages=True)
-
-        sock_token = token(self._sock.fileno())
-        rtoken = token(self._rfd) if self._rfd >= 0 else -1
-        wtoken = token(self._wfd) if self._wfd >= 0 else -1
-        lock = self._send_lock
-        lock.process_private = False  # shared from now on (keep_in_process)
-        ltoken = token(lock.fd) if lock.owns_fd else -1
-        dsock = self._dsock
-        dtoken = token(dsock.fileno()) if dsock is not None else -1
-        # Bytes already read ahead belong to the next messages, and so do the
-        # datagrams whose headers are still to come, and the descriptors that
-        # came with those bytes: they travel too.
-        pending = bytes(self._rview[self._rpos : self._rend])
-        stash = dict(self._stash) if self._stash else None
-        inbox = self._fd_inbox
-        itokens = [token(fd) for fd in inbox.fds] if inbox is not None and inbox.fds else None
-        return _rebuild_connection, (
-            sock_token,
-            self._readable,
-            self._writable,
-            pending,
-            rtoken,
-            wtoken,
-            ltoken,
-            dtoken,
-            stash,
-            itokens,
-            self._greeting,
-        )
+        return reduce_end(self, Connection)
 
     # -- errors --------------------------------------------------------------------
 
@@ -619,7 +575,7 @@ class Connection(FrameSender, FrameReceiver):
         deadline = None if timeout is None else send_deadline(timeout)
         if size is None and offset.__class__ is int and not offset:
             # The whole buffer: nothing to check (bytes are bytes already).
-            self._send_frame(buf if buf.__class__ is bytes else _byte_view(buf), deadline)
+            self._send_frame(buf if buf.__class__ is bytes else byte_view(buf), deadline)
             return
         view = checked_view(buf, offset, size)
         self._send_frame(view, deadline)
@@ -749,7 +705,7 @@ class Connection(FrameSender, FrameReceiver):
             EOFError: the other end was closed or its process died.
             OSError: this end is closed or write-only.
         """
-        view = _byte_view(buf)
+        view = byte_view(buf)
         if view.readonly:
             raise TypeError(f"buf must be writable, got a read-only {type(buf).__name__}")
         if isinstance(offset, bool) or not isinstance(offset, int):
@@ -950,88 +906,3 @@ class Connection(FrameSender, FrameReceiver):
                 f"no message arrived on {self!r} within {timeout} s; the sender is alive "
                 "but has not sent (pass a longer timeout, or timeout=None to wait forever)"
             )
-
-
-def checked_view(buf: Any, offset: Any, size: Any) -> memoryview:
-    """The bytes ``send_bytes(buf, offset, size)`` sends, checked."""
-    view = _byte_view(buf)
-    total = view.nbytes
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int, not {offset!r}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    if offset > total:
-        raise ValueError(f"offset {offset} is past the end of the {total}-byte buffer")
-    if size is None:
-        size = total - offset
-    elif isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"size must be an int or None, not {size!r}")
-    elif size < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
-    elif offset + size > total:
-        raise ValueError(
-            f"offset {offset} + size {size} runs past the end of the {total}-byte buffer"
-        )
-    if offset or size != total:
-        view = view[offset : offset + size]
-    return view
-
-
-def _byte_view(buf: Any) -> memoryview:
-    try:
-        view = memoryview(buf)
-    except TypeError:
-        raise TypeError(
-            f"expected a bytes-like object (bytes, bytearray, memoryview, array), "
-            f"not {type(buf).__name__}"
-        ) from None
-    if view.ndim != 1 or view.itemsize != 1:
-        try:
-            view = view.cast("B")
-        except TypeError:
-            raise TypeError(
-                f"the {type(buf).__name__} buffer is not C-contiguous; pass a contiguous copy"
-            ) from None
-    return view
-
-
-def _rebuild_connection(
-    token: int,
-    readable: bool,
-    writable: bool,
-    pending: bytes = b"",
-    rtoken: int = -1,
-    wtoken: int = -1,
-    ltoken: int = -1,
-    dtoken: int = -1,
-    stash: dict[int, bytes] | None = None,
-    itokens: list[int] | None = None,
-    greeting: Any = None,
-) -> Connection:
-    sock = socket.socket(fileno=_reduction.take_fd(token))
-    rfd = _reduction.take_fd(rtoken) if rtoken >= 0 else -1
-    wfd = _reduction.take_fd(wtoken) if wtoken >= 0 else -1
-    dsock = socket.socket(fileno=_reduction.take_fd(dtoken)) if dtoken >= 0 else None
-    if dsock is not None and socket.getdefaulttimeout() is not None:
-        # socket.setdefaulttimeout() here would make the socket non-blocking in
-        # the kernel, for every process that shares it: undo that.
-        dsock.settimeout(None)
-    if rfd >= 0 or wfd >= 0:
-        conn = Connection._with_pipes(sock, rfd, wfd, readable, writable, dsock)
-    else:
-        conn = Connection(sock, readable, writable)
-    if ltoken >= 0:
-        # The end's lock file travels with it: every sender must lock the same file.
-        conn._send_lock.close()
-        conn._send_lock = SendLock(_reduction.take_fd(ltoken), owns_fd=True)
-    if pending:
-        conn._rbuf[: len(pending)] = pending
-        conn._rend = len(pending)
-    if stash:
-        conn._stash = stash
-    if itokens and conn._fd_inbox is not None:
-        conn._fd_inbox.fds = [_reduction.take_fd(t) for t in itokens]
-    if greeting is not None:
-        conn._greeting = greeting
-        conn._can_recv = False
-    return conn

@@ -38,7 +38,8 @@ headers when several processes send at once: the reader matches it by its id.
 On the stream the id, repeated after an inline body, proves that the whole body
 came from one sender.
 
-Also here: the limits a header is checked against, and how an object becomes a
+Also here: the limits a header is checked against, the buffer arguments of
+``send_bytes()`` and ``recv_bytes_into()`` checked, and how an object becomes a
 body (pickle first, by value when plain pickle cannot, large buffers out of band).
 """
 
@@ -88,7 +89,9 @@ __all__ = (
     "WITH_HANDLES_FD",
     "WITH_MEMFDS",
     "WITH_MEMFDS_FD",
+    "byte_view",
     "check_maxlength",
+    "checked_view",
     "format_size",
     "in_band",
     "memory_limit",
@@ -240,6 +243,54 @@ def check_maxlength(maxlength: int | None) -> int | None:
     if maxlength < 0:
         raise ValueError(f"maxlength must be >= 0, got {maxlength}")
     return maxlength
+
+
+def checked_view(buf: Any, offset: Any, size: Any) -> memoryview:
+    """The bytes ``send_bytes(buf, offset, size)`` sends, checked."""
+    view = byte_view(buf)
+    total = view.nbytes
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int, not {offset!r}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    if offset > total:
+        raise ValueError(f"offset {offset} is past the end of the {total}-byte buffer")
+    if size is None:
+        size = total - offset
+    elif isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"size must be an int or None, not {size!r}")
+    elif size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    elif offset + size > total:
+        raise ValueError(
+            f"offset {offset} + size {size} runs past the end of the {total}-byte buffer"
+        )
+    if offset or size != total:
+        view = view[offset : offset + size]
+    return view
+
+
+def byte_view(buf: Any) -> memoryview:
+    """``buf`` as a flat view of bytes (a C-contiguous buffer of any format).
+
+    Raises:
+        TypeError: ``buf`` is not bytes-like, or not C-contiguous.
+    """
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise TypeError(
+            f"expected a bytes-like object (bytes, bytearray, memoryview, array), "
+            f"not {type(buf).__name__}"
+        ) from None
+    if view.ndim != 1 or view.itemsize != 1:
+        try:
+            view = view.cast("B")
+        except TypeError:
+            raise TypeError(
+                f"the {type(buf).__name__} buffer is not C-contiguous; pass a contiguous copy"
+            ) from None
+    return view
 
 
 # -- bodies -------------------------------------------------------------------------

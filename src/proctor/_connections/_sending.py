@@ -38,8 +38,13 @@ split when the pipe is full, and a small frame, sent with no lock, would then
 land inside it: every send, small ones included, would need the lock. Splitting
 bodies into self-describing page-sized pieces avoids the lock, but costs ~7 us
 a message in Python. A datagram is atomic by definition, needs no lock, and
-with its header on the pipe keeps the pipe's fast wake-up. Where ``AF_UNIX`` has no
-``SOCK_SEQPACKET`` (macOS), mid-size bodies take the stream socket, as big ones.
+with its header on the pipe keeps the pipe's fast wake-up. What it costs against
+``multiprocessing``'s one stream ``send`` is in the kernel, not in Python: per 16 KiB
+message proctor runs fewer user-space instructions (one copy of the body, not two), but
+a datagram's ``sendmsg`` + ``recv_into`` costs ~1 us more than a stream socket's, and the
+header's pipe ``write`` + ``read`` ~1.2 us (docs/connection.md, "Where a 16 KiB message's
+time goes"). Where ``AF_UNIX`` has no ``SOCK_SEQPACKET`` (macOS), mid-size bodies
+take the stream socket, as big ones.
 Big bodies stay on the stream socket: it moves them faster (one ``MSG_WAITALL``
 read straight into the bytes returned), and its buffer bounds what a slow
 reader lets a sender queue.
