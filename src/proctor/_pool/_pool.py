@@ -363,7 +363,7 @@ class Pool:
             kind |= _worker.BUFFERS_FOLLOW
         frame = codec.encode_task(task_id, kind, func_bytes, payload)
         describe = CallInputs(args, kwds)
-        result = ApplyResult(callback, error_callback, dispatcher.wake, _CallText(name, describe))
+        result = ApplyResult(callback, error_callback, dispatcher.wake, describe, name)
         task = Task(task_id, frame, result, 0, name, describe, seconds, 1, buffers, coroutine)
         dispatcher.submit([task])
         return result
@@ -682,19 +682,6 @@ class CallInputs:
         parts = [reprlib.repr(a) for a in self.args]
         parts += [f"{k}={reprlib.repr(v)}" for k, v in self.kwds.items()]
         return ", ".join(parts)
-
-
-class _CallText:
-    """The call in words, ``name(arguments)``, made when called (a cancel's message)."""
-
-    __slots__ = ("inputs", "name")
-
-    def __init__(self, name: str, inputs: CallInputs) -> None:
-        self.name = name
-        self.inputs = inputs
-
-    def __call__(self) -> str:
-        return f"{self.name}({self.inputs()})"
 
 
 #: The dispatcher states in which a pool takes calls.
