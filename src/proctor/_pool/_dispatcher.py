@@ -74,10 +74,11 @@ if TYPE_CHECKING:
         def _claim(self) -> bool:
             """Called before the task is sent; False drops it (it was cancelled)."""
 
-        #: Called as ``_observe(seconds, items)``: a chunk of ``items`` inputs ran for
-        #: ``seconds`` (sizes later chunks); None when nothing is sized from it (no
-        #: call made per task).
-        _observe: Callable[[float, int], None] | None
+        @property
+        def _observe(self) -> Callable[[float, int], None] | None:
+            """Called as ``_observe(seconds, items)``: a chunk of ``items`` inputs ran
+            for ``seconds`` (sizes later chunks); None when nothing is sized from its
+            durations (``ApplyResult``: no call made per task)."""
 
         def _deliver(self, index: int, success: bool, value: Any) -> None: ...
 
@@ -443,7 +444,8 @@ class Dispatcher:
                 for task in tasks:
                     self._tasks[task.id] = task
                 self._pending.extend(tasks)
-                self._wake_locked()
+                if not self._wake_pending:  # (the call only when a byte is to be written)
+                    self._wake_locked()
                 return
         finally:
             self._lock.release()

@@ -336,10 +336,13 @@ class ApplyResult:
         if lock is not None:
             lock.release()
         if self._waiters is not None:
-            with _STATE_LOCK:
-                waiters, self._waiters = self._waiters, None
-            if waiters:
-                _wake_all(waiters)
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        with _STATE_LOCK:
+            waiters, self._waiters = self._waiters, None
+        if waiters:
+            _wake_all(waiters)
 
     def _complete(self, success: bool, value: Any) -> None:
         """Complete the call with its value or exception (a ``MapResult``'s last
@@ -369,7 +372,13 @@ class ApplyResult:
             _call_back(self._callback, value)
         if not success and self._error_callback is not None:
             _call_back(self._error_callback, value)
-        self._set()
+        # _set()'s work, inline for the same reason.
+        self._ready = True
+        lock = self._ready_lock
+        if lock is not None:
+            lock.release()
+        if self._waiters is not None:
+            self._wake_waiters()
 
     def __repr__(self) -> str:
         if not self._ready:
