@@ -516,7 +516,13 @@ def _run(
     task_id, kind, func_length = _TASK_HEADER.unpack_from(frame)
     try:
         func, payload = _prepare(frame, func_length, functions, buffers)
-        value = _call(kind & ~BUFFERS_FOLLOW, func, payload, send_progress, task_id)
+        if kind == APPLY:  # a plain function's call, the common task: _call's, inline
+            args, kwds = payload
+            value = func(*args, **kwds)
+            if type(value) is types.CoroutineType:
+                value = _awaited(value)
+        else:
+            value = _call(kind & ~BUFFERS_FOLLOW, func, payload, send_progress, task_id)
     # BaseException: a task that raises SystemExit or KeyboardInterrupt fails that task
     # only; the stdlib's worker dies of it and the task's result never comes.
     except BaseException as exc:
