@@ -573,3 +573,31 @@ def test_threads_waiting_on_a_result_all_wake_when_it_is_delivered():
             thread.join(timeout=20)
         assert got == [round_number] * 3
         assert result.ready() and result.successful()
+
+
+def test_apply_result_delivered_once_and_named_when_cancelled():
+    """An ``ApplyResult`` on its own (no pool): a delivery completes it once, with its
+    callback; a cancel names the call from the task's describe and the function's name;
+    it takes attributes and weak references as the stdlib's result does."""
+    import functools
+    import weakref
+
+    from proctor._pool._pool import call_inputs
+    from proctor._pool._results import ApplyResult
+
+    values = []
+    done = ApplyResult(values.append, None, None, functools.partial(call_inputs, (1,), {}), "f")
+    done._deliver(0, True, 42)
+    done._deliver(0, True, 43)  # a second delivery changes nothing
+    assert (done.get(0), values) == (42, [42])
+    errors = []
+    describe = functools.partial(call_inputs, (1, "x"), {"b": [2]})
+    cancelled = ApplyResult(None, errors.append, None, describe, "mod.f")
+    assert cancelled.cancel() is True
+    cancelled._deliver(0, True, 1)  # the outcome that comes after a cancel is dropped
+    with pytest.raises(concurrent.futures.CancelledError, match=r"^mod\.f\(1, 'x', b=\[2\]\) was"):
+        cancelled.get(0)
+    assert len(errors) == 1
+    cancelled.note = "mine"
+    assert cancelled.note == "mine"
+    assert weakref.ref(cancelled)() is cancelled

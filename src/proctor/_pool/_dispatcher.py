@@ -74,8 +74,11 @@ if TYPE_CHECKING:
         def _claim(self) -> bool:
             """Called before the task is sent; False drops it (it was cancelled)."""
 
-        def _observe(self, seconds: float, items: int) -> None:
-            """A chunk of ``items`` inputs ran for ``seconds`` (sizes later chunks)."""
+        @property
+        def _observe(self) -> Callable[[float, int], None] | None:
+            """Called as ``_observe(seconds, items)``: a chunk of ``items`` inputs ran
+            for ``seconds`` (sizes later chunks); None when nothing is sized from its
+            durations (``ApplyResult``: no call made per task)."""
 
         def _deliver(self, index: int, success: bool, value: Any) -> None: ...
 
@@ -446,7 +449,8 @@ class Dispatcher:
                 for task in tasks:
                     self._tasks[task.id] = task
                 self._pending.extend(tasks)
-                self._wake_locked()
+                if not self._wake_pending:  # (the call only when a byte is to be written)
+                    self._wake_locked()
                 return
         finally:
             self._lock.release()
@@ -870,20 +874,23 @@ class Dispatcher:
         # No lock: one dict operation is atomic, and only this thread removes tasks
         # (a lock taken and released costs as much as the rest of this branch).
         self._tasks.pop(task_id, None)
-        task.result._observe(seconds, task.size)
+        result = task.result
+        observe = result._observe
+        if observe is not None:
+            observe(seconds, task.size)
         if what == _worker.DECODED_VALUE:
             value = payload
         elif payload.exception is not None:
-            task.result._deliver(task.index, False, payload.exception)
+            result._deliver(task.index, False, payload.exception)
             return True
         elif payload.value_error is not None:
-            task.result._deliver(task.index, False, _unsendable(task, worker, payload))
+            result._deliver(task.index, False, _unsendable(task, worker, payload))
             return True
         else:
             value = payload.value
         if task.progress is not None:  # counted before the result completes the call
             task.progress.finished(task)
-        task.result._deliver(task.index, True, value)
+        result._deliver(task.index, True, value)
         return True
 
     def _take_held(self, worker: _Worker, task_id: int) -> Task:

@@ -26,13 +26,13 @@ import itertools
 import threading
 import time
 import weakref
+from functools import partial
 
 from .._core._errors import MaybeEncodingError, PicklingError, WorkerLostError
 from .._core._system import cpu_count
 from . import _dispatcher, _progress, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit
 from ._pool import (
-    CallInputs,
     _check_callable,
     _check_concurrency,
     _check_memory_limit,
@@ -40,6 +40,7 @@ from ._pool import (
     _items_text,
     _positions,
     _process_class,
+    call_inputs,
     guided_chunks,
     remote_dispatcher,
 )
@@ -348,7 +349,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         _check_callable(fn, "fn")
         func_bytes, name, coroutine = _codec.dumps_function(fn)
         frame_parts = (func_bytes, _pickle((args, kwargs), f"the arguments of {name}"))
-        describe = CallInputs(args, kwargs)
+        describe = partial(call_inputs, args, kwargs)
         return self._submit_task(
             dispatcher, _worker.APPLY, frame_parts, name, describe, 1, None, coroutine
         )

@@ -18,6 +18,7 @@ import math
 import reprlib
 import warnings
 import weakref
+from functools import partial
 
 from .._core._errors import ArgumentTypeError, PicklingError, PoolTerminatedError
 from .._core._system import cpu_count
@@ -351,7 +352,7 @@ class Pool:
             _check_callable(func, "func")  # raises
         seconds = None if timeout is None else self._check_timeout(timeout, "timeout")
         args = tuple(args)
-        kwds = dict(kwds)
+        kwds = NO_KEYWORDS if kwds.__class__ is dict and not kwds else dict(kwds)
         task_id = dispatcher.next_id()
         codec = dispatcher.codec
         func_bytes, name, coroutine = codec.dumps_function(func)
@@ -362,8 +363,8 @@ class Pool:
         if buffers:
             kind |= _worker.BUFFERS_FOLLOW
         frame = codec.encode_task(task_id, kind, func_bytes, payload)
-        describe = CallInputs(args, kwds)
-        result = ApplyResult(callback, error_callback, dispatcher.wake, _CallText(name, describe))
+        describe = partial(call_inputs, args, kwds)
+        result = ApplyResult(callback, error_callback, dispatcher.wake, describe, name)
         task = Task(task_id, frame, result, 0, name, describe, seconds, 1, buffers, coroutine)
         dispatcher.submit([task])
         return result
@@ -668,34 +669,22 @@ class Pool:
         return dispatcher
 
 
-class CallInputs:
-    """A call's arguments in words, made when called (for an error message): a
-    task's ``describe``. An object rather than a closure: a function and its cells
-    are more objects made per call for the garbage collector to go through."""
+def call_inputs(args: tuple[Any, ...], kwds: Mapping[str, Any]) -> str:
+    """A call's arguments in words, for an error message.
 
-    __slots__ = ("args", "kwds")
-
-    def __init__(self, args: tuple[Any, ...], kwds: Mapping[str, Any]) -> None:
-        self.args = args
-        self.kwds = kwds
-
-    def __call__(self) -> str:
-        parts = [reprlib.repr(a) for a in self.args]
-        parts += [f"{k}={reprlib.repr(v)}" for k, v in self.kwds.items()]
-        return ", ".join(parts)
+    A task's ``describe`` is ``partial(call_inputs, args, kwds)``: made when the task
+    is, called only for a message. A partial is one object made in C; a closure is a
+    function and its cells, and an instance of a class with ``__init__`` runs a
+    Python frame (once per ``apply_async``).
+    """
+    parts = [reprlib.repr(a) for a in args]
+    parts += [f"{k}={reprlib.repr(v)}" for k, v in kwds.items()]
+    return ", ".join(parts)
 
 
-class _CallText:
-    """The call in words, ``name(arguments)``, made when called (a cancel's message)."""
-
-    __slots__ = ("inputs", "name")
-
-    def __init__(self, name: str, inputs: CallInputs) -> None:
-        self.name = name
-        self.inputs = inputs
-
-    def __call__(self) -> str:
-        return f"{self.name}({self.inputs()})"
+#: The keyword arguments of a call without any: shared, never changed (a call's
+#: ``kwds`` is only pickled and described), so no dict is made per call.
+NO_KEYWORDS: Mapping[str, Any] = {}
 
 
 #: The dispatcher states in which a pool takes calls.

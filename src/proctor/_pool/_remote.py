@@ -620,7 +620,9 @@ class RemoteDispatcher:
         frame, buffers, records, dropped = value
         _emit(records, dropped)
         _, outcome, seconds, _ = _worker.decode_result(frame, buffers=buffers or None)
-        task.result._observe(seconds, task.size)
+        observe = task.result._observe
+        if observe is not None:
+            observe(seconds, task.size)
         self._time_items(task.function, seconds, task.size)
         if outcome.exception is not None:
             task.result._deliver(task.index, False, outcome.exception)

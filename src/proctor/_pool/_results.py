@@ -96,12 +96,37 @@ class ApplyResult:
     first from any thread. Whichever comes first wins (see ``_claim``).
     """
 
+    # Slots: one is made per apply_async, and an instance dict's values are one more
+    # block allocated, freed and walked by the garbage collector per task (CPython
+    # 3.11). ``__dict__`` and ``__weakref__`` keep what a plain class allows (the
+    # stdlib's results take any attribute and weak references); the dict is made only
+    # when something sets an attribute of its own.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_callback",
+        "_cancelled",
+        "_cancelling",
+        "_describe",
+        "_error_callback",
+        "_finished",
+        "_name",
+        "_on_cancel",
+        "_ready",
+        "_ready_lock",
+        "_started",
+        "_success",
+        "_value",
+        "_waiters",
+    )
+
     def __init__(
         self,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         on_cancel: Callable[[], object] | None = None,
         describe: Callable[[], str] | None = None,
+        name: str | None = None,
     ) -> None:
         # A one-shot event, set once the call completed (after its callbacks): the
         # flag, and a lock made only when a thread has to wait (see _wait_ready).
@@ -114,7 +139,11 @@ class ApplyResult:
         self._callback = callback
         self._error_callback = error_callback
         self._on_cancel = on_cancel  # tells the dispatcher to drop or kill the tasks
-        self._describe = describe  # the call in words, for the cancellation's message
+        # The call in words, for the cancellation's message: ``describe()``, or with
+        # ``name`` ``name(describe())`` (apply_async: the task's own describe, its
+        # arguments in words, serves both, one object less per task).
+        self._describe = describe
+        self._name = name
         self._started = False  # a task of the call was sent to a worker (``_claim``)
         self._cancelling = False  # a cancel() has begun (see _claim)
         self._waiters: _Waiters | None = None  # coroutines awaiting it (``__await__``)
@@ -210,7 +239,7 @@ class ApplyResult:
         if self._finished:
             return self._cancelled
         # Made before the lock is taken: describing the call runs the arguments' reprs.
-        error = _cancelled_error(self._describe)
+        error = _cancelled_error(self._describe, self._name)
         with _STATE_LOCK:
             # Said first, then the looks: _claim and _complete store their flag, then
             # look at this one (see _claim).
@@ -307,12 +336,27 @@ class ApplyResult:
         if lock is not None:
             lock.release()
         if self._waiters is not None:
-            with _STATE_LOCK:
-                waiters, self._waiters = self._waiters, None
-            if waiters:
-                _wake_all(waiters)
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        with _STATE_LOCK:
+            waiters, self._waiters = self._waiters, None
+        if waiters:
+            _wake_all(waiters)
 
     def _complete(self, success: bool, value: Any) -> None:
+        """Complete the call with its value or exception (a ``MapResult``'s last
+        chunk, or its first failure); nothing after a ``cancel()``."""
+        ApplyResult._deliver(self, 0, success, value)
+
+    # -- the dispatcher's side (see _dispatcher.TaskResult; _claim is above) -----------
+
+    #: No chunk sizes to learn from durations: a call's chunks are sized before they
+    #: are submitted (None: the dispatcher makes no call per task for it).
+    _observe = None
+
+    def _deliver(self, index: int, success: bool, value: Any) -> None:
+        # ``_complete``'s work, here rather than called (once per apply_async).
         # Against cancel() as in _claim: the flag stored, then the look, no lock
         # unless a cancel has begun (it wins if it saw no _finished).
         if self._finished:
@@ -328,15 +372,13 @@ class ApplyResult:
             _call_back(self._callback, value)
         if not success and self._error_callback is not None:
             _call_back(self._error_callback, value)
-        self._set()
-
-    # -- the dispatcher's side (see _dispatcher.TaskResult; _claim is above) -----------
-
-    def _observe(self, seconds: float, items: int) -> None:
-        pass  # a call's chunks are sized before they are submitted
-
-    def _deliver(self, index: int, success: bool, value: Any) -> None:
-        self._complete(success, value)  # which returns at once after a cancel()
+        # _set()'s work, inline for the same reason.
+        self._ready = True
+        lock = self._ready_lock
+        if lock is not None:
+            lock.release()
+        if self._waiters is not None:
+            self._wake_waiters()
 
     def __repr__(self) -> str:
         if not self._ready:
@@ -348,11 +390,16 @@ class ApplyResult:
         return f"<{type(self).__name__} {state}>"
 
 
-def _cancelled_error(describe: Callable[[], str] | None) -> BaseException:
+def _cancelled_error(describe: Callable[[], str] | None, name: str | None) -> BaseException:
     # concurrent.futures imports logging (milliseconds): only when something is cancelled.
     from concurrent.futures import CancelledError
 
-    what = "this pool call" if describe is None else describe()
+    if describe is None:
+        what = "this pool call"
+    elif name is None:
+        what = describe()
+    else:
+        what = f"{name}({describe()})"
     return CancelledError(
         f"{what} was cancelled by cancel(): a task not yet started was dropped, a running "
         "one was stopped by killing its worker (SIGKILL), which the pool replaced"

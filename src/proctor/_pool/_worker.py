@@ -513,10 +513,16 @@ def _run(
 ) -> tuple[int, tuple[Any, ...], list[pickle.PickleBuffer]]:
     """Run one task frame (its payload's large buffers in ``buffers``); return its id,
     its outcome message and the value's large buffers (never raises)."""
-    task_id = _TASK_HEADER.unpack_from(frame)[0]
+    task_id, kind, func_length = _TASK_HEADER.unpack_from(frame)
     try:
-        kind, func, payload = _prepare(frame, functions, buffers)
-        value = _call(kind, func, payload, send_progress, task_id)
+        func, payload = _prepare(frame, func_length, functions, buffers)
+        if kind == APPLY:  # a plain function's call, the common task: _call's, inline
+            args, kwds = payload
+            value = func(*args, **kwds)
+            if type(value) is types.CoroutineType:
+                value = _awaited(value)
+        else:
+            value = _call(kind & ~BUFFERS_FOLLOW, func, payload, send_progress, task_id)
     # BaseException: a task that raises SystemExit or KeyboardInterrupt fails that task
     # only; the stdlib's worker dies of it and the task's result never comes.
     except BaseException as exc:
@@ -526,19 +532,22 @@ def _run(
 
 
 def _prepare(
-    frame: bytes | memoryview, functions: _FunctionCache, buffers: list[Any] | None
-) -> tuple[int, Callable[..., Any], Any]:
-    """A task frame's kind, function and payload (raises what unpickling raises)."""
-    _, kind, func_length = _TASK_HEADER.unpack_from(frame)
+    frame: bytes | memoryview,
+    func_length: int,
+    functions: _FunctionCache,
+    buffers: list[Any] | None,
+) -> tuple[Callable[..., Any], Any]:
+    """A task frame's function and payload (raises what unpickling raises);
+    ``func_length`` is from its header, which the caller has read already."""
     start = _TASK_HEADER.size
     end = start + func_length
     func = functions.get(frame[start:end])
     if buffers is None:  # the common case, without a context manager's calls
-        return kind & ~BUFFERS_FOLLOW, func, _serialization.loads(memoryview(frame)[end:])
+        return func, _serialization.loads(memoryview(frame)[end:])
     carried, buffers = _carried(buffers)
     with carried:
         payload = _serialization.loads(memoryview(frame)[end:], buffers=buffers)
-    return kind & ~BUFFERS_FOLLOW, func, payload
+    return func, payload
 
 
 def value_message(value: Any) -> tuple[tuple[Any, ...], list[pickle.PickleBuffer]]:
@@ -778,12 +787,13 @@ def _concurrent_loop(
                 and (maxtasks is None or started < maxtasks)
             ):
                 frame, arguments = received.popleft()
-                task_id, kind, _ = _TASK_HEADER.unpack_from(frame)
+                task_id, kind, func_length = _TASK_HEADER.unpack_from(frame)
                 started += 1
                 begun = time.perf_counter()
                 if kind & COROUTINE:
+                    kind &= ~BUFFERS_FOLLOW
                     try:
-                        kind, func, payload = _prepare(frame, functions, arguments)
+                        func, payload = _prepare(frame, func_length, functions, arguments)
                     except BaseException as exc:
                         if send(task_id, _outcome.error_message(exc), [], 0.0):
                             return
