@@ -45,7 +45,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     from typing import Any
 
-__all__ = ("build_prep", "run_forked", "run_from_channel", "run_process", "spawn_main")
+__all__ = (
+    "become_server_child",
+    "build_prep",
+    "run_forked", "run_from_channel", "run_process", "spawn_main")
 
 # How often the portable parent watch looks (seconds): well inside the
 # one-second promise, cheap enough to be invisible.
@@ -159,15 +162,21 @@ def run_forked(
         os._exit(exitcode)
 
 
-def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int = 0) -> int:
+def become_server_child(server_pid: int) -> None:
+    """First things in a child of the fork server, before it reads its start message."""
+    _become_forked_child()
+    # Forked by the fork server, whose single thread is the one that forked us,
+    # so PR_SET_PDEATHSIG is always safe; the server dies with our parent.
+    arm_parent_death(server_pid, True)
+
+
+def run_from_channel(channel: socket.socket, *, exec_mode: bool) -> int:
     """Receive a process object from ``channel``, run it, report; return the exit code.
 
     Args:
-        exec_mode: a fresh interpreter (spawn), rather than a fork of the fork server.
-        server_pid: the fork server's pid, when forked by it.
+        exec_mode: a fresh interpreter (spawn), rather than a fork of the fork
+            server (which has called :func:`become_server_child` already).
     """
-    if not exec_mode:
-        _become_forked_child()
     try:
         data, fds = _wire.recv_message(channel)
     except (OSError, EOFError) as exc:
@@ -179,10 +188,6 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int
     payload = view[_PREP_LENGTH.size + prep_length :]
     if exec_mode:
         arm_parent_death(prep["parent_pid"], prep["pdeathsig"])
-    else:
-        # Forked by the fork server, whose single thread is the one that forked
-        # us, so PR_SET_PDEATHSIG is always safe; the server dies with our parent.
-        arm_parent_death(server_pid, True)
     try:
         with receiving(fds):
             _apply_prep(prep)
