@@ -25,6 +25,7 @@ import os
 import sys
 
 from .._core import _wire
+from . import _spawn_spare
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
 __all__ = ("SpawnPopen", "spawn_interpreter")
@@ -44,6 +45,13 @@ class SpawnPopen(OwnChildPopen):
     def __init__(self, process) -> None:
         super().__init__()
         message, handoff, log_channel = self._prepare_start(process)
+        if _spawn_spare.enabled():
+            spare = _spawn_spare.take()
+            if spare is not None:
+                self.pid, self.channel, self.sentinel = spare.pid, spare.channel, spare.sentinel
+                self._deliver_start(process, message, handoff, log_channel)
+                _spawn_spare.replenish()
+                return
         parent_end, child_end = _wire.socketpair()
         lifeline_r = lifeline_w = -1
         try:
@@ -65,6 +73,8 @@ class SpawnPopen(OwnChildPopen):
         else:
             self.sentinel = os.pidfd_open(self.pid)
         self._deliver_start(process, message, handoff, log_channel)
+        if _spawn_spare.enabled():
+            _spawn_spare.replenish()
 
 
 def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
