@@ -17,7 +17,7 @@ import pytest
 import proctor
 from helpers import pid_exists, wait_until
 from proctor._core import _runtime
-from proctor._start import _popen_spawn, _spawn_spare
+from proctor._start import _spawn_spare
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 
@@ -66,17 +66,24 @@ def test_a_spawn_start_uses_the_spare_with_the_parents_state_at_start_time(
     assert pid != older.pid and not psutil.pid_exists(older.pid)  # killed and reaped
 
 
-def test_start_conditions_see_what_a_spare_cannot_take_from_its_start_message(monkeypatch):
-    before = _spawn_spare.start_conditions()
-    monkeypatch.setattr(_popen_spawn, "executable", sys.executable + "-other")
-    assert _spawn_spare.start_conditions() != before
-    monkeypatch.undo()
+def test_start_conditions_see_what_a_spare_cannot_take_from_its_start_message():
+    now = _spawn_spare.start_conditions
+    before = now(sys.executable)
+    assert now(sys.executable + "-other") != before  # set_executable()
     old = os.umask(0o077)
     try:
-        assert _spawn_spare.start_conditions() != before
+        assert now(sys.executable) != before
     finally:
         os.umask(old)
-    assert _spawn_spare.start_conditions() == before
+    with open(os.devnull, "wb") as f:
+        saved = os.dup(1)
+        os.dup2(f.fileno(), 1)
+        try:
+            assert now(sys.executable) != before  # stdout redirected
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+    assert now(sys.executable) == before
 
 
 def test_a_spare_that_died_while_idle_is_not_used(spare_on):

@@ -34,8 +34,13 @@ import signal
 import sys
 import threading
 
-from .._core import _runtime, _wire
-from ._popen import close_quietly, lifeline_pipe, pidfd_usable
+from .._core import _runtime
+from ._popen import close_quietly
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ("ENV_VAR", "Spare", "discard", "enabled", "replenish", "take")
 
@@ -62,7 +67,7 @@ def enabled() -> bool:
     return os.environ.get(ENV_VAR) == "1" and threading.current_thread() is threading.main_thread()
 
 
-def take() -> Spare | None:
+def take(executable: str) -> Spare | None:
     """The spare, if it was started as a fresh spawn would be now and is alive; else ``None``.
 
     A spare that does not fit is discarded.
@@ -73,43 +78,30 @@ def take() -> Spare | None:
         return None
     from .._core._timeout import wait_readable
 
-    if spare.conditions != start_conditions() or wait_readable(spare.sentinel, 0):
+    if spare.conditions != start_conditions(executable) or wait_readable(spare.sentinel, 0):
         _end(spare)
         return None
     _runtime.unregister_helper(spare.pid)
     return spare
 
 
-def replenish() -> None:
-    """Spawn the next spare (the caller holds the start lock)."""
+def replenish(spawn: Callable[[int], tuple[int, Any, int]], executable: str) -> None:
+    """Spawn the next spare, if there is none (the caller holds the start lock).
+
+    Args:
+        spawn: starts a spawn child told it is a spare of the given parent pid;
+            returns its (pid, channel, sentinel) (``_popen_spawn.spawn_child``).
+        executable: the interpreter ``spawn`` runs.
+    """
     global _spare, _exit_hook_registered
     if _spare is not None:
         return
-    from ._popen_spawn import CHANNEL_FD, LIFELINE_FD, spawn_interpreter
-
-    conditions = start_conditions()
-    parent_end, child_end = _wire.socketpair()
-    lifeline_r = lifeline_w = -1
+    conditions = start_conditions(executable)
     try:
-        if not pidfd_usable():
-            lifeline_r, lifeline_w = lifeline_pipe()
-        lifeline = LIFELINE_FD if lifeline_w >= 0 else -1
-        pid = spawn_interpreter(
-            f"spawn_main({CHANNEL_FD}, {lifeline}, {os.getpid()})",
-            {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w},
-        )
+        pid, channel, sentinel = spawn(os.getpid())
     except OSError:
-        close_quietly(parent_end, lifeline_r, lifeline_w)
         return  # the next start spawns afresh, and reports the error if it persists
-    finally:
-        child_end.close()
-    if lifeline_w >= 0:
-        os.close(lifeline_w)
-        sentinel = lifeline_r
-    else:
-        sentinel = os.pidfd_open(pid)
-    os.set_inheritable(sentinel, False)
-    _spare = Spare(pid, parent_end, sentinel, conditions)
+    _spare = Spare(pid, channel, sentinel, conditions)
     _runtime.register_helper(pid)
     if not _exit_hook_registered:
         from ._state import register_exit_hook
@@ -140,12 +132,14 @@ def _end(spare: Spare) -> None:
     _runtime.unregister_helper(spare.pid)
 
 
-def start_conditions() -> tuple:
-    """What a spawned interpreter takes from its parent at start and not from its start message."""
-    from . import _popen_spawn
+def start_conditions(executable: str) -> tuple:
+    """What a spawned interpreter takes from its parent at start and not from its start message.
 
+    Args:
+        executable: the interpreter spawn children run now (``set_executable``).
+    """
     return (
-        _popen_spawn.executable,
+        executable,
         tuple(_interpreter_flags()),
         dict(os.environ),
         tuple(_stdio_identity(fd) for fd in (0, 1, 2)),
