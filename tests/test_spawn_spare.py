@@ -51,18 +51,18 @@ def test_a_spawn_start_uses_the_spare_with_the_parents_state_at_start_time(
     assert spare is not None and spare.pid in _runtime.helper_pids()
     assert spare.pid not in [p.pid for p in proctor.active_children()]
     # What travels in the start message is taken at start time.
-    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [*sys.argv[:1], "now"])
     (pid, cwd, mark, argv), reported = run(seen)
     assert pid == reported == spare.pid
-    assert (cwd, mark, argv) == (str(tmp_path), None, ["now"])
+    assert (cwd, mark, argv) == (os.getcwd(), None, ["now"])
     assert spare.pid not in _runtime.helper_pids()
     # What the interpreter took when it started is checked: a changed
-    # environment discards the spare, and the child sees the change.
+    # environment or directory discards the spare, and the child sees the change.
     older = _spawn_spare._spare
     monkeypatch.setenv("PROCTOR_TEST_MARK", "set after the spare started")
-    (pid, _cwd, mark, _argv), _ = run(seen)
-    assert mark == "set after the spare started"
+    monkeypatch.chdir(tmp_path)
+    (pid, cwd, mark, _argv), _ = run(seen)
+    assert (cwd, mark) == (str(tmp_path), "set after the spare started")
     assert pid != older.pid and not psutil.pid_exists(older.pid)  # killed and reaped
 
 
@@ -83,6 +83,11 @@ def test_start_conditions_see_what_a_spare_cannot_take_from_its_start_message():
         finally:
             os.dup2(saved, 1)
             os.close(saved)
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        assert now(sys.executable) != before  # an ignored signal stays ignored in a spawn
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
     assert now(sys.executable) == before
 
 

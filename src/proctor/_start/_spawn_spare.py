@@ -15,9 +15,11 @@ spawn takes from the parent *at start time* either travels in the message
 (``sys.path``, ``sys.argv``, the working directory, the start method, logging) or
 is what the spare was started with, checked at each take: the environment, the
 executable and interpreter flags, stdin/stdout/stderr, the umask, the resource
-limits and the signal mask; when any differs the spare is killed and the start
-spawns afresh. Spares are kept for starts from the main thread only (the
-parent-death signal follows the thread that created the child).
+limits, the signal mask, the ignored signals and the working directory (the
+interpreter's own imports search it before prep replaces ``sys.path``); when any
+differs the spare is killed and the start spawns afresh. Spares are kept for
+starts from the main thread only (the parent-death signal follows the thread
+that created the child).
 
 Off by default: the spare hides an interpreter's start-up from ``start()``, it
 does not remove it (the CPU is spent all the same, on cores that are often all
@@ -146,7 +148,23 @@ def start_conditions(executable: str) -> tuple:
         _umask(),
         _rlimits(),
         tuple(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, []))),
+        _ignored_signals(),
+        # The interpreter's own imports at boot search the directory it started in
+        # (``-c`` puts it on sys.path until prep replaces sys.path).
+        os.getcwd(),
     )
+
+
+def _ignored_signals() -> tuple[int, ...]:
+    # posix_spawn keeps ignored signals ignored (and the interpreter leaves them so).
+    ignored = []
+    for sig in signal.valid_signals():
+        try:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                ignored.append(int(sig))
+        except (OSError, ValueError):
+            pass
+    return tuple(ignored)
 
 
 def _interpreter_flags() -> list[str]:
