@@ -6,8 +6,11 @@
     ──────────────                          ──────────────────────────────────
     send [prep | payload] ─── channel ─────────────────────────┐ (waits in the socket)
     ForkServerClient.start_child() ── ctl ─▶ recv request + [channel, status] fds
-                                             os.fork() ─▶ child: run_from_channel(channel)
-                       pid ◀──────────── ctl ─┘
+                                             hand [channel, stdio] to the spare ──▶ spare:
+                                               (or os.fork() when there is none)    run_from_channel
+                                             os.fork() the next spare (it closes the
+                                               server's fds, arms PDEATHSIG, waits)
+               (pid, spare pid) ◀──────── ctl ─┘
     sentinel = status socket ◀── exit code ── server reaps the child (SIGCHLD)
 
 The server is a child of the process that first needed it and is private to
