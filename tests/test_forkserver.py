@@ -21,9 +21,29 @@ from proctor._start import _forkserver
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no forkserver on Windows")
 
 
+@pytest.fixture(scope="module")
+def shared_server():
+    """A fork server for this module's tests that leave it running (one boot for all)."""
+    own = _forkserver.ForkServerClient()
+    saved, _forkserver._client = _forkserver._client, own
+    try:
+        run(int)  # boots it (and its spare) before any test's leak check begins
+    finally:
+        _forkserver._client = saved
+    yield own
+    own.stop()
+
+
 @pytest.fixture
-def client(monkeypatch):
-    """A fork server of the test's own, used by every forkserver start in the test."""
+def client(shared_server, monkeypatch):
+    """The module's fork server, used by every forkserver start in the test."""
+    monkeypatch.setattr(_forkserver, "_client", shared_server)
+    return shared_server
+
+
+@pytest.fixture
+def own_client(monkeypatch):
+    """A fork server of the test's own, for tests that kill or stop it."""
     own = _forkserver.ForkServerClient()
     monkeypatch.setattr(_forkserver, "_client", own)
     yield own
@@ -97,19 +117,19 @@ def test_a_spare_killed_while_it_waits_is_replaced(client):
     assert pid == reported != spare
 
 
-def test_a_spare_does_not_outlive_its_server(client):
+def test_a_spare_does_not_outlive_its_server(own_client):
     run(int)
-    spare = client._spare
-    os.kill(client.pid, signal.SIGKILL)
+    spare = own_client._spare
+    os.kill(own_client.pid, signal.SIGKILL)
     wait_until(lambda: gone_or_zombie(spare), timeout=10)
-    client.stop()  # reaps the killed server
+    own_client.stop()  # reaps the killed server
     assert spare not in _runtime.helper_pids()
 
 
-def test_the_server_reaps_its_spare_when_it_stops(client):
+def test_the_server_reaps_its_spare_when_it_stops(own_client):
     run(int)
-    spare = client._spare
-    client.stop()  # returns once the server has exited, which it does after reaping the spare
+    spare = own_client._spare
+    own_client.stop()  # returns once the server has exited, which it does after reaping it
     assert not psutil.pid_exists(spare)
 
 
