@@ -45,7 +45,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     from typing import Any
 
-__all__ = ("build_prep", "run_forked", "run_from_channel", "run_process", "spawn_main")
+__all__ = (
+    "become_server_child",
+    "build_prep",
+    "run_forked",
+    "run_from_channel",
+    "run_process",
+    "spawn_main",
+)
 
 # How often the portable parent watch looks (seconds): well inside the
 # one-second promise, cheap enough to be invisible.
@@ -159,30 +166,36 @@ def run_forked(
         os._exit(exitcode)
 
 
-def run_from_channel(channel: socket.socket, *, exec_mode: bool, server_pid: int = 0) -> int:
+def become_server_child(server_pid: int) -> None:
+    """First things in a child of the fork server, before it reads its start message."""
+    _become_forked_child()
+    # Forked by the fork server, whose single thread is the one that forked us,
+    # so PR_SET_PDEATHSIG is always safe; the server dies with our parent.
+    arm_parent_death(server_pid, True)
+
+
+def run_from_channel(channel: socket.socket, *, exec_mode: bool, spare: bool = False) -> int:
     """Receive a process object from ``channel``, run it, report; return the exit code.
 
     Args:
-        exec_mode: a fresh interpreter (spawn), rather than a fork of the fork server.
-        server_pid: the fork server's pid, when forked by it.
+        exec_mode: a fresh interpreter (spawn), rather than a fork of the fork
+            server (which has called :func:`become_server_child` already).
+        spare: a spawned spare (``_spawn_spare``), whose parent-death watch is
+            armed already and which may be discarded before it has any work.
     """
-    if not exec_mode:
-        _become_forked_child()
     try:
         data, fds = _wire.recv_message(channel)
     except (OSError, EOFError) as exc:
+        if spare:
+            return 0  # discarded unused, or its parent exited: nothing was lost
         sys.stderr.write(f"proctor: the parent went away before sending the child's work ({exc})\n")
         return 1
     view = memoryview(data)
     (prep_length,) = _PREP_LENGTH.unpack_from(view)
     prep = _serialization.loads(view[_PREP_LENGTH.size : _PREP_LENGTH.size + prep_length])
     payload = view[_PREP_LENGTH.size + prep_length :]
-    if exec_mode:
+    if exec_mode and not spare:
         arm_parent_death(prep["parent_pid"], prep["pdeathsig"])
-    else:
-        # Forked by the fork server, whose single thread is the one that forked
-        # us, so PR_SET_PDEATHSIG is always safe; the server dies with our parent.
-        arm_parent_death(server_pid, True)
     try:
         with receiving(fds):
             _apply_prep(prep)
@@ -312,14 +325,22 @@ def _send_outcome(channel: socket.socket, outcome: bytes) -> None:
         pass  # the parent is gone; nobody is left to tell
 
 
-def spawn_main(channel_fd: int, lifeline_fd: int = -1) -> None:
-    """Entry point of a spawned interpreter (``python -c ...``); never returns normally."""
+def spawn_main(channel_fd: int, lifeline_fd: int = -1, spare_of: int = 0) -> None:
+    """Entry point of a spawned interpreter (``python -c ...``); never returns normally.
+
+    Args:
+        spare_of: the parent's pid when this interpreter is a spare (``_spawn_spare``),
+            started from the parent's main thread before it had any work: it
+            watches its parent from the start, as it would once it had work.
+    """
     os.set_inheritable(channel_fd, False)
     if lifeline_fd >= 0:
         os.set_inheritable(lifeline_fd, False)
         _own_lifeline.append(lifeline_fd)
+    if spare_of:
+        arm_parent_death(spare_of, True)
     channel = socket.socket(fileno=channel_fd)
-    exitcode = run_from_channel(channel, exec_mode=True)
+    exitcode = run_from_channel(channel, exec_mode=True, spare=bool(spare_of))
     # sys.exit, not os._exit: a spawned child is a whole interpreter, and its
     # atexit handlers and non-daemon threads deserve a normal shutdown.
     sys.exit(exitcode)

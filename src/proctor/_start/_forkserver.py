@@ -6,8 +6,11 @@
     ──────────────                          ──────────────────────────────────
     send [prep | payload] ─── channel ─────────────────────────┐ (waits in the socket)
     ForkServerClient.start_child() ── ctl ─▶ recv request + [channel, status] fds
-                                             os.fork() ─▶ child: run_from_channel(channel)
-                       pid ◀──────────── ctl ─┘
+                                             hand [channel, stdio] to the spare ──▶ spare:
+                                               (or os.fork() when there is none)    run_from_channel
+                                             os.fork() the next spare (it closes the
+                                               server's fds, arms PDEATHSIG, waits)
+               (pid, spare pid) ◀──────── ctl ─┘
     sentinel = status socket ◀── exit code ── server reaps the child (SIGCHLD)
 
 The server is a child of the process that first needed it and is private to
@@ -36,7 +39,14 @@ from ._state import flush_std_streams, register_exit_hook
 
 __all__ = ("ForkServerClient", "client", "serve", "set_preload")
 
-_PID = struct.Struct("<q")
+# The server's answer to a request: the child's pid (or -errno), and the pid of
+# the spare forked for the next request (0: none).
+_REPLY = struct.Struct("<qq")
+# Whether the server keeps a spare: a child forked ahead of the next request,
+# which has done everything a child does before it reads its start message
+# (closing the server's descriptors, the parent-death signal, the after-fork
+# reset), so that a start hands it the request instead of forking.
+SPARE = True
 # How long the server may take to answer a request (it answers at once when
 # healthy; the first request also waits for it to boot).
 REPLY_TIMEOUT = 60.0
@@ -66,8 +76,14 @@ EXIT_STATUS = struct.Struct("<i")
 # -- the server --------------------------------------------------------------------
 
 
-def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> None:
-    """Main loop of the fork server process; never returns."""
+def serve(
+    ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str], spare: bool = True
+) -> None:
+    """Main loop of the fork server process; never returns.
+
+    Args:
+        spare: keep a spare child forked ahead of the next request (``SPARE``).
+    """
     from . import _bootstrap
 
     os.set_inheritable(ctl_fd, False)
@@ -82,46 +98,208 @@ def serve(ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str]) -> 
     os.set_blocking(wake_r, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    status_fds: dict[int, int] = {}
+    server = _Server(ctl, (wake_r, wake_w), keep_spare=spare)
     selector = selectors.DefaultSelector()
     selector.register(ctl, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
+    server.selector = selector
     while True:
         for key, _events in selector.select():
             if key.fileobj is ctl:
                 try:
                     data, fds = _wire.recv_message(ctl)
                 except (EOFError, OSError):
-                    os._exit(0)  # our parent is gone; our children follow by PDEATHSIG
+                    # Our parent is gone; our children follow by PDEATHSIG.
+                    # The spare is ours alone: reap it before leaving.
+                    server.discard_spare()
+                    os._exit(0)
                 if len(fds) != 4:
                     for fd in fds:
                         os.close(fd)
-                    ctl.sendall(_PID.pack(-errno.EINVAL))
+                    ctl.sendall(_REPLY.pack(-errno.EINVAL, server.spare_pid()))
                     continue
-                channel_fd, status_fd, stdout_fd, stderr_fd = fds
                 if data:
+                    modules = len(sys.modules)
                     _import_quietly(data.decode().split(","))
-                server_pid = os.getpid()
-                try:
-                    pid = os.fork()
-                except OSError as exc:
-                    for fd in fds:
-                        os.close(fd)
-                    ctl.sendall(_PID.pack(-(exc.errno or errno.EAGAIN)))
-                    continue
-                if pid == 0:
-                    _become_child(ctl, selector, (wake_r, wake_w), status_fds, fds, server_pid)
-                for fd in (channel_fd, stdout_fd, stderr_fd):
-                    os.close(fd)
-                status_fds[pid] = status_fd
-                ctl.sendall(_PID.pack(pid))
+                    if len(sys.modules) != modules:
+                        # The spare was forked without them: a child forked now
+                        # would find them loaded, so the spare must not be used.
+                        server.discard_spare()
+                ctl.sendall(_REPLY.pack(server.start_child(fds), server.spare_pid()))
             else:
                 try:
                     while os.read(wake_r, 4096):
                         pass
                 except BlockingIOError:
                     pass
-                _reap(status_fds)
+                server.reap()
+
+
+class _Spare:
+    """A child forked ahead of a request, waiting on ``sock`` for the request's descriptors."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+
+class _Server:
+    """The fork server's state: its descriptors, its children's status sockets, its spare.
+
+    Between two requests this state, the spare's socket and the status sockets
+    aside (which every child closes first), does not change: the server does
+    nothing but wait. The one exception is a request that makes it import a
+    module (``_FOLLOWED_MODULES``), which discards the spare.
+    """
+
+    def __init__(self, ctl: socket.socket, wake_fds: tuple[int, int], *, keep_spare: bool) -> None:
+        self.keep_spare = keep_spare
+        self.ctl = ctl
+        self.wake_fds = wake_fds
+        self.selector: selectors.BaseSelector | None = None
+        self.status_fds: dict[int, int] = {}
+        self.spare: _Spare | None = None
+        self.pid = os.getpid()
+
+    def spare_pid(self) -> int:
+        return self.spare.pid if self.spare is not None else 0
+
+    def start_child(self, fds: list[int]) -> int:
+        """Start a child for a request's ``[channel, status, stdout, stderr]``; return its pid.
+
+        The spare takes it when there is one; a fresh fork otherwise. Then the next
+        spare is forked, before the reply, so that the parent learns its pid (a
+        helper of proctor's, not a child of its own) with the child's.
+        """
+        channel_fd, status_fd, stdout_fd, stderr_fd = fds
+        pid = self._hand_to_spare((channel_fd, stdout_fd, stderr_fd))
+        if pid == 0:
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                for fd in fds:
+                    os.close(fd)
+                return -(exc.errno or errno.EAGAIN)
+            if pid == 0:
+                self._become_child(fds, None)
+        for fd in (channel_fd, stdout_fd, stderr_fd):
+            os.close(fd)
+        self.status_fds[pid] = status_fd
+        if self.keep_spare:
+            self._fork_spare()
+        return pid
+
+    def _hand_to_spare(self, fds: tuple[int, int, int]) -> int:
+        """Send the request's descriptors to the spare; return its pid, or 0 (no spare)."""
+        self.reap()  # a spare that died meanwhile is forgotten here
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return 0
+        try:
+            _wire.send_message(spare.sock, b"", fds)
+        except OSError:
+            # It died and was not reaped yet (killed from outside): a fresh fork.
+            self._end_spare(spare)
+            return 0
+        spare.sock.close()
+        return spare.pid
+
+    def _fork_spare(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return  # the next request forks a child itself
+        if pid == 0:
+            ours.close()
+            self._become_child(None, theirs)
+        theirs.close()
+        self.spare = _Spare(pid, ours)
+
+    def discard_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self._end_spare(spare)
+
+    def _end_spare(self, spare: _Spare) -> None:
+        spare.sock.close()
+        try:
+            os.kill(spare.pid, signal.SIGKILL)
+            os.waitpid(spare.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass  # reaped already (by reap())
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.spare is not None and pid == self.spare.pid:
+                self.spare.sock.close()  # killed from outside before it had work
+                self.spare = None
+                continue
+            fd = self.status_fds.pop(pid, None)
+            if fd is not None:
+                try:
+                    os.write(fd, EXIT_STATUS.pack(os.waitstatus_to_exitcode(status)))
+                except OSError:
+                    pass  # the parent closed the process object already
+                os.close(fd)
+
+    def _become_child(self, fds: list[int] | None, spare_sock: socket.socket | None) -> None:
+        """In a new child: drop the server's state, then run the request's work; never returns.
+
+        A fresh fork has its request's descriptors (``fds``); a spare waits for them on
+        ``spare_sock``, having done everything else first.
+        """
+        from . import _bootstrap
+
+        exitcode = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            if self.selector is not None:
+                self.selector.close()
+            self.ctl.close()
+            if self.spare is not None:
+                self.spare.sock.close()
+            for fd in (*self.wake_fds, *self.status_fds.values()):
+                os.close(fd)
+            if fds is not None:
+                os.close(fds[1])  # the status socket: the server's to write
+            _bootstrap.become_server_child(self.pid)
+            if spare_sock is not None:
+                # SIGINT stays ignored while idle, as in the server: a Ctrl-C
+                # in the terminal must not kill a process nobody started yet.
+                try:
+                    _data, got = _wire.recv_message(spare_sock)
+                except (EOFError, OSError):
+                    got = []  # the server discarded us, or is gone
+                if len(got) != 3:
+                    exitcode = 0
+                    return
+                spare_sock.close()
+                channel_fd, stdout_fd, stderr_fd = got
+            else:
+                channel_fd, _status_fd, stdout_fd, stderr_fd = fds  # type: ignore[misc]
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # Write where the parent's stdout/stderr point now, not where they
+            # pointed when the server started (they may have been redirected since).
+            flush_std_streams()
+            os.dup2(stdout_fd, 1)
+            os.dup2(stderr_fd, 2)
+            os.close(stdout_fd)
+            os.close(stderr_fd)
+            channel = socket.socket(fileno=channel_fd)
+            exitcode = _bootstrap.run_from_channel(channel, exec_mode=False)
+            flush_std_streams()
+        finally:
+            os._exit(exitcode)
 
 
 def _import_quietly(names: list[str]) -> None:
@@ -132,50 +310,6 @@ def _import_quietly(names: list[str]) -> None:
             __import__(name)
         except Exception as exc:
             sys.stderr.write(f"proctor fork server: could not preload {name!r}: {exc!r}\n")
-
-
-def _become_child(ctl, selector, wake_fds, status_fds, fds, server_pid) -> None:
-    from . import _bootstrap
-
-    channel_fd, own_status_fd, stdout_fd, stderr_fd = fds
-    exitcode = 1
-    try:
-        # Write where the parent's stdout/stderr point now, not where they
-        # pointed when the server started (they may have been redirected since).
-        flush_std_streams()
-        os.dup2(stdout_fd, 1)
-        os.dup2(stderr_fd, 2)
-        os.close(stdout_fd)
-        os.close(stderr_fd)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        selector.close()
-        ctl.close()
-        for fd in (*wake_fds, *status_fds.values(), own_status_fd):
-            os.close(fd)
-        channel = socket.socket(fileno=channel_fd)
-        exitcode = _bootstrap.run_from_channel(channel, exec_mode=False, server_pid=server_pid)
-        flush_std_streams()
-    finally:
-        os._exit(exitcode)
-
-
-def _reap(status_fds: dict[int, int]) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        fd = status_fds.pop(pid, None)
-        if fd is not None:
-            try:
-                os.write(fd, EXIT_STATUS.pack(os.waitstatus_to_exitcode(status)))
-            except OSError:
-                pass  # the parent closed the process object already
-            os.close(fd)
 
 
 # -- the client, in the parent -------------------------------------------------------
@@ -199,6 +333,7 @@ class ForkServerClient:
         self._lock = threading.Lock()
         self._ctl: socket.socket | None = None
         self._pid = 0
+        self._spare = 0
         self._followed = 0
         self._atexit_registered = False
 
@@ -220,7 +355,7 @@ class ForkServerClient:
                     _wire.send_message(
                         self._ctl, self._modules_to_follow(), [channel_fd, status_fd, *_std_fds()]
                     )
-                    reply = _wire.recv_exactly(self._ctl, _PID.size)
+                    reply = _wire.recv_exactly(self._ctl, _REPLY.size)
                 except TimeoutError:
                     pid = self._pid
                     self._forget_server()
@@ -234,11 +369,23 @@ class ForkServerClient:
                     if attempt == 2:
                         raise
                     continue
-                (pid,) = _PID.unpack(reply)
+                pid, spare = _REPLY.unpack(reply)
+                self._note_spare(spare)
                 if pid < 0:
                     raise OSError(-pid, f"the fork server could not fork: {os.strerror(-pid)}")
                 return pid
         raise AssertionError("unreachable")
+
+    def _note_spare(self, pid: int) -> None:
+        # The server's spare is one of proctor's helpers (not a child of ours:
+        # active_children() never lists it, the leak checks leave it alone) until
+        # a start makes it the child.
+        if pid != self._spare:
+            if self._spare:
+                _runtime.unregister_helper(self._spare)
+            if pid:
+                _runtime.register_helper(pid)
+            self._spare = pid
 
     def _modules_to_follow(self) -> bytes:
         """Names of followed modules loaded here since the server last heard (or b"")."""
@@ -255,7 +402,7 @@ class ForkServerClient:
         ours, theirs = _wire.socketpair()
         try:
             on_main = threading.current_thread() is threading.main_thread()
-            entry = f"serve(3, {os.getpid()}, {on_main}, {_preload!r})"
+            entry = f"serve(3, {os.getpid()}, {on_main}, {_preload!r}, {SPARE})"
             self._pid = spawn_interpreter(entry, {3: theirs.fileno()})
         except BaseException:
             ours.close()
@@ -280,9 +427,10 @@ class ForkServerClient:
             self._ctl.close()  # a healthy server exits on this EOF
             self._ctl = None
         if self._pid:
-            _reap_server(self._pid)
+            _reap_server(self._pid)  # a server that exits reaps its spare first
             _runtime.unregister_helper(self._pid)
             self._pid = 0
+        self._note_spare(0)
 
     def stop(self) -> None:
         """Close the control socket; the server exits, and is reaped here."""
@@ -297,6 +445,7 @@ class ForkServerClient:
             self._ctl.close()
             self._ctl = None
         self._pid = 0
+        self._spare = 0
         self._atexit_registered = False
 
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import sys
 
 from .._core import _wire
+from . import _spawn_spare
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
 __all__ = ("SpawnPopen", "spawn_interpreter")
@@ -44,27 +46,44 @@ class SpawnPopen(OwnChildPopen):
     def __init__(self, process) -> None:
         super().__init__()
         message, handoff, log_channel = self._prepare_start(process)
-        parent_end, child_end = _wire.socketpair()
-        lifeline_r = lifeline_w = -1
+        keep_spare = _spawn_spare.enabled()
+        spare = _spawn_spare.take(executable) if keep_spare else None
         try:
-            if not pidfd_usable():
-                lifeline_r, lifeline_w = lifeline_pipe()
-            entry = f"spawn_main({CHANNEL_FD}, {LIFELINE_FD if lifeline_w >= 0 else -1})"
-            self.pid = spawn_interpreter(
-                entry, {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w}
-            )
+            if spare is not None:
+                self.pid, self.channel, self.sentinel = spare.pid, spare.channel, spare.sentinel
+            else:
+                self.pid, self.channel, self.sentinel = spawn_child()
         except BaseException:
-            close_quietly(parent_end, lifeline_r, lifeline_w, log_channel)
+            close_quietly(log_channel)
             raise
-        finally:
-            child_end.close()
-        self.channel = parent_end
-        if lifeline_w >= 0:
-            os.close(lifeline_w)
-            self.sentinel = lifeline_r
-        else:
-            self.sentinel = os.pidfd_open(self.pid)
         self._deliver_start(process, message, handoff, log_channel)
+        if keep_spare:
+            _spawn_spare.replenish(spawn_child, executable)
+
+
+def spawn_child(spare_of: int = 0) -> tuple[int, socket.socket, int]:
+    """Start a spawn child that waits for its start message; return (pid, channel, sentinel).
+
+    Args:
+        spare_of: this process's pid when the child is a spare (``_spawn_spare``).
+    """
+    parent_end, child_end = _wire.socketpair()
+    lifeline_r = lifeline_w = -1
+    try:
+        if not pidfd_usable():
+            lifeline_r, lifeline_w = lifeline_pipe()
+        lifeline = LIFELINE_FD if lifeline_w >= 0 else -1
+        entry = f"spawn_main({CHANNEL_FD}, {lifeline}{f', {spare_of}' if spare_of else ''})"
+        pid = spawn_interpreter(entry, {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w})
+    except BaseException:
+        close_quietly(parent_end, lifeline_r, lifeline_w)
+        raise
+    finally:
+        child_end.close()
+    if lifeline_w >= 0:
+        os.close(lifeline_w)
+        return pid, parent_end, lifeline_r
+    return pid, parent_end, os.pidfd_open(pid)
 
 
 def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:

@@ -1,0 +1,153 @@
+"""The fork server's spare: a child forked ahead of the next start.
+
+Each test runs its own fork server (a private client), so it can look at, kill or
+stop the server without disturbing the session's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import psutil
+import pytest
+
+import proctor
+from helpers import pid_exists, wait_until
+from proctor._core import _runtime
+from proctor._start import _forkserver
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no forkserver on Windows")
+
+
+@pytest.fixture(scope="module")
+def shared_server():
+    """A fork server for this module's tests that leave it running (one boot for all)."""
+    own = _forkserver.ForkServerClient()
+    saved, _forkserver._client = _forkserver._client, own
+    try:
+        run(int)  # boots it (and its spare) before any test's leak check begins
+    finally:
+        _forkserver._client = saved
+    yield own
+    own.stop()
+
+
+@pytest.fixture
+def client(shared_server, monkeypatch):
+    """The module's fork server, used by every forkserver start in the test."""
+    monkeypatch.setattr(_forkserver, "_client", shared_server)
+    return shared_server
+
+
+@pytest.fixture
+def own_client(monkeypatch):
+    """A fork server of the test's own, for tests that kill or stop it."""
+    own = _forkserver.ForkServerClient()
+    monkeypatch.setattr(_forkserver, "_client", own)
+    yield own
+    own.stop()
+
+
+def run(target, *args):
+    p = proctor.get_context("forkserver").Process(target=target, args=args)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0, p.exception
+    result = p.result, p.pid
+    p.close()
+    return result
+
+
+def identity():
+    return os.getpid(), os.getppid(), signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def write_to_stdout(text):
+    os.write(1, text.encode())
+
+
+def gone_or_zombie(pid):
+    return not pid_exists(pid)
+
+
+def test_a_start_hands_its_work_to_the_spare_whose_pid_it_reports(client):
+    run(int)
+    spare = client._spare
+    assert spare and spare in _runtime.helper_pids()  # a helper, not a leaked child
+    assert spare not in [p.pid for p in proctor.active_children()]
+    (pid, ppid, sigint_default), reported = run(identity)
+    assert pid == reported == spare
+    assert ppid == client.pid
+    # Ignored while the spare waited (as in the server), the child's own once it runs.
+    assert sigint_default
+    assert client._spare not in (0, spare)
+    assert spare not in _runtime.helper_pids()
+
+
+def test_the_spare_writes_where_the_parent_writes_at_start_time(client, tmp_path):
+    run(int)  # the spare now exists, forked while our stdout was elsewhere
+    out = tmp_path / "out"
+    saved = os.dup(1)
+    try:
+        with open(out, "wb") as f:
+            os.dup2(f.fileno(), 1)
+        run(write_to_stdout, "to the new stdout")
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert out.read_text() == "to the new stdout"
+
+
+def test_a_spare_ignores_a_ctrl_c_while_it_waits(client):
+    run(int)
+    spare = client._spare
+    os.kill(spare, signal.SIGINT)
+    (pid, _ppid, _sigint_default), _ = run(identity)
+    assert pid == spare
+
+
+def test_a_spare_killed_while_it_waits_is_replaced(client):
+    run(int)
+    spare = client._spare
+    os.kill(spare, signal.SIGKILL)
+    wait_until(lambda: gone_or_zombie(spare), timeout=10)
+    (pid, _ppid, _sigint_default), reported = run(identity)
+    assert pid == reported != spare
+
+
+def test_a_spare_does_not_outlive_its_server(own_client):
+    run(int)
+    spare = own_client._spare
+    os.kill(own_client.pid, signal.SIGKILL)
+    wait_until(lambda: gone_or_zombie(spare), timeout=10)
+    own_client.stop()  # reaps the killed server
+    assert spare not in _runtime.helper_pids()
+
+
+def test_the_server_reaps_its_spare_when_it_stops(own_client):
+    run(int)
+    spare = own_client._spare
+    own_client.stop()  # returns once the server has exited, which it does after reaping it
+    assert not psutil.pid_exists(spare)
+
+
+def loaded(name):
+    return os.getpid(), name in sys.modules
+
+
+def test_a_spare_forked_before_the_server_imported_a_module_is_not_used(client, monkeypatch):
+    # A child forked at start time would find a module the parent began to use
+    # loaded by the server; the spare, forked before, would not: it is discarded.
+    import fractions  # noqa: F401  (stands for a followed module the server lacks)
+
+    run(int)
+    spare = client._spare
+    monkeypatch.setattr(
+        _forkserver, "_FOLLOWED_MODULES", (*_forkserver._FOLLOWED_MODULES, "fractions")
+    )
+    (pid, seen), _ = run(loaded, "fractions")
+    assert seen
+    assert pid != spare
+    assert not psutil.pid_exists(spare)  # discarded and reaped before the reply
