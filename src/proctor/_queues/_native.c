@@ -47,6 +47,7 @@
 #define POSITION_MASK ((((uint64_t)1) << POSITION_BITS) - 1)
 #define COUNT_MASK ((((uint64_t)1) << 27) - 1)
 #define GET_WORD 0 /* index of the 8-byte words */
+#define PUTTERS_WORD 1
 #define PUT_WORD 8
 
 typedef struct {
@@ -276,7 +277,20 @@ ringcore_get_one(RingCore *self, PyObject *Py_UNUSED(ignored))
     return payload;
 }
 
+PyDoc_STRVAR(putters_doc,
+"putters()\n--\n\n"
+"Producers registered as waiting for room (the get lock must be held).");
+
+static PyObject *
+ringcore_putters(RingCore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->has_view)
+        return closed_error(), NULL;
+    return PyLong_FromLongLong(__atomic_load_n(&self->words[PUTTERS_WORD], __ATOMIC_RELAXED));
+}
+
 static PyMethodDef ringcore_methods[] = {
+    {"putters", (PyCFunction)ringcore_putters, METH_NOARGS, putters_doc},
     {"put_one", (PyCFunction)(void (*)(void))ringcore_put_one, METH_FASTCALL, put_one_doc},
     {"get_one", (PyCFunction)ringcore_get_one, METH_NOARGS, get_one_doc},
     {"release", (PyCFunction)ringcore_release, METH_NOARGS, release_doc},

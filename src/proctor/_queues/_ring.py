@@ -114,6 +114,7 @@ class Ring:
             # Instance attributes: found before the class's pure methods.
             self.try_put_one = core.put_one  # type: ignore[method-assign]
             self.try_get_one = core.get_one  # type: ignore[method-assign]
+            self.putters = core.putters  # type: ignore[method-assign]
             self.impl = "native"
 
     def release(self) -> None:
@@ -155,6 +156,10 @@ class Ring:
         """JoinableQueue: count one ``task_done()``; return the unfinished left (put lock)."""
         self._fields[_DONE] = (self._fields[_DONE] + 1) & _COUNT_MASK
         return self.unfinished
+
+    def putters(self) -> int:
+        """Producers registered as waiting for room (get lock held)."""
+        return self._fields[_PUTTERS]
 
     def get_field(self, index: int) -> int:
         return self._fields[index]
