@@ -4,11 +4,11 @@ hatchling runs this before it builds a wheel (``pip install .``, ``pip install -
 ``python -m build``). It compiles the C accelerator -- two small modules:
 ``src/proctor/_sync/_native.c``, the fast paths of Lock, RLock and Semaphore (see
 ``src/proctor/_sync/_accel.py``), and ``src/proctor/_queues/_native.c``, those of a
-queue's ring (see ``src/proctor/_queues/_accel.py``) -- with the compiler and flags that this Python was built with (``sysconfig``; ``CC``,
-``CFLAGS``, ``LDSHARED`` and ``LDFLAGS`` from the environment win, as for any
-extension build). When that fails -- no compiler, no Python headers -- the wheel
-is the pure-Python one, which does everything the accelerated one does, only
-slower; the build itself never fails for it::
+queue's ring (see ``src/proctor/_queues/_accel.py``) -- with the compiler and flags
+that this Python was built with (``sysconfig``; ``CC``, ``CFLAGS``, ``LDSHARED`` and
+``LDFLAGS`` from the environment win, as for any extension build). When that fails --
+no compiler, no Python headers -- the wheel is the pure-Python one, which does
+everything the accelerated one does, only slower; the build itself never fails for it::
 
     compile ── ok ─────▶ wheel tagged for this Python and platform, with both _native.*.so
             │            (editable install: the modules are built in place, in src/)

@@ -99,6 +99,7 @@ from ._waiting import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = ("Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue")
@@ -187,9 +188,9 @@ class Queue:
         self._shared = shared
         self._ring = ring = Ring(shared.memory)
         # The ring's fast paths (its C ones when the accelerator is active), bound once.
-        self._try_put_one = ring.try_put_one
-        self._try_get_one = ring.try_get_one
-        self._putters = ring.putters
+        self._try_put_one: Callable[[bytes, int], bool] = ring.try_put_one
+        self._try_get_one: Callable[[], bytes | None] = ring.try_get_one
+        self._putters: Callable[[], int] = ring.putters
         self._item_limit = min(maxsize, MAX_ITEMS) if maxsize else MAX_ITEMS
         self._put_lock = shared.put_lock
         self._get_lock = shared.get_lock
@@ -375,15 +376,15 @@ class Queue:
                 try:
                     payload = self._try_get_one()
                     if payload is None:
-                        value, taken = self._get_cached()
+                        value, cached = self._get_cached()
                     elif self._putters() > 0:
                         hand_room(self._ring, self._shared.room, 1)
                 finally:
                     lock.release()
                 if payload is not None:
                     return _loads(payload)
-                if taken:
-                    if taken == _TOKEN_STAYS:
+                if cached:
+                    if cached == _TOKEN_STAYS:
                         self._give_tokens(1)  # the frame stays, and so does its token
                     return value
         return self._get_items(1, block, deadline_for(block, timeout), token)[0]
