@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"proctor {__version__} on Python {sys.version.split()[0]} ({sys.platform})")
         print(f"start methods: {', '.join(get_all_start_methods())} (default {get_start_method()})")
-        print(f"lock and semaphore fast paths: {describe()}")
+        # (the locks' line last: test_sync_accel reads it there)
         print(f"queue fast paths: {describe_queues()}")
+        print(f"lock and semaphore fast paths: {describe()}")
         return 0
     _parser().print_help()
     return 2
