@@ -457,8 +457,7 @@ def test_bad_call_arguments():
 # --- batches ------------------------------------------------------------------------------------
 
 
-@both_rings
-def test_put_many_and_get_many(ring_impl):
+def test_put_many_and_get_many():
     q = Queue()
     q.put_many(range(10))
     assert q.get_many(4, timeout=5) == [0, 1, 2, 3]
@@ -467,8 +466,7 @@ def test_put_many_and_get_many(ring_impl):
         q.get_many(3, timeout=0.1)
 
 
-@both_rings
-def test_put_many_on_a_bounded_queue_reports_how_many_went_in(ring_impl):
+def test_put_many_on_a_bounded_queue_reports_how_many_went_in():
     q = Queue(maxsize=3)
     with pytest.raises(queue.Full) as info:
         q.put_many(range(5), timeout=0.1)
@@ -497,8 +495,7 @@ def test_arrays_arrive_whole_writable_and_typed(ctx, shape, dtype, order):
     p.close()
 
 
-@both_rings
-def test_large_bytes_and_many_arrays_in_one_item(ring_impl):
+def test_large_bytes_and_many_arrays_in_one_item():
     q = Queue(capacity=64 * 1024)
     blob = os.urandom(1 << 20)  # larger than the whole ring: spilled
     arrays = [np.full(100_000, i, dtype=np.int32) for i in range(5)]
@@ -610,8 +607,7 @@ class Unrebuildable:
         return (fail_to_rebuild, ())
 
 
-@both_rings
-def test_an_item_that_cannot_be_unpickled_raises_alone_and_blocks_nothing(ring_impl):
+def test_an_item_that_cannot_be_unpickled_raises_alone_and_blocks_nothing():
     q = Queue()
     q.put(1)
     q.put(Unrebuildable())
