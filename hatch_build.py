@@ -1,17 +1,19 @@
 """Build hook: compile proctor's optional C accelerator, or go on without it.
 
 hatchling runs this before it builds a wheel (``pip install .``, ``pip install -e .``,
-``python -m build``). It compiles ``src/proctor/_sync/_native.c`` -- the C fast paths
-of Lock, RLock and Semaphore, see ``src/proctor/_sync/_accel.py`` -- with the
-compiler and flags that this Python was built with (``sysconfig``; ``CC``,
-``CFLAGS``, ``LDSHARED`` and ``LDFLAGS`` from the environment win, as for any
-extension build). When that fails -- no compiler, no Python headers -- the wheel
-is the pure-Python one, which does everything the accelerated one does, only
-slower; the build itself never fails for it::
+``python -m build``). It compiles the C accelerator -- two small modules:
+``src/proctor/_sync/_native.c``, the fast paths of Lock, RLock and Semaphore (see
+``src/proctor/_sync/_accel.py``), and ``src/proctor/_queues/_native.c``, those of a
+queue's ring (see ``src/proctor/_queues/_accel.py``) -- with the compiler and flags
+that this Python was built with (``sysconfig``; ``CC``, ``CFLAGS``, ``LDSHARED`` and
+``LDFLAGS`` from the environment win, as for any extension build). When that fails --
+no compiler, no Python headers -- the wheel is the pure-Python one, which does
+everything the accelerated one does, only slower; the build itself never fails for it::
 
-    compile ── ok ─────▶ wheel tagged for this Python and platform, with _native.*.so
-            │            (editable install: the module is built in place, in src/)
+    compile ── ok ─────▶ wheel tagged for this Python and platform, with both _native.*.so
+            │            (editable install: the modules are built in place, in src/)
             └ failed ──▶ pure-Python wheel (py3-none-any); a note on stderr says why
+                         (all or nothing: a module that fails leaves neither in)
 
 Set ``PROCTOR_BUILD_PURE=1`` to skip the compiler on purpose.
 """
@@ -29,8 +31,8 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = os.path.join("src", "proctor", "_sync", "_native.c")
-PACKAGE_DIR = "proctor/_sync"
+#: The C modules: (package directory, module name); the source is NAME.c there.
+MODULES = (("proctor/_sync", "_native"), ("proctor/_queues", "_native"))
 #: A compiler that hangs must not hang the install.
 COMPILE_TIMEOUT = 300
 
@@ -65,11 +67,12 @@ def _commands(source: str, obj: str, target: str) -> list[list[str]]:
     return [compile_cmd, link_cmd]
 
 
-def compile_accelerator(root: str, target: str) -> str | None:
-    """Build the C module into ``target``; return None, or why it could not be built."""
-    source = os.path.join(root, SOURCE)
+def compile_accelerator(root: str, source: str, target: str) -> str | None:
+    """Build the C module ``source`` (relative to ``root``) into ``target``; return
+    None, or why it could not be built."""
+    source = os.path.join(root, source)
     with tempfile.TemporaryDirectory(prefix="proctor-build-") as tmp:
-        obj = os.path.join(tmp, "_native.o")
+        obj = os.path.join(tmp, os.path.splitext(os.path.basename(source))[0] + ".o")
         built = os.path.join(tmp, os.path.basename(target))
         for cmd in _commands(source, obj, built):
             try:
@@ -98,30 +101,41 @@ class AcceleratorHook(BuildHookInterface):
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel":
             return
-        name = "_native" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
-        if version == "editable":
-            # The package is imported from src/: build the module next to its source.
-            target = os.path.join(self.root, "src", *PACKAGE_DIR.split("/"), name)
-            if os.path.exists(target):
-                os.remove(target)  # never leave a module built from older source behind
-        else:
+        suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+        if version != "editable":
             self._tmp = tempfile.mkdtemp(prefix="proctor-wheel-")
-            target = os.path.join(self._tmp, name)
+        built: list[tuple[str, str]] = []  # (file, its path in the wheel)
+        why: str | None = None
         if os.environ.get("PROCTOR_BUILD_PURE", "") not in ("", "0"):
-            why: str | None = "PROCTOR_BUILD_PURE is set"
-        else:
-            why = compile_accelerator(self.root, target)
+            why = "PROCTOR_BUILD_PURE is set"
+        for package_dir, module in MODULES:
+            name = module + suffix
+            if version == "editable":
+                # The package is imported from src/: build the module next to its source.
+                target = os.path.join(self.root, "src", *package_dir.split("/"), name)
+                if os.path.exists(target):
+                    os.remove(target)  # never leave a module built from older source behind
+            else:
+                target = os.path.join(self._tmp, package_dir.replace("/", "_") + name)
+            if why is None:
+                source = os.path.join("src", *package_dir.split("/"), module + ".c")
+                why = compile_accelerator(self.root, source, target)
+                built.append((target, f"{package_dir}/{name}"))
         if why is not None:
+            for target, _ in built:  # all or nothing: one build of proctor, one answer
+                if os.path.exists(target):
+                    os.remove(target)
             print(
-                f"proctor: building without the C accelerator ({why}); locks and "
-                "semaphores run their pure-Python implementation",
+                f"proctor: building without the C accelerator ({why}); locks, "
+                "semaphores and queues run their pure-Python implementation",
                 file=sys.stderr,
             )
             return
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
         if version != "editable":
-            build_data["force_include"][target] = f"{PACKAGE_DIR}/{name}"
+            for target, inside in built:
+                build_data["force_include"][target] = inside
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         tmp = getattr(self, "_tmp", None)

@@ -1,4 +1,11 @@
-"""Queues: exact sizes, data that outlives its producer, zero-copy arrays, no hangs."""
+"""Queues: exact sizes, data that outlives its producer, zero-copy arrays, no hangs.
+
+The ring's fast paths have two implementations (C, ``_queues/_native.c``, and
+pure Python); the tests of the paths they take -- items across processes, kills,
+bounds, batches -- take the ``ring_impl`` fixture and run under both in this one
+run (the active one under every start method, the other under fork).
+test_queue_accel.py checks what only the C module has, and the two together.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +26,39 @@ import pytest
 
 import proctor
 import proctor.queues
-from helpers import wait_until
+from helpers import START_METHODS, wait_until
 from proctor import JoinableQueue, Queue, SimpleQueue
+from proctor._queues import _accel as _ring_accel
 from proctor._queues._ring import Ring
+
+# --- the two implementations of the ring's fast paths ------------------------------------
+
+RING_IMPLS = ("native", "python")
+RING_ACTIVE = _ring_accel.ACTIVE
+RING_OTHER = next(name for name in RING_IMPLS if name != RING_ACTIVE)
+
+
+@pytest.fixture
+def ring_impl(request, monkeypatch):
+    """Rings made in this test (and in its forked children) use ``request.param``'s
+    fast paths; a spawned child uses its own active one (the two share a queue)."""
+    native = _ring_accel.native
+    if request.param == "native":
+        if native is None:
+            pytest.skip(f"the queue accelerator is not active here: {_ring_accel.REASON}")
+    else:
+        monkeypatch.setattr(_ring_accel, "native", None)
+    return request.param
+
+
+#: Both implementations, in one process.
+both_rings = pytest.mark.parametrize("ring_impl", RING_IMPLS, indirect=True)
+#: The active implementation under every start method, the other one under fork.
+methods_and_both_rings = pytest.mark.parametrize(
+    ("start_method", "ring_impl"),
+    [(method, RING_ACTIVE) for method in START_METHODS] + [("fork", RING_OTHER)],
+    indirect=["ring_impl"],
+)
 
 # --- targets ----------------------------------------------------------------------------
 
@@ -105,8 +142,10 @@ def work_and_mark_done(q, n):
 # --- basics -----------------------------------------------------------------------------
 
 
-def test_items_cross_processes_in_order_and_sizes_are_exact(ctx):
+@methods_and_both_rings
+def test_items_cross_processes_in_order_and_sizes_are_exact(ctx, ring_impl):
     q = ctx.Queue()
+    assert q._ring.impl == ring_impl
     p = ctx.Process(target=put_range, args=(q, 1000))
     p.start()
     p.join(60)
@@ -152,7 +191,8 @@ def put_forever(q):
         i += 1
 
 
-def test_a_producer_killed_mid_stream_leaves_everything_it_put(ctx):
+@methods_and_both_rings
+def test_a_producer_killed_mid_stream_leaves_everything_it_put(ctx, ring_impl):
     q = ctx.Queue()
     p = ctx.Process(target=put_forever, args=(q,))
     p.start()
@@ -173,7 +213,8 @@ def test_a_producer_killed_mid_stream_leaves_everything_it_put(ctx):
     q.close()
 
 
-def test_many_producers_and_consumers_see_every_item_once(ctx):
+@methods_and_both_rings
+def test_many_producers_and_consumers_see_every_item_once(ctx, ring_impl):
     q = ctx.Queue()
     producers = [ctx.Process(target=put_range, args=(q, 500, 500 * i)) for i in range(2)]
     consumers = [ctx.Process(target=get_n, args=(q, 500)) for _ in range(2)]
@@ -190,8 +231,10 @@ def test_many_producers_and_consumers_see_every_item_once(ctx):
 # --- timeouts and bounds ---------------------------------------------------------------------
 
 
-def test_get_timeout_and_nowait_raise_empty():
+@both_rings
+def test_get_timeout_and_nowait_raise_empty(ring_impl):
     q = Queue()
+    assert q._ring.impl == ring_impl
     began = time.monotonic()
     with pytest.raises(queue.Empty):
         q.get(timeout=0.2)
@@ -203,7 +246,8 @@ def test_get_timeout_and_nowait_raise_empty():
         q.get(block=False)
 
 
-def test_bounded_queue_blocks_or_raises_full():
+@both_rings
+def test_bounded_queue_blocks_or_raises_full(ring_impl):
     q = Queue(maxsize=2)
     q.put(1)
     q.put_nowait(2)
@@ -219,7 +263,8 @@ def test_bounded_queue_blocks_or_raises_full():
     assert [q.get(timeout=5), q.get(timeout=5)] == [2, 3]
 
 
-def test_a_blocked_put_resumes_when_a_child_makes_room(ctx):
+@methods_and_both_rings
+def test_a_blocked_put_resumes_when_a_child_makes_room(ctx, ring_impl):
     q = ctx.Queue(maxsize=1)
     q.put("first")
     p = ctx.Process(target=get_n, args=(q, 2))
@@ -247,7 +292,8 @@ def test_waiting_getter_in_another_process_wakes_on_put(ctx):
 # --- faults -----------------------------------------------------------------------------------
 
 
-def test_killed_consumer_leaves_the_queue_usable(ctx):
+@methods_and_both_rings
+def test_killed_consumer_leaves_the_queue_usable(ctx, ring_impl):
     q = ctx.Queue()
     p = ctx.Process(target=consume_forever, args=(q,))
     p.start()
@@ -261,7 +307,8 @@ def test_killed_consumer_leaves_the_queue_usable(ctx):
     p.close()
 
 
-def test_producer_killed_inside_the_put_lock_leaves_nothing_half_done(ctx):
+@methods_and_both_rings
+def test_producer_killed_inside_the_put_lock_leaves_nothing_half_done(ctx, ring_impl):
     q = ctx.Queue()
     q.put_many(["a", "b"])
     ready = ctx.Event()
@@ -279,7 +326,8 @@ def test_producer_killed_inside_the_put_lock_leaves_nothing_half_done(ctx):
     p.close()
 
 
-def test_consumer_killed_inside_the_get_lock_leaves_the_queue_usable(ctx):
+@methods_and_both_rings
+def test_consumer_killed_inside_the_get_lock_leaves_the_queue_usable(ctx, ring_impl):
     q = ctx.Queue()
     q.put_many(range(10))
     assert q.get_many(3, timeout=5) == [0, 1, 2]  # part of the batch frame
@@ -309,7 +357,8 @@ def test_items_taken_in_another_process_are_counted_from_the_get_word(ctx):
     p.close()
 
 
-def test_an_item_whose_token_died_with_a_consumer_is_still_got(ctx):
+@methods_and_both_rings
+def test_an_item_whose_token_died_with_a_consumer_is_still_got(ctx, ring_impl):
     q = ctx.Queue()
     q.put("orphaned")
     p = ctx.Process(target=take_a_token_and_die, args=(q,))
@@ -323,7 +372,8 @@ def test_an_item_whose_token_died_with_a_consumer_is_still_got(ctx):
     p.close()
 
 
-def test_an_item_committed_without_its_token_is_still_got(ctx):
+@methods_and_both_rings
+def test_an_item_committed_without_its_token_is_still_got(ctx, ring_impl):
     q = ctx.Queue()
     p = ctx.Process(target=commit_without_a_token, args=(q,))
     p.start()
@@ -495,7 +545,8 @@ def test_queue_types_are_on_contexts_and_front_door():
     assert issubclass(queue.Empty, Exception)
 
 
-def test_batches_are_consumed_partly_across_calls_and_processes(ctx):
+@methods_and_both_rings
+def test_batches_are_consumed_partly_across_calls_and_processes(ctx, ring_impl):
     q = ctx.Queue()
     q.put_many(range(10))
     assert [q.get(timeout=5) for _ in range(3)] == [0, 1, 2]
@@ -579,7 +630,8 @@ def test_an_item_that_cannot_be_unpickled_raises_alone_and_blocks_nothing():
     assert q.qsize() == 0
 
 
-def test_one_items_token_per_frame_and_gets_take_them_with_the_frames():
+@both_rings
+def test_one_items_token_per_frame_and_gets_take_them_with_the_frames(ring_impl):
     q = Queue()
     tokens = q._shared.items.sem
     q.put_many([1, 2, 3])  # one batch frame: one token
@@ -592,7 +644,8 @@ def test_one_items_token_per_frame_and_gets_take_them_with_the_frames():
     assert tokens.acquire(False) is False  # the last item took the batch's token
 
 
-def test_a_stale_token_costs_a_look_and_nothing_else():
+@both_rings
+def test_a_stale_token_costs_a_look_and_nothing_else(ring_impl):
     q = Queue()
     q._give_token()  # as if a getter took an item before its token was posted
     with pytest.raises(queue.Empty):
@@ -631,7 +684,8 @@ def put_one_more(q, ready):
     q.put("second", timeout=30)
 
 
-def test_a_claimed_waiter_whose_room_never_came_still_puts(ctx):
+@methods_and_both_rings
+def test_a_claimed_waiter_whose_room_never_came_still_puts(ctx, ring_impl):
     q = ctx.Queue(maxsize=1)
     q.put("first")
     ready = ctx.Event()
@@ -709,7 +763,8 @@ def test_an_item_a_child_put_that_cannot_be_unpickled_raises_here_alone(ctx):
 # --- found in review: each of these once went wrong -----------------------------------
 
 
-def test_a_batch_at_the_same_place_and_seq_is_not_mistaken_for_a_cached_one():
+@both_rings
+def test_a_batch_at_the_same_place_and_seq_is_not_mistaken_for_a_cached_one(ring_impl):
     q = Queue(capacity=4096)
     ring = q._ring
     before = (ring.get_field(Ring.GET_WORD), ring.get_field(Ring.PUT_WORD))

@@ -99,6 +99,7 @@ from ._waiting import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = ("Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue")
@@ -119,6 +120,9 @@ SPLIT_LOCKS = os.uname().machine.lower() in {"x86_64", "amd64", "i386", "i686", 
 
 _dumps = pickle.dumps
 _loads = pickle.loads
+
+# What _get_cached did with the frame of the item it took.
+_FRAME_GONE, _TOKEN_STAYS = 1, 2
 
 
 class _Shared:
@@ -182,7 +186,11 @@ class Queue:
     def _setup(self, maxsize: int, shared: _Shared) -> None:
         self._maxsize = maxsize
         self._shared = shared
-        self._ring = Ring(shared.memory)
+        self._ring = ring = Ring(shared.memory)
+        # The ring's fast paths (its C ones when the accelerator is active), bound once.
+        self._try_put_one: Callable[[bytes, int], bool] = ring.try_put_one
+        self._try_get_one: Callable[[], bytes | None] = ring.try_get_one
+        self._putters: Callable[[], int] = ring.putters
         self._item_limit = min(maxsize, MAX_ITEMS) if maxsize else MAX_ITEMS
         self._put_lock = shared.put_lock
         self._get_lock = shared.get_lock
@@ -265,19 +273,34 @@ class Queue:
             self._check_open("put")
         if timeout is not None:
             check_queue_timeout(timeout)  # bad values fail even when there is room
+        item = None
         if type(obj) in SCALARS:
             payload = _dumps(obj, 5)
-            if self._put_fast(payload):
-                return
+        else:
+            item = encode(obj, self._spill_limit, self._spares)
+            payload = item.payload
+        if (item is None or not item.fds) and len(payload) <= self._spill_limit:
+            # The fast path (_put_fast, inlined: this is the hot path): put lock
+            # free (soon), room in the ring.
+            lock = self._put_lock
+            if lock._try(False) or try_briefly(lock):
+                lock._became_owner()
+                try:
+                    put = self._try_put_one(payload, self._item_limit)
+                finally:
+                    lock.release()
+                if put:
+                    try:
+                        self._give_token()
+                    except (OSError, ValueError):
+                        pass  # at the semaphore's limit (32767 on macOS): see _waiting.post
+                    return
+        if item is None:
             # The general path reuses the pickle (a huge string still spills).
             if len(payload) <= self._spill_limit:
                 item = Encoded(payload, [], 0)
             else:
                 item = encode(obj, self._spill_limit, self._spares)
-        else:
-            item = encode(obj, self._spill_limit, self._spares)
-            if not item.fds and self._put_fast(item.payload):
-                return
         try:
             self._put_items([item], block, deadline_for(block, timeout))
         finally:
@@ -292,7 +315,7 @@ class Queue:
             return False
         lock._became_owner()
         try:
-            if not self._ring.try_put_one(payload, self._item_limit):
+            if not self._try_put_one(payload, self._item_limit):
                 return False  # the general path waits or raises Full
         finally:
             lock.release()
@@ -345,46 +368,47 @@ class Queue:
                 return taken[0]
         token = self._take_token(False)
         if token:
-            found, value = self._get_fast()
-            if found:
-                return value
+            # The fast path, inlined (the hot path): get lock free (soon), a
+            # plain item at the head; else _get_cached, or the general path.
+            lock = self._get_lock
+            if lock._try(False) or try_briefly(lock):
+                lock._became_owner()
+                try:
+                    payload = self._try_get_one()
+                    if payload is None:
+                        value, cached = self._get_cached()
+                    elif self._putters() > 0:
+                        hand_room(self._ring, self._shared.room, 1)
+                finally:
+                    lock.release()
+                if payload is not None:
+                    return _loads(payload)
+                if cached:
+                    if cached == _TOKEN_STAYS:
+                        self._give_tokens(1)  # the frame stays, and so does its token
+                    return value
         return self._get_items(1, block, deadline_for(block, timeout), token)[0]
 
-    def _get_fast(self) -> tuple[bool, Any]:
-        """With a token: get lock free (soon), a plain item at the head. Else (False, None).
+    def _get_cached(self) -> tuple[Any, int]:
+        """The next item of a batch frame this handle already decoded (get lock held).
 
-        Also the next item of a batch frame this handle already decoded, so that
-        getting a put_many batch one item at a time costs one lock, not two.
+        So that getting a put_many batch one item at a time costs one lock, not
+        two. Returns ``(item, _FRAME_GONE or _TOKEN_STAYS)``, or ``(None, 0)``
+        when the head is not that batch (the general path takes it).
         """
-        lock = self._get_lock
-        if not (lock._try(False) or try_briefly(lock)):
-            return False, None
-        lock._became_owner()
         ring = self._ring
-        try:
-            payload = ring.try_get_one()
-            if payload is None:
-                if self._batch_cache[0] < 0 or not ring.count:
-                    return False, None  # spilled items, a stale token: the general path
-                length, _flags, items, taken, _mail_id, key = ring.head_frame()
-                if key != self._batch_cache[0]:
-                    return False, None  # a batch to decode first: the general path
-                value = self._batch_cache[1][taken]
-                frame_gone = ring.consume(1, length, items, taken)
-                if frame_gone:
-                    self._batch_cache = (-1, [])
-                if ring.get_field(Ring.PUTTERS) > 0:
-                    hand_room(ring, self._shared.room, 1)
-                payload = None
-            elif ring.get_field(Ring.PUTTERS) > 0:
-                hand_room(ring, self._shared.room, 1)
-        finally:
-            lock.release()
-        if payload is None:
-            if not frame_gone:
-                self._give_tokens(1)  # the frame stays, and so does its token
-            return True, value
-        return True, _loads(payload)
+        if self._batch_cache[0] < 0 or not ring.count:
+            return None, 0  # spilled items, a stale token: the general path
+        length, _flags, items, taken, _mail_id, key = ring.head_frame()
+        if key != self._batch_cache[0]:
+            return None, 0  # a batch to decode first: the general path
+        value = self._batch_cache[1][taken]
+        frame_gone = ring.consume(1, length, items, taken)
+        if frame_gone:
+            self._batch_cache = (-1, [])
+        if ring.putters() > 0:
+            hand_room(ring, self._shared.room, 1)
+        return value, _FRAME_GONE if frame_gone else _TOKEN_STAYS
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -497,6 +521,7 @@ class Queue:
         self._ring.release()
         # Drop the bound methods first: they keep the C semaphore open.
         self._take_token = self._give_token = _closed_call
+        self._try_put_one = self._try_get_one = self._putters = _closed_call
         self._spares.close()
         shared.mailbox.close()
         for hint in (shared.items, shared.room, shared.all_done):
@@ -739,7 +764,7 @@ class Queue:
             if key != batch.key:
                 return 0  # somebody else took it
             ring.consume(items - taken, length, items, taken)
-            if ring.get_field(Ring.PUTTERS) > 0:
+            if ring.putters() > 0:
                 hand_room(ring, self._shared.room, items - taken)
         finally:
             lock.release()

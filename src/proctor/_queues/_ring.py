@@ -37,12 +37,21 @@ reuses the room it frees. Both rely on total store order (x86: stores become
 visible in program order, and loads are not reordered with later stores). On
 other CPUs the queue gives both sides the same lock (see ``_queue.SPLIT_LOCKS``),
 whose semaphore operations order everything.
+
+Two implementations of the hot paths, ``try_put_one`` and ``try_get_one``: the
+methods below, and the C module ``_native`` (``_accel``), which does the same
+reads, copies and single store (the other side's word loaded with acquire
+ordering, its own stored with release ordering) in one call. A ring uses the
+C ones when the module is active (``Ring.impl``); either kind of process can
+share a queue with the other.
 """
 
 from __future__ import annotations
 
 import mmap
 import struct
+
+from . import _accel
 
 __all__ = ("FRAME", "HEADER_SIZE", "MAX_CAPACITY", "MAX_FRAME", "MAX_ITEMS", "Ring")
 
@@ -96,9 +105,22 @@ class Ring:
         if self.capacity > MAX_CAPACITY:
             raise ValueError(f"a ring holds at most {MAX_CAPACITY} bytes, not {self.capacity}")
         self._span = 2 * self.capacity
+        self._core = None
+        native = _accel.native
+        #: "native" when the C fast paths run on this ring, else "python".
+        self.impl = "python"
+        if native is not None:
+            core = self._core = native.RingCore(memory)
+            # Instance attributes: found before the class's pure methods.
+            self.try_put_one = core.put_one  # type: ignore[method-assign]
+            self.try_get_one = core.get_one  # type: ignore[method-assign]
+            self.putters = core.putters  # type: ignore[method-assign]
+            self.impl = "native"
 
     def release(self) -> None:
         """Let go of the shared memory (so that its mapping can be closed)."""
+        if self._core is not None:
+            self._core.release()
         self._fields.release()
         self._buffer.release()
 
@@ -134,6 +156,10 @@ class Ring:
         """JoinableQueue: count one ``task_done()``; return the unfinished left (put lock)."""
         self._fields[_DONE] = (self._fields[_DONE] + 1) & _COUNT_MASK
         return self.unfinished
+
+    def putters(self) -> int:
+        """Producers registered as waiting for room (get lock held)."""
+        return self._fields[_PUTTERS]
 
     def get_field(self, index: int) -> int:
         return self._fields[index]
