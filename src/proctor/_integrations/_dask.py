@@ -4,7 +4,8 @@
 
     RemoteDispatcher                  DaskEngine                      Dask
     ────────────────                  ──────────                      ────
-    engine.submit(run_task, args) ─▶  client.submit(pure=False) ──▶  scheduler ─▶ a worker
+    engine.submit(run_task, args) ─▶  client.map(_run_packed, ...) ─▶ scheduler ─▶ a worker
+                                      (each call one pickled bytes object; its result too)
     engine.share(buffer)          ─▶  client.scatter(hash=False): the buffer is sent once;
                                       its Future, as an argument, is its value on the worker
     done queue ◀── add_done_callback ◀─ the future ends
@@ -20,6 +21,7 @@ Imported only when a pool is given a Dask ``backend=``; see docs/scale-out.md.
 from __future__ import annotations
 
 import os
+import pickle
 import time
 
 try:
@@ -67,17 +69,21 @@ class DaskEngine:
         calls: list[tuple[Any, ...]],
         done: list[Callable[[Any], None]],
     ) -> list[Any]:
+        # Each call goes as one bytes object (and the shipped buffers' futures beside
+        # it), and comes back as one: Dask walks every tuple and list of a task's
+        # arguments looking for futures, and serializes and sizes a returned tuple item
+        # by item, which cost more per tiny task than pickling them here in one piece.
+        packed = []
+        shipped = []
+        for call in calls:
+            args, futures_in = _split_futures(call)
+            packed.append(pickle.dumps((func, args), protocol=pickle.HIGHEST_PROTOCOL))
+            shipped.append(futures_in)
         if len(calls) == 1:
-            futures = [self.client.submit(func, *calls[0], pure=False)]
+            futures = [self.client.submit(_run_packed, packed[0], shipped[0], pure=False)]
         else:
-            # One message to the scheduler for the lot, as client.map sends. Each call
-            # is (parts, level, *shared): map takes its arguments column by column.
-            futures = self.client.map(
-                _unpacked,
-                [func] * len(calls),
-                calls,
-                pure=False,
-            )
+            # One message to the scheduler for the lot, as client.map sends.
+            futures = self.client.map(_run_packed, packed, shipped, pure=False)
         for future, callback in zip(futures, done, strict=True):
             future.add_done_callback(callback)
         return futures
@@ -88,7 +94,7 @@ class DaskEngine:
         found: list[tuple[bool, Any, str | None]] = []
         for future in handles:
             if id(future) in values:
-                found.append((True, values[id(future)], None))
+                found.append((True, pickle.loads(values[id(future)]), None))
                 continue
             try:
                 # Done, but the error itself is fetched from the scheduler.
@@ -138,9 +144,19 @@ class DaskEngine:
             self.client.close()
 
 
-def _unpacked(func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """``func(*args)``: a call of ``client.map``, whose arguments are one per column."""
-    return func(*args)
+def _split_futures(call: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """``call`` cut before its trailing Dask futures (``run_task``'s shipped buffers)."""
+    end = len(call)
+    while end and isinstance(call[end - 1], distributed.Future):
+        end -= 1
+    return call[:end], call[end:]
+
+
+def _run_packed(packed: bytes, shipped: tuple[Any, ...]) -> bytes:
+    """On a Dask worker: ``func(*args, *shipped)`` for ``packed`` = pickled (func, args),
+    where Dask has replaced each shipped future by its value; the result pickled."""
+    func, args = pickle.loads(packed)
+    return pickle.dumps(func(*args, *shipped), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _knows_worker(dask_scheduler: Any, address: str) -> bool:
