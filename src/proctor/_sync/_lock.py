@@ -188,6 +188,10 @@ class _OwnedLock(ClosedWhenCollected):
     _warn_on_takeover = True
     # Non-blocking tries before the slow path sleeps (a native class has spun in C).
     _spin = SPIN_TRIES
+    # A Condition waiter's sleep slice in C (_native.wait_slice), or None: the
+    # Condition on this lock then runs it in Python (the lock tells which
+    # implementation is active for the objects built on it).
+    _wait_slice: Callable[..., int] | None = None
 
     _named: NamedSemaphore
     _shared: SharedWords
@@ -686,6 +690,7 @@ if _native is not None:
         __doc__ = _LOCK_DOC
         __slots__ = _LOCK_SLOTS
         _spin = 0  # the C acquire has spun already
+        _wait_slice = staticmethod(_native.wait_slice)
 
         def _attach_fast_paths(self) -> None:
             self._attach(
@@ -705,6 +710,7 @@ if _native is not None:
         __doc__ = _RLOCK_DOC
         __slots__ = _LOCK_SLOTS
         _spin = 0
+        _wait_slice = staticmethod(_native.wait_slice)
 
         def _attach_fast_paths(self) -> None:
             self._attach(
