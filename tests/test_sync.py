@@ -294,6 +294,25 @@ class _RecordingSem:
         self.release = sem.release
 
 
+def _record_slices(monkeypatch, lock_class):
+    """Have ``lock_class``'s C wait slice (a native lock's) record its sleeps.
+
+    A Condition on a native lock sleeps through ``_native.wait_slice``, not its
+    semaphore's ``acquire``: a _RecordingSem's recorder then gets its slices.
+    """
+    real = lock_class._wait_slice
+    if real is None:
+        return
+
+    def wait_slice(sem, *args):
+        if isinstance(sem, _RecordingSem):
+            sem.acquire.calls.append((True, args[3]))
+            sem = sem.sem
+        return real(sem, *args)
+
+    monkeypatch.setattr(lock_class, "_wait_slice", staticmethod(wait_slice))
+
+
 # --- Lock -------------------------------------------------------------------------
 
 
@@ -1226,12 +1245,13 @@ def _blocked_waits():
 
 
 @both
-def test_every_blocking_wait_looks_again_at_least_every_check_interval(impl):
+def test_every_blocking_wait_looks_again_at_least_every_check_interval(impl, monkeypatch):
     """No wait sleeps unboundedly: a wake-up that never comes is made up for by looking.
 
     Each primitive's wait, with no timeout, sleeps on its semaphore in slices of at
     most CHECK_INTERVAL; between slices it re-checks its condition and its peers.
     """
+    _record_slices(monkeypatch, Lock)
     for name, obj, wait, end, recorder in _blocked_waits():
         t = threading.Thread(target=wait)
         t.start()
