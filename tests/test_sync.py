@@ -765,7 +765,8 @@ def test_condition_whose_lock_holder_was_killed_recovers(ctx, impl):
     ready.close()
 
 
-def test_killed_condition_waiter_does_not_block_notify_or_other_waiters(ctx):
+@methods_and_both
+def test_killed_condition_waiter_does_not_block_notify_or_other_waiters(ctx, impl):
     cond = Condition(Lock())
     mem = AnonymousMemory(4096)
     words = _words(mem)
@@ -915,7 +916,8 @@ def test_condition_needs_the_lock_held():
     cond.close()
 
 
-def test_condition_notify_n_wakes_that_many_threads_oldest_first():
+@both
+def test_condition_notify_n_wakes_that_many_threads_oldest_first(impl):
     cond = Condition(Lock())
     woken = []
     inside = Semaphore(0)
@@ -987,7 +989,8 @@ def test_notify_posts_its_wake_ups_when_the_lock_is_released(impl, lock_kind):
     inside.close()
 
 
-def test_notify_skips_waiters_that_timed_out_and_reaches_one_still_waiting():
+@both
+def test_notify_skips_waiters_that_timed_out_and_reaches_one_still_waiting(impl):
     cond = Condition(Lock())
     inside, results = Semaphore(0), []
 
@@ -1011,7 +1014,8 @@ def test_notify_skips_waiters_that_timed_out_and_reaches_one_still_waiting():
     inside.close()
 
 
-def test_condition_wait_timeout_and_wait_for():
+@both
+def test_condition_wait_timeout_and_wait_for(impl):
     cond = Condition()
     with cond:
         start = time.monotonic()
