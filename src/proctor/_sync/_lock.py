@@ -683,7 +683,9 @@ PyLock.__name__, PyRLock.__name__ = "Lock", "RLock"
 
 if _native is not None:
     from ._native import LockCore, RLockCore
-    from ._native import wait_slice as _c_wait_slice
+
+    # (None on macOS, which has no sem_timedwait: Condition then sleeps in Python.)
+    _c_wait_slice: Callable[..., int] | None = getattr(_native, "wait_slice", None)
 
     class NativeLock(LockCore, _LockMethods):
         # The C base comes first: its acquire, release, __enter__, __exit__ and
@@ -691,7 +693,7 @@ if _native is not None:
         __doc__ = _LOCK_DOC
         __slots__ = _LOCK_SLOTS
         _spin = 0  # the C acquire has spun already
-        _wait_slice = staticmethod(_c_wait_slice)
+        _wait_slice = staticmethod(_c_wait_slice) if _c_wait_slice else None
 
         def _attach_fast_paths(self) -> None:
             self._attach(
@@ -711,7 +713,7 @@ if _native is not None:
         __doc__ = _RLOCK_DOC
         __slots__ = _LOCK_SLOTS
         _spin = 0
-        _wait_slice = staticmethod(_c_wait_slice)
+        _wait_slice = staticmethod(_c_wait_slice) if _c_wait_slice else None
 
         def _attach_fast_paths(self) -> None:
             self._attach(

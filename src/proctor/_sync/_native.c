@@ -601,6 +601,11 @@ sem_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* ── Condition: a waiter's wake-up ───────────────────────────────────────── */
 
+/* Not on macOS, which has no sem_timedwait: its conditions run the Python slice
+ * (_lock.py finds no wait_slice in the module). */
+#ifndef __APPLE__
+#define HAVE_WAIT_SLICE 1
+
 /* What wait_slice() found (the Python side, _condition.py, names them too). */
 #define SLICE_EMPTY 0     /* no wake-up within the slice (or a signal came) */
 #define SLICE_NOTIFIED 1  /* taken, and it was ours: the ticket's byte is let go */
@@ -740,6 +745,7 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     }
     return PyLong_FromLong(SLICE_NOTIFIED);
 }
+#endif /* !__APPLE__ */
 
 /* ── types ───────────────────────────────────────────────────────────────── */
 
@@ -863,7 +869,9 @@ next_token(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 static PyMethodDef module_methods[] = {
     {"set_process", (PyCFunction)(void (*)(void))set_process, METH_FASTCALL, set_process_doc},
     {"next_token", (PyCFunction)next_token, METH_NOARGS, next_token_doc},
+#ifdef HAVE_WAIT_SLICE
     {"wait_slice", (PyCFunction)(void (*)(void))wait_slice, METH_FASTCALL, wait_slice_doc},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -893,9 +901,12 @@ PyInit__native(void)
         || PyModule_AddObject(module, "RLockCore", (PyObject *)&RLockCoreType) < 0
         || PyModule_AddObject(module, "SemaphoreCore", (PyObject *)&SemaphoreCoreType) < 0
         || PyModule_AddIntConstant(module, "SPIN_TRIES", SPIN_TRIES) < 0
+#ifdef HAVE_WAIT_SLICE
         || PyModule_AddIntConstant(module, "SLICE_EMPTY", SLICE_EMPTY) < 0
         || PyModule_AddIntConstant(module, "SLICE_NOTIFIED", SLICE_NOTIFIED) < 0
-        || PyModule_AddIntConstant(module, "SLICE_OTHER", SLICE_OTHER) < 0) {
+        || PyModule_AddIntConstant(module, "SLICE_OTHER", SLICE_OTHER) < 0
+#endif
+        ) {
         Py_DECREF(module);
         return NULL;
     }
