@@ -294,6 +294,25 @@ class _RecordingSem:
         self.release = sem.release
 
 
+def _record_slices(monkeypatch, lock_class):
+    """Have ``lock_class``'s C wait slice (a native lock's) record its sleeps.
+
+    A Condition on a native lock sleeps through ``_native.wait_slice``, not its
+    semaphore's ``acquire``: a _RecordingSem's recorder then gets its slices.
+    """
+    real = lock_class._wait_slice
+    if real is None:
+        return
+
+    def wait_slice(sem, *args):
+        if isinstance(sem, _RecordingSem):
+            sem.acquire.calls.append((True, args[3]))
+            sem = sem.sem
+        return real(sem, *args)
+
+    monkeypatch.setattr(lock_class, "_wait_slice", staticmethod(wait_slice))
+
+
 # --- Lock -------------------------------------------------------------------------
 
 
@@ -746,7 +765,8 @@ def test_condition_whose_lock_holder_was_killed_recovers(ctx, impl):
     ready.close()
 
 
-def test_killed_condition_waiter_does_not_block_notify_or_other_waiters(ctx):
+@methods_and_both
+def test_killed_condition_waiter_does_not_block_notify_or_other_waiters(ctx, impl):
     cond = Condition(Lock())
     mem = AnonymousMemory(4096)
     words = _words(mem)
@@ -896,7 +916,8 @@ def test_condition_needs_the_lock_held():
     cond.close()
 
 
-def test_condition_notify_n_wakes_that_many_threads_oldest_first():
+@both
+def test_condition_notify_n_wakes_that_many_threads_oldest_first(impl):
     cond = Condition(Lock())
     woken = []
     inside = Semaphore(0)
@@ -968,7 +989,8 @@ def test_notify_posts_its_wake_ups_when_the_lock_is_released(impl, lock_kind):
     inside.close()
 
 
-def test_notify_skips_waiters_that_timed_out_and_reaches_one_still_waiting():
+@both
+def test_notify_skips_waiters_that_timed_out_and_reaches_one_still_waiting(impl):
     cond = Condition(Lock())
     inside, results = Semaphore(0), []
 
@@ -992,7 +1014,8 @@ def test_notify_skips_waiters_that_timed_out_and_reaches_one_still_waiting():
     inside.close()
 
 
-def test_condition_wait_timeout_and_wait_for():
+@both
+def test_condition_wait_timeout_and_wait_for(impl):
     cond = Condition()
     with cond:
         start = time.monotonic()
@@ -1226,12 +1249,13 @@ def _blocked_waits():
 
 
 @both
-def test_every_blocking_wait_looks_again_at_least_every_check_interval(impl):
+def test_every_blocking_wait_looks_again_at_least_every_check_interval(impl, monkeypatch):
     """No wait sleeps unboundedly: a wake-up that never comes is made up for by looking.
 
     Each primitive's wait, with no timeout, sleeps on its semaphore in slices of at
     most CHECK_INTERVAL; between slices it re-checks its condition and its peers.
     """
+    _record_slices(monkeypatch, Lock)
     for name, obj, wait, end, recorder in _blocked_waits():
         t = threading.Thread(target=wait)
         t.start()

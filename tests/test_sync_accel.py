@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -21,7 +22,7 @@ import threading
 import pytest
 
 import proctor
-from helpers import finish
+from helpers import finish, wait_until
 from proctor._core import _sharedwords
 from proctor._core._sharedwords import pid_of
 from proctor._sync import IMPLEMENTATIONS, LockNotOwnedError, _accel, _lock
@@ -237,3 +238,59 @@ def test_a_process_running_pure_python_shares_native_objects(monkeypatch):
         assert finish(p) == (0, ("PyLock", "PyBoundedSemaphore"))
     for obj in (lock, sem, held, go):
         obj.close()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@needs_native
+@pytest.mark.skipif(
+    NATIVE is not None and not hasattr(_accel.native, "wait_slice"),
+    reason="no C slice here (macOS has no sem_timedwait): conditions sleep in Python",
+)
+@pytest.mark.parametrize("lock_kind", ["Lock", "RLock"])
+def test_a_condition_wait_in_the_c_slice_is_interruptible_and_leaves_no_ticket(lock_kind):
+    """A signal handler that raises during the C slice's sleep ends the wait: the
+    waiter lets go of its ticket, holds the lock again, and a later waiter is the
+    one the next notify() reaches."""
+    from proctor._sync import _condition
+
+    assert (_condition._SLICE_EMPTY, _condition._SLICE_NOTIFIED, _condition._SLICE_OTHER) == (
+        _accel.native.SLICE_EMPTY,
+        _accel.native.SLICE_NOTIFIED,
+        _accel.native.SLICE_OTHER,
+    )
+    cond = proctor.Condition(NATIVE[lock_kind]())
+    assert cond._lock._wait_slice is _accel.native.wait_slice
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with cond:
+            with pytest.raises(_Interrupted):
+                cond.wait(30)
+            assert cond._lock._is_owned()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert cond._queue._own() == set()  # the ticket's byte is let go
+    results = []
+
+    def waiter():
+        with cond:
+            results.append(cond.wait(30))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    try:
+        wait_until(lambda: cond._queue._own(), timeout=10)
+        with cond:
+            cond.notify(1)
+    finally:
+        t.join(30)
+    assert results == [True]
+    cond.close()

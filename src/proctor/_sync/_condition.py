@@ -39,15 +39,18 @@ Both use a ``Lock`` inside, which is handed on if its holder dies.
 
 from __future__ import annotations
 
+import fcntl
 import numbers
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from .._core import _runtime, _sharedwords
+from .._core._anonmem import own_description_locks
 from .._core._sharedwords import SharedWords, pid_of
-from .._core._wait import POSTED, READY, wait_for_post
+from .._core._wait import CHECK_INTERVAL, POSTED, READY, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
 from ._lock import (
     Lock,
@@ -79,6 +82,11 @@ _LOW = 7  # every ticket below this has left: where _pass_on looks from
 _HEADER = 8
 _SPAN = _sharedwords.TICKET_SPAN
 
+# What the C accelerator's wait_slice() found (_native.c): nothing within the
+# slice; our wake-up (the byte is let go); a wake-up meant for another waiter.
+_SLICE_EMPTY, _SLICE_NOTIFIED, _SLICE_OTHER = 0, 1, 2
+_monotonic = time.monotonic
+
 
 class _WaitQueue:
     """The waiting threads of one condition: ticket counters plus the kernel's locks.
@@ -89,6 +97,9 @@ class _WaitQueue:
     """
 
     __slots__ = ("_base", "_mine", "_mine_in", "shared", "w")
+
+    #: Whether waiters hold their ticket's byte (the C slice lets it go).
+    _holds_bytes = True
 
     def __init__(self, shared: SharedWords) -> None:
         self.shared = shared
@@ -128,7 +139,12 @@ class _WaitQueue:
         return self.w[_NOTIFIED] > ticket
 
     def sleep(
-        self, ticket: int, sem: Any, deadline: float | None, also: Callable[[], Any] | None
+        self,
+        ticket: int,
+        sem: Any,
+        deadline: float | None,
+        also: Callable[[], Any] | None,
+        wait_slice: Callable[..., int] | None = None,
     ) -> tuple[bool, bool]:
         """Without the lock: wait until notified, ``also()`` is true, or the deadline.
 
@@ -137,6 +153,11 @@ class _WaitQueue:
         (its notifier may hold it a while). Any other keeps it until
         :meth:`leave`, so that a notify in the meantime counts it, and it
         returns True as notified rather than wasting that notification.
+
+        ``wait_slice`` (the C accelerator's, given by a native lock) runs each
+        slice's sleep and what follows a wake-up meant for this waiter -- the
+        check of the mark and the release of the byte -- without coming back
+        to Python in between (see :meth:`_sleep_in_c`).
 
         Returns:
             ``(notified, took_wake_up)``; not notified means timed out or ``also``.
@@ -152,6 +173,8 @@ class _WaitQueue:
             def ready() -> bool:
                 return w[_NOTIFIED] > ticket or bool(also())
 
+        if wait_slice is not None and self._holds_bytes:
+            return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice)
         passed_on = False
         try:
             while True:
@@ -163,15 +186,68 @@ class _WaitQueue:
                     passed_on = self._pass_on(sem, passed_on)
                     continue
                 if outcome == READY and w[_NOTIFIED] > ticket:
-                    # Notified, but the wake-up came late (or never: its poster
-                    # died). Take it if it is there, so that it wakes nobody else.
-                    took = sem.acquire(False)
-                    self.let_go(ticket)
-                    return True, took
+                    return True, self._take_late(ticket, sem)
                 return False, False
         except BaseException:  # interrupted (KeyboardInterrupt): no longer waiting
             self.let_go(ticket)
             raise
+
+    def _sleep_in_c(
+        self,
+        ticket: int,
+        sem: Any,
+        deadline: float | None,
+        ready: Callable[[], bool],
+        wait_slice: Callable[..., int],
+    ) -> tuple[bool, bool]:
+        """:meth:`sleep` with each slice in C: the loop of ``wait_for_post``, inline.
+
+        ``wait_slice`` sleeps on the semaphore for one slice and, if the
+        wake-up it takes is ours, lets go of the byte (as :meth:`let_go`)
+        before it returns: the whole path from the post to the lock's retake
+        stays in C. Everything else -- deadlines, ``ready()``, passing a
+        wake-up on, an interruption -- is the same Python as in :meth:`sleep`.
+        """
+        w = self.w
+        slot = ticket % _SPAN
+        byte = self._base + slot
+        fd = self.shared.fd
+        cmd = fcntl.F_OFD_SETLK if own_description_locks() else fcntl.F_SETLK
+        mine = self._own()
+        passed_on = False
+        try:
+            while True:
+                if deadline is None:
+                    wait = CHECK_INTERVAL
+                else:
+                    wait = deadline - _monotonic()
+                    if wait <= 0:
+                        if ready() and w[_NOTIFIED] > ticket:
+                            return True, self._take_late(ticket, sem)
+                        return False, False
+                    if wait > CHECK_INTERVAL:
+                        wait = CHECK_INTERVAL
+                found = wait_slice(sem, w, _NOTIFIED, ticket, wait, fd, cmd, byte, slot, mine)
+                if found == _SLICE_NOTIFIED:
+                    return True, True  # (the byte is let go)
+                if found == _SLICE_OTHER:
+                    passed_on = self._pass_on(sem, passed_on)
+                elif ready():
+                    if w[_NOTIFIED] > ticket:
+                        return True, self._take_late(ticket, sem)
+                    return False, False
+        except BaseException:  # interrupted (KeyboardInterrupt): no longer waiting
+            self.let_go(ticket)
+            raise
+
+    def _take_late(self, ticket: int, sem: Any) -> bool:
+        """Notified, but the wake-up came late (or never: its poster died).
+
+        Take it if it is there, so that it wakes nobody else; let go of the byte.
+        """
+        took = bool(sem.acquire(False))
+        self.let_go(ticket)
+        return took
 
     def _pass_on(self, sem: Any, passed_on: bool) -> bool:
         """A wake-up meant for another waiter: pass it on if one still needs it.
@@ -259,6 +335,7 @@ class _BroadcastQueue(_WaitQueue):
     """
 
     __slots__ = ()
+    _holds_bytes = False
 
     def enter(self) -> int:
         w = self.w
@@ -385,7 +462,7 @@ class Condition:
             raise
         notified = took = False
         try:
-            notified, took = queue.sleep(ticket, sem, deadline, also)
+            notified, took = queue.sleep(ticket, sem, deadline, also, self._lock._wait_slice)
         finally:
             # Also when interrupted (KeyboardInterrupt): the caller holds the lock again.
             try:

@@ -188,6 +188,10 @@ class _OwnedLock(ClosedWhenCollected):
     _warn_on_takeover = True
     # Non-blocking tries before the slow path sleeps (a native class has spun in C).
     _spin = SPIN_TRIES
+    # A Condition waiter's sleep slice in C (_native.wait_slice), or None: the
+    # Condition on this lock then runs it in Python (the lock tells which
+    # implementation is active for the objects built on it).
+    _wait_slice: Callable[..., int] | None = None
 
     _named: NamedSemaphore
     _shared: SharedWords
@@ -680,12 +684,16 @@ PyLock.__name__, PyRLock.__name__ = "Lock", "RLock"
 if _native is not None:
     from ._native import LockCore, RLockCore
 
+    # (None on macOS, which has no sem_timedwait: Condition then sleeps in Python.)
+    _c_wait_slice: Callable[..., int] | None = getattr(_native, "wait_slice", None)
+
     class NativeLock(LockCore, _LockMethods):
         # The C base comes first: its acquire, release, __enter__, __exit__ and
         # _became_owner are the ones called; the rest is _LockMethods'.
         __doc__ = _LOCK_DOC
         __slots__ = _LOCK_SLOTS
         _spin = 0  # the C acquire has spun already
+        _wait_slice = staticmethod(_c_wait_slice) if _c_wait_slice else None
 
         def _attach_fast_paths(self) -> None:
             self._attach(
@@ -705,6 +713,7 @@ if _native is not None:
         __doc__ = _RLOCK_DOC
         __slots__ = _LOCK_SLOTS
         _spin = 0
+        _wait_slice = staticmethod(_c_wait_slice) if _c_wait_slice else None
 
         def _attach_fast_paths(self) -> None:
             self._attach(

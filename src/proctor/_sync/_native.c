@@ -38,8 +38,10 @@
 #include <structmember.h>  /* T_OBJECT (Py_T_OBJECT only from 3.12) */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <semaphore.h>
+#include <sys/time.h>
 
 /* Non-blocking tries of a blocking acquire before it goes to the Python wait:
  * about 3 us with a pause between tries, longer than a short critical section
@@ -596,6 +598,155 @@ sem_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
     return sem_release_method(self, NULL);
 }
 
+
+/* ── Condition: a waiter's wake-up ───────────────────────────────────────── */
+
+/* Not on macOS, which has no sem_timedwait: its conditions run the Python slice
+ * (_lock.py finds no wait_slice in the module). */
+#ifndef __APPLE__
+#define HAVE_WAIT_SLICE 1
+
+/* What wait_slice() found (the Python side, _condition.py, names them too). */
+#define SLICE_EMPTY 0     /* no wake-up within the slice (or a signal came) */
+#define SLICE_NOTIFIED 1  /* taken, and it was ours: the ticket's byte is let go */
+#define SLICE_OTHER 2     /* taken, but our ticket is not notified: another's */
+
+PyDoc_STRVAR(wait_slice_doc,
+"wait_slice(semlock, words, notified, ticket, timeout, fd, cmd, byte, slot, mine)\n--\n\n"
+"One slice of a condition waiter's sleep (_WaitQueue.sleep): take the wake-up\n"
+"semaphore ``semlock`` within ``timeout`` seconds. Taken and ``words[notified]\n"
+"> ticket``: drop ``slot`` from the set ``mine`` and unlock ``byte`` of\n"
+"``fd``'s lock space with ``fcntl(fd, cmd)`` (F_OFD_SETLK or F_SETLK), as\n"
+"_WaitQueue.let_go does, and return 1; taken otherwise, 2; not taken, 0.\n"
+"Everything else -- deadlines, the ready() re-check, passing wake-ups on --\n"
+"stays in Python.");
+
+static PyObject *
+wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *handle, *mine, *slot;
+    long lval;
+    sem_t *sem;
+    Py_ssize_t index;
+    long long ticket, byte;
+    double timeout;
+    int fd, cmd, res, err = 0, taken;
+    Py_buffer view;
+    long long notified;
+
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "wait_slice() takes 10 arguments");
+        return NULL;
+    }
+    handle = PyObject_GetAttrString(args[0], "handle");
+    if (handle == NULL)
+        return NULL;
+    sem = (sem_t *)PyLong_AsVoidPtr(handle);
+    Py_DECREF(handle);
+    if (sem == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "the semaphore has no handle");
+        return NULL;
+    }
+    index = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
+    if (index == -1 && PyErr_Occurred())
+        return NULL;
+    ticket = PyLong_AsLongLong(args[3]);
+    if (ticket == -1 && PyErr_Occurred())
+        return NULL;
+    timeout = PyFloat_AsDouble(args[4]);
+    if (timeout == -1.0 && PyErr_Occurred())
+        return NULL;
+    lval = PyLong_AsLong(args[5]);
+    if (lval == -1 && PyErr_Occurred())
+        return NULL;
+    fd = (int)lval;
+    lval = PyLong_AsLong(args[6]);
+    if (lval == -1 && PyErr_Occurred())
+        return NULL;
+    cmd = (int)lval;
+    byte = PyLong_AsLongLong(args[7]);
+    if (byte == -1 && PyErr_Occurred())
+        return NULL;
+    slot = args[8];
+    mine = args[9];
+    if (!PyAnySet_Check(mine)) {
+        PyErr_SetString(PyExc_TypeError, "wait_slice(): mine must be a set");
+        return NULL;
+    }
+
+    /* The semaphore: a try without letting go of the GIL (the wake-up is often
+     * there already), else a sleep of at most ``timeout``. The SemLock passed
+     * in keeps the sem_t open meanwhile. */
+    taken = try_take(sem);
+    if (!taken && timeout > 0) {
+        struct timeval now;
+        struct timespec until;
+        long long sec;
+        long nsec;
+
+        gettimeofday(&now, NULL);
+        sec = (long long)timeout;
+        nsec = (long)((timeout - (double)sec) * 1e9);
+        until.tv_sec = now.tv_sec + (time_t)sec;
+        nsec += now.tv_usec * 1000L;
+        if (nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            nsec -= 1000000000L;
+        }
+        until.tv_nsec = nsec;
+        Py_BEGIN_ALLOW_THREADS
+        res = sem_timedwait(sem, &until);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (res == 0) {
+            taken = 1;
+        }
+        else if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return NULL;  /* (Python: an interrupted waiter lets its byte go) */
+        }
+        else if (err != ETIMEDOUT) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+    }
+    if (!taken)
+        return PyLong_FromLong(SLICE_EMPTY);
+
+    /* Ours? The header word is read with the GIL held, like the Python check. */
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+        sem_post(sem);  /* not lost: whoever takes it next decides */
+        return NULL;
+    }
+    if (index < 0 || (index + 1) * (Py_ssize_t)sizeof(long long) > view.len) {
+        PyBuffer_Release(&view);
+        sem_post(sem);
+        PyErr_SetString(PyExc_IndexError, "wait_slice(): no such word");
+        return NULL;
+    }
+    notified = ((volatile long long *)view.buf)[index];
+    PyBuffer_Release(&view);
+    if (notified <= ticket)
+        return PyLong_FromLong(SLICE_OTHER);
+
+    /* Notified: out of the waiting table, as _WaitQueue.let_go (set first: a
+     * probe of this process must never touch a byte we no longer hold). */
+    if (PySet_Discard(mine, slot) < 0)
+        return NULL;  /* (unhashable: a caller's bug; the byte stays held, Python lets go) */
+    {
+        struct flock fl;
+        memset(&fl, 0, sizeof(fl));
+        fl.l_type = F_UNLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = (off_t)byte;
+        fl.l_len = 1;
+        (void)fcntl(fd, cmd, &fl);  /* (fails only where nothing was held) */
+    }
+    return PyLong_FromLong(SLICE_NOTIFIED);
+}
+#endif /* !__APPLE__ */
+
 /* ── types ───────────────────────────────────────────────────────────────── */
 
 PyDoc_STRVAR(acquire_doc, "acquire(block=True, timeout=None)\n--\n\nAcquire (see the Python class).");
@@ -718,6 +869,9 @@ next_token(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 static PyMethodDef module_methods[] = {
     {"set_process", (PyCFunction)(void (*)(void))set_process, METH_FASTCALL, set_process_doc},
     {"next_token", (PyCFunction)next_token, METH_NOARGS, next_token_doc},
+#ifdef HAVE_WAIT_SLICE
+    {"wait_slice", (PyCFunction)(void (*)(void))wait_slice, METH_FASTCALL, wait_slice_doc},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -746,7 +900,13 @@ PyInit__native(void)
     if (PyModule_AddObject(module, "LockCore", (PyObject *)&LockCoreType) < 0
         || PyModule_AddObject(module, "RLockCore", (PyObject *)&RLockCoreType) < 0
         || PyModule_AddObject(module, "SemaphoreCore", (PyObject *)&SemaphoreCoreType) < 0
-        || PyModule_AddIntConstant(module, "SPIN_TRIES", SPIN_TRIES) < 0) {
+        || PyModule_AddIntConstant(module, "SPIN_TRIES", SPIN_TRIES) < 0
+#ifdef HAVE_WAIT_SLICE
+        || PyModule_AddIntConstant(module, "SLICE_EMPTY", SLICE_EMPTY) < 0
+        || PyModule_AddIntConstant(module, "SLICE_NOTIFIED", SLICE_NOTIFIED) < 0
+        || PyModule_AddIntConstant(module, "SLICE_OTHER", SLICE_OTHER) < 0
+#endif
+        ) {
         Py_DECREF(module);
         return NULL;
     }

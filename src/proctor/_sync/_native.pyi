@@ -7,6 +7,24 @@ SPIN_TRIES: int
 def set_process(ident: float, token: float, /) -> None: ...
 def next_token() -> float: ...
 
+SLICE_EMPTY: int
+SLICE_NOTIFIED: int
+SLICE_OTHER: int
+
+def wait_slice(
+    semlock: Any,
+    words: Any,
+    notified: int,
+    ticket: int,
+    timeout: float,
+    fd: int,
+    cmd: int,
+    byte: int,
+    slot: int,
+    mine: set[int],
+    /,
+) -> int: ...
+
 class _Core:
     def _attach(
         self,
