@@ -109,6 +109,7 @@ __all__ = (
     "keep_for_receiver",
     "new_name",
     "register",
+    "register_new",
     "tracker_register",
     "tracker_unregister",
     "unregister",
@@ -203,7 +204,11 @@ class _Client:
     # Every method below is called with self.lock held.
 
     def send(self, message: list) -> None:
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        self.send_lines([message])
+
+    def send_lines(self, messages: list[list]) -> None:
+        """Send ``messages`` in one write: one wake-up of the reaper, not one each."""
+        data = "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in messages).encode()
         if self.fd is not None:
             try:
                 _write_all(self.fd, data)
@@ -525,6 +530,35 @@ def register(name: str, kind: str) -> None:
                 raise
 
 
+def register_new(kind: str, count: int, random_bytes: int) -> list[str]:
+    """``count`` fresh names (see :func:`new_name`), registered in one message.
+
+    For an object made of several named objects (a queue: four semaphores): the
+    names are registered before any of them exists, as :func:`register` before a
+    creation, but the reaper is woken once rather than once per name. A name that
+    is not created after all must be withdrawn with :func:`_cancel`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    names = [new_name(random_bytes) for _ in range(count)]
+    with _client.locked():
+        if _client.ctime is None:
+            _client.ctime = _create_time(_client.pid)
+        fresh = [n for n in names if _client.refs.get((kind, n), 0) == 0]
+        for name in names:
+            _client.refs[(kind, name)] = _client.refs.get((kind, name), 0) + 1
+        try:
+            _client.send_lines([["R", kind, n, _client.pid, _client.ctime] for n in fresh])
+        except BaseException:
+            for name in names:
+                key = (kind, name)
+                _client.refs[key] -= 1
+                if _client.refs[key] <= 0:
+                    del _client.refs[key]
+            raise
+    return names
+
+
 def unregister(name: str, kind: str) -> None:
     """Declare that this process no longer uses ``name``.
 
@@ -577,23 +611,40 @@ def add_user(name: str, kind: str, pid: int) -> None:
     dies before the child attaches. A pid that is already dead is ignored.
     """
     _check(name, kind)
+    _add_users([(kind, name)], pid)
+
+
+def _add_users(keys: list[tuple[str, str]], pid: int) -> None:
+    """:func:`add_user` for several names, in one message."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         raise ValueError(f"pid must be a positive int, not {pid!r}")
     ctime = _create_time(pid)
     if ctime is None:
         return
-    key = (kind, name)
     with _client.locked():
-        users = _client.others.setdefault(key, set())
-        # Forget dead children now and then so the record does not grow forever:
-        # when it has doubled since the last time, so that a start costs the same
-        # however many children use the name (a check at every start once 64 did
-        # made the n-th start cost O(n); issue 12).
-        if len(users) >= _client.prune_at.get(key, 64):
-            users.difference_update({(p, c) for p, c in users if _create_time(p) != c})
-            _client.prune_at[key] = max(64, 2 * len(users))
-        users.add((pid, ctime))
-        _client.send(["R", kind, name, pid, ctime])
+        for key in keys:
+            users = _client.others.setdefault(key, set())
+            # Forget dead children now and then so the record does not grow forever:
+            # when it has doubled since the last time, so that a start costs the same
+            # however many children use the name (a check at every start once 64 did
+            # made the n-th start cost O(n); issue 12).
+            if len(users) >= _client.prune_at.get(key, 64):
+                users.difference_update({(p, c) for p, c in users if _create_time(p) != c})
+                _client.prune_at[key] = max(64, 2 * len(users))
+            users.add((pid, ctime))
+        _client.send_lines([["R", kind, name, pid, ctime] for kind, name in keys])
+
+
+class _AddUsersAtStart:
+    """The one ``after_start`` hook that registers the child for every name kept."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, str]] = []
+
+    def __call__(self, pid: int) -> None:
+        # The child registers itself when it rebuilds the objects; this covers
+        # the moments before that, should the parent die first.
+        _add_users(self.keys, pid)
 
 
 #: The key of the names a message pins, in ``MessageFds.notes``.
@@ -616,13 +667,16 @@ def keep_for_receiver(name: str, kind: str) -> bool:
     """
     handoff = _reduction.current_handoff()
     if handoff is not None:
-
-        def tell_reaper(pid: int) -> None:
-            # The child registers itself when it rebuilds the object; this covers
-            # the moments before that, should the parent die first.
-            add_user(name, kind, pid)
-
-        handoff.after_start.append(tell_reaper)
+        # One hook and one message for all the names a start keeps (a queue has
+        # four): a message per name woke the reaper as many times.
+        hooks = [h for h in handoff.after_start if isinstance(h, _AddUsersAtStart)]
+        if hooks:
+            adder = hooks[0]
+        else:
+            adder = _AddUsersAtStart()
+            handoff.after_start.append(adder)
+        if (kind, name) not in adder.keys:
+            adder.keys.append((kind, name))
         return True
     message = _reduction.current_message()
     if message is None:
