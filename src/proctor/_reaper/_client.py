@@ -49,6 +49,11 @@ The address is never put in ``os.environ``, where every unrelated subprocess of 
 program would inherit it. A process started with ``PROCTOR_REAPER_ADDRESS`` in its
 environment (set on purpose: the tests do, for plain subprocesses) joins that reaper.
 
+Every message wakes the reaper, so names that come together go in one write:
+:func:`register_new` registers an object's several fresh names at once (a queue's
+semaphores, through ``_semlock.batched_names``), and a start keeps all its names
+for the child with one ``after_start`` hook.
+
 Names: :func:`new_name` puts the creator's pid, start time and pid namespace in
 every name, which lets the next reaper reclaim what a tree killed whole (reaper
 included) left behind; see ``_reaper_server.find_orphans``.
