@@ -109,6 +109,7 @@ __all__ = (
     "add_user",
     "address",
     "adopt_address",
+    "corked",
     "ensure_started",
     "forget",
     "keep_for_receiver",
@@ -178,6 +179,9 @@ class _Client:
         self.others: dict[tuple[str, str], set[tuple[int, float]]] = {}
         # (kind, name) -> size of its ``others`` set at which dead users are dropped
         self.prune_at: dict[tuple[str, str], int] = {}
+        # The thread holding messages back until corked() ends, and those messages.
+        self.corked_by: int | None = None
+        self.corked: list[list] = []
         # A fork child that has not told the reaper about the names it inherited
         # yet (see _after_fork_in_child); its first connection replays them.
         self.inherited = False
@@ -213,6 +217,9 @@ class _Client:
 
     def send_lines(self, messages: list[list]) -> None:
         """Send ``messages`` in one write: one wake-up of the reaper, not one each."""
+        if self.corked_by is not None and self.corked_by == threading.get_ident():
+            self.corked.extend(messages)
+            return
         data = "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in messages).encode()
         if self.fd is not None:
             try:
@@ -230,6 +237,7 @@ class _Client:
 
     def send_fd(self, message: list, fd: int) -> None:
         """Send ``message`` with a duplicate of ``fd`` attached (``SCM_RIGHTS``)."""
+        self.flush_corked()  # in order
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
         for attempt in (1, 2):
             if self.fd is None:
@@ -248,6 +256,11 @@ class _Client:
             finally:
                 sock.detach()
             self._drop_connection()
+
+    def flush_corked(self) -> None:
+        messages, self.corked, self.corked_by = self.corked, [], None
+        if messages:
+            self.send_lines(messages)
 
     def _drop_connection(self) -> None:
         self.close()
@@ -473,6 +486,34 @@ def new_name(random_bytes: int) -> str:
     if _owner[0] != pid:  # first name of this process, or a forked child's
         _owner = (pid, owner_tag())
     return f"/proctor-{_owner[1]}-{secrets.token_hex(random_bytes)}"
+
+
+class corked:
+    """``with``: this thread's messages to the reaper go in one write when the block ends.
+
+    For a start message unpickled by a spawn or forkserver child: rebuilding a
+    queue registers its four semaphores, one message (and reaper wake-up) each.
+    The names are already known to the reaper meanwhile (their creator
+    registered them, and the parent registers this child as soon as it exists),
+    so holding the child's own registrations back for the length of an unpickle
+    loses nothing. A class, not ``contextlib.contextmanager``: cheap to enter.
+    """
+
+    def __init__(self) -> None:
+        self.mine = False
+
+    def __enter__(self) -> None:
+        with _client.locked():
+            if _client.corked_by is None:
+                _client.corked_by = threading.get_ident()
+                self.mine = True
+            else:
+                self.mine = False  # nested, or another thread's: leave it to that one
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.mine:
+            with _client.locked():
+                _client.flush_corked()
 
 
 def ensure_started() -> str:
