@@ -766,3 +766,20 @@ def test_a_start_keeps_every_name_for_the_child_with_one_hook_and_one_message():
     finally:
         child.kill()
     wait_until(lambda: not any(os.path.exists(p) for p in paths), timeout=5)
+
+
+def test_corked_registrations_reach_the_reaper_in_one_write_when_the_block_ends():
+    name = _name()
+    with _reaper.corked():
+        _reaper.register(name, "shm")
+        held = [m[:3] for m in _reaper._client.corked]
+    assert held == [["R", "shm", name]]
+    assert _reaper._client.corked == [] and _reaper._client.corked_by is None
+    path = "/dev/shm/" + name.lstrip("/")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    try:
+        _reaper.unregister(name, "shm")  # unlinked only if the reaper heard the register
+        wait_until(lambda: not _exists(name), timeout=5)
+    finally:
+        if _exists(name):
+            os.unlink(path)
