@@ -230,10 +230,15 @@ class _Client:
                     self.fd = None  # closed behind our back: the number is not ours now
                 self._drop_connection()
         self._connect()
-        # _connect replayed the records, which already include this message's effect
-        # for register/add_user; send it anyway: the reaper treats repeats as no-ops.
-        assert self.fd is not None
-        _write_all(self.fd, data)
+        # _connect replayed the records, which already include the effect of every
+        # "R" (register, add_user: recorded before they are sent); the other lines
+        # (releases) still go. One write less for a child's first registrations.
+        rest = [m for m in messages if m[0] != "R"]
+        if rest:
+            assert self.fd is not None
+            _write_all(
+                self.fd, "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in rest).encode()
+            )
 
     def send_fd(self, message: list, fd: int) -> None:
         """Send ``message`` with a duplicate of ``fd`` attached (``SCM_RIGHTS``)."""
