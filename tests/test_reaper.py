@@ -706,3 +706,80 @@ def test_a_finalizer_run_by_gc_inside_the_client_lock_does_not_deadlock():
     assert not _reaper._client.deferred
     released = {key for key in before if key not in _reaper._client.refs}
     assert released, "the collected lock's semaphore was not released"
+
+
+def test_names_registered_ahead_in_one_message_are_reclaimed_when_their_user_is_killed():
+    user = User(
+        """
+        names = _reaper.register_new("semaphore", 3, 5)
+        sems = [_multiprocessing.SemLock(1, 1, 1, n, False) for n in names[:2]]
+        ready(*names)
+        """,
+        _name(),
+    )
+    paths = ["/dev/shm/sem." + n.lstrip("/") for n in user.values]
+    assert len(paths) == 3 and len(set(paths)) == 3
+    assert all(os.path.exists(p) for p in paths[:2])
+    user.kill()
+    wait_until(lambda: not any(os.path.exists(p) for p in paths), timeout=5)
+
+
+def test_batched_semaphore_names_are_registered_and_the_unused_ones_withdrawn():
+    from proctor._reaper._semlock import NamedSemaphore, batched_names
+
+    before = dict(_reaper._client.refs)
+    with batched_names(3):
+        sem = NamedSemaphore(0, 1)
+    key = ("semaphore", sem.name)
+    # The created one is registered once; the two names left over are withdrawn.
+    assert {k: v for k, v in _reaper._client.refs.items() if k not in before} == {key: 1}
+    path = "/dev/shm/sem." + sem.name.lstrip("/")
+    assert os.path.exists(path)
+    sem.close()
+    wait_until(lambda: not os.path.exists(path), timeout=5)
+
+
+def test_a_start_keeps_every_name_for_the_child_with_one_hook_and_one_message():
+    from proctor._core import _reduction
+    from proctor._reaper._semlock import NamedSemaphore
+
+    sems = [NamedSemaphore(0, 1) for _ in range(3)]
+    child = User("ready()", _name())
+    try:
+        handoff = _reduction.ChildHandoff("spawn")
+        with _reduction.handing_off(handoff):
+            for sem in sems + sems[:1]:
+                sem.__reduce__()
+        assert len(handoff.after_start) == 1
+        for hook in handoff.after_start:
+            hook(child.proc.pid)
+        names = [("semaphore", s.name) for s in sems]
+        assert all(
+            (child.proc.pid, _reaper._create_time(child.proc.pid)) in _reaper._client.others[k]
+            for k in names
+        )
+        paths = ["/dev/shm/sem." + s.name.lstrip("/") for s in sems]
+        for sem in sems:
+            sem.close()
+        sync_reaper()
+        assert all(os.path.exists(p) for p in paths), "unlinked while the child is alive"
+    finally:
+        child.kill()
+    wait_until(lambda: not any(os.path.exists(p) for p in paths), timeout=5)
+
+
+def test_corked_registrations_reach_the_reaper_in_one_write_when_the_block_ends():
+    name = _name()
+    with _reaper.corked():
+        _reaper.register(name, "shm")
+        held = [m[:3] for m in _reaper._client.corked]
+    assert held == [["R", "shm", name]]
+    assert _reaper._client.corked == [] and _reaper._client.corked_by is None
+    path = "/dev/shm/" + name.lstrip("/")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    try:
+        _reaper.unregister(name, "shm")  # unlinked only if the reaper heard the register
+        wait_until(lambda: not _exists(name), timeout=5)
+    finally:
+        if _exists(name):
+            os.unlink(path)

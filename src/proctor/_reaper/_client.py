@@ -49,6 +49,11 @@ The address is never put in ``os.environ``, where every unrelated subprocess of 
 program would inherit it. A process started with ``PROCTOR_REAPER_ADDRESS`` in its
 environment (set on purpose: the tests do, for plain subprocesses) joins that reaper.
 
+Every message wakes the reaper, so names that come together go in one write:
+:func:`register_new` registers an object's several fresh names at once (a queue's
+semaphores, through ``_semlock.batched_names``), and a start keeps all its names
+for the child with one ``after_start`` hook.
+
 Names: :func:`new_name` puts the creator's pid, start time and pid namespace in
 every name, which lets the next reaper reclaim what a tree killed whole (reaper
 included) left behind; see ``_reaper_server.find_orphans``.
@@ -104,11 +109,13 @@ __all__ = (
     "add_user",
     "address",
     "adopt_address",
+    "corked",
     "ensure_started",
     "forget",
     "keep_for_receiver",
     "new_name",
     "register",
+    "register_new",
     "tracker_register",
     "tracker_unregister",
     "unregister",
@@ -172,6 +179,9 @@ class _Client:
         self.others: dict[tuple[str, str], set[tuple[int, float]]] = {}
         # (kind, name) -> size of its ``others`` set at which dead users are dropped
         self.prune_at: dict[tuple[str, str], int] = {}
+        # The thread holding messages back until corked() ends, and those messages.
+        self.corked_by: int | None = None
+        self.corked: list[list] = []
         # A fork child that has not told the reaper about the names it inherited
         # yet (see _after_fork_in_child); its first connection replays them.
         self.inherited = False
@@ -203,7 +213,14 @@ class _Client:
     # Every method below is called with self.lock held.
 
     def send(self, message: list) -> None:
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        self.send_lines([message])
+
+    def send_lines(self, messages: list[list]) -> None:
+        """Send ``messages`` in one write: one wake-up of the reaper, not one each."""
+        if self.corked_by is not None and self.corked_by == threading.get_ident():
+            self.corked.extend(messages)
+            return
+        data = "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in messages).encode()
         if self.fd is not None:
             try:
                 _write_all(self.fd, data)
@@ -213,13 +230,19 @@ class _Client:
                     self.fd = None  # closed behind our back: the number is not ours now
                 self._drop_connection()
         self._connect()
-        # _connect replayed the records, which already include this message's effect
-        # for register/add_user; send it anyway: the reaper treats repeats as no-ops.
-        assert self.fd is not None
-        _write_all(self.fd, data)
+        # _connect replayed the records, which already include the effect of every
+        # "R" (register, add_user: recorded before they are sent); the other lines
+        # (releases) still go. One write less for a child's first registrations.
+        rest = [m for m in messages if m[0] != "R"]
+        if rest:
+            assert self.fd is not None
+            _write_all(
+                self.fd, "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in rest).encode()
+            )
 
     def send_fd(self, message: list, fd: int) -> None:
         """Send ``message`` with a duplicate of ``fd`` attached (``SCM_RIGHTS``)."""
+        self.flush_corked()  # in order
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
         for attempt in (1, 2):
             if self.fd is None:
@@ -238,6 +261,11 @@ class _Client:
             finally:
                 sock.detach()
             self._drop_connection()
+
+    def flush_corked(self) -> None:
+        messages, self.corked, self.corked_by = self.corked, [], None
+        if messages:
+            self.send_lines(messages)
 
     def _drop_connection(self) -> None:
         self.close()
@@ -465,6 +493,34 @@ def new_name(random_bytes: int) -> str:
     return f"/proctor-{_owner[1]}-{secrets.token_hex(random_bytes)}"
 
 
+class corked:
+    """``with``: this thread's messages to the reaper go in one write when the block ends.
+
+    For a start message unpickled by a spawn or forkserver child: rebuilding a
+    queue registers its four semaphores, one message (and reaper wake-up) each.
+    The names are already known to the reaper meanwhile (their creator
+    registered them, and the parent registers this child as soon as it exists),
+    so holding the child's own registrations back for the length of an unpickle
+    loses nothing. A class, not ``contextlib.contextmanager``: cheap to enter.
+    """
+
+    def __init__(self) -> None:
+        self.mine = False
+
+    def __enter__(self) -> None:
+        with _client.locked():
+            if _client.corked_by is None:
+                _client.corked_by = threading.get_ident()
+                self.mine = True
+            else:
+                self.mine = False  # nested, or another thread's: leave it to that one
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.mine:
+            with _client.locked():
+                _client.flush_corked()
+
+
 def ensure_started() -> str:
     """Connect this process to its reaper, starting one if needed; return its address.
 
@@ -525,6 +581,35 @@ def register(name: str, kind: str) -> None:
                 raise
 
 
+def register_new(kind: str, count: int, random_bytes: int) -> list[str]:
+    """``count`` fresh names (see :func:`new_name`), registered in one message.
+
+    For an object made of several named objects (a queue: four semaphores): the
+    names are registered before any of them exists, as :func:`register` before a
+    creation, but the reaper is woken once rather than once per name. A name that
+    is not created after all must be withdrawn with :func:`_cancel`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    names = [new_name(random_bytes) for _ in range(count)]
+    with _client.locked():
+        if _client.ctime is None:
+            _client.ctime = _create_time(_client.pid)
+        fresh = [n for n in names if _client.refs.get((kind, n), 0) == 0]
+        for name in names:
+            _client.refs[(kind, name)] = _client.refs.get((kind, name), 0) + 1
+        try:
+            _client.send_lines([["R", kind, n, _client.pid, _client.ctime] for n in fresh])
+        except BaseException:
+            for name in names:
+                key = (kind, name)
+                _client.refs[key] -= 1
+                if _client.refs[key] <= 0:
+                    del _client.refs[key]
+            raise
+    return names
+
+
 def unregister(name: str, kind: str) -> None:
     """Declare that this process no longer uses ``name``.
 
@@ -577,23 +662,40 @@ def add_user(name: str, kind: str, pid: int) -> None:
     dies before the child attaches. A pid that is already dead is ignored.
     """
     _check(name, kind)
+    _add_users([(kind, name)], pid)
+
+
+def _add_users(keys: list[tuple[str, str]], pid: int) -> None:
+    """:func:`add_user` for several names, in one message."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         raise ValueError(f"pid must be a positive int, not {pid!r}")
     ctime = _create_time(pid)
     if ctime is None:
         return
-    key = (kind, name)
     with _client.locked():
-        users = _client.others.setdefault(key, set())
-        # Forget dead children now and then so the record does not grow forever:
-        # when it has doubled since the last time, so that a start costs the same
-        # however many children use the name (a check at every start once 64 did
-        # made the n-th start cost O(n); issue 12).
-        if len(users) >= _client.prune_at.get(key, 64):
-            users.difference_update({(p, c) for p, c in users if _create_time(p) != c})
-            _client.prune_at[key] = max(64, 2 * len(users))
-        users.add((pid, ctime))
-        _client.send(["R", kind, name, pid, ctime])
+        for key in keys:
+            users = _client.others.setdefault(key, set())
+            # Forget dead children now and then so the record does not grow forever:
+            # when it has doubled since the last time, so that a start costs the same
+            # however many children use the name (a check at every start once 64 did
+            # made the n-th start cost O(n); issue 12).
+            if len(users) >= _client.prune_at.get(key, 64):
+                users.difference_update({(p, c) for p, c in users if _create_time(p) != c})
+                _client.prune_at[key] = max(64, 2 * len(users))
+            users.add((pid, ctime))
+        _client.send_lines([["R", kind, name, pid, ctime] for kind, name in keys])
+
+
+class _AddUsersAtStart:
+    """The one ``after_start`` hook that registers the child for every name kept."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, str]] = []
+
+    def __call__(self, pid: int) -> None:
+        # The child registers itself when it rebuilds the objects; this covers
+        # the moments before that, should the parent die first.
+        _add_users(self.keys, pid)
 
 
 #: The key of the names a message pins, in ``MessageFds.notes``.
@@ -616,13 +718,16 @@ def keep_for_receiver(name: str, kind: str) -> bool:
     """
     handoff = _reduction.current_handoff()
     if handoff is not None:
-
-        def tell_reaper(pid: int) -> None:
-            # The child registers itself when it rebuilds the object; this covers
-            # the moments before that, should the parent die first.
-            add_user(name, kind, pid)
-
-        handoff.after_start.append(tell_reaper)
+        # One hook and one message for all the names a start keeps (a queue has
+        # four): a message per name woke the reaper as many times.
+        hooks = [h for h in handoff.after_start if isinstance(h, _AddUsersAtStart)]
+        if hooks:
+            adder = hooks[0]
+        else:
+            adder = _AddUsersAtStart()
+            handoff.after_start.append(adder)
+        if (kind, name) not in adder.keys:
+            adder.keys.append((kind, name))
         return True
     message = _reduction.current_message()
     if message is None:

@@ -205,10 +205,18 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, spare: bool = F
                 log_socket = socket.socket(fileno=take_fd(prep["log"]["fd_token"]))
                 _forward_logs_once_imported(prep["log"]["config"], log_socket)
             state.unpickling_payload = True
+            # A fork server has the reaper's client loaded: the names rebuilt here
+            # (a queue's four semaphores) reach the reaper in one message.
+            reaper = sys.modules.get("proctor._reaper._client")
+            cork = reaper.corked() if reaper is not None else None
+            if cork is not None:
+                cork.__enter__()
             try:
                 process = _serialization.loads(payload)
             finally:
                 state.unpickling_payload = False
+                if cork is not None:
+                    cork.__exit__(None, None, None)
     except BaseException as exc:
         # The child could not even load its work: report it like a failure of
         # the target, so the parent sees it in ``exception``.
