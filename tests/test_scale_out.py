@@ -445,20 +445,26 @@ def test_map_cuts_a_quick_functions_input_into_fewer_chunks_once_measured():
             assert name in dispatcher._item_seconds
             # What the measurements decide, with measured figures set here (the real
             # ones depend on this machine): one microsecond an item, and one second.
-            dispatcher._item_seconds[name] = 1e-6
+            dispatcher._item_seconds[name] = (1e-6, 1000)
             assert dispatcher.chunks_per_worker_for(name, 1000, 2) == 1
             assert pool.map(square, range(1000)) == [x * x for x in range(1000)]
             assert engine.calls - first == 2
-            dispatcher._item_seconds[name] = 1.0
+            dispatcher._item_seconds[name] = (1.0, 1000)
             assert dispatcher.chunks_per_worker_for(name, 1000, 2) == _remote.CHUNKS_PER_WORKER
             # Explicit chunk sizes are honoured whatever was measured.
-            dispatcher._item_seconds[name] = 1e-6
+            dispatcher._item_seconds[name] = (1e-6, 1000)
             before = engine.calls
             assert pool.map(square, range(100), chunksize=10) == [x * x for x in range(100)]
             assert engine.calls - before == 10
+            # A chunk of one item (whose time is mostly the chunk's own cost) does not
+            # replace what a large chunk measured; one at least half as large does.
+            dispatcher._time_items(name, 0.05, 1)
+            assert dispatcher._item_seconds[name] == (1e-6, 1000)
+            dispatcher._time_items(name, 0.5, 500)
+            assert dispatcher._item_seconds[name] == (0.001, 500)
         # The executor's map (its whole input read at once) sizes chunks the same way.
         with proctor.ProcessPoolExecutor(backend=engine) as executor:
-            executor._dispatcher._item_seconds[name] = 1e-6
+            executor._dispatcher._item_seconds[name] = (1e-6, 1000)
             before = engine.calls
             assert list(executor.map(square, range(1000))) == [x * x for x in range(1000)]
             assert engine.calls - before == 2

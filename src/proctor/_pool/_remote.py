@@ -299,8 +299,9 @@ class RemoteDispatcher:
         self.processes = max(1, engine.slots())
         self.concurrency = 1
         self.chunks_per_worker = CHUNKS_PER_WORKER
-        # Function name -> running average of its items' seconds on the workers.
-        self._item_seconds: dict[str, float] = {}
+        # Function name -> (seconds an item took on the workers, items of the chunk
+        # that measured it): see _time_items.
+        self._item_seconds: dict[str, tuple[float, int]] = {}
         self.state = RUNNING
         self._lock = threading.Condition(threading.Lock())
         self._joining = False
@@ -332,10 +333,10 @@ class RemoteDispatcher:
         ``function`` into: CHUNKS_PER_WORKER, or fewer (down to one) when the
         function's items measured so far say that chunks would each hold less than
         MIN_CHUNK_SECONDS of work. Unknown functions get CHUNKS_PER_WORKER."""
-        seconds = self._item_seconds.get(function)  # written by the dispatcher thread
-        if seconds is None:
+        measured = self._item_seconds.get(function)  # written by the dispatcher thread
+        if measured is None:
             return self.chunks_per_worker
-        chunks = int(length * seconds / (max(1, workers) * MIN_CHUNK_SECONDS))
+        chunks = int(length * measured[0] / (max(1, workers) * MIN_CHUNK_SECONDS))
         return max(1, min(self.chunks_per_worker, chunks))
 
     def submit(self, tasks: list[Task], lazy: bool = False) -> None:
@@ -651,11 +652,20 @@ class RemoteDispatcher:
             task.result._deliver(task.index, True, outcome.value)
 
     def _time_items(self, function: str, seconds: float, items: int) -> None:
-        """Remember how long ``function``'s items take (see chunks_per_worker_for)."""
+        """Remember how long ``function``'s items take (see chunks_per_worker_for).
+
+        A chunk's seconds include what running any chunk costs on the worker (its
+        call, loading the function), which a chunk of one item charges to that item
+        alone: the figure kept is the one measured on the largest chunk lately, and
+        a chunk of less than half as many items does not replace it.
+        """
         kept = self._item_seconds
-        per_item = seconds / max(1, items)
+        items = max(1, items)
         before = kept.pop(function, None)  # re-inserted last: the oldest go first
-        kept[function] = per_item if before is None else (before + per_item) / 2
+        if before is not None and items * 2 < before[1]:
+            kept[function] = before
+        else:
+            kept[function] = (seconds / items, items)
         if len(kept) > TIMED_FUNCTIONS_KEPT:
             del kept[next(iter(kept))]
 
