@@ -411,7 +411,7 @@ class _InlineEngine:
 
     def submit(self, func, calls, done):
         self.calls += len(calls)
-        handles = [func(*args) for args in calls]
+        handles = [func(*args, *shared) for args, shared in calls]
         for handle, callback in zip(handles, done, strict=True):
             callback(handle)
         return handles

@@ -66,19 +66,15 @@ class DaskEngine:
     def submit(
         self,
         func: Callable[..., Any],
-        calls: list[tuple[Any, ...]],
+        calls: list[tuple[tuple[Any, ...], tuple[Any, ...]]],
         done: list[Callable[[Any], None]],
     ) -> list[Any]:
         # Each call goes as one bytes object (and the shipped buffers' futures beside
         # it), and comes back as one: Dask walks every tuple and list of a task's
         # arguments looking for futures, and serializes and sizes a returned tuple item
         # by item, which cost more per tiny task than pickling them here in one piece.
-        packed = []
-        shipped = []
-        for call in calls:
-            args, futures_in = _split_futures(call)
-            packed.append(pickle.dumps((func, args), protocol=pickle.HIGHEST_PROTOCOL))
-            shipped.append(futures_in)
+        packed = [pickle.dumps((func, args), protocol=pickle.HIGHEST_PROTOCOL) for args, _ in calls]
+        shipped = [shared for _, shared in calls]
         if len(calls) == 1:
             futures = [self.client.submit(_run_packed, packed[0], shipped[0], pure=False)]
         else:
@@ -142,14 +138,6 @@ class DaskEngine:
     def close(self) -> None:
         if self._owned:
             self.client.close()
-
-
-def _split_futures(call: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """``call`` cut before its trailing Dask futures (``run_task``'s shipped buffers)."""
-    end = len(call)
-    while end and isinstance(call[end - 1], distributed.Future):
-        end -= 1
-    return call[:end], call[end:]
 
 
 def _run_packed(packed: bytes, shipped: tuple[Any, ...]) -> bytes:

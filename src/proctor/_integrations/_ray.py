@@ -87,14 +87,6 @@ class _Runner:
 _RemoteRunner = ray.remote(max_restarts=0, max_task_retries=0)(_Runner)
 
 
-def _split_refs(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """``args`` cut before its trailing ObjectRefs (``run_task``'s shared buffers)."""
-    end = len(args)
-    while end and isinstance(args[end - 1], ray.ObjectRef):
-        end -= 1
-    return args[:end], args[end:]
-
-
 class _Actor:
     __slots__ = ("calls", "handle")
 
@@ -107,11 +99,14 @@ class _Call:
     """A handle of ``RayEngine.submit``: one call, made again if its actor dies
     before starting it."""
 
-    __slots__ = ("actor", "args", "done", "func", "future", "lost", "ref")
+    __slots__ = ("actor", "args", "done", "func", "future", "lost", "ref", "shared")
 
-    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...], done: Any) -> None:
+    def __init__(
+        self, func: Callable[..., Any], args: tuple[Any, ...], shared: tuple[Any, ...], done: Any
+    ) -> None:
         self.func = func
         self.args = args
+        self.shared = shared  # ObjectRefs of buffers put in the object store once
         self.done = done
         self.actor: _Actor | None = None
         self.ref: Any = None
@@ -143,10 +138,13 @@ class RayEngine:
     def submit(
         self,
         func: Callable[..., Any],
-        calls: list[tuple[Any, ...]],
+        calls: list[tuple[tuple[Any, ...], tuple[Any, ...]]],
         done: list[Callable[[Any], None]],
     ) -> list[Any]:
-        handles = [_Call(func, args, callback) for args, callback in zip(calls, done, strict=True)]
+        handles = [
+            _Call(func, args, shared, callback)
+            for (args, shared), callback in zip(calls, done, strict=True)
+        ]
         with self._lock:
             if self._closed:
                 raise RuntimeError("the pool's Ray actors were released (the pool ended)")
@@ -161,8 +159,7 @@ class RayEngine:
         actor = min(self._actors, key=lambda a: len(a.calls))
         actor.calls.append(call)
         call.actor = actor
-        args, refs = _split_refs(call.args)
-        call.ref = actor.handle.run.remote((call.func, args), *refs)
+        call.ref = actor.handle.run.remote((call.func, call.args), *call.shared)
         future = call.future = call.ref.future()
         future.add_done_callback(lambda f, c=call: self._settled(c, f))
 

@@ -5,7 +5,7 @@
     Pool / ProcessPoolExecutor        RemoteDispatcher (one thread)     engine (Dask, Ray)
     ──────────────────────────        ─────────────────────────────     ──────────────────
     pickle f once, xs in chunks  ──▶  pending ─▶ engine.submit(run_task, ─▶ a worker runs
-      (RemoteCodec: the frame's         parts, *shared)                   run_task: the same
+      (RemoteCodec: the frame's         [(args, shared)])                 run_task: the same
       parts, not one bytes object)    large buffers: engine.share() once  chunk code as a
                                         per array, passed as handles      local worker, its
                                       done queue ◀── engine's callback ◀─ log records kept
@@ -70,12 +70,13 @@ if TYPE_CHECKING:
         def submit(
             self,
             func: Callable[..., Any],
-            calls: list[tuple[Any, ...]],
+            calls: list[tuple[tuple[Any, ...], tuple[Any, ...]]],
             done: list[Callable[[Any], None]],
         ) -> list[Any]:
-            """Run ``func(*args)`` on a worker for each ``args`` of ``calls`` (handles
-            from ``share`` replaced by their values), all submitted at once; return
-            their handles, and call ``done[i](handle)`` once call ``i`` ends."""
+            """Run ``func(*args, *shared)`` on a worker for each ``(args, shared)`` of
+            ``calls`` (``shared``: handles from ``share``, replaced by their values
+            there), all submitted at once; return their handles, and call
+            ``done[i](handle)`` once call ``i`` ends."""
 
         def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
             """For each ended task: (True, its value, None), (False, the error, None),
@@ -490,7 +491,7 @@ class RemoteDispatcher:
     def _send(self) -> None:
         """Submit the pending tasks, in one call to the engine: all of them, except that
         a task with a timeout waits for a free slot (its clock starts when submitted)."""
-        batch: list[tuple[Task, tuple[Any, ...]]] = []
+        batch: list[tuple[Task, tuple[tuple[Any, ...], tuple[Any, ...]]]] = []
         while True:
             with self._lock:
                 if not self._pending:
@@ -512,7 +513,7 @@ class RemoteDispatcher:
         try:
             handles = self.engine.submit(
                 run_task,
-                [args for _, args in batch],
+                [call for _, call in batch],
                 [self._callback(task.id) for task, _ in batch],
             )
         except Exception as exc:  # the engine refused them (the cluster is gone...)
@@ -548,7 +549,9 @@ class RemoteDispatcher:
     def _callback(self, task_id: int) -> Callable[[Any], None]:
         return lambda handle: self._finished(task_id, handle)
 
-    def _arguments(self, task: Task) -> tuple[Any, ...]:
+    def _arguments(self, task: Task) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """``run_task``'s arguments for ``task``: (parts, level), and apart from them
+        the handles of the buffers shipped once (``Engine.submit``'s ``shared``)."""
         parts: Any = task.frame  # RemoteCodec's: (id, kind, function pickle, payload)
         task_id, kind, func_bytes, payload = parts
         function: Any = func_bytes
@@ -564,7 +567,7 @@ class RemoteDispatcher:
         if len(func_bytes) >= SHARE_THRESHOLD:  # a function holding a large array
             shared.append(self._shared.handle(func_bytes))
             function = len(shared) - 1
-        return ((task_id, kind, function, payload, positions), self._level(), *shared)
+        return ((task_id, kind, function, payload, positions), self._level()), tuple(shared)
 
     @staticmethod
     def _level() -> int:
