@@ -302,7 +302,9 @@ class RemoteDispatcher:
         self.chunks_per_worker = CHUNKS_PER_WORKER
         # Function name -> (seconds an item took on the workers, items of the chunk
         # that measured it): see _time_items.
-        self._item_seconds: dict[str, tuple[float, int]] = {}
+        self._item_seconds: collections.OrderedDict[str, tuple[float, int]] = (
+            collections.OrderedDict()
+        )
         self.state = RUNNING
         self._lock = threading.Condition(threading.Lock())
         self._joining = False
@@ -664,13 +666,12 @@ class RemoteDispatcher:
         """
         kept = self._item_seconds
         items = max(1, items)
-        before = kept.pop(function, None)  # re-inserted last: the oldest go first
-        if before is not None and items * 2 < before[1]:
-            kept[function] = before
-        else:
+        before = kept.get(function)
+        if before is None or items * 2 >= before[1]:
             kept[function] = (seconds / items, items)
+        kept.move_to_end(function)  # the least recently measured go first
         if len(kept) > TIMED_FUNCTIONS_KEPT:
-            del kept[next(iter(kept))]
+            kept.popitem(last=False)
 
     def _stop_expired(self) -> None:
         now = time.monotonic()
