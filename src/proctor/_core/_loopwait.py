@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 
-from ._wait import CHECK_INTERVAL, POSTED, READY, TIMED_OUT
+from ._wait import CHECK_INTERVAL, POSTED, READY, TIMED_OUT, slice_seconds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,8 +51,6 @@ __all__ = ("await_post",)
 _WAITING = 0  # registered, may be handed a unit
 _HANDED = 1  # a unit was taken for it: it owns that unit until it gives it back
 _GONE = 2  # unregistered
-
-_monotonic = time.monotonic
 
 
 class _Waiter:
@@ -196,14 +193,9 @@ async def await_post(
     while True:
         if sem.acquire(False):
             return POSTED
-        if deadline is None:
-            wait = CHECK_INTERVAL
-        else:
-            wait = deadline - _monotonic()
-            if wait <= 0:
-                return READY if ready is not None and ready() else TIMED_OUT
-            if wait > CHECK_INTERVAL:
-                wait = CHECK_INTERVAL
+        wait = slice_seconds(deadline)
+        if wait <= 0:
+            return READY if ready is not None and ready() else TIMED_OUT
         watcher, waiter = _register(sem, loop)
         timer = loop.call_later(wait, _slice_over, waiter.future)
         try:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ("CHECK_INTERVAL", "POSTED", "READY", "TIMED_OUT", "wait_for_post")
+__all__ = ("CHECK_INTERVAL", "POSTED", "READY", "TIMED_OUT", "slice_seconds", "wait_for_post")
 
 #: How long a blocked wait sleeps before it re-checks its condition and its
 #: peers: well inside the one second in which a dead peer must be noticed, yet
@@ -43,6 +43,15 @@ POSTED = 1  # the semaphore was taken (one unit is now the caller's)
 READY = 2  # ``ready()`` said the wait is over; the semaphore was not taken
 
 _monotonic = time.monotonic
+
+
+def slice_seconds(deadline: float | None) -> float:
+    """How long the next slice of a wait sleeps: CHECK_INTERVAL, or what is left
+    until ``deadline`` (``time.monotonic()``) when that is less; 0 or less: past it."""
+    if deadline is None:
+        return CHECK_INTERVAL
+    left = deadline - _monotonic()
+    return left if left < CHECK_INTERVAL else CHECK_INTERVAL
 
 
 def wait_for_post(
@@ -71,14 +80,9 @@ def wait_for_post(
             return POSTED if acquire(True, None) else TIMED_OUT
         return POSTED if acquire(True, max(0.0, deadline - _monotonic())) else TIMED_OUT
     while True:
-        if deadline is None:
-            wait = CHECK_INTERVAL
-        else:
-            wait = deadline - _monotonic()
-            if wait <= 0:
-                return READY if ready() else TIMED_OUT
-            if wait > CHECK_INTERVAL:
-                wait = CHECK_INTERVAL
+        wait = slice_seconds(deadline)
+        if wait <= 0:
+            return READY if ready() else TIMED_OUT
         if acquire(True, wait):
             return POSTED
         if ready():

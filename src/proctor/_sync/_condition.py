@@ -43,14 +43,13 @@ import fcntl
 import numbers
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .._core import _runtime, _sharedwords
 from .._core._anonmem import own_description_locks
 from .._core._sharedwords import SharedWords, pid_of
-from .._core._wait import CHECK_INTERVAL, POSTED, READY, wait_for_post
+from .._core._wait import POSTED, READY, slice_seconds, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
 from ._lock import (
     Lock,
@@ -85,7 +84,6 @@ _SPAN = _sharedwords.TICKET_SPAN
 # What the C accelerator's wait_slice() found (_native.c): nothing within the
 # slice; our wake-up (the byte is let go); a wake-up meant for another waiter.
 _SLICE_EMPTY, _SLICE_NOTIFIED, _SLICE_OTHER = 0, 1, 2
-_monotonic = time.monotonic
 
 
 class _WaitQueue:
@@ -217,16 +215,11 @@ class _WaitQueue:
         passed_on = False
         try:
             while True:
-                if deadline is None:
-                    wait = CHECK_INTERVAL
-                else:
-                    wait = deadline - _monotonic()
-                    if wait <= 0:
-                        if ready() and w[_NOTIFIED] > ticket:
-                            return True, self._take_late(ticket, sem)
-                        return False, False
-                    if wait > CHECK_INTERVAL:
-                        wait = CHECK_INTERVAL
+                wait = slice_seconds(deadline)
+                if wait <= 0:
+                    if ready() and w[_NOTIFIED] > ticket:
+                        return True, self._take_late(ticket, sem)
+                    return False, False
                 found = wait_slice(sem, w, _NOTIFIED, ticket, wait, fd, cmd, byte, slot, mine)
                 if found == _SLICE_NOTIFIED:
                     return True, True  # (the byte is let go)
