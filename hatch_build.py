@@ -20,6 +20,7 @@ Set ``PROCTOR_BUILD_PURE=1`` to skip the compiler on purpose.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -35,10 +36,20 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 MODULES = (("proctor/_sync", "_native"), ("proctor/_queues", "_native"))
 #: A compiler that hangs must not hang the install.
 COMPILE_TIMEOUT = 300
+#: Hex digits of a source's SHA-256 compiled into its module as SOURCE_DIGEST; the
+#: loader (src/proctor/_core/_accel.py, DIGEST_LENGTH) refuses a module whose stamp
+#: does not match the source beside it, so an editable install left with a module
+#: built from older source runs pure Python instead of crashing.
+DIGEST_LENGTH = 16
 
 
 def _config(name: str) -> str:
     return os.environ.get(name) or sysconfig.get_config_var(name) or ""
+
+
+def _digest(source: str) -> str:
+    with open(source, "rb") as file:
+        return hashlib.sha256(file.read()).hexdigest()[:DIGEST_LENGTH]
 
 
 def _commands(source: str, obj: str, target: str) -> list[list[str]]:
@@ -56,6 +67,7 @@ def _commands(source: str, obj: str, target: str) -> list[list[str]]:
         *shlex.split(_config("CFLAGS")),
         *shlex.split(sysconfig.get_config_var("CCSHARED") or ""),
         *(f"-I{path}" for path in sorted(includes)),
+        f'-DPROCTOR_SOURCE_DIGEST="{_digest(source)}"',
         "-c",
         source,
         "-o",

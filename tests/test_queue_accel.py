@@ -92,6 +92,46 @@ def test_pure_python_can_be_forced_and_info_says_which_runs():
 
 
 @needs_native
+@needs_native
+@pytest.mark.parametrize("package", ["proctor._sync", "proctor._queues"])
+def test_a_module_built_from_other_source_is_refused_and_info_says_rebuild(
+    package, tmp_path, monkeypatch
+):
+    # An editable install keeps the module it compiled; after a pull changes the C
+    # source, that module no longer matches the Python calling it. A copy of the built
+    # module beside its own source loads; beside an edited source it is refused.
+    import importlib
+
+    from proctor._core._accel import load_native
+
+    built = importlib.import_module(package + "._native")
+    name = "stale_check_" + package.rsplit("._", 1)[1]
+    for cached in (name, name + "._native"):
+        monkeypatch.delitem(sys.modules, cached, raising=False)  # undone after the test
+    fake = tmp_path / name
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    shutil.copy(built.__file__, fake / os.path.basename(built.__file__))
+    source = os.path.join(os.path.dirname(built.__file__), "_native.c")
+    shutil.copy(source, fake / "_native.c")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(_accel.ENV_VAR, raising=False)
+    module, reason = load_native(name)
+    assert module is not None and reason == "built and loaded"
+    assert module.SOURCE_DIGEST == built.SOURCE_DIGEST != ""
+
+    (fake / "_native.c").write_text("/* edited */\n" + (fake / "_native.c").read_text())
+    del sys.modules[name + "._native"]
+    module, reason = load_native(name)
+    assert module is None
+    assert "built from another version of" in reason and "pip install -e ." in reason
+
+    os.remove(fake / "_native.c")  # an installed wheel: no source, nothing to compare
+    del sys.modules[name + "._native"]
+    module, reason = load_native(name)
+    assert module is not None
+
+
 def test_c_and_pure_rings_write_the_same_bytes_and_read_each_others(monkeypatch):
     """The same random puts and gets on a C ring and a pure one, wrapping round a
     small ring many times: the memories stay byte-for-byte equal, and each

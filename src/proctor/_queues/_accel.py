@@ -10,6 +10,7 @@ implementations read and write the same bytes, so they share a queue::
     else: import _native ── ok, layout ─▶ C fast paths      (ACTIVE = "native")
                           │  as _ring's
                           └ ImportError, ▶ pure Python       (ACTIVE = "python")
+                            stale build,
                             other layout
 
 ``python -m proctor info`` prints :func:`describe`.
@@ -17,12 +18,12 @@ implementations read and write the same bytes, so they share a queue::
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
 
-from .._sync._accel import ENV_VAR
+from .._core._accel import ENV_VAR, load_native
+from .._core._accel import describe as _describe
 
-__all__ = ("ACTIVE", "REASON", "describe", "native")
+__all__ = ("ACTIVE", "ENV_VAR", "REASON", "describe", "native")
 
 #: (HEADER_SIZE, frame header, position bits): _ring's layout, which the C module
 #: must have been built for (a module left over from older source is refused).
@@ -30,20 +31,13 @@ LAYOUT = (128, 16, 36)
 
 
 def _load() -> tuple[ModuleType | None, str]:
-    value = os.environ.get(ENV_VAR, "")
-    if value not in ("", "0"):
-        return None, f"{ENV_VAR}={value} is set"
-    try:
-        from . import _native
-    except ImportError as exc:
-        return None, (
-            f"the C accelerator is not built ({exc}); reinstall proctor on a machine with "
-            "a C compiler to get it"
-        )
-    layout = (_native.HEADER_SIZE, _native.FRAME_HEADER, _native.POSITION_BITS)
+    module, reason = load_native(__package__ or "proctor._queues")
+    if module is None:
+        return None, reason
+    layout = (module.HEADER_SIZE, module.FRAME_HEADER, module.POSITION_BITS)
     if layout != LAYOUT:
-        return None, f"{_native.__file__} was built for another ring layout ({layout})"
-    return _native, "built and loaded"
+        return None, f"{module.__file__} was built for another ring layout ({layout})"
+    return module, reason
 
 
 #: The C module, or None when the pure-Python ring runs.
@@ -55,6 +49,4 @@ ACTIVE = "native" if native is not None else "python"
 
 def describe() -> str:
     """One line for ``python -m proctor info``: which implementation, and why."""
-    if native is None:
-        return f"pure Python ({REASON})"
-    return f"C accelerator ({native.__file__})"
+    return _describe(native, REASON)

@@ -37,6 +37,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* The SHA-256 digest (16 hex digits) of this file, passed by hatch_build.py: the
+   loader (_core/_accel.py) refuses a module built from older source. */
+#ifndef PROCTOR_SOURCE_DIGEST
+#define PROCTOR_SOURCE_DIGEST ""
+#endif
+
 #include <stdint.h>
 #include <string.h>
 
@@ -330,6 +336,7 @@ PyInit__native(void)
         return NULL;
     Py_INCREF(&RingCoreType);
     if (PyModule_AddObject(module, "RingCore", (PyObject *)&RingCoreType) < 0
+        || PyModule_AddStringConstant(module, "SOURCE_DIGEST", PROCTOR_SOURCE_DIGEST) < 0
         || PyModule_AddIntConstant(module, "HEADER_SIZE", HEADER_SIZE) < 0
         || PyModule_AddIntConstant(module, "FRAME_HEADER", FRAME_HEADER) < 0
         || PyModule_AddIntConstant(module, "POSITION_BITS", POSITION_BITS) < 0) {

@@ -9,41 +9,24 @@ the same protocol on the same shared memory, so they work together::
 
     PROCTOR_PURE_PYTHON set (not "0")  ──▶ pure Python; _native not even imported
     else: import _native ── ok ─────────▶ C fast paths      (ACTIVE = "native")
-                          └ ImportError ▶ pure Python       (ACTIVE = "python")
+                          └ ImportError, ▶ pure Python       (ACTIVE = "python")
+                            stale build
 
 ``_lock`` and ``_semaphore`` define both classes of each primitive when the C
 module loads (``PyLock`` and ``NativeLock``...); the public name (``Lock``) is
-the active one. ``python -m proctor info`` prints :func:`describe`.
+the active one. ``python -m proctor info`` prints :func:`describe`. The switch and
+the stale-build check are ``_core._accel``'s, shared with the queue's module.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from types import ModuleType
+from .._core._accel import ENV_VAR, load_native
+from .._core._accel import describe as _describe
 
 __all__ = ("ACTIVE", "ENV_VAR", "REASON", "describe", "native")
 
-#: Set to anything but "" or "0" to run the pure-Python implementation.
-ENV_VAR = "PROCTOR_PURE_PYTHON"
-
-
-def _load() -> tuple[ModuleType | None, str]:
-    value = os.environ.get(ENV_VAR, "")
-    if value not in ("", "0"):
-        return None, f"{ENV_VAR}={value} is set"
-    try:
-        from ._native import LockCore
-    except ImportError as exc:
-        return None, (
-            f"the C accelerator is not built ({exc}); reinstall proctor on a machine with "
-            "a C compiler to get it"
-        )
-    return sys.modules[LockCore.__module__], "built and loaded"
-
-
 #: The C module (``_native``), or None when the pure-Python implementation runs.
-native, REASON = _load()
+native, REASON = load_native(__package__ or "proctor._sync")
 
 #: "native" (the C fast paths) or "python".
 ACTIVE = "native" if native is not None else "python"
@@ -51,6 +34,4 @@ ACTIVE = "native" if native is not None else "python"
 
 def describe() -> str:
     """One line for ``python -m proctor info``: which implementation, and why."""
-    if native is None:
-        return f"pure Python ({REASON})"
-    return f"C accelerator ({native.__file__})"
+    return _describe(native, REASON)

@@ -35,6 +35,12 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+/* The SHA-256 digest (16 hex digits) of this file, passed by hatch_build.py: the
+   loader (_core/_accel.py) refuses a module built from older source. */
+#ifndef PROCTOR_SOURCE_DIGEST
+#define PROCTOR_SOURCE_DIGEST ""
+#endif
 #include <structmember.h>  /* T_OBJECT (Py_T_OBJECT only from 3.12) */
 
 #include <errno.h>
@@ -898,6 +904,7 @@ PyInit__native(void)
     Py_INCREF(&RLockCoreType);
     Py_INCREF(&SemaphoreCoreType);
     if (PyModule_AddObject(module, "LockCore", (PyObject *)&LockCoreType) < 0
+        || PyModule_AddStringConstant(module, "SOURCE_DIGEST", PROCTOR_SOURCE_DIGEST) < 0
         || PyModule_AddObject(module, "RLockCore", (PyObject *)&RLockCoreType) < 0
         || PyModule_AddObject(module, "SemaphoreCore", (PyObject *)&SemaphoreCoreType) < 0
         || PyModule_AddIntConstant(module, "SPIN_TRIES", SPIN_TRIES) < 0
