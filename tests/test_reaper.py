@@ -344,6 +344,66 @@ def test_polling_reaper_notices_a_death_without_pidfds(tmp_path):
             os.unlink(path)
 
 
+def test_the_reaper_greets_and_reads_clients_while_a_scan_runs(tmp_path, monkeypatch):
+    # A /proc scan takes from milliseconds to seconds (every process's maps and fds);
+    # a client waits CONNECT_TIMEOUT for its greeting and then takes the reaper for
+    # dead. Scans therefore run on a thread: here one is held until the test lets it
+    # go, and meanwhile a new client is greeted and its registration is read.
+    import contextlib
+    import json
+    import socket
+    import threading
+
+    from proctor._reaper import _server
+
+    scanning, let_go = threading.Event(), threading.Event()
+    real_find_users = _server._find_users
+
+    def held_scan(keys):
+        scanning.set()
+        assert let_go.wait(timeout=30)
+        return real_find_users(keys)
+
+    monkeypatch.setattr(_server, "_find_users", held_scan)
+    freed, kept = _name(), _name()
+    for name in (freed, kept):
+        os.close(os.open("/dev/shm/" + name.lstrip("/"), os.O_CREAT | os.O_EXCL, 0o600))
+    path = str(tmp_path / "sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    reaper = _server._Reaper(listener, path)
+    reaper.swept = True  # no sweep of the machine's /dev/shm here
+    reaper.pending = {("shm", freed), ("shm", kept)}  # both names just lost their users
+    loop = threading.Thread(target=reaper.run, daemon=True)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(10)
+    try:
+        loop.start()
+        assert scanning.wait(timeout=10), "the reclaim scan did not start"
+        client.connect(path)
+        assert client.recv(1) == _server.READY  # greeted while the scan is held
+        line = json.dumps(["R", "shm", kept, os.getpid(), _start_time(os.getpid())])
+        client.sendall(line.encode() + b"\n")
+        wait_until(lambda: reaper.users.get(("shm", kept)), timeout=10)  # read meanwhile
+        let_go.set()
+        # The scan found no mapper for either; the one registered meanwhile stays.
+        wait_until(lambda: not _exists(freed), timeout=10)
+        assert _exists(kept)
+    finally:
+        let_go.set()
+        # Stop the loop: it exits once idle (no users, no clients, no scan).
+        with contextlib.suppress(OSError):
+            client.sendall(json.dumps(["F", "shm", kept]).encode() + b"\n")
+        client.close()
+        loop.join(timeout=10)
+        assert not loop.is_alive(), "the reaper's loop did not end once idle"
+        reaper.close()
+        for name in (freed, kept):
+            if _exists(name):
+                os.unlink("/dev/shm/" + name.lstrip("/"))
+
+
 def test_a_reaper_that_cannot_start_is_a_clear_error_with_its_log():
     user = User(
         """

@@ -13,8 +13,10 @@ keep the reaper from starting::
     pin's pipe at EOF ─────▶ unpin ──────┤
     last user unregistered ──────────────┴▶ pending ─(RECLAIM_DELAY)─▶ reclaim:
         first read what clients already sent (a register may be on its way)
-        /proc scan: someone maps it ─▶ adopt them as users (re-scan later)
-                    nobody ─────────▶ shm_unlink / sem_unlink
+        /proc scan (on the scan thread; the loop goes on greeting and reading)
+        then read again; a name registered or freed again meanwhile is left
+        someone maps it ─▶ adopt them as users (re-scan later)
+        nobody ─────────▶ shm_unlink / sem_unlink
     once, at start ─▶ sweep: /dev/shm names of dead creators that nobody maps ─▶ unlink
 
 Protocol: one JSON array per line. ``["R", kind, name, pid, start_time]`` adds a
@@ -64,7 +66,9 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 #: The kinds of named objects the reaper knows how to unlink.
 KINDS = ("shm", "semaphore")
@@ -290,6 +294,67 @@ def _find_users(keys: list[tuple[str, str]]) -> dict[tuple[str, str], set[int]]:
     return found
 
 
+class _Scanner:
+    """Runs one /proc scan at a time on a thread and wakes the loop when it is done.
+
+    The scan only reads /proc and /dev/shm and returns its answer; the loop applies
+    it (``_Reaper.finish_scan``), so the reaper's state is only touched by the loop.
+    """
+
+    def __init__(self) -> None:
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        self.kind: str | None = None
+        self.keys: list[tuple[str, str]] = []
+        self.thread: threading.Thread | None = None
+        self.answer: list = [None, None, False]  # [result, exception, done]
+
+    def busy(self) -> bool:
+        return self.thread is not None
+
+    def done(self) -> bool:
+        """The scan in flight has its answer (its thread only has to end)."""
+        return self.thread is not None and self.answer[2]
+
+    def start(self, kind: str, keys: list[tuple[str, str]], work: Callable[[], object]) -> None:
+        assert self.thread is None, "one scan at a time"
+        answer: list = [None, None, False]
+
+        def run() -> None:
+            try:
+                answer[0] = work()
+            except BaseException as exc:  # handed to the loop, which decides
+                answer[1] = exc
+            finally:
+                answer[2] = True
+                with contextlib.suppress(OSError):
+                    os.write(self.wake_w, b"x")
+
+        self.kind, self.keys, self.answer = kind, keys, answer
+        self.thread = threading.Thread(target=run, name=f"reaper-{kind}", daemon=True)
+        self.thread.start()
+
+    def finish(self) -> tuple[str, list[tuple[str, str]], object, BaseException | None]:
+        """Wait for the scan in flight: (its kind, its keys, its result, its exception)."""
+        assert self.thread is not None and self.kind is not None
+        self.thread.join()
+        kind, keys, (result, error, _) = self.kind, self.keys, self.answer
+        self.thread = self.kind = None
+        self.keys = []
+        return kind, keys, result, error
+
+    def clear_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while os.read(self.wake_r, 64):
+                pass
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout=5)  # only reads /proc: it ends
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
 class _Reaper:
     """The reaper's state and event loop (runs in the reaper process)."""
 
@@ -314,6 +379,12 @@ class _Reaper:
         self.started = time.monotonic()
         self.ever_connected = False
         self.swept = False
+        # The /proc scans run on a thread: they take from milliseconds to seconds
+        # (one read of every process's maps and fds), and the loop must keep
+        # greeting clients -- a client that waits CONNECT_TIMEOUT for its greeting
+        # takes the reaper for dead -- and reading their registrations meanwhile.
+        self.scanner = _Scanner()
+        self.selector.register(self.scanner.wake_r, selectors.EVENT_READ, ("scanned", None))
 
     # ── users ──
 
@@ -432,19 +503,40 @@ class _Reaper:
         self.adopted.pop(key, None)
         self.pending.discard(key)
 
-    def reclaim(self) -> None:
-        """Unlink every pending name that no live process maps or holds."""
-        # What clients sent before now may keep a name: a receiver registers a
-        # name before it closes the pin that kept it, a sender sends its pin
-        # before it exits, yet the EOF or the death may be seen first.
+    def drain_clients(self) -> None:
+        """Handle what clients have already sent: it may keep a name.
+
+        A receiver registers a name before it closes the pin that kept it, a
+        sender sends its pin before it exits, yet the EOF or the death may be
+        seen first. So before a scan starts and again before its answer is
+        applied, everything sent until then is read.
+        """
         for sock in list(self.clients):
             while sock in self.clients and self.read(sock, socket.MSG_DONTWAIT):
                 pass
+
+    def start_reclaim(self) -> None:
+        """Scan /proc for the pending names on the scan thread (see ``apply_reclaim``)."""
+        self.drain_clients()
         keys = sorted(self.pending)
         self.pending.clear()
-        mappers = _find_users(keys)
+        self.scanner.start("reclaim", keys, lambda: _find_users(keys))
+
+    def apply_reclaim(
+        self, keys: list[tuple[str, str]], mappers: dict[tuple[str, str], set[int]]
+    ) -> None:
+        """Unlink every scanned name that no live process maps or holds; adopt the rest.
+
+        (A name its owner unlinked meanwhile ("F") is unlinked again, a no-op, or
+        adopted until the next scan finds it gone.)
+        """
+        self.drain_clients()  # may run a sync(), and its own scan: keys are ours alone
         now = time.monotonic()
         for key in keys:
+            if self.users.get(key) or key in self.pending:
+                # A user registered while the scan ran, or the name was freed again
+                # (it is then decided by the next scan, which sees the newer state).
+                continue
             kept = False
             for pid in mappers.get(key, ()):
                 ctime = create_time(pid)
@@ -457,16 +549,27 @@ class _Reaper:
                 self.pending.discard(key)
                 _unlink(*key)
 
-    def sweep(self) -> None:
-        """Unlink the names that a tree killed whole left behind (see find_orphans)."""
-        try:
-            orphans = find_orphans()
-        except Exception as exc:  # a failed sweep only leaves what was there
-            print(f"proctor reaper: sweeping /dev/shm failed: {exc!r}", file=sys.stderr)
-            return
+    def start_sweep(self) -> None:
+        """Look for what a tree killed whole left behind (see find_orphans), on the scan thread."""
+        self.scanner.start("sweep", [], find_orphans)
+
+    def apply_sweep(self, orphans: list[tuple[str, str]]) -> None:
         for key in orphans:
             if key not in self.users:
                 _unlink(*key)
+
+    def finish_scan(self) -> None:
+        """Wait for the scan in flight, then apply its answer here, on the loop."""
+        kind, keys, result, error = self.scanner.finish()
+        if kind == "sweep":
+            if error is not None:  # a failed sweep only leaves what was there
+                print(f"proctor reaper: sweeping /dev/shm failed: {error!r}", file=sys.stderr)
+                return
+            self.apply_sweep(result)  # type: ignore[arg-type]
+            return
+        if error is not None:
+            raise error  # as before scans had a thread: the traceback goes to reaper.log
+        self.apply_reclaim(keys, result)  # type: ignore[arg-type]
 
     # ── messages ──
 
@@ -500,12 +603,18 @@ class _Reaper:
             self.forget(key)
 
     def sync(self) -> None:
-        """Process every death that has already happened, and reclaim what it freed."""
+        """Process every death that has already happened, and reclaim what it freed.
+
+        Waits for the scans it needs, so that its ``ok`` means "done".
+        """
         for user in list(self.names_of):
             if create_time(user[0]) != user[1]:
                 self.died(user)
+        if self.scanner.busy():
+            self.finish_scan()
         if self.pending:
-            self.reclaim()
+            self.start_reclaim()
+            self.finish_scan()
 
     def read(self, sock: socket.socket, flags: int = 0) -> bool:
         """Read and handle what ``sock`` sent; False if nothing (was) there."""
@@ -565,7 +674,7 @@ class _Reaper:
     # ── loop ──
 
     def idle(self) -> bool:
-        return not self.users and not self.clients and not self.pending
+        return not self.users and not self.clients and not self.pending and not self.scanner.busy()
 
     def try_exit(self) -> bool:
         """Exit if idle: stop new connections first, then take any already queued."""
@@ -586,16 +695,16 @@ class _Reaper:
         pending_since: float | None = None
         while True:
             reclaim_wait = None
-            if self.pending:
+            if self.pending and not self.scanner.busy():
                 # Batch the names freed within RECLAIM_DELAY into one /proc scan.
                 now = time.monotonic()
                 if pending_since is None:
                     pending_since = now
                 reclaim_wait = pending_since + RECLAIM_DELAY - now
                 if reclaim_wait <= 0:
-                    self.reclaim()
+                    self.start_reclaim()
                     pending_since = reclaim_wait = None
-            else:
+            elif not self.pending:
                 pending_since = None
             waited = time.monotonic() - self.started
             if (
@@ -624,10 +733,16 @@ class _Reaper:
                     self.died(user)
                 elif what == "pin":
                     self.unpin(user)
-            if not self.swept:
-                # Once, after greeting the first client, so that it does not wait.
+                elif what == "scanned":
+                    # The byte may be an earlier scan's, which a sync() finished.
+                    self.scanner.clear_wake()
+                    if self.scanner.done():
+                        self.finish_scan()
+            if not self.swept and not self.scanner.busy():
+                # Once, after greeting the first client (on the scan thread, so that
+                # neither it nor anyone else waits for it).
                 self.swept = True
-                self.sweep()
+                self.start_sweep()
             for user in list(self.polled):
                 if create_time(user[0]) != user[1]:
                     self.died(user)
@@ -649,6 +764,7 @@ class _Reaper:
                 os.close(fd)
         for sock in self.clients:
             sock.close()
+        self.scanner.close()
         self.selector.close()
         self.listener.close()
         directory = os.path.dirname(self.path)
