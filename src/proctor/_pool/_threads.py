@@ -61,13 +61,14 @@ class ObjectCodec:
         raise AssertionError("a thread pool sends one task at a time")  # batches=False
 
     @staticmethod
-    def decode(frame: Any, conn: Any = None) -> tuple[int, int, Any, float, bool]:
+    def decode(frame: Any, conn: Any = None) -> tuple[int, int, Any, float, bool, int]:
         # A worker thread's progress is (task id, items done); a result has four
-        # items: (task id, Outcome, seconds, retiring).
+        # items: (task id, Outcome, seconds, retiring). Records: 0, as a thread's
+        # log records are handled in the thread that logs them.
         if len(frame) == 2:
-            return frame[0], DECODED_PROGRESS, frame[1], 0.0, False
+            return frame[0], DECODED_PROGRESS, frame[1], 0.0, False, 0
         task_id, outcome, seconds, retiring = frame
-        return task_id, DECODED_OUTCOME, outcome, seconds, retiring
+        return task_id, DECODED_OUTCOME, outcome, seconds, retiring, 0
 
 
 def _readable(fd: int, timeout: float | None) -> bool:

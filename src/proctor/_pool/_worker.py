@@ -16,13 +16,17 @@ A task frame is ``<task id:u64><kind:u8><function length:u32>`` + the pickled fu
 the pickled payload: ``(args, kwds)`` for ``APPLY``, a list of items for ``MAP`` (each
 called as ``func(item)``) or ``STARMAP`` (``func(*item)``). The function travels as its
 own pickle so that a ``map`` pickles it once and a worker unpickles it once while the
-same bytes keep coming. A result frame is ``<task id:u64><seconds:f64><flags:u8>`` + an
-outcome message of ``_start._outcome`` (the format a ``Process`` reports with): the value
+same bytes keep coming. A result frame is
+``<task id:u64><seconds:f64><flags:u8><records:u64>`` + an outcome message of ``_start._outcome`` (the format a ``Process`` reports with): the value
 (one value for ``APPLY``, the list of a chunk's values otherwise), or the exception with
 its traceback. ``seconds`` is how long the task ran in the worker (the dispatcher sizes
 chunks and how many tasks a worker holds from it); flag ``RETIRING`` says the worker
 exits after this result (its resident memory passed ``max_memory_per_child``) and
-reads no further task. Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's
+reads no further task. ``records`` is how many log records the worker has sent to the
+parent so far (``_runtime.records_forwarded``): the parent delivers the result once its
+log listener has handled that many of this worker's records, so that a task's records
+are handled before its result is seen (``_logging._forwarding``, "records before
+results"). Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's
 start: its outcome says that the initializer returned, or how it failed.
 
 Arguments or a value that own descriptors (a queue, a lock, shared memory passed to a
@@ -33,8 +37,8 @@ frame with ``send()``, which carries them, and the frame's pickle is unpickled i
 
 A ``MAP``/``STARMAP`` task with the ``REPORTS_PROGRESS`` kind bit (a call with
 ``progress=``) is run by ``_progress.run_chunk``, whose reporter thread may send
-*progress frames* before its result: ``<task id:u64><seconds:f64><flags:u8>`` with flag
-``PROGRESS`` (seconds 0), then ``<items done:u64>``. They say how many of the chunk's
+*progress frames* before its result: the result frame's header with flag ``PROGRESS``
+(seconds and records 0), then ``<items done:u64>``. They say how many of the chunk's
 items have finished; the parent counts them and waits on for the result.
 
 A worker may be sent several tasks before it has finished the first (the pool
@@ -66,7 +70,7 @@ import time
 import types
 import weakref
 
-from .._core import _serialization
+from .._core import _runtime, _serialization
 from .._core._errors import PicklingError
 from .._core._reduction import Descriptors, DescriptorsNeedACarrier
 from .._core._serialization import OOB_THRESHOLD
@@ -129,7 +133,7 @@ _ANY_EXCEPTION = (BaseException,)
 
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
-_RESULT_HEADER = struct.Struct("<QdB")
+_RESULT_HEADER = struct.Struct("<QdBQ")
 _PROGRESS_COUNT = struct.Struct("<Q")
 
 
@@ -187,7 +191,7 @@ def decode_result(
     Raises:
         EOFError, OSError: the worker's end closed before its buffers came.
     """
-    task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
+    task_id, seconds, flags, _ = _RESULT_HEADER.unpack_from(frame)
     if buffers is None and flags & ~RETIRING == VALUE:
         # The common case: a value, no buffers follow (nor came another way).
         outcome = _outcome.Outcome()
@@ -237,9 +241,11 @@ def _dumps(obj: Any) -> tuple[bytes, list[Any]]:
 DECODED_VALUE, DECODED_OUTCOME, DECODED_PROGRESS = 0, 1, 2
 
 
-def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any, float, bool]:
+def decode(
+    frame: bytes, conn: Connection | None = None
+) -> tuple[int, int, Any, float, bool, int]:
     """A frame from a worker in one call: ``(task id, what, payload, seconds,
-    retiring)``.
+    retiring, records)``; ``records``: the log records the worker had sent by then.
 
     ``what`` is DECODED_VALUE for the common result, a value without buffers
     (``payload`` is the value: no ``Outcome`` is made for it); DECODED_PROGRESS for
@@ -251,7 +257,7 @@ def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any,
     Raises:
         EOFError, OSError: the worker's end closed before its buffers came.
     """
-    task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
+    task_id, seconds, flags, records = _RESULT_HEADER.unpack_from(frame)
     if flags & ~RETIRING == VALUE:
         try:
             value = _serialization.loads(memoryview(frame)[_RESULT_HEADER.size :])
@@ -259,25 +265,30 @@ def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any,
         except BaseException as exc:
             outcome = _outcome.Outcome()
             outcome.value_not_rebuilt(exc)
-            return task_id, DECODED_OUTCOME, outcome, seconds, flags == _RETIRING_VALUE
-        return task_id, DECODED_VALUE, value, seconds, flags == _RETIRING_VALUE
+            return task_id, DECODED_OUTCOME, outcome, seconds, flags == _RETIRING_VALUE, records
+        return task_id, DECODED_VALUE, value, seconds, flags == _RETIRING_VALUE, records
     if flags & PROGRESS:
         items = _PROGRESS_COUNT.unpack_from(frame, _RESULT_HEADER.size)[0]
-        return task_id, DECODED_PROGRESS, items, 0.0, False
+        return task_id, DECODED_PROGRESS, items, 0.0, False, 0
     task_id, outcome, seconds, retiring = decode_result(frame, conn)
-    return task_id, DECODED_OUTCOME, outcome, seconds, retiring
+    return task_id, DECODED_OUTCOME, outcome, seconds, retiring, records
 
 
 def _progress_frame(task_id: int, done: int) -> bytes:
-    return _RESULT_HEADER.pack(task_id, 0.0, PROGRESS) + _PROGRESS_COUNT.pack(done)
+    return _RESULT_HEADER.pack(task_id, 0.0, PROGRESS, 0) + _PROGRESS_COUNT.pack(done)
 
 
 def _result_frame(
-    task_id: int, message: tuple[Any, ...], seconds: float = 0.0, flags: int = 0
+    task_id: int,
+    message: tuple[Any, ...],
+    seconds: float = 0.0,
+    flags: int = 0,
+    records: int = 0,
 ) -> bytes:
+    """A result frame; ``records``: the log records this worker has sent so far."""
     if message[0] == "value":  # the value's pickle itself, not inside the message's
-        return _RESULT_HEADER.pack(task_id, seconds, flags | VALUE) + message[1]
-    return _RESULT_HEADER.pack(task_id, seconds, flags) + _outcome.encode(message)
+        return _RESULT_HEADER.pack(task_id, seconds, flags | VALUE, records) + message[1]
+    return _RESULT_HEADER.pack(task_id, seconds, flags, records) + _outcome.encode(message)
 
 
 def function_name(func: Callable[..., object] | None) -> str:
@@ -682,8 +693,10 @@ def worker_main(
             retiring = max_memory is not None and (resident_memory() or 0) > max_memory
             flags = (RETIRING if retiring else 0) | (BUFFERS_FOLLOW if buffers else 0)
             # The result goes before the next task starts: the pool then knows that
-            # only the oldest task without a result may have started.
-            conn.send_bytes(_result_frame(task_id, message, seconds, flags))
+            # only the oldest task without a result may have started. It carries the
+            # count of log records sent: the task's are all in the log channel by now.
+            records = _runtime.records_forwarded
+            conn.send_bytes(_result_frame(task_id, message, seconds, flags, records))
             if buffers:
                 conn.send(buffers)
                 del buffers
@@ -737,7 +750,8 @@ def _concurrent_loop(
         retiring = retiring or (max_memory is not None and (resident_memory() or 0) > max_memory)
         last = retiring and not running
         flags = (RETIRING if last else 0) | (BUFFERS_FOLLOW if buffers else 0)
-        conn.send_bytes(_result_frame(task_id, message, seconds, flags))
+        records = _runtime.records_forwarded  # see worker_main
+        conn.send_bytes(_result_frame(task_id, message, seconds, flags, records))
         if buffers:
             conn.send(buffers)
         return last
