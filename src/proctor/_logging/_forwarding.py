@@ -500,15 +500,15 @@ class LogStream:
         """Wait until every record the child sent has been handled."""
         return self.drained.wait(timeout)
 
-    def wait_handled(self, count: int, stall: float = RECORDS_WAIT) -> bool:
+    def wait_handled(self, count: int, stall: float | None = None) -> bool:
         """Wait until the listener has handled the child's first ``count`` records.
 
         ``count`` is the child's ``_runtime.records_forwarded`` when it sent something
         after those records (a pool worker's result). Returns True once they are
         handled, or the stream has ended (the child died or closed it: every whole
         record it sent has been handled then); False if the listener handled no
-        record of any child for ``stall`` seconds -- a handler stuck -- and at once
-        while it stays stuck after such a wait.
+        record of any child for ``stall`` seconds (default :data:`RECORDS_WAIT`) -- a
+        handler stuck -- and at once while it stays stuck after such a wait.
         """
         if self.handled >= count or self.drained.is_set():
             return True
@@ -520,6 +520,8 @@ class LogStream:
             try:
                 listener.hurry()
                 seen = listener.handled
+                if stall is None:
+                    stall = RECORDS_WAIT
                 deadline = time.monotonic() + stall
                 while self.handled < count and not self.drained.is_set():
                     remaining = deadline - time.monotonic()
