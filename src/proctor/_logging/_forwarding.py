@@ -638,10 +638,9 @@ class LogListener:
                             self._streams.pop(stream.sock.fileno(), None)
                         registered.pop(stream.sock.fileno(), None)
                         self._finish(selector, stream)
-                if 0 < handled < BUSY_BATCH:
-                    # A pool result waiting for its records cuts the window short.
-                    if self._hurry.wait(BATCH_WINDOW):
-                        self._hurry.clear()
+                # A pool result waiting for its records cuts the window short.
+                if 0 < handled < BUSY_BATCH and self._hurry.wait(BATCH_WINDOW):
+                    self._hurry.clear()
         finally:
             selector.close()
 

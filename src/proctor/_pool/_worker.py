@@ -17,10 +17,11 @@ the pickled payload: ``(args, kwds)`` for ``APPLY``, a list of items for ``MAP``
 called as ``func(item)``) or ``STARMAP`` (``func(*item)``). The function travels as its
 own pickle so that a ``map`` pickles it once and a worker unpickles it once while the
 same bytes keep coming. A result frame is
-``<task id:u64><seconds:f64><flags:u8><records:u64>`` + an outcome message of ``_start._outcome`` (the format a ``Process`` reports with): the value
-(one value for ``APPLY``, the list of a chunk's values otherwise), or the exception with
-its traceback. ``seconds`` is how long the task ran in the worker (the dispatcher sizes
-chunks and how many tasks a worker holds from it); flag ``RETIRING`` says the worker
+``<task id:u64><seconds:f64><flags:u8><records:u64>`` + an outcome message of
+``_start._outcome`` (the format a ``Process`` reports with): the value (one value for
+``APPLY``, the list of a chunk's values otherwise), or the exception with its traceback.
+``seconds`` is how long the task ran in the worker (the dispatcher sizes chunks and how
+many tasks a worker holds from it); flag ``RETIRING`` says the worker
 exits after this result (its resident memory passed ``max_memory_per_child``) and
 reads no further task. ``records`` is how many log records the worker has sent to the
 parent so far (``_runtime.records_forwarded``): the parent delivers the result once its
@@ -241,9 +242,7 @@ def _dumps(obj: Any) -> tuple[bytes, list[Any]]:
 DECODED_VALUE, DECODED_OUTCOME, DECODED_PROGRESS = 0, 1, 2
 
 
-def decode(
-    frame: bytes, conn: Connection | None = None
-) -> tuple[int, int, Any, float, bool, int]:
+def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any, float, bool, int]:
     """A frame from a worker in one call: ``(task id, what, payload, seconds,
     retiring, records)``; ``records``: the log records the worker had sent by then.
 
