@@ -840,9 +840,7 @@ class Dispatcher:
             worker.conn_open = False
             return False
         try:
-            task_id, what, payload, seconds, retiring, records = self.codec.decode(
-                frame, worker.conn
-            )
+            task_id, what, payload, seconds, retiring = self.codec.decode(frame, worker.conn)
         except (EOFError, OSError):  # it died before its result's buffers came
             worker.conn_open = False
             return False
@@ -881,11 +879,14 @@ class Dispatcher:
         # No lock: one dict operation is atomic, and only this thread removes tasks
         # (a lock taken and released costs as much as the rest of this branch).
         self._tasks.pop(task_id, None)
-        if records and worker.logs is not None and records > worker.logs.handled:
+        logs = worker.logs
+        if logs is not None:
             # Records before results: every record the worker sent before this
-            # result -- the task's -- is handled before the result is seen (bounded:
-            # LogStream.wait_handled; the stream's EOF ends it).
-            worker.logs.wait_handled(records)
+            # result -- the task's -- is handled before the result is delivered
+            # (bounded: LogStream.wait_handled; the stream's EOF ends it).
+            records = _worker.records_sent(frame)
+            if records > logs.handled:
+                logs.wait_handled(records)
         result = task.result
         observe = result._observe
         if observe is not None:

@@ -61,14 +61,13 @@ class ObjectCodec:
         raise AssertionError("a thread pool sends one task at a time")  # batches=False
 
     @staticmethod
-    def decode(frame: Any, conn: Any = None) -> tuple[int, int, Any, float, bool, int]:
+    def decode(frame: Any, conn: Any = None) -> tuple[int, int, Any, float, bool]:
         # A worker thread's progress is (task id, items done); a result has four
-        # items: (task id, Outcome, seconds, retiring). Records: 0, as a thread's
-        # log records are handled in the thread that logs them.
+        # items: (task id, Outcome, seconds, retiring).
         if len(frame) == 2:
-            return frame[0], DECODED_PROGRESS, frame[1], 0.0, False, 0
+            return frame[0], DECODED_PROGRESS, frame[1], 0.0, False
         task_id, outcome, seconds, retiring = frame
-        return task_id, DECODED_OUTCOME, outcome, seconds, retiring, 0
+        return task_id, DECODED_OUTCOME, outcome, seconds, retiring
 
 
 def _readable(fd: int, timeout: float | None) -> bool:

@@ -21,12 +21,12 @@ same bytes keep coming. A result frame is
 ``_start._outcome`` (the format a ``Process`` reports with): the value (one value for
 ``APPLY``, the list of a chunk's values otherwise), or the exception with its traceback.
 ``seconds`` is how long the task ran in the worker (the dispatcher sizes chunks and how
-many tasks a worker holds from it); flag ``RETIRING`` says the worker
-exits after this result (its resident memory passed ``max_memory_per_child``) and
-reads no further task. ``records`` is how many log records the worker has sent to the
-parent so far (``_runtime.records_forwarded``): the parent delivers the result once its
-log listener has handled that many of this worker's records, so that a task's records
-are handled before its result is seen (``_logging._forwarding``, "records before
+many tasks a worker holds from it); flag ``RETIRING`` says the worker exits after this
+result (its resident memory passed ``max_memory_per_child``) and reads no further task.
+``records`` is how many log records the worker has sent to the parent so far
+(``_runtime.records_forwarded``): the parent delivers the result once its log listener
+has handled that many of this worker's records, so that a task's records are handled
+before its result (``records_sent``; ``_logging._forwarding``, "records before
 results"). Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's
 start: its outcome says that the initializer returned, or how it failed.
 
@@ -38,7 +38,7 @@ frame with ``send()``, which carries them, and the frame's pickle is unpickled i
 
 A ``MAP``/``STARMAP`` task with the ``REPORTS_PROGRESS`` kind bit (a call with
 ``progress=``) is run by ``_progress.run_chunk``, whose reporter thread may send
-*progress frames* before its result: the result frame's header with flag ``PROGRESS``
+*progress frames* before its result: a result frame's header with flag ``PROGRESS``
 (seconds and records 0), then ``<items done:u64>``. They say how many of the chunk's
 items have finished; the parent counts them and waits on for the result.
 
@@ -101,6 +101,7 @@ __all__ = (
     "encode_task",
     "function_name",
     "is_coroutine_function",
+    "records_sent",
     "worker_main",
 )
 
@@ -134,7 +135,14 @@ _ANY_EXCEPTION = (BaseException,)
 
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
-_RESULT_HEADER = struct.Struct("<QdBQ")
+#: What ``decode`` reads of a result frame's header: task id, seconds, flags...
+_RESULT_HEADER = struct.Struct("<QdB")
+#: ...and then the log records sent, which only ``records_sent`` reads: the parent
+#: needs them only from a worker that forwards its records.
+_RECORDS = struct.Struct("<Q")
+#: The whole header, as a worker writes it; the body follows.
+_RESULT_FRAME = struct.Struct("<QdBQ")
+_RESULT_BODY = _RESULT_FRAME.size
 _PROGRESS_COUNT = struct.Struct("<Q")
 
 
@@ -192,16 +200,16 @@ def decode_result(
     Raises:
         EOFError, OSError: the worker's end closed before its buffers came.
     """
-    task_id, seconds, flags, _ = _RESULT_HEADER.unpack_from(frame)
+    task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
     if buffers is None and flags & ~RETIRING == VALUE:
         # The common case: a value, no buffers follow (nor came another way).
         outcome = _outcome.Outcome()
         # BaseException: see below.
-        outcome.load_value(memoryview(frame)[_RESULT_HEADER.size :], None, caught=_ANY_EXCEPTION)
+        outcome.load_value(memoryview(frame)[_RESULT_BODY:], None, caught=_ANY_EXCEPTION)
         return task_id, outcome, seconds, flags == _RETIRING_VALUE
     if flags & BUFFERS_FOLLOW and conn is not None:
         buffers = conn.recv()
-    body = memoryview(frame)[_RESULT_HEADER.size :]
+    body = memoryview(frame)[_RESULT_BODY:]
     if flags & VALUE:
         outcome = _outcome.Outcome()
         carried, buffers = _carried(buffers)
@@ -242,9 +250,9 @@ def _dumps(obj: Any) -> tuple[bytes, list[Any]]:
 DECODED_VALUE, DECODED_OUTCOME, DECODED_PROGRESS = 0, 1, 2
 
 
-def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any, float, bool, int]:
+def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any, float, bool]:
     """A frame from a worker in one call: ``(task id, what, payload, seconds,
-    retiring, records)``; ``records``: the log records the worker had sent by then.
+    retiring)``.
 
     ``what`` is DECODED_VALUE for the common result, a value without buffers
     (``payload`` is the value: no ``Outcome`` is made for it); DECODED_PROGRESS for
@@ -256,25 +264,31 @@ def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any,
     Raises:
         EOFError, OSError: the worker's end closed before its buffers came.
     """
-    task_id, seconds, flags, records = _RESULT_HEADER.unpack_from(frame)
+    task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
     if flags & ~RETIRING == VALUE:
         try:
-            value = _serialization.loads(memoryview(frame)[_RESULT_HEADER.size :])
+            value = _serialization.loads(memoryview(frame)[_RESULT_BODY:])
         # BaseException: as in decode_result (the value's own code may raise anything).
         except BaseException as exc:
             outcome = _outcome.Outcome()
             outcome.value_not_rebuilt(exc)
-            return task_id, DECODED_OUTCOME, outcome, seconds, flags == _RETIRING_VALUE, records
-        return task_id, DECODED_VALUE, value, seconds, flags == _RETIRING_VALUE, records
+            return task_id, DECODED_OUTCOME, outcome, seconds, flags == _RETIRING_VALUE
+        return task_id, DECODED_VALUE, value, seconds, flags == _RETIRING_VALUE
     if flags & PROGRESS:
-        items = _PROGRESS_COUNT.unpack_from(frame, _RESULT_HEADER.size)[0]
-        return task_id, DECODED_PROGRESS, items, 0.0, False, 0
+        items = _PROGRESS_COUNT.unpack_from(frame, _RESULT_BODY)[0]
+        return task_id, DECODED_PROGRESS, items, 0.0, False
     task_id, outcome, seconds, retiring = decode_result(frame, conn)
-    return task_id, DECODED_OUTCOME, outcome, seconds, retiring, records
+    return task_id, DECODED_OUTCOME, outcome, seconds, retiring
 
 
 def _progress_frame(task_id: int, done: int) -> bytes:
-    return _RESULT_HEADER.pack(task_id, 0.0, PROGRESS, 0) + _PROGRESS_COUNT.pack(done)
+    return _RESULT_FRAME.pack(task_id, 0.0, PROGRESS, 0) + _PROGRESS_COUNT.pack(done)
+
+
+def records_sent(frame: bytes) -> int:
+    """The log records a worker had sent to this process when it sent result ``frame``."""
+    records: int = _RECORDS.unpack_from(frame, _RESULT_HEADER.size)[0]
+    return records
 
 
 def _result_frame(
@@ -286,8 +300,8 @@ def _result_frame(
 ) -> bytes:
     """A result frame; ``records``: the log records this worker has sent so far."""
     if message[0] == "value":  # the value's pickle itself, not inside the message's
-        return _RESULT_HEADER.pack(task_id, seconds, flags | VALUE, records) + message[1]
-    return _RESULT_HEADER.pack(task_id, seconds, flags, records) + _outcome.encode(message)
+        return _RESULT_FRAME.pack(task_id, seconds, flags | VALUE, records) + message[1]
+    return _RESULT_FRAME.pack(task_id, seconds, flags, records) + _outcome.encode(message)
 
 
 def function_name(func: Callable[..., object] | None) -> str:
