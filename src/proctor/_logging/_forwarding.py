@@ -678,10 +678,11 @@ class LogListener:
                 _dispatch(kind, buffer[offset + header : end])
             offset = end
             count += 1
+            # Counted as each is handled: a waiter sees a slow listener move.
+            stream.handled += 1
+            self.handled += 1
         del buffer[:offset]
         if count:
-            stream.handled += count
-            self.handled += count
             stream._progressed()
         return count
 
