@@ -15,6 +15,11 @@ Rows (ratio > 1 means proctor is better):
   and "warm" (the parent touched every page before starting the child; the
   child still takes one minor page fault per 4 KiB page it maps), and the
   child's second pass over the same memory (steady state: no faults left);
+- the same child copies in CPU time: the child's ``time.thread_time`` around each
+  copy (user and system time of the copying thread, page faults included), in
+  milliseconds per 64 MiB copy. Preemption by other work on a loaded machine
+  stretches the wall-clock rows but not these, so their ratios hold still where the
+  bandwidth rows swing (docs/shared_memory.md, "Why the first-write rows swing");
 - parent read bandwidth of what the child wrote (``np.copyto(local, shared)``);
 - end to end: allocate, start the child, child writes, join, parent reads, free.
 
@@ -47,22 +52,33 @@ GB = 1e9
 METHOD = "fork"
 
 
-def _write(target: np.ndarray) -> tuple[float, float]:
-    """Copy 64 MiB into ``target`` twice; return the seconds of each pass.
+Copies = tuple[float, float, float, float]
+"""Seconds of the two passes of ``_write``: wall first, wall second, CPU first, CPU second."""
+
+Round = tuple[float, float, float, float, float, float]
+"""One contender's round: write, read, end to end, rewrite (wall), write, rewrite (CPU)."""
+
+
+def _write(target: np.ndarray) -> Copies:
+    """Copy 64 MiB into ``target`` twice; return the wall and CPU seconds of each pass.
 
     The first pass pays the page faults of a fresh mapping; the second shows the
-    steady state of a long-lived child writing into memory it has mapped.
+    steady state of a long-lived child writing into memory it has mapped. CPU time
+    is the copying thread's own (``time.thread_time``: user and system, so the
+    kernel's work in the page faults counts, other threads' and processes' does not).
     """
     source = np.full(target.shape, 1.5)
-    times = []
+    walls, cpus = [], []
     for _ in range(2):
+        cpu_began = time.thread_time()
         began = time.perf_counter()
         np.copyto(target, source)
-        times.append(time.perf_counter() - began)
-    return times[0], times[1]
+        walls.append(time.perf_counter() - began)
+        cpus.append(time.thread_time() - cpu_began)
+    return walls[0], walls[1], cpus[0], cpus[1]
 
 
-def _proctor_child(array: np.ndarray) -> tuple[float, float]:
+def _proctor_child(array: np.ndarray) -> Copies:
     return _write(array)
 
 
@@ -87,7 +103,7 @@ def _read(array: np.ndarray, into: np.ndarray) -> float:
     return took
 
 
-def _round_proctor(into: np.ndarray, warm: bool = False) -> tuple[float, float, float, float]:
+def _round_proctor(into: np.ndarray, warm: bool = False) -> Round:
     if warm:
         array = shared_array(N, np.float64)
         array[:] = 0
@@ -97,14 +113,14 @@ def _round_proctor(into: np.ndarray, warm: bool = False) -> tuple[float, float, 
     p = proctor.get_context(METHOD).Process(target=_proctor_child, args=(array,))
     p.start()
     p.join(120)
-    write, rewrite = p.result
+    write, rewrite, write_cpu, rewrite_cpu = p.result
     p.close()
     read = _read(array, into)
     del array
-    return write, read, time.perf_counter() - began, rewrite
+    return write, read, time.perf_counter() - began, rewrite, write_cpu, rewrite_cpu
 
 
-def _round_mp_shm(into: np.ndarray, warm: bool = False) -> tuple[float, float, float, float]:
+def _round_mp_shm(into: np.ndarray, warm: bool = False) -> Round:
     ctx = multiprocessing.get_context(METHOD)
     if warm:
         shm = mp_shared_memory.SharedMemory(create=True, size=N * 8)
@@ -117,7 +133,7 @@ def _round_mp_shm(into: np.ndarray, warm: bool = False) -> tuple[float, float, f
     recv_end, send_end = ctx.Pipe(duplex=False)
     p = ctx.Process(target=_mp_shm_child, args=(shm.name, send_end))
     p.start()
-    write, rewrite = recv_end.recv()
+    write, rewrite, write_cpu, rewrite_cpu = recv_end.recv()
     p.join(120)
     p.close()
     recv_end.close()
@@ -126,32 +142,34 @@ def _round_mp_shm(into: np.ndarray, warm: bool = False) -> tuple[float, float, f
     del array
     shm.close()
     shm.unlink()
-    return write, read, time.perf_counter() - began, rewrite
+    return write, read, time.perf_counter() - began, rewrite, write_cpu, rewrite_cpu
 
 
-def _round_mp_array(into: np.ndarray) -> tuple[float, float, float, float]:
+def _round_mp_array(into: np.ndarray) -> Round:
     ctx = multiprocessing.get_context(METHOD)
     began = time.perf_counter()
     raw = ctx.Array("d", N, lock=False)
     recv_end, send_end = ctx.Pipe(duplex=False)
     p = ctx.Process(target=_mp_array_child, args=(raw, send_end))
     p.start()
-    write, rewrite = recv_end.recv()
+    write, rewrite, write_cpu, rewrite_cpu = recv_end.recv()
     p.join(120)
     p.close()
     recv_end.close()
     send_end.close()
     read = _read(np.frombuffer(raw, dtype=np.float64), into)
     del raw
-    return write, read, time.perf_counter() - began, rewrite
+    return write, read, time.perf_counter() - began, rewrite, write_cpu, rewrite_cpu
 
 
-def _round_memcpy(into: np.ndarray) -> tuple[float, float, float, float]:
+def _round_memcpy(into: np.ndarray) -> Round:
     source = np.full(N, 1.5)
+    cpu_began = time.thread_time()
     began = time.perf_counter()
     np.copyto(into, source)
     took = time.perf_counter() - began
-    return took, took, took, took
+    cpu = time.thread_time() - cpu_began
+    return took, took, took, took, cpu, cpu
 
 
 def run(quick: bool) -> list[dict]:
@@ -166,7 +184,7 @@ def run(quick: bool) -> list[dict]:
         "proctor_warm": lambda into: _round_proctor(into, warm=True),
         "mp_shm_warm": lambda into: _round_mp_shm(into, warm=True),
     }
-    samples: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in contenders}
+    samples: dict[str, list[Round]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
             samples[name].append(fn(into))
@@ -177,8 +195,12 @@ def run(quick: bool) -> list[dict]:
     def bandwidth(name: str, index: int) -> float:
         return MIB * 1024 * 1024 / median(name, index) / GB
 
+    def cpu_ms(name: str, index: int) -> float:
+        return median(name, index) * 1e3
+
     memcpy = bandwidth("memcpy", 0)
     note = f"plain memcpy {memcpy:.2f} GB/s"
+    cpu_note = f"child's CPU time per copy; plain memcpy {cpu_ms('memcpy', 4):.1f} ms"
     rows = [
         row("child writes 64 MiB, cold, vs mp.shared_memory", bandwidth("proctor", 0),
             bandwidth("mp_shm", 0), "GB/s", higher_is_better=True, note=note),
@@ -192,6 +214,14 @@ def run(quick: bool) -> list[dict]:
         row("child rewrite as % of plain memcpy (vs mp.shm)",
             100 * bandwidth("proctor", 3) / memcpy, 100 * bandwidth("mp_shm", 3) / memcpy,
             "%", higher_is_better=True),
+        row("child writes 64 MiB, cold, CPU, vs mp.shm", cpu_ms("proctor", 4),
+            cpu_ms("mp_shm", 4), "ms CPU", higher_is_better=False, note=cpu_note),
+        row("child writes 64 MiB, warm, CPU, vs mp.Array", cpu_ms("proctor_warm", 4),
+            cpu_ms("mp_array", 4), "ms CPU", higher_is_better=False, note=cpu_note),
+        row("child writes 64 MiB, warm, CPU, vs mp.shm", cpu_ms("proctor_warm", 4),
+            cpu_ms("mp_shm_warm", 4), "ms CPU", higher_is_better=False, note=cpu_note),
+        row("child rewrites 64 MiB, CPU, vs mp.shm", cpu_ms("proctor", 5),
+            cpu_ms("mp_shm", 5), "ms CPU", higher_is_better=False, note=cpu_note),
         row("parent reads 64 MiB child wrote vs mp.shm", bandwidth("proctor", 1),
             bandwidth("mp_shm", 1), "GB/s", higher_is_better=True, note=note),
         row("end to end 64 MiB (fork) vs mp.shared_memory", median("proctor", 2) * 1e3,

@@ -53,3 +53,23 @@ def _square(x):
 
 def _pid(_=None):
     return os.getpid()
+
+
+def log_tagged(tag, n=3):
+    """Log ``n`` records "<tag> <i>" on ``app.worker`` (INFO); return ``tag``."""
+    import logging
+
+    log = logging.getLogger("app.worker")
+    for i in range(n):
+        log.info("%s %d", tag, i)
+    return tag
+
+
+def log_then_fail(tag):
+    log_tagged(tag)
+    raise ValueError(tag)
+
+
+def log_then_die(tag):
+    log_tagged(tag)
+    os._exit(3)

@@ -410,14 +410,19 @@ def test_worker_log_records_reach_the_parents_handlers(start_method):
     logger.addHandler(handler)
     try:
         with parallel_config(backend="proctor", n_jobs=2, start_method=start_method):
-            Parallel(timeout=TIMEOUT)(delayed(log_from_worker)(i) for i in range(3))
-        # The workers stay for the next call, and a record travels on its own stream,
-        # beside the results: every one has reached the handlers once the workers are
-        # joined (without this, CI once saw one record missing under load).
-        proctor.joblib.shutdown_workers()
+            # Every record is handled before its task's result is delivered: each
+            # call's record is there when its value comes out of the generator, the
+            # workers running on for the next call.
+            arrived = [
+                f"record {value}" in {r.getMessage().rsplit(" from pid ", 1)[0] for r in records}
+                for value in Parallel(timeout=TIMEOUT, return_as="generator")(
+                    delayed(log_from_worker)(i) for i in range(3)
+                )
+            ]
+            texts = sorted(r.getMessage().rsplit(" from pid ", 1)[0] for r in records)
     finally:
         logger.removeHandler(handler)
-    texts = sorted(r.getMessage().rsplit(" from pid ", 1)[0] for r in records)
+    assert arrived == [True, True, True]
     assert texts == ["record 0", "record 1", "record 2"]
     assert os.getpid() not in {r.process for r in records}
 

@@ -15,6 +15,7 @@ import pytest
 
 import proctor
 from helpers import wait_until
+from pool_tasks import log_tagged, log_then_die, log_then_fail
 from proctor._logging import _forwarding as _log_forwarding
 
 
@@ -604,3 +605,91 @@ def test_an_unreadable_record_is_skipped_and_said(capsys):
     _log_forwarding._dispatch(7, bytearray(b""))
     err = capsys.readouterr().err
     assert err.count("skipped a child's log record that could not be read") == 2
+
+
+# --- records before results: a pool task's records are handled before its result -----
+
+
+def _tags(handler):
+    return [m.split()[0] for m in handler.messages()]
+
+
+def test_pool_results_come_after_their_tasks_records(ctx, app_logs):
+    # Without the wait, most of these checks fail: a record travels on the worker's
+    # log socket and the listener handles it up to a batch window (2 ms) later.
+    with ctx.Pool(2) as pool:
+        assert pool.apply_async(log_tagged, ("apply",)).get(30) == "apply"
+        assert _tags(app_logs).count("apply") == 3
+        with pytest.raises(ValueError):
+            pool.apply_async(log_then_fail, ("failed",)).get(30)
+        assert _tags(app_logs).count("failed") == 3
+        tags = [f"map{i}" for i in range(6)]
+        assert pool.map(log_tagged, tags, chunksize=1) == tags
+        assert all(_tags(app_logs).count(tag) == 3 for tag in tags)
+        for tag in pool.imap(log_tagged, [f"imap{i}" for i in range(6)]):
+            assert _tags(app_logs).count(tag) == 3, tag
+        for tag in pool.imap_unordered(log_tagged, [f"unord{i}" for i in range(4)]):
+            assert _tags(app_logs).count(tag) == 3, tag
+    with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        for i in range(4):
+            assert executor.submit(log_tagged, f"submit{i}").result(30) == f"submit{i}"
+            assert _tags(app_logs).count(f"submit{i}") == 3
+        for tag in executor.map(log_tagged, [f"emap{i}" for i in range(4)], timeout=30):
+            assert _tags(app_logs).count(tag) == 3, tag
+
+
+def test_a_result_is_not_ready_while_its_records_are_being_handled(app_logs):
+    entered = threading.Event()
+    gate = threading.Event()
+
+    class Slow(logging.Handler):
+        def emit(self, record):
+            entered.set()
+            gate.wait(30)
+
+    slow = Slow()
+    logger = logging.getLogger("app.worker")
+    logger.addHandler(slow)
+    try:
+        with proctor.get_context("fork").Pool(1) as pool:
+            result = pool.apply_async(log_tagged, ("slow",))
+            assert entered.wait(30)
+            # The result has come, and waits for the rest of the task's records.
+            streams = list(_log_forwarding.listener()._streams.values())
+            wait_until(lambda: any(stream.wanted for stream in streams), timeout=30)
+            assert not result.ready()
+            gate.set()
+            assert result.get(30) == "slow"
+            assert _tags(app_logs).count("slow") == 3
+    finally:
+        gate.set()
+        logger.removeHandler(slow)
+
+
+def test_a_stuck_handler_delays_results_only_briefly(app_logs, monkeypatch):
+    monkeypatch.setattr(_log_forwarding, "RECORDS_WAIT", 0.2)
+    gate = threading.Event()
+    stuck = ListHandler(gate)
+    logger = logging.getLogger("app.worker")
+    logger.addHandler(stuck)
+    try:
+        with proctor.get_context("fork").Pool(1) as pool:
+            # Each get() would wait for ever for records the stuck handler never takes.
+            assert pool.apply_async(log_tagged, ("first",)).get(30) == "first"
+            assert pool.apply_async(log_tagged, ("second",)).get(30) == "second"
+            assert len(stuck.records) == 0
+            gate.set()
+            wait_until(lambda: _tags(app_logs).count("second") == 3, timeout=30)
+    finally:
+        gate.set()
+        logger.removeHandler(stuck)
+
+
+def test_a_worker_that_dies_after_logging_has_its_records_handled_first(app_logs):
+    with proctor.get_context("fork").Pool(1) as pool:
+        with pytest.raises(proctor.WorkerLostError):
+            pool.apply_async(log_then_die, ("dying",)).get(30)
+        assert _tags(app_logs).count("dying") == 3
+        # Its replacement forwards on a new stream, counted from 0.
+        assert pool.apply_async(log_tagged, ("after",)).get(30) == "after"
+        assert _tags(app_logs).count("after") == 3

@@ -65,6 +65,14 @@ def helper_pids() -> frozenset[int]:
 inherited_reaper_address: str | None = None
 
 
+#: How many log records this process has sent to its parent on its log channel, each
+#: whole (``_logging._forwarding`` counts; it starts at 0 with each new channel). A pool
+#: worker puts it in every result, so that the parent delivers the result only once its
+#: listener has handled that many of the worker's records. Here rather than in the
+#: forwarding module, which a worker that never logs does not import.
+records_forwarded = 0
+
+
 # The context classes (proctor._context.BaseContext): they live in the top layer, which
 # registers them here when it is imported -- a proctor context cannot exist before.
 _context_types: tuple[type, ...] = ()

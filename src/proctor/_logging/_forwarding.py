@@ -13,6 +13,10 @@
     join() on the child returns only after its stream reached EOF, so every record
     the child logged has been handled by then.
 
+    records sent so far: _runtime.records_forwarded ──▶ in a pool worker's result frame
+                                                     LogStream.wait_handled(that count)
+                                                     before the result is delivered
+
 A child starts with the parent's logger levels (and ``logging.disable`` level),
 so it drops what the parent would drop before paying to send it. Under fork the
 child inherits the parent's handlers; they are removed, so that each record is
@@ -42,6 +46,16 @@ wait of at most FULL_WAIT per stall, never unbounded time.
 
 Grandchildren forward to their parent's listener, whose ``handle()`` passes the
 record to the parent's own forwarding handler: records climb to the top.
+
+Records before results: the child counts the records it has sent whole
+(``_runtime.records_forwarded``) and the listener those it has handled from each
+stream (``LogStream.handled``); the frames are the same, in the same order, so a
+pool worker that puts its count in a task's result lets the parent wait
+(:meth:`LogStream.wait_handled`) until the listener has handled every record the
+task logged before the result is delivered. The wait ends at the stream's EOF too
+(the child died: whatever it sent has been read), and gives up when the listener
+has handled nothing for :data:`RECORDS_WAIT` seconds (a handler stuck for good
+delays results by that much once, not for ever).
 """
 
 from __future__ import annotations
@@ -67,6 +81,7 @@ if TYPE_CHECKING:
 __all__ = (
     "DRAIN_TIMEOUT",
     "FULL_WAIT",
+    "RECORDS_WAIT",
     "LogListener",
     "LogStream",
     "capture_config",
@@ -103,6 +118,10 @@ MIDFRAME_WAIT = 10.0
 EXIT_FLUSH_WAIT = 2.0
 # After a child ends, how long join() waits at most for its last records.
 DRAIN_TIMEOUT = 10.0
+# A result waiting for its task's records is delivered anyway once the listener has
+# handled no record for this long: a handler stuck for good (a blocked network
+# handler) must not hold up every result of the pool. As FORK_WAIT, for the same case.
+RECORDS_WAIT = 2.0
 # A frame: <length:u32><kind:u8><payload>; the length counts the kind byte.
 _FRAME = struct.Struct("<IB")
 _PLAIN = 0  # marshal of (message, the values of logging's own attributes)
@@ -226,6 +245,7 @@ def install_in_child(config: dict[str, Any], sock: socket.socket) -> None:
         # Our parent's channel to *its* parent, inherited through fork: ours is new.
         _child_socket.close()
     _child_socket = sock
+    _runtime.records_forwarded = 0  # counted on this channel
     logging.root.setLevel(config["root_level"])
     for name, level in config["levels"].items():
         logging.getLogger(name).setLevel(level)
@@ -313,6 +333,9 @@ def _handler_class() -> Any:
                         view = view[sock.send(view) :]
                     except BlockingIOError:
                         pass
+                # Whole in the socket: the parent's listener will handle it (a pool
+                # worker's result waits for this count; see the module docstring).
+                _runtime.records_forwarded += 1
                 return True
 
             def _dropped_notice(self) -> bytes:
@@ -460,15 +483,70 @@ def _picklable(state: dict[str, Any]) -> dict[str, Any]:
 class LogStream:
     """One child's record stream as the parent sees it."""
 
-    def __init__(self, sock: socket.socket, name: str) -> None:
+    def __init__(self, sock: socket.socket, name: str, listener: LogListener) -> None:
         self.sock = sock
         self.name = name
         self.buffer = bytearray()
         self.drained = threading.Event()
+        #: Records of this stream the listener has handled (skipped torn ones count:
+        #: the child counted them as sent).
+        self.handled = 0
+        #: The count a thread in :meth:`wait_handled` waits for; 0 when none waits.
+        self.wanted = 0
+        self._listener = listener
+        self._progress = threading.Condition(threading.Lock())
 
     def wait_drained(self, timeout: float | None) -> bool:
         """Wait until every record the child sent has been handled."""
         return self.drained.wait(timeout)
+
+    def wait_handled(self, count: int, stall: float | None = None) -> bool:
+        """Wait until the listener has handled the child's first ``count`` records.
+
+        ``count`` is the child's ``_runtime.records_forwarded`` when it sent something
+        after those records (a pool worker's result). Returns True once they are
+        handled, or the stream has ended (the child died or closed it: every whole
+        record it sent has been handled then); False if the listener handled no
+        record of any child for ``stall`` seconds (default :data:`RECORDS_WAIT`) -- a
+        handler stuck -- and at once while it stays stuck after such a wait.
+        """
+        if self.handled >= count or self.drained.is_set():
+            return True
+        listener = self._listener
+        if listener.stuck_at == listener.handled:
+            return False  # stuck since an earlier wait gave up: don't wait again
+        with self._progress:
+            self.wanted = count
+            try:
+                listener.hurry()
+                seen = listener.handled
+                if stall is None:
+                    stall = RECORDS_WAIT
+                deadline = time.monotonic() + stall
+                while self.handled < count and not self.drained.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        if listener.handled == seen:
+                            listener.stuck_at = seen
+                            return False
+                        # Slow, not stuck: it handled records meanwhile.
+                        seen = listener.handled
+                        deadline = time.monotonic() + stall
+                        continue
+                    self._progress.wait(remaining)
+            finally:
+                self.wanted = 0
+        return True
+
+    def _progressed(self) -> None:
+        """The listener handled records of this stream, or the stream ended."""
+        # ``wanted`` is read outside the lock: a waiter sets it, then checks
+        # ``handled``, both under the lock; so either it sees the new count, or
+        # this sees its ``wanted`` and notifies once it waits.
+        wanted = self.wanted
+        if wanted and (self.handled >= wanted or self.drained.is_set()):
+            with self._progress:
+                self._progress.notify_all()
 
 
 class LogListener:
@@ -480,11 +558,21 @@ class LogListener:
         self._thread: threading.Thread | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        #: Records handled so far, of every stream: a waiter sees the listener move.
+        self.handled = 0
+        #: ``handled`` when a :meth:`LogStream.wait_handled` gave up (-1: never).
+        self.stuck_at = -1
+        # Set by a waiter: the listener skips its batch window (BATCH_WINDOW) once.
+        self._hurry = threading.Event()
+
+    def hurry(self) -> None:
+        """Make the listener look at its streams now rather than after its batch window."""
+        self._hurry.set()
 
     def attach(self, sock: socket.socket, name: str) -> LogStream:
         """Start handling records from ``sock`` (the parent's end of a child's channel)."""
         sock.setblocking(False)
-        stream = LogStream(sock, name)
+        stream = LogStream(sock, name, self)
         with self._lock:
             self._streams[sock.fileno()] = stream
             if self._thread is None:
@@ -550,8 +638,9 @@ class LogListener:
                             self._streams.pop(stream.sock.fileno(), None)
                         registered.pop(stream.sock.fileno(), None)
                         self._finish(selector, stream)
-                if 0 < handled < BUSY_BATCH:
-                    time.sleep(BATCH_WINDOW)
+                # A pool result waiting for its records cuts the window short.
+                if 0 < handled < BUSY_BATCH and self._hurry.wait(BATCH_WINDOW):
+                    self._hurry.clear()
         finally:
             selector.close()
 
@@ -589,7 +678,12 @@ class LogListener:
                 _dispatch(kind, buffer[offset + header : end])
             offset = end
             count += 1
+            # Counted as each is handled: a waiter sees a slow listener move.
+            stream.handled += 1
+            self.handled += 1
         del buffer[:offset]
+        if count:
+            stream._progressed()
         return count
 
     def _finish(self, selector: selectors.BaseSelector, stream: LogStream) -> None:
@@ -600,6 +694,7 @@ class LogListener:
         # A partial frame left at EOF is the record a killed child was sending.
         stream.sock.close()
         stream.drained.set()
+        stream._progressed()
 
 
 def _dispatch(kind: int, payload: bytearray) -> None:

@@ -8,6 +8,8 @@
     result.cancel() ─────────▶ wake  wait([wake, conns, sentinels],
                                           timeout=the nearest task deadline)
                                        conn ready:     result frame ◀───── outcome
+                                                       (its task's log records
+                                                        handled first)
                                                        ─▶ result._deliver
                                        sentinel ready: drain conn, fail the task
                                                        it held (WorkerLostError),
@@ -188,6 +190,7 @@ class _Worker:
         "exiting",
         "held",
         "killed",
+        "logs",
         "process",
         "queued_bytes",
         "ready",
@@ -209,6 +212,8 @@ class _Worker:
         self.retiring = False  # sent its last task (maxtasksperchild), or said it exits
         self.exiting = False  # said it exits (RETIRING): it reads no task it holds
         self.killed = False  # SIGKILLed to stop a held task: its sentinel is awaited
+        #: Its log stream in this process's log listener (None: it does not forward).
+        self.logs = getattr(getattr(process, "_popen", None), "log_stream", None)
 
 
 #: Every live dispatcher, and those whose work must be done before the interpreter
@@ -874,6 +879,14 @@ class Dispatcher:
         # No lock: one dict operation is atomic, and only this thread removes tasks
         # (a lock taken and released costs as much as the rest of this branch).
         self._tasks.pop(task_id, None)
+        logs = worker.logs
+        if logs is not None:
+            # Records before results: every record the worker sent before this
+            # result -- the task's -- is handled before the result is delivered
+            # (bounded: LogStream.wait_handled; the stream's EOF ends it).
+            records = _worker.records_sent(frame)
+            if records > logs.handled:
+                logs.wait_handled(records)
         result = task.result
         observe = result._observe
         if observe is not None:

@@ -16,13 +16,18 @@ A task frame is ``<task id:u64><kind:u8><function length:u32>`` + the pickled fu
 the pickled payload: ``(args, kwds)`` for ``APPLY``, a list of items for ``MAP`` (each
 called as ``func(item)``) or ``STARMAP`` (``func(*item)``). The function travels as its
 own pickle so that a ``map`` pickles it once and a worker unpickles it once while the
-same bytes keep coming. A result frame is ``<task id:u64><seconds:f64><flags:u8>`` + an
-outcome message of ``_start._outcome`` (the format a ``Process`` reports with): the value
-(one value for ``APPLY``, the list of a chunk's values otherwise), or the exception with
-its traceback. ``seconds`` is how long the task ran in the worker (the dispatcher sizes
-chunks and how many tasks a worker holds from it); flag ``RETIRING`` says the worker
-exits after this result (its resident memory passed ``max_memory_per_child``) and
-reads no further task. Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's
+same bytes keep coming. A result frame is
+``<task id:u64><seconds:f64><flags:u8><records:u64>`` + an outcome message of
+``_start._outcome`` (the format a ``Process`` reports with): the value (one value for
+``APPLY``, the list of a chunk's values otherwise), or the exception with its traceback.
+``seconds`` is how long the task ran in the worker (the dispatcher sizes chunks and how
+many tasks a worker holds from it); flag ``RETIRING`` says the worker exits after this
+result (its resident memory passed ``max_memory_per_child``) and reads no further task.
+``records`` is how many log records the worker has sent to the parent so far
+(``_runtime.records_forwarded``): the parent delivers the result once its log listener
+has handled that many of this worker's records, so that a task's records are handled
+before its result (``records_sent``; ``_logging._forwarding``, "records before
+results"). Task id 0 (``INITIALIZER``; tasks count from 1) is the worker's
 start: its outcome says that the initializer returned, or how it failed.
 
 Arguments or a value that own descriptors (a queue, a lock, shared memory passed to a
@@ -33,8 +38,8 @@ frame with ``send()``, which carries them, and the frame's pickle is unpickled i
 
 A ``MAP``/``STARMAP`` task with the ``REPORTS_PROGRESS`` kind bit (a call with
 ``progress=``) is run by ``_progress.run_chunk``, whose reporter thread may send
-*progress frames* before its result: ``<task id:u64><seconds:f64><flags:u8>`` with flag
-``PROGRESS`` (seconds 0), then ``<items done:u64>``. They say how many of the chunk's
+*progress frames* before its result: a result frame's header with flag ``PROGRESS``
+(seconds and records 0), then ``<items done:u64>``. They say how many of the chunk's
 items have finished; the parent counts them and waits on for the result.
 
 A worker may be sent several tasks before it has finished the first (the pool
@@ -66,7 +71,7 @@ import time
 import types
 import weakref
 
-from .._core import _serialization
+from .._core import _runtime, _serialization
 from .._core._errors import PicklingError
 from .._core._reduction import Descriptors, DescriptorsNeedACarrier
 from .._core._serialization import OOB_THRESHOLD
@@ -96,6 +101,7 @@ __all__ = (
     "encode_task",
     "function_name",
     "is_coroutine_function",
+    "records_sent",
     "worker_main",
 )
 
@@ -129,7 +135,14 @@ _ANY_EXCEPTION = (BaseException,)
 
 _TASK_HEADER = struct.Struct("<QBI")
 _BATCH_LENGTH = struct.Struct("<I")
+#: What ``decode`` reads of a result frame's header: task id, seconds, flags...
 _RESULT_HEADER = struct.Struct("<QdB")
+#: ...and then the log records sent, which only ``records_sent`` reads: the parent
+#: needs them only from a worker that forwards its records.
+_RECORDS = struct.Struct("<Q")
+#: The whole header, as a worker writes it; the body follows.
+_RESULT_FRAME = struct.Struct("<QdBQ")
+_RESULT_BODY = _RESULT_FRAME.size
 _PROGRESS_COUNT = struct.Struct("<Q")
 
 
@@ -192,11 +205,11 @@ def decode_result(
         # The common case: a value, no buffers follow (nor came another way).
         outcome = _outcome.Outcome()
         # BaseException: see below.
-        outcome.load_value(memoryview(frame)[_RESULT_HEADER.size :], None, caught=_ANY_EXCEPTION)
+        outcome.load_value(memoryview(frame)[_RESULT_BODY:], None, caught=_ANY_EXCEPTION)
         return task_id, outcome, seconds, flags == _RETIRING_VALUE
     if flags & BUFFERS_FOLLOW and conn is not None:
         buffers = conn.recv()
-    body = memoryview(frame)[_RESULT_HEADER.size :]
+    body = memoryview(frame)[_RESULT_BODY:]
     if flags & VALUE:
         outcome = _outcome.Outcome()
         carried, buffers = _carried(buffers)
@@ -254,7 +267,7 @@ def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any,
     task_id, seconds, flags = _RESULT_HEADER.unpack_from(frame)
     if flags & ~RETIRING == VALUE:
         try:
-            value = _serialization.loads(memoryview(frame)[_RESULT_HEADER.size :])
+            value = _serialization.loads(memoryview(frame)[_RESULT_BODY:])
         # BaseException: as in decode_result (the value's own code may raise anything).
         except BaseException as exc:
             outcome = _outcome.Outcome()
@@ -262,22 +275,33 @@ def decode(frame: bytes, conn: Connection | None = None) -> tuple[int, int, Any,
             return task_id, DECODED_OUTCOME, outcome, seconds, flags == _RETIRING_VALUE
         return task_id, DECODED_VALUE, value, seconds, flags == _RETIRING_VALUE
     if flags & PROGRESS:
-        items = _PROGRESS_COUNT.unpack_from(frame, _RESULT_HEADER.size)[0]
+        items = _PROGRESS_COUNT.unpack_from(frame, _RESULT_BODY)[0]
         return task_id, DECODED_PROGRESS, items, 0.0, False
     task_id, outcome, seconds, retiring = decode_result(frame, conn)
     return task_id, DECODED_OUTCOME, outcome, seconds, retiring
 
 
 def _progress_frame(task_id: int, done: int) -> bytes:
-    return _RESULT_HEADER.pack(task_id, 0.0, PROGRESS) + _PROGRESS_COUNT.pack(done)
+    return _RESULT_FRAME.pack(task_id, 0.0, PROGRESS, 0) + _PROGRESS_COUNT.pack(done)
+
+
+def records_sent(frame: bytes) -> int:
+    """The log records a worker had sent to this process when it sent result ``frame``."""
+    records: int = _RECORDS.unpack_from(frame, _RESULT_HEADER.size)[0]
+    return records
 
 
 def _result_frame(
-    task_id: int, message: tuple[Any, ...], seconds: float = 0.0, flags: int = 0
+    task_id: int,
+    message: tuple[Any, ...],
+    seconds: float = 0.0,
+    flags: int = 0,
+    records: int = 0,
 ) -> bytes:
+    """A result frame; ``records``: the log records this worker has sent so far."""
     if message[0] == "value":  # the value's pickle itself, not inside the message's
-        return _RESULT_HEADER.pack(task_id, seconds, flags | VALUE) + message[1]
-    return _RESULT_HEADER.pack(task_id, seconds, flags) + _outcome.encode(message)
+        return _RESULT_FRAME.pack(task_id, seconds, flags | VALUE, records) + message[1]
+    return _RESULT_FRAME.pack(task_id, seconds, flags, records) + _outcome.encode(message)
 
 
 def function_name(func: Callable[..., object] | None) -> str:
@@ -682,8 +706,10 @@ def worker_main(
             retiring = max_memory is not None and (resident_memory() or 0) > max_memory
             flags = (RETIRING if retiring else 0) | (BUFFERS_FOLLOW if buffers else 0)
             # The result goes before the next task starts: the pool then knows that
-            # only the oldest task without a result may have started.
-            conn.send_bytes(_result_frame(task_id, message, seconds, flags))
+            # only the oldest task without a result may have started. It carries the
+            # count of log records sent: the task's are all in the log channel by now.
+            records = _runtime.records_forwarded
+            conn.send_bytes(_result_frame(task_id, message, seconds, flags, records))
             if buffers:
                 conn.send(buffers)
                 del buffers
@@ -737,7 +763,8 @@ def _concurrent_loop(
         retiring = retiring or (max_memory is not None and (resident_memory() or 0) > max_memory)
         last = retiring and not running
         flags = (RETIRING if last else 0) | (BUFFERS_FOLLOW if buffers else 0)
-        conn.send_bytes(_result_frame(task_id, message, seconds, flags))
+        records = _runtime.records_forwarded  # see worker_main
+        conn.send_bytes(_result_frame(task_id, message, seconds, flags, records))
         if buffers:
             conn.send(buffers)
         return last
