@@ -171,7 +171,7 @@ class _WaitQueue:
             def ready() -> bool:
                 return w[_NOTIFIED] > ticket or bool(also())
 
-        if wait_slice is not None and self._holds_bytes:
+        if wait_slice is not None:
             return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice)
         passed_on = False
         try:
@@ -209,9 +209,12 @@ class _WaitQueue:
         w = self.w
         slot = ticket % _SPAN
         byte = self._base + slot
-        fd = self.shared.fd
-        cmd = fcntl.F_OFD_SETLK if own_description_locks() else fcntl.F_SETLK
-        mine = self._own()
+        if self._holds_bytes:
+            fd = self.shared.fd
+            cmd = fcntl.F_OFD_SETLK if own_description_locks() else fcntl.F_SETLK
+            mine: set[int] | None = self._own()
+        else:
+            fd, cmd, mine = -1, 0, None  # (no byte to let go of)
         passed_on = False
         try:
             while True:
@@ -492,6 +495,10 @@ class Condition:
         Raises:
             LockNotOwnedError: the caller does not hold the lock.
         """
+        lock = self._lock
+        fast = lock._c_notify
+        if fast is not None and fast(lock, self._named.sem.release, self._w, n) is None:
+            return  # all marked and deferred in C (anything else falls through, unchanged)
         if type(n) is not int:  # (the exact type first: the ABC check costs a microsecond)
             if isinstance(n, bool) or not isinstance(n, numbers.Integral):
                 raise TypeError(f"n must be an int, not {type(n).__name__} ({n!r})")
@@ -586,7 +593,11 @@ class Event:
     def set(self) -> None:
         """Set the flag and wake every waiter."""
         cond = self._cond
-        with cond._lock:
+        lock = cond._lock
+        fast = lock._c_event_set
+        if fast is not None and fast(lock, cond._named.sem, self._w) is None:
+            return  # the same steps in one C call (a busy lock falls through)
+        with lock:
             self._w[_FLAG] = 1
             self._w[_SETS] += 1
             woken = cond._queue.notify(SEM_VALUE_MAX)
@@ -627,7 +638,7 @@ class Event:
             ticket = queue.enter()
         # Woken by set() (or finding the flag set: a setter may have died before
         # marking us), a waiter returns without the lock, while set() finishes.
-        notified, took = queue.sleep(ticket, sem, deadline, lambda: w[_FLAG])
+        notified, took = queue.sleep(ticket, sem, deadline, lambda: w[_FLAG], lock._wait_slice)
         if notified:
             return True
         if w[_FLAG]:  # set, though not (yet) marked: its setter may have died

@@ -21,9 +21,14 @@ def wait_slice(
     cmd: int,
     byte: int,
     slot: int,
-    mine: set[int],
+    mine: set[int] | None,
     /,
 ) -> int: ...
+
+CONDITION_WORDS: tuple[int, int, int, int, int, int]
+
+def event_set(lock: Any, semlock: Any, words: Any, /) -> Any: ...
+def cond_notify(lock: Any, post: Callable[[], Any], words: Any, n: int, /) -> Any: ...
 
 class _Core:
     def _attach(
