@@ -171,7 +171,7 @@ class _WaitQueue:
             def ready() -> bool:
                 return w[_NOTIFIED] > ticket or bool(also())
 
-        if wait_slice is not None:
+        if wait_slice is not None and self._holds_bytes:
             return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice)
         passed_on = False
         try:
@@ -209,12 +209,9 @@ class _WaitQueue:
         w = self.w
         slot = ticket % _SPAN
         byte = self._base + slot
-        if self._holds_bytes:
-            fd = self.shared.fd
-            cmd = fcntl.F_OFD_SETLK if own_description_locks() else fcntl.F_SETLK
-            mine: set[int] | None = self._own()
-        else:
-            fd, cmd, mine = -1, 0, None  # (no byte to let go of)
+        fd = self.shared.fd
+        cmd = fcntl.F_OFD_SETLK if own_description_locks() else fcntl.F_SETLK
+        mine = self._own()
         passed_on = False
         try:
             while True:
@@ -638,7 +635,7 @@ class Event:
             ticket = queue.enter()
         # Woken by set() (or finding the flag set: a setter may have died before
         # marking us), a waiter returns without the lock, while set() finishes.
-        notified, took = queue.sleep(ticket, sem, deadline, lambda: w[_FLAG], lock._wait_slice)
+        notified, took = queue.sleep(ticket, sem, deadline, lambda: w[_FLAG])
         if notified:
             return True
         if w[_FLAG]:  # set, though not (yet) marked: its setter may have died

@@ -687,7 +687,7 @@ class PyRLock(_RLockMethods):
 PyLock.__name__, PyRLock.__name__ = "Lock", "RLock"
 
 if _native is not None:
-    from ._native import LockCore, RLockCore
+    from ._native import LockCore, RLockCore, cond_notify, event_set
 
     # (None on macOS, which has no sem_timedwait: Condition then sleeps in Python.)
     _c_wait_slice: Callable[..., int] | None = getattr(_native, "wait_slice", None)
@@ -699,8 +699,8 @@ if _native is not None:
         __slots__ = _LOCK_SLOTS
         _spin = 0  # the C acquire has spun already
         _wait_slice = staticmethod(_c_wait_slice) if _c_wait_slice else None
-        _c_notify = staticmethod(_native.cond_notify)
-        _c_event_set = staticmethod(_native.event_set)
+        _c_notify = staticmethod(cond_notify)
+        _c_event_set = staticmethod(event_set)
 
         def _attach_fast_paths(self) -> None:
             self._attach(
@@ -721,7 +721,7 @@ if _native is not None:
         __slots__ = _LOCK_SLOTS
         _spin = 0
         _wait_slice = staticmethod(_c_wait_slice) if _c_wait_slice else None
-        _c_notify = staticmethod(_native.cond_notify)
+        _c_notify = staticmethod(cond_notify)
 
         def _attach_fast_paths(self) -> None:
             self._attach(

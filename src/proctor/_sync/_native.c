@@ -618,7 +618,6 @@ PyDoc_STRVAR(wait_slice_doc,
 "> ticket``: drop ``slot`` from the set ``mine`` and unlock ``byte`` of\n"
 "``fd``'s lock space with ``fcntl(fd, cmd)`` (F_OFD_SETLK or F_SETLK), as\n"
 "_WaitQueue.let_go does, and return 1; taken otherwise, 2; not taken, 0.\n"
-"``fd`` < 0: the waiter holds no byte (an Event's); ``mine`` is not used.\n"
 "Everything else -- deadlines, the ready() re-check, passing wake-ups on --\n"
 "stays in Python.");
 
@@ -671,7 +670,7 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     slot = args[8];
     mine = args[9];
-    if (fd >= 0 && !PyAnySet_Check(mine)) {
+    if (!PyAnySet_Check(mine)) {
         PyErr_SetString(PyExc_TypeError, "wait_slice(): mine must be a set");
         return NULL;
     }
@@ -730,8 +729,6 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     PyBuffer_Release(&view);
     if (notified <= ticket)
         return PyLong_FromLong(SLICE_OTHER);
-    if (fd < 0)
-        return PyLong_FromLong(SLICE_NOTIFIED);  /* a waiter without a byte (Event) */
 
     /* Notified: out of the waiting table, as _WaitQueue.let_go (set first: a
      * probe of this process must never touch a byte we no longer hold). */

@@ -21,7 +21,7 @@ def wait_slice(
     cmd: int,
     byte: int,
     slot: int,
-    mine: set[int] | None,
+    mine: set[int],
     /,
 ) -> int: ...
 
