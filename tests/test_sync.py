@@ -1042,7 +1042,8 @@ def test_condition_on_rlock_restores_depth_after_wait(impl):
 # --- Event ------------------------------------------------------------------------
 
 
-def test_event_set_clear_wait_and_repr():
+@both
+def test_event_set_clear_wait_and_repr(impl):
     event = Event()
     assert not event.is_set() and repr(event) == f"<Event at {id(event):#x} unset>"
     start = time.monotonic()
@@ -1057,7 +1058,8 @@ def test_event_set_clear_wait_and_repr():
     assert repr(event) == f"<Event at {id(event):#x} closed>"
 
 
-def test_event_set_in_another_process_wakes_the_waiter(ctx):
+@methods_and_both
+def test_event_set_in_another_process_wakes_the_waiter(ctx, impl):
     event, go = Event(), Event()
     p = _process(ctx, set_event_later, event, go)
     go.set()
@@ -1067,7 +1069,8 @@ def test_event_set_in_another_process_wakes_the_waiter(ctx):
     go.close()
 
 
-def test_event_wakes_all_waiting_threads():
+@both
+def test_event_wakes_all_waiting_threads(impl):
     event = Event()
     results = []
     threads = [threading.Thread(target=lambda: results.append(event.wait(10))) for _ in range(4)]

@@ -294,3 +294,118 @@ def test_a_condition_wait_in_the_c_slice_is_interruptible_and_leaves_no_ticket(l
         t.join(30)
     assert results == [True]
     cond.close()
+
+
+@needs_native
+def test_the_c_event_set_and_notify_read_the_condition_words_python_names():
+    """_native.event_set and cond_notify index the same header words as _condition.py."""
+    from proctor._sync import _condition as c
+
+    assert _accel.native.CONDITION_WORDS == (
+        c._TICKET,
+        c._FLAG,
+        c._SETS,
+        c._NOTIFIED,
+        c._UNMARKED,
+        c._HEADER,
+    )
+
+
+def _event_words(event):
+    return list(event._w[:8])
+
+
+@needs_native
+def test_c_event_set_leaves_a_busy_lock_or_a_stand_in_semaphore_to_python():
+    """event_set answers NotImplemented, changing nothing, whenever Python must act:
+    the event's lock is held (Python waits for it, or takes it from a dead holder),
+    or its semaphore is closed or not a SemLock (Python calls its methods)."""
+    from proctor._sync import _condition as c
+
+    event = proctor.Event()
+    cond = event._cond
+    assert type(cond._lock) is NATIVE["Lock"]
+    with cond._lock:
+        ticket = cond._queue.enter()
+    fast = _accel.native.event_set
+    before = _event_words(event)
+    with cond._lock:  # busy: even this process's holder is not waited for in C
+        assert fast(cond._lock, cond._named.sem, event._w) is NotImplemented
+    assert fast(cond._lock, object(), event._w) is NotImplemented
+    pure_lock = IMPLEMENTATIONS["python"]["Lock"]()
+    assert fast(pure_lock, cond._named.sem, event._w) is NotImplemented
+    assert _event_words(event) == before and not event.is_set()
+    assert cond._lock.acquire(False)  # nothing left taken
+    cond._lock.release()
+    assert fast(cond._lock, cond._named.sem, event._w) is None
+    assert event.is_set() and event._w[c._SETS] == 1 and event._w[c._NOTIFIED] == ticket + 1
+    assert cond._named.sem.acquire(False) and not cond._named.sem.acquire(False)  # one post
+    assert cond._lock.acquire(False)  # released again
+    cond._lock.release()
+    pure_lock.close()
+    event.close()
+
+
+@needs_native
+@pytest.mark.parametrize("lock_kind", ["Lock", "RLock"])
+def test_c_notify_marks_all_or_leaves_the_call_to_python(lock_kind):
+    """cond_notify handles notify(n) only when n covers every waiter not yet notified
+    and the caller holds the lock; otherwise it answers NotImplemented having changed
+    nothing (Python probes who still waits, or raises for a non-owner)."""
+    from proctor._sync import _condition as c
+
+    cond = proctor.Condition(NATIVE[lock_kind]())
+    post = cond._named.sem.release
+    fast = _accel.native.cond_notify
+    with cond:
+        cond._queue.enter()
+        cond._queue.enter()
+        before = list(cond._w[:8])
+        assert fast(cond._lock, post, cond._w, 1) is NotImplemented  # 1 of 2: probes
+        assert fast(cond._lock, post, cond._w, 2.0) is NotImplemented  # not an int
+        assert fast(object(), post, cond._w, 2) is NotImplemented
+        assert list(cond._w[:8]) == before and not cond._lock._deferred
+    assert fast(cond._lock, post, cond._w, 2) is NotImplemented  # not held
+    assert list(cond._w[:8]) == before
+    with cond:
+        assert fast(cond._lock, post, cond._w, 2) is None
+        assert cond._w[c._NOTIFIED] == cond._w[c._TICKET] and cond._w[c._UNMARKED] == 0
+        assert cond._lock._deferred == [post, post]
+        assert not cond._named.sem.acquire(False)  # nothing posted under the lock
+    assert cond._lock._deferred is None
+    assert cond._named.sem.acquire(False) and cond._named.sem.acquire(False)  # at the release
+    for ticket in range(2):
+        cond._queue.let_go(ticket)
+    cond.close()
+    cond._lock.close()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_event_set_and_notify_leave_the_same_words_in_both_implementations(n):
+    """The C set()/notify() and the pure-Python ones write the same shared state."""
+    states = {}
+    for name, classes in IMPLEMENTATIONS.items():
+        if classes is None:
+            continue
+        event = proctor.Event()
+        event._setup(type(event._cond)(classes["Lock"]()))
+        cond = proctor.Condition(classes["RLock"]())
+        with event._cond._lock:
+            for _ in range(n):
+                event._cond._queue.enter()
+        with cond:
+            for _ in range(n):
+                cond._queue.enter()
+            cond.notify(n)
+        event.set()
+        states[name] = (list(event._w[:8]), list(cond._w[:8]))
+        drained = [event._cond._named.sem.acquire(False) for _ in range(n + 1)]
+        drained += [cond._named.sem.acquire(False) for _ in range(n + 1)]
+        assert drained == ([True] * n + [False]) * 2
+        for ticket in range(n):
+            cond._queue.let_go(ticket)
+        for obj in (event, cond):
+            obj.close()
+        cond._lock.close()
+    if len(states) == 2:
+        assert states["native"] == states["python"]

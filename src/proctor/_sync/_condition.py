@@ -492,6 +492,10 @@ class Condition:
         Raises:
             LockNotOwnedError: the caller does not hold the lock.
         """
+        lock = self._lock
+        fast = lock._c_notify
+        if fast is not None and fast(lock, self._named.sem.release, self._w, n) is None:
+            return  # all marked and deferred in C (anything else falls through, unchanged)
         if type(n) is not int:  # (the exact type first: the ABC check costs a microsecond)
             if isinstance(n, bool) or not isinstance(n, numbers.Integral):
                 raise TypeError(f"n must be an int, not {type(n).__name__} ({n!r})")
@@ -586,7 +590,11 @@ class Event:
     def set(self) -> None:
         """Set the flag and wake every waiter."""
         cond = self._cond
-        with cond._lock:
+        lock = cond._lock
+        fast = lock._c_event_set
+        if fast is not None and fast(lock, cond._named.sem, self._w) is None:
+            return  # the same steps in one C call (a busy lock falls through)
+        with lock:
             self._w[_FLAG] = 1
             self._w[_SETS] += 1
             woken = cond._queue.notify(SEM_VALUE_MAX)

@@ -192,6 +192,11 @@ class _OwnedLock(ClosedWhenCollected):
     # Condition on this lock then runs it in Python (the lock tells which
     # implementation is active for the objects built on it).
     _wait_slice: Callable[..., int] | None = None
+    # Condition.notify() and Event.set() in one C call each (_native.cond_notify,
+    # _native.event_set), or None: they run in Python. Either may answer
+    # NotImplemented (having changed nothing) to leave a call to Python.
+    _c_notify: Callable[..., Any] | None = None
+    _c_event_set: Callable[..., Any] | None = None
 
     _named: NamedSemaphore
     _shared: SharedWords
@@ -682,7 +687,7 @@ class PyRLock(_RLockMethods):
 PyLock.__name__, PyRLock.__name__ = "Lock", "RLock"
 
 if _native is not None:
-    from ._native import LockCore, RLockCore
+    from ._native import LockCore, RLockCore, cond_notify, event_set
 
     # (None on macOS, which has no sem_timedwait: Condition then sleeps in Python.)
     _c_wait_slice: Callable[..., int] | None = getattr(_native, "wait_slice", None)
@@ -694,6 +699,8 @@ if _native is not None:
         __slots__ = _LOCK_SLOTS
         _spin = 0  # the C acquire has spun already
         _wait_slice = staticmethod(_c_wait_slice) if _c_wait_slice else None
+        _c_notify = staticmethod(cond_notify)
+        _c_event_set = staticmethod(event_set)
 
         def _attach_fast_paths(self) -> None:
             self._attach(
@@ -714,6 +721,7 @@ if _native is not None:
         __slots__ = _LOCK_SLOTS
         _spin = 0
         _wait_slice = staticmethod(_c_wait_slice) if _c_wait_slice else None
+        _c_notify = staticmethod(cond_notify)
 
         def _attach_fast_paths(self) -> None:
             self._attach(

@@ -835,6 +835,216 @@ CORE_TYPE(RLockCoreType, "RLockCore", rlock_methods, rlock_getset, lock_members,
 CORE_TYPE(SemaphoreCoreType, "SemaphoreCore", sem_methods, NULL, NULL,
           "C fast paths of proctor's Semaphore (a base class; see _sync/_semaphore.py).")
 
+/* ── Event.set() and Condition.notify() ──────────────────────────────────── */
+
+/* The header of a condition's words (_condition.py names them the same way:
+ * _TICKET, _FLAG, _SETS, _NOTIFIED, _UNMARKED, _HEADER; test_sync_accel.py
+ * checks that both agree, through CONDITION_WORDS). */
+#define COND_TICKET 0
+#define EVENT_FLAG 1
+#define EVENT_SETS 2
+#define COND_NOTIFIED 5
+#define COND_UNMARKED 6
+#define COND_HEADER 8
+
+/* The sem_t of a _multiprocessing.SemLock; NULL without an error set when
+ * ``semlock`` is something else (a closed semaphore, a test's stand-in): the
+ * caller then leaves the call to Python, which calls its methods. */
+static sem_t *
+semlock_sem(PyObject *semlock)
+{
+    PyObject *handle;
+    void *sem;
+
+    handle = PyObject_GetAttrString(semlock, "handle");
+    if (handle == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        return NULL;
+    }
+    sem = PyLong_AsVoidPtr(handle);
+    Py_DECREF(handle);
+    if (sem == NULL && PyErr_Occurred())
+        PyErr_Clear();
+    return (sem_t *)sem;
+}
+
+/* The header words of a condition, as a writable buffer; 0 on success. */
+static int
+header_words(PyObject *words, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(words, view, PyBUF_WRITABLE) < 0)
+        return -1;
+    if (view->len < COND_HEADER * (Py_ssize_t)sizeof(long long)
+        || ((Py_uintptr_t)view->buf) % sizeof(long long) != 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "not the words of a condition");
+        return -1;
+    }
+    return 0;
+}
+
+/* Mark every waiting ticket notified (_WaitQueue.notify with n >= the waiters
+ * not yet notified); return how many wake-ups to post. */
+static long long
+mark_all(volatile long long *w)
+{
+    long long end = w[COND_TICKET], unmarked;
+
+    if (w[COND_NOTIFIED] >= end)
+        return 0;
+    unmarked = w[COND_UNMARKED];
+    w[COND_NOTIFIED] = end;
+    w[COND_UNMARKED] = 0;
+    return unmarked > 0 ? unmarked : 0;
+}
+
+PyDoc_STRVAR(event_set_doc,
+"event_set(lock, semlock, words)\n--\n\n"
+"Event.set() in one call: take ``lock`` (a native Lock) without waiting, set the\n"
+"flag in ``words`` (the condition's), mark every waiter notified, post their\n"
+"wake-ups on ``semlock``, release the lock, yield the CPU if any was woken.\n"
+"Returns None; NotImplemented, having changed nothing, when the call needs the\n"
+"Python path (the lock is busy, or either object is closed or not a native one).");
+
+static PyObject *
+event_set(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Core *lock;
+    sem_t *wake;
+    Py_buffer view;
+    volatile long long *w;
+    long long woken, i;
+    int err = 0;
+    PyObject *res;
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "event_set() takes 3 arguments");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], &LockCoreType))
+        Py_RETURN_NOTIMPLEMENTED;
+    lock = (Core *)args[0];
+    if (lock->owner == NULL)
+        Py_RETURN_NOTIMPLEMENTED;
+    wake = semlock_sem(args[1]);
+    if (wake == NULL)
+        Py_RETURN_NOTIMPLEMENTED;
+    if (header_words(args[2], &view) < 0)
+        return NULL;
+    /* The lock as lock_enter takes it; busy after the spin: Python waits for it
+     * (in slices, taking it over from a dead holder). */
+    if (!(try_take(lock->sem) || (*lock->owner != g_ident && spin_take(lock->sem)))) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    *lock->owner = g_ident;
+    lock->tid = PyThread_get_thread_ident();
+    w = (volatile long long *)view.buf;
+    w[EVENT_FLAG] = 1;
+    w[EVENT_SETS] += 1;
+    woken = mark_all(w);
+    PyBuffer_Release(&view);
+    /* Under the lock, as the Python set() posts (a setter killed here leaves the
+     * flag set: its waiters find it at their next look). */
+    for (i = 0; i < woken; i++) {
+        if (sem_post(wake) < 0) {
+            err = errno;
+            break;
+        }
+    }
+    res = lock_release(lock, NULL);
+    if (err) {
+        Py_XDECREF(res);  /* (released; the post's error is the one to tell) */
+        if (err == EOVERFLOW) {
+            PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
+            return NULL;
+        }
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (res == NULL)
+        return NULL;
+    Py_DECREF(res);
+    if (woken) {
+        /* As Event.set(): a woken process queued on our CPU runs now. */
+        Py_BEGIN_ALLOW_THREADS
+        sched_yield();
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(cond_notify_doc,
+"cond_notify(lock, post, words, n)\n--\n\n"
+"Condition.notify(n) when it wakes every waiter not yet notified (n at least\n"
+"their number): mark them notified in ``words`` and defer ``post`` to the\n"
+"release of ``lock`` (a native Lock or RLock) once per waiter, as\n"
+"_OwnedLock._defer does. Returns None; NotImplemented, having changed nothing,\n"
+"when the call needs the Python path: ``n`` is not an int or is less than the\n"
+"waiters (the live ones must be told from the dead), the caller does not hold\n"
+"``lock`` (Python raises), or the lock is closed.");
+
+static PyObject *
+cond_notify(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Core *lock;
+    int rlock;
+    long long n, count;
+    int overflow;
+    Py_buffer view;
+    volatile long long *w;
+    PyObject *todo;
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "cond_notify() takes 4 arguments");
+        return NULL;
+    }
+    rlock = PyObject_TypeCheck(args[0], &RLockCoreType);
+    if (!rlock && !PyObject_TypeCheck(args[0], &LockCoreType))
+        Py_RETURN_NOTIMPLEMENTED;
+    lock = (Core *)args[0];
+    if (lock->owner == NULL || *lock->owner != g_ident
+        || (rlock && lock->tid != PyThread_get_thread_ident()))
+        Py_RETURN_NOTIMPLEMENTED;  /* (not the holder: Python says so) */
+    if (!PyLong_CheckExact(args[3]))
+        Py_RETURN_NOTIMPLEMENTED;
+    n = PyLong_AsLongLongAndOverflow(args[3], &overflow);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow > 0)
+        n = LLONG_MAX;
+    else if (overflow < 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    if (header_words(args[2], &view) < 0)
+        return NULL;
+    w = (volatile long long *)view.buf;
+    if (w[COND_NOTIFIED] < w[COND_TICKET] && n < w[COND_UNMARKED]) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NOTIMPLEMENTED;  /* some, not all: Python probes who still waits */
+    }
+    count = mark_all(w);
+    PyBuffer_Release(&view);
+    if (count == 0)
+        Py_RETURN_NONE;
+    todo = lock->deferred;
+    if (todo == NULL || todo == Py_None) {
+        todo = PyList_New(0);
+        if (todo == NULL)
+            return NULL;
+        Py_XSETREF(lock->deferred, todo);
+    }
+    else if (!PyList_Check(todo)) {
+        PyErr_SetString(PyExc_TypeError, "a lock's _deferred must be a list or None");
+        return NULL;
+    }
+    for (; count > 0; count--) {
+        if (PyList_Append(todo, args[1]) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* ── module ──────────────────────────────────────────────────────────────── */
 
 PyDoc_STRVAR(set_process_doc,
@@ -878,6 +1088,8 @@ static PyMethodDef module_methods[] = {
 #ifdef HAVE_WAIT_SLICE
     {"wait_slice", (PyCFunction)(void (*)(void))wait_slice, METH_FASTCALL, wait_slice_doc},
 #endif
+    {"event_set", (PyCFunction)(void (*)(void))event_set, METH_FASTCALL, event_set_doc},
+    {"cond_notify", (PyCFunction)(void (*)(void))cond_notify, METH_FASTCALL, cond_notify_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -908,6 +1120,9 @@ PyInit__native(void)
         || PyModule_AddObject(module, "RLockCore", (PyObject *)&RLockCoreType) < 0
         || PyModule_AddObject(module, "SemaphoreCore", (PyObject *)&SemaphoreCoreType) < 0
         || PyModule_AddIntConstant(module, "SPIN_TRIES", SPIN_TRIES) < 0
+        || PyModule_AddObject(module, "CONDITION_WORDS",
+                              Py_BuildValue("(iiiiii)", COND_TICKET, EVENT_FLAG, EVENT_SETS,
+                                            COND_NOTIFIED, COND_UNMARKED, COND_HEADER)) < 0
 #ifdef HAVE_WAIT_SLICE
         || PyModule_AddIntConstant(module, "SLICE_EMPTY", SLICE_EMPTY) < 0
         || PyModule_AddIntConstant(module, "SLICE_NOTIFIED", SLICE_NOTIFIED) < 0

@@ -25,6 +25,11 @@ def wait_slice(
     /,
 ) -> int: ...
 
+CONDITION_WORDS: tuple[int, int, int, int, int, int]
+
+def event_set(lock: Any, semlock: Any, words: Any, /) -> Any: ...
+def cond_notify(lock: Any, post: Callable[[], Any], words: Any, n: int, /) -> Any: ...
+
 class _Core:
     def _attach(
         self,
