@@ -240,9 +240,7 @@ class _Client:
         rest = [m for m in messages if m[0] != "R"]
         if rest:
             assert self.fd is not None
-            _write_all(
-                self.fd, "".join(_to_json(m) + "\n" for m in rest).encode()
-            )
+            _write_all(self.fd, "".join(_to_json(m) + "\n" for m in rest).encode())
 
     def send_fd(self, message: list, fd: int) -> None:
         """Send ``message`` with a duplicate of ``fd`` attached (``SCM_RIGHTS``)."""
