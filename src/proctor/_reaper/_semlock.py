@@ -255,7 +255,8 @@ class NamedSemaphore(ClosedWhenCollected):
         return f"<NamedSemaphore {self.name!r}>"
 
 
-_sem_slot = NamedSemaphore.sem  # the slot's descriptor: reads it without opening
+# The slot's descriptor: reads ``sem`` without opening a deferred one.
+_sem_slot: Any = NamedSemaphore.__dict__["sem"]
 
 
 def _peek(named: NamedSemaphore) -> Any:
