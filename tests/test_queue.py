@@ -1176,6 +1176,8 @@ def get_one_then_task_done(q, n):
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="looks for the semaphores in /dev/shm")
+# (forkserver children get the queue as spawn children do: by name, in a message)
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_room_and_all_done_are_made_by_the_first_process_that_waits_even_a_child(ctx):
     # Made before the start and first waited on in the child: the child makes
     # the room semaphore, the parent opens the same one to wake it.
