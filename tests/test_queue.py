@@ -1160,3 +1160,65 @@ def test_a_subclass_written_for_multiprocessing_queues_works_across_processes(ct
     assert q.get(timeout=5) == "parent"
     q.close()
     p.close()
+
+
+# --- the wake-up hints nobody waits on are made on first use -------------------------------
+
+
+def _sem_exists(named) -> bool:
+    return os.path.exists("/dev/shm/sem." + named.name.lstrip("/"))
+
+
+def get_one_then_task_done(q, n):
+    for _ in range(n):
+        q.get(timeout=30)
+        q.task_done()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="looks for the semaphores in /dev/shm")
+# (forkserver children get the queue as spawn children do: by name, in a message)
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_room_and_all_done_are_made_by_the_first_process_that_waits_even_a_child(ctx):
+    # Made before the start and first waited on in the child: the child makes
+    # the room semaphore, the parent opens the same one to wake it.
+    q = ctx.JoinableQueue(maxsize=1)
+    shared = q._shared
+    assert _sem_exists(shared.items)
+    assert not _sem_exists(shared.room) and not _sem_exists(shared.all_done)
+    p = ctx.Process(target=put_range, args=(q, 3))
+    p.start()
+    got = []
+    for _ in range(3):
+        # The child sleeps on the room semaphore for its next put (registered
+        # as a putter), and this get() wakes it.
+        wait_until(lambda: q._ring.get_field(Ring.PUTTERS) == 1 or len(got) == 2, timeout=30)
+        got.append(q.get(timeout=30))
+        q.task_done()
+    p.join(30)
+    assert p.exitcode == 0 and got == [0, 1, 2]
+    assert _sem_exists(shared.room)
+    # And the other way: the parent's join() sleeps, a child's task_done() wakes it.
+    q.put("task")
+    c = ctx.Process(target=get_one_then_task_done, args=(q, 1))
+    c.start()
+    assert q.join(timeout=30)
+    c.join(30)
+    assert c.exitcode == 0
+    for proc in (p, c):
+        proc.close()
+    q.close()
+
+
+def test_a_queue_closed_unused_never_makes_its_hints():
+    q = JoinableQueue()
+    shared = q._shared
+    q.put(1)
+    assert q.get(timeout=5) == 1
+    q.task_done()  # the last task_done(), with no joiner: nothing to post
+    assert q.join(timeout=0)
+    for hint in (shared.room, shared.all_done):
+        with pytest.raises(AttributeError):
+            type(hint).sem.__get__(hint)  # the slot was never set: never opened
+    q.close()
+    with pytest.raises(ValueError, match="closed"):
+        shared.room.sem.release()

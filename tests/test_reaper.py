@@ -548,7 +548,11 @@ if __name__ == "__main__":
     child = ctx.Process(target=hold, args=(q, lock), daemon=True)
     child.start()
     child_pid = q.get(timeout=60)
-    names = sorted(name for (kind, name), n in _reaper._client.refs.items() if n > 0)
+    # (not the queue's room hint: nobody waited for room, so it was never made)
+    names = sorted(
+        name for (kind, name), n in _reaper._client.refs.items()
+        if n > 0 and name != q._shared.room.name
+    )
     print(json.dumps([names, child_pid, _reaper._client.spawned_pid]), flush=True)
     sys.stdin.readline()
 """
@@ -572,7 +576,7 @@ def _start_tree(method: str) -> tuple[subprocess.Popen, list[str], int, int]:
     import json
 
     names, child_pid, reaper_pid = json.loads(proc.stdout.readline())
-    assert len(names) == 5, names  # a Queue's four semaphores and a Lock's
+    assert len(names) == 4, names  # a Queue's three semaphores made and a Lock's
     return proc, _sem_paths(names), child_pid, reaper_pid
 
 
@@ -843,3 +847,77 @@ def test_corked_registrations_reach_the_reaper_in_one_write_when_the_block_ends(
     finally:
         if _exists(name):
             os.unlink(path)
+
+
+def test_a_deferred_semaphore_never_opened_leaves_nothing_when_its_creator_is_killed():
+    # A queue's room semaphore is made on first use: its creator SIGKILLed
+    # before any use leaves neither it nor the queue's other names behind.
+    user = User(
+        """
+        import proctor
+        q = proctor.Queue()
+        s = q._shared
+        ready(s.put_lock._named.name, s.get_lock._named.name, s.items.name, s.room.name)
+        """,
+        _name(),
+    )
+    paths = ["/dev/shm/sem." + n.lstrip("/") for n in user.values]
+    assert len(set(paths)) == len(paths)
+    assert [os.path.exists(p) for p in paths] == [True] * (len(paths) - 1) + [False]
+    user.kill()
+    wait_until(lambda: not any(os.path.exists(p) for p in paths), timeout=5)
+
+
+def _reaper_reads_every_client() -> None:
+    """Have the reaper read what every client sent so far, not only this process.
+
+    A name freed here makes it reclaim, and it reads every connection before it
+    reclaims; ``sync_reaper`` alone is answered in the order of this one socket.
+    """
+    dummy = _name()
+    _reaper.register(dummy, "shm")
+    _reaper.unregister(dummy, "shm")
+    sync_reaper()
+
+
+def test_a_fork_child_that_makes_a_deferred_semaphore_after_its_creator_died_has_it_reclaimed():
+    # The creator dies before anyone opened the semaphore, so the reaper knows
+    # no live user of the name and nothing in /dev/shm to unlink. A fork child
+    # that then makes it must be known to the reaper first: its own death must
+    # still unlink it.
+    user = User(
+        """
+        from proctor._reaper._semlock import NamedSemaphore
+        hint = NamedSemaphore.deferred(1)
+        pid = os.fork()
+        if pid == 0:
+            sys.stdin.readline()  # the creator is dead now
+            hint.sem.release()
+            print("made", flush=True)
+            sys.stdin.readline()  # park until killed
+            os._exit(0)
+        ready(pid, hint.name)
+        """,
+        _name(),
+    )
+    child_pid, name = int(user.values[0]), user.values[1]
+    path = "/dev/shm/sem." + name.lstrip("/")
+    try:
+        user.proc.kill()  # the creator: the child keeps the stdin and stdout pipes
+        user.proc.wait(10)
+        sync_reaper()
+        assert not os.path.exists(path)
+        user.proc.stdin.write("go\n")
+        user.proc.stdin.flush()
+        assert user.proc.stdout.readline().split() == ["made"]
+        _reaper_reads_every_client()  # the child's registrations, if it sent any
+        assert os.path.exists(path), "unlinked while the child that made it is alive"
+    finally:
+        os.kill(child_pid, signal.SIGKILL)
+        user.proc.stdin.close()
+        user.proc.stdout.close()
+    wait_until(lambda: not pid_exists(child_pid), timeout=5)
+    # Asked at once: a reaper started later by another program would sweep the
+    # name anyway (its creator is dead), so only this reaper's answer tells.
+    sync_reaper()
+    assert not os.path.exists(path), "the child that made it died, and nobody unlinked it"

@@ -226,7 +226,8 @@ def _leave_room_wait(q: Any) -> None:
 async def ajoin(q: Any, timeout: float | None) -> bool:
     """``JoinableQueue.ajoin``: see its docstring (``_waiting.await_all_done``'s protocol)."""
     q._check_open("ajoin")
-    all_done = q._all_done().sem
+    hint = q._all_done()
+    all_done = None  # opened once there is something to wait for (it is deferred)
     deadline = deadline_for(True, timeout)
     ring = q._ring
     put_lock = q._put_lock
@@ -240,6 +241,8 @@ async def ajoin(q: Any, timeout: float | None) -> bool:
             if done is not None:
                 return done
             waiting = True
+            if all_done is None:
+                all_done = hint.sem
             # Posted, all done at a look, or the deadline: look again under the lock.
             await await_post(all_done, deadline, lambda: ring.unfinished <= 0)
     except BaseException:

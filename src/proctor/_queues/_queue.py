@@ -135,8 +135,11 @@ class _Shared:
             self.put_lock = QueueLock()
             self.get_lock = QueueLock() if SPLIT_LOCKS else self.put_lock
             self.items = NamedSemaphore(0, SEM_VALUE_MAX)
-            self.room = NamedSemaphore(0, SEM_VALUE_MAX)
-            self.all_done = NamedSemaphore(0, SEM_VALUE_MAX) if joinable else None
+            # Only a producer waiting for room, or a join(), sleeps on these: they
+            # are made (or opened) by the first process that waits or wakes on
+            # them. Most queues never do, and save a sem_open (and a mapping).
+            self.room = NamedSemaphore.deferred(SEM_VALUE_MAX)
+            self.all_done = NamedSemaphore.deferred(SEM_VALUE_MAX) if joinable else None
         self.mailbox = Mailbox()
 
 

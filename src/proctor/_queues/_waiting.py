@@ -140,6 +140,8 @@ def post(hint: NamedSemaphore, n: int) -> None:
     (macOS counts to 32767; a waiter missing a post looks again within
     CHECK_INTERVAL.)
     """
+    if n <= 0:
+        return  # (a deferred hint nobody waits on stays unopened)
     post = hint.sem.release
     try:
         for _ in range(n):
@@ -267,13 +269,15 @@ def await_all_done(
     Between sleeps it looks at the count without the lock, and confirms what it
     saw under the lock.
     """
-    take = all_done.sem.acquire
+    take = None  # opened once there is something to wait for (all_done is deferred)
     registered = False
     while True:
         done = look_all_done(ring, put_lock, deadline, registered)
         if done is not None:
             return done
         registered = True
+        if take is None:
+            take = all_done.sem.acquire
         # Posted, all done at a look, or the deadline: look again under the lock.
         wait_for_post(take, deadline, lambda: ring.unfinished <= 0)
 

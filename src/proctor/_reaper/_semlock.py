@@ -21,6 +21,24 @@ Under ``fork`` the child inherits the open semaphore (no name lookup) and the
 reaper client's registrations. Names are never unlinked eagerly, even for a
 ``fork`` context: a forked child may still pass the object on to a ``spawn``
 grandchild, which needs the name.
+
+A *deferred* semaphore (:meth:`NamedSemaphore.deferred`: a queue's wake-up
+hints that most queues never wait on) has its name registered like any other,
+but the OS semaphore is only made -- or opened, by whichever process is first
+-- when ``sem`` is first used, in any process that holds it::
+
+    creator: name registered, no sem_open       any holder, first use of .sem
+    ──────────────────────────────────────      ───────────────────────────────
+    fork / pickle: the name travels, and its    this process known to the reaper?
+      holders are kept as for any semaphore       (a fork child that never talked
+                                                  to it connects first)
+                                                sem_open(name) ── ENOENT ─▶
+                                                  sem_open(name, O_CREAT|O_EXCL, 0)
+                                                  (EEXIST: another was first, retry)
+
+The reaper unlinks a name only when no process known to use it is alive and
+nobody maps it, so every holder that opens or makes it later finds the same
+semaphore; a name that was never made is simply not there to unlink.
 """
 
 from __future__ import annotations
@@ -101,10 +119,11 @@ class NamedSemaphore(ClosedWhenCollected):
         name: its OS name.
     """
 
-    __slots__ = ("__weakref__", "maxvalue", "name", "sem")
+    __slots__ = ("__weakref__", "deferred_open", "maxvalue", "name", "sem")
 
     def __init__(self, value: int, maxvalue: int, *, _name: str | None = None) -> None:
         self.maxvalue = maxvalue
+        self.deferred_open = False
         if _name is not None:
             self.name = _name
             try:
@@ -142,14 +161,73 @@ class NamedSemaphore(ClosedWhenCollected):
         self.name = name
         self.sem = sem
 
+    @classmethod
+    def deferred(cls, maxvalue: int, *, _name: str | None = None) -> NamedSemaphore:
+        """A semaphore of initial value 0 made (or opened) on first use of ``sem``.
+
+        Its name is registered with the reaper now (in a :func:`batched_names`
+        block, with the others'), as for any semaphore; ``sem_open`` waits until
+        some process holding it first uses ``sem`` (see the module docstring).
+        For wake-up hints that most objects never wait on.
+        """
+        self = cls.__new__(cls)
+        self.maxvalue = maxvalue
+        self.deferred_open = False  # (until registered: close() then has nothing to undo)
+        if _name is not None:
+            self.name = _name
+            self._register()
+        else:
+            reaper = _reaper()
+            reserved = getattr(_reserve, "names", None)
+            if reserved:
+                self.name = reserved.pop()  # registered already (see batched_names)
+            else:
+                self.name = reaper.new_name(5)
+                reaper.register(self.name, _KIND)
+        self.deferred_open = True
+        return self
+
+    def __getattr__(self, attr: str) -> Any:
+        # Reached only for a slot never set: ``sem`` of a deferred semaphore.
+        if attr != "sem" or not self.deferred_open:
+            raise AttributeError(attr)
+        return self._open_deferred()
+
+    def _open_deferred(self) -> Any:
+        """Open this deferred semaphore by name, making it if nobody has yet."""
+        reaper = _reaper()
+        # Before the name can come to exist through us, the reaper must know that
+        # this process uses it: a fork child that never talked to it is known
+        # only by what it maps, and maps nothing of a semaphore not opened yet.
+        reaper.ensure_started()
+        maxvalue, name = self.maxvalue, self.name
+        for _ in range(100):
+            try:
+                sem = _multiprocessing.SemLock._rebuild(0, SEMAPHORE, maxvalue, name)
+                break
+            except FileNotFoundError:
+                pass  # nobody made it yet: make it
+            try:
+                sem = _multiprocessing.SemLock(SEMAPHORE, 0, maxvalue, name, False)
+                break
+            except FileExistsError:
+                continue  # another process (or thread) made it meanwhile: open that
+        else:  # pragma: no cover - made and unlinked 100 times in a row
+            raise FileExistsError(f"could not open or make the OS semaphore {name!r}")
+        current = _peek(self)
+        if current is not None:
+            return current  # another thread of ours opened it first, or close()
+        self.sem = sem
+        return sem
+
     def _register(self) -> None:
         _reaper().register(self.name, _KIND)
 
     def close(self) -> None:
         """Close this process's handle and tell the reaper; idempotent."""
-        sem = self.sem
-        if sem is None or isinstance(sem, _Closed):
-            return
+        sem = _peek(self)
+        if isinstance(sem, _Closed) or (sem is None and not self.deferred_open):
+            return  # closed already, or never made (its __init__ failed)
         self.sem = _Closed("this semaphore")
         # Drop the SemLock first (sem_close unmaps it) so that the reaper, which
         # looks for mappers before unlinking, does not see this process.
@@ -158,7 +236,7 @@ class NamedSemaphore(ClosedWhenCollected):
             _reaper().unregister(self.name, _KIND)
 
     def __reduce__(self):
-        if isinstance(self.sem, _Closed):
+        if isinstance(_peek(self), _Closed):
             raise ValueError("cannot send a closed semaphore to another process")
         reaper = _reaper()
         if not reaper.keep_for_receiver(self.name, _KIND):
@@ -170,12 +248,29 @@ class NamedSemaphore(ClosedWhenCollected):
                 "arguments and results); it cannot be pickled into a file or with "
                 "plain pickle",
             )
-        return (_rebuild, (self.name, self.maxvalue, reaper.address()))
+        # A deferred one stays deferred in the receiver, opened there if it waits.
+        return (_rebuild, (self.name, self.maxvalue, reaper.address(), self.deferred_open))
 
     def __repr__(self) -> str:
         return f"<NamedSemaphore {self.name!r}>"
 
 
-def _rebuild(name: str, maxvalue: int, reaper_address: str | None) -> NamedSemaphore:
+# The slot's descriptor: reads ``sem`` without opening a deferred one.
+_sem_slot: Any = NamedSemaphore.__dict__["sem"]
+
+
+def _peek(named: NamedSemaphore) -> Any:
+    """``named.sem`` if set (a SemLock or _Closed), else None: never opens a deferred one."""
+    try:
+        return _sem_slot.__get__(named)
+    except AttributeError:
+        return None
+
+
+def _rebuild(
+    name: str, maxvalue: int, reaper_address: str | None, deferred: bool = False
+) -> NamedSemaphore:
     _reaper().adopt_address(reaper_address)
+    if deferred:
+        return NamedSemaphore.deferred(maxvalue, _name=name)
     return NamedSemaphore(0, maxvalue, _name=name)
