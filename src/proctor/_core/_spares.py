@@ -41,10 +41,11 @@ it lives, it is never sent back:
 * a handle that was closed sends nothing back: the slots of live views are
   closed when those views die.
 
-A spare's datagram carries only its descriptor. What a handle (or an end) keeps is bounded (SPARE_SLOTS mappings and SPARE_BYTES a
-side, only for buffers of SPARE_MIN..SPARE_MAX bytes), kept until the handle
-closes; the kernel holds spares in flight (at most ``net.unix.max_dgram_qlen``,
-10 by default: a full queue makes the consumer close the memfd instead).
+A spare's datagram carries only its descriptor. What a handle (or an end)
+keeps is bounded (SPARE_SLOTS mappings and SPARE_BYTES a side, only for
+buffers of SPARE_MIN..SPARE_MAX bytes), kept until it closes; the kernel
+holds spares in flight (at most ``net.unix.max_dgram_qlen``, 10 by default: a
+full queue makes the consumer close the memfd instead).
 """
 
 from __future__ import annotations
