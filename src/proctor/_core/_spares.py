@@ -171,16 +171,21 @@ class Spares:
                 mapping = self._written.pop((dev, ino), None)
                 if mapping is None:
                     mapping = _map(fd, size)[0]
+                if data.format != "B" or data.ndim != 1:
+                    data = data.cast("B")
+                # Copied before the mapping is kept: another thread making room
+                # closes only mappings in _written, never one being written.
+                mapping[:] = data
                 while len(self._written) >= SPARE_SLOTS or (
                     self._written and sum(map(len, self._written.values())) + size > SPARE_BYTES
                 ):
-                    oldest = self._written.pop(next(iter(self._written)), None)
+                    oldest_key = next(iter(self._written), None)  # (another thread's
+                    if oldest_key is None:  # send may have made room meanwhile)
+                        break
+                    oldest = self._written.pop(oldest_key, None)
                     if oldest is not None:
                         oldest.close()
                 self._written[(dev, ino)] = mapping  # newest last
-                if data.format != "B" or data.ndim != 1:
-                    data = data.cast("B")
-                mapping[:] = data
             except BaseException:
                 os.close(fd)
                 raise
