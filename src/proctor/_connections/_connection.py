@@ -13,8 +13,9 @@ business of its two halves, which this class puts together::
       ▼                                    ▲
       └──────── the frame format (_frames) ┘
 
-A ``Pipe()`` end (see ``_pipe``) has a pipe per direction, a datagram socket
-and a stream socket; a ``Listener``/``Client`` end has only its socket, which
+A ``Pipe()`` end (see ``_pipe``) has a pipe per direction, a datagram socket,
+a stream socket and a spare socket (large buffers' memfds come back on it for
+reuse, ``_core._spares``); a ``Listener``/``Client`` end has only its socket, which
 carries everything. An end can be handed to a child process as an argument of
 ``Process``; its descriptors, its send lock's file where it has one, the bytes it
 has read ahead and the datagrams it stashed travel with it (``_passing``).
