@@ -1130,6 +1130,86 @@ def test_a_memfd_count_that_does_not_match_is_a_protocol_error():
     b.close()
 
 
+# --- large buffers' memfds go back to the sender and are reused -----------------------------
+
+SPARE_FLOATS = (1 << 20) // 8  # 1 MiB: the smallest buffer worth reusing (SPARE_MIN)
+
+
+def test_a_dropped_arrays_memfd_is_reused_and_never_shows_the_old_bytes():
+    np = pytest.importorskip("numpy")
+    reader, writer = Pipe(duplex=False)  # spares go back against a one-way pipe too
+    with reader, writer:
+        writer.send(np.arange(SPARE_FLOATS, dtype=np.float64))
+        first = reader.recv(timeout=30)
+        assert np.array_equal(first, np.arange(SPARE_FLOATS, dtype=np.float64))
+        (key,) = reader._spares._slots  # kept mapped
+        del first  # its memfd goes back to the writer
+        writer.send(np.full(SPARE_FLOATS, -2.0))
+        second = reader.recv(timeout=30)
+        assert list(writer._spares._written) == [key]  # the writer wrote the spare...
+        assert list(reader._spares._slots) == [key]  # ...and the reader got it again
+        # Every byte is the new message's: no value of the first array shows through.
+        assert np.array_equal(second, np.full(SPARE_FLOATS, -2.0))
+        second[0] = 7.0  # writable, as a fresh one
+
+
+def test_an_array_still_alive_is_never_given_back_or_overwritten():
+    np = pytest.importorskip("numpy")
+    a, b = Pipe()
+    with a, b:
+        a.send(np.full(SPARE_FLOATS, 1.0))
+        kept = b.recv(timeout=30)
+        view = kept[10:20]  # a view of it keeps it too
+        del kept
+        a.send(np.full(SPARE_FLOATS, 2.0))
+        second = b.recv(timeout=30)
+        assert np.array_equal(view, np.full(10, 1.0))  # untouched by the second send
+        assert np.array_equal(second, np.full(SPARE_FLOATS, 2.0))
+        assert len(b._spares._slots) == 2 and not a._spares._written  # nothing came back
+        # The other direction of a duplex pipe has its own spares.
+        b.send(np.full(SPARE_FLOATS, 3.0))
+        assert np.array_equal(a.recv(timeout=30), np.full(SPARE_FLOATS, 3.0))
+
+
+def receive_drop_then_hold(conn, done) -> None:
+    first = conn.recv(timeout=60)
+    del first  # goes back to the sender
+    done.send("dropped")
+    held = conn.recv(timeout=60)  # held until the parent kills this process
+    done.send(float(held[0]))
+    done.recv(timeout=60)
+
+
+def test_a_receiver_that_dies_holding_a_buffer_gives_nothing_back():
+    np = pytest.importorskip("numpy")
+    ctx = proctor.get_context("spawn")  # the spare socket travels with a passed end
+    reader, writer = ctx.Pipe(duplex=False)
+    here, there = ctx.Pipe()
+    p = ctx.Process(target=receive_drop_then_hold, args=(reader, there))
+    p.start()
+    reader.close()
+    there.close()
+    try:
+        writer.send(np.full(SPARE_FLOATS, 1.0))
+        assert here.recv(timeout=60) == "dropped"
+        writer.send(np.full(SPARE_FLOATS, 2.0))
+        assert len(writer._spares._written) == 1  # the child's memfd came back, reused
+        assert here.recv(timeout=60) == 2.0
+        p.kill()
+        p.join(60)
+        # The held memfd died with the child: nothing to take, and sending now
+        # says the reader is gone.
+        assert writer._spares._take() is None
+        with pytest.raises(BrokenPipeError):
+            writer.send(np.full(SPARE_FLOATS, 3.0))
+    finally:
+        if p.is_alive():
+            p.kill()
+        p.join(60)
+        writer.close()
+        here.close()
+
+
 # --- several senders on one end ------------------------------------------------------------
 
 # Small (one pipe write), mid-size (a datagram, or the stream socket where there

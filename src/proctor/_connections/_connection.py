@@ -13,8 +13,9 @@ business of its two halves, which this class puts together::
       ▼                                    ▲
       └──────── the frame format (_frames) ┘
 
-A ``Pipe()`` end (see ``_pipe``) has a pipe per direction, a datagram socket
-and a stream socket; a ``Listener``/``Client`` end has only its socket, which
+A ``Pipe()`` end (see ``_pipe``) has a pipe per direction, a datagram socket,
+a stream socket and a spare socket (large buffers' memfds come back on it for
+reuse, ``_core._spares``); a ``Listener``/``Client`` end has only its socket, which
 carries everything. An end can be handed to a child process as an argument of
 ``Process``; its descriptors, its send lock's file where it has one, the bytes it
 has read ahead and the datagrams it stashed travel with it (``_passing``).
@@ -228,7 +229,10 @@ class Connection(FrameSender, FrameReceiver):
         else:
             self._fd_inbox = None
             self._recv_into = self._readinto = sock.recv_into
-        # Mid-size bodies: a datagram socket (see Pipe()), none here.
+        # Mid-size bodies: a datagram socket (see Pipe()), none here; nor the
+        # socket large buffers' memfds come back on.
+        self._spare_sock = None
+        self._spares = None
         self._dsock = None
         self._dgram_limit = 0
         self._dbuf = None
@@ -257,6 +261,7 @@ class Connection(FrameSender, FrameReceiver):
         readable: bool = True,
         writable: bool = True,
         dsock: socket.socket | None = None,
+        spare_sock: socket.socket | None = None,
     ) -> Connection:
         """A connection whose frames travel on pipes, bodies on ``dsock`` or ``sock``.
 
@@ -264,7 +269,8 @@ class Connection(FrameSender, FrameReceiver):
         small messages are much faster on pipes; a datagram socket carries a
         mid-size body whole, with no lock; a stream socket moves big bodies with
         fewer copies and one ``MSG_WAITALL`` read. The frame header always goes
-        on the pipe, which keeps messages in order.
+        on the pipe, which keeps messages in order. ``spare_sock`` (a datagram
+        socket) carries received large buffers' memfds back for reuse.
         """
         conn = cls(sock, readable, writable)
         # Descriptors come in side messages, read with recvmsg (see _receiving).
@@ -272,6 +278,7 @@ class Connection(FrameSender, FrameReceiver):
         conn._recv_into = conn._readinto = sock.recv_into
         conn._rfd = rfd
         conn._wfd = wfd
+        conn._spare_sock = spare_sock  # (its Spares are made at the first large buffer)
         if dsock is not None:
             conn._dsock = dsock
             if wfd >= 0:
@@ -334,6 +341,12 @@ class Connection(FrameSender, FrameReceiver):
         self._dgram_limit = 0
         self._dbuf = self._dview = None
         self._stash = None
+        if self._spares is not None:
+            self._spares.close()
+            self._spares = None
+        if self._spare_sock is not None:
+            self._spare_sock.close()
+            self._spare_sock = None
         self._send_lock.close()
 
     def keep_in_process(self) -> None:

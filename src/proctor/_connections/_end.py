@@ -17,6 +17,10 @@ from .._core._closing import close_all_quietly
 from .._core._wire import MAX_FDS, fds_from
 from ._sendlock import SendLock
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .._core._spares import Spares
+
 __all__ = ("EndState", "FdInbox")
 
 # Plain ints: these flags are enums, and or-ing enums costs microseconds per call.
@@ -103,6 +107,8 @@ class EndState:
         "_send_lock",
         "_sendall",
         "_sock",
+        "_spare_sock",
+        "_spares",
         "_stash",
         "_wfd",
         "_writable",
@@ -126,6 +132,11 @@ class EndState:
     # outgoing one (-1 where there is none); frames travel there, not on _sock.
     _rfd: int
     _wfd: int
+    # Pipe() ends: a datagram socket on which received large buffers' memfds go
+    # back to the sender once dropped, and are taken for reuse (_core._spares);
+    # else None and None.
+    _spare_sock: socket.socket | None
+    _spares: Spares | None
     # The descriptor that is readable when a message arrives (fileno()).
     _fd: int
     _readable: bool
@@ -161,3 +172,14 @@ class EndState:
     # A keyless Client's connection until its first receive: the check of the
     # listener's greeting (see _handshake.check_greeting), else None.
     _greeting: Callable[[Any, float | None], None] | None
+
+    def _spares_now(self) -> Spares | None:
+        """This end's spares (made at the first large buffer), or None without a spare socket."""
+        spares = self._spares
+        if spares is None and self._spare_sock is not None and not self._closed:
+            # Imported here: only large buffers need it (ctypes, mmap), and a
+            # child that sends none skips loading it.
+            from .._core._spares import Spares
+
+            spares = self._spares = Spares(self, take="_spare_sock", give="_spare_sock")
+        return spares

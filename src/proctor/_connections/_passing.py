@@ -9,6 +9,8 @@ still to come, which would otherwise be lost::
       socket, pipes, datagram socket,     ──▶     the same descriptors, a new end
       the send lock's file (macOS)                  (the lock file: every sender of the
                                                      end locks the same one)
+      the spare socket (large buffers'    ──▶     the same socket (its kept mappings
+        memfds come back on it)                     stay here: a new end keeps its own)
       bytes read ahead                    ──▶     its read-ahead buffer
       datagrams stashed (by frame id)     ──▶     its stash
       descriptors read ahead ("PU")       ──▶     its FdInbox
@@ -66,6 +68,8 @@ def reduce_end(conn: EndState, cls: Any) -> tuple[Any, tuple[Any, ...]]:
     ltoken = token(lock.fd) if lock.owns_fd else -1
     dsock = conn._dsock
     dtoken = token(dsock.fileno()) if dsock is not None else -1
+    spare = conn._spare_sock
+    stoken = token(spare.fileno()) if spare is not None else -1
     # Bytes already read ahead belong to the next messages, and so do the
     # datagrams whose headers are still to come, and the descriptors that
     # came with those bytes: they travel too.
@@ -86,6 +90,7 @@ def reduce_end(conn: EndState, cls: Any) -> tuple[Any, tuple[Any, ...]]:
         stash,
         itokens,
         conn._greeting,
+        stoken,
     )
 
 
@@ -102,6 +107,7 @@ def rebuild_end(
     stash: dict[int, bytes] | None = None,
     itokens: list[int] | None = None,
     greeting: Any = None,
+    stoken: int = -1,
 ) -> Any:
     """The end ``reduce_end`` described, in this process (``cls``: its class, ``Connection``)."""
     sock = socket.socket(fileno=_reduction.take_fd(token))
@@ -112,8 +118,11 @@ def rebuild_end(
         # socket.setdefaulttimeout() here would make the socket non-blocking in
         # the kernel, for every process that shares it: undo that.
         dsock.settimeout(None)
+    spare = socket.socket(fileno=_reduction.take_fd(stoken)) if stoken >= 0 else None
+    if spare is not None and socket.getdefaulttimeout() is not None:
+        spare.settimeout(None)  # (as dsock's)
     if rfd >= 0 or wfd >= 0:
-        conn = cls._with_pipes(sock, rfd, wfd, readable, writable, dsock)
+        conn = cls._with_pipes(sock, rfd, wfd, readable, writable, dsock, spare)
     else:
         conn = cls(sock, readable, writable)
     if ltoken >= 0:

@@ -1,8 +1,10 @@
 """``Pipe()``: two connected ``Connection`` ends, on pipes and side socket pairs.
 
 Each end owns a pipe per direction (one pipe with ``duplex=False``), on which
-every frame travels (small bodies with it), and two side sockets: a datagram
-socket for mid-size bodies and a stream socket for large ones (see ``_sending``)::
+every frame travels (small bodies with it), and three side sockets: a datagram
+socket for mid-size bodies, a stream socket for large ones (see ``_sending``),
+and a spare socket on which a receiver gives the memfds of large buffers it
+dropped back to the sender, which reuses them (``_core._spares``)::
 
     conn1                                           conn2
     ─────                                           ─────
@@ -10,10 +12,12 @@ socket for mid-size bodies and a stream socket for large ones (see ``_sending``)
     read end of pipe B                ◀──────────   write end of pipe B (O_NONBLOCK)
     datagram socket (SOCK_SEQPACKET)  ◀─ ─ ─ ─ ─▶   datagram socket
     stream socket                     ◀═════════▶   stream socket
+    spare socket (SOCK_DGRAM)         ◀─ memfds ─▶  spare socket
 
 Where ``AF_UNIX`` has no ``SOCK_SEQPACKET`` (macOS), there is no datagram socket
-and mid-size bodies take the stream socket. With ``duplex=False`` the sockets
-are half-closed, so the kernel itself refuses the unused direction.
+and mid-size bodies take the stream socket. With ``duplex=False`` the datagram
+and stream sockets are half-closed, so the kernel itself refuses the unused
+direction; the spare socket is not (spares go against the messages' direction).
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
             sockets += (da, db)
         for sock in sockets:
             configure_socket(sock)
+        sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sockets += (sa, sb)
+        for sock in (sa, sb):
+            sock.settimeout(None)  # (as configure_socket: spares never wait)
         if duplex:
             a_to_b = os.pipe()
             fds.extend(a_to_b)
@@ -60,8 +68,8 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
             _prepare_write_end(a_to_b[1])
             _prepare_write_end(b_to_a[1])
             return (
-                Connection._with_pipes(a, b_to_a[0], a_to_b[1], dsock=da),
-                Connection._with_pipes(b, a_to_b[0], b_to_a[1], dsock=db),
+                Connection._with_pipes(a, b_to_a[0], a_to_b[1], dsock=da, spare_sock=sa),
+                Connection._with_pipes(b, a_to_b[0], b_to_a[1], dsock=db, spare_sock=sb),
             )
         # Half-close the unused directions, so the kernel itself refuses them.
         for reader, writer in ((a, b), (da, db)):
@@ -72,8 +80,8 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
         fds.extend((r, w))
         _prepare_write_end(w)
         return (
-            Connection._with_pipes(a, r, -1, writable=False, dsock=da),
-            Connection._with_pipes(b, -1, w, readable=False, dsock=db),
+            Connection._with_pipes(a, r, -1, writable=False, dsock=da, spare_sock=sa),
+            Connection._with_pipes(b, -1, w, readable=False, dsock=db, spare_sock=sb),
         )
     except BaseException:
         for sock in sockets:

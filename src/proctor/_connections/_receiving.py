@@ -76,6 +76,10 @@ from ._frames import (
     parts_after,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .._core._spares import Spares
+
 __all__ = ("READ_AHEAD", "FrameReceiver")
 
 # One recv() of this size usually brings a small frame's header and body at once.
@@ -257,7 +261,7 @@ class FrameReceiver(EndState):
             return _loads(body)
         if where == WITH_MEMFDS and n <= PREALLOCATE_LIMIT:
             body, fds = self._recv_side_at_once(n, frame_id, where)
-            obj = _loads(body, buffers=_map_all(fds))
+            obj = _loads(body, buffers=_map_all(fds, self._spares_now()))
             return in_band(obj) if as_bytes else obj
         if where == WITH_HANDLES and n <= PREALLOCATE_LIMIT:
             body, fds = self._recv_side_at_once(n, frame_id, where)
@@ -276,7 +280,7 @@ class FrameReceiver(EndState):
                 raise
             if where == WITH_HANDLES:
                 return self._load_with_fds(body, fds, as_bytes)
-            obj = _loads(body, buffers=_map_all(fds))
+            obj = _loads(body, buffers=_map_all(fds, self._spares_now()))
             return in_band(obj) if as_bytes else obj
         # The body is in the first memfd (a send with a timeout).
         handles: list[int] = []
@@ -579,12 +583,28 @@ class FrameReceiver(EndState):
         ) from cause
 
 
-def _map_all(fds: list[int]) -> list[Any]:
-    """Map each memfd (closing every descriptor, mapped or not)."""
+def _map_all(fds: list[int], spares: Spares | None = None) -> list[Any]:
+    """Map each memfd (closing every descriptor, mapped or not).
+
+    With ``spares``, a buffer of a reusable size is a view of a mapping they
+    keep, and its memfd goes back to the sender once the view dies.
+    """
+    left = list(fds)
     try:
-        return [map_memfd(fd) for fd in fds]
+        if spares is None:
+            return [map_memfd(fd) for fd in fds]
+        buffers = []
+        for index, fd in enumerate(fds):
+            view = spares.view(fd)  # (takes fd when it gives a view)
+            if view is None:
+                view = map_memfd(fd)
+            else:
+                left[index] = -1
+            buffers.append(view)
+        return buffers
     finally:
-        close_all_quietly(fds)  # mapped or not: a mapping keeps its own reference
+        # Mapped or not: a mapping keeps its own reference.
+        close_all_quietly([fd for fd in left if fd >= 0])
 
 
 def _read_whole(fd: int, n: int) -> bytes:
