@@ -134,9 +134,9 @@ def serve(
                 # while the next spare is forked. Its pid follows in a second
                 # record (the parent reads it with its next reply, or when it
                 # lists its helpers), so the parent never waits for that fork.
-                ctl.sendall(_REPLY.pack(pid, _ANNOUNCEMENT_FOLLOWS))
+                _send_or_exit(server, _REPLY.pack(pid, _ANNOUNCEMENT_FOLLOWS))
                 server.fork_spare_if_missing()
-                ctl.sendall(_REPLY.pack(0, server.spare_pid()))
+                _send_or_exit(server, _REPLY.pack(0, server.spare_pid()))
             else:
                 try:
                     while os.read(wake_r, 4096):
@@ -144,6 +144,15 @@ def serve(
                 except BlockingIOError:
                     pass
                 server.reap()
+
+
+def _send_or_exit(server: _Server, record: bytes) -> None:
+    try:
+        server.ctl.sendall(record)
+    except OSError:
+        # Our parent is gone (or gave up on us): leave as on EOF.
+        server.discard_spare()
+        os._exit(0)
 
 
 class _Spare:

@@ -71,6 +71,10 @@ class Children:
     def add(self, child: Any, sentinel: int, others: tuple[int, ...] = ()) -> None:
         """Track ``child``: its ``sentinel`` and the ``others`` descriptors held for it."""
         with self._lock:
+            if self._poller is None:
+                # Once per process, at the first start (not at the first look
+                # for ended children): its descriptor is held for good from then.
+                self._poller = _sentinel_poller()
             stale = self._by_fd.pop(sentinel, None)
             if stale is not None:
                 # A descriptor number reused while still listed (its old owner's
@@ -97,7 +101,7 @@ class Children:
     def _unregister(self, sentinel: int) -> None:
         if sentinel in self._unregistered:
             self._unregistered.discard(sentinel)
-        elif self._poller is not None:
+        else:
             _unregister_quietly(self._poller, sentinel)
 
     def ended(self) -> list[Any]:
@@ -105,8 +109,6 @@ class Children:
         with self._lock:
             if not self._fds:
                 return []
-            if self._poller is None:
-                self._poller = _sentinel_poller()
             while self._unregistered:
                 sentinel = self._unregistered.pop()
                 try:
