@@ -74,7 +74,7 @@ def gone_or_zombie(pid):
 
 def test_a_start_hands_its_work_to_the_spare_whose_pid_it_reports(client):
     run(int)
-    spare = client._spare
+    spare = client.spare_pid()
     assert spare and spare in _runtime.helper_pids()  # a helper, not a leaked child
     assert spare not in [p.pid for p in proctor.active_children()]
     (pid, ppid, sigint_default), reported = run(identity)
@@ -82,8 +82,18 @@ def test_a_start_hands_its_work_to_the_spare_whose_pid_it_reports(client):
     assert ppid == client.pid
     # Ignored while the spare waited (as in the server), the child's own once it runs.
     assert sigint_default
-    assert client._spare not in (0, spare)
+    assert client.spare_pid() not in (0, spare)
     assert spare not in _runtime.helper_pids()
+
+
+def test_start_does_not_wait_for_the_next_spare_yet_it_is_a_helper_once_listed(client):
+    run(int)
+    # start() returned on the reply; the next spare's pid came after it.
+    assert client._announcement_due
+    helpers = _runtime.helper_pids()  # reads the announcement first
+    assert not client._announcement_due
+    assert client._spare in helpers
+    assert client._spare in [c.pid for c in psutil.Process(client.pid).children()]
 
 
 def test_the_spare_writes_where_the_parent_writes_at_start_time(client, tmp_path):
@@ -102,7 +112,7 @@ def test_the_spare_writes_where_the_parent_writes_at_start_time(client, tmp_path
 
 def test_a_spare_ignores_a_ctrl_c_while_it_waits(client):
     run(int)
-    spare = client._spare
+    spare = client.spare_pid()
     os.kill(spare, signal.SIGINT)
     (pid, _ppid, _sigint_default), _ = run(identity)
     assert pid == spare
@@ -110,7 +120,7 @@ def test_a_spare_ignores_a_ctrl_c_while_it_waits(client):
 
 def test_a_spare_killed_while_it_waits_is_replaced(client):
     run(int)
-    spare = client._spare
+    spare = client.spare_pid()
     os.kill(spare, signal.SIGKILL)
     wait_until(lambda: gone_or_zombie(spare), timeout=10)
     (pid, _ppid, _sigint_default), reported = run(identity)
@@ -119,7 +129,7 @@ def test_a_spare_killed_while_it_waits_is_replaced(client):
 
 def test_a_spare_does_not_outlive_its_server(own_client):
     run(int)
-    spare = own_client._spare
+    spare = own_client.spare_pid()
     os.kill(own_client.pid, signal.SIGKILL)
     wait_until(lambda: gone_or_zombie(spare), timeout=10)
     own_client.stop()  # reaps the killed server
@@ -128,7 +138,7 @@ def test_a_spare_does_not_outlive_its_server(own_client):
 
 def test_the_server_reaps_its_spare_when_it_stops(own_client):
     run(int)
-    spare = own_client._spare
+    spare = own_client.spare_pid()
     own_client.stop()  # returns once the server has exited, which it does after reaping it
     assert not psutil.pid_exists(spare)
 
@@ -143,7 +153,7 @@ def test_a_spare_forked_before_the_server_imported_a_module_is_not_used(client, 
     import fractions  # noqa: F401  (stands for a followed module the server lacks)
 
     run(int)
-    spare = client._spare
+    spare = client.spare_pid()
     monkeypatch.setattr(
         _forkserver, "_FOLLOWED_MODULES", (*_forkserver._FOLLOWED_MODULES, "fractions")
     )

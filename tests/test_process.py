@@ -782,12 +782,15 @@ def test_a_stuck_fork_server_makes_start_fail_instead_of_hang(monkeypatch):
 
     from proctor._start import _forkserver
 
-    monkeypatch.setattr(_forkserver, "REPLY_TIMEOUT", 1.0)
     client = _forkserver.ForkServerClient()
     channel, channel_child = socket.socketpair()
     status, status_child = socket.socketpair()
     try:
-        client.start_child(channel_child.fileno(), status_child.fileno())  # boots it
+        # Booted with the usual timeout (a loaded machine may take more than a
+        # second to start an interpreter); only the stuck request gets 1 s.
+        client.start_child(channel_child.fileno(), status_child.fileno())
+        monkeypatch.setattr(_forkserver, "REPLY_TIMEOUT", 1.0)
+        client._ctl.settimeout(1.0)
         server = client.pid
         os.kill(server, signal.SIGSTOP)
         with pytest.raises(proctor.StartError, match="did not answer"):

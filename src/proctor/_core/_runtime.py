@@ -16,6 +16,10 @@ from collections.abc import Callable
 
 _lock = threading.Lock()
 _helper_pids: set[int] = set()
+# Callables that register helpers whose pids arrive asynchronously (the fork
+# server announces its next spare after it has answered a start): helper_pids()
+# calls them first, so it never misses a helper that exists already.
+_helper_sources: list[Callable[[], None]] = []
 
 #: Identifies this process's main script in pickles of main-script objects
 #: (``_pickler``). Drawn when proctor is imported, so that fork children -- which
@@ -53,8 +57,25 @@ def unregister_helper(pid: int) -> None:
         _helper_pids.discard(pid)
 
 
+def add_helper_source(source: Callable[[], None]) -> None:
+    """Make :func:`helper_pids` call ``source`` first (it registers pending helpers)."""
+    with _lock:
+        if source not in _helper_sources:
+            _helper_sources.append(source)
+
+
+def remove_helper_source(source: Callable[[], None]) -> None:
+    with _lock:
+        if source in _helper_sources:
+            _helper_sources.remove(source)
+
+
 def helper_pids() -> frozenset[int]:
     """The pids of proctor's live helper processes started by this process."""
+    with _lock:
+        sources = tuple(_helper_sources)
+    for source in sources:
+        source()
     with _lock:
         return frozenset(_helper_pids)
 
@@ -117,6 +138,7 @@ def _reset_after_fork() -> None:
     global _lock
     _lock = threading.Lock()
     _helper_pids.clear()
+    _helper_sources.clear()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -8,9 +8,11 @@
     ForkServerClient.start_child() ── ctl ─▶ recv request + [channel, status] fds
                                              hand [channel, stdio] to the spare ──▶ spare:
                                                (or os.fork() when there is none)    run_from_channel
+               (pid, 1) ◀──────────────── ctl ─┤ reply: start() returns
                                              os.fork() the next spare (it closes the
                                                server's fds, arms PDEATHSIG, waits)
-               (pid, spare pid) ◀──────── ctl ─┘
+               (0, spare pid) ◀────────── ctl ─┘ announcement: read with the next
+                                               reply, or by helper_pids()
     sentinel = status socket ◀── exit code ── server reaps the child (SIGCHLD)
 
 The server is a child of the process that first needed it and is private to
@@ -39,9 +41,11 @@ from ._state import flush_std_streams, register_exit_hook
 
 __all__ = ("ForkServerClient", "client", "serve", "set_preload")
 
-# The server's answer to a request: the child's pid (or -errno), and the pid of
-# the spare forked for the next request (0: none).
+# What the server writes on the control socket, two records per request: the
+# reply (the child's pid, or -errno; then _ANNOUNCEMENT_FOLLOWS), then, once it has
+# forked the spare for the next request, the announcement (0, the spare's pid or 0).
 _REPLY = struct.Struct("<qq")
+_ANNOUNCEMENT_FOLLOWS = 1
 # Whether the server keeps a spare: a child forked ahead of the next request,
 # which has done everything a child does before it reads its start message
 # (closing the server's descriptors, the parent-death signal, the after-fork
@@ -116,16 +120,23 @@ def serve(
                 if len(fds) != 4:
                     for fd in fds:
                         os.close(fd)
-                    ctl.sendall(_REPLY.pack(-errno.EINVAL, server.spare_pid()))
-                    continue
-                if data:
-                    modules = len(sys.modules)
-                    _import_quietly(data.decode().split(","))
-                    if len(sys.modules) != modules:
-                        # The spare was forked without them: a child forked now
-                        # would find them loaded, so the spare must not be used.
-                        server.discard_spare()
-                ctl.sendall(_REPLY.pack(server.start_child(fds), server.spare_pid()))
+                    pid = -errno.EINVAL
+                else:
+                    if data:
+                        modules = len(sys.modules)
+                        _import_quietly(data.decode().split(","))
+                        if len(sys.modules) != modules:
+                            # The spare was forked without them: a child forked now
+                            # would find them loaded, so the spare must not be used.
+                            server.discard_spare()
+                    pid = server.start_child(fds)
+                # Reply first: the parent's start() returns, and the child runs,
+                # while the next spare is forked. Its pid follows in a second
+                # record (the parent reads it with its next reply, or when it
+                # lists its helpers), so the parent never waits for that fork.
+                _send_or_exit(server, _REPLY.pack(pid, _ANNOUNCEMENT_FOLLOWS))
+                server.fork_spare_if_missing()
+                _send_or_exit(server, _REPLY.pack(0, server.spare_pid()))
             else:
                 try:
                     while os.read(wake_r, 4096):
@@ -133,6 +144,15 @@ def serve(
                 except BlockingIOError:
                     pass
                 server.reap()
+
+
+def _send_or_exit(server: _Server, record: bytes) -> None:
+    try:
+        server.ctl.sendall(record)
+    except OSError:
+        # Our parent is gone (or gave up on us): leave as on EOF.
+        server.discard_spare()
+        os._exit(0)
 
 
 class _Spare:
@@ -167,9 +187,8 @@ class _Server:
     def start_child(self, fds: list[int]) -> int:
         """Start a child for a request's ``[channel, status, stdout, stderr]``; return its pid.
 
-        The spare takes it when there is one; a fresh fork otherwise. Then the next
-        spare is forked, before the reply, so that the parent learns its pid (a
-        helper of proctor's, not a child of its own) with the child's.
+        The spare takes it when there is one; a fresh fork otherwise. The next spare
+        is forked after the reply (:meth:`fork_spare_if_missing`).
         """
         channel_fd, status_fd, stdout_fd, stderr_fd = fds
         pid = self._hand_to_spare((channel_fd, stdout_fd, stderr_fd))
@@ -185,8 +204,6 @@ class _Server:
         for fd in (channel_fd, stdout_fd, stderr_fd):
             os.close(fd)
         self.status_fds[pid] = status_fd
-        if self.keep_spare:
-            self._fork_spare()
         return pid
 
     def _hand_to_spare(self, fds: tuple[int, int, int]) -> int:
@@ -203,6 +220,10 @@ class _Server:
             return 0
         spare.sock.close()
         return spare.pid
+
+    def fork_spare_if_missing(self) -> None:
+        if self.keep_spare and self.spare is None:
+            self._fork_spare()
 
     def _fork_spare(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -334,6 +355,8 @@ class ForkServerClient:
         self._ctl: socket.socket | None = None
         self._pid = 0
         self._spare = 0
+        # Whether the server's announcement of its next spare is still unread.
+        self._announcement_due = False
         self._followed = 0
         self._atexit_registered = False
 
@@ -355,7 +378,10 @@ class ForkServerClient:
                     _wire.send_message(
                         self._ctl, self._modules_to_follow(), [channel_fd, status_fd, *_std_fds()]
                     )
-                    reply = _wire.recv_exactly(self._ctl, _REPLY.size)
+                    # The previous request's announcement, if not read yet, comes
+                    # first: both records are read at once.
+                    due = self._announcement_due
+                    records = _wire.recv_exactly(self._ctl, _REPLY.size * (1 + due))
                 except TimeoutError:
                     pid = self._pid
                     self._forget_server()
@@ -369,12 +395,46 @@ class ForkServerClient:
                     if attempt == 2:
                         raise
                     continue
-                pid, spare = _REPLY.unpack(reply)
-                self._note_spare(spare)
+                pid, follows = _REPLY.unpack_from(records, _REPLY.size * due)
+                # The spare the server had is the child now, or was discarded.
+                self._note_spare(0)
+                self._announcement_due = follows == _ANNOUNCEMENT_FOLLOWS
                 if pid < 0:
                     raise OSError(-pid, f"the fork server could not fork: {os.strerror(-pid)}")
                 return pid
         raise AssertionError("unreachable")
+
+    def spare_pid(self) -> int:
+        """The pid of the server's spare (0: none), once the server has announced it."""
+        with self._lock:
+            self._take_announcement()
+            return self._spare
+
+    def _take_pending_announcement(self) -> None:
+        # A helper source (_runtime.helper_pids): registers the spare forked after
+        # the last reply. Skipped while a start holds the lock: that start reads it.
+        if self._announcement_due and self._lock.acquire(blocking=False):
+            try:
+                self._take_announcement()
+            finally:
+                self._lock.release()
+
+    def _take_announcement(self) -> None:
+        """Read the announcement that follows the last reply, if not read yet (lock held).
+
+        The server writes it as soon as it has forked the spare, so this waits
+        for that fork at most (or REPLY_TIMEOUT for a stuck server).
+        """
+        if not self._announcement_due or self._ctl is None:
+            return
+        try:
+            record = _wire.recv_exactly(self._ctl, _REPLY.size)
+        except (OSError, EOFError):
+            # The server died (its spare with it): the next start finds out.
+            self._announcement_due = False
+            return
+        self._announcement_due = False
+        self._note_spare(_REPLY.unpack(record)[1])
 
     def _note_spare(self, pid: int) -> None:
         # The server's spare is one of proctor's helpers (not a child of ours:
@@ -414,7 +474,9 @@ class ForkServerClient:
         ours.settimeout(REPLY_TIMEOUT)
         self._ctl = ours
         self._followed = 0
+        self._announcement_due = False
         _runtime.register_helper(self._pid)
+        _runtime.add_helper_source(self._take_pending_announcement)
         if not self._atexit_registered:
             # At exit, once every child is joined, close the control socket (the
             # server then exits) and reap the server: closing it earlier would
@@ -423,6 +485,8 @@ class ForkServerClient:
             self._atexit_registered = True
 
     def _forget_server(self) -> None:
+        self._announcement_due = False
+        _runtime.remove_helper_source(self._take_pending_announcement)
         if self._ctl is not None:
             self._ctl.close()  # a healthy server exits on this EOF
             self._ctl = None
@@ -446,6 +510,7 @@ class ForkServerClient:
             self._ctl = None
         self._pid = 0
         self._spare = 0
+        self._announcement_due = False
         self._atexit_registered = False
 
 

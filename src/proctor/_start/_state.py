@@ -59,6 +59,11 @@ class Children:
         self._fds: dict[Any, tuple[int, ...]] = {}  # child -> (sentinel, other fds held)
         self._by_fd: dict[int, Any] = {}  # sentinel -> child
         self._poller: Any = None
+        # Sentinels not registered with the poller yet: registration waits for the
+        # next ended(), so a child joined before then (start, join: the common
+        # case) never costs the two epoll_ctl calls. The poller is level-triggered:
+        # a child that ended before its registration is seen at the next poll.
+        self._unregistered: set[int] = set()
         # Every descriptor in _fds, as plain C ints: what a forked child must let go
         # of, readable there without touching (and so copying) each child's objects.
         self._held = array.array("i")
@@ -67,6 +72,8 @@ class Children:
         """Track ``child``: its ``sentinel`` and the ``others`` descriptors held for it."""
         with self._lock:
             if self._poller is None:
+                # Once per process, at the first start (not at the first look
+                # for ended children): its descriptor is held for good from then.
                 self._poller = _sentinel_poller()
             stale = self._by_fd.pop(sentinel, None)
             if stale is not None:
@@ -74,11 +81,8 @@ class Children:
                 # sentinel closed without discard()): forget the old owner.
                 for fd in self._fds.pop(stale):
                     self._held.remove(fd)
-                _unregister_quietly(self._poller, sentinel)
-            try:
-                self._poller.register(sentinel, _READABLE)
-            except FileExistsError:  # epoll still knew the number
-                self._poller.modify(sentinel, _READABLE)
+                self._unregister(sentinel)
+            self._unregistered.add(sentinel)
             held = (sentinel, *others)
             self._fds[child] = held
             self._by_fd[sentinel] = child
@@ -92,13 +96,27 @@ class Children:
                 del self._by_fd[held[0]]
                 for fd in held:
                     self._held.remove(fd)
-                _unregister_quietly(self._poller, held[0])
+                self._unregister(held[0])
+
+    def _unregister(self, sentinel: int) -> None:
+        if sentinel in self._unregistered:
+            self._unregistered.discard(sentinel)
+        else:
+            _unregister_quietly(self._poller, sentinel)
 
     def ended(self) -> list[Any]:
         """The children whose sentinel is readable (they ended, or are ending)."""
         with self._lock:
             if not self._fds:
                 return []
+            while self._unregistered:
+                sentinel = self._unregistered.pop()
+                try:
+                    self._poller.register(sentinel, _READABLE)
+                except FileExistsError:  # epoll still knew the number
+                    self._poller.modify(sentinel, _READABLE)
+                except OSError:
+                    pass  # closed without discard(): its child is not ours to find
             by_fd = self._by_fd
             return [by_fd[fd] for fd, _events in self._poller.poll(0) if fd in by_fd]
 
@@ -133,6 +151,7 @@ class Children:
                 except OSError:
                     pass
             self._poller = None
+        self._unregistered.clear()
         if self._held:
             devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             try:
