@@ -317,6 +317,30 @@ def test_connect_from_another_process_and_over_tcp_with_an_authkey(start_method)
         client.shutdown()
 
 
+def test_the_xmlrpclib_serializer_carries_xml_rpc_types_and_refuses_others():
+    with ThingManager(serializer="xmlrpclib", ctx=FORK) as manager:
+        store = manager.get_store()
+        store.update({"xml": (1, "two", None, [3.5])})
+        assert store.get("xml") == [1, "two", None, [3.5]]  # tuples arrive as lists
+        with pytest.raises(TypeError, match="marshal"):
+            store.update({"bad": object()})  # not an XML-RPC type: fails to send
+        assert store.get("xml") == [1, "two", None, [3.5]]  # and the connection goes on
+        store.clear()
+
+
+def test_importing_managers_leaves_xmlrpc_unloaded():
+    # xmlrpc.client brings http.client and the email package (40-150 ms here), which
+    # every spawn child of a program using managers would import: only the
+    # xmlrpclib serializer loads it.
+    import subprocess
+    import sys
+
+    code = "import sys, proctor.managers; print('xmlrpc.client' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=TIMEOUT)  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
+
+
 def test_calls_go_on_a_pipe_pair_per_thread_and_carry_every_size(manager):
     # A Unix socket manager hands each calling thread's connection over to a
     # Pipe() pair (cheaper round trips); small, mid-size (datagram) and large

@@ -26,7 +26,6 @@ The kinds are the stdlib's strings (``'#RETURN'``, ``'#ERROR'``...), so that
 from __future__ import annotations
 
 import traceback
-import xmlrpc.client
 from typing import Any
 
 from .._core._errors import RemoteError, RemoteTraceback
@@ -169,13 +168,19 @@ class XmlRpcConnection:
     """
 
     def __init__(self, conn: Any) -> None:
+        # Imported here, not with the module: xmlrpc.client brings http.client and
+        # the email package (40-150 ms), which every process importing
+        # proctor.managers -- each spawn child of a program that does -- would pay.
+        import xmlrpc.client
+
         self._conn = conn
+        self._xmlrpc = xmlrpc.client
 
     def send(self, obj: Any) -> None:
-        self._conn.send_bytes(xmlrpc.client.dumps((obj,), allow_none=True).encode("utf-8"))
+        self._conn.send_bytes(self._xmlrpc.dumps((obj,), allow_none=True).encode("utf-8"))
 
     def recv(self) -> Any:
-        return xmlrpc.client.loads(self._conn.recv_bytes().decode("utf-8"))[0][0]
+        return self._xmlrpc.loads(self._conn.recv_bytes().decode("utf-8"))[0][0]
 
     def poll(self, timeout: float | None = 0.0) -> bool:
         return bool(self._conn.poll(timeout))
