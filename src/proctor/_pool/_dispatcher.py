@@ -292,10 +292,6 @@ def _at_exit() -> None:
             _logger.get_logger().exception("a pool could not be stopped at exit")
 
 
-#: ``_take_next``'s answer when the queue is empty.
-_NOTHING_PENDING: Any = object()
-
-
 def _unsendable(task: Task, worker: _Worker, outcome: Any) -> MaybeEncodingError:
     """The error of a task whose value could not be sent back, or not rebuilt here."""
     pid = worker.process.pid
@@ -695,11 +691,12 @@ class Dispatcher:
         """Send pending tasks to workers, in queue order, up to ``_depth()`` each.
 
         Breadth first: every worker that holds nothing gets a task before any task
-        is queued behind another. The tasks a worker gets in one turn go in one
-        write (a batch frame): a write that wakes a worker costs more than the
-        bytes it carries. The queue's lock is held while the tasks are taken (once a
-        turn, not once a task: a lock costs thousands of instructions), not while they
-        are written.
+        is queued behind another -- unless there are tasks enough to fill every
+        worker: each then takes its fill in one go (a call per worker, not per task).
+        The tasks a worker gets in one turn go in one write (a batch frame): a write
+        that wakes a worker costs more than the bytes it carries. The queue's lock is
+        held while the tasks are taken (once a turn, not once a task: a lock costs
+        thousands of instructions), not while they are written.
         """
         if not self._pending:  # a look without the lock: a submit after it wakes us
             return
@@ -713,15 +710,31 @@ class Dispatcher:
         depth = self._depth() if len(workers) == len(self._workers) else 1
         outgoing: dict[_Worker, list[Task]] = {}
         now = time.monotonic()  # the tasks sent in one turn go at the same moment
+        concurrency = self.concurrency
         # With task_concurrency N, the first N tasks a worker holds start at once.
         # Rounds below what every worker holds would take nothing.
         first = min((len(worker.held) for worker in workers), default=0)
+        # How many tasks every worker may still take, at most.
+        room = sum(
+            max((1 if worker.blocking else concurrency) + depth - 1 - len(worker.held), 0)
+            for worker in workers
+        )
         with self._lock:
-            for level in range(first, depth + self.concurrency - 1):
-                if not self._take_round(workers, level, outgoing, depth, now):
-                    break
+            if len(self._pending) >= room:
+                # Enough for every worker to take all it may: the rounds would hand
+                # them out one each, in turns, ending where this does.
+                for worker in workers:
+                    taken: list[Task] = []
+                    self._take(worker, depth, now, taken, room)
+                    if taken:
+                        outgoing[worker] = taken
+            else:
+                for level in range(first, depth + concurrency - 1):
+                    if not self._take_round(workers, level, outgoing, depth, now):
+                        break
         for worker, tasks in outgoing.items():
-            self._send(worker, tasks)
+            if tasks:
+                self._send(worker, tasks)
 
     def _take_round(
         self,
@@ -743,37 +756,39 @@ class Dispatcher:
             if len(worker.held) > level:
                 taken = True  # it may take one in a later round
                 continue
-            task = self._take_next(worker, depth, now)
-            if task is _NOTHING_PENDING:
-                return False
-            if task is not None:
-                outgoing.setdefault(worker, []).append(task)
+            tasks = outgoing.get(worker)
+            if tasks is None:
+                tasks = outgoing[worker] = []
+            if self._take(worker, depth, now, tasks, 1):
                 taken = True
+            elif not self._pending:
+                return False
         return taken
 
-    def _take_next(self, worker: _Worker, depth: int, now: float) -> Any:
-        """The next pending task ``worker`` may take, now in its ``held``; None when it
-        may take none now; ``_NOTHING_PENDING`` when no task is pending.
+    def _take(self, worker: _Worker, depth: int, now: float, out: list[Task], limit: int) -> int:
+        """Move up to ``limit`` pending tasks that ``worker`` may take now, in queue
+        order, into its ``held`` and onto ``out``; return how many.
 
         A task sent to a worker that holds fewer than it runs at once (one; or
         task_concurrency while it holds only coroutine tasks) starts at once; one
-        sent to a busier worker waits there, behind ``depth - 1`` at most."""
+        sent to a busier worker waits there, behind ``depth - 1`` at most. Called
+        with the queue's lock held."""
         held = worker.held
-        slots = 1 if worker.blocking else self.concurrency
-        queued = len(held) >= slots  # it would wait for a running task to end
-        if queued and (
-            len(held) >= slots + depth - 1
-            or held[-1].timeout is not None
-            or held[-1].buffers is not None
-            or now - held[0].sent_at > LONG_TASK
-        ):
-            # Nothing waits behind a task whose clock runs from its sending, nor
-            # behind one that has run long already (it may run much longer).
-            return None
         pending = self._pending
-        while True:
-            if not pending:
-                return _NOTHING_PENDING
+        maxtasks = self._maxtasks
+        count = 0
+        while count < limit and pending and not worker.retiring:
+            slots = 1 if worker.blocking else self.concurrency
+            queued = len(held) >= slots  # it would wait for a running task to end
+            if queued and (
+                len(held) >= slots + depth - 1
+                or held[-1].timeout is not None
+                or held[-1].buffers is not None
+                or now - held[0].sent_at > LONG_TASK
+            ):
+                # Nothing waits behind a task whose clock runs from its sending, nor
+                # behind one that has run long already (it may run much longer).
+                break
             task = pending[0]
             if (held and task.buffers is not None) or (
                 queued
@@ -782,24 +797,26 @@ class Dispatcher:
                     or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
                 )
             ):
-                return None  # it waits for a worker where it starts at once
+                break  # it waits for a worker where it starts at once
             pending.popleft()
-            if task.claimed or task.result._claim():  # as task.claim(), a call less
-                task.claimed = True
-                break
-            self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
-        if held:
-            worker.queued_bytes += len(task.frame)
-        if not task.coroutine:
-            worker.blocking += 1
-        held.append(task)
-        task.sent_at = now
-        if task.timeout is not None:
-            task.deadline = task.sent_at + task.timeout
-        worker.sent += 1
-        if self._maxtasks is not None and worker.sent >= self._maxtasks:
-            worker.retiring = True
-        return task
+            if not (task.claimed or task.result._claim()):  # as task.claim(), a call less
+                self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
+                continue
+            task.claimed = True
+            if held:
+                worker.queued_bytes += len(task.frame)
+            if not task.coroutine:
+                worker.blocking += 1
+            held.append(task)
+            task.sent_at = now
+            if task.timeout is not None:
+                task.deadline = now + task.timeout
+            worker.sent += 1
+            if maxtasks is not None and worker.sent >= maxtasks:
+                worker.retiring = True
+            out.append(task)
+            count += 1
+        return count
 
     def _send(self, worker: _Worker, tasks: list[Task]) -> None:
         """Write ``tasks`` (the last ones ``worker`` took) to it, in one frame."""
