@@ -127,6 +127,7 @@ REPORTS_PROGRESS = 0x20
 
 _RETIRING_VALUE = RETIRING | VALUE
 _loads = _serialization.loads
+_NONE_VALUE = _outcome.NONE_VALUE
 _ANY_EXCEPTION = (BaseException,)
 
 _TASK_HEADER = struct.Struct("<QBI")
@@ -550,6 +551,8 @@ def _run(
     except BaseException as exc:
         return task_id, _outcome.error_message(exc), []
     del payload  # the arguments' memory is not held while the result travels
+    if value is None:  # value_message's first case, a call less
+        return task_id, _NONE_VALUE, []
     return (task_id, *value_message(value))
 
 
@@ -687,6 +690,9 @@ def worker_main(
         conn.send_bytes(_progress_frame(task_id, items))
 
     done = 0
+    clock = time.perf_counter
+    send_bytes = conn.send_bytes
+    pack_header = _RESULT_HEADER.pack
     while maxtasks is None or done < maxtasks:
         try:
             frame = conn.recv_bytes()
@@ -699,15 +705,18 @@ def worker_main(
         arguments = conn.recv() if kind & BUFFERS_FOLLOW else None  # never batched
         del frame
         for task in tasks:
-            started = time.perf_counter()
+            started = clock()
             task_id, message, buffers = _run(task, functions, arguments, send_progress)
-            seconds = time.perf_counter() - started
+            seconds = clock() - started
             arguments = None
             retiring = max_memory is not None and (resident_memory() or 0) > max_memory
             flags = (RETIRING if retiring else 0) | (BUFFERS_FOLLOW if buffers else 0)
             # The result goes before the next task starts: the pool then knows that
             # only the oldest task without a result may have started.
-            conn.send_bytes(_result_frame(task_id, message, seconds, flags))
+            if message is _NONE_VALUE:  # _result_frame's first case, a call less
+                send_bytes(pack_header(task_id, seconds, flags | VALUE))
+            else:
+                send_bytes(_result_frame(task_id, message, seconds, flags))
             if buffers:
                 conn.send(buffers)
                 del buffers
