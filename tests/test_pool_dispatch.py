@@ -9,15 +9,17 @@ is served before a task is queued behind a busy one.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 
 import pytest
 
 import proctor
-from proctor._pool import _dispatcher
+from proctor._pool import _dispatcher, _worker
 from proctor._pool._pool import MAX_CHUNKS_PER_WORKER, guided_chunks
 from proctor._pool._results import CHUNK_SECONDS, MAX_CHUNK, ChunkSizer
 from proctor._pool._worker import resident_memory
+from proctor._start import _outcome
 
 TIMEOUT = 60
 
@@ -283,3 +285,21 @@ def test_an_executor_replaces_a_worker_past_its_memory_limit(ctx):
         assert executor.submit(_pid).result(TIMEOUT) != first
     with pytest.raises(ValueError, match="max_memory_per_child"):
         proctor.ProcessPoolExecutor(1, max_memory_per_child=0)
+
+
+def test_a_none_result_travels_as_the_header_alone_and_decodes_to_none():
+    for flags, retiring in ((0, False), (_worker.RETIRING, True)):
+        frame = _worker._result_frame(7, _outcome.NONE_VALUE, 0.5, flags)
+        assert len(frame) == _worker._RESULT_BODY  # the header alone: no pickle follows
+        assert _worker.decode(frame) == (7, _worker.DECODED_VALUE, None, 0.5, retiring)
+        task_id, outcome, seconds, retired = _worker.decode_result(frame)
+        assert (task_id, outcome.value, outcome.exception, seconds, retired) == (
+            7,
+            None,
+            None,
+            0.5,
+            retiring,
+        )
+    # A small value is still its pickle, read back whole.
+    frame = _worker._result_frame(8, ("value", pickle.dumps([1, 2])), 0.25)
+    assert _worker.decode(frame) == (8, _worker.DECODED_VALUE, [1, 2], 0.25, False)

@@ -428,3 +428,18 @@ def test_a_main_class_that_cannot_go_by_value_fails_start_naming_it(method, monk
         "class attribute 'lock'",
         "_thread.lock",
     )
+
+
+def test_dumps_oob_takes_only_the_large_buffers_out_of_band_in_their_order():
+    small, large = bytearray(b"s" * 100), bytearray(b"L" * 70_000)
+    other = bytearray(b"M" * 80_000)
+    mixed = [pickle.PickleBuffer(small), pickle.PickleBuffer(large), pickle.PickleBuffer(other)]
+    data, buffers = _serialization.dumps_oob(mixed, 65536)
+    assert [bytes(b.raw()) for b in buffers] == [bytes(large), bytes(other)]
+    assert [bytes(x) for x in pickle.loads(data, buffers=buffers)] == [small, large, other]
+    # All large: taken in the first pass; none: nothing out of band.
+    data, buffers = _serialization.dumps_oob([pickle.PickleBuffer(other)] * 2, 65536)
+    assert len(buffers) == 2
+    assert [bytes(x) for x in pickle.loads(data, buffers=buffers)] == [other, other]
+    data, buffers = _serialization.dumps_oob(((1, "a"), {}), 65536)
+    assert buffers == [] and pickle.loads(data) == ((1, "a"), {})

@@ -94,16 +94,35 @@ def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer
         PicklingError: as :func:`dumps`.
     """
     buffers: list[pickle.PickleBuffer] = []
-    # A partial, not _out_of_band's closure: made in C, one object (this is called
-    # for every task a pool sends).
-    take = functools.partial(_take_large, buffers, threshold)
+    # Every buffer out of band at first, through the list's own append (a C method:
+    # no callback object made, no Python call per buffer): most payloads (a pool's
+    # task arguments, its results) have no buffer at all, and this is called for each.
     try:
-        data = pickle.dumps(obj, PROTOCOL, buffer_callback=take)
+        data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers.append)
     except Exception:
         return _exact(obj, buffers, threshold), buffers
+    if buffers and not _all_large(buffers, threshold):
+        # Small buffers go in band after all (cheaper to copy than to send apart):
+        # pickled again, sorting each buffer by its size as it comes.
+        del buffers[:]
+        try:
+            data = pickle.dumps(
+                obj, PROTOCOL, buffer_callback=functools.partial(_take_large, buffers, threshold)
+            )
+        except Exception:
+            return _exact(obj, buffers, threshold), buffers
     if _find(data, _MAIN_REFERENCE) >= 0 or _registered_reducers:
         data = _exact(obj, buffers, threshold)
     return data, buffers
+
+
+def _all_large(buffers: list[pickle.PickleBuffer], threshold: int) -> bool:
+    """Whether every buffer has ``threshold`` bytes or more (False when one cannot
+    tell: pickling again with ``_take_large`` raises what it raises)."""
+    try:
+        return all(buffer.raw().nbytes >= threshold for buffer in buffers)
+    except (BufferError, ValueError):
+        return False
 
 
 def _out_of_band(buffers: list[pickle.PickleBuffer], threshold: int) -> Callable[..., bool]:

@@ -25,7 +25,7 @@ idle). It runs them in order and sends each result before it reads the next task
 only the oldest task it holds may have started: when it dies, that one fails
 (``WorkerLostError``) and the others are sent again to other workers, never run twice.
 With ``task_concurrency`` N, coroutine tasks run up to N at once, so the first N held
-ones (up to a plain function's) may have started (``_may_have_started``).
+ones (up to a plain function's) may have started (``_task.may_have_started``).
 A task with a timeout is only sent to a worker that holds nothing, and nothing is sent
 behind it, so that its clock starts when it starts. A worker is sent nothing until it
 reports that its initializer returned (task 0); an initializer that raises breaks the
@@ -40,7 +40,6 @@ import os
 import signal
 import threading
 import time
-import weakref
 
 from .._connections._pipe import Pipe
 from .._connections._wait import wait
@@ -48,46 +47,39 @@ from .._core._errors import (
     InitializerError,
     MaybeEncodingError,
     PoolTerminatedError,
-    ProcessTimeoutError,
     TaskTimeoutError,
     WorkerLostError,
 )
 from .._logging import _logger
-from . import _worker
+from . import _lifecycle, _worker
+from ._lifecycle import BROKEN, CLOSED, RUNNING, TERMINATING, run_rest_and_join
+from ._task import Task, WorkerState, may_have_started
 from ._worker import function_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import weakref
     from collections.abc import Callable
-    from typing import Any, Protocol
+    from typing import Any
 
-    from .._connections._connection import Connection
     from .._start._process import Process
     from ._results import IMapIterator
-
-    class TaskResult(Protocol):
-        """What a task's outcome is delivered to: ``_results``' classes, the executor's
-        future slots. Every one has all four members (no ``getattr`` with a default:
-        a missing attribute costs a caught exception, per task)."""
-
-        #: True once cancelled: a running task of it is stopped.
-        _cancelled: bool
-
-        def _claim(self) -> bool:
-            """Called before the task is sent; False drops it (it was cancelled)."""
-
-        @property
-        def _observe(self) -> Callable[[float, int], None] | None:
-            """Called as ``_observe(seconds, items)``: a chunk of ``items`` inputs ran
-            for ``seconds`` (sizes later chunks); None when nothing is sized from its
-            durations (``ApplyResult``: no call made per task)."""
-
-        def _deliver(self, index: int, success: bool, value: Any) -> None: ...
+    from ._task import TaskResult as TaskResult
 
 
-__all__ = ("Dispatcher", "Task")
+# Task, TaskResult and the life-cycle functions are named here too: _remote's
+# RemoteDispatcher takes them from this module.
+__all__ = ("Dispatcher", "Task", "finish_at_exit", "run_rest_and_join")
 
-RUNNING, CLOSED, TERMINATING, BROKEN = "running", "closed", "terminating", "broken"
+#: Every live dispatcher (``_lifecycle.live``).
+_live: weakref.WeakSet[Dispatcher] = _lifecycle.live
+_register_exit_hook = _lifecycle.register_exit_hook
+
+
+def finish_at_exit(dispatcher: Dispatcher) -> None:
+    """Have the interpreter's exit wait until ``dispatcher``'s work is done."""
+    _lifecycle.finish_at_exit(dispatcher)
+
 
 #: How long a worker gets to exit after its stop message or SIGTERM before SIGKILL:
 #: an idle worker exits at once; this only bounds one that ignores both.
@@ -116,192 +108,7 @@ _EWMA_WEIGHT = 0.2
 EARLY_DEATHS_BREAK = 3
 
 
-class Task:
-    """One chunk of a call, from submission until its outcome is delivered."""
-
-    __slots__ = (
-        "buffers",
-        "claimed",
-        "coroutine",
-        "deadline",
-        "describe",
-        "frame",
-        "function",
-        "id",
-        "index",
-        "progress",
-        "result",
-        "sent_at",
-        "size",
-        "stopped",
-        "timeout",
-    )
-
-    def __init__(
-        self,
-        task_id: int,
-        frame: bytes,
-        result: TaskResult,
-        index: int,
-        function: str,
-        describe: Callable[[], str],
-        timeout: float | None = None,
-        size: int = 1,
-        buffers: list[Any] | None = None,
-        coroutine: bool = False,
-    ) -> None:
-        self.id = task_id
-        self.frame = frame
-        self.result = result
-        self.index = index
-        self.function = function
-        self.describe = describe  # the inputs, in words (computed only for an error)
-        self.timeout = timeout  # seconds the chunk may run, from its sending to a worker
-        self.deadline: float | None = None  # time.monotonic() it must be done by, once sent
-        self.size = size  # input items in the chunk
-        # The payload's large buffers (numpy arrays...), sent as memfds after the
-        # frame; such a task goes alone, to a worker that holds nothing.
-        self.buffers = buffers or None
-        self.claimed = False  # claim() said yes: a task sent again is not claimed again
-        self.stopped = False  # failed or cancelled, and its worker killed to stop it
-        self.sent_at = 0.0  # time.monotonic() it was sent to a worker
-        # Its function is a coroutine function: it may run alongside others in a
-        # worker (task_concurrency); a plain one runs alone (see _may_have_started).
-        self.coroutine = coroutine
-        self.progress: Any = None  # the call's _progress.Tracker (progress=), counting items
-
-    def cancelled(self) -> bool:
-        return self.result._cancelled
-
-    def claim(self) -> bool:
-        """Whether to send the task now; False: its result was cancelled, drop it.
-
-        The result decides: an executor's future becomes running there, after
-        which ``Future.cancel()`` can no longer cancel it.
-        """
-        return self.result._claim()
-
-
-class _Worker:
-    __slots__ = (
-        "blocking",
-        "conn",
-        "conn_open",
-        "exiting",
-        "held",
-        "killed",
-        "logs",
-        "process",
-        "queued_bytes",
-        "ready",
-        "retiring",
-        "sent",
-    )
-
-    def __init__(self, process: Process, conn: Connection) -> None:
-        self.process = process
-        self.conn = conn
-        self.conn_open = True
-        self.ready = False  # its initializer returned (task 0's result came)
-        # Tasks sent whose result has not come, in sending order: only held[0] may
-        # have started (see the module docstring).
-        self.held: collections.deque[Task] = collections.deque()
-        self.queued_bytes = 0  # frame bytes of held[1:]
-        self.blocking = 0  # held tasks of plain (not coroutine) functions
-        self.sent = 0
-        self.retiring = False  # sent its last task (maxtasksperchild), or said it exits
-        self.exiting = False  # said it exits (RETIRING): it reads no task it holds
-        self.killed = False  # SIGKILLed to stop a held task: its sentinel is awaited
-        #: Its log stream in this process's log listener (None: it does not forward).
-        self.logs = getattr(getattr(process, "_popen", None), "log_stream", None)
-
-
-#: Every live dispatcher, and those whose work must be done before the interpreter
-#: exits: an executor's (shut down without waiting, or not at all) and a closed
-#: ``Pool``'s. The stdlib's executor finishes its work at exit too; a running ``Pool``
-#: is terminated, as the stdlib's is.
-_live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
-_finish_at_exit: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
-_exit_hook_registered = False
-#: The exit hook has run: executors take no new work ("after interpreter shutdown").
-exiting = False
-
-
-def _register_exit_hook() -> None:
-    global _exit_hook_registered
-    if not _exit_hook_registered:
-        _exit_hook_registered = True
-        # threading's exit hooks run when the main thread ends, before atexit's, so
-        # before proctor's own exit stage stops the (daemonic) workers -- and while
-        # the dispatchers can still finish or stop without replacing a worker.
-        try:
-            threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
-        except (AttributeError, RuntimeError):  # no such hook, or exiting already
-            import atexit
-
-            atexit.register(_at_exit)
-
-
-def run_rest_and_join(dispatcher: Any, timeout: float | None, wait_for_it: bool) -> bool:
-    """A closed pool's ``join()``, for a dispatcher here or a ``RemoteDispatcher``: run
-    every task left, then wait for the dispatcher's thread to end (if ``wait_for_it``).
-
-    ``close(); join()`` runs every task, as the stdlib's does: the rest of the lazy
-    iterators' input is read now, without the read-ahead bound.
-
-    Returns:
-        Whether it waited and the thread ended.
-
-    Raises:
-        RuntimeError: called from the dispatcher's own thread (a callback).
-        ProcessTimeoutError: the work was not done within ``timeout``.
-    """
-    if wait_for_it and threading.current_thread() is dispatcher._thread:
-        raise RuntimeError("a pool cannot be joined from its own callbacks")
-    with dispatcher._lock:
-        lazy = list(dispatcher._lazy)
-    for iterator in lazy:
-        iterator._feed(unbounded=True)
-    with dispatcher._lock:
-        dispatcher._joining = True
-        dispatcher._wake_locked()
-    if not wait_for_it:
-        return False
-    dispatcher._thread.join(timeout)
-    if dispatcher._thread.is_alive():
-        raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
-    return True
-
-
-def finish_at_exit(dispatcher: Dispatcher) -> None:
-    """Have the interpreter's exit wait until ``dispatcher``'s work is done."""
-    _finish_at_exit.add(dispatcher)
-    _register_exit_hook()
-
-
-def _at_exit() -> None:
-    global exiting
-    exiting = True
-    for dispatcher in list(_live):
-        try:
-            if dispatcher in _finish_at_exit and dispatcher.state in (RUNNING, CLOSED):
-                dispatcher.close()
-                dispatcher.join(None)
-            elif dispatcher.state in (RUNNING, BROKEN):
-                # A pool still running: terminated, as the stdlib's is -- here, so
-                # that its dispatcher stops before the exit stage kills its workers
-                # (it would start replacements during the exit).
-                dispatcher.terminate()
-        except Exception:
-            # An exit hook must not stop the others.
-            _logger.get_logger().exception("a pool could not be stopped at exit")
-
-
-#: ``_take_next``'s answer when the queue is empty.
-_NOTHING_PENDING: Any = object()
-
-
-def _unsendable(task: Task, worker: _Worker, outcome: Any) -> MaybeEncodingError:
+def _unsendable(task: Task, worker: WorkerState, outcome: Any) -> MaybeEncodingError:
     """The error of a task whose value could not be sent back, or not rebuilt here."""
     pid = worker.process.pid
     call = f"{task.function}({task.describe()})"
@@ -322,24 +129,6 @@ def _unsendable(task: Task, worker: _Worker, outcome: Any) -> MaybeEncodingError
         f"the result of {call}",
         pickling_failed=not outcome.rebuild_failed,
     )
-
-
-def _may_have_started(held: collections.deque[Task] | list[Task], concurrency: int) -> int:
-    """How many of the oldest tasks in ``held`` may have started in their worker.
-
-    A worker starts its tasks in the order it was sent them, at most
-    ``concurrency`` at once, and sends a task's result before it starts another
-    in its place; a plain function's task runs alone, so nothing behind it starts
-    before its result is sent. With one at a time: ``held[0]`` only.
-    """
-    count = 0
-    for task in held:
-        if count == concurrency:
-            break
-        count += 1
-        if not task.coroutine:
-            break
-    return count
 
 
 def _exit_text(code: int | None) -> str:
@@ -398,7 +187,7 @@ class Dispatcher:
         self._tasks: dict[int, Task] = {}  # pending or held, by id
         self._lazy: set[IMapIterator] = set()  # iterators with unread input
         self._broken: Callable[[], BaseException] | None = None  # the initializer failed
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerState] = []
         self._ids = itertools.count(1)  # next() on it is atomic: no lock
         #: The next task id: the counter's own method (a C call, no Python frame).
         self.next_id = self._ids.__next__
@@ -499,7 +288,7 @@ class Dispatcher:
         with self._lock:
             if self.state == RUNNING:
                 self.state = CLOSED
-        finish_at_exit(self)
+        _lifecycle.finish_at_exit(self)
 
     def join(self, timeout: float | None, wait_for_it: bool = True) -> None:
         """Run what is left, stop the workers, end the thread (after ``close()``).
@@ -576,8 +365,8 @@ class Dispatcher:
                     return
                 if self._joining and not self._tasks and not self._lazy:
                     return
-            by_fd: dict[int, _Worker] = {}
-            by_conn: dict[int, _Worker] = {}
+            by_fd: dict[int, WorkerState] = {}
+            by_conn: dict[int, WorkerState] = {}
             objects: list[Any] = [self._wake_r]
             nearest: float | None = None  # the nearest deadline of a held task
             for worker in self._workers:
@@ -610,19 +399,19 @@ class Dispatcher:
             for worker in ended:
                 self._worker_ended(worker)
 
-    def _receive_ready(self, worker: _Worker) -> None:
+    def _receive_ready(self, worker: WorkerState) -> None:
         """Take every result ``worker`` has sent so far (at least one frame's worth)."""
         while self._receive(worker) and worker.conn.poll(0):
             pass
 
-    def _running(self, worker: _Worker) -> list[Task]:
-        """The tasks ``worker`` may have started: see ``_may_have_started``."""
+    def _running(self, worker: WorkerState) -> list[Task]:
+        """The tasks ``worker`` may have started: see ``may_have_started``."""
         held = worker.held
         if not held:
             return []
         if self.concurrency == 1:
             return [held[0]]
-        return list(itertools.islice(held, _may_have_started(held, self.concurrency)))
+        return list(itertools.islice(held, may_have_started(held, self.concurrency)))
 
     def _stop_expired(self) -> None:
         """Kill the workers of running tasks that are past their deadline or cancelled."""
@@ -650,7 +439,7 @@ class Dispatcher:
             for task in expired:
                 self._stop(worker, task)
 
-    def _stop(self, worker: _Worker, task: Task) -> None:
+    def _stop(self, worker: WorkerState, task: Task) -> None:
         """Fail ``task``, whose worker was killed to stop it (a cancel or a timeout)."""
         task.stopped = True
         with self._lock:
@@ -700,11 +489,12 @@ class Dispatcher:
         """Send pending tasks to workers, in queue order, up to ``_depth()`` each.
 
         Breadth first: every worker that holds nothing gets a task before any task
-        is queued behind another. The tasks a worker gets in one turn go in one
-        write (a batch frame): a write that wakes a worker costs more than the
-        bytes it carries. The queue's lock is held while the tasks are taken (once a
-        turn, not once a task: a lock costs thousands of instructions), not while they
-        are written.
+        is queued behind another -- unless there are tasks enough to fill every
+        worker: each then takes its fill in one go (a call per worker, not per task).
+        The tasks a worker gets in one turn go in one write (a batch frame): a write
+        that wakes a worker costs more than the bytes it carries. The queue's lock is
+        held while the tasks are taken (once a turn, not once a task: a lock costs
+        thousands of instructions), not while they are written.
         """
         if not self._pending:  # a look without the lock: a submit after it wakes us
             return
@@ -716,23 +506,39 @@ class Dispatcher:
         # While a worker starts (the pool's start, a replacement), queue nothing: a
         # task queued in a busy worker could wait there while the new one is idle.
         depth = self._depth() if len(workers) == len(self._workers) else 1
-        outgoing: dict[_Worker, list[Task]] = {}
+        outgoing: dict[WorkerState, list[Task]] = {}
         now = time.monotonic()  # the tasks sent in one turn go at the same moment
+        concurrency = self.concurrency
         # With task_concurrency N, the first N tasks a worker holds start at once.
         # Rounds below what every worker holds would take nothing.
         first = min((len(worker.held) for worker in workers), default=0)
+        # How many tasks every worker may still take, at most.
+        room = sum(
+            max((1 if worker.blocking else concurrency) + depth - 1 - len(worker.held), 0)
+            for worker in workers
+        )
         with self._lock:
-            for level in range(first, depth + self.concurrency - 1):
-                if not self._take_round(workers, level, outgoing, depth, now):
-                    break
+            if len(self._pending) >= room:
+                # Enough for every worker to take all it may: the rounds would hand
+                # them out one each, in turns, ending where this does.
+                for worker in workers:
+                    taken: list[Task] = []
+                    self._take(worker, depth, now, taken, room)
+                    if taken:
+                        outgoing[worker] = taken
+            else:
+                for level in range(first, depth + concurrency - 1):
+                    if not self._take_round(workers, level, outgoing, depth, now):
+                        break
         for worker, tasks in outgoing.items():
-            self._send(worker, tasks)
+            if tasks:
+                self._send(worker, tasks)
 
     def _take_round(
         self,
-        workers: list[_Worker],
+        workers: list[WorkerState],
         level: int,
-        outgoing: dict[_Worker, list[Task]],
+        outgoing: dict[WorkerState, list[Task]],
         depth: int,
         now: float,
     ) -> bool:
@@ -748,37 +554,41 @@ class Dispatcher:
             if len(worker.held) > level:
                 taken = True  # it may take one in a later round
                 continue
-            task = self._take_next(worker, depth, now)
-            if task is _NOTHING_PENDING:
-                return False
-            if task is not None:
-                outgoing.setdefault(worker, []).append(task)
+            tasks = outgoing.get(worker)
+            if tasks is None:
+                tasks = outgoing[worker] = []
+            if self._take(worker, depth, now, tasks, 1):
                 taken = True
+            elif not self._pending:
+                return False
         return taken
 
-    def _take_next(self, worker: _Worker, depth: int, now: float) -> Any:
-        """The next pending task ``worker`` may take, now in its ``held``; None when it
-        may take none now; ``_NOTHING_PENDING`` when no task is pending.
+    def _take(
+        self, worker: WorkerState, depth: int, now: float, out: list[Task], limit: int
+    ) -> int:
+        """Move up to ``limit`` pending tasks that ``worker`` may take now, in queue
+        order, into its ``held`` and onto ``out``; return how many.
 
         A task sent to a worker that holds fewer than it runs at once (one; or
         task_concurrency while it holds only coroutine tasks) starts at once; one
-        sent to a busier worker waits there, behind ``depth - 1`` at most."""
+        sent to a busier worker waits there, behind ``depth - 1`` at most. Called
+        with the queue's lock held."""
         held = worker.held
-        slots = 1 if worker.blocking else self.concurrency
-        queued = len(held) >= slots  # it would wait for a running task to end
-        if queued and (
-            len(held) >= slots + depth - 1
-            or held[-1].timeout is not None
-            or held[-1].buffers is not None
-            or now - held[0].sent_at > LONG_TASK
-        ):
-            # Nothing waits behind a task whose clock runs from its sending, nor
-            # behind one that has run long already (it may run much longer).
-            return None
         pending = self._pending
-        while True:
-            if not pending:
-                return _NOTHING_PENDING
+        maxtasks = self._maxtasks
+        count = 0
+        while count < limit and pending and not worker.retiring:
+            slots = 1 if worker.blocking else self.concurrency
+            queued = len(held) >= slots  # it would wait for a running task to end
+            if queued and (
+                len(held) >= slots + depth - 1
+                or held[-1].timeout is not None
+                or held[-1].buffers is not None
+                or now - held[0].sent_at > LONG_TASK
+            ):
+                # Nothing waits behind a task whose clock runs from its sending, nor
+                # behind one that has run long already (it may run much longer).
+                break
             task = pending[0]
             if (held and task.buffers is not None) or (
                 queued
@@ -787,26 +597,28 @@ class Dispatcher:
                     or worker.queued_bytes + len(task.frame) > MAX_QUEUED_BYTES
                 )
             ):
-                return None  # it waits for a worker where it starts at once
+                break  # it waits for a worker where it starts at once
             pending.popleft()
-            if task.claimed or task.result._claim():  # as task.claim(), a call less
-                task.claimed = True
-                break
-            self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
-        if held:
-            worker.queued_bytes += len(task.frame)
-        if not task.coroutine:
-            worker.blocking += 1
-        held.append(task)
-        task.sent_at = now
-        if task.timeout is not None:
-            task.deadline = task.sent_at + task.timeout
-        worker.sent += 1
-        if self._maxtasks is not None and worker.sent >= self._maxtasks:
-            worker.retiring = True
-        return task
+            if not (task.claimed or task.result._claim()):  # as task.claim(), a call less
+                self._tasks.pop(task.id, None)  # cancelled before it was sent: dropped
+                continue
+            task.claimed = True
+            if held:
+                worker.queued_bytes += len(task.frame)
+            if not task.coroutine:
+                worker.blocking += 1
+            held.append(task)
+            task.sent_at = now
+            if task.timeout is not None:
+                task.deadline = now + task.timeout
+            worker.sent += 1
+            if maxtasks is not None and worker.sent >= maxtasks:
+                worker.retiring = True
+            out.append(task)
+            count += 1
+        return count
 
-    def _send(self, worker: _Worker, tasks: list[Task]) -> None:
+    def _send(self, worker: WorkerState, tasks: list[Task]) -> None:
         """Write ``tasks`` (the last ones ``worker`` took) to it, in one frame."""
         if len(tasks) == 1 or self.codec.in_process:  # a thread's channel takes objects
             frames = [task.frame for task in tasks]
@@ -832,7 +644,7 @@ class Dispatcher:
             with self._lock:
                 self._pending.extendleft(reversed(tasks))
 
-    def _receive(self, worker: _Worker, timeout: float | None = None) -> bool:
+    def _receive(self, worker: WorkerState, timeout: float | None = None) -> bool:
         """Take one result frame from ``worker``; False when its end has closed."""
         try:
             frame = worker.conn.recv_bytes(timeout=timeout)
@@ -906,7 +718,7 @@ class Dispatcher:
         result._deliver(task.index, True, value)
         return True
 
-    def _take_held(self, worker: _Worker, task_id: int) -> Task:
+    def _take_held(self, worker: WorkerState, task_id: int) -> Task:
         for index, task in enumerate(worker.held):
             if task.id == task_id:
                 del worker.held[index]
@@ -914,7 +726,7 @@ class Dispatcher:
         # Cannot happen: a worker answers only the tasks it was sent, once each.
         raise RuntimeError(f"worker {worker.process.pid} sent the result of task {task_id}")
 
-    def _initializer_failed(self, worker: _Worker, exc: BaseException) -> None:
+    def _initializer_failed(self, worker: WorkerState, exc: BaseException) -> None:
         """Break the pool: every task, now and later, fails with ``InitializerError``.
 
         Restarting the worker would run the same initializer again and fail again,
@@ -966,7 +778,7 @@ class Dispatcher:
 
         self._break(error)
 
-    def _worker_ended(self, worker: _Worker) -> None:
+    def _worker_ended(self, worker: WorkerState) -> None:
         # Whatever it sent before it died is in the kernel already: take it first, so
         # that a result sent just before exiting is not reported lost.
         while worker.conn_open and worker.conn.poll(0):
@@ -982,7 +794,7 @@ class Dispatcher:
         # first task_concurrency ones up to a plain function's): they are lost, not
         # run again. Every one behind them is known not to have started (see above).
         # A worker that said it exits started none of those it still holds.
-        started = 0 if worker.exiting else _may_have_started(held, self.concurrency)
+        started = 0 if worker.exiting else may_have_started(held, self.concurrency)
         lost = [task for task in held[:started] if not task.stopped]
         # A stopped task was failed or cancelled when its worker was killed to stop it.
         held = [task for task in held[started:] if not task.stopped]
@@ -1030,7 +842,7 @@ class Dispatcher:
 
     # -- workers ------------------------------------------------------------------------
 
-    def _start_worker(self) -> _Worker:
+    def _start_worker(self) -> WorkerState:
         parent_end, child_end = self._pipe()
         try:
             process = self._process_class(
@@ -1054,7 +866,7 @@ class Dispatcher:
         finally:
             if not self.codec.in_process:  # a thread worker owns its end from now on
                 child_end.close()
-        return _Worker(process, parent_end)
+        return WorkerState(process, parent_end)
 
     def _stop_workers(self, terminate: bool) -> None:
         for worker in self._workers:
@@ -1075,7 +887,7 @@ class Dispatcher:
             self._close_worker(worker)
         self._workers = []
 
-    def _close_worker(self, worker: _Worker) -> None:
+    def _close_worker(self, worker: WorkerState) -> None:
         worker.conn.close()
         worker.process.close()
 

@@ -30,7 +30,7 @@ from functools import partial
 
 from .._core._errors import MaybeEncodingError, PicklingError, WorkerLostError
 from .._core._system import cpu_count
-from . import _dispatcher, _progress, _worker
+from . import _lifecycle, _progress, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit
 from ._pool import (
     _check_callable,
@@ -557,7 +557,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
     def _check_open(self) -> Dispatcher:
         dispatcher = self._dispatcher
-        if _dispatcher.exiting:
+        if _lifecycle.exiting:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if dispatcher is None or self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")

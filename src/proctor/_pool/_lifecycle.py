@@ -1,0 +1,112 @@
+"""A pool's states, and what happens to live pools when the interpreter exits.
+
+Every live dispatcher (a local pool's, a ``RemoteDispatcher``) is in ``live``; those
+whose work must be done before the interpreter exits -- an executor's, a closed
+``Pool``'s -- are in ``finish_at_exit``'s set too. A ``threading`` exit hook, which runs
+when the main thread ends and before ``atexit``, joins those and terminates the other
+running pools (see docs/design.md, "Pools").
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+from .._core._errors import ProcessTimeoutError
+from .._logging import _logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = (
+    "BROKEN",
+    "CLOSED",
+    "RUNNING",
+    "TERMINATING",
+    "finish_at_exit",
+    "register_exit_hook",
+    "run_rest_and_join",
+)
+
+RUNNING, CLOSED, TERMINATING, BROKEN = "running", "closed", "terminating", "broken"
+
+#: Every live dispatcher, and those whose work must be done before the interpreter
+#: exits: an executor's (shut down without waiting, or not at all) and a closed
+#: ``Pool``'s. The stdlib's executor finishes its work at exit too; a running ``Pool``
+#: is terminated, as the stdlib's is.
+live: weakref.WeakSet[Any] = weakref.WeakSet()
+_finish_at_exit: weakref.WeakSet[Any] = weakref.WeakSet()
+_exit_hook_registered = False
+#: The exit hook has run: executors take no new work ("after interpreter shutdown").
+exiting = False
+
+
+def register_exit_hook() -> None:
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        # threading's exit hooks run when the main thread ends, before atexit's, so
+        # before proctor's own exit stage stops the (daemonic) workers -- and while
+        # the dispatchers can still finish or stop without replacing a worker.
+        try:
+            threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # no such hook, or exiting already
+            import atexit
+
+            atexit.register(_at_exit)
+
+
+def run_rest_and_join(dispatcher: Any, timeout: float | None, wait_for_it: bool) -> bool:
+    """A closed pool's ``join()``, for a dispatcher here or a ``RemoteDispatcher``: run
+    every task left, then wait for the dispatcher's thread to end (if ``wait_for_it``).
+
+    ``close(); join()`` runs every task, as the stdlib's does: the rest of the lazy
+    iterators' input is read now, without the read-ahead bound.
+
+    Returns:
+        Whether it waited and the thread ended.
+
+    Raises:
+        RuntimeError: called from the dispatcher's own thread (a callback).
+        ProcessTimeoutError: the work was not done within ``timeout``.
+    """
+    if wait_for_it and threading.current_thread() is dispatcher._thread:
+        raise RuntimeError("a pool cannot be joined from its own callbacks")
+    with dispatcher._lock:
+        lazy = list(dispatcher._lazy)
+    for iterator in lazy:
+        iterator._feed(unbounded=True)
+    with dispatcher._lock:
+        dispatcher._joining = True
+        dispatcher._wake_locked()
+    if not wait_for_it:
+        return False
+    dispatcher._thread.join(timeout)
+    if dispatcher._thread.is_alive():
+        raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
+    return True
+
+
+def finish_at_exit(dispatcher: Any) -> None:
+    """Have the interpreter's exit wait until ``dispatcher``'s work is done."""
+    _finish_at_exit.add(dispatcher)
+    register_exit_hook()
+
+
+def _at_exit() -> None:
+    global exiting
+    exiting = True
+    for dispatcher in list(live):
+        try:
+            if dispatcher in _finish_at_exit and dispatcher.state in (RUNNING, CLOSED):
+                dispatcher.close()
+                dispatcher.join(None)
+            elif dispatcher.state in (RUNNING, BROKEN):
+                # A pool still running: terminated, as the stdlib's is -- here, so
+                # that its dispatcher stops before the exit stage kills its workers
+                # (it would start replacements during the exit).
+                dispatcher.terminate()
+        except Exception:
+            # An exit hook must not stop the others.
+            _logger.get_logger().exception("a pool could not be stopped at exit")
