@@ -20,7 +20,6 @@ Set ``PROCTOR_BUILD_PURE=1`` to skip the compiler on purpose.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import shutil
@@ -28,6 +27,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import zlib
 from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
@@ -36,11 +36,6 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 MODULES = (("proctor/_sync", "_native"), ("proctor/_queues", "_native"))
 #: A compiler that hangs must not hang the install.
 COMPILE_TIMEOUT = 300
-#: Hex digits of a source's SHA-256 compiled into its module as SOURCE_DIGEST; the
-#: loader (src/proctor/_core/_accel.py, DIGEST_LENGTH) refuses a module whose stamp
-#: does not match the source beside it, so an editable install left with a module
-#: built from older source runs pure Python instead of crashing.
-DIGEST_LENGTH = 16
 
 
 def _config(name: str) -> str:
@@ -48,8 +43,13 @@ def _config(name: str) -> str:
 
 
 def _digest(source: str) -> str:
+    """The source's stamp, compiled into its module as SOURCE_DIGEST: its CRC-32 and
+    length. The loader (src/proctor/_core/_accel.py, source_digest) refuses a module
+    whose stamp does not match the source beside it, so an editable install left with
+    a module built from older source runs pure Python instead of crashing."""
     with open(source, "rb") as file:
-        return hashlib.sha256(file.read()).hexdigest()[:DIGEST_LENGTH]
+        data = file.read()
+    return f"{zlib.crc32(data):08x}{len(data) & 0xFFFFFFFF:08x}"
 
 
 def _commands(source: str, obj: str, target: str) -> list[list[str]]:

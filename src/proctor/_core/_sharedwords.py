@@ -46,13 +46,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import struct
 import weakref
 
 from ._anonmem import ALIGNMENT, AnonymousMemory, allocate, own_description_locks
 from ._closing import ClosedWhenCollected
-from ._system import pid_alive
+from ._system import pid_alive, random_bits
 
 __all__ = (
     "IDENT_BASE",
@@ -112,7 +111,7 @@ def _new_ident() -> int:
     pid = os.getpid()
     if pid > PID_MASK:  # pragma: no cover - no supported system has such pids
         raise OSError(f"pid {pid} does not fit in proctor's process identities ({PID_BITS} bits)")
-    nonce = secrets.randbits(_NONCE_BITS) or 1  # nonzero: a bare pid is nobody's identity
+    nonce = random_bits(_NONCE_BITS) or 1  # nonzero: a bare pid is nobody's identity
     return nonce << PID_BITS | pid
 
 

@@ -7,13 +7,36 @@ import os
 import sys
 from collections.abc import Iterable
 
-__all__ = ("abstract_sockets_supported", "close_all_fds_except", "cpu_count", "pid_alive")
+__all__ = (
+    "abstract_sockets_supported",
+    "close_all_fds_except",
+    "cpu_count",
+    "pid_alive",
+    "random_bits",
+    "random_hex",
+)
 
 _HAVE_PROC = os.path.isdir("/proc/self")
 
 #: Whether Unix socket addresses may start with a NUL byte (Linux's abstract
 #: namespace: no file, gone with the last descriptor).
 abstract_sockets_supported = sys.platform.startswith("linux")
+
+
+# Names, nonces and tokens come from os.urandom, not the secrets module: secrets
+# imports hmac, hashlib and OpenSSL's _hashlib (2.5-3.7 ms here), which every spawn
+# child making a lock or a queue paid before it ran its target.
+
+
+def random_hex(nbytes: int) -> str:
+    """``nbytes`` random bytes as hex, as ``secrets.token_hex`` gives them."""
+    return os.urandom(nbytes).hex()
+
+
+def random_bits(bits: int) -> int:
+    """A random integer of ``bits`` bits, as ``secrets.randbits`` gives it."""
+    value = int.from_bytes(os.urandom((bits + 7) // 8), "little")
+    return value >> (-bits % 8)
 
 
 def cpu_count() -> int:

@@ -31,7 +31,6 @@ gone: :meth:`Session.lost_error` says which manager, its pid, and how it ended
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +38,7 @@ from typing import Any
 from .._connections._listener import Client
 from .._connections._pipe import Pipe
 from .._core._errors import AuthenticationError, ManagerLostError
+from .._core._system import random_hex
 from ._protocol import HELLO, RETURN, raise_reply, wrap
 from ._server import local_server
 
@@ -132,7 +132,7 @@ class Session:
         self.serializer = serializer
         self.manager_pid = manager_pid
         self.pid = os.getpid()
-        self.client_id = f"{self.pid}-{secrets.token_hex(6)}"
+        self.client_id = f"{self.pid}-{random_hex(6)}"
         self.local = threading.local()
         self.pending: list[Any] = []
         self.users = 0

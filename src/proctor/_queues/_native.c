@@ -37,8 +37,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/* The SHA-256 digest (16 hex digits) of this file, passed by hatch_build.py: the
-   loader (_core/_accel.py) refuses a module built from older source. */
+/* This file's digest (its CRC-32 and length, 16 hex digits), passed by hatch_build.py:
+   the loader (_core/_accel.py) refuses a module built from older source. */
 #ifndef PROCTOR_SOURCE_DIGEST
 #define PROCTOR_SOURCE_DIGEST ""
 #endif

@@ -88,7 +88,6 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -96,6 +95,7 @@ import tempfile
 import threading
 
 from .._core import _reduction, _runtime
+from .._core._system import random_hex
 from ._server import IGNORED_SIGNALS, KINDS, READY, owner_tag
 from ._server import create_time as _create_time
 
@@ -492,7 +492,7 @@ def new_name(random_bytes: int) -> str:
     pid = os.getpid()
     if _owner[0] != pid:  # first name of this process, or a forked child's
         _owner = (pid, owner_tag())
-    return f"/proctor-{_owner[1]}-{secrets.token_hex(random_bytes)}"
+    return f"/proctor-{_owner[1]}-{random_hex(random_bytes)}"
 
 
 class corked:

@@ -31,9 +31,9 @@ import _posixshmem  # type: ignore[import-not-found]  # C module without stubs
 import errno
 import mmap
 import os
-import secrets
 import weakref
 
+from .._core._system import random_hex
 from .._reaper import _client as _reaper
 
 __all__ = ("SharedMemory",)
@@ -53,7 +53,7 @@ def _new_name(track: bool) -> str:
     # Untracked: somebody promised to unlink it, so no reaper may; this form is
     # never swept. "proctor" lets leak checks find leftovers; macOS caps names
     # at 31 characters.
-    return f"/proctor-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"/proctor-{os.getpid()}-{random_hex(4)}"
 
 
 def _os_name(name: str) -> str:

@@ -39,7 +39,6 @@ import contextlib
 import fcntl
 import itertools
 import os
-import secrets
 import threading
 import time
 import warnings
@@ -50,6 +49,7 @@ from .._core import _reduction, _runtime, _sharedwords
 from .._core._closing import ClosedWhenCollected
 from .._core._errors import OwnerDiedWarning
 from .._core._sharedwords import SharedWords, lockf, pid_of
+from .._core._system import random_bits
 from .._core._timeout import check_timeout as _check_timeout
 from .._core._timeout import deadline as _deadline
 from .._core._wait import CHECK_INTERVAL, POSTED, TIMED_OUT, wait_for_post
@@ -90,7 +90,7 @@ def _tokens() -> Any:
     With the C accelerator, its counter is the process's one sequence (both
     implementations draw from it); else an ``itertools.count``.
     """
-    first = -secrets.randbits(28) - 1.0
+    first = -random_bits(28) - 1.0
     if _native is None:
         return itertools.count(first, -1.0).__next__
     _native.set_process(_ident, first)
