@@ -595,7 +595,7 @@ def register_new(kind: str, count: int, random_bytes: int) -> list[str]:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     # One draw of random bytes for all the names (new_name's form, one syscall).
     prefix = new_name(0)
-    hexes = os.urandom(random_bytes * count).hex()
+    hexes = random_hex(random_bytes * count)
     width = 2 * random_bytes
     names = [prefix + hexes[i * width : (i + 1) * width] for i in range(count)]
     with _client.locked():

@@ -138,15 +138,8 @@ class NamedSemaphore(ClosedWhenCollected):
             self._register()
             return
         reaper = _reaper()
-        reserved = getattr(_reserve, "names", None)
         for _ in range(100):
-            if reserved:
-                name = reserved.pop()  # registered already (see batched_names)
-            else:
-                name = reaper.new_name(5)
-                # Registered before it exists: a crash right after sem_open() must
-                # not leave a name that nobody knows about.
-                reaper.register(name, _KIND)
+            name = _registered_name(reaper)
             try:
                 sem = _multiprocessing.SemLock(SEMAPHORE, value, maxvalue, name, False)
             except FileExistsError:
@@ -177,13 +170,7 @@ class NamedSemaphore(ClosedWhenCollected):
             self.name = _name
             self._register()
         else:
-            reaper = _reaper()
-            reserved = getattr(_reserve, "names", None)
-            if reserved:
-                self.name = reserved.pop()  # registered already (see batched_names)
-            else:
-                self.name = reaper.new_name(5)
-                reaper.register(self.name, _KIND)
+            self.name = _registered_name(_reaper())
         self.deferred_open = True
         return self
 
@@ -253,6 +240,21 @@ class NamedSemaphore(ClosedWhenCollected):
 
     def __repr__(self) -> str:
         return f"<NamedSemaphore {self.name!r}>"
+
+
+def _registered_name(reaper: Any) -> str:
+    """A new semaphore name, already registered with the reaper.
+
+    One reserved by :func:`batched_names` (registered with its object's others), or
+    a fresh one registered now: before the semaphore exists, so that a crash right
+    after ``sem_open()`` cannot leave a name that nobody knows about.
+    """
+    reserved: list[str] | None = getattr(_reserve, "names", None)
+    if reserved:
+        return reserved.pop()
+    name: str = reaper.new_name(5)
+    reaper.register(name, _KIND)
+    return name
 
 
 # The slot's descriptor: reads ``sem`` without opening a deferred one.
