@@ -147,7 +147,7 @@ class _WaitQueue:
         deadline: float | None,
         also: Callable[[], Any] | None,
         wait_slice: Callable[..., int] | None = None,
-    ) -> tuple[bool, bool]:
+    ) -> tuple[bool, int]:
         """Without the lock: wait until notified, ``also()`` is true, or the deadline.
 
         A notified waiter lets go of its ticket's byte at once: it no longer
@@ -286,7 +286,7 @@ class _WaitQueue:
             w[_LOW] = ticket  # (racing writers only make a later scan longer)
         return passed_on
 
-    def leave(self, ticket: int, took_wake_up: bool, sem: Any) -> bool:
+    def leave(self, ticket: int, took_wake_up: int, sem: Any) -> bool:
         """After :meth:`sleep`, under the lock: return whether the waiter was notified.
 
         A waiter that gave up (timeout) may have been notified since: then it
@@ -476,7 +476,7 @@ class Condition:
             queue.let_go(ticket)
             raise
         notified = False
-        took: bool | int = False
+        took: int = False  # (or _RETAKEN: the C slice took the lock back too)
         wait_slice = lock._wait_slice
         try:
             if wait_slice is not None and queue._holds_bytes:
