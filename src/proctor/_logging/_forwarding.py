@@ -762,22 +762,12 @@ FORK_WAIT = 2.0
 _held_for_fork = threading.local()
 
 
-def _listening() -> bool:
-    # Only the listener's thread dispatches records. With none running, nothing
-    # can hold _dispatching, and the fork skips the lock (one start of a child
-    # then touches none of it). No thread can start one during a fork: the
-    # forking thread keeps the GIL from the before hook to the after hooks.
-    got = _listener
-    return got is not None and got._thread is not None
-
-
 def _before_fork() -> None:
-    if _listening():
-        _held_for_fork.held = _dispatching.acquire(timeout=FORK_WAIT)
+    _held_for_fork.held = _dispatching.acquire(timeout=FORK_WAIT)
 
 
 def _after_fork_in_parent() -> None:
-    if _listening() and getattr(_held_for_fork, "held", False):
+    if getattr(_held_for_fork, "held", False):
         _held_for_fork.held = False
         _dispatching.release()
 
