@@ -101,10 +101,11 @@ MAX_HELD = 32
 #: reading results, and a worker blocked on sending one would never read).
 MAX_QUEUED_BYTES = 16 * 1024
 #: Tasks waiting in the pool's queue past which a submitting thread lets the dispatcher
-#: thread have the interpreter (once per dispatcher turn; see ``Dispatcher.submit``).
-#: A thread that submits in a loop holds the GIL for up to the interpreter's switch
-#: interval (5 ms) at a time, while the workers run out of work and their results wait
-#: for a dispatcher that cannot run; a submit costs ~4 us, so 64 of them are ~0.25 ms.
+#: thread have the interpreter (see ``Dispatcher.submit``). A thread that submits in a
+#: loop holds the GIL for the interpreter's switch interval (5 ms) at a time, while the
+#: workers run out of work and their results wait for a dispatcher that cannot run; a
+#: submit costs ~4 us, so 64 of them are ~0.25 ms: about what two workers' 64 held
+#: tasks (MAX_HELD each) of a no-op take to run.
 YIELD_BACKLOG = 64
 #: Weight of the newest task's duration in the running average that sizes queues.
 _EWMA_WEIGHT = 0.2
@@ -271,9 +272,9 @@ class Dispatcher:
             # dispatcher thread, woken by results or by the wake-up byte, take its
             # turn now (sleep(0) releases the GIL, and a thread waiting for it takes
             # it) rather than after the switch interval, so that the workers get
-            # tasks while the caller submits. Once per dispatcher turn: a yield that
-            # finds it still asleep (every worker busy with long tasks) is not repeated
-            # until it has run.
+            # tasks, and their results are read, while the caller submits. Not when
+            # the queue waits on workers busy with long tasks (no result is near: the
+            # yield would only cost a system call per submit).
             if threading.get_ident() != self._thread_id:
                 time.sleep(0)
             return
