@@ -207,6 +207,7 @@ class Dispatcher:
         #: then: its next event (a result, a worker's end, a cancel) looks again, and a
         #: task queued behind them could not go sooner, so a submit need not wake it.
         self._backlogged = False
+        self._backlogged_at = 0.0  # time.monotonic() of the turn that left the backlog
         self._thread_id: int | None = None  # the dispatcher thread's ident
         # Imported now, in the thread that creates the pool, not lazily later (the
         # first task of a __main__ function needs it): a fork replacement that the
@@ -260,11 +261,17 @@ class Dispatcher:
                 # (the call only when a byte is to be written)
                 if not (self._wake_pending or self._backlogged):
                     self._wake_locked()
-                if len(pending) < YIELD_BACKLOG or (
-                    self._backlogged
-                    and (self._task_seconds is None or self._task_seconds >= LONG_TASK)
-                ):
+                if len(pending) < YIELD_BACKLOG:
                     return
+                if self._backlogged:
+                    # Every worker was full at the dispatcher's last turn: it has
+                    # something to do once a result has come, about a task's
+                    # duration (over the workers) after that turn.
+                    seconds = self._task_seconds
+                    if seconds is None or (
+                        time.monotonic() - self._backlogged_at < seconds / self.processes
+                    ):
+                        return
         finally:
             self._lock.release()
         if broken is None:
@@ -272,9 +279,10 @@ class Dispatcher:
             # dispatcher thread, woken by results or by the wake-up byte, take its
             # turn now (sleep(0) releases the GIL, and a thread waiting for it takes
             # it) rather than after the switch interval, so that the workers get
-            # tasks, and their results are read, while the caller submits. Not when
-            # the queue waits on workers busy with long tasks (no result is near: the
-            # yield would only cost a system call per submit).
+            # tasks, and their results are read, while the caller submits. Not while
+            # the queue waits on busy workers and no result is due yet: the yield would
+            # cost a system call (and, from Python 3.11, a sleep of the timer slack,
+            # ~50 us) for nothing.
             if threading.get_ident() != self._thread_id:
                 time.sleep(0)
             return
@@ -564,6 +572,7 @@ class Dispatcher:
             # What is left waits for an event of the workers' (a result, an end): no
             # task queued behind it could be sent before one (see _backlogged).
             self._backlogged = bool(self._pending)
+            self._backlogged_at = now
         for worker, tasks in outgoing.items():
             if tasks:
                 self._send(worker, tasks)
