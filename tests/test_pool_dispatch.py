@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
 
 import pytest
 
@@ -181,6 +182,46 @@ def test_a_task_with_a_timeout_is_not_queued_behind_a_blocked_one(ctx):
         release.set()
         assert blocked.get(TIMEOUT) == "blocked"
         assert timed.get(TIMEOUT) == "timed"
+
+
+def test_a_thread_that_submits_in_a_loop_lets_the_dispatcher_send_tasks_meanwhile():
+    # With a switch interval of minutes, the interpreter never takes the GIL from the
+    # submitting thread: the dispatcher sends tasks during the loop only because a
+    # submit that finds a backlog hands it the GIL (YIELD_BACKLOG).
+    interval = sys.getswitchinterval()
+    with proctor.get_context("fork").Pool(2) as pool:
+        pool.map(_identity, range(100), chunksize=1)  # every worker ready, tasks quick
+        dispatcher = pool._dispatcher
+        results = []
+        sys.setswitchinterval(300.0)
+        try:
+            while len(results) < 20 * _dispatcher.YIELD_BACKLOG:
+                results.append(pool.apply_async(_identity, (len(results),)))
+                if len(dispatcher.pending_results()) < len(results):
+                    break  # the dispatcher took some while this thread kept submitting
+        finally:
+            sys.setswitchinterval(interval)
+        assert len(dispatcher.pending_results()) < len(results)
+        assert [result.get(TIMEOUT) for result in results] == list(range(len(results)))
+
+
+def test_tasks_submitted_while_every_worker_is_busy_all_run_once_it_frees():
+    # While the queue waits on busy workers, a submit does not wake the dispatcher:
+    # the worker's next result does, and everything queued behind it then goes.
+    ctx = proctor.get_context("fork")
+    started, ran, release = ctx.Queue(), ctx.Queue(), ctx.Event()
+    with ctx.Pool(1, initializer=_install, initargs=(started, ran, release)) as pool:
+        pool.map(_identity, range(200), chunksize=1)  # quick: the pool pipelines
+        blocked = pool.apply_async(_report_and_block, ("blocked",))
+        started.get(timeout=TIMEOUT)
+        count = 3 * _dispatcher.YIELD_BACKLOG
+        queued = [
+            pool.apply_async(_identity, (n,), timeout=TIMEOUT if n % 50 == 0 else None)
+            for n in range(count)
+        ]
+        release.set()
+        assert blocked.get(TIMEOUT) == "blocked"
+        assert [result.get(TIMEOUT) for result in queued] == list(range(count))
 
 
 # -- max_memory_per_child --------------------------------------------------------------

@@ -100,6 +100,13 @@ MAX_HELD = 32
 #: dispatcher's send must never block on a busy worker's full pipe (it would stop
 #: reading results, and a worker blocked on sending one would never read).
 MAX_QUEUED_BYTES = 16 * 1024
+#: Tasks waiting in the pool's queue past which a submitting thread lets the dispatcher
+#: thread have the interpreter (see ``Dispatcher.submit``). A thread that submits in a
+#: loop holds the GIL for the interpreter's switch interval (5 ms) at a time, while the
+#: workers run out of work and their results wait for a dispatcher that cannot run; a
+#: submit costs ~4 us, so 64 of them are ~0.25 ms: about what two workers' 64 held
+#: tasks (MAX_HELD each) of a no-op take to run.
+YIELD_BACKLOG = 64
 #: Weight of the newest task's duration in the running average that sizes queues.
 _EWMA_WEIGHT = 0.2
 #: Workers in a row that die before their initializer reports break the pool: the
@@ -196,6 +203,12 @@ class Dispatcher:
         os.set_blocking(self._wake_w, False)
         self._wake_open = True
         self._wake_pending = False  # a wake-up byte is unread: no need for another
+        #: The dispatcher's last turn left tasks in the queue that no worker could take
+        #: then: its next event (a result, a worker's end, a cancel) looks again, and a
+        #: task queued behind them could not go sooner, so a submit need not wake it.
+        self._backlogged = False
+        self._backlogged_at = 0.0  # time.monotonic() of the turn that left the backlog
+        self._thread_id: int | None = None  # the dispatcher thread's ident
         # Imported now, in the thread that creates the pool, not lazily later (the
         # first task of a __main__ function needs it): a fork replacement that the
         # dispatcher thread starts while another thread imports a module inherits it
@@ -213,6 +226,7 @@ class Dispatcher:
             target=self._run, name=f"proctor-pool-dispatcher-{id(self):x}", daemon=True
         )
         self._thread.start()
+        self._thread_id = self._thread.ident
         _live.add(self)
         _register_exit_hook()
 
@@ -242,12 +256,36 @@ class Dispatcher:
             if broken is None:
                 for task in tasks:
                     self._tasks[task.id] = task
-                self._pending.extend(tasks)
-                if not self._wake_pending:  # (the call only when a byte is to be written)
+                pending = self._pending
+                pending.extend(tasks)
+                # (the call only when a byte is to be written)
+                if not (self._wake_pending or self._backlogged):
                     self._wake_locked()
-                return
+                if len(pending) < YIELD_BACKLOG:
+                    return
+                if self._backlogged:
+                    # Every worker was full at the dispatcher's last turn: it has
+                    # something to do once a result has come, about a task's
+                    # duration (over the workers) after that turn.
+                    seconds = self._task_seconds
+                    if seconds is None or (
+                        time.monotonic() - self._backlogged_at < seconds / self.processes
+                    ):
+                        return
         finally:
             self._lock.release()
+        if broken is None:
+            # A backlog is building while this thread keeps the interpreter: let the
+            # dispatcher thread, woken by results or by the wake-up byte, take its
+            # turn now (sleep(0) releases the GIL, and a thread waiting for it takes
+            # it) rather than after the switch interval, so that the workers get
+            # tasks, and their results are read, while the caller submits. Not while
+            # the queue waits on busy workers and no result is due yet: the yield would
+            # cost a system call (and, from Python 3.11, a sleep of the timer slack,
+            # ~50 us) for nothing.
+            if threading.get_ident() != self._thread_id:
+                time.sleep(0)
+            return
         # A broken pool fails every call with the initializer's error, as its result.
         for task in tasks:
             task.result._deliver(task.index, False, broken())
@@ -497,6 +535,7 @@ class Dispatcher:
         thousands of instructions), not while they are written.
         """
         if not self._pending:  # a look without the lock: a submit after it wakes us
+            self._backlogged = False
             return
         workers = [
             worker
@@ -530,6 +569,10 @@ class Dispatcher:
                 for level in range(first, depth + concurrency - 1):
                     if not self._take_round(workers, level, outgoing, depth, now):
                         break
+            # What is left waits for an event of the workers' (a result, an end): no
+            # task queued behind it could be sent before one (see _backlogged).
+            self._backlogged = bool(self._pending)
+            self._backlogged_at = now
         for worker, tasks in outgoing.items():
             if tasks:
                 self._send(worker, tasks)
