@@ -27,7 +27,10 @@ processes every death already visible and answers ``ok``. ``["P", [[kind,
 name], ...]]`` comes with a descriptor (``SCM_RIGHTS``): the read end of a pipe
 whose write end travels with a message; the names are kept, as by one more user,
 until that pipe reads EOF (the message was unpickled by its receiver, who
-registered the names itself, or dropped unread). On accepting a
+registered the names itself, or dropped unread). ``["N", [[kind, name], ...]]``
+answers the JSON list of those names the reaper tracks (has users for, or is
+about to reclaim): tests tell their own tree's leftovers in ``/dev/shm`` from
+another program's by it. On accepting a
 connection the reaper sends ``+``: the client knows it is alive.
 
 Leftovers of a tree killed whole: a container stop or a cgroup kill SIGKILLs the
@@ -604,6 +607,18 @@ class _Reaper:
         if op == "S":
             self.sync()
             sock.sendall(b"ok\n")
+            return
+        if op == "N":
+            scanning = self.scanner.keys if self.scanner.busy() else []
+            known = [
+                [kind, name]
+                for kind, name in message[1]
+                if (kind, name) in self.users
+                or (kind, name) in self.pending
+                or (kind, name) in self.adopted
+                or (kind, name) in scanning
+            ]
+            sock.sendall(json.dumps(known).encode() + b"\n")
             return
         if op == "P":
             fds = self.client_fds.get(sock)
