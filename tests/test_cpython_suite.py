@@ -59,11 +59,13 @@ SUITE_TESTS = {
     "test_proctor_passes_what_the_stdlib_passes": "multiprocessing",
     "test_proctor_executor_passes_what_the_stdlib_passes": "futures",
 }
-#: Fewer passes than this means the suite did not really run (the stdlib passes
-#: about 290 of the first and 52 to 60 of the second here, by Python version;
-#: counted as ``harness.suite_passes`` does: proctor's and the stdlib's where the
-#: stdlib ran only the tests proctor did not pass).
-MIN_STDLIB_PASSES = {"multiprocessing": 100, "futures": 40}
+#: Fewer passes than this means the suite did not really run. Counted as
+#: ``harness.suite_passes`` does: where the stdlib ran only the tests proctor did not
+#: pass, proctor's passes and those -- the excluded tests then run nowhere. Here
+#: that is 240 to 320 of the first (by method; the stdlib alone passes about 290)
+#: and 33 to 35 of the second on 3.13 (the stdlib alone 52 to 60 by version; 24
+#: of its tests are excluded).
+MIN_STDLIB_PASSES = {"multiprocessing": 100, "futures": 20}
 
 
 @pytest.fixture(scope="module")
