@@ -69,8 +69,8 @@ def shm_entries() -> set[str]:
     it before it exists, and it forgets a name only once unlinked -- so the
     leftovers of another program (another test run on the same machine, whose
     processes die while this one's tests run) are not this run's to judge. Where
-    the reaper cannot be asked, every dead creator's entry counts. Entries without
-    a pid count.
+    the reaper cannot be asked (this process is not connected to one), every dead
+    creator's entry counts. Entries without a pid count.
     """
     import re
 
@@ -93,12 +93,15 @@ def shm_entries() -> set[str]:
             kind, base = ("semaphore", name[4:]) if name.startswith("sem.") else ("shm", name)
             orphans[(kind, "/" + base)] = orphans[(kind, base)] = name
     if orphans:
-        try:
-            from reaper_helpers import tracked_names
+        from proctor._reaper import _client
+        from reaper_helpers import tracked_names
 
-            tracked = tracked_names(list(orphans))
-        except (OSError, TimeoutError, ValueError):
-            tracked = set(orphans)  # cannot tell: count them all
+        tracked = set(orphans)  # where the reaper cannot tell: count them all
+        if _client._client.fd is not None:  # (asking must not start or connect a reaper)
+            try:
+                tracked = tracked_names(list(orphans))
+            except (OSError, TimeoutError, ValueError):
+                pass
         found.update(orphans[key] for key in tracked)
     return found
 
