@@ -61,10 +61,16 @@ def open_fds() -> set[int]:
 
 
 def shm_entries() -> set[str]:
-    """Names in /dev/shm created by proctor in this process tree, or by dead processes.
+    """Names in /dev/shm that proctor made in this process tree and did not reclaim.
 
-    proctor names carry the creator's pid. Entries of live processes outside this
-    tree (another test run on the same machine) are not this run's to judge.
+    proctor names carry the creator's pid. An entry counts if its creator is this
+    process or a live descendant. If its creator is dead, it counts if this tree's
+    resource reaper still tracks the name -- every proctor name is registered with
+    it before it exists, and it forgets a name only once unlinked -- so the
+    leftovers of another program (another test run on the same machine, whose
+    processes die while this one's tests run) are not this run's to judge. Where
+    the reaper cannot be asked (this process is not connected to one), every dead
+    creator's entry counts. Entries without a pid count.
     """
     import re
 
@@ -77,12 +83,26 @@ def shm_entries() -> set[str]:
     me = psutil.Process()
     ours = {me.pid} | {c.pid for c in me.children(recursive=True)}
     found = set()
+    orphans: dict[tuple[str, str], str] = {}  # (kind, name) as registered -> entry
     for name in names:
         match = re.search(r"proctor\D*?(\d+)", name)
         pid = int(match.group(1)) if match else None
-        if pid is not None and pid not in ours and pid_exists(pid):
-            continue
-        found.add(name)
+        if pid is None or pid in ours:
+            found.add(name)
+        elif not pid_exists(pid):
+            kind, base = ("semaphore", name[4:]) if name.startswith("sem.") else ("shm", name)
+            orphans[(kind, "/" + base)] = orphans[(kind, base)] = name
+    if orphans:
+        from proctor._reaper import _client
+        from reaper_helpers import tracked_names
+
+        tracked = set(orphans)  # where the reaper cannot tell: count them all
+        if _client._client.fd is not None:  # (asking must not start or connect a reaper)
+            try:
+                tracked = tracked_names(list(orphans))
+            except (OSError, TimeoutError, ValueError):
+                pass
+        found.update(orphans[key] for key in tracked)
     return found
 
 

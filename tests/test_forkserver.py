@@ -161,3 +161,28 @@ def test_a_spare_forked_before_the_server_imported_a_module_is_not_used(client, 
     assert seen
     assert pid != spare
     assert not psutil.pid_exists(spare)  # discarded and reaped before the reply
+
+
+def test_a_start_interrupted_while_it_waits_for_the_reply_leaves_the_next_starts_right(
+    own_client, monkeypatch
+):
+    # A Ctrl-C, or a signal handler's exception (CPython's suite times its tests out
+    # that way), while start() waits for the server's reply: the reply still comes,
+    # and the next start took it for its own -- the previous child's pid -- and
+    # every start after that was one reply behind.
+    from proctor._core import _wire
+
+    run(int)  # the server is up
+    real = _wire.recv_exactly
+
+    def interrupted(sock, size):
+        monkeypatch.setattr(_wire, "recv_exactly", real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_wire, "recv_exactly", interrupted)
+    p = proctor.get_context("forkserver").Process(target=int)
+    with pytest.raises(KeyboardInterrupt):
+        p.start()
+    for _ in range(2):
+        (pid, _ppid, _sigint), reported = run(identity)
+        assert pid == reported

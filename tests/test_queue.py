@@ -843,25 +843,27 @@ def test_a_get_lock_left_in_limbo_is_recovered_by_short_timeouts_in_a_loop(ctx):
     p.close()
 
 
-def hold_the_get_lock(q, ready, seconds):
+def hold_the_get_lock(q, ready, let_go):
     assert q._get_lock.acquire(timeout=30)
     ready.set()
-    time.sleep(seconds)
+    assert let_go.wait(30)
     q._get_lock.release()
 
 
 def test_put_timeout_holds_while_a_consumer_keeps_the_get_lock(ctx):
     q = ctx.Queue(maxsize=1)
     q.put("full")
-    ready = ctx.Event()
-    p = ctx.Process(target=hold_the_get_lock, args=(q, ready, 2))
+    ready, let_go = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=hold_the_get_lock, args=(q, ready, let_go))
     p.start()
     assert ready.wait(30)
     began = time.monotonic()
     with pytest.raises(queue.Full):
-        q.put("more", timeout=0.3)
+        q.put("more", timeout=0.3)  # the holder lets go only after this returns
     assert time.monotonic() - began < 1.5  # not until the lock's holder let go
+    let_go.set()
     p.join(30)
+    assert p.exitcode == 0
     p.close()
 
 

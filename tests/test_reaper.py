@@ -344,6 +344,93 @@ def test_polling_reaper_notices_a_death_without_pidfds(tmp_path):
             os.unlink(path)
 
 
+def test_a_name_found_mapped_is_looked_at_again_soon_then_less_often(tmp_path):
+    # The mapping a reclaim finds is most often a last reference about to go (a
+    # thread still asleep on a closed queue's semaphore): the first re-scan comes
+    # RESCAN_FIRST after the adoption, each next one twice as late, up to
+    # RESCAN_INTERVAL; once nobody maps the name, the re-scan unlinks it.
+    import socket
+    import time
+
+    from proctor._reaper import _server
+
+    name = _name()
+    key = ("shm", name)
+    os.close(os.open("/dev/shm/" + name.lstrip("/"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    os.truncate("/dev/shm/" + name.lstrip("/"), 4096)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "sock"))
+    reaper = _server._Reaper(listener, str(tmp_path / "sock"))
+    mapper = User("m = attach(); ready()", name, independent=True)
+    try:
+        reaper.pending.add(key)  # its last registered user just left
+        expected = [_server.RESCAN_FIRST * 2**i for i in range(5)] + [_server.RESCAN_INTERVAL]
+        assert expected[-2] < _server.RESCAN_INTERVAL < 2 * expected[-2]
+        for wait in expected:
+            before = time.monotonic()
+            reaper.start_reclaim()
+            reaper.finish_scan()
+            after = time.monotonic()
+            assert _exists(name) and reaper.users[key], "the live mapper was not adopted"
+            when, next_wait = reaper.adopted[key]
+            assert before + wait <= when <= after + wait
+            assert next_wait == min(2 * wait, _server.RESCAN_INTERVAL)
+            reaper.rescan_due(when - 0.001)
+            assert key not in reaper.pending, "re-scanned before its time"
+            reaper.rescan_due(when)
+            assert key in reaper.pending and not reaper.users.get(key)
+        mapper.kill()
+        reaper.start_reclaim()
+        reaper.finish_scan()
+        assert not _exists(name) and key not in reaper.adopted and reaper.idle()
+    finally:
+        reaper.close()
+        if _exists(name):
+            os.unlink("/dev/shm/" + name.lstrip("/"))
+        if mapper.proc.returncode is None:
+            mapper.kill()
+
+
+def test_the_leak_check_counts_this_trees_leftovers_and_not_another_programs():
+    # helpers.shm_entries, which the no_leaks fixture compares before and after each
+    # test: another program's entry whose creator died is not this run's to judge
+    # (other test runs share the machine); a name of this tree that outlives its
+    # creator -- here kept by a mapping this process forgot to close -- is a leak.
+    import _posixshmem
+    import mmap
+    import uuid
+
+    from helpers import shm_entries
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    foreign = f"proctor-{int(gone.stdout)}.1.1-{uuid.uuid4().hex[:8]}"  # its creator is dead
+    os.close(os.open("/dev/shm/" + foreign, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    try:
+        assert foreign not in shm_entries()
+    finally:
+        os.unlink("/dev/shm/" + foreign)
+    user = User(
+        """
+        name = _reaper.new_name(4)
+        _reaper.register(name, "shm")
+        m = create()
+        ready(name)
+        """,
+        "unused",
+    )
+    name = user.values[0]
+    fd = _posixshmem.shm_open(name, os.O_RDWR, 0o600)
+    leaked = mmap.mmap(fd, 4096)
+    os.close(fd)
+    user.kill()
+    sync_reaper()
+    assert name.lstrip("/") in shm_entries(), "a dead user's name still mapped here was missed"
+    leaked.close()
+    wait_until(lambda: name.lstrip("/") not in shm_entries(), timeout=10)
+    assert not _exists(name)
+
+
 def test_the_reaper_greets_and_reads_clients_while_a_scan_runs(tmp_path, monkeypatch):
     # A /proc scan takes from milliseconds to seconds (every process's maps and fds);
     # a client waits CONNECT_TIMEOUT for its greeting and then takes the reaper for

@@ -17,10 +17,18 @@ way; its results files start with ``futures-``::
       skips what is done
     compare(stdlib, proctor, excluded) ──▶ tests stdlib passes and proctor does not
 
+The stdlib's outcome matters only for the tests proctor does not pass (``compare``
+reports a test the stdlib passes and proctor does not), so the run can also be
+``stdlib="needed"``: proctor's first, then the stdlib's on just those tests
+(``stdlib_needed``; the whole suite where proctor's run ended early). The
+differences are the same for about half the work; the stdlib's counts and times
+are then not a reference for the whole suite. The tests (``test_cpython_suite.py``)
+run that way, the command line runs both in full unless asked.
+
 Command line (writes ``<target>-<method>.json`` files and prints the differences)::
 
     python tests/compat/harness.py --out /tmp/compat [--methods fork spawn] [--timeout 30]
-                                   [--suite futures]
+                                   [--suite futures] [--stdlib needed]
 """
 
 from __future__ import annotations
@@ -112,6 +120,12 @@ class Run:
     #: Why the run stopped early (the worker failed outside any test), if it did.
     error: str | None = None
     suite: str = "multiprocessing"
+    #: Every test has its result (False: the run ended early, by its timeout, after
+    #: MAX_RESTARTS, or with ``error``).
+    complete: bool = False
+    #: The tests this run was limited to because only their outcome was needed
+    #: (``stdlib_needed``), or ``None`` for the whole suite.
+    only_needed: list[str] | None = None
 
     @property
     def stem(self) -> str:
@@ -134,6 +148,7 @@ class Run:
             "restarts": self.restarts,
             "counts": self.counts(),
             "error": self.error,
+            "only_needed": self.only_needed,
             "results": self.results,
         }
 
@@ -268,6 +283,7 @@ def run(
             _kill_group(worker.pid)
             _, running = _read_jsonl(results_path)
             if returncode == 0 and running is None:
+                outcome.complete = True
                 break
             if running is not None:
                 if returncode is None:
@@ -306,15 +322,46 @@ def run_pair(method: str, workdir: Path, **options) -> tuple[Run, Run]:
     return run_methods([method], workdir, **options)[method]
 
 
-def run_methods(methods: list[str], workdir: Path, **options) -> dict[str, tuple[Run, Run]]:
+#: Proctor outcomes that ``compare`` never counts as a difference, whatever the stdlib did.
+SETTLED = ("pass", "unredirected", "excluded")
+
+
+def stdlib_needed(proctor: Run) -> list[str] | None:
+    """The tests whose stdlib outcome ``compare`` needs, given proctor's run.
+
+    ``compare`` reports a test only where the stdlib passes and proctor does not; a
+    test proctor passed is settled whatever the stdlib does, and so is an excluded
+    one (proctor's run records as "excluded" the tests of the exclusions file, which
+    ``compare`` leaves out).
+    So the stdlib has to run only the others -- or, where proctor's run ended early
+    and some tests have no result, all of them (``None``).
+    """
+    if not proctor.complete:
+        return None
+    return sorted(t for t, r in proctor.results.items() if r["outcome"] not in SETTLED)
+
+
+def run_methods(
+    methods: list[str], workdir: Path, *, stdlib: str = "full", **options
+) -> dict[str, tuple[Run, Run]]:
     """Run both targets under every method in ``methods``, all at once.
 
     The suite mostly waits (sleeps, timeouts, children starting), so its runs
     overlap well even on two cores: the whole costs about as much as its longest run.
 
+    Args:
+        stdlib: ``"full"``: the stdlib runs the whole suite beside proctor (its
+            counts and times are a reference). ``"needed"``: for each method,
+            proctor's run first, then the stdlib's on just the tests proctor did
+            not pass (``stdlib_needed``): ``compare`` gives the same differences
+            for about half the work, since the stdlib's outcome of a test proctor
+            passed is never looked at.
+
     Returns:
         method -> (stdlib run, proctor run).
     """
+    if stdlib not in ("full", "needed"):
+        raise ValueError(f"stdlib must be 'full' or 'needed', not {stdlib!r}")
     runs: dict[tuple[str, str], Run] = {}
     errors: list[BaseException] = []
 
@@ -324,11 +371,43 @@ def run_methods(methods: list[str], workdir: Path, **options) -> dict[str, tuple
         except BaseException as exc:  # re-raised below, in the caller's thread
             errors.append(exc)
 
-    threads = [
-        threading.Thread(target=one, args=(target, method), name=f"compat-{target}-{method}")
-        for method in methods
-        for target in TARGETS
-    ]
+    def proctor_then_stdlib(method: str) -> None:
+        one("proctor", method)
+        if ("proctor", method) not in runs:
+            return
+        needed = stdlib_needed(runs["proctor", method])
+        if needed is None:
+            one("stdlib", method)
+            return
+        if needed:
+            try:
+                limited = {**options, "only": needed}
+                runs["stdlib", method] = run("stdlib", method, workdir, **limited)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+        else:  # proctor passed everything: nothing to look up
+            runs["stdlib", method] = Run(
+                "stdlib",
+                method,
+                options.get("python", sys.executable),
+                log="(not run: proctor passed every test)",
+                suite=options.get("suite", "multiprocessing"),
+                complete=True,
+            )
+        runs["stdlib", method].only_needed = needed
+
+    if stdlib == "needed":
+        threads = [
+            threading.Thread(target=proctor_then_stdlib, args=(method,), name=f"compat-{method}")
+            for method in methods
+        ]
+    else:
+        threads = [
+            threading.Thread(target=one, args=(target, method), name=f"compat-{target}-{method}")
+            for method in methods
+            for target in TARGETS
+        ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -387,10 +466,22 @@ def compare(stdlib: Run, proctor: Run, excluded: dict[str, str]) -> list[Differe
     return differences
 
 
+def suite_passes(stdlib: Run, proctor: Run) -> int:
+    """How many tests passed here: the stdlib's passes, or where the stdlib only ran
+    the tests proctor did not pass (``stdlib_needed``), proctor's passes and those."""
+    passes = stdlib.counts()["pass"]
+    if stdlib.only_needed is not None:
+        passes += proctor.counts()["pass"]
+    return passes
+
+
 def report(method: str, stdlib: Run, proctor: Run, differences: list[Difference]) -> str:
     """A human-readable summary of one method's pair of runs."""
+    scope = ""
+    if stdlib.only_needed is not None:
+        scope = f" (only the {len(stdlib.only_needed)} tests proctor did not pass)"
     lines = [
-        f"start method {method}: stdlib {stdlib.counts()} in {stdlib.seconds:.0f} s; "
+        f"start method {method}: stdlib{scope} {stdlib.counts()} in {stdlib.seconds:.0f} s; "
         f"proctor {proctor.counts()} in {proctor.seconds:.0f} s",
     ]
     for run in (stdlib, proctor):
@@ -418,6 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--only", nargs="*", default=None, help="test ids (Class.method)")
     parser.add_argument("--suite", choices=list(SUITES), default="multiprocessing")
+    parser.add_argument(
+        "--stdlib",
+        choices=("full", "needed"),
+        default="full",
+        help="full: the stdlib runs the whole suite beside proctor (a reference); needed: "
+        "only the tests proctor did not pass, after proctor's run (same differences)",
+    )
     args = parser.parse_args(argv)
     module, excluded_file = SUITES[args.suite]
     missing = suite_missing(args.python, module)
@@ -433,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         test_timeout=args.timeout,
         only=args.only,
         suite=args.suite,
+        stdlib=args.stdlib,
     )
     for method, (stdlib, proctor) in results.items():
         for one in (stdlib, proctor):

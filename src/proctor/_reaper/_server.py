@@ -15,7 +15,7 @@ keep the reaper from starting::
         first read what clients already sent (a register may be on its way)
         /proc scan (on the scan thread; the loop goes on greeting and reading)
         then read again; a name registered or freed again meanwhile is left
-        someone maps it ─▶ adopt them as users (re-scan later)
+        someone maps it ─▶ adopt them as users (re-scan after 0.1 s, 0.2 s, ... 2 s)
         nobody ─────────▶ shm_unlink / sem_unlink
     once, at start ─▶ sweep: /dev/shm names of dead creators that nobody maps ─▶ unlink
 
@@ -27,7 +27,10 @@ processes every death already visible and answers ``ok``. ``["P", [[kind,
 name], ...]]`` comes with a descriptor (``SCM_RIGHTS``): the read end of a pipe
 whose write end travels with a message; the names are kept, as by one more user,
 until that pipe reads EOF (the message was unpickled by its receiver, who
-registered the names itself, or dropped unread). On accepting a
+registered the names itself, or dropped unread). ``["N", [[kind, name], ...]]``
+answers the JSON list of those names the reaper tracks (has users for, or is
+about to reclaim): tests tell their own tree's leftovers in ``/dev/shm`` from
+another program's by it. On accepting a
 connection the reaper sends ``+``: the client knows it is alive.
 
 Leftovers of a tree killed whole: a container stop or a cgroup kill SIGKILLs the
@@ -60,6 +63,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import math
 import os
 import re
 import selectors
@@ -81,6 +85,13 @@ POLL_INTERVAL = 0.2
 #: re-scanned this often, so an unregistered user that unmaps without exiting
 #: does not pin the name until it dies.
 RESCAN_INTERVAL = 2.0
+
+#: The first re-scan of a name just adopted comes this soon, and the wait doubles
+#: up to RESCAN_INTERVAL: the mapping found is most often a last reference about
+#: to go (a thread still sleeping on a closed queue's semaphore, which wakes within
+#: CHECK_INTERVAL, 0.1 s), and the name should not outlive it by two seconds. A
+#: name mapped for long costs about four more scans than it did, once.
+RESCAN_FIRST = 0.1
 
 #: Names freed within this window share one scan of /proc (a few ms each), so a
 #: program that closes a thousand segments in a loop costs a few scans, not 1000.
@@ -370,7 +381,9 @@ class _Reaper:
         self.pins: dict[int, tuple[tuple[int, float], list[tuple[str, str]]]] = {}
         self.pin_serial = 0
         self.users: dict[tuple[str, str], set[tuple[int, float]]] = {}
-        self.adopted: dict[tuple[str, str], float] = {}  # key -> when to re-scan
+        # key -> (when to re-scan, the wait before the next); the time is inf while
+        # the re-scan is in flight (the key is then pending).
+        self.adopted: dict[tuple[str, str], tuple[float, float]] = {}
         self.names_of: dict[tuple[int, float], set[tuple[str, str]]] = {}
         self.pidfds: dict[tuple[int, float], int] = {}
         self.polled: set[tuple[int, float]] = set()
@@ -544,10 +557,26 @@ class _Reaper:
                     self.add(key, (pid, ctime))
                     kept = kept or bool(self.users.get(key))
             if kept:
-                self.adopted[key] = now + RESCAN_INTERVAL
+                # Adopted again after a re-scan: wait twice as long as last time.
+                _, wait = self.adopted.get(key, (0.0, RESCAN_FIRST))
+                self.adopted[key] = (now + wait, min(2 * wait, RESCAN_INTERVAL))
             else:
+                self.adopted.pop(key, None)
                 self.pending.discard(key)
                 _unlink(*key)
+
+    def rescan_due(self, now: float) -> None:
+        """Look again at the adopted names whose re-scan is due at ``now``.
+
+        Their users found in /proc are dropped and the names freed, as if they had
+        just lost their last user; the next wait is kept for ``apply_reclaim``.
+        """
+        for key, (when, wait) in list(self.adopted.items()):
+            if when <= now:
+                for user in self.users.pop(key, set()):
+                    self._drop_name_of(user, key)
+                self.adopted[key] = (math.inf, wait)
+                self.pending.add(key)
 
     def start_sweep(self) -> None:
         """Look for what a tree killed whole left behind (see find_orphans), on the scan thread."""
@@ -578,6 +607,18 @@ class _Reaper:
         if op == "S":
             self.sync()
             sock.sendall(b"ok\n")
+            return
+        if op == "N":
+            scanning = self.scanner.keys if self.scanner.busy() else []
+            known = [
+                [kind, name]
+                for kind, name in message[1]
+                if (kind, name) in self.users
+                or (kind, name) in self.pending
+                or (kind, name) in self.adopted
+                or (kind, name) in scanning
+            ]
+            sock.sendall(json.dumps(known).encode() + b"\n")
             return
         if op == "P":
             fds = self.client_fds.get(sock)
@@ -716,8 +757,9 @@ class _Reaper:
             timeout = None
             if self.polled:
                 timeout = POLL_INTERVAL
-            if self.adopted:
-                wait = max(0.0, min(self.adopted.values()) - time.monotonic())
+            rescan = min((when for when, _ in self.adopted.values()), default=math.inf)
+            if rescan != math.inf:
+                wait = max(0.0, rescan - time.monotonic())
                 timeout = wait if timeout is None else min(timeout, wait)
             if not self.ever_connected:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
@@ -746,14 +788,7 @@ class _Reaper:
             for user in list(self.polled):
                 if create_time(user[0]) != user[1]:
                     self.died(user)
-            now = time.monotonic()
-            for key_, when in list(self.adopted.items()):
-                if when <= now:
-                    # Drop the /proc guesses and look again.
-                    for user in self.users.pop(key_, set()):
-                        self._drop_name_of(user, key_)
-                    del self.adopted[key_]
-                    self.pending.add(key_)
+            self.rescan_due(time.monotonic())
 
     def close(self, *, keep_log: bool = False) -> None:
         """Release everything; remove the socket, and the log unless asked to keep it."""

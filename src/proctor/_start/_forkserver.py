@@ -395,6 +395,13 @@ class ForkServerClient:
                     if attempt == 2:
                         raise
                     continue
+                except BaseException:
+                    # Interrupted mid-exchange (Ctrl-C, a signal handler's exception):
+                    # the reply still comes, and the next start would take it for its
+                    # own -- the previous child's pid -- and every start after it
+                    # would be one reply behind. The next start uses a new server.
+                    self._forget_server()
+                    raise
                 pid, follows = _REPLY.unpack_from(records, _REPLY.size * due)
                 # The spare the server had is the child now, or was discarded.
                 self._note_spare(0)
