@@ -58,13 +58,13 @@ from __future__ import annotations
 # a spawned child ~17 M instructions; socket.py, with enum and selectors, ~19 M more.
 # socket is imported where a socket is pickled or rebuilt.
 import _pickle as pickle
+import _thread
 import builtins
 import copyreg
 import errno
 import io
 import os
 import sys
-import threading
 from collections.abc import Callable
 
 from ._closing import close_all, close_all_quietly
@@ -101,7 +101,7 @@ __all__ = (
     "take_fd",
 )
 
-_local = threading.local()
+_local = _thread._local()
 
 
 class FdCollector:

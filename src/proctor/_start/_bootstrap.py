@@ -32,7 +32,6 @@ import atexit
 import os
 import struct
 import sys
-import threading
 
 from .._core import _finalize, _runtime, _serialization, _wire
 from .._core._reduction import receiving
@@ -73,7 +72,7 @@ def build_prep(process: Any, start_method: str) -> dict[str, Any]:
         "cwd": os.getcwd(),
         "start_method": start_method,
         "parent_pid": os.getpid(),
-        "pdeathsig": threading.current_thread() is threading.main_thread(),
+        "pdeathsig": _on_main_thread(),
         "log": None,
         # proctor's logger level, as multiprocessing children get theirs.
         "log_level": _logger.effective_level(),
@@ -82,6 +81,14 @@ def build_prep(process: Any, start_method: str) -> dict[str, Any]:
         # they were not handed any named object at start.
         "reaper_address": _reaper_address(),
     }
+
+
+def _on_main_thread() -> bool:
+    # threading is imported here, in the parent, rather than at the top: a spawned
+    # child that starts no thread does without it (~5 M instructions).
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _reaper_address() -> str | None:
@@ -253,9 +260,13 @@ def _become_forked_child() -> None:
     """First things in a child that is a fork (of its parent or of the fork server)."""
     # The thread that forked is this process's main thread now; its native id
     # is the one the kernel gave this process (threading does not update it).
-    main = threading.main_thread()
-    if hasattr(main, "_set_native_id"):
-        main._set_native_id()
+    # A process that never imported threading has no thread object to correct:
+    # imported later, threading reads the id of the thread importing it.
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        main = threading.main_thread()
+        if hasattr(main, "_set_native_id"):
+            main._set_native_id()
     # The atexit handlers registered by the forking process are not this child's
     # (as in multiprocessing from Python 3.13 on, gh-83856, on every version here);
     # the child's own run when it exits (see _run_and_report).
@@ -373,6 +384,8 @@ def arm_parent_death(parent_pid: int, use_pdeathsig: bool) -> None:
         if os.getppid() != parent_pid:  # it died before the prctl took effect
             os.kill(os.getpid(), _SIGKILL)
         return
+    import threading
+
     watcher = threading.Thread(
         target=_watch_parent, args=(parent_pid,), name="proctor-parent-watch", daemon=True
     )
@@ -434,8 +447,10 @@ def _watch_parent(parent_pid: int) -> None:
 
             select.select([pidfd], [], [])  # readable when the parent has ended
             os.kill(os.getpid(), _SIGKILL)
+    import time
+
     while os.getppid() == parent_pid:
-        threading.Event().wait(PARENT_POLL_INTERVAL)
+        time.sleep(PARENT_POLL_INTERVAL)
     os.kill(os.getpid(), _SIGKILL)
 
 
@@ -466,8 +481,12 @@ def devnull_fd() -> int:
 
 def shutdown_threads() -> None:
     """Wait for the child's non-daemon threads, as the interpreter does at exit."""
-    if threading.active_count() == 1:
-        return  # the common case: nothing to wait for, and fork children save the work
+    threading = sys.modules.get("threading")
+    if threading is None or threading.active_count() == 1:
+        # The common case: nothing to wait for, and fork children save the work. A
+        # process that never imported threading has no threads of threading's to
+        # wait for (the interpreter's own exit would not wait either).
+        return
     shutdown = getattr(threading, "_shutdown", None)
     if shutdown is not None:
         shutdown()
