@@ -8,7 +8,7 @@ same run:
 
     dask  1000 tiny tasks, one each   Pool.map(chunksize=1)   vs client.map + gather
     dask  1000 tiny tasks             Pool.map (its chunks)   vs client.map + gather
-    dask  200 submits                 Executor.submit + wait  vs client.submit + gather
+    dask  200 submits                 Executor.submit + result vs client.submit + gather
     ray   1000 tiny tasks, one each   Pool.map(chunksize=1)   vs f.remote() + ray.get
     ray   1000 tiny tasks             Pool.map (its chunks)   vs ray.util.multiprocessing.Pool.map
     ray   1000 tiny tasks, one each   Pool.map(chunksize=1)   vs ray...Pool.map(chunksize=1)
@@ -56,7 +56,7 @@ def _timed(fn, tasks):
 
 def _dask_rows(workers, rounds, n, sleeps):
     import dask
-    from distributed import Client, LocalCluster, wait
+    from distributed import Client, LocalCluster
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(
@@ -75,8 +75,10 @@ def _dask_rows(workers, rounds, n, sleeps):
             client.gather(client.map(tiny, items, pure=False))
 
         def direct_submit():
+            # The values, as the pool's side gets them (wait() alone left them on the
+            # workers: one gather less than the work the pool does).
             futures = [client.submit(tiny, x, pure=False) for x in range(n // 5)]
-            wait(futures)
+            client.gather(futures)
 
         def pool_submit():
             futures = [executor.submit(tiny, x) for x in range(n // 5)]

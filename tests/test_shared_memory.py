@@ -579,3 +579,31 @@ def test_anonymous_memory_without_memfd_uses_an_unlinked_segment(monkeypatch):
         memory[:3] = b"abc"
         assert bytes(memory[:3]) == b"abc"
         assert set(os.listdir("/dev/shm")) == before  # no name left behind
+
+
+def test_anonymous_memory_closes_its_descriptor_when_collected_and_once_when_closed():
+    # Its descriptor is closed by a small closer called from __del__ (not a
+    # weakref.finalize): dropping the memory releases it, and close() then
+    # collection close it exactly once (a second close would hit a reused number).
+    import gc
+
+    from proctor._core import _anonmem
+
+    memory = _anonmem.AnonymousMemory(4096)
+    fd = memory.fd
+    os.fstat(fd)  # open
+    del memory
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+    memory = _anonmem.AnonymousMemory(4096)
+    memory.close()
+    replacement = os.open(os.devnull, os.O_RDONLY)  # likely reuses the number
+    try:
+        memory.close()
+        del memory
+        gc.collect()
+        os.fstat(replacement)  # still open: nothing closed it a second time
+    finally:
+        os.close(replacement)

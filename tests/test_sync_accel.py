@@ -296,6 +296,87 @@ def test_a_condition_wait_in_the_c_slice_is_interruptible_and_leaves_no_ticket(l
     cond.close()
 
 
+def _slice_args(cond, ticket):
+    """wait_slice's arguments for ``ticket`` of ``cond``, as _WaitQueue._sleep_in_c passes them."""
+    import fcntl
+
+    from proctor._core._anonmem import own_description_locks
+    from proctor._sync import _condition
+
+    queue = cond._queue
+    slot = ticket % _condition._SPAN
+    cmd = fcntl.F_OFD_SETLK if own_description_locks() else fcntl.F_SETLK
+    return (
+        cond._named.sem,
+        cond._w,
+        _condition._NOTIFIED,
+        ticket,
+        1.0,
+        queue.shared.fd,
+        cmd,
+        queue._base + slot,
+        slot,
+        queue._own(),
+    )
+
+
+@needs_native
+@pytest.mark.skipif(
+    NATIVE is not None and not hasattr(_accel.native, "wait_slice"),
+    reason="no C slice here (macOS has no sem_timedwait): conditions sleep in Python",
+)
+@pytest.mark.parametrize("lock_kind", ["Lock", "RLock"])
+def test_the_c_slice_retakes_a_free_lock_after_its_own_wake_up_and_leaves_a_busy_one(lock_kind):
+    """After the waiter's own wake-up, the C slice lets go of the ticket's byte and
+    takes the condition's lock back if it is free (an RLock at the saved depth);
+    a lock held by another thread is left alone for the Python acquire."""
+    from proctor._sync import _condition
+
+    assert _condition._SLICE_RETAKEN == _accel.native.SLICE_RETAKEN
+    lock = NATIVE[lock_kind]()
+    cond = proctor.Condition(lock)
+    wait_slice = _accel.native.wait_slice
+    assert lock.acquire(timeout=30)
+    ticket = cond._queue.enter()
+    cond._w[_condition._NOTIFIED] = ticket + 1  # as notify() marks it
+    saved = lock._release_save()
+    cond._named.sem.release()  # ...and as its release posts it
+    assert wait_slice(*_slice_args(cond, ticket), lock, saved) == _accel.native.SLICE_RETAKEN
+    assert lock._is_owned() and cond._queue._own() == set()
+    if lock_kind == "RLock":
+        assert lock._depth == saved == 1
+    lock.release()
+    assert not lock._is_owned()
+
+    # The same wake-up while another thread holds the lock: the byte goes, the lock stays.
+    held, done = threading.Event(), threading.Event()
+    holder_tid = []
+
+    def holder():
+        with lock:
+            holder_tid.append(threading.get_ident())
+            held.set()
+            done.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert held.wait(30)
+        ticket = cond._queue.enter()
+        cond._w[_condition._NOTIFIED] = ticket + 1
+        cond._named.sem.release()
+        found = wait_slice(*_slice_args(cond, ticket), lock, saved)
+        assert found == _accel.native.SLICE_NOTIFIED
+        assert cond._queue._own() == set()
+        tid = lock._tid if lock_kind == "RLock" else lock._holder_tid
+        assert tid == holder_tid[0]  # (still the other thread's)
+    finally:
+        done.set()
+        t.join(30)
+    cond.close()
+    lock.close()
+
+
 @needs_native
 def test_the_c_event_set_and_notify_read_the_condition_words_python_names():
     """_native.event_set and cond_notify index the same header words as _condition.py."""

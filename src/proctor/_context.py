@@ -123,6 +123,22 @@ def allow_connection_pickling() -> None:
     ``Process`` arguments under every start method (see docs/connection.md)."""
 
 
+_queue_module: Any = None
+
+
+def _queues() -> Any:
+    """The queues module, imported on first use and then kept: a context's
+    ``Queue()`` then skips the import machinery (its locks and lookups are pages
+    a fork parent copies again after each start)."""
+    global _queue_module
+    module = _queue_module
+    if module is None:
+        from ._queues import _queue as module
+
+        _queue_module = module
+    return module
+
+
 class BaseContext:
     """Factories bound to one start method; see the module docstring."""
 
@@ -188,21 +204,18 @@ class BaseContext:
 
     def Queue(self, maxsize: int = 0, **options: Any) -> _queue.Queue:
         """A process-shared FIFO queue whose items live in shared memory."""
-        from ._queues._queue import Queue
-
-        return Queue(maxsize, **options)
+        queue: _queue.Queue = _queues().Queue(maxsize, **options)
+        return queue
 
     def SimpleQueue(self, **options: Any) -> _queue.SimpleQueue:
         """An unbounded process-shared queue with put, get, empty and close."""
-        from ._queues._queue import SimpleQueue
-
-        return SimpleQueue(**options)
+        queue: _queue.SimpleQueue = _queues().SimpleQueue(**options)
+        return queue
 
     def JoinableQueue(self, maxsize: int = 0, **options: Any) -> _queue.JoinableQueue:
         """A Queue with task_done() and join()."""
-        from ._queues._queue import JoinableQueue
-
-        return JoinableQueue(maxsize, **options)
+        queue: _queue.JoinableQueue = _queues().JoinableQueue(maxsize, **options)
+        return queue
 
     # -- synchronisation ----------------------------------------------------------------
 

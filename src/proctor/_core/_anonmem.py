@@ -109,6 +109,20 @@ def _open_memory(size: int) -> int:
     return fd
 
 
+class _FdCloser:
+    """Closes one descriptor, the first time it is called."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __call__(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
 class AnonymousMemory(mmap.mmap):
     """``size`` bytes of zero-filled memory shared with children, with no name.
 
@@ -127,7 +141,7 @@ class AnonymousMemory(mmap.mmap):
     """
 
     _fd: int
-    _closer: weakref.finalize
+    _closer: _FdCloser | None = None
     _lock_fd = -1
     _lock_closer: weakref.finalize | None = None
 
@@ -155,9 +169,11 @@ class AnonymousMemory(mmap.mmap):
                 self.madvise(mmap.MADV_HUGEPAGE)
         self._fd = fd
         # The descriptor lives as long as the mapping object: whoever still holds
-        # the memory (a numpy array, a ctypes object) can still pass it on.
-        self._closer = weakref.finalize(self, os.close, fd)
-        self._closer.atexit = False
+        # the memory (a numpy array, a ctypes object) can still pass it on. (A
+        # _FdCloser called by __del__, not a weakref.finalize: every queue makes
+        # one, and a finalize's registry and weakref cost a fork parent more
+        # copied pages per queue.)
+        self._closer = _FdCloser(fd)
         _by_file[_file_key(fd)] = self
         return self
 
@@ -209,9 +225,18 @@ class AnonymousMemory(mmap.mmap):
         """
         if not self.closed:
             super().close()
-        self._closer()
+        if self._closer is not None:
+            self._closer()
         if self._lock_closer is not None:
             self._lock_closer()
+
+    def __del__(self) -> None:
+        closer = self._closer
+        if closer is not None:
+            try:
+                closer()
+            except Exception:  # nothing to tell anyone at garbage collection
+                pass
 
     def __enter__(self) -> AnonymousMemory:
         return self

@@ -52,6 +52,9 @@ class DaskEngine:
     """The engine adapter of ``_pool._remote`` for a ``distributed.Client``."""
 
     name = "dask"
+    #: outcomes() fetches values from the workers: a round trip through the scheduler
+    #: and a request each worker serves between its tasks (see _remote.PARKED_MAX).
+    fetch_together = True
 
     def __init__(self, client: Client, owned: bool) -> None:
         self.client = client
@@ -84,6 +87,9 @@ class DaskEngine:
             future.add_done_callback(callback)
         return futures
 
+    def succeeded(self, handle: Any) -> bool:
+        return bool(handle.status == "finished")
+
     def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
         finished = [future for future in handles if future.status == "finished"]
         values = dict(zip(map(id, finished), self.client.gather(finished), strict=True))
@@ -91,6 +97,17 @@ class DaskEngine:
         for future in handles:
             if id(future) in values:
                 found.append((True, pickle.loads(values[id(future)]), None))
+                continue
+            if future.status not in ("error", "cancelled"):
+                # It ended well, then the worker holding its value died before the value
+                # was fetched: Dask would run it again to remake the value; proctor runs
+                # a task once, so it is lost with its worker, as a running one is.
+                future.cancel()
+                lost = RuntimeError(
+                    f"Dask task {future.key} ended, but the worker holding its value was "
+                    "lost before the value was fetched"
+                )
+                found.append((False, lost, f"{lost}"))
                 continue
             try:
                 # Done, but the error itself is fetched from the scheduler.

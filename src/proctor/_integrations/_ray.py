@@ -118,6 +118,8 @@ class RayEngine:
     """The engine adapter of ``_pool._remote`` for the Ray runtime of this process."""
 
     name = "ray"
+    #: A call's value comes with its end (its future holds it): nothing to fetch.
+    fetch_together = False
 
     def __init__(self) -> None:
         # Reentrant: a future that is already done runs its callback at once, in
@@ -198,6 +200,10 @@ class RayEngine:
         for call in failed[1:]:
             self._make(call)
         return failed[:1]
+
+    def succeeded(self, handle: Any) -> bool:
+        future = handle.future
+        return future is not None and future.done() and future.exception(timeout=0) is None
 
     def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
         found: list[tuple[bool, Any, str | None]] = []

@@ -72,6 +72,7 @@ import threading
 import time
 
 from .._core import _runtime
+from . import _logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -156,8 +157,6 @@ def forwarding_enabled(per_process: bool | None) -> bool:
     wanted = _enabled if per_process is None else per_process
     if not wanted:
         return False
-    from . import _logger
-
     # A child whose parent forwards its logs, and which has not imported logging yet:
     # install the forwarding first, so its children forward through it.
     _logger.settle_pending()
@@ -732,12 +731,22 @@ def _dispatch(kind: int, payload: bytearray) -> None:
             traceback.print_exc()
 
 
-_listener = LogListener()
+# Made on first use: a fork child that starts no child of its own then never
+# builds one (a lock, an Event, a dict: pages it would copy for nothing).
+_listener: LogListener | None = None
+_listener_lock = threading.Lock()
 
 
 def listener() -> LogListener:
     """This process's log listener."""
-    return _listener
+    global _listener
+    got = _listener
+    if got is None:
+        with _listener_lock:
+            if _listener is None:
+                _listener = LogListener()
+            got = _listener
+    return got
 
 
 # Held while the listener runs a record through the handlers. A fork waits for
@@ -764,12 +773,14 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _listener, _dispatching, _held_for_fork
+    global _listener, _listener_lock, _dispatching, _held_for_fork
     # The parent's streams are the parent's to read: close this copy of them.
-    for stream in list(_listener._streams.values()):
-        stream.sock.close()
-    _listener._close_wake()
-    _listener = LogListener()
+    if _listener is not None:
+        for stream in list(_listener._streams.values()):
+            stream.sock.close()
+        _listener._close_wake()
+        _listener = None
+    _listener_lock = threading.Lock()
     _dispatching = threading.RLock()
     _held_for_fork = threading.local()
 

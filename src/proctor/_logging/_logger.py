@@ -135,7 +135,15 @@ def when_logging_imported(callback: Callable[[], object]) -> None:
         if isinstance(finder, _AfterLoggingImport):
             finder.callbacks.append(callback)
             return
+    global _waiting_for_logging
+    _waiting_for_logging = True
     sys.meta_path.insert(0, _AfterLoggingImport(callback))
+
+
+# Whether an _AfterLoggingImport may be waiting in sys.meta_path: settle_pending(),
+# called at every start, then skips looking through the finders (each one it
+# looks at is an object whose page a fork parent copies again at each start).
+_waiting_for_logging = False
 
 
 def settle_pending() -> None:
@@ -144,8 +152,10 @@ def settle_pending() -> None:
     A child about to start a child of its own calls this, so its start is decided
     as if those settings had applied from the beginning (log forwarding above all).
     """
-    if "logging" not in sys.modules and any(
-        isinstance(finder, _AfterLoggingImport) for finder in sys.meta_path
+    if (
+        _waiting_for_logging
+        and "logging" not in sys.modules
+        and any(isinstance(finder, _AfterLoggingImport) for finder in sys.meta_path)
     ):
         import logging  # noqa: F401  (runs the callbacks)
 

@@ -136,7 +136,30 @@ TRACKER_KINDS = {"shared_memory": "shm", "semaphore": "semaphore", "shm": "shm"}
 
 #: One message as a compact JSON line's text (one encoder for every message:
 #: ``json.dumps`` with ``separators`` builds a new one per call, ~2 us).
-_to_json = json.JSONEncoder(separators=(",", ":")).encode
+_json_encode = json.JSONEncoder(separators=(",", ":")).encode
+_quote = json.encoder.encode_basestring_ascii
+
+
+def _to_json(message: list) -> str:
+    """``message`` as one compact JSON array, as ``json`` writes it.
+
+    The messages are flat lists of strings and numbers: written here directly,
+    without the encoder's per-call setup (a queue's creation sends one, and a
+    fork parent copies every page its code touches again at each start).
+    """
+    parts = []
+    for value in message:
+        kind = type(value)
+        if kind is str:
+            parts.append(_quote(value))
+        elif kind is int:
+            parts.append(int.__repr__(value))
+        elif kind is float and value - value == 0.0:  # finite
+            parts.append(float.__repr__(value))
+        else:
+            return _json_encode(message)
+    return "[" + ",".join(parts) + "]"
+
 
 #: The longest name of a segment or semaphore, in bytes without the leading slash:
 #: one file name (NAME_MAX) in /dev/shm.

@@ -118,6 +118,11 @@ class Popen(ClosedWhenCollected):
         # inherited the child's end could otherwise keep us waiting forever.
         channel.setblocking(False)
         try:
+            # A child with nothing to report (its target returned None) sent
+            # nothing: one peek finds the end of the stream without the
+            # exception recv_message would raise (and the pages it would touch).
+            if not channel.recv(1, socket.MSG_PEEK):
+                return Outcome()
             data, fds = _wire.recv_message(channel)
         except (BlockingIOError, _wire.WireError, OSError):
             return Outcome()

@@ -23,6 +23,7 @@ import os
 import threading
 
 from .._core import _wire
+from .._logging._forwarding import capture_config, open_channel
 from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
@@ -34,8 +35,6 @@ class ForkPopen(OwnChildPopen):
 
     def __init__(self, process) -> None:
         super().__init__()
-        from .._logging._forwarding import capture_config, open_channel
-
         log_channel = open_channel(process._forward_logs)
         log_config = capture_config() if log_channel else None
         parent_end, child_end = _wire.socketpair()

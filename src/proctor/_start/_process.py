@@ -71,19 +71,25 @@ def _reap_finished_children() -> None:
             state.children.discard(child)
 
 
+# Start method -> its Popen class, filled on first use: a start then costs one dict
+# lookup, not an import statement's trip through the import machinery (whose locks
+# and module dicts are pages a fork parent would copy again at every start).
+_popen_classes: dict[str, Any] = {}
+
+
 def _popen_class(method: str) -> Any:
     """The strategy of a start method (imported on first use: each costs start-up time)."""
+    cls = _popen_classes.get(method)
+    if cls is not None:
+        return cls
     if method == "fork":
-        from ._popen_fork import ForkPopen
-
-        return ForkPopen
-    if method == "spawn":
-        from ._popen_spawn import SpawnPopen
-
-        return SpawnPopen
-    from ._popen_forkserver import ForkServerPopen
-
-    return ForkServerPopen
+        from ._popen_fork import ForkPopen as cls
+    elif method == "spawn":
+        from ._popen_spawn import SpawnPopen as cls
+    else:
+        from ._popen_forkserver import ForkServerPopen as cls
+    _popen_classes[method] = cls
+    return cls
 
 
 class BaseProcess:
@@ -118,12 +124,16 @@ class BaseProcess:
             raise TypeError(
                 f"target must be callable, not {type(target).__name__} ({target!r:.80})"
             )
-        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+        # (The exact-type tests first: the usual tuple and dict skip the ABC checks,
+        # whose caches are pages a fork parent would copy again at each start.)
+        if type(args) is not tuple and (
+            isinstance(args, (str, bytes)) or not isinstance(args, Iterable)
+        ):
             raise TypeError(
                 f"args must be a tuple or other iterable of arguments, not "
                 f"{type(args).__name__} ({args!r:.80}); for one argument write args=(x,)"
             )
-        if kwargs is not None and not isinstance(kwargs, Mapping):
+        if kwargs is not None and type(kwargs) is not dict and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
         parent = state.current
         count = next(state.counter)
@@ -138,7 +148,7 @@ class BaseProcess:
         self._name = (
             name
             if name is not None
-            else type(self).__name__ + "-" + ":".join(str(i) for i in self._identity)
+            else type(self).__name__ + "-" + ":".join(map(str, self._identity))
         )
         if not isinstance(self._name, str):
             raise TypeError(f"name must be a string, not {type(self._name).__name__}")

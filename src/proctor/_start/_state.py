@@ -230,10 +230,18 @@ class ProcessState:
         # then comes from a module imported as a side effect -- the missing
         # ``if __name__ == "__main__":`` guard -- and must not fork-bomb.
         self.unpickling_payload = False
+        # Whether register_exit_handler() has run in this process (a fork child
+        # starts with False: its parent's atexit handlers are not its own).
+        self.exit_handler_registered = False
 
     def become_child(self, process: Any, parent: ParentProcess) -> None:
         """In a new child: ``process`` is now this process; it has no children yet."""
-        self.children = Children()
+        if self.children:
+            # Not a fork child's fresh record (_reset_after_fork made one already):
+            # a child started from a process object that had children (the fork
+            # server's copy). Allocating only when needed saves a forked child
+            # the pages a second Children() would touch.
+            self.children = Children()
         self.counter = itertools.count(1)
         self.parent = parent
         self.current = process
@@ -275,7 +283,10 @@ def flush_std_streams() -> None:
 
 def register_exit_handler() -> None:
     """Join (or terminate, if daemonic) every child at interpreter exit (idempotent)."""
-    _finalize.add_exit_stage(_at_exit)
+    # Every start() calls this: after the first, one attribute read.
+    if not state.exit_handler_registered:
+        _finalize.add_exit_stage(_at_exit)
+        state.exit_handler_registered = True
 
 
 def register_exit_hook(hook: Callable[[], object]) -> None:
@@ -324,6 +335,7 @@ def _reset_after_fork() -> None:
     state.children.let_go_after_fork()
     state.children = Children()
     state.exit_hooks = []
+    state.exit_handler_registered = False
     state.start_lock = _thread.allocate_lock()
 
 

@@ -82,8 +82,12 @@ _HEADER = 8
 _SPAN = _sharedwords.TICKET_SPAN
 
 # What the C accelerator's wait_slice() found (_native.c): nothing within the
-# slice; our wake-up (the byte is let go); a wake-up meant for another waiter.
-_SLICE_EMPTY, _SLICE_NOTIFIED, _SLICE_OTHER = 0, 1, 2
+# slice; our wake-up (the byte is let go); a wake-up meant for another waiter;
+# our wake-up, and the condition's lock was free: the slice has retaken it.
+_SLICE_EMPTY, _SLICE_NOTIFIED, _SLICE_OTHER, _SLICE_RETAKEN = 0, 1, 2, 3
+# What _WaitQueue.sleep() says of the wake-up when the C slice retook the lock
+# too (a true value: the wake-up was taken).
+_RETAKEN = 2
 
 
 class _WaitQueue:
@@ -143,7 +147,7 @@ class _WaitQueue:
         deadline: float | None,
         also: Callable[[], Any] | None,
         wait_slice: Callable[..., int] | None = None,
-    ) -> tuple[bool, bool]:
+    ) -> tuple[bool, int]:
         """Without the lock: wait until notified, ``also()`` is true, or the deadline.
 
         A notified waiter lets go of its ticket's byte at once: it no longer
@@ -161,18 +165,9 @@ class _WaitQueue:
             ``(notified, took_wake_up)``; not notified means timed out or ``also``.
         """
         w = self.w
-        if also is None:
-
-            def ready() -> bool:
-                return w[_NOTIFIED] > ticket
-
-        else:
-
-            def ready() -> bool:
-                return w[_NOTIFIED] > ticket or bool(also())
-
+        ready = self._ready(ticket, also)
         if wait_slice is not None and self._holds_bytes:
-            return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice)
+            return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice, None, None)
         passed_on = False
         try:
             while True:
@@ -190,6 +185,21 @@ class _WaitQueue:
             self.let_go(ticket)
             raise
 
+    def _ready(self, ticket: int, also: Callable[[], Any] | None) -> Callable[[], bool]:
+        """What ends a sleep besides a wake-up: the mark, or ``also()``."""
+        w = self.w
+        if also is None:
+
+            def ready() -> bool:
+                return w[_NOTIFIED] > ticket
+
+        else:
+
+            def ready() -> bool:
+                return w[_NOTIFIED] > ticket or bool(also())
+
+        return ready
+
     def _sleep_in_c(
         self,
         ticket: int,
@@ -197,14 +207,21 @@ class _WaitQueue:
         deadline: float | None,
         ready: Callable[[], bool],
         wait_slice: Callable[..., int],
-    ) -> tuple[bool, bool]:
+        lock: Any,
+        saved: Any,
+    ) -> tuple[bool, int]:
         """:meth:`sleep` with each slice in C: the loop of ``wait_for_post``, inline.
 
         ``wait_slice`` sleeps on the semaphore for one slice and, if the
         wake-up it takes is ours, lets go of the byte (as :meth:`let_go`)
-        before it returns: the whole path from the post to the lock's retake
-        stays in C. Everything else -- deadlines, ``ready()``, passing a
-        wake-up on, an interruption -- is the same Python as in :meth:`sleep`.
+        and, given ``lock`` (with ``saved``, what its ``_release_save``
+        returned), retakes the lock if it is free, before it returns: the
+        whole path from the post to the lock's retake stays in C. Everything
+        else -- deadlines, ``ready()``, passing a wake-up on, a busy lock, an
+        interruption -- is the same Python as in :meth:`sleep`.
+
+        Returns:
+            As :meth:`sleep`; ``(True, _RETAKEN)`` when the slice took the lock back.
         """
         w = self.w
         slot = ticket % _SPAN
@@ -220,7 +237,11 @@ class _WaitQueue:
                     if ready() and w[_NOTIFIED] > ticket:
                         return True, self._take_late(ticket, sem)
                     return False, False
-                found = wait_slice(sem, w, _NOTIFIED, ticket, wait, fd, cmd, byte, slot, mine)
+                found = wait_slice(
+                    sem, w, _NOTIFIED, ticket, wait, fd, cmd, byte, slot, mine, lock, saved
+                )
+                if found == _SLICE_RETAKEN:
+                    return True, _RETAKEN  # (the byte is let go, the lock ours again)
                 if found == _SLICE_NOTIFIED:
                     return True, True  # (the byte is let go)
                 if found == _SLICE_OTHER:
@@ -265,7 +286,7 @@ class _WaitQueue:
             w[_LOW] = ticket  # (racing writers only make a later scan longer)
         return passed_on
 
-    def leave(self, ticket: int, took_wake_up: bool, sem: Any) -> bool:
+    def leave(self, ticket: int, took_wake_up: int, sem: Any) -> bool:
         """After :meth:`sleep`, under the lock: return whether the waiter was notified.
 
         A waiter that gave up (timeout) may have been notified since: then it
@@ -447,22 +468,35 @@ class Condition:
         """wait() with a deadline, also ending when ``also()`` (read without the lock) is true."""
         queue = self._queue
         sem = self._named.sem
+        lock = self._lock
         ticket = queue.enter()
         try:
-            saved = self._lock._release_save()
+            saved = lock._release_save()
         except BaseException:
             queue.let_go(ticket)
             raise
-        notified = took = False
+        notified = False
+        took: int = False  # (or _RETAKEN: the C slice took the lock back too)
+        wait_slice = lock._wait_slice
         try:
-            notified, took = queue.sleep(ticket, sem, deadline, also, self._lock._wait_slice)
+            if wait_slice is not None and queue._holds_bytes:
+                # (called from here, not through sleep(): the frames between the
+                # wake-up and this return are on the path notify() waits for)
+                ready = queue._ready(ticket, also)
+                notified, took = queue._sleep_in_c(
+                    ticket, sem, deadline, ready, wait_slice, lock, saved
+                )
+            else:
+                notified, took = queue.sleep(ticket, sem, deadline, also)
         finally:
-            # Also when interrupted (KeyboardInterrupt): the caller holds the lock again.
-            try:
-                self._lock._acquire_restore(saved)
-            except BaseException:  # (OwnerDiedWarning as an error)
-                queue.let_go(ticket)
-                raise
+            # Also when interrupted (KeyboardInterrupt): the caller holds the lock
+            # again (which the C slice may have retaken already).
+            if took != _RETAKEN:
+                try:
+                    lock._acquire_restore(saved)
+                except BaseException:  # (OwnerDiedWarning as an error)
+                    queue.let_go(ticket)
+                    raise
         if notified and took:
             return True  # (sleep() has let go of the byte)
         return queue.leave(ticket, took, sem)
@@ -480,7 +514,9 @@ class Condition:
             remaining = _remaining(deadline)
             if remaining is not None and remaining <= 0:
                 break
-            self.wait(remaining)
+            if not self._lock._is_owned():
+                self._check_owned("wait")
+            self._wait(deadline)  # (wait(), without its frame on the way back)
             result = predicate()
         return result
 

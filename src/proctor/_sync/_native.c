@@ -616,16 +616,55 @@ sem_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
 #define SLICE_EMPTY 0     /* no wake-up within the slice (or a signal came) */
 #define SLICE_NOTIFIED 1  /* taken, and it was ours: the ticket's byte is let go */
 #define SLICE_OTHER 2     /* taken, but our ticket is not notified: another's */
+#define SLICE_RETAKEN 3   /* as SLICE_NOTIFIED, and the condition's lock is ours again */
+
+static PyTypeObject LockCoreType, RLockCoreType;  /* (defined below) */
+
+/* A woken waiter's retake of the condition's lock (_acquire_restore), when it
+ * is free: one try, as the notifier's release has just posted it. 1 if taken
+ * and recorded as lock_acquire/rlock_acquire do (an RLock at ``depth``); 0
+ * otherwise -- busy, not a native lock, closed --, with nothing changed: the
+ * Python acquire then waits for it and takes it over from a dead holder. */
+static int
+retake(PyObject *obj, PyObject *depth_obj)
+{
+    Core *lock;
+    long depth = 1;
+    int rlock = PyObject_TypeCheck(obj, &RLockCoreType);
+
+    if (!rlock && !PyObject_TypeCheck(obj, &LockCoreType))
+        return 0;
+    lock = (Core *)obj;
+    if (rlock) {
+        if (!PyLong_CheckExact(depth_obj))
+            return 0;
+        depth = PyLong_AsLong(depth_obj);
+        if (depth < 1) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    if (lock->owner == NULL || !try_take(lock->sem))
+        return 0;
+    *lock->owner = g_ident;
+    lock->tid = PyThread_get_thread_ident();
+    if (rlock)
+        lock->depth = depth;
+    return 1;
+}
 
 PyDoc_STRVAR(wait_slice_doc,
-"wait_slice(semlock, words, notified, ticket, timeout, fd, cmd, byte, slot, mine)\n--\n\n"
+"wait_slice(semlock, words, notified, ticket, timeout, fd, cmd, byte, slot, mine,\n"
+"           lock=None, depth=None)\n--\n\n"
 "One slice of a condition waiter's sleep (_WaitQueue.sleep): take the wake-up\n"
 "semaphore ``semlock`` within ``timeout`` seconds. Taken and ``words[notified]\n"
 "> ticket``: drop ``slot`` from the set ``mine`` and unlock ``byte`` of\n"
 "``fd``'s lock space with ``fcntl(fd, cmd)`` (F_OFD_SETLK or F_SETLK), as\n"
-"_WaitQueue.let_go does, and return 1; taken otherwise, 2; not taken, 0.\n"
-"Everything else -- deadlines, the ready() re-check, passing wake-ups on --\n"
-"stays in Python.");
+"_WaitQueue.let_go does; then, if ``lock`` (the condition's native Lock or\n"
+"RLock) is free, take it as its acquire() does (an RLock at ``depth``, what its\n"
+"_release_save returned) and return 3, else return 1. Taken otherwise, 2; not\n"
+"taken, 0. Everything else -- deadlines, the ready() re-check, passing\n"
+"wake-ups on, a busy lock or a dead holder -- stays in Python.");
 
 static PyObject *
 wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -640,8 +679,8 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     Py_buffer view;
     long long notified;
 
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "wait_slice() takes 10 arguments");
+    if (nargs != 10 && nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "wait_slice() takes 10 or 12 arguments");
         return NULL;
     }
     handle = PyObject_GetAttrString(args[0], "handle");
@@ -749,6 +788,8 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         fl.l_len = 1;
         (void)fcntl(fd, cmd, &fl);  /* (fails only where nothing was held) */
     }
+    if (nargs == 12 && retake(args[10], args[11]))
+        return PyLong_FromLong(SLICE_RETAKEN);
     return PyLong_FromLong(SLICE_NOTIFIED);
 }
 #endif /* !__APPLE__ */
@@ -1127,6 +1168,7 @@ PyInit__native(void)
         || PyModule_AddIntConstant(module, "SLICE_EMPTY", SLICE_EMPTY) < 0
         || PyModule_AddIntConstant(module, "SLICE_NOTIFIED", SLICE_NOTIFIED) < 0
         || PyModule_AddIntConstant(module, "SLICE_OTHER", SLICE_OTHER) < 0
+        || PyModule_AddIntConstant(module, "SLICE_RETAKEN", SLICE_RETAKEN) < 0
 #endif
         ) {
         Py_DECREF(module);

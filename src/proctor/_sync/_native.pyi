@@ -10,6 +10,7 @@ def next_token() -> float: ...
 SLICE_EMPTY: int
 SLICE_NOTIFIED: int
 SLICE_OTHER: int
+SLICE_RETAKEN: int
 
 def wait_slice(
     semlock: Any,
@@ -22,6 +23,8 @@ def wait_slice(
     byte: int,
     slot: int,
     mine: set[int],
+    lock: Any = None,
+    depth: Any = None,
     /,
 ) -> int: ...
 
