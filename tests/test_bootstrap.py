@@ -156,6 +156,18 @@ _NOT_FOR_A_PLAIN_CHILD = (
     "proctor._connections._handshake",
     "proctor._reaper._client",
     "hmac",
+    # The C modules _pickle, _socket and _thread do what a child needs;
+    # the Python modules around them (with re, enum, selectors) and multiprocessing
+    # (the base classes of proctor's errors) cost ~40 M instructions (issue 17).
+    "proctor._core._errors",
+    "multiprocessing",
+    "pickle",
+    "socket",
+    "signal",
+    "selectors",
+    "enum",
+    "re",
+    "threading",  # proctor's locks are _thread's; threading comes with a target's threads
 )
 
 

@@ -83,22 +83,28 @@ def test_a_wrong_authkey_is_caught_by_except_multiprocessing_authentication_erro
     assert isinstance(errors[0], multiprocessing.AuthenticationError)
 
 
-def test_importing_proctor_imports_only_the_multiprocessing_modules_holding_the_errors():
-    # The stdlib classes live in multiprocessing.context; nothing more of the
-    # stdlib package (no util with its atexit hook, no connection, no queues)
-    # may come with them.
+def test_the_errors_import_only_the_multiprocessing_modules_holding_their_bases():
+    # "import proctor" loads no multiprocessing module at all: the errors load on
+    # first use (a spawned child that raises none never imports them). Their base
+    # classes live in multiprocessing.context; nothing more of the stdlib package
+    # (no util with its atexit hook, no connection, no queues) may come with them.
     code = (
         "import sys, proctor; "
+        "print(sorted(m for m in sys.modules if m.startswith('multiprocessing'))); "
+        "proctor.ProcessError; "
         "print(sorted(m for m in sys.modules if m.startswith('multiprocessing')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    assert out.strip() == str(
-        [
-            "multiprocessing",
-            "multiprocessing.context",
-            "multiprocessing.process",
-            "multiprocessing.reduction",
-        ]
-    )
+    assert out.split("\n")[:2] == [
+        "[]",
+        str(
+            [
+                "multiprocessing",
+                "multiprocessing.context",
+                "multiprocessing.process",
+                "multiprocessing.reduction",
+            ]
+        ),
+    ]

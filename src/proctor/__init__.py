@@ -16,25 +16,6 @@ child, and children never outlive their parent. Change the import, keep the code
         p.join()
 """
 
-from ._core._errors import AuthenticationError as AuthenticationError
-from ._core._errors import BufferTooShort as BufferTooShort
-from ._core._errors import InitializerError as InitializerError
-from ._core._errors import ManagerLostError as ManagerLostError
-from ._core._errors import OwnerDiedWarning as OwnerDiedWarning
-from ._core._errors import PicklingError as PicklingError
-from ._core._errors import PoolTerminatedError as PoolTerminatedError
-from ._core._errors import ProcessError as ProcessError
-from ._core._errors import ProcessTimeoutError as ProcessTimeoutError
-from ._core._errors import ProcessTimeoutError as TimeoutError
-from ._core._errors import ProtocolError as ProtocolError
-from ._core._errors import QueueClosedError as QueueClosedError
-from ._core._errors import RemoteError as RemoteError
-from ._core._errors import RemoteTraceback as RemoteTraceback
-from ._core._errors import ResultError as ResultError
-from ._core._errors import StartError as StartError
-from ._core._errors import TaskTimeoutError as TaskTimeoutError
-from ._core._errors import UnpicklableError as UnpicklableError
-from ._core._errors import WorkerLostError as WorkerLostError
 from ._core._system import cpu_count as cpu_count
 from ._logging._logger import SUBDEBUG as SUBDEBUG
 from ._logging._logger import SUBWARNING as SUBWARNING
@@ -47,7 +28,7 @@ from ._start._process import parent_process as parent_process
 
 # The names below load on first use (PEP 562), and their modules with them: a
 # spawned child imports the package before anything else, and these modules
-# (contexts, log forwarding, connections with hmac, queues, locks, shared memory)
+# (errors, contexts, log forwarding, connections, queues, locks, shared memory)
 # would add tens of milliseconds to every child's start. They are still listed one
 # by one, for readers and type checkers alike.
 TYPE_CHECKING = False
@@ -76,6 +57,25 @@ if TYPE_CHECKING:
     from ._context import set_executable as set_executable
     from ._context import set_forkserver_preload as set_forkserver_preload
     from ._context import set_start_method as set_start_method
+    from ._core._errors import AuthenticationError as AuthenticationError
+    from ._core._errors import BufferTooShort as BufferTooShort
+    from ._core._errors import InitializerError as InitializerError
+    from ._core._errors import ManagerLostError as ManagerLostError
+    from ._core._errors import OwnerDiedWarning as OwnerDiedWarning
+    from ._core._errors import PicklingError as PicklingError
+    from ._core._errors import PoolTerminatedError as PoolTerminatedError
+    from ._core._errors import ProcessError as ProcessError
+    from ._core._errors import ProcessTimeoutError as ProcessTimeoutError
+    from ._core._errors import ProcessTimeoutError as TimeoutError
+    from ._core._errors import ProtocolError as ProtocolError
+    from ._core._errors import QueueClosedError as QueueClosedError
+    from ._core._errors import RemoteError as RemoteError
+    from ._core._errors import RemoteTraceback as RemoteTraceback
+    from ._core._errors import ResultError as ResultError
+    from ._core._errors import StartError as StartError
+    from ._core._errors import TaskTimeoutError as TaskTimeoutError
+    from ._core._errors import UnpicklableError as UnpicklableError
+    from ._core._errors import WorkerLostError as WorkerLostError
     from ._logging._forwarding import set_log_forwarding as set_log_forwarding
     from ._pool._executor import ProcessPoolExecutor as ProcessPoolExecutor
     from ._pool._pool import Pool as Pool
@@ -97,6 +97,28 @@ if TYPE_CHECKING:
     from ._sync import Semaphore as Semaphore
 
 _LAZY: dict[str, tuple[str, str | None]] = {
+    # The errors: their module imports multiprocessing (their base classes), which a
+    # spawned child that raises none of them need not load (~40 M instructions with
+    # the pickle, socket and signal modules it brings).
+    "AuthenticationError": ("_core._errors", "AuthenticationError"),
+    "BufferTooShort": ("_core._errors", "BufferTooShort"),
+    "InitializerError": ("_core._errors", "InitializerError"),
+    "ManagerLostError": ("_core._errors", "ManagerLostError"),
+    "OwnerDiedWarning": ("_core._errors", "OwnerDiedWarning"),
+    "PicklingError": ("_core._errors", "PicklingError"),
+    "PoolTerminatedError": ("_core._errors", "PoolTerminatedError"),
+    "ProcessError": ("_core._errors", "ProcessError"),
+    "ProcessTimeoutError": ("_core._errors", "ProcessTimeoutError"),
+    "TimeoutError": ("_core._errors", "ProcessTimeoutError"),
+    "ProtocolError": ("_core._errors", "ProtocolError"),
+    "QueueClosedError": ("_core._errors", "QueueClosedError"),
+    "RemoteError": ("_core._errors", "RemoteError"),
+    "RemoteTraceback": ("_core._errors", "RemoteTraceback"),
+    "ResultError": ("_core._errors", "ResultError"),
+    "StartError": ("_core._errors", "StartError"),
+    "TaskTimeoutError": ("_core._errors", "TaskTimeoutError"),
+    "UnpicklableError": ("_core._errors", "UnpicklableError"),
+    "WorkerLostError": ("_core._errors", "WorkerLostError"),
     "Array": ("_sharedmem._sharedctypes", "Array"),
     "Barrier": ("_sync", "Barrier"),
     "BoundedSemaphore": ("_sync", "BoundedSemaphore"),

@@ -15,10 +15,10 @@ it (a forked child's copy never fires).
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import itertools
 import os
-import threading
 from collections.abc import Callable, Mapping
 
 TYPE_CHECKING = False
@@ -36,7 +36,7 @@ __all__ = (
 
 _registry: dict[tuple[int | None, int], Finalize] = {}
 _counter = itertools.count()
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _exit_stages: list[Callable[[], object]] = []
 _exit_hook_registered = False
 _exiting = False
@@ -223,7 +223,7 @@ def _reset_after_fork() -> None:
     # finalizers stay registered here but never fire (they check the pid), and its
     # temporary directory is not this process's to remove.
     global _exiting, _lock, _temp_dir
-    _lock = threading.Lock()
+    _lock = _thread.allocate_lock()
     _exiting = False
     _temp_dir = None
 

@@ -54,7 +54,7 @@ import types
 
 from . import _by_value as _functions
 from . import _runtime
-from ._reduction import collecting, current_handoff, reducers
+from ._reduction import add_socket_reducer, collecting, current_handoff, reducers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -62,6 +62,8 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
     from typing import Any
 
 __all__ = ("dump_exact", "dump_for_child")
+
+add_socket_reducer()  # sockets travel as descriptors through these picklers too
 
 # The same protocol as _serialization.PROTOCOL (which imports this module lazily).
 PROTOCOL = pickle.HIGHEST_PROTOCOL

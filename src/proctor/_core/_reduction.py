@@ -54,21 +54,24 @@ reducer of ``socket.socket``.
 
 from __future__ import annotations
 
+# The C pickler alone (pickle.Pickler is this class): pickle.py, with its re, costs
+# a spawned child ~17 M instructions; socket.py, with enum and selectors, ~19 M more.
+# socket is imported where a socket is pickled or rebuilt.
+import _pickle as pickle
+import _thread
 import builtins
 import copyreg
 import errno
 import io
 import os
-import pickle
-import socket
 import sys
-import threading
 from collections.abc import Callable
 
 from ._closing import close_all, close_all_quietly
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; a spawned child imports this
+    import socket
     from typing import Any
 
 __all__ = (
@@ -80,6 +83,7 @@ __all__ = (
     "ForkingPickler",
     "MessageFds",
     "TooManyDescriptors",
+    "add_socket_reducer",
     "collecting",
     "collecting_fds",
     "current_handoff",
@@ -97,7 +101,7 @@ __all__ = (
     "take_fd",
 )
 
-_local = threading.local()
+_local = _thread._local()
 
 
 class FdCollector:
@@ -610,6 +614,8 @@ def reduce_socket(sock: socket.socket) -> tuple[Any, tuple[Any, ...]]:
 
 
 def _rebuild_socket(token: int, family: int, kind: int, proto: int) -> socket.socket:
+    import socket
+
     fd = take_fd(token)
     try:
         return socket.socket(family, kind, proto, fileno=fd)
@@ -620,11 +626,24 @@ def _rebuild_socket(token: int, family: int, kind: int, proto: int) -> socket.so
 
 # ─── Reducers and the stdlib's pickler hooks ──────────────────────────────────
 
-#: Reducers of proctor's picklers, by exact type: sockets, and what register() adds.
-reducers: dict[type, Callable[[Any], Any]] = {socket.socket: reduce_socket}
+#: Reducers of proctor's picklers, by exact type: sockets (once a pickler that reads
+#: this table exists: :func:`add_socket_reducer`), and what register() adds.
+reducers: dict[type, Callable[[Any], Any]] = {}
 #: What register() added. Plain pickle knows none of it, so while it is not empty
 #: every send takes the exact pass (a dict: its truth is the cheapest check).
 registered_reducers: dict[type, Callable[[Any], Any]] = {}
+
+
+def add_socket_reducer() -> None:
+    """Put ``socket.socket``'s reducer in :data:`reducers` (unless register() did).
+
+    Called by each pickler that reads the table, before it pickles anything: a
+    process that never makes one (a spawned child that sends back nothing but
+    plain values) does not import ``socket``.
+    """
+    import socket
+
+    reducers.setdefault(socket.socket, reduce_socket)
 
 
 class ForkingPickler(pickle.Pickler):
@@ -641,6 +660,7 @@ class ForkingPickler(pickle.Pickler):
 
     def __init__(self, file: Any, protocol: int | None = None, **kwargs: Any) -> None:
         super().__init__(file, protocol, **kwargs)
+        add_socket_reducer()
         table = copyreg.dispatch_table.copy()
         table.update(reducers)
         self.dispatch_table = table

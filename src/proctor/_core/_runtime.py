@@ -10,11 +10,11 @@ name (:func:`set_process_name`), so nothing imports upwards.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 from collections.abc import Callable
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _helper_pids: set[int] = set()
 # Callables that register helpers whose pids arrive asynchronously (the fork
 # server announces its next spare after it has answered a start): helper_pids()
@@ -136,7 +136,7 @@ def check_ctx(ctx: object, what: str) -> None:
 def _reset_after_fork() -> None:
     # A forked child has no helpers of its own: those belong to its parent.
     global _lock
-    _lock = threading.Lock()
+    _lock = _thread.allocate_lock()
     _helper_pids.clear()
     _helper_sources.clear()
 

@@ -26,8 +26,11 @@ child whose messages are all plain data never loads them.
 
 from __future__ import annotations
 
+# The C pickler alone: pickle.py (which is it, plus the pure-Python fallback and
+# its re, struct, codecs imports) costs a spawned child ~17 M instructions.
+# pickle.Pickler/loads/PicklingError are these same objects.
+import _pickle as pickle
 import functools
-import pickle
 
 from ._reduction import Descriptors, MessageFds, collecting_fds
 
@@ -50,7 +53,8 @@ __all__ = (
     "loads",
 )
 
-PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: pickle.HIGHEST_PROTOCOL (5 on every Python proctor runs on; _pickle does not say it).
+PROTOCOL = 5
 #: Out-of-band pickle buffers at least this large (numpy arrays, bytearrays) travel
 #: as memfds through queues and pipes: zero-copy on the way out. Smaller ones are
 #: cheaper to copy along with the pickle.

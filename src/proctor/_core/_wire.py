@@ -20,14 +20,17 @@ first byte, so the receiver gets them with its first ``recvmsg``.
 
 from __future__ import annotations
 
+# The C module's constants and sockets: socket.py (with enum and selectors) costs a
+# spawned child, which receives and sends on a bare _socket.socket, ~19 M instructions.
+import _socket
 import array
 import os
-import socket
 import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
+    import socket
 
 __all__ = (
     "INLINE_MAX",
@@ -63,6 +66,8 @@ _default_buffers_suffice: bool | None = None
 def socketpair() -> tuple[socket.socket, socket.socket]:
     """Return a connected pair of Unix stream sockets sized for one message."""
     global _default_buffers_suffice
+    import socket
+
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     if socket.getdefaulttimeout() is not None:
         # socket.setdefaulttimeout() makes new sockets non-blocking in the kernel;
@@ -87,7 +92,7 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
-def send_message(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
+def send_message(sock: _socket.socket, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
     """Send ``data`` and duplicates of ``fds`` as one message.
 
     Raises:
@@ -108,7 +113,7 @@ def send_message(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, .
             f"this one needs {len(fds)}"
         )
     try:
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         total = sum(len(p) for p in parts)
         sent = sock.sendmsg(parts, ancillary)
         if sent < total:
@@ -120,7 +125,7 @@ def send_message(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, .
             os.close(spill_fd)
 
 
-def recv_message(sock: socket.socket) -> tuple[bytearray, list[int]]:
+def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
     """Receive one message sent by :func:`send_message`; the caller owns the fds.
 
     Raises:
@@ -132,7 +137,7 @@ def recv_message(sock: socket.socket) -> tuple[bytearray, list[int]]:
     try:
         while len(header) < _HEADER.size:
             chunk, ancdata, _flags, _addr = sock.recvmsg(
-                _HEADER.size - len(header), socket.CMSG_SPACE(MAX_FDS * 4)
+                _HEADER.size - len(header), _socket.CMSG_SPACE(MAX_FDS * 4)
             )
             fds.extend(fds_from(ancdata))
             if not chunk:
@@ -162,14 +167,14 @@ def fds_from(ancdata: list) -> list[int]:
     """The descriptors in a ``recvmsg`` ancillary-data list (the caller owns them)."""
     fds: list[int] = []
     for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             received = array.array("i")
             received.frombytes(payload[: len(payload) - (len(payload) % received.itemsize)])
             fds.extend(received)
     return fds
 
 
-def recv_exactly(sock: socket.socket, length: int) -> bytearray:
+def recv_exactly(sock: _socket.socket, length: int) -> bytearray:
     """Read exactly ``length`` bytes; ``WireError`` (an ``EOFError``) if the peer closes first."""
     buffer = bytearray(length)
     view = memoryview(buffer)

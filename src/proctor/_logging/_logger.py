@@ -15,8 +15,8 @@ for importing it (about 8 ms of CPU, a quarter of a spawned child's start).
 
 from __future__ import annotations
 
+import _thread
 import sys
-import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ DEFAULT_LOGGING_FORMAT = "[%(levelname)s/%(processName)s] %(message)s"
 
 _logger: logging.Logger | None = None
 _stderr_handler: logging.Handler | None = None
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 # The level a child's parent gave this logger, until logging is imported here.
 _inherited_level: int | None = None
 

@@ -27,13 +27,11 @@ child when it goes.
 
 from __future__ import annotations
 
+import _socket
 import atexit
 import os
-import signal
-import socket
 import struct
 import sys
-import threading
 
 from .._core import _finalize, _runtime, _serialization, _wire
 from .._core._reduction import receiving
@@ -43,6 +41,7 @@ from ._state import ParentProcess, exit_children, flush_std_streams, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    import socket
     from typing import Any
 
 __all__ = (
@@ -60,6 +59,9 @@ PARENT_POLL_INTERVAL = 0.2
 
 _PREP_LENGTH = struct.Struct("<Q")
 _PR_SET_PDEATHSIG = 1
+# signal.SIGKILL, whose number POSIX fixes: the signal module (with enum) would cost
+# every spawned child ~10 M instructions for this one constant.
+_SIGKILL = 9
 
 
 def build_prep(process: Any, start_method: str) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def build_prep(process: Any, start_method: str) -> dict[str, Any]:
         "cwd": os.getcwd(),
         "start_method": start_method,
         "parent_pid": os.getpid(),
-        "pdeathsig": threading.current_thread() is threading.main_thread(),
+        "pdeathsig": _on_main_thread(),
         "log": None,
         # proctor's logger level, as multiprocessing children get theirs.
         "log_level": _logger.effective_level(),
@@ -79,6 +81,14 @@ def build_prep(process: Any, start_method: str) -> dict[str, Any]:
         # they were not handed any named object at start.
         "reaper_address": _reaper_address(),
     }
+
+
+def _on_main_thread() -> bool:
+    # threading is imported here, in the parent, rather than at the top: a spawned
+    # child that starts no thread does without it (~5 M instructions).
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _reaper_address() -> str | None:
@@ -174,7 +184,7 @@ def become_server_child(server_pid: int) -> None:
     arm_parent_death(server_pid, True)
 
 
-def run_from_channel(channel: socket.socket, *, exec_mode: bool, spare: bool = False) -> int:
+def run_from_channel(channel: _socket.socket, *, exec_mode: bool, spare: bool = False) -> int:
     """Receive a process object from ``channel``, run it, report; return the exit code.
 
     Args:
@@ -202,8 +212,8 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, spare: bool = F
             if prep["log"] is not None:
                 from .._core._reduction import take_fd
 
-                log_socket = socket.socket(fileno=take_fd(prep["log"]["fd_token"]))
-                _forward_logs_once_imported(prep["log"]["config"], log_socket)
+                log_fd = take_fd(prep["log"]["fd_token"])
+                _forward_logs_once_imported(prep["log"]["config"], log_fd)
             state.unpickling_payload = True
             # A fork server has the reaper's client loaded: the names rebuilt here
             # (a queue's four semaphores) reach the reaper in one message.
@@ -231,14 +241,17 @@ def run_from_channel(channel: socket.socket, *, exec_mode: bool, spare: bool = F
     return _run_and_report(process, channel, forked=not exec_mode)
 
 
-def _forward_logs_once_imported(config: dict[str, Any], log_socket: socket.socket) -> None:
+def _forward_logs_once_imported(config: dict[str, Any], log_fd: int) -> None:
     # Records exist only once something imports logging; a child that never does
-    # skips importing it and the forwarding module (~8 ms of CPU). The socket stays
-    # open until then, or until the child exits (the parent then reads EOF).
+    # skips importing it and the forwarding module (~8 ms of CPU), and socket.py
+    # (~19 M instructions): the descriptor stays open, a bare int, until then, or
+    # until the child exits (the parent then reads EOF).
     def install() -> None:
+        import socket
+
         from .._logging._forwarding import install_in_child
 
-        install_in_child(config, log_socket)
+        install_in_child(config, socket.socket(fileno=log_fd))
 
     _logger.when_logging_imported(install)
 
@@ -247,9 +260,13 @@ def _become_forked_child() -> None:
     """First things in a child that is a fork (of its parent or of the fork server)."""
     # The thread that forked is this process's main thread now; its native id
     # is the one the kernel gave this process (threading does not update it).
-    main = threading.main_thread()
-    if hasattr(main, "_set_native_id"):
-        main._set_native_id()
+    # A process that never imported threading has no thread object to correct:
+    # imported later, threading reads the id of the thread importing it.
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        main = threading.main_thread()
+        if hasattr(main, "_set_native_id"):
+            main._set_native_id()
     # The atexit handlers registered by the forking process are not this child's
     # (as in multiprocessing from Python 3.13 on, gh-83856, on every version here);
     # the child's own run when it exits (see _run_and_report).
@@ -259,7 +276,7 @@ def _become_forked_child() -> None:
         _finalize.start_child()
 
 
-def _run_and_report(process: Any, channel: socket.socket, *, forked: bool) -> int:
+def _run_and_report(process: Any, channel: _socket.socket, *, forked: bool) -> int:
     exitcode, outcome = run_process(process)
     if forked:
         # A forked child leaves with os._exit, which skips atexit: run its own
@@ -326,7 +343,7 @@ def run_process(process: Any) -> tuple[int, bytes]:
     return exitcode, _outcome.encode(message)
 
 
-def _send_outcome(channel: socket.socket, outcome: bytes) -> None:
+def _send_outcome(channel: _socket.socket, outcome: bytes) -> None:
     try:
         _wire.send_message(channel, outcome)
     except OSError:
@@ -347,7 +364,9 @@ def spawn_main(channel_fd: int, lifeline_fd: int = -1, spare_of: int = 0) -> Non
         _own_lifeline.append(lifeline_fd)
     if spare_of:
         arm_parent_death(spare_of, True)
-    channel = socket.socket(fileno=channel_fd)
+    # The C module's socket: what the channel is used for (recvmsg, sendmsg, close)
+    # is all there, without socket.py's import.
+    channel = _socket.socket(fileno=channel_fd)
     exitcode = run_from_channel(channel, exec_mode=True, spare=bool(spare_of))
     # sys.exit, not os._exit: a spawned child is a whole interpreter, and its
     # atexit handlers and non-daemon threads deserve a normal shutdown.
@@ -361,10 +380,12 @@ _own_lifeline: list[int] = []
 
 def arm_parent_death(parent_pid: int, use_pdeathsig: bool) -> None:
     """Make sure this process dies within a second of ``parent_pid``'s death."""
-    if use_pdeathsig and sys.platform.startswith("linux") and _set_pdeathsig(signal.SIGKILL):
+    if use_pdeathsig and sys.platform.startswith("linux") and _set_pdeathsig(_SIGKILL):
         if os.getppid() != parent_pid:  # it died before the prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), _SIGKILL)
         return
+    import threading
+
     watcher = threading.Thread(
         target=_watch_parent, args=(parent_pid,), name="proctor-parent-watch", daemon=True
     )
@@ -425,10 +446,12 @@ def _watch_parent(parent_pid: int) -> None:
             import select
 
             select.select([pidfd], [], [])  # readable when the parent has ended
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), _SIGKILL)
+    import time
+
     while os.getppid() == parent_pid:
-        threading.Event().wait(PARENT_POLL_INTERVAL)
-    os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(PARENT_POLL_INTERVAL)
+    os.kill(os.getpid(), _SIGKILL)
 
 
 # -- small pieces of process hygiene ------------------------------------------------
@@ -458,8 +481,12 @@ def devnull_fd() -> int:
 
 def shutdown_threads() -> None:
     """Wait for the child's non-daemon threads, as the interpreter does at exit."""
-    if threading.active_count() == 1:
-        return  # the common case: nothing to wait for, and fork children save the work
+    threading = sys.modules.get("threading")
+    if threading is None or threading.active_count() == 1:
+        # The common case: nothing to wait for, and fork children save the work. A
+        # process that never imported threading has no threads of threading's to
+        # wait for (the interpreter's own exit would not wait either).
+        return
     shutdown = getattr(threading, "_shutdown", None)
     if shutdown is not None:
         shutdown()

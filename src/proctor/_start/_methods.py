@@ -15,9 +15,9 @@ only the import keeps a program's behaviour:
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
-import threading
 
 __all__ = (
     "DEFAULT_METHOD",
@@ -47,7 +47,7 @@ def _stdlib_default_method() -> str:
 #: ``multiprocessing`` default of the running Python on this platform.
 DEFAULT_METHOD = _stdlib_default_method()
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _chosen: str | None = None
 
 
@@ -139,7 +139,7 @@ def set_start_method(method: str | None, force: bool = False) -> None:
 def _reset_after_fork() -> None:
     # Another thread may have held the lock at the fork; this child is alone.
     global _lock
-    _lock = threading.Lock()
+    _lock = _thread.allocate_lock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -18,7 +18,9 @@ Both directions live here, so the format has one definition.
 from __future__ import annotations
 
 from .._core import _serialization
-from .._core._errors import RemoteError, RemoteTraceback
+
+# _core._errors (and with it multiprocessing, for the base classes) is imported
+# where an outcome holds an error: a spawned child that succeeds never loads it.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -134,6 +136,8 @@ class Outcome:
         # it; that must fail this outcome, not end the thread reading it. (Not
         # KeyboardInterrupt: a Ctrl-C during a join() must still interrupt it.)
         except (Exception, SystemExit) as exc:  # e.g. a class that no longer imports here
+            from .._core._errors import RemoteError
+
             outcome.exception = RemoteError(
                 "UnpicklingError", f"the child's outcome could not be unpickled: {exc!r}"
             )
@@ -144,6 +148,8 @@ class Outcome:
         elif kind == "unsendable":
             outcome.value_error = message[1]
         elif kind == "error":
+            from .._core._errors import RemoteError, RemoteTraceback
+
             _, exc_bytes, type_name, text, tb_text = message
             exception: BaseException | None = None
             if exc_bytes is not None:

@@ -18,11 +18,9 @@ handling -- in ``_state``.
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from .._core._errors import ResultError
 from .._core._timeout import deadline as _deadline
 from .._logging import _logger
 from ._methods import resolve_method
@@ -360,6 +358,8 @@ class BaseProcess:
         """
         outcome = self._ended_outcome("result")
         if outcome.value_error is not None:
+            from .._core._errors import ResultError
+
             raise ResultError(
                 f"{self._name!r} finished, but its return value could not be sent to the "
                 f"parent: {outcome.value_error}. Return something picklable, or nothing."
@@ -440,6 +440,8 @@ class BaseProcess:
 def _exitcode_name(code: int) -> str:
     # Reprs show ``exitcode=-SIGKILL``, as stdlib's do.
     if code < 0:
+        import signal  # its enum of names, which a child need not import to start
+
         try:
             return "-" + signal.Signals(-code).name
         except ValueError:

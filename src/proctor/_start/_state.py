@@ -12,12 +12,12 @@ the exit hooks of proctor's helpers (the fork server) run.
 
 from __future__ import annotations
 
+import _thread
 import array
 import itertools
 import os
 import select
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -55,7 +55,7 @@ class Children:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._fds: dict[Any, tuple[int, ...]] = {}  # child -> (sentinel, other fds held)
         self._by_fd: dict[int, Any] = {}  # sentinel -> child
         self._poller: Any = None
@@ -225,7 +225,7 @@ class ProcessState:
         self.children = Children()
         self.counter = itertools.count(1)
         self.exit_hooks: list[Callable[[], object]] = []
-        self.start_lock = threading.Lock()
+        self.start_lock = _thread.allocate_lock()
         # True while a new child unpickles its start payload: a Process started
         # then comes from a module imported as a side effect -- the missing
         # ``if __name__ == "__main__":`` guard -- and must not fork-bomb.
@@ -336,7 +336,7 @@ def _reset_after_fork() -> None:
     state.children = Children()
     state.exit_hooks = []
     state.exit_handler_registered = False
-    state.start_lock = threading.Lock()
+    state.start_lock = _thread.allocate_lock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
