@@ -129,6 +129,15 @@ class RayEngine:
         self._slots: int | None = None
         self._closed = False
 
+    def start(self) -> None:
+        """Start the pool's actors now, as the pool is made (a local pool starts its
+        workers then too, and so does Ray's own pool): an actor's process takes about
+        a second to start, which the pool's first map would otherwise wait for. The
+        calls return at once; the actors start while the caller goes on."""
+        with self._lock:
+            if not self._actors and not self._closed:
+                self._actors = [_Actor() for _ in range(self.slots())]
+
     def slots(self) -> int:
         if self._slots is None:  # a round trip to the cluster: once
             self._slots = int(ray.cluster_resources().get("CPU", 1)) or 1
@@ -150,7 +159,7 @@ class RayEngine:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the pool's Ray actors were released (the pool ended)")
-            if not self._actors:  # made at the first call (a replacement as one dies)
+            if not self._actors:  # (start() made them; a replacement as one dies)
                 self._actors = [_Actor() for _ in range(self.slots())]
             for call in handles:
                 self._make(call)
@@ -241,6 +250,11 @@ class RayEngine:
             ray.kill(actor.handle, no_restart=True)
 
 
+def _started(adapter: RayEngine) -> RayEngine:
+    adapter.start()
+    return adapter
+
+
 def engine(backend: Any) -> RayEngine:
     """A ``RayEngine`` for ``"ray"`` or the ``ray`` module (the runtime of this process,
     started with ``ray.init()`` if there is none) or a ``"ray://..."`` address.
@@ -252,7 +266,7 @@ def engine(backend: Any) -> RayEngine:
     if backend is ray or backend == "ray":
         if not ray.is_initialized():
             ray.init()
-        return RayEngine()
+        return _started(RayEngine())
     if isinstance(backend, str):
         if ray.is_initialized():
             raise RuntimeError(
@@ -260,7 +274,7 @@ def engine(backend: Any) -> RayEngine:
                 "already; pass backend='ray' to use it, or ray.shutdown() first"
             )
         ray.init(address=backend)
-        return RayEngine()
+        return _started(RayEngine())
     raise TypeError(
         f"backend: a Ray {type(backend).__name__} is not a runtime; pass 'ray' (the one "
         "this process runs) or an address 'ray://head:10001'"
