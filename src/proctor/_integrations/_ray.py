@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import weakref
 
 try:
     import ray
@@ -99,7 +100,7 @@ class _Call:
     """A handle of ``RayEngine.submit``: one call, made again if its actor dies
     before starting it."""
 
-    __slots__ = ("actor", "args", "done", "func", "future", "lost", "ref", "shared")
+    __slots__ = ("__weakref__", "actor", "args", "done", "func", "future", "lost", "ref", "shared")
 
     def __init__(
         self, func: Callable[..., Any], args: tuple[Any, ...], shared: tuple[Any, ...], done: Any
@@ -172,15 +173,21 @@ class RayEngine:
         call.actor = actor
         call.ref = actor.handle.run.remote((call.func, call.args), *call.shared)
         future = call.future = call.ref.future()
-        future.add_done_callback(lambda f, c=call: self._settled(c, f))
+        # A weak reference: the future keeps its callbacks, and a callback holding the
+        # call (which holds the future) would make a cycle of every call, its future
+        # and ObjectRef, freed only by the cyclic collector, later and at once (about
+        # 27 objects a call; a collection after 1,000 calls took 55-70 ms). The call
+        # lives until it settles: its actor's ``calls`` hold it (and the dispatcher).
+        held = weakref.ref(call)
+        future.add_done_callback(lambda f: self._settled(held(), f))
 
-    def _settled(self, call: _Call, future: concurrent.futures.Future[Any]) -> None:
+    def _settled(self, call: _Call | None, future: concurrent.futures.Future[Any]) -> None:
         """A call's future is done (any thread): report it, or if its actor died, wait
         until all that actor's calls are settled and sort them (``_actor_died``)."""
         finished: list[_Call] = []
         with self._lock:
-            if call.future is not future:
-                return  # an earlier attempt's, made again on another actor
+            if call is None or call.future is not future:
+                return  # an earlier attempt's, made again on another actor (or let go)
             actor = call.actor
             assert actor is not None
             if isinstance(future.exception(), _ACTOR_GONE) and not self._closed:
