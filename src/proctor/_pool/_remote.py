@@ -501,6 +501,7 @@ class RemoteDispatcher:
                 return
             if done or self._parked:
                 self._take_all(done)
+                done = []  # the handles go now, not at the next wake-up (Dask frees a value then)
             self._stop_expired()
             self._send()
             with self._lock:
