@@ -91,6 +91,7 @@ def install() -> None:
     for sub in LATER_SUBMODULES:
         importlib.import_module(f"multiprocessing.{sub}")
     import proctor
+    import proctor._core._errors  # (loaded on first use otherwise: after the aliasing)
 
     stdlib = {
         name: module
@@ -169,10 +170,23 @@ def _is_multiprocessing(fullname: str) -> bool:
 # proctor run, and importlib.abc costs tens of milliseconds to import.
 
 
+#: proctor's modules whose import loads the stdlib's multiprocessing: the package, and
+#: its errors (subclasses of the stdlib's), which the package loads on first use.
+_IMPORTS_STDLIB = ("proctor", "proctor._core._errors")
+
+
 def _proctor_initializing() -> bool:
-    """Whether ``import proctor`` is under way in this process (not finished)."""
-    spec = getattr(sys.modules.get("proctor"), "__spec__", None)
-    return bool(getattr(spec, "_initializing", False))
+    """Whether an import of proctor or of its errors is under way (not finished).
+
+    The errors load on first use -- in a spawned child, often while unpickling its
+    target, long after ``import proctor`` -- and import ``multiprocessing.context``:
+    that import must reach the stdlib, not an alias back to proctor's half-made errors.
+    """
+    for name in _IMPORTS_STDLIB:
+        spec = getattr(sys.modules.get(name), "__spec__", None)
+        if getattr(spec, "_initializing", False):
+            return True
+    return False
 
 
 class _Trigger:
