@@ -91,7 +91,7 @@ class DaskEngine:
         return bool(handle.status == "finished")
 
     def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
-        finished = [future for future in handles if future.status == "finished"]
+        finished = [future for future in handles if self.succeeded(future)]
         values = dict(zip(map(id, finished), self.client.gather(finished), strict=True))
         found: list[tuple[bool, Any, str | None]] = []
         for future in handles:

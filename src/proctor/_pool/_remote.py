@@ -625,10 +625,8 @@ class RemoteDispatcher:
             if task.progress is not None:  # its items are done: counted now, not when fetched
                 task.progress.finished(task)
                 task.progress = None
-            key = id(task.result)
-            if key not in self._parked:
-                self._parked[key] = (task.result, [])  # type: ignore[assignment]
-            self._parked[key][1].append((task, handle))
+            held = self._parked.setdefault(id(task.result), (task.result, []))  # type: ignore[arg-type]
+            held[1].append((task, handle))
         self._deliver(taken + self._unpark())
         # A chunk's error may have completed a map early: its held chunks go now.
         if taken and self._parked:
