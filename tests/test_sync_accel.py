@@ -240,15 +240,20 @@ def test_a_process_running_pure_python_shares_native_objects(monkeypatch):
         obj.close()
 
 
+# Conditions sleep in the C slice only where the accelerator has it (not macOS,
+# which has no sem_timedwait).
+needs_c_slice = pytest.mark.skipif(
+    NATIVE is not None and not hasattr(_accel.native, "wait_slice"),
+    reason="no C slice here (macOS has no sem_timedwait): conditions sleep in Python",
+)
+
+
 class _Interrupted(Exception):
     pass
 
 
 @needs_native
-@pytest.mark.skipif(
-    NATIVE is not None and not hasattr(_accel.native, "wait_slice"),
-    reason="no C slice here (macOS has no sem_timedwait): conditions sleep in Python",
-)
+@needs_c_slice
 @pytest.mark.parametrize("lock_kind", ["Lock", "RLock"])
 def test_a_condition_wait_in_the_c_slice_is_interruptible_and_leaves_no_ticket(lock_kind):
     """A signal handler that raises during the C slice's sleep ends the wait: the
@@ -321,10 +326,7 @@ def _slice_args(cond, ticket):
 
 
 @needs_native
-@pytest.mark.skipif(
-    NATIVE is not None and not hasattr(_accel.native, "wait_slice"),
-    reason="no C slice here (macOS has no sem_timedwait): conditions sleep in Python",
-)
+@needs_c_slice
 @pytest.mark.parametrize("lock_kind", ["Lock", "RLock"])
 def test_the_c_slice_retakes_a_free_lock_after_its_own_wake_up_and_leaves_a_busy_one(lock_kind):
     """After the waiter's own wake-up, the C slice lets go of the ticket's byte and
