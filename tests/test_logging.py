@@ -545,11 +545,101 @@ def test_a_stuck_handler_delays_a_fork_only_briefly(monkeypatch):
 # --- the records' wire format -----------------------------------------------------------
 
 
-def _frame_round_trip(record):
-    frame = _log_forwarding.encode_record(record)
+def _frame_round_trip(record, sent_fixed=None, remembered=None):
+    frame, _fixed = _log_forwarding.encode_record(record, sent_fixed)
     length, kind = _log_forwarding._FRAME.unpack_from(frame)
     assert length == len(frame) - _log_forwarding._FRAME.size + 1
-    return kind, _log_forwarding.decode_record(kind, frame[_log_forwarding._FRAME.size :])
+    payload = frame[_log_forwarding._FRAME.size :]
+    memory = {} if remembered is None else remembered
+    return kind, _log_forwarding.decode_record(kind, payload, memory)
+
+
+class RecordStream:
+    """Both ends of one forwarded stream's frames, without sockets: the child's
+    handler state (the fixed values it sent last) and the listener's memory."""
+
+    def __init__(self):
+        self.sent_fixed = None
+        self.remembered = {}
+
+    def carry(self, record):
+        frame, fixed = _log_forwarding.encode_record(record, self.sent_fixed)
+        if fixed is not None:
+            self.sent_fixed = fixed  # as the handler does once the frame is sent whole
+        _length, kind = _log_forwarding._FRAME.unpack_from(frame)
+        payload = frame[_log_forwarding._FRAME.size :]
+        return kind, len(frame), _log_forwarding.decode_record(kind, payload, self.remembered)
+
+
+def _record(name="app.x", line=7, msg="n=%d", args=(1,), **attributes):
+    record = logging.getLogger(name).makeRecord(
+        name, logging.INFO, "/src/mod.py", line, msg, args, None, func="f"
+    )
+    record.__dict__.update(attributes)
+    return record
+
+
+def _as_sent(record):
+    return dict(record.__dict__, msg=record.getMessage(), args=None)
+
+
+def test_a_record_like_the_last_travels_as_a_repeat_with_every_attribute():
+    stream = RecordStream()
+    first, second, third = _record(), _record(line=9, args=(2,)), _record(args=(3,))
+    kind, size, copy = stream.carry(first)
+    assert kind == _log_forwarding._PLAIN and copy.__dict__ == _as_sent(first)
+    kind, repeat_size, copy = stream.carry(second)  # another line: still a repeat
+    assert kind == _log_forwarding._REPEAT and copy.__dict__ == _as_sent(second)
+    assert repeat_size < size / 2
+    kind, _size, copy = stream.carry(third)
+    assert kind == _log_forwarding._REPEAT and copy.__dict__ == _as_sent(third)
+    # Each record is its own: a handler that adds attributes to one (a Formatter
+    # adds message and asctime) leaves the next alone.
+    copy.message = "added"
+    kind, _size, copy = stream.carry(_record(args=(4,)))
+    assert "message" not in copy.__dict__ and copy.getMessage() == "n=4"
+
+
+def test_a_record_that_differs_in_a_fixed_value_travels_whole_again():
+    stream = RecordStream()
+    stream.carry(_record())
+    for changed in (_record(name="app.other"), _record(levelname="LOUD"), _record(thread=1)):
+        kind, _size, copy = stream.carry(changed)
+        assert kind == _log_forwarding._PLAIN and copy.__dict__ == _as_sent(changed)
+    again = _record(thread=1, args=(5,))
+    kind, _size, copy = stream.carry(again)
+    assert kind == _log_forwarding._REPEAT and copy.__dict__ == _as_sent(again)
+
+
+def test_repeats_of_processes_sharing_a_stream_take_their_own_process_values():
+    # A child's os.fork() without exec: both processes write frames to the one
+    # socket, interleaved; each repeat names its process.
+    child, grandchild = RecordStream(), RecordStream()
+    grandchild.remembered = child.remembered  # one listener's memory of the stream
+    child.carry(_record(process=100, processName="child"))
+    grandchild.carry(_record(process=101, processName="grandchild"))
+    kind, _size, copy = child.carry(_record(process=100, processName="child", args=(6,)))
+    assert kind == _log_forwarding._REPEAT
+    assert (copy.process, copy.processName, copy.getMessage()) == (100, "child", "n=6")
+    kind, _size, copy = grandchild.carry(_record(process=101, processName="grandchild"))
+    assert kind == _log_forwarding._REPEAT and copy.processName == "grandchild"
+
+
+def test_without_process_ids_every_plain_record_travels_whole():
+    stream = RecordStream()
+    for _ in range(2):
+        kind, _size, copy = stream.carry(_record(process=None))
+        assert kind == _log_forwarding._PLAIN and copy.process is None
+    assert stream.sent_fixed is None and stream.remembered == {}
+
+
+def test_a_repeat_the_stream_cannot_resolve_is_refused():
+    frame, _fixed = _log_forwarding.encode_record(
+        _record(), _log_forwarding.encode_record(_record())[1]
+    )
+    payload = frame[_log_forwarding._FRAME.size :]
+    with pytest.raises(ValueError, match="without its first"):
+        _log_forwarding.decode_record(_log_forwarding._REPEAT, payload, {})
 
 
 def test_a_plain_record_travels_with_every_attribute():
@@ -601,10 +691,14 @@ def test_a_record_with_an_exception_travels_with_its_traceback_text():
 
 
 def test_an_unreadable_record_is_skipped_and_said(capsys):
-    _log_forwarding._dispatch(_log_forwarding._PLAIN, bytearray(b"\xff\x00"))
-    _log_forwarding._dispatch(7, bytearray(b""))
+    _log_forwarding._dispatch(_log_forwarding._PLAIN, bytearray(b"\xff\x00"), {})
+    _log_forwarding._dispatch(7, bytearray(b""), {})
+    frame, _fixed = _log_forwarding.encode_record(
+        _record(), _log_forwarding.encode_record(_record())[1]
+    )
+    _log_forwarding._dispatch(_log_forwarding._REPEAT, bytearray(frame[5:]), {})
     err = capsys.readouterr().err
-    assert err.count("skipped a child's log record that could not be read") == 2
+    assert err.count("skipped a child's log record that could not be read") == 3
 
 
 # --- records before results: a pool task's records are handled before its result -----

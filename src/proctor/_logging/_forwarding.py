@@ -27,7 +27,13 @@ their exception formatted into ``exc_text``, so arguments that cannot be pickled
 never stop a record. A record with only logging's own attributes travels as a
 marshalled tuple of their values (:func:`encode_record`); one with extra
 attributes as its pickled ``__dict__``, where values that cannot be pickled
-travel as ``repr``.
+travel as ``repr``. Most of a plain record's values are the same from one record
+to the next of a process (logger, level, file, function, process, thread): when
+they all are, the record travels as a *repeat* frame of only its message, time
+and line, and the listener takes the rest from that process's last plain record
+on the stream (``LogStream.remembered``). The stream is reliable and in order, so
+the two sides agree on that last record as long as the child remembers only what
+it sent whole.
 
 Each record is in the socket before its logging call returns -- no buffering in
 the child -- so a child that calls ``os._exit`` or is SIGKILLed right after
@@ -125,8 +131,9 @@ DRAIN_TIMEOUT = 10.0
 RECORDS_WAIT = 2.0
 # A frame: <length:u32><kind:u8><payload>; the length counts the kind byte.
 _FRAME = struct.Struct("<IB")
-_PLAIN = 0  # marshal of (message, the values of logging's own attributes)
+_PLAIN = 0  # marshal of (message, fixed values, varying values) of logging's attributes
 _GENERAL = 1  # pickle of the record's __dict__
+_REPEAT = 2  # marshal of (process, message, varying values): the fixed ones as last time
 # Version 2 has no back-references: writing a record then needs no table of the
 # objects seen (~10% fewer instructions), and a record has little to share.
 _MARSHAL_VERSION = 2
@@ -283,14 +290,21 @@ def _handler_class() -> Any:
                 self.sock = sock
                 self.dropped = 0
                 self.dropped_name = "proctor"
+                # The fixed values of the last plain record sent whole: what the
+                # listener remembers for its process (see encode_record).
+                self.sent_fixed: tuple[Any, ...] | None = None
 
             def emit(self, record: logging.LogRecord) -> None:
+                # Runs under the handler's lock (Handler.handle): one thread at a
+                # time reads and updates sent_fixed, in the order frames are sent.
                 try:
-                    frame = encode_record(record)
+                    frame, fixed = encode_record(record, self.sent_fixed)
                     if not self.dropped:
                         if not self._send(frame, wait=FULL_WAIT):
                             self.dropped = 1
                             self.dropped_name = record.name
+                        elif fixed is not None:
+                            self.sent_fixed = fixed
                         return
                     # Dropping: no more waiting until the socket has room again,
                     # and then the parent first hears how much was lost.
@@ -299,6 +313,8 @@ def _handler_class() -> Any:
                         if not self._send(frame, wait=0):
                             self.dropped = 1
                             self.dropped_name = record.name
+                        elif fixed is not None:
+                            self.sent_fixed = fixed
                     else:
                         self.dropped += 1
                         self.dropped_name = record.name
@@ -352,7 +368,7 @@ def _handler_class() -> Any:
                         "process": os.getpid(),
                     }
                 )
-                return encode_record(notice)
+                return encode_record(notice)[0]
 
         _handler_cls = _ForwardingHandler
     return _handler_cls
@@ -375,14 +391,24 @@ def _writable(sock: socket.socket, timeout: float | None) -> bool:
     return bool(select.select([], [sock], [], timeout)[1])
 
 
-def encode_record(record: logging.LogRecord) -> bytes:
+def encode_record(
+    record: logging.LogRecord, sent_fixed: tuple[Any, ...] | None = None
+) -> tuple[bytes, tuple[Any, ...] | None]:
     """A record as one frame; message and traceback pre-formatted so it always travels.
 
     A record with exactly logging's own attributes (the common case) goes as a
-    marshalled tuple of their values in a fixed order (:data:`_PLAIN`): about a
-    half the instructions of pickling its ``__dict__``, on both sides. Any
-    other record -- ``extra=`` attributes, values marshal cannot carry -- goes
-    as its pickled ``__dict__`` (:data:`_GENERAL`).
+    marshalled tuple of their values (:data:`_PLAIN`): about a half the
+    instructions of pickling its ``__dict__``, on both sides. Its *fixed* values
+    (:attr:`_Layout.fixed_names`) are mostly the same as the previous record's:
+    when they equal ``sent_fixed``, the fixed values of the last plain record this
+    sender sent whole, only the varying ones go (:data:`_REPEAT`, a third of the
+    bytes and of the receiver's work). Any other record -- ``extra=``
+    attributes, values marshal cannot carry -- goes as its pickled ``__dict__``
+    (:data:`_GENERAL`).
+
+    Returns:
+        The frame, and the fixed values the receiver remembers for the record's
+        process once the frame has arrived whole (None: it remembers nothing new).
     """
     if record.exc_info and not record.exc_text:
         import logging
@@ -395,11 +421,20 @@ def encode_record(record: logging.LogRecord) -> bytes:
     # otherwise). Cheaper than comparing the key sets.
     if len(state) == layout.size and "msg" in state and "args" in state and "exc_info" in state:
         try:
-            data = marshal.dumps((message, layout.values(state)), _MARSHAL_VERSION)
-        except (KeyError, ValueError):
+            fixed = layout.fixed(state)
+            varying = layout.varying(state)
+            process = state["process"]
+            # The process keys the receiver's memory: without one (logging's
+            # logProcesses off) every plain record carries all of its values.
+            if process is not None and fixed == sent_fixed:
+                data = marshal.dumps((process, message, varying), _MARSHAL_VERSION)
+                return _FRAME.pack(len(data) + 1, _REPEAT) + data, fixed
+            data = marshal.dumps((message, fixed, varying), _MARSHAL_VERSION)
+        except (KeyError, ValueError, TypeError):
             pass  # an attribute missing, or a value marshal cannot carry: pickle it
         else:
-            return _FRAME.pack(len(data) + 1, _PLAIN) + data
+            frame = _FRAME.pack(len(data) + 1, _PLAIN) + data
+            return frame, (fixed if process is not None else None)
     state = dict(state)
     state["msg"] = message
     state["args"] = None
@@ -409,47 +444,74 @@ def encode_record(record: logging.LogRecord) -> bytes:
         data = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
     except Exception:
         data = pickle.dumps(_picklable(state), pickle.HIGHEST_PROTOCOL)
-    return _FRAME.pack(len(data) + 1, _GENERAL) + data
+    return _FRAME.pack(len(data) + 1, _GENERAL) + data, None
 
 
-def decode_record(kind: int, payload: bytes | bytearray) -> logging.LogRecord:
+def decode_record(
+    kind: int, payload: bytes | bytearray, remembered: dict[Any, dict[str, Any]]
+) -> logging.LogRecord:
     """The record :func:`encode_record` made: a frame's ``kind`` and ``payload``.
 
+    ``remembered`` is the stream's memory (``LogStream.remembered``): each process's
+    last plain record's fixed attributes, updated by a plain frame and read by a
+    repeat frame.
+
     Raises:
-        ValueError: the payload is not a record (torn, or from another Python).
+        ValueError: the payload is not a record (torn, from another Python, or a
+            repeat of a process whose plain record this stream did not carry).
     """
     logging = sys.modules["logging"]  # the records' listener imported it
     record = logging.LogRecord.__new__(logging.LogRecord)
-    if kind == _PLAIN:
+    if kind == _REPEAT:
+        process, message, varying = marshal.loads(payload)
+        base = remembered.get(process)
+        if base is None:
+            raise ValueError(f"a repeat of process {process}'s record without its first")
         layout = _layout or _make_layout()
-        message, values = marshal.loads(payload)
-        if len(values) != len(layout.names):
+    elif kind == _PLAIN:
+        layout = _layout or _make_layout()
+        message, fixed, varying = marshal.loads(payload)
+        if len(fixed) != len(layout.fixed_names) or len(varying) != len(layout.varying_names):
             raise ValueError(
-                f"a record of {len(values)} attributes where this Python's logging has "
-                f"{len(layout.names)}: the child runs another Python version"
+                f"a record of {len(fixed) + len(varying)} attributes where this Python's "
+                f"logging has {len(layout.fixed_names) + len(layout.varying_names)}: the "
+                "child runs another Python version"
             )
-        state = record.__dict__
-        state.update(zip(layout.names, values, strict=False))  # lengths checked above
-        state["msg"] = message
-        state["args"] = None
-        state["exc_info"] = None
+        base = dict(zip(layout.fixed_names, fixed, strict=False))  # lengths checked above
+        base["args"] = None
+        base["exc_info"] = None
+        if base["process"] is not None:
+            remembered[base["process"]] = base
     elif kind == _GENERAL:
         # What logging.makeLogRecord does, without running LogRecord.__init__
         # first only to overwrite every attribute it sets.
         record.__dict__.update(pickle.loads(payload))
+        return record
     else:
         raise ValueError(f"unknown record kind {kind}")
+    # A copy each: a handler may add attributes to a record (a Formatter does).
+    state = base.copy()
+    state.update(zip(layout.varying_names, varying, strict=False))
+    state["msg"] = message
+    record.__dict__ = state
     return record
 
 
 class _Layout:
     """The attributes a plain record carries, in the order its frame lists their values."""
 
+    #: What changes from one record of a process to the next (beside the message):
+    #: a repeat frame carries only these. Every Python's LogRecord has them.
+    VARYING = ("created", "msecs", "relativeCreated", "lineno")
+
     def __init__(self, keys: frozenset[str]) -> None:
         self.size = len(keys)
         # msg travels formatted; args and exc_info never travel.
-        self.names = tuple(sorted(keys - {"msg", "args", "exc_info"}))
-        self.values = operator.itemgetter(*self.names)
+        travelling = keys - {"msg", "args", "exc_info"}
+        self.varying_names = tuple(name for name in self.VARYING if name in travelling)
+        self.fixed_names = tuple(sorted(travelling - set(self.varying_names)))
+        self.fixed = operator.itemgetter(*self.fixed_names)
+        self.varying = operator.itemgetter(*self.varying_names)
 
 
 _layout: _Layout | None = None
@@ -486,6 +548,9 @@ class LogStream:
         self.sock = sock
         self.name = name
         self.buffer = bytearray()
+        #: Each sending process's last plain record's fixed attributes, which its
+        #: repeat frames leave out (see encode_record).
+        self.remembered: dict[Any, dict[str, Any]] = {}
         self.drained = threading.Event()
         #: Records of this stream the listener has handled (skipped torn ones count:
         #: the child counted them as sent).
@@ -679,7 +744,7 @@ class LogListener:
             if end > size:
                 break
             with _dispatching:
-                _dispatch(kind, buffer[offset + header : end])
+                _dispatch(kind, buffer[offset + header : end], stream.remembered)
             offset = end
             count += 1
             # Counted as each is handled: a waiter sees a slow listener move.
@@ -701,10 +766,10 @@ class LogListener:
         stream._progressed()
 
 
-def _dispatch(kind: int, payload: bytearray) -> None:
+def _dispatch(kind: int, payload: bytearray, remembered: dict[Any, dict[str, Any]]) -> None:
     logging = sys.modules["logging"]  # imported: the parent has configured logging
     try:
-        record = decode_record(kind, payload)
+        record = decode_record(kind, payload, remembered)
     except Exception as exc:
         # Skip it and keep the stream; say so where logging reports its own
         # errors (stderr, unless logging.raiseExceptions is off).
