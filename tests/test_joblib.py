@@ -22,6 +22,7 @@ from helpers import wait_until
 joblib = pytest.importorskip("joblib", reason="joblib is not installed (pip install '.[test]')")
 proctor_joblib = pytest.importorskip("proctor.joblib")
 from joblib import Parallel, delayed, parallel_backend, parallel_config  # noqa: E402
+from joblib import parallel as joblib_parallel  # noqa: E402
 
 from proctor._integrations import _joblib as backend_module  # noqa: E402
 
@@ -291,6 +292,22 @@ def test_a_killed_worker_raises_worker_lost_and_the_backend_goes_on():
     assert Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT)(
         delayed(square)(i) for i in range(3)
     ) == [0, 1, 4]
+
+
+def test_an_aborted_call_leaves_no_batch_for_the_next_call_of_the_same_parallel():
+    # joblib cuts n_jobs batches from the input at a time and queues those it has not
+    # sent; when a worker's death aborts the call between the cut and the send, the
+    # leftover used to run first in the next call and its result led the output
+    # (test_a_killed_worker_raises_worker_lost_and_the_backend_goes_on, about one
+    # run in ten). Here the leftover is put there directly.
+    with Parallel(n_jobs=2, backend="proctor", timeout=TIMEOUT, batch_size=1) as parallel:
+        leftover = joblib_parallel.BatchedCalls(
+            [(square, (7,), {})], parallel._backend.get_nested_backend()
+        )
+        parallel._ready_batches.put(leftover)
+        parallel._backend.abort_everything(ensure_ready=True)
+        assert parallel._ready_batches.empty()
+        assert parallel(delayed(square)(i) for i in range(3)) == [0, 1, 4]
 
 
 def test_task_timeout_stops_a_hung_call(ctx):
