@@ -390,6 +390,7 @@ def test_the_c_event_set_and_notify_read_the_condition_words_python_names():
         c._SETS,
         c._NOTIFIED,
         c._UNMARKED,
+        c._KEPT,
         c._HEADER,
     )
 

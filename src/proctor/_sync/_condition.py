@@ -78,7 +78,9 @@ _NOTIFIED = 5  # tickets below this were notified, or had left when notify passe
 _UNMARKED = 6  # waiters not notified yet (an upper bound: one that died counts until
 #                notify_all, which resets it)
 _LOW = 7  # every ticket below this has left: where _pass_on looks from
-_HEADER = 8
+_KEPT = 8  # 0, or 1 + the ticket of a woken waiter that holds the lock and still its
+#            byte (the C slice: see _WaitQueue.let_go_kept); _pass_on skips it
+_HEADER = 9
 _SPAN = _sharedwords.TICKET_SPAN
 
 # What the C accelerator's wait_slice() found (_native.c): nothing within the
@@ -135,7 +137,25 @@ class _WaitQueue:
         w[_TICKET] = ticket + 1
         w[_UNMARKED] += 1
         mine.add(ticket % _SPAN)
+        kept = w[_KEPT]
+        if kept:
+            self._check_kept(kept - 1, mine)
         return ticket
+
+    def _check_kept(self, ticket: int, mine: set[int]) -> None:
+        """Free KEPT if the waiter that claimed it has died (under the lock).
+
+        Its keeper claims it while it holds the lock and frees it when it
+        releases the lock, so a caller holding the lock finds it claimed only
+        after a release by another process or a thread (a ``Lock``), in the
+        instant between a release's post and its let-go, or after the
+        keeper's death -- the one case where it would never be freed (and
+        no later waiter could keep its byte).
+        """
+        slot = ticket % _SPAN
+        if slot not in mine and not self.shared.held_elsewhere(self._base + slot):
+            if self.w[_KEPT] == ticket + 1:
+                self.w[_KEPT] = 0
 
     def notified(self, ticket: int) -> bool:
         return self.w[_NOTIFIED] > ticket
@@ -167,7 +187,7 @@ class _WaitQueue:
         w = self.w
         ready = self._ready(ticket, also)
         if wait_slice is not None and self._holds_bytes:
-            return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice, None, None)
+            return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice, None, None, None)
         passed_on = False
         try:
             while True:
@@ -209,6 +229,7 @@ class _WaitQueue:
         wait_slice: Callable[..., int],
         lock: Any,
         saved: Any,
+        keep: Callable[[int], Any] | None = None,
     ) -> tuple[bool, int]:
         """:meth:`sleep` with each slice in C: the loop of ``wait_for_post``, inline.
 
@@ -238,10 +259,10 @@ class _WaitQueue:
                         return True, self._take_late(ticket, sem)
                     return False, False
                 found = wait_slice(
-                    sem, w, _NOTIFIED, ticket, wait, fd, cmd, byte, slot, mine, lock, saved
+                    sem, w, _NOTIFIED, ticket, wait, fd, cmd, byte, slot, mine, lock, saved, keep
                 )
                 if found == _SLICE_RETAKEN:
-                    return True, _RETAKEN  # (the byte is let go, the lock ours again)
+                    return True, _RETAKEN  # (the lock ours again; the byte let go or kept)
                 if found == _SLICE_NOTIFIED:
                     return True, True  # (the byte is let go)
                 if found == _SLICE_OTHER:
@@ -275,8 +296,9 @@ class _WaitQueue:
         w = self.w
         mine = self._own()
         ticket, end = w[_LOW], w[_NOTIFIED]
+        kept = w[_KEPT] - 1  # (a woken waiter that took its wake-up: -1 if none)
         while ticket < end:
-            if self._waiting(ticket, mine):
+            if ticket != kept and self._waiting(ticket, mine):
                 sem.release()
                 os.sched_yield()  # let the sleeper it wakes take it, not us again
                 passed_on = True
@@ -307,6 +329,21 @@ class _WaitQueue:
         """Free ``ticket``'s byte: from now on notify and _pass_on skip it."""
         self._own().discard(ticket % _SPAN)
         self.shared.let_go(self._base + ticket % _SPAN)
+
+    def let_go_kept(self, ticket: int) -> None:
+        """Free a byte kept through a holding of the lock, then KEPT.
+
+        The C slice keeps a woken waiter's byte instead of unlocking it between
+        the wake-up and ``wait()``'s return (a system call on that path) when
+        it has retaken the lock and KEPT is free; it claims KEPT for the
+        ticket, which tells :meth:`_pass_on` that this waiter needs no
+        wake-up, and the lock's release calls this (``_native.run_kept``).
+        """
+        if self._mine_in != _sharedwords.ident():
+            return  # a forked child: the parent's waiter keeps it
+        self.let_go(ticket)
+        if self.w[_KEPT] == ticket + 1:
+            self.w[_KEPT] = 0
 
     def notify(self, n: int) -> int:
         """Mark up to ``n`` of the oldest waiting threads notified; return how many."""
@@ -484,7 +521,7 @@ class Condition:
                 # wake-up and this return are on the path notify() waits for)
                 ready = queue._ready(ticket, also)
                 notified, took = queue._sleep_in_c(
-                    ticket, sem, deadline, ready, wait_slice, lock, saved
+                    ticket, sem, deadline, ready, wait_slice, lock, saved, queue.let_go_kept
                 )
             else:
                 notified, took = queue.sleep(ticket, sem, deadline, also)

@@ -86,6 +86,10 @@ typedef struct {
     PyObject *deferred;      /* Lock, RLock: NULL/None, or a list of callables that the
                                 release ending this holding calls after its post (the
                                 wake-ups of Condition.notify, see _condition.py) */
+    PyObject *kept;          /* Lock, RLock: NULL, or what the release ending this holding
+                                calls with ``kept_ticket`` after the deferred: the let-go
+                                of a woken condition waiter's ticket byte (wait_slice) */
+    long long kept_ticket;
 } Core;
 
 /* ── helpers ─────────────────────────────────────────────────────────────── */
@@ -226,10 +230,35 @@ post(Core *self)
     Py_RETURN_NONE;
 }
 
+/* After a release's post: the let-go of a ticket byte that a woken condition
+ * waiter kept through this holding (wait_slice), if any; -1 on error. */
+static int
+run_kept(Core *self)
+{
+    PyObject *fn = self->kept, *ticket, *res;
+
+    if (fn == NULL)
+        return 0;
+    self->kept = NULL;
+    ticket = PyLong_FromLongLong(self->kept_ticket);
+    if (ticket == NULL) {
+        Py_DECREF(fn);
+        return -1;
+    }
+    res = PyObject_CallOneArg(fn, ticket);
+    Py_DECREF(ticket);
+    Py_DECREF(fn);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
 /* A lock's post, then the wake-ups deferred to it (``_deferred``, taken
  * first so that each runs once even if a callable re-enters the lock), then
  * a yield of the CPU, as _OwnedLock._run_deferred does: the kernel tends to
- * queue a woken process on the waker's CPU, behind the waker. */
+ * queue a woken process on the waker's CPU, behind the waker. Last, the
+ * let-go of a kept ticket byte (run_kept), which no one waits for. */
 static PyObject *
 post_then_deferred(Core *self)
 {
@@ -239,8 +268,11 @@ post_then_deferred(Core *self)
     if (sem_post(self->sem) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     todo = self->deferred;
-    if (todo == NULL || todo == Py_None)
+    if (todo == NULL || todo == Py_None) {
+        if (run_kept(self) < 0)
+            return NULL;
         Py_RETURN_NONE;
+    }
     self->deferred = NULL;
     if (!PyList_Check(todo)) {
         Py_DECREF(todo);
@@ -263,6 +295,8 @@ post_then_deferred(Core *self)
     Py_BEGIN_ALLOW_THREADS
     sched_yield();
     Py_END_ALLOW_THREADS
+    if (run_kept(self) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -275,6 +309,7 @@ core_traverse(Core *self, visitproc visit, void *arg)
     Py_VISIT(self->py_acquire);
     Py_VISIT(self->py_release);
     Py_VISIT(self->deferred);
+    Py_VISIT(self->kept);
     if (self->has_view)
         Py_VISIT(self->view.obj);
     return 0;
@@ -301,6 +336,7 @@ core_clear(Core *self)
     Py_CLEAR(self->py_acquire);
     Py_CLEAR(self->py_release);
     Py_CLEAR(self->deferred);
+    Py_CLEAR(self->kept);
     return 0;
 }
 
@@ -605,6 +641,17 @@ sem_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 
+/* The header of a condition's words (_condition.py names them the same way:
+ * _TICKET, _FLAG, _SETS, _NOTIFIED, _UNMARKED, _KEPT, _HEADER;
+ * test_sync_accel.py checks that both agree, through CONDITION_WORDS). */
+#define COND_TICKET 0
+#define EVENT_FLAG 1
+#define EVENT_SETS 2
+#define COND_NOTIFIED 5
+#define COND_UNMARKED 6
+#define COND_KEPT 8     /* 0, or 1 + the ticket of the one woken waiter that keeps its byte */
+#define COND_HEADER 9
+
 /* ── Condition: a waiter's wake-up ───────────────────────────────────────── */
 
 /* Not on macOS, which has no sem_timedwait: its conditions run the Python slice
@@ -655,16 +702,19 @@ retake(PyObject *obj, PyObject *depth_obj)
 
 PyDoc_STRVAR(wait_slice_doc,
 "wait_slice(semlock, words, notified, ticket, timeout, fd, cmd, byte, slot, mine,\n"
-"           lock=None, depth=None)\n--\n\n"
+"           lock=None, depth=None, keep=None)\n--\n\n"
 "One slice of a condition waiter's sleep (_WaitQueue.sleep): take the wake-up\n"
 "semaphore ``semlock`` within ``timeout`` seconds. Taken and ``words[notified]\n"
-"> ticket``: drop ``slot`` from the set ``mine`` and unlock ``byte`` of\n"
-"``fd``'s lock space with ``fcntl(fd, cmd)`` (F_OFD_SETLK or F_SETLK), as\n"
-"_WaitQueue.let_go does; then, if ``lock`` (the condition's native Lock or\n"
-"RLock) is free, take it as its acquire() does (an RLock at ``depth``, what its\n"
-"_release_save returned) and return 3, else return 1. Taken otherwise, 2; not\n"
-"taken, 0. Everything else -- deadlines, the ready() re-check, passing\n"
-"wake-ups on, a busy lock or a dead holder -- stays in Python.");
+"> ticket``: if ``lock`` (the condition's native Lock or RLock) is free, take it\n"
+"as its acquire() does (an RLock at ``depth``, what its _release_save returned).\n"
+"Taken, with ``keep`` given and the KEPT word of ``words`` free: claim KEPT for\n"
+"``ticket`` and leave the byte held, for the lock's release to call\n"
+"``keep(ticket)``; else drop ``slot`` from the set ``mine`` and unlock ``byte``\n"
+"of ``fd``'s lock space with ``fcntl(fd, cmd)`` (F_OFD_SETLK or F_SETLK), as\n"
+"_WaitQueue.let_go does. Returns 3 if the lock was taken, else 1. A wake-up\n"
+"taken that is not ours: 2; none taken: 0. Everything else -- deadlines, the\n"
+"ready() re-check, passing wake-ups on, a busy lock or a dead holder -- stays\n"
+"in Python.");
 
 static PyObject *
 wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -675,12 +725,13 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t index;
     long long ticket, byte;
     double timeout;
-    int fd, cmd, res, err = 0, taken;
+    int fd, cmd, res, err = 0, taken, retaken;
     Py_buffer view;
     long long notified;
+    volatile long long *w;
 
-    if (nargs != 10 && nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "wait_slice() takes 10 or 12 arguments");
+    if (nargs < 10 || nargs > 13 || nargs == 11) {
+        PyErr_SetString(PyExc_TypeError, "wait_slice() takes 10, 12 or 13 arguments");
         return NULL;
     }
     handle = PyObject_GetAttrString(args[0], "handle");
@@ -760,25 +811,51 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         return PyLong_FromLong(SLICE_EMPTY);
 
     /* Ours? The header word is read with the GIL held, like the Python check. */
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) {
         sem_post(sem);  /* not lost: whoever takes it next decides */
         return NULL;
     }
-    if (index < 0 || (index + 1) * (Py_ssize_t)sizeof(long long) > view.len) {
+    if (index < 0 || (index + 1) * (Py_ssize_t)sizeof(long long) > view.len
+        || (nargs == 13 && (view.len < COND_HEADER * (Py_ssize_t)sizeof(long long)
+                            || ((Py_uintptr_t)view.buf) % sizeof(long long) != 0))) {
         PyBuffer_Release(&view);
         sem_post(sem);
         PyErr_SetString(PyExc_IndexError, "wait_slice(): no such word");
         return NULL;
     }
-    notified = ((volatile long long *)view.buf)[index];
-    PyBuffer_Release(&view);
-    if (notified <= ticket)
+    w = (volatile long long *)view.buf;
+    notified = w[index];
+    if (notified <= ticket) {
+        PyBuffer_Release(&view);
         return PyLong_FromLong(SLICE_OTHER);
+    }
 
-    /* Notified: out of the waiting table, as _WaitQueue.let_go (set first: a
-     * probe of this process must never touch a byte we no longer hold). */
+    /* Notified. The condition's lock first: the notifier's release has just
+     * posted it. */
+    retaken = nargs >= 12 && retake(args[10], args[11]);
+    if (retaken && nargs == 13 && args[12] != Py_None && ((Core *)args[10])->kept == NULL) {
+        /* Keep the byte through this holding, if no other waiter keeps one:
+         * KEPT tells _pass_on that this ticket needs no wake-up, and the
+         * release that ends the holding calls ``keep(ticket)`` (run_kept),
+         * which lets the byte go and clears KEPT. One fcntl fewer between the
+         * wake-up and wait()'s return. */
+        long long expected = 0;
+        if (__atomic_compare_exchange_n((long long *)&w[COND_KEPT], &expected, ticket + 1, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            Core *lock = (Core *)args[10];
+            PyBuffer_Release(&view);
+            Py_INCREF(args[12]);
+            lock->kept = args[12];
+            lock->kept_ticket = ticket;
+            return PyLong_FromLong(SLICE_RETAKEN);
+        }
+    }
+    PyBuffer_Release(&view);
+
+    /* Out of the waiting table, as _WaitQueue.let_go (set first: a probe of
+     * this process must never touch a byte we no longer hold). */
     if (PySet_Discard(mine, slot) < 0)
-        return NULL;  /* (unhashable: a caller's bug; the byte stays held, Python lets go) */
+        PyErr_Clear();  /* (unhashable, a caller's bug: then it was not in the set) */
     {
         struct flock fl;
         memset(&fl, 0, sizeof(fl));
@@ -788,9 +865,7 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         fl.l_len = 1;
         (void)fcntl(fd, cmd, &fl);  /* (fails only where nothing was held) */
     }
-    if (nargs == 12 && retake(args[10], args[11]))
-        return PyLong_FromLong(SLICE_RETAKEN);
-    return PyLong_FromLong(SLICE_NOTIFIED);
+    return PyLong_FromLong(retaken ? SLICE_RETAKEN : SLICE_NOTIFIED);
 }
 #endif /* !__APPLE__ */
 
@@ -877,16 +952,6 @@ CORE_TYPE(SemaphoreCoreType, "SemaphoreCore", sem_methods, NULL, NULL,
           "C fast paths of proctor's Semaphore (a base class; see _sync/_semaphore.py).")
 
 /* ── Event.set() and Condition.notify() ──────────────────────────────────── */
-
-/* The header of a condition's words (_condition.py names them the same way:
- * _TICKET, _FLAG, _SETS, _NOTIFIED, _UNMARKED, _HEADER; test_sync_accel.py
- * checks that both agree, through CONDITION_WORDS). */
-#define COND_TICKET 0
-#define EVENT_FLAG 1
-#define EVENT_SETS 2
-#define COND_NOTIFIED 5
-#define COND_UNMARKED 6
-#define COND_HEADER 8
 
 /* The sem_t of a _multiprocessing.SemLock; NULL without an error set when
  * ``semlock`` is something else (a closed semaphore, a test's stand-in): the
@@ -1162,8 +1227,8 @@ PyInit__native(void)
         || PyModule_AddObject(module, "SemaphoreCore", (PyObject *)&SemaphoreCoreType) < 0
         || PyModule_AddIntConstant(module, "SPIN_TRIES", SPIN_TRIES) < 0
         || PyModule_AddObject(module, "CONDITION_WORDS",
-                              Py_BuildValue("(iiiiii)", COND_TICKET, EVENT_FLAG, EVENT_SETS,
-                                            COND_NOTIFIED, COND_UNMARKED, COND_HEADER)) < 0
+                              Py_BuildValue("(iiiiiii)", COND_TICKET, EVENT_FLAG, EVENT_SETS,
+                                            COND_NOTIFIED, COND_UNMARKED, COND_KEPT, COND_HEADER)) < 0
 #ifdef HAVE_WAIT_SLICE
         || PyModule_AddIntConstant(module, "SLICE_EMPTY", SLICE_EMPTY) < 0
         || PyModule_AddIntConstant(module, "SLICE_NOTIFIED", SLICE_NOTIFIED) < 0
