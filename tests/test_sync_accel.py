@@ -400,7 +400,7 @@ def test_a_woken_waiter_keeps_its_byte_until_its_release_and_a_stray_wake_up_is_
     w[_condition._NOTIFIED] = ticket + 1
     saved = lock._release_save()
     sem.release()
-    found = wait_slice(*_slice_args(cond, ticket), lock, saved, queue.let_go_kept)
+    found = wait_slice(*_slice_args(cond, ticket), lock, saved, True)
     assert found == _accel.native.SLICE_RETAKEN and lock._is_owned()
     assert w[_condition._KEPT] == ticket + 1
     assert ticket % _condition._SPAN in queue._own()  # (still held: probes skip it)
@@ -414,7 +414,7 @@ def test_a_woken_waiter_keeps_its_byte_until_its_release_and_a_stray_wake_up_is_
     other = queue.enter()
     w[_condition._NOTIFIED] = other + 1
     sem.release()
-    assert wait_slice(*_slice_args(cond, other), None, None, queue.let_go_kept) == (
+    assert wait_slice(*_slice_args(cond, other), None, None, True) == (
         _accel.native.SLICE_NOTIFIED
     )
     assert queue._own() == {ticket % _condition._SPAN}

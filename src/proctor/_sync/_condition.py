@@ -78,8 +78,9 @@ _NOTIFIED = 5  # tickets below this were notified, or had left when notify passe
 _UNMARKED = 6  # waiters not notified yet (an upper bound: one that died counts until
 #                notify_all, which resets it)
 _LOW = 7  # every ticket below this has left: where _pass_on looks from
-_KEPT = 8  # 0, or 1 + the ticket of a woken waiter that holds the lock and still its
-#            byte (the C slice: see _WaitQueue.let_go_kept); _pass_on skips it
+_KEPT = 8  # 0, or 1 + the ticket of a woken waiter that has retaken the lock and keeps
+#            its byte until it releases the lock (the C slice: _sleep_in_c); _pass_on
+#            skips it
 _HEADER = 9
 _SPAN = _sharedwords.TICKET_SPAN
 
@@ -187,7 +188,7 @@ class _WaitQueue:
         w = self.w
         ready = self._ready(ticket, also)
         if wait_slice is not None and self._holds_bytes:
-            return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice, None, None, None)
+            return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice, None, None, False)
         passed_on = False
         try:
             while True:
@@ -229,7 +230,7 @@ class _WaitQueue:
         wait_slice: Callable[..., int],
         lock: Any,
         saved: Any,
-        keep: Callable[[int], Any] | None = None,
+        keep: bool = False,
     ) -> tuple[bool, int]:
         """:meth:`sleep` with each slice in C: the loop of ``wait_for_post``, inline.
 
@@ -240,6 +241,16 @@ class _WaitQueue:
         whole path from the post to the lock's retake stays in C. Everything
         else -- deadlines, ``ready()``, passing a wake-up on, a busy lock, an
         interruption -- is the same Python as in :meth:`sleep`.
+
+        With ``keep`` (and ``lock``), a slice that retook the lock may also keep
+        the byte rather than unlock it -- a system call fewer between the
+        wake-up and ``wait()``'s return: it claims the header's KEPT word for
+        the ticket (if no other waiter has it), which tells :meth:`_pass_on`
+        that this waiter needs no wake-up, and the lock's release that ends
+        this holding lets the byte go and frees KEPT (``_native.run_kept``).
+        Held until then, without KEPT, the byte would have a stray wake-up
+        (a marked waiter that died, a timeout racing a notify) passed round
+        the other waiters for as long as the lock is held.
 
         Returns:
             As :meth:`sleep`; ``(True, _RETAKEN)`` when the slice took the lock back.
@@ -329,21 +340,6 @@ class _WaitQueue:
         """Free ``ticket``'s byte: from now on notify and _pass_on skip it."""
         self._own().discard(ticket % _SPAN)
         self.shared.let_go(self._base + ticket % _SPAN)
-
-    def let_go_kept(self, ticket: int) -> None:
-        """Free a byte kept through a holding of the lock, then KEPT.
-
-        The C slice keeps a woken waiter's byte instead of unlocking it between
-        the wake-up and ``wait()``'s return (a system call on that path) when
-        it has retaken the lock and KEPT is free; it claims KEPT for the
-        ticket, which tells :meth:`_pass_on` that this waiter needs no
-        wake-up, and the lock's release calls this (``_native.run_kept``).
-        """
-        if self._mine_in != _sharedwords.ident():
-            return  # a forked child: the parent's waiter keeps it
-        self.let_go(ticket)
-        if self.w[_KEPT] == ticket + 1:
-            self.w[_KEPT] = 0
 
     def notify(self, n: int) -> int:
         """Mark up to ``n`` of the oldest waiting threads notified; return how many."""
@@ -521,7 +517,7 @@ class Condition:
                 # wake-up and this return are on the path notify() waits for)
                 ready = queue._ready(ticket, also)
                 notified, took = queue._sleep_in_c(
-                    ticket, sem, deadline, ready, wait_slice, lock, saved, queue.let_go_kept
+                    ticket, sem, deadline, ready, wait_slice, lock, saved, True
                 )
             else:
                 notified, took = queue.sleep(ticket, sem, deadline, also)

@@ -86,10 +86,16 @@ typedef struct {
     PyObject *deferred;      /* Lock, RLock: NULL/None, or a list of callables that the
                                 release ending this holding calls after its post (the
                                 wake-ups of Condition.notify, see _condition.py) */
-    PyObject *kept;          /* Lock, RLock: NULL, or what the release ending this holding
-                                calls with ``kept_ticket`` after the deferred: the let-go
-                                of a woken condition waiter's ticket byte (wait_slice) */
+    /* Lock, RLock: a condition waiter's ticket byte that wait_slice kept held when it
+     * retook this lock, for the release ending this holding to let go (run_kept):
+     * kept_words is NULL, or the condition's words (KEPT holds kept_ticket + 1). */
+    PyObject *kept_words;
+    PyObject *kept_mine;     /* the queue's set of this process's slots, and ours */
+    PyObject *kept_slot;
     long long kept_ticket;
+    long long kept_byte;     /* the byte, on kept_fd's lock space (fcntl kept_cmd) */
+    int kept_fd, kept_cmd;
+    double kept_ident;       /* g_ident when kept: a forked child's release skips it */
 } Core;
 
 /* ── helpers ─────────────────────────────────────────────────────────────── */
@@ -230,28 +236,59 @@ post(Core *self)
     Py_RETURN_NONE;
 }
 
-/* After a release's post: the let-go of a ticket byte that a woken condition
- * waiter kept through this holding (wait_slice), if any; -1 on error. */
-static int
+/* Unlock ``byte`` of ``fd``'s lock space, as _WaitQueue.let_go does. */
+static void
+unlock_byte(int fd, int cmd, long long byte)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_UNLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)byte;
+    fl.l_len = 1;
+    (void)fcntl(fd, cmd, &fl);  /* (fails only where nothing was held) */
+}
+
+/* The condition's header holds its KEPT word at this index (see below). */
+#define COND_KEPT_INDEX 8
+
+/* After a release's post: let go of the ticket byte a woken condition waiter
+ * kept through this holding (wait_slice), as _WaitQueue.let_go does, then
+ * free KEPT. Skipped by a forked child (its copy of the holding: the byte is
+ * the parent's, and so is the descriptor's lock space) and after the
+ * condition's close() in this process (its words and lock descriptor may be
+ * gone; the byte then goes with the descriptor, and KEPT is freed by the next
+ * waiter that finds its byte free, _WaitQueue._check_kept). */
+static void
 run_kept(Core *self)
 {
-    PyObject *fn = self->kept, *ticket, *res;
+    PyObject *words = self->kept_words, *mine = self->kept_mine, *slot = self->kept_slot;
+    Py_buffer view;
 
-    if (fn == NULL)
-        return 0;
-    self->kept = NULL;
-    ticket = PyLong_FromLongLong(self->kept_ticket);
-    if (ticket == NULL) {
-        Py_DECREF(fn);
-        return -1;
+    if (words == NULL)
+        return;
+    self->kept_words = self->kept_mine = self->kept_slot = NULL;
+    if (self->kept_ident == g_ident) {
+        if (PyObject_GetBuffer(words, &view, PyBUF_WRITABLE) == 0) {
+            if (view.len >= (COND_KEPT_INDEX + 1) * (Py_ssize_t)sizeof(long long)) {
+                long long expected = self->kept_ticket + 1;
+                /* (set first: a probe of this process must never touch a byte we hold) */
+                if (PySet_Discard(mine, slot) < 0)
+                    PyErr_Clear();
+                unlock_byte(self->kept_fd, self->kept_cmd, self->kept_byte);
+                __atomic_compare_exchange_n((long long *)view.buf + COND_KEPT_INDEX,
+                                            &expected, 0, 0, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST);
+            }
+            PyBuffer_Release(&view);
+        }
+        else {
+            PyErr_Clear();  /* (released: the condition was closed here) */
+        }
     }
-    res = PyObject_CallOneArg(fn, ticket);
-    Py_DECREF(ticket);
-    Py_DECREF(fn);
-    if (res == NULL)
-        return -1;
-    Py_DECREF(res);
-    return 0;
+    Py_DECREF(words);
+    Py_DECREF(mine);
+    Py_DECREF(slot);
 }
 
 /* A lock's post, then the wake-ups deferred to it (``_deferred``, taken
@@ -269,8 +306,7 @@ post_then_deferred(Core *self)
         return PyErr_SetFromErrno(PyExc_OSError);
     todo = self->deferred;
     if (todo == NULL || todo == Py_None) {
-        if (run_kept(self) < 0)
-            return NULL;
+        run_kept(self);
         Py_RETURN_NONE;
     }
     self->deferred = NULL;
@@ -295,8 +331,7 @@ post_then_deferred(Core *self)
     Py_BEGIN_ALLOW_THREADS
     sched_yield();
     Py_END_ALLOW_THREADS
-    if (run_kept(self) < 0)
-        return NULL;
+    run_kept(self);
     Py_RETURN_NONE;
 }
 
@@ -309,7 +344,9 @@ core_traverse(Core *self, visitproc visit, void *arg)
     Py_VISIT(self->py_acquire);
     Py_VISIT(self->py_release);
     Py_VISIT(self->deferred);
-    Py_VISIT(self->kept);
+    Py_VISIT(self->kept_words);
+    Py_VISIT(self->kept_mine);
+    Py_VISIT(self->kept_slot);
     if (self->has_view)
         Py_VISIT(self->view.obj);
     return 0;
@@ -336,7 +373,9 @@ core_clear(Core *self)
     Py_CLEAR(self->py_acquire);
     Py_CLEAR(self->py_release);
     Py_CLEAR(self->deferred);
-    Py_CLEAR(self->kept);
+    Py_CLEAR(self->kept_words);
+    Py_CLEAR(self->kept_mine);
+    Py_CLEAR(self->kept_slot);
     return 0;
 }
 
@@ -649,7 +688,8 @@ sem_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
 #define EVENT_SETS 2
 #define COND_NOTIFIED 5
 #define COND_UNMARKED 6
-#define COND_KEPT 8     /* 0, or 1 + the ticket of the one woken waiter that keeps its byte */
+#define COND_KEPT COND_KEPT_INDEX  /* 0, or 1 + the ticket of the one woken waiter
+                                      that keeps its byte (run_kept) */
 #define COND_HEADER 9
 
 /* ── Condition: a waiter's wake-up ───────────────────────────────────────── */
@@ -707,9 +747,8 @@ PyDoc_STRVAR(wait_slice_doc,
 "semaphore ``semlock`` within ``timeout`` seconds. Taken and ``words[notified]\n"
 "> ticket``: if ``lock`` (the condition's native Lock or RLock) is free, take it\n"
 "as its acquire() does (an RLock at ``depth``, what its _release_save returned).\n"
-"Taken, with ``keep`` given and the KEPT word of ``words`` free: claim KEPT for\n"
-"``ticket`` and leave the byte held, for the lock's release to call\n"
-"``keep(ticket)``; else drop ``slot`` from the set ``mine`` and unlock ``byte``\n"
+"Taken, with ``keep`` True and the KEPT word of ``words`` free: claim KEPT for\n"
+"``ticket`` and leave the byte held, for the lock's release to let go; else drop ``slot`` from the set ``mine`` and unlock ``byte``\n"
 "of ``fd``'s lock space with ``fcntl(fd, cmd)`` (F_OFD_SETLK or F_SETLK), as\n"
 "_WaitQueue.let_go does. Returns 3 if the lock was taken, else 1. A wake-up\n"
 "taken that is not ours: 2; none taken: 0. Everything else -- deadlines, the\n"
@@ -833,20 +872,27 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     /* Notified. The condition's lock first: the notifier's release has just
      * posted it. */
     retaken = nargs >= 12 && retake(args[10], args[11]);
-    if (retaken && nargs == 13 && args[12] != Py_None && ((Core *)args[10])->kept == NULL) {
+    if (retaken && nargs == 13 && args[12] == Py_True && ((Core *)args[10])->kept_words == NULL) {
         /* Keep the byte through this holding, if no other waiter keeps one:
          * KEPT tells _pass_on that this ticket needs no wake-up, and the
-         * release that ends the holding calls ``keep(ticket)`` (run_kept),
-         * which lets the byte go and clears KEPT. One fcntl fewer between the
-         * wake-up and wait()'s return. */
+         * release that ends the holding lets the byte go and frees KEPT
+         * (run_kept). One fcntl fewer between the wake-up and wait()'s return. */
         long long expected = 0;
         if (__atomic_compare_exchange_n((long long *)&w[COND_KEPT], &expected, ticket + 1, 0,
                                         __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
             Core *lock = (Core *)args[10];
             PyBuffer_Release(&view);
-            Py_INCREF(args[12]);
-            lock->kept = args[12];
+            Py_INCREF(args[1]);
+            Py_INCREF(mine);
+            Py_INCREF(slot);
+            lock->kept_words = args[1];
+            lock->kept_mine = mine;
+            lock->kept_slot = slot;
             lock->kept_ticket = ticket;
+            lock->kept_byte = byte;
+            lock->kept_fd = fd;
+            lock->kept_cmd = cmd;
+            lock->kept_ident = g_ident;
             return PyLong_FromLong(SLICE_RETAKEN);
         }
     }
@@ -856,15 +902,7 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
      * this process must never touch a byte we no longer hold). */
     if (PySet_Discard(mine, slot) < 0)
         PyErr_Clear();  /* (unhashable, a caller's bug: then it was not in the set) */
-    {
-        struct flock fl;
-        memset(&fl, 0, sizeof(fl));
-        fl.l_type = F_UNLCK;
-        fl.l_whence = SEEK_SET;
-        fl.l_start = (off_t)byte;
-        fl.l_len = 1;
-        (void)fcntl(fd, cmd, &fl);  /* (fails only where nothing was held) */
-    }
+    unlock_byte(fd, cmd, byte);
     return PyLong_FromLong(retaken ? SLICE_RETAKEN : SLICE_NOTIFIED);
 }
 #endif /* !__APPLE__ */
