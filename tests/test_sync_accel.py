@@ -414,9 +414,7 @@ def test_a_woken_waiter_keeps_its_byte_until_its_release_and_a_stray_wake_up_is_
     other = queue.enter()
     w[_condition._NOTIFIED] = other + 1
     sem.release()
-    assert wait_slice(*_slice_args(cond, other), None, None, True) == (
-        _accel.native.SLICE_NOTIFIED
-    )
+    assert wait_slice(*_slice_args(cond, other), None, None, True) == (_accel.native.SLICE_NOTIFIED)
     assert queue._own() == {ticket % _condition._SPAN}
     assert w[_condition._KEPT] == ticket + 1
 

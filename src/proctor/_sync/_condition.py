@@ -146,17 +146,23 @@ class _WaitQueue:
     def _check_kept(self, ticket: int, mine: set[int]) -> None:
         """Free KEPT if the waiter that claimed it has died (under the lock).
 
-        Its keeper claims it while it holds the lock and frees it when it
-        releases the lock, so a caller holding the lock finds it claimed only
-        after a release by another process or a thread (a ``Lock``), in the
-        instant between a release's post and its let-go, or after the
-        keeper's death -- the one case where it would never be freed (and
-        no later waiter could keep its byte).
+        Its keeper claims it while it holds the lock and frees it when its
+        process releases the lock, so a caller holding the lock finds it
+        claimed only in the instant between a release's post and its let-go,
+        after a release by another process (a ``Lock`` allows it: the keeper
+        frees it at its own process's next release), after the keeper's
+        process closed the condition, or after the keeper's death. Only the
+        last two would never free it (no later waiter could keep its byte);
+        in both its byte is free. (No other waiter can claim KEPT meanwhile:
+        a claim needs the lock, which the caller holds.)
         """
         slot = ticket % _SPAN
-        if slot not in mine and not self.shared.held_elsewhere(self._base + slot):
-            if self.w[_KEPT] == ticket + 1:
-                self.w[_KEPT] = 0
+        if (
+            slot not in mine
+            and not self.shared.held_elsewhere(self._base + slot)
+            and self.w[_KEPT] == ticket + 1  # (looked at again after the probe)
+        ):
+            self.w[_KEPT] = 0
 
     def notified(self, ticket: int) -> bool:
         return self.w[_NOTIFIED] > ticket
