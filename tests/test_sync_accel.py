@@ -421,7 +421,20 @@ def test_a_woken_waiter_keeps_its_byte_until_its_release_and_a_stray_wake_up_is_
     lock.release()  # the release lets the kept byte go and frees KEPT
     assert queue._own() == set() and w[_condition._KEPT] == 0
     assert not lock._is_owned()
+
+    # Closed while the byte is kept: close() lets it go, while the words are there.
+    assert lock.acquire(timeout=30)
+    ticket = queue.enter()
+    w[_condition._NOTIFIED] = ticket + 1
+    saved = lock._release_save()
+    sem.release()
+    assert wait_slice(*_slice_args(cond, ticket), lock, saved, True) == (
+        _accel.native.SLICE_RETAKEN
+    )
+    assert w[_condition._KEPT] == ticket + 1
     cond.close()
+    assert queue._own() == set()
+    lock.release()
     lock.close()
 
 

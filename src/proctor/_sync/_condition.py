@@ -597,6 +597,9 @@ class Condition:
 
     def close(self) -> None:
         """Release this process's handles (not the lock's); idempotent."""
+        let_go_kept = getattr(self._lock, "_let_go_kept", None)  # (a native lock's)
+        if let_go_kept is not None:
+            let_go_kept()  # a waiter's byte kept until the release: its words go now
         self._named.close()
         self._shared.close()
 

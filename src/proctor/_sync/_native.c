@@ -355,6 +355,7 @@ core_traverse(Core *self, visitproc visit, void *arg)
 static void
 core_detach(Core *self)
 {
+    run_kept(self);  /* (closed while a kept byte is held: let it go now) */
     self->sem = NULL;
     self->owner = NULL;
     self->tid = 0;
@@ -523,6 +524,16 @@ static PyObject *
 lock_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
 {
     return lock_release(self, NULL);
+}
+
+/* Condition.close(): a byte kept through this holding is let go now, while the
+ * condition's words and descriptor are still there (as the slice did before
+ * it kept bytes). */
+static PyObject *
+lock_let_go_kept(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    run_kept(self);
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -928,6 +939,7 @@ static PyMethodDef lock_methods[] = {
     {"__enter__", (PyCFunction)lock_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, NULL},
     {"_became_owner", (PyCFunction)lock_became_owner, METH_NOARGS, NULL},
+    {"_let_go_kept", (PyCFunction)lock_let_go_kept, METH_NOARGS, NULL},
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -947,6 +959,7 @@ static PyMethodDef rlock_methods[] = {
     {"__exit__", (PyCFunction)(void (*)(void))rlock_exit, METH_FASTCALL, NULL},
     {"_became_owner", (PyCFunction)rlock_became_owner, METH_NOARGS, NULL},
     {"_forget_ownership", (PyCFunction)rlock_forget_ownership, METH_NOARGS, NULL},
+    {"_let_go_kept", (PyCFunction)lock_let_go_kept, METH_NOARGS, NULL},
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };

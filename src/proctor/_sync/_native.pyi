@@ -52,6 +52,8 @@ class _Core:
 class _OwnedCore(_Core):
     # what the release that ends a holding calls after its post (Condition.notify)
     _deferred: list[Callable[[], Any]] | None
+    # let go now of a condition waiter's ticket byte kept through this holding
+    def _let_go_kept(self) -> None: ...
 
 class LockCore(_OwnedCore):
     @property
