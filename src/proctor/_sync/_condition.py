@@ -147,14 +147,14 @@ class _WaitQueue:
         """Free KEPT if the waiter that claimed it has died (under the lock).
 
         Its keeper claims it while it holds the lock and frees it when its
-        process releases the lock, so a caller holding the lock finds it
-        claimed only in the instant between a release's post and its let-go,
-        after a release by another process (a ``Lock`` allows it: the keeper
-        frees it at its own process's next release), after the keeper's
-        process closed the condition, or after the keeper's death. Only the
-        last two would never free it (no later waiter could keep its byte);
-        in both its byte is free. (No other waiter can claim KEPT meanwhile:
-        a claim needs the lock, which the caller holds.)
+        process releases the lock (or closes the condition or the lock), so a
+        caller holding the lock finds it claimed only in the instant between
+        a release's post and its let-go, after a release by another process
+        (a ``Lock`` allows it: the keeper frees it at its own process's next
+        release), or after the keeper's death -- which alone would never free
+        it (no later waiter could keep its byte), and leaves the byte free.
+        (No other waiter can claim KEPT meanwhile: a claim needs the lock,
+        which the caller holds.)
         """
         slot = ticket % _SPAN
         if (
