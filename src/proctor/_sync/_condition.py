@@ -21,6 +21,11 @@ liveness is exact::
           │ no, but a wake-up came: it was another waiter's; pass it on if a
           └──▶ notified waiter still holds its byte, else drop it; sleep again
 
+With the C accelerator, a waiter whose slice has retaken the lock may keep its
+byte instead (one system call fewer before ``wait()`` returns): it claims the
+header's KEPT word, which ``_pass_on`` skips, and the release of the lock that
+ends this holding lets the byte go (see :meth:`_WaitQueue._sleep_in_c`).
+
 The wake-ups wait for the release (``Lock._defer``; the C release runs them
 too) so that a woken waiter finds the lock free: posted under the lock, it
 would wake -- often on the notifier's CPU, preempting it --, find the lock
