@@ -379,6 +379,17 @@ def test_the_c_slice_retakes_a_free_lock_after_its_own_wake_up_and_leaves_a_busy
     lock.close()
 
 
+def _let_go_in_child(lock, cond, ticket, base):
+    from proctor._sync import _condition
+
+    lock._let_go_kept()  # (what its release would run)
+    slot = ticket % _condition._SPAN
+    if not cond._queue.shared.held_elsewhere(base + slot):
+        sys.exit(1)  # the parent's byte was let go
+    if cond._w[_condition._KEPT] != ticket + 1:
+        sys.exit(2)
+
+
 @needs_native
 @needs_c_slice
 @pytest.mark.parametrize("lock_kind", ["Lock", "RLock"])
@@ -404,6 +415,14 @@ def test_a_woken_waiter_keeps_its_byte_until_its_release_and_a_stray_wake_up_is_
     assert found == _accel.native.SLICE_RETAKEN and lock._is_owned()
     assert w[_condition._KEPT] == ticket + 1
     assert ticket % _condition._SPAN in queue._own()  # (still held: probes skip it)
+
+    # A forked child's copy of the holding leaves the byte and KEPT to the parent.
+    p = proctor.get_context("fork").Process(
+        target=_let_go_in_child, args=(lock, cond, ticket, queue._base)
+    )
+    p.start()
+    assert finish(p)[0] == 0
+    assert w[_condition._KEPT] == ticket + 1
 
     sem.release()  # a stray wake-up (a waiter that died after being marked)
     assert sem.acquire(False)  # ...taken by another waiter, which passes it on or not
