@@ -25,10 +25,11 @@ def wait_slice(
     mine: set[int],
     lock: Any = None,
     depth: Any = None,
+    keep: bool = False,
     /,
 ) -> int: ...
 
-CONDITION_WORDS: tuple[int, int, int, int, int, int]
+CONDITION_WORDS: tuple[int, int, int, int, int, int, int]
 
 def event_set(lock: Any, semlock: Any, words: Any, /) -> Any: ...
 def cond_notify(lock: Any, post: Callable[[], Any], words: Any, n: int, /) -> Any: ...
