@@ -1027,6 +1027,41 @@ def test_condition_wait_timeout_and_wait_for(impl):
 
 
 @both
+def test_a_stray_wake_up_skips_the_kept_ticket_and_a_dead_keepers_kept_is_freed(impl):
+    """Both implementations honour KEPT (which only the C slice claims): a wake-up
+    taken by a waiter it was not meant for is not passed to the ticket that kept
+    its byte (it has had its wake-up), but is passed to a notified waiter still
+    asleep; enter() frees a KEPT whose ticket's byte nobody holds."""
+    from proctor._sync import _condition
+
+    cond = Condition()
+    queue, sem, w = cond._queue, cond._named.sem, cond._w
+    with cond:
+        ticket = queue.enter()  # a notified waiter (this thread), byte held
+        w[_condition._NOTIFIED] = ticket + 1
+    w[_condition._KEPT] = ticket + 1  # ...that took its wake-up and kept its byte
+    sem.release()  # a stray
+    assert sem.acquire(False)
+    assert queue._pass_on(sem, False) is False
+    assert not sem.acquire(False)  # dropped
+    with cond:
+        other = queue.enter()  # a second notified waiter, still asleep
+        w[_condition._NOTIFIED] = other + 1
+    sem.release()
+    assert sem.acquire(False)
+    assert queue._pass_on(sem, False) is True
+    assert sem.acquire(False)  # passed on, for it
+    queue.let_go(ticket)
+    queue.let_go(other)
+
+    w[_condition._KEPT] = ticket + 1  # as a keeper that died leaves it
+    with cond:
+        assert cond.wait(timeout=0) is False  # (its enter() looks at KEPT)
+    assert w[_condition._KEPT] == 0
+    cond.close()
+
+
+@both
 def test_condition_on_rlock_restores_depth_after_wait(impl):
     rlock = RLock()
     cond = Condition(rlock)

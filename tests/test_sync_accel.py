@@ -379,6 +379,122 @@ def test_the_c_slice_retakes_a_free_lock_after_its_own_wake_up_and_leaves_a_busy
     lock.close()
 
 
+def _let_go_in_child(lock, cond, ticket, base):
+    from proctor._sync import _condition
+
+    lock._let_go_kept()  # (what its release would run)
+    slot = ticket % _condition._SPAN
+    if not cond._queue.shared.held_elsewhere(base + slot):
+        sys.exit(1)  # the parent's byte was let go
+    if cond._w[_condition._KEPT] != ticket + 1:
+        sys.exit(2)
+
+
+@needs_native
+@needs_c_slice
+@pytest.mark.parametrize("lock_kind", ["Lock", "RLock"])
+def test_a_woken_waiter_keeps_its_byte_until_its_release_and_a_stray_wake_up_is_dropped(
+    lock_kind,
+):
+    """The C slice that retook the lock keeps the ticket's byte (claiming KEPT) until
+    the lock's release lets it go; meanwhile a stray wake-up taken by another waiter
+    is dropped, not passed round the waiters (which the held byte alone would ask);
+    a second woken waiter, KEPT being taken, lets its byte go at once."""
+    from proctor._sync import _condition
+
+    lock = NATIVE[lock_kind]()
+    cond = proctor.Condition(lock)
+    queue, sem, w = cond._queue, cond._named.sem, cond._w
+    wait_slice = _accel.native.wait_slice
+    assert lock.acquire(timeout=30)
+    ticket = queue.enter()
+    w[_condition._NOTIFIED] = ticket + 1
+    saved = lock._release_save()
+    sem.release()
+    found = wait_slice(*_slice_args(cond, ticket), lock, saved, True)
+    assert found == _accel.native.SLICE_RETAKEN and lock._is_owned()
+    assert w[_condition._KEPT] == ticket + 1
+    assert ticket % _condition._SPAN in queue._own()  # (still held: probes skip it)
+
+    # A forked child's copy of the holding leaves the byte and KEPT to the parent.
+    p = proctor.get_context("fork").Process(
+        target=_let_go_in_child, args=(lock, cond, ticket, queue._base)
+    )
+    p.start()
+    assert finish(p)[0] == 0
+    assert w[_condition._KEPT] == ticket + 1
+
+    sem.release()  # a stray wake-up (a waiter that died after being marked)
+    assert sem.acquire(False)  # ...taken by another waiter, which passes it on or not
+    assert queue._pass_on(sem, False) is False
+    assert not sem.acquire(False)  # dropped
+
+    # A second waiter woken meanwhile (KEPT is taken) lets its byte go in the slice.
+    other = queue.enter()
+    w[_condition._NOTIFIED] = other + 1
+    sem.release()
+    assert wait_slice(*_slice_args(cond, other), None, None, True) == (_accel.native.SLICE_NOTIFIED)
+    assert queue._own() == {ticket % _condition._SPAN}
+    assert w[_condition._KEPT] == ticket + 1
+
+    lock.release()  # the release lets the kept byte go and frees KEPT
+    assert queue._own() == set() and w[_condition._KEPT] == 0
+    assert not lock._is_owned()
+
+    # Closed while the byte is kept: close() lets it go, while the words are there.
+    assert lock.acquire(timeout=30)
+    ticket = queue.enter()
+    w[_condition._NOTIFIED] = ticket + 1
+    saved = lock._release_save()
+    sem.release()
+    assert wait_slice(*_slice_args(cond, ticket), lock, saved, True) == (
+        _accel.native.SLICE_RETAKEN
+    )
+    assert w[_condition._KEPT] == ticket + 1
+    cond.close()
+    assert queue._own() == set()
+    lock.release()
+    lock.close()
+
+
+def _keep_and_stop(cond, flag, woken):
+    with cond:
+        cond.wait_for(lambda: flag.value, 30)
+        woken.set()
+        threading.Event().wait(60)  # killed here, holding the lock and its kept byte
+
+
+@needs_native
+@needs_c_slice
+def test_a_keeper_killed_in_its_critical_section_frees_kept_for_the_next_waiters():
+    """A waiter killed while it keeps its byte leaves KEPT claimed; the next enter()
+    (under the lock, taken over with OwnerDiedWarning) sees the byte free and frees
+    KEPT, so the next woken waiter keeps its byte again."""
+    from proctor._sync import _condition
+
+    ctx = proctor.get_context("fork")
+    lock = NATIVE["Lock"]()
+    cond = proctor.Condition(lock)
+    flag, woken = ctx.Value("i", 0, lock=False), ctx.Event()
+    p = ctx.Process(target=_keep_and_stop, args=(cond, flag, woken))
+    p.start()
+    wait_until(lambda: cond._queue.count() == 1, timeout=30)
+    with cond:
+        flag.value = 1
+        cond.notify()
+    assert woken.wait(30)
+    assert cond._w[_condition._KEPT] != 0
+    p.kill()
+    assert finish(p)[0] == -signal.SIGKILL
+    with pytest.warns(proctor.OwnerDiedWarning):
+        assert lock.acquire(timeout=30)
+    assert cond.wait(timeout=0) is False  # its enter() looks at KEPT
+    assert cond._w[_condition._KEPT] == 0
+    lock.release()
+    cond.close()
+    lock.close()
+
+
 @needs_native
 def test_the_c_event_set_and_notify_read_the_condition_words_python_names():
     """_native.event_set and cond_notify index the same header words as _condition.py."""
@@ -390,6 +506,7 @@ def test_the_c_event_set_and_notify_read_the_condition_words_python_names():
         c._SETS,
         c._NOTIFIED,
         c._UNMARKED,
+        c._KEPT,
         c._HEADER,
     )
 

@@ -21,6 +21,11 @@ liveness is exact::
           │ no, but a wake-up came: it was another waiter's; pass it on if a
           └──▶ notified waiter still holds its byte, else drop it; sleep again
 
+With the C accelerator, a waiter whose slice has retaken the lock may keep its
+byte instead (one system call fewer before ``wait()`` returns): it claims the
+header's KEPT word, which ``_pass_on`` skips, and the release of the lock that
+ends this holding lets the byte go (see :meth:`_WaitQueue._sleep_in_c`).
+
 The wake-ups wait for the release (``Lock._defer``; the C release runs them
 too) so that a woken waiter finds the lock free: posted under the lock, it
 would wake -- often on the notifier's CPU, preempting it --, find the lock
@@ -78,7 +83,10 @@ _NOTIFIED = 5  # tickets below this were notified, or had left when notify passe
 _UNMARKED = 6  # waiters not notified yet (an upper bound: one that died counts until
 #                notify_all, which resets it)
 _LOW = 7  # every ticket below this has left: where _pass_on looks from
-_HEADER = 8
+_KEPT = 8  # 0, or 1 + the ticket of a woken waiter that has retaken the lock and keeps
+#            its byte until it releases the lock (the C slice: _sleep_in_c); _pass_on
+#            skips it
+_HEADER = 9
 _SPAN = _sharedwords.TICKET_SPAN
 
 # What the C accelerator's wait_slice() found (_native.c): nothing within the
@@ -135,7 +143,31 @@ class _WaitQueue:
         w[_TICKET] = ticket + 1
         w[_UNMARKED] += 1
         mine.add(ticket % _SPAN)
+        kept = w[_KEPT]
+        if kept:
+            self._check_kept(kept - 1, mine)
         return ticket
+
+    def _check_kept(self, ticket: int, mine: set[int]) -> None:
+        """Free KEPT if the waiter that claimed it has died (under the lock).
+
+        Its keeper claims it while it holds the lock and frees it when its
+        process releases the lock (or closes the condition or the lock), so a
+        caller holding the lock finds it claimed only in the instant between
+        a release's post and its let-go, after a release by another process
+        (a ``Lock`` allows it: the keeper frees it at its own process's next
+        release), or after the keeper's death -- which alone would never free
+        it (no later waiter could keep its byte), and leaves the byte free.
+        (No other waiter can claim KEPT meanwhile: a claim needs the lock,
+        which the caller holds.)
+        """
+        slot = ticket % _SPAN
+        if (
+            slot not in mine
+            and not self.shared.held_elsewhere(self._base + slot)
+            and self.w[_KEPT] == ticket + 1  # (looked at again after the probe)
+        ):
+            self.w[_KEPT] = 0
 
     def notified(self, ticket: int) -> bool:
         return self.w[_NOTIFIED] > ticket
@@ -167,7 +199,7 @@ class _WaitQueue:
         w = self.w
         ready = self._ready(ticket, also)
         if wait_slice is not None and self._holds_bytes:
-            return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice, None, None)
+            return self._sleep_in_c(ticket, sem, deadline, ready, wait_slice, None, None, False)
         passed_on = False
         try:
             while True:
@@ -209,6 +241,7 @@ class _WaitQueue:
         wait_slice: Callable[..., int],
         lock: Any,
         saved: Any,
+        keep: bool = False,
     ) -> tuple[bool, int]:
         """:meth:`sleep` with each slice in C: the loop of ``wait_for_post``, inline.
 
@@ -219,6 +252,16 @@ class _WaitQueue:
         whole path from the post to the lock's retake stays in C. Everything
         else -- deadlines, ``ready()``, passing a wake-up on, a busy lock, an
         interruption -- is the same Python as in :meth:`sleep`.
+
+        With ``keep`` (and ``lock``), a slice that retook the lock may also keep
+        the byte rather than unlock it -- a system call fewer between the
+        wake-up and ``wait()``'s return: it claims the header's KEPT word for
+        the ticket (if no other waiter has it), which tells :meth:`_pass_on`
+        that this waiter needs no wake-up, and the lock's release that ends
+        this holding lets the byte go and frees KEPT (``_native.run_kept``).
+        Held until then, without KEPT, the byte would have a stray wake-up
+        (a marked waiter that died, a timeout racing a notify) passed round
+        the other waiters for as long as the lock is held.
 
         Returns:
             As :meth:`sleep`; ``(True, _RETAKEN)`` when the slice took the lock back.
@@ -238,10 +281,10 @@ class _WaitQueue:
                         return True, self._take_late(ticket, sem)
                     return False, False
                 found = wait_slice(
-                    sem, w, _NOTIFIED, ticket, wait, fd, cmd, byte, slot, mine, lock, saved
+                    sem, w, _NOTIFIED, ticket, wait, fd, cmd, byte, slot, mine, lock, saved, keep
                 )
                 if found == _SLICE_RETAKEN:
-                    return True, _RETAKEN  # (the byte is let go, the lock ours again)
+                    return True, _RETAKEN  # (the lock ours again; the byte let go or kept)
                 if found == _SLICE_NOTIFIED:
                     return True, True  # (the byte is let go)
                 if found == _SLICE_OTHER:
@@ -275,8 +318,9 @@ class _WaitQueue:
         w = self.w
         mine = self._own()
         ticket, end = w[_LOW], w[_NOTIFIED]
+        kept = w[_KEPT] - 1  # (a woken waiter that took its wake-up: -1 if none)
         while ticket < end:
-            if self._waiting(ticket, mine):
+            if ticket != kept and self._waiting(ticket, mine):
                 sem.release()
                 os.sched_yield()  # let the sleeper it wakes take it, not us again
                 passed_on = True
@@ -484,7 +528,7 @@ class Condition:
                 # wake-up and this return are on the path notify() waits for)
                 ready = queue._ready(ticket, also)
                 notified, took = queue._sleep_in_c(
-                    ticket, sem, deadline, ready, wait_slice, lock, saved
+                    ticket, sem, deadline, ready, wait_slice, lock, saved, True
                 )
             else:
                 notified, took = queue.sleep(ticket, sem, deadline, also)
@@ -558,6 +602,9 @@ class Condition:
 
     def close(self) -> None:
         """Release this process's handles (not the lock's); idempotent."""
+        let_go_kept = getattr(self._lock, "_let_go_kept", None)  # (a native lock's)
+        if let_go_kept is not None:
+            let_go_kept()  # a waiter's byte kept until the release: its words go now
         self._named.close()
         self._shared.close()
 

@@ -86,6 +86,16 @@ typedef struct {
     PyObject *deferred;      /* Lock, RLock: NULL/None, or a list of callables that the
                                 release ending this holding calls after its post (the
                                 wake-ups of Condition.notify, see _condition.py) */
+    /* Lock, RLock: a condition waiter's ticket byte that wait_slice kept held when it
+     * retook this lock, for the release ending this holding to let go (run_kept):
+     * kept_words is NULL, or the condition's words (KEPT holds kept_ticket + 1). */
+    PyObject *kept_words;
+    PyObject *kept_mine;     /* the queue's set of this process's slots, and ours */
+    PyObject *kept_slot;
+    long long kept_ticket;
+    long long kept_byte;     /* the byte, on kept_fd's lock space (fcntl kept_cmd) */
+    int kept_fd, kept_cmd;
+    double kept_ident;       /* g_ident when kept: a forked child's release skips it */
 } Core;
 
 /* ── helpers ─────────────────────────────────────────────────────────────── */
@@ -226,10 +236,66 @@ post(Core *self)
     Py_RETURN_NONE;
 }
 
+/* Unlock ``byte`` of ``fd``'s lock space, as _WaitQueue.let_go does. */
+static void
+unlock_byte(int fd, int cmd, long long byte)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_UNLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)byte;
+    fl.l_len = 1;
+    (void)fcntl(fd, cmd, &fl);  /* (fails only where nothing was held) */
+}
+
+/* The condition's header holds its KEPT word at this index (see below). */
+#define COND_KEPT_INDEX 8
+
+/* After a release's post: let go of the ticket byte a woken condition waiter
+ * kept through this holding (wait_slice), as _WaitQueue.let_go does, then
+ * free KEPT. Skipped by a forked child (its copy of the holding: the byte is
+ * the parent's, and so is the descriptor's lock space) and after the
+ * condition's close() in this process (its words and lock descriptor may be
+ * gone; the byte then goes with the descriptor, and KEPT is freed by the next
+ * waiter that finds its byte free, _WaitQueue._check_kept). */
+static void
+run_kept(Core *self)
+{
+    PyObject *words = self->kept_words, *mine = self->kept_mine, *slot = self->kept_slot;
+    Py_buffer view;
+
+    if (words == NULL)
+        return;
+    self->kept_words = self->kept_mine = self->kept_slot = NULL;
+    if (self->kept_ident == g_ident) {
+        if (PyObject_GetBuffer(words, &view, PyBUF_WRITABLE) == 0) {
+            if (view.len >= (COND_KEPT_INDEX + 1) * (Py_ssize_t)sizeof(long long)) {
+                long long expected = self->kept_ticket + 1;
+                /* (set first: a probe of this process must never touch a byte we hold) */
+                if (PySet_Discard(mine, slot) < 0)
+                    PyErr_Clear();
+                unlock_byte(self->kept_fd, self->kept_cmd, self->kept_byte);
+                __atomic_compare_exchange_n((long long *)view.buf + COND_KEPT_INDEX,
+                                            &expected, 0, 0, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST);
+            }
+            PyBuffer_Release(&view);
+        }
+        else {
+            PyErr_Clear();  /* (released: the condition was closed here) */
+        }
+    }
+    Py_DECREF(words);
+    Py_DECREF(mine);
+    Py_DECREF(slot);
+}
+
 /* A lock's post, then the wake-ups deferred to it (``_deferred``, taken
  * first so that each runs once even if a callable re-enters the lock), then
  * a yield of the CPU, as _OwnedLock._run_deferred does: the kernel tends to
- * queue a woken process on the waker's CPU, behind the waker. */
+ * queue a woken process on the waker's CPU, behind the waker. Last, the
+ * let-go of a kept ticket byte (run_kept), which no one waits for. */
 static PyObject *
 post_then_deferred(Core *self)
 {
@@ -239,8 +305,10 @@ post_then_deferred(Core *self)
     if (sem_post(self->sem) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     todo = self->deferred;
-    if (todo == NULL || todo == Py_None)
+    if (todo == NULL || todo == Py_None) {
+        run_kept(self);
         Py_RETURN_NONE;
+    }
     self->deferred = NULL;
     if (!PyList_Check(todo)) {
         Py_DECREF(todo);
@@ -263,6 +331,7 @@ post_then_deferred(Core *self)
     Py_BEGIN_ALLOW_THREADS
     sched_yield();
     Py_END_ALLOW_THREADS
+    run_kept(self);
     Py_RETURN_NONE;
 }
 
@@ -275,6 +344,9 @@ core_traverse(Core *self, visitproc visit, void *arg)
     Py_VISIT(self->py_acquire);
     Py_VISIT(self->py_release);
     Py_VISIT(self->deferred);
+    Py_VISIT(self->kept_words);
+    Py_VISIT(self->kept_mine);
+    Py_VISIT(self->kept_slot);
     if (self->has_view)
         Py_VISIT(self->view.obj);
     return 0;
@@ -283,6 +355,7 @@ core_traverse(Core *self, visitproc visit, void *arg)
 static void
 core_detach(Core *self)
 {
+    run_kept(self);  /* (closed while a kept byte is held: let it go now) */
     self->sem = NULL;
     self->owner = NULL;
     self->tid = 0;
@@ -301,6 +374,9 @@ core_clear(Core *self)
     Py_CLEAR(self->py_acquire);
     Py_CLEAR(self->py_release);
     Py_CLEAR(self->deferred);
+    Py_CLEAR(self->kept_words);
+    Py_CLEAR(self->kept_mine);
+    Py_CLEAR(self->kept_slot);
     return 0;
 }
 
@@ -448,6 +524,16 @@ static PyObject *
 lock_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
 {
     return lock_release(self, NULL);
+}
+
+/* Condition.close(): a byte kept through this holding is let go now, while the
+ * condition's words and descriptor are still there (as the slice did before
+ * it kept bytes). */
+static PyObject *
+lock_let_go_kept(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    run_kept(self);
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -605,6 +691,18 @@ sem_exit(Core *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 
+/* The header of a condition's words (_condition.py names them the same way:
+ * _TICKET, _FLAG, _SETS, _NOTIFIED, _UNMARKED, _KEPT, _HEADER;
+ * test_sync_accel.py checks that both agree, through CONDITION_WORDS). */
+#define COND_TICKET 0
+#define EVENT_FLAG 1
+#define EVENT_SETS 2
+#define COND_NOTIFIED 5
+#define COND_UNMARKED 6
+#define COND_KEPT COND_KEPT_INDEX  /* 0, or 1 + the ticket of the one woken waiter
+                                      that keeps its byte (run_kept) */
+#define COND_HEADER 9
+
 /* ── Condition: a waiter's wake-up ───────────────────────────────────────── */
 
 /* Not on macOS, which has no sem_timedwait: its conditions run the Python slice
@@ -655,16 +753,18 @@ retake(PyObject *obj, PyObject *depth_obj)
 
 PyDoc_STRVAR(wait_slice_doc,
 "wait_slice(semlock, words, notified, ticket, timeout, fd, cmd, byte, slot, mine,\n"
-"           lock=None, depth=None)\n--\n\n"
+"           lock=None, depth=None, keep=None)\n--\n\n"
 "One slice of a condition waiter's sleep (_WaitQueue.sleep): take the wake-up\n"
 "semaphore ``semlock`` within ``timeout`` seconds. Taken and ``words[notified]\n"
-"> ticket``: drop ``slot`` from the set ``mine`` and unlock ``byte`` of\n"
-"``fd``'s lock space with ``fcntl(fd, cmd)`` (F_OFD_SETLK or F_SETLK), as\n"
-"_WaitQueue.let_go does; then, if ``lock`` (the condition's native Lock or\n"
-"RLock) is free, take it as its acquire() does (an RLock at ``depth``, what its\n"
-"_release_save returned) and return 3, else return 1. Taken otherwise, 2; not\n"
-"taken, 0. Everything else -- deadlines, the ready() re-check, passing\n"
-"wake-ups on, a busy lock or a dead holder -- stays in Python.");
+"> ticket``: if ``lock`` (the condition's native Lock or RLock) is free, take it\n"
+"as its acquire() does (an RLock at ``depth``, what its _release_save returned).\n"
+"Taken, with ``keep`` True and the KEPT word of ``words`` free: claim KEPT for\n"
+"``ticket`` and leave the byte held, for the lock's release to let go; else drop ``slot`` from the set ``mine`` and unlock ``byte``\n"
+"of ``fd``'s lock space with ``fcntl(fd, cmd)`` (F_OFD_SETLK or F_SETLK), as\n"
+"_WaitQueue.let_go does. Returns 3 if the lock was taken, else 1. A wake-up\n"
+"taken that is not ours: 2; none taken: 0. Everything else -- deadlines, the\n"
+"ready() re-check, passing wake-ups on, a busy lock or a dead holder -- stays\n"
+"in Python.");
 
 static PyObject *
 wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -675,12 +775,13 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t index;
     long long ticket, byte;
     double timeout;
-    int fd, cmd, res, err = 0, taken;
+    int fd, cmd, res, err = 0, taken, retaken;
     Py_buffer view;
     long long notified;
+    volatile long long *w;
 
-    if (nargs != 10 && nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "wait_slice() takes 10 or 12 arguments");
+    if (nargs < 10 || nargs > 13 || nargs == 11) {
+        PyErr_SetString(PyExc_TypeError, "wait_slice() takes 10, 12 or 13 arguments");
         return NULL;
     }
     handle = PyObject_GetAttrString(args[0], "handle");
@@ -760,37 +861,60 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         return PyLong_FromLong(SLICE_EMPTY);
 
     /* Ours? The header word is read with the GIL held, like the Python check. */
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) {
         sem_post(sem);  /* not lost: whoever takes it next decides */
         return NULL;
     }
-    if (index < 0 || (index + 1) * (Py_ssize_t)sizeof(long long) > view.len) {
+    if (index < 0 || (index + 1) * (Py_ssize_t)sizeof(long long) > view.len
+        || (nargs == 13 && (view.len < COND_HEADER * (Py_ssize_t)sizeof(long long)
+                            || ((Py_uintptr_t)view.buf) % sizeof(long long) != 0))) {
         PyBuffer_Release(&view);
         sem_post(sem);
         PyErr_SetString(PyExc_IndexError, "wait_slice(): no such word");
         return NULL;
     }
-    notified = ((volatile long long *)view.buf)[index];
-    PyBuffer_Release(&view);
-    if (notified <= ticket)
+    w = (volatile long long *)view.buf;
+    notified = w[index];
+    if (notified <= ticket) {
+        PyBuffer_Release(&view);
         return PyLong_FromLong(SLICE_OTHER);
-
-    /* Notified: out of the waiting table, as _WaitQueue.let_go (set first: a
-     * probe of this process must never touch a byte we no longer hold). */
-    if (PySet_Discard(mine, slot) < 0)
-        return NULL;  /* (unhashable: a caller's bug; the byte stays held, Python lets go) */
-    {
-        struct flock fl;
-        memset(&fl, 0, sizeof(fl));
-        fl.l_type = F_UNLCK;
-        fl.l_whence = SEEK_SET;
-        fl.l_start = (off_t)byte;
-        fl.l_len = 1;
-        (void)fcntl(fd, cmd, &fl);  /* (fails only where nothing was held) */
     }
-    if (nargs == 12 && retake(args[10], args[11]))
-        return PyLong_FromLong(SLICE_RETAKEN);
-    return PyLong_FromLong(SLICE_NOTIFIED);
+
+    /* Notified. The condition's lock first: the notifier's release has just
+     * posted it. */
+    retaken = nargs >= 12 && retake(args[10], args[11]);
+    if (retaken && nargs == 13 && args[12] == Py_True && ((Core *)args[10])->kept_words == NULL) {
+        /* Keep the byte through this holding, if no other waiter keeps one:
+         * KEPT tells _pass_on that this ticket needs no wake-up, and the
+         * release that ends the holding lets the byte go and frees KEPT
+         * (run_kept). One fcntl fewer between the wake-up and wait()'s return. */
+        long long expected = 0;
+        if (__atomic_compare_exchange_n((long long *)&w[COND_KEPT], &expected, ticket + 1, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            Core *lock = (Core *)args[10];
+            PyBuffer_Release(&view);
+            Py_INCREF(args[1]);
+            Py_INCREF(mine);
+            Py_INCREF(slot);
+            lock->kept_words = args[1];
+            lock->kept_mine = mine;
+            lock->kept_slot = slot;
+            lock->kept_ticket = ticket;
+            lock->kept_byte = byte;
+            lock->kept_fd = fd;
+            lock->kept_cmd = cmd;
+            lock->kept_ident = g_ident;
+            return PyLong_FromLong(SLICE_RETAKEN);
+        }
+    }
+    PyBuffer_Release(&view);
+
+    /* Out of the waiting table, as _WaitQueue.let_go (set first: a probe of
+     * this process must never touch a byte we no longer hold). */
+    if (PySet_Discard(mine, slot) < 0)
+        PyErr_Clear();  /* (unhashable, a caller's bug: then it was not in the set) */
+    unlock_byte(fd, cmd, byte);
+    return PyLong_FromLong(retaken ? SLICE_RETAKEN : SLICE_NOTIFIED);
 }
 #endif /* !__APPLE__ */
 
@@ -815,6 +939,7 @@ static PyMethodDef lock_methods[] = {
     {"__enter__", (PyCFunction)lock_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, NULL},
     {"_became_owner", (PyCFunction)lock_became_owner, METH_NOARGS, NULL},
+    {"_let_go_kept", (PyCFunction)lock_let_go_kept, METH_NOARGS, NULL},
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -834,6 +959,7 @@ static PyMethodDef rlock_methods[] = {
     {"__exit__", (PyCFunction)(void (*)(void))rlock_exit, METH_FASTCALL, NULL},
     {"_became_owner", (PyCFunction)rlock_became_owner, METH_NOARGS, NULL},
     {"_forget_ownership", (PyCFunction)rlock_forget_ownership, METH_NOARGS, NULL},
+    {"_let_go_kept", (PyCFunction)lock_let_go_kept, METH_NOARGS, NULL},
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -877,16 +1003,6 @@ CORE_TYPE(SemaphoreCoreType, "SemaphoreCore", sem_methods, NULL, NULL,
           "C fast paths of proctor's Semaphore (a base class; see _sync/_semaphore.py).")
 
 /* ── Event.set() and Condition.notify() ──────────────────────────────────── */
-
-/* The header of a condition's words (_condition.py names them the same way:
- * _TICKET, _FLAG, _SETS, _NOTIFIED, _UNMARKED, _HEADER; test_sync_accel.py
- * checks that both agree, through CONDITION_WORDS). */
-#define COND_TICKET 0
-#define EVENT_FLAG 1
-#define EVENT_SETS 2
-#define COND_NOTIFIED 5
-#define COND_UNMARKED 6
-#define COND_HEADER 8
 
 /* The sem_t of a _multiprocessing.SemLock; NULL without an error set when
  * ``semlock`` is something else (a closed semaphore, a test's stand-in): the
@@ -1162,8 +1278,8 @@ PyInit__native(void)
         || PyModule_AddObject(module, "SemaphoreCore", (PyObject *)&SemaphoreCoreType) < 0
         || PyModule_AddIntConstant(module, "SPIN_TRIES", SPIN_TRIES) < 0
         || PyModule_AddObject(module, "CONDITION_WORDS",
-                              Py_BuildValue("(iiiiii)", COND_TICKET, EVENT_FLAG, EVENT_SETS,
-                                            COND_NOTIFIED, COND_UNMARKED, COND_HEADER)) < 0
+                              Py_BuildValue("(iiiiiii)", COND_TICKET, EVENT_FLAG, EVENT_SETS,
+                                            COND_NOTIFIED, COND_UNMARKED, COND_KEPT, COND_HEADER)) < 0
 #ifdef HAVE_WAIT_SLICE
         || PyModule_AddIntConstant(module, "SLICE_EMPTY", SLICE_EMPTY) < 0
         || PyModule_AddIntConstant(module, "SLICE_NOTIFIED", SLICE_NOTIFIED) < 0

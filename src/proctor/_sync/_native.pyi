@@ -25,10 +25,11 @@ def wait_slice(
     mine: set[int],
     lock: Any = None,
     depth: Any = None,
+    keep: bool = False,
     /,
 ) -> int: ...
 
-CONDITION_WORDS: tuple[int, int, int, int, int, int]
+CONDITION_WORDS: tuple[int, int, int, int, int, int, int]
 
 def event_set(lock: Any, semlock: Any, words: Any, /) -> Any: ...
 def cond_notify(lock: Any, post: Callable[[], Any], words: Any, n: int, /) -> Any: ...
@@ -52,6 +53,8 @@ class _Core:
 class _OwnedCore(_Core):
     # what the release that ends a holding calls after its post (Condition.notify)
     _deferred: list[Callable[[], Any]] | None
+    # let go now of a condition waiter's ticket byte kept through this holding
+    def _let_go_kept(self) -> None: ...
 
 class LockCore(_OwnedCore):
     @property
