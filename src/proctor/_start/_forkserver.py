@@ -25,6 +25,8 @@ EOF -- the parent exited or died -- and its children die with it
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # C module without stubs
+import _socket
 import errno
 import os
 import selectors
@@ -106,7 +108,7 @@ def serve(
     selector = selectors.DefaultSelector()
     selector.register(ctl, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
-    server.selector = selector
+    server.own_fds = (selector.fileno(), ctl.fileno(), wake_r, wake_w)
     while True:
         for key, _events in selector.select():
             if key.fileobj is ctl:
@@ -176,7 +178,9 @@ class _Server:
         self.keep_spare = keep_spare
         self.ctl = ctl
         self.wake_fds = wake_fds
-        self.selector: selectors.BaseSelector | None = None
+        # What every child closes first: the selector's, control socket's and
+        # wake-up pipe's descriptors (by number: see _become_child).
+        self.own_fds: tuple[int, ...] = (ctl.fileno(), *wake_fds)
         self.status_fds: dict[int, int] = {}
         self.spare: _Spare | None = None
         self.pid = os.getpid()
@@ -282,14 +286,19 @@ class _Server:
 
         exitcode = 1
         try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            if self.selector is not None:
-                self.selector.close()
-            self.ctl.close()
+            # The C functions: signal.py's wrap each result in an enum, which
+            # costs a forked child page copies for nothing.
+            _signal.set_wakeup_fd(-1)
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            # The server's descriptors go by number, without touching their objects
+            # (each object written is a page copied); the objects stay referenced
+            # by the server's frames and are never closed or collected here: the
+            # child leaves with os._exit.
+            for fd in self.own_fds:
+                os.close(fd)
             if self.spare is not None:
-                self.spare.sock.close()
-            for fd in (*self.wake_fds, *self.status_fds.values()):
+                os.close(self.spare.sock.fileno())
+            for fd in self.status_fds.values():
                 os.close(fd)
             if fds is not None:
                 os.close(fds[1])  # the status socket: the server's to write
@@ -308,7 +317,7 @@ class _Server:
                 channel_fd, stdout_fd, stderr_fd = got
             else:
                 channel_fd, _status_fd, stdout_fd, stderr_fd = fds  # type: ignore[misc]
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _signal.signal(_signal.SIGINT, _signal.default_int_handler)
             # Write where the parent's stdout/stderr point now, not where they
             # pointed when the server started (they may have been redirected since).
             flush_std_streams()
@@ -316,7 +325,8 @@ class _Server:
             os.dup2(stderr_fd, 2)
             os.close(stdout_fd)
             os.close(stderr_fd)
-            channel = socket.socket(fileno=channel_fd)
+            # The C socket, as in a spawned child: socket.py's wrapper adds nothing here.
+            channel = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, channel_fd)
             exitcode = _bootstrap.run_from_channel(channel, exec_mode=False)
             flush_std_streams()
         finally:
