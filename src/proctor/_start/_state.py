@@ -328,11 +328,22 @@ def exit_children() -> None:
         state.children.discard(child)
 
 
+# What a forked child kept of its ancestors' records of their children (one per
+# fork generation), never freed there: see _reset_after_fork.
+_ancestors_children: list[Children] = []
+
+
 def _reset_after_fork() -> None:
     # The forked child starts with no children and a fresh counter; the process
     # object it runs replaces ``current`` in ``_bootstrap``. Its copies of the
     # parent's descriptors for its siblings are let go: they are not its own.
-    state.children.let_go_after_fork()
+    # The parent's record is kept, not dropped: freeing it would write to every
+    # sibling's process object (its reference count) and copy a page or two per
+    # living sibling (~180 faults with 300 of them), for memory the child shares
+    # with its parent anyway.
+    inherited = state.children
+    inherited.let_go_after_fork()
+    _ancestors_children.append(inherited)
     state.children = Children()
     state.exit_hooks = []
     state.exit_handler_registered = False
