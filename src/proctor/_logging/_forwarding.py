@@ -71,7 +71,7 @@ import sys
 import threading
 import time
 
-from .._core import _runtime
+from .._core import _afterfork, _runtime
 from . import _logger
 
 TYPE_CHECKING = False
@@ -678,7 +678,7 @@ class LogListener:
             end = offset + header - 1 + length
             if end > size:
                 break
-            with _dispatching:
+            with _dispatching.get():
                 _dispatch(kind, buffer[offset + header : end])
             offset = end
             count += 1
@@ -734,7 +734,9 @@ def _dispatch(kind: int, payload: bytearray) -> None:
 # Made on first use: a fork child that starts no child of its own then never
 # builds one (a lock, an Event, a dict: pages it would copy for nothing).
 _listener: LogListener | None = None
-_listener_lock = threading.Lock()
+# A forked child makes its own lock on first use (a thread of the parent may have
+# held this one at the fork), as for _dispatching and _held_for_fork below.
+_listener_lock = _afterfork.PerProcess(threading.Lock)
 
 
 def listener() -> LogListener:
@@ -742,7 +744,7 @@ def listener() -> LogListener:
     global _listener
     got = _listener
     if got is None:
-        with _listener_lock:
+        with _listener_lock.get():
             if _listener is None:
                 _listener = LogListener()
             got = _listener
@@ -753,36 +755,40 @@ def listener() -> LogListener:
 # it (up to FORK_WAIT): a child forked while the listener is inside a handler
 # would inherit the locks that handler holds -- sys.stdout's buffer lock, say --
 # locked for ever, and hang at its first print. (logging resets its own locks.)
-_dispatching = threading.RLock()
+_dispatching = _afterfork.PerProcess(threading.RLock)
 
 
 # A handler that hangs must not hang every fork: after this long the fork goes
 # ahead, with the risk it always had without proctor.
 FORK_WAIT = 2.0
-_held_for_fork = threading.local()
+# The lock _before_fork took in this thread, for _after_fork_in_parent to release.
+_held_for_fork = _afterfork.PerProcess(threading.local)
 
 
 def _before_fork() -> None:
-    _held_for_fork.held = _dispatching.acquire(timeout=FORK_WAIT)
+    lock = _dispatching.get()
+    _held_for_fork.get().held = lock if lock.acquire(timeout=FORK_WAIT) else None
 
 
 def _after_fork_in_parent() -> None:
-    if getattr(_held_for_fork, "held", False):
-        _held_for_fork.held = False
-        _dispatching.release()
+    local = _held_for_fork.get()
+    lock = getattr(local, "held", None)
+    if lock is not None:
+        local.held = None
+        lock.release()
 
 
 def _after_fork_in_child() -> None:
-    global _listener, _listener_lock, _dispatching, _held_for_fork
-    # The parent's streams are the parent's to read: close this copy of them.
+    # The parent's streams are the parent's to read: close this copy of them (not
+    # at first use: the parent's children must see their log socket's reader go
+    # when the parent goes). The dispatch lock this thread took for the fork, and
+    # the other locks, are left behind: the child makes its own on first use.
+    global _listener
     if _listener is not None:
         for stream in list(_listener._streams.values()):
             stream.sock.close()
         _listener._close_wake()
         _listener = None
-    _listener_lock = threading.Lock()
-    _dispatching = threading.RLock()
-    _held_for_fork = threading.local()
 
 
 os.register_at_fork(
