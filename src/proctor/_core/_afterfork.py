@@ -42,6 +42,7 @@ else:
         def __class_getitem__(cls, item: object) -> type:
             return cls
 
+
 __all__ = (
     "ForkAwareLocal",
     "ForkAwareThreadLock",
@@ -80,9 +81,7 @@ class PerProcess(_Generic[_T]):
 
     __slots__ = ("_generation", "_make", "_renew_from", "_value")
 
-    def __init__(
-        self, make: Callable[[], _T], *, renew: Callable[[_T], _T] | None = None
-    ) -> None:
+    def __init__(self, make: Callable[[], _T], *, renew: Callable[[_T], _T] | None = None) -> None:
         """Make the value now; ``renew(value of an ancestor)``, if given, makes a child's."""
         self._make = make
         self._renew_from = renew
@@ -121,6 +120,7 @@ class PerProcess(_Generic[_T]):
     def __repr__(self) -> str:
         made = "made" if self._generation == generation else "to be made again"
         return f"<PerProcess {self._make.__qualname__} ({made} in this process)>"
+
 
 # Made on first use: every child runs run_after_forkers(), few programs register.
 _registry: weakref.WeakValueDictionary[tuple[int, int, Callable[..., object]], Any] | None = None

@@ -461,6 +461,7 @@ _BOOTSTRAP = (
     "module.serve(fd, sys.argv[2])\n"
 )
 
+
 def _client_for_child(parent: _Client) -> _Client:
     # A forked child's own client, made on its first use of the reaper (an
     # ancestor's, if its parent never used one since its own fork).
