@@ -735,7 +735,7 @@ def _dispatch(kind: int, payload: bytearray) -> None:
 # builds one (a lock, an Event, a dict: pages it would copy for nothing).
 _listener: LogListener | None = None
 # A forked child makes its own lock on first use (a thread of the parent may have
-# held this one at the fork), as for _dispatching and _held_for_fork below.
+# held this one at the fork), as for _dispatching below.
 _listener_lock = _afterfork.PerProcess(threading.Lock)
 
 
@@ -762,19 +762,22 @@ _dispatching = _afterfork.PerProcess(threading.RLock)
 # ahead, with the risk it always had without proctor.
 FORK_WAIT = 2.0
 # The lock _before_fork took in this thread, for _after_fork_in_parent to release.
-_held_for_fork = _afterfork.PerProcess(threading.local)
+# Not reset in a forked child: only the forking thread lives on there, and its next
+# _before_fork writes its entry before any _after_fork_in_parent reads it. (A plain
+# global: the parent reads it right after every fork, when each object it touches
+# costs a copied page.)
+_held_for_fork = threading.local()
 
 
 def _before_fork() -> None:
     lock = _dispatching.get()
-    _held_for_fork.get().held = lock if lock.acquire(timeout=FORK_WAIT) else None
+    _held_for_fork.held = lock if lock.acquire(timeout=FORK_WAIT) else None
 
 
 def _after_fork_in_parent() -> None:
-    local = _held_for_fork.get()
-    lock = getattr(local, "held", None)
+    lock = getattr(_held_for_fork, "held", None)
     if lock is not None:
-        local.held = None
+        _held_for_fork.held = None
         lock.release()
 
 

@@ -131,11 +131,13 @@ class Children:
         return child in self._fds
 
     def let_go_after_fork(self) -> None:
-        """In a forked child: drop this copy of the parent's record of its children.
+        """In a forked child: let go of what this copy of the parent's record holds.
 
-        The poller is only closed, never unregistered from: an epoll instance is
-        shared with the parent through the fork, and unregistering here would
-        unregister in the parent too. The descriptors held for the siblings are
+        The record is not used again (the child keeps it, unchanged but for this,
+        so as not to write to it: see ``_reset_after_fork``). The poller is only
+        closed, never unregistered from: an epoll instance is shared with the
+        parent through the fork, and unregistering here would unregister in the
+        parent too. The descriptors held for the siblings are
         pointed at /dev/null (close-on-exec): the sockets and pidfds they named are
         no longer held here, while their numbers stay taken, so that a sibling's
         process object collected or closed here later closes /dev/null, never a
@@ -150,8 +152,6 @@ class Children:
                     close()
                 except OSError:
                     pass
-            self._poller = None
-        self._unregistered.clear()
         if self._held:
             devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             try:
