@@ -678,7 +678,7 @@ class LogListener:
             end = offset + header - 1 + length
             if end > size:
                 break
-            with _dispatching.get():
+            with _dispatching:
                 _dispatch(kind, buffer[offset + header : end])
             offset = end
             count += 1
@@ -735,7 +735,7 @@ def _dispatch(kind: int, payload: bytearray) -> None:
 # builds one (a lock, an Event, a dict: pages it would copy for nothing).
 _listener: LogListener | None = None
 # A forked child makes its own lock on first use (a thread of the parent may have
-# held this one at the fork), as for _dispatching below.
+# held this one at the fork).
 _listener_lock = _afterfork.PerProcess(threading.Lock)
 
 
@@ -755,43 +755,46 @@ def listener() -> LogListener:
 # it (up to FORK_WAIT): a child forked while the listener is inside a handler
 # would inherit the locks that handler holds -- sys.stdout's buffer lock, say --
 # locked for ever, and hang at its first print. (logging resets its own locks.)
-_dispatching = _afterfork.PerProcess(threading.RLock)
+# A plain global, not a PerProcess: the fork hooks use it at every fork, and in
+# the parent each object they touch there is one more copied page per fork.
+_dispatching = threading.RLock()
 
 
 # A handler that hangs must not hang every fork: after this long the fork goes
 # ahead, with the risk it always had without proctor.
 FORK_WAIT = 2.0
-# The lock _before_fork took in this thread, for _after_fork_in_parent to release.
-# Not reset in a forked child: only the forking thread lives on there, and its next
-# _before_fork writes its entry before any _after_fork_in_parent reads it. (A plain
-# global: the parent reads it right after every fork, when each object it touches
-# costs a copied page.)
 _held_for_fork = threading.local()
 
 
 def _before_fork() -> None:
-    lock = _dispatching.get()
-    _held_for_fork.held = lock if lock.acquire(timeout=FORK_WAIT) else None
+    _held_for_fork.held = _dispatching.acquire(timeout=FORK_WAIT)
 
 
 def _after_fork_in_parent() -> None:
-    lock = getattr(_held_for_fork, "held", None)
-    if lock is not None:
-        _held_for_fork.held = None
-        lock.release()
+    if getattr(_held_for_fork, "held", False):
+        _held_for_fork.held = False
+        _dispatching.release()
 
 
 def _after_fork_in_child() -> None:
+    global _listener, _dispatching
     # The parent's streams are the parent's to read: close this copy of them (not
     # at first use: the parent's children must see their log socket's reader go
-    # when the parent goes). The dispatch lock this thread took for the fork, and
-    # the other locks, are left behind: the child makes its own on first use.
-    global _listener
+    # when the parent goes). The listener's lock the child makes on first use.
     if _listener is not None:
         for stream in list(_listener._streams.values()):
             stream.sock.close()
         _listener._close_wake()
         _listener = None
+    if getattr(_held_for_fork, "held", False):
+        # This thread took the dispatch lock for the fork, and it lives on here: it
+        # lets go as in the parent (keeping any hold it had before, from a handler
+        # that forked), instead of a new lock being made and the old one freed.
+        _held_for_fork.held = False
+        _dispatching.release()
+    else:
+        # FORK_WAIT ran out: a thread that is not here (the listener's) holds it.
+        _dispatching = threading.RLock()
 
 
 os.register_at_fork(
