@@ -138,22 +138,28 @@ def test_a_lock_a_parent_thread_held_at_the_fork_is_free_in_the_child():
     assert free is True
 
 
-def test_renew_gets_the_ancestors_value_and_parents_only_the_parents():
-    value = _afterfork.PerProcess(dict, renew=lambda old: {"from": old})
-    parent_value = value.get()
+def test_the_reaper_connection_is_closed_once_down_a_line_of_forks():
+    # The child never uses the reaper, and puts a descriptor of its own at the number
+    # its parent's connection had. Its own child must leave that one alone, and make
+    # its client from the grandparent's record.
+    _client.ensure_started()
+    parent = _client.client()
+    number = parent.fd
 
-    def grandchild() -> Any:
-        # The child never used the value: the grandchild sees no parent's value.
-        return value.parents(), value.get()
+    def grandchild() -> tuple:
+        own = _client.client()
+        return os.readlink(f"/proc/self/fd/{number}"), own.address, own.refs is parent.refs
 
-    def child() -> Any:
-        seen = value.parents()
-        return seen, _in_forked_child(grandchild)
+    def child() -> tuple:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        if fd != number:  # (it is, when the connection's was the lowest free number)
+            os.dup2(fd, number)
+            os.close(fd)
+        return _in_forked_child(grandchild)
 
-    seen, (grand_seen, grand_value) = _in_forked_child(child)
-    assert seen == parent_value
-    assert grand_seen is None
-    assert grand_value == {"from": parent_value}  # made from the oldest value there
+    target, address, took_over = _in_forked_child(child)
+    assert target == os.devnull  # the grandchild did not close it again
+    assert address == parent.address and took_over
 
 
 def test_module_state_left_dirty_at_the_fork_is_fresh_at_first_use():

@@ -48,6 +48,7 @@ __all__ = (
     "ForkAwareThreadLock",
     "PerProcess",
     "register_after_fork",
+    "renewing",
     "run_after_forkers",
 )
 
@@ -59,6 +60,15 @@ generation = 0
 # one. Reentrant: a make() may use another PerProcess. Fresh in every child (a thread
 # of the parent may have held it at the fork).
 _renewing = _thread.RLock()
+
+
+def renewing() -> Any:
+    """The lock to hold while making per-process state again in a forked child.
+
+    For state reset by its own hook to ``None`` and made again on first use
+    (``_reaper._client``): reentrant, and fresh in every child.
+    """
+    return _renewing
 
 
 def _after_fork_in_child() -> None:
@@ -79,12 +89,10 @@ class PerProcess(_Generic[_T]):
     Every use goes through :meth:`get` (one comparison when nothing forked).
     """
 
-    __slots__ = ("_generation", "_make", "_renew_from", "_value")
+    __slots__ = ("_generation", "_make", "_value")
 
-    def __init__(self, make: Callable[[], _T], *, renew: Callable[[_T], _T] | None = None) -> None:
-        """Make the value now; ``renew(value of an ancestor)``, if given, makes a child's."""
+    def __init__(self, make: Callable[[], _T]) -> None:
         self._make = make
-        self._renew_from = renew
         self._value = make()
         self._generation = generation
 
@@ -94,21 +102,10 @@ class PerProcess(_Generic[_T]):
             return self._value
         return self._renew()
 
-    def parents(self) -> _T | None:
-        """In a forked child: the value its parent used, if it did since its own
-        fork (``None`` if it did not: an older process's, handled at that fork).
-
-        For the part of a reset that cannot wait for a first use (an after-fork
-        hook, registered after this module was imported): closing a descriptor
-        of the parent's, say, exactly once down a line of forks.
-        """
-        return self._value if self._generation == generation - 1 else None
-
     def _renew(self) -> _T:
         with _renewing:
             if self._generation != generation:
-                renew = self._renew_from
-                value = self._make() if renew is None else renew(self._value)
+                value = self._make()
                 # Unless a use inside make() renewed it already (a finalizer run by
                 # a garbage collection there): that value is the one in use.
                 if self._generation != generation:

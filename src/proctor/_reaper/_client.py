@@ -481,32 +481,50 @@ def _client_for_child(parent: _Client) -> _Client:
     return child
 
 
-# This process's client, made again in a forked child when it first needs it: most
-# never do, and building one (a lock, four containers, a look at the environment)
-# cost every fork child ~20 copied pages.
-_clients = _afterfork.PerProcess(_Client, renew=_client_for_child)
+# This process's client; None in a forked child until it first needs one (most
+# never do: building one -- a lock, four containers, a look at the environment --
+# cost every fork child ~20 copied pages). Read it as ``_client or _own()``: in the
+# parent that is one global read, nothing more written after each fork than before.
+_client: _Client | None = _Client()
+# What a forked child's own client is made from: its parent's (kept, not freed).
+_from_parent: _Client | None = None
 
 #: Whether the reaper finds the users of a name in /proc (see _server._find_users).
 _REAPER_SEES_MAPPINGS = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
 
 
+def _own() -> _Client:
+    """Make this forked child's client, at its first use of the reaper."""
+    global _client
+    with _afterfork.renewing():  # two threads must not make two
+        client = _client
+        if client is None:
+            assert _from_parent is not None
+            client = _client = _client_for_child(_from_parent)
+        return client
+
+
 def client() -> _Client:
     """This process's client."""
-    return _clients.get()
+    return _client or _own()
 
 
 def _after_fork_in_child() -> None:
     # Not at first use: the connection is the parent's, and the reaper must see it
-    # close when the parent goes, whatever this child does. (None: the parent did
-    # not use the reaper since its own fork, and that fork's child closed it.)
-    parent = _clients.parents()
-    if parent is not None and parent.fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(parent.fd)
+    # close when the parent goes, whatever this child does. (None: the parent never
+    # used the reaper since its own fork, whose hook closed the connection before.)
+    global _client, _from_parent
+    parent = _client
+    if parent is not None:
+        if parent.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(parent.fd)
+        _from_parent = parent
+        _client = None
     if not _REAPER_SEES_MAPPINGS:
         # The reaper only knows registered users there: say so at once, the parent
         # may die any moment.
-        child = _clients.get()
+        child = _own()
         if child.inherited:
             with contextlib.suppress(Exception), child.locked():
                 child._connect()
@@ -548,7 +566,7 @@ class corked:
         self.mine = False
 
     def __enter__(self) -> None:
-        client = _clients.get()
+        client = _client or _own()
         with client.locked():
             if client.corked_by is None:
                 client.corked_by = threading.get_ident()
@@ -558,7 +576,7 @@ class corked:
 
     def __exit__(self, *exc_info: object) -> None:
         if self.mine:
-            client = _clients.get()
+            client = _client or _own()
             with client.locked():
                 client.flush_corked()
 
@@ -569,7 +587,7 @@ def ensure_started() -> str:
     Other calls do this lazily; call it early to hold the connection's descriptor
     before, say, a leak check takes its baseline.
     """
-    client = _clients.get()
+    client = _client or _own()
     with client.locked():
         if client.fd is None:
             client._connect()
@@ -583,14 +601,14 @@ def address() -> str | None:
     Objects that carry names pickle this so that a child rebuilding them can
     :func:`adopt_address` the same reaper.
     """
-    return _clients.get().address
+    return (_client or _own()).address
 
 
 def adopt_address(addr: str | None) -> None:
     """In a child: use the reaper at ``addr`` if this process has none yet."""
     if not addr:
         return
-    client = _clients.get()
+    client = _client or _own()
     with client.locked():
         if client.fd is None and client.address != addr:
             client.address = addr
@@ -612,7 +630,7 @@ def register(name: str, kind: str) -> None:
     """
     _check(name, kind)
     key = (kind, name)
-    client = _clients.get()
+    client = _client or _own()
     with client.locked():
         count = client.refs.get(key, 0)
         client.refs[key] = count + 1
@@ -641,7 +659,7 @@ def register_new(kind: str, count: int, random_bytes: int) -> list[str]:
     hexes = random_hex(random_bytes * count)
     width = 2 * random_bytes
     names = [prefix + hexes[i * width : (i + 1) * width] for i in range(count)]
-    client = _clients.get()
+    client = _client or _own()
     with client.locked():
         if client.ctime is None:
             client.ctime = _create_time(client.pid)
@@ -680,7 +698,7 @@ def _cancel(name: str, kind: str) -> None:
 
 
 def _release(name: str, kind: str, op: str) -> None:
-    client = _clients.get()
+    client = _client or _own()
     if client.holder == threading.get_ident():
         # Re-entered by a finalizer that a garbage collection ran inside one of this
         # thread's locked sections: made when that section ends (_Client.locked).
@@ -722,7 +740,7 @@ def _add_users(keys: list[tuple[str, str]], pid: int) -> None:
     ctime = _create_time(pid)
     if ctime is None:
         return
-    client = _clients.get()
+    client = _client or _own()
     with client.locked():
         for key in keys:
             users = client.others.setdefault(key, set())
@@ -795,14 +813,14 @@ def keep_for_receiver(name: str, kind: str) -> bool:
 
 def _pin(delivery: int, names: list[list[str]]) -> None:
     """Tell the reaper to keep ``names`` until ``delivery`` reads EOF (once sent)."""
-    client = _clients.get()
+    client = _client or _own()
     with client.locked():
         client.send_fd(["P", names], delivery)
 
 
 def forget(name: str, kind: str) -> None:
     """Stop tracking ``name``: it was unlinked explicitly."""
-    client = _clients.get()
+    client = _client or _own()
     _check(name, kind)
     key = (kind, name)
     with client.locked():
