@@ -97,7 +97,7 @@ def shm_entries() -> set[str]:
         from reaper_helpers import tracked_names
 
         tracked = set(orphans)  # where the reaper cannot tell: count them all
-        if _client._client.fd is not None:  # (asking must not start or connect a reaper)
+        if _client.client().fd is not None:  # (asking must not start or connect a reaper)
             try:
                 tracked = tracked_names(list(orphans))
             except (OSError, TimeoutError, ValueError):

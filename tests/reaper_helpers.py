@@ -17,7 +17,7 @@ from proctor._reaper import _client as _reaper
 
 def _ask(message: list, timeout: float) -> bytes:
     """Send ``message`` to this process's reaper and return its one-line answer."""
-    client = _reaper._client
+    client = _reaper.client()
     with client.lock:
         if client.fd is None:
             client._connect()
@@ -58,4 +58,4 @@ def tracked_names(keys: list[tuple[str, str]], timeout: float = 10.0) -> set[tup
 
 def spawned_reaper_pid() -> int | None:
     """The pid of the reaper this process started, if it started one."""
-    return _reaper._client.spawned_pid
+    return _reaper.client().spawned_pid

@@ -350,7 +350,7 @@ def test_a_token_handed_to_a_cancelled_waiter_goes_back_to_the_semaphore():
     async def main():
         task = asyncio.create_task(_loopwait.await_post(sem, None))
         await asyncio.sleep(0)  # the task registers and waits
-        watcher = _loopwait._registry[id(sem)]
+        watcher = _loopwait._registry.get().watchers[id(sem)]
         sem.release()
         # Block the loop until the watcher has taken the unit for the task: the
         # task cannot run to take it before it is cancelled.

@@ -522,7 +522,7 @@ def test_a_fork_while_another_thread_holds_the_start_method_lock_does_not_hang_t
     holding, release = threading.Event(), threading.Event()
 
     def hold():
-        with _methods._lock:
+        with _methods._lock.get():
             holding.set()
             release.wait(30)
 

@@ -220,8 +220,8 @@ def test_a_reused_pid_is_not_a_live_user():
     name = _name()
     path = "/dev/shm/" + name.lstrip("/")
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
-    with _reaper._client.lock:
-        _reaper._client.send(["R", "shm", name, os.getpid(), 12345.0])
+    with _reaper.client().lock:
+        _reaper.client().send(["R", "shm", name, os.getpid(), 12345.0])
     sync_reaper()
     assert not _exists(name)
 
@@ -637,10 +637,10 @@ if __name__ == "__main__":
     child_pid = q.get(timeout=60)
     # (not the queue's room hint: nobody waited for room, so it was never made)
     names = sorted(
-        name for (kind, name), n in _reaper._client.refs.items()
+        name for (kind, name), n in _reaper.client().refs.items()
         if n > 0 and name != q._shared.room.name
     )
-    print(json.dumps([names, child_pid, _reaper._client.spawned_pid]), flush=True)
+    print(json.dumps([names, child_pid, _reaper.client().spawned_pid]), flush=True)
     sys.stdin.readline()
 """
 
@@ -837,13 +837,13 @@ def test_a_finalizer_run_by_gc_inside_the_client_lock_does_not_deadlock():
         garbage = Cycle()
         garbage.self = garbage
         garbage.lock = proctor.Lock()
-        before = dict(_reaper._client.refs)
+        before = dict(_reaper.client().refs)
         assert before, "a Lock registers its named semaphore"
         del garbage
         done = threading.Event()
 
         def collect_inside_the_lock():
-            with _reaper._client.locked():
+            with _reaper.client().locked():
                 gc.collect()  # runs Lock's finalizer -> unregister -> deferred
             done.set()
 
@@ -854,8 +854,8 @@ def test_a_finalizer_run_by_gc_inside_the_client_lock_does_not_deadlock():
     finally:
         gc.enable()
     # The deferred release was made when the section ended.
-    assert not _reaper._client.deferred
-    released = {key for key in before if key not in _reaper._client.refs}
+    assert not _reaper.client().deferred
+    released = {key for key in before if key not in _reaper.client().refs}
     assert released, "the collected lock's semaphore was not released"
 
 
@@ -878,12 +878,12 @@ def test_names_registered_ahead_in_one_message_are_reclaimed_when_their_user_is_
 def test_batched_semaphore_names_are_registered_and_the_unused_ones_withdrawn():
     from proctor._reaper._semlock import NamedSemaphore, batched_names
 
-    before = dict(_reaper._client.refs)
+    before = dict(_reaper.client().refs)
     with batched_names(3):
         sem = NamedSemaphore(0, 1)
     key = ("semaphore", sem.name)
     # The created one is registered once; the two names left over are withdrawn.
-    assert {k: v for k, v in _reaper._client.refs.items() if k not in before} == {key: 1}
+    assert {k: v for k, v in _reaper.client().refs.items() if k not in before} == {key: 1}
     path = "/dev/shm/sem." + sem.name.lstrip("/")
     assert os.path.exists(path)
     sem.close()
@@ -906,7 +906,7 @@ def test_a_start_keeps_every_name_for_the_child_with_one_hook_and_one_message():
             hook(child.proc.pid)
         names = [("semaphore", s.name) for s in sems]
         assert all(
-            (child.proc.pid, _reaper._create_time(child.proc.pid)) in _reaper._client.others[k]
+            (child.proc.pid, _reaper._create_time(child.proc.pid)) in _reaper.client().others[k]
             for k in names
         )
         paths = ["/dev/shm/sem." + s.name.lstrip("/") for s in sems]
@@ -923,9 +923,9 @@ def test_corked_registrations_reach_the_reaper_in_one_write_when_the_block_ends(
     name = _name()
     with _reaper.corked():
         _reaper.register(name, "shm")
-        held = [m[:3] for m in _reaper._client.corked]
+        held = [m[:3] for m in _reaper.client().corked]
     assert held == [["R", "shm", name]]
-    assert _reaper._client.corked == [] and _reaper._client.corked_by is None
+    assert _reaper.client().corked == [] and _reaper.client().corked_by is None
     path = "/dev/shm/" + name.lstrip("/")
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     try:

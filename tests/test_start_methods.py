@@ -254,9 +254,9 @@ def _reaper_client_in_a_fork_child():
     import proctor
     from proctor._reaper import _client
 
-    before = (_client._client.fd is None, bool(_client._client.refs))
+    before = (_client.client().fd is None, bool(_client.client().refs))
     lock = proctor.Lock()  # a name of its own: now it connects, replaying the inherited ones
-    after = _client._client.fd is not None
+    after = _client.client().fd is not None
     del lock
     return before, after
 

@@ -1,23 +1,123 @@
-"""Work to redo in a forked child: ``util.register_after_fork`` and fork-aware objects.
+"""Work to redo in a forked child: proctor's per-process state, and ``util``'s hooks.
+
+Every page a forked child writes is copied (a page fault), and Python writes to an
+object whenever it uses it (its reference count). So proctor's per-process state is
+not made again in each child at the fork, but the first time the child uses it::
+
+    fork ──▶ child: generation += 1           (the one os.register_at_fork hook here)
+    first use of a PerProcess in the child ──▶ its generation is old: make() again
+    later uses ──────────────────────────────▶ one comparison, the value
+
+A child that never starts a process, never names an OS object, never waits from an
+event loop does not build those modules' locks and records at all. What cannot wait
+for a first use -- descriptors the parent relies on the child not holding (the
+reaper's connection, log streams, lifelines), identities another process may read
+from shared memory -- is still done by an ``os.register_at_fork`` hook in its module.
 
 ``register_after_fork(obj, func)`` calls ``func(obj)`` in every child that proctor
 forks (the ``fork`` and ``forkserver`` start methods), while ``obj`` lives, oldest
-registration first -- the ``multiprocessing.util`` API. proctor's own per-process
-state resets itself through ``os.register_at_fork`` hooks in each module instead.
+registration first -- the ``multiprocessing.util`` API.
 """
 
 from __future__ import annotations
 
+import _thread
 import itertools
-import threading
+import os
 from collections.abc import Callable
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import: not at run time
     import weakref
-    from typing import Any
+    from typing import Any, Generic, TypeVar
 
-__all__ = ("ForkAwareLocal", "ForkAwareThreadLock", "register_after_fork", "run_after_forkers")
+    _T = TypeVar("_T")
+
+    class _Generic(Generic[_T]):
+        pass
+else:
+    _T = None
+
+    class _Generic:  # what Generic[_T] gives a subclass at run time: nothing needed here
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+
+__all__ = (
+    "ForkAwareLocal",
+    "ForkAwareThreadLock",
+    "PerProcess",
+    "register_after_fork",
+    "renewing",
+    "run_after_forkers",
+)
+
+#: Forks between the process that imported proctor and this one: 0 there, one more
+#: in each forked child. Read it as ``_afterfork.generation`` (never import the name:
+#: the hook rebinds it).
+generation = 0
+# Held while a PerProcess is made again: two threads of a child must not both make
+# one. Reentrant: a make() may use another PerProcess. Fresh in every child (a thread
+# of the parent may have held it at the fork).
+_renewing = _thread.RLock()
+
+
+def renewing() -> Any:
+    """The lock to hold while making per-process state again in a forked child.
+
+    For state reset by its own hook to ``None`` and made again on first use
+    (``_reaper._client``): reentrant, and fresh in every child.
+    """
+    return _renewing
+
+
+def _after_fork_in_child() -> None:
+    global generation, _renewing
+    generation += 1
+    _renewing = _thread.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class PerProcess(_Generic[_T]):
+    """A value of this process, made again (by ``make()``) on first use in a forked child.
+
+    For state a child must not share with its parent -- a lock a parent's thread may
+    have held at the fork, a record of the parent's helpers -- and that many children
+    never use: they never build it, and never copy the pages building it would write.
+    Every use goes through :meth:`get` (one comparison when nothing forked).
+    """
+
+    __slots__ = ("_generation", "_make", "_value")
+
+    def __init__(self, make: Callable[[], _T]) -> None:
+        self._make = make
+        self._value = make()
+        self._generation = generation
+
+    def get(self) -> _T:
+        """This process's value, made now if this is the first use since a fork."""
+        if self._generation == generation:
+            return self._value
+        return self._renew()
+
+    def _renew(self) -> _T:
+        with _renewing:
+            if self._generation != generation:
+                value = self._make()
+                # Unless a use inside make() renewed it already (a finalizer run by
+                # a garbage collection there): that value is the one in use.
+                if self._generation != generation:
+                    self._value = value
+                    # Last: a thread that sees the new generation sees the new value.
+                    self._generation = generation
+            return self._value
+
+    def __repr__(self) -> str:
+        made = "made" if self._generation == generation else "to be made again"
+        return f"<PerProcess {self._make.__qualname__} ({made} in this process)>"
+
 
 # Made on first use: every child runs run_after_forkers(), few programs register.
 _registry: weakref.WeakValueDictionary[tuple[int, int, Callable[..., object]], Any] | None = None
@@ -64,7 +164,7 @@ class ForkAwareThreadLock:
         register_after_fork(self, ForkAwareThreadLock._reset)
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.acquire = self._lock.acquire
         self.release = self._lock.release
 
@@ -75,7 +175,7 @@ class ForkAwareThreadLock:
         self._lock.release()
 
 
-class ForkAwareLocal(threading.local):
+class ForkAwareLocal(_thread._local):
     """A ``threading.local`` whose attributes a child proctor forks starts without."""
 
     def __init__(self) -> None:

@@ -43,7 +43,7 @@ import sys
 import threading
 import weakref
 
-from . import _reduction
+from . import _afterfork, _reduction
 
 __all__ = ("AnonymousMemory", "allocate", "own_description_locks")
 
@@ -143,7 +143,7 @@ class AnonymousMemory(mmap.mmap):
     _fd: int
     _closer: _FdCloser | None = None
     _lock_fd = -1
-    _lock_closer: weakref.finalize | None = None
+    _lock_closer: _FdCloser | None = None
 
     def __new__(cls, size: int) -> AnonymousMemory:
         if not isinstance(size, int) or isinstance(size, bool):
@@ -191,12 +191,14 @@ class AnonymousMemory(mmap.mmap):
             return self._fd
         # Under the lock: two threads must not open two descriptions, whose locks
         # would conflict with each other's within this one process.
-        with _rebuild_lock:
+        with _rebuild_lock.get():
             if self._lock_fd < 0:
                 fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
                 self._lock_fd = fd
-                self._lock_closer = weakref.finalize(self, os.close, fd)
-                self._lock_closer.atexit = False
+                # Called by __del__, as _closer is: a weakref.finalize (a registry
+                # entry, an info object, a weakref) cost each fork child that
+                # reopens this description its own copies of their pages.
+                self._lock_closer = _FdCloser(fd)
                 _own_descriptions.add(self)
             return self._lock_fd
 
@@ -231,12 +233,12 @@ class AnonymousMemory(mmap.mmap):
             self._lock_closer()
 
     def __del__(self) -> None:
-        closer = self._closer
-        if closer is not None:
-            try:
-                closer()
-            except Exception:  # nothing to tell anyone at garbage collection
-                pass
+        for closer in (self._closer, self._lock_closer):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception:  # nothing to tell anyone at garbage collection
+                    pass
 
     def __enter__(self) -> AnonymousMemory:
         return self
@@ -271,7 +273,7 @@ def _rebuild(token: int, size: int) -> AnonymousMemory:
         # Under the lock: two threads rebuilding one memory must not map it twice
         # (two descriptions of one process would each wait for the other's locks).
         # (lock_fd takes it too: never call it from inside.)
-        with _rebuild_lock:
+        with _rebuild_lock.get():
             known = _by_file.get(_file_key(fd))
             if known is not None and not known.closed:
                 # The memory this process has already. Closing the descriptor that came
@@ -291,7 +293,8 @@ def _file_key(fd: int) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-_rebuild_lock = threading.Lock()
+# A forked child makes its own on first use: another thread may have held it at the fork.
+_rebuild_lock = _afterfork.PerProcess(threading.Lock)
 # The memory this process has, by file: one AnonymousMemory each (see the docstring).
 _by_file: weakref.WeakValueDictionary[tuple[int, int], AnonymousMemory] = (
     weakref.WeakValueDictionary()
@@ -332,7 +335,9 @@ def _round_up(n: int, step: int) -> int:
     return (n + step - 1) // step * step
 
 
-_heap = _Heap()
+# A forked child must not carve blocks out of the arena its parent is still filling
+# (both would hand out the same offsets): it starts a heap of its own on first use.
+_heap = _afterfork.PerProcess(_Heap)
 
 
 def allocate(size: int) -> tuple[AnonymousMemory, int]:
@@ -345,17 +350,16 @@ def allocate(size: int) -> tuple[AnonymousMemory, int]:
     """
     if size < 0:
         raise ValueError(f"size must not be negative, not {size!r}")
-    return _heap.allocate(size)
+    return _heap.get().allocate(size)
 
 
 def _reset_after_fork() -> None:
-    # A forked child must not carve blocks out of the arena its parent is still
-    # filling: both would hand out the same offsets.
-    global _heap, _rebuild_lock
-    _heap = _Heap()
-    _rebuild_lock = threading.Lock()  # another thread may have held it at the fork
     # The descriptions it inherited are its parent's, and so are the locks on them
     # (closing its copies drops none: the parent still has them). It opens its own.
+    # At the fork, not at first use: while the child held a copy, the parent's
+    # locks on them would outlive the parent.
+    if not _own_descriptions:
+        return
     for mem in list(_own_descriptions):
         if mem._lock_closer is not None:
             mem._lock_closer()

@@ -33,11 +33,11 @@ processes compete for the units with the watcher on equal terms.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
 
+from . import _afterfork
 from ._wait import CHECK_INTERVAL, POSTED, READY, TIMED_OUT, slice_seconds
 
 TYPE_CHECKING = False
@@ -65,8 +65,9 @@ class _Waiter:
 class _Watcher:
     """The thread that sleeps on one semaphore for this process's waiting coroutines."""
 
-    def __init__(self, sem: Any) -> None:
+    def __init__(self, sem: Any, registry: _Registry) -> None:
         self.sem = sem
+        self.registry = registry
         self.waiters: deque[_Waiter] = deque()
         self.cond = threading.Condition(threading.Lock())
         self.thread = threading.Thread(target=self._run, name="proctor-loop-wait", daemon=True)
@@ -86,10 +87,11 @@ class _Watcher:
                     self.cond.wait()
                 idle = not self.waiters
             if idle:
-                with _registry_lock, self.cond:
+                registry = self.registry
+                with registry.lock, self.cond:
                     if not self.waiters:
-                        if _registry.get(id(sem)) is self:
-                            del _registry[id(sem)]
+                        if registry.watchers.get(id(sem)) is self:
+                            del registry.watchers[id(sem)]
                         return
                 continue
             try:
@@ -116,19 +118,20 @@ class _Watcher:
                 sem.release()  # nobody to hand it to: it stays for whoever comes
 
 
-# Keyed by id() of the semaphore object; the watcher keeps the object alive, so
-# the id cannot be reused while the entry exists.
-_registry: dict[int, _Watcher] = {}
-_registry_lock = threading.Lock()
+class _Registry:
+    """This process's watchers. A forked child starts with none: their threads did
+    not survive the fork (and a thread of the parent may have held the lock)."""
+
+    __slots__ = ("lock", "watchers")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # Keyed by id() of the semaphore object; the watcher keeps the object
+        # alive, so the id cannot be reused while the entry exists.
+        self.watchers: dict[int, _Watcher] = {}
 
 
-def _after_fork_in_child() -> None:
-    global _registry_lock
-    _registry.clear()  # their threads did not survive the fork
-    _registry_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_registry = _afterfork.PerProcess(_Registry)
 
 
 def _deliver(waiter: _Waiter) -> None:
@@ -144,11 +147,12 @@ def _slice_over(future: asyncio.Future) -> None:
 
 def _register(sem: Any, loop: asyncio.AbstractEventLoop) -> tuple[_Watcher, _Waiter]:
     waiter = _Waiter(loop)
-    with _registry_lock:
-        watcher = _registry.get(id(sem))
+    registry = _registry.get()
+    with registry.lock:
+        watcher = registry.watchers.get(id(sem))
         start = watcher is None
         if watcher is None:
-            watcher = _registry[id(sem)] = _Watcher(sem)
+            watcher = registry.watchers[id(sem)] = _Watcher(sem, registry)
         with watcher.cond:
             watcher.waiters.append(waiter)
             watcher.cond.notify()

@@ -14,12 +14,24 @@ import _thread
 import os
 from collections.abc import Callable
 
-_lock = _thread.allocate_lock()
-_helper_pids: set[int] = set()
-# Callables that register helpers whose pids arrive asynchronously (the fork
-# server announces its next spare after it has answered a start): helper_pids()
-# calls them first, so it never misses a helper that exists already.
-_helper_sources: list[Callable[[], None]] = []
+from . import _afterfork
+
+
+class _Helpers:
+    """This process's helpers. A forked child has none: they belong to its parent."""
+
+    __slots__ = ("lock", "pids", "sources")
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        self.pids: set[int] = set()
+        # Callables that register helpers whose pids arrive asynchronously (the fork
+        # server announces its next spare after it has answered a start): helper_pids()
+        # calls them first, so it never misses a helper that exists already.
+        self.sources: list[Callable[[], None]] = []
+
+
+_helpers = _afterfork.PerProcess(_Helpers)
 
 #: Identifies this process's main script in pickles of main-script objects
 #: (``_pickler``). Drawn when proctor is imported, so that fork children -- which
@@ -47,37 +59,42 @@ def process_name() -> str:
 
 def register_helper(pid: int) -> None:
     """Record ``pid`` as one of proctor's own helper processes."""
-    with _lock:
-        _helper_pids.add(pid)
+    helpers = _helpers.get()
+    with helpers.lock:
+        helpers.pids.add(pid)
 
 
 def unregister_helper(pid: int) -> None:
     """Forget a helper that has exited."""
-    with _lock:
-        _helper_pids.discard(pid)
+    helpers = _helpers.get()
+    with helpers.lock:
+        helpers.pids.discard(pid)
 
 
 def add_helper_source(source: Callable[[], None]) -> None:
     """Make :func:`helper_pids` call ``source`` first (it registers pending helpers)."""
-    with _lock:
-        if source not in _helper_sources:
-            _helper_sources.append(source)
+    helpers = _helpers.get()
+    with helpers.lock:
+        if source not in helpers.sources:
+            helpers.sources.append(source)
 
 
 def remove_helper_source(source: Callable[[], None]) -> None:
-    with _lock:
-        if source in _helper_sources:
-            _helper_sources.remove(source)
+    helpers = _helpers.get()
+    with helpers.lock:
+        if source in helpers.sources:
+            helpers.sources.remove(source)
 
 
 def helper_pids() -> frozenset[int]:
     """The pids of proctor's live helper processes started by this process."""
-    with _lock:
-        sources = tuple(_helper_sources)
+    helpers = _helpers.get()
+    with helpers.lock:
+        sources = tuple(helpers.sources)
     for source in sources:
         source()
-    with _lock:
-        return frozenset(_helper_pids)
+    with helpers.lock:
+        return frozenset(helpers.pids)
 
 
 # The resource reaper a spawn or forkserver child was told to use, kept here until the
@@ -131,14 +148,3 @@ def check_ctx(ctx: object, what: str) -> None:
         f"{what}(ctx=...) must be a proctor context (proctor.get_context(...)) or None, "
         f"not {cls.__name__}: {ctx!r}"
     )
-
-
-def _reset_after_fork() -> None:
-    # A forked child has no helpers of its own: those belong to its parent.
-    global _lock
-    _lock = _thread.allocate_lock()
-    _helper_pids.clear()
-    _helper_sources.clear()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)

@@ -77,7 +77,7 @@ import sys
 import threading
 import time
 
-from .._core import _runtime
+from .._core import _afterfork, _runtime
 from . import _logger
 
 TYPE_CHECKING = False
@@ -799,7 +799,9 @@ def _dispatch(kind: int, payload: bytearray, remembered: dict[Any, dict[str, Any
 # Made on first use: a fork child that starts no child of its own then never
 # builds one (a lock, an Event, a dict: pages it would copy for nothing).
 _listener: LogListener | None = None
-_listener_lock = threading.Lock()
+# A forked child makes its own lock on first use (a thread of the parent may have
+# held this one at the fork).
+_listener_lock = _afterfork.PerProcess(threading.Lock)
 
 
 def listener() -> LogListener:
@@ -807,7 +809,7 @@ def listener() -> LogListener:
     global _listener
     got = _listener
     if got is None:
-        with _listener_lock:
+        with _listener_lock.get():
             if _listener is None:
                 _listener = LogListener()
             got = _listener
@@ -818,6 +820,8 @@ def listener() -> LogListener:
 # it (up to FORK_WAIT): a child forked while the listener is inside a handler
 # would inherit the locks that handler holds -- sys.stdout's buffer lock, say --
 # locked for ever, and hang at its first print. (logging resets its own locks.)
+# A plain global, not a PerProcess: the fork hooks use it at every fork, and in
+# the parent each object they touch there is one more copied page per fork.
 _dispatching = threading.RLock()
 
 
@@ -838,16 +842,24 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _listener, _listener_lock, _dispatching, _held_for_fork
-    # The parent's streams are the parent's to read: close this copy of them.
+    global _listener, _dispatching
+    # The parent's streams are the parent's to read: close this copy of them (not
+    # at first use: the parent's children must see their log socket's reader go
+    # when the parent goes). The listener's lock the child makes on first use.
     if _listener is not None:
         for stream in list(_listener._streams.values()):
             stream.sock.close()
         _listener._close_wake()
         _listener = None
-    _listener_lock = threading.Lock()
-    _dispatching = threading.RLock()
-    _held_for_fork = threading.local()
+    if getattr(_held_for_fork, "held", False):
+        # This thread took the dispatch lock for the fork, and it lives on here: it
+        # lets go as in the parent (keeping any hold it had before, from a handler
+        # that forked), instead of a new lock being made and the old one freed.
+        _held_for_fork.held = False
+        _dispatching.release()
+    else:
+        # FORK_WAIT ran out: a thread that is not here (the listener's) holds it.
+        _dispatching = threading.RLock()
 
 
 os.register_at_fork(

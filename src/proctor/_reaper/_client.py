@@ -94,7 +94,7 @@ import sys
 import tempfile
 import threading
 
-from .._core import _reduction, _runtime
+from .._core import _afterfork, _reduction, _runtime
 from .._core._system import random_hex
 from ._server import IGNORED_SIGNALS, KINDS, READY, owner_tag
 from ._server import create_time as _create_time
@@ -461,40 +461,73 @@ _BOOTSTRAP = (
     "module.serve(fd, sys.argv[2])\n"
 )
 
-_client = _Client()
+
+def _client_for_child(parent: _Client) -> _Client:
+    # A forked child's own client, made on its first use of the reaper (an
+    # ancestor's, if its parent never used one since its own fork).
+    child = _Client()
+    child.address = parent.address
+    # Taken over, not copied: a copy would touch (and so copy) the page of every
+    # key, in proportion to the names the parent holds.
+    child.refs = parent.refs
+    # A forked child inherits its parent's mappings, so it uses those names too.
+    # The reaper finds it in /proc before it unlinks anything (it scans every
+    # process's maps and descriptors and adopts the ones that use the name), so the
+    # child tells it when it next needs the reaper: connecting and replaying every
+    # inherited name at the fork cost each fork child a round trip and work in
+    # proportion to the names its parent holds (~10-30 ms with 100 living children
+    # that each hold a queue).
+    child.inherited = any(count > 0 for count in child.refs.values())
+    return child
+
+
+# This process's client; None in a forked child until it first needs one (most
+# never do: building one -- a lock, four containers, a look at the environment --
+# cost every fork child ~20 copied pages). Read it as ``_client or _own()``: in the
+# parent that is one global read, nothing more written after each fork than before.
+_client: _Client | None = _Client()
+# What a forked child's own client is made from: its parent's (kept, not freed).
+_from_parent: _Client | None = None
 
 #: Whether the reaper finds the users of a name in /proc (see _server._find_users).
 _REAPER_SEES_MAPPINGS = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
 
 
-def _after_fork_in_child() -> None:
+def _own() -> _Client:
+    """Make this forked child's client, at its first use of the reaper."""
     global _client
+    with _afterfork.renewing():  # two threads must not make two
+        client = _client
+        if client is None:
+            assert _from_parent is not None
+            client = _client = _client_for_child(_from_parent)
+        return client
+
+
+def client() -> _Client:
+    """This process's client."""
+    return _client or _own()
+
+
+def _after_fork_in_child() -> None:
+    # Not at first use: the connection is the parent's, and the reaper must see it
+    # close when the parent goes, whatever this child does. (None: the parent never
+    # used the reaper since its own fork, whose hook closed the connection before.)
+    global _client, _from_parent
     parent = _client
-    child = _Client()
-    child.address = parent.address
-    if parent.fd is not None:
-        # The connection belongs to the parent; its reference in the child only goes.
-        with contextlib.suppress(OSError):
-            os.close(parent.fd)
-    # Taken over, not copied: a copy would touch (and so copy) the page of every
-    # key, in every fork child, in proportion to the names the parent holds.
-    child.refs = parent.refs
-    _client = child
-    if any(count > 0 for count in child.refs.values()):
-        # A forked child inherits its parent's mappings, so it uses those names too.
-        if _REAPER_SEES_MAPPINGS:
-            # The reaper finds it in /proc before it unlinks anything (it scans
-            # every process's maps and descriptors and adopts the ones that use
-            # the name), so the child tells it when it next needs the reaper:
-            # connecting and replaying every inherited name here cost each fork
-            # child a round trip and work in proportion to the names its parent
-            # holds (~10-30 ms with 100 living children that each hold a queue).
-            child.inherited = True
-            return
-        # Elsewhere the reaper only knows registered users: say so at once, the
-        # parent may die any moment.
-        with contextlib.suppress(Exception), child.locked():
-            child._connect()
+    if parent is not None:
+        if parent.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(parent.fd)
+        _from_parent = parent
+        _client = None
+    if not _REAPER_SEES_MAPPINGS:
+        # The reaper only knows registered users there: say so at once, the parent
+        # may die any moment.
+        child = _own()
+        if child.inherited:
+            with contextlib.suppress(Exception), child.locked():
+                child._connect()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -533,17 +566,19 @@ class corked:
         self.mine = False
 
     def __enter__(self) -> None:
-        with _client.locked():
-            if _client.corked_by is None:
-                _client.corked_by = threading.get_ident()
+        client = _client or _own()
+        with client.locked():
+            if client.corked_by is None:
+                client.corked_by = threading.get_ident()
                 self.mine = True
             else:
                 self.mine = False  # nested, or another thread's: leave it to that one
 
     def __exit__(self, *exc_info: object) -> None:
         if self.mine:
-            with _client.locked():
-                _client.flush_corked()
+            client = _client or _own()
+            with client.locked():
+                client.flush_corked()
 
 
 def ensure_started() -> str:
@@ -552,11 +587,12 @@ def ensure_started() -> str:
     Other calls do this lazily; call it early to hold the connection's descriptor
     before, say, a leak check takes its baseline.
     """
-    with _client.locked():
-        if _client.fd is None:
-            _client._connect()
-        assert _client.address is not None
-        return _client.address
+    client = _client or _own()
+    with client.locked():
+        if client.fd is None:
+            client._connect()
+        assert client.address is not None
+        return client.address
 
 
 def address() -> str | None:
@@ -565,16 +601,17 @@ def address() -> str | None:
     Objects that carry names pickle this so that a child rebuilding them can
     :func:`adopt_address` the same reaper.
     """
-    return _client.address
+    return (_client or _own()).address
 
 
 def adopt_address(addr: str | None) -> None:
     """In a child: use the reaper at ``addr`` if this process has none yet."""
     if not addr:
         return
-    with _client.locked():
-        if _client.fd is None and _client.address != addr:
-            _client.address = addr
+    client = _client or _own()
+    with client.locked():
+        if client.fd is None and client.address != addr:
+            client.address = addr
 
 
 def register(name: str, kind: str) -> None:
@@ -593,16 +630,17 @@ def register(name: str, kind: str) -> None:
     """
     _check(name, kind)
     key = (kind, name)
-    with _client.locked():
-        count = _client.refs.get(key, 0)
-        _client.refs[key] = count + 1
+    client = _client or _own()
+    with client.locked():
+        count = client.refs.get(key, 0)
+        client.refs[key] = count + 1
         if count == 0:
-            if _client.ctime is None:
-                _client.ctime = _create_time(_client.pid)
+            if client.ctime is None:
+                client.ctime = _create_time(client.pid)
             try:
-                _client.send(["R", kind, name, _client.pid, _client.ctime])
+                client.send(["R", kind, name, client.pid, client.ctime])
             except BaseException:
-                _client.refs[key] = count
+                client.refs[key] = count
                 raise
 
 
@@ -621,20 +659,21 @@ def register_new(kind: str, count: int, random_bytes: int) -> list[str]:
     hexes = random_hex(random_bytes * count)
     width = 2 * random_bytes
     names = [prefix + hexes[i * width : (i + 1) * width] for i in range(count)]
-    with _client.locked():
-        if _client.ctime is None:
-            _client.ctime = _create_time(_client.pid)
-        fresh = [n for n in names if _client.refs.get((kind, n), 0) == 0]
+    client = _client or _own()
+    with client.locked():
+        if client.ctime is None:
+            client.ctime = _create_time(client.pid)
+        fresh = [n for n in names if client.refs.get((kind, n), 0) == 0]
         for name in names:
-            _client.refs[(kind, name)] = _client.refs.get((kind, name), 0) + 1
+            client.refs[(kind, name)] = client.refs.get((kind, name), 0) + 1
         try:
-            _client.send_lines([["R", kind, n, _client.pid, _client.ctime] for n in fresh])
+            client.send_lines([["R", kind, n, client.pid, client.ctime] for n in fresh])
         except BaseException:
             for name in names:
                 key = (kind, name)
-                _client.refs[key] -= 1
-                if _client.refs[key] <= 0:
-                    del _client.refs[key]
+                client.refs[key] -= 1
+                if client.refs[key] <= 0:
+                    del client.refs[key]
             raise
     return names
 
@@ -659,7 +698,7 @@ def _cancel(name: str, kind: str) -> None:
 
 
 def _release(name: str, kind: str, op: str) -> None:
-    client = _client
+    client = _client or _own()
     if client.holder == threading.get_ident():
         # Re-entered by a finalizer that a garbage collection ran inside one of this
         # thread's locked sections: made when that section ends (_Client.locked).
@@ -701,18 +740,19 @@ def _add_users(keys: list[tuple[str, str]], pid: int) -> None:
     ctime = _create_time(pid)
     if ctime is None:
         return
-    with _client.locked():
+    client = _client or _own()
+    with client.locked():
         for key in keys:
-            users = _client.others.setdefault(key, set())
+            users = client.others.setdefault(key, set())
             # Forget dead children now and then so the record does not grow forever:
             # when it has doubled since the last time, so that a start costs the same
             # however many children use the name (a check at every start once 64 did
             # made the n-th start cost O(n); issue 12).
-            if len(users) >= _client.prune_at.get(key, 64):
+            if len(users) >= client.prune_at.get(key, 64):
                 users.difference_update({(p, c) for p, c in users if _create_time(p) != c})
-                _client.prune_at[key] = max(64, 2 * len(users))
+                client.prune_at[key] = max(64, 2 * len(users))
             users.add((pid, ctime))
-        _client.send_lines([["R", kind, name, pid, ctime] for kind, name in keys])
+        client.send_lines([["R", kind, name, pid, ctime] for kind, name in keys])
 
 
 class _AddUsersAtStart:
@@ -773,22 +813,24 @@ def keep_for_receiver(name: str, kind: str) -> bool:
 
 def _pin(delivery: int, names: list[list[str]]) -> None:
     """Tell the reaper to keep ``names`` until ``delivery`` reads EOF (once sent)."""
-    with _client.locked():
-        _client.send_fd(["P", names], delivery)
+    client = _client or _own()
+    with client.locked():
+        client.send_fd(["P", names], delivery)
 
 
 def forget(name: str, kind: str) -> None:
     """Stop tracking ``name``: it was unlinked explicitly."""
+    client = _client or _own()
     _check(name, kind)
     key = (kind, name)
-    with _client.locked():
-        _client.refs.pop(key, None)
-        _client.others.pop(key, None)
-        _client.prune_at.pop(key, None)
-        if _client.fd is None and not _client.inherited:
+    with client.locked():
+        client.refs.pop(key, None)
+        client.others.pop(key, None)
+        client.prune_at.pop(key, None)
+        if client.fd is None and not client.inherited:
             return  # this process never told a reaper about the name
         with contextlib.suppress(OSError):
-            _client.send(["F", kind, name])
+            client.send(["F", kind, name])
 
 
 # ─── multiprocessing.resource_tracker's API ──────────────────────────────────

@@ -19,6 +19,8 @@ import _thread
 import os
 import sys
 
+from .._core import _afterfork
+
 __all__ = (
     "DEFAULT_METHOD",
     "START_METHODS",
@@ -47,7 +49,8 @@ def _stdlib_default_method() -> str:
 #: ``multiprocessing`` default of the running Python on this platform.
 DEFAULT_METHOD = _stdlib_default_method()
 
-_lock = _thread.allocate_lock()
+# Another thread may hold it at a fork: a forked child makes its own, on first use.
+_lock = _afterfork.PerProcess(_thread.allocate_lock)
 _chosen: str | None = None
 
 
@@ -83,10 +86,13 @@ def resolve_method(method: str | None) -> str:
 
     Resolving the default fixes it, as starting a process does in ``multiprocessing``.
     """
+    global _chosen
     if method is not None:
         return method
-    global _chosen
-    with _lock:
+    chosen = _chosen
+    if chosen is not None:  # every start but the first: no lock needed to read it
+        return chosen
+    with _lock.get():
         if _chosen is None:
             _chosen = DEFAULT_METHOD
         return _chosen
@@ -105,7 +111,7 @@ def get_start_method(allow_none: bool = False) -> str | None:
         allow_none: return ``None`` instead of fixing the default when none was set.
     """
     global _chosen
-    with _lock:
+    with _lock.get():
         if _chosen is None:
             if allow_none:
                 return None
@@ -127,19 +133,10 @@ def set_start_method(method: str | None, force: bool = False) -> None:
     global _chosen
     if method is not None:
         check_method(method)
-    with _lock:
+    with _lock.get():
         if _chosen is not None and not force:
             raise RuntimeError(
                 f"the start method is already set to {_chosen!r}; call "
                 "set_start_method() once, early in the main module, or pass force=True"
             )
         _chosen = method
-
-
-def _reset_after_fork() -> None:
-    # Another thread may have held the lock at the fork; this child is alone.
-    global _lock
-    _lock = _thread.allocate_lock()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)

@@ -131,11 +131,13 @@ class Children:
         return child in self._fds
 
     def let_go_after_fork(self) -> None:
-        """In a forked child: drop this copy of the parent's record of its children.
+        """In a forked child: let go of what this copy of the parent's record holds.
 
-        The poller is only closed, never unregistered from: an epoll instance is
-        shared with the parent through the fork, and unregistering here would
-        unregister in the parent too. The descriptors held for the siblings are
+        The record is not used again (the child keeps it, unchanged but for this,
+        so as not to write to it: see ``_reset_after_fork``). The poller is only
+        closed, never unregistered from: an epoll instance is shared with the
+        parent through the fork, and unregistering here would unregister in the
+        parent too. The descriptors held for the siblings are
         pointed at /dev/null (close-on-exec): the sockets and pidfds they named are
         no longer held here, while their numbers stay taken, so that a sibling's
         process object collected or closed here later closes /dev/null, never a
@@ -150,8 +152,6 @@ class Children:
                     close()
                 except OSError:
                     pass
-            self._poller = None
-        self._unregistered.clear()
         if self._held:
             devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             try:
@@ -328,11 +328,22 @@ def exit_children() -> None:
         state.children.discard(child)
 
 
+# What a forked child kept of its ancestors' records of their children (one per
+# fork generation), never freed there: see _reset_after_fork.
+_ancestors_children: list[Children] = []
+
+
 def _reset_after_fork() -> None:
     # The forked child starts with no children and a fresh counter; the process
     # object it runs replaces ``current`` in ``_bootstrap``. Its copies of the
     # parent's descriptors for its siblings are let go: they are not its own.
-    state.children.let_go_after_fork()
+    # The parent's record is kept, not dropped: freeing it would write to every
+    # sibling's process object (its reference count) and copy a page or two per
+    # living sibling (~180 faults with 300 of them), for memory the child shares
+    # with its parent anyway.
+    inherited = state.children
+    inherited.let_go_after_fork()
+    _ancestors_children.append(inherited)
     state.children = Children()
     state.exit_hooks = []
     state.exit_handler_registered = False
