@@ -34,6 +34,7 @@ Imported only when a pool is given a Ray ``backend=``; see docs/scale-out.md.
 from __future__ import annotations
 
 import collections
+import pickle
 import threading
 import weakref
 
@@ -74,13 +75,15 @@ _ACTOR_GONE = _errors("RayActorError", "ActorUnavailableError")
 class _Runner:
     """The process of one pool worker: runs the pool's calls one at a time, in order."""
 
-    def run(self, call: tuple[Any, ...], *refs: Any) -> Any:
-        """``func(*args, *refs)`` for ``call`` = (func, args): one argument for Ray to
-        serialize rather than one per item (each costs tens of microseconds); the
-        shared buffers' ObjectRefs stay arguments of their own, which Ray resolves to
-        their values only there."""
-        func, args = call
-        return func(*args, *refs)
+    def run(self, packed: bytes, *refs: Any) -> bytes:
+        """``func(*args, *refs)`` for ``packed`` = pickled (func, args), its value
+        pickled: Ray passes a bytes argument and return value as they are, where it
+        serializes a tuple through msgpack and then pickle (25 and 11 µs for a tiny
+        task's call and result, against 1 µs as bytes: measured with Ray's own
+        serialization context). The shared buffers' ObjectRefs stay arguments of their
+        own, which Ray resolves to their values only there."""
+        func, args = pickle.loads(packed)
+        return pickle.dumps(func(*args, *refs), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 #: One CPU to be placed, none held while alive (Ray's default for actors); never
@@ -100,13 +103,10 @@ class _Call:
     """A handle of ``RayEngine.submit``: one call, made again if its actor dies
     before starting it."""
 
-    __slots__ = ("__weakref__", "actor", "args", "done", "func", "future", "lost", "ref", "shared")
+    __slots__ = ("__weakref__", "actor", "done", "future", "lost", "packed", "ref", "shared")
 
-    def __init__(
-        self, func: Callable[..., Any], args: tuple[Any, ...], shared: tuple[Any, ...], done: Any
-    ) -> None:
-        self.func = func
-        self.args = args
+    def __init__(self, packed: bytes, shared: tuple[Any, ...], done: Any) -> None:
+        self.packed = packed  # pickled (func, args): see _Runner.run
         self.shared = shared  # ObjectRefs of buffers put in the object store once
         self.done = done
         self.actor: _Actor | None = None
@@ -153,8 +153,9 @@ class RayEngine:
         calls: list[tuple[tuple[Any, ...], tuple[Any, ...]]],
         done: list[Callable[[Any], None]],
     ) -> list[Any]:
+        dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
         handles = [
-            _Call(func, args, shared, callback)
+            _Call(dumps((func, args), protocol), shared, callback)
             for (args, shared), callback in zip(calls, done, strict=True)
         ]
         with self._lock:
@@ -171,7 +172,7 @@ class RayEngine:
         actor = min(self._actors, key=lambda a: len(a.calls))
         actor.calls.append(call)
         call.actor = actor
-        call.ref = actor.handle.run.remote((call.func, call.args), *call.shared)
+        call.ref = actor.handle.run.remote(call.packed, *call.shared)
         future = call.future = call.ref.future()
         # A weak reference: the future keeps its callbacks, and a callback holding the
         # call (which holds the future) would make a cycle of every call, its future
@@ -226,7 +227,7 @@ class RayEngine:
         for call in handles:
             error = call.future.exception(timeout=0)
             if error is None:
-                found.append((True, call.future.result(timeout=0), None))
+                found.append((True, pickle.loads(call.future.result(timeout=0)), None))
             elif call.lost or isinstance(error, _LOST + _ACTOR_GONE):
                 found.append((False, error, f"{type(error).__name__}: {error}"))
             else:
