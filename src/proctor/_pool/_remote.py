@@ -467,6 +467,8 @@ class RemoteDispatcher:
 
     def _finished(self, task_id: int, handle: Any) -> None:
         with self._lock:
+            if self._stopped:
+                return  # (a call the engine ends as the pool closes: nobody takes it)
             self._done.append((task_id, handle))
             self._wake_locked()
 
