@@ -357,6 +357,11 @@ class RayEngine:
         with self._lock:
             self._closed = True
             actors, self._actors = self._actors, []
+            # Calls still held are let go (each holds its actor: a cycle the cyclic
+            # collector would free only later); Ray reports the killed actors' calls
+            # after this, to a dispatcher that no longer takes them.
+            for actor in actors + self._dying:
+                actor.calls.clear()
             self._dying = []
             self._wake.notify()
         for actor in actors:
@@ -368,15 +373,33 @@ def _values(refs: list[Any]) -> list[tuple[bool, Any]]:
     unless one of them failed."""
     try:
         return [(True, value) for value in ray.get(refs)]
-    except Exception:
-        pass
+    except Exception as exc:
+        _detached(exc)  # (Ray's frames hold it: see _detached)
     found: list[tuple[bool, Any]] = []
     for ref in refs:
         try:
             found.append((True, ray.get(ref)))
         except Exception as exc:
-            found.append((False, exc))
+            found.append((False, _detached(exc)))
     return found
+
+
+def _detached(error: BaseException) -> BaseException:
+    """``error`` and the errors chained to it without this thread's tracebacks
+    (``ray.get``'s own frames; the task's traceback is in the error's text): they
+    hold the waiter's frame, and that frame the calls, one of which may hold the
+    error; and ``ray.get``'s frame holds the error it raised -- cycles for the
+    cyclic collector, per failed call."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        each = pending.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        each.__traceback__ = None
+        pending += (each.__cause__, each.__context__)
+    return error
 
 
 def _started(adapter: RayEngine) -> RayEngine:
