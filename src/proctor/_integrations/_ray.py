@@ -224,7 +224,14 @@ class RayEngine:
         except BaseException as exc:  # Ray shut down under the pool, or a bug
             if self._closed:
                 return  # the pool ended meanwhile: nobody waits for its calls
-            for call in self._abandon(exc):
+            # An Exception for the calls' results: Ray's shutdown raises SystemExit in a
+            # thread blocked in ray.wait, which must not reach the caller as such.
+            error = (
+                exc
+                if isinstance(exc, Exception)
+                else RuntimeError(f"the Ray runtime ended while the pool's calls ran ({exc!r})")
+            )
+            for call in self._abandon(error):
                 call.done(call)
 
     def _wait_once(self) -> bool:
@@ -243,6 +250,7 @@ class RayEngine:
                         watch[call.ref] = call
             self._watched = {call.actor for call in watch.values()}  # type: ignore[misc]
         refs = list(watch)
+        _check_runtime()
         try:
             ready, _ = ray.wait(refs, num_returns=1, timeout=WAIT_SECONDS)
             if ready and len(refs) > 1:  # and all the others that are ready by now
@@ -251,6 +259,7 @@ class RayEngine:
             with self._lock:
                 self._watched = None
         if ready:
+            _check_runtime()
             for ref, outcome in zip(ready, _values(ready), strict=True):
                 self._settle(watch[ref], ref, outcome)
         return True
@@ -306,7 +315,7 @@ class RayEngine:
         self._wake.notify()
         return failed[:1]
 
-    def _abandon(self, exc: BaseException) -> list[_Call]:
+    def _abandon(self, exc: Exception) -> list[_Call]:
         """The waiter failed: every call not reported fails with ``exc``, rather than
         leave its task waiting for ever."""
         _logger.get_logger().exception("proctor's Ray waiter failed")
@@ -364,8 +373,21 @@ class RayEngine:
                 actor.calls.clear()
             self._dying = []
             self._wake.notify()
+        if not ray.is_initialized():
+            return  # shut down already, actors included (ray.kill would start a new runtime)
         for actor in actors:
             ray.kill(actor.handle, no_restart=True)
+
+
+def _check_runtime() -> None:
+    """Raise if Ray was shut down under the pool: ``ray.wait`` and ``ray.get`` would
+    start a new runtime (Ray's auto-init), in which the pool's calls do not exist.
+
+    Raises:
+        RuntimeError: the runtime is gone.
+    """
+    if not ray.is_initialized():
+        raise RuntimeError("the Ray runtime was shut down while the pool's calls ran")
 
 
 def _values(refs: list[Any]) -> list[tuple[bool, Any]]:
