@@ -335,6 +335,35 @@ def test_a_ray_calls_handles_go_without_the_cyclic_collector(backend):
             gc.enable()
 
 
+def test_a_terminated_ray_pools_call_handles_go_without_the_cyclic_collector(backend, tmp_path):
+    # Ray reports a terminated pool's running and queued calls after the pool has
+    # ended (their actors were killed): those handles are let go too, not kept by the
+    # stopped dispatcher or the dead actors in cycles for the collector to find later.
+    if backend != "ray":
+        pytest.skip("the Ray adapter's call handles")
+    from proctor._integrations import _ray
+
+    def calls():
+        return [o for o in gc.get_objects() if isinstance(o, _ray._Call)]
+
+    marker = tmp_path / "pid"
+    gc.collect()
+    earlier = weakref.WeakSet(calls())
+    gc.disable()
+    try:
+        pool = proctor.Pool(backend=backend)
+        running = [pool.apply_async(wait_to_be_killed, (str(marker),)) for _ in range(3)]
+        wait_until(lambda: marker.exists(), timeout=30)
+        pool.terminate()
+        for result in running:
+            with pytest.raises(proctor.PoolTerminatedError):
+                result.get(timeout=30)
+        del pool, running, result
+        wait_until(lambda: sum(call not in earlier for call in calls()) == 0, timeout=10)
+    finally:
+        gc.enable()
+
+
 def test_task_timeout_stops_a_stuck_task(backend):
     with proctor.Pool(backend=backend) as pool:
         with pytest.raises(proctor.TaskTimeoutError, match="sleep_for"):

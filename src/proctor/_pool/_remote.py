@@ -180,23 +180,43 @@ class RemoteCodec(_worker.PickledCodec):
 #: Dask worker runs tasks on several threads).
 _local = threading.local()
 #: The root logger's level is lowered to the callers' while tasks run: the threads that
-#: run one, and the level to restore when the last of them ends.
+#: run one, the level to restore when the last of them ends, and whether one lowered it
+#: (``Logger.setLevel`` clears the cached levels of every logger of the process: Ray's
+#: workers have a hundred, and a restore at each task's end, even to the same level,
+#: took 40% of ``run_task``'s time on a Ray actor, sampled with py-spy).
 _level_lock = threading.Lock()
 _level_users = 0
 _level_saved = logging.NOTSET
+_level_lowered = False
 #: Log record fields kept as they are; any other value travels as its repr() (a record's
 #: ``extra=`` may hold objects that cannot be pickled, or not rebuilt in the caller).
 _PLAIN = (str, int, float, bool, type(None))
 
 
 class _Records(logging.Handler):
-    """Keeps the log records of one task, made ready to be pickled."""
+    """Keeps the log records of one task, made ready to be pickled.
+
+    One per worker thread, reused by its tasks (``in_use`` while one runs): making a
+    ``logging.Handler`` takes the logging module's lock and registers it for shutdown,
+    a quarter of ``run_task``'s own time for a tiny task.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.NOTSET)
         self.records: list[dict[str, Any]] = []
         self.dropped = 0
         self.thread = threading.get_ident()
+        self.in_use = False
+
+    def take(self) -> _Records:
+        """This handler, emptied for a new task (or a new one if this one is in use:
+        a task that runs another on the same thread)."""
+        if self.in_use:
+            return _Records()
+        self.records = []
+        self.dropped = 0
+        self.in_use = True
+        return self
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread != self.thread:
@@ -235,7 +255,8 @@ def run_task(parts: tuple[Any, ...], level: int, *shared: Any) -> tuple[Any, ...
     function_cache = getattr(_local, "functions", None)
     if function_cache is None:
         function_cache = _local.functions = _worker._FunctionCache()
-    handler = _Records()
+        _local.records = _Records()
+    handler = _local.records.take()
     root = logging.getLogger()
     root.addHandler(handler)
     _lower_root_level(root, level)
@@ -245,6 +266,7 @@ def run_task(parts: tuple[Any, ...], level: int, *shared: Any) -> tuple[Any, ...
         _, message, out_buffers = _worker._run(frame, function_cache, buffers)
     finally:
         root.removeHandler(handler)
+        handler.in_use = False
         _restore_root_level(root)
     seconds = time.perf_counter() - started
     result = _worker._result_frame(task_id, message, seconds)
@@ -254,21 +276,23 @@ def run_task(parts: tuple[Any, ...], level: int, *shared: Any) -> tuple[Any, ...
 
 
 def _lower_root_level(root: logging.Logger, level: int) -> None:
-    global _level_users, _level_saved
+    global _level_users, _level_saved, _level_lowered
     with _level_lock:
         if _level_users == 0:
             _level_saved = root.level
         _level_users += 1
         if level < root.getEffectiveLevel():
             root.setLevel(level)
+            _level_lowered = True
 
 
 def _restore_root_level(root: logging.Logger) -> None:
-    global _level_users
+    global _level_users, _level_lowered
     with _level_lock:
         _level_users -= 1
-        if _level_users == 0:
+        if _level_users == 0 and _level_lowered:
             root.setLevel(_level_saved)
+            _level_lowered = False
 
 
 # -- the caller's side -------------------------------------------------------------------
@@ -443,6 +467,8 @@ class RemoteDispatcher:
 
     def _finished(self, task_id: int, handle: Any) -> None:
         with self._lock:
+            if self._stopped:
+                return  # (a call the engine ends as the pool closes: nobody takes it)
             self._done.append((task_id, handle))
             self._wake_locked()
 
