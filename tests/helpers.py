@@ -64,7 +64,10 @@ def shm_entries() -> set[str]:
     """Names in /dev/shm that proctor made in this process tree and did not reclaim.
 
     proctor names carry the creator's pid. An entry counts if its creator is this
-    process or a live descendant. If its creator is dead, it counts if this tree's
+    process or a live descendant -- unless the entry is older than that process: then
+    its pid was reused, and the entry is another program's leftover (an untracked
+    segment of a killed test run, say, which no reaper ever sweeps). If its creator
+    is dead, it counts if this tree's
     resource reaper still tracks the name -- every proctor name is registered with
     it before it exists, and it forgets a name only once unlinked -- so the
     leftovers of another program (another test run on the same machine, whose
@@ -81,14 +84,22 @@ def shm_entries() -> set[str]:
     except FileNotFoundError:
         return set()
     me = psutil.Process()
-    ours = {me.pid} | {c.pid for c in me.children(recursive=True)}
+    ours = {me.pid: me.create_time()}
+    for child in me.children(recursive=True):
+        try:
+            ours[child.pid] = child.create_time()
+        except psutil.NoSuchProcess:
+            pass
     found = set()
     orphans: dict[tuple[str, str], str] = {}  # (kind, name) as registered -> entry
     for name in names:
         match = re.search(r"proctor\D*?(\d+)", name)
         pid = int(match.group(1)) if match else None
-        if pid is None or pid in ours:
+        if pid is None:
             found.add(name)
+        elif pid in ours:
+            if not _older_than(name, ours[pid]):
+                found.add(name)
         elif not pid_exists(pid):
             kind, base = ("semaphore", name[4:]) if name.startswith("sem.") else ("shm", name)
             orphans[(kind, "/" + base)] = orphans[(kind, base)] = name
@@ -104,6 +115,20 @@ def shm_entries() -> set[str]:
                 pass
         found.update(orphans[key] for key in tracked)
     return found
+
+
+def _older_than(name: str, started: float) -> bool:
+    """Whether /dev/shm entry ``name`` was last modified over a second before ``started``.
+
+    A file's modification time starts at its creation and only moves forward (nothing
+    in proctor sets it back), so such an entry was made before the process that
+    started then. (A second of slack: process start times come in clock ticks.)
+    """
+    try:
+        modified = os.stat("/dev/shm/" + name).st_mtime
+    except FileNotFoundError:
+        return False
+    return modified < started - 1.0
 
 
 def finish(p, timeout: float = 30):
