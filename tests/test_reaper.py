@@ -443,6 +443,34 @@ def test_the_leak_check_counts_this_trees_leftovers_and_not_another_programs():
     assert not _exists(name)
 
 
+def test_a_client_closed_earlier_in_the_same_turn_does_not_stop_the_reaper(tmp_path):
+    # select() lists a client as readable; before the loop reaches it, a sync() or a
+    # scan's drain of every client reads its EOF and closes it. Reading it then
+    # unregistered a closed socket: ValueError, and the reaper died (its log showed
+    # it in CI runs, where a dead user's semaphore then stayed behind).
+    import socket
+
+    from proctor._reaper import _server
+
+    path = str(tmp_path / "sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    reaper = _server._Reaper(listener, path)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(path)
+        reaper.accept()
+        (sock,) = list(reaper.clients)
+        client.close()  # the client exits
+        reaper.drain_clients()  # as sync() and a scan do: its EOF closes it
+        assert sock not in reaper.clients and sock.fileno() == -1
+        assert reaper.read(sock) is False  # the stale readable entry of this turn
+    finally:
+        client.close()
+        reaper.close()
+
+
 def test_the_reaper_greets_and_reads_clients_while_a_scan_runs(tmp_path, monkeypatch):
     # A /proc scan takes from milliseconds to seconds (every process's maps and fds);
     # a client waits CONNECT_TIMEOUT for its greeting and then takes the reaper for

@@ -659,6 +659,10 @@ class _Reaper:
 
     def read(self, sock: socket.socket, flags: int = 0) -> bool:
         """Read and handle what ``sock`` sent; False if nothing (was) there."""
+        if sock not in self.clients:
+            # Closed at its EOF earlier in this turn of the loop (a sync() or a scan
+            # drains every client), after select() had listed it as readable.
+            return False
         try:
             # Not socket.recv_fds, which does not pass ``flags`` on to recvmsg.
             data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(_MAX_FDS * 4), flags)
