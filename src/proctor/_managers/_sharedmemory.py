@@ -8,9 +8,11 @@ segment it was told of, whoever still has it mapped.
 
 from __future__ import annotations
 
+import _posixshmem  # type: ignore[import-not-found]  # C module without stubs
 from typing import Any
 
 from .._core._errors import ProcessError
+from .._reaper import _client as _reaper
 from .._sharedmem._shareable_list import ShareableList
 from .._sharedmem._shm import SharedMemory
 from ._manager import BaseManager, State
@@ -55,16 +57,16 @@ class SharedMemoryServer(Server):
 
 
 def _unlink(name: str) -> None:
+    # The name only, with one system call: attaching the segment first (as a
+    # SharedMemory) registered it with the reaper and mapped it, round trips that on a
+    # loaded machine could outlast the manager's shutdown_timeout, after which the
+    # server is terminated with the rest of its names still there.
+    os_name = "/" + name.lstrip("/")
     try:
-        segment = SharedMemory(name=name)
+        _posixshmem.shm_unlink(os_name)
     except FileNotFoundError:
         return
-    try:
-        segment.unlink()
-    except FileNotFoundError:
-        pass
-    finally:
-        segment.close()
+    _reaper.forget(os_name, "shm")
 
 
 class SharedMemoryManager(BaseManager):
