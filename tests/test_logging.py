@@ -545,15 +545,6 @@ def test_a_stuck_handler_delays_a_fork_only_briefly(monkeypatch):
 # --- the records' wire format -----------------------------------------------------------
 
 
-def _frame_round_trip(record, sent_fixed=None, remembered=None):
-    frame, _fixed = _log_forwarding.encode_record(record, sent_fixed)
-    length, kind = _log_forwarding._FRAME.unpack_from(frame)
-    assert length == len(frame) - _log_forwarding._FRAME.size + 1
-    payload = frame[_log_forwarding._FRAME.size :]
-    memory = {} if remembered is None else remembered
-    return kind, _log_forwarding.decode_record(kind, payload, memory)
-
-
 class RecordStream:
     """Both ends of one forwarded stream's frames, without sockets: the child's
     handler state (the fixed values it sent last) and the listener's memory."""
@@ -566,9 +557,15 @@ class RecordStream:
         frame, fixed = _log_forwarding.encode_record(record, self.sent_fixed)
         if fixed is not None:
             self.sent_fixed = fixed  # as the handler does once the frame is sent whole
-        _length, kind = _log_forwarding._FRAME.unpack_from(frame)
+        length, kind = _log_forwarding._FRAME.unpack_from(frame)
+        assert length == len(frame) - _log_forwarding._FRAME.size + 1
         payload = frame[_log_forwarding._FRAME.size :]
         return kind, len(frame), _log_forwarding.decode_record(kind, payload, self.remembered)
+
+
+def _frame_round_trip(record):
+    kind, _size, copy = RecordStream().carry(record)
+    return kind, copy
 
 
 def _record(name="app.x", line=7, msg="n=%d", args=(1,), **attributes):

@@ -462,14 +462,13 @@ def decode_record(
     """
     logging = sys.modules["logging"]  # the records' listener imported it
     record = logging.LogRecord.__new__(logging.LogRecord)
+    layout = _layout or _make_layout()
     if kind == _REPEAT:
         process, message, varying = marshal.loads(payload)
         base = remembered.get(process)
         if base is None:
             raise ValueError(f"a repeat of process {process}'s record without its first")
-        layout = _layout or _make_layout()
     elif kind == _PLAIN:
-        layout = _layout or _make_layout()
         message, fixed, varying = marshal.loads(payload)
         if len(fixed) != len(layout.fixed_names) or len(varying) != len(layout.varying_names):
             raise ValueError(

@@ -8,13 +8,11 @@ segment it was told of, whoever still has it mapped.
 
 from __future__ import annotations
 
-import _posixshmem  # type: ignore[import-not-found]  # C module without stubs
 from typing import Any
 
 from .._core._errors import ProcessError
-from .._reaper import _client as _reaper
 from .._sharedmem._shareable_list import ShareableList
-from .._sharedmem._shm import SharedMemory
+from .._sharedmem._shm import SharedMemory, unlink_name
 from ._manager import BaseManager, State
 from ._server import Server
 
@@ -57,16 +55,14 @@ class SharedMemoryServer(Server):
 
 
 def _unlink(name: str) -> None:
-    # The name only, with one system call: attaching the segment first (as a
-    # SharedMemory) registered it with the reaper and mapped it, round trips that on a
-    # loaded machine could outlast the manager's shutdown_timeout, after which the
-    # server is terminated with the rest of its names still there.
-    os_name = "/" + name.lstrip("/")
+    # The name only: attaching the segment first (as a SharedMemory) registered it with
+    # the reaper and mapped it, round trips that on a loaded machine could outlast the
+    # manager's shutdown_timeout, after which the server is terminated with the rest of
+    # its names still there.
     try:
-        _posixshmem.shm_unlink(os_name)
+        unlink_name(name)
     except FileNotFoundError:
-        return
-    _reaper.forget(os_name, "shm")
+        pass
 
 
 class SharedMemoryManager(BaseManager):

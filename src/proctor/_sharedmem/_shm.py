@@ -295,7 +295,7 @@ class SharedMemory:
             FileNotFoundError: if the segment was unlinked already.
         """
         try:
-            _posixshmem.shm_unlink(self._name)
+            unlink_name(self._name)
         except FileNotFoundError:
             raise FileNotFoundError(
                 errno.ENOENT,
@@ -304,7 +304,6 @@ class SharedMemory:
                 "reaper reclaimed it)",
                 self.name,
             ) from None
-        _reaper.forget(self._name, _KIND)
 
     def __enter__(self) -> SharedMemory:
         return self
@@ -325,6 +324,21 @@ class SharedMemory:
             _reaper.keep_for_receiver(self._name, _KIND)
         address = _reaper.address() if self._track else None
         return (_rebuild, (self.name, self._track, address))
+
+
+def unlink_name(name: str) -> None:
+    """Remove the segment named ``name`` and tell the reaper, without attaching it.
+
+    What ``SharedMemory.unlink()`` does, for one who has only the name (a
+    ``SharedMemoryManager``'s server at its shutdown).
+
+    Raises:
+        FileNotFoundError: no segment has that name.
+        ValueError, TypeError: ``name`` is not a valid segment name.
+    """
+    os_name = _os_name(name)
+    _posixshmem.shm_unlink(os_name)
+    _reaper.forget(os_name, _KIND)
 
 
 def _rebuild(name: str, track: bool, address: str | None) -> SharedMemory:
