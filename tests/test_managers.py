@@ -568,6 +568,24 @@ def test_shared_memory_manager_unlinks_its_segments_at_shutdown():
     assert shm_entries() <= before | set()
 
 
+def test_shared_memory_manager_unlinks_before_a_shutdown_that_does_not_wait_for_exit():
+    # shutdown_timeout=0: the server is terminated as soon as it has answered the
+    # shutdown. Its segments must be gone by then, not left to its exit.
+    before = shm_entries()
+    with SharedMemoryManager(ctx=FORK, shutdown_timeout=0.0) as smm:
+        names = []
+        for _ in range(20):
+            segment = smm.SharedMemory(4096)
+            names.append(segment.name)
+            segment.close()
+    smm.join(timeout=30)  # terminated (or killed) after a join of 0 s: reap it
+    assert smm._process.exitcode is not None
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            proctor.shared_memory.SharedMemory(name=name)
+    assert shm_entries() <= before
+
+
 def test_proctor_manager_returns_a_started_syncmanager():
     manager = proctor.Manager()
     try:

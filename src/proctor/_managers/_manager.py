@@ -8,7 +8,8 @@
     Process(target=_run_server).start()         Server(registry, address, authkey)
     control.recv() ◀─── server.address ──────   a "manager-control" thread waits on
     Finalize(shutdown) at exit or shutdown():     the pipe; serve_forever()
-      "#shutdown" on control ───────────────▶   the server stops, the process exits
+      "#shutdown" on control ───────────────▶   release_resources() (unlinks...),
+      wait for "#released" ◀─────────────────    then the server stops, the process exits
       join(shutdown_timeout), then terminate, then kill
 
 ``manager.dict()`` (a method ``register`` added) sends ``create`` on this
@@ -283,6 +284,11 @@ class BaseManager:
         if process.is_alive():
             try:
                 control.send(_SHUTDOWN)
+                # What the server must free (a SharedMemoryManager's segments) is
+                # freed before it answers, so the terminate below never leaves it
+                # behind. A server that died answers at once (end of file).
+                if control.poll(RELEASE_TIMEOUT):
+                    control.recv()
             except (OSError, EOFError):
                 pass  # it is dying already: terminated below
             process.join(timeout=shutdown_timeout)
@@ -448,22 +454,40 @@ def _raise_descriptor_limit() -> None:
 
 #: What the process that started a manager sends on its control pipe to stop it.
 _SHUTDOWN = "#shutdown"
+#: The server's answer, once its ``release_resources()`` is done.
+_RELEASED = "#released"
+#: Seconds a shutdown waits for that answer. A live server answers in milliseconds
+#: (a few ``shm_unlink`` calls); a dead one at once (end of file). Apart from
+#: ``shutdown_timeout``, as the stdlib's shutdown waits for its server's reply to
+#: the shutdown request before its own join(shutdown_timeout).
+RELEASE_TIMEOUT = 10.0
 
 
 def _obey_control(control: Any, server: Server) -> None:
     """In the manager: stop the server when the starting process says so on ``control``.
 
+    Its ``release_resources()`` runs first, and the answer goes back once it is
+    done: the starting process may terminate this one soon after.
+
     The pipe's end (the starting process gone) changes nothing: the manager
     goes on serving its other clients, as before.
     """
     try:
-        while control.recv() != _SHUTDOWN:
-            pass
-    except (EOFError, OSError):
-        return
+        try:
+            while control.recv() != _SHUTDOWN:
+                pass
+        except (EOFError, OSError):
+            return
+        try:
+            server.release_resources()
+        finally:
+            server.stop_event.set()
+            try:
+                control.send(_RELEASED)
+            except OSError:
+                pass  # the starting process stopped waiting: nothing to tell
     finally:
         control.close()
-    server.stop_event.set()
 
 
 class _EndedProcess:

@@ -440,4 +440,16 @@ class Server:
         return "\n".join(lines)
 
     def _call_shutdown(self, client_id: str) -> None:
+        self.release_resources()
         self._stopping = True
+
+    def release_resources(self) -> None:
+        """Free what must not outlive the server, before a shutdown is acknowledged.
+
+        Called by the thread that obeys the starting process's ``"#shutdown"``
+        before it answers, by a client's ``shutdown`` call before its reply, and
+        once more as ``serve_forever`` ends. The starting process may terminate
+        the server right after the acknowledgement, so nothing that must happen
+        may wait for the process to exit. Nothing to free here; see
+        ``SharedMemoryServer``.
+        """

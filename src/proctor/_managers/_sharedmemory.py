@@ -3,7 +3,9 @@
 ``smm.SharedMemory(size)`` and ``smm.ShareableList(seq)`` create the segment in
 the calling process (proctor's ``SharedMemory``, registered with the reaper) and
 tell the server its name; when the manager shuts down, the server unlinks every
-segment it was told of, whoever still has it mapped.
+segment it was told of, whoever still has it mapped, before it acknowledges the
+shutdown (``Server.release_resources``): the starting process may terminate it
+after that, and nothing is left behind.
 """
 
 from __future__ import annotations
@@ -39,19 +41,19 @@ class SharedMemoryServer(Server):
     def _call_list_segments(self, client_id: str) -> list[str]:
         return list(self.segment_names)
 
-    def _call_shutdown(self, client_id: str) -> None:
-        for name in self.segment_names:
+    def release_resources(self) -> None:
+        # Taken as a whole, so that the control thread, a client's shutdown call and
+        # serve_forever's end never unlink one name twice (the list is swapped
+        # atomically under the GIL).
+        names, self.segment_names = self.segment_names, []
+        for name in names:
             _unlink(name)
-        self.segment_names.clear()
-        super()._call_shutdown(client_id)
 
     def serve_forever(self) -> None:
         try:
             super().serve_forever()
         finally:
-            for name in self.segment_names:
-                _unlink(name)
-            self.segment_names.clear()
+            self.release_resources()
 
 
 def _unlink(name: str) -> None:
