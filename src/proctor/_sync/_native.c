@@ -79,6 +79,11 @@
 static double g_ident = 0.0;
 static double g_next_token = -1.0;
 
+/* "handle", interned once: looked up on a SemLock by every Event.set() and
+ * condition slice (PyObject_GetAttrString would build the string each time,
+ * some 700 instructions of event_set's 1,900). */
+static PyObject *g_str_handle = NULL;
+
 typedef struct {
     PyObject_HEAD
     sem_t *sem;              /* NULL: not attached, or detached (closed) */
@@ -829,7 +834,7 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "wait_slice() takes 10, 12 or 13 arguments");
         return NULL;
     }
-    handle = PyObject_GetAttrString(args[0], "handle");
+    handle = PyObject_GetAttr(args[0], g_str_handle);
     if (handle == NULL)
         return NULL;
     sem = (sem_t *)PyLong_AsVoidPtr(handle);
@@ -1058,7 +1063,7 @@ semlock_sem(PyObject *semlock)
     PyObject *handle;
     void *sem;
 
-    handle = PyObject_GetAttrString(semlock, "handle");
+    handle = PyObject_GetAttr(semlock, g_str_handle);
     if (handle == NULL) {
         if (PyErr_ExceptionMatches(PyExc_AttributeError))
             PyErr_Clear();
@@ -1104,8 +1109,8 @@ mark_all(volatile long long *w)
 PyDoc_STRVAR(event_set_doc,
 "event_set(lock, semlock, words)\n--\n\n"
 "Event.set() in one call: take ``lock`` (a native Lock) without waiting, set the\n"
-"flag in ``words`` (the condition's), mark every waiter notified, post their\n"
-"wake-ups on ``semlock``, release the lock, yield the CPU if any was woken.\n"
+"flag in ``words`` (the condition's), mark every waiter notified, release the\n"
+"lock, post their wake-ups on ``semlock``, yield the CPU if any was woken.\n"
 "Returns None; NotImplemented, having changed nothing, when the call needs the\n"
 "Python path (the lock is busy, or either object is closed or not a native one).");
 
@@ -1147,17 +1152,20 @@ event_set(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     w[EVENT_SETS] += 1;
     woken = mark_all(w);
     PyBuffer_Release(&view);
-    /* Under the lock, as the Python set() posts (a setter killed here leaves the
-     * flag set: its waiters find it at their next look). */
+    res = lock_release(lock, NULL);  /* (its error, if any, is told after the posts) */
+    /* After the release, as the Python set() posts: a woken waiter that goes on
+     * to use the event (clear() it, wait() again) finds its lock free instead of
+     * sleeping on it until this release. A setter killed before these posts
+     * leaves the flag set and the waiters marked: they find that at their next
+     * look, within a slice. */
     for (i = 0; i < woken; i++) {
         if (sem_post(wake) < 0) {
             err = errno;
             break;
         }
     }
-    res = lock_release(lock, NULL);
     if (err) {
-        Py_XDECREF(res);  /* (released; the post's error is the one to tell) */
+        Py_XDECREF(res);  /* (the post's error is the one to tell) */
         if (err == EOVERFLOW) {
             PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
             return NULL;
@@ -1308,6 +1316,8 @@ PyInit__native(void)
 {
     PyObject *module;
 
+    if (g_str_handle == NULL && (g_str_handle = PyUnicode_InternFromString("handle")) == NULL)
+        return NULL;
     if (PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&RLockCoreType) < 0
         || PyType_Ready(&SemaphoreCoreType) < 0)
         return NULL;
