@@ -37,7 +37,8 @@ blocks until the woken process answers -- forever, if it was killed).
 
 ``Event`` is a flag on a condition whose waiters return without retaking the
 lock, and take no byte (``_BroadcastQueue``: set() wakes them all, which needs
-nobody's liveness). ``Barrier`` keeps its round counters there, records each
+nobody's liveness); set() posts after releasing the lock, so that a woken
+waiter finds it free. ``Barrier`` keeps its round counters there, records each
 waiting party's process identity, and breaks when one of those processes dies.
 Both use a ``Lock`` inside, which is handed on if its holder dies.
 """
