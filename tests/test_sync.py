@@ -893,6 +893,8 @@ def test_an_event_waiter_killed_inside_wait_neither_stops_set_nor_wakes_a_later_
     survivor = None
     try:
         wait_until(lambda: event._cond._queue.count() == 1, timeout=30)
+        with event._cond._lock:
+            pass  # the waiter has let go of the event's lock: it is asleep, or nearly
         doomed.kill()
         assert finish(doomed)[0] == -signal.SIGKILL
         survivor = _process(ctx, wait_for_event_without_timeout, event)
