@@ -874,6 +874,38 @@ def test_event_waiter_returns_though_its_setter_died_between_marking_and_posting
     finally:
         _kill_unfinished(waiter)
     assert result == (0, True)
+    # set() posts after releasing the event's lock: the setter died without it, so
+    # using the event again takes nothing over from a dead holder.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OwnerDiedWarning)
+        event.clear()
+    event.close()
+
+
+@both
+def test_an_event_waiter_killed_inside_wait_neither_stops_set_nor_wakes_a_later_wait(impl):
+    """set() wakes the live waiters; the wake-up posted for the dead one, left on
+    the semaphore, is passed on once by the next waiter and dropped, not taken
+    for its own: that wait still times out, and nothing is left posted."""
+    ctx = proctor.get_context("fork")
+    event = Event()
+    doomed = _process(ctx, wait_for_event_without_timeout, event)
+    survivor = None
+    try:
+        wait_until(lambda: event._cond._queue.count() == 1, timeout=30)
+        with event._cond._lock:
+            pass  # the waiter has let go of the event's lock: it is asleep, or nearly
+        doomed.kill()
+        assert finish(doomed)[0] == -signal.SIGKILL
+        survivor = _process(ctx, wait_for_event_without_timeout, event)
+        wait_until(lambda: event._cond._queue.count() == 2, timeout=30)
+        event.set()
+        assert finish(survivor) == (0, True)
+    finally:
+        _kill_unfinished(doomed, *([survivor] if survivor else []))
+    event.clear()
+    assert event.wait(0.15) is False
+    assert event._cond._named.sem.acquire(False) is False
     event.close()
 
 

@@ -21,6 +21,10 @@ sleeps, whether the wait is over anyway::
 
 A wait with nothing to re-check (``ready=None``: a counting semaphore, whose
 count the kernel itself re-checks) sleeps once, for as long as it is allowed to.
+Two waits on the path a waker waits for run this same loop inline, with the same
+slices and re-checks, so that between a wake-up and their return only the
+caller's frame runs: a condition waiter's (``_sync._condition._WaitQueue._sleep_in_c``,
+its slices in C) and ``Event.wait``.
 The same helper serves any wait on a semaphore-like object whose ``acquire``
 has the ``(block, timeout)`` signature of ``_multiprocessing.SemLock``.
 """

@@ -37,7 +37,8 @@ blocks until the woken process answers -- forever, if it was killed).
 
 ``Event`` is a flag on a condition whose waiters return without retaking the
 lock, and take no byte (``_BroadcastQueue``: set() wakes them all, which needs
-nobody's liveness). ``Barrier`` keeps its round counters there, records each
+nobody's liveness); set() posts after releasing the lock, so that a woken
+waiter finds it free. ``Barrier`` keeps its round counters there, records each
 waiting party's process identity, and breaks when one of those processes dies.
 Both use a ``Lock`` inside, which is handed on if its holder dies.
 """
@@ -681,7 +682,11 @@ class Event:
             self._w[_FLAG] = 1
             self._w[_SETS] += 1
             woken = cond._queue.notify(SEM_VALUE_MAX)
-            cond._post(woken)
+        # Posted after the release: a woken waiter that goes on to use the event
+        # (clear(), wait() again) finds its lock free. A setter killed before the
+        # posts leaves the flag set and the waiters marked: each finds that at its
+        # next look, within CHECK_INTERVAL.
+        cond._post(woken)
         if woken:
             # The kernel tends to queue a woken process on the waker's CPU, where it
             # waits until the waker blocks; yielding lets it run now. (multiprocessing's
@@ -717,15 +722,28 @@ class Event:
                 return True
             ticket = queue.enter()
         # Woken by set() (or finding the flag set: a setter may have died before
-        # marking us), a waiter returns without the lock, while set() finishes.
-        notified, took = queue.sleep(ticket, sem, deadline, lambda: w[_FLAG])
-        if notified:
+        # marking us), a waiter returns without the lock. The slices are
+        # wait_for_post's loop, inline: between the wake-up and this return only
+        # this frame runs. (No byte to let go on the way out: _BroadcastQueue.)
+        acquire = sem.acquire
+        passed_on = False
+        while True:
+            wait = slice_seconds(deadline)
+            if wait <= 0:
+                break
+            if acquire(True, wait):
+                if w[_NOTIFIED] > ticket:
+                    return True
+                passed_on = queue._pass_on(sem, passed_on)  # (another's wake-up)
+            elif w[_NOTIFIED] > ticket or w[_FLAG]:
+                break
+        if w[_NOTIFIED] > ticket:  # marked, the wake-up late (or its setter died)
+            sem.acquire(False)  # take it if it is there, so that it wakes nobody else
             return True
         if w[_FLAG]:  # set, though not (yet) marked: its setter may have died
-            queue.let_go(ticket)
             return True
         with lock:  # timed out: leave under the lock, unless notified just now
-            return queue.leave(ticket, took, sem)
+            return queue.leave(ticket, False, sem)
 
     def close(self) -> None:
         """Release this process's handles; idempotent."""
