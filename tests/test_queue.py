@@ -328,6 +328,7 @@ def test_killed_consumer_leaves_the_queue_usable(ctx, ring_impl):
 @methods_and_both_rings
 def test_producer_killed_inside_the_put_lock_leaves_nothing_half_done(ctx, ring_impl):
     q = ctx.Queue()
+    assert type(q._shared.put_lock._named).__name__ == sem_kind(ring_impl)
     q.put_many(["a", "b"])
     ready = ctx.Event()
     p = ctx.Process(target=die_holding_the_put_lock_mid_frame, args=(q, ready))
