@@ -139,6 +139,7 @@ def test_a_module_built_from_other_source_is_refused_and_info_says_rebuild(
     assert module is not None
 
 
+@needs_native
 def test_c_and_pure_rings_write_the_same_bytes_and_read_each_others(monkeypatch):
     """The same random puts and gets on a C ring and a pure one, wrapping round a
     small ring many times: the memories stay byte-for-byte equal, and each
