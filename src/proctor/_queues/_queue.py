@@ -50,8 +50,11 @@ Why this shape:
 * Large buffers (numpy arrays, bytearrays) travel as memfds through the
   mailbox: one copy in, none out (``_codec``).
 * Every piece is reclaimed by the kernel when the last process holding the queue
-  exits: the ring and spilled buffers have no name; only the semaphores do, and
-  the resource reaper removes those.
+  exits: the ring and spilled buffers have no name, and neither do the
+  semaphores with the C accelerator on Linux (``_sync._memsem``: blocks of
+  anonymous shared memory, so making a queue costs no ``sem_open`` and no word
+  to the reaper). Elsewhere the semaphores are named, and the resource reaper
+  removes those.
 * The hot paths (``put()``/``get()`` of a small item with the lock free and
   room or an item there) are a few C calls in this module, inlined on purpose.
 """
