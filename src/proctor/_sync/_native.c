@@ -1,10 +1,14 @@
-/* proctor._sync._native: the C fast paths of Lock, RLock and Semaphore.
+/* proctor._sync._native: the C fast paths of Lock, RLock and Semaphore, and
+ * MemSemaphore, a semaphore in anonymous shared memory (Linux; see below).
  *
  * Optional: built when a C compiler is present (hatch_build.py), else proctor
  * runs the same protocol in pure Python (_sync/_lock.py, _sync/_semaphore.py).
- * Nothing here waits: every path that could sleep, and everything unusual
- * (contention after a short spin, a closed object, odd arguments, an error),
- * calls the pure-Python method of the same name, which holds the whole logic
+ * Nothing here waits but MemSemaphore.acquire, which sleeps at most the
+ * timeout it is given, as _multiprocessing.SemLock.acquire does (callers wait
+ * through _core._wait.wait_for_post, in slices). Every path of the locks that
+ * could sleep, and everything unusual (contention after a short spin, a closed
+ * object, odd arguments, an error), calls the pure-Python method of the same
+ * name, which holds the whole logic
  * -- timeouts, liveness-aware waits, dead-holder recovery, error messages::
  *
  *     acquire(block, timeout)                      release()
