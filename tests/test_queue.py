@@ -3,7 +3,9 @@
 The ring's fast paths have two implementations (C, ``_queues/_native.c``, and
 pure Python); the tests of the paths they take -- items across processes, kills,
 bounds, batches -- take the ``ring_impl`` fixture and run under both in this one
-run (the active one under every start method, the other under fork).
+run (the active one under every start method, the other under fork). The pure
+ring also gets the pure implementation's semaphores (named ones), the C ring the
+accelerator's (in shared memory, where ``_sync._memsem.AVAILABLE``).
 test_queue_accel.py checks what only the C module has, and the two together.
 """
 
@@ -29,6 +31,7 @@ import proctor.queues
 from helpers import START_METHODS, wait_until
 from proctor import JoinableQueue, Queue, SimpleQueue
 from proctor._queues import _accel as _ring_accel
+from proctor._queues import _queue as _queue_module
 from proctor._queues._ring import Ring
 
 # --- the two implementations of the ring's fast paths ------------------------------------
@@ -41,14 +44,29 @@ RING_OTHER = next(name for name in RING_IMPLS if name != RING_ACTIVE)
 @pytest.fixture
 def ring_impl(request, monkeypatch):
     """Rings made in this test (and in its forked children) use ``request.param``'s
-    fast paths; a spawned child uses its own active one (the two share a queue)."""
+    fast paths; a spawned child uses its own active one (the two share a queue).
+    Queues made with the pure ring get named semaphores, as the pure
+    implementation makes them."""
     native = _ring_accel.native
     if request.param == "native":
         if native is None:
             pytest.skip(f"the queue accelerator is not active here: {_ring_accel.REASON}")
     else:
         monkeypatch.setattr(_ring_accel, "native", None)
+        monkeypatch.setattr(_queue_module, "MEMORY_SEMAPHORES", False)
     return request.param
+
+
+def sem_kind(ring_impl: str) -> str:
+    """The class of the semaphores of a queue made under the ``ring_impl`` fixture."""
+    memory = ring_impl == "native" and _queue_module.MEMORY_SEMAPHORES
+    return "MemorySemaphore" if memory else "NamedSemaphore"
+
+
+@pytest.fixture
+def named_semaphores(monkeypatch):
+    """Queues made in this test (and its forked children) get named semaphores."""
+    monkeypatch.setattr(_queue_module, "MEMORY_SEMAPHORES", False)
 
 
 #: Both implementations, in one process.
@@ -310,6 +328,7 @@ def test_killed_consumer_leaves_the_queue_usable(ctx, ring_impl):
 @methods_and_both_rings
 def test_producer_killed_inside_the_put_lock_leaves_nothing_half_done(ctx, ring_impl):
     q = ctx.Queue()
+    assert type(q._shared.put_lock._named).__name__ == sem_kind(ring_impl)
     q.put_many(["a", "b"])
     ready = ctx.Event()
     p = ctx.Process(target=die_holding_the_put_lock_mid_frame, args=(q, ready))
@@ -329,6 +348,7 @@ def test_producer_killed_inside_the_put_lock_leaves_nothing_half_done(ctx, ring_
 @methods_and_both_rings
 def test_consumer_killed_inside_the_get_lock_leaves_the_queue_usable(ctx, ring_impl):
     q = ctx.Queue()
+    assert type(q._shared.get_lock._named).__name__ == sem_kind(ring_impl)
     q.put_many(range(10))
     assert q.get_many(3, timeout=5) == [0, 1, 2]  # part of the batch frame
     ready = ctx.Event()
@@ -1164,6 +1184,54 @@ def test_a_subclass_written_for_multiprocessing_queues_works_across_processes(ct
     p.close()
 
 
+# --- semaphores in shared memory (the C accelerator on Linux) ------------------------------
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("the queue made a named semaphore or talked to the reaper")
+
+
+@pytest.mark.skipif(
+    not _queue_module.MEMORY_SEMAPHORES, reason="semaphores in shared memory are not used here"
+)
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_a_queue_with_semaphores_in_shared_memory_has_no_name_and_needs_no_reaper(ctx, monkeypatch):
+    """Made without sem_open and without a word to the reaper, its five semaphores
+    still carry every wake-up between processes: items, room, all done."""
+    from proctor._reaper import _client, _semlock
+
+    with monkeypatch.context() as m:
+        m.setattr(_semlock._multiprocessing, "SemLock", _refuse)
+        for name in ("register", "register_new", "new_name"):
+            m.setattr(_client, name, _refuse)
+        q = ctx.JoinableQueue(maxsize=1)
+    shared = q._shared
+    semaphores = (shared.put_lock._named, shared.get_lock._named, shared.items, shared.room)
+    assert {type(s).__name__ for s in (*semaphores, shared.all_done)} == {"MemorySemaphore"}
+    # A child sleeps on room for its next put; each get() here wakes it.
+    p = ctx.Process(target=put_range, args=(q, 3))
+    p.start()
+    got = []
+    for _ in range(3):
+        wait_until(lambda: q._ring.get_field(Ring.PUTTERS) == 1 or len(got) == 2, timeout=30)
+        got.append(q.get(timeout=30))
+        q.task_done()
+    p.join(30)
+    assert p.exitcode == 0 and got == [0, 1, 2]
+    # This process sleeps in join() on all_done; a child's task_done() wakes it.
+    q.put("task")
+    c = ctx.Process(target=get_one_then_task_done, args=(q, 1))
+    c.start()
+    assert q.join(timeout=30)
+    c.join(30)
+    assert c.exitcode == 0
+    for proc in (p, c):
+        proc.close()
+    q.close()
+    with pytest.raises(ValueError, match="closed"):
+        shared.items.sem.release()
+
+
 # --- the wake-up hints nobody waits on are made on first use -------------------------------
 
 
@@ -1180,7 +1248,9 @@ def get_one_then_task_done(q, n):
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="looks for the semaphores in /dev/shm")
 # (forkserver children get the queue as spawn children do: by name, in a message)
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_room_and_all_done_are_made_by_the_first_process_that_waits_even_a_child(ctx):
+def test_room_and_all_done_are_made_by_the_first_process_that_waits_even_a_child(
+    ctx, named_semaphores
+):
     # Made before the start and first waited on in the child: the child makes
     # the room semaphore, the parent opens the same one to wake it.
     q = ctx.JoinableQueue(maxsize=1)
@@ -1211,7 +1281,7 @@ def test_room_and_all_done_are_made_by_the_first_process_that_waits_even_a_child
     q.close()
 
 
-def test_a_queue_closed_unused_never_makes_its_hints():
+def test_a_queue_closed_unused_never_makes_its_hints(named_semaphores):
     q = JoinableQueue()
     shared = q._shared
     q.put(1)

@@ -139,6 +139,7 @@ def test_a_module_built_from_other_source_is_refused_and_info_says_rebuild(
     assert module is not None
 
 
+@needs_native
 def test_c_and_pure_rings_write_the_same_bytes_and_read_each_others(monkeypatch):
     """The same random puts and gets on a C ring and a pure one, wrapping round a
     small ring many times: the memories stay byte-for-byte equal, and each
@@ -182,18 +183,23 @@ def test_c_and_pure_rings_write_the_same_bytes_and_read_each_others(monkeypatch)
     _release(c_ring, pure_ring, c_memory, pure_memory)
 
 
+def _impls(q):
+    """The ring's implementation, and the class its semaphores' handles have here."""
+    return q._ring.impl, type(q._shared.items.sem).__name__
+
+
 def put_pickles(q, n):
     assert q._ring.impl == os.environ["EXPECTED_RING"]
     for i in range(n):
         q.put(b"x" * (i % 700) + str(i).encode())
-    return q._ring.impl
+    return _impls(q)
 
 
 def get_pickles(q, n):
     assert q._ring.impl == os.environ["EXPECTED_RING"]
     for i in range(n):
         assert q.get(timeout=30) == b"x" * (i % 700) + str(i).encode()
-    return q._ring.impl
+    return _impls(q)
 
 
 @needs_native
@@ -201,7 +207,9 @@ def get_pickles(q, n):
 def test_a_pure_python_child_and_a_c_parent_share_a_queue_both_ways(ctx, monkeypatch):
     """A spawned child that runs the pure ring (PROCTOR_PURE_PYTHON=1) puts into,
     then gets from, a small queue the parent works through its C ring at the same
-    time: every item arrives once, in order, across many wraps and full rings."""
+    time: every item arrives once, in order, across many wraps and full rings.
+    Where the parent's queue keeps its semaphores in shared memory, the pure
+    child sleeps and posts on the same ones through ctypes."""
     monkeypatch.setenv(_accel.ENV_VAR, "1")
     monkeypatch.setenv("EXPECTED_RING", "python")
     n = 1500
@@ -212,13 +220,17 @@ def test_a_pure_python_child_and_a_c_parent_share_a_queue_both_ways(ctx, monkeyp
     for i in range(n):
         assert q.get(timeout=30) == b"x" * (i % 700) + str(i).encode()
     producer.join(60)
-    assert producer.result == "python"
+    # (in shared memory: driven through ctypes; named: the stdlib's SemLock)
+    child_sems = (
+        "CtypesSemaphore" if q._shared.items.sem.__class__.__name__ == "MemSemaphore" else "SemLock"
+    )
+    assert producer.result == ("python", child_sems)
     consumer = ctx.Process(target=get_pickles, args=(q, n))
     consumer.start()
     for i in range(n):
         q.put(b"x" * (i % 700) + str(i).encode(), timeout=30)
     consumer.join(60)
-    assert consumer.result == "python"
+    assert consumer.result == ("python", child_sems)
     assert q.qsize() == 0
     producer.close()
     consumer.close()

@@ -670,6 +670,10 @@ def hold(q, lock):
 
 if __name__ == "__main__":
     ctx = proctor.get_context(sys.argv[1])
+    # Named semaphores, as the pure implementation makes them (with the C
+    # accelerator on Linux a queue keeps its semaphores in shared memory).
+    from proctor._queues import _queue
+    _queue.MEMORY_SEMAPHORES = False
     q = ctx.Queue()
     lock = ctx.Lock()
     child = ctx.Process(target=hold, args=(q, lock), daemon=True)
@@ -982,6 +986,8 @@ def test_a_deferred_semaphore_never_opened_leaves_nothing_when_its_creator_is_ki
     user = User(
         """
         import proctor
+        from proctor._queues import _queue
+        _queue.MEMORY_SEMAPHORES = False  # (named semaphores, as pure Python makes them)
         q = proctor.Queue()
         s = q._shared
         ready(s.put_lock._named.name, s.get_lock._named.name, s.items.name, s.room.name)

@@ -50,8 +50,11 @@ Why this shape:
 * Large buffers (numpy arrays, bytearrays) travel as memfds through the
   mailbox: one copy in, none out (``_codec``).
 * Every piece is reclaimed by the kernel when the last process holding the queue
-  exits: the ring and spilled buffers have no name; only the semaphores do, and
-  the resource reaper removes those.
+  exits: the ring and spilled buffers have no name, and neither do the
+  semaphores with the C accelerator on Linux (``_sync._memsem``: blocks of
+  anonymous shared memory, so making a queue costs no ``sem_open`` and no word
+  to the reaper). Elsewhere the semaphores are named, and the resource reaper
+  removes those.
 * The hot paths (``put()``/``get()`` of a small item with the lock free and
   room or an item there) are a few C calls in this module, inlined on purpose.
 """
@@ -69,6 +72,8 @@ from .._core import _runtime
 from .._core._anonmem import AnonymousMemory
 from .._core._errors import QueueClosedError
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore, batched_names
+from .._sync._memsem import AVAILABLE as MEMORY_SEMAPHORES
+from .._sync._memsem import MemorySemaphore
 from . import _aio
 from ._codec import (
     BATCH,
@@ -85,6 +90,7 @@ from ._mailbox import Mailbox
 from ._ring import HEADER_SIZE, MAX_CAPACITY, MAX_FRAME, MAX_ITEMS, Ring
 from ._spares import Spares
 from ._waiting import (
+    Hint,
     QueueLock,
     acquire,
     await_all_done,
@@ -128,18 +134,34 @@ _FRAME_GONE, _TOKEN_STAYS = 1, 2
 class _Shared:
     """The OS objects behind one queue; every handle in every process has the same."""
 
+    put_lock: QueueLock
+    get_lock: QueueLock
+    items: Hint
+    room: Hint
+    all_done: Hint | None
+
     def __init__(self, capacity: int, joinable: bool) -> None:
         self.memory = AnonymousMemory(HEADER_SIZE + capacity)
-        # The semaphores' names reach the reaper in one message, not one each.
-        with batched_names((2 if SPLIT_LOCKS else 1) + 2 + joinable):
-            self.put_lock = QueueLock()
-            self.get_lock = QueueLock() if SPLIT_LOCKS else self.put_lock
-            self.items = NamedSemaphore(0, SEM_VALUE_MAX)
-            # Only a producer waiting for room, or a join(), sleeps on these: they
-            # are made (or opened) by the first process that waits or wakes on
-            # them. Most queues never do, and save a sem_open (and a mapping).
-            self.room = NamedSemaphore.deferred(SEM_VALUE_MAX)
-            self.all_done = NamedSemaphore.deferred(SEM_VALUE_MAX) if joinable else None
+        if MEMORY_SEMAPHORES:
+            # Each semaphore is a block of anonymous shared memory (_sync._memsem):
+            # made by a store, no name, nothing for the reaper; the kernel frees it
+            # with the last mapping.
+            self.put_lock = QueueLock._over(MemorySemaphore(1, 1))
+            self.get_lock = QueueLock._over(MemorySemaphore(1, 1)) if SPLIT_LOCKS else self.put_lock
+            self.items = MemorySemaphore(0, SEM_VALUE_MAX)
+            self.room = MemorySemaphore(0, SEM_VALUE_MAX)
+            self.all_done = MemorySemaphore(0, SEM_VALUE_MAX) if joinable else None
+        else:
+            # Named semaphores, whose names reach the reaper in one message.
+            with batched_names((2 if SPLIT_LOCKS else 1) + 2 + joinable):
+                self.put_lock = QueueLock()
+                self.get_lock = QueueLock() if SPLIT_LOCKS else self.put_lock
+                self.items = NamedSemaphore(0, SEM_VALUE_MAX)
+                # Only a producer waiting for room, or a join(), sleeps on these:
+                # they are made (or opened) by the first process that waits or wakes
+                # on them. Most queues never do, and save a sem_open (and a mapping).
+                self.room = NamedSemaphore.deferred(SEM_VALUE_MAX)
+                self.all_done = NamedSemaphore.deferred(SEM_VALUE_MAX) if joinable else None
         self.mailbox = Mailbox()
 
 
@@ -869,7 +891,7 @@ class JoinableQueue(Queue):
         """
         return await _aio.ajoin(self, timeout)
 
-    def _all_done(self) -> NamedSemaphore:
+    def _all_done(self) -> Hint:
         all_done = self._shared.all_done
         if all_done is None:  # never: a JoinableQueue always makes one (_joinable)
             raise RuntimeError("this JoinableQueue has no all_done semaphore")

@@ -41,6 +41,7 @@ from .._core._timeout import check_timeout as _check_timeout
 from .._core._wait import POSTED, READY, wait_for_post
 from .._reaper._semlock import NamedSemaphore
 from .._sync._lock import Lock
+from .._sync._memsem import MemorySemaphore
 from ._ring import Ring
 
 TYPE_CHECKING = False
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = (
     "FAST_TRIES",
     "ITEMS_SPIN_TRIES",
+    "Hint",
     "QueueLock",
     "acquire",
     "await_all_done",
@@ -81,6 +83,10 @@ ITEMS_SPIN_TRIES = 1000
 FAST_TRIES = 40
 
 _monotonic = time.monotonic
+
+#: A wake-up hint: a named semaphore (the pure implementation, macOS), or one
+#: in shared memory (the C accelerator on Linux; see ``_sync._memsem``).
+Hint = NamedSemaphore | MemorySemaphore
 
 
 class QueueLock(Lock):
@@ -134,7 +140,7 @@ def try_briefly(lock: Lock) -> bool:
 # -- hints -------------------------------------------------------------------------------
 
 
-def post(hint: NamedSemaphore, n: int) -> None:
+def post(hint: Hint, n: int) -> None:
     """Post a wake-up hint ``n`` times; at the semaphore's limit, give up quietly.
 
     (macOS counts to 32767; a waiter missing a post looks again within
@@ -188,7 +194,7 @@ def await_items(take: Callable[..., bool], ring: Ring, deadline: float | None) -
     raise Empty("timed out: the queue stayed empty")
 
 
-def hand_room(ring: Ring, room: NamedSemaphore, taken: int) -> None:
+def hand_room(ring: Ring, room: Hint, taken: int) -> None:
     """Wake up to ``taken`` producers waiting for room (get lock held)."""
     n = min(ring.get_field(Ring.PUTTERS), taken)
     if n > 0:
@@ -199,7 +205,7 @@ def hand_room(ring: Ring, room: NamedSemaphore, taken: int) -> None:
 def await_room(
     ring: Ring,
     get_lock: Lock,
-    room: NamedSemaphore,
+    room: Hint,
     item: Encoded,
     maxsize: int,
     mailbox_full: bool,
@@ -259,9 +265,7 @@ def await_room(
     wait_for_post(take, deadline, may_put)
 
 
-def await_all_done(
-    ring: Ring, put_lock: Lock, all_done: NamedSemaphore, deadline: float | None
-) -> bool:
+def await_all_done(ring: Ring, put_lock: Lock, all_done: Hint, deadline: float | None) -> bool:
     """Wait until no item is unfinished (``JoinableQueue.join``); False past the deadline.
 
     The joiner registers in ``joiners`` under the put lock, which ``task_done()``

@@ -15,6 +15,10 @@ The synchronisation primitives of ``multiprocessing``, one concept per module::
                                        waiters; notify never waits for, and never
                                        wakes, a dead process
 
+    _memsem.py      (internal)         unnamed process-shared semaphores in shared
+                                       memory (Linux, C accelerator): a queue's
+                                       locks and wake-up hints; no name to reclaim
+
     each built on   _semlock.NamedSemaphore   (OS semaphore; name reclaimed by _reaper)
                     _sharedwords.SharedWords  (anonymous shared memory; no name; fcntl
                                                record locks that tell who is alive)

@@ -55,6 +55,7 @@ from .._core._timeout import deadline as _deadline
 from .._core._wait import CHECK_INTERVAL, POSTED, TIMED_OUT, wait_for_post
 from .._reaper._semlock import NamedSemaphore
 from . import _accel
+from ._memsem import MemorySemaphore
 
 __all__ = (
     "CHECK_INTERVAL",
@@ -198,7 +199,7 @@ class _OwnedLock(ClosedWhenCollected):
     _c_notify: Callable[..., Any] | None = None
     _c_event_set: Callable[..., Any] | None = None
 
-    _named: NamedSemaphore
+    _named: NamedSemaphore | MemorySemaphore
     _shared: SharedWords
     _try: Any
     _post: Any
@@ -220,7 +221,18 @@ class _OwnedLock(ClosedWhenCollected):
         _runtime.check_ctx(ctx, type(self).__name__)
         self._setup(NamedSemaphore(1, 1), SharedWords(_LOCK_WORDS))
 
-    def _setup(self, named: NamedSemaphore, shared: SharedWords) -> None:
+    @classmethod
+    def _over(cls, semaphore: NamedSemaphore | MemorySemaphore) -> Any:
+        """A new lock over ``semaphore`` (made with count 1 and maxvalue 1).
+
+        For proctor's own users of a lock that choose where its semaphore lives
+        (a queue's locks: in shared memory where ``_memsem.AVAILABLE``).
+        """
+        self = cls.__new__(cls)
+        self._setup(semaphore, SharedWords(_LOCK_WORDS))
+        return self
+
+    def _setup(self, named: NamedSemaphore | MemorySemaphore, shared: SharedWords) -> None:
         self._named = named
         self._shared = shared
         # Bound once: the fast path is a C call and a store, nothing else.
@@ -406,7 +418,9 @@ class _ClosedWords:
         _closed_call()
 
 
-def _rebuild_lock(cls: type[_OwnedLock], named: NamedSemaphore, shared: SharedWords) -> _OwnedLock:
+def _rebuild_lock(
+    cls: type[_OwnedLock], named: NamedSemaphore | MemorySemaphore, shared: SharedWords
+) -> _OwnedLock:
     obj = cls.__new__(cls)
     obj._setup(named, shared)
     return obj
@@ -528,7 +542,7 @@ class _RLockMethods(_OwnedLock):
         _tid: int | None
         _depth: int
 
-    def _setup(self, named: NamedSemaphore, shared: SharedWords) -> None:
+    def _setup(self, named: NamedSemaphore | MemorySemaphore, shared: SharedWords) -> None:
         self._tid = None
         self._depth = 0
         super()._setup(named, shared)

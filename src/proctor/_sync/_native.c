@@ -1,10 +1,14 @@
-/* proctor._sync._native: the C fast paths of Lock, RLock and Semaphore.
+/* proctor._sync._native: the C fast paths of Lock, RLock and Semaphore, and
+ * MemSemaphore, a semaphore in anonymous shared memory (Linux; see below).
  *
  * Optional: built when a C compiler is present (hatch_build.py), else proctor
  * runs the same protocol in pure Python (_sync/_lock.py, _sync/_semaphore.py).
- * Nothing here waits: every path that could sleep, and everything unusual
- * (contention after a short spin, a closed object, odd arguments, an error),
- * calls the pure-Python method of the same name, which holds the whole logic
+ * Nothing here waits but MemSemaphore.acquire, which sleeps at most the
+ * timeout it is given, as _multiprocessing.SemLock.acquire does (callers wait
+ * through _core._wait.wait_for_post, in slices). Every path of the locks that
+ * could sleep, and everything unusual (contention after a short spin, a closed
+ * object, odd arguments, an error), calls the pure-Python method of the same
+ * name, which holds the whole logic
  * -- timeouts, liveness-aware waits, dead-holder recovery, error messages::
  *
  *     acquire(block, timeout)                      release()
@@ -1255,6 +1259,272 @@ cond_notify(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+/* ── MemSemaphore: a process-shared semaphore in anonymous shared memory ──── */
+
+/* Linux only: an unnamed semaphore (sem_init with pshared=1) in a MAP_SHARED
+ * mapping of a memfd works across processes however each maps it (the futex
+ * is keyed by the file and offset). macOS has no unnamed semaphores (sem_init
+ * fails with ENOSYS), and proctor does not rely on the BSDs' ones: there the
+ * objects that would use one keep a named semaphore (_reaper/_semlock.py).
+ *
+ *     MemSemaphore(memory, offset, maxvalue, value=-1)
+ *       value >= 0: sem_init(memory + offset, pshared=1, value) -- a new block
+ *                   that no other process can see yet
+ *       value <  0: use the semaphore already there (rebuilt in another process)
+ *     acquire(block=True, timeout=None) / release(): as _multiprocessing.SemLock's
+ *     handle, maxvalue: what the lock fast paths (_attach) read from a SemLock
+ *
+ * The object holds a buffer export on the memory for as long as it lives, so
+ * the sem_t cannot be unmapped under it (nor under a Core attached to it).
+ * There is no sem_destroy: other processes may use the semaphore until the
+ * last mapping goes, and the kernel then frees it with the memory. */
+
+#ifdef __linux__
+#define HAVE_MEM_SEMAPHORE 1
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    sem_t *sem;
+    int maxvalue;
+} MemSem;
+
+static int
+memsem_init(MemSem *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"memory", "offset", "maxvalue", "value", NULL};
+    PyObject *memory;
+    Py_ssize_t offset;
+    long maxvalue, value = -1;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Onl|l:MemSemaphore", kwlist, &memory,
+                                     &offset, &maxvalue, &value))
+        return -1;
+    if (self->sem != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "MemSemaphore.__init__ called twice");
+        return -1;
+    }
+    if (maxvalue < 1 || maxvalue > SEM_VALUE_MAX || value > maxvalue) {
+        PyErr_Format(PyExc_ValueError,
+                     "a semaphore's maxvalue must be 1 to %d and its value at most that, "
+                     "not maxvalue=%ld value=%ld", SEM_VALUE_MAX, maxvalue, value);
+        return -1;
+    }
+    if (PyObject_GetBuffer(memory, &self->view, PyBUF_WRITABLE) < 0)
+        return -1;
+    if (offset < 0 || offset + (Py_ssize_t)sizeof(sem_t) > self->view.len
+        || ((Py_uintptr_t)((char *)self->view.buf + offset)) % 16 != 0) {
+        PyBuffer_Release(&self->view);
+        PyErr_Format(PyExc_ValueError,
+                     "no room for a 16-byte aligned semaphore at offset %zd", offset);
+        return -1;
+    }
+    if (value >= 0 && sem_init((sem_t *)((char *)self->view.buf + offset), 1,
+                               (unsigned int)value) < 0) {
+        PyBuffer_Release(&self->view);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->sem = (sem_t *)((char *)self->view.buf + offset);
+    self->maxvalue = (int)maxvalue;
+    return 0;
+}
+
+static void
+memsem_dealloc(MemSem *self)
+{
+    if (self->sem != NULL) {
+        self->sem = NULL;
+        PyBuffer_Release(&self->view);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static sem_t *
+memsem_get(MemSem *self)
+{
+    if (self->sem == NULL)
+        PyErr_SetString(PyExc_ValueError, "this MemSemaphore was never initialised");
+    return self->sem;
+}
+
+PyDoc_STRVAR(memsem_acquire_doc,
+"acquire(block=True, timeout=None)\n--\n\n"
+"Take one unit, as _multiprocessing.SemLock.acquire: True once taken; False when\n"
+"``block`` is false and none is free, or ``timeout`` seconds passed first.");
+
+static PyObject *
+memsem_acquire(MemSem *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"block", "timeout"};
+    PyObject *given[2] = {NULL, NULL};
+    int blocking = 1, res, err;
+    double timeout = -1.0;  /* < 0: no timeout */
+    struct timespec until;
+    sem_t *sem = memsem_get(self);
+
+    if (sem == NULL)
+        return NULL;
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        given[i] = args[i];
+    for (Py_ssize_t i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        int which = -1;
+        for (int k = 0; k < 2; k++)
+            if (PyUnicode_CompareWithASCIIString(name, names[k]) == 0)
+                which = k;
+        if (which < 0 || given[which] != NULL) {
+            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected or repeated argument %R",
+                         name);
+            return NULL;
+        }
+        given[which] = args[nargs + i];
+    }
+    if (given[0] != NULL) {
+        blocking = PyObject_IsTrue(given[0]);
+        if (blocking < 0)
+            return NULL;
+    }
+    if (blocking && given[1] != NULL && given[1] != Py_None) {
+        timeout = PyFloat_AsDouble(given[1]);
+        if (timeout == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (timeout < 0 || timeout != timeout)
+            timeout = 0;
+    }
+    if (try_take(sem))
+        Py_RETURN_TRUE;
+    if (!blocking || timeout == 0)
+        Py_RETURN_FALSE;
+    if (timeout > 0) {
+        struct timeval now;
+        double whole;
+        long long sec;
+        long nsec;
+
+        if (timeout > 1e9)
+            timeout = 1e9;  /* (some 31 years: a time_t any system takes) */
+        gettimeofday(&now, NULL);
+        whole = (double)(long long)timeout;
+        sec = (long long)whole;
+        nsec = (long)((timeout - whole) * 1e9) + now.tv_usec * 1000L;
+        until.tv_sec = now.tv_sec + (time_t)sec + nsec / 1000000000L;
+        until.tv_nsec = nsec % 1000000000L;
+    }
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        res = timeout > 0 ? sem_timedwait(sem, &until) : sem_wait(sem);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (res == 0)
+            Py_RETURN_TRUE;
+        if (err == ETIMEDOUT)
+            Py_RETURN_FALSE;
+        if (err != EINTR) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        /* A signal: its handler runs now (and may raise); then the same deadline. */
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+    }
+}
+
+PyDoc_STRVAR(memsem_release_doc,
+"release()\n--\n\n"
+"Give one unit back; ValueError if the count is at ``maxvalue`` already.");
+
+static PyObject *
+memsem_release(MemSem *self, PyObject *Py_UNUSED(ignored))
+{
+    int value;
+    sem_t *sem = memsem_get(self);
+
+    if (sem == NULL)
+        return NULL;
+    if (sem_getvalue(sem, &value) == 0 && value >= self->maxvalue) {
+        PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
+        return NULL;
+    }
+    if (sem_post(sem) < 0)
+        return PyErr_SetFromErrno(errno == EOVERFLOW ? PyExc_ValueError : PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+memsem_get_value(MemSem *self, PyObject *Py_UNUSED(ignored))
+{
+    int value;
+    sem_t *sem = memsem_get(self);
+
+    if (sem == NULL)
+        return NULL;
+    if (sem_getvalue(sem, &value) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(value < 0 ? 0 : value);  /* (< 0: waiters, on some systems) */
+}
+
+static PyObject *
+memsem_is_zero(MemSem *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *value = memsem_get_value(self, NULL);
+    int zero;
+
+    if (value == NULL)
+        return NULL;
+    zero = PyLong_AsLong(value) == 0;
+    Py_DECREF(value);
+    return PyBool_FromLong(zero);
+}
+
+static PyObject *
+memsem_handle(MemSem *self, void *Py_UNUSED(closure))
+{
+    if (memsem_get(self) == NULL)
+        return NULL;
+    return PyLong_FromVoidPtr(self->sem);
+}
+
+static PyObject *
+memsem_maxvalue(MemSem *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->maxvalue);
+}
+
+static PyMethodDef memsem_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))memsem_acquire, METH_FASTCALL | METH_KEYWORDS,
+     memsem_acquire_doc},
+    {"release", (PyCFunction)memsem_release, METH_NOARGS, memsem_release_doc},
+    {"_get_value", (PyCFunction)memsem_get_value, METH_NOARGS, "The count now."},
+    {"_is_zero", (PyCFunction)memsem_is_zero, METH_NOARGS, "Whether the count is 0."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef memsem_getset[] = {
+    {"handle", (getter)memsem_handle, NULL, "the address of the sem_t", NULL},
+    {"maxvalue", (getter)memsem_maxvalue, NULL, "the largest count release() may make", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject MemSemType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proctor._sync._native.MemSemaphore",
+    .tp_basicsize = sizeof(MemSem),
+    .tp_dealloc = (destructor)memsem_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A process-shared semaphore at ``offset`` of anonymous shared memory "
+              "(see _sync/_memsem.py).",
+    .tp_methods = memsem_methods,
+    .tp_getset = memsem_getset,
+    .tp_init = (initproc)memsem_init,
+    .tp_new = PyType_GenericNew,
+};
+#endif /* __linux__ */
+
 /* ── module ──────────────────────────────────────────────────────────────── */
 
 PyDoc_STRVAR(set_process_doc,
@@ -1321,6 +1591,10 @@ PyInit__native(void)
     if (PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&RLockCoreType) < 0
         || PyType_Ready(&SemaphoreCoreType) < 0)
         return NULL;
+#ifdef HAVE_MEM_SEMAPHORE
+    if (PyType_Ready(&MemSemType) < 0)
+        return NULL;
+#endif
     module = PyModule_Create(&native_module);
     if (module == NULL)
         return NULL;
@@ -1335,6 +1609,10 @@ PyInit__native(void)
         || PyModule_AddObject(module, "CONDITION_WORDS",
                               Py_BuildValue("(iiiiiii)", COND_TICKET, EVENT_FLAG, EVENT_SETS,
                                             COND_NOTIFIED, COND_UNMARKED, COND_KEPT, COND_HEADER)) < 0
+#ifdef HAVE_MEM_SEMAPHORE
+        || PyModule_AddObjectRef(module, "MemSemaphore", (PyObject *)&MemSemType) < 0
+        || PyModule_AddIntConstant(module, "MEM_SEMAPHORE_SIZE", (long)sizeof(sem_t)) < 0
+#endif
 #ifdef HAVE_WAIT_SLICE
         || PyModule_AddIntConstant(module, "SLICE_EMPTY", SLICE_EMPTY) < 0
         || PyModule_AddIntConstant(module, "SLICE_NOTIFIED", SLICE_NOTIFIED) < 0

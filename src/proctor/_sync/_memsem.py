@@ -1,0 +1,222 @@
+"""Semaphores in anonymous shared memory: no name, nothing for anyone to reclaim.
+
+A named semaphore (``_reaper._semlock.NamedSemaphore``) costs about nine system
+calls to make (``sem_open`` with ``O_CREAT|O_EXCL``: a temporary file in
+``/dev/shm``, written, mapped, linked, unlinked...) and a message to the
+resource reaper, which must unlink its name once every user is gone. On Linux a
+process-shared semaphore can instead be a 32-byte block of the anonymous shared
+memory that proctor's primitives already keep their words in (``_anonmem``
+arenas): ``sem_init(block, pshared=1, value)`` is one store, the kernel keys
+its futex by the memory's file and offset, so every process that maps the
+arena -- inherited under ``fork``, its descriptor sent under ``spawn`` and
+``forkserver`` -- sleeps and wakes on the same semaphore, and the semaphore
+goes with the memory when the last process that maps it closes it or dies::
+
+    maker (C accelerator active, Linux)        any other process
+    ───────────────────────────────────        ─────────────────
+    allocate(32) ─▶ (arena, offset)            fork: the same mapping
+    MemSemaphore(arena, offset, max, value)    spawn / message: pickle(arena, offset)
+      sem_init(pshared=1): a store               ─SCM_RIGHTS─▶ mmap ─▶ MemSemaphore
+    acquire/release: sem_trywait, sem_post,      (no sem_init: the semaphore is there)
+      sem_timedwait (the GIL released)         the last mapping gone ─▶ the kernel frees it
+
+Who uses them: a queue's put and get locks and its wake-up hints
+(``_queues._queue._Shared``), when :data:`AVAILABLE`. Waits on them go through
+the one liveness-aware wait (``_core._wait.wait_for_post``), and a queue lock's
+owner word and dead-holder takeover are the lock's (``_lock``), exactly as over
+a named semaphore: only where the ``sem_t`` lives changes.
+
+Where they are not used: with the pure-Python implementation
+(``PROCTOR_PURE_PYTHON``, or no C accelerator built), and where the OS has no
+working unnamed process-shared semaphores (macOS: ``sem_init`` fails with
+``ENOSYS``; the BSDs are not relied on). New objects there keep named ones. A
+process running the pure implementation that *receives* an object made with
+one (a spawned child with ``PROCTOR_PURE_PYTHON=1``) drives the same ``sem_t``
+through ``ctypes`` (:class:`CtypesSemaphore`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import sys
+import time
+from typing import Any
+
+from .._core._anonmem import AnonymousMemory, allocate
+from .._reaper._semlock import _Closed
+from ._accel import native
+
+__all__ = ("AVAILABLE", "SIZE", "CtypesSemaphore", "MemorySemaphore")
+
+_MemSemaphore: Any = getattr(native, "MemSemaphore", None)
+
+#: Whether new objects here may keep their semaphores in shared memory: the C
+#: accelerator is active and was built with ``MemSemaphore`` (Linux only).
+AVAILABLE = _MemSemaphore is not None
+
+#: Bytes reserved for one ``sem_t`` (glibc and musl: 32 on 64-bit systems, 16 on
+#: 32-bit ones).
+SIZE = 32
+
+
+class MemorySemaphore:
+    """A process-shared semaphore in anonymous shared memory.
+
+    The same interface as ``NamedSemaphore`` where its users need one: ``sem``
+    (``acquire(block, timeout)``/``release()``, as ``_multiprocessing.SemLock``),
+    ``name`` (for messages), ``maxvalue``, ``close()``, and pickling to a child
+    or in a proctor message.
+
+    Args:
+        value: the initial count.
+        maxvalue: the largest count ``release()`` may make.
+
+    Raises:
+        RuntimeError: where shared-memory semaphores are not available (see
+            :data:`AVAILABLE`; callers check it first).
+    """
+
+    __slots__ = ("__weakref__", "_memory", "_offset", "maxvalue", "name", "sem")
+
+    def __init__(
+        self, value: int, maxvalue: int, *, _at: tuple[AnonymousMemory, int] | None = None
+    ) -> None:
+        self.maxvalue = maxvalue
+        if _at is None:
+            if not AVAILABLE:
+                raise RuntimeError(
+                    "semaphores in shared memory need proctor's C accelerator on Linux; "
+                    "use a NamedSemaphore"
+                )
+            memory, offset = allocate(SIZE)
+            self.sem = _MemSemaphore(memory, offset, maxvalue, value)
+        else:
+            memory, offset = _at
+            self.sem = _open(memory, offset, maxvalue)
+        self._memory = memory
+        self._offset = offset
+        self.name = f"(a semaphore at byte {offset} of shared memory with no name)"
+
+    def close(self) -> None:
+        """Drop this handle's reference; idempotent.
+
+        The ``sem_t`` stays usable through whatever still holds ``sem`` (a bound
+        method, a waiting thread), and its memory goes with the last of them.
+        """
+        if isinstance(self.sem, _Closed):
+            return
+        self.sem = _Closed("this semaphore")
+        self._memory = None  # type: ignore[assignment]
+
+    def __reduce__(self):
+        if isinstance(self.sem, _Closed):
+            raise ValueError("cannot send a closed semaphore to another process")
+        # The memory travels as a descriptor (AnonymousMemory.__reduce__), only
+        # where one can: to a starting child, or in a proctor message.
+        return (_rebuild, (self._memory, self._offset, self.maxvalue))
+
+    def __repr__(self) -> str:
+        return f"<MemorySemaphore at byte {self._offset} of {self._memory!r}>"
+
+
+def _rebuild(memory: AnonymousMemory, offset: int, maxvalue: int) -> MemorySemaphore:
+    return MemorySemaphore(0, maxvalue, _at=(memory, offset))
+
+
+def _open(memory: AnonymousMemory, offset: int, maxvalue: int) -> Any:
+    """The semaphore already at ``offset`` of ``memory`` (made by another process)."""
+    if _MemSemaphore is not None:
+        return _MemSemaphore(memory, offset, maxvalue)
+    return CtypesSemaphore(memory, offset, maxvalue)
+
+
+# -- the pure-Python way to use one ------------------------------------------------------
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
+
+
+_libc: Any = None
+
+
+def _load_libc() -> Any:
+    global _libc
+    if _libc is None:
+        if not sys.platform.startswith("linux"):
+            raise RuntimeError(
+                "a semaphore in shared memory reached a system without unnamed "
+                "process-shared semaphores; only Linux makes them"
+            )
+        libc = ctypes.CDLL(None, use_errno=True)
+        for fn in ("sem_trywait", "sem_wait", "sem_post"):
+            getattr(libc, fn).argtypes = (ctypes.c_void_p,)
+        libc.sem_timedwait.argtypes = (ctypes.c_void_p, ctypes.POINTER(_Timespec))
+        libc.sem_getvalue.argtypes = (ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))
+        _libc = libc
+    return _libc
+
+
+class CtypesSemaphore:
+    """A ``MemorySemaphore``'s ``sem`` in a process without the C accelerator.
+
+    Behaves as the C ``MemSemaphore``: ``ctypes`` lets go of the GIL while
+    ``sem_wait``/``sem_timedwait`` sleep, and a signal's handler runs when the
+    call returns ``EINTR`` (then the wait goes on to the same deadline).
+    """
+
+    __slots__ = ("_block", "handle", "maxvalue")
+
+    def __init__(self, memory: AnonymousMemory, offset: int, maxvalue: int) -> None:
+        _load_libc()
+        # The ctypes object holds a buffer export: the mapping stays while it lives.
+        self._block = (ctypes.c_char * SIZE).from_buffer(memory, offset)
+        self.handle = ctypes.addressof(self._block)
+        self.maxvalue = maxvalue
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        libc, handle = _libc, self.handle
+        if libc.sem_trywait(handle) == 0:
+            return True
+        if not block or (timeout is not None and timeout <= 0):
+            return False
+        until = None
+        if timeout is not None:
+            at = time.time() + min(timeout, 1e9)
+            until = ctypes.byref(_Timespec(int(at), int(at % 1 * 1e9)))
+        while True:
+            done = libc.sem_wait(handle) if until is None else libc.sem_timedwait(handle, until)
+            if done == 0:
+                return True
+            err = ctypes.get_errno()
+            if err == errno.ETIMEDOUT:
+                return False
+            if err != errno.EINTR:
+                raise OSError(err, os.strerror(err))
+            # EINTR: back in Python, a pending signal handler runs (and may raise).
+
+    def release(self) -> None:
+        if self._get_value() >= self.maxvalue:
+            raise ValueError("semaphore or lock released too many times")
+        if _libc.sem_post(self.handle) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    def _get_value(self) -> int:
+        value = ctypes.c_int()
+        if _libc.sem_getvalue(self.handle, ctypes.byref(value)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return max(value.value, 0)
+
+    def _is_zero(self) -> bool:
+        return self._get_value() == 0
+
+    # What PyLock's repr asks a SemLock (its per-process counters): unknown here.
+    def _is_mine(self) -> bool:
+        return False
+
+    def _count(self) -> int:
+        return 0
