@@ -18,8 +18,9 @@ import sys
 import pytest
 
 from proctor._core._anonmem import allocate
-from proctor._sync import _memsem
-from proctor._sync._memsem import SIZE, CtypesSemaphore, MemorySemaphore
+from proctor._sync import _ctypessem, _memsem
+from proctor._sync._ctypessem import CtypesSemaphore
+from proctor._sync._memsem import SIZE, MemorySemaphore
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="unnamed process-shared semaphores: Linux only"
@@ -29,10 +30,10 @@ pytestmark = pytest.mark.skipif(
 def _new_ctypes(value: int, maxvalue: int) -> CtypesSemaphore:
     """A semaphore made as a process without the C accelerator would use one."""
     memory, offset = allocate(SIZE)
-    libc = _memsem._load_libc()
+    libc = _ctypessem._load_libc()
     address = ctypes.addressof((ctypes.c_char * SIZE).from_buffer(memory, offset))
     assert libc.sem_init(ctypes.c_void_p(address), 1, value) == 0
-    return CtypesSemaphore(memory, offset, maxvalue)
+    return CtypesSemaphore(memory, offset, maxvalue, SIZE)
 
 
 @pytest.fixture(params=["native", "ctypes"])
