@@ -8,11 +8,9 @@
                                       (each call one pickled bytes object; its result too)
     engine.share(buffer)          ─▶  client.scatter(hash=False): the buffer is sent once;
                                       its Future, as an argument, is its value on the worker
-    done queue ◀── add_done_callback ◀─ the future ends (the callbacks are added on
-                                      the client's event loop, a batch in one hand-off)
+    done queue ◀── add_done_callback ◀─ the future ends
     engine.outcomes(futures)      ─▶  client.gather(the finished ones): one round trip;
-                                      KilledWorker: the worker was lost (WorkerLostError);
-                                      then released on the loop, in one hand-off
+                                      KilledWorker: the worker was lost (WorkerLostError)
     engine.stop(future, end)      ─▶  cancel it; with end (a timeout), if a worker was
                                       running it, end that worker's process (its nanny
                                       starts another) and wait until the scheduler knows
@@ -85,14 +83,8 @@ class DaskEngine:
         else:
             # One message to the scheduler for the lot, as client.map sends.
             futures = self.client.map(_run_packed, packed, shipped, pure=False)
-        # The callbacks are added on the client's event loop, in one hand-off for the
-        # batch: from another thread, each add_done_callback is a thread-safe hand-off
-        # of its own (a write to the loop's wake-up pipe and a turn of the loop).
-        loop = self.client.loop
-        if loop is None:  # (no loop: the client is closed; map/submit refused already)
-            _add_callbacks(futures, done)
-        else:
-            loop.add_callback(_add_callbacks, futures, done)
+        for future, callback in zip(futures, done, strict=True):
+            future.add_done_callback(callback)
         return futures
 
     def succeeded(self, handle: Any) -> bool:
@@ -126,13 +118,8 @@ class DaskEngine:
                 found.append((False, error, f"Dask's KilledWorker: {error}"))
             else:
                 found.append((False, error, None))
-        # The values are here now: the workers may let them go. Released on the event
-        # loop in one hand-off (each release from this thread would be one).
-        loop = self.client.loop
-        if loop is None:
-            _release(handles)
-        else:
-            loop.add_callback(_release, handles)
+        for future in handles:
+            future.release()  # the value is here now: the worker may let it go
         return found
 
     def stop(self, handle: Any, end_worker: bool) -> None:
@@ -175,21 +162,6 @@ def _run_packed(packed: bytes, shipped: tuple[Any, ...]) -> bytes:
     where Dask has replaced each shipped future by its value; the result pickled."""
     func, args = pickle.loads(packed)
     return pickle.dumps(func(*args, *shipped), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _add_callbacks(futures: list[Any], done: list[Callable[[Any], None]]) -> None:
-    """On the client's event loop: ``done[i](futures[i])`` when that future ends."""
-    for future, callback in zip(futures, done, strict=True):
-        try:
-            future.add_done_callback(callback)
-        except Exception:  # (its client closed meanwhile): reported now, never lost
-            callback(future)
-
-
-def _release(futures: list[Any]) -> None:
-    """On the client's event loop: release ``futures`` (their keys' values)."""
-    for future in futures:
-        future.release()
 
 
 def _knows_worker(dask_scheduler: Any, address: str) -> bool:
