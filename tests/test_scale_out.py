@@ -251,9 +251,8 @@ def _held_keys(dask_scheduler, keys):
 
 
 def test_a_delivered_tasks_value_is_let_go_on_the_cluster(backend):
-    # Once a value is delivered its Dask future is released (on the client's event
-    # loop, with the others of that fetch), even while something still holds the
-    # future: the scheduler and the workers forget its value.
+    # Once a value is delivered its Dask future is released, even while something
+    # still holds the future: the scheduler and the workers forget its value.
     if backend == "ray":
         pytest.skip("a Ray call's value travels with its end: nothing is kept for it")
     with proctor.Pool(backend=backend) as pool:
