@@ -246,6 +246,27 @@ def test_a_maps_values_are_fetched_together_and_its_error_ends_it(backend):
             pool.map(fail_on_3, range(8), chunksize=1)
 
 
+def _held_keys(dask_scheduler, keys):
+    return [key for key in keys if key in dask_scheduler.tasks]
+
+
+def test_a_delivered_tasks_value_is_let_go_on_the_cluster(backend):
+    # Once a value is delivered its Dask future is released, even while something
+    # still holds the future: the scheduler and the workers forget its value.
+    if backend == "ray":
+        pytest.skip("a Ray call's value travels with its end: nothing is kept for it")
+    with proctor.Pool(backend=backend) as pool:
+        engine = pool._dispatcher.engine
+        futures = []
+        submit = engine.submit
+        engine.submit = lambda *args: futures.extend(submit(*args)) or futures[-len(args[1]) :]
+        assert pool.map(square, range(6), chunksize=1) == [x * x for x in range(6)]
+        assert pool.apply_async(square, (7,)).get(timeout=30) == 49
+        keys = [future.key for future in futures]
+        assert len(keys) == 7
+        wait_until(lambda: not backend.run_on_scheduler(_held_keys, keys=keys), timeout=10)
+
+
 def test_lazy_input_stays_lazy(backend):
     read = itertools.count()
 
