@@ -1208,25 +1208,7 @@ def test_a_queue_with_semaphores_in_shared_memory_has_no_name_and_needs_no_reape
     shared = q._shared
     semaphores = (shared.put_lock._named, shared.get_lock._named, shared.items, shared.room)
     assert {type(s).__name__ for s in (*semaphores, shared.all_done)} == {"MemorySemaphore"}
-    # A child sleeps on room for its next put; each get() here wakes it.
-    p = ctx.Process(target=put_range, args=(q, 3))
-    p.start()
-    got = []
-    for _ in range(3):
-        wait_until(lambda: q._ring.get_field(Ring.PUTTERS) == 1 or len(got) == 2, timeout=30)
-        got.append(q.get(timeout=30))
-        q.task_done()
-    p.join(30)
-    assert p.exitcode == 0 and got == [0, 1, 2]
-    # This process sleeps in join() on all_done; a child's task_done() wakes it.
-    q.put("task")
-    c = ctx.Process(target=get_one_then_task_done, args=(q, 1))
-    c.start()
-    assert q.join(timeout=30)
-    c.join(30)
-    assert c.exitcode == 0
-    for proc in (p, c):
-        proc.close()
+    _wake_on_room_then_on_all_done(ctx, q)
     q.close()
     with pytest.raises(ValueError, match="closed"):
         shared.items.sem.release()
@@ -1245,6 +1227,35 @@ def get_one_then_task_done(q, n):
         q.task_done()
 
 
+def _wake_on_room_then_on_all_done(ctx, q, after_room=lambda: True):
+    """A child sleeps on ``q``'s room hint and is woken; then this process on all_done.
+
+    ``q`` is a ``JoinableQueue(maxsize=1)``; ``after_room()`` must hold once the
+    child that waited for room has ended.
+    """
+    p = ctx.Process(target=put_range, args=(q, 3))
+    p.start()
+    got = []
+    for _ in range(3):
+        # The child sleeps on the room semaphore for its next put (registered
+        # as a putter), and this get() wakes it.
+        wait_until(lambda: q._ring.get_field(Ring.PUTTERS) == 1 or len(got) == 2, timeout=30)
+        got.append(q.get(timeout=30))
+        q.task_done()
+    p.join(30)
+    assert p.exitcode == 0 and got == [0, 1, 2]
+    assert after_room()
+    # And the other way: this process's join() sleeps, a child's task_done() wakes it.
+    q.put("task")
+    c = ctx.Process(target=get_one_then_task_done, args=(q, 1))
+    c.start()
+    assert q.join(timeout=30)
+    c.join(30)
+    assert c.exitcode == 0
+    for proc in (p, c):
+        proc.close()
+
+
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="looks for the semaphores in /dev/shm")
 # (forkserver children get the queue as spawn children do: by name, in a message)
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
@@ -1257,27 +1268,7 @@ def test_room_and_all_done_are_made_by_the_first_process_that_waits_even_a_child
     shared = q._shared
     assert _sem_exists(shared.items)
     assert not _sem_exists(shared.room) and not _sem_exists(shared.all_done)
-    p = ctx.Process(target=put_range, args=(q, 3))
-    p.start()
-    got = []
-    for _ in range(3):
-        # The child sleeps on the room semaphore for its next put (registered
-        # as a putter), and this get() wakes it.
-        wait_until(lambda: q._ring.get_field(Ring.PUTTERS) == 1 or len(got) == 2, timeout=30)
-        got.append(q.get(timeout=30))
-        q.task_done()
-    p.join(30)
-    assert p.exitcode == 0 and got == [0, 1, 2]
-    assert _sem_exists(shared.room)
-    # And the other way: the parent's join() sleeps, a child's task_done() wakes it.
-    q.put("task")
-    c = ctx.Process(target=get_one_then_task_done, args=(q, 1))
-    c.start()
-    assert q.join(timeout=30)
-    c.join(30)
-    assert c.exitcode == 0
-    for proc in (p, c):
-        proc.close()
+    _wake_on_room_then_on_all_done(ctx, q, after_room=lambda: _sem_exists(shared.room))
     q.close()
 
 

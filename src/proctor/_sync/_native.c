@@ -201,6 +201,23 @@ simple_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, 
     return 1;
 }
 
+/* The CLOCK_REALTIME instant ``timeout`` seconds (> 0) from now: what
+ * sem_timedwait takes. */
+static struct timespec
+deadline_after(double timeout)
+{
+    struct timeval now;
+    struct timespec until;
+    long long sec = (long long)timeout;
+    long nsec = (long)((timeout - (double)sec) * 1e9);
+
+    gettimeofday(&now, NULL);
+    nsec += now.tv_usec * 1000L;
+    until.tv_sec = now.tv_sec + (time_t)sec + nsec / 1000000000L;
+    until.tv_nsec = nsec % 1000000000L;
+    return until;
+}
+
 static inline int
 try_take(sem_t *sem)
 {
@@ -880,21 +897,8 @@ wait_slice(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
      * in keeps the sem_t open meanwhile. */
     taken = try_take(sem);
     if (!taken && timeout > 0) {
-        struct timeval now;
-        struct timespec until;
-        long long sec;
-        long nsec;
+        struct timespec until = deadline_after(timeout);
 
-        gettimeofday(&now, NULL);
-        sec = (long long)timeout;
-        nsec = (long)((timeout - (double)sec) * 1e9);
-        until.tv_sec = now.tv_sec + (time_t)sec;
-        nsec += now.tv_usec * 1000L;
-        if (nsec >= 1000000000L) {
-            until.tv_sec += 1;
-            nsec -= 1000000000L;
-        }
-        until.tv_nsec = nsec;
         Py_BEGIN_ALLOW_THREADS
         res = sem_timedwait(sem, &until);
         err = errno;
@@ -1400,21 +1404,8 @@ memsem_acquire(MemSem *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
         Py_RETURN_TRUE;
     if (!blocking || timeout == 0)
         Py_RETURN_FALSE;
-    if (timeout > 0) {
-        struct timeval now;
-        double whole;
-        long long sec;
-        long nsec;
-
-        if (timeout > 1e9)
-            timeout = 1e9;  /* (some 31 years: a time_t any system takes) */
-        gettimeofday(&now, NULL);
-        whole = (double)(long long)timeout;
-        sec = (long long)whole;
-        nsec = (long)((timeout - whole) * 1e9) + now.tv_usec * 1000L;
-        until.tv_sec = now.tv_sec + (time_t)sec + nsec / 1000000000L;
-        until.tv_nsec = nsec % 1000000000L;
-    }
+    if (timeout > 0)
+        until = deadline_after(timeout > 1e9 ? 1e9 : timeout);  /* (31 years: any time_t) */
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
         res = timeout > 0 ? sem_timedwait(sem, &until) : sem_wait(sem);
