@@ -228,9 +228,7 @@ class _OwnedLock(ClosedWhenCollected):
         For proctor's own users of a lock that choose where its semaphore lives
         (a queue's locks: in shared memory where ``_memsem.AVAILABLE``).
         """
-        self = cls.__new__(cls)
-        self._setup(semaphore, SharedWords(_LOCK_WORDS))
-        return self
+        return _rebuild_lock(cls, semaphore, SharedWords(_LOCK_WORDS))
 
     def _setup(self, named: NamedSemaphore | MemorySemaphore, shared: SharedWords) -> None:
         self._named = named
