@@ -94,6 +94,48 @@ def test_a_signal_handler_that_raises_ends_a_wait(make):
     assert sem._is_zero()
 
 
+#: acquire() calls that _multiprocessing.SemLock refuses with TypeError, and the
+#: name the C type's message gives for each.
+BAD_ACQUIRES = [
+    ((True, 1, 2), {}, "at most 2 arguments"),
+    ((), {"wait": True}, "wait"),
+    ((True,), {"block": False}, "block"),
+    ((), {"timeout": 1, "block": True, "bogus": 0}, "bogus"),
+    ((), {"timeout": "soon"}, "str"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "names"), BAD_ACQUIRES)
+def test_bad_acquire_arguments_raise_type_error_as_a_semlock_does_and_take_nothing(
+    make, args, kwargs, names
+):
+    import _multiprocessing
+
+    reference = _multiprocessing.SemLock(1, 0, 1, "/proctor-test-memsem", True)  # counting
+    with pytest.raises(TypeError):
+        reference.acquire(*args, **kwargs)
+    sem = make(0, 1)
+    with pytest.raises(TypeError) as raised:
+        sem.acquire(*args, **kwargs)
+    if not isinstance(sem, CtypesSemaphore):
+        assert names in str(raised.value)  # the C message names what is wrong
+    sem.release()
+    assert sem.acquire(False) is True  # the one unit is still there: nothing was taken
+    assert sem._is_zero()
+
+
+def test_an_error_from_the_block_arguments_truth_propagates(make):
+    class Untruthy:
+        def __bool__(self):
+            raise ZeroDivisionError("no truth value")
+
+    sem = make(0, 1)
+    with pytest.raises(ZeroDivisionError, match="no truth value"):
+        sem.acquire(Untruthy())
+    sem.release()
+    assert sem.acquire(1) is True  # (any true value blocks; a unit is there)
+
+
 @pytest.mark.skipif(not _memsem.AVAILABLE, reason="the C accelerator is not active here")
 def test_the_c_type_refuses_memory_it_cannot_use():
     native = _memsem._MemSemaphore

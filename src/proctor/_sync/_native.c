@@ -145,42 +145,55 @@ call_python(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t narg
     return result;
 }
 
+/* Pick acquire(block=True, timeout=None)'s two arguments out of a vectorcall,
+ * given by position or by name: 0 when they are well formed (*block and
+ * *timeout stay NULL when not given); -1 for more than two positional
+ * arguments; -2 for a keyword that is neither name or repeats one (*bad is
+ * that name, borrowed). Nothing is raised: the lock fast paths hand such a call
+ * to the Python method, MemSemaphore.acquire raises TypeError itself. */
+static int
+pick_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                  PyObject **block, PyObject **timeout, PyObject **bad)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+
+    *block = *timeout = NULL;
+    if (nargs > 2)
+        return -1;
+    if (nargs >= 1)
+        *block = args[0];
+    if (nargs == 2)
+        *timeout = args[1];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        PyObject **slot = NULL;
+        if (PyUnicode_CompareWithASCIIString(name, "block") == 0)
+            slot = block;
+        else if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0)
+            slot = timeout;
+        if (slot == NULL || *slot != NULL) {
+            *bad = name;
+            return -2;
+        }
+        *slot = args[nargs + i];
+    }
+    return 0;
+}
+
 /* The arguments of acquire(block=True, timeout=None), checked only as far as
  * the fast path needs: 1 if it may go on (*blocking set), 0 if the Python
  * method must take the call (it reports any error properly). */
 static int
 simple_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int *blocking)
 {
-    PyObject *block = NULL, *timeout = NULL;
-    Py_ssize_t nkw;
+    PyObject *block, *timeout, *bad;
 
     if (nargs == 0 && kwnames == NULL) {  /* acquire(): the usual call */
         *blocking = 1;
         return 1;
     }
-    nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs > 2)
+    if (pick_acquire_args(args, nargs, kwnames, &block, &timeout, &bad) < 0)
         return 0;
-    if (nargs >= 1)
-        block = args[0];
-    if (nargs == 2)
-        timeout = args[1];
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        if (PyUnicode_CompareWithASCIIString(name, "block") == 0) {
-            if (block != NULL)
-                return 0;
-            block = args[nargs + i];
-        }
-        else if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0) {
-            if (timeout != NULL)
-                return 0;
-            timeout = args[nargs + i];
-        }
-        else {
-            return 0;
-        }
-    }
     /* A timeout the semaphore would refuse goes to Python for its TypeError. */
     if (timeout != NULL && timeout != Py_None && !PyFloat_Check(timeout) && !PyLong_Check(timeout))
         return 0;
@@ -1360,8 +1373,7 @@ PyDoc_STRVAR(memsem_acquire_doc,
 static PyObject *
 memsem_acquire(MemSem *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"block", "timeout"};
-    PyObject *given[2] = {NULL, NULL};
+    PyObject *given[2], *bad = NULL;
     int blocking = 1, res, err;
     double timeout = -1.0;  /* < 0: no timeout */
     struct timespec until;
@@ -1369,24 +1381,14 @@ memsem_acquire(MemSem *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
 
     if (sem == NULL)
         return NULL;
-    if (nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
+    switch (pick_acquire_args(args, nargs, kwnames, &given[0], &given[1], &bad)) {
+    case -1:
+        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
         return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        given[i] = args[i];
-    for (Py_ssize_t i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        int which = -1;
-        for (int k = 0; k < 2; k++)
-            if (PyUnicode_CompareWithASCIIString(name, names[k]) == 0)
-                which = k;
-        if (which < 0 || given[which] != NULL) {
-            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected or repeated argument %R",
-                         name);
-            return NULL;
-        }
-        given[which] = args[nargs + i];
+    case -2:
+        PyErr_Format(PyExc_TypeError, "acquire() got an unexpected or repeated argument %R",
+                     bad);
+        return NULL;
     }
     if (given[0] != NULL) {
         blocking = PyObject_IsTrue(given[0]);
