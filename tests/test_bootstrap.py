@@ -191,6 +191,35 @@ def test_a_spawned_child_imports_only_what_its_start_needs():
         p.close()
 
 
+def test_a_child_whose_target_is_in_the_main_script_loads_no_pickler():
+    # The tutorial's programs define their targets in the main script: a spawned
+    # child rebuilds such a function (and a lambda there) from its value,
+    # with _rebuilding alone; the sending side (_pickler, with pickle.py, re, enum,
+    # socket and threading) would cost its start milliseconds.
+    result = _run(
+        f"""
+        import sys, proctor
+
+        NOT_LOADED = {_NOT_FOR_A_PLAIN_CHILD!r}
+        SCALE = 10
+
+        def probe(x, then):
+            return [m for m in NOT_LOADED if m in sys.modules], then(x) * SCALE
+
+        if __name__ == "__main__":
+            p = proctor.get_context(sys.argv[1]).Process(
+                target=probe, args=(4, lambda x: x + 1)
+            )
+            p.start()
+            p.join(60)
+            print(p.exitcode, p.result)
+        """,
+        "spawn",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(None, 1) == ["0", "([], 50)\n"]
+
+
 def test_a_spawned_child_without_log_forwarding_loads_no_logging():
     # logging and the forwarding module cost a child milliseconds; only forwarding needs them.
     probe = (

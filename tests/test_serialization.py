@@ -17,7 +17,7 @@ import pytest
 
 import proctor
 from proctor import PicklingError, UnpicklableError
-from proctor._core import _pickler, _serialization
+from proctor._core import _rebuilding, _serialization
 from proctor._core._reduction import DescriptorsNeedACarrier
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -79,9 +79,9 @@ def test_a_main_reference_is_this_process_own_object_and_elsewhere_rebuilt_once(
     data = _serialization.dumps(main_class(3))
     assert type(pickle.loads(data)) is main_class
     # A process with another main script rebuilds the class from the value, once.
-    monkeypatch.setattr(_pickler, "_TOKEN", b"elsewhere")
-    monkeypatch.setattr(_pickler, "_rebuilt", {})
-    monkeypatch.setattr(_pickler, "_origins", {})
+    monkeypatch.setattr(_rebuilding, "_TOKEN", b"elsewhere")
+    monkeypatch.setattr(_rebuilding, "_rebuilt", {})
+    monkeypatch.setattr(_rebuilding, "_origins", {})
     first, second = pickle.loads(data), pickle.loads(data)
     assert type(first) is not main_class and type(first) is type(second)
     assert isinstance(first, Local) and first.value == 3
@@ -102,9 +102,9 @@ def test_a_class_defined_again_under_the_same_name_is_rebuilt_again(monkeypatch)
     second = type("ProctorTestCell", (Local,), {"__module__": "__main__", "version": 2})
     monkeypatch.setattr(main, "ProctorTestCell", second)
     data_second = _serialization.dumps(second(2))
-    monkeypatch.setattr(_pickler, "_TOKEN", b"elsewhere")
-    monkeypatch.setattr(_pickler, "_rebuilt", {})
-    monkeypatch.setattr(_pickler, "_origins", {})
+    monkeypatch.setattr(_rebuilding, "_TOKEN", b"elsewhere")
+    monkeypatch.setattr(_rebuilding, "_rebuilt", {})
+    monkeypatch.setattr(_rebuilding, "_origins", {})
     got_first, got_second = pickle.loads(data_first), pickle.loads(data_second)
     assert (type(got_first).version, type(got_second).version) == (1, 2)
     assert type(pickle.loads(data_first)) is type(got_first)
@@ -410,7 +410,7 @@ def test_a_main_class_that_cannot_go_by_value_still_reaches_fork_relatives(monke
     monkeypatch.setattr(sys.modules["__main__"], "WithALock", WithALock, raising=False)
     data = _serialization.dumps(WithALock())
     assert type(pickle.loads(data)) is WithALock
-    monkeypatch.setattr(_pickler, "_TOKEN", b"elsewhere")
+    monkeypatch.setattr(_rebuilding, "_TOKEN", b"elsewhere")
     with pytest.raises(pickle.UnpicklingError, match=r"'WithALock'.*_thread\.lock"):
         pickle.loads(data)
 

@@ -1,9 +1,9 @@
 """The exact pass of pickling: what the receiver cannot name, and objects of the main script.
 
 ``_serialization`` pickles with plain :mod:`pickle` first and comes here only when
-that fails or the pickle mentions ``__main__`` (see its docstring); receivers import
-this module only when a pickle refers to it (a main-script object, a function by
-value).
+that fails or the pickle mentions ``__main__`` (see its docstring). Receivers never
+import it: what they call to rebuild objects of another main script is in
+``_rebuilding``, which costs a spawned child nothing it has not loaded anyway.
 
 Who can name what
 =================
@@ -46,14 +46,13 @@ attributes and the values of a function's globals as they were then.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import sys
-import threading
 import types
 
 from . import _by_value as _functions
-from . import _runtime
+from . import _rebuilding, _runtime
+from ._rebuilding import _main_namespace, _main_object, _rebuild, lookup
 from ._reduction import add_socket_reducer, collecting, current_handoff, reducers
 
 TYPE_CHECKING = False
@@ -76,22 +75,14 @@ VALUE_CACHE_LIMIT = 64 * 1024
 # Identifies this process's main script (drawn when proctor is imported: _runtime).
 _TOKEN = _runtime.MAIN_SCRIPT_TOKEN
 
-Origin = tuple  # (token: bytes, qualname: str, serial: int)
+Origin = _rebuilding.Origin
 
 # Sender side: the objects of this process's main script sent so far, by id (kept
 # alive so that their ids, the serials, stay unique), and their by-value bytes.
+# (What this process rebuilt from other scripts is _rebuilding's; an object
+# rebuilt there is sent on under its origin.)
 _sent: dict[int, Any] = {}
 _values: dict[int, bytes | str] = {}
-# Receiver side: what this process rebuilt from other main scripts, by origin;
-# the origin of each (by id: _rebuilt keeps them alive); and per foreign token the
-# dict standing in for that script's globals.
-_rebuilt: dict[Origin, Any] = {}
-_origins: dict[int, Origin] = {}
-_namespaces: dict[bytes, dict[str, Any]] = {}
-_namespace_tokens: dict[int, bytes] = {}
-# Serialises rebuilding, so that two threads never build two copies of one class,
-# and no thread sees a class that another is still filling in.
-_rebuild_lock = threading.RLock()
 
 # Failures that mean "this object cannot be pickled" (AttributeError: plain pickle
 # of a local object before Python 3.14). Anything else -- a RuntimeError from an
@@ -154,26 +145,10 @@ def dump_for_child(obj: Any) -> bytes:
 # -- main references --------------------------------------------------------------------
 
 
-class _Missing:
-    pass
-
-
-_MISSING = _Missing()
-
-
-def _lookup(owner: Any, qualname: str) -> Any:
-    found = owner
-    for part in qualname.split("."):
-        found = getattr(found, part, _MISSING)
-        if found is _MISSING:
-            break
-    return found
-
-
 def _origin(obj: Any) -> Origin | None:
     """Where ``obj`` comes from, if it belongs to a main script."""
-    origin = _origins.get(id(obj))
-    if origin is not None and _rebuilt.get(origin) is obj:
+    origin = _rebuilding._origins.get(id(obj))
+    if origin is not None and _rebuilding._rebuilt.get(origin) is obj:
         return origin
     if getattr(obj, "__module__", None) != "__main__":
         return None
@@ -181,80 +156,10 @@ def _origin(obj: Any) -> Origin | None:
     if not isinstance(qualname, str) or "<" in qualname:
         return None  # defined in a function, or a lambda: no name to find it by
     main = sys.modules.get("__main__")
-    if main is None or _lookup(main, qualname) is not obj:
+    if main is None or lookup(main, qualname) is not obj:
         return None
     _sent.setdefault(id(obj), obj)
     return (_TOKEN, qualname, id(obj))
-
-
-def _main_object(token: bytes, qualname: str, serial: int, value: bytes | str | None) -> Any:
-    """Unpickle a main reference (see the module docstring for the order).
-
-    ``value`` is the object by value; or, when the sender could not pickle it so,
-    why (only a process of the same main script can then use the reference); or
-    ``None`` inside the value of an object that refers back to it.
-    """
-    if token == _TOKEN:
-        main = sys.modules.get("__main__")
-        found = _lookup(main, qualname) if main is not None else _MISSING
-        if found is not _MISSING:
-            return found
-    origin = (token, qualname, serial)
-    with _rebuild_lock:
-        found = _rebuilt.get(origin, _MISSING)
-        if found is not _MISSING:
-            return found
-        if not isinstance(value, bytes):
-            why = f"it could not be pickled by value ({value})" if value else "it came by name only"
-            raise pickle.UnpicklingError(
-                f"cannot rebuild {qualname!r}, defined in the main script of another process "
-                f"(not a fork of this one): {why}. Only that process and its fork children "
-                "can receive it; define it in an importable module to send it anywhere"
-            )
-        known = set(_rebuilt)
-        try:
-            obj = pickle.loads(value)
-        except BaseException:
-            for half_built in set(_rebuilt) - known:  # must not be found later
-                _origins.pop(id(_rebuilt.pop(half_built)), None)
-            raise
-        _remember(origin, obj)
-        return obj
-
-
-def _remember(origin: Origin, obj: Any) -> None:
-    if origin not in _rebuilt:
-        _rebuilt[origin] = obj
-        _origins[id(obj)] = origin
-
-
-def _rebuild(origin: Origin, make: Callable[..., Any], args: tuple) -> Any:
-    """Create the skeleton of a by-value object and remember it before it is filled.
-
-    Remembering it first lets the objects it refers to refer back to it (a
-    method that names its own class, two classes that name each other).
-    """
-    obj = make(*args)
-    _remember(origin, obj)
-    return obj
-
-
-def _main_namespace(token: bytes, attributes: dict[str, Any]) -> dict[str, Any]:
-    """The globals of functions rebuilt from the main script ``token`` names.
-
-    Functions of the receiver's own main script (a fork relative sent them) use
-    its live namespace; the functions of another process's script share one dict.
-    """
-    if token == _TOKEN:
-        main = sys.modules.get("__main__")
-        if main is not None:
-            return main.__dict__
-    with _rebuild_lock:
-        namespace = _namespaces.get(token)
-        if namespace is None:
-            namespace = _namespaces[token] = dict(attributes)
-            _namespace_tokens[id(namespace)] = token
-        return namespace
 
 
 class _NamespaceRef:
@@ -401,8 +306,8 @@ class _Reducers:
             main = sys.modules.get("__main__")
             if main is not None and globals_ is main.__dict__:
                 ref = _NamespaceRef(_TOKEN, attributes)
-            elif id(globals_) in _namespace_tokens:
-                ref = _NamespaceRef(_namespace_tokens[id(globals_)], attributes)
+            elif id(globals_) in _rebuilding._namespace_tokens:
+                ref = _NamespaceRef(_rebuilding._namespace_tokens[id(globals_)], attributes)
             else:
                 ref = attributes  # one dict for every function of that module
             self._stand_ins[id(globals_)] = ref
@@ -497,13 +402,3 @@ def _cloudpickle() -> Any:
     import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
     return cloudpickle
-
-
-def _after_fork_in_child() -> None:
-    # A thread of the parent may have held the lock mid-rebuild; it does not
-    # exist here.
-    global _rebuild_lock
-    _rebuild_lock = threading.RLock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
