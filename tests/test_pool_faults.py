@@ -591,6 +591,55 @@ def test_an_initializer_in_main_sets_globals_its_tasks_see(start_method, tmp_pat
     assert out.splitlines() == ["['installed', 'installed']"] * 2
 
 
+# -- a forked child's exit leaves its parent's pools alone ----------------------------
+
+# A replacement worker is forked from the dispatcher thread; a child started by the
+# program has a thread left at its end. Both end through threading's exit hooks,
+# which the fork copied from the parent -- proctor's pool hook among them.
+_FORKED_CHILDREN_EXIT = """\
+import os
+import signal
+import sys
+import threading
+
+import proctor
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def leave_a_thread_running():
+    done = threading.Event()
+    threading.Thread(target=done.wait, args=(0.5,)).start()  # alive at run()'s end
+
+
+if __name__ == "__main__":
+    ctx = proctor.get_context("fork")
+    with proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor, ctx.Pool(1) as pool:
+        assert isinstance(executor.submit(die).exception(60), proctor.WorkerLostError)
+        try:
+            pool.apply_async(die).get(60)
+        except proctor.WorkerLostError:
+            pass
+        print(executor.submit(abs, -1).result(60), pool.apply_async(abs, (-2,)).get(60))
+        child = ctx.Process(target=leave_a_thread_running)
+        child.start()
+        child.join(60)
+        print(child.exitcode, executor.submit(abs, -3).result(60), pool.map(abs, [-4]))
+"""
+
+
+def test_a_forked_childs_exit_neither_stops_nor_reports_its_parents_pools(tmp_path):
+    program = _start_program(tmp_path, _FORKED_CHILDREN_EXIT)
+    exited, out, err = _finish_program(program)
+    _assert_all_gone(tmp_path)
+    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
+    assert program.returncode == 0, err
+    assert out.splitlines() == ["1 2", "0 3 [4]"]
+    assert "could not be stopped" not in err and "Traceback" not in err, err
+
+
 # -- a result or an exception whose class cannot be rebuilt in the parent ------------
 
 

@@ -4,11 +4,13 @@ Every live dispatcher (a local pool's, a ``RemoteDispatcher``) is in ``live``; t
 whose work must be done before the interpreter exits -- an executor's, a closed
 ``Pool``'s -- are in ``finish_at_exit``'s set too. A ``threading`` exit hook, which runs
 when the main thread ends and before ``atexit``, joins those and terminates the other
-running pools (see docs/design.md, "Pools").
+running pools (see docs/design.md, "Pools"). A forked child starts with neither set
+filled: its copies of the parent's pools are not its own.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 
@@ -55,6 +57,21 @@ def register_exit_hook() -> None:
             import atexit
 
             atexit.register(_at_exit)
+
+
+def _forget_parents_pools() -> None:
+    # A forked child's copies of its parent's pools are not its own: their dispatcher
+    # threads do not exist here, and their workers and wake-up pipes are the parent's.
+    # threading copies its exit hooks into the child, so without this a child that
+    # ends through threading._shutdown() (one with threads left at its end: a pool
+    # worker forked from the dispatcher thread, say) would close, join or terminate
+    # them at its exit -- writing to the parent's wake-up pipe, and logging "a pool
+    # could not be stopped at exit" where the fork came from the dispatcher thread.
+    live.clear()
+    _finish_at_exit.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parents_pools)
 
 
 def run_rest_and_join(dispatcher: Any, timeout: float | None, wait_for_it: bool) -> bool:
