@@ -15,7 +15,8 @@ same run:
     ray   1000 tiny tasks, one each   Pool.map(chunksize=1)   vs ray...Pool.map(chunksize=1)
     *     10 ms tasks, 200            Pool.map(chunksize=1)   vs the engine's own, one each
 
-(``--quick``: 50 sleeping tasks instead of 200, and 3 rounds instead of 5.)
+(``--quick``: 50 sleeping tasks instead of 200, and 3 rounds instead of 5; the sleeping
+tasks' rows take 3 rounds either way.)
 
 Figures are seconds per task (lower is better; ratio above 1: proctor is faster). The
 1- and 2-worker rows feed the throughput model of docs/scale-out.md.
@@ -44,11 +45,14 @@ def ten_ms(x):
     return x
 
 
-def _timed(fn, tasks):
+def _timed(fn, tasks, settle=None):
     def measure():
         began = time.perf_counter()
         fn()
-        return (time.perf_counter() - began) / tasks
+        seconds = (time.perf_counter() - began) / tasks
+        if settle is not None:
+            settle()
+        return seconds
 
     return measure
 
@@ -68,6 +72,18 @@ def _dask_rows(workers, rounds, n, sleeps):
     pool = proctor.Pool(backend=client)
     executor = proctor.ProcessPoolExecutor(backend=client)
     rows = []
+
+    def settle():
+        # Each measurement starts on a cluster that has forgotten the tasks of the one
+        # before: a call returns before the scheduler and the workers have let its tasks
+        # go (client.map's 1,000, say), which would otherwise fall on the next one.
+        deadline = time.monotonic() + 10
+        while client.run_on_scheduler(_scheduler_tasks) and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+    def timed(fn, tasks):
+        return _timed(fn, tasks, settle)
+
     try:
         items = list(range(n))
         pool.map(tiny, items)  # warm up: workers import proctor, functions cached
@@ -105,9 +121,9 @@ def _dask_rows(workers, rounds, n, sleeps):
 
         got = interleaved(
             {
-                "one": _timed(lambda: pool.map(tiny, items, chunksize=1), n),
-                "chunks": _timed(lambda: pool.map(tiny, items), n),
-                "direct": _timed(direct_map, n),
+                "one": timed(lambda: pool.map(tiny, items, chunksize=1), n),
+                "chunks": timed(lambda: pool.map(tiny, items), n),
+                "direct": timed(direct_map, n),
             },
             rounds,
         )
@@ -116,14 +132,14 @@ def _dask_rows(workers, rounds, n, sleeps):
             _row(f"dask {workers}w: {n} tiny tasks, Pool's chunks", got["chunks"], got["direct"])
         )
         # Apart from the maps: in one interleaving with them, the pool's submits came
-        # right after client.map's 1,000 tasks in two rounds of three (what one
-        # measurement leaves behind falls on the next), and Dask's own submits never did.
+        # right after client.map's 1,000 tasks in two rounds of three, and Dask's own
+        # submits never did.
         got = interleaved(
             {
-                "submit": _timed(pool_submit, n // 5),
-                "direct_submit": _timed(direct_submit, n // 5),
-                "as_completed": _timed(pool_as_completed, n // 5),
-                "direct_as_completed": _timed(direct_as_completed, n // 5),
+                "submit": timed(pool_submit, n // 5),
+                "direct_submit": timed(direct_submit, n // 5),
+                "as_completed": timed(pool_as_completed, n // 5),
+                "direct_as_completed": timed(direct_as_completed, n // 5),
             },
             rounds,
         )
@@ -146,12 +162,12 @@ def _dask_rows(workers, rounds, n, sleeps):
         sleep_items = list(range(sleeps))
         got = interleaved(
             {
-                "pool": _timed(lambda: pool.map(ten_ms, sleep_items, chunksize=1), sleeps),
-                "direct": _timed(
+                "pool": timed(lambda: pool.map(ten_ms, sleep_items, chunksize=1), sleeps),
+                "direct": timed(
                     lambda: client.gather(client.map(ten_ms, sleep_items, pure=False)), sleeps
                 ),
             },
-            max(1, rounds // 2),
+            max(3, rounds // 2),
         )
         rows.append(_row(f"dask {workers}w: {sleeps} 10 ms tasks", got["pool"], got["direct"]))
     finally:
@@ -161,6 +177,10 @@ def _dask_rows(workers, rounds, n, sleeps):
         client.close()
         cluster.close()
     return rows
+
+
+def _scheduler_tasks(dask_scheduler):
+    return len(dask_scheduler.tasks)
 
 
 # -- Ray --------------------------------------------------------------------------------
@@ -227,7 +247,7 @@ def _ray_rows(workers, rounds, n, sleeps):
                     lambda: ray.get([remote_ten_ms.remote(x) for x in sleep_items]), sleeps
                 ),
             },
-            max(1, rounds // 2),
+            max(3, rounds // 2),
         )
         rows.append(_row(f"ray {workers}w: {sleeps} 10 ms tasks", got["pool"], got["direct"]))
         pool.close()
