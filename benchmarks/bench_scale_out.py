@@ -108,7 +108,8 @@ def _dask_rows(workers, rounds, n, sleeps):
         # with_results=True, which fetches each value as its task ends (one gather per
         # future, on the event loop). The other one, .result() per future as
         # as_completed yields it, makes the same gathers plus a hand-off from the
-        # caller's thread each, and measured 1.3-1.6x slower here.
+        # caller's thread each: 1.37x the time in a quiet run here, 1.06-1.22x the
+        # caller's CPU in loaded ones (docs/scale-out.md).
         def pool_as_completed():
             futures = [executor.submit(tiny, x) for x in range(n // 5)]
             for future in concurrent.futures.as_completed(futures):
