@@ -742,3 +742,30 @@ def test_a_result_is_not_held_when_tasks_end_far_apart(manual_executor):
     engine.end(0)
     assert futures[0].result(timeout=10) == 0
     assert engine.fetches == [[1], [0]]
+
+
+def test_terminate_while_a_result_is_held_fetches_nothing_more(monkeypatch):
+    # terminate() ends a hold at once, and what was held is not fetched: it fails with
+    # the pool's other unfinished tasks, as a result that ended just before terminate()
+    # did when nothing was held.
+    from proctor._pool import _remote
+
+    resolver = lambda b: b if isinstance(b, _ManualEngine) else None  # noqa: E731
+    _remote.register_resolver(resolver)
+    try:
+        engine = _ManualEngine()
+        pool = proctor.Pool(backend=engine)
+        dispatcher = pool._dispatcher
+        _hold_long(dispatcher, monkeypatch)
+        results = [pool.apply_async(square, (x,)) for x in range(2)]
+        for _ in results:
+            assert engine.submitted.acquire(timeout=10)
+        engine.end(0)
+        wait_until(lambda: not dispatcher._done, timeout=10)  # the dispatcher holds it
+        pool.terminate()
+        for result in results:
+            with pytest.raises(proctor.PoolTerminatedError):
+                result.get(timeout=10)
+        assert engine.fetches == []
+    finally:
+        _remote._resolvers.remove(resolver)

@@ -539,6 +539,8 @@ class RemoteDispatcher:
                 return
             if done and self._fetch_together:
                 done = self._coalesce(done)
+                if self.state == TERMINATING:  # while it held them: fetched no more
+                    return
             if done or self._parked:
                 self._take_all(done)
                 done = []  # the handles go now, not at the next wake-up (Dask frees a value then)
