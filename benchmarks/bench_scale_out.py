@@ -9,12 +9,14 @@ same run:
     dask  1000 tiny tasks, one each   Pool.map(chunksize=1)   vs client.map + gather
     dask  1000 tiny tasks             Pool.map (its chunks)   vs client.map + gather
     dask  200 submits                 Executor.submit + result vs client.submit + gather
+    dask  200 submits, each as it ends  + as_completed        vs client.submit + as_completed
     ray   1000 tiny tasks, one each   Pool.map(chunksize=1)   vs f.remote() + ray.get
     ray   1000 tiny tasks             Pool.map (its chunks)   vs ray.util.multiprocessing.Pool.map
     ray   1000 tiny tasks, one each   Pool.map(chunksize=1)   vs ray...Pool.map(chunksize=1)
     *     10 ms tasks, 200            Pool.map(chunksize=1)   vs the engine's own, one each
 
-(``--quick``: 50 sleeping tasks instead of 200, and 3 rounds instead of 5.)
+(``--quick``: 50 sleeping tasks instead of 200, and 3 rounds instead of 5; the sleeping
+tasks' rows take 3 rounds either way.)
 
 Figures are seconds per task (lower is better; ratio above 1: proctor is faster). The
 1- and 2-worker rows feed the throughput model of docs/scale-out.md.
@@ -22,6 +24,7 @@ Figures are seconds per task (lower is better; ratio above 1: proctor is faster)
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import sys
 import time
@@ -42,11 +45,14 @@ def ten_ms(x):
     return x
 
 
-def _timed(fn, tasks):
+def _timed(fn, tasks, settle=None):
     def measure():
         began = time.perf_counter()
         fn()
-        return (time.perf_counter() - began) / tasks
+        seconds = (time.perf_counter() - began) / tasks
+        if settle is not None:
+            settle()
+        return seconds
 
     return measure
 
@@ -56,7 +62,7 @@ def _timed(fn, tasks):
 
 def _dask_rows(workers, rounds, n, sleeps):
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, as_completed
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(
@@ -66,6 +72,18 @@ def _dask_rows(workers, rounds, n, sleeps):
     pool = proctor.Pool(backend=client)
     executor = proctor.ProcessPoolExecutor(backend=client)
     rows = []
+
+    def settle():
+        # Each measurement starts on a cluster that has forgotten the tasks of the one
+        # before: a call returns before the scheduler and the workers have let its tasks
+        # go (client.map's 1,000, say), which would otherwise fall on the next one.
+        deadline = time.monotonic() + 10
+        while client.run_on_scheduler(_scheduler_tasks) and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+    def timed(fn, tasks):
+        return _timed(fn, tasks, settle)
+
     try:
         items = list(range(n))
         pool.map(tiny, items)  # warm up: workers import proctor, functions cached
@@ -85,13 +103,28 @@ def _dask_rows(workers, rounds, n, sleeps):
             for future in futures:
                 future.result()
 
+        # Each result taken as its task ends, as a ProcessPoolExecutor.submit user does
+        # (as_completed, callbacks): Dask's own idiom for that is its as_completed with
+        # with_results=True, which fetches each value as its task ends (one gather per
+        # future, on the event loop). The other one, .result() per future as
+        # as_completed yields it, makes the same gathers plus a hand-off from the
+        # caller's thread each: 1.37x the time in a quiet run here, 1.06-1.22x the
+        # caller's CPU in loaded ones (docs/scale-out.md).
+        def pool_as_completed():
+            futures = [executor.submit(tiny, x) for x in range(n // 5)]
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+
+        def direct_as_completed():
+            futures = [client.submit(tiny, x, pure=False) for x in range(n // 5)]
+            for _future, _value in as_completed(futures, with_results=True):
+                pass
+
         got = interleaved(
             {
-                "one": _timed(lambda: pool.map(tiny, items, chunksize=1), n),
-                "chunks": _timed(lambda: pool.map(tiny, items), n),
-                "direct": _timed(direct_map, n),
-                "submit": _timed(pool_submit, n // 5),
-                "direct_submit": _timed(direct_submit, n // 5),
+                "one": timed(lambda: pool.map(tiny, items, chunksize=1), n),
+                "chunks": timed(lambda: pool.map(tiny, items), n),
+                "direct": timed(direct_map, n),
             },
             rounds,
         )
@@ -99,16 +132,43 @@ def _dask_rows(workers, rounds, n, sleeps):
         rows.append(
             _row(f"dask {workers}w: {n} tiny tasks, Pool's chunks", got["chunks"], got["direct"])
         )
-        rows.append(_row(f"dask {workers}w: {n // 5} submits", got["submit"], got["direct_submit"]))
+        # Apart from the maps: in one interleaving with them, the pool's submits came
+        # right after client.map's 1,000 tasks in two rounds of three, and Dask's own
+        # submits never did.
+        got = interleaved(
+            {
+                "submit": timed(pool_submit, n // 5),
+                "direct_submit": timed(direct_submit, n // 5),
+                "as_completed": timed(pool_as_completed, n // 5),
+                "direct_as_completed": timed(direct_as_completed, n // 5),
+            },
+            rounds,
+        )
+        rows.append(
+            _row(
+                f"dask {workers}w: {n // 5} submits",
+                got["submit"],
+                got["direct_submit"],
+                "vs client.submit + one gather of all at the end",
+            )
+        )
+        rows.append(
+            _row(
+                f"dask {workers}w: {n // 5} submits, each as it ends",
+                got["as_completed"],
+                got["direct_as_completed"],
+                "vs client.submit + as_completed(with_results=True)",
+            )
+        )
         sleep_items = list(range(sleeps))
         got = interleaved(
             {
-                "pool": _timed(lambda: pool.map(ten_ms, sleep_items, chunksize=1), sleeps),
-                "direct": _timed(
+                "pool": timed(lambda: pool.map(ten_ms, sleep_items, chunksize=1), sleeps),
+                "direct": timed(
                     lambda: client.gather(client.map(ten_ms, sleep_items, pure=False)), sleeps
                 ),
             },
-            max(1, rounds // 2),
+            max(3, rounds // 2),
         )
         rows.append(_row(f"dask {workers}w: {sleeps} 10 ms tasks", got["pool"], got["direct"]))
     finally:
@@ -118,6 +178,10 @@ def _dask_rows(workers, rounds, n, sleeps):
         client.close()
         cluster.close()
     return rows
+
+
+def _scheduler_tasks(dask_scheduler):
+    return len(dask_scheduler.tasks)
 
 
 # -- Ray --------------------------------------------------------------------------------
@@ -184,7 +248,7 @@ def _ray_rows(workers, rounds, n, sleeps):
                     lambda: ray.get([remote_ten_ms.remote(x) for x in sleep_items]), sleeps
                 ),
             },
-            max(1, rounds // 2),
+            max(3, rounds // 2),
         )
         rows.append(_row(f"ray {workers}w: {sleeps} 10 ms tasks", got["pool"], got["direct"]))
         pool.close()

@@ -246,6 +246,39 @@ def test_a_maps_values_are_fetched_together_and_its_error_ends_it(backend):
             pool.map(fail_on_3, range(8), chunksize=1)
 
 
+def _hold_long(dispatcher, monkeypatch):
+    """Make ``dispatcher`` hold a result that ends for the other running tasks for up to
+    30 s (FETCH_HOLD_MAX and the last fetch's duration), as if its tasks had ended close
+    together: long enough that a result held when it should not be times out a test's
+    ``result(timeout=10)``."""
+    from proctor._pool import _remote
+
+    monkeypatch.setattr(_remote, "FETCH_HOLD_MAX", 30.0)
+    with dispatcher._lock:
+        dispatcher._fetch_seconds = 30.0
+        dispatcher._ends.extend([time.monotonic()] * _remote.ENDS_KEPT)
+
+
+def test_submits_that_end_together_are_each_delivered_once(backend, tmp_path, monkeypatch):
+    # Six submitted tasks wait for one signal, then end close together on two Dask
+    # workers, the first held for the others: each result is delivered, each fetched
+    # exactly once.
+    if backend == "ray":
+        pytest.skip("a Ray call's value comes with its end: nothing to fetch")
+    with proctor.ProcessPoolExecutor(backend=backend) as executor:
+        _hold_long(executor._dispatcher, monkeypatch)
+        engine = executor._dispatcher.engine
+        fetched = []
+        outcomes = engine.outcomes
+        engine.outcomes = lambda handles: fetched.extend(handles) or outcomes(handles)
+        futures = {executor.submit(run_once_when_told, str(tmp_path), x): x for x in range(6)}
+        (tmp_path / "go").touch()
+        for future in concurrent.futures.as_completed(futures, timeout=30):
+            assert future.result() == futures[future]
+        assert sorted(future.key for future in fetched) == sorted({f.key for f in fetched})
+        assert len(fetched) == 6
+
+
 def _held_keys(dask_scheduler, keys):
     return [key for key in keys if key in dask_scheduler.tasks]
 
@@ -571,5 +604,168 @@ def test_map_cuts_a_quick_functions_input_into_fewer_chunks_once_measured():
             before = engine.calls
             assert list(executor.map(square, range(1000))) == [x * x for x in range(1000)]
             assert engine.calls - before == 2
+    finally:
+        _remote._resolvers.remove(resolver)
+
+
+class _ManualEngine:
+    """An engine adapter whose calls end when the test says (``end``), whose outcomes,
+    like Dask's, are fetched (``fetch_together``), and which records each fetch."""
+
+    name = "manual"
+    fetch_together = True
+
+    def __init__(self):
+        self.calls = []  # [(func, args, shared, done callback)], in submission order
+        self.fetches = []  # [[call index, ...]] per outcomes()
+        self.submitted = threading.Semaphore(0)  # released once per call
+        self.lost = set()  # the calls whose worker is lost before their value is fetched
+
+    def slots(self):
+        return 2
+
+    def share(self, buffer):
+        return bytes(buffer.raw() if hasattr(buffer, "raw") else buffer)
+
+    def submit(self, func, calls, done):
+        handles = []
+        for (args, shared), callback in zip(calls, done, strict=True):
+            handles.append(len(self.calls))
+            self.calls.append((func, args, shared, callback))
+            self.submitted.release()
+        return handles
+
+    def end(self, index):
+        """Call ``index`` ends (in the test's thread, as an engine's callback thread)."""
+        self.calls[index][3](index)
+
+    def succeeded(self, handle):
+        return True
+
+    def outcomes(self, handles):
+        self.fetches.append(list(handles))
+        found = []
+        for index in handles:
+            func, args, shared, _ = self.calls[index]
+            if index in self.lost:
+                found.append((False, RuntimeError("its worker was lost"), "lost"))
+            else:
+                found.append((True, func(*args, *shared), None))
+        return found
+
+    def stop(self, handle, end_worker):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def manual_executor(monkeypatch):
+    """A ``ProcessPoolExecutor`` on a ``_ManualEngine`` whose dispatcher holds results
+    long (``_hold_long``)."""
+    from proctor._pool import _remote
+
+    resolver = lambda b: b if isinstance(b, _ManualEngine) else None  # noqa: E731
+    _remote.register_resolver(resolver)
+    engine = _ManualEngine()
+    executor = proctor.ProcessPoolExecutor(backend=engine)
+    _hold_long(executor._dispatcher, monkeypatch)
+    try:
+        yield executor, engine
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        _remote._resolvers.remove(resolver)
+
+
+def _submit_and_see_sent(executor, engine, count):
+    futures = [executor.submit(square, x) for x in range(count)]
+    for _ in range(count):
+        assert engine.submitted.acquire(timeout=10)
+    return futures
+
+
+def test_results_that_end_together_come_in_one_fetch_in_the_order_they_ended(
+    manual_executor,
+):
+    # While other tasks run that have lately ended close together, a result that ends
+    # waits for them to end too, and they are all fetched in one round trip; when the
+    # last running one ends nothing is held any longer. Callbacks run in the order the
+    # tasks ended; a task whose worker was lost fails alone.
+    executor, engine = manual_executor
+    dispatcher = executor._dispatcher
+    futures = _submit_and_see_sent(executor, engine, 4)
+    order = []
+    for x, future in enumerate(futures):
+        future.add_done_callback(lambda _, x=x: order.append(x))
+    engine.lost.add(3)
+    engine.end(2)
+    wait_until(lambda: not dispatcher._done, timeout=10)  # the dispatcher has taken it
+    for index in (0, 3, 1):
+        engine.end(index)
+    assert [future.result(timeout=10) for future in futures[:3]] == [0, 1, 4]
+    with pytest.raises(proctor.WorkerLostError, match="lost"):
+        futures[3].result(timeout=10)
+    assert engine.fetches == [[2, 0, 3, 1]]
+    assert order == [2, 0, 3, 1]
+
+
+def test_a_held_result_goes_when_new_work_is_submitted(manual_executor):
+    # A result held for others still running (1 of 2 here) is fetched, and the new task
+    # sent, as soon as a task is submitted: holding never delays sending.
+    executor, engine = manual_executor
+    dispatcher = executor._dispatcher
+    futures = _submit_and_see_sent(executor, engine, 2)
+    engine.end(0)
+    wait_until(lambda: not dispatcher._done, timeout=10)  # the dispatcher holds it
+    late = _submit_and_see_sent(executor, engine, 1)
+    assert futures[0].result(timeout=10) == 0
+    assert not futures[1].done()
+    engine.end(1)
+    engine.end(2)
+    assert futures[1].result(timeout=10) == 1
+    assert late[0].result(timeout=10) == 0
+
+
+def test_a_result_is_not_held_when_tasks_end_far_apart(manual_executor):
+    # Tasks that have lately ended further apart than a fetch takes: a result that ends
+    # is fetched at once, not held for the others still running.
+    executor, engine = manual_executor
+    dispatcher = executor._dispatcher
+    with dispatcher._lock:
+        now = time.monotonic()
+        dispatcher._ends.extend(now - 1000.0 * k for k in reversed(range(len(dispatcher._ends))))
+    futures = _submit_and_see_sent(executor, engine, 2)
+    engine.end(1)
+    assert futures[1].result(timeout=10) == 1
+    assert not futures[0].done()
+    engine.end(0)
+    assert futures[0].result(timeout=10) == 0
+    assert engine.fetches == [[1], [0]]
+
+
+def test_terminate_while_a_result_is_held_fetches_nothing_more(monkeypatch):
+    # terminate() ends a hold at once, and what was held is not fetched: it fails with
+    # the pool's other unfinished tasks, as a result that ended just before terminate()
+    # did when nothing was held.
+    from proctor._pool import _remote
+
+    resolver = lambda b: b if isinstance(b, _ManualEngine) else None  # noqa: E731
+    _remote.register_resolver(resolver)
+    try:
+        engine = _ManualEngine()
+        pool = proctor.Pool(backend=engine)
+        dispatcher = pool._dispatcher
+        _hold_long(dispatcher, monkeypatch)
+        results = [pool.apply_async(square, (x,)) for x in range(2)]
+        for _ in results:
+            assert engine.submitted.acquire(timeout=10)
+        engine.end(0)
+        wait_until(lambda: not dispatcher._done, timeout=10)  # the dispatcher holds it
+        pool.terminate()
+        for result in results:
+            with pytest.raises(proctor.PoolTerminatedError):
+                result.get(timeout=10)
+        assert engine.fetches == []
     finally:
         _remote._resolvers.remove(resolver)

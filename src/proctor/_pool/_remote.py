@@ -126,10 +126,18 @@ TIMED_FUNCTIONS_KEPT = 256
 #: ``gather`` fetch: until none of the map's chunks is left running, or this many wait
 #: (a bound on the values held on the workers meanwhile). Only ``map``/``starmap``'s:
 #: their caller sees nothing before the last chunk (progress is counted as each ends);
-#: ``imap``, ``apply_async`` and ``submit`` results are fetched as each ends. 1,000
+#: ``imap``, ``apply_async`` and ``submit`` results as each ends (FETCH_HOLD_MAX). 1,000
 #: one-item tasks made about 550 fetches when each was fetched as it ended, each a
 #: request served by a worker between its tasks.
 PARKED_MAX = 256
+#: With such an engine, an ``apply_async``/``submit``/``imap`` result that ends while no
+#: fetch is in flight waits for the running tasks about to end, so that they come in the
+#: same fetch: at most as long as the last fetch took (what a result that ends during a
+#: fetch waits anyway) and at most this many seconds, and only while tasks lately ended
+#: closer together than that (ENDS_KEPT of them). 200 one-item submits made a median of
+#: 41-46 fetches on 2 Dask workers without it, 26-27 with it (1 worker: 146-149, 90-118).
+FETCH_HOLD_MAX = 0.005
+ENDS_KEPT = 4
 #: Log records a chunk returns at most; beyond them, one warning says how many were
 #: dropped (a task that logs in a tight loop must not make its result huge).
 MAX_RECORDS = 1000
@@ -361,6 +369,9 @@ class RemoteDispatcher:
         self._woken = False
         self._shared = _Shared(engine)
         self._fetch_together = bool(getattr(engine, "fetch_together", False))
+        self._fetch_seconds = 0.0  # how long the last fetch of outcomes took
+        # When the last tasks ended (see FETCH_HOLD_MAX).
+        self._ends: collections.deque[float] = collections.deque(maxlen=ENDS_KEPT)
         # id(a MapResult) -> (it, its chunks that ended well, not fetched yet): they stay
         # in _tasks until fetched (see PARKED_MAX).
         self._parked: dict[int, tuple[MapResult, list[tuple[Task, Any]]]] = {}
@@ -470,6 +481,7 @@ class RemoteDispatcher:
             if self._stopped:
                 return  # (a call the engine ends as the pool closes: nobody takes it)
             self._done.append((task_id, handle))
+            self._ends.append(time.monotonic())
             self._wake_locked()
 
     # -- the dispatcher thread -----------------------------------------------------------
@@ -525,6 +537,10 @@ class RemoteDispatcher:
                 state = self.state
             if state == TERMINATING:
                 return
+            if done and self._fetch_together:
+                done = self._coalesce(done)
+                if self.state == TERMINATING:  # while it held them: fetched no more
+                    return
             if done or self._parked:
                 self._take_all(done)
                 done = []  # the handles go now, not at the next wake-up (Dask frees a value then)
@@ -533,6 +549,40 @@ class RemoteDispatcher:
             with self._lock:
                 if self._joining and not self._tasks and not self._lazy and not self._done:
                     return
+
+    def _coalesce(self, done: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        """``done`` and the tasks that end while it waits to be fetched (see
+        FETCH_HOLD_MAX): none, unless one of them is to be fetched now (not a map's
+        chunk that ended well, which waits for the map's others) and other tasks run
+        that lately ended faster than a fetch takes."""
+        hold = min(self._fetch_seconds, FETCH_HOLD_MAX)
+        with self._lock:
+            ends = self._ends
+            if (
+                self._pending
+                or len(self._running) <= len(done)
+                or len(ends) < ENDS_KEPT
+                or ends[-1] - ends[0] >= hold * (ENDS_KEPT - 1)
+            ):
+                return done
+            if all(
+                type(self._running[task_id][0].result) is MapResult
+                and self.engine.succeeded(handle)
+                for task_id, handle in done
+                if task_id in self._running
+            ):
+                return done
+            deadline = time.monotonic() + hold
+            while self.state != TERMINATING and not self._pending:
+                if len(self._running) <= len(done) + len(self._done):
+                    break  # all the running tasks have ended
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lock.wait(left)
+            done += self._done
+            self._done.clear()
+        return done
 
     def _nearest_deadline(self) -> float | None:
         # Only tasks with a timeout, at most one per slot: not every running task.
@@ -675,8 +725,10 @@ class RemoteDispatcher:
     def _deliver(self, taken: list[tuple[Task, Any]]) -> None:
         if not taken:
             return
+        began = time.monotonic()
         try:
             outcomes = self.engine.outcomes([handle for _, handle in taken])
+            self._fetch_seconds = time.monotonic() - began
         except Exception as exc:  # the engine could not answer: these tasks fail, not the pool
             outcomes = [(False, exc, None)] * len(taken)
         for (task, _), (ok, value, lost) in zip(taken, outcomes, strict=True):
