@@ -67,6 +67,11 @@ def log_unpicklable_and_exception():
         log.exception("it failed")
 
 
+def log_then_wait(n, gate_fd):
+    os.read(gate_fd, 1)
+    log_some(n)
+
+
 def log_then_hang(n):
     log_some(n)
     time.sleep(600)
@@ -94,6 +99,22 @@ def grandparent_of_logs():
     child.start()
     child.join(30)
     logging.getLogger("app.worker").info("child done")
+
+
+def log_huge_between(size):
+    log = logging.getLogger("app.worker")
+    log.info("before")
+    log.info("%s", "h" * size)
+    log.info("after")
+
+
+def log_through_a_handler_filter():
+    # The forwarding handler is on the root logger; a filter added to it applies.
+    (forwarding,) = logging.root.handlers
+    forwarding.addFilter(lambda record: "keep" in record.getMessage())
+    log = logging.getLogger("app.worker")
+    for message in ("keep 1", "drop 2", "keep 3"):
+        log.info(message)
 
 
 def flood(n):
@@ -248,6 +269,54 @@ def test_killed_child_never_hangs_the_listener(ctx, app_logs):
     q.join(30)
     assert app_logs.messages()[-1] == "record 0"
     q.close()
+
+
+def test_a_record_bigger_than_the_channel_arrives_whole_and_in_order(ctx, app_logs):
+    # 3 MiB: three times the pipe, so it is written in pieces as the listener reads.
+    size = 3 << 20
+    p = ctx.Process(target=log_huge_between, args=(size,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    before, huge, after = app_logs.messages()
+    assert (before, after) == ("before", "after")
+    assert huge == "h" * size
+    p.close()
+
+
+def test_a_filter_on_the_forwarding_handler_applies(app_logs):
+    p = proctor.get_context("fork").Process(target=log_through_a_handler_filter)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert app_logs.messages() == ["keep 1", "keep 3"]
+    p.close()
+
+
+def _channel_kind(stream):
+    import stat
+
+    mode = os.fstat(stream.fd).st_mode
+    return "pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "?"
+
+
+@pytest.mark.parametrize("resizable", [True, False])
+def test_records_travel_in_a_pipe_or_else_a_socket_pair(app_logs, monkeypatch, resizable):
+    if not resizable:  # as where F_SETPIPE_SZ is missing or refused
+        monkeypatch.setattr(_log_forwarding, "_F_SETPIPE_SZ", None)
+    gate = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(target=log_then_wait, args=(3, gate[0]))
+        p.start()
+        assert _channel_kind(p._popen.log_stream) == ("pipe" if resizable else "socket")
+        os.write(gate[1], b"x")
+        p.join(30)
+    finally:
+        for fd in gate:
+            os.close(fd)
+    assert p.exitcode == 0
+    assert app_logs.messages() == ["record 0", "record 1", "record 2"]
+    p.close()
 
 
 def test_records_logged_before_os_exit_all_arrive(app_logs):
@@ -595,6 +664,39 @@ def test_a_record_like_the_last_travels_as_a_repeat_with_every_attribute():
     copy.message = "added"
     kind, _size, copy = stream.carry(_record(args=(4,)))
     assert "message" not in copy.__dict__ and copy.getMessage() == "n=4"
+
+
+def test_a_repeat_carries_any_message_exactly():
+    stream = RecordStream()
+    stream.carry(_record())
+    for message in ("ünïcødé ✓ %d", "a lone surrogate \udc80 %d", "%d"):
+        record = _record(msg=message, args=(8,))
+        kind, _size, copy = stream.carry(record)
+        assert kind == _log_forwarding._REPEAT and copy.__dict__ == _as_sent(record)
+
+
+def test_a_repeat_whose_numbers_have_other_types_travels_plain_with_them():
+    # The repeat frame packs the time as floats and the line as an int; values of
+    # other types (a filter may set them) keep their type by travelling plain.
+    stream = RecordStream()
+    stream.carry(_record())
+    for unusual in (_record(created=5), _record(lineno=None), _record(msecs=True)):
+        kind, _size, copy = stream.carry(unusual)
+        assert kind == _log_forwarding._PLAIN and copy.__dict__ == _as_sent(unusual)
+        for name in ("created", "msecs", "lineno"):
+            assert type(getattr(copy, name)) is type(getattr(unusual, name))
+    huge_line = _record(lineno=1 << 70)  # beyond the frame's 64 bits
+    kind, _size, copy = stream.carry(huge_line)
+    assert kind == _log_forwarding._PLAIN and copy.lineno == 1 << 70
+
+
+def test_a_torn_repeat_is_refused_as_unreadable():
+    stream = RecordStream()
+    stream.carry(_record())
+    frame, _fixed = _log_forwarding.encode_record(_record(), stream.sent_fixed)
+    payload = frame[_log_forwarding._FRAME.size :]
+    with pytest.raises(ValueError):
+        _log_forwarding.decode_record(_log_forwarding._REPEAT, payload[:20], stream.remembered)
 
 
 def test_a_record_that_differs_in_a_fixed_value_travels_whole_again():
