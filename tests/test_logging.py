@@ -320,9 +320,9 @@ def test_records_travel_in_a_pipe_or_else_a_socket_pair(app_logs, monkeypatch, r
 
 
 def test_records_logged_before_os_exit_all_arrive(app_logs):
-    # Each record is in the socket when its logging call returns: os._exit
+    # Each record is in the pipe when its logging call returns: os._exit
     # right after logging (no atexit, no flush) loses none of them. (100 records
-    # fit in the socket: the test does not depend on how fast the parent reads.)
+    # fit in the pipe: the test does not depend on how fast the parent reads.)
     p = proctor.get_context("fork").Process(target=log_then_exit_at_once, args=(100,))
     p.start()
     p.join(30)
@@ -481,7 +481,7 @@ def test_a_stalled_parent_handler_does_not_stall_the_child(app_logs, monkeypatch
         )
         p.start()
         # The parent's handler is stuck, yet the child gets through its 20,000
-        # records (~4 MB, far beyond the socket buffer) without waiting for it.
+        # records (~5 MB, far beyond the 1 MiB pipe) without waiting for it.
         import select
 
         finished = select.select([flooded_r], [], [], 30)[0]
@@ -615,7 +615,7 @@ def test_a_stuck_handler_delays_a_fork_only_briefly(monkeypatch):
 
 
 class RecordStream:
-    """Both ends of one forwarded stream's frames, without sockets: the child's
+    """Both ends of one forwarded stream's frames, without a pipe: the child's
     handler state (the fixed values it sent last) and the listener's memory."""
 
     def __init__(self):
@@ -712,7 +712,7 @@ def test_a_record_that_differs_in_a_fixed_value_travels_whole_again():
 
 def test_repeats_of_processes_sharing_a_stream_take_their_own_process_values():
     # A child's os.fork() without exec: both processes write frames to the one
-    # socket, interleaved; each repeat names its process.
+    # pipe, interleaved; each repeat names its process.
     child, grandchild = RecordStream(), RecordStream()
     grandchild.remembered = child.remembered  # one listener's memory of the stream
     child.carry(_record(process=100, processName="child"))
@@ -809,7 +809,7 @@ def _tags(handler):
 
 def test_pool_results_come_after_their_tasks_records(ctx, app_logs):
     # Without the wait, most of these checks fail: a record travels on the worker's
-    # log socket and the listener handles it up to a batch window (2 ms) later.
+    # log pipe and the listener handles it up to a batch window (2 ms) later.
     with ctx.Pool(2) as pool:
         assert pool.apply_async(log_tagged, ("apply",)).get(30) == "apply"
         assert _tags(app_logs).count("apply") == 3
