@@ -67,6 +67,11 @@ def log_unpicklable_and_exception():
         log.exception("it failed")
 
 
+def log_then_wait(n, gate_fd):
+    os.read(gate_fd, 1)
+    log_some(n)
+
+
 def log_then_hang(n):
     log_some(n)
     time.sleep(600)
@@ -94,6 +99,22 @@ def grandparent_of_logs():
     child.start()
     child.join(30)
     logging.getLogger("app.worker").info("child done")
+
+
+def log_huge_between(size):
+    log = logging.getLogger("app.worker")
+    log.info("before")
+    log.info("%s", "h" * size)
+    log.info("after")
+
+
+def log_through_a_handler_filter():
+    # The forwarding handler is on the root logger; a filter added to it applies.
+    (forwarding,) = logging.root.handlers
+    forwarding.addFilter(lambda record: "keep" in record.getMessage())
+    log = logging.getLogger("app.worker")
+    for message in ("keep 1", "drop 2", "keep 3"):
+        log.info(message)
 
 
 def flood(n):
@@ -250,10 +271,58 @@ def test_killed_child_never_hangs_the_listener(ctx, app_logs):
     q.close()
 
 
+def test_a_record_bigger_than_the_channel_arrives_whole_and_in_order(ctx, app_logs):
+    # 3 MiB: three times the pipe, so it is written in pieces as the listener reads.
+    size = 3 << 20
+    p = ctx.Process(target=log_huge_between, args=(size,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    before, huge, after = app_logs.messages()
+    assert (before, after) == ("before", "after")
+    assert huge == "h" * size
+    p.close()
+
+
+def test_a_filter_on_the_forwarding_handler_applies(app_logs):
+    p = proctor.get_context("fork").Process(target=log_through_a_handler_filter)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert app_logs.messages() == ["keep 1", "keep 3"]
+    p.close()
+
+
+def _channel_kind(stream):
+    import stat
+
+    mode = os.fstat(stream.fd).st_mode
+    return "pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "?"
+
+
+@pytest.mark.parametrize("resizable", [True, False])
+def test_records_travel_in_a_pipe_or_else_a_socket_pair(app_logs, monkeypatch, resizable):
+    if not resizable:  # as where F_SETPIPE_SZ is missing or refused
+        monkeypatch.setattr(_log_forwarding, "_F_SETPIPE_SZ", None)
+    gate = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(target=log_then_wait, args=(3, gate[0]))
+        p.start()
+        assert _channel_kind(p._popen.log_stream) == ("pipe" if resizable else "socket")
+        os.write(gate[1], b"x")
+        p.join(30)
+    finally:
+        for fd in gate:
+            os.close(fd)
+    assert p.exitcode == 0
+    assert app_logs.messages() == ["record 0", "record 1", "record 2"]
+    p.close()
+
+
 def test_records_logged_before_os_exit_all_arrive(app_logs):
-    # Each record is in the socket when its logging call returns: os._exit
+    # Each record is in the pipe when its logging call returns: os._exit
     # right after logging (no atexit, no flush) loses none of them. (100 records
-    # fit in the socket: the test does not depend on how fast the parent reads.)
+    # fit in the pipe: the test does not depend on how fast the parent reads.)
     p = proctor.get_context("fork").Process(target=log_then_exit_at_once, args=(100,))
     p.start()
     p.join(30)
@@ -412,7 +481,7 @@ def test_a_stalled_parent_handler_does_not_stall_the_child(app_logs, monkeypatch
         )
         p.start()
         # The parent's handler is stuck, yet the child gets through its 20,000
-        # records (~4 MB, far beyond the socket buffer) without waiting for it.
+        # records (~5 MB, far beyond the 1 MiB pipe) without waiting for it.
         import select
 
         finished = select.select([flooded_r], [], [], 30)[0]
@@ -546,7 +615,7 @@ def test_a_stuck_handler_delays_a_fork_only_briefly(monkeypatch):
 
 
 class RecordStream:
-    """Both ends of one forwarded stream's frames, without sockets: the child's
+    """Both ends of one forwarded stream's frames, without a pipe: the child's
     handler state (the fixed values it sent last) and the listener's memory."""
 
     def __init__(self):
@@ -597,6 +666,39 @@ def test_a_record_like_the_last_travels_as_a_repeat_with_every_attribute():
     assert "message" not in copy.__dict__ and copy.getMessage() == "n=4"
 
 
+def test_a_repeat_carries_any_message_exactly():
+    stream = RecordStream()
+    stream.carry(_record())
+    for message in ("ünïcødé ✓ %d", "a lone surrogate \udc80 %d", "%d"):
+        record = _record(msg=message, args=(8,))
+        kind, _size, copy = stream.carry(record)
+        assert kind == _log_forwarding._REPEAT and copy.__dict__ == _as_sent(record)
+
+
+def test_a_repeat_whose_numbers_have_other_types_travels_plain_with_them():
+    # The repeat frame packs the time as floats and the line as an int; values of
+    # other types (a filter may set them) keep their type by travelling plain.
+    stream = RecordStream()
+    stream.carry(_record())
+    for unusual in (_record(created=5), _record(lineno=None), _record(msecs=True)):
+        kind, _size, copy = stream.carry(unusual)
+        assert kind == _log_forwarding._PLAIN and copy.__dict__ == _as_sent(unusual)
+        for name in ("created", "msecs", "lineno"):
+            assert type(getattr(copy, name)) is type(getattr(unusual, name))
+    huge_line = _record(lineno=1 << 70)  # beyond the frame's 64 bits
+    kind, _size, copy = stream.carry(huge_line)
+    assert kind == _log_forwarding._PLAIN and copy.lineno == 1 << 70
+
+
+def test_a_torn_repeat_is_refused_as_unreadable():
+    stream = RecordStream()
+    stream.carry(_record())
+    frame, _fixed = _log_forwarding.encode_record(_record(), stream.sent_fixed)
+    payload = frame[_log_forwarding._FRAME.size :]
+    with pytest.raises(ValueError):
+        _log_forwarding.decode_record(_log_forwarding._REPEAT, payload[:20], stream.remembered)
+
+
 def test_a_record_that_differs_in_a_fixed_value_travels_whole_again():
     stream = RecordStream()
     stream.carry(_record())
@@ -610,7 +712,7 @@ def test_a_record_that_differs_in_a_fixed_value_travels_whole_again():
 
 def test_repeats_of_processes_sharing_a_stream_take_their_own_process_values():
     # A child's os.fork() without exec: both processes write frames to the one
-    # socket, interleaved; each repeat names its process.
+    # pipe, interleaved; each repeat names its process.
     child, grandchild = RecordStream(), RecordStream()
     grandchild.remembered = child.remembered  # one listener's memory of the stream
     child.carry(_record(process=100, processName="child"))
@@ -707,7 +809,7 @@ def _tags(handler):
 
 def test_pool_results_come_after_their_tasks_records(ctx, app_logs):
     # Without the wait, most of these checks fail: a record travels on the worker's
-    # log socket and the listener handles it up to a batch window (2 ms) later.
+    # log pipe and the listener handles it up to a batch window (2 ms) later.
     with ctx.Pool(2) as pool:
         assert pool.apply_async(log_tagged, ("apply",)).get(30) == "apply"
         assert _tags(app_logs).count("apply") == 3

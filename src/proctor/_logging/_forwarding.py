@@ -6,10 +6,10 @@
     ─────                                            ──────
     logger.warning("x")                              LogListener thread (one per process,
       └─ ForwardingHandler (on root, and on every      running while any child forwards)
-         logger that does not propagate)                 selector over every child's socket
+         logger that does not propagate)                 selector over every child's pipe
            record ─▶ one frame, message pre-formatted ─▶ frames ─▶ LogRecord (decode_record)
-           [len:u32 | kind:u8 | marshal or pickle]       logger.handle(record)
-           one send() per record, before emit returns    EOF ─▶ the child's stream is drained
+           [len:u32 | kind:u8 | struct, marshal, pickle] logger.handle(record)
+           one write() per record, before emit returns   EOF ─▶ the child's stream is drained
     join() on the child returns only after its stream reached EOF, so every record
     the child logged has been handled by then.
 
@@ -30,21 +30,23 @@ attributes as its pickled ``__dict__``, where values that cannot be pickled
 travel as ``repr``. Most of a plain record's values are the same from one record
 to the next of a process (logger, level, file, function, process, thread): when
 they all are, the record travels as a *repeat* frame of only its message, time
-and line, and the listener takes the rest from that process's last plain record
-on the stream (``LogStream.remembered``). The stream is reliable and in order, so
-the two sides agree on that last record as long as the child remembers only what
-it sent whole.
+and line (packed with struct), and the listener takes the rest from that
+process's last plain record on the stream (``LogStream.remembered``). The stream
+is reliable and in order, so the two sides agree on that last record as long as
+the child remembers only what it sent whole.
 
-Each record is in the socket before its logging call returns -- no buffering in
-the child -- so a child that calls ``os._exit`` or is SIGKILLed right after
-logging loses none of the records it logged (a SIGKILL can tear only the record
-being written, which the parent skips at EOF).
+The channel is a pipe (:func:`open_channel`; a socket pair where the pipe cannot
+be made big enough). Each record is in it before its logging call returns -- no
+buffering in the child -- so a child that calls ``os._exit`` or is SIGKILLed
+right after logging loses none of the records it logged (a SIGKILL can tear only
+the record being written, which the parent skips at EOF; a pipe write of up to
+PIPE_BUF, 4 KiB, is atomic, so a short record is never torn).
 
-Buffering is bounded: records wait in the child's socket (its kernel buffer,
-:data:`SEND_BUFFER`) until the parent's listener handles them. A child whose
-send finds no room waits up to :data:`FULL_WAIT` seconds; if the parent is
+Buffering is bounded: records wait in the child's pipe (its kernel buffer,
+:data:`PIPE_BUFFER`) until the parent's listener handles them. A child whose
+write finds no room waits up to :data:`FULL_WAIT` seconds; if the parent is
 still stuck, the child drops records -- without waiting again -- until the
-socket has room, and then first sends a WARNING that says how many it dropped
+pipe has room, and then first sends a WARNING that says how many it dropped
 (at exit it waits up to :data:`EXIT_FLUSH_WAIT` to deliver that warning).
 A parent whose handlers are merely slower than the child's logging slows the
 child to its pace (nothing is lost); a parent that stalls costs the child one
@@ -66,12 +68,13 @@ delays results by that much once, not for ever).
 
 from __future__ import annotations
 
+import fcntl
+import io
 import marshal
 import operator
 import os
 import pickle
 import selectors
-import socket
 import struct
 import sys
 import threading
@@ -83,6 +86,7 @@ from . import _logger
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    import socket
     from typing import Any
 
 __all__ = (
@@ -101,24 +105,34 @@ __all__ = (
     "set_log_forwarding",
 )
 
-# The child's socket buffer asked for. The kernel charges each record's send
-# about 1 KiB of bookkeeping on top of its bytes, so its default (208 KiB) holds
-# only ~170 short records: a child then stops every 170 records until the
-# listener is scheduled, which on a busy machine costs more than the records.
-# Linux doubles this and caps it at twice net.core.wmem_max: ~6,500 records where
-# wmem_max allows, ~330 with its usual default (212,992).
+# The size asked for the pipe that carries a child's records. A pipe packs small
+# writes into its pages (a 74-byte record costs 74 bytes, where a socket charges
+# each send ~1 KiB of bookkeeping), so this holds ~14,000 short records (the
+# default 64 KiB: ~880): slack for a listener that a busy machine schedules late.
+# 1 MiB is Linux's default cap for unprivileged processes (pipe-max-size); pages
+# are taken only as records wait. A write to a pipe costs the child about half
+# the system time of a send() on a Unix socket, and reading costs the listener
+# less too (no socket buffer to free per record).
+PIPE_BUFFER = 1 << 20
+_F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)
+# Where the pipe cannot have that size, a socket pair with this send buffer. The
+# kernel charges each record's send about 1 KiB of bookkeeping on top of its
+# bytes, so its default (208 KiB) holds only ~170 short records: a child then
+# stops every 170 records until the listener is scheduled. Linux doubles this
+# and caps it at twice net.core.wmem_max: ~6,500 records where wmem_max allows,
+# ~330 with its usual default (212,992).
 SEND_BUFFER = 4 << 20
-# How long a child's send may wait for room before it starts dropping records.
+# How long a child's write may wait for room before it starts dropping records.
 FULL_WAIT = 1.0
 # After handling what arrived, the listener lets this much time pass before it
 # looks again, so that records arrive in batches: waking a thread on another
 # core costs ~30 us on a VM, more than handling a record. Bounds display latency.
 BATCH_WINDOW = 0.002
 # ...unless the last look found this many records or more: a child logging that
-# fast keeps its socket full, and would wait out the window with nothing to do
+# fast keeps its pipe full, and would wait out the window with nothing to do
 # (the wake-up costs little per record then).
 BUSY_BATCH = 64
-# A record half-sent when the socket filled up is finished within this long, or
+# A record half-written when the pipe filled up is finished within this long, or
 # the child gives up forwarding (a frame cannot be abandoned half-way).
 MIDFRAME_WAIT = 10.0
 # A child that dropped records waits this long at exit to tell the parent so.
@@ -133,11 +147,20 @@ RECORDS_WAIT = 2.0
 _FRAME = struct.Struct("<IB")
 _PLAIN = 0  # marshal of (message, fixed values, varying values) of logging's attributes
 _GENERAL = 1  # pickle of the record's __dict__
-_REPEAT = 2  # marshal of (process, message, varying values): the fixed ones as last time
+_REPEAT = 2  # _REPEAT_FRAME's numbers, then the message in UTF-8: the fixed ones as last time
+# A repeat frame: the header, then process, created, msecs, relativeCreated and
+# lineno (_Layout.VARYING), then the message. Packing them with struct costs the
+# child a third of marshalling them (~1,800 instructions fewer per record); the
+# listener's unpacking and decoding costs about what unmarshalling did.
+_REPEAT_FRAME = struct.Struct("<IBqdddq")
+_REPEAT_NUMBERS = struct.Struct("<qdddq")
+_REPEAT_LENGTH = 1 + _REPEAT_NUMBERS.size  # what the header's length counts besides the message
 # Version 2 has no back-references: writing a record then needs no table of the
 # objects seen (~10% fewer instructions), and a record has little to share.
 _MARSHAL_VERSION = 2
 _RECV_CHUNK = 256 * 1024
+# Handler.handle returns the record that passed the filters from 3.12 on, True before.
+_FILTER_RETURNS_RECORD = sys.version_info >= (3, 12)
 
 _enabled = True
 
@@ -178,10 +201,31 @@ def forwarding_enabled(per_process: bool | None) -> bool:
     )
 
 
-def open_channel(forward_logs: bool | None) -> tuple[socket.socket, socket.socket] | None:
-    """A (parent end, child end) socket pair for a new child's records, or ``None``."""
+def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | None:
+    """The (parent end, child end) of a new child's record channel, or ``None``.
+
+    A pipe of :data:`PIPE_BUFFER` bytes; where the pipe cannot have that size, a
+    socket pair with a :data:`SEND_BUFFER` send buffer. Either way two raw,
+    unbuffered files: the two sides only ``read()`` and ``write()`` them.
+    """
     if not forwarding_enabled(forward_logs):
         return None
+    read_fd, write_fd = os.pipe()
+    try:
+        if _F_SETPIPE_SZ is None:
+            raise OSError("pipes cannot be resized here")
+        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_BUFFER)
+    except OSError:
+        # Above /proc/sys/fs/pipe-max-size or the user's pipe-user-pages-hard.
+        os.close(read_fd)
+        os.close(write_fd)
+        read_fd, write_fd = _socket_channel()
+    return io.FileIO(read_fd, "rb"), io.FileIO(write_fd, "wb")
+
+
+def _socket_channel() -> tuple[int, int]:
+    import socket
+
     from .._core import _wire
 
     parent_end, child_end = _wire.socketpair()
@@ -189,7 +233,7 @@ def open_channel(forward_logs: bool | None) -> tuple[socket.socket, socket.socke
         child_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     except OSError:
         pass  # the default buffer still works, with less slack
-    return parent_end, child_end
+    return parent_end.detach(), child_end.detach()
 
 
 # -- what the child learns about the parent's configuration ---------------------------
@@ -221,36 +265,39 @@ def capture_config() -> dict[str, Any]:
 # -- the child's side -------------------------------------------------------------------------
 
 
-_child_socket: socket.socket | None = None
+_child_channel: io.FileIO | None = None
 _child_handler: Any = None
 
 
-def install_in_child(config: dict[str, Any], sock: socket.socket) -> None:
-    """Make this (new child) process send its log records to the parent over ``sock``.
+def install_in_child(config: dict[str, Any], channel: io.FileIO | int) -> None:
+    """Make this (new child) process send its log records to the parent over ``channel``.
 
     Args:
         config: the parent's logging configuration (:func:`capture_config`).
-        sock: the child's end of its log channel.
+        channel: the child's end of its log channel (:func:`open_channel`), or its
+            descriptor.
     """
     import logging
 
     from . import _logger as _logging
 
-    global _child_socket
+    global _child_channel
+    if isinstance(channel, int):
+        channel = io.FileIO(channel, "wb")
     if config["proctor_logger"]:
         _logging.get_logger()
     global _child_handler
-    handler = _child_handler = _handler_class()(sock)
+    handler = _child_handler = _handler_class()(channel)
     # Handlers inherited through fork belong to the parent, which handles
     # every record itself; keeping them would write each record twice.
     for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
         if isinstance(logger, logging.Logger):
             for old in list(logger.handlers):
                 logger.removeHandler(old)
-    if _child_socket is not None:
+    if _child_channel is not None:
         # Our parent's channel to *its* parent, inherited through fork: ours is new.
-        _child_socket.close()
-    _child_socket = sock
+        _child_channel.close()
+    _child_channel = channel
     _runtime.records_forwarded = 0  # counted on this channel
     logging.root.setLevel(config["root_level"])
     for name, level in config["levels"].items():
@@ -284,72 +331,88 @@ def _handler_class() -> Any:
         class _ForwardingHandler(logging.Handler):
             """Sends each record to the parent; see the module docstring for overflow."""
 
-            def __init__(self, sock: socket.socket) -> None:
+            def __init__(self, channel: io.FileIO) -> None:
                 super().__init__()
-                sock.setblocking(False)
-                self.sock = sock
+                os.set_blocking(channel.fileno(), False)
+                self.channel = channel
                 self.dropped = 0
                 self.dropped_name = "proctor"
                 # The fixed values of the last plain record sent whole: what the
                 # listener remembers for its process (see encode_record).
                 self.sent_fixed: tuple[Any, ...] | None = None
 
+            def handle(self, record: logging.LogRecord) -> Any:
+                # Handler.handle, less its filter pass and its acquire()/release()
+                # calls while the handler has no filters (unless someone adds one).
+                if self.filters:
+                    return super().handle(record)
+                with self.lock:  # type: ignore[union-attr]  # Handler.__init__ made it
+                    self.emit(record)
+                return record if _FILTER_RETURNS_RECORD else True
+
             def emit(self, record: logging.LogRecord) -> None:
-                # Runs under the handler's lock (Handler.handle): one thread at a
-                # time reads and updates sent_fixed, in the order frames are sent.
+                # Runs under the handler's lock (handle): one thread at a time
+                # reads and updates sent_fixed, in the order frames are sent.
                 try:
                     frame, fixed = encode_record(record, self.sent_fixed)
-                    if not self.dropped:
-                        if not self._send(frame, wait=FULL_WAIT):
-                            self.dropped = 1
-                            self.dropped_name = record.name
-                        elif fixed is not None:
-                            self.sent_fixed = fixed
+                    if self.dropped:
+                        self._emit_dropping(record, frame, fixed)
                         return
-                    # Dropping: no more waiting until the socket has room again,
-                    # and then the parent first hears how much was lost.
-                    if self._send(self._dropped_notice(), wait=0):
-                        self.dropped = 0
-                        if not self._send(frame, wait=0):
-                            self.dropped = 1
-                            self.dropped_name = record.name
-                        elif fixed is not None:
-                            self.sent_fixed = fixed
-                    else:
-                        self.dropped += 1
+                    # The channel stays non-blocking: the common case is one write()
+                    # (None: no room).
+                    sent = self.channel.write(frame)
+                    if sent == len(frame):
+                        # Whole in the channel: the parent's listener will handle it (a
+                        # pool worker's result waits for this count; see the module
+                        # docstring).
+                        _runtime.records_forwarded += 1
+                    elif not self._send(frame, FULL_WAIT, sent or 0):
+                        self.dropped = 1
                         self.dropped_name = record.name
+                        return
+                    if fixed is not None:
+                        self.sent_fixed = fixed
                 except OSError:
                     pass  # the parent is gone: nobody is left to read the record
                 except Exception:
                     self.handleError(record)
 
-            def _send(self, frame: bytes, wait: float) -> bool:
-                # The socket stays non-blocking: the common case is one send().
-                sock = self.sock
-                try:
-                    sent = sock.send(frame)
-                except BlockingIOError:
-                    sent = 0
-                if sent == 0:
-                    if wait <= 0 or not _writable(sock, wait):
+            def _emit_dropping(
+                self, record: logging.LogRecord, frame: bytes, fixed: tuple[Any, ...] | None
+            ) -> None:
+                # No more waiting until the channel has room again, and then the
+                # parent first hears how much was lost.
+                if self._send(self._dropped_notice(), wait=0):
+                    self.dropped = 0
+                    if not self._send(frame, wait=0):
+                        self.dropped = 1
+                        self.dropped_name = record.name
+                    elif fixed is not None:
+                        self.sent_fixed = fixed
+                else:
+                    self.dropped += 1
+                    self.dropped_name = record.name
+
+            def _send(self, frame: bytes, wait: float, sent: int | None = None) -> bool:
+                """Put ``frame`` whole in the channel; ``sent``: bytes of it written already."""
+                channel = self.channel
+                if sent is None:
+                    sent = channel.write(frame)
+                if not sent:
+                    if wait <= 0 or not _writable(channel, wait):
                         return False
-                    sent = sock.send(frame)
+                    sent = channel.write(frame) or 0
                 view = memoryview(frame)[sent:]
                 give_up = time.monotonic() + MIDFRAME_WAIT
                 while view:  # never leave half a frame: finish it...
                     remaining = give_up - time.monotonic()
-                    if remaining <= 0 or not _writable(sock, remaining):
+                    if remaining <= 0 or not _writable(channel, remaining):
                         # ...unless the parent stopped reading for good: end
                         # the stream (the parent skips the torn record at EOF)
                         # rather than block the child's logging call for ever.
-                        sock.close()
+                        channel.close()
                         return False
-                    try:
-                        view = view[sock.send(view) :]
-                    except BlockingIOError:
-                        pass
-                # Whole in the socket: the parent's listener will handle it (a pool
-                # worker's result waits for this count; see the module docstring).
+                    view = view[channel.write(view) or 0 :]
                 _runtime.records_forwarded += 1
                 return True
 
@@ -385,10 +448,10 @@ def flush_child() -> None:
             pass
 
 
-def _writable(sock: socket.socket, timeout: float | None) -> bool:
+def _writable(channel: io.FileIO, timeout: float | None) -> bool:
     import select
 
-    return bool(select.select([], [sock], [], timeout)[1])
+    return bool(select.select([], [channel], [], timeout)[1])
 
 
 def encode_record(
@@ -402,7 +465,8 @@ def encode_record(
     (:attr:`_Layout.fixed_names`) are mostly the same as the previous record's:
     when they equal ``sent_fixed``, the fixed values of the last plain record this
     sender sent whole, only the varying ones go (:data:`_REPEAT`, a third of the
-    bytes and of the receiver's work). Any other record -- ``extra=``
+    bytes and of the receiver's work), packed with struct where their types are
+    the usual ones (else the record goes plain). Any other record -- ``extra=``
     attributes, values marshal cannot carry -- goes as its pickled ``__dict__``
     (:data:`_GENERAL`).
 
@@ -422,14 +486,37 @@ def encode_record(
     if len(state) == layout.size and "msg" in state and "args" in state and "exc_info" in state:
         try:
             fixed = layout.fixed(state)
-            varying = layout.varying(state)
             process = state["process"]
             # The process keys the receiver's memory: without one (logging's
             # logProcesses off) every plain record carries all of its values.
             if process is not None and fixed == sent_fixed:
-                data = marshal.dumps((process, message, varying), _MARSHAL_VERSION)
-                return _FRAME.pack(len(data) + 1, _REPEAT) + data, fixed
-            data = marshal.dumps((message, fixed, varying), _MARSHAL_VERSION)
+                created = state["created"]
+                msecs = state["msecs"]
+                relative = state["relativeCreated"]
+                lineno = state["lineno"]
+                # Exactly these types, which arrive as they left (struct would
+                # turn an int time into a float, a str subclass into a str).
+                if (
+                    type(created) is type(msecs) is type(relative) is float
+                    and type(lineno) is type(process) is int
+                    and type(message) is str
+                ):
+                    data = message.encode("utf-8", "surrogatepass")
+                    try:
+                        head = _REPEAT_FRAME.pack(
+                            len(data) + _REPEAT_LENGTH,
+                            _REPEAT,
+                            process,
+                            created,
+                            msecs,
+                            relative,
+                            lineno,
+                        )
+                    except struct.error:
+                        pass  # an int beyond 64 bits: the record goes plain
+                    else:
+                        return head + data, fixed
+            data = marshal.dumps((message, fixed, layout.varying(state)), _MARSHAL_VERSION)
         except (KeyError, ValueError, TypeError):
             pass  # an attribute missing, or a value marshal cannot carry: pickle it
         else:
@@ -460,15 +547,27 @@ def decode_record(
         ValueError: the payload is not a record (torn, from another Python, or a
             repeat of a process whose plain record this stream did not carry).
     """
-    logging = sys.modules["logging"]  # the records' listener imported it
-    record = logging.LogRecord.__new__(logging.LogRecord)
-    layout = _layout or _make_layout()
+    record_class = sys.modules["logging"].LogRecord  # the records' listener imported it
     if kind == _REPEAT:
-        process, message, varying = marshal.loads(payload)
+        try:
+            process, created, msecs, relative, lineno = _REPEAT_NUMBERS.unpack_from(payload)
+        except struct.error as exc:
+            raise ValueError(f"a repeat frame of {len(payload)} bytes: {exc}") from None
         base = remembered.get(process)
         if base is None:
             raise ValueError(f"a repeat of process {process}'s record without its first")
-    elif kind == _PLAIN:
+        # A copy each: a handler may add attributes to a record (a Formatter does).
+        state = base.copy()
+        state["created"] = created
+        state["msecs"] = msecs
+        state["relativeCreated"] = relative
+        state["lineno"] = lineno
+        state["msg"] = payload[_REPEAT_NUMBERS.size :].decode("utf-8", "surrogatepass")
+        record = record_class.__new__(record_class)
+        record.__dict__ = state
+        return record
+    if kind == _PLAIN:
+        layout = _layout or _make_layout()
         message, fixed, varying = marshal.loads(payload)
         if len(fixed) != len(layout.fixed_names) or len(varying) != len(layout.varying_names):
             raise ValueError(
@@ -484,14 +583,16 @@ def decode_record(
     elif kind == _GENERAL:
         # What logging.makeLogRecord does, without running LogRecord.__init__
         # first only to overwrite every attribute it sets.
+        record = record_class.__new__(record_class)
         record.__dict__.update(pickle.loads(payload))
         return record
     else:
         raise ValueError(f"unknown record kind {kind}")
     # A copy each: a handler may add attributes to a record (a Formatter does).
     state = base.copy()
-    state.update(zip(layout.varying_names, varying, strict=False))
+    state["created"], state["msecs"], state["relativeCreated"], state["lineno"] = varying
     state["msg"] = message
+    record = record_class.__new__(record_class)
     record.__dict__ = state
     return record
 
@@ -500,14 +601,18 @@ class _Layout:
     """The attributes a plain record carries, in the order its frame lists their values."""
 
     #: What changes from one record of a process to the next (beside the message):
-    #: a repeat frame carries only these. Every Python's LogRecord has them.
+    #: a repeat frame carries only these. Every Python's LogRecord has them; the
+    #: receiver (decode_record) unpacks them in this order.
     VARYING = ("created", "msecs", "relativeCreated", "lineno")
 
     def __init__(self, keys: frozenset[str]) -> None:
         self.size = len(keys)
         # msg travels formatted; args and exc_info never travel.
         travelling = keys - {"msg", "args", "exc_info"}
-        self.varying_names = tuple(name for name in self.VARYING if name in travelling)
+        missing = set(self.VARYING) - travelling
+        if missing:
+            raise RuntimeError(f"this Python's LogRecord has no {sorted(missing)}")
+        self.varying_names = self.VARYING
         self.fixed_names = tuple(sorted(travelling - set(self.varying_names)))
         self.fixed = operator.itemgetter(*self.fixed_names)
         self.varying = operator.itemgetter(*self.varying_names)
@@ -543,8 +648,11 @@ def _picklable(state: dict[str, Any]) -> dict[str, Any]:
 class LogStream:
     """One child's record stream as the parent sees it."""
 
-    def __init__(self, sock: socket.socket, name: str, listener: LogListener) -> None:
-        self.sock = sock
+    def __init__(self, channel: io.FileIO, name: str, listener: LogListener) -> None:
+        self.channel = channel
+        #: The channel's descriptor, which keys the listener's streams (the number
+        #: stays here after the listener closed the channel at EOF).
+        self.fd = channel.fileno()
         self.name = name
         self.buffer = bytearray()
         #: Each sending process's last plain record's fixed attributes, which its
@@ -632,13 +740,15 @@ class LogListener:
         """Make the listener skip its next batch window (at most BATCH_WINDOW later)."""
         self._hurry.set()
 
-    def attach(self, sock: socket.socket, name: str) -> LogStream:
-        """Start handling records from ``sock`` (the parent's end of a child's channel)."""
-        sock.setblocking(False)
-        stream = LogStream(sock, name, self)
+    def attach(self, channel: io.FileIO, name: str) -> LogStream:
+        """Start handling records from ``channel`` (the parent's end, :func:`open_channel`)."""
+        os.set_blocking(channel.fileno(), False)
+        stream = LogStream(channel, name, self)
         with self._lock:
-            self._streams[sock.fileno()] = stream
+            self._streams[stream.fd] = stream
             if self._thread is None:
+                import socket
+
                 self._wake_r, self._wake_w = socket.socketpair()
                 self._wake_r.setblocking(False)
                 self._thread = threading.Thread(
@@ -652,7 +762,9 @@ class LogListener:
     def detach(self, stream: LogStream) -> None:
         """Stop handling ``stream`` (the process object is being closed)."""
         with self._lock:
-            if self._streams.pop(stream.sock.fileno(), None) is not None:
+            # Not if it ended already: its descriptor may be a new stream's by now.
+            if self._streams.get(stream.fd) is stream:
+                del self._streams[stream.fd]
                 self._wake()
         stream.drained.wait(DRAIN_TIMEOUT)
 
@@ -681,7 +793,7 @@ class LogListener:
                         self._finish(selector, registered.pop(fd))
                 for fd, stream in wanted.items():
                     if fd not in registered:
-                        selector.register(stream.sock, selectors.EVENT_READ, stream)
+                        selector.register(stream.channel, selectors.EVENT_READ, stream)
                         registered[fd] = stream
                 ready = selector.select()
                 handled = 0
@@ -698,8 +810,8 @@ class LogListener:
                     handled += max(count, 1)
                     if count < 0:
                         with self._lock:
-                            self._streams.pop(stream.sock.fileno(), None)
-                        registered.pop(stream.sock.fileno(), None)
+                            self._streams.pop(stream.fd, None)
+                        registered.pop(stream.fd, None)
                         self._finish(selector, stream)
                 # A pool result waiting for its records skips the window. (Not an
                 # Event.wait(BATCH_WINDOW), which would also end a window early: it
@@ -721,11 +833,11 @@ class LogListener:
     def _read(self, stream: LogStream) -> int:
         """Read what is there, handle whole records: how many, or -1 at EOF."""
         try:
-            chunk = stream.sock.recv(_RECV_CHUNK)
-        except BlockingIOError:
-            return 0
+            chunk = stream.channel.read(_RECV_CHUNK)
         except OSError:
             chunk = b""
+        if chunk is None:
+            return 0  # nothing there (the channel is non-blocking)
         if chunk:
             stream.buffer += chunk
             return self._handle_frames(stream)
@@ -756,11 +868,11 @@ class LogListener:
 
     def _finish(self, selector: selectors.BaseSelector, stream: LogStream) -> None:
         try:
-            selector.unregister(stream.sock)
+            selector.unregister(stream.channel)
         except (KeyError, ValueError):
             pass
         # A partial frame left at EOF is the record a killed child was sending.
-        stream.sock.close()
+        stream.channel.close()
         stream.drained.set()
         stream._progressed()
 
@@ -843,11 +955,11 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     global _listener, _dispatching
     # The parent's streams are the parent's to read: close this copy of them (not
-    # at first use: the parent's children must see their log socket's reader go
+    # at first use: the parent's children must see their log channel's reader go
     # when the parent goes). The listener's lock the child makes on first use.
     if _listener is not None:
         for stream in list(_listener._streams.values()):
-            stream.sock.close()
+            stream.channel.close()
         _listener._close_wake()
         _listener = None
     if getattr(_held_for_fork, "held", False):

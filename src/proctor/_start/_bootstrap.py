@@ -243,15 +243,13 @@ def run_from_channel(channel: _socket.socket, *, exec_mode: bool, spare: bool = 
 
 def _forward_logs_once_imported(config: dict[str, Any], log_fd: int) -> None:
     # Records exist only once something imports logging; a child that never does
-    # skips importing it and the forwarding module (~8 ms of CPU), and socket.py
-    # (~19 M instructions): the descriptor stays open, a bare int, until then, or
-    # until the child exits (the parent then reads EOF).
+    # skips importing it and the forwarding module (~8 ms of CPU): the descriptor
+    # stays open, a bare int, until then, or until the child exits (the parent
+    # then reads EOF).
     def install() -> None:
-        import socket
-
         from .._logging._forwarding import install_in_child
 
-        install_in_child(config, socket.socket(fileno=log_fd))
+        install_in_child(config, log_fd)
 
     _logger.when_logging_imported(install)
 
