@@ -272,7 +272,7 @@ def test_killed_child_never_hangs_the_listener(ctx, app_logs):
 
 
 def test_a_record_bigger_than_the_channel_arrives_whole_and_in_order(ctx, app_logs):
-    # 3 MiB: three times the pipe, so it is written in pieces as the listener reads.
+    # 3 MiB: many times the pipe, so it is written in pieces as the listener reads.
     size = 3 << 20
     p = ctx.Process(target=log_huge_between, args=(size,))
     p.start()
@@ -481,7 +481,7 @@ def test_a_stalled_parent_handler_does_not_stall_the_child(app_logs, monkeypatch
         )
         p.start()
         # The parent's handler is stuck, yet the child gets through its 20,000
-        # records (~5 MB, far beyond the 1 MiB pipe) without waiting for it.
+        # records (~5 MB, far beyond the 128 KiB pipe) without waiting for it.
         import select
 
         finished = select.select([flooded_r], [], [], 30)[0]

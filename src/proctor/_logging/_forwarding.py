@@ -107,13 +107,17 @@ __all__ = (
 
 # The size asked for the pipe that carries a child's records. A pipe packs small
 # writes into its pages (a 74-byte record costs 74 bytes, where a socket charges
-# each send ~1 KiB of bookkeeping), so this holds ~14,000 short records (the
-# default 64 KiB: ~880): slack for a listener that a busy machine schedules late.
-# 1 MiB is Linux's default cap for unprivileged processes (pipe-max-size); pages
-# are taken only as records wait. A write to a pipe costs the child about half
-# the system time of a send() on a Unix socket, and reading costs the listener
-# less too (no socket buffer to free per record).
-PIPE_BUFFER = 1 << 20
+# each send ~1 KiB of bookkeeping), so this holds ~1,800 short records (the
+# default 64 KiB: ~880; the socket pair below, with the usual wmem_max: ~330):
+# slack for a listener that a busy machine schedules late. Not more: Linux counts
+# a pipe's whole capacity against its user's pipe-user-pages-soft (16,384 pages),
+# and once a user is past it, every new pipe of theirs -- any program's -- gets 2
+# pages. At 128 KiB that takes ~500 living children; at 1 MiB it took 64. (bench
+# logging at load 2, three alternated pairs: 1.25-1.43x with 1 MiB, 1.32-1.35x
+# with this.) A write to a pipe costs the child about half the system time of a
+# send() on a Unix socket, and reading costs the listener less too (no socket
+# buffer to free per record).
+PIPE_BUFFER = 128 << 10
 _F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)
 # Where the pipe cannot have that size, a socket pair with this send buffer. The
 # kernel charges each record's send about 1 KiB of bookkeeping on top of its
