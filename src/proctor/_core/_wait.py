@@ -28,10 +28,13 @@ inside the one second in which a dead peer must be noticed -- while a process
 blocked for long wakes about twice a second, not ten times (each wake-up of a
 sleeping process costs ~90 us of CPU: a timer, two context switches, cold
 caches). Only slices that ended empty count as slept; a deadline bounds the last
-slice exactly. Every normal wake-up is a post, never a look; the one wait whose
-wake-ups are known to be approximate, a producer waiting for room in a queue
-that is full by bytes (``_queues._waiting.await_room``), keeps the short slice
-(``back_off=False``).
+slice exactly. The back-off costs normal operation nothing because every
+wake-up owed to a waiter is posted, and a look only makes up for a fault -- but
+for a producer waiting for room (``_queues._waiting.await_room``: room tokens
+count items, not bytes), which keeps the short slice (``back_off=False``), and
+two rare cases that wait up to one slice (``_sync._condition``): a condition
+notified under a ``Lock`` that another process then releases, and an ``Event``
+wake-up taken twice by a waiter that came after the ``set()``.
 
 A wait with nothing to re-check (``ready=None``: a counting semaphore, whose
 count the kernel itself re-checks) sleeps once, for as long as it is allowed to.
