@@ -407,6 +407,56 @@ def test_an_item_committed_without_its_token_is_still_got(ctx, ring_impl):
     p.close()
 
 
+def get_at_the_longest_slice(q, fd):
+    """get() with nothing there, telling (through ``fd``) when its wait has backed
+    off to LONGEST_SLICE (reached after ~0.6 s: CHECK_INTERVAL 0.02 s here)."""
+    from proctor._core import _wait
+
+    _wait.CHECK_INTERVAL = 0.02
+    take = q._take_token
+    told = []
+
+    def telling(block=True, timeout=None):
+        if block and not told and timeout is not None and timeout >= _wait.LONGEST_SLICE:
+            told.append(os.write(fd, b"!"))
+        return take(block, timeout)
+
+    q._take_token = telling
+    return q.get(timeout=60)
+
+
+@both_rings
+def test_a_get_backed_off_to_its_longest_slice_still_gets_an_item_without_its_token(ring_impl):
+    """The producer dies between committing its frame and posting its token while
+    the getter already sleeps LONGEST_SLICE at a time: it still gets the item."""
+    import select
+
+    ctx = proctor.get_context("fork")
+    q = ctx.Queue()
+    read_fd, write_fd = os.pipe()
+    getter = ctx.Process(target=get_at_the_longest_slice, args=(q, write_fd))
+    getter.start()
+    try:
+        ready, _, _ = select.select([read_fd], [], [], 30)
+        assert ready and os.read(read_fd, 1) == b"!", "the get never backed off all the way"
+        producer = ctx.Process(target=commit_without_a_token, args=(q,))
+        producer.start()
+        producer.join(60)
+        assert producer.exitcode == 0
+        producer.close()
+        getter.join(30)
+        assert getter.exitcode == 0 and getter.result == "tokenless"
+    finally:
+        if getter.exitcode is None:
+            getter.kill()
+            getter.join(30)
+        getter.close()
+        os.close(read_fd)
+        os.close(write_fd)
+    assert q.qsize() == 0
+    q.close()
+
+
 def test_unpicklable_item_raises_in_the_caller_and_nothing_is_put():
     q = Queue()
     with pytest.raises((TypeError, pickle.PicklingError)) as info:
@@ -1033,27 +1083,37 @@ def _blocked_queue_waits():
 
 def test_every_queue_wait_sleeps_through_the_shared_wait_and_looks_again(monkeypatch):
     """get(), put() and join() wait as every proctor primitive does: through
-    _core._wait.wait_for_post, sleeping at most CHECK_INTERVAL at a time."""
+    _core._wait.wait_for_post, in slices that grow from CHECK_INTERVAL to
+    LONGEST_SLICE -- but put()'s wait for room, whose wake-ups count items and
+    not bytes, which stays at CHECK_INTERVAL. (The schedule is shrunk here so
+    that it reaches its longest slice at once.)"""
     from proctor._core import _wait
     from proctor._queues import _waiting
 
+    monkeypatch.setattr(_wait, "CHECK_INTERVAL", 0.01)
+    monkeypatch.setattr(_wait, "LONGEST_SLICE", 0.04)
     waits = []
 
-    def recording_wait_for_post(acquire, deadline, ready=None, spin=0):
+    def recording_wait_for_post(acquire, deadline, ready=None, spin=0, back_off=True):
         waits.append(acquire)
-        return _wait.wait_for_post(acquire, deadline, ready, spin)
+        return _wait.wait_for_post(acquire, deadline, ready, spin, back_off)
 
     monkeypatch.setattr(_waiting, "wait_for_post", recording_wait_for_post)
     for name, q, wait, end, sem in _blocked_queue_waits():
         t = threading.Thread(target=wait)
         t.start()
-        wait_until(lambda sem=sem: len(sem.sleeps()) >= 3, timeout=10)
+        wait_until(lambda sem=sem: len(sem.sleeps()) >= 6, timeout=10)
         end()
         t.join(10)
         assert not t.is_alive(), name
         assert sem.acquire in waits, name
         sleeps = sem.sleeps()
-        assert all(s is not None and 0 < s <= _wait.CHECK_INTERVAL for s in sleeps), (name, sleeps)
+        slept = 0.0
+        for s in sleeps[:6]:  # 0.01, 0.01, 0.02, 0.04 (the longest), 0.04, 0.04; put: 0.01
+            expected = 0.01 if name == "put" else min(0.04, max(0.01, slept))
+            assert s == pytest.approx(expected), (name, sleeps)
+            slept += s
+        assert all(s is not None and 0 < s <= 0.04 for s in sleeps), (name, sleeps)
         q.close()
 
 

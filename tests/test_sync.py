@@ -21,6 +21,7 @@ import pytest
 import proctor
 from helpers import START_METHODS, finish, pid_exists, shm_entries, wait_until
 from proctor import OwnerDiedWarning, _sync
+from proctor._core import _wait
 from proctor._core._anonmem import AnonymousMemory
 from proctor._core._sharedwords import PID_MASK
 from proctor._reaper import _client as _reaper
@@ -1324,20 +1325,180 @@ def _blocked_waits():
 
 
 @both
-def test_every_blocking_wait_looks_again_at_least_every_check_interval(impl, monkeypatch):
+def test_every_blocking_wait_looks_again_on_the_back_off_schedule(impl, monkeypatch):
     """No wait sleeps unboundedly: a wake-up that never comes is made up for by looking.
 
-    Each primitive's wait, with no timeout, sleeps on its semaphore in slices of at
-    most CHECK_INTERVAL; between slices it re-checks its condition and its peers.
+    Each primitive's wait, with no timeout, sleeps on its semaphore in slices that
+    start at CHECK_INTERVAL and grow with the time already slept, up to
+    LONGEST_SLICE; between slices it re-checks its condition and its peers. (The
+    schedule is shrunk here so that it reaches its longest slice at once.)
     """
+    monkeypatch.setattr(_wait, "CHECK_INTERVAL", 0.01)
+    monkeypatch.setattr(_wait, "LONGEST_SLICE", 0.04)
     _record_slices(monkeypatch, Lock)
     for name, obj, wait, end, recorder in _blocked_waits():
         t = threading.Thread(target=wait)
         t.start()
-        wait_until(lambda recorder=recorder: len(recorder.sleeps()) >= 3, timeout=10)
+        wait_until(lambda recorder=recorder: len(recorder.sleeps()) >= 6, timeout=10)
         end()
         t.join(10)
         assert not t.is_alive(), name
         sleeps = recorder.sleeps()
-        assert all(s is not None and 0 < s <= _sync.CHECK_INTERVAL for s in sleeps), (name, sleeps)
+        slept = 0.0
+        for s in sleeps[:6]:  # 0.01, 0.01, 0.02, 0.04 (the longest), 0.04, 0.04
+            assert s == pytest.approx(min(0.04, max(0.01, slept))), (name, sleeps)
+            slept += s
+        assert all(s is not None and 0 < s <= 0.04 for s in sleeps), (name, sleeps)
         obj.close()
+
+
+# --- a wait backed off all the way still notices -------------------------------------
+
+
+class _TellsTheLongestSlice:
+    """Stands in for a semaphore's ``acquire(block, timeout)`` in a waiting process:
+    writes a byte to ``fd`` when the wait first asks for a slice of LONGEST_SLICE
+    (it has backed off all the way), then sleeps it as asked."""
+
+    def __init__(self, acquire, fd):
+        self._acquire = acquire
+        self._fd = fd
+
+    def tell(self, timeout):
+        if self._fd is not None and timeout is not None and timeout >= _wait.LONGEST_SLICE:
+            os.write(self._fd, b"!")
+            self._fd = None
+
+    def __call__(self, block=True, timeout=None):
+        if block:
+            self.tell(timeout)
+        return self._acquire(block, timeout)
+
+
+class _SemTellingTheLongestSlice:
+    """A condition's wake-up semaphore whose waits tell of their longest slice."""
+
+    def __init__(self, sem, fd):
+        self.sem = sem
+        self.acquire = _TellsTheLongestSlice(sem.acquire, fd)
+        self.release = sem.release
+
+
+def _back_off_quickly(lock_class):
+    """In a waiting child: reach LONGEST_SLICE after ~0.6 s (CHECK_INTERVAL 0.02 s),
+    and have a native lock's C wait slice tell of it too."""
+    _wait.CHECK_INTERVAL = 0.02
+    real = lock_class._wait_slice
+    if real is not None:
+
+        def wait_slice(sem, *args):
+            if isinstance(sem, _SemTellingTheLongestSlice):
+                sem.acquire.tell(args[3])
+                sem = sem.sem
+            return real(sem, *args)
+
+        lock_class._wait_slice = staticmethod(wait_slice)
+
+
+def acquire_at_the_longest_slice(lock, fd):
+    _back_off_quickly(type(lock))
+    lock._try = _TellsTheLongestSlice(lock._try, fd)
+    return acquire_and_report(lock, 60)
+
+
+def wait_for_event_at_the_longest_slice(event, fd):
+    _back_off_quickly(type(event._cond._lock))
+    event._cond._named.sem = _SemTellingTheLongestSlice(event._cond._named.sem, fd)
+    return event.wait(60)
+
+
+def wait_on_condition_at_the_longest_slice(cond, fd):
+    _back_off_quickly(type(cond._lock))
+    cond._named.sem = _SemTellingTheLongestSlice(cond._named.sem, fd)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with cond:
+            notified = cond.wait(60)
+    return notified, [str(w.message) for w in caught if issubclass(w.category, OwnerDiedWarning)]
+
+
+def wait_at_barrier_at_the_longest_slice(barrier, fd):
+    _back_off_quickly(type(barrier._cond._lock))
+    barrier._cond._named.sem = _SemTellingTheLongestSlice(barrier._cond._named.sem, fd)
+    return wait_at_barrier(barrier, 60)
+
+
+def _until_the_longest_slice(fd, waiter):
+    """Wait (30 s at most) for ``waiter`` to tell that it sleeps its longest slice."""
+    import select
+
+    ready, _, _ = select.select([fd], [], [], 30)
+    assert ready and os.read(fd, 1) == b"!", f"{waiter!r} never backed off to LONGEST_SLICE"
+
+
+@both
+def test_a_wait_backed_off_to_its_longest_slice_still_notices_a_dead_peer(impl):
+    """Each fault a wait looks for between slices, struck when the wait already
+    sleeps LONGEST_SLICE at a time: a killed lock holder, a notifier and a setter
+    killed between marking and posting, a killed barrier party. Each wait ends as
+    documented (the bound is the test's timeout, not a clock)."""
+    ctx = proctor.get_context("fork")
+    read_fd, write_fd = os.pipe()
+    try:
+        # Lock: the holder is killed; the waiter takes the lock over, with a warning.
+        lock, ready = Lock(), Event()
+        holder = _process(ctx, hold_and_hang, lock, ready)
+        assert ready.wait(30)
+        waiter = _process(ctx, acquire_at_the_longest_slice, lock, write_fd)
+        try:
+            _until_the_longest_slice(read_fd, waiter)
+            holder.kill()
+            exitcode, (got, messages) = finish(waiter)
+            assert exitcode == 0 and got is True
+            assert len(messages) == 1 and f"process {holder.pid} died" in messages[0]
+            assert finish(holder)[0] == -signal.SIGKILL
+        finally:
+            _kill_unfinished(waiter, holder)
+        lock.close()
+        ready.close()
+
+        # Event: the setter dies between setting the flag and posting.
+        event = Event()
+        waiter = _process(ctx, wait_for_event_at_the_longest_slice, event, write_fd)
+        try:
+            _until_the_longest_slice(read_fd, waiter)
+            assert finish(_process(ctx, set_and_die_before_posting, event))[0] == -signal.SIGKILL
+            assert finish(waiter) == (0, True)
+        finally:
+            _kill_unfinished(waiter)
+        event.close()
+
+        # Condition: the notifier dies between marking the waiter and posting.
+        cond = Condition(Lock())
+        waiter = _process(ctx, wait_on_condition_at_the_longest_slice, cond, write_fd)
+        try:
+            _until_the_longest_slice(read_fd, waiter)
+            notifier = _process(ctx, notify_and_die_before_posting, cond)
+            assert finish(notifier)[0] == -signal.SIGKILL
+            assert finish(waiter) == (0, (True, []))
+        finally:
+            _kill_unfinished(waiter)
+        cond.close()
+
+        # Barrier: the party before this one is killed; the barrier breaks.
+        barrier = Barrier(3)
+        victim = _process(ctx, wait_at_barrier, barrier, 60)
+        wait_until(lambda: barrier.n_waiting == 1, timeout=30)
+        waiter = _process(ctx, wait_at_barrier_at_the_longest_slice, barrier, write_fd)
+        try:
+            _until_the_longest_slice(read_fd, waiter)
+            victim.kill()
+            exitcode, message = finish(waiter)
+            assert exitcode == 0 and f"broken: process(es) {victim.pid} died" in message
+            assert finish(victim)[0] == -signal.SIGKILL
+        finally:
+            _kill_unfinished(waiter, victim)
+        barrier.close()
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)

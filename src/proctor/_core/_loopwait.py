@@ -11,8 +11,8 @@ oldest waiter still waiting::
     ─────────────────────────────                 that has waiting coroutines)
     await_post(sem, deadline, ready)
       sem.acquire(False)? ── yes ──▶ POSTED
-      register a waiter (a future) ─────────────▶ sleep on sem.acquire(True, CHECK_INTERVAL)
-      await it, at most CHECK_INTERVAL              took a unit: the oldest WAITING waiter
+      register a waiter (a future) ─────────────▶ sleep on sem.acquire(True, a slice)
+      await it, at most a slice                     took a unit: the oldest WAITING waiter
                                                     becomes HANDED; its loop is woken
       ◀──────── loop.call_soon_threadsafe ───────   (the loop's own self-pipe)
       HANDED: POSTED (the unit is the caller's)     no waiter waiting: the unit is posted back
@@ -24,9 +24,11 @@ So a unit is never dropped: it is the caller's only once ``await_post``
 returns POSTED, and a waiter that leaves any other way gives back what it was
 handed. As with ``wait_for_post``, no wait trusts the post to come: every slice
 ends with the caller's ``ready()``, so a post lost with a killed poster costs
-at most CHECK_INTERVAL. Nothing here runs, and no thread exists, until a
-coroutine waits; the watcher ends within CHECK_INTERVAL of its last waiter
-leaving. A loop that wakes costs the poster nothing: the poster posts the
+at most a slice. Slices back off as ``wait_for_post``'s do (``slice_seconds``):
+a coroutine's from CHECK_INTERVAL to LONGEST_SLICE while its wait goes on, the
+watcher's while it takes no unit. Nothing here runs, and no thread exists, until a
+coroutine waits; the watcher ends within a slice (LONGEST_SLICE at most) of its
+last waiter leaving. A loop that wakes costs the poster nothing: the poster posts the
 semaphore as it always does, and blocking waiters in other threads and
 processes compete for the units with the watcher on equal terms.
 """
@@ -38,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 
 from . import _afterfork
-from ._wait import CHECK_INTERVAL, POSTED, READY, TIMED_OUT, slice_seconds
+from ._wait import POSTED, READY, TIMED_OUT, slice_seconds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,6 +82,7 @@ class _Watcher:
 
     def _run(self) -> None:
         sem = self.sem
+        slept = 0.0  # since the last unit taken: its slices back off as a wait's do
         while True:
             with self.cond:
                 # Every waiter was handed a unit: wait until one leaves or comes.
@@ -94,16 +97,19 @@ class _Watcher:
                             del registry.watchers[id(sem)]
                         return
                 continue
+            wait = slice_seconds(None, slept)
             try:
-                taken = sem.acquire(True, CHECK_INTERVAL)
+                taken = sem.acquire(True, wait)
             except (OSError, ValueError):
                 taken = False  # the waiters' slices end, and they look for themselves
             if not taken:
+                slept += wait
                 with self.cond:  # a loop closed with its task still waiting never comes back
                     for closed in [w for w in self.waiters if w.loop.is_closed()]:
                         closed.state = _GONE
                         self.waiters.remove(closed)
                 continue
+            slept = 0.0
             with self.cond:
                 waiter = self._first_waiting()
                 if waiter is not None:
@@ -173,19 +179,24 @@ def _unregister(watcher: _Watcher, waiter: _Waiter) -> bool:
 
 
 async def await_post(
-    sem: Any, deadline: float | None, ready: Callable[[], object] | None = None
+    sem: Any,
+    deadline: float | None,
+    ready: Callable[[], object] | None = None,
+    back_off: bool = True,
 ) -> int:
     """Take a unit of ``sem`` without blocking the running event loop.
 
     The coroutine twin of ``_wait.wait_for_post``: ``ready()`` is called in the
-    loop's thread between slices of at most CHECK_INTERVAL, and once more at the
-    deadline.
+    loop's thread between slices (``_wait.slice_seconds``: they grow from
+    CHECK_INTERVAL to LONGEST_SLICE while the wait goes on), and once more at
+    the deadline.
 
     Args:
         sem: a ``_multiprocessing.SemLock`` (anything with ``acquire(block,
             timeout)`` and ``release()``).
         deadline: a ``time.monotonic()`` instant, or ``None`` to wait for ever.
         ready: a true result ends the wait (``READY``); ``None``: only a post can.
+        back_off: as for ``wait_for_post``; False: every slice is CHECK_INTERVAL.
 
     Returns:
         ``POSTED`` (one unit is the caller's), ``READY`` or ``TIMED_OUT``.
@@ -194,10 +205,11 @@ async def await_post(
     import asyncio  # deferred: importing proctor must not import asyncio
 
     loop = asyncio.get_running_loop()
+    slept = 0.0
     while True:
         if sem.acquire(False):
             return POSTED
-        wait = slice_seconds(deadline)
+        wait = slice_seconds(deadline, slept if back_off else 0.0)
         if wait <= 0:
             return READY if ready is not None and ready() else TIMED_OUT
         watcher, waiter = _register(sem, loop)
@@ -214,3 +226,4 @@ async def await_post(
             return POSTED
         if ready is not None and ready():
             return READY
+        slept += wait

@@ -195,7 +195,8 @@ async def _await_room(q: Any, item: Encoded, deadline: float | None) -> None:
             get_lock.release()
 
     try:
-        outcome = await await_post(room, deadline, may_put)
+        # (Short slices, as await_room's: room tokens count items, not bytes.)
+        outcome = await await_post(room, deadline, may_put, back_off=False)
     except Full:
         raise  # may_put() unregistered at the deadline
     except BaseException:

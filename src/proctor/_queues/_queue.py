@@ -45,8 +45,8 @@ Why this shape:
   ``get()`` loses at most the item it was taking.
 * The semaphores are hints and the ring is the truth (``_waiting``): every
   wait sleeps through the one wait of every proctor primitive
-  (``_core._wait.wait_for_post``), so a lost token is noticed within
-  CHECK_INTERVAL, and a stale one costs one look.
+  (``_core._wait.wait_for_post``), so a lost token is noticed within a slice
+  (0.1 s, backing off to 0.5 s in a long wait), and a stale one costs one look.
 * Large buffers (numpy arrays, bytearrays) travel as memfds through the
   mailbox: one copy in, none out (``_codec``).
 * Every piece is reclaimed by the kernel when the last process holding the queue

@@ -10,7 +10,8 @@
     join()         all done   joiners += 1, put lock  all_done    the task_done() of the last item
 
     every sleep: _core._wait.wait_for_post(sem.acquire, deadline, ready)
-      at most CHECK_INTERVAL on the semaphore, then ready() looks at the ring:
+      one slice on the semaphore (0.1 s, backing off to 0.5 s; put(): always 0.1 s),
+      then ready() looks at the ring:
         get()   items in the ring?                          (no lock: a look)
         put()   a room token, or room, under the get lock?  (or Full at the deadline)
         join()  nothing unfinished?                         (no lock; confirmed under it)
@@ -18,10 +19,11 @@
 The semaphores are hints, the ring is the truth. A waiter registers under the
 lock its waker holds when it changes the ring, so no waker can miss it; it then
 sleeps without any lock through the one wait every proctor primitive uses
-(``_core._wait.wait_for_post``), at most CHECK_INTERVAL at a time, and looks at
-the ring again before it trusts what it saw. So a hint may be lost (its waker
-was killed between its commit and its post) at the cost of one CHECK_INTERVAL,
-or stale (its waiter gave up, or took the item first) at the cost of one look.
+(``_core._wait.wait_for_post``), one slice at a time, and looks at the ring
+again before it trusts what it saw. So a hint may be lost (its waker was killed
+between its commit and its post) at the cost of one slice (0.1 s early in a
+wait, up to ``LONGEST_SLICE``, 0.5 s, in a long one), or stale (its waiter gave
+up, or took the item first) at the cost of one look.
 The ``items`` semaphore counts frames: a put never misses a sleeping getter
 because the token stays in the semaphore until somebody takes it.
 
@@ -143,8 +145,7 @@ def try_briefly(lock: Lock) -> bool:
 def post(hint: Hint, n: int) -> None:
     """Post a wake-up hint ``n`` times; at the semaphore's limit, give up quietly.
 
-    (macOS counts to 32767; a waiter missing a post looks again within
-    CHECK_INTERVAL.)
+    (macOS counts to 32767; a waiter missing a post looks again within a slice.)
     """
     if n <= 0:
         return  # (a deferred hint nobody waits on stays unopened)
@@ -162,7 +163,7 @@ def unregister(ring: Ring, field: int) -> None:
     A consumer killed between claiming a waiter and posting for it leaves the
     waiter registered in its own eyes only; going negative would hide the next
     waiter from every consumer (it would then only find room by looking again
-    every CHECK_INTERVAL).
+    between slices).
     """
     ring.set_field(field, max(ring.get_field(field) - 1, 0))
 
@@ -261,8 +262,12 @@ def await_room(
             get_lock.release()
 
     # POSTED: a consumer made room and unregistered us; READY: may_put() found
-    # room; never TIMED_OUT: may_put() raises Full at the deadline.
-    wait_for_post(take, deadline, may_put)
+    # room; never TIMED_OUT: may_put() raises Full at the deadline. The slices
+    # stay short (no back-off): room tokens count items, not bytes, so room made
+    # in a ring full by bytes may wake fewer producers than it lets in (a frame
+    # of many bytes taken: one token; a token taken by a producer whose item
+    # still does not fit), and the others find it at their next look.
+    wait_for_post(take, deadline, may_put, back_off=False)
 
 
 def await_all_done(ring: Ring, put_lock: Lock, all_done: Hint, deadline: float | None) -> bool:

@@ -89,7 +89,7 @@ RESCAN_INTERVAL = 2.0
 #: The first re-scan of a name just adopted comes this soon, and the wait doubles
 #: up to RESCAN_INTERVAL: the mapping found is most often a last reference about
 #: to go (a thread still sleeping on a closed queue's semaphore, which wakes within
-#: CHECK_INTERVAL, 0.1 s), and the name should not outlive it by two seconds. A
+#: a slice, 0.1-0.5 s), and the name should not outlive it by two seconds. A
 #: name mapped for long costs about four more scans than it did, once.
 RESCAN_FIRST = 0.1
 

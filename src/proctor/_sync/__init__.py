@@ -22,8 +22,9 @@ The synchronisation primitives of ``multiprocessing``, one concept per module::
     each built on   _semlock.NamedSemaphore   (OS semaphore; name reclaimed by _reaper)
                     _sharedwords.SharedWords  (anonymous shared memory; no name; fcntl
                                                record locks that tell who is alive)
-    every blocking  _wait.wait_for_post       (sleep at most CHECK_INTERVAL, then
-    call through                               re-check the condition and the peers)
+    every blocking  _wait.wait_for_post       (sleep one slice -- 0.1 s, backing off
+    call through                               to 0.5 s --, then re-check the
+                                               condition and the peers)
 
 See docs/sync.md for the user's view and the exact guarantees.
 """

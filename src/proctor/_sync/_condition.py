@@ -13,7 +13,7 @@ liveness is exact::
     take ticket t, lock its byte ─┐          advance NOTIFIED over the next n
     release the lock              │            tickets whose byte is held (free:
     sleep on the semaphore  ◀─────┼────┐       left or dead, skipped); leave one
-      in CHECK_INTERVAL slices    │    │       wake-up per ticket passed that was
+      in slices (0.1 s, to 0.5 s) │    │       wake-up per ticket passed that was
       (_wait.wait_for_post)       │    │       held to the lock (Lock._defer)
     t < NOTIFIED? ─ yes ──────────┴─▶ unlock the byte, retake the lock, True
           │                            │     release(): the lock's own post,
@@ -32,8 +32,9 @@ would wake -- often on the notifier's CPU, preempting it --, find the lock
 taken, sleep on it and be woken a second time. A waiter looks at the mark
 after every slice, not only when a wake-up comes, so a notifier killed between
 marking and posting (before its release, or in it) delays it by one slice at
-most. ``notify`` never waits for the woken process (``multiprocessing``'s
-blocks until the woken process answers -- forever, if it was killed).
+most (0.1 s early in a wait, up to 0.5 s once the wait has backed off).
+``notify`` never waits for the woken process (``multiprocessing``'s blocks until
+the woken process answers -- forever, if it was killed).
 
 ``Event`` is a flag on a condition whose waiters return without retaking the
 lock, and take no byte (``_BroadcastQueue``: set() wakes them all, which needs
@@ -274,9 +275,10 @@ class _WaitQueue:
         cmd = fcntl.F_OFD_SETLK if own_description_locks() else fcntl.F_SETLK
         mine = self._own()
         passed_on = False
+        slept = 0.0  # (slices that ended empty: the slices grow with it)
         try:
             while True:
-                wait = slice_seconds(deadline)
+                wait = slice_seconds(deadline, slept)
                 if wait <= 0:
                     if ready() and w[_NOTIFIED] > ticket:
                         return True, self._take_late(ticket, sem)
@@ -294,6 +296,8 @@ class _WaitQueue:
                     if w[_NOTIFIED] > ticket:
                         return True, self._take_late(ticket, sem)
                     return False, False
+                else:
+                    slept += wait
         except BaseException:  # interrupted (KeyboardInterrupt): no longer waiting
             self.let_go(ticket)
             raise
@@ -390,7 +394,7 @@ class _BroadcastQueue(_WaitQueue):
     the rare wake-up taken by a waiter that came after the set() it was posted
     for: with no byte to tell whether its owner still sleeps, it is passed on
     once per wait at most, and its owner may find the flag only at its next
-    look, within CHECK_INTERVAL.
+    look, within one slice (0.5 s at most).
     """
 
     __slots__ = ()
@@ -435,7 +439,8 @@ class Condition:
         skipped. The wake-ups are posted when the notifying process releases
         the lock, so that the woken thread finds it free; a waiter whose
         notifier died before that, or whose lock another process released
-        (a ``Lock`` allows it), still wakes, within about ``CHECK_INTERVAL``.
+        (a ``Lock`` allows it), still wakes, at its next look: within 0.1 s
+        early in a wait, within 0.5 s once the wait has gone on for a while.
         Any number of threads may wait. If a process dies holding the lock, the next acquirer
         (including a ``wait()`` returning) gets :class:`proctor.OwnerDiedWarning`.
     """
@@ -647,7 +652,7 @@ class Event:
 
     ``is_set()`` reads shared memory without taking any lock. Any number of
     threads may wait; a waiter whose setter died half-way through ``set()``
-    still returns, within about ``CHECK_INTERVAL``, once the flag is set.
+    still returns once the flag is set, at its next look (within 0.5 s).
 
     Args:
         ctx: keyword-only; ``None`` or any proctor context, as for ``Lock``
@@ -685,7 +690,7 @@ class Event:
         # Posted after the release: a woken waiter that goes on to use the event
         # (clear(), wait() again) finds its lock free. A setter killed before the
         # posts leaves the flag set and the waiters marked: each finds that at its
-        # next look, within CHECK_INTERVAL.
+        # next look, within a slice (0.5 s at most).
         cond._post(woken)
         if woken:
             # The kernel tends to queue a woken process on the waker's CPU, where it
@@ -727,8 +732,9 @@ class Event:
         # this frame runs. (No byte to let go on the way out: _BroadcastQueue.)
         acquire = sem.acquire
         passed_on = False
+        slept = 0.0  # (slices that ended empty: the slices grow with it)
         while True:
-            wait = slice_seconds(deadline)
+            wait = slice_seconds(deadline, slept)
             if wait <= 0:
                 break
             if acquire(True, wait):
@@ -737,6 +743,8 @@ class Event:
                 passed_on = queue._pass_on(sem, passed_on)  # (another's wake-up)
             elif w[_NOTIFIED] > ticket or w[_FLAG]:
                 break
+            else:
+                slept += wait
         if w[_NOTIFIED] > ticket:  # marked, the wake-up late (or its setter died)
             sem.acquire(False)  # take it if it is there, so that it wakes nobody else
             return True
@@ -795,7 +803,7 @@ class Barrier:
 
     Note:
         A party that dies while waiting breaks the barrier: the others get
-        :class:`BrokenBarrierError` (within about ``CHECK_INTERVAL``) instead of
+        :class:`BrokenBarrierError` (within 0.5 s) instead of
         waiting for a party that can never come. (A party that dies *before*
         calling ``wait()`` cannot be told from one that has not come yet: any
         thread of any process may be the party still missing.)

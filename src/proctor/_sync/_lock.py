@@ -6,7 +6,7 @@ semaphore cannot say: *which process holds it*::
 
     acquire() fast path                   a waiter (_wait.wait_for_post)
     ───────────────────                   ──────────────────────────────
-    sem_trywait() ── ok ─▶ owner := me    sem_timedwait(CHECK_INTERVAL) ── ok ─▶ owner := me
+    sem_trywait() ── ok ─▶ owner := me    sem_timedwait(a slice) ──────── ok ─▶ owner := me
                                                │ timed out
     release()                                  ▼
     ─────────                             owner recorded and its identity byte free?
@@ -658,8 +658,10 @@ _LOCK_DOC = """A non-recursive lock shared by processes, handed on when its hold
 
     Note:
         If the process holding the lock dies (even by SIGKILL), the next
-        ``acquire()`` -- here or in any other process -- succeeds within about
-        ``CHECK_INTERVAL`` seconds, returns ``True`` and issues
+        ``acquire()`` -- here or in any other process -- succeeds within 0.5 s
+        of the death (sooner in a wait that began recently: a wait's re-checks
+        back off from every ``CHECK_INTERVAL``, 0.1 s, to every 0.5 s), returns
+        ``True`` and issues
         :class:`proctor.OwnerDiedWarning` naming the dead pid.
         ``multiprocessing.Lock`` stays locked forever in that case.
     """
