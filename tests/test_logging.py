@@ -101,6 +101,13 @@ def grandparent_of_logs():
     logging.getLogger("app.worker").info("child done")
 
 
+def log_own_process_name(path):
+    # The child's own logging, as a stdlib child would set it up.
+    logging.basicConfig(filename=path, format="%(processName)s %(message)s", force=True)
+    logging.getLogger("own").warning("hello")
+    logging.shutdown()
+
+
 def log_huge_between(size):
     log = logging.getLogger("app.worker")
     log.info("before")
@@ -886,3 +893,21 @@ def test_a_worker_that_dies_after_logging_has_its_records_handled_first(app_logs
         # Its replacement forwards on a new stream, counted from 0.
         assert pool.apply_async(log_tagged, ("after",)).get(30) == "after"
         assert _tags(app_logs).count("after") == 3
+
+
+def test_a_child_that_logs_for_itself_stamps_records_with_its_own_name(ctx, tmp_path):
+    # logging asks the stdlib's multiprocessing for processName, which in a proctor
+    # child is the stdlib's "MainProcess"; a stdlib child writes its own name.
+    for forward in (False, True):
+        path = tmp_path / f"forward-{forward}.log"
+        p = ctx.Process(
+            target=log_own_process_name,
+            args=(str(path),),
+            name=f"own-{forward}",
+            forward_logs=forward,
+        )
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0
+        assert path.read_text() == f"own-{forward} hello\n"
+        p.close()

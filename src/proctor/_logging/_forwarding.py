@@ -313,15 +313,7 @@ def install_in_child(config: dict[str, Any], channel: io.FileIO | int) -> None:
         logger.propagate = False
         logger.addHandler(handler)
 
-    previous_factory = logging.getLogRecordFactory()
-
-    def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous_factory(*args, **kwargs)
-        # logging asks multiprocessing for the process name; proctor answers.
-        record.processName = _runtime.process_name()
-        return record
-
-    logging.setLogRecordFactory(record_factory)
+    _logging.name_records_after_this_process()
 
 
 _handler_cls: Any = None

@@ -18,6 +18,8 @@ from __future__ import annotations
 import _thread
 import sys
 
+from .._core import _runtime
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
@@ -38,6 +40,7 @@ __all__ = (
     "info",
     "inherit_level",
     "log_to_stderr",
+    "name_records_after_this_process",
     "settle_pending",
     "sub_debug",
     "sub_warning",
@@ -119,6 +122,31 @@ def inherit_level(level: int) -> None:
     global _inherited_level
     _inherited_level = level
     when_logging_imported(lambda: get_logger().setLevel(level))
+
+
+def name_records_after_this_process() -> None:
+    """Have :mod:`logging` stamp each record's ``processName`` with this process's name.
+
+    logging asks ``multiprocessing.current_process()`` for it, which in a proctor
+    child is the stdlib's main process (or not imported at all): every record would
+    say "MainProcess", where a stdlib child's says its own name. A new child calls
+    this once logging is imported, whether its records are forwarded or not.
+    Wrapping the factory costs a record about 2,200 instructions (of ~60,000).
+    Idempotent: a forked grandchild inherits the wrapper and keeps it as it is.
+    """
+    import logging
+
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_names_proctor_processes", False):
+        return
+
+    def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.processName = _runtime.process_name()
+        return record
+
+    record_factory._names_proctor_processes = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(record_factory)
 
 
 def when_logging_imported(callback: Callable[[], object]) -> None:

@@ -171,6 +171,8 @@ def run_forked(
             from .._logging._forwarding import install_in_child
 
             install_in_child(*log)
+        else:
+            _logger.when_logging_imported(_logger.name_records_after_this_process)
         exitcode = _run_and_report(process, channel, forked=True)
     finally:
         os._exit(exitcode)
@@ -214,6 +216,8 @@ def run_from_channel(channel: _socket.socket, *, exec_mode: bool, spare: bool = 
 
                 log_fd = take_fd(prep["log"]["fd_token"])
                 _forward_logs_once_imported(prep["log"]["config"], log_fd)
+            else:
+                _logger.when_logging_imported(_logger.name_records_after_this_process)
             state.unpickling_payload = True
             # A fork server has the reaper's client loaded: the names rebuilt here
             # (a queue's four semaphores) reach the reaper in one message.
