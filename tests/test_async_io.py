@@ -638,3 +638,40 @@ def test_a_loop_closed_with_an_aget_still_waiting_lets_the_watcher_thread_end():
     q.put("still there")
     assert q.get(timeout=LIMIT) == "still there"
     q.close()
+
+
+def test_an_arecv_waits_in_slices_that_back_off_and_still_sees_a_close(monkeypatch):
+    """A long arecv() wakes its loop less and less often (the slices every liveness-aware
+    wait takes, ``_wait.slice_seconds``), and a close by another task still ends it."""
+    from proctor._connections import _aio
+
+    asked = []
+    real = _aio.slice_seconds
+
+    def recording(deadline, slept=0.0):
+        asked.append(slept)
+        return min(real(deadline, slept), 0.01)  # short, so that the test is quick
+
+    monkeypatch.setattr(_aio, "slice_seconds", recording)
+    a, b = proctor.Pipe()
+    first = []
+
+    async def main():
+        with pytest.raises(proctor.ProcessTimeoutError):
+            await asyncio.wait_for(a.arecv(timeout=0.3), LIMIT)
+        first.extend(asked)
+        reader = asyncio.create_task(a.arecv())
+        while len(asked) == len(first):  # until the reader waits
+            await asyncio.sleep(0)
+        a.close()  # by another task
+        with pytest.raises(OSError):
+            await asyncio.wait_for(reader, LIMIT)
+
+    try:
+        run(main())
+    finally:
+        a.close()
+        b.close()
+    # What each slice was told the wait had slept: from nothing up to the whole wait.
+    assert first[0] < 0.05 and first[-1] > 0.2
+    assert first == sorted(first)

@@ -8,8 +8,8 @@ itself (``loop.add_reader``/``add_writer``): no thread is involved::
       │ no                                     │ nothing sent (ProcessTimeoutError)
       ▼                                        ▼
       await the frame channel readable         await the descriptor without room
-      (pipe or socket), in slices of           (pipe, datagram or stream socket);
-      CHECK_INTERVAL, within the timeout       all have room: the send lock is
+      (pipe or socket), in slices that grow    (pipe, datagram or stream socket);
+      from CHECK_INTERVAL to LONGEST_SLICE     all have room: the send lock is
                                                held elsewhere, pause and try again
 
     asend(obj) on a Listener/Client socket
@@ -43,7 +43,7 @@ from .._core._errors import ProcessTimeoutError, ProtocolError
 from .._core._reduction import DescriptorsNeedACarrier
 from .._core._reduction import registered_reducers as _registered_reducers
 from .._core._timeout import check_timeout
-from .._core._wait import CHECK_INTERVAL
+from .._core._wait import CHECK_INTERVAL, slice_seconds
 from ._fdchannel import FdChannel
 from ._frames import (
     HEADER,
@@ -109,8 +109,14 @@ _watches: dict[tuple[int, int, bool], _Watch] = {}
 os.register_at_fork(after_in_child=_watches.clear)
 
 
-async def _await_fd(fd: int, write: bool, deadline: float | None) -> None:
-    """Wait until ``fd`` is ready, at most one CHECK_INTERVAL and not past ``deadline``."""
+async def _await_fd(fd: int, write: bool, deadline: float | None, slept: float = 0.0) -> None:
+    """Wait until ``fd`` is ready, at most one slice and not past ``deadline``.
+
+    The slice is ``_wait.slice_seconds``': CHECK_INTERVAL, longer (up to
+    LONGEST_SLICE) for a wait that has already ``slept`` that long, as every
+    liveness-aware wait backs off. A dead peer shows on the descriptor at once;
+    the slices only bound how late a connection closed by another task is noticed.
+    """
     import asyncio  # deferred: importing proctor must not import asyncio
 
     loop = asyncio.get_running_loop()
@@ -118,7 +124,7 @@ async def _await_fd(fd: int, write: bool, deadline: float | None) -> None:
     watch = _watches.get(key)
     if watch is None:
         watch = _watches[key] = _Watch(loop, fd, write)
-    wait = CHECK_INTERVAL if deadline is None else min(CHECK_INTERVAL, deadline - _monotonic())
+    wait = slice_seconds(deadline, slept)
     watch.users += 1
     try:
         # asyncio.wait never cancels the shared future, whatever happens to us.
@@ -142,13 +148,14 @@ async def arecv(conn: Any, as_bytes: bool, maxlength: int | None, timeout: Any) 
         rest = await _resume_body(conn, maxlength)
         return bytes(rest) if as_bytes else pickle.loads(rest)
     deadline = _deadline(timeout)
+    began = _monotonic()
     while not conn.poll(0):
         if deadline is not None and _monotonic() >= deadline:
             raise ProcessTimeoutError(
                 f"no message arrived on {conn!r} within {timeout} s; the sender is alive "
                 "but has not sent (pass a longer timeout, or timeout=None to wait forever)"
             )
-        await _await_fd(conn._fd, False, deadline)
+        await _await_fd(conn._fd, False, deadline, _monotonic() - began)
         conn._check_readable()  # closed meanwhile (by another task)?
     if conn._rfd < 0:
         # One stream for everything: the rest of a started frame may still be on
