@@ -156,8 +156,8 @@ _REPEAT = 2  # _REPEAT_FRAME's numbers, then the message in UTF-8: the fixed one
 # lineno (_Layout.VARYING), then the message. Packing them with struct costs the
 # child a third of marshalling them (~1,800 instructions fewer per record); the
 # listener's unpacking and decoding costs about what unmarshalling did.
-_REPEAT_FRAME = struct.Struct("<IBqdddq")
 _REPEAT_NUMBERS = struct.Struct("<qdddq")
+_REPEAT_FRAME = struct.Struct(_FRAME.format + _REPEAT_NUMBERS.format[1:])  # "<IB" "qdddq"
 _REPEAT_LENGTH = 1 + _REPEAT_NUMBERS.size  # what the header's length counts besides the message
 # Version 2 has no back-references: writing a record then needs no table of the
 # objects seen (~10% fewer instructions), and a record has little to share.
