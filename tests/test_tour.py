@@ -103,6 +103,81 @@ def test_bench_markdown_replaces_only_the_table_of_an_earlier_run(tmp_path):
     assert fresh.read_text() == "table\n"
 
 
+def test_bench_runs_combine_into_medians_with_the_ratios_range():
+    from proctor._cli._bench import combine_runs
+
+    def run(ratio, note, peer_ratio):
+        return [
+            {"benchmark": "a", "proctor": ratio, "multiprocessing": 1.0, "unit": "op/s",
+             "ratio": ratio, "note": note, "floor": 10.0 * ratio, "floor_ratio": 10.0 * ratio,
+             "peers": [{"name": "loky", "value": 2.0 * peer_ratio, "ratio": peer_ratio}]},
+            {"benchmark": "b", "proctor": 2.0, "multiprocessing": 2.0, "unit": "ms",
+             "ratio": 1.0, "note": ""},
+        ]  # fmt: skip
+
+    runs = [run(1.2, "run one", 3.0), run(0.9, "run two", 1.0), run(1.0, "run three", 2.0)]
+    runs[2] = runs[2][:1]  # "b" failed in the third run: it has two runs
+    a, b = combine_runs(runs)
+    assert a["benchmark"] == "a" and b["benchmark"] == "b"  # the first run's order
+    assert (a["ratio"], a["ratio_range"], a["runs"]) == (1.0, (0.9, 1.2), 3)
+    assert a["proctor"] == 1.0 and a["multiprocessing"] == 1.0
+    assert a["note"] == "run three"  # the note of the run nearest the median
+    assert (a["floor"], a["floor_ratio"]) == (10.0, 10.0)
+    assert a["peers"] == [{"name": "loky", "value": 4.0, "ratio": 2.0, "ratio_range": (1.0, 3.0)}]
+    assert (b["ratio"], b["ratio_range"], b["runs"]) == (1.0, (1.0, 1.0), 2)
+    # An even count: the mean of the middle two.
+    (even,) = combine_runs([run(1.0, "", 1.0)[1:], [{**run(1.0, "", 1.0)[1], "proctor": 4.0}]])
+    assert even["proctor"] == 3.0
+
+
+def test_bench_runs_several_times_and_reports_the_median(monkeypatch, tmp_path):
+    import io
+    import textwrap
+
+    from proctor._cli import _bench
+
+    (tmp_path / "bench_fake.py").write_text(
+        textwrap.dedent(
+            """
+            RATIOS = iter([0.9, 1.3, 1.1])
+            CALLS = []
+
+            def run(quick):
+                CALLS.append(quick)
+                ratio = next(RATIOS)
+                return [{"benchmark": "fake row", "proctor": ratio, "multiprocessing": 1.0,
+                         "unit": "op/s", "ratio": ratio, "note": f"ratio {ratio}"}]
+            """
+        )
+    )
+    monkeypatch.setattr(_bench, "benchmarks_dir", lambda: tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # run_benchmarks puts tmp_path on it
+    monkeypatch.delitem(sys.modules, "bench_fake", raising=False)
+    out = io.StringIO()
+    table = tmp_path / "table.md"
+    assert _bench.run_benchmarks([], quick=True, out=out, runs=3, markdown=str(table)) == 0
+    assert sys.modules.pop("bench_fake").CALLS == [True, True, True]  # loaded once, run 3 times
+    text = out.getvalue()
+    assert "-- run 1 of 3" in text and "-- run 3 of 3" in text
+    assert "-- median of 3 runs" in text
+    assert text.rstrip().endswith("1.10x (0.90-1.30)  ratio 1.1")
+    markdown = table.read_text()
+    assert "`python -m proctor bench --quick --runs 3`" in markdown
+    assert "| fake row | 1.1 | 1 | op/s | 1.10x (0.90-1.30) | ratio 1.1 |" in markdown
+    with pytest.raises(ValueError, match="at least 1"):
+        _bench.run_benchmarks([], quick=True, out=out, runs=0)
+
+
+def test_bench_runs_option_refuses_a_count_below_one():
+    from proctor.__main__ import _parser
+
+    assert _parser().parse_args(["bench", "--runs", "3"]).runs == 3
+    assert _parser().parse_args(["bench"]).runs == 1
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["bench", "--runs", bad])
+
+
 def test_bench_names_the_modules_a_spawn_child_would_have_to_compile(tmp_path):
     # Without bytecode caches every spawn child compiles proctor (PYTHONDONTWRITEBYTECODE
     # and a source checkout): the bench says so instead of reporting compile time as
@@ -161,6 +236,8 @@ PLOTTED = [
      "ratio": 2.0, "floor": 6.0, "floor_ratio": 6.0},
     {"benchmark": "behind " * 12, "proctor": 1.0, "multiprocessing": 4.0, "unit": "ms",
      "ratio": 0.25},
+    {"benchmark": "several runs", "proctor": 1.0, "multiprocessing": 1.0, "unit": "ms",
+     "ratio": 1.03, "ratio_range": (0.91, 1.17), "runs": 3},
 ]  # fmt: skip
 
 
@@ -170,7 +247,7 @@ def test_bench_plot_draws_every_ratio_and_floor_into_an_image(tmp_path, plotting
         plot_ratios(PLOTTED, tmp_path / name, title="a test run")
     assert (tmp_path / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = (tmp_path / "ratios.svg").read_text()
-    assert "2.00x" in svg and "0.25x" in svg and "a test run" in svg
+    assert "2.00x" in svg and "0.25x" in svg and "1.03x" in svg and "a test run" in svg
     with pytest.raises(ValueError, match="no benchmark row"):
         plot_ratios([], tmp_path / "empty.png", title="nothing")
 

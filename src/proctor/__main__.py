@@ -10,6 +10,16 @@ from ._context import START_METHODS, get_start_method
 __all__ = ("main",)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m proctor",
@@ -47,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also draw the ratios (and the machine's floors) into an image, e.g. bench.png "
         "(needs matplotlib: pip install 'proctor[plot]')",
     )
+    bench.add_argument(
+        "--runs",
+        metavar="N",
+        type=_positive_int,
+        default=1,
+        help="run the selection N times and report each row's median, with the range of "
+        "its ratio (default 1)",
+    )
     bench.add_argument("names", nargs="*", help="only these benchmarks (e.g. process queue)")
     commands.add_parser(
         "info",
@@ -74,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from ._cli._bench import run_benchmarks
 
-        return run_benchmarks(args.names, quick=args.quick, markdown=args.markdown, plot=args.plot)
+        return run_benchmarks(
+            args.names, quick=args.quick, markdown=args.markdown, plot=args.plot, runs=args.runs
+        )
     if args.command == "info":
         from . import __version__, get_all_start_methods
         from ._queues._accel import describe as describe_queues

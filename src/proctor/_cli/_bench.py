@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ("benchmarks_dir", "modules_without_bytecode", "run_benchmarks")
+__all__ = ("benchmarks_dir", "combine_runs", "modules_without_bytecode", "run_benchmarks")
 
 #: Where a Markdown file's generated table begins (its first line).
 MARKDOWN_START = "Measured by `python -m proctor bench"
@@ -92,6 +92,7 @@ def run_benchmarks(
     out=None,
     markdown: str | None = None,
     plot: str | None = None,
+    runs: int = 1,
 ) -> int:
     """Run the selected benchmarks (all when ``names`` is empty); return an exit status.
 
@@ -102,7 +103,16 @@ def run_benchmarks(
         markdown: also write the results, dated, as a Markdown table to this file.
         plot: also draw the ratios (and the machine's floors) into this image file
             (needs matplotlib; checked before anything runs).
+        runs: run the whole selection this many times, one after the other, and
+            report each row's median over the runs with the range of its ratio
+            (:func:`combine_runs`). On a shared machine a single run's ratio
+            near 1.0 can land on either side of it; the range says how far.
+
+    Raises:
+        ValueError: ``runs`` is below 1.
     """
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, not {runs!r}")
     out = out or sys.stdout
     if plot:
         from ._plot import check_matplotlib
@@ -131,6 +141,7 @@ def run_benchmarks(
     print("(ratio > 1: proctor is better; medians of several runs, side by side)", file=out)
     _bytecode_note(out)
     failures = 0
+    loaded = []
     for path in modules:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         assert spec is not None and spec.loader is not None
@@ -138,7 +149,6 @@ def run_benchmarks(
         sys.modules[path.stem] = module
         try:
             spec.loader.exec_module(module)
-            rows = module.run(quick=quick)
         except ModuleNotFoundError as exc:
             if exc.name != "numpy":
                 raise
@@ -148,32 +158,140 @@ def run_benchmarks(
             failures += 1
             print(f"{path.stem}: FAILED: {type(exc).__name__}: {exc}", file=out)
             continue
-        for r in rows:
-            print(
-                f"{r['benchmark']:46} {r['proctor']:11.4g} {r['multiprocessing']:11.4g} "
-                f"{r['unit']:>7} {r['ratio']:6.2f}x  {r.get('note', '')}",
-                file=out,
-                flush=True,
-            )
-            for peer in r.get("peers", ()):
+        loaded.append(module)
+    each_run: list[list[dict]] = []
+    for run in range(runs):
+        if runs > 1:
+            print(f"-- run {run + 1} of {runs}", file=out, flush=True)
+        measured = []
+        for module in list(loaded):
+            try:
+                rows = module.run(quick=quick)
+            except ModuleNotFoundError as exc:
+                if exc.name != "numpy":
+                    raise
+                loaded.remove(module)
                 print(
-                    f"{'  vs ' + peer['name']:46} {'':11} {peer['value']:11.4g} "
-                    f"{r['unit']:>7} {peer['ratio']:6.2f}x",
+                    f"{module.__name__}: skipped: it needs numpy (pip install 'proctor[numpy]')",
                     file=out,
-                    flush=True,
                 )
-        measured.extend(rows)
+                continue
+            except Exception as exc:  # one broken benchmark must not hide the others
+                failures += 1
+                loaded.remove(module)  # a benchmark that failed once is not run again
+                print(f"{module.__name__}: FAILED: {type(exc).__name__}: {exc}", file=out)
+                continue
+            _print_rows(rows, out)
+            measured.extend(rows)
+        each_run.append(measured)
+    measured = each_run[0] if runs == 1 else combine_runs(each_run)
+    if runs > 1 and measured:
+        print(f"-- median of {runs} runs (ratio range over the runs in brackets)", file=out)
+        _print_rows(measured, out)
     if markdown:
-        write_markdown(Path(markdown), markdown_table(measured, quick=quick))
+        write_markdown(Path(markdown), markdown_table(measured, quick=quick, runs=runs))
     if plot and measured:
         from ._plot import plot_ratios
 
-        plot_ratios(measured, Path(plot), title=run_title(quick=quick))
+        plot_ratios(measured, Path(plot), title=run_title(quick=quick, runs=runs))
         print(f"plot written to {plot}", file=out)
     return 1 if failures else 0
 
 
-def run_title(*, quick: bool) -> str:
+def _print_rows(rows: list[dict], out) -> None:
+    for r in rows:
+        print(
+            f"{r['benchmark']:46} {r['proctor']:11.4g} {r['multiprocessing']:11.4g} "
+            f"{r['unit']:>7} {_ratio_text(r):>7}  {r.get('note', '')}",
+            file=out,
+            flush=True,
+        )
+        for peer in r.get("peers", ()):
+            print(
+                f"{'  vs ' + peer['name']:46} {'':11} {peer['value']:11.4g} "
+                f"{r['unit']:>7} {_ratio_text(peer):>7}",
+                file=out,
+                flush=True,
+            )
+
+
+def _ratio_text(row: dict) -> str:
+    """``1.23x``, or ``1.23x (0.96-1.40)`` for a row combined from several runs."""
+    text = f"{row['ratio']:.2f}x"
+    if "ratio_range" in row:
+        low, high = row["ratio_range"]
+        text += f" ({low:.2f}-{high:.2f})"
+    return text
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def combine_runs(runs: list[list[dict]]) -> list[dict]:
+    """One row per benchmark from several runs' rows: medians, and the ratio's range.
+
+    A combined row's ``proctor``, ``multiprocessing``, ``ratio`` (and ``floor``,
+    ``floor_ratio``, each peer's ``value`` and ``ratio``) are the medians over the
+    runs that measured it, each on its own: the median ratio is not the ratio of
+    the medians, and it is the figure a reader compares. ``ratio_range`` is the
+    lowest and highest ratio, ``runs`` how many runs measured the row. The note
+    is the one of the run whose ratio is nearest the median, since notes quote
+    that run's own figures (a floor, a percentage). Rows keep the order in which
+    they first appeared.
+    """
+    by_name: dict[str, list[dict]] = {}
+    for rows in runs:
+        for row in rows:
+            by_name.setdefault(row["benchmark"], []).append(row)
+    combined = []
+    for name, measured in by_name.items():
+        ratio = _median([r["ratio"] for r in measured])
+        nearest = min(measured, key=lambda r: abs(r["ratio"] - ratio))
+        row = {
+            **nearest,
+            "benchmark": name,
+            "proctor": _median([r["proctor"] for r in measured]),
+            "multiprocessing": _median([r["multiprocessing"] for r in measured]),
+            "ratio": ratio,
+            "ratio_range": (min(r["ratio"] for r in measured), max(r["ratio"] for r in measured)),
+            "runs": len(measured),
+        }
+        for key in ("floor", "floor_ratio"):
+            known = [r[key] for r in measured if key in r]
+            if known:
+                row[key] = _median(known)
+        peers: dict[str, list[dict]] = {}
+        for r in measured:
+            for peer in r.get("peers", ()):
+                peers.setdefault(peer["name"], []).append(peer)
+        if peers:
+            row["peers"] = [
+                {
+                    "name": peer_name,
+                    "value": _median([p["value"] for p in seen]),
+                    "ratio": _median([p["ratio"] for p in seen]),
+                    "ratio_range": (min(p["ratio"] for p in seen), max(p["ratio"] for p in seen)),
+                }
+                for peer_name, seen in peers.items()
+            ]
+        combined.append(row)
+    return combined
+
+
+def _command(*, quick: bool, runs: int) -> str:
+    return (
+        "python -m proctor bench"
+        + (" --quick" if quick else "")
+        + (f" --runs {runs}" if runs > 1 else "")
+    )
+
+
+def run_title(*, quick: bool, runs: int = 1) -> str:
     """What, when and where a run measured: the first line of its table and plot."""
     import datetime
     import platform
@@ -183,7 +301,8 @@ def run_title(*, quick: bool) -> str:
         f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs"
     )
-    return f"python -m proctor bench{' --quick' if quick else ''}, {when} ({machine})"
+    medians = f"; medians of {runs} runs, whiskers: their range" if runs > 1 else ""
+    return f"{_command(quick=quick, runs=runs)}, {when} ({machine}{medians})"
 
 
 def write_markdown(path: Path, table: str) -> None:
@@ -209,8 +328,12 @@ def write_markdown(path: Path, table: str) -> None:
     path.write_text("".join(old[:begin]) + table + "".join(old[end:]), encoding="utf-8")
 
 
-def markdown_table(rows: list[dict], *, quick: bool) -> str:
-    """The rows as a dated Markdown table, with the machine they were measured on."""
+def markdown_table(rows: list[dict], *, quick: bool, runs: int = 1) -> str:
+    """The rows as a dated Markdown table, with the machine they were measured on.
+
+    Rows combined from several runs (``runs`` > 1, :func:`combine_runs`) show the
+    median ratio with its range over the runs.
+    """
     import datetime
     import platform
 
@@ -219,9 +342,16 @@ def markdown_table(rows: list[dict], *, quick: bool) -> str:
         f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs"
     )
+    medians = (
+        f" Each figure is the median of {runs} runs, one after the other; the ratio's"
+        " range over the runs is in brackets."
+        if runs > 1
+        else ""
+    )
     lines = [
-        f"Measured by `python -m proctor bench{' --quick' if quick else ''}` on {when} "
+        f"Measured by `{_command(quick=quick, runs=runs)}` on {when} "
         f"({machine}); ratio above 1: proctor is better."
+        + medians
         + (PEERS_SENTENCE if any(r.get("peers") for r in rows) else ""),
         "",
         "| benchmark | proctor | multiprocessing | unit | ratio | note |",
@@ -230,11 +360,11 @@ def markdown_table(rows: list[dict], *, quick: bool) -> str:
     for r in rows:
         lines.append(
             f"| {r['benchmark']} | {r['proctor']:.4g} | {r['multiprocessing']:.4g} | "
-            f"{r['unit']} | {r['ratio']:.2f}x | {r.get('note', '')} |"
+            f"{r['unit']} | {_ratio_text(r)} | {r.get('note', '')} |"
         )
         for peer in r.get("peers", ()):
             lines.append(
                 f"| &nbsp;&nbsp;vs {peer['name']} | | {peer['value']:.4g} | {r['unit']} | "
-                f"{peer['ratio']:.2f}x | |"
+                f"{_ratio_text(peer)} | |"
             )
     return "\n".join(lines) + "\n"

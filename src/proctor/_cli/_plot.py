@@ -6,7 +6,9 @@ behind are the same distance from parity), green where proctor is ahead, red whe
 it is behind, with a line at parity. Where a row knows the floor that the machine
 sets for its work (``floor_ratio``: a bare ``os.fork()``, a raw socket pair, a plain
 memory copy, measured in the same run), a black tick shows the ratio that floor
-would get: the gap between a bar's end and its tick is what is left to gain.
+would get: the gap between a bar's end and its tick is what is left to gain. A row
+combined from several runs (``bench --runs N``) draws its median ratio, with a
+whisker from the lowest to the highest ratio of the runs.
 
 matplotlib is an optional extra (``pip install 'proctor[plot]'``); it is imported
 only here, with its non-interactive backend, so no display is needed.
@@ -75,6 +77,21 @@ def plot_ratios(rows: list[dict], path: Path, *, title: str) -> None:
             color=[_AHEAD if ratio >= 1 else _BEHIND for ratio in ratios],
             height=0.6,
         )
+        ranged = [(pos, r) for pos, r in zip(positions, drawn, strict=True) if "ratio_range" in r]
+        if ranged:
+            axes.errorbar(
+                [r["ratio"] for _, r in ranged],
+                [pos for pos, _ in ranged],
+                xerr=[
+                    [r["ratio"] - r["ratio_range"][0] for _, r in ranged],
+                    [r["ratio_range"][1] - r["ratio"] for _, r in ranged],
+                ],
+                fmt="none",
+                ecolor="dimgrey",
+                elinewidth=1,
+                capsize=3,
+                zorder=2,
+            )
         floors = [
             (pos, r["floor_ratio"])
             for pos, r in zip(positions, drawn, strict=True)
@@ -93,8 +110,10 @@ def plot_ratios(rows: list[dict], path: Path, *, title: str) -> None:
             )
             axes.legend(loc="lower right", fontsize=8)
         for pos, row, ratio in zip(positions, drawn, ratios, strict=True):
-            # Past the floor's tick too, where it lies beyond the bar, not across it.
-            at = max(ratio, row.get("floor_ratio", 0)) if ratio >= 1 else ratio
+            # Past the floor's tick and the whisker too, where they lie beyond the
+            # bar, not across them.
+            low, high = row.get("ratio_range", (ratio, ratio))
+            at = max(ratio, high, row.get("floor_ratio", 0)) if ratio >= 1 else min(ratio, low)
             axes.annotate(
                 f"{ratio:.2f}x",
                 (at, pos),
@@ -105,14 +124,18 @@ def plot_ratios(rows: list[dict], path: Path, *, title: str) -> None:
                 fontsize=8,
             )
         axes.axvline(1, color="grey", linewidth=1)
-        every = ratios + [ratio for _, ratio in floors]
+        every = (
+            ratios
+            + [ratio for _, ratio in floors]
+            + [bound for _, r in ranged for bound in r["ratio_range"]]
+        )
         axes.set_xlim(min(min(every), 1) / 1.6, max(max(every), 1) * 1.6)
         axes.set_yticks(positions)
         axes.set_yticklabels(labels, fontsize=8)
         axes.set_xlabel(
             "proctor vs multiprocessing, same run (log scale; right of 1: proctor ahead)"
         )
-        axes.set_title(title, fontsize=10)
+        axes.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=10)
         axes.grid(axis="x", which="both", alpha=0.25)
         figure.tight_layout()
         figure.savefig(path, dpi=110)
