@@ -317,6 +317,43 @@ def _record_slices(monkeypatch, lock_class):
 # --- Lock -------------------------------------------------------------------------
 
 
+def _probe_from_a_child(words, held, free, parent):
+    return (words.held_elsewhere(held), words.held_elsewhere(free), words.process_alive(parent))
+
+
+def test_a_liveness_probe_sees_another_processs_hold_and_takes_nothing():
+    # The probe behind every dead-holder check (_sharedwords._probe): a byte another
+    # process holds reads "held", a free one "free"; probing neither takes nor drops
+    # a lock, so the holder still holds its byte afterwards.
+    from proctor._core._anonmem import own_description_locks
+    from proctor._core._sharedwords import SharedWords, ident
+
+    words = SharedWords(1)
+    held, free = words.ticket_byte(7), words.ticket_byte(8)
+    assert words.try_hold(held)
+    try:
+        fork = proctor.get_context("fork")
+        for _ in range(2):  # the second child sees the hold the first one probed
+            p = fork.Process(target=_probe_from_a_child, args=(words, held, free, ident()))
+            p.start()
+            assert finish(p) == (0, (True, False, True))
+        if own_description_locks():
+            # Where the kernel answers who holds a byte (F_OFD_GETLK), this
+            # process's own hold is not "elsewhere", and asking leaves it held.
+            assert not words.held_elsewhere(held)
+            p = fork.Process(target=_probe_from_a_child, args=(words, held, free, ident()))
+            p.start()
+            assert finish(p) == (0, (True, False, True))
+    finally:
+        words.let_go(held)
+    p = proctor.get_context("fork").Process(
+        target=_probe_from_a_child, args=(words, held, free, ident())
+    )
+    p.start()
+    assert finish(p) == (0, (False, False, True))
+    words.close()
+
+
 @both
 def test_lock_acquire_release_and_repr_show_state(impl):
     lock = Lock()
