@@ -183,7 +183,7 @@ def test_lifecycle_events_are_logged(ctx):
         logger.removeHandler(handler)
         logger.setLevel(old_level)
     messages = handler.messages()
-    assert any(m.startswith("started life") for m in messages)
+    assert any(m.startswith("starting life") for m in messages)
     child = [r for r in handler.records if r.processName == "life"]
     assert [r.getMessage() for r in child] == [
         "child process calling self.run()",

@@ -99,6 +99,37 @@ def test_exit_runs_finalizers_by_priority_around_joining_children():
     ]
 
 
+def _parents_finalizer_seen_from_the_child(parent_finalizer, path):
+    own = util.Finalize(None, _append_line, args=(path, "child's own"), exitpriority=1)
+    return parent_finalizer.still_active(), own.still_active()
+
+
+def _append_line(path, line):
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def test_a_forked_childs_finalizers_are_its_own(tmp_path):
+    # The parent's finalizers are not the child's: not active there, never run at
+    # its exit; the child's own run when it exits.
+    path = str(tmp_path / "ran")
+    parent_finalizer = util.Finalize(None, _append_line, args=(path, "parent's"), exitpriority=1)
+    try:
+        p = proctor.get_context("fork").Process(
+            target=_parents_finalizer_seen_from_the_child, args=(parent_finalizer, path)
+        )
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0
+        assert p.result == (False, True)
+        p.close()
+        with open(path) as f:
+            assert f.read().splitlines() == ["child's own"]
+        assert parent_finalizer.still_active()
+    finally:
+        parent_finalizer.cancel()
+
+
 def test_get_temp_dir_is_private_and_removed_at_exit():
     result = _run(
         """

@@ -31,6 +31,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
     import socket
+    from typing import TypeVar
+
+    _Socket = TypeVar("_Socket", bound=_socket.socket)
 
 __all__ = (
     "INLINE_MAX",
@@ -38,6 +41,7 @@ __all__ = (
     "fds_from",
     "map_memfd",
     "memfd_with",
+    "plain_socketpair",
     "recv_exactly",
     "recv_message",
     "send_message",
@@ -65,11 +69,24 @@ _default_buffers_suffice: bool | None = None
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
     """Return a connected pair of Unix stream sockets sized for one message."""
-    global _default_buffers_suffice
     import socket
 
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    if socket.getdefaulttimeout() is not None:
+    return _sized(*socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
+
+
+def plain_socketpair() -> tuple[_socket.socket, _socket.socket]:
+    """:func:`socketpair`, as the C module's socket objects.
+
+    They have every method a message needs, without ``socket.py``'s Python wrapper,
+    whose calls at creation and close wrote ~17 pages per fork start that a fork
+    parent then copies (issue 17).
+    """
+    return _sized(*_socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM))
+
+
+def _sized(a: _Socket, b: _Socket) -> tuple[_Socket, _Socket]:
+    global _default_buffers_suffice
+    if _socket.getdefaulttimeout() is not None:
         # socket.setdefaulttimeout() makes new sockets non-blocking in the kernel;
         # the other end's process (a child handed it) would see EAGAIN where it
         # expects to wait. These pairs block; their users apply their own timeouts.
@@ -79,14 +96,14 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
         # Linux's default (~208 KiB) already holds a whole inline message; then
         # the four setsockopt calls below are skipped for every later pair
         # (they are a measurable part of starting a fork child).
-        default = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        default = a.getsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF)
         _default_buffers_suffice = default >= 2 * (INLINE_MAX + _HEADER.size)
     if _default_buffers_suffice:
         return a, b
     for sock in (a, b):
-        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        for option in (_socket.SO_SNDBUF, _socket.SO_RCVBUF):
             try:
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+                sock.setsockopt(_socket.SOL_SOCKET, option, SOCKET_BUFFER)
             except OSError:
                 pass  # keep the system default; large messages spill anyway
     return a, b

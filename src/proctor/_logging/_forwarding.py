@@ -935,16 +935,19 @@ _dispatching = threading.RLock()
 # A handler that hangs must not hang every fork: after this long the fork goes
 # ahead, with the risk it always had without proctor.
 FORK_WAIT = 2.0
-_held_for_fork = threading.local()
 
 
+# Whether the forking thread holds the dispatch lock after _before_fork is what the
+# lock itself knows (``_is_owned``): its acquire succeeded (or this thread held it
+# already, from a handler that forks), or it timed out while another thread held
+# it. (A threading.local flag said the same; its per-thread dictionary was pages
+# written at every fork, in the parent while the child ran and in the child.)
 def _before_fork() -> None:
-    _held_for_fork.held = _dispatching.acquire(timeout=FORK_WAIT)
+    _dispatching.acquire(timeout=FORK_WAIT)
 
 
 def _after_fork_in_parent() -> None:
-    if getattr(_held_for_fork, "held", False):
-        _held_for_fork.held = False
+    if _dispatching._is_owned():  # type: ignore[attr-defined]
         _dispatching.release()
 
 
@@ -958,11 +961,11 @@ def _after_fork_in_child() -> None:
             stream.channel.close()
         _listener._close_wake()
         _listener = None
-    if getattr(_held_for_fork, "held", False):
+    # The forking thread is this child's main thread, with the same identity.
+    if _dispatching._is_owned():  # type: ignore[attr-defined]
         # This thread took the dispatch lock for the fork, and it lives on here: it
         # lets go as in the parent (keeping any hold it had before, from a handler
         # that forked), instead of a new lock being made and the old one freed.
-        _held_for_fork.held = False
         _dispatching.release()
     else:
         # FORK_WAIT ran out: a thread that is not here (the listener's) holds it.

@@ -156,14 +156,17 @@ def when_logging_imported(callback: Callable[[], object]) -> None:
     as logging's module has run and before the import returns, so no record can be
     made before they ran. One that raises is reported on stderr; the import goes on.
     """
+    global _waiting_for_logging
     if "logging" in sys.modules:
         callback()
         return
-    for finder in sys.meta_path:
-        if isinstance(finder, _AfterLoggingImport):
-            finder.callbacks.append(callback)
-            return
-    global _waiting_for_logging
+    # Only a process that has inserted a finder (or forked from one that had) can
+    # have one to join; every finder looked at is a page a fork child copies.
+    if _waiting_for_logging:
+        for finder in sys.meta_path:
+            if isinstance(finder, _AfterLoggingImport):
+                finder.callbacks.append(callback)
+                return
     _waiting_for_logging = True
     sys.meta_path.insert(0, _AfterLoggingImport(callback))
 

@@ -41,7 +41,6 @@ from ._state import ParentProcess, exit_children, flush_std_streams, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
-    import socket
     from typing import Any
 
 __all__ = (
@@ -154,7 +153,7 @@ def _apply_prep(prep: dict[str, Any]) -> None:
 
 
 def run_forked(
-    process: Any, channel: socket.socket, parent_pid: int, started_on_main_thread: bool, log: Any
+    process: Any, channel: _socket.socket, parent_pid: int, started_on_main_thread: bool, log: Any
 ) -> None:
     """In a forked child: run ``process`` and exit; never returns.
 

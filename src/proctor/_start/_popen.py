@@ -16,6 +16,7 @@ the child is created and how its exit status is collected.
 
 from __future__ import annotations
 
+import _socket
 import os
 import signal
 import socket
@@ -53,7 +54,7 @@ class Popen(ClosedWhenCollected):
         self.pid: int = 0
         self.sentinel: int = -1
         self.returncode: int | None = None
-        self.channel: socket.socket | None = None
+        self.channel: _socket.socket | None = None
         self._outcome: Outcome | None = None
         self._lock = threading.Lock()
         self.log_stream: Any = None

@@ -37,7 +37,7 @@ class ForkPopen(OwnChildPopen):
         super().__init__()
         log_channel = open_channel(process._forward_logs)
         log_config = capture_config() if log_channel else None
-        parent_end, child_end = _wire.socketpair()
+        parent_end, child_end = _wire.plain_socketpair()
         lifeline_r = lifeline_w = -1
         if not pidfd_usable():
             lifeline_r, lifeline_w = lifeline_pipe()

@@ -196,6 +196,10 @@ class BaseProcess:
         # prints (stdout may be a block-buffered pipe), and a forked child does
         # not inherit it to print it again, as with multiprocessing.
         flush_std_streams()
+        # Logged before the start, not after: after a fork each page the parent
+        # writes while the child runs is copied (~3 us each), and the call alone
+        # writes a few (issue 17).
+        _logger.debug("starting %s with the %s start method", self._name, self._started_with)
         # One start at a time per process: a fork copies every descriptor, so a
         # child forked while another thread holds a new child's ends of its
         # channels would keep them open, and that child's log stream (or
@@ -210,7 +214,6 @@ class BaseProcess:
         self._args = ()
         self._kwargs = {}
         register_exit_handler()
-        _logger.debug("started %s with the %s start method", self._name, self._started_with)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the child ends, or ``timeout`` seconds pass.
