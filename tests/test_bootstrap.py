@@ -144,7 +144,7 @@ def test_proctor_log_helpers_name_their_caller(tmp_path):
 
 # What a spawned child must not load to run a target that needs none of it: each
 # of these costs milliseconds of every child's start (typing alone ~3.5 ms).
-_NOT_FOR_A_PLAIN_CHILD = (
+_NOT_FOR_ANY_CHILD = (
     "typing",
     "contextlib",
     "cloudpickle",
@@ -168,6 +168,25 @@ _NOT_FOR_A_PLAIN_CHILD = (
     "enum",
     "re",
     "threading",  # proctor's locks are _thread's; threading comes with a target's threads
+)
+
+# A child whose start message is plain data (_start._plain: no target, a module's
+# function, or a main-script function using plain globals and modules) reads it
+# with marshal: no _pickle, with functools and collections (~13 M instructions),
+# no struct, select or array (collections again), no types (issue 17).
+_NOT_FOR_A_PLAIN_CHILD = (
+    *_NOT_FOR_ANY_CHILD,
+    "_pickle",
+    "copyreg",
+    "functools",
+    "collections",
+    "types",
+    "array",
+    "select",
+    "_struct",
+    "proctor._core._serialization",
+    "proctor._core._reduction",
+    "proctor._start._outcome",
 )
 
 
@@ -200,7 +219,7 @@ def test_a_child_whose_target_is_in_the_main_script_loads_no_pickler():
         f"""
         import sys, proctor
 
-        NOT_LOADED = {_NOT_FOR_A_PLAIN_CHILD!r}
+        NOT_LOADED = {_NOT_FOR_ANY_CHILD!r}
         SCALE = 10
 
         def probe(x, then):
@@ -218,6 +237,59 @@ def test_a_child_whose_target_is_in_the_main_script_loads_no_pickler():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split(None, 1) == ["0", "([], 50)\n"]
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_main_script_target_with_plain_arguments_reaches_the_child_without_pickle(method):
+    # The common program: a function of the main script, a few numbers and strings.
+    # The child rebuilds it from marshal's bytes, as the pickle would have: its
+    # globals (a constant, a module), defaults, keyword defaults, docstring and
+    # annotations (builtin types by name) -- and loads none of the modules above.
+    result = _run(
+        f"""
+        import os, sys, proctor
+
+        NOT_LOADED = {_NOT_FOR_A_PLAIN_CHILD!r}
+        SCALE = 10
+
+        def probe(x: int, word="a", *, flag: bool = True) -> list:
+            "Doc."
+            f = proctor.current_process()._target  # the function rebuilt here
+            return (
+                [m for m in NOT_LOADED if m in sys.modules],
+                x * SCALE, word, flag, os.sep,
+                f.__doc__, f.__annotations__ == {{"x": int, "flag": bool, "return": list}},
+                f.__defaults__, f.__kwdefaults__, f.__qualname__, f.__module__,
+            )
+
+        if __name__ == "__main__":
+            p = proctor.get_context(sys.argv[1]).Process(
+                target=probe, args=(4,), kwargs={{"flag": False}}
+            )
+            p.start()
+            p.join(60)
+            print(p.exitcode, p.result)
+        """,
+        method,
+    )
+    assert result.returncode == 0, result.stderr
+    exitcode, value = result.stdout.split(None, 1)
+    assert exitcode == "0"
+    found = eval(value)
+    if method == "spawn":  # a fork server has imported what it needs itself
+        assert found[0] == []
+    assert found[1:] == (
+        40,
+        "a",
+        False,
+        os.sep,
+        "Doc.",
+        True,
+        ("a",),
+        {"flag": True},
+        "probe",
+        "__main__",
+    )
 
 
 def test_a_spawned_child_without_log_forwarding_loads_no_logging():

@@ -23,9 +23,8 @@ from __future__ import annotations
 # The C module's constants and sockets: socket.py (with enum and selectors) costs a
 # spawned child, which receives and sends on a bare _socket.socket, ~19 M instructions.
 import _socket
-import array
 import os
-import struct
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,7 +51,10 @@ SOCKET_BUFFER = 256 * 1024
 # Linux's SCM_MAX_FD: the most descriptors one message may carry.
 MAX_FDS = 253
 
-_HEADER = struct.Struct("<QB")
+# <length:u64 little-endian><kind:u8>, written with int methods: the struct module
+# is one more shared library for every spawned child to load.
+_HEADER_SIZE = 9
+_C_INT_SIZE = memoryview(bytes(4)).cast("i").itemsize  # a C int
 _INLINE, _SPILLED = 0, 1
 
 
@@ -80,7 +82,7 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
         # the four setsockopt calls below are skipped for every later pair
         # (they are a measurable part of starting a fork child).
         default = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-        _default_buffers_suffice = default >= 2 * (INLINE_MAX + _HEADER.size)
+        _default_buffers_suffice = default >= 2 * (INLINE_MAX + _HEADER_SIZE)
     if _default_buffers_suffice:
         return a, b
     for sock in (a, b):
@@ -104,16 +106,16 @@ def send_message(sock: _socket.socket, data: bytes, fds: list[int] | tuple[int, 
     if len(data) > INLINE_MAX:
         spill_fd = memfd_with(data)
         fds.insert(0, spill_fd)
-        parts = [_HEADER.pack(len(data), _SPILLED)]
+        parts = [_header(len(data), _SPILLED)]
     else:
-        parts = [_HEADER.pack(len(data), _INLINE), data]
+        parts = [_header(len(data), _INLINE), data]
     if len(fds) > MAX_FDS:
         raise ValueError(
             f"a child can be handed at most {MAX_FDS} file descriptors at start; "
             f"this one needs {len(fds)}"
         )
     try:
-        ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _c_ints(fds))] if fds else []
         total = sum(len(p) for p in parts)
         sent = sock.sendmsg(parts, ancillary)
         if sent < total:
@@ -123,6 +125,10 @@ def send_message(sock: _socket.socket, data: bytes, fds: list[int] | tuple[int, 
     finally:
         if spill_fd >= 0:
             os.close(spill_fd)
+
+
+def _header(length: int, kind: int) -> bytes:
+    return length.to_bytes(8, "little") + bytes((kind,))
 
 
 def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
@@ -135,15 +141,15 @@ def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
     header = bytearray()
     fds: list[int] = []
     try:
-        while len(header) < _HEADER.size:
+        while len(header) < _HEADER_SIZE:
             chunk, ancdata, _flags, _addr = sock.recvmsg(
-                _HEADER.size - len(header), _socket.CMSG_SPACE(MAX_FDS * 4)
+                _HEADER_SIZE - len(header), _socket.CMSG_SPACE(MAX_FDS * 4)
             )
             fds.extend(fds_from(ancdata))
             if not chunk:
                 raise WireError("the peer closed the channel before sending a message")
             header += chunk
-        length, kind = _HEADER.unpack(header)
+        length, kind = int.from_bytes(header[:8], "little"), header[8]
         if kind == _SPILLED:
             if not fds:
                 raise WireError("a spilled message arrived without its file")
@@ -168,10 +174,16 @@ def fds_from(ancdata: list) -> list[int]:
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            received = array.array("i")
-            received.frombytes(payload[: len(payload) - (len(payload) % received.itemsize)])
-            fds.extend(received)
+            whole = len(payload) - len(payload) % _C_INT_SIZE
+            fds.extend(memoryview(payload)[:whole].cast("i"))
     return fds
+
+
+def _c_ints(fds: list[int]) -> bytes:
+    # SCM_RIGHTS's payload: C ints in the machine's order. Written and read with int
+    # and memoryview methods: the array module imports collections, ~7 M
+    # instructions of a spawned child's start (issue 17).
+    return b"".join(fd.to_bytes(_C_INT_SIZE, sys.byteorder, signed=True) for fd in fds)
 
 
 def recv_exactly(sock: _socket.socket, length: int) -> bytearray:
