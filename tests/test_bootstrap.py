@@ -187,14 +187,18 @@ _NOT_FOR_A_PLAIN_CHILD = (
     "proctor._core._serialization",
     "proctor._core._reduction",
     "proctor._start._outcome",
+    "_socket",  # a message without descriptors is read with os.read
 )
 
 
-def test_a_spawned_child_imports_only_what_its_start_needs():
+@pytest.mark.parametrize("forward_logs", [False, True])
+def test_a_spawned_child_imports_only_what_its_start_needs(forward_logs):
     ctx = proctor.get_context("spawn")
-    # eval is a builtin: unpickling the target imports nothing of its own.
-    probe = f"[m for m in {_NOT_FOR_A_PLAIN_CHILD!r} if m in __import__('sys').modules]"
-    p = ctx.Process(target=eval, args=(probe,))
+    # The log channel is a descriptor in the start message: received with recvmsg.
+    not_loaded = [m for m in _NOT_FOR_A_PLAIN_CHILD if not (forward_logs and m == "_socket")]
+    # eval is a builtin: loading the target imports nothing of its own.
+    probe = f"[m for m in {not_loaded!r} if m in __import__('sys').modules]"
+    p = ctx.Process(target=eval, args=(probe,), forward_logs=forward_logs)
     p.start()
     p.join(60)
     try:
@@ -327,3 +331,32 @@ def test_parent_death_signal_is_set_without_the_ctypes_package():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == [str(int(signal.SIGTERM)), "False"]
+
+
+@pytest.mark.parametrize("size", [10, 200_000])
+def test_a_child_that_read_its_start_with_os_read_sends_any_outcome(size):
+    # No descriptor in the start message: the child reads it without _socket, and
+    # makes a socket only to send its outcome -- a large one as a memfd (SCM_RIGHTS).
+    p = proctor.get_context("spawn").Process(target=bytes, args=(size,), forward_logs=False)
+    p.start()
+    p.join(60)
+    try:
+        assert p.exitcode == 0
+        assert p.result == bytes(size)
+    finally:
+        p.close()
+
+
+def test_a_start_message_too_large_for_os_read_arrives_whole():
+    # Over _wire.INLINE_MAX the message goes as a memfd: the child receives it with recvmsg.
+    from proctor._core import _wire
+
+    big = "x" * (2 * _wire.INLINE_MAX)
+    p = proctor.get_context("spawn").Process(target=len, args=(big,), forward_logs=False)
+    p.start()
+    p.join(60)
+    try:
+        assert p.exitcode == 0
+        assert p.result == len(big)
+    finally:
+        p.close()

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 # The C module's constants and sockets: socket.py (with enum and selectors) costs a
 # spawned child, which receives and sends on a bare _socket.socket, ~19 M instructions.
-import _socket
+# Imported where descriptors are sent or received: a spawned child whose start message
+# carries none reads it with read_plain_message and loads no _socket (issue 17).
 import os
 import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import _socket
     import mmap
     import socket
 
@@ -37,6 +39,8 @@ __all__ = (
     "fds_from",
     "map_memfd",
     "memfd_with",
+    "needs_socket",
+    "read_plain_message",
     "recv_exactly",
     "recv_message",
     "send_message",
@@ -114,6 +118,8 @@ def send_message(sock: _socket.socket, data: bytes, fds: list[int] | tuple[int, 
             f"a child can be handed at most {MAX_FDS} file descriptors at start; "
             f"this one needs {len(fds)}"
         )
+    import _socket
+
     try:
         ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _c_ints(fds))] if fds else []
         total = sum(len(p) for p in parts)
@@ -138,6 +144,8 @@ def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
         WireError: when the peer closed or died before a whole message arrived.
         BlockingIOError: on a non-blocking socket with nothing to read yet.
     """
+    import _socket
+
     header = bytearray()
     fds: list[int] = []
     try:
@@ -171,6 +179,8 @@ def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
 
 def fds_from(ancdata: list) -> list[int]:
     """The descriptors in a ``recvmsg`` ancillary-data list (the caller owns them)."""
+    import _socket
+
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
@@ -184,6 +194,39 @@ def _c_ints(fds: list[int]) -> bytes:
     # and memoryview methods: the array module imports collections, ~7 M
     # instructions of a spawned child's start (issue 17).
     return b"".join(fd.to_bytes(_C_INT_SIZE, sys.byteorder, signed=True) for fd in fds)
+
+
+def needs_socket(data: bytes, fds: list[int] | tuple[int, ...] = ()) -> bool:
+    """Whether the message ``send_message(sock, data, fds)`` sends carries descriptors
+    (its own or a memfd holding a large ``data``): its receiver needs ``recvmsg``."""
+    return bool(fds) or len(data) > INLINE_MAX
+
+
+def read_plain_message(fd: int) -> bytearray:
+    """Receive with ``os.read`` one message that carries no descriptors (see
+    :func:`needs_socket`): a spawned child reads its start message so without
+    loading ``_socket``.
+
+    Raises:
+        WireError: when the peer closed first, or sent a spilled message.
+    """
+    header = _read_exactly(fd, _HEADER_SIZE)
+    length, kind = int.from_bytes(header[:8], "little"), header[8]
+    if kind != _INLINE or length > INLINE_MAX:
+        raise WireError(f"expected a message without descriptors: length={length} kind={kind}")
+    return _read_exactly(fd, length)
+
+
+def _read_exactly(fd: int, length: int) -> bytearray:
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    got = 0
+    while got < length:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise WireError(f"the peer closed the channel after {got} of {length} bytes")
+        got += n
+    return buffer
 
 
 def recv_exactly(sock: _socket.socket, length: int) -> bytearray:

@@ -27,7 +27,6 @@ child when it goes.
 
 from __future__ import annotations
 
-import _socket
 import atexit
 import os
 import sys
@@ -39,6 +38,7 @@ from ._state import ParentProcess, exit_children, flush_std_streams, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    import _socket
     import socket
     from typing import Any
 
@@ -207,17 +207,22 @@ def become_server_child(server_pid: int) -> None:
     arm_parent_death(server_pid, True)
 
 
-def run_from_channel(channel: _socket.socket, *, exec_mode: bool, spare: bool = False) -> int:
+def run_from_channel(channel: _socket.socket | int, *, exec_mode: bool, spare: bool = False) -> int:
     """Receive a process object from ``channel``, run it, report; return the exit code.
 
     Args:
+        channel: the socket, or its bare descriptor when the start message
+            carries no descriptors (``_wire.read_plain_message``).
         exec_mode: a fresh interpreter (spawn), rather than a fork of the fork
             server (which has called :func:`become_server_child` already).
         spare: a spawned spare (``_spawn_spare``), whose parent-death watch is
             armed already and which may be discarded before it has any work.
     """
     try:
-        data, fds = _wire.recv_message(channel)
+        if isinstance(channel, int):
+            data, fds = _wire.read_plain_message(channel), []
+        else:
+            data, fds = _wire.recv_message(channel)
     except (OSError, EOFError) as exc:
         if spare:
             return 0  # discarded unused, or its parent exited: nothing was lost
@@ -353,7 +358,7 @@ def _become_forked_child() -> None:
         _finalize.start_child()
 
 
-def _run_and_report(process: Any, channel: _socket.socket, *, forked: bool) -> int:
+def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool) -> int:
     exitcode, outcome = run_process(process)
     if forked:
         # A forked child leaves with os._exit, which skips atexit: run its own
@@ -366,7 +371,10 @@ def _run_and_report(process: Any, channel: _socket.socket, *, forked: bool) -> i
         sys.modules["proctor._logging._forwarding"].flush_child()
     if outcome is not None:
         _send_outcome(channel, outcome)
-    channel.close()
+    if isinstance(channel, int):
+        os.close(channel)
+    else:
+        channel.close()
     return exitcode
 
 
@@ -434,17 +442,30 @@ def run_process(process: Any) -> tuple[int, bytes | None]:
     return exitcode, _outcome.encode(message)
 
 
-def _send_outcome(channel: _socket.socket, outcome: bytes) -> None:
+def _send_outcome(channel: _socket.socket | int, outcome: bytes) -> None:
+    import _socket
+
+    # A bare descriptor (see spawn_main) gets a socket object for this send only
+    # (a large outcome goes as a memfd, with SCM_RIGHTS); the descriptor stays ours.
+    sock = _socket.socket(fileno=channel) if isinstance(channel, int) else channel
     try:
-        _wire.send_message(channel, outcome)
+        _wire.send_message(sock, outcome)
     except OSError:
         pass  # the parent is gone; nobody is left to tell
+    finally:
+        if sock is not channel:
+            sock.detach()
 
 
-def spawn_main(channel_fd: int, lifeline_fd: int = -1, spare_of: int = 0) -> None:
+def spawn_main(
+    channel_fd: int, lifeline_fd: int = -1, spare_of: int = 0, *, bare: bool = False
+) -> None:
     """Entry point of a spawned interpreter (``python -c ...``); never returns normally.
 
     Args:
+        bare: the parent knows the start message carries no descriptors
+            (``_wire.needs_socket``): it is read with ``os.read``, and the child
+            loads ``_socket`` only if it has an outcome to send.
         spare_of: the parent's pid when this interpreter is a spare (``_spawn_spare``),
             started from the parent's main thread before it had any work: it
             watches its parent from the start, as it would once it had work.
@@ -457,7 +478,11 @@ def spawn_main(channel_fd: int, lifeline_fd: int = -1, spare_of: int = 0) -> Non
         arm_parent_death(spare_of, True)
     # The C module's socket: what the channel is used for (recvmsg, sendmsg, close)
     # is all there, without socket.py's import.
-    channel = _socket.socket(fileno=channel_fd)
+    channel: _socket.socket | int = channel_fd
+    if not bare:
+        import _socket
+
+        channel = _socket.socket(fileno=channel_fd)
     exitcode = run_from_channel(channel, exec_mode=True, spare=bool(spare_of))
     # sys.exit, not os._exit: a spawned child is a whole interpreter, and its
     # atexit handlers and non-daemon threads deserve a normal shutdown.
