@@ -360,3 +360,33 @@ def test_a_start_message_too_large_for_os_read_arrives_whole():
         assert p.result == len(big)
     finally:
         p.close()
+
+
+def test_main_script_functions_that_call_each_other_arrive_as_one_namespace():
+    # The target recurses and calls a helper of the main script: each arrives once,
+    # sharing one namespace, as when they are pickled -- and still without pickle.
+    result = _run(
+        f"""
+        import sys, proctor
+
+        NOT_LOADED = {_NOT_FOR_A_PLAIN_CHILD!r}
+
+        def helper(n):
+            return n * 2
+
+        def countdown(n):
+            if n == 0:
+                me = proctor.current_process()._target
+                shared = me.__globals__ is helper.__globals__
+                return [m for m in NOT_LOADED if m in sys.modules], shared, me is countdown
+            return countdown(n - 1) + (helper(n),)
+
+        if __name__ == "__main__":
+            p = proctor.get_context("spawn").Process(target=countdown, args=(3,))
+            p.start()
+            p.join(60)
+            print(p.exitcode, p.result)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(None, 1) == ["0", "([], True, True, 2, 4, 6)\n"]

@@ -103,19 +103,43 @@ def _by_name(obj: Any) -> tuple[str, str] | None:
     return None
 
 
-def _global(value: Any, budget: list[int], seen: set[int]) -> tuple:
-    """One global a main-script function uses: plain data, a module, or a name."""
-    if type(value) is _MODULE:
-        from .._core._by_value import reduce_module
+class _Functions:
+    """The main-script functions a payload carries, each once: the target first, then
+    the ones their globals name (a helper it calls, itself when it recurses)."""
 
-        if reduce_module(value) is None:
-            raise _NotPlain
-        return ("m", value.__name__)
-    named = _by_name(value) if type(value) not in _PLAIN_KINDS else None
-    if named is not None:
-        return ("n", *named)
-    _check(value, budget, seen)
-    return ("v", value)
+    def __init__(self, budget: list[int], seen: set[int]) -> None:
+        self.records: list[tuple | None] = []
+        self._index: dict[int, int] = {}
+        self._budget = budget
+        self._seen = seen
+
+    def add(self, func: Any) -> int:
+        index = self._index.get(id(func))
+        if index is None:
+            index = self._index[id(func)] = len(self.records)
+            self.records.append(None)  # taken before its globals, which may name it
+            self.records[index] = _main_function(func, self)
+        return index
+
+    def global_(self, value: Any) -> tuple:
+        """One global a main-script function uses: plain data, a module, a name, or
+        another main-script function."""
+        if type(value) is _MODULE:
+            from .._core._by_value import reduce_module
+
+            if reduce_module(value) is None:
+                raise _NotPlain
+            return ("m", value.__name__)
+        if type(value) is _FUNCTION and value.__module__ == "__main__":
+            return ("f", self.add(value))
+        named = _by_name(value) if type(value) not in _PLAIN_KINDS else None
+        if named is not None:
+            return ("n", *named)
+        self.check(value)
+        return ("v", value)
+
+    def check(self, value: Any) -> None:
+        _check(value, self._budget, self._seen)
 
 
 def _namespace_token(globals_: dict[str, Any]) -> bytes:
@@ -131,7 +155,7 @@ def _namespace_token(globals_: dict[str, Any]) -> bytes:
     return token
 
 
-def _main_function(func: Any, budget: list[int], seen: set[int]) -> tuple:
+def _main_function(func: Any, functions: _Functions) -> tuple:
     """A main-script function as ``_by_value`` would carry it, or ``_NotPlain``."""
     from .._core import _by_value, _pickler
 
@@ -146,19 +170,19 @@ def _main_function(func: Any, budget: list[int], seen: set[int]) -> tuple:
     used = {name: original[name] for name in names if name in original}
     if _by_value._submodules(names, list(used.values())):
         raise _NotPlain
-    globals_ = tuple((name, *_global(value, budget, seen)) for name, value in used.items())
+    globals_ = tuple((name, *functions.global_(value)) for name, value in used.items())
     attributes = {k: original[k] for k in _by_value.MODULE_ATTRIBUTES if k in original}
     annotations = []
     for name, value in func.__annotations__.items():
         if isinstance(value, type) and _by_name(value) == ("builtins", value.__qualname__):
             annotations.append((name, "n", value.__qualname__))
         else:
-            _check(value, budget, seen)
+            functions.check(value)
             annotations.append((name, "v", value))
     plain = (attributes, func.__defaults__, func.__kwdefaults__, func.__doc__)
-    _check(plain, budget, seen)
+    functions.check(plain)
     code = marshal.dumps(func.__code__, _VERSION)
-    return ("main", origin, token, code, func.__name__, globals_, tuple(annotations), *plain)
+    return (origin, token, code, func.__name__, globals_, tuple(annotations), *plain)
 
 
 def dump_plain(obj: Any) -> bytes | None:
@@ -188,7 +212,9 @@ def dump_process(process: Any) -> bytes | None:
         if target is None:
             sent: tuple | None = None
         elif type(target) is _FUNCTION and target.__module__ == "__main__":
-            sent = _main_function(target, budget, seen)
+            functions = _Functions(budget, seen)
+            functions.add(target)  # index 0
+            sent = ("main", tuple(functions.records))
         else:
             named = _by_name(target)
             if named is None:
@@ -211,30 +237,37 @@ def _find(module: str, qualname: str) -> Any:
     return found
 
 
-def _rebuild_main_function(sent: tuple) -> Any:
-    """What unpickling ``_pickler``'s by-value reduction of the function makes."""
+def _rebuild_main_functions(records: tuple) -> list[Any]:
+    """What unpickling ``_pickler``'s by-value reductions of the functions makes."""
     from .._core import _by_value, _rebuilding
 
-    _, origin, token, code, name, globals_, annotations, attributes, *rest = sent
-    defaults, kwdefaults, doc = rest
-    namespace = _rebuilding._main_namespace(token, attributes)
-    func = _rebuilding._rebuild(origin, _by_value._make_skeleton, (code, namespace, name, 0))
-    used = {}
-    for key, how, *value in globals_:
-        if how == "m":
-            __import__(value[0])
-            used[key] = sys.modules[value[0]]
-        elif how == "n":
-            used[key] = _find(*value)
-        else:
-            used[key] = value[0]
-    hints = {
-        key: _find("builtins", value) if how == "n" else value for key, how, value in annotations
-    }
-    qualname = origin[1]
-    state = (used, defaults, kwdefaults, (), {}, qualname, "__main__", doc, hints, None, ())
-    _by_value._fill_function(func, state)
-    return func
+    # Every skeleton first, remembered under its origin: globals may name any of them.
+    made = []
+    for origin, token, code, name, _, _, attributes, *_ in records:
+        namespace = _rebuilding._main_namespace(token, attributes)
+        made.append(
+            _rebuilding._rebuild(origin, _by_value._make_skeleton, (code, namespace, name, 0))
+        )
+    for func, (origin, _, _, _, globals_, hinted, _, *rest) in zip(made, records, strict=True):
+        defaults, kwdefaults, doc = rest
+        used = {}
+        for key, how, *value in globals_:
+            if how == "m":
+                __import__(value[0])
+                used[key] = sys.modules[value[0]]
+            elif how == "n":
+                used[key] = _find(*value)
+            elif how == "f":
+                used[key] = made[value[0]]
+            else:
+                used[key] = value[0]
+        hints = {
+            key: _find("builtins", value) if how == "n" else value for key, how, value in hinted
+        }
+        qualname = origin[1]
+        state = (used, defaults, kwdefaults, (), {}, qualname, "__main__", doc, hints, None, ())
+        _by_value._fill_function(func, state)
+    return made
 
 
 def load_plain(data: bytes | memoryview) -> Any:
@@ -252,6 +285,6 @@ def load_process(data: bytes | memoryview) -> Any:
     elif sent[0] == "n":
         target = _find(sent[1], sent[2])
     else:
-        target = _rebuild_main_function(sent)
+        target = _rebuild_main_functions(sent[1])[0]
     fields["_target"] = target
     return _process._rebuild_process(getattr(_process, class_name), fields)
