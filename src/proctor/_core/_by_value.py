@@ -229,6 +229,6 @@ def _import_module(name: str) -> types.ModuleType:
 
 # types.FunctionType, CodeType and ModuleType without importing types: a spawned
 # child that rebuilds a function of its parent's main script needs no more of it.
-_FunctionType = type(_import_module)
-_CodeType = type(_import_module.__code__)
-_ModuleType = type(sys)
+_FunctionType: Any = type(_import_module)
+_CodeType: Any = type(_import_module.__code__)
+_ModuleType: Any = type(sys)

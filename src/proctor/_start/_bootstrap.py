@@ -218,9 +218,10 @@ def run_from_channel(channel: _socket.socket | int, *, exec_mode: bool, spare: b
         spare: a spawned spare (``_spawn_spare``), whose parent-death watch is
             armed already and which may be discarded before it has any work.
     """
+    fds: list[int] = []
     try:
         if isinstance(channel, int):
-            data, fds = _wire.read_plain_message(channel), []
+            data = _wire.read_plain_message(channel)
         else:
             data, fds = _wire.recv_message(channel)
     except (OSError, EOFError) as exc:

@@ -206,7 +206,7 @@ def dump_process(process: Any) -> bytes | None:
         return None  # the user's reducers decide how their objects travel
     fields = {k: v for k, v in process.__dict__.items() if k not in _NOT_SENT}
     target = fields.pop("_target", None)
-    budget, seen = [MAX_ITEMS], set()
+    budget, seen = [MAX_ITEMS], set[int]()
     try:
         _check(fields, budget, seen)
         if target is None:
@@ -264,9 +264,10 @@ def _rebuild_main_functions(records: tuple) -> list[Any]:
         hints = {
             key: _find("builtins", value) if how == "n" else value for key, how, value in hinted
         }
+        # _by_value.reduce_function's state: no closure, no attributes, no type params.
         qualname = origin[1]
-        state = (used, defaults, kwdefaults, (), {}, qualname, "__main__", doc, hints, None, ())
-        _by_value._fill_function(func, state)
+        state: tuple = (used, defaults, kwdefaults, (), {}, qualname, "__main__", doc, hints)
+        _by_value._fill_function(func, (*state, None, ()))
     return made
 
 
