@@ -53,7 +53,9 @@ _CONTAINERS = frozenset({tuple, list, dict, set, frozenset})
 _MUTABLE = frozenset({list, dict, set})
 #: Process fields a child gets fresh rather than sent (as ``BaseProcess.__reduce__``).
 _NOT_SENT = ("_popen", "_outcome_cache")
-#: The classes whose objects travel here: the child names them, it has them loaded.
+#: The classes whose objects travel here (no subclass of the user's): the child has
+#: them loaded.
+_PROCESS_MODULE = "proctor._start._process"
 _CLASSES = ("Process", "SpawnProcess", "ForkServerProcess")
 
 
@@ -197,10 +199,11 @@ def dump_plain(obj: Any) -> bytes | None:
 def dump_process(process: Any) -> bytes | None:
     """``process`` marshalled for a new child, or ``None`` when it needs pickle."""
     from .._core._reduction import registered_reducers
-    from . import _process
 
     kind = type(process)
-    if kind.__name__ not in _CLASSES or getattr(_process, kind.__name__) is not kind:
+    if kind.__module__ != _PROCESS_MODULE or kind.__qualname__ not in _CLASSES:
+        return None
+    if _by_name(kind) is None:
         return None
     if registered_reducers:
         return None  # the user's reducers decide how their objects travel
@@ -222,7 +225,7 @@ def dump_process(process: Any) -> bytes | None:
             sent = ("n", *named)
     except _NotPlain:
         return None
-    return MARK + marshal.dumps((kind.__name__, fields, sent), _VERSION)
+    return MARK + marshal.dumps((kind.__qualname__, fields, sent), _VERSION)
 
 
 # -- the child's side -------------------------------------------------------------------
@@ -278,8 +281,6 @@ def load_plain(data: bytes | memoryview) -> Any:
 
 def load_process(data: bytes | memoryview) -> Any:
     """Rebuild the process object :func:`dump_process` wrote (after ``MARK``)."""
-    from . import _process
-
     class_name, fields, sent = marshal.loads(data[len(MARK) :])
     if sent is None:
         target = None
@@ -288,4 +289,7 @@ def load_process(data: bytes | memoryview) -> Any:
     else:
         target = _rebuild_main_functions(sent[1])[0]
     fields["_target"] = target
-    return _process._rebuild_process(getattr(_process, class_name), fields)
+    # Found by name, as the pickle of BaseProcess.__reduce__ names them: _process
+    # imports the start methods, which import this module.
+    rebuild = _find(_PROCESS_MODULE, "_rebuild_process")
+    return rebuild(_find(_PROCESS_MODULE, class_name), fields)
