@@ -144,7 +144,7 @@ def test_proctor_log_helpers_name_their_caller(tmp_path):
 
 # What a spawned child must not load to run a target that needs none of it: each
 # of these costs milliseconds of every child's start (typing alone ~3.5 ms).
-_NOT_FOR_A_PLAIN_CHILD = (
+_NOT_FOR_ANY_CHILD = (
     "typing",
     "contextlib",
     "cloudpickle",
@@ -170,12 +170,35 @@ _NOT_FOR_A_PLAIN_CHILD = (
     "threading",  # proctor's locks are _thread's; threading comes with a target's threads
 )
 
+# A child whose start message is plain data (_start._plain: no target, a module's
+# function, or a main-script function using plain globals and modules) reads it
+# with marshal: no _pickle, with functools and collections (~13 M instructions),
+# no struct, select or array (collections again), no types (issue 17).
+_NOT_FOR_A_PLAIN_CHILD = (
+    *_NOT_FOR_ANY_CHILD,
+    "_pickle",
+    "copyreg",
+    "functools",
+    "collections",
+    "types",
+    "array",
+    "select",
+    "_struct",
+    "proctor._core._serialization",
+    "proctor._core._reduction",
+    "proctor._start._outcome",
+    "_socket",  # a message without descriptors is read with os.read
+)
 
-def test_a_spawned_child_imports_only_what_its_start_needs():
+
+@pytest.mark.parametrize("forward_logs", [False, True])
+def test_a_spawned_child_imports_only_what_its_start_needs(forward_logs):
     ctx = proctor.get_context("spawn")
-    # eval is a builtin: unpickling the target imports nothing of its own.
-    probe = f"[m for m in {_NOT_FOR_A_PLAIN_CHILD!r} if m in __import__('sys').modules]"
-    p = ctx.Process(target=eval, args=(probe,))
+    # The log channel is a descriptor in the start message: received with recvmsg.
+    not_loaded = [m for m in _NOT_FOR_A_PLAIN_CHILD if not (forward_logs and m == "_socket")]
+    # eval is a builtin: loading the target imports nothing of its own.
+    probe = f"[m for m in {not_loaded!r} if m in __import__('sys').modules]"
+    p = ctx.Process(target=eval, args=(probe,), forward_logs=forward_logs)
     p.start()
     p.join(60)
     try:
@@ -200,7 +223,7 @@ def test_a_child_whose_target_is_in_the_main_script_loads_no_pickler():
         f"""
         import sys, proctor
 
-        NOT_LOADED = {_NOT_FOR_A_PLAIN_CHILD!r}
+        NOT_LOADED = {_NOT_FOR_ANY_CHILD!r}
         SCALE = 10
 
         def probe(x, then):
@@ -218,6 +241,59 @@ def test_a_child_whose_target_is_in_the_main_script_loads_no_pickler():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split(None, 1) == ["0", "([], 50)\n"]
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_main_script_target_with_plain_arguments_reaches_the_child_without_pickle(method):
+    # The common program: a function of the main script, a few numbers and strings.
+    # The child rebuilds it from marshal's bytes, as the pickle would have: its
+    # globals (a constant, a module), defaults, keyword defaults, docstring and
+    # annotations (builtin types by name) -- and loads none of the modules above.
+    result = _run(
+        f"""
+        import os, sys, proctor
+
+        NOT_LOADED = {_NOT_FOR_A_PLAIN_CHILD!r}
+        SCALE = 10
+
+        def probe(x: int, word="a", *, flag: bool = True) -> list:
+            "Doc."
+            f = proctor.current_process()._target  # the function rebuilt here
+            return (
+                [m for m in NOT_LOADED if m in sys.modules],
+                x * SCALE, word, flag, os.sep,
+                f.__doc__, f.__annotations__ == {{"x": int, "flag": bool, "return": list}},
+                f.__defaults__, f.__kwdefaults__, f.__qualname__, f.__module__,
+            )
+
+        if __name__ == "__main__":
+            p = proctor.get_context(sys.argv[1]).Process(
+                target=probe, args=(4,), kwargs={{"flag": False}}
+            )
+            p.start()
+            p.join(60)
+            print(p.exitcode, p.result)
+        """,
+        method,
+    )
+    assert result.returncode == 0, result.stderr
+    exitcode, value = result.stdout.split(None, 1)
+    assert exitcode == "0"
+    found = eval(value)
+    if method == "spawn":  # a fork server has imported what it needs itself
+        assert found[0] == []
+    assert found[1:] == (
+        40,
+        "a",
+        False,
+        os.sep,
+        "Doc.",
+        True,
+        ("a",),
+        {"flag": True},
+        "probe",
+        "__main__",
+    )
 
 
 def test_a_spawned_child_without_log_forwarding_loads_no_logging():
@@ -255,3 +331,62 @@ def test_parent_death_signal_is_set_without_the_ctypes_package():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == [str(int(signal.SIGTERM)), "False"]
+
+
+@pytest.mark.parametrize("size", [10, 200_000])
+def test_a_child_that_read_its_start_with_os_read_sends_any_outcome(size):
+    # No descriptor in the start message: the child reads it without _socket, and
+    # makes a socket only to send its outcome -- a large one as a memfd (SCM_RIGHTS).
+    p = proctor.get_context("spawn").Process(target=bytes, args=(size,), forward_logs=False)
+    p.start()
+    p.join(60)
+    try:
+        assert p.exitcode == 0
+        assert p.result == bytes(size)
+    finally:
+        p.close()
+
+
+def test_a_start_message_too_large_for_os_read_arrives_whole():
+    # Over _wire.INLINE_MAX the message goes as a memfd: the child receives it with recvmsg.
+    from proctor._core import _wire
+
+    big = "x" * (2 * _wire.INLINE_MAX)
+    p = proctor.get_context("spawn").Process(target=len, args=(big,), forward_logs=False)
+    p.start()
+    p.join(60)
+    try:
+        assert p.exitcode == 0
+        assert p.result == len(big)
+    finally:
+        p.close()
+
+
+def test_main_script_functions_that_call_each_other_arrive_as_one_namespace():
+    # The target recurses and calls a helper of the main script: each arrives once,
+    # sharing one namespace, as when they are pickled -- and still without pickle.
+    result = _run(
+        f"""
+        import sys, proctor
+
+        NOT_LOADED = {_NOT_FOR_A_PLAIN_CHILD!r}
+
+        def helper(n):
+            return n * 2
+
+        def countdown(n):
+            if n == 0:
+                me = proctor.current_process()._target
+                shared = me.__globals__ is helper.__globals__
+                return [m for m in NOT_LOADED if m in sys.modules], shared, me is countdown
+            return countdown(n - 1) + (helper(n),)
+
+        if __name__ == "__main__":
+            p = proctor.get_context("spawn").Process(target=countdown, args=(3,))
+            p.start()
+            p.join(60)
+            print(p.exitcode, p.result)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(None, 1) == ["0", "([], True, True, 2, 4, 6)\n"]

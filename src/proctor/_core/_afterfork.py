@@ -24,11 +24,11 @@ from __future__ import annotations
 import _thread
 import itertools
 import os
-from collections.abc import Callable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import: not at run time
     import weakref
+    from collections.abc import Callable
     from typing import Any, Generic, TypeVar
 
     _T = TypeVar("_T")

@@ -22,10 +22,10 @@ from __future__ import annotations
 import builtins
 import marshal
 import sys
-import types
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import types
     from typing import Any
 
 __all__ = (
@@ -74,7 +74,7 @@ def global_names(code: types.CodeType) -> set[str]:
     """The names ``code`` (and the code nested in it) may look up as globals or attributes."""
     names = set(code.co_names)
     for const in code.co_consts:
-        if isinstance(const, types.CodeType):
+        if isinstance(const, _CodeType):
             names |= global_names(const)
     return names
 
@@ -88,7 +88,7 @@ def _submodules(names: set[str], values: list[Any]) -> tuple[types.ModuleType, .
     ``xml.etree``. Sending these modules (by name) makes the child import them.
     """
     found: list[types.ModuleType] = []
-    todo = [value for value in values if type(value) is types.ModuleType]
+    todo = [value for value in values if type(value) is _ModuleType]
     while todo:
         package = todo.pop()
         if not hasattr(package, "__path__"):
@@ -155,8 +155,13 @@ def _make_skeleton(
     code_bytes: bytes, globals_: dict, name: str, n_cells: int
 ) -> types.FunctionType:
     globals_.setdefault("__builtins__", builtins)
-    cells = tuple(types.CellType() for _ in range(n_cells)) if n_cells else None
-    return types.FunctionType(marshal.loads(code_bytes), globals_, name, None, cells)
+    if n_cells:
+        import types
+
+        cells = tuple(types.CellType() for _ in range(n_cells))
+    else:
+        cells = None
+    return _FunctionType(marshal.loads(code_bytes), globals_, name, None, cells)
 
 
 def _fill_function(func: types.FunctionType, state: tuple) -> None:
@@ -220,3 +225,10 @@ def _merge_globals(namespace: dict[str, Any], used: dict[str, Any]) -> None:
 def _import_module(name: str) -> types.ModuleType:
     __import__(name)
     return sys.modules[name]
+
+
+# types.FunctionType, CodeType and ModuleType without importing types: a spawned
+# child that rebuilds a function of its parent's main script needs no more of it.
+_FunctionType: Any = type(_import_module)
+_CodeType: Any = type(_import_module.__code__)
+_ModuleType: Any = type(sys)

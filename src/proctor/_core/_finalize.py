@@ -19,11 +19,11 @@ import _thread
 import atexit
 import itertools
 import os
-from collections.abc import Callable, Mapping
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # weakref is imported by the first Finalize: every child imports this module
     import weakref
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 __all__ = (

@@ -21,7 +21,6 @@ start. This module needs only what a child has loaded anyway.
 
 from __future__ import annotations
 
-import _pickle
 import _thread
 import os
 import sys
@@ -81,6 +80,8 @@ def _main_object(token: bytes, qualname: str, serial: int, value: bytes | str | 
         found = lookup(main, qualname) if main is not None else _MISSING
         if found is not _MISSING:
             return found
+    import _pickle  # here: a child rebuilding a function from marshal (_start._plain) skips it
+
     origin = (token, qualname, serial)
     with _rebuild_lock:
         found = _rebuilt.get(origin, _MISSING)

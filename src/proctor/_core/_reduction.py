@@ -65,13 +65,13 @@ import errno
 import io
 import os
 import sys
-from collections.abc import Callable
 
 from ._closing import close_all, close_all_quietly
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; a spawned child imports this
     import socket
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = (

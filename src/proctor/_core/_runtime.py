@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import _thread
 import os
-from collections.abc import Callable
 
 from . import _afterfork
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class _Helpers:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = (
     "abstract_sockets_supported",

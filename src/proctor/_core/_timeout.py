@@ -6,7 +6,6 @@ checks it here, and turns it once into a ``time.monotonic()`` deadline.
 
 from __future__ import annotations
 
-import select
 import time
 
 TYPE_CHECKING = False
@@ -54,6 +53,8 @@ def wait_readable(fd: int, timeout: float | None) -> bool:
     Never returns early: the wait is rounded up to the next millisecond, and an
     early or interrupted wake-up waits again for what is left.
     """
+    import select  # here: a spawned child that never waits does without it
+
     end = None if timeout is None else time.monotonic() + max(timeout, 0.0)
     if not hasattr(select, "poll"):  # poll() is missing on some platforms
         while True:

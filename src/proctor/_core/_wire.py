@@ -22,13 +22,14 @@ from __future__ import annotations
 
 # The C module's constants and sockets: socket.py (with enum and selectors) costs a
 # spawned child, which receives and sends on a bare _socket.socket, ~19 M instructions.
-import _socket
-import array
+# Imported where descriptors are sent or received: a spawned child whose start message
+# carries none reads it with read_plain_message and loads no _socket (issue 17).
 import os
-import struct
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import _socket
     import mmap
     import socket
     from typing import TypeVar
@@ -41,7 +42,9 @@ __all__ = (
     "fds_from",
     "map_memfd",
     "memfd_with",
+    "needs_socket",
     "plain_socketpair",
+    "read_plain_message",
     "recv_exactly",
     "recv_message",
     "send_message",
@@ -56,7 +59,10 @@ SOCKET_BUFFER = 256 * 1024
 # Linux's SCM_MAX_FD: the most descriptors one message may carry.
 MAX_FDS = 253
 
-_HEADER = struct.Struct("<QB")
+# <length:u64 little-endian><kind:u8>, written with int methods: the struct module
+# is one more shared library for every spawned child to load.
+_HEADER_SIZE = 9
+_C_INT_SIZE = memoryview(bytes(4)).cast("i").itemsize  # a C int
 _INLINE, _SPILLED = 0, 1
 
 
@@ -81,11 +87,14 @@ def plain_socketpair() -> tuple[_socket.socket, _socket.socket]:
     whose calls at creation and close wrote ~17 pages per fork start that a fork
     parent then copies (issue 17).
     """
+    import _socket
+
     return _sized(*_socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM))
 
 
 def _sized(a: _Socket, b: _Socket) -> tuple[_Socket, _Socket]:
     global _default_buffers_suffice
+    import _socket
     if _socket.getdefaulttimeout() is not None:
         # socket.setdefaulttimeout() makes new sockets non-blocking in the kernel;
         # the other end's process (a child handed it) would see EAGAIN where it
@@ -97,7 +106,7 @@ def _sized(a: _Socket, b: _Socket) -> tuple[_Socket, _Socket]:
         # the four setsockopt calls below are skipped for every later pair
         # (they are a measurable part of starting a fork child).
         default = a.getsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF)
-        _default_buffers_suffice = default >= 2 * (INLINE_MAX + _HEADER.size)
+        _default_buffers_suffice = default >= 2 * (INLINE_MAX + _HEADER_SIZE)
     if _default_buffers_suffice:
         return a, b
     for sock in (a, b):
@@ -121,16 +130,18 @@ def send_message(sock: _socket.socket, data: bytes, fds: list[int] | tuple[int, 
     if len(data) > INLINE_MAX:
         spill_fd = memfd_with(data)
         fds.insert(0, spill_fd)
-        parts = [_HEADER.pack(len(data), _SPILLED)]
+        parts = [_header(len(data), _SPILLED)]
     else:
-        parts = [_HEADER.pack(len(data), _INLINE), data]
+        parts = [_header(len(data), _INLINE), data]
     if len(fds) > MAX_FDS:
         raise ValueError(
             f"a child can be handed at most {MAX_FDS} file descriptors at start; "
             f"this one needs {len(fds)}"
         )
+    import _socket
+
     try:
-        ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _c_ints(fds))] if fds else []
         total = sum(len(p) for p in parts)
         sent = sock.sendmsg(parts, ancillary)
         if sent < total:
@@ -142,6 +153,10 @@ def send_message(sock: _socket.socket, data: bytes, fds: list[int] | tuple[int, 
             os.close(spill_fd)
 
 
+def _header(length: int, kind: int) -> bytes:
+    return length.to_bytes(8, "little") + bytes((kind,))
+
+
 def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
     """Receive one message sent by :func:`send_message`; the caller owns the fds.
 
@@ -149,18 +164,20 @@ def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
         WireError: when the peer closed or died before a whole message arrived.
         BlockingIOError: on a non-blocking socket with nothing to read yet.
     """
+    import _socket
+
     header = bytearray()
     fds: list[int] = []
     try:
-        while len(header) < _HEADER.size:
+        while len(header) < _HEADER_SIZE:
             chunk, ancdata, _flags, _addr = sock.recvmsg(
-                _HEADER.size - len(header), _socket.CMSG_SPACE(MAX_FDS * 4)
+                _HEADER_SIZE - len(header), _socket.CMSG_SPACE(MAX_FDS * 4)
             )
             fds.extend(fds_from(ancdata))
             if not chunk:
                 raise WireError("the peer closed the channel before sending a message")
             header += chunk
-        length, kind = _HEADER.unpack(header)
+        length, kind = int.from_bytes(header[:8], "little"), header[8]
         if kind == _SPILLED:
             if not fds:
                 raise WireError("a spilled message arrived without its file")
@@ -182,13 +199,54 @@ def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
 
 def fds_from(ancdata: list) -> list[int]:
     """The descriptors in a ``recvmsg`` ancillary-data list (the caller owns them)."""
+    import _socket
+
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            received = array.array("i")
-            received.frombytes(payload[: len(payload) - (len(payload) % received.itemsize)])
-            fds.extend(received)
+            whole = len(payload) - len(payload) % _C_INT_SIZE
+            fds.extend(memoryview(payload)[:whole].cast("i"))
     return fds
+
+
+def _c_ints(fds: list[int]) -> bytes:
+    # SCM_RIGHTS's payload: C ints in the machine's order. Written and read with int
+    # and memoryview methods: the array module imports collections, ~7 M
+    # instructions of a spawned child's start (issue 17).
+    return b"".join(fd.to_bytes(_C_INT_SIZE, sys.byteorder, signed=True) for fd in fds)
+
+
+def needs_socket(data: bytes, fds: list[int] | tuple[int, ...] = ()) -> bool:
+    """Whether the message ``send_message(sock, data, fds)`` sends carries descriptors
+    (its own or a memfd holding a large ``data``): its receiver needs ``recvmsg``."""
+    return bool(fds) or len(data) > INLINE_MAX
+
+
+def read_plain_message(fd: int) -> bytearray:
+    """Receive with ``os.read`` one message that carries no descriptors (see
+    :func:`needs_socket`): a spawned child reads its start message so without
+    loading ``_socket``.
+
+    Raises:
+        WireError: when the peer closed first, or sent a spilled message.
+    """
+    header = _read_exactly(fd, _HEADER_SIZE)
+    length, kind = int.from_bytes(header[:8], "little"), header[8]
+    if kind != _INLINE or length > INLINE_MAX:
+        raise WireError(f"expected a message without descriptors: length={length} kind={kind}")
+    return _read_exactly(fd, length)
+
+
+def _read_exactly(fd: int, length: int) -> bytearray:
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    got = 0
+    while got < length:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise WireError(f"the peer closed the channel after {got} of {length} bytes")
+        got += n
+    return buffer
 
 
 def recv_exactly(sock: _socket.socket, length: int) -> bytearray:

@@ -27,20 +27,19 @@ child when it goes.
 
 from __future__ import annotations
 
-import _socket
 import atexit
 import os
-import struct
 import sys
 
-from .._core import _finalize, _runtime, _serialization, _wire
-from .._core._reduction import receiving
+from .._core import _finalize, _runtime, _wire
 from .._logging import _logger
-from . import _methods, _outcome
+from . import _methods
 from ._state import ParentProcess, exit_children, flush_std_streams, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    import _socket
+    import socket
     from typing import Any
 
 __all__ = (
@@ -56,7 +55,13 @@ __all__ = (
 # one-second promise, cheap enough to be invisible.
 PARENT_POLL_INTERVAL = 0.2
 
-_PREP_LENGTH = struct.Struct("<Q")
+# The start message: [prep's length: 8 bytes, little-endian | prep | payload]. Each
+# part is a pickle, or marshal's bytes after _plain.MARK: a child whose message is
+# all marshal never imports _pickle (with functools and collections: ~13 M
+# instructions of its start, issue 17).
+_LENGTH_SIZE = 8
+#: _plain.MARK, known here without importing _plain for a pickled message.
+_PLAIN_MARK = b"\x00"
 _PR_SET_PDEATHSIG = 1
 # signal.SIGKILL, whose number POSIX fixes: the signal module (with enum) would cost
 # every spawned child ~10 M instructions for this one constant.
@@ -120,8 +125,25 @@ def add_log_channel(prep: dict[str, Any], handoff: Any, process: Any) -> Any:
 
 
 def encode_start_message(prep: dict[str, Any], payload: bytes) -> bytes:
-    prep_bytes = _serialization.dumps(prep)
-    return _PREP_LENGTH.pack(len(prep_bytes)) + prep_bytes + payload
+    from ._plain import dump_plain
+
+    prep_bytes = dump_plain(prep)
+    if prep_bytes is None:
+        from .._core import _serialization
+
+        prep_bytes = _serialization.dumps(prep)
+    return len(prep_bytes).to_bytes(_LENGTH_SIZE, "little") + prep_bytes + payload
+
+
+def _load_part(data: memoryview, what: str) -> Any:
+    """One part of the start message: marshal's (``_plain``) or a pickle."""
+    if data[:1] == _PLAIN_MARK:
+        from . import _plain
+
+        return _plain.load_process(data) if what == "payload" else _plain.load_plain(data)
+    from .._core import _serialization
+
+    return _serialization.loads(data)
 
 
 def _apply_prep(prep: dict[str, Any]) -> None:
@@ -185,35 +207,39 @@ def become_server_child(server_pid: int) -> None:
     arm_parent_death(server_pid, True)
 
 
-def run_from_channel(channel: _socket.socket, *, exec_mode: bool, spare: bool = False) -> int:
+def run_from_channel(channel: _socket.socket | int, *, exec_mode: bool, spare: bool = False) -> int:
     """Receive a process object from ``channel``, run it, report; return the exit code.
 
     Args:
+        channel: the socket, or its bare descriptor when the start message
+            carries no descriptors (``_wire.read_plain_message``).
         exec_mode: a fresh interpreter (spawn), rather than a fork of the fork
             server (which has called :func:`become_server_child` already).
         spare: a spawned spare (``_spawn_spare``), whose parent-death watch is
             armed already and which may be discarded before it has any work.
     """
+    fds: list[int] = []
     try:
-        data, fds = _wire.recv_message(channel)
+        if isinstance(channel, int):
+            data = _wire.read_plain_message(channel)
+        else:
+            data, fds = _wire.recv_message(channel)
     except (OSError, EOFError) as exc:
         if spare:
             return 0  # discarded unused, or its parent exited: nothing was lost
         sys.stderr.write(f"proctor: the parent went away before sending the child's work ({exc})\n")
         return 1
     view = memoryview(data)
-    (prep_length,) = _PREP_LENGTH.unpack_from(view)
-    prep = _serialization.loads(view[_PREP_LENGTH.size : _PREP_LENGTH.size + prep_length])
-    payload = view[_PREP_LENGTH.size + prep_length :]
+    prep_end = _LENGTH_SIZE + int.from_bytes(view[:_LENGTH_SIZE], "little")
+    prep = _load_part(view[_LENGTH_SIZE:prep_end], "prep")
+    payload = view[prep_end:]
     if exec_mode and not spare:
         arm_parent_death(prep["parent_pid"], prep["pdeathsig"])
     try:
-        with receiving(fds):
+        with _receiving(fds, plain=payload[:1] == _PLAIN_MARK) as received:
             _apply_prep(prep)
             if prep["log"] is not None:
-                from .._core._reduction import take_fd
-
-                log_fd = take_fd(prep["log"]["fd_token"])
+                log_fd = received.take_fd(prep["log"]["fd_token"])
                 _forward_logs_once_imported(prep["log"]["config"], log_fd)
             else:
                 _logger.when_logging_imported(_logger.name_records_after_this_process)
@@ -225,7 +251,7 @@ def run_from_channel(channel: _socket.socket, *, exec_mode: bool, spare: bool = 
             if cork is not None:
                 cork.__enter__()
             try:
-                process = _serialization.loads(payload)
+                process = _load_part(payload, "payload")
             finally:
                 state.unpickling_payload = False
                 if cork is not None:
@@ -237,11 +263,67 @@ def run_from_channel(channel: _socket.socket, *, exec_mode: bool, spare: bool = 
 
         sys.stderr.write("proctor: the child process could not load its target:\n")
         traceback.print_exc()
+        from . import _outcome
+
         _send_outcome(channel, _outcome.encode(_outcome.error_message(exc)))
         flush_std_streams()
         return 1
     del data, view, payload
     return _run_and_report(process, channel, forked=not exec_mode)
+
+
+class _PrepFds:
+    """The descriptors of a start message whose payload is marshal's (``_plain``):
+    only prep's (the log channel) can be among them. ``with``: those not taken
+    are closed on exit, as ``_reduction.receiving`` does."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds
+        self.taken: set[int] = set()
+
+    def __enter__(self) -> _PrepFds:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for token, fd in enumerate(self.fds):
+            if token not in self.taken:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def take_fd(self, token: int) -> int:
+        self.taken.add(token)
+        return self.fds[token]
+
+
+class _PickleFds:
+    """``_reduction.receiving(fds)``, the descriptors of a pickled payload."""
+
+    def __init__(self, fds: list[int]) -> None:
+        from .._core import _reduction
+
+        self._reduction = _reduction
+        self._receiving = _reduction.receiving(fds)
+
+    def __enter__(self) -> _PickleFds:
+        self._receiving.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._receiving.__exit__(*exc_info)
+
+    def take_fd(self, token: int) -> int:
+        return self._reduction.take_fd(token)
+
+
+def _receiving(fds: list[int], *, plain: bool) -> _PrepFds | _PickleFds:
+    """Where prep's and the payload's descriptor tokens resolve while they are loaded.
+
+    A marshal payload (``_plain``) has none, so a child whose message is all plain
+    data does without ``_reduction`` (and the ``_pickle`` it imports).
+    """
+    return _PrepFds(fds) if plain else _PickleFds(fds)
 
 
 def _forward_logs_once_imported(config: dict[str, Any], log_fd: int) -> None:
@@ -277,7 +359,7 @@ def _become_forked_child() -> None:
         _finalize.start_child()
 
 
-def _run_and_report(process: Any, channel: _socket.socket, *, forked: bool) -> int:
+def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool) -> int:
     exitcode, outcome = run_process(process)
     if forked:
         # A forked child leaves with os._exit, which skips atexit: run its own
@@ -288,14 +370,22 @@ def _run_and_report(process: Any, channel: _socket.socket, *, forked: bool) -> i
             flush_std_streams()
     if "proctor._logging._forwarding" in sys.modules:
         sys.modules["proctor._logging._forwarding"].flush_child()
-    if not _outcome.says_nothing(outcome):
+    if outcome is not None:
         _send_outcome(channel, outcome)
-    channel.close()
+    if isinstance(channel, int):
+        os.close(channel)
+    else:
+        channel.close()
     return exitcode
 
 
-def run_process(process: Any) -> tuple[int, bytes]:
+def run_process(process: Any) -> tuple[int, bytes | None]:
     """Make ``process`` this process's identity, run it; return (exit code, outcome).
+
+    The outcome is ``None`` for a target that returned ``None`` (or exited without
+    an error): the child sends nothing, and the parent reads the empty channel as
+    that same outcome; ``_outcome`` (with ``_pickle``) is imported only when there
+    is something to send.
 
     ``process`` is the ``Process`` object the parent started (a copy of it: forked,
     or unpickled). Its ``run()`` is called with stdin on /dev/null; children it
@@ -311,18 +401,21 @@ def run_process(process: Any) -> tuple[int, bytes]:
     if afterfork is not None:
         afterfork.run_after_forkers()
     exitcode = 1
-    message: tuple[Any, ...] = _outcome.NONE_VALUE
+    message: tuple[Any, ...] | None = None
     try:
         try:
             close_stdin()
             _logger.info("child process calling self.run()")
             value = process.run()
             exitcode = 0
-            message = _outcome.value_message(value)
+            if value is not None:
+                from . import _outcome
+
+                message = _outcome.value_message(value)
         finally:
             exit_children()
     except SystemExit as exc:
-        message = _outcome.NONE_VALUE
+        message = None
         if exc.code is None:
             exitcode = 0
         elif isinstance(exc.code, int):
@@ -336,25 +429,44 @@ def run_process(process: Any) -> tuple[int, bytes]:
         exitcode = 1
         sys.stderr.write(f"Process {process.name}:\n")
         traceback.print_exc()
+        from . import _outcome
+
         message = _outcome.error_message(exc)
     finally:
         shutdown_threads()
         _logger.info("process exiting with exitcode %d", exitcode)
         flush_std_streams()
+    if message is None:
+        return exitcode, None
+    from . import _outcome
+
     return exitcode, _outcome.encode(message)
 
 
-def _send_outcome(channel: _socket.socket, outcome: bytes) -> None:
+def _send_outcome(channel: _socket.socket | int, outcome: bytes) -> None:
+    import _socket
+
+    # A bare descriptor (see spawn_main) gets a socket object for this send only
+    # (a large outcome goes as a memfd, with SCM_RIGHTS); the descriptor stays ours.
+    sock = _socket.socket(fileno=channel) if isinstance(channel, int) else channel
     try:
-        _wire.send_message(channel, outcome)
+        _wire.send_message(sock, outcome)
     except OSError:
         pass  # the parent is gone; nobody is left to tell
+    finally:
+        if sock is not channel:
+            sock.detach()
 
 
-def spawn_main(channel_fd: int, lifeline_fd: int = -1, spare_of: int = 0) -> None:
+def spawn_main(
+    channel_fd: int, lifeline_fd: int = -1, spare_of: int = 0, *, bare: bool = False
+) -> None:
     """Entry point of a spawned interpreter (``python -c ...``); never returns normally.
 
     Args:
+        bare: the parent knows the start message carries no descriptors
+            (``_wire.needs_socket``): it is read with ``os.read``, and the child
+            loads ``_socket`` only if it has an outcome to send.
         spare_of: the parent's pid when this interpreter is a spare (``_spawn_spare``),
             started from the parent's main thread before it had any work: it
             watches its parent from the start, as it would once it had work.
@@ -367,7 +479,11 @@ def spawn_main(channel_fd: int, lifeline_fd: int = -1, spare_of: int = 0) -> Non
         arm_parent_death(spare_of, True)
     # The C module's socket: what the channel is used for (recvmsg, sendmsg, close)
     # is all there, without socket.py's import.
-    channel = _socket.socket(fileno=channel_fd)
+    channel: _socket.socket | int = channel_fd
+    if not bare:
+        import _socket
+
+        channel = _socket.socket(fileno=channel_fd)
     exitcode = run_from_channel(channel, exec_mode=True, spare=bool(spare_of))
     # sys.exit, not os._exit: a spawned child is a whole interpreter, and its
     # atexit handlers and non-daemon threads deserve a normal shutdown.

@@ -9,7 +9,7 @@
     error_message(exc)     ─▶ ("error", pickle or None,   ─▶ Outcome.exception, its
                                 type name, str, traceback)     __cause__ the traceback
 
-A target that returned None sends nothing (:func:`says_nothing`): the parent reads
+A target that returned None sends nothing (``_bootstrap.run_process``): the parent reads
 an empty channel as ``Outcome()``, the same thing.
 
 Both directions live here, so the format has one definition.
@@ -26,7 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     from typing import Any
 
-__all__ = ("NONE_VALUE", "Outcome", "encode", "error_message", "says_nothing", "value_message")
+__all__ = ("NONE_VALUE", "Outcome", "encode", "error_message", "value_message")
 
 
 def value_message(value: Any) -> tuple[Any, ...]:
@@ -64,16 +64,6 @@ def error_message(exc: BaseException) -> tuple[Any, ...]:
 # Most targets return None: its outcome message is pickled once, not per child.
 NONE_VALUE = ("value", _serialization.dumps(None))
 _NONE_VALUE_BYTES = _serialization.dumps(NONE_VALUE)
-
-
-def says_nothing(outcome: bytes) -> bool:
-    """Whether ``outcome`` (from :func:`encode`) is the target's plain ``None``.
-
-    A child does not send that one: the parent reads an empty channel as an
-    ``Outcome()``, which is the same (a value of None, no exception). One send,
-    one receive and an unpickling less at every start of a target returning None.
-    """
-    return outcome is _NONE_VALUE_BYTES
 
 
 def encode(message: tuple[Any, ...]) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .._core import _culprit, _serialization
 from .._core._errors import UnpicklableError
 from .._core._reduction import ChildHandoff, handing_off
+from ._plain import dump_process
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -22,6 +23,11 @@ def pickle_process(process: Any, method: str) -> tuple[bytes, ChildHandoff]:
             to do instead.
     """
     handoff = ChildHandoff(method)
+    # Plain data and functions need no pickle in the child (see _plain); the rest
+    # is pickled, failing here (before any child exists) when it cannot be.
+    plain = dump_process(process)
+    if plain is not None:
+        return plain, handoff
     try:
         with handing_off(handoff):
             payload = _serialization.dumps_for_child(process)

@@ -52,7 +52,8 @@ class SpawnPopen(OwnChildPopen):
             if spare is not None:
                 self.pid, self.channel, self.sentinel = spare.pid, spare.channel, spare.sentinel
             else:
-                self.pid, self.channel, self.sentinel = spawn_child()
+                bare = not _wire.needs_socket(message, handoff.fds)
+                self.pid, self.channel, self.sentinel = spawn_child(bare=bare)
         except BaseException:
             close_quietly(log_channel)
             raise
@@ -61,11 +62,13 @@ class SpawnPopen(OwnChildPopen):
             _spawn_spare.replenish(spawn_child, executable)
 
 
-def spawn_child(spare_of: int = 0) -> tuple[int, socket.socket, int]:
+def spawn_child(spare_of: int = 0, *, bare: bool = False) -> tuple[int, socket.socket, int]:
     """Start a spawn child that waits for its start message; return (pid, channel, sentinel).
 
     Args:
         spare_of: this process's pid when the child is a spare (``_spawn_spare``).
+        bare: the start message will carry no descriptors: the child reads it
+            with ``os.read`` and need not load ``_socket`` (``spawn_main``).
     """
     parent_end, child_end = _wire.socketpair()
     lifeline_r = lifeline_w = -1
@@ -73,7 +76,8 @@ def spawn_child(spare_of: int = 0) -> tuple[int, socket.socket, int]:
         if not pidfd_usable():
             lifeline_r, lifeline_w = lifeline_pipe()
         lifeline = LIFELINE_FD if lifeline_w >= 0 else -1
-        entry = f"spawn_main({CHANNEL_FD}, {lifeline}{f', {spare_of}' if spare_of else ''})"
+        entry = f"spawn_main({CHANNEL_FD}, {lifeline}{f', {spare_of}' if spare_of else ''}"
+        entry += ", bare=True)" if bare else ")"
         pid = spawn_interpreter(entry, {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w})
     except BaseException:
         close_quietly(parent_end, lifeline_r, lifeline_w)

@@ -13,13 +13,10 @@ the exit hooks of proctor's helpers (the fork server) run.
 from __future__ import annotations
 
 import _thread
-import array
 import itertools
 import os
-import select
 import sys
 import time
-from collections.abc import Callable, Iterator
 
 from .._core import _finalize, _runtime
 from .._core._system import pid_alive
@@ -27,6 +24,7 @@ from .._logging import _logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 __all__ = (
@@ -66,7 +64,9 @@ class Children:
         self._unregistered: set[int] = set()
         # Every descriptor in _fds, as plain C ints: what a forked child must let go
         # of, readable there without touching (and so copying) each child's objects.
-        self._held = array.array("i")
+        # (Made with the poller, at the first start: the array module imports
+        # collections, which a spawned child that starts no child does without.)
+        self._held: Any = ()
 
     def add(self, child: Any, sentinel: int, others: tuple[int, ...] = ()) -> None:
         """Track ``child``: its ``sentinel`` and the ``others`` descriptors held for it."""
@@ -74,7 +74,10 @@ class Children:
             if self._poller is None:
                 # Once per process, at the first start (not at the first look
                 # for ended children): its descriptor is held for good from then.
-                self._poller = _sentinel_poller()
+                self._poller, self._readable = _sentinel_poller()
+                import array
+
+                self._held = array.array("i")
             stale = self._by_fd.pop(sentinel, None)
             if stale is not None:
                 # A descriptor number reused while still listed (its old owner's
@@ -112,9 +115,9 @@ class Children:
             while self._unregistered:
                 sentinel = self._unregistered.pop()
                 try:
-                    self._poller.register(sentinel, _READABLE)
+                    self._poller.register(sentinel, self._readable)
                 except FileExistsError:  # epoll still knew the number
-                    self._poller.modify(sentinel, _READABLE)
+                    self._poller.modify(sentinel, self._readable)
                 except OSError:
                     pass  # closed without discard(): its child is not ours to find
             by_fd = self._by_fd
@@ -164,17 +167,17 @@ class Children:
                 os.close(devnull)
 
 
-_READABLE = select.EPOLLIN if hasattr(select, "epoll") else select.POLLIN
-
-
-def _sentinel_poller() -> Any:
+def _sentinel_poller() -> tuple[Any, int]:
+    """A new poller for sentinels, and its readable flag."""
     # epoll where there is one: O(ready) per poll. Elsewhere poll, whose cost per
     # call grows with the number of children but stays one system call; not
     # kqueue, whose descriptor a forked child does not inherit (closing it there
     # could close another descriptor that reused the number).
+    import select  # here: a spawned child that starts no child does without it
+
     if hasattr(select, "epoll"):
-        return select.epoll()
-    return select.poll()
+        return select.epoll(), select.EPOLLIN
+    return select.poll(), select.POLLIN
 
 
 def _unregister_quietly(poller: Any, fd: int) -> None:
