@@ -39,7 +39,6 @@ from ._state import ParentProcess, exit_children, flush_std_streams, state
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     import _socket
-    import socket
     from typing import Any
 
 __all__ = (

@@ -29,7 +29,7 @@ import _signal  # type: ignore[import-not-found]  # C module without stubs
 import _socket
 import errno
 import os
-import selectors
+import select
 import signal
 import socket
 import struct
@@ -99,19 +99,22 @@ def serve(
     # decides what happens to its children, the server just carries on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _import_quietly(preload)
+    # Opened once here, so every child finds it open for its stdin (close_stdin).
+    _bootstrap.devnull_fd()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     server = _Server(ctl, (wake_r, wake_w), keep_spare=spare)
-    selector = selectors.DefaultSelector()
-    selector.register(ctl, selectors.EVENT_READ)
-    selector.register(wake_r, selectors.EVENT_READ)
-    server.own_fds = (selector.fileno(), ctl.fileno(), wake_r, wake_w)
+    # poll(), not selectors: two descriptors, and no key objects built at each wake-up
+    # (the server wakes twice per start, for the request and for the child's exit).
+    poller = select.poll()
+    poller.register(ctl_fd, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
     while True:
-        for key, _events in selector.select():
-            if key.fileobj is ctl:
+        for fd, _events in poller.poll():
+            if fd == ctl_fd:
                 try:
                     data, fds = _wire.recv_message(ctl)
                 except (EOFError, OSError):
@@ -140,9 +143,9 @@ def serve(
                 server.fork_spare_if_missing()
                 _send_or_exit(server, _REPLY.pack(0, server.spare_pid()))
             else:
+                # One read drains the few signal bytes; any left wake the next poll.
                 try:
-                    while os.read(wake_r, 4096):
-                        pass
+                    os.read(wake_r, 4096)
                 except BlockingIOError:
                     pass
                 server.reap()
@@ -178,8 +181,8 @@ class _Server:
         self.keep_spare = keep_spare
         self.ctl = ctl
         self.wake_fds = wake_fds
-        # What every child closes first: the selector's, control socket's and
-        # wake-up pipe's descriptors (by number: see _become_child).
+        # What every child closes first: the control socket's and the wake-up
+        # pipe's descriptors (by number: see _become_child).
         self.own_fds: tuple[int, ...] = (ctl.fileno(), *wake_fds)
         self.status_fds: dict[int, int] = {}
         self.spare: _Spare | None = None
@@ -212,7 +215,8 @@ class _Server:
 
     def _hand_to_spare(self, fds: tuple[int, int, int]) -> int:
         """Send the request's descriptors to the spare; return its pid, or 0 (no spare)."""
-        self.reap()  # a spare that died meanwhile is forgotten here
+        # A spare that died is not reaped first: the hand-over fails (EPIPE) and it is
+        # reaped then, so a living one gets its work one waitpid() sooner.
         spare, self.spare = self.spare, None
         if spare is None:
             return 0

@@ -9,8 +9,8 @@ over a per-child status socket, which is also the sentinel.
 
 from __future__ import annotations
 
+import _socket
 import signal
-import socket
 
 from .._core import _wire
 from .._core._timeout import wait_readable
@@ -22,13 +22,13 @@ __all__ = ("ForkServerPopen",)
 
 class ForkServerPopen(Popen):
     method = "forkserver"
-    _status: socket.socket | None = None
+    _status: _socket.socket | None = None
 
     def __init__(self, process) -> None:
         super().__init__()
         message, handoff, log_channel = self._prepare_start(process)
         parent_end, child_end = _wire.socketpair()
-        status_ours, status_theirs = _wire.socketpair()
+        status_ours, status_theirs = _status_pair()
         try:
             # The start message waits in the channel while the server forks: the
             # child reads it as soon as it runs, without waiting for this process
@@ -66,3 +66,18 @@ class ForkServerPopen(Popen):
             self._status.close()
             self._status = None
         self.sentinel = -1
+
+
+def _status_pair() -> tuple[_socket.socket, _socket.socket]:
+    """The pair the server reports the exit code on: C sockets, blocking.
+
+    Four bytes each way at most, so the buffer sizes do not matter, and the
+    C module's sockets do without socket.py's wrappers (and their getsockname).
+    """
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    if _socket.getdefaulttimeout() is not None:
+        # setdefaulttimeout() makes new sockets non-blocking in the kernel; the
+        # server writes on its end, and this end is read once readable.
+        ours.settimeout(None)
+        theirs.settimeout(None)
+    return ours, theirs
