@@ -95,6 +95,7 @@ def plain_socketpair() -> tuple[_socket.socket, _socket.socket]:
 def _sized(a: _Socket, b: _Socket) -> tuple[_Socket, _Socket]:
     global _default_buffers_suffice
     import _socket
+
     if _socket.getdefaulttimeout() is not None:
         # socket.setdefaulttimeout() makes new sockets non-blocking in the kernel;
         # the other end's process (a child handed it) would see EAGAIN where it
