@@ -1,19 +1,21 @@
 """Build hook: compile proctor's optional C accelerator, or go on without it.
 
 hatchling runs this before it builds a wheel (``pip install .``, ``pip install -e .``,
-``python -m build``). It compiles the C accelerator -- two small modules:
+``python -m build``). It compiles the C accelerator -- three small modules:
 ``src/proctor/_sync/_native.c``, the fast paths of Lock, RLock and Semaphore (see
-``src/proctor/_sync/_accel.py``), and ``src/proctor/_queues/_native.c``, those of a
-queue's ring (see ``src/proctor/_queues/_accel.py``) -- with the compiler and flags
+``src/proctor/_sync/_accel.py``), ``src/proctor/_queues/_native.c``, those of a
+queue's ring (see ``src/proctor/_queues/_accel.py``), and ``src/proctor/_start/_native.c``,
+a child's parent-death signal without ctypes (see ``_start/_bootstrap.py``,
+arm_parent_death) -- with the compiler and flags
 that this Python was built with (``sysconfig``; ``CC``, ``CFLAGS``, ``LDSHARED`` and
 ``LDFLAGS`` from the environment win, as for any extension build). When that fails --
 no compiler, no Python headers -- the wheel is the pure-Python one, which does
 everything the accelerated one does, only slower; the build itself never fails for it::
 
-    compile ── ok ─────▶ wheel tagged for this Python and platform, with both _native.*.so
+    compile ── ok ─────▶ wheel tagged for this Python and platform, with every _native.*.so
             │            (editable install: the modules are built in place, in src/)
             └ failed ──▶ pure-Python wheel (py3-none-any); a note on stderr says why
-                         (all or nothing: a module that fails leaves neither in)
+                         (all or nothing: a module that fails leaves none in)
 
 Set ``PROCTOR_BUILD_PURE=1`` to skip the compiler on purpose.
 """
@@ -33,7 +35,11 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 #: The C modules: (package directory, module name); the source is NAME.c there.
-MODULES = (("proctor/_sync", "_native"), ("proctor/_queues", "_native"))
+MODULES = (
+    ("proctor/_sync", "_native"),
+    ("proctor/_queues", "_native"),
+    ("proctor/_start", "_native"),
+)
 #: A compiler that hangs must not hang the install.
 COMPILE_TIMEOUT = 300
 
@@ -139,7 +145,8 @@ class AcceleratorHook(BuildHookInterface):
                     os.remove(target)
             print(
                 f"proctor: building without the C accelerator ({why}); locks, "
-                "semaphores and queues run their pure-Python implementation",
+                "semaphores and queues run their pure-Python implementation, and "
+                "children arm their parent-death signal through ctypes",
                 file=sys.stderr,
             )
             return

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 import proctor
+import proctor._sync._accel
 
 FORKED = ("fork", "forkserver")  # children that are forks (of the parent or the server)
 
@@ -169,6 +170,17 @@ _NOT_FOR_ANY_CHILD = (
     "re",
     "threading",  # proctor's locks are _thread's; threading comes with a target's threads
 )
+
+#: Whether children arm their parent-death signal with _start._native (built with the
+#: locks' C module, all or nothing), rather than through _ctypes and libffi.
+NATIVE_PDEATHSIG = (
+    sys.platform.startswith("linux")
+    and os.environ.get("PROCTOR_PURE_PYTHON", "") in ("", "0")
+    and proctor._sync._accel.ACTIVE == "native"
+)
+if NATIVE_PDEATHSIG:
+    # _ctypes and libffi: ~1 M instructions and ~0.6 ms of every spawned child.
+    _NOT_FOR_ANY_CHILD += ("_ctypes", "proctor._core._accel", "zlib")
 
 # A child whose start message is plain data (_start._plain: no target, a module's
 # function, or a main-script function using plain globals and modules) reads it
@@ -331,6 +343,66 @@ def test_parent_death_signal_is_set_without_the_ctypes_package():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == [str(int(signal.SIGTERM)), "False"]
+
+
+_PDEATHSIG_PROBE = textwrap.dedent(
+    """
+    import signal, sys
+    from proctor._start import _bootstrap
+    assert _bootstrap._set_pdeathsig(signal.SIGTERM)
+    loaded = sorted(m for m in ("_ctypes", "proctor._start._native") if m in sys.modules)
+    import ctypes
+    value = ctypes.c_int()
+    ctypes.CDLL(None).prctl(2, ctypes.byref(value))  # PR_GET_PDEATHSIG
+    print(value.value, loaded, _bootstrap.describe_parent_death())
+    """
+)
+
+
+@pytest.mark.skipif(not NATIVE_PDEATHSIG, reason="the C accelerator is not active here")
+def test_the_parent_death_signal_is_set_by_the_c_module_when_it_is_built():
+    out = subprocess.run(
+        [sys.executable, "-c", _PDEATHSIG_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    signum, loaded, how = out.stdout.split(None, 2)
+    assert (signum, loaded) == (str(int(signal.SIGTERM)), "['proctor._start._native']")
+    assert how.startswith("C accelerator (")
+    # A spawn child takes the module its parent checked, and loads no _ctypes.
+    from proctor._start import _bootstrap
+
+    assert _bootstrap.native_parent_death()
+    probe = (
+        "[m for m in ('_ctypes', 'zlib', 'proctor._core._accel') if m in __import__('sys').modules]"
+        ", 'proctor._start._native' in __import__('sys').modules"
+    )
+    p = proctor.get_context("spawn").Process(target=eval, args=(probe,), forward_logs=False)
+    p.start()
+    p.join(60)
+    try:
+        assert p.exitcode == 0
+        assert p.result == ([], True)
+    finally:
+        p.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_pure_python_sets_the_parent_death_signal_through_ctypes():
+    env = {**os.environ, "PROCTOR_PURE_PYTHON": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _PDEATHSIG_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+    )
+    signum, loaded, how = out.stdout.split(None, 2)
+    assert (signum, loaded) == (str(int(signal.SIGTERM)), "['_ctypes']")
+    assert how == "ctypes (PROCTOR_PURE_PYTHON=1 is set)\n"
 
 
 @pytest.mark.parametrize("size", [10, 200_000])

@@ -93,7 +93,7 @@ def test_pure_python_can_be_forced_and_info_says_which_runs():
 
 @needs_native
 @needs_native
-@pytest.mark.parametrize("package", ["proctor._sync", "proctor._queues"])
+@pytest.mark.parametrize("package", ["proctor._sync", "proctor._queues", "proctor._start"])
 def test_a_module_built_from_other_source_is_refused_and_info_says_rebuild(
     package, tmp_path, monkeypatch
 ):

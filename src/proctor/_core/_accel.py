@@ -1,8 +1,10 @@
 """Loading one of proctor's optional C modules: the off switch and the stale-build check.
 
-proctor has two small C modules, each named ``_native`` in its package (``_sync``: the
-locks' fast paths; ``_queues``: the ring's). Each package's ``_accel`` module calls
-:func:`load_native` once, at import::
+proctor has three small C modules, each named ``_native`` in its package (``_sync``: the
+locks' fast paths; ``_queues``: the ring's; ``_start``: a child's parent-death signal).
+Each package's ``_accel`` module (``_start._bootstrap.load_prctl`` for ``_start``'s, which
+every child loads: so this module imports nothing but ``os`` up front) calls
+:func:`load_native` once::
 
     PROCTOR_PURE_PYTHON set (not "0") ─▶ None: pure Python, _native not even imported
     import PACKAGE._native fails ──────▶ None: not built (no compiler at install time)
@@ -24,10 +26,12 @@ used as built.
 
 from __future__ import annotations
 
-import importlib
 import os
-import zlib
-from types import ModuleType
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
 
 __all__ = ("ENV_VAR", "describe", "load_native", "source_digest")
 
@@ -42,6 +46,8 @@ def source_digest(path: str) -> str:
     """
     with open(path, "rb") as file:
         data = file.read()
+    import zlib  # only where a source is beside the module: not in an installed wheel
+
     return f"{zlib.crc32(data):08x}{len(data) & 0xFFFFFFFF:08x}"
 
 
@@ -50,13 +56,15 @@ def load_native(package: str) -> tuple[ModuleType | None, str]:
     value = os.environ.get(ENV_VAR, "")
     if value not in ("", "0"):
         return None, f"{ENV_VAR}={value} is set"
+    name = package + "._native"
     try:
-        module = importlib.import_module(package + "._native")
+        __import__(name)  # importlib's import_module, without importing importlib
     except ImportError as exc:
         return None, (
             f"the C accelerator is not built ({exc}); reinstall proctor on a machine with "
             "a C compiler to get it"
         )
+    module = sys.modules[name]
     stale = _stale_build(module)
     if stale is not None:
         return None, stale

@@ -458,7 +458,12 @@ def _send_outcome(channel: _socket.socket | int, outcome: bytes) -> None:
 
 
 def spawn_main(
-    channel_fd: int, lifeline_fd: int = -1, spare_of: int = 0, *, bare: bool = False
+    channel_fd: int,
+    lifeline_fd: int = -1,
+    spare_of: int = 0,
+    *,
+    bare: bool = False,
+    native: bool = False,
 ) -> None:
     """Entry point of a spawned interpreter (``python -c ...``); never returns normally.
 
@@ -469,7 +474,13 @@ def spawn_main(
         spare_of: the parent's pid when this interpreter is a spare (``_spawn_spare``),
             started from the parent's main thread before it had any work: it
             watches its parent from the start, as it would once it had work.
+        native: the parent loaded ``_start._native`` from the same directory and
+            checked its build (``native_parent_death``): import it without the
+            check, which would cost this child ``_core._accel``, ``zlib`` and the
+            reading of the C source (~1 M instructions, as much as ctypes').
     """
+    if native:
+        _take_checked_native()
     os.set_inheritable(channel_fd, False)
     if lifeline_fd >= 0:
         os.set_inheritable(lifeline_fd, False)
@@ -508,18 +519,84 @@ def arm_parent_death(parent_pid: int, use_pdeathsig: bool) -> None:
     watcher.start()
 
 
+#: What sets the parent-death signal (a function of the signal's number, True when
+#: set), False when nothing can, None until load_prctl has looked.
 _prctl_fn: Any = None
+#: proctor._start._native when it sets the signal, else None and why not (for `info`).
+_native: Any = None
+_native_reason = "not loaded yet"
 
 
 def load_prctl() -> Any:
-    """Resolve libc's ``prctl`` once (Linux). Fork parents call this before forking,
-    so each forked child skips importing ctypes."""
+    """Find once what sets the parent-death signal (Linux). Fork parents call this
+    before forking, so each forked child only calls it.
+
+    proctor's C module first (``_native.c``: one ``prctl`` call, nothing else
+    loaded); without it (a pure-Python install, ``PROCTOR_PURE_PYTHON``, a stale
+    build), libc's ``prctl`` through ctypes, which costs a spawned child
+    ``_ctypes`` and ``libffi`` (~1 M instructions, ~0.6 ms).
+    """
     global _prctl_fn
     if _prctl_fn is None:
         _prctl_fn = False
         if sys.platform.startswith("linux"):
-            _prctl_fn = _prctl_from_ctypes_core() or _prctl_from_ctypes() or False
+            _prctl_fn = (
+                _prctl_from_native() or _prctl_from_ctypes_core() or _prctl_from_ctypes() or False
+            )
     return _prctl_fn
+
+
+def _prctl_from_native() -> Any:
+    global _native, _native_reason
+    from .._core._accel import load_native
+
+    module, _native_reason = load_native(__package__ or "proctor._start")
+    return _arm_with(module)
+
+
+def _take_checked_native() -> None:
+    """Use ``_start._native`` as the parent found it (see spawn_main's ``native``)."""
+    global _prctl_fn, _native_reason
+    try:
+        from . import _native as module
+    except ImportError:
+        return  # load_prctl will say why
+    _native_reason = "checked by the parent"
+    _prctl_fn = _arm_with(module) or None
+
+
+def _arm_with(module: Any) -> Any:
+    global _native
+    set_signal = getattr(module, "set_parent_death_signal", None)
+    if set_signal is None:
+        return None
+    _native = module
+
+    def arm(sig: int) -> bool:
+        try:
+            set_signal(sig)
+        except OSError:
+            return False
+        return True
+
+    return arm
+
+
+def native_parent_death() -> bool:
+    """Whether children arm their parent-death signal with ``_start._native``, which
+    this process has loaded and checked (a spawn parent tells its children so)."""
+    return sys.platform.startswith("linux") and bool(load_prctl()) and _native is not None
+
+
+def describe_parent_death() -> str:
+    """One line for ``python -m proctor info``: what arms a child's parent-death signal."""
+    if not sys.platform.startswith("linux"):
+        return "a watching thread (no PR_SET_PDEATHSIG on this platform)"
+    load_prctl()
+    if _native is not None:
+        return f"C accelerator ({_native.__file__})"
+    how = "ctypes" if _prctl_fn else "a watching thread (no prctl found)"
+    return f"{how} ({_native_reason})"
 
 
 def _prctl_from_ctypes_core() -> Any:
@@ -535,21 +612,22 @@ def _prctl_from_ctypes_core() -> Any:
         call = _ctypes.call_function
     except (ImportError, OSError, AttributeError):
         return None
-    return lambda *args: call(address, args)
+    return lambda sig: call(address, (_PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
 
 
 def _prctl_from_ctypes() -> Any:
     try:
         import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
+    return lambda sig: prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
 
 
 def _set_pdeathsig(sig: int) -> bool:
-    prctl = load_prctl()
-    return bool(prctl) and prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    arm = load_prctl()
+    return bool(arm) and arm(int(sig))
 
 
 def _watch_parent(parent_pid: int) -> None:

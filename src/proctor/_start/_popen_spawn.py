@@ -26,7 +26,7 @@ import socket
 import sys
 
 from .._core import _wire
-from . import _spawn_spare
+from . import _bootstrap, _spawn_spare
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
 __all__ = ("SpawnPopen", "spawn_interpreter")
@@ -77,7 +77,8 @@ def spawn_child(spare_of: int = 0, *, bare: bool = False) -> tuple[int, socket.s
             lifeline_r, lifeline_w = lifeline_pipe()
         lifeline = LIFELINE_FD if lifeline_w >= 0 else -1
         entry = f"spawn_main({CHANNEL_FD}, {lifeline}{f', {spare_of}' if spare_of else ''}"
-        entry += ", bare=True)" if bare else ")"
+        entry += ", bare=True" if bare else ""
+        entry += ", native=True)" if _bootstrap.native_parent_death() else ")"
         pid = spawn_interpreter(entry, {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w})
     except BaseException:
         close_quietly(parent_end, lifeline_r, lifeline_w)

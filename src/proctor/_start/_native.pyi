@@ -1,0 +1,5 @@
+# Types of the optional C module built from _native.c (see _bootstrap.arm_parent_death).
+
+SOURCE_DIGEST: str
+
+def set_parent_death_signal(signum: int, /) -> None: ...  # Linux only
