@@ -405,6 +405,24 @@ def test_pure_python_sets_the_parent_death_signal_through_ctypes():
     assert how == "ctypes (PROCTOR_PURE_PYTHON=1 is set)\n"
 
 
+def test_a_spawn_parent_without_the_c_module_loads_no_ctypes_for_its_children():
+    # It asks only whether to tell its children that _start._native is checked.
+    result = _run(
+        """
+        import sys, proctor
+
+        if __name__ == "__main__":
+            p = proctor.get_context("spawn").Process()
+            p.start()
+            p.join(60)
+            print(p.exitcode, "_ctypes" in sys.modules)
+        """,
+        env={**os.environ, "PROCTOR_PURE_PYTHON": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "False"]
+
+
 @pytest.mark.parametrize("size", [10, 200_000])
 def test_a_child_that_read_its_start_with_os_read_sends_any_outcome(size):
     # No descriptor in the start message: the child reads it without _socket, and

@@ -525,6 +525,8 @@ _prctl_fn: Any = None
 #: proctor._start._native when it sets the signal, else None and why not (for `info`).
 _native: Any = None
 _native_reason = "not loaded yet"
+#: _prctl_fn's value through _native, False when it cannot be, None until looked for.
+_native_fn: Any = None
 
 
 def load_prctl() -> Any:
@@ -547,22 +549,25 @@ def load_prctl() -> Any:
 
 
 def _prctl_from_native() -> Any:
-    global _native, _native_reason
-    from .._core._accel import load_native
+    """The C module's setter, loaded and checked once (``_core._accel``), or False."""
+    global _native_fn, _native_reason
+    if _native_fn is None:
+        from .._core._accel import load_native
 
-    module, _native_reason = load_native(__package__ or "proctor._start")
-    return _arm_with(module)
+        module, _native_reason = load_native(__package__ or "proctor._start")
+        _native_fn = _arm_with(module) or False
+    return _native_fn
 
 
 def _take_checked_native() -> None:
     """Use ``_start._native`` as the parent found it (see spawn_main's ``native``)."""
-    global _prctl_fn, _native_reason
+    global _native_fn, _native_reason
     try:
         from . import _native as module
     except ImportError:
         return  # load_prctl will say why
     _native_reason = "checked by the parent"
-    _prctl_fn = _arm_with(module) or None
+    _native_fn = _arm_with(module)
 
 
 def _arm_with(module: Any) -> Any:
@@ -584,8 +589,9 @@ def _arm_with(module: Any) -> Any:
 
 def native_parent_death() -> bool:
     """Whether children arm their parent-death signal with ``_start._native``, which
-    this process has loaded and checked (a spawn parent tells its children so)."""
-    return sys.platform.startswith("linux") and bool(load_prctl()) and _native is not None
+    this process has loaded and checked (a spawn parent tells its children so).
+    Without it, nothing more is loaded here: ``_ctypes`` only where it is called."""
+    return sys.platform.startswith("linux") and bool(_prctl_from_native())
 
 
 def describe_parent_death() -> str:
