@@ -463,7 +463,7 @@ def spawn_main(
     spare_of: int = 0,
     *,
     bare: bool = False,
-    native: bool = False,
+    native: bool | None = None,
 ) -> None:
     """Entry point of a spawned interpreter (``python -c ...``); never returns normally.
 
@@ -474,13 +474,15 @@ def spawn_main(
         spare_of: the parent's pid when this interpreter is a spare (``_spawn_spare``),
             started from the parent's main thread before it had any work: it
             watches its parent from the start, as it would once it had work.
-        native: the parent loaded ``_start._native`` from the same directory and
-            checked its build (``native_parent_death``): import it without the
-            check, which would cost this child ``_core._accel``, ``zlib`` and the
-            reading of the C source (~1 M instructions, as much as ctypes').
+        native: True when the parent loaded ``_start._native`` from the same
+            directory and checked its build (``native_parent_death``): import it
+            without the check, which would cost this child ``_core._accel``,
+            ``zlib`` and the reading of the C source (~1 M instructions, as much
+            as ctypes'). False when the parent found it missing, refused or
+            switched off: go to ctypes without looking (~0.5 M).
     """
-    if native:
-        _take_checked_native()
+    if native is not None:
+        _take_parents_word(native)
     os.set_inheritable(channel_fd, False)
     if lifeline_fd >= 0:
         os.set_inheritable(lifeline_fd, False)
@@ -559,9 +561,12 @@ def _prctl_from_native() -> Any:
     return _native_fn
 
 
-def _take_checked_native() -> None:
+def _take_parents_word(native: bool) -> None:
     """Use ``_start._native`` as the parent found it (see spawn_main's ``native``)."""
     global _native_fn, _native_reason
+    if not native:
+        _native_fn, _native_reason = False, "the parent has none"
+        return
     try:
         from . import _native as module
     except ImportError:

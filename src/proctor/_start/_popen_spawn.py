@@ -78,7 +78,7 @@ def spawn_child(spare_of: int = 0, *, bare: bool = False) -> tuple[int, socket.s
         lifeline = LIFELINE_FD if lifeline_w >= 0 else -1
         entry = f"spawn_main({CHANNEL_FD}, {lifeline}{f', {spare_of}' if spare_of else ''}"
         entry += ", bare=True" if bare else ""
-        entry += ", native=True)" if _bootstrap.native_parent_death() else ")"
+        entry += f", native={_bootstrap.native_parent_death()})"
         pid = spawn_interpreter(entry, {CHANNEL_FD: child_end.fileno(), LIFELINE_FD: lifeline_w})
     except BaseException:
         close_quietly(parent_end, lifeline_r, lifeline_w)
