@@ -1,4 +1,4 @@
-"""The fork server's spare: a child forked ahead of the next start.
+"""The fork server: what it loads for itself, and its spare (forked ahead of a start).
 
 Each test runs its own fork server (a private client), so it can look at, kill or
 stop the server without disturbing the session's.
