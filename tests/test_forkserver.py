@@ -225,3 +225,30 @@ def test_a_server_for_a_program_that_imported_only_proctor_loads_none_of_the_hea
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split(None, 1) == ["0", "[]\n"], (done.stdout, done.stderr)
+
+
+_AFTER_A_FAILURE = """
+import proctor
+ctx = proctor.get_context("forkserver")
+check = "'proctor._core._errors' in __import__('sys').modules"
+loaded = []
+for target, args in ((eval, (check,)), (exec, ("raise SystemExit(3)",)), (eval, (check,)),
+                     (eval, (check,))):
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    p.join(30)
+    loaded.append((p.exitcode, p.result))
+print(loaded)
+"""
+
+
+def test_a_server_loads_the_error_types_once_one_of_its_children_has_failed():
+    # The child right after the failure is the spare forked before the server
+    # imported them (it imports them itself if it fails); the next has them loaded.
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _AFTER_A_FAILURE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[(0, False), (3, None), (0, False), (0, True)]\n", done.stderr
