@@ -1,4 +1,4 @@
-"""The fork server's spare: a child forked ahead of the next start.
+"""The fork server: what it loads for itself, and its spare (forked ahead of a start).
 
 Each test runs its own fork server (a private client), so it can look at, kill or
 stop the server without disturbing the session's.
@@ -186,3 +186,69 @@ def test_a_start_interrupted_while_it_waits_for_the_reply_leaves_the_next_starts
     for _ in range(2):
         (pid, _ppid, _sigint), reported = run(identity)
         assert pid == reported
+
+
+# What a fork server loads for itself is in every child it forks: each module's
+# pages are copied into the child as it touches them, and threading's after-fork
+# hook rewrites its state in every child (issue 17).
+_SERVER_MUST_NOT_LOAD = (
+    "threading",
+    "multiprocessing",
+    "pickle",
+    "re",
+    "socket",
+    "signal",
+    "selectors",
+    "enum",
+    "proctor._core._errors",
+)
+_LOADED_IN_CHILD = f"""
+import proctor
+ctx = proctor.get_context("forkserver")
+# A builtin as the target: the child imports nothing to find it, so what it has
+# loaded when the target runs is what the server had, and the child's bootstrap.
+p = ctx.Process(target=eval, args=(
+    "[m for m in {_SERVER_MUST_NOT_LOAD!r} if m in __import__('sys').modules]",))
+p.start()
+p.join(30)
+print(p.exitcode, p.result)
+"""
+
+
+def test_a_server_for_a_program_that_imported_only_proctor_loads_none_of_the_heavy_modules():
+    # A fresh interpreter: pytest's own imports (logging among them) would make the
+    # session's server import the modules it follows (_FOLLOWED_MODULES).
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED_IN_CHILD], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(None, 1) == ["0", "[]\n"], (done.stdout, done.stderr)
+
+
+_AFTER_A_FAILURE = """
+import proctor
+ctx = proctor.get_context("forkserver")
+check = "'proctor._core._errors' in __import__('sys').modules"
+loaded = []
+for target, args in ((eval, (check,)), (exec, ("raise SystemExit(3)",)), (eval, (check,)),
+                     (eval, (check,))):
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    p.join(30)
+    loaded.append((p.exitcode, p.result))
+print(loaded)
+"""
+
+
+def test_a_server_loads_the_error_types_once_one_of_its_children_has_failed():
+    # The child right after the failure is the spare forked before the server
+    # imported them (it imports them itself if it fails); the next has them loaded.
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _AFTER_A_FAILURE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[(0, False), (3, None), (0, False), (0, True)]\n", done.stderr

@@ -27,19 +27,23 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # C module without stubs
 import _socket
+import _thread
 import errno
 import os
 import select
-import signal
-import socket
 import struct
 import sys
-import threading
 import time
 
 from .._core import _runtime, _wire
-from .._core._errors import StartError
 from ._state import flush_std_streams, register_exit_hook
+
+# The server imports this module, and every module it loads is copied, page by
+# page, into the children it forks as soon as the child touches it (threading's
+# after-fork hook alone walks and rewrites its state in each child). So this
+# module uses the C modules (_socket, _signal, _thread) rather than socket.py,
+# signal.py and threading, and imports the error types, with pickle and
+# multiprocessing behind them, only in the parent's paths that raise them.
 
 __all__ = ("ForkServerClient", "client", "serve", "set_preload")
 
@@ -77,6 +81,13 @@ _FOLLOWED_MODULES = (
     "proctor._core._by_value",
 )
 EXIT_STATUS = struct.Struct("<i")
+# What a child whose target raised imports to report it: the error types (with
+# pickle and multiprocessing behind them) and traceback, ~4-6 ms of CPU in each
+# failing child. The server imports them once one of its children has failed,
+# so children that fail often find them loaded, and a server whose children
+# never fail stays without them. (The spare forked before keeps importing them
+# itself: it is used all the same.)
+_FAILURE_MODULES = ["proctor._core._errors", "traceback"]
 
 
 # -- the server --------------------------------------------------------------------
@@ -93,19 +104,19 @@ def serve(
     from . import _bootstrap
 
     os.set_inheritable(ctl_fd, False)
-    ctl = socket.socket(fileno=ctl_fd)
+    ctl = _socket.socket(fileno=ctl_fd)
     _bootstrap.arm_parent_death(parent_pid, pdeathsig)
     # A Ctrl-C in the terminal reaches the whole process group; the parent
     # decides what happens to its children, the server just carries on.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     _import_quietly(preload)
     # Opened once here, so every child finds it open for its stdin (close_stdin).
     _bootstrap.devnull_fd()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(_signal.SIGCHLD, lambda *_: None)
     server = _Server(ctl, (wake_r, wake_w), keep_spare=spare)
     # poll(), not selectors: two descriptors, and no key objects built at each wake-up
     # (the server wakes twice per start, for the request and for the child's exit).
@@ -163,7 +174,7 @@ def _send_or_exit(server: _Server, record: bytes) -> None:
 class _Spare:
     """A child forked ahead of a request, waiting on ``sock`` for the request's descriptors."""
 
-    def __init__(self, pid: int, sock: socket.socket) -> None:
+    def __init__(self, pid: int, sock: _socket.socket) -> None:
         self.pid = pid
         self.sock = sock
 
@@ -177,7 +188,7 @@ class _Server:
     module (``_FOLLOWED_MODULES``), which discards the spare.
     """
 
-    def __init__(self, ctl: socket.socket, wake_fds: tuple[int, int], *, keep_spare: bool) -> None:
+    def __init__(self, ctl: _socket.socket, wake_fds: tuple[int, int], *, keep_spare: bool) -> None:
         self.keep_spare = keep_spare
         self.ctl = ctl
         self.wake_fds = wake_fds
@@ -234,7 +245,7 @@ class _Server:
             self._fork_spare()
 
     def _fork_spare(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             pid = os.fork()
         except OSError:
@@ -255,7 +266,7 @@ class _Server:
     def _end_spare(self, spare: _Spare) -> None:
         spare.sock.close()
         try:
-            os.kill(spare.pid, signal.SIGKILL)
+            os.kill(spare.pid, _signal.SIGKILL)
             os.waitpid(spare.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass  # reaped already (by reap())
@@ -274,13 +285,16 @@ class _Server:
                 continue
             fd = self.status_fds.pop(pid, None)
             if fd is not None:
+                exitcode = os.waitstatus_to_exitcode(status)
                 try:
-                    os.write(fd, EXIT_STATUS.pack(os.waitstatus_to_exitcode(status)))
+                    os.write(fd, EXIT_STATUS.pack(exitcode))
                 except OSError:
                     pass  # the parent closed the process object already
                 os.close(fd)
+                if exitcode != 0:
+                    _import_quietly(_FAILURE_MODULES)
 
-    def _become_child(self, fds: list[int] | None, spare_sock: socket.socket | None) -> None:
+    def _become_child(self, fds: list[int] | None, spare_sock: _socket.socket | None) -> None:
         """In a new child: drop the server's state, then run the request's work; never returns.
 
         A fresh fork has its request's descriptors (``fds``); a spare waits for them on
@@ -365,8 +379,8 @@ class ForkServerClient:
     """The parent's handle on its fork server: started lazily, restarted if it died."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ctl: socket.socket | None = None
+        self._lock = _thread.allocate_lock()
+        self._ctl: _socket.socket | None = None
         self._pid = 0
         self._spare = 0
         # Whether the server's announcement of its next spare is still unread.
@@ -397,6 +411,8 @@ class ForkServerClient:
                     due = self._announcement_due
                     records = _wire.recv_exactly(self._ctl, _REPLY.size * (1 + due))
                 except TimeoutError:
+                    from .._core._errors import StartError
+
                     pid = self._pid
                     self._forget_server()
                     raise StartError(
@@ -478,6 +494,8 @@ class ForkServerClient:
         return ",".join(loaded).encode()
 
     def _start_server(self) -> None:
+        import threading
+
         from ._popen_spawn import spawn_interpreter
 
         ours, theirs = _wire.socketpair()
@@ -525,7 +543,7 @@ class ForkServerClient:
     def _reset_after_fork(self) -> None:
         # A forked child must not share its parent's server: closing our copy of
         # the control socket keeps EOF meaningful for the parent's server.
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         if self._ctl is not None:
             self._ctl.close()
             self._ctl = None
@@ -547,7 +565,7 @@ def _reap_server(pid: int) -> None:
             return
         if time.monotonic() >= deadline:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
             try:
