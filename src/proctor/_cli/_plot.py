@@ -135,7 +135,7 @@ def plot_ratios(rows: list[dict], path: Path, *, title: str) -> None:
         axes.set_xlabel(
             "proctor vs multiprocessing, same run (log scale; right of 1: proctor ahead)"
         )
-        axes.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=10)
+        axes.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
         axes.grid(axis="x", which="both", alpha=0.25)
         figure.tight_layout()
         figure.savefig(path, dpi=110)
