@@ -442,12 +442,9 @@ class _Receiving:
     def __exit__(self, *exc_info: object) -> None:
         _local.received = self._previous
         received = self._received
-        for index, fd in enumerate(received.fds):
-            if index not in received.taken:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_all_quietly(
+            fd for index, fd in enumerate(received.fds) if index not in received.taken
+        )
 
 
 def take_fd(token: int) -> int:

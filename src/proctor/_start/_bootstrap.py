@@ -284,6 +284,8 @@ class _PrepFds:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        # _closing.close_all_quietly's loop, written here: a plain spawn child does
+        # not import _closing otherwise, and every module costs its start.
         for token, fd in enumerate(self.fds):
             if token not in self.taken:
                 try:
