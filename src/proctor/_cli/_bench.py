@@ -15,6 +15,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from statistics import median
 
 __all__ = ("benchmarks_dir", "combine_runs", "modules_without_bytecode", "run_benchmarks")
 
@@ -224,14 +225,6 @@ def _ratio_text(row: dict) -> str:
     return text
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def combine_runs(runs: list[list[dict]]) -> list[dict]:
     """One row per benchmark from several runs' rows: medians, and the ratio's range.
 
@@ -250,13 +243,13 @@ def combine_runs(runs: list[list[dict]]) -> list[dict]:
             by_name.setdefault(row["benchmark"], []).append(row)
     combined = []
     for name, measured in by_name.items():
-        ratio = _median([r["ratio"] for r in measured])
+        ratio = median([r["ratio"] for r in measured])
         nearest = min(measured, key=lambda r: abs(r["ratio"] - ratio))
         row = {
             **nearest,
             "benchmark": name,
-            "proctor": _median([r["proctor"] for r in measured]),
-            "multiprocessing": _median([r["multiprocessing"] for r in measured]),
+            "proctor": median([r["proctor"] for r in measured]),
+            "multiprocessing": median([r["multiprocessing"] for r in measured]),
             "ratio": ratio,
             "ratio_range": (min(r["ratio"] for r in measured), max(r["ratio"] for r in measured)),
             "runs": len(measured),
@@ -264,7 +257,7 @@ def combine_runs(runs: list[list[dict]]) -> list[dict]:
         for key in ("floor", "floor_ratio"):
             known = [r[key] for r in measured if key in r]
             if known:
-                row[key] = _median(known)
+                row[key] = median(known)
         peers: dict[str, list[dict]] = {}
         for r in measured:
             for peer in r.get("peers", ()):
@@ -273,8 +266,8 @@ def combine_runs(runs: list[list[dict]]) -> list[dict]:
             row["peers"] = [
                 {
                     "name": peer_name,
-                    "value": _median([p["value"] for p in seen]),
-                    "ratio": _median([p["ratio"] for p in seen]),
+                    "value": median([p["value"] for p in seen]),
+                    "ratio": median([p["ratio"] for p in seen]),
                     "ratio_range": (min(p["ratio"] for p in seen), max(p["ratio"] for p in seen)),
                 }
                 for peer_name, seen in peers.items()
