@@ -21,6 +21,9 @@ __all__ = ("benchmarks_dir", "combine_runs", "modules_without_bytecode", "run_be
 
 #: Where a Markdown file's generated table begins (its first line).
 MARKDOWN_START = "Measured by `python -m proctor bench"
+#: Said for a benchmark module that needs numpy where it is not installed (loading
+#: it, or running it, imports numpy).
+_NEEDS_NUMPY = "{}: skipped: it needs numpy (pip install 'proctor[numpy]')"
 #: How to read the peer rows, said under the table's first line when there are some.
 PEERS_SENTENCE = (
     ' A "vs NAME" row under a benchmark gives another library\'s figure from the same'
@@ -153,7 +156,7 @@ def run_benchmarks(
         except ModuleNotFoundError as exc:
             if exc.name != "numpy":
                 raise
-            print(f"{path.stem}: skipped: it needs numpy (pip install 'proctor[numpy]')", file=out)
+            print(_NEEDS_NUMPY.format(path.stem), file=out)
             continue
         except Exception as exc:  # one broken benchmark must not hide the others
             failures += 1
@@ -172,10 +175,7 @@ def run_benchmarks(
                 if exc.name != "numpy":
                     raise
                 loaded.remove(module)
-                print(
-                    f"{module.__name__}: skipped: it needs numpy (pip install 'proctor[numpy]')",
-                    file=out,
-                )
+                print(_NEEDS_NUMPY.format(module.__name__), file=out)
                 continue
             except Exception as exc:  # one broken benchmark must not hide the others
                 failures += 1
