@@ -44,8 +44,13 @@ def row(
     higher_is_better: bool,
     note: str = "",
     floor: float | None = None,
+    reference: bool = False,
 ) -> dict:
     """A result row; ``ratio`` > 1 always means proctor is better.
+
+    ``reference`` marks a row shown for comparison only, not a path a user runs by
+    default (proctor's pure-Python lock where the C accelerator is active):
+    ``bench --plot`` draws it grey and labels it so.
 
     ``floor``, in the row's unit, is the best this machine allows for the same work,
     measured in the same run (a bare ``os.fork()``, a raw socket pair, a plain memory
@@ -61,6 +66,8 @@ def row(
         "ratio": ratio,
         "note": note,
     }
+    if reference:
+        result["reference"] = True
     if floor is not None:
         result["floor"] = floor
         result["floor_ratio"] = (

@@ -55,12 +55,15 @@ def test_bench_markdown_table_is_dated_and_has_every_row():
             "ratio": 3.0,
             "note": "n",
         },
-    ]
+        {"benchmark": "c", "proctor": 3.0, "multiprocessing": 1.0, "unit": "ns", "ratio": 0.33,
+         "reference": True},
+    ]  # fmt: skip
     text = markdown_table(rows, quick=True)
     lines = text.splitlines()
     assert lines[0].startswith("Measured by `python -m proctor bench --quick` on 20")
     assert "| a | 2 | 1 | op/s | 2.00x |  |" in lines
     assert "| b | 1 | 3 | ms | 3.00x | n |" in lines
+    assert "| c (reference) | 3 | 1 | ns | 0.33x |  |" in lines
 
 
 def test_bench_markdown_table_shows_peers_under_their_row():
@@ -216,6 +219,8 @@ def test_a_rows_floor_gives_the_ratio_the_floor_itself_would_get():
     rate = row("copy", 2.0, 1.0, "GB/s", higher_is_better=True, floor=8.0)
     assert (rate["ratio"], rate["floor_ratio"]) == (2.0, 8.0)
     assert "floor_ratio" not in row("plain", 1.0, 1.0, "op/s", higher_is_better=True)
+    assert row("fallback", 3.0, 1.0, "ns", higher_is_better=False, reference=True)["reference"]
+    assert "reference" not in row("plain", 1.0, 1.0, "op/s", higher_is_better=True)
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +243,8 @@ PLOTTED = [
      "ratio": 0.25},
     {"benchmark": "several runs", "proctor": 1.0, "multiprocessing": 1.0, "unit": "ms",
      "ratio": 1.03, "ratio_range": (0.91, 1.17), "runs": 3},
+    {"benchmark": "fallback", "proctor": 3.0, "multiprocessing": 1.0, "unit": "ns/op",
+     "ratio": 0.33, "reference": True},
 ]  # fmt: skip
 
 
@@ -248,6 +255,9 @@ def test_bench_plot_draws_every_ratio_and_floor_into_an_image(tmp_path, plotting
     assert (tmp_path / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = (tmp_path / "ratios.svg").read_text()
     assert "2.00x" in svg and "0.25x" in svg and "1.03x" in svg and "a test run" in svg
+    # A reference row is labelled so and drawn grey, not red like a row behind.
+    assert "fallback (reference)" in svg
+    assert svg.count("#9e9e9e") == 1 and svg.count("#c62828") == 1
     with pytest.raises(ValueError, match="no benchmark row"):
         plot_ratios([], tmp_path / "empty.png", title="nothing")
 

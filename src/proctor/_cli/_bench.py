@@ -351,8 +351,9 @@ def markdown_table(rows: list[dict], *, quick: bool, runs: int = 1) -> str:
         "|---|---:|---:|---|---:|---|",
     ]
     for r in rows:
+        name = r["benchmark"] + (" (reference)" if r.get("reference") else "")
         lines.append(
-            f"| {r['benchmark']} | {r['proctor']:.4g} | {r['multiprocessing']:.4g} | "
+            f"| {name} | {r['proctor']:.4g} | {r['multiprocessing']:.4g} | "
             f"{r['unit']} | {_ratio_text(r)} | {r.get('note', '')} |"
         )
         for peer in r.get("peers", ()):

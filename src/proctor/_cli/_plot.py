@@ -31,6 +31,9 @@ INSTALL_HINT = (
 )
 
 _AHEAD, _BEHIND, _FLOOR = "#2e7d32", "#c62828", "black"
+#: A row shown for reference, not a comparison of what a user runs (the pure-Python
+#: lock where the C accelerator is active): grey, and its label says so.
+_REFERENCE = "#9e9e9e"
 
 
 def check_matplotlib() -> None:
@@ -63,7 +66,8 @@ def plot_ratios(rows: list[dict], path: Path, *, title: str) -> None:
     matplotlib.use("Agg")  # files only: no display, no GUI toolkit
     from matplotlib import pyplot
 
-    labels = ["\n".join(textwrap.wrap(r["benchmark"], 48)) for r in drawn]
+    names = [r["benchmark"] + (" (reference)" if r.get("reference") else "") for r in drawn]
+    labels = ["\n".join(textwrap.wrap(name, 48)) for name in names]
     ratios = [r["ratio"] for r in drawn]
     positions = list(range(len(drawn)))[::-1]  # the first row at the top
     figure, axes = pyplot.subplots(figsize=(10, 0.42 * len(drawn) + 1.6))
@@ -74,7 +78,10 @@ def plot_ratios(rows: list[dict], path: Path, *, title: str) -> None:
             positions,
             [ratio - 1 for ratio in ratios],
             left=1,
-            color=[_AHEAD if ratio >= 1 else _BEHIND for ratio in ratios],
+            color=[
+                _REFERENCE if r.get("reference") else _AHEAD if r["ratio"] >= 1 else _BEHIND
+                for r in drawn
+            ],
             height=0.6,
         )
         ranged = [(pos, r) for pos, r in zip(positions, drawn, strict=True) if "ratio_range" in r]
