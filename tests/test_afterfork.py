@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from helpers import wait_until
-from proctor._core import _afterfork, _anonmem, _runtime
+from proctor._core import _afterfork, _anonmem, _rebuilding, _runtime
 from proctor._logging import _forwarding
 from proctor._reaper import _client
 from proctor._start import _methods
@@ -174,6 +174,8 @@ def test_module_state_left_dirty_at_the_fork_is_fresh_at_first_use():
             _anonmem._rebuild_lock.get(),
             _anonmem._heap.get().lock,
             _forwarding._listener_lock.get(),
+            rebuild_lock := _rebuilding._rebuild_lock.get(),
+            renewing := _afterfork.renewing(),
         ):
 
             def child() -> dict:
@@ -185,6 +187,10 @@ def test_module_state_left_dirty_at_the_fork_is_fresh_at_first_use():
                     "helpers": sorted(_runtime.helper_pids()),
                     "same_arena": new_arena is arena,
                     "dispatching_free": _free_for_another_thread(_forwarding._dispatching),
+                    # (RLocks: identity, as a thread of the child may share the
+                    # holder's ident and take a held RLock again.)
+                    "rebuild_lock_own": _rebuilding._rebuild_lock.get() is not rebuild_lock,
+                    "renewing_own": _afterfork.renewing() is not renewing,
                 }
 
             got = _in_forked_child(child)
@@ -195,6 +201,8 @@ def test_module_state_left_dirty_at_the_fork_is_fresh_at_first_use():
         "helpers": [],
         "same_arena": False,
         "dispatching_free": True,
+        "rebuild_lock_own": True,
+        "renewing_own": True,
     }
 
 
@@ -217,3 +225,22 @@ def test_a_forked_child_has_a_reaper_client_of_its_own_and_not_the_parents_conne
     assert not same and own_pid and fd is None
     assert address == parent.address
     assert _client.client() is parent and parent.fd is not None
+
+
+def test_the_renewal_lock_is_made_once_per_process_and_only_when_needed():
+    # The fork hook only counts the generation (a child that renews nothing allocates
+    # no lock); the first renewal in the child makes the child's lock, later ones and
+    # other threads get that same one.
+    parent_lock = _afterfork.renewing()
+    assert _afterfork.renewing() is parent_lock
+
+    def child() -> tuple:
+        before = _afterfork.generation in _afterfork._renewing
+        lock = _afterfork.renewing()
+        others: list[Any] = []
+        thread = threading.Thread(target=lambda: others.append(_afterfork.renewing()))
+        thread.start()
+        thread.join(LIMIT)
+        return before, lock is parent_lock, others == [lock], _afterfork.renewing() is lock
+
+    assert _in_forked_child(child) == (False, False, True, True)

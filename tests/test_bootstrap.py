@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 
 import pytest
 
@@ -480,3 +482,154 @@ def test_main_script_functions_that_call_each_other_arrive_as_one_namespace():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split(None, 1) == ["0", "([], True, True, 2, 4, 6)\n"]
+
+
+def _young_objects_and_frozen() -> tuple[int, int]:
+    return gc.get_count()[0], gc.get_freeze_count()
+
+
+class _Cycle:
+    pass
+
+
+def test_a_forked_child_counts_the_objects_it_inherited_as_old():
+    # The parent's young objects are not the child's first collections' work: each
+    # one scanned would be a page copied (~50 pages for a threshold's worth).
+    gc.disable()
+    try:
+        keep = [[] for _ in range(3000)]  # young and uncollected: gen 0 holds >= 3000
+        assert gc.get_count()[0] >= len(keep)
+        p = proctor.get_context("fork").Process(target=_young_objects_and_frozen)
+        p.start()
+        p.join(30)
+    finally:
+        gc.enable()
+    young, frozen = p.result
+    p.close()
+    assert young < len(keep) // 2
+    assert frozen == 0
+
+
+def test_a_forked_child_still_collects_the_garbage_it_inherited():
+    gc.disable()
+    try:
+        cycle = _Cycle()
+        cycle.me = cycle  # type: ignore[attr-defined]
+        ref = weakref.ref(cycle)
+        del cycle  # garbage, young, not collected yet in this process
+
+        def collected() -> bool:
+            gc.collect()
+            return ref() is None
+
+        p = proctor.get_context("fork").Process(target=collected)
+        p.start()
+        p.join(30)
+    finally:
+        gc.enable()
+    assert p.result is True
+    p.close()
+
+
+def test_a_forked_child_keeps_what_its_parent_froze_frozen():
+    # A program that froze its objects for its forks keeps them out of every
+    # collection there; proctor's child does not unfreeze them.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        p = proctor.get_context("fork").Process(target=_young_objects_and_frozen)
+        p.start()
+        p.join(30)
+    finally:
+        gc.unfreeze()
+    still_frozen = p.result[1]
+    p.close()
+    # (Fewer than here: the child freed some of them before it counted.)
+    assert frozen // 2 < still_frozen <= frozen
+
+
+def _lifeline_held_by_a_fork() -> tuple[bool, bool]:
+    from proctor._start import _bootstrap
+
+    lifeline = _bootstrap._own_lifeline[0]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the grandchild
+        try:
+            os.fstat(lifeline)
+            held = b"1"
+        except OSError:
+            held = b"0"
+        os.write(w, held)
+        os._exit(0)
+    os.close(w)
+    held = os.read(r, 1)  # (b"" if the grandchild died first: its end closed)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return held == b"1", _bootstrap._closes_lifeline_at_fork
+
+
+def test_a_fork_of_a_child_does_not_hold_the_childs_lifeline(monkeypatch):
+    # Without pidfds the parent watches a lifeline pipe whose write end only the
+    # child holds: a process the child forks must not keep it open.
+    from proctor._start import _popen_fork
+
+    monkeypatch.setattr(_popen_fork, "pidfd_usable", lambda: False)
+    p = proctor.get_context("fork").Process(target=_lifeline_held_by_a_fork)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert p.result == (False, True)
+    p.close()
+
+
+def test_a_child_without_a_lifeline_registers_no_fork_hook_for_one():
+    from proctor._start import _bootstrap
+
+    def registered() -> bool:
+        return _bootstrap._closes_lifeline_at_fork
+
+    p = proctor.get_context("fork").Process(target=registered)
+    p.start()
+    p.join(30)
+    assert p.result is False
+    p.close()
+
+
+def _leave_a_thread_running(go_fd: int, returning_fd: int, done_fd: int) -> None:
+    def finish() -> None:
+        os.read(go_fd, 1)
+        os.write(done_fd, b"d")
+
+    threading.Thread(target=finish).start()
+    os.write(returning_fd, b"r")
+
+
+def test_a_forked_child_waits_for_its_non_daemon_threads_before_it_exits():
+    go_r, go_w = os.pipe()
+    returning_r, returning_w = os.pipe()
+    done_r, done_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(
+            target=_leave_a_thread_running, args=(go_r, returning_w, done_w)
+        )
+        p.start()
+        assert _readable(returning_r) and os.read(returning_r, 1) == b"r"
+        # run() has returned (or is about to): the child must wait for its thread,
+        # which waits for us. (Not a timing test: the child stays until we write.)
+        p.join(0.5)
+        assert p.is_alive()
+        os.write(go_w, b"g")
+        p.join(30)
+        assert p.exitcode == 0
+        assert _readable(done_r) and os.read(done_r, 1) == b"d"
+        p.close()
+    finally:
+        for fd in (go_r, go_w, returning_r, returning_w, done_r, done_w):
+            os.close(fd)
+
+
+def _readable(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 30)[0])

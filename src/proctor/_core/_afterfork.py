@@ -57,9 +57,10 @@ __all__ = (
 #: the hook rebinds it).
 generation = 0
 # Held while a PerProcess is made again: two threads of a child must not both make
-# one. Reentrant: a make() may use another PerProcess. Fresh in every child (a thread
-# of the parent may have held it at the fork).
-_renewing = _thread.RLock()
+# one. Reentrant: a make() may use another PerProcess. One per generation, made by
+# the first renewal in it (a thread of the parent may have held the parent's at the
+# fork); dict.setdefault, atomic, gives two threads that race to make it the same.
+_renewing: dict[int, Any] = {0: _thread.RLock()}
 
 
 def renewing() -> Any:
@@ -68,13 +69,16 @@ def renewing() -> Any:
     For state reset by its own hook to ``None`` and made again on first use
     (``_reaper._client``): reentrant, and fresh in every child.
     """
-    return _renewing
+    lock = _renewing.get(generation)
+    if lock is None:
+        lock = _renewing.setdefault(generation, _thread.RLock())
+    return lock
 
 
 def _after_fork_in_child() -> None:
-    global generation, _renewing
+    # All the hook does: a child that renews nothing allocates nothing.
+    global generation
     generation += 1
-    _renewing = _thread.RLock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -103,7 +107,7 @@ class PerProcess(_Generic[_T]):
         return self._renew()
 
     def _renew(self) -> _T:
-        with _renewing:
+        with renewing():
             if self._generation != generation:
                 value = self._make()
                 # Unless a use inside make() renewed it already (a finalizer run by

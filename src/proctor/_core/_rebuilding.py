@@ -22,10 +22,9 @@ start. This module needs only what a child has loaded anyway.
 from __future__ import annotations
 
 import _thread
-import os
 import sys
 
-from . import _runtime
+from . import _afterfork, _runtime
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -47,8 +46,9 @@ _namespaces: dict[bytes, dict[str, Any]] = {}
 _namespace_tokens: dict[int, bytes] = {}
 # Serialises rebuilding, so that two threads never build two copies of one class,
 # and no thread sees a class that another is still filling in. (_thread's lock:
-# threading is not loaded in a child that starts no thread.)
-_rebuild_lock = _thread.RLock()
+# threading is not loaded in a child that starts no thread.) Made again on first use
+# in a forked child: a thread of the parent may have held it mid-rebuild.
+_rebuild_lock = _afterfork.PerProcess(_thread.RLock)
 
 
 class _Missing:
@@ -83,7 +83,7 @@ def _main_object(token: bytes, qualname: str, serial: int, value: bytes | str | 
     import _pickle  # here: a child rebuilding a function from marshal (_start._plain) skips it
 
     origin = (token, qualname, serial)
-    with _rebuild_lock:
+    with _rebuild_lock.get():
         found = _rebuilt.get(origin, _MISSING)
         if found is not _MISSING:
             return found
@@ -132,19 +132,9 @@ def _main_namespace(token: bytes, attributes: dict[str, Any]) -> dict[str, Any]:
         main = sys.modules.get("__main__")
         if main is not None:
             return main.__dict__
-    with _rebuild_lock:
+    with _rebuild_lock.get():
         namespace = _namespaces.get(token)
         if namespace is None:
             namespace = _namespaces[token] = dict(attributes)
             _namespace_tokens[id(namespace)] = token
         return namespace
-
-
-def _after_fork_in_child() -> None:
-    # A thread of the parent may have held the lock mid-rebuild; it does not
-    # exist here.
-    global _rebuild_lock
-    _rebuild_lock = _thread.RLock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -27,6 +27,7 @@ child when it goes.
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import os
 import sys
@@ -62,6 +63,7 @@ _LENGTH_SIZE = 8
 #: _plain.MARK, known here without importing _plain for a pickled message.
 _PLAIN_MARK = b"\x00"
 _PR_SET_PDEATHSIG = 1
+_LINUX = sys.platform.startswith("linux")
 # signal.SIGKILL, whose number POSIX fixes: the signal module (with enum) would cost
 # every spawned child ~10 M instructions for this one constant.
 _SIGKILL = 9
@@ -358,13 +360,40 @@ def _become_forked_child() -> None:
     if clear is not None:
         clear()
         _finalize.start_child()
+    _age_inherited_objects()
+
+
+def _age_inherited_objects() -> None:
+    """Count the objects a fork inherited as old ones: the child's collections skip them.
+
+    A young generation's collection writes to each of its objects, and the parent's
+    young objects (up to a threshold's worth, ~700) are the parent's pages: a child
+    whose first collection scans them copies ~50 pages (~150 us). ``gc.freeze()``
+    then ``gc.unfreeze()`` moves them, in a few writes, to the oldest generation,
+    whose full collections still find any garbage among them; the child's young
+    generation starts empty. (CPython's ``gc.freeze`` documentation gives the same
+    advice for forked children.) Not where the program froze objects itself: unfreezing
+    would undo that.
+    """
+    # A fork parent has loaded gc (_popen_fork imports it); importing it here would
+    # cost more pages than it saves, so a fork of a process without it goes without.
+    gc = sys.modules.get("gc")
+    if gc is not None and gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool) -> int:
+    """Run ``process`` (:func:`run_process`), send its outcome; return the exit code.
+
+    A forked child (``forked``) leaves with ``os._exit`` right after: its channel is
+    closed by that exit, not here (one object fewer written in every fork child).
+    """
     exitcode, outcome = run_process(process)
-    if forked:
-        # A forked child leaves with os._exit, which skips atexit: run its own
-        # handlers here, before its logs are flushed and its outcome reported.
+    if forked and (_atexit_count is None or _atexit_count()):
+        # os._exit skips atexit: run the child's own handlers here, before its logs
+        # are flushed and its outcome reported. (_become_forked_child cleared the
+        # parent's, so a child that registered none has nothing to run or flush.)
         run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
         if run_exitfuncs is not None:
             run_exitfuncs()
@@ -375,9 +404,14 @@ def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool
         _send_outcome(channel, outcome)
     if isinstance(channel, int):
         os.close(channel)
-    else:
+    elif not forked:
         channel.close()
     return exitcode
+
+
+#: How many atexit handlers are registered: CPython's private name (a C call),
+#: looked up once; None without it (then the handlers are run, there or not).
+_atexit_count = getattr(atexit, "_ncallbacks", None)
 
 
 def run_process(process: Any) -> tuple[int, bytes | None]:
@@ -488,7 +522,7 @@ def spawn_main(
     os.set_inheritable(channel_fd, False)
     if lifeline_fd >= 0:
         os.set_inheritable(lifeline_fd, False)
-        _own_lifeline.append(lifeline_fd)
+        keep_lifeline(lifeline_fd)
     if spare_of:
         arm_parent_death(spare_of, True)
     # The C module's socket: what the channel is used for (recvmsg, sendmsg, close)
@@ -507,14 +541,32 @@ def spawn_main(
 # -- parent death ---------------------------------------------------------------
 
 _own_lifeline: list[int] = []
+_closes_lifeline_at_fork = False
+
+
+def keep_lifeline(fd: int) -> None:
+    """Hold ``fd``, this child's end of its lifeline (where the parent has no pidfd).
+
+    A process forked from this one closes it at the fork (its hook is registered
+    here, on first use: a process without a lifeline, as every child is where
+    pidfds work, runs no hook for one in its forked children).
+    """
+    global _closes_lifeline_at_fork
+    _own_lifeline.append(fd)
+    if not _closes_lifeline_at_fork:
+        _closes_lifeline_at_fork = True
+        os.register_at_fork(after_in_child=_close_inherited_lifeline)
 
 
 def arm_parent_death(parent_pid: int, use_pdeathsig: bool) -> None:
     """Make sure this process dies within a second of ``parent_pid``'s death."""
-    if use_pdeathsig and sys.platform.startswith("linux") and _set_pdeathsig(_SIGKILL):
-        if os.getppid() != parent_pid:  # it died before the prctl took effect
-            os.kill(os.getpid(), _SIGKILL)
-        return
+    if use_pdeathsig and _LINUX:
+        # A fork parent has looked it up (load_prctl): one call, no more, in the child.
+        arm = _prctl_fn if _prctl_fn is not None else load_prctl()
+        if arm and arm(_SIGKILL):
+            if os.getppid() != parent_pid:  # it died before the prctl took effect
+                os.kill(os.getpid(), _SIGKILL)
+            return
     import threading
 
     watcher = threading.Thread(
@@ -671,7 +723,7 @@ def close_stdin() -> None:
     reads EOF, and costs one ``dup2`` (the /dev/null descriptor is opened once).
     """
     try:
-        os.dup2(devnull_fd(), 0)
+        os.dup2(_devnull[0] if _devnull else devnull_fd(), 0)
     except OSError:
         pass
 
@@ -686,13 +738,23 @@ def devnull_fd() -> int:
     return _devnull[0]
 
 
+#: The number of threads _thread started that still run (threading's, and any other
+#: Python thread): a C call. CPython's private name, looked up once; None without it.
+_thread_count = getattr(_thread, "_count", None)
+
+
 def shutdown_threads() -> None:
     """Wait for the child's non-daemon threads, as the interpreter does at exit."""
+    if _thread_count is not None and _thread_count() == 0:
+        # The common case: no thread but this one runs, and a child skips even
+        # threading's count (a Python call whose pages a fork child would copy).
+        # (A forked child may count threads of its parent's that are not here: it
+        # then asks threading, below.)
+        return
     threading = sys.modules.get("threading")
     if threading is None or threading.active_count() == 1:
-        # The common case: nothing to wait for, and fork children save the work. A
-        # process that never imported threading has no threads of threading's to
-        # wait for (the interpreter's own exit would not wait either).
+        # Nothing to wait for. A process that never imported threading has no
+        # threads of threading's to wait for (the interpreter's exit would not either).
         return
     shutdown = getattr(threading, "_shutdown", None)
     if shutdown is not None:
@@ -707,6 +769,3 @@ def _close_inherited_lifeline() -> None:
             os.close(_own_lifeline.pop())
         except OSError:
             pass
-
-
-os.register_at_fork(after_in_child=_close_inherited_lifeline)

@@ -19,6 +19,7 @@ other thread held at the fork; it is the default only where it is multiprocessin
 
 from __future__ import annotations
 
+import gc  # noqa: F401 -- for the child: _bootstrap._age_inherited_objects uses it
 import os
 import threading
 
@@ -58,7 +59,7 @@ class ForkPopen(OwnChildPopen):
                 parent_end.close()
                 if lifeline_w >= 0:
                     os.close(lifeline_r)
-                    _bootstrap._own_lifeline.append(lifeline_w)
+                    _bootstrap.keep_lifeline(lifeline_w)
                 log = None
                 if log_channel is not None:
                     log_channel[0].close()
