@@ -419,8 +419,8 @@ class ForkServerClient:
         self._spare = 0
         # Whether the server's announcement of its next spare is still unread.
         self._announcement_due = False
-        self._followed = 0
-        self._forwarding_followed = False
+        # The names of the modules the server was last told to load.
+        self._followed: tuple[str, ...] = ()
         self._atexit_registered = False
 
     @property
@@ -529,13 +529,12 @@ class ForkServerClient:
         """Names of the modules for the server to load when their list grew (else b"")."""
         modules = sys.modules
         wanted = [name for name in _FOLLOWED_MODULES if name in modules]
-        if forwards_logs or self._forwarding_followed:
+        if forwards_logs or _FORWARDING_MODULE in self._followed:
             # Once asked for, it stays in the list, which only grows.
-            self._forwarding_followed = True
             wanted.append(_FORWARDING_MODULE)
-        if len(wanted) == self._followed:
+        if len(wanted) == len(self._followed):
             return b""
-        self._followed = len(wanted)
+        self._followed = tuple(wanted)
         return ",".join(wanted).encode()
 
     def _start_server(self) -> None:
@@ -557,8 +556,7 @@ class ForkServerClient:
         # must not hang start() for ever.
         ours.settimeout(REPLY_TIMEOUT)
         self._ctl = ours
-        self._followed = 0
-        self._forwarding_followed = False
+        self._followed = ()
         self._announcement_due = False
         _runtime.register_helper(self._pid)
         _runtime.add_helper_source(self._take_pending_announcement)
