@@ -375,6 +375,7 @@ def _settle_logging() -> None:
     a child forked from a server that did it already finds the wrapper in place
     and keeps it, which saves it replacing logging's record factory on the way
     to its target (the wrapper asks for the process's name when a record is made).
+    Likewise the forwarding handler's class, which a forwarding child would build.
     """
     if "logging" in sys.modules:
         from .._logging import _logger
