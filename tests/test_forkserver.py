@@ -252,3 +252,65 @@ def test_a_server_loads_the_error_types_once_one_of_its_children_has_failed():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "[(0, False), (3, None), (0, False), (0, True)]\n", done.stderr
+
+
+_FORWARDING_FOLLOWED = """
+import logging
+import proctor
+ctx = proctor.get_context("forkserver")
+check = "'proctor._logging._forwarding' in __import__('sys').modules"
+def start(**options):
+    p = ctx.Process(target=eval, args=(check,), **options)
+    p.start()
+    p.join(30)
+    result = (p.exitcode, p.result)
+    p.close()
+    return result
+loaded = [start()]  # logging imported here, not configured: nothing to forward
+records = []
+handler = logging.Handler()
+handler.emit = records.append
+logging.getLogger().addHandler(handler)  # configured after the server started
+loaded.append(start())  # forwards its records (and imports the module for that)
+loaded.append(start(forward_logs=False))  # finds it loaded by the server
+p = ctx.Process(target=logging.warning, args=("from the child",))
+p.start()
+p.join(30)
+print(loaded, p.exitcode, [r.getMessage() for r in records])
+"""
+
+
+def test_a_server_loads_the_forwarding_module_once_a_child_forwards_its_logs():
+    # Importing it cost each forwarding child ~4 ms of CPU (issue 17); a parent that
+    # imported logging without configuring it forwards nothing, and its server
+    # goes without the module. A fresh interpreter: pytest configures logging.
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FORWARDING_FOLLOWED], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    expected = "[(0, False), (0, True), (0, True)] 0 ['from the child']\n"
+    assert done.stdout == expected, done.stderr
+
+
+_LOGGING_SETTLED = """
+import logging, sys
+from proctor._logging import _forwarding
+from proctor._start import _forkserver
+_forkserver._settle_logging()
+print(getattr(logging.getLogRecordFactory(), "_names_proctor_processes", False),
+      _forwarding._handler_cls is not None)
+"""
+
+
+def test_a_server_with_logging_prepares_once_what_each_child_would():
+    # The record factory that stamps a child's own name, and the forwarding
+    # handler's class: made in the server, found in place by every child.
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGGING_SETTLED], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "True True\n", done.stderr

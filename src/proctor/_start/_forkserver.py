@@ -80,6 +80,11 @@ _FOLLOWED_MODULES = (
     "psutil",
     "proctor._core._by_value",
 )
+# What a child that forwards its logs imports to do so (~4 ms of CPU each, logging
+# loaded): the server imports it once a child forwards -- once the parent has
+# configured logging (a handler somewhere), not merely imported it (which has the
+# server import logging, above) -- since it brings selectors and pickle with it.
+_FORWARDING_MODULE = "proctor._logging._forwarding"
 EXIT_STATUS = struct.Struct("<i")
 # What a child whose target raised imports to report it: the error types (with
 # pickle and multiprocessing behind them) and traceback, ~4-6 ms of CPU in each
@@ -114,6 +119,7 @@ def serve(
     # decides what happens to its children, the server just carries on.
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     _import_quietly(preload)
+    _settle_logging()
     # Opened once here, so every child finds it open for its stdin (close_stdin).
     _bootstrap.devnull_fd()
     wake_r, wake_w = os.pipe()
@@ -149,6 +155,7 @@ def serve(
                             # The spare was forked without them: a child forked now
                             # would find them loaded, so the spare must not be used.
                             server.discard_spare()
+                            _settle_logging()
                     pid = server.start_child(fds)
                 # Reply first: the parent's start() returns, and the child runs,
                 # while the next spare is forked. Its pid follows in a second
@@ -360,6 +367,25 @@ class _Server:
 _CHILD_MODULES = ("proctor._start._plain", "proctor._core._rebuilding")
 
 
+def _settle_logging() -> None:
+    """Once the server has logging: what every child does when logging is loaded, done once.
+
+    Each child has logging stamp its records with the child's own name
+    (``_logger.name_records_after_this_process``) as soon as logging is imported;
+    a child forked from a server that did it already finds the wrapper in place
+    and keeps it, which saves it replacing logging's record factory on the way
+    to its target (the wrapper asks for the process's name when a record is made).
+    Likewise the forwarding handler's class, which a forwarding child would build.
+    """
+    if "logging" in sys.modules:
+        from .._logging import _logger
+
+        _logger.name_records_after_this_process()
+    forwarding = sys.modules.get(_FORWARDING_MODULE)
+    if forwarding is not None:
+        forwarding._handler_class()
+
+
 def _import_quietly(names: list[str]) -> None:
     for name in names:
         if name in sys.modules:
@@ -394,17 +420,22 @@ class ForkServerClient:
         self._spare = 0
         # Whether the server's announcement of its next spare is still unread.
         self._announcement_due = False
-        self._followed = 0
+        # The names of the modules the server was last told to load.
+        self._followed: tuple[str, ...] = ()
         self._atexit_registered = False
 
     @property
     def pid(self) -> int:
         return self._pid
 
-    def start_child(self, channel_fd: int, status_fd: int) -> int:
+    def start_child(self, channel_fd: int, status_fd: int, *, forwards_logs: bool = False) -> int:
         """Ask the server to fork a child wired to the two descriptors; return its pid.
 
         The child also gets this process's current stdout and stderr.
+
+        Args:
+            forwards_logs: the child forwards its log records (its start message
+                carries a log channel): the server loads what that needs.
         """
         with self._lock:
             for attempt in (1, 2):
@@ -413,7 +444,9 @@ class ForkServerClient:
                 assert self._ctl is not None
                 try:
                     _wire.send_message(
-                        self._ctl, self._modules_to_follow(), [channel_fd, status_fd, *_std_fds()]
+                        self._ctl,
+                        self._modules_to_follow(forwards_logs),
+                        [channel_fd, status_fd, *_std_fds()],
                     )
                     # The previous request's announcement, if not read yet, comes
                     # first: both records are read at once.
@@ -493,14 +526,17 @@ class ForkServerClient:
                 _runtime.register_helper(pid)
             self._spare = pid
 
-    def _modules_to_follow(self) -> bytes:
-        """Names of followed modules loaded here since the server last heard (or b"")."""
+    def _modules_to_follow(self, forwards_logs: bool) -> bytes:
+        """Names of the modules for the server to load when their list grew (else b"")."""
         modules = sys.modules
-        loaded = [name for name in _FOLLOWED_MODULES if name in modules]
-        if len(loaded) == self._followed:
+        wanted = [name for name in _FOLLOWED_MODULES if name in modules]
+        if forwards_logs or _FORWARDING_MODULE in self._followed:
+            # Once asked for, it stays in the list, which only grows.
+            wanted.append(_FORWARDING_MODULE)
+        if len(wanted) == len(self._followed):
             return b""
-        self._followed = len(loaded)
-        return ",".join(loaded).encode()
+        self._followed = tuple(wanted)
+        return ",".join(wanted).encode()
 
     def _start_server(self) -> None:
         import threading
@@ -521,7 +557,7 @@ class ForkServerClient:
         # must not hang start() for ever.
         ours.settimeout(REPLY_TIMEOUT)
         self._ctl = ours
-        self._followed = 0
+        self._followed = ()
         self._announcement_due = False
         _runtime.register_helper(self._pid)
         _runtime.add_helper_source(self._take_pending_announcement)

@@ -35,7 +35,9 @@ class ForkServerPopen(Popen):
             # to hear the pid and send it (one wake-up less on the way to run()).
             # Nothing blocks: a large message goes in a memfd (_wire).
             _wire.send_message(parent_end, message, handoff.fds)
-            self.pid = _forkserver.client().start_child(child_end.fileno(), status_theirs.fileno())
+            self.pid = _forkserver.client().start_child(
+                child_end.fileno(), status_theirs.fileno(), forwards_logs=log_channel is not None
+            )
         except BaseException:
             close_quietly(parent_end, status_ours, log_channel)
             raise
