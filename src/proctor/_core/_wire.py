@@ -94,15 +94,18 @@ def plain_socketpair() -> tuple[_socket.socket, _socket.socket]:
 
 def _sized(a: _Socket, b: _Socket) -> tuple[_Socket, _Socket]:
     global _default_buffers_suffice
-    import _socket
-
-    if _socket.getdefaulttimeout() is not None:
+    # (A new socket's timeout is the default timeout: reading it needs no import
+    # statement, whose trip through the import machinery writes pages a fork
+    # parent copies again at each start.)
+    if a.gettimeout() is not None:
         # socket.setdefaulttimeout() makes new sockets non-blocking in the kernel;
         # the other end's process (a child handed it) would see EAGAIN where it
         # expects to wait. These pairs block; their users apply their own timeouts.
         a.settimeout(None)
         b.settimeout(None)
     if _default_buffers_suffice is None:
+        import _socket
+
         # Linux's default (~208 KiB) already holds a whole inline message; then
         # the four setsockopt calls below are skipped for every later pair
         # (they are a measurable part of starting a fork child).
@@ -110,6 +113,8 @@ def _sized(a: _Socket, b: _Socket) -> tuple[_Socket, _Socket]:
         _default_buffers_suffice = default >= 2 * (INLINE_MAX + _HEADER_SIZE)
     if _default_buffers_suffice:
         return a, b
+    import _socket
+
     for sock in (a, b):
         for option in (_socket.SO_SNDBUF, _socket.SO_RCVBUF):
             try:
