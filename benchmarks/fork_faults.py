@@ -23,10 +23,14 @@ Default mode, per no-op start+join:
 round's end -- and per start the parent's faults in each part of it: ``queue``,
 ``process`` (the constructors), ``pre`` (``start()`` up to the fork system call),
 ``fork`` (the call itself, with every ``os.register_at_fork`` hook), ``post`` (the
-rest of ``start()``). Every page written between two forks faults once, so a page
-that both the end of one start and the beginning of the next write counts in the
-first: compare the ``total``, and the parts for where it goes. Means over the
-starts of every round but the first (a warm-up).
+rest of ``start()``); and the medians of ``start()``'s wall time and of the CPU time
+of the whole loop body (``time.thread_time``: the parent's own, fault handling
+included, less disturbed by other load than wall time). Every page written between
+two forks faults once, so a page that both the end of one start and the beginning of
+the next write counts in the first: compare the ``total``, and the parts for where it
+goes. Means over the starts of every round but the first (a warm-up). Compare
+versions run from copies built the same way: where the interpreter's heap lays its
+objects out (source paths' lengths included) moves every count by up to ~10.
 
 The fork system call is found by wrapping ``os.fork`` (both libraries call it
 through the ``os`` module), which costs each library the same few pages. Each
@@ -114,10 +118,12 @@ _LIVING = (
 which, count, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ctx = (proctor if which == "proctor" else multiprocessing).get_context("fork")
 os.fork = counting_fork
-parts = {k: [] for k in ("queue", "process", "pre", "fork", "post", "total", "start_us")}
+parts = {k: [] for k in ("queue", "process", "pre", "fork", "post", "total", "start_us", "cpu_us")}
+cpu = time.thread_time
 for index in range(rounds):
     queues, processes = [], []
     for _ in range(count):
+        began = cpu()
         a = faults()
         q = ctx.Queue()
         b = faults()
@@ -127,12 +133,13 @@ for index in range(rounds):
         p.start()
         t = time.perf_counter() - t
         d = faults()
+        spent = cpu() - began
         queues.append(q)
         processes.append(p)
         if index:
             got = {"queue": b - a, "process": c - b, "pre": marks[0] - c,
                    "fork": marks[1] - marks[0], "post": d - marks[1], "total": d - a,
-                   "start_us": t * 1e6}
+                   "start_us": t * 1e6, "cpu_us": spent * 1e6}
             for key, value in got.items():
                 parts[key].append(value)
     for q in queues:
@@ -146,6 +153,7 @@ for index in range(rounds):
             q.join_thread()
 result = {k: statistics.mean(v) for k, v in parts.items()}
 result["start_us"] = statistics.median(parts["start_us"])
+result["cpu_us"] = statistics.median(parts["cpu_us"])
 print(json.dumps(result))
 """
 )
@@ -188,10 +196,12 @@ def main() -> None:
             f"faults per start with {args.living} living children, medians of {args.runs} "
             f"runs of {args.rounds - 1}x{args.living} starts (load {load:.1f})"
         )
-        print(f"{'':16}" + "".join(f"{k:>9}" for k in keys) + f"{'start us':>10}")
+        print(f"{'':16}" + "".join(f"{k:>9}" for k in keys) + f"{'start us':>10}{'CPU us':>8}")
         for name, runs in got.items():
             cells = "".join(f"{_median(runs, k):9.1f}" for k in keys)
-            print(f"{name:16}{cells}{_median(runs, 'start_us'):10.0f}")
+            print(
+                f"{name:16}{cells}{_median(runs, 'start_us'):10.0f}{_median(runs, 'cpu_us'):8.0f}"
+            )
         return
     print(f"per start+join, medians of {args.runs} runs of {args.starts} (load {load:.1f})")
     keys = ("parent", "pre", "post", "child")
