@@ -1,21 +1,40 @@
-"""Page faults of a no-op fork start+join: proctor, multiprocessing, a bare ``os.fork()``.
+"""Page faults of a fork start: proctor, multiprocessing, a bare ``os.fork()``.
 
     python benchmarks/fork_faults.py [--starts 300] [--runs 3]
+    python benchmarks/fork_faults.py --living 10 [--rounds 16] [--runs 3]
 
 After a fork every page either process writes takes a fault: a copy while the other
 process still shares the page (~3 us on the VM this was written on), or only a
 change of protection once the child has exited (~0.7 us). Python writes to every
 object it touches (reference counts), so what a start costs beyond the fork itself is
 mostly how many distinct pages each side writes -- a count, steadier than any timing
-on a shared machine. Per start+join this prints:
+on a shared machine.
+
+Default mode, per no-op start+join:
 
 * ``parent``: the parent's minor faults (``RUSAGE_SELF``), and of those, the ones
-  between the fork's return and the end of ``start()`` (``window``: copies, while
-  the child runs);
+  before the fork in ``start()`` (``pre``) and between the fork's return and the end
+  of ``start()`` (``post``: copies, while the child runs);
 * ``child``: the children's minor faults (``RUSAGE_CHILDREN``, once reaped);
 * the CPU time of each side.
 
-Each library and the bare fork run in a fresh interpreter that has imported both
+``--living N``: the loop of ``bench_process``'s "start with N living children" row --
+``Queue()``, ``Process(target=q.get)``, ``start()``, every child kept alive until the
+round's end -- and per start the parent's faults in each part of it: ``queue``,
+``process`` (the constructors), ``pre`` (``start()`` up to the fork system call),
+``fork`` (the call itself, with every ``os.register_at_fork`` hook), ``post`` (the
+rest of ``start()``); and the medians of ``start()``'s wall time and of the CPU time
+of the whole loop body (``time.thread_time``: the parent's own, fault handling
+included, less disturbed by other load than wall time). Every page written between
+two forks faults once, so a page that both the end of one start and the beginning of
+the next write counts in the first: compare the ``total``, and the parts for where it
+goes. Means over the starts of every round but the first (a warm-up). Compare
+versions run from copies built the same way: where the interpreter's heap lays its
+objects out (source paths' lengths included) moves every count by up to ~10.
+
+The fork system call is found by wrapping ``os.fork`` (both libraries call it
+through the ``os`` module), which costs each library the same few pages. Each
+library and the bare fork run in a fresh interpreter that has imported both
 libraries (so every child pays the same ``os.register_at_fork`` hooks), ``--runs``
 times, interleaved. Not a ``bench_*`` module: it prints counts, not ratios.
 """
@@ -29,12 +48,25 @@ import statistics
 import subprocess
 import sys
 
-_MEASURE = r"""
-import json, multiprocessing, os, resource, sys
+_PRELUDE = r"""
+import json, multiprocessing, os, resource, statistics, sys, time
 import proctor
-which, starts = sys.argv[1], int(sys.argv[2])
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-counting, window, mark = [False], [0], [0]
+marks = [0, 0]
+_fork = os.fork
+def counting_fork():
+    marks[0] = faults()
+    pid = _fork()
+    if pid:
+        marks[1] = faults()
+    return pid
+"""
+
+_NOOP = (
+    _PRELUDE
+    + r"""
+which, starts = sys.argv[1], int(sys.argv[2])
+counting, pre, post = [False], [0], [0]
 if which == "bare":
     def one():
         pid = os.fork()
@@ -45,9 +77,14 @@ else:
     ctx = (proctor if which == "proctor" else multiprocessing).get_context("fork")
     def one():
         p = ctx.Process()
-        p.start()
         if counting[0]:
-            window[0] += faults() - mark[0]
+            began = faults()
+            p.start()
+            ended = faults()
+            pre[0] += marks[0] - began
+            post[0] += ended - marks[1]
+        else:
+            p.start()
         p.join()
         p.close()
 for _ in range(20):
@@ -57,55 +94,124 @@ for _ in range(starts):
     one()
 s1, c1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 if which != "bare":
-    # A second pass for the window: the hook that marks the fork's return writes
-    # pages of its own, which the first pass must not count.
-    os.register_at_fork(after_in_parent=lambda: mark.__setitem__(0, faults()))
+    # A second pass for the split: wrapping os.fork writes pages of its own, which
+    # the first pass must not count.
+    os.fork = counting_fork
     counting[0] = True
     for _ in range(starts):
         one()
 cpu = lambda a, b: (b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime) * 1e6 / starts
 print(json.dumps({
     "parent": (s1.ru_minflt - s0.ru_minflt) / starts,
-    "window": window[0] / starts if which != "bare" else None,
+    "pre": pre[0] / starts if which != "bare" else None,
+    "post": post[0] / starts if which != "bare" else None,
     "child": (c1.ru_minflt - c0.ru_minflt) / starts,
     "parent_us": cpu(s0, s1),
     "child_us": cpu(c0, c1),
 }))
 """
+)
+
+_LIVING = (
+    _PRELUDE
+    + r"""
+which, count, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ctx = (proctor if which == "proctor" else multiprocessing).get_context("fork")
+os.fork = counting_fork
+parts = {k: [] for k in ("queue", "process", "pre", "fork", "post", "total", "start_us", "cpu_us")}
+cpu = time.thread_time
+for index in range(rounds):
+    queues, processes = [], []
+    for _ in range(count):
+        began = cpu()
+        a = faults()
+        q = ctx.Queue()
+        b = faults()
+        p = ctx.Process(target=q.get)
+        c = faults()
+        t = time.perf_counter()
+        p.start()
+        t = time.perf_counter() - t
+        d = faults()
+        spent = cpu() - began
+        queues.append(q)
+        processes.append(p)
+        if index:
+            got = {"queue": b - a, "process": c - b, "pre": marks[0] - c,
+                   "fork": marks[1] - marks[0], "post": d - marks[1], "total": d - a,
+                   "start_us": t * 1e6, "cpu_us": spent * 1e6}
+            for key, value in got.items():
+                parts[key].append(value)
+    for q in queues:
+        q.put(None)
+    for p in processes:
+        p.join(60)
+        p.close()
+    for q in queues:
+        q.close()
+        if hasattr(q, "join_thread"):
+            q.join_thread()
+result = {k: statistics.mean(v) for k, v in parts.items()}
+result["start_us"] = statistics.median(parts["start_us"])
+result["cpu_us"] = statistics.median(parts["cpu_us"])
+print(json.dumps(result))
+"""
+)
+
+
+def _run(code: str, *argv: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out)
+
+
+def _median(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r[key] is not None]
+    return statistics.median(values) if values else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=300)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--living", type=int, default=0, metavar="N")
+    parser.add_argument("--rounds", type=int, default=16, help="rounds of N starts (--living)")
     args = parser.parse_args()
-    got: dict[str, list[dict]] = {"proctor": [], "multiprocessing": [], "bare": []}
-    names = list(got)
+    names = ["proctor", "multiprocessing"]
+    if not args.living:
+        names.append("bare")
+    got: dict[str, list[dict]] = {name: [] for name in names}
     for index in range(args.runs):
         for name in reversed(names) if index % 2 else names:
             which = "mp" if name == "multiprocessing" else name
-            out = subprocess.run(
-                [sys.executable, "-c", _MEASURE, which, str(args.starts)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            got[name].append(json.loads(out))
+            if args.living:
+                got[name].append(_run(_LIVING, which, str(args.living), str(args.rounds)))
+            else:
+                got[name].append(_run(_NOOP, which, str(args.starts)))
     load = os.getloadavg()[0]
-    print(f"per start+join, medians of {args.runs} runs of {args.starts} (load {load:.1f})")
-    print(f"{'':16} {'parent':>8} {'window':>8} {'child':>8} {'parent us':>10} {'child us':>9}")
-    for name, runs in got.items():
-
-        def median(key: str, runs: list[dict] = runs) -> float | None:
-            values = [r[key] for r in runs if r[key] is not None]
-            return statistics.median(values) if values else None
-
-        window = median("window")
+    if args.living:
+        keys = ("queue", "process", "pre", "fork", "post", "total")
         print(
-            f"{name:16} {median('parent'):8.1f} "
-            f"{'-' if window is None else f'{window:.1f}':>8} {median('child'):8.1f} "
-            f"{median('parent_us'):10.0f} {median('child_us'):9.0f}"
+            f"faults per start with {args.living} living children, medians of {args.runs} "
+            f"runs of {args.rounds - 1}x{args.living} starts (load {load:.1f})"
         )
+        print(f"{'':16}" + "".join(f"{k:>9}" for k in keys) + f"{'start us':>10}{'CPU us':>8}")
+        for name, runs in got.items():
+            cells = "".join(f"{_median(runs, k):9.1f}" for k in keys)
+            print(
+                f"{name:16}{cells}{_median(runs, 'start_us'):10.0f}{_median(runs, 'cpu_us'):8.0f}"
+            )
+        return
+    print(f"per start+join, medians of {args.runs} runs of {args.starts} (load {load:.1f})")
+    keys = ("parent", "pre", "post", "child")
+    print(f"{'':16}" + "".join(f"{k:>8}" for k in keys) + f"{'parent us':>10}{'child us':>9}")
+    for name, runs in got.items():
+        cells = ""
+        for key in keys:
+            value = _median(runs, key)
+            cells += f"{'-' if value is None else f'{value:.1f}':>8}"
+        print(f"{name:16}{cells}{_median(runs, 'parent_us'):10.0f}{_median(runs, 'child_us'):9.0f}")
 
 
 if __name__ == "__main__":

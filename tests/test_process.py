@@ -596,6 +596,51 @@ def test_a_dropped_process_object_closes_quietly(ctx, recwarn):
     assert [str(w.message) for w in recwarn if w.category is ResourceWarning] == []
 
 
+def thread_names():
+    return sorted(t.name for t in threading.enumerate())
+
+
+def start_a_child_and_report_threads():
+    grandchild = proctor.get_context("fork").Process(target=thread_names)
+    grandchild.start()
+    grandchild.join(30)
+    names = grandchild.result
+    grandchild.close()
+    return thread_names(), names
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's parent-death signal")
+def test_a_child_forked_from_a_thread_arms_the_parent_death_signal_of_its_own_children():
+    # A fork parent remembers its main thread's ident, keyed by its pid: a child
+    # forked from another thread has that thread as its main thread, and must not
+    # go by its parent's record (it would watch its children with a thread each).
+    from proctor._start import _bootstrap
+
+    if not _bootstrap.load_prctl():
+        pytest.skip("no way to set the parent-death signal here")
+    ctx = proctor.get_context("fork")
+    first = ctx.Process(target=int)  # this process's record of its main thread is made
+    first.start()
+    first.join(30)
+    first.close()
+    holder = {}
+
+    def starter():
+        p = ctx.Process(target=start_a_child_and_report_threads)
+        p.start()
+        p.join(60)
+        holder["exitcode"], holder["result"] = p.exitcode, p.result
+        p.close()
+
+    t = threading.Thread(target=starter)
+    t.start()
+    t.join(90)
+    assert holder["exitcode"] == 0
+    child_threads, grandchild_threads = holder["result"]
+    assert "proctor-parent-watch" in child_threads  # started from a thread: watched
+    assert "proctor-parent-watch" not in grandchild_threads  # from its main thread
+
+
 def test_start_looks_only_at_children_that_ended(ctx, monkeypatch):
     # issue 12: start() polled every living child, so the n-th start cost O(n).
     from proctor._start import _popen
@@ -869,3 +914,23 @@ def test_a_method_target_does_not_make_the_child_import_cloudpickle():
     assert p.exitcode == 0, p.exception
     assert p.result is False
     p.close()
+
+
+def test_a_channel_pair_blocks_whatever_the_default_socket_timeout():
+    # A fork start's channel comes from _wire.plain_socketpair, which reads the
+    # default timeout off the new socket: a pair made non-blocking by
+    # socket.setdefaulttimeout() would make the child's reads fail with EAGAIN.
+    from proctor._core import _wire
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(0.5)
+    try:
+        a, b = _wire.plain_socketpair()
+    finally:
+        socket.setdefaulttimeout(previous)
+    try:
+        assert a.gettimeout() is None and b.gettimeout() is None
+        assert a.getblocking() and b.getblocking()
+    finally:
+        a.close()
+        b.close()

@@ -607,3 +607,30 @@ def test_anonymous_memory_closes_its_descriptor_when_collected_and_once_when_clo
         os.fstat(replacement)  # still open: nothing closed it a second time
     finally:
         os.close(replacement)
+
+
+def test_anonymous_memory_is_known_by_its_file_until_it_dies():
+    # A process keeps one mapping per memory (a memory received where it is
+    # mapped already is the same object): its record goes with the memory, and a
+    # dead memory's record never takes a newer one's with it (an inode number is
+    # reused once its file is gone).
+    import gc
+
+    from proctor._core import _anonmem
+
+    memory = _anonmem.AnonymousMemory(4096)
+    key = _anonmem._file_key(memory.fd)
+    assert _anonmem._by_file[key]() is memory
+    older = _anonmem.AnonymousMemory(4096)
+    older_key = _anonmem._file_key(older.fd)
+    older_ref = _anonmem._by_file[older_key]  # alive: its callback will run
+    _anonmem._remember(memory, older_key)  # a newer memory with the older's key
+    del older
+    gc.collect()
+    assert older_ref() is None
+    assert _anonmem._by_file[older_key]() is memory
+    del _anonmem._by_file[older_key], older_ref
+    memory.close()
+    del memory
+    gc.collect()
+    assert key not in _anonmem._by_file

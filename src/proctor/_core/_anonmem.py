@@ -42,8 +42,13 @@ import os
 import sys
 import threading
 import weakref
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]  # as weakref.py does
 
 from . import _afterfork, _reduction
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
+    from typing import Any
 
 __all__ = ("AnonymousMemory", "allocate", "own_description_locks")
 
@@ -174,7 +179,7 @@ class AnonymousMemory(mmap.mmap):
         # one, and a finalize's registry and weakref cost a fork parent more
         # copied pages per queue.)
         self._closer = _FdCloser(fd)
-        _by_file[_file_key(fd)] = self
+        _remember(self, _file_key(fd))
         return self
 
     @property
@@ -274,7 +279,8 @@ def _rebuild(token: int, size: int) -> AnonymousMemory:
         # (two descriptions of one process would each wait for the other's locks).
         # (lock_fd takes it too: never call it from inside.)
         with _rebuild_lock.get():
-            known = _by_file.get(_file_key(fd))
+            ref = _by_file.get(_file_key(fd))
+            known = None if ref is None else ref()
             if known is not None and not known.closed:
                 # The memory this process has already. Closing the descriptor that came
                 # drops no lock: they are on lock_fd (only such systems send memory in
@@ -295,10 +301,31 @@ def _file_key(fd: int) -> tuple[int, int]:
 
 # A forked child makes its own on first use: another thread may have held it at the fork.
 _rebuild_lock = _afterfork.PerProcess(threading.Lock)
-# The memory this process has, by file: one AnonymousMemory each (see the docstring).
-_by_file: weakref.WeakValueDictionary[tuple[int, int], AnonymousMemory] = (
-    weakref.WeakValueDictionary()
-)
+# The memory this process has, by file: one AnonymousMemory each (see the docstring),
+# held weakly. A plain dict of the C module's weak references, not a
+# WeakValueDictionary: its KeyedRef is Python code, whose calls wrote ~13 pages per
+# queue made that a fork parent with living children copies (issue 17).
+_by_file: dict[tuple[int, int], weakref.ref[AnonymousMemory]] = {}
+
+
+def _remember(memory: AnonymousMemory, key: tuple[int, int]) -> None:
+    """Record ``memory`` as this process's mapping of the file ``key``, until it dies."""
+
+    # (What it uses is bound now: at interpreter exit the module's globals may be
+    # gone when a memory dies.)
+    def forget(
+        _ref: object,
+        key: tuple[int, int] = key,
+        by_file: dict = _by_file,
+        remove: Any = _remove_dead_weakref,
+    ) -> None:
+        # Atomically, and only a dead entry: a memory made since may have the same
+        # key (an inode number is reused once its file is gone).
+        remove(by_file, key)
+
+    _by_file[key] = weakref.ref(memory, forget)
+
+
 # The memories on which this process opened a description of its own (lock_fd).
 _own_descriptions: weakref.WeakSet[AnonymousMemory] = weakref.WeakSet()
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import _socket
     import mmap
     import socket
+    from collections.abc import Callable
     from typing import TypeVar
 
     _Socket = TypeVar("_Socket", bound=_socket.socket)
@@ -87,22 +88,41 @@ def plain_socketpair() -> tuple[_socket.socket, _socket.socket]:
     whose calls at creation and close wrote ~17 pages per fork start that a fork
     parent then copies (issue 17).
     """
-    import _socket
+    make = _plain_pair
+    if make is None:
+        make = _load_plain_pair()
+    return _sized(*make())
 
-    return _sized(*_socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM))
+
+# _socket.socketpair(AF_UNIX, SOCK_STREAM), bound at the first pair: an import statement
+# at every call walks the import machinery, whose writes (the module's spec...) are
+# pages a fork parent copies again at each start (~3 per start, issue 17).
+_plain_pair: Callable[[], tuple[_socket.socket, _socket.socket]] | None = None
+
+
+def _load_plain_pair() -> Callable[[], tuple[_socket.socket, _socket.socket]]:
+    global _plain_pair
+    import _socket
+    import functools
+
+    _plain_pair = functools.partial(_socket.socketpair, _socket.AF_UNIX, _socket.SOCK_STREAM)
+    return _plain_pair
 
 
 def _sized(a: _Socket, b: _Socket) -> tuple[_Socket, _Socket]:
     global _default_buffers_suffice
-    import _socket
-
-    if _socket.getdefaulttimeout() is not None:
+    # (A new socket's timeout is the default timeout: reading it needs no import
+    # statement, whose trip through the import machinery writes pages a fork
+    # parent copies again at each start.)
+    if a.gettimeout() is not None:
         # socket.setdefaulttimeout() makes new sockets non-blocking in the kernel;
         # the other end's process (a child handed it) would see EAGAIN where it
         # expects to wait. These pairs block; their users apply their own timeouts.
         a.settimeout(None)
         b.settimeout(None)
     if _default_buffers_suffice is None:
+        import _socket
+
         # Linux's default (~208 KiB) already holds a whole inline message; then
         # the four setsockopt calls below are skipped for every later pair
         # (they are a measurable part of starting a fork child).
@@ -110,6 +130,8 @@ def _sized(a: _Socket, b: _Socket) -> tuple[_Socket, _Socket]:
         _default_buffers_suffice = default >= 2 * (INLINE_MAX + _HEADER_SIZE)
     if _default_buffers_suffice:
         return a, b
+    import _socket
+
     for sock in (a, b):
         for option in (_socket.SO_SNDBUF, _socket.SO_RCVBUF):
             try:

@@ -192,8 +192,10 @@ def forwarding_enabled(per_process: bool | None) -> bool:
     if not wanted:
         return False
     # A child whose parent forwards its logs, and which has not imported logging yet:
-    # install the forwarding first, so its children forward through it.
-    _logger.settle_pending()
+    # install the forwarding first, so its children forward through it. (Its flag
+    # tested here: the call alone is pages a fork parent copies at each start.)
+    if _logger._waiting_for_logging:
+        _logger.settle_pending()
     logging = sys.modules.get("logging")
     if logging is None:
         return False

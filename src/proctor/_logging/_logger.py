@@ -255,7 +255,10 @@ def sub_debug(message: str, *args: object) -> None:
 
 
 def debug(message: str, *args: object) -> None:
-    _log(DEBUG, message, *args)
+    # Process.start() logs with this: without a logger (the usual case) the call
+    # ends here, short of _log's pages that a fork parent copies at every start.
+    if _logger is not None or _inherited_level is not None:
+        _log(DEBUG, message, *args)
 
 
 def info(message: str, *args: object) -> None:

@@ -22,6 +22,7 @@ makes ``send`` return False, and the producer waits as for a full ring.
 
 from __future__ import annotations
 
+import _socket
 import array
 import errno
 import socket
@@ -53,8 +54,12 @@ class Mailbox:
 
     __slots__ = ("__weakref__", "recv_end", "send_end")
 
+    # The ends are the C module's sockets: they have every method the mailbox and
+    # the spares use, without ``socket.py``'s Python wrapper, whose calls at
+    # creation wrote ~9 pages per ``Queue()`` that a parent with living children
+    # copies (issue 17).
     def __init__(self) -> None:
-        send_end, recv_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM | _NONBLOCK)
+        send_end, recv_end = _socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM | _NONBLOCK)
         if not _NONBLOCK:
             send_end.setblocking(False)
             recv_end.setblocking(False)
@@ -65,8 +70,8 @@ class Mailbox:
     def from_tokens(cls, send_token: int, recv_token: int) -> Mailbox:
         """In a child: the mailbox whose ends were sent under these descriptor tokens."""
         mailbox = cls.__new__(cls)
-        mailbox.send_end = socket.socket(fileno=_reduction.take_fd(send_token))
-        mailbox.recv_end = socket.socket(fileno=_reduction.take_fd(recv_token))
+        mailbox.send_end = _socket.socket(fileno=_reduction.take_fd(send_token))
+        mailbox.recv_end = _socket.socket(fileno=_reduction.take_fd(recv_token))
         return mailbox
 
     def tokens(self, what: str) -> tuple[int, int]:

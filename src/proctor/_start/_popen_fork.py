@@ -19,6 +19,7 @@ other thread held at the fork; it is the default only where it is multiprocessin
 
 from __future__ import annotations
 
+import _thread
 import gc  # noqa: F401 -- for the child: _bootstrap._age_inherited_objects uses it
 import os
 import threading
@@ -30,6 +31,26 @@ from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
 __all__ = ("ForkPopen",)
 
+# (pid, main thread's ident, pidfds usable) of the process that last made ready to
+# fork: each fork start then reads one tuple, where calling for each (threading's
+# current_thread() and main_thread(), pidfd_usable(), _bootstrap's loaders) wrote
+# ~9 pages that a parent with living children copies at every start (issue 17).
+# Keyed by pid: a forked child (whose main thread is the one that forked) makes
+# its own.
+_ready: tuple[int, int, bool] = (-1, -1, False)
+
+
+def _get_ready(pid: int) -> tuple[int, int, bool]:
+    """Make this process ready to fork children; return its ``_ready`` record."""
+    global _ready
+    # Resolved once in the parent so that every forked child finds them ready.
+    _bootstrap.load_prctl()
+    _bootstrap.devnull_fd()
+    main = threading.main_thread().ident
+    # (Never None once the main thread runs; if it were, no thread is the main one.)
+    _ready = (pid, -1 if main is None else main, pidfd_usable())
+    return _ready
+
 
 class ForkPopen(OwnChildPopen):
     method = "fork"
@@ -39,14 +60,16 @@ class ForkPopen(OwnChildPopen):
         log_channel = open_channel(process._forward_logs)
         log_config = capture_config() if log_channel else None
         parent_end, child_end = _wire.plain_socketpair()
-        lifeline_r = lifeline_w = -1
-        if not pidfd_usable():
-            lifeline_r, lifeline_w = lifeline_pipe()
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        # Resolved once in the parent so that every forked child finds them ready.
-        _bootstrap.load_prctl()
-        _bootstrap.devnull_fd()
         parent_pid = os.getpid()
+        ready = _ready
+        if ready[0] != parent_pid:
+            ready = _get_ready(parent_pid)
+        lifeline_r = lifeline_w = -1
+        if not ready[2]:
+            lifeline_r, lifeline_w = lifeline_pipe()
+        # The parent-death signal is sent when the thread that forked ends: only
+        # the main thread's children can rely on it.
+        on_main_thread = _thread.get_ident() == ready[1]
         # (Process.start() has flushed stdout and stderr: buffered output would
         # otherwise be written twice.)
         try:

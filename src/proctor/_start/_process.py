@@ -65,15 +65,8 @@ def parent_process() -> ParentProcess | None:
 
 def active_children() -> list[Process]:
     """Return the children of this process that are still running (reaping ended ones)."""
-    _reap_finished_children()
+    state.children.reap()
     return list(state.children)
-
-
-def _reap_finished_children() -> None:
-    for child in state.children.ended():
-        popen = child._popen
-        if popen is None or popen.poll() is not None:
-            state.children.discard(child)
 
 
 # Start method -> its Popen class, filled on first use: a start then costs one dict
@@ -184,41 +177,54 @@ class BaseProcess:
             StartError: when the target or arguments cannot be pickled for a
                 spawn or forkserver child (no child is left running).
         """
-        self._check_not_closed()
-        if self._popen is not None:
-            raise ValueError(f"cannot start a process twice: {self!r} was already started")
-        if self._parent_pid != os.getpid():
-            raise ValueError(
-                "can only start a process object created by the current process "
-                f"(created by pid {self._parent_pid}, this is pid {os.getpid()})"
-            )
-        check_not_importing_payload()
-        _reap_finished_children()
+        # Each function called and object used here is a page written, and while
+        # earlier children live each page a start writes is copied (~3 us each,
+        # issue 17): the usual path tests everything at once and calls no helper
+        # that is not needed, the unusual one finds what to refuse.
+        if self._closed or self._popen is not None or self._parent_pid != os.getpid():
+            self._refuse_start()
+        if state.unpickling_payload:
+            check_not_importing_payload()
+        state.children.reap()
         # Recorded before pickling, so the child learns the method it runs under
         # and makes it its own default, as multiprocessing does.
-        self._started_with = resolve_method(self._start_method)
+        method = self._start_method
+        if method is None:
+            method = resolve_method(None)
+        self._started_with = method
         # What this process printed so far comes out before anything the child
         # prints (stdout may be a block-buffered pipe), and a forked child does
         # not inherit it to print it again, as with multiprocessing.
         flush_std_streams()
         # Logged before the start, not after: after a fork each page the parent
-        # writes while the child runs is copied (~3 us each), and the call alone
-        # writes a few (issue 17).
-        _logger.debug("starting %s with the %s start method", self._name, self._started_with)
+        # writes while the child runs is copied, and the call alone writes a few.
+        _logger.debug("starting %s with the %s start method", self._name, method)
+        popen_class = _popen_classes.get(method) or _popen_class(method)
         # One start at a time per process: a fork copies every descriptor, so a
         # child forked while another thread holds a new child's ends of its
         # channels would keep them open, and that child's log stream (or
         # lifeline) would not end with it.
         with state.start_lock:
-            self._popen = _popen_class(self._started_with)(self)
-        state.children.add(self, self._popen.sentinel, self._popen.held_fds())
+            self._popen = popen = popen_class(self)
+        state.children.add(self, popen.sentinel, popen.held_fds())
         # The child has its copy of the target and arguments now (forked, or
         # pickled into its start message): let this process collect them, as
         # multiprocessing does.
         self._target = None
         self._args = ()
         self._kwargs = {}
-        register_exit_handler()
+        if not state.exit_handler_registered:
+            register_exit_handler()
+
+    def _refuse_start(self) -> None:
+        """Raise the error that says why this process object cannot start."""
+        self._check_not_closed()
+        if self._popen is not None:
+            raise ValueError(f"cannot start a process twice: {self!r} was already started")
+        raise ValueError(
+            "can only start a process object created by the current process "
+            f"(created by pid {self._parent_pid}, this is pid {os.getpid()})"
+        )
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the child ends, or ``timeout`` seconds pass.

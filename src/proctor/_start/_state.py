@@ -58,7 +58,7 @@ class Children:
         self._by_fd: dict[int, Any] = {}  # sentinel -> child
         self._poller: Any = None
         # Sentinels not registered with the poller yet: registration waits for the
-        # next ended(), so a child joined before then (start, join: the common
+        # next reap(), so a child joined before then (start, join: the common
         # case) never costs the two epoll_ctl calls. The poller is level-triggered:
         # a child that ended before its registration is seen at the next poll.
         self._unregistered: set[int] = set()
@@ -107,11 +107,15 @@ class Children:
         else:
             _unregister_quietly(self._poller, sentinel)
 
-    def ended(self) -> list[Any]:
-        """The children whose sentinel is readable (they ended, or are ending)."""
+    def reap(self) -> None:
+        """Forget the children that have ended (``start()`` and ``active_children()``).
+
+        A child is forgotten once its sentinel is readable and its exit status
+        collected (``popen.poll()``), as multiprocessing's ``_cleanup`` does.
+        """
         with self._lock:
             if not self._fds:
-                return []
+                return
             while self._unregistered:
                 sentinel = self._unregistered.pop()
                 try:
@@ -120,8 +124,15 @@ class Children:
                     self._poller.modify(sentinel, self._readable)
                 except OSError:
                     pass  # closed without discard(): its child is not ours to find
+            ready = self._poller.poll(0)
+            if not ready:
+                return  # the usual case: no list, no loop (a start's pages, issue 17)
             by_fd = self._by_fd
-            return [by_fd[fd] for fd, _events in self._poller.poll(0) if fd in by_fd]
+            ended = [by_fd[fd] for fd, _events in ready if fd in by_fd]
+        for child in ended:
+            popen = child._popen
+            if popen is None or popen.poll() is not None:
+                self.discard(child)
 
     def __iter__(self) -> Iterator[Any]:
         with self._lock:
