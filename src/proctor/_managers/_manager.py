@@ -55,7 +55,7 @@ try:
     # otherwise load it after its fork, 0.3 ms of every Manager()'s start.
     import resource as _resource
 except ImportError:  # not a POSIX system
-    _resource = None
+    _resource = None  # type: ignore[assignment]
 
 __all__ = ("Array", "BaseManager", "Namespace", "State", "SyncManager", "Value")
 
