@@ -13,6 +13,11 @@ Rows (ratio > 1 means proctor is better):
   on this VM) out and leaves the per-call work;
 * ``manager l[0] round trip``: ``l[0]`` on a managed list, microseconds per call;
 * ``manager ns.x round trip``: ``ns.x``, microseconds per call;
+* the round-trip rows' floor (``--plot`` marks it): a one-byte round trip on raw pipes
+  between this process and a forked echo child placed alike, interleaved with them.
+  Unpinned, both managers' round trips are mostly cross-core wake-ups of sleeping
+  threads, which on the idle 2-core VM swing between runs (one run: raw pipes 8 us,
+  both managers 50-70 us; another: raw pipes 19-58 us); pinned, the per-call work;
 * ``manager calls, 4 threads of one client``: four threads of one client calling at once, calls per
   second (each has its own connection and serving thread, in both libraries);
 * ``Manager() then shutdown()``: ``Manager()`` then ``shutdown()``, milliseconds.
@@ -48,6 +53,44 @@ def _setitem(d, ops: int) -> float:
     return (time.perf_counter() - began) / ops
 
 
+class _RawEcho:
+    """A forked child echoing one byte per pipe write: the machine's round trip floor.
+
+    Measured interleaved with both managers and placed as they are (pinned or not),
+    it is the round trip with no work on either side: what the scheduler and the
+    wake-ups alone cost in that run.
+    """
+
+    def __init__(self) -> None:
+        self._to_child_r, self._to_child_w = os.pipe()
+        self._to_parent_r, self._to_parent_w = os.pipe()
+        self._pid = os.fork()
+        if self._pid == 0:  # the echo: nothing but reads and writes, then leave
+            try:
+                os.close(self._to_child_w)
+                os.close(self._to_parent_r)
+                while os.read(self._to_child_r, 1):
+                    os.write(self._to_parent_w, b"y")
+            finally:
+                os._exit(0)
+        os.close(self._to_child_r)
+        os.close(self._to_parent_w)
+
+    def round_trips(self, ops: int) -> float:
+        """Seconds per one-byte round trip, over ``ops`` of them."""
+        write, read, out, back = os.write, os.read, self._to_child_w, self._to_parent_r
+        began = time.perf_counter()
+        for _ in range(ops):
+            write(out, b"x")
+            read(back, 1)
+        return (time.perf_counter() - began) / ops
+
+    def close(self) -> None:
+        os.close(self._to_child_w)  # end of file: the echo leaves
+        os.waitpid(self._pid, 0)
+        os.close(self._to_parent_r)
+
+
 def _threads_rate(d, threads: int, ops: int) -> float:
     def work() -> None:
         for i in range(ops):
@@ -72,6 +115,7 @@ def _start_shutdown(lib) -> float:
 def _call_rows(ops: int, rounds: int, suffix: str = "") -> list[dict]:
     ours = proctor.get_context("fork").Manager()
     theirs = multiprocessing.get_context("fork").Manager()
+    echo = _RawEcho()
     try:
         dicts = {"proctor": ours.dict(), "multiprocessing": theirs.dict()}
         lists = {"proctor": ours.list([1]), "multiprocessing": theirs.list([1])}
@@ -79,46 +123,26 @@ def _call_rows(ops: int, rounds: int, suffix: str = "") -> list[dict]:
         for d in dicts.values():  # connections opened, code paths warm
             _setitem(d, 200)
         rows = []
+        floor = {"raw pipe": lambda: echo.round_trips(ops)}
         got = interleaved(
-            {name: (lambda d=d: _setitem(d, ops)) for name, d in dicts.items()}, rounds
+            {name: (lambda d=d: _setitem(d, ops)) for name, d in dicts.items()} | floor, rounds
         )
-        rows.append(
-            row(
-                "manager d[k] = v round trip" + (", one core" if suffix else ""),
-                got["proctor"] * 1e6,
-                got["multiprocessing"] * 1e6,
-                "us",
-                higher_is_better=False,
-            )
-        )
+        title = "manager d[k] = v round trip" + (", one core" if suffix else "")
+        rows.append(_round_trip_row(title, got))
         if suffix:
             return rows
         got = interleaved(
-            {name: (lambda seq=seq: _per_call(lambda: seq[0], ops)) for name, seq in lists.items()},
+            {name: (lambda seq=seq: _per_call(lambda: seq[0], ops)) for name, seq in lists.items()}
+            | floor,
             rounds,
         )
-        rows.append(
-            row(
-                "manager l[0] round trip",
-                got["proctor"] * 1e6,
-                got["multiprocessing"] * 1e6,
-                "us",
-                higher_is_better=False,
-            )
-        )
+        rows.append(_round_trip_row("manager l[0] round trip", got))
         got = interleaved(
-            {name: (lambda ns=ns: _per_call(lambda: ns.x, ops)) for name, ns in spaces.items()},
+            {name: (lambda ns=ns: _per_call(lambda: ns.x, ops)) for name, ns in spaces.items()}
+            | floor,
             rounds,
         )
-        rows.append(
-            row(
-                "manager ns.x round trip",
-                got["proctor"] * 1e6,
-                got["multiprocessing"] * 1e6,
-                "us",
-                higher_is_better=False,
-            )
-        )
+        rows.append(_round_trip_row("manager ns.x round trip", got))
         got = interleaved(
             {name: (lambda d=d: _threads_rate(d, 4, ops // 4)) for name, d in dicts.items()},
             rounds,
@@ -138,6 +162,20 @@ def _call_rows(ops: int, rounds: int, suffix: str = "") -> list[dict]:
         dicts = lists = spaces = None
         ours.shutdown()
         theirs.shutdown()
+        echo.close()
+
+
+def _round_trip_row(title: str, got: dict[str, float]) -> dict:
+    floor = got["raw pipe"] * 1e6
+    return row(
+        title,
+        got["proctor"] * 1e6,
+        got["multiprocessing"] * 1e6,
+        "us",
+        higher_is_better=False,
+        floor=floor,
+        note=f"raw pipe 1-byte round trip between two processes placed alike: {floor:.1f} us",
+    )
 
 
 def run(quick: bool) -> list[dict]:
