@@ -178,9 +178,11 @@ def _row(
     unit: str,
     higher_better: bool,
     note: str = "",
+    reference: bool = False,
 ):
     a, b = statistics.median(ours), statistics.median(theirs)
     ratio = a / b if higher_better else b / a
+    extra = {"reference": True} if reference else {}
     return {
         "benchmark": name,
         "proctor": round(a, 3),
@@ -189,6 +191,7 @@ def _row(
         "ratio": round(ratio, 3),
         "better": "higher" if higher_better else "lower",
         "note": note,
+        **extra,
     }
 
 
@@ -222,17 +225,11 @@ def run(quick: bool) -> list[dict]:
             ours.append(_ns_per_op(mine, n_ops, mode))
             theirs.append(_ns_per_op(std, n_ops, mode))
         mine.close()
-        if name.endswith("_pure"):
-            # For reference: the fallback a build without a compiler runs, next to
-            # the stdlib's C lock (a Python call alone costs what that lock does).
-            rows.append(
-                {
-                    **_row(name, ours, theirs, "ns/op", False, "proctor: pure Python"),
-                    "reference": True,
-                }
-            )
-        else:
-            rows.append(_row(name, ours, theirs, "ns/op", higher_better=False, note=note))
+        # The pure row is for reference: the fallback a build without a compiler runs,
+        # next to the stdlib's C lock (a Python call alone costs what that lock does).
+        pure_row = name.endswith("_pure")
+        row_note = "proctor: pure Python" if pure_row else note
+        rows.append(_row(name, ours, theirs, "ns/op", False, note=row_note, reference=pure_row))
 
     ours, theirs = [], []
     for _ in range(reps + 2):  # the noisiest row: scheduling decides who convoys
