@@ -106,31 +106,33 @@ def test_bench_markdown_replaces_only_the_table_of_an_earlier_run(tmp_path):
     assert fresh.read_text() == "table\n"
 
 
-def test_bench_runs_combine_into_medians_with_the_ratios_range():
+def test_bench_runs_combine_into_the_median_run_with_the_ratios_range():
     from proctor._cli._bench import combine_runs
 
-    def run(ratio, note, peer_ratio):
+    def run(ratio, proctor, note, peer_ratio):
         return [
-            {"benchmark": "a", "proctor": ratio, "multiprocessing": 1.0, "unit": "op/s",
-             "ratio": ratio, "note": note, "floor": 10.0 * ratio, "floor_ratio": 10.0 * ratio,
+            {"benchmark": "a", "proctor": proctor, "multiprocessing": proctor / ratio,
+             "unit": "op/s", "ratio": ratio, "note": note, "floor": 10.0 * proctor,
+             "floor_ratio": 10.0 * ratio,
              "peers": [{"name": "loky", "value": 2.0 * peer_ratio, "ratio": peer_ratio}]},
             {"benchmark": "b", "proctor": 2.0, "multiprocessing": 2.0, "unit": "ms",
              "ratio": 1.0, "note": ""},
         ]  # fmt: skip
 
-    runs = [run(1.2, "run one", 3.0), run(0.9, "run two", 1.0), run(1.0, "run three", 2.0)]
-    runs[2] = runs[2][:1]  # "b" failed in the third run: it has two runs
+    # The median run by ratio is the third, though its proctor figure is no column's
+    # median: every figure of the row, its floor, its note and its peers, comes from it.
+    runs = [run(1.2, 5.0, "run one", 3.0), run(0.9, 1.0, "run two", 1.0)]
+    runs.append(run(1.0, 9.0, "run three", 2.0)[:1])  # "b" failed in the third run
     a, b = combine_runs(runs)
     assert a["benchmark"] == "a" and b["benchmark"] == "b"  # the first run's order
     assert (a["ratio"], a["ratio_range"], a["runs"]) == (1.0, (0.9, 1.2), 3)
-    assert a["proctor"] == 1.0 and a["multiprocessing"] == 1.0
-    assert a["note"] == "run three"  # the note of the run nearest the median
-    assert (a["floor"], a["floor_ratio"]) == (10.0, 10.0)
+    assert (a["proctor"], a["multiprocessing"], a["note"]) == (9.0, 9.0, "run three")
+    assert (a["floor"], a["floor_ratio"]) == (90.0, 10.0)
     assert a["peers"] == [{"name": "loky", "value": 4.0, "ratio": 2.0, "ratio_range": (1.0, 3.0)}]
     assert (b["ratio"], b["ratio_range"], b["runs"]) == (1.0, (1.0, 1.0), 2)
-    # An even count: the mean of the middle two.
-    (even,) = combine_runs([run(1.0, "", 1.0)[1:], [{**run(1.0, "", 1.0)[1], "proctor": 4.0}]])
-    assert even["proctor"] == 3.0
+    # An even count: the lower of the middle two runs, whatever order they ran in.
+    (even,) = combine_runs([run(1.3, 4.0, "high", 1.0)[:1], run(1.1, 2.0, "low", 1.0)[:1]])
+    assert (even["ratio"], even["proctor"], even["note"]) == (1.1, 2.0, "low")
 
 
 def test_bench_runs_several_times_and_reports_the_median(monkeypatch, tmp_path):
@@ -162,7 +164,7 @@ def test_bench_runs_several_times_and_reports_the_median(monkeypatch, tmp_path):
     assert sys.modules.pop("bench_fake").CALLS == [True, True, True]  # loaded once, run 3 times
     text = out.getvalue()
     assert "-- run 1 of 3" in text and "-- run 3 of 3" in text
-    assert "-- median of 3 runs" in text
+    assert "-- median run of 3" in text
     assert text.rstrip().endswith("1.10x (0.90-1.30)  ratio 1.1")
     markdown = table.read_text()
     assert "`python -m proctor bench --quick --runs 3`" in markdown

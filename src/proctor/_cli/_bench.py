@@ -15,7 +15,6 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from statistics import median
 
 __all__ = ("benchmarks_dir", "combine_runs", "modules_without_bytecode", "run_benchmarks")
 
@@ -108,7 +107,7 @@ def run_benchmarks(
         plot: also draw the ratios (and the machine's floors) into this image file
             (needs matplotlib; checked before anything runs).
         runs: run the whole selection this many times, one after the other, and
-            report each row's median over the runs with the range of its ratio
+            report each row from its median run with the range of its ratio
             (:func:`combine_runs`). On a shared machine a single run's ratio
             near 1.0 can land on either side of it; the range says how far.
 
@@ -187,7 +186,7 @@ def run_benchmarks(
         each_run.append(measured)
     measured = each_run[0] if runs == 1 else combine_runs(each_run)
     if runs > 1 and measured:
-        print(f"-- median of {runs} runs (ratio range over the runs in brackets)", file=out)
+        print(f"-- median run of {runs} (ratio range over the runs in brackets)", file=out)
         _print_rows(measured, out)
     if markdown:
         write_markdown(Path(markdown), markdown_table(measured, quick=quick, runs=runs))
@@ -226,16 +225,17 @@ def _ratio_text(row: dict) -> str:
 
 
 def combine_runs(runs: list[list[dict]]) -> list[dict]:
-    """One row per benchmark from several runs' rows: medians, and the ratio's range.
+    """One row per benchmark from several runs' rows: the median run, and the ratio's range.
 
-    A combined row's ``proctor``, ``multiprocessing``, ``ratio`` (and ``floor``,
-    ``floor_ratio``, each peer's ``value`` and ``ratio``) are the medians over the
-    runs that measured it, each on its own: the median ratio is not the ratio of
-    the medians, and it is the figure a reader compares. ``ratio_range`` is the
-    lowest and highest ratio, ``runs`` how many runs measured the row. The note
-    is the one of the run whose ratio is nearest the median, since notes quote
-    that run's own figures (a floor, a percentage). Rows keep the order in which
-    they first appeared.
+    A combined row is the row of the run whose ratio is the median over the runs
+    that measured it (for an even count, the lower of the middle two: the less
+    flattering one), so its figures, its ratio, its floor and its note, which
+    quotes that run's own figures (a floor, a percentage), all agree with each
+    other: medians taken column by column would mix runs, and a reader could no
+    longer check a note's "proctor/floor" against the row. ``ratio_range`` is the
+    lowest and highest ratio, ``runs`` how many runs measured the row; each of the
+    median run's peers gets its own ratio's range over the runs. Rows keep the
+    order in which they first appeared.
     """
     by_name: dict[str, list[dict]] = {}
     for rows in runs:
@@ -243,34 +243,22 @@ def combine_runs(runs: list[list[dict]]) -> list[dict]:
             by_name.setdefault(row["benchmark"], []).append(row)
     combined = []
     for name, measured in by_name.items():
-        ratio = median([r["ratio"] for r in measured])
-        nearest = min(measured, key=lambda r: abs(r["ratio"] - ratio))
+        ratios = sorted(r["ratio"] for r in measured)
+        median_run = next(r for r in measured if r["ratio"] == ratios[(len(ratios) - 1) // 2])
         row = {
-            **nearest,
+            **median_run,
             "benchmark": name,
-            "proctor": median([r["proctor"] for r in measured]),
-            "multiprocessing": median([r["multiprocessing"] for r in measured]),
-            "ratio": ratio,
-            "ratio_range": (min(r["ratio"] for r in measured), max(r["ratio"] for r in measured)),
+            "ratio_range": (ratios[0], ratios[-1]),
             "runs": len(measured),
         }
-        for key in ("floor", "floor_ratio"):
-            known = [r[key] for r in measured if key in r]
-            if known:
-                row[key] = median(known)
-        peers: dict[str, list[dict]] = {}
+        ranges: dict[str, list[float]] = {}
         for r in measured:
             for peer in r.get("peers", ()):
-                peers.setdefault(peer["name"], []).append(peer)
-        if peers:
+                ranges.setdefault(peer["name"], []).append(peer["ratio"])
+        if "peers" in median_run:
             row["peers"] = [
-                {
-                    "name": peer_name,
-                    "value": median([p["value"] for p in seen]),
-                    "ratio": median([p["ratio"] for p in seen]),
-                    "ratio_range": (min(p["ratio"] for p in seen), max(p["ratio"] for p in seen)),
-                }
-                for peer_name, seen in peers.items()
+                {**peer, "ratio_range": (min(ranges[peer["name"]]), max(ranges[peer["name"]]))}
+                for peer in median_run["peers"]
             ]
         combined.append(row)
     return combined
@@ -294,7 +282,7 @@ def run_title(*, quick: bool, runs: int = 1) -> str:
         f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs"
     )
-    medians = f"; medians of {runs} runs, whiskers: their range" if runs > 1 else ""
+    medians = f"; median run of {runs}, whiskers: the ratio's range" if runs > 1 else ""
     return f"{_command(quick=quick, runs=runs)}, {when} ({machine}{medians})"
 
 
@@ -324,8 +312,8 @@ def write_markdown(path: Path, table: str) -> None:
 def markdown_table(rows: list[dict], *, quick: bool, runs: int = 1) -> str:
     """The rows as a dated Markdown table, with the machine they were measured on.
 
-    Rows combined from several runs (``runs`` > 1, :func:`combine_runs`) show the
-    median ratio with its range over the runs.
+    Rows combined from several runs (``runs`` > 1, :func:`combine_runs`) show their
+    median run's figures with the ratio's range over the runs.
     """
     import datetime
     import platform
@@ -336,8 +324,9 @@ def markdown_table(rows: list[dict], *, quick: bool, runs: int = 1) -> str:
         f"{os.cpu_count()} CPUs"
     )
     medians = (
-        f" Each figure is the median of {runs} runs, one after the other; the ratio's"
-        " range over the runs is in brackets."
+        f" Of {runs} runs, one after the other, each row shows the run whose ratio is"
+        " the median (its figures and note all come from that run); the ratio's range"
+        " over the runs is in brackets."
         if runs > 1
         else ""
     )
