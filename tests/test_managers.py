@@ -596,3 +596,30 @@ def test_proctor_manager_returns_a_started_syncmanager():
     context_manager = FORK.Manager()
     with context_manager:
         assert context_manager._process.start_method == "fork"
+
+
+def test_a_connection_broken_during_its_handshake_means_the_manager_is_lost(monkeypatch):
+    # A thread's first call opens its connection; a manager killed during that
+    # handshake broke the pipe under the client's send (BrokenPipeError escaped).
+    from proctor._managers import _session
+
+    with SyncManager(ctx=FORK) as manager:
+        shared = manager.list()
+
+        def broken_client(*args, **kwargs):
+            raise BrokenPipeError(32, "cannot send: the other end of the connection is closed")
+
+        monkeypatch.setattr(_session, "Client", broken_client)
+        failed: list[BaseException] = []
+
+        def first_call():
+            try:
+                shared.append(1)
+            except BaseException as exc:
+                failed.append(exc)
+
+        caller = threading.Thread(target=first_call)
+        caller.start()
+        caller.join(TIMEOUT)
+        assert not caller.is_alive()
+        assert isinstance(failed[0], ManagerLostError), failed

@@ -156,7 +156,9 @@ class Session:
     def _open(self, anchor: bool) -> Any:
         try:
             raw = Client(self.address, authkey=self.authkey)
-        except (ConnectionRefusedError, FileNotFoundError, ConnectionResetError, EOFError) as exc:
+        except (ConnectionError, FileNotFoundError, EOFError) as exc:
+            # Refused, or reset or broken pipe in the handshake: the manager
+            # died before or while it accepted this connection.
             raise self.lost_error(exc) from exc
         except AuthenticationError as exc:
             # The key was good for the anchor, or the manager's process has
