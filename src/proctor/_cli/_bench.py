@@ -243,12 +243,12 @@ def combine_runs(runs: list[list[dict]]) -> list[dict]:
             by_name.setdefault(row["benchmark"], []).append(row)
     combined = []
     for name, measured in by_name.items():
-        ratios = sorted(r["ratio"] for r in measured)
-        median_run = next(r for r in measured if r["ratio"] == ratios[(len(ratios) - 1) // 2])
+        by_ratio = sorted(measured, key=lambda r: r["ratio"])
+        median_run = by_ratio[(len(by_ratio) - 1) // 2]
         row = {
             **median_run,
             "benchmark": name,
-            "ratio_range": (ratios[0], ratios[-1]),
+            "ratio_range": (by_ratio[0]["ratio"], by_ratio[-1]["ratio"]),
             "runs": len(measured),
         }
         ranges: dict[str, list[float]] = {}
