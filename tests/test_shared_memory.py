@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -32,6 +33,19 @@ def _exists(name: str) -> bool:
     return os.path.exists("/dev/shm/" + name.lstrip("/"))
 
 
+@contextlib.contextmanager
+def _segment(size: int):
+    """A new segment, closed and then unlinked at the end of the block.
+
+    Its creator (this test process) lives on, so nothing else would unlink it.
+    """
+    with SharedMemory(create=True, size=size) as shm:
+        try:
+            yield shm
+        finally:
+            shm.unlink()
+
+
 # ─── one process ─────────────────────────────────────────────────────────────
 
 
@@ -45,19 +59,46 @@ def test_create_then_attach_by_name_shares_the_bytes():
             assert bytes(attached.buf[:5]) == b"hello"
             attached.buf[5:7] = b"!!"
         assert bytes(created.buf[:7]) == b"hello!!"
+        created.unlink()
 
 
 def test_segment_is_readable_and_writable_by_its_owner_only():
-    with SharedMemory(create=True, size=10) as shm:
+    with _segment(10) as shm:
         mode = os.stat("/dev/shm/" + shm.name).st_mode & 0o777
         assert mode == 0o600
 
 
-def test_closed_segment_is_unlinked_once_no_process_uses_it():
+def test_a_segment_its_creator_closed_stays_until_it_unlinks_it():
+    # The stdlib's documented order is close() then unlink(): the reaper must not
+    # reclaim the segment in between (it did, now and then, before the creator's
+    # hold: CPython's test_shared_memory_ShareableList_pickling failed in CI).
     shm = SharedMemory(create=True, size=10)
     name = shm.name
+    shm.buf[:2] = b"ok"
     shm.close()
     shm.close()  # idempotent
+    sync_reaper()  # everything the reaper would do about the close is done
+    assert _exists(name), "reclaimed while its live creator had not unlinked it"
+    with SharedMemory(name) as attached:  # attach by name after the creator closed
+        assert bytes(attached.buf[:2]) == b"ok"
+    sync_reaper()
+    assert _exists(name)
+    shm.unlink()
+    assert not _exists(name)
+
+
+def test_a_segment_its_creator_closed_is_reclaimed_when_the_creator_exits():
+    creator = _script(
+        """
+        shm = SharedMemory(create=True, size=64)
+        print(shm.name, flush=True)
+        shm.close()
+        """,
+        independent=False,
+    )
+    name = creator.stdout.readline().strip()
+    _finish(creator, kill=False)
+    assert creator.returncode == 0
     wait_until(lambda: not _exists(name), timeout=5)
 
 
@@ -77,7 +118,7 @@ def test_attaching_to_a_missing_name_names_it():
 
 
 def test_creating_an_existing_name_fails_and_leaves_it_alone():
-    with SharedMemory(create=True, size=10) as shm:
+    with _segment(10) as shm:
         shm.buf[0] = 42
         with pytest.raises(FileExistsError, match=shm.name):
             SharedMemory(shm.name, create=True, size=10)
@@ -87,7 +128,7 @@ def test_creating_an_existing_name_fails_and_leaves_it_alone():
 
 
 def test_a_name_with_or_without_leading_slash_is_the_same_segment():
-    with SharedMemory(create=True, size=10) as shm, SharedMemory("/" + shm.name) as other:
+    with _segment(10) as shm, SharedMemory("/" + shm.name) as other:
         assert other.name == shm.name
 
 
@@ -109,7 +150,7 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, match):
 
 
 def test_size_is_ignored_when_attaching_as_the_stdlib_documents():
-    with SharedMemory(create=True, size=10) as shm:
+    with _segment(10) as shm:
         shm.buf[:3] = b"abc"
         for size in (1 << 20, 5, 0):
             with SharedMemory(shm.name, size=size) as other:
@@ -127,6 +168,7 @@ def test_buf_after_close_raises_and_repr_shows_state():
     assert "closed" in repr(shm)
     with pytest.raises(ValueError, match="closed"):
         shm.buf  # noqa: B018
+    shm.unlink()
 
 
 def test_close_while_views_exist_raises_buffer_error_then_succeeds():
@@ -137,6 +179,7 @@ def test_close_while_views_exist_raises_buffer_error_then_succeeds():
     del view
     shm.close()
     assert shm.closed
+    shm.unlink()
 
 
 def test_untracked_segment_waits_for_an_explicit_unlink():
@@ -150,7 +193,7 @@ def test_untracked_segment_waits_for_an_explicit_unlink():
 
 
 def test_pickle_by_name_outside_a_start():
-    with SharedMemory(create=True, size=10) as shm:
+    with _segment(10) as shm:
         shm.buf[0] = 7
         with pickle.loads(pickle.dumps(shm)) as copy:
             assert copy.name == shm.name and copy.buf[0] == 7
@@ -165,7 +208,7 @@ def _write_hello(shm, offset):
 
 
 def test_child_writes_in_place_and_parent_sees_it(ctx):
-    with SharedMemory(create=True, size=64) as shm:
+    with _segment(64) as shm:
         shm.buf[:2] = b"hi"
         p = ctx.Process(target=_write_hello, args=(shm, 10))
         p.start()
@@ -199,22 +242,24 @@ def test_segment_survives_its_creator_closing_while_a_child_uses_it(ctx):
     assert p.exitcode == 0
     p.close()
     parent_end.close()
-    wait_until(lambda: not _exists(name), timeout=5)
+    shm.unlink()
+    assert not _exists(name)
 
 
-def _park(shm, conn):
-    conn.send("attached")
+def _create_and_park(conn):
+    shm = SharedMemory(create=True, size=8)
+    conn.send(shm.name)
     conn.recv(timeout=60)
 
 
 def test_segment_is_unlinked_when_its_only_user_is_sigkilled(ctx):
+    # The child creates it and is its only user: nobody unlinks it, nobody closes it.
     parent_end, child_end = Pipe()
-    with SharedMemory(create=True, size=8) as shm:
-        name = shm.name
-        p = ctx.Process(target=_park, args=(shm, child_end))
-        p.start()
-        child_end.close()
-        assert parent_end.recv(timeout=30) == "attached"
+    p = ctx.Process(target=_create_and_park, args=(child_end,))
+    p.start()
+    child_end.close()
+    name = parent_end.recv(timeout=30)
+    assert _exists(name)
     p.kill()
     p.join(30)
     p.close()
@@ -411,6 +456,7 @@ def test_shareable_list_round_trips_every_item_type():
         other.shm.close()
     finally:
         sl.shm.close()
+        sl.shm.unlink()
 
 
 def test_shareable_list_errors_are_clear():
@@ -428,9 +474,10 @@ def test_shareable_list_errors_are_clear():
             sl.index("zzz")
     finally:
         sl.shm.close()
+        sl.shm.unlink()
     with pytest.raises(TypeError, match="object"):
         ShareableList([object()])
-    with SharedMemory(create=True, size=64) as plain:
+    with _segment(64) as plain:
         plain.buf[:8] = b"\xff" * 8  # a count of -1
         with pytest.raises(ValueError, match="does not hold a ShareableList"):
             ShareableList(name=plain.name)
@@ -456,14 +503,17 @@ def test_shareable_list_format_and_slots_are_the_stdlibs():
         copy = ShareableList(sl)
         assert copy.format == sl.format and list(copy) == list(sl)
         copy.shm.close()
+        copy.shm.unlink()
         # 7 characters but 14 bytes: the room it needs (the stdlib's would cut it).
         wide = ShareableList(["é" * 7])
         assert wide.format == "16s" and wide[0] == "é" * 7
         wide.shm.close()
+        wide.shm.unlink()
         assert len(empty) == 0 and empty.format == "" and list(empty) == []
     finally:
-        sl.shm.close()
-        empty.shm.close()
+        for made in (sl, empty):
+            made.shm.close()
+            made.shm.unlink()
 
 
 def test_shareable_list_keeps_trailing_nul_bytes():
@@ -479,6 +529,7 @@ def test_shareable_list_keeps_trailing_nul_bytes():
         assert sl[0] == b"ab" and sl._get_packing_format(0) == "8s"
     finally:
         sl.shm.close()
+        sl.shm.unlink()
 
 
 # A stdlib ShareableList that misreads a header allocates what it claims (a list of
@@ -526,6 +577,7 @@ def test_a_stdlib_program_attaches_to_a_proctor_shareable_list():
         assert list(sl) == ["stdlib", b"HoWdY", -273.154, 2.5, 7, True, 42, b"nul\x00"]
     finally:
         sl.shm.close()
+        sl.shm.unlink()
 
 
 def test_proctor_attaches_to_a_shareable_list_a_stdlib_program_made():
@@ -567,6 +619,7 @@ def test_child_updates_a_shareable_list(ctx):
     assert list(sl) == [42, "child"]
     p.close()
     sl.shm.close()
+    sl.shm.unlink()
 
 
 def test_anonymous_memory_without_memfd_uses_an_unlinked_segment(monkeypatch):

@@ -1,7 +1,8 @@
 """The resource reaper's client: the counterpart of ``multiprocessing.resource_tracker``.
 
 proctor's reaper unlinks a named OS object (a ``SharedMemory`` segment, a named
-semaphore) once no live process uses it. ``register(name, rtype)`` tells it that this
+semaphore) once no live process uses it (a ``SharedMemory`` segment's creator uses
+it until it calls ``unlink()`` or exits). ``register(name, rtype)`` tells it that this
 process uses ``name``; ``unregister(name, rtype)`` that it must not unlink ``name``
 at all any more. ``rtype`` is ``"shared_memory"`` or ``"semaphore"``, as in the stdlib
 (proctor's own spelling ``"shm"`` works too); ``name`` may have its leading ``/``

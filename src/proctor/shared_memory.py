@@ -3,8 +3,9 @@
 The ``multiprocessing.shared_memory`` API, with the lifetime done right:
 
 - :class:`SharedMemory` -- a named POSIX segment (``/dev/shm`` on Linux), created
-  ``0600``. Proctor's resource reaper unlinks it once no process uses it, even if
-  every user was SIGKILLed, and never while a live process still maps it.
+  ``0600``. It stays until ``unlink()`` while its creator lives; after that
+  proctor's resource reaper unlinks it once no process uses it, even if every
+  user was SIGKILLed, and never while a live process still maps it.
 - :class:`ShareableList` -- a fixed-length list of small values in such a segment.
 - :func:`shared_array` -- a numpy array in anonymous shared memory (nothing in
   ``/dev/shm`` at all), passed to children by reference under every start method

@@ -2,8 +2,10 @@
 
 A segment lives in ``/dev/shm`` under its name until someone unlinks it. Proctor
 hands that duty to the resource reaper (``_reaper``): every process that maps a
-segment is registered as a user, and the reaper unlinks the name once every user
-is gone -- closed, exited or SIGKILLed -- and never while one is alive::
+segment is registered as a user, and so is its creator until it unlinks the
+segment or exits (``close()`` alone keeps the creator's hold, as the stdlib keeps
+a segment until ``unlink()``). The reaper unlinks the name once every user is
+gone -- closed, exited or SIGKILLed -- and never while one is alive::
 
     creator                          reaper                      other process
     ───────                          ──────                      ─────────────
@@ -11,10 +13,13 @@ is gone -- closed, exited or SIGKILLed -- and never while one is alive::
     shm_open(O_CREAT|O_EXCL, 0600)
     mmap                                                         shm_open(name)
                                      users += {other} ◀───────── register(name)
-    close() / exit / SIGKILL ──────▶ users -= {creator}
+    close(): creator still holds it
+    exit / SIGKILL ────────────────▶ users -= {creator}
                                      (other still maps it: kept)
                                      users -= {other} ◀───────── close() / death
                                      no user left ─▶ shm_unlink(name)
+
+    unlink() (any process) ────────▶ name gone: forgotten, whoever still maps it
 
 Passing a ``SharedMemory`` to a child pickles its name; the parent registers the
 child as a user as soon as it exists (``after_start``), so the segment survives
@@ -111,12 +116,14 @@ class SharedMemory:
         FileNotFoundError: when attaching to a name that does not exist.
 
     Note:
-        Unlike ``multiprocessing.shared_memory``, a segment is reclaimed as soon
-        as no process uses it, crashed users included, and never while a live
-        process still maps it (the stdlib tracker unlinks segments that other
-        processes attached by name when their creator exits). To hand a segment
-        to a process that attaches later by name, keep it open until then, or
-        pass the ``SharedMemory`` object itself to the child. ``buf`` raises
+        As with ``multiprocessing.shared_memory``, a segment stays until
+        :meth:`unlink` while its creator lives, closed or not. Unlike it, once
+        the creator has exited (or been SIGKILLed) the segment is reclaimed as
+        soon as no process uses it, and never while a live process still maps
+        it (the stdlib tracker unlinks segments that other processes attached by
+        name when their creator exits). So a process that attaches by name after
+        the creator exited must do so while another process still holds it, or
+        receive the ``SharedMemory`` object itself. ``buf`` raises
         ``ValueError`` after :meth:`close` (the stdlib returns ``None``).
     """
 
@@ -186,6 +193,14 @@ class SharedMemory:
             raise
         finally:
             os.close(fd)
+        if self._track:
+            # The creator's hold: a second, nested registration that close() does
+            # not release -- only unlink() (which forgets the name) or this
+            # process's exit does. Without it the reaper could reclaim the segment
+            # between the creator's close() and its unlink() (the stdlib's
+            # documented order), and unlink() would fail; and a segment closed by
+            # its creator would vanish before a process attached to it by name.
+            _reaper.register(os_name, _KIND)
         return os_name, size
 
     def _attach(self, os_name: str) -> tuple[str, int]:
@@ -288,8 +303,9 @@ class SharedMemory:
     def unlink(self) -> None:
         """Remove the segment's name now; its memory goes when the last user closes it.
 
-        Call it once, from one process. Proctor's reaper does it anyway once no
-        process uses the segment; call ``unlink()`` to free the name earlier.
+        Call it once, from one process. Proctor's reaper does it anyway once the
+        creator has exited and no process uses the segment; call ``unlink()``
+        to free it while the creator lives.
 
         Raises:
             FileNotFoundError: if the segment was unlinked already.
