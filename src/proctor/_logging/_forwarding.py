@@ -183,10 +183,11 @@ def set_log_forwarding(enabled: bool) -> None:
 def forwarding_enabled(per_process: bool | None) -> bool:
     """Whether a child started now forwards its logs.
 
-    Only when this process has configured logging: some logger here has a
-    handler. Otherwise a record would meet logging's last-resort handler here
-    exactly as it does in the child, so forwarding would change nothing but cost.
-    (Importing logging is not enough: cloudpickle imports it, for one.)
+    Only when this process has configured logging: some logging handler exists
+    here (:func:`_handlers_exist`). Otherwise a record would meet logging's
+    last-resort handler here exactly as it does in the child, so forwarding would
+    change nothing but cost. (Importing logging is not enough: cloudpickle imports
+    it, for one.)
     """
     wanted = _enabled if per_process is None else per_process
     if not wanted:
@@ -201,10 +202,34 @@ def forwarding_enabled(per_process: bool | None) -> bool:
         return False
     if logging.root.handlers:
         return True
-    return any(
-        getattr(logger, "handlers", None)
-        for logger in list(logging.root.manager.loggerDict.values())
-    )
+    return _handlers_exist(logging)
+
+
+def _handlers_exist(logging: Any) -> bool:
+    """Whether this process has a logging handler besides logging's last resort.
+
+    Read from logging's list of weak references to every ``Handler`` made
+    (``Handler.__init__`` adds one; a handler's collection removes it), not by
+    looking at every logger: a start in a process with hundreds of loggers looked
+    at each (28.6 us with 550, and each logger's pages written, which a fork parent
+    copies at every start: issue 17); the list holds a few handlers. A handler
+    that exists but is on no logger turns forwarding on too: that costs the pipe
+    and the listener, and changes nothing a handler would see, as the parent's
+    loggers then hand the child's records to the same last resort the child's would.
+    """
+    refs = getattr(logging, "_handlerList", None)
+    if refs is None:  # not CPython's logging: look at every logger
+        return any(
+            getattr(logger, "handlers", None)
+            for logger in list(logging.root.manager.loggerDict.values())
+        )
+    # logging made its own last resort, a Handler, at import.
+    last_resort = getattr(logging, "_defaultLastResort", None)
+    for ref in refs[:]:  # a copy: another thread's handler may be collected meanwhile
+        handler = ref()
+        if handler is not None and handler is not last_resort and handler is not logging.lastResort:
+            return True
+    return False
 
 
 def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | None:
@@ -216,6 +241,10 @@ def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | Non
     """
     if not forwarding_enabled(forward_logs):
         return None
+    if _handler_cls is None:
+        # Made here, once, so that each fork child finds it made (building a class
+        # is ~12 us, and pages written, in every child that builds it).
+        _handler_class()
     read_fd, write_fd = os.pipe()
     try:
         if _F_SETPIPE_SZ is None:
@@ -275,11 +304,13 @@ _child_channel: io.FileIO | None = None
 _child_handler: Any = None
 
 
-def install_in_child(config: dict[str, Any], channel: io.FileIO | int) -> None:
+def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) -> None:
     """Make this (new child) process send its log records to the parent over ``channel``.
 
     Args:
-        config: the parent's logging configuration (:func:`capture_config`).
+        config: the parent's logging configuration (:func:`capture_config`); ``None``
+            in a forked child, whose logging is a copy of its parent's at the fork
+            (levels, ``logging.disable``, propagation, proctor's logger).
         channel: the child's end of its log channel (:func:`open_channel`), or its
             descriptor.
     """
@@ -290,28 +321,35 @@ def install_in_child(config: dict[str, Any], channel: io.FileIO | int) -> None:
     global _child_channel
     if isinstance(channel, int):
         channel = io.FileIO(channel, "wb")
-    if config["proctor_logger"]:
+    if config is not None and config["proctor_logger"]:
         _logging.get_logger()
     global _child_handler
     handler = _child_handler = _handler_class()(channel)
     # Handlers inherited through fork belong to the parent, which handles
     # every record itself; keeping them would write each record twice.
-    for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
+    for old in list(logging.root.handlers):
+        logging.root.removeHandler(old)
+    non_propagating = []
+    for logger in list(logging.root.manager.loggerDict.values()):
         if isinstance(logger, logging.Logger):
-            for old in list(logger.handlers):
-                logger.removeHandler(old)
+            if logger.handlers:
+                for old in list(logger.handlers):
+                    logger.removeHandler(old)
+            if config is None and not logger.propagate:
+                non_propagating.append(logger)
     if _child_channel is not None:
         # Our parent's channel to *its* parent, inherited through fork: ours is new.
         _child_channel.close()
     _child_channel = channel
     _runtime.records_forwarded = 0  # counted on this channel
-    logging.root.setLevel(config["root_level"])
-    for name, level in config["levels"].items():
-        logging.getLogger(name).setLevel(level)
-    logging.disable(config["disable"])
+    if config is not None:
+        logging.root.setLevel(config["root_level"])
+        for name, level in config["levels"].items():
+            logging.getLogger(name).setLevel(level)
+        logging.disable(config["disable"])
+        non_propagating = [logging.getLogger(name) for name in config["non_propagating"]]
     logging.root.addHandler(handler)
-    for name in config["non_propagating"]:
-        logger = logging.getLogger(name)
+    for logger in non_propagating:
         logger.propagate = False
         logger.addHandler(handler)
 

@@ -25,7 +25,7 @@ import os
 import threading
 
 from .._core import _wire
-from .._logging._forwarding import capture_config, open_channel
+from .._logging._forwarding import open_channel
 from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
@@ -57,8 +57,8 @@ class ForkPopen(OwnChildPopen):
 
     def __init__(self, process) -> None:
         super().__init__()
+        # No capture_config(): the child's logging is a copy of this one's.
         log_channel = open_channel(process._forward_logs)
-        log_config = capture_config() if log_channel else None
         parent_end, child_end = _wire.plain_socketpair()
         parent_pid = os.getpid()
         ready = _ready
@@ -86,7 +86,7 @@ class ForkPopen(OwnChildPopen):
                 log = None
                 if log_channel is not None:
                     log_channel[0].close()
-                    log = (log_config, log_channel[1])
+                    log = (None, log_channel[1])
                 _bootstrap.run_forked(process, child_end, parent_pid, on_main_thread, log)
             finally:
                 os._exit(1)
