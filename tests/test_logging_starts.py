@@ -8,6 +8,7 @@ arranged in this process.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ import textwrap
 import pytest
 
 import proctor
+from helpers import wait_until
 from proctor._logging import _forwarding as _log_forwarding
 
 
@@ -120,6 +122,17 @@ def test_a_fork_parent_builds_the_forwarding_handler_class_its_children_use():
     assert out.split() == ["True"]
 
 
+class ListHandler(logging.Handler):
+    """Collects the messages of the records it handles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 class CountingLogger(logging.Logger):
     """Counts reads of the attributes a walk over the loggers would look at."""
 
@@ -178,3 +191,79 @@ def test_the_decision_looks_at_no_logger_when_root_has_no_handler(counting_logge
     finally:
         last.removeHandler(handler)
     assert looked == 0
+
+
+# --- the listener: one thread for a loop of starts, streams registered without a wake --
+
+
+def log_one(message):
+    logging.getLogger("app.worker").info(message)
+
+
+@pytest.fixture
+def lingering_listener(monkeypatch):
+    """A listener thread that outlives its streams until the test ends."""
+    monkeypatch.setattr(_log_forwarding, "LISTENER_LINGER", 30.0)
+    yield _log_forwarding.listener()
+    monkeypatch.setattr(_log_forwarding, "LISTENER_LINGER", 0.0)
+    thread = _log_forwarding.listener()._thread
+    _log_forwarding.listener()._wake()
+    if thread is not None:
+        thread.join(30)
+
+
+def listener_is_idle(listener):
+    """Whether the listener has read every wake-up byte sent to it."""
+    import select
+
+    return not select.select([listener._wake_r], [], [], 0)[0]
+
+
+def test_the_listener_thread_serves_the_next_start_after_its_streams_end(ctx, lingering_listener):
+    handler = ListHandler()
+    logging.getLogger("app").addHandler(handler)
+    logging.getLogger("app").setLevel(logging.INFO)
+    try:
+        first = ctx.Process(target=log_one, args=("first",))
+        first.start()
+        first.join(30)
+        first.close()
+        thread = lingering_listener._thread
+        assert thread is not None
+        # Two wake-ups, each read: the second is read after the thread has seen
+        # that it has no stream left (and stayed).
+        for _ in range(2):
+            lingering_listener._wake()
+            wait_until(lambda: listener_is_idle(lingering_listener), timeout=10)
+        assert thread.is_alive() and lingering_listener._thread is thread
+        # The next stream is registered while the thread waits: nothing wakes it.
+        second = ctx.Process(target=log_one, args=("second",))
+        second.start()
+        second.join(30)
+        second.close()
+        assert lingering_listener._thread is thread
+        assert handler.messages == ["first", "second"]
+    finally:
+        logging.getLogger("app").removeHandler(handler)
+        logging.getLogger("app").setLevel(logging.NOTSET)
+
+
+def test_a_fork_that_fails_leaves_no_stream_or_descriptor(monkeypatch):
+    handler = logging.NullHandler()
+    logging.getLogger("app").addHandler(handler)
+
+    def failing_fork():
+        raise OSError("no fork today")
+
+    try:
+        p = proctor.get_context("fork").Process()
+        monkeypatch.setattr(os, "fork", failing_fork)
+        with pytest.raises(OSError, match="no fork today") as failure:
+            p.start()
+        monkeypatch.undo()
+        # Attached before the fork: the listener sees the stream end and lets it go,
+        # although the traceback kept (the start's frame with it) holds the channel.
+        wait_until(lambda: not _log_forwarding.listener()._streams, timeout=10)
+        del failure
+    finally:
+        logging.getLogger("app").removeHandler(handler)

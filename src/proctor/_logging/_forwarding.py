@@ -5,8 +5,9 @@
     child                                            parent
     ─────                                            ──────
     logger.warning("x")                              LogListener thread (one per process,
-      └─ ForwardingHandler (on root, and on every      running while any child forwards)
-         logger that does not propagate)                 selector over every child's pipe
+      └─ ForwardingHandler (on root, and on every      running while any child forwards,
+         logger that does not propagate)               and LISTENER_LINGER after)
+                                                         selector over every child's pipe
            record ─▶ one frame, message pre-formatted ─▶ frames ─▶ LogRecord (decode_record)
            [len:u32 | kind:u8 | struct, marshal, pickle] logger.handle(record)
            one write() per record, before emit returns   EOF ─▶ the child's stream is drained
@@ -132,6 +133,16 @@ FULL_WAIT = 1.0
 # looks again, so that records arrive in batches: waking a thread on another
 # core costs ~30 us on a VM, more than handling a record. Bounds display latency.
 BATCH_WINDOW = 0.002
+# Once its last stream has ended, the listener's thread waits this long for a new
+# one before it ends: starting a thread costs a start() ~170 us on an idle VM (and
+# 1.3 ms at load 5: the new thread must run before Thread.start returns), which a
+# loop of start+join paid at every start when the thread ended with each child
+# (issue 17). A program that starts children further apart than this pays it at
+# most once per LISTENER_LINGER (0.3%).
+LISTENER_LINGER = 0.05
+# The selector that sees a descriptor registered while another thread waits in it
+# (epoll's; for the others the listener is woken to register it again).
+_LIVE_SELECTOR: type | None = getattr(selectors, "EpollSelector", None)
 # ...unless the last look found this many records or more: a child logging that
 # fast keeps its pipe full, and would wait out the window with nothing to do
 # (the wake-up costs little per record then).
@@ -757,12 +768,21 @@ class LogStream:
 
 
 class LogListener:
-    """One thread that handles every child's forwarded records; runs only while needed."""
+    """One thread that handles every child's forwarded records; runs only while needed.
+
+    The thread starts with the first stream and ends :data:`LISTENER_LINGER` after the
+    last one ended. A stream is registered with the thread's selector by the thread
+    that attaches it: an epoll selector sees a descriptor added while it waits, so
+    the listener is not woken for it (with another selector it is).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: dict[int, LogStream] = {}
+        # Streams detach() took away, for the thread to let go of.
+        self._detached: list[LogStream] = []
         self._thread: threading.Thread | None = None
+        self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         #: Records handled so far, of every stream: a waiter sees the listener move.
@@ -782,17 +802,23 @@ class LogListener:
         stream = LogStream(channel, name, self)
         with self._lock:
             self._streams[stream.fd] = stream
-            if self._thread is None:
+            selector = self._selector
+            if selector is None:
                 import socket
 
                 self._wake_r, self._wake_w = socket.socketpair()
                 self._wake_r.setblocking(False)
+                selector = self._selector = selectors.DefaultSelector()
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                selector.register(channel, selectors.EVENT_READ, stream)
                 self._thread = threading.Thread(
-                    target=self._run, name="proctor-log-listener", daemon=True
+                    target=self._run, args=(selector,), name="proctor-log-listener", daemon=True
                 )
                 self._thread.start()
             else:
-                self._wake()
+                selector.register(channel, selectors.EVENT_READ, stream)
+                if type(selector) is not _LIVE_SELECTOR:
+                    self._wake()  # a poll() or select() already waiting does not see it
         return stream
 
     def detach(self, stream: LogStream) -> None:
@@ -801,6 +827,7 @@ class LogListener:
             # Not if it ended already: its descriptor may be a new stream's by now.
             if self._streams.get(stream.fd) is stream:
                 del self._streams[stream.fd]
+                self._detached.append(stream)
                 self._wake()
         stream.drained.wait(DRAIN_TIMEOUT)
 
@@ -811,33 +838,36 @@ class LogListener:
         except OSError:
             pass
 
-    def _run(self) -> None:
-        selector = selectors.DefaultSelector()
-        assert self._wake_r is not None
-        selector.register(self._wake_r, selectors.EVENT_READ)
-        registered: dict[int, LogStream] = {}
+    def _run(self, selector: selectors.BaseSelector) -> None:
+        idle_since: float | None = None  # when the last stream ended
         try:
             while True:
+                timeout = None
                 with self._lock:
-                    wanted = dict(self._streams)
-                    if not wanted and not registered:
-                        self._thread = None
-                        self._close_wake()
-                        return
-                for fd in list(registered):
-                    if fd not in wanted:  # detached: drop it
-                        self._finish(selector, registered.pop(fd))
-                for fd, stream in wanted.items():
-                    if fd not in registered:
-                        selector.register(stream.channel, selectors.EVENT_READ, stream)
-                        registered[fd] = stream
-                ready = selector.select()
+                    detached, self._detached = self._detached, []
+                    if not self._streams and not detached:
+                        # Linger, in case another child starts soon (LISTENER_LINGER);
+                        # decided under the lock that attach() takes to see the thread.
+                        now = time.monotonic()
+                        if idle_since is None:
+                            idle_since = now
+                        timeout = idle_since + LISTENER_LINGER - now
+                        if timeout <= 0:
+                            self._thread = None
+                            self._selector = None
+                            self._close_wake()
+                            return
+                    else:
+                        idle_since = None
+                for stream in detached:
+                    self._finish(selector, stream)
+                ready = selector.select(timeout)
                 handled = 0
                 for key, _events in ready:
                     stream = key.data
                     if stream is None:
                         try:
-                            while self._wake_r.recv(4096):
+                            while self._wake_r.recv(4096):  # type: ignore[union-attr]
                                 pass
                         except (BlockingIOError, OSError):
                             pass
@@ -846,8 +876,8 @@ class LogListener:
                     handled += max(count, 1)
                     if count < 0:
                         with self._lock:
-                            self._streams.pop(stream.fd, None)
-                        registered.pop(stream.fd, None)
+                            if self._streams.get(stream.fd) is stream:
+                                del self._streams[stream.fd]
                         self._finish(selector, stream)
                 # A pool result waiting for its records skips the window. (Not an
                 # Event.wait(BATCH_WINDOW), which would also end a window early: it
@@ -903,6 +933,8 @@ class LogListener:
         return count
 
     def _finish(self, selector: selectors.BaseSelector, stream: LogStream) -> None:
+        if stream.drained.is_set():
+            return  # finished already: its descriptor may be a new stream's by now
         try:
             selector.unregister(stream.channel)
         except (KeyError, ValueError):
@@ -1000,6 +1032,8 @@ def _after_fork_in_child() -> None:
         for stream in list(_listener._streams.values()):
             stream.channel.close()
         _listener._close_wake()
+        if _listener._selector is not None:
+            _listener._selector.close()  # the epoll descriptor: the parent's
         _listener = None
     # The forking thread is this child's main thread, with the same identity.
     if _dispatching._is_owned():  # type: ignore[attr-defined]

@@ -70,12 +70,20 @@ class ForkPopen(OwnChildPopen):
         # The parent-death signal is sent when the thread that forked ends: only
         # the main thread's children can rely on it.
         on_main_thread = _thread.get_ident() == ready[1]
+        child_log_end = None
+        if log_channel is not None:
+            # Handed to the listener before the fork: after it, every page this
+            # process writes is copied while the child lives (the stream's objects,
+            # the listener's dict: ~200 us of start() when attached after it).
+            self.attach_log_channel(log_channel[0], process.name)
+            child_log_end = log_channel[1]
         # (Process.start() has flushed stdout and stderr: buffered output would
         # otherwise be written twice.)
         try:
             pid = os.fork()
         except BaseException:
-            close_quietly(parent_end, child_end, lifeline_r, lifeline_w, log_channel)
+            # The listener sees its stream end (the child's end closed) and lets it go.
+            close_quietly(parent_end, child_end, lifeline_r, lifeline_w, child_log_end)
             raise
         if pid == 0:  # the child
             try:
@@ -85,7 +93,7 @@ class ForkPopen(OwnChildPopen):
                     _bootstrap.keep_lifeline(lifeline_w)
                 log = None
                 if log_channel is not None:
-                    log_channel[0].close()
+                    log_channel[0].close()  # (closed already by the listener's fork hook)
                     log = (None, log_channel[1])
                 _bootstrap.run_forked(process, child_end, parent_pid, on_main_thread, log)
             finally:
@@ -95,7 +103,6 @@ class ForkPopen(OwnChildPopen):
         self.channel = parent_end
         if log_channel is not None:
             log_channel[1].close()
-            self.attach_log_channel(log_channel[0], process.name)
         if lifeline_w >= 0:
             os.close(lifeline_w)
             self.sentinel = lifeline_r
