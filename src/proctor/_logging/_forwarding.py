@@ -222,7 +222,7 @@ def _handlers_exist(logging: Any) -> bool:
     Read from logging's list of weak references to every ``Handler`` made
     (``Handler.__init__`` adds one; a handler's collection removes it), not by
     looking at every logger: a start in a process with hundreds of loggers looked
-    at each (28.6 us with 550, and each logger's pages written, which a fork parent
+    at each (~22 us with 550, and each logger's pages written, which a fork parent
     copies at every start: issue 17); the list holds a few handlers. A handler
     that exists but is on no logger turns forwarding on too: that costs the pipe
     and the listener, and changes nothing a handler would see, as the parent's
