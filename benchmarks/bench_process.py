@@ -2,6 +2,10 @@
 
 * start + join of a no-op process, with the floors: a bare ``os.fork()`` +
   ``waitpid`` for fork, and ``python -c pass`` for spawn;
+* start + join of a no-op process in a parent that has configured logging: 200
+  loggers and a handler on the root logger (fork, forkserver). proctor's children
+  then forward their records to the parent (a pipe and the log listener per
+  start); multiprocessing's do not (issue 17: a start looked at every logger);
 * the cost of one ``start()`` while 10, 100 and 300 children started before it are
   still alive, each blocked on a queue of its own (issue 12: it grew with the
   number of living children). Flat is the goal.
@@ -45,6 +49,54 @@ def _start_join(ctx):
             p.close()
 
     return once
+
+
+# Loggers the "logging configured" rows make: a program of many modules, one each.
+_LOGGERS = 200
+
+
+def _logging_rows(quick: bool, rounds: int) -> list[dict]:
+    """start+join in a parent with _LOGGERS loggers and a handler on the root logger."""
+    import logging
+
+    names = [f"bench_process.m{i}" for i in range(_LOGGERS)]
+    for name in names:
+        logging.getLogger(name)
+    handler = logging.NullHandler()
+    logging.root.addHandler(handler)
+    rows = []
+    try:
+        for method, ops in (("fork", 20 if quick else 100), ("forkserver", 5 if quick else 30)):
+            px = proctor.get_context(method)
+            mp = multiprocessing.get_context(method)
+            _start_join(px)()
+            _start_join(mp)()
+            got = interleaved(
+                {
+                    "proctor": _per_op(_start_join(px), ops),
+                    "multiprocessing": _per_op(_start_join(mp), ops),
+                },
+                rounds,
+            )
+            rows.append(
+                row(
+                    f"start+join, logging configured ({method})",
+                    got["proctor"] * 1e3,
+                    got["multiprocessing"] * 1e3,
+                    "ms",
+                    higher_is_better=False,
+                    note=(
+                        f"{_LOGGERS} loggers, a handler on root: proctor's child forwards "
+                        "its records, multiprocessing's does not"
+                    ),
+                )
+            )
+    finally:
+        # Later benchmarks in this interpreter see logging as it was.
+        logging.root.removeHandler(handler)
+        for name in [*names, "bench_process"]:
+            logging.root.manager.loggerDict.pop(name, None)
+    return rows
 
 
 def _bare_fork():
@@ -181,6 +233,7 @@ def run(quick: bool = False) -> list[dict]:
                 floor=got["floor"] * 1e3 if floor_name else None,
             )
         )
+    rows.extend(_logging_rows(quick, rounds))
     rows.extend(_living_rows(quick))
     return rows
 

@@ -2,6 +2,7 @@
 
     python benchmarks/fork_faults.py [--starts 300] [--runs 3]
     python benchmarks/fork_faults.py --living 10 [--rounds 16] [--runs 3]
+    ... [--loggers 500] [--log-handler]
 
 After a fork every page either process writes takes a fault: a copy while the other
 process still shares the page (~3 us on the VM this was written on), or only a
@@ -32,6 +33,11 @@ goes. Means over the starts of every round but the first (a warm-up). Compare
 versions run from copies built the same way: where the interpreter's heap lays its
 objects out (source paths' lengths included) moves every count by up to ~10.
 
+``--loggers N`` makes N loggers before either library starts anything (a program of
+many modules, each with its logger), ``--log-handler`` puts a handler on the root
+logger: proctor's children then forward their records to the parent (issue 17: a
+start looked at every logger).
+
 The fork system call is found by wrapping ``os.fork`` (both libraries call it
 through the ``os`` module), which costs each library the same few pages. Each
 library and the bare fork run in a fresh interpreter that has imported both
@@ -51,6 +57,13 @@ import sys
 _PRELUDE = r"""
 import json, multiprocessing, os, resource, statistics, sys, time
 import proctor
+loggers, log_handler = int(sys.argv.pop()), sys.argv.pop() == "handler"
+if loggers or log_handler:
+    import logging
+    for i in range(loggers):
+        logging.getLogger(f"app.m{i}")
+    if log_handler:
+        logging.root.addHandler(logging.NullHandler())
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 marks = [0, 0]
 _fork = os.fork
@@ -159,9 +172,13 @@ print(json.dumps(result))
 )
 
 
-def _run(code: str, *argv: str) -> dict:
+def _run(code: str, *argv: str, loggers: int = 0, log_handler: bool = False) -> dict:
+    logging_argv = ["handler" if log_handler else "-", str(loggers)]
     out = subprocess.run(
-        [sys.executable, "-c", code, *argv], check=True, capture_output=True, text=True
+        [sys.executable, "-c", code, *argv, *logging_argv],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out)
 
@@ -177,7 +194,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--living", type=int, default=0, metavar="N")
     parser.add_argument("--rounds", type=int, default=16, help="rounds of N starts (--living)")
+    parser.add_argument(
+        "--loggers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="make N loggers (app.m0, ...) first, as a program with many modules has",
+    )
+    parser.add_argument(
+        "--log-handler",
+        action="store_true",
+        help="and a handler on the root logger: proctor's children then forward their logs",
+    )
     args = parser.parse_args()
+    logging_args = {"loggers": args.loggers, "log_handler": args.log_handler}
     names = ["proctor", "multiprocessing"]
     if not args.living:
         names.append("bare")
@@ -186,10 +216,15 @@ def main() -> None:
         for name in reversed(names) if index % 2 else names:
             which = "mp" if name == "multiprocessing" else name
             if args.living:
-                got[name].append(_run(_LIVING, which, str(args.living), str(args.rounds)))
+                got[name].append(
+                    _run(_LIVING, which, str(args.living), str(args.rounds), **logging_args)
+                )
             else:
-                got[name].append(_run(_NOOP, which, str(args.starts)))
+                got[name].append(_run(_NOOP, which, str(args.starts), **logging_args))
     load = os.getloadavg()[0]
+    if args.loggers or args.log_handler:
+        handler = ", a handler on the root logger" if args.log_handler else ""
+        print(f"with {args.loggers} loggers{handler}")
     if args.living:
         keys = ("queue", "process", "pre", "fork", "post", "total")
         print(

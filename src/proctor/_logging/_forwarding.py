@@ -5,8 +5,9 @@
     child                                            parent
     ─────                                            ──────
     logger.warning("x")                              LogListener thread (one per process,
-      └─ ForwardingHandler (on root, and on every      running while any child forwards)
-         logger that does not propagate)                 selector over every child's pipe
+      └─ ForwardingHandler (on root, and on every      running while any child forwards,
+         logger that does not propagate)               and LISTENER_LINGER after)
+                                                         selector over every child's pipe
            record ─▶ one frame, message pre-formatted ─▶ frames ─▶ LogRecord (decode_record)
            [len:u32 | kind:u8 | struct, marshal, pickle] logger.handle(record)
            one write() per record, before emit returns   EOF ─▶ the child's stream is drained
@@ -132,6 +133,16 @@ FULL_WAIT = 1.0
 # looks again, so that records arrive in batches: waking a thread on another
 # core costs ~30 us on a VM, more than handling a record. Bounds display latency.
 BATCH_WINDOW = 0.002
+# Once its last stream has ended, the listener's thread waits this long for a new
+# one before it ends: starting a thread costs a start() ~170 us on an idle VM (and
+# 1.3 ms at load 5: the new thread must run before Thread.start returns), which a
+# loop of start+join paid at every start when the thread ended with each child
+# (issue 17). A program that starts children further apart than this pays it at
+# most once per LISTENER_LINGER (0.3%).
+LISTENER_LINGER = 0.05
+# The selector that sees a descriptor registered while another thread waits in it
+# (epoll's; for the others the listener is woken to register it again).
+_LIVE_SELECTOR: type | None = getattr(selectors, "EpollSelector", None)
 # ...unless the last look found this many records or more: a child logging that
 # fast keeps its pipe full, and would wait out the window with nothing to do
 # (the wake-up costs little per record then).
@@ -183,10 +194,11 @@ def set_log_forwarding(enabled: bool) -> None:
 def forwarding_enabled(per_process: bool | None) -> bool:
     """Whether a child started now forwards its logs.
 
-    Only when this process has configured logging: some logger here has a
-    handler. Otherwise a record would meet logging's last-resort handler here
-    exactly as it does in the child, so forwarding would change nothing but cost.
-    (Importing logging is not enough: cloudpickle imports it, for one.)
+    Only when this process has configured logging: some logging handler exists
+    here (:func:`_handlers_exist`). Otherwise a record would meet logging's
+    last-resort handler here exactly as it does in the child, so forwarding would
+    change nothing but cost. (Importing logging is not enough: cloudpickle imports
+    it, for one.)
     """
     wanted = _enabled if per_process is None else per_process
     if not wanted:
@@ -201,10 +213,34 @@ def forwarding_enabled(per_process: bool | None) -> bool:
         return False
     if logging.root.handlers:
         return True
-    return any(
-        getattr(logger, "handlers", None)
-        for logger in list(logging.root.manager.loggerDict.values())
-    )
+    return _handlers_exist(logging)
+
+
+def _handlers_exist(logging: Any) -> bool:
+    """Whether this process has a logging handler besides logging's last resort.
+
+    Read from logging's list of weak references to every ``Handler`` made
+    (``Handler.__init__`` adds one; a handler's collection removes it), not by
+    looking at every logger: a start in a process with hundreds of loggers looked
+    at each (~22 us with 550, and each logger's pages written, which a fork parent
+    copies at every start: issue 17); the list holds a few handlers. A handler
+    that exists but is on no logger turns forwarding on too: that costs the pipe
+    and the listener, and changes nothing a handler would see, as the parent's
+    loggers then hand the child's records to the same last resort the child's would.
+    """
+    refs = getattr(logging, "_handlerList", None)
+    if refs is None:  # not CPython's logging: look at every logger
+        return any(
+            getattr(logger, "handlers", None)
+            for logger in list(logging.root.manager.loggerDict.values())
+        )
+    # logging made its own last resort, a Handler, at import.
+    last_resort = getattr(logging, "_defaultLastResort", None)
+    for ref in refs[:]:  # a copy: another thread's handler may be collected meanwhile
+        handler = ref()
+        if handler is not None and handler is not last_resort and handler is not logging.lastResort:
+            return True
+    return False
 
 
 def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | None:
@@ -216,6 +252,10 @@ def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | Non
     """
     if not forwarding_enabled(forward_logs):
         return None
+    if _handler_cls is None:
+        # Made here, once, so that each fork child finds it made (building a class
+        # is ~12 us, and pages written, in every child that builds it).
+        _handler_class()
     read_fd, write_fd = os.pipe()
     try:
         if _F_SETPIPE_SZ is None:
@@ -275,11 +315,13 @@ _child_channel: io.FileIO | None = None
 _child_handler: Any = None
 
 
-def install_in_child(config: dict[str, Any], channel: io.FileIO | int) -> None:
+def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) -> None:
     """Make this (new child) process send its log records to the parent over ``channel``.
 
     Args:
-        config: the parent's logging configuration (:func:`capture_config`).
+        config: the parent's logging configuration (:func:`capture_config`); ``None``
+            in a forked child, whose logging is a copy of its parent's at the fork
+            (levels, ``logging.disable``, propagation, proctor's logger).
         channel: the child's end of its log channel (:func:`open_channel`), or its
             descriptor.
     """
@@ -290,28 +332,35 @@ def install_in_child(config: dict[str, Any], channel: io.FileIO | int) -> None:
     global _child_channel
     if isinstance(channel, int):
         channel = io.FileIO(channel, "wb")
-    if config["proctor_logger"]:
+    if config is not None and config["proctor_logger"]:
         _logging.get_logger()
     global _child_handler
     handler = _child_handler = _handler_class()(channel)
     # Handlers inherited through fork belong to the parent, which handles
     # every record itself; keeping them would write each record twice.
-    for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
+    for old in list(logging.root.handlers):
+        logging.root.removeHandler(old)
+    non_propagating = []
+    for logger in list(logging.root.manager.loggerDict.values()):
         if isinstance(logger, logging.Logger):
-            for old in list(logger.handlers):
-                logger.removeHandler(old)
+            if logger.handlers:
+                for old in list(logger.handlers):
+                    logger.removeHandler(old)
+            if config is None and not logger.propagate:
+                non_propagating.append(logger)
     if _child_channel is not None:
         # Our parent's channel to *its* parent, inherited through fork: ours is new.
         _child_channel.close()
     _child_channel = channel
     _runtime.records_forwarded = 0  # counted on this channel
-    logging.root.setLevel(config["root_level"])
-    for name, level in config["levels"].items():
-        logging.getLogger(name).setLevel(level)
-    logging.disable(config["disable"])
+    if config is not None:
+        logging.root.setLevel(config["root_level"])
+        for name, level in config["levels"].items():
+            logging.getLogger(name).setLevel(level)
+        logging.disable(config["disable"])
+        non_propagating = [logging.getLogger(name) for name in config["non_propagating"]]
     logging.root.addHandler(handler)
-    for name in config["non_propagating"]:
-        logger = logging.getLogger(name)
+    for logger in non_propagating:
         logger.propagate = False
         logger.addHandler(handler)
 
@@ -719,12 +768,21 @@ class LogStream:
 
 
 class LogListener:
-    """One thread that handles every child's forwarded records; runs only while needed."""
+    """One thread that handles every child's forwarded records; runs only while needed.
+
+    The thread starts with the first stream and ends :data:`LISTENER_LINGER` after the
+    last one ended. A stream is registered with the thread's selector by the thread
+    that attaches it: an epoll selector sees a descriptor added while it waits, so
+    the listener is not woken for it (with another selector it is).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: dict[int, LogStream] = {}
+        # Streams detach() took away, for the thread to let go of.
+        self._detached: list[LogStream] = []
         self._thread: threading.Thread | None = None
+        self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         #: Records handled so far, of every stream: a waiter sees the listener move.
@@ -744,17 +802,23 @@ class LogListener:
         stream = LogStream(channel, name, self)
         with self._lock:
             self._streams[stream.fd] = stream
-            if self._thread is None:
+            selector = self._selector
+            if selector is None:
                 import socket
 
                 self._wake_r, self._wake_w = socket.socketpair()
                 self._wake_r.setblocking(False)
+                selector = self._selector = selectors.DefaultSelector()
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                selector.register(channel, selectors.EVENT_READ, stream)
                 self._thread = threading.Thread(
-                    target=self._run, name="proctor-log-listener", daemon=True
+                    target=self._run, args=(selector,), name="proctor-log-listener", daemon=True
                 )
                 self._thread.start()
             else:
-                self._wake()
+                selector.register(channel, selectors.EVENT_READ, stream)
+                if type(selector) is not _LIVE_SELECTOR:
+                    self._wake()  # a poll() or select() already waiting does not see it
         return stream
 
     def detach(self, stream: LogStream) -> None:
@@ -763,6 +827,7 @@ class LogListener:
             # Not if it ended already: its descriptor may be a new stream's by now.
             if self._streams.get(stream.fd) is stream:
                 del self._streams[stream.fd]
+                self._detached.append(stream)
                 self._wake()
         stream.drained.wait(DRAIN_TIMEOUT)
 
@@ -773,33 +838,36 @@ class LogListener:
         except OSError:
             pass
 
-    def _run(self) -> None:
-        selector = selectors.DefaultSelector()
-        assert self._wake_r is not None
-        selector.register(self._wake_r, selectors.EVENT_READ)
-        registered: dict[int, LogStream] = {}
+    def _run(self, selector: selectors.BaseSelector) -> None:
+        idle_since: float | None = None  # when the last stream ended
         try:
             while True:
+                timeout = None
                 with self._lock:
-                    wanted = dict(self._streams)
-                    if not wanted and not registered:
-                        self._thread = None
-                        self._close_wake()
-                        return
-                for fd in list(registered):
-                    if fd not in wanted:  # detached: drop it
-                        self._finish(selector, registered.pop(fd))
-                for fd, stream in wanted.items():
-                    if fd not in registered:
-                        selector.register(stream.channel, selectors.EVENT_READ, stream)
-                        registered[fd] = stream
-                ready = selector.select()
+                    detached, self._detached = self._detached, []
+                    if not self._streams and not detached:
+                        # Linger, in case another child starts soon (LISTENER_LINGER);
+                        # decided under the lock that attach() takes to see the thread.
+                        now = time.monotonic()
+                        if idle_since is None:
+                            idle_since = now
+                        timeout = idle_since + LISTENER_LINGER - now
+                        if timeout <= 0:
+                            self._thread = None
+                            self._selector = None
+                            self._close_wake()
+                            return
+                    else:
+                        idle_since = None
+                for stream in detached:
+                    self._finish(selector, stream)
+                ready = selector.select(timeout)
                 handled = 0
                 for key, _events in ready:
                     stream = key.data
                     if stream is None:
                         try:
-                            while self._wake_r.recv(4096):
+                            while self._wake_r.recv(4096):  # type: ignore[union-attr]
                                 pass
                         except (BlockingIOError, OSError):
                             pass
@@ -808,8 +876,8 @@ class LogListener:
                     handled += max(count, 1)
                     if count < 0:
                         with self._lock:
-                            self._streams.pop(stream.fd, None)
-                        registered.pop(stream.fd, None)
+                            if self._streams.get(stream.fd) is stream:
+                                del self._streams[stream.fd]
                         self._finish(selector, stream)
                 # A pool result waiting for its records skips the window. (Not an
                 # Event.wait(BATCH_WINDOW), which would also end a window early: it
@@ -865,6 +933,8 @@ class LogListener:
         return count
 
     def _finish(self, selector: selectors.BaseSelector, stream: LogStream) -> None:
+        if stream.drained.is_set():
+            return  # finished already: its descriptor may be a new stream's by now
         try:
             selector.unregister(stream.channel)
         except (KeyError, ValueError):
@@ -962,6 +1032,8 @@ def _after_fork_in_child() -> None:
         for stream in list(_listener._streams.values()):
             stream.channel.close()
         _listener._close_wake()
+        if _listener._selector is not None:
+            _listener._selector.close()  # the epoll descriptor: the parent's
         _listener = None
     # The forking thread is this child's main thread, with the same identity.
     if _dispatching._is_owned():  # type: ignore[attr-defined]

@@ -183,7 +183,8 @@ def run_forked(
     Args:
         parent_pid: the parent's pid, read *before* the fork: ``getppid()`` in
             the child would already name init if the parent died in between.
-        log: ``(config, socket)`` when log forwarding is on, else ``None``.
+        log: ``(None, channel)`` when log forwarding is on (the child's logging is
+            a copy of the parent's: no configuration travels), else ``None``.
     """
     exitcode = 1
     try:

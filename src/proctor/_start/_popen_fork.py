@@ -25,7 +25,7 @@ import os
 import threading
 
 from .._core import _wire
-from .._logging._forwarding import capture_config, open_channel
+from .._logging._forwarding import open_channel
 from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 
@@ -57,8 +57,8 @@ class ForkPopen(OwnChildPopen):
 
     def __init__(self, process) -> None:
         super().__init__()
+        # No capture_config(): the child's logging is a copy of this one's.
         log_channel = open_channel(process._forward_logs)
-        log_config = capture_config() if log_channel else None
         parent_end, child_end = _wire.plain_socketpair()
         parent_pid = os.getpid()
         ready = _ready
@@ -70,12 +70,20 @@ class ForkPopen(OwnChildPopen):
         # The parent-death signal is sent when the thread that forked ends: only
         # the main thread's children can rely on it.
         on_main_thread = _thread.get_ident() == ready[1]
+        child_log_end = None
+        if log_channel is not None:
+            # Handed to the listener before the fork: after it, every page this
+            # process writes is copied while the child lives (the stream's objects,
+            # the listener's dict: ~200 us of start() when attached after it).
+            self.attach_log_channel(log_channel[0], process.name)
+            child_log_end = log_channel[1]
         # (Process.start() has flushed stdout and stderr: buffered output would
         # otherwise be written twice.)
         try:
             pid = os.fork()
         except BaseException:
-            close_quietly(parent_end, child_end, lifeline_r, lifeline_w, log_channel)
+            # The listener sees its stream end (the child's end closed) and lets it go.
+            close_quietly(parent_end, child_end, lifeline_r, lifeline_w, child_log_end)
             raise
         if pid == 0:  # the child
             try:
@@ -85,8 +93,8 @@ class ForkPopen(OwnChildPopen):
                     _bootstrap.keep_lifeline(lifeline_w)
                 log = None
                 if log_channel is not None:
-                    log_channel[0].close()
-                    log = (log_config, log_channel[1])
+                    log_channel[0].close()  # (closed already by the listener's fork hook)
+                    log = (None, log_channel[1])
                 _bootstrap.run_forked(process, child_end, parent_pid, on_main_thread, log)
             finally:
                 os._exit(1)
@@ -95,7 +103,6 @@ class ForkPopen(OwnChildPopen):
         self.channel = parent_end
         if log_channel is not None:
             log_channel[1].close()
-            self.attach_log_channel(log_channel[0], process.name)
         if lifeline_w >= 0:
             os.close(lifeline_w)
             self.sentinel = lifeline_r

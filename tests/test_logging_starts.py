@@ -1,0 +1,269 @@
+"""What a start does for log forwarding: the decision, and no walk over every logger.
+
+Most of these run a small program in a fresh interpreter: under pytest the root
+logger always has pytest's own handlers, so "no handler configured" cannot be
+arranged in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import proctor
+from helpers import wait_until
+from proctor._logging import _forwarding as _log_forwarding
+
+
+def run_program(body: str) -> str:
+    """Run ``body`` (indented under a main guard) in a fresh interpreter; its stdout."""
+    code = (
+        "import logging, os, sys, proctor\n"
+        "from proctor._logging import _forwarding\n"
+        "class Collect(logging.Handler):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.messages = []\n"
+        "    def emit(self, record):\n"
+        "        self.messages.append(record.getMessage())\n"
+        "def log(name, message):\n"
+        "    logging.getLogger(name).warning(message)\n"
+        "def start_join(target=None, args=(), method='fork'):\n"
+        "    p = proctor.get_context(method).Process(target=target, args=args)\n"
+        "    p.start(); p.join(30); p.close()\n"
+        "if __name__ == '__main__':\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_no_handler_anywhere_means_no_forwarding_even_with_many_loggers():
+    out = run_program(
+        """
+        for i in range(300):
+            logging.getLogger(f"app.m{i}").setLevel(logging.INFO)
+        print(_forwarding.forwarding_enabled(None))
+        """
+    )
+    assert out.split() == ["False"]  # logging's own last resort is no handler of ours
+
+
+def test_a_handler_on_any_logger_turns_forwarding_on_and_its_removal_off():
+    out = run_program(
+        """
+        for i in range(300):
+            logging.getLogger(f"app.m{i}")
+        leaf = logging.getLogger("app.m150")
+        handler = Collect()
+        leaf.addHandler(handler)
+        print(_forwarding.forwarding_enabled(None))
+        leaf.removeHandler(handler)
+        del handler  # collected: logging forgets it
+        print(_forwarding.forwarding_enabled(None))
+        """
+    )
+    assert out.split() == ["True", "False"]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_handler_added_after_a_start_without_one_gets_the_next_childs_records(method):
+    out = run_program(
+        f"""
+        start_join(log, ("app.worker", "unheard"), {method!r})
+        handler = Collect()
+        logging.getLogger("app").addHandler(handler)  # not root: only this logger
+        start_join(log, ("app.worker", "heard"), {method!r})
+        print(handler.messages)
+        """
+    )
+    assert out.strip() == "['heard']"
+
+
+def test_a_fork_child_follows_levels_and_propagation_changed_between_starts():
+    out = run_program(
+        """
+        root, own = Collect(), Collect()
+        logging.root.addHandler(root)
+        start_join(log, ("app.quiet", "first"))
+        # Between two starts: app.quiet stops propagating, with a handler of its
+        # own; app.loud drops warnings.
+        quiet = logging.getLogger("app.quiet")
+        quiet.propagate = False
+        quiet.addHandler(own)
+        logging.getLogger("app.loud").setLevel(logging.ERROR)
+        start_join(log, ("app.quiet", "second"))
+        start_join(log, ("app.loud", "dropped in the child"))
+        print(root.messages, own.messages)
+        """
+    )
+    assert out.strip() == "['first'] ['second']"
+
+
+def test_a_fork_parent_builds_the_forwarding_handler_class_its_children_use():
+    out = run_program(
+        """
+        logging.root.addHandler(Collect())
+        reader, writer = os.pipe()
+        def report():
+            os.write(writer, str(id(type(logging.root.handlers[0]))).encode())
+        start_join(report)
+        built = _forwarding._handler_cls
+        print(built is not None and os.read(reader, 64).decode() == str(id(built)))
+        """
+    )
+    assert out.split() == ["True"]
+
+
+class ListHandler(logging.Handler):
+    """Collects the messages of the records it handles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+class CountingLogger(logging.Logger):
+    """Counts reads of the attributes a walk over the loggers would look at."""
+
+    reads = 0
+
+    def __getattribute__(self, name):
+        if name in ("handlers", "propagate", "level"):
+            CountingLogger.reads += 1
+        return super().__getattribute__(name)
+
+
+@pytest.fixture
+def counting_loggers():
+    """200 loggers that count reads of their handlers, propagate and level."""
+    manager = logging.root.manager
+    previous = manager.loggerClass
+    manager.setLoggerClass(CountingLogger)
+    try:
+        for i in range(200):
+            logging.getLogger(f"counted.m{i}")
+    finally:
+        manager.loggerClass = previous
+    yield
+    for name in [name for name in manager.loggerDict if name.split(".")[0] == "counted"]:
+        del manager.loggerDict[name]
+
+
+def test_a_fork_start_looks_at_no_logger_of_the_parent(counting_loggers):
+    handler = logging.NullHandler()
+    logging.getLogger("app").addHandler(handler)
+    try:
+        p = proctor.get_context("fork").Process()
+        assert _log_forwarding.forwarding_enabled(None)
+        before = CountingLogger.reads
+        p.start()
+        looked = CountingLogger.reads - before
+        p.join(30)
+        p.close()
+    finally:
+        logging.getLogger("app").removeHandler(handler)
+    assert looked == 0
+
+
+def test_the_decision_looks_at_no_logger_when_root_has_no_handler(counting_loggers, monkeypatch):
+    # pytest's handlers are on the root logger during a test: without them, the
+    # decision must still not walk the loggers (the handler is found among
+    # logging's handlers).
+    monkeypatch.setattr(logging.root, "handlers", [])
+    handler = logging.NullHandler()
+    last = logging.getLogger("counted.last")  # made after the counted ones
+    last.addHandler(handler)
+    try:
+        before = CountingLogger.reads  # (pytest's own logging reads them between phases)
+        assert _log_forwarding.forwarding_enabled(None)
+        looked = CountingLogger.reads - before
+    finally:
+        last.removeHandler(handler)
+    assert looked == 0
+
+
+# --- the listener: one thread for a loop of starts, streams registered without a wake --
+
+
+def log_one(message):
+    logging.getLogger("app.worker").info(message)
+
+
+@pytest.fixture
+def lingering_listener(monkeypatch):
+    """A listener thread that outlives its streams until the test ends."""
+    monkeypatch.setattr(_log_forwarding, "LISTENER_LINGER", 30.0)
+    yield _log_forwarding.listener()
+    monkeypatch.setattr(_log_forwarding, "LISTENER_LINGER", 0.0)
+    thread = _log_forwarding.listener()._thread
+    _log_forwarding.listener()._wake()
+    if thread is not None:
+        thread.join(30)
+
+
+def listener_is_idle(listener):
+    """Whether the listener has read every wake-up byte sent to it."""
+    import select
+
+    return not select.select([listener._wake_r], [], [], 0)[0]
+
+
+def test_the_listener_thread_serves_the_next_start_after_its_streams_end(ctx, lingering_listener):
+    handler = ListHandler()
+    logging.getLogger("app").addHandler(handler)
+    logging.getLogger("app").setLevel(logging.INFO)
+    try:
+        first = ctx.Process(target=log_one, args=("first",))
+        first.start()
+        first.join(30)
+        first.close()
+        thread = lingering_listener._thread
+        assert thread is not None
+        # Two wake-ups, each read: the second is read after the thread has seen
+        # that it has no stream left (and stayed).
+        for _ in range(2):
+            lingering_listener._wake()
+            wait_until(lambda: listener_is_idle(lingering_listener), timeout=10)
+        assert thread.is_alive() and lingering_listener._thread is thread
+        # The next stream is registered while the thread waits: nothing wakes it.
+        second = ctx.Process(target=log_one, args=("second",))
+        second.start()
+        second.join(30)
+        second.close()
+        assert lingering_listener._thread is thread
+        assert handler.messages == ["first", "second"]
+    finally:
+        logging.getLogger("app").removeHandler(handler)
+        logging.getLogger("app").setLevel(logging.NOTSET)
+
+
+def test_a_fork_that_fails_leaves_no_stream_or_descriptor(monkeypatch):
+    handler = logging.NullHandler()
+    logging.getLogger("app").addHandler(handler)
+
+    def failing_fork():
+        raise OSError("no fork today")
+
+    try:
+        p = proctor.get_context("fork").Process()
+        monkeypatch.setattr(os, "fork", failing_fork)
+        with pytest.raises(OSError, match="no fork today") as failure:
+            p.start()
+        monkeypatch.undo()
+        # Attached before the fork: the listener sees the stream end and lets it go,
+        # although the traceback kept (the start's frame with it) holds the channel.
+        wait_until(lambda: not _log_forwarding.listener()._streams, timeout=10)
+        del failure
+    finally:
+        logging.getLogger("app").removeHandler(handler)
