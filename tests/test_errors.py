@@ -108,3 +108,40 @@ def test_the_errors_import_only_the_multiprocessing_modules_holding_their_bases(
             ]
         ),
     ]
+
+
+_RAISED_BEFORE_THE_ERRORS_LOADED = """
+import sys
+from proctor._connections._pipe import Pipe
+a, b = Pipe()
+print("proctor._core._errors" in sys.modules, end=" ")
+try:
+    b.recv(timeout=0)
+except Exception as exc:
+    caught = exc
+import multiprocessing
+print(isinstance(caught, multiprocessing.TimeoutError), b.poll(0))
+"""
+
+
+def test_a_connection_raises_the_real_error_types_though_it_loads_them_only_then():
+    # The connection modules reach the errors through _core._lazy_errors, so a fork
+    # server loading them goes without multiprocessing and threading (issue 17).
+    done = subprocess.run(
+        [sys.executable, "-c", _RAISED_BEFORE_THE_ERRORS_LOADED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "False True False\n"), done.stderr
+
+
+def test_lazy_errors_leaves_the_error_types_out_of_except_until_they_are_loaded(monkeypatch):
+    from proctor._core import _lazy_errors
+
+    assert _lazy_errors.ProtocolError is proctor.ProtocolError
+    assert _lazy_errors.if_loaded(EOFError, "ProtocolError") == (EOFError, proctor.ProtocolError)
+    # No instance of them can exist before their module is imported:
+    monkeypatch.delitem(sys.modules, "proctor._core._errors")
+    assert _lazy_errors.if_loaded(EOFError, "ProtocolError") == (EOFError,)
+    assert _lazy_errors.if_loaded("ProcessTimeoutError") == ()

@@ -227,6 +227,41 @@ def test_a_server_for_a_program_that_imported_only_proctor_loads_none_of_the_hea
     assert done.stdout.split(None, 1) == ["0", "[]\n"], (done.stdout, done.stderr)
 
 
+# The modules a server follows for a parent that uses connections, shared memory and
+# the reaper (_FOLLOWED_MODULES): they reach proctor's error types only when they
+# raise one (_core._lazy_errors), and take _thread's locks, so the server (and every
+# child it forks) goes without multiprocessing and threading (issue 17).
+_LEAN_FOLLOWED = (
+    "proctor._connections._connection",
+    "proctor._reaper._client",
+    "proctor._sharedmem._sharedctypes",
+    "proctor.shared_memory",
+)
+_FOLLOWED_IN_CHILD = f"""
+import importlib
+import proctor
+for name in {_LEAN_FOLLOWED!r}:
+    importlib.import_module(name)
+ctx = proctor.get_context("forkserver")
+watched = {{"threading", "multiprocessing", *{_LEAN_FOLLOWED!r}}}
+p = ctx.Process(target=eval, args=(
+    f"sorted(m for m in __import__('sys').modules if m in {{watched!r}})",))
+p.start()
+p.join(30)
+print(p.exitcode, p.result)
+"""
+
+
+def test_a_server_following_connections_shared_memory_and_the_reaper_loads_no_threading():
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FOLLOWED_IN_CHILD], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"0 {sorted(_LEAN_FOLLOWED)}\n", (done.stdout, done.stderr)
+
+
 _AFTER_A_FAILURE = """
 import proctor
 ctx = proctor.get_context("forkserver")

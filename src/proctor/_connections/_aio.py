@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._core._errors import ProcessTimeoutError, ProtocolError
+from .._core import _lazy_errors
 from .._core._reduction import DescriptorsNeedACarrier
 from .._core._reduction import registered_reducers as _registered_reducers
 from .._core._timeout import check_timeout
@@ -151,7 +151,7 @@ async def arecv(conn: Any, as_bytes: bool, maxlength: int | None, timeout: Any) 
     began = _monotonic()
     while not conn.poll(0):
         if deadline is not None and _monotonic() >= deadline:
-            raise ProcessTimeoutError(
+            raise _lazy_errors.ProcessTimeoutError(
                 f"no message arrived on {conn!r} within {timeout} s; the sender is alive "
                 "but has not sent (pass a longer timeout, or timeout=None to wait forever)"
             )
@@ -247,7 +247,7 @@ async def _gather(conn: Any, body: bytearray, have: int) -> bytearray:
     try:
         while have < n:
             have += await _read_some(conn, view[have:], have, n)
-    except (EOFError, ProtocolError):
+    except _lazy_errors.if_loaded(EOFError, "ProtocolError"):
         raise
     except BaseException:
         conn._keep_partial(body, have)
@@ -264,9 +264,9 @@ async def asend(conn: Any, send_now: Callable[[], None], timeout: Any) -> None:
         try:
             send_now()  # the whole message, or nothing and ProcessTimeoutError
             return
-        except ProcessTimeoutError:
+        except _lazy_errors.if_loaded("ProcessTimeoutError"):
             if deadline is not None and _monotonic() >= deadline:
-                raise ProcessTimeoutError(
+                raise _lazy_errors.ProcessTimeoutError(
                     f"could not send on {conn!r} within {timeout} s (the peer is not "
                     "reading, or another sender holds the end); nothing of it was sent "
                     "and the connection is still usable"
@@ -371,7 +371,7 @@ async def _finish(
             await _await_fd(conn._sock.fileno(), True, deadline)
             sent = _send_some(conn, parts, total, sent)
     except BaseException as exc:
-        if not isinstance(exc, ProcessTimeoutError) and sent < total:
+        if not isinstance(exc, _lazy_errors.if_loaded("ProcessTimeoutError")) and sent < total:
             conn._break_send()
         raise
     finally:

@@ -32,13 +32,7 @@ import sys
 import time
 from typing import Any
 
-from .._core._errors import (
-    BufferTooShort,
-    PicklingError,
-    ProcessError,
-    ProcessTimeoutError,
-    ProtocolError,
-)
+from .._core import _lazy_errors
 from .._core._reduction import (
     DescriptorsNeedACarrier,
     MessageFds,
@@ -430,7 +424,7 @@ class Connection(FrameSender, FrameReceiver):
                 "receive on the other end"
             )
         if self._broken is not None:
-            raise ProtocolError(
+            raise _lazy_errors.ProtocolError(
                 f"this Connection can no longer receive: {self._broken}. Its stream is "
                 "out of step; close it and open a new one."
             )
@@ -444,7 +438,7 @@ class Connection(FrameSender, FrameReceiver):
                 "send on the other end"
             )
         if self._broken_send is not None:
-            raise ProtocolError(
+            raise _lazy_errors.ProtocolError(
                 f"this Connection can no longer send: {self._broken_send}, so the peer "
                 "would misread whatever came next; close it and open a new one."
             )
@@ -538,7 +532,7 @@ class Connection(FrameSender, FrameReceiver):
             else:
                 where = "this Connection is a TCP connection"
             owner = "it" if type(obj).__name__ == need.what else f"the {need.what} in it"
-            raise PicklingError(
+            raise _lazy_errors.PicklingError(
                 f"cannot send this {type(obj).__name__} on {self!r}: {owner} owns "
                 f"an open file descriptor, and descriptors can only cross a Unix socket "
                 f"({where}). Send it through a Pipe() end or an AF_UNIX Listener/Client "
@@ -730,7 +724,7 @@ class Connection(FrameSender, FrameReceiver):
         if self._partial is not None:
             data = self._finish_partial(None)
             if len(data) > view.nbytes - offset:
-                raise BufferTooShort(bytes(data))
+                raise _lazy_errors.BufferTooShort(bytes(data))
             view[offset : offset + len(data)] = data
             return len(data)
         self._prepare_recv(timeout)
@@ -740,13 +734,13 @@ class Connection(FrameSender, FrameReceiver):
         if where == ON_CHANNEL:
             if n > room:
                 body = self._read_body(n, True, False)
-                raise BufferTooShort(body if type(body) is bytes else bytes(body))
+                raise _lazy_errors.BufferTooShort(body if type(body) is bytes else bytes(body))
             self._read_body_into(view[offset : offset + n], False)
             return n
         if where != ON_SOCKET or n > room:
             data = self._side_frame(n, where, frame_id, True)
             if len(data) > room:
-                raise BufferTooShort(data if type(data) is bytes else bytes(data))
+                raise _lazy_errors.BufferTooShort(data if type(data) is bytes else bytes(data))
             view[offset : offset + len(data)] = data
             return len(data)
         self._take_side(frame_id, where)
@@ -833,9 +827,9 @@ class Connection(FrameSender, FrameReceiver):
         if self._greeting is not None:
             try:
                 timeout = self._take_greeting(timeout)
-            except ProcessTimeoutError:
+            except _lazy_errors.if_loaded("ProcessTimeoutError"):
                 return False
-            except (EOFError, ProcessError):
+            except _lazy_errors.if_loaded(EOFError, "ProcessError"):
                 return True  # recv() will say what happened
             if self._rpos < self._rend:
                 return True
@@ -907,7 +901,7 @@ class Connection(FrameSender, FrameReceiver):
         self._greeting = None
         try:
             check(self, deadline)
-        except ProcessTimeoutError:
+        except _lazy_errors.if_loaded("ProcessTimeoutError"):
             self._greeting = check
             raise
         self._can_recv = self._readable and self._broken is None and not self._closed
@@ -915,7 +909,7 @@ class Connection(FrameSender, FrameReceiver):
 
     def _wait_readable(self, timeout: float) -> None:
         if not self.poll(timeout):
-            raise ProcessTimeoutError(
+            raise _lazy_errors.ProcessTimeoutError(
                 f"no message arrived on {self!r} within {timeout} s; the sender is alive "
                 "but has not sent (pass a longer timeout, or timeout=None to wait forever)"
             )

@@ -46,7 +46,7 @@ import time
 import weakref
 from typing import Any
 
-from .._core._errors import AuthenticationError, ProcessTimeoutError, ProtocolError
+from .._core import _lazy_errors
 from .._core._timeout import wait_readable as _poll_fd
 from ._connection import Connection
 
@@ -131,28 +131,28 @@ def _recv_step(conn: Any, deadline: float | None, peer: str) -> bytes:
         try:
             data = conn.recv_bytes(_HANDSHAKE_MAXLENGTH)
         except EOFError:
-            raise AuthenticationError(
+            raise _lazy_errors.AuthenticationError(
                 f"the {peer} closed the connection during the handshake"
             ) from None
         return _as_bytes(data, peer)
     wait = _remaining(deadline)
     try:
         return conn.recv_bytes(_HANDSHAKE_MAXLENGTH, timeout=wait)
-    except ProcessTimeoutError:
+    except _lazy_errors.if_loaded("ProcessTimeoutError"):
         if deadline is not None and wait < _HANDSHAKE_TIMEOUT:
-            raise ProcessTimeoutError(
+            raise _lazy_errors.ProcessTimeoutError(
                 f"the {peer} did not complete the connection handshake within the timeout"
             ) from None
-        raise AuthenticationError(
+        raise _lazy_errors.AuthenticationError(
             f"the {peer} said nothing for {_HANDSHAKE_TIMEOUT:g} s during the connection "
             "handshake; it is not a proctor peer, or it is stuck"
         ) from None
-    except (ProtocolError, ValueError) as exc:
-        raise AuthenticationError(
+    except _lazy_errors.if_loaded(ValueError, "ProtocolError") as exc:
+        raise _lazy_errors.AuthenticationError(
             f"the {peer} sent something that is not a proctor handshake message ({exc})"
         ) from None
     except EOFError:
-        raise AuthenticationError(
+        raise _lazy_errors.AuthenticationError(
             f"the {peer} closed the connection during the handshake"
         ) from None
 
@@ -161,7 +161,7 @@ def _as_bytes(data: Any, peer: str) -> bytes:
     try:
         return bytes(memoryview(data))
     except TypeError:
-        raise AuthenticationError(
+        raise _lazy_errors.AuthenticationError(
             f"the {peer} sent a {type(data).__name__} where the handshake expects bytes"
         ) from None
 
@@ -197,7 +197,7 @@ def serve_handshake(
     _send_step(conn, _AUTH + named + server_nonce)
     reply = _recv_step(conn, deadline, "client")
     if reply == _NOKEY:
-        raise AuthenticationError(
+        raise _lazy_errors.AuthenticationError(
             "a client without an authkey tried to connect to a listener that requires "
             "one; give the Client the same authkey as the Listener"
         )
@@ -205,14 +205,14 @@ def serve_handshake(
     expected_size = len(_PROOF) + _NONCE_SIZE + digest_size
     if not reply.startswith(_PROOF) or len(reply) != expected_size:
         _deny(conn)
-        raise AuthenticationError("the client sent a malformed authentication reply")
+        raise _lazy_errors.AuthenticationError("the client sent a malformed authentication reply")
     client_nonce = reply[len(_PROOF) : len(_PROOF) + _NONCE_SIZE]
     proof = reply[len(_PROOF) + _NONCE_SIZE :]
     if not hmac.compare_digest(
         proof, _digest(authkey, b"client", server_nonce, client_nonce, digest)
     ):
         _deny(conn)
-        raise AuthenticationError(
+        raise _lazy_errors.AuthenticationError(
             "the client's authentication digest is wrong: it does not hold this listener's authkey"
         )
     _send_step(conn, _WELCOME + _digest(authkey, b"server", client_nonce, server_nonce, digest))
@@ -265,7 +265,7 @@ def client_handshake(
         hello = _recv_step(conn, deadline, "listener")
     if hello == _OPEN:
         if authkey is not None:
-            raise AuthenticationError(
+            raise _lazy_errors.AuthenticationError(
                 "the listener does not authenticate its clients, but this Client was "
                 "given an authkey; refusing to talk to an unauthenticated peer (give "
                 "the Listener the same authkey, or drop it from the Client)"
@@ -273,13 +273,15 @@ def client_handshake(
         return
     challenge = _parse_challenge(hello)
     if challenge is None:
-        raise AuthenticationError("the peer is not a proctor Listener (unexpected greeting)")
+        raise _lazy_errors.AuthenticationError(
+            "the peer is not a proctor Listener (unexpected greeting)"
+        )
     if authkey is None:
         try:
             _send_step(conn, _NOKEY)
         except OSError:
             pass
-        raise AuthenticationError(
+        raise _lazy_errors.AuthenticationError(
             "the listener requires an authkey and this Client has none; pass "
             "authkey=<the listener's key>"
         )
@@ -291,10 +293,12 @@ def client_handshake(
     )
     reply = _recv_step(conn, deadline, "listener")
     if reply == _DENIED:
-        raise AuthenticationError("the listener refused this Client's authkey: the two keys differ")
+        raise _lazy_errors.AuthenticationError(
+            "the listener refused this Client's authkey: the two keys differ"
+        )
     expected = _WELCOME + _digest(authkey, b"server", client_nonce, server_nonce, digest)
     if not hmac.compare_digest(reply, expected):
-        raise AuthenticationError(
+        raise _lazy_errors.AuthenticationError(
             "the listener failed to prove that it holds the authkey: the two keys differ "
             "or the peer is an impostor"
         )
@@ -313,20 +317,22 @@ def check_greeting(conn: Connection, deadline: float | None) -> None:
     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
     # As long as the caller waits for a message: the listener may accept late.
     if not _poll_fd(conn._fd, wait):
-        raise ProcessTimeoutError(
+        raise _lazy_errors.ProcessTimeoutError(
             f"no message arrived on {conn!r} within the timeout: the listener has not "
             "accepted this connection yet (pass a longer timeout, or timeout=None)"
         )
     try:
         hello = conn.recv_bytes(_HANDSHAKE_MAXLENGTH, timeout=_HANDSHAKE_TIMEOUT)
-    except (ProtocolError, ProcessTimeoutError, ValueError) as exc:
+    except _lazy_errors.if_loaded(ValueError, "ProtocolError", "ProcessTimeoutError") as exc:
         conn._break("the listener's greeting was not a proctor one")
-        raise AuthenticationError(f"the peer is not a proctor Listener ({exc})") from None
+        raise _lazy_errors.AuthenticationError(
+            f"the peer is not a proctor Listener ({exc})"
+        ) from None
     if hello == _OPEN:
         return
     try:
         client_handshake(conn, None, None, hello)
-    except AuthenticationError as exc:
+    except _lazy_errors.if_loaded("AuthenticationError") as exc:
         conn._break(str(exc))
         raise
 

@@ -28,7 +28,7 @@ import tempfile
 import time
 from typing import Any
 
-from .._core._errors import ProcessTimeoutError
+from .._core import _lazy_errors
 from .._core._timeout import deadline as _deadline
 from .._core._timeout import wait_readable as _poll_fd
 from ._connection import Connection, configure_socket
@@ -241,7 +241,7 @@ class Listener:
         if deadline is not None and not _poll_fd(
             self._socket.fileno(), max(0.0, deadline - time.monotonic())
         ):
-            raise ProcessTimeoutError(
+            raise _lazy_errors.ProcessTimeoutError(
                 f"no client connected to {self._address!r} within {timeout} s"
             )
         conn = self._accept_socket()

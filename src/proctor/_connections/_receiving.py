@@ -41,8 +41,8 @@ import pickle
 import socket
 from typing import Any
 
+from .._core import _lazy_errors
 from .._core._closing import close_all_quietly
-from .._core._errors import ProtocolError
 from .._core._reduction import receiving
 from .._core._wire import MAX_FDS, fds_from, map_memfd
 from ._end import EndState
@@ -116,9 +116,9 @@ class FrameReceiver(EndState):
         self._broken = reason
         self._can_recv = False
 
-    def _protocol_error(self, reason: str) -> ProtocolError:
+    def _protocol_error(self, reason: str) -> _lazy_errors.ProtocolError:
         self._break(reason)
-        return ProtocolError(
+        return _lazy_errors.ProtocolError(
             f"{reason}. The connection can no longer receive: close it and open a new one."
         )
 
@@ -341,7 +341,7 @@ class FrameReceiver(EndState):
         # A view of the datagram buffer, good until the next datagram.
         return bytes(body) if as_bytes else _loads(body)
 
-    def _datagram_size_error(self, size: int, n: int) -> ProtocolError:
+    def _datagram_size_error(self, size: int, n: int) -> _lazy_errors.ProtocolError:
         return self._protocol_error(f"a message's datagram holds {size} bytes, its header says {n}")
 
     def _take_datagram(self, frame_id: int) -> memoryview:
@@ -424,7 +424,7 @@ class FrameReceiver(EndState):
                 raise self._died_mid_message()
         except BaseException as exc:
             close_all_quietly(fds)
-            if not isinstance(exc, (ProtocolError, EOFError)):
+            if not isinstance(exc, _lazy_errors.if_loaded(EOFError, "ProtocolError")):
                 self._break("a receive was interrupted in the middle of a message")
             raise
         return body, fds
@@ -466,18 +466,18 @@ class FrameReceiver(EndState):
             self._check_side(head, frame_id, where, fds)
         except BaseException as exc:
             close_all_quietly(fds)
-            if not isinstance(exc, (ProtocolError, EOFError)):
+            if not isinstance(exc, _lazy_errors.if_loaded(EOFError, "ProtocolError")):
                 self._break("a receive was interrupted in the middle of a message")
             raise
         return fds
 
-    def _fds_cut_short(self) -> ProtocolError:
+    def _fds_cut_short(self) -> _lazy_errors.ProtocolError:
         return self._protocol_error(
             "the descriptors of a message were cut short: this process may be out "
             "of file descriptors (raise `ulimit -n`)"
         )
 
-    def _died_mid_message(self) -> ProtocolError:
+    def _died_mid_message(self) -> _lazy_errors.ProtocolError:
         return self._protocol_error(
             "the sender of a message died in the middle of it, and another process "
             "sending on the same end went on: the rest of that message never came, "

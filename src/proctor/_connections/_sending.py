@@ -82,7 +82,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .._core._errors import ProcessTimeoutError
+from .._core import _lazy_errors
 from .._core._timeout import check_timeout
 from .._core._wire import memfd_with
 from . import _sendlock
@@ -282,7 +282,7 @@ class FrameSender(EndState):
                     signal.sigtimedwait([_SIGPIPE], 0)
                 self._send_failed(exc)
             except OSError as exc:
-                if isinstance(exc, ProcessTimeoutError):
+                if isinstance(exc, _lazy_errors.if_loaded("ProcessTimeoutError")):
                     raise
                 self._send_failed(exc)
         finally:
@@ -310,7 +310,7 @@ class FrameSender(EndState):
                     raise self._send_timeout("the peer is not reading")
                 self._send_datagram_within(dsock, parts, deadline)
         except OSError as exc:
-            if isinstance(exc, ProcessTimeoutError):
+            if isinstance(exc, _lazy_errors.if_loaded("ProcessTimeoutError")):
                 raise
             if exc.errno in _NO_DATAGRAM:
                 # The kernel cannot build so big a datagram now (memory too
@@ -506,7 +506,7 @@ class FrameSender(EndState):
                             "the peer is not reading", sent=sent, total=total
                         ) from None
         except OSError as exc:
-            if isinstance(exc, ProcessTimeoutError):
+            if isinstance(exc, _lazy_errors.if_loaded("ProcessTimeoutError")):
                 raise
             if sent:
                 self._break_send()
@@ -527,14 +527,16 @@ class FrameSender(EndState):
     def _unlock_send(self) -> None:
         self._send_lock.release()
 
-    def _send_timeout(self, why: str, *, sent: int = 0, total: int = 0) -> ProcessTimeoutError:
+    def _send_timeout(
+        self, why: str, *, sent: int = 0, total: int = 0
+    ) -> _lazy_errors.ProcessTimeoutError:
         if sent:
-            return ProcessTimeoutError(
+            return _lazy_errors.ProcessTimeoutError(
                 f"could not send the whole message on {self!r} within its timeout ({why}): "
                 f"{sent} of its {total} bytes went out, and the peer would read whatever "
                 "came next as the rest, so this end can no longer send; close it"
             )
-        return ProcessTimeoutError(
+        return _lazy_errors.ProcessTimeoutError(
             f"could not send on {self!r} within its timeout ({why}); nothing of it was "
             "sent and the connection is still usable (pass a longer timeout, or "
             "timeout=None to wait forever)"

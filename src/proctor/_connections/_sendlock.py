@@ -6,7 +6,7 @@ children) and used by several threads. A message that takes more than one write
 on a socket -- must not be interleaved with another sender's, so its sender
 holds the end's send lock from its first write to its last::
 
-    thread ─▶ threading.Lock (this process's threads; a forked child gets a new one)
+    thread ─▶ a _thread lock (this process's threads; a forked child gets a new one)
           ─▶ fcntl record lock on byte 0 of the end's socket (other processes;
              a small unlinked file where sockets cannot be locked: macOS)
           ─▶ the writes of one message
@@ -24,13 +24,13 @@ room that every send with a timeout uses.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import fcntl
 import itertools
 import os
 import select
 import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -89,7 +89,7 @@ class SendLock:
     def __init__(self, fd: int, owns_fd: bool = False) -> None:
         self.fd = fd
         self.owns_fd = owns_fd
-        self._thread_lock = threading.Lock()
+        self._thread_lock = _thread.allocate_lock()
         self._generation = _generation
         #: Set by ``Connection.keep_in_process()``: no other process sends on
         #: this end, so the record lock (two system calls a send) is skipped.
@@ -104,7 +104,7 @@ class SendLock:
         """
         lock = self._thread_lock
         if self._generation != _generation:
-            lock = self._thread_lock = threading.Lock()
+            lock = self._thread_lock = _thread.allocate_lock()
             self._generation = _generation
             self.process_private = False  # a forked child shares the end
         if deadline is None:

@@ -1,6 +1,7 @@
 """proctor's core: what every other layer builds on, and which imports none of them.
 
     _errors         every exception and warning, one hierarchy
+    _lazy_errors    those error types imported on first use (for what a fork server loads)
     _timeout        the one timeout check, deadline and wait-for-readable
     _loopwait       the event-loop twin of ``_wait``: one watcher thread per semaphore
     _wire           one framed message plus descriptors over a Unix socket; memfds

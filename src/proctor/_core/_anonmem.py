@@ -34,13 +34,13 @@ a thousand ``Value`` objects cost a few descriptors, not a thousand.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import functools
 import mmap
 import os
 import sys
-import threading
 import weakref
 from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]  # as weakref.py does
 
@@ -300,7 +300,7 @@ def _file_key(fd: int) -> tuple[int, int]:
 
 
 # A forked child makes its own on first use: another thread may have held it at the fork.
-_rebuild_lock = _afterfork.PerProcess(threading.Lock)
+_rebuild_lock = _afterfork.PerProcess(_thread.allocate_lock)
 # The memory this process has, by file: one AnonymousMemory each (see the docstring),
 # held weakly. A plain dict of the C module's weak references, not a
 # WeakValueDictionary: its KeyedRef is Python code, whose calls wrote ~13 pages per
@@ -340,7 +340,7 @@ class _Heap:
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.arena: weakref.ref[AnonymousMemory] | None = None
         self.used = 0
 

@@ -83,6 +83,7 @@ keeps them until it exits: later reclamation, never an early unlink.
 
 from __future__ import annotations
 
+import _thread
 import array
 import contextlib
 import errno
@@ -92,7 +93,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 
 from .._core import _afterfork, _reduction, _runtime
 from .._core._system import random_hex
@@ -185,7 +185,7 @@ class _Client:
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         # The thread inside locked(), and the releases that finalizers run inside it
         # asked for (see locked()).
         self.holder: int | None = None
@@ -224,7 +224,7 @@ class _Client:
         ``_after_fork_in_child``) nor change ``refs`` while the section iterates
         over it. It queues the release instead, made here before the lock goes.
         """
-        me = threading.get_ident()  # before acquiring: nothing may allocate in between
+        me = _thread.get_ident()  # before acquiring: nothing may allocate in between
         self.lock.acquire()
         self.holder = me
         try:
@@ -244,7 +244,7 @@ class _Client:
 
     def send_lines(self, messages: list[list]) -> None:
         """Send ``messages`` in one write: one wake-up of the reaper, not one each."""
-        if self.corked_by is not None and self.corked_by == threading.get_ident():
+        if self.corked_by is not None and self.corked_by == _thread.get_ident():
             self.corked.extend(messages)
             return
         data = "".join(_to_json(m) + "\n" for m in messages).encode()
@@ -569,7 +569,7 @@ class corked:
         client = _client or _own()
         with client.locked():
             if client.corked_by is None:
-                client.corked_by = threading.get_ident()
+                client.corked_by = _thread.get_ident()
                 self.mine = True
             else:
                 self.mine = False  # nested, or another thread's: leave it to that one
@@ -699,7 +699,7 @@ def _cancel(name: str, kind: str) -> None:
 
 def _release(name: str, kind: str, op: str) -> None:
     client = _client or _own()
-    if client.holder == threading.get_ident():
+    if client.holder == _thread.get_ident():
         # Re-entered by a finalizer that a garbage collection ran inside one of this
         # thread's locked sections: made when that section ends (_Client.locked).
         client.deferred.append((name, kind, op))

@@ -44,8 +44,8 @@ semaphore; a name that was never made is simply not there to unlink.
 from __future__ import annotations
 
 import _multiprocessing  # type: ignore[import-not-found]  # C module without stubs
+import _thread
 import contextlib
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,7 +72,7 @@ def _reaper():
 
 
 #: This thread's names registered ahead by :func:`batched_names`, not used yet.
-_reserve = threading.local()
+_reserve = _thread._local()
 
 
 @contextlib.contextmanager

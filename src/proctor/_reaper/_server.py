@@ -70,9 +70,12 @@ import selectors
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
 
 #: The kinds of named objects the reaper knows how to unlink.
 KINDS = ("shm", "semaphore")
@@ -340,6 +343,12 @@ class _Scanner:
                 answer[2] = True
                 with contextlib.suppress(OSError):
                     os.write(self.wake_w, b"x")
+
+        # Imported here: the reaper's clients import this module for its constants
+        # (KINDS, owner_tag), and a fork server that loads the client would give
+        # every child it forks threading and its after-fork hook (issue 17). The
+        # reaper runs this on its main thread, as threading's import expects.
+        import threading
 
         self.kind, self.keys, self.answer = kind, keys, answer
         self.thread = threading.Thread(target=run, name=f"reaper-{kind}", daemon=True)
