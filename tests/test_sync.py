@@ -12,6 +12,7 @@ import os
 import pickle
 import signal
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -1275,6 +1276,36 @@ def test_barrier_across_processes_and_a_party_that_dies(ctx):
         barrier.wait(30)
     assert finish(victim)[0] == -signal.SIGKILL
     barrier.close()
+
+
+_BROKEN_BEFORE_THREADING = """
+import pickle, sys
+from proctor.synchronize import Barrier
+print("threading" in sys.modules, end=" ")
+barrier = Barrier(2)
+barrier.abort()
+try:
+    barrier.wait(10)
+except Exception as exc:
+    caught = exc
+import threading
+import proctor
+print(isinstance(caught, threading.BrokenBarrierError),
+      type(caught) is proctor.BrokenBarrierError,
+      type(pickle.loads(pickle.dumps(caught))) is proctor.BrokenBarrierError)
+barrier.close()
+"""
+
+
+def test_the_barrier_error_is_made_with_threading_at_its_first_use_and_stays_one_class():
+    # Importing the primitives brings no threading (a fork server loads them for
+    # a parent that uses them, and every child it forks would run threading's
+    # after-fork hook; issue 17); the first broken barrier makes the class, a
+    # subclass of threading's, and every later use finds the same one.
+    done = subprocess.run(
+        [sys.executable, "-c", _BROKEN_BEFORE_THREADING], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, "False True True True\n"), done.stderr
 
 
 ALL_CLASSES = [

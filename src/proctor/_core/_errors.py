@@ -38,7 +38,8 @@ written for ``multiprocessing`` (or ``pickle``) keep working::
     TypeError, AttributeError
     └── NotALockError (_sharedctypes)     Value/Array(lock=...) without acquire/release
     threading.BrokenBarrierError
-    └── BrokenBarrierError (_condition)   a Barrier was broken (a party died, timed out, abort)
+    └── BrokenBarrierError (_condition)   a Barrier was broken (a party died, timed out, abort);
+                                          made at its first use, with threading
     RuntimeWarning
     └── OwnerDiedWarning                  a lock's holder died while holding it
 

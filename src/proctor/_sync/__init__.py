@@ -31,10 +31,11 @@ See docs/sync.md for the user's view and the exact guarantees.
 
 from __future__ import annotations
 
-from . import _lock, _semaphore
+from typing import TYPE_CHECKING, Any
+
+from . import _condition, _lock, _semaphore
 from ._accel import ACTIVE as ACTIVE
 from ._condition import Barrier as Barrier
-from ._condition import BrokenBarrierError as BrokenBarrierError
 from ._condition import Condition as Condition
 from ._condition import Event as Event
 from ._lock import CHECK_INTERVAL as CHECK_INTERVAL
@@ -63,6 +64,17 @@ def _implementations() -> dict[str, dict[str, type] | None]:
         _lock.PyLock, _lock.PyRLock, _semaphore.PySemaphore, _semaphore.PyBoundedSemaphore
     )
     return {"native": native, "python": python}
+
+
+if TYPE_CHECKING:
+    from ._condition import BrokenBarrierError as BrokenBarrierError
+
+
+def __getattr__(name: str) -> Any:
+    # BrokenBarrierError is made at its first use, with threading (see _condition).
+    if name == "BrokenBarrierError":
+        return _condition.BrokenBarrierError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: Each implementation's classes by public name ("native": None where the C

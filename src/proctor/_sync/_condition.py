@@ -46,12 +46,12 @@ Both use a ``Lock`` inside, which is handed on if its holder dies.
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import numbers
 import os
-import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core import _runtime, _sharedwords
 from .._core._anonmem import own_description_locks
@@ -72,8 +72,43 @@ from ._lock import (
 __all__ = ("Barrier", "BrokenBarrierError", "Condition", "Event")
 
 
-class BrokenBarrierError(threading.BrokenBarrierError):
-    """A ``Barrier`` was reset or aborted, timed out, or lost a party that died."""
+_BROKEN_BARRIER_DOC = "A ``Barrier`` was reset or aborted, timed out, or lost a party that died."
+
+if TYPE_CHECKING:
+    import threading
+
+    class BrokenBarrierError(threading.BrokenBarrierError): ...  # made by __getattr__
+
+
+# BrokenBarrierError subclasses threading's, so that ``except
+# threading.BrokenBarrierError`` catches proctor's; the class is made at its first
+# use (a barrier breaking, or a program naming it), not at import: threading would
+# come with this module into a fork server that loads it, and its after-fork hook
+# into every child that server forks (issue 17). The lock keeps two threads from
+# making two classes.
+_made_lock = _thread.allocate_lock()
+
+
+def __getattr__(name: str) -> Any:
+    if name != "BrokenBarrierError":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _made_lock:
+        made = globals().get(name)
+        if made is None:
+            import threading
+
+            made = type(
+                name,
+                (threading.BrokenBarrierError,),
+                {"__doc__": _BROKEN_BARRIER_DOC, "__module__": __name__},
+            )
+            globals()[name] = made
+    return made
+
+
+def _broken(message: str) -> BrokenBarrierError:
+    """A ``BrokenBarrierError`` saying ``message``."""
+    return __getattr__("BrokenBarrierError")(message)
 
 
 # ─── Condition ───────────────────────────────────────────────────────────────
@@ -860,7 +895,7 @@ class Barrier:
         cond = self._cond
         with cond:
             if w[_BROKEN]:
-                raise BrokenBarrierError("the barrier is broken; reset() it before reuse")
+                raise _broken("the barrier is broken; reset() it before reuse")
             index = w[_ARRIVED]
             this_round = w[_ROUND]
             if index + 1 == self._parties:
@@ -893,26 +928,26 @@ class Barrier:
                 if w[_ROUND] != this_round:
                     if w[_TRIPPED] == this_round:
                         return index
-                    raise BrokenBarrierError("the barrier was reset while this party waited")
+                    raise _broken("the barrier was reset while this party waited")
                 if w[_BROKEN]:
-                    raise BrokenBarrierError("the barrier was aborted or broken by another party")
+                    raise _broken("the barrier was aborted or broken by another party")
                 if lock_words[_OwnedLock._RECOVERIES] != recoveries:
                     # A party died inside the barrier's own critical section.
                     self._break()
-                    raise BrokenBarrierError(
+                    raise _broken(
                         "a process died while holding the barrier's lock; it is now broken"
                     )
                 dead = self._dead_parties()
                 if dead:
                     self._break()
-                    raise BrokenBarrierError(
+                    raise _broken(
                         f"process(es) {', '.join(map(str, dead))} died while waiting at the "
                         "barrier; it is now broken"
                     )
                 remaining = _remaining(deadline)
                 if remaining is not None and remaining <= 0:
                     self._break()
-                    raise BrokenBarrierError(
+                    raise _broken(
                         f"Barrier.wait() timed out after {timeout} s with "
                         f"{w[_ARRIVED]} of {self._parties} parties waiting; the barrier is "
                         "now broken"

@@ -35,19 +35,18 @@ process identity, the pickling guard).
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import itertools
 import os
-import threading
 import time
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core import _reduction, _runtime, _sharedwords
+from .._core import _lazy_errors, _reduction, _runtime, _sharedwords
 from .._core._closing import ClosedWhenCollected
-from .._core._errors import OwnerDiedWarning
 from .._core._sharedwords import SharedWords, lockf, pid_of
 from .._core._system import random_bits
 from .._core._timeout import check_timeout as _check_timeout
@@ -79,7 +78,7 @@ SPIN_TRIES = 50
 #: that window in microseconds, so this only has to outlast scheduling hiccups.
 LIMBO_GRACE = 1.0
 
-_get_ident = threading.get_ident
+_get_ident = _thread.get_ident
 _monotonic = time.monotonic
 
 _native = _accel.native
@@ -104,7 +103,7 @@ def _tokens() -> Any:
 _ident = float(_sharedwords.ident())
 _next_token = _tokens()
 # fcntl record locks belong to the process: this serialises our own threads first.
-_recovery_mutex = threading.Lock()
+_recovery_mutex = _thread.allocate_lock()
 
 
 def _after_fork_in_child() -> None:
@@ -114,7 +113,7 @@ def _after_fork_in_child() -> None:
     # A fresh token sequence: the parent's continues, and equal tokens written by
     # two processes would hide activity from a waiter watching for limbo.
     _next_token = _tokens()
-    _recovery_mutex = threading.Lock()
+    _recovery_mutex = _thread.allocate_lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -150,6 +149,10 @@ def _recovery_guard(shared: SharedWords):
 
 def _holder_name() -> str:
     """How the stdlib's reprs name the calling thread as a lock's holder."""
+    # threading is imported for a repr, not with this module: a fork server that
+    # loads the locks would have it, and its after-fork hook, in every child (issue 17).
+    import threading
+
     name = _runtime.process_name()
     thread = threading.current_thread().name
     return name if thread == "MainThread" else f"{name}|{thread}"
@@ -313,7 +316,7 @@ class _OwnedLock(ClosedWhenCollected):
                 f"{what}; process {pid_of(_ident)} has taken it over. The data it protected may be "
                 "half-updated: check it before relying on it. (To make this an error: "
                 "warnings.simplefilter('error', proctor.OwnerDiedWarning).)",
-                OwnerDiedWarning,
+                _lazy_errors.OwnerDiedWarning,
                 # (The same frames under the C acquire, which shows none: its
                 # Python fallback, _acquire_after_c, stands where acquire stands.)
                 stacklevel=5,
