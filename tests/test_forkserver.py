@@ -227,13 +227,14 @@ def test_a_server_for_a_program_that_imported_only_proctor_loads_none_of_the_hea
     assert done.stdout.split(None, 1) == ["0", "[]\n"], (done.stdout, done.stderr)
 
 
-# The modules a server follows for a parent that uses connections, shared memory, the
-# reaper or the locks (_FOLLOWED_MODULES): they reach proctor's error types only when
-# they raise one (_core._lazy_errors), take _thread's locks, and make
-# BrokenBarrierError at its first use, so the server (and every child it forks) goes
-# without multiprocessing and threading (issue 17).
+# The modules a server follows for a parent that uses connections, queues, shared
+# memory, the reaper or the locks (_FOLLOWED_MODULES): they reach proctor's error types
+# only when they raise one (_core._lazy_errors), take _thread's locks, and make
+# BrokenBarrierError and queue.Full's import at their first use, so the server (and
+# every child it forks) goes without multiprocessing and threading (issue 17).
 _LEAN_FOLLOWED = (
     "proctor._connections._connection",
+    "proctor._queues._queue",
     "proctor._reaper._client",
     "proctor._sync",
     "proctor._sharedmem._sharedctypes",
@@ -254,7 +255,7 @@ print(p.exitcode, p.result)
 """
 
 
-def test_a_server_following_connections_shared_memory_the_reaper_and_locks_loads_no_threading():
+def test_a_server_following_the_connections_queues_and_locks_loads_no_threading():
     import subprocess
 
     done = subprocess.run(

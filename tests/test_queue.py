@@ -17,6 +17,7 @@ import pickle
 import queue
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -279,6 +280,41 @@ def test_bounded_queue_blocks_or_raises_full(ring_impl):
     assert q.get(timeout=5) == 1 and not q.full()
     q.put(3, timeout=5)
     assert [q.get(timeout=5), q.get(timeout=5)] == [2, 3]
+
+
+_FULL_BEFORE_QUEUE = """
+import sys
+from proctor._queues._queue import Queue
+print("queue" in sys.modules or "threading" in sys.modules, end=" ")
+import asyncio  # (imports threading, not queue)
+q = Queue(maxsize=1)
+q.put(1)
+caught = []
+for put in (q.put_nowait, lambda item: asyncio.run(q.aput(item, timeout=0))):
+    try:
+        put(2)
+    except Exception as exc:
+        caught.append(exc)
+q.get_nowait()
+try:
+    q.get_nowait()
+except Exception as exc:
+    caught.append(exc)
+q.close()
+import queue
+import proctor.queues
+print([type(exc) for exc in caught] == [queue.Full, queue.Full, queue.Empty],
+      proctor.queues.Full is queue.Full, proctor.queues.Empty is queue.Empty)
+"""
+
+
+def test_the_queue_raises_the_queue_modules_errors_though_it_imports_that_module_only_then():
+    # queue.py imports threading, which a fork server loading the queues would put in
+    # every child it forks (issue 17): queue.Full is reached when one is raised.
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_BEFORE_QUEUE], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, "False True True True\n"), done.stderr
 
 
 @methods_and_both_rings

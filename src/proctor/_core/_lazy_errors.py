@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._errors import ProcessError as ProcessError
     from ._errors import ProcessTimeoutError as ProcessTimeoutError
     from ._errors import ProtocolError as ProtocolError
+    from ._errors import QueueClosedError as QueueClosedError
 
 _ERRORS = __name__.rpartition(".")[0] + "._errors"
 

@@ -35,7 +35,7 @@ processes compete for the units with the watcher on equal terms.
 
 from __future__ import annotations
 
-import threading
+import _thread
 from collections import deque
 from collections.abc import Callable
 
@@ -71,6 +71,11 @@ class _Watcher:
         self.sem = sem
         self.registry = registry
         self.waiters: deque[_Waiter] = deque()
+        # Imported here, not with the module: the queues import this module, and a
+        # fork server that loads them would have threading in every child it forks
+        # (issue 17). A coroutine is waiting, so asyncio has imported it already.
+        import threading
+
         self.cond = threading.Condition(threading.Lock())
         self.thread = threading.Thread(target=self._run, name="proctor-loop-wait", daemon=True)
 
@@ -131,7 +136,7 @@ class _Registry:
     __slots__ = ("lock", "watchers")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         # Keyed by id() of the semaphore object; the watcher keeps the object
         # alive, so the id cannot be reused while the entry exists.
         self.watchers: dict[int, _Watcher] = {}

@@ -28,7 +28,6 @@ as in the blocking calls.
 
 from __future__ import annotations
 
-import queue as _stdlib_queue
 import time
 
 from .._core._loopwait import await_post
@@ -36,11 +35,14 @@ from .._core._wait import CHECK_INTERVAL, POSTED, TIMED_OUT
 from ._codec import encode
 from ._ring import Ring
 from ._waiting import (
+    Empty,
     acquire,
     check_queue_timeout,
     deadline_for,
     hand_room,
     look_all_done,
+    queue_full,
+    queue_full_if_loaded,
     unregister,
 )
 
@@ -52,8 +54,6 @@ if TYPE_CHECKING:
 
 __all__ = ("aget", "ajoin", "aput")
 
-Empty = _stdlib_queue.Empty
-Full = _stdlib_queue.Full
 
 #: First pause of a coroutine that found items but not the get lock (or room but
 #: not the mailbox): the holder holds it for one copy. Doubles up to CHECK_INTERVAL.
@@ -135,7 +135,7 @@ async def aput(q: Any, obj: Any, block: bool, timeout: float | None) -> None:
                 # for, as put_nowait() does: its holder holds it for one copy).
                 q._put_items([item], False, None)
                 return
-            except Full:
+            except queue_full_if_loaded():
                 if not block:
                     raise
             ring = q._ring
@@ -143,7 +143,7 @@ async def aput(q: Any, obj: Any, block: bool, timeout: float | None) -> None:
                 # Room in the ring, but the mailbox could not take the item's
                 # descriptors: consumers take them without a word, so look again.
                 if deadline is not None and _monotonic() >= deadline:
-                    raise Full(f"timed out: its mailbox stayed full ({ring.count} items)", 0)
+                    raise queue_full(f"timed out: its mailbox stayed full ({ring.count} items)", 0)
                 pause = await _pause(pause, deadline)
                 continue
             pause = BUSY_PAUSE
@@ -167,7 +167,7 @@ async def _await_room(q: Any, item: Encoded, deadline: float | None) -> None:
     room = q._shared.room.sem
     nbytes, items, maxsize = len(item.payload), item.items, q._maxsize
     if not acquire(get_lock, deadline):
-        raise Full("timed out waiting for the queue's get lock", 0)
+        raise queue_full("timed out waiting for the queue's get lock", 0)
     try:
         if ring.has_room(nbytes, items, maxsize):
             return
@@ -189,7 +189,7 @@ async def _await_room(q: Any, item: Encoded, deadline: float | None) -> None:
                 return True
             if deadline is not None and _monotonic() >= deadline:
                 unregister(ring, Ring.PUTTERS)
-                raise Full(f"timed out: the queue stayed full ({ring.count} items)", 0)
+                raise queue_full(f"timed out: the queue stayed full ({ring.count} items)", 0)
             return False
         finally:
             get_lock.release()
@@ -197,14 +197,14 @@ async def _await_room(q: Any, item: Encoded, deadline: float | None) -> None:
     try:
         # (Short slices, as await_room's: room tokens count items, not bytes.)
         outcome = await await_post(room, deadline, may_put, back_off=False)
-    except Full:
+    except queue_full_if_loaded():
         raise  # may_put() unregistered at the deadline
     except BaseException:
         _leave_room_wait(q)  # cancelled
         raise
     if outcome == TIMED_OUT and not q._closed:  # may_put() could not take the lock
         _leave_room_wait(q)
-        raise Full(f"timed out: the queue stayed full ({ring.count} items)", 0)
+        raise queue_full(f"timed out: the queue stayed full ({ring.count} items)", 0)
 
 
 def _leave_room_wait(q: Any) -> None:

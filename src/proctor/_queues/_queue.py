@@ -61,16 +61,14 @@ Why this shape:
 
 from __future__ import annotations
 
+import _thread
 import os
 import pickle
-import queue as _stdlib_queue
-import threading
 from collections import deque
 from collections.abc import Iterable
 
-from .._core import _runtime
+from .._core import _lazy_errors, _runtime
 from .._core._anonmem import AnonymousMemory
-from .._core._errors import QueueClosedError
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore, batched_names
 from .._sync._memsem import AVAILABLE as MEMORY_SEMAPHORES
 from .._sync._memsem import MemorySemaphore
@@ -90,6 +88,7 @@ from ._mailbox import Mailbox
 from ._ring import HEADER_SIZE, MAX_CAPACITY, MAX_FRAME, MAX_ITEMS, Ring
 from ._spares import Spares
 from ._waiting import (
+    Empty,
     Hint,
     QueueLock,
     acquire,
@@ -100,18 +99,27 @@ from ._waiting import (
     deadline_for,
     hand_room,
     post,
+    queue_full,
     try_briefly,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from queue import Full as Full
     from typing import Any
 
 __all__ = ("Empty", "Full", "JoinableQueue", "Queue", "SimpleQueue")
 
-Empty = _stdlib_queue.Empty
-Full = _stdlib_queue.Full
+
+def __getattr__(name: str) -> Any:
+    # queue.Full, imported only when asked for (see _waiting.queue_full).
+    if name == "Full":
+        import queue
+
+        return queue.Full
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Bytes of pickled items a queue holds in shared memory. Pages are allocated
 #: only when touched, so an idle or small queue costs nearly nothing.
@@ -234,7 +242,7 @@ class Queue:
         # this process: a forked child's copy of them is dropped (_take_pending).
         self._pending: deque[Any] = deque()
         self._pending_pid = os.getpid()
-        self._pending_lock = threading.Lock()
+        self._pending_lock = _thread.allocate_lock()
         # Large buffers' memfds kept mapped on both sides, and sent back for reuse.
         self._spares = Spares(shared.mailbox)
 
@@ -596,7 +604,7 @@ class Queue:
     def _check_open(self, what: str) -> None:
         """Raise ``QueueClosedError`` for the call ``what`` if this handle was closed."""
         if self._closed:
-            raise QueueClosedError(
+            raise _lazy_errors.QueueClosedError(
                 f"{type(self).__name__} {self!r} is closed in this process: cannot call "
                 f"{what}() after close() (the queue's handles in other processes still work)"
             )
@@ -618,7 +626,7 @@ class Queue:
         lock_deadline = deadline if block else None
         while True:
             if not acquire(lock, lock_deadline):
-                raise Full("timed out waiting for the queue's put lock", done)
+                raise queue_full("timed out waiting for the queue's put lock", done)
             frames = 0
             mailbox_full = False
             try:
@@ -639,7 +647,7 @@ class Queue:
             if done == len(items):
                 return
             if not block:
-                raise Full(f"the queue is full ({ring.count} items)", done)
+                raise queue_full(f"the queue is full ({ring.count} items)", done)
             await_room(
                 ring,
                 self._get_lock,
@@ -900,6 +908,6 @@ class JoinableQueue(Queue):
 
 def _closed_call(*args: Any) -> Any:
     # Reached by a thread whose call began before another thread's close().
-    raise QueueClosedError(
+    raise _lazy_errors.QueueClosedError(
         "the queue is closed in this process: close() was called during the call"
     )

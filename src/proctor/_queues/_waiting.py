@@ -36,8 +36,9 @@ changes were committed by single stores, so there is nothing half-done to report
 
 from __future__ import annotations
 
-import queue as _stdlib_queue
+import sys
 import time
+from _queue import Empty  # queue.Empty itself: queue.py re-exports the C module's class
 
 from .._core._timeout import check_timeout as _check_timeout
 from .._core._wait import POSTED, READY, wait_for_post
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = (
     "FAST_TRIES",
     "ITEMS_SPIN_TRIES",
+    "Empty",
     "Hint",
     "QueueLock",
     "acquire",
@@ -66,12 +68,31 @@ __all__ = (
     "deadline_for",
     "hand_room",
     "post",
+    "queue_full",
+    "queue_full_if_loaded",
     "try_briefly",
     "unregister",
 )
 
-Empty = _stdlib_queue.Empty
-Full = _stdlib_queue.Full
+
+# queue.Full is queue.py's own class, and queue.py imports threading: a fork server
+# that loads the queues would have it, and its after-fork hook, in every child it
+# forks (issue 17). So the queue modules make a Full when they raise one (importing
+# queue then), and their except clauses match it only once it can exist.
+
+
+def queue_full(*args: object) -> Exception:
+    """A ``queue.Full`` with ``args`` (the first call imports ``queue``)."""
+    import queue
+
+    return queue.Full(*args)
+
+
+def queue_full_if_loaded() -> tuple[type[BaseException], ...]:
+    """``(queue.Full,)`` once ``queue`` is imported, else ``()`` (for ``except``)."""
+    module = sys.modules.get("queue")
+    return () if module is None else (module.Full,)
+
 
 #: Tries for an items token before a getter sleeps on the semaphore: about 50 us
 #: (a failed try costs 35-50 ns on the 2-core development VM; the loop it
@@ -230,7 +251,7 @@ def await_room(
     nbytes, items = len(item.payload), item.items
     take = room.sem.acquire
     if not acquire(get_lock, deadline):
-        raise Full("timed out waiting for the queue's get lock", done)
+        raise queue_full("timed out waiting for the queue's get lock", done)
     try:
         if not mailbox_full and ring.has_room(nbytes, items, maxsize):
             return
@@ -243,7 +264,7 @@ def await_room(
         if not acquire(get_lock, deadline):
             # (still registered: a consumer will post a room token for
             # nobody, which costs the next waiter one extra look)
-            raise Full(f"timed out: the queue stayed full ({ring.count} items)", done)
+            raise queue_full(f"timed out: the queue stayed full ({ring.count} items)", done)
         try:
             if take(False):
                 return True  # handed over just now
@@ -253,7 +274,7 @@ def await_room(
             if deadline is not None and _monotonic() >= deadline:
                 unregister(ring, Ring.PUTTERS)
                 what = "its mailbox stayed full" if mailbox_full else "the queue stayed full"
-                raise Full(f"timed out: {what} ({ring.count} items)", done)
+                raise queue_full(f"timed out: {what} ({ring.count} items)", done)
             if mailbox_full:
                 unregister(ring, Ring.PUTTERS)
                 return True  # try again: consumers take descriptors without a word
