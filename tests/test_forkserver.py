@@ -352,3 +352,16 @@ def test_a_server_with_logging_prepares_once_what_each_child_would():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "True True\n", done.stderr
+
+
+def frozen_objects():
+    import gc
+
+    return gc.get_freeze_count()
+
+
+def test_a_servers_children_find_the_objects_it_imported_frozen(client):
+    # A child's first young collection (any target making ~700 objects) would
+    # otherwise scan, and so copy the pages of, what the server imported.
+    frozen, _ = run(frozen_objects)
+    assert frozen > 1000, f"only {frozen} objects frozen: the server did not freeze its imports"

@@ -29,6 +29,7 @@ import _signal  # type: ignore[import-not-found]  # C module without stubs
 import _socket
 import _thread
 import errno
+import gc
 import os
 import select
 import struct
@@ -120,6 +121,7 @@ def serve(
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     _import_quietly(preload)
     _settle_logging()
+    _freeze_loaded_objects()
     # Opened once here, so every child finds it open for its stdin (close_stdin).
     _bootstrap.devnull_fd()
     wake_r, wake_w = os.pipe()
@@ -156,6 +158,7 @@ def serve(
                             # would find them loaded, so the spare must not be used.
                             server.discard_spare()
                             _settle_logging()
+                            _freeze_loaded_objects()
                     pid = server.start_child(fds)
                 # Reply first: the parent's start() returns, and the child runs,
                 # while the next spare is forked. Its pid follows in a second
@@ -302,8 +305,9 @@ class _Server:
                 except OSError:
                     pass  # the parent closed the process object already
                 os.close(fd)
-                if exitcode != 0:
+                if exitcode != 0 and not all(name in sys.modules for name in _FAILURE_MODULES):
                     _import_quietly(_FAILURE_MODULES)
+                    _freeze_loaded_objects()
 
     def _become_child(self, fds: list[int] | None, spare_sock: _socket.socket | None) -> None:
         """In a new child: drop the server's state, then run the request's work; never returns.
@@ -384,6 +388,19 @@ def _settle_logging() -> None:
     forwarding = sys.modules.get(_FORWARDING_MODULE)
     if forwarding is not None:
         forwarding._handler_class()
+
+
+def _freeze_loaded_objects() -> None:
+    """Move every object the server has made so far out of the collector's young generations.
+
+    A collection writes to each object it scans, and the server's objects are its
+    children's copy-on-write pages: a child whose first young collection (after ~700
+    allocations: any real target) scanned the modules just imported would copy them
+    (a forked child ages them itself, ``_bootstrap._age_inherited_objects``, and skips
+    that where objects are frozen already, as here). Frozen, they stay out of every
+    collection, the server's own included; what the server imports is never garbage.
+    """
+    gc.freeze()
 
 
 def _import_quietly(names: list[str]) -> None:
