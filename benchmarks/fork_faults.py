@@ -24,12 +24,13 @@ Default mode, per no-op start+join:
 round's end -- and per start the parent's faults in each part of it: ``queue``,
 ``process`` (the constructors), ``pre`` (``start()`` up to the fork system call),
 ``fork`` (the call itself, with every ``os.register_at_fork`` hook), ``post`` (the
-rest of ``start()``); and the medians of ``start()``'s wall time and of the CPU time
-of the whole loop body (``time.thread_time``: the parent's own, fault handling
-included, less disturbed by other load than wall time). Every page written between
-two forks faults once, so a page that both the end of one start and the beginning of
-the next write counts in the first: compare the ``total``, and the parts for where it
-goes. Means over the starts of every round but the first (a warm-up). Compare
+rest of ``start()``); ``child``, each child's own faults (``RUSAGE_CHILDREN``: its
+fork hooks, its ``q.get()`` and its exit); and the medians of ``start()``'s wall
+time and of the CPU time of the whole loop body (``time.thread_time``: the parent's
+own, fault handling included, less disturbed by other load than wall time). Every
+page written between two forks faults once, so a page that both the end of one start
+and the beginning of the next write counts in the first: compare the ``total``, and
+the parts for where it goes. Means over the starts of every round but the first (a warm-up). Compare
 versions run from copies built the same way: where the interpreter's heap lays its
 objects out (source paths' lengths included) moves every count by up to ~10.
 
@@ -132,9 +133,12 @@ which, count, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ctx = (proctor if which == "proctor" else multiprocessing).get_context("fork")
 os.fork = counting_fork
 parts = {k: [] for k in ("queue", "process", "pre", "fork", "post", "total", "start_us", "cpu_us")}
+parts["child"] = []
 cpu = time.thread_time
+children = lambda: resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
 for index in range(rounds):
     queues, processes = [], []
+    reaped = children()
     for _ in range(count):
         began = cpu()
         a = faults()
@@ -160,6 +164,8 @@ for index in range(rounds):
     for p in processes:
         p.join(60)
         p.close()
+    if index:
+        parts["child"].append((children() - reaped) / count)
     for q in queues:
         q.close()
         if hasattr(q, "join_thread"):
@@ -226,7 +232,7 @@ def main() -> None:
         handler = ", a handler on the root logger" if args.log_handler else ""
         print(f"with {args.loggers} loggers{handler}")
     if args.living:
-        keys = ("queue", "process", "pre", "fork", "post", "total")
+        keys = ("queue", "process", "pre", "fork", "post", "total", "child")
         print(
             f"faults per start with {args.living} living children, medians of {args.runs} "
             f"runs of {args.rounds - 1}x{args.living} starts (load {load:.1f})"
