@@ -22,6 +22,7 @@ from proctor._core import _afterfork, _anonmem, _rebuilding, _runtime
 from proctor._logging import _forwarding
 from proctor._reaper import _client
 from proctor._start import _methods
+from proctor._sync import _lock
 
 LIMIT = 30.0
 
@@ -176,6 +177,7 @@ def test_module_state_left_dirty_at_the_fork_is_fresh_at_first_use():
             _forwarding._listener_lock.get(),
             rebuild_lock := _rebuilding._rebuild_lock.get(),
             renewing := _afterfork.renewing(),
+            _lock._recovery_mutex.get(),
         ):
 
             def child() -> dict:
@@ -191,6 +193,7 @@ def test_module_state_left_dirty_at_the_fork_is_fresh_at_first_use():
                     # holder's ident and take a held RLock again.)
                     "rebuild_lock_own": _rebuilding._rebuild_lock.get() is not rebuild_lock,
                     "renewing_own": _afterfork.renewing() is not renewing,
+                    "recovery_free": _free_for_another_thread(_lock._recovery_mutex.get()),
                 }
 
             got = _in_forked_child(child)
@@ -203,6 +206,7 @@ def test_module_state_left_dirty_at_the_fork_is_fresh_at_first_use():
         "dispatching_free": True,
         "rebuild_lock_own": True,
         "renewing_own": True,
+        "recovery_free": True,
     }
 
 

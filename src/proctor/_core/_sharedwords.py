@@ -116,8 +116,12 @@ def _new_ident() -> int:
 
 
 _ident = _new_ident()
-# The arenas on which this process holds its identity byte.
-_held: weakref.WeakSet[AnonymousMemory] = weakref.WeakSet()
+# The arenas on which this process holds its identity byte: weak references, each
+# dropping out by itself when its arena is collected. A plain set of them rather than
+# a ``WeakSet``: every forked child walks it at the fork, and a WeakSet's iteration
+# (a generator and an iteration guard) and rebuilding (a new reference per arena)
+# wrote ~30 pages there, each a copy (issue 17).
+_held: set[weakref.ref[AnonymousMemory]] = set()
 
 
 def ident() -> int:
@@ -132,8 +136,14 @@ def pid_of(identity: int | float) -> int:
 
 def _hold_identity(mem: AnonymousMemory) -> None:
     """Take this process's identity byte on ``mem``'s descriptor, once."""
-    if mem in _held:
-        return
+    # (A reference without a callback is the arena's shared one, and equals the
+    # entry, which has a callback, while the arena lives.)
+    if weakref.ref(mem) not in _held and _lock_identity(mem):
+        _held.add(weakref.ref(mem, _held.discard))
+
+
+def _lock_identity(mem: AnonymousMemory) -> bool:
+    """Lock this process's identity byte on ``mem``; False where it takes no locks."""
     try:
         # Blocking: a prober holds the byte for a moment at most.
         lockf(mem.lock_fd, fcntl.LOCK_EX, 1, IDENT_BASE + _ident)
@@ -148,18 +158,20 @@ def _hold_identity(mem: AnonymousMemory) -> None:
             ) from exc
         # No record locks on this kind of descriptor: probes fail the same way
         # in every process, and liveness falls back to the pid (see _probe).
-        return
-    _held.add(mem)
+        return False
+    return True
 
 
 def _after_fork_in_child() -> None:
     global _ident
     _ident = _new_ident()
-    # Record locks are not inherited: take ours on every arena the child maps.
-    arenas = [mem for mem in _held if not mem.closed]
-    _held.clear()
-    for mem in arenas:
-        _hold_identity(mem)
+    # Record locks are not inherited: take ours on every arena the child maps. The
+    # parent's entries stay (each made again would be a page written here); those
+    # of arenas closed or unlockable are dropped.
+    for held in list(_held):
+        mem = held()
+        if mem is None or mem.closed or not _lock_identity(mem):
+            _held.discard(held)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

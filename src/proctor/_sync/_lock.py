@@ -46,6 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._core import _lazy_errors, _reduction, _runtime, _sharedwords
+from .._core._afterfork import PerProcess
 from .._core._closing import ClosedWhenCollected
 from .._core._sharedwords import SharedWords, lockf, pid_of
 from .._core._system import random_bits
@@ -103,17 +104,18 @@ def _tokens() -> Any:
 _ident = float(_sharedwords.ident())
 _next_token = _tokens()
 # fcntl record locks belong to the process: this serialises our own threads first.
-_recovery_mutex = _thread.allocate_lock()
+# (Made again on first use in a forked child: recovery is rare, and every fork
+# child of a lock user would otherwise allocate one in the hook below.)
+_recovery_mutex: PerProcess[Any] = PerProcess(_thread.allocate_lock)
 
 
 def _after_fork_in_child() -> None:
-    global _ident, _next_token, _recovery_mutex
+    global _ident, _next_token
     # (_sharedwords' hook, registered first, has drawn the child's identity.)
     _ident = float(_sharedwords.ident())
     # A fresh token sequence: the parent's continues, and equal tokens written by
     # two processes would hide activity from a waiter watching for limbo.
     _next_token = _tokens()
-    _recovery_mutex = _thread.allocate_lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -139,7 +141,7 @@ def _remaining(deadline: float | None) -> float | None:
 def _recovery_guard(shared: SharedWords):
     """Serialise lock recovery among all processes; the kernel frees it if we die."""
     fd, byte = shared.fd, shared.offset
-    with _recovery_mutex:
+    with _recovery_mutex.get():
         lockf(fd, fcntl.LOCK_EX, 1, byte)
         try:
             yield
