@@ -739,6 +739,31 @@ def test_a_forked_child_does_not_disturb_its_parents_record_of_children():
     p.close()
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])  # the parent's own children
+def test_join_without_timeout_returns_for_a_child_someone_else_reaped(method):
+    # join() with no timeout asks the kernel for the child's end (waitid) rather than
+    # polling its sentinel: a child reaped behind proctor's back (a SIGCHLD handler,
+    # os.wait()) must not make it raise or wait forever. Its status is lost: 255.
+    p = proctor.get_context(method).Process(target=int)
+    p.start()
+    os.waitpid(p.pid, 0)
+    raised: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            p.join()
+        except BaseException as exc:
+            raised.append(exc)
+
+    joiner = threading.Thread(target=join)
+    joiner.start()
+    joiner.join(30)
+    assert not joiner.is_alive()
+    assert raised == []
+    assert p.exitcode == 255
+    p.close()
+
+
 def test_zombie_free_after_join(ctx):
     p = ctx.Process(target=double, args=(2,))
     p.start()

@@ -20,6 +20,7 @@ import _socket
 import os
 import signal
 import socket
+import sys
 import threading
 
 from .._core import _wire
@@ -232,10 +233,36 @@ def close_quietly(*resources: Any) -> None:
 class OwnChildPopen(Popen):
     """A child of this very process (fork, spawn): its status comes from waitpid."""
 
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` seconds for the child to end; return its exit code."""
+        if timeout is not None or _WAIT_ENDED is None or self.returncode is not None:
+            return super().wait(timeout)
+        # No timeout: the kernel says when our child has ended without reaping it
+        # (WNOWAIT; the status is collected below, under the lock, as after a wait
+        # on the sentinel), in one call where waiting on the sentinel made a poll
+        # object and registered it: pages every join wrote (issue 17).
+        try:
+            os.waitid(os.P_PID, self.pid, _WAIT_ENDED)
+        except ChildProcessError:
+            pass  # reaped by someone else: _collect_status tells
+        with self._lock:
+            if self.returncode is None:
+                self._collect_status(block=True)
+        return self.returncode
+
     def _collect_status(self, block: bool) -> None:
         code = reap_status(self.pid, block)
         if code is not None:
             self.returncode = code
+
+
+#: waitid()'s flags that wait for a child's end and leave it to be reaped, where
+#: they exist (Linux; elsewhere, such as macOS, WNOWAIT is less dependable): else None.
+_WAIT_ENDED = (
+    os.WEXITED | os.WNOWAIT
+    if sys.platform.startswith("linux") and hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+    else None
+)
 
 
 def reap_status(pid: int, block: bool) -> int | None:

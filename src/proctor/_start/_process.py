@@ -242,8 +242,11 @@ class BaseProcess:
             raise ValueError(f"cannot join a process that was never started: {self!r}")
         if self._parent_pid != os.getpid():
             raise RuntimeError("can only join a child process of the current process")
-        deadline = _deadline(timeout)
-        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        # (The usual join(), with no timeout, calls nothing for it: each call is a
+        # page or two written while the child may still share them, issue 17.)
+        deadline = None if timeout is None else _deadline(timeout)
+        if deadline is not None:
+            timeout = max(deadline - time.monotonic(), 0.0)
         if self._popen.wait(timeout) is not None:
             # Every record the child logged is handled before join() returns.
             self._popen.wait_logs(None if deadline is None else deadline - time.monotonic())
