@@ -204,7 +204,7 @@ class AnonymousMemory(mmap.mmap):
                 # entry, an info object, a weakref) cost each fork child that
                 # reopens this description its own copies of their pages.
                 self._lock_closer = _FdCloser(fd)
-                _own_descriptions.add(self)
+                _own_descriptions.add(weakref.ref(self, _own_descriptions.discard))
             return self._lock_fd
 
     @property
@@ -326,8 +326,10 @@ def _remember(memory: AnonymousMemory, key: tuple[int, int]) -> None:
     _by_file[key] = weakref.ref(memory, forget)
 
 
-# The memories on which this process opened a description of its own (lock_fd).
-_own_descriptions: weakref.WeakSet[AnonymousMemory] = weakref.WeakSet()
+# The memories on which this process opened a description of its own (lock_fd): weak
+# references, each dropping out by itself. A plain set of them, not a WeakSet, which
+# every forked child's hook walked through its iteration guard (a copied page or two).
+_own_descriptions: set[weakref.ref[AnonymousMemory]] = set()
 
 
 class _Heap:
@@ -387,7 +389,10 @@ def _reset_after_fork() -> None:
     # locks on them would outlive the parent.
     if not _own_descriptions:
         return
-    for mem in list(_own_descriptions):
+    for own in list(_own_descriptions):
+        mem = own()
+        if mem is None:
+            continue
         if mem._lock_closer is not None:
             mem._lock_closer()
         mem._lock_fd = -1
