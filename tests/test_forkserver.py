@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 
 import psutil
@@ -70,6 +71,15 @@ def write_to_stdout(text):
 
 def gone_or_zombie(pid):
     return not pid_exists(pid)
+
+
+def _in_a_fresh_interpreter(script: str) -> subprocess.CompletedProcess:
+    """Run ``script`` in a new interpreter (whose fork server starts from its imports alone)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_a_start_hands_its_work_to_the_spare_whose_pid_it_reports(client):
@@ -218,12 +228,7 @@ print(p.exitcode, p.result)
 def test_a_server_for_a_program_that_imported_only_proctor_loads_none_of_the_heavy_modules():
     # A fresh interpreter: pytest's own imports (logging among them) would make the
     # session's server import the modules it follows (_FOLLOWED_MODULES).
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-c", _LOADED_IN_CHILD], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_a_fresh_interpreter(_LOADED_IN_CHILD)
     assert done.stdout.split(None, 1) == ["0", "[]\n"], (done.stdout, done.stderr)
 
 
@@ -256,12 +261,7 @@ print(p.exitcode, p.result)
 
 
 def test_a_server_following_the_connections_queues_and_locks_loads_no_threading():
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-c", _FOLLOWED_IN_CHILD], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_a_fresh_interpreter(_FOLLOWED_IN_CHILD)
     assert done.stdout == f"0 {sorted(_LEAN_FOLLOWED)}\n", (done.stdout, done.stderr)
 
 
@@ -283,12 +283,7 @@ print(loaded)
 def test_a_server_loads_the_error_types_once_one_of_its_children_has_failed():
     # The child right after the failure is the spare forked before the server
     # imported them (it imports them itself if it fails); the next has them loaded.
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-c", _AFTER_A_FAILURE], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_a_fresh_interpreter(_AFTER_A_FAILURE)
     assert done.stdout == "[(0, False), (3, None), (0, False), (0, True)]\n", done.stderr
 
 
@@ -322,12 +317,7 @@ def test_a_server_loads_the_forwarding_module_once_a_child_forwards_its_logs():
     # Importing it cost each forwarding child ~4 ms of CPU (issue 17); a parent that
     # imported logging without configuring it forwards nothing, and its server
     # goes without the module. A fresh interpreter: pytest configures logging.
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-c", _FORWARDING_FOLLOWED], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_a_fresh_interpreter(_FORWARDING_FOLLOWED)
     expected = "[(0, False), (0, True), (0, True)] 0 ['from the child']\n"
     assert done.stdout == expected, done.stderr
 
@@ -345,12 +335,7 @@ print(getattr(logging.getLogRecordFactory(), "_names_proctor_processes", False),
 def test_a_server_with_logging_prepares_once_what_each_child_would():
     # The record factory that stamps a child's own name, and the forwarding
     # handler's class: made in the server, found in place by every child.
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-c", _LOGGING_SETTLED], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_a_fresh_interpreter(_LOGGING_SETTLED)
     assert done.stdout == "True True\n", done.stderr
 
 
