@@ -150,15 +150,12 @@ def serve(
                         os.close(fd)
                     pid = -errno.EINVAL
                 else:
-                    if data:
-                        modules = len(sys.modules)
-                        _import_quietly(data.decode().split(","))
-                        if len(sys.modules) != modules:
-                            # The spare was forked without them: a child forked now
-                            # would find them loaded, so the spare must not be used.
-                            server.discard_spare()
-                            _settle_logging()
-                            _freeze_loaded_objects()
+                    if data and _import_quietly(data.decode().split(",")):
+                        # The spare was forked without them: a child forked now
+                        # would find them loaded, so the spare must not be used.
+                        server.discard_spare()
+                        _settle_logging()
+                        _freeze_loaded_objects()
                     pid = server.start_child(fds)
                 # Reply first: the parent's start() returns, and the child runs,
                 # while the next spare is forked. Its pid follows in a second
@@ -305,8 +302,7 @@ class _Server:
                 except OSError:
                     pass  # the parent closed the process object already
                 os.close(fd)
-                if exitcode != 0 and not all(name in sys.modules for name in _FAILURE_MODULES):
-                    _import_quietly(_FAILURE_MODULES)
+                if exitcode != 0 and _import_quietly(_FAILURE_MODULES):
                     _freeze_loaded_objects()
 
     def _become_child(self, fds: list[int] | None, spare_sock: _socket.socket | None) -> None:
@@ -403,7 +399,9 @@ def _freeze_loaded_objects() -> None:
     gc.freeze()
 
 
-def _import_quietly(names: list[str]) -> None:
+def _import_quietly(names: list[str]) -> bool:
+    """Import ``names`` not loaded yet; whether that loaded any module (theirs included)."""
+    loaded = len(sys.modules)
     for name in names:
         if name in sys.modules:
             continue
@@ -411,6 +409,7 @@ def _import_quietly(names: list[str]) -> None:
             __import__(name)
         except Exception as exc:
             sys.stderr.write(f"proctor fork server: could not preload {name!r}: {exc!r}\n")
+    return len(sys.modules) != loaded
 
 
 # -- the client, in the parent -------------------------------------------------------
