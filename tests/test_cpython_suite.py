@@ -233,3 +233,53 @@ def test_the_stdlib_runs_just_what_the_comparison_needs():
     )
     proctor.complete = False  # ended early: some tests may have no result
     assert harness.stdlib_needed(proctor) is None
+
+
+_SUBTESTS_THAT_BLOCK = """
+import signal, sys, time, unittest
+sys.path.insert(0, {compat!r})
+import worker
+worker.REPEAT_ALARM = 0.2
+
+class Case(unittest.TestCase):
+    def test_blocks(self):
+        for i in range(3):
+            with self.subTest(i=i):  # records the TestTimeout, goes on to the next
+                time.sleep(60)
+
+with open({results!r}, "w") as out:
+    recorder = worker._Recorder(out, 0.3, [], test_id=lambda test: test.id())
+    signal.signal(signal.SIGALRM, worker._on_alarm)
+    unittest.TestSuite([Case("test_blocks")]).run(recorder)
+"""
+
+
+def test_a_test_whose_subtests_swallow_the_timeout_still_ends(tmp_path):
+    """A ``subTest`` records the TestTimeout and runs the next subtest, which blocks
+    again: the worker keeps interrupting it until the test ends, so the report says
+    where each subtest waited instead of the watchdog killing the worker."""
+    results = tmp_path / "results.jsonl"
+    script = _SUBTESTS_THAT_BLOCK.format(compat=str(harness.HERE), results=str(results))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert records[-1]["outcome"] == "error", records
+    assert "TestTimeout" in records[-1]["message"], records
+    assert "(i=2)" in records[-1]["message"], records  # the last subtest was reached
+
+
+def test_a_hung_workers_report_lists_its_live_children():
+    """The watchdog's report names each descendant, its state and where it waits."""
+    from compat import worker
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        report = worker._describe_descendants(os.getpid())
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    line = next(line for line in report.splitlines() if f"pid {child.pid} " in line)
+    assert f"(parent {os.getpid()})" in line, report
+    assert "time.sleep(60)" in line, report

@@ -17,9 +17,11 @@ carries on after the hung test.
 
 A test still running after its timeout gets a ``TestTimeout`` raised in the main
 thread (by SIGALRM): blocking calls that check for signals are interrupted and the
-test is reported as an error. If that does not end it within ``GRACE`` seconds,
-a watchdog thread dumps every thread's stack to stderr and exits the process; the
-harness records the test as hung. (A few of the suite's tests use ``signal.alarm``
+test is reported as an error; while the test still runs (``subTest`` records the
+exception and goes on with the next subtest), another comes every ``REPEAT_ALARM``
+seconds. If that does not end it within ``GRACE`` seconds, a watchdog thread dumps
+every thread's stack and the state of every descendant process to stderr and exits
+the process; the harness records the test as hung. (A few of the suite's tests use ``signal.alarm``
 themselves, which cancels the SIGALRM timer for the rest of that test; the watchdog
 still bounds it.)
 """
@@ -169,7 +171,14 @@ class _Recorder(unittest.TestResult):
             self._set(kind, f"{subtest._subDescription()}: {_summary(err)}")
 
 
+#: Seconds between two TestTimeouts of one test: a test whose subtests swallow the
+#: first one (``subTest`` records any exception and goes on to the next subtest)
+#: gets another while it still runs, instead of hanging until the watchdog.
+REPEAT_ALARM = 5.0
+
+
 def _on_alarm(signum, frame):
+    signal.setitimer(signal.ITIMER_REAL, REPEAT_ALARM)  # (stopTest disarms it)
     raise TestTimeout("test ran past its timeout")
 
 
@@ -180,8 +189,52 @@ def _watchdog(recorder: _Recorder) -> None:
         if deadline is not None and time.monotonic() > deadline + GRACE:
             sys.stderr.write(f"\n*** {recorder.current} hung; stacks:\n")
             faulthandler.dump_traceback(all_threads=True)
+            sys.stderr.write(_describe_descendants(os.getpid()))
             sys.stderr.flush()
             os._exit(HUNG_EXIT)
+
+
+def _describe_descendants(root: int) -> str:
+    """One line per live descendant of ``root``: pid, state, where it waits, command.
+
+    Which child a hung test waits for, and whether it runs, sleeps in the kernel
+    or is a zombie, from ``/proc`` (Linux; elsewhere an empty report).
+    """
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    wanted = {root}
+    while True:  # (pids wrap: a child's pid may be below its parent's)
+        more = {pid for pid, parent in parents.items() if parent in wanted} - wanted
+        if not more:
+            break
+        wanted |= more
+    lines = []
+    for pid in sorted(wanted - {root}):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{pid}/wchan") as wchan:
+                channel = wchan.read() or "-"
+            with open(f"/proc/{pid}/syscall") as syscall:
+                call = syscall.read().split(" ", 1)[0].strip()  # number, "running"
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        lines.append(
+            f"  pid {pid} (parent {parents[pid]}) {state} in {channel} (syscall {call}): "
+            f"{command[:160]}\n"
+        )
+    if not lines:
+        return "*** no live descendant processes\n"
+    return "*** live descendant processes:\n" + "".join(lines)
 
 
 def _watch_fresh_pythons(seen: list) -> None:
