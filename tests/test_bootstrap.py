@@ -638,3 +638,42 @@ def _readable(fd: int) -> bool:
     import select
 
     return bool(select.select([fd], [], [], 30)[0])
+
+
+@pytest.mark.parametrize("error", [OSError(105, "No buffer space available"), KeyboardInterrupt()])
+def test_a_spawn_start_whose_message_did_not_go_fails_and_leaves_no_child(monkeypatch, error):
+    """A spawned child waits for its start message as long as the parent holds the
+    channel: when the send fails (anything but the child's own death) or is
+    interrupted, start() ends the child and raises, instead of returning a process
+    that never runs and that join() waits for for ever."""
+    from proctor._core import _wire
+    from proctor._start import _popen_spawn
+
+    spawned = []
+    real_spawn_child = _popen_spawn.spawn_child
+
+    def failing_send(sock, data, fds=()):
+        raise error
+
+    def spawn_child(*args, **kwargs):
+        started = real_spawn_child(*args, **kwargs)
+        spawned.append(started[0])
+        return started
+
+    monkeypatch.setattr(_wire, "send_message", failing_send)
+    monkeypatch.setattr(_popen_spawn, "spawn_child", spawn_child)
+    p = proctor.get_context("spawn").Process(target=int)
+    try:
+        with pytest.raises(type(error)):
+            p.start()
+        assert len(spawned) == 1
+        with pytest.raises(ChildProcessError):  # killed and reaped already
+            os.waitpid(spawned[0], os.WNOHANG)
+        assert p not in proctor.active_children()
+    finally:
+        for pid in spawned:  # (the old behaviour left it waiting for its message)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass

@@ -153,9 +153,29 @@ class Popen(ClosedWhenCollected):
         assert self.channel is not None
         try:
             _wire.send_message(self.channel, message, handoff.fds)
-        except OSError:
+        except (BrokenPipeError, ConnectionResetError):
             pass  # the child died at once; join() reports its exit code
+        except BaseException:
+            # The message did not go (an error of the send itself, or an
+            # exception raised by a signal handler in the middle of it): the
+            # child would wait for it as long as this process holds the channel,
+            # and join() with it. End the child, and let start() fail.
+            self._discard_child()
+            close_quietly(log_channel)
+            raise
         self._finish_start(process, handoff, log_channel)
+
+    def _discard_child(self) -> None:
+        """Kill and reap a child that never got its work, and close its descriptors."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        self.close()
 
     def _finish_start(self, process: Any, handoff: Any, log_channel: Any) -> None:
         """After the start message is on its way and the child exists (``pid`` set)."""
