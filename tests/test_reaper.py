@@ -7,7 +7,9 @@ through the environment; "independent" users start their own.
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -468,6 +470,43 @@ def test_a_client_closed_earlier_in_the_same_turn_does_not_stop_the_reaper(tmp_p
         assert reaper.read(sock) is False  # the stale readable entry of this turn
     finally:
         client.close()
+        reaper.close()
+
+
+def test_a_client_drained_earlier_in_the_same_turn_does_not_block_the_reaper(tmp_path):
+    # select() lists a client as readable; before the loop reaches it, a sync() or a
+    # scan's drain of every client reads what it sent (it stays connected). A
+    # blocking read of it then waited for its next message -- for ever, for an idle
+    # client -- and no new client was greeted: spawn children that register a name
+    # waited CONNECT_TIMEOUT each (CPython's test_args_argument hung under spawn).
+    import socket
+    import threading
+
+    from proctor._reaper import _server
+
+    path = str(tmp_path / "sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    reaper = _server._Reaper(listener, path)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(path)
+        reaper.accept()
+        (sock,) = list(reaper.clients)
+        line = json.dumps(["R", "shm", _name(), os.getpid(), _start_time(os.getpid())])
+        client.sendall(line.encode() + b"\n")
+        wait_until(lambda: select.select([sock], [], [], 0)[0], timeout=10)
+        reaper.drain_clients()  # as sync() and a scan do: the line is read
+        assert sock in reaper.clients and len(reaper.users) == 1
+        answers = []
+        reading = threading.Thread(target=lambda: answers.append(reaper.read(sock)))
+        reading.start()  # the stale readable entry of this turn
+        reading.join(timeout=10)
+        assert not reading.is_alive(), "the reaper waited for an idle client's next message"
+        assert answers == [False]
+    finally:
+        client.close()  # (ends a blocked read: EOF)
         reaper.close()
 
 

@@ -169,6 +169,10 @@ def worker_env(target: str, method: str, suite: str = "multiprocessing") -> dict
     env["PROCTOR_COMPAT_TARGET"] = target
     env["PROCTOR_COMPAT_METHOD"] = method
     env["PROCTOR_COMPAT_SUITE"] = suite
+    # A child killed by a fault (SIGSEGV, SIGBUS, SIGABRT...) prints its Python
+    # stacks into the worker's output instead of vanishing without a word: a test
+    # that hangs waiting for such a child then says why.
+    env["PYTHONFAULTHANDLER"] = "1"
     # The worker and its children must not join the caller's reaper or fork
     # server: each run is a tree of its own.
     env.pop("PROCTOR_REAPER_ADDRESS", None)

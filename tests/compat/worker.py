@@ -174,7 +174,7 @@ class _Recorder(unittest.TestResult):
 #: Seconds between two TestTimeouts of one test: a test whose subtests swallow the
 #: first one (``subTest`` records any exception and goes on to the next subtest)
 #: gets another while it still runs, instead of hanging until the watchdog.
-REPEAT_ALARM = 5.0
+REPEAT_ALARM = 1.0
 
 
 def _on_alarm(signum, frame):

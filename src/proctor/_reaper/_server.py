@@ -534,7 +534,7 @@ class _Reaper:
         applied, everything sent until then is read.
         """
         for sock in list(self.clients):
-            while sock in self.clients and self.read(sock, socket.MSG_DONTWAIT):
+            while sock in self.clients and self.read(sock):
                 pass
 
     def start_reclaim(self) -> None:
@@ -666,15 +666,26 @@ class _Reaper:
             self.start_reclaim()
             self.finish_scan()
 
-    def read(self, sock: socket.socket, flags: int = 0) -> bool:
-        """Read and handle what ``sock`` sent; False if nothing (was) there."""
+    def read(self, sock: socket.socket) -> bool:
+        """Read and handle what ``sock`` sent; False if nothing (was) there.
+
+        Never waits: a client listed as readable by select() may have been
+        drained earlier in the same turn of the loop (a sync() or a scan reads
+        every client), and a blocking read of it would then wait for its next
+        message -- for ever, for a client with nothing more to say -- while no
+        new client is greeted (each then waits CONNECT_TIMEOUT and takes the
+        reaper for dead).
+        """
         if sock not in self.clients:
-            # Closed at its EOF earlier in this turn of the loop (a sync() or a scan
-            # drains every client), after select() had listed it as readable.
+            # Closed at its EOF earlier in this turn of the loop, after select()
+            # had listed it as readable.
             return False
         try:
-            # Not socket.recv_fds, which does not pass ``flags`` on to recvmsg.
-            data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(_MAX_FDS * 4), flags)
+            # Not socket.recv_fds, which does not pass flags on to recvmsg. The
+            # socket stays blocking for the replies the reaper writes.
+            data, ancdata, _, _ = sock.recvmsg(
+                65536, socket.CMSG_SPACE(_MAX_FDS * 4), socket.MSG_DONTWAIT
+            )
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
