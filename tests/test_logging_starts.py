@@ -267,3 +267,149 @@ def test_a_fork_that_fails_leaves_no_stream_or_descriptor(monkeypatch):
         del failure
     finally:
         logging.getLogger("app").removeHandler(handler)
+
+
+# --- a fork child's records reach each inherited handler once ------------------------
+
+
+def test_a_fork_childs_records_reach_each_inherited_handler_once(tmp_path):
+    path = tmp_path / "app.log"
+    out = run_program(
+        f"""
+        shared = logging.FileHandler({str(path)!r})
+        for i in range(50):
+            logging.getLogger(f"app.m{{i}}")
+        logging.getLogger("app").addHandler(shared)
+        solo = logging.getLogger("solo")  # does not propagate: its records stop there
+        solo.propagate = False
+        solo.addHandler(shared)
+        def child():
+            own = Collect()  # the child's own handler, on a logger with an inherited one
+            logging.getLogger("app").addHandler(own)
+            log("app.m1", "child")
+            log("solo", "child, solo")
+            log("app.m1", "child again")
+            start_join(log, ("app.m2", "grandchild"))
+            start_join(log, ("solo", "grandchild, solo"))
+            print(own.messages, flush=True)
+        start_join(child)
+        shared.close()
+        """
+    )
+    assert out.strip() == "['child', 'child again', 'grandchild']"
+    assert path.read_text().splitlines() == [
+        "child",
+        "child, solo",
+        "child again",
+        "grandchild",
+        "grandchild, solo",
+    ]
+
+
+# --- children of a parent without logging: nothing to do at their start --------------
+
+
+def run_without_logging(body: str) -> str:
+    """Run ``body`` under a main guard in a fresh interpreter that has not imported
+    logging (proctor alone does not); its stdout."""
+    code = (
+        "import os, sys, proctor\n"
+        "def start_join(target=None, args=(), method='fork', name=None):\n"
+        "    p = proctor.get_context(method).Process(target=target, args=args, name=name)\n"
+        "    p.start(); p.join(30); assert p.exitcode == 0, p.exitcode; p.close()\n"
+        "def log_own_name(path):\n"
+        "    import logging\n"
+        "    logging.basicConfig(filename=path, format='%(processName)s %(message)s')\n"
+        "    logging.getLogger('own').warning('hello')\n"
+        "    logging.shutdown()\n"
+        "def read(path):\n"
+        "    with open(path) as f:\n"
+        "        return f.read().strip()\n"
+        "if __name__ == '__main__':\n"
+        "    assert 'logging' not in sys.modules\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_fork_child_adds_no_finder_to_sys_meta_path_at_its_start():
+    # Each child used to make and insert a finder waiting for logging (up to 11
+    # pages copied in a no-op child); the parent's, inherited, does that job now.
+    out = run_without_logging(
+        """
+        reader, writer = os.pipe()
+        def report():
+            os.write(writer, repr([id(finder) for finder in sys.meta_path]).encode())
+        start_join(report)
+        print(os.read(reader, 4096).decode() == repr([id(f) for f in sys.meta_path]))
+        """
+    )
+    assert out.split() == ["True"]
+
+
+def test_a_fork_child_without_logging_starts_its_own_children_without_importing_it():
+    out = run_without_logging(
+        """
+        reader, writer = os.pipe()
+        def middle():
+            start_join()
+            os.write(writer, repr('logging' in sys.modules).encode())
+        start_join(middle)
+        print(os.read(reader, 64).decode())
+        """
+    )
+    assert out.split() == ["False"]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_children_of_a_parent_without_logging_name_their_records_when_they_import_it(
+    method, tmp_path
+):
+    out = run_without_logging(
+        f"""
+        def middle(path):
+            start_join(log_own_name, (path,), {method!r}, "grandchild")
+            log_own_name(path + ".middle")
+        path = {str(tmp_path / "log")!r}
+        start_join(log_own_name, (path + ".child",), {method!r}, "child")
+        start_join(middle, (path,), {method!r}, "middle")
+        print(read(path + ".child"), "|", read(path + ".middle"), "|", read(path))
+        """
+    )
+    assert out.strip() == "child hello | middle hello | grandchild hello"
+
+
+def test_the_parent_and_multiprocessings_children_keep_their_own_record_names(tmp_path):
+    # The finder the parent stands by for proctor's fork children does nothing in
+    # the parent, nor in a child that the stdlib forked from it.
+    out = run_without_logging(
+        f"""
+        import multiprocessing
+        path = {str(tmp_path / "log")!r}
+        start_join()  # a fork start: the parent now stands a finder by
+        stdlib = multiprocessing.get_context("fork").Process(
+            target=log_own_name, args=(path + ".stdlib",), name="stdlib-child"
+        )
+        stdlib.start(); stdlib.join(30)
+        def middle():  # a child of proctor's, without logging, and its stdlib child
+            grandchild = multiprocessing.get_context("fork").Process(
+                target=log_own_name, args=(path + ".stdlib2",), name="stdlib-grandchild"
+            )
+            grandchild.start(); grandchild.join(30)
+        start_join(middle, name="middle")
+        log_own_name(path + ".parent")
+        sys.modules["logging"].root.handlers.clear()  # (else the child would forward)
+        start_join(log_own_name, (path + ".child",), name="child")  # logging loaded now
+        print(read(path + ".stdlib"), "|", read(path + ".stdlib2"), "|", read(path + ".parent"),
+              "|", read(path + ".child"))
+        from proctor._logging import _logger
+        print(any(isinstance(f, _logger._AfterLoggingImport) for f in sys.meta_path))
+        """
+    )
+    assert out.split("\n")[:2] == [
+        "stdlib-child hello | stdlib-grandchild hello | MainProcess hello | child hello",
+        "False",
+    ]

@@ -16,6 +16,7 @@ for importing it (about 8 ms of CPU, a quarter of a spawned child's start).
 from __future__ import annotations
 
 import _thread
+import os
 import sys
 
 from .._core import _runtime
@@ -42,6 +43,7 @@ __all__ = (
     "log_to_stderr",
     "name_records_after_this_process",
     "settle_pending",
+    "stand_by",
     "sub_debug",
     "sub_warning",
     "when_logging_imported",
@@ -161,20 +163,51 @@ def when_logging_imported(callback: Callable[[], object]) -> None:
         callback()
         return
     # Only a process that has inserted a finder (or forked from one that had) can
-    # have one to join; every finder looked at is a page a fork child copies.
+    # have one to join; every finder looked at is a page a fork child copies. A
+    # standing finder (stand_by) is not joined: it does not run in its owner.
     if _waiting_for_logging:
         for finder in sys.meta_path:
-            if isinstance(finder, _AfterLoggingImport):
+            if isinstance(finder, _AfterLoggingImport) and not finder.owner:
                 finder.callbacks.append(callback)
                 return
     _waiting_for_logging = True
-    sys.meta_path.insert(0, _AfterLoggingImport(callback))
+    sys.meta_path.insert(0, _AfterLoggingImport([callback]))
 
 
 # Whether an _AfterLoggingImport may be waiting in sys.meta_path: settle_pending(),
 # called at every start, then skips looking through the finders (each one it
 # looks at is an object whose page a fork parent copies again at each start).
 _waiting_for_logging = False
+#: Whether this process has a standing finder (stand_by) waiting for logging: a
+#: child forked from it names its records without doing anything at its start.
+finder_standing = False
+
+
+def stand_by(in_child: Callable[[], bool] | None = None) -> None:
+    """Make the children this process forks name their records once they import logging.
+
+    A process about to fork children (a fork parent at its first fork start, the
+    fork server at boot) that has not imported :mod:`logging` puts, once, a finder
+    in ``sys.meta_path`` that every child inherits: in a child that imports
+    logging it calls :func:`name_records_after_this_process`, as
+    :func:`when_logging_imported` would, without each child making and inserting
+    a finder of its own at its start (the largest part of a no-op fork child's
+    own work: up to 11 pages copied). In this process it does nothing: when this
+    process imports logging, the finder leaves ``sys.meta_path`` and the children
+    forked from then on name their records at their start.
+
+    Args:
+        in_child: says whether this process is one of the children the finder is
+            for (a fork of this process that proctor started, not one that
+            ``os.fork()`` or ``multiprocessing`` made); ``None``: every process
+            but this one.
+    """
+    global finder_standing
+    if finder_standing or "logging" in sys.modules:
+        return
+    finder_standing = True
+    finder = _AfterLoggingImport([name_records_after_this_process], os.getpid(), in_child)
+    sys.meta_path.insert(0, finder)
 
 
 def settle_pending() -> None:
@@ -186,22 +219,42 @@ def settle_pending() -> None:
     if (
         _waiting_for_logging
         and "logging" not in sys.modules
-        and any(isinstance(finder, _AfterLoggingImport) for finder in sys.meta_path)
+        and any(
+            isinstance(finder, _AfterLoggingImport) and not finder.owner for finder in sys.meta_path
+        )
     ):
         import logging  # noqa: F401  (runs the callbacks)
 
 
 class _AfterLoggingImport:
-    """A meta path finder that lets the others find :mod:`logging`, then wraps its loader."""
+    """A meta path finder that lets the others find :mod:`logging`, then wraps its loader.
 
-    def __init__(self, callback: Callable[[], object]) -> None:
-        self.callbacks = [callback]
+    ``owner``: 0 for a finder whose callbacks run in this process; the pid of
+    the process that stood it by (:func:`stand_by`) for one whose callbacks run
+    only in the children forked from that process.
+    """
+
+    def __init__(
+        self,
+        callbacks: list[Callable[[], object]],
+        owner: int = 0,
+        in_child: Callable[[], bool] | None = None,
+    ) -> None:
+        self.callbacks = callbacks
+        self.owner = owner
+        self.in_child = in_child
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname != "logging":
             return None
         sys.meta_path.remove(self)  # once: later imports find logging in sys.modules
-        for finder in sys.meta_path:
+        if self.owner:
+            global finder_standing
+            finder_standing = False
+            if os.getpid() == self.owner or (self.in_child is not None and not self.in_child()):
+                return None
+        # (A copy: a standing finder further on removes itself when asked.)
+        for finder in list(sys.meta_path):
             find_spec = getattr(finder, "find_spec", None)
             spec = find_spec(fullname, path, target) if find_spec is not None else None
             if spec is not None:

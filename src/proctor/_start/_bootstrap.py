@@ -194,7 +194,9 @@ def run_forked(
             from .._logging._forwarding import install_in_child
 
             install_in_child(*log)
-        else:
+        elif not _logger.finder_standing:
+            # (With a finder standing by, inherited from the parent, there is
+            # nothing to do here: see _logger.stand_by.)
             _logger.when_logging_imported(_logger.name_records_after_this_process)
         exitcode = _run_and_report(process, channel, forked=True)
     finally:
@@ -243,7 +245,7 @@ def run_from_channel(channel: _socket.socket | int, *, exec_mode: bool, spare: b
             if prep["log"] is not None:
                 log_fd = received.take_fd(prep["log"]["fd_token"])
                 _forward_logs_once_imported(prep["log"]["config"], log_fd)
-            else:
+            elif not _logger.finder_standing:  # (a fork server's child has one: stand_by)
                 _logger.when_logging_imported(_logger.name_records_after_this_process)
             state.unpickling_payload = True
             # A fork server has the reaper's client loaded: the names rebuilt here

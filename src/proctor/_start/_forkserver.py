@@ -37,6 +37,7 @@ import sys
 import time
 
 from .._core import _runtime, _wire
+from .._logging import _logger
 from ._state import flush_std_streams, register_exit_hook
 
 # The server imports this module, and every module it loads is copied, page by
@@ -121,6 +122,9 @@ def serve(
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     _import_quietly(preload)
     _settle_logging()
+    # Without logging: its children that import it later name their records
+    # through a finder inherited from here, which they need not make each.
+    _logger.stand_by()
     _freeze_loaded_objects()
     # Opened once here, so every child finds it open for its stdin (close_stdin).
     _bootstrap.devnull_fd()

@@ -25,9 +25,11 @@ import os
 import threading
 
 from .._core import _wire
+from .._logging import _logger
 from .._logging._forwarding import open_channel
 from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
+from ._state import state
 
 __all__ = ("ForkPopen",)
 
@@ -46,10 +48,21 @@ def _get_ready(pid: int) -> tuple[int, int, bool]:
     # Resolved once in the parent so that every forked child finds them ready.
     _bootstrap.load_prctl()
     _bootstrap.devnull_fd()
+    # Children that import logging later name their records after themselves
+    # through a finder inherited from here, which they need not make each.
+    _logger.stand_by(_started_by_its_parent)
     main = threading.main_thread().ident
     # (Never None once the main thread runs; if it were, no thread is the main one.)
     _ready = (pid, -1 if main is None else main, pidfd_usable())
     return _ready
+
+
+def _started_by_its_parent() -> bool:
+    """Whether this process is a child that proctor started from its parent process
+    (not one that ``os.fork()`` or ``multiprocessing`` made, which inherit the same
+    copy of the parent's state): its record of its parent names its actual parent."""
+    parent = state.parent
+    return parent is not None and parent.pid == os.getppid()
 
 
 class ForkPopen(OwnChildPopen):
