@@ -7,6 +7,7 @@ through the environment; "independent" users start their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -450,27 +451,11 @@ def test_a_client_closed_earlier_in_the_same_turn_does_not_stop_the_reaper(tmp_p
     # scan's drain of every client reads its EOF and closes it. Reading it then
     # unregistered a closed socket: ValueError, and the reaper died (its log showed
     # it in CI runs, where a dead user's semaphore then stayed behind).
-    import socket
-
-    from proctor._reaper import _server
-
-    path = str(tmp_path / "sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-    reaper = _server._Reaper(listener, path)
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        client.connect(path)
-        reaper.accept()
-        (sock,) = list(reaper.clients)
+    with _reaper_with_one_client(tmp_path) as (reaper, client, sock):
         client.close()  # the client exits
         reaper.drain_clients()  # as sync() and a scan do: its EOF closes it
         assert sock not in reaper.clients and sock.fileno() == -1
         assert reaper.read(sock) is False  # the stale readable entry of this turn
-    finally:
-        client.close()
-        reaper.close()
 
 
 def test_a_client_drained_earlier_in_the_same_turn_does_not_block_the_reaper(tmp_path):
@@ -479,21 +464,9 @@ def test_a_client_drained_earlier_in_the_same_turn_does_not_block_the_reaper(tmp
     # blocking read of it then waited for its next message -- for ever, for an idle
     # client -- and no new client was greeted: spawn children that register a name
     # waited CONNECT_TIMEOUT each (CPython's test_args_argument hung under spawn).
-    import socket
     import threading
 
-    from proctor._reaper import _server
-
-    path = str(tmp_path / "sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-    reaper = _server._Reaper(listener, path)
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        client.connect(path)
-        reaper.accept()
-        (sock,) = list(reaper.clients)
+    with _reaper_with_one_client(tmp_path) as (reaper, client, sock):
         line = json.dumps(["R", "shm", _name(), os.getpid(), _start_time(os.getpid())])
         client.sendall(line.encode() + b"\n")
         wait_until(lambda: select.select([sock], [], [], 0)[0], timeout=10)
@@ -503,10 +476,34 @@ def test_a_client_drained_earlier_in_the_same_turn_does_not_block_the_reaper(tmp
         reading = threading.Thread(target=lambda: answers.append(reaper.read(sock)))
         reading.start()  # the stale readable entry of this turn
         reading.join(timeout=10)
-        assert not reading.is_alive(), "the reaper waited for an idle client's next message"
-        assert answers == [False]
-    finally:
+        blocked = reading.is_alive()
         client.close()  # (ends a blocked read: EOF)
+        reading.join(timeout=10)
+        assert not blocked, "the reaper waited for an idle client's next message"
+        assert answers == [False]
+
+
+@contextlib.contextmanager
+def _reaper_with_one_client(tmp_path):
+    """A reaper's state (no loop running) with one client connected and accepted:
+    ``(reaper, the client's socket, the reaper's socket for it)``."""
+    import socket
+
+    from proctor._reaper import _server
+
+    path = str(tmp_path / "sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    reaper = _server._Reaper(listener, path)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(path)
+        reaper.accept()
+        (sock,) = list(reaper.clients)
+        yield reaper, client, sock
+    finally:
+        client.close()
         reaper.close()
 
 

@@ -36,6 +36,7 @@ __all__ = (
     "OwnChildPopen",
     "Popen",
     "close_quietly",
+    "kill_and_reap",
     "lifeline_pipe",
     "pidfd_usable",
     "reap_status",
@@ -167,14 +168,7 @@ class Popen(ClosedWhenCollected):
 
     def _discard_child(self) -> None:
         """Kill and reap a child that never got its work, and close its descriptors."""
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+        kill_and_reap(self.pid)
         self.close()
 
     def _finish_start(self, process: Any, handoff: Any, log_channel: Any) -> None:
@@ -231,6 +225,18 @@ class Popen(ClosedWhenCollected):
             self.channel.close()
             self.channel = None
         self._close_sentinel()
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL a child of this process that has no work to finish, and reap it."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # reaped already
 
 
 def close_quietly(*resources: Any) -> None:

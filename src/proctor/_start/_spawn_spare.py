@@ -37,7 +37,7 @@ import sys
 import threading
 
 from .._core import _runtime
-from ._popen import close_quietly
+from ._popen import close_quietly, kill_and_reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -122,14 +122,7 @@ def discard() -> None:
 
 def _end(spare: Spare) -> None:
     spare.channel.close()
-    try:
-        os.kill(spare.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(spare.pid, 0)
-    except ChildProcessError:
-        pass
+    kill_and_reap(spare.pid)
     close_quietly(spare.sentinel)
     _runtime.unregister_helper(spare.pid)
 
