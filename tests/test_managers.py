@@ -341,17 +341,18 @@ def test_importing_managers_leaves_xmlrpc_unloaded():
     assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
 
 
-def test_calls_go_on_a_pipe_pair_per_thread_and_carry_every_size(manager):
-    # A Unix socket manager hands each calling thread's connection over to a
-    # Pipe() pair (cheaper round trips); small, mid-size (datagram) and large
-    # (stream) values all travel on it, in both directions.
+def test_calls_go_on_a_socket_per_thread_and_carry_every_size(manager):
+    # Each calling thread's calls go on the socket it connected with (a Unix
+    # socket's reader wakes the sleeping sender early: docs/managers.md, "Cause");
+    # small, mid-size and large values all travel on it, in both directions.
     shared = manager.dict()
     values = {"small": b"s" * 10, "mid": b"m" * 20_000, "large": b"l" * 2_000_000}
     for key, value in values.items():
         shared[key] = value
         assert shared[key] == value
     conn = shared._session.local.conn
-    assert isinstance(conn, proctor.connection.Connection) and conn._wfd >= 0
+    assert isinstance(conn, proctor.connection.Connection) and conn._sock is not None
+    assert conn is not shared._session._anchor
     seen: list[object] = []
     worker = threading.Thread(target=lambda: seen.append(shared["mid"]))
     worker.start()
@@ -360,8 +361,8 @@ def test_calls_go_on_a_pipe_pair_per_thread_and_carry_every_size(manager):
 
 
 def test_a_manager_process_may_hold_as_many_descriptors_as_the_hard_limit_allows():
-    # Each calling thread of each client holds a Pipe() end (four descriptors)
-    # in the manager: its soft limit is raised to the hard one.
+    # Each calling thread of each client holds a socket in the manager: its soft
+    # limit is raised to the hard one.
     import resource
 
     before = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -448,9 +448,8 @@ class BaseManager:
 def _raise_descriptor_limit() -> None:
     """Let the manager process hold as many descriptors as the hard limit allows.
 
-    Each calling thread of each client holds four of them here (its ``Pipe()``
-    end: two pipe ends and two side sockets), where one socket did before: many
-    clients would otherwise reach a soft limit of 1024 (the reaper does the same).
+    Each calling thread of each client holds one here (its connection's socket):
+    many clients would otherwise reach a soft limit of 1024 (the reaper does the same).
     """
     if _resource is None:
         return

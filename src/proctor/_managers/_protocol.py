@@ -5,8 +5,6 @@ One request, one reply, on a connection that stays open::
     client                                         server (one thread per connection)
     ──────                                         ──────
     (HELLO, client_id, is_anchor)  ──────────────▶ the connection belongs to client_id
-    (HELLO, client_id, False, end) ──────────────▶ ... and its calls come on ``end``,
-                                                   a Pipe() end (Unix sockets, pickle)
     (ident, method, args, kwds)    ──────────────▶ objects[ident].method(*args, **kwds)
                                    ◀────────────── (RETURN, value)
                                                    (PROXY, (typeid, ident, exposed))

@@ -4,8 +4,7 @@
 
     Listener (Unix socket or TCP, HMAC handshake)
       accept thread ── Connection ──▶ one serving thread per connection
-                                        first frame: HELLO(client_id, is_anchor
-                                          [, a Pipe() end to serve instead])
+                                        first frame: HELLO(client_id, is_anchor)
                                         then request ─▶ objects[ident] ─▶ reply
     objects:  ident ─▶ (obj, exposed, method_to_typeid)
     refcount: ident ─▶ references held by all clients
@@ -175,12 +174,6 @@ class Server:
                 raw.close()
                 return
             client_id, anchor = hello[1], hello[2]
-            if len(hello) > 3:
-                # A call connection on a Pipe() pair (see _session): serve
-                # its end; the socket served only to hand it over.
-                conn = hello[3]
-                conn.keep_in_process()
-                raw.close()
         except Exception:
             raw.close()
             return

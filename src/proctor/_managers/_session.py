@@ -7,15 +7,16 @@
     Session(address)            (one per manager and process)
       anchor connection  ═══ HELLO(id, anchor) ═══▶ references of client `id`
                          (no calls: its thread sees our death at once)
-      thread A: socket ═══ HELLO(id, False, pipe end) ═══▶ (then closed)
-                local.conn: Pipe() end ═══ requests/replies ═══▶ a serving thread
-      thread B: local.conn ═══ requests/replies ═══▶ a serving thread
+      thread A: local.conn ═══ HELLO(id, False), then requests/replies ═══▶ a serving thread
+      thread B: local.conn ═══ HELLO(id, False), then requests/replies ═══▶ a serving thread
       pending decrefs ── sent one way before the next request
 
 Proxies of one manager share their process's session. Each thread has its own
-connection, opened once and kept (no handshake per call): over a Unix socket
-with pickle, a ``Pipe()`` pair whose other end the HELLO hands to the server
-(pipes are the cheapest round trip the kernel has); over TCP, the socket.
+connection, opened once and kept (no handshake per call): the socket it
+connected with (a Unix socket's reader wakes the sender sleeping on it as soon
+as it takes a message, so each side starts waking while the other still works:
+on two idle cores a call on a ``Pipe()`` pair, which wakes its reader only with
+the answer, took twice as long; docs/managers.md, "Cause").
 References (created objects, unpickled proxies) belong to the session, not to a
 connection: the server drops all of them when the anchor connection ends, which
 happens when the last proxy here is gone, when the manager is shut down, or when
@@ -36,7 +37,6 @@ from collections.abc import Callable
 from typing import Any
 
 from .._connections._listener import Client
-from .._connections._pipe import Pipe
 from .._core._errors import AuthenticationError, ManagerLostError
 from .._core._system import random_hex
 from ._protocol import HELLO, RETURN, raise_reply, wrap
@@ -140,14 +140,6 @@ class Session:
         self.lost: str | None = None
         self._lock = threading.RLock()
         self._conns: list[Any] = []
-        # A thread's calls go on a Pipe() pair handed over on the socket (see
-        # _open): only where descriptors can travel (a Unix socket) and the
-        # wire is pickle.
-        self._pipes = serializer == "pickle" and isinstance(address, str)
-        # A Pipe() end on its way to the server: a child forked meanwhile
-        # closes its copy, which would otherwise keep our reads from ever
-        # seeing the manager die.
-        self._handing: list[Any] = []
         # The anchor only holds the references: its serving thread always waits
         # in recv(), so it sees this process die at once, even in the middle of a
         # call that another connection of ours is blocked in.
@@ -169,37 +161,12 @@ class Session:
         # Only this process (one thread at a time) sends on it; a forked child
         # closes its copy (forget_after_fork).
         raw.keep_in_process()
-        if anchor or not self._pipes:
-            conn = wrap(raw, self.serializer)
-            try:
-                conn.send((HELLO, self.client_id, anchor))
-            except (OSError, EOFError) as exc:
-                conn.close()
-                raise self.lost_error(exc) from exc
-            self._conns.append(conn)
-            return conn
-        # A call connection: the socket, once authenticated, hands the server
-        # one end of a Pipe() and closes. A message on a pipe costs about
-        # 6 us less kernel time than sendmsg/recvmsg on a Unix stream socket
-        # here (2 against 8 us), and ~10k fewer instructions a call per side.
-        # The server's end lives only in the manager's process, so a killed
-        # manager ends our reads with EOF exactly as the socket did.
+        conn = wrap(raw, self.serializer)
         try:
-            conn, theirs = Pipe()
-        except BaseException:
-            raw.close()
-            raise
-        self._handing.append(theirs)
-        try:
-            raw.send((HELLO, self.client_id, anchor, theirs))
+            conn.send((HELLO, self.client_id, anchor))
         except (OSError, EOFError) as exc:
             conn.close()
             raise self.lost_error(exc) from exc
-        finally:
-            self._handing.remove(theirs)
-            theirs.close()
-            raw.close()
-        conn.keep_in_process()
         self._conns.append(conn)
         return conn
 
@@ -315,8 +282,7 @@ class Session:
         """In a forked child: close this process's copies of the parent's connections."""
         self.local = threading.local()
         self.closed = True
-        conns, self._conns = self._conns + self._handing, []
-        self._handing = []
+        conns, self._conns = self._conns, []
         for conn in conns:
             try:
                 conn.close()
@@ -385,8 +351,6 @@ class LocalSession(Session):
         self.lost = None
         self._lock = threading.RLock()
         self._conns = []
-        self._pipes = False
-        self._handing = []
         self._server = server
 
     def connection(self) -> Any:
