@@ -20,9 +20,19 @@ from helpers import wait_until
 from proctor._logging import _forwarding as _log_forwarding
 
 
+def run_script(prelude: str, body: str) -> str:
+    """Run ``prelude``, then ``body`` under a main guard, in a fresh interpreter; its stdout."""
+    code = prelude + "if __name__ == '__main__':\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def run_program(body: str) -> str:
     """Run ``body`` (indented under a main guard) in a fresh interpreter; its stdout."""
-    code = (
+    prelude = (
         "import logging, os, sys, proctor\n"
         "from proctor._logging import _forwarding\n"
         "class Collect(logging.Handler):\n"
@@ -36,13 +46,8 @@ def run_program(body: str) -> str:
         "def start_join(target=None, args=(), method='fork'):\n"
         "    p = proctor.get_context(method).Process(target=target, args=args)\n"
         "    p.start(); p.join(30); p.close()\n"
-        "if __name__ == '__main__':\n" + textwrap.indent(textwrap.dedent(body), "    ")
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return run_script(prelude, body)
 
 
 def test_no_handler_anywhere_means_no_forwarding_even_with_many_loggers():
@@ -312,7 +317,7 @@ def test_a_fork_childs_records_reach_each_inherited_handler_once(tmp_path):
 def run_without_logging(body: str) -> str:
     """Run ``body`` under a main guard in a fresh interpreter that has not imported
     logging (proctor alone does not); its stdout."""
-    code = (
+    prelude = (
         "import os, sys, proctor\n"
         "def start_join(target=None, args=(), method='fork', name=None):\n"
         "    p = proctor.get_context(method).Process(target=target, args=args, name=name)\n"
@@ -325,14 +330,8 @@ def run_without_logging(body: str) -> str:
         "def read(path):\n"
         "    with open(path) as f:\n"
         "        return f.read().strip()\n"
-        "if __name__ == '__main__':\n"
-        "    assert 'logging' not in sys.modules\n" + textwrap.indent(textwrap.dedent(body), "    ")
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return run_script(prelude, "assert 'logging' not in sys.modules\n" + textwrap.dedent(body))
 
 
 def test_a_fork_child_adds_no_finder_to_sys_meta_path_at_its_start():

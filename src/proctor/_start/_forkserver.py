@@ -629,14 +629,11 @@ def _reap_server(pid: int) -> None:
         if done:
             return
         if time.monotonic() >= deadline:
-            try:
-                os.kill(pid, _signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+            # (Here, not at the top: the server imports this module and forks
+            # every child from it; the client in the parent has _popen loaded.)
+            from ._popen import kill_and_reap
+
+            kill_and_reap(pid)
             return
         time.sleep(0.005)
 
