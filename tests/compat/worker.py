@@ -201,12 +201,14 @@ def _describe_descendants(root: int) -> str:
     or is a zombie, from ``/proc`` (Linux; elsewhere an empty report).
     """
     parents: dict[int, int] = {}
+    states: dict[int, str] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as stat:
                     fields = stat.read().rsplit(")", 1)[1].split()
                 parents[int(entry)] = int(fields[1])
+                states[int(entry)] = fields[0]
             except (OSError, IndexError, ValueError):
                 pass
     wanted = {root}
@@ -218,8 +220,6 @@ def _describe_descendants(root: int) -> str:
     lines = []
     for pid in sorted(wanted - {root}):
         try:
-            with open(f"/proc/{pid}/stat") as stat:
-                state = stat.read().rsplit(")", 1)[1].split()[0]
             with open(f"/proc/{pid}/wchan") as wchan:
                 channel = wchan.read() or "-"
             with open(f"/proc/{pid}/syscall") as syscall:
@@ -229,7 +229,7 @@ def _describe_descendants(root: int) -> str:
         except OSError:
             continue
         lines.append(
-            f"  pid {pid} (parent {parents[pid]}) {state} in {channel} (syscall {call}): "
+            f"  pid {pid} (parent {parents[pid]}) {states[pid]} in {channel} (syscall {call}): "
             f"{command[:160]}\n"
         )
     if not lines:
