@@ -911,3 +911,179 @@ def test_a_child_that_logs_for_itself_stamps_records_with_its_own_name(ctx, tmp_
         assert p.exitcode == 0
         assert path.read_text() == f"own-{forward} hello\n"
         p.close()
+
+
+# --- the parent holds the child's end of the channel until join() (LogListener.keep) ---
+
+
+def _wait_for_exit(process):
+    """Wait until the child has exited, without join() (which would end its stream)."""
+    import select
+
+    assert select.select([process.sentinel], [], [], 30)[0], "the child did not exit"
+
+
+def test_a_childs_stream_ends_at_join_not_at_its_exit(ctx, app_logs):
+    # The child's exit does not end the stream (no EOF wakes the listener's
+    # thread): join() reads what is left and ends it, in the joining thread.
+    p = ctx.Process(target=log_some, args=(3,))
+    p.start()
+    stream = p._popen.log_stream
+    assert stream.keeper is not None
+    _wait_for_exit(p)
+    assert not stream.drained.is_set()
+    p.join(30)
+    assert stream.drained.is_set() and stream.keeper is None and stream.channel.closed
+    assert app_logs.messages() == ["record 0", "record 1", "record 2"]
+    p.close()
+
+
+def test_close_without_join_handles_the_records_left(app_logs):
+    p = proctor.get_context("fork").Process(target=log_some, args=(2,))
+    p.start()
+    _wait_for_exit(p)
+    assert not p.is_alive()
+    p.close()
+    assert app_logs.messages() == ["record 0", "record 1"]
+
+
+def fork_a_grandchild_that_logs_later(gate_fd):
+    logging.getLogger("app.worker").info("from the child")
+    if os.fork() == 0:  # shares the child's channel, and outlives the child
+        os.read(gate_fd, 1)
+        logging.getLogger("app.worker").info("from its os.fork() child")
+        os._exit(0)
+
+
+def test_join_waits_for_an_os_fork_grandchild_that_holds_the_channel(app_logs):
+    gate_r, gate_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(
+            target=fork_a_grandchild_that_logs_later, args=(gate_r,)
+        )
+        p.start()
+        stream = p._popen.log_stream
+        _wait_for_exit(p)
+        joiner = threading.Thread(target=p.join, args=(30,))
+        joiner.start()
+        # join() has read what the child sent, found the channel still held, and
+        # handed the stream back to the listener's thread...
+        wait_until(lambda: stream.keeper is None, timeout=30)
+        os.write(gate_w, b"x")  # ...which handles the grandchild's record, then EOF.
+        joiner.join(30)
+        assert not joiner.is_alive()
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+    assert stream.drained.is_set()
+    assert app_logs.messages() == ["from the child", "from its os.fork() child"]
+    p.close()
+
+
+def test_a_fork_sibling_does_not_hold_a_childs_stream_open(app_logs):
+    # The second child inherits the parent's copy of the first's channel end; it
+    # lets go of it (Popen.held_fds), so the first's stream ends at its join()
+    # while the second still runs (held, join() would wait for the second).
+    gate_r, gate_w = os.pipe()
+    try:
+        first = proctor.get_context("fork").Process(target=log_some, args=(1,))
+        first.start()
+        second = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
+        second.start()
+        first.join(30)
+        assert first._popen.log_stream.drained.is_set()
+        assert second.is_alive()
+        assert app_logs.messages() == ["record 0"]
+        os.write(gate_w, b"x")
+        second.join(30)
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+    first.close()
+    second.close()
+
+
+def test_a_process_dropped_without_join_lets_its_stream_end(app_logs):
+    import gc
+
+    p = proctor.get_context("fork").Process(target=log_some, args=(2,))
+    p.start()
+    stream = p._popen.log_stream
+    _wait_for_exit(p)
+    assert not p.is_alive()  # reaped, and no longer tracked
+    del p
+    gc.collect()  # its Popen lets the channel's end go: the listener sees EOF
+    assert stream.drained.wait(30)
+    assert app_logs.messages() == ["record 0", "record 1"]
+
+
+def test_a_release_while_the_listener_is_locked_is_done_later(app_logs):
+    # A garbage collection may run in a thread that holds the listener's lock:
+    # release() must not wait for it, and the keeper is let go later.
+    p = proctor.get_context("fork").Process(target=log_some, args=(1,))
+    p.start()
+    stream = p._popen.log_stream
+    listener = stream._listener
+    _wait_for_exit(p)
+    with listener._lock:
+        listener.release(stream)
+        assert stream.keeper is not None
+    p.join(30)  # lets the deferred keeper go first, then waits for the EOF
+    assert stream.drained.is_set() and stream.keeper is None
+    assert app_logs.messages() == ["record 0"]
+    p.close()
+
+
+def check_points_at_devnull(fds):
+    null = os.stat(os.devnull)
+    for fd in fds:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (null.st_dev, null.st_ino):
+            os._exit(3)
+
+
+def test_a_fork_child_lets_go_of_the_log_listeners_descriptors(app_logs):
+    # By number (pointed at /dev/null), without touching the listener's objects.
+    gate_r, gate_w = os.pipe()
+    try:
+        first = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
+        first.start()
+        held = list(first._popen.log_stream._listener.fds)
+        assert first._popen.log_stream.fd in held and len(held) >= 3  # + the wake pair
+        second = proctor.get_context("fork").Process(target=check_points_at_devnull, args=(held,))
+        second.start()
+        second.join(30)
+        assert second.exitcode == 0
+        os.write(gate_w, b"x")
+        first.join(30)
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+    first.close()
+    second.close()
+
+
+@pytest.mark.parametrize("selector", ["default", "poll"])
+def test_the_listener_lets_go_of_every_descriptor_when_it_ends(app_logs, monkeypatch, selector):
+    # With epoll (listed: a fork child inherits it), and with poll, as where
+    # epoll is missing (nothing to list).
+    import selectors
+
+    wait_until(
+        lambda: not any(t.name == "proctor-log-listener" for t in threading.enumerate()),
+        timeout=10,
+    )
+    expected = selectors.PollSelector if selector == "poll" else selectors.DefaultSelector
+    monkeypatch.setattr(selectors, "DefaultSelector", expected)
+    ctx = proctor.get_context("fork")
+    children = [ctx.Process(target=log_some, args=(2, f"app.w{i}")) for i in range(3)]
+    for p in children:
+        p.start()
+    listener = children[0]._popen.log_stream._listener
+    assert type(listener._selector) is expected
+    for p in children:
+        p.join(30)
+        p.close()
+    assert sorted(app_logs.messages()) == sorted(["record 0", "record 1"] * 3)
+    wait_until(lambda: listener._thread is None, timeout=10)
+    assert list(listener.fds) == []

@@ -1,4 +1,4 @@
-"""Facts about the machine and its processes, and one act on this process's descriptors."""
+"""Facts about the machine and its processes, and acts on this process's descriptors."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ __all__ = (
     "abstract_sockets_supported",
     "close_all_fds_except",
     "cpu_count",
+    "devnull_fd",
+    "let_go_of_fds",
     "pid_alive",
     "random_bits",
     "random_hex",
@@ -95,6 +97,38 @@ def close_all_fds_except(fds: Iterable[int]) -> None:
         # up (CPython turns it into close_range(n, UINT_MAX)).
         if high > low + 1:
             os.closerange(low + 1, high)
+
+
+# A list, not an int global: the fork child reads it without a global write.
+_devnull: list[int] = []
+
+
+def devnull_fd() -> int:
+    """A /dev/null descriptor (read and write), opened once per process and kept.
+
+    A fork parent opens it before its first fork, so that each child finds it
+    open: opening it costs a fork child ~25 us (issue 17).
+    """
+    if not _devnull:
+        _devnull.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+    return _devnull[0]
+
+
+def let_go_of_fds(fds: Iterable[int]) -> None:
+    """In a forked child: stop holding the parent's ``fds``, keeping their numbers taken.
+
+    Each is pointed at /dev/null (close-on-exec) rather than closed: the objects
+    that own them in the parent's copy of memory are not touched (each one
+    touched is a page the child copies), and if one is closed or collected here
+    later, it closes /dev/null, never a descriptor of the child's that reused
+    the number.
+    """
+    devnull = devnull_fd()
+    for fd in fds:
+        try:
+            os.dup2(devnull, fd, inheritable=False)
+        except OSError:
+            pass
 
 
 def _fd_number(fd: object) -> int:

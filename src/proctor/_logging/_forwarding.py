@@ -69,6 +69,7 @@ delays results by that much once, not for ever).
 
 from __future__ import annotations
 
+import array
 import fcntl
 import io
 import marshal
@@ -82,6 +83,7 @@ import threading
 import time
 
 from .._core import _afterfork, _runtime
+from .._core._system import let_go_of_fds
 from . import _logger
 
 TYPE_CHECKING = False
@@ -713,6 +715,12 @@ class LogStream:
         self.wanted = 0
         self._listener = listener
         self._progress = threading.Condition(threading.Lock())
+        #: This process's copy of the child's end of the channel (LogListener.keep),
+        #: held until the child has ended: see LogListener.end.
+        self.keeper: io.FileIO | None = None
+        # Held while this stream's records are read and handled: by the listener's
+        # thread, or by the thread that ends the stream (LogListener.end).
+        self.reading = threading.Lock()
 
     def wait_drained(self, timeout: float | None) -> bool:
         """Wait until every record the child sent has been handled."""
@@ -781,16 +789,25 @@ class LogListener:
         self._streams: dict[int, LogStream] = {}
         # Streams detach() took away, for the thread to let go of.
         self._detached: list[LogStream] = []
+        # Streams whose keeper release() could not let go of at once (the lock was
+        # taken), for the thread to.
+        self._to_release: list[LogStream] = []
         self._thread: threading.Thread | None = None
         self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        #: Every descriptor this listener holds (wake pair, epoll, streams), kept
+        #: under the lock: a forked child lets go of them by number
+        #: (:func:`_after_fork_in_child`) without touching the objects that own them.
+        self.fds = array.array("i")
         #: Records handled so far, of every stream: a waiter sees the listener move.
         self.handled = 0
         #: ``handled`` when a :meth:`LogStream.wait_handled` gave up (-1: never).
         self.stuck_at = -1
         # Set by a waiter: the listener skips its batch window (BATCH_WINDOW) once.
         self._hurry = threading.Event()
+        # Whether the thread waits without a time limit (it has streams; under the lock).
+        self._waits_for_streams = False
 
     def hurry(self) -> None:
         """Make the listener skip its next batch window (at most BATCH_WINDOW later)."""
@@ -801,28 +818,122 @@ class LogListener:
         os.set_blocking(channel.fileno(), False)
         stream = LogStream(channel, name, self)
         with self._lock:
-            self._streams[stream.fd] = stream
-            selector = self._selector
-            if selector is None:
-                import socket
-
-                self._wake_r, self._wake_w = socket.socketpair()
-                self._wake_r.setblocking(False)
-                selector = self._selector = selectors.DefaultSelector()
-                selector.register(self._wake_r, selectors.EVENT_READ)
-                selector.register(channel, selectors.EVENT_READ, stream)
-                self._thread = threading.Thread(
-                    target=self._run, args=(selector,), name="proctor-log-listener", daemon=True
-                )
-                self._thread.start()
-            else:
-                selector.register(channel, selectors.EVENT_READ, stream)
-                if type(selector) is not _LIVE_SELECTOR:
-                    self._wake()  # a poll() or select() already waiting does not see it
+            self.fds.append(stream.fd)
+            self._register(stream)
         return stream
+
+    def _register(self, stream: LogStream) -> None:
+        """Have the thread read ``stream`` (under the lock); start the thread if none runs."""
+        channel = stream.channel
+        self._streams[stream.fd] = stream
+        if self._to_release:
+            self._release_deferred()
+        selector = self._selector
+        if selector is None:
+            import socket
+
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self.fds.extend((self._wake_r.fileno(), self._wake_w.fileno()))
+            selector = self._selector = selectors.DefaultSelector()
+            if _listed_fd(selector) >= 0:
+                self.fds.append(_listed_fd(selector))
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.register(channel, selectors.EVENT_READ, stream)
+            self._thread = threading.Thread(
+                target=self._run, args=(selector,), name="proctor-log-listener", daemon=True
+            )
+            self._thread.start()
+        else:
+            selector.register(channel, selectors.EVENT_READ, stream)
+            if type(selector) is not _LIVE_SELECTOR:
+                self._wake()  # a poll() or select() already waiting does not see it
+
+    @staticmethod
+    def keep(stream: LogStream, child_end: io.FileIO) -> None:
+        """Hold ``child_end``, this process's copy of the child's end, until :meth:`end`.
+
+        While this process holds a writer of the channel, the child's exit does not
+        make it readable (EOF), so the listener's thread is not woken for it: a
+        child that logs nothing costs the thread nothing. :meth:`end` (``join()``)
+        then reads what is left and finishes the stream in the ending thread; the
+        thread used to wake at each child's exit, and ``join()`` to wait for it
+        (~300 us of each start+join in a parent that forwards logs, issue 17).
+
+        Called before the fork for a fork child (after it, each object written
+        is a page copied while the child runs). The keeper is not one of the
+        listener's descriptors (:attr:`fds`): the process object holds it for the
+        child (``Popen.held_fds``), so that a fork sibling lets go of it, and it
+        is closed only once the child is no longer tracked there.
+        """
+        stream.keeper = child_end
+
+    def end(self, stream: LogStream, timeout: float | None) -> bool:
+        """The stream's child has ended: handle every record it sent, let the stream go.
+
+        Run by the thread that learnt of the end (``join()``, ``close()``). Records
+        are handled here, in order, after any that the listener's thread is
+        handling. Returns False if ``timeout`` passed first: another process still
+        holds the channel's write end (an ``os.fork()`` child of the child, which
+        the listener's thread then reads until it closes it).
+        """
+        with self._lock:
+            if self._to_release:
+                self._release_deferred()
+            keeper, stream.keeper = stream.keeper, None
+            mine = keeper is not None and self._streams.get(stream.fd) is stream
+            if mine:
+                del self._streams[stream.fd]
+                try:
+                    self._selector.unregister(stream.channel)  # type: ignore[union-attr]
+                except (AttributeError, KeyError, ValueError):
+                    pass
+                if not self._streams and self._waits_for_streams:
+                    # The last one, and the thread waits with no time limit: it
+                    # must start to linger (LISTENER_LINGER), to end unless another
+                    # child starts meanwhile. (Not when it lingers already: each
+                    # wake-up costs a loop of start+join ~400 us, the two threads
+                    # taking turns at the GIL.)
+                    self._waits_for_streams = False
+                    self._wake()
+        if keeper is not None:
+            keeper.close()
+        if not mine:
+            # Never kept, or ended already: the listener's thread finishes it at EOF.
+            return stream.drained.wait(DRAIN_TIMEOUT if timeout is None else timeout)
+        with stream.reading:
+            if self._drain(stream):
+                self._close_stream(stream)
+                return True
+        # Not at EOF: another holder of the channel writes on. Back to the thread.
+        with self._lock:
+            self._register(stream)
+        return stream.drained.wait(DRAIN_TIMEOUT if timeout is None else timeout)
+
+    def release(self, stream: LogStream) -> None:
+        """Let the keeper go without reading (the process object is being collected).
+
+        The listener's thread then finishes the stream at EOF, as for a stream that
+        was never kept. Never blocks: it may run from a garbage collection, in a
+        thread that holds the listener's lock; then the thread lets it go instead.
+        """
+        if stream.keeper is None:
+            return
+        if not self._lock.acquire(blocking=False):
+            self._to_release.append(stream)
+            return
+        try:
+            keeper, stream.keeper = stream.keeper, None
+            if keeper is not None:
+                keeper.close()
+        finally:
+            self._lock.release()
 
     def detach(self, stream: LogStream) -> None:
         """Stop handling ``stream`` (the process object is being closed)."""
+        if stream.keeper is not None:
+            self.end(stream, DRAIN_TIMEOUT)
+            return
         with self._lock:
             # Not if it ended already: its descriptor may be a new stream's by now.
             if self._streams.get(stream.fd) is stream:
@@ -844,6 +955,8 @@ class LogListener:
             while True:
                 timeout = None
                 with self._lock:
+                    if self._to_release:
+                        self._release_deferred()
                     detached, self._detached = self._detached, []
                     if not self._streams and not detached:
                         # Linger, in case another child starts soon (LISTENER_LINGER);
@@ -856,9 +969,11 @@ class LogListener:
                             self._thread = None
                             self._selector = None
                             self._close_wake()
+                            self._forget_fd(_listed_fd(selector))  # closed below, at once
                             return
                     else:
                         idle_since = None
+                    self._waits_for_streams = timeout is None
                 for stream in detached:
                     self._finish(selector, stream)
                 ready = selector.select(timeout)
@@ -888,26 +1003,68 @@ class LogListener:
                 elif 0 < handled < BUSY_BATCH:
                     time.sleep(BATCH_WINDOW)
         finally:
+            if self._selector is selector:  # ended by an error: let it go here
+                with self._lock:
+                    self._forget_fd(_listed_fd(selector))
             selector.close()
 
+    def _release_deferred(self) -> None:
+        """Let go of the keepers release() left to others (under the lock)."""
+        streams, self._to_release = self._to_release, []
+        for stream in streams:
+            keeper, stream.keeper = stream.keeper, None
+            if keeper is not None:
+                keeper.close()
+
     def _close_wake(self) -> None:
+        """Close the wake pair (under the lock)."""
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
+                self._forget_fd(sock.fileno())
                 sock.close()
         self._wake_r = self._wake_w = None
 
+    def _forget_fd(self, fd: int) -> None:
+        """Take ``fd`` off :attr:`fds`, before it is closed (under the lock).
+
+        Before: a fork in between then leaves the child holding a copy of it,
+        where after it would point a number this process may have reused at
+        /dev/null in the child.
+        """
+        try:
+            self.fds.remove(fd)
+        except ValueError:
+            pass
+
     def _read(self, stream: LogStream) -> int:
         """Read what is there, handle whole records: how many, or -1 at EOF."""
+        with stream.reading:
+            if stream.channel.closed:
+                return 0  # end() finished it meanwhile (this was a stale event)
+            chunk = self._read_chunk(stream)
+            if chunk is None:
+                return 0  # nothing there (the channel is non-blocking)
+            if chunk:
+                stream.buffer += chunk
+                return self._handle_frames(stream)
+            return -1
+
+    @staticmethod
+    def _read_chunk(stream: LogStream) -> bytes | None:
+        """What the channel holds (None: nothing now; empty: EOF)."""
         try:
-            chunk = stream.channel.read(_RECV_CHUNK)
+            return stream.channel.read(_RECV_CHUNK)
         except OSError:
-            chunk = b""
-        if chunk is None:
-            return 0  # nothing there (the channel is non-blocking)
-        if chunk:
+            return b""
+
+    def _drain(self, stream: LogStream) -> bool:
+        """Handle every record there is now (``stream.reading`` held); True at EOF."""
+        while True:
+            chunk = self._read_chunk(stream)
+            if not chunk:
+                return chunk is not None
             stream.buffer += chunk
-            return self._handle_frames(stream)
-        return -1
+            self._handle_frames(stream)
 
     def _handle_frames(self, stream: LogStream) -> int:
         buffer = stream.buffer
@@ -939,10 +1096,29 @@ class LogListener:
             selector.unregister(stream.channel)
         except (KeyError, ValueError):
             pass
+        self._close_stream(stream)
+
+    def _close_stream(self, stream: LogStream) -> None:
+        """Close the stream's channel and say it is drained."""
+        with self._lock:
+            self._forget_fd(stream.fd)
+            keeper, stream.keeper = stream.keeper, None
+            if keeper is not None:
+                keeper.close()
         # A partial frame left at EOF is the record a killed child was sending.
         stream.channel.close()
         stream.drained.set()
         stream._progressed()
+
+
+def _listed_fd(selector: selectors.BaseSelector) -> int:
+    """The selector's descriptor if a fork child inherits it (epoll's), else -1.
+
+    (A kqueue's is not a fork child's; poll and select hold none.)
+    """
+    if type(selector) is _LIVE_SELECTOR:
+        return selector.fileno()  # type: ignore[attr-defined]
+    return -1
 
 
 def _dispatch(kind: int, payload: bytearray, remembered: dict[Any, dict[str, Any]]) -> None:
@@ -978,6 +1154,8 @@ def _dispatch(kind: int, payload: bytearray, remembered: dict[Any, dict[str, Any
 # Made on first use: a fork child that starts no child of its own then never
 # builds one (a lock, an Event, a dict: pages it would copy for nothing).
 _listener: LogListener | None = None
+# The listener made here, or inherited through a fork (and let go of there).
+_made_listener: LogListener | None = None
 # A forked child makes its own lock on first use (a thread of the parent may have
 # held this one at the fork).
 _listener_lock = _afterfork.PerProcess(threading.Lock)
@@ -985,12 +1163,12 @@ _listener_lock = _afterfork.PerProcess(threading.Lock)
 
 def listener() -> LogListener:
     """This process's log listener."""
-    global _listener
+    global _listener, _made_listener
     got = _listener
     if got is None:
         with _listener_lock.get():
             if _listener is None:
-                _listener = LogListener()
+                _listener = _made_listener = LogListener()
             got = _listener
     return got
 
@@ -1029,11 +1207,11 @@ def _after_fork_in_child() -> None:
     # at first use: the parent's children must see their log channel's reader go
     # when the parent goes). The listener's lock the child makes on first use.
     if _listener is not None:
-        for stream in list(_listener._streams.values()):
-            stream.channel.close()
-        _listener._close_wake()
-        if _listener._selector is not None:
-            _listener._selector.close()  # the epoll descriptor: the parent's
+        # By number, from the list the parent kept: closing each object (and
+        # freeing the listener) cost every fork child ~90 us of copied pages
+        # (issue 17). The objects live on in _made_listener, unused, until this
+        # process makes a listener of its own.
+        let_go_of_fds(_listener.fds)
         _listener = None
     # The forking thread is this child's main thread, with the same identity.
     if _dispatching._is_owned():  # type: ignore[attr-defined]

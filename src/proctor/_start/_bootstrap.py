@@ -33,6 +33,7 @@ import os
 import sys
 
 from .._core import _finalize, _runtime, _wire
+from .._core._system import _devnull, devnull_fd
 from .._logging import _logger
 from . import _methods
 from ._state import ParentProcess, exit_children, flush_std_streams, state
@@ -183,8 +184,9 @@ def run_forked(
     Args:
         parent_pid: the parent's pid, read *before* the fork: ``getppid()`` in
             the child would already name init if the parent died in between.
-        log: ``(None, channel)`` when log forwarding is on (the child's logging is
-            a copy of the parent's: no configuration travels), else ``None``.
+        log: the child's end of its log channel when log forwarding is on (the
+            child's logging is a copy of the parent's: no configuration travels),
+            else ``None``.
     """
     exitcode = 1
     try:
@@ -193,7 +195,7 @@ def run_forked(
         if log is not None:
             from .._logging._forwarding import install_in_child
 
-            install_in_child(*log)
+            install_in_child(None, log)
         elif not _logger.finder_standing:
             # (With a finder standing by, inherited from the parent, there is
             # nothing to do here: see _logger.stand_by.)
@@ -729,16 +731,6 @@ def close_stdin() -> None:
         os.dup2(_devnull[0] if _devnull else devnull_fd(), 0)
     except OSError:
         pass
-
-
-_devnull: list[int] = []
-
-
-def devnull_fd() -> int:
-    """A /dev/null descriptor (read and write), opened once per process and kept."""
-    if not _devnull:
-        _devnull.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
-    return _devnull[0]
 
 
 #: The number of threads _thread started that still run (threading's, and any other

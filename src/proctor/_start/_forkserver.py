@@ -36,7 +36,7 @@ import struct
 import sys
 import time
 
-from .._core import _runtime, _wire
+from .._core import _runtime, _system, _wire
 from .._logging import _logger
 from ._state import flush_std_streams, register_exit_hook
 
@@ -127,7 +127,7 @@ def serve(
     _logger.stand_by()
     _freeze_loaded_objects()
     # Opened once here, so every child finds it open for its stdin (close_stdin).
-    _bootstrap.devnull_fd()
+    _system.devnull_fd()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -645,9 +645,7 @@ def _std_fds() -> list[int]:
             os.fstat(fd)
             fds.append(fd)
         except OSError:  # closed: give the child /dev/null's place-holder instead
-            from ._bootstrap import devnull_fd
-
-            fds.append(devnull_fd())
+            fds.append(_system.devnull_fd())
     return fds
 
 

@@ -174,8 +174,8 @@ class Popen(ClosedWhenCollected):
     def _finish_start(self, process: Any, handoff: Any, log_channel: Any) -> None:
         """After the start message is on its way and the child exists (``pid`` set)."""
         if log_channel is not None:
-            log_channel[1].close()
             self.attach_log_channel(log_channel[0], process.name)
+            self.keep_log_end(log_channel[1])
         for hook in handoff.after_start:
             hook(self.pid)
 
@@ -185,16 +185,33 @@ class Popen(ClosedWhenCollected):
 
         self.log_stream = listener().attach(parent_end, name)
 
-    def wait_logs(self, timeout: float | None) -> None:
-        """After the child ended: wait until its forwarded log records are handled."""
-        if self.log_stream is not None and self._owner == os.getpid():
-            from .._logging._forwarding import DRAIN_TIMEOUT
+    def keep_log_end(self, child_end: Any) -> None:
+        """Hold this process's copy of the child's end of its log channel until the
+        child has ended (``LogListener.keep``), instead of closing it."""
+        from .._logging._forwarding import LogListener
 
-            self.log_stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
+        LogListener.keep(self.log_stream, child_end)
+
+    def wait_logs(self, timeout: float | None) -> None:
+        """After the child ended: handle its forwarded log records still unhandled."""
+        if self.log_stream is not None and self._owner == os.getpid():
+            from .._logging._forwarding import listener
+
+            listener().end(self.log_stream, timeout)
 
     def held_fds(self) -> tuple[int, ...]:
-        """Descriptors held for the child besides the sentinel (a fork sibling lets them go)."""
-        return () if self.channel is None else (self.channel.fileno(),)
+        """Descriptors held for the child besides the sentinel (a fork sibling lets them go).
+
+        The copy of the child's log channel end held for it (``keep_log_end``) is
+        one: it is closed only after the child is discarded from the record of
+        children (``join()``, ``close()``), never while a fork may still point
+        its number at /dev/null.
+        """
+        held = () if self.channel is None else (self.channel.fileno(),)
+        stream = self.log_stream
+        if stream is not None and stream.keeper is not None:
+            held += (stream.keeper.fileno(),)
+        return held
 
     def _close_sentinel(self) -> None:
         if self.sentinel >= 0:
@@ -218,9 +235,13 @@ class Popen(ClosedWhenCollected):
         """Release the parent's descriptors for this child (idempotent).
 
         Also what garbage collection does to a ``Process`` dropped without
-        ``close()``. The log stream is not touched here: its parent end belongs
-        to the log listener, which closes it when the child's records end.
+        ``close()``. The log stream's parent end belongs to the log listener,
+        which closes it when the child's records end; the copy of the child's
+        end held for it is let go here, so that they do end.
         """
+        stream = self.log_stream
+        if stream is not None and stream.keeper is not None and self._owner == os.getpid():
+            stream._listener.release(stream)
         if self.channel is not None:
             self.channel.close()
             self.channel = None

@@ -24,7 +24,7 @@ import gc  # noqa: F401 -- for the child: _bootstrap._age_inherited_objects uses
 import os
 import threading
 
-from .._core import _wire
+from .._core import _system, _wire
 from .._logging import _logger
 from .._logging._forwarding import open_channel
 from . import _bootstrap
@@ -47,7 +47,7 @@ def _get_ready(pid: int) -> tuple[int, int, bool]:
     global _ready
     # Resolved once in the parent so that every forked child finds them ready.
     _bootstrap.load_prctl()
-    _bootstrap.devnull_fd()
+    _system.devnull_fd()
     # Children that import logging later name their records after themselves
     # through a finder inherited from here, which they need not make each.
     _logger.stand_by(_started_by_its_parent)
@@ -89,6 +89,7 @@ class ForkPopen(OwnChildPopen):
             # process writes is copied while the child lives (the stream's objects,
             # the listener's dict: ~200 us of start() when attached after it).
             self.attach_log_channel(log_channel[0], process.name)
+            self.keep_log_end(log_channel[1])
             child_log_end = log_channel[1]
         # (Process.start() has flushed stdout and stderr: buffered output would
         # otherwise be written twice.)
@@ -104,18 +105,16 @@ class ForkPopen(OwnChildPopen):
                 if lifeline_w >= 0:
                     os.close(lifeline_r)
                     _bootstrap.keep_lifeline(lifeline_w)
-                log = None
-                if log_channel is not None:
-                    log_channel[0].close()  # (closed already by the listener's fork hook)
-                    log = (None, log_channel[1])
+                # (The listener's fork hook has let go of the parent's end of
+                # the log channel: it is not closed here, which would write
+                # to its object.)
+                log = None if log_channel is None else log_channel[1]
                 _bootstrap.run_forked(process, child_end, parent_pid, on_main_thread, log)
             finally:
                 os._exit(1)
         child_end.close()
         self.pid = pid
         self.channel = parent_end
-        if log_channel is not None:
-            log_channel[1].close()
         if lifeline_w >= 0:
             os.close(lifeline_w)
             self.sentinel = lifeline_r

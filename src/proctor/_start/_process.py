@@ -248,9 +248,11 @@ class BaseProcess:
         if deadline is not None:
             timeout = max(deadline - time.monotonic(), 0.0)
         if self._popen.wait(timeout) is not None:
+            # Discarded first: the descriptors held for the child (_state.Children)
+            # include its log channel's end, which wait_logs closes.
+            state.children.discard(self)
             # Every record the child logged is handled before join() returns.
             self._popen.wait_logs(None if deadline is None else deadline - time.monotonic())
-            state.children.discard(self)
 
     def is_alive(self) -> bool:
         """Whether the child has been started and has not ended yet."""

@@ -19,7 +19,7 @@ import sys
 import time
 
 from .._core import _finalize, _runtime
-from .._core._system import pid_alive
+from .._core._system import let_go_of_fds, pid_alive
 from .._logging import _logger
 
 TYPE_CHECKING = False
@@ -167,15 +167,7 @@ class Children:
                 except OSError:
                     pass
         if self._held:
-            devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                for fd in self._held:
-                    try:
-                        os.dup2(devnull, fd, inheritable=False)
-                    except OSError:
-                        pass
-            finally:
-                os.close(devnull)
+            let_go_of_fds(self._held)
 
 
 def _sentinel_poller() -> tuple[Any, int]:
@@ -338,8 +330,10 @@ def exit_children() -> None:
         if popen is not None:
             _logger.debug("joining %s", child.name)
             popen.wait(None)
-            popen.wait_logs(None)
+        # (Before wait_logs, which closes a descriptor held for the child: see join.)
         state.children.discard(child)
+        if popen is not None:
+            popen.wait_logs(None)
 
 
 # What a forked child kept of its ancestors' records of their children (one per
