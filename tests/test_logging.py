@@ -1087,3 +1087,80 @@ def test_the_listener_lets_go_of_every_descriptor_when_it_ends(app_logs, monkeyp
     assert sorted(app_logs.messages()) == sorted(["record 0", "record 1"] * 3)
     wait_until(lambda: listener._thread is None, timeout=10)
     assert list(listener.fds) == []
+
+
+# --- what a fork parent makes for its children: the forwarding handler, the record namer ---
+
+
+def check_took_the_parents_spare():
+    from proctor._logging import _logger
+
+    (handler,) = logging.root.handlers
+    prepared = _logger._prepared_namer
+    ok = (
+        _log_forwarding._spare_handler is None  # taken: its own children get a new one
+        and handler is _log_forwarding._child_handler
+        and handler.channel is not None
+        and prepared is not None
+        and logging.getLogRecordFactory() is prepared[1]
+    )
+    logging.getLogger("app.worker").info("took" if ok else "made its own")
+
+
+def test_a_fork_child_takes_the_handler_and_namer_its_parent_made(app_logs):
+    p = proctor.get_context("fork").Process(target=check_took_the_parents_spare)
+    p.start()
+    p.join(30)
+    assert app_logs.messages() == ["took"]
+    assert app_logs.records[0].processName == p.name
+    # The parent's spare is still unused, and not a handler of the parent's.
+    spare = _log_forwarding._spare_handler
+    assert spare is not None and spare.channel is None
+    assert spare not in logging.root.handlers
+    p.close()
+
+
+def test_the_spare_handler_does_not_count_as_a_parents_handler():
+    # Forwarding is on only where the parent has a handler of its own. (In a fresh
+    # interpreter: pytest keeps handlers of its own on the root logger.)
+    code = (
+        "import gc, logging, proctor\n"
+        "from proctor._logging import _forwarding\n"
+        "if __name__ == '__main__':\n"
+        "    handler = logging.StreamHandler()\n"
+        "    logging.root.addHandler(handler)\n"
+        "    p = proctor.get_context('fork').Process(); p.start(); p.join(30)\n"
+        "    assert _forwarding._spare_handler is not None\n"
+        "    print('with a handler', _forwarding.forwarding_enabled(None))\n"
+        "    logging.root.removeHandler(handler); del handler; gc.collect()\n"
+        "    print('without', _forwarding.forwarding_enabled(None))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == ["with a handler True", "without False"]
+
+
+def test_a_child_names_records_made_by_a_factory_set_after_an_earlier_start(app_logs):
+    previous = logging.getLogRecordFactory()
+
+    def tagging_factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        record.tag = "set later"
+        return record
+
+    ctx = proctor.get_context("fork")
+    first = ctx.Process(target=log_some, args=(1,))
+    first.start()
+    first.join(30)
+    logging.setLogRecordFactory(tagging_factory)
+    try:
+        second = ctx.Process(target=log_some, args=(1,), name="second")
+        second.start()
+        second.join(30)
+    finally:
+        logging.setLogRecordFactory(previous)
+    last = app_logs.records[-1]
+    assert (last.getMessage(), last.tag, last.processName) == ("record 0", "set later", "second")
+    first.close()
+    second.close()

@@ -240,7 +240,12 @@ def _handlers_exist(logging: Any) -> bool:
     last_resort = getattr(logging, "_defaultLastResort", None)
     for ref in refs[:]:  # a copy: another thread's handler may be collected meanwhile
         handler = ref()
-        if handler is not None and handler is not last_resort and handler is not logging.lastResort:
+        if (
+            handler is not None
+            and handler is not last_resort
+            and handler is not logging.lastResort
+            and handler is not _spare_handler  # proctor's own, for fork children
+        ):
             return True
     return False
 
@@ -254,10 +259,14 @@ def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | Non
     """
     if not forwarding_enabled(forward_logs):
         return None
-    if _handler_cls is None:
-        # Made here, once, so that each fork child finds it made (building a class
-        # is ~12 us, and pages written, in every child that builds it).
-        _handler_class()
+    global _spare_handler
+    if _spare_handler is None or _spare_handler.channel is not None:
+        # Made here, once, so that each fork child finds it made, and takes it
+        # for its own (install_in_child): making a handler in the child wrote
+        # ~30 pages there (~100 us of each fork start, issue 17). A class is
+        # ~12 us more.
+        _spare_handler = _handler_class()(None)
+    _logger.prepare_record_namer()
     read_fd, write_fd = os.pipe()
     try:
         if _F_SETPIPE_SZ is None:
@@ -268,6 +277,9 @@ def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | Non
         os.close(read_fd)
         os.close(write_fd)
         read_fd, write_fd = _socket_channel()
+    # The child's writes never block (the handler waits for room itself, up to
+    # FULL_WAIT). Set here, once for the file that both ends' holders share.
+    os.set_blocking(write_fd, False)
     return io.FileIO(read_fd, "rb"), io.FileIO(write_fd, "wb")
 
 
@@ -336,14 +348,24 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
         channel = io.FileIO(channel, "wb")
     if config is not None and config["proctor_logger"]:
         _logging.get_logger()
-    global _child_handler
-    handler = _child_handler = _handler_class()(channel)
+    global _child_handler, _spare_handler
+    handler = _spare_handler
+    if config is None and handler is not None and handler.channel is None:
+        # A fork child: the handler its parent made for it (open_channel).
+        handler.channel = channel
+        _spare_handler = None
+    else:
+        handler = _handler_class()(channel)
+    _child_handler = handler
     # Handlers inherited through fork belong to the parent, which handles
     # every record itself; keeping them would write each record twice.
     for old in list(logging.root.handlers):
         logging.root.removeHandler(old)
     non_propagating = []
-    for logger in list(logging.root.manager.loggerDict.values()):
+    loggers = logging.root.manager.loggerDict.values()
+    # A fork child runs this before its target, on its only thread: nothing can
+    # add a logger meanwhile, and the copy was pages written (issue 17).
+    for logger in loggers if config is None else list(loggers):
         if isinstance(logger, logging.Logger):
             if logger.handlers:
                 for old in list(logger.handlers):
@@ -370,6 +392,10 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
 
 
 _handler_cls: Any = None
+# A forwarding handler made in a fork parent, with no channel yet, for its next
+# fork child to take (open_channel, install_in_child). Not a handler of the
+# parent's: _handlers_exist does not count it.
+_spare_handler: Any = None
 
 
 def _handler_class() -> Any:
@@ -380,10 +406,13 @@ def _handler_class() -> Any:
         class _ForwardingHandler(logging.Handler):
             """Sends each record to the parent; see the module docstring for overflow."""
 
-            def __init__(self, channel: io.FileIO) -> None:
+            def __init__(self, channel: io.FileIO | None) -> None:
                 super().__init__()
-                os.set_blocking(channel.fileno(), False)
-                self.channel = channel
+                # None: a spare, which a fork child takes for its own (install_in_child).
+                if channel is not None:
+                    os.set_blocking(channel.fileno(), False)
+                # (None only until a child takes the spare: it handles nothing before.)
+                self.channel: io.FileIO = channel  # type: ignore[assignment]
                 self.dropped = 0
                 self.dropped_name = "proctor"
                 # The fixed values of the last plain record sent whole: what the

@@ -42,6 +42,7 @@ __all__ = (
     "inherit_level",
     "log_to_stderr",
     "name_records_after_this_process",
+    "prepare_record_namer",
     "settle_pending",
     "stand_by",
     "sub_debug",
@@ -141,6 +142,37 @@ def name_records_after_this_process() -> None:
     previous = logging.getLogRecordFactory()
     if getattr(previous, "_names_proctor_processes", False):
         return
+    prepared = _prepared_namer
+    if prepared is not None and prepared[0] is previous:
+        factory = prepared[1]  # made by the fork parent (prepare_record_namer)
+    else:
+        factory = _record_namer(previous)
+    logging.setLogRecordFactory(factory)
+
+
+def prepare_record_namer() -> None:
+    """In a fork parent: make the factory its next children install, for them.
+
+    Made in each child, it was pages written there (~10 of a fork start's,
+    issue 17); made here, it is made again only when logging's factory changes.
+    """
+    global _prepared_namer
+    import logging
+
+    previous = logging.getLogRecordFactory()
+    prepared = _prepared_namer
+    if prepared is None or prepared[0] is not previous:
+        if getattr(previous, "_names_proctor_processes", False):
+            return  # this process is a child that names its records already
+        _prepared_namer = (previous, _record_namer(previous))
+
+
+# (logging's record factory then, the factory that wraps it) or None.
+_prepared_namer: tuple[Callable[..., Any], Callable[..., Any]] | None = None
+
+
+def _record_namer(previous: Callable[..., Any]) -> Callable[..., Any]:
+    """A record factory that calls ``previous`` and names the record after this process."""
 
     def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
@@ -148,7 +180,7 @@ def name_records_after_this_process() -> None:
         return record
 
     record_factory._names_proctor_processes = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(record_factory)
+    return record_factory
 
 
 def when_logging_imported(callback: Callable[[], object]) -> None:
