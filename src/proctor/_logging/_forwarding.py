@@ -10,9 +10,10 @@
                                                          selector over every child's pipe
            record ─▶ one frame, message pre-formatted ─▶ frames ─▶ LogRecord (decode_record)
            [len:u32 | kind:u8 | struct, marshal, pickle] logger.handle(record)
-           one write() per record, before emit returns   EOF ─▶ the child's stream is drained
-    join() on the child returns only after its stream reached EOF, so every record
-    the child logged has been handled by then.
+           one write() per record, before emit returns
+    join() (LogListener.end), once the child exited: reads and handles what is left,
+    until EOF (the parent held a copy of the child's end until then, so the exit did
+    not wake the listener), so every record the child logged is handled by then.
 
     records sent so far: _runtime.records_forwarded ──▶ in a pool worker's result frame
                                                      LogStream.wait_handled(that count)
@@ -61,8 +62,8 @@ Records before results: the child counts the records it has sent whole
 stream (``LogStream.handled``); the frames are the same, in the same order, so a
 pool worker that puts its count in a task's result lets the parent wait
 (:meth:`LogStream.wait_handled`) until the listener has handled every record the
-task logged before the result is delivered. The wait ends at the stream's EOF too
-(the child died: whatever it sent has been read), and gives up when the listener
+task logged before the result is delivered. The wait ends when the stream ends
+too (the child died: whatever it sent has been read), and gives up when the listener
 has handled nothing for :data:`RECORDS_WAIT` seconds (a handler stuck for good
 delays results by that much once, not for ever).
 """
