@@ -1164,3 +1164,57 @@ def test_a_child_names_records_made_by_a_factory_set_after_an_earlier_start(app_
     assert (last.getMessage(), last.tag, last.processName) == ("record 0", "set later", "second")
     first.close()
     second.close()
+
+
+class ThreadNoting(logging.Handler):
+    """Notes which thread handled each record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def emit(self, record):
+        self.threads.append(threading.current_thread().name)
+
+
+def test_records_are_handled_only_by_the_listeners_thread(app_logs):
+    # Never by the thread in join(), which may hold a lock a handler takes: a
+    # record still unread when the child exits goes to the listener's thread.
+    noting = ThreadNoting()
+    logging.getLogger("app").addHandler(noting)
+    try:
+        for _ in range(5):
+            p = proctor.get_context("fork").Process(target=log_then_exit_at_once, args=(50,))
+            p.start()
+            p.join(30)
+            p.close()
+    finally:
+        logging.getLogger("app").removeHandler(noting)
+    assert len(noting.threads) == 250
+    assert set(noting.threads) == {"proctor-log-listener"}
+
+
+_held_by_the_test = threading.Lock()
+
+
+class LockTaking(logging.Handler):
+    def emit(self, record):
+        with _held_by_the_test:
+            pass
+
+
+def test_a_join_holding_a_lock_that_a_handler_takes_does_not_deadlock(app_logs):
+    taking = LockTaking()
+    logging.getLogger("app").addHandler(taking)
+    try:
+        p = proctor.get_context("fork").Process(target=log_then_exit_at_once, args=(3,))
+        with _held_by_the_test:
+            p.start()
+            _wait_for_exit(p)
+            p.join(timeout=0.5)  # the records wait for the lock: join gives up in time
+        p.join(30)
+        assert p._popen is not None and p.exitcode == 0
+    finally:
+        logging.getLogger("app").removeHandler(taking)
+    assert app_logs.messages() == ["record 0", "record 1", "record 2"]
+    p.close()

@@ -11,9 +11,10 @@
            record ─▶ one frame, message pre-formatted ─▶ frames ─▶ LogRecord (decode_record)
            [len:u32 | kind:u8 | struct, marshal, pickle] logger.handle(record)
            one write() per record, before emit returns
-    join() (LogListener.end), once the child exited: reads and handles what is left,
-    until EOF (the parent held a copy of the child's end until then, so the exit did
-    not wake the listener), so every record the child logged is handled by then.
+    join() (LogListener.end), once the child exited: the parent held a copy of the
+    child's end until then, so the exit did not wake the listener; it ends the stream
+    if the listener has read it to EOF, else waits for the listener to. Either way
+    every record the child logged is handled by then, by the listener's thread.
 
     records sent so far: _runtime.records_forwarded ──▶ in a pool worker's result frame
                                                      LogStream.wait_handled(that count)
@@ -70,6 +71,7 @@ delays results by that much once, not for ever).
 
 from __future__ import annotations
 
+import _socket
 import array
 import fcntl
 import io
@@ -173,6 +175,7 @@ _REPEAT = 2  # _REPEAT_FRAME's numbers, then the message in UTF-8: the fixed one
 _REPEAT_NUMBERS = struct.Struct("<qdddq")
 _REPEAT_FRAME = struct.Struct(_FRAME.format + _REPEAT_NUMBERS.format[1:])  # "<IB" "qdddq"
 _REPEAT_LENGTH = 1 + _REPEAT_NUMBERS.size  # what the header's length counts besides the message
+_MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 # Version 2 has no back-references: writing a record then needs no table of the
 # objects seen (~10% fewer instructions), and a record has little to share.
 _MARSHAL_VERSION = 2
@@ -886,9 +889,9 @@ class LogListener:
         While this process holds a writer of the channel, the child's exit does not
         make it readable (EOF), so the listener's thread is not woken for it: a
         child that logs nothing costs the thread nothing. :meth:`end` (``join()``)
-        then reads what is left and finishes the stream in the ending thread; the
-        thread used to wake at each child's exit, and ``join()`` to wait for it
-        (~300 us of each start+join in a parent that forwards logs, issue 17).
+        then finishes the stream in the joining thread if the listener had read it
+        all; the thread used to wake at each child's exit, and ``join()`` to wait
+        for it (~300 us of each start+join in a parent that forwards logs, issue 17).
 
         Called before the fork for a fork child (after it, each object written
         is a page copied while the child runs). The keeper is not one of the
@@ -899,13 +902,17 @@ class LogListener:
         stream.keeper = child_end
 
     def end(self, stream: LogStream, timeout: float | None) -> bool:
-        """The stream's child has ended: handle every record it sent, let the stream go.
+        """The stream's child has ended: let the stream go once its records are handled.
 
-        Run by the thread that learnt of the end (``join()``, ``close()``). Records
-        are handled here, in order, after any that the listener's thread is
-        handling. Returns False if ``timeout`` passed first: another process still
-        holds the channel's write end (an ``os.fork()`` child of the child, which
-        the listener's thread then reads until it closes it).
+        Run by the thread that learnt of the end (``join()``, ``close()``), which
+        closes the kept end and, if the listener's thread has handled everything
+        (the channel reads EOF at once), ends the stream itself. Otherwise it
+        gives the stream back to the thread, with what it read, and waits for
+        the thread to reach EOF: records are handled only by the listener's
+        thread, never by one that may hold locks a handler takes (a ``join()``
+        called with one held). Returns False if ``timeout`` passed first: another
+        process still holds the channel's write end (an ``os.fork()`` child of the
+        child, which the thread reads until it closes it).
         """
         with self._lock:
             if self._to_release:
@@ -931,11 +938,22 @@ class LogListener:
         if not mine:
             # Never kept, or ended already: the listener's thread finishes it at EOF.
             return stream.drained.wait(DRAIN_TIMEOUT if timeout is None else timeout)
-        with stream.reading:
-            if self._drain(stream):
-                self._close_stream(stream)
-                return True
-        # Not at EOF: another holder of the channel writes on. Back to the thread.
+        # Not waiting for the thread if it is handling this stream's records now:
+        # its handler may wait for a lock that this thread holds.
+        if stream.reading.acquire(blocking=False):
+            try:
+                chunk = self._read_chunk(stream)
+                if chunk == b"":
+                    # Caught up: what the buffer may hold is a record the child
+                    # was writing when it died, which the thread would skip too.
+                    self._close_stream(stream)
+                    return True
+                if chunk:
+                    stream.buffer += chunk  # the thread handles it before what it reads
+            finally:
+                stream.reading.release()
+        # Records left, the thread at work on them, or another holder of the
+        # channel writing on: the thread ends the stream, at EOF.
         with self._lock:
             self._register(stream)
         return stream.drained.wait(DRAIN_TIMEOUT if timeout is None else timeout)
@@ -951,6 +969,7 @@ class LogListener:
             return
         if not self._lock.acquire(blocking=False):
             self._to_release.append(stream)
+            self._wake()
             return
         try:
             keeper, stream.keeper = stream.keeper, None
@@ -973,9 +992,11 @@ class LogListener:
         stream.drained.wait(DRAIN_TIMEOUT)
 
     def _wake(self) -> None:
+        # Never blocks (release() may call it from a garbage collection): a full
+        # socket means a wake-up is pending already.
         try:
             if self._wake_w is not None:
-                self._wake_w.send(b"\0")
+                self._wake_w.send(b"\0", _MSG_DONTWAIT)
         except OSError:
             pass
 
@@ -1072,12 +1093,11 @@ class LogListener:
             if stream.channel.closed:
                 return 0  # end() finished it meanwhile (this was a stale event)
             chunk = self._read_chunk(stream)
-            if chunk is None:
-                return 0  # nothing there (the channel is non-blocking)
             if chunk:
                 stream.buffer += chunk
-                return self._handle_frames(stream)
-            return -1
+            # (Also what end() read and left in the buffer, with nothing new.)
+            count = self._handle_frames(stream) if stream.buffer else 0
+            return -1 if chunk == b"" else count
 
     @staticmethod
     def _read_chunk(stream: LogStream) -> bytes | None:
@@ -1086,15 +1106,6 @@ class LogListener:
             return stream.channel.read(_RECV_CHUNK)
         except OSError:
             return b""
-
-    def _drain(self, stream: LogStream) -> bool:
-        """Handle every record there is now (``stream.reading`` held); True at EOF."""
-        while True:
-            chunk = self._read_chunk(stream)
-            if not chunk:
-                return chunk is not None
-            stream.buffer += chunk
-            self._handle_frames(stream)
 
     def _handle_frames(self, stream: LogStream) -> int:
         buffer = stream.buffer
