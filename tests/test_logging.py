@@ -48,6 +48,13 @@ def app_logs():
     logger.setLevel(logging.NOTSET)
 
 
+def run_fresh(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (no pytest handlers on its loggers); must exit 0."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+
+
 # --- targets ----------------------------------------------------------------------
 
 
@@ -145,9 +152,7 @@ def test_log_to_stderr_prints_the_tutorial_format():
         "import proctor, logging; logger = proctor.log_to_stderr(); "
         "logger.setLevel(logging.INFO); logger.warning('Error has occurred')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    done = run_fresh(code)
     assert done.stderr == "[WARNING/MainProcess] Error has occurred\n"
 
 
@@ -466,9 +471,7 @@ def test_when_logging_imported_runs_callbacks_after_the_import_in_order():
         "_logger.when_logging_imported(lambda: calls.append('now'))\n"
         "print(calls)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    done = run_fresh(code)
     assert done.stdout.splitlines() == ["[1, 20] True", "[1, 20, 'now']"]
     assert "ZeroDivisionError" in done.stderr  # reported; the import went on
 
@@ -527,9 +530,7 @@ def test_forwarding_needs_no_logging_in_a_parent_that_never_used_it():
         "    p = proctor.Process(target=work); p.start(); p.join(30)\n"
         "    print('exit', p.exitcode)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    done = run_fresh(code)
     assert "exit 0" in done.stdout
     assert "child warning" in done.stderr  # logging's own last-resort handler in the child
 
@@ -1135,9 +1136,7 @@ def test_the_spare_handler_does_not_count_as_a_parents_handler():
         "    logging.root.removeHandler(handler); del handler; gc.collect()\n"
         "    print('without', _forwarding.forwarding_enabled(None))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    done = run_fresh(code)
     assert done.stdout.splitlines() == ["with a handler True", "without False"]
 
 
