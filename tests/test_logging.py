@@ -1217,3 +1217,39 @@ def test_a_join_holding_a_lock_that_a_handler_takes_does_not_deadlock(app_logs):
         logging.getLogger("app").removeHandler(taking)
     assert app_logs.messages() == ["record 0", "record 1", "record 2"]
     p.close()
+
+
+def test_end_does_not_give_back_a_stream_the_thread_has_just_ended(app_logs):
+    # join() finds the listener's thread at work on the stream (its lock taken),
+    # and the thread reaches EOF and ends the stream before join() would give it
+    # back: join() must not register the closed channel again.
+    p = proctor.get_context("fork").Process(target=log_some, args=(1,))
+    p.start()
+    stream = p._popen.log_stream
+    listener = stream._listener
+    _wait_for_exit(p)
+    wait_until(lambda: stream.handled == 1, timeout=30)  # the thread is done with it
+
+    class BusyThenEnded:
+        """The stream's lock as join() finds it while the thread ends the stream."""
+
+        def __init__(self):
+            self.real = threading.Lock()
+
+        def acquire(self, blocking=True):
+            listener._close_stream(stream)  # what the thread does meanwhile, at EOF
+            return False
+
+        def __enter__(self):
+            return self.real.__enter__()
+
+        def __exit__(self, *exc):
+            return self.real.__exit__(*exc)
+
+    stream.reading = BusyThenEnded()
+    assert listener.end(stream, 5)
+    assert stream.drained.is_set() and stream.channel.closed
+    assert listener._streams.get(stream.fd) is not stream
+    p.join(30)
+    assert p.exitcode == 0 and app_logs.messages() == ["record 0"]
+    p.close()

@@ -754,6 +754,8 @@ class LogStream:
         # Held while this stream's records are read and handled: by the listener's
         # thread, or by the thread that ends the stream (LogListener.end).
         self.reading = threading.Lock()
+        # Set, under the listener's lock, once the stream is being closed.
+        self.closing = False
 
     def wait_drained(self, timeout: float | None) -> bool:
         """Wait until every record the child sent has been handled."""
@@ -953,9 +955,11 @@ class LogListener:
             finally:
                 stream.reading.release()
         # Records left, the thread at work on them, or another holder of the
-        # channel writing on: the thread ends the stream, at EOF.
+        # channel writing on: the thread ends the stream, at EOF (unless it has
+        # just done so, the thread having been at work on it).
         with self._lock:
-            self._register(stream)
+            if not stream.closing:
+                self._register(stream)
         return stream.drained.wait(DRAIN_TIMEOUT if timeout is None else timeout)
 
     def release(self, stream: LogStream) -> None:
@@ -1041,9 +1045,6 @@ class LogListener:
                     count = self._read(stream)
                     handled += max(count, 1)
                     if count < 0:
-                        with self._lock:
-                            if self._streams.get(stream.fd) is stream:
-                                del self._streams[stream.fd]
                         self._finish(selector, stream)
                 # A pool result waiting for its records skips the window. (Not an
                 # Event.wait(BATCH_WINDOW), which would also end a window early: it
@@ -1133,15 +1134,27 @@ class LogListener:
     def _finish(self, selector: selectors.BaseSelector, stream: LogStream) -> None:
         if stream.drained.is_set():
             return  # finished already: its descriptor may be a new stream's by now
-        try:
-            selector.unregister(stream.channel)
-        except (KeyError, ValueError):
-            pass
-        self._close_stream(stream)
+        self._close_stream(stream, selector)
 
-    def _close_stream(self, stream: LogStream) -> None:
-        """Close the stream's channel and say it is drained."""
+    def _close_stream(
+        self, stream: LogStream, selector: selectors.BaseSelector | None = None
+    ) -> None:
+        """Close the stream's channel and say it is drained.
+
+        Taken off the listener (and ``selector``) and marked ``closing`` in one
+        hold of the lock: an end() that gives the stream back to the thread
+        meanwhile either did so before (and it is taken off here) or sees the mark
+        (and does not register a channel about to be closed).
+        """
         with self._lock:
+            stream.closing = True
+            if self._streams.get(stream.fd) is stream:
+                del self._streams[stream.fd]
+            if selector is not None:
+                try:
+                    selector.unregister(stream.channel)
+                except (KeyError, ValueError):
+                    pass
             self._forget_fd(stream.fd)
             keeper, stream.keeper = stream.keeper, None
             if keeper is not None:
