@@ -1156,9 +1156,8 @@ class LogListener:
                 except (KeyError, ValueError):
                     pass
             self._forget_fd(stream.fd)
-            keeper, stream.keeper = stream.keeper, None
-            if keeper is not None:
-                keeper.close()
+        # (A kept end is not closed here: it is one of the descriptors held for
+        # the child until it is discarded; end() and release() close it.)
         # A partial frame left at EOF is the record a killed child was sending.
         stream.channel.close()
         stream.drained.set()
