@@ -914,7 +914,7 @@ def test_a_child_that_logs_for_itself_stamps_records_with_its_own_name(ctx, tmp_
         p.close()
 
 
-# --- the parent holds the child's end of the channel until join() (LogListener.keep) ---
+# --- the parent holds the child's end of the channel until join() (LogStream.keeper) ---
 
 
 def _wait_for_exit(process):
@@ -924,14 +924,21 @@ def _wait_for_exit(process):
     assert select.select([process.sentinel], [], [], 30)[0], "the child did not exit"
 
 
+def _exited_child(records, ctx=None):
+    """A child (fork unless ``ctx``) that logged ``records`` records and exited,
+    not joined; and its log stream."""
+    p = (ctx or proctor.get_context("fork")).Process(target=log_some, args=(records,))
+    p.start()
+    stream = p._popen.log_stream
+    _wait_for_exit(p)
+    return p, stream
+
+
 def test_a_childs_stream_ends_at_join_not_at_its_exit(ctx, app_logs):
     # The child's exit does not end the stream (no EOF wakes the listener's
     # thread): join() reads what is left and ends it, in the joining thread.
-    p = ctx.Process(target=log_some, args=(3,))
-    p.start()
-    stream = p._popen.log_stream
+    p, stream = _exited_child(3, ctx)
     assert stream.keeper is not None
-    _wait_for_exit(p)
     assert not stream.drained.is_set()
     p.join(30)
     assert stream.drained.is_set() and stream.keeper is None and stream.channel.closed
@@ -1007,10 +1014,7 @@ def test_a_fork_sibling_does_not_hold_a_childs_stream_open(app_logs):
 def test_a_process_dropped_without_join_lets_its_stream_end(app_logs):
     import gc
 
-    p = proctor.get_context("fork").Process(target=log_some, args=(2,))
-    p.start()
-    stream = p._popen.log_stream
-    _wait_for_exit(p)
+    p, stream = _exited_child(2)
     assert not p.is_alive()  # reaped, and no longer tracked
     del p
     gc.collect()  # its Popen lets the channel's end go: the listener sees EOF
@@ -1021,11 +1025,8 @@ def test_a_process_dropped_without_join_lets_its_stream_end(app_logs):
 def test_a_release_while_the_listener_is_locked_is_done_later(app_logs):
     # A garbage collection may run in a thread that holds the listener's lock:
     # release() must not wait for it, and the keeper is let go later.
-    p = proctor.get_context("fork").Process(target=log_some, args=(1,))
-    p.start()
-    stream = p._popen.log_stream
+    p, stream = _exited_child(1)
     listener = stream._listener
-    _wait_for_exit(p)
     with listener._lock:
         listener.release(stream)
         assert stream.keeper is not None
@@ -1223,11 +1224,8 @@ def test_end_does_not_give_back_a_stream_the_thread_has_just_ended(app_logs):
     # join() finds the listener's thread at work on the stream (its lock taken),
     # and the thread reaches EOF and ends the stream before join() would give it
     # back: join() must not register the closed channel again.
-    p = proctor.get_context("fork").Process(target=log_some, args=(1,))
-    p.start()
-    stream = p._popen.log_stream
+    p, stream = _exited_child(1)
     listener = stream._listener
-    _wait_for_exit(p)
     wait_until(lambda: stream.handled == 1, timeout=30)  # the thread is done with it
 
     class BusyThenEnded:

@@ -71,7 +71,6 @@ delays results by that much once, not for ever).
 
 from __future__ import annotations
 
-import _socket
 import array
 import fcntl
 import io
@@ -108,6 +107,7 @@ __all__ = (
     "install_in_child",
     "listener",
     "open_channel",
+    "ready_for_fork_child",
     "set_log_forwarding",
 )
 
@@ -175,7 +175,6 @@ _REPEAT = 2  # _REPEAT_FRAME's numbers, then the message in UTF-8: the fixed one
 _REPEAT_NUMBERS = struct.Struct("<qdddq")
 _REPEAT_FRAME = struct.Struct(_FRAME.format + _REPEAT_NUMBERS.format[1:])  # "<IB" "qdddq"
 _REPEAT_LENGTH = 1 + _REPEAT_NUMBERS.size  # what the header's length counts besides the message
-_MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 # Version 2 has no back-references: writing a record then needs no table of the
 # objects seen (~10% fewer instructions), and a record has little to share.
 _MARSHAL_VERSION = 2
@@ -263,14 +262,6 @@ def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | Non
     """
     if not forwarding_enabled(forward_logs):
         return None
-    global _spare_handler
-    if _spare_handler is None or _spare_handler.channel is not None:
-        # Made here, once, so that each fork child finds it made, and takes it
-        # for its own (install_in_child): making a handler in the child wrote
-        # ~30 pages there (~100 us of each fork start, issue 17). A class is
-        # ~12 us more.
-        _spare_handler = _handler_class()(None)
-    _logger.prepare_record_namer()
     read_fd, write_fd = os.pipe()
     try:
         if _F_SETPIPE_SZ is None:
@@ -285,6 +276,22 @@ def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | Non
     # FULL_WAIT). Set here, once for the file that both ends' holders share.
     os.set_blocking(write_fd, False)
     return io.FileIO(read_fd, "rb"), io.FileIO(write_fd, "wb")
+
+
+def ready_for_fork_child() -> None:
+    """Before a fork start that forwards logs: make what the child takes, not makes.
+
+    The forwarding handler (a spare, with no channel: not a handler of this
+    process's, see _handlers_exist), once, and the record namer for logging's
+    current factory (``_logger.prepare_record_namer``). Each fork child takes
+    them (install_in_child): making a handler in the child wrote ~30 pages
+    there (~100 us of each fork start, issue 17), the namer ~10. A spawned or
+    fork-server child makes its own, having no parent's memory to take them from.
+    """
+    global _spare_handler
+    if _spare_handler is None:  # (a child that took its parent's makes a new one)
+        _spare_handler = _handler_class()(None)
+    _logger.prepare_record_namer()
 
 
 def _socket_channel() -> tuple[int, int]:
@@ -355,7 +362,7 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
     global _child_handler, _spare_handler
     handler = _spare_handler
     if config is None and handler is not None and handler.channel is None:
-        # A fork child: the handler its parent made for it (open_channel).
+        # A fork child: the handler its parent made for it (ready_for_fork_child).
         handler.channel = channel
         _spare_handler = None
     else:
@@ -397,7 +404,7 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
 
 _handler_cls: Any = None
 # A forwarding handler made in a fork parent, with no channel yet, for its next
-# fork child to take (open_channel, install_in_child). Not a handler of the
+# fork child to take (ready_for_fork_child, install_in_child). Not a handler of the
 # parent's: _handlers_exist does not count it.
 _spare_handler: Any = None
 
@@ -748,7 +755,7 @@ class LogStream:
         self.wanted = 0
         self._listener = listener
         self._progress = threading.Condition(threading.Lock())
-        #: This process's copy of the child's end of the channel (LogListener.keep),
+        #: This process's copy of the child's end of the channel (LogListener.attach),
         #: held until the child has ended: see LogListener.end.
         self.keeper: io.FileIO | None = None
         # Held while this stream's records are read and handled: by the listener's
@@ -848,10 +855,25 @@ class LogListener:
         """Make the listener skip its next batch window (at most BATCH_WINDOW later)."""
         self._hurry.set()
 
-    def attach(self, channel: io.FileIO, name: str) -> LogStream:
-        """Start handling records from ``channel`` (the parent's end, :func:`open_channel`)."""
+    def attach(self, channel: io.FileIO, name: str, child_end: io.FileIO) -> LogStream:
+        """Start handling records from ``channel`` (the parent's end, :func:`open_channel`).
+
+        ``child_end`` is this process's copy of the child's end, which the stream
+        keeps (``LogStream.keeper``) until :meth:`end`: while this process holds a
+        writer of the channel, the child's exit does not make it readable (EOF),
+        so the listener's thread is not woken for it, and a child that logs
+        nothing costs the thread nothing. :meth:`end` (``join()``) then finishes
+        the stream in the joining thread if the listener had read it all; the
+        thread used to wake at each child's exit, and ``join()`` to wait for it
+        (~300 us of each start+join in a parent that forwards logs, issue 17).
+        The kept end is not one of the listener's descriptors (:attr:`fds`): the
+        process object holds it for the child (``Popen.held_fds``), so that a
+        fork sibling lets go of it, and it is closed only once the child is no
+        longer tracked there.
+        """
         os.set_blocking(channel.fileno(), False)
         stream = LogStream(channel, name, self)
+        stream.keeper = child_end
         with self._lock:
             self.fds.append(stream.fd)
             self._register(stream)
@@ -869,10 +891,14 @@ class LogListener:
 
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
+            # A wake-up never blocks (release() may send one from a garbage
+            # collection): a full socket means one is pending already.
+            self._wake_w.setblocking(False)
             self.fds.extend((self._wake_r.fileno(), self._wake_w.fileno()))
             selector = self._selector = selectors.DefaultSelector()
-            if _listed_fd(selector) >= 0:
-                self.fds.append(_listed_fd(selector))
+            selector_fd = _listed_fd(selector)
+            if selector_fd >= 0:
+                self.fds.append(selector_fd)
             selector.register(self._wake_r, selectors.EVENT_READ)
             selector.register(channel, selectors.EVENT_READ, stream)
             self._thread = threading.Thread(
@@ -883,25 +909,6 @@ class LogListener:
             selector.register(channel, selectors.EVENT_READ, stream)
             if type(selector) is not _LIVE_SELECTOR:
                 self._wake()  # a poll() or select() already waiting does not see it
-
-    @staticmethod
-    def keep(stream: LogStream, child_end: io.FileIO) -> None:
-        """Hold ``child_end``, this process's copy of the child's end, until :meth:`end`.
-
-        While this process holds a writer of the channel, the child's exit does not
-        make it readable (EOF), so the listener's thread is not woken for it: a
-        child that logs nothing costs the thread nothing. :meth:`end` (``join()``)
-        then finishes the stream in the joining thread if the listener had read it
-        all; the thread used to wake at each child's exit, and ``join()`` to wait
-        for it (~300 us of each start+join in a parent that forwards logs, issue 17).
-
-        Called before the fork for a fork child (after it, each object written
-        is a page copied while the child runs). The keeper is not one of the
-        listener's descriptors (:attr:`fds`): the process object holds it for the
-        child (``Popen.held_fds``), so that a fork sibling lets go of it, and it
-        is closed only once the child is no longer tracked there.
-        """
-        stream.keeper = child_end
 
     def end(self, stream: LogStream, timeout: float | None) -> bool:
         """The stream's child has ended: let the stream go once its records are handled.
@@ -976,9 +983,7 @@ class LogListener:
             self._wake()
             return
         try:
-            keeper, stream.keeper = stream.keeper, None
-            if keeper is not None:
-                keeper.close()
+            _close_keeper(stream)
         finally:
             self._lock.release()
 
@@ -996,12 +1001,10 @@ class LogListener:
         stream.drained.wait(DRAIN_TIMEOUT)
 
     def _wake(self) -> None:
-        # Never blocks (release() may call it from a garbage collection): a full
-        # socket means a wake-up is pending already.
         try:
             if self._wake_w is not None:
-                self._wake_w.send(b"\0", _MSG_DONTWAIT)
-        except OSError:
+                self._wake_w.send(b"\0")
+        except OSError:  # BlockingIOError: full, a wake-up is pending already
             pass
 
     def _run(self, selector: selectors.BaseSelector) -> None:
@@ -1064,9 +1067,7 @@ class LogListener:
         """Let go of the keepers release() left to others (under the lock)."""
         streams, self._to_release = self._to_release, []
         for stream in streams:
-            keeper, stream.keeper = stream.keeper, None
-            if keeper is not None:
-                keeper.close()
+            _close_keeper(stream)
 
     def _close_wake(self) -> None:
         """Close the wake pair (under the lock)."""
@@ -1162,6 +1163,13 @@ class LogListener:
         stream.channel.close()
         stream.drained.set()
         stream._progressed()
+
+
+def _close_keeper(stream: LogStream) -> None:
+    """Close the stream's kept end of the child's channel, if it still has it (under the lock)."""
+    keeper, stream.keeper = stream.keeper, None
+    if keeper is not None:
+        keeper.close()
 
 
 def _listed_fd(selector: selectors.BaseSelector) -> int:

@@ -174,23 +174,17 @@ class Popen(ClosedWhenCollected):
     def _finish_start(self, process: Any, handoff: Any, log_channel: Any) -> None:
         """After the start message is on its way and the child exists (``pid`` set)."""
         if log_channel is not None:
-            self.attach_log_channel(log_channel[0], process.name)
-            self.keep_log_end(log_channel[1])
+            self.attach_log_channel(log_channel, process.name)
         for hook in handoff.after_start:
             hook(self.pid)
 
-    def attach_log_channel(self, parent_end: Any, name: str) -> None:
-        """Hand the parent's end of the child's log channel to the log listener."""
+    def attach_log_channel(self, log_channel: Any, name: str) -> None:
+        """Hand the child's log channel (parent's end, child's end) to the log
+        listener, which keeps this process's copy of the child's end until the
+        child has ended (``LogListener.attach``) instead of its being closed."""
         from .._logging._forwarding import listener
 
-        self.log_stream = listener().attach(parent_end, name)
-
-    def keep_log_end(self, child_end: Any) -> None:
-        """Hold this process's copy of the child's end of its log channel until the
-        child has ended (``LogListener.keep``), instead of closing it."""
-        from .._logging._forwarding import LogListener
-
-        LogListener.keep(self.log_stream, child_end)
+        self.log_stream = listener().attach(log_channel[0], name, log_channel[1])
 
     def wait_logs(self, timeout: float | None) -> None:
         """After the child ended: handle its forwarded log records still unhandled."""
@@ -202,7 +196,7 @@ class Popen(ClosedWhenCollected):
     def held_fds(self) -> tuple[int, ...]:
         """Descriptors held for the child besides the sentinel (a fork sibling lets them go).
 
-        The copy of the child's log channel end held for it (``keep_log_end``) is
+        The copy of the child's log channel end held for it (``LogStream.keeper``) is
         one: it is closed only after the child is discarded from the record of
         children (``join()``, ``close()``), never while a fork may still point
         its number at /dev/null.

@@ -26,7 +26,7 @@ import threading
 
 from .._core import _system, _wire
 from .._logging import _logger
-from .._logging._forwarding import open_channel
+from .._logging._forwarding import open_channel, ready_for_fork_child
 from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 from ._state import state
@@ -88,8 +88,8 @@ class ForkPopen(OwnChildPopen):
             # Handed to the listener before the fork: after it, every page this
             # process writes is copied while the child lives (the stream's objects,
             # the listener's dict: ~200 us of start() when attached after it).
-            self.attach_log_channel(log_channel[0], process.name)
-            self.keep_log_end(log_channel[1])
+            self.attach_log_channel(log_channel, process.name)
+            ready_for_fork_child()
             child_log_end = log_channel[1]
         # (Process.start() has flushed stdout and stderr: buffered output would
         # otherwise be written twice.)
