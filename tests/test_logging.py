@@ -939,9 +939,9 @@ def test_a_childs_stream_ends_at_join_not_at_its_exit(ctx, app_logs):
     # thread): join() reads what is left and ends it, in the joining thread.
     p, stream = _exited_child(3, ctx)
     assert stream.keeper is not None
-    assert not stream.drained.is_set()
+    assert not stream.ended
     p.join(30)
-    assert stream.drained.is_set() and stream.keeper is None and stream.channel.closed
+    assert stream.ended and stream.keeper is None and stream.fd not in stream.listener.fds
     assert app_logs.messages() == ["record 0", "record 1", "record 2"]
     p.close()
 
@@ -983,7 +983,7 @@ def test_join_waits_for_an_os_fork_grandchild_that_holds_the_channel(app_logs):
     finally:
         os.close(gate_r)
         os.close(gate_w)
-    assert stream.drained.is_set()
+    assert stream.ended
     assert app_logs.messages() == ["from the child", "from its os.fork() child"]
     p.close()
 
@@ -999,7 +999,7 @@ def test_a_fork_sibling_does_not_hold_a_childs_stream_open(app_logs):
         second = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
         second.start()
         first.join(30)
-        assert first._popen.log_stream.drained.is_set()
+        assert first._popen.log_stream.ended
         assert second.is_alive()
         assert app_logs.messages() == ["record 0"]
         os.write(gate_w, b"x")
@@ -1018,7 +1018,7 @@ def test_a_process_dropped_without_join_lets_its_stream_end(app_logs):
     assert not p.is_alive()  # reaped, and no longer tracked
     del p
     gc.collect()  # its Popen lets the channel's end go: the listener sees EOF
-    assert stream.drained.wait(30)
+    assert stream.wait_drained(30)
     assert app_logs.messages() == ["record 0", "record 1"]
 
 
@@ -1026,12 +1026,12 @@ def test_a_release_while_the_listener_is_locked_is_done_later(app_logs):
     # A garbage collection may run in a thread that holds the listener's lock:
     # release() must not wait for it, and the keeper is let go later.
     p, stream = _exited_child(1)
-    listener = stream._listener
+    listener = stream.listener
     with listener._lock:
         listener.release(stream)
         assert stream.keeper is not None
     p.join(30)  # lets the deferred keeper go first, then waits for the EOF
-    assert stream.drained.is_set() and stream.keeper is None
+    assert stream.ended and stream.keeper is None
     assert app_logs.messages() == ["record 0"]
     p.close()
 
@@ -1050,7 +1050,7 @@ def test_a_fork_child_lets_go_of_the_log_listeners_descriptors(app_logs):
     try:
         first = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
         first.start()
-        held = list(first._popen.log_stream._listener.fds)
+        held = list(first._popen.log_stream.listener.fds)
         assert first._popen.log_stream.fd in held and len(held) >= 3  # + the wake pair
         second = proctor.get_context("fork").Process(target=check_points_at_devnull, args=(held,))
         second.start()
@@ -1065,24 +1065,25 @@ def test_a_fork_child_lets_go_of_the_log_listeners_descriptors(app_logs):
     second.close()
 
 
-@pytest.mark.parametrize("selector", ["default", "poll"])
-def test_the_listener_lets_go_of_every_descriptor_when_it_ends(app_logs, monkeypatch, selector):
-    # With epoll (listed: a fork child inherits it), and with poll, as where
-    # epoll is missing (nothing to list).
-    import selectors
+@pytest.mark.parametrize("poller", ["default", "poll"])
+def test_the_listener_lets_go_of_every_descriptor_when_it_ends(app_logs, monkeypatch, poller):
+    # With epoll where there is one (listed: a fork child inherits it), and with
+    # poll, as where epoll is missing (nothing to list).
+    import select
 
     wait_until(
         lambda: not any(t.name == "proctor-log-listener" for t in threading.enumerate()),
         timeout=10,
     )
-    expected = selectors.PollSelector if selector == "poll" else selectors.DefaultSelector
-    monkeypatch.setattr(selectors, "DefaultSelector", expected)
+    if poller == "poll":
+        monkeypatch.setattr(_log_forwarding, "_EPOLL", None)
+    expected = type(select.poll() if poller == "poll" else _log_forwarding._make_poller())
     ctx = proctor.get_context("fork")
     children = [ctx.Process(target=log_some, args=(2, f"app.w{i}")) for i in range(3)]
     for p in children:
         p.start()
-    listener = children[0]._popen.log_stream._listener
-    assert type(listener._selector) is expected
+    listener = children[0]._popen.log_stream.listener
+    assert type(listener._poller) is expected
     for p in children:
         p.join(30)
         p.close()
@@ -1225,7 +1226,7 @@ def test_end_does_not_give_back_a_stream_the_thread_has_just_ended(app_logs):
     # and the thread reaches EOF and ends the stream before join() would give it
     # back: join() must not register the closed channel again.
     p, stream = _exited_child(1)
-    listener = stream._listener
+    listener = stream.listener
     wait_until(lambda: stream.handled == 1, timeout=30)  # the thread is done with it
 
     class BusyThenEnded:
@@ -1246,7 +1247,7 @@ def test_end_does_not_give_back_a_stream_the_thread_has_just_ended(app_logs):
 
     stream.reading = BusyThenEnded()
     assert listener.end(stream, 5)
-    assert stream.drained.is_set() and stream.channel.closed
+    assert stream.ended and stream.fd not in stream.listener.fds
     assert listener._streams.get(stream.fd) is not stream
     p.join(30)
     assert p.exitcode == 0 and app_logs.messages() == ["record 0"]

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -165,20 +166,96 @@ def counting_loggers():
         del manager.loggerDict[name]
 
 
-def test_a_fork_start_looks_at_no_logger_of_the_parent(counting_loggers):
+def report_logger_reads(writer):
+    os.write(writer, str(CountingLogger.reads).encode())
+
+
+def test_a_fork_child_looks_at_no_logger_its_parent_listed_for_it(counting_loggers):
+    # The parent's fork hook lists the loggers with handlers (or not propagating)
+    # for the child, under logging's lock: the child, whose pages are copied as
+    # it writes them, looks at none of the others (~25 pages with 200 loggers).
     handler = logging.NullHandler()
     logging.getLogger("app").addHandler(handler)
+    reader, writer = os.pipe()
     try:
-        p = proctor.get_context("fork").Process()
-        assert _log_forwarding.forwarding_enabled(None)
+        p = proctor.get_context("fork").Process(target=report_logger_reads, args=(writer,))
         before = CountingLogger.reads
+        assert _log_forwarding.forwarding_enabled(None)
+        assert CountingLogger.reads == before  # the decision looks at none
         p.start()
-        looked = CountingLogger.reads - before
+        at_fork = CountingLogger.reads  # (the parent's walk, in its fork hook)
         p.join(30)
+        assert p.exitcode == 0
+        in_child = int(os.read(reader, 64))
         p.close()
     finally:
         logging.getLogger("app").removeHandler(handler)
-    assert looked == 0
+        os.close(reader)
+        os.close(writer)
+    assert at_fork > before
+    assert in_child == at_fork
+
+
+def keep_handler_count(name, writer):
+    os.write(writer, str(len(logging.getLogger(name).handlers)).encode())
+
+
+def test_a_handler_added_between_two_fork_starts_is_taken_off_in_the_second_child():
+    # The list is made at each fork, never kept from one start to the next.
+    handler = logging.NullHandler()
+    reader, writer = os.pipe()
+    ctx = proctor.get_context("fork")
+    try:
+        first = ctx.Process(target=keep_handler_count, args=("late.logger", writer))
+        first.start()
+        first.join(30)
+        logging.getLogger("late.logger").addHandler(handler)
+        second = ctx.Process(target=keep_handler_count, args=("late.logger", writer))
+        second.start()
+        second.join(30)
+        counts = [os.read(reader, 1), os.read(reader, 1)]
+    finally:
+        logging.getLogger("late.logger").removeHandler(handler)
+        os.close(reader)
+        os.close(writer)
+    assert counts == [b"0", b"0"]
+    assert logging.getLogger("late.logger").handlers == []
+    first.close()
+    second.close()
+
+
+def take_and_let_go_of_loggings_lock(taken):
+    got = logging._lock.acquire(timeout=5)
+    if got:
+        logging._lock.release()
+    taken.append(got)
+
+
+def test_an_os_fork_in_a_forwarding_parent_leaves_loggings_lock_free():
+    # The fork hook holds logging's lock through any fork while the listener
+    # exists, and lets it go after it, in the parent (the child's is new).
+    gate_r, gate_w = os.pipe()
+    p = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
+    p.start()  # the listener exists while the child runs
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if logging._lock.acquire(timeout=5) else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        taken = []
+        other = threading.Thread(target=take_and_let_go_of_loggings_lock, args=(taken,))
+        other.start()
+        other.join(30)
+        assert taken == [True]
+        assert _log_forwarding._fork_loggers is None
+        assert not _log_forwarding._holds_logging_lock
+    finally:
+        os.write(gate_w, b"x")
+        p.join(30)
+        p.close()
+        os.close(gate_r)
+        os.close(gate_w)
 
 
 def test_the_decision_looks_at_no_logger_when_root_has_no_handler(counting_loggers, monkeypatch):

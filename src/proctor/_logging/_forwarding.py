@@ -7,7 +7,7 @@
     logger.warning("x")                              LogListener thread (one per process,
       └─ ForwardingHandler (on root, and on every      running while any child forwards,
          logger that does not propagate)               and LISTENER_LINGER after)
-                                                         selector over every child's pipe
+                                                         epoll over every child's pipe
            record ─▶ one frame, message pre-formatted ─▶ frames ─▶ LogRecord (decode_record)
            [len:u32 | kind:u8 | struct, marshal, pickle] logger.handle(record)
            one write() per record, before emit returns
@@ -78,7 +78,7 @@ import marshal
 import operator
 import os
 import pickle
-import selectors
+import select
 import struct
 import sys
 import threading
@@ -92,6 +92,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
     import socket
+    from collections.abc import Iterable
     from typing import Any
 
 __all__ = (
@@ -145,9 +146,6 @@ BATCH_WINDOW = 0.002
 # (issue 17). A program that starts children further apart than this pays it at
 # most once per LISTENER_LINGER (0.3%).
 LISTENER_LINGER = 0.05
-# The selector that sees a descriptor registered while another thread waits in it
-# (epoll's; for the others the listener is woken to register it again).
-_LIVE_SELECTOR: type | None = getattr(selectors, "EpollSelector", None)
 # ...unless the last look found this many records or more: a child logging that
 # fast keeps its pipe full, and would wait out the window with nothing to do
 # (the wake-up costs little per record then).
@@ -253,16 +251,20 @@ def _handlers_exist(logging: Any) -> bool:
     return False
 
 
-def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | None:
-    """The (parent end, child end) of a new child's record channel, or ``None``.
+def open_channel(forward_logs: bool | None) -> tuple[int, io.FileIO] | None:
+    """The (parent's end, child's end) of a new child's record channel, or ``None``.
 
     A pipe of :data:`PIPE_BUFFER` bytes; where the pipe cannot have that size, a
-    socket pair with a :data:`SEND_BUFFER` send buffer. Either way two raw,
-    unbuffered files: the two sides only ``read()`` and ``write()`` them.
+    socket pair with a :data:`SEND_BUFFER` send buffer. Both ends non-blocking: the
+    listener reads what is there, and the child's writes never block (the handler
+    waits for room itself, up to FULL_WAIT). The parent's end is a bare descriptor,
+    which the listener reads and closes with ``os`` calls (no file object: each
+    object a start makes or touches is a page the fork parent copies, issue 17); the
+    child's end a raw, unbuffered file that the child's handler writes.
     """
     if not forwarding_enabled(forward_logs):
         return None
-    read_fd, write_fd = os.pipe()
+    read_fd, write_fd = _nonblocking_pipe()
     try:
         if _F_SETPIPE_SZ is None:
             raise OSError("pipes cannot be resized here")
@@ -272,10 +274,22 @@ def open_channel(forward_logs: bool | None) -> tuple[io.FileIO, io.FileIO] | Non
         os.close(read_fd)
         os.close(write_fd)
         read_fd, write_fd = _socket_channel()
-    # The child's writes never block (the handler waits for room itself, up to
-    # FULL_WAIT). Set here, once for the file that both ends' holders share.
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+    return read_fd, io.FileIO(write_fd, "wb")
+
+
+def _nonblocking_pipe() -> tuple[int, int]:
+    """A pipe whose two ends are non-blocking and close-on-exec (one call where pipe2 exists)."""
+    if _pipe2 is not None:
+        return _pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
     os.set_blocking(write_fd, False)
-    return io.FileIO(read_fd, "rb"), io.FileIO(write_fd, "wb")
+    return read_fd, write_fd
+
+
+_pipe2 = getattr(os, "pipe2", None)  # (not on macOS)
 
 
 def ready_for_fork_child() -> None:
@@ -354,7 +368,7 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
 
     from . import _logger as _logging
 
-    global _child_channel
+    global _child_channel, _fork_loggers
     if isinstance(channel, int):
         channel = io.FileIO(channel, "wb")
     if config is not None and config["proctor_logger"]:
@@ -370,13 +384,25 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
     _child_handler = handler
     # Handlers inherited through fork belong to the parent, which handles
     # every record itself; keeping them would write each record twice.
-    for old in list(logging.root.handlers):
-        logging.root.removeHandler(old)
+    root = logging.root
+    to_clean: Iterable[Any] | None
+    if config is None:
+        # A fork child, on its only thread (its target has not run), with logging's
+        # lock new: the list changed in place rather than through removeHandler and
+        # addHandler, whose calls and lock wrote pages here.
+        root.handlers[:] = [handler]
+        to_clean = _fork_loggers
+        if to_clean is None:  # (the parent did not list them: every logger)
+            to_clean = logging.root.manager.loggerDict.values()
+        else:
+            _fork_loggers = None
+    else:
+        for old in list(root.handlers):
+            root.removeHandler(old)
+        root.addHandler(handler)
+        to_clean = list(logging.root.manager.loggerDict.values())
     non_propagating = []
-    loggers = logging.root.manager.loggerDict.values()
-    # A fork child runs this before its target, on its only thread: nothing can
-    # add a logger meanwhile, and the copy was pages written (issue 17).
-    for logger in loggers if config is None else list(loggers):
+    for logger in to_clean:
         if isinstance(logger, logging.Logger):
             if logger.handlers:
                 for old in list(logger.handlers):
@@ -394,7 +420,6 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
             logging.getLogger(name).setLevel(level)
         logging.disable(config["disable"])
         non_propagating = [logging.getLogger(name) for name in config["non_propagating"]]
-    logging.root.addHandler(handler)
     for logger in non_propagating:
         logger.propagate = False
         logger.addHandler(handler)
@@ -538,8 +563,6 @@ def flush_child() -> None:
 
 
 def _writable(channel: io.FileIO, timeout: float | None) -> bool:
-    import select
-
     return bool(select.select([], [channel], [], timeout)[1])
 
 
@@ -735,26 +758,44 @@ def _picklable(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class LogStream:
-    """One child's record stream as the parent sees it."""
+    """One child's record stream as the parent sees it.
 
-    def __init__(self, channel: io.FileIO, name: str, listener: LogListener) -> None:
-        self.channel = channel
-        #: The channel's descriptor, which keys the listener's streams (the number
-        #: stays here after the listener closed the channel at EOF).
-        self.fd = channel.fileno()
+    Made and ended at every start of a child that forwards: it has slots, and the
+    Event and Condition that threads wait on are made only when one waits (each
+    object a start makes or touches is a page that a fork parent copies, issue 17).
+    """
+
+    __slots__ = (
+        "_ended_event",
+        "_progress",
+        "buffer",
+        "closing",
+        "ended",
+        "fd",
+        "handled",
+        "keeper",
+        "listener",
+        "name",
+        "reading",
+        "remembered",
+        "wanted",
+    )
+
+    def __init__(self, fd: int, name: str, listener: LogListener) -> None:
+        #: The parent's end of the channel (a non-blocking descriptor), which keys
+        #: the listener's streams; the number stays here after the listener closed it.
+        self.fd = fd
         self.name = name
         self.buffer = bytearray()
         #: Each sending process's last plain record's fixed attributes, which its
         #: repeat frames leave out (see encode_record).
         self.remembered: dict[Any, dict[str, Any]] = {}
-        self.drained = threading.Event()
         #: Records of this stream the listener has handled (skipped torn ones count:
         #: the child counted them as sent).
         self.handled = 0
         #: The count a thread in :meth:`wait_handled` waits for; 0 when none waits.
         self.wanted = 0
-        self._listener = listener
-        self._progress = threading.Condition(threading.Lock())
+        self.listener = listener
         #: This process's copy of the child's end of the channel (LogListener.attach),
         #: held until the child has ended: see LogListener.end.
         self.keeper: io.FileIO | None = None
@@ -763,10 +804,25 @@ class LogStream:
         self.reading = threading.Lock()
         # Set, under the listener's lock, once the stream is being closed.
         self.closing = False
+        #: Set, under the listener's lock, once the channel is closed: every record
+        #: the child sent whole has been handled (a torn last one skipped).
+        self.ended = False
+        # Made by the first thread that waits for ``ended`` (wait_drained).
+        self._ended_event: threading.Event | None = None
+        # Made by the first wait_handled().
+        self._progress: threading.Condition | None = None
 
     def wait_drained(self, timeout: float | None) -> bool:
-        """Wait until every record the child sent has been handled."""
-        return self.drained.wait(timeout)
+        """Wait until every record the child sent has been handled (the stream ended)."""
+        if self.ended:
+            return True
+        with self.listener._lock:
+            if self.ended:
+                return True
+            event = self._ended_event
+            if event is None:
+                event = self._ended_event = threading.Event()
+        return event.wait(timeout)
 
     def wait_handled(self, count: int, stall: float | None = None) -> bool:
         """Wait until the listener has handled the child's first ``count`` records.
@@ -778,12 +834,18 @@ class LogStream:
         record of any child for ``stall`` seconds (default :data:`RECORDS_WAIT`) -- a
         handler stuck -- and at once while it stays stuck after such a wait.
         """
-        if self.handled >= count or self.drained.is_set():
+        if self.handled >= count or self.ended:
             return True
-        listener = self._listener
+        listener = self.listener
         if listener.stuck_at == listener.handled:
             return False  # stuck since an earlier wait gave up: don't wait again
-        with self._progress:
+        progress = self._progress
+        if progress is None:
+            with listener._lock:
+                if self._progress is None:
+                    self._progress = threading.Condition(threading.Lock())
+                progress = self._progress
+        with progress:
             self.wanted = count
             try:
                 listener.hurry()
@@ -791,7 +853,7 @@ class LogStream:
                 if stall is None:
                     stall = RECORDS_WAIT
                 deadline = time.monotonic() + stall
-                while self.handled < count and not self.drained.is_set():
+                while self.handled < count and not self.ended:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         if listener.handled == seen:
@@ -801,29 +863,33 @@ class LogStream:
                         seen = listener.handled
                         deadline = time.monotonic() + stall
                         continue
-                    self._progress.wait(remaining)
+                    progress.wait(remaining)
             finally:
                 self.wanted = 0
         return True
 
     def _progressed(self) -> None:
         """The listener handled records of this stream, or the stream ended."""
-        # ``wanted`` is read outside the lock: a waiter sets it, then checks
-        # ``handled``, both under the lock; so either it sees the new count, or
-        # this sees its ``wanted`` and notifies once it waits.
+        # ``wanted`` is read outside the lock: a waiter makes ``_progress``, sets
+        # ``wanted`` and checks ``handled``, all before it waits under ``_progress``;
+        # so either it sees the new count, or this sees its ``wanted`` and notifies
+        # once it waits.
         wanted = self.wanted
-        if wanted and (self.handled >= wanted or self.drained.is_set()):
-            with self._progress:
-                self._progress.notify_all()
+        if wanted and (self.handled >= wanted or self.ended):
+            progress = self._progress
+            if progress is not None:
+                with progress:
+                    progress.notify_all()
 
 
 class LogListener:
     """One thread that handles every child's forwarded records; runs only while needed.
 
     The thread starts with the first stream and ends :data:`LISTENER_LINGER` after the
-    last one ended. A stream is registered with the thread's selector by the thread
-    that attaches it: an epoll selector sees a descriptor added while it waits, so
-    the listener is not woken for it (with another selector it is).
+    last one ended. It waits in an epoll object (a poll object where epoll is
+    missing) over the streams' descriptors, kept by number: the thread that
+    attaches a stream registers it, and epoll sees a descriptor added while the
+    thread waits, so the thread is not woken for it (with poll it is).
     """
 
     def __init__(self) -> None:
@@ -835,7 +901,7 @@ class LogListener:
         # taken), for the thread to.
         self._to_release: list[LogStream] = []
         self._thread: threading.Thread | None = None
-        self._selector: selectors.BaseSelector | None = None
+        self._poller: Any = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         #: Every descriptor this listener holds (wake pair, epoll, streams), kept
@@ -855,8 +921,8 @@ class LogListener:
         """Make the listener skip its next batch window (at most BATCH_WINDOW later)."""
         self._hurry.set()
 
-    def attach(self, channel: io.FileIO, name: str, child_end: io.FileIO) -> LogStream:
-        """Start handling records from ``channel`` (the parent's end, :func:`open_channel`).
+    def attach(self, fd: int, name: str, child_end: io.FileIO) -> LogStream:
+        """Start handling records from ``fd`` (the parent's end, :func:`open_channel`).
 
         ``child_end`` is this process's copy of the child's end, which the stream
         keeps (``LogStream.keeper``) until :meth:`end`: while this process holds a
@@ -871,22 +937,20 @@ class LogListener:
         fork sibling lets go of it, and it is closed only once the child is no
         longer tracked there.
         """
-        os.set_blocking(channel.fileno(), False)
-        stream = LogStream(channel, name, self)
+        stream = LogStream(fd, name, self)
         stream.keeper = child_end
         with self._lock:
-            self.fds.append(stream.fd)
+            self.fds.append(fd)
             self._register(stream)
         return stream
 
     def _register(self, stream: LogStream) -> None:
         """Have the thread read ``stream`` (under the lock); start the thread if none runs."""
-        channel = stream.channel
         self._streams[stream.fd] = stream
         if self._to_release:
             self._release_deferred()
-        selector = self._selector
-        if selector is None:
+        poller = self._poller
+        if poller is None:
             import socket
 
             self._wake_r, self._wake_w = socket.socketpair()
@@ -895,20 +959,20 @@ class LogListener:
             # collection): a full socket means one is pending already.
             self._wake_w.setblocking(False)
             self.fds.extend((self._wake_r.fileno(), self._wake_w.fileno()))
-            selector = self._selector = selectors.DefaultSelector()
-            selector_fd = _listed_fd(selector)
-            if selector_fd >= 0:
-                self.fds.append(selector_fd)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            selector.register(channel, selectors.EVENT_READ, stream)
+            poller = self._poller = _make_poller()
+            poller_fd = _listed_fd(poller)
+            if poller_fd >= 0:
+                self.fds.append(poller_fd)
+            poller.register(self._wake_r.fileno(), _READABLE)
+            poller.register(stream.fd, _READABLE)
             self._thread = threading.Thread(
-                target=self._run, args=(selector,), name="proctor-log-listener", daemon=True
+                target=self._run, args=(poller,), name="proctor-log-listener", daemon=True
             )
             self._thread.start()
         else:
-            selector.register(channel, selectors.EVENT_READ, stream)
-            if type(selector) is not _LIVE_SELECTOR:
-                self._wake()  # a poll() or select() already waiting does not see it
+            poller.register(stream.fd, _READABLE)
+            if type(poller) is not _EPOLL:
+                self._wake()  # a poll() already waiting does not see it
 
     def end(self, stream: LogStream, timeout: float | None) -> bool:
         """The stream's child has ended: let the stream go once its records are handled.
@@ -931,9 +995,9 @@ class LogListener:
             if mine:
                 del self._streams[stream.fd]
                 try:
-                    self._selector.unregister(stream.channel)  # type: ignore[union-attr]
-                except (AttributeError, KeyError, ValueError):
-                    pass
+                    self._poller.unregister(stream.fd)
+                except (AttributeError, KeyError, OSError, ValueError):
+                    pass  # (the thread ended by an error: nothing to take it off)
                 if not self._streams and self._waits_for_streams:
                     # The last one, and the thread waits with no time limit: it
                     # must start to linger (LISTENER_LINGER), to end unless another
@@ -946,12 +1010,12 @@ class LogListener:
             keeper.close()
         if not mine:
             # Never kept, or ended already: the listener's thread finishes it at EOF.
-            return stream.drained.wait(DRAIN_TIMEOUT if timeout is None else timeout)
+            return stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
         # Not waiting for the thread if it is handling this stream's records now:
         # its handler may wait for a lock that this thread holds.
         if stream.reading.acquire(blocking=False):
             try:
-                chunk = self._read_chunk(stream)
+                chunk = _read_chunk(stream.fd)
                 if chunk == b"":
                     # Caught up: what the buffer may hold is a record the child
                     # was writing when it died, which the thread would skip too.
@@ -967,7 +1031,7 @@ class LogListener:
         with self._lock:
             if not stream.closing:
                 self._register(stream)
-        return stream.drained.wait(DRAIN_TIMEOUT if timeout is None else timeout)
+        return stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
 
     def release(self, stream: LogStream) -> None:
         """Let the keeper go without reading (the process object is being collected).
@@ -998,7 +1062,7 @@ class LogListener:
                 del self._streams[stream.fd]
                 self._detached.append(stream)
                 self._wake()
-        stream.drained.wait(DRAIN_TIMEOUT)
+        stream.wait_drained(DRAIN_TIMEOUT)
 
     def _wake(self) -> None:
         try:
@@ -1007,8 +1071,10 @@ class LogListener:
         except OSError:  # BlockingIOError: full, a wake-up is pending already
             pass
 
-    def _run(self, selector: selectors.BaseSelector) -> None:
+    def _run(self, poller: Any) -> None:
         idle_since: float | None = None  # when the last stream ended
+        wake_fd = self._wake_r.fileno()  # type: ignore[union-attr]  # (made with the poller)
+        epoll = type(poller) is _EPOLL
         try:
             while True:
                 timeout = None
@@ -1025,30 +1091,37 @@ class LogListener:
                         timeout = idle_since + LISTENER_LINGER - now
                         if timeout <= 0:
                             self._thread = None
-                            self._selector = None
+                            self._poller = None
                             self._close_wake()
-                            self._forget_fd(_listed_fd(selector))  # closed below, at once
+                            self._forget_fd(_listed_fd(poller))  # closed below, at once
                             return
                     else:
                         idle_since = None
                     self._waits_for_streams = timeout is None
                 for stream in detached:
-                    self._finish(selector, stream)
-                ready = selector.select(timeout)
+                    self._close_stream(stream, poller)
+                if epoll:
+                    ready = poller.poll(-1 if timeout is None else timeout)
+                else:  # poll's timeout is in milliseconds
+                    ready = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
                 handled = 0
-                for key, _events in ready:
-                    stream = key.data
-                    if stream is None:
+                for fd, _events in ready:
+                    if fd == wake_fd:
                         try:
                             while self._wake_r.recv(4096):  # type: ignore[union-attr]
                                 pass
                         except (BlockingIOError, OSError):
                             pass
                         continue
-                    count = self._read(stream)
+                    # (None: ended or detached since the poller saw it; a number
+                    # reused meanwhile by a new stream costs that stream a read.)
+                    ready_stream = self._streams.get(fd)
+                    if ready_stream is None:
+                        continue
+                    count = self._read(ready_stream)
                     handled += max(count, 1)
                     if count < 0:
-                        self._finish(selector, stream)
+                        self._close_stream(ready_stream, poller)
                 # A pool result waiting for its records skips the window. (Not an
                 # Event.wait(BATCH_WINDOW), which would also end a window early: it
                 # sleeps longer than time.sleep, and forwarding 100,000 records took
@@ -1058,10 +1131,11 @@ class LogListener:
                 elif 0 < handled < BUSY_BATCH:
                     time.sleep(BATCH_WINDOW)
         finally:
-            if self._selector is selector:  # ended by an error: let it go here
+            if self._poller is poller:  # ended by an error: let it go here
                 with self._lock:
-                    self._forget_fd(_listed_fd(selector))
-            selector.close()
+                    self._forget_fd(_listed_fd(poller))
+            if epoll:
+                poller.close()
 
     def _release_deferred(self) -> None:
         """Let go of the keepers release() left to others (under the lock)."""
@@ -1092,22 +1166,14 @@ class LogListener:
     def _read(self, stream: LogStream) -> int:
         """Read what is there, handle whole records: how many, or -1 at EOF."""
         with stream.reading:
-            if stream.channel.closed:
+            if stream.ended:
                 return 0  # end() finished it meanwhile (this was a stale event)
-            chunk = self._read_chunk(stream)
+            chunk = _read_chunk(stream.fd)
             if chunk:
                 stream.buffer += chunk
             # (Also what end() read and left in the buffer, with nothing new.)
             count = self._handle_frames(stream) if stream.buffer else 0
             return -1 if chunk == b"" else count
-
-    @staticmethod
-    def _read_chunk(stream: LogStream) -> bytes | None:
-        """What the channel holds (None: nothing now; empty: EOF)."""
-        try:
-            return stream.channel.read(_RECV_CHUNK)
-        except OSError:
-            return b""
 
     def _handle_frames(self, stream: LogStream) -> int:
         buffer = stream.buffer
@@ -1132,37 +1198,50 @@ class LogListener:
             stream._progressed()
         return count
 
-    def _finish(self, selector: selectors.BaseSelector, stream: LogStream) -> None:
-        if stream.drained.is_set():
-            return  # finished already: its descriptor may be a new stream's by now
-        self._close_stream(stream, selector)
+    def _close_stream(self, stream: LogStream, poller: Any = None) -> None:
+        """Close the stream's channel and say it has ended (once; later calls do nothing).
 
-    def _close_stream(
-        self, stream: LogStream, selector: selectors.BaseSelector | None = None
-    ) -> None:
-        """Close the stream's channel and say it is drained.
-
-        Taken off the listener (and ``selector``) and marked ``closing`` in one
-        hold of the lock: an end() that gives the stream back to the thread
-        meanwhile either did so before (and it is taken off here) or sees the mark
-        (and does not register a channel about to be closed).
+        All under the lock, which also marks the stream ``closing``: an end()
+        that gives the stream back to the thread meanwhile either did so before
+        (and it is taken off here) or sees the mark (and does not register a
+        channel about to be closed). The number is taken off :attr:`fds` before
+        it is closed, and ``ended`` set after: a second call never closes a
+        number that a new stream may have reused.
         """
         with self._lock:
+            if stream.ended:
+                return
             stream.closing = True
             if self._streams.get(stream.fd) is stream:
                 del self._streams[stream.fd]
-            if selector is not None:
+            if poller is not None:
                 try:
-                    selector.unregister(stream.channel)
-                except (KeyError, ValueError):
+                    poller.unregister(stream.fd)
+                except (KeyError, OSError, ValueError):
                     pass
             self._forget_fd(stream.fd)
-        # (A kept end is not closed here: it is one of the descriptors held for
-        # the child until it is discarded; end() and release() close it.)
-        # A partial frame left at EOF is the record a killed child was sending.
-        stream.channel.close()
-        stream.drained.set()
+            # (A kept end is not closed here: it is one of the descriptors held for
+            # the child until it is discarded; end() and release() close it.)
+            # A partial frame left at EOF is the record a killed child was sending.
+            try:
+                os.close(stream.fd)
+            except OSError:
+                pass
+            stream.ended = True
+            event = stream._ended_event
+        if event is not None:
+            event.set()
         stream._progressed()
+
+
+def _read_chunk(fd: int) -> bytes | None:
+    """What the channel holds (None: nothing now; empty: EOF)."""
+    try:
+        return os.read(fd, _RECV_CHUNK)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 def _close_keeper(stream: LogStream) -> None:
@@ -1172,13 +1251,22 @@ def _close_keeper(stream: LogStream) -> None:
         keeper.close()
 
 
-def _listed_fd(selector: selectors.BaseSelector) -> int:
-    """The selector's descriptor if a fork child inherits it (epoll's), else -1.
+# The listener's thread waits in an epoll object where there is one (Linux): it
+# sees a descriptor registered while it waits, and it is a descriptor of its own,
+# which a fork child lets go of. Elsewhere a poll object (no descriptor to let go).
+_EPOLL: Any = getattr(select, "epoll", None)
+# Readable, for either: epoll's EPOLLIN is poll's POLLIN bit.
+_READABLE = select.POLLIN
 
-    (A kqueue's is not a fork child's; poll and select hold none.)
-    """
-    if type(selector) is _LIVE_SELECTOR:
-        return selector.fileno()  # type: ignore[attr-defined]
+
+def _make_poller() -> Any:
+    return _EPOLL() if _EPOLL is not None else select.poll()
+
+
+def _listed_fd(poller: Any) -> int:
+    """The poller's descriptor if a fork child inherits it (epoll's), else -1."""
+    if type(poller) is _EPOLL:
+        return int(poller.fileno())
     return -1
 
 
@@ -1254,16 +1342,57 @@ FORK_WAIT = 2.0
 # it. (A threading.local flag said the same; its per-thread dictionary was pages
 # written at every fork, in the parent while the child ran and in the child.)
 def _before_fork() -> None:
-    _dispatching.acquire(timeout=FORK_WAIT)
+    global _fork_loggers, _holds_logging_lock
+    if _fork_loggers is not None:
+        _fork_loggers = None  # (inherited from this process's parent, unused here)
+    if not _dispatching.acquire(timeout=FORK_WAIT) or _listener is None:
+        return
+    # A parent that forwards: list the loggers its fork child must clean, for the
+    # child (install_in_child), holding logging's lock from here through the fork
+    # (after this hook, logging's own takes it again), so that no thread adds a
+    # handler or a logger in between. (Taken after the dispatch lock, in the
+    # listener's order: a handler may call getLogger.) Walking every logger in the
+    # child wrote its pages there, each one copied: with 200 loggers, ~25 pages and
+    # ~60 us of the child's, against ~25 us here (issue 17).
+    logging = sys.modules.get("logging")
+    lock = getattr(logging, "_lock", None)
+    if lock is not None and lock.acquire(timeout=FORK_WAIT):
+        _holds_logging_lock = True
+        _fork_loggers = _loggers_to_clean(logging)
 
 
 def _after_fork_in_parent() -> None:
+    global _fork_loggers, _holds_logging_lock
+    if _holds_logging_lock:
+        _holds_logging_lock = False
+        _fork_loggers = None
+        sys.modules["logging"]._lock.release()
     if _dispatching._is_owned():  # type: ignore[attr-defined]
         _dispatching.release()
 
 
+def _loggers_to_clean(logging: Any) -> list[Any]:
+    """The loggers (root aside) that have handlers or do not propagate (under logging's lock)."""
+    logger_class = logging.Logger
+    return [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logger_class) and (logger.handlers or not logger.propagate)
+    ]
+
+
+# Taken by _before_fork in a parent that forwards: (read by the fork child's
+# install_in_child) the loggers that _loggers_to_clean listed just before the fork,
+# with logging's lock, which _holds_logging_lock says this process holds until the
+# fork is done. None: the child looks at every logger itself.
+_fork_loggers: list[Any] | None = None
+_holds_logging_lock = False
+
+
 def _after_fork_in_child() -> None:
-    global _listener, _dispatching
+    global _listener, _dispatching, _holds_logging_lock
+    # (logging's own hook has made its lock anew, unlocked.)
+    _holds_logging_lock = False
     # The parent's streams are the parent's to read: close this copy of them (not
     # at first use: the parent's children must see their log channel's reader go
     # when the parent goes). The listener's lock the child makes on first use.

@@ -188,10 +188,9 @@ class Popen(ClosedWhenCollected):
 
     def wait_logs(self, timeout: float | None) -> None:
         """After the child ended: handle its forwarded log records still unhandled."""
-        if self.log_stream is not None and self._owner == os.getpid():
-            from .._logging._forwarding import listener
-
-            listener().end(self.log_stream, timeout)
+        stream = self.log_stream
+        if stream is not None and self._owner == os.getpid():
+            stream.listener.end(stream, timeout)
 
     def held_fds(self) -> tuple[int, ...]:
         """Descriptors held for the child besides the sentinel (a fork sibling lets them go).
@@ -221,9 +220,7 @@ class Popen(ClosedWhenCollected):
             stream, self.log_stream = self.log_stream, None
             if self._owner != os.getpid():
                 return  # a forked sibling's copy: the stream is the parent's listener's
-            from .._logging._forwarding import listener
-
-            listener().detach(stream)
+            stream.listener.detach(stream)
 
     def close(self) -> None:
         """Release the parent's descriptors for this child (idempotent).
@@ -235,7 +232,7 @@ class Popen(ClosedWhenCollected):
         """
         stream = self.log_stream
         if stream is not None and stream.keeper is not None and self._owner == os.getpid():
-            stream._listener.release(stream)
+            stream.listener.release(stream)
         if self.channel is not None:
             self.channel.close()
             self.channel = None
