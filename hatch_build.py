@@ -1,12 +1,13 @@
 """Build hook: compile proctor's optional C accelerator, or go on without it.
 
 hatchling runs this before it builds a wheel (``pip install .``, ``pip install -e .``,
-``python -m build``). It compiles the C accelerator -- three small modules:
+``python -m build``). It compiles the C accelerator -- four small modules:
 ``src/proctor/_sync/_native.c``, the fast paths of Lock, RLock and Semaphore (see
 ``src/proctor/_sync/_accel.py``), ``src/proctor/_queues/_native.c``, those of a
 queue's ring (see ``src/proctor/_queues/_accel.py``), and ``src/proctor/_start/_native.c``,
 a child's parent-death signal without ctypes (see ``_start/_bootstrap.py``,
-arm_parent_death) -- with the compiler and flags
+arm_parent_death), and ``src/proctor/_core/_native.c``, the descriptors that fork
+children let go of (see ``_core/_system.py``, let_go_in_forks) -- with the compiler and flags
 that this Python was built with (``sysconfig``; ``CC``, ``CFLAGS``, ``LDSHARED`` and
 ``LDFLAGS`` from the environment win, as for any extension build). When that fails --
 no compiler, no Python headers -- the wheel is the pure-Python one, which does
@@ -39,6 +40,7 @@ MODULES = (
     ("proctor/_sync", "_native"),
     ("proctor/_queues", "_native"),
     ("proctor/_start", "_native"),
+    ("proctor/_core", "_native"),
 )
 #: A compiler that hangs must not hang the install.
 COMPILE_TIMEOUT = 300

@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 import pickle
 import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import pytest
 
 from helpers import wait_until
 from proctor._core import _afterfork, _anonmem, _rebuilding, _runtime
@@ -248,3 +252,74 @@ def test_the_renewal_lock_is_made_once_per_process_and_only_when_needed():
         return before, lock is parent_lock, others == [lock], _afterfork.renewing() is lock
 
     assert _in_forked_child(child) == (False, False, True, True)
+
+
+# --- the descriptors that fork children let go of (_system.let_go_in_forks) ---
+
+_LET_GO_PROGRAM = r"""
+import os, stat, sys
+from proctor._core import _system
+
+def same_file(fd, path):
+    st, ref = os.fstat(fd), os.stat(path)
+    return (st.st_dev, st.st_ino) == (ref.st_dev, ref.st_ino)
+
+listed_r, listed_w = os.pipe()
+kept_r, kept_w = os.pipe()
+_system.let_go_in_forks(listed_r)
+_system.let_go_in_forks(kept_r)
+_system.keep_in_forks(kept_r)
+assert listed_r in _system.fds_let_go_in_forks()
+assert kept_r not in _system.fds_let_go_in_forks()
+for bad, error in (("3", TypeError), (True, TypeError), (-1, ValueError)):
+    try:
+        _system.let_go_in_forks(bad)
+    except error:
+        pass
+    else:
+        sys.exit(f"let_go_in_forks({bad!r}) did not raise {error.__name__}")
+pid = os.fork()
+if pid == 0:
+    ok = (
+        same_file(listed_r, os.devnull)  # let go of: /dev/null, close-on-exec
+        and not os.get_inheritable(listed_r)
+        and stat.S_ISFIFO(os.fstat(kept_r).st_mode)  # taken off the list: still the pipe
+        and _system.fds_let_go_in_forks() == ()  # the numbers were the parent's
+    )
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert stat.S_ISFIFO(os.fstat(listed_r).st_mode)  # the parent's own is untouched
+print(_system.describe_fork_list())
+"""
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_a_fork_child_points_the_listed_descriptors_at_devnull(pure):
+    # Each implementation in a fresh interpreter: the list and its fork handler
+    # (a pthread_atfork handler, or an os.register_at_fork hook) are per process.
+    env = dict(os.environ, PROCTOR_PURE_PYTHON="1" if pure else "0")
+    done = subprocess.run(
+        [sys.executable, "-c", _LET_GO_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    if pure or not _native_built():
+        assert done.stdout.startswith("pure Python")
+    else:
+        assert done.stdout.startswith("C accelerator")
+
+
+def _native_built() -> bool:
+    """Whether the C module is built and current (whatever PROCTOR_PURE_PYTHON says here)."""
+    from proctor._core import _accel
+
+    try:
+        from proctor._core import _native
+    except ImportError:
+        return False
+    return _accel._stale_build(_native) is None

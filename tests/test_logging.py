@@ -16,6 +16,7 @@ import pytest
 import proctor
 from helpers import wait_until
 from pool_tasks import log_tagged, log_then_die, log_then_fail
+from proctor._core._system import fds_let_go_in_forks
 from proctor._logging import _forwarding as _log_forwarding
 
 
@@ -941,7 +942,7 @@ def test_a_childs_stream_ends_at_join_not_at_its_exit(ctx, app_logs):
     assert stream.keeper is not None
     assert not stream.ended
     p.join(30)
-    assert stream.ended and stream.keeper is None and stream.fd not in stream.listener.fds
+    assert stream.ended and stream.keeper is None and stream.fd not in fds_let_go_in_forks()
     assert app_logs.messages() == ["record 0", "record 1", "record 2"]
     p.close()
 
@@ -1044,14 +1045,24 @@ def check_points_at_devnull(fds):
             os._exit(3)
 
 
+def _listener_fds(listener):
+    """The descriptors ``listener`` holds: its streams', its wake pair's, its epoll's."""
+    with listener._lock:
+        fds = [stream.fd for stream in listener._streams.values()]
+        fds += [listener._wake_r.fileno(), listener._wake_w.fileno()]
+        poller_fd = _log_forwarding._listed_fd(listener._poller)
+    return [*fds, poller_fd] if poller_fd >= 0 else fds
+
+
 def test_a_fork_child_lets_go_of_the_log_listeners_descriptors(app_logs):
     # By number (pointed at /dev/null), without touching the listener's objects.
     gate_r, gate_w = os.pipe()
     try:
         first = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
         first.start()
-        held = list(first._popen.log_stream.listener.fds)
+        held = _listener_fds(first._popen.log_stream.listener)
         assert first._popen.log_stream.fd in held and len(held) >= 3  # + the wake pair
+        assert set(held) <= set(fds_let_go_in_forks())
         second = proctor.get_context("fork").Process(target=check_points_at_devnull, args=(held,))
         second.start()
         second.join(30)
@@ -1084,12 +1095,14 @@ def test_the_listener_lets_go_of_every_descriptor_when_it_ends(app_logs, monkeyp
         p.start()
     listener = children[0]._popen.log_stream.listener
     assert type(listener._poller) is expected
+    held = _listener_fds(listener)
+    assert set(held) <= set(fds_let_go_in_forks())
     for p in children:
         p.join(30)
         p.close()
     assert sorted(app_logs.messages()) == sorted(["record 0", "record 1"] * 3)
     wait_until(lambda: listener._thread is None, timeout=10)
-    assert list(listener.fds) == []
+    assert not set(held) & set(fds_let_go_in_forks())
 
 
 # --- what a fork parent makes for its children: the forwarding handler, the record namer ---
@@ -1247,7 +1260,7 @@ def test_end_does_not_give_back_a_stream_the_thread_has_just_ended(app_logs):
 
     stream.reading = BusyThenEnded()
     assert listener.end(stream, 5)
-    assert stream.ended and stream.fd not in stream.listener.fds
+    assert stream.ended and stream.fd not in fds_let_go_in_forks()
     assert listener._streams.get(stream.fd) is not stream
     p.join(30)
     assert p.exitcode == 0 and app_logs.messages() == ["record 0"]

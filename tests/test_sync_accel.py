@@ -10,6 +10,7 @@ records its own identity through it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -609,3 +610,96 @@ def test_event_set_and_notify_leave_the_same_words_in_both_implementations(n):
         cond._lock.close()
     if len(states) == 2:
         assert states["native"] == states["python"]
+
+
+# --- a Lock held by another process: the first slice of the wait sleeps in C ---
+
+
+def hold_until_told(lock, held_w, gate_r):
+    with lock:
+        os.write(held_w, b"h")
+        os.read(gate_r, 1)
+
+
+@contextlib.contextmanager
+def _held_by_a_child(lock):
+    """``lock`` held by a forked child until the block ends."""
+    held_r, held_w = os.pipe()
+    gate_r, gate_w = os.pipe()
+    child = proctor.get_context("fork").Process(target=hold_until_told, args=(lock, held_w, gate_r))
+    child.start()
+    try:
+        assert os.read(held_r, 1) == b"h"
+        yield lambda: os.write(gate_w, b"g")
+    finally:
+        os.write(gate_w, b"g")
+        child.join(30)
+        assert child.exitcode == 0
+        child.close()
+        for fd in (held_r, held_w, gate_r, gate_w):
+            os.close(fd)
+
+
+def _thread_state(thread):
+    with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+@needs_native
+@needs_c_slice
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc (Linux)")
+def test_a_lock_another_process_holds_is_waited_for_in_c(monkeypatch):
+    # The hand-over between two processes takes microseconds; the Python wait
+    # (_acquire_after_c and its slices) cost more than the wait itself. The
+    # acquire that sleeps in C when the child lets go never calls it.
+    calls = []
+    python_path = _lock._LockMethods._acquire_after_c
+
+    def spy(self, *args, **kwargs):
+        calls.append(args)
+        return python_path(self, *args, **kwargs)
+
+    monkeypatch.setattr(_lock._LockMethods, "_acquire_after_c", spy)
+    lock = NATIVE["Lock"]()  # (attached to the spy)
+    with _held_by_a_child(lock) as let_go:
+        entered = threading.Event()
+        results = []
+
+        def take():
+            entered.set()
+            results.append(lock.acquire())
+            lock.release()
+
+        taker = threading.Thread(target=take)
+        taker.start()
+        entered.wait(30)
+        wait_until(lambda: _thread_state(taker) == "S", timeout=10)  # asleep in the wait
+        let_go()
+        taker.join(30)
+    assert results == [True]
+    assert calls == []
+
+
+@needs_native
+@needs_c_slice
+def test_a_signal_ends_the_c_sleep_of_a_lock_wait():
+    # The handler's exception comes out of acquire() (the Python wait, which
+    # takes over when the C sleep is interrupted, runs it), and the lock stays
+    # the child's.
+    lock = NATIVE["Lock"]()
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with _held_by_a_child(lock):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(_Interrupted):
+                lock.acquire()
+            assert not lock.acquire(False)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert lock.acquire(timeout=30)
+    lock.release()

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "info":
         from . import __version__, get_all_start_methods
+        from ._core._system import describe_fork_list
         from ._queues._accel import describe as describe_queues
         from ._start._bootstrap import describe_parent_death
         from ._sync._accel import describe
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"proctor {__version__} on Python {sys.version.split()[0]} ({sys.platform})")
         print(f"start methods: {', '.join(get_all_start_methods())} (default {get_start_method()})")
         print(f"child's parent-death signal: {describe_parent_death()}")
+        print(f"descriptors fork children let go of: {describe_fork_list()}")
         # (the locks' line last: test_sync_accel reads it there)
         print(f"queue fast paths: {describe_queues()}")
         print(f"lock and semaphore fast paths: {describe()}")

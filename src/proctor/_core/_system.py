@@ -9,12 +9,17 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import Any
 
 __all__ = (
     "abstract_sockets_supported",
     "close_all_fds_except",
     "cpu_count",
+    "describe_fork_list",
     "devnull_fd",
+    "fds_let_go_in_forks",
+    "keep_in_forks",
+    "let_go_in_forks",
     "let_go_of_fds",
     "pid_alive",
     "random_bits",
@@ -129,6 +134,97 @@ def let_go_of_fds(fds: Iterable[int]) -> None:
             os.dup2(devnull, fd, inheritable=False)
         except OSError:
             pass
+
+
+# -- the descriptors that fork children let go of ------------------------------------
+#
+# What a process holds for itself -- the log listener's descriptors, those held for
+# its children, its sentinels' epoll -- is listed here as it is opened, and taken off
+# before it is closed; every process forked from it points the listed numbers at
+# /dev/null at once (let_go_of_fds, for the reasons given there) and starts with an
+# empty list. With the C accelerator (_core/_native.c) a pthread_atfork handler does
+# it inside fork(), before any Python runs in the child; without it, an
+# os.register_at_fork hook (_PythonForkList). One list for every owner: the hooks
+# that each owner ran, each touching its own objects and calls first, cost a fork
+# child ~45 us for the log listener's three or four descriptors (issue 17).
+
+
+def let_go_in_forks(fd: int) -> None:
+    """List ``fd``: every process forked from this one from now on lets go of it."""
+    (_fork_list or _make_fork_list()).let_go_in_forks(fd)
+
+
+def keep_in_forks(fd: int) -> None:
+    """Take ``fd`` off the list (call before closing it; nothing if it is not listed).
+
+    Before: a fork in between leaves the child holding a copy of it, where after it
+    would point a number that this process may have reused at /dev/null in the child.
+    """
+    if _fork_list is not None:
+        _fork_list.keep_in_forks(fd)
+
+
+def fds_let_go_in_forks() -> tuple[int, ...]:
+    """The listed descriptors."""
+    return () if _fork_list is None else tuple(_fork_list.fds_let_go_in_forks())
+
+
+class _PythonForkList:
+    """The list without the C accelerator: an array, let go of by an at-fork hook."""
+
+    def __init__(self) -> None:
+        import array  # (here: a spawned child that forks nothing does without it)
+
+        self._fds = array.array("i")
+        os.register_at_fork(after_in_child=self._let_go_in_child)
+
+    def let_go_in_forks(self, fd: int) -> None:
+        if _fd_number(fd) < 0:
+            raise ValueError(f"not a descriptor: {fd}")
+        self._fds.append(fd)
+
+    def keep_in_forks(self, fd: int) -> None:
+        try:
+            self._fds.remove(fd)
+        except ValueError:
+            pass
+
+    def fds_let_go_in_forks(self) -> tuple[int, ...]:
+        return tuple(self._fds)
+
+    def _let_go_in_child(self) -> None:
+        if self._fds:
+            let_go_of_fds(self._fds)
+            del self._fds[:]  # (the parent's numbers)
+
+
+# The native module (_core._native) or a _PythonForkList, once something is listed.
+_fork_list: Any = None
+# Why the native module is or is not the one (for ``python -m proctor info``).
+_fork_list_reason = "not needed yet"
+
+
+def describe_fork_list() -> str:
+    """One line for ``python -m proctor info``: which implementation lets them go."""
+    from . import _accel
+
+    if _fork_list is None:
+        _make_fork_list()
+    native = _fork_list if not isinstance(_fork_list, _PythonForkList) else None
+    return _accel.describe(native, _fork_list_reason)
+
+
+def _make_fork_list() -> Any:
+    global _fork_list, _fork_list_reason
+    from . import _accel
+
+    native, _fork_list_reason = _accel.load_native(__package__ or "proctor._core")
+    if native is not None:
+        native.set_devnull(devnull_fd())  # opened here: each child finds it open
+        _fork_list = native
+    else:
+        _fork_list = _PythonForkList()
+    return _fork_list
 
 
 def _fd_number(fd: object) -> int:

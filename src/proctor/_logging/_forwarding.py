@@ -71,7 +71,6 @@ delays results by that much once, not for ever).
 
 from __future__ import annotations
 
-import array
 import fcntl
 import io
 import marshal
@@ -85,7 +84,7 @@ import threading
 import time
 
 from .._core import _afterfork, _runtime
-from .._core._system import let_go_of_fds
+from .._core._system import keep_in_forks, let_go_in_forks
 from . import _logger
 
 TYPE_CHECKING = False
@@ -904,10 +903,9 @@ class LogListener:
         self._poller: Any = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        #: Every descriptor this listener holds (wake pair, epoll, streams), kept
-        #: under the lock: a forked child lets go of them by number
-        #: (:func:`_after_fork_in_child`) without touching the objects that own them.
-        self.fds = array.array("i")
+        # Every descriptor this listener holds (wake pair, epoll, streams) is listed
+        # among those that fork children let go of (_system.let_go_in_forks), as it
+        # is opened, and taken off before it is closed (_forget_fd).
         #: Records handled so far, of every stream: a waiter sees the listener move.
         self.handled = 0
         #: ``handled`` when a :meth:`LogStream.wait_handled` gave up (-1: never).
@@ -940,7 +938,7 @@ class LogListener:
         stream = LogStream(fd, name, self)
         stream.keeper = child_end
         with self._lock:
-            self.fds.append(fd)
+            let_go_in_forks(fd)
             self._register(stream)
         return stream
 
@@ -958,11 +956,12 @@ class LogListener:
             # A wake-up never blocks (release() may send one from a garbage
             # collection): a full socket means one is pending already.
             self._wake_w.setblocking(False)
-            self.fds.extend((self._wake_r.fileno(), self._wake_w.fileno()))
+            let_go_in_forks(self._wake_r.fileno())
+            let_go_in_forks(self._wake_w.fileno())
             poller = self._poller = _make_poller()
             poller_fd = _listed_fd(poller)
             if poller_fd >= 0:
-                self.fds.append(poller_fd)
+                let_go_in_forks(poller_fd)
             poller.register(self._wake_r.fileno(), _READABLE)
             poller.register(stream.fd, _READABLE)
             self._thread = threading.Thread(
@@ -1152,16 +1151,9 @@ class LogListener:
         self._wake_r = self._wake_w = None
 
     def _forget_fd(self, fd: int) -> None:
-        """Take ``fd`` off :attr:`fds`, before it is closed (under the lock).
-
-        Before: a fork in between then leaves the child holding a copy of it,
-        where after it would point a number this process may have reused at
-        /dev/null in the child.
-        """
-        try:
-            self.fds.remove(fd)
-        except ValueError:
-            pass
+        """Take ``fd`` off the descriptors fork children let go of, before it is closed."""
+        if fd >= 0:
+            keep_in_forks(fd)
 
     def _read(self, stream: LogStream) -> int:
         """Read what is there, handle whole records: how many, or -1 at EOF."""
@@ -1393,15 +1385,14 @@ def _after_fork_in_child() -> None:
     global _listener, _dispatching, _holds_logging_lock
     # (logging's own hook has made its lock anew, unlocked.)
     _holds_logging_lock = False
-    # The parent's streams are the parent's to read: close this copy of them (not
-    # at first use: the parent's children must see their log channel's reader go
-    # when the parent goes). The listener's lock the child makes on first use.
+    # The parent's streams are the parent's to read: this copy of their descriptors
+    # (and of the wake pair and epoll) was let go of already, by number, as listed
+    # (_system.let_go_in_forks; the parent's children must see their log channel's
+    # reader go when the parent goes). The listener's objects live on in
+    # _made_listener, unused (freeing them cost every fork child ~90 us of copied
+    # pages, issue 17), until this process makes a listener of its own; its lock
+    # the child makes on first use.
     if _listener is not None:
-        # By number, from the list the parent kept: closing each object (and
-        # freeing the listener) cost every fork child ~90 us of copied pages
-        # (issue 17). The objects live on in _made_listener, unused, until this
-        # process makes a listener of its own.
-        let_go_of_fds(_listener.fds)
         _listener = None
     # The forking thread is this child's main thread, with the same identity.
     if _dispatching._is_owned():  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ import sys
 import time
 
 from .._core import _finalize, _runtime
-from .._core._system import let_go_of_fds, pid_alive
+from .._core._system import keep_in_forks, let_go_in_forks, pid_alive
 from .._logging import _logger
 
 TYPE_CHECKING = False
@@ -62,11 +62,9 @@ class Children:
         # case) never costs the two epoll_ctl calls. The poller is level-triggered:
         # a child that ended before its registration is seen at the next poll.
         self._unregistered: set[int] = set()
-        # Every descriptor in _fds, as plain C ints: what a forked child must let go
-        # of, readable there without touching (and so copying) each child's objects.
-        # (Made with the poller, at the first start: the array module imports
-        # collections, which a spawned child that starts no child does without.)
-        self._held: Any = ()
+        # Every descriptor in _fds, and the poller's, is listed among those that
+        # fork children let go of (_system.let_go_in_forks): a forked child lets
+        # go of its siblings' without touching (and so copying) their objects.
 
     def add(self, child: Any, sentinel: int, others: tuple[int, ...] = ()) -> None:
         """Track ``child``: its ``sentinel`` and the ``others`` descriptors held for it."""
@@ -75,21 +73,22 @@ class Children:
                 # Once per process, at the first start (not at the first look
                 # for ended children): its descriptor is held for good from then.
                 self._poller, self._readable = _sentinel_poller()
-                import array
-
-                self._held = array.array("i")
+                poller_fd = getattr(self._poller, "fileno", None)
+                if poller_fd is not None:  # (a poll object holds no descriptor)
+                    let_go_in_forks(poller_fd())
             stale = self._by_fd.pop(sentinel, None)
             if stale is not None:
                 # A descriptor number reused while still listed (its old owner's
                 # sentinel closed without discard()): forget the old owner.
                 for fd in self._fds.pop(stale):
-                    self._held.remove(fd)
+                    keep_in_forks(fd)
                 self._unregister(sentinel)
             self._unregistered.add(sentinel)
             held = (sentinel, *others)
             self._fds[child] = held
             self._by_fd[sentinel] = child
-            self._held.extend(held)
+            for fd in held:
+                let_go_in_forks(fd)
 
     def discard(self, child: Any) -> None:
         """Forget ``child``; call before its sentinel is closed."""
@@ -98,7 +97,7 @@ class Children:
             if held is not None:
                 del self._by_fd[held[0]]
                 for fd in held:
-                    self._held.remove(fd)
+                    keep_in_forks(fd)
                 self._unregister(held[0])
 
     def _unregister(self, sentinel: int) -> None:
@@ -143,31 +142,6 @@ class Children:
 
     def __contains__(self, child: object) -> bool:
         return child in self._fds
-
-    def let_go_after_fork(self) -> None:
-        """In a forked child: let go of what this copy of the parent's record holds.
-
-        The record is not used again (the child keeps it, unchanged but for this,
-        so as not to write to it: see ``_reset_after_fork``). The poller is only
-        closed, never unregistered from: an epoll instance is shared with the
-        parent through the fork, and unregistering here would unregister in the
-        parent too. The descriptors held for the siblings are
-        pointed at /dev/null (close-on-exec): the sockets and pidfds they named are
-        no longer held here, while their numbers stay taken, so that a sibling's
-        process object collected or closed here later closes /dev/null, never a
-        descriptor of this child's that reused the number. Nothing of the
-        siblings' objects is touched: writing to each (to mark it closed) cost
-        every fork child a copied page or two per living sibling (~3 ms with 300).
-        """
-        if self._poller is not None:
-            close = getattr(self._poller, "close", None)  # poll objects hold no descriptor
-            if close is not None:
-                try:
-                    close()
-                except OSError:
-                    pass
-        if self._held:
-            let_go_of_fds(self._held)
 
 
 def _sentinel_poller() -> tuple[Any, int]:
@@ -344,13 +318,14 @@ _ancestors_children: list[Children] = []
 def _reset_after_fork() -> None:
     # The forked child starts with no children and a fresh counter; the process
     # object it runs replaces ``current`` in ``_bootstrap``. Its copies of the
-    # parent's descriptors for its siblings are let go: they are not its own.
-    # The parent's record is kept, not dropped: freeing it would write to every
-    # sibling's process object (its reference count) and copy a page or two per
-    # living sibling (~180 faults with 300 of them), for memory the child shares
-    # with its parent anyway.
+    # parent's descriptors for its siblings (and of the parent's poller) were let
+    # go of by number already, as listed (_system.let_go_in_forks): they are not
+    # its own. The parent's record is kept, not dropped: freeing it would write to
+    # every sibling's process object (its reference count) and copy a page or two
+    # per living sibling (~180 faults with 300 of them), for memory the child
+    # shares with its parent anyway. (Its poller is never unregistered from, nor
+    # closed: an epoll instance is shared with the parent through the fork.)
     inherited = state.children
-    inherited.let_go_after_fork()
     _ancestors_children.append(inherited)
     state.children = Children()
     state.exit_hooks = []

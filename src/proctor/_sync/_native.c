@@ -5,7 +5,8 @@
  * runs the same protocol in pure Python (_sync/_lock.py, _sync/_semaphore.py).
  * Nothing here waits but MemSemaphore.acquire, which sleeps at most the
  * timeout it is given, as _multiprocessing.SemLock.acquire does (callers wait
- * through _core._wait.wait_for_post, in slices). Every path of the locks that
+ * through _core._wait.wait_for_post, in slices), a Condition's wait_slice, and
+ * a Lock's blocking acquire, which sleeps the first slice of its wait here. Every path of the locks that
  * could sleep, and everything unusual (contention after a short spin, a closed
  * object, odd arguments, an error), calls the pure-Python method of the same
  * name, which holds the whole logic
@@ -19,7 +20,11 @@
  *     blocking? spin SPIN_TRIES trywaits           owner word := next token (< 0)
  *        │ still busy                              sem_post
  *        ▼                                         call the wake-ups deferred to
- *     the pure-Python acquire (waits in slices,      it (_deferred: Condition.notify)
+ *     Lock, no timeout, another process holds it:    it (_deferred: Condition.notify)
+ *       sleep one slice in sem_timedwait (sleep_take)
+ *        │ still busy
+ *        ▼
+ *     the pure-Python acquire (waits in slices,
  *       recovers a dead holder)
  *
  * The owner word is the same double in anonymous shared memory that the pure
@@ -251,6 +256,42 @@ spin_take(sem_t *sem)
     }
     return 0;
 }
+
+/* After a blocking acquire's spin failed on a lock another process holds: one
+ * sleep in C, the GIL let go, of the Python wait's first slice (_core/_wait.py,
+ * CHECK_INTERVAL), as _multiprocessing.SemLock.acquire sleeps in sem_wait. Two
+ * processes contending for a lock hand it over in microseconds: the Python
+ * wait (the call into it, its slice arithmetic, the retry) cost more than the
+ * wait itself. A lock held longer, or whose holder died, is the Python wait's
+ * from then on (its own slices, the dead-holder check after each): a dead
+ * holder is noticed one slice later than before, within 0.2 s. 1: taken (the
+ * caller records the owner); 0: not within the slice, a signal came, or the
+ * lock was closed meanwhile (then given back). Not on macOS: no sem_timedwait. */
+#ifndef __APPLE__
+#define FIRST_SLICE 0.1
+
+static int
+sleep_take(Core *self)
+{
+    sem_t *sem = self->sem;
+    PyObject *semlock = self->semlock;
+    struct timespec until = deadline_after(FIRST_SLICE);
+    int res;
+
+    Py_INCREF(semlock);  /* keeps sem open while another thread may close the lock */
+    Py_BEGIN_ALLOW_THREADS
+    res = sem_timedwait(sem, &until);
+    Py_END_ALLOW_THREADS
+    if (res == 0 && (self->sem != sem || self->owner == NULL)) {
+        sem_post(sem);  /* closed meanwhile: the Python method says so */
+        res = -1;
+    }
+    Py_DECREF(semlock);
+    return res == 0;
+}
+#else
+#define sleep_take(self) 0
+#endif
 
 /* Whether release() may post without raising the count past maxvalue (the
  * same advisory check as _multiprocessing.SemLock.release). 1: post; 0: the
@@ -552,6 +593,12 @@ lock_acquire_rest(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
         self->tid = PyThread_get_thread_ident();
         Py_RETURN_TRUE;
     }
+    /* acquire() with no arguments (no timeout): a sleep of one slice in C first */
+    if (nargs == 0 && kwnames == NULL && *self->owner != g_ident && sleep_take(self)) {
+        *self->owner = g_ident;
+        self->tid = PyThread_get_thread_ident();
+        Py_RETURN_TRUE;
+    }
     return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
 }
 
@@ -574,7 +621,9 @@ lock_enter_rest(Core *self)
 {
     sem_t *sem = self->sem;
 
-    if (self->owner != NULL && (try_take(sem) || (*self->owner != g_ident && spin_take(sem)))) {
+    if (self->owner != NULL
+        && (try_take(sem)
+            || (*self->owner != g_ident && (spin_take(sem) || sleep_take(self))))) {
         *self->owner = g_ident;
         self->tid = PyThread_get_thread_ident();
         Py_RETURN_TRUE;

@@ -1,0 +1,222 @@
+/* proctor._core._native: the descriptors that fork children let go of, in C.
+ *
+ * Optional: built with the other C modules when a C compiler is present
+ * (hatch_build.py); without it _core/_system.py keeps the same list in an array
+ * and lets go of it from an os.register_at_fork hook.
+ *
+ * A process that forks holds descriptors that are its own and not its fork
+ * children's: the log listener's (each child's log channel, its wake-up pair, its
+ * epoll), the sentinels and channels held for its children, its sentinels' epoll.
+ * A fork child points each of them at /dev/null (close-on-exec): the objects that
+ * own them in its copy of the parent's memory are not touched (each page touched
+ * is a page copied), and one closed or collected there later closes /dev/null,
+ * never a descriptor of the child's that reused the number. Done here, by a
+ * pthread_atfork child handler, that costs a fork child a few dup3 calls and no
+ * Python at all: the Python hook that did it cost ~45 us of each fork start in a
+ * parent that forwards logs (mostly the pages its calls touched first; issue 17)::
+ *
+ *     let_go_in_forks(fd)        add fd to the list (the process holds it from now)
+ *     keep_in_forks(fd)          take fd off the list (before the process closes it)
+ *     fds_let_go_in_forks()      the list, a tuple (for tests)
+ *     set_devnull(fd)            the process's /dev/null descriptor, once
+ *
+ *     fork() ─▶ child: dup3(devnull, fd, O_CLOEXEC) for each listed fd, then an
+ *               empty list (the numbers are the parent's), before any Python runs
+ *
+ * The list changes only with the GIL held, and CPython forks with it held, so a
+ * Python fork never sees it half changed. A fork from a thread that does not hold
+ * the GIL (C code) may: so the count is published after the entry it covers, and
+ * an array outgrown is never freed (a child forked meanwhile may still read it;
+ * they add up to less than the last one).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* This file's digest (its CRC-32 and length, 16 hex digits), passed by hatch_build.py:
+   the loader (_core/_accel.py) refuses a module built from older source. */
+#ifndef PROCTOR_SOURCE_DIGEST
+#define PROCTOR_SOURCE_DIGEST ""
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+static int *g_fds = NULL;
+static Py_ssize_t g_len = 0;
+static Py_ssize_t g_cap = 0;
+static int g_devnull = -1;
+static int g_handler_registered = 0;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PUBLISH(var, value) __atomic_store_n(&(var), (value), __ATOMIC_RELEASE)
+#else
+#define PUBLISH(var, value) ((var) = (value))
+#endif
+
+/* In the child, inside fork(): only async-signal-safe calls. */
+static void
+let_go_in_child(void)
+{
+    int devnull = g_devnull;
+    int *fds = g_fds;
+    Py_ssize_t n = g_len;
+
+    if (devnull >= 0) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int fd = fds[i];
+            if (fd == devnull)
+                continue;
+#ifdef __linux__
+            while (dup3(devnull, fd, O_CLOEXEC) < 0 && errno == EINTR)
+                ;
+#else
+            while (dup2(devnull, fd) < 0 && errno == EINTR)
+                ;
+            (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+        }
+    }
+    g_len = 0;
+}
+
+static int
+fd_arg(PyObject *arg, int *fd)
+{
+    long value;
+
+    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "descriptors are ints, not %.100s", Py_TYPE(arg)->tp_name);
+        return 0;
+    }
+    value = PyLong_AsLong(arg);
+    if (value == -1 && PyErr_Occurred())
+        return 0;
+    if (value < 0 || value > 0x7fffffff) {
+        PyErr_Format(PyExc_ValueError, "not a descriptor: %ld", value);
+        return 0;
+    }
+    *fd = (int)value;
+    return 1;
+}
+
+static PyObject *
+let_go_in_forks(PyObject *module, PyObject *arg)
+{
+    int fd;
+
+    (void)module;
+    if (!fd_arg(arg, &fd))
+        return NULL;
+    if (!g_handler_registered) {
+        int err = pthread_atfork(NULL, NULL, let_go_in_child);
+        if (err != 0) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        g_handler_registered = 1;
+    }
+    if (g_len == g_cap) {
+        Py_ssize_t cap = g_cap ? g_cap * 2 : 64;
+        int *grown = PyMem_RawMalloc((size_t)cap * sizeof(int));
+        if (grown == NULL)
+            return PyErr_NoMemory();
+        if (g_len)
+            memcpy(grown, g_fds, (size_t)g_len * sizeof(int));
+        /* (the old array is not freed: see the top of this file) */
+        PUBLISH(g_fds, grown);
+        g_cap = cap;
+    }
+    g_fds[g_len] = fd;
+    PUBLISH(g_len, g_len + 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+keep_in_forks(PyObject *module, PyObject *arg)
+{
+    int fd;
+
+    (void)module;
+    if (!fd_arg(arg, &fd))
+        return NULL;
+    /* The last listed first: a descriptor is usually let go of soon after it was listed. */
+    for (Py_ssize_t i = g_len - 1; i >= 0; i--) {
+        if (g_fds[i] == fd) {
+            g_fds[i] = g_fds[g_len - 1];
+            PUBLISH(g_len, g_len - 1);
+            break;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+fds_let_go_in_forks(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *result = PyTuple_New(g_len);
+
+    (void)module;
+    if (result == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < g_len; i++) {
+        PyObject *fd = PyLong_FromLong(g_fds[i]);
+        if (fd == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, i, fd);
+    }
+    return result;
+}
+
+static PyObject *
+set_devnull(PyObject *module, PyObject *arg)
+{
+    int fd;
+
+    (void)module;
+    if (!fd_arg(arg, &fd))
+        return NULL;
+    g_devnull = fd;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef native_methods[] = {
+    {"let_go_in_forks", let_go_in_forks, METH_O,
+     "let_go_in_forks(fd, /)\n--\n\n"
+     "List fd among the descriptors that a process forked from this one points at "
+     "/dev/null, before any Python runs there."},
+    {"keep_in_forks", keep_in_forks, METH_O,
+     "keep_in_forks(fd, /)\n--\n\n"
+     "Take fd off that list (before this process closes it); nothing if not listed."},
+    {"fds_let_go_in_forks", fds_let_go_in_forks, METH_NOARGS,
+     "fds_let_go_in_forks()\n--\n\nThe listed descriptors, a tuple."},
+    {"set_devnull", set_devnull, METH_O,
+     "set_devnull(fd, /)\n--\n\nThe /dev/null descriptor that fork children point them at."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "proctor._core._native",
+    .m_doc = "The descriptors fork children let go of, in C (optional; see _native.c).",
+    .m_size = -1,
+    .m_methods = native_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    PyObject *module = PyModule_Create(&native_module);
+
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddStringConstant(module, "SOURCE_DIGEST", PROCTOR_SOURCE_DIGEST) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
