@@ -930,10 +930,11 @@ class LogListener:
         the stream in the joining thread if the listener had read it all; the
         thread used to wake at each child's exit, and ``join()`` to wait for it
         (~300 us of each start+join in a parent that forwards logs, issue 17).
-        The kept end is not one of the listener's descriptors (:attr:`fds`): the
-        process object holds it for the child (``Popen.held_fds``), so that a
-        fork sibling lets go of it, and it is closed only once the child is no
-        longer tracked there.
+        The kept end is not listed by the listener among the descriptors fork
+        children let go of: the process object holds it for the child
+        (``Popen.held_fds``, listed by ``_state.Children``), so that a fork
+        sibling lets go of it, and it is closed only once the child is no longer
+        tracked there.
         """
         stream = LogStream(fd, name, self)
         stream.keeper = child_end
@@ -1196,9 +1197,9 @@ class LogListener:
         All under the lock, which also marks the stream ``closing``: an end()
         that gives the stream back to the thread meanwhile either did so before
         (and it is taken off here) or sees the mark (and does not register a
-        channel about to be closed). The number is taken off :attr:`fds` before
-        it is closed, and ``ended`` set after: a second call never closes a
-        number that a new stream may have reused.
+        channel about to be closed). The number is taken off the descriptors fork
+        children let go of before it is closed, and ``ended`` set after: a second
+        call never closes a number that a new stream may have reused.
         """
         with self._lock:
             if stream.ended:
@@ -1383,8 +1384,10 @@ _holds_logging_lock = False
 
 def _after_fork_in_child() -> None:
     global _listener, _dispatching, _holds_logging_lock
-    # (logging's own hook has made its lock anew, unlocked.)
-    _holds_logging_lock = False
+    if _holds_logging_lock:
+        # (logging's own hook has made its lock anew, unlocked.) Only if set: a
+        # global written in every fork child is a page copied in every one.
+        _holds_logging_lock = False
     # The parent's streams are the parent's to read: this copy of their descriptors
     # (and of the wake pair and epoll) was let go of already, by number, as listed
     # (_system.let_go_in_forks; the parent's children must see their log channel's

@@ -588,13 +588,10 @@ lock_acquire_rest(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     /* (owner is set exactly while a lock is attached: sem is then set too) */
     if (self->owner == NULL || !simple_acquire_args(args, nargs, kwnames, &blocking))
         return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
-    if (try_take(sem) || (blocking && *self->owner != g_ident && spin_take(sem))) {
-        *self->owner = g_ident;
-        self->tid = PyThread_get_thread_ident();
-        Py_RETURN_TRUE;
-    }
-    /* acquire() with no arguments (no timeout): a sleep of one slice in C first */
-    if (nargs == 0 && kwnames == NULL && *self->owner != g_ident && sleep_take(self)) {
+    /* (acquire() with no arguments, no timeout: a sleep of one slice in C after the spin) */
+    if (try_take(sem)
+        || (blocking && *self->owner != g_ident
+            && (spin_take(sem) || (nargs == 0 && kwnames == NULL && sleep_take(self))))) {
         *self->owner = g_ident;
         self->tid = PyThread_get_thread_ident();
         Py_RETURN_TRUE;
