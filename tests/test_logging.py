@@ -1114,9 +1114,11 @@ def check_took_the_parents_spare():
     (handler,) = logging.root.handlers
     prepared = _logger._prepared_namer
     ok = (
-        _log_forwarding._spare_handler is None  # taken: its own children get a new one
+        # Lent by the parent: its own fork children get a new one (arm_fork_child).
+        _log_forwarding._spare_handler is handler
         and handler is _log_forwarding._child_handler
         and handler.channel is not None
+        and handler.channel is _log_forwarding._child_channel
         and prepared is not None
         and logging.getLogRecordFactory() is prepared[1]
     )
@@ -1124,14 +1126,22 @@ def check_took_the_parents_spare():
 
 
 def test_a_fork_child_takes_the_handler_and_namer_its_parent_made(app_logs):
+    root_handlers = logging.root.handlers
+    listed = list(root_handlers)
+    factory = logging.getLogRecordFactory()
     p = proctor.get_context("fork").Process(target=check_took_the_parents_spare)
     p.start()
+    # The fork hooks made the child's state here and put the parent's back.
+    assert logging.root.handlers is root_handlers and root_handlers == listed
+    assert logging.getLogRecordFactory() is factory
+    assert _log_forwarding._child_handler is None and _log_forwarding._child_channel is None
+    assert not logging._lock._is_owned()
     p.join(30)
     assert app_logs.messages() == ["took"]
     assert app_logs.records[0].processName == p.name
-    # The parent's spare is still unused, and not a handler of the parent's.
+    # The parent's spare (lent to each child) is not a handler of the parent's.
     spare = _log_forwarding._spare_handler
-    assert spare is not None and spare.channel is None
+    assert spare is not None
     assert spare not in logging.root.handlers
     p.close()
 

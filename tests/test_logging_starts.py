@@ -232,15 +232,18 @@ def take_and_let_go_of_loggings_lock(taken):
 
 
 def test_an_os_fork_in_a_forwarding_parent_leaves_loggings_lock_free():
-    # The fork hook holds logging's lock through any fork while the listener
-    # exists, and lets it go after it, in the parent (the child's is new).
+    # The fork hooks hold logging's lock through a fork start that forwards, and
+    # let it go after it, in the parent (the child's is new); an os.fork() there
+    # is none of theirs: its child keeps the parent's handlers, as it would anywhere.
     gate_r, gate_w = os.pipe()
     p = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
     p.start()  # the listener exists while the child runs
+    handlers = list(logging.root.handlers)
     try:
         pid = os.fork()
         if pid == 0:
-            os._exit(0 if logging._lock.acquire(timeout=5) else 1)
+            kept = logging.root.handlers == handlers
+            os._exit(0 if logging._lock.acquire(timeout=5) and kept else 1)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         taken = []
@@ -248,14 +251,79 @@ def test_an_os_fork_in_a_forwarding_parent_leaves_loggings_lock_free():
         other.start()
         other.join(30)
         assert taken == [True]
-        assert _log_forwarding._fork_loggers is None
-        assert not _log_forwarding._holds_logging_lock
     finally:
         os.write(gate_w, b"x")
         p.join(30)
         p.close()
         os.close(gate_r)
         os.close(gate_w)
+
+
+class RefusingTimedAcquire:
+    """logging's lock, except that an acquire with a time limit (proctor's fork
+    hook's) gives up at once, as it would after FORK_WAIT with the lock taken."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def acquire(self, blocking=True, timeout=-1):
+        if timeout != -1:
+            return False
+        return self.real.acquire(blocking, timeout)
+
+    def release(self):
+        self.real.release()
+
+    def _at_fork_reinit(self):
+        self.real._at_fork_reinit()
+
+    def __enter__(self):
+        return self.real.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self.real.__exit__(*exc_info)
+
+
+def log_and_report_handlers(writer):
+    logging.getLogger("app.worker").info("from a child that set itself up")
+    own = [type(h).__name__ for h in logging.root.handlers + logging.getLogger("app").handlers]
+    os.write(writer, " ".join(own).encode())
+
+
+class Messages(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_a_fork_child_sets_itself_up_when_its_parent_could_not(monkeypatch):
+    # The fork hook could not take logging's lock in time (a thread held it):
+    # the parent made nothing for the child, which then removes the inherited
+    # handlers and installs its forwarding itself.
+    inherited = Messages()
+    app = logging.getLogger("app")
+    app.addHandler(inherited)
+    monkeypatch.setattr(app, "level", logging.INFO)
+    monkeypatch.setattr(logging, "_lock", RefusingTimedAcquire(logging._lock))
+    reader, writer = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(target=log_and_report_handlers, args=(writer,))
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0
+        reported = os.read(reader, 4096).decode()
+        p.close()
+    finally:
+        monkeypatch.undo()
+        app.removeHandler(inherited)
+        os.close(reader)
+        os.close(writer)
+    assert reported == "_ForwardingHandler"
+    assert inherited.messages == ["from a child that set itself up"]  # once, forwarded
+    assert not _log_forwarding._arming.holds_logging_lock
 
 
 def test_the_decision_looks_at_no_logger_when_root_has_no_handler(counting_loggers, monkeypatch):
@@ -347,6 +415,7 @@ def test_a_fork_that_fails_leaves_no_stream_or_descriptor(monkeypatch):
         # although the traceback kept (the start's frame with it) holds the channel.
         wait_until(lambda: not _log_forwarding.listener()._streams, timeout=10)
         del failure
+        assert _log_forwarding._arming is None  # the next os.fork() is not a start's
     finally:
         logging.getLogger("app").removeHandler(handler)
 

@@ -71,6 +71,7 @@ delays results by that much once, not for ever).
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import io
 import marshal
@@ -91,7 +92,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
     import socket
-    from collections.abc import Iterable
     from typing import Any
 
 __all__ = (
@@ -100,14 +100,15 @@ __all__ = (
     "RECORDS_WAIT",
     "LogListener",
     "LogStream",
+    "arm_fork_child",
     "capture_config",
     "decode_record",
+    "disarm_fork_child",
     "encode_record",
     "forwarding_enabled",
     "install_in_child",
     "listener",
     "open_channel",
-    "ready_for_fork_child",
     "set_log_forwarding",
 )
 
@@ -291,20 +292,102 @@ def _nonblocking_pipe() -> tuple[int, int]:
 _pipe2 = getattr(os, "pipe2", None)  # (not on macOS)
 
 
-def ready_for_fork_child() -> None:
-    """Before a fork start that forwards logs: make what the child takes, not makes.
+class _ForkArming:
+    """A fork start that forwards logs: what its fork hook prepares for the child.
 
-    The forwarding handler (a spare, with no channel: not a handler of this
-    process's, see _handlers_exist), once, and the record namer for logging's
-    current factory (``_logger.prepare_record_namer``). Each fork child takes
-    them (install_in_child): making a handler in the child wrote ~30 pages
-    there (~100 us of each fork start, issue 17), the namer ~10. A spawned or
-    fork-server child makes its own, having no parent's memory to take them from.
+    The fork child must hand its records to its parent only: its loggers without
+    the parent's handlers, the forwarding handler on root (and on every logger that
+    does not propagate), its records named after it. The parent's fork hook
+    (:func:`_before_fork`, holding logging's lock and the dispatch lock, so that no
+    thread changes a logger meanwhile) lists the loggers to change and makes their
+    new lists; the child only assigns them (:func:`_finish_armed_child`). The child
+    making them, calling ``removeHandler`` and ``addHandler`` and walking the
+    loggers, wrote ~30 pages, each copied (~100 us of each fork start with 200
+    loggers and a handler on root, issue 17).
+
+    Nothing here is written after the fork, in the parent or the child: a page the
+    parent writes while the child lives is copied, and makes the next fork slower
+    too (~5 us a page, measured; so the parent does not change its own loggers for
+    the fork and put them back after, which measured no faster than this). A
+    record stays in ``_arming`` until the next fork replaces or clears it
+    (``tried``).
     """
-    global _spare_handler
-    if _spare_handler is None:  # (a child that took its parent's makes a new one)
-        _spare_handler = _handler_class()(None)
+
+    __slots__ = (
+        "applied",
+        "channel",
+        "child_handlers",
+        "handler",
+        "holds_logging_lock",
+        "namer",
+        "pid",
+        "thread",
+        "tried",
+    )
+
+    def __init__(self, handler: Any, channel: io.FileIO) -> None:
+        # The process and thread that fork: only their fork's hooks use this record.
+        self.pid = os.getpid()
+        self.thread = _thread.get_ident()
+        self.handler = handler
+        self.channel = channel
+        #: A fork hook has taken this record (the next fork clears it).
+        self.tried = False
+        #: The child's state is prepared (the hook had logging's lock in time).
+        self.applied = False
+        self.holds_logging_lock = False
+        #: (logger, the handlers list it gets in the child), root first.
+        self.child_handlers: list[tuple[Any, list[Any]]] = []
+        #: The record factory the child installs (None: it has its namer already).
+        self.namer: Any = None
+
+
+# The fork start about to fork (arm_fork_child), left in place after its fork until
+# the next fork clears it. A child inherits its parent's: what was made for it.
+_arming: _ForkArming | None = None
+
+
+def arm_fork_child(child_end: io.FileIO) -> None:
+    """Just before a fork start that forwards logs: have the fork hook prepare the child.
+
+    The forwarding handler is the parent's spare, made once (not a handler of this
+    process's, see _handlers_exist) and lent to each child, whose channel it is
+    given in the fork hook; the record namer is made for logging's current factory
+    (``_logger.prepare_record_namer``). See :class:`_ForkArming`. If ``os.fork()``
+    raises, :func:`disarm_fork_child`.
+    """
+    global _spare_handler, _arming
+    handler = _spare_handler
+    if handler is None or handler is _child_handler:
+        # (A child's inherited spare is its own forwarding handler: it makes one.)
+        handler = _spare_handler = _handler_class()(None)
     _logger.prepare_record_namer()
+    _arming = _ForkArming(handler, child_end)
+
+
+def disarm_fork_child() -> None:
+    """The fork armed for did not happen (``os.fork()`` raised)."""
+    global _arming
+    _arming = None
+
+
+def _prepare_child_state(arming: _ForkArming, logging: Any) -> None:
+    """In the fork hook, under logging's lock: the lists the child's loggers get."""
+    handler = arming.handler
+    handler.channel = arming.channel
+    child_handlers = arming.child_handlers
+    child_handlers.append((logging.root, [handler]))
+    for logger in _loggers_to_clean(logging):
+        # A logger that does not propagate forwards itself; the others through root.
+        child_handlers.append((logger, [] if logger.propagate else [handler]))
+    factory = logging._logRecordFactory
+    if not getattr(factory, "_names_proctor_processes", False):
+        prepared = _logger._prepared_namer
+        if prepared is not None and prepared[0] is factory:
+            arming.namer = prepared[1]
+        else:
+            return  # (logging's factory changed meanwhile: the child sets itself up)
+    arming.applied = True
 
 
 def _socket_channel() -> tuple[int, int]:
@@ -362,46 +445,35 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
             (levels, ``logging.disable``, propagation, proctor's logger).
         channel: the child's end of its log channel (:func:`open_channel`), or its
             descriptor.
+
+    A fork child whose parent's fork hook prepared its state (:class:`_ForkArming`)
+    only takes it; one whose parent could not (logging's lock held past FORK_WAIT,
+    or logging's factory changed meanwhile) walks its loggers itself.
     """
+    global _child_channel, _child_handler
+    if config is None:
+        arming = _arming
+        if arming is not None and arming.applied and arming.channel is channel:
+            _finish_armed_child(arming)
+            return
     import logging
 
     from . import _logger as _logging
 
-    global _child_channel, _fork_loggers
     if isinstance(channel, int):
         channel = io.FileIO(channel, "wb")
     if config is not None and config["proctor_logger"]:
         _logging.get_logger()
-    global _child_handler, _spare_handler
-    handler = _spare_handler
-    if config is None and handler is not None and handler.channel is None:
-        # A fork child: the handler its parent made for it (ready_for_fork_child).
-        handler.channel = channel
-        _spare_handler = None
-    else:
-        handler = _handler_class()(channel)
+    handler = _handler_class()(channel)
     _child_handler = handler
     # Handlers inherited through fork belong to the parent, which handles
     # every record itself; keeping them would write each record twice.
     root = logging.root
-    to_clean: Iterable[Any] | None
-    if config is None:
-        # A fork child, on its only thread (its target has not run), with logging's
-        # lock new: the list changed in place rather than through removeHandler and
-        # addHandler, whose calls and lock wrote pages here.
-        root.handlers[:] = [handler]
-        to_clean = _fork_loggers
-        if to_clean is None:  # (the parent did not list them: every logger)
-            to_clean = logging.root.manager.loggerDict.values()
-        else:
-            _fork_loggers = None
-    else:
-        for old in list(root.handlers):
-            root.removeHandler(old)
-        root.addHandler(handler)
-        to_clean = list(logging.root.manager.loggerDict.values())
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
     non_propagating = []
-    for logger in to_clean:
+    for logger in list(logging.root.manager.loggerDict.values()):
         if isinstance(logger, logging.Logger):
             if logger.handlers:
                 for old in list(logger.handlers):
@@ -426,10 +498,36 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
     _logging.name_records_after_this_process()
 
 
+def _finish_armed_child(arming: _ForkArming) -> None:
+    """In a fork child whose parent prepared its logging state (_ForkArming): take it.
+
+    Its loggers' lists and logging's factory are assigned, not built; this
+    module's record of its own handler and channel goes in a page the child
+    writes anyway (its ``_listener`` reset by the fork hook). A child of a child
+    (its parent forwards too) lets go of its parent's channel to *its* parent and
+    starts counting anew.
+    """
+    global _child_handler, _child_channel
+    for logger, handlers in arming.child_handlers:
+        logger.handlers = handlers
+    if arming.namer is not None:
+        logging: Any = sys.modules["logging"]
+        logging._logRecordFactory = arming.namer
+    previous = _child_channel
+    _child_handler = arming.handler
+    _child_channel = arming.channel
+    if previous is not None:
+        previous.close()
+    if _runtime.records_forwarded:
+        _runtime.records_forwarded = 0  # counted on this channel
+
+
 _handler_cls: Any = None
-# A forwarding handler made in a fork parent, with no channel yet, for its next
-# fork child to take (ready_for_fork_child, install_in_child). Not a handler of the
-# parent's: _handlers_exist does not count it.
+# A forwarding handler made in a fork parent, lent to each fork child it starts
+# (arm_fork_child): the fork hook gives it the child's channel, and the child uses
+# it as its own. The parent never uses it (it keeps the last child's channel, closed
+# at that child's join). Not a handler of the parent's: _handlers_exist does not
+# count it.
 _spare_handler: Any = None
 
 
@@ -1335,30 +1433,38 @@ FORK_WAIT = 2.0
 # it. (A threading.local flag said the same; its per-thread dictionary was pages
 # written at every fork, in the parent while the child ran and in the child.)
 def _before_fork() -> None:
-    global _fork_loggers, _holds_logging_lock
-    if _fork_loggers is not None:
-        _fork_loggers = None  # (inherited from this process's parent, unused here)
-    if not _dispatching.acquire(timeout=FORK_WAIT) or _listener is None:
+    global _arming
+    arming = _arming
+    if arming is not None and arming.tried:
+        # Its fork is done. (Cleared here, before this fork: no page copied; and
+        # before the wait below, which may give up.)
+        _arming = arming = None
+    if not _dispatching.acquire(timeout=FORK_WAIT) or arming is None:
         return
-    # A parent that forwards: list the loggers its fork child must clean, for the
-    # child (install_in_child), holding logging's lock from here through the fork
-    # (after this hook, logging's own takes it again), so that no thread adds a
-    # handler or a logger in between. (Taken after the dispatch lock, in the
-    # listener's order: a handler may call getLogger.) Walking every logger in the
-    # child wrote its pages there, each one copied: with 200 loggers, ~25 pages and
-    # ~60 us of the child's, against ~25 us here (issue 17).
+    if arming.pid != os.getpid() or arming.thread != _thread.get_ident():
+        return  # another thread's start, about to fork (or our parent's, inherited)
+    arming.tried = True
+    # Prepare the child's logging state (_ForkArming), holding logging's lock from
+    # here through the fork (after this hook, logging's own takes it again), so that
+    # no thread adds a handler or a logger in between. (Taken after the dispatch
+    # lock, in the listener's order: a handler may call getLogger.)
     logging = sys.modules.get("logging")
     lock = getattr(logging, "_lock", None)
-    if lock is not None and lock.acquire(timeout=FORK_WAIT):
-        _holds_logging_lock = True
-        _fork_loggers = _loggers_to_clean(logging)
+    if lock is None or not lock.acquire(timeout=FORK_WAIT):
+        return  # the child sets itself up (install_in_child)
+    arming.holds_logging_lock = True
+    _prepare_child_state(arming, logging)
 
 
 def _after_fork_in_parent() -> None:
-    global _fork_loggers, _holds_logging_lock
-    if _holds_logging_lock:
-        _holds_logging_lock = False
-        _fork_loggers = None
+    arming = _arming
+    # (Once: the next fork's hook clears the record, before its own fork.)
+    if (
+        arming is not None
+        and arming.holds_logging_lock
+        and arming.pid == os.getpid()
+        and arming.thread == _thread.get_ident()
+    ):
         sys.modules["logging"]._lock.release()
     if _dispatching._is_owned():  # type: ignore[attr-defined]
         _dispatching.release()
@@ -1374,20 +1480,10 @@ def _loggers_to_clean(logging: Any) -> list[Any]:
     ]
 
 
-# Taken by _before_fork in a parent that forwards: (read by the fork child's
-# install_in_child) the loggers that _loggers_to_clean listed just before the fork,
-# with logging's lock, which _holds_logging_lock says this process holds until the
-# fork is done. None: the child looks at every logger itself.
-_fork_loggers: list[Any] | None = None
-_holds_logging_lock = False
-
-
 def _after_fork_in_child() -> None:
-    global _listener, _dispatching, _holds_logging_lock
-    if _holds_logging_lock:
-        # (logging's own hook has made its lock anew, unlocked.) Only if set: a
-        # global written in every fork child is a page copied in every one.
-        _holds_logging_lock = False
+    global _listener, _dispatching
+    # (logging's own hook has made its lock anew, unlocked; the _ForkArming this
+    # process inherited is left as it is: written, it would be a page copied.)
     # The parent's streams are the parent's to read: this copy of their descriptors
     # (and of the wake pair and epoll) was let go of already, by number, as listed
     # (_system.let_go_in_forks; the parent's children must see their log channel's

@@ -26,7 +26,7 @@ import threading
 
 from .._core import _system, _wire
 from .._logging import _logger
-from .._logging._forwarding import open_channel, ready_for_fork_child
+from .._logging._forwarding import arm_fork_child, disarm_fork_child, open_channel
 from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 from ._state import state
@@ -89,13 +89,17 @@ class ForkPopen(OwnChildPopen):
             # process writes is copied while the child lives (the stream's objects,
             # the listener's dict: ~200 us of start() when attached after it).
             self.attach_log_channel(log_channel, process.name)
-            ready_for_fork_child()
             child_log_end = log_channel[1]
+            # The fork hooks make the child's logging state in this process, and
+            # put this one's back after the fork (_forwarding._ForkArming).
+            arm_fork_child(child_log_end)
         # (Process.start() has flushed stdout and stderr: buffered output would
         # otherwise be written twice.)
         try:
             pid = os.fork()
         except BaseException:
+            if child_log_end is not None:
+                disarm_fork_child()  # (if the hooks did not run)
             # The listener sees its stream end (the child's end closed) and lets it go.
             close_quietly(parent_end, child_end, lifeline_r, lifeline_w, child_log_end)
             raise
