@@ -24,6 +24,9 @@ The note of each Lock row names the implementation measured
   (little contention; the per-call cost decides), on two they contend.
 - ``lock_counter_2proc_2cpus``: the same with each process pinned to its own CPU
   (Linux), so that they really contend every run.
+- ``rlock_uncontended``, ``semaphore_uncontended``, ``rlock_counter_2proc``,
+  ``semaphore_counter_2proc``: the uncontended and counter rows for an RLock and
+  for a Semaphore(1) used as a lock (issue 17's targets name all three).
 - ``event_wake_latency``: ``Event.set()`` in one process to ``Event.wait()``
   returning in another, in microseconds (lower is better; ratio =
   multiprocessing / proctor).
@@ -80,9 +83,14 @@ def _counter_worker(lock, words, n: int, cpu: int | None) -> None:
             words[0] += 1
 
 
-def _counter_rate(lib, n: int, pinned: bool = False) -> float:
+def _semaphore_1(lib):
+    """A Semaphore(1) maker: a semaphore used as a lock."""
+    return lambda: _factory(lib, "Semaphore")(1)
+
+
+def _counter_rate(lib, n: int, pinned: bool = False, kind: str = "Lock") -> float:
     ctx = lib.get_context(_FORK)
-    lock = _factory(ctx, "Lock")()
+    lock = _factory(ctx, kind)(*((1,) if kind == "Semaphore" else ()))
     page = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous, MAP_SHARED: inherited by fork children
     words = memoryview(page).cast("q")
     cpus = sorted(os.sched_getaffinity(0))[:2] if pinned else [None, None]
@@ -211,16 +219,18 @@ def run(quick: bool) -> list[dict]:
     note = _implementation_note()
     implementations = getattr(_sync, "IMPLEMENTATIONS", {})
     pure = implementations.get("python") if implementations.get("native") else None
-    for mode, name, make in (
-        ("call", "lock_uncontended", _factory(proctor, "Lock")),
-        ("prebound", "lock_uncontended_prebound", _factory(proctor, "Lock")),
-        ("with", "lock_uncontended_with", _factory(proctor, "Lock")),
-        ("call", "lock_uncontended_pure", pure["Lock"] if pure else None),
+    for mode, name, make, make_std in (
+        ("call", "lock_uncontended", _factory(proctor, "Lock"), multiprocessing.Lock),
+        ("prebound", "lock_uncontended_prebound", _factory(proctor, "Lock"), multiprocessing.Lock),
+        ("with", "lock_uncontended_with", _factory(proctor, "Lock"), multiprocessing.Lock),
+        ("call", "lock_uncontended_pure", pure["Lock"] if pure else None, multiprocessing.Lock),
+        ("call", "rlock_uncontended", _factory(proctor, "RLock"), multiprocessing.RLock),
+        ("call", "semaphore_uncontended", _semaphore_1(proctor), _semaphore_1(multiprocessing)),
     ):
         if make is None:
             continue  # the pure implementation is the active one: the first row is it
         ours, theirs = [], []
-        mine, std = make(), multiprocessing.Lock()
+        mine, std = make(), make_std()
         for _ in range(reps):
             ours.append(_ns_per_op(mine, n_ops, mode))
             theirs.append(_ns_per_op(std, n_ops, mode))
@@ -254,6 +264,14 @@ def run(quick: bool) -> list[dict]:
                 note=note,
             )
         )
+
+    for kind in ("RLock", "Semaphore"):
+        ours, theirs = [], []
+        for _ in range(reps):
+            ours.append(_counter_rate(proctor, n_count, kind=kind))
+            theirs.append(_counter_rate(multiprocessing, n_count, kind=kind))
+        name = f"{kind.lower()}_counter_2proc"
+        rows.append(_row(name, ours, theirs, "increments/s", higher_better=True, note=note))
 
     ours, theirs = [], []
     for _ in range(max(1, reps // 2)):

@@ -26,7 +26,7 @@ import proctor
 from helpers import finish, wait_until
 from proctor._core import _sharedwords
 from proctor._core._sharedwords import pid_of
-from proctor._sync import IMPLEMENTATIONS, LockNotOwnedError, _accel, _lock
+from proctor._sync import IMPLEMENTATIONS, LockNotOwnedError, _accel, _lock, _semaphore
 
 pytestmark = pytest.mark.filterwarnings("error::proctor.OwnerDiedWarning")
 
@@ -645,30 +645,55 @@ def _thread_state(thread):
         return stat.read().rsplit(")", 1)[1].split()[0]
 
 
+# (kind, how to make one, the class whose Python method the C path falls back to,
+# that method's name): a Lock, an RLock and a Semaphore used as a lock.
+WAITED_IN_C = [
+    ("Lock", lambda: NATIVE["Lock"](), lambda: _lock._LockMethods, "_acquire_after_c"),
+    ("RLock", lambda: NATIVE["RLock"](), lambda: _lock._RLockMethods, "acquire"),
+    (
+        "Semaphore",
+        lambda: NATIVE["Semaphore"](1),
+        lambda: _semaphore._SemaphoreMethods,
+        "acquire",
+    ),
+]
+
+
 @needs_native
 @needs_c_slice
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc (Linux)")
-def test_a_lock_another_process_holds_is_waited_for_in_c(monkeypatch):
+@pytest.mark.parametrize(
+    ("kind", "make", "python_class", "method"), WAITED_IN_C, ids=[w[0] for w in WAITED_IN_C]
+)
+@pytest.mark.parametrize("how", ["acquire", "with"])
+def test_a_lock_another_process_holds_is_waited_for_in_c(
+    monkeypatch, kind, make, python_class, method, how
+):
     # The hand-over between two processes takes microseconds; the Python wait
-    # (_acquire_after_c and its slices) cost more than the wait itself. The
+    # (the Python method and its slices) cost more than the wait itself. The
     # acquire that sleeps in C when the child lets go never calls it.
     calls = []
-    python_path = _lock._LockMethods._acquire_after_c
+    cls = python_class()
+    python_path = getattr(cls, method)
 
     def spy(self, *args, **kwargs):
         calls.append(args)
         return python_path(self, *args, **kwargs)
 
-    monkeypatch.setattr(_lock._LockMethods, "_acquire_after_c", spy)
-    lock = NATIVE["Lock"]()  # (attached to the spy)
+    monkeypatch.setattr(cls, method, spy)
+    lock = make()  # (attached to the spy)
     with _held_by_a_child(lock) as let_go:
         entered = threading.Event()
         results = []
 
         def take():
             entered.set()
-            results.append(lock.acquire())
-            lock.release()
+            if how == "with":
+                with lock:
+                    results.append(True)
+            else:
+                results.append(lock.acquire())
+                lock.release()
 
         taker = threading.Thread(target=take)
         taker.start()
@@ -678,15 +703,19 @@ def test_a_lock_another_process_holds_is_waited_for_in_c(monkeypatch):
         taker.join(30)
     assert results == [True]
     assert calls == []
+    lock.close()
 
 
 @needs_native
 @needs_c_slice
-def test_a_signal_ends_the_c_sleep_of_a_lock_wait():
+@pytest.mark.parametrize(
+    ("kind", "make", "python_class", "method"), WAITED_IN_C, ids=[w[0] for w in WAITED_IN_C]
+)
+def test_a_signal_ends_the_c_sleep_of_a_lock_wait(kind, make, python_class, method):
     # The handler's exception comes out of acquire() (the Python wait, which
     # takes over when the C sleep is interrupted, runs it), and the lock stays
     # the child's.
-    lock = NATIVE["Lock"]()
+    lock = make()
 
     def interrupt(signum, frame):
         raise _Interrupted
@@ -703,3 +732,4 @@ def test_a_signal_ends_the_c_sleep_of_a_lock_wait():
         signal.signal(signal.SIGALRM, old)
     assert lock.acquire(timeout=30)
     lock.release()
+    lock.close()

@@ -257,16 +257,17 @@ spin_take(sem_t *sem)
     return 0;
 }
 
-/* After a blocking acquire's spin failed on a lock another process holds: one
- * sleep in C, the GIL let go, of the Python wait's first slice (_core/_wait.py,
- * CHECK_INTERVAL), as _multiprocessing.SemLock.acquire sleeps in sem_wait. Two
- * processes contending for a lock hand it over in microseconds: the Python
- * wait (the call into it, its slice arithmetic, the retry) cost more than the
- * wait itself. A lock held longer, or whose holder died, is the Python wait's
- * from then on (its own slices, the dead-holder check after each): a dead
- * holder is noticed one slice later than before, within 0.2 s. 1: taken (the
- * caller records the owner); 0: not within the slice, a signal came, or the
- * lock was closed meanwhile (then given back). Not on macOS: no sem_timedwait. */
+/* After a blocking acquire's spin failed on a lock (or semaphore) another
+ * process holds: one sleep in C, the GIL let go, of the Python wait's first
+ * slice (_core/_wait.py, CHECK_INTERVAL), as _multiprocessing.SemLock.acquire
+ * sleeps in sem_wait. Two processes contending for a lock hand it over in
+ * microseconds: the Python wait (the call into it, its slice arithmetic, the
+ * retry) cost more than the wait itself. A lock held longer, or whose holder
+ * died, is the Python wait's from then on (its own slices, the dead-holder
+ * check after each): a dead holder is noticed one slice later than before,
+ * within 0.2 s. 1: taken (the caller records the owner, for a Lock or RLock);
+ * 0: not within the slice, a signal came, or the lock was closed meanwhile
+ * (then given back). Not on macOS: no sem_timedwait. */
 #ifndef __APPLE__
 #define FIRST_SLICE 0.1
 
@@ -282,7 +283,8 @@ sleep_take(Core *self)
     Py_BEGIN_ALLOW_THREADS
     res = sem_timedwait(sem, &until);
     Py_END_ALLOW_THREADS
-    if (res == 0 && (self->sem != sem || self->owner == NULL)) {
+    /* (Closing detaches: sem becomes NULL, and a lock's owner word with it.) */
+    if (res == 0 && self->sem != sem) {
         sem_post(sem);  /* closed meanwhile: the Python method says so */
         res = -1;
     }
@@ -695,7 +697,11 @@ rlock_acquire(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         self->depth++;
         Py_RETURN_TRUE;
     }
-    if (try_take(sem) || (blocking && *self->owner != g_ident && spin_take(sem))) {
+    /* (acquire() with no arguments, and with: a sleep of one slice in C after the
+     * spin, as Lock's.) */
+    if (try_take(sem)
+        || (blocking && *self->owner != g_ident
+            && (spin_take(sem) || (nargs == 0 && kwnames == NULL && sleep_take(self))))) {
         *self->owner = g_ident;
         self->tid = me;
         self->depth = 1;
@@ -793,7 +799,12 @@ sem_acquire_method(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     int blocking;
     sem_t *sem = self->sem;
 
-    if (sem != NULL && simple_acquire_args(args, nargs, kwnames, &blocking) && try_take(sem))
+    /* acquire() with no arguments: the spin and the first slice's sleep, as a
+     * Lock's (a semaphore has no holder to check on between slices). */
+    if (sem != NULL && simple_acquire_args(args, nargs, kwnames, &blocking)
+        && (try_take(sem)
+            || (blocking && nargs == 0 && kwnames == NULL
+                && (spin_take(sem) || sleep_take(self)))))
         Py_RETURN_TRUE;
     return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
 }
@@ -801,7 +812,9 @@ sem_acquire_method(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 static PyObject *
 sem_enter(Core *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->sem != NULL && try_take(self->sem))
+    sem_t *sem = self->sem;
+
+    if (sem != NULL && (try_take(sem) || spin_take(sem) || sleep_take(self)))
         Py_RETURN_TRUE;
     return call_python(self->py_acquire, (PyObject *)self, NULL, 0, NULL);
 }
