@@ -19,6 +19,7 @@ import pytest
 import proctor
 from helpers import wait_until
 from proctor._logging import _forwarding as _log_forwarding
+from proctor._start import _popen_fork
 
 
 def run_script(prelude: str, body: str) -> str:
@@ -402,12 +403,16 @@ def test_a_fork_that_fails_leaves_no_stream_or_descriptor(monkeypatch):
     handler = logging.NullHandler()
     logging.getLogger("app").addHandler(handler)
 
-    def failing_fork():
+    def failing_fork(*args):
         raise OSError("no fork today")
 
     try:
         p = proctor.get_context("fork").Process()
+        # Whichever forks: os.fork(), or _start._native.fork_start (Python 3.12+).
         monkeypatch.setattr(os, "fork", failing_fork)
+        pid, main_ident, pidfds, fork = _popen_fork._get_ready(os.getpid())
+        if fork is not None:
+            monkeypatch.setattr(_popen_fork, "_ready", (pid, main_ident, pidfds, failing_fork))
         with pytest.raises(OSError, match="no fork today") as failure:
             p.start()
         monkeypatch.undo()

@@ -105,6 +105,7 @@ __all__ = (
     "decode_record",
     "disarm_fork_child",
     "encode_record",
+    "fork_safe_threads",
     "forwarding_enabled",
     "install_in_child",
     "listener",
@@ -363,6 +364,14 @@ def arm_fork_child(child_end: io.FileIO) -> None:
         handler = _spare_handler = _handler_class()(None)
     _logger.prepare_record_namer()
     _arming = _ForkArming(handler, child_end)
+
+
+def fork_safe_threads() -> int:
+    """How many of this process's threads a fork may leave behind safely: the
+    listener's, if it runs (its fork hooks hold the dispatch lock through the fork,
+    and the child makes a listener of its own). For ``_start._native.fork_start``."""
+    got = _listener
+    return 1 if got is not None and got._thread is not None else 0
 
 
 def disarm_fork_child() -> None:

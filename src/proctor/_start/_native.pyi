@@ -3,3 +3,4 @@
 SOURCE_DIGEST: str
 
 def set_parent_death_signal(signum: int, /) -> None: ...  # Linux only
+def fork_start(own_threads: int, /) -> int: ...  # Linux, Python 3.12+

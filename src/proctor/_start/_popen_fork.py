@@ -22,27 +22,34 @@ from __future__ import annotations
 import _thread
 import gc  # noqa: F401 -- for the child: _bootstrap._age_inherited_objects uses it
 import os
+import sys
 import threading
+from collections.abc import Callable
 
 from .._core import _system, _wire
 from .._logging import _logger
-from .._logging._forwarding import arm_fork_child, disarm_fork_child, open_channel
+from .._logging._forwarding import (
+    arm_fork_child,
+    disarm_fork_child,
+    fork_safe_threads,
+    open_channel,
+)
 from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 from ._state import state
 
 __all__ = ("ForkPopen",)
 
-# (pid, main thread's ident, pidfds usable) of the process that last made ready to
-# fork: each fork start then reads one tuple, where calling for each (threading's
-# current_thread() and main_thread(), pidfd_usable(), _bootstrap's loaders) wrote
-# ~9 pages that a parent with living children copies at every start (issue 17).
-# Keyed by pid: a forked child (whose main thread is the one that forked) makes
-# its own.
-_ready: tuple[int, int, bool] = (-1, -1, False)
+# (pid, main thread's ident, pidfds usable, what forks) of the process that last made
+# ready to fork: each fork start then reads one tuple, where calling for each
+# (threading's current_thread() and main_thread(), pidfd_usable(), _bootstrap's
+# loaders) wrote ~9 pages that a parent with living children copies at every start
+# (issue 17). Keyed by pid: a forked child (whose main thread is the one that
+# forked) makes its own.
+_ready: tuple[int, int, bool, Callable[[int], int] | None] = (-1, -1, False, None)
 
 
-def _get_ready(pid: int) -> tuple[int, int, bool]:
+def _get_ready(pid: int) -> tuple[int, int, bool, Callable[[int], int] | None]:
     """Make this process ready to fork children; return its ``_ready`` record."""
     global _ready
     # Resolved once in the parent so that every forked child finds them ready.
@@ -53,8 +60,24 @@ def _get_ready(pid: int) -> tuple[int, int, bool]:
     _logger.stand_by(_started_by_its_parent)
     main = threading.main_thread().ident
     # (Never None once the main thread runs; if it were, no thread is the main one.)
-    _ready = (pid, -1 if main is None else main, pidfd_usable())
+    _ready = (pid, -1 if main is None else main, pidfd_usable(), _fork_function())
     return _ready
+
+
+def _fork_function() -> Callable[[int], int] | None:
+    """``_start._native.fork_start`` where it is built (Linux, Python 3.12+), else None.
+
+    os.fork() with one difference: Python 3.12+ warns about forking a process that
+    runs threads, and os.fork() counts the log listener's thread, which the
+    listener's fork hooks make safe to fork with: a parent that forwards logs was
+    warned about proctor's own thread at every fork start. fork_start counts the threads before the
+    fork, leaves out those it is told are proctor's, and warns exactly as
+    os.fork() does if any other remains. (Loaded by load_prctl, just before.)
+    """
+    native = _bootstrap._native
+    if native is None or sys.version_info < (3, 12):
+        return None
+    return getattr(native, "fork_start", None)
 
 
 def _started_by_its_parent() -> bool:
@@ -96,7 +119,9 @@ class ForkPopen(OwnChildPopen):
         # (Process.start() has flushed stdout and stderr: buffered output would
         # otherwise be written twice.)
         try:
-            pid = os.fork()
+            # (During shutdown os.fork() refuses, with its own error.)
+            fork = ready[3]
+            pid = os.fork() if fork is None or sys.is_finalizing() else fork(fork_safe_threads())
         except BaseException:
             if child_log_end is not None:
                 disarm_fork_child()  # (if the hooks did not run)
