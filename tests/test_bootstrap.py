@@ -572,14 +572,12 @@ def _lifeline_held_by_a_fork() -> tuple[bool, bool]:
 def test_a_fork_of_a_child_does_not_hold_the_childs_lifeline(monkeypatch):
     # Without pidfds the parent watches a lifeline pipe whose write end only the
     # child holds: a process the child forks must not keep it open.
-    import threading
-
     from proctor._start import _popen_fork
 
-    # The record a fork start reads (pid, main thread, pidfds usable), as on a
-    # system without pidfds.
-    ready = (os.getpid(), threading.main_thread().ident, False)
-    monkeypatch.setattr(_popen_fork, "_ready", ready)
+    # The record a fork start reads (pid, main thread, pidfds usable, what
+    # forks), as on a system without pidfds.
+    pid, main_ident, _pidfds, fork = _popen_fork._get_ready(os.getpid())
+    monkeypatch.setattr(_popen_fork, "_ready", (pid, main_ident, False, fork))
     p = proctor.get_context("fork").Process(target=_lifeline_held_by_a_fork)
     p.start()
     p.join(30)
