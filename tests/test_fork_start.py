@@ -88,6 +88,25 @@ def test_a_fork_start_beside_another_thread_warns_as_os_fork_does():
 
 
 @needs_fork_start
+def test_a_thread_warning_made_an_error_does_not_undo_the_start():
+    # As with os.fork(): the warning is given in the parent after the fork, and an
+    # error it raises (-W error) is dropped, never leaving a child unaccounted for.
+    out = run(
+        """
+        gate = threading.Event()
+        other = threading.Thread(target=gate.wait)
+        other.start()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            starts(2)
+        gate.set(); other.join()
+        print("started")
+        """
+    )
+    assert out == ["started"]
+
+
+@needs_fork_start
 def test_a_fork_start_raises_the_os_fork_audit_event():
     out = run(
         """

@@ -20,9 +20,10 @@
  * parent that forwards its children's logs) it warned the user, at every fork
  * start, about a thread of proctor's that its fork hooks make safe to fork
  * with. (Not for speed: the two cost the same within noise.) Here the threads are
- * counted before the fork, own_threads of them (proctor's, fork-safe) are not
- * counted, and the same DeprecationWarning is given (and any error from it
- * swallowed, as os.fork() does) if any other thread remains.
+ * counted just before the fork, own_threads of them (proctor's, fork-safe) are
+ * not counted, and the same DeprecationWarning is given in the parent after the
+ * fork (any error from it swallowed), as os.fork() gives it, if any other thread
+ * remains.
  *
  * Linux only: elsewhere the module has no function (there is no prctl), the
  * child watches its parent from a thread, and a fork start calls os.fork().
@@ -113,22 +114,26 @@ fork_start(PyObject *module, PyObject *arg)
     }
     if (PySys_Audit("os.fork", NULL) < 0)
         return NULL;
+    /* Counted just before the fork: the threads the child is forked beside
+     * (after it, the listener may already be ending its thread in the parent). */
     long threads = count_threads();
-    if (threads - own > 1) {
-        /* os.fork()'s words, and as there, nothing the warning raises stops the fork. */
-        if (PyErr_WarnFormat(PyExc_DeprecationWarning, 1,
-                             "This process (pid=%d) is multi-threaded, use of fork() "
-                             "may lead to deadlocks in the child.",
-                             (int)getpid()) < 0)
-            PyErr_Clear();
-    }
     PyOS_BeforeFork();
     pid = fork();
     saved_errno = errno;
-    if (pid == 0)
+    if (pid == 0) {
         PyOS_AfterFork_Child();
-    else
+    }
+    else {
         PyOS_AfterFork_Parent();
+        /* In the parent after the fork, in os.fork()'s words, as it does; and as
+         * there, nothing the warning raises (-W error) undoes the fork. */
+        if (threads - own > 1
+            && PyErr_WarnFormat(PyExc_DeprecationWarning, 1,
+                                "This process (pid=%d) is multi-threaded, use of fork() "
+                                "may lead to deadlocks in the child.",
+                                (int)getpid()) < 0)
+            PyErr_Clear();
+    }
     if (pid < 0) {
         errno = saved_errno;
         return PyErr_SetFromErrno(PyExc_OSError);
