@@ -11,9 +11,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
+from proctor._logging import _forwarding as _log_forwarding
 from proctor._start import _bootstrap, _popen_fork
 
 _bootstrap.load_prctl()
@@ -120,7 +122,77 @@ def test_a_fork_start_raises_the_os_fork_audit_event():
 
 
 @needs_fork_start
-@pytest.mark.parametrize(("arg", "error"), [(-1, ValueError), ("1", TypeError), (None, TypeError)])
-def test_fork_start_refuses_a_bad_thread_count_before_forking(arg, error):
-    with pytest.raises(error):
-        FORK_START(arg)
+def test_fork_start_refuses_bad_input_without_forking():
+    # In a fresh interpreter: a check that failed would fork the test runner.
+    out = run(
+        """
+        from proctor._start import _bootstrap
+        _bootstrap.load_prctl()
+        fork_start = _bootstrap._native.fork_start
+        def failing():
+            raise LookupError("no count")
+        for own in (1, None, "1", lambda: -1, lambda: "1", failing):
+            try:
+                fork_start(own)
+            except Exception as exc:
+                print(type(exc).__name__)
+            else:
+                print("forked")
+                os._exit(0)
+        # What the before-fork hooks took was let go again (logging's lock: another
+        # thread can take it), and a start works.
+        other = threading.Thread(target=logging.getLogger, args=("other",), daemon=True)
+        other.start()
+        other.join(10)
+        print("lock held" if other.is_alive() else "lock free")
+        starts(1)
+        """
+    )
+    assert out == ["TypeError"] * 3 + ["ValueError", "TypeError", "LookupError", "lock free"]
+
+
+class _Listener:
+    def __init__(self, thread):
+        self._thread = thread
+
+
+def test_only_a_living_listener_thread_other_than_this_one_is_fork_safe(monkeypatch):
+    gate = threading.Event()
+    running = threading.Thread(target=gate.wait)
+    ended = threading.Thread(target=lambda: None)
+    running.start()
+    ended.start()
+    ended.join(10)
+    seen_from_the_listener = []
+    try:
+        cases = {
+            "none": None,
+            "no thread": _Listener(None),
+            "not started": _Listener(threading.Thread(target=gate.wait)),
+            "ended": _Listener(ended),  # (a listener whose thread died of an error)
+            "running": _Listener(running),
+            "this one": _Listener(threading.current_thread()),
+        }
+        counts = {}
+        for case, listener in cases.items():
+            monkeypatch.setattr(_log_forwarding, "_listener", listener)
+            counts[case] = _log_forwarding.fork_safe_threads()
+        # A handler starting a process forks from the listener's own thread.
+        asking = threading.Thread(
+            target=lambda: seen_from_the_listener.append(_log_forwarding.fork_safe_threads())
+        )
+        monkeypatch.setattr(_log_forwarding, "_listener", _Listener(asking))
+        asking.start()
+        asking.join(10)
+    finally:
+        gate.set()
+        running.join(10)
+    assert counts == {
+        "none": 0,
+        "no thread": 0,
+        "not started": 0,
+        "ended": 0,
+        "running": 1,
+        "this one": 0,
+    }
+    assert seen_from_the_listener == [0]

@@ -369,9 +369,18 @@ def arm_fork_child(child_end: io.FileIO) -> None:
 def fork_safe_threads() -> int:
     """How many of this process's threads a fork may leave behind safely: the
     listener's, if it runs (its fork hooks hold the dispatch lock through the fork,
-    and the child makes a listener of its own). For ``_start._native.fork_start``."""
+    and the child makes a listener of its own), unless it is the one forking (a
+    handler that starts a process: the child's only thread is then that one).
+
+    For ``_start._native.fork_start``, which calls it after the before-fork hooks
+    and counts the threads right after: ``is_alive()`` is the last call made here,
+    so a thread found alive cannot end before that count (it needs the GIL).
+    """
     got = _listener
-    return 1 if got is not None and got._thread is not None else 0
+    thread = None if got is None else got._thread
+    if thread is None or thread.ident == _thread.get_ident():
+        return 0
+    return 1 if thread.is_alive() else 0
 
 
 def disarm_fork_child() -> None:

@@ -9,7 +9,8 @@
  *
  *     set_parent_death_signal(signum)   prctl(PR_SET_PDEATHSIG, signum)
  *                                       ─▶ None, or OSError (errno)
- *     fork_start(own_threads)           os.fork() for a fork start (Python 3.12+)
+ *     fork_start(own_threads)           os.fork() for a fork start (Python 3.12+);
+ *                                       own_threads() ─▶ proctor's fork-safe threads
  *                                       ─▶ 0 in the child, the pid in the parent
  *
  * fork_start is os.fork() -- the "os.fork" audit event, the at-fork hooks
@@ -20,10 +21,11 @@
  * parent that forwards its children's logs) it warned the user, at every fork
  * start, about a thread of proctor's that its fork hooks make safe to fork
  * with. (Not for speed: the two cost the same within noise.) Here the threads are
- * counted just before the fork, own_threads of them (proctor's, fork-safe) are
- * not counted, and the same DeprecationWarning is given in the parent after the
- * fork (any error from it swallowed), as os.fork() gives it, if any other thread
- * remains.
+ * counted after the before-fork hooks and just before fork(), as os.fork() counts
+ * them (from /proc/self/stat, else from the threading module), own_threads() of
+ * them (proctor's, fork-safe) are not counted, and the same DeprecationWarning is
+ * given in the parent after the fork (any error from it swallowed, as 3.12 and
+ * 3.13 do) if any other thread remains.
  *
  * Linux only: elsewhere the module has no function (there is no prctl), the
  * child watches its parent from a thread, and a fork start calls os.fork().
@@ -93,31 +95,80 @@ count_threads(void)
     return end == p + 1 ? -1 : threads;
 }
 
-static PyObject *
-fork_start(PyObject *module, PyObject *arg)
+/* The threads os.fork() counts where /proc cannot be read: those the threading
+ * module knows (running and starting), if it is imported; else -1, with any
+ * error cleared (a count never stops the fork). */
+static long
+count_python_threads(void)
 {
-    long own = PyLong_AsLong(arg);
+    long threads = -1;
+    PyObject *name = PyUnicode_InternFromString("threading");
+    PyObject *threading = name == NULL ? NULL : PyImport_GetModule(name);
+
+    Py_XDECREF(name);
+    if (threading != NULL) {
+        PyObject *active = PyObject_GetAttrString(threading, "_active");
+        PyObject *limbo = PyObject_GetAttrString(threading, "_limbo");
+        Py_ssize_t running = active == NULL ? -1 : PyObject_Size(active);
+        Py_ssize_t starting = limbo == NULL ? -1 : PyObject_Size(limbo);
+
+        if (running >= 0 && starting >= 0)
+            threads = (long)(running + starting);
+        Py_XDECREF(active);
+        Py_XDECREF(limbo);
+        Py_DECREF(threading);
+    }
+    PyErr_Clear();
+    return threads;
+}
+
+static PyObject *
+fork_start(PyObject *module, PyObject *own_threads)
+{
     pid_t pid;
     int saved_errno;
+    long threads, own = -1;
 
     (void)module;
-    if (own == -1 && PyErr_Occurred())
-        return NULL;
-    if (own < 0) {
-        PyErr_Format(PyExc_ValueError, "own_threads must be 0 or more, not %ld", own);
+    if (!PyCallable_Check(own_threads)) {
+        PyErr_Format(PyExc_TypeError,
+                     "own_threads must be a function that returns how many of proctor's "
+                     "threads are fork-safe, not %.100s",
+                     Py_TYPE(own_threads)->tp_name);
         return NULL;
     }
     if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        /* Where os.fork() may fork, its child dies at once (the runtime deletes
+         * every interpreter but the main one in a fork child). */
         PyErr_SetString(PyExc_RuntimeError,
-                        "fork_start() is for the main interpreter; call os.fork() elsewhere");
+                        "a fork start runs only in the main interpreter, not in a "
+                        "subinterpreter; use the spawn start method there");
         return NULL;
     }
     if (PySys_Audit("os.fork", NULL) < 0)
         return NULL;
-    /* Counted just before the fork: the threads the child is forked beside
-     * (after it, the listener may already be ending its thread in the parent). */
-    long threads = count_threads();
     PyOS_BeforeFork();
+    /* Counted after the before-fork hooks, as os.fork() counts after them (a hook
+     * may stop a thread), and own_threads() asked then too: from it to fork() the
+     * GIL is held, so no thread it names as alive can end before the count. */
+    PyObject *got = PyObject_CallNoArgs(own_threads);
+    if (got != NULL) {
+        own = PyLong_AsLong(got);
+        Py_DECREF(got);
+        if (own < 0 && !PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "own_threads() must return 0 or more, not %ld", own);
+    }
+    if (own < 0) {
+        /* No fork: the after-fork hooks that release what the before-fork ones
+         * took run with the error put aside. */
+        PyObject *error = PyErr_GetRaisedException();
+        PyOS_AfterFork_Parent();
+        PyErr_SetRaisedException(error);
+        return NULL;
+    }
+    threads = count_threads();
+    if (threads < 0)
+        threads = count_python_threads();
     pid = fork();
     saved_errno = errno;
     if (pid == 0) {
@@ -126,7 +177,7 @@ fork_start(PyObject *module, PyObject *arg)
     else {
         PyOS_AfterFork_Parent();
         /* In the parent after the fork, in os.fork()'s words, as it does; and as
-         * there, nothing the warning raises (-W error) undoes the fork. */
+         * there (3.12, 3.13), nothing the warning raises (-W error) undoes the fork. */
         if (threads - own > 1
             && PyErr_WarnFormat(PyExc_DeprecationWarning, 1,
                                 "This process (pid=%d) is multi-threaded, use of fork() "
@@ -154,7 +205,7 @@ static PyMethodDef native_methods[] = {
      "fork_start(own_threads, /)\n--\n\n"
      "os.fork() for a fork start: 0 in the child, the pid in the parent. Warns as "
      "os.fork() does about forking with threads only if threads remain beside "
-     "own_threads of proctor's, which are safe to fork with."},
+     "the own_threads() of proctor's, which are safe to fork with."},
 #endif
     {NULL, NULL, 0, NULL},
 };

@@ -1,6 +1,8 @@
 # Types of the optional C module built from _native.c (see _bootstrap.arm_parent_death).
 
+from collections.abc import Callable
+
 SOURCE_DIGEST: str
 
 def set_parent_death_signal(signum: int, /) -> None: ...  # Linux only
-def fork_start(own_threads: int, /) -> int: ...  # Linux, Python 3.12+
+def fork_start(own_threads: Callable[[], int], /) -> int: ...  # Linux, Python 3.12+

@@ -46,10 +46,13 @@ __all__ = ("ForkPopen",)
 # loaders) wrote ~9 pages that a parent with living children copies at every start
 # (issue 17). Keyed by pid: a forked child (whose main thread is the one that
 # forked) makes its own.
-_ready: tuple[int, int, bool, Callable[[int], int] | None] = (-1, -1, False, None)
+# _start._native.fork_start: os.fork(), given fork_safe_threads.
+_ForkStart = Callable[[Callable[[], int]], int]
+
+_ready: tuple[int, int, bool, _ForkStart | None] = (-1, -1, False, None)
 
 
-def _get_ready(pid: int) -> tuple[int, int, bool, Callable[[int], int] | None]:
+def _get_ready(pid: int) -> tuple[int, int, bool, _ForkStart | None]:
     """Make this process ready to fork children; return its ``_ready`` record."""
     global _ready
     # Resolved once in the parent so that every forked child finds them ready.
@@ -64,18 +67,22 @@ def _get_ready(pid: int) -> tuple[int, int, bool, Callable[[int], int] | None]:
     return _ready
 
 
-def _fork_function() -> Callable[[int], int] | None:
-    """``_start._native.fork_start`` where it is built (Linux, Python 3.12+), else None.
+def _fork_function() -> _ForkStart | None:
+    """``_start._native.fork_start`` where it is built (Linux, Python 3.12 and 3.13),
+    else None (os.fork()).
 
     os.fork() with one difference: Python 3.12+ warns about forking a process that
     runs threads, and os.fork() counts the log listener's thread, which the
     listener's fork hooks make safe to fork with: a parent that forwards logs was
-    warned about proctor's own thread at every fork start. fork_start counts the threads before the
-    fork, leaves out those it is told are proctor's, and warns exactly as
-    os.fork() does if any other remains. (Loaded by load_prctl, just before.)
+    warned about proctor's own thread at every fork start. fork_start counts the
+    threads as os.fork() does, leaves out those fork_safe_threads() says are
+    proctor's, and warns as os.fork() does if any other remains. Not on a later
+    Python until checked against its os.fork(): it may change its warning (or
+    raise it, where 3.12 and 3.13 drop a warning made an error). (The module is
+    loaded by load_prctl, just before.)
     """
     native = _bootstrap._native
-    if native is None or sys.version_info < (3, 12):
+    if native is None or not (3, 12) <= sys.version_info < (3, 14):
         return None
     return getattr(native, "fork_start", None)
 
@@ -121,7 +128,7 @@ class ForkPopen(OwnChildPopen):
         try:
             # (During shutdown os.fork() refuses, with its own error.)
             fork = ready[3]
-            pid = os.fork() if fork is None or sys.is_finalizing() else fork(fork_safe_threads())
+            pid = os.fork() if fork is None or sys.is_finalizing() else fork(fork_safe_threads)
         except BaseException:
             if child_log_end is not None:
                 disarm_fork_child()  # (if the hooks did not run)
