@@ -379,7 +379,11 @@ def run_methods(
         one("proctor", method)
         if ("proctor", method) not in runs:
             return
-        needed = stdlib_needed(runs["proctor", method])
+        try:
+            needed = stdlib_needed(runs["proctor", method])
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+            return
         if needed is None:
             one("stdlib", method)
             return
