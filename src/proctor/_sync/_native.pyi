@@ -2,7 +2,8 @@
 from collections.abc import Callable
 from typing import Any
 
-SPIN_TRIES: int
+SPIN_PAUSES: int
+SPIN_BACKOFF_MAX: int
 
 def set_process(ident: float, token: float, /) -> None: ...
 def next_token() -> float: ...
