@@ -86,9 +86,15 @@
 #define NOINLINE
 #endif
 
+/* One wait between two tries of spin_take, which counts its budget in these.
+ * On 64-bit ARM an `isb` (tens of nanoseconds, as Rust's spin-loop hint uses
+ * there), not `yield`, which retires in a cycle or so on most cores and would
+ * shrink the spin to about a microsecond (not built or measured on ARM here). */
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
-#elif defined(__aarch64__) || defined(__arm__)
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("isb" ::: "memory")
+#elif defined(__arm__)
 #define CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
 #else
 #define CPU_RELAX() ((void)0)
