@@ -300,6 +300,39 @@ class Messages(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def test_a_fork_from_another_thread_during_an_armed_fork_leaves_loggings_lock_to_it(
+    monkeypatch,
+):
+    # Thread A's fork start is between its two fork hooks (holding the dispatch lock
+    # and logging's) when thread B forks: B's before-hook gives up on the dispatch
+    # lock after FORK_WAIT and must leave A's record alone, so that A's after-hook
+    # still lets go of logging's lock. (B's hook used to clear the record first;
+    # A's hook then found nothing and logging's lock stayed held by A for good.)
+    # The hooks are called as os.fork() would call them, without forking.
+    monkeypatch.setattr(_log_forwarding, "FORK_WAIT", 0.05)
+    reader, writer = os.pipe()
+    os.close(reader)
+    with open(writer, "wb", buffering=0) as child_end:
+        try:
+            _log_forwarding.arm_fork_child(child_end)
+            _log_forwarding._before_fork()  # thread A, about to fork
+            assert _log_forwarding._logging_lock_held is logging._lock
+            other = threading.Thread(target=_log_forwarding._before_fork)  # thread B
+            other.start()
+            other.join(30)
+            _log_forwarding._after_fork_in_parent()  # thread A, forked
+            taken = []
+            other = threading.Thread(target=take_and_let_go_of_loggings_lock, args=(taken,))
+            other.start()
+            other.join(30)
+            assert taken == [True]
+            assert _log_forwarding._dispatching.acquire(timeout=0)
+            _log_forwarding._dispatching.release()
+        finally:
+            _log_forwarding.disarm_fork_child()
+            _log_forwarding._spare_handler.channel = None
+
+
 def test_a_fork_child_sets_itself_up_when_its_parent_could_not(monkeypatch):
     # The fork hook could not take logging's lock in time (a thread held it):
     # the parent made nothing for the child, which then removes the inherited
@@ -324,7 +357,7 @@ def test_a_fork_child_sets_itself_up_when_its_parent_could_not(monkeypatch):
         os.close(writer)
     assert reported == "_ForwardingHandler"
     assert inherited.messages == ["from a child that set itself up"]  # once, forwarded
-    assert not _log_forwarding._arming.holds_logging_lock
+    assert _log_forwarding._logging_lock_held is None
 
 
 def test_the_decision_looks_at_no_logger_when_root_has_no_handler(counting_loggers, monkeypatch):

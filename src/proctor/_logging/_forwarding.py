@@ -319,7 +319,6 @@ class _ForkArming:
         "channel",
         "child_handlers",
         "handler",
-        "holds_logging_lock",
         "namer",
         "pid",
         "thread",
@@ -336,7 +335,6 @@ class _ForkArming:
         self.tried = False
         #: The child's state is prepared (the hook had logging's lock in time).
         self.applied = False
-        self.holds_logging_lock = False
         #: (logger, the handlers list it gets in the child), root first.
         self.child_handlers: list[tuple[Any, list[Any]]] = []
         #: The record factory the child installs (None: it has its namer already).
@@ -1450,14 +1448,32 @@ FORK_WAIT = 2.0
 # already, from a handler that forks), or it timed out while another thread held
 # it. (A threading.local flag said the same; its per-thread dictionary was pages
 # written at every fork, in the parent while the child ran and in the child.)
+#
+# Everything the hooks share is written under the dispatch lock, before the fork:
+# another thread's fork cannot change it between this fork's two hooks (its own
+# before-hook waits for the lock), and after the fork the parent's hook only reads
+# (each page it writes while the child lives is copied: the hook used to look
+# logging up in sys.modules and the record's pid and thread up again, ~15 pages).
+
+# logging's lock, when this fork's before-hook took it (it holds it through the
+# fork, for the child's prepared state); None otherwise. Set by every fork that
+# takes the dispatch lock, so never stale in the hook that reads it.
+_logging_lock_held: Any = None
+
+
 def _before_fork() -> None:
-    global _arming
+    global _arming, _logging_lock_held
+    if not _dispatching.acquire(timeout=FORK_WAIT):
+        # (Nothing shared is touched: the thread that holds the lock may be
+        # between its own fork's hooks.)
+        return
+    _logging_lock_held = None
     arming = _arming
-    if arming is not None and arming.tried:
-        # Its fork is done. (Cleared here, before this fork: no page copied; and
-        # before the wait below, which may give up.)
-        _arming = arming = None
-    if not _dispatching.acquire(timeout=FORK_WAIT) or arming is None:
+    if arming is None:
+        return
+    if arming.tried:
+        # Its fork is done. (Cleared here, before this fork: no page copied.)
+        _arming = None
         return
     if arming.pid != os.getpid() or arming.thread != _thread.get_ident():
         return  # another thread's start, about to fork (or our parent's, inherited)
@@ -1470,21 +1486,16 @@ def _before_fork() -> None:
     lock = getattr(logging, "_lock", None)
     if lock is None or not lock.acquire(timeout=FORK_WAIT):
         return  # the child sets itself up (install_in_child)
-    arming.holds_logging_lock = True
+    _logging_lock_held = lock
     _prepare_child_state(arming, logging)
 
 
 def _after_fork_in_parent() -> None:
-    arming = _arming
-    # (Once: the next fork's hook clears the record, before its own fork.)
-    if (
-        arming is not None
-        and arming.holds_logging_lock
-        and arming.pid == os.getpid()
-        and arming.thread == _thread.get_ident()
-    ):
-        sys.modules["logging"]._lock.release()
+    # (Reads only: see above.)
     if _dispatching._is_owned():  # type: ignore[attr-defined]
+        lock = _logging_lock_held
+        if lock is not None:
+            lock.release()
         _dispatching.release()
 
 
