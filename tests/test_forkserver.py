@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 
 import psutil
 import pytest
@@ -368,3 +369,285 @@ def test_a_server_follows_logging_once_its_parent_imported_it_configured_or_not(
     # after its fork pays ~16 ms of CPU more, a child that never does ~0.6 ms less.
     done = _in_a_fresh_interpreter(_LOGGING_IMPORTED_ONLY)
     assert done.stdout == "0 True\n", done.stderr
+
+
+# --- the server's request in C (_start._native.take_request) ---------------------------
+
+
+def _take_request():
+    from proctor._start import _bootstrap
+
+    _bootstrap.load_prctl()
+    take = getattr(_bootstrap._native, "take_request", None)
+    if take is None:
+        pytest.skip("no _start._native.take_request here (Linux, the C accelerator)")
+    return take
+
+
+@pytest.fixture
+def request_wiring():
+    """(parent's control end, server's control end, server's spare end, spare's end)."""
+    import socket
+
+    parent, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    to_spare, spare = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for sock in (parent, server, to_spare, spare):
+        sock.settimeout(10)
+    yield parent, server, to_spare, spare
+    for sock in (parent, server, to_spare, spare):
+        sock.close()
+
+
+def _request_fds():
+    """Four descriptors as a start sends them (channel, status, stdout, stderr): pipes'."""
+    pipes = [os.pipe() for _ in range(2)]
+    return [fd for pair in pipes for fd in pair]
+
+
+def _same_file(a, b):
+    return os.path.sameopenfile(a, b)
+
+
+def test_take_request_hands_a_plain_start_to_the_spare_and_replies(request_wiring):
+    from proctor._core import _wire
+
+    take = _take_request()
+    parent, server, to_spare, spare = request_wiring
+    sent = _request_fds()
+    try:
+        _wire.send_message(parent, b"", sent)
+        reply = _forkserver._REPLY.pack(4242, _forkserver._ANNOUNCEMENT_FOLLOWS)
+        status = take(server.fileno(), to_spare.fileno(), reply)
+        assert isinstance(status, int)
+        try:
+            assert _same_file(status, sent[1])  # kept by the server, to write the exit code
+        finally:
+            os.close(status)
+        data, handed = _wire.recv_message(spare)
+        try:
+            assert data == b"" and len(handed) == 3
+            for got, original in zip(handed, (sent[0], sent[2], sent[3]), strict=True):
+                assert _same_file(got, original)
+        finally:
+            for fd in handed:
+                os.close(fd)
+        assert _wire.recv_exactly(parent, len(reply)) == reply
+        # The server's copies of the three it handed over are closed: nothing leaks
+        # (the leak check), and the status one was the caller's to close.
+    finally:
+        for fd in sent:
+            os.close(fd)
+
+
+@pytest.mark.parametrize(
+    "what", ["modules to import", "no spare", "three descriptors", "a spilled message"]
+)
+def test_take_request_gives_back_what_it_does_not_hand_over(request_wiring, what):
+    from proctor._core import _wire
+
+    take = _take_request()
+    parent, server, to_spare, spare = request_wiring
+    sent = _request_fds()
+    data = {
+        "modules to import": b"logging,proctor._sync",
+        "a spilled message": b"x" * (_wire.INLINE_MAX + 1),
+    }.get(what, b"")
+    request_fds = sent[:3] if what == "three descriptors" else sent
+    try:
+        _wire.send_message(parent, data, request_fds)
+        spare_fd = -1 if what == "no spare" else to_spare.fileno()
+        got_data, got_fds, spare_failed = take(server.fileno(), spare_fd, b"reply")
+        try:
+            assert bytes(got_data) == data and not spare_failed
+            assert len(got_fds) == len(request_fds)
+            for got, original in zip(got_fds, request_fds, strict=True):
+                assert _same_file(got, original)
+        finally:
+            for fd in got_fds:
+                os.close(fd)
+        # Nothing went to the spare, and no reply to the parent: the caller's to do.
+        spare.setblocking(False)
+        parent.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            spare.recv(1)
+        with pytest.raises(BlockingIOError):
+            parent.recv(1)
+    finally:
+        for fd in sent:
+            os.close(fd)
+
+
+def test_take_request_says_when_the_spare_is_gone_and_keeps_the_descriptors(request_wiring):
+    from proctor._core import _wire
+
+    take = _take_request()
+    parent, server, to_spare, spare = request_wiring
+    spare.close()  # the spare died before it was reaped
+    sent = _request_fds()
+    try:
+        _wire.send_message(parent, b"", sent)
+        got_data, got_fds, spare_failed = take(server.fileno(), to_spare.fileno(), b"reply")
+        try:
+            assert spare_failed and got_data == b"" and len(got_fds) == 4
+            for got, original in zip(got_fds, sent, strict=True):
+                assert _same_file(got, original)
+        finally:
+            for fd in got_fds:
+                os.close(fd)
+    finally:
+        for fd in sent:
+            os.close(fd)
+
+
+def test_take_request_raises_eoferror_when_the_parent_is_gone_or_sends_garbage(request_wiring):
+    take = _take_request()
+    parent, server, to_spare, _spare = request_wiring
+    parent.sendall(b"\xff" * 9)  # a length no message has
+    with pytest.raises(EOFError, match="corrupt"):
+        take(server.fileno(), to_spare.fileno(), b"reply")
+    parent.close()
+    with pytest.raises(EOFError, match="closed"):
+        take(server.fileno(), to_spare.fileno(), b"reply")
+
+
+def test_take_request_closes_the_status_descriptor_when_the_reply_cannot_go(request_wiring):
+    from proctor._core import _wire
+
+    take = _take_request()
+    parent, server, to_spare, spare = request_wiring
+    sent = _request_fds()
+    try:
+        _wire.send_message(parent, b"", sent)
+        parent.close()  # the parent died after its request: the reply fails (EPIPE)
+        with pytest.raises(OSError):
+            take(server.fileno(), to_spare.fileno(), b"reply")
+        # The spare got its work all the same (it is the server's child to reap);
+        # the server's copies, the status one included, are closed: the leak check.
+        _data, handed = _wire.recv_message(spare)
+        for fd in handed:
+            os.close(fd)
+        assert len(handed) == 3
+    finally:
+        for fd in sent:
+            os.close(fd)
+
+
+def test_take_request_refuses_arguments_of_the_wrong_type():
+    take = _take_request()
+    with pytest.raises(TypeError):
+        take(0, -1)
+    with pytest.raises(TypeError):
+        take(object(), -1, b"")
+    with pytest.raises(TypeError):
+        take(0, "spare", b"")
+    with pytest.raises(TypeError):
+        take(0, -1, "not bytes")
+
+
+def test_report_exits_writes_each_childs_exit_code_and_reaps_the_others():
+    # In a fresh interpreter: report_exits reaps *every* ended child of its process,
+    # which in this one would take the exit codes of proctor's helpers.
+    _take_request()  # (skips where the module is not built)
+    script = textwrap.dedent(
+        """
+        import os, signal, struct
+        from proctor._start import _bootstrap
+        _bootstrap.load_prctl()
+        report_exits = _bootstrap._native.report_exits
+
+        assert report_exits({}) == []  # no child at all
+        children = {}
+        for how in ("exit 3", "killed", "not listed"):
+            pid = os.fork()
+            if pid == 0:
+                if how == "killed":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                os._exit(3 if how == "exit 3" else 0)
+            children[how] = pid
+        for pid in children.values():  # ended, not reaped
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        pipes = {how: os.pipe() for how in ("exit 3", "killed")}
+        status_fds = {children[how]: w for how, (r, w) in pipes.items()}
+        closed_r, closed_w = os.pipe()
+        os.close(closed_r)  # a parent that closed its process object already
+        reaped = dict(report_exits(status_fds))
+        assert reaped == {
+            children["exit 3"]: 3, children["killed"]: -signal.SIGKILL, children["not listed"]: 0
+        }, reaped
+        assert status_fds == {children[how]: w for how, (r, w) in pipes.items()}  # untouched
+        for how, code in (("exit 3", 3), ("killed", -signal.SIGKILL)):
+            r, w = pipes[how]
+            assert struct.unpack("<i", os.read(r, 8)) == (code,)
+        assert report_exits({}) == []
+        pid = os.fork()
+        if pid == 0:
+            os._exit(5)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        assert report_exits({pid: closed_w}) == [(pid, 5)]  # the failed write is ignored
+        try:
+            report_exits([])
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("a list was taken for the dict")
+        print("reported")
+        """
+    )
+    done = _in_a_fresh_interpreter(script)
+    assert done.stdout.strip() == "reported", done.stderr
+
+
+def test_a_server_without_its_c_functions_serves_the_same_requests():
+    # PROCTOR_PURE_PYTHON: the server reads and hands over each request in Python:
+    # plain starts, a start that has it import a module, a start after its spare died.
+    script = textwrap.dedent(
+        """
+        import os, signal, time
+        import psutil
+        import proctor
+        from proctor._start import _forkserver
+
+        def ident():
+            return os.getpid()
+
+        def run():
+            p = proctor.get_context("forkserver").Process(target=ident)
+            p.start()
+            p.join(30)
+            assert p.exitcode == 0, p.exception
+            try:
+                return p.result, p.pid
+            finally:
+                p.close()
+
+        if __name__ == "__main__":
+            from proctor._start import _bootstrap
+            assert _bootstrap._native is None
+            got, pid = run()
+            assert got == pid
+            spare = _forkserver.client().spare_pid()
+            got, pid = run()
+            assert got == pid == spare  # the spare took it
+            import logging  # the next request asks the server to import it
+            got, pid = run()
+            assert got == pid
+            spare = _forkserver.client().spare_pid()
+            os.kill(spare, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # dead (reaped by the server or not)
+                try:
+                    if psutil.Process(spare).status() == psutil.STATUS_ZOMBIE:
+                        break
+                except psutil.NoSuchProcess:
+                    break
+            got, pid = run()
+            assert got == pid != spare
+            print("served")
+        """
+    )
+    env = dict(os.environ, PROCTOR_PURE_PYTHON="1")
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "served"

@@ -40,6 +40,10 @@ from .._core import _runtime, _system, _wire
 from .._logging import _logger
 from ._state import flush_std_streams, register_exit_hook
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 # The server imports this module, and every module it loads is copied, page by
 # page, into the children it forks as soon as the child touches it (threading's
 # after-fork hook alone walks and rewrites its state in each child). So this
@@ -134,6 +138,7 @@ def serve(
     _signal.set_wakeup_fd(wake_w)
     _signal.signal(_signal.SIGCHLD, lambda *_: None)
     server = _Server(ctl, (wake_r, wake_w), keep_spare=spare)
+    take_request = server.take_request
     # poll(), not selectors: two descriptors, and no key objects built at each wake-up
     # (the server wakes twice per start, for the request and for the child's exit).
     poller = select.poll()
@@ -142,30 +147,31 @@ def serve(
     while True:
         for fd, _events in poller.poll():
             if fd == ctl_fd:
+                got: Any = None
                 try:
-                    data, fds = _wire.recv_message(ctl)
+                    if take_request is None:
+                        data, fds = _wire.recv_message(ctl)
+                    else:
+                        # The usual request in C: it hands the spare its work and
+                        # replies, or gives back the request it did not take.
+                        waiting = server.spare
+                        if waiting is None:
+                            got = take_request(ctl_fd, -1, b"")
+                        else:
+                            got = take_request(ctl_fd, waiting.sock.fileno(), waiting.reply)
                 except (EOFError, OSError):
                     # Our parent is gone; our children follow by PDEATHSIG.
                     # The spare is ours alone: reap it before leaving.
                     server.discard_spare()
                     os._exit(0)
-                if len(fds) != 4:
-                    for fd in fds:
-                        os.close(fd)
-                    pid = -errno.EINVAL
+                if type(got) is int:
+                    server.spare_took_request(got)
                 else:
-                    if data and _import_quietly(data.decode().split(",")):
-                        # The spare was forked without them: a child forked now
-                        # would find them loaded, so the spare must not be used.
-                        server.discard_spare()
-                        _settle_logging()
-                        _freeze_loaded_objects()
-                    pid = server.start_child(fds)
-                # Reply first: the parent's start() returns, and the child runs,
-                # while the next spare is forked. Its pid follows in a second
-                # record (the parent reads it with its next reply, or when it
-                # lists its helpers), so the parent never waits for that fork.
-                _send_or_exit(server, _REPLY.pack(pid, _ANNOUNCEMENT_FOLLOWS))
+                    if got is not None:
+                        data, fds, spare_failed = got
+                        if spare_failed:
+                            server.discard_spare()  # it died, not reaped yet
+                    _serve_in_python(server, data, fds)
                 server.fork_spare_if_missing()
                 _send_or_exit(server, _REPLY.pack(0, server.spare_pid()))
             else:
@@ -175,6 +181,36 @@ def serve(
                 except BlockingIOError:
                     pass
                 server.reap()
+
+
+def _serve_in_python(server: _Server, data: bytes | bytearray, fds: list[int]) -> None:
+    """A request that needs more than a hand-over to the spare: reply when started."""
+    if len(fds) != 4:
+        for fd in fds:
+            os.close(fd)
+        pid = -errno.EINVAL
+    else:
+        if data and _import_quietly(bytes(data).decode().split(",")):
+            # The spare was forked without them: a child forked now
+            # would find them loaded, so the spare must not be used.
+            server.discard_spare()
+            _settle_logging()
+            _freeze_loaded_objects()
+        pid = server.start_child(fds)
+    # Reply first: the parent's start() returns, and the child runs,
+    # while the next spare is forked. Its pid follows in a second
+    # record (the parent reads it with its next reply, or when it
+    # lists its helpers), so the parent never waits for that fork.
+    _send_or_exit(server, _REPLY.pack(pid, _ANNOUNCEMENT_FOLLOWS))
+
+
+def _native_functions() -> tuple[Any, Any]:
+    """``_start._native``'s take_request and report_exits where built (Linux), else Nones."""
+    from . import _bootstrap
+
+    _bootstrap.load_prctl()  # (loads and checks the module, once)
+    native = _bootstrap._native
+    return getattr(native, "take_request", None), getattr(native, "report_exits", None)
 
 
 def _send_or_exit(server: _Server, record: bytes) -> None:
@@ -192,6 +228,8 @@ class _Spare:
     def __init__(self, pid: int, sock: _socket.socket) -> None:
         self.pid = pid
         self.sock = sock
+        #: The reply to the request it takes, made now rather than on the way.
+        self.reply = _REPLY.pack(pid, _ANNOUNCEMENT_FOLLOWS)
 
 
 class _Server:
@@ -213,6 +251,12 @@ class _Server:
         self.status_fds: dict[int, int] = {}
         self.spare: _Spare | None = None
         self.pid = os.getpid()
+        # The hot paths in C where it is built (_start._native: Linux), which write
+        # no Python object on the way: each page the server or a spare writes after
+        # a fork is copied, and these steps in Python wrote ~40 pages of the server's
+        # per request (~150 us of every start, issue 17), ~45 of the spare's, ~11 per
+        # reaped child. None: the same steps in Python (_wire.recv_message, reap()).
+        self.take_request, self.report_exits = _native_functions()
 
     def spare_pid(self) -> int:
         return self.spare.pid if self.spare is not None else 0
@@ -238,6 +282,13 @@ class _Server:
             os.close(fd)
         self.status_fds[pid] = status_fd
         return pid
+
+    def spare_took_request(self, status_fd: int) -> None:
+        """The spare was handed a request (``relay_start``), whose status socket this is."""
+        spare, self.spare = self.spare, None
+        assert spare is not None
+        spare.sock.close()
+        self.status_fds[spare.pid] = status_fd
 
     def _hand_to_spare(self, fds: tuple[int, int, int]) -> int:
         """Send the request's descriptors to the spare; return its pid, or 0 (no spare)."""
@@ -287,6 +338,12 @@ class _Server:
             pass  # reaped already (by reap())
 
     def reap(self) -> None:
+        """Reap the children that ended; write each started one's exit code for its parent."""
+        if self.report_exits is not None:
+            # Written to the status sockets in C, before anything here is touched.
+            for pid, exitcode in self.report_exits(self.status_fds):
+                self._reaped(pid, exitcode, reported=True)
+            return
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -294,20 +351,23 @@ class _Server:
                 return
             if pid == 0:
                 return
-            if self.spare is not None and pid == self.spare.pid:
-                self.spare.sock.close()  # killed from outside before it had work
-                self.spare = None
-                continue
-            fd = self.status_fds.pop(pid, None)
-            if fd is not None:
-                exitcode = os.waitstatus_to_exitcode(status)
+            self._reaped(pid, os.waitstatus_to_exitcode(status), reported=False)
+
+    def _reaped(self, pid: int, exitcode: int, *, reported: bool) -> None:
+        if self.spare is not None and pid == self.spare.pid:
+            self.spare.sock.close()  # killed from outside before it had work
+            self.spare = None
+            return
+        fd = self.status_fds.pop(pid, None)
+        if fd is not None:
+            if not reported:
                 try:
                     os.write(fd, EXIT_STATUS.pack(exitcode))
                 except OSError:
                     pass  # the parent closed the process object already
-                os.close(fd)
-                if exitcode != 0 and _import_quietly(_FAILURE_MODULES):
-                    _freeze_loaded_objects()
+            os.close(fd)
+            if exitcode != 0 and _import_quietly(_FAILURE_MODULES):
+                _freeze_loaded_objects()
 
     def _become_child(self, fds: list[int] | None, spare_sock: _socket.socket | None) -> None:
         """In a new child: drop the server's state, then run the request's work; never returns.
@@ -340,7 +400,10 @@ class _Server:
                 # SIGINT stays ignored while idle, as in the server: a Ctrl-C
                 # in the terminal must not kill a process nobody started yet.
                 try:
-                    _data, got = _wire.recv_message(spare_sock)
+                    if self.take_request is not None:
+                        _data, got, _ = self.take_request(spare_sock.fileno(), -1, b"")
+                    else:
+                        _data, got = _wire.recv_message(spare_sock)
                 except (EOFError, OSError):
                     got = []  # the server discarded us, or is gone
                 if len(got) != 3:

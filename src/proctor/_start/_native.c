@@ -1,4 +1,4 @@
-/* proctor._start._native: arm a child's parent-death signal without ctypes; fork.
+/* proctor._start._native: a parent-death signal without ctypes; fork; fork-server hot paths.
  *
  * Optional: built with the other C modules when a C compiler is present
  * (hatch_build.py). Every child calls set_parent_death_signal once, first thing
@@ -12,6 +12,22 @@
  *     fork_start(own_threads)           os.fork() for a fork start (Python 3.12+);
  *                                       own_threads() ─▶ proctor's fork-safe threads
  *                                       ─▶ 0 in the child, the pid in the parent
+ *     take_request(sock, spare, reply)  read a message (_core._wire's framing); if
+ *                                       it is a plain start and a spare waits (the
+ *                                       fork server), hand the spare its descriptors
+ *                                       and send the reply on sock
+ *                                       ─▶ the request's status descriptor; else
+ *                                       ─▶ (data, fds, spare_failed)
+ *     report_exits(status_fds)          the fork server's children that ended:
+ *                                       reap each, write its exit code to its
+ *                                       status descriptor ─▶ [(pid, exitcode)]
+ *
+ * The last two are the fork server's hot paths (_forkserver) in C, for what they do
+ * not write: after the server forks a spare, every page it or the spare writes is
+ * copied. In Python, reading a request, handing it over and replying wrote ~40
+ * pages in the server (the functions called, the objects made: ~150 us between a
+ * parent's request and its child's first step); the spare's reading of it ~45 more;
+ * reaping a child and writing its exit code ~11.
  *
  * fork_start is os.fork() -- the "os.fork" audit event, the at-fork hooks
  * (PyOS_BeforeFork, PyOS_AfterFork_Child/_Parent) -- except for the warning that
@@ -54,6 +70,351 @@ set_parent_death_signal(PyObject *module, PyObject *arg)
     if (prctl(PR_SET_PDEATHSIG, (unsigned long)signum, 0UL, 0UL, 0UL) != 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
+}
+#endif
+
+#ifdef __linux__
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* _core._wire's framing: <length:u64 little-endian><kind:u8>, then the data inline
+ * or, for a spilled message, in a file whose descriptor comes first. */
+#define WIRE_HEADER 9
+#define WIRE_INLINE 0
+#define WIRE_SPILLED 1
+#define WIRE_INLINE_MAX (64 * 1024)
+#define WIRE_MAX_FDS 253
+/* A start request's descriptors: the child's channel, its status socket (the
+ * server's to write), stdout, stderr. */
+#define REQUEST_FDS 4
+
+/* Read len bytes from a stream socket: 0, or -1 with errno set (0 at EOF). */
+static int
+recv_exactly(int fd, char *buffer, size_t len)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t n = recv(fd, buffer + got, len - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = 0;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* Read a spilled message's len bytes from its file: 0, or -1 with errno set (0: short). */
+static int
+read_spilled(int fd, char *buffer, size_t len)
+{
+    struct stat st;
+    size_t got = 0;
+
+    if (fstat(fd, &st) != 0)
+        return -1;
+    if ((uint64_t)st.st_size != (uint64_t)len) {
+        errno = 0;
+        return -1;
+    }
+    while (got < len) {
+        ssize_t n = pread(fd, buffer + got, len - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = 0;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static void
+close_all(const int *fds, int count)
+{
+    for (int i = 0; i < count; i++)
+        close(fds[i]);
+}
+
+/* Send a header-only message (no data) with count descriptors: 0, or -1 with errno. */
+static int
+send_descriptors(int sock, const int *fds, int count)
+{
+    char header[WIRE_HEADER] = {0}; /* length 0, kind WIRE_INLINE */
+    union {
+        char buffer[CMSG_SPACE(REQUEST_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {header, WIRE_HEADER};
+    struct msghdr msg;
+    size_t sent = 0;
+    ssize_t n;
+
+    memset(&control, 0, sizeof(control));
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buffer;
+    msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(count * sizeof(int));
+    memcpy(CMSG_DATA(cmsg), fds, count * sizeof(int));
+    do {
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -1;
+    /* The descriptors went with the first byte; the rest of the header is plain. */
+    sent = (size_t)n;
+    while (sent < WIRE_HEADER) {
+        n = send(sock, header + sent, WIRE_HEADER - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        sent += (size_t)n;
+    }
+    return 0;
+}
+
+static int
+send_all(int sock, const char *data, size_t len)
+{
+    size_t sent = 0;
+
+    while (sent < len) {
+        ssize_t n = send(sock, data + sent, len - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        sent += (size_t)n;
+    }
+    return 0;
+}
+
+/* An error while reading the request: OSError for errno, else EOFError (the parent
+ * closed its end, or sent something that is not a message). */
+static PyObject *
+request_error(const char *what)
+{
+    if (errno != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    PyErr_Format(PyExc_EOFError, "the fork server's request: %s", what);
+    return NULL;
+}
+
+static PyObject *
+take_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    char header[WIRE_HEADER];
+    int fds[WIRE_MAX_FDS];
+    int nfds = 0;
+    union {
+        char buffer[CMSG_SPACE(WIRE_MAX_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {header, WIRE_HEADER};
+    struct msghdr msg;
+    ssize_t got;
+    Py_buffer reply;
+    char *data = NULL;
+    PyObject *result = NULL, *fd_list = NULL;
+    uint64_t length = 0;
+    int kind, spare_failed = 0;
+
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "take_request() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    int ctl = PyObject_AsFileDescriptor(args[0]);
+    long spare;
+
+    if (ctl < 0)
+        return NULL;
+    spare = PyLong_AsLong(args[1]);
+    if (spare == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[2], &reply, PyBUF_SIMPLE) < 0)
+        return NULL;
+
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buffer;
+    msg.msg_controllen = sizeof(control.buffer);
+    do {
+        got = recvmsg(ctl, &msg, 0);
+    } while (got < 0 && errno == EINTR);
+    if (got > 0) {
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            if (count > WIRE_MAX_FDS - nfds)
+                count = WIRE_MAX_FDS - nfds;
+            memcpy(fds + nfds, CMSG_DATA(c), count * sizeof(int));
+            nfds += count;
+        }
+    }
+    if (got <= 0) {
+        if (got == 0)
+            errno = 0;
+        request_error("the parent closed its end");
+        goto done;
+    }
+    if ((size_t)got < WIRE_HEADER
+        && recv_exactly(ctl, header + got, WIRE_HEADER - (size_t)got) < 0) {
+        request_error("the parent closed its end within a header");
+        goto done;
+    }
+    for (int i = 7; i >= 0; i--)
+        length = (length << 8) | (unsigned char)header[i];
+    kind = (unsigned char)header[8];
+    if (!((kind == WIRE_INLINE && length <= WIRE_INLINE_MAX)
+          || (kind == WIRE_SPILLED && nfds > 0 && length <= (uint64_t)PY_SSIZE_T_MAX))) {
+        errno = 0;
+        request_error("a corrupt frame header");
+        goto done;
+    }
+    if (length > 0) {
+        data = malloc((size_t)length);
+        if (data == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (kind == WIRE_SPILLED) {
+            int spilled = fds[0];
+            int failed = read_spilled(spilled, data, (size_t)length);
+            close(spilled);
+            memmove(fds, fds + 1, (nfds - 1) * sizeof(int));
+            nfds--;
+            if (failed < 0) {
+                request_error("a spilled message without its whole file");
+                goto done;
+            }
+        }
+        else if (recv_exactly(ctl, data, (size_t)length) < 0) {
+            request_error("the parent closed its end within a message");
+            goto done;
+        }
+    }
+    if (length == 0 && nfds == REQUEST_FDS && spare >= 0) {
+        int handed[3] = {fds[0], fds[2], fds[3]}; /* all but the status socket */
+        if (send_descriptors((int)spare, handed, 3) == 0) {
+            close_all(handed, 3);
+            int status = fds[1];
+            nfds = 0; /* the status descriptor is the caller's now */
+            if (send_all(ctl, reply.buf, (size_t)reply.len) < 0) {
+                close(status);
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto done;
+            }
+            result = PyLong_FromLong((long)status);
+            if (result == NULL)
+                close(status);
+            goto done;
+        }
+        spare_failed = 1; /* it died before it was reaped: the caller forks */
+    }
+    fd_list = PyList_New(nfds);
+    if (fd_list == NULL)
+        goto done;
+    for (int i = 0; i < nfds; i++) {
+        PyObject *number = PyLong_FromLong((long)fds[i]);
+        if (number == NULL) {
+            Py_DECREF(fd_list);
+            goto done;
+        }
+        PyList_SET_ITEM(fd_list, i, number);
+    }
+    result = Py_BuildValue("(y#NO)", data == NULL ? "" : data, (Py_ssize_t)length, fd_list,
+                           spare_failed ? Py_True : Py_False);
+    if (result != NULL)
+        nfds = 0; /* the caller's now */
+
+done:
+    if (result == NULL)
+        close_all(fds, nfds);
+    free(data);
+    PyBuffer_Release(&reply);
+    return result;
+}
+
+#include <sys/wait.h>
+
+static PyObject *
+report_exits(PyObject *module, PyObject *status_fds)
+{
+    PyObject *reaped;
+
+    (void)module;
+    if (!PyDict_Check(status_fds)) {
+        PyErr_Format(PyExc_TypeError, "status_fds must be a dict of pid to descriptor, not %.100s",
+                     Py_TYPE(status_fds)->tp_name);
+        return NULL;
+    }
+    reaped = PyList_New(0);
+    if (reaped == NULL)
+        return NULL;
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+
+        if (pid < 0 && errno == EINTR)
+            continue;
+        if (pid <= 0)
+            break; /* none ended (0), or no child left (ECHILD) */
+        int exitcode = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+        PyObject *key = PyLong_FromLong((long)pid);
+        if (key == NULL)
+            goto error; /* (this child's code is lost with the error) */
+        PyObject *fd = PyDict_GetItemWithError(status_fds, key); /* borrowed */
+        Py_DECREF(key);
+        if (fd == NULL && PyErr_Occurred())
+            goto error;
+        if (fd != NULL) {
+            long number = PyLong_AsLong(fd);
+            if (number == -1 && PyErr_Occurred())
+                goto error;
+            /* _forkserver.EXIT_STATUS: a little-endian int32. */
+            unsigned char code[4];
+            uint32_t bits = (uint32_t)exitcode;
+            for (int i = 0; i < 4; i++)
+                code[i] = (unsigned char)(bits >> (8 * i));
+            ssize_t n;
+            do {
+                n = write((int)number, code, sizeof(code));
+            } while (n < 0 && errno == EINTR);
+            /* (A failed write: the parent closed the process object already.) */
+        }
+        PyObject *entry = Py_BuildValue("(li)", (long)pid, exitcode);
+        if (entry == NULL || PyList_Append(reaped, entry) < 0) {
+            Py_XDECREF(entry);
+            goto error;
+        }
+        Py_DECREF(entry);
+    }
+    return reaped;
+
+error:
+    Py_DECREF(reaped);
+    return NULL;
 }
 #endif
 
@@ -200,6 +561,20 @@ static PyMethodDef native_methods[] = {
      "Have the kernel send signum to this process when the thread that created it "
      "ends (prctl PR_SET_PDEATHSIG); OSError if it refuses."},
 #endif
+#ifdef __linux__
+    {"take_request", (PyCFunction)(void (*)(void))take_request, METH_FASTCALL,
+     "take_request(sock, spare, reply, /)\n--\n\n"
+     "Read one message from sock. A plain start (no data, four descriptors) with "
+     "a spare waiting (spare >= 0): hand the spare the child's channel, stdout "
+     "and stderr, send reply on sock and return the status descriptor. Otherwise "
+     "return (data, fds, spare_failed). EOFError when the peer closed its end "
+     "(or sent no message), OSError on other errors."},
+    {"report_exits", report_exits, METH_O,
+     "report_exits(status_fds, /)\n--\n\n"
+     "Reap every child of this process that has ended; for each whose pid is a key "
+     "of status_fds, write its exit code (little-endian int32) to that descriptor. "
+     "Returns [(pid, exitcode)] in the order reaped."},
+#endif
 #if defined(__linux__) && PY_VERSION_HEX >= 0x030C0000
     {"fork_start", fork_start, METH_O,
      "fork_start(own_threads, /)\n--\n\n"
@@ -213,7 +588,7 @@ static PyMethodDef native_methods[] = {
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "proctor._start._native",
-    .m_doc = "A child's parent-death signal without ctypes (optional; see _native.c).",
+    .m_doc = "A child's parent-death signal, fork, the fork server's hot paths (optional; see _native.c).",
     .m_size = -1,
     .m_methods = native_methods,
 };
