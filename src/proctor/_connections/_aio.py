@@ -31,13 +31,11 @@ waiting for the same, so that several coroutines can wait on one end.
 
 from __future__ import annotations
 
+import _pickle
 import os
-import pickle
 import select
 import socket
 import time
-from collections.abc import Callable
-from typing import Any
 
 from .._core import _lazy_errors
 from .._core._reduction import DescriptorsNeedACarrier
@@ -60,6 +58,11 @@ from ._frames import (
     pickle_fallback,
 )
 from ._receiving import PREALLOCATE_LIMIT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ("arecv", "asend", "asend_body")
 
@@ -146,7 +149,7 @@ async def arecv(conn: Any, as_bytes: bool, maxlength: int | None, timeout: Any) 
     conn._check_readable()
     if conn._partial is not None:  # the rest of a message a cancelled arecv() began
         rest = await _resume_body(conn, maxlength)
-        return bytes(rest) if as_bytes else pickle.loads(rest)
+        return bytes(rest) if as_bytes else _pickle.loads(rest)
     deadline = _deadline(timeout)
     began = _monotonic()
     while not conn.poll(0):
@@ -162,7 +165,7 @@ async def arecv(conn: Any, as_bytes: bool, maxlength: int | None, timeout: Any) 
         # its way (its sender may even be a coroutine of this loop).
         body = await _socket_frame(conn, maxlength)
         if body is not None:
-            return bytes(body) if as_bytes else pickle.loads(body)
+            return bytes(body) if as_bytes else _pickle.loads(body)
     return conn.recv_bytes(maxlength) if as_bytes else conn.recv()
 
 
@@ -298,8 +301,8 @@ def socket_body(obj: Any) -> bytes | None:
     owns descriptors (sent by the blocking path, once the socket has room)."""
     try:
         try:
-            body = pickle.dumps(obj, PICKLE_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError):
+            body = _pickle.dumps(obj, PICKLE_PROTOCOL)
+        except (_pickle.PicklingError, TypeError, AttributeError):
             return pickle_fallback(obj)
         if b"__main__" in body or _registered_reducers:
             return pickle_fallback(obj)  # as send(): by value, or with the reducers

@@ -23,14 +23,13 @@ has read ahead and the datagrams it stashed travel with it (``_passing``).
 
 from __future__ import annotations
 
+import _pickle
 import errno
 import io
 import os
-import pickle
 import socket
 import sys
 import time
-from typing import Any
 
 from .._core import _lazy_errors
 from .._core._reduction import (
@@ -73,6 +72,11 @@ from ._receiving import READ_AHEAD, FrameReceiver
 from ._sending import ATOMIC_BODY, MSG_NOSIGNAL, FrameSender, send_deadline
 from ._sendlock import SendLock, new_lock_file
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from pickle import PickleBuffer
+    from typing import Any
+
 __all__ = ("Connection", "checked_view", "configure_socket", "datagram_limit")
 
 # Kernel socket buffers: large enough that a 1 MiB message crosses in a few
@@ -84,8 +88,10 @@ _DATAGRAM_OVERHEAD = 1024
 # macOS has no MSG_NOSIGNAL; the per-socket option does the same job.
 _SO_NOSIGPIPE = getattr(socket, "SO_NOSIGPIPE", 0x1022 if sys.platform == "darwin" else None)
 
-_dumps = pickle.dumps
-_loads = pickle.loads
+# (_pickle's functions are pickle's; pickle.py would also import re: ~6 ms of a
+# spawned child's start that only passes objects on a connection.)
+_dumps = _pickle.dumps
+_loads = _pickle.loads
 _unpack_from = HEADER.unpack_from
 _id_unpack_from = FRAME_ID.unpack_from
 
@@ -477,7 +483,7 @@ class Connection(FrameSender, FrameReceiver):
             if self._wfd < 0 or type(obj) in SCALARS:
                 try:
                     body = _dumps(obj, PICKLE_PROTOCOL)
-                except (pickle.PicklingError, TypeError, AttributeError):
+                except (_pickle.PicklingError, TypeError, AttributeError):
                     body = pickle_fallback(obj)
                 else:
                     # find(), not `in`: bytes.__contains__ first tries the
@@ -493,11 +499,11 @@ class Connection(FrameSender, FrameReceiver):
                 # the pipe. A first pickle takes every buffer out of band (append
                 # returns None): the common case -- no buffer at all -- costs
                 # nothing more; anything else is sorted out by pickle_for_send.
-                buffers: list[pickle.PickleBuffer] = []
+                buffers: list[PickleBuffer] = []
                 try:
                     body = _dumps(obj, PICKLE_PROTOCOL, buffer_callback=buffers.append)
                     plain = not buffers and body.find(b"__main__") < 0 and not _registered_reducers
-                except (pickle.PicklingError, TypeError, AttributeError):
+                except (_pickle.PicklingError, TypeError, AttributeError):
                     plain = False
                 if not plain:
                     body, large = pickle_for_send(obj)

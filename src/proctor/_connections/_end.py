@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import io
 import socket
-from collections.abc import Callable
-from typing import Any
 
 from .._core._closing import close_all_quietly
 from .._core._wire import MAX_FDS, fds_from
 from ._sendlock import SendLock
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from collections.abc import Callable
+    from typing import Any
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

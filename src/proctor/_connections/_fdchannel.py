@@ -28,9 +28,12 @@ import select
 import signal
 import socket
 import time
-from typing import Any
 
 from ._sendlock import wait_writable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from typing import Any
 
 __all__ = ("FdChannel",)
 

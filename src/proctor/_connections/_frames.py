@@ -45,13 +45,17 @@ body (pickle first, by value when plain pickle cannot, large buffers out of band
 
 from __future__ import annotations
 
+import _pickle
 import os
-import pickle
 import struct
-from typing import Any
 
 from .._core._serialization import OOB_THRESHOLD, dumps_exact, dumps_oob
 from .._core._wire import MAX_FDS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (and pickle.py, with re) cost a spawned child milliseconds
+    from pickle import PickleBuffer
+    from typing import Any
 
 __all__ = (
     "BODY_IN_FD",
@@ -295,12 +299,12 @@ def byte_view(buf: Any) -> memoryview:
 
 # -- bodies -------------------------------------------------------------------------
 
-PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+PICKLE_PROTOCOL = 5  # out-of-band buffers (pickle.HIGHEST_PROTOCOL, without importing pickle.py)
 # Objects that never hold a buffer: pickled without a buffer callback.
 SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
 
-_dumps = pickle.dumps
-_loads = pickle.loads
+_dumps = _pickle.dumps
+_loads = _pickle.loads
 
 
 def pickle_fallback(obj: Any) -> bytes:
@@ -316,12 +320,12 @@ def pickle_fallback(obj: Any) -> bytes:
     return dumps_exact(obj)
 
 
-def pickle_for_send(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+def pickle_for_send(obj: Any) -> tuple[bytes, list[PickleBuffer]]:
     """Pickle ``obj`` as ``send()`` does, leaving buffers of OOB_THRESHOLD or more out of band."""
     return dumps_oob(obj, OOB_THRESHOLD)
 
 
-def pickle_in_band(body: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
+def pickle_in_band(body: bytes, buffers: list[PickleBuffer]) -> bytes:
     """The pickle of an object whose large buffers were taken out: with them back in."""
     return _dumps(_loads(body, buffers=buffers), PICKLE_PROTOCOL)
 

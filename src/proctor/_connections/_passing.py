@@ -22,12 +22,15 @@ A passed end is shared from then on: ``keep_in_process()``'s promise is withdraw
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 from .._core import _reduction
 from ._end import EndState
 from ._fdchannel import FdChannel
 from ._sendlock import SendLock
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from typing import Any
 
 __all__ = ("rebuild_end", "reduce_end")
 

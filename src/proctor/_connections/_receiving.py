@@ -36,10 +36,9 @@ out) waits in the stash, undelivered, until the connection is closed.
 
 from __future__ import annotations
 
+import _pickle
 import os
-import pickle
 import socket
-from typing import Any
 
 from .._core import _lazy_errors
 from .._core._closing import close_all_quietly
@@ -77,6 +76,10 @@ from ._frames import (
 )
 
 TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from typing import Any
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .._core._spares import Spares
 
@@ -102,7 +105,7 @@ _MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
 # Room for the most descriptors one message can bring.
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
 
-_loads = pickle.loads
+_loads = _pickle.loads  # (pickle's; pickle.py would import re)
 _unpack_from = HEADER.unpack_from
 _id_unpack_from = FRAME_ID.unpack_from
 

@@ -72,15 +72,12 @@ import _signal  # type: ignore[import-not-found]  # C module without stubs
 import array
 import errno
 import os
-import pickle
 import select
 import signal
 import socket
 import struct
 import sys
 import time
-from collections.abc import Iterable
-from typing import Any
 
 from .._core import _lazy_errors
 from .._core._timeout import check_timeout
@@ -106,6 +103,12 @@ from ._frames import (
     parts_after,
 )
 from ._sendlock import wait_writable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from collections.abc import Iterable
+    from pickle import PickleBuffer
+    from typing import Any
 
 __all__ = ("ATOMIC_BODY", "F_SETNOSIGPIPE", "MSG_NOSIGNAL", "FrameSender", "send_deadline")
 
@@ -189,7 +192,7 @@ class FrameSender(EndState):
             self._send_side(TAG_SOCKET_BITS, memoryview(body), (), deadline)
 
     def _send_with_buffers(
-        self, body: bytes, buffers: list[pickle.PickleBuffer], deadline: float | None
+        self, body: bytes, buffers: list[PickleBuffer], deadline: float | None
     ) -> None:
         """Send a pickle whose large out-of-band buffers go as memfds (``Pipe()`` ends).
 
@@ -198,7 +201,7 @@ class FrameSender(EndState):
         """
         self._send_side(TAG_MEMFD_BITS, memoryview(body), buffers, deadline)
 
-    def _buffer_fd(self, buffer: pickle.PickleBuffer) -> int:
+    def _buffer_fd(self, buffer: PickleBuffer) -> int:
         """A memfd holding a copy of ``buffer``: a spare the receiver gave back, or a new one.
 
         A spare is a memfd whose pages are already there and mapped here
@@ -338,7 +341,7 @@ class FrameSender(EndState):
         self,
         tag_bits: int,
         body: memoryview,
-        buffers: Iterable[pickle.PickleBuffer],
+        buffers: Iterable[PickleBuffer],
         deadline: float | None,
         handles: list[int] | tuple[()] = (),
     ) -> None:
@@ -408,7 +411,7 @@ class FrameSender(EndState):
         self,
         tag_bits: int,
         body: memoryview,
-        buffers: Iterable[pickle.PickleBuffer],
+        buffers: Iterable[PickleBuffer],
         deadline: float,
         handles: list[int] | tuple[()] = (),
     ) -> None:

@@ -59,33 +59,35 @@ results may come out of order.
 
 from __future__ import annotations
 
+import _thread
 import collections
-import contextlib
 import functools
 import os
-import pickle
-import reprlib
 import struct
 import sys
-import threading
 import time
 import types
 import weakref
 
-from .._core import _runtime, _serialization
-from .._core._errors import PicklingError
+from .._core import _lazy_errors, _runtime, _serialization
 from .._core._reduction import Descriptors, DescriptorsNeedACarrier
 from .._core._serialization import OOB_THRESHOLD
 from .._start import _outcome
-from . import _progress
+
+# A spawned worker imports this module before its first task: what only the parent
+# uses (pickle's Python module with re, the error types with multiprocessing and
+# threading, the progress bars) is imported where it is used, ~15 ms of each
+# worker's start (issue 17).
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     import asyncio
+    import pickle
     from collections.abc import Callable
     from typing import Any
 
     from .._connections._connection import Connection
+    from .._core._errors import PicklingError
 
 __all__ = (
     "APPLY",
@@ -238,6 +240,19 @@ def decode_result(
     return task_id, outcome, seconds, bool(flags & RETIRING)
 
 
+class _NoCarrier:
+    """The context of a pickle that carries no descriptors: nothing to do."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_CARRIER = _NoCarrier()
+
+
 def _carried(buffers: list[Any] | None) -> tuple[Any, list[Any] | None]:
     """What to unpickle a frame's pickle inside, and its out-of-band buffers.
 
@@ -246,7 +261,7 @@ def _carried(buffers: list[Any] | None) -> tuple[Any, list[Any] | None]:
     """
     if buffers and type(buffers[0]) is Descriptors:
         return buffers[0].received(), None
-    return contextlib.nullcontext(), buffers
+    return _NO_CARRIER, buffers
 
 
 def _dumps(obj: Any) -> tuple[bytes, list[Any]]:
@@ -333,12 +348,16 @@ def function_name(func: Callable[..., object] | None) -> str:
     if isinstance(name, str):
         module = getattr(func, "__module__", None)
         return f"{module}.{name}" if isinstance(module, str) else name
+    import reprlib
+
     return reprlib.repr(func)
 
 
-def _named(exc: PicklingError, what: str) -> PicklingError:
-    """``exc`` again, its message naming ``what`` could not be pickled."""
-    return PicklingError(f"{what} cannot be pickled for a pool worker: {exc}", exc.path)
+def _named(exc: BaseException, what: str) -> PicklingError:
+    """``exc`` (a ``PicklingError``) again, its message naming ``what`` could not be pickled."""
+    return _lazy_errors.PicklingError(
+        f"{what} cannot be pickled for a pool worker: {exc}", getattr(exc, "path", ())
+    )
 
 
 class PickledCodec:
@@ -356,7 +375,7 @@ class PickledCodec:
     def __init__(self) -> None:
         # id -> (weakref, (pickle, name, is a coroutine function))
         self._functions: dict[int, tuple[Any, tuple[bytes, str, bool]]] = {}
-        self._functions_lock = threading.Lock()
+        self._functions_lock = _thread.allocate_lock()
 
     def dumps_function(self, func: Any) -> tuple[bytes, str, bool]:
         """``dumps(func)``, the function's name (``function_name``) and whether it
@@ -398,12 +417,12 @@ class PickledCodec:
         """
         try:
             return _serialization.dumps(obj)
-        except PicklingError as exc:
+        except _lazy_errors.if_loaded("PicklingError") as exc:
             raise _named(exc, what) from exc
         except DescriptorsNeedACarrier as exc:
             if not exc.messages:
                 raise
-            raise PicklingError(
+            raise _lazy_errors.PicklingError(
                 f"{what} cannot be pickled for a pool worker: it holds {exc.what} (a "
                 "functools.partial or a closure over a queue, a lock or shared memory?), "
                 "and a task's function is pickled once for every task. Pass such objects "
@@ -427,14 +446,14 @@ class PickledCodec:
         """
         try:
             return _serialization.dumps_oob(obj, OOB_THRESHOLD)  # _dumps' common case
-        except PicklingError as exc:
+        except _lazy_errors.if_loaded("PicklingError") as exc:
             raise _named(exc, what) from exc
         except DescriptorsNeedACarrier as exc:
             if not exc.messages:
                 raise  # only a start can send it (a Process)
         try:
             body, descriptors = _serialization.dumps_owning_fds(obj)
-        except PicklingError as exc:
+        except _lazy_errors.if_loaded("PicklingError") as exc:
             raise _named(exc, what) from exc
         return body, [descriptors]
 
@@ -456,7 +475,7 @@ class _FunctionCache:
         return self._func
 
 
-_loops = threading.local()
+_loops = _thread._local()
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -506,6 +525,8 @@ def _call(
         value = func(*args, **kwds)
         return _awaited(value) if type(value) is types.CoroutineType else value
     if reports and send_progress is not None:
+        from . import _progress  # (only chunks that report progress)
+
         values = _progress.run_chunk(func, payload, kind == STARMAP, send_progress, task_id)
     # No call more per item for plain functions (quick items are the common case).
     elif kind == MAP:
