@@ -266,6 +266,18 @@ def test_a_server_following_the_connections_queues_and_locks_loads_no_threading(
     assert done.stdout == f"0 {sorted(_LEAN_FOLLOWED)}\n", (done.stdout, done.stderr)
 
 
+def test_a_server_does_not_follow_psutil_where_proc_stands_in_for_it():
+    # proctor's children use psutil only where there is no /proc; a parent that
+    # imported it (a test runner, a monitoring library) must not make the server load it.
+    script = _FOLLOWED_IN_CHILD.replace("import proctor\n", "import proctor, psutil\n", 1)
+    script = script.replace('"multiprocessing",', '"multiprocessing", "psutil",', 1)
+    done = _in_a_fresh_interpreter(script)
+    if os.path.isdir("/proc/self"):
+        assert done.stdout == f"0 {sorted(_LEAN_FOLLOWED)}\n", (done.stdout, done.stderr)
+    else:
+        assert done.stdout == f"0 {sorted({*_LEAN_FOLLOWED, 'psutil'})}\n", done.stderr
+
+
 _AFTER_A_FAILURE = """
 import proctor
 ctx = proctor.get_context("forkserver")
