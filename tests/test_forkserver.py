@@ -279,25 +279,47 @@ def test_a_server_does_not_follow_psutil_where_proc_stands_in_for_it():
 
 
 _AFTER_A_FAILURE = """
+import time
 import proctor
 ctx = proctor.get_context("forkserver")
 check = "'proctor._core._errors' in __import__('sys').modules"
 loaded = []
-for target, args in ((eval, (check,)), (exec, ("raise SystemExit(3)",)), (eval, (check,)),
-                     (eval, (check,))):
+def run(target, *args, terminate=False):
     p = ctx.Process(target=target, args=args)
     p.start()
+    if terminate:
+        p.terminate()
     p.join(30)
     loaded.append((p.exitcode, p.result))
+run(eval, check)
+run(exec, "raise SystemExit(3)")  # an exit code, no error to report
+run(time.sleep, 60, terminate=True)  # killed by a signal
+run(eval, check)
+run(eval, check)
+run(exec, "raise ValueError('a failure')")  # reported with the error types
+run(eval, check)  # the spare forked before the server imported them
+run(eval, check)
 print(loaded)
 """
 
 
 def test_a_server_loads_the_error_types_once_one_of_its_children_has_failed():
-    # The child right after the failure is the spare forked before the server
-    # imported them (it imports them itself if it fails); the next has them loaded.
+    # Only a target that raised (exit code 1) makes the server import them: a child
+    # that exited with another code or was killed imported nothing for it. The child
+    # right after the failure is the spare forked before the server imported them
+    # (it imports them itself if it fails); the next has them loaded.
     done = _in_a_fresh_interpreter(_AFTER_A_FAILURE)
-    assert done.stdout == "[(0, False), (3, None), (0, False), (0, True)]\n", done.stderr
+    expected = [
+        (0, False),
+        (3, None),
+        (-signal.SIGTERM, None),
+        (0, False),
+        (0, False),
+        (1, None),
+        (0, False),
+        (0, True),
+    ]
+    assert done.stdout == f"{expected}\n", done.stderr
 
 
 _FORWARDING_FOLLOWED = """

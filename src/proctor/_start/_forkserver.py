@@ -370,7 +370,10 @@ class _Server:
                 except OSError:
                     pass  # the parent closed the process object already
             os.close(fd)
-            if exitcode != 0 and _import_quietly(_FAILURE_MODULES):
+            # 1: the target raised, and the child imported the error types to report
+            # it. (Not for other codes: sys.exit(n) or a signal, terminate() say,
+            # imports nothing, and the modules would make every later child heavier.)
+            if exitcode == 1 and _import_quietly(_FAILURE_MODULES):
                 _freeze_loaded_objects()
 
     def _become_child(self, fds: list[int] | None, spare_sock: _socket.socket | None) -> None:
