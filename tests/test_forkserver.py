@@ -438,8 +438,15 @@ def _request_fds():
     return [fd for pair in pipes for fd in pair]
 
 
-def _same_file(a, b):
-    return os.path.sameopenfile(a, b)
+def _check_same_files_and_close(got_fds, originals):
+    """Each received descriptor is a copy of its original; all received are closed."""
+    try:
+        assert len(got_fds) == len(originals)
+        for got, original in zip(got_fds, originals, strict=True):
+            assert os.path.sameopenfile(got, original)
+    finally:
+        for fd in got_fds:
+            os.close(fd)
 
 
 def test_take_request_hands_a_plain_start_to_the_spare_and_replies(request_wiring):
@@ -453,18 +460,11 @@ def test_take_request_hands_a_plain_start_to_the_spare_and_replies(request_wirin
         reply = _forkserver._REPLY.pack(4242, _forkserver._ANNOUNCEMENT_FOLLOWS)
         status = take(server.fileno(), to_spare.fileno(), reply)
         assert isinstance(status, int)
-        try:
-            assert _same_file(status, sent[1])  # kept by the server, to write the exit code
-        finally:
-            os.close(status)
+        # The status descriptor: kept by the server, to write the exit code.
+        _check_same_files_and_close([status], [sent[1]])
         data, handed = _wire.recv_message(spare)
-        try:
-            assert data == b"" and len(handed) == 3
-            for got, original in zip(handed, (sent[0], sent[2], sent[3]), strict=True):
-                assert _same_file(got, original)
-        finally:
-            for fd in handed:
-                os.close(fd)
+        _check_same_files_and_close(handed, [sent[0], sent[2], sent[3]])
+        assert data == b""
         assert _wire.recv_exactly(parent, len(reply)) == reply
         # The server's copies of the three it handed over are closed: nothing leaks
         # (the leak check), and the status one was the caller's to close.
@@ -491,14 +491,8 @@ def test_take_request_gives_back_what_it_does_not_hand_over(request_wiring, what
         _wire.send_message(parent, data, request_fds)
         spare_fd = -1 if what == "no spare" else to_spare.fileno()
         got_data, got_fds, spare_failed = take(server.fileno(), spare_fd, b"reply")
-        try:
-            assert bytes(got_data) == data and not spare_failed
-            assert len(got_fds) == len(request_fds)
-            for got, original in zip(got_fds, request_fds, strict=True):
-                assert _same_file(got, original)
-        finally:
-            for fd in got_fds:
-                os.close(fd)
+        _check_same_files_and_close(got_fds, request_fds)
+        assert bytes(got_data) == data and not spare_failed
         # Nothing went to the spare, and no reply to the parent: the caller's to do.
         spare.setblocking(False)
         parent.setblocking(False)
@@ -521,13 +515,8 @@ def test_take_request_says_when_the_spare_is_gone_and_keeps_the_descriptors(requ
     try:
         _wire.send_message(parent, b"", sent)
         got_data, got_fds, spare_failed = take(server.fileno(), to_spare.fileno(), b"reply")
-        try:
-            assert spare_failed and got_data == b"" and len(got_fds) == 4
-            for got, original in zip(got_fds, sent, strict=True):
-                assert _same_file(got, original)
-        finally:
-            for fd in got_fds:
-                os.close(fd)
+        _check_same_files_and_close(got_fds, sent)
+        assert spare_failed and got_data == b""
     finally:
         for fd in sent:
             os.close(fd)
@@ -558,9 +547,7 @@ def test_take_request_closes_the_status_descriptor_when_the_reply_cannot_go(requ
         # The spare got its work all the same (it is the server's child to reap);
         # the server's copies, the status one included, are closed: the leak check.
         _data, handed = _wire.recv_message(spare)
-        for fd in handed:
-            os.close(fd)
-        assert len(handed) == 3
+        _check_same_files_and_close(handed, [sent[0], sent[2], sent[3]])
     finally:
         for fd in sent:
             os.close(fd)

@@ -94,14 +94,16 @@ set_parent_death_signal(PyObject *module, PyObject *arg)
  * server's to write), stdout, stderr. */
 #define REQUEST_FDS 4
 
-/* Read len bytes from a stream socket: 0, or -1 with errno set (0 at EOF). */
+/* Read len bytes: from a stream socket with recv(), or from a file's start with pread()
+ * (positioned): 0, or -1 with errno set (0 at the end of the data). */
 static int
-recv_exactly(int fd, char *buffer, size_t len)
+read_fully(int fd, char *buffer, size_t len, int positioned)
 {
     size_t got = 0;
 
     while (got < len) {
-        ssize_t n = recv(fd, buffer + got, len - got, 0);
+        ssize_t n = positioned ? pread(fd, buffer + got, len - got, (off_t)got)
+                               : recv(fd, buffer + got, len - got, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -119,7 +121,6 @@ static int
 read_spilled(int fd, char *buffer, size_t len)
 {
     struct stat st;
-    size_t got = 0;
 
     if (fstat(fd, &st) != 0)
         return -1;
@@ -127,18 +128,7 @@ read_spilled(int fd, char *buffer, size_t len)
         errno = 0;
         return -1;
     }
-    while (got < len) {
-        ssize_t n = pread(fd, buffer + got, len - got, (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n == 0)
-                errno = 0;
-            return -1;
-        }
-        got += (size_t)n;
-    }
-    return 0;
+    return read_fully(fd, buffer, len, 1);
 }
 
 static void
@@ -146,6 +136,23 @@ close_all(const int *fds, int count)
 {
     for (int i = 0; i < count; i++)
         close(fds[i]);
+}
+
+/* Send len bytes on a stream socket: 0, or -1 with errno set. */
+static int
+send_all(int sock, const char *data, size_t len)
+{
+    size_t sent = 0;
+
+    while (sent < len) {
+        ssize_t n = send(sock, data + sent, len - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        sent += (size_t)n;
+    }
+    return 0;
 }
 
 /* Send a header-only message (no data) with count descriptors: 0, or -1 with errno. */
@@ -159,7 +166,6 @@ send_descriptors(int sock, const int *fds, int count)
     } control;
     struct iovec iov = {header, WIRE_HEADER};
     struct msghdr msg;
-    size_t sent = 0;
     ssize_t n;
 
     memset(&control, 0, sizeof(control));
@@ -179,32 +185,7 @@ send_descriptors(int sock, const int *fds, int count)
     if (n < 0)
         return -1;
     /* The descriptors went with the first byte; the rest of the header is plain. */
-    sent = (size_t)n;
-    while (sent < WIRE_HEADER) {
-        n = send(sock, header + sent, WIRE_HEADER - sent, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        sent += (size_t)n;
-    }
-    return 0;
-}
-
-static int
-send_all(int sock, const char *data, size_t len)
-{
-    size_t sent = 0;
-
-    while (sent < len) {
-        ssize_t n = send(sock, data + sent, len - sent, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        sent += (size_t)n;
-    }
-    return 0;
+    return send_all(sock, header + n, WIRE_HEADER - (size_t)n);
 }
 
 /* An error while reading the request: OSError for errno, else EOFError (the parent
@@ -279,7 +260,7 @@ take_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     if ((size_t)got < WIRE_HEADER
-        && recv_exactly(ctl, header + got, WIRE_HEADER - (size_t)got) < 0) {
+        && read_fully(ctl, header + got, WIRE_HEADER - (size_t)got, 0) < 0) {
         request_error("the parent closed its end within a header");
         goto done;
     }
@@ -309,7 +290,7 @@ take_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto done;
             }
         }
-        else if (recv_exactly(ctl, data, (size_t)length) < 0) {
+        else if (read_fully(ctl, data, (size_t)length, 0) < 0) {
             request_error("the parent closed its end within a message");
             goto done;
         }
