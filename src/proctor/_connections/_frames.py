@@ -49,7 +49,7 @@ import _pickle
 import os
 import struct
 
-from .._core._serialization import OOB_THRESHOLD, dumps_exact, dumps_oob
+from .._core._serialization import OOB_THRESHOLD, PROTOCOL, dumps_exact, dumps_oob
 from .._core._wire import MAX_FDS
 
 TYPE_CHECKING = False
@@ -299,7 +299,7 @@ def byte_view(buf: Any) -> memoryview:
 
 # -- bodies -------------------------------------------------------------------------
 
-PICKLE_PROTOCOL = 5  # out-of-band buffers (pickle.HIGHEST_PROTOCOL, without importing pickle.py)
+PICKLE_PROTOCOL = PROTOCOL  # 5: out-of-band buffers
 # Objects that never hold a buffer: pickled without a buffer callback.
 SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
 

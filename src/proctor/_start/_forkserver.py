@@ -83,13 +83,12 @@ _FOLLOWED_MODULES = (
     "proctor._sharedmem._sharedctypes",
     "proctor.shared_memory",
     "proctor._reaper._client",
-    "psutil",
+    # Only where there is no /proc, the one place proctor's children use psutil (loaded
+    # in the server for nothing, it made every no-op child's start+join ~0.18 ms
+    # slower: a larger image to fork, more pages its children write).
+    *(() if _system._HAVE_PROC else ("psutil",)),
     "proctor._core._by_value",
 )
-# Followed modules that no child of proctor's needs here: psutil only stands in for
-# /proc. (Loaded in the server for nothing, it made every no-op child's start+join
-# ~0.18 ms slower: a larger image to fork, more pages its children write.)
-_UNNEEDED = frozenset(("psutil",) if _system._HAVE_PROC else ())
 # What a child that forwards its logs imports to do so (~4 ms of CPU each, logging
 # loaded): the server imports it once a child forwards -- once the parent has
 # configured logging (a handler somewhere), not merely imported it (which has the
@@ -288,7 +287,7 @@ class _Server:
         return pid
 
     def spare_took_request(self, status_fd: int) -> None:
-        """The spare was handed a request (``relay_start``), whose status socket this is."""
+        """The spare was handed a request (``take_request``), whose status socket this is."""
         spare, self.spare = self.spare, None
         assert spare is not None
         spare.sock.close()
@@ -619,7 +618,7 @@ class ForkServerClient:
     def _modules_to_follow(self, forwards_logs: bool) -> bytes:
         """Names of the modules for the server to load when their list grew (else b"")."""
         modules = sys.modules
-        wanted = [name for name in _FOLLOWED_MODULES if name in modules and name not in _UNNEEDED]
+        wanted = [name for name in _FOLLOWED_MODULES if name in modules]
         if forwards_logs or _FORWARDING_MODULE in self._followed:
             # Once asked for, it stays in the list, which only grows.
             wanted.append(_FORWARDING_MODULE)
