@@ -3,7 +3,7 @@
 * start + join of a no-op process, with the floors: a bare ``os.fork()`` +
   ``waitpid`` for fork, and ``python -c pass`` for spawn;
 * start + join of a no-op process in a parent that has configured logging: 200
-  loggers and a handler on the root logger (fork, forkserver). proctor's children
+  loggers and a stream handler on the root logger (fork, forkserver). proctor's children
   then forward their records to the parent (a pipe and the log listener per
   start); multiprocessing's do not (issue 17: a start looked at every logger);
 * the cost of one ``start()`` while 10, 100 and 300 children started before it are
@@ -56,13 +56,16 @@ _LOGGERS = 200
 
 
 def _logging_rows(quick: bool, rounds: int) -> list[dict]:
-    """start+join in a parent with _LOGGERS loggers and a handler on the root logger."""
+    """start+join in a parent with _LOGGERS loggers and a stream handler on the root logger."""
     import logging
 
     names = [f"bench_process.m{i}" for i in range(_LOGGERS)]
     for name in names:
         logging.getLogger(name)
-    handler = logging.NullHandler()
+    # A handler that configures logging: a stream (to /dev/null; no child logs). Not
+    # a NullHandler, which proctor does not forward to (it configures nothing).
+    devnull = open(os.devnull, "w")  # noqa: SIM115 (closed in the finally below)
+    handler = logging.StreamHandler(devnull)
     logging.root.addHandler(handler)
     rows = []
     try:
@@ -86,7 +89,7 @@ def _logging_rows(quick: bool, rounds: int) -> list[dict]:
                     "ms",
                     higher_is_better=False,
                     note=(
-                        f"{_LOGGERS} loggers, a handler on root: proctor's child forwards "
+                        f"{_LOGGERS} loggers, a stream handler on root: proctor's child forwards "
                         "its records, multiprocessing's does not"
                     ),
                 )
@@ -94,6 +97,7 @@ def _logging_rows(quick: bool, rounds: int) -> list[dict]:
     finally:
         # Later benchmarks in this interpreter see logging as it was.
         logging.root.removeHandler(handler)
+        devnull.close()
         for name in [*names, "bench_process"]:
             logging.root.manager.loggerDict.pop(name, None)
     return rows

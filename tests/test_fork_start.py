@@ -51,7 +51,8 @@ def run(body: str) -> list[str]:
 def test_a_fork_start_beside_the_log_listener_gives_no_thread_warning():
     out = run(
         """
-        logging.root.addHandler(logging.NullHandler())  # children forward: a listener runs
+        # (Children forward: a listener runs. Not a NullHandler, which configures nothing.)
+        logging.root.addHandler(logging.StreamHandler(open(os.devnull, "w")))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             starts(3)
@@ -67,7 +68,7 @@ def test_a_fork_start_beside_the_log_listener_gives_no_thread_warning():
 def test_a_fork_start_beside_another_thread_warns_as_os_fork_does():
     out = run(
         """
-        logging.root.addHandler(logging.NullHandler())
+        logging.root.addHandler(logging.StreamHandler(open(os.devnull, "w")))
         gate = threading.Event()
         other = threading.Thread(target=gate.wait)
         other.start()

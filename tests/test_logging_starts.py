@@ -80,6 +80,31 @@ def test_a_handler_on_any_logger_turns_forwarding_on_and_its_removal_off():
     assert out.split() == ["True", "False"]
 
 
+def test_null_handlers_alone_leave_forwarding_off_and_the_childs_records_where_they_were():
+    # A library's NullHandler (logging's HOWTO) and even one on root configure
+    # nothing: the child's records meet them, or logging's last resort, in the
+    # child exactly as they would in the parent. A NullHandler subclass may handle
+    # records, so it counts.
+    out = run_program(
+        """
+        logging.getLogger("library").addHandler(logging.NullHandler())
+        logging.root.addHandler(logging.NullHandler())
+        print(_forwarding.forwarding_enabled(None))
+        reader, writer = os.pipe()
+        def report():
+            kinds = sorted(type(h).__name__ for h in logging.root.handlers)
+            os.write(writer, " ".join(kinds).encode())
+        start_join(report)
+        print(os.read(reader, 256).decode())
+        class Counting(logging.NullHandler):
+            pass
+        logging.getLogger("library.part").addHandler(Counting())
+        print(_forwarding.forwarding_enabled(None))
+        """
+    )
+    assert out.split() == ["False", "NullHandler", "True"]
+
+
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_a_handler_added_after_a_start_without_one_gets_the_next_childs_records(method):
     out = run_program(
@@ -175,7 +200,7 @@ def test_a_fork_child_looks_at_no_logger_its_parent_listed_for_it(counting_logge
     # The parent's fork hook lists the loggers with handlers (or not propagating)
     # for the child, under logging's lock: the child, whose pages are copied as
     # it writes them, looks at none of the others (~25 pages with 200 loggers).
-    handler = logging.NullHandler()
+    handler = ListHandler()
     logging.getLogger("app").addHandler(handler)
     reader, writer = os.pipe()
     try:
@@ -203,7 +228,7 @@ def keep_handler_count(name, writer):
 
 def test_a_handler_added_between_two_fork_starts_is_taken_off_in_the_second_child():
     # The list is made at each fork, never kept from one start to the next.
-    handler = logging.NullHandler()
+    handler = ListHandler()
     reader, writer = os.pipe()
     ctx = proctor.get_context("fork")
     try:
@@ -365,7 +390,7 @@ def test_the_decision_looks_at_no_logger_when_root_has_no_handler(counting_logge
     # decision must still not walk the loggers (the handler is found among
     # logging's handlers).
     monkeypatch.setattr(logging.root, "handlers", [])
-    handler = logging.NullHandler()
+    handler = ListHandler()
     last = logging.getLogger("counted.last")  # made after the counted ones
     last.addHandler(handler)
     try:
@@ -433,7 +458,7 @@ def test_the_listener_thread_serves_the_next_start_after_its_streams_end(ctx, li
 
 
 def test_a_fork_that_fails_leaves_no_stream_or_descriptor(monkeypatch):
-    handler = logging.NullHandler()
+    handler = ListHandler()
     logging.getLogger("app").addHandler(handler)
 
     def failing_fork(*args):

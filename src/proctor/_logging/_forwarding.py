@@ -203,6 +203,12 @@ def forwarding_enabled(per_process: bool | None) -> bool:
     last-resort handler here exactly as it does in the child, so forwarding would
     change nothing but cost. (Importing logging is not enough: cloudpickle imports
     it, for one.)
+
+    A ``logging.NullHandler`` does not count: it is how a library keeps logging
+    unconfigured (logging's HOWTO), and a record it takes is dropped in the child
+    just as it would be in the parent, so forwarding it would cost the pipe, the
+    listener and each record's trip for nothing. (Its exact type: a subclass may
+    handle records.)
     """
     wanted = _enabled if per_process is None else per_process
     if not wanted:
@@ -215,8 +221,10 @@ def forwarding_enabled(per_process: bool | None) -> bool:
     logging = sys.modules.get("logging")
     if logging is None:
         return False
-    if logging.root.handlers:
-        return True
+    null = logging.NullHandler
+    for handler in logging.root.handlers:
+        if type(handler) is not null:
+            return True
     return _handlers_exist(logging)
 
 
@@ -231,19 +239,23 @@ def _handlers_exist(logging: Any) -> bool:
     that exists but is on no logger turns forwarding on too: that costs the pipe
     and the listener, and changes nothing a handler would see, as the parent's
     loggers then hand the child's records to the same last resort the child's would.
+    A ``NullHandler`` does not count (:func:`forwarding_enabled`).
     """
     refs = getattr(logging, "_handlerList", None)
     if refs is None:  # not CPython's logging: look at every logger
         return any(
-            getattr(logger, "handlers", None)
+            type(handler) is not logging.NullHandler
             for logger in list(logging.root.manager.loggerDict.values())
+            for handler in getattr(logger, "handlers", ())
         )
     # logging made its own last resort, a Handler, at import.
     last_resort = getattr(logging, "_defaultLastResort", None)
+    null = logging.NullHandler
     for ref in refs[:]:  # a copy: another thread's handler may be collected meanwhile
         handler = ref()
         if (
             handler is not None
+            and type(handler) is not null
             and handler is not last_resort
             and handler is not logging.lastResort
             and handler is not _spare_handler  # proctor's own, for fork children
