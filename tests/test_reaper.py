@@ -635,7 +635,8 @@ def _start_time(pid: int) -> int:
 
 def _owned(pid: int, start: int, namespace: int | None = None) -> str:
     """A name in the form the reaper can sweep, for creator (pid, start)."""
-    from proctor._reaper._server import _base36, _pid_namespace
+    from proctor._reaper._ident import base36 as _base36
+    from proctor._reaper._ident import pid_namespace as _pid_namespace
 
     if namespace is None:
         namespace = _pid_namespace()

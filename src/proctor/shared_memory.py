@@ -30,12 +30,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._sharedmem._shareable_list import ShareableList as ShareableList
 from ._sharedmem._shm import SharedMemory as SharedMemory
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # at run time, __getattr__ below imports it with numpy, on demand
+    from typing import Any  # (typing, with re and enum, is milliseconds of a child's start)
+
     from ._sharedmem._sharedarray import SharedArray as SharedArray
 
 __all__ = ("ShareableList", "SharedArray", "SharedMemory", "shared_array")

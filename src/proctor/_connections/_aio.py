@@ -32,9 +32,9 @@ waiting for the same, so that several coroutines can wait on one end.
 from __future__ import annotations
 
 import _pickle
+import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
 import os
 import select
-import socket
 import time
 
 from .._core import _lazy_errors

@@ -24,10 +24,10 @@ has read ahead and the datagrams it stashed travel with it (``_passing``).
 from __future__ import annotations
 
 import _pickle
+import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
 import errno
 import io
 import os
-import socket
 import sys
 import time
 

@@ -8,8 +8,8 @@ socket connection over ``AF_UNIX`` and the descriptors they bring.
 
 from __future__ import annotations
 
+import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
 import io
-import socket
 
 from .._core._closing import close_all_quietly
 from .._core._wire import MAX_FDS, fds_from

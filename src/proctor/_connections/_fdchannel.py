@@ -22,11 +22,11 @@ blocked around a write where it is not ignored already.
 
 from __future__ import annotations
 
+import _signal as signal  # type: ignore[import-not-found]  # (signal.py: enum)
+import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
 import errno
 import os
 import select
-import signal
-import socket
 import time
 
 from ._sendlock import wait_writable

@@ -21,7 +21,7 @@ A passed end is shared from then on: ``keep_in_process()``'s promise is withdraw
 
 from __future__ import annotations
 
-import socket
+import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
 
 from .._core import _reduction
 from ._end import EndState

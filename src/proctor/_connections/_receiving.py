@@ -37,8 +37,8 @@ out) waits in the stash, undelivered, until the connection is closed.
 from __future__ import annotations
 
 import _pickle
+import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
 import os
-import socket
 
 from .._core import _lazy_errors
 from .._core._closing import close_all_quietly

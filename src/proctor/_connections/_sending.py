@@ -69,12 +69,11 @@ default (on macOS ``F_SETNOSIGPIPE`` switches it off per pipe).
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # C module without stubs
+import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
 import array
 import errno
 import os
 import select
-import signal
-import socket
 import struct
 import sys
 import time
@@ -127,9 +126,9 @@ _NO_DATAGRAM = frozenset({errno.EMSGSIZE, errno.ENOBUFS, errno.ENOMEM})
 
 # macOS can switch SIGPIPE off per pipe; Linux cannot (see _pipe_send_small).
 F_SETNOSIGPIPE = 73 if sys.platform == "darwin" else None
-_SIGPIPE: int = getattr(signal, "SIGPIPE", 13)
+_SIGPIPE: int = getattr(_signal, "SIGPIPE", 13)
 # The C function: signal.getsignal wraps its answer in an enum, at a microsecond a send.
-_SIG_IGN = int(signal.SIG_IGN)
+_SIG_IGN = int(_signal.SIG_IGN)
 _getsignal = _signal.getsignal
 _write = os.write
 _pack = HEADER.pack
@@ -271,7 +270,7 @@ class FrameSender(EndState):
                 self._send_failed(exc)
 
     def _pipe_send_masked(self, data: bytes, deadline: float | None) -> None:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {_SIGPIPE})
+        previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, {_SIGPIPE})
         try:
             try:
                 try:
@@ -281,15 +280,15 @@ class FrameSender(EndState):
             except BrokenPipeError as exc:
                 # The SIGPIPE this write raised is pending on this thread: take
                 # it, so that unblocking does not deliver it.
-                if _SIGPIPE not in previous and hasattr(signal, "sigtimedwait"):
-                    signal.sigtimedwait([_SIGPIPE], 0)
+                if _SIGPIPE not in previous and hasattr(_signal, "sigtimedwait"):
+                    _signal.sigtimedwait([_SIGPIPE], 0)
                 self._send_failed(exc)
             except OSError as exc:
                 if isinstance(exc, _lazy_errors.if_loaded("ProcessTimeoutError")):
                     raise
                 self._send_failed(exc)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
 
     # Pipe(): a mid-size body in one datagram, no lock.
 

@@ -50,11 +50,12 @@ full queue makes the consumer close the memfd instead).
 
 from __future__ import annotations
 
+# _socket, not socket.py (with enum and selectors), and ctypes only where a spare is
+# mapped: each is milliseconds of the start of a spawned child given a queue (issue 17).
+import _socket as socket
 import array
-import ctypes
 import mmap
 import os
-import socket
 import weakref
 
 from ._closing import close_all_quietly
@@ -104,6 +105,8 @@ def _map(fd: int, size: int) -> tuple[mmap.mmap, int]:
     mapping = map_memfd(fd)
     if not isinstance(mapping, mmap.mmap) or len(mapping) != size:
         raise OSError(f"a spare memfd of {size} bytes did not map as such")
+    import ctypes
+
     address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))  # (export released)
     return mapping, address
 
@@ -243,6 +246,8 @@ class Spares:
             os.close(fd)  # a duplicate of the slot's own
         slot.busy = True
         slot.forks = _forks[0]
+        import ctypes  # (loaded by _map already: a slot is mapped)
+
         buffer = (ctypes.c_ubyte * size).from_address(slot.address)
         buffer._keep = slot  # type: ignore[attr-defined]  # the mapping lives as long
         release = weakref.finalize(buffer, self.give_back, slot)

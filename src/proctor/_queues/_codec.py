@@ -29,8 +29,8 @@ which must not hold up the other consumers.
 
 from __future__ import annotations
 
+import _pickle as pickle  # (not pickle.py: with re and enum, milliseconds of a spawned child)
 import os
-import pickle
 
 from .._core import _serialization
 from .._core._closing import close_all, close_all_quietly

@@ -25,7 +25,6 @@ from __future__ import annotations
 import _socket
 import array
 import errno
-import socket
 import struct
 
 from .._core import _reduction
@@ -40,7 +39,7 @@ MAX_FDS = 253
 _MAIL_ID = struct.Struct("<I")
 # Linux makes both ends non-blocking in the socketpair() call itself (two
 # syscalls fewer per queue); elsewhere setblocking() does it.
-_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+_NONBLOCK = getattr(_socket, "SOCK_NONBLOCK", 0)
 
 # ETOOMANYREFS: too many descriptors in flight for this user (not on every OS).
 _TOO_MANY_REFS = getattr(errno, "ETOOMANYREFS", -1)
@@ -59,7 +58,7 @@ class Mailbox:
     # creation wrote ~9 pages per ``Queue()`` that a parent with living children
     # copies (issue 17).
     def __init__(self) -> None:
-        send_end, recv_end = _socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM | _NONBLOCK)
+        send_end, recv_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_DGRAM | _NONBLOCK)
         if not _NONBLOCK:
             send_end.setblocking(False)
             recv_end.setblocking(False)
@@ -91,7 +90,7 @@ class Mailbox:
         try:
             self.send_end.sendmsg(
                 [_MAIL_ID.pack(mail_id)],
-                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
+                [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))],
             )
         except (BlockingIOError, InterruptedError):
             return False
@@ -121,7 +120,7 @@ class Mailbox:
         while True:
             try:
                 # Without room for ancillary data a peek installs no descriptor.
-                peeked = sock.recv(_MAIL_ID.size, socket.MSG_PEEK)
+                peeked = sock.recv(_MAIL_ID.size, _socket.MSG_PEEK)
             except BlockingIOError:
                 raise RuntimeError(
                     f"queue item {mail_id} lost its large buffers: they are not in the "
@@ -134,7 +133,7 @@ class Mailbox:
                     f"the next item's ({got}) instead, left there for it"
                 )
             data, ancdata, _flags, _addr = sock.recvmsg(
-                _MAIL_ID.size, socket.CMSG_SPACE(MAX_FDS * 4)
+                _MAIL_ID.size, _socket.CMSG_SPACE(MAX_FDS * 4)
             )
             fds = fds_from(ancdata)
             if _MAIL_ID.unpack(data)[0] == mail_id:

@@ -61,9 +61,9 @@ Why this shape:
 
 from __future__ import annotations
 
+import _pickle as pickle  # (not pickle.py: with re and enum, milliseconds of a spawned child)
 import _thread
 import os
-import pickle
 from collections import deque
 from collections.abc import Iterable
 

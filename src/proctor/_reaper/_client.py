@@ -83,21 +83,24 @@ keeps them until it exits: later reclamation, never an early unlink.
 
 from __future__ import annotations
 
+# The C modules, not socket.py, json or signal.py (with enum, re, selectors): every
+# process that opens a semaphore by name is a client, a spawned child given a Lock
+# among them, and those cost its start milliseconds (issue 17). tempfile is loaded
+# where a reaper is started.
+import _signal  # type: ignore[import-not-found]  # C module without stubs
+import _socket as socket
 import _thread
 import array
 import contextlib
 import errno
-import json
 import os
-import signal
-import socket
 import sys
-import tempfile
+from _json import encode_basestring_ascii as _quote
 
 from .._core import _afterfork, _reduction, _runtime
 from .._core._system import random_hex
-from ._server import IGNORED_SIGNALS, KINDS, READY, owner_tag
-from ._server import create_time as _create_time
+from ._ident import IGNORED_SIGNALS, KINDS, READY, owner_tag
+from ._ident import create_time as _create_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import
@@ -134,11 +137,6 @@ CONNECT_TIMEOUT = 10.0
 #: ``multiprocessing.resource_tracker``'s names of the kinds, and the reaper's.
 TRACKER_KINDS = {"shared_memory": "shm", "semaphore": "semaphore", "shm": "shm"}
 
-#: One message as a compact JSON line's text (one encoder for every message:
-#: ``json.dumps`` with ``separators`` builds a new one per call, ~2 us).
-_json_encode = json.JSONEncoder(separators=(",", ":")).encode
-_quote = json.encoder.encode_basestring_ascii
-
 
 def _to_json(message: list) -> str:
     """``message`` as one compact JSON array, as ``json`` writes it.
@@ -159,6 +157,20 @@ def _to_json(message: list) -> str:
         else:
             return _json_encode(message)
     return "[" + ",".join(parts) + "]"
+
+
+_json_encoder = None
+
+
+def _json_encode(message: list) -> str:
+    """Any other message, through ``json`` (one encoder for every such message:
+    ``json.dumps`` with ``separators`` builds a new one per call, ~2 us)."""
+    global _json_encoder
+    if _json_encoder is None:
+        import json
+
+        _json_encoder = json.JSONEncoder(separators=(",", ":"))
+    return _json_encoder.encode(message)
 
 
 #: The longest name of a segment or semaphore, in bytes without the leading slash:
@@ -341,6 +353,8 @@ class _Client:
             _write_all(self.fd, payload.encode())
 
     def _spawn(self) -> socket.socket:
+        import tempfile
+
         directory = tempfile.mkdtemp(prefix="proctor-reaper-")  # mode 0700
         path = os.path.join(directory, "sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -388,7 +402,7 @@ class _Client:
         except OSError as exc:
             sock.close()
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)  # if it hangs rather than failed
+                os.kill(pid, _signal.SIGKILL)  # if it hangs rather than failed
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
             _runtime.unregister_helper(pid)

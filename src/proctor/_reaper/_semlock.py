@@ -47,10 +47,13 @@ import _multiprocessing  # type: ignore[import-not-found]  # C module without st
 import _thread
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 from .._core import _reduction
 from .._core._closing import ClosedWhenCollected
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from typing import Any
 
 __all__ = ("SEMAPHORE", "SEM_VALUE_MAX", "NamedSemaphore", "batched_names")
 

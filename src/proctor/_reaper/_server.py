@@ -72,13 +72,38 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from types import ModuleType
+
+
+def _load_ident() -> ModuleType:
+    """``_ident.py``, beside this file: imported within proctor, loaded by path in the reaper."""
+    if __package__:
+        from . import _ident
+
+        return _ident
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ident.py")
+    spec = importlib.util.spec_from_file_location("proctor_reaper_ident", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ident = _load_ident()
+#: The kinds of named objects the reaper knows how to unlink.
+KINDS = _ident.KINDS
+IGNORED_SIGNALS = _ident.IGNORED_SIGNALS
+READY = _ident.READY
+create_time = _ident.create_time
+owner_tag = _ident.owner_tag
+_HAVE_PROC_STAT = _ident.HAVE_PROC_STAT
+_pid_namespace = _ident.pid_namespace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import threading
-
-#: The kinds of named objects the reaper knows how to unlink.
-KINDS = ("shm", "semaphore")
 
 #: Liveness poll period where pidfds are not available: quick enough that a
 #: crashed user's segment disappears "within a second", cheap enough to ignore.
@@ -104,85 +129,9 @@ RECLAIM_DELAY = 0.05
 #: starter died before connecting.
 FIRST_CLIENT_TIMEOUT = 30.0
 
-#: Signals aimed at a terminal's foreground jobs (Ctrl-C, hang-up): they kill the
-#: users, and the reaper must survive them to clean up.
-IGNORED_SIGNALS = (signal.SIGINT, signal.SIGHUP)
-
 #: Descriptors one read from a client may bring (one per "P" line; the kernel
 #: stops a read after data that brought descriptors, so one is the usual count).
 _MAX_FDS = 253
-
-#: Sent to each new client: "the reaper is running".
-READY = b"+"
-
-
-_HAVE_PROC_STAT = os.path.exists("/proc/self/stat")
-
-
-def create_time(pid: int) -> float | None:
-    """Start time of ``pid`` (identifies the process across pid reuse), or None if dead.
-
-    On Linux, the start time in clock ticks since boot from ``/proc/<pid>/stat``
-    (exact, and immune to changes of the wall clock); elsewhere psutil's
-    ``create_time()``. A zombie counts as dead.
-    """
-    if _HAVE_PROC_STAT:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            return None
-        # Fields after the ")" that closes the command name: state is field 3,
-        # the start time field 22.
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if fields[0] in (b"Z", b"X", b"x"):
-            return None
-        return float(fields[19])
-    import psutil  # type: ignore[import-untyped]  # no stubs installed
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-
-
-def _pid_namespace() -> int | None:
-    """This process's pid namespace (an inode number), if ``/proc`` is this namespace's."""
-    try:
-        if os.readlink("/proc/self") != str(os.getpid()):
-            return None  # a /proc mounted for another pid namespace
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, digit = divmod(n, 36)
-        out = digits[digit] + out
-        if not n:
-            return out
-
-
-def owner_tag() -> str:
-    """What proctor's object names say about their creator (this process).
-
-    ``<pid>.<start time>.<pid namespace>`` (the last two in base 36) where
-    ``/proc`` tells them, so that a later reaper can prove the creator dead
-    (:func:`find_orphans`); elsewhere just ``<pid>`` (such names are never swept).
-    """
-    pid = os.getpid()
-    namespace = _pid_namespace() if _HAVE_PROC_STAT else None
-    start = create_time(pid) if namespace is not None else None
-    if namespace is None or start is None:
-        return str(pid)
-    return f"{pid}.{_base36(int(start))}.{_base36(namespace)}"
-
 
 #: A name made by :func:`owner_tag` as it appears in /dev/shm ("sem." for semaphores).
 _OWNED_NAME = re.compile(r"(sem\.)?(proctor-([0-9]+)\.([0-9a-z]+)\.([0-9a-z]+)-[0-9a-f]+)")

@@ -31,9 +31,12 @@ import itertools
 import struct
 import types
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from ._shm import SharedMemory
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (with re and enum) is milliseconds of a spawned child's start
+    from typing import Any
 
 __all__ = ("ShareableList",)
 

@@ -26,13 +26,16 @@ name there.
 from __future__ import annotations
 
 import ctypes
-from typing import Any, TypeAlias, Union
 
 from .._core import _anonmem, _reduction
 
-#: What RawValue/RawArray return: a plain ctypes object, array or structure whose
-#: memory is shared.
-CData: TypeAlias = Union["ctypes._SimpleCData[Any]", "ctypes.Array[Any]", ctypes.Structure]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (with re and enum) costs a spawned child given a Value ~5 ms
+    from typing import Any, TypeAlias
+
+    #: What RawValue/RawArray return: a plain ctypes object, array or structure whose
+    #: memory is shared.
+    CData: TypeAlias = "ctypes._SimpleCData[Any] | ctypes.Array[Any] | ctypes.Structure"
 
 __all__ = ("Array", "NotALockError", "RawArray", "RawValue", "Value", "copy", "synchronized")
 

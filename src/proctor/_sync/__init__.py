@@ -31,8 +31,6 @@ See docs/sync.md for the user's view and the exact guarantees.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from . import _condition, _lock, _semaphore
 from ._accel import ACTIVE as ACTIVE
 from ._condition import Barrier as Barrier
@@ -46,6 +44,10 @@ from ._lock import LockNotOwnedError as LockNotOwnedError
 from ._lock import RLock as RLock
 from ._semaphore import BoundedSemaphore as BoundedSemaphore
 from ._semaphore import Semaphore as Semaphore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from typing import Any
 
 
 def _implementations() -> dict[str, dict[str, type] | None]:

@@ -51,7 +51,6 @@ import fcntl
 import numbers
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from .._core import _runtime, _sharedwords
 from .._core._anonmem import own_description_locks
@@ -68,6 +67,10 @@ from ._lock import (
     _OwnedLock,
     _remaining,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from typing import Any
 
 __all__ = ("Barrier", "BrokenBarrierError", "Condition", "Event")
 

@@ -43,7 +43,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from .._core import _lazy_errors, _reduction, _runtime, _sharedwords
 from .._core._afterfork import PerProcess
@@ -56,6 +55,10 @@ from .._core._wait import CHECK_INTERVAL, POSTED, TIMED_OUT, wait_for_post
 from .._reaper._semlock import NamedSemaphore
 from . import _accel
 from ._memsem import MemorySemaphore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from typing import Any
 
 __all__ = (
     "CHECK_INTERVAL",

@@ -37,11 +37,13 @@ through ``ctypes`` (``_ctypessem.CtypesSemaphore``, imported only then).
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._core._anonmem import AnonymousMemory, allocate
 from .._reaper._semlock import _Closed
 from ._accel import native
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from typing import Any
 
 __all__ = ("AVAILABLE", "SIZE", "MemorySemaphore")
 

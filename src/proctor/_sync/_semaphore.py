@@ -10,7 +10,6 @@ nothing to re-check: the count is the whole state, and the kernel watches it.
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING, Any
 
 from .._core import _runtime
 from .._core._closing import ClosedWhenCollected
@@ -18,6 +17,10 @@ from .._core._wait import POSTED, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
 from . import _accel
 from ._lock import _check_timeout, _closed_call, _deadline, _not_shareable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+    from typing import Any
 
 __all__ = (
     "BoundedSemaphore",
