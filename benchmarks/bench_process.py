@@ -6,6 +6,8 @@
   loggers and a stream handler on the root logger (fork, forkserver). proctor's children
   then forward their records to the parent (a pipe and the log listener per
   start); multiprocessing's do not (issue 17: a start looked at every logger);
+* spawn start + join of a child given a Queue and a Lock, as the tutorial's programs
+  start theirs: what rebuilding them costs the child (its imports, issue 17);
 * the cost of one ``start()`` while 10, 100 and 300 children started before it are
   still alive, each blocked on a queue of its own (issue 12: it grew with the
   number of living children). Flat is the goal.
@@ -101,6 +103,53 @@ def _logging_rows(quick: bool, rounds: int) -> list[dict]:
         for name in [*names, "bench_process"]:
             logging.root.manager.loggerDict.pop(name, None)
     return rows
+
+
+def _given_rows(quick: bool, rounds: int) -> list[dict]:
+    """spawn start+join of a child whose arguments are a Queue and a Lock."""
+    import operator
+
+    def start_join_given(ctx, args):
+        def once():
+            # operator.is_: a function of a module every child has loaded, taking two
+            # arguments; the child rebuilds both.
+            p = ctx.Process(target=operator.is_, args=args)
+            p.start()
+            p.join()
+            p.close()
+
+        return once
+
+    px = proctor.get_context("spawn")
+    mp = multiprocessing.get_context("spawn")
+    px_args = (px.Queue(), px.Lock())
+    mp_args = (mp.Queue(), mp.Lock())
+    try:
+        ops = 3 if quick else 10
+        start_join_given(px, px_args)()  # (warm-up: the first spawn of each)
+        start_join_given(mp, mp_args)()
+        got = interleaved(
+            {
+                "proctor": _per_op(start_join_given(px, px_args), ops),
+                "multiprocessing": _per_op(start_join_given(mp, mp_args), ops),
+            },
+            rounds,
+        )
+    finally:
+        px_args[0].close()
+        px_args[1].close()
+        mp_args[0].close()
+        mp_args[0].join_thread()
+    return [
+        row(
+            "start+join given a Queue and a Lock (spawn)",
+            got["proctor"] * 1e3,
+            got["multiprocessing"] * 1e3,
+            "ms",
+            higher_is_better=False,
+            note="the child rebuilds both: its imports for them",
+        )
+    ]
 
 
 def _bare_fork():
@@ -237,6 +286,7 @@ def run(quick: bool = False) -> list[dict]:
                 floor=got["floor"] * 1e3 if floor_name else None,
             )
         )
+    rows.extend(_given_rows(quick, rounds))
     rows.extend(_logging_rows(quick, rounds))
     rows.extend(_living_rows(quick))
     return rows
