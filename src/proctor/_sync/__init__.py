@@ -31,26 +31,52 @@ See docs/sync.md for the user's view and the exact guarantees.
 
 from __future__ import annotations
 
-from . import _condition, _lock, _semaphore
 from ._accel import ACTIVE as ACTIVE
-from ._condition import Barrier as Barrier
-from ._condition import Condition as Condition
-from ._condition import Event as Event
-from ._lock import CHECK_INTERVAL as CHECK_INTERVAL
-from ._lock import LIMBO_GRACE as LIMBO_GRACE
-from ._lock import SPIN_TRIES as SPIN_TRIES
-from ._lock import Lock as Lock
-from ._lock import LockNotOwnedError as LockNotOwnedError
-from ._lock import RLock as RLock
-from ._semaphore import BoundedSemaphore as BoundedSemaphore
-from ._semaphore import Semaphore as Semaphore
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
+if TYPE_CHECKING:
     from typing import Any
+
+    from ._condition import Barrier as Barrier
+    from ._condition import BrokenBarrierError as BrokenBarrierError
+    from ._condition import Condition as Condition
+    from ._condition import Event as Event
+    from ._lock import CHECK_INTERVAL as CHECK_INTERVAL
+    from ._lock import LIMBO_GRACE as LIMBO_GRACE
+    from ._lock import SPIN_TRIES as SPIN_TRIES
+    from ._lock import Lock as Lock
+    from ._lock import LockNotOwnedError as LockNotOwnedError
+    from ._lock import RLock as RLock
+    from ._semaphore import BoundedSemaphore as BoundedSemaphore
+    from ._semaphore import Semaphore as Semaphore
+
+    #: Each implementation's classes by public name ("native": None where the C
+    #: module is not loaded). The public names above are ACTIVE's; the tests run both.
+    IMPLEMENTATIONS: dict[str, dict[str, type] | None]
+
+# Each name from the module that defines it, when it is first asked for: a process
+# that uses only a Lock (a spawned child given one, say) imports neither the
+# semaphores nor Condition, Event and Barrier (with numbers and the reaper's
+# client, whose connection the semaphores' names need) -- issue 17.
+_WHERE = {
+    "Barrier": "_condition",
+    "BrokenBarrierError": "_condition",  # (made at its first use, with threading)
+    "Condition": "_condition",
+    "Event": "_condition",
+    "CHECK_INTERVAL": "_lock",
+    "LIMBO_GRACE": "_lock",
+    "SPIN_TRIES": "_lock",
+    "Lock": "_lock",
+    "LockNotOwnedError": "_lock",
+    "RLock": "_lock",
+    "BoundedSemaphore": "_semaphore",
+    "Semaphore": "_semaphore",
+}
 
 
 def _implementations() -> dict[str, dict[str, type] | None]:
+    from . import _lock, _semaphore
+
     def classes(*found: type) -> dict[str, type]:
         return dict(zip(("Lock", "RLock", "Semaphore", "BoundedSemaphore"), found, strict=True))
 
@@ -68,20 +94,20 @@ def _implementations() -> dict[str, dict[str, type] | None]:
     return {"native": native, "python": python}
 
 
-if TYPE_CHECKING:
-    from ._condition import BrokenBarrierError as BrokenBarrierError
-
-
 def __getattr__(name: str) -> Any:
-    # BrokenBarrierError is made at its first use, with threading (see _condition).
-    if name == "BrokenBarrierError":
-        return _condition.BrokenBarrierError
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
+    if name == "IMPLEMENTATIONS":
+        value: Any = _implementations()
+    else:
+        where = _WHERE.get(name)
+        if where is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    if name != "BrokenBarrierError":  # (its module makes it anew after a fork)
+        globals()[name] = value
+    return value
 
-#: Each implementation's classes by public name ("native": None where the C
-#: module is not loaded). The public names above are ACTIVE's; the tests run both.
-IMPLEMENTATIONS = _implementations()
 
 __all__ = (
     "Barrier",
