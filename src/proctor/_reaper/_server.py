@@ -3,7 +3,8 @@
 This module is the server side of ``proctor._reaper._client`` (read its docstring for the
 whole design). It runs in its own process, started by ``_reaper`` with
 ``python -c <bootstrap>``, which loads this file *by path*: it imports nothing from
-proctor, only the standard library (and psutil where there is no ``/proc``), so that
+proctor, only the standard library (and psutil where there is no ``/proc``) and
+``_ident.py`` beside it, loaded by path too (what its clients need as well), so that
 nothing else in the package -- an import error, a slow optional dependency -- can
 keep the reaper from starting::
 
