@@ -95,12 +95,16 @@ import contextlib
 import errno
 import os
 import sys
-from _json import encode_basestring_ascii as _quote
 
 from .._core import _afterfork, _reduction, _runtime
 from .._core._system import random_hex
 from ._ident import IGNORED_SIGNALS, KINDS, READY, owner_tag
 from ._ident import create_time as _create_time
+
+try:  # (the C function json.encoder uses; json itself, with re, is not imported)
+    from _json import encode_basestring_ascii as _quote
+except ImportError:  # pragma: no cover - a Python built without _json
+    from json.encoder import encode_basestring_ascii as _quote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import
