@@ -55,12 +55,11 @@ if TYPE_CHECKING:
     IMPLEMENTATIONS: dict[str, dict[str, type] | None]
 
 # Each name from the module that defines it, when it is first asked for: a process
-# that uses only a Lock (a spawned child given one, say) imports neither the
-# semaphores nor Condition, Event and Barrier (with numbers and the reaper's
-# client, whose connection the semaphores' names need) -- issue 17.
+# that uses only a Lock or a queue (a spawned child given one, say) imports neither
+# the semaphores nor Condition, Event and Barrier (with numbers) -- issue 17.
 _WHERE = {
     "Barrier": "_condition",
-    "BrokenBarrierError": "_condition",  # (made at its first use, with threading)
+    "BrokenBarrierError": "_condition",  # (made there at its first use, with threading)
     "Condition": "_condition",
     "Event": "_condition",
     "CHECK_INTERVAL": "_lock",
@@ -104,8 +103,7 @@ def __getattr__(name: str) -> Any:
         if where is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
-    if name != "BrokenBarrierError":  # (its module makes it anew after a fork)
-        globals()[name] = value
+    globals()[name] = value
     return value
 
 
