@@ -206,27 +206,36 @@ _NOT_FOR_A_PLAIN_CHILD = (
 )
 
 
-@pytest.mark.parametrize("forward_logs", [False, True])
-def test_a_spawned_child_imports_only_what_its_start_needs(forward_logs):
-    ctx = proctor.get_context("spawn")
-    # The log channel is a descriptor in the start message: received with recvmsg.
-    not_loaded = [m for m in _NOT_FOR_A_PLAIN_CHILD if not (forward_logs and m == "_socket")]
-    # eval is a builtin: loading the target imports nothing of its own.
-    probe = f"[m for m in {not_loaded!r} if m in __import__('sys').modules]"
-    p = ctx.Process(target=eval, args=(probe,), forward_logs=forward_logs)
+def spawned_eval(source, *namespace, **process_options):
+    """What ``source`` evaluates to in a spawned child (started with ``process_options``).
+
+    ``eval``, a builtin, is the target: loading it imports nothing of the test's.
+    ``namespace`` (a dict of globals, optional) travels with the start.
+    """
+    p = proctor.get_context("spawn").Process(
+        target=eval, args=(source, *namespace), **process_options
+    )
     p.start()
     p.join(60)
     try:
         assert p.exitcode == 0
-        assert p.result == []
-        if sys.platform.startswith("linux"):  # psutil is a dependency only without /proc
-            q = ctx.Process(target=eval, args=("'psutil' in __import__('sys').modules",))
-            q.start()
-            q.join(60)
-            assert q.result is False
-            q.close()
+        return p.result
     finally:
         p.close()
+
+
+def probe_loaded(modules):
+    """A probe for spawned_eval: which of ``modules`` the child has imported."""
+    return f"[m for m in {list(modules)!r} if m in __import__('sys').modules]"
+
+
+@pytest.mark.parametrize("forward_logs", [False, True])
+def test_a_spawned_child_imports_only_what_its_start_needs(forward_logs):
+    # The log channel is a descriptor in the start message: received with recvmsg.
+    not_loaded = [m for m in _NOT_FOR_A_PLAIN_CHILD if not (forward_logs and m == "_socket")]
+    assert spawned_eval(probe_loaded(not_loaded), forward_logs=forward_logs) == []
+    if sys.platform.startswith("linux"):  # psutil is a dependency only without /proc
+        assert spawned_eval("'psutil' in __import__('sys').modules") is False
 
 
 # A spawned pool worker needs the connections (with socket.py) and _pickle; what only
@@ -247,7 +256,7 @@ _NOT_FOR_A_POOL_WORKER = (
 
 
 def test_a_spawned_pool_worker_imports_neither_pickle_py_nor_the_error_types():
-    probe = f"[m for m in {_NOT_FOR_A_POOL_WORKER!r} if m in __import__('sys').modules]"
+    probe = probe_loaded(_NOT_FOR_A_POOL_WORKER)
     with proctor.get_context("spawn").Pool(1) as pool:
         assert pool.apply(eval, (probe,)) == []
 
@@ -299,18 +308,11 @@ def test_a_spawned_child_given_an_object_loads_only_the_c_modules_it_uses(kind):
     # A queue's locks and wake-ups are unnamed (_sync._memsem): no reaper to tell.
     if kind in ("Queue", "JoinableQueue", "SimpleQueue", "Pipe") and NATIVE_PDEATHSIG:
         not_loaded.append("proctor._reaper._client")
-    # eval, a builtin, as the target: the child imports no module of the test's. The
-    # objects travel in its namespace.
-    probe = f"[m for m in {not_loaded!r} if m in __import__('sys').modules]"
     given = _GIVEN[kind](ctx)
-    p = ctx.Process(target=eval, args=(probe, {"given": given}))
-    p.start()
-    p.join(60)
     try:
-        assert p.exitcode == 0
-        assert p.result == []
+        # The objects travel in the probe's namespace.
+        assert spawned_eval(probe_loaded(not_loaded), {"given": given}) == []
     finally:
-        p.close()
         for obj in given:
             obj = getattr(obj, "shm", obj)  # a ShareableList's memory
             close = getattr(obj, "close", None)
@@ -404,17 +406,8 @@ def test_a_main_script_target_with_plain_arguments_reaches_the_child_without_pic
 
 def test_a_spawned_child_without_log_forwarding_loads_no_logging():
     # logging and the forwarding module cost a child milliseconds; only forwarding needs them.
-    probe = (
-        "[m for m in ('logging', 'proctor._logging._forwarding') if m in __import__('sys').modules]"
-    )
-    p = proctor.get_context("spawn").Process(target=eval, args=(probe,), forward_logs=False)
-    p.start()
-    p.join(60)
-    try:
-        assert p.exitcode == 0
-        assert p.result == []
-    finally:
-        p.close()
+    probe = probe_loaded(("logging", "proctor._logging._forwarding"))
+    assert spawned_eval(probe, forward_logs=False) == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
@@ -470,17 +463,10 @@ def test_the_parent_death_signal_is_set_by_the_c_module_when_it_is_built():
 
     assert _bootstrap.native_parent_death()
     probe = (
-        "[m for m in ('_ctypes', 'zlib', 'proctor._core._accel') if m in __import__('sys').modules]"
-        ", 'proctor._start._native' in __import__('sys').modules"
+        probe_loaded(("_ctypes", "zlib", "proctor._core._accel"))
+        + ", 'proctor._start._native' in __import__('sys').modules"
     )
-    p = proctor.get_context("spawn").Process(target=eval, args=(probe,), forward_logs=False)
-    p.start()
-    p.join(60)
-    try:
-        assert p.exitcode == 0
-        assert p.result == ([], True)
-    finally:
-        p.close()
+    assert spawned_eval(probe, forward_logs=False) == ([], True)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
