@@ -41,10 +41,10 @@ def _per_op(fn, ops):
     return measure
 
 
-def _start_join(ctx):
+def _start_join(ctx, target=None, args=()):
     def once():
         # No target: run() does nothing, and neither child has to import this module.
-        p = ctx.Process()
+        p = ctx.Process(target=target, args=args)
         p.start()
         p.join()
         if hasattr(p, "close"):
@@ -110,15 +110,9 @@ def _given_rows(quick: bool, rounds: int) -> list[dict]:
     import operator
 
     def start_join_given(ctx, args):
-        def once():
-            # operator.is_: a function of a module every child has loaded, taking two
-            # arguments; the child rebuilds both.
-            p = ctx.Process(target=operator.is_, args=args)
-            p.start()
-            p.join()
-            p.close()
-
-        return once
+        # operator.is_: a function of a module every child has loaded, taking two
+        # arguments; the child rebuilds both.
+        return _start_join(ctx, operator.is_, args)
 
     px = proctor.get_context("spawn")
     mp = multiprocessing.get_context("spawn")
