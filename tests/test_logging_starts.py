@@ -621,3 +621,39 @@ def test_the_parent_and_multiprocessings_children_keep_their_own_record_names(tm
         "stdlib-child hello | stdlib-grandchild hello | MainProcess hello | child hello",
         "False",
     ]
+
+
+# --- a fork child leaves its parent's handlers alone ----------------------------------
+
+
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "child-walks"])
+def test_a_fork_child_neither_closes_nor_flushes_the_handlers_it_inherits(tmp_path, prepared):
+    # The handlers are the parent's, held by its loggers alone: the child took them
+    # off its loggers and, freeing them, closed their streams, which wrote what the
+    # parent had buffered a second time (and cost each fork start ~55 copied pages).
+    path = tmp_path / "app.log"
+    # Unprepared: the child walks its loggers and removes the handlers (install_in_child).
+    unprepared = "_forwarding._prepare_child_state = lambda arming, logging: None\n"
+    if prepared:
+        unprepared = ""
+    out = run_program(
+        f"""
+        {unprepared}
+        # Held by the handlers alone (no name in this module refers to it).
+        logging.root.addHandler(logging.StreamHandler(open({str(path)!r}, "w", buffering=1 << 16)))
+        logging.getLogger("app").addHandler(logging.StreamHandler(logging.root.handlers[0].stream))
+        logging.root.handlers[0].stream.write("buffered in the parent\\n")  # flush() empties it
+        start_join(log, ("app.m1", "from the child"))
+        for logger in (logging.root, logging.getLogger("app")):
+            for handler in logger.handlers:
+                handler.flush()
+        print(sorted(type(h).__name__ for h in logging.root.handlers))
+        """
+    )
+    assert out.split() == ["['StreamHandler']"]
+    # Once, as the parent wrote it; then the child's record, handled here by both handlers.
+    assert path.read_text().splitlines() == [
+        "buffered in the parent",
+        "from the child",
+        "from the child",
+    ]

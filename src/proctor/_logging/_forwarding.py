@@ -22,8 +22,9 @@
 
 A child starts with the parent's logger levels (and ``logging.disable`` level),
 so it drops what the parent would drop before paying to send it. Under fork the
-child inherits the parent's handlers; they are removed, so that each record is
-handled once, by the parent. Handlers the child adds itself keep working.
+child inherits the parent's handlers; they are taken off its loggers, so that each
+record is handled once, by the parent, but never closed or freed there (``_inherited``).
+Handlers the child adds itself keep working.
 
 Records are sent with their message already formatted (``args`` cleared) and
 their exception formatted into ``exc_text``, so arguments that cannot be pickled
@@ -347,8 +348,8 @@ class _ForkArming:
         self.tried = False
         #: The child's state is prepared (the hook had logging's lock in time).
         self.applied = False
-        #: (logger, the handlers list it gets in the child), root first.
-        self.child_handlers: list[tuple[Any, list[Any]]] = []
+        #: (logger, the handlers list it gets in the child, the list that one replaces), root first.
+        self.child_handlers: list[tuple[Any, list[Any], list[Any]]] = []
         #: The record factory the child installs (None: it has its namer already).
         self.namer: Any = None
 
@@ -404,10 +405,12 @@ def _prepare_child_state(arming: _ForkArming, logging: Any) -> None:
     handler = arming.handler
     handler.channel = arming.channel
     child_handlers = arming.child_handlers
-    child_handlers.append((logging.root, [handler]))
+    # Each with the list it replaces, which the child keeps (_inherited).
+    root = logging.root
+    child_handlers.append((root, [handler], root.handlers))
     for logger in _loggers_to_clean(logging):
         # A logger that does not propagate forwards itself; the others through root.
-        child_handlers.append((logger, [] if logger.propagate else [handler]))
+        child_handlers.append((logger, [] if logger.propagate else [handler], logger.handlers))
     factory = logging._logRecordFactory
     if not getattr(factory, "_names_proctor_processes", False):
         prepared = _logger._prepared_namer
@@ -462,6 +465,11 @@ def capture_config() -> dict[str, Any]:
 
 _child_channel: io.FileIO | None = None
 _child_handler: Any = None
+# What a child took off its loggers (the parent's handlers, or the _ForkArming
+# record holding the lists they were in), kept for the child's life: never closed
+# or freed here, since they are the parent's (a handler's stream flushed at its
+# close would write the parent's buffered output a second time).
+_inherited: list[Any] = []
 
 
 def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) -> None:
@@ -496,7 +504,9 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
     _child_handler = handler
     # Handlers inherited through fork belong to the parent, which handles
     # every record itself; keeping them would write each record twice.
+    # (Kept, not freed: see _inherited.)
     root = logging.root
+    _inherited.extend(root.handlers)
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
@@ -504,6 +514,7 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
     for logger in list(logging.root.manager.loggerDict.values()):
         if isinstance(logger, logging.Logger):
             if logger.handlers:
+                _inherited.extend(logger.handlers)
                 for old in list(logger.handlers):
                     logger.removeHandler(old)
             if config is None and not logger.propagate:
@@ -536,7 +547,7 @@ def _finish_armed_child(arming: _ForkArming) -> None:
     starts counting anew.
     """
     global _child_handler, _child_channel
-    for logger, handlers in arming.child_handlers:
+    for logger, handlers, _replaced in arming.child_handlers:
         logger.handlers = handlers
     if arming.namer is not None:
         logging: Any = sys.modules["logging"]
@@ -544,6 +555,12 @@ def _finish_armed_child(arming: _ForkArming) -> None:
     previous = _child_channel
     _child_handler = arming.handler
     _child_channel = arming.channel
+    # The lists just replaced hold the parent's handlers, often their only holder.
+    # Kept (their record lives on), not freed: freeing a StreamHandler frees its
+    # stream and lock and runs logging's weak-reference callbacks, ~55 pages the
+    # child copied (~100 us of each fork start, issue 17); and a closed stream is
+    # flushed, which would write again what the parent had buffered.
+    _inherited.append(arming)
     if previous is not None:
         previous.close()
     if _runtime.records_forwarded:
