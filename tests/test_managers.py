@@ -246,6 +246,26 @@ def test_proxies_passed_to_a_child_reach_the_same_objects(ctx):
         assert shared_dict["nested"][:] == ["from child"]
 
 
+def _write_and_read(shared_dict, key):
+    shared_dict[key] = os.getpid()
+    return sorted(shared_dict.keys())
+
+
+def test_a_worker_forked_from_the_managers_server_writes_to_the_real_objects():
+    # SyncManager.Pool runs in the server process and forks its workers from it:
+    # their proxies must reach the server over a socket, not the copy of it that
+    # the fork left in each worker (where the write was lost).
+    with SyncManager(ctx=proctor.get_context("fork")) as manager:
+        shared = manager.dict()
+        pool = manager.Pool(1)
+        try:
+            seen = pool.apply(_write_and_read, (shared, "from a worker"))
+        finally:
+            pool.terminate()
+        assert seen == ["from a worker"]
+        assert sorted(shared.keys()) == ["from a worker"]
+
+
 # -- register, AutoProxy, exposed, method_to_typeid --------------------------------------
 
 

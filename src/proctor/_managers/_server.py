@@ -20,6 +20,7 @@ occupies only its own connection's thread.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,12 @@ _local_servers: dict[Any, Server] = {}
 def local_server(address: Any) -> Server | None:
     """The server of ``address`` if it runs in this process."""
     return _local_servers.get(address)
+
+
+# A process forked from a server's (a SyncManager.Pool's worker, a Process a
+# registered callable starts) has a copy of the server, which serves nobody: its
+# proxies must reach the real one over a socket, or their writes land in the copy.
+os.register_at_fork(after_in_child=_local_servers.clear)
 
 
 class _NotExposed(AttributeError):
