@@ -335,6 +335,42 @@ def test_sentinel_becomes_readable_when_the_child_ends(ctx):
     p.close()
 
 
+_READ_STDIN_PROGRAM = """
+import sys, proctor
+def child(q):
+    q.put((sys.stdin.read(), sys.stdin.fileno()))
+if __name__ == "__main__":
+    ctx = proctor.get_context(sys.argv[1])
+    first = sys.stdin.readline()  # reads a whole chunk ahead into sys.stdin
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    in_child = q.get(timeout=60)
+    p.join(60)
+    print(repr((first, in_child, sys.stdin.read())))
+"""
+
+
+def test_a_child_reads_nothing_of_what_its_parent_read_ahead_from_stdin(start_method):
+    # stdin is /dev/null in a child; a forked sys.stdin also held the lines the
+    # parent had read ahead, which the child then read as well as the parent.
+    import ast
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_STDIN_PROGRAM, start_method],
+        input="".join(f"{n}\n" for n in range(1, 1001)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    first, in_child, rest = ast.literal_eval(done.stdout)
+    assert (first, in_child) == ("1\n", ("", 0))  # read from descriptor 0, as the stdlib's
+    assert rest.splitlines() == [str(n) for n in range(2, 1001)]
+
+
 def test_repr_shows_name_pid_state_and_exit_code(ctx):
     p = ctx.Process(target=double, args=(1,), name="R")
     assert "name='R'" in repr(p) and "initial" in repr(p)

@@ -124,7 +124,10 @@ class ForkPopen(OwnChildPopen):
             # put this one's back after the fork (_forwarding._ForkArming).
             arm_fork_child(child_log_end)
         # (Process.start() has flushed stdout and stderr: buffered output would
-        # otherwise be written twice.)
+        # otherwise be written twice. What this process read ahead from stdin stays
+        # here: the child takes a stdin object never read, made once.)
+        if _bootstrap._blank_stdin is None:
+            _bootstrap.ready_blank_stdin()
         try:
             # (During shutdown os.fork() refuses, with its own error.)
             fork = ready[3]
