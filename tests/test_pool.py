@@ -368,6 +368,21 @@ def test_an_unclosed_pool_warns_and_is_terminated_when_collected():
     assert not pid_exists(pid)
 
 
+def test_a_pool_held_only_by_its_results_lives_until_they_are_collected():
+    # As with the stdlib: a result keeps its pool, so a one-line pool gets its value.
+    import gc
+
+    # (Values taken outside the asserts: pytest's rewriting of an assert keeps every
+    # part of its expression, the pool among them, until the assert is done.)
+    with pytest.warns(ResourceWarning, match="unclosed pool"):
+        applied = proctor.Pool(1).apply_async(pow, (3, 2)).get(TIMEOUT)
+        mapped = proctor.Pool(1).map_async(abs, [-1, -2]).get(TIMEOUT)
+        in_order = list(proctor.Pool(2).imap(abs, [-1, -2, -3]))
+        unordered = sorted(proctor.Pool(2).imap_unordered(abs, [-1, -2]))
+        gc.collect()  # (each pool goes with its result: terminated, as when unclosed)
+    assert (applied, mapped, in_order, unordered) == (9, [1, 2], [1, 2, 3], [1, 2])
+
+
 def test_pool_is_on_the_front_door_the_contexts_and_proctor_pool():
     from proctor import pool as pool_module
 

@@ -365,6 +365,7 @@ class Pool:
         frame = codec.encode_task(task_id, kind, func_bytes, payload)
         describe = partial(call_inputs, args, kwds)
         result = ApplyResult(callback, error_callback, dispatcher.wake, describe, name)
+        result._owner = self
         task = Task(task_id, frame, result, 0, name, describe, seconds, 1, buffers, coroutine)
         dispatcher.submit([task])
         return result
@@ -510,6 +511,7 @@ class Pool:
             dispatcher.wake,
             lambda: f"{name} over {len(items)} input items",
         )
+        result._owner = self
         tasks = []
         start = 0
         for size in sizes:
@@ -598,6 +600,7 @@ class Pool:
             cls = _progress.ITERATORS[cls]  # its next() stops the display
         slots = self._processes * (self._concurrency if coroutine else 1)
         iterator = cls(submitter, iter(iterable), chunksize, READ_AHEAD_PER_WORKER * slots)
+        iterator._owner = self  # (as ApplyResult._owner)
         if tracker is not None:
             tracker.start(total, _short_name(func))
             iterator._progress = tracker  # type: ignore[attr-defined]  # an ITERATORS class

@@ -112,6 +112,7 @@ class ApplyResult:
         "_finished",
         "_name",
         "_on_cancel",
+        "_owner",
         "_ready",
         "_ready_lock",
         "_started",
@@ -147,6 +148,10 @@ class ApplyResult:
         self._started = False  # a task of the call was sent to a worker (``_claim``)
         self._cancelling = False  # a cancel() has begun (see _claim)
         self._waiters: _Waiters | None = None  # coroutines awaiting it (``__await__``)
+        # The Pool that made it, kept alive as long as this result is, as the
+        # stdlib's results keep theirs: ``Pool(2).apply_async(f).get()`` must not
+        # see its pool collected (and so terminated) before the value comes.
+        self._owner: Any = None
 
     def ready(self) -> bool:
         """Whether the call has completed (successfully or not, or was cancelled)."""
@@ -518,6 +523,7 @@ class IMapIterator:
         self._items: collections.deque[Any] = collections.deque()
         self._aborted: BaseException | None = None
         self._waiters: _Waiters | None = None  # coroutines awaiting a chunk (``__anext__``)
+        self._owner: Any = None  # the Pool, kept alive with the iterator (ApplyResult._owner)
         self._init_results()
 
     def _init_results(self) -> None:
