@@ -288,8 +288,8 @@ def test_bad_arguments_fail_before_any_wait():
     a, b = proctor.Pipe()
 
     async def main():
-        with pytest.raises(ValueError):
-            await asyncio.wait_for(q.aget(timeout=-1), LIMIT)
+        with pytest.raises(ValueError, match="NaN"):
+            await asyncio.wait_for(q.aget(timeout=float("nan")), LIMIT)
         with pytest.raises(TypeError):
             await asyncio.wait_for(q.aput(1, timeout="soon"), LIMIT)
         with pytest.raises(proctor.PicklingError):

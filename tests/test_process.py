@@ -995,3 +995,8 @@ def test_a_channel_pair_blocks_whatever_the_default_socket_timeout():
     finally:
         a.close()
         b.close()
+
+
+def test_a_process_joining_itself_is_told_so():
+    with pytest.raises(RuntimeError, match="cannot join itself"):
+        proctor.current_process().join(1)

@@ -12,11 +12,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ("check_timeout", "deadline", "wait_readable")
+__all__ = ("LONGEST_WAIT", "check_timeout", "deadline", "wait_readable")
+
+#: Timeouts longer than this (~24.8 days) wait without limit, as ``None`` does:
+#: ``math.inf`` says "no limit" too, and every wait below can take this one
+#: (``poll()`` takes a C int of milliseconds, ``sem_timedwait`` a ``time_t``);
+#: a longer one made some raise ``OverflowError`` or ``EINVAL``.
+LONGEST_WAIT = (2**31 - 1) / 1000
 
 
 def check_timeout(timeout: Any) -> float | None:
     """Return ``timeout`` as float seconds, or ``None``; negative values stay negative.
+
+    ``None`` for one longer than :data:`LONGEST_WAIT` (``math.inf`` included).
 
     Raises:
         TypeError: for anything but a real number or ``None`` (``bool`` included).
@@ -25,8 +33,10 @@ def check_timeout(timeout: Any) -> float | None:
     if timeout is None:
         return None
     if timeout.__class__ is float:  # the usual case first: a float that is not NaN
-        if timeout == timeout:
+        if timeout <= LONGEST_WAIT:
             return timeout
+        if timeout == timeout:
+            return None
     elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         import numbers  # only for unusual numbers (Fraction, numpy scalars...)
 
@@ -38,7 +48,7 @@ def check_timeout(timeout: Any) -> float | None:
     timeout = float(timeout)
     if timeout != timeout:
         raise ValueError("timeout must be a number of seconds or None, not NaN")
-    return timeout
+    return None if timeout > LONGEST_WAIT else timeout
 
 
 def deadline(timeout: Any) -> float | None:

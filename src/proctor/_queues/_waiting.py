@@ -127,10 +127,15 @@ class QueueLock(Lock):
 
 
 def check_queue_timeout(timeout: Any) -> float | None:
-    """A timeout in seconds: None, or a number >= 0 (as ``queue.Queue`` wants)."""
+    """A timeout in seconds: None, or a number >= 0; a negative one counts as 0.
+
+    As ``multiprocessing.Queue`` takes it (``queue.Queue`` refuses it): a call
+    given ``deadline - time.monotonic()`` once the deadline has passed still
+    takes an item that is there, or raises ``Empty`` (``Full``) at once.
+    """
     timeout = _check_timeout(timeout)  # TypeError for non-numbers, ValueError for NaN
     if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout}")
+        return 0.0
     return timeout
 
 

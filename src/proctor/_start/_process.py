@@ -239,14 +239,19 @@ class BaseProcess:
         """
         self._check_not_closed()
         if self._popen is None:
+            if self is state.current:
+                raise RuntimeError(
+                    f"a process cannot join itself: {self!r} is the current process; "
+                    "join() waits for a child this process started"
+                )
             raise ValueError(f"cannot join a process that was never started: {self!r}")
         if self._parent_pid != os.getpid():
             raise RuntimeError("can only join a child process of the current process")
         # (The usual join(), with no timeout, calls nothing for it: each call is a
         # page or two written while the child may still share them, issue 17.)
         deadline = None if timeout is None else _deadline(timeout)
-        if deadline is not None:
-            timeout = max(deadline - time.monotonic(), 0.0)
+        # (None also for a timeout too long to be one: _timeout.LONGEST_WAIT.)
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         if self._popen.wait(timeout) is not None:
             # Discarded first: the descriptors held for the child (_state.Children)
             # include its log channel's end, which wait_logs closes.
