@@ -32,6 +32,7 @@ import sys
 import time
 
 from .._core import _lazy_errors
+from .._core._integers import integral
 from .._core._reduction import (
     DescriptorsNeedACarrier,
     MessageFds,
@@ -721,6 +722,8 @@ class Connection(FrameSender, FrameReceiver):
         view = byte_view(buf)
         if view.readonly:
             raise TypeError(f"buf must be writable, got a read-only {type(buf).__name__}")
+        if offset.__class__ is not int:
+            offset = integral(offset)
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise TypeError(f"offset must be an int, not {offset!r}")
         if offset < 0:

@@ -49,6 +49,7 @@ import _pickle
 import os
 import struct
 
+from .._core._integers import integral
 from .._core._serialization import OOB_THRESHOLD, PROTOCOL, dumps_exact, dumps_oob
 from .._core._wire import MAX_FDS
 
@@ -242,6 +243,8 @@ def check_maxlength(maxlength: int | None) -> int | None:
     """
     if maxlength is None:
         return None
+    if maxlength.__class__ is not int:
+        maxlength = integral(maxlength)
     if isinstance(maxlength, bool) or not isinstance(maxlength, int):
         raise TypeError(f"maxlength must be an int or None, not {maxlength!r}")
     if maxlength < 0:
@@ -253,12 +256,16 @@ def checked_view(buf: Any, offset: Any, size: Any) -> memoryview:
     """The bytes ``send_bytes(buf, offset, size)`` sends, checked."""
     view = byte_view(buf)
     total = view.nbytes
+    if offset.__class__ is not int:
+        offset = integral(offset)
     if isinstance(offset, bool) or not isinstance(offset, int):
         raise TypeError(f"offset must be an int, not {offset!r}")
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset}")
     if offset > total:
         raise ValueError(f"offset {offset} is past the end of the {total}-byte buffer")
+    if size is not None and size.__class__ is not int:
+        size = integral(size)
     if size is None:
         size = total - offset
     elif isinstance(size, bool) or not isinstance(size, int):

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from .._core import _lazy_errors
+from .._core._integers import integral
 from .._core._timeout import deadline as _deadline
 from .._core._timeout import wait_readable as _poll_fd
 from ._connection import Connection, configure_socket
@@ -147,6 +148,7 @@ class Listener:
         authkey: bytes | None = None,
     ) -> None:
         self._authkey = check_authkey(authkey)
+        backlog = integral(backlog)
         if isinstance(backlog, bool) or not isinstance(backlog, int):
             raise TypeError(f"backlog must be an int, not {backlog!r}")
         if backlog < 0:

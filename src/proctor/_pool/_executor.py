@@ -29,6 +29,7 @@ import weakref
 from functools import partial
 
 from .._core._errors import MaybeEncodingError, PicklingError, WorkerLostError
+from .._core._integers import integral
 from .._core._system import cpu_count
 from . import _lifecycle, _progress, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit
@@ -276,6 +277,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             self._concurrency = 1
             self._shutdown_lock = threading.Lock()
             self._shutdown = False
+            max_workers = integral(max_workers)
             if max_workers is not None and (
                 isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
             ):
@@ -301,6 +303,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         self._cancel_running = cancel_running
         if max_workers is None:
             max_workers = cpu_count()
+        max_workers = integral(max_workers)
         if isinstance(max_workers, bool) or not isinstance(max_workers, int):
             raise TypeError(f"max_workers must be an int or None, not {type(max_workers).__name__}")
         if max_workers < 1:
@@ -308,6 +311,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         if initializer is not None:
             _check_callable(initializer, "initializer")
         if max_tasks_per_child is not None:
+            max_tasks_per_child = integral(max_tasks_per_child)
             if isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int):
                 raise TypeError(
                     "max_tasks_per_child must be a positive int or None, not "
@@ -424,11 +428,13 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             Exception: a failed item's exception, from ``next()`` at its position.
         """
         if chunksize is not None:
+            chunksize = integral(chunksize)
             if isinstance(chunksize, bool) or not isinstance(chunksize, int):
                 raise TypeError(f"chunksize must be an int or None, not {type(chunksize).__name__}")
             if chunksize < 1:
                 raise ValueError(f"chunksize must be >= 1, not {chunksize}")
         if buffersize is not None:
+            buffersize = integral(buffersize)
             if isinstance(buffersize, bool) or not isinstance(buffersize, int):
                 raise TypeError(
                     f"buffersize must be an integer or None, not {type(buffersize).__name__}"

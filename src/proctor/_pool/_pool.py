@@ -21,6 +21,7 @@ import weakref
 from functools import partial
 
 from .._core._errors import ArgumentTypeError, PicklingError, PoolTerminatedError
+from .._core._integers import integral
 from .._core._system import cpu_count
 from .._start import _process
 from . import _progress, _worker
@@ -64,6 +65,7 @@ def _check_workers(processes: object, initializer: object) -> int:
     """
     if processes is None:
         processes = cpu_count()
+    processes = integral(processes)
     if isinstance(processes, bool) or not isinstance(processes, int):
         raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
     if processes < 1:
@@ -136,6 +138,7 @@ def remote_dispatcher(backend: Any, refused: dict[str, bool]) -> Dispatcher:
 
 
 def _check_chunksize(chunksize: object) -> int:
+    chunksize = integral(chunksize)
     if isinstance(chunksize, bool) or not isinstance(chunksize, int):
         raise TypeError(f"chunksize must be a positive int or None, not {type(chunksize).__name__}")
     if chunksize < 1:
@@ -146,6 +149,7 @@ def _check_chunksize(chunksize: object) -> int:
 def _check_memory_limit(limit: object) -> int | None:
     if limit is None:
         return None
+    limit = integral(limit)
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise TypeError(
             "max_memory_per_child must be a number of bytes (an int) or None, not "
@@ -163,6 +167,7 @@ def _check_concurrency(concurrency: object) -> int:
         TypeError: not an int.
         ValueError: below 1.
     """
+    concurrency = integral(concurrency)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int):
         raise TypeError(
             f"task_concurrency must be a positive int, not {type(concurrency).__name__} "
@@ -277,6 +282,7 @@ class Pool:
         concurrency = _check_concurrency(task_concurrency)
         memory_limit = _check_memory_limit(max_memory_per_child)
         if maxtasksperchild is not None:
+            maxtasksperchild = integral(maxtasksperchild)
             if isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int):
                 # A ValueError too: the stdlib raises ValueError here (and its
                 # suite checks it: test_pool_maxtasksperchild_invalid).

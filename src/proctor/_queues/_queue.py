@@ -69,6 +69,7 @@ from collections.abc import Iterable
 
 from .._core import _lazy_errors, _runtime
 from .._core._anonmem import AnonymousMemory
+from .._core._integers import integral
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore, batched_names
 from .._sync._memsem import AVAILABLE as MEMORY_SEMAPHORES
 from .._sync._memsem import MemorySemaphore
@@ -210,6 +211,8 @@ class Queue:
         self, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY, ctx: Any = None
     ) -> None:
         _runtime.check_ctx(ctx, type(self).__name__)
+        maxsize = integral(maxsize)
+        capacity = integral(capacity)
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__} ({maxsize!r})")
         if isinstance(capacity, bool) or not isinstance(capacity, int):
@@ -458,6 +461,7 @@ class Queue:
             QueueClosedError (a ValueError): when this queue handle was closed.
         """
         self._check_open("get_many")
+        max_items = integral(max_items)
         if isinstance(max_items, bool) or not isinstance(max_items, int):
             raise TypeError(f"max_items must be an int, not {max_items!r}")
         if max_items < 1:

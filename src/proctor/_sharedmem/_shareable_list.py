@@ -32,6 +32,7 @@ import struct
 import types
 from collections.abc import Iterable, Iterator
 
+from .._core._integers import integral
 from ._shm import SharedMemory
 
 TYPE_CHECKING = False
@@ -214,6 +215,8 @@ class ShareableList:
         return "".join(self._get_packing_format(index) for index in range(self._count))
 
     def _position(self, index: int) -> int:
+        if index.__class__ is not int:
+            index = integral(index)
         if not isinstance(index, int):
             raise TypeError(f"ShareableList indices must be integers, not {type(index).__name__}")
         position = index + self._count if index < 0 else index

@@ -29,6 +29,7 @@ from typing import Any, Literal, SupportsIndex
 import numpy as np
 
 from .._core import _anonmem, _reduction
+from .._core._integers import integral
 
 __all__ = ("SharedArray", "shared_array")
 
@@ -136,7 +137,8 @@ def shared_array(
         )
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
-    shape_tuple = (shape,) if isinstance(shape, int) else tuple(shape)
+    shape = integral(shape)
+    shape_tuple = (shape,) if isinstance(shape, int) else tuple(integral(n) for n in shape)
     if any(not isinstance(n, int) or n < 0 for n in shape_tuple):
         raise ValueError(f"shape must be non-negative ints, got {shape!r}")
     nbytes = dtype.itemsize

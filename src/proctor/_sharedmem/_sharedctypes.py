@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 
 from .._core import _anonmem, _reduction
+from .._core._integers import integral
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing (with re and enum) costs a spawned child given a Value ~5 ms
@@ -176,6 +177,7 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any) -> CData:
             nor a sequence.
     """
     type_ = _ctype(typecode_or_type)
+    size_or_initializer = integral(size_or_initializer)
     if isinstance(size_or_initializer, int) and not isinstance(size_or_initializer, bool):
         if size_or_initializer < 0:
             raise ValueError(f"array size must not be negative, got {size_or_initializer!r}")

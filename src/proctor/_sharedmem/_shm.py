@@ -38,6 +38,7 @@ import mmap
 import os
 import weakref
 
+from .._core._integers import integral
 from .._core._system import random_hex
 from .._reaper import _client as _reaper
 
@@ -130,6 +131,7 @@ class SharedMemory:
     def __init__(
         self, name: str | None = None, create: bool = False, size: int = 0, *, track: bool = True
     ) -> None:
+        size = integral(size)
         if not isinstance(size, int) or isinstance(size, bool):
             raise TypeError(f"size must be an int, not {type(size).__name__}: {size!r}")
         if size < 0:
