@@ -672,3 +672,35 @@ def test_a_server_without_its_c_functions_serves_the_same_requests():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "served"
+
+
+_PRINTS_AT_IMPORT = """
+import sys
+sys.stdout.write("printed at import\\n")  # (stdout is a pipe: block-buffered)
+"""
+
+
+def test_what_a_preloaded_module_prints_is_written_once_not_by_every_child(tmp_path):
+    # The server's stdout buffer held the line when it forked each child, and each
+    # child's start flushed its copy.
+    (tmp_path / "prints_at_import.py").write_text(_PRINTS_AT_IMPORT)
+    script = textwrap.dedent(
+        """
+        import proctor
+        ctx = proctor.get_context("forkserver")
+        ctx.set_forkserver_preload(["prints_at_import"])
+        for _ in range(3):
+            p = ctx.Process(target=print, args=("child",))
+            p.start()
+            p.join(30)
+            assert p.exitcode == 0
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env.pop("PYTHONUNBUFFERED", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines().count("printed at import") == 1, done.stdout
+    assert done.stdout.splitlines().count("child") == 3

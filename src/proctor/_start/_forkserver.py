@@ -482,7 +482,12 @@ def _import_quietly(names: list[str]) -> bool:
             __import__(name)
         except Exception as exc:
             sys.stderr.write(f"proctor fork server: could not preload {name!r}: {exc!r}\n")
-    return len(sys.modules) != loaded
+    if len(sys.modules) == loaded:
+        return False
+    # What a module printed while it was imported is written now, once: left in the
+    # buffer, every child forked from here would write it again.
+    flush_std_streams()
+    return True
 
 
 # -- the client, in the parent -------------------------------------------------------
