@@ -320,6 +320,19 @@ def test_shutdown_ends_the_process_and_later_calls_say_so():
 # -- connecting: another process, TCP, authkey --------------------------------------------
 
 
+def test_connecting_where_no_manager_listens_is_refused_clearly():
+    import socket
+
+    with socket.socket() as probe:  # a free port, with nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        address = probe.getsockname()
+    manager = BaseManager(address=address, authkey=b"key")
+    with pytest.raises(ConnectionRefusedError, match="no manager is listening") as refused:
+        manager.connect()
+    assert isinstance(refused.value, ManagerLostError)  # (as documented for connect())
+    assert refused.value.errno is not None
+
+
 def test_connect_from_another_process_and_over_tcp_with_an_authkey(start_method):
     ctx = proctor.get_context(start_method)
     authkey = b"remote secret"

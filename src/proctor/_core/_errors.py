@@ -314,6 +314,11 @@ class ManagerLostError(ProcessError, EOFError, ConnectionError):
     """
 
 
+class ManagerRefusedError(ManagerLostError, ConnectionRefusedError):
+    """Nothing listens at a manager's address (``connect()`` to a manager that is not
+    there): a ``ManagerLostError``, and the ``ConnectionRefusedError`` the stdlib raises."""
+
+
 class RemoteTraceback(Exception):
     """Carries a child's formatted traceback; attached as ``__cause__``."""
 

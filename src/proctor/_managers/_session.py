@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._connections._listener import Client
-from .._core._errors import AuthenticationError, ManagerLostError
+from .._core._errors import AuthenticationError, ManagerLostError, ManagerRefusedError
 from .._core._system import random_hex
 from ._protocol import HELLO, RETURN, raise_reply, wrap
 from ._server import local_server
@@ -148,6 +148,18 @@ class Session:
     def _open(self, anchor: bool) -> Any:
         try:
             raw = Client(self.address, authkey=self.authkey)
+        except ConnectionRefusedError as exc:
+            if not anchor or self.manager_pid is not None:
+                raise self.lost_error(exc) from exc
+            # The session's first connection, to an address given (connect()): no
+            # manager may ever have served there.
+            refused = ManagerRefusedError(
+                f"no manager is listening at {self.address!r} (connection refused): "
+                "start it first (BaseManager.start(), or get_server().serve_forever() "
+                "in the process that serves), or check the address"
+            )
+            refused.errno = exc.errno
+            raise refused from exc
         except (ConnectionError, FileNotFoundError, EOFError) as exc:
             # Refused, or reset or broken pipe in the handshake: the manager
             # died before or while it accepted this connection.
