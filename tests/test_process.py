@@ -919,10 +919,11 @@ def what_a_forked_child_sees_of(sibling):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
-def test_a_forked_child_holds_none_of_its_siblings_descriptors():
+def test_a_forked_child_holds_none_of_its_siblings_descriptors_but_their_sentinels():
     # The child lets go of them without touching the siblings' objects: the numbers
     # point at /dev/null until a sibling's copy is closed there, so a number the
-    # child reuses is never closed behind its back.
+    # child reuses is never closed behind its back. The sentinel stays: a sibling
+    # may wait on it, as with the stdlib (it holds nothing open for anyone).
     ctx = proctor.get_context("fork")
     sibling = ctx.Process(target=sleep_forever)
     sibling.start()
@@ -932,7 +933,8 @@ def test_a_forked_child_holds_none_of_its_siblings_descriptors():
         p.join(30)
         assert p.exitcode == 0, p.exception
         named, still_open = p.result
-        assert named == [os.devnull, os.devnull]
+        assert named[0] == os.devnull
+        assert named[1] == os.readlink(f"/proc/self/fd/{sibling.sentinel}") != os.devnull
         assert still_open == []
         p.close()
         assert sibling.is_alive()  # the parent's record and descriptors are untouched
@@ -1000,3 +1002,35 @@ def test_a_channel_pair_blocks_whatever_the_default_socket_timeout():
 def test_a_process_joining_itself_is_told_so():
     with pytest.raises(RuntimeError, match="cannot join itself"):
         proctor.current_process().join(1)
+
+
+def _wait_for_the_sentinel(sentinel, looked):
+    from proctor.connection import wait
+
+    alive_at_first = wait([sentinel], timeout=0) == []
+    looked.set()
+    return alive_at_first, bool(wait([sentinel], timeout=60))
+
+
+def test_a_fork_child_can_wait_on_a_siblings_sentinel(start_method):
+    # As with the stdlib: the number passed is the parent's sentinel, inherited; it
+    # read as ended at once while fork children let go of it.
+    ctx = proctor.get_context(start_method)
+    first = ctx.Process(target=sleep_forever)
+    first.start()
+    looked = proctor.Event()
+    try:
+        watcher = proctor.get_context("fork").Process(
+            target=_wait_for_the_sentinel, args=(first.sentinel, looked)
+        )
+        watcher.start()
+        assert looked.wait(60)
+        first.kill()
+        watcher.join(60)
+        assert watcher.exitcode == 0, watcher.exception
+        assert watcher.result == (True, True)
+        watcher.close()
+    finally:
+        first.kill()
+        first.join(30)
+        first.close()

@@ -62,9 +62,10 @@ class Children:
         # case) never costs the two epoll_ctl calls. The poller is level-triggered:
         # a child that ended before its registration is seen at the next poll.
         self._unregistered: set[int] = set()
-        # Every descriptor in _fds, and the poller's, is listed among those that
-        # fork children let go of (_system.let_go_in_forks): a forked child lets
-        # go of its siblings' without touching (and so copying) their objects.
+        # Every descriptor in _fds but the sentinels, and the poller's, is listed
+        # among those that fork children let go of (_system.let_go_in_forks): a
+        # forked child lets go of its siblings' without touching (and so copying)
+        # their objects.
 
     def add(self, child: Any, sentinel: int, others: tuple[int, ...] = ()) -> None:
         """Track ``child``: its ``sentinel`` and the ``others`` descriptors held for it."""
@@ -80,14 +81,16 @@ class Children:
             if stale is not None:
                 # A descriptor number reused while still listed (its old owner's
                 # sentinel closed without discard()): forget the old owner.
-                for fd in self._fds.pop(stale):
+                for fd in self._fds.pop(stale)[1:]:
                     keep_in_forks(fd)
                 self._unregister(sentinel)
             self._unregistered.add(sentinel)
-            held = (sentinel, *others)
-            self._fds[child] = held
+            self._fds[child] = (sentinel, *others)
             self._by_fd[sentinel] = child
-            for fd in held:
+            # The sentinel stays open in fork children: a sibling may wait on it, as
+            # with the stdlib (a pidfd, a lifeline's read end or a status socket holds
+            # nothing open for anyone); the others are this process's alone.
+            for fd in others:
                 let_go_in_forks(fd)
 
     def discard(self, child: Any) -> None:
@@ -96,7 +99,7 @@ class Children:
             held = self._fds.pop(child, None)
             if held is not None:
                 del self._by_fd[held[0]]
-                for fd in held:
+                for fd in held[1:]:
                     keep_in_forks(fd)
                 self._unregister(held[0])
 
@@ -320,10 +323,11 @@ def _reset_after_fork() -> None:
     # object it runs replaces ``current`` in ``_bootstrap``. Its copies of the
     # parent's descriptors for its siblings (and of the parent's poller) were let
     # go of by number already, as listed (_system.let_go_in_forks): they are not
-    # its own. The parent's record is kept, not dropped: freeing it would write to
-    # every sibling's process object (its reference count) and copy a page or two
-    # per living sibling (~180 faults with 300 of them), for memory the child
-    # shares with its parent anyway. (Its poller is never unregistered from, nor
+    # its own (their sentinels stay open: see Children.add). The parent's record
+    # is kept, not dropped: freeing it would write to every sibling's process
+    # object (its reference count) and copy a page or two per living sibling
+    # (~180 faults with 300 of them), for memory the child shares with its
+    # parent anyway. (Its poller is never unregistered from, nor
     # closed: an epoll instance is shared with the parent through the fork.)
     inherited = state.children
     _ancestors_children.append(inherited)
