@@ -657,3 +657,34 @@ def test_a_fork_child_neither_closes_nor_flushes_the_handlers_it_inherits(tmp_pa
         "from the child",
         "from the child",
     ]
+
+
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "child-walks"])
+def test_a_fork_child_that_reconfigures_logging_leaves_the_parents_handlers_alone(
+    tmp_path, prepared
+):
+    # dictConfig (a worker initializer's idiom) and logging.shutdown() flush and close
+    # every handler logging knows of: the parent's, inherited, wrote their buffers again.
+    path = tmp_path / "app.log"
+    unprepared = "_forwarding._prepare_child_state = lambda arming, logging: None\n"
+    if prepared:
+        unprepared = ""
+    out = run_program(
+        f"""
+        {unprepared}
+        import logging.config, logging.handlers
+        target = logging.StreamHandler(open({str(path)!r}, "w"))
+        # Records held until 100 or a flush (the parent's own, before the start).
+        logging.root.addHandler(logging.handlers.MemoryHandler(100, target=target))
+        log("app", "held in the parent's buffer")
+        def reconfigure():
+            logging.config.dictConfig({{"version": 1, "root": {{"level": "INFO"}}}})
+            logging.shutdown()
+        start_join(reconfigure)
+        logging.root.handlers[0].flush()
+        target.flush()
+        print("done")
+        """
+    )
+    assert out.split() == ["done"]
+    assert path.read_text().splitlines() == ["held in the parent's buffer"]

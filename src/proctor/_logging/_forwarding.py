@@ -332,6 +332,7 @@ class _ForkArming:
         "channel",
         "child_handlers",
         "handler",
+        "handler_refs",
         "namer",
         "pid",
         "thread",
@@ -352,6 +353,9 @@ class _ForkArming:
         self.child_handlers: list[tuple[Any, list[Any], list[Any]]] = []
         #: The record factory the child installs (None: it has its namer already).
         self.namer: Any = None
+        #: What logging's list of every handler holds in the child: the forwarding
+        #: handler's entry only (see _forget_inherited_handlers).
+        self.handler_refs: list[Any] = []
 
 
 # The fork start about to fork (arm_fork_child), left in place after its fork until
@@ -411,6 +415,9 @@ def _prepare_child_state(arming: _ForkArming, logging: Any) -> None:
     for logger in _loggers_to_clean(logging):
         # A logger that does not propagate forwards itself; the others through root.
         child_handlers.append((logger, [] if logger.propagate else [handler], logger.handlers))
+    refs = getattr(logging, "_handlerList", None)
+    if refs is not None:
+        arming.handler_refs = [ref for ref in refs if ref() is handler]
     factory = logging._logRecordFactory
     if not getattr(factory, "_names_proctor_processes", False):
         prepared = _logger._prepared_namer
@@ -519,6 +526,10 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
                     logger.removeHandler(old)
             if config is None and not logger.propagate:
                 non_propagating.append(logger)
+    if config is None:
+        _forget_inherited_handlers(
+            logging, [ref for ref in getattr(logging, "_handlerList", ()) if ref() is handler]
+        )
     if _child_channel is not None:
         # Our parent's channel to *its* parent, inherited through fork: ours is new.
         _child_channel.close()
@@ -561,10 +572,27 @@ def _finish_armed_child(arming: _ForkArming) -> None:
     # child copied (~100 us of each fork start, issue 17); and a closed stream is
     # flushed, which would write again what the parent had buffered.
     _inherited.append(arming)
+    _forget_inherited_handlers(sys.modules["logging"], arming.handler_refs)
     if previous is not None:
         previous.close()
     if _runtime.records_forwarded:
         _runtime.records_forwarded = 0  # counted on this channel
+
+
+def _forget_inherited_handlers(logging: Any, kept: list[Any]) -> None:
+    """In a fork child: take the parent's handlers off logging's list of every handler.
+
+    ``logging.shutdown()`` and ``logging.config.dictConfig`` (which a worker's
+    initializer may call) flush and close every handler on that list: the parent's,
+    inherited, would write what they had buffered (a ``MemoryHandler``'s records, a
+    stream's bytes) a second time, from the child. The list keeps ``kept`` (the
+    forwarding handler's entry); the entries taken off are kept (``_inherited``).
+    """
+    refs = getattr(logging, "_handlerList", None)
+    if refs is None:
+        return
+    _inherited.append(refs[:])
+    refs[:] = kept
 
 
 _handler_cls: Any = None
