@@ -1392,3 +1392,12 @@ def test_a_queue_closed_unused_never_makes_its_hints(named_semaphores):
     q.close()
     with pytest.raises(ValueError, match="closed"):
         shared.room.sem.release()
+
+
+def test_a_queue_closed_here_cannot_be_passed_to_a_child_and_says_why():
+    ctx = proctor.get_context("spawn")
+    q = ctx.Queue()
+    q.close()
+    p = ctx.Process(target=print, args=(q,))
+    with pytest.raises(proctor.UnpicklableError, match="was closed in this process"):
+        p.start()

@@ -257,6 +257,11 @@ class Queue:
     # self.extra)`` and ``super().__setstate__(state[0])`` -- works as written.
 
     def __getstate__(self) -> tuple:
+        if self._closed:
+            raise _lazy_errors.QueueClosedError(
+                f"{type(self).__name__} {self!r} was closed in this process (close()), and a "
+                "closed handle cannot be passed on: pass the queue before closing it here"
+            )
         shared = self._shared
         send_token, recv_token = shared.mailbox.tokens(type(self).__name__)
         get_lock = None if shared.get_lock is shared.put_lock else shared.get_lock
@@ -610,7 +615,8 @@ class Queue:
         if self._closed:
             raise _lazy_errors.QueueClosedError(
                 f"{type(self).__name__} {self!r} is closed in this process: cannot call "
-                f"{what}() after close() (the queue's handles in other processes still work)"
+                f"{what}() after close() (the queue's handles in other processes still work; "
+                "a fork child inherits a handle closed before its start closed)"
             )
 
     def _give_tokens(self, n: int) -> None:
