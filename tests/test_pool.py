@@ -616,3 +616,17 @@ def test_apply_result_delivered_once_and_named_when_cancelled():
     cancelled.note = "mine"
     assert cancelled.note == "mine"
     assert weakref.ref(cancelled)() is cancelled
+
+
+def test_apply_says_what_is_wrong_with_its_args_and_kwds():
+    with proctor.Pool(1) as pool:
+        with pytest.raises(TypeError, match=r"args must be an iterable .* not int"):
+            pool.apply(abs, 5)
+        with pytest.raises(TypeError, match=r"args=\(value,\)"):
+            pool.apply_async(abs, "x")
+        with pytest.raises(TypeError, match=r"kwds must be a mapping .* not list"):
+            pool.apply(abs, (1,), [("a", 1)])
+        with pytest.raises(TypeError, match=r"kwds must be a mapping .* not NoneType"):
+            pool.apply(abs, (1,), None)
+        assert pool.apply(abs, [-3]) == 3  # any iterable of arguments, as the stdlib
+        assert pool.apply(int, ("7",), {"base": 8}) == 7

@@ -137,6 +137,28 @@ def remote_dispatcher(backend: Any, refused: dict[str, bool]) -> Dispatcher:
     return RemoteDispatcher(engine_for(backend))  # type: ignore[return-value]
 
 
+def _call_arguments(args: Any) -> tuple[Any, ...]:
+    """``apply``'s ``args`` as a tuple; a clear error for what ``func(*args)`` refuses."""
+    if isinstance(args, (str, bytes)) or not hasattr(args, "__iter__"):
+        raise TypeError(
+            f"args must be an iterable of the arguments (a tuple), not {type(args).__name__} "
+            f"({args!r:.80}); for one argument write args=(value,)"
+        )
+    return tuple(args)
+
+
+def _call_keywords(kwds: Any) -> Any:
+    """``apply``'s ``kwds``: a mapping, as ``func(**kwds)`` wants."""
+    from collections.abc import Mapping
+
+    if not isinstance(kwds, Mapping):
+        raise TypeError(
+            f"kwds must be a mapping of keyword arguments (a dict), not {type(kwds).__name__} "
+            f"({kwds!r:.80})"
+        )
+    return kwds
+
+
 def _check_chunksize(chunksize: object) -> int:
     chunksize = integral(chunksize)
     if isinstance(chunksize, bool) or not isinstance(chunksize, int):
@@ -357,8 +379,11 @@ class Pool:
         if not callable(func):
             _check_callable(func, "func")  # raises
         seconds = None if timeout is None else self._check_timeout(timeout, "timeout")
-        args = tuple(args)
-        kwds = NO_KEYWORDS if kwds.__class__ is dict and not kwds else dict(kwds)
+        if args.__class__ is not tuple:
+            args = _call_arguments(args)
+        if kwds.__class__ is not dict:
+            kwds = _call_keywords(kwds)
+        kwds = NO_KEYWORDS if not kwds else dict(kwds)
         task_id = dispatcher.next_id()
         codec = dispatcher.codec
         func_bytes, name, coroutine = codec.dumps_function(func)
