@@ -626,19 +626,27 @@ def test_the_parent_and_multiprocessings_children_keep_their_own_record_names(tm
 # --- a fork child leaves its parent's handlers alone ----------------------------------
 
 
-@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "child-walks"])
+def child_setup(prepared: bool) -> str:
+    """A program's first line: the parent prepares each fork child's logging state
+    (``_ForkArming``), or, unprepared, the child walks its loggers itself
+    (``install_in_child``)."""
+    return "" if prepared else "_forwarding._prepare_child_state = lambda arming, logging: None\n"
+
+
+both_child_setups = pytest.mark.parametrize(
+    "prepared", [True, False], ids=["prepared", "child-walks"]
+)
+
+
+@both_child_setups
 def test_a_fork_child_neither_closes_nor_flushes_the_handlers_it_inherits(tmp_path, prepared):
     # The handlers are the parent's, held by its loggers alone: the child took them
     # off its loggers and, freeing them, closed their streams, which wrote what the
     # parent had buffered a second time (and cost each fork start ~55 copied pages).
     path = tmp_path / "app.log"
-    # Unprepared: the child walks its loggers and removes the handlers (install_in_child).
-    unprepared = "_forwarding._prepare_child_state = lambda arming, logging: None\n"
-    if prepared:
-        unprepared = ""
     out = run_program(
         f"""
-        {unprepared}
+        {child_setup(prepared)}
         # Held by the handlers alone (no name in this module refers to it).
         logging.root.addHandler(logging.StreamHandler(open({str(path)!r}, "w", buffering=1 << 16)))
         logging.getLogger("app").addHandler(logging.StreamHandler(logging.root.handlers[0].stream))
@@ -659,19 +667,16 @@ def test_a_fork_child_neither_closes_nor_flushes_the_handlers_it_inherits(tmp_pa
     ]
 
 
-@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "child-walks"])
+@both_child_setups
 def test_a_fork_child_that_reconfigures_logging_leaves_the_parents_handlers_alone(
     tmp_path, prepared
 ):
     # dictConfig (a worker initializer's idiom) and logging.shutdown() flush and close
     # every handler logging knows of: the parent's, inherited, wrote their buffers again.
     path = tmp_path / "app.log"
-    unprepared = "_forwarding._prepare_child_state = lambda arming, logging: None\n"
-    if prepared:
-        unprepared = ""
     out = run_program(
         f"""
-        {unprepared}
+        {child_setup(prepared)}
         import logging.config, logging.handlers
         target = logging.StreamHandler(open({str(path)!r}, "w"))
         # Records held until 100 or a flush (the parent's own, before the start).

@@ -17,6 +17,7 @@ __all__ = (
     "cpu_count",
     "describe_fork_list",
     "devnull_fd",
+    "fd_is_open",
     "fds_let_go_in_forks",
     "keep_in_forks",
     "let_go_in_forks",
@@ -117,6 +118,15 @@ def devnull_fd() -> int:
     if not _devnull:
         _devnull.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
     return _devnull[0]
+
+
+def fd_is_open(fd: int) -> bool:
+    """Whether this process has descriptor ``fd`` open."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def let_go_of_fds(fds: Iterable[int]) -> None:

@@ -33,7 +33,7 @@ import os
 import sys
 
 from .._core import _finalize, _runtime, _wire
-from .._core._system import _devnull, devnull_fd
+from .._core._system import _devnull, devnull_fd, fd_is_open
 from .._logging import _logger
 from . import _methods
 from ._state import ParentProcess, exit_children, flush_std_streams, state
@@ -756,7 +756,7 @@ def ready_blank_stdin() -> None:
     errors = getattr(stdin, "errors", None)
     try:
         # (On descriptor 0 when this process has one, as the stdlib's child's is.)
-        fd = 0 if _fd_open(0) else (_devnull[0] if _devnull else devnull_fd())
+        fd = 0 if fd_is_open(0) else devnull_fd()
         _blank_stdin = open(  # noqa: SIM115 (kept for good: every child takes it)
             fd,
             closefd=False,
@@ -765,14 +765,6 @@ def ready_blank_stdin() -> None:
         )
     except (OSError, LookupError, ValueError):
         pass  # (the child keeps the stdin it inherits, on /dev/null)
-
-
-def _fd_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 #: The number of threads _thread started that still run (threading's, and any other

@@ -713,14 +713,8 @@ def _reap_server(pid: int) -> None:
 
 
 def _std_fds() -> list[int]:
-    fds = []
-    for fd in (1, 2):
-        try:
-            os.fstat(fd)
-            fds.append(fd)
-        except OSError:  # closed: give the child /dev/null's place-holder instead
-            fds.append(_system.devnull_fd())
-    return fds
+    # A closed one: the child gets /dev/null's place-holder instead.
+    return [fd if _system.fd_is_open(fd) else _system.devnull_fd() for fd in (1, 2)]
 
 
 _client = ForkServerClient()
