@@ -109,8 +109,8 @@ def send_partial_frame_then_die(conn):
 
 
 def side_frame_header(length: int, frame_id: int, tag_bits: int) -> bytes:
-    """What goes on the pipe for a frame whose body is on the side socket."""
-    return frame_header(length, tag_bits) + _frames.FRAME_ID.pack(frame_id)
+    """What goes on the pipe for a frame whose body is on the side socket (padded)."""
+    return _frames.PIPE_TOKEN.pack(tag_bits + length, frame_id)
 
 
 def send_partial_socket_body_then_die(conn):
@@ -724,6 +724,83 @@ def test_datagrams_that_overtook_their_headers_are_matched_by_id(ctx):
     p.start()
     b.close()
     assert finish(p) == (0, [("body", 12), ("body", 13), "last"])
+
+
+# --- processes that take turns receiving on one end -----------------------------------------
+
+
+def take_turns_receiving(conn, lock):
+    """A worker of the stdlib's shared-reader pattern: take items until a None."""
+    got = []
+    while True:
+        with lock:
+            item = conn.recv(timeout=30)
+        if item is None:
+            return got
+        got.append(item)
+
+
+def test_workers_sharing_an_end_under_a_lock_each_get_their_own_items(ctx):
+    # Each receive reads no further than its own message: a worker that took
+    # its None and exited leaves the other workers' items and Nones in the pipe.
+    reader, writer = Pipe(duplex=False)
+    lock = ctx.Lock()
+    workers = [ctx.Process(target=take_turns_receiving, args=(reader, lock)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    items = [("item", i, b"x" * (i % 300)) for i in range(300)]  # inline bodies of many sizes
+    for item in items:
+        writer.send(item, timeout=30)
+    for _ in workers:
+        writer.send(None, timeout=30)
+    results = [finish(w) for w in workers]
+    assert [code for code, _ in results] == [0, 0, 0]
+    delivered = [item for _, got in results for item in got]
+    assert sorted(delivered) == sorted(items)  # every item once: none lost, none twice
+
+
+def recv_bytes_then_report(conn):
+    return conn.recv_bytes(timeout=30)
+
+
+@pytest.mark.parametrize("size", [0, 7, 119, 120, 121, 3000, 20_000])
+def test_an_end_received_on_in_turn_by_parent_and_child_delivers_each_message_once(ctx, size):
+    # The parent takes a message, a child takes the next, the parent the one
+    # after: with read-ahead the child got a copy of what the parent had read,
+    # and both returned the same message.
+    a, b = Pipe()
+    try:
+        for i in range(3):
+            a.send_bytes(bytes([i]) * size if size else b"", timeout=10)
+            a.send(("tail", i), timeout=10)
+        assert b.recv_bytes(timeout=10) == (b"\x00" * size if size else b"")
+        assert b.recv(timeout=10) == ("tail", 0)
+        p = ctx.Process(target=recv_bytes_then_report, args=(b,))
+        p.start()
+        assert finish(p) == (0, b"\x01" * size if size else b"")
+        assert b.recv(timeout=10) == ("tail", 1)
+        assert b.recv_bytes(timeout=10) == (b"\x02" * size if size else b"")
+        assert b.recv(timeout=10) == ("tail", 2)
+        assert not b.poll(0)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_pipe_frame_is_read_exactly_whatever_its_size(pipe):
+    # Padding, prefix and the rest of a body: a receive takes exactly one frame
+    # of every size around the limits (PIPE_INLINE, ATOMIC_BODY, datagrams),
+    # and nothing of the next one.
+    a, b = pipe
+    limits = [_frames.PIPE_INLINE, _sending.ATOMIC_BODY, 65536]
+    sizes = sorted({0, 1, *(n + d for n in limits for d in (-1, 0, 1))})
+    for n in sizes:
+        a.send_bytes(b"y" * n, timeout=10)
+    for n in sizes:
+        assert b.recv_bytes(timeout=10) == b"y" * n
+        if a._wfd >= 0:
+            assert b._rpos == b._rend  # nothing of the next frame was read
+    assert not b.poll(0)
 
 
 # --- Listener and Client -------------------------------------------------------------------

@@ -618,7 +618,11 @@ class Connection(FrameSender, FrameReceiver):
         end = self._rend
         if pos == end:
             try:
-                end = self._readinto(self._rview)
+                # A Pipe() end reads exactly one frame; a socket reads ahead.
+                if self._rfd >= 0:
+                    end = self._next_pipe_frame(self._rview)
+                else:
+                    end = self._readinto(self._rview)
             except ConnectionResetError as exc:
                 raise EOFError("the other end of the connection was closed") from exc
             if not end:
@@ -675,7 +679,7 @@ class Connection(FrameSender, FrameReceiver):
             # As in recv(). (On a socket connection a big body is received
             # straight into the bytes object returned: no read-ahead there.)
             try:
-                end = self._readinto(self._rview)
+                end = self._next_pipe_frame(self._rview)
             except ConnectionResetError as exc:
                 raise EOFError("the other end of the connection was closed") from exc
             if not end:

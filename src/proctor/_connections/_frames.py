@@ -29,6 +29,10 @@ caught at the first header; the low 48 bits are the body's length::
     │ tag 16 │ length 48    │ count 64 │ body          `count` descriptors attached
     └────────┴──────────────┴──────────┘               to the header's first byte
 
+On a ``Pipe()`` end's pipe a frame shorter than ``PIPE_PREFIX`` (128) bytes is
+padded with zeros to that length, so that its reader takes exactly one frame per
+read (see ``PIPE_PREFIX``); the header's length is the body's, without padding.
+
 "PF" and "PG" bodies are pickles whose large out-of-band buffers come as the
 memfds of the side message. "PH", "PI" and "PU" bodies are pickles of objects
 that own descriptors (a Connection, a socket, a DupFd): the descriptors come with
@@ -74,6 +78,10 @@ __all__ = (
     "ON_SOCKET",
     "ON_SOCKET_FD",
     "PICKLE_PROTOCOL",
+    "PIPE_INLINE",
+    "PIPE_PADDING",
+    "PIPE_PREFIX",
+    "PIPE_TOKEN",
     "SCALARS",
     "SIDE",
     "SIDE_TAGS",
@@ -177,6 +185,18 @@ MAX_HANDLES = MAX_FDS - 1
 # After a side frame's header on the pipe: the frame's id, which its side message repeats.
 FRAME_ID = struct.Struct("!Q")
 ID_SIZE = FRAME_ID.size
+# A Pipe() end's receiver reads a frame off its pipe in one read of this many
+# bytes, plus one more for the rest of an inline body longer than PIPE_INLINE,
+# and never past the frame: the next one belongs to whichever process receives
+# next on the end (see _receiving). So every frame on a pipe is at least this
+# long: a side frame's token (header, id) is padded with zeros (PIPE_TOKEN), and
+# so is an inline body shorter than PIPE_INLINE (PIPE_PADDING[n]). 128 bytes
+# takes most small messages (a pickled tuple of a few scalars is 30-60 bytes)
+# in one read; a 64 KiB pipe still holds 512 such frames.
+PIPE_PREFIX = 128
+PIPE_INLINE = PIPE_PREFIX - HEADER_SIZE
+PIPE_PADDING = tuple(bytes(PIPE_INLINE - n) for n in range(PIPE_INLINE))
+PIPE_TOKEN = struct.Struct(f"{HEADER.format}{FRAME_ID.format[1:]}{PIPE_PREFIX - 16}x")
 # A side message on the stream socket: frame id, count of descriptors attached,
 # flags (BODY_IN_FD: the body is in the first memfd).
 SIDE = struct.Struct("<QHH")

@@ -6,8 +6,10 @@ is refused, and bodies larger than ``PREALLOCATE_LIMIT`` are received into a
 buffer that grows only as bytes arrive, so a lying header cannot make proctor
 allocate what it claims::
 
-    pipe (or the  ──▶ read-ahead buffer (64 KiB, reused: usually a whole small
-    socket)             frame in one system call)
+    pipe          ──▶ the end's buffer, exactly one frame (its first PIPE_PREFIX
+                        bytes in one read, the rest of a longer body in a second)
+    (or a socket) ──▶ read-ahead buffer (64 KiB, reused: usually a whole small
+                        frame in one system call)
                       header: tag, length <= limits
                         "PR":  body from the read-ahead buffer, then the channel
                         other tags: the frame id (same atomic write), then
@@ -58,9 +60,12 @@ from ._frames import (
     ON_CHANNEL,
     ON_SOCKET,
     ON_SOCKET_FD,
+    PIPE_INLINE,
+    PIPE_PREFIX,
     SIDE,
     SIDE_TAGS,
     TAG,
+    TAG_BITS,
     TAG_DGRAM,
     TAG_FDS_INLINE,
     TAG_SHIFT,
@@ -74,6 +79,7 @@ from ._frames import (
     memory_limit,
     parts_after,
 )
+from ._sending import ATOMIC_BODY
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
@@ -108,6 +114,7 @@ _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
 _loads = _pickle.loads  # (pickle's; pickle.py would import re)
 _unpack_from = HEADER.unpack_from
 _id_unpack_from = FRAME_ID.unpack_from
+_TOKEN_SIZE = HEADER_SIZE + ID_SIZE
 
 
 class FrameReceiver(EndState):
@@ -126,13 +133,45 @@ class FrameReceiver(EndState):
         )
 
     def _read_ahead(self) -> None:
-        """Pipe(): fill the read-ahead buffer (bodies of big frames are not on the pipe)."""
+        """Pipe(): read the next frame into the buffer (big bodies are not on the pipe)."""
         if self._rfd >= 0 and self._rpos == self._rend:
-            end = self._readinto(self._rview)
+            end = self._next_pipe_frame(self._rview)
             if not end:
                 raise EOFError("the other end of the connection was closed")
             self._rpos = 0
             self._rend = end
+
+    def _next_pipe_frame(self, view: memoryview) -> int:
+        """Pipe(): read exactly the next frame off the pipe into ``view``.
+
+        Returns:
+            How many of its bytes are in ``view`` (padding left out), 0 at
+            end-of-file.
+
+        A proctor frame is one atomic write, so it is whole in the pipe once its
+        first byte is: one read takes its first ``PIPE_PREFIX`` bytes (all of a
+        side frame's padded token, all of an inline body up to ``PIPE_INLINE``
+        bytes), a second the rest of a longer body. Reading no further leaves
+        the next frame in the pipe for whichever process receives next, so
+        processes that take turns receiving on one end (a fork child, workers
+        sharing an end under a lock) each get their own messages: none twice,
+        and none lost with a process that exits after taking its own. A read
+        that comes short (bytes a proctor sender did not write) is returned as
+        it is: the caller's parse reports them, or reads exactly what their
+        header announces.
+        """
+        readinto = self._readinto
+        got = readinto(view[:PIPE_PREFIX])
+        if got != PIPE_PREFIX:
+            return got
+        n = _unpack_from(view)[0] - TAG_BITS
+        if 0 <= n <= PIPE_INLINE:
+            return HEADER_SIZE + n  # (its padding dropped)
+        if not PIPE_INLINE < n <= ATOMIC_BODY:
+            # A side frame's token: header and id (its padding dropped); or a bad
+            # tag, which the caller's parse reports.
+            return _TOKEN_SIZE
+        return PIPE_PREFIX + readinto(view[PIPE_PREFIX : HEADER_SIZE + n])
 
     # -- framing internals ---------------------------------------------------------
 
@@ -189,6 +228,7 @@ class FrameReceiver(EndState):
             side socket), or ``WITH_MEMFDS`` (the side socket, with memfds); and
             for the last two the frame's id (else 0).
         """
+        self._read_ahead()  # (a Pipe() end: the whole frame, or EOFError)
         pending = self._take_pending()
         if pending is not None and len(pending) >= HEADER_SIZE:
             header = pending[:HEADER_SIZE]

@@ -74,7 +74,6 @@ import array
 import errno
 import os
 import select
-import struct
 import sys
 import time
 
@@ -88,6 +87,9 @@ from ._frames import (
     FRAME_ID,
     HEADER,
     HEADER_SIZE,
+    PIPE_INLINE,
+    PIPE_PADDING,
+    PIPE_TOKEN,
     SIDE,
     TAG_BITS,
     TAG_DGRAM_BITS,
@@ -136,7 +138,8 @@ _id_pack = FRAME_ID.pack
 # (Frame ids come from _sendlock.next_frame_id, always looked up there: forked
 # children get a new one.)
 # A side frame's header and frame id, in one write.
-_token_pack = struct.Struct(HEADER.format + FRAME_ID.format[1:]).pack
+# A side frame's header and id on the pipe, padded to a whole PIPE_PREFIX.
+_token_pack = PIPE_TOKEN.pack
 # A timed send puts the body in a memfd: the tag that says so, for each tag.
 _BODY_IN_FD_TAGS = {
     TAG_SOCKET_BITS: TAG_SOCKET_FD_BITS,
@@ -167,7 +170,10 @@ class FrameSender(EndState):
         if self._wfd < 0:
             self._socket_send(memoryview(body), deadline)
         elif n <= ATOMIC_BODY:
-            self._pipe_send_small(_pack(TAG_BITS + n) + body, deadline)
+            frame = _pack(TAG_BITS + n) + body
+            if n < PIPE_INLINE:  # (its reader takes a frame's first PIPE_PREFIX bytes at once)
+                frame += PIPE_PADDING[n]
+            self._pipe_send_small(frame, deadline)
         elif n <= self._dgram_limit:
             if deadline is None:
                 # _send_datagram's common case, inline: this is a hot path.
@@ -380,7 +386,7 @@ class FrameSender(EndState):
                         sent = self._sock.sendmsg(parts, ancillary, _SEND_NOW)
                     except BlockingIOError:
                         pass
-                    self._pipe_send_small(_pack(tag_bits + body.nbytes) + FRAME_ID.pack(frame_id))
+                    self._pipe_send_small(_token_pack(tag_bits + body.nbytes, frame_id))
                     header = True
                     if not sent:
                         sent = self._sock.sendmsg(parts, ancillary, MSG_NOSIGNAL)
@@ -435,9 +441,7 @@ class FrameSender(EndState):
                     raise self._send_timeout("the peer is not reading")
                 frame_id = _sendlock.next_frame_id()
                 tag_bits = _BODY_IN_FD_TAGS.get(tag_bits, TAG_SOCKET_FD_BITS)
-                self._pipe_send_small(
-                    _pack(tag_bits + body.nbytes) + FRAME_ID.pack(frame_id), deadline
-                )
+                self._pipe_send_small(_token_pack(tag_bits + body.nbytes, frame_id), deadline)
                 side = SIDE.pack(frame_id, len(fds), BODY_IN_FD)
                 ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
                 try:
