@@ -9,6 +9,10 @@ so that drift on a noisy machine hits every contender alike:
 * round-trip latency of 16 KiB and 64 KiB ``send_bytes`` messages, likewise:
   bigger than one atomic pipe write (mid-size messages, see
   proctor/_connections/_sending.py);
+* the 3-tuple and 16 KiB round trips again with parent and child free to run on
+  different cores, as they do unless pinned: there the time a woken process takes
+  to run on an idle core counts, and how early each side is woken (docs/design.md,
+  "The frame channel");
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent;
 * a 64 MiB float64 array sent by a child and received by the parent (one array,
   fresh pages on both sides), and 64 MiB arrays streamed the same way (each
@@ -303,6 +307,16 @@ def run(quick: bool) -> list[dict]:
     finally:
         if previous is not None:
             os.sched_setaffinity(0, previous)
+    spread = interleaved(
+        {
+            "raw": lambda: _rt_raw(trips // 4),
+            "proctor": lambda: _rt_pipe(Pipe, trips // 4),
+            "multiprocessing": lambda: _rt_pipe(multiprocessing.Pipe, trips // 4),
+            "proctor 16": lambda: _rt_bytes(Pipe, trips // 8, MEDIUM),
+            "multiprocessing 16": lambda: _rt_bytes(multiprocessing.Pipe, trips // 8, MEDIUM),
+        },
+        repeats,
+    )
     tp = interleaved(
         {
             "raw": lambda: _tp_raw(count),
@@ -355,7 +369,7 @@ def run(quick: bool) -> list[dict]:
             medium["multiprocessing"] * 1e6,
             "us",
             higher_is_better=False,
-            note="mid-size: one datagram, its header on the pipe, no lock",
+            note="mid-size: one datagram, its header on the frame socket, no lock",
         ),
         row(
             "Pipe round trip, 64 KiB bytes, one core",
@@ -364,6 +378,26 @@ def run(quick: bool) -> list[dict]:
             "us",
             higher_is_better=False,
             note="the largest mid-size message (64 KiB + 1 takes the stream under the lock)",
+        ),
+        row(
+            "Pipe round trip, pickled 3-tuple, two cores",
+            spread["proctor"] * 1e6,
+            spread["multiprocessing"] * 1e6,
+            "us",
+            higher_is_better=False,
+            note=(
+                f"unpinned; raw socketpair 1-byte round trip {spread['raw'] * 1e6:.2f} us; "
+                "a wake-up on an idle core dominates"
+            ),
+            floor=spread["raw"] * 1e6,
+        ),
+        row(
+            "Pipe round trip, 16 KiB bytes, two cores",
+            spread["proctor 16"] * 1e6,
+            spread["multiprocessing 16"] * 1e6,
+            "us",
+            higher_is_better=False,
+            note="unpinned; one datagram, its header on the frame socket",
         ),
         row(
             "Pipe 1 MiB send_bytes/recv_bytes",

@@ -46,13 +46,13 @@ def socket_pair():
 
 
 def stream_only_pipe(duplex=True):
-    """A Pipe() without a datagram socket: what ends get where AF_UNIX has none (macOS)."""
-    saved = _pipe.DATAGRAMS
-    _pipe.DATAGRAMS = False
+    """A Pipe() as ends get it on macOS: frames on pipes, no datagram socket."""
+    saved = _pipe.DATAGRAMS, _pipe.FRAME_SOCKETS
+    _pipe.DATAGRAMS = _pipe.FRAME_SOCKETS = False
     try:
         return Pipe(duplex)
     finally:
-        _pipe.DATAGRAMS = saved
+        _pipe.DATAGRAMS, _pipe.FRAME_SOCKETS = saved
 
 
 def _have_datagrams() -> bool:
@@ -789,10 +789,11 @@ def test_an_end_received_on_in_turn_by_parent_and_child_delivers_each_message_on
 
 def test_a_pipe_frame_is_read_exactly_whatever_its_size(pipe):
     # Padding, prefix and the rest of a body: a receive takes exactly one frame
-    # of every size around the limits (PIPE_INLINE, ATOMIC_BODY, datagrams),
+    # of every size around the limits (PIPE_INLINE, ATOMIC_BODY on a pipe,
+    # SOCKET_INLINE_BODY on a frame socket, datagrams),
     # and nothing of the next one.
     a, b = pipe
-    limits = [_frames.PIPE_INLINE, _sending.ATOMIC_BODY, 65536]
+    limits = [_frames.PIPE_INLINE, _sending.ATOMIC_BODY, _sending.SOCKET_INLINE_BODY, 65536]
     sizes = sorted({0, 1, *(n + d for n in limits for d in (-1, 0, 1))})
     for n in sizes:
         a.send_bytes(b"y" * n, timeout=10)
@@ -1442,9 +1443,14 @@ def test_a_forked_child_draws_other_frame_ids_than_its_parent():
 
 
 def die_between_a_datagram_and_its_header(conn):
-    # The datagram goes out, then the process dies where the header would be written.
-    _sending._write = lambda fd, data: os.kill(os.getpid(), signal.SIGKILL)
-    conn.send_bytes(b"x" * 20_000)
+    # The datagram goes out, then the process dies where the header would be
+    # written (on a pipe, or on the frame socket).
+    def die(*args):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _sending._write = die
+    type(conn)._pipe_send_small = die
+    conn.send_bytes(b"x" * 40_000)
 
 
 @needs_datagrams
@@ -1455,10 +1461,10 @@ def test_a_sender_killed_between_a_datagram_and_its_header_never_delivers_it(ctx
     victim.join(60)
     assert victim.exitcode == -signal.SIGKILL
     victim.close()
-    writer.send_bytes(b"y" * 20_000)  # another sender on the same end
+    writer.send_bytes(b"y" * 40_000)  # another sender on the same end
     writer.send("after")
     # The dead sender's message never started: the others' arrive, whole and in order.
-    assert reader.recv_bytes(timeout=30) == b"y" * 20_000
+    assert reader.recv_bytes(timeout=30) == b"y" * 40_000
     assert len(reader._stash) == 1  # the dead sender's datagram, which no header claims
     assert reader.recv(timeout=30) == "after"
     assert not reader.poll(0)
@@ -1471,7 +1477,7 @@ def test_a_sender_killed_between_a_datagram_and_its_header_never_delivers_it(ctx
 @needs_datagrams
 def test_a_header_without_its_datagram_is_a_protocol_error_not_a_hang():
     a, b = Pipe()
-    raw_write(a, side_frame_header(20_000, 5, _frames.TAG_DGRAM_BITS))
+    raw_write(a, side_frame_header(40_000, 5, _frames.TAG_DGRAM_BITS))
     with pytest.raises(ProtocolError, match="datagram that is not there"):
         b.recv(timeout=30)  # a writer still holds the socket: a wait would never end
     a.close()
@@ -1482,8 +1488,8 @@ def test_a_header_without_its_datagram_is_a_protocol_error_not_a_hang():
 def test_a_datagram_of_another_length_than_its_header_says_is_a_protocol_error():
     a, b = Pipe()
     a._dsock.sendmsg([_frames.FRAME_ID.pack(5), b"z" * 100])
-    raw_write(a, side_frame_header(20_000, 5, _frames.TAG_DGRAM_BITS))
-    with pytest.raises(ProtocolError, match="holds 100 bytes, its header says 20000"):
+    raw_write(a, side_frame_header(40_000, 5, _frames.TAG_DGRAM_BITS))
+    with pytest.raises(ProtocolError, match="holds 100 bytes, its header says 40000"):
         b.recv_bytes(timeout=30)
     a.close()
     b.close()

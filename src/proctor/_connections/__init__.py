@@ -11,7 +11,7 @@
     _sendlock    the send lock (thread lock + fcntl record lock), frame ids
     _connection  ``Connection``: the API (send/recv/poll/close, passing to a child)
     _aio         the awaitable twins (arecv, asend...): the loop watches the descriptors
-    _pipe        ``Pipe()``: two ends on pipes, a datagram and a stream socket pair
+    _pipe        ``Pipe()``: two ends: frame socket (or pipes), datagram, stream and spare sockets
     _wait        ``wait()`` on connections, sockets and process sentinels
     _listener    ``Listener``/``Client`` over AF_UNIX and TCP, with an HMAC handshake
 

@@ -13,7 +13,8 @@ business of its two halves, which this class puts together::
       ▼                                    ▲
       └──────── the frame format (_frames) ┘
 
-A ``Pipe()`` end (see ``_pipe``) has a pipe per direction, a datagram socket,
+A ``Pipe()`` end (see ``_pipe``) has a frame channel (a stream socket pair on
+Linux, a pipe per direction elsewhere), a datagram socket,
 a stream socket and a spare socket (large buffers' memfds come back on it for
 reuse, ``_core._spares``); a ``Listener``/``Client`` end has only its socket, which
 carries everything. An end can be handed to a child process as an argument of
@@ -70,7 +71,7 @@ from ._frames import (
 )
 from ._passing import reduce_end
 from ._receiving import READ_AHEAD, FrameReceiver
-from ._sending import ATOMIC_BODY, MSG_NOSIGNAL, FrameSender, send_deadline
+from ._sending import ATOMIC_BODY, MSG_NOSIGNAL, SOCKET_INLINE_BODY, FrameSender, send_deadline
 from ._sendlock import SendLock, new_lock_file
 
 TYPE_CHECKING = False
@@ -221,6 +222,8 @@ class Connection(FrameSender, FrameReceiver):
         self._rfd = -1
         self._wfd = -1
         self._pipe_file = None
+        self._fsock = None
+        self._inline_limit = ATOMIC_BODY
         self._greeting = None
         if sock.family == socket.AF_UNIX:
             # Messages may bring descriptors: every read keeps them (see FdInbox).
@@ -263,20 +266,29 @@ class Connection(FrameSender, FrameReceiver):
         writable: bool = True,
         dsock: socket.socket | None = None,
         spare_sock: socket.socket | None = None,
+        frame_sock: socket.socket | None = None,
     ) -> Connection:
-        """A connection whose frames travel on pipes, bodies on ``dsock`` or ``sock``.
+        """A connection whose frames travel on their own channel, bodies on ``dsock`` or ``sock``.
 
-        A pipe wakes its reader in about half the time a Unix socket does, so
-        small messages are much faster on pipes; a datagram socket carries a
-        mid-size body whole, with no lock; a stream socket moves big bodies with
-        fewer copies and one ``MSG_WAITALL`` read. The frame header always goes
-        on the pipe, which keeps messages in order. ``spare_sock`` (a datagram
-        socket) carries received large buffers' memfds back for reuse.
+        The frame channel is ``frame_sock``, a stream socket this end reads and
+        writes frames on (Linux), or else the pipes ``rfd`` (read end of the
+        incoming one) and ``wfd`` (write end of the outgoing one); see
+        ``_pipe.FRAME_SOCKETS``. A datagram socket carries a mid-size body whole,
+        with no lock; a stream socket moves big bodies with fewer copies and one
+        ``MSG_WAITALL`` read. The frame header always goes on the frame channel,
+        which keeps messages in order. ``spare_sock`` (a datagram socket) carries
+        received large buffers' memfds back for reuse.
         """
         conn = cls(sock, readable, writable)
         # Descriptors come in side messages, read with recvmsg (see _receiving).
         conn._fd_inbox = None
         conn._recv_into = conn._readinto = sock.recv_into
+        if frame_sock is not None:
+            conn._fsock = frame_sock
+            conn._inline_limit = SOCKET_INLINE_BODY
+            fd = frame_sock.fileno()
+            rfd = fd if readable else -1
+            wfd = fd if writable else -1
         conn._rfd = rfd
         conn._wfd = wfd
         conn._spare_sock = spare_sock  # (its Spares are made at the first large buffer)
@@ -332,9 +344,12 @@ class Connection(FrameSender, FrameReceiver):
         if self._fd_inbox is not None:
             self._fd_inbox.close()
         self._pipe_file = None
-        for fd in (self._rfd, self._wfd):
-            if fd >= 0:
-                os.close(fd)
+        if self._fsock is not None:
+            self._fsock.close()  # (the frame channel: _rfd and _wfd are its descriptor)
+        else:
+            for fd in (self._rfd, self._wfd):
+                if fd >= 0:
+                    os.close(fd)
         self._rfd = self._wfd = -1
         if self._dsock is not None:
             self._dsock.close()

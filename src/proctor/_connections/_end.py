@@ -95,7 +95,9 @@ class EndState:
         "_dview",
         "_fd",
         "_fd_inbox",
+        "_fsock",
         "_greeting",
+        "_inline_limit",
         "_partial",
         "_pipe_file",
         "_rbuf",
@@ -135,6 +137,12 @@ class EndState:
     # outgoing one (-1 where there is none); frames travel there, not on _sock.
     _rfd: int
     _wfd: int
+    # Pipe() ends on Linux: the stream socket frames travel on, both ways, in
+    # place of the pipes (_rfd and _wfd are then its descriptor); else None.
+    _fsock: socket.socket | None
+    # The longest body that goes with its header in one write on the frame
+    # channel: PIPE_BUF less the header on a pipe, 32 KiB less it on a frame socket.
+    _inline_limit: int
     # Pipe() ends: a datagram socket on which received large buffers' memfds go
     # back to the sender once dropped, and are taken for reuse (_core._spares);
     # else None and None.

@@ -64,8 +64,11 @@ def reduce_end(conn: EndState, cls: Any) -> tuple[Any, tuple[Any, ...]]:
         return _reduction.fd_token(fd, "Connection", messages=True)
 
     sock_token = token(conn._sock.fileno())
-    rtoken = token(conn._rfd) if conn._rfd >= 0 else -1
-    wtoken = token(conn._wfd) if conn._wfd >= 0 else -1
+    fsock = conn._fsock
+    ftoken = token(fsock.fileno()) if fsock is not None else -1
+    # (A frame socket is _rfd and _wfd at once: it travels once, as ftoken.)
+    rtoken = token(conn._rfd) if conn._rfd >= 0 and fsock is None else -1
+    wtoken = token(conn._wfd) if conn._wfd >= 0 and fsock is None else -1
     lock = conn._send_lock
     lock.process_private = False  # shared from now on (keep_in_process)
     ltoken = token(lock.fd) if lock.owns_fd else -1
@@ -94,6 +97,7 @@ def reduce_end(conn: EndState, cls: Any) -> tuple[Any, tuple[Any, ...]]:
         itokens,
         conn._greeting,
         stoken,
+        ftoken,
     )
 
 
@@ -111,6 +115,7 @@ def rebuild_end(
     itokens: list[int] | None = None,
     greeting: Any = None,
     stoken: int = -1,
+    ftoken: int = -1,
 ) -> Any:
     """The end ``reduce_end`` described, in this process (``cls``: its class, ``Connection``)."""
     sock = socket.socket(fileno=_reduction.take_fd(token))
@@ -124,8 +129,11 @@ def rebuild_end(
     spare = socket.socket(fileno=_reduction.take_fd(stoken)) if stoken >= 0 else None
     if spare is not None and socket.getdefaulttimeout() is not None:
         spare.settimeout(None)  # (as dsock's)
-    if rfd >= 0 or wfd >= 0:
-        conn = cls._with_pipes(sock, rfd, wfd, readable, writable, dsock, spare)
+    fsock = socket.socket(fileno=_reduction.take_fd(ftoken)) if ftoken >= 0 else None
+    if fsock is not None and socket.getdefaulttimeout() is not None:
+        fsock.settimeout(None)  # (as dsock's)
+    if fsock is not None or rfd >= 0 or wfd >= 0:
+        conn = cls._with_pipes(sock, rfd, wfd, readable, writable, dsock, spare, fsock)
     else:
         conn = cls(sock, readable, writable)
     if ltoken >= 0:

@@ -79,7 +79,6 @@ from ._frames import (
     memory_limit,
     parts_after,
 )
-from ._sending import ATOMIC_BODY
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
@@ -135,7 +134,10 @@ class FrameReceiver(EndState):
     def _read_ahead(self) -> None:
         """Pipe(): read the next frame into the buffer (big bodies are not on the pipe)."""
         if self._rfd >= 0 and self._rpos == self._rend:
-            end = self._next_pipe_frame(self._rview)
+            try:
+                end = self._next_pipe_frame(self._rview)
+            except ConnectionResetError as exc:  # (a frame socket whose peer left)
+                raise EOFError("the other end of the connection was closed") from exc
             if not end:
                 raise EOFError("the other end of the connection was closed")
             self._rpos = 0
@@ -167,7 +169,7 @@ class FrameReceiver(EndState):
         n = _unpack_from(view)[0] - TAG_BITS
         if 0 <= n <= PIPE_INLINE:
             return HEADER_SIZE + n  # (its padding dropped)
-        if not PIPE_INLINE < n <= ATOMIC_BODY:
+        if not PIPE_INLINE < n <= self._inline_limit:
             # A side frame's token: header and id (its padding dropped); or a bad
             # tag, which the caller's parse reports.
             return _TOKEN_SIZE
