@@ -369,7 +369,7 @@ def run(quick: bool) -> list[dict]:
             medium["multiprocessing"] * 1e6,
             "us",
             higher_is_better=False,
-            note="mid-size: one datagram, its header on the frame socket, no lock",
+            note="on Linux one send on the frame socket (frames up to 32 KiB), no lock",
         ),
         row(
             "Pipe round trip, 64 KiB bytes, one core",
@@ -397,7 +397,7 @@ def run(quick: bool) -> list[dict]:
             spread["multiprocessing 16"] * 1e6,
             "us",
             higher_is_better=False,
-            note="unpinned; one datagram, its header on the frame socket",
+            note="unpinned; on Linux one send on the frame socket",
         ),
         row(
             "Pipe 1 MiB send_bytes/recv_bytes",
