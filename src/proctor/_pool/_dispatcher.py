@@ -41,7 +41,7 @@ import signal
 import threading
 import time
 
-from .._connections._pipe import Pipe
+from .._connections._pipe import streaming_pipe
 from .._connections._wait import wait
 from .._core._errors import (
     InitializerError,
@@ -160,7 +160,7 @@ class Dispatcher:
         initargs: tuple[Any, ...],
         maxtasksperchild: int | None,
         codec: Any = None,
-        pipe: Callable[[], tuple[Any, Any]] = Pipe,
+        pipe: Callable[[], tuple[Any, Any]] = streaming_pipe,
         max_memory_per_child: int | None = None,
         concurrency: int = 1,
     ) -> None:
