@@ -12,7 +12,7 @@ so that drift on a noisy machine hits every contender alike:
 * the 3-tuple and 16 KiB round trips again with parent and child free to run on
   different cores, as they do unless pinned: there the time a woken process takes
   to run on an idle core counts, and how early each side is woken (docs/design.md,
-  "The frame channel");
+  "Several senders on one connection end");
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent;
 * a 64 MiB float64 array sent by a child and received by the parent (one array,
   fresh pages on both sides), and 64 MiB arrays streamed the same way (each

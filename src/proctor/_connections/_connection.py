@@ -756,8 +756,7 @@ class Connection(FrameSender, FrameReceiver):
             view[offset : offset + len(data)] = data
             return len(data)
         self._prepare_recv(timeout)
-        self._read_ahead()
-        n, where, frame_id = self._read_header(None)
+        n, where, frame_id = self._read_header(None)  # (reads the next frame first)
         room = view.nbytes - offset
         if where == ON_CHANNEL:
             if n > room:

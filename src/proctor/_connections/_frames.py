@@ -97,6 +97,7 @@ __all__ = (
     "TAG_SHIFT",
     "TAG_SOCKET_BITS",
     "TAG_SOCKET_FD_BITS",
+    "TOKEN_SIZE",
     "TRAILER",
     "WITH_HANDLES",
     "WITH_HANDLES_FD",
@@ -196,7 +197,9 @@ ID_SIZE = FRAME_ID.size
 PIPE_PREFIX = 128
 PIPE_INLINE = PIPE_PREFIX - HEADER_SIZE
 PIPE_PADDING = tuple(bytes(PIPE_INLINE - n) for n in range(PIPE_INLINE))
-PIPE_TOKEN = struct.Struct(f"{HEADER.format}{FRAME_ID.format[1:]}{PIPE_PREFIX - 16}x")
+# A side frame's token: its header and id (TOKEN_SIZE bytes), padded.
+TOKEN_SIZE = HEADER_SIZE + ID_SIZE
+PIPE_TOKEN = struct.Struct(f"{HEADER.format}{FRAME_ID.format[1:]}{PIPE_PREFIX - TOKEN_SIZE}x")
 # A side message on the stream socket: frame id, count of descriptors attached,
 # flags (BODY_IN_FD: the body is in the first memfd).
 SIDE = struct.Struct("<QHH")

@@ -121,17 +121,9 @@ def rebuild_end(
     sock = socket.socket(fileno=_reduction.take_fd(token))
     rfd = _reduction.take_fd(rtoken) if rtoken >= 0 else -1
     wfd = _reduction.take_fd(wtoken) if wtoken >= 0 else -1
-    dsock = socket.socket(fileno=_reduction.take_fd(dtoken)) if dtoken >= 0 else None
-    if dsock is not None and socket.getdefaulttimeout() is not None:
-        # socket.setdefaulttimeout() here would make the socket non-blocking in
-        # the kernel, for every process that shares it: undo that.
-        dsock.settimeout(None)
-    spare = socket.socket(fileno=_reduction.take_fd(stoken)) if stoken >= 0 else None
-    if spare is not None and socket.getdefaulttimeout() is not None:
-        spare.settimeout(None)  # (as dsock's)
-    fsock = socket.socket(fileno=_reduction.take_fd(ftoken)) if ftoken >= 0 else None
-    if fsock is not None and socket.getdefaulttimeout() is not None:
-        fsock.settimeout(None)  # (as dsock's)
+    dsock = _blocking_socket(dtoken)
+    spare = _blocking_socket(stoken)
+    fsock = _blocking_socket(ftoken)
     if fsock is not None or rfd >= 0 or wfd >= 0:
         conn = cls._with_pipes(sock, rfd, wfd, readable, writable, dsock, spare, fsock)
     else:
@@ -151,3 +143,18 @@ def rebuild_end(
         conn._greeting = greeting
         conn._can_recv = False
     return conn
+
+
+def _blocking_socket(token: int) -> socket.socket | None:
+    """The socket whose descriptor ``token`` names (None for -1), left blocking.
+
+    socket.setdefaulttimeout() in this process would make a new socket object
+    non-blocking in the kernel, for every process that shares the socket: the
+    side and frame sockets of an end must stay blocking.
+    """
+    if token < 0:
+        return None
+    sock = socket.socket(fileno=_reduction.take_fd(token))
+    if socket.getdefaulttimeout() is not None:
+        sock.settimeout(None)
+    return sock

@@ -40,12 +40,12 @@ __all__ = ("DATAGRAMS", "FRAME_SOCKETS", "Pipe", "streaming_pipe")
 DATAGRAMS = hasattr(socket, "SOCK_SEQPACKET")
 #: Whether frames travel on a stream socket pair (Linux) rather than on a pipe per
 #: direction (elsewhere; tests turn it off to exercise that path). Linux queues
-#: each send of at most PIPE_BUF bytes as one buffer, appended whole, so frames of
-#: concurrent senders never interleave, as on a pipe. And the socket wakes a
+#: each send of a frame (at most 32 KiB) as one buffer, appended whole, so frames
+#: of concurrent senders never interleave, as on a pipe. And the socket wakes a
 #: sender sleeping on it for its answer as soon as the reader takes its message:
 #: on two idle cores of a VM a small round trip took 43 us against a pipe's 82
 #: (the stdlib's socket, 62); on one core the pipe is faster (9.1 against 11.5-12
-#: us, the stdlib 16-17.7). See docs/design.md, "The frame channel".
+#: us, the stdlib 16-17.7). See docs/design.md, "Several senders on one connection end".
 FRAME_SOCKETS = sys.platform.startswith("linux")
 
 
@@ -82,71 +82,52 @@ def _pipe(duplex: bool, frame_sockets: bool) -> tuple[Connection, Connection]:
         da, db = _datagram_pair()
         if da is not None and db is not None:
             sockets += (da, db)
+        fa = fb = None
+        if frame_sockets:
+            # (Blocking, as configure_socket leaves them: receivers sleep in
+            # read(), senders never wait in the kernel: MSG_DONTWAIT.)
+            fa, fb = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            sockets += (fa, fb)
         for sock in sockets:
             configure_socket(sock)
         sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         sockets += (sa, sb)
         for sock in (sa, sb):
             sock.settimeout(None)  # (as configure_socket: spares never wait)
-        if frame_sockets:
-            return _with_frame_sockets(duplex, sockets, da, db, sa, sb)
-        if duplex:
+        if not duplex:
+            # Half-close the unused directions, so the kernel itself refuses them.
+            for reader, writer in ((a, b), (da, db), (fa, fb)):
+                if reader is not None and writer is not None:
+                    reader.shutdown(socket.SHUT_WR)
+                    writer.shutdown(socket.SHUT_RD)
+        # Each end's (read fd, write fd) of its pipes; none with a frame socket.
+        a_pipes = b_pipes = (-1, -1)
+        if not frame_sockets and duplex:
             a_to_b = os.pipe()
             fds.extend(a_to_b)
             b_to_a = os.pipe()
             fds.extend(b_to_a)
             _prepare_write_end(a_to_b[1])
             _prepare_write_end(b_to_a[1])
-            return (
-                Connection._with_pipes(a, b_to_a[0], a_to_b[1], dsock=da, spare_sock=sa),
-                Connection._with_pipes(b, a_to_b[0], b_to_a[1], dsock=db, spare_sock=sb),
-            )
-        # Half-close the unused directions, so the kernel itself refuses them.
-        for reader, writer in ((a, b), (da, db)):
-            if reader is not None and writer is not None:
-                reader.shutdown(socket.SHUT_WR)
-                writer.shutdown(socket.SHUT_RD)
-        r, w = os.pipe()
-        fds.extend((r, w))
-        _prepare_write_end(w)
+            a_pipes, b_pipes = (b_to_a[0], a_to_b[1]), (a_to_b[0], b_to_a[1])
+        elif not frame_sockets:
+            r, w = os.pipe()
+            fds.extend((r, w))
+            _prepare_write_end(w)
+            a_pipes, b_pipes = (r, -1), (-1, w)
         return (
-            Connection._with_pipes(a, r, -1, writable=False, dsock=da, spare_sock=sa),
-            Connection._with_pipes(b, -1, w, readable=False, dsock=db, spare_sock=sb),
+            Connection._with_pipes(
+                a, *a_pipes, writable=duplex, dsock=da, spare_sock=sa, frame_sock=fa
+            ),
+            Connection._with_pipes(
+                b, *b_pipes, readable=duplex, dsock=db, spare_sock=sb, frame_sock=fb
+            ),
         )
     except BaseException:
         for sock in sockets:
             sock.close()
         close_all_quietly(fds)
         raise
-
-
-def _with_frame_sockets(
-    duplex: bool,
-    sockets: list[socket.socket],
-    da: socket.socket | None,
-    db: socket.socket | None,
-    sa: socket.socket,
-    sb: socket.socket,
-) -> tuple[Connection, Connection]:
-    """The two ends of a Pipe() whose frames travel on a stream socket pair."""
-    a, b = sockets[:2]
-    fa, fb = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    sockets += (fa, fb)
-    for sock in (fa, fb):
-        configure_socket(sock)  # (blocking: receivers sleep in read(), senders never wait)
-    if duplex:
-        return (
-            Connection._with_pipes(a, -1, -1, dsock=da, spare_sock=sa, frame_sock=fa),
-            Connection._with_pipes(b, -1, -1, dsock=db, spare_sock=sb, frame_sock=fb),
-        )
-    for reader, writer in ((a, b), (da, db), (fa, fb)):
-        if reader is not None and writer is not None:
-            reader.shutdown(socket.SHUT_WR)
-            writer.shutdown(socket.SHUT_RD)
-    return (
-        Connection._with_pipes(a, -1, -1, writable=False, dsock=da, spare_sock=sa, frame_sock=fa),
-        Connection._with_pipes(b, -1, -1, readable=False, dsock=db, spare_sock=sb, frame_sock=fb),
-    )
 
 
 def _datagram_pair() -> tuple[socket.socket | None, socket.socket | None]:

@@ -69,6 +69,7 @@ from ._frames import (
     TAG_DGRAM,
     TAG_FDS_INLINE,
     TAG_SHIFT,
+    TOKEN_SIZE,
     TRAILER,
     WITH_HANDLES,
     WITH_HANDLES_FD,
@@ -113,7 +114,6 @@ _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
 _loads = _pickle.loads  # (pickle's; pickle.py would import re)
 _unpack_from = HEADER.unpack_from
 _id_unpack_from = FRAME_ID.unpack_from
-_TOKEN_SIZE = HEADER_SIZE + ID_SIZE
 
 
 class FrameReceiver(EndState):
@@ -172,7 +172,7 @@ class FrameReceiver(EndState):
         if not PIPE_INLINE < n <= self._inline_limit:
             # A side frame's token: header and id (its padding dropped); or a bad
             # tag, which the caller's parse reports.
-            return _TOKEN_SIZE
+            return TOKEN_SIZE
         return PIPE_PREFIX + readinto(view[PIPE_PREFIX : HEADER_SIZE + n])
 
     # -- framing internals ---------------------------------------------------------
