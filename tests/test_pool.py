@@ -302,6 +302,17 @@ def test_get_with_a_timeout_raises_the_stdlib_timeout_error(ctx):
     started.close()
 
 
+def test_a_pool_larger_than_the_descriptor_limit_is_refused_before_any_worker_starts():
+    import resource
+
+    limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert limit != resource.RLIM_INFINITY  # Linux and macOS always set one
+    before = set(proctor.active_children())
+    with pytest.raises(ValueError, match="RLIMIT_NOFILE"):
+        proctor.Pool(limit)  # at least 4 descriptors a worker: cannot fit
+    assert set(proctor.active_children()) == before
+
+
 def test_lifecycle_misuse_and_bad_arguments_raise():
     with pytest.raises(ValueError, match="at least 1"):
         proctor.Pool(0)

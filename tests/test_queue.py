@@ -587,7 +587,8 @@ def test_put_many_on_a_bounded_queue_reports_how_many_went_in():
     q = Queue(maxsize=3)
     with pytest.raises(queue.Full) as info:
         q.put_many(range(5), timeout=0.1)
-    assert info.value.args[1] == 3
+    assert info.value.items_put == 3
+    assert str(info.value) == "timed out: the queue stayed full (3 items)"
     assert q.get_many(10, timeout=5) == [0, 1, 2]
 
 

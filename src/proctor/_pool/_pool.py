@@ -15,6 +15,7 @@ pickled raises there. ``imap``/``imap_unordered`` read their input lazily (see
 from __future__ import annotations
 
 import math
+import os
 import reprlib
 import warnings
 import weakref
@@ -73,6 +74,44 @@ def _check_workers(processes: object, initializer: object) -> int:
     if initializer is not None:
         _check_callable(initializer, "initializer")
     return processes
+
+
+#: File descriptors the parent holds for each worker process, counted low (6.5-7
+#: measured under every start method: the worker's frame channel, its sentinel and
+#: its status pipe), so that a pool that fits is never refused: the check is for
+#: counts that cannot fit at all, which would otherwise start workers for many
+#: seconds before ``EMFILE`` stopped them.
+_FDS_PER_WORKER = 4
+
+
+def _check_room_for_workers(processes: int) -> None:
+    """Refuse at once a number of workers this process's limits cannot hold.
+
+    Raises:
+        ValueError: ``processes`` needs more descriptors than ``RLIMIT_NOFILE``
+            allows, or more processes than ``RLIMIT_NPROC`` (not enforced for root).
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX: nothing to ask
+        return
+    fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if fds != resource.RLIM_INFINITY and processes * _FDS_PER_WORKER > fds:
+        raise ValueError(
+            f"Pool(processes={processes}) needs at least {processes * _FDS_PER_WORKER} file "
+            f"descriptors in this process ({_FDS_PER_WORKER}-7 a worker), but its limit "
+            f"(RLIMIT_NOFILE) is {fds}: ask for fewer processes, or raise the limit "
+            "(`ulimit -n`, or resource.setrlimit(resource.RLIMIT_NOFILE, ...))"
+        )
+    nproc = getattr(resource, "RLIMIT_NPROC", None)
+    if nproc is None or os.geteuid() == 0:  # root may start processes beyond it
+        return
+    allowed, _ = resource.getrlimit(nproc)
+    if allowed != resource.RLIM_INFINITY and processes > allowed:
+        raise ValueError(
+            f"Pool(processes={processes}) asks for more processes than this user may run "
+            f"(RLIMIT_NPROC: {allowed}): ask for fewer processes, or raise the limit (`ulimit -u`)"
+        )
 
 
 def _check_task_timeout(timeout: object, what: str) -> float | None:
@@ -258,7 +297,8 @@ class Pool:
             docs/scale-out.md.
 
     Raises:
-        ValueError: ``processes`` or ``maxtasksperchild`` below 1.
+        ValueError: ``processes`` or ``maxtasksperchild`` below 1; ``processes``
+            beyond what this process's limits allow (descriptors, processes).
         TypeError: a non-callable ``initializer``, or a wrong argument type (for
             ``maxtasksperchild`` also a ``ValueError``, which the stdlib raises).
         StartError: a worker could not be started (``UnpicklableError`` when
@@ -301,6 +341,7 @@ class Pool:
             self._concurrency = 1
             return
         processes = _check_workers(processes, initializer)
+        _check_room_for_workers(processes)
         concurrency = _check_concurrency(task_concurrency)
         memory_limit = _check_memory_limit(max_memory_per_child)
         if maxtasksperchild is not None:

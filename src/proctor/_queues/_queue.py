@@ -379,7 +379,7 @@ class Queue:
 
         Every object is pickled first, so an unpicklable one raises before any is
         put. With a bounded queue the objects go in as room appears; on timeout,
-        ``queue.Full`` is raised and ``args[1]`` of the error tells how many went in.
+        ``queue.Full`` is raised and its ``items_put`` attribute tells how many went in.
         """
         self._check_open("put_many")
         objs = list(objs)

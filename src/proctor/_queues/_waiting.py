@@ -81,11 +81,18 @@ __all__ = (
 # queue then), and their except clauses match it only once it can exist.
 
 
-def queue_full(*args: object) -> Exception:
-    """A ``queue.Full`` with ``args`` (the first call imports ``queue``)."""
+def queue_full(message: str, items_put: int) -> Exception:
+    """A ``queue.Full`` saying ``message``; ``items_put``: the call's items that went in.
+
+    The count is an attribute, not a second argument, so that ``str(error)`` is
+    the message (``put_many`` callers read ``error.items_put``). The first call
+    imports ``queue``.
+    """
     import queue
 
-    return queue.Full(*args)
+    error = queue.Full(message)
+    error.items_put = items_put  # type: ignore[attr-defined]
+    return error
 
 
 def queue_full_if_loaded() -> tuple[type[BaseException], ...]:
@@ -248,10 +255,10 @@ def await_room(
     Args:
         mailbox_full: the item's descriptors did not fit the mailbox: wait at
             most one round, then try again.
-        done: items of this call already put, for ``Full``'s ``args[1]``.
+        done: items of this call already put, for ``Full``'s ``items_put``.
 
     Raises:
-        queue.Full: past the deadline, with ``done`` as ``args[1]``.
+        queue.Full: past the deadline, with ``done`` as its ``items_put``.
     """
     nbytes, items = len(item.payload), item.items
     take = room.sem.acquire
