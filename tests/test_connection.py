@@ -66,10 +66,16 @@ needs_datagrams = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(params=["Pipe", "Pipe-stream-only", "socket"])
+@pytest.fixture(params=["Pipe", "Pipe-stream-only", "Pipe-private", "socket"])
 def pipe(request):
-    """A connected pair: Pipe() (with or without its datagram socket), or a socket pair."""
-    makers = {"Pipe": Pipe, "Pipe-stream-only": stream_only_pipe, "socket": socket_pair}
+    """A connected pair: Pipe() (with or without its datagram socket), a pool worker's
+    private pipe (frames unpadded, read ahead), or a socket pair."""
+    makers = {
+        "Pipe": Pipe,
+        "Pipe-stream-only": stream_only_pipe,
+        "Pipe-private": _pipe.streaming_pipe,
+        "socket": socket_pair,
+    }
     a, b = makers[request.param]()
     yield a, b
     a.close()
@@ -656,6 +662,29 @@ def test_simplex_pipe_has_a_reading_and_a_writing_end():
 # --- ends passed to children ------------------------------------------------------------
 
 
+def test_a_private_end_passed_to_a_child_keeps_its_framing(ctx):
+    # A pool worker's channel (_pipe.streaming_pipe) reaches its worker under every
+    # start method: the rebuilt end must still read ahead and send unpadded frames,
+    # as the end left behind expects (padding would read as a bad header there).
+    a, b = _pipe.streaming_pipe()
+    assert a._private_frames and b._private_frames
+    sizes = [0, 1, 60, 200, 4000, 40_000, 70_000, 300_000]
+    p = ctx.Process(target=echo_n, args=(b, len(sizes)))
+    for size in sizes:  # queued before the start: the child reads them ahead at once
+        a.send_bytes(bytes([size % 251]) * size, timeout=30)
+    p.start()
+    b.close()
+    try:
+        for size in sizes:
+            assert a.recv_bytes(timeout=30) == bytes([size % 251]) * size
+        with pytest.raises(EOFError):
+            a.recv(timeout=30)
+    finally:
+        a.close()
+        result = finish(p)
+    assert result == (0, "echoed")
+
+
 def test_ends_passed_to_a_child_work_under_every_start_method(ctx):
     a, b = Pipe()
     reader, writer = Pipe(duplex=False)
@@ -799,7 +828,7 @@ def test_a_pipe_frame_is_read_exactly_whatever_its_size(pipe):
         a.send_bytes(b"y" * n, timeout=10)
     for n in sizes:
         assert b.recv_bytes(timeout=10) == b"y" * n
-        if a._wfd >= 0:
+        if a._wfd >= 0 and not b._private_frames:
             assert b._rpos == b._rend  # nothing of the next frame was read
     assert not b.poll(0)
 

@@ -224,6 +224,7 @@ class Connection(FrameSender, FrameReceiver):
         self._pipe_file = None
         self._fsock = None
         self._inline_limit = ATOMIC_BODY
+        self._private_frames = False
         self._greeting = None
         if sock.family == socket.AF_UNIX:
             # Messages may bring descriptors: every read keeps them (see FdInbox).
@@ -267,6 +268,7 @@ class Connection(FrameSender, FrameReceiver):
         dsock: socket.socket | None = None,
         spare_sock: socket.socket | None = None,
         frame_sock: socket.socket | None = None,
+        private: bool = False,
     ) -> Connection:
         """A connection whose frames travel on their own channel, bodies on ``dsock`` or ``sock``.
 
@@ -277,9 +279,11 @@ class Connection(FrameSender, FrameReceiver):
         with no lock; a stream socket moves big bodies with fewer copies and one
         ``MSG_WAITALL`` read. The frame header always goes on the frame channel,
         which keeps messages in order. ``spare_sock`` (a datagram socket) carries
-        received large buffers' memfds back for reuse.
+        received large buffers' memfds back for reuse. ``private``: see
+        ``EndState._private_frames``.
         """
         conn = cls(sock, readable, writable)
+        conn._private_frames = private
         # Descriptors come in side messages, read with recvmsg (see _receiving).
         conn._fd_inbox = None
         conn._recv_into = conn._readinto = sock.recv_into

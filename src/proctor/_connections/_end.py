@@ -100,6 +100,7 @@ class EndState:
         "_inline_limit",
         "_partial",
         "_pipe_file",
+        "_private_frames",
         "_rbuf",
         "_readable",
         "_readinto",
@@ -143,6 +144,13 @@ class EndState:
     # The longest body that goes with its header in one write on the frame
     # channel: PIPE_BUF less the header on a pipe, 32 KiB less it on a frame socket.
     _inline_limit: int
+    # True for a private frame channel (_pipe.streaming_pipe, a pool worker's):
+    # two processes use it for good, one reading each way, so its receiver reads
+    # as many frames as have come in one call and its sender does not pad them.
+    # False for a Pipe() end, which any process holding it may receive on in turn:
+    # frames are padded to PIPE_PREFIX and read one at a time (see _receiving).
+    # Both ends of a channel agree: it is set when the pair is made, for good.
+    _private_frames: bool
     # Pipe() ends: a datagram socket on which received large buffers' memfds go
     # back to the sender once dropped, and are taken for reuse (_core._spares);
     # else None and None.

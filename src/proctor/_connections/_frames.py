@@ -32,6 +32,8 @@ caught at the first header; the low 48 bits are the body's length::
 On a ``Pipe()`` end's pipe a frame shorter than ``PIPE_PREFIX`` (128) bytes is
 padded with zeros to that length, so that its reader takes exactly one frame per
 read (see ``PIPE_PREFIX``); the header's length is the body's, without padding.
+A private channel (a pool worker's: ``EndState._private_frames``) is not padded,
+and its reader reads ahead.
 
 "PF" and "PG" bodies are pickles whose large out-of-band buffers come as the
 memfds of the side message. "PH", "PI" and "PU" bodies are pickles of objects
@@ -82,6 +84,7 @@ __all__ = (
     "PIPE_PADDING",
     "PIPE_PREFIX",
     "PIPE_TOKEN",
+    "PRIVATE_TOKEN",
     "SCALARS",
     "SIDE",
     "SIDE_TAGS",
@@ -197,9 +200,11 @@ ID_SIZE = FRAME_ID.size
 PIPE_PREFIX = 128
 PIPE_INLINE = PIPE_PREFIX - HEADER_SIZE
 PIPE_PADDING = tuple(bytes(PIPE_INLINE - n) for n in range(PIPE_INLINE))
-# A side frame's token: its header and id (TOKEN_SIZE bytes), padded.
+# A side frame's token: its header and id (TOKEN_SIZE bytes), padded; and as it
+# goes unpadded on a private channel (see EndState._private_frames).
 TOKEN_SIZE = HEADER_SIZE + ID_SIZE
 PIPE_TOKEN = struct.Struct(f"{HEADER.format}{FRAME_ID.format[1:]}{PIPE_PREFIX - TOKEN_SIZE}x")
+PRIVATE_TOKEN = struct.Struct(f"{HEADER.format}{FRAME_ID.format[1:]}")
 # A side message on the stream socket: frame id, count of descriptors attached,
 # flags (BODY_IN_FD: the body is in the first memfd).
 SIDE = struct.Struct("<QHH")

@@ -98,6 +98,7 @@ def reduce_end(conn: EndState, cls: Any) -> tuple[Any, tuple[Any, ...]]:
         conn._greeting,
         stoken,
         ftoken,
+        conn._private_frames,
     )
 
 
@@ -116,6 +117,7 @@ def rebuild_end(
     greeting: Any = None,
     stoken: int = -1,
     ftoken: int = -1,
+    private: bool = False,
 ) -> Any:
     """The end ``reduce_end`` described, in this process (``cls``: its class, ``Connection``)."""
     sock = socket.socket(fileno=_reduction.take_fd(token))
@@ -125,7 +127,9 @@ def rebuild_end(
     spare = _blocking_socket(stoken)
     fsock = _blocking_socket(ftoken)
     if fsock is not None or rfd >= 0 or wfd >= 0:
-        conn = cls._with_pipes(sock, rfd, wfd, readable, writable, dsock, spare, fsock)
+        conn = cls._with_pipes(
+            sock, rfd, wfd, readable, writable, dsock, spare, fsock, private=private
+        )
     else:
         conn = cls(sock, readable, writable)
     if ltoken >= 0:

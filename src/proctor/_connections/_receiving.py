@@ -161,8 +161,13 @@ class FrameReceiver(EndState):
         that comes short (bytes a proctor sender did not write) is returned as
         it is: the caller's parse reports them, or reads exactly what their
         header announces.
+
+        A private channel (``_private_frames``) reads ahead instead: every frame
+        that has come, up to the buffer's size, in one call.
         """
         readinto = self._readinto
+        if self._private_frames:
+            return readinto(view)
         got = readinto(view[:PIPE_PREFIX])
         if got != PIPE_PREFIX:
             return got

@@ -93,6 +93,7 @@ from ._frames import (
     PIPE_INLINE,
     PIPE_PADDING,
     PIPE_TOKEN,
+    PRIVATE_TOKEN,
     SIDE,
     TAG_BITS,
     TAG_DGRAM_BITS,
@@ -154,8 +155,10 @@ _pack = HEADER.pack
 _id_pack = FRAME_ID.pack
 # (Frame ids come from _sendlock.next_frame_id, always looked up there: forked
 # children get a new one.)
-# A side frame's header and frame id, in one write, padded to a whole PIPE_PREFIX.
+# A side frame's header and frame id, in one write, padded to a whole PIPE_PREFIX;
+# unpadded on a private channel.
 _token_pack = PIPE_TOKEN.pack
+_private_token_pack = PRIVATE_TOKEN.pack
 # A timed send puts the body in a memfd: the tag that says so, for each tag.
 _BODY_IN_FD_TAGS = {
     TAG_SOCKET_BITS: TAG_SOCKET_FD_BITS,
@@ -180,6 +183,12 @@ class FrameSender(EndState):
 
     __slots__ = ()
 
+    def _token(self, word: int, frame_id: int) -> bytes:
+        """A side frame's token (header word, frame id) as this end's channel takes it."""
+        if self._private_frames:
+            return _private_token_pack(word, frame_id)
+        return _token_pack(word, frame_id)
+
     def _send_frame(self, body: Any, deadline: float | None) -> None:
         """Send ``body`` (bytes-like) as one frame, the way its size and this end call for."""
         n = len(body)
@@ -187,7 +196,8 @@ class FrameSender(EndState):
             self._socket_send(memoryview(body), deadline)
         elif n <= self._inline_limit:
             frame = _pack(TAG_BITS + n) + body
-            if n < PIPE_INLINE:  # (its reader takes a frame's first PIPE_PREFIX bytes at once)
+            if n < PIPE_INLINE and not self._private_frames:
+                # (its reader takes a frame's first PIPE_PREFIX bytes at once)
                 frame += PIPE_PADDING[n]
             self._pipe_send_small(frame, deadline)
         elif n <= self._dgram_limit:
@@ -199,7 +209,7 @@ class FrameSender(EndState):
                 except OSError:
                     pass  # nothing was sent: _send_datagram sorts it out
                 else:
-                    token = _token_pack(TAG_DGRAM_BITS + n, frame_id)
+                    token = self._token(TAG_DGRAM_BITS + n, frame_id)
                     if self._fsock is None and _getsignal(_SIGPIPE) == _SIG_IGN:
                         # (as _pipe_send_small's fast path for a pipe)
                         try:
@@ -381,7 +391,7 @@ class FrameSender(EndState):
                 self._send_side(TAG_SOCKET_BITS, memoryview(body), (), deadline)
                 return
             self._send_failed(exc)
-        self._pipe_send_small(_token_pack(TAG_DGRAM_BITS + n, frame_id), deadline)
+        self._pipe_send_small(self._token(TAG_DGRAM_BITS + n, frame_id), deadline)
 
     def _send_datagram_within(
         self, dsock: socket.socket, parts: list[Any], deadline: float
@@ -441,7 +451,7 @@ class FrameSender(EndState):
                         sent = self._sock.sendmsg(parts, ancillary, _SEND_NOW)
                     except BlockingIOError:
                         pass
-                    self._pipe_send_small(_token_pack(tag_bits + body.nbytes, frame_id))
+                    self._pipe_send_small(self._token(tag_bits + body.nbytes, frame_id))
                     header = True
                     if not sent:
                         sent = self._sock.sendmsg(parts, ancillary, MSG_NOSIGNAL)
@@ -496,7 +506,7 @@ class FrameSender(EndState):
                     raise self._send_timeout("the peer is not reading")
                 frame_id = _sendlock.next_frame_id()
                 tag_bits = _BODY_IN_FD_TAGS.get(tag_bits, TAG_SOCKET_FD_BITS)
-                self._pipe_send_small(_token_pack(tag_bits + body.nbytes, frame_id), deadline)
+                self._pipe_send_small(self._token(tag_bits + body.nbytes, frame_id), deadline)
                 side = SIDE.pack(frame_id, len(fds), BODY_IN_FD)
                 ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
                 try:
