@@ -20,7 +20,10 @@ Rows (ratio > 1 means proctor is better):
   both managers 50-70 us; another: raw pipes 19-58 us); pinned, the per-call work;
 * ``manager calls, 4 threads of one client``: four threads of one client calling at once, calls per
   second (each has its own connection and serving thread, in both libraries);
-* ``Manager() then shutdown()``: ``Manager()`` then ``shutdown()``, milliseconds.
+* ``Manager() then shutdown()``: ``Manager()`` then ``shutdown()``, milliseconds: the
+  median of 25 interleaved pairs (7 until the 26th session: one start+shutdown is ~5 ms,
+  and with 7 the row swung 0.92-1.05x within one dated run where 25-pair sets read
+  1.06-1.15x in a fresh interpreter).
 
 Run as a script (``python benchmarks/bench_managers.py [--quick]``) or call
 ``run(quick)``.
@@ -195,7 +198,7 @@ def run(quick: bool) -> list[dict]:
             "proctor": lambda: _start_shutdown(proctor),
             "multiprocessing": lambda: _start_shutdown(multiprocessing),
         },
-        3 if quick else 7,
+        7 if quick else 25,
     )
     rows.append(
         row(
