@@ -276,3 +276,36 @@ def test_a_fork_child_tells_the_reaper_about_inherited_names_only_when_it_needs_
     assert p.result == ((True, True), True)
     p.close()
     del lock
+
+
+# --- multiprocessing's own objects in proctor fork children -----------------------------
+
+
+def _run_script(*args: str) -> str:
+    proc = _python(str(SCRIPTS / "stdlib_objects.py"), *args)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return out.strip()
+
+
+def test_a_fork_child_flushes_what_it_put_on_an_inherited_multiprocessing_queue():
+    # The parent's feeder thread ran before the fork: the child starts its own and
+    # flushes it before exiting, as multiprocessing's children do (all 1000 arrive).
+    assert _run_script("queue") == "0 1001 1 True"
+
+
+def test_fork_children_using_a_multiprocessing_proxy_open_connections_of_their_own():
+    # Three children writing through the parent's proxy: each opens its own
+    # connection to the manager instead of sharing the parent's socket.
+    assert _run_script("proxy") == "[0, 0, 0] 301 0"
+
+
+def test_a_fork_child_joins_its_multiprocessing_children_and_spares_its_parents(tmp_path):
+    # The child's own stdlib child is joined before the child exits (its file is
+    # written); the parent's daemonic stdlib child is left running.
+    assert _run_script("children", str(tmp_path / "marker")) == "0 True True"

@@ -365,7 +365,59 @@ def _become_forked_child() -> None:
     if clear is not None:
         clear()
         _finalize.start_child()
+    _adopt_stdlib_multiprocessing()
     _age_inherited_objects()
+
+
+def _adopt_stdlib_multiprocessing() -> None:
+    """Do for ``multiprocessing``'s objects what its own fork children do at their start.
+
+    A program may hand a fork child objects of the stdlib's ``multiprocessing``
+    (a ``multiprocessing.Queue``, a manager's proxy). Its fork children drop the
+    parent's finalizers, run the ``util.register_after_fork`` callbacks (a queue
+    forgets the parent's feeder thread, a proxy opens a connection of its own
+    instead of sharing the parent's socket) and forget the parent's children;
+    without that, a proctor child's puts stayed in a feeder that never ran and
+    its proxy calls corrupted the parent's connection. Only what is there is
+    touched (every write is a page copied in a fork child): nothing in a
+    program that never loaded ``multiprocessing.util``. See :func:`_finish_stdlib_multiprocessing`.
+    """
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    mp_process = sys.modules.get("multiprocessing.process")
+    if mp_process is not None and mp_process._children:
+        # (the parent's children, which this process cannot wait for)
+        mp_process._children = set()  # type: ignore[attr-defined]
+    registry = getattr(util, "_finalizer_registry", None)
+    if registry:
+        registry.clear()
+    if getattr(util, "_afterfork_registry", None):
+        util._run_after_forkers()
+
+
+def _finish_stdlib_multiprocessing() -> None:
+    """Before a fork child exits: ``multiprocessing.util._exit_function()``, if it has work.
+
+    Its finalizers flush each ``multiprocessing.Queue``'s feeder thread (what the
+    child put is in the pipe before it exits) and it joins the stdlib children
+    the child started, as ``multiprocessing``'s own children do on their way out.
+    The parent registered it with ``atexit``, which a fork child clears; one the
+    child imported itself is registered again and runs once (it guards itself).
+    """
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    mp_process = sys.modules.get("multiprocessing.process")
+    children = mp_process is not None and mp_process._children
+    if getattr(util, "_finalizer_registry", None) or children:
+        try:
+            util._exit_function()
+        except Exception:  # as multiprocessing's children do: say so, and exit all the same
+            import traceback
+
+            sys.stderr.write("proctor: multiprocessing's exit function failed in this child:\n")
+            traceback.print_exc()
 
 
 def _age_inherited_objects() -> None:
@@ -395,6 +447,8 @@ def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool
     closed by that exit, not here (one object fewer written in every fork child).
     """
     exitcode, outcome = run_process(process)
+    if forked:
+        _finish_stdlib_multiprocessing()
     if forked and (_atexit_count is None or _atexit_count()):
         # os._exit skips atexit: run the child's own handlers here, before its logs
         # are flushed and its outcome reported. (_become_forked_child cleared the
