@@ -346,6 +346,12 @@ def test_bad_arguments_raise():
         proctor.ProcessPoolExecutor(0)
     with pytest.raises(TypeError, match="max_workers"):
         proctor.ProcessPoolExecutor("2")  # type: ignore[arg-type]
+    # Every worker starts with the executor: a number the descriptor limit cannot
+    # hold is refused before any starts, as Pool's is.
+    before = set(proctor.active_children())
+    with pytest.raises(ValueError, match=r"ProcessPoolExecutor\(max_workers=10+\).*RLIMIT_NOFILE"):
+        proctor.ProcessPoolExecutor(10**9)
+    assert set(proctor.active_children()) == before
     with pytest.raises(ValueError, match="max_tasks_per_child"):
         proctor.ProcessPoolExecutor(1, max_tasks_per_child=0)
     with pytest.raises(TypeError, match="initializer"):

@@ -37,6 +37,7 @@ from ._pool import (
     _check_callable,
     _check_concurrency,
     _check_memory_limit,
+    _check_room_for_workers,
     _check_task_timeout,
     _items_text,
     _positions,
@@ -238,7 +239,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
     Raises:
         ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1, a
-            ``task_timeout`` that is not positive.
+            ``task_timeout`` that is not positive; ``max_workers`` beyond what this
+            process's limits allow (descriptors, processes).
         TypeError: a wrong argument type (a ``multiprocessing`` context included).
         StartError: a worker could not be started.
 
@@ -308,6 +310,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             raise TypeError(f"max_workers must be an int or None, not {type(max_workers).__name__}")
         if max_workers < 1:
             raise ValueError(f"max_workers must be greater than 0, not {max_workers}")
+        # (Every worker starts with the executor, as the stdlib's do under fork.)
+        _check_room_for_workers(max_workers, "ProcessPoolExecutor(max_workers={})")
         if initializer is not None:
             _check_callable(initializer, "initializer")
         if max_tasks_per_child is not None:

@@ -84,8 +84,10 @@ def _check_workers(processes: object, initializer: object) -> int:
 _FDS_PER_WORKER = 4
 
 
-def _check_room_for_workers(processes: int) -> None:
+def _check_room_for_workers(processes: int, what: str = "Pool(processes={})") -> None:
     """Refuse at once a number of workers this process's limits cannot hold.
+
+    ``what`` names the call in the message (``{}``: the number).
 
     Raises:
         ValueError: ``processes`` needs more descriptors than ``RLIMIT_NOFILE``
@@ -98,7 +100,7 @@ def _check_room_for_workers(processes: int) -> None:
     fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if fds != resource.RLIM_INFINITY and processes * _FDS_PER_WORKER > fds:
         raise ValueError(
-            f"Pool(processes={processes}) needs at least {processes * _FDS_PER_WORKER} file "
+            f"{what.format(processes)} needs at least {processes * _FDS_PER_WORKER} file "
             f"descriptors in this process ({_FDS_PER_WORKER}-7 a worker), but its limit "
             f"(RLIMIT_NOFILE) is {fds}: ask for fewer processes, or raise the limit "
             "(`ulimit -n`, or resource.setrlimit(resource.RLIMIT_NOFILE, ...))"
@@ -109,7 +111,7 @@ def _check_room_for_workers(processes: int) -> None:
     allowed, _ = resource.getrlimit(nproc)
     if allowed != resource.RLIM_INFINITY and processes > allowed:
         raise ValueError(
-            f"Pool(processes={processes}) asks for more processes than this user may run "
+            f"{what.format(processes)} asks for more processes than this user may run "
             f"(RLIMIT_NPROC: {allowed}): ask for fewer processes, or raise the limit (`ulimit -u`)"
         )
 
