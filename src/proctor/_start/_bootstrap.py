@@ -177,7 +177,12 @@ def _apply_prep(prep: dict[str, Any]) -> None:
 
 
 def run_forked(
-    process: Any, channel: _socket.socket, parent_pid: int, started_on_main_thread: bool, log: Any
+    process: Any,
+    channel: _socket.socket,
+    parent_pid: int,
+    started_on_main_thread: bool,
+    log: Any,
+    adopt_stdlib: bool = False,
 ) -> None:
     """In a forked child: run ``process`` and exit; never returns.
 
@@ -187,10 +192,12 @@ def run_forked(
         log: the child's end of its log channel when log forwarding is on (the
             child's logging is a copy of the parent's: no configuration travels),
             else ``None``.
+        adopt_stdlib: :func:`stdlib_state_to_adopt`, asked by the parent before
+            the fork (there its look writes no page a child must copy).
     """
     exitcode = 1
     try:
-        _become_forked_child()
+        _become_forked_child(adopt_stdlib)
         arm_parent_death(parent_pid, started_on_main_thread)
         if log is not None:
             from .._logging._forwarding import install_in_child
@@ -207,7 +214,8 @@ def run_forked(
 
 def become_server_child(server_pid: int) -> None:
     """First things in a child of the fork server, before it reads its start message."""
-    _become_forked_child()
+    # (A spare asks for itself: it does this ahead of its work, off the critical path.)
+    _become_forked_child(stdlib_state_to_adopt())
     # Forked by the fork server, whose single thread is the one that forked us,
     # so PR_SET_PDEATHSIG is always safe; the server dies with our parent.
     arm_parent_death(server_pid, True)
@@ -347,7 +355,7 @@ def _forward_logs_once_imported(config: dict[str, Any], log_fd: int) -> None:
     _logger.when_logging_imported(install)
 
 
-def _become_forked_child() -> None:
+def _become_forked_child(adopt_stdlib: bool) -> None:
     """First things in a child that is a fork (of its parent or of the fork server)."""
     # The thread that forked is this process's main thread now; its native id
     # is the one the kernel gave this process (threading does not update it).
@@ -365,8 +373,32 @@ def _become_forked_child() -> None:
     if clear is not None:
         clear()
         _finalize.start_child()
-    _adopt_stdlib_multiprocessing()
+    if adopt_stdlib:
+        _adopt_stdlib_multiprocessing()
     _age_inherited_objects()
+
+
+def stdlib_state_to_adopt() -> bool:
+    """Whether a fork of this process has ``multiprocessing`` state to adopt.
+
+    True when the program has loaded ``multiprocessing.util`` and there is
+    something for :func:`_adopt_stdlib_multiprocessing` to do: finalizers to
+    drop, children to forget, or after-fork callbacks that change something (see
+    :func:`_only_idle_stdlib_locks`). Asked in the forking process, so that a
+    child of a program that merely imported the stdlib's modules touches none of
+    their objects: every object a fork child looks at is a page it copies (the
+    look cost ~15 pages a child, ~30 us).
+    """
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return False
+    mp_process = sys.modules.get("multiprocessing.process")
+    if mp_process is not None and mp_process._children:
+        return True
+    if getattr(util, "_finalizer_registry", None):
+        return True
+    forkers = getattr(util, "_afterfork_registry", None)
+    return bool(forkers) and not _only_idle_stdlib_locks(util, forkers)
 
 
 def _adopt_stdlib_multiprocessing() -> None:
@@ -378,9 +410,8 @@ def _adopt_stdlib_multiprocessing() -> None:
     forgets the parent's feeder thread, a proxy opens a connection of its own
     instead of sharing the parent's socket) and forget the parent's children;
     without that, a proctor child's puts stayed in a feeder that never ran and
-    its proxy calls corrupted the parent's connection. Only what is there is
-    touched (every write is a page copied in a fork child): nothing in a
-    program that never loaded ``multiprocessing.util``. See :func:`_finish_stdlib_multiprocessing`.
+    its proxy calls corrupted the parent's connection. Called only where
+    :func:`stdlib_state_to_adopt` said so. See :func:`_finish_stdlib_multiprocessing`.
     """
     util = sys.modules.get("multiprocessing.util")
     if util is None:
@@ -394,6 +425,27 @@ def _adopt_stdlib_multiprocessing() -> None:
         registry.clear()
     if getattr(util, "_afterfork_registry", None):
         util._run_after_forkers()
+
+
+def _only_idle_stdlib_locks(util: Any, forkers: Any) -> bool:
+    """Whether every stdlib after-fork callback would re-initialise an unlocked lock.
+
+    Such a callback changes nothing (an unlocked lock is what re-initialising
+    makes), and importing ``multiprocessing.managers`` registers one for good
+    (``BaseProxy._mutex``, a ``ForkAwareThreadLock``): running the callbacks for
+    it alone, through ``_run_after_forkers``'s walk of a weak dictionary, cost
+    every fork child ~30 pages (~50 us of a ~1.5 ms start+join, 3.11) in any
+    program that had imported it. The walk here reads the dictionary's own dict.
+    """
+    lock_class = getattr(util, "ForkAwareThreadLock", None)
+    reinit = getattr(lock_class, "_at_fork_reinit", None)
+    for key, ref in forkers.data.items():
+        obj = ref()
+        if obj is None:
+            continue
+        if type(obj) is not lock_class or key[2] is not reinit or obj._lock.locked():
+            return False
+    return True
 
 
 def _finish_stdlib_multiprocessing() -> None:

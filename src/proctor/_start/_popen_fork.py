@@ -128,6 +128,7 @@ class ForkPopen(OwnChildPopen):
         # here: the child takes a stdin object never read, made once.)
         if _bootstrap._blank_stdin is None:
             _bootstrap.ready_blank_stdin()
+        adopt_stdlib = _bootstrap.stdlib_state_to_adopt()
         try:
             # (During shutdown os.fork() refuses, with its own error.)
             fork = ready[3]
@@ -148,7 +149,9 @@ class ForkPopen(OwnChildPopen):
                 # the log channel: it is not closed here, which would write
                 # to its object.)
                 log = None if log_channel is None else log_channel[1]
-                _bootstrap.run_forked(process, child_end, parent_pid, on_main_thread, log)
+                _bootstrap.run_forked(
+                    process, child_end, parent_pid, on_main_thread, log, adopt_stdlib
+                )
             finally:
                 os._exit(1)
         child_end.close()
