@@ -392,13 +392,12 @@ def stdlib_state_to_adopt() -> bool:
     util = sys.modules.get("multiprocessing.util")
     if util is None:
         return False
-    mp_process = sys.modules.get("multiprocessing.process")
-    if mp_process is not None and mp_process._children:
+    # (Each object looked at is a page written in this process after every fork:
+    # the weak dictionary's own dict is read, not its Python-level __len__.)
+    if util._finalizer_registry or sys.modules["multiprocessing.process"]._children:
         return True
-    if getattr(util, "_finalizer_registry", None):
-        return True
-    forkers = getattr(util, "_afterfork_registry", None)
-    return bool(forkers) and not _only_idle_stdlib_locks(util, forkers)
+    forkers = util._afterfork_registry
+    return bool(forkers.data) and not _only_idle_stdlib_locks(util, forkers)
 
 
 def _adopt_stdlib_multiprocessing() -> None:
