@@ -309,3 +309,19 @@ def test_a_fork_child_joins_its_multiprocessing_children_and_spares_its_parents(
     # The child's own stdlib child is joined before the child exits (its file is
     # written); the parent's daemonic stdlib child is left running.
     assert _run_script("children", str(tmp_path / "marker")) == "0 True True"
+
+
+def test_a_fork_start_leaves_other_modules_under_multiprocessings_names_alone(monkeypatch):
+    # CPython's suite run against proctor (tests/compat) puts proctor's modules under
+    # multiprocessing's names: they are not the stdlib's state to adopt.
+    import proctor
+    import proctor.process
+    import proctor.util
+
+    monkeypatch.setitem(sys.modules, "multiprocessing.util", proctor.util)
+    monkeypatch.setitem(sys.modules, "multiprocessing.process", proctor.process)
+    p = proctor.get_context("fork").Process(target=int)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    p.close()

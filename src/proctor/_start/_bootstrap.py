@@ -378,6 +378,21 @@ def _become_forked_child(adopt_stdlib: bool) -> None:
     _age_inherited_objects()
 
 
+def _stdlib_modules() -> tuple[Any, Any]:
+    """``multiprocessing``'s ``util`` and ``process`` modules if loaded, else ``(None, None)``.
+
+    Only the stdlib's own: a program (CPython's test suite run against proctor,
+    tests/compat) may have put other modules, proctor's, under those names.
+    """
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or getattr(util, "__name__", None) != "multiprocessing.util":
+        return None, None
+    process = sys.modules.get("multiprocessing.process")
+    if process is None or getattr(process, "__name__", None) != "multiprocessing.process":
+        return None, None
+    return util, process
+
+
 def stdlib_state_to_adopt() -> bool:
     """Whether a fork of this process has ``multiprocessing`` state to adopt.
 
@@ -389,12 +404,12 @@ def stdlib_state_to_adopt() -> bool:
     their objects: every object a fork child looks at is a page it copies (the
     look cost ~15 pages a child, ~30 us).
     """
-    util = sys.modules.get("multiprocessing.util")
+    util, mp_process = _stdlib_modules()
     if util is None:
         return False
     # (Each object looked at is a page written in this process after every fork:
     # the weak dictionary's own dict is read, not its Python-level __len__.)
-    if util._finalizer_registry or sys.modules["multiprocessing.process"]._children:
+    if util._finalizer_registry or mp_process._children:
         return True
     forkers = util._afterfork_registry
     return bool(forkers.data) and not _only_idle_stdlib_locks(util, forkers)
@@ -412,13 +427,12 @@ def _adopt_stdlib_multiprocessing() -> None:
     its proxy calls corrupted the parent's connection. Called only where
     :func:`stdlib_state_to_adopt` said so. See :func:`_finish_stdlib_multiprocessing`.
     """
-    util = sys.modules.get("multiprocessing.util")
+    util, mp_process = _stdlib_modules()
     if util is None:
         return
-    mp_process = sys.modules.get("multiprocessing.process")
-    if mp_process is not None and mp_process._children:
+    if mp_process._children:
         # (the parent's children, which this process cannot wait for)
-        mp_process._children = set()  # type: ignore[attr-defined]
+        mp_process._children = set()
     registry = getattr(util, "_finalizer_registry", None)
     if registry:
         registry.clear()
@@ -456,12 +470,10 @@ def _finish_stdlib_multiprocessing() -> None:
     The parent registered it with ``atexit``, which a fork child clears; one the
     child imported itself is registered again and runs once (it guards itself).
     """
-    util = sys.modules.get("multiprocessing.util")
+    util, mp_process = _stdlib_modules()
     if util is None:
         return
-    mp_process = sys.modules.get("multiprocessing.process")
-    children = mp_process is not None and mp_process._children
-    if getattr(util, "_finalizer_registry", None) or children:
+    if util._finalizer_registry or mp_process._children:
         try:
             util._exit_function()
         except Exception:  # as multiprocessing's children do: say so, and exit all the same

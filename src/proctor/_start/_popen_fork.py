@@ -100,6 +100,8 @@ class ForkPopen(OwnChildPopen):
 
     def __init__(self, process) -> None:
         super().__init__()
+        # (Asked before anything is opened: nothing to close should it fail.)
+        adopt_stdlib = _bootstrap.stdlib_state_to_adopt()
         # No capture_config(): the child's logging is a copy of this one's.
         log_channel = open_channel(process._forward_logs)
         parent_end, child_end = _wire.plain_socketpair()
@@ -128,7 +130,6 @@ class ForkPopen(OwnChildPopen):
         # here: the child takes a stdin object never read, made once.)
         if _bootstrap._blank_stdin is None:
             _bootstrap.ready_blank_stdin()
-        adopt_stdlib = _bootstrap.stdlib_state_to_adopt()
         try:
             # (During shutdown os.fork() refuses, with its own error.)
             fork = ready[3]
