@@ -445,10 +445,10 @@ def _only_idle_stdlib_locks(util: Any, forkers: Any) -> bool:
 
     Such a callback changes nothing (an unlocked lock is what re-initialising
     makes), and importing ``multiprocessing.managers`` registers one for good
-    (``BaseProxy._mutex``, a ``ForkAwareThreadLock``): running the callbacks for
-    it alone, through ``_run_after_forkers``'s walk of a weak dictionary, cost
-    every fork child ~30 pages (~50 us of a ~1.5 ms start+join, 3.11) in any
-    program that had imported it. The walk here reads the dictionary's own dict.
+    (``BaseProxy._mutex``, a ``ForkAwareThreadLock``): without this test, every
+    fork child of a program that had merely imported it would adopt the stdlib's
+    state, pages copied for nothing. The walk reads the weak dictionary's own
+    dict (its Python-level methods would write more pages).
     """
     lock_class = getattr(util, "ForkAwareThreadLock", None)
     reinit = getattr(lock_class, "_at_fork_reinit", None)
