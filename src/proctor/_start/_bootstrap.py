@@ -433,10 +433,9 @@ def _adopt_stdlib_multiprocessing() -> None:
     if mp_process._children:
         # (the parent's children, which this process cannot wait for)
         mp_process._children = set()
-    registry = getattr(util, "_finalizer_registry", None)
-    if registry:
-        registry.clear()
-    if getattr(util, "_afterfork_registry", None):
+    if util._finalizer_registry:
+        util._finalizer_registry.clear()
+    if util._afterfork_registry.data:
         util._run_after_forkers()
 
 
