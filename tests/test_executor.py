@@ -12,6 +12,7 @@ import concurrent.futures
 import concurrent.futures.process
 import gc
 import itertools
+import logging
 import multiprocessing
 import os
 import signal
@@ -65,6 +66,68 @@ def test_submit_returns_a_concurrent_futures_future(ctx):
         assert executor.submit(_pid).result(TIMEOUT) != os.getpid()
         assert "state=running max_workers=2" in repr(executor)
     assert "state=shutdown" in repr(executor)
+
+
+def _pool_workers(executor) -> list[int]:
+    """The pids of the executor's workers (the pool's record: no process is counted
+    twice, and a forkserver's are there too, which are not this process's children)."""
+    return [worker.process.pid for worker in executor._dispatcher._workers]
+
+
+def test_workers_start_as_tasks_need_them(ctx):
+    # As the stdlib's executor: not max_workers processes for one task at a time.
+    # One starts with the executor, so that what cannot start fails at construction.
+    executor, started, release = _executor_with_events(ctx, max_workers=3)
+    with executor:
+        assert len(_pool_workers(executor)) == 1
+        pids = {executor.submit(_pid).result(TIMEOUT) for _ in range(5)}
+        assert len(pids) == 1  # one task at a time: the same worker each time
+        assert len(_pool_workers(executor)) == 1
+        # Tasks that are running together each get a worker: three run at once,
+        # each reporting from inside before any can end.
+        futures = [executor.submit(_report_and_block, n) for n in range(3)]
+        running = {started.get(timeout=TIMEOUT) for _ in range(3)}
+        assert len(running) == 3
+        assert sorted(_pool_workers(executor)) == sorted(running)
+        release.set()
+        assert [f.result(TIMEOUT) for f in futures] == [0, 1, 2]
+        # Never more than max_workers, and the workers stay for the next tasks.
+        assert sorted(executor.map(_square, range(50), chunksize=1)) == [x * x for x in range(50)]
+        assert sorted(_pool_workers(executor)) == sorted(running)
+    started.close()
+
+
+def test_a_worker_that_cannot_start_later_leaves_the_executor_running(ctx):
+    executor, started, release = _executor_with_events(ctx, max_workers=3)
+
+    def cannot_start():
+        raise OSError(24, "Too many open files")
+
+    executor._dispatcher._start_worker = cannot_start
+    logger = proctor.get_logger()  # where the stdlib's pool logs too
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        with executor:
+            first = executor.submit(_report_and_block, "first")
+            started.get(timeout=TIMEOUT)  # running: the next task needs another worker
+            second = executor.submit(_add, 2, y=1)
+            wait_until(lambda: records, timeout=TIMEOUT)
+            release.set()  # the one worker runs both
+            assert first.result(TIMEOUT) == "first"
+            assert second.result(TIMEOUT) == 3
+            futures = [executor.submit(_add, n, y=1) for n in range(4)]
+            assert [f.result(TIMEOUT) for f in futures] == [1, 2, 3, 4]
+            assert len(_pool_workers(executor)) == 1
+    finally:
+        logger.removeHandler(handler)
+    assert len(records) == 1, records  # once: the executor stops trying
+    assert "could not start another worker" in records[0]
+    assert "Too many open files" in records[0]
+    assert "goes on with 1" in records[0]
+    started.close()
 
 
 def test_map_yields_in_order_over_several_iterables_and_chunks(ctx):
@@ -346,8 +409,8 @@ def test_bad_arguments_raise():
         proctor.ProcessPoolExecutor(0)
     with pytest.raises(TypeError, match="max_workers"):
         proctor.ProcessPoolExecutor("2")  # type: ignore[arg-type]
-    # Every worker starts with the executor: a number the descriptor limit cannot
-    # hold is refused before any starts, as Pool's is.
+    # A number of workers the descriptor limit cannot hold is refused before any
+    # starts, as Pool's is (they start with the tasks that need them).
     before = set(proctor.active_children())
     with pytest.raises(ValueError, match=r"ProcessPoolExecutor\(max_workers=10+\).*RLIMIT_NOFILE"):
         proctor.ProcessPoolExecutor(10**9)

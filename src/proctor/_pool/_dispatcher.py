@@ -163,6 +163,7 @@ class Dispatcher:
         pipe: Callable[[], tuple[Any, Any]] = streaming_pipe,
         max_memory_per_child: int | None = None,
         concurrency: int = 1,
+        on_demand: bool = False,
     ) -> None:
         #: How tasks and results travel: pickled frames (processes), or the objects
         #: themselves (``ThreadPool``'s ``_threads.ObjectCodec``, over ``pipe``).
@@ -209,6 +210,12 @@ class Dispatcher:
         self._backlogged = False
         self._backlogged_at = 0.0  # time.monotonic() of the turn that left the backlog
         self._thread_id: int | None = None  # the dispatcher thread's ident
+        #: Workers start as tasks need them, up to ``processes`` (an executor's, as
+        #: the stdlib's executor starts its own): one starts with the pool, so that
+        #: what cannot start (an initializer that cannot be sent) fails here; then
+        #: a turn that finds more unfinished tasks than workers starts workers for
+        #: them (_start_for_demand). True while the pool may still grow.
+        self._may_grow = on_demand and processes > 1
         # Imported now, in the thread that creates the pool, not lazily later (the
         # first task of a __main__ function needs it): a fork replacement that the
         # dispatcher thread starts while another thread imports a module inherits it
@@ -216,7 +223,7 @@ class Dispatcher:
         from .._core import _pickler  # noqa: F401
 
         try:
-            for _ in range(processes):
+            for _ in range(1 if on_demand else processes):
                 self._workers.append(self._start_worker())
         except BaseException:
             self._stop_workers(terminate=True)
@@ -258,8 +265,9 @@ class Dispatcher:
                     self._tasks[task.id] = task
                 pending = self._pending
                 pending.extend(tasks)
-                # (the call only when a byte is to be written)
-                if not (self._wake_pending or self._backlogged):
+                # (the call only when a byte is to be written; a backlogged pool
+                # that may grow starts a worker for it)
+                if not self._wake_pending and (not self._backlogged or self._may_grow):
                     self._wake_locked()
                 if len(pending) < YIELD_BACKLOG:
                     return
@@ -534,6 +542,8 @@ class Dispatcher:
         held while the tasks are taken (once a turn, not once a task: a lock costs
         thousands of instructions), not while they are written.
         """
+        if self._may_grow:
+            self._start_for_demand()
         if not self._pending:  # a look without the lock: a submit after it wakes us
             self._backlogged = False
             return
@@ -884,6 +894,34 @@ class Dispatcher:
             self._workers.append(self._start_worker())
 
     # -- workers ------------------------------------------------------------------------
+
+    def _start_for_demand(self) -> None:
+        """Start workers for the unfinished tasks that have none, up to ``processes``.
+
+        A worker that is idle, or will be once its task ends, is not counted as
+        free: every unfinished task (queued or held) may need a worker of its own
+        now -- two tasks submitted together run together, as under the stdlib's
+        executor. A start that fails here, with workers running, leaves the pool
+        at the size it has (logged): its tasks go on.
+        """
+        wanted = min(self.processes, len(self._tasks))
+        while len(self._workers) < wanted and self.state == RUNNING:
+            try:
+                self._workers.append(self._start_worker())
+            except Exception as exc:
+                if not self._workers:
+                    raise
+                self._may_grow = False
+                # The text, not the exception: a record kept by a handler would keep
+                # its traceback's frames, this pool and its initargs with them.
+                _logger.get_logger().warning(
+                    "proctor pool: could not start another worker (%s); it goes on with %d",
+                    repr(exc),
+                    len(self._workers),
+                )
+                return
+        if len(self._workers) >= self.processes:
+            self._may_grow = False
 
     def _start_worker(self) -> WorkerState:
         parent_end, child_end = self._pipe()

@@ -214,7 +214,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
     another worker.
 
     Args:
-        max_workers: the number of workers; default ``cpu_count()``.
+        max_workers: the most workers; default ``cpu_count()``. One starts with the
+            executor, the others as tasks need them (as the stdlib's executor).
         mp_context: the proctor context whose start method the workers use
             (``proctor.get_context("spawn")``); default the module-level one's.
         initializer: called as ``initializer(*initargs)`` in each worker when it starts.
@@ -310,7 +311,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             raise TypeError(f"max_workers must be an int or None, not {type(max_workers).__name__}")
         if max_workers < 1:
             raise ValueError(f"max_workers must be greater than 0, not {max_workers}")
-        # (Every worker starts with the executor, as the stdlib's do under fork.)
+        # Checked for all of them, though one starts now and the others with the
+        # tasks that need them.
         _check_room_for_workers(max_workers, "ProcessPoolExecutor(max_workers={})")
         if initializer is not None:
             _check_callable(initializer, "initializer")
@@ -338,6 +340,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             max_tasks_per_child,
             max_memory_per_child=memory_limit,
             concurrency=concurrency,
+            on_demand=True,
         )
         # As the stdlib's: what was submitted is done before the interpreter exits,
         # whether or not the executor was shut down (with or without waiting).
