@@ -21,7 +21,7 @@ import threading
 import pytest
 
 import proctor
-from helpers import pid_exists, wait_until
+from helpers import START_METHODS, pid_exists, wait_until
 from pool_tasks import (
     _block,
     _block_at,
@@ -74,6 +74,10 @@ def _pool_workers(executor) -> list[int]:
     return [worker.process.pid for worker in executor._dispatcher._workers]
 
 
+ON_DEMAND_METHODS = [m for m in START_METHODS if m != "fork"]
+
+
+@pytest.mark.parametrize("start_method", ON_DEMAND_METHODS)
 def test_workers_start_as_tasks_need_them(ctx):
     # As the stdlib's executor: not max_workers processes for one task at a time.
     # One starts with the executor, so that what cannot start fails at construction.
@@ -97,6 +101,16 @@ def test_workers_start_as_tasks_need_them(ctx):
     started.close()
 
 
+def test_under_fork_every_worker_starts_with_the_executor():
+    # A worker forked later, by the dispatcher thread, could inherit a module that
+    # another thread was importing, half imported (the stdlib's executor starts them
+    # all at once under fork too).
+    with proctor.ProcessPoolExecutor(3, mp_context=proctor.get_context("fork")) as executor:
+        assert len(_pool_workers(executor)) == 3
+        assert executor.submit(_square, 3).result(TIMEOUT) == 9
+
+
+@pytest.mark.parametrize("start_method", ON_DEMAND_METHODS)
 def test_a_worker_that_cannot_start_later_leaves_the_executor_running(ctx):
     executor, started, release = _executor_with_events(ctx, max_workers=3)
 

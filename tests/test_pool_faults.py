@@ -444,7 +444,9 @@ def test_a_pool_left_open_does_not_hang_the_exit(start_method, kind, tmp_path):
     assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
     assert program.returncode == 0, err
     assert "Traceback" not in err, err
-    assert len(out.split()) == 2, out  # it ran to its end with its two workers
+    # It ran to its end with its workers alive: a pool's two; an executor's one or two,
+    # as they start with the tasks that need them (the first may end both tasks first).
+    assert len(out.split()) == 2 or (kind == "executor" and len(out.split()) == 1), out
 
 
 # -- an executor shut down without waiting, then the program ends --------------------

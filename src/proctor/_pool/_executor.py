@@ -31,6 +31,7 @@ from functools import partial
 from .._core._errors import MaybeEncodingError, PicklingError, WorkerLostError
 from .._core._integers import integral
 from .._core._system import cpu_count
+from .._start._methods import resolve_method
 from . import _lifecycle, _progress, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit
 from ._pool import (
@@ -214,8 +215,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
     another worker.
 
     Args:
-        max_workers: the most workers; default ``cpu_count()``. One starts with the
-            executor, the others as tasks need them (as the stdlib's executor).
+        max_workers: the most workers; default ``cpu_count()``. Under fork all start
+            with the executor; under spawn and forkserver one does, the others as
+            tasks need them (as the stdlib's executor starts them).
         mp_context: the proctor context whose start method the workers use
             (``proctor.get_context("spawn")``); default the module-level one's.
         initializer: called as ``initializer(*initargs)`` in each worker when it starts.
@@ -311,8 +313,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             raise TypeError(f"max_workers must be an int or None, not {type(max_workers).__name__}")
         if max_workers < 1:
             raise ValueError(f"max_workers must be greater than 0, not {max_workers}")
-        # Checked for all of them, though one starts now and the others with the
-        # tasks that need them.
+        # Checked for all of them, even where one starts now and the others with
+        # the tasks that need them (spawn, forkserver).
         _check_room_for_workers(max_workers, "ProcessPoolExecutor(max_workers={})")
         if initializer is not None:
             _check_callable(initializer, "initializer")
@@ -340,7 +342,12 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             max_tasks_per_child,
             max_memory_per_child=memory_limit,
             concurrency=concurrency,
-            on_demand=True,
+            # Not under fork, as the stdlib's executor: its dispatcher thread would
+            # fork them while another thread of the program imports a module, and
+            # such a worker inherits the module half imported with its lock held (a
+            # task that imports it then blocks for ever: see test_pool_faults's
+            # xfail). A Pool's replacements run that risk, as the stdlib's pool's do.
+            on_demand=resolve_method(process_class._start_method) != "fork",
         )
         # As the stdlib's: what was submitted is done before the interpreter exits,
         # whether or not the executor was shut down (with or without waiting).
