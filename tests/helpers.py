@@ -142,3 +142,92 @@ def finish(p, timeout: float = 30):
     result = p.result if exitcode == 0 else None
     p.close()
     return exitcode, result
+
+
+def describe_shm_leftovers(entries: set[str]) -> str:
+    """What keeps each leftover ``/dev/shm`` entry, for a leak check's failure message.
+
+    A leftover that comes and goes (seen twice in full runs, never on demand) can only
+    be understood from the state at the failure: this process's registration count
+    for the name (above zero: an object of this process still holds it), the live
+    objects that hold it and what refers to them, the processes that map it, whether
+    the reaper still tracks it, and whether a reaper sync then reclaims it.
+    """
+    import gc
+
+    from proctor._reaper import _client
+    from proctor._reaper._semlock import NamedSemaphore
+
+    lines = []
+    keys = {
+        entry: ("semaphore", "/" + entry[4:]) if entry.startswith("sem.") else ("shm", "/" + entry)
+        for entry in sorted(entries)
+    }
+    names = {name for _, name in keys.values()}
+    refs = _client.client().refs
+    holders: dict[str, list[str]] = {}
+    objects = gc.get_objects()
+    for obj in objects:
+        if isinstance(obj, NamedSemaphore) and getattr(obj, "name", None) in names:
+            around = [
+                f"{type(r).__name__}: {str(r)[:120]}"
+                for r in gc.get_referrers(obj)
+                if r is not objects
+            ]
+            holders.setdefault(obj.name, []).extend(around)
+    del objects
+    # Matched by inode, as the reaper matches them: glibc makes a named semaphore under
+    # a temporary name, so its mapping shows as "/dev/shm/sem.XXXXXX (deleted)".
+    inodes: dict[str, str] = {}
+    for entry in entries:
+        try:
+            inodes[str(os.stat("/dev/shm/" + entry).st_ino)] = entry
+        except OSError:
+            pass
+    mappers: dict[str, list[str]] = {entry: [] for entry in entries}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                lines = [line.split(None, 5) for line in maps if " /dev/shm/" in line]
+            with open(f"/proc/{pid}/stat") as stat:
+                state = stat.read().rpartition(")")[2].split()[:2]
+        except OSError:
+            continue
+        for fields in lines:
+            entry = inodes.get(fields[4])
+            if entry is not None:
+                mappers[entry].append(f"{pid} (state {state[0]}, parent {state[1]})")
+    try:
+        from reaper_helpers import sync_reaper, tracked_names
+
+        tracked = tracked_names(list(keys.values()))
+        sync_reaper()
+        after_sync = sorted(e for e in entries if os.path.exists("/dev/shm/" + e))
+    except (OSError, TimeoutError, ValueError) as exc:
+        tracked, after_sync = set(), [f"(the reaper could not be asked: {exc!r})"]
+    for entry, key in keys.items():
+        lines.append(
+            f"{entry}: registered here {refs.get(key, 0)} time(s); "
+            f"reaper tracks it: {key in tracked}; mapped by {mappers[entry] or 'nobody'}; "
+            f"held by {holders.get(key[1]) or 'no live object here'}"
+        )
+    client = _client.client()
+    if client.fd is None:
+        lines.append("this process has no connection to a reaper")
+    else:
+        # A connection whose number something else closed and reused would send the
+        # releases elsewhere: say what the number is now.
+        try:
+            import socket
+
+            with socket.socket(fileno=os.dup(client.fd)) as sock:
+                peer = f"a socket connected to {sock.getpeername()!r}"
+        except OSError as exc:
+            peer = f"not a connected socket ({exc!r}): {os.readlink(f'/proc/self/fd/{client.fd}')}"
+        lines.append(
+            f"connection to the reaper {client.address!r}: descriptor {client.fd} is {peer}"
+        )
+    lines.append(f"still there after a reaper sync: {after_sync or 'none'}")
+    return "\n".join(lines)
