@@ -281,6 +281,32 @@ def test_a_new_reaper_replaces_a_killed_one_and_learns_the_names():
     wait_until(lambda: not pid_exists(second), timeout=10)
 
 
+def test_a_name_released_while_the_reaper_was_dead_is_reclaimed_by_the_new_one():
+    # The release goes to the reaper started by the reconnect, which never heard of
+    # the name (the replay carries only names still in use): it must still reclaim it,
+    # now, while its creator lives, and not leave it in /dev/shm for good.
+    name = _name()
+    user = User(
+        """
+        _reaper.register(name, "shm")
+        m = create()
+        first = spawned_reaper_pid()
+        os.kill(first, 9)
+        os.waitpid(first, 0)
+        m.close()
+        _reaper.unregister(name, "shm")  # reconnects: starts a new reaper
+        ready(first, spawned_reaper_pid())
+        """,
+        name,
+        independent=True,
+    )
+    first, second = (int(v) for v in user.values)
+    assert first != second
+    wait_until(lambda: not _exists(name), timeout=5)
+    assert user.finish() == 0
+    wait_until(lambda: not pid_exists(second), timeout=10)
+
+
 def test_reaper_ignores_ctrl_c_aimed_at_its_users():
     name = _name()
     user = User(

@@ -22,8 +22,10 @@ keep the reaper from starting::
 
 Protocol: one JSON array per line. ``["R", kind, name, pid, start_time]`` adds a
 user, ``["U", kind, name, pid]`` removes one (and reclaims the name if it was the
-last), ``["C", kind, name, pid]`` removes one without reclaiming (a creation that
-failed), ``["F", kind, name]`` forgets the name (unlinked explicitly), ``["S"]``
+last; a name this reaper never heard of -- released towards a reaper that died,
+through the reconnect that started this one -- goes to a reclaim scan too),
+``["C", kind, name, pid]`` removes one without reclaiming (a creation that failed),
+``["F", kind, name]`` forgets the name (unlinked explicitly), ``["S"]``
 processes every death already visible and answers ``ok``. ``["P", [[kind,
 name], ...]]`` comes with a descriptor (``SCM_RIGHTS``): the read end of a pipe
 whose write end travels with a message; the names are kept, as by one more user,
@@ -401,6 +403,12 @@ class _Reaper:
     def remove(self, key: tuple[str, str], pid: int, *, reclaim: bool) -> None:
         users = self.users.get(key)
         if not users:
+            if reclaim and key not in self.adopted:
+                # A name this reaper never heard of: released towards a reaper that
+                # died since, through the reconnect that started this one (its replay
+                # carries only the names still in use). The scan decides, as for any
+                # name: unlinked unless some live process maps or holds it.
+                self.pending.add(key)
             return
         for user in [u for u in users if u[0] == pid]:
             users.discard(user)
