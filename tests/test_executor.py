@@ -101,6 +101,24 @@ def test_workers_start_as_tasks_need_them(ctx):
     started.close()
 
 
+@pytest.mark.parametrize("start_method", ON_DEMAND_METHODS)
+def test_tasks_submitted_before_a_shutdown_still_get_their_workers(ctx):
+    executor, started, release = _executor_with_events(ctx, max_workers=2)
+    dispatcher = executor._dispatcher
+    dispatcher._may_grow = False  # held back until the executor is shut down
+    futures = [executor.submit(_report_and_block, n) for n in range(2)]
+    first = started.get(timeout=TIMEOUT)
+    executor.shutdown(wait=False)
+    dispatcher._may_grow = True
+    dispatcher.wake()
+    # The second task gets a worker of its own: both run at once.
+    assert started.get(timeout=TIMEOUT) != first
+    release.set()
+    assert [f.result(TIMEOUT) for f in futures] == [0, 1]
+    executor.shutdown(wait=True)
+    started.close()
+
+
 def test_under_fork_every_worker_starts_with_the_executor():
     # A worker forked later, by the dispatcher thread, could inherit a module that
     # another thread was importing, half imported (the stdlib's executor starts them

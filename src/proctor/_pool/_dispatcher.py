@@ -905,7 +905,8 @@ class Dispatcher:
         at the size it has (logged): its tasks go on.
         """
         wanted = min(self.processes, len(self._tasks))
-        while len(self._workers) < wanted and self.state == RUNNING:
+        # Closed (shut down) too: what was submitted before still runs, and needs them.
+        while len(self._workers) < wanted and self.state in (RUNNING, CLOSED):
             try:
                 self._workers.append(self._start_worker())
             except Exception as exc:
