@@ -119,6 +119,74 @@ def test_tasks_submitted_before_a_shutdown_still_get_their_workers(ctx):
     started.close()
 
 
+@pytest.mark.parametrize("start_method", ON_DEMAND_METHODS)
+def test_a_task_submitted_while_the_dispatcher_counts_is_not_queued_behind_a_busy_one(ctx):
+    # The dispatcher counts the unfinished tasks, starts workers for them, then hands
+    # out what is queued: a task submitted in between was queued behind the running
+    # one (pipelined, once short tasks had been measured), where it waited for ever
+    # beside the idle worker started next for it.
+    executor, started, release = _executor_with_events(ctx, max_workers=2)
+    dispatcher = executor._dispatcher
+    with executor:
+        for _ in range(20):  # short tasks, measured: the dispatcher may now pipeline
+            executor.submit(_square, 2).result(TIMEOUT)
+        assert dispatcher._depth() > 1
+        first = executor.submit(_report_and_block, "A")
+        running = started.get(timeout=TIMEOUT)
+        second: list = []
+        count_then_submit = dispatcher._start_for_demand
+
+        def submit_after_the_count():
+            count_then_submit()
+            if not second:
+                second.append(executor.submit(_report, "B"))
+
+        dispatcher._start_for_demand = submit_after_the_count
+        dispatcher.wake()
+        assert started.get(timeout=TIMEOUT) == "B"  # while A still runs
+        assert sorted(_pool_workers(executor)) != [running]
+        release.set()
+        assert first.result(TIMEOUT) == "A"
+        assert second[0].result(TIMEOUT) == "B"
+    started.close()
+
+
+@pytest.mark.parametrize("start_method", ON_DEMAND_METHODS)
+def test_a_replacement_that_cannot_start_leaves_the_executor_running(ctx):
+    executor, started, release = _executor_with_events(ctx, max_workers=2)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger = proctor.get_logger()
+    logger.addHandler(handler)
+    try:
+        with executor:
+            futures = [executor.submit(_report_and_block, n) for n in range(2)]
+            workers = {started.get(timeout=TIMEOUT) for _ in range(2)}
+            release.set()
+            assert [f.result(TIMEOUT) for f in futures] == [0, 1]
+
+            def cannot_start():
+                raise OSError(11, "Resource temporarily unavailable")
+
+            executor._dispatcher._start_worker = cannot_start
+            victim, survivor = sorted(workers)
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: _pool_workers(executor) == [survivor], timeout=TIMEOUT)
+            # Two tasks at once: the replacement is wanted now, cannot start, and
+            # the survivor runs both.
+            futures = [executor.submit(_add, n, y=1) for n in range(2)]
+            assert [f.result(TIMEOUT) for f in futures] == [1, 2]
+            wait_until(lambda: records, timeout=TIMEOUT)
+            assert executor.submit(_pid).result(TIMEOUT) == survivor
+    finally:
+        logger.removeHandler(handler)
+    assert len(records) == 1, records
+    assert "could not start another worker" in records[0]
+    assert "goes on with 1" in records[0]
+    started.close()
+
+
 def test_under_fork_every_worker_starts_with_the_executor():
     # A worker forked later, by the dispatcher thread, could inherit a module that
     # another thread was importing, half imported (the stdlib's executor starts them

@@ -215,6 +215,7 @@ class Dispatcher:
         #: what cannot start (an initializer that cannot be sent) fails here; then
         #: a turn that finds more unfinished tasks than workers starts workers for
         #: them (_start_for_demand). True while the pool may still grow.
+        self._on_demand = on_demand
         self._may_grow = on_demand and processes > 1
         # Imported now, in the thread that creates the pool, not lazily later (the
         # first task of a __main__ function needs it): a fork replacement that the
@@ -259,6 +260,11 @@ class Dispatcher:
             if broken is None and (
                 self._stopped or (self.state != RUNNING and not (lazy and self.state == CLOSED))
             ):
+                if self._stopped:
+                    raise ValueError(
+                        "the pool's dispatcher has ended (its tasks failed with the error "
+                        "that ended it): it takes no new tasks"
+                    )
                 raise ValueError(f"the pool is {self.state}: it takes no new tasks")
             if broken is None:
                 for task in tasks:
@@ -567,6 +573,16 @@ class Dispatcher:
             for worker in workers
         )
         with self._lock:
+            if depth > 1 and self._may_grow and len(self._tasks) > len(self._workers):
+                # Tasks came after _start_for_demand counted them (a submit in
+                # between): the next turn starts workers for them, and none may wait
+                # behind a busy worker meanwhile (it would stay there, the new worker
+                # idle: one task waiting for the other would wait for ever).
+                depth = 1
+                room = sum(
+                    max((1 if worker.blocking else concurrency) - len(worker.held), 0)
+                    for worker in workers
+                )
             if len(self._pending) >= room:
                 # Enough for every worker to take all it may: the rounds would hand
                 # them out one each, in turns, ending where this does.
@@ -891,7 +907,12 @@ class Dispatcher:
         self._workers.remove(worker)
         self._close_worker(worker)
         if self.state not in (TERMINATING, BROKEN):
-            self._workers.append(self._start_worker())
+            if self._on_demand:
+                # Replaced as any worker starts there: when a task needs it (so a
+                # start that fails is handled as there, while other workers run).
+                self._may_grow = True
+            else:
+                self._workers.append(self._start_worker())
 
     # -- workers ------------------------------------------------------------------------
 
@@ -902,7 +923,9 @@ class Dispatcher:
         free: every unfinished task (queued or held) may need a worker of its own
         now -- two tasks submitted together run together, as under the stdlib's
         executor. A start that fails here, with workers running, leaves the pool
-        at the size it has (logged): its tasks go on.
+        at the size it has (logged): its tasks go on, and the next worker to end
+        lets it try again. With none running, the failure ends the dispatcher, which
+        fails every task, as a failed replacement does in a ``Pool``.
         """
         wanted = min(self.processes, len(self._tasks))
         # Closed (shut down) too: what was submitted before still runs, and needs them.
