@@ -567,11 +567,7 @@ class Dispatcher:
         # With task_concurrency N, the first N tasks a worker holds start at once.
         # Rounds below what every worker holds would take nothing.
         first = min((len(worker.held) for worker in workers), default=0)
-        # How many tasks every worker may still take, at most.
-        room = sum(
-            max((1 if worker.blocking else concurrency) + depth - 1 - len(worker.held), 0)
-            for worker in workers
-        )
+        room = self._room(workers, depth)
         with self._lock:
             if depth > 1 and self._may_grow and len(self._tasks) > len(self._workers):
                 # Tasks came after _start_for_demand counted them (a submit in
@@ -579,10 +575,7 @@ class Dispatcher:
                 # behind a busy worker meanwhile (it would stay there, the new worker
                 # idle: one task waiting for the other would wait for ever).
                 depth = 1
-                room = sum(
-                    max((1 if worker.blocking else concurrency) - len(worker.held), 0)
-                    for worker in workers
-                )
+                room = self._room(workers, depth)
             if len(self._pending) >= room:
                 # Enough for every worker to take all it may: the rounds would hand
                 # them out one each, in turns, ending where this does.
@@ -602,6 +595,14 @@ class Dispatcher:
         for worker, tasks in outgoing.items():
             if tasks:
                 self._send(worker, tasks)
+
+    def _room(self, workers: list[WorkerState], depth: int) -> int:
+        """How many tasks ``workers`` may still take at ``depth``, at most."""
+        concurrency = self.concurrency
+        return sum(
+            max((1 if worker.blocking else concurrency) + depth - 1 - len(worker.held), 0)
+            for worker in workers
+        )
 
     def _take_round(
         self,
