@@ -150,8 +150,8 @@ def describe_shm_leftovers(entries: set[str]) -> str:
     A leftover that comes and goes (seen twice in full runs, never on demand) can only
     be understood from the state at the failure: this process's registration count
     for the name (above zero: an object of this process still holds it), the live
-    objects that hold it and what refers to them, the processes that map it, whether
-    the reaper still tracks it, and whether a reaper sync then reclaims it.
+    objects that hold it and what refers to them, the processes that map it, and
+    whether the reaper still tracks it (the caller has synced the reaper already).
     """
     import gc
 
@@ -190,27 +190,26 @@ def describe_shm_leftovers(entries: set[str]) -> str:
             continue
         try:
             with open(f"/proc/{pid}/maps") as maps:
-                lines = [line.split(None, 5) for line in maps if " /dev/shm/" in line]
+                shm_maps = [line.split(None, 5) for line in maps if " /dev/shm/" in line]
             with open(f"/proc/{pid}/stat") as stat:
                 state = stat.read().rpartition(")")[2].split()[:2]
         except OSError:
             continue
-        for fields in lines:
+        for fields in shm_maps:
             entry = inodes.get(fields[4])
             if entry is not None:
                 mappers[entry].append(f"{pid} (state {state[0]}, parent {state[1]})")
     try:
-        from reaper_helpers import sync_reaper, tracked_names
+        from reaper_helpers import tracked_names
 
         tracked = tracked_names(list(keys.values()))
-        sync_reaper()
-        after_sync = sorted(e for e in entries if os.path.exists("/dev/shm/" + e))
+        asked = ""
     except (OSError, TimeoutError, ValueError) as exc:
-        tracked, after_sync = set(), [f"(the reaper could not be asked: {exc!r})"]
+        tracked, asked = set(), f" (the reaper could not be asked: {exc!r})"
     for entry, key in keys.items():
         lines.append(
             f"{entry}: registered here {refs.get(key, 0)} time(s); "
-            f"reaper tracks it: {key in tracked}; mapped by {mappers[entry] or 'nobody'}; "
+            f"reaper tracks it: {key in tracked}{asked}; mapped by {mappers[entry] or 'nobody'}; "
             f"held by {holders.get(key[1]) or 'no live object here'}"
         )
     client = _client.client()
@@ -229,5 +228,4 @@ def describe_shm_leftovers(entries: set[str]) -> str:
         lines.append(
             f"connection to the reaper {client.address!r}: descriptor {client.fd} is {peer}"
         )
-    lines.append(f"still there after a reaper sync: {after_sync or 'none'}")
     return "\n".join(lines)
