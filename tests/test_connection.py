@@ -587,6 +587,38 @@ def test_operations_on_a_closed_connection_raise_oserror(pipe):
         wait([a], timeout=0)
 
 
+def test_a_recv_waiting_while_another_thread_closes_the_end_reads_no_other_file():
+    a, b = Pipe()
+    outcome = []
+
+    def receive():
+        try:
+            outcome.append(a.recv(timeout=2))
+        except BaseException as exc:  # (what it raised is the result)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    wait_until(lambda: thread.is_alive(), timeout=10)
+    a.close()
+    # New pipes take the numbers the end let go of, with bytes of their own.
+    pipes = [os.pipe() for _ in range(8)]
+    try:
+        for _r, w in pipes:
+            os.write(w, b"\0" * 64 + b"someone else's")
+        thread.join(30)
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], OSError) and "closed" in str(outcome[0]), outcome
+        for r, _w in pipes:
+            os.set_blocking(r, False)
+            assert os.read(r, 1000) == b"\0" * 64 + b"someone else's"
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+        b.close()
+
+
 def test_context_manager_closes():
     a, b = Pipe()
     with a, b:

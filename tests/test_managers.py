@@ -42,6 +42,19 @@ def manager():
 # -- types and helpers the manager process uses (module level: spawn imports them) --------
 
 
+class _PicklesOnlyWhereMade:
+    """Pickles in the process that made it only: it reaches a manager, but cannot
+    come back in a reply."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = os.getpid() if pid is None else pid
+
+    def __reduce__(self):
+        if os.getpid() != self.pid:
+            raise TypeError("this object pickles only in the process that made it")
+        return (_PicklesOnlyWhereMade, (self.pid,))
+
+
 class Thing:
     """A custom shared type: an exception, an unpicklable result, a blocking call."""
 
@@ -232,6 +245,57 @@ def test_a_list_inside_a_dict_stays_a_proxy_and_is_released_with_it(manager):
     assert manager._number_of_objects() == before + 2
     del outer
     assert manager._number_of_objects() == before, manager._debug_info()
+
+
+def test_a_proxy_taken_out_of_a_managed_container_keeps_its_object(manager):
+    # pop() and get() hand back the only reference the manager held: the reply
+    # carries it to the caller, who must not find the object released on the way.
+    before = manager._number_of_objects()
+    mapping, sequence, queue = manager.dict(), manager.list(), manager.Queue()
+    mapping["inner"] = manager.list([1, 2])  # the caller's proxy goes at once
+    sequence.append(manager.dict(a=1))
+    queue.put(manager.dict(z=1))
+    popped = mapping.pop("inner")
+    assert popped[:] == [1, 2]
+    assert sequence.pop()["a"] == 1
+    got = queue.get(timeout=TIMEOUT)
+    assert got["z"] == 1
+    assert manager._number_of_objects() == before + 5, manager._debug_info()
+    # The caller's proxies hold the only references now.
+    del popped, got
+    assert manager._number_of_objects() == before + 3, manager._debug_info()
+
+
+def _list_refcount(manager) -> int:
+    lines = manager._debug_info().splitlines()
+    listed = [i for i, line in enumerate(lines) if line.strip().startswith("list:")]
+    assert len(listed) == 1, lines
+    return int(lines[listed[0] - 1].split("refcount=")[1])
+
+
+def test_a_proxy_in_a_reply_pickled_twice_takes_one_reference(manager):
+    # A class made here goes by value: the manager's first pickler cannot take the
+    # reply, and its second one reduces the proxy in it again.
+    class MadeHere:
+        pass
+
+    mapping = manager.dict()
+    mapping["pair"] = [manager.list([1]), MadeHere]
+    got = mapping.get("pair")
+    assert got[0][:] == [1] and got[1].__name__ == "MadeHere"
+    assert _list_refcount(manager) == 2  # the dict's and this client's
+    del got
+    assert _list_refcount(manager) == 1
+
+
+def test_a_proxy_in_a_reply_that_cannot_be_sent_leaves_no_reference(manager):
+    mapping = manager.dict()
+    mapping["pair"] = [manager.list([1]), _PicklesOnlyWhereMade()]
+    with pytest.raises(RemoteError, match="pickles only in the process that made it"):
+        mapping.get("pair")
+    # The reference taken for this client while the reply was pickled went again:
+    # the list has the dict's alone.
+    assert _list_refcount(manager) == 1
 
 
 def test_proxies_passed_to_a_child_reach_the_same_objects(ctx):

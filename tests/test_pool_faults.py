@@ -15,12 +15,14 @@ happens instead.
 from __future__ import annotations
 
 import faulthandler
+import itertools
 import logging
 import os
 import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -189,6 +191,7 @@ def _assert_all_gone(tmp_path: Path) -> None:
 _PARENT_KILLED = """\
 import os
 import sys
+import time
 import time
 
 import proctor
@@ -415,6 +418,7 @@ def test_a_workers_records_arrive_in_order_by_join(ctx, pool_logs):
 
 _LEFT_OPEN = """\
 import sys
+import time
 
 import proctor
 from pfaults_tasks import install, report_and_sleep
@@ -453,6 +457,7 @@ def test_a_pool_left_open_does_not_hang_the_exit(start_method, kind, tmp_path):
 
 _SHUTDOWN_NO_WAIT = """\
 import sys
+import time
 
 import proctor
 from pfaults_tasks import install, write_marker
@@ -558,6 +563,7 @@ def test_an_executor_whose_initializer_kills_its_worker_is_broken(tmp_path):
 # global of the main script.
 _MAIN_GLOBALS = """\
 import sys
+import time
 
 import proctor
 
@@ -593,6 +599,124 @@ def test_an_initializer_in_main_sets_globals_its_tasks_see(start_method, tmp_pat
     assert out.splitlines() == ["['installed', 'installed']"] * 2
 
 
+# -- an endless imap input left by a break -------------------------------------------
+
+# A loop over imap() of an endless input, left with break, then close(): the exit
+# runs what was submitted and reads no more of the input (it used to read it for
+# ever, filling the memory).
+_ENDLESS_IMAP = """\
+import itertools
+import sys
+import time
+
+import proctor
+
+
+def square(x):
+    return x * x
+
+
+if __name__ == "__main__":
+    kind = sys.argv[1]
+    if kind == "threads":
+        pool = proctor.pool.ThreadPool(2)
+    else:
+        pool = proctor.get_context(kind).Pool(2)
+    for y in pool.imap(square, itertools.count()):
+        if y > 100:
+            break
+    left = pool.imap_unordered(square, itertools.count())
+    print(next(left) >= 0)
+    pool.close()
+    print("leaving")
+"""
+
+
+@pytest.mark.parametrize("kind", ["fork", "spawn", "threads"])
+def test_an_endless_imap_input_left_at_exit_is_not_read_for_ever(kind, tmp_path):
+    program = _start_program(tmp_path, _ENDLESS_IMAP, kind)
+    exited, out, err = _finish_program(program)
+    _assert_all_gone(tmp_path)
+    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
+    assert program.returncode == 0, err
+    assert out.splitlines() == ["True", "leaving"]
+
+
+def test_join_with_a_timeout_stops_reading_an_endless_imap_input():
+    pool = proctor.get_context("fork").Pool(2)
+    try:
+        iterator = pool.imap(_square, itertools.count())
+        assert [next(iterator), next(iterator)] == [0, 1]
+        pool.close()
+        began = time.monotonic()
+        with pytest.raises(proctor.TimeoutError, match=r"input was not all read within 0\.5 s"):
+            pool.join(timeout=0.5)
+        assert time.monotonic() - began < 5
+        # What was read runs in order; the input goes on from where it stopped.
+        assert [next(iterator, None) for _ in range(3)] == [4, 9, 16]
+    finally:
+        pool.terminate()
+        pool.join(timeout=30)
+
+
+def _touch(path: str) -> None:
+    Path(path).touch()
+
+
+def test_join_reads_the_rest_of_an_imap_input_nobody_consumes(tmp_path):
+    # The stdlib's close(); join() runs every task of the input, consumed or not.
+    with proctor.get_context("fork").Pool(2) as pool:
+        pool.imap_unordered(_touch, (str(tmp_path / str(i)) for i in range(500)))  # dropped
+        pool.close()
+        pool.join(timeout=60)
+    assert len(list(tmp_path.iterdir())) == 500
+
+
+# -- globals of __main__ made after the pool's workers started ------------------------
+
+# A notebook's order: the pool first, then the cell that defines the data and the
+# functions. Under fork the workers' __main__ is a copy taken before those existed:
+# the function sent by value brings them. A global the workers had at their fork
+# keeps the value it had then, as for a function sent by name.
+_LATE_GLOBALS = """\
+import sys
+import time
+
+import proctor
+
+before = "at the fork"
+
+if __name__ == "__main__":
+    ctx = proctor.get_context(sys.argv[1])
+    with ctx.Pool(1) as pool, proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor:
+        data = [42]
+
+        def first():
+            return data[0]
+
+        second = lambda: (data[0] + 1, before)  # noqa: E731
+        print(pool.apply_async(first).get(60), pool.apply_async(second).get(60))
+        print(executor.submit(first).result(60), executor.submit(second).result(60))
+        data = [7]  # rebound by the sender: the next function sent carries it
+        print(pool.apply_async(lambda: data[0]).get(60))
+"""
+
+
+def test_globals_of_main_made_after_the_workers_started_come_with_the_function(
+    start_method, tmp_path
+):
+    program = _start_program(tmp_path, _LATE_GLOBALS, start_method)
+    exited, out, err = _finish_program(program)
+    _assert_all_gone(tmp_path)
+    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
+    assert program.returncode == 0, err
+    assert out.splitlines() == [
+        "42 (43, 'at the fork')",
+        "42 (43, 'at the fork')",
+        "7",
+    ]
+
+
 # -- a forked child's exit leaves its parent's pools alone ----------------------------
 
 # A replacement worker is forked from the dispatcher thread; a child started by the
@@ -602,6 +726,7 @@ _FORKED_CHILDREN_EXIT = """\
 import os
 import signal
 import sys
+import time
 import threading
 
 import proctor

@@ -1211,6 +1211,30 @@ def _closed_queue_calls(q):
     return calls
 
 
+@pytest.mark.parametrize("call", ["get", "put", "join"])
+def test_a_call_waiting_when_another_thread_closes_the_queue_raises_queue_closed_error(call):
+    q = JoinableQueue(1)
+    if call != "get":
+        q.put("item")  # full, and one task not done
+    wait_in = {"get": lambda: q.get(timeout=30), "put": lambda: q.put(2, timeout=30)}
+    outcome = []
+
+    def wait():
+        try:
+            outcome.append(wait_in.get(call, lambda: q.join(timeout=30))())
+        except BaseException as exc:  # (what it raised is the result)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    wait_until(lambda: thread.is_alive(), timeout=10)
+    q.close()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], proctor.QueueClosedError), outcome
+    assert f"cannot call {call}()" in str(outcome[0])
+
+
 @pytest.mark.parametrize("used", [False, True], ids=["unused", "used"])
 @pytest.mark.parametrize("cls", [Queue, JoinableQueue, SimpleQueue])
 def test_a_closed_queue_raises_queue_closed_error_a_value_error_and_an_os_error(cls, used):

@@ -1237,6 +1237,23 @@ def test_barrier_in_threads_action_reset_abort_and_properties():
     barrier.close()
 
 
+def test_a_reset_in_the_first_round_breaks_it_for_its_waiters(ctx):
+    # (A first round that had not tripped looked tripped: its waiters passed.)
+    barrier = Barrier(3)
+    party = _process(ctx, wait_at_barrier, barrier, 30)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(wait_at_barrier(barrier, 30)))
+    thread.start()
+    wait_until(lambda: barrier.n_waiting == 2, timeout=30)
+    barrier.reset()
+    thread.join(30)
+    result = finish(party)[1]
+    for got in (outcome[0], result):
+        assert isinstance(got, str) and got.startswith("broken") and "reset" in got, got
+    assert not barrier.broken and barrier.n_waiting == 0
+    barrier.close()
+
+
 def test_barrier_timeout_breaks_it():
     barrier = Barrier(2, timeout=0.2)
     start = time.monotonic()

@@ -864,7 +864,18 @@ class Connection(FrameSender, FrameReceiver):
                 return True  # recv() will say what happened
             if self._rpos < self._rend:
                 return True
-        return _poll_fd(self._fd, timeout)
+        # Another thread may close this end while this one waits: its number may
+        # then be another file's already, whose readiness means nothing here (and a
+        # receive must not read from it).
+        try:
+            ready = _poll_fd(self._fd, timeout)
+        except OSError:
+            if self._closed:
+                self._raise_closed()
+            raise
+        if self._closed:
+            self._raise_closed()
+        return ready
 
     def _keep_partial(self, body: bytearray, have: int) -> None:
         """An ``arecv()`` was cancelled after ``have`` bytes of a plain frame's ``body``:
@@ -939,7 +950,7 @@ class Connection(FrameSender, FrameReceiver):
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def _wait_readable(self, timeout: float) -> None:
-        if not self.poll(timeout):
+        if not self.poll(timeout):  # (raises if another thread closed this end meanwhile)
             raise _lazy_errors.ProcessTimeoutError(
                 f"no message arrived on {self!r} within {timeout} s; the sender is alive "
                 "but has not sent (pass a longer timeout, or timeout=None to wait forever)"

@@ -178,11 +178,11 @@ def _fill_function(func: types.FunctionType, state: tuple) -> None:
         type_params,
         _imported,  # the submodules: imported while unpickling, their purpose
     ) = state
-    main = sys.modules.get("__main__")
-    if main is None or func.__globals__ is not main.__dict__:
-        # A function of the receiver's own main script (a fork family shares
-        # it) runs in that script's live namespace, which is not overwritten.
-        _merge_globals(func.__globals__, used)
+    # Also where the namespace is the receiver's own main script (a fork family
+    # shares it): a global made after the fork (a pool started before the cell that
+    # defines the data) is missing there, and comes with the function. The merge
+    # overwrites none of the names that live namespace had.
+    _merge_globals(func.__globals__, used)
     func.__defaults__ = defaults
     func.__kwdefaults__ = kwdefaults
     for cell, value in zip(func.__closure__ or (), closure, strict=True):
@@ -210,7 +210,10 @@ def _merge_globals(namespace: dict[str, Any], used: dict[str, Any]) -> None:
     rebound since a sender last set it keeps the receiver's value: an initializer
     that sets a global is seen by the tasks sent after it, as when a spawned child
     imports the main script and the functions are named. Other names take the
-    sender's value (a function redefined in a notebook, a constant).
+    sender's value (a function redefined in a notebook, a constant). In a fork
+    child's own main script the names it inherited count as its own: they keep the
+    value they had at the fork (as for a function sent by name), and only names it
+    lacks, or was last given by a sender, take the sender's.
     """
     if namespace.get("__name__") != "__main__":
         namespace.update(used)  # a module's stand-in, made for this one message

@@ -21,6 +21,7 @@ from typing import Any
 from .._core._reduction import is_spawning
 from .._start._process import current_process
 from ._protocol import PROXY, RETURN, Token, raise_reply
+from ._server import take_for_recipient
 from ._session import Session, acquire_session, session_for
 
 __all__ = (
@@ -191,6 +192,10 @@ class BaseProxy:
 
     def __reduce__(self) -> Any:
         kwds: dict[str, Any] = {"manager_pid": self._manager_pid}
+        if take_for_recipient(self):
+            # In the manager, in a reply (a proxy a managed container held, handed
+            # back by pop() or get()): the client's reference is counted already.
+            kwds["counted"] = True
         if is_spawning():
             # A child started with this proxy gets the key, as the stdlib's do;
             # a proxy sent in a message does not carry it.
@@ -218,7 +223,8 @@ def RebuildProxy(func: Any, token: Token, serializer: str, kwds: dict[str, Any])
     kwds = dict(kwds)
     manager_pid = kwds.pop("manager_pid", None)
     kwds.pop("incref", None)
-    proxy = func(token, serializer, incref=True, **kwds)
+    counted = kwds.pop("counted", False)
+    proxy = func(token, serializer, incref=not counted, **kwds)
     proxy._manager_pid = manager_pid
     if getattr(proxy, "_session", None) is not None and proxy._session.manager_pid is None:
         proxy._session.manager_pid = manager_pid

@@ -67,6 +67,35 @@ def local_server(address: Any) -> Server | None:
     return _local_servers.get(address)
 
 
+# Set by a server's thread while it pickles a reply: a proxy of that server's own
+# objects in the reply (one a managed dict, list or queue held, handed back by
+# pop() or get()) takes the reference of the client it goes to then
+# (BaseProxy.__reduce__, take_for_recipient). The server's own proxy may be
+# dropped as soon as the reply is sent, which would release the object before the
+# client's incref arrived.
+_replying = threading.local()
+
+
+def take_for_recipient(proxy: Any) -> bool:
+    """In a server's thread pickling a reply: count a reference to ``proxy``'s object
+    for the client the reply goes to, if the object is that server's; False otherwise.
+
+    Once per proxy and reply: a reply that the first pickler could not take is
+    pickled again by another (cloudpickle's), which reduces the same proxy again.
+    """
+    recipient = getattr(_replying, "to", None)
+    if recipient is None:
+        return False
+    server, client_id, taken = recipient
+    token = proxy._token
+    if server.address != token.address:
+        return False
+    if id(proxy) not in taken:
+        server.incref(client_id, token.id)
+        taken[id(proxy)] = token.id
+    return True
+
+
 # A process forked from a server's (a SyncManager.Pool's worker, a Process a
 # registered callable starts) has a copy of the server, which serves nobody: its
 # proxies must reach the real one over a socket, or their writes land in the copy.
@@ -228,11 +257,15 @@ class Server:
                             continue
                 except Exception as exc:
                     reply = (TRACEBACK, self._explain(exc, request))
+            taken: dict[int, int] = {}  # id(proxy) -> the id of its object
+            _replying.to = (self, client_id, taken)
             try:
                 send(reply)
             except (EOFError, OSError):
                 return
             except Exception as exc:  # the reply cannot be pickled: say so, keep serving
+                if taken:  # (pickled first, so nothing was sent: they go again)
+                    self.decref(client_id, list(taken.values()))
                 text = format_exception(exc)
                 if reply[0] == RAISE:
                     text = reply[1][1] + "\n(the exception itself could not be sent back: " + text
@@ -244,6 +277,8 @@ class Server:
                     send((kind, text))
                 except (EOFError, OSError):
                     return
+            finally:
+                _replying.to = None
             # Drop this call's objects now, not at the next request: a proxy
             # among them holds a reference the client may be waiting to see go.
             request = args = kwds = obj = result = reply = None

@@ -342,7 +342,7 @@ class Dispatcher:
                 self.state = CLOSED
         _lifecycle.finish_at_exit(self)
 
-    def join(self, timeout: float | None, wait_for_it: bool = True) -> None:
+    def join(self, timeout: float | None, wait_for_it: bool = True, read_rest: bool = True) -> None:
         """Run what is left, stop the workers, end the thread (after ``close()``).
 
         With ``wait_for_it`` false, return at once: the thread ends by itself once
@@ -354,7 +354,7 @@ class Dispatcher:
         """
         if self.state == RUNNING and self._broken is None:
             raise ValueError("the pool is still running: call close() or terminate() first")
-        if run_rest_and_join(self, timeout, wait_for_it):
+        if run_rest_and_join(self, timeout, wait_for_it, read_rest):
             self._close_wake()
 
     def terminate(self, wait_for_it: bool = True, kill: bool = False) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 
-from .._core._errors import ProcessTimeoutError
+from .._core._errors import PoolTerminatedError, ProcessTimeoutError
 from .._logging import _logger
 
 TYPE_CHECKING = False
@@ -74,12 +75,18 @@ def _forget_parents_pools() -> None:
 os.register_at_fork(after_in_child=_forget_parents_pools)
 
 
-def run_rest_and_join(dispatcher: Any, timeout: float | None, wait_for_it: bool) -> bool:
+def run_rest_and_join(
+    dispatcher: Any, timeout: float | None, wait_for_it: bool, read_rest: bool = True
+) -> bool:
     """A closed pool's ``join()``, for a dispatcher here or a ``RemoteDispatcher``: run
     every task left, then wait for the dispatcher's thread to end (if ``wait_for_it``).
 
     ``close(); join()`` runs every task, as the stdlib's does: the rest of the lazy
-    iterators' input is read now, without the read-ahead bound.
+    iterators' input is read now, in this thread, a read-ahead's worth beyond the
+    chunks done at a time (an endless input runs until ``timeout``, in bounded
+    memory). With ``read_rest`` false (the interpreter's exit, where no ``join()``
+    asked for it) the input not read yet is left unread: the tasks already submitted
+    run, and a consumer meets ``PoolTerminatedError`` after them.
 
     Returns:
         Whether it waited and the thread ended.
@@ -90,16 +97,30 @@ def run_rest_and_join(dispatcher: Any, timeout: float | None, wait_for_it: bool)
     """
     if wait_for_it and threading.current_thread() is dispatcher._thread:
         raise RuntimeError("a pool cannot be joined from its own callbacks")
+    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
     with dispatcher._lock:
         lazy = list(dispatcher._lazy)
     for iterator in lazy:
-        iterator._feed(unbounded=True)
+        if not read_rest:
+            iterator._stop_reading(
+                PoolTerminatedError("the interpreter exited before this input was read")
+            )
+        elif wait_for_it:
+            if not iterator._feed_rest(deadline):
+                raise ProcessTimeoutError(
+                    f"the pool's input was not all read within {timeout} s (an imap "
+                    "iterator's input is read at join(); it may be endless)"
+                )
+        else:
+            # (An executor's shutdown(wait=False): the input is read now, and the
+            # dispatcher's thread ends by itself once it has run.)
+            iterator._feed(unbounded=True)
     with dispatcher._lock:
         dispatcher._joining = True
         dispatcher._wake_locked()
     if not wait_for_it:
         return False
-    dispatcher._thread.join(timeout)
+    dispatcher._thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
     if dispatcher._thread.is_alive():
         raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
     return True
@@ -118,7 +139,9 @@ def _at_exit() -> None:
         try:
             if dispatcher in _finish_at_exit and dispatcher.state in (RUNNING, CLOSED):
                 dispatcher.close()
-                dispatcher.join(None)
+                # What was submitted runs; input no join() asked to read is left
+                # unread (an imap iterator left by a break may be endless).
+                dispatcher.join(None, read_rest=False)
             elif dispatcher.state in (RUNNING, BROKEN):
                 # A pool still running: terminated, as the stdlib's is -- here, so
                 # that its dispatcher stops before the exit stage kills its workers

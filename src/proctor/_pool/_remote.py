@@ -450,7 +450,7 @@ class RemoteDispatcher:
                 self.state = CLOSED
         _dispatcher.finish_at_exit(self)  # type: ignore[arg-type]
 
-    def join(self, timeout: float | None, wait_for_it: bool = True) -> None:
+    def join(self, timeout: float | None, wait_for_it: bool = True, read_rest: bool = True) -> None:
         """Run what is left, then end the thread (after ``close()``).
 
         Raises:
@@ -459,7 +459,7 @@ class RemoteDispatcher:
         """
         if self.state == RUNNING:
             raise ValueError("the pool is still running: call close() or terminate() first")
-        _dispatcher.run_rest_and_join(self, timeout, wait_for_it)
+        _dispatcher.run_rest_and_join(self, timeout, wait_for_it, read_rest)
 
     def terminate(self, wait_for_it: bool = True, kill: bool = False) -> None:
         """Stop every task now; unfinished results fail with ``PoolTerminatedError``."""

@@ -487,6 +487,9 @@ class ChunkSizer:
         self._item_seconds = per_item if average is None else (average + per_item) / 2
 
 
+#: How long an iterator told to read no more of its input (the interpreter exits)
+#: waits for a thread that is reading it (blocked in the input's own code).
+STOP_WAIT = 1.0
 #: Adaptive chunks aim at this much work each: the per-chunk cost (a frame each way,
 #: the dispatcher's turn; tens of microseconds) is then about 1% of it, and the last
 #: chunks of a call leave workers idle for no longer than this.
@@ -531,11 +534,14 @@ class IMapIterator:
 
     # -- the input ------------------------------------------------------------------
 
-    def _feed(self, unbounded: bool = False) -> None:
-        """Submit chunks until ``read_ahead`` are outstanding (all of them if ``unbounded``)."""
+    def _feed(self, unbounded: bool = False, room: Callable[[], int] | None = None) -> None:
+        """Submit chunks until ``read_ahead`` are outstanding beyond those the
+        consumer took (beyond ``room()``, where given: a count of chunks; all of
+        them if ``unbounded``)."""
         with self._feed_lock:
             while self._input is not None and (
-                unbounded or self._submitted - self._taken < self._read_ahead
+                unbounded
+                or self._submitted - (self._taken if room is None else room()) < self._read_ahead
             ):
                 items: list[Any] = []
                 error: BaseException | None = None
@@ -564,6 +570,54 @@ class IMapIterator:
                     if waiters:
                         _wake_all(waiters)
                     self._pool.lazy_done(self)
+
+    def _feed_rest(self, deadline: float | None) -> bool:
+        """Read the rest of the input (a closed pool's ``join()``), keeping at most
+        ``read_ahead`` chunks in the pool beyond those done: the consumer may take
+        nothing (an iterator left by a ``break``), and an endless input would
+        otherwise fill the memory. False if ``deadline`` passed first."""
+        while True:
+            self._feed(room=self._chunks_done)
+            with self._cond:
+                while self._input is not None and (
+                    self._submitted - self._chunks_done() >= self._read_ahead
+                ):
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left)
+                if self._input is None:
+                    return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def _chunks_done(self) -> int:
+        """Chunks whose outcome arrived, taken by the consumer or not (exact under
+        ``_cond``; ``_feed`` reads it without, as a bound)."""
+        return self._taken + len(self._results)
+
+    def _stop_reading(self, error: BaseException) -> None:
+        """Read no more of the input (the interpreter exits): a consumer meets
+        ``error`` after the chunks already submitted. A thread inside ``_feed``
+        (blocked in the input) is not waited for beyond ``STOP_WAIT``."""
+        got = self._feed_lock.acquire(timeout=STOP_WAIT)
+        try:
+            if self._input is None:
+                return
+            self._input = None
+            with self._cond:
+                index = self._submitted
+                self._submitted += 1
+            self._deliver(index, False, error)
+            with self._cond:
+                self._exhausted = True
+                waiters = self._notify_locked()
+            if waiters:
+                _wake_all(waiters)
+        finally:
+            if got:
+                self._feed_lock.release()
+            self._pool.lazy_done(self)
 
     def _submit(self, items: list[Any]) -> None:
         with self._cond:
@@ -721,3 +775,6 @@ class IMapUnorderedIterator(IMapIterator):
 
     def _ready_chunk(self) -> tuple[bool, Any] | None:
         return self._done.popleft() if self._done else None
+
+    def _chunks_done(self) -> int:
+        return self._taken + len(self._done)

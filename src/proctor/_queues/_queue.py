@@ -345,7 +345,11 @@ class Queue:
             else:
                 item = encode(obj, self._spill_limit, self._spares)
         try:
-            self._put_items([item], block, deadline_for(block, timeout))
+            try:
+                self._put_items([item], block, deadline_for(block, timeout))
+            except ValueError:
+                self._check_open("put")  # closed by another thread meanwhile (see get)
+                raise
         finally:
             item.close()
 
@@ -430,7 +434,13 @@ class Queue:
                     if cached == _TOKEN_STAYS:
                         self._give_tokens(1)  # the frame stays, and so does its token
                     return value
-        return self._get_items(1, block, deadline_for(block, timeout), token)[0]
+        try:
+            return self._get_items(1, block, deadline_for(block, timeout), token)[0]
+        except ValueError:
+            # (A released view or closed lock: another thread closed this handle
+            # while this one waited.)
+            self._check_open("get")
+            raise
 
     def _get_cached(self) -> tuple[Any, int]:
         """The next item of a batch frame this handle already decoded (get lock held).
@@ -896,7 +906,11 @@ class JoinableQueue(Queue):
         self._check_open("join")
         all_done = self._all_done()
         deadline = deadline_for(True, timeout)
-        return await_all_done(self._ring, self._put_lock, all_done, deadline)
+        try:
+            return await_all_done(self._ring, self._put_lock, all_done, deadline)
+        except ValueError:
+            self._check_open("join")  # closed by another thread meanwhile (see get)
+            raise
 
     async def ajoin(self, timeout: float | None = None) -> bool:
         """``join()`` for a coroutine: wait without blocking the event loop.

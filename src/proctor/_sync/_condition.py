@@ -819,7 +819,7 @@ def _rebuild_event(cond: Condition) -> Event:
 _ARRIVED = 1  # Barrier: parties waiting in the current round
 _ROUND = 2  # Barrier: the round number, bumped when the barrier trips or resets
 _BROKEN = 3  # Barrier: 1 when broken
-_TRIPPED = 4  # Barrier: the last round that tripped (its waiters pass)
+_TRIPPED = 4  # Barrier: 1 + the last round that tripped (its waiters pass; 0: none yet)
 _PARTY = _HEADER  # Barrier: from here, the identity of each waiting party's process
 
 
@@ -908,7 +908,7 @@ class Barrier:
                     except BaseException:
                         self._break()
                         raise
-                w[_TRIPPED] = this_round
+                w[_TRIPPED] = this_round + 1
                 w[_ROUND] = this_round + 1
                 w[_ARRIVED] = 0
                 cond.notify_all()
@@ -929,7 +929,7 @@ class Barrier:
             while True:
                 cond._wait(deadline, something_happened)
                 if w[_ROUND] != this_round:
-                    if w[_TRIPPED] == this_round:
+                    if w[_TRIPPED] == this_round + 1:
                         return index
                     raise _broken("the barrier was reset while this party waited")
                 if w[_BROKEN]:
