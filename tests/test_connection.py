@@ -352,6 +352,17 @@ def test_wait_sees_messages_already_read_ahead(pipe):
     assert b.recv(timeout=10) == 2
 
 
+def test_wait_never_finds_the_sending_end_of_a_one_way_pipe_ready():
+    r, w = Pipe(duplex=False)
+    try:
+        assert wait([w], timeout=0.2) == []
+        w.send("x")
+        assert wait([w, r], timeout=10) == [r]  # (as the stdlib's, which waits to receive)
+    finally:
+        r.close()
+        w.close()
+
+
 def test_wait_rejects_objects_it_cannot_wait_on():
     with pytest.raises(TypeError, match="wait\\(\\) takes"):
         wait([object()], timeout=0)

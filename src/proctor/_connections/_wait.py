@@ -34,6 +34,10 @@ def _fileno_of(obj: Any) -> int:
     return fileno()
 
 
+def _write_only(obj: Any) -> bool:
+    return isinstance(obj, Connection) and not obj._readable
+
+
 def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     """Wait until at least one object is ready; return the ready ones.
 
@@ -65,13 +69,15 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
             raise ValueError("wait() on an empty list with timeout=None would never return")
         time.sleep(timeout)
         return []
+    # The sending end of Pipe(duplex=False) has nothing to receive: never ready.
+    watched = {fd for o, fd in zip(objects, fds, strict=True) if not _write_only(o)}
     if _HAVE_POLL:
         poller = select.poll()
-        for fd in set(fds):
+        for fd in watched:
             poller.register(fd, select.POLLIN)
         events = poller.poll(None if timeout is None else timeout * 1000.0)
         ready_fds = {fd for fd, _ in events}
     else:
-        ready_list, _, _ = select.select(list(set(fds)), [], [], timeout)
+        ready_list, _, _ = select.select(list(watched), [], [], timeout)
         ready_fds = set(ready_list)
     return [o for o, fd in zip(objects, fds, strict=True) if fd in ready_fds]
