@@ -105,6 +105,29 @@ def test_callbacks_run_before_get_returns(ctx):
     assert str(errors[0]) == "boom"
 
 
+def test_a_callback_waiting_for_a_result_of_its_own_pool_is_refused(ctx):
+    # It runs in the thread that delivers the pool's results: the wait would never
+    # end, and the pool would stall with it (the stdlib's does).
+    pool, _started, release = _pool_with_events(ctx, 2)
+    with pool:
+        blocked = pool.apply_async(_block)
+        outcomes = []
+
+        def wait_in_callback(_value):
+            for wait in (blocked.get, lambda: pool.map(_square, range(3))):
+                try:
+                    wait()
+                except RuntimeError as exc:
+                    outcomes.append(str(exc))
+
+        assert pool.apply_async(_square, (2,), callback=wait_in_callback).get(TIMEOUT) == 4
+        assert len(outcomes) == 2, outcomes
+        assert all("cannot wait for a result of the same pool" in text for text in outcomes)
+        release.set()
+        assert blocked.get(TIMEOUT) is None
+        assert pool.apply_async(_square, (6,)).get(TIMEOUT) == 36  # the pool goes on
+
+
 def test_task_exception_comes_back_with_the_worker_traceback(ctx):
     with ctx.Pool(2) as pool:
         result = pool.apply_async(_fail, ("bad input",))

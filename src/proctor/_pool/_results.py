@@ -67,6 +67,20 @@ def _wake_all(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None
             pass
 
 
+def _refuse_the_delivering_thread(pool: Any) -> None:
+    """Raise if this thread delivers ``pool``'s results (its callbacks run in it):
+    waiting there for one of them would wait for ever, the pool stalled with it."""
+    dispatcher = getattr(pool, "_dispatcher", None)
+    if dispatcher is not None and threading.current_thread() is getattr(
+        dispatcher, "_thread", None
+    ):
+        raise RuntimeError(
+            "a pool's callback cannot wait for a result of the same pool: the callbacks "
+            "run in the thread that delivers its results, which would then wait for "
+            "ever. Hand the work to another thread, or use the result's own callback"
+        )
+
+
 def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
     # A callback runs in the dispatcher thread; its exception must not stop the pool,
     # and must not vanish either: it is logged with its traceback.
@@ -196,6 +210,7 @@ class ApplyResult:
         # the lock before it was made, and will not release it.
         if self._ready:
             return
+        _refuse_the_delivering_thread(self._owner)
         if lock.acquire(timeout=-1 if timeout is None else timeout):
             lock.release()
 
@@ -686,6 +701,7 @@ class IMapIterator:
                         raise ProcessTimeoutError(
                             f"the pool's next result was not ready within {timeout} s"
                         )
+                    _refuse_the_delivering_thread(self._owner)
                     self._cond.wait(left)
                 if chunk is None:
                     continue
