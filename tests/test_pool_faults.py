@@ -672,6 +672,36 @@ def test_join_reads_the_rest_of_an_imap_input_nobody_consumes(tmp_path):
     assert len(list(tmp_path.iterdir())) == 500
 
 
+# -- a pool a forked child inherited --------------------------------------------------
+
+
+def _use_inherited(pool, executor, out):
+    for name, call in (
+        ("pool", lambda: pool.apply_async(abs, (-1,))),
+        ("executor", lambda: executor.submit(abs, -1)),
+    ):
+        try:
+            call()
+            out.put((name, "accepted"))
+        except ValueError as exc:
+            out.put((name, str(exc)))
+
+
+def test_a_forked_child_cannot_call_its_parents_pool():
+    # Its workers and dispatcher thread are the parent's: the results would never come.
+    ctx = proctor.get_context("fork")
+    with ctx.Pool(1) as pool, proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor:
+        out = ctx.Queue()
+        child = ctx.Process(target=_use_inherited, args=(pool, executor, out))
+        child.start()
+        got = dict(out.get(timeout=60) for _ in range(2))
+        child.join(60)
+        for name in ("pool", "executor"):
+            assert "belongs to the process that made it" in got[name], got
+        assert pool.apply_async(abs, (-2,)).get(60) == 2  # the parent's still works
+        assert executor.submit(abs, -3).result(60) == 3
+
+
 # -- globals of __main__ made after the pool's workers started ------------------------
 
 # A notebook's order: the pool first, then the cell that defines the data and the

@@ -581,6 +581,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if dispatcher is None or self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if dispatcher.state == _lifecycle.INHERITED:
+            raise _lifecycle.inherited_pool_error(self)
         return dispatcher
 
 

@@ -25,14 +25,28 @@ if TYPE_CHECKING:
 __all__ = (
     "BROKEN",
     "CLOSED",
+    "INHERITED",
     "RUNNING",
     "TERMINATING",
     "finish_at_exit",
+    "inherited_pool_error",
     "register_exit_hook",
     "run_rest_and_join",
 )
 
 RUNNING, CLOSED, TERMINATING, BROKEN = "running", "closed", "terminating", "broken"
+#: A forked child's copy of its parent's pool: it takes no calls there.
+INHERITED = "inherited"
+
+
+def inherited_pool_error(pool: Any) -> ValueError:
+    """The error for a call on a pool a forked child inherited from its parent."""
+    return ValueError(
+        f"{pool!r} belongs to the process that made it, not to this forked child: its "
+        "workers and the thread that hands them tasks are the parent's. Make a pool in "
+        "the child (or pass the work back to the parent)"
+    )
+
 
 #: Every live dispatcher, and those whose work must be done before the interpreter
 #: exits: an executor's (shut down without waiting, or not at all) and a closed
@@ -68,6 +82,8 @@ def _forget_parents_pools() -> None:
     # worker forked from the dispatcher thread, say) would close, join or terminate
     # them at its exit -- writing to the parent's wake-up pipe, and logging "a pool
     # could not be stopped at exit" where the fork came from the dispatcher thread.
+    for dispatcher in live:
+        dispatcher.state = INHERITED  # (calls on it say whose it is, not hang)
     live.clear()
     _finish_at_exit.clear()
 

@@ -25,7 +25,7 @@ from .._core._errors import ArgumentTypeError, PicklingError, PoolTerminatedErro
 from .._core._integers import integral
 from .._core._system import cpu_count
 from .._start import _process
-from . import _progress, _worker
+from . import _lifecycle, _progress, _worker
 from ._dispatcher import Dispatcher, Task
 from ._remote import RemoteDispatcher, engine_for
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
@@ -742,6 +742,8 @@ class Pool:
         dispatcher = self._dispatcher
         # A broken pool takes calls: their results fail with its InitializerError.
         if dispatcher is None or dispatcher.state not in _TAKING_CALLS:
+            if dispatcher is not None and dispatcher.state == _lifecycle.INHERITED:
+                raise _lifecycle.inherited_pool_error(self)
             raise ValueError(f"Pool not running: {self!r} was closed or terminated")
         return dispatcher
 
