@@ -11,6 +11,7 @@ started, run under each method (``ctx``).
 from __future__ import annotations
 
 import os
+import queue as stdlib_queue
 import signal
 import threading
 
@@ -21,6 +22,7 @@ from helpers import finish, shm_entries, wait_until
 from proctor.managers import (
     BaseManager,
     BaseProxy,
+    DictProxy,
     IteratorProxy,
     ManagerLostError,
     RemoteError,
@@ -286,6 +288,53 @@ def test_a_proxy_in_a_reply_pickled_twice_takes_one_reference(manager):
     assert _list_refcount(manager) == 2  # the dict's and this client's
     del got
     assert _list_refcount(manager) == 1
+
+
+class _Mailbox:
+    """A queue that tells how many calls have waited in take() (in the manager)."""
+
+    def __init__(self) -> None:
+        self._items: stdlib_queue.Queue = stdlib_queue.Queue()
+        self._waited = 0
+
+    def take(self):
+        self._waited += 1
+        return self._items.get()
+
+    def waited(self) -> int:
+        return self._waited
+
+    def put(self, item) -> None:
+        self._items.put(item)
+
+
+class _MailboxManager(BaseManager):
+    pass
+
+
+_MailboxManager.register("Mailbox", _Mailbox)
+_MailboxManager.register("dict", dict, DictProxy)
+
+
+def _take_from(box):
+    box.take()  # waits in the manager until the test kills this process
+
+
+def test_a_proxy_handed_to_a_client_that_died_meanwhile_is_released():
+    # The dead client's take() is still waiting in the manager when the proxy
+    # arrives: no reference is left counted for a client that has gone.
+    with _MailboxManager(ctx=FORK) as manager:
+        box = manager.Mailbox()
+        before = manager._number_of_objects()
+        child = FORK.Process(target=_take_from, args=(box,))
+        child.start()
+        wait_until(lambda: box.waited() == 1, timeout=30)
+        child.kill()
+        child.join(30)
+        inner = manager.dict(x=1)
+        box.put(inner)  # the dead client's take() returns it
+        del inner
+        wait_until(lambda: manager._number_of_objects() == before, timeout=30)
 
 
 def test_a_proxy_in_a_reply_that_cannot_be_sent_leaves_no_reference(manager):

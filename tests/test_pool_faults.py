@@ -632,6 +632,41 @@ if __name__ == "__main__":
 """
 
 
+# A thread that is not a daemon still takes an imap iterator's results when the main
+# thread ends: the pool is finished after it has (the stdlib's pool is stopped only
+# then too), and it gets every result.
+_CONSUMED_AT_EXIT = """\
+import threading
+
+import proctor
+
+
+def slow(x):
+    threading.Event().wait(0.005)
+    return x
+
+
+def consume(iterator):
+    print(sum(1 for _ in iterator))
+
+
+if __name__ == "__main__":
+    pool = proctor.get_context("fork").Pool(2)
+    iterator = pool.imap(slow, range(200))
+    pool.close()
+    threading.Thread(target=consume, args=(iterator,)).start()
+"""
+
+
+def test_a_thread_consuming_an_imap_at_exit_gets_every_result(tmp_path):
+    program = _start_program(tmp_path, _CONSUMED_AT_EXIT)
+    exited, out, err = _finish_program(program)
+    _assert_all_gone(tmp_path)
+    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
+    assert program.returncode == 0, err
+    assert out.splitlines() == ["200"]
+
+
 @pytest.mark.parametrize("kind", ["fork", "spawn", "threads"])
 def test_an_endless_imap_input_left_at_exit_is_not_read_for_ever(kind, tmp_path):
     program = _start_program(tmp_path, _ENDLESS_IMAP, kind)

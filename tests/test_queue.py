@@ -1211,12 +1211,17 @@ def _closed_queue_calls(q):
     return calls
 
 
-@pytest.mark.parametrize("call", ["get", "put", "join"])
+@pytest.mark.parametrize("call", ["get", "get_many", "put", "put_many", "join"])
 def test_a_call_waiting_when_another_thread_closes_the_queue_raises_queue_closed_error(call):
     q = JoinableQueue(1)
-    if call != "get":
+    if not call.startswith("get"):
         q.put("item")  # full, and one task not done
-    wait_in = {"get": lambda: q.get(timeout=30), "put": lambda: q.put(2, timeout=30)}
+    wait_in = {
+        "get": lambda: q.get(timeout=30),
+        "get_many": lambda: q.get_many(2, timeout=30),
+        "put": lambda: q.put(2, timeout=30),
+        "put_many": lambda: q.put_many([2, 3], timeout=30),
+    }
     outcome = []
 
     def wait():

@@ -91,7 +91,8 @@ def take_for_recipient(proxy: Any) -> bool:
     if server.address != token.address:
         return False
     if id(proxy) not in taken:
-        server.incref(client_id, token.id)
+        if not server.incref_unless_gone(client_id, token.id):
+            return False  # (nobody will take it over: the client has gone)
         taken[id(proxy)] = token.id
     return True
 
@@ -149,6 +150,9 @@ class Server:
         self._typeids: dict[int, str] = {}
         self._refcounts: dict[int, int] = {}
         self._clients: dict[str, dict[int, int]] = {}
+        # Clients whose anchor connection has ended (release_client): a reply still
+        # being sent to one of them counts no reference for it (take_for_recipient).
+        self._gone_clients: set[str] = set()
         self._server_calls: dict[str, Callable[..., Any]] = {
             name: getattr(self, "_call_" + name) for name in self.public
         }
@@ -262,6 +266,8 @@ class Server:
             try:
                 send(reply)
             except (EOFError, OSError):
+                if taken:  # (the client has gone, or never gets it)
+                    self.decref(client_id, list(taken.values()))
                 return
             except Exception as exc:  # the reply cannot be pickled: say so, keep serving
                 if taken:  # (pickled first, so nothing was sent: they go again)
@@ -390,6 +396,16 @@ class Server:
             refs = self._clients.setdefault(client_id, {})
             refs[ident] = refs.get(ident, 0) + 1
 
+    def incref_unless_gone(self, client_id: str, ident: int) -> bool:
+        """``incref``, unless ``client_id``'s anchor has ended (False then)."""
+        with self._lock:
+            if client_id in self._gone_clients or ident not in self._refcounts:
+                return False
+            self._refcounts[ident] += 1
+            refs = self._clients.setdefault(client_id, {})
+            refs[ident] = refs.get(ident, 0) + 1
+        return True
+
     def decref(self, client_id: str, idents: Any) -> None:
         """Drop one reference held by ``client_id`` to each of ``idents``."""
         released = []
@@ -408,6 +424,7 @@ class Server:
         """Drop every reference ``client_id`` still holds (it has gone)."""
         released = []
         with self._lock:
+            self._gone_clients.add(client_id)
             refs = self._clients.pop(client_id, None) or {}
             for ident, count in refs.items():
                 released += self._drop(ident, count)

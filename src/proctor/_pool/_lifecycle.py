@@ -151,6 +151,29 @@ def finish_at_exit(dispatcher: Any) -> None:
 def _at_exit() -> None:
     global exiting
     exiting = True
+    if _other_threads_run():
+        # threading's exit hooks run before it waits for the threads that are not
+        # daemons, and one of them may still be taking an imap iterator's results
+        # (reading its input as it goes): the pools are finished once they have
+        # ended -- by atexit, which runs after that wait (a hook registered now runs
+        # first, before proctor's exit stage stops the workers).
+        import atexit
+
+        atexit.register(_finish_pools)
+    else:
+        _finish_pools()
+
+
+def _other_threads_run() -> bool:
+    """Whether a thread other than this one that is not a daemon still runs."""
+    me = threading.current_thread()
+    return any(
+        thread is not me and not thread.daemon and thread.is_alive()
+        for thread in threading.enumerate()
+    )
+
+
+def _finish_pools() -> None:
     for dispatcher in list(live):
         try:
             if dispatcher in _finish_at_exit and dispatcher.state in (RUNNING, CLOSED):

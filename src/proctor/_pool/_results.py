@@ -615,7 +615,12 @@ class IMapIterator:
         """Read no more of the input (the interpreter exits): a consumer meets
         ``error`` after the chunks already submitted. A thread inside ``_feed``
         (blocked in the input) is not waited for beyond ``STOP_WAIT``."""
-        got = self._feed_lock.acquire(timeout=STOP_WAIT)
+        if not self._feed_lock.acquire(timeout=STOP_WAIT):
+            # The thread feeding it ends the input itself, with this error at the
+            # position of its next chunk (as after terminate()).
+            self._abort(error)
+            self._pool.lazy_done(self)
+            return
         try:
             if self._input is None:
                 return
@@ -629,10 +634,9 @@ class IMapIterator:
                 waiters = self._notify_locked()
             if waiters:
                 _wake_all(waiters)
-        finally:
-            if got:
-                self._feed_lock.release()
             self._pool.lazy_done(self)
+        finally:
+            self._feed_lock.release()
 
     def _submit(self, items: list[Any]) -> None:
         with self._cond:

@@ -393,7 +393,11 @@ class Queue:
         else:
             items = encode_batches(objs, self._spill_limit)
         try:
-            self._put_items(items, block, deadline_for(block, timeout))
+            try:
+                self._put_items(items, block, deadline_for(block, timeout))
+            except ValueError:
+                self._check_open("put_many")  # closed by another thread meanwhile (see get)
+                raise
         finally:
             for item in items:
                 item.close()
@@ -486,7 +490,11 @@ class Queue:
             taken = self._take_pending(max_items)
             if taken:
                 return taken
-        return self._get_items(max_items, True, deadline, self._take_token(False))
+        try:
+            return self._get_items(max_items, True, deadline, self._take_token(False))
+        except ValueError:
+            self._check_open("get_many")  # closed by another thread meanwhile (see get)
+            raise
 
     # -- in an event loop (the waits in _aio) ------------------------------------------
 
@@ -921,7 +929,11 @@ class JoinableQueue(Queue):
         Raises:
             QueueClosedError (a ValueError): when this queue handle was closed.
         """
-        return await _aio.ajoin(self, timeout)
+        try:
+            return await _aio.ajoin(self, timeout)
+        except ValueError:
+            self._check_open("ajoin")  # closed by another thread meanwhile (see get)
+            raise
 
     def _all_done(self) -> Hint:
         all_done = self._shared.all_done
