@@ -1254,6 +1254,26 @@ def test_a_reset_in_the_first_round_breaks_it_for_its_waiters(ctx):
     barrier.close()
 
 
+def test_a_party_that_wakes_only_after_later_rounds_still_passes(ctx):
+    # More threads or processes than parties: rounds go on while a party of an earlier
+    # one has not woken yet. It passed, and must not be told of a reset.
+    barrier = Barrier(2)
+    late = _process(ctx, wait_at_barrier, barrier, 60)
+    wait_until(lambda: barrier.n_waiting == 1, timeout=30)
+    with barrier._cond:
+        pass  # it has let go of the barrier's lock: asleep (as above)
+    os.kill(late.pid, signal.SIGSTOP)
+    try:
+        assert barrier.wait(10) in (0, 1)  # round 0 trips, the stopped party in it
+        other = _process(ctx, wait_at_barrier, barrier, 60)
+        assert barrier.wait(10) in (0, 1)  # round 1
+        assert finish(other)[1] in (0, 1)
+    finally:
+        os.kill(late.pid, signal.SIGCONT)
+    assert finish(late)[1] in (0, 1)
+    barrier.close()
+
+
 def test_barrier_timeout_breaks_it():
     barrier = Barrier(2, timeout=0.2)
     start = time.monotonic()

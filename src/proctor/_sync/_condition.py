@@ -819,8 +819,13 @@ def _rebuild_event(cond: Condition) -> Event:
 _ARRIVED = 1  # Barrier: parties waiting in the current round
 _ROUND = 2  # Barrier: the round number, bumped when the barrier trips or resets
 _BROKEN = 3  # Barrier: 1 when broken
-_TRIPPED = 4  # Barrier: 1 + the last round that tripped (its waiters pass; 0: none yet)
-_PARTY = _HEADER  # Barrier: from here, the identity of each waiting party's process
+# (word 4: unused)
+# Barrier: how each of the last _OUTCOMES rounds ended, at _OUTCOME + round % _OUTCOMES:
+# 1 + the round if it tripped, -(1 + the round) if it was reset. A waiter may wake only
+# after later rounds have run (more threads than parties): it reads its own round's.
+_OUTCOME = _HEADER
+_OUTCOMES = 16
+_PARTY = _OUTCOME + _OUTCOMES  # Barrier: from here, the identity of each waiting party's process
 
 
 class Barrier:
@@ -908,7 +913,7 @@ class Barrier:
                     except BaseException:
                         self._break()
                         raise
-                w[_TRIPPED] = this_round + 1
+                w[_OUTCOME + this_round % _OUTCOMES] = this_round + 1
                 w[_ROUND] = this_round + 1
                 w[_ARRIVED] = 0
                 cond.notify_all()
@@ -929,7 +934,9 @@ class Barrier:
             while True:
                 cond._wait(deadline, something_happened)
                 if w[_ROUND] != this_round:
-                    if w[_TRIPPED] == this_round + 1:
+                    # (Overwritten: _OUTCOMES rounds have run since; it tripped, then,
+                    # unless reset -- which would have woken this party long before.)
+                    if w[_OUTCOME + this_round % _OUTCOMES] != -(this_round + 1):
                         return index
                     raise _broken("the barrier was reset while this party waited")
                 if w[_BROKEN]:
@@ -991,7 +998,9 @@ class Barrier:
         with self._cond:
             w = self._w
             if w[_ARRIVED]:
-                w[_ROUND] += 1
+                current = w[_ROUND]
+                w[_OUTCOME + current % _OUTCOMES] = -(current + 1)
+                w[_ROUND] = current + 1
             w[_ARRIVED] = 0
             w[_BROKEN] = 0
             self._cond.notify_all()
