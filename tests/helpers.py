@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,6 +24,22 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
         if time.monotonic() >= deadline:
             raise AssertionError(f"condition {predicate!r} not met within {timeout} s")
         time.sleep(interval)
+
+
+def call_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Start ``call()`` in a new thread: the thread, and a list that gets what the call
+    returned or raised (for a test that acts on an object while the call waits on it)."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # (what it raised is the result)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
 
 
 def pid_exists(pid: int) -> bool:

@@ -17,7 +17,7 @@ import tracemalloc
 import pytest
 
 import proctor
-from helpers import finish, wait_until
+from helpers import call_in_thread, finish, wait_until
 from proctor import AuthenticationError, BufferTooShort, ProcessTimeoutError
 from proctor._connections import _connection, _frames, _pipe, _receiving, _sending, _sendlock
 from proctor._core._wire import MAX_FDS
@@ -600,17 +600,7 @@ def test_operations_on_a_closed_connection_raise_oserror(pipe):
 
 def test_a_recv_waiting_while_another_thread_closes_the_end_reads_no_other_file():
     a, b = Pipe()
-    outcome = []
-
-    def receive():
-        try:
-            outcome.append(a.recv(timeout=2))
-        except BaseException as exc:  # (what it raised is the result)
-            outcome.append(exc)
-
-    thread = threading.Thread(target=receive)
-    thread.start()
-    wait_until(lambda: thread.is_alive(), timeout=10)
+    thread, outcome = call_in_thread(lambda: a.recv(timeout=2))
     a.close()
     # New pipes take the numbers the end let go of, with bytes of their own.
     pipes = [os.pipe() for _ in range(8)]

@@ -186,6 +186,17 @@ def _assert_all_gone(tmp_path: Path) -> None:
         pytest.fail(f"the program left processes behind: {left}")
 
 
+def _run_to_success(tmp_path: Path, source: str, *args: str) -> tuple[str, str]:
+    """Run ``source`` as a program (``_start_program``) and check that it exited by
+    itself, with status 0, leaving no process behind; its stdout and stderr."""
+    program = _start_program(tmp_path, source, *args)
+    exited, out, err = _finish_program(program)
+    _assert_all_gone(tmp_path)
+    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
+    assert program.returncode == 0, err
+    return out, err
+
+
 # -- the parent killed while its pool runs ---------------------------------------------
 
 _PARENT_KILLED = """\
@@ -442,11 +453,7 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize("kind", ["pool", "busy pool", "executor"])
 def test_a_pool_left_open_does_not_hang_the_exit(start_method, kind, tmp_path):
-    program = _start_program(tmp_path, _LEFT_OPEN, start_method, kind)
-    exited, out, err = _finish_program(program)
-    _assert_all_gone(tmp_path)
-    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
-    assert program.returncode == 0, err
+    out, err = _run_to_success(tmp_path, _LEFT_OPEN, start_method, kind)
     assert "Traceback" not in err, err
     # It ran to its end with its workers alive: a pool's two; an executor's one or two,
     # as they start with the tasks that need them (the first may end both tasks first).
@@ -591,11 +598,7 @@ if __name__ == "__main__":
 
 
 def test_an_initializer_in_main_sets_globals_its_tasks_see(start_method, tmp_path):
-    program = _start_program(tmp_path, _MAIN_GLOBALS, start_method)
-    exited, out, err = _finish_program(program)
-    _assert_all_gone(tmp_path)
-    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
-    assert program.returncode == 0, err
+    out, _err = _run_to_success(tmp_path, _MAIN_GLOBALS, start_method)
     assert out.splitlines() == ["['installed', 'installed']"] * 2
 
 
@@ -659,21 +662,13 @@ if __name__ == "__main__":
 
 
 def test_a_thread_consuming_an_imap_at_exit_gets_every_result(tmp_path):
-    program = _start_program(tmp_path, _CONSUMED_AT_EXIT)
-    exited, out, err = _finish_program(program)
-    _assert_all_gone(tmp_path)
-    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
-    assert program.returncode == 0, err
+    out, _err = _run_to_success(tmp_path, _CONSUMED_AT_EXIT)
     assert out.splitlines() == ["200"]
 
 
 @pytest.mark.parametrize("kind", ["fork", "spawn", "threads"])
 def test_an_endless_imap_input_left_at_exit_is_not_read_for_ever(kind, tmp_path):
-    program = _start_program(tmp_path, _ENDLESS_IMAP, kind)
-    exited, out, err = _finish_program(program)
-    _assert_all_gone(tmp_path)
-    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
-    assert program.returncode == 0, err
+    out, _err = _run_to_success(tmp_path, _ENDLESS_IMAP, kind)
     assert out.splitlines() == ["True", "leaving"]
 
 
@@ -770,11 +765,7 @@ if __name__ == "__main__":
 def test_globals_of_main_made_after_the_workers_started_come_with_the_function(
     start_method, tmp_path
 ):
-    program = _start_program(tmp_path, _LATE_GLOBALS, start_method)
-    exited, out, err = _finish_program(program)
-    _assert_all_gone(tmp_path)
-    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
-    assert program.returncode == 0, err
+    out, _err = _run_to_success(tmp_path, _LATE_GLOBALS, start_method)
     assert out.splitlines() == [
         "42 (43, 'at the fork')",
         "42 (43, 'at the fork')",
@@ -823,11 +814,7 @@ if __name__ == "__main__":
 
 
 def test_a_forked_childs_exit_neither_stops_nor_reports_its_parents_pools(tmp_path):
-    program = _start_program(tmp_path, _FORKED_CHILDREN_EXIT)
-    exited, out, err = _finish_program(program)
-    _assert_all_gone(tmp_path)
-    assert exited, f"the program did not exit within {EXIT_TIMEOUT} s; stderr: {err}"
-    assert program.returncode == 0, err
+    out, err = _run_to_success(tmp_path, _FORKED_CHILDREN_EXIT)
     assert out.splitlines() == ["1 2", "0 3 [4]"]
     assert "could not be stopped" not in err and "Traceback" not in err, err
 

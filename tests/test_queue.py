@@ -29,7 +29,7 @@ import pytest
 
 import proctor
 import proctor.queues
-from helpers import START_METHODS, wait_until
+from helpers import START_METHODS, call_in_thread, wait_until
 from proctor import JoinableQueue, Queue, SimpleQueue
 from proctor._queues import _accel as _ring_accel
 from proctor._queues import _queue as _queue_module
@@ -1222,17 +1222,7 @@ def test_a_call_waiting_when_another_thread_closes_the_queue_raises_queue_closed
         "put": lambda: q.put(2, timeout=30),
         "put_many": lambda: q.put_many([2, 3], timeout=30),
     }
-    outcome = []
-
-    def wait():
-        try:
-            outcome.append(wait_in.get(call, lambda: q.join(timeout=30))())
-        except BaseException as exc:  # (what it raised is the result)
-            outcome.append(exc)
-
-    thread = threading.Thread(target=wait)
-    thread.start()
-    wait_until(lambda: thread.is_alive(), timeout=10)
+    thread, outcome = call_in_thread(wait_in.get(call, lambda: q.join(timeout=30)))
     q.close()
     thread.join(60)
     assert not thread.is_alive()

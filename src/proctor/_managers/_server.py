@@ -374,9 +374,8 @@ class Server:
             ident = next(self._ids)
             self._objects[ident] = (obj, frozenset(names), dict(to_typeid) if to_typeid else None)
             self._typeids[ident] = typeid
-            self._refcounts[ident] = 1
-            refs = self._clients.setdefault(client_id, {})
-            refs[ident] = refs.get(ident, 0) + 1
+            self._refcounts[ident] = 0
+            self._count_locked(client_id, ident)  # the creating client's
         return ident, names
 
     def _adopt(self, client_id: str, typeid: str, obj: Any) -> tuple[str, int, list[str]]:
@@ -392,19 +391,21 @@ class Server:
                     "was dropped before this proxy reached this process; keep a proxy "
                     "alive until the receiver has it"
                 )
-            self._refcounts[ident] += 1
-            refs = self._clients.setdefault(client_id, {})
-            refs[ident] = refs.get(ident, 0) + 1
+            self._count_locked(client_id, ident)
 
     def incref_unless_gone(self, client_id: str, ident: int) -> bool:
         """``incref``, unless ``client_id``'s anchor has ended (False then)."""
         with self._lock:
             if client_id in self._gone_clients or ident not in self._refcounts:
                 return False
-            self._refcounts[ident] += 1
-            refs = self._clients.setdefault(client_id, {})
-            refs[ident] = refs.get(ident, 0) + 1
+            self._count_locked(client_id, ident)
         return True
+
+    def _count_locked(self, client_id: str, ident: int) -> None:
+        """One more reference to ``ident``, held by ``client_id`` (under the lock)."""
+        self._refcounts[ident] += 1
+        refs = self._clients.setdefault(client_id, {})
+        refs[ident] = refs.get(ident, 0) + 1
 
     def decref(self, client_id: str, idents: Any) -> None:
         """Drop one reference held by ``client_id`` to each of ``idents``."""

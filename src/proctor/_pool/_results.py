@@ -549,14 +549,15 @@ class IMapIterator:
 
     # -- the input ------------------------------------------------------------------
 
-    def _feed(self, unbounded: bool = False, room: Callable[[], int] | None = None) -> None:
+    def _feed(self, unbounded: bool = False, beyond_done: bool = False) -> None:
         """Submit chunks until ``read_ahead`` are outstanding beyond those the
-        consumer took (beyond ``room()``, where given: a count of chunks; all of
+        consumer took (beyond those done, taken or not, with ``beyond_done``; all of
         them if ``unbounded``)."""
         with self._feed_lock:
             while self._input is not None and (
                 unbounded
-                or self._submitted - (self._taken if room is None else room()) < self._read_ahead
+                or self._submitted - (self._chunks_done() if beyond_done else self._taken)
+                < self._read_ahead
             ):
                 items: list[Any] = []
                 error: BaseException | None = None
@@ -573,18 +574,26 @@ class IMapIterator:
                 if items:
                     self._submit(items)
                 if error is not None:
-                    with self._cond:
-                        index = self._submitted
-                        self._submitted += 1
-                    self._deliver(index, False, error)
+                    self._fail_next(error)
                 if end or self._aborted is not None:
-                    self._input = None
-                    with self._cond:
-                        self._exhausted = True
-                        waiters = self._notify_locked()
-                    if waiters:
-                        _wake_all(waiters)
-                    self._pool.lazy_done(self)
+                    self._end_input()
+
+    def _fail_next(self, error: BaseException) -> None:
+        """``error`` at the next position of the input (with the feed lock)."""
+        with self._cond:
+            index = self._submitted
+            self._submitted += 1
+        self._deliver(index, False, error)
+
+    def _end_input(self) -> None:
+        """No more input (with the feed lock): the consumer stops after what was sent."""
+        self._input = None
+        with self._cond:
+            self._exhausted = True
+            waiters = self._notify_locked()
+        if waiters:
+            _wake_all(waiters)
+        self._pool.lazy_done(self)
 
     def _feed_rest(self, deadline: float | None) -> bool:
         """Read the rest of the input (a closed pool's ``join()``), keeping at most
@@ -592,7 +601,7 @@ class IMapIterator:
         nothing (an iterator left by a ``break``), and an endless input would
         otherwise fill the memory. False if ``deadline`` passed first."""
         while True:
-            self._feed(room=self._chunks_done)
+            self._feed(beyond_done=True)
             with self._cond:
                 while self._input is not None and (
                     self._submitted - self._chunks_done() >= self._read_ahead
@@ -622,19 +631,9 @@ class IMapIterator:
             self._pool.lazy_done(self)
             return
         try:
-            if self._input is None:
-                return
-            self._input = None
-            with self._cond:
-                index = self._submitted
-                self._submitted += 1
-            self._deliver(index, False, error)
-            with self._cond:
-                self._exhausted = True
-                waiters = self._notify_locked()
-            if waiters:
-                _wake_all(waiters)
-            self._pool.lazy_done(self)
+            if self._input is not None:
+                self._fail_next(error)
+                self._end_input()
         finally:
             self._feed_lock.release()
 
