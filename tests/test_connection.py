@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import struct
+import sys
 import tempfile
 import threading
 import tracemalloc
@@ -617,6 +618,33 @@ def test_a_recv_waiting_while_another_thread_closes_the_end_reads_no_other_file(
         for r, w in pipes:
             os.close(r)
             os.close(w)
+        b.close()
+
+
+def _waiting_in(thread: threading.Thread, function: str) -> bool:
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_send_waiting_while_another_thread_closes_the_end_says_it_was_closed():
+    a, b = Pipe()
+    try:
+        with pytest.raises(ProcessTimeoutError):
+            while True:  # small frames until the frame channel is full
+                a.send_bytes(b"x" * 100, timeout=0)
+        thread, outcome = call_in_thread(lambda: a.send_bytes(b"y" * 100, timeout=2))
+        wait_until(lambda: _waiting_in(thread, "wait_writable"))
+        a.close()
+        thread.join(30)
+        assert not thread.is_alive()
+        # Not the raw EBADF of a write to the number the end let go of.
+        assert isinstance(outcome[0], OSError) and "closed" in str(outcome[0]), outcome
+    finally:
+        a.close()
         b.close()
 
 

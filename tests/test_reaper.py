@@ -307,6 +307,34 @@ def test_a_name_released_while_the_reaper_was_dead_is_reclaimed_by_the_new_one()
     wait_until(lambda: not pid_exists(second), timeout=10)
 
 
+def test_a_connection_closed_behind_the_clients_back_is_not_written_into_another_file():
+    # Code that closes descriptors it does not own (os.closerange when a child
+    # daemonizes) can give the reaper connection's number to a file of its own:
+    # the next registration must reconnect, not write into that file.
+    name = _name()
+    user = User(
+        """
+        _reaper.register(name, "shm")
+        m = create()
+        number = _reaper.client().fd
+        r, w = os.pipe()
+        os.close(number)
+        os.dup2(w, number)
+        os.set_blocking(r, False)
+        _reaper.register(name + "-other", "shm")  # must reconnect
+        try:
+            written = len(os.read(r, 4096))
+        except BlockingIOError:
+            written = 0
+        ready(written, _reaper.client().fd != number)
+        """,
+        name,
+    )
+    assert user.values == ["0", "True"]
+    user.kill()
+    wait_until(lambda: not _exists(name), timeout=5)  # the new connection knows it
+
+
 def test_reaper_ignores_ctrl_c_aimed_at_its_users():
     name = _name()
     user = User(

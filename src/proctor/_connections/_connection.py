@@ -436,10 +436,7 @@ class Connection(FrameSender, FrameReceiver):
     # -- errors --------------------------------------------------------------------
 
     def _raise_closed(self) -> None:
-        raise OSError(
-            errno.EBADF,
-            "the Connection is closed (close() was called on this end); open a new Pipe",
-        )
+        raise self._closed_error()
 
     def _check_readable(self) -> None:
         if self._closed:

@@ -9,6 +9,7 @@ socket connection over ``AF_UNIX`` and the descriptors they bring.
 from __future__ import annotations
 
 import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
+import errno
 import io
 
 from .._core._closing import close_all_quietly
@@ -191,6 +192,12 @@ class EndState:
     # A keyless Client's connection until its first receive: the check of the
     # listener's greeting (see _handshake.check_greeting), else None.
     _greeting: Callable[[Any, float | None], None] | None
+
+    def _closed_error(self) -> OSError:
+        return OSError(
+            errno.EBADF,
+            "the Connection is closed (close() was called on this end); open a new Pipe",
+        )
 
     def _spares_now(self) -> Spares | None:
         """This end's spares (made at the first large buffer), or None without a spare socket."""

@@ -598,9 +598,11 @@ class FrameSender(EndState):
     def _unlock_send(self) -> None:
         self._send_lock.release()
 
-    def _send_timeout(
-        self, why: str, *, sent: int = 0, total: int = 0
-    ) -> _lazy_errors.ProcessTimeoutError:
+    def _send_timeout(self, why: str, *, sent: int = 0, total: int = 0) -> OSError:
+        if self._closed:
+            # Another thread closed this end while the send waited: the wait
+            # watched a number that may be another file's by now.
+            return self._closed_error()
         if sent:
             return _lazy_errors.ProcessTimeoutError(
                 f"could not send the whole message on {self!r} within its timeout ({why}): "
@@ -614,6 +616,8 @@ class FrameSender(EndState):
         )
 
     def _send_failed(self, exc: OSError) -> None:
+        if self._closed:
+            raise self._closed_error() from exc  # (closed by another thread meanwhile)
         if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
             raise BrokenPipeError(
                 errno.EPIPE,

@@ -209,6 +209,10 @@ class _Client:
         # A bare descriptor rather than a socket object: it lives as long as the
         # process, and a socket object would warn (ResourceWarning) at exit.
         self.fd: int | None = None
+        # The connection's (st_dev, st_ino): code that closes descriptors it does
+        # not own (os.closerange in a daemonizing child) can give our number to a
+        # file of its own, which a registration must not be written into.
+        self.fd_id: tuple[int, int] | None = None
         # A spawn or forkserver child's parent named its reaper (_start._bootstrap).
         self.address: str | None = (
             os.environ.get(ENV_ADDRESS) or _runtime.inherited_reaper_address or None
@@ -264,13 +268,11 @@ class _Client:
             self.corked.extend(messages)
             return
         data = "".join(_to_json(m) + "\n" for m in messages).encode()
-        if self.fd is not None:
+        if self.fd is not None and self.still_ours():
             try:
                 _write_all(self.fd, data)
                 return
-            except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    self.fd = None  # closed behind our back: the number is not ours now
+            except OSError:
                 self._drop_connection()
         self._connect()
         # _connect replayed the records, which already include the effect of every
@@ -286,7 +288,7 @@ class _Client:
         self.flush_corked()  # in order
         data = (_to_json(message) + "\n").encode()
         for attempt in (1, 2):
-            if self.fd is None:
+            if self.fd is None or not self.still_ours():
                 self._connect()
             assert self.fd is not None
             sock = socket.socket(fileno=self.fd)
@@ -307,6 +309,20 @@ class _Client:
         messages, self.corked, self.corked_by = self.corked, [], None
         if messages:
             self.send_lines(messages)
+
+    def still_ours(self) -> bool:
+        """Whether ``fd`` is still our connection; forget it (unclosed) if not."""
+        fd = self.fd
+        if fd is None:
+            return False
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) == self.fd_id:
+            return True
+        self.fd = self.fd_id = None  # closed behind our back: the number is not ours now
+        return False
 
     def _drop_connection(self) -> None:
         self.close()
@@ -341,6 +357,8 @@ class _Client:
                 sock = None
         if sock is None:
             sock = self._spawn()
+        st = os.fstat(sock.fileno())
+        self.fd_id = (st.st_dev, st.st_ino)
         self.fd = sock.detach()
         self.inherited = False
         if self.ctime is None:
@@ -420,7 +438,7 @@ class _Client:
         return sock
 
     def close(self) -> None:
-        if self.fd is not None:
+        if self.fd is not None and self.still_ours():
             fd, self.fd = self.fd, None
             os.close(fd)
 
@@ -534,7 +552,7 @@ def _after_fork_in_child() -> None:
     global _client, _from_parent
     parent = _client
     if parent is not None:
-        if parent.fd is not None:
+        if parent.fd is not None and parent.still_ours():
             with contextlib.suppress(OSError):
                 os.close(parent.fd)
         _from_parent = parent
