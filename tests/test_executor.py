@@ -258,6 +258,18 @@ def test_map_with_buffersize_streams_an_endless_generator(ctx):
         results.close()  # the chunks not started are cancelled
 
 
+def test_a_lazy_map_keeps_its_executor_until_it_has_read_the_input(ctx):
+    # Nothing else holds the executor: its map must still give every result (the
+    # stdlib's stops at the chunks submitted before it was collected).
+    results = proctor.ProcessPoolExecutor(2, mp_context=ctx).map(
+        _square, range(40), chunksize=2, buffersize=2
+    )
+    gc.collect()
+    assert list(results) == [x * x for x in range(40)]
+    del results
+    gc.collect()  # the executor goes with the iterator: its workers exit (leak check)
+
+
 def test_map_timeout_raises_and_cancels_the_chunks_not_started(ctx):
     executor, started, release = _executor_with_events(ctx, max_workers=1)
     with executor:

@@ -748,6 +748,53 @@ def test_an_item_that_cannot_be_unpickled_raises_alone_and_blocks_nothing():
     assert q.qsize() == 0
 
 
+def interrupt_unpickling():
+    raise KeyboardInterrupt("while unpickling")
+
+
+class InterruptsUnpickling:
+    def __reduce__(self):
+        return (interrupt_unpickling, ())
+
+
+def test_an_interrupted_unpickling_loses_only_the_item_it_interrupted():
+    # A KeyboardInterrupt (Ctrl-C) or SystemExit while get_many() unpickles the items
+    # it took goes up at once; like a stdlib get(), it loses the item being
+    # unpickled, and no other: those taken with it come with the next calls, in order.
+    q = Queue()
+    q.put(0)
+    q.put(InterruptsUnpickling())
+    for i in (1, 2):
+        q.put(i)
+    q.put_many([3, 4])  # a batch frame taken with them
+    q.put_many([InterruptsUnpickling(), 5])  # a batch the interruption is in: lost whole
+    q.put(6)
+    with pytest.raises(KeyboardInterrupt) as info:
+        q.get_many(100, timeout=5)
+    if sys.version_info >= (3, 11):
+        assert "are kept for the next get()" in info.value.__notes__[0]
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        while len(got) < 10:
+            got.extend(q.get_many(100, timeout=5))
+    assert got == [0, 1, 2, 3, 4]
+    assert q.get_many(100, timeout=5) == [6]
+    assert q.qsize() == 0
+
+
+def test_put_many_on_an_unbounded_queue_counts_items_put_not_batch_frames():
+    q = Queue(capacity=64 * 1024)
+    items = [i.to_bytes(2, "big") * 500 for i in range(200)]  # more than the ring holds
+    with pytest.raises(queue.Full) as info:
+        q.put_many(items, timeout=0.1)
+    put = info.value.items_put
+    assert 0 < put < len(items)
+    got = []
+    while q:
+        got.extend(q.get_many(1000, timeout=5))
+    assert got == items[:put]  # so put_many(items[put:]) goes on where it stopped
+
+
 @both_rings
 def test_one_items_token_per_frame_and_gets_take_them_with_the_frames(ring_impl):
     q = Queue()
@@ -1228,6 +1275,47 @@ def test_a_call_waiting_when_another_thread_closes_the_queue_raises_queue_closed
     assert not thread.is_alive()
     assert isinstance(outcome[0], proctor.QueueClosedError), outcome
     assert f"cannot call {call}()" in str(outcome[0])
+
+
+@pytest.mark.parametrize("maxsize", [0, 5])
+def test_calls_running_when_another_thread_closes_the_queue_raise_only_queue_closed_error(
+    maxsize,
+):
+    # Not only waits: a call may be anywhere (a fast path, a count, a mailbox send)
+    # when the handle's views, locks and sockets go; whatever it meets, it says
+    # that the queue was closed.
+    big = bytes(300_000)  # spilled: its put sends a descriptor through the mailbox
+    for _ in range(10):
+        q = Queue(maxsize)
+        outcomes: list[BaseException] = []
+
+        def hammer(call, q=q, outcomes=outcomes):
+            try:
+                while True:
+                    try:
+                        call()
+                    except (queue.Full, queue.Empty):
+                        pass  # (a slow turn of the others: go on until the close)
+            except BaseException as exc:
+                outcomes.append(exc)
+
+        calls = [
+            lambda q=q: q.put(1, timeout=0.5),
+            lambda q=q: q.put(big, timeout=0.5),
+            lambda q=q: q.put_many([1, 2, 3], timeout=0.5),
+            lambda q=q: q.get(timeout=0.5),
+            lambda q=q: q.get_many(3, timeout=0.5),
+            lambda q=q: q.qsize(),
+        ]
+        threads = [threading.Thread(target=hammer, args=(c,)) for c in calls]
+        for t in threads:
+            t.start()
+        wait_until(lambda q=q: q.qsize() > 0)
+        q.close()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads)
+        assert all(isinstance(e, proctor.QueueClosedError) for e in outcomes), outcomes
 
 
 @pytest.mark.parametrize("used", [False, True], ids=["unused", "used"])

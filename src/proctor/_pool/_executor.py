@@ -427,7 +427,10 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         Without ``buffersize`` every chunk is submitted now (what cannot be pickled
         raises here); with it, at most ``buffersize`` chunks are submitted ahead of the
         consumer and the iterables are read lazily (an endless generator streams), as
-        in Python 3.14; then an item that cannot be pickled raises at its position.
+        in Python 3.14; then an item that cannot be pickled raises at its position,
+        and the iterator keeps the executor alive until it has read all the input
+        (Python 3.14's stops submitting, and the results end early without an
+        error, once the executor is garbage-collected).
         ``progress`` as for ``Pool.map`` (a proctor addition): the total is the
         shortest iterable's ``len()``, unknown when one has none; the display stops
         when the iterator ends, raises, is closed or is garbage-collected.
@@ -460,11 +463,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         tracker = _progress.tracker(progress)
         end_time = None if timeout is None else timeout + time.monotonic()
         func_bytes, name, coroutine = _codec.dumps_function(fn)
-        # A weak reference, as the stdlib's: an executor that a lazy map's iterator
-        # outlives can still be collected; the iterator then submits nothing more.
         sizer = ChunkSizer(chunksize)
         submitter = _ChunkSubmitter(
-            weakref.ref(self),
+            self,
             dispatcher,
             name,
             func_bytes,
@@ -490,13 +491,13 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         futures: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
         try:
             for chunk in chunks if buffersize is None else itertools.islice(chunks, buffersize):
-                future = submitter.submit(chunk, lazy=buffersize is not None)
-                if future is not None:
-                    futures.append(future)
+                futures.append(submitter.submit(chunk, lazy=buffersize is not None))
         except BaseException:
             if tracker is not None:
                 tracker.close()
             raise
+        if buffersize is None:
+            submitter.done()  # every chunk is submitted
         results = _results(futures, end_time, None if buffersize is None else chunks, submitter)
         if tracker is not None:
             # Never iterated, or left with break: the display stops when it is collected.
@@ -591,7 +592,7 @@ class _ChunkSubmitter:
 
     def __init__(
         self,
-        executor: weakref.ref[ProcessPoolExecutor],
+        executor: ProcessPoolExecutor,
         dispatcher: Dispatcher,
         name: str,
         func_bytes: bytes,
@@ -599,7 +600,11 @@ class _ChunkSubmitter:
         coroutine: bool = False,
         progress: _progress.Tracker | None = None,
     ) -> None:
-        self._executor = executor
+        # A strong reference, unlike the stdlib's weak one: with buffersize the map's
+        # iterator submits as it goes, and an executor dropped meanwhile
+        # (``list(Executor(2).map(f, xs, buffersize=4))``) cut the results short
+        # without a word. The iterator lets go of it at the end of its input.
+        self._executor: ProcessPoolExecutor | None = executor
         self._coroutine = coroutine
         self._dispatcher = dispatcher
         self._name = name
@@ -608,13 +613,14 @@ class _ChunkSubmitter:
         self._start = 0
         self.progress = progress
 
-    def submit(
-        self, chunk: list[tuple[Any, ...]], lazy: bool
-    ) -> concurrent.futures.Future[Any] | None:
-        """The chunk's future; None when the executor is gone (it was collected)."""
-        executor = self._executor()
-        if executor is None:
-            return None
+    def done(self) -> None:
+        """No chunk is left to submit: let go of the executor."""
+        self._executor = None
+
+    def submit(self, chunk: list[tuple[Any, ...]], lazy: bool) -> concurrent.futures.Future[Any]:
+        """The chunk's future."""
+        executor = self._executor
+        assert executor is not None  # (only the end of the input lets it go)
         start, self._start = self._start, self._start + len(chunk)
         try:
             payload = _pickle(chunk, f"{_items_text(start, len(chunk))} of {self._name}")
@@ -666,11 +672,11 @@ def _results(
         while futures:
             if chunks is not None:
                 chunk = next(chunks, None)
-                more = None if chunk is None else submitter.submit(chunk, lazy=True)
-                if more is None:
-                    chunks = None  # the input is exhausted, or the executor gone
+                if chunk is None:
+                    chunks = None  # the input is exhausted
+                    submitter.done()
                 else:
-                    futures.append(more)
+                    futures.append(submitter.submit(chunk, lazy=True))
             future = futures.popleft()
             try:
                 if end_time is None:

@@ -108,6 +108,17 @@ class Failed:
         self.error = error
 
 
+class Undecoded:
+    """An entry taken from the queue and not unpickled yet: unpickling an earlier one
+    was interrupted (KeyboardInterrupt, SystemExit), and this one waits in the handle
+    for the next get(). ``entry`` is a ``(payload, flags, fds)`` tuple or a Batch."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: Any) -> None:
+        self.entry = entry
+
+
 class Batch:
     """Items taken from a batch frame, still to decode: ``payload`` is the whole frame's."""
 

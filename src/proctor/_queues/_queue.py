@@ -81,6 +81,7 @@ from ._codec import (
     Batch,
     Encoded,
     Failed,
+    Undecoded,
     decode,
     encode,
     encode_batches,
@@ -322,36 +323,38 @@ class Queue:
         else:
             item = encode(obj, self._spill_limit, self._spares)
             payload = item.payload
-        if (item is None or not item.fds) and len(payload) <= self._spill_limit:
-            # The fast path (_put_fast, inlined: this is the hot path): put lock
-            # free (soon), room in the ring.
-            lock = self._put_lock
-            if lock._try(False) or try_briefly(lock):
-                lock._became_owner()
-                try:
-                    put = self._try_put_one(payload, self._item_limit)
-                finally:
-                    lock.release()
-                if put:
-                    try:
-                        self._give_token()
-                    except (OSError, ValueError):
-                        pass  # at the semaphore's limit (32767 on macOS): see _waiting.post
-                    return
-        if item is None:
-            # The general path reuses the pickle (a huge string still spills).
-            if len(payload) <= self._spill_limit:
-                item = Encoded(payload, [], 0)
-            else:
-                item = encode(obj, self._spill_limit, self._spares)
         try:
-            try:
-                self._put_items([item], block, deadline_for(block, timeout))
-            except ValueError:
-                self._check_open("put")  # closed by another thread meanwhile (see get)
-                raise
+            if (item is None or not item.fds) and len(payload) <= self._spill_limit:
+                # The fast path (_put_fast, inlined: this is the hot path): put lock
+                # free (soon), room in the ring.
+                lock = self._put_lock
+                if lock._try(False) or try_briefly(lock):
+                    lock._became_owner()
+                    try:
+                        put = self._try_put_one(payload, self._item_limit)
+                    finally:
+                        lock.release()
+                    if put:
+                        try:
+                            self._give_token()
+                        except (OSError, ValueError):
+                            pass  # at the semaphore's limit (32767 on macOS): see _waiting.post
+                        return
+            if item is None:
+                # The general path reuses the pickle (a huge string still spills).
+                if len(payload) <= self._spill_limit:
+                    item = Encoded(payload, [], 0)
+                else:
+                    item = encode(obj, self._spill_limit, self._spares)
+            self._put_items([item], block, deadline_for(block, timeout))
+        except (ValueError, OSError):
+            # A released view, a closed lock or socket: another thread closed this
+            # handle during the call.
+            self._check_open("put")
+            raise
         finally:
-            item.close()
+            if item is not None:
+                item.close()
 
     def _put_fast(self, payload: bytes) -> bool:
         """The common case in one go: put lock free (soon), room in the ring. Else False."""
@@ -395,8 +398,8 @@ class Queue:
         try:
             try:
                 self._put_items(items, block, deadline_for(block, timeout))
-            except ValueError:
-                self._check_open("put_many")  # closed by another thread meanwhile (see get)
+            except (ValueError, OSError):
+                self._check_open("put_many")  # closed by another thread meanwhile (see put)
                 raise
         finally:
             for item in items:
@@ -417,32 +420,32 @@ class Queue:
             taken = self._take_pending(1)
             if taken:
                 return taken[0]
-        token = self._take_token(False)
-        if token:
-            # The fast path, inlined (the hot path): get lock free (soon), a
-            # plain item at the head; else _get_cached, or the general path.
-            lock = self._get_lock
-            if lock._try(False) or try_briefly(lock):
-                lock._became_owner()
-                try:
-                    payload = self._try_get_one()
-                    if payload is None:
-                        value, cached = self._get_cached()
-                    elif self._putters() > 0:
-                        hand_room(self._ring, self._shared.room, 1)
-                finally:
-                    lock.release()
-                if payload is not None:
-                    return _loads(payload)
-                if cached:
-                    if cached == _TOKEN_STAYS:
-                        self._give_tokens(1)  # the frame stays, and so does its token
-                    return value
         try:
+            token = self._take_token(False)
+            if token:
+                # The fast path, inlined (the hot path): get lock free (soon), a
+                # plain item at the head; else _get_cached, or the general path.
+                lock = self._get_lock
+                if lock._try(False) or try_briefly(lock):
+                    lock._became_owner()
+                    try:
+                        payload = self._try_get_one()
+                        if payload is None:
+                            value, cached = self._get_cached()
+                        elif self._putters() > 0:
+                            hand_room(self._ring, self._shared.room, 1)
+                    finally:
+                        lock.release()
+                    if payload is not None:
+                        return _loads(payload)
+                    if cached:
+                        if cached == _TOKEN_STAYS:
+                            self._give_tokens(1)  # the frame stays, and so does its token
+                        return value
             return self._get_items(1, block, deadline_for(block, timeout), token)[0]
-        except ValueError:
-            # (A released view or closed lock: another thread closed this handle
-            # while this one waited.)
+        except (ValueError, OSError):
+            # A released view, a closed lock or socket: another thread closed this
+            # handle during the call.
             self._check_open("get")
             raise
 
@@ -492,8 +495,8 @@ class Queue:
                 return taken
         try:
             return self._get_items(max_items, True, deadline, self._take_token(False))
-        except ValueError:
-            self._check_open("get_many")  # closed by another thread meanwhile (see get)
+        except (ValueError, OSError):
+            self._check_open("get_many")  # closed by another thread meanwhile (see put)
             raise
 
     # -- in an event loop (the waits in _aio) ------------------------------------------
@@ -568,7 +571,11 @@ class Queue:
             self._check_open(what)
         if self._pending and self._pending_pid != os.getpid():
             self._take_pending(0)  # a forked child: drops its parent's
-        return self._ring.count + len(self._pending)
+        try:
+            return self._ring.count + len(self._pending)
+        except ValueError:
+            self._check_open(what)  # closed by another thread meanwhile (see get)
+            raise
 
     def close(self) -> None:
         """Stop using the queue from this process and release its OS handles here.
@@ -648,13 +655,14 @@ class Queue:
         ring = self._ring
         shared = self._shared
         lock = self._put_lock
-        done = 0
+        done = 0  # frames of items put
+        put = 0  # the items they hold (a put_many batch frame holds several)
         # Not waiting for room (block=False) still waits for the put lock: its
         # holder holds it for one copy, and a dead holder's is taken over.
         lock_deadline = deadline if block else None
         while True:
             if not acquire(lock, lock_deadline):
-                raise queue_full("timed out waiting for the queue's put lock", done)
+                raise queue_full("timed out waiting for the queue's put lock", put)
             frames = 0
             mailbox_full = False
             try:
@@ -668,6 +676,7 @@ class Queue:
                         break
                     ring.put(item.payload, item.flags, item.items, mail_id)
                     done += 1
+                    put += item.items
                     frames += 1
             finally:
                 lock.release()
@@ -675,7 +684,7 @@ class Queue:
             if done == len(items):
                 return
             if not block:
-                raise queue_full(f"the queue is full ({ring.count} items)", done)
+                raise queue_full(f"the queue is full ({ring.count} items)", put)
             await_room(
                 ring,
                 self._get_lock,
@@ -684,7 +693,7 @@ class Queue:
                 self._maxsize,
                 mailbox_full,
                 deadline,
-                done,
+                put,
             )
 
     # -- machinery: consumers ---------------------------------------------------------
@@ -772,26 +781,56 @@ class Queue:
         in the get() that reaches it, alone: items taken with it wait in this
         handle for the next get(), so none is lost."""
         decoded: list[Any] = []
-        for entry in got:
+        for at, entry in enumerate(got):
             if type(entry) is list:
                 decoded.extend(entry)
             elif type(entry) is Failed:
                 decoded.append(entry)
-            elif type(entry) is Batch:
-                result = self._decode_batch(entry)
-                if type(result) is list:
-                    decoded.extend(result)
-                else:
-                    decoded.append(result)
             else:
-                payload, flags, fds = entry
                 try:
-                    decoded.append(decode(payload, flags, fds, self._spares))
-                except Exception as exc:
-                    decoded.append(Failed(exc))
+                    decoded.extend(self._decode_entry(entry))
+                except BaseException as exc:
+                    # Not an Exception (those are Failed items): a KeyboardInterrupt
+                    # or SystemExit raised while unpickling. It goes up now; the
+                    # entry it interrupted is lost, as a stdlib get() loses the item
+                    # it was unpickling, and the rest wait here for the next get().
+                    self._keep_after_interruption(decoded, got[at + 1 :], entry, exc)
+                    raise
         with self._pending_lock:
             self._own_pending().extend(decoded)
         return self._take_pending(max_items)
+
+    def _decode_entry(self, entry: Any) -> list[Any]:
+        """The items of one taken entry (a Batch or a ``(payload, flags, fds)`` tuple);
+        an Exception raised unpickling them comes back as a Failed item."""
+        if type(entry) is Batch:
+            result = self._decode_batch(entry)
+            return result if type(result) is list else [result]
+        payload, flags, fds = entry
+        try:
+            return [decode(payload, flags, fds, self._spares)]
+        except Exception as exc:
+            return [Failed(exc)]
+
+    def _keep_after_interruption(
+        self, decoded: list[Any], rest: list[Any], lost: Any, exc: BaseException
+    ) -> None:
+        """Keep what a get() took beyond an entry whose unpickling ``exc`` interrupted."""
+        kept = list(decoded)
+        for entry in rest:
+            if type(entry) is list:
+                kept.extend(entry)
+            else:
+                kept.append(entry if type(entry) is Failed else Undecoded(entry))
+        with self._pending_lock:
+            self._own_pending().extend(kept)
+        if hasattr(exc, "add_note"):  # Python 3.11+
+            count = lost.n if type(lost) is Batch else 1
+            exc.add_note(
+                f"proctor: interrupted while unpickling {count} item(s) taken from the "
+                f"queue, which are lost; the {len(kept)} other item(s) taken with them "
+                "are kept for the next get()"
+            )
 
     def _decode_batch(self, batch: Batch) -> list[Any] | Failed:
         """The items taken from a batch frame, or the error that unpickling it raised.
@@ -852,16 +891,30 @@ class Queue:
         process took them, or this is a forked child, whose copies of its
         parent's items are dropped: the parent returns them).
         """
-        with self._pending_lock:
-            pending = self._own_pending()
-            if not pending or not max_items:
-                return []
-            if type(pending[0]) is Failed:
-                raise pending.popleft().error
-            result: list[Any] = []
-            while pending and len(result) < max_items and type(pending[0]) is not Failed:
-                result.append(pending.popleft())
-            return result
+        while True:
+            with self._pending_lock:
+                pending = self._own_pending()
+                if not pending or not max_items:
+                    return []
+                head = pending[0]
+                if type(head) is Failed:
+                    raise pending.popleft().error
+                if type(head) is not Undecoded:
+                    result: list[Any] = []
+                    while (
+                        pending
+                        and len(result) < max_items
+                        and type(pending[0]) is not Failed
+                        and type(pending[0]) is not Undecoded
+                    ):
+                        result.append(pending.popleft())
+                    return result
+                pending.popleft()
+            # Unpickled outside the lock: it runs user code, which may use this
+            # queue. Its items go back at the head, before those it was taken with.
+            values = self._decode_entry(head.entry)
+            with self._pending_lock:
+                self._own_pending().extendleft(reversed(values))
 
 
 class SimpleQueue(Queue):
@@ -916,7 +969,7 @@ class JoinableQueue(Queue):
         deadline = deadline_for(True, timeout)
         try:
             return await_all_done(self._ring, self._put_lock, all_done, deadline)
-        except ValueError:
+        except (ValueError, OSError):
             self._check_open("join")  # closed by another thread meanwhile (see get)
             raise
 
@@ -931,7 +984,7 @@ class JoinableQueue(Queue):
         """
         try:
             return await _aio.ajoin(self, timeout)
-        except ValueError:
+        except (ValueError, OSError):
             self._check_open("ajoin")  # closed by another thread meanwhile (see get)
             raise
 
