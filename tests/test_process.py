@@ -163,6 +163,24 @@ def test_subclass_run_is_used_and_its_return_value_kept(ctx):
     p.close()
 
 
+def forks_and_returns_in_both():
+    pid = os.fork()
+    if pid == 0:  # (a library that forks and forgets os._exit)
+        raise ValueError("the forked copy's error")
+    os.waitpid(pid, 0)  # the copy has ended (and reported, before the fix)
+    return "the child's value"
+
+
+def test_a_process_the_target_forks_does_not_report_in_the_childs_place(ctx):
+    p = ctx.Process(target=forks_and_returns_in_both)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert p.result == "the child's value"
+    assert p.exception is None
+    p.close()
+
+
 def test_child_knows_its_name_pid_parent_and_authkey(ctx):
     p = ctx.Process(target=who_am_i, name="worker")
     p.start()

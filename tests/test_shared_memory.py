@@ -470,6 +470,10 @@ def test_shareable_list_errors_are_clear():
             sl["0"]
         with pytest.raises(ValueError, match="64-bit"):
             sl[1] = 2**64
+        assert sl[1] == 1  # a refused value leaves the item as it was
+        with pytest.raises(ValueError, match="64-bit"):
+            sl[0] = -(2**63) - 1
+        assert sl[0] == "abc"
         with pytest.raises(ValueError, match="not in"):
             sl.index("zzz")
     finally:

@@ -163,8 +163,17 @@ def test_a_lock_without_acquire_is_both_the_stdlibs_attribute_error_and_a_type_e
     # for it, and CPython's own tests, catch that.
     with pytest.raises(AttributeError, match=r"lock must be a lock .*acquire\(\) and release\(\)"):
         make()
-    with pytest.raises(TypeError, match="pass lock=True for a new RLock"):
+    with pytest.raises(TypeError, match="for a new RLock"):
         make()
+
+
+@pytest.mark.parametrize("lock", [None, False])
+def test_synchronized_without_a_lock_gets_a_new_rlock_as_in_the_stdlib(lock):
+    wrapped = synchronized(RawValue("i", 1), lock=lock)
+    assert wrapped.acquire() and wrapped.acquire()  # reentrant
+    wrapped.release()
+    wrapped.release()
+    assert wrapped.value == 1
 
 
 def test_shared_objects_cannot_go_into_a_plain_pickle():

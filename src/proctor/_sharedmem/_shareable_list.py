@@ -270,11 +270,14 @@ class ShareableList:
             struct.pack_into(f"{capacity}s", buf, offset, data)
         else:
             try:
-                struct.pack_into(form, buf, offset, False if value is None else value)
+                # Packed first, then copied: pack_into zeroes the slot before its
+                # range check fails, and a refused value must leave the item as it was.
+                packed = struct.pack(form, False if value is None else value)
             except struct.error:
                 raise ValueError(
                     f"{value!r} does not fit in a ShareableList int (64-bit signed)"
                 ) from None
+            buf[offset : offset + len(packed)] = packed
         struct.pack_into("8s", buf, self._formats + _FORMAT_SIZE * position, form.encode(_ENCODING))
         buf[self._kinds + position] = kind
 

@@ -272,17 +272,18 @@ def Array(
 def synchronized(obj: Any, lock: Any = None, ctx: Any = None) -> SynchronizedBase:
     """Wrap a shared ctypes object so that each access holds ``lock``.
 
+    ``lock`` None or False (as ``multiprocessing`` takes any false value): a new RLock.
+
     Raises:
         NotALockError: (a ``TypeError`` and an ``AttributeError``) ``lock`` has no
             ``acquire``/``release`` methods.
     """
-    if lock is None:
+    if lock is None or lock is False:
         lock = _default_lock(ctx)
     if not (hasattr(lock, "acquire") and hasattr(lock, "release")):
         raise NotALockError(
             "lock must be a lock (an object with acquire() and release() methods), not "
-            f"{type(lock).__name__}: {lock!r}; pass lock=True for a new RLock, or lock=False "
-            "for no lock"
+            f"{type(lock).__name__}: {lock!r}; pass None for a new RLock"
         )
     if isinstance(obj, ctypes._SimpleCData):
         return Synchronized(obj, lock)

@@ -508,7 +508,12 @@ def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool
     A forked child (``forked``) leaves with ``os._exit`` right after: its channel is
     closed by that exit, not here (one object fewer written in every fork child).
     """
+    pid = os.getpid()
     exitcode, outcome = run_process(process)
+    if os.getpid() != pid:
+        # A process the target forked (os.fork(), and it returned rather than
+        # calling os._exit) came back here: the outcome is the child's to send.
+        outcome = None
     if forked:
         _finish_stdlib_multiprocessing()
     if forked and (_atexit_count is None or _atexit_count()):
