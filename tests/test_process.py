@@ -389,6 +389,39 @@ def test_a_child_reads_nothing_of_what_its_parent_read_ahead_from_stdin(start_me
     assert rest.splitlines() == [str(n) for n in range(2, 1001)]
 
 
+_DAEMON_IGNORING_SIGTERM_PROGRAM = """
+import os, signal, sys, time, proctor
+import proctor._start._state
+def child(ready):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.set()
+    time.sleep(600)
+if __name__ == "__main__":
+    proctor._start._state.DAEMON_TERMINATE_GRACE = 0.5  # (5 s by default)
+    ctx = proctor.get_context(sys.argv[1])
+    ready = ctx.Event()
+    p = ctx.Process(target=child, args=(ready,), daemon=True)
+    p.start()
+    assert ready.wait(60)
+    print(p.pid, flush=True)
+"""
+
+
+def test_the_exit_kills_a_daemonic_child_that_ignores_sigterm(start_method):
+    # multiprocessing's exit terminates daemonic children, then waits for ever.
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _DAEMON_IGNORING_SIGTERM_PROGRAM, start_method],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not pid_exists(int(done.stdout))
+
+
 def test_repr_shows_name_pid_state_and_exit_code(ctx):
     p = ctx.Process(target=double, args=(1,), name="R")
     assert "name='R'" in repr(p) and "initial" in repr(p)

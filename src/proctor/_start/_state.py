@@ -291,6 +291,11 @@ def _at_exit() -> None:
             pass  # a helper that cannot stop cleanly is reclaimed by the kernel
 
 
+#: Seconds a daemonic child has to end after the SIGTERM of its parent's exit,
+#: before it is killed (SIGKILL).
+DAEMON_TERMINATE_GRACE = 5.0
+
+
 def exit_children() -> None:
     """Terminate daemonic children, then join every remaining child."""
     children = list(state.children)
@@ -298,10 +303,20 @@ def exit_children() -> None:
         _logger.info("process shutting down")
     # Each child's _popen is read once: another thread (a pool's dispatcher) may
     # close() the child meanwhile, which sets it to None.
+    terminated = []
     for child in children:
         popen = child._popen
         if child.daemon and popen is not None and popen.poll() is None:
             popen.terminate()
+            terminated.append(popen)
+    if terminated:
+        # A daemonic child that ignores (or blocks) SIGTERM would hold up this
+        # exit for ever (multiprocessing's waits on): SIGKILL after a grace period.
+        deadline = time.monotonic() + DAEMON_TERMINATE_GRACE
+        for popen in terminated:
+            if popen.wait(max(0.0, deadline - time.monotonic())) is None:
+                _logger.info("daemonic child %s ignored SIGTERM: killing it", popen.pid)
+                popen.kill()
     for child in children:
         popen = child._popen
         if popen is not None:
