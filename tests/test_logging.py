@@ -213,6 +213,31 @@ def test_child_records_reach_parent_handlers_by_join(ctx, app_logs):
     p.close()
 
 
+def test_records_arrive_with_what_the_parents_record_factory_adds(ctx, app_logs):
+    # A parent's formatter may name what its factory adds (%(hostname)s); a spawned
+    # child does not run the parent's setLogRecordFactory, a forked one does.
+    plain = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = plain(*args, **kwargs)
+        record.hostname = "from-the-factory"
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        p = ctx.Process(target=log_some, args=(3,))
+        p.start()
+        p.join(30)
+    finally:
+        logging.setLogRecordFactory(plain)
+    assert app_logs.messages() == ["record 0", "record 1", "record 2"]
+    formatter = logging.Formatter("%(hostname)s %(processName)s %(message)s")
+    assert [formatter.format(r) for r in app_logs.records] == [
+        f"from-the-factory {p.name} record {i}" for i in range(3)
+    ]
+    p.close()
+
+
 def test_each_childs_records_arrive_in_order(ctx, app_logs):
     children = [ctx.Process(target=log_some, args=(300,), name=f"c{i}") for i in range(2)]
     for c in children:

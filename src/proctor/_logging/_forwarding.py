@@ -829,7 +829,6 @@ def decode_record(
         ValueError: the payload is not a record (torn, from another Python, or a
             repeat of a process whose plain record this stream did not carry).
     """
-    record_class = sys.modules["logging"].LogRecord  # the records' listener imported it
     if kind == _REPEAT:
         try:
             process, created, msecs, relative, lineno = _REPEAT_NUMBERS.unpack_from(payload)
@@ -845,9 +844,7 @@ def decode_record(
         state["relativeCreated"] = relative
         state["lineno"] = lineno
         state["msg"] = payload[_REPEAT_NUMBERS.size :].decode("utf-8", "surrogatepass")
-        record = record_class.__new__(record_class)
-        record.__dict__ = state
-        return record
+        return _record_of(state)
     if kind == _PLAIN:
         layout = _layout or _make_layout()
         message, fixed, varying = marshal.loads(payload)
@@ -863,17 +860,35 @@ def decode_record(
         if base["process"] is not None:
             remembered[base["process"]] = base
     elif kind == _GENERAL:
-        # What logging.makeLogRecord does, without running LogRecord.__init__
-        # first only to overwrite every attribute it sets.
-        record = record_class.__new__(record_class)
-        record.__dict__.update(pickle.loads(payload))
-        return record
+        return _record_of(pickle.loads(payload))
     else:
         raise ValueError(f"unknown record kind {kind}")
     # A copy each: a handler may add attributes to a record (a Formatter does).
     state = base.copy()
     state["created"], state["msecs"], state["relativeCreated"], state["lineno"] = varying
     state["msg"] = message
+    return _record_of(state)
+
+
+def _record_of(state: dict[str, Any]) -> logging.LogRecord:
+    """A record with the attributes ``state`` (a dict of its own, which it takes).
+
+    What ``logging.makeLogRecord`` does, without running ``LogRecord.__init__`` first
+    only to overwrite every attribute it sets -- unless this process set a record
+    factory of its own (``logging.setLogRecordFactory``): its records have what the
+    factory adds (which the parent's formatters may name), so these get it too.
+    """
+    logging = sys.modules["logging"]  # the records' listener imported it
+    record_class = logging.LogRecord
+    factory = logging.getLogRecordFactory()
+    if factory is not record_class:
+        try:
+            record = factory(None, None, "", 0, "", (), None, None)
+        except Exception:
+            pass  # a factory that wants more than makeLogRecord gives: a plain record
+        else:
+            record.__dict__.update(state)
+            return record
     record = record_class.__new__(record_class)
     record.__dict__ = state
     return record
