@@ -267,6 +267,40 @@ def test_segment_is_unlinked_when_its_only_user_is_sigkilled(ctx):
     wait_until(lambda: not _exists(name), timeout=5)
 
 
+def _create_and_send(queue, conn):
+    for n, send in ((1, queue.put), (2, conn.send)):
+        shm = SharedMemory(create=True, size=8)
+        shm.buf[0] = n
+        send(shm)
+        shm.close()
+    shm = SharedMemory(create=True, size=8)
+    shm.buf[0] = 3
+    return shm
+
+
+def test_a_segment_a_child_sent_and_returned_outlives_the_child_until_read(ctx):
+    # Sent by name (a queue item, a message, the result) by a child that then
+    # exits: the reaper must not reclaim it before the parent has attached.
+    from proctor import Queue
+
+    queue = Queue()
+    parent_end, child_end = Pipe()
+    p = ctx.Process(target=_create_and_send, args=(queue, child_end))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    sync_reaper()  # the reaper has dealt with the child's end
+    received = [queue.get(timeout=30), parent_end.recv(timeout=30), p.result]
+    assert [shm.buf[0] for shm in received] == [1, 2, 3]
+    for shm in received:
+        shm.close()
+        shm.unlink()
+    p.close()
+    queue.close()
+    parent_end.close()
+    child_end.close()
+
+
 SCRIPT_PRELUDE = """
 import os, sys
 import proctor

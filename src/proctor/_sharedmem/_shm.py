@@ -335,13 +335,37 @@ class SharedMemory:
         return f"<SharedMemory name={self.name!r} size={self._size} {state}{tracked}>"
 
     def __reduce__(self):
-        if self._track:
+        if self._track and not _reaper.keep_for_receiver(self._name, _KIND):
             # At a start, the child is a user from the moment it exists, before it
-            # attaches; in a message, the name is kept until the receiver attaches.
-            # Elsewhere (plain pickle) it goes by name alone, as in the stdlib.
-            _reaper.keep_for_receiver(self._name, _KIND)
+            # attaches; in a message with descriptors, the name is kept until the
+            # receiver attaches. Elsewhere it goes by name alone, as in the stdlib
+            # -- which includes most queue items and messages (pickled plainly
+            # first: asking every one whether it holds a segment would cost them
+            # all); see _keep_for_parent.
+            _keep_for_parent(self._name)
         address = _reaper.address() if self._track else None
         return (_rebuild, (self.name, self._track, address))
+
+
+def _keep_for_parent(os_name: str) -> None:
+    """Make this child's parent a user of a segment pickled by name.
+
+    Its receiver is unknown (a queue item, a message, a result), and the reaper
+    would reclaim the segment as soon as this process ended, before a slower
+    receiver attached (``FileNotFoundError`` there). The parent, a user now, keeps
+    it until the parent ends or lets it go (attaches and closes it); the
+    multiprocessing resource tracker keeps such a segment until the whole program
+    ends. In the top process, nothing: the segment is kept while that process lives.
+    """
+    from .._start._process import parent_process  # (a child has it loaded)
+
+    parent = parent_process()
+    if parent is None:
+        return
+    try:
+        _reaper.add_user(os_name, _KIND, parent.pid)
+    except (OSError, ValueError):
+        pass  # no reaper to tell (it could not start): nothing would reclaim it either
 
 
 def unlink_name(name: str) -> None:
