@@ -574,6 +574,14 @@ def test_send_interrupted_mid_frame_refuses_further_sends():
         with pytest.raises(OSError, match="can no longer send"):
             a.send("next")  # would be misread as the rest of the first frame
         assert "send_broken" in repr(a)
+        # The receiver reads what came of the message, then end-of-file (not a wait
+        # for ever for its rest) while the sender's end stays open.
+        thread, outcome = call_in_thread(lambda: b.recv_bytes(timeout=30))
+        thread.join(30)
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], EOFError), outcome
+        b.send("the other direction still works")
+        assert a.recv(timeout=30) == "the other direction still works"
         a._lock_send(0.0)  # (a deadline long past: one try) the lock was released
         a._unlock_send()
 
@@ -1672,7 +1680,16 @@ def test_a_timed_send_cut_short_on_a_socket_connection_refuses_further_sends():
         a.send_bytes(b"s" * (16 << 20), timeout=0.05)
     with pytest.raises(ProtocolError, match="can no longer send"):
         a.send("next")
+    # The cut message ends in end-of-file, not in wrong data; at once, although the
+    # sender lives on with its end open (a receive's timeout covers only the wait
+    # for a message to begin: it waited for the rest for ever).
+    thread, outcome = call_in_thread(lambda: b.recv_bytes(timeout=30))
+    thread.join(30)
+    alive = thread.is_alive()
+    b.send("the other direction still works")
+    assert a.recv(timeout=30) == "the other direction still works"
     a.close()
-    with pytest.raises(EOFError):
-        b.recv_bytes(timeout=30)  # the cut message ends in end-of-file, not in wrong data
+    thread.join(30)
+    assert not alive
+    assert isinstance(outcome[0], EOFError), outcome
     b.close()

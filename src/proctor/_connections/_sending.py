@@ -266,6 +266,18 @@ class FrameSender(EndState):
         # would be read as the rest of that frame.
         self._broken_send = "an exception interrupted a send in the middle of a message"
         self._can_send = False
+        # And the receiver, which has begun that frame, would wait for its rest for
+        # ever (its timeout covers only the wait for a message to begin): end this
+        # direction of the streams, so that it reads EOF after the part it has and
+        # says the message was cut short. (Their other direction still carries the
+        # peer's messages; nobody can send on these streams again, in any process.)
+        for stream in (self._sock, self._fsock):
+            shutdown = getattr(stream, "shutdown", None)  # (not an FdChannel's)
+            if shutdown is not None:
+                try:
+                    shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass  # closed or never connected: nothing waits on it
 
     # Pipe(): frames of at most PIPE_BUF bytes (32 KiB on a frame socket), one
     # atomic write, no lock.
