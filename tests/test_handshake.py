@@ -30,6 +30,7 @@ from proctor.connection import (
     default_family,
     deliver_challenge,
     families,
+    wait,
 )
 
 
@@ -152,6 +153,28 @@ def test_challenges_on_a_keyless_listener_and_client_connection(family):
         assert server.recv(timeout=30) == "trusted"
         server.send("both ways")
         assert client.recv(timeout=30) == "both ways"
+
+
+@pytest.mark.parametrize("family", ["AF_UNIX", "AF_INET"])
+def test_wait_does_not_take_a_keyless_clients_greeting_for_a_message(family):
+    import select
+
+    with (
+        Listener(family=family) as listener,
+        Client(listener.address, timeout=30) as quiet,
+        listener.accept(timeout=30) as quiet_server,
+        Client(listener.address, timeout=30) as talking,
+        listener.accept(timeout=30) as talking_server,
+    ):
+        talking_server.send("a message")
+        for end in (quiet, talking):  # the greetings (and the message) have arrived
+            assert select.select([end.fileno()], [], [], 30)[0]
+        assert wait([quiet, talking], timeout=30) == [talking]
+        assert wait([quiet], timeout=0.1) == []  # only the greeting: nothing to receive
+        quiet_server.send("now one")
+        assert wait([quiet, talking], timeout=30) == [quiet, talking]
+        assert quiet.recv(timeout=30) == "now one"
+        assert talking.recv(timeout=30) == "a message"
 
 
 @pytest.mark.parametrize("function", [deliver_challenge, answer_challenge])

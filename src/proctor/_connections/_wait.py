@@ -60,6 +60,24 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     objects = list(object_list)
     checked = check_timeout(timeout)
     timeout = None if checked is None else max(0.0, checked)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        ready = _wait_once(objects, timeout)
+        # A keyless Client's first bytes are its listener's greeting, not a message
+        # (see _handshake): take it, as poll() does, and keep the connection only if
+        # a message (or end-of-file) came with it; else wait on for the others.
+        if not any(isinstance(o, Connection) and o._greeting is not None for o in ready):
+            return ready
+        ready = [o for o in ready if not isinstance(o, Connection) or o.poll(0)]
+        if ready:
+            return ready
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return []
+
+
+def _wait_once(objects: list[Any], timeout: float | None) -> list[Any]:
     ready = [o for o in objects if isinstance(o, Connection) and o._rpos < o._rend]
     if ready:
         return ready
