@@ -238,6 +238,34 @@ def test_records_arrive_with_what_the_parents_record_factory_adds(ctx, app_logs)
     p.close()
 
 
+def configures_with_basic_config(path):
+    logging.basicConfig(level=logging.INFO)  # a script's module-level call, run again
+    plain = len(logging.root.handlers)
+    logging.basicConfig(filename=path, level=logging.DEBUG, format="%(name)s %(message)s")
+    logging.getLogger("app.worker").debug("to the file and the parent")
+    return plain, logging.root.level
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_basic_config_in_a_spawned_child_configures_it_beside_forwarding(
+    method, app_logs, tmp_path
+):
+    # A stdlib child of these methods starts without handlers, so its basicConfig()
+    # configures it; proctor's has the forwarding handler on its root logger.
+    logging.getLogger("app").setLevel(logging.NOTSET)  # (the child sets DEBUG itself)
+    path = tmp_path / "child.log"
+    p = proctor.get_context(method).Process(target=configures_with_basic_config, args=(path,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0, p.exception
+    # A stream to stderr was not added (the parent's handlers print its records), the
+    # level was set; the file got its handler, and forwarding went on.
+    assert p.result == (1, logging.DEBUG)
+    assert path.read_text() == "app.worker to the file and the parent\n"
+    assert app_logs.messages() == ["to the file and the parent"]
+    p.close()
+
+
 def test_each_childs_records_arrive_in_order(ctx, app_logs):
     children = [ctx.Process(target=log_some, args=(300,), name=f"c{i}") for i in range(2)]
     for c in children:

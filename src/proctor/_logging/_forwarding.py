@@ -544,8 +544,57 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
     for logger in non_propagating:
         logger.propagate = False
         logger.addHandler(handler)
+    if config is not None and not isinstance(logging.basicConfig, _BasicConfigBesideForwarding):
+        logging.basicConfig = _BasicConfigBesideForwarding(logging.basicConfig)
 
     _logging.name_records_after_this_process()
+
+
+class _BasicConfigBesideForwarding:
+    """``logging.basicConfig`` in a spawn or forkserver child that forwards.
+
+    The child's root logger has the forwarding handler, so the stdlib's function
+    would do nothing -- where a stdlib child of those start methods, which has no
+    handler, is configured: its log file made, its level set. This one does what
+    the stdlib's does in such a child, beside forwarding: a destination of its own
+    (``filename``, ``handlers``, a ``stream`` other than the standard ones) gets
+    its handler, and ``level`` is set; a stream handler to the standard streams is
+    not added, as the parent's handlers write those records already (a script's
+    module-level ``basicConfig(...)``, run again by a spawned child, would print
+    each record twice). A fork child inherits its parent's handlers in the stdlib,
+    where the call does nothing; so it does in a proctor fork child.
+    """
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+        self.__wrapped__ = original
+        self.__doc__ = original.__doc__
+
+    def __call__(self, **kwargs: Any) -> None:
+        import logging
+
+        root = logging.root
+        forwarding = [h for h in root.handlers if isinstance(h, _handler_class())]
+        others = [h for h in root.handlers if h not in forwarding]
+        if not forwarding or (others and not kwargs.get("force")):
+            self.original(**kwargs)  # (configured already: the stdlib's no-op)
+            return
+        stream = kwargs.get("stream")
+        if "filename" not in kwargs and "handlers" not in kwargs and (
+            stream is None or stream is sys.stdout or stream is sys.stderr
+        ):
+            if kwargs.get("level") is not None:
+                root.setLevel(kwargs["level"])
+            return
+        # Configured as a child with no handler would be; the forwarding handler is
+        # taken off meanwhile so that force=True does not close it (its channel).
+        for handler in forwarding:
+            root.removeHandler(handler)
+        try:
+            self.original(**kwargs)
+        finally:
+            for handler in forwarding:
+                root.addHandler(handler)
 
 
 def _finish_armed_child(arming: _ForkArming) -> None:
