@@ -256,3 +256,51 @@ def test_value_created_in_a_forked_child_does_not_collide_with_the_parent(ctx):
     assert v.value == p.pid
     assert w.value == -5
     p.close()
+
+
+_MAIN_SCRIPT_STRUCTURES = """
+import sys
+from ctypes import Structure, Union, c_char, c_double, c_int
+import proctor
+
+class Base(Structure):
+    _fields_ = [("a", c_int)]
+
+class Either(Union):
+    _fields_ = [("i", c_int), ("d", c_double)]
+
+class Point(Base):
+    _pack_ = 1
+    _anonymous_ = ["either"]
+    _fields_ = [("b", c_char), ("either", Either), ("pair", Base * 2)]
+
+def fill(one, many):
+    one.a, one.b, one.i, one.pair[1].a = 1, b"z", 7, 9
+    many[2].b = b"q"
+    return [c.__name__ for c in type(many[0]).__mro__[:3]]
+
+if __name__ == "__main__":
+    ctx = proctor.get_context(sys.argv[1])
+    one, many = ctx.Value(Point, lock=False), ctx.Array(Point, 3, lock=False)
+    p = ctx.Process(target=fill, args=(one, many))
+    p.start()
+    p.join(60)
+    print(p.exitcode, p.result, one.a, one.b, one.i, one.pair[1].a, many[2].b)
+"""
+
+
+def test_values_of_main_script_structures_reach_every_kind_of_child(start_method):
+    # The stdlib's spawn child imports the main script again, so its classes go by
+    # name; proctor's does not, and a ctypes class cannot be pickled by value.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MAIN_SCRIPT_STRUCTURES, start_method],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "0 ['Point', 'Base', 'Structure'] 1 b'z' 7 9 b'q'"

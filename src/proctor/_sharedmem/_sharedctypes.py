@@ -107,14 +107,54 @@ def _encode_type(type_: type[Any]) -> Any:
     if issubclass(type_, ctypes.Array):
         # typeshed declares _type_ as an instance property; on the class it is the item type.
         return ("array", _encode_type(type_._type_), type_._length_)  # type: ignore[arg-type]
+    if issubclass(type_, (ctypes.Structure, ctypes.Union)) and type_.__module__ == "__main__":
+        # A spawn or forkserver child does not run the main script (the stdlib's
+        # imports it again), and a ctypes class cannot be pickled by value (its
+        # fields are CField descriptors): describe its layout instead.
+        return _encode_record_type(type_)
     return type_
+
+
+def _encode_record_type(type_: type[Any]) -> tuple[Any, ...]:
+    """A main-script Structure or Union as its name, base and layout (fields, packing)."""
+    base = _encode_type(type_.__bases__[0])  # (a main-script base: described too)
+    fields = tuple(
+        (field[0], _encode_type(field[1]), *field[2:]) for field in type_.__dict__["_fields_"]
+    )
+    extras = tuple(
+        (name, tuple(value) if isinstance(value, list) else value)  # (hashable: a cache key)
+        for name, value in type_.__dict__.items()
+        if name in ("_pack_", "_anonymous_", "_align_", "_layout_")
+    )
+    return ("record", type_.__qualname__, base, fields, extras)
+
+
+# Main-script record types rebuilt in this process, by their description: one
+# class each, so that two objects of the same type have the same type here too.
+_rebuilt_records: dict[tuple[Any, ...], type] = {}
 
 
 def _decode_type(encoded: Any) -> type:
     if isinstance(encoded, tuple):
+        if encoded[0] == "record":
+            return _decode_record_type(encoded)
         _, item, length = encoded
         return _decode_type(item) * length
     return encoded
+
+
+def _decode_record_type(encoded: tuple[Any, ...]) -> type:
+    rebuilt = _rebuilt_records.get(encoded)
+    if rebuilt is None:
+        _, qualname, encoded_base, fields, extras = encoded
+        base = _decode_type(encoded_base)
+        namespace: dict[str, Any] = dict(extras)  # (before _fields_: they shape its layout)
+        namespace["_fields_"] = [(f[0], _decode_type(f[1]), *f[2:]) for f in fields]
+        namespace["__module__"] = "__main__"
+        namespace["__qualname__"] = qualname
+        rebuilt = type(base)(qualname.rpartition(".")[2], (base,), namespace)
+        _rebuilt_records[encoded] = rebuilt
+    return rebuilt
 
 
 def _new(type_: type) -> Any:
