@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import _pickle
 import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
-import errno
 import io
 import os
 import sys

@@ -580,8 +580,10 @@ class _BasicConfigBesideForwarding:
             self.original(**kwargs)  # (configured already: the stdlib's no-op)
             return
         stream = kwargs.get("stream")
-        if "filename" not in kwargs and "handlers" not in kwargs and (
-            stream is None or stream is sys.stdout or stream is sys.stderr
+        if (
+            "filename" not in kwargs
+            and "handlers" not in kwargs
+            and (stream is None or stream is sys.stdout or stream is sys.stderr)
         ):
             if kwargs.get("level") is not None:
                 root.setLevel(kwargs["level"])

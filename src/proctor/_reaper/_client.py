@@ -92,7 +92,6 @@ import _socket as socket
 import _thread
 import array
 import contextlib
-import errno
 import os
 import sys
 
