@@ -5,13 +5,16 @@ hatchling runs this before it builds a wheel (``pip install .``, ``pip install -
 ``src/proctor/_sync/_native.c``, the fast paths of Lock, RLock and Semaphore (see
 ``src/proctor/_sync/_accel.py``), ``src/proctor/_queues/_native.c``, those of a
 queue's ring (see ``src/proctor/_queues/_accel.py``), and ``src/proctor/_start/_native.c``,
-a child's parent-death signal without ctypes (see ``_start/_bootstrap.py``,
-arm_parent_death), and ``src/proctor/_core/_native.c``, the descriptors that fork
-children let go of (see ``_core/_system.py``, let_go_in_forks) -- with the compiler and flags
-that this Python was built with (``sysconfig``; ``CC``, ``CFLAGS``, ``LDSHARED`` and
-``LDFLAGS`` from the environment win, as for any extension build). When that fails --
-no compiler, no Python headers -- the wheel is the pure-Python one, which does
-everything the accelerated one does, only slower; the build itself never fails for it::
+a child's parent-death signal without ctypes and its parent watch without the GIL
+(see ``_start/_bootstrap.py``, arm_parent_death), and ``src/proctor/_core/_native.c``,
+the descriptors that fork children let go of (see ``_core/_system.py``,
+let_go_in_forks) -- with the compiler and flags that this Python was built with
+(``sysconfig``; ``CC``, ``CFLAGS``, ``LDSHARED`` and ``LDFLAGS`` from the environment
+win, as for any extension build). When that fails -- no compiler, no Python headers --
+the wheel is the pure-Python one, which does everything the accelerated one does, only
+slower (but for one case: a child started from a thread of its parent, whose target
+holds the GIL in one long C call, outlives a killed parent until the call returns, see
+docs/processes.md); the build itself never fails for it::
 
     compile ── ok ─────▶ wheel tagged for this Python and platform, with every _native.*.so
             │            (editable install: the modules are built in place, in src/)
@@ -147,8 +150,9 @@ class AcceleratorHook(BuildHookInterface):
                     os.remove(target)
             print(
                 f"proctor: building without the C accelerator ({why}); locks, "
-                "semaphores and queues run their pure-Python implementation, and "
-                "children arm their parent-death signal through ctypes",
+                "semaphores and queues run their pure-Python implementation, "
+                "children arm their parent-death signal through ctypes, and those "
+                "started from a thread watch their parent from a Python thread",
                 file=sys.stderr,
             )
             return

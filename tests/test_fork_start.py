@@ -65,6 +65,32 @@ def test_a_fork_start_beside_the_log_listener_gives_no_thread_warning():
 
 
 @needs_fork_start
+def test_a_fork_start_beside_the_native_parent_watch_gives_no_thread_warning():
+    # A child started from a thread watches its parent from a native thread of
+    # _start._native, which holds no lock and needs no copy in a fork child (which
+    # arms its own watch): the child's own fork starts do not warn about it.
+    out = run(
+        """
+        def child():
+            comms = [open(f"/proc/self/task/{task}/comm").read().strip()
+                     for task in os.listdir("/proc/self/task")]
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                starts(2)
+            return comms.count("proctor-watch"), [str(w.message) for w in caught]
+        got = []
+        def starter():
+            p = proctor.get_context("fork").Process(target=child)
+            p.start(); p.join(60); got.append(p.result); p.close()
+        thread = threading.Thread(target=starter)
+        thread.start(); thread.join()
+        print(got)
+        """
+    )
+    assert out == ["[(1, [])]"]
+
+
+@needs_fork_start
 def test_a_fork_start_beside_another_thread_warns_as_os_fork_does():
     out = run(
         """

@@ -422,6 +422,82 @@ def test_the_exit_kills_a_daemonic_child_that_ignores_sigterm(start_method):
     assert not pid_exists(int(done.stdout))
 
 
+_GIL_HOLDING_CHILD_PROGRAM = """
+import os, re, sys, threading, proctor
+def hold_the_gil():
+    # Code that closes descriptors by number, and gives the numbers to new files,
+    # must not blind the watch (a pidfd of the parent in this process's table would
+    # now be a pipe's number, never readable).
+    os.closerange(3, 1 << 16)
+    pipes = [os.pipe() for _ in range(8)]
+    print(os.getpid(), flush=True)
+    re.match(r"(a+)+$", "a" * 40 + "b")  # ~2**40 steps in C, with the GIL held throughout
+if __name__ == "__main__":
+    ctx = proctor.get_context(sys.argv[1])
+    def start():
+        ctx.Process(target=hold_the_gil).start()
+    if sys.argv[2] == "main":
+        start()
+    else:
+        starter = threading.Thread(target=start)
+        starter.start()
+        starter.join()
+    sys.stdin.read()  # until the test kills this process
+"""
+
+
+def _child_gets_no_gil_for_its_parent_watch(start_method: str, started_from: str) -> bool:
+    """Whether a pure-Python parent watch (a Python thread) is all that would kill the child."""
+    from proctor._start import _bootstrap
+
+    return (
+        started_from == "a thread"
+        and start_method != "forkserver"  # (its children: PDEATHSIG towards the server)
+        and _bootstrap.native_parent_watch() is None
+    )
+
+
+@pytest.mark.parametrize("started_from", ["main", "a thread"])
+def test_a_child_holding_the_gil_dies_with_its_killed_parent(start_method, started_from):
+    # A child started from a thread of its parent cannot use PR_SET_PDEATHSIG (it
+    # follows the creating thread): something in the child watches the parent. A
+    # Python thread needs the GIL to act, and a target in a long C call (here a
+    # regex with catastrophic backtracking) never gives it up: the child outlived
+    # its SIGKILLed parent, at 100% CPU, for ever. The C module's watch is a
+    # native thread that needs no GIL.
+    import subprocess
+
+    import psutil
+
+    if _child_gets_no_gil_for_its_parent_watch(start_method, started_from):
+        pytest.skip("pure Python: the parent watch is a Python thread, which needs the GIL")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _GIL_HOLDING_CHILD_PROGRAM, start_method, started_from],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = None
+    try:
+        ready, _, _ = select.select([parent.stdout], [], [], 60)
+        assert ready, "the child did not start"
+        child = psutil.Process(int(parent.stdout.readline()))
+        # Its start is done (it printed its pid) once it has run 0.2 s of user
+        # time more: it is in the regex by then, holding the GIL.
+        user_time = child.cpu_times().user
+        wait_until(lambda: child.cpu_times().user > user_time + 0.2, timeout=60)
+        parent.kill()
+        parent.wait(30)
+        wait_until(lambda: not pid_exists(child.pid), timeout=15)
+    finally:
+        parent.kill()
+        parent.wait(30)
+        parent.stdin.close()
+        parent.stdout.close()
+        if child is not None and pid_exists(child.pid):
+            child.kill()
+
+
 def test_repr_shows_name_pid_state_and_exit_code(ctx):
     p = ctx.Process(target=double, args=(1,), name="R")
     assert "name='R'" in repr(p) and "initial" in repr(p)
@@ -684,7 +760,14 @@ def test_a_dropped_process_object_closes_quietly(ctx, recwarn):
 
 
 def thread_names():
-    return sorted(t.name for t in threading.enumerate())
+    """The names of this process's Python threads, and of the native ones (Linux)."""
+    names = [t.name for t in threading.enumerate()]
+    python_ids = {t.native_id for t in threading.enumerate()}
+    for task in os.listdir("/proc/self/task"):
+        if int(task) not in python_ids:
+            with open(f"/proc/self/task/{task}/comm") as comm:
+                names.append(comm.read().strip())
+    return sorted(names)
 
 
 def start_a_child_and_report_threads():
@@ -724,8 +807,11 @@ def test_a_child_forked_from_a_thread_arms_the_parent_death_signal_of_its_own_ch
     t.join(90)
     assert holder["exitcode"] == 0
     child_threads, grandchild_threads = holder["result"]
-    assert "proctor-parent-watch" in child_threads  # started from a thread: watched
-    assert "proctor-parent-watch" not in grandchild_threads  # from its main thread
+    # Started from a thread: watched (a native thread with the C module, whose watch
+    # needs no GIL, else a Python one); the grandchild, from its main thread, is not.
+    watch = "proctor-watch" if _bootstrap.native_parent_watch() else "proctor-parent-watch"
+    assert watch in child_threads
+    assert not {"proctor-watch", "proctor-parent-watch"} & set(grandchild_threads)
 
 
 def test_start_looks_only_at_children_that_ended(ctx, monkeypatch):

@@ -1,7 +1,7 @@
 """Loading one of proctor's optional C modules: the off switch and the stale-build check.
 
 proctor has four small C modules, each named ``_native`` in its package (``_sync``: the
-locks' fast paths; ``_queues``: the ring's; ``_start``: a child's parent-death signal;
+locks' fast paths; ``_queues``: the ring's; ``_start``: a child's parent-death signal and watch;
 ``_core``: the descriptors that fork children let go of).
 Each package's ``_accel`` module (``_start._bootstrap.load_prctl`` for ``_start``'s, which
 every child loads: so this module imports nothing but ``os`` up front) calls

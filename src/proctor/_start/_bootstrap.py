@@ -21,8 +21,10 @@ Children never outlive their parent: on Linux the kernel sends SIGKILL on the
 parent's death (``PR_SET_PDEATHSIG``) when the child was started from the
 parent's main thread -- the signal follows the *thread* that created the child,
 so a child started from a worker thread would die with that thread. Otherwise
-(and on macOS) a daemon thread in the child watches its parent and kills the
-child when it goes.
+(and on macOS) a thread in the child watches its parent and kills the child when
+it goes: a native thread of ``_start._native`` (``watch_parent``), which needs no
+GIL, or without the C module a daemon Python thread -- which cannot act while the
+target holds the GIL in one long C call.
 """
 
 from __future__ import annotations
@@ -693,6 +695,16 @@ def arm_parent_death(parent_pid: int, use_pdeathsig: bool) -> None:
             if os.getppid() != parent_pid:  # it died before the prctl took effect
                 os.kill(os.getpid(), _SIGKILL)
             return
+    watch = native_parent_watch()
+    if watch is not None:
+        try:
+            watch(parent_pid)  # (kills this process at once if the parent is gone)
+        except OSError:
+            pass  # no thread to be had: the Python thread's start will say so
+        else:
+            return
+    # Without the C module: a Python thread, which needs the GIL to act (a target
+    # that holds it in one long C call keeps it from killing the child).
     import threading
 
     watcher = threading.Thread(
@@ -727,6 +739,8 @@ def load_prctl() -> Any:
             _prctl_fn = (
                 _prctl_from_native() or _prctl_from_ctypes_core() or _prctl_from_ctypes() or False
             )
+        else:
+            _prctl_from_native()  # (no signal here, but the module's watch_parent)
     return _prctl_fn
 
 
@@ -757,10 +771,12 @@ def _take_parents_word(native: bool) -> None:
 
 def _arm_with(module: Any) -> Any:
     global _native
-    set_signal = getattr(module, "set_parent_death_signal", None)
-    if set_signal is None:
+    if module is None:
         return None
     _native = module
+    set_signal = getattr(module, "set_parent_death_signal", None)  # (Linux only)
+    if set_signal is None:
+        return None
 
     def arm(sig: int) -> bool:
         try:
@@ -773,16 +789,32 @@ def _arm_with(module: Any) -> Any:
 
 
 def native_parent_death() -> bool:
-    """Whether children arm their parent-death signal with ``_start._native``, which
-    this process has loaded and checked (a spawn parent tells its children so).
+    """Whether children arm their parent-death signal or watch with ``_start._native``,
+    which this process has loaded and checked (a spawn parent tells its children so).
     Without it, nothing more is loaded here: ``_ctypes`` only where it is called."""
-    return sys.platform.startswith("linux") and bool(_prctl_from_native())
+    _prctl_from_native()
+    return _native is not None
+
+
+def native_parent_watch() -> Any:
+    """``_start._native.watch_parent``, or None without the C module (loaded once).
+
+    A fork parent has loaded the module before forking (``load_prctl``); a spawned
+    child loads it as its parent said (``spawn_main``'s ``native``).
+    """
+    if _native is None:
+        if _native_fn is not None:
+            return None  # looked for already, or the parent said there is none
+        _prctl_from_native()
+    return getattr(_native, "watch_parent", None)
 
 
 def describe_parent_death() -> str:
     """One line for ``python -m proctor info``: what arms a child's parent-death signal."""
     if not sys.platform.startswith("linux"):
-        return "a watching thread (no PR_SET_PDEATHSIG on this platform)"
+        watch = native_parent_watch()
+        how = "C accelerator's watch thread" if watch else "a watching Python thread"
+        return f"{how} (no PR_SET_PDEATHSIG on this platform)"
     load_prctl()
     if _native is not None:
         return f"C accelerator ({_native.__file__})"

@@ -9,6 +9,9 @@
  *
  *     set_parent_death_signal(signum)   prctl(PR_SET_PDEATHSIG, signum)
  *                                       ─▶ None, or OSError (errno)
+ *     watch_parent(parent_pid)          a native thread that kills this process
+ *                                       (SIGKILL) when parent_pid is no longer its
+ *                                       parent; needs no GIL ─▶ None, or OSError
  *     fork_start(own_threads)           os.fork() for a fork start (Python 3.12+);
  *                                       own_threads() ─▶ proctor's fork-safe threads
  *                                       ─▶ 0 in the child, the pid in the parent
@@ -39,12 +42,31 @@
  * with. (Not for speed: the two cost the same within noise.) Here the threads are
  * counted after the before-fork hooks and just before fork(), as os.fork() counts
  * them (from /proc/self/stat, else from the threading module), own_threads() of
- * them (proctor's, fork-safe) are not counted, and the same DeprecationWarning is
+ * them (proctor's, fork-safe) are not counted, nor watch_parent's threads (from
+ * /proc, which sees them; they hold no lock), and the same DeprecationWarning is
  * given in the parent after the fork (any error from it swallowed, as 3.12 and
  * 3.13 do) if any other thread remains.
  *
- * Linux only: elsewhere the module has no function (there is no prctl), the
- * child watches its parent from a thread, and a fork start calls os.fork().
+ * watch_parent is the parent-death watch of a child that cannot use the signal
+ * (started from a thread of its parent, whose death the signal would follow; every
+ * child on macOS). A Python thread that watches needs the GIL to act, and a target
+ * inside one long C call (a regex that backtracks, a C extension's loop) never lets
+ * it go: such a child outlived its SIGKILLed parent for ever. The thread here never
+ * touches Python: it blocks in poll() on a pidfd of the parent (Linux), or looks at
+ * getppid() every WATCH_INTERVAL_NS elsewhere (and where a pidfd cannot be had),
+ * then calls kill(getpid(), SIGKILL). The pidfd lives in a descriptor table of the
+ * thread's own (close_range(CLOSE_RANGE_UNSHARE), Linux 5.9): no other thread sees
+ * it, so no child inherits it (fork copies the forking thread's table) and no code
+ * that closes descriptors by number (closerange, a fork server's child) can close
+ * it or make its number another file's. Where that table cannot be had (an older
+ * kernel, a seccomp filter), no pidfd is opened and getppid() is polled. Threads do
+ * not survive fork: a forked child arms a watch of its own (_bootstrap), and the
+ * count of watches (for fork_start's warning) is reset in it. At exit the thread,
+ * detached and blocked in a system call, dies with the process.
+ *
+ * set_parent_death_signal, take_request, report_exits and fork_start are Linux
+ * only: elsewhere the module has watch_parent alone (there is no prctl), and a fork
+ * start calls os.fork().
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -56,9 +78,166 @@
 #define PROCTOR_SOURCE_DIGEST ""
 #endif
 
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#endif
 
+/* How often the watch looks at getppid() where it has no pidfd: well inside the
+   one-second promise, and a wake-up five times a second costs nothing to see. */
+#define WATCH_INTERVAL_NS 200000000L
+/* The watch thread's stack: it calls a few system calls and nothing else. */
+#define WATCH_STACK_SIZE (64 * 1024)
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1) /* linux/close_range.h, Linux 5.9 */
+#endif
+
+/* The watch threads running in this process (the GIL guards it; reset in a fork
+   child, which has none): fork_start does not count them against a fork. */
+static long watch_threads = 0;
+static int watch_atfork_registered = 0;
+
+static void
+watch_forget_at_fork(void)
+{
+    watch_threads = 0;
+}
+
+/* A pidfd of parent in a descriptor table of this thread's own, empty besides it;
+   -1 where there is none to have (see the module's comment). */
+static int
+open_private_pidfd(pid_t parent)
+{
+#if defined(__linux__) && defined(SYS_close_range) && defined(SYS_pidfd_open)
+    /* (Unsharing a table that holds only what is closed copies nothing.) */
+    if (syscall(SYS_close_range, 0U, ~0U, CLOSE_RANGE_UNSHARE) != 0)
+        return -1;
+    return (int)syscall(SYS_pidfd_open, parent, 0U);
+#else
+    (void)parent;
+    return -1;
+#endif
+}
+
+/* watch_parent's hand-over to its thread, on watch_parent's stack: the thread
+   reads parent, and says when it is set up, after which it touches this no more. */
+struct watch_start {
+    pid_t parent;
+    int set_up;
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+};
+
+static void *
+watch_parent_thread(void *arg)
+{
+    struct watch_start *start = arg;
+    pid_t parent = start->parent;
+    struct timespec interval = {0, WATCH_INTERVAL_NS};
+
+#ifdef __linux__
+    /* (What a look at the process's threads sees: /proc/PID/task/TID/comm.) */
+    prctl(PR_SET_NAME, (unsigned long)"proctor-watch", 0UL, 0UL, 0UL);
+#endif
+    int pidfd = open_private_pidfd(parent);
+
+    pthread_mutex_lock(&start->lock);
+    start->set_up = 1;
+    pthread_cond_signal(&start->done);
+    pthread_mutex_unlock(&start->lock);
+    /* While parent is our parent, it can be neither reaped nor its pid reused:
+       checked after pidfd_open, the pidfd is our parent's, not a newer process's.
+       It turns readable when the parent has ended, after we were reparented. */
+    if (pidfd >= 0 && getppid() == parent) {
+        struct pollfd wait = {pidfd, POLLIN, 0};
+
+        while (poll(&wait, 1, -1) < 0 && errno == EINTR)
+            ;
+    }
+    /* (Also where poll failed: then the polling below does the watch.) */
+    while (getppid() == parent)
+        nanosleep(&interval, NULL);
+    kill(getpid(), SIGKILL);
+    return NULL;
+}
+
+static PyObject *
+watch_parent(PyObject *module, PyObject *arg)
+{
+    long parent = PyLong_AsLong(arg);
+    struct watch_start start;
+    pthread_attr_t attr;
+    pthread_t thread;
+    sigset_t all, old;
+    int error;
+
+    (void)module;
+    if (parent == -1 && PyErr_Occurred())
+        return NULL;
+    if (parent <= 0 || (long)(pid_t)parent != parent) {
+        PyErr_Format(PyExc_ValueError, "parent_pid must be a process id, not %ld", parent);
+        return NULL;
+    }
+    if (getppid() != (pid_t)parent) /* it is gone already: do not run the target */
+        kill(getpid(), SIGKILL);
+    if (!watch_atfork_registered) {
+        error = pthread_atfork(NULL, NULL, watch_forget_at_fork);
+        if (error != 0) {
+            errno = error;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        watch_atfork_registered = 1;
+    }
+    start.parent = (pid_t)parent;
+    start.set_up = 0;
+    error = pthread_mutex_init(&start.lock, NULL);
+    if (error == 0) {
+        error = pthread_cond_init(&start.done, NULL);
+        if (error != 0)
+            pthread_mutex_destroy(&start.lock);
+    }
+    if (error != 0) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    error = pthread_attr_init(&attr);
+    if (error == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        /* (Refused below the system's minimum: the default stack then.) */
+        pthread_attr_setstacksize(&attr, WATCH_STACK_SIZE);
+        /* Every signal blocked in the thread (it inherits this mask), so that none
+           is delivered to it: they go to the threads that handle them. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        error = pthread_create(&thread, &attr, watch_parent_thread, &start);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+    }
+    if (error == 0) {
+        /* Returns with the watch in place (its pidfd open): a few system calls away.
+           (The GIL stays held: the thread never asks for it.) */
+        pthread_mutex_lock(&start.lock);
+        while (!start.set_up)
+            pthread_cond_wait(&start.done, &start.lock);
+        pthread_mutex_unlock(&start.lock);
+    }
+    pthread_cond_destroy(&start.done);
+    pthread_mutex_destroy(&start.lock);
+    if (error != 0) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    watch_threads++;
+    Py_RETURN_NONE;
+}
+
+#ifdef __linux__
 static PyObject *
 set_parent_death_signal(PyObject *module, PyObject *arg)
 {
@@ -508,9 +687,13 @@ fork_start(PyObject *module, PyObject *own_threads)
         PyErr_SetRaisedException(error);
         return NULL;
     }
+    /* The watch threads are fork-safe too: they hold no lock, and the child arms
+       a watch of its own. (count_python_threads does not see them.) */
     threads = count_threads();
     if (threads < 0)
         threads = count_python_threads();
+    else
+        own += watch_threads;
     pid = fork();
     saved_errno = errno;
     if (pid == 0) {
@@ -536,6 +719,12 @@ fork_start(PyObject *module, PyObject *own_threads)
 #endif
 
 static PyMethodDef native_methods[] = {
+    {"watch_parent", watch_parent, METH_O,
+     "watch_parent(parent_pid, /)\n--\n\n"
+     "Start a native thread that kills this process (SIGKILL) once parent_pid is no "
+     "longer its parent, without the GIL: a pidfd of the parent in a descriptor table "
+     "of the thread's own where the kernel allows, else getppid() every 0.2 s. Kills "
+     "at once if parent_pid is not the parent now. OSError if the thread cannot start."},
 #ifdef __linux__
     {"set_parent_death_signal", set_parent_death_signal, METH_O,
      "set_parent_death_signal(signum, /)\n--\n\n"
@@ -569,7 +758,7 @@ static PyMethodDef native_methods[] = {
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "proctor._start._native",
-    .m_doc = "A child's parent-death signal, fork, the fork server's hot paths (optional; see _native.c).",
+    .m_doc = "A child's parent-death signal and watch, fork, the fork server's hot paths (optional; see _native.c).",
     .m_size = -1,
     .m_methods = native_methods,
 };
