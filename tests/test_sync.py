@@ -1315,6 +1315,23 @@ def test_barrier_across_processes_and_a_party_that_dies(ctx):
     barrier.close()
 
 
+def test_the_last_party_does_not_trip_a_barrier_a_waiting_party_died_at(ctx):
+    # Arriving before the others have noticed the death (nobody else waits here:
+    # nobody would), the last party breaks the barrier instead of passing with it.
+    barrier = Barrier(2)
+    victim = _process(ctx, wait_at_barrier, barrier, 60)
+    wait_until(lambda: barrier.n_waiting == 1, timeout=30)
+    with barrier._cond:
+        pass  # the victim has let go of the barrier's lock (as above)
+    pid = victim.pid
+    victim.kill()
+    assert finish(victim)[0] == -signal.SIGKILL
+    with pytest.raises(BrokenBarrierError, match=f"{pid} died while waiting"):
+        barrier.wait(30)
+    assert barrier.broken and barrier.n_waiting == 0
+    barrier.close()
+
+
 _BROKEN_BEFORE_THREADING = """
 import pickle, sys
 from proctor.synchronize import Barrier
