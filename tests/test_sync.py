@@ -20,7 +20,7 @@ import warnings
 import pytest
 
 import proctor
-from helpers import START_METHODS, finish, pid_exists, shm_entries, wait_until
+from helpers import START_METHODS, call_in_thread, finish, pid_exists, shm_entries, wait_until
 from proctor import OwnerDiedWarning, _sync
 from proctor._core import _wait
 from proctor._core._anonmem import AnonymousMemory
@@ -220,6 +220,34 @@ class _DieOnPost:
 
     def release(self):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Interrupted(Exception):
+    """Raised by the signal handler of :func:`_interrupt_main_thread_once`."""
+
+
+@contextlib.contextmanager
+def _interrupt_main_thread_once(ready):
+    """Within the block, a signal handler raises ``_Interrupted`` in the main thread
+    as soon as ``ready()`` is true (a thread waits for that, then signals the main
+    thread itself, so a blocking call there is interrupted, not merely followed)."""
+    main = threading.get_ident()
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    def signal_when_ready():
+        wait_until(ready, timeout=30)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    old = signal.signal(signal.SIGUSR1, interrupt)
+    sender, outcome = call_in_thread(signal_when_ready)
+    try:
+        yield
+    finally:
+        sender.join(30)
+        signal.signal(signal.SIGUSR1, old)
+    assert outcome == [None], outcome
 
 
 def notify_and_die_before_posting(cond):
@@ -1145,6 +1173,39 @@ def test_condition_on_rlock_restores_depth_after_wait(impl):
     rlock.close()
 
 
+@both
+def test_an_interrupted_condition_wait_no_longer_counts_as_a_waiter(impl):
+    """A wait ended by an exception (a signal handler raising) leaves the count of
+    waiters (the repr's), not only at the next notify; a real waiter that comes
+    after is the one notify(1) wakes."""
+    cond = Condition(Lock())
+
+    def asleep():  # (the waiter is counted, and has let go of the lock)
+        if cond._queue.count() != 1 or not cond.acquire(False):
+            return False
+        cond.release()
+        return True
+
+    with _interrupt_main_thread_once(asleep), cond, pytest.raises(_Interrupted):
+        cond.wait(30)
+    assert repr(cond) == "<Condition(<Lock(owner=None)>, 0)>"
+    waiter, outcome = call_in_thread(lambda: _wait_once(cond))
+    try:
+        wait_until(lambda: cond._queue.count() == 1, timeout=10)
+        with cond:
+            cond.notify(1)
+    finally:
+        waiter.join(30)
+    assert outcome == [True]
+    assert repr(cond) == "<Condition(<Lock(owner=None)>, 0)>"
+    cond.close()
+
+
+def _wait_once(cond):
+    with cond:
+        return cond.wait(30)
+
+
 # --- Event ------------------------------------------------------------------------
 
 
@@ -1329,6 +1390,35 @@ def test_the_last_party_does_not_trip_a_barrier_a_waiting_party_died_at(ctx):
     with pytest.raises(BrokenBarrierError, match=f"{pid} died while waiting"):
         barrier.wait(30)
     assert barrier.broken and barrier.n_waiting == 0
+    barrier.close()
+
+
+@both
+def test_an_interrupted_barrier_wait_breaks_the_barrier(impl):
+    """A party whose wait() ends with an exception (a signal handler raising) breaks
+    the barrier, as a timeout does: it no longer counts as waiting, and no two
+    parties of a Barrier(3) pass without a third."""
+    barrier = Barrier(3)
+    other, outcome = call_in_thread(lambda: wait_at_barrier(barrier, 30))
+    try:
+        wait_until(lambda: barrier.n_waiting == 1, timeout=10)
+
+        def asleep():  # (both counted, and the lock let go of)
+            if barrier.n_waiting != 2 or not barrier._cond.acquire(False):
+                return False
+            barrier._cond.release()
+            return True
+
+        with _interrupt_main_thread_once(asleep), pytest.raises(_Interrupted):
+            barrier.wait(30)
+        assert barrier.broken and barrier.n_waiting == 0
+        other.join(30)
+        assert outcome[0].startswith("broken") and "broken by another party" in outcome[0]
+        with pytest.raises(BrokenBarrierError, match="is broken"):
+            barrier.wait(30)
+    finally:
+        barrier.abort()  # (without the fix: lets the other party go)
+        other.join(30)
     barrier.close()
 
 

@@ -390,6 +390,23 @@ class _WaitQueue:
         self.let_go(ticket)
         return False
 
+    def abandon(self, ticket: int) -> None:
+        """Under the lock: a waiter interrupted (a signal handler raising) leaves.
+
+        Its byte is let go (if :meth:`sleep` has not done it already); unless
+        a notify has passed its ticket, it also leaves the count of waiters not
+        yet notified. Passed, it is not counted there any more -- or, skipped
+        as gone, it stays counted, as a dead waiter does, until a notify_all --,
+        so the count never drops below the waiters it must wake (notify(n)
+        posts as many wake-ups as it counts when it marks everyone). Its
+        wake-up, if one was posted, is not taken: another waiter may have it,
+        and a stray one is passed on or dropped (:meth:`_pass_on`).
+        """
+        self.let_go(ticket)
+        w = self.w
+        if w[_NOTIFIED] <= ticket and w[_UNMARKED] > 0:
+            w[_UNMARKED] -= 1
+
     def let_go(self, ticket: int) -> None:
         """Free ``ticket``'s byte: from now on notify and _pass_on skip it."""
         self._own().discard(ticket % _SPAN)
@@ -561,7 +578,7 @@ class Condition:
         try:
             saved = lock._release_save()
         except BaseException:
-            queue.let_go(ticket)
+            queue.abandon(ticket)  # (still under the lock)
             raise
         notified = False
         took: int = False  # (or _RETAKEN: the C slice took the lock back too)
@@ -576,18 +593,25 @@ class Condition:
                 )
             else:
                 notified, took = queue.sleep(ticket, sem, deadline, also)
-        finally:
-            # Also when interrupted (KeyboardInterrupt): the caller holds the lock
-            # again (which the C slice may have retaken already).
-            if took != _RETAKEN:
-                try:
-                    lock._acquire_restore(saved)
-                except BaseException:  # (OwnerDiedWarning as an error)
-                    queue.let_go(ticket)
-                    raise
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a signal handler raising): the caller
+            # holds the lock again, and this waiter no longer counts as one.
+            self._retake(saved, ticket)
+            queue.abandon(ticket)
+            raise
+        if took != _RETAKEN:  # (else the C slice has retaken the lock)
+            self._retake(saved, ticket)
         if notified and took:
             return True  # (sleep() has let go of the byte)
         return queue.leave(ticket, took, sem)
+
+    def _retake(self, saved: Any, ticket: int) -> None:
+        """Take the lock back after a wait (``saved``: what ``_release_save`` returned)."""
+        try:
+            self._lock._acquire_restore(saved)
+        except BaseException:  # (OwnerDiedWarning as an error)
+            self._queue.let_go(ticket)
+            raise
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true; return its last value.
@@ -849,7 +873,11 @@ class Barrier:
         :class:`BrokenBarrierError` (within 0.5 s) instead of
         waiting for a party that can never come. (A party that dies *before*
         calling ``wait()`` cannot be told from one that has not come yet: any
-        thread of any process may be the party still missing.)
+        thread of any process may be the party still missing.) A ``wait()``
+        ended by an exception (``KeyboardInterrupt``, a signal handler that
+        raises) breaks the barrier too, as a timeout does, where
+        ``threading.Barrier`` forgets the party and the others wait on for
+        another.
     """
 
     __slots__ = ("__weakref__", "_action", "_cond", "_parties", "_timeout", "_w")
@@ -894,7 +922,8 @@ class Barrier:
 
         Raises:
             BrokenBarrierError: the barrier is or becomes broken (reset, abort,
-                timeout, a failing action, or a waiting party that died).
+                timeout, a failing action, a waiting party that died, or one
+                whose wait an exception ended).
         """
         if timeout is None:
             timeout = self._timeout
@@ -926,46 +955,61 @@ class Barrier:
                 cond.notify_all()
                 return index
             w[_PARTY + index] = _sharedwords.ident()  # before the count that covers it
-            w[_ARRIVED] = index + 1
-            lock_words = cond._lock._w
-            recoveries = lock_words[_OwnedLock._RECOVERIES]
+            try:
+                w[_ARRIVED] = index + 1
+                return self._wait_in_round(cond, index, this_round, deadline, timeout)
+            except BaseException:
+                # Interrupted (KeyboardInterrupt, a signal handler raising): the party
+                # leaves, and its count would let the next parties trip the barrier
+                # one short. It breaks the barrier instead, as a timeout does. (Not if
+                # its round has ended -- tripped or reset: the next round is not its
+                # -- nor if the lock could not be taken back: see Condition._retake.)
+                if w[_ROUND] == this_round and not w[_BROKEN] and cond._lock._is_owned():
+                    self._break()
+                raise
 
-            def something_happened() -> bool:  # read without the lock, every slice
-                return (
-                    w[_ROUND] != this_round
-                    or w[_BROKEN] != 0
-                    or lock_words[_OwnedLock._RECOVERIES] != recoveries
-                    or self._neighbour_died(index)
+    def _wait_in_round(
+        self, cond: Condition, index: int, this_round: int, deadline: Any, timeout: Any
+    ) -> int:
+        """Wait, as party ``index`` of ``this_round``, for the round to end (under the lock)."""
+        w = self._w
+        lock_words = cond._lock._w
+        recoveries = lock_words[_OwnedLock._RECOVERIES]
+
+        def something_happened() -> bool:  # read without the lock, every slice
+            return (
+                w[_ROUND] != this_round
+                or w[_BROKEN] != 0
+                or lock_words[_OwnedLock._RECOVERIES] != recoveries
+                or self._neighbour_died(index)
+            )
+
+        while True:
+            cond._wait(deadline, something_happened)
+            if w[_ROUND] != this_round:
+                # (Overwritten: _OUTCOMES rounds have run since; it tripped, then,
+                # unless reset -- which would have woken this party long before.)
+                if w[_OUTCOME + this_round % _OUTCOMES] != -(this_round + 1):
+                    return index
+                raise _broken("the barrier was reset while this party waited")
+            if w[_BROKEN]:
+                raise _broken("the barrier was aborted or broken by another party")
+            if lock_words[_OwnedLock._RECOVERIES] != recoveries:
+                # A party died inside the barrier's own critical section.
+                self._break()
+                raise _broken("a process died while holding the barrier's lock; it is now broken")
+            dead = self._dead_parties()
+            if dead:
+                self._break()
+                raise _broken(self._died_waiting(dead))
+            remaining = _remaining(deadline)
+            if remaining is not None and remaining <= 0:
+                self._break()
+                raise _broken(
+                    f"Barrier.wait() timed out after {timeout} s with "
+                    f"{w[_ARRIVED]} of {self._parties} parties waiting; the barrier is "
+                    "now broken"
                 )
-
-            while True:
-                cond._wait(deadline, something_happened)
-                if w[_ROUND] != this_round:
-                    # (Overwritten: _OUTCOMES rounds have run since; it tripped, then,
-                    # unless reset -- which would have woken this party long before.)
-                    if w[_OUTCOME + this_round % _OUTCOMES] != -(this_round + 1):
-                        return index
-                    raise _broken("the barrier was reset while this party waited")
-                if w[_BROKEN]:
-                    raise _broken("the barrier was aborted or broken by another party")
-                if lock_words[_OwnedLock._RECOVERIES] != recoveries:
-                    # A party died inside the barrier's own critical section.
-                    self._break()
-                    raise _broken(
-                        "a process died while holding the barrier's lock; it is now broken"
-                    )
-                dead = self._dead_parties()
-                if dead:
-                    self._break()
-                    raise _broken(self._died_waiting(dead))
-                remaining = _remaining(deadline)
-                if remaining is not None and remaining <= 0:
-                    self._break()
-                    raise _broken(
-                        f"Barrier.wait() timed out after {timeout} s with "
-                        f"{w[_ARRIVED]} of {self._parties} parties waiting; the barrier is "
-                        "now broken"
-                    )
 
     def _neighbour_died(self, index: int) -> bool:
         """Whether the party that arrived before ours (the last one, for the first) died.
