@@ -1206,6 +1206,52 @@ def _wait_once(cond):
         return cond.wait(30)
 
 
+def _enter_n_times(stack, cm, n):
+    for _ in range(n):
+        stack.enter_context(cm)
+
+
+@both
+@pytest.mark.parametrize(("kind", "depth"), [("Lock", 1), ("RLock", 2)])
+def test_a_wait_that_cannot_take_the_lock_over_as_an_error_leaves_it_with_the_dead_holder(
+    impl, kind, depth
+):
+    """With OwnerDiedWarning an error, wait() raises it when its notifier died holding
+    the lock; ``with cond:`` then releases nothing (the lock is not this thread's), so
+    the warning comes out alone, and every later acquire() raises it too."""
+    ctx = proctor.get_context("fork")
+    lock = Lock() if kind == "Lock" else RLock()
+    cond = Condition(lock)
+    notifier = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OwnerDiedWarning)
+        try:
+            with pytest.raises(OwnerDiedWarning) as caught, contextlib.ExitStack() as stack:
+                _enter_n_times(stack, cond, depth)
+                # It takes the lock once wait() lets go of it, notifies, and is killed.
+                notifier = _process(ctx, notify_and_die_holding_the_lock, cond)
+                pid = notifier.pid
+                cond.wait(30)
+        finally:
+            exitcode = finish(notifier)[0] if notifier is not None else None
+        assert exitcode == -signal.SIGKILL
+        assert f"process {pid} died" in str(caught.value)
+        assert caught.value.__context__ is None  # (not behind a LockNotOwnedError)
+        assert "SomeOtherProcess" in repr(lock)
+        for block in (True, False):
+            with pytest.raises(OwnerDiedWarning, match=f"process {pid} died"):
+                lock.acquire(block, SLACK if block else None)
+    with pytest.warns(OwnerDiedWarning, match=f"process {pid} died"):
+        assert lock.acquire(timeout=SLACK)
+    lock.release()
+    with cond:  # (nothing left to skip: its release is a release)
+        pass
+    assert lock.acquire(False)
+    lock.release()
+    cond.close()
+    lock.close()
+
+
 # --- Event ------------------------------------------------------------------------
 
 

@@ -500,7 +500,7 @@ class Condition:
         (including a ``wait()`` returning) gets :class:`proctor.OwnerDiedWarning`.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_named", "_queue", "_shared", "_w")
+    __slots__ = ("__weakref__", "_lock", "_named", "_queue", "_shared", "_unheld", "_w")
 
     _queue_class: type[_WaitQueue] = _WaitQueue
 
@@ -528,6 +528,9 @@ class Condition:
         self._shared = shared
         self._w = shared.words
         self._queue = self._queue_class(shared)
+        # None, or {thread: releases to skip} after a wait() whose retake of the
+        # lock raised (see _retake): per process, as the lock's holding is.
+        self._unheld: dict[int, int] | None = None
 
     # The lock's interface, delegated.
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
@@ -535,14 +538,42 @@ class Condition:
         return self._lock.acquire(block, timeout)
 
     def release(self) -> None:
-        """Release the underlying lock."""
+        """Release the underlying lock.
+
+        After a :meth:`wait` that could not take the lock back (its holder died,
+        and ``OwnerDiedWarning`` is an error), the releases that match the
+        calling thread's acquisitions (``with condition:``'s exit included) do
+        nothing: the lock is not this thread's, and stays with the dead holder.
+        """
+        if self._unheld is not None and self._skip_release():
+            return
         self._lock.release()
 
     def __enter__(self) -> bool:
         return self._lock.__enter__()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._unheld is not None and self._skip_release():
+            return  # (the OwnerDiedWarning of wait() goes on alone)
         self._lock.release()
+
+    def _skip_release(self) -> bool:
+        """Whether this release matches an acquisition a failed retake undid."""
+        unheld = self._unheld
+        if unheld is None:
+            return False
+        me = _thread.get_ident()
+        left = unheld.get(me)
+        if left is None:
+            return False
+        if self._lock._is_owned():  # taken again since (accepting the warning)
+            del unheld[me]
+            return False
+        if left > 1:
+            unheld[me] = left - 1
+        else:
+            del unheld[me]
+        return True
 
     def _check_owned(self, what: str) -> None:
         if not self._lock._is_owned():
@@ -606,11 +637,24 @@ class Condition:
         return queue.leave(ticket, took, sem)
 
     def _retake(self, saved: Any, ticket: int) -> None:
-        """Take the lock back after a wait (``saved``: what ``_release_save`` returned)."""
+        """Take the lock back after a wait (``saved``: what ``_release_save`` returned).
+
+        If that raises -- ``OwnerDiedWarning`` made an error, the lock's holder
+        having died --, the lock stays with the dead holder (see
+        ``Lock._take_over``): the releases that match this thread's
+        acquisitions must not free it, so that every later acquirer hears of
+        the death too. They are counted here, for :meth:`release` to skip.
+        """
         try:
             self._lock._acquire_restore(saved)
-        except BaseException:  # (OwnerDiedWarning as an error)
+        except BaseException:
             self._queue.let_go(ticket)
+            if not self._lock._is_owned():
+                unheld = self._unheld
+                if unheld is None:
+                    self._unheld = unheld = {}
+                # (an RLock's saved state is its depth: as many releases to skip)
+                unheld[_thread.get_ident()] = saved if type(saved) is int else 1
             raise
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
