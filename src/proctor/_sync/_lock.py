@@ -326,11 +326,19 @@ class _OwnedLock(ClosedWhenCollected):
                 # Python fallback, _acquire_after_c, stands where acquire stands.)
                 stacklevel=5,
             )
-        except BaseException:
+        except BaseException as exc:
             # The warning is an error here: leave the lock as the dead holder left it,
             # so every acquirer hears about the death until one accepts it.
             self._forget_ownership()
             self._w[0] = expected
+            if isinstance(exc, _lazy_errors.OwnerDiedWarning):
+                # Its text said the lock was taken over: not so.
+                exc.args = (
+                    f"{what}. The lock stays with the dead holder: every acquire() "
+                    "raises this while OwnerDiedWarning is an error; let the warning "
+                    "through (a 'default' or 'ignore' filter for it) to take the lock over "
+                    "once the data it protected has been checked.",
+                )
             raise
         return True
 
