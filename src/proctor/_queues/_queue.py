@@ -756,6 +756,9 @@ class Queue:
             if got:
                 if len(got) == 1:  # the common cases: one item, or one batch's items
                     entry = got[0]
+                    if type(entry) is tuple:
+                        payload, flags, fds = entry
+                        return [decode(payload, flags, fds, self._spares)]
                     if type(entry) is Batch:
                         entry = got[0] = self._decode_batch(entry)
                     if type(entry) is list:
@@ -781,21 +784,23 @@ class Queue:
         in the get() that reaches it, alone: items taken with it wait in this
         handle for the next get(), so none is lost."""
         decoded: list[Any] = []
-        for at, entry in enumerate(got):
-            if type(entry) is list:
-                decoded.extend(entry)
-            elif type(entry) is Failed:
-                decoded.append(entry)
-            else:
-                try:
+        entry = None
+        try:
+            for entry in got:
+                if type(entry) is list:
+                    decoded.extend(entry)
+                elif type(entry) is Failed:
+                    decoded.append(entry)
+                else:
                     decoded.extend(self._decode_entry(entry))
-                except BaseException as exc:
-                    # Not an Exception (those are Failed items): a KeyboardInterrupt
-                    # or SystemExit raised while unpickling. It goes up now; the
-                    # entry it interrupted is lost, as a stdlib get() loses the item
-                    # it was unpickling, and the rest wait here for the next get().
-                    self._keep_after_interruption(decoded, got[at + 1 :], entry, exc)
-                    raise
+        except BaseException as exc:
+            # Not an Exception (those are Failed items): a KeyboardInterrupt or
+            # SystemExit raised while unpickling. It goes up now; the entry it
+            # interrupted is lost, as a stdlib get() loses the item it was
+            # unpickling, and the rest wait here for the next get().
+            at = next(i for i, e in enumerate(got) if e is entry)
+            self._keep_after_interruption(decoded, got[at + 1 :], entry, exc)
+            raise
         with self._pending_lock:
             self._own_pending().extend(decoded)
         return self._take_pending(max_items)
