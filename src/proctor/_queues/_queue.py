@@ -756,9 +756,6 @@ class Queue:
             if got:
                 if len(got) == 1:  # the common cases: one item, or one batch's items
                     entry = got[0]
-                    if type(entry) is tuple:
-                        payload, flags, fds = entry
-                        return [decode(payload, flags, fds, self._spares)]
                     if type(entry) is Batch:
                         entry = got[0] = self._decode_batch(entry)
                     if type(entry) is list:
