@@ -781,15 +781,22 @@ class Queue:
         in the get() that reaches it, alone: items taken with it wait in this
         handle for the next get(), so none is lost."""
         decoded: list[Any] = []
+        spares = self._spares
         entry = None
         try:
             for entry in got:
-                if type(entry) is list:
+                if type(entry) is tuple:
+                    payload, flags, fds = entry
+                    try:
+                        decoded.append(decode(payload, flags, fds, spares))
+                    except Exception as exc:
+                        decoded.append(Failed(exc))
+                elif type(entry) is list:
                     decoded.extend(entry)
                 elif type(entry) is Failed:
                     decoded.append(entry)
                 else:
-                    decoded.extend(self._decode_entry(entry))
+                    decoded.extend(self._decode_entry(entry))  # a Batch
         except BaseException as exc:
             # Not an Exception (those are Failed items): a KeyboardInterrupt or
             # SystemExit raised while unpickling. It goes up now; the entry it
