@@ -26,6 +26,25 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
         time.sleep(interval)
 
 
+def run_program(code: str, *args: str, stdin: str | None = None) -> str:
+    """Run ``code`` in a new interpreter (``python -c code args...``); its stdout.
+
+    Fails the test, with the program's stderr, unless it exits 0 within 120 s.
+    """
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def call_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
     """Start ``call()`` in a new thread: the thread, and a list that gets what the call
     returned or raised (for a test that acts on an object while the call waits on it)."""

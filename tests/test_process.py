@@ -16,7 +16,7 @@ import time
 import pytest
 
 import proctor
-from helpers import open_fds, pid_exists, wait_until
+from helpers import open_fds, pid_exists, run_program, wait_until
 from proctor import RemoteError, ResultError, UnpicklableError
 
 # --- targets (importable, so they also work by reference) ---------------------
@@ -373,18 +373,11 @@ def test_a_child_reads_nothing_of_what_its_parent_read_ahead_from_stdin(start_me
     # stdin is /dev/null in a child; a forked sys.stdin also held the lines the
     # parent had read ahead, which the child then read as well as the parent.
     import ast
-    import subprocess
 
-    done = subprocess.run(
-        [sys.executable, "-c", _READ_STDIN_PROGRAM, start_method],
-        input="".join(f"{n}\n" for n in range(1, 1001)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    stdout = run_program(
+        _READ_STDIN_PROGRAM, start_method, stdin="".join(f"{n}\n" for n in range(1, 1001))
     )
-    assert done.returncode == 0, done.stderr
-    first, in_child, rest = ast.literal_eval(done.stdout)
+    first, in_child, rest = ast.literal_eval(stdout)
     assert (first, in_child) == ("1\n", ("", 0))  # read from descriptor 0, as the stdlib's
     assert rest.splitlines() == [str(n) for n in range(2, 1001)]
 
@@ -409,17 +402,7 @@ if __name__ == "__main__":
 
 def test_the_exit_kills_a_daemonic_child_that_ignores_sigterm(start_method):
     # multiprocessing's exit terminates daemonic children, then waits for ever.
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-c", _DAEMON_IGNORING_SIGTERM_PROGRAM, start_method],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert not pid_exists(int(done.stdout))
+    assert not pid_exists(int(run_program(_DAEMON_IGNORING_SIGTERM_PROGRAM, start_method)))
 
 
 _GIL_HOLDING_CHILD_PROGRAM = """

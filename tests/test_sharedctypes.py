@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import proctor
-from helpers import open_fds
+from helpers import open_fds, run_program
 from proctor._reaper import _client as _reaper
 from proctor._sharedmem._sharedctypes import Array, RawArray, RawValue, Value, copy, synchronized
 
@@ -292,15 +292,5 @@ if __name__ == "__main__":
 def test_values_of_main_script_structures_reach_every_kind_of_child(start_method):
     # The stdlib's spawn child imports the main script again, so its classes go by
     # name; proctor's does not, and a ctypes class cannot be pickled by value.
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", _MAIN_SCRIPT_STRUCTURES, start_method],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == "0 ['Point', 'Base', 'Structure'] 1 b'z' 7 9 b'q'"
+    stdout = run_program(_MAIN_SCRIPT_STRUCTURES, start_method)
+    assert stdout.split("\n")[0] == "0 ['Point', 'Base', 'Structure'] 1 b'z' 7 9 b'q'"

@@ -267,9 +267,10 @@ class _Client:
             self.corked.extend(messages)
             return
         data = "".join(_to_json(m) + "\n" for m in messages).encode()
-        if self.fd is not None and self.still_ours():
+        fd = self.connection()
+        if fd is not None:
             try:
-                _write_all(self.fd, data)
+                _write_all(fd, data)
                 return
             except OSError:
                 self._drop_connection()
@@ -287,7 +288,7 @@ class _Client:
         self.flush_corked()  # in order
         data = (_to_json(message) + "\n").encode()
         for attempt in (1, 2):
-            if self.fd is None or not self.still_ours():
+            if self.connection() is None:
                 self._connect()
             assert self.fd is not None
             sock = socket.socket(fileno=self.fd)
@@ -309,19 +310,19 @@ class _Client:
         if messages:
             self.send_lines(messages)
 
-    def still_ours(self) -> bool:
-        """Whether ``fd`` is still our connection; forget it (unclosed) if not."""
+    def connection(self) -> int | None:
+        """``fd`` if it is still our connection; else None, and ``fd`` forgotten (unclosed)."""
         fd = self.fd
         if fd is None:
-            return False
+            return None
         try:
             st = os.fstat(fd)
         except OSError:
             st = None
         if st is not None and (st.st_dev, st.st_ino) == self.fd_id:
-            return True
+            return fd
         self.fd = self.fd_id = None  # closed behind our back: the number is not ours now
-        return False
+        return None
 
     def _drop_connection(self) -> None:
         self.close()
@@ -437,8 +438,9 @@ class _Client:
         return sock
 
     def close(self) -> None:
-        if self.fd is not None and self.still_ours():
-            fd, self.fd = self.fd, None
+        fd = self.connection()
+        if fd is not None:
+            self.fd = None
             os.close(fd)
 
 
@@ -551,9 +553,10 @@ def _after_fork_in_child() -> None:
     global _client, _from_parent
     parent = _client
     if parent is not None:
-        if parent.fd is not None and parent.still_ours():
+        fd = parent.connection()
+        if fd is not None:
             with contextlib.suppress(OSError):
-                os.close(parent.fd)
+                os.close(fd)
         _from_parent = parent
         _client = None
     if not _REAPER_SEES_MAPPINGS:
