@@ -7,6 +7,7 @@ import importlib
 import pytest
 
 import proctor
+from helpers import run_program
 
 PUBLIC_MODULES = (
     "connection",
@@ -17,6 +18,7 @@ PUBLIC_MODULES = (
     "managers",
     "process",
     "queues",
+    "reduction",
     "resource_tracker",
     "shared_memory",
     "sharedctypes",
@@ -77,6 +79,32 @@ def test_module_names_are_the_front_doors_objects(module_name, attribute):
     """A name imported from the stdlib-named module is the very object proctor.X is."""
     module = importlib.import_module(f"proctor.{module_name}")
     assert getattr(module, attribute) is getattr(proctor, attribute)
+
+
+def test_every_public_module_is_an_attribute_after_import_proctor():
+    # As after `import multiprocessing` (code registers reducers through
+    # multiprocessing.reduction with no other import): a fresh interpreter, as a
+    # module imported once is an attribute from then on.
+    names = [name for name in PUBLIC_MODULES if "." not in name]
+    out = run_program(
+        "import sys, proctor\n"
+        "for name in sys.argv[1:]:\n"
+        "    assert getattr(proctor, name) is sys.modules['proctor.' + name], name\n"
+        "print('ok')",
+        *names,
+    )
+    assert out == "ok\n"
+
+
+def test_the_reducer_of_every_context_is_the_reduction_modules_names():
+    from proctor import reduction
+
+    for ctx in [proctor, *(proctor.get_context(m) for m in proctor.get_all_start_methods())]:
+        reducer = ctx.reducer
+        for name in reduction.__all__:
+            assert getattr(reducer, name) is getattr(reduction, name), (ctx, name)
+    with pytest.raises(ValueError, match=r"proctor\.reduction\.register"):
+        proctor.get_context().reducer = reduction
 
 
 def test_context_classes_match_get_context():

@@ -158,7 +158,10 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "managers": ("managers", None),
     "pool": ("pool", None),
     "process": ("process", None),
+    # multiprocessing.reducer: the default context's reducer, the reduction module.
+    "reducer": ("_connections._reducer", None),
     "queues": ("queues", None),
+    "reduction": ("reduction", None),
     "resource_tracker": ("resource_tracker", None),
     "shared_memory": ("shared_memory", None),
     "sharedctypes": ("sharedctypes", None),
@@ -249,6 +252,7 @@ __all__ = (
     "log_to_stderr",
     "managers",
     "parent_process",
+    "reducer",
     "set_executable",
     "set_forkserver_preload",
     "set_log_forwarding",

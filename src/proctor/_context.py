@@ -20,6 +20,7 @@ This is the top of proctor's private layers: it may import any of them.
 from __future__ import annotations
 
 import os
+import types
 
 from ._core import _runtime
 from ._core._errors import AuthenticationError, BufferTooShort, ProcessError, ProcessTimeoutError
@@ -150,6 +151,21 @@ class BaseContext:
     BufferTooShort = BufferTooShort
     TimeoutError = ProcessTimeoutError
     AuthenticationError = AuthenticationError
+
+    @property
+    def reducer(self) -> types.ModuleType:
+        """The pickling hooks: ``proctor.reduction``'s names, as ``multiprocessing``'s
+        contexts have (``ctx.reducer.ForkingPickler``, ``ctx.reducer.register``...)."""
+        from ._connections import _reducer
+
+        return _reducer
+
+    @reducer.setter
+    def reducer(self, reduction: object) -> None:
+        raise ValueError(
+            "proctor's pickler cannot be replaced (there is no AbstractReducer); register "
+            "a reducer for a class with proctor.reduction.register(cls, reduce_function)"
+        )
 
     # -- start methods -----------------------------------------------------------
 

@@ -28,15 +28,15 @@ Note:
 
 from __future__ import annotations
 
-from ._connections._handles import HAVE_SEND_HANDLE as HAVE_SEND_HANDLE
-from ._connections._handles import recv_handle as recv_handle
-from ._connections._handles import recvfds as recvfds
-from ._connections._handles import send_handle as send_handle
-from ._connections._handles import sendfds as sendfds
-from ._core._reduction import DupFd as DupFd
-from ._core._reduction import ForkingPickler as ForkingPickler
-from ._core._reduction import dump as dump
-from ._core._reduction import register as register
+from ._connections._reducer import HAVE_SEND_HANDLE as HAVE_SEND_HANDLE
+from ._connections._reducer import DupFd as DupFd
+from ._connections._reducer import ForkingPickler as ForkingPickler
+from ._connections._reducer import dump as dump
+from ._connections._reducer import recv_handle as recv_handle
+from ._connections._reducer import recvfds as recvfds
+from ._connections._reducer import register as register
+from ._connections._reducer import send_handle as send_handle
+from ._connections._reducer import sendfds as sendfds
 
 __all__ = (
     "HAVE_SEND_HANDLE",
