@@ -496,6 +496,9 @@ def test_default_names_count_up():
     a, b = proctor.Process(), proctor.Process()
     (na,), (nb,) = (a.name.split("-")[1:], b.name.split("-")[1:])
     assert int(nb) == int(na) + 1
+    # An empty name is no name, as in multiprocessing (`name or default`).
+    (nc,) = proctor.Process(name="").name.split("-")[1:]
+    assert int(nc) == int(nb) + 1
 
 
 def test_active_children_lists_running_ones(ctx):

@@ -143,9 +143,10 @@ class BaseProcess:
         self._daemon = parent.daemon if daemon is None else bool(daemon)
         self._parent_pid = os.getpid()
         self._parent_name = parent.name
+        # (an empty name too gets the default, as in multiprocessing)
         self._name = (
             name
-            if name is not None
+            if name is not None and name != ""
             else type(self).__name__ + "-" + ":".join(map(str, self._identity))
         )
         if not isinstance(self._name, str):
