@@ -11,6 +11,7 @@ import ctypes
 import gc
 import pickle
 import queue
+import sys
 import threading
 
 import pytest
@@ -260,7 +261,7 @@ def test_locks_take_multiprocessing_signatures(make):
     t.join(T)
     assert held == [(False, False)]
     lock.release()
-    assert lock.acquire(True, -1)  # negative: only tries
+    assert lock.acquire(True, -2)  # negative: only tries
     lock.release()
     with lock:
         pass
@@ -268,6 +269,39 @@ def test_locks_take_multiprocessing_signatures(make):
         lock.acquire(timeout="1")
     assert lock.acquire(timeout=1e12)  # beyond threading.TIMEOUT_MAX: waits for ever
     lock.release()
+
+
+def _waiting_in_acquire(thread: threading.Thread) -> bool:
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == "acquire":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.parametrize("make", [dummy.Lock, dummy.RLock, lambda: dummy.Semaphore(1)])
+def test_locks_take_threading_signatures_too(make):
+    # multiprocessing.dummy's locks are threading's: code written for it passes
+    # blocking= and timeout=-1 (threading's "no limit").
+    lock = make()
+    assert lock.acquire(blocking=True)
+    outcome: list[object] = []
+
+    def contend() -> None:
+        outcome.append(lock.acquire(blocking=False))
+        outcome.append(lock.acquire(timeout=-1))  # waits until the main thread releases
+        lock.release()
+
+    t = threading.Thread(target=contend)
+    t.start()
+    wait_until(lambda: len(outcome) == 1 and _waiting_in_acquire(t))
+    assert outcome == [False]
+    lock.release()
+    t.join(T)
+    assert not t.is_alive() and outcome == [False, True]
+    with pytest.raises(TypeError, match="blocking"):
+        lock.acquire(True, blocking=True)
 
 
 def test_lock_release_errors_catchable_either_way():

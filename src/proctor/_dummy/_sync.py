@@ -46,6 +46,31 @@ class NotLockedError(ValueError, RuntimeError):
     """
 
 
+def _lock_arguments(block: Any, timeout: Any, blocking: Any) -> tuple[Any, Any]:
+    """``acquire()``'s arguments as ``multiprocessing`` names them, from either API's.
+
+    ``multiprocessing.dummy``'s locks are ``threading``'s, so code written for it
+    passes ``blocking=`` and ``timeout=-1`` (``threading``'s "no limit"); code written
+    for processes passes ``block=`` and ``timeout=None``. Both are taken.
+
+    Raises:
+        TypeError: both ``block`` and ``blocking`` were given.
+    """
+    if blocking is not None:
+        if block is not _UNSET:
+            raise TypeError("acquire() takes block= or blocking= (threading's name), not both")
+        block = blocking
+    elif block is _UNSET:
+        block = True
+    if timeout == -1 and not isinstance(timeout, bool):
+        timeout = None  # threading's default: wait for as long as it takes
+    return block, timeout
+
+
+#: ``acquire()``'s ``block`` when the caller gave none (it may give ``blocking``).
+_UNSET: Any = object()
+
+
 def wait_seconds(timeout: Any) -> float | None:
     """``timeout`` as ``threading`` waits take it: ``None`` for ever, else >= 0.
 
@@ -79,22 +104,30 @@ class Lock:
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+    def acquire(
+        self, block: bool = _UNSET, timeout: float | None = None, *, blocking: bool | None = None
+    ) -> bool:
         """Acquire the lock.
 
         Args:
             block: wait while another thread holds it; ``False`` only tries.
-            timeout: with ``block``, give up after this many seconds (``None``
-                waits for ever; a negative number only tries).
+            timeout: with ``block``, give up after this many seconds (``None``, or
+                ``-1`` as in ``threading``, waits for ever; another negative number
+                only tries).
+            blocking: ``threading``'s name for ``block`` (``multiprocessing.dummy``'s
+                locks are ``threading``'s).
 
         Returns:
             Whether the lock was acquired.
 
         Raises:
-            TypeError: ``timeout`` is not a number or ``None``.
+            TypeError: ``timeout`` is not a number or ``None``; both ``block`` and
+                ``blocking`` were given.
         """
-        if timeout is None:
-            return self._lock.acquire(block)  # the common case, without a wrapper's cost
+        if timeout is None and blocking is None:
+            # the common case, without a wrapper's cost
+            return self._lock.acquire(True if block is _UNSET else block)
+        block, timeout = _lock_arguments(block, timeout, blocking)
         return _acquire(self._lock.acquire, block, timeout)
 
     def release(self) -> None:
@@ -136,13 +169,16 @@ class RLock:
     def __init__(self) -> None:
         self._lock = threading.RLock()
 
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+    def acquire(
+        self, block: bool = _UNSET, timeout: float | None = None, *, blocking: bool | None = None
+    ) -> bool:
         """Acquire the lock, or go one level deeper if this thread holds it.
 
         Args and returns as for :meth:`Lock.acquire`.
         """
-        if timeout is None:
-            return self._lock.acquire(block)
+        if timeout is None and blocking is None:
+            return self._lock.acquire(True if block is _UNSET else block)
+        block, timeout = _lock_arguments(block, timeout, blocking)
         return _acquire(self._lock.acquire, block, timeout)
 
     def release(self) -> None:
@@ -212,11 +248,14 @@ class Semaphore(threading.Semaphore):
     def __init__(self, value: int = 1) -> None:
         super().__init__(_check_count(value, type(self).__name__))
 
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+    def acquire(  # type: ignore[override]
+        self, block: bool = _UNSET, timeout: float | None = None, *, blocking: bool | None = None
+    ) -> bool:
         """Decrement the count, waiting while it is zero.
 
         Args and returns as for :meth:`Lock.acquire`.
         """
+        block, timeout = _lock_arguments(block, timeout, blocking)
         seconds = wait_seconds(timeout)
         if not block:
             return super().acquire(False)
