@@ -18,7 +18,7 @@ import threading
 import pytest
 
 import proctor
-from helpers import finish, shm_entries, wait_until
+from helpers import call_in_thread, finish, open_fds, shm_entries, wait_until
 from proctor.managers import (
     BaseManager,
     BaseProxy,
@@ -752,21 +752,121 @@ def test_a_connection_broken_during_its_handshake_means_the_manager_is_lost(monk
 
     with SyncManager(ctx=FORK) as manager:
         shared = manager.list()
+        os.kill(manager._process.pid, signal.SIGKILL)
 
         def broken_client(*args, **kwargs):
             raise BrokenPipeError(32, "cannot send: the other end of the connection is closed")
 
         monkeypatch.setattr(_session, "Client", broken_client)
-        failed: list[BaseException] = []
-
-        def first_call():
-            try:
-                shared.append(1)
-            except BaseException as exc:
-                failed.append(exc)
-
-        caller = threading.Thread(target=first_call)
-        caller.start()
+        caller, failed = call_in_thread(lambda: shared.append(1))
         caller.join(TIMEOUT)
         assert not caller.is_alive()
         assert isinstance(failed[0], ManagerLostError), failed
+
+
+def test_a_threads_connection_that_fails_to_open_fails_that_call_only(monkeypatch):
+    # A manager out of descriptors (or too slow) gives up on a new connection's
+    # handshake: only the call that opened it fails; the session -- and every
+    # object the manager holds for this process -- stays.
+    from proctor._managers import _session
+
+    with SyncManager(ctx=FORK) as manager:
+        shared = manager.dict(data="precious")
+        before = manager._number_of_objects()
+
+        def reset_client(*args, **kwargs):
+            raise ConnectionResetError(104, "the manager gave up on this handshake")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(_session, "Client", reset_client)
+            caller, failed = call_in_thread(lambda: shared.get("data"))
+            caller.join(TIMEOUT)
+        assert not caller.is_alive()
+        assert isinstance(failed[0], ConnectionError), failed
+        assert not isinstance(failed[0], ManagerLostError), failed
+        assert "session stands" in str(failed[0])
+        caller, got = call_in_thread(lambda: shared.get("data"))
+        caller.join(TIMEOUT)
+        assert got == ["precious"]
+        assert manager._number_of_objects() == before
+
+
+def _task_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_a_threads_connection_is_closed_when_the_thread_ends(manager):
+    # Each calling thread opens a connection (and the manager a serving thread
+    # for it); short-lived threads used to leave both behind until the process
+    # dropped all its proxies, until the manager ran out of descriptors.
+    shared = manager.dict(data="precious")
+    assert shared.get("data") == "precious"  # this thread's connection: kept
+    pid = manager._process.pid
+    fds, tasks = open_fds(), _task_count(pid)
+    for _ in range(30):
+        caller, got = call_in_thread(lambda: shared.get("data"))
+        caller.join(TIMEOUT)
+        assert got == ["precious"]
+    wait_until(lambda: open_fds() <= fds, timeout=TIMEOUT)
+    wait_until(lambda: _task_count(pid) <= tasks, timeout=TIMEOUT)
+    assert shared.get("data") == "precious"
+
+
+class _FullListener:
+    """A listener whose connections wait but cannot be accepted: out of descriptors."""
+
+    closed = False
+
+    def __init__(self, readable_fd: int, stop: threading.Event) -> None:
+        self._fd = readable_fd
+        self._stop = stop
+        self.accepts = 0
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def accept_then_handshake(self):
+        import errno
+
+        self.accepts += 1
+        if self.accepts == 100:  # (a loop that never waits stops here)
+            self._stop.set()
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+class _CountingEvent:
+    def __init__(self, stop: threading.Event, after: int) -> None:
+        self.waits: list[float] = []
+        self._stop, self._after = stop, after
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        if len(self.waits) == self._after:
+            self._stop.set()
+        return False
+
+    def clear(self) -> None:
+        pass
+
+
+def test_the_accept_loop_waits_when_the_manager_is_out_of_descriptors():
+    # accept() failing with EMFILE leaves the connection queued and the listener
+    # readable: the loop used to retry at once, spinning a core.
+    import socket
+
+    from proctor._managers import _server
+
+    server = _server.Server({}, None, b"key", "pickle")
+    real_listener = server.listener
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.send(b"x")  # readable, as a listener with a queued connection is
+        server.listener = _FullListener(ours.fileno(), server.stop_event)
+        backoff = server._connection_ended = _CountingEvent(server.stop_event, after=3)
+        server._accept_loop()  # returns once the third wait stopped it
+        assert backoff.waits == [_server.ACCEPT_BACKOFF] * 3
+        assert server.listener.accepts == 3
+    finally:
+        ours.close()
+        theirs.close()
+        real_listener.close()

@@ -19,6 +19,7 @@ occupies only its own connection's thread.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import threading
@@ -47,6 +48,11 @@ __all__ = ("Server", "local_server")
 BACKLOG = 128
 #: Seconds between the accept thread's checks that the server was asked to stop.
 ACCEPT_POLL = 0.2
+#: Seconds the accept thread waits, when the process is out of descriptors or
+#: memory, for a connection to end before it tries to accept again.
+ACCEPT_BACKOFF = 0.1
+#: accept() errors that retrying at once cannot cure.
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 #: Seconds a connecting client has to complete the handshake (in its own thread).
 HANDSHAKE_TIMEOUT = 30.0
 
@@ -143,6 +149,8 @@ class Server:
         self.listener = Listener(address=address, backlog=BACKLOG, authkey=authkey)
         self.address = self.listener.address
         self.stop_event = threading.Event()
+        # Set as a serving thread ends: its connection's descriptor is free again.
+        self._connection_ended = threading.Event()
         self._stopping = False
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -184,9 +192,15 @@ class Server:
                 if not wait_readable(self.listener.fileno(), ACCEPT_POLL):
                     continue
                 conn, handshake = self.listener.accept_then_handshake()
-            except OSError:
+            except OSError as exc:
                 if self.listener.closed:
                     return
+                if exc.errno in _OUT_OF_RESOURCES:
+                    # The connection stays queued and the listener readable:
+                    # retrying at once would spin. Wait for a connection to end
+                    # (its descriptor is then free) or ACCEPT_BACKOFF.
+                    self._connection_ended.wait(ACCEPT_BACKOFF)
+                    self._connection_ended.clear()
                 continue
             # The handshake runs in the client's own thread: a slow or silent
             # peer holds up nobody else.
@@ -199,6 +213,12 @@ class Server:
             thread.start()
 
     def _serve_client(self, raw: Any, handshake: Callable[[float | None], None]) -> None:
+        try:
+            self._serve_connection(raw, handshake)
+        finally:
+            self._connection_ended.set()
+
+    def _serve_connection(self, raw: Any, handshake: Callable[[float | None], None]) -> None:
         # Only this thread sends on it; a child the server forks (a Pool's
         # worker) never uses its copy.
         raw.keep_in_process()

@@ -12,7 +12,9 @@
       pending decrefs ── sent one way before the next request
 
 Proxies of one manager share their process's session. Each thread has its own
-connection, opened once and kept (no handshake per call): the socket it
+connection, opened once and kept while the thread lives (no handshake per
+call; its ``threading.local`` holds the connection's only closer, so the
+connection closes when the thread ends): the socket it
 connected with (a Unix socket's reader wakes the sender sleeping on it as soon
 as it takes a message, so each side starts waking while the other still works:
 on two idle cores a call on a ``Pipe()`` pair, which wakes its reader only with
@@ -25,7 +27,9 @@ ahead of the next request of any thread: a finalizer never writes on a
 connection that may be in the middle of a frame.
 
 A connection that ends (EOF, reset) or refuses to open means the manager is
-gone: :meth:`Session.lost_error` says which manager, its pid, and how it ended
+gone -- unless the anchor still stands, in which case only that thread's
+connection failed (that call raises; the session and its references stay):
+:meth:`Session.lost_error` says which manager, its pid, and how it ended
 (from the process object where this process started it, else from the pid).
 """
 
@@ -33,12 +37,14 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from .._connections._listener import Client
 from .._core._errors import AuthenticationError, ManagerLostError, ManagerRefusedError
 from .._core._system import random_hex
+from .._core._timeout import wait_readable
 from ._protocol import HELLO, RETURN, raise_reply, wrap
 from ._server import local_server
 
@@ -50,6 +56,12 @@ __all__ = (
     "describe_owned",
     "session_for",
 )
+
+#: Seconds to wait for a session's anchor connection to show the manager's end,
+#: after another connection ended or failed: a dying process's sockets are
+#: closed one by one, and an anchor that stays open this long means the manager
+#: still serves (only that connection failed).
+ANCHOR_GRACE = 1.0
 
 #: This process's sessions, by manager address.
 _sessions: dict[Any, Session] = {}
@@ -139,10 +151,13 @@ class Session:
         self.closed = False
         self.lost: str | None = None
         self._lock = threading.RLock()
-        self._conns: list[Any] = []
+        # The closers of the calling threads' connections: a thread's ends with
+        # the thread (its threading.local holds the only closer).
+        self._closers: weakref.WeakSet[_Closer] = weakref.WeakSet()
         # The anchor only holds the references: its serving thread always waits
         # in recv(), so it sees this process die at once, even in the middle of a
         # call that another connection of ours is blocked in.
+        self._anchor: Any = None
         self._anchor = self._open(True)
 
     def _open(self, anchor: bool) -> Any:
@@ -160,16 +175,25 @@ class Session:
             )
             refused.errno = exc.errno
             raise refused from exc
-        except (ConnectionError, FileNotFoundError, EOFError) as exc:
-            # Refused, or reset or broken pipe in the handshake: the manager
-            # died before or while it accepted this connection.
+        except FileNotFoundError as exc:
+            # No socket at the address any more: nothing listens there.
             raise self.lost_error(exc) from exc
+        except (ConnectionError, EOFError) as exc:
+            # Reset or broken pipe in the handshake: the manager died before or
+            # while it accepted this connection -- or, for a calling thread's
+            # connection while the anchor still stands, gave up on it (a manager
+            # out of descriptors, or too slow to answer): that call fails alone.
+            if anchor or not self._anchor_stands():
+                raise self.lost_error(exc) from exc
+            raise self._not_opened(exc) from exc
         except AuthenticationError as exc:
             # The key was good for the anchor, or the manager's process has
             # ended: it ended during the handshake. Otherwise the key is wrong.
             if anchor and not self._manager_ended():
                 raise
-            raise self.lost_error(exc) from exc
+            if anchor or not self._anchor_stands():
+                raise self.lost_error(exc) from exc
+            raise self._not_opened(exc) from exc
         # Only this process (one thread at a time) sends on it; a forked child
         # closes its copy (forget_after_fork).
         raw.keep_in_process()
@@ -178,9 +202,32 @@ class Session:
             conn.send((HELLO, self.client_id, anchor))
         except (OSError, EOFError) as exc:
             conn.close()
-            raise self.lost_error(exc) from exc
-        self._conns.append(conn)
+            if anchor or not self._anchor_stands():
+                raise self.lost_error(exc) from exc
+            raise self._not_opened(exc) from exc
         return conn
+
+    def _not_opened(self, exc: BaseException) -> ConnectionError:
+        return ConnectionError(
+            f"could not open this thread's connection to the manager at {self.address!r}: "
+            f"{type(exc).__name__}: {exc}. The manager still holds this process's objects "
+            "(its session stands); the next call from this thread tries again"
+        )
+
+    def _anchor_stands(self) -> bool:
+        """Whether the manager still holds this session (its anchor shows no end).
+
+        A dying manager's kernel closes its sockets one at a time, so another
+        connection may end a moment before the anchor does: wait up to
+        ``ANCHOR_GRACE`` for the anchor's end before deciding the manager lives.
+        """
+        anchor = self._anchor
+        if anchor is None or self.closed:
+            return False
+        try:
+            return not wait_readable(anchor.fileno(), ANCHOR_GRACE)
+        except (OSError, ValueError):
+            return False  # closed meanwhile
 
     def _manager_ended(self) -> bool:
         if self.manager_pid is None or isinstance(self.address, tuple):
@@ -188,12 +235,24 @@ class Session:
         return _process_state(self.manager_pid) in (None, "Z")
 
     def connection(self) -> Any:
-        """This thread's connection (opened on its first call)."""
+        """This thread's connection (opened on its first call, closed when the thread ends)."""
         if self.closed:
             raise ManagerLostError(
                 self.lost or f"the session with the manager at {self.address!r} is closed"
             )
         conn = self._open(False)
+        closer = _Closer(conn)
+        with self._lock:
+            if self.closed:  # closed meanwhile: _close_connections missed this one
+                closer.close()
+                raise ManagerLostError(
+                    self.lost or f"the session with the manager at {self.address!r} is closed"
+                )
+            self._closers.add(closer)
+        # The thread's local dict holds the only closer: when the thread ends,
+        # the closer goes and closes the connection (and the manager's serving
+        # thread for it ends), instead of both living until the session closes.
+        self.local.closer = closer
         self.local.conn = conn
         return conn
 
@@ -282,24 +341,16 @@ class Session:
             self.lost = self.lost or (
                 f"the session with the manager at {self.address!r} was closed: {reason}"
             )
-            conns, self._conns = self._conns, []
+            closers, self._closers = list(self._closers), weakref.WeakSet()
             self.pending.clear()
-        for conn in conns:
-            try:
-                conn.close()
-            except OSError:
-                pass
+        _close_all(self._anchor, closers)
 
     def forget_after_fork(self) -> None:
         """In a forked child: close this process's copies of the parent's connections."""
         self.local = threading.local()
         self.closed = True
-        conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.close()
-            except OSError:
-                pass
+        closers, self._closers = list(self._closers), weakref.WeakSet()
+        _close_all(self._anchor, closers)
 
     def lost_error(
         self, exc: BaseException | None = None, during: str | None = None
@@ -325,6 +376,43 @@ class Session:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.users} proxies"
         return f"<proctor manager session {self.address!r} client={self.client_id} {state}>"
+
+
+class _Closer:
+    """Closes one calling thread's connection: when asked, or when it is dropped
+    (the thread ended, so its ``threading.local`` let go of it), whichever comes
+    first -- only once, even when both happen at once in two threads."""
+
+    __slots__ = ("__weakref__", "_box")
+
+    def __init__(self, conn: Any) -> None:
+        self._box = [conn]
+
+    def close(self) -> None:
+        try:
+            conn = self._box.pop()  # atomic: only one caller gets it
+        except IndexError:
+            return
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass  # interpreter shutdown
+
+
+def _close_all(anchor: Any, closers: list[_Closer]) -> None:
+    for closer in closers:
+        closer.close()
+    if anchor is not None:
+        try:
+            anchor.close()
+        except OSError:
+            pass
 
 
 class _LocalConnection:
@@ -362,7 +450,8 @@ class LocalSession(Session):
         self.closed = False
         self.lost = None
         self._lock = threading.RLock()
-        self._conns = []
+        self._closers = weakref.WeakSet()
+        self._anchor = None
         self._server = server
 
     def connection(self) -> Any:
