@@ -870,3 +870,39 @@ def test_the_accept_loop_waits_when_the_manager_is_out_of_descriptors():
         ours.close()
         theirs.close()
         real_listener.close()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum, frame):
+    raise _Interrupted()
+
+
+def test_a_call_interrupted_before_its_reply_leaves_the_next_calls_in_step():
+    # A signal handler that raises while a call waits for its reply (Ctrl-C is
+    # the same) used to leave the thread's connection one reply behind: the next
+    # call returned the interrupted call's result, or hung.
+    with ThingManager(ctx=FORK) as manager:
+        thing = manager.Thing()
+        before = manager._number_of_objects()
+        main = threading.get_ident()
+
+        def interrupt_once_entered():
+            wait_until(lambda: thing.count_entered() == 1, timeout=TIMEOUT)
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+        previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
+        try:
+            interrupter, _ = call_in_thread(interrupt_once_entered)
+            with pytest.raises(_Interrupted):
+                thing.wait_here()  # blocks in the manager until the gate opens
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        interrupter.join(TIMEOUT)
+        opener, _ = call_in_thread(thing.open_gate)  # the interrupted call returns now
+        opener.join(TIMEOUT)
+        assert thing.add(1) == 1  # its own reply, not wait_here()'s "released"
+        assert thing.add(1) == 2
+        assert manager._number_of_objects() == before  # the session kept its objects

@@ -148,7 +148,14 @@ class BaseProxy:
             conn.send((self._id, methodname, args, kwds or {}))
             kind, result = conn.recv()
         except (EOFError, OSError) as exc:
-            raise session.lost_error(exc, methodname) from exc
+            raise session.broken(exc, methodname) from exc
+        except BaseException:
+            # Interrupted between the request and its whole reply (a signal
+            # handler raised, Ctrl-C), or the request could not be pickled: the
+            # connection may be out of step, and the next call would get this
+            # one's reply. This thread's next call opens a new one.
+            session.drop_connection()
+            raise
         if kind == RETURN:
             return result
         if kind == PROXY:

@@ -288,6 +288,11 @@ class Server:
             except (EOFError, OSError):
                 if taken:  # (the client has gone, or never gets it)
                     self.decref(client_id, list(taken.values()))
+                if reply[0] == PROXY:
+                    # The client dropped this connection (its call was
+                    # interrupted) or died: nobody takes over the reference
+                    # counted for it.
+                    self.decref(client_id, (reply[1][1],))
                 return
             except Exception as exc:  # the reply cannot be pickled: say so, keep serving
                 if taken:  # (pickled first, so nothing was sent: they go again)

@@ -274,7 +274,10 @@ class Session:
             conn.send((ident, name, args, kwds or {}))
             kind, result = conn.recv()
         except (EOFError, OSError) as exc:
-            raise self.lost_error(exc, name) from exc
+            raise self.broken(exc, name) from exc
+        except BaseException:
+            self.drop_connection()  # (see drop_connection)
+            raise
         if kind == RETURN:
             return result
         try:
@@ -289,7 +292,48 @@ class Session:
             try:
                 conn.send((None, "#decrefs", (batch,), {}))
             except (EOFError, OSError) as exc:
-                raise self.lost_error(exc) from exc
+                raise self.broken(exc) from exc
+            except BaseException:
+                self.drop_connection()  # (a frame may have been cut short)
+                raise
+
+    def drop_connection(self) -> None:
+        """Close this thread's connection and forget it; its next call opens another.
+
+        For a call interrupted between its request and its whole reply (a signal
+        handler raised, Ctrl-C): the reply still on its way would be taken as the
+        next call's, or a frame was cut short. The session's references live on
+        its anchor connection, so the manager keeps every object of this process
+        when this one ends.
+        """
+        local = self.local
+        closer = getattr(local, "closer", None)
+        for name in ("conn", "closer"):
+            try:
+                delattr(local, name)
+            except AttributeError:
+                pass
+        if closer is not None:
+            closer.close()
+
+    def broken(self, exc: BaseException, during: str | None = None) -> BaseException:
+        """The error for this thread's connection ending (``exc``) during ``during``.
+
+        The manager is lost if the anchor ended too; otherwise only this
+        connection broke (the manager still serves and keeps this process's
+        objects): it is dropped, and this call fails with an ``EOFError``, as
+        the stdlib's does.
+        """
+        if not self._anchor_stands():
+            return self.lost_error(exc, during)
+        self.drop_connection()
+        call = f"the call {during!r}" if during is not None else "sending dropped references"
+        return EOFError(
+            f"the manager at {self.address!r} closed this thread's connection during {call} "
+            f"({type(exc).__name__}: {exc}); it may or may not have run. The manager still "
+            "serves and holds this process's objects: this thread's next call opens a new "
+            "connection"
+        )
 
     def acquire(self) -> bool:
         """One more user (a proxy, a manager) holds this session open.
