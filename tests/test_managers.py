@@ -95,6 +95,17 @@ class Thing:
     def _private(self):
         return "private"
 
+    def raise_base(self, name):
+        import asyncio
+
+        raise {"KeyboardInterrupt": KeyboardInterrupt, "SystemExit": SystemExit,
+               "CancelledError": asyncio.CancelledError}[name]("from the method")  # fmt: skip
+
+
+def _generator():
+    yield 1
+    yield 2
+
 
 _store: dict = {}
 
@@ -112,6 +123,7 @@ ThingManager.register("LimitedThing", Thing, exposed=("add", "_private"))
 ThingManager.register("IterThing", Thing, method_to_typeid={"numbers": "Iter"})
 ThingManager.register("Iter", proxytype=IteratorProxy, create_method=False)
 ThingManager.register("get_store", callable=get_store)
+ThingManager.register("Generator", _generator, proxytype=IteratorProxy)
 ThingManager.register("descriptor_limits", callable=lambda: _descriptor_limits())
 
 
@@ -906,3 +918,45 @@ def test_a_call_interrupted_before_its_reply_leaves_the_next_calls_in_step():
         assert thing.add(1) == 1  # its own reply, not wait_here()'s "released"
         assert thing.add(1) == 2
         assert manager._number_of_objects() == before  # the session kept its objects
+
+
+@pytest.mark.parametrize(
+    "name", ["GeneratorExit", "KeyboardInterrupt", "SystemExit", "CancelledError"]
+)
+def test_a_base_exception_raised_in_a_managed_method_reaches_the_caller_only(name):
+    # It used to end the serving thread: the client took the closed connection
+    # for a lost manager and closed its session, and the manager dropped every
+    # object of this process.
+    import asyncio
+
+    expected = {
+        "GeneratorExit": GeneratorExit,
+        "KeyboardInterrupt": KeyboardInterrupt,
+        "SystemExit": SystemExit,
+        "CancelledError": asyncio.CancelledError,
+    }[name]
+    with ThingManager(ctx=FORK) as manager:
+        thing = manager.Thing()
+        generator = manager.Generator()
+        assert next(generator) == 1
+        before = manager._number_of_objects()
+        with pytest.raises(expected) as raised:
+            if name == "GeneratorExit":
+                generator.throw(GeneratorExit)
+            else:
+                thing.raise_base(name)
+        assert isinstance(raised.value.__cause__, proctor.RemoteTraceback)
+        assert thing.add(1) == 1  # the same connection, still served
+        assert manager._number_of_objects() == before
+
+
+def test_a_threads_connection_that_ends_while_the_manager_serves_fails_that_call_only(manager):
+    import socket
+
+    shared = manager.dict(data="precious")
+    assert shared.get("data") == "precious"
+    shared._session.local.conn._sock.shutdown(socket.SHUT_RDWR)  # as if the manager closed it
+    with pytest.raises(EOFError, match="still serves") as info:
+        shared.get("data")
+    assert not isinstance(info.value, ManagerLostError)
+    assert shared.get("data") == "precious"  # on a new connection, same session

@@ -109,6 +109,16 @@ def take_for_recipient(proxy: Any) -> bool:
 os.register_at_fork(after_in_child=_local_servers.clear)
 
 
+def _stops_this_thread(exc: BaseException) -> bool:
+    """Whether ``exc``, raised in a call the server runs, must end the calling thread
+    instead of going back to the client: Ctrl-C or ``sys.exit()`` in the main thread
+    (a call of the manager's own process, ``handle_request``). Elsewhere it is
+    the method's result, as any exception is."""
+    return isinstance(exc, (KeyboardInterrupt, SystemExit)) and (
+        threading.current_thread() is threading.main_thread()
+    )
+
+
 class _NotExposed(AttributeError):
     pass
 
@@ -234,7 +244,7 @@ class Server:
                 raw.close()
                 return
             client_id, anchor = hello[1], hello[2]
-        except Exception:
+        except BaseException:  # (a serving thread never gets a signal's exception)
             raw.close()
             return
         try:
@@ -253,7 +263,7 @@ class Server:
                 request = recv()
             except (EOFError, OSError):
                 return
-            except Exception as exc:  # the request could not be unpickled here
+            except BaseException as exc:  # the request could not be unpickled here
                 reply: Any = (TRACEBACK, format_exception(exc))
             else:
                 try:
@@ -263,7 +273,12 @@ class Server:
                         if name in exposed:
                             try:
                                 result = getattr(obj, name)(*args, **kwds)
-                            except Exception as exc:
+                            except BaseException as exc:
+                                # GeneratorExit (an iterator's throw()),
+                                # KeyboardInterrupt, SystemExit, CancelledError
+                                # raised by the method are its result too: they
+                                # go back to the caller, not end this thread
+                                # (which the client took for a lost manager).
                                 reply = (RAISE, (exc, format_exception(exc)))
                                 del exc
                             else:
@@ -279,7 +294,7 @@ class Server:
                         reply = self.handle_server_call(client_id, name, args, kwds)
                         if reply is None:
                             continue
-                except Exception as exc:
+                except BaseException as exc:
                     reply = (TRACEBACK, self._explain(exc, request))
             taken: dict[int, int] = {}  # id(proxy) -> the id of its object
             _replying.to = (self, client_id, taken)
@@ -294,7 +309,7 @@ class Server:
                     # counted for it.
                     self.decref(client_id, (reply[1][1],))
                 return
-            except Exception as exc:  # the reply cannot be pickled: say so, keep serving
+            except BaseException as exc:  # the reply cannot be pickled: say so, keep serving
                 if taken:  # (pickled first, so nothing was sent: they go again)
                     self.decref(client_id, list(taken.values()))
                 text = format_exception(exc)
@@ -356,14 +371,18 @@ class Server:
                 return self._fallback(obj, exposed, name)
             try:
                 result = getattr(obj, name)(*args, **kwds)
-            except Exception as exc:
+            except BaseException as exc:
+                if _stops_this_thread(exc):
+                    raise
                 return (RAISE, (exc, format_exception(exc)))
             if to_typeid and name in to_typeid:
                 return (PROXY, self._adopt(client_id, to_typeid[name], result))
             if type(result) in _VIEW_TYPES:
                 result = list(result)
             return (RETURN, result)
-        except Exception as exc:
+        except BaseException as exc:
+            if _stops_this_thread(exc):
+                raise
             return (TRACEBACK, self._explain(exc, request))
 
     def handle_server_call(self, client_id: str, name: str, args: Any, kwds: Any) -> Any:
@@ -373,7 +392,9 @@ class Server:
             return (TRACEBACK, f"AttributeError: the manager's server has no method {name!r}")
         try:
             result = call(client_id, *args, **kwds)
-        except Exception as exc:
+        except BaseException as exc:
+            if _stops_this_thread(exc):
+                raise
             # As the stdlib's: what fails in the server's own methods (a type's
             # constructor in ``create``...) arrives as a RemoteError, whose
             # type_name and traceback say what it was.
