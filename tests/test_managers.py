@@ -960,3 +960,17 @@ def test_a_threads_connection_that_ends_while_the_manager_serves_fails_that_call
         shared.get("data")
     assert not isinstance(info.value, ManagerLostError)
     assert shared.get("data") == "precious"  # on a new connection, same session
+
+
+def test_a_wrong_authkey_is_refused_even_where_this_process_already_has_a_session(manager):
+    # Sessions were kept by address only: a manager (or proxy) given the wrong
+    # key rode on the session the right key had opened.
+    shared = manager.dict(secret=1)
+    intruder = SyncManager(address=manager.address, authkey=b"wrong")
+    with pytest.raises(proctor.AuthenticationError):
+        intruder.connect()
+        intruder.dict(x=1)
+    assert shared["secret"] == 1
+    friend = SyncManager(address=manager.address, authkey=manager._authkey)
+    friend.connect()
+    assert friend.dict(x=1)["x"] == 1

@@ -35,6 +35,7 @@ connection failed (that call raises; the session and its references stay):
 
 from __future__ import annotations
 
+import hmac
 import os
 import threading
 import weakref
@@ -63,7 +64,7 @@ __all__ = (
 #: still serves (only that connection failed).
 ANCHOR_GRACE = 1.0
 
-#: This process's sessions, by manager address.
+#: This process's sessions, by (manager address, authkey, serializer).
 _sessions: dict[Any, Session] = {}
 _sessions_lock = threading.RLock()
 #: Managers this process started: address -> a function describing how it ended.
@@ -83,22 +84,34 @@ def session_for(
 ) -> Session:
     """This process's session with the manager at ``address`` (opened if needed).
 
+    Sessions are kept by address, key and serializer: a proxy or manager with
+    another key than a session's gets its own session, whose handshake checks
+    that key (a wrong one was let in by the session another key had opened).
+
     Raises:
         ManagerLostError: nothing serves at ``address`` any more.
         AuthenticationError: ``authkey`` is not the manager's.
     """
-    session = _sessions.get(address)
+    key = (address, authkey, serializer)
+    session = _sessions.get(key)
     if session is not None and not session.closed:
         return session
     with _sessions_lock:
-        session = _sessions.get(address)
+        session = _sessions.get(key)
         if session is None or session.closed:
             server = local_server(address)
             if server is not None:
+                if authkey is not None and not hmac.compare_digest(
+                    bytes(authkey), bytes(server.authkey or b"")
+                ):
+                    raise AuthenticationError(
+                        f"the key given for the manager at {address!r} is not its authkey"
+                    )
                 session = LocalSession(server, serializer)
             else:
                 session = Session(address, authkey, serializer, manager_pid)
-            _sessions[address] = session
+            session.key = key
+            _sessions[key] = session
         return session
 
 
@@ -123,8 +136,9 @@ def close_sessions(address: Any, reason: str) -> None:
     Its proxies then fail with ``reason``.
     """
     with _sessions_lock:
-        session = _sessions.pop(address, None)
-    if session is not None:
+        keys = [key for key in _sessions if key[0] == address]
+        sessions = [_sessions.pop(key) for key in keys]
+    for session in sessions:
         session.close(reason)
 
 
@@ -135,6 +149,9 @@ class Session:
         ManagerLostError: the manager cannot be reached.
         AuthenticationError: wrong authkey.
     """
+
+    #: Its key in ``_sessions`` (set by ``session_for``).
+    key: Any = None
 
     def __init__(
         self, address: Any, authkey: bytes | None, serializer: str, manager_pid: int | None
@@ -367,9 +384,7 @@ class Session:
             if self.users > 0:
                 return
             self.closed = True  # under the lock: acquire() cannot slip in between
-        with _sessions_lock:
-            if _sessions.get(self.address) is self:
-                del _sessions[self.address]
+        _forget(self)
         self._close_connections("this process no longer holds any of its objects")
 
     def close(self, reason: str) -> None:
@@ -411,9 +426,7 @@ class Session:
                 "(and check why the old one ended)"
             )
             self.lost = message
-            with _sessions_lock:
-                if _sessions.get(self.address) is self:
-                    del _sessions[self.address]
+            _forget(self)
             self.close(message)
         return ManagerLostError(self.lost)
 
@@ -512,6 +525,13 @@ class LocalSession(Session):
         batch, self.pending[:] = list(self.pending), []
         if batch:
             self._server.decref(self.client_id, batch)
+
+
+def _forget(session: Session) -> None:
+    """Take ``session`` out of this process's sessions (if it is still there)."""
+    with _sessions_lock:
+        if _sessions.get(session.key) is session:
+            del _sessions[session.key]
 
 
 def _describe_end(address: Any, pid: int | None) -> str:
