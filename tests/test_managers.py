@@ -974,3 +974,21 @@ def test_a_wrong_authkey_is_refused_even_where_this_process_already_has_a_sessio
     friend = SyncManager(address=manager.address, authkey=manager._authkey)
     friend.connect()
     assert friend.dict(x=1)["x"] == 1
+
+
+def test_a_call_blocked_during_shutdown_says_the_manager_was_shut_down():
+    # The state said SHUTDOWN only after the process was joined (and closed): the
+    # blocked call read "has ended: its process exited with 0", or failed with
+    # an AttributeError from the closed process.
+    manager = ThingManager(ctx=FORK)
+    manager.start()
+    try:
+        thing = manager.Thing()
+        caller, outcome = call_in_thread(thing.wait_here)
+        wait_until(lambda: thing.count_entered() == 1, timeout=TIMEOUT)
+    finally:
+        manager.shutdown()
+    caller.join(TIMEOUT)
+    assert not caller.is_alive()
+    assert isinstance(outcome[0], ManagerLostError), outcome
+    assert "was shut down" in str(outcome[0])

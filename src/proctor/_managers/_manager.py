@@ -236,8 +236,13 @@ class BaseManager:
         def describe() -> str:
             if state.value == State.SHUTDOWN:
                 return "was shut down"
-            process.join(timeout=1.0)
-            code = process.exitcode
+            try:
+                process.join(timeout=1.0)
+                code = process.exitcode
+            except ValueError:  # closed meanwhile: by the shutdown (_finalize_manager)
+                return "was shut down"
+            if state.value == State.SHUTDOWN:  # (shut down while this joined)
+                return "was shut down"
             if code is None:
                 return "closed the connection (its process still runs)"
             return f"has ended: its process exited with {_exitcode_name(code)}"
@@ -294,6 +299,9 @@ class BaseManager:
     ) -> None:
         process = process_box[0]
         if process.is_alive():
+            # Before the server hears it: a call it breaks then says "was shut
+            # down" (describe), not how the process exited.
+            state.value = State.SHUTDOWN
             try:
                 control.send(_SHUTDOWN)
                 # What the server must free (a SharedMemoryManager's segments) is
