@@ -992,3 +992,23 @@ def test_a_call_blocked_during_shutdown_says_the_manager_was_shut_down():
     assert not caller.is_alive()
     assert isinstance(outcome[0], ManagerLostError), outcome
     assert "was shut down" in str(outcome[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"authkey": 123}, TypeError, "authkey must be bytes"),
+        ({"authkey": "s"}, TypeError, "not str"),
+        ({"address": 123}, TypeError, "(host, port) tuple"),
+        ({"address": ("localhost",)}, ValueError, "(host, port) tuple"),
+        ({"ctx": "fork"}, TypeError, "proctor context"),
+        ({"shutdown_timeout": "x"}, TypeError, "shutdown_timeout"),
+        ({"shutdown_timeout": -1}, ValueError, "shutdown_timeout"),
+    ],
+)
+def test_bad_constructor_arguments_are_refused_up_front(kwargs, error, words):
+    # They were taken as given and failed later, if at all: authkey=123 became
+    # 123 zero bytes, a bad address failed only in the server process.
+    with pytest.raises(error) as info:
+        SyncManager(**kwargs)
+    assert words in str(info.value)

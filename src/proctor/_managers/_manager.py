@@ -20,12 +20,15 @@ session with a manager someone else started (another process, another machine).
 from __future__ import annotations
 
 import array
+import numbers
 import queue
 import signal
 import tempfile
 import threading
 from typing import Any
 
+from .._connections._handshake import check_authkey
+from .._connections._listener import _family_of_address
 from .._connections._pipe import Pipe
 from .._core._errors import ManagerLostError, ProcessError
 from .._core._finalize import Finalize
@@ -105,12 +108,25 @@ class BaseManager:
         serializer: str = "pickle",
         ctx: Any = None,
         *,
-        shutdown_timeout: float = 1.0,
+        shutdown_timeout: float | None = 1.0,
     ) -> None:
-        if authkey is None:
-            authkey = current_process().authkey
+        key = check_authkey(authkey)  # (checked here, not first in the server process)
+        if address is not None:
+            _family_of_address(address)
+        if ctx is not None and not callable(getattr(ctx, "Process", None)):
+            raise TypeError(
+                f"ctx must be a proctor context (proctor.get_context('spawn')) or None, not {ctx!r}"
+            )
+        if shutdown_timeout is not None:
+            if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, numbers.Real):
+                raise TypeError(
+                    "shutdown_timeout must be a number of seconds or None, "
+                    f"not {shutdown_timeout!r}"
+                )
+            if not shutdown_timeout >= 0:  # (also NaN)
+                raise ValueError(f"shutdown_timeout must be >= 0, not {shutdown_timeout!r}")
         self._address = address
-        self._authkey = bytes(authkey)
+        self._authkey = bytes(current_process().authkey) if key is None else key
         self._state = State()
         self._serializer = check_serializer(serializer)
         self._ctx = ctx
