@@ -1036,6 +1036,9 @@ def what_a_forked_child_sees_of(sibling):
     popen = sibling._popen
     fds = (popen.channel.fileno(), popen.sentinel)
     named = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
+    # (Closed once the sibling has ended, which its sentinel tells here: a copy
+    # refuses to close a running process as the parent's object does.)
+    assert proctor.connection.wait([sibling.sentinel], timeout=30)
     sibling.close()  # a copy: closes only /dev/null, and does not wait for its logs
     still_open = [fd for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")]
     return named, still_open
@@ -1053,6 +1056,7 @@ def test_a_forked_child_holds_none_of_its_siblings_descriptors_but_their_sentine
     try:
         p = ctx.Process(target=what_a_forked_child_sees_of, args=(sibling,))
         p.start()
+        sibling.kill()
         p.join(30)
         assert p.exitcode == 0, p.exception
         named, still_open = p.result
@@ -1060,8 +1064,10 @@ def test_a_forked_child_holds_none_of_its_siblings_descriptors_but_their_sentine
         assert named[1] == os.readlink(f"/proc/self/fd/{sibling.sentinel}") != os.devnull
         assert still_open == []
         p.close()
-        assert sibling.is_alive()  # the parent's record and descriptors are untouched
+        # The parent's record and descriptors are untouched.
         assert os.path.exists(f"/proc/self/fd/{sibling.sentinel}")
+        sibling.join(30)
+        assert sibling.exitcode == -signal.SIGKILL
     finally:
         sibling.kill()
         sibling.join(30)
@@ -1153,6 +1159,84 @@ def test_a_fork_child_can_wait_on_a_siblings_sentinel(start_method):
         assert watcher.exitcode == 0, watcher.exception
         assert watcher.result == (True, True)
         watcher.close()
+    finally:
+        first.kill()
+        first.join(30)
+        first.close()
+
+
+# --- a Process object in a process that did not start it ------------------------------
+
+
+def watch_a_sibling(sibling):
+    from proctor.connection import wait
+
+    seen = {"exitcode": sibling.exitcode, "repr": repr(sibling)}
+    for name, use, error in [
+        ("is_alive", sibling.is_alive, RuntimeError),
+        ("join", lambda: sibling.join(1), RuntimeError),
+        ("close", sibling.close, ValueError),
+        ("result", lambda: sibling.result, RuntimeError),
+    ]:
+        try:
+            use()
+            seen[name] = "not refused"
+        except error as exc:
+            seen[name] = str(exc)
+    sibling.terminate()
+    seen["ended"] = wait([sibling.sentinel], timeout=30) != []
+    seen["exitcode_after"] = sibling.exitcode
+    sibling.terminate()  # ended: nothing to signal, no error
+    sibling.close()  # ended: a copy may be closed
+    return seen
+
+
+def test_a_process_handed_to_a_fork_child_can_be_signalled_there_not_joined(start_method):
+    # The watchdog pattern. As with multiprocessing: the exit code cannot be collected
+    # outside the process that started the child, so it reads None (it read 255, and
+    # terminate() did nothing); is_alive() and join() refuse (is_alive() said False).
+    first = proctor.get_context(start_method).Process(target=sleep_forever)
+    first.start()
+    try:
+        watchdog = proctor.get_context("fork").Process(target=watch_a_sibling, args=(first,))
+        watchdog.start()
+        watchdog.join(60)
+        assert watchdog.exitcode == 0, watchdog.exception
+        seen = watchdog.result
+        watchdog.close()
+        assert seen["exitcode"] is None
+        assert "unknown" in seen["repr"]
+        assert seen["is_alive"].startswith("can only test a child process")
+        assert seen["join"].startswith("can only join a child process")
+        assert "still running" in seen["close"]
+        assert "only in the process that started" in seen["result"]
+        assert seen["ended"] is True
+        # The fork server tells its exit code to whoever holds the status socket
+        # (peeked: the starter still reads it); waitpid() tells only the starter.
+        expected = -signal.SIGTERM if start_method == "forkserver" else None
+        assert seen["exitcode_after"] == expected
+        first.join(30)
+        assert first.exitcode == -signal.SIGTERM
+    finally:
+        first.kill()
+        first.join(30)
+        first.close()
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_process_cannot_be_sent_to_another_child(method):
+    # As multiprocessing refuses: a copy could not be joined or tested there (it
+    # arrived looking never started). Only the process being started is pickled.
+    ctx = proctor.get_context(method)
+    first = ctx.Process(target=sleep_forever)
+    first.start()
+    try:
+        other = ctx.Process(target=double, args=(first,))
+        with pytest.raises(TypeError, match="cannot be sent to another process"):
+            other.start()
+        other = ctx.Process(target=double, args=(proctor.current_process(),))
+        with pytest.raises(TypeError, match="main process"):
+            other.start()
     finally:
         first.kill()
         first.join(30)

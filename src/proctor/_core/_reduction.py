@@ -142,12 +142,15 @@ class ChildHandoff(FdCollector):
         fds: descriptors to send, in token order. The parent keeps ownership of
             them; the child receives duplicates.
         after_start: callables run with the child's pid once it exists.
+        process: the process object being started, the one that may be pickled
+            (``BaseProcess.__reduce__`` refuses any other).
     """
 
-    def __init__(self, start_method: str) -> None:
+    def __init__(self, start_method: str, process: Any = None) -> None:
         super().__init__()
         self.start_method = start_method
         self.after_start: list[Callable[[int], None]] = []
+        self.process = process
 
 
 class MessageFds(FdCollector):

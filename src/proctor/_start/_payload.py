@@ -22,7 +22,7 @@ def pickle_process(process: Any, method: str) -> tuple[bytes, ChildHandoff]:
             the path to the part of it that failed, the start method, and what
             to do instead.
     """
-    handoff = ChildHandoff(method)
+    handoff = ChildHandoff(method, process)
     # Plain data and functions need no pickle in the child (see _plain); the rest
     # is pickled, failing here (before any child exists) when it cannot be.
     plain = dump_process(process)
@@ -50,7 +50,7 @@ def _find_culprit(
 ) -> tuple[tuple[str, ...], BaseException]:
     def dump(obj: Any) -> None:
         # A handoff of its own: descriptors met while searching are not sent.
-        with handing_off(ChildHandoff(method)):
+        with handing_off(ChildHandoff(method, process)):
             _serialization.dumps_for_child(obj)
 
     candidates: list[tuple[str, Any]] = [("the target", getattr(process, "_target", None))]

@@ -68,8 +68,16 @@ class Popen(ClosedWhenCollected):
     # -- exit status ---------------------------------------------------------
 
     def poll(self) -> int | None:
-        """Return the exit code if the child has ended, else ``None`` (never blocks)."""
+        """Return the exit code if the child has ended, else ``None`` (never blocks).
+
+        In a process that did not start the child (a fork that inherited this
+        object: the "watchdog" pattern), ``None`` unless the code can be learnt
+        without collecting it (:meth:`_status_elsewhere`): only the starter can
+        collect it, and a lost status is its own to report.
+        """
         if self.returncode is None:
+            if self._owner != os.getpid():
+                return self._status_elsewhere()
             with self._lock:
                 if self.returncode is None:
                     self._collect_status(block=False)
@@ -80,6 +88,8 @@ class Popen(ClosedWhenCollected):
         if self.returncode is None:
             if not wait_readable(self.sentinel, timeout):
                 return None
+            if self._owner != os.getpid():
+                return self._status_elsewhere()
             with self._lock:
                 if self.returncode is None:
                     self._collect_status(block=True)
@@ -89,14 +99,43 @@ class Popen(ClosedWhenCollected):
         """Set ``returncode`` if the child ended (called with ``_lock`` held)."""
         raise NotImplementedError
 
+    def _status_elsewhere(self) -> int | None:
+        """The exit code as a process that did not start the child may learn it,
+        leaving it to be collected by the one that did; ``None`` when it cannot
+        (``waitpid`` works for the starter alone)."""
+        return None
+
+    def has_ended(self) -> bool:
+        """Whether the child has ended, in any process that holds this object.
+
+        Where this process did not start the child, its sentinel tells (it stays
+        open in fork children: ``_state.Children``), even when the exit code
+        cannot be had there.
+        """
+        if self.poll() is not None:
+            return True
+        return self._owner != os.getpid() and self._sentinel_ready()
+
+    def _sentinel_ready(self) -> bool:
+        return self.sentinel < 0 or wait_readable(self.sentinel, 0)
+
     # -- signals -------------------------------------------------------------
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None and self.poll() is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass  # it ended between poll() and kill()
+        if self.returncode is not None:
+            return  # ended and reaped: its pid may be another process's by now
+        if self._owner == os.getpid():
+            if self.poll() is not None:
+                return
+        elif self._sentinel_ready():
+            # A copy held by a process that did not start the child: the starter
+            # may have reaped it, and its pid is the child's only while the
+            # sentinel says it runs.
+            return
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass  # it ended meanwhile
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -273,7 +312,12 @@ class OwnChildPopen(Popen):
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait up to ``timeout`` seconds for the child to end; return its exit code."""
-        if timeout is not None or _WAIT_ENDED is None or self.returncode is not None:
+        if (
+            timeout is not None
+            or _WAIT_ENDED is None
+            or self.returncode is not None
+            or self._owner != os.getpid()  # (waitid works for the starter alone)
+        ):
             return super().wait(timeout)
         # No timeout: the kernel says when our child has ended without reaping it
         # (WNOWAIT; the status is collected below, under the lock, as after a wait
@@ -306,8 +350,11 @@ _WAIT_ENDED = (
 def reap_status(pid: int, block: bool) -> int | None:
     """``waitpid`` a child of this process; return its exit code, or ``None``.
 
-    A child that someone else already reaped (``ECHILD``) is reported as 255:
-    it has ended, but its real status is lost.
+    A child that someone else already reaped (``ECHILD``: a ``SIGCHLD`` handler,
+    ``os.wait()`` behind proctor's back) is reported as 255: it has ended, but
+    its real status is lost. Call it only in the process that started ``pid``
+    (``Popen.poll`` sees to it): anywhere else ``ECHILD`` says nothing of the
+    child, which may well be running.
     """
     try:
         got, status = os.waitpid(pid, 0 if block else os.WNOHANG)

@@ -62,6 +62,21 @@ class ForkServerPopen(Popen):
         else:
             (self.returncode,) = _forkserver.EXIT_STATUS.unpack(data)
 
+    def _status_elsewhere(self) -> int | None:
+        # Peeked, not read: the exit code stays in the socket for the starter,
+        # with whom a fork shares it.
+        status = self._status
+        if status is None or not wait_readable(self.sentinel, 0):
+            return None
+        try:
+            data = status.recv(_forkserver.EXIT_STATUS.size, _socket.MSG_PEEK)
+        except OSError:
+            return None
+        if len(data) < _forkserver.EXIT_STATUS.size:
+            return None  # read by the starter already, or the server died first
+        (code,) = _forkserver.EXIT_STATUS.unpack(data)
+        return int(code)
+
     def _close_sentinel(self) -> None:
         # The sentinel is the status socket's descriptor: close the socket.
         if self._status is not None:

@@ -39,7 +39,7 @@ from ._state import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, NoReturn
 
 __all__ = (
     "BaseProcess",
@@ -247,7 +247,7 @@ class BaseProcess:
                 )
             raise ValueError(f"cannot join a process that was never started: {self!r}")
         if self._parent_pid != os.getpid():
-            raise RuntimeError("can only join a child process of the current process")
+            self._refuse_elsewhere("join")
         # (The usual join(), with no timeout, calls nothing for it: each call is a
         # page or two written while the child may still share them, issue 17.)
         deadline = None if timeout is None else _deadline(timeout)
@@ -261,23 +261,47 @@ class BaseProcess:
             self._popen.wait_logs(None if deadline is None else deadline - time.monotonic())
 
     def is_alive(self) -> bool:
-        """Whether the child has been started and has not ended yet."""
+        """Whether the child has been started and has not ended yet.
+
+        Raises:
+            ValueError: after ``close()``.
+            RuntimeError: in a process other than the one that started the child
+                (a fork child given this object), which cannot tell: wait on
+                ``sentinel`` there instead.
+        """
         self._check_not_closed()
         if self is state.current:
             return True
-        if self._popen is None or self._parent_pid != os.getpid():
+        if self._popen is None:
             return False
+        if self._parent_pid != os.getpid():
+            self._refuse_elsewhere("test")
         if self._popen.poll() is None:
             return True
         state.children.discard(self)
         return False
 
+    def _refuse_elsewhere(self, what: str) -> NoReturn:
+        """Raise the error for a ``join()``/``is_alive()`` outside the starting process."""
+        raise RuntimeError(
+            f"can only {what} a child process of the current process: {self!r} was "
+            f"started by pid {self._parent_pid}, and this is pid {os.getpid()}, which "
+            "cannot collect its exit status. Here, wait for its end with "
+            "proctor.connection.wait([process.sentinel]); terminate() and kill() work too"
+        )
+
     def terminate(self) -> None:
-        """Send SIGTERM to the child (nothing if it has already ended)."""
+        """Send SIGTERM to the child (nothing if it has already ended).
+
+        Also from a process that did not start it (a fork child given this object).
+        """
         self._started_popen().terminate()
 
     def kill(self) -> None:
-        """Send SIGKILL to the child (nothing if it has already ended)."""
+        """Send SIGKILL to the child (nothing if it has already ended).
+
+        Also from a process that did not start it (a fork child given this object).
+        """
         self._started_popen().kill()
 
     def close(self) -> None:
@@ -289,13 +313,14 @@ class BaseProcess:
         if self._closed:
             return
         if self._popen is not None:
-            if self._popen.poll() is None:
+            if not self._popen.has_ended():
                 raise ValueError(
                     f"cannot close {self!r} while it is still running; "
                     "call join() or terminate() first"
                 )
             state.children.discard(self)  # before its sentinel is closed
-            self._read_outcome()
+            if self._parent_pid == os.getpid():  # (elsewhere no outcome is to be had)
+                self._read_outcome()
             self._popen.detach_logs()
             self._popen.close()
             self._popen = None
@@ -354,7 +379,13 @@ class BaseProcess:
 
     @property
     def exitcode(self) -> int | None:
-        """The exit code: ``None`` while running, ``-N`` when killed by signal N."""
+        """The exit code: ``None`` while running, ``-N`` when killed by signal N.
+
+        In a process other than the one that started the child (a fork child
+        given this object), ``None`` unless the exit code can be known there
+        (under forkserver it can; under fork and spawn only the starter can
+        collect it), as with multiprocessing.
+        """
         self._check_not_closed()
         if self._popen is None:
             return None
@@ -407,6 +438,11 @@ class BaseProcess:
         if self._outcome_cache is not None:
             return self._outcome_cache
         self._check_not_closed()
+        if self._popen is not None and self._parent_pid != os.getpid():
+            raise RuntimeError(
+                f"{what} is available only in the process that started {self!r} "
+                f"(pid {self._parent_pid}); this is pid {os.getpid()}"
+            )
         if self._popen is None or self._popen.poll() is None:
             raise ValueError(f"{what} is available once the process has ended; join() it first")
         return self._read_outcome()
@@ -435,10 +471,12 @@ class BaseProcess:
             status = "started"
         elif self._popen is None:
             status = "initial"
-        elif self._popen.poll() is None:
-            status = "started"
-        else:
+        elif self._popen.poll() is not None:
             status = "stopped"
+        elif self._parent_pid != os.getpid():
+            status = "unknown"  # (as multiprocessing says where it cannot tell)
+        else:
+            status = "started"
         parts = [f"<{type(self).__name__} name={self._name!r}"]
         if not self._closed and self._popen is not None:
             parts.append(f"pid={self._popen.pid}")
@@ -451,12 +489,23 @@ class BaseProcess:
         return " ".join(parts) + ">"
 
     def __reduce__(self) -> Any:
-        from .._core._reduction import is_spawning
+        from .._core._reduction import current_handoff
 
-        if not is_spawning():
+        handoff = current_handoff()
+        if handoff is None:
             raise TypeError(
                 "a Process object cannot be pickled; it can only reach the child "
                 "it describes when that child starts"
+            )
+        if handoff.process is not self:
+            # As multiprocessing refuses (its authkey cannot be pickled): a copy in
+            # another process could not be joined or tested there, and arrived
+            # looking never started.
+            raise TypeError(
+                f"a Process object cannot be sent to another process: {self._name!r} "
+                "can only reach the child it describes, when that child starts. Send "
+                "what the other process needs instead: the pid (to signal it with "
+                "os.kill), or an Event or Pipe that the process sets or closes"
             )
         fields = {k: v for k, v in self.__dict__.items() if k not in ("_popen", "_outcome_cache")}
         return (_rebuild_process, (type(self), fields))
