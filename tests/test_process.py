@@ -1165,6 +1165,129 @@ def test_a_fork_child_can_wait_on_a_siblings_sentinel(start_method):
         first.close()
 
 
+# --- parent_process(): the stdlib's _ParentProcess ----------------------------------------
+
+
+def describe_parent():
+    from proctor.connection import wait
+    from proctor.process import BaseProcess
+
+    parent = proctor.parent_process()
+    facts = {
+        "base": isinstance(parent, BaseProcess),
+        "name": parent.name,
+        "pid": parent.pid,
+        "ident": parent.ident,
+        "exitcode": parent.exitcode,
+        "daemon": parent.daemon,
+        "authkey": parent.authkey == proctor.current_process().authkey,
+        "identity": parent._identity == proctor.current_process()._identity[:-1],
+        "alive": parent.is_alive(),
+        "sentinel_ready": wait([parent.sentinel], timeout=0) != [],
+    }
+    parent.join(timeout=0.05)  # returns: the parent runs
+    facts["alive_after_join"] = parent.is_alive()
+    for misuse, error in [
+        (lambda: setattr(parent, "name", 5), TypeError),
+        (parent.start, ValueError),
+        (parent.terminate, ValueError),
+        (lambda: pickle.dumps(parent), TypeError),
+    ]:
+        try:
+            misuse()
+            facts.setdefault("not_refused", []).append(misuse)
+        except error:
+            pass
+    return facts
+
+
+def describe_parent_of_a_grandchild(method):
+    child = proctor.get_context(method).Process(target=describe_parent)
+    child.start()
+    child.join(30)
+    if child.exception is not None:
+        raise child.exception
+    return os.getpid(), proctor.current_process().name, child.result
+
+
+def _check_parent_facts(facts, pid, name):
+    assert facts.pop("not_refused", []) == []
+    assert facts == {
+        "base": True,
+        "name": name,
+        "pid": pid,
+        "ident": pid,
+        "exitcode": None,
+        "daemon": False,
+        "authkey": True,
+        "identity": True,
+        "alive": True,
+        "sentinel_ready": False,
+        "alive_after_join": True,
+    }
+
+
+def test_parent_process_has_the_stdlib_surface_in_a_child_and_a_grandchild(ctx):
+    # As multiprocessing.process._ParentProcess: a BaseProcess with a sentinel for
+    # connection.wait(); is_alive() and join(timeout) wait on it.
+    p = ctx.Process(target=describe_parent)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0, p.exception
+    _check_parent_facts(p.result, os.getpid(), proctor.current_process().name)
+    p.close()
+    p = ctx.Process(target=describe_parent_of_a_grandchild, args=(ctx.get_start_method(),))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0, p.exception
+    child_pid, child_name, facts = p.result
+    assert child_pid == p.pid
+    _check_parent_facts(facts, child_pid, child_name)
+    p.close()
+
+
+def report_the_parent_ending(conn):
+    # Children never outlive their parent: this one unsets its parent-death signal
+    # (PR_SET_PDEATHSIG, armed for a child started from the main thread; under
+    # forkserver it follows the fork server, which ends with the parent) to live
+    # long enough to see its parent end, as the stdlib's test_parent_process does.
+    import ctypes
+
+    from proctor.connection import wait
+
+    assert ctypes.CDLL(None, use_errno=True).prctl(1, 0, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+    parent = proctor.parent_process()
+    conn.send(("running", parent.pid, parent.is_alive()))
+    parent.join(timeout=60)
+    conn.send(("ended", parent.is_alive(), wait([parent.sentinel], timeout=0) != []))
+
+
+def start_a_grandchild_and_wait(conn, method):
+    child = proctor.get_context(method).Process(target=report_the_parent_ending, args=(conn,))
+    child.start()
+    time.sleep(120)  # until the test kills this process
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_parent_process_sentinel_becomes_ready_when_the_parent_dies(ctx):
+    reader, writer = proctor.Pipe(duplex=False)
+    middle = ctx.Process(target=start_a_grandchild_and_wait, args=(writer, ctx.get_start_method()))
+    middle.start()
+    writer.close()
+    try:
+        assert reader.poll(60)
+        assert reader.recv() == ("running", middle.pid, True)
+        middle.kill()
+        middle.join(30)
+        assert reader.poll(60)
+        assert reader.recv() == ("ended", False, True)
+    finally:
+        middle.kill()
+        middle.join(30)
+        middle.close()
+        reader.close()
+
+
 # --- a Process object in a process that did not start it ------------------------------
 
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
     from ._pool._pool import Pool
     from ._queues import _queue
     from ._sharedmem._sharedctypes import CData, SynchronizedBase
-    from ._start._state import ParentProcess
+    from ._start._process import ParentProcess
 
 __all__ = (
     "BaseContext",

@@ -38,7 +38,7 @@ from .._core import _finalize, _runtime, _wire
 from .._core._system import _devnull, devnull_fd, fd_is_open
 from .._logging import _logger
 from . import _methods
-from ._state import ParentProcess, exit_children, flush_std_streams, state
+from ._state import exit_children, flush_std_streams, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -511,7 +511,8 @@ def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool
     closed by that exit, not here (one object fewer written in every fork child).
     """
     pid = os.getpid()
-    exitcode, outcome = run_process(process)
+    channel_fd = channel if isinstance(channel, int) else channel.fileno()
+    exitcode, outcome = run_process(process, channel_fd)
     if os.getpid() != pid:
         # A process the target forked (os.fork(), and it returned rather than
         # calling os._exit) came back here: the outcome is the child's to send.
@@ -530,10 +531,16 @@ def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool
         sys.modules["proctor._logging._forwarding"].flush_child()
     if outcome is not None:
         _send_outcome(channel, outcome)
-    if isinstance(channel, int):
-        os.close(channel)
-    elif not forked:
-        channel.close()
+    if not forked:
+        # The parent's sentinel (parent_process()) is this channel: it must not be
+        # waited on once closed, its number free for another file (in the spawned
+        # child's atexit handlers).
+        if state.parent is not None:
+            state.parent._release_sentinel()
+        if isinstance(channel, int):
+            os.close(channel)
+        else:
+            channel.close()
     return exitcode
 
 
@@ -542,7 +549,7 @@ def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool
 _atexit_count = getattr(atexit, "_ncallbacks", None)
 
 
-def run_process(process: Any) -> tuple[int, bytes | None]:
+def run_process(process: Any, channel_fd: int) -> tuple[int, bytes | None]:
     """Make ``process`` this process's identity, run it; return (exit code, outcome).
 
     The outcome is ``None`` for a target that returned ``None`` (or exited without
@@ -551,11 +558,13 @@ def run_process(process: Any) -> tuple[int, bytes | None]:
     is something to send.
 
     ``process`` is the ``Process`` object the parent started (a copy of it: forked,
-    or unpickled). Its ``run()`` is called with stdin on /dev/null; children it
+    or unpickled); ``channel_fd``, this child's end of its channel to the parent,
+    is the parent's sentinel (``ParentProcess``), which reads end of file when the
+    parent ends. Its ``run()`` is called with stdin on /dev/null; children it
     started are joined afterwards, and so are non-daemonic threads.
     """
     _methods.inherit_start_method(process._started_with)
-    state.become_child(process, ParentProcess(process._parent_name, process._parent_pid))
+    state.become_child(process, process._parent_seen_from_child(channel_fd))
     process._popen = None
     # util.register_after_fork: what the parent registered (inherited by a fork)
     # or what unpickling this child's work registered. Registering imports the

@@ -25,16 +25,21 @@ import time
 # instructions of a spawned child's start, issue 17).
 from _collections_abc import Iterable, Mapping
 
+from .._core._system import pid_alive
 from .._core._timeout import deadline as _deadline
+from .._core._timeout import wait_readable
 from .._logging import _logger
 from ._methods import resolve_method
 from ._state import (
-    ParentProcess,
     check_not_importing_payload,
     flush_std_streams,
     register_exit_handler,
     state,
 )
+
+# How often ParentProcess.join() looks again whether the parent has ended, where it
+# has no sentinel left (a spawned child's exit).
+PARENT_JOIN_INTERVAL = 0.05
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
@@ -45,6 +50,7 @@ __all__ = (
     "BaseProcess",
     "ForkProcess",
     "ForkServerProcess",
+    "ParentProcess",
     "Process",
     "SpawnProcess",
     "active_children",
@@ -452,6 +458,14 @@ class BaseProcess:
             self._outcome_cache = self._popen.outcome()
         return self._outcome_cache
 
+    def _parent_seen_from_child(self, sentinel: int) -> ParentProcess:
+        """In the child this object describes: its parent, for ``parent_process()``.
+
+        Args:
+            sentinel: a descriptor that becomes readable when the parent ends.
+        """
+        return ParentProcess(self, sentinel)
+
     # -- helpers --------------------------------------------------------------
 
     def _check_not_closed(self) -> None:
@@ -607,6 +621,119 @@ class _MainProcess(BaseProcess):
 
     def __reduce__(self) -> Any:
         raise TypeError("the main process's object cannot be pickled")
+
+
+class ParentProcess(BaseProcess):
+    """This process's parent, as its child sees it (what ``parent_process()`` returns).
+
+    As ``multiprocessing``'s: a :class:`BaseProcess` with the parent's ``name``,
+    ``pid``, ``authkey`` and a ``sentinel`` that becomes readable when the parent
+    ends (for ``proctor.connection.wait()``); ``is_alive()`` and ``join(timeout)``
+    wait on it. ``exitcode`` is ``None`` and ``daemon`` ``False``: a child learns
+    neither. It cannot be started, joined from elsewhere, signalled (use
+    ``os.kill(parent.pid, sig)``) or pickled.
+
+    The sentinel is the child's end of the channel to its parent, the socket pair
+    its work came down and its outcome goes back up. The parent holds the other
+    end while the child runs and no other process holds it (the parent's fork
+    children let go of it, other children never inherit it), so it reads end of
+    file when the parent ends, under every start method -- a forkserver child's
+    ``getppid()`` is the fork server, not its parent -- and on every platform. It
+    is no new descriptor either: nothing to open, to close, or to keep from the
+    child's own children.
+    """
+
+    def __init__(self, child: BaseProcess, sentinel: int) -> None:
+        # (The parent's own record is in the parent; the child knows what its
+        # process object was given: the parent's name, pid, identity, key.)
+        self._identity = child._identity[:-1]
+        self._name = str(child._parent_name)
+        self._pid = int(child._parent_pid or 0)
+        self._authkey = child._authkey
+        self._daemon = False
+        self._parent_pid = None
+        self._parent_name = None
+        self._target = None
+        self._args = ()
+        self._kwargs = {}
+        self._forward_logs = None
+        self._popen = None
+        self._closed = False
+        self._outcome_cache = None
+        self._sentinel = sentinel
+
+    @property
+    def pid(self) -> int:
+        """The parent's process id."""
+        self._check_not_closed()
+        return self._pid
+
+    ident = pid
+
+    @property
+    def sentinel(self) -> int:
+        """A descriptor that becomes readable when the parent ends (for ``wait()``).
+
+        Raises:
+            ValueError: after ``close()``, and in a spawned child once its
+                ``run()`` has returned (the channel it is has been closed).
+        """
+        self._check_not_closed()
+        if self._sentinel < 0:
+            raise ValueError(
+                "the parent's sentinel was this process's channel to its parent, "
+                "closed once run() returned"
+            )
+        return self._sentinel
+
+    def is_alive(self) -> bool:
+        """Whether the parent still runs."""
+        self._check_not_closed()
+        if self._sentinel < 0:
+            return os.getppid() == self._pid or pid_alive(self._pid)
+        return not wait_readable(self._sentinel, 0)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the parent ends, or ``timeout`` seconds pass.
+
+        Raises:
+            ValueError: after ``close()``, or for a NaN timeout.
+            TypeError: for a timeout that is not a number.
+        """
+        self._check_not_closed()
+        deadline = None if timeout is None else _deadline(timeout)
+        if self._sentinel >= 0:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            wait_readable(self._sentinel, left)
+            return
+        while self.is_alive():  # (a spawned child's exit: see sentinel)
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(PARENT_JOIN_INTERVAL)
+
+    def start(self) -> None:
+        """Refused: the parent runs already."""
+        raise ValueError(f"cannot start {self!r}: it is this process's parent, running already")
+
+    def _release_sentinel(self) -> None:
+        """The channel that is the sentinel is being closed (a spawned child's run
+        has returned): from now on, ask whether the pid lives."""
+        self._sentinel = -1
+
+    def _started_popen(self) -> Any:
+        # What terminate(), kill() and the like would act on.
+        self._check_not_closed()
+        raise ValueError(
+            f"{self!r} is this process's parent, not a child it started: signal it "
+            "with os.kill(parent.pid, signal.SIGTERM) if that is meant"
+        )
+
+    def _ended_outcome(self, what: str) -> Any:
+        raise ValueError(f"{what} is known only for a child this process started, not its parent")
+
+    def __repr__(self) -> str:
+        status = "closed" if self._closed else "started" if self.is_alive() else "stopped"
+        return f"<ParentProcess name={self._name!r} pid={self._pid} {status}>"
 
 
 # A child's _bootstrap replaces it with the process object the child runs.

@@ -19,7 +19,7 @@ import sys
 import time
 
 from .._core import _finalize, _runtime
-from .._core._system import keep_in_forks, let_go_in_forks, pid_alive
+from .._core._system import keep_in_forks, let_go_in_forks
 from .._logging import _logger
 
 TYPE_CHECKING = False
@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
     from typing import Any
 
 __all__ = (
-    "ParentProcess",
     "check_not_importing_payload",
     "exit_children",
     "flush_std_streams",
@@ -36,9 +35,6 @@ __all__ = (
     "register_exit_hook",
     "state",
 )
-
-# How often ParentProcess.join() looks again whether the parent has ended.
-PARENT_JOIN_INTERVAL = 0.05
 
 
 class Children:
@@ -167,36 +163,6 @@ def _unregister_quietly(poller: Any, fd: int) -> None:
         pass
 
 
-class ParentProcess:
-    """The parent of this child, as seen from the child (``parent_process()``)."""
-
-    def __init__(self, name: str, pid: int) -> None:
-        self.name = name
-        self._pid = pid
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    ident = pid
-
-    def is_alive(self) -> bool:
-        """Whether the parent still runs (this child has not been re-parented)."""
-        return os.getppid() == self._pid or pid_alive(self._pid)
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait until the parent has ended, up to ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.is_alive():
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            time.sleep(PARENT_JOIN_INTERVAL)
-
-    def __repr__(self) -> str:
-        state = "started" if self.is_alive() else "stopped"
-        return f"<ParentProcess name={self.name!r} pid={self._pid} {state}>"
-
-
 class ProcessState:
     """Per-process globals: who we are, our children, the child counter."""
 
@@ -204,7 +170,9 @@ class ProcessState:
         # The process object describing this process: the main process's (set by
         # ``_process`` when it is imported), or the one a child runs (``_bootstrap``).
         self.current: Any = None
-        self.parent: ParentProcess | None = None
+        # The parent as this child sees it (``_process.ParentProcess``); None in
+        # the main process.
+        self.parent: Any = None
         self.children = Children()
         self.counter = itertools.count(1)
         self.exit_hooks: list[Callable[[], object]] = []
@@ -217,7 +185,7 @@ class ProcessState:
         # starts with False: its parent's atexit handlers are not its own).
         self.exit_handler_registered = False
 
-    def become_child(self, process: Any, parent: ParentProcess) -> None:
+    def become_child(self, process: Any, parent: Any) -> None:
         """In a new child: ``process`` is now this process; it has no children yet."""
         if self.children:
             # Not a fork child's fresh record (_reset_after_fork made one already):
