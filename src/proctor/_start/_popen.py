@@ -73,7 +73,7 @@ class Popen(ClosedWhenCollected):
         In a process that did not start the child (a fork that inherited this
         object: the "watchdog" pattern), ``None`` unless the code can be learnt
         without collecting it (:meth:`_status_elsewhere`): only the starter can
-        collect it, and a lost status is its own to report.
+        collect it, and only there does ``ECHILD`` mean a lost status (255).
         """
         if self.returncode is None:
             if self._owner != os.getpid():

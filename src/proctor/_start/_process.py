@@ -664,8 +664,8 @@ class ParentProcess(BaseProcess):
 
     @property
     def pid(self) -> int:
-        """The parent's process id."""
-        self._check_not_closed()
+        """The parent's process id (also after ``close()``, as in the stdlib: proctor
+        itself reads it, to name records and to keep segments for the parent)."""
         return self._pid
 
     ident = pid
