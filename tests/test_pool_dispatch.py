@@ -12,15 +12,18 @@ import os
 import pickle
 import signal
 import sys
+import threading
 
 import pytest
 
 import proctor
+from helpers import wait_until
 from proctor._pool import _dispatcher, _worker
 from proctor._pool._pool import MAX_CHUNKS_PER_WORKER, guided_chunks
 from proctor._pool._results import CHUNK_SECONDS, MAX_CHUNK, ChunkSizer
 from proctor._pool._worker import resident_memory
 from proctor._start import _outcome
+from proctor.connection import wait
 
 TIMEOUT = 60
 
@@ -300,6 +303,44 @@ def test_a_worker_that_retires_for_memory_hands_back_its_queued_tasks(ctx):
         results = pool.starmap(_leak_at, [(x, 20, 128 << 20) for x in range(100)], chunksize=1)
         assert results == list(range(100))
         assert pool.apply(_pid) != first
+
+
+async def _wait_then_value(event, value):
+    event.wait(TIMEOUT)  # (blocking its loop: nothing else runs there meanwhile)
+    return value
+
+
+def test_a_result_sent_just_before_the_worker_exits_is_kept_when_a_send_to_it_fails(ctx):
+    # A worker past its memory limit sends its result and exits. The dispatcher,
+    # busy (here: in a callback) while that happened, then sends the exited worker
+    # a task, which fails (EPIPE): the result still in the pipe is taken, not reported
+    # lost ("died (exit code 0)"), and the task whose send failed runs elsewhere.
+    # (A coroutine task, with task_concurrency 2: its worker may take another task
+    # beside it whatever the timing, as it would one queued behind a quick task.)
+    in_callback, gate = threading.Event(), threading.Event()
+
+    def block_the_dispatcher(_):
+        in_callback.set()
+        gate.wait(TIMEOUT)
+
+    go = ctx.Event()
+    with ctx.Pool(2, max_memory_per_child=1, task_concurrency=2) as pool:
+        dispatcher = pool._dispatcher
+        wait_until(lambda: all(worker.ready for worker in dispatcher._workers), TIMEOUT)
+        late = pool.apply_async(_wait_then_value, (go, "late"))
+        wait_until(lambda: any(worker.held for worker in dispatcher._workers), TIMEOUT)
+        (holder,) = [worker for worker in dispatcher._workers if worker.held]
+        blocker = pool.apply_async(_identity, ("blocker",), callback=block_the_dispatcher)
+        assert in_callback.wait(TIMEOUT)
+        try:
+            go.set()  # "late" returns; its worker, past the limit, exits
+            assert wait([holder.process.sentinel], TIMEOUT)
+            after = pool.apply_async(_identity, ("after",))  # sent to the exited worker
+        finally:
+            gate.set()
+        assert late.get(TIMEOUT) == "late"
+        assert after.get(TIMEOUT) == "after"
+        assert blocker.get(TIMEOUT) == "blocker"
 
 
 def test_a_thread_pool_never_queues_tasks_in_a_worker():

@@ -559,7 +559,11 @@ class Dispatcher:
         workers = [
             worker
             for worker in self._workers
-            if worker.ready and not worker.retiring and not worker.killed and worker.conn_open
+            if worker.ready
+            and not worker.retiring
+            and not worker.killed
+            and worker.conn_open
+            and not worker.send_failed
         ]
         # While a worker starts (the pool's start, a replacement), queue nothing: a
         # task queued in a busy worker could wait there while the new one is idle.
@@ -704,8 +708,11 @@ class Dispatcher:
                 worker.conn.send(tasks[0].buffers)
         except OSError:
             # The worker died or retired and reads no more: the tasks go back to the
-            # front of the queue, in their order; the sentinel reports the end.
-            worker.conn_open = False
+            # front of the queue, in their order; the sentinel reports the end. Its
+            # end stays open for reading: a result it sent before it exited (a
+            # retiring worker's last, with the RETIRING flag) is still in the pipe,
+            # and is taken, not reported lost.
+            worker.send_failed = True
             for _ in tasks:
                 task = worker.held.pop()
                 worker.sent -= 1

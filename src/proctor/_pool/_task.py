@@ -124,13 +124,18 @@ class WorkerState:
         "queued_bytes",
         "ready",
         "retiring",
+        "send_failed",
         "sent",
     )
 
     def __init__(self, process: Process, conn: Connection) -> None:
         self.process = process
         self.conn = conn
+        #: Its end of the pipe is open for reading: what it sent is still taken.
         self.conn_open = True
+        #: A send to it failed (it died, or exited after its last result): it is sent
+        #: nothing more, but what it sent before is still read, up to its end of file.
+        self.send_failed = False
         self.ready = False  # its initializer returned (task 0's result came)
         # Tasks sent whose result has not come, in sending order: only held[0] may
         # have started (see the module docstring).
