@@ -151,6 +151,41 @@ def test_a_task_submitted_while_the_dispatcher_counts_is_not_queued_behind_a_bus
     started.close()
 
 
+def test_a_done_callback_raising_systemexit_leaves_the_executor_running(ctx):
+    # Done callbacks of a future completed by a result run in the pool's thread:
+    # SystemExit there would end it, and every other future would fail. (The
+    # callback is on a future whose task holds no event: the logged record's
+    # traceback holds the task's arguments, and pytest keeps it past the leak check.)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = proctor.get_logger()
+    logger.addHandler(handler)
+    release = ctx.Event()
+    try:
+        with proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor:
+            first = executor.submit(_wait_then_value, release, 5)
+            future = executor.submit(_add, 2, 1)  # waits for the one worker
+            future.add_done_callback(lambda _: _raise_base_exit())
+            release.set()
+            assert first.result(TIMEOUT) == 5
+            assert future.result(TIMEOUT) == 3
+            assert executor.submit(_add, 2, 3).result(TIMEOUT) == 5  # the executor goes on
+    finally:
+        logger.removeHandler(handler)
+    assert len(records) == 1, [record.getMessage() for record in records]
+    assert records[0].exc_info is not None and records[0].exc_info[0] is SystemExit
+
+
+def _wait_then_value(event, value):
+    event.wait(TIMEOUT)
+    return value
+
+
+def _raise_base_exit():
+    raise SystemExit(3)
+
+
 @pytest.mark.parametrize("start_method", ON_DEMAND_METHODS)
 def test_a_replacement_that_cannot_start_leaves_the_executor_running(ctx):
     executor, started, release = _executor_with_events(ctx, max_workers=2)

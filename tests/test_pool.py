@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import logging
 import math
 import multiprocessing
 import os
@@ -126,6 +127,55 @@ def test_a_callback_waiting_for_a_result_of_its_own_pool_is_refused(ctx):
         release.set()
         assert blocked.get(TIMEOUT) is None
         assert pool.apply_async(_square, (6,)).get(TIMEOUT) == 36  # the pool goes on
+
+
+@pytest.mark.parametrize("kind", ["exit", "interrupt"])
+def test_a_callback_raising_systemexit_is_logged_and_its_result_completes(ctx, kind):
+    # It runs in the pool's thread: raised there, SystemExit or KeyboardInterrupt
+    # would end the dispatcher (every task failing) and leave its result never ready.
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = proctor.get_logger()
+    logger.addHandler(handler)
+
+    def raise_base(_value):
+        _raise_base(kind)
+
+    try:
+        with ctx.Pool(2) as pool:
+            ok = pool.apply_async(_square, (4,), callback=raise_base)
+            bad = pool.apply_async(_fail, ("boom",), error_callback=raise_base)
+            mapped = pool.map_async(_square, range(3), callback=raise_base)
+            assert ok.get(TIMEOUT) == 16
+            with pytest.raises(ValueError, match="boom"):
+                bad.get(TIMEOUT)
+            assert mapped.get(TIMEOUT) == [0, 1, 4]
+            assert pool.map(_square, range(3)) == [0, 1, 4]  # the pool goes on
+    finally:
+        logger.removeHandler(handler)
+    raised = (SystemExit, KeyboardInterrupt)[kind == "interrupt"]
+    assert len(records) == 3, [record.getMessage() for record in records]
+    for record in records:
+        assert "pool callback" in record.getMessage()
+        assert record.exc_info is not None and record.exc_info[0] is raised
+
+
+def test_an_error_callback_raising_systemexit_in_cancel_propagates_once_cancelled(ctx):
+    # cancel() calls it in the caller's thread, whose exit it is: it propagates, and
+    # the result is cancelled all the same.
+    pool, started, release = _pool_with_events(ctx, 1)
+    with pool:
+        running = pool.apply_async(_report_and_block, (1,))
+        started.get(timeout=TIMEOUT)
+        waiting = pool.apply_async(_square, (2,), error_callback=lambda _: _raise_base("exit"))
+        with pytest.raises(SystemExit):
+            waiting.cancel()
+        assert waiting.ready() and waiting.cancelled()
+        with pytest.raises(concurrent.futures.CancelledError):
+            waiting.get(TIMEOUT)
+        release.set()
+        assert running.get(TIMEOUT) == 1
 
 
 def test_task_exception_comes_back_with_the_worker_traceback(ctx):

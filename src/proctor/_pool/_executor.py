@@ -31,6 +31,7 @@ from functools import partial
 from .._core._errors import MaybeEncodingError, PicklingError, WorkerLostError
 from .._core._integers import integral
 from .._core._system import cpu_count
+from .._logging._logger import get_logger
 from .._start._methods import resolve_method
 from . import _lifecycle, _progress, _worker
 from ._dispatcher import Dispatcher, Task, finish_at_exit
@@ -158,6 +159,11 @@ class _FutureSlot:
                 self.future.set_exception(value)
         except concurrent.futures.InvalidStateError:
             pass  # a pending future failed by terminate() was cancelled at the same moment
+        except BaseException:
+            # A done callback that raised SystemExit or KeyboardInterrupt (the Future
+            # logs an Exception itself): the future is complete, and the dispatcher
+            # thread, which it would end, goes on.
+            get_logger().exception("a done callback of %r raised", self.future)
 
 
 _lost_class: type[WorkerLostError] | None = None

@@ -81,13 +81,21 @@ def _refuse_the_delivering_thread(pool: Any) -> None:
         )
 
 
-def _call_back(callback: Callable[[Any], object], argument: Any) -> None:
+def _call_back(callback: Callable[[Any], object], argument: Any, in_caller: bool = False) -> None:
     # A callback runs in the dispatcher thread; its exception must not stop the pool,
-    # and must not vanish either: it is logged with its traceback.
+    # and must not vanish either: it is logged with its traceback. SystemExit and
+    # KeyboardInterrupt too: raised there, they would end the dispatcher (every
+    # unfinished task failing) and leave this result never ready; they cannot stop
+    # the program from that thread anyway. Called by ``cancel()`` (``in_caller``),
+    # they are the calling thread's own, and propagate once the result is complete.
     try:
         callback(argument)
     except Exception:
         get_logger().exception("pool callback %r raised", callback)
+    except BaseException:
+        if in_caller:
+            raise
+        get_logger().exception("pool callback %r raised (in the pool's thread: ignored)", callback)
 
 
 #: Decides whether ``cancel()`` or the delivery completes a result (the delivery and
@@ -271,11 +279,13 @@ class ApplyResult:
             self._finished = self._cancelled = True
             self._success = False
             self._value = error
-        if self._on_cancel is not None:
-            self._on_cancel()
-        if self._error_callback is not None:
-            _call_back(self._error_callback, self._value)
-        self._set()
+        try:
+            if self._on_cancel is not None:
+                self._on_cancel()
+            if self._error_callback is not None:
+                _call_back(self._error_callback, self._value, in_caller=True)
+        finally:
+            self._set()
         return True
 
     def cancelled(self) -> bool:
@@ -388,17 +398,19 @@ class ApplyResult:
                     return
         self._success = success
         self._value = value
-        if success and self._callback is not None:
-            _call_back(self._callback, value)
-        if not success and self._error_callback is not None:
-            _call_back(self._error_callback, value)
-        # _set()'s work, inline for the same reason.
-        self._ready = True
-        lock = self._ready_lock
-        if lock is not None:
-            lock.release()
-        if self._waiters is not None:
-            self._wake_waiters()
+        try:
+            if success and self._callback is not None:
+                _call_back(self._callback, value)
+            if not success and self._error_callback is not None:
+                _call_back(self._error_callback, value)
+        finally:  # (_finished is set: nothing else would ever complete it)
+            # _set()'s work, inline for the same reason.
+            self._ready = True
+            lock = self._ready_lock
+            if lock is not None:
+                lock.release()
+            if self._waiters is not None:
+                self._wake_waiters()
 
     def __repr__(self) -> str:
         if not self._ready:
