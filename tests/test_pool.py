@@ -301,6 +301,61 @@ def test_imap_streams_an_endless_generator(ctx):
         assert len(read) <= 10 + (READ_AHEAD_PER_WORKER * 2 + 1) * 2
 
 
+def test_an_imap_iterator_left_with_break_is_freed_and_its_input_read_no_more(ctx):
+    # The pool's queue and workers hold an iterator only weakly: one its consumer
+    # dropped went away with its input and results, and join() does not read that
+    # (here endless) input, in a pool that lives on.
+    import gc
+    import weakref
+
+    read = []
+
+    def endless():
+        for n in itertools.count():
+            read.append(n)
+            yield n
+
+    pool = ctx.Pool(2)
+    try:
+        for unordered in (False, True):
+            call = pool.imap_unordered if unordered else pool.imap
+            iterator = call(_square, endless(), chunksize=1)
+            for _value in iterator:
+                break
+            gone = weakref.ref(iterator)
+            del iterator
+            gc.collect()
+            assert gone() is None
+        assert len(pool._dispatcher._lazy) == 0
+        assert pool.map(_square, range(20)) == [x * x for x in range(20)]
+        count = len(read)
+        pool.close()
+        pool.join(TIMEOUT)  # (an endless input still held would time out here)
+        assert len(read) == count
+    finally:
+        pool.terminate()
+
+
+def test_a_pool_left_after_an_imap_loop_with_break_warns_and_is_terminated_when_collected(
+    ctx,
+):
+    # The iterator held the pool, and the pool's dispatcher the iterator (while its
+    # input lasted): neither was ever freed, and the workers lived on.
+    import gc
+
+    def leave_a_loop():
+        pool = ctx.Pool(2)
+        for _value in pool.imap(_square, itertools.count(), chunksize=1):
+            break
+        return pool._dispatcher
+
+    with pytest.warns(ResourceWarning, match="unclosed pool"):
+        dispatcher = leave_a_loop()
+        gc.collect()
+    dispatcher._thread.join(TIMEOUT)
+    assert not dispatcher._thread.is_alive()
+
+
 def test_an_error_from_the_input_comes_at_its_position(ctx):
     def broken():
         yield 1

@@ -93,6 +93,21 @@ def test_imap_reads_its_input_lazily():
         assert len(read) <= 5 + READ_AHEAD_PER_WORKER * 2
 
 
+def test_a_thread_pool_left_after_an_imap_loop_with_break_is_collected_and_its_threads_end():
+    # Its dispatcher held the iterator, which held the pool: its threads lived on.
+    def leave_a_loop():
+        pool = ThreadPool(2)
+        for _value in pool.imap(_square, range(1000), chunksize=1):
+            break
+        return pool._dispatcher
+
+    with pytest.warns(ResourceWarning, match="unclosed pool"):
+        dispatcher = leave_a_loop()
+        gc.collect()
+    dispatcher._thread.join(TIMEOUT)
+    assert not dispatcher._thread.is_alive()
+
+
 def test_close_and_join_run_every_task_then_the_threads_end():
     pool = ThreadPool(2)
     mapped = pool.map_async(_square, range(50))

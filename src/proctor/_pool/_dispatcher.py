@@ -40,6 +40,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 
 from .._connections._pipe import streaming_pipe
 from .._connections._wait import wait
@@ -58,7 +59,6 @@ from ._worker import function_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import weakref
     from collections.abc import Callable
     from typing import Any
 
@@ -193,7 +193,14 @@ class Dispatcher:
         self._stopped = False  # the dispatcher thread has left its loop
         self._pending: collections.deque[Task] = collections.deque()
         self._tasks: dict[int, Task] = {}  # pending or held, by id
-        self._lazy: set[IMapIterator] = set()  # iterators with unread input
+        #: Iterators with unread input, held weakly once their consumer has begun to
+        #: take results: one it then dropped (a loop left with break) is collected,
+        #: its input read no more (not at join() either), and with it the pool it
+        #: holds; its chunks' results are dropped (their tasks hold it weakly too:
+        #: _results.ChunkSink). One never iterated is also in _unconsumed, held until
+        #: its input ends: close(); join() runs all of it, as the stdlib's does.
+        self._lazy: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
+        self._unconsumed: set[IMapIterator] = set()
         self._broken: Callable[[], BaseException] | None = None  # the initializer failed
         self._workers: list[WorkerState] = []
         self._ids = itertools.count(1)  # next() on it is atomic: no lock
@@ -315,10 +322,17 @@ class Dispatcher:
     def add_lazy(self, iterator: IMapIterator) -> None:
         with self._lock:
             self._lazy.add(iterator)
+            self._unconsumed.add(iterator)
+
+    def lazy_consumed(self, iterator: IMapIterator) -> None:
+        """Its consumer has begun to take results: it holds it from now on."""
+        with self._lock:
+            self._unconsumed.discard(iterator)
 
     def lazy_done(self, iterator: IMapIterator) -> None:
         with self._lock:
             self._lazy.discard(iterator)
+            self._unconsumed.discard(iterator)
 
     def wake(self) -> None:
         """Make the dispatcher look again (a result was cancelled)."""

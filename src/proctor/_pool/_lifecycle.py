@@ -97,12 +97,15 @@ def run_rest_and_join(
     """A closed pool's ``join()``, for a dispatcher here or a ``RemoteDispatcher``: run
     every task left, then wait for the dispatcher's thread to end (if ``wait_for_it``).
 
-    ``close(); join()`` runs every task, as the stdlib's does: the rest of the lazy
-    iterators' input is read now, in this thread, a read-ahead's worth beyond the
-    chunks done at a time (an endless input runs until ``timeout``, in bounded
-    memory). With ``read_rest`` false (the interpreter's exit, where no ``join()``
-    asked for it) the input not read yet is left unread: the tasks already submitted
-    run, and a consumer meets ``PoolTerminatedError`` after them.
+    ``close(); join()`` runs every task, as the stdlib's does: the rest of the input
+    of the lazy iterators still held is read now, in this thread, a read-ahead's
+    worth beyond the chunks done at a time, and their results are kept for their
+    consumers (an endless input runs until ``timeout``, its untaken results filling
+    memory as in the stdlib). An iterator its consumer began and then dropped (a
+    loop left with ``break``) was collected and is not read. With ``read_rest`` false (the
+    interpreter's exit, where no ``join()`` asked for it) the input not read yet is
+    left unread: the tasks already submitted run, and a consumer meets
+    ``PoolTerminatedError`` after them.
 
     Returns:
         Whether it waited and the thread ended.

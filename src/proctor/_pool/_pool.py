@@ -833,7 +833,7 @@ class _LazySubmitter:
         task = Task(
             task_id,
             frame,
-            result,
+            result._sink,  # (not the iterator: see ChunkSink)
             index,
             self._name,
             describe,
@@ -849,6 +849,9 @@ class _LazySubmitter:
             result._deliver(
                 index, False, PoolTerminatedError("the pool ended before this input was run")
             )
+
+    def lazy_consumed(self, result: IMapIterator) -> None:
+        self._dispatcher.lazy_consumed(result)
 
     def lazy_done(self, result: IMapIterator) -> None:
         self._dispatcher.lazy_done(result)

@@ -365,7 +365,9 @@ class RemoteDispatcher:
         self._timed: dict[int, tuple[Task, Any]] = {}  # the running ones with a timeout
         self._cancel_seen = False  # wake() was called: look for cancelled running tasks
         self._done: collections.deque[tuple[int, Any]] = collections.deque()
-        self._lazy: set[IMapIterator] = set()
+        # (as Dispatcher's)
+        self._lazy: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
+        self._unconsumed: set[IMapIterator] = set()
         self._woken = False
         self._shared = _Shared(engine)
         self._fetch_together = bool(getattr(engine, "fetch_together", False))
@@ -428,10 +430,16 @@ class RemoteDispatcher:
     def add_lazy(self, iterator: IMapIterator) -> None:
         with self._lock:
             self._lazy.add(iterator)
+            self._unconsumed.add(iterator)
+
+    def lazy_consumed(self, iterator: IMapIterator) -> None:
+        with self._lock:
+            self._unconsumed.discard(iterator)
 
     def lazy_done(self, iterator: IMapIterator) -> None:
         with self._lock:
             self._lazy.discard(iterator)
+            self._unconsumed.discard(iterator)
             self._wake_locked()
 
     def wake(self) -> None:

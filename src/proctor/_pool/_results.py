@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import weakref
 
 from .._core._errors import ProcessTimeoutError
 from .._core._timeout import check_timeout
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
         def submit_lazy_chunk(
             self, result: IMapIterator, index: int, start: int, items: list[Any]
         ) -> None: ...
+
+        def lazy_consumed(self, result: IMapIterator) -> None: ...
 
         def lazy_done(self, result: IMapIterator) -> None: ...
 
@@ -525,6 +528,37 @@ CHUNK_SECONDS = 0.005
 MAX_CHUNK = 65536
 
 
+class ChunkSink:
+    """What the tasks of an ``imap`` iterator deliver to: the iterator, held weakly.
+
+    The pool's queue and its workers' tasks must not keep alive an iterator its
+    consumer dropped (a loop left with ``break``): with it they would keep its input,
+    its results and the pool it holds (``_owner``). Once it is collected, the
+    outcomes of its chunks still in flight are dropped.
+    """
+
+    __slots__ = ("_ref",)
+
+    #: The iterators have no cancel(): their tasks are always sent.
+    _cancelled = False
+
+    def __init__(self, iterator: IMapIterator) -> None:
+        self._ref = weakref.ref(iterator)
+
+    def _claim(self) -> bool:
+        return True
+
+    @property
+    def _observe(self) -> Callable[[float, int], None] | None:
+        iterator = self._ref()
+        return None if iterator is None else iterator._observe
+
+    def _deliver(self, index: int, success: bool, value: Any) -> None:
+        iterator = self._ref()
+        if iterator is not None:
+            iterator._deliver(index, success, value)
+
+
 class IMapIterator:
     """The iterator ``imap`` returns: values in input order, input read lazily.
 
@@ -554,6 +588,8 @@ class IMapIterator:
         self._aborted: BaseException | None = None
         self._waiters: _Waiters | None = None  # coroutines awaiting a chunk (``__anext__``)
         self._owner: Any = None  # the Pool, kept alive with the iterator (ApplyResult._owner)
+        self._sink = ChunkSink(self)  # what its tasks deliver to
+        self._consumed = False  # next() was called: the pool holds it weakly from then on
         self._init_results()
 
     def _init_results(self) -> None:
@@ -609,9 +645,11 @@ class IMapIterator:
 
     def _feed_rest(self, deadline: float | None) -> bool:
         """Read the rest of the input (a closed pool's ``join()``), keeping at most
-        ``read_ahead`` chunks in the pool beyond those done: the consumer may take
-        nothing (an iterator left by a ``break``), and an endless input would
-        otherwise fill the memory. False if ``deadline`` passed first."""
+        ``read_ahead`` chunks in the pool beyond those done (the pool's queue stays
+        short). The results are kept for the consumer, who may take them after
+        ``join()`` (as from the stdlib's pool): memory grows with those not taken.
+        An iterator whose consumer began and then dropped it is not read here at
+        all (it was collected: see ``_consume``). False if ``deadline`` passed first."""
         while True:
             self._feed(beyond_done=True)
             with self._cond:
@@ -660,12 +698,6 @@ class IMapIterator:
             return
         self._pool.submit_lazy_chunk(self, index, start, items)
 
-    #: The iterators have no cancel(): their tasks are always sent.
-    _cancelled = False
-
-    def _claim(self) -> bool:
-        return True
-
     def _observe(self, seconds: float, items: int) -> None:
         self._sizer.observe(seconds, items)
 
@@ -702,6 +734,8 @@ class IMapIterator:
             proctor.TimeoutError: when ``timeout`` seconds pass first.
             Exception: a failed chunk's exception, at its position.
         """
+        if not self._consumed:
+            self._consume()
         deadline = _deadline(timeout)
         while not self._items:
             self._feed()
@@ -729,6 +763,15 @@ class IMapIterator:
 
     __next__ = next
 
+    def _consume(self) -> None:
+        """The consumer takes its first result: the iterator is its own from now on.
+        The pool held it until then (a call never iterated runs to the end of its
+        input at ``close(); join()``, as the stdlib's does); now it holds it weakly,
+        so that one dropped in the middle (a loop left with ``break``) is collected,
+        its input read no more, rather than kept with its results and its pool."""
+        self._consumed = True
+        self._pool.lazy_consumed(self)
+
     def __aiter__(self) -> IMapIterator:
         return self
 
@@ -752,6 +795,8 @@ class IMapIterator:
         import asyncio  # imported already: an event loop is running
 
         loop = asyncio.get_running_loop()
+        if not self._consumed:
+            self._consume()
         while not self._items:
             self._feed()
             future = None
