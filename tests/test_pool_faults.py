@@ -905,6 +905,56 @@ def test_a_result_whose_rebuild_raises_a_base_exception_fails_that_task_only():
         assert pool.apply(_square, (3,)) == 9
 
 
+class _ErrorRebuildInterrupts(Exception):
+    """An exception whose unpickling (in the parent) raises KeyboardInterrupt."""
+
+    def __reduce__(self):
+        return (_interrupt_rebuild, ())
+
+
+def _raise_error_rebuild_interrupts(message):
+    raise _ErrorRebuildInterrupts(message)
+
+
+def _exit_pickling(message):
+    raise SystemExit(f"pickling {message}")
+
+
+class _ErrorPicklingExits(Exception):
+    """An exception whose pickling (in the worker) raises SystemExit."""
+
+    def __reduce__(self):
+        _exit_pickling(self.args[0])
+
+
+def _raise_error_pickling_exits(message):
+    raise _ErrorPicklingExits(message)
+
+
+def test_an_exception_whose_rebuild_or_pickling_raises_a_base_exception_fails_that_task_only(
+    ctx,
+):
+    # Rebuilt in the dispatcher thread, a KeyboardInterrupt ended it (every task
+    # failed, the pool took no more); raised by its pickling in the worker, a
+    # SystemExit killed the worker (the task failed as lost, WorkerLostError).
+    with ctx.Pool(1) as pool:
+        worker = pool.apply(_pid)
+        with pytest.raises(proctor.RemoteError) as info:
+            pool.apply(_raise_error_rebuild_interrupts, ("rebuild",))
+        assert info.value.type_name == f"{__name__}._ErrorRebuildInterrupts"
+        assert info.value.message == "rebuild"
+        assert "_raise_error_rebuild_interrupts" in info.value.__cause__.tb_text
+        with pytest.raises(proctor.RemoteError) as info:
+            pool.apply(_raise_error_pickling_exits, ("pickle",))
+        assert info.value.type_name == f"{__name__}._ErrorPicklingExits"
+        assert info.value.message == "pickle"
+        assert pool.apply(_pid) == worker  # the same worker went on
+    with proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor:
+        error = executor.submit(_raise_error_rebuild_interrupts, "again").exception(TIMEOUT)
+        assert isinstance(error, proctor.RemoteError)
+        assert executor.submit(_square, 5).result(TIMEOUT) == 25
+
+
 # -- messages larger than any buffer ---------------------------------------------------
 
 _BIG = 64 * 1024 * 1024

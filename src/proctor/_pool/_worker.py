@@ -236,7 +236,10 @@ def decode_result(
         with carried:
             outcome.load_value(body, buffers, caught=_ANY_EXCEPTION)
     else:
-        outcome = _outcome.Outcome.from_message(body, buffers)
+        # BaseException, as for a value: rebuilding an exception runs its class's
+        # code (a __reduce__ whose callable raises KeyboardInterrupt); it fails that
+        # task (RemoteError with the text), never the dispatcher thread.
+        outcome = _outcome.Outcome.from_message(body, buffers, caught=_ANY_EXCEPTION)
     return task_id, outcome, seconds, bool(flags & RETIRING)
 
 

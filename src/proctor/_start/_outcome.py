@@ -48,15 +48,21 @@ def error_message(exc: BaseException) -> tuple[Any, ...]:
     """The outcome of a target (or a child start) that raised ``exc``."""
     import traceback
 
-    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    # BaseException around the exception's own code (its __reduce__, __str__): one
+    # that raises SystemExit there must still be reported, not end the reporter (a
+    # pool worker would die, and its task fail as lost).
+    try:
+        tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException as error:
+        tb_text = f"<the traceback could not be formatted: {type(error).__name__}>"
     try:
         exc_bytes: bytes | None = _serialization.dumps(exc)
-    except Exception:
+    except BaseException:
         exc_bytes = None
     type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
     try:
         text = str(exc)
-    except Exception:
+    except BaseException:
         text = "<str() failed>"
     return ("error", exc_bytes, type_name, text, tb_text)
 
@@ -116,16 +122,23 @@ class Outcome:
 
     @classmethod
     def from_message(
-        cls, data: bytes | bytearray | memoryview, buffers: list[Any] | None = None
+        cls,
+        data: bytes | bytearray | memoryview,
+        buffers: list[Any] | None = None,
+        caught: tuple[type[BaseException], ...] = (Exception, SystemExit),
     ) -> Outcome:
-        """The outcome a message reports; ``buffers``: its value's out-of-band buffers."""
+        """The outcome a message reports; ``buffers``: its value's out-of-band buffers.
+
+        What unpickling its value or exception raises fails the outcome if it is one
+        of ``caught`` (see ``load_value``; a pool's dispatcher passes BaseException).
+        """
         outcome = cls()
         try:
             message = _serialization.loads(data)
         # SystemExit too: unpickling runs the sender's classes' code, which may raise
         # it; that must fail this outcome, not end the thread reading it. (Not
         # KeyboardInterrupt: a Ctrl-C during a join() must still interrupt it.)
-        except (Exception, SystemExit) as exc:  # e.g. a class that no longer imports here
+        except caught as exc:  # e.g. a class that no longer imports here
             from .._core._errors import RemoteError
 
             outcome.exception = RemoteError(
@@ -134,7 +147,7 @@ class Outcome:
             return outcome
         kind = message[0]
         if kind == "value":
-            outcome.load_value(message[1], buffers)
+            outcome.load_value(message[1], buffers, caught)
         elif kind == "unsendable":
             outcome.value_error = message[1]
         elif kind == "error":
@@ -145,7 +158,7 @@ class Outcome:
             if exc_bytes is not None:
                 try:
                     exception = _serialization.loads(exc_bytes)
-                except (Exception, SystemExit):
+                except caught:  # its class's code raised: the text stands in for it
                     exception = None
             if not isinstance(exception, BaseException):
                 exception = RemoteError(type_name, text, tb_text)
