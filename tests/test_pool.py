@@ -409,6 +409,55 @@ def test_close_and_join_run_every_task(ctx):
     assert list(iterator) == [x * x for x in range(40)]
 
 
+def _wait_for(event, value):
+    event.wait(TIMEOUT)
+    return value
+
+
+class _ThreadThatSeemsStopped:
+    """A thread whose join() returns at once and is_alive() says False: what Python
+    <= 3.12 leaves after a KeyboardInterrupt interrupted Thread.join()."""
+
+    def __init__(self, thread):
+        self._thread = thread
+
+    def join(self, timeout=None):
+        return None
+
+    def is_alive(self):
+        return False
+
+
+def test_join_waits_for_the_dispatcher_itself_not_for_what_its_thread_says(ctx):
+    # A Ctrl-C in join() could mark the dispatcher thread stopped while it ran: a
+    # second join() (the exit's) then returned at once and closed the wake-up pipe
+    # under it, dropping the tasks left ("exiting does not lose work").
+    release = ctx.Event()
+    pool = ctx.Pool(2)
+    try:
+        results = [pool.apply_async(_wait_for, (release, n)) for n in range(4)]
+        dispatcher = pool._dispatcher
+        real_thread = dispatcher._thread
+        dispatcher._thread = _ThreadThatSeemsStopped(real_thread)
+
+        def release_once_joining():
+            wait_until(lambda: dispatcher._joining, timeout=TIMEOUT)
+            release.set()
+
+        helper = threading.Thread(target=release_once_joining)
+        helper.start()
+        pool.close()
+        pool.join(TIMEOUT)
+        helper.join(TIMEOUT)
+        assert all(result.ready() for result in results)
+        assert [result.get(0) for result in results] == [0, 1, 2, 3]
+        real_thread.join(TIMEOUT)
+        assert not real_thread.is_alive()
+    finally:
+        release.set()
+        pool.terminate()
+
+
 def test_maxtasksperchild_replaces_workers(ctx):
     with ctx.Pool(1, maxtasksperchild=2) as pool:
         pids = pool.map(_pid, range(6), chunksize=1)

@@ -191,6 +191,11 @@ class Dispatcher:
         self._joining = False
         self._kill = False  # terminate() with SIGKILL rather than SIGTERM
         self._stopped = False  # the dispatcher thread has left its loop
+        #: Set as the last thing the dispatcher thread does. Callers wait on it, not on
+        #: Thread.join(): on Python <= 3.12 a KeyboardInterrupt in join() can mark a
+        #: thread stopped while it still runs (gh-90882), and a pool joined again (at
+        #: the exit) then closed the wake-up pipe under its running dispatcher.
+        self._ended = threading.Event()
         self._pending: collections.deque[Task] = collections.deque()
         self._tasks: dict[int, Task] = {}  # pending or held, by id
         #: Iterators with unread input, held weakly once their consumer has begun to
@@ -371,8 +376,8 @@ class Dispatcher:
         """
         if self.state == RUNNING and self._broken is None:
             raise ValueError("the pool is still running: call close() or terminate() first")
-        if run_rest_and_join(self, timeout, wait_for_it, read_rest):
-            self._close_wake()
+        # (The dispatcher thread closes its wake-up pipe itself as it ends.)
+        run_rest_and_join(self, timeout, wait_for_it, read_rest)
 
     def terminate(self, wait_for_it: bool = True, kill: bool = False) -> None:
         """Stop every worker now (SIGTERM, or SIGKILL with ``kill``); unfinished
@@ -388,8 +393,7 @@ class Dispatcher:
                 PoolTerminatedError("the pool was terminated before this input was read")
             )
         if wait_for_it and threading.current_thread() is not self._thread:
-            self._thread.join()
-            self._close_wake()
+            self._ended.wait()  # (it closes its wake-up pipe itself as it ends)
 
     def _close_wake(self) -> None:
         with self._lock:
@@ -424,7 +428,9 @@ class Dispatcher:
             self._fail_all(error)
             # Nothing waits on the wake-up pipe any more, and nobody may be left to close
             # it: an executor's shutdown(wait=False), a pool that was garbage-collected.
+            # Only this thread closes it once the thread runs (see _ended).
             self._close_wake()
+            self._ended.set()
 
     def _loop(self) -> None:
         while True:

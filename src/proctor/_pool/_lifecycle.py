@@ -139,8 +139,12 @@ def run_rest_and_join(
         dispatcher._wake_locked()
     if not wait_for_it:
         return False
-    dispatcher._thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
-    if dispatcher._thread.is_alive():
+    # The dispatcher's own event, not Thread.join()/is_alive(): on Python <= 3.12 a
+    # KeyboardInterrupt in an earlier join() could have marked the thread stopped
+    # while it runs (see Dispatcher._ended).
+    if not dispatcher._ended.wait(
+        None if deadline is None else max(deadline - time.monotonic(), 0.0)
+    ):
         raise ProcessTimeoutError(f"the pool's tasks did not finish within {timeout} s")
     return True
 

@@ -358,6 +358,7 @@ class RemoteDispatcher:
         self._lock = threading.Condition(threading.Lock())
         self._joining = False
         self._stopped = False
+        self._ended = threading.Event()  # set as the thread ends (see Dispatcher._ended)
         self._ids = itertools.count(1)
         self._pending: collections.deque[Task] = collections.deque()
         self._tasks: dict[int, Task] = {}  # pending or running, by id
@@ -480,7 +481,7 @@ class RemoteDispatcher:
                 PoolTerminatedError("the pool was terminated before this input was read")
             )
         if wait_for_it and threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._ended.wait()
 
     # -- the engine's callback (any thread) ---------------------------------------------
 
@@ -529,6 +530,8 @@ class RemoteDispatcher:
                 self.engine.close()
             except Exception:
                 _logger.get_logger().exception(f"the {self.engine.name} engine did not close")
+            finally:
+                self._ended.set()  # (as Dispatcher._ended)
 
     def _loop(self) -> None:
         while True:
