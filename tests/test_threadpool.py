@@ -224,3 +224,27 @@ def test_finished_tasks_arguments_and_results_are_not_kept():
 
         wait_until(all_gone, timeout=TIMEOUT)
     pool.join()
+
+
+def _exit_at_three(x):
+    if x == 3:
+        raise SystemExit(7)
+    return x
+
+
+def test_a_task_raising_systemexit_fails_with_what_ended_its_thread(monkeypatch):
+    # The thread dies of it (in a thread it belongs to the program); the task's error
+    # said a process died ("exit code 0", "SIGKILL often means the OOM killer"), the
+    # parent's pid for its pid, and lost the SystemExit.
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # (no report on stderr)
+    with ThreadPool(2) as pool:
+        result = pool.map_async(_exit_at_three, range(6), chunksize=1)
+        with pytest.raises(proctor.WorkerLostError) as info:
+            result.get(TIMEOUT)
+        message = str(info.value)
+        assert "pool worker thread" in message and "SystemExit(7)" in message
+        assert "input item 3" in message
+        assert "SIGKILL" not in message and "exit code" not in message
+        assert isinstance(info.value.__cause__, SystemExit)
+        assert info.value.__cause__.code == 7
+        assert pool.map(_square, range(5)) == [0, 1, 4, 9, 16]  # replaced: the pool goes on

@@ -898,10 +898,28 @@ class Dispatcher:
         lost = [task for task in held[:started] if not task.stopped]
         # A stopped task was failed or cancelled when its worker was killed to stop it.
         held = [task for task in held[started:] if not task.stopped]
+        # A ThreadPool's worker thread ends only of what a task raised and it did not
+        # catch (SystemExit, KeyboardInterrupt): it is named, not an exit code.
+        died_of: BaseException | None = getattr(process, "died_of", None)
         for task in lost:
             with self._lock:
                 self._tasks.pop(task.id, None)
             inputs = task.describe()
+            if died_of is not None:
+                error = WorkerLostError(
+                    f"pool worker thread {process.name} ended, raising {died_of!r}, while "
+                    f"running {task.function}({inputs}): that task failed (what it raised is "
+                    "this error's __cause__), the thread was replaced and the pool's other "
+                    "tasks go on. A thread worker does not catch SystemExit or "
+                    "KeyboardInterrupt: in a thread, they belong to the program.",
+                    pid,
+                    exitcode,
+                    task.function,
+                    inputs,
+                )
+                error.__cause__ = died_of
+                task.result._deliver(task.index, False, error)
+                continue
             if worker.killed:  # to stop another task running alongside this one
                 text = (
                     f"pool worker pid {pid} was killed ({_exit_text(exitcode)}) to stop "

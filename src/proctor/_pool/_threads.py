@@ -155,6 +155,10 @@ class _WorkerThread:
         self._lock = threading.Lock()
         self._signalled = False
         self.exitcode: int | None = None
+        #: What the thread died of: a task's SystemExit or KeyboardInterrupt, which a
+        #: thread worker does not catch (the dispatcher names it, as the lost task's
+        #: error's cause).
+        self.died_of: BaseException | None = None
 
     @property
     def sentinel(self) -> int:
@@ -170,6 +174,9 @@ class _WorkerThread:
             self._target(*self._args)
         except OSError:
             pass  # its channel was closed under it: the pool abandoned it (terminate)
+        except BaseException as exc:  # a task's SystemExit, KeyboardInterrupt: the thread's end
+            self.died_of = exc
+            raise
         finally:
             conn.close()
             self._signal_end()
