@@ -587,6 +587,40 @@ def test_get_server_serve_forever_in_a_child(tmp_path):
         p.close()
 
 
+def _churn_sessions(address, authkey, rounds):
+    client = ThingManager(address=address, authkey=authkey)
+    for n in range(rounds):
+        client.connect()
+        thing = client.Thing(n)
+        assert thing.add(1) == n + 1
+        del thing  # the session's last proxy: it closes, and the next round opens another
+
+
+def test_the_server_forgets_a_gone_client_once_its_last_connection_ends(tmp_path):
+    # Each session is a client id the server remembers as gone when its anchor ends (a
+    # reply still on its way counts no reference for it); it used to remember every one
+    # for good (500 entries after 500 sessions).
+    authkey = b"churn"
+    address = str(tmp_path / "manager.sock")
+    server = ThingManager(address=address, authkey=authkey).get_server()
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        # spawn: a forked child would find this process's server and call it directly
+        child = proctor.get_context("spawn").Process(
+            target=_churn_sessions, args=(address, authkey, 20)
+        )
+        child.start()
+        child.join(TIMEOUT)
+        assert child.exitcode == 0
+        wait_until(lambda: not server._open_connections, timeout=TIMEOUT)
+        assert server._gone_clients == set()
+        assert server.number_of_objects() == 0
+    finally:
+        server.stop_event.set()
+        serving.join(TIMEOUT)
+
+
 # -- values that cannot travel; exceptions in managed methods -------------------------------
 
 

@@ -170,7 +170,13 @@ class Server:
         self._clients: dict[str, dict[int, int]] = {}
         # Clients whose anchor connection has ended (release_client): a reply still
         # being sent to one of them counts no reference for it (take_for_recipient).
+        # Forgotten once the client's last connection has ended: no reply can be on
+        # its way to it then, and a client never connects again after its anchor
+        # ended (each session has a new id), so the set stays as small as the
+        # number of clients ending at the moment.
         self._gone_clients: set[str] = set()
+        # The open connections of each client (by id), for the above.
+        self._open_connections: dict[str, int] = {}
         self._server_calls: dict[str, Callable[..., Any]] = {
             name: getattr(self, "_call_" + name) for name in self.public
         }
@@ -247,12 +253,21 @@ class Server:
         except BaseException:  # (a serving thread never gets a signal's exception)
             raw.close()
             return
+        with self._lock:
+            self._open_connections[client_id] = self._open_connections.get(client_id, 0) + 1
         try:
             self._serve_requests(conn, client_id)
         finally:
             conn.close()
             if anchor:
                 self.release_client(client_id)
+            with self._lock:
+                left = self._open_connections[client_id] - 1
+                if left:
+                    self._open_connections[client_id] = left
+                else:
+                    del self._open_connections[client_id]
+                    self._gone_clients.discard(client_id)
 
     def _serve_requests(self, conn: Any, client_id: str) -> None:
         recv = conn.recv
