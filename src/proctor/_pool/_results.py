@@ -734,10 +734,11 @@ class IMapIterator:
             proctor.TimeoutError: when ``timeout`` seconds pass first.
             Exception: a failed chunk's exception, at its position.
         """
-        if not self._consumed:
-            self._consume()
         deadline = _deadline(timeout)
         while not self._items:
+            # (Here, not per value: the first next() always finds no values yet.)
+            if not self._consumed:
+                self._consume()
             self._feed()
             with self._cond:
                 while (chunk := self._ready_chunk()) is None:
