@@ -12,7 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ("LONGEST_WAIT", "check_timeout", "deadline", "wait_readable")
+__all__ = ("LONGEST_WAIT", "check_duration", "check_timeout", "deadline", "wait_readable")
 
 #: Timeouts longer than this (~24.8 days) wait without limit, as ``None`` does:
 #: ``math.inf`` says "no limit" too, and every wait below can take this one
@@ -49,6 +49,35 @@ def check_timeout(timeout: Any) -> float | None:
     if timeout != timeout:
         raise ValueError("timeout must be a number of seconds or None, not NaN")
     return None if timeout > LONGEST_WAIT else timeout
+
+
+def check_duration(value: Any, what: str, *, allow_zero: bool = False) -> float | None:
+    """A limit given in seconds (``task_timeout``, ``shutdown_timeout``...), checked:
+    ``value`` as float seconds, or ``None`` for no limit (``math.inf`` too).
+
+    Unlike a wait's timeout, a negative or NaN one is refused, and zero unless
+    ``allow_zero``.
+
+    Raises:
+        TypeError: not a real number or ``None`` (``bool`` included); the message
+            names ``what``.
+        ValueError: negative, NaN, or zero without ``allow_zero``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        import numbers  # only for unusual numbers (Fraction, numpy scalars...)
+
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(
+                f"{what} must be a number of seconds or None, not {type(value).__name__} "
+                f"({value!r:.80})"
+            )
+    seconds = float(value)
+    if not (seconds >= 0 if allow_zero else seconds > 0):  # NaN too
+        kind = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
+        raise ValueError(f"{what} must be {kind} (or None for no limit), not {value!r}")
+    return None if seconds == float("inf") else seconds
 
 
 def deadline(timeout: Any) -> float | None:

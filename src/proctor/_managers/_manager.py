@@ -20,7 +20,6 @@ session with a manager someone else started (another process, another machine).
 from __future__ import annotations
 
 import array
-import numbers
 import queue
 import signal
 import tempfile
@@ -32,6 +31,7 @@ from .._connections._listener import _family_of_address
 from .._connections._pipe import Pipe
 from .._core._errors import ManagerLostError, ProcessError
 from .._core._finalize import Finalize
+from .._core._timeout import check_duration
 from .._pool._pool import Pool
 from .._start._process import Process, _exitcode_name, current_process
 from ._protocol import Token, check_serializer
@@ -117,14 +117,7 @@ class BaseManager:
             raise TypeError(
                 f"ctx must be a proctor context (proctor.get_context('spawn')) or None, not {ctx!r}"
             )
-        if shutdown_timeout is not None:
-            if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, numbers.Real):
-                raise TypeError(
-                    "shutdown_timeout must be a number of seconds or None, "
-                    f"not {shutdown_timeout!r}"
-                )
-            if not shutdown_timeout >= 0:  # (also NaN)
-                raise ValueError(f"shutdown_timeout must be >= 0, not {shutdown_timeout!r}")
+        check_duration(shutdown_timeout, "shutdown_timeout", allow_zero=True)
         self._address = address
         self._authkey = bytes(current_process().authkey) if key is None else key
         self._state = State()

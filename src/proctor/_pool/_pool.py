@@ -14,7 +14,6 @@ pickled raises there. ``imap``/``imap_unordered`` read their input lazily (see
 
 from __future__ import annotations
 
-import math
 import os
 import reprlib
 import warnings
@@ -24,6 +23,7 @@ from functools import partial
 from .._core._errors import ArgumentTypeError, PicklingError, PoolTerminatedError
 from .._core._integers import integral
 from .._core._system import cpu_count
+from .._core._timeout import check_duration
 from .._start import _process
 from . import _lifecycle, _progress, _worker
 from ._dispatcher import Dispatcher, Task
@@ -123,22 +123,7 @@ def _check_task_timeout(timeout: object, what: str) -> float | None:
         TypeError: not a real number or None.
         ValueError: zero, negative or NaN.
     """
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        import numbers  # only for unusual numbers (Fraction, numpy scalars...)
-
-        if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
-            raise TypeError(
-                f"{what} must be a number of seconds or None, not {type(timeout).__name__} "
-                f"({timeout!r:.80})"
-            )
-    seconds = float(timeout)
-    if not seconds > 0:  # NaN too
-        raise ValueError(
-            f"{what} must be a positive number of seconds (or None for no limit), not {timeout!r}"
-        )
-    return None if math.isinf(seconds) else seconds
+    return check_duration(timeout, what)
 
 
 def _process_class(context: Any, what: str) -> type[_process.Process]:
