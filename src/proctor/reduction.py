@@ -31,21 +31,10 @@ from __future__ import annotations
 from ._connections._reducer import HAVE_SEND_HANDLE as HAVE_SEND_HANDLE
 from ._connections._reducer import DupFd as DupFd
 from ._connections._reducer import ForkingPickler as ForkingPickler
+from ._connections._reducer import __all__ as __all__
 from ._connections._reducer import dump as dump
 from ._connections._reducer import recv_handle as recv_handle
 from ._connections._reducer import recvfds as recvfds
 from ._connections._reducer import register as register
 from ._connections._reducer import send_handle as send_handle
 from ._connections._reducer import sendfds as sendfds
-
-__all__ = (
-    "HAVE_SEND_HANDLE",
-    "DupFd",
-    "ForkingPickler",
-    "dump",
-    "recv_handle",
-    "recvfds",
-    "register",
-    "send_handle",
-    "sendfds",
-)

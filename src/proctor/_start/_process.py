@@ -468,6 +468,23 @@ class BaseProcess:
 
     # -- helpers --------------------------------------------------------------
 
+    def _stand_for(self, identity: tuple[int, ...], name: str, authkey: bytes) -> None:
+        """Fill the fields of an object that stands for a process this one did not
+        start (the main process, a child's parent): no target, no start to make."""
+        self._identity = identity
+        self._name = name
+        self._authkey = authkey
+        self._daemon = False
+        self._parent_pid = None
+        self._parent_name = None
+        self._target = None
+        self._args = ()
+        self._kwargs = {}
+        self._forward_logs = None
+        self._popen = None
+        self._closed = False
+        self._outcome_cache = None
+
     def _check_not_closed(self) -> None:
         if self._closed:
             raise ValueError(f"process object {self._name!r} is closed")
@@ -602,19 +619,7 @@ class _MainProcess(BaseProcess):
     """The process object of the main process (what ``current_process()`` returns there)."""
 
     def __init__(self) -> None:
-        self._identity = ()
-        self._name = "MainProcess"
-        self._authkey = os.urandom(32)
-        self._daemon = False
-        self._parent_pid = None
-        self._parent_name = None
-        self._target = None
-        self._args = ()
-        self._kwargs = {}
-        self._forward_logs = None
-        self._popen = None
-        self._closed = False
-        self._outcome_cache = None
+        self._stand_for((), "MainProcess", os.urandom(32))
 
     def __repr__(self) -> str:
         return f"<_MainProcess name={self._name!r} parent=None started>"
@@ -646,20 +651,8 @@ class ParentProcess(BaseProcess):
     def __init__(self, child: BaseProcess, sentinel: int) -> None:
         # (The parent's own record is in the parent; the child knows what its
         # process object was given: the parent's name, pid, identity, key.)
-        self._identity = child._identity[:-1]
-        self._name = str(child._parent_name)
+        self._stand_for(child._identity[:-1], str(child._parent_name), child._authkey)
         self._pid = int(child._parent_pid or 0)
-        self._authkey = child._authkey
-        self._daemon = False
-        self._parent_pid = None
-        self._parent_name = None
-        self._target = None
-        self._args = ()
-        self._kwargs = {}
-        self._forward_logs = None
-        self._popen = None
-        self._closed = False
-        self._outcome_cache = None
         self._sentinel = sentinel
 
     @property
