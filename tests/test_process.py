@@ -79,15 +79,33 @@ def raise_unpicklable_exception():
     raise UnpicklableError_()
 
 
-class NeedsTwoArgs(Exception):
-    """Pickles fine, but unpickling calls __init__ with one argument and fails."""
-
-    def __init__(self, a, b):
-        super().__init__(f"{a}-{b}")
+def _refuse_to_be_rebuilt(text):
+    raise TypeError(f"{text!r} cannot be rebuilt here")
 
 
-def raise_needs_two_args():
-    raise NeedsTwoArgs(1, 2)
+class RefusesToBeRebuilt:
+    """Pickles fine; unpickling it raises, whatever reduces the exception holding it.
+
+    (An exception whose ``__init__`` takes two arguments used to serve, but importing
+    Dask or Ray installs tblib's exception reducers, which rebuild such an exception.)
+    """
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+    def __reduce__(self):
+        return (_refuse_to_be_rebuilt, (self.text,))
+
+
+class CannotBeUnpickled(Exception):
+    pass
+
+
+def raise_one_that_cannot_be_unpickled():
+    raise CannotBeUnpickled(RefusesToBeRebuilt("1-2"))
 
 
 class Squarer(proctor.Process):
@@ -270,7 +288,7 @@ def test_unpicklable_exception_becomes_remote_error(ctx, capfd):
 
 
 def test_exception_that_cannot_be_unpickled_becomes_remote_error(ctx, capfd):
-    p = ctx.Process(target=raise_needs_two_args)
+    p = ctx.Process(target=raise_one_that_cannot_be_unpickled)
     p.start()
     p.join(30)
     assert isinstance(p.exception, RemoteError)
