@@ -207,6 +207,10 @@ def test_queue_api_and_timeouts():
     item = []
     q.put(item)
     assert q.get(timeout=T) is item  # never pickled
+    # Keywords as queue.Queue (which multiprocessing.dummy.Queue is) names them.
+    q.put(item="kw", block=True, timeout=T)
+    q.put_nowait(item="kw2")
+    assert [q.get(block=True, timeout=T), q.get_nowait()] == ["kw", "kw2"]
 
 
 def test_queue_close_is_per_thread():

@@ -56,11 +56,11 @@ class Queue(queue.Queue):
         # The threads that called close(), as each process closes its own handle.
         self._closed_by: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
-    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Put ``obj`` in the queue, waiting while it is full.
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``item`` in the queue, waiting while it is full.
 
         Args:
-            obj: any object (it is not copied).
+            item: any object (it is not copied).
             block: wait for room; ``False`` raises ``queue.Full`` at once.
             timeout: with ``block``, seconds to wait for room (``None``: for ever).
 
@@ -73,7 +73,7 @@ class Queue(queue.Queue):
             raise QueueClosedError(
                 f"put() on {self!r}: this thread called close(), so it can put nothing more"
             )
-        super().put(obj, block, _wait(block, timeout))
+        super().put(item, block, _wait(block, timeout))
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return the oldest item, waiting while the queue is empty.
@@ -85,9 +85,9 @@ class Queue(queue.Queue):
         """
         return super().get(block, _wait(block, timeout))
 
-    def put_nowait(self, obj: Any) -> None:
-        """``put(obj, False)``."""
-        self.put(obj, False)
+    def put_nowait(self, item: Any) -> None:
+        """``put(item, False)``."""
+        self.put(item, False)
 
     def close(self) -> None:
         """Say that the calling thread will put nothing more; idempotent (see the class's note)."""
