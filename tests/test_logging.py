@@ -1009,7 +1009,9 @@ def test_close_without_join_handles_the_records_left(app_logs):
     assert app_logs.messages() == ["record 0", "record 1"]
 
 
-def fork_a_grandchild_that_logs_later(gate_fd):
+def fork_a_grandchild_that_logs_later(gate_fd, gate_w=None):
+    if gate_w is not None:
+        os.close(gate_w)  # (so that the parent's close() opens the gate too)
     logging.getLogger("app.worker").info("from the child")
     if os.fork() == 0:  # shares the child's channel, and outlives the child
         os.read(gate_fd, 1)
@@ -1017,29 +1019,61 @@ def fork_a_grandchild_that_logs_later(gate_fd):
         os._exit(0)
 
 
-def test_join_waits_for_an_os_fork_grandchild_that_holds_the_channel(app_logs):
+def test_join_does_not_wait_for_an_os_fork_grandchild_that_holds_the_channel(
+    app_logs, monkeypatch
+):
+    # join() waits for the records the child wrote, not for the channel's end,
+    # which its os.fork() child holds for as long as it lives (join() used to wait
+    # for it, up to DRAIN_TIMEOUT: made longer than this test waits for join()).
+    monkeypatch.setattr(_log_forwarding, "DRAIN_TIMEOUT", 120.0)
     gate_r, gate_w = os.pipe()
     try:
         p = proctor.get_context("fork").Process(
-            target=fork_a_grandchild_that_logs_later, args=(gate_r,)
+            target=fork_a_grandchild_that_logs_later, args=(gate_r, gate_w)
         )
         p.start()
         stream = p._popen.log_stream
         _wait_for_exit(p)
-        joiner = threading.Thread(target=p.join, args=(30,))
+        joiner = threading.Thread(target=p.join)
         joiner.start()
-        # join() has read what the child sent, found the channel still held, and
-        # handed the stream back to the listener's thread...
-        wait_until(lambda: stream.keeper is None, timeout=30)
-        os.write(gate_w, b"x")  # ...which handles the grandchild's record, then EOF.
         joiner.join(30)
-        assert not joiner.is_alive()
+        assert not joiner.is_alive(), "join() waited for the grandchild"
+        assert p.exitcode == 0
+        assert app_logs.messages() == ["from the child"]
+        assert not stream.ended  # the grandchild, waiting at the gate, holds it
+        os.write(gate_w, b"x")
+        # The listener's thread handles what the grandchild writes later, and
+        # ends the stream when the grandchild closes the channel (its exit).
+        wait_until(lambda: stream.ended, timeout=30)
     finally:
         os.close(gate_r)
         os.close(gate_w)
-    assert stream.ended
     assert app_logs.messages() == ["from the child", "from its os.fork() child"]
     p.close()
+
+
+def test_the_listener_ends_after_close_of_a_child_whose_channel_is_still_held(app_logs):
+    # close() after join() takes away a stream still open (the os.fork() child of
+    # the child holds the channel): the listener's thread closes it, then, having
+    # no stream left, lingers and ends. It used to wait on with no time limit.
+    gate_r, gate_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(
+            target=fork_a_grandchild_that_logs_later, args=(gate_r, gate_w)
+        )
+        p.start()
+        stream = p._popen.log_stream
+        thread = stream.listener._thread
+        p.join(30)
+        assert p.exitcode == 0 and not stream.ended
+        p.close()
+        assert stream.ended
+        thread.join(10)
+        assert not thread.is_alive()
+        assert app_logs.messages() == ["from the child"]
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)  # the grandchild's record now goes nowhere; it exits
 
 
 def test_a_fork_sibling_does_not_hold_a_childs_stream_open(app_logs):

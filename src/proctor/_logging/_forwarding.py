@@ -1006,6 +1006,7 @@ class LogStream:
         "_progress",
         "buffer",
         "closing",
+        "consumed",
         "ended",
         "fd",
         "handled",
@@ -1013,8 +1014,10 @@ class LogStream:
         "listener",
         "name",
         "reading",
+        "received",
         "remembered",
         "wanted",
+        "wanted_bytes",
     )
 
     def __init__(self, fd: int, name: str, listener: LogListener) -> None:
@@ -1031,6 +1034,12 @@ class LogStream:
         self.handled = 0
         #: The count a thread in :meth:`wait_handled` waits for; 0 when none waits.
         self.wanted = 0
+        #: Bytes read from the channel (under the listener's lock, as they are read),
+        #: and bytes of it handled as whole records: see LogListener.end.
+        self.received = 0
+        self.consumed = 0
+        #: The ``consumed`` a thread in :meth:`wait_consumed` waits for; 0 when none waits.
+        self.wanted_bytes = 0
         self.listener = listener
         #: This process's copy of the child's end of the channel (LogListener.attach),
         #: held until the child has ended: see LogListener.end.
@@ -1060,6 +1069,39 @@ class LogStream:
                 event = self._ended_event = threading.Event()
         return event.wait(timeout)
 
+    def wait_consumed(self, target: int, timeout: float) -> bool:
+        """Wait until the listener has handled the channel's first ``target`` bytes.
+
+        Returns True once it has (or the stream has ended), False if ``timeout``
+        passed first.
+        """
+        if self.consumed >= target or self.ended:
+            return True
+        progress = self._progress_condition()
+        with progress:
+            self.wanted_bytes = target
+            try:
+                self.listener.hurry()
+                deadline = time.monotonic() + timeout
+                while self.consumed < target and not self.ended:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    progress.wait(remaining)
+            finally:
+                self.wanted_bytes = 0
+        return True
+
+    def _progress_condition(self) -> threading.Condition:
+        """The condition that waiters for the listener's progress wait on (made once)."""
+        progress = self._progress
+        if progress is None:
+            with self.listener._lock:
+                if self._progress is None:
+                    self._progress = threading.Condition(threading.Lock())
+                progress = self._progress
+        return progress
+
     def wait_handled(self, count: int, stall: float | None = None) -> bool:
         """Wait until the listener has handled the child's first ``count`` records.
 
@@ -1075,12 +1117,7 @@ class LogStream:
         listener = self.listener
         if listener.stuck_at == listener.handled:
             return False  # stuck since an earlier wait gave up: don't wait again
-        progress = self._progress
-        if progress is None:
-            with listener._lock:
-                if self._progress is None:
-                    self._progress = threading.Condition(threading.Lock())
-                progress = self._progress
+        progress = self._progress_condition()
         with progress:
             self.wanted = count
             try:
@@ -1109,9 +1146,12 @@ class LogStream:
         # ``wanted`` is read outside the lock: a waiter makes ``_progress``, sets
         # ``wanted`` and checks ``handled``, all before it waits under ``_progress``;
         # so either it sees the new count, or this sees its ``wanted`` and notifies
-        # once it waits.
+        # once it waits. (``wanted_bytes`` and ``consumed`` alike.)
         wanted = self.wanted
-        if wanted and (self.handled >= wanted or self.ended):
+        wanted_bytes = self.wanted_bytes
+        if (wanted and (self.handled >= wanted or self.ended)) or (
+            wanted_bytes and (self.consumed >= wanted_bytes or self.ended)
+        ):
             progress = self._progress
             if progress is not None:
                 with progress:
@@ -1220,9 +1260,11 @@ class LogListener:
         gives the stream back to the thread, with what it read, and waits for
         the thread to reach EOF: records are handled only by the listener's
         thread, never by one that may hold locks a handler takes (a ``join()``
-        called with one held). Returns False if ``timeout`` passed first: another
-        process still holds the channel's write end (an ``os.fork()`` child of the
-        child, which the thread reads until it closes it).
+        called with one held). The wait is for what the channel holds now, all the
+        child wrote: another process may still hold the channel's write end (an
+        ``os.fork()`` child of the child), and what it writes later is handled by
+        the thread until it closes the channel, without ``join()`` waiting for
+        that. Returns False if ``timeout`` passed first.
         """
         with self._lock:
             if self._to_release:
@@ -1252,7 +1294,7 @@ class LogListener:
         # its handler may wait for a lock that this thread holds.
         if stream.reading.acquire(blocking=False):
             try:
-                chunk = _read_chunk(stream.fd)
+                chunk = self._take(stream)
                 if chunk == b"":
                     # Caught up: what the buffer may hold is a record the child
                     # was writing when it died, which the thread would skip too.
@@ -1265,10 +1307,21 @@ class LogListener:
         # Records left, the thread at work on them, or another holder of the
         # channel writing on: the thread ends the stream, at EOF (unless it has
         # just done so, the thread having been at work on it).
+        target = None
         with self._lock:
             if not stream.closing:
                 self._register(stream)
-        return stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
+                # The child has ended: all it wrote has been read (``received``,
+                # counted under this lock as it is read) or is unread in the
+                # channel. What a holder of the channel that lives on writes
+                # later, the thread handles at its pace.
+                unread = _unread_bytes(stream.fd)
+                if unread is not None:
+                    target = stream.received + unread
+        wait = DRAIN_TIMEOUT if timeout is None else timeout
+        if target is None:
+            return stream.wait_drained(wait)
+        return stream.wait_consumed(target, wait)
 
     def release(self, stream: LogStream) -> None:
         """Let the keeper go without reading (the process object is being collected).
@@ -1335,8 +1388,12 @@ class LogListener:
                     else:
                         idle_since = None
                     self._waits_for_streams = timeout is None
-                for stream in detached:
-                    self._close_stream(stream, poller)
+                if detached:
+                    for stream in detached:
+                        self._close_stream(stream, poller)
+                    # Decide again how to wait: those may have been the last streams,
+                    # and a wait without a time limit would then never end.
+                    continue
                 if epoll:
                     ready = poller.poll(-1 if timeout is None else timeout)
                 else:  # poll's timeout is in milliseconds
@@ -1393,12 +1450,21 @@ class LogListener:
         if fd >= 0:
             keep_in_forks(fd)
 
+    def _take(self, stream: LogStream) -> bytes | None:
+        """Read what the channel holds (None: nothing now; empty: EOF), counted in
+        ``received`` under the lock, so that end() can add the bytes still unread."""
+        with self._lock:
+            chunk = _read_chunk(stream.fd)
+            if chunk:
+                stream.received += len(chunk)
+        return chunk
+
     def _read(self, stream: LogStream) -> int:
         """Read what is there, handle whole records: how many, or -1 at EOF."""
         with stream.reading:
             if stream.ended:
                 return 0  # end() finished it meanwhile (this was a stale event)
-            chunk = _read_chunk(stream.fd)
+            chunk = self._take(stream)
             if chunk:
                 stream.buffer += chunk
             # (Also what end() read and left in the buffer, with nothing new.)
@@ -1424,6 +1490,7 @@ class LogListener:
             stream.handled += 1
             self.handled += 1
         del buffer[:offset]
+        stream.consumed += offset
         if count:
             stream._progressed()
         return count
@@ -1472,6 +1539,16 @@ def _read_chunk(fd: int) -> bytes | None:
         return None
     except OSError:
         return b""
+
+
+def _unread_bytes(fd: int) -> int | None:
+    """How many bytes the channel holds unread (None: the system cannot tell)."""
+    import termios  # (only when a joined child left its channel to a process of its own)
+
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    except OSError:
+        return None
 
 
 def _close_keeper(stream: LogStream) -> None:
