@@ -309,6 +309,30 @@ def test_system_exit_sets_the_exit_code(ctx, code, expected, capfd):
         assert "bye" in capfd.readouterr().err
 
 
+def test_threads_reading_the_result_at_once_all_get_it(ctx):
+    # The outcome is read from the child's channel once; a second reader used to
+    # find the channel empty and could replace the result with None for good
+    # (15-20 of 100 pairs).
+    for i in range(30):
+        p = ctx.Process(target=int, args=(str(i),))
+        p.start()
+        p.join(30)
+        start = threading.Barrier(2)
+        seen = []
+
+        def read(p=p, start=start, seen=seen):
+            start.wait(30)
+            seen.append(p.result)
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(30)
+        assert seen == [i, i] and p.result == i
+        p.close()
+
+
 def test_unsendable_return_value_is_reported_not_fatal(ctx):
     p = ctx.Process(target=return_unpicklable)
     p.start()

@@ -147,9 +147,15 @@ class Popen(ClosedWhenCollected):
 
     def outcome(self) -> Outcome:
         """Read what the ended child reported; call only after it has ended."""
-        if self._outcome is None:
-            self._outcome = self._read_outcome()
-        return self._outcome
+        outcome = self._outcome
+        if outcome is None:
+            # Under the lock: the report is read once, and a second reader's read
+            # (which finds the channel empty) must not replace it with nothing.
+            with self._lock:
+                outcome = self._outcome
+                if outcome is None:
+                    outcome = self._outcome = self._read_outcome()
+        return outcome
 
     def _read_outcome(self) -> Outcome:
         channel = self.channel
