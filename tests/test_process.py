@@ -50,7 +50,9 @@ def return_unpicklable():
 def who_am_i():
     me = proctor.current_process()
     parent = proctor.parent_process()
-    return me.name, me.pid, os.getpid(), parent.pid, parent.name, me.authkey
+    key = me.authkey
+    # (The key itself refuses to be pickled, as the stdlib's: a copy is sent.)
+    return me.name, me.pid, os.getpid(), parent.pid, parent.name, type(key).__name__, bytes(key)
 
 
 def start_method_in_child():
@@ -203,13 +205,29 @@ def test_child_knows_its_name_pid_parent_and_authkey(ctx):
     p = ctx.Process(target=who_am_i, name="worker")
     p.start()
     p.join(30)
-    name, reported_pid, real_pid, parent_pid, parent_name, authkey = p.result
+    name, reported_pid, real_pid, parent_pid, parent_name, key_type, authkey = p.result
     assert name == "worker"
     assert reported_pid == real_pid == p.pid
     assert parent_pid == os.getpid()
     assert parent_name == proctor.current_process().name
     assert authkey == proctor.current_process().authkey
+    assert key_type == "AuthenticationString"
     p.close()
+
+
+def test_an_authkey_refuses_to_be_pickled_outside_a_start():
+    key = proctor.current_process().authkey
+    assert isinstance(key, proctor.process.AuthenticationString) and isinstance(key, bytes)
+    with pytest.raises(TypeError, match="authkey"):
+        pickle.dumps(key)
+    a, b = proctor.Pipe()
+    with a, b, pytest.raises(Exception, match="authkey"):
+        a.send(key)
+    assert pickle.loads(pickle.dumps(bytes(key))) == key
+    p = proctor.Process()
+    p.authkey = b"another key"
+    assert type(p.authkey) is proctor.process.AuthenticationString
+    assert p.authkey == b"another key"
 
 
 def test_child_inherits_the_start_method(ctx):

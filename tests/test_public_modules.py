@@ -132,4 +132,6 @@ def test_resource_tracker_register_and_unregister_reach_the_reaper():
 
     assert resource_tracker.register is _reaper.tracker_register
     assert resource_tracker.unregister is _reaper.tracker_unregister
+    assert resource_tracker.ensure_running() is None  # as the stdlib's
+    assert _reaper.address() is not None
     resource_tracker.unregister("/proctor-never-registered", "shm")  # must not raise

@@ -18,7 +18,7 @@ Note:
     has exited and no process maps it; give it a name of your own to keep it.)
 """
 
-from ._reaper._client import ensure_started as ensure_running
+from ._reaper._client import tracker_ensure_running as ensure_running
 from ._reaper._client import tracker_register as register
 from ._reaper._client import tracker_unregister as unregister
 

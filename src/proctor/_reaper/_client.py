@@ -122,6 +122,7 @@ __all__ = (
     "new_name",
     "register",
     "register_new",
+    "tracker_ensure_running",
     "tracker_register",
     "tracker_unregister",
     "unregister",
@@ -631,6 +632,14 @@ def ensure_started() -> str:
             client._connect()
         assert client.address is not None
         return client.address
+
+
+def tracker_ensure_running() -> None:
+    """``resource_tracker.ensure_running()``: start this process's reaper if it has none.
+
+    Returns None, as the stdlib's does (:func:`ensure_started` gives the address).
+    """
+    ensure_started()
 
 
 def address() -> str | None:

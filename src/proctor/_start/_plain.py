@@ -208,6 +208,9 @@ def dump_process(process: Any) -> bytes | None:
     if registered_reducers:
         return None  # the user's reducers decide how their objects travel
     fields = {k: v for k, v in process.__dict__.items() if k not in _NOT_SENT}
+    if "_authkey" in fields:
+        # An AuthenticationString, a bytes subclass: made again in the child.
+        fields["_authkey"] = bytes(fields["_authkey"])
     target = fields.pop("_target", None)
     budget, seen = [MAX_ITEMS], set[int]()
     try:
@@ -291,5 +294,7 @@ def load_process(data: bytes | memoryview) -> Any:
     fields["_target"] = target
     # Found by name, as the pickle of BaseProcess.__reduce__ names them: _process
     # imports the start methods, which import this module.
+    if "_authkey" in fields:
+        fields["_authkey"] = _find(_PROCESS_MODULE, "AuthenticationString")(fields["_authkey"])
     rebuild = _find(_PROCESS_MODULE, "_rebuild_process")
     return rebuild(_find(_PROCESS_MODULE, class_name), fields)

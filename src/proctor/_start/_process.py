@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
     from typing import Any, NoReturn
 
 __all__ = (
+    "AuthenticationString",
     "BaseProcess",
     "ForkProcess",
     "ForkServerProcess",
@@ -57,6 +58,29 @@ __all__ = (
     "current_process",
     "parent_process",
 )
+
+
+class AuthenticationString(bytes):
+    """A process's ``authkey``: bytes that refuse to be pickled, except for the child
+    being started, as ``multiprocessing.process.AuthenticationString`` does.
+
+    A key that could be pickled would travel unnoticed in a queue item, a pipe
+    message or a log record, to whoever reads it; pass ``bytes(key)`` where a
+    copy is meant to leave the process.
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> Any:
+        from .._core._reduction import is_spawning
+
+        if not is_spawning():
+            raise TypeError(
+                "an authkey (AuthenticationString) cannot be pickled, lest it leave "
+                "the process unnoticed; it reaches a child only as part of its start. "
+                "Send bytes(key) if another process is meant to have it"
+            )
+        return (AuthenticationString, (bytes(self),))
 
 
 def current_process() -> BaseProcess:
@@ -354,14 +378,15 @@ class BaseProcess:
 
     @property
     def authkey(self) -> bytes:
-        """The key that authenticates connections (``Listener``/``Client``) by default."""
+        """The key that authenticates connections (``Listener``/``Client``) by default
+        (an :class:`AuthenticationString`: it refuses to be pickled)."""
         return self._authkey
 
     @authkey.setter
     def authkey(self, value: bytes) -> None:
         if not isinstance(value, (bytes, bytearray)):
             raise TypeError(f"authkey must be bytes, not {type(value).__name__}")
-        self._authkey = bytes(value)
+        self._authkey = AuthenticationString(value)
 
     @property
     def daemon(self) -> bool:
@@ -619,7 +644,7 @@ class _MainProcess(BaseProcess):
     """The process object of the main process (what ``current_process()`` returns there)."""
 
     def __init__(self) -> None:
-        self._stand_for((), "MainProcess", os.urandom(32))
+        self._stand_for((), "MainProcess", AuthenticationString(os.urandom(32)))
 
     def __repr__(self) -> str:
         return f"<_MainProcess name={self._name!r} parent=None started>"
