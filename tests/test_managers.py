@@ -359,6 +359,41 @@ def test_a_proxy_in_a_reply_that_cannot_be_sent_leaves_no_reference(manager):
     assert _list_refcount(manager) == 1
 
 
+def _rebuild_in(pid):
+    if os.getpid() != pid:
+        raise RuntimeError("this object unpickles only in the manager")
+    return _UnpicklesOnlyIn(pid)
+
+
+class _UnpicklesOnlyIn:
+    """Unpickles in process ``pid`` only: it reaches a manager, but its reply fails
+    to unpickle in the client."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __reduce__(self):
+        return (_rebuild_in, (self.pid,))
+
+
+def test_a_reply_that_fails_to_unpickle_leaves_no_reference_in_the_manager(manager):
+    # The references the manager counted for the proxies in such a reply stayed
+    # this process's until its session ended: the objects outlived their holders.
+    kept = manager.list([1])  # this process's own proxy, besides the reply's
+    shared = manager.dict()
+    shared["a"] = kept  # rebuilt here (its reference taken over), then dropped
+    shared["b"] = _UnpicklesOnlyIn(manager._process.pid)  # fails to unpickle here
+    shared["c"] = manager.list([2])  # never rebuilt here
+    assert manager._number_of_objects() == 3
+    with pytest.raises(RuntimeError, match="unpickles only in the manager"):
+        shared.values()
+    assert len(shared) == 3  # the connection is in step
+    del shared
+    wait_until(lambda: manager._number_of_objects() == 1, timeout=TIMEOUT)  # kept's list
+    kept.append(3)  # (its reference was not dropped twice)
+    assert kept[:] == [1, 3]
+
+
 def test_proxies_passed_to_a_child_reach_the_same_objects(ctx):
     with SyncManager(ctx=ctx) as manager:
         shared_list = manager.list()
@@ -1046,3 +1081,135 @@ def test_bad_constructor_arguments_are_refused_up_front(kwargs, error, words):
     with pytest.raises(error) as info:
         SyncManager(**kwargs)
     assert words in str(info.value)
+
+
+# -- calls given up on in the client: nothing taken in the manager ---------------------------
+
+
+def _blocked_in_recv(thread_id: int) -> bool:
+    """Whether thread ``thread_id`` waits in a connection's ``recv()`` (its request sent)."""
+    import sys
+
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code.co_name == "recv" and frame.f_back.f_code.co_name == "_callmethod":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt_when_blocked(call):
+    """Run ``call()`` in this (the main) thread and interrupt it with a signal handler
+    that raises, once the call waits for its reply; assert that it was interrupted."""
+    main = threading.get_ident()
+
+    def interrupt():
+        wait_until(lambda: _blocked_in_recv(main), timeout=TIMEOUT)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    try:
+        interrupter, _ = call_in_thread(interrupt)
+        with pytest.raises(_Interrupted):
+            call()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    interrupter.join(TIMEOUT)
+
+
+@pytest.mark.parametrize("typeid", ["Queue", "JoinableQueue"])
+def test_an_interrupted_queue_get_takes_no_item_that_is_put_later(manager, typeid):
+    # The interrupted get() went on waiting in the manager and took the next item
+    # put, whose reply nobody read: the item was lost (the stdlib loses it too).
+    shared = getattr(manager, typeid)()
+    _interrupt_when_blocked(shared.get)
+    shared.put("first")
+    shared.put("second")
+    assert shared.get(timeout=5) == "first"
+    assert shared.get(timeout=5) == "second"
+    if typeid == "JoinableQueue":
+        shared.task_done()
+        shared.task_done()
+        shared.join()  # (the given-up get counted no task)
+
+
+class _InterruptedOnceTheReplyIsThere:
+    """A connection whose next recv() raises as a signal handler would, once the
+    reply has arrived (unread): the race where an item is taken just as the client
+    gives up."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._armed = True
+
+    def recv(self, *args, **kwargs):
+        if self._armed:
+            self._armed = False
+            assert self._conn.poll(TIMEOUT)
+            raise _Interrupted()
+        return self._conn.recv(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_an_item_taken_just_as_the_get_is_interrupted_goes_back_to_the_front(manager):
+    shared = manager.Queue()
+    for item in ("a", "b", "c"):
+        shared.put(item)
+    session = shared._session
+    real = session.local.conn
+    session.local.conn = _InterruptedOnceTheReplyIsThere(real)
+    try:
+        with pytest.raises(_Interrupted):
+            shared.get()  # "a" arrives, unread
+    finally:
+        session.local.conn = real
+    assert [shared.get(timeout=5) for _ in range(3)] == ["a", "b", "c"]  # nothing lost
+
+
+def test_an_interrupted_lock_acquire_leaves_the_lock_free_once_released(manager):
+    # The interrupted acquire() went on waiting in the manager, took the lock once
+    # it was released, and held it for ever.
+    lock = manager.Lock()
+    assert lock.acquire()
+    _interrupt_when_blocked(lock.acquire)
+    lock.release()
+    holder, outcome = call_in_thread(lambda: lock.acquire(timeout=5))
+    holder.join(TIMEOUT)
+    assert outcome == [True]
+
+
+def test_an_interrupted_semaphore_acquire_takes_no_count(manager):
+    semaphore = manager.Semaphore(0)
+    _interrupt_when_blocked(semaphore.acquire)
+    semaphore.release()
+    assert semaphore.acquire(timeout=5)
+    assert not semaphore.acquire(timeout=0.1)
+
+
+def test_an_interrupted_condition_wait_keeps_the_lock_with_its_caller(manager):
+    # The interrupted wait() left the thread's connection, and the manager's thread
+    # that owned the condition's RLock: the caller's release() then failed
+    # ("cannot release un-acquired lock") and the lock stayed held.
+    condition = manager.Condition()
+    with pytest.raises(_Interrupted), condition:
+        _interrupt_when_blocked(condition.wait)
+        raise _Interrupted()  # (as the with-block's body would go on raising)
+    other, outcome = call_in_thread(lambda: condition.acquire(timeout=5))
+    other.join(TIMEOUT)
+    assert outcome == [True]
+
+
+def test_an_interrupted_event_wait_leaves_no_thread_waiting_in_the_manager(manager):
+    # The interrupted wait() went on in a serving thread of the manager until the
+    # event was set, beside the new connection's thread.
+    event = manager.Event()
+    assert event.is_set() is False  # this thread's connection: open
+    pid = manager._process.pid
+    tasks = _task_count(pid)
+    _interrupt_when_blocked(event.wait)
+    assert event.is_set() is False  # its own reply
+    wait_until(lambda: _task_count(pid) <= tasks, timeout=TIMEOUT)
+    event.set()
+    assert event.wait(timeout=5) is True

@@ -11,6 +11,12 @@ One request, one reply, on a connection that stays open::
                                                    (RAISE, (exception, traceback text))
                                                    (TRACEBACK, text)   -> RemoteError
     (None, "#decrefs", (idents,), {}) ───────────▶ one way: no reply
+    (None, "#cancel", (), {})      ──────────────▶ the call before was given up on
+                                   ◀────────────── (CANCELLED, True): it took nothing
+                                                   (CANCELLED, False): its reply went first
+    (ident, "#undo", (name, result), {}) ────────▶ undo a result that came too late
+    (None, "#unreceived", (serial, idents), {}) ─▶ one way: the last reply did not
+                                                   unpickle; drop what it counted
 
 ``ident`` ``None`` addresses the server itself (create, incref, decref, shutdown...).
 A request is a plain tuple and a reply a pair, pickled once by the connection: no
@@ -18,7 +24,8 @@ per-call handshake and no dispatch through a ``(kind, result)`` helper object.
 
 The kinds are the stdlib's strings (``'#RETURN'``, ``'#ERROR'``...), so that
 :func:`dispatch` speaks the same language as ``multiprocessing.managers.dispatch``;
-``'#RAISE'`` and ``'#PROXY'`` with a typeid are proctor's.
+``'#RAISE'``, ``'#PROXY'`` with a typeid, and the cancel of an interrupted call
+(``_session.Session.resync``, ``_cancellable``) are proctor's.
 """
 
 from __future__ import annotations
@@ -29,12 +36,16 @@ from typing import Any
 from .._core._errors import RemoteError, RemoteTraceback
 
 __all__ = (
+    "CANCEL",
+    "CANCELLED",
     "ERROR",
     "HELLO",
     "PROXY",
     "RAISE",
     "RETURN",
     "TRACEBACK",
+    "UNDO",
+    "UNRECEIVED",
     "UNSERIALIZABLE",
     "Token",
     "XmlRpcConnection",
@@ -50,6 +61,12 @@ UNSERIALIZABLE = "#UNSERIALIZABLE"
 RAISE = "#RAISE"
 PROXY = "#PROXY"
 HELLO = "#HELLO"
+#: The reply that answers a ``CANCEL``: True if the call it cancelled took nothing.
+CANCELLED = "#CANCELLED"
+#: Requests of a client resynchronising after an interrupted call.
+CANCEL = "#cancel"
+UNDO = "#undo"
+UNRECEIVED = "#unreceived"
 
 #: Serializer names a manager accepts, as the stdlib's.
 SERIALIZERS = ("pickle", "xmlrpclib")

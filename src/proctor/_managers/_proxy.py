@@ -22,7 +22,7 @@ from .._core._reduction import is_spawning
 from .._start._process import current_process
 from ._protocol import PROXY, RETURN, Token, raise_reply
 from ._server import take_for_recipient
-from ._session import Session, acquire_session, session_for
+from ._session import Session, acquire_session, note_taken_over, session_for
 
 __all__ = (
     "AcquirerProxy",
@@ -146,15 +146,23 @@ class BaseProxy:
             session.flush(conn)
         try:
             conn.send((self._id, methodname, args, kwds or {}))
+        except (EOFError, OSError) as exc:
+            raise session.broken(exc, methodname) from exc
+        except BaseException:
+            # The request could not be pickled, or was cut short (a signal
+            # handler raised): this thread's next call opens a new connection.
+            session.drop_connection()
+            raise
+        try:
             kind, result = conn.recv()
         except (EOFError, OSError) as exc:
             raise session.broken(exc, methodname) from exc
         except BaseException:
-            # Interrupted between the request and its whole reply (a signal
-            # handler raised, Ctrl-C), or the request could not be pickled: the
-            # connection may be out of step, and the next call would get this
-            # one's reply. This thread's next call opens a new one.
-            session.drop_connection()
+            # Interrupted before its reply (a signal handler raised, Ctrl-C), or
+            # the reply did not unpickle: the manager is told to give the call
+            # up, or to drop what the reply counted, and the connection is in
+            # step again (or dropped): the next call never gets this one's reply.
+            session.resync(conn, self._id, methodname)
             raise
         if kind == RETURN:
             return result
@@ -199,10 +207,12 @@ class BaseProxy:
 
     def __reduce__(self) -> Any:
         kwds: dict[str, Any] = {"manager_pid": self._manager_pid}
-        if take_for_recipient(self):
+        serial = take_for_recipient(self)
+        if serial is not None:
             # In the manager, in a reply (a proxy a managed container held, handed
-            # back by pop() or get()): the client's reference is counted already.
-            kwds["counted"] = True
+            # back by pop() or get()): the client's reference is counted already;
+            # the reply's serial says which reply counted it.
+            kwds["counted"] = serial
         if is_spawning():
             # A child started with this proxy gets the key, as the stdlib's do;
             # a proxy sent in a message does not carry it.
@@ -232,6 +242,9 @@ def RebuildProxy(func: Any, token: Token, serializer: str, kwds: dict[str, Any])
     kwds.pop("incref", None)
     counted = kwds.pop("counted", False)
     proxy = func(token, serializer, incref=not counted, **kwds)
+    if counted is not True and counted:
+        # (for the manager, should the rest of the reply fail to unpickle)
+        note_taken_over(counted, token.id)
     proxy._manager_pid = manager_pid
     if getattr(proxy, "_session", None) is not None and proxy._session.manager_pid is None:
         proxy._session.manager_pid = manager_pid

@@ -10,6 +10,11 @@
     refcount: ident ─▶ references held by all clients
     clients:  client_id ─▶ {ident: references this client holds}
 
+A call blocked in a queue's ``get()`` or a lock's ``acquire()`` (``_cancellable``)
+waits in slices, looking in between whether its client gave up on it (a
+``#cancel``, or the connection's end): it then takes nothing, or gives back
+what it took, so an interrupted client loses no item and leaves no lock held.
+
 A client (one process's session, see ``_session``) holds its references through
 its *anchor* connection: when that connection ends -- the client closed it, or
 its process died, even in the middle of a call -- every reference the client
@@ -30,12 +35,17 @@ from typing import Any
 from .._connections._listener import Listener
 from .._core._errors import AuthenticationError, ProcessTimeoutError
 from .._core._timeout import wait_readable
+from ._cancellable import RUNNERS, Cancelled, undo
 from ._protocol import (
+    CANCEL,
+    CANCELLED,
     HELLO,
     PROXY,
     RAISE,
     RETURN,
     TRACEBACK,
+    UNDO,
+    UNRECEIVED,
     UNSERIALIZABLE,
     format_exception,
     public_methods,
@@ -60,6 +70,8 @@ HANDSHAKE_TIMEOUT = 30.0
 _VIEW_TYPES: tuple[type, ...] = (type({}.items()), type({}.keys()), type({}.values()))
 #: Methods every object answers, exposed or not.
 _FALLBACK = ("__str__", "__repr__", "#GETVALUE")
+#: The answer to a "#cancel" that came after its call's reply (see _cancelled).
+_CANCEL_ANSWER = (CANCELLED, False)
 #: Server requests that get no reply.
 _ONE_WAY = ("#decrefs",)
 
@@ -80,27 +92,34 @@ def local_server(address: Any) -> Server | None:
 # dropped as soon as the reply is sent, which would release the object before the
 # client's incref arrived.
 _replying = threading.local()
+# Numbers the replies that count references (``_replying.serial``), so that a
+# client whose reply failed to unpickle can say which of them it took over
+# (``#unreceived``). Random start: serials of two managers do not meet.
+_reply_serials = itertools.count(int.from_bytes(os.urandom(6), "big"))
 
 
-def take_for_recipient(proxy: Any) -> bool:
+def take_for_recipient(proxy: Any) -> int | None:
     """In a server's thread pickling a reply: count a reference to ``proxy``'s object
-    for the client the reply goes to, if the object is that server's; False otherwise.
+    for the client the reply goes to, if the object is that server's; return the
+    reply's serial number then, ``None`` otherwise.
 
     Once per proxy and reply: a reply that the first pickler could not take is
     pickled again by another (cloudpickle's), which reduces the same proxy again.
     """
     recipient = getattr(_replying, "to", None)
     if recipient is None:
-        return False
+        return None
     server, client_id, taken = recipient
     token = proxy._token
     if server.address != token.address:
-        return False
+        return None
     if id(proxy) not in taken:
         if not server.incref_unless_gone(client_id, token.id):
-            return False  # (nobody will take it over: the client has gone)
+            return None  # (nobody will take it over: the client has gone)
+        if not taken:
+            _replying.serial = next(_reply_serials)
         taken[id(proxy)] = token.id
-    return True
+    return int(_replying.serial)
 
 
 # A process forked from a server's (a SyncManager.Pool's worker, a Process a
@@ -272,8 +291,23 @@ class Server:
     def _serve_requests(self, conn: Any, client_id: str) -> None:
         recv = conn.recv
         send = conn.send
+        poll = conn.poll
         objects = self._objects
+        runners_of = RUNNERS.get
+
+        def cancelled() -> bool:
+            # A client sends nothing while its call runs: bytes (its "#cancel")
+            # or its end mean it gave up on the call.
+            try:
+                return bool(poll(0))
+            except (OSError, ValueError):
+                return True
+
+        # (serial, idents) of the references the last reply counted for proxies
+        # in it, for an "#unreceived" that says it failed to unpickle.
+        last_taken: tuple[int, list[int]] | None = None
         while True:
+            ran = None  # (obj, name) of a call run in slices, to undo if not delivered
             try:
                 request = recv()
             except (EOFError, OSError):
@@ -286,8 +320,18 @@ class Server:
                     if ident is not None:
                         obj, exposed, to_typeid = objects[ident]
                         if name in exposed:
+                            runners = runners_of(obj.__class__)
                             try:
-                                result = getattr(obj, name)(*args, **kwds)
+                                if runners is not None and name in runners:
+                                    ran = (obj, name)
+                                    result = runners[name](obj, cancelled, *args, **kwds)
+                                else:
+                                    result = getattr(obj, name)(*args, **kwds)
+                            except Cancelled:
+                                ran = None
+                                reply = self._cancelled(recv)
+                                if reply is None:
+                                    return  # (the client has gone)
                             except BaseException as exc:
                                 # GeneratorExit (an iterator's throw()),
                                 # KeyboardInterrupt, SystemExit, CancelledError
@@ -304,7 +348,16 @@ class Server:
                                 else:
                                     reply = (RETURN, result)
                         else:
-                            reply = self._fallback(obj, exposed, name)
+                            reply = self._fallback(obj, exposed, name, args)
+                    elif name == CANCEL:
+                        # The call it cancels had sent its reply already: that
+                        # reply is the client's to read (or, failed to unpickle).
+                        reply = _CANCEL_ANSWER
+                    elif name == UNRECEIVED:
+                        if last_taken is not None:
+                            self._unreceived(client_id, last_taken, *args)
+                            last_taken = None
+                        continue
                     else:
                         reply = self.handle_server_call(client_id, name, args, kwds)
                         if reply is None:
@@ -316,6 +369,8 @@ class Server:
             try:
                 send(reply)
             except (EOFError, OSError):
+                if ran is not None and reply[0] == RETURN:
+                    undo(ran[0], ran[1], result)  # (an item back, a lock released)
                 if taken:  # (the client has gone, or never gets it)
                     self.decref(client_id, list(taken.values()))
                 if reply[0] == PROXY:
@@ -327,19 +382,24 @@ class Server:
             except BaseException as exc:  # the reply cannot be pickled: say so, keep serving
                 if taken:  # (pickled first, so nothing was sent: they go again)
                     self.decref(client_id, list(taken.values()))
+                    taken.clear()
                 text = format_exception(exc)
                 if reply[0] == RAISE:
                     text = reply[1][1] + "\n(the exception itself could not be sent back: " + text
                     kind = TRACEBACK
                 else:
                     kind = UNSERIALIZABLE
-                del reply
+                reply = None
                 try:
                     send((kind, text))
                 except (EOFError, OSError):
                     return
             finally:
                 _replying.to = None
+            if taken:
+                last_taken = (int(_replying.serial), list(taken.values()))
+            elif reply is not _CANCEL_ANSWER:
+                last_taken = None
             # Drop this call's objects now, not at the next request: a proxy
             # among them holds a reference the client may be waiting to see go.
             request = args = kwds = obj = result = reply = None
@@ -347,7 +407,38 @@ class Server:
                 # Only now: the client that asked has its reply.
                 self.stop_event.set()
 
-    def _fallback(self, obj: Any, exposed: frozenset[str], name: str) -> tuple[str, Any]:
+    @staticmethod
+    def _cancelled(recv: Callable[[], Any]) -> tuple[str, bool] | None:
+        """The reply to a call its client gave up on (``None``: the client has gone)."""
+        try:
+            recv()  # the client's "#cancel"
+        except (EOFError, OSError):
+            return None
+        except BaseException:  # (not a "#cancel": the call is given up on all the same)
+            pass
+        return (CANCELLED, True)
+
+    def _unreceived(
+        self, client_id: str, last_taken: tuple[int, list[int]], serial: Any, idents: Any
+    ) -> None:
+        """Drop the references the last reply counted for proxies its client did not
+        take over: that reply failed to unpickle there, before or at their turn. Those
+        it did take over (``idents``, if ``serial`` is that reply's) are the client's
+        proxies' to drop."""
+        taken_serial, left = last_taken[0], list(last_taken[1])
+        if serial == taken_serial:
+            for ident in idents:
+                if ident in left:
+                    left.remove(ident)
+        if left:
+            self.decref(client_id, left)
+
+    def _fallback(
+        self, obj: Any, exposed: frozenset[str], name: str, args: Any = ()
+    ) -> tuple[str, Any]:
+        if name == UNDO:
+            undo(obj, *args)
+            return (RETURN, None)
         if name == "#GETVALUE":
             return (RETURN, obj)
         if name == "__repr__":
@@ -383,7 +474,7 @@ class Server:
                 return reply
             obj, exposed, to_typeid = self._objects[ident]
             if name not in exposed:
-                return self._fallback(obj, exposed, name)
+                return self._fallback(obj, exposed, name, args)
             try:
                 result = getattr(obj, name)(*args, **kwds)
             except BaseException as exc:

@@ -26,6 +26,15 @@ this process dies. A dropped proxy's decref is queued and sent, without waiting 
 ahead of the next request of any thread: a finalizer never writes on a
 connection that may be in the middle of a frame.
 
+A call interrupted while it waits for its reply (a signal handler raised,
+Ctrl-C), or whose reply fails to unpickle, brings its connection back in step
+(:meth:`Session.resync`): a ``#cancel``, then every reply up to the manager's
+answer to it. The manager gives up a queue's ``get()`` or a lock's ``acquire()``
+then, taking nothing (``_cancellable``); a result that had gone out first is
+given back (``#undo``), and references counted for a reply that failed to
+unpickle are dropped (``#unreceived``). The thread keeps its connection, and
+with it the manager's thread that holds the ``RLock`` it took.
+
 A connection that ends (EOF, reset) or refuses to open means the manager is
 gone -- unless the anchor still stands, in which case only that thread's
 connection failed (that call raises; the session and its references stay):
@@ -38,6 +47,7 @@ from __future__ import annotations
 import hmac
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +56,17 @@ from .._connections._listener import Client
 from .._core._errors import AuthenticationError, ManagerLostError, ManagerRefusedError
 from .._core._system import random_hex
 from .._core._timeout import wait_readable
-from ._protocol import HELLO, RETURN, raise_reply, wrap
+from ._protocol import (
+    CANCEL,
+    CANCELLED,
+    HELLO,
+    PROXY,
+    RETURN,
+    UNDO,
+    UNRECEIVED,
+    raise_reply,
+    wrap,
+)
 from ._server import local_server
 
 __all__ = (
@@ -55,6 +75,7 @@ __all__ = (
     "acquire_session",
     "close_sessions",
     "describe_owned",
+    "note_taken_over",
     "session_for",
 )
 
@@ -63,6 +84,43 @@ __all__ = (
 #: closed one by one, and an anchor that stays open this long means the manager
 #: still serves (only that connection failed).
 ANCHOR_GRACE = 1.0
+
+#: Seconds an interrupted call waits for the manager's answer to its cancel when
+#: the manager waits for that method in slices (a queue's get and put, a lock's
+#: acquire, an event's or condition's wait: ``_cancellable``), which it answers
+#: within ``CANCEL_POLL`` (0.05 s) on a machine that is not overloaded; then the
+#: connection is dropped (its thread in the manager, and an ``RLock`` it holds,
+#: are lost; nothing taken then is: the manager sees the cancel before it replies).
+CANCEL_WAIT = 1.0
+#: The same for other methods: the answer comes once the call returns in the
+#: manager, which may be never; this much covers a reply already on its way, and
+#: the answer for a reply that failed to unpickle (one round trip).
+CANCEL_WAIT_OTHER = 0.1
+#: Methods the manager may wait for in slices.
+_SLICED = frozenset({"get", "put", "join", "acquire", "wait"})
+#: Methods whose result, come after the call was given up on, goes back (``#undo``).
+_UNDOABLE = frozenset({"get", "acquire", "wait"})
+
+# The references this thread's last reply counted for proxies in it that were
+# rebuilt here: ((serial, [object ids]), set by RebuildProxy), for a reply that
+# then fails to unpickle (Session.resync, "#unreceived").
+_taken_over = threading.local()
+
+
+def note_taken_over(serial: int, ident: Any) -> None:
+    """A proxy rebuilt from reply ``serial`` took over the reference counted for it."""
+    record = getattr(_taken_over, "record", None)
+    if record is None or record[0] != serial:
+        _taken_over.record = (serial, [ident])
+    else:
+        record[1].append(ident)
+
+
+def _take_record() -> tuple[Any, list[Any]]:
+    record = getattr(_taken_over, "record", None)
+    _taken_over.record = None
+    return record if record is not None else (None, [])
+
 
 #: This process's sessions, by (manager address, authkey, serializer).
 _sessions: dict[Any, Session] = {}
@@ -289,11 +347,17 @@ class Session:
             self.flush(conn)
         try:
             conn.send((ident, name, args, kwds or {}))
-            kind, result = conn.recv()
         except (EOFError, OSError) as exc:
             raise self.broken(exc, name) from exc
         except BaseException:
             self.drop_connection()  # (see drop_connection)
+            raise
+        try:
+            kind, result = conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self.broken(exc, name) from exc
+        except BaseException:
+            self.resync(conn, ident, name)  # (interrupted, or the reply did not unpickle)
             raise
         if kind == RETURN:
             return result
@@ -313,6 +377,62 @@ class Session:
             except BaseException:
                 self.drop_connection()  # (a frame may have been cut short)
                 raise
+
+    def resync(self, conn: Any, ident: Any, name: str) -> None:
+        """Bring this thread's connection ``conn`` back in step after the call of
+        ``name`` sent its request but did not take its reply: it was interrupted (a
+        signal handler raised, Ctrl-C), or the reply failed to unpickle.
+
+        Sends ``#cancel`` and reads every reply up to the manager's answer to it.
+        A queue's ``get()`` or a lock's ``acquire()`` waiting in the manager takes
+        nothing then (``_cancellable``); a result that went out before the cancel
+        is undone (``#undo``: the item back at the queue's front, the lock
+        released); a reply this thread received but could not unpickle has the
+        references it counted for proxies in it dropped (``#unreceived``). Should
+        no answer come within ``CANCEL_WAIT`` (a method that blocks in the manager
+        and is not one of those), or anything fail, the connection is dropped
+        instead (:meth:`drop_connection`).
+
+        Raises:
+            BaseException: only what interrupts it (a second Ctrl-C); the
+                connection is dropped then.
+        """
+        wait = CANCEL_WAIT if name in _SLICED else CANCEL_WAIT_OTHER
+        record = _take_record()
+        try:
+            if getattr(conn, "_broken", None):
+                raise EOFError  # (interrupted in the middle of a reply's frame)
+            conn.send((None, CANCEL, (), {}))
+            deadline = time.monotonic() + wait
+            late = None  # the call's reply, if it came before the answer
+            while True:
+                if not conn.poll(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError
+                kind, value = conn.recv()
+                if kind == CANCELLED:
+                    break
+                late = (kind, value)
+            if late is None:
+                if not value:
+                    # The reply came before the cancel and was this thread's:
+                    # it failed to unpickle.
+                    conn.send((None, UNRECEIVED, record, {}))
+                return
+            kind, result = late
+            if kind == RETURN and ident is not None and name in _UNDOABLE:
+                conn.send((ident, UNDO, (name, result), {}))
+                if not conn.poll(wait):
+                    raise TimeoutError
+                conn.recv()
+            elif kind == PROXY:
+                self.pending.append(result[1])  # (no proxy takes its reference)
+            elif kind == RETURN and ident is None and name == "create":
+                self.pending.append(result[0])
+        except Exception:
+            self.drop_connection()
+        except BaseException:
+            self.drop_connection()
+            raise
 
     def drop_connection(self) -> None:
         """Close this thread's connection and forget it; its next call opens another.
@@ -515,6 +635,10 @@ class LocalSession(Session):
         conn = _LocalConnection(self._server, self.client_id)
         self.local.conn = conn
         return conn
+
+    def resync(self, conn: Any, ident: Any, name: str) -> None:
+        # A direct call has no stream to bring back in step.
+        self.drop_connection()
 
     def release(self, ident: Any = None) -> None:
         # Never called with the server's lock held: objects are dropped outside it.
