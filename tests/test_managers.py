@@ -1213,3 +1213,51 @@ def test_an_interrupted_event_wait_leaves_no_thread_waiting_in_the_manager(manag
     wait_until(lambda: _task_count(pid) <= tasks, timeout=TIMEOUT)
     event.set()
     assert event.wait(timeout=5) is True
+
+
+@pytest.mark.parametrize("typeid", ["Queue", "JoinableQueue"])
+def test_a_managed_queue_checks_its_timeout_before_sending_it(manager, typeid):
+    # NaN made the manager's queue.Queue wait for ever (and the caller with it);
+    # math.inf raised OverflowError in the manager. proctor.Queue refuses NaN and
+    # waits for ever on inf; a negative timeout stays queue.Queue's ValueError.
+    nan, inf = float("nan"), float("inf")
+    shared = getattr(manager, typeid)(1)
+    for call in (
+        lambda: shared.get(timeout=nan),
+        lambda: shared.put(1, timeout=nan),
+        lambda: shared.get(False, nan),
+    ):
+        with pytest.raises(ValueError, match="not NaN") as info:
+            call()
+        assert info.value.__cause__ is None  # raised here, not in the manager
+    with pytest.raises(ValueError, match="non-negative"):
+        shared.get(timeout=-1)
+    with pytest.raises(ValueError, match="non-negative"):
+        shared.put(1, timeout=-1)
+    with pytest.raises(stdlib_queue.Empty):
+        shared.get(False, -1)  # (not blocking: queue.Queue ignores the timeout)
+    with pytest.raises(TypeError, match="number of seconds"):
+        shared.get(timeout="1")
+    with pytest.raises(ValueError, match="not NaN"):
+        proctor.Queue().get(timeout=nan)  # the same words
+    putter, _ = call_in_thread(lambda: shared.put("late", timeout=inf))
+    assert shared.get(timeout=inf) == "late"
+    putter.join(TIMEOUT)
+    shared.put("full")
+    with pytest.raises(stdlib_queue.Full):
+        shared.put("over", timeout=0.01)
+
+
+def test_a_queue_registered_with_an_autoproxy_refuses_a_nan_timeout_in_the_manager():
+    class QueueManager(BaseManager):
+        pass
+
+    QueueManager.register("Queue", stdlib_queue.Queue)
+    QueueManager.register("Event", threading.Event)  # (AutoProxies: nothing checked here)
+    with QueueManager(ctx=FORK) as manager:
+        shared = manager.Queue()
+        with pytest.raises(ValueError, match="not NaN"):
+            shared.get(timeout=float("nan"))
+        with pytest.raises(ValueError, match="not NaN"):
+            manager.Event().wait(float("nan"))
+        assert shared.qsize() == 0  # in step

@@ -47,6 +47,7 @@ from ._proxy import (
     ListProxy,
     NamespaceProxy,
     PoolProxy,
+    QueueProxy,
     ValueProxy,
     register_proxytype,
 )
@@ -581,8 +582,8 @@ class SyncManager(BaseManager):
         dict: Any
 
 
-SyncManager.register("Queue", queue.Queue)
-SyncManager.register("JoinableQueue", queue.Queue)
+SyncManager.register("Queue", queue.Queue, QueueProxy)
+SyncManager.register("JoinableQueue", queue.Queue, QueueProxy)
 SyncManager.register("Event", threading.Event, EventProxy)
 SyncManager.register("Lock", threading.Lock, AcquirerProxy)
 SyncManager.register("RLock", threading.RLock, AcquirerProxy)

@@ -15,12 +15,14 @@ connections are not shared).
 from __future__ import annotations
 
 import os
+import queue
 import types
 from typing import Any
 
 from .._core._reduction import is_spawning
+from .._core._timeout import check_timeout
 from .._start._process import current_process
-from ._protocol import PROXY, RETURN, Token, raise_reply
+from ._protocol import PROXY, RETURN, Token, public_methods, raise_reply
 from ._server import take_for_recipient
 from ._session import Session, acquire_session, note_taken_over, session_for
 
@@ -39,6 +41,7 @@ __all__ = (
     "MakeProxyType",
     "NamespaceProxy",
     "PoolProxy",
+    "QueueProxy",
     "RebuildProxy",
     "ValueProxy",
     "register_proxytype",
@@ -324,13 +327,50 @@ class IteratorProxy(BaseProxy):
         return self._callmethod("close", args)
 
 
+def _checked_wait(timeout: Any) -> Any:
+    """``timeout`` of a managed lock's, event's or condition's wait, checked here.
+
+    Raises:
+        TypeError: not a number or ``None``.
+        ValueError: NaN (an ``Event`` returned at once, a ``Semaphore`` waited for ever).
+    """
+    if timeout is not None:
+        check_timeout(timeout)  # (math.inf stays: the manager waits for ever then)
+    return timeout
+
+
+def _checked_queue_timeout(block: Any, timeout: Any) -> Any:
+    """``timeout`` of a managed queue's ``get()`` or ``put()``, checked here.
+
+    Returns:
+        ``None`` for ever (``math.inf`` too, which made ``queue.Queue`` raise
+        ``OverflowError``), else ``timeout``.
+
+    Raises:
+        TypeError: not a number or ``None``.
+        ValueError: NaN (``queue.Queue`` waited for ever), or negative with
+            ``block`` (as ``queue.Queue`` refuses it).
+    """
+    if timeout is None:
+        return None
+    seconds = check_timeout(timeout)  # (TypeError, or ValueError for NaN)
+    if seconds is None:
+        return None
+    if block and seconds < 0:
+        raise ValueError(
+            f"timeout must be a non-negative number of seconds or None, not {timeout!r} "
+            "(a managed Queue is a queue.Queue, which refuses a negative one)"
+        )
+    return timeout
+
+
 class AcquirerProxy(BaseProxy):
     """A lock or semaphore in the manager."""
 
     _exposed_: tuple[str, ...] = ("acquire", "release")
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:
-        args = (blocking,) if timeout is None else (blocking, timeout)
+        args = (blocking,) if timeout is None else (blocking, _checked_wait(timeout))
         return self._callmethod("acquire", args)
 
     def release(self) -> Any:
@@ -349,7 +389,7 @@ class ConditionProxy(AcquirerProxy):
     _exposed_ = ("acquire", "release", "wait", "notify", "notify_all")
 
     def wait(self, timeout: float | None = None) -> Any:
-        return self._callmethod("wait", (timeout,))
+        return self._callmethod("wait", (_checked_wait(timeout),))
 
     def notify(self, n: int = 1) -> Any:
         return self._callmethod("notify", (n,))
@@ -391,7 +431,7 @@ class EventProxy(BaseProxy):
         return self._callmethod("clear")
 
     def wait(self, timeout: float | None = None) -> Any:
-        return self._callmethod("wait", (timeout,))
+        return self._callmethod("wait", (_checked_wait(timeout),))
 
 
 class BarrierProxy(BaseProxy):
@@ -419,6 +459,28 @@ class BarrierProxy(BaseProxy):
     @property
     def broken(self) -> Any:
         return self._callmethod("__getattribute__", ("broken",))
+
+
+_QueueProxyBase = MakeProxyType("QueueProxy", public_methods(queue.Queue()))
+
+
+class QueueProxy(_QueueProxyBase):  # type: ignore[valid-type,misc]
+    """A ``queue.Queue`` in the manager (``Manager().Queue()``, ``JoinableQueue()``).
+
+    Note:
+        The stdlib's is an ``AutoProxy``, with the same methods. Here ``get()``
+        and ``put()`` check ``timeout`` before sending it: NaN raises
+        ``ValueError`` (``queue.Queue`` waited for ever), ``math.inf`` waits for
+        ever (``queue.Queue`` raised ``OverflowError``), as ``proctor.Queue``
+        does; a negative one with ``block`` raises ``ValueError``, as
+        ``queue.Queue`` does.
+    """
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        return self._callmethod("get", (block, _checked_queue_timeout(block, timeout)))
+
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> Any:
+        return self._callmethod("put", (obj, block, _checked_queue_timeout(block, timeout)))
 
 
 class NamespaceProxy(BaseProxy):
