@@ -1261,3 +1261,27 @@ def test_a_queue_registered_with_an_autoproxy_refuses_a_nan_timeout_in_the_manag
         with pytest.raises(ValueError, match="not NaN"):
             manager.Event().wait(float("nan"))
         assert shared.qsize() == 0  # in step
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_tcp_manager_reached_under_another_spelling_hands_back_nested_proxies(host):
+    # A manager bound to ('', port) calls itself ('0.0.0.0', port): a proxy spelled
+    # (host, port) was not known as its own, so the manager reached it through a
+    # socket to itself, and handing it back in a reply counted no reference for
+    # the client: the object went before the client's incref (KeyError).
+    with SyncManager(address=("", 0), ctx=FORK) as manager:
+        client = SyncManager(address=(host, manager.address[1]))
+        client.connect()
+        shared = client.dict()
+        inner = client.list([1])
+        pid = manager._process.pid
+        tasks = _task_count(pid)
+        shared["inner"] = inner
+        assert _task_count(pid) == tasks  # no session of the manager with itself
+        del inner  # the dict holds the list's last reference
+        taken = shared.pop("inner")
+        assert taken[:] == [1]
+        del taken, shared
+        # (asked through the client's session, which sends its dropped references)
+        wait_until(lambda: client._number_of_objects() == 0, timeout=TIMEOUT)
+        client.shutdown()

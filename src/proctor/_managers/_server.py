@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -81,8 +82,60 @@ _local_servers: dict[Any, Server] = {}
 
 
 def local_server(address: Any) -> Server | None:
-    """The server of ``address`` if it runs in this process."""
-    return _local_servers.get(address)
+    """The server of ``address`` if it runs in this process (under any spelling of a
+    TCP address: ``('localhost', port)`` for one bound to ``('127.0.0.1', port)``,
+    any address of this machine for one bound to ``('', port)``)."""
+    server = _local_servers.get(address)
+    if server is None and address.__class__ is tuple and len(address) == 2:
+        server = _local_servers.get(_spelled_as(address))
+    return server
+
+
+# A TCP address as a client spelled it -> the address of this process's server it
+# reaches (None: none): without this, a proxy spelled otherwise than the server's
+# own address reached the server through a socket to itself, and one handed back
+# in a reply took no reference for its client (take_for_recipient), so that its
+# object could go before the client's incref arrived (KeyError).
+_spellings: dict[Any, Any] = {}
+
+
+def _spelled_as(address: tuple[Any, Any]) -> Any:
+    if address in _spellings:
+        return _spellings[address]
+    host, port = address
+    found = None
+    for own in list(_local_servers):
+        if own.__class__ is not tuple or own[1] != port:
+            continue
+        ips = _ips_of(host)
+        if own[0] in ("", "0.0.0.0", "::"):
+            if any(_is_own_ip(ip) for ip in ips):
+                found = own
+        elif ips & _ips_of(own[0]):
+            found = own
+        if found is not None:
+            break
+    _spellings[address] = found
+    return found
+
+
+def _ips_of(host: Any) -> set[str]:
+    try:
+        infos = socket.getaddrinfo(host or None, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, TypeError):
+        return set()
+    return {str(info[4][0]) for info in infos}
+
+
+def _is_own_ip(ip: str) -> bool:
+    """Whether ``ip`` is an address of this machine (one can bind to it)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 # Set by a server's thread while it pickles a reply: a proxy of that server's own
@@ -111,7 +164,7 @@ def take_for_recipient(proxy: Any) -> int | None:
         return None
     server, client_id, taken = recipient
     token = proxy._token
-    if server.address != token.address:
+    if server.address != token.address and local_server(token.address) is not server:
         return None
     if id(proxy) not in taken:
         if not server.incref_unless_gone(client_id, token.id):
@@ -218,6 +271,7 @@ class Server:
             self.stop_event.set()
             self.listener.close()
             _local_servers.pop(self.address, None)
+            _spellings.clear()
 
     def _accept_loop(self) -> None:
         while not self.stop_event.is_set():
