@@ -27,7 +27,7 @@ needs_fork_start = pytest.mark.skipif(
 )
 
 PRELUDE = """
-import logging, os, sys, threading, warnings, proctor
+import logging, os, sys, threading, time, warnings, proctor
 def noop():
     pass
 def starts(n):
@@ -158,7 +158,9 @@ def test_fork_start_refuses_bad_input_without_forking():
         fork_start = _bootstrap._native.fork_start
         def failing():
             raise LookupError("no count")
-        for own in (1, None, "1", lambda: -1, lambda: "1", failing):
+        for own in (
+            1, None, "1", lambda: 1, lambda: (-1,), lambda: ("1",), lambda: (1,) * 17, failing
+        ):
             try:
                 fork_start(own)
             except Exception as exc:
@@ -166,8 +168,9 @@ def test_fork_start_refuses_bad_input_without_forking():
             else:
                 print("forked")
                 os._exit(0)
-        # What the before-fork hooks took was let go again (logging's lock: another
-        # thread can take it), and a start works.
+        # own_threads() is asked before the before-fork hooks: none ran, nothing
+        # they take is left held (logging's lock: another thread can take it), and
+        # a start works.
         other = threading.Thread(target=logging.getLogger, args=("other",), daemon=True)
         other.start()
         other.join(10)
@@ -175,7 +178,71 @@ def test_fork_start_refuses_bad_input_without_forking():
         starts(1)
         """
     )
-    assert out == ["TypeError"] * 3 + ["ValueError", "TypeError", "LookupError", "lock free"]
+    assert out == ["TypeError"] * 4 + ["ValueError", "TypeError", "ValueError", "LookupError"] + [
+        "lock free"
+    ]
+
+
+@needs_fork_start
+def test_a_thread_own_threads_names_is_left_out_of_the_count_only_while_it_runs():
+    # own_threads() is asked before the fork hooks, which may let the GIL go: a
+    # thread it named that ended meanwhile (the listener, lingering no more) must
+    # not hide another thread from the count. fork_start checks each named thread
+    # again after the count.
+    out = run(
+        """
+        _ = proctor.get_context("fork")  # (loads the C module)
+        from proctor._start import _bootstrap
+        _bootstrap.load_prctl()
+        fork_start = _bootstrap._native.fork_start
+        gate = threading.Event()
+        other = threading.Thread(target=gate.wait)
+        other.start()
+        ended = threading.Thread(target=int)
+        ended.start(); ended.join()
+        # (join() may return just before the thread leaves the kernel's list.)
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/self/task/{ended.native_id}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for case, own in (("running", other.native_id), ("ended", ended.native_id)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                pid = fork_start(lambda: (own,))
+                if pid == 0:
+                    os._exit(0)
+                os.waitpid(pid, 0)
+            print(case, [w.category.__name__ for w in caught])
+        gate.set(); other.join()
+        """
+    )
+    assert out == ["running []", "ended ['DeprecationWarning']"]
+
+
+@needs_fork_start
+def test_a_fork_start_runs_no_python_code_once_the_fork_hooks_have_run():
+    # Python 3.13's PyOS_BeforeFork() returns holding the runtime's lock on its list
+    # of interpreters, which starting a thread takes without letting the GIL go.
+    # fork_start called own_threads() after it: the eval breaker handed the GIL to
+    # a thread starting a thread, and both waited for ever (on 3.13, every run of
+    # this hung within 400 starts). The listener runs (own_threads() then asks
+    # is_alive()), and a tiny switch interval hands the GIL over at every chance.
+    out = run(
+        """
+        sys.setswitchinterval(1e-6)
+        logging.root.addHandler(logging.StreamHandler(open(os.devnull, "w")))
+        def churn():
+            while True:
+                thread = threading.Thread(target=int)
+                thread.start(); thread.join()
+        for _ in range(3):
+            threading.Thread(target=churn, daemon=True).start()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # (the churning threads)
+            starts(1000)
+        print("started")
+        """
+    )
+    assert out == ["started"]
 
 
 class _Listener:
@@ -215,11 +282,11 @@ def test_only_a_living_listener_thread_other_than_this_one_is_fork_safe(monkeypa
         gate.set()
         running.join(10)
     assert counts == {
-        "none": 0,
-        "no thread": 0,
-        "not started": 0,
-        "ended": 0,
-        "running": 1,
-        "this one": 0,
+        "none": (),
+        "no thread": (),
+        "not started": (),
+        "ended": (),
+        "running": (running.native_id,),
+        "this one": (),
     }
-    assert seen_from_the_listener == [0]
+    assert seen_from_the_listener == [()]

@@ -381,21 +381,24 @@ def arm_fork_child(child_end: io.FileIO) -> None:
     _arming = _ForkArming(handler, child_end)
 
 
-def fork_safe_threads() -> int:
-    """How many of this process's threads a fork may leave behind safely: the
-    listener's, if it runs (its fork hooks hold the dispatch lock through the fork,
-    and the child makes a listener of its own), unless it is the one forking (a
-    handler that starts a process: the child's only thread is then that one).
+def fork_safe_threads() -> tuple[int, ...]:
+    """The native ids of this process's threads that a fork may leave behind safely:
+    the listener's, if it runs (its fork hooks hold the dispatch lock through the
+    fork, and the child makes a listener of its own), unless it is the one forking
+    (a handler that starts a process: the child's only thread is then that one).
 
-    For ``_start._native.fork_start``, which calls it after the before-fork hooks
-    and counts the threads right after: ``is_alive()`` is the last call made here,
-    so a thread found alive cannot end before that count (it needs the GIL).
+    For ``_start._native.fork_start``, which calls it before the before-fork hooks
+    (no Python code may run between them and the fork) and, after them, counts the
+    threads and then checks that each thread named here still runs: one that ended
+    meanwhile is counted no more. (Only a thread alive now is named: the id of one
+    that ended may be a newer thread's.)
     """
     got = _listener
     thread = None if got is None else got._thread
-    if thread is None or thread.ident == _thread.get_ident():
-        return 0
-    return 1 if thread.is_alive() else 0
+    if thread is None or thread.ident == _thread.get_ident() or not thread.is_alive():
+        return ()
+    native_id = thread.native_id
+    return () if native_id is None else (native_id,)
 
 
 def disarm_fork_child() -> None:

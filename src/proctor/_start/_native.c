@@ -13,7 +13,8 @@
  *                                       (SIGKILL) when parent_pid is no longer its
  *                                       parent; needs no GIL ─▶ None, or OSError
  *     fork_start(own_threads)           os.fork() for a fork start (Python 3.12+);
- *                                       own_threads() ─▶ proctor's fork-safe threads
+ *                                       own_threads() ─▶ the native ids of
+ *                                       proctor's fork-safe threads (a tuple)
  *                                       ─▶ 0 in the child, the pid in the parent
  *     take_request(sock, spare, reply)  read a message (_core._wire's framing); if
  *                                       it is a plain start and a spare waits (the
@@ -41,11 +42,12 @@
  * start, about a thread of proctor's that its fork hooks make safe to fork
  * with. (Not for speed: the two cost the same within noise.) Here the threads are
  * counted after the before-fork hooks and just before fork(), as os.fork() counts
- * them (from /proc/self/stat, else from the threading module), own_threads() of
- * them (proctor's, fork-safe) are not counted, nor watch_parent's threads (from
- * /proc, which sees them; they hold no lock), and the same DeprecationWarning is
- * given in the parent after the fork (any error from it swallowed, as 3.12 and
- * 3.13 do) if any other thread remains.
+ * them (from /proc/self/stat, else from the threading module), those of
+ * own_threads() (proctor's, fork-safe; asked before the hooks, as no Python code
+ * may run after them, and each checked to be alive after the count) are not
+ * counted, nor watch_parent's threads (from /proc, which sees them; they hold no
+ * lock), and the same DeprecationWarning is given in the parent after the fork
+ * (any error from it swallowed, as 3.12 and 3.13 do) if any other thread remains.
  *
  * watch_parent is the parent-death watch of a child that cannot use the signal
  * (started from a thread of its parent, whose death the signal would follow; every
@@ -616,31 +618,90 @@ count_threads(void)
     return end == p + 1 ? -1 : threads;
 }
 
+/* The names count_python_threads looks up, made before the fork (see fork_start). */
+static PyObject *threading_name, *active_name, *limbo_name;
+
 /* The threads os.fork() counts where /proc cannot be read: those the threading
  * module knows (running and starting), if it is imported; else -1, with any
- * error cleared (a count never stops the fork). */
+ * error cleared (a count never stops the fork). Called between PyOS_BeforeFork()
+ * and fork(), so it runs no Python code: sys.modules and the module's dict are
+ * read as dicts (PyImport_GetModule may call importlib for a module being
+ * imported), with names made beforehand. */
 static long
 count_python_threads(void)
 {
     long threads = -1;
-    PyObject *name = PyUnicode_InternFromString("threading");
-    PyObject *threading = name == NULL ? NULL : PyImport_GetModule(name);
+    PyObject *modules = PyImport_GetModuleDict(); /* (borrowed) */
+    PyObject *threading = PyDict_Check(modules)
+                              ? PyDict_GetItemWithError(modules, threading_name)
+                              : NULL; /* (borrowed) */
 
-    Py_XDECREF(name);
-    if (threading != NULL) {
-        PyObject *active = PyObject_GetAttrString(threading, "_active");
-        PyObject *limbo = PyObject_GetAttrString(threading, "_limbo");
-        Py_ssize_t running = active == NULL ? -1 : PyObject_Size(active);
-        Py_ssize_t starting = limbo == NULL ? -1 : PyObject_Size(limbo);
+    if (threading != NULL && PyModule_Check(threading)) {
+        PyObject *globals = PyModule_GetDict(threading); /* (borrowed) */
+        PyObject *active = PyDict_GetItemWithError(globals, active_name);
+        PyObject *limbo = active == NULL ? NULL : PyDict_GetItemWithError(globals, limbo_name);
 
-        if (running >= 0 && starting >= 0)
-            threads = (long)(running + starting);
-        Py_XDECREF(active);
-        Py_XDECREF(limbo);
-        Py_DECREF(threading);
+        if (limbo != NULL && PyDict_Check(active) && PyDict_Check(limbo))
+            threads = (long)(PyDict_GET_SIZE(active) + PyDict_GET_SIZE(limbo));
     }
     PyErr_Clear();
     return threads;
+}
+
+/* At most this many threads own_threads() may name (there is one: the log
+ * listener's). */
+#define MAX_OWN_THREADS 16
+
+/* own_threads()'s thread ids, into tids: how many, or -1 with an exception set. */
+static Py_ssize_t
+own_thread_ids(PyObject *own_threads, long *tids)
+{
+    PyObject *got = PyObject_CallNoArgs(own_threads);
+    Py_ssize_t count = -1;
+
+    if (got == NULL)
+        return -1;
+    if (!PyTuple_Check(got)) {
+        PyErr_Format(PyExc_TypeError,
+                     "own_threads() must return a tuple of thread ids, not %.100s",
+                     Py_TYPE(got)->tp_name);
+        goto done;
+    }
+    if (PyTuple_GET_SIZE(got) > MAX_OWN_THREADS) {
+        PyErr_Format(PyExc_ValueError, "own_threads() named %zd threads, more than %d",
+                     PyTuple_GET_SIZE(got), MAX_OWN_THREADS);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(got); i++) {
+        long tid = PyLong_AsLong(PyTuple_GET_ITEM(got, i));
+
+        if (tid == -1 && PyErr_Occurred())
+            goto done;
+        if (tid <= 0 || (long)(pid_t)tid != tid) {
+            PyErr_Format(PyExc_ValueError,
+                         "own_threads() must name threads by their native id, not %ld", tid);
+            goto done;
+        }
+        tids[i] = tid;
+    }
+    count = PyTuple_GET_SIZE(got);
+done:
+    Py_DECREF(got);
+    return count;
+}
+
+/* How many of the threads tids names still run (tgkill with no signal: ESRCH once a
+ * thread has ended and left /proc; the count and this see the same threads). */
+static long
+living_threads(const long *tids, Py_ssize_t count)
+{
+    pid_t pid = getpid();
+    long living = 0;
+
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (syscall(SYS_tgkill, pid, (pid_t)tids[i], 0) == 0)
+            living++;
+    return living;
 }
 
 static PyObject *
@@ -648,13 +709,14 @@ fork_start(PyObject *module, PyObject *own_threads)
 {
     pid_t pid;
     int saved_errno;
-    long threads, own = -1;
+    long threads, own, tids[MAX_OWN_THREADS];
+    Py_ssize_t named;
 
     (void)module;
     if (!PyCallable_Check(own_threads)) {
         PyErr_Format(PyExc_TypeError,
-                     "own_threads must be a function that returns how many of proctor's "
-                     "threads are fork-safe, not %.100s",
+                     "own_threads must be a function that returns the native ids of "
+                     "proctor's threads that are fork-safe, not %.100s",
                      Py_TYPE(own_threads)->tp_name);
         return NULL;
     }
@@ -666,34 +728,40 @@ fork_start(PyObject *module, PyObject *own_threads)
                         "subinterpreter; use the spawn start method there");
         return NULL;
     }
+    if (threading_name == NULL
+        && ((threading_name = PyUnicode_InternFromString("threading")) == NULL
+            || (active_name = PyUnicode_InternFromString("_active")) == NULL
+            || (limbo_name = PyUnicode_InternFromString("_limbo")) == NULL)) {
+        Py_CLEAR(threading_name);
+        Py_CLEAR(active_name);
+        return NULL;
+    }
+    /* Asked before PyOS_BeforeFork(), not after: no Python code may run between it
+     * and fork(). On 3.13 it returns holding the runtime's lock on its list of
+     * interpreters (HEAD_LOCK); code that let the GIL go there (the eval breaker)
+     * to a thread that starts a thread (which takes that lock, keeping the GIL)
+     * deadlocked both. What it returns stays true to the count below: the threads
+     * it names are checked again (living_threads) after the count, with no Python
+     * code run in between, so one that ended meanwhile (during the hooks) is no
+     * longer left out. */
+    named = own_thread_ids(own_threads, tids);
+    if (named < 0)
+        return NULL;
     if (PySys_Audit("os.fork", NULL) < 0)
         return NULL;
     PyOS_BeforeFork();
     /* Counted after the before-fork hooks, as os.fork() counts after them (a hook
-     * may stop a thread), and own_threads() asked then too: from it to fork() the
-     * GIL is held, so no thread it names as alive can end before the count. */
-    PyObject *got = PyObject_CallNoArgs(own_threads);
-    if (got != NULL) {
-        own = PyLong_AsLong(got);
-        Py_DECREF(got);
-        if (own < 0 && !PyErr_Occurred())
-            PyErr_Format(PyExc_ValueError, "own_threads() must return 0 or more, not %ld", own);
-    }
-    if (own < 0) {
-        /* No fork: the after-fork hooks that release what the before-fork ones
-         * took run with the error put aside. */
-        PyObject *error = PyErr_GetRaisedException();
-        PyOS_AfterFork_Parent();
-        PyErr_SetRaisedException(error);
-        return NULL;
-    }
-    /* The watch threads are fork-safe too: they hold no lock, and the child arms
-       a watch of its own. (count_python_threads does not see them.) */
+     * may stop a thread); then the threads named above that still run: a thread
+     * that ends between the two is counted and not left out, so at worst, rarely,
+     * the warning is given (never missed). The watch threads are fork-safe too:
+     * they hold no lock, and the child arms a watch of its own
+     * (count_python_threads does not see them). */
     threads = count_threads();
     if (threads < 0)
         threads = count_python_threads();
     else
-        own += watch_threads;
+        threads -= watch_threads;
+    own = living_threads(tids, named);
     pid = fork();
     saved_errno = errno;
     if (pid == 0) {
@@ -750,7 +818,8 @@ static PyMethodDef native_methods[] = {
      "fork_start(own_threads, /)\n--\n\n"
      "os.fork() for a fork start: 0 in the child, the pid in the parent. Warns as "
      "os.fork() does about forking with threads only if threads remain beside "
-     "the own_threads() of proctor's, which are safe to fork with."},
+     "those own_threads() names (a tuple of native thread ids: proctor's, which "
+     "are safe to fork with). own_threads is called before the fork hooks."},
 #endif
     {NULL, NULL, 0, NULL},
 };

@@ -6,7 +6,7 @@ SOURCE_DIGEST: str
 
 def set_parent_death_signal(signum: int, /) -> None: ...  # Linux only
 def watch_parent(parent_pid: int, /) -> None: ...  # every POSIX system
-def fork_start(own_threads: Callable[[], int], /) -> int: ...  # Linux, Python 3.12+
+def fork_start(own_threads: Callable[[], tuple[int, ...]], /) -> int: ...  # Linux, Python 3.12+
 def take_request(
     sock: int, spare: int, reply: bytes, /
 ) -> int | tuple[bytes, list[int], bool]: ...  # Linux only

@@ -47,7 +47,7 @@ __all__ = ("ForkPopen",)
 # (issue 17). Keyed by pid: a forked child (whose main thread is the one that
 # forked) makes its own.
 # _start._native.fork_start: os.fork(), given fork_safe_threads.
-_ForkStart = Callable[[Callable[[], int]], int]
+_ForkStart = Callable[[Callable[[], tuple[int, ...]]], int]
 
 _ready: tuple[int, int, bool, _ForkStart | None] = (-1, -1, False, None)
 
