@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import pid_exists, wait_until
+from helpers import pid_exists, run_program, wait_until
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -325,3 +325,52 @@ def test_a_fork_start_leaves_other_modules_under_multiprocessings_names_alone(mo
     p.join(30)
     assert p.exitcode == 0
     p.close()
+
+
+_INHERITED_DESCRIPTORS_PROGRAM = """
+import os, select, sys, time, proctor
+def held(identity):
+    # This process's descriptors on the file that identity (st_dev, st_ino) names.
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.stat(int(name))
+        except OSError:
+            continue  # (the listing's own descriptor, closed by now)
+        if (st.st_dev, st.st_ino) == identity:
+            fds.append(int(name))
+    return fds
+if __name__ == "__main__":
+    if sys.argv[2] == "spare":
+        os.environ["PROCTOR_SPAWN_SPARE"] = "1"
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    high = os.dup2(w, 1000)  # (inheritable, as dup2 makes it)
+    st = os.fstat(w)
+    ctx = proctor.get_context(sys.argv[1])
+    p = ctx.Process(target=held, args=((st.st_dev, st.st_ino),))
+    p.start()
+    p.join(60)
+    # Started from the spare, where there is one, made by the first start.
+    waiting = ctx.Process(target=time.sleep, args=(60,), daemon=True)
+    waiting.start()
+    os.close(w)
+    os.close(high)
+    ready, _, _ = select.select([r], [], [], 20)
+    print(p.result, "end of file" if ready and os.read(r, 1) == b"" else "held")
+    waiting.terminate()
+    waiting.join(30)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+@pytest.mark.parametrize(
+    ("method", "spare"), [("spawn", "none"), ("spawn", "spare"), ("forkserver", "none")]
+)
+def test_spawned_interpreters_hold_no_descriptor_they_were_not_given(method, spare):
+    # posix_spawn passes every inheritable descriptor on: spawn children, the spare
+    # interpreter and the fork server (so every child it forks) held the write end
+    # of the program's pipe, whose reader saw no end of file until they ended (the
+    # fork server: until the program did). multiprocessing passes only its own.
+    out = run_program(_INHERITED_DESCRIPTORS_PROGRAM, method, spare)
+    assert out == "[] end of file\n"

@@ -94,6 +94,16 @@ def spawn_child(spare_of: int = 0, *, bare: bool = False) -> tuple[int, socket.s
 def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
     """Start ``python -c "<import bootstrap>; <entry>"`` with ``fds`` at fixed numbers.
 
+    The new interpreter holds those and 0, 1 and 2, no other descriptor of this
+    process: ``posix_spawn`` passes on every inheritable one (file actions can
+    close only descriptors named one by one), so the child's first step, before
+    it imports its entry's module (or the fork server its preloaded modules), is
+    ``close_all_fds_except`` (one ``close_range``). ``multiprocessing`` passes
+    only the descriptors it means to (``spawnv_passfds``); a child or fork server
+    that kept the others held, say, the write end of a user's pipe open, so that
+    its reader saw no end of file until the child (or, through the fork server,
+    the program) ended.
+
     Args:
         entry: a call to a function of ``proctor._start._bootstrap`` or
             ``proctor._start._forkserver``.
@@ -107,8 +117,10 @@ def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
     module = "_forkserver" if entry.startswith("serve") else "_bootstrap"
     # .../site-packages/proctor/_start/_popen_spawn.py -> .../site-packages
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    kept = sorted({0, 1, 2, *(target for target, src in fds.items() if src >= 0)})
     code = (
         f"import sys; sys.path.append({package_parent!r}); "
+        f"from proctor._core._system import close_all_fds_except; close_all_fds_except({kept}); "
         f"from proctor._start.{module} import {entry.split('(')[0]}; {entry}"
     )
     # The interpreter's own flags (-X options, -W filters, -O...), as the child
