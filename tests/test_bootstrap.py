@@ -771,3 +771,82 @@ def test_a_spawn_start_whose_message_did_not_go_fails_and_leaves_no_child(monkey
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+
+
+def _close_every_descriptor_and_connect(address, count):
+    # A target that daemonizes: it closes every descriptor it did not open, the
+    # channel to its parent among them, and the numbers go to its own sockets, each
+    # of which says "bye" at exit if it is still open then (a spawned child reports
+    # before its atexit handlers run, a forked one after).
+    import atexit
+    import socket
+
+    os.closerange(3, 1 << 16)
+    own = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(address)
+        own.append(sock)
+    atexit.register(lambda: [sock.sendall(b"bye") for sock in own])
+    return "the return value"
+
+
+def test_a_child_that_closed_its_channel_writes_nothing_into_the_files_that_took_its_number(
+    start_method, tmp_path
+):
+    # Its outcome was written into the target's own socket and the socket closed
+    # (spawn), or the send failed and was taken for a parent that had gone: the
+    # parent read an exit code of 0 and a result of None. Now nothing is written
+    # or closed, and the parent says the outcome was lost.
+    import socket
+
+    count = 8
+    address = str(tmp_path / "listener")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(address)
+        listener.listen(count)
+        p = proctor.get_context(start_method).Process(
+            target=_close_every_descriptor_and_connect, args=(address, count)
+        )
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
+        listener.settimeout(30)
+        received = []
+        for _ in range(count):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(30)
+                data = b""
+                while chunk := conn.recv(4096):
+                    data += chunk
+                received.append(data)
+    assert received == [b"bye"] * count
+    with pytest.raises(proctor.ResultError, match="closed its channel to the parent"):
+        p.result
+    assert p.exception is None
+    p.close()
+
+
+def _leave_with_os_exit(code):
+    os._exit(code)
+
+
+def test_a_child_that_exits_0_without_reporting_has_no_result_and_one_that_fails_none():
+    # An empty channel used to read as a target that returned None: a child that
+    # exits 0 reports even that (an empty message), and one that did not report
+    # at all lost its outcome; a child that exited with an error code has none.
+    ctx = proctor.get_context("fork")
+    returned = ctx.Process()  # (no target: run() returns None)
+    lost = ctx.Process(target=_leave_with_os_exit, args=(0,))
+    failed = ctx.Process(target=_leave_with_os_exit, args=(3,))
+    for p in (returned, lost, failed):
+        p.start()
+        p.join(30)
+    assert (returned.exitcode, lost.exitcode, failed.exitcode) == (0, 0, 3)
+    assert returned.result is None
+    with pytest.raises(proctor.ResultError, match="os._exit"):
+        lost.result
+    assert failed.result is None
+    for p in (returned, lost, failed):
+        p.close()

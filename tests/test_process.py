@@ -1135,15 +1135,19 @@ def test_a_forked_child_holds_none_of_its_siblings_descriptors_but_their_sentine
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver"])
-def test_a_target_returning_none_sends_no_outcome(method):
+def test_a_target_returning_none_sends_only_an_empty_message(method):
+    from proctor._core import _wire
+
     p = proctor.get_context(method).Process(target=int, args=("0",))  # returns 0, not None
     q = proctor.get_context(method).Process(target=print, args=("",))  # returns None
     for child in (p, q):
         child.start()
         child.join(30)
         assert child.exitcode == 0
-    # Nothing was sent for None: the channel reads EOF, and that reads as None.
-    assert q._popen.channel.recv(1, socket.MSG_DONTWAIT) == b""
+    # Nothing was pickled for None: the channel holds a message with no data, then
+    # EOF, and that reads as None. (A channel that ends with no message at all
+    # reads as an outcome lost: test_bootstrap.)
+    assert q._popen.channel.recv(64, socket.MSG_DONTWAIT | socket.MSG_PEEK) == _wire.EMPTY_MESSAGE
     assert (q.result, q.exception) == (None, None)
     assert (p.result, p.exception) == (0, None)
     p.close()

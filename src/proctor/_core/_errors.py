@@ -179,7 +179,8 @@ class RemoteError(Exception):
 
 
 class ResultError(Exception):
-    """The target returned a value that could not be sent to the parent.
+    """The target returned a value that could not be sent to the parent, or the
+    child's outcome never reached the parent (it closed its channel to it).
 
     The child still exited normally (exit code 0): returning a value is not an
     error for ``multiprocessing`` code, which never looks at it.

@@ -17,6 +17,7 @@ __all__ = (
     "cpu_count",
     "describe_fork_list",
     "devnull_fd",
+    "fd_identity",
     "fd_is_open",
     "fds_let_go_in_forks",
     "keep_in_forks",
@@ -118,6 +119,26 @@ def devnull_fd() -> int:
     if not _devnull:
         _devnull.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
     return _devnull[0]
+
+
+def fd_identity(fd: int) -> tuple[int, int] | None:
+    """The file that ``fd`` is open on, as ``(st_dev, st_ino)``; None if it is not open.
+
+    Code that closes descriptors it does not own (``os.closerange`` in a child
+    that daemonizes) can give a number this process holds to a file of its own:
+    a holder that keeps its descriptor's identity checks it (:func:`still_holds`)
+    before it writes to or closes the number, which may be another's by then.
+    """
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def still_holds(fd: int, identity: tuple[int, int] | None) -> bool:
+    """Whether ``fd`` is still open on the file whose :func:`fd_identity` was ``identity``."""
+    return identity is not None and fd_identity(fd) == identity
 
 
 def fd_is_open(fd: int) -> bool:

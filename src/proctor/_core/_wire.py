@@ -65,6 +65,9 @@ MAX_FDS = 253
 _HEADER_SIZE = 9
 _C_INT_SIZE = memoryview(bytes(4)).cast("i").itemsize  # a C int
 _INLINE, _SPILLED = 0, 1
+#: A whole message with no data (length 0, inline), which needs no framing code to
+#: send: a child's "nothing to report" (``_start._bootstrap``).
+EMPTY_MESSAGE = bytes(_HEADER_SIZE)
 
 
 class WireError(EOFError):

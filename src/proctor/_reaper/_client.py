@@ -96,7 +96,7 @@ import os
 import sys
 
 from .._core import _afterfork, _reduction, _runtime
-from .._core._system import random_hex
+from .._core._system import fd_identity, random_hex, still_holds
 from ._ident import IGNORED_SIGNALS, KINDS, READY, owner_tag
 from ._ident import create_time as _create_time
 
@@ -316,11 +316,7 @@ class _Client:
         fd = self.fd
         if fd is None:
             return None
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            st = None
-        if st is not None and (st.st_dev, st.st_ino) == self.fd_id:
+        if still_holds(fd, self.fd_id):
             return fd
         self.fd = self.fd_id = None  # closed behind our back: the number is not ours now
         return None
@@ -358,8 +354,7 @@ class _Client:
                 sock = None
         if sock is None:
             sock = self._spawn()
-        st = os.fstat(sock.fileno())
-        self.fd_id = (st.st_dev, st.st_ino)
+        self.fd_id = fd_identity(sock.fileno())
         self.fd = sock.detach()
         self.inherited = False
         if self.ctime is None:

@@ -35,7 +35,7 @@ import os
 import sys
 
 from .._core import _finalize, _runtime, _wire
-from .._core._system import _devnull, devnull_fd, fd_is_open
+from .._core._system import _devnull, devnull_fd, fd_identity, fd_is_open, still_holds
 from .._logging import _logger
 from . import _methods
 from ._state import exit_children, flush_std_streams, state
@@ -209,7 +209,7 @@ def run_forked(
             # (With a finder standing by, inherited from the parent, there is
             # nothing to do here: see _logger.stand_by.)
             _logger.when_logging_imported(_logger.name_records_after_this_process)
-        exitcode = _run_and_report(process, channel, forked=True)
+        exitcode = _run_and_report(process, channel, fd_identity(channel.fileno()), forked=True)
     finally:
         os._exit(exitcode)
 
@@ -234,6 +234,9 @@ def run_from_channel(channel: _socket.socket | int, *, exec_mode: bool, spare: b
         spare: a spawned spare (``_spawn_spare``), whose parent-death watch is
             armed already and which may be discarded before it has any work.
     """
+    # What the channel is, for the outcome's send: code run in this child (loading
+    # the payload imports the user's modules) may close its number and reuse it.
+    identity = fd_identity(channel if isinstance(channel, int) else channel.fileno())
     fds: list[int] = []
     try:
         if isinstance(channel, int):
@@ -281,11 +284,11 @@ def run_from_channel(channel: _socket.socket | int, *, exec_mode: bool, spare: b
         traceback.print_exc()
         from . import _outcome
 
-        _send_outcome(channel, _outcome.encode(_outcome.error_message(exc)))
+        _send_outcome(channel, identity, _outcome.encode(_outcome.error_message(exc)))
         flush_std_streams()
         return 1
     del data, view, payload
-    return _run_and_report(process, channel, forked=not exec_mode)
+    return _run_and_report(process, channel, identity, forked=not exec_mode)
 
 
 class _PrepFds:
@@ -504,19 +507,22 @@ def _age_inherited_objects() -> None:
         gc.unfreeze()
 
 
-def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool) -> int:
+def _run_and_report(
+    process: Any, channel: _socket.socket | int, identity: tuple[int, int] | None, *, forked: bool
+) -> int:
     """Run ``process`` (:func:`run_process`), send its outcome; return the exit code.
 
-    A forked child (``forked``) leaves with ``os._exit`` right after: its channel is
-    closed by that exit, not here (one object fewer written in every fork child).
+    ``identity`` is the channel's :func:`fd_identity`, taken before any code of the
+    user's ran. A forked child (``forked``) leaves with ``os._exit`` right after: its
+    channel is closed by that exit, not here (one object fewer written in every fork
+    child).
     """
     pid = os.getpid()
     channel_fd = channel if isinstance(channel, int) else channel.fileno()
     exitcode, outcome = run_process(process, channel_fd)
-    if os.getpid() != pid:
-        # A process the target forked (os.fork(), and it returned rather than
-        # calling os._exit) came back here: the outcome is the child's to send.
-        outcome = None
+    # A process the target forked (os.fork(), and it returned rather than calling
+    # os._exit) came back here: the outcome is the child's to send, not its.
+    reports = os.getpid() == pid
     if forked:
         _finish_stdlib_multiprocessing()
     if forked and (_atexit_count is None or _atexit_count()):
@@ -529,18 +535,24 @@ def _run_and_report(process: Any, channel: _socket.socket | int, *, forked: bool
             flush_std_streams()
     if "proctor._logging._forwarding" in sys.modules:
         sys.modules["proctor._logging._forwarding"].flush_child()
-    if outcome is not None:
-        _send_outcome(channel, outcome)
+    if reports:
+        # Nothing to report (the target returned None) is sent too, as an empty
+        # message: the parent reads a channel that ends with no message at all
+        # as an outcome lost (see _popen.Popen.outcome), not as None.
+        _send_outcome(channel, identity, _wire.EMPTY_MESSAGE if outcome is None else outcome)
     if not forked:
         # The parent's sentinel (parent_process()) is this channel: it must not be
         # waited on once closed, its number free for another file (in the spawned
         # child's atexit handlers).
         if state.parent is not None:
             state.parent._release_sentinel()
-        if isinstance(channel, int):
-            os.close(channel)
-        else:
-            channel.close()
+        if still_holds(channel_fd, identity):
+            if isinstance(channel, int):
+                os.close(channel)
+            else:
+                channel.close()
+        elif not isinstance(channel, int):
+            channel.detach()  # (the number is another file's now: not closed)
     return exitcode
 
 
@@ -615,18 +627,39 @@ def run_process(process: Any, channel_fd: int) -> tuple[int, bytes | None]:
     return exitcode, _outcome.encode(message)
 
 
-def _send_outcome(channel: _socket.socket | int, outcome: bytes) -> None:
-    import _socket
+def _send_outcome(
+    channel: _socket.socket | int, identity: tuple[int, int] | None, outcome: bytes
+) -> None:
+    """Send ``outcome`` (a message's data, or ``_wire.EMPTY_MESSAGE``) to the parent,
+    if ``channel`` is still the file ``identity`` names.
 
-    # A bare descriptor (see spawn_main) gets a socket object for this send only
-    # (a large outcome goes as a memfd, with SCM_RIGHTS); the descriptor stays ours.
-    sock = _socket.socket(fileno=channel) if isinstance(channel, int) else channel
+    Code in the child that closes descriptors it does not own (``os.closerange``
+    in a target that daemonizes) may have closed the channel and given its number
+    to a file of its own: nothing is written into that file. The parent then
+    finds no message at all, and says the outcome was lost.
+    """
+    channel_fd = channel if isinstance(channel, int) else channel.fileno()
+    if not still_holds(channel_fd, identity):
+        return
+    sock = None
     try:
+        if outcome is _wire.EMPTY_MESSAGE:
+            # (Whole, with no framing: a bare descriptor needs no socket object.)
+            if isinstance(channel, int):
+                os.write(channel, outcome)
+            else:
+                channel.send(outcome)
+            return
+        import _socket
+
+        # A bare descriptor (see spawn_main) gets a socket object for this send only
+        # (a large outcome goes as a memfd, with SCM_RIGHTS); the descriptor stays ours.
+        sock = _socket.socket(fileno=channel) if isinstance(channel, int) else channel
         _wire.send_message(sock, outcome)
     except OSError:
         pass  # the parent is gone; nobody is left to tell
     finally:
-        if sock is not channel:
+        if sock is not None and sock is not channel:
             sock.detach()
 
 

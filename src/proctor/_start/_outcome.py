@@ -9,8 +9,10 @@
     error_message(exc)     ─▶ ("error", pickle or None,   ─▶ Outcome.exception, its
                                 type name, str, traceback)     __cause__ the traceback
 
-A target that returned None sends nothing (``_bootstrap.run_process``): the parent reads
-an empty channel as ``Outcome()``, the same thing.
+A target that returned None sends an empty message (``_wire.EMPTY_MESSAGE``,
+``_bootstrap._run_and_report``), nothing to pickle or unpickle: the parent reads it as
+``Outcome()``, the same thing. A channel that ends with no message at all, from a child
+that exited 0, is an outcome lost (``Outcome.lost``): the child closed its channel.
 
 Both directions live here, so the format has one definition.
 """
@@ -89,6 +91,7 @@ class Outcome:
         value_error: why the return value could not be sent, if it could not.
         rebuild_failed: the value came, but could not be unpickled here (rather
             than pickled in the sender); ``value_error`` says why.
+        lost: why no outcome came from a child that exited 0, if none came.
     """
 
     def __init__(self) -> None:
@@ -96,6 +99,7 @@ class Outcome:
         self.exception: BaseException | None = None
         self.value_error: str | None = None
         self.rebuild_failed = False
+        self.lost: str | None = None
 
     def load_value(
         self,

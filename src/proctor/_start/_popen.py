@@ -166,17 +166,40 @@ class Popen(ClosedWhenCollected):
         # inherited the child's end could otherwise keep us waiting forever.
         channel.setblocking(False)
         try:
-            # A child with nothing to report (its target returned None) sent
-            # nothing: one peek finds the end of the stream without the
-            # exception recv_message would raise (and the pages it would touch).
-            if not channel.recv(1, socket.MSG_PEEK):
+            # A child with nothing to report (its target returned None) sent an
+            # empty message: one peek finds it without recv_message's work (and
+            # the pages it would touch), and nothing to unpickle.
+            head = channel.recv(len(_wire.EMPTY_MESSAGE), socket.MSG_PEEK)
+            if head == _wire.EMPTY_MESSAGE:
                 return Outcome()
+            if not head:
+                return self._unreported()
             data, fds = _wire.recv_message(channel)
-        except (BlockingIOError, _wire.WireError, OSError):
+        except BlockingIOError:
+            return self._unreported()  # (nothing, and a grandchild holds the child's end)
+        except (_wire.WireError, OSError):
             return Outcome()
         for fd in fds:
             os.close(fd)
         return Outcome.from_message(data)
+
+    def _unreported(self) -> Outcome:
+        """The outcome of a child that ended without sending any (not even "nothing").
+
+        A child killed, or one that exited with an error code, has none to send
+        (``Outcome()``, as ever). One that exited 0 had one: code in it closed
+        its channel to this process (``os.closerange()`` in a target that
+        daemonizes; the child then sends nothing rather than write into whatever
+        file took the number), or it left through ``os._exit()``.
+        """
+        outcome = Outcome()
+        if self.returncode == 0:
+            outcome.lost = (
+                "code in it closed its channel to the parent (something like "
+                "os.closerange() that closes descriptors it did not open), or it "
+                "left through os._exit() before reporting"
+            )
+        return outcome
 
     # -- spawn and forkserver: what goes to the child, and after ---------------
 

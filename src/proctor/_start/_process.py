@@ -441,9 +441,21 @@ class BaseProcess:
         Raises:
             ValueError: while the child has not ended yet.
             ResultError: when the value could not be sent to the parent (it
-                could not be pickled in the child or unpickled here).
+                could not be pickled in the child or unpickled here), or when the
+                child exited 0 without reporting (it closed its channel to the
+                parent, or left through ``os._exit()``).
         """
         outcome = self._ended_outcome("result")
+        if outcome.lost is not None:
+            from .._core._errors import ResultError
+
+            raise ResultError(
+                f"{self._name!r} exited with code 0, but its outcome never reached the "
+                f"parent: "
+                f"{outcome.lost}. Close only the descriptors the target opened itself "
+                "(os.closerange(3, ...) closes proctor's too), and return rather than "
+                "call os._exit() to have the return value sent."
+            )
         if outcome.value_error is not None:
             from .._core._errors import ResultError
 
