@@ -37,12 +37,16 @@ def _warm_helpers():
     """Start the long-lived helpers before the first leak check sees them.
 
     That is the resource reaper (and this process's connection to it), the fork
-    server, and the /dev/null descriptor that fork parents open once for their
-    children's stdin.
+    server, the /dev/null descriptor that fork parents open once for their
+    children's stdin, and the main thread's wake-up (the descriptor its blocking
+    calls wait on while other threads run, kept while the thread lives:
+    _core._wakeup).
     """
+    from proctor._core import _wakeup
     from proctor._reaper import _client as _reaper
 
     _reaper.ensure_started()
+    _wakeup._wakeup()
     for method in ("forkserver", "fork"):
         p = proctor.get_context(method).Process(target=int)
         p.start()

@@ -656,6 +656,168 @@ def test_a_send_waiting_while_another_thread_closes_the_end_says_it_was_closed()
         b.close()
 
 
+# --- a call blocked on an end or a listener that another thread closes ---------------
+
+
+def _asleep_in(thread: threading.Thread, function: str) -> bool:
+    """Whether ``thread`` runs ``function`` and sleeps in the kernel (Linux; elsewhere:
+    runs it)."""
+    if not _waiting_in(thread, function):
+        return False
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "S"
+    except OSError:
+        return True
+
+
+def _client_pair(authkey=None):
+    """A Client's end and the listener's end of one connection (the listener closed)."""
+    with Listener(authkey=authkey) as listener:
+        thread, accepted = call_in_thread(lambda: listener.accept(timeout=30))
+        client = Client(listener.address, authkey=authkey, timeout=30)
+        thread.join(30)
+    assert isinstance(accepted[0], Connection), accepted
+    return client, accepted[0]
+
+
+_ENDS = {
+    "Pipe": Pipe,
+    "Pipe-stream-only": stream_only_pipe,  # frames on pipes, as on macOS
+    "Client": _client_pair,  # keyless: its first receive takes the listener's greeting
+    "Client-authkey": lambda: _client_pair(b"key"),
+    "accepted": lambda: _client_pair()[::-1],
+}
+
+_BLOCKING_CALLS = {
+    "recv": lambda end: end.recv(),
+    "recv_bytes": lambda end: end.recv_bytes(),
+    "recv_bytes_into": lambda end: end.recv_bytes_into(bytearray(64)),
+    "poll": lambda end: end.poll(None),
+    "wait": lambda end: wait([end]),
+}
+
+
+@pytest.mark.parametrize("call", list(_BLOCKING_CALLS))
+@pytest.mark.parametrize("kind", list(_ENDS))
+def test_a_call_blocked_on_an_end_that_another_thread_closes_raises_closed_at_once(kind, call):
+    # Closing a descriptor does not wake a thread blocked on it (multiprocessing's
+    # call blocks for ever); proctor's raises what the same call raises after close().
+    a, b = _ENDS[kind]()
+    thread, outcome = call_in_thread(lambda: _BLOCKING_CALLS[call](a))
+    try:
+        wait_until(lambda: _asleep_in(thread, call))
+        a.close()
+        thread.join(10)
+        assert not thread.is_alive(), f"{call}() still blocks on the end closed by another thread"
+        with pytest.raises(OSError, match="closed") as after:
+            _BLOCKING_CALLS[call](a)
+        assert type(outcome[0]) is OSError and str(outcome[0]) == str(after.value), outcome
+    finally:
+        a.close()
+        b.close()  # (end-of-file ends a call that still blocks: no thread left behind)
+        thread.join(30)
+
+
+def test_a_recv_blocked_without_timeout_reads_no_file_that_took_the_closed_ends_number():
+    a, b = Pipe()
+    thread, outcome = call_in_thread(a.recv)
+    pipes = []
+    try:
+        wait_until(lambda: _asleep_in(thread, "recv"))
+        a.close()
+        # New pipes take the numbers the end let go of, with bytes of their own.
+        pipes = [os.pipe() for _ in range(8)]
+        for _r, w in pipes:
+            os.write(w, b"\0" * 64 + b"someone else's")
+        thread.join(10)
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], OSError) and "closed" in str(outcome[0]), outcome
+        for r, _w in pipes:
+            os.set_blocking(r, False)
+            assert os.read(r, 1000) == b"\0" * 64 + b"someone else's"
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+        b.close()
+        thread.join(30)
+
+
+def test_a_thread_whose_wait_a_close_ended_waits_and_receives_on_another_end():
+    # The close wrote the thread's wake-up; its next wait is not ended by that write.
+    a, b = Pipe()
+    c, d = Pipe()
+
+    def recv_after_the_close():
+        with pytest.raises(OSError, match="closed"):
+            a.recv()
+        return c.recv(timeout=30)
+
+    thread, outcome = call_in_thread(recv_after_the_close)
+    try:
+        wait_until(lambda: _asleep_in(thread, "recv"))
+        a.close()
+        wait_until(lambda: _waiting_in(thread, "recv") and _asleep_in(thread, "recv"))
+        d.send("for c")
+        thread.join(30)
+        assert outcome == ["for c"]
+    finally:
+        for end in (a, b, c, d):
+            end.close()
+        thread.join(30)
+
+
+_ACCEPTS = {
+    "accept": lambda listener: listener.accept(),
+    "accept-timeout": lambda listener: listener.accept(timeout=60),
+    "wait": lambda listener: wait([listener]),
+}
+
+
+@pytest.mark.parametrize("call", list(_ACCEPTS))
+def test_an_accept_blocked_on_a_listener_that_another_thread_closes_raises_closed_at_once(call):
+    listener = Listener()
+    thread, outcome = call_in_thread(lambda: _ACCEPTS[call](listener))
+    try:
+        wait_until(lambda: _asleep_in(thread, call.split("-")[0]))
+        listener.close()
+        thread.join(10)
+        assert not thread.is_alive(), f"{call} still blocks on the closed listener"
+        with pytest.raises(OSError, match="closed") as after:
+            _ACCEPTS[call](listener)
+        assert type(outcome[0]) is OSError and str(outcome[0]) == str(after.value), outcome
+    finally:
+        listener.close()
+        thread.join(30)
+
+
+def test_accepts_racing_for_one_client_leave_none_where_close_cannot_end_it():
+    # Both are woken by the one client; the one that loses the race waits again where
+    # close() ends the wait (the listening socket is non-blocking), not in accept().
+    listener = Listener()
+    calls = [call_in_thread(lambda: listener.accept(timeout=60)) for _ in range(2)]
+    client = None
+    try:
+        wait_until(lambda: all(_asleep_in(thread, "accept") for thread, _ in calls))
+        client = Client(listener.address)
+        wait_until(lambda: any(outcome for _, outcome in calls))
+        listener.close()
+        for thread, _ in calls:
+            thread.join(10)
+            assert not thread.is_alive(), "an accept() still blocks on the closed listener"
+        got = sorted((outcome[0] for _, outcome in calls), key=lambda o: type(o).__name__)
+        assert isinstance(got[0], Connection) and isinstance(got[1], OSError), got
+        assert "closed" in str(got[1])
+        got[0].close()
+    finally:
+        listener.close()
+        if client is not None:
+            client.close()
+        for thread, _ in calls:
+            thread.join(30)
+
+
 def test_context_manager_closes():
     a, b = Pipe()
     with a, b:

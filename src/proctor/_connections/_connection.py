@@ -41,7 +41,8 @@ from .._core._reduction import (
 )
 from .._core._reduction import registered_reducers as _registered_reducers
 from .._core._timeout import check_timeout
-from .._core._timeout import wait_readable as _poll_fd
+from .._core._wakeup import other_threads as _other_threads
+from .._core._wakeup import wait_readable, wake_waiters
 from .._core._wire import MAX_FDS
 from . import _aio, _sendlock
 from ._end import FdInbox
@@ -204,6 +205,7 @@ class Connection(FrameSender, FrameReceiver):
         self._readable = bool(readable)
         self._writable = bool(writable)
         self._closed = False
+        self._waiting = set()
         self._broken = None
         self._broken_send = None
         # One flag per direction keeps the hot paths to a single check.
@@ -335,11 +337,17 @@ class Connection(FrameSender, FrameReceiver):
         return self._fd
 
     def close(self) -> None:
-        """Close this end; the peer's ``recv()`` then raises ``EOFError``. Idempotent."""
+        """Close this end; the peer's ``recv()`` then raises ``EOFError``. Idempotent.
+
+        A call blocked on this end in another thread (a receive, ``poll()``,
+        ``wait()``) then raises the "closed" ``OSError`` at once.
+        """
         if not self._closed:
             self._closed = True
             self._can_recv = self._can_send = False
             self._rpos = self._rend = 0
+            if self._waiting:
+                wake_waiters(self._waiting)  # (before the numbers can go to new files)
             self._sock.close()
             self._close_pipes()
 
@@ -632,6 +640,10 @@ class Connection(FrameSender, FrameReceiver):
         pos = self._rpos
         end = self._rend
         if pos == end:
+            if timeout is None and _other_threads():
+                # Wait where another thread's close() of this end ends the wait
+                # (_core._wakeup), not in the read, which nothing would end.
+                self._wait_fd(None)
             try:
                 # A Pipe() end reads exactly one frame; a socket reads ahead.
                 if self._rfd >= 0:
@@ -690,6 +702,8 @@ class Connection(FrameSender, FrameReceiver):
             self._prepare_recv(timeout)
         pos = self._rpos
         end = self._rend
+        if pos == end and timeout is None and _other_threads():
+            self._wait_fd(None)  # (as in recv())
         if pos == end and self._rfd >= 0:
             # As in recv(). (On a socket connection a big body is received
             # straight into the bytes object returned: no read-ahead there.)
@@ -756,6 +770,8 @@ class Connection(FrameSender, FrameReceiver):
             view[offset : offset + len(data)] = data
             return len(data)
         self._prepare_recv(timeout)
+        if timeout is None and self._rpos == self._rend and _other_threads():
+            self._wait_fd(None)  # (as in recv())
         n, where, frame_id = self._read_header(None)  # (reads the next frame first)
         room = view.nbytes - offset
         if where == ON_CHANNEL:
@@ -860,11 +876,18 @@ class Connection(FrameSender, FrameReceiver):
                 return True  # recv() will say what happened
             if self._rpos < self._rend:
                 return True
-        # Another thread may close this end while this one waits: its number may
-        # then be another file's already, whose readiness means nothing here (and a
-        # receive must not read from it).
+        return self._wait_fd(timeout)
+
+    def _wait_fd(self, timeout: float | None) -> bool:
+        """Wait until this end's descriptor is readable (True) or ``timeout`` passes.
+
+        Raises:
+            OSError: another thread closed this end meanwhile (the wait ends at
+                once): its number may be another file's already, whose readiness
+                means nothing here, and which a receive must not read.
+        """
         try:
-            ready = _poll_fd(self._fd, timeout)
+            ready = bool(wait_readable((self._fd,), timeout, (self,)))
         except OSError:
             if self._closed:
                 self._raise_closed()

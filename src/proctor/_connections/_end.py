@@ -117,6 +117,7 @@ class EndState:
         "_spare_sock",
         "_spares",
         "_stash",
+        "_waiting",
         "_wfd",
         "_writable",
     )
@@ -162,6 +163,9 @@ class EndState:
     _readable: bool
     _writable: bool
     _closed: bool
+    # The wake-ups of the threads blocked on this end, which close() writes to
+    # (see _core._wakeup).
+    _waiting: set[Any]
     # Why this end can no longer receive / send (its stream is out of step), or None.
     _broken: str | None
     _broken_send: str | None

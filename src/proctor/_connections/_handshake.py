@@ -47,7 +47,6 @@ import weakref
 from typing import Any
 
 from .._core import _lazy_errors
-from .._core._timeout import wait_readable as _poll_fd
 from ._connection import Connection
 
 __all__ = (
@@ -316,7 +315,7 @@ def check_greeting(conn: Connection, deadline: float | None) -> None:
     """
     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
     # As long as the caller waits for a message: the listener may accept late.
-    if not _poll_fd(conn._fd, wait):
+    if not conn._wait_fd(wait):  # (raises if another thread closes the end meanwhile)
         raise _lazy_errors.ProcessTimeoutError(
             f"no message arrived on {conn!r} within the timeout: the listener has not "
             "accepted this connection yet (pass a longer timeout, or timeout=None)"

@@ -31,7 +31,7 @@ from typing import Any
 from .._core import _lazy_errors
 from .._core._integers import integral
 from .._core._timeout import deadline as _deadline
-from .._core._timeout import wait_readable as _poll_fd
+from .._core._wakeup import wait_readable, wake_waiters
 from ._connection import Connection, configure_socket
 from ._handshake import check_authkey, check_greeting, client_handshake, serve_handshake
 
@@ -168,6 +168,9 @@ class Listener:
         self._owner_pid = os.getpid()
         self._last_accepted: Any = None
         self._closed = False
+        # The wake-ups of the threads blocked in accept(), which close() writes to
+        # (see _core._wakeup).
+        self._waiting: set[Any] = set()
         if address is None:
             if family == "AF_UNIX":
                 self._tempdir = tempfile.mkdtemp(prefix="proctor-listener-")
@@ -176,9 +179,10 @@ class Listener:
                 address = ("127.0.0.1", 0) if family == "AF_INET" else ("::1", 0)
         sock = socket.socket(_FAMILIES[family], socket.SOCK_STREAM)
         try:
-            # Blocking whatever socket.setdefaulttimeout() says: accept() has its
-            # own timeout.
-            sock.setblocking(True)
+            # Non-blocking (whatever socket.setdefaulttimeout() says): accept()
+            # waits in _core._wakeup, which another thread's close() ends, and a
+            # client taken by another process meanwhile sends it back to waiting.
+            sock.setblocking(False)
             if family != "AF_UNIX":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
@@ -216,8 +220,11 @@ class Listener:
     def fileno(self) -> int:
         """The listening socket's descriptor (readable when a client is waiting)."""
         if self._closed:
-            raise OSError(errno.EBADF, "the Listener is closed")
+            raise self._closed_error()
         return self._socket.fileno()
+
+    def _closed_error(self) -> OSError:
+        return OSError(errno.EBADF, "the Listener is closed; create a new one")
 
     def accept(self, timeout: float | None = None) -> Connection:
         """Wait for a client, run the handshake, and return the connection to it.
@@ -235,18 +242,17 @@ class Listener:
             AuthenticationError: the client does not hold the authkey (or has none,
                 or holds one while this listener has none). The listener stays usable.
             ProcessTimeoutError: no client connected within ``timeout``.
-            OSError: the listener is closed.
+            OSError: the listener is closed, also by another thread while this
+                call waits for a client (it then raises at once).
         """
         if self._closed:
-            raise OSError(errno.EBADF, "the Listener is closed; create a new one")
+            raise self._closed_error()
         deadline = _deadline(timeout)
-        if deadline is not None and not _poll_fd(
-            self._socket.fileno(), max(0.0, deadline - time.monotonic())
-        ):
+        conn = self._accept_socket(deadline)
+        if conn is None:
             raise _lazy_errors.ProcessTimeoutError(
                 f"no client connected to {self._address!r} within {timeout} s"
             )
-        conn = self._accept_socket()
         try:
             serve_handshake(conn, self._authkey, deadline)
         except BaseException:
@@ -265,11 +271,12 @@ class Listener:
         socket is readable (``fileno()``), or this blocks until a client comes.
 
         Raises:
-            OSError: the listener is closed.
+            OSError: the listener is closed (also by another thread meanwhile).
         """
         if self._closed:
-            raise OSError(errno.EBADF, "the Listener is closed; create a new one")
-        conn = self._accept_socket()
+            raise self._closed_error()
+        conn = self._accept_socket(None)
+        assert conn is not None  # (no deadline)
         authkey = self._authkey
 
         def handshake(deadline: float | None) -> None:
@@ -277,8 +284,31 @@ class Listener:
 
         return conn, handshake
 
-    def _accept_socket(self) -> Connection:
-        sock, self._last_accepted = self._socket.accept()
+    def _accept_socket(self, deadline: float | None) -> Connection | None:
+        """The next client's connection, or None if none came by ``deadline``."""
+        listening = self._socket
+        while True:
+            try:
+                sock, address = listening.accept()  # (non-blocking)
+                break
+            except BlockingIOError:
+                pass
+            except OSError:
+                if self._closed:  # (by another thread meanwhile)
+                    raise self._closed_error() from None
+                raise
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                ready = wait_readable((listening.fileno(),), timeout, (self,))
+            except OSError:
+                if self._closed:
+                    raise self._closed_error() from None
+                raise
+            if self._closed:
+                raise self._closed_error()
+            if not ready and deadline is not None and time.monotonic() >= deadline:
+                return None
+        self._last_accepted = address
         try:
             _tune(sock, self._family)
         except BaseException:
@@ -291,6 +321,8 @@ class Listener:
         if self._closed:
             return
         self._closed = True
+        if self._waiting:
+            wake_waiters(self._waiting)  # (before the number can go to a new file)
         self._socket.close()
         # A forked child holding a copy must not delete its parent's socket file.
         if os.getpid() == self._owner_pid:

@@ -1,23 +1,27 @@
 """``wait()``: block until one of many connections, sockets or sentinels is ready.
 
-One ``poll()`` over every descriptor (``select()`` where there is no ``poll``);
-a ``Connection`` with messages already read ahead is ready without a system call.
+One ``poll()`` over every descriptor (``select()`` where there is no ``poll``),
+through ``_core._wakeup``: another thread's ``close()`` of a ``Connection`` or
+``Listener`` in the list ends the wait at once, and ``wait()`` then raises that
+object's "closed" error, as it does for one closed before the call. A
+``Connection`` with messages already read ahead is ready without a system call.
 """
 
 from __future__ import annotations
 
-import select
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from .._core._timeout import check_timeout
+from .._core._wakeup import wait_readable
 from ._connection import Connection
+from ._listener import Listener
 
 __all__ = ("wait",)
 
-# poll() has no FD_SETSIZE limit, unlike select(); every POSIX system we support has it.
-_HAVE_POLL = hasattr(select, "poll")
+# What another thread may close under a wait (each has _closed, _waiting, _closed_error()).
+_OWNERS = (Connection, Listener)
 
 
 def _fileno_of(obj: Any) -> int:
@@ -55,7 +59,8 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
 
     Raises:
         TypeError: an object is none of the kinds above.
-        OSError: a Connection in the list is closed.
+        OSError: a Connection (or Listener) in the list is closed, also when
+            another thread closes it while this call waits (it then raises at once).
     """
     objects = list(object_list)
     checked = check_timeout(timeout)
@@ -88,14 +93,20 @@ def _wait_once(objects: list[Any], timeout: float | None) -> list[Any]:
         time.sleep(timeout)
         return []
     # The sending end of Pipe(duplex=False) has nothing to receive: never ready.
-    watched = {fd for o, fd in zip(objects, fds, strict=True) if not _write_only(o)}
-    if _HAVE_POLL:
-        poller = select.poll()
-        for fd in watched:
-            poller.register(fd, select.POLLIN)
-        events = poller.poll(None if timeout is None else timeout * 1000.0)
-        ready_fds = {fd for fd, _ in events}
-    else:
-        ready_list, _, _ = select.select(list(watched), [], [], timeout)
-        ready_fds = set(ready_list)
+    watched = list({fd for o, fd in zip(objects, fds, strict=True) if not _write_only(o)})
+    # Another thread's close() of one of them ends the wait (see _core._wakeup); the
+    # closed one is then refused, as it would have been before the wait.
+    owners = [o for o in objects if isinstance(o, _OWNERS)]
+    try:
+        ready_fds = set(wait_readable(watched, timeout, owners))
+    except OSError:
+        _check_open(owners)
+        raise
+    _check_open(owners)
     return [o for o, fd in zip(objects, fds, strict=True) if fd in ready_fds]
+
+
+def _check_open(owners: list[Any]) -> None:
+    for owner in owners:
+        if owner._closed:
+            raise owner._closed_error()

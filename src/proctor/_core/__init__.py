@@ -3,6 +3,7 @@
     _errors         every exception and warning, one hierarchy
     _lazy_errors    those error types imported on first use (for what a fork server loads)
     _timeout        the one timeout check, deadline and wait-for-readable
+    _wakeup         waits on descriptors that another thread's close() of their owner ends
     _loopwait       the event-loop twin of ``_wait``: one watcher thread per semaphore
     _wire           one framed message plus descriptors over a Unix socket; memfds
     _serialization  pickling messages (out-of-band buffers, by-value functions)
