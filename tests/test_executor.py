@@ -21,7 +21,7 @@ import threading
 import pytest
 
 import proctor
-from helpers import START_METHODS, pid_exists, wait_until
+from helpers import START_METHODS, pid_exists, run_program, wait_until
 from pool_tasks import (
     _block,
     _block_at,
@@ -372,6 +372,48 @@ def test_lambdas_and_closures_run_in_workers(ctx):
     with proctor.ProcessPoolExecutor(2, mp_context=ctx) as executor:
         assert executor.submit(lambda x: x * 2, 21).result(TIMEOUT) == 42
         assert list(executor.map(shifted, range(3))) == [10, 11, 12]
+
+
+_GLOBALS_PER_EXECUTOR_PROGRAM = """
+import sys, proctor
+CONFIG = {"v": 1}
+def read():
+    return CONFIG["v"]
+read_lambda = lambda: CONFIG["v"]
+class Model:
+    def read(self):
+        return CONFIG["v"]
+def read_through(model):
+    return model.read()
+if __name__ == "__main__":
+    ctx = proctor.get_context(sys.argv[1])
+    for value, change in ((2, "rebind"), (3, "mutate"), (4, "rebind"), (5, "mutate")):
+        if change == "rebind":
+            CONFIG = {"v": value}
+        else:
+            CONFIG["v"] = value
+        with proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor:
+            first = (
+                executor.submit(read).result(timeout=60),
+                executor.submit(read_lambda).result(timeout=60),
+                executor.submit(Model().read).result(timeout=60),
+                executor.submit(read_through, Model()).result(timeout=60),
+                next(executor.map(read_through, [Model()], timeout=60)),
+            )
+            CONFIG["v"] = -1  # within this executor, read keeps its first call's globals
+            print(value, *first, executor.submit(read).result(timeout=60))
+"""
+
+
+def test_each_new_executor_sees_a_main_functions_globals_as_they_are_now(start_method):
+    # Every executor shared one codec, whose kept pickles (a function of __main__
+    # and a lambda carry the globals they use) outlived the executor: a new one
+    # under spawn or forkserver got the globals of the first executor's first
+    # call. Each has its own now, as each Pool does; within one executor a
+    # function is pickled once, at its first call.
+    out = run_program(_GLOBALS_PER_EXECUTOR_PROGRAM, start_method)
+    rows = [line.split() for line in out.splitlines()]
+    assert rows == [[str(value)] * 7 for value in (2, 3, 4, 5)], out
 
 
 def test_a_worker_killed_mid_task_fails_only_its_future(ctx):

@@ -19,7 +19,7 @@ import threading
 import pytest
 
 import proctor
-from helpers import pid_exists, wait_until
+from helpers import pid_exists, run_program, wait_until
 from pool_tasks import (
     _block,
     _block_at,
@@ -205,6 +205,47 @@ def test_lambdas_and_closures_run_in_workers(ctx):
         assert pool.map(lambda x: x * 2, range(4)) == [0, 2, 4, 6]
         assert pool.apply(shifted, (1,)) == 11
         assert list(pool.imap(shifted, range(3))) == [10, 11, 12]
+
+
+_GLOBALS_PER_POOL_PROGRAM = """
+import sys, proctor
+CONFIG = {"v": 1}
+def read():
+    return CONFIG["v"]
+class Model:
+    def read(self):
+        return CONFIG["v"]
+def read_through(model):
+    return model.read()
+if __name__ == "__main__":
+    ctx = proctor.get_context(sys.argv[1])
+    for value, change in ((2, "rebind"), (3, "mutate"), (4, "rebind"), (5, "mutate")):
+        if change == "rebind":
+            CONFIG = {"v": value}
+        else:
+            CONFIG["v"] = value
+        with proctor.Pool(1, context=ctx) as pool:
+            first = (
+                pool.apply(read),
+                pool.apply(Model().read),  # a method: its class goes by value
+                pool.apply(read_through, (Model(),)),  # the class in the arguments
+                pool.map(read_through, [Model()])[0],
+            )
+            CONFIG["v"] = -1  # within this pool, read keeps its first call's globals
+            print(value, *first, pool.apply(read))
+"""
+
+
+def test_each_new_pool_sees_a_main_functions_globals_as_they_are_now(start_method):
+    # A function of __main__ (and a class of __main__, as a method or an argument)
+    # goes by value to spawn and forkserver workers, with the globals its code
+    # uses. Its pickle was reused process-wide: every later pool got the globals as
+    # they were at the first pool's first call, whether the global was rebound or
+    # mutated in place (fork workers, which have their own, saw the new ones).
+    # Within one pool it is pickled once, at its first call (docs/pool.md).
+    out = run_program(_GLOBALS_PER_POOL_PROGRAM, start_method)
+    rows = [line.split() for line in out.splitlines()]
+    assert rows == [[str(value)] * 6 for value in (2, 3, 4, 5)], out
 
 
 def test_a_worker_killed_mid_task_fails_only_its_task(ctx):

@@ -174,6 +174,47 @@ def test_lambdas_closures_and_nested_functions_are_targets(ctx):
         p.close()
 
 
+_GLOBALS_PER_START_PROGRAM = """
+import sys, proctor
+CONFIG = {"v": 1}
+def read():
+    return CONFIG["v"]
+class Model:
+    def read(self):
+        return CONFIG["v"]
+def call(reader):
+    return reader()
+if __name__ == "__main__":
+    ctx = proctor.get_context(sys.argv[1])
+    q = ctx.Queue()
+    for value, change in ((2, "rebind"), (3, "mutate"), (4, "rebind"), (5, "mutate")):
+        if change == "rebind":
+            CONFIG = {"v": value}
+        else:
+            CONFIG["v"] = value
+        q.put(read)  # a message first: what a start sends must not come from it
+        assert q.get(timeout=60) is read
+        seen = [value]
+        for target, args in ((read, ()), (call, (read,)), (call, (Model().read,))):
+            p = ctx.Process(target=target, args=args)
+            p.start()
+            p.join(60)
+            assert p.exitcode == 0, p.exception
+            seen.append(p.result)
+            p.close()
+        print(*seen)
+"""
+
+
+def test_each_start_sees_a_main_functions_globals_as_they_are_now(start_method):
+    # A spawn or forkserver child gets a function of __main__ (target, argument,
+    # a method of a class of __main__) by value, with the globals its code uses as
+    # they are at its start -- rebound or mutated in place -- as a fork child does.
+    out = run_program(_GLOBALS_PER_START_PROGRAM, start_method)
+    rows = [line.split() for line in out.splitlines()]
+    assert rows == [[str(value)] * 4 for value in (2, 3, 4, 5)], out
+
+
 def test_subclass_run_is_used_and_its_return_value_kept(ctx):
     p = Squarer(7)
     p._start_method = ctx.get_start_method()

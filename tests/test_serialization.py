@@ -110,6 +110,32 @@ def test_a_class_defined_again_under_the_same_name_is_rebuilt_again(monkeypatch)
     assert type(pickle.loads(data_first)) is type(got_first)
 
 
+def test_a_values_dict_of_its_own_makes_the_by_value_copy_afresh_and_keeps_it(monkeypatch):
+    # What a pool does (its codec passes its own dict): a function of __main__ is
+    # pickled with its globals as they are at its first send there, reused by the
+    # later sends there, and made again where another dict is passed.
+    namespace = {"__name__": "proctor_test_globals", "CONFIG": {"v": 1}}
+    exec("def proctor_test_read():\n    return CONFIG['v']", namespace)
+    func = namespace["proctor_test_read"]
+    func.__module__ = "__main__"
+    monkeypatch.setattr(sys.modules["__main__"], "proctor_test_read", func, raising=False)
+    first_pool: dict = {}
+    first = _serialization.dumps(func, first_pool)
+    namespace["CONFIG"]["v"] = 2  # mutated in place
+    assert _serialization.dumps(func, first_pool) == first
+    mutated = _serialization.dumps(func, {})
+    namespace["CONFIG"] = {"v": 3}  # rebound
+    rebound = _serialization.dumps(func, {})
+
+    def rebuilt(data):  # in a process of another main script
+        monkeypatch.setattr(_rebuilding, "_TOKEN", b"elsewhere")
+        monkeypatch.setattr(_rebuilding, "_rebuilt", {})
+        monkeypatch.setattr(_rebuilding, "_origins", {})
+        return pickle.loads(data)
+
+    assert [rebuilt(data)() for data in (first, mutated, rebound)] == [1, 2, 3]
+
+
 def _local_instance():
     class Local:  # only cloudpickle can send a class defined in a function
         def __init__(self):

@@ -36,15 +36,28 @@ enum identity hold in every direction, and every ``Point`` one process receives 
 of one class. Functions of one main script rebuilt in a receiver share one
 namespace there, as they share one module in the sender.
 
-The by-value fallback of each object is made the first time the object is sent in
-a message and reused (unless large, and not while a child is being started: a
-child gets the globals as they are at its start, and descriptors may ride along).
+When the value is made
+======================
+The value is what the object holds when it is pickled: a function's code, defaults
+and closure, and the current values of the globals it uses (their contents too); a
+class's attributes and methods. Where it is reused decides which sends see a change
+(a global rebound or mutated in place):
+
+* a child being started: made at each start, inline (never reused: a child gets the
+  globals as they are at its start, and descriptors may ride along);
+* a pool's or an executor's tasks (function and arguments): made at the first send
+  *in that pool* and reused by it (its codec passes its own ``values`` dict), so a
+  new pool sees the globals as they are then;
+* other messages: made at the first send in this process and reused
+  (``_VALUES``), unless large (``VALUE_CACHE_LIMIT``) or carrying descriptors.
+
 A receiver rebuilds an object once, from the first value it gets: the class
 attributes and the values of a function's globals as they were then.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import sys
@@ -78,11 +91,12 @@ _TOKEN = _runtime.MAIN_SCRIPT_TOKEN
 Origin = _rebuilding.Origin
 
 # Sender side: the objects of this process's main script sent so far, by id (kept
-# alive so that their ids, the serials, stay unique), and their by-value bytes.
-# (What this process rebuilt from other scripts is _rebuilding's; an object
-# rebuilt there is sent on under its origin.)
+# alive so that their ids, the serials, stay unique), and the by-value bytes (or why
+# there are none) reused by messages sent outside a pool, by id. (What this process
+# rebuilt from other scripts is _rebuilding's; an object rebuilt there is sent on
+# under its origin, and kept alive there.)
 _sent: dict[int, Any] = {}
-_values: dict[int, bytes | str] = {}
+_VALUES: dict[int, bytes | str] = {}
 
 # Failures that mean "this object cannot be pickled" (AttributeError: plain pickle
 # of a local object before Python 3.14). Anything else -- a RuntimeError from an
@@ -90,23 +104,33 @@ _values: dict[int, bytes | str] = {}
 _PICKLING_FAILURES = (TypeError, pickle.PicklingError, AttributeError)
 
 
-def dump_exact(obj: Any, buffer_callback: Callable[[], Any] | None = None) -> bytes:
+def dump_exact(
+    obj: Any,
+    buffer_callback: Callable[[], Any] | None = None,
+    values: dict[int, bytes | str] | None = None,
+) -> bytes:
     """The exact passes: main references, and by value what the receiver cannot name.
 
     Args:
         obj: what to pickle.
         buffer_callback: makes a fresh pickle ``buffer_callback`` for each attempt
             (one that takes large buffers out of band), or ``None``.
+        values: where the by-value bytes of main-script objects are reused from and
+            kept (a pool's own dict); ``None`` for this process's (see the module
+            docstring, "When the value is made").
 
     Raises:
         PicklingError: naming the part of ``obj`` that cannot be pickled.
     """
+    if values is None:
+        values = _VALUES
     try:
-        return _dump_exact(obj, buffer_callback)
+        return _dump_exact(obj, buffer_callback, values=values)
     except _PICKLING_FAILURES as exc:
         from ._culprit import describe, pickling_error
 
-        raise pickling_error(obj, exc, describe(obj), _dump_exact) from exc
+        attempt = functools.partial(_dump_exact, values=values)
+        raise pickling_error(obj, exc, describe(obj), attempt) from exc
 
 
 def _dump_exact(
@@ -115,13 +139,14 @@ def _dump_exact(
     *,
     root: Any = None,
     ancestors: tuple = (),
+    values: dict[int, bytes | str],
 ) -> bytes:
     """Pickle with :class:`_Pickler`, or when it cannot, with cloudpickle's pickler."""
     if not isinstance(root, type):  # classes by value need cloudpickle
         buffer = io.BytesIO()
         callback = None if buffer_callback is None else buffer_callback()
         try:
-            _Pickler(buffer, PROTOCOL, callback, root, ancestors).dump(obj)
+            _Pickler(buffer, PROTOCOL, callback, root, ancestors, values).dump(obj)
             return buffer.getvalue()
         except RecursionError:
             pass
@@ -131,7 +156,7 @@ def _dump_exact(
             pass
     buffer = io.BytesIO()
     callback = None if buffer_callback is None else buffer_callback()
-    _child_pickler_class()(buffer, PROTOCOL, callback, root, ancestors).dump(obj)
+    _child_pickler_class()(buffer, PROTOCOL, callback, root, ancestors, values).dump(obj)
     return buffer.getvalue()
 
 
@@ -210,11 +235,13 @@ _REFUSED: dict[type, Callable[[Any], None]] = {
 class _Reducers:
     """What both picklers do beyond plain pickle (a mixin over a C ``pickle.Pickler``)."""
 
-    def _setup(self, root: Any, ancestors: tuple) -> None:
+    def _setup(self, root: Any, ancestors: tuple, values: dict[int, bytes | str] | None) -> None:
         # root: the object this pickler sends by value, inside a main reference;
-        # ancestors: the objects being sent so by enclosing picklers.
+        # ancestors: the objects being sent so by enclosing picklers; values:
+        # where by-value bytes are reused from and kept.
         self._root = root
         self._ancestors = ancestors
+        self._values = _VALUES if values is None else values
         self._stand_ins: dict[int, Any] = {}
         # A spawn or forkserver child being started has another main script
         # and has rebuilt nothing yet: objects of the main script go to it by
@@ -282,11 +309,12 @@ class _Reducers:
         if any(obj is ancestor for ancestor in self._ancestors):
             # Being sent by value further out: the receiver will have rebuilt it.
             return (_main_object, (*origin, None))
-        value = None if self._fresh else _values.get(id(obj))
+        values = self._values
+        value = None if self._fresh else values.get(id(obj))
         if value is None:
             ancestors = (*self._ancestors, self._root) if self._root is not None else ()
             try:
-                value = _dump_exact(obj, root=obj, ancestors=ancestors)
+                value = _dump_exact(obj, root=obj, ancestors=ancestors, values=values)
             except Exception as exc:
                 # As with plain pickle, the process's fork relatives can still
                 # take it by name; anyone else will say why they cannot.
@@ -295,7 +323,7 @@ class _Reducers:
                 # Complete in itself (it refers to no ancestor by reference
                 # only), so it can stand anywhere. Its object is kept alive
                 # (_sent, _rebuilt): the id stays its own.
-                _values[id(obj)] = value
+                values[id(obj)] = value
         return (_main_object, (*origin, value))
 
     def _globals_ref(self, globals_: dict[str, Any]) -> Any:
@@ -353,9 +381,10 @@ class _Pickler(_Reducers, pickle.Pickler):
         buffer_callback: Any = None,
         root: Any = None,
         ancestors: tuple = (),
+        values: dict[int, bytes | str] | None = None,
     ) -> None:
         super().__init__(file, protocol, buffer_callback=buffer_callback)
-        self._setup(root, ancestors)
+        self._setup(root, ancestors, values)
 
 
 _child_pickler: Any = None
@@ -376,9 +405,10 @@ def _child_pickler_class() -> Any:
                 buffer_callback: Any = None,
                 root: Any = None,
                 ancestors: tuple = (),
+                values: dict[int, bytes | str] | None = None,
             ) -> None:
                 super().__init__(file, protocol=protocol, buffer_callback=buffer_callback)
-                self._setup(root, ancestors)
+                self._setup(root, ancestors, values)
 
             def _other(self, obj: Any) -> Any:
                 return cloudpickle.CloudPickler.reducer_override(self, obj)

@@ -71,8 +71,12 @@ _MAIN_REFERENCE = b"__main__"
 _find = bytes.find
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any, values: dict[int, bytes | str] | None = None) -> bytes:
     """Pickle ``obj`` for another process: by reference where the receiver can name it.
+
+    ``values``: where the by-value copies of main-script objects are reused from
+    and kept (a pool's own dict, so that a new pool sees its globals afresh);
+    ``None`` for this process's (``_pickler``'s docstring, "When the value is made").
 
     Raises:
         PicklingError: (a ``TypeError`` and a ``pickle.PicklingError``) when ``obj``
@@ -81,13 +85,15 @@ def dumps(obj: Any) -> bytes:
     try:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return _exact(obj)
+        return _exact(obj, values=values)
     if _find(data, _MAIN_REFERENCE) >= 0 or _registered_reducers:
-        return _exact(obj)
+        return _exact(obj, values=values)
     return data
 
 
-def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer]]:
+def dumps_oob(
+    obj: Any, threshold: int, values: dict[int, bytes | str] | None = None
+) -> tuple[bytes, list[pickle.PickleBuffer]]:
     """Like :func:`dumps`, taking buffers of ``threshold`` bytes or more out of band.
 
     Returns:
@@ -104,7 +110,7 @@ def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer
     try:
         data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers.append)
     except Exception:
-        return _exact(obj, buffers, threshold), buffers
+        return _exact(obj, buffers, threshold, values), buffers
     if buffers and not _all_large(buffers, threshold):
         # Small buffers go in band after all (cheaper to copy than to send apart):
         # pickled again, sorting each buffer by its size as it comes.
@@ -114,9 +120,9 @@ def dumps_oob(obj: Any, threshold: int) -> tuple[bytes, list[pickle.PickleBuffer
                 obj, PROTOCOL, buffer_callback=functools.partial(_take_large, buffers, threshold)
             )
         except Exception:
-            return _exact(obj, buffers, threshold), buffers
+            return _exact(obj, buffers, threshold, values), buffers
     if _find(data, _MAIN_REFERENCE) >= 0 or _registered_reducers:
-        data = _exact(obj, buffers, threshold)
+        data = _exact(obj, buffers, threshold, values)
     return data, buffers
 
 
@@ -146,7 +152,12 @@ def _take_large(
     return True
 
 
-def _exact(obj: Any, buffers: list[pickle.PickleBuffer] | None = None, threshold: int = 0) -> bytes:
+def _exact(
+    obj: Any,
+    buffers: list[pickle.PickleBuffer] | None = None,
+    threshold: int = 0,
+    values: dict[int, bytes | str] | None = None,
+) -> bytes:
     """Pickle ``obj`` with the exact passes (``_pickler``); large buffers into ``buffers``.
 
     Raises:
@@ -155,8 +166,8 @@ def _exact(obj: Any, buffers: list[pickle.PickleBuffer] | None = None, threshold
     from . import _pickler
 
     if buffers is None:
-        return _pickler.dump_exact(obj)
-    return _pickler.dump_exact(obj, lambda: _out_of_band(buffers, threshold))
+        return _pickler.dump_exact(obj, None, values)
+    return _pickler.dump_exact(obj, lambda: _out_of_band(buffers, threshold), values)
 
 
 #: The exact passes alone, for callers that already know plain pickle will not do.
@@ -167,14 +178,16 @@ dumps_exact = _exact
 MESSAGE_FDS = 252
 
 
-def dumps_owning_fds(obj: Any, limit: int = MESSAGE_FDS) -> tuple[bytes, Descriptors]:
+def dumps_owning_fds(
+    obj: Any, limit: int = MESSAGE_FDS, values: dict[int, bytes | str] | None = None
+) -> tuple[bytes, Descriptors]:
     """Pickle ``obj``, some of whose objects own descriptors, collecting them.
 
     For a pickle made now and sent later: the descriptors come back as one
     object, which a connection can send after the pickle; the receiver unpickles
     inside ``Descriptors.received()``. Names of OS objects in ``obj`` are kept
     until then (``_reaper._client.keep_for_receiver``). Large buffers stay in the
-    pickle.
+    pickle. ``values`` as for :func:`dumps`.
 
     Raises:
         PicklingError: as :func:`dumps`.
@@ -183,7 +196,7 @@ def dumps_owning_fds(obj: Any, limit: int = MESSAGE_FDS) -> tuple[bytes, Descrip
     collector = MessageFds(limit)
     try:
         with collecting_fds(collector):
-            data = _exact(obj)
+            data = _exact(obj, values=values)
     except BaseException:
         collector.close()
         raise

@@ -50,10 +50,6 @@ from ._pool import (
 )
 from ._results import ChunkSizer
 
-# Tasks always go to worker processes: pickled, with errors that say what failed.
-_codec = _worker.PickledCodec()
-_pickle = _codec.dumps_payload
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -371,8 +367,11 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """
         dispatcher = self._check_open()
         _check_callable(fn, "fn")
-        func_bytes, name, coroutine = _codec.dumps_function(fn)
-        frame_parts = (func_bytes, _pickle((args, kwargs), f"the arguments of {name}"))
+        # The dispatcher's codec: one per executor, as per Pool, so a function is
+        # pickled (with the globals it uses) at its first call in this executor.
+        codec = dispatcher.codec
+        func_bytes, name, coroutine = codec.dumps_function(fn)
+        frame_parts = (func_bytes, codec.dumps_payload((args, kwargs), f"the arguments of {name}"))
         describe = partial(call_inputs, args, kwargs)
         return self._submit_task(
             dispatcher, _worker.APPLY, frame_parts, name, describe, 1, None, coroutine
@@ -468,7 +467,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         _check_callable(fn, "fn")
         tracker = _progress.tracker(progress)
         end_time = None if timeout is None else timeout + time.monotonic()
-        func_bytes, name, coroutine = _codec.dumps_function(fn)
+        func_bytes, name, coroutine = dispatcher.codec.dumps_function(fn)
         sizer = ChunkSizer(chunksize)
         submitter = _ChunkSubmitter(
             self,
@@ -629,7 +628,9 @@ class _ChunkSubmitter:
         assert executor is not None  # (only the end of the input lets it go)
         start, self._start = self._start, self._start + len(chunk)
         try:
-            payload = _pickle(chunk, f"{_items_text(start, len(chunk))} of {self._name}")
+            payload = self._dispatcher.codec.dumps_payload(
+                chunk, f"{_items_text(start, len(chunk))} of {self._name}"
+            )
         except PicklingError as exc:
             if not lazy:
                 raise

@@ -379,6 +379,11 @@ class PickledCodec:
         # id -> (weakref, (pickle, name, is a coroutine function))
         self._functions: dict[int, tuple[Any, tuple[bytes, str, bool]]] = {}
         self._functions_lock = _thread.allocate_lock()
+        # The by-value copies of main-script objects (functions, classes) sent for
+        # this pool's tasks, made at their first send in this pool: not the
+        # process's, which a pool made earlier would have filled with the globals
+        # as they were then (see _pickler, "When the value is made").
+        self._values: dict[int, bytes | str] = {}
 
     def dumps_function(self, func: Any) -> tuple[bytes, str, bool]:
         """``dumps(func)``, the function's name (``function_name``) and whether it
@@ -388,7 +393,8 @@ class PickledCodec:
         ``__main__``, a lambda or a closure goes by value, which costs tens of
         microseconds: more than the rest of an ``apply_async``. The kept pickle holds
         what the function referred to (globals sent by value included) as at its
-        first call in this pool; docs/pool.md says so.
+        first call in this pool -- not in an earlier pool: by-value copies come from
+        this codec's own ``_values`` -- as docs/pool.md says.
         """
         key = id(func)
         kept = self._functions.get(key)  # one dict read: atomic, no lock needed
@@ -419,7 +425,7 @@ class PickledCodec:
                 only as the arguments of each task.
         """
         try:
-            return _serialization.dumps(obj)
+            return _serialization.dumps(obj, self._values)
         except _lazy_errors.if_loaded("PicklingError") as exc:
             raise _named(exc, what) from exc
         except DescriptorsNeedACarrier as exc:
@@ -447,8 +453,8 @@ class PickledCodec:
         Raises:
             PicklingError: naming ``what`` and the part of it that failed.
         """
-        try:
-            return _serialization.dumps_oob(obj, OOB_THRESHOLD)  # _dumps' common case
+        try:  # (_dumps' common case)
+            return _serialization.dumps_oob(obj, OOB_THRESHOLD, self._values)
         except _lazy_errors.if_loaded("PicklingError") as exc:
             raise _named(exc, what) from exc
         except DescriptorsNeedACarrier as exc:
