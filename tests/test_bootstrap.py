@@ -823,7 +823,7 @@ def test_a_child_that_closed_its_channel_writes_nothing_into_the_files_that_took
                 received.append(data)
     assert received == [b"bye"] * count
     with pytest.raises(proctor.ResultError, match="closed its channel to the parent"):
-        p.result
+        _ = p.result
     assert p.exception is None
     p.close()
 
@@ -845,8 +845,8 @@ def test_a_child_that_exits_0_without_reporting_has_no_result_and_one_that_fails
         p.join(30)
     assert (returned.exitcode, lost.exitcode, failed.exitcode) == (0, 0, 3)
     assert returned.result is None
-    with pytest.raises(proctor.ResultError, match="os._exit"):
-        lost.result
+    with pytest.raises(proctor.ResultError, match=r"os\._exit"):
+        _ = lost.result
     assert failed.result is None
     for p in (returned, lost, failed):
         p.close()

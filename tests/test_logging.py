@@ -1019,9 +1019,7 @@ def fork_a_grandchild_that_logs_later(gate_fd, gate_w=None):
         os._exit(0)
 
 
-def test_join_does_not_wait_for_an_os_fork_grandchild_that_holds_the_channel(
-    app_logs, monkeypatch
-):
+def test_join_does_not_wait_for_an_os_fork_grandchild_that_holds_the_channel(app_logs, monkeypatch):
     # join() waits for the records the child wrote, not for the channel's end,
     # which its os.fork() child holds for as long as it lives (join() used to wait
     # for it, up to DRAIN_TIMEOUT: made longer than this test waits for join()).
