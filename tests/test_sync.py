@@ -543,6 +543,168 @@ def test_use_after_close_raises_value_error(impl):
         sem.acquire()
 
 
+# --- arguments and closing, judged the same in every state ----------------------------
+
+
+class _BadBool:
+    """A ``block`` whose truth cannot be taken."""
+
+    def __bool__(self):
+        raise ZeroDivisionError("no truth here")
+
+
+def _taken(kind, holds):
+    """A ``kind`` lock or semaphore that a call from this thread finds free or taken."""
+    obj = Semaphore(1) if kind == "Semaphore" else BoundedSemaphore(1)
+    if kind in ("Lock", "RLock"):
+        obj = Lock() if kind == "Lock" else RLock()
+    if holds and kind == "RLock":  # (taken by another thread: ours would re-enter)
+        held, done = threading.Event(), threading.Event()
+
+        def hold():
+            obj.acquire()
+            held.set()
+            done.wait(30)
+            obj.release()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(30)
+        return obj, lambda: (done.set(), holder.join(30))
+    if holds:
+        obj.acquire()
+    return obj, lambda: None
+
+
+def _verdict(call, *args, **kwargs):
+    """What ``call(*args, **kwargs)`` returned, or the type and text of what it raised."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:
+        return type(exc), str(exc)
+
+
+LOCKS_AND_SEMAPHORES = ["Lock", "RLock", "Semaphore", "BoundedSemaphore"]
+
+
+@both
+@pytest.mark.parametrize("kind", LOCKS_AND_SEMAPHORES)
+def test_acquire_judges_its_arguments_the_same_whether_free_or_taken(kind, impl):
+    from decimal import Decimal
+    from fractions import Fraction
+
+    # (args, kwargs, what a free object answers; a taken one answers False where
+    # this is True, and raises the same error where this is one)
+    calls = [
+        ((), {"timeout": True}, True),  # bool is an int, as everywhere in the stdlib
+        ((), {"timeout": False}, True),
+        ((), {"timeout": Decimal("0.01")}, True),  # as multiprocessing's SemLock takes it
+        ((), {"timeout": Fraction(1, 100)}, True),
+        ((True, 0.01), {}, True),
+        ((), {"timeout": float("nan")}, (ValueError, "NaN")),
+        ((False, float("nan")), {}, (ValueError, "NaN")),
+        ((), {"timeout": "0.01"}, (TypeError, "timeout must be a number")),
+        ((_BadBool(),), {}, (ZeroDivisionError, "no truth here")),
+        ((True, 0.01, 3), {}, (TypeError, "acquire()")),
+        ((), {"blocking": True}, (TypeError, "acquire() got an unexpected keyword argument")),
+        ((True,), {"block": True}, (TypeError, "acquire() got multiple values")),
+    ]
+    for args, kwargs, free_answer in calls:
+        answers = []
+        for holds in (False, True):
+            obj, let_go = _taken(kind, holds)
+            try:
+                answers.append(_verdict(obj.acquire, *args, **kwargs))
+            finally:
+                let_go()
+                obj.close()
+        free, taken = answers
+        if free_answer is True:
+            assert (free, taken) == (True, False), (args, kwargs)
+        else:
+            error, words = free_answer
+            assert free[0] is error and words in free[1], (args, kwargs, free)
+            assert taken == free, (args, kwargs)
+
+
+@both
+@pytest.mark.parametrize("kind", LOCKS_AND_SEMAPHORES)
+def test_a_wrong_call_to_acquire_names_acquire_not_an_internal_method(kind, impl):
+    obj, let_go = _taken(kind, holds=True)
+    try:
+        for call in (lambda: obj.acquire(True, 1, 2), lambda: obj.acquire(blocking=True)):
+            with pytest.raises(TypeError) as caught:
+                call()
+            message = str(caught.value)
+            assert message.startswith("acquire()"), message
+            assert "_Methods" not in message and "_after_c" not in message, message
+    finally:
+        let_go()
+        obj.close()
+
+
+def test_timeouts_follow_one_rule_everywhere():
+    from decimal import Decimal
+
+    # Event.wait, Condition.wait/wait_for, Queue.get/put: the locks' rule
+    # (_core._timeout.check_timeout): bool and Decimal are numbers of seconds,
+    # a string is a TypeError, NaN a ValueError -- whether or not a wait is needed.
+    event, cond, q = Event(), Condition(), proctor.Queue(1)
+    try:
+        for timeout in (False, Decimal("0"), 0):
+            assert event.wait(timeout) is False
+            with cond:
+                assert cond.wait(timeout) is False
+                assert cond.wait_for(lambda: False, timeout) is False
+            q.put("x", timeout=timeout)
+            with pytest.raises(Exception, match="full"):
+                q.put("y", timeout=timeout)
+            assert q.get(timeout=timeout) == "x"
+        event.set()
+        q.put("x")
+        for bad, error in (("1", TypeError), (float("nan"), ValueError)):
+            with pytest.raises(error, match="timeout must be a number"):
+                event.wait(bad)  # (set: no wait needed)
+            with cond, pytest.raises(error, match="timeout must be a number"):
+                cond.wait_for(lambda: True, bad)
+            with pytest.raises(error, match="timeout must be a number"):
+                q.get(timeout=bad)  # (an item is there)
+    finally:
+        event.close()
+        cond.close()
+        q.close()
+
+
+def _waiting_in_slices(thread):
+    """Whether ``thread`` sleeps in a wait's slices (past any first slice in C)."""
+    # (each wait's slice loop counts what it has slept: wait_for_post's, the
+    # condition's C slices', Event.wait's inline one)
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if "slept" in frame.f_code.co_varnames and "slept" in frame.f_locals:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@both
+@pytest.mark.parametrize("kind", ["Semaphore", "BoundedSemaphore"])
+@pytest.mark.parametrize("args", [(), (True, 30)])
+def test_closing_a_semaphore_ends_a_wait_in_another_thread(kind, args, impl):
+    sem = Semaphore(0) if kind == "Semaphore" else BoundedSemaphore(1)
+    if kind == "BoundedSemaphore":
+        sem.acquire()
+    waiter, outcome = call_in_thread(lambda: sem.acquire(*args))
+    wait_until(lambda: _waiting_in_slices(waiter))
+    sem.close()
+    waiter.join(SLACK)
+    assert not waiter.is_alive(), "the waiter was not woken by close()"
+    assert isinstance(outcome[0], ValueError)
+    assert str(outcome[0]) == "this semaphore is closed in this process; it cannot be used any more"
+    with pytest.raises(ValueError, match="this semaphore is closed"):
+        sem.acquire()
+
+
 # --- RLock ------------------------------------------------------------------------
 
 

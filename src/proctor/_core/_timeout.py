@@ -26,25 +26,36 @@ def check_timeout(timeout: Any) -> float | None:
 
     ``None`` for one longer than :data:`LONGEST_WAIT` (``math.inf`` included).
 
+    Every timeout of proctor is checked here, by one rule: ``None``, or a number
+    that ``float()`` takes without parsing text -- an ``int`` (``bool`` included:
+    ``True`` is one second), a ``float``, or any object with ``__float__`` or
+    ``__index__`` (``Fraction``, ``Decimal``, numpy scalars). That is what
+    ``multiprocessing``'s locks, ``Event.wait`` and ``Condition.wait`` take (their
+    ``SemLock`` converts with ``PyFloat_AsDouble``); its ``Queue`` refuses a
+    ``Decimal`` only because it adds the timeout to a float, which a float
+    conversion does not need.
+
     Raises:
-        TypeError: for anything but a real number or ``None`` (``bool`` included).
+        TypeError: for anything else (a string, ``complex``...).
         ValueError: for NaN.
     """
     if timeout is None:
         return None
-    if timeout.__class__ is float:  # the usual case first: a float that is not NaN
+    cls = timeout.__class__
+    if cls is float:  # the usual case first: a float that is not NaN
         if timeout <= LONGEST_WAIT:
             return timeout
         if timeout == timeout:
             return None
-    elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        import numbers  # only for unusual numbers (Fraction, numpy scalars...)
-
-        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-            raise TypeError(
-                f"timeout must be a number of seconds or None, not {type(timeout).__name__} "
-                f"({timeout!r})"
-            )
+    # (the type's methods, as float() and PyFloat_AsDouble look them up; float()
+    # would also parse a str, bytes or bytearray, which no stdlib timeout takes)
+    elif cls is not int and (
+        not (hasattr(cls, "__float__") or hasattr(cls, "__index__"))
+        or issubclass(cls, (str, bytes, bytearray))
+    ):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {cls.__name__} ({timeout!r:.80})"
+        )
     timeout = float(timeout)
     if timeout != timeout:
         raise ValueError("timeout must be a number of seconds or None, not NaN")

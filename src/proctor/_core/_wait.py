@@ -36,8 +36,11 @@ two rare cases that wait up to one slice (``_sync._condition``): a condition
 notified under a ``Lock`` that another process then releases, and an ``Event``
 wake-up taken twice by a waiter that came after the ``set()``.
 
-A wait with nothing to re-check (``ready=None``: a counting semaphore, whose
-count the kernel itself re-checks) sleeps once, for as long as it is allowed to.
+Every wait has something to look at between slices, if only whether another
+thread of its process has closed the object meanwhile (``ready()`` then raises
+the object's closed error): a counting semaphore, whose count the kernel itself
+watches, has nothing else. (Its wait used to sleep once, for as long as it was
+allowed to, and a ``close()`` from another thread never ended it.)
 Two waits on the path a waker waits for run this same loop inline, with the same
 slices and re-checks, so that between a wake-up and their return only the
 caller's frame runs: a condition waiter's (``_sync._condition._WaitQueue._sleep_in_c``,
@@ -98,7 +101,7 @@ def slice_seconds(deadline: float | None, slept: float = 0.0) -> float:
 def wait_for_post(
     acquire: Callable[[bool, float | None], bool],
     deadline: float | None,
-    ready: Callable[[], object] | None = None,
+    ready: Callable[[], object],
     spin: int = 0,
     back_off: bool = True,
 ) -> int:
@@ -108,7 +111,7 @@ def wait_for_post(
         acquire: the semaphore's ``acquire(block, timeout)``.
         deadline: a ``time.monotonic()`` instant, or ``None`` to wait for ever.
         ready: called between sleeps (and once more at the deadline); a true
-            result ends the wait. ``None``: nothing but a post can end it.
+            result ends the wait, an exception (the object was closed) ends it too.
         spin: non-blocking attempts before the first sleep.
         back_off: let the slices grow while the wait goes on (up to
             LONGEST_SLICE); False: every slice is CHECK_INTERVAL, for a wait
@@ -120,10 +123,6 @@ def wait_for_post(
     for _ in range(spin):
         if acquire(False, None):
             return POSTED
-    if ready is None:
-        if deadline is None:
-            return POSTED if acquire(True, None) else TIMED_OUT
-        return POSTED if acquire(True, max(0.0, deadline - _monotonic())) else TIMED_OUT
     slept = 0.0
     while True:
         wait = slice_seconds(deadline, slept)

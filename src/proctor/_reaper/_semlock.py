@@ -106,7 +106,7 @@ class _Closed:
         self.what = what
 
     def __getattr__(self, name: str) -> Any:
-        raise ValueError(f"{self.what} is closed; it cannot be used any more in this process")
+        raise ValueError(f"{self.what} is closed in this process; it cannot be used any more")
 
 
 class NamedSemaphore(ClosedWhenCollected):

@@ -140,6 +140,31 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - _monotonic())
 
 
+def _blocking(block: Any, timeout: Any) -> bool:
+    """``acquire(block, timeout)``'s arguments, judged before the lock is tried.
+
+    So a free lock and a taken one accept and refuse the same calls (as the
+    stdlib's do): ``block``'s truth is taken, raising what it raises, and a
+    ``timeout`` other than ``None`` is checked (``_core._timeout.check_timeout``)
+    whether or not the call blocks. Returns ``bool(block)``.
+    """
+    blocking = bool(block)
+    if timeout is not None:
+        _check_timeout(timeout)
+    return blocking
+
+
+def _as_acquire(method: Callable[..., bool]) -> Callable[..., bool]:
+    """Name ``method`` ``acquire`` for Python's own errors about the call.
+
+    A call with wrong arguments (``acquire(1, 2, 3)``, ``acquire(blocking=1)``)
+    then says ``acquire() ...``, as the stdlib's locks do, rather than naming
+    the private class (or the C accelerator's fallback) that holds the code.
+    """
+    method.__qualname__ = "acquire"
+    return method
+
+
 @contextlib.contextmanager
 def _recovery_guard(shared: SharedWords):
     """Serialise lock recovery among all processes; the kernel frees it if we die."""
@@ -419,17 +444,28 @@ class _OwnedLock(ClosedWhenCollected):
         self.release()
 
 
+def _closed_error(what: str = "lock") -> ValueError:
+    """The error of any use of a primitive (``what``) after its ``close()`` here."""
+    return ValueError(f"this {what} is closed in this process; it cannot be used any more")
+
+
 def _closed_call(*args: Any) -> Any:
-    raise ValueError("this lock is closed in this process; it cannot be used any more")
+    raise _closed_error()
 
 
 class _ClosedWords:
+    """Stands in for a closed primitive's shared words: every use raises its closed error."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str = "lock") -> None:
+        self.what = what
+
     def __getitem__(self, index: int) -> float:
-        _closed_call()
-        return 0.0
+        raise _closed_error(self.what)
 
     def __setitem__(self, index: int, value: float) -> None:
-        _closed_call()
+        raise _closed_error(self.what)
 
 
 def _rebuild_lock(
@@ -446,6 +482,7 @@ class _LockMethods(_OwnedLock):
     if not TYPE_CHECKING:
         __slots__ = ()
 
+    @_as_acquire
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Acquire the lock.
 
@@ -459,27 +496,25 @@ class _LockMethods(_OwnedLock):
 
         Raises:
             TypeError: ``timeout`` is not a number.
+            ValueError: ``timeout`` is NaN.
             OwnerDiedWarning: (as an error, only if the warnings filter says so) the
                 previous holder died; the lock then stays with the dead holder.
         """
-        try:
-            if self._try(False, timeout):
-                self._w[0] = _ident
-                return True
-        except TypeError:
-            _check_timeout(timeout)
-            raise
+        if block is not True or timeout is not None:
+            block = _blocking(block, timeout)
+        if self._try(False):
+            self._w[0] = _ident
+            return True
         return self._acquire_slow(block, timeout)
 
+    @_as_acquire
     def _acquire_after_c(self, block: bool = True, timeout: float | None = None) -> bool:
         """``acquire()`` once the C fast path found the lock taken (or the call unusual)."""
-        try:
-            if self._try(False, timeout):
-                self._became_owner()  # (the C version: also which thread took it)
-                return True
-        except TypeError:
-            _check_timeout(timeout)
-            raise
+        if block is not True or timeout is not None:
+            block = _blocking(block, timeout)
+        if self._try(False):
+            self._became_owner()  # (the C version: also which thread took it)
+            return True
         return self._acquire_slow(block, timeout)
 
     def release(self) -> None:
@@ -570,6 +605,7 @@ class _RLockMethods(_OwnedLock):
         self._tid = None
         self._depth = 0
 
+    @_as_acquire
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Acquire the lock, or go one level deeper if this thread holds it.
 
@@ -582,20 +618,19 @@ class _RLockMethods(_OwnedLock):
 
         Raises:
             TypeError: ``timeout`` is not a number.
+            ValueError: ``timeout`` is NaN.
         """
+        if block is not True or timeout is not None:
+            block = _blocking(block, timeout)
         me = _get_ident()
         if self._tid == me and self._w[0] == _ident:
             self._depth += 1
             return True
-        try:
-            if self._try(False, timeout):
-                self._tid = me
-                self._depth = 1
-                self._w[0] = _ident
-                return True
-        except TypeError:
-            _check_timeout(timeout)
-            raise
+        if self._try(False):
+            self._tid = me
+            self._depth = 1
+            self._w[0] = _ident
+            return True
         return self._acquire_slow(block, timeout)
 
     def release(self) -> None:

@@ -202,23 +202,42 @@ pick_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
     return 0;
 }
 
-/* The arguments of acquire(block=True, timeout=None), checked only as far as
- * the fast path needs: 1 if it may go on (*blocking set), 0 if the Python
- * method must take the call (it reports any error properly). */
+/* Raise the TypeError of an acquire() call that pick_acquire_args() refused
+ * (``status`` is what it returned), in the stdlib's words: the call names
+ * acquire(), not the Python method that would otherwise be handed it. */
+static void
+bad_acquire_call(int status, Py_ssize_t nargs, PyObject *bad)
+{
+    if (status == -1)
+        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
+    else if (PyUnicode_CompareWithASCIIString(bad, "block") == 0
+             || PyUnicode_CompareWithASCIIString(bad, "timeout") == 0)
+        PyErr_Format(PyExc_TypeError, "acquire() got multiple values for argument %R", bad);
+    else
+        PyErr_Format(PyExc_TypeError, "acquire() got an unexpected keyword argument %R", bad);
+}
+
+/* The arguments of acquire(block=True, timeout=None), judged before the lock is
+ * tried, so that a free lock and a taken one accept and refuse the same calls:
+ * 1 if the fast path may go on (*blocking set); 0 if the Python method must take
+ * the call -- a timeout other than None, an int or a float that is not NaN,
+ * which Python checks (and refuses, or converts) before it tries the lock; -1
+ * with an exception set: a malformed call, or a ``block`` whose truth raised. */
 static int
 simple_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int *blocking)
 {
-    PyObject *block, *timeout, *bad;
+    PyObject *block, *timeout, *bad = NULL;
+    int status;
 
     if (nargs == 0 && kwnames == NULL) {  /* acquire(): the usual call */
         *blocking = 1;
         return 1;
     }
-    if (pick_acquire_args(args, nargs, kwnames, &block, &timeout, &bad) < 0)
-        return 0;
-    /* A timeout the semaphore would refuse goes to Python for its TypeError. */
-    if (timeout != NULL && timeout != Py_None && !PyFloat_Check(timeout) && !PyLong_Check(timeout))
-        return 0;
+    status = pick_acquire_args(args, nargs, kwnames, &block, &timeout, &bad);
+    if (status < 0) {
+        bad_acquire_call(status, nargs, bad);
+        return -1;
+    }
     if (block == NULL || block == Py_True) {
         *blocking = 1;
     }
@@ -227,12 +246,13 @@ simple_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, 
     }
     else {
         int truth = PyObject_IsTrue(block);
-        if (truth < 0) {
-            PyErr_Clear();
-            return 0;
-        }
+        if (truth < 0)
+            return -1;
         *blocking = truth;
     }
+    if (timeout != NULL && timeout != Py_None && !PyLong_CheckExact(timeout)
+        && !(PyFloat_CheckExact(timeout) && !Py_IS_NAN(PyFloat_AS_DOUBLE(timeout))))
+        return 0;
     return 1;
 }
 
@@ -606,11 +626,14 @@ get_tid(Core *self, void *Py_UNUSED(closure))
 static NOINLINE PyObject *
 lock_acquire_rest(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    int blocking;
+    int blocking, simple;
     sem_t *sem = self->sem;
 
+    simple = simple_acquire_args(args, nargs, kwnames, &blocking);
+    if (simple < 0)
+        return NULL;
     /* (owner is set exactly while a lock is attached: sem is then set too) */
-    if (self->owner == NULL || !simple_acquire_args(args, nargs, kwnames, &blocking))
+    if (self->owner == NULL || !simple)
         return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
     /* (acquire() with no arguments, no timeout: a sleep of one slice in C after the spin) */
     if (try_take(sem)
@@ -708,11 +731,14 @@ lock_became_owner(Core *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 rlock_acquire(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    int blocking;
+    int blocking, simple;
     unsigned long me;
     sem_t *sem = self->sem;
 
-    if (self->owner == NULL || !simple_acquire_args(args, nargs, kwnames, &blocking))
+    simple = simple_acquire_args(args, nargs, kwnames, &blocking);
+    if (simple < 0)
+        return NULL;
+    if (self->owner == NULL || !simple)
         return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
     me = PyThread_get_thread_ident();
     if (self->tid == me && *self->owner == g_ident) {
@@ -818,12 +844,15 @@ set_depth(Core *self, PyObject *value, void *Py_UNUSED(closure))
 static PyObject *
 sem_acquire_method(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    int blocking;
+    int blocking, simple;
     sem_t *sem = self->sem;
 
+    simple = simple_acquire_args(args, nargs, kwnames, &blocking);
+    if (simple < 0)
+        return NULL;
     /* acquire() with no arguments: the spin and the first slice's sleep, as a
      * Lock's (a semaphore has no holder to check on between slices). */
-    if (sem != NULL && simple_acquire_args(args, nargs, kwnames, &blocking)
+    if (sem != NULL && simple
         && (try_take(sem)
             || (blocking && nargs == 0 && kwnames == NULL
                 && (spin_take(sem) || sleep_take(self)))))
@@ -1462,13 +1491,9 @@ memsem_acquire(MemSem *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
 
     if (sem == NULL)
         return NULL;
-    switch (pick_acquire_args(args, nargs, kwnames, &given[0], &given[1], &bad)) {
-    case -1:
-        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
-        return NULL;
-    case -2:
-        PyErr_Format(PyExc_TypeError, "acquire() got an unexpected or repeated argument %R",
-                     bad);
+    res = pick_acquire_args(args, nargs, kwnames, &given[0], &given[1], &bad);
+    if (res < 0) {
+        bad_acquire_call(res, nargs, bad);
         return NULL;
     }
     if (given[0] != NULL) {

@@ -3,8 +3,10 @@
 These are the OS semaphore itself (``_semlock.NamedSemaphore``) with no owner
 bookkeeping: any process may release a semaphore, so there is no holder whose
 death could be noticed. (Use a ``Lock`` where that matters.) A blocked
-``acquire()`` goes through ``_wait.wait_for_post`` like every other wait, with
-nothing to re-check: the count is the whole state, and the kernel watches it.
+``acquire()`` goes through ``_wait.wait_for_post`` like every other wait, in
+slices: the count is the whole state, and the kernel watches it, so between
+slices there is only one thing to look at -- whether another thread of this
+process has closed the semaphore, which ends the wait with the closed error.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .._core._closing import ClosedWhenCollected
 from .._core._wait import POSTED, wait_for_post
 from .._reaper._semlock import SEM_VALUE_MAX, NamedSemaphore
 from . import _accel
-from ._lock import _check_timeout, _closed_call, _deadline, _not_shareable
+from ._lock import _as_acquire, _blocking, _closed_error, _deadline, _not_shareable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a spawned child milliseconds at import
@@ -30,6 +32,12 @@ __all__ = (
 )
 
 _native = _accel.native
+
+
+def _closed_call(*args: Any) -> Any:
+    raise _closed_error("semaphore")
+
+
 # The attributes of every semaphore object (declared by the concrete classes, so
 # that a native class can put its C base's layout first).
 _SLOTS = ("__weakref__", "_acquire", "_named")
@@ -75,6 +83,7 @@ class _SemaphoreMethods(ClosedWhenCollected):
     def _detach(self) -> None:
         """Let the C fast paths go of the semaphore (native classes)."""
 
+    @_as_acquire
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Decrement the count, waiting while it is zero.
 
@@ -87,17 +96,23 @@ class _SemaphoreMethods(ClosedWhenCollected):
 
         Raises:
             TypeError: ``timeout`` is not a number.
+            ValueError: ``timeout`` is NaN, or the semaphore is closed (here, or
+                by another thread while this one waits).
         """
+        if block is not True or timeout is not None:
+            block = _blocking(block, timeout)
         acquire = self._acquire
-        try:
-            if acquire(False, timeout):  # (the C call rejects a non-numeric timeout)
-                return True
-        except TypeError:
-            _check_timeout(timeout)
-            raise
+        if acquire(False):
+            return True
         if not block:
             return False
-        return wait_for_post(acquire, _deadline(timeout)) == POSTED
+        return wait_for_post(acquire, _deadline(timeout), self._closed_meanwhile) == POSTED
+
+    def _closed_meanwhile(self) -> bool:
+        """A blocked acquire()'s look between slices: False, or the closed error."""
+        if self._acquire is _closed_call:
+            _closed_call()
+        return False
 
     def release(self) -> None:
         """Increment the count, waking one waiter."""
@@ -110,7 +125,7 @@ class _SemaphoreMethods(ClosedWhenCollected):
     def close(self) -> None:
         """Release this process's handle on the OS semaphore; idempotent."""
         self._detach()  # first: the C fast paths keep the semaphore open too
-        self._acquire = _closed_call
+        self._acquire = _closed_call  # (and a waiting acquire() raises at its next look)
         self._named.close()
 
     def __enter__(self) -> bool:
