@@ -1277,6 +1277,30 @@ def test_a_call_waiting_when_another_thread_closes_the_queue_raises_queue_closed
     assert f"cannot call {call}()" in str(outcome[0])
 
 
+def test_task_done_waiting_for_the_put_lock_when_another_thread_closes_raises_queue_closed_error():
+    q = JoinableQueue()
+    q.put("item")
+    q.get(timeout=30)
+    q._put_lock.acquire()  # (held here: task_done() waits for it, in slices)
+    thread, outcome = call_in_thread(q.task_done)
+    wait_until(lambda: _waiting_in_slices(thread))
+    q.close()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], proctor.QueueClosedError), outcome
+    assert "cannot call task_done()" in str(outcome[0])
+
+
+def _waiting_in_slices(thread):
+    """Whether ``thread`` sleeps in a wait's slices (``_core._wait.wait_for_post``)."""
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_name == "wait_for_post":
+            return True
+        frame = frame.f_back
+    return False
+
+
 @pytest.mark.parametrize("maxsize", [0, 5])
 def test_calls_running_when_another_thread_closes_the_queue_raise_only_queue_closed_error(
     maxsize,

@@ -705,6 +705,85 @@ def test_closing_a_semaphore_ends_a_wait_in_another_thread(kind, args, impl):
         sem.acquire()
 
 
+def _wait_on(cond):
+    with cond:
+        return cond.wait(30)
+
+
+@both
+@pytest.mark.parametrize("what", ["condition", "event", "barrier"])
+def test_closing_ends_a_wait_in_another_thread_with_the_closed_error(what, impl):
+    obj = {"condition": Condition, "event": Event, "barrier": lambda: Barrier(2)}[what]()
+    call = {"condition": lambda: _wait_on(obj), "event": lambda: obj.wait(30)}.get(
+        what, lambda: obj.wait(30)
+    )
+    waiter, outcome = call_in_thread(call)
+    wait_until(lambda: _waiting_in_slices(waiter))
+    obj.close()
+    waiter.join(SLACK)
+    assert not waiter.is_alive()
+    assert type(outcome[0]) is ValueError, repr(outcome[0])
+    assert str(outcome[0]) == f"this {what} is closed in this process; it cannot be used any more"
+    assert outcome[0].__context__ is None or outcome[0].__suppress_context__
+
+
+@both
+def test_a_condition_closed_under_a_waiter_leaves_its_lock_free(impl):
+    lock = Lock()
+    cond = Condition(lock)
+    waiter, outcome = call_in_thread(lambda: _wait_on(cond))
+    wait_until(lambda: _waiting_in_slices(waiter))
+    cond.close()
+    waiter.join(SLACK)
+    assert isinstance(outcome[0], ValueError) and "condition is closed" in str(outcome[0])
+    assert lock.acquire(timeout=SLACK)  # (the waiter did not take it back to keep it)
+    lock.release()
+    lock.close()
+
+
+@both
+def test_every_use_of_a_closed_primitive_says_it_is_closed(impl):
+    message = "this {} is closed in this process; it cannot be used any more"
+    cond, event, barrier = Condition(), Event(), Barrier(2)
+    for obj in (cond, event, barrier):
+        obj.close()
+        obj.close()  # idempotent
+    cond_calls = [
+        cond.acquire,
+        cond.release,
+        cond.__enter__,
+        lambda: cond.__exit__(None, None, None),
+        lambda: cond.wait(0),
+        lambda: cond.wait_for(lambda: True),
+        cond.notify,
+        cond.notify_all,
+    ]
+    event_calls = [event.is_set, event.set, event.clear, lambda: event.wait(0)]
+    barrier_calls = [
+        lambda: barrier.wait(0),
+        barrier.reset,
+        barrier.abort,
+        lambda: barrier.n_waiting,
+        lambda: barrier.broken,
+    ]
+    for what, calls in (
+        ("condition", cond_calls),
+        ("event", event_calls),
+        ("barrier", barrier_calls),
+    ):
+        for call in calls:
+            with pytest.raises(ValueError) as caught:
+                call()
+            assert str(caught.value) == message.format(what)
+    # (as a closed Lock's: the same words)
+    lock = Lock()
+    lock.close()
+    for call in (lock.acquire, lock.release, lock.__enter__):
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert str(caught.value) == message.format("lock")
+
+
 # --- RLock ------------------------------------------------------------------------
 
 

@@ -265,9 +265,16 @@ class SharedWords(ClosedWhenCollected):
         return True
 
     def let_go(self, byte: int) -> None:
-        """Unlock ``byte`` (taken with :meth:`try_hold`)."""
+        """Unlock ``byte`` (taken with :meth:`try_hold`); nothing to do once closed.
+
+        (A waiter that another thread's ``close()`` woke lets go on its way out:
+        its owner let go of its bytes before closing, ``Condition.close``.)
+        """
+        mem = self._mem
+        if mem is None:
+            return
         try:
-            lockf(self._mem.lock_fd, fcntl.LOCK_UN, 1, byte)
+            lockf(mem.lock_fd, fcntl.LOCK_UN, 1, byte)
         except OSError:
             pass  # never held: no record locks on this descriptor
 

@@ -512,7 +512,11 @@ class Queue:
             queue.Empty: when there is no item (at once, or after ``timeout``).
             QueueClosedError (a ValueError): when this queue handle was closed.
         """
-        return await _aio.aget(self, block, timeout)
+        try:
+            return await _aio.aget(self, block, timeout)
+        except (ValueError, OSError):
+            self._check_open("aget")  # closed by another thread meanwhile (see get)
+            raise
 
     async def aput(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         """``put()`` for a coroutine: wait for room without blocking the event loop.
@@ -527,7 +531,11 @@ class Queue:
             TypeError, pickle.PicklingError: when ``obj`` cannot be pickled.
             QueueClosedError (a ValueError): when this queue handle was closed.
         """
-        await _aio.aput(self, obj, block, timeout)
+        try:
+            await _aio.aput(self, obj, block, timeout)
+        except (ValueError, OSError):
+            self._check_open("aput")  # closed by another thread meanwhile (see get)
+            raise
 
     def qsize(self) -> int:
         """The number of items in the queue, exact when ``put()``/``get()`` return.
@@ -954,14 +962,18 @@ class JoinableQueue(Queue):
         all_done = self._all_done()
         ring = self._ring
         lock = self._put_lock
-        acquire(lock, None)
         try:
-            if ring.unfinished <= 0:
-                raise ValueError("task_done() called too many times")
-            left = ring.mark_done()
-            joiners = ring.get_field(Ring.JOINERS) if left == 0 else 0
-        finally:
-            lock.release()
+            acquire(lock, None)
+            try:
+                if ring.unfinished <= 0:
+                    raise ValueError("task_done() called too many times")
+                left = ring.mark_done()
+                joiners = ring.get_field(Ring.JOINERS) if left == 0 else 0
+            finally:
+                lock.release()
+        except (ValueError, OSError):
+            self._check_open("task_done")  # closed by another thread meanwhile (see get)
+            raise
         post(all_done, joiners)
 
     def join(self, timeout: float | None = None) -> bool:

@@ -62,6 +62,8 @@ from ._lock import (
     LockNotOwnedError,
     RLock,
     _check_timeout,
+    _closed_error,
+    _ClosedWords,
     _deadline,
     _not_shareable,
     _OwnedLock,
@@ -412,6 +414,13 @@ class _WaitQueue:
         self._own().discard(ticket % _SPAN)
         self.shared.let_go(self._base + ticket % _SPAN)
 
+    def let_go_all(self) -> None:
+        """Free the bytes of every waiter of this process (the condition is closing)."""
+        mine = self._own()
+        for slot in list(mine):
+            mine.discard(slot)
+            self.shared.let_go(self._base + slot)
+
     def notify(self, n: int) -> int:
         """Mark up to ``n`` of the oldest waiting threads notified; return how many."""
         w = self.w
@@ -500,7 +509,17 @@ class Condition:
         (including a ``wait()`` returning) gets :class:`proctor.OwnerDiedWarning`.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_named", "_queue", "_shared", "_unheld", "_w")
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_lock",
+        "_named",
+        "_queue",
+        "_shared",
+        "_unheld",
+        "_w",
+        "_what",
+    )
 
     _queue_class: type[_WaitQueue] = _WaitQueue
 
@@ -529,12 +548,23 @@ class Condition:
         self._w = shared.words
         self._queue = self._queue_class(shared)
         # None, or {thread: releases to skip} after a wait() whose retake of the
-        # lock raised (see _retake): per process, as the lock's holding is.
+        # lock raised (see _retake), or that a close() ended (see _wait): per
+        # process, as the lock's holding is.
         self._unheld: dict[int, int] | None = None
+        self._closed = False
+        # What the closed error calls this object (an Event's or a Barrier's own
+        # condition says "event", "barrier": their users never see the condition).
+        self._what = "condition"
 
     # The lock's interface, delegated.
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        """Acquire the underlying lock (see :meth:`Lock.acquire`)."""
+        """Acquire the underlying lock (see :meth:`Lock.acquire`).
+
+        Raises:
+            ValueError: the condition is closed (as a closed ``Lock``'s ``acquire()``).
+        """
+        if self._closed:
+            raise _closed_error(self._what)
         return self._lock.acquire(block, timeout)
 
     def release(self) -> None:
@@ -544,17 +574,29 @@ class Condition:
         and ``OwnerDiedWarning`` is an error), the releases that match the
         calling thread's acquisitions (``with condition:``'s exit included) do
         nothing: the lock is not this thread's, and stays with the dead holder.
+        So do those that match a :meth:`wait` that a ``close()`` by another
+        thread ended (it did not take the lock back).
+
+        Raises:
+            ValueError: the condition is closed (the lock is left as it is, as a
+                closed ``Lock``'s ``release()`` leaves it).
         """
         if self._unheld is not None and self._skip_release():
             return
+        if self._closed:
+            raise _closed_error(self._what)
         self._lock.release()
 
     def __enter__(self) -> bool:
+        if self._closed:
+            raise _closed_error(self._what)
         return self._lock.__enter__()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self._unheld is not None and self._skip_release():
-            return  # (the OwnerDiedWarning of wait() goes on alone)
+            return  # (the OwnerDiedWarning, or the closed error, of wait() goes on alone)
+        if self._closed:
+            raise _closed_error(self._what)
         self._lock.release()
 
     def _skip_release(self) -> bool:
@@ -566,7 +608,7 @@ class Condition:
         left = unheld.get(me)
         if left is None:
             return False
-        if self._lock._is_owned():  # taken again since (accepting the warning)
+        if not self._closed and self._lock._is_owned():  # taken again since (accepting the warning)
             del unheld[me]
             return False
         if left > 1:
@@ -594,8 +636,12 @@ class Condition:
         Raises:
             LockNotOwnedError: the caller does not hold the lock.
             TypeError: ``timeout`` is not a number.
+            ValueError: the condition is closed, here or by another thread
+                during the wait (which then ends without taking the lock back).
         """
         deadline = _deadline(timeout)
+        if self._closed:
+            raise _closed_error(self._what)
         if not self._lock._is_owned():
             self._check_owned("wait")
         return self._wait(deadline)
@@ -624,7 +670,9 @@ class Condition:
                 )
             else:
                 notified, took = queue.sleep(ticket, sem, deadline, also)
-        except BaseException:
+        except BaseException as exc:
+            if self._closed:
+                self._ended_by_close(saved, exc)
             # Interrupted (KeyboardInterrupt, a signal handler raising): the caller
             # holds the lock again, and this waiter no longer counts as one.
             self._retake(saved, ticket)
@@ -634,7 +682,25 @@ class Condition:
             self._retake(saved, ticket)
         if notified and took:
             return True  # (sleep() has let go of the byte)
+        if self._closed:  # closed by another thread as the wait ended: no words to look at
+            return notified
         return queue.leave(ticket, took, sem)
+
+    def _ended_by_close(self, saved: Any, exc: BaseException) -> None:
+        """Raise from a wait that another thread's ``close()`` ended (its words released).
+
+        The condition can no longer be used here, so the lock is not taken back:
+        the releases that match this thread's acquisitions (``with``'s exit) are
+        skipped, as after a failed retake (:meth:`_retake`), and the closed error
+        goes on alone. An interruption (``KeyboardInterrupt``) goes on as it is.
+        """
+        unheld = self._unheld
+        if unheld is None:
+            self._unheld = unheld = {}
+        unheld[_thread.get_ident()] = saved if type(saved) is int else 1
+        if isinstance(exc, Exception):
+            raise _closed_error(self._what) from None
+        raise exc
 
     def _retake(self, saved: Any, ticket: int) -> None:
         """Take the lock back after a wait (``saved``: what ``_release_save`` returned).
@@ -647,7 +713,9 @@ class Condition:
         """
         try:
             self._lock._acquire_restore(saved)
-        except BaseException:
+        except BaseException as exc:
+            if self._closed:  # (with its lock: an Event's, a Barrier's close() closes it)
+                self._ended_by_close(saved, exc)
             self._queue.let_go(ticket)
             if not self._lock._is_owned():
                 unheld = self._unheld
@@ -663,8 +731,13 @@ class Condition:
         Args:
             predicate: called with the lock held.
             timeout: give up after this many seconds in total.
+
+        Raises:
+            ValueError: the condition is closed (see :meth:`wait`).
         """
         deadline = _deadline(timeout)
+        if self._closed:
+            raise _closed_error(self._what)
         result = predicate()
         while not result:
             remaining = _remaining(deadline)
@@ -683,7 +756,10 @@ class Condition:
 
         Raises:
             LockNotOwnedError: the caller does not hold the lock.
+            ValueError: the condition is closed.
         """
+        if self._closed:
+            raise _closed_error(self._what)
         lock = self._lock
         fast = lock._c_notify
         if fast is not None and fast(lock, self._named.sem.release, self._w, n) is None:
@@ -713,10 +789,24 @@ class Condition:
         self.notify(SEM_VALUE_MAX)
 
     def close(self) -> None:
-        """Release this process's handles (not the lock's); idempotent."""
+        """Release this process's handles (not the lock's); idempotent.
+
+        Afterwards every use of the condition in this process raises
+        ``ValueError``, as a closed ``Lock``'s does -- ``acquire()``,
+        ``release()`` and ``with`` included, which leave the lock as it is. A
+        thread waiting in :meth:`wait` meanwhile gets that error within a slice
+        (0.5 s at most), without the lock.
+        """
+        if self._closed:
+            return
+        self._closed = True
         let_go_kept = getattr(self._lock, "_let_go_kept", None)  # (a native lock's)
         if let_go_kept is not None:
             let_go_kept()  # a waiter's byte kept until the release: its words go now
+        # This process's waiters leave: their bytes go now (the arena may stay open,
+        # shared with other blocks), so that no notify() elsewhere counts them.
+        self._queue.let_go_all()
+        self._w = _ClosedWords(self._what)  # type: ignore[assignment]
         self._named.close()
         self._shared.close()
 
@@ -777,9 +867,14 @@ class Event:
     def _setup(self, cond: Condition) -> None:
         self._cond = cond
         self._w = cond._w
+        cond._what = "event"
 
     def is_set(self) -> bool:
-        """Whether the flag is set."""
+        """Whether the flag is set.
+
+        Raises:
+            ValueError: the event is closed.
+        """
         return self._w[_FLAG] != 0
 
     def set(self) -> None:
@@ -789,6 +884,8 @@ class Event:
         fast = lock._c_event_set
         if fast is not None and fast(lock, cond._named.sem, self._w) is None:
             return  # the same steps in one C call (a busy lock falls through)
+        if cond._closed:
+            raise _closed_error("event")
         with lock:
             self._w[_FLAG] = 1
             self._w[_SETS] += 1
@@ -806,7 +903,7 @@ class Event:
 
     def clear(self) -> None:
         """Reset the flag."""
-        with self._cond:
+        with self._cond:  # (closed: the error names the event)
             self._w[_FLAG] = 0
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -821,48 +918,62 @@ class Event:
 
         Raises:
             TypeError: ``timeout`` is not a number.
+            ValueError: the event is closed, here or by another thread during
+                the wait (which then ends within a slice, 0.5 s at most).
         """
+        # (the timeout first: a set event and an unset one refuse the same ones)
+        deadline = None if timeout is None else _deadline(timeout)
         w = self._w
         if w[_FLAG]:
             return True
-        deadline = _deadline(timeout)
         cond = self._cond
         lock, queue, sem = cond._lock, cond._queue, cond._named.sem
         with lock:
             if w[_FLAG]:
                 return True
             ticket = queue.enter()
-        # Woken by set() (or finding the flag set: a setter may have died before
-        # marking us), a waiter returns without the lock. The slices are
-        # wait_for_post's loop, inline: between the wake-up and this return only
-        # this frame runs. (No byte to let go on the way out: _BroadcastQueue.)
-        acquire = sem.acquire
-        passed_on = False
-        slept = 0.0  # (slices that ended empty: the slices grow with it)
-        while True:
-            wait = slice_seconds(deadline, slept)
-            if wait <= 0:
-                break
-            if acquire(True, wait):
-                if w[_NOTIFIED] > ticket:
-                    return True
-                passed_on = queue._pass_on(sem, passed_on)  # (another's wake-up)
-            elif w[_NOTIFIED] > ticket or w[_FLAG]:
-                break
-            else:
-                slept += wait
-        if w[_NOTIFIED] > ticket:  # marked, the wake-up late (or its setter died)
-            sem.acquire(False)  # take it if it is there, so that it wakes nobody else
-            return True
-        if w[_FLAG]:  # set, though not (yet) marked: its setter may have died
-            return True
-        with lock:  # timed out: leave under the lock, unless notified just now
-            return queue.leave(ticket, False, sem)
+        try:
+            # Woken by set() (or finding the flag set: a setter may have died before
+            # marking us), a waiter returns without the lock. The slices are
+            # wait_for_post's loop, inline: between the wake-up and this return only
+            # this frame runs. (No byte to let go on the way out: _BroadcastQueue.)
+            acquire = sem.acquire
+            passed_on = False
+            slept = 0.0  # (slices that ended empty: the slices grow with it)
+            while True:
+                wait = slice_seconds(deadline, slept)
+                if wait <= 0:
+                    break
+                if acquire(True, wait):
+                    if w[_NOTIFIED] > ticket:
+                        return True
+                    passed_on = queue._pass_on(sem, passed_on)  # (another's wake-up)
+                elif w[_NOTIFIED] > ticket or w[_FLAG]:
+                    break
+                else:
+                    slept += wait
+            if w[_NOTIFIED] > ticket:  # marked, the wake-up late (or its setter died)
+                sem.acquire(False)  # take it if it is there, so that it wakes nobody else
+                return True
+            if w[_FLAG]:  # set, though not (yet) marked: its setter may have died
+                return True
+            with lock:  # timed out: leave under the lock, unless notified just now
+                return queue.leave(ticket, False, sem)
+        except ValueError:
+            if cond._closed:  # by another thread: its words, lock and semaphore are gone
+                raise _closed_error("event") from None
+            raise
 
     def close(self) -> None:
-        """Release this process's handles; idempotent."""
+        """Release this process's handles; idempotent.
+
+        Afterwards every use of the event in this process raises ``ValueError``,
+        as a closed ``Lock``'s does; a thread waiting meanwhile gets it within a
+        slice (0.5 s at most).
+        """
         self._cond.close()
         self._cond._lock.close()
+        self._w = _ClosedWords("event")  # type: ignore[assignment]
 
     def __reduce__(self):
         _not_shareable(self)
@@ -950,6 +1061,7 @@ class Barrier:
     def _setup(self, cond: Condition, parties: int, action: Any, timeout: Any) -> None:
         self._cond = cond
         self._w = cond._w
+        cond._what = "barrier"
         self._parties = parties
         self._action = action
         self._timeout = timeout
@@ -1002,7 +1114,11 @@ class Barrier:
             try:
                 w[_ARRIVED] = index + 1
                 return self._wait_in_round(cond, index, this_round, deadline, timeout)
-            except BaseException:
+            except BaseException as exc:
+                if cond._closed:  # by another thread: its words and lock are gone
+                    if isinstance(exc, Exception):
+                        raise _closed_error("barrier") from None
+                    raise
                 # Interrupted (KeyboardInterrupt, a signal handler raising): the party
                 # leaves, and its count would let the next parties trip the barrier
                 # one short. It breaks the barrier instead, as a timeout does. (Not if
@@ -1126,9 +1242,15 @@ class Barrier:
         return self._w[_BROKEN] != 0
 
     def close(self) -> None:
-        """Release this process's handles; idempotent."""
+        """Release this process's handles; idempotent.
+
+        Afterwards every use of the barrier in this process raises ``ValueError``
+        (``n_waiting`` and ``broken`` too), as a closed ``Lock``'s does; a party
+        waiting meanwhile gets it within a slice (0.5 s at most).
+        """
         self._cond.close()
         self._cond._lock.close()
+        self._w = _ClosedWords("barrier")  # type: ignore[assignment]
 
     def __reduce__(self):
         _not_shareable(self)
