@@ -3,7 +3,8 @@
 A parent killed while its pool runs, a worker that exits or segfaults in a task, workers'
 log records, a pool or executor left open at the interpreter's exit (or shut down without
 waiting), an initializer that kills its own worker, a result whose class cannot be rebuilt
-in the parent, and messages larger than any buffer; and two faults found on the way: a fork
+in the parent, messages larger than any buffer, and a task sent to a worker that was dying
+idle; and two faults found on the way: a fork
 replacement started while the parent imports a module, and an initializer of ``__main__``
 setting a global for its tasks. What happens when a program dies or exits runs in a fresh
 interpreter (a program written to ``tmp_path``); the rest runs in this process. Every wait
@@ -22,6 +23,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +32,7 @@ import pytest
 
 import proctor
 from helpers import wait_until
-from proctor._pool._dispatcher import EARLY_DEATHS_BREAK
+from proctor._pool._dispatcher import EARLY_DEATHS_BREAK, Dispatcher
 
 TIMEOUT = 30
 #: How long a program gets to exit: it takes about a second; more is a hang.
@@ -986,3 +988,59 @@ def test_a_64_mib_argument_and_result_travel_through_a_pool_and_an_executor(ctx)
         result = executor.submit(_reversed, data).result(TIMEOUT)
         assert _digest(result) == expected
         assert executor.submit(_digest, data).result(TIMEOUT) == _digest(data)
+
+
+# -- a task sent to a worker that dies before reading it ---------------------------------
+
+
+async def _async_pid():
+    return os.getpid()
+
+
+def _send_into_a_dying_worker(dispatcher, monkeypatch, victim, submit):
+    """Submit with ``submit()`` while worker ``victim`` is stopped, so that the task
+    is written into its pipe and never read, then kill it: the race of a worker
+    killed while idle whose sentinel the dispatcher has not seen yet when it sends
+    the next task (the write succeeds while the dying process still has its end
+    open), made certain."""
+    sent = threading.Event()
+
+    def send_and_tell(worker, tasks):
+        Dispatcher._send(dispatcher, worker, tasks)
+        sent.set()
+
+    monkeypatch.setattr(dispatcher, "_send", send_and_tell)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        pending = submit()
+        assert sent.wait(TIMEOUT)
+        assert not any(worker.send_failed for worker in dispatcher._workers)
+    finally:
+        os.kill(victim, signal.SIGKILL)
+    return pending
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_task_sent_to_a_worker_that_died_before_reading_it_runs_elsewhere(
+    ctx, monkeypatch, concurrency
+):
+    # Only a task the worker started fails with WorkerLostError; this one never was.
+    func = _pid if concurrency == 1 else _async_pid
+    with ctx.Pool(1, task_concurrency=concurrency) as pool:
+        victim = pool.apply_async(func).get(TIMEOUT)
+        result = _send_into_a_dying_worker(
+            pool._dispatcher, monkeypatch, victim, lambda: pool.apply_async(func)
+        )
+        assert result.get(TIMEOUT) not in (victim, os.getpid())
+        assert pool.apply(func) != victim
+
+
+def test_an_executor_task_sent_to_a_worker_that_died_before_reading_it_runs_elsewhere(
+    monkeypatch,
+):
+    with proctor.ProcessPoolExecutor(1) as executor:
+        victim = executor.submit(_pid).result(TIMEOUT)
+        future = _send_into_a_dying_worker(
+            executor._dispatcher, monkeypatch, victim, lambda: executor.submit(_pid)
+        )
+        assert future.result(TIMEOUT) not in (victim, os.getpid())

@@ -24,6 +24,9 @@ when tasks are long (so that none waits behind a long one while another worker i
 idle). It runs them in order and sends each result before it reads the next task, so
 only the oldest task it holds may have started: when it dies, that one fails
 (``WorkerLostError``) and the others are sent again to other workers, never run twice.
+The oldest one too is sent again if the worker's count of the tasks it started (a word
+of shared memory, ``_worker.StartCounts``) says it never began it: a task written to a
+worker killed while idle, before its sentinel was seen.
 With ``task_concurrency`` N, coroutine tasks run up to N at once, so the first N held
 ones (up to a plain function's) may have started (``_task.may_have_started``).
 A task with a timeout is only sent to a worker that holds nothing, and nothing is sent
@@ -235,11 +238,17 @@ class Dispatcher:
         # half imported, with its lock held by a thread the child does not have.
         from .._core import _pickler  # noqa: F401
 
+        #: Where process workers count the tasks they start (a thread worker ends
+        #: only of the task it runs: it needs none).
+        self._start_counts: _worker.StartCounts | None = None
         try:
+            if not self.codec.in_process:
+                self._start_counts = _worker.StartCounts(processes)
             for _ in range(1 if on_demand else processes):
                 self._workers.append(self._start_worker())
         except BaseException:
             self._stop_workers(terminate=True)
+            self._close_counts()
             self._close_wake()
             raise
         self._thread = threading.Thread(
@@ -395,6 +404,11 @@ class Dispatcher:
         if wait_for_it and threading.current_thread() is not self._thread:
             self._ended.wait()  # (it closes its wake-up pipe itself as it ends)
 
+    def _close_counts(self) -> None:
+        """Close the workers' start counts once none is left to read them."""
+        if self._start_counts is not None:
+            self._start_counts.close()
+
     def _close_wake(self) -> None:
         with self._lock:
             if self._wake_open:
@@ -429,6 +443,7 @@ class Dispatcher:
             # Nothing waits on the wake-up pipe any more, and nobody may be left to close
             # it: an executor's shutdown(wait=False), a pool that was garbage-collected.
             # Only this thread closes it once the thread runs (see _ended).
+            self._close_counts()
             self._close_wake()
             self._ended.set()
 
@@ -893,8 +908,18 @@ class Dispatcher:
         # The oldest tasks without a result may have started (the oldest one; the
         # first task_concurrency ones up to a plain function's): they are lost, not
         # run again. Every one behind them is known not to have started (see above).
-        # A worker that said it exits started none of those it still holds.
-        started = 0 if worker.exiting else may_have_started(held, self.concurrency)
+        # A worker that said it exits started none of those it still holds. One that
+        # died idle may have been sent a task it never read (it was dying as the task
+        # was written): its count of started tasks, against the results taken (every
+        # task sent, less those held), says so, and such a task is sent again.
+        counts = self._start_counts
+        if worker.exiting:
+            started = 0
+        elif counts is not None and worker.starts is not None:
+            finished = worker.sent - len(held)
+            started = may_have_started(held, self.concurrency, counts.read(worker.starts), finished)
+        else:  # a thread worker: it ends only of the task it ran
+            started = may_have_started(held, self.concurrency)
         lost = [task for task in held[:started] if not task.stopped]
         # A stopped task was failed or cancelled when its worker was killed to stop it.
         held = [task for task in held[started:] if not task.stopped]
@@ -997,7 +1022,15 @@ class Dispatcher:
             self._may_grow = False
 
     def _start_worker(self) -> WorkerState:
-        parent_end, child_end = self._pipe()
+        in_process = self.codec.in_process
+        counts = self._start_counts
+        starts = None if counts is None else counts.take()
+        try:
+            parent_end, child_end = self._pipe()
+        except BaseException:
+            if counts is not None:
+                counts.give_back(starts)
+            raise
         try:
             process = self._process_class(
                 target=_worker.worker_main,
@@ -1009,6 +1042,7 @@ class Dispatcher:
                     self.codec.in_process,
                     self._max_memory,
                     self.concurrency,
+                    starts,
                 ),
                 daemon=True,
             )
@@ -1016,11 +1050,13 @@ class Dispatcher:
             process.start()
         except BaseException:
             parent_end.close()
+            if counts is not None:
+                counts.give_back(starts)
             raise
         finally:
-            if not self.codec.in_process:  # a thread worker owns its end from now on
+            if not in_process:  # a thread worker owns its end from now on
                 child_end.close()
-        return WorkerState(process, parent_end)
+        return WorkerState(process, parent_end, starts)
 
     def _stop_workers(self, terminate: bool) -> None:
         for worker in self._workers:
@@ -1044,6 +1080,8 @@ class Dispatcher:
     def _close_worker(self, worker: WorkerState) -> None:
         worker.conn.close()
         worker.process.close()
+        if self._start_counts is not None:
+            self._start_counts.give_back(worker.starts)
 
     def _fail_all(self, error: Callable[[], BaseException]) -> None:
         with self._lock:

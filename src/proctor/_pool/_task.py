@@ -4,7 +4,8 @@ A call becomes one ``Task`` per chunk, pickled into its frame in the caller's th
 the dispatcher moves it from the pool's queue into a ``WorkerState``'s ``held`` (the
 tasks sent to that worker whose result has not come, in sending order) and delivers
 its outcome to its ``TaskResult``. ``may_have_started`` says which held tasks a dead
-worker may have started (see docs/design.md, "Pools").
+worker may have started, from the order it runs them in and the count of tasks it
+started (see docs/design.md, "Pools").
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
     from .._connections._connection import Connection
+    from .._core._anonmem import AnonymousMemory
     from .._start._process import Process
 
     class TaskResult(Protocol):
@@ -126,11 +128,20 @@ class WorkerState:
         "retiring",
         "send_failed",
         "sent",
+        "starts",
     )
 
-    def __init__(self, process: Process, conn: Connection) -> None:
+    def __init__(
+        self,
+        process: Process,
+        conn: Connection,
+        starts: tuple[AnonymousMemory, int] | None = None,
+    ) -> None:
         self.process = process
         self.conn = conn
+        #: The shared word, ``(memory, offset)``, where it counts the tasks it has
+        #: started (``_worker.tasks_started``); None for a thread worker.
+        self.starts = starts
         #: Its end of the pipe is open for reading: what it sent is still taken.
         self.conn_open = True
         #: A send to it failed (it died, or exited after its last result): it is sent
@@ -142,7 +153,7 @@ class WorkerState:
         self.held: collections.deque[Task] = collections.deque()
         self.queued_bytes = 0  # frame bytes of held[1:]
         self.blocking = 0  # held tasks of plain (not coroutine) functions
-        self.sent = 0
+        self.sent = 0  # tasks sent (not given back by a failed send): results + held
         self.retiring = False  # sent its last task (maxtasksperchild), or said it exits
         self.exiting = False  # said it exits (RETIRING): it reads no task it holds
         self.killed = False  # SIGKILLed to stop a held task: its sentinel is awaited
@@ -150,13 +161,24 @@ class WorkerState:
         self.logs = getattr(getattr(process, "_popen", None), "log_stream", None)
 
 
-def may_have_started(held: collections.deque[Task] | list[Task], concurrency: int) -> int:
+def may_have_started(
+    held: collections.deque[Task] | list[Task],
+    concurrency: int,
+    started: int | None = None,
+    finished: int = 0,
+) -> int:
     """How many of the oldest tasks in ``held`` may have started in their worker.
 
     A worker starts its tasks in the order it was sent them, at most
     ``concurrency`` at once, and sends a task's result before it starts another
     in its place; a plain function's task runs alone, so nothing behind it starts
     before its result is sent. With one at a time: ``held[0]`` only.
+
+    ``started``: the worker's own count of the tasks it started (its shared word,
+    read once it died), ``finished``: how many of them the parent has taken the
+    result of. Tasks start in sending order, so the ones started and unfinished
+    are the first ``started - finished`` of ``held``: those behind never started,
+    not even ``held[0]`` when the worker died before it read it.
     """
     count = 0
     for task in held:
@@ -165,4 +187,6 @@ def may_have_started(held: collections.deque[Task] | list[Task], concurrency: in
         count += 1
         if not task.coroutine:
             break
+    if started is not None:
+        count = min(count, max(started - finished, 0))
     return count

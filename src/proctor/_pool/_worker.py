@@ -48,6 +48,15 @@ pipelines them to hide its round trip); it runs them in order and sends each res
 before it reads the next task, so the parent always knows that only the oldest task
 without a result may have started.
 
+Whether that one did start, only the worker knows: a task written into the pipe of a
+worker that was dying (killed while idle, before the parent saw its sentinel) was
+never read. So each worker counts the tasks it starts in a word of shared memory
+(``StartCounts``: one ``_anonmem`` block per pool, a word per worker), stored
+before anything of the task runs, unpickling included: no message, one store per
+task. Once the worker has died, the parent reads the count: the tasks it was sent
+beyond it, the oldest without a result among them, never started.
+
+
 Coroutine functions (kind bit ``COROUTINE``) run on an event loop the worker keeps
 for its life. With ``task_concurrency`` N > 1 (``_concurrent_loop``) the worker
 starts tasks in the order received, at most N at once, and sends each result before
@@ -69,7 +78,7 @@ import time
 import types
 import weakref
 
-from .._core import _lazy_errors, _runtime, _serialization
+from .._core import _anonmem, _lazy_errors, _runtime, _serialization
 from .._core._reduction import Descriptors, DescriptorsNeedACarrier
 from .._core._serialization import OOB_THRESHOLD
 from .._start import _outcome
@@ -87,6 +96,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
     from typing import Any
 
     from .._connections._connection import Connection
+    from .._core._anonmem import AnonymousMemory
     from .._core._errors import PicklingError
 
 __all__ = (
@@ -99,12 +109,14 @@ __all__ = (
     "RETIRING",
     "STARMAP",
     "STOP",
+    "StartCounts",
     "decode",
     "decode_result",
     "encode_task",
     "function_name",
     "is_coroutine_function",
     "records_sent",
+    "started_counter",
     "worker_main",
 )
 
@@ -149,6 +161,9 @@ _RECORDS = struct.Struct("<Q")
 _RESULT_FRAME = struct.Struct("<QdBQ")
 _RESULT_BODY = _RESULT_FRAME.size
 _PROGRESS_COUNT = struct.Struct("<Q")
+#: The word a worker counts its started tasks in (``StartCounts``): native, only
+#: this machine's processes share it ("Q", as ``started_counter``'s cast).
+_STARTED = struct.Struct("Q")
 #: The length of a result frame of flag VALUE whose value is None: the header alone
 #: (most tasks that return nothing return None; no pickle is made or read for it).
 _NONE_RESULT_LENGTH = _RESULT_BODY
@@ -156,6 +171,49 @@ _NONE_RESULT_LENGTH = _RESULT_BODY
 #: longer ones as memoryviews (no copy): a memoryview and its slice cost about
 #: 1,800 instructions more to make and unpickle from (CPython 3.11).
 SMALL_FRAME = 4096
+
+
+class StartCounts:
+    """The words of shared memory in which a pool's workers count the tasks they
+    start, one per worker and a cache line apart (one worker's stores do not slow
+    another's); the parent reads a worker's once it has died (see the module
+    docstring). One block per pool, closed with it: its descriptor does not wait
+    for the garbage collector."""
+
+    def __init__(self, workers: int) -> None:
+        self.memory = _anonmem.AnonymousMemory(workers * _anonmem.ALIGNMENT)
+        self._free = list(range((workers - 1) * _anonmem.ALIGNMENT, -1, -_anonmem.ALIGNMENT))
+
+    def take(self) -> tuple[AnonymousMemory, int] | None:
+        """A zeroed word for a new worker, ``(memory, offset)`` (None if none is free:
+        that worker's death is then judged by the order of its tasks alone)."""
+        if not self._free or self.memory.closed:
+            return None
+        offset = self._free.pop()
+        _STARTED.pack_into(self.memory, offset, 0)
+        return self.memory, offset
+
+    def give_back(self, starts: tuple[AnonymousMemory, int] | None) -> None:
+        """The word of a worker that has ended (it writes no more)."""
+        if starts is not None:
+            self._free.append(starts[1])
+
+    def read(self, starts: tuple[AnonymousMemory, int]) -> int:
+        """How many tasks the worker counting at ``starts`` has started."""
+        count: int = _STARTED.unpack_from(self.memory, starts[1])[0]
+        return count
+
+    def close(self) -> None:
+        self.memory.close()
+
+
+def started_counter(starts: tuple[AnonymousMemory, int] | None) -> memoryview:
+    """The worker's side of its word: ``counter[0] = n`` once it has started ``n``
+    tasks. A word of its own where the pool gave none (a test's worker)."""
+    if starts is None:
+        return memoryview(bytearray(_STARTED.size)).cast("Q")
+    memory, offset = starts
+    return memoryview(memory)[offset : offset + _STARTED.size].cast("Q")
 
 
 def encode_task(task_id: int, kind: int, func_bytes: bytes, payload_bytes: bytes) -> bytes:
@@ -702,6 +760,7 @@ def worker_main(
     in_process: bool = False,
     max_memory: int | None = None,
     concurrency: int = 1,
+    starts: tuple[AnonymousMemory, int] | None = None,
 ) -> None:
     """Report the initializer's outcome, then run tasks from ``conn`` until STOP, end
     of file, or ``maxtasks`` tasks are done, or its resident memory passed
@@ -709,7 +768,9 @@ def worker_main(
 
     ``in_process``: a ``ThreadPool``'s worker thread, whose tasks and results are the
     objects themselves (``_threads.ObjectCodec``), not frames. ``concurrency``: how
-    many coroutine tasks may run at once (``_concurrent_loop``).
+    many coroutine tasks may run at once (``_concurrent_loop``). ``starts``: the
+    shared word (memory, offset) where the worker counts the tasks it has started
+    (see ``started_counter``).
     """
     if initializer is not None:
         try:
@@ -733,9 +794,10 @@ def worker_main(
             _close_event_loop()
         return
     functions = _FunctionCache()
+    counter = started_counter(starts)
     if concurrency > 1:
         try:
-            _concurrent_loop(conn, functions, concurrency, maxtasks, max_memory)
+            _concurrent_loop(conn, functions, concurrency, maxtasks, max_memory, counter)
         finally:
             _close_event_loop()
         return
@@ -743,7 +805,7 @@ def worker_main(
     def send_progress(task_id: int, items: int) -> None:
         conn.send_bytes(_progress_frame(task_id, items))
 
-    done = 0
+    done = started = 0
     clock = time.perf_counter
     send_bytes = conn.send_bytes
     pack_header = _RESULT_FRAME.pack
@@ -759,9 +821,13 @@ def worker_main(
         arguments = conn.recv() if kind & BUFFERS_FOLLOW else None  # never batched
         del frame
         for task in tasks:
-            started = clock()
+            # Counted before anything of the task runs (unpickling it may run its
+            # code): a task the count does not reach never started (see the module docstring).
+            started += 1
+            counter[0] = started
+            begun = clock()
             task_id, message, buffers = _run(task, functions, arguments, send_progress)
-            seconds = clock() - started
+            seconds = clock() - begun
             arguments = None
             retiring = max_memory is not None and (resident_memory() or 0) > max_memory
             flags = (RETIRING if retiring else 0) | (BUFFERS_FOLLOW if buffers else 0)
@@ -792,6 +858,7 @@ def _concurrent_loop(
     concurrency: int,
     maxtasks: int | None,
     max_memory: int | None,
+    counter: memoryview,
 ) -> None:
     """``worker_main``'s loop when up to ``concurrency`` coroutine tasks run at once.
 
@@ -879,6 +946,7 @@ def _concurrent_loop(
                 frame, arguments = received.popleft()
                 task_id, kind, func_length = _TASK_HEADER.unpack_from(frame)
                 started += 1
+                counter[0] = started  # before the task runs, as in worker_main
                 begun = time.perf_counter()
                 if kind & COROUTINE:
                     kind &= ~BUFFERS_FOLLOW
