@@ -51,6 +51,21 @@ def _square(x):
     return x * x
 
 
+def _fail_at(x, victim=50):
+    """``x``, except at ``victim``, which raises ``ValueError(victim)``."""
+    if x == victim:
+        raise ValueError(x)
+    return x
+
+
+async def _async_fail_at(x, victim=50):
+    return _fail_at(x, victim)
+
+
+def _star_fail_at(x, victim):
+    return _fail_at(x, victim)
+
+
 def _pid(_=None):
     return os.getpid()
 

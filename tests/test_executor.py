@@ -25,11 +25,13 @@ from helpers import START_METHODS, pid_exists, run_program, wait_until
 from pool_tasks import (
     _block,
     _block_at,
+    _fail_at,
     _install,
     _pid,
     _report,
     _report_and_block,
     _square,
+    _star_fail_at,
 )
 
 TIMEOUT = 60
@@ -303,6 +305,30 @@ def test_a_lazy_map_keeps_its_executor_until_it_has_read_the_input(ctx):
     assert list(results) == [x * x for x in range(40)]
     del results
     gc.collect()  # the executor goes with the iterator: its workers exit (leak check)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"chunksize": 10}, {"buffersize": 3}],
+    ids=["default", "chunksize", "buffersize"],
+)
+def test_map_yields_every_value_before_the_item_that_raised(options):
+    # As the stdlib's map (one item per task): 0-49, then the error. Items 43-49
+    # shared a default-sized chunk with 50, and were lost with it.
+    with proctor.ProcessPoolExecutor(2) as executor:
+        results = executor.map(_fail_at, range(100), timeout=TIMEOUT, **options)
+        assert [next(results) for _ in range(50)] == list(range(50))
+        with pytest.raises(ValueError, match="50"):
+            next(results)
+        with pytest.raises(StopIteration):  # the iterator ends at its error, as the stdlib's
+            next(results)
+        # Several iterables (a starmap chunk), the error in the middle of a chunk.
+        results = executor.map(
+            _star_fail_at, range(30), itertools.repeat(15), chunksize=10, timeout=TIMEOUT
+        )
+        assert [next(results) for _ in range(15)] == list(range(15))
+        with pytest.raises(ValueError, match="15"):
+            next(results)
 
 
 def test_map_timeout_raises_and_cancels_the_chunks_not_started(ctx):

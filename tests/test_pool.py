@@ -8,6 +8,7 @@ killed "mid-task" is one that has reported, from inside the task, that it starte
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import logging
 import math
@@ -21,8 +22,10 @@ import pytest
 import proctor
 from helpers import pid_exists, run_program, wait_until
 from pool_tasks import (
+    _async_fail_at,
     _block,
     _block_at,
+    _fail_at,
     _install,
     _report,
     _report_and_block,
@@ -395,6 +398,46 @@ def test_a_pool_left_after_an_imap_loop_with_break_warns_and_is_terminated_when_
         gc.collect()
     dispatcher._thread.join(TIMEOUT)
     assert not dispatcher._thread.is_alive()
+
+
+def _take_all(iterator):
+    """Every value of ``iterator`` (``next(TIMEOUT)``), and the errors it raised, in order."""
+    taken = []
+    while True:
+        try:
+            taken.append(iterator.next(TIMEOUT))
+        except StopIteration:
+            return taken
+        except ValueError as exc:
+            taken.append(exc)
+
+
+@pytest.mark.parametrize("call", ["imap", "imap_unordered", "async", "progress"])
+def test_imap_yields_the_values_of_a_failed_chunk_before_its_error(ctx, call):
+    # The chunk of items 40-49 fails at 45: 40-44 ran, and come before the error, as
+    # with chunksize=1; 46-49 did not run. The other chunks come whole.
+    func, kwargs = _fail_at, {}
+    if call == "async":  # a coroutine function: its own loop in the worker
+        func = _async_fail_at
+    elif call == "progress":  # its chunks run with the progress reporter
+        kwargs = {"progress": lambda done, total: None}
+    with ctx.Pool(2) as pool:
+        method = pool.imap_unordered if call == "imap_unordered" else pool.imap
+        iterator = method(functools.partial(func, victim=45), range(60), chunksize=10, **kwargs)
+        taken = _take_all(iterator)
+        errors = [item for item in taken if isinstance(item, ValueError)]
+        assert [error.args for error in errors] == [(45,)]
+        values = [item for item in taken if not isinstance(item, ValueError)]
+        before = taken[: taken.index(errors[0])]
+        if call == "imap_unordered":  # chunks in the order they end; a chunk's in order
+            assert sorted(values) == [*range(45), *range(50, 60)]
+            assert before[-5:] == [40, 41, 42, 43, 44]
+        else:
+            assert before == list(range(45))
+            assert values == [*range(45), *range(50, 60)]
+        # map() raises, without values, as the stdlib's.
+        with pytest.raises(ValueError, match="45"):
+            pool.map(functools.partial(_fail_at, victim=45), range(60), chunksize=10)
 
 
 def test_an_error_from_the_input_comes_at_its_position(ctx):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import signal
 import threading
@@ -17,7 +18,7 @@ import time
 import pytest
 
 import proctor
-from pool_tasks import _install, _report_and_block, _square
+from pool_tasks import _async_fail_at, _fail_at, _install, _report_and_block, _square
 from proctor._pool import _worker
 from proctor.pool import ThreadPool
 
@@ -129,6 +130,24 @@ def test_an_awaited_error_raises_with_the_worker_traceback(ctx):
 
     with ctx.Pool(2) as pool:
         _run(main(pool))
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_async_for_yields_the_values_of_a_failed_chunk_before_its_error(ctx, concurrency):
+    # With task_concurrency 2, a coroutine function's chunks run alongside each other
+    # on the worker's own loop; a plain one's as in any pool.
+    async def main(pool, func):
+        values = pool.imap(functools.partial(func, victim=15), range(30), chunksize=10)
+        taken = []
+        with pytest.raises(ValueError, match="15"):
+            async for value in values:
+                taken.append(value)
+        assert taken == list(range(15))
+        assert [v async for v in values] == list(range(20, 30))  # 16-19 did not run
+
+    with ctx.Pool(2, task_concurrency=concurrency) as pool:
+        _run(main(pool, _fail_at))
+        _run(main(pool, _async_fail_at))
 
 
 def _die_or_fail(x):

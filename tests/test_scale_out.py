@@ -209,6 +209,15 @@ def test_an_error_arrives_with_the_remote_traceback(backend):
         assert results == [0, 1, 4, 9, 16]
 
 
+def test_imap_yields_the_values_of_a_failed_chunk_before_its_error(backend):
+    with proctor.Pool(backend=backend) as pool:
+        iterator = pool.imap(fail_on_3, range(8), chunksize=4)
+        assert [iterator.next(60) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(ValueError, match="bad input 3"):
+            iterator.next(60)
+        assert list(iterator) == [4, 5, 6, 7]  # the next chunk; item 3's chunk ends there
+
+
 def test_chunks_and_progress(backend):
     # Remote chunks report their items when they end: each count a progress callable
     # sees is a whole number of chunks, and the last is the total.

@@ -28,6 +28,22 @@ def _fail(message):
     raise ValueError(message)
 
 
+def _fail_at_five(x):
+    if x == 5:
+        raise ValueError(x)
+    return x
+
+
+def test_imap_yields_the_values_of_a_failed_chunk_before_its_error():
+    with ThreadPool(2) as pool:
+        iterator = pool.imap(_fail_at_five, range(10), chunksize=4)
+        # The chunk of 4-7 fails at 5: 4 comes first, 6 and 7 did not run.
+        assert [iterator.next(TIMEOUT) for _ in range(5)] == [0, 1, 2, 3, 4]
+        with pytest.raises(ValueError, match="5"):
+            iterator.next(TIMEOUT)
+        assert list(iterator) == [8, 9]
+
+
 def test_the_stdlib_api_gives_the_stdlib_results():
     with ThreadPool(3) as pool:
         assert pool.apply(_square, (5,)) == 25

@@ -821,7 +821,10 @@ class Dispatcher:
         if what == _worker.DECODED_VALUE:
             value = payload
         elif payload.exception is not None:
-            result._deliver(task.index, False, payload.exception)
+            if payload.done:  # a chunk's item raised: the values before it come too
+                result._deliver_partial(task.index, payload.done, payload.exception)
+            else:
+                result._deliver(task.index, False, payload.exception)
             return True
         elif payload.value_error is not None:
             result._deliver(task.index, False, _unsendable(task, worker, payload))

@@ -49,6 +49,7 @@ from ._pool import (
     remote_dispatcher,
 )
 from ._results import ChunkSizer
+from ._task import ChunkFailure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -160,6 +161,11 @@ class _FutureSlot:
             # logs an Exception itself): the future is complete, and the dispatcher
             # thread, which it would end, goes on.
             get_logger().exception("a done callback of %r raised", self.future)
+
+    def _deliver_partial(self, index: int, values: list[Any], error: BaseException) -> None:
+        # Only a map() chunk's task has items: its future is map()'s own (never the
+        # caller's), whose iterator yields the values, then raises the error.
+        self._deliver(index, True, ChunkFailure(values, error))
 
 
 _lost_class: type[WorkerLostError] | None = None
@@ -693,12 +699,19 @@ def _results(
             finally:
                 future.cancel()  # after a timeout: this one, if it has not started
                 del future
+            error = None
+            if type(values) is ChunkFailure:  # an item raised: the values before it first
+                failure: ChunkFailure = values
+                values, error = failure.values, failure.error
+                del failure
             # Hand each value over and drop it: the iterator keeps no reference to a
             # result once it has been yielded (as the stdlib's does).
             values.reverse()
             while values:
                 yield values.pop()
             del values
+            if error is not None:
+                raise error
     finally:
         for future in futures:
             future.cancel()

@@ -48,7 +48,7 @@ from ._results import IMapIterator, IMapUnorderedIterator
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
 __all__ = ("ITERATORS", "REPORT_INTERVAL", "Tracker", "get", "run_chunk", "tracker")
@@ -148,25 +148,23 @@ def _get_reporter() -> _Reporter:
 
 
 def run_chunk(
+    run: Callable[[list[Any], Callable[..., Any], Iterable[Any]], None],
+    values: list[Any],
     func: Callable[..., Any],
     items: Any,
-    star: bool,
     send: Callable[[int, int], object],
     task_id: int,
-) -> list[Any]:
-    """``[func(item) for item in items]`` (``func(*item)`` if ``star``), while this
-    process's reporter sends ``send(task_id, items done)`` every REPORT_INTERVAL."""
+) -> None:
+    """``run(values, func, iterator)`` over ``items`` (the worker's loop of any chunk,
+    ``_worker._map_into`` or ``_starmap_into``), while this process's reporter sends
+    ``send(task_id, items done)`` every REPORT_INTERVAL."""
     iterator = iter(items)
     reporter = _get_reporter()
     reporter.begin(send, task_id, iterator, len(items))
     try:
-        # The same comprehensions as a chunk without progress= (a Python function
-        # called from bytecode costs less than from map(), which calls it from C):
-        # nothing is added per item. The reporter reads the iterator's length hint
-        # from its own thread.
-        if star:
-            return [func(*item) for item in iterator]
-        return [func(item) for item in iterator]
+        # The same loop as a chunk without progress=: nothing is added per item. The
+        # reporter reads the iterator's length hint from its own thread.
+        run(values, func, iterator)
     finally:
         reporter.end()
 

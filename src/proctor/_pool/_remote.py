@@ -780,7 +780,10 @@ class RemoteDispatcher:
             observe(seconds, task.size)
         self._time_items(task.function, seconds, task.size)
         if outcome.exception is not None:
-            task.result._deliver(task.index, False, outcome.exception)
+            if outcome.done:  # a chunk's item raised: the values before it come too
+                task.result._deliver_partial(task.index, outcome.done, outcome.exception)
+            else:
+                task.result._deliver(task.index, False, outcome.exception)
         elif outcome.value_error is not None:
             from .._core._errors import MaybeEncodingError
 

@@ -26,6 +26,7 @@ from .._core._errors import ProcessTimeoutError
 from .._core._timeout import check_timeout
 from .._core._timeout import deadline as _deadline
 from .._logging._logger import get_logger
+from ._task import ChunkFailure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -382,6 +383,10 @@ class ApplyResult:
         chunk, or its first failure); nothing after a ``cancel()``."""
         ApplyResult._deliver(self, 0, success, value)
 
+    def _deliver_partial(self, index: int, values: list[Any], error: BaseException) -> None:
+        # map() raises without values, as the stdlib's: a failed chunk is a failure.
+        self._deliver(index, False, error)
+
     # -- the dispatcher's side (see _dispatcher.TaskResult; _claim is above) -----------
 
     #: No chunk sizes to learn from durations: a call's chunks are sized before they
@@ -558,12 +563,18 @@ class ChunkSink:
         if iterator is not None:
             iterator._deliver(index, success, value)
 
+    def _deliver_partial(self, index: int, values: list[Any], error: BaseException) -> None:
+        iterator = self._ref()
+        if iterator is not None:
+            iterator._deliver(index, False, ChunkFailure(values, error))
+
 
 class IMapIterator:
     """The iterator ``imap`` returns: values in input order, input read lazily.
 
-    A failed chunk raises its exception once, at its position; iteration then goes
-    on with the next chunk. ``next(timeout)`` raises ``proctor.TimeoutError`` when
+    A failed chunk raises its exception once, at its position (after the values of
+    its items before the one that raised); iteration then goes on with the next
+    chunk. ``next(timeout)`` raises ``proctor.TimeoutError`` when
     nothing is ready in time. ``async for`` works too, in a running event loop.
     """
 
@@ -586,6 +597,9 @@ class IMapIterator:
         self._taken = 0  # chunks the consumer has taken
         self._items: collections.deque[Any] = collections.deque()
         self._aborted: BaseException | None = None
+        #: The error of a chunk whose values before it are in _items: raised once
+        #: they are taken (see ChunkFailure).
+        self._failed: BaseException | None = None
         self._waiters: _Waiters | None = None  # coroutines awaiting a chunk (``__anext__``)
         self._owner: Any = None  # the Pool, kept alive with the iterator (ApplyResult._owner)
         self._sink = ChunkSink(self)  # what its tasks deliver to
@@ -736,6 +750,9 @@ class IMapIterator:
         """
         deadline = _deadline(timeout)
         while not self._items:
+            if self._failed is not None:
+                error, self._failed = self._failed, None
+                raise error
             # (Here, not per value: the first next() always finds no values yet.)
             if not self._consumed:
                 self._consume()
@@ -758,6 +775,10 @@ class IMapIterator:
                 self._taken += 1
             success, value = chunk
             if not success:
+                if type(value) is ChunkFailure:  # its values first, then its error
+                    self._items.extend(value.values)
+                    self._failed = value.error
+                    continue
                 raise value
             self._items.extend(value)
         return self._items.popleft()
@@ -799,6 +820,9 @@ class IMapIterator:
         if not self._consumed:
             self._consume()
         while not self._items:
+            if self._failed is not None:
+                error, self._failed = self._failed, None
+                raise error
             self._feed()
             future = None
             with self._cond:
@@ -826,6 +850,10 @@ class IMapIterator:
             assert chunk is not None
             success, value = chunk
             if not success:
+                if type(value) is ChunkFailure:  # as in next()
+                    self._items.extend(value.values)
+                    self._failed = value.error
+                    continue
                 raise value
             self._items.extend(value)
         return self._items.popleft()

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     class TaskResult(Protocol):
         """What a task's outcome is delivered to: ``_results``' classes, the executor's
-        future slots. Every one has all four members (no ``getattr`` with a default:
+        future slots. Every one has all five members (no ``getattr`` with a default:
         a missing attribute costs a caught exception, per task)."""
 
         #: True once cancelled: a running task of it is stopped.
@@ -40,8 +40,26 @@ if TYPE_CHECKING:
 
         def _deliver(self, index: int, success: bool, value: Any) -> None: ...
 
+        def _deliver_partial(self, index: int, values: list[Any], error: BaseException) -> None:
+            """A ``map`` chunk whose item ``len(values)`` raised ``error``: ``values``
+            are those of the items before it (see ``ChunkFailure``)."""
 
-__all__ = ("Task", "TaskResult", "WorkerState", "may_have_started")
+
+__all__ = ("ChunkFailure", "Task", "TaskResult", "WorkerState", "may_have_started")
+
+
+class ChunkFailure:
+    """A chunk that failed at one item: the values of the items before it, then the
+    error. The iterators (``imap``, the executor's ``map``) yield the values, then
+    raise the error at that item's position, as with one item per task; the items
+    after it in the chunk did not run. (``map()`` and ``map_async()`` raise the
+    error alone: a call that raises returns no values.)"""
+
+    __slots__ = ("error", "values")
+
+    def __init__(self, values: list[Any], error: BaseException) -> None:
+        self.values = values
+        self.error = error
 
 
 class Task:

@@ -7,7 +7,11 @@
     value_message(value)   ─▶ ("value", pickle)           ─▶ Outcome.value
       (unpicklable)        ─▶ ("unsendable", why)         ─▶ Outcome.value_error
     error_message(exc)     ─▶ ("error", pickle or None,   ─▶ Outcome.exception, its
-                                type name, str, traceback)     __cause__ the traceback
+                                type name, str, traceback      __cause__ the traceback
+                                [, pickle of done])         ─▶ Outcome.done
+
+``done`` is a pool's (a chunk of ``map`` items that failed at one item): the values
+of the items before it, which the caller still gets. A ``Process`` sends none.
 
 A target that returned None sends an empty message (``_wire.EMPTY_MESSAGE``,
 ``_bootstrap._run_and_report``), nothing to pickle or unpickle: the parent reads it as
@@ -46,8 +50,10 @@ def unsendable_message(value: Any, exc: BaseException) -> tuple[Any, ...]:
     return ("unsendable", f"{type(value).__name__} could not be pickled ({exc})")
 
 
-def error_message(exc: BaseException) -> tuple[Any, ...]:
-    """The outcome of a target (or a child start) that raised ``exc``."""
+def error_message(exc: BaseException, done: list[Any] | None = None) -> tuple[Any, ...]:
+    """The outcome of a target (or a child start) that raised ``exc``; ``done``: the
+    values computed before it (a pool chunk's items before the one that raised),
+    left out if they cannot be pickled."""
     import traceback
 
     # BaseException around the exception's own code (its __reduce__, __str__): one
@@ -66,6 +72,11 @@ def error_message(exc: BaseException) -> tuple[Any, ...]:
         text = str(exc)
     except BaseException:
         text = "<str() failed>"
+    if done:
+        try:
+            return ("error", exc_bytes, type_name, text, tb_text, _serialization.dumps(done))
+        except BaseException:  # as for the exception: the error goes, without them
+            pass
     return ("error", exc_bytes, type_name, text, tb_text)
 
 
@@ -92,6 +103,8 @@ class Outcome:
         rebuild_failed: the value came, but could not be unpickled here (rather
             than pickled in the sender); ``value_error`` says why.
         lost: why no outcome came from a child that exited 0, if none came.
+        done: with ``exception``, the values computed before it (a pool chunk's
+            items before the one that raised), or None.
     """
 
     def __init__(self) -> None:
@@ -100,6 +113,7 @@ class Outcome:
         self.value_error: str | None = None
         self.rebuild_failed = False
         self.lost: str | None = None
+        self.done: list[Any] | None = None
 
     def load_value(
         self,
@@ -157,7 +171,12 @@ class Outcome:
         elif kind == "error":
             from .._core._errors import RemoteError, RemoteTraceback
 
-            _, exc_bytes, type_name, text, tb_text = message
+            _, exc_bytes, type_name, text, tb_text, *done = message
+            if done:
+                try:
+                    outcome.done = _serialization.loads(done[0])
+                except caught:  # the error still comes, without the values
+                    outcome.done = None
             exception: BaseException | None = None
             if exc_bytes is not None:
                 try:
