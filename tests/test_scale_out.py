@@ -492,6 +492,49 @@ def test_a_large_array_is_shipped_once(backend):
     assert len(shared) == 1
 
 
+# -- a Dask client closed under a pool -------------------------------------------------
+
+_started, _release = threading.Event(), threading.Event()
+
+
+def report_and_wait():
+    """Runs in this process (a Dask worker thread): says it started, waits to be let go."""
+    _started.set()
+    _release.wait(60)
+    return "released"
+
+
+def test_a_pools_tasks_fail_saying_that_its_dask_client_was_closed():
+    # Not the module's engine, which later tests use: a cluster of one worker thread in
+    # this process, quick to start.
+    pytest.importorskip(
+        "distributed", reason="Dask's distributed is not installed: pip install 'proctor[dask]'"
+    )
+    from distributed import Client, LocalCluster
+
+    _started.clear()
+    _release.clear()
+    cluster = LocalCluster(
+        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"
+    )
+    client = Client(cluster)
+    try:
+        with proctor.ProcessPoolExecutor(backend=client) as executor:
+            future = executor.submit(report_and_wait)
+            assert _started.wait(60)
+            client.close()
+            error = future.exception(60)
+    finally:
+        _release.set()
+        client.close()
+        cluster.close()
+    # It used to say: failed on the dask cluster: AttributeError("'NoneType' object
+    # has no attribute 'gather'").
+    assert isinstance(error, proctor.WorkerLostError)
+    assert "report_and_wait() failed on the dask cluster" in str(error)
+    assert "the pool's Dask client was closed" in str(error)
+
+
 # -- choosing the engine (no cluster needed) ------------------------------------------
 
 

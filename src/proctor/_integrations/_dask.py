@@ -46,6 +46,9 @@ REMOVAL_TIMEOUT = 10.0
 REMOVAL_POLL = 0.02
 #: Seconds a failed task's error may take to come from the scheduler (a round trip).
 EXCEPTION_TIMEOUT = 30.0
+#: ``Client.status`` once the client is closed, by ``Client.close()`` or by its
+#: cluster's ``close()``: nothing more can be fetched through it.
+_CLOSED = frozenset(("closing", "closed"))
 
 
 class DaskEngine:
@@ -91,6 +94,14 @@ class DaskEngine:
         return bool(handle.status == "finished")
 
     def outcomes(self, handles: list[Any]) -> list[tuple[bool, Any, str | None]]:
+        if self.client.status in _CLOSED:
+            # Its futures were cancelled with it; fetching would fail inside Dask
+            # (AttributeError: 'NoneType' object has no attribute 'gather').
+            raise RuntimeError(
+                "the pool's Dask client was closed (Client.close(), or its cluster's "
+                "close()) while the task was on the cluster, so its outcome cannot be "
+                "fetched; close or shut down the pool before its client"
+            )
         finished = [future for future in handles if self.succeeded(future)]
         values = dict(zip(map(id, finished), self.client.gather(finished), strict=True))
         found: list[tuple[bool, Any, str | None]] = []
