@@ -2,8 +2,11 @@
 
 The dispatcher thread delivers each task's outcome with ``_deliver(index, success,
 value)``: ``index`` is the chunk's position in the call's input, ``value`` the chunk's
-list of values (one value for ``apply``) or the exception. Callers wait on an event
-(``AsyncResult``) or a condition (the iterators).
+list of values (one value for ``apply``) or the exception. A chunk whose item raised
+comes with ``_deliver_partial(index, values, error)``, the values of the items before
+it: the iterators yield them before they raise the error (``_task.ChunkFailure``),
+``map()`` raises the error alone. Callers wait on an event (``AsyncResult``) or a
+condition (the iterators).
 
 The iterators read their input lazily, in the consumer's thread (``imap()`` and each
 ``next()``), at most ``read_ahead`` chunks ahead of what was consumed; an error raised
