@@ -35,7 +35,6 @@ a thousand ``Value`` objects cost a few descriptors, not a thousand.
 from __future__ import annotations
 
 import _thread
-import contextlib
 import fcntl
 import functools
 import mmap
@@ -170,8 +169,10 @@ class AnonymousMemory(mmap.mmap):
             # (shmem_enabled=advise), a process touching this memory takes one page
             # fault per 2 MiB instead of one per 4 KiB: most of the cost of a child's
             # first write through a fresh mapping.
-            with contextlib.suppress(OSError):
+            try:
                 self.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:
+                pass
         self._fd = fd
         # The descriptor lives as long as the mapping object: whoever still holds
         # the memory (a numpy array, a ctypes object) can still pass it on. (A
@@ -289,8 +290,10 @@ def _rebuild(token: int, size: int) -> AnonymousMemory:
                 return known
             return AnonymousMemory._from_fd(fd, size)
     except BaseException:
-        with contextlib.suppress(OSError):
+        try:
             os.close(fd)
+        except OSError:
+            pass
         raise
 
 
