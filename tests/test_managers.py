@@ -1285,3 +1285,33 @@ def test_a_tcp_manager_reached_under_another_spelling_hands_back_nested_proxies(
         # (asked through the client's session, which sends its dropped references)
         wait_until(lambda: client._number_of_objects() == 0, timeout=TIMEOUT)
         client.shutdown()
+
+
+def test_a_condition_waiter_gets_a_notify_made_while_its_wait_slice_ended():
+    # The manager waits on a Condition in slices (to notice a client that gave up).
+    # A slice used to be cond.wait(slice): one that timed out while the notifier held
+    # the lock was notified as it waited to take the lock back, reported a timeout,
+    # and the next slice waited for a notification already spent.
+    import time
+
+    from proctor._managers._cancellable import CANCEL_POLL
+
+    with proctor.Manager() as manager:
+        cond = manager.Condition()
+        holding = threading.Event()
+        results = []
+
+        def waiter():
+            with cond:
+                holding.set()
+                results.append(cond.wait(10))
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert holding.wait(30)
+        with cond:  # taken once the waiter's wait has let the lock go
+            time.sleep(4 * CANCEL_POLL)  # (a slice of the waiter's ends meanwhile)
+            cond.notify_all()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert results == [True]

@@ -29,6 +29,7 @@ end, and its result is dropped.
 
 from __future__ import annotations
 
+import _thread
 import queue
 import threading
 import time
@@ -213,17 +214,40 @@ def _condition_wait(cond: Any, cancelled: Callable[[], bool], timeout: Any = Non
     if wait is not None and wait <= CANCEL_POLL:
         return bool(cond.wait(timeout))
     deadline = None if wait is None else _monotonic() + wait
-    # Between two waits this thread holds the lock, so no notify() falls between them.
-    while True:
-        if cond.wait(_slice(deadline)):
+    # threading.Condition.wait() made again, its lock let go once: a waiter lock of
+    # our own, waited on in slices. Slices of cond.wait() lost notifications: a slice
+    # that timed out while notify_all() held the lock was notified (its waiter taken
+    # off the list) as it waited to take the lock back, and then reported a timeout,
+    # so the next slice waited for a notification already spent (CPython's suite:
+    # WithManagerTestCondition.test_notify_all, a waiter never woken).
+    waiter = _thread.allocate_lock()
+    waiter.acquire()
+    cond._waiters.append(waiter)
+    saved = cond._release_save()
+    notified = False
+    gave_up = False
+    try:
+        while True:
+            if waiter.acquire(True, _slice(deadline)):
+                notified = True
+                break
+            if _expired(deadline):
+                break
             if cancelled():
-                cond.notify()  # (the notification goes to another waiter)
-                raise Cancelled
-            return True
-        if _expired(deadline):
-            return False
-        if cancelled():
-            raise Cancelled  # (the lock is held again, as after any wait())
+                gave_up = True
+                break
+    finally:
+        cond._acquire_restore(saved)
+        if not notified:
+            try:
+                cond._waiters.remove(waiter)
+            except ValueError:
+                notified = True  # notify() took it off between the last slice and now
+    if gave_up:
+        if notified:
+            cond.notify()  # (the notification goes to another waiter)
+        raise Cancelled  # (the lock is held again, as after any wait())
+    return notified
 
 
 _QUEUE: dict[str, Callable[..., Any]] = {"get": _queue_get, "put": _queue_put, "join": _queue_join}
