@@ -1316,11 +1316,13 @@ class LogListener:
                 self._register(stream)
                 # The child has ended: all it wrote has been read (``received``,
                 # counted under this lock as it is read) or is unread in the
-                # channel. What a holder of the channel that lives on writes
-                # later, the thread handles at its pace.
-                unread = _unread_bytes(stream.fd)
-                if unread is not None:
-                    target = stream.received + unread
+                # channel. Unless no process holds a writer any more (then the
+                # thread reaches EOF after it, and ends the stream), what a holder
+                # that lives on writes later the thread handles at its pace.
+                if not _writers_gone(stream.fd):
+                    unread = _unread_bytes(stream.fd)
+                    if unread is not None:
+                        target = stream.received + unread
         wait = DRAIN_TIMEOUT if timeout is None else timeout
         if target is None:
             return stream.wait_drained(wait)
@@ -1542,6 +1544,17 @@ def _read_chunk(fd: int) -> bytes | None:
         return None
     except OSError:
         return b""
+
+
+def _writers_gone(fd: int) -> bool:
+    """Whether no process holds a writing end of the channel any more (a hang-up:
+    a pipe's or a socket's reader sees it while data is still unread)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    try:
+        return any(events & select.POLLHUP for _, events in poller.poll(0))
+    except OSError:
+        return False
 
 
 def _unread_bytes(fd: int) -> int | None:
