@@ -607,25 +607,40 @@ def test_operations_on_a_closed_connection_raise_oserror(pipe):
         wait([a], timeout=0)
 
 
-def test_a_recv_waiting_while_another_thread_closes_the_end_reads_no_other_file():
-    a, b = Pipe()
-    thread, outcome = call_in_thread(lambda: a.recv(timeout=2))
-    a.close()
-    # New pipes take the numbers the end let go of, with bytes of their own.
-    pipes = [os.pipe() for _ in range(8)]
+_SOMEONE_ELSES = b"\0" * 64 + b"someone else's"
+
+
+def _pipes_of_someone_else(pipes: list[tuple[int, int]]) -> None:
+    """Open pipes into ``pipes`` (taking the numbers a closed end let go of), each
+    holding bytes of its own that a reader of the closed end must not take."""
+    pipes.extend(os.pipe() for _ in range(8))
+    for _r, w in pipes:
+        os.write(w, _SOMEONE_ELSES)
+
+
+def _check_untouched_and_close(pipes: list[tuple[int, int]]) -> None:
     try:
-        for _r, w in pipes:
-            os.write(w, b"\0" * 64 + b"someone else's")
-        thread.join(30)
-        assert not thread.is_alive()
-        assert isinstance(outcome[0], OSError) and "closed" in str(outcome[0]), outcome
         for r, _w in pipes:
             os.set_blocking(r, False)
-            assert os.read(r, 1000) == b"\0" * 64 + b"someone else's"
+            assert os.read(r, 1000) == _SOMEONE_ELSES
     finally:
         for r, w in pipes:
             os.close(r)
             os.close(w)
+
+
+def test_a_recv_waiting_while_another_thread_closes_the_end_reads_no_other_file():
+    a, b = Pipe()
+    thread, outcome = call_in_thread(lambda: a.recv(timeout=2))
+    a.close()
+    pipes: list[tuple[int, int]] = []
+    try:
+        _pipes_of_someone_else(pipes)
+        thread.join(30)
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], OSError) and "closed" in str(outcome[0]), outcome
+    finally:
+        _check_untouched_and_close(pipes)
         b.close()
 
 
@@ -722,24 +737,16 @@ def test_a_call_blocked_on_an_end_that_another_thread_closes_raises_closed_at_on
 def test_a_recv_blocked_without_timeout_reads_no_file_that_took_the_closed_ends_number():
     a, b = Pipe()
     thread, outcome = call_in_thread(a.recv)
-    pipes = []
+    pipes: list[tuple[int, int]] = []
     try:
         wait_until(lambda: _asleep_in(thread, "recv"))
         a.close()
-        # New pipes take the numbers the end let go of, with bytes of their own.
-        pipes = [os.pipe() for _ in range(8)]
-        for _r, w in pipes:
-            os.write(w, b"\0" * 64 + b"someone else's")
+        _pipes_of_someone_else(pipes)
         thread.join(10)
         assert not thread.is_alive()
         assert isinstance(outcome[0], OSError) and "closed" in str(outcome[0]), outcome
-        for r, _w in pipes:
-            os.set_blocking(r, False)
-            assert os.read(r, 1000) == b"\0" * 64 + b"someone else's"
     finally:
-        for r, w in pipes:
-            os.close(r)
-            os.close(w)
+        _check_untouched_and_close(pipes)
         b.close()
         thread.join(30)
 

@@ -12,7 +12,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ("LONGEST_WAIT", "check_duration", "check_timeout", "deadline", "wait_readable")
+__all__ = (
+    "LONGEST_WAIT",
+    "check_duration",
+    "check_timeout",
+    "deadline",
+    "ready_by",
+    "wait_readable",
+)
 
 #: Timeouts longer than this (~24.8 days) wait without limit, as ``None`` does:
 #: ``math.inf`` says "no limit" too, and every wait below can take this one
@@ -103,16 +110,36 @@ def wait_readable(fd: int, timeout: float | None) -> bool:
     Never returns early: the wait is rounded up to the next millisecond, and an
     early or interrupted wake-up waits again for what is left.
     """
+    end = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    return bool(ready_by([fd], end))
+
+
+def ready_by(fds: list[int], end: float | None) -> list[int]:
+    """The readable ones of ``fds``, waiting until the ``time.monotonic()`` ``end``
+    at most (``None``: for ever); empty once ``end`` has passed.
+
+    Never returns early: each wait is rounded up to the next millisecond, and an
+    early or interrupted wake-up waits again for what is left.
+    """
     import select  # here: a spawned child that never waits does without it
 
-    end = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-    if not hasattr(select, "poll"):  # poll() is missing on some platforms
+    if not hasattr(select, "poll"):  # (select() where there is no poll(): FD_SETSIZE limits it)
         while True:
             left = None if end is None else max(end - time.monotonic(), 0.0)
-            if select.select([fd], [], [], left)[0]:
-                return True
-            if end is not None and time.monotonic() >= end:
-                return False
+            ready = select.select(fds, [], [], left)[0]
+            if ready or (end is not None and time.monotonic() >= end):
+                return ready
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    while True:
+        # Milliseconds, rounded up.
+        wait_ms = None if end is None else max(0, int((end - time.monotonic()) * 1000 + 0.999))
+        events = poller.poll(wait_ms)
+        if events:
+            return [fd for fd, _ in events]
+        if end is not None and time.monotonic() >= end:
+            return []
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     while True:

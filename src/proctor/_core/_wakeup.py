@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import _thread
 import os
-import select
 import sys
 import time
 
 from . import _afterfork
 from ._system import keep_in_forks, let_go_in_forks
+from ._timeout import ready_by
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ __all__ = ("other_threads", "wait_readable", "wake_waiters")
 #: threads; not native threads, which cannot call ``close()``).
 other_threads = _thread._count
 
-_HAVE_POLL = hasattr(select, "poll")
 _HAVE_EVENTFD = hasattr(os, "eventfd")
 # What a wake-up's writer writes: 1 for an eventfd's counter (a pipe takes any byte).
 _ONE = (1).to_bytes(8, sys.byteorder)
@@ -166,20 +165,4 @@ def _poll(fds: Sequence[int], wakeup_fd: int | None, end: float | None) -> list[
     watched = list(fds)
     if wakeup_fd is not None:
         watched.append(wakeup_fd)
-    if not _HAVE_POLL:  # (select() where there is no poll(): FD_SETSIZE limits it)
-        while True:
-            left = None if end is None else max(end - _monotonic(), 0.0)
-            ready = select.select(watched, [], [], left)[0]
-            if ready or (end is not None and _monotonic() >= end):
-                return ready
-    poller = select.poll()
-    for fd in watched:
-        poller.register(fd, select.POLLIN)
-    while True:
-        # Milliseconds, rounded up.
-        wait_ms = None if end is None else max(0, int((end - _monotonic()) * 1000 + 0.999))
-        events = poller.poll(wait_ms)
-        if events:
-            return [fd for fd, _ in events]
-        if end is not None and _monotonic() >= end:
-            return []
+    return ready_by(watched, end)
