@@ -261,6 +261,30 @@ def test_a_list_inside_a_dict_stays_a_proxy_and_is_released_with_it(manager):
     assert manager._number_of_objects() == before, manager._debug_info()
 
 
+def _append_through_nested(outer, value, done):
+    # This child was given ``outer`` (and the key with it) at its start; the inner
+    # proxy comes in a reply, without a key.
+    outer["inner"].append(value)
+    done.put(outer["inner"][:])
+
+
+def test_nested_proxies_work_under_a_manager_given_its_own_authkey(ctx):
+    # A proxy sent in a message carries no key: the manager rebuilt the stored one
+    # with its process's authkey, not the manager's, and refused it (the stdlib's
+    # manager stores it, and its client fails on the proxy it gets back).
+    with SyncManager(authkey=b"a key of its own", ctx=ctx) as manager:
+        outer, inner = manager.dict(), manager.list([1])
+        outer["inner"] = inner
+        got = outer["inner"]
+        got.append(2)
+        assert inner[:] == [1, 2]
+        done = ctx.Queue()
+        p = ctx.Process(target=_append_through_nested, args=(outer, 3, done))
+        p.start()
+        assert done.get(timeout=TIMEOUT) == [1, 2, 3]
+        assert finish(p)[0] == 0
+
+
 def test_a_proxy_taken_out_of_a_managed_container_keeps_its_object(manager):
     # pop() and get() hand back the only reference the manager held: the reply
     # carries it to the caller, who must not find the object released on the way.

@@ -24,7 +24,7 @@ from .._core._timeout import check_timeout
 from .._start._process import current_process
 from ._protocol import PROXY, RETURN, Token, public_methods, raise_reply
 from ._server import take_for_recipient
-from ._session import Session, acquire_session, note_taken_over, session_for
+from ._session import Session, acquire_session, known_authkey, note_taken_over, session_for
 
 __all__ = (
     "AcquirerProxy",
@@ -244,6 +244,8 @@ def RebuildProxy(func: Any, token: Token, serializer: str, kwds: dict[str, Any])
     manager_pid = kwds.pop("manager_pid", None)
     kwds.pop("incref", None)
     counted = kwds.pop("counted", False)
+    if kwds.get("authkey") is None:
+        kwds["authkey"] = known_authkey(token.address)
     proxy = func(token, serializer, incref=not counted, **kwds)
     if counted is not True and counted:
         # (for the manager, should the rest of the reply fail to unpickle)

@@ -75,6 +75,7 @@ __all__ = (
     "acquire_session",
     "close_sessions",
     "describe_owned",
+    "known_authkey",
     "note_taken_over",
     "session_for",
 )
@@ -171,6 +172,24 @@ def session_for(
             session.key = key
             _sessions[key] = session
         return session
+
+
+def known_authkey(address: Any) -> bytes | None:
+    """The key of the manager at ``address``, if this process holds it: it runs
+    that manager's server, or has a session with it (opened with its key).
+
+    A proxy sent in a message carries no key (as the stdlib's): one unpickled
+    where the key is known (in its own manager, stored in another managed object;
+    in a client, in a reply from that manager) takes it rather than this
+    process's ``authkey``, which is not the key of a manager given its own.
+    """
+    server = local_server(address)
+    if server is not None:
+        return server.authkey
+    for (known_address, authkey, _serializer), session in list(_sessions.items()):
+        if known_address == address and authkey is not None and not session.closed:
+            return authkey
+    return None
 
 
 def acquire_session(
