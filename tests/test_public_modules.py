@@ -116,6 +116,23 @@ def test_context_classes_match_get_context():
     assert issubclass(context.ForkProcess, proctor.Process)
 
 
+def test_managers_has_every_proxy_type_the_stdlibs_has_and_names_the_queues():
+    import multiprocessing.managers as stdlib_managers
+
+    from proctor import managers
+
+    stdlib_proxies = [name for name in dir(stdlib_managers) if name.endswith("Proxy")]
+    assert stdlib_proxies, "the stdlib's proxy names were not found"
+    missing = [name for name in stdlib_proxies if not hasattr(managers, name)]
+    assert not missing, f"proctor.managers lacks {missing}"
+    assert issubclass(managers.PoolProxy, managers.BasePoolProxy)
+    # The stdlib's Manager().Queue() is an AutoProxy; proctor's has a type of its own.
+    manager = managers.SyncManager(ctx=proctor.get_context("fork"))
+    with manager:
+        assert type(manager.Queue()) is managers.QueueProxy
+        assert type(manager.JoinableQueue()) is managers.QueueProxy
+
+
 def test_queues_empty_and_full_are_the_queue_modules():
     import queue
 

@@ -21,6 +21,7 @@ from ._managers import ArrayProxy as ArrayProxy
 from ._managers import AutoProxy as AutoProxy
 from ._managers import BarrierProxy as BarrierProxy
 from ._managers import BaseListProxy as BaseListProxy
+from ._managers import BasePoolProxy as BasePoolProxy
 from ._managers import BaseManager as BaseManager
 from ._managers import BaseProxy as BaseProxy
 from ._managers import ConditionProxy as ConditionProxy
@@ -32,6 +33,7 @@ from ._managers import MakeProxyType as MakeProxyType
 from ._managers import Namespace as Namespace
 from ._managers import NamespaceProxy as NamespaceProxy
 from ._managers import PoolProxy as PoolProxy
+from ._managers import QueueProxy as QueueProxy
 from ._managers import RebuildProxy as RebuildProxy
 from ._managers import Server as Server
 from ._managers import SharedMemoryManager as SharedMemoryManager
@@ -51,6 +53,7 @@ __all__ = (
     "AutoProxy",
     "BarrierProxy",
     "BaseListProxy",
+    "BasePoolProxy",
     "BaseManager",
     "BaseProxy",
     "ConditionProxy",
@@ -63,6 +66,7 @@ __all__ = (
     "Namespace",
     "NamespaceProxy",
     "PoolProxy",
+    "QueueProxy",
     "RebuildProxy",
     "RemoteError",
     "Server",

@@ -24,6 +24,7 @@ from ._proxy import ArrayProxy as ArrayProxy
 from ._proxy import AutoProxy as AutoProxy
 from ._proxy import BarrierProxy as BarrierProxy
 from ._proxy import BaseListProxy as BaseListProxy
+from ._proxy import BasePoolProxy as BasePoolProxy
 from ._proxy import BaseProxy as BaseProxy
 from ._proxy import ConditionProxy as ConditionProxy
 from ._proxy import DictProxy as DictProxy
@@ -33,6 +34,7 @@ from ._proxy import ListProxy as ListProxy
 from ._proxy import MakeProxyType as MakeProxyType
 from ._proxy import NamespaceProxy as NamespaceProxy
 from ._proxy import PoolProxy as PoolProxy
+from ._proxy import QueueProxy as QueueProxy
 from ._proxy import RebuildProxy as RebuildProxy
 from ._proxy import ValueProxy as ValueProxy
 from ._server import Server as Server
@@ -46,6 +48,7 @@ __all__ = (
     "AutoProxy",
     "BarrierProxy",
     "BaseListProxy",
+    "BasePoolProxy",
     "BaseManager",
     "BaseProxy",
     "ConditionProxy",
@@ -57,6 +60,7 @@ __all__ = (
     "Namespace",
     "NamespaceProxy",
     "PoolProxy",
+    "QueueProxy",
     "RebuildProxy",
     "Server",
     "SharedMemoryManager",

@@ -32,6 +32,7 @@ __all__ = (
     "AutoProxy",
     "BarrierProxy",
     "BaseListProxy",
+    "BasePoolProxy",
     "BaseProxy",
     "ConditionProxy",
     "DictProxy",
@@ -606,7 +607,7 @@ class DictProxy(_DictProxyBase):  # type: ignore[valid-type,misc]
 
 ArrayProxy = MakeProxyType("ArrayProxy", ("__len__", "__getitem__", "__setitem__"))
 
-_PoolProxyBase = MakeProxyType(
+BasePoolProxy = MakeProxyType(
     "PoolProxy",
     (
         "apply",
@@ -624,7 +625,7 @@ _PoolProxyBase = MakeProxyType(
 )
 
 
-class PoolProxy(_PoolProxyBase):  # type: ignore[valid-type,misc]
+class PoolProxy(BasePoolProxy):  # type: ignore[valid-type,misc]
     """A ``Pool`` in the manager."""
 
     _method_to_typeid_ = {
