@@ -1151,6 +1151,26 @@ def test_wrong_or_missing_key_is_refused_on_both_sides(
         assert server_says in str(results[0])
 
 
+@pytest.mark.parametrize("first", ["wait", "recv"])
+def test_a_keyless_client_refused_by_its_listener_says_so_at_every_receive(first):
+    # poll() took the refusal for "something to receive" and the recv() after it
+    # raised ProtocolError ("out of step"): the AuthenticationError was lost.
+    with Listener(authkey=b"right") as listener:
+        results = []
+        server = threading.Thread(target=_serve_one, args=(listener, results, "unsent"))
+        server.start()
+        try:
+            with Client(listener.address, timeout=30) as conn:
+                if first == "poll":
+                    assert wait([conn], timeout=30) == [conn]  # (its recv() says why)
+                for receive in (conn.poll, conn.recv, conn.poll, conn.recv_bytes):
+                    with pytest.raises(AuthenticationError, match="requires an authkey"):
+                        receive(timeout=30)
+        finally:
+            server.join(30)
+        assert isinstance(results[0], AuthenticationError)
+
+
 def test_client_with_a_key_refuses_an_open_listener(no_unpickling):
     with Listener() as listener:
         results = []

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 import proctor
-from helpers import pid_exists, wait_until
+from helpers import finish, pid_exists, wait_until
 from proctor._core import _runtime
 from proctor._start import _forkserver
 
@@ -704,3 +704,25 @@ def test_what_a_preloaded_module_prints_is_written_once_not_by_every_child(tmp_p
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines().count("printed at import") == 1, done.stdout
     assert done.stdout.splitlines().count("child") == 3
+
+
+def _inheritable_descriptors():
+    """This process's inheritable descriptors other than stdin, stdout and stderr."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if int(name) > 2 and os.get_inheritable(int(name)):
+                found.append(int(name))
+        except OSError:
+            pass  # (the listing's own descriptor, closed by now)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_child_holds_no_descriptor_that_a_program_it_runs_would_inherit(method):
+    # A fork-server child's channel to its parent was inheritable (received without
+    # close-on-exec): a program it ran with close_fds=False held it.
+    p = proctor.get_context(method).Process(target=_inheritable_descriptors)
+    p.start()
+    assert finish(p) == (0, [])

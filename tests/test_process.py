@@ -16,7 +16,7 @@ import time
 import pytest
 
 import proctor
-from helpers import open_fds, pid_exists, run_program, wait_until
+from helpers import finish, open_fds, pid_exists, run_program, wait_until
 from proctor import RemoteError, ResultError, UnpicklableError
 
 # --- targets (importable, so they also work by reference) ---------------------
@@ -1349,6 +1349,32 @@ def test_parent_process_has_the_stdlib_surface_in_a_child_and_a_grandchild(ctx):
     assert child_pid == p.pid
     _check_parent_facts(facts, child_pid, child_name)
     p.close()
+
+
+def _describe_the_parent_at_exit(path):
+    from proctor.connection import wait
+
+    parent = proctor.parent_process()
+    ready = wait([parent.sentinel], timeout=0)
+    with open(path, "w") as file:
+        file.write(f"{parent.is_alive()} {ready}")
+
+
+def ask_for_the_parents_sentinel_at_exit(path):
+    import atexit
+
+    atexit.register(_describe_the_parent_at_exit, path)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="a sentinel after run() needs a pidfd")
+def test_the_parents_sentinel_still_works_in_a_childs_atexit_handlers(ctx, tmp_path):
+    # A spawned child closes its channel (which is the sentinel) once run() has
+    # returned: an atexit handler asking for it got a ValueError.
+    path = tmp_path / "parent"
+    p = ctx.Process(target=ask_for_the_parents_sentinel_at_exit, args=(str(path),))
+    p.start()
+    assert finish(p)[0] == 0
+    assert path.read_text() == "True []"
 
 
 def report_the_parent_ending(conn):

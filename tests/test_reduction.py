@@ -340,6 +340,53 @@ def test_a_descriptor_owner_goes_through_a_queue_but_not_into_a_plain_pickle(wha
             got.close()
 
 
+def _received_through(path, fd):
+    """A descriptor for ``fd``'s file, as ``path`` delivers one (the caller closes it)."""
+    if path == "recvfds":
+        left, right = socket.socketpair()
+        with left, right:
+            right.settimeout(30)
+            sendfds(left, [fd])
+            return recvfds(right, 1)[0]
+    if path == "Queue.get":
+        q = proctor.Queue()
+        try:
+            q.put(DupFd(fd), timeout=10)
+            return q.get(timeout=10).detach()
+        finally:
+            q.close()
+            q.join_thread()
+    if path == "Listener":
+        with (
+            Listener(family="AF_UNIX") as listener,
+            Client(listener.address, timeout=30) as client,
+            listener.accept(timeout=30) as server,
+        ):
+            send_handle(client, fd)
+            return _recv_handle(server)
+    a, b = Pipe()
+    with a, b:
+        if path == "recv_handle":
+            send_handle(a, fd)
+            return _recv_handle(b)
+        a.send(("a message that begins", DupFd(fd)))
+        return b.recv(timeout=10)[1].detach()
+
+
+@pytest.mark.parametrize("path", ["recv_handle", "Connection.recv", "Listener", "Queue.get", "recvfds"])
+def test_every_received_descriptor_is_close_on_exec(path, data_file):
+    # As every descriptor Python makes is (PEP 446). Received ones were inheritable:
+    # a program the receiver ran with close_fds=False held them (a fork-server
+    # child, its channel to the parent). The stdlib's are inheritable.
+    os.set_inheritable(data_file, True)
+    fd = _received_through(path, data_file)
+    try:
+        assert _same_file(fd, data_file)
+        assert not os.get_inheritable(fd)
+    finally:
+        os.close(fd)
+
+
 # --- sendfds / recvfds: the stdlib's wire format ------------------------------------
 
 

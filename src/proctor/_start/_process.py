@@ -705,16 +705,35 @@ class ParentProcess(BaseProcess):
         """A descriptor that becomes readable when the parent ends (for ``wait()``).
 
         Raises:
-            ValueError: after ``close()``, and in a spawned child once its
-                ``run()`` has returned (the channel it is has been closed).
+            ValueError: after ``close()``; in a spawned child once its ``run()``
+                has returned (its atexit handlers) on a system without
+                ``os.pidfd_open`` (the channel it was has been closed).
         """
         self._check_not_closed()
         if self._sentinel < 0:
-            raise ValueError(
-                "the parent's sentinel was this process's channel to its parent, "
-                "closed once run() returned"
-            )
+            self._sentinel = self._sentinel_after_run()
         return self._sentinel
+
+    def _sentinel_after_run(self) -> int:
+        # A spawned child closes its channel once run() has returned, before its
+        # atexit handlers run; one of them asking for the sentinel gets a pidfd of
+        # the parent (Linux 5.3+), or a pipe at end of file once the parent has
+        # ended (this child was handed to another process then).
+        if os.getppid() == self._pid:
+            try:
+                pidfd = os.pidfd_open(self._pid)
+            except (AttributeError, OSError) as exc:
+                raise ValueError(
+                    "the parent's sentinel was this process's channel to its parent, "
+                    "closed once run() returned, and this system has no pidfd to "
+                    "stand for it: use parent_process().is_alive() or join(timeout)"
+                ) from exc
+            if os.getppid() == self._pid:
+                return pidfd
+            os.close(pidfd)  # (the parent ended meanwhile: that pid may be another's)
+        ended, other_end = os.pipe()
+        os.close(other_end)
+        return ended
 
     def is_alive(self) -> bool:
         """Whether the parent still runs."""
@@ -747,7 +766,8 @@ class ParentProcess(BaseProcess):
 
     def _release_sentinel(self) -> None:
         """The channel that is the sentinel is being closed (a spawned child's run
-        has returned): from now on, ask whether the pid lives."""
+        has returned): from now on, ask whether the pid lives, and make a
+        descriptor if ``sentinel`` is asked for (``_sentinel_after_run``)."""
         self._sentinel = -1
 
     def _started_popen(self) -> Any:
