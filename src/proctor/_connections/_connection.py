@@ -454,6 +454,8 @@ class Connection(FrameSender, FrameReceiver):
                 "receive on the other end"
             )
         if self._broken is not None:
+            if isinstance(self._broken, BaseException):
+                raise self._broken.with_traceback(None)
             raise _lazy_errors.ProtocolError(
                 f"this Connection can no longer receive: {self._broken}. Its stream is "
                 "out of step; close it and open a new one."
@@ -860,6 +862,8 @@ class Connection(FrameSender, FrameReceiver):
 
         Raises:
             OSError: this end is closed or write-only.
+            AuthenticationError: a ``Client`` made without an authkey, whose
+                listener requires one (as every receive on it does).
         """
         if self._can_recv and self._rpos < self._rend:
             return True  # bytes read ahead: no check to make (the flag says all are met)
@@ -872,6 +876,8 @@ class Connection(FrameSender, FrameReceiver):
                 timeout = self._take_greeting(timeout)
             except _lazy_errors.if_loaded("ProcessTimeoutError"):
                 return False
+            except _lazy_errors.if_loaded("AuthenticationError"):
+                raise  # (this end can never receive: said as every receive says it)
             except _lazy_errors.if_loaded(EOFError, "ProcessError"):
                 return True  # recv() will say what happened
             if self._rpos < self._rend:

@@ -13,7 +13,7 @@ import errno
 import io
 
 from .._core._closing import close_all_quietly
-from .._core._wire import MAX_FDS, fds_from
+from .._core._wire import MAX_FDS, cloexec_flag, fds_from
 from ._sendlock import SendLock
 
 TYPE_CHECKING = False
@@ -31,6 +31,7 @@ __all__ = ("EndState", "FdInbox")
 _MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))
 # Room for the most descriptors one message can bring.
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
+_RECV_CLOEXEC = cloexec_flag()
 
 
 class FdInbox:
@@ -56,7 +57,7 @@ class FdInbox:
 
     def readinto(self, view: memoryview) -> int:
         """``socket.recv_into(view)``, keeping the descriptors that come."""
-        got, ancdata, flags, _addr = self._recvmsg_into([view], _ANCILLARY_SPACE)
+        got, ancdata, flags, _addr = self._recvmsg_into([view], _ANCILLARY_SPACE, _RECV_CLOEXEC)
         if ancdata or flags & _MSG_CTRUNC:
             self._keep(ancdata, flags)
         return got
@@ -65,7 +66,9 @@ class FdInbox:
         """``socket.recv_into(view, nbytes, flags)``, keeping the descriptors that come."""
         if nbytes:
             view = view[:nbytes]
-        got, ancdata, msg_flags, _addr = self._recvmsg_into([view], _ANCILLARY_SPACE, flags)
+        got, ancdata, msg_flags, _addr = self._recvmsg_into(
+            [view], _ANCILLARY_SPACE, flags | _RECV_CLOEXEC
+        )
         if ancdata or msg_flags & _MSG_CTRUNC:
             self._keep(ancdata, msg_flags)
         return got
@@ -166,8 +169,10 @@ class EndState:
     # The wake-ups of the threads blocked on this end, which close() writes to
     # (see _core._wakeup).
     _waiting: set[Any]
-    # Why this end can no longer receive / send (its stream is out of step), or None.
-    _broken: str | None
+    # Why this end can no longer receive / send (its stream is out of step), or None;
+    # for receiving, a reason (``ProtocolError`` says it) or the error every receive
+    # raises again (a keyless Client's refused greeting).
+    _broken: str | BaseException | None
     _broken_send: str | None
     # One flag per direction keeps the hot paths to a single check.
     _can_recv: bool

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._core._closing import close_all_quietly
 from .._core._reduction import DupFd
-from .._core._wire import fds_from
+from .._core._wire import cloexec_flag, fds_from
 from ._connection import Connection
 
 __all__ = ("HAVE_SEND_HANDLE", "recv_handle", "recvfds", "send_handle", "sendfds")
@@ -81,7 +81,7 @@ def recvfds(sock: socket.socket, size: int) -> list[int]:
         RuntimeError: the message brought no descriptors, or not ``size`` of them
             (those that came are closed).
     """
-    msg, ancdata, _flags, _addr = sock.recvmsg(1, socket.CMSG_SPACE(size * 4))
+    msg, ancdata, _flags, _addr = sock.recvmsg(1, socket.CMSG_SPACE(size * 4), cloexec_flag())
     fds: list[Any] = fds_from(ancdata)
     if not msg and not ancdata:
         raise EOFError("the peer closed the socket before sending descriptors")

@@ -310,7 +310,7 @@ def check_greeting(conn: Connection, deadline: float | None) -> None:
         ProcessTimeoutError: the listener has not accepted by ``deadline``;
             nothing was read.
         AuthenticationError: the listener requires an authkey, or is not a
-            proctor listener; the connection can no longer receive.
+            proctor listener; every later receive raises it again.
         EOFError: the listener closed the connection without accepting it.
     """
     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -323,16 +323,15 @@ def check_greeting(conn: Connection, deadline: float | None) -> None:
     try:
         hello = conn.recv_bytes(_HANDSHAKE_MAXLENGTH, timeout=_HANDSHAKE_TIMEOUT)
     except _lazy_errors.if_loaded(ValueError, "ProtocolError", "ProcessTimeoutError") as exc:
-        conn._break("the listener's greeting was not a proctor one")
-        raise _lazy_errors.AuthenticationError(
-            f"the peer is not a proctor Listener ({exc})"
-        ) from None
+        refused = _lazy_errors.AuthenticationError(f"the peer is not a proctor Listener ({exc})")
+        conn._break(refused)
+        raise refused from None
     if hello == _OPEN:
         return
     try:
         client_handshake(conn, None, None, hello)
     except _lazy_errors.if_loaded("AuthenticationError") as exc:
-        conn._break(str(exc))
+        conn._break(exc)  # (every later receive raises it again: poll() leaves it to them)
         raise
 
 

@@ -45,7 +45,7 @@ import os
 from .._core import _lazy_errors
 from .._core._closing import close_all_quietly
 from .._core._reduction import receiving
-from .._core._wire import MAX_FDS, fds_from, map_memfd
+from .._core._wire import MAX_FDS, cloexec_flag, fds_from, map_memfd
 from ._end import EndState
 from ._frames import (
     BODY_IN_FD,
@@ -110,6 +110,7 @@ _MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))
 _MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
 # Room for the most descriptors one message can bring.
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
+_RECV_CLOEXEC = cloexec_flag()
 
 _loads = _pickle.loads  # (pickle's; pickle.py would import re)
 _unpack_from = HEADER.unpack_from
@@ -121,7 +122,7 @@ class FrameReceiver(EndState):
 
     __slots__ = ()
 
-    def _break(self, reason: str) -> None:
+    def _break(self, reason: str | BaseException) -> None:
         self._broken = reason
         self._can_recv = False
 
@@ -448,7 +449,7 @@ class FrameReceiver(EndState):
         try:
             try:
                 got, ancdata, flags, _addr = self._sock.recvmsg_into(
-                    [side, body, trailer], _ANCILLARY_SPACE, _MSG_WAITALL
+                    [side, body, trailer], _ANCILLARY_SPACE, _MSG_WAITALL | _RECV_CLOEXEC
                 )
             except ConnectionResetError as exc:
                 self._eof_mid_message(0, total, exc)
@@ -503,7 +504,7 @@ class FrameReceiver(EndState):
             while len(head) < SIDE.size:
                 try:
                     chunk, ancdata, flags, _addr = self._sock.recvmsg(
-                        SIDE.size - len(head), _ANCILLARY_SPACE
+                        SIDE.size - len(head), _ANCILLARY_SPACE, _RECV_CLOEXEC
                     )
                 except ConnectionResetError as exc:
                     self._eof_mid_message(len(head), SIDE.size, exc)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from .._core import _lazy_errors
 from .._core._timeout import check_timeout
 from .._core._wakeup import wait_readable
 from ._connection import Connection
@@ -73,13 +74,22 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
         # a message (or end-of-file) came with it; else wait on for the others.
         if not any(isinstance(o, Connection) and o._greeting is not None for o in ready):
             return ready
-        ready = [o for o in ready if not isinstance(o, Connection) or o.poll(0)]
+        ready = [o for o in ready if not isinstance(o, Connection) or _has_news(o)]
         if ready:
             return ready
         if deadline is not None:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 return []
+
+
+def _has_news(conn: Connection) -> bool:
+    # A message, end of file, or a refusal (a listener that needs a key): what the
+    # connection's next recv() tells.
+    try:
+        return conn.poll(0)
+    except _lazy_errors.if_loaded("AuthenticationError"):
+        return True
 
 
 def _wait_once(objects: list[Any], timeout: float | None) -> list[Any]:

@@ -59,7 +59,7 @@ import os
 import weakref
 
 from ._closing import close_all_quietly
-from ._wire import fds_from, map_memfd
+from ._wire import cloexec_flag, fds_from, map_memfd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ SPARE_BYTES = 256 << 20
 #: (a spare of another size is closed: its pages go back to the kernel).
 _TRIES = 4
 
-_RECV_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+_RECV_FLAGS = socket.MSG_DONTWAIT | cloexec_flag()
 _FD_SPACE = socket.CMSG_SPACE(array.array("i").itemsize)
 
 # Forks of this process so far: a view delivered before a fork is shared with

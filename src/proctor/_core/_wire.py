@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = (
     "INLINE_MAX",
     "WireError",
+    "cloexec_flag",
     "fds_from",
     "map_memfd",
     "memfd_with",
@@ -197,7 +198,7 @@ def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
     try:
         while len(header) < _HEADER_SIZE:
             chunk, ancdata, _flags, _addr = sock.recvmsg(
-                _HEADER_SIZE - len(header), _socket.CMSG_SPACE(MAX_FDS * 4)
+                _HEADER_SIZE - len(header), _socket.CMSG_SPACE(MAX_FDS * 4), cloexec_flag()
             )
             fds.extend(fds_from(ancdata))
             if not chunk:
@@ -223,8 +224,22 @@ def recv_message(sock: _socket.socket) -> tuple[bytearray, list[int]]:
         raise
 
 
+def cloexec_flag() -> int:
+    """The ``recvmsg`` flag that makes received descriptors close-on-exec.
+
+    As every descriptor Python makes is (PEP 446): without it, a process that
+    execs with ``close_fds=False`` carries what it received (a fork-server
+    child its channel). Every receive of descriptors passes it; where the
+    platform lacks it (macOS) it is 0, and ``fds_from`` marks them instead.
+    """
+    import _socket
+
+    return int(getattr(_socket, "MSG_CMSG_CLOEXEC", 0))
+
+
 def fds_from(ancdata: list) -> list[int]:
-    """The descriptors in a ``recvmsg`` ancillary-data list (the caller owns them)."""
+    """The descriptors in a ``recvmsg`` ancillary-data list (the caller owns them),
+    close-on-exec (see :func:`cloexec_flag`)."""
     import _socket
 
     fds: list[int] = []
@@ -232,6 +247,9 @@ def fds_from(ancdata: list) -> list[int]:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             whole = len(payload) - len(payload) % _C_INT_SIZE
             fds.extend(memoryview(payload)[:whole].cast("i"))
+    if fds and not hasattr(_socket, "MSG_CMSG_CLOEXEC"):
+        for fd in fds:
+            os.set_inheritable(fd, False)
     return fds
 
 

@@ -29,7 +29,7 @@ import struct
 
 from .._core import _reduction
 from .._core._closing import close_all
-from .._core._wire import fds_from
+from .._core._wire import cloexec_flag, fds_from
 
 __all__ = ("MAX_FDS", "Mailbox")
 
@@ -133,7 +133,7 @@ class Mailbox:
                     f"the next item's ({got}) instead, left there for it"
                 )
             data, ancdata, _flags, _addr = sock.recvmsg(
-                _MAIL_ID.size, _socket.CMSG_SPACE(MAX_FDS * 4)
+                _MAIL_ID.size, _socket.CMSG_SPACE(MAX_FDS * 4), cloexec_flag()
             )
             fds = fds_from(ancdata)
             if _MAIL_ID.unpack(data)[0] == mail_id:

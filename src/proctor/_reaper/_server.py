@@ -135,6 +135,8 @@ FIRST_CLIENT_TIMEOUT = 30.0
 #: Descriptors one read from a client may bring (one per "P" line; the kernel
 #: stops a read after data that brought descriptors, so one is the usual count).
 _MAX_FDS = 253
+#: Received descriptors close-on-exec, as every one Python makes (_wire.cloexec_flag).
+_RECV_CLOEXEC = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
 
 #: A name made by :func:`owner_tag` as it appears in /dev/shm ("sem." for semaphores).
 _OWNED_NAME = re.compile(r"(sem\.)?(proctor-([0-9]+)\.([0-9a-z]+)\.([0-9a-z]+)-[0-9a-f]+)")
@@ -642,7 +644,7 @@ class _Reaper:
             # Not socket.recv_fds, which does not pass flags on to recvmsg. The
             # socket stays blocking for the replies the reaper writes.
             data, ancdata, _, _ = sock.recvmsg(
-                65536, socket.CMSG_SPACE(_MAX_FDS * 4), socket.MSG_DONTWAIT
+                65536, socket.CMSG_SPACE(_MAX_FDS * 4), socket.MSG_DONTWAIT | _RECV_CLOEXEC
             )
         except (BlockingIOError, InterruptedError):
             return False

@@ -274,6 +274,8 @@ set_parent_death_signal(PyObject *module, PyObject *arg)
 /* A start request's descriptors: the child's channel, its status socket (the
  * server's to write), stdout, stderr. */
 #define REQUEST_FDS 4
+/* Received descriptors close-on-exec, as Python's own are (PEP 446; _wire.cloexec_flag). */
+#define RECV_CLOEXEC MSG_CMSG_CLOEXEC
 
 /* Read len bytes: from a stream socket with recv(), or from a file's start with pread()
  * (positioned): 0, or -1 with errno set (0 at the end of the data). */
@@ -421,7 +423,7 @@ take_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     msg.msg_control = control.buffer;
     msg.msg_controllen = sizeof(control.buffer);
     do {
-        got = recvmsg(ctl, &msg, 0);
+        got = recvmsg(ctl, &msg, RECV_CLOEXEC);
     } while (got < 0 && errno == EINTR);
     if (got > 0) {
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
