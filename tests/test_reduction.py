@@ -373,7 +373,9 @@ def _received_through(path, fd):
         return b.recv(timeout=10)[1].detach()
 
 
-@pytest.mark.parametrize("path", ["recv_handle", "Connection.recv", "Listener", "Queue.get", "recvfds"])
+@pytest.mark.parametrize(
+    "path", ["recv_handle", "Connection.recv", "Listener", "Queue.get", "recvfds"]
+)
 def test_every_received_descriptor_is_close_on_exec(path, data_file):
     # As every descriptor Python makes is (PEP 446). Received ones were inheritable:
     # a program the receiver ran with close_fds=False held them (a fork-server

@@ -116,3 +116,74 @@ def test_join_and_pool_results_wait_without_limit(timeout):
         assert result.get(timeout) == 9
         assert next(pool.imap(abs, [-4]).__iter__()) == 4
         assert pool.imap(abs, [-5]).next(timeout) == 5
+
+
+# -- _core._timeout.ready_by: the one poll loop, in C or with the select module --------
+
+
+@pytest.fixture(params=["C", "select"])
+def poll_implementation(request, monkeypatch):
+    """ready_by with the C accelerator's poll, then with select.poll()."""
+    from proctor._core import _system, _timeout
+
+    if request.param == "C":
+        if _system.core_native() is None:
+            pytest.skip("the C accelerator is not built here")
+        monkeypatch.setattr(_timeout, "_c_poll", _system.core_native().poll_readable)
+    else:
+        monkeypatch.setattr(_timeout, "_c_poll", False)
+    return request.param
+
+
+def test_ready_by_returns_the_readable_ones_and_never_ends_early(poll_implementation):
+    import os
+    import signal
+    import time
+
+    from proctor._core._timeout import ready_by
+
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        began = time.monotonic()
+        assert ready_by((r1, r2), began + 0.05) == []
+        assert time.monotonic() - began >= 0.05
+        os.write(w2, b"x")
+        assert ready_by([r1, r2], None) == [r2]
+        os.close(w1)  # end of file is readable too
+        assert sorted(ready_by((r1, r2), time.monotonic() + 10)) == sorted([r1, r2])
+        # A signal whose handler returns interrupts the poll: it waits on.
+        os.close(w2)
+        os.close(r2)
+        r2, w2 = os.pipe()
+        previous = signal.signal(signal.SIGALRM, lambda *_: None)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
+            began = time.monotonic()
+            assert ready_by([r2], began + 0.2) == []
+            assert time.monotonic() - began >= 0.2
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    finally:
+        for fd in (r1, r2, w2):
+            os.close(fd)
+
+
+def test_the_c_poll_refuses_what_is_not_a_descriptor_or_a_wait():
+    from proctor._core import _system
+
+    native = _system.core_native()
+    if native is None:
+        pytest.skip("the C accelerator is not built here")
+    for fds, timeout_ms, error in [
+        ([True], 0, TypeError),
+        (["3"], 0, TypeError),
+        ([-1], 0, ValueError),
+        (5, 0, TypeError),
+        ([0], -2, ValueError),
+        ([0], 2**31, ValueError),
+        ([0], 0.5, TypeError),
+    ]:
+        with pytest.raises(error):
+            native.poll_readable(fds, timeout_ms)

@@ -21,8 +21,8 @@ from ._managers import ArrayProxy as ArrayProxy
 from ._managers import AutoProxy as AutoProxy
 from ._managers import BarrierProxy as BarrierProxy
 from ._managers import BaseListProxy as BaseListProxy
-from ._managers import BasePoolProxy as BasePoolProxy
 from ._managers import BaseManager as BaseManager
+from ._managers import BasePoolProxy as BasePoolProxy
 from ._managers import BaseProxy as BaseProxy
 from ._managers import ConditionProxy as ConditionProxy
 from ._managers import DictProxy as DictProxy
@@ -53,8 +53,8 @@ __all__ = (
     "AutoProxy",
     "BarrierProxy",
     "BaseListProxy",
-    "BasePoolProxy",
     "BaseManager",
+    "BasePoolProxy",
     "BaseProxy",
     "ConditionProxy",
     "DictProxy",

@@ -92,6 +92,7 @@ class EndState:
         "_broken_send",
         "_can_recv",
         "_can_send",
+        "_closable_elsewhere",
         "_closed",
         "_dbuf",
         "_dgram_limit",
@@ -169,6 +170,9 @@ class EndState:
     # The wake-ups of the threads blocked on this end, which close() writes to
     # (see _core._wakeup).
     _waiting: set[Any]
+    # False once its owner promised that no other thread closes it (see
+    # Connection._keep_in_thread): its receives skip that wait.
+    _closable_elsewhere: bool
     # Why this end can no longer receive / send (its stream is out of step), or None;
     # for receiving, a reason (``ProtocolError`` says it) or the error every receive
     # raises again (a keyless Client's refused greeting).

@@ -245,11 +245,26 @@ def describe_fork_list() -> str:
     return _accel.describe(native, _fork_list_reason)
 
 
+# (_core._native or None, why), looked up once: by the fork list, or the first wait
+# (_timeout.ready_by uses its poll).
+_core_native: tuple[Any, str] | None = None
+
+
+def core_native() -> Any:
+    """``_core._native`` if it is built from this source and not switched off, else None."""
+    global _core_native
+    if _core_native is None:
+        from . import _accel
+
+        _core_native = _accel.load_native(__package__ or "proctor._core")
+    return _core_native[0]
+
+
 def _make_fork_list() -> Any:
     global _fork_list, _fork_list_reason
-    from . import _accel
-
-    native, _fork_list_reason = _accel.load_native(__package__ or "proctor._core")
+    native = core_native()
+    assert _core_native is not None
+    _fork_list_reason = _core_native[1]
     if native is not None:
         native.set_devnull(devnull_fd())  # opened here: each child finds it open
         _fork_list = native

@@ -138,8 +138,14 @@ def wait_readable(fds: Sequence[int], timeout: float | None, owners: Iterable[An
     """
     end = None if timeout is None else _monotonic() + max(timeout, 0.0)
     if not other_threads():
-        return _poll(fds, None, end)
-    wakeup = _wakeup()
+        return ready_by(fds, end)
+    # (_wakeup() written out: every receive of a thread that runs beside others
+    # comes here, a manager's serving thread once a call.)
+    wakeup = getattr(_local, "wakeup", None)
+    if wakeup is None or wakeup.generation != _afterfork.generation:
+        wakeup = _local.wakeup = _Wakeup()
+    wakeup_fd = wakeup.fd
+    watched = (*fds, wakeup_fd)
     owners = tuple(owners)
     for owner in owners:
         owner._waiting.add(wakeup)
@@ -148,21 +154,13 @@ def wait_readable(fds: Sequence[int], timeout: float | None, owners: Iterable[An
             for owner in owners:
                 if owner._closed:
                     return []
-            ready = _poll(fds, wakeup.fd, end)
-            if wakeup.fd not in ready:
+            ready = ready_by(watched, end)
+            if wakeup_fd not in ready:
                 return ready
             wakeup.read()  # an owner's close(), or a stale write: look again
-            ready.remove(wakeup.fd)
+            ready.remove(wakeup_fd)
             if ready and not any(owner._closed for owner in owners):
                 return ready
     finally:
         for owner in owners:
             owner._waiting.discard(wakeup)
-
-
-def _poll(fds: Sequence[int], wakeup_fd: int | None, end: float | None) -> list[int]:
-    """The ready ones of ``fds`` (and ``wakeup_fd``), waiting until ``end`` at most."""
-    watched = list(fds)
-    if wakeup_fd is not None:
-        watched.append(wakeup_fd)
-    return ready_by(watched, end)

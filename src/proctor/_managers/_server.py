@@ -309,8 +309,10 @@ class Server:
 
     def _serve_connection(self, raw: Any, handshake: Callable[[float | None], None]) -> None:
         # Only this thread sends on it; a child the server forks (a Pool's
-        # worker) never uses its copy.
+        # worker) never uses its copy. Nor does another thread close it: its
+        # receives read at once (no wait another thread's close() would end).
         raw.keep_in_process()
+        raw._keep_in_thread()
         try:
             handshake(time.monotonic() + HANDSHAKE_TIMEOUT)
         except (AuthenticationError, ProcessTimeoutError, EOFError, OSError):
