@@ -29,6 +29,7 @@ __all__ = ("HAVE_SEND_HANDLE", "recv_handle", "recvfds", "send_handle", "sendfds
 
 #: Descriptors can be sent between processes (on every POSIX system).
 HAVE_SEND_HANDLE = True
+_RECV_CLOEXEC = cloexec_flag()
 
 
 def send_handle(conn: Connection, handle: int, destination_pid: int | None = None) -> None:
@@ -81,7 +82,7 @@ def recvfds(sock: socket.socket, size: int) -> list[int]:
         RuntimeError: the message brought no descriptors, or not ``size`` of them
             (those that came are closed).
     """
-    msg, ancdata, _flags, _addr = sock.recvmsg(1, socket.CMSG_SPACE(size * 4), cloexec_flag())
+    msg, ancdata, _flags, _addr = sock.recvmsg(1, socket.CMSG_SPACE(size * 4), _RECV_CLOEXEC)
     fds: list[Any] = fds_from(ancdata)
     if not msg and not ancdata:
         raise EOFError("the peer closed the socket before sending descriptors")

@@ -139,11 +139,7 @@ def wait_readable(fds: Sequence[int], timeout: float | None, owners: Iterable[An
     end = None if timeout is None else _monotonic() + max(timeout, 0.0)
     if not other_threads():
         return ready_by(fds, end)
-    # (_wakeup() written out: every receive of a thread that runs beside others
-    # comes here, a manager's serving thread once a call.)
-    wakeup = getattr(_local, "wakeup", None)
-    if wakeup is None or wakeup.generation != _afterfork.generation:
-        wakeup = _local.wakeup = _Wakeup()
+    wakeup = _wakeup()
     wakeup_fd = wakeup.fd
     watched = (*fds, wakeup_fd)
     owners = tuple(owners)

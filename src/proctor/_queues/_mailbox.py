@@ -37,6 +37,7 @@ __all__ = ("MAX_FDS", "Mailbox")
 MAX_FDS = 253
 
 _MAIL_ID = struct.Struct("<I")
+_RECV_CLOEXEC = cloexec_flag()
 # Linux makes both ends non-blocking in the socketpair() call itself (two
 # syscalls fewer per queue); elsewhere setblocking() does it.
 _NONBLOCK = getattr(_socket, "SOCK_NONBLOCK", 0)
@@ -133,7 +134,7 @@ class Mailbox:
                     f"the next item's ({got}) instead, left there for it"
                 )
             data, ancdata, _flags, _addr = sock.recvmsg(
-                _MAIL_ID.size, _socket.CMSG_SPACE(MAX_FDS * 4), cloexec_flag()
+                _MAIL_ID.size, _socket.CMSG_SPACE(MAX_FDS * 4), _RECV_CLOEXEC
             )
             fds = fds_from(ancdata)
             if _MAIL_ID.unpack(data)[0] == mail_id:
