@@ -45,6 +45,28 @@ def run_program(code: str, *args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
+#: The start of a test program whose ``__main__`` functions and class read a global
+#: that each round changes: ``change_config(value)`` rebinds it (2 and 4) or mutates
+#: it in place (3 and 5), for ``value`` in ``ROUNDS``. A child, worker or executor
+#: made after a change must see it, however ``__main__``'s code reaches it.
+MAIN_GLOBALS_PREAMBLE = """
+import sys, proctor
+CONFIG = {"v": 1}
+ROUNDS = (2, 3, 4, 5)
+def read():
+    return CONFIG["v"]
+class Model:
+    def read(self):
+        return CONFIG["v"]
+def change_config(value):
+    global CONFIG
+    if value % 2 == 0:
+        CONFIG = {"v": value}
+    else:
+        CONFIG["v"] = value
+"""
+
+
 def call_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
     """Start ``call()`` in a new thread: the thread, and a list that gets what the call
     returned or raised (for a test that acts on an object while the call waits on it)."""

@@ -21,7 +21,7 @@ import threading
 import pytest
 
 import proctor
-from helpers import START_METHODS, pid_exists, run_program, wait_until
+from helpers import MAIN_GLOBALS_PREAMBLE, START_METHODS, pid_exists, run_program, wait_until
 from pool_tasks import (
     _block,
     _block_at,
@@ -400,24 +400,16 @@ def test_lambdas_and_closures_run_in_workers(ctx):
         assert list(executor.map(shifted, range(3))) == [10, 11, 12]
 
 
-_GLOBALS_PER_EXECUTOR_PROGRAM = """
-import sys, proctor
-CONFIG = {"v": 1}
-def read():
-    return CONFIG["v"]
+_GLOBALS_PER_EXECUTOR_PROGRAM = (
+    MAIN_GLOBALS_PREAMBLE
+    + """
 read_lambda = lambda: CONFIG["v"]
-class Model:
-    def read(self):
-        return CONFIG["v"]
 def read_through(model):
     return model.read()
 if __name__ == "__main__":
     ctx = proctor.get_context(sys.argv[1])
-    for value, change in ((2, "rebind"), (3, "mutate"), (4, "rebind"), (5, "mutate")):
-        if change == "rebind":
-            CONFIG = {"v": value}
-        else:
-            CONFIG["v"] = value
+    for value in ROUNDS:
+        change_config(value)
         with proctor.ProcessPoolExecutor(1, mp_context=ctx) as executor:
             first = (
                 executor.submit(read).result(timeout=60),
@@ -429,6 +421,7 @@ if __name__ == "__main__":
             CONFIG["v"] = -1  # within this executor, read keeps its first call's globals
             print(value, *first, executor.submit(read).result(timeout=60))
 """
+)
 
 
 def test_each_new_executor_sees_a_main_functions_globals_as_they_are_now(start_method):

@@ -20,7 +20,7 @@ import threading
 import pytest
 
 import proctor
-from helpers import pid_exists, run_program, wait_until
+from helpers import MAIN_GLOBALS_PREAMBLE, pid_exists, run_program, wait_until
 from pool_tasks import (
     _async_fail_at,
     _block,
@@ -210,23 +210,15 @@ def test_lambdas_and_closures_run_in_workers(ctx):
         assert list(pool.imap(shifted, range(3))) == [10, 11, 12]
 
 
-_GLOBALS_PER_POOL_PROGRAM = """
-import sys, proctor
-CONFIG = {"v": 1}
-def read():
-    return CONFIG["v"]
-class Model:
-    def read(self):
-        return CONFIG["v"]
+_GLOBALS_PER_POOL_PROGRAM = (
+    MAIN_GLOBALS_PREAMBLE
+    + """
 def read_through(model):
     return model.read()
 if __name__ == "__main__":
     ctx = proctor.get_context(sys.argv[1])
-    for value, change in ((2, "rebind"), (3, "mutate"), (4, "rebind"), (5, "mutate")):
-        if change == "rebind":
-            CONFIG = {"v": value}
-        else:
-            CONFIG["v"] = value
+    for value in ROUNDS:
+        change_config(value)
         with proctor.Pool(1, context=ctx) as pool:
             first = (
                 pool.apply(read),
@@ -237,6 +229,7 @@ if __name__ == "__main__":
             CONFIG["v"] = -1  # within this pool, read keeps its first call's globals
             print(value, *first, pool.apply(read))
 """
+)
 
 
 def test_each_new_pool_sees_a_main_functions_globals_as_they_are_now(start_method):

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import proctor
-from helpers import finish, open_fds, pid_exists, run_program, wait_until
+from helpers import MAIN_GLOBALS_PREAMBLE, finish, open_fds, pid_exists, run_program, wait_until
 from proctor import RemoteError, ResultError, UnpicklableError
 
 # --- targets (importable, so they also work by reference) ---------------------
@@ -174,24 +174,16 @@ def test_lambdas_closures_and_nested_functions_are_targets(ctx):
         p.close()
 
 
-_GLOBALS_PER_START_PROGRAM = """
-import sys, proctor
-CONFIG = {"v": 1}
-def read():
-    return CONFIG["v"]
-class Model:
-    def read(self):
-        return CONFIG["v"]
+_GLOBALS_PER_START_PROGRAM = (
+    MAIN_GLOBALS_PREAMBLE
+    + """
 def call(reader):
     return reader()
 if __name__ == "__main__":
     ctx = proctor.get_context(sys.argv[1])
     q = ctx.Queue()
-    for value, change in ((2, "rebind"), (3, "mutate"), (4, "rebind"), (5, "mutate")):
-        if change == "rebind":
-            CONFIG = {"v": value}
-        else:
-            CONFIG["v"] = value
+    for value in ROUNDS:
+        change_config(value)
         q.put(read)  # a message first: what a start sends must not come from it
         assert q.get(timeout=60) is read
         seen = [value]
@@ -204,6 +196,7 @@ if __name__ == "__main__":
             p.close()
         print(*seen)
 """
+)
 
 
 def test_each_start_sees_a_main_functions_globals_as_they_are_now(start_method):
