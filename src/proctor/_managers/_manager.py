@@ -4,7 +4,7 @@
 
     BaseManager.start()                       manager process (a proctor Process)
     ───────────────────                       ─────────────────────────────────
-    control, theirs = Pipe() ── theirs ────▶  _run_server: ignore SIGINT, initializer,
+    control, theirs = _control_pair() ─────▶  _run_server: ignore SIGINT, initializer,
     Process(target=_run_server).start()         Server(registry, address, authkey)
     control.recv() ◀─── server.address ──────   a "manager-control" thread waits on
     Finalize(shutdown) at exit or shutdown():     the pipe; serve_forever()
@@ -26,9 +26,9 @@ import tempfile
 import threading
 from typing import Any
 
+from .._connections._connection import Connection
 from .._connections._handshake import check_authkey
 from .._connections._listener import _family_of_address
-from .._connections._pipe import Pipe
 from .._core._errors import ManagerLostError, ProcessError
 from .._core._finalize import Finalize
 from .._core._timeout import check_duration
@@ -200,7 +200,7 @@ class BaseManager:
         # The control pipe: the server's address comes back on it, and shutdown()
         # goes out on it (no connection and handshake to a server that may
         # still be starting: about 5 ms, half of a Manager()'s life).
-        control, theirs = Pipe()
+        control, theirs = _control_pair()
         process_class = self._ctx.Process if self._ctx is not None else Process
         process = process_class(
             target=type(self)._run_server,
@@ -477,6 +477,25 @@ def _raise_descriptor_limit() -> None:
             _resource.setrlimit(_resource.RLIMIT_NOFILE, (hard, hard))
     except (OSError, ValueError):
         pass  # a sandbox that forbids it: the soft limit stays
+
+
+def _control_pair() -> tuple[Connection, Connection]:
+    """The two ends of a manager's control pipe: connections on one Unix socket pair.
+
+    Not a ``Pipe()``, whose ends are made for big messages from several senders
+    (four socket pairs, each socket's buffers set: ~50 us more of each
+    ``Manager()``, and more descriptors for the fork child to sort); the control
+    pipe carries a few small messages, each end read by one thread.
+    """
+    import socket
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        return Connection(ours), Connection(theirs)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
 
 
 #: What the process that started a manager sends on its control pipe to stop it.
