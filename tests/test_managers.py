@@ -1087,6 +1087,42 @@ def test_a_call_blocked_during_shutdown_says_the_manager_was_shut_down():
     assert "was shut down" in str(outcome[0])
 
 
+def test_a_forked_child_letting_go_of_its_copies_leaves_the_parents_connections_working(manager):
+    # The child closes its copies of this process's connections at the fork; a
+    # close in this process shuts its socket down first (so that a call blocked
+    # in another thread ends), which a copy's close must not do: the socket is
+    # the parent's too.
+    shared = manager.dict()
+    shared["before"] = 1  # (this thread's connection is open)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    shared["after"] = 2
+    assert dict(shared) == {"before": 1, "after": 2}
+
+
+def test_a_call_blocked_in_a_thread_ends_when_another_thread_shuts_its_client_down():
+    # A client's shutdown() closes its session's connections, this thread's and the
+    # blocked one's: that call must end at once (it read nothing that a close of
+    # its descriptor would end), not when its reply comes -- here, never.
+    manager = ThingManager(ctx=FORK)
+    manager.start()
+    try:
+        client = ThingManager(address=manager.address, authkey=manager._authkey)
+        client.connect()
+        theirs = client.Thing()
+        caller, outcome = call_in_thread(theirs.wait_here)
+        wait_until(lambda: theirs.count_entered() == 1, timeout=TIMEOUT)
+        client.shutdown()
+        caller.join(TIMEOUT / 2)  # (wait_here itself returns after TIMEOUT)
+        assert not caller.is_alive()
+        assert isinstance(outcome[0], ManagerLostError), outcome
+        assert "shut down" in str(outcome[0])
+    finally:
+        manager.shutdown()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "words"),
     [

@@ -207,6 +207,7 @@ class Connection(FrameSender, FrameReceiver):
         self._closed = False
         self._waiting = set()
         self._closable_elsewhere = True
+        self._shutdown_pid = 0
         self._broken = None
         self._broken_send = None
         # One flag per direction keeps the hot paths to a single check.
@@ -349,6 +350,11 @@ class Connection(FrameSender, FrameReceiver):
             self._rpos = self._rend = 0
             if self._waiting:
                 wake_waiters(self._waiting)  # (before the numbers can go to new files)
+            if self._shutdown_pid and self._shutdown_pid == os.getpid():
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)  # (see _shut_down_at_close)
+                except OSError:
+                    pass  # not connected any more
             self._sock.close()
             self._close_pipes()
 
@@ -399,6 +405,22 @@ class Connection(FrameSender, FrameReceiver):
         receive leaves it blocked, as the stdlib's.
         """
         self._closable_elsewhere = False
+
+    def _shut_down_at_close(self) -> None:
+        """Promise that this end's socket is this process's alone (proctor's own
+        connections no other process uses: a manager client's per-thread ones).
+
+        ``close()`` in this process then shuts the socket down before closing it,
+        which ends a receive blocked on it in another thread at once (it reads
+        end-of-file), so its blocking receives read at once, as in a process
+        with no other thread, instead of first waiting where a close would end
+        the wait (``_core._wakeup``): that wait and the second release of the
+        GIL it takes cost two or four threads of one manager client ~20% of
+        their calls. A forked child's ``close()`` of its copy does not shut it
+        down (a shutdown acts on the socket, which its parent still uses).
+        """
+        self._closable_elsewhere = False
+        self._shutdown_pid = os.getpid()
 
     def __enter__(self) -> Connection:
         return self

@@ -117,6 +117,7 @@ class EndState:
         "_rview",
         "_send_lock",
         "_sendall",
+        "_shutdown_pid",
         "_sock",
         "_spare_sock",
         "_spares",
@@ -173,6 +174,9 @@ class EndState:
     # False once its owner promised that no other thread closes it (see
     # Connection._keep_in_thread): its receives skip that wait.
     _closable_elsewhere: bool
+    # The process whose close() shuts the socket down first (see
+    # Connection._shut_down_at_close), or 0.
+    _shutdown_pid: int
     # Why this end can no longer receive / send (its stream is out of step), or None;
     # for receiving, a reason (``ProtocolError`` says it) or the error every receive
     # raises again (a keyless Client's refused greeting).

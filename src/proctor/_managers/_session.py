@@ -289,8 +289,10 @@ class Session:
                 raise self.lost_error(exc) from exc
             raise self._not_opened(exc) from exc
         # Only this process (one thread at a time) sends on it; a forked child
-        # closes its copy (forget_after_fork).
+        # closes its copy (forget_after_fork). Another thread may close it under a
+        # call (_close_connections), which the shutdown at close ends.
         raw.keep_in_process()
+        raw._shut_down_at_close()
         conn = wrap(raw, self.serializer)
         try:
             conn.send((HELLO, self.client_id, anchor))
