@@ -14,6 +14,9 @@ so that drift on a noisy machine hits every contender alike:
   to run on an idle core counts, and how early each side is woken (docs/design.md,
   "Several senders on one connection end");
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent;
+* ``poll()`` of an end with nothing to read, in a loop, while another thread of the
+  process computes: how often the loop gets to look (a look that lets the GIL go
+  may wait for the other thread's switch interval to get it back);
 * a 64 MiB float64 array sent by a child and received by the parent (one array,
   fresh pages on both sides), and 64 MiB arrays streamed the same way (each
   received, dropped, and acknowledged before the next is sent), each with a plain
@@ -214,6 +217,34 @@ def _tp_pipe(pipe_factory, count: int) -> float:
 ARRAY_BYTES = 64 * 1024 * 1024
 
 
+def _polls_beside_busy_thread(pipe_factory, seconds: float) -> float:
+    """``poll()`` calls a second on an empty end while another thread runs Python code."""
+    import threading
+
+    a, b = pipe_factory()
+    stop = threading.Event()
+
+    def busy() -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        calls = 0
+        began = time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            a.poll()
+            calls += 1
+        return calls / (time.perf_counter() - began)
+    finally:
+        stop.set()
+        thread.join()
+        a.close()
+        b.close()
+
+
 def _send_array(conn) -> None:
     import numpy as np
 
@@ -325,6 +356,15 @@ def run(quick: bool) -> list[dict]:
         },
         repeats,
     )
+    polls = interleaved(
+        {
+            "proctor": lambda: _polls_beside_busy_thread(Pipe, 0.1 if quick else 0.3),
+            "multiprocessing": lambda: _polls_beside_busy_thread(
+                multiprocessing.Pipe, 0.1 if quick else 0.3
+            ),
+        },
+        repeats,
+    )
     import importlib.util
 
     import proctor
@@ -410,6 +450,14 @@ def run(quick: bool) -> list[dict]:
                 f"proctor reaches {tp['proctor'] / tp['raw']:.0%} of it"
             ),
             floor=tp["raw"],
+        ),
+        row(
+            "Pipe poll() while another thread computes",
+            polls["proctor"],
+            polls["multiprocessing"],
+            "calls/s",
+            higher_is_better=True,
+            note="nothing to read; proctor's look at a descriptor keeps the GIL",
         ),
     ]
     if arrays is not None and streams is not None:

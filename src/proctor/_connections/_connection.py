@@ -40,7 +40,7 @@ from .._core._reduction import (
     collecting_fds,
 )
 from .._core._reduction import registered_reducers as _registered_reducers
-from .._core._timeout import check_timeout
+from .._core._timeout import check_timeout, ready_by
 from .._core._wakeup import other_threads as _other_threads
 from .._core._wakeup import wait_readable, wake_waiters
 from .._core._wire import MAX_FDS
@@ -933,7 +933,11 @@ class Connection(FrameSender, FrameReceiver):
                 means nothing here, and which a receive must not read.
         """
         try:
-            ready = bool(wait_readable((self._fd,), timeout, (self,)))
+            if self._closable_elsewhere:
+                ready = bool(wait_readable((self._fd,), timeout, (self,)))
+            else:  # (no close to watch for: see _keep_in_thread, _shut_down_at_close)
+                end = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+                ready = bool(ready_by((self._fd,), end))
         except OSError:
             if self._closed:
                 self._raise_closed()

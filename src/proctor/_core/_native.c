@@ -240,10 +240,20 @@ poll_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         pfds[i].events = POLLIN;
         pfds[i].revents = 0;
     }
-    Py_BEGIN_ALLOW_THREADS
-    got = poll(pfds, (nfds_t)n, timeout_ms);
-    saved_errno = errno;
-    Py_END_ALLOW_THREADS
+    if (timeout_ms == 0) {
+        /* A look that never blocks keeps the GIL: letting it go would hand it to
+         * any thread waiting for it, and this one would then wait to get it back
+         * (a pool's dispatcher looks after each result it takes, while the
+         * submitting thread wants the GIL). */
+        got = poll(pfds, (nfds_t)n, 0);
+        saved_errno = errno;
+    }
+    else {
+        Py_BEGIN_ALLOW_THREADS
+        got = poll(pfds, (nfds_t)n, timeout_ms);
+        saved_errno = errno;
+        Py_END_ALLOW_THREADS
+    }
     if (got < 0) {
         if (saved_errno != EINTR) {
             errno = saved_errno;

@@ -1059,6 +1059,12 @@ class Dispatcher:
         finally:
             if not in_process:  # a thread worker owns its end from now on
                 child_end.close()
+        keep_in_thread = getattr(parent_end, "_keep_in_thread", None)
+        if keep_in_thread is not None:
+            # Only this thread receives on it and closes it (_close_worker; or the
+            # constructor, before this thread runs): its receives need not wait
+            # where another thread's close would end the wait (_core._wakeup).
+            keep_in_thread()
         return WorkerState(process, parent_end, starts)
 
     def _stop_workers(self, terminate: bool) -> None:

@@ -835,6 +835,9 @@ def worker_main(
         finally:
             _close_event_loop()
         return
+    # Only this thread receives on it and closes it: a task that starts threads
+    # leaves its receives reading at once (Connection._keep_in_thread).
+    conn._keep_in_thread()
     functions = _FunctionCache()
     counter = started_counter(starts)
     if concurrency > 1:
