@@ -8,6 +8,9 @@
   start); multiprocessing's do not (issue 17: a start looked at every logger);
 * spawn start + join of a child given a Queue and a Lock, as the tutorial's programs
   start theirs: what rebuilding them costs the child (its imports, issue 17);
+* ``is_alive()`` of a running child, in a loop, while another thread of the parent
+  computes: how often the loop gets to look (a look that lets the GIL go may wait
+  for the other thread's switch interval to get it back);
 * the cost of one ``start()`` while 10, 100 and 300 children started before it are
   still alive, each blocked on a queue of its own (issue 12: it grew with the
   number of living children). Flat is the goal.
@@ -142,6 +145,63 @@ def _given_rows(quick: bool, rounds: int) -> list[dict]:
             "ms",
             higher_is_better=False,
             note="the child rebuilds both: its imports for them",
+        )
+    ]
+
+
+def _is_alive_beside_busy_thread(ctx, seconds: float):
+    """``is_alive()`` calls a second on a running child while another thread runs Python code."""
+    import threading
+
+    def measure():
+        child = ctx.Process(target=time.sleep, args=(60,))
+        child.start()
+        stop = threading.Event()
+
+        def busy() -> None:
+            count = 0
+            while not stop.is_set():
+                count += 1
+
+        thread = threading.Thread(target=busy)
+        thread.start()
+        try:
+            calls = 0
+            began = time.perf_counter()
+            while time.perf_counter() - began < seconds:
+                child.is_alive()
+                calls += 1
+            return calls / (time.perf_counter() - began)
+        finally:
+            stop.set()
+            thread.join()
+            child.kill()
+            child.join(30)
+            if hasattr(child, "close"):
+                child.close()
+
+    return measure
+
+
+def _is_alive_rows(quick: bool, rounds: int) -> list[dict]:
+    seconds = 0.1 if quick else 0.3
+    got = interleaved(
+        {
+            "proctor": _is_alive_beside_busy_thread(proctor.get_context("fork"), seconds),
+            "multiprocessing": _is_alive_beside_busy_thread(
+                multiprocessing.get_context("fork"), seconds
+            ),
+        },
+        rounds,
+    )
+    return [
+        row(
+            "is_alive() while another thread computes",
+            got["proctor"],
+            got["multiprocessing"],
+            "calls/s",
+            higher_is_better=True,
+            note="a running child; proctor looks at its pidfd, keeping the GIL",
         )
     ]
 
@@ -282,6 +342,7 @@ def run(quick: bool = False) -> list[dict]:
         )
     rows.extend(_given_rows(quick, rounds))
     rows.extend(_logging_rows(quick, rounds))
+    rows.extend(_is_alive_rows(quick, rounds))
     rows.extend(_living_rows(quick))
     return rows
 

@@ -18,6 +18,7 @@ __all__ = (
     "check_duration",
     "check_timeout",
     "deadline",
+    "readable_now",
     "ready_by",
     "wait_readable",
 )
@@ -113,6 +114,15 @@ def wait_readable(fd: int, timeout: float | None) -> bool:
     """
     end = None if timeout is None else time.monotonic() + max(timeout, 0.0)
     return bool(ready_by([fd], end))
+
+
+def readable_now(fd: int) -> bool:
+    """Whether ``fd`` is readable now (one look, never a wait; where the C module is
+    built, without letting the GIL go, which a thread computing beside would take)."""
+    poll = _c_poll if _c_poll is not None else _load_c_poll()
+    if poll is False:
+        return bool(_ready_by_select((fd,), 0.0))
+    return bool(poll((fd,), 0))
 
 
 # _core._native.poll_readable, or False where the C module is not built (or is

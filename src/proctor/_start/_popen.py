@@ -25,7 +25,7 @@ import threading
 
 from .._core import _wire
 from .._core._closing import ClosedWhenCollected
-from .._core._timeout import wait_readable
+from .._core._timeout import readable_now, wait_readable
 from ._outcome import Outcome
 
 TYPE_CHECKING = False
@@ -51,6 +51,9 @@ class Popen(ClosedWhenCollected):
     """
 
     method = ""
+    #: Whether ``sentinel`` is a pidfd of the child (set where one was opened): it
+    #: is readable exactly once the child has ended.
+    _sentinel_is_pidfd = False
 
     def __init__(self) -> None:
         self.pid: int = 0
@@ -78,6 +81,12 @@ class Popen(ClosedWhenCollected):
         if self.returncode is None:
             if self._owner != os.getpid():
                 return self._status_elsewhere()
+            if self._sentinel_is_pidfd and self.sentinel >= 0 and not readable_now(self.sentinel):
+                # Running: a pidfd is readable exactly once its process has ended. (A
+                # look that keeps the GIL where waitpid lets it go: beside a thread
+                # computing in Python, is_alive() in a loop waited for the GIL at each
+                # call, ~1,200 calls a second; the stdlib's ~1,900.)
+                return None
             with self._lock:
                 if self.returncode is None:
                     self._collect_status(block=False)

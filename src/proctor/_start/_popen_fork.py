@@ -163,3 +163,4 @@ class ForkPopen(OwnChildPopen):
             self.sentinel = lifeline_r
         else:
             self.sentinel = os.pidfd_open(pid)
+            self._sentinel_is_pidfd = True

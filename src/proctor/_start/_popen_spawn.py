@@ -57,6 +57,7 @@ class SpawnPopen(OwnChildPopen):
         except BaseException:
             close_quietly(log_channel)
             raise
+        self._sentinel_is_pidfd = pidfd_usable()  # (spawn_child's choice, a spare's too)
         self._deliver_start(process, message, handoff, log_channel)
         if keep_spare:
             _spawn_spare.replenish(spawn_child, executable)
