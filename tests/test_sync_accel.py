@@ -135,6 +135,25 @@ def test_unusual_calls_reach_the_python_methods_and_their_errors(name):
 
 
 @needs_native
+@pytest.mark.parametrize("kind", ["Semaphore", "BoundedSemaphore"])
+def test_a_taken_semaphore_refuses_every_non_blocking_call_and_a_closed_one_raises(kind):
+    # acquire(False) is answered in C (no holder to look at); the other forms go
+    # through the Python method, which checks a timeout first: all agree.
+    sem = NATIVE[kind](1)
+    assert sem.acquire(False) is True
+    for args, kwargs in [((False,), {}), ((0,), {}), ((None,), {}), ((), {"block": False})]:
+        assert sem.acquire(*args, **kwargs) is False, (args, kwargs)
+    assert sem.acquire(False, 0.01) is False
+    with pytest.raises(ValueError):
+        sem.acquire(False, float("nan"))  # (checked although the call does not block)
+    sem.release()
+    assert sem.acquire(False) is True
+    sem.close()
+    with pytest.raises(ValueError, match="closed"):
+        sem.acquire(False)
+
+
+@needs_native
 def test_a_lock_taken_elsewhere_is_refused_without_blocking_and_waits_with_a_timeout():
     lock = NATIVE["Lock"]()
     other = _lock._rebuild_lock(NATIVE["Lock"], lock._named, lock._shared)

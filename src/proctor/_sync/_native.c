@@ -857,6 +857,11 @@ sem_acquire_method(Core *self, PyObject *const *args, Py_ssize_t nargs, PyObject
             || (blocking && nargs == 0 && kwnames == NULL
                 && (spin_take(sem) || sleep_take(self)))))
         Py_RETURN_TRUE;
+    /* acquire(False) of a taken semaphore: no holder to look at, no wait: the
+     * answer is no, without the Python method's second try (255 -> ~60 ns, the
+     * stdlib's). (With a timeout argument the Python method checks it first.) */
+    if (sem != NULL && simple && !blocking && nargs <= 1 && kwnames == NULL)
+        Py_RETURN_FALSE;
     return call_python(self->py_acquire, (PyObject *)self, args, nargs, kwnames);
 }
 
