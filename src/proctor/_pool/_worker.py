@@ -837,7 +837,9 @@ def worker_main(
         return
     # Only this thread receives on it and closes it: a task that starts threads
     # leaves its receives reading at once (Connection._keep_in_thread).
-    conn._keep_in_thread()
+    keep_in_thread = getattr(conn, "_keep_in_thread", None)
+    if keep_in_thread is not None:
+        keep_in_thread()
     functions = _FunctionCache()
     counter = started_counter(starts)
     if concurrency > 1:
