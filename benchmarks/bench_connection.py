@@ -16,7 +16,8 @@ so that drift on a noisy machine hits every contender alike:
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent;
 * ``poll()`` of an end with nothing to read, in a loop, while another thread of the
   process computes: how often the loop gets to look (a look that lets the GIL go
-  may wait for the other thread's switch interval to get it back);
+  may wait for the other thread's switch interval to get it back); and ``recv()``
+  of small messages already there, likewise;
 * a 64 MiB float64 array sent by a child and received by the parent (one array,
   fresh pages on both sides), and 64 MiB arrays streamed the same way (each
   received, dropped, and acknowledged before the next is sent), each with a plain
@@ -245,6 +246,38 @@ def _polls_beside_busy_thread(pipe_factory, seconds: float) -> float:
         b.close()
 
 
+def _recvs_beside_busy_thread(pipe_factory, batches: int) -> float:
+    """``recv()`` calls a second of small messages already sent, while another thread
+    runs Python code (batches of 200, each sent before it is received)."""
+    import threading
+
+    a, b = pipe_factory()
+    stop = threading.Event()
+
+    def busy() -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        spent = 0.0
+        for _ in range(batches):
+            for i in range(200):
+                b.send(i)
+            began = time.perf_counter()
+            for _ in range(200):
+                a.recv()
+            spent += time.perf_counter() - began
+        return batches * 200 / spent
+    finally:
+        stop.set()
+        thread.join()
+        a.close()
+        b.close()
+
+
 def _send_array(conn) -> None:
     import numpy as np
 
@@ -362,6 +395,10 @@ def run(quick: bool) -> list[dict]:
             "multiprocessing": lambda: _polls_beside_busy_thread(
                 multiprocessing.Pipe, 0.1 if quick else 0.3
             ),
+            "proctor recv": lambda: _recvs_beside_busy_thread(Pipe, 5 if quick else 25),
+            "multiprocessing recv": lambda: _recvs_beside_busy_thread(
+                multiprocessing.Pipe, 5 if quick else 25
+            ),
         },
         repeats,
     )
@@ -458,6 +495,14 @@ def run(quick: bool) -> list[dict]:
             "calls/s",
             higher_is_better=True,
             note="nothing to read; proctor's look at a descriptor keeps the GIL",
+        ),
+        row(
+            "Pipe recv() of messages already there, another thread computing",
+            polls["proctor recv"],
+            polls["multiprocessing recv"],
+            "msg/s",
+            higher_is_better=True,
+            note="small ints, 200 sent then received; proctor reads at once what has come",
         ),
     ]
     if arrays is not None and streams is not None:
