@@ -922,6 +922,14 @@ class Connection(FrameSender, FrameReceiver):
                 return True  # recv() will say what happened
             if self._rpos < self._rend:
                 return True
+        # A look first, which keeps the GIL (_wait_for_message): a message that has
+        # come is seen without a wake-up registered or the GIL let go, and a zero
+        # timeout needs no more (it cannot block: no close to wait for).
+        ready = readable_now(self._fd)
+        if ready or timeout == 0.0:
+            if self._closed:  # (closed by another thread meanwhile)
+                self._raise_closed()
+            return ready
         return self._wait_fd(timeout)
 
     def _wait_for_message(self) -> None:
