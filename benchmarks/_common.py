@@ -18,6 +18,32 @@ def median_time(fn: Callable[[], object], *, ops: int, rounds: int) -> float:
     return statistics.median(samples)
 
 
+def calls_beside_busy_thread(call: Callable[[], object], seconds: float) -> float:
+    """Calls a second of ``call``, made for ``seconds`` while another thread of this
+    process runs Python code (and so wants the GIL whenever ``call`` lets it go)."""
+    import threading
+
+    stop = threading.Event()
+
+    def busy() -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        calls = 0
+        began = time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            call()
+            calls += 1
+        return calls / (time.perf_counter() - began)
+    finally:
+        stop.set()
+        thread.join()
+
+
 def interleaved(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
     """Run each measurement once per round, interleaved, and take each one's median.
 

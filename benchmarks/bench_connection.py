@@ -37,7 +37,7 @@ import socket
 import sys
 import time
 
-from _common import interleaved, row
+from _common import calls_beside_busy_thread, interleaved, row
 
 from proctor.connection import Pipe
 
@@ -221,28 +221,10 @@ ARRAY_BYTES = 64 * 1024 * 1024
 
 def _polls_beside_busy_thread(pipe_factory, seconds: float) -> float:
     """``poll()`` calls a second on an empty end while another thread runs Python code."""
-    import threading
-
     a, b = pipe_factory()
-    stop = threading.Event()
-
-    def busy() -> None:
-        count = 0
-        while not stop.is_set():
-            count += 1
-
-    thread = threading.Thread(target=busy)
-    thread.start()
     try:
-        calls = 0
-        began = time.perf_counter()
-        while time.perf_counter() - began < seconds:
-            a.poll()
-            calls += 1
-        return calls / (time.perf_counter() - began)
+        return calls_beside_busy_thread(a.poll, seconds)
     finally:
-        stop.set()
-        thread.join()
         a.close()
         b.close()
 

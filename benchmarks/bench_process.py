@@ -29,7 +29,7 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import interleaved, row
+from _common import calls_beside_busy_thread, interleaved, row
 
 import proctor
 
@@ -151,30 +151,13 @@ def _given_rows(quick: bool, rounds: int) -> list[dict]:
 
 def _is_alive_beside_busy_thread(ctx, seconds: float):
     """``is_alive()`` calls a second on a running child while another thread runs Python code."""
-    import threading
 
     def measure():
         child = ctx.Process(target=time.sleep, args=(60,))
         child.start()
-        stop = threading.Event()
-
-        def busy() -> None:
-            count = 0
-            while not stop.is_set():
-                count += 1
-
-        thread = threading.Thread(target=busy)
-        thread.start()
         try:
-            calls = 0
-            began = time.perf_counter()
-            while time.perf_counter() - began < seconds:
-                child.is_alive()
-                calls += 1
-            return calls / (time.perf_counter() - began)
+            return calls_beside_busy_thread(child.is_alive, seconds)
         finally:
-            stop.set()
-            thread.join()
             child.kill()
             child.join(30)
             if hasattr(child, "close"):

@@ -40,7 +40,8 @@ from .._core._reduction import (
     collecting_fds,
 )
 from .._core._reduction import registered_reducers as _registered_reducers
-from .._core._timeout import check_timeout, readable_now, ready_by
+from .._core._timeout import check_timeout, readable_now
+from .._core._timeout import wait_readable as fd_readable_within
 from .._core._wakeup import other_threads as _other_threads
 from .._core._wakeup import wait_readable, wake_waiters
 from .._core._wire import MAX_FDS
@@ -957,8 +958,7 @@ class Connection(FrameSender, FrameReceiver):
             if self._closable_elsewhere:
                 ready = bool(wait_readable((self._fd,), timeout, (self,)))
             else:  # (no close to watch for: see _keep_in_thread, _shut_down_at_close)
-                end = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-                ready = bool(ready_by((self._fd,), end))
+                ready = fd_readable_within(self._fd, timeout)
         except OSError:
             if self._closed:
                 self._raise_closed()

@@ -126,7 +126,7 @@ class Popen(ClosedWhenCollected):
         return self._owner != os.getpid() and self._sentinel_ready()
 
     def _sentinel_ready(self) -> bool:
-        return self.sentinel < 0 or wait_readable(self.sentinel, 0)
+        return self.sentinel < 0 or readable_now(self.sentinel)
 
     # -- signals -------------------------------------------------------------
 

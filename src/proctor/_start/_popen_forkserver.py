@@ -13,7 +13,7 @@ import _socket
 import signal
 
 from .._core import _wire
-from .._core._timeout import wait_readable
+from .._core._timeout import readable_now
 from . import _forkserver
 from ._popen import Popen, close_quietly
 
@@ -50,7 +50,7 @@ class ForkServerPopen(Popen):
         self._finish_start(process, handoff, log_channel)
 
     def _collect_status(self, block: bool) -> None:
-        if not block and not wait_readable(self.sentinel, 0):
+        if not block and not readable_now(self.sentinel):
             return
         assert self._status is not None  # only closed after the status was read
         try:
@@ -66,7 +66,7 @@ class ForkServerPopen(Popen):
         # Peeked, not read: the exit code stays in the socket for the starter,
         # with whom a fork shares it.
         status = self._status
-        if status is None or not wait_readable(self.sentinel, 0):
+        if status is None or not readable_now(self.sentinel):
             return None
         try:
             data = status.recv(_forkserver.EXIT_STATUS.size, _socket.MSG_PEEK)

@@ -27,7 +27,7 @@ from _collections_abc import Iterable, Mapping
 
 from .._core._system import pid_alive
 from .._core._timeout import deadline as _deadline
-from .._core._timeout import wait_readable
+from .._core._timeout import readable_now, wait_readable
 from .._logging import _logger
 from ._methods import resolve_method
 from ._state import (
@@ -740,7 +740,7 @@ class ParentProcess(BaseProcess):
         self._check_not_closed()
         if self._sentinel < 0:
             return os.getppid() == self._pid or pid_alive(self._pid)
-        return not wait_readable(self._sentinel, 0)
+        return not readable_now(self._sentinel)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the parent ends, or ``timeout`` seconds pass.

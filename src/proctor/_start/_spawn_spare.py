@@ -78,9 +78,9 @@ def take(executable: str) -> Spare | None:
     spare, _spare = _spare, None
     if spare is None:
         return None
-    from .._core._timeout import wait_readable
+    from .._core._timeout import readable_now
 
-    if spare.conditions != start_conditions(executable) or wait_readable(spare.sentinel, 0):
+    if spare.conditions != start_conditions(executable) or readable_now(spare.sentinel):
         _end(spare)
         return None
     _runtime.unregister_helper(spare.pid)
