@@ -752,3 +752,85 @@ def test_a_signal_ends_the_c_sleep_of_a_lock_wait(kind, make, python_class, meth
     assert lock.acquire(timeout=30)
     lock.release()
     lock.close()
+
+
+# --- acquire(False) of a lock another process holds: the holder's life asked in C ---
+
+# (kind, the class whose Python method the C path falls back to, that method's name)
+TRIED_IN_C = [
+    ("Lock", lambda: _lock._LockMethods, "_acquire_after_c"),
+    ("RLock", lambda: _lock._RLockMethods, "acquire"),
+]
+needs_c_probe = pytest.mark.skipif(
+    not _sharedwords.own_description_locks(),
+    reason="the C probe asks with F_OFD_GETLK (Linux): elsewhere Python asks",
+)
+
+
+def _spy_on(monkeypatch, python_class, method):
+    """Record every call of a lock's Python fallback (attach the lock afterwards)."""
+    calls = []
+    cls = python_class()
+    python_path = getattr(cls, method)
+
+    def spy(self, *args, **kwargs):
+        calls.append(args)
+        return python_path(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, spy)
+    return calls
+
+
+def hold_signal_and_sleep(lock, held_w):
+    lock.acquire()
+    os.write(held_w, b"h")
+    while True:
+        signal.pause()  # until killed
+
+
+def try_twice_and_count(lock, calls):
+    """In a forked child: acquire(False) twice, and how many calls reached Python."""
+    del calls[:]
+    answers = (lock.acquire(False), lock.acquire(False))
+    return answers, len(calls)
+
+
+@needs_native
+@needs_c_probe
+@pytest.mark.parametrize(("kind", "python_class", "method"), TRIED_IN_C, ids=["Lock", "RLock"])
+def test_acquire_false_asks_in_c_whether_the_holder_lives(monkeypatch, kind, python_class, method):
+    # A failed try-lock cost ~2.4 us through the Python probe (stdlib: 60 ns, and
+    # no liveness): the C path asks the kernel about the holder's identity byte
+    # itself, and leaves only a dead (or unrecorded) holder to Python.
+    calls = _spy_on(monkeypatch, python_class, method)
+    lock = NATIVE[kind]()  # (attached to the spy)
+    with _held_by_a_child(lock):
+        assert lock.acquire(False) is False
+        assert lock.acquire(block=False, timeout=None) is False
+        assert lock.acquire(False, 5) is False
+        assert calls == []
+    assert lock.acquire(False) is True  # let go by the child
+    # A forked child's probe is armed by its first Python call: it is its parent's
+    # description until then, which would not see the parent's own byte as held.
+    p = proctor.get_context("fork").Process(target=try_twice_and_count, args=(lock, calls))
+    p.start()
+    assert finish(p) == (0, ((False, False), 1))
+    lock.release()
+    # A killed holder's lock is Python's to recover, and it says so.
+    held_r, held_w = os.pipe()
+    p = proctor.get_context("fork").Process(target=hold_signal_and_sleep, args=(lock, held_w))
+    p.start()
+    try:
+        assert os.read(held_r, 1) == b"h"
+        assert lock.acquire(False) is False
+        p.kill()
+        p.join(30)
+        with pytest.warns(proctor.OwnerDiedWarning, match=f"process {p.pid} died"):
+            assert lock.acquire(False) is True
+        assert len(calls) == 1
+    finally:
+        finish(p)
+        os.close(held_r)
+        os.close(held_w)
+    lock.release()
+    lock.close()

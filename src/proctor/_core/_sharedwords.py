@@ -248,6 +248,19 @@ class SharedWords(ClosedWhenCollected):
             return True
         return _probe(self._mem.lock_fd, IDENT_BASE + identity, identity & PID_MASK)
 
+    def identity_probe(self) -> tuple[int, int]:
+        """Where C code may ask the kernel whether an identity's process lives.
+
+        ``(descriptor, IDENT_BASE)``: ``F_OFD_GETLK`` on byte ``IDENT_BASE +
+        identity`` of the descriptor reports the byte held exactly while that
+        process lives (as :meth:`process_alive` asks, for another process). ``(-1,
+        0)`` where this process has no lock description of its own: only
+        :meth:`process_alive` can ask there.
+        """
+        if not own_description_locks():
+            return -1, 0
+        return self._mem.lock_fd, IDENT_BASE
+
     def ticket_byte(self, ticket: int) -> int:
         """The lock-space byte a condition waiter holds under ``ticket``."""
         return TICKET_BASE + self.offset // ALIGNMENT * TICKET_SPAN + ticket % TICKET_SPAN

@@ -285,6 +285,9 @@ class _OwnedLock(ClosedWhenCollected):
     def _detach(self) -> None:
         """Let the C fast paths go of the semaphore and the arena (native classes)."""
 
+    def _arm_probe_here(self) -> None:
+        """Let the C ``acquire(False)`` ask in this process whether a holder lives (native classes)."""
+
     def _became_owner(self) -> None:
         """Record process-local ownership after taking the semaphore (RLock)."""
         self._w[0] = _ident
@@ -295,6 +298,8 @@ class _OwnedLock(ClosedWhenCollected):
         """Wait for the lock in slices, taking it over from a dead holder."""
         watched = self._limbo
         if not block:
+            # (A forked child's C probe is its parent's until armed here.)
+            self._arm_probe_here()
             return self._recover(watched)
         outcome = wait_for_post(
             self._try, _deadline(timeout), lambda: self._recover(watched), self._spin
@@ -757,6 +762,10 @@ if _native is not None:
     # (None on macOS, which has no sem_timedwait: Condition then sleeps in Python.)
     _c_wait_slice: Callable[..., int] | None = getattr(_native, "wait_slice", None)
 
+    def _arm_c_probe(self: Any) -> None:
+        # (Each native class's _arm_probe_here.)
+        self._arm_probe(*self._shared.identity_probe())
+
     class NativeLock(LockCore, _LockMethods):
         # The C base comes first: its acquire, release, __enter__, __exit__ and
         # _became_owner are the ones called; the rest is _LockMethods'.
@@ -775,6 +784,9 @@ if _native is not None:
                 _LockMethods._acquire_after_c,
                 _LockMethods.release,
             )
+            self._arm_probe_here()
+
+        _arm_probe_here = _arm_c_probe
 
         def _taken_by_this_thread(self) -> bool:
             tid = self._holder_tid
@@ -796,6 +808,9 @@ if _native is not None:
                 _RLockMethods.acquire,
                 _RLockMethods.release,
             )
+            self._arm_probe_here()
+
+        _arm_probe_here = _arm_c_probe
 
     NativeLock.__name__, NativeRLock.__name__ = "Lock", "RLock"
 
