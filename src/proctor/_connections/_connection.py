@@ -90,6 +90,20 @@ _SOCKET_BUFFER = 1024 * 1024
 _DATAGRAM_OVERHEAD = 1024
 # macOS has no MSG_NOSIGNAL; the per-socket option does the same job.
 _SO_NOSIGPIPE = getattr(socket, "SO_NOSIGPIPE", 0x1022 if sys.platform == "darwin" else None)
+# The buffer options a connection socket raises. On Linux an AF_UNIX socket's
+# receive buffer limits nothing (a stream or datagram send is bounded by the
+# sender's send buffer, a datagram queue by its length), so only the send buffer
+# is raised there; elsewhere (macOS bounds a stream by the receiver's) both.
+_BUFFER_OPTIONS = (socket.SO_SNDBUF, socket.SO_RCVBUF)
+_UNIX_BUFFER_OPTIONS = (
+    (socket.SO_SNDBUF,) if sys.platform.startswith("linux") else _BUFFER_OPTIONS
+)
+# A new socket's buffer sizes by (family, type, option), read once per process:
+# every new socket of a kind starts with the system's default.
+_new_socket_buffers: dict[tuple[int, int, int], int] = {}
+# The raw family and type of a socket (socket.py's properties make enums: ~1 us each).
+_family_of = socket.socket.family.__get__
+_type_of = socket.socket.type.__get__
 
 # (_pickle's functions are pickle's; pickle.py would also import re: ~6 ms of a
 # spawned child's start that only passes objects on a connection.)
@@ -99,8 +113,12 @@ _unpack_from = HEADER.unpack_from
 _id_unpack_from = FRAME_ID.unpack_from
 
 
-def configure_socket(sock: socket.socket) -> None:
-    """Set the options every connection socket needs."""
+def configure_socket(sock: socket.socket, new: bool = False) -> None:
+    """Set the options every connection socket needs.
+
+    ``new``: the socket was just made (``socketpair``), so its buffers have the
+    system's default sizes, read once per process rather than from each socket.
+    """
     if socket.getdefaulttimeout() is not None:
         # socket.setdefaulttimeout() makes new sockets non-blocking in the kernel,
         # a flag every process holding the socket shares; proctor's blocking
@@ -111,9 +129,18 @@ def configure_socket(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, _SO_NOSIGPIPE, 1)
         except OSError:
             pass
-    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+    family = _family_of(sock)
+    options = _UNIX_BUFFER_OPTIONS if family == socket.AF_UNIX else _BUFFER_OPTIONS
+    for option in options:
         try:
-            if sock.getsockopt(socket.SOL_SOCKET, option) < _SOCKET_BUFFER:
+            if new:
+                key = (family, _type_of(sock), option)
+                size = _new_socket_buffers.get(key)
+                if size is None:
+                    size = _new_socket_buffers[key] = sock.getsockopt(socket.SOL_SOCKET, option)
+            else:
+                size = sock.getsockopt(socket.SOL_SOCKET, option)
+            if size < _SOCKET_BUFFER:
                 sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
         except OSError:
             pass  # a smaller buffer is slower, not wrong
@@ -195,8 +222,9 @@ class Connection(FrameSender, FrameReceiver):
                 sock = FdChannel(handle)
         else:
             raise TypeError(f"handle must be a file descriptor or a socket.socket, not {handle!r}")
-        if sock.type is not None:
-            if sock.type != socket.SOCK_STREAM:
+        is_socket = sock.__class__ is not FdChannel
+        if is_socket:
+            if _type_of(sock) != socket.SOCK_STREAM:
                 if sock is not handle:
                     sock.detach()  # the caller still owns the descriptor it passed
                 raise ValueError(f"Connection needs a SOCK_STREAM socket, got {sock.type!r}")
@@ -230,7 +258,7 @@ class Connection(FrameSender, FrameReceiver):
         self._inline_limit = ATOMIC_BODY
         self._private_frames = False
         self._greeting = None
-        if sock.family == socket.AF_UNIX:
+        if is_socket and _family_of(sock) == socket.AF_UNIX:
             # Messages may bring descriptors: every read keeps them (see FdInbox).
             inbox = self._fd_inbox = FdInbox(sock)
             self._recv_into = inbox.recv_into

@@ -97,7 +97,7 @@ def _pipe(
             fa, fb = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             sockets += (fa, fb)
         for sock in sockets:
-            configure_socket(sock)
+            configure_socket(sock, new=True)
         sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         sockets += (sa, sb)
         for sock in (sa, sb):
