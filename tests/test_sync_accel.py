@@ -804,12 +804,30 @@ def test_acquire_false_asks_in_c_whether_the_holder_lives(monkeypatch, kind, pyt
     # itself, and leaves only a dead (or unrecorded) holder to Python.
     calls = _spy_on(monkeypatch, python_class, method)
     lock = NATIVE[kind]()  # (attached to the spy)
-    with _held_by_a_child(lock):
+    with _held_by_a_child(lock) as let_go:
         assert lock.acquire(False) is False
         assert lock.acquire(block=False, timeout=None) is False
         assert lock.acquire(False, 5) is False
+        # A timeout of zero or less waits no more (no spin: ~44 us -> ~0.45 us).
+        for timeout in (0, 0.0, -1, -2.5, -(10**30)):
+            assert lock.acquire(timeout=timeout) is False
+            assert lock.acquire(True, timeout) is False
         assert calls == []
-    assert lock.acquire(False) is True  # let go by the child
+        # ...but an int past a C long is a long wait, not a refusal.
+        results = []
+
+        def take():
+            results.append(lock.acquire(timeout=10**30))
+            lock.release()
+
+        taker = threading.Thread(target=take)
+        taker.start()
+        wait_until(lambda: _thread_state(taker) == "S", timeout=10)  # asleep in the wait
+        let_go()
+        taker.join(30)
+        assert results == [True]  # (through Python: a wait with a timeout)
+        del calls[:]
+    assert lock.acquire(timeout=0) is True  # let go by the child
     # A forked child's probe is armed by its first Python call: it is its parent's
     # description until then, which would not see the parent's own byte as held.
     p = proctor.get_context("fork").Process(target=try_twice_and_count, args=(lock, calls))
