@@ -12,7 +12,9 @@ so that drift on a noisy machine hits every contender alike:
 * the 3-tuple and 16 KiB round trips again with parent and child free to run on
   different cores, as they do unless pinned: there the time a woken process takes
   to run on an idle core counts, and how early each side is woken (docs/design.md,
-  "Several senders on one connection end");
+  "Several senders on one connection end"), unless the receiver is looking for
+  the message when it comes (a proctor ``Pipe()`` end's does, up to 30 us, in a
+  process with no other thread: ``_receiving._read_spinning``);
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent;
 * ``poll()`` of an end with nothing to read, in a loop, while another thread of the
   process computes: how often the loop gets to look (a look that lets the GIL go
@@ -445,7 +447,7 @@ def run(quick: bool) -> list[dict]:
             higher_is_better=False,
             note=(
                 f"unpinned; raw socketpair 1-byte round trip {spread['raw'] * 1e6:.2f} us; "
-                "a wake-up on an idle core dominates"
+                "proctor's receiver looks up to 30 us before it sleeps, the others sleep"
             ),
             floor=spread["raw"] * 1e6,
         ),
@@ -455,7 +457,7 @@ def run(quick: bool) -> list[dict]:
             spread["multiprocessing 16"] * 1e6,
             "us",
             higher_is_better=False,
-            note="unpinned; on Linux one send on the frame socket",
+            note="unpinned; on Linux one send on the frame socket, looked at before a sleep",
         ),
         row(
             "Pipe 1 MiB send_bytes/recv_bytes",

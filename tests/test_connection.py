@@ -1882,3 +1882,165 @@ def test_a_timed_send_cut_short_on_a_socket_connection_refuses_further_sends():
     assert not alive
     assert isinstance(outcome[0], EOFError), outcome
     b.close()
+
+
+# --- a frame socket's receiver looks before it sleeps (_receiving._read_spinning) ---
+
+needs_spin = pytest.mark.skipif(
+    not _receiving.can_spin() or not _pipe.FRAME_SOCKETS,
+    reason="frame sockets (Linux) and the C module (not PROCTOR_PURE_PYTHON) look before a read",
+)
+
+
+@needs_spin
+def test_spin_recv_into_reads_what_is_there_and_says_when_nothing_came():
+    spin = _receiving._spin_recv_into
+    a, b = socket.socketpair()
+    try:
+        buf = bytearray(8)
+        assert spin(a.fileno(), buf, 0) == -1  # nothing there, no time to look
+        b.send(b"abc")
+        assert spin(a.fileno(), buf, 10**9) == 3  # there at the first try
+        assert buf[:3] == b"abc"
+        # What comes while it looks is read too (-2 - its length): from a child
+        # that sends once the look has begun (or earlier, if the parent is slow).
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(b.send(b"later") != 5)
+        got = spin(a.fileno(), buf, 30 * 10**9)
+        assert got in (5, -2 - 5)
+        assert buf[:5] == b"later"
+        assert os.waitpid(pid, 0)[1] == 0
+        b.close()
+        assert spin(a.fileno(), buf, 10**9) == 0  # end of file
+        fd = a.fileno()
+    finally:
+        a.close()
+        b.close()
+    with pytest.raises(OSError):
+        spin(fd, buf, 0)  # closed: the read's own error
+
+
+@needs_spin
+def test_spin_recv_into_gives_up_at_once_on_one_cpu():
+    # The peer of a process that may run on one CPU only cannot send while it
+    # looks: no look at all (a 60 s budget would run into the test's timeout).
+    spin = _receiving._spin_recv_into
+    allowed = os.sched_getaffinity(0)
+    a, b = socket.socketpair()
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert spin(a.fileno(), bytearray(8), 60 * 10**9) == -1
+    finally:
+        os.sched_setaffinity(0, allowed)
+        a.close()
+        b.close()
+
+
+class _LookInterrupted(Exception):
+    pass
+
+
+@needs_spin
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="looks only with two CPUs or more")
+def test_a_signal_ends_a_look_at_once():
+    def interrupt(signum, frame):
+        raise _LookInterrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    a, b = socket.socketpair()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(_LookInterrupted):
+            _receiving._spin_recv_into(a.fileno(), bytearray(8), 60 * 10**9)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        a.close()
+        b.close()
+
+
+@needs_spin
+def test_a_receiver_looks_less_while_its_looks_find_nothing(monkeypatch):
+    real = _receiving._spin_recv_into
+    looks = []  # the receives (by number) that looked
+    outcome = ["nothing"]
+
+    def look(fd, view, budget):
+        looks.append(received[0])
+        if outcome[0] == "nothing":
+            return -1
+        got = real(fd, view, 0)  # (the message is there: read it)
+        assert got > 0
+        return got if outcome[0] == "there" else -2 - got
+
+    monkeypatch.setattr(_receiving, "_spin_recv_into", look)
+    monkeypatch.setattr(_receiving, "_other_threads", lambda: 0)  # (pytest's timer thread)
+    received = [0]
+    a, b = Pipe()
+    try:
+
+        def receive(count):
+            for _ in range(count):
+                received[0] += 1
+                b.send(received[0])
+                assert a.recv() == received[0]
+
+        receive(10)
+        # Each look that found nothing doubles the receives that skip looking: 1, 3, 7.
+        assert looks == [1, 3, 7]
+        receive(8)  # receives 8-14 skip; 15 looks (nothing: 15 skip next)
+        assert looks == [1, 3, 7, 15]
+        outcome[0] = "came"
+        receive(17)  # 16-30 skip, 31 looks and finds one come: the next looks again
+        assert looks[4:] == [31, 32, 33, 34, 35]
+        outcome[0] = "there"
+        receive(2)  # there at once: looking goes on
+        assert looks[-2:] == [36, 37]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_only_pipe_ends_on_a_frame_socket_look_before_a_read():
+    a, b = _pipe.streaming_pipe()  # (a pool's channel: pipes, private frames)
+    c, d = socket.socketpair()
+    plain = Connection(c)
+    try:
+        assert a._spin_skip == b._spin_skip == -1
+        assert plain._spin_skip == -1
+        e, f = Pipe()
+        expected = 0 if _receiving.can_spin() and _pipe.FRAME_SOCKETS else -1
+        assert e._spin_skip == f._spin_skip == expected
+        e.close()
+        f.close()
+    finally:
+        for end in (a, b, plain):
+            end.close()
+        d.close()
+
+
+def echo_until_none(conn):
+    """In a child: send back what arrives until None does (its receives look first)."""
+    count = 0
+    while (message := conn.recv()) is not None:
+        conn.send(message)
+        count += 1
+    return count
+
+
+def test_round_trips_with_a_child_whose_receives_look_first():
+    ctx = proctor.get_context("fork")
+    a, b = Pipe()
+    p = ctx.Process(target=echo_until_none, args=(b,))
+    p.start()
+    b.close()
+    try:
+        for i in range(300):
+            message = (i, "x" * (i * 97 % 20000))  # frames inline and on the side
+            a.send(message)
+            assert a.recv(timeout=30) == message
+        a.send(None)
+    finally:
+        a.close()
+    assert finish(p) == (0, 300)

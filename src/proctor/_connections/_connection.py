@@ -71,7 +71,7 @@ from ._frames import (
     pickle_in_band,
 )
 from ._passing import reduce_end
-from ._receiving import READ_AHEAD, FrameReceiver
+from ._receiving import READ_AHEAD, FrameReceiver, can_spin
 from ._sending import ATOMIC_BODY, MSG_NOSIGNAL, SOCKET_INLINE_BODY, FrameSender, send_deadline
 from ._sendlock import SendLock, new_lock_file
 
@@ -257,6 +257,8 @@ class Connection(FrameSender, FrameReceiver):
         self._fsock = None
         self._inline_limit = ATOMIC_BODY
         self._private_frames = False
+        self._spin_skip = -1  # (no look before a read: see _with_pipes)
+        self._spin_backoff = 0
         self._greeting = None
         if is_socket and _family_of(sock) == socket.AF_UNIX:
             # Messages may bring descriptors: every read keeps them (see FdInbox).
@@ -322,6 +324,8 @@ class Connection(FrameSender, FrameReceiver):
         if frame_sock is not None:
             conn._fsock = frame_sock
             conn._inline_limit = SOCKET_INLINE_BODY
+            if can_spin():
+                conn._spin_skip = 0  # (its receives look before they sleep)
             fd = frame_sock.fileno()
             rfd = fd if readable else -1
             wfd = fd if writable else -1

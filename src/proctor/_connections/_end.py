@@ -121,6 +121,8 @@ class EndState:
         "_sock",
         "_spare_sock",
         "_spares",
+        "_spin_backoff",
+        "_spin_skip",
         "_stash",
         "_waiting",
         "_wfd",
@@ -163,6 +165,12 @@ class EndState:
     # else None and None.
     _spare_sock: socket.socket | None
     _spares: Spares | None
+    # Pipe() ends on a frame socket, where the C module is built: how many more
+    # receives read without looking first (0: the next one looks, see
+    # FrameReceiver._read_spinning; -1 for every other end, which never looks),
+    # and how many were skipped after the last look that found nothing.
+    _spin_skip: int
+    _spin_backoff: int
     # The descriptor that is readable when a message arrives (fileno()).
     _fd: int
     _readable: bool
