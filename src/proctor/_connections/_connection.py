@@ -95,9 +95,7 @@ _SO_NOSIGPIPE = getattr(socket, "SO_NOSIGPIPE", 0x1022 if sys.platform == "darwi
 # sender's send buffer, a datagram queue by its length), so only the send buffer
 # is raised there; elsewhere (macOS bounds a stream by the receiver's) both.
 _BUFFER_OPTIONS = (socket.SO_SNDBUF, socket.SO_RCVBUF)
-_UNIX_BUFFER_OPTIONS = (
-    (socket.SO_SNDBUF,) if sys.platform.startswith("linux") else _BUFFER_OPTIONS
-)
+_UNIX_BUFFER_OPTIONS = (socket.SO_SNDBUF,) if sys.platform.startswith("linux") else _BUFFER_OPTIONS
 # A new socket's buffer sizes by (family, type, option), read once per process:
 # every new socket of a kind starts with the system's default.
 _new_socket_buffers: dict[tuple[int, int, int], int] = {}

@@ -107,6 +107,7 @@ def can_spin() -> bool:
         _spin_recv_into = False if native is None else native.spin_recv_into
     return _spin_recv_into is not False
 
+
 # One recv() of this size usually brings a small frame's header and body at once.
 READ_AHEAD = 64 * 1024
 # Bodies up to this size are received into a buffer of the announced size (cheap:

@@ -286,7 +286,7 @@ class _OwnedLock(ClosedWhenCollected):
         """Let the C fast paths go of the semaphore and the arena (native classes)."""
 
     def _arm_probe_here(self) -> None:
-        """Let the C ``acquire(False)`` ask in this process whether a holder lives (native classes)."""
+        """Let the C ``acquire(False)`` ask here whether a holder lives (native classes)."""
 
     def _became_owner(self) -> None:
         """Record process-local ownership after taking the semaphore (RLock)."""
