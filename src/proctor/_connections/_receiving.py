@@ -39,8 +39,8 @@ out) waits in the stash, undelivered, until the connection is closed.
 from __future__ import annotations
 
 import _pickle
-import _socket as socket
-import _thread  # (not socket.py: with enum and selectors, ms of a spawned start)
+import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
+import _thread
 import os
 
 from .._core import _lazy_errors
