@@ -664,6 +664,20 @@ def _thread_state(thread):
         return stat.read().rsplit(")", 1)[1].split()[0]
 
 
+def _spy_on(monkeypatch, python_class, method):
+    """Record every call of a lock's Python fallback (attach the lock afterwards)."""
+    calls = []
+    cls = python_class()
+    python_path = getattr(cls, method)
+
+    def spy(self, *args, **kwargs):
+        calls.append(args)
+        return python_path(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, spy)
+    return calls
+
+
 # (kind, how to make one, the class whose Python method the C path falls back to,
 # that method's name): a Lock, an RLock and a Semaphore used as a lock.
 WAITED_IN_C = [
@@ -691,15 +705,7 @@ def test_a_lock_another_process_holds_is_waited_for_in_c(
     # The hand-over between two processes takes microseconds; the Python wait
     # (the Python method and its slices) cost more than the wait itself. The
     # acquire that sleeps in C when the child lets go never calls it.
-    calls = []
-    cls = python_class()
-    python_path = getattr(cls, method)
-
-    def spy(self, *args, **kwargs):
-        calls.append(args)
-        return python_path(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, method, spy)
+    calls = _spy_on(monkeypatch, python_class, method)
     lock = make()  # (attached to the spy)
     with _held_by_a_child(lock) as let_go:
         entered = threading.Event()
@@ -765,20 +771,6 @@ needs_c_probe = pytest.mark.skipif(
     not _sharedwords.own_description_locks(),
     reason="the C probe asks with F_OFD_GETLK (Linux): elsewhere Python asks",
 )
-
-
-def _spy_on(monkeypatch, python_class, method):
-    """Record every call of a lock's Python fallback (attach the lock afterwards)."""
-    calls = []
-    cls = python_class()
-    python_path = getattr(cls, method)
-
-    def spy(self, *args, **kwargs):
-        calls.append(args)
-        return python_path(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, method, spy)
-    return calls
 
 
 def hold_signal_and_sleep(lock, held_w):
