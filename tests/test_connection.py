@@ -2044,3 +2044,40 @@ def test_round_trips_with_a_child_whose_receives_look_first():
     finally:
         a.close()
     assert finish(p) == (0, 300)
+
+
+def threads_here(n_to_start):
+    """In a child: other_threads() before and after starting threads of its own."""
+    from proctor._core import _wakeup
+
+    before = _wakeup.other_threads()
+    done = threading.Event()
+    threads = [threading.Thread(target=done.wait, args=(30,)) for _ in range(n_to_start)]
+    for t in threads:
+        t.start()
+    during = _wakeup.other_threads()
+    done.set()
+    for t in threads:
+        t.join(30)
+    return before, during, _wakeup.other_threads()
+
+
+def test_a_fork_child_counts_its_own_threads_not_its_parents():
+    # _thread._count() in a fork child still counts the parent's threads, which
+    # are not there: the child's receives would take them for company (and not
+    # look before a sleep, and wait where a close() elsewhere could end them).
+    from proctor._core import _wakeup
+
+    release = threading.Event()
+    mine = [threading.Thread(target=release.wait, args=(30,)) for _ in range(2)]
+    for t in mine:
+        t.start()
+    try:
+        assert _wakeup.other_threads() >= 2
+        p = proctor.get_context("fork").Process(target=threads_here, args=(3,))
+        p.start()
+        assert finish(p) == (0, (0, 3, 0))
+    finally:
+        release.set()
+        for t in mine:
+            t.join(30)

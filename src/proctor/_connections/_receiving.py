@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import _pickle
 import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
-import _thread
 import os
 
 from .._core import _lazy_errors
 from .._core._closing import close_all_quietly
 from .._core._reduction import receiving
+from .._core._wakeup import other_threads as _other_threads
 from .._core._wire import MAX_FDS, cloexec_flag, fds_from, map_memfd
 from ._end import EndState
 from ._frames import (
@@ -137,7 +137,6 @@ _MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
 _RECV_CLOEXEC = cloexec_flag()
 
-_other_threads = _thread._count
 _loads = _pickle.loads  # (pickle's; pickle.py would import re)
 _unpack_from = HEADER.unpack_from
 _id_unpack_from = FRAME_ID.unpack_from

@@ -51,9 +51,25 @@ if TYPE_CHECKING:
 
 __all__ = ("other_threads", "wait_readable", "wake_waiters")
 
-#: How many Python threads run besides the main one (``threading`` and ``_thread``
-#: threads; not native threads, which cannot call ``close()``).
-other_threads = _thread._count
+_count = _thread._count
+# What _thread._count() goes on counting in a fork child: the threads of the
+# process that forked, none of which is there (CPython does not reset the count).
+# Recorded by a proctor fork child as it starts (forked_with); 0 elsewhere.
+_inherited_threads = 0
+
+
+def other_threads() -> int:
+    """How many Python threads run besides this one (``threading`` and ``_thread``
+    threads; not native threads, which cannot call ``close()``)."""
+    return _count() - _inherited_threads
+
+
+def forked_with(count: int) -> None:
+    """In a fork child, first thing: ``_thread._count()`` then, the forking
+    process's threads, which :func:`other_threads` leaves out from now on."""
+    global _inherited_threads
+    _inherited_threads = count
+
 
 _HAVE_EVENTFD = hasattr(os, "eventfd")
 # What a wake-up's writer writes: 1 for an eventfd's counter (a pipe takes any byte).

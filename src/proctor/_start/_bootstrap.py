@@ -381,6 +381,14 @@ def _become_forked_child(adopt_stdlib: bool) -> None:
     if adopt_stdlib:
         _adopt_stdlib_multiprocessing()
     _age_inherited_objects()
+    # _thread._count() goes on counting the forking process's threads here, where
+    # none of them is: receives that ask whether other threads run (a look before
+    # a sleep, a wait another thread's close() ends) must count this child's only.
+    inherited = _thread._count()
+    if inherited:
+        from .._core import _wakeup
+
+        _wakeup.forked_with(inherited)
 
 
 def _stdlib_modules() -> tuple[Any, Any]:
