@@ -2002,13 +2002,15 @@ def test_a_receiver_looks_less_while_its_looks_find_nothing(monkeypatch):
         b.close()
 
 
-def test_only_pipe_ends_on_a_frame_socket_look_before_a_read():
+def test_which_ends_look_before_a_read():
+    # Pipe() ends on a frame socket (a look that reads) and socket connections (a
+    # look that reads nothing); not pipes, whose frames a pool's workers stream.
     a, b = _pipe.streaming_pipe()  # (a pool's channel: pipes, private frames)
     c, d = socket.socketpair()
     plain = Connection(c)
     try:
         assert a._spin_skip == b._spin_skip == -1
-        assert plain._spin_skip == -1
+        assert plain._spin_skip == (0 if _receiving.can_spin() else -1)
         e, f = Pipe()
         expected = 0 if _receiving.can_spin() and _pipe.FRAME_SOCKETS else -1
         assert e._spin_skip == f._spin_skip == expected
@@ -2018,6 +2020,61 @@ def test_only_pipe_ends_on_a_frame_socket_look_before_a_read():
         for end in (a, b, plain):
             end.close()
         d.close()
+
+
+@needs_spin
+def test_spin_until_readable_says_whether_and_when_and_reads_nothing():
+    look = _receiving._spin_until_readable
+    a, b = socket.socketpair()
+    try:
+        assert look(a.fileno(), 0) == 0  # nothing there, no time to look
+        b.send(b"abc")
+        assert look(a.fileno(), 10**9) == 1  # there at the first look
+        assert a.recv(8) == b"abc"  # (left there)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(b.send(b"later") != 5)
+        assert look(a.fileno(), 30 * 10**9) in (1, 2)
+        assert a.recv(8) == b"later"
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        a.close()
+        b.close()
+
+
+@needs_spin
+def test_a_socket_connection_looks_less_while_its_looks_do_not_pay(monkeypatch):
+    looks = []
+    outcome = [0]  # what each look says: 0 nothing, 1 there at once, 2 came meanwhile
+
+    def look(fd, budget):
+        looks.append(received[0])
+        return outcome[0]
+
+    monkeypatch.setattr(_receiving, "_spin_until_readable", look)
+    monkeypatch.setattr(_receiving, "_other_threads", lambda: 0)  # (pytest's timer thread)
+    received = [0]
+    c, d = socket.socketpair()
+    a, b = Connection(c), Connection(d)
+    try:
+
+        def receive(count):
+            for _ in range(count):
+                received[0] += 1
+                b.send(received[0])
+                assert a.recv() == received[0]
+
+        receive(7)
+        assert looks == [1, 3, 7]  # found nothing: 1, then 3, then 7 receives skip
+        outcome[0] = 1
+        receive(8)
+        assert looks == [1, 3, 7, 15]  # there at once: a look not needed, the same
+        outcome[0] = 2
+        receive(18)
+        assert looks[4:] == [31, 32, 33]  # came while it looked: every receive looks
+    finally:
+        a.close()
+        b.close()
 
 
 def echo_until_none(conn):

@@ -255,7 +255,9 @@ class Connection(FrameSender, FrameReceiver):
         self._fsock = None
         self._inline_limit = ATOMIC_BODY
         self._private_frames = False
-        self._spin_skip = -1  # (no look before a read: see _with_pipes)
+        # Its receives look for a message before a read that would sleep
+        # (FrameReceiver._look_before_read; a Pipe() end: see _with_pipes).
+        self._spin_skip = 0 if can_spin() else -1
         self._spin_backoff = 0
         self._greeting = None
         if is_socket and _family_of(sock) == socket.AF_UNIX:
@@ -322,13 +324,14 @@ class Connection(FrameSender, FrameReceiver):
         if frame_sock is not None:
             conn._fsock = frame_sock
             conn._inline_limit = SOCKET_INLINE_BODY
-            if can_spin():
-                conn._spin_skip = 0  # (its receives look before they sleep)
             fd = frame_sock.fileno()
             rfd = fd if readable else -1
             wfd = fd if writable else -1
         conn._rfd = rfd
         conn._wfd = wfd
+        # Only a frame socket's receives look before they sleep (reading: see
+        # FrameReceiver._read_spinning); a pipe's do not.
+        conn._spin_skip = 0 if frame_sock is not None and can_spin() else -1
         conn._spare_sock = spare_sock  # (its Spares are made at the first large buffer)
         if dsock is not None:
             conn._dsock = dsock
@@ -717,6 +720,8 @@ class Connection(FrameSender, FrameReceiver):
                 if self._rfd >= 0:
                     end = self._next_pipe_frame(self._rview)
                 else:
+                    if self._spin_skip >= 0:
+                        self._look_before_read()
                     end = self._readinto(self._rview)
             except ConnectionResetError as exc:
                 raise EOFError("the other end of the connection was closed") from exc

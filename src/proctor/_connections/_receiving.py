@@ -92,19 +92,24 @@ if TYPE_CHECKING:
 
 __all__ = ("READ_AHEAD", "SPIN_BACKOFF_LIMIT", "SPIN_NS", "FrameReceiver", "can_spin")
 
-# _core._native.spin_recv_into; None until can_spin() looked, False where the C
-# module is not built.
+# _core._native's looks before a read sleeps (spin_recv_into, spin_until_readable);
+# None until can_spin() looked, False where the C module is not built.
 _spin_recv_into: Any = None
+_spin_until_readable: Any = None
 
 
 def can_spin() -> bool:
-    """Whether a frame socket's receiver can look before it sleeps (the C module is built)."""
-    global _spin_recv_into
+    """Whether a receiver can look for its message before it sleeps (the C module is built)."""
+    global _spin_recv_into, _spin_until_readable
     if _spin_recv_into is None:
         from .._core import _system
 
         native = _system.core_native()
-        _spin_recv_into = False if native is None else native.spin_recv_into
+        if native is None:
+            _spin_recv_into = _spin_until_readable = False
+        else:
+            _spin_recv_into = native.spin_recv_into
+            _spin_until_readable = native.spin_until_readable
     return _spin_recv_into is not False
 
 
@@ -233,6 +238,26 @@ class FrameReceiver(EndState):
         backoff = self._spin_backoff = min(2 * self._spin_backoff + 1, SPIN_BACKOFF_LIMIT)
         self._spin_skip = backoff
         return self._readinto(view)
+
+    def _look_before_read(self) -> None:
+        """A socket connection's look for its next message before a read that could sleep.
+
+        As ``_read_spinning``, but reading nothing (the read that follows takes
+        descriptors too, with ``recvmsg``), and only while ``_spin_skip`` is not
+        negative. A message there at the first look cost a ``poll()`` more for
+        nothing: it counts as a look not needed, as one that found nothing does.
+        """
+        skip = self._spin_skip
+        if skip:
+            self._spin_skip = skip - 1
+            return
+        if _other_threads():
+            return
+        if _spin_until_readable(self._fd, SPIN_NS) == 2:
+            self._spin_backoff = 0  # (it came while we looked)
+            return
+        backoff = self._spin_backoff = min(2 * self._spin_backoff + 1, SPIN_BACKOFF_LIMIT)
+        self._spin_skip = backoff
 
     # -- framing internals ---------------------------------------------------------
 

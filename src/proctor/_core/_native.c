@@ -21,6 +21,7 @@
  *     set_devnull(fd)            the process's /dev/null descriptor, once
  *     poll_readable(fds, ms)     one poll() for readable descriptors (below)
  *     spin_recv_into(fd, buf, ns) a receiver's look before it sleeps (below)
+ *     spin_until_readable(fd, ns) the same look, reading nothing (below)
  *
  *     fork() ─▶ child: dup3(devnull, fd, O_CLOEXEC) for each listed fd, then an
  *               empty list (the numbers are the parent's), before any Python runs
@@ -386,6 +387,59 @@ spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(got);
 }
 
+/* spin_until_readable(fd, budget_ns): poll() fd without waiting, again and again for
+ * at most budget_ns nanoseconds, with the GIL held, and read nothing: 1 when it was
+ * readable at the first look, 2 when it became readable while looking, 0 when not
+ * within the budget. For a connection whose reads take more than bytes (a socket
+ * that may bring descriptors, read with recvmsg): its receiver looks with this,
+ * then reads as it always does. The same rules as spin_recv_into: one look only
+ * where this process may run on one CPU, signals handled at once. */
+static PyObject *
+spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct pollfd pfd;
+    long long budget, until;
+    int seen = 0;
+
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "spin_until_readable() takes 2 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    if (!fd_arg(args[0], &pfd.fd))
+        return NULL;
+    budget = PyLong_AsLongLong(args[1]);
+    if (budget == -1 && PyErr_Occurred())
+        return NULL;
+    pfd.events = POLLIN;
+    until = monotonic_ns() + budget;
+    for (int tries = 0;; tries++) {
+        int got;
+        pfd.revents = 0;
+        got = poll(&pfd, 1, 0);
+        if (got > 0) {
+            seen = tries > 0 ? 2 : 1;
+            break;
+        }
+        if (got < 0 && errno != EINTR)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        if (got < 0)
+            break;  /* (a signal: its handler runs below) */
+        if (tries == 0 && !may_run_on_other_cpus())
+            break;
+        if (monotonic_ns() >= until)
+            break;
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+        for (int i = 0; i < SPIN_PAUSES_BETWEEN_TRIES; i++)
+            SPIN_RELAX();
+    }
+    if (seen == 0 && PyErr_CheckSignals() < 0)
+        return NULL;
+    return PyLong_FromLong(seen);
+}
+
 static PyMethodDef native_methods[] = {
     {"let_go_in_forks", let_go_in_forks, METH_O,
      "let_go_in_forks(fd, /)\n--\n\n"
@@ -407,6 +461,10 @@ static PyMethodDef native_methods[] = {
      "recv() into buffer without waiting, tried again for at most budget_ns with the "
      "GIL held: the bytes read (0: end of file) at the first try, -2 - the bytes read "
      "later, or -1 when nothing came."},
+    {"spin_until_readable", (PyCFunction)(void (*)(void))spin_until_readable, METH_FASTCALL,
+     "spin_until_readable(fd, budget_ns, /)\n--\n\n"
+     "poll() fd without waiting, again for at most budget_ns with the GIL held, reading "
+     "nothing: 1 if readable at once, 2 if it became readable meanwhile, 0 if not."},
     {NULL, NULL, 0, NULL},
 };
 
