@@ -1975,7 +1975,7 @@ def test_a_receiver_looks_less_while_its_looks_find_nothing(monkeypatch):
         return got if outcome[0] == "there" else -2 - got
 
     monkeypatch.setattr(_receiving, "_spin_recv_into", look)
-    monkeypatch.setattr(_receiving, "_other_threads", lambda: 0)  # (pytest's timer thread)
+    monkeypatch.setattr(_receiving, "_thread_count", lambda: 0)  # (pytest's timer thread)
     received = [0]
     a, b = Pipe()
     try:
@@ -2052,7 +2052,7 @@ def test_a_socket_connection_looks_less_while_its_looks_do_not_pay(monkeypatch):
         return outcome[0]
 
     monkeypatch.setattr(_receiving, "_spin_until_readable", look)
-    monkeypatch.setattr(_receiving, "_other_threads", lambda: 0)  # (pytest's timer thread)
+    monkeypatch.setattr(_receiving, "_thread_count", lambda: 0)  # (pytest's timer thread)
     received = [0]
     c, d = socket.socketpair()
     a, b = Connection(c), Connection(d)

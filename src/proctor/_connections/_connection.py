@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import _pickle
 import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
+import _thread
 import io
 import os
 import sys
@@ -42,7 +43,7 @@ from .._core._reduction import (
 from .._core._reduction import registered_reducers as _registered_reducers
 from .._core._timeout import check_timeout, readable_now
 from .._core._timeout import wait_readable as fd_readable_within
-from .._core._wakeup import other_threads as _other_threads
+from .._core._wakeup import inherited_threads as _inherited_threads
 from .._core._wakeup import wait_readable, wake_waiters
 from .._core._wire import MAX_FDS
 from . import _aio, _sendlock
@@ -105,6 +106,9 @@ _type_of = socket.socket.type.__get__
 
 # (_pickle's functions are pickle's; pickle.py would also import re: ~6 ms of a
 # spawned child's start that only passes objects on a connection.)
+# Whether other threads run: _thread_count() > _inherited_threads[0] (see
+# _core._wakeup.inherited_threads: a fork child's count includes its parent's).
+_thread_count = _thread._count
 _dumps = _pickle.dumps
 _loads = _pickle.loads
 _unpack_from = HEADER.unpack_from
@@ -711,7 +715,11 @@ class Connection(FrameSender, FrameReceiver):
         pos = self._rpos
         end = self._rend
         if pos == end:
-            if timeout is None and self._closable_elsewhere and _other_threads():
+            if (
+                timeout is None
+                and self._closable_elsewhere
+                and _thread_count() > _inherited_threads[0]
+            ):
                 # Wait where another thread's close() of this end ends the wait
                 # (_core._wakeup), not in the read, which nothing would end.
                 self._wait_for_message()
@@ -775,7 +783,12 @@ class Connection(FrameSender, FrameReceiver):
             self._prepare_recv(timeout)
         pos = self._rpos
         end = self._rend
-        if pos == end and timeout is None and self._closable_elsewhere and _other_threads():
+        if (
+            pos == end
+            and timeout is None
+            and self._closable_elsewhere
+            and _thread_count() > _inherited_threads[0]
+        ):
             self._wait_for_message()  # (as in recv())
         if pos == end and self._rfd >= 0:
             # As in recv(). (On a socket connection a big body is received
@@ -847,7 +860,7 @@ class Connection(FrameSender, FrameReceiver):
             timeout is None
             and self._rpos == self._rend
             and self._closable_elsewhere
-            and _other_threads()
+            and _thread_count() > _inherited_threads[0]
         ):
             self._wait_for_message()  # (as in recv())
         n, where, frame_id = self._read_header(None)  # (reads the next frame first)

@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import _pickle
 import _socket as socket  # (not socket.py: with enum and selectors, ms of a spawned start)
+import _thread
 import os
 
 from .._core import _lazy_errors
 from .._core._closing import close_all_quietly
 from .._core._reduction import receiving
-from .._core._wakeup import other_threads as _other_threads
+from .._core._wakeup import inherited_threads as _inherited_threads
 from .._core._wire import MAX_FDS, cloexec_flag, fds_from, map_memfd
 from ._end import EndState
 from ._frames import (
@@ -142,6 +143,7 @@ _MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * 4)
 _RECV_CLOEXEC = cloexec_flag()
 
+_thread_count = _thread._count
 _loads = _pickle.loads  # (pickle's; pickle.py would import re)
 _unpack_from = HEADER.unpack_from
 _id_unpack_from = FRAME_ID.unpack_from
@@ -200,7 +202,7 @@ class FrameReceiver(EndState):
         if self._private_frames:
             return readinto(view)
         skip = self._spin_skip
-        if skip == 0 and not _other_threads():
+        if skip == 0 and _thread_count() <= _inherited_threads[0]:
             got = self._read_spinning(view[:PIPE_PREFIX])
         else:
             if skip > 0:
@@ -251,8 +253,8 @@ class FrameReceiver(EndState):
         if skip:
             self._spin_skip = skip - 1
             return
-        if _other_threads():
-            return
+        if _thread_count() > _inherited_threads[0]:
+            return  # (other threads run: see _core._wakeup.inherited_threads)
         if _spin_until_readable(self._fd, SPIN_NS) == 2:
             self._spin_backoff = 0  # (it came while we looked)
             return

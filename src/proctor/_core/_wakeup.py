@@ -49,26 +49,27 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
-__all__ = ("other_threads", "wait_readable", "wake_waiters")
+__all__ = ("forked_with", "inherited_threads", "other_threads", "wait_readable", "wake_waiters")
 
 _count = _thread._count
-# What _thread._count() goes on counting in a fork child: the threads of the
-# process that forked, none of which is there (CPython does not reset the count).
-# Recorded by a proctor fork child as it starts (forked_with); 0 elsewhere.
-_inherited_threads = 0
+#: [the threads of the process that forked this one]: what ``_thread._count()`` goes
+#: on counting in a fork child, though none of them is there (CPython does not reset
+#: the count); recorded by a proctor fork child as it starts (:func:`forked_with`),
+#: [0] elsewhere. A list, so that receives ask ``_thread._count() > inherited_threads[0]``
+#: inline (a call of :func:`other_threads` costs them ~40 ns more).
+inherited_threads = [0]
 
 
 def other_threads() -> int:
     """How many Python threads run besides this one (``threading`` and ``_thread``
     threads; not native threads, which cannot call ``close()``)."""
-    return _count() - _inherited_threads
+    return _count() - inherited_threads[0]
 
 
 def forked_with(count: int) -> None:
     """In a fork child, first thing: ``_thread._count()`` then, the forking
     process's threads, which :func:`other_threads` leaves out from now on."""
-    global _inherited_threads
-    _inherited_threads = count
+    inherited_threads[0] = count
 
 
 _HAVE_EVENTFD = hasattr(os, "eventfd")
