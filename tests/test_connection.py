@@ -1960,6 +1960,14 @@ def test_a_signal_ends_a_look_at_once():
         b.close()
 
 
+def _receive_numbered(receiver, sender, received, count):
+    """Send ``count`` numbers on, each received before the next; ``received[0]`` counts."""
+    for _ in range(count):
+        received[0] += 1
+        sender.send(received[0])
+        assert receiver.recv() == received[0]
+
+
 @needs_spin
 def test_a_receiver_looks_less_while_its_looks_find_nothing(monkeypatch):
     real = _receiving._spin_recv_into
@@ -1981,10 +1989,7 @@ def test_a_receiver_looks_less_while_its_looks_find_nothing(monkeypatch):
     try:
 
         def receive(count):
-            for _ in range(count):
-                received[0] += 1
-                b.send(received[0])
-                assert a.recv() == received[0]
+            _receive_numbered(a, b, received, count)
 
         receive(10)
         # Each look that found nothing doubles the receives that skip looking: 1, 3, 7.
@@ -2059,10 +2064,7 @@ def test_a_socket_connection_looks_less_while_its_looks_do_not_pay(monkeypatch):
     try:
 
         def receive(count):
-            for _ in range(count):
-                received[0] += 1
-                b.send(received[0])
-                assert a.recv() == received[0]
+            _receive_numbered(a, b, received, count)
 
         receive(7)
         assert looks == [1, 3, 7]  # found nothing: 1, then 3, then 7 receives skip
