@@ -104,11 +104,11 @@ _new_socket_buffers: dict[tuple[int, int, int], int] = {}
 _family_of = socket.socket.family.__get__
 _type_of = socket.socket.type.__get__
 
-# (_pickle's functions are pickle's; pickle.py would also import re: ~6 ms of a
-# spawned child's start that only passes objects on a connection.)
 # Whether other threads run: _thread_count() > _inherited_threads[0] (see
 # _core._wakeup.inherited_threads: a fork child's count includes its parent's).
 _thread_count = _thread._count
+# (_pickle's functions are pickle's; pickle.py would also import re: ~6 ms of a
+# spawned child's start that only passes objects on a connection.)
 _dumps = _pickle.dumps
 _loads = _pickle.loads
 _unpack_from = HEADER.unpack_from

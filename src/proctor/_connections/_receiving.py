@@ -237,8 +237,7 @@ class FrameReceiver(EndState):
         if got < -1:
             self._spin_backoff = 0  # (it came while we looked)
             return -2 - got
-        backoff = self._spin_backoff = min(2 * self._spin_backoff + 1, SPIN_BACKOFF_LIMIT)
-        self._spin_skip = backoff
+        self._look_less()
         return self._readinto(view)
 
     def _look_before_read(self) -> None:
@@ -258,6 +257,11 @@ class FrameReceiver(EndState):
         if _spin_until_readable(self._fd, SPIN_NS) == 2:
             self._spin_backoff = 0  # (it came while we looked)
             return
+        self._look_less()
+
+    def _look_less(self) -> None:
+        """After a look that did not pay: the next receives skip looking, twice as
+        many as after the last such look (up to ``SPIN_BACKOFF_LIMIT``)."""
         backoff = self._spin_backoff = min(2 * self._spin_backoff + 1, SPIN_BACKOFF_LIMIT)
         self._spin_skip = backoff
 

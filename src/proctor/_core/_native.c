@@ -328,6 +328,26 @@ may_run_on_other_cpus(void)
     return 1;
 }
 
+/* Between two tries of a look (spin_recv_into, spin_until_readable), the first
+ * being try 0: 1 to try again, after a short pause; 0 to stop, where this process
+ * may run on one CPU only (a peer there can only send once this one sleeps) or
+ * the budget is spent; -1 with an exception: a signal came, and its Python
+ * handler raised (it runs now, not after the look or the blocking read the
+ * caller makes next; cheap while no signal came, a flag's read). */
+static int
+look_again(int tries, long long until)
+{
+    if (tries == 0 && !may_run_on_other_cpus())
+        return 0;
+    if (monotonic_ns() >= until)
+        return 0;
+    if (PyErr_CheckSignals() < 0)
+        return -1;
+    for (int i = 0; i < SPIN_PAUSES_BETWEEN_TRIES; i++)
+        SPIN_RELAX();
+    return 1;
+}
+
 static PyObject *
 spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -335,6 +355,7 @@ spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int fd;
     long long budget, until;
     ssize_t got;
+    int more;
 
     (void)module;
     if (nargs != 3) {
@@ -367,19 +388,13 @@ spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         got = -1;
         if (err == EINTR)
             break;  /* (a signal: its handler runs below, before any sleep) */
-        if (tries == 0 && !may_run_on_other_cpus())
-            break;  /* (a peer on our one CPU can only send once this process sleeps) */
-        if (monotonic_ns() >= until)
-            break;
-        /* A signal that comes while we look: its Python handler runs now (and
-         * its exception is raised), not after the look or the blocking read
-         * the caller makes next. (Cheap while no signal came: a flag's read.) */
-        if (PyErr_CheckSignals() < 0) {
+        more = look_again(tries, until);
+        if (more < 0) {
             PyBuffer_Release(&view);
             return NULL;
         }
-        for (int i = 0; i < SPIN_PAUSES_BETWEEN_TRIES; i++)
-            SPIN_RELAX();
+        if (more == 0)
+            break;
     }
     PyBuffer_Release(&view);
     if (got == -1 && PyErr_CheckSignals() < 0)
@@ -399,7 +414,7 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     struct pollfd pfd;
     long long budget, until;
-    int seen = 0;
+    int seen = 0, more;
 
     (void)module;
     if (nargs != 2) {
@@ -426,14 +441,11 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return PyErr_SetFromErrno(PyExc_OSError);
         if (got < 0)
             break;  /* (a signal: its handler runs below) */
-        if (tries == 0 && !may_run_on_other_cpus())
-            break;
-        if (monotonic_ns() >= until)
-            break;
-        if (PyErr_CheckSignals() < 0)
+        more = look_again(tries, until);
+        if (more < 0)
             return NULL;
-        for (int i = 0; i < SPIN_PAUSES_BETWEEN_TRIES; i++)
-            SPIN_RELAX();
+        if (more == 0)
+            break;
     }
     if (seen == 0 && PyErr_CheckSignals() < 0)
         return NULL;
