@@ -726,3 +726,246 @@ def test_a_child_holds_no_descriptor_that_a_program_it_runs_would_inherit(method
     p = proctor.get_context(method).Process(target=_inheritable_descriptors)
     p.start()
     assert finish(p) == (0, [])
+
+
+# -- warm spares: the server's first child learns the pages children write, and
+# every later spare copies them while it waits (_start._native) -------------------
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_LEARN_NONE, _LEARN_BUSY, _LEARN_DONE = 0, 1, 2
+
+
+@pytest.fixture
+def warming():
+    """``_start._native`` with the warm-spare functions, or skip."""
+    from proctor._start import _bootstrap
+
+    _bootstrap.load_prctl()
+    native = _bootstrap._native
+    if native is None or not hasattr(native, "warm_up"):
+        pytest.skip("no _start._native warm spares here (Linux, the C accelerator)")
+    return native
+
+
+def _shared_region(size=4096):
+    """A region as the server makes it: shared with every child, zeroed."""
+    import mmap
+
+    return memoryview(mmap.mmap(-1, size))
+
+
+def _exclusive(pid, address, pages):
+    """For each page from ``address``: whether process ``pid`` alone maps it (pagemap)."""
+    import struct
+
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        f.seek(address // _PAGE * 8)
+        entries = f.read(pages * 8)
+    return [
+        bool(entry >> 63 & 1 and entry >> 56 & 1) for (entry,) in struct.iter_unpack("<Q", entries)
+    ]
+
+
+class _PrivatePages:
+    """``count`` private anonymous pages, all present, and their address."""
+
+    def __init__(self, count):
+        import ctypes
+        import mmap
+
+        self.map = mmap.mmap(-1, count * _PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.map.write(b"x" * count * _PAGE)  # present in this process
+        anchor = ctypes.c_char.from_buffer(self.map)
+        self.address = ctypes.addressof(anchor)
+        del anchor  # (the map could not be closed while it is exported)
+        self.count = count
+
+    def close(self):
+        self.map.close()
+
+
+def _in_a_fork(body):
+    """Run ``body()`` in a forked child; return what it returned (a small int), or fail."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = body()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), pid
+
+
+def test_claim_learning_makes_one_child_the_learner(warming):
+    region = _shared_region()
+    assert warming.claim_learning(region) is True
+    assert warming.claim_learning(region) is False  # one learner at a time
+    assert region.cast("Q")[0] == _LEARN_BUSY
+
+
+def test_a_learner_records_the_pages_it_copied_and_no_other(warming):
+    region, pages = _shared_region(), _PrivatePages(8)
+    try:
+
+        def learner():
+            pages.map[2 * _PAGE : 5 * _PAGE] = b"y" * 3 * _PAGE  # copies pages 2, 3 and 4
+            return 0 if warming.learn_pages(region) > 0 else 1
+
+        code, pid = _in_a_fork(learner)
+        assert code == 0
+        words = region.cast("Q")
+        assert words[0] == _LEARN_DONE and words[2] == pid
+        learned = set()
+        for i in range(words[1]):
+            start, count = words[3 + 2 * i], words[4 + 2 * i]
+            learned.update(range(start, start + count * _PAGE, _PAGE))
+        ours = [pages.address + i * _PAGE for i in range(pages.count)]
+        assert [page in learned for page in ours] == [False, False, True, True, True] + [False] * 3
+    finally:
+        pages.close()
+
+
+def _learned(region, pages):
+    """Fill ``region`` as a learner would have: the whole of ``pages`` in one range."""
+    words = region.cast("Q")
+    words[1], words[2], words[3], words[4] = 1, os.getpid(), pages.address, pages.count
+    words[0] = _LEARN_DONE
+
+
+def test_a_spare_copies_the_learned_pages_while_nothing_asks_it_to_stop(warming):
+    region, pages = _shared_region(), _PrivatePages(40)
+    stop_r, stop_w = os.pipe()
+    try:
+        _learned(region, pages)
+
+        def spare():
+            before = _exclusive(os.getpid(), pages.address, pages.count)
+            warmed = warming.warm_up(region, stop_r)
+            after = _exclusive(os.getpid(), pages.address, pages.count)
+            return 0 if (not any(before) and warmed == pages.count and all(after)) else 1
+
+        assert _in_a_fork(spare)[0] == 0
+        os.write(stop_w, b"r")  # the request came before it began: nothing is copied
+
+        def interrupted_spare():
+            warmed = warming.warm_up(region, stop_r)
+            after = _exclusive(os.getpid(), pages.address, pages.count)
+            return 0 if (warmed == 0 and not any(after)) else 1
+
+        assert _in_a_fork(interrupted_spare)[0] == 0
+    finally:
+        os.close(stop_r)
+        os.close(stop_w)
+        pages.close()
+
+
+def test_warm_up_copies_nothing_until_a_learner_finished(warming):
+    region, pages = _shared_region(), _PrivatePages(2)
+    stop_r, stop_w = os.pipe()
+    try:
+        _learned(region, pages)
+        words = region.cast("Q")
+        for state in (_LEARN_NONE, _LEARN_BUSY):
+            words[0] = state
+            assert warming.warm_up(region, stop_r) == 0
+    finally:
+        os.close(stop_r)
+        os.close(stop_w)
+        pages.close()
+
+
+def test_the_warm_spare_functions_refuse_what_is_not_a_region(warming):
+    stop_r, stop_w = os.pipe()
+    try:
+        with pytest.raises((TypeError, BufferError)):
+            warming.warm_up(bytes(4096), stop_r)  # read-only
+        with pytest.raises(ValueError, match="at least 40 bytes"):
+            warming.learn_pages(bytearray(16))
+        with pytest.raises(ValueError, match="word-aligned"):
+            warming.claim_learning(memoryview(bytearray(4096))[1:])
+        with pytest.raises(TypeError):
+            warming.warm_up(_shared_region(), "not a descriptor")
+        with pytest.raises(TypeError, match="2 arguments"):
+            warming.warm_up(_shared_region())
+    finally:
+        os.close(stop_r)
+        os.close(stop_w)
+
+
+def learning_seen():
+    """(state, ranges, learner's pid, this child's pid, pages it copied ahead) in a
+    child of the fork server: what its server's region says."""
+    server = _forkserver._serving
+    words = server.pages.cast("Q")
+    return words[0], words[1], words[2], os.getpid(), server.warmed
+
+
+def learned_pages():
+    """The learned pages, as (start, count) ranges, from a child of the fork server."""
+    words = _forkserver._serving.pages.cast("Q")
+    return [(words[3 + 2 * i], words[4 + 2 * i]) for i in range(words[1])]
+
+
+def test_the_servers_first_child_learns_before_its_target_runs(own_client, warming):
+    (state, ranges, learner, me, _warmed), _ = run(learning_seen)
+    assert (state, learner) == (_LEARN_DONE, me)
+    assert ranges > 0
+
+
+def test_a_spare_forked_once_learned_copies_those_pages_before_its_request(own_client, warming):
+    run(int)  # the learner; the spare forked meanwhile may have found nothing learned
+    run(int)
+    learned, _ = run(learned_pages)
+    spare = own_client.spare_pid()  # forked after the learner had finished
+
+    def all_copied():
+        for start, count in learned:
+            flags = _exclusive(spare, start, count)
+            if not all(flags):
+                return False
+        return True
+
+    wait_until(all_copied, timeout=20)
+    (state, _ranges, _learner, me, warmed), _ = run(learning_seen)
+    assert me == spare and state == _LEARN_DONE
+    assert warmed == sum(count for _start, count in learned)
+
+
+def fails_to_load():
+    raise RuntimeError("cannot be unpickled in the child")
+
+
+class _Unloadable:
+    def __reduce__(self):
+        return fails_to_load, ()
+
+
+def test_a_learner_that_never_reached_its_target_leaves_learning_to_a_later_child(
+    own_client, warming
+):
+    # The server's first child is the learner; this one fails to load its work.
+    p = proctor.get_context("forkserver").Process(target=print, args=(_Unloadable(),))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 1
+    p.close()
+    # The spare forked while it ran is no learner; the one forked after it was reaped is.
+    (_state, _ranges, learner, me, _warmed), _ = run(learning_seen)
+    assert learner != me
+    (state, _ranges, learner, me, _warmed), _ = run(learning_seen)
+    assert (state, learner) == (_LEARN_DONE, me)
+
+
+def test_a_server_that_loads_a_module_has_its_next_child_learn_again(client, monkeypatch, warming):
+    import colorsys  # noqa: F401  (stands for a followed module the server lacks)
+
+    (_pid, seen), _ = run(loaded, "colorsys")
+    assert not seen  # (no other test has the server load it)
+    monkeypatch.setattr(
+        _forkserver, "_FOLLOWED_MODULES", (*_forkserver._FOLLOWED_MODULES, "colorsys")
+    )
+    # Forked after the import (the spare is discarded): it learns what children
+    # write now.
+    (state, _ranges, learner, me, _warmed), _ = run(learning_seen)
+    assert (state, learner) == (_LEARN_DONE, me)

@@ -43,6 +43,7 @@ from ._state import exit_children, flush_std_streams, state
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster without it
     import _socket
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = (
@@ -217,13 +218,21 @@ def run_forked(
 def become_server_child(server_pid: int) -> None:
     """First things in a child of the fork server, before it reads its start message."""
     # (A spare asks for itself: it does this ahead of its work, off the critical path.)
-    _become_forked_child(stdlib_state_to_adopt())
+    # The server froze everything it loaded (_forkserver._freeze_loaded_objects):
+    # there is nothing young to age, and asking would walk every frozen object.
+    _become_forked_child(stdlib_state_to_adopt(), objects_frozen=True)
     # Forked by the fork server, whose single thread is the one that forked us,
     # so PR_SET_PDEATHSIG is always safe; the server dies with our parent.
     arm_parent_death(server_pid, True)
 
 
-def run_from_channel(channel: _socket.socket | int, *, exec_mode: bool, spare: bool = False) -> int:
+def run_from_channel(
+    channel: _socket.socket | int,
+    *,
+    exec_mode: bool,
+    spare: bool = False,
+    take_message: Callable[[int, int, bytes], tuple[bytes, list[int], bool]] | None = None,
+) -> int:
     """Receive a process object from ``channel``, run it, report; return the exit code.
 
     Args:
@@ -233,14 +242,22 @@ def run_from_channel(channel: _socket.socket | int, *, exec_mode: bool, spare: b
             server (which has called :func:`become_server_child` already).
         spare: a spawned spare (``_spawn_spare``), whose parent-death watch is
             armed already and which may be discarded before it has any work.
+        take_message: ``_start._native.take_request`` (a fork server's child, where
+            it is built), which reads the start message from a socket in C. A fork of
+            the server copies each page it writes, and ``_wire.recv_message``'s
+            Python objects and calls wrote ~20 (~80 us of the start; issue 17).
     """
     # What the channel is, for the outcome's send: code run in this child (loading
     # the payload imports the user's modules) may close its number and reuse it.
     identity = fd_identity(channel if isinstance(channel, int) else channel.fileno())
     fds: list[int] = []
+    data: bytes | bytearray
     try:
         if isinstance(channel, int):
             data = _wire.read_plain_message(channel)
+        elif take_message is not None:
+            # (A spare of -1: only read. Its errors are OSError and EOFError too.)
+            data, fds, _ = take_message(channel.fileno(), -1, b"")
         else:
             data, fds = _wire.recv_message(channel)
     except (OSError, EOFError) as exc:
@@ -360,8 +377,12 @@ def _forward_logs_once_imported(config: dict[str, Any], log_fd: int) -> None:
     _logger.when_logging_imported(install)
 
 
-def _become_forked_child(adopt_stdlib: bool) -> None:
-    """First things in a child that is a fork (of its parent or of the fork server)."""
+def _become_forked_child(adopt_stdlib: bool, *, objects_frozen: bool = False) -> None:
+    """First things in a child that is a fork (of its parent or of the fork server).
+
+    ``objects_frozen``: the forking process froze what it made (the fork server):
+    no inherited object is left to age (:func:`_age_inherited_objects`).
+    """
     # The thread that forked is this process's main thread now; its native id
     # is the one the kernel gave this process (threading does not update it).
     # A process that never imported threading has no thread object to correct:
@@ -380,7 +401,8 @@ def _become_forked_child(adopt_stdlib: bool) -> None:
         _finalize.start_child()
     if adopt_stdlib:
         _adopt_stdlib_multiprocessing()
-    _age_inherited_objects()
+    if not objects_frozen:
+        _age_inherited_objects()
     # _thread._count() goes on counting the forking process's threads here, where
     # none of them is: receives that ask whether other threads run (a look before
     # a sleep, a wait another thread's close() ends) must count this child's only.
@@ -505,7 +527,10 @@ def _age_inherited_objects() -> None:
     whose full collections still find any garbage among them; the child's young
     generation starts empty. (CPython's ``gc.freeze`` documentation gives the same
     advice for forked children.) Not where the program froze objects itself: unfreezing
-    would undo that.
+    would undo that. (Asking whether it did walks every frozen object:
+    ``gc.get_freeze_count()`` counts them one by one, ~75 us for the fork server's
+    ~9,000 and more in a child, whose caches are cold: the fork server's children,
+    whose objects are all frozen, do not ask.)
     """
     # A fork parent has loaded gc (_popen_fork imports it); importing it here would
     # cost more pages than it saves, so a fork of a process without it goes without.
@@ -569,6 +594,18 @@ def _run_and_report(
 _atexit_count = getattr(atexit, "_ncallbacks", None)
 
 
+#: Called once, just before the target runs, then forgotten: a fork server's
+#: learner records there the pages it wrote (_forkserver's warm spares).
+before_target: Callable[[], object] | None = None
+
+
+def _before_target() -> None:
+    global before_target
+    call, before_target = before_target, None
+    if call is not None:
+        call()
+
+
 def run_process(process: Any, channel_fd: int) -> tuple[int, bytes | None]:
     """Make ``process`` this process's identity, run it; return (exit code, outcome).
 
@@ -598,6 +635,8 @@ def run_process(process: Any, channel_fd: int) -> tuple[int, bytes | None]:
         try:
             close_stdin()
             _logger.info("child process calling self.run()")
+            if before_target is not None:
+                _before_target()
             value = process.run()
             exitcode = 0
             if value is not None:

@@ -68,6 +68,14 @@ SPARE = True
 REPLY_TIMEOUT = 60.0
 # How long a server told to exit may take before it is killed.
 EXIT_GRACE = 2.0
+# Whether spares copy ahead, while they wait, the server's pages a child writes on
+# its way to its target (_start._native's warm spares: Linux 5.14+). Learned by the
+# server's first child; the region holds 4,094 ranges of pages.
+WARM_SPARES = True
+_PAGES_REGION_SIZE = 64 * 1024
+# The region's words (_native.c): state, ranges, the learner's pid, then the ranges.
+# Its states (LEARN_*): nothing learned, a learner runs, learned, this kernel cannot.
+_LEARN_NONE, _LEARN_BUSY, _LEARN_DONE, _LEARN_FAILED = 0, 1, 2, 3
 # Modules a child may need that the server imports once it sees the parent use
 # them: a child handed a queue or forwarding its logs then finds them loaded,
 # while a server for a parent that uses none of them stays small (and quick to fork).
@@ -107,6 +115,11 @@ _FAILURE_MODULES = ["proctor._core._errors", "traceback"]
 # -- the server --------------------------------------------------------------------
 
 
+#: The fork server's state, in the server and (a copy) in its children; None in
+#: every other process. What a child's target can look at: its warm-spare region.
+_serving: _Server | None = None
+
+
 def serve(
     ctl_fd: int, parent_pid: int, pdeathsig: bool, preload: list[str], spare: bool = True
 ) -> None:
@@ -140,7 +153,8 @@ def serve(
     os.set_blocking(wake_r, False)
     _signal.set_wakeup_fd(wake_w)
     _signal.signal(_signal.SIGCHLD, lambda *_: None)
-    server = _Server(ctl, (wake_r, wake_w), keep_spare=spare)
+    global _serving
+    server = _serving = _Server(ctl, (wake_r, wake_w), keep_spare=spare)
     take_request = server.take_request
     # poll(), not selectors: two descriptors, and no key objects built at each wake-up
     # (the server wakes twice per start, for the request and for the child's exit).
@@ -199,12 +213,28 @@ def _serve_in_python(server: _Server, data: bytes | bytearray, fds: list[int]) -
             server.discard_spare()
             _settle_logging()
             _freeze_loaded_objects()
+            server.relearn()
         pid = server.start_child(fds)
     # Reply first: the parent's start() returns, and the child runs,
     # while the next spare is forked. Its pid follows in a second
     # record (the parent reads it with its next reply, or when it
     # lists its helpers), so the parent never waits for that fork.
     _send_or_exit(server, _REPLY.pack(pid, _ANNOUNCEMENT_FOLLOWS))
+
+
+def _warming_functions() -> tuple[Any, Any, Any, Any]:
+    """The warm spares' (region, claim_learning, learn_pages, warm_up); Nones where
+    _start._native lacks them (not Linux) or ``WARM_SPARES`` is off."""
+    from . import _bootstrap
+
+    native = _bootstrap._native  # (loaded by _native_functions, just before)
+    if not WARM_SPARES or native is None or not hasattr(native, "warm_up"):
+        return None, None, None, None
+    import mmap
+
+    # MAP_SHARED and anonymous: every child sees the same words, zeroed (LEARN_NONE).
+    region = memoryview(mmap.mmap(-1, _PAGES_REGION_SIZE))
+    return region, native.claim_learning, native.learn_pages, native.warm_up
 
 
 def _native_functions() -> tuple[Any, Any]:
@@ -260,6 +290,15 @@ class _Server:
         # per request (~150 us of every start, issue 17), ~45 of the spare's, ~11 per
         # reaped child. None: the same steps in Python (_wire.recv_message, reap()).
         self.take_request, self.report_exits = _native_functions()
+        # Warm spares (WARM_SPARES): the region all children share, None where the
+        # C functions are not built; whether the child forked next learns; its pid.
+        self.pages, self.claim_learning, self.learn_pages, self.warm_up = _warming_functions()
+        self.learning = False
+        self.learner_pid = 0
+        # relearn() was asked while a learner ran: learn again once it has ended.
+        self.relearn_pending = False
+        #: In a spare: the pages it copied ahead (warm_up's result), else 0.
+        self.warmed = 0
 
     def spare_pid(self) -> int:
         return self.spare.pid if self.spare is not None else 0
@@ -274,7 +313,7 @@ class _Server:
         pid = self._hand_to_spare((channel_fd, stdout_fd, stderr_fd))
         if pid == 0:
             try:
-                pid = os.fork()
+                pid = self._fork()
             except OSError as exc:
                 for fd in fds:
                     os.close(fd)
@@ -316,7 +355,7 @@ class _Server:
     def _fork_spare(self) -> None:
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
-            pid = os.fork()
+            pid = self._fork()
         except OSError:
             ours.close()
             theirs.close()
@@ -326,6 +365,49 @@ class _Server:
             self._become_child(None, theirs)
         theirs.close()
         self.spare = _Spare(pid, ours)
+
+    def _fork(self) -> int:
+        """``os.fork()``; the child is the learner (warm spares) if nothing is learned."""
+        self.learning = self.pages is not None and self.claim_learning(self.pages)
+        try:
+            pid = os.fork()
+        except OSError:
+            if self.learning:
+                self._set_learning_state(_LEARN_NONE)
+            raise
+        if pid != 0:
+            if self.learning:
+                self.learner_pid = pid
+            self.learning = False  # (the child keeps it: _become_child reads it)
+        return pid
+
+    def relearn(self) -> None:
+        """The server loaded modules: its children write other pages now. The next
+        child forked learns them (or the first forked after the running learner ends)."""
+        if self.pages is None:
+            return
+        if self.learner_pid:
+            self.relearn_pending = True
+        else:
+            self._set_learning_state(_LEARN_NONE, unless=_LEARN_FAILED)
+
+    def _child_gone(self, pid: int) -> None:
+        """A child of the server was reaped: if it was the learner, what it left."""
+        if pid != self.learner_pid or self.pages is None:
+            return
+        self.learner_pid = 0
+        if self.relearn_pending:
+            self.relearn_pending = False
+            self._set_learning_state(_LEARN_NONE, unless=_LEARN_FAILED)
+        elif int.from_bytes(self.pages[:8], "little") == _LEARN_BUSY:
+            # It ended before it learned (killed, os._exit, a spare discarded):
+            # the next child forked learns.
+            self._set_learning_state(_LEARN_NONE)
+
+    def _set_learning_state(self, value: int, unless: int = -1) -> None:
+        assert self.pages is not None
+        if int.from_bytes(self.pages[:8], "little") != unless:
+            self.pages[:8] = value.to_bytes(8, "little")
 
     def discard_spare(self) -> None:
         spare, self.spare = self.spare, None
@@ -338,7 +420,8 @@ class _Server:
             os.kill(spare.pid, _signal.SIGKILL)
             os.waitpid(spare.pid, 0)
         except (ProcessLookupError, ChildProcessError):
-            pass  # reaped already (by reap())
+            return  # reaped already (by reap())
+        self._child_gone(spare.pid)
 
     def reap(self) -> None:
         """Reap the children that ended; write each started one's exit code for its parent."""
@@ -357,6 +440,7 @@ class _Server:
             self._reaped(pid, os.waitstatus_to_exitcode(status), reported=False)
 
     def _reaped(self, pid: int, exitcode: int, *, reported: bool) -> None:
+        self._child_gone(pid)
         if self.spare is not None and pid == self.spare.pid:
             self.spare.sock.close()  # killed from outside before it had work
             self.spare = None
@@ -374,6 +458,7 @@ class _Server:
             # imports nothing, and the modules would make every later child heavier.)
             if exitcode == 1 and _import_quietly(_FAILURE_MODULES):
                 _freeze_loaded_objects()
+                self.relearn()
 
     def _become_child(self, fds: list[int] | None, spare_sock: _socket.socket | None) -> None:
         """In a new child: drop the server's state, then run the request's work; never returns.
@@ -383,6 +468,7 @@ class _Server:
         """
         from . import _bootstrap
 
+        learner = self.learning
         exitcode = 1
         try:
             # The C functions: signal.py's wrap each result in an enum, which
@@ -402,6 +488,13 @@ class _Server:
             if fds is not None:
                 os.close(fds[1])  # the status socket: the server's to write
             _bootstrap.become_server_child(self.pid)
+            if learner:
+                # Just before its target runs: the pages every child writes to get
+                # there, not those its target writes (which may run for ever).
+                _bootstrap.before_target = lambda: self.learn_pages(self.pages)
+            elif spare_sock is not None and self.pages is not None:
+                # Copy them now, while idle; stop when the request comes.
+                self.warmed = self.warm_up(self.pages, spare_sock.fileno())
             if spare_sock is not None:
                 # SIGINT stays ignored while idle, as in the server: a Ctrl-C
                 # in the terminal must not kill a process nobody started yet.
@@ -429,7 +522,9 @@ class _Server:
             os.close(stderr_fd)
             # The C socket, as in a spawned child: socket.py's wrapper adds nothing here.
             channel = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, channel_fd)
-            exitcode = _bootstrap.run_from_channel(channel, exec_mode=False)
+            exitcode = _bootstrap.run_from_channel(
+                channel, exec_mode=False, take_message=self.take_request
+            )
             flush_std_streams()
         finally:
             os._exit(exitcode)

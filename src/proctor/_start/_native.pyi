@@ -11,3 +11,6 @@ def take_request(
     sock: int, spare: int, reply: bytes, /
 ) -> int | tuple[bytes, list[int], bool]: ...  # Linux only
 def report_exits(status_fds: dict[int, int], /) -> list[tuple[int, int]]: ...  # Linux only
+def claim_learning(region: memoryview | bytearray, /) -> bool: ...  # Linux only
+def learn_pages(region: memoryview | bytearray, /) -> int: ...  # Linux only
+def warm_up(region: memoryview | bytearray, stop_fd: int, /) -> int: ...  # Linux only
