@@ -70,9 +70,10 @@ REPLY_TIMEOUT = 60.0
 EXIT_GRACE = 2.0
 # Whether spares copy ahead, while they wait, the server's pages a child writes on
 # its way to its target (_start._native's warm spares: Linux 5.14+). Learned by the
-# server's first child; the region holds 4,094 ranges of pages.
+# server's first child; the region holds 16,382 ranges of pages (past that, the
+# lowest addresses are warmed).
 WARM_SPARES = True
-_PAGES_REGION_SIZE = 64 * 1024
+_PAGES_REGION_SIZE = 256 * 1024
 # The region's words (_native.c): state, ranges, the learner's pid, then the ranges.
 # Its states (LEARN_*): nothing learned, a learner runs, learned, this kernel cannot.
 _LEARN_NONE, _LEARN_BUSY, _LEARN_DONE, _LEARN_FAILED = 0, 1, 2, 3
