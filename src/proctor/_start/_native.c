@@ -32,9 +32,9 @@
  *     warm_up(region, stop_fd)          copy those pages ahead, until stop_fd is
  *                                       readable ─▶ pages copied, or -1
  *
- * The last two are the fork server's hot paths (_forkserver) in C, for what they do
- * not write: after the server forks a spare, every page it or the spare writes is
- * copied. In Python, reading a request, handing it over and replying wrote ~40
+ * take_request and report_exits are the fork server's hot paths (_forkserver) in C,
+ * for what they do not write: after the server forks a spare, every page it or the
+ * spare writes is copied. In Python, reading a request, handing it over and replying wrote ~40
  * pages in the server (the functions called, the objects made: ~150 us between a
  * parent's request and its child's first step); the spare's reading of it ~45 more;
  * reaping a child and writing its exit code ~11.
@@ -74,14 +74,14 @@
  *
  * Warm spares (claim_learning, learn_pages, warm_up). A child of the fork server
  * copies each page of the server's that it writes (copy on write): ~130 between
- * reading its start message and leaving, for a no-op target; with the Python that
- * writes them, ~0.8 ms of CPU of a ~2 ms start on this VM (issue 17). A spare waits
+ * reading its start message and its target, for a no-op target; with the Python that
+ * writes them, ~0.8 ms of CPU of a ~2 ms start on a 2-CPU VM (issue 17). A spare waits
  * idle for its request, so it can have those pages copied first, in one system call
  * per range rather than one fault per page. Which pages: the first child the server
- * forks (after each change of what it has loaded) learns them. Just before it exits
- * it reads /proc/self/pagemap for the pages that only it maps, in private writable
- * mappings (the server's pages it copied, and any it added), and writes them as
- * ranges into a region the server shares with all its children. A spare forked
+ * forks (after each change of what it has loaded) learns them. Just before its target
+ * runs it reads /proc/self/pagemap for the pages that only it maps, in private
+ * writable mappings (the server's pages it copied, and any it added), and writes them
+ * as ranges into a region the server shares with all its children. A spare forked
  * later, its own preparation done, has the kernel copy those ranges
  * (madvise(MADV_POPULATE_WRITE), Linux 5.14) and stops as soon as its request
  * arrives: the request never waits for the warming. Every spare is a fork of the
