@@ -3,7 +3,9 @@
 The leak check fails a test that leaves behind a child process, a thread, an open
 file descriptor or a proctor ``/dev/shm`` entry. Helper processes that proctor
 keeps for the life of the interpreter (the fork server) are started once before
-the first test so that they are not mistaken for leaks.
+the first test so that they are not mistaken for leaks. The CPython suites run in
+the background from the session's start (``compat/background.py``, their tests
+last): their processes are no test's children.
 """
 
 from __future__ import annotations
@@ -11,12 +13,21 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from collections.abc import Callable
 
 import psutil
 import pytest
 
 import proctor
-from helpers import START_METHODS, describe_shm_leftovers, open_fds, shm_entries, wait_until
+from helpers import (
+    START_METHODS,
+    describe_shm_leftovers,
+    open_fds,
+    process_tree,
+    shm_entries,
+    shm_names,
+    wait_until,
+)
 from proctor._core import _runtime
 
 
@@ -55,13 +66,43 @@ def _warm_helpers():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def background_suites(request, tmp_path_factory):
+    """The CPython suites whose tests are selected, started before the first test
+    and run beside the others (``compat.background``): suite -> its ``Driver``."""
+    from compat import background
+
+    selected: dict[str, set[str]] = {}
+    for item in request.session.items:
+        marker = item.get_closest_marker("background_suite")
+        if marker is not None:
+            selected.setdefault(marker.args[0], set()).add(item.callspec.params["method"])
+    drivers = {
+        suite: background.start(suite, sorted(methods), tmp_path_factory.mktemp(suite))
+        for suite, methods in selected.items()
+    }
+    yield drivers
+    for driver in drivers.values():
+        driver.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    # The background suites' tests wait for their runs: last, when those are done.
+    items.sort(key=lambda item: item.get_closest_marker("background_suite") is not None)
+
+
 def _helper_pids() -> set[int]:
     return set(_runtime.helper_pids())
 
 
 def _children() -> set[int]:
-    me = psutil.Process()
-    return {c.pid for c in me.children(recursive=True)} - _helper_pids()
+    return set(process_tree()) - {os.getpid()} - _helper_pids()
+
+
+#: Seconds that what a test leaves may take to go by itself before the leak check
+#: collects garbage: the reaper's batching of released names (50 ms) and a helper
+#: thread's exit take under 0.2 s on a loaded 2-core machine.
+SETTLING = 0.3
 
 
 @pytest.fixture(autouse=True)
@@ -75,8 +116,36 @@ def no_leaks(request):
     shm_before = shm_entries()
     reaper_before = _reaper_connection()
     yield
-    # Objects caught in reference cycles (an exception's traceback holding the
-    # frame that holds a queue, say) release their descriptors when collected.
+    reaper_after = _reaper_connection()
+    # The same descriptor number, another file (or none): something closed the
+    # connection's descriptor behind the client's back, so the releases sent since
+    # went elsewhere (names left in /dev/shm follow).
+    same_number = reaper_before and reaper_after and reaper_before[0] == reaper_after[0]
+    if same_number and reaper_before != reaper_after:
+        pytest.fail(
+            f"descriptor {reaper_before[0]}, this process's connection to its resource "
+            f"reaper, was closed during the test ({reaper_before} -> {reaper_after}: "
+            "number, device, inode; -1 for a closed number)"
+        )
+
+    # What a test leaves is mostly on its way out: a helper thread ending, a closed
+    # lock's name that the reaper unlinks once it has batched it (~50 ms). Objects
+    # caught in reference cycles (an exception's traceback holding the frame that
+    # holds a queue, say) release theirs only when collected; a full collection of
+    # this long-lived process (every test module, every report) takes 0.1-0.2 s, a
+    # third of the suite's time when it ran after every test. So: the young
+    # generations (the test's own recent cycles, in well under a millisecond), a
+    # short wait for what goes by itself, and only then a full collection and the
+    # long waits. (A cycle that holds nothing new is collected later, with
+    # whatever test runs then.)
+    def settled() -> bool:
+        return not _anything_left(threads_before, fds_before, shm_before)
+
+    if settled():
+        return
+    gc.collect(1)
+    if _within(SETTLING, settled):
+        return
     gc.collect()
     try:
         wait_until(lambda: not _children(), timeout=5)
@@ -97,17 +166,6 @@ def no_leaks(request):
     except AssertionError:
         left = sorted(open_fds() - fds_before)
         pytest.fail(f"test left file descriptors open: {[(fd, _fd_target(fd)) for fd in left]}")
-    reaper_after = _reaper_connection()
-    # The same descriptor number, another file (or none): something closed the
-    # connection's descriptor behind the client's back, so the releases sent since
-    # went elsewhere (names left in /dev/shm follow).
-    same_number = reaper_before and reaper_after and reaper_before[0] == reaper_after[0]
-    if same_number and reaper_before != reaper_after:
-        pytest.fail(
-            f"descriptor {reaper_before[0]}, this process's connection to its resource "
-            f"reaper, was closed during the test ({reaper_before} -> {reaper_after}: "
-            "number, device, inode; -1 for a closed number)"
-        )
     try:
         wait_until(lambda: not (shm_entries() - shm_before), timeout=5)
     except AssertionError:
@@ -122,6 +180,25 @@ def no_leaks(request):
                 f"test left /dev/shm entries: {sorted(leftovers)}\n"
                 + describe_shm_leftovers(leftovers)
             )
+
+
+def _within(seconds: float, predicate: Callable[[], bool]) -> bool:
+    """Whether ``predicate`` holds within ``seconds`` (polled, as ``wait_until``)."""
+    try:
+        wait_until(predicate, timeout=seconds)
+    except AssertionError:
+        return False
+    return True
+
+
+def _anything_left(threads_before: set, fds_before: set[int], shm_before: set[str]) -> bool:
+    """Whether a thread, descriptor, /dev/shm entry or child is there now that was
+    not before the test (a look, without waiting; the cheapest questions first)."""
+    if set(threading.enumerate()) - threads_before or open_fds() - fds_before:
+        return True
+    if not shm_names() <= shm_before and shm_entries() - shm_before:
+        return True
+    return bool(_children())
 
 
 def _sync_reaper_if_connected() -> None:
@@ -156,3 +233,8 @@ def _reaper_connection() -> tuple[int, int, int] | None:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "leaks_ok: skip the leak check (explain why in the test)")
+    config.addinivalue_line(
+        "markers",
+        "background_suite(name): checks the results of the named CPython suite, run in "
+        "the background from the session's start (compat.background); runs last",
+    )

@@ -10,6 +10,11 @@ from collections.abc import Callable
 
 START_METHODS = ("fork", "spawn", "forkserver") if sys.platform != "win32" else ("spawn",)
 
+#: Pids of this process's children that run jobs of the whole session in the
+#: background (the CPython suites' drivers, ``compat.background``): they and their
+#: descendants are not any test's children (``process_tree``).
+BACKGROUND: set[int] = set()
+
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01):
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds.
@@ -93,6 +98,33 @@ def pid_exists(pid: int) -> bool:
         return False
 
 
+def process_tree() -> dict[int, float]:
+    """This process and its descendants -- but for the ``BACKGROUND`` jobs and what
+    they started -- as pid -> start time (``psutil``'s ``create_time``).
+
+    From one reading of every process's parent, so that a job's process started
+    meanwhile is never taken for this process's own.
+    """
+    import psutil
+
+    me = psutil.Process()
+    children: dict[int, list[int]] = {}
+    started: dict[int, float] = {me.pid: me.create_time()}
+    for proc in psutil.process_iter(["ppid", "create_time"]):
+        parent = proc.info["ppid"]
+        if parent is not None:
+            children.setdefault(parent, []).append(proc.pid)
+            started[proc.pid] = proc.info["create_time"]
+    tree = {me.pid: started[me.pid]}
+    pending = [me.pid]
+    while pending:
+        for pid in children.get(pending.pop(), ()):
+            if pid not in BACKGROUND and pid not in tree:
+                tree[pid] = started[pid]
+                pending.append(pid)
+    return tree
+
+
 def open_fds() -> set[int]:
     """The descriptors open in this process."""
     if os.path.isdir("/proc/self/fd"):
@@ -118,6 +150,14 @@ def open_fds() -> set[int]:
     return found
 
 
+def shm_names() -> set[str]:
+    """Every proctor name in /dev/shm, whoever made it (a superset of ``shm_entries``)."""
+    try:
+        return {n for n in os.listdir("/dev/shm") if "proctor" in n}
+    except FileNotFoundError:
+        return set()
+
+
 def shm_entries() -> set[str]:
     """Names in /dev/shm that proctor made in this process tree and did not reclaim.
 
@@ -131,23 +171,15 @@ def shm_entries() -> set[str]:
     leftovers of another program (another test run on the same machine, whose
     processes die while this one's tests run) are not this run's to judge. Where
     the reaper cannot be asked (this process is not connected to one), every dead
-    creator's entry counts. Entries without a pid count.
+    creator's entry counts. Entries without a pid count. (The background jobs'
+    processes are not this tree's: see ``process_tree``.)
     """
     import re
 
-    import psutil
-
-    try:
-        names = [n for n in os.listdir("/dev/shm") if "proctor" in n]
-    except FileNotFoundError:
+    names = shm_names()
+    if not names:
         return set()
-    me = psutil.Process()
-    ours = {me.pid: me.create_time()}
-    for child in me.children(recursive=True):
-        try:
-            ours[child.pid] = child.create_time()
-        except psutil.NoSuchProcess:
-            pass
+    ours = process_tree()
     found = set()
     orphans: dict[tuple[str, str], str] = {}  # (kind, name) as registered -> entry
     for name in names:

@@ -22,7 +22,8 @@ process-pool groups of ``test.test_concurrent_futures`` (``ProcessPoolExecutorTe
 ``AsCompletedTest``, the initializer groups), with proctor's ``ProcessPoolExecutor``
 and contexts in place of the stdlib's (``tests/compat/futures_suite.py``); its
 exclusions are in ``tests/compat/futures_excluded.txt``. Both suites run at once,
-in the background, from the first of these tests on.
+in the background, from the session's start on, beside the rest of the test suite
+(``compat/background.py``); these tests run last and read their results.
 
 Set ``PROCTOR_COMPAT_RESULTS`` to a directory to keep each run's per-test results
 (``<target>-<method>.json``, ``futures-<target>-<method>.json``) and worker output there.
@@ -30,13 +31,14 @@ Set ``PROCTOR_COMPAT_RESULTS`` to a directory to keep each run's per-test result
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -46,19 +48,11 @@ from helpers import START_METHODS
 
 #: Set to 1 to fail, rather than skip, where the interpreter lacks the suite.
 REQUIRE_ENV = "PROCTOR_REQUIRE_CPYTHON_SUITE"
-#: Set to 1 to run the stdlib's whole suite beside proctor's (``harness.run_methods``'
-#: ``stdlib="full"``), rather than only the tests proctor did not pass.
-FULL_STDLIB_ENV = "PROCTOR_COMPAT_FULL_STDLIB"
 #: A method's runs may follow each other (proctor's, then the stdlib's): each is
 #: bounded by harness.RUN_TIMEOUT.
 SUITE_TIMEOUT = 2 * harness.RUN_TIMEOUT
 #: A directory to copy the results to (they are in a temporary directory otherwise).
 RESULTS_ENV = "PROCTOR_COMPAT_RESULTS"
-#: The test of each suite (parametrized by start method).
-SUITE_TESTS = {
-    "test_proctor_passes_what_the_stdlib_passes": "multiprocessing",
-    "test_proctor_executor_passes_what_the_stdlib_passes": "futures",
-}
 #: Fewer passes than this means the suite did not really run. Counted as
 #: ``harness.suite_passes`` does: where the stdlib ran only the tests proctor did not
 #: pass, proctor's passes and those -- the excluded tests then run nowhere. Here
@@ -68,44 +62,8 @@ SUITE_TESTS = {
 MIN_STDLIB_PASSES = {"multiprocessing": 100, "futures": 20}
 
 
-@pytest.fixture(scope="module")
-def suite_runs(request, tmp_path_factory):
-    """Each selected suite's runs (every selected start method), started together in
-    the background: suite -> a future of ``run_methods``'s answer, or why the suite
-    cannot run (a string, where the interpreter lacks it).
-
-    The runs at once take about as long as the longest one alone where the suites
-    wait (sleeps, timeouts), and as long as all their work on two busy cores
-    otherwise (children starting up): hence the stdlib runs only the tests proctor
-    did not pass. The first test waits for its suite, the others find their
-    results ready.
-    """
-    methods: dict[str, set[str]] = {}
-    for item in request.session.items:
-        suite = SUITE_TESTS.get(getattr(item, "originalname", None))
-        if suite is not None:
-            methods.setdefault(suite, set()).add(item.callspec.params["method"])
-    workdir = tmp_path_factory.mktemp("cpython-suite")
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cpython-suite")
-    runs: dict[str, Future | str] = {}
-    for suite, selected in methods.items():
-        missing = harness.suite_missing(module=harness.SUITES[suite][0])
-        if missing is not None:
-            runs[suite] = missing
-            continue
-        ordered = [m for m in START_METHODS if m in selected]
-        stdlib = "full" if os.environ.get(FULL_STDLIB_ENV) == "1" else "needed"
-        runs[suite] = executor.submit(
-            harness.run_methods, ordered, workdir, suite=suite, stdlib=stdlib
-        )
-    yield runs, workdir
-    executor.shutdown(wait=True)
-
-
-def _keep(workdir: Path, method: str, runs: tuple[harness.Run, ...]) -> None:
+def _keep(workdir: Path, method: str) -> None:
     destination = os.environ.get(RESULTS_ENV)
-    for run in runs:
-        (workdir / f"{run.stem}.json").write_text(json.dumps(run.to_json(), indent=1))
     if destination:
         Path(destination).mkdir(parents=True, exist_ok=True)
         for path in workdir.iterdir():
@@ -113,18 +71,17 @@ def _keep(workdir: Path, method: str, runs: tuple[harness.Run, ...]) -> None:
                 shutil.copy(path, destination)
 
 
-def _check(suite: str, method: str, suite_runs) -> None:  # type: ignore[no-untyped-def]
-    # The first test waits minutes by design; the harness bounds every test and
+def _check(suite: str, method: str, background_suites) -> None:  # type: ignore[no-untyped-def]
+    # The first test may wait minutes by design; the harness bounds every test and
     # every run itself, so the suite-wide 50 s stack dump would only be noise.
     faulthandler.cancel_dump_traceback_later()
-    runs, workdir = suite_runs
-    started = runs[suite]
-    if isinstance(started, str):
+    driver = background_suites[suite]
+    if driver.missing is not None:
         if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(started, pytrace=False)
-        pytest.skip(started)
-    stdlib, proctor = started.result(timeout=SUITE_TIMEOUT + 60)[method]
-    _keep(workdir, method, (stdlib, proctor))
+            pytest.fail(driver.missing, pytrace=False)
+        pytest.skip(driver.missing)
+    stdlib, proctor = driver.results(timeout=SUITE_TIMEOUT + 60)[method]
+    _keep(driver.workdir, method)
     passes = harness.suite_passes(stdlib, proctor)
     assert passes >= MIN_STDLIB_PASSES[suite], harness.report(method, stdlib, proctor, [])
     differences = harness.compare(stdlib, proctor, harness.load_excluded(harness.SUITES[suite][1]))
@@ -132,24 +89,20 @@ def _check(suite: str, method: str, suite_runs) -> None:  # type: ignore[no-unty
         pytest.fail(harness.report(method, stdlib, proctor, differences), pytrace=False)
 
 
-# leaks_ok: the suites run at once in worker interpreters that belong to the module's
-# suite_runs fixture, which waits for them when the module ends; when one suite's test
-# ends, the other suite's workers may still be running, and the per-test leak check
-# would count them. They are other interpreters: nothing of this process leaks there.
 @pytest.mark.slow
-@pytest.mark.leaks_ok
+@pytest.mark.background_suite("multiprocessing")
 @pytest.mark.timeout(SUITE_TIMEOUT + 120)
 @pytest.mark.parametrize("method", START_METHODS)
-def test_proctor_passes_what_the_stdlib_passes(method, suite_runs):
-    _check("multiprocessing", method, suite_runs)
+def test_proctor_passes_what_the_stdlib_passes(method, background_suites):
+    _check("multiprocessing", method, background_suites)
 
 
 @pytest.mark.slow
-@pytest.mark.leaks_ok  # see above
+@pytest.mark.background_suite("futures")
 @pytest.mark.timeout(SUITE_TIMEOUT + 120)
 @pytest.mark.parametrize("method", START_METHODS)
-def test_proctor_executor_passes_what_the_stdlib_passes(method, suite_runs):
-    _check("futures", method, suite_runs)
+def test_proctor_executor_passes_what_the_stdlib_passes(method, background_suites):
+    _check("futures", method, background_suites)
 
 
 @pytest.mark.parametrize("suite", list(harness.SUITES))
@@ -283,3 +236,74 @@ def test_a_hung_workers_report_lists_its_live_children():
     line = next(line for line in report.splitlines() if f"pid {child.pid} " in line)
     assert f"(parent {os.getpid()})" in line, report
     assert "time.sleep(60)" in line, report
+
+
+def test_a_run_read_back_from_its_file_is_the_same_run():
+    """The background driver writes each run with ``to_json``; the tests read it back."""
+    run = harness.Run("proctor", "spawn", sys.executable, log="/tmp/x.log", suite="futures")
+    run.results = {"Case.test_a": {"outcome": "pass", "message": ""}}
+    run.seconds, run.restarts, run.complete, run.only_needed = 12.5, 1, True, ["Case.test_a"]
+    assert harness.Run.from_json(json.loads(json.dumps(run.to_json()))) == run
+
+
+def test_the_background_jobs_processes_are_no_tests_children():
+    """``process_tree`` leaves out a background job and what it started, and only that."""
+    from helpers import BACKGROUND, process_tree
+
+    starts_a_child = (
+        "import subprocess, sys, time; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print(c.pid, flush=True); time.sleep(60)"
+    )
+    job = subprocess.Popen([sys.executable, "-c", starts_a_child], stdout=subprocess.PIPE)
+    own = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    grandchild = None
+    try:
+        grandchild = int(job.stdout.readline())
+        assert {job.pid, grandchild, own.pid} <= set(process_tree())
+        BACKGROUND.add(job.pid)
+        try:
+            tree = set(process_tree())
+        finally:
+            BACKGROUND.discard(job.pid)
+        assert own.pid in tree
+        assert not {job.pid, grandchild} & tree
+    finally:
+        if grandchild is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(grandchild, signal.SIGKILL)
+        for process in (job, own):
+            process.kill()
+            process.wait(timeout=30)
+        job.stdout.close()
+
+
+def test_stopping_a_driver_ends_the_workers_it_started(tmp_path):
+    """SIGTERM ends the harness's command line and every worker's process group (each
+    worker leads its own, which the signal to the driver does not reach)."""
+    from compat import background
+    from helpers import wait_until
+
+    driver = background.start("futures", ["spawn"], tmp_path)
+    if driver.missing is not None:
+        pytest.skip(driver.missing)
+    try:
+        # A worker is running once it has recorded its first test.
+        results = tmp_path / f"{harness.stem('futures', 'proctor', 'spawn')}.jsonl"
+        wait_until(lambda: results.exists() and results.stat().st_size > 0, timeout=60)
+    finally:
+        driver.stop()
+    assert driver.process.returncode == -signal.SIGTERM or driver.process.returncode == 128 + 15
+    # Its workers (and theirs) are gone: nothing runs that names its directory.
+    wait_until(lambda: not _running_in(tmp_path), timeout=10)
+
+
+def _running_in(directory: Path) -> list[int]:
+    """The processes whose command line names ``directory``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(directory) in part for part in proc.info["cmdline"] or ()):
+            found.append(proc.pid)
+    return found

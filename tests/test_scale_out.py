@@ -31,7 +31,7 @@ import psutil
 import pytest
 
 import proctor
-from helpers import wait_until
+from helpers import process_tree, wait_until
 from proctor import _integrations
 from proctor._core import _runtime
 
@@ -101,15 +101,16 @@ def backend(request):
 
 
 def _engine_processes():
-    """Child processes besides proctor's helpers (and zombies about to be reaped)."""
+    """Child processes besides proctor's helpers and the background jobs (and zombies
+    about to be reaped)."""
     found = []
-    for child in psutil.Process().children(recursive=True):
+    for pid in set(process_tree()) - {os.getpid()} - set(_runtime.helper_pids()):
         try:
-            if child.pid in _runtime.helper_pids() or child.status() == psutil.STATUS_ZOMBIE:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
                 continue
         except psutil.NoSuchProcess:
             continue
-        found.append(child.pid)
+        found.append(pid)
     return found
 
 

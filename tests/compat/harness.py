@@ -149,8 +149,27 @@ class Run:
             "counts": self.counts(),
             "error": self.error,
             "only_needed": self.only_needed,
+            "complete": self.complete,
+            "log": self.log,
             "results": self.results,
         }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Run:
+        """The run ``to_json`` described (as the command line writes it)."""
+        return cls(
+            data["target"],
+            data["method"],
+            data["python"],
+            results=data["results"],
+            seconds=data["seconds"],
+            restarts=data["restarts"],
+            log=data["log"],
+            error=data["error"],
+            suite=data["suite"],
+            complete=data["complete"],
+            only_needed=data["only_needed"],
+        )
 
 
 def stem(suite: str, target: str, method: str) -> str:
@@ -204,6 +223,14 @@ def _read_jsonl(path: Path) -> tuple[dict[str, dict], str | None]:
 def _tail(path: Path, lines: int = 15) -> str:
     text = path.read_text(errors="replace").splitlines()
     return "\n".join(text[-lines:])
+
+
+#: The process groups of the workers running now (each leads its own): the command
+#: line kills them when it is stopped (``_stop_on_sigterm``).
+_running_groups: set[int] = set()
+# Held from a worker's start to its record there, and by the SIGTERM handler: no
+# worker starts unrecorded while the handler kills the recorded ones.
+_groups_lock = threading.Lock()
 
 
 def _kill_group(pgid: int) -> None:
@@ -269,15 +296,17 @@ def run(
         command += ["--skip-listed", str(SUITES[suite][1])]
     with log_path.open("w") as log:
         while True:
-            worker = subprocess.Popen(
-                command,
-                cwd=cwd,
-                env=worker_env(target, method, suite),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            with _groups_lock:
+                worker = subprocess.Popen(
+                    command,
+                    cwd=cwd,
+                    env=worker_env(target, method, suite),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                _running_groups.add(worker.pid)
             try:
                 returncode = worker.wait(timeout=max(deadline - time.monotonic(), 1.0))
             except subprocess.TimeoutExpired:
@@ -285,6 +314,7 @@ def run(
                 worker.wait()
                 returncode = None
             _kill_group(worker.pid)
+            _running_groups.discard(worker.pid)
             _, running = _read_jsonl(results_path)
             if returncode == 0 and running is None:
                 outcome.complete = True
@@ -507,6 +537,21 @@ def report(method: str, stdlib: Run, proctor: Run, differences: list[Difference]
     return "\n".join(lines)
 
 
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM end the command line with its workers and theirs (each worker
+    leads a process group of its own, which a signal to this one does not reach)."""
+
+    def stop(signum: int, frame: object) -> None:
+        _groups_lock.acquire()  # (never released: this process ends here)
+        for pgid in list(_running_groups):
+            _kill_group(pgid)
+        # At once: the run threads would take the killed workers for crashed ones
+        # and start new workers.
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -525,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         "only the tests proctor did not pass, after proctor's run (same differences)",
     )
     args = parser.parse_args(argv)
+    _stop_on_sigterm()
     module, excluded_file = SUITES[args.suite]
     missing = suite_missing(args.python, module)
     if missing:
