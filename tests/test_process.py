@@ -1100,6 +1100,69 @@ def test_a_spawn_that_cannot_start_leaves_nothing_open(monkeypatch):
     assert p.pid is None  # and the leak check finds no descriptor left open
 
 
+def _another_python_version() -> str | None:
+    """An interpreter of a Python version other than this one's, if the machine has one
+    (on PATH as ``python3.N``, or built by pyenv)."""
+    import glob
+    import subprocess
+
+    pyenv = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = [shutil.which(f"python3.{minor}") for minor in range(6, 16)]
+    candidates += sorted(glob.glob(os.path.join(pyenv, "versions", "*", "bin", "python")))
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    for candidate in filter(None, candidates):
+        try:
+            done = subprocess.run(
+                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip() not in ("", mine):
+            return candidate
+    return None
+
+
+def test_a_spawn_child_of_another_python_version_says_why_it_cannot_run(monkeypatch, capfd):
+    from proctor._start import _popen_spawn
+
+    other = _another_python_version()
+    if other is None:
+        pytest.skip("no interpreter of another Python version here")
+    monkeypatch.setattr(_popen_spawn, "executable", other)
+    p = proctor.get_context("spawn").Process(target=double, args=(4,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 1
+    p.close()
+    err = capfd.readouterr().err
+    assert "proctor: " in err and " is Python 3." in err, err  # (a pyenv shim names another path)
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert f"a child must run its parent's Python version, {mine}" in err
+
+
+def test_a_fork_server_of_another_python_version_fails_the_start_and_says_why(monkeypatch, capfd):
+    from proctor._start import _forkserver, _popen_spawn
+
+    other = _another_python_version()
+    if other is None:
+        pytest.skip("no interpreter of another Python version here")
+    monkeypatch.setattr(_popen_spawn, "executable", other)
+    client = _forkserver.ForkServerClient()
+    channel, channel_child = socket.socketpair()
+    status, status_child = socket.socketpair()
+    try:
+        with pytest.raises(proctor.StartError, match="ended before it answered"):
+            client.start_child(channel_child.fileno(), status_child.fileno())
+    finally:
+        for sock in (channel, channel_child, status, status_child):
+            sock.close()
+        client.stop()
+    assert "a child must run its parent's Python version" in capfd.readouterr().err
+
+
 def test_a_stuck_fork_server_makes_start_fail_instead_of_hang(monkeypatch):
     import socket
 

@@ -652,10 +652,18 @@ class ForkServerClient:
                         f"{REPLY_TIMEOUT:.0f} s (stopped or overloaded?); it was killed, and "
                         "the next start will use a new one"
                     ) from None
-                except (OSError, EOFError):
+                except (OSError, EOFError) as exc:
+                    pid = self._pid
                     self._forget_server()  # it died; start a new one and retry once
                     if attempt == 2:
-                        raise
+                        from .._core._errors import StartError
+
+                        # Twice in a row: a server that cannot start (an executable
+                        # of another Python version says so on stderr), not a crash.
+                        raise StartError(
+                            f"the fork server (pid {pid}) ended before it answered, as did "
+                            f"the one before it ({exc!r}); what it wrote on stderr says why"
+                        ) from exc
                     continue
                 except BaseException:
                     # Interrupted mid-exchange (Ctrl-C, a signal handler's exception):

@@ -34,6 +34,20 @@ __all__ = ("SpawnPopen", "spawn_interpreter")
 #: The interpreter that spawn children and fork servers run (``set_executable``).
 executable = sys.executable
 
+# The child's first statement. Another Python version (``set_executable``) would
+# take in this one's start message (marshal, pickle) and import its standard library
+# (the parent's sys.path), and fail somewhere deep in that: it says why instead, in
+# code that any Python 3 runs. (sys.exit prints its message; the exit status is 1.)
+_SAME_VERSION = (
+    f"sys.version_info[:2] == {tuple(sys.version_info[:2])} or sys.exit("
+    + repr(
+        "proctor: %s is Python %d.%d, and a child must run its parent's Python version, "
+        f"{sys.version_info[0]}.{sys.version_info[1]}: pass set_executable() an "
+        "interpreter of that version"
+    )
+    + " % ((sys.executable,) + tuple(sys.version_info[:2])))"
+)
+
 CHANNEL_FD = 3
 LIFELINE_FD = 4
 # posix_spawn's dup2 targets must not collide with the source descriptors.
@@ -120,7 +134,7 @@ def spawn_interpreter(entry: str, fds: dict[int, int]) -> int:
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     kept = sorted({0, 1, 2, *(target for target, src in fds.items() if src >= 0)})
     code = (
-        f"import sys; sys.path.append({package_parent!r}); "
+        f"import sys; {_SAME_VERSION}; sys.path.append({package_parent!r}); "
         f"from proctor._core._system import close_all_fds_except; close_all_fds_except({kept}); "
         f"from proctor._start.{module} import {entry.split('(')[0]}; {entry}"
     )
