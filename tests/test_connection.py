@@ -1974,7 +1974,8 @@ def test_a_receiver_looks_less_while_its_looks_find_nothing(monkeypatch):
     looks = []  # the receives (by number) that looked
     outcome = ["nothing"]
 
-    def look(fd, view, budget):
+    def look(fd, view, budget, without_gil):
+        assert not without_gil  # (no other thread: _thread_count is 0 here)
         looks.append(received[0])
         if outcome[0] == "nothing":
             return -1
@@ -2052,7 +2053,8 @@ def test_a_socket_connection_looks_less_while_its_looks_do_not_pay(monkeypatch):
     looks = []
     outcome = [0]  # what each look says: 0 nothing, 1 there at once, 2 came meanwhile
 
-    def look(fd, budget):
+    def look(fd, budget, without_gil):
+        assert not without_gil
         looks.append(received[0])
         return outcome[0]
 
@@ -2074,6 +2076,118 @@ def test_a_socket_connection_looks_less_while_its_looks_do_not_pay(monkeypatch):
         outcome[0] = 2
         receive(18)
         assert looks[4:] == [31, 32, 33]  # came while it looked: every receive looks
+    finally:
+        a.close()
+        b.close()
+
+
+# --- with other threads, a look lets the GIL go (_receiving._looked_until_readable) ---
+
+
+def _counting_thread():
+    """A thread counting in Python as fast as it can: ``(thread, counter, stop)``."""
+    counter = [0]
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            counter[0] += 1
+
+    thread = threading.Thread(target=count, daemon=True)
+    thread.start()
+    wait_until(lambda: counter[0] > 0, timeout=30)
+    return thread, counter, stop
+
+
+@needs_spin
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="looks only with two CPUs or more")
+@pytest.mark.parametrize("which", ["spin_recv_into", "spin_until_readable"])
+def test_a_look_without_the_gil_lets_other_threads_run_and_says_the_same(which):
+    native = _receiving._spin_recv_into if which == "spin_recv_into" else None
+    look = native or _receiving._spin_until_readable
+
+    def call(fd, budget):
+        if native is not None:
+            return native(fd, bytearray(8), budget, True)
+        return look(fd, budget, True)
+
+    a, b = socket.socketpair()
+    thread, counter, stop = _counting_thread()
+    try:
+        before = counter[0]
+        assert call(a.fileno(), 200 * 10**6) in (-1, 0)  # nothing came in 0.2 s
+        assert counter[0] > before  # the other thread ran meanwhile
+        b.send(b"abc")
+        assert call(a.fileno(), 10**9) in (3, 1)  # there at the first look
+        if native is None:
+            assert a.recv(8) == b"abc"  # (left there)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(b.send(b"later") != 5)
+        assert call(a.fileno(), 30 * 10**9) in ((5, -2 - 5) if native else (1, 2))
+        assert os.waitpid(pid, 0)[1] == 0
+        fd = a.fileno()
+    finally:
+        stop.set()
+        thread.join(30)
+        a.close()
+        b.close()
+    if native is not None:
+        with pytest.raises(OSError):
+            call(fd, 0)  # closed: the read's own error
+
+
+def test_the_looks_refuse_a_bad_number_of_arguments():
+    from proctor._core import _system
+
+    native = _system.core_native()
+    if native is None:
+        pytest.skip("the C module is not built here")
+    with pytest.raises(TypeError, match="3 or 4 arguments"):
+        native.spin_recv_into(0, bytearray(1), 0, True, 5)
+    with pytest.raises(TypeError, match="2 or 3 arguments"):
+        native.spin_until_readable(0)
+
+
+@needs_spin
+@pytest.mark.parametrize("kept_in_thread", [False, True])
+def test_a_receive_beside_other_threads_looks_without_the_gil(monkeypatch, kept_in_thread):
+    # Beside other threads (pytest's timer thread), an end that another thread may
+    # close looks in the wait before its read (_wait_for_message); one kept in its
+    # thread (a manager's serving thread's) in its read. Either way once per
+    # receive, with the GIL let go, and with the backoff of the looks without
+    # threads.
+    looks = []
+    real_recv_into = _receiving._spin_recv_into
+
+    def look_readable(fd, budget, without_gil):
+        looks.append((received[0], without_gil))
+        return 0
+
+    def look_recv_into(fd, view, budget, without_gil):
+        looks.append((received[0], without_gil))
+        return real_recv_into(fd, view, 0)  # (nothing came while "looking" otherwise)
+
+    monkeypatch.setattr(_receiving, "_spin_until_readable", look_readable)
+    monkeypatch.setattr(_receiving, "_spin_recv_into", look_recv_into)
+    monkeypatch.setattr(_receiving, "_thread_count", lambda: _receiving._inherited_threads[0] + 1)
+    monkeypatch.setattr(
+        "proctor._connections._connection._thread_count",
+        lambda: _receiving._inherited_threads[0] + 1,
+    )
+    # Each message is sent before its receive; the wait takes it for not there yet
+    # (then finds it at once), and the looks that run say nothing came: they back
+    # off as without threads, 1, 3, 7.
+    monkeypatch.setattr(_connection, "readable_now", lambda fd: False)
+    received = [0]
+    c, d = socket.socketpair()
+    a, b = Connection(c), Connection(d)
+    if kept_in_thread:
+        a._keep_in_thread()
+    try:
+        _receive_numbered(a, b, received, 7)
+        assert [number for number, _ in looks] == [1, 3, 7]
+        assert all(without_gil for _, without_gil in looks)
     finally:
         a.close()
         b.close()

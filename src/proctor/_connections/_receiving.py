@@ -202,8 +202,11 @@ class FrameReceiver(EndState):
         if self._private_frames:
             return readinto(view)
         skip = self._spin_skip
-        if skip == 0 and _thread_count() <= _inherited_threads[0]:
-            got = self._read_spinning(view[:PIPE_PREFIX])
+        others = _thread_count() > _inherited_threads[0]
+        if others and self._closable_elsewhere:
+            got = readinto(view[:PIPE_PREFIX])  # (the wait before looked: _wait_for_message)
+        elif skip == 0:
+            got = self._read_spinning(view[:PIPE_PREFIX], others)
         else:
             if skip > 0:
                 self._spin_skip = skip - 1
@@ -219,19 +222,20 @@ class FrameReceiver(EndState):
             return TOKEN_SIZE
         return PIPE_PREFIX + readinto(view[PIPE_PREFIX : HEADER_SIZE + n])
 
-    def _read_spinning(self, view: memoryview) -> int:
+    def _read_spinning(self, view: memoryview, others: bool) -> int:
         """The first read of a frame, looking for it ``SPIN_NS`` before sleeping.
 
-        A frame socket's receiver in a process with no other thread (whose GIL
-        the look keeps from nobody). A look that finds nothing makes the next
+        A frame socket's receiver. A look that finds nothing makes the next
         receives skip looking, twice as many after each such look (up to
         ``SPIN_BACKOFF_LIMIT``); one that finds a frame come while it looked
         starts again from none (a frame there at once says nothing either way).
         Two processes taking turns on two cores then hand a message over within
         a look instead of a wake-up each way, and a peer on the same CPU, or one
-        that takes its time, costs almost nothing.
+        that takes its time, costs almost nothing. Where ``others`` (threads
+        run beside this one) the look lets the GIL go, which it would keep from
+        them for its length.
         """
-        got = _spin_recv_into(self._rfd, view, SPIN_NS)
+        got = _spin_recv_into(self._rfd, view, SPIN_NS, others)
         if got >= 0:
             return got  # (it was there: says nothing of looking)
         if got < -1:
@@ -248,16 +252,40 @@ class FrameReceiver(EndState):
         negative. A message there at the first look cost a ``poll()`` more for
         nothing: it counts as a look not needed, as one that found nothing does.
         """
+        others = _thread_count() > _inherited_threads[0]
+        if others and self._closable_elsewhere:
+            return  # (the wait before looked: _wait_for_message)
         skip = self._spin_skip
         if skip:
             self._spin_skip = skip - 1
             return
-        if _thread_count() > _inherited_threads[0]:
-            return  # (other threads run: see _core._wakeup.inherited_threads)
-        if _spin_until_readable(self._fd, SPIN_NS) == 2:
+        if _spin_until_readable(self._fd, SPIN_NS, others) == 2:
             self._spin_backoff = 0  # (it came while we looked)
             return
         self._look_less()
+
+    def _looked_until_readable(self) -> bool:
+        """Before a wait for the next message that another thread's ``close()`` can
+        end (``Connection._wait_for_message``, in a process with other threads):
+        whether it came within a look of ``SPIN_NS``, made with the GIL released
+        (held, it would stop the other threads for the look's length).
+
+        The same backoff as ``_read_spinning``'s (a negative ``_spin_skip``: this
+        end never looks); the read that follows does not look again. (An end that
+        no other thread closes, ``_keep_in_thread``, skips that wait: its read
+        looks, also with the GIL let go.)
+        """
+        skip = self._spin_skip
+        if skip:
+            if skip > 0:
+                self._spin_skip = skip - 1
+            return False
+        seen = _spin_until_readable(self._fd, SPIN_NS, True)
+        if seen == 2:
+            self._spin_backoff = 0  # (it came while we looked)
+            return True
+        self._look_less()
+        return seen == 1
 
     def _look_less(self) -> None:
         """After a look that did not pay: the next receives skip looking, twice as

@@ -348,6 +348,61 @@ look_again(int tries, long long until)
     return 1;
 }
 
+/* A look's tries with the GIL released, for a process with other threads (which
+ * a held GIL would stop for the look's length): the same tries and pauses as
+ * look_again's, but no signal handler can run in between (they run once the caller
+ * holds the GIL again, before any sleep; only the main thread runs them anyway).
+ * recv_looking: what spin_recv_into returns, with *err an errno other than EAGAIN
+ * and EINTR (the result then -1). poll_looking: what spin_until_readable returns,
+ * with *err likewise. */
+static ssize_t
+recv_looking(int fd, void *buf, size_t len, long long until, int *err)
+{
+    for (int tries = 0;; tries++) {
+        ssize_t got = recv(fd, buf, len, MSG_DONTWAIT);
+        if (got >= 0)
+            return tries > 0 ? -2 - got : got;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            if (errno != EINTR)
+                *err = errno;
+            return -1;
+        }
+        if ((tries == 0 && !may_run_on_other_cpus()) || monotonic_ns() >= until)
+            return -1;
+        for (int i = 0; i < SPIN_PAUSES_BETWEEN_TRIES; i++)
+            SPIN_RELAX();
+    }
+}
+
+static int
+poll_looking(struct pollfd *pfd, long long until, int *err)
+{
+    for (int tries = 0;; tries++) {
+        int got;
+        pfd->revents = 0;
+        got = poll(pfd, 1, 0);
+        if (got > 0)
+            return tries > 0 ? 2 : 1;
+        if (got < 0) {
+            if (errno != EINTR)
+                *err = errno;
+            return 0;
+        }
+        if ((tries == 0 && !may_run_on_other_cpus()) || monotonic_ns() >= until)
+            return 0;
+        for (int i = 0; i < SPIN_PAUSES_BETWEEN_TRIES; i++)
+            SPIN_RELAX();
+    }
+}
+
+/* The optional last argument of the two looks: true to look with the GIL released
+ * (recv_looking, poll_looking). 1 or 0; -1 with an exception. */
+static int
+without_gil_arg(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t at)
+{
+    return nargs > at ? PyObject_IsTrue(args[at]) : 0;
+}
+
 static PyObject *
 spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -355,11 +410,12 @@ spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int fd;
     long long budget, until;
     ssize_t got;
-    int more;
+    int more, without_gil;
 
     (void)module;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "spin_recv_into() takes 3 arguments (%zd given)", nargs);
+    if (nargs != 3 && nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "spin_recv_into() takes 3 or 4 arguments (%zd given)",
+                     nargs);
         return NULL;
     }
     if (!fd_arg(args[0], &fd))
@@ -367,9 +423,26 @@ spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     budget = PyLong_AsLongLong(args[2]);
     if (budget == -1 && PyErr_Occurred())
         return NULL;
+    without_gil = without_gil_arg(args, nargs, 3);
+    if (without_gil < 0)
+        return NULL;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0)
         return NULL;
     until = monotonic_ns() + budget;
+    if (without_gil) {
+        int err = 0;
+        Py_BEGIN_ALLOW_THREADS
+        got = recv_looking(fd, view.buf, (size_t)view.len, until, &err);
+        Py_END_ALLOW_THREADS
+        PyBuffer_Release(&view);
+        if (err) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (got == -1 && PyErr_CheckSignals() < 0)
+            return NULL;
+        return PyLong_FromSsize_t(got);
+    }
     for (int tries = 0;; tries++) {
         int err;
         got = recv(fd, view.buf, (size_t)view.len, MSG_DONTWAIT);
@@ -414,12 +487,12 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     struct pollfd pfd;
     long long budget, until;
-    int seen = 0, more;
+    int seen = 0, more, without_gil;
 
     (void)module;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "spin_until_readable() takes 2 arguments (%zd given)",
-                     nargs);
+    if (nargs != 2 && nargs != 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "spin_until_readable() takes 2 or 3 arguments (%zd given)", nargs);
         return NULL;
     }
     if (!fd_arg(args[0], &pfd.fd))
@@ -427,8 +500,24 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     budget = PyLong_AsLongLong(args[1]);
     if (budget == -1 && PyErr_Occurred())
         return NULL;
+    without_gil = without_gil_arg(args, nargs, 2);
+    if (without_gil < 0)
+        return NULL;
     pfd.events = POLLIN;
     until = monotonic_ns() + budget;
+    if (without_gil) {
+        int err = 0;
+        Py_BEGIN_ALLOW_THREADS
+        seen = poll_looking(&pfd, until, &err);
+        Py_END_ALLOW_THREADS
+        if (err) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (seen == 0 && PyErr_CheckSignals() < 0)
+            return NULL;
+        return PyLong_FromLong(seen);
+    }
     for (int tries = 0;; tries++) {
         int got;
         pfd.revents = 0;
@@ -469,14 +558,15 @@ static PyMethodDef native_methods[] = {
      "The readable ones of fds after one poll() of at most timeout_ms (-1: no limit); "
      "[] when it timed out or a signal interrupted it."},
     {"spin_recv_into", (PyCFunction)(void (*)(void))spin_recv_into, METH_FASTCALL,
-     "spin_recv_into(fd, buffer, budget_ns, /)\n--\n\n"
+     "spin_recv_into(fd, buffer, budget_ns, without_gil=False, /)\n--\n\n"
      "recv() into buffer without waiting, tried again for at most budget_ns with the "
-     "GIL held: the bytes read (0: end of file) at the first try, -2 - the bytes read "
-     "later, or -1 when nothing came."},
+     "GIL held (released with without_gil): the bytes read (0: end of file) at the "
+     "first try, -2 - the bytes read later, or -1 when nothing came."},
     {"spin_until_readable", (PyCFunction)(void (*)(void))spin_until_readable, METH_FASTCALL,
-     "spin_until_readable(fd, budget_ns, /)\n--\n\n"
-     "poll() fd without waiting, again for at most budget_ns with the GIL held, reading "
-     "nothing: 1 if readable at once, 2 if it became readable meanwhile, 0 if not."},
+     "spin_until_readable(fd, budget_ns, without_gil=False, /)\n--\n\n"
+     "poll() fd without waiting, again for at most budget_ns with the GIL held "
+     "(released with without_gil), reading nothing: 1 if readable at once, 2 if it "
+     "became readable meanwhile, 0 if not."},
     {NULL, NULL, 0, NULL},
 };
 
