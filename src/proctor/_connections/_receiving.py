@@ -204,7 +204,9 @@ class FrameReceiver(EndState):
         skip = self._spin_skip
         others = _thread_count() > _inherited_threads[0]
         if others and self._closable_elsewhere:
-            got = readinto(view[:PIPE_PREFIX])  # (the wait before looked: _wait_for_message)
+            # (The wait before this read looked, or waited out a timeout:
+            # Connection._wait_for_message, _prepare_recv.)
+            got = readinto(view[:PIPE_PREFIX])
         elif skip == 0:
             got = self._read_spinning(view[:PIPE_PREFIX], others)
         else:
@@ -254,7 +256,7 @@ class FrameReceiver(EndState):
         """
         others = _thread_count() > _inherited_threads[0]
         if others and self._closable_elsewhere:
-            return  # (the wait before looked: _wait_for_message)
+            return  # (the wait before looked: _wait_for_message; or _prepare_recv waited)
         skip = self._spin_skip
         if skip:
             self._spin_skip = skip - 1
