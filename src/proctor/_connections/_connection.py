@@ -999,7 +999,7 @@ class Connection(FrameSender, FrameReceiver):
         # A look (its GIL let go) first: the other threads run meanwhile, and a
         # message that comes within it needs no wake-up. (A close() that came
         # meanwhile is found by the wait, which raises the closed error.)
-        if self._looked_until_readable() and not self._closed:
+        if self._looked_until_readable(True) and not self._closed:
             return
         self._wait_fd(None)
 

@@ -257,32 +257,26 @@ class FrameReceiver(EndState):
         others = _thread_count() > _inherited_threads[0]
         if others and self._closable_elsewhere:
             return  # (the wait before looked: _wait_for_message; or _prepare_recv waited)
-        skip = self._spin_skip
-        if skip:
-            self._spin_skip = skip - 1
-            return
-        if _spin_until_readable(self._fd, SPIN_NS, others) == 2:
-            self._spin_backoff = 0  # (it came while we looked)
-            return
-        self._look_less()
+        self._looked_until_readable(others)
 
-    def _looked_until_readable(self) -> bool:
-        """Before a wait for the next message that another thread's ``close()`` can
-        end (``Connection._wait_for_message``, in a process with other threads):
-        whether it came within a look of ``SPIN_NS``, made with the GIL released
-        (held, it would stop the other threads for the look's length).
+    def _looked_until_readable(self, without_gil: bool) -> bool:
+        """Whether this end's next message came within a look of ``SPIN_NS``, the
+        GIL let go where ``without_gil`` (held, it would stop the other threads for
+        the look's length); the look of ``_look_before_read``, and of the wait that
+        another thread's ``close()`` can end (``Connection._wait_for_message``, in a
+        process with other threads: the read that follows does not look again; an
+        end that no other thread closes, ``_keep_in_thread``, skips that wait, and
+        its read looks).
 
-        The same backoff as ``_read_spinning``'s (a negative ``_spin_skip``: this
-        end never looks); the read that follows does not look again. (An end that
-        no other thread closes, ``_keep_in_thread``, skips that wait: its read
-        looks, also with the GIL let go.)
+        The same back-off as ``_read_spinning``'s (a negative ``_spin_skip``: this
+        end never looks).
         """
         skip = self._spin_skip
         if skip:
             if skip > 0:
                 self._spin_skip = skip - 1
             return False
-        seen = _spin_until_readable(self._fd, SPIN_NS, True)
+        seen = _spin_until_readable(self._fd, SPIN_NS, without_gil)
         if seen == 2:
             self._spin_backoff = 0  # (it came while we looked)
             return True

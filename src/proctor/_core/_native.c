@@ -285,8 +285,9 @@ done:
     return result;
 }
 
-/* spin_recv_into(fd, buffer, budget_ns): recv() into buffer without waiting, tried
- * again and again for at most budget_ns nanoseconds, with the GIL held. The bytes
+/* spin_recv_into(fd, buffer, budget_ns, without_gil=False): recv() into buffer
+ * without waiting, tried again and again for at most budget_ns nanoseconds, with
+ * the GIL held (released with without_gil: see recv_looking). The bytes
  * read (0: end of file) when they were there at the first try; -2 - the bytes
  * read when they came while it looked (so the caller can tell a look that paid
  * from one that was not needed); -1 when nothing came within the budget (nothing
@@ -294,8 +295,8 @@ done:
  * frame socket calls it before it would sleep (Connection, _receiving): on two
  * cores of this VM a process woken from a sleep on a socket runs ~10-15 us after
  * the send that woke it, while one that is looking sees the bytes within a try;
- * only in a process with no other thread, which the held GIL keeps from nothing,
- * and the caller stops trying while tries keep failing (a peer on the same CPU
+ * with the GIL held only in a process with no other thread, which it keeps from
+ * nothing, and the caller stops trying while tries keep failing (a peer on the same CPU
  * cannot send while this one spins). Errors other than EAGAIN raise OSError
  * (ConnectionResetError and the like, as the blocking read would). */
 #if defined(__x86_64__) || defined(__i386__)
@@ -333,52 +334,56 @@ may_run_on_other_cpus(void)
  * may run on one CPU only (a peer there can only send once this one sleeps) or
  * the budget is spent; -1 with an exception: a signal came, and its Python
  * handler raised (it runs now, not after the look or the blocking read the
- * caller makes next; cheap while no signal came, a flag's read). */
+ * caller makes next; cheap while no signal came, a flag's read). With `signals`
+ * 0 (a look with the GIL released, in a process with other threads) no handler
+ * runs in between: they run once the caller holds the GIL again, before any
+ * sleep (only the main thread runs them anyway). */
 static int
-look_again(int tries, long long until)
+look_again(int tries, long long until, int signals)
 {
     if (tries == 0 && !may_run_on_other_cpus())
         return 0;
     if (monotonic_ns() >= until)
         return 0;
-    if (PyErr_CheckSignals() < 0)
+    if (signals && PyErr_CheckSignals() < 0)
         return -1;
     for (int i = 0; i < SPIN_PAUSES_BETWEEN_TRIES; i++)
         SPIN_RELAX();
     return 1;
 }
 
-/* A look's tries with the GIL released, for a process with other threads (which
- * a held GIL would stop for the look's length): the same tries and pauses as
- * look_again's, but no signal handler can run in between (they run once the caller
- * holds the GIL again, before any sleep; only the main thread runs them anyway).
- * recv_looking: what spin_recv_into returns, with *err an errno other than EAGAIN
- * and EINTR (the result then -1). poll_looking: what spin_until_readable returns,
- * with *err likewise. */
+/* The tries of the two looks, with the GIL held (`signals` 1) or released (0: a
+ * process with other threads, which a held GIL would stop for the look's length).
+ * recv_looking: what spin_recv_into returns; poll_looking: what spin_until_readable
+ * returns. *err is set to an errno other than EAGAIN and EINTR (the result then
+ * -1, or 0 for poll_looking), or to -1 where a signal handler raised. */
 static ssize_t
-recv_looking(int fd, void *buf, size_t len, long long until, int *err)
+recv_looking(int fd, void *buf, size_t len, long long until, int signals, int *err)
 {
     for (int tries = 0;; tries++) {
+        int more;
         ssize_t got = recv(fd, buf, len, MSG_DONTWAIT);
         if (got >= 0)
-            return tries > 0 ? -2 - got : got;
+            return tries > 0 ? -2 - got : got;  /* (-2 - got: came while we looked) */
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             if (errno != EINTR)
                 *err = errno;
+            return -1;  /* (EINTR, a signal: its handler runs after, before any sleep) */
+        }
+        more = look_again(tries, until, signals);
+        if (more <= 0) {
+            if (more < 0)
+                *err = -1;
             return -1;
         }
-        if ((tries == 0 && !may_run_on_other_cpus()) || monotonic_ns() >= until)
-            return -1;
-        for (int i = 0; i < SPIN_PAUSES_BETWEEN_TRIES; i++)
-            SPIN_RELAX();
     }
 }
 
 static int
-poll_looking(struct pollfd *pfd, long long until, int *err)
+poll_looking(struct pollfd *pfd, long long until, int signals, int *err)
 {
     for (int tries = 0;; tries++) {
-        int got;
+        int got, more;
         pfd->revents = 0;
         got = poll(pfd, 1, 0);
         if (got > 0)
@@ -386,13 +391,30 @@ poll_looking(struct pollfd *pfd, long long until, int *err)
         if (got < 0) {
             if (errno != EINTR)
                 *err = errno;
+            return 0;  /* (EINTR, a signal: its handler runs after) */
+        }
+        more = look_again(tries, until, signals);
+        if (more <= 0) {
+            if (more < 0)
+                *err = -1;
             return 0;
         }
-        if ((tries == 0 && !may_run_on_other_cpus()) || monotonic_ns() >= until)
-            return 0;
-        for (int i = 0; i < SPIN_PAUSES_BETWEEN_TRIES; i++)
-            SPIN_RELAX();
     }
+}
+
+/* After a look: its Python result, or NULL with the exception that err says. */
+static PyObject *
+look_result(long long result, int err, int nothing)
+{
+    if (err < 0)
+        return NULL;  /* (a signal handler raised) */
+    if (err > 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (result == nothing && PyErr_CheckSignals() < 0)
+        return NULL;
+    return PyLong_FromLongLong(result);
 }
 
 /* The optional last argument of the two looks: true to look with the GIL released
@@ -410,7 +432,7 @@ spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int fd;
     long long budget, until;
     ssize_t got;
-    int more, without_gil;
+    int without_gil, err = 0;
 
     (void)module;
     if (nargs != 3 && nargs != 4) {
@@ -430,53 +452,20 @@ spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     until = monotonic_ns() + budget;
     if (without_gil) {
-        int err = 0;
         Py_BEGIN_ALLOW_THREADS
-        got = recv_looking(fd, view.buf, (size_t)view.len, until, &err);
+        got = recv_looking(fd, view.buf, (size_t)view.len, until, 0, &err);
         Py_END_ALLOW_THREADS
-        PyBuffer_Release(&view);
-        if (err) {
-            errno = err;
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        if (got == -1 && PyErr_CheckSignals() < 0)
-            return NULL;
-        return PyLong_FromSsize_t(got);
     }
-    for (int tries = 0;; tries++) {
-        int err;
-        got = recv(fd, view.buf, (size_t)view.len, MSG_DONTWAIT);
-        if (got >= 0) {
-            if (tries > 0)
-                got = -2 - got;  /* (came while we looked) */
-            break;
-        }
-        err = errno;
-        if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
-            errno = err;
-            PyErr_SetFromErrno(PyExc_OSError);
-            PyBuffer_Release(&view);
-            return NULL;
-        }
-        got = -1;
-        if (err == EINTR)
-            break;  /* (a signal: its handler runs below, before any sleep) */
-        more = look_again(tries, until);
-        if (more < 0) {
-            PyBuffer_Release(&view);
-            return NULL;
-        }
-        if (more == 0)
-            break;
+    else {
+        got = recv_looking(fd, view.buf, (size_t)view.len, until, 1, &err);
     }
     PyBuffer_Release(&view);
-    if (got == -1 && PyErr_CheckSignals() < 0)
-        return NULL;
-    return PyLong_FromSsize_t(got);
+    return look_result(got, err, -1);
 }
 
-/* spin_until_readable(fd, budget_ns): poll() fd without waiting, again and again for
- * at most budget_ns nanoseconds, with the GIL held, and read nothing: 1 when it was
+/* spin_until_readable(fd, budget_ns, without_gil=False): poll() fd without waiting,
+ * again and again for at most budget_ns nanoseconds, with the GIL held (or not, as
+ * spin_recv_into), and read nothing: 1 when it was
  * readable at the first look, 2 when it became readable while looking, 0 when not
  * within the budget. For a connection whose reads take more than bytes (a socket
  * that may bring descriptors, read with recvmsg): its receiver looks with this,
@@ -487,7 +476,7 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     struct pollfd pfd;
     long long budget, until;
-    int seen = 0, more, without_gil;
+    int seen, without_gil, err = 0;
 
     (void)module;
     if (nargs != 2 && nargs != 3) {
@@ -506,39 +495,14 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     pfd.events = POLLIN;
     until = monotonic_ns() + budget;
     if (without_gil) {
-        int err = 0;
         Py_BEGIN_ALLOW_THREADS
-        seen = poll_looking(&pfd, until, &err);
+        seen = poll_looking(&pfd, until, 0, &err);
         Py_END_ALLOW_THREADS
-        if (err) {
-            errno = err;
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        if (seen == 0 && PyErr_CheckSignals() < 0)
-            return NULL;
-        return PyLong_FromLong(seen);
     }
-    for (int tries = 0;; tries++) {
-        int got;
-        pfd.revents = 0;
-        got = poll(&pfd, 1, 0);
-        if (got > 0) {
-            seen = tries > 0 ? 2 : 1;
-            break;
-        }
-        if (got < 0 && errno != EINTR)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        if (got < 0)
-            break;  /* (a signal: its handler runs below) */
-        more = look_again(tries, until);
-        if (more < 0)
-            return NULL;
-        if (more == 0)
-            break;
+    else {
+        seen = poll_looking(&pfd, until, 1, &err);
     }
-    if (seen == 0 && PyErr_CheckSignals() < 0)
-        return NULL;
-    return PyLong_FromLong(seen);
+    return look_result(seen, err, 0);
 }
 
 static PyMethodDef native_methods[] = {
