@@ -13,8 +13,8 @@ so that drift on a noisy machine hits every contender alike:
   different cores, as they do unless pinned: there the time a woken process takes
   to run on an idle core counts, and how early each side is woken (docs/design.md,
   "Several senders on one connection end"), unless the receiver is looking for
-  the message when it comes (a proctor ``Pipe()`` end's does, up to 30 us, in a
-  process with no other thread: ``_receiving._read_spinning``);
+  the message when it comes (a proctor ``Pipe()`` end's does, for up to
+  ``_receiving.SPIN_NS``: ``_receiving._read_spinning``);
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent;
 * ``poll()`` of an end with nothing to read, in a loop, while another thread of the
   process computes: how often the loop gets to look (a look that lets the GIL go
@@ -41,6 +41,7 @@ import time
 
 from _common import calls_beside_busy_thread, interleaved, row
 
+from proctor._connections import _receiving  # (its look length, for a row's note)
 from proctor.connection import Pipe
 
 TRIPLE = (1, "two", 3.0)
@@ -447,7 +448,8 @@ def run(quick: bool) -> list[dict]:
             higher_is_better=False,
             note=(
                 f"unpinned; raw socketpair 1-byte round trip {spread['raw'] * 1e6:.2f} us; "
-                "proctor's receiver looks up to 30 us before it sleeps, the others sleep"
+                f"proctor's receiver looks up to {_receiving.SPIN_NS // 1000} us before it "
+                "sleeps, the others sleep"
             ),
             floor=spread["raw"] * 1e6,
         ),

@@ -126,10 +126,17 @@ PREALLOCATE_LIMIT = 64 * 1024 * 1024
 COPY_LIMIT = 128 * 1024
 # Chunk size when receiving a body larger than PREALLOCATE_LIMIT.
 GROW_CHUNK = 16 * 1024 * 1024
-#: How long a Pipe() end's receiver on a frame socket looks for a frame before it
-#: sleeps in its read (``_read_spinning``): on two cores of the reference VM a
-#: process woken from a sleep runs 10-15 us after the send that woke it.
-SPIN_NS = 30_000
+#: How long a receiver looks for its next message before it sleeps
+#: (``_read_spinning``, ``_looked_until_readable``). A look that finds the message
+#: saves two wake-ups a round trip (on two cores of the reference VM a process
+#: woken from a sleep runs 10-15 us after the send that woke it, and one woken
+#: late misses the peer's look in turn), so it should outlast the peer's work
+#: between a message and its answer: a manager's serving thread takes 20-50 us in
+#: Python to dispatch a call (`ns.x` the longest). 30 us caught only the fastest
+#: calls, and some runs of `d[k] = v` but not others; 80 us leaves a margin for
+#: a busier machine (37th session, docs/design.md, "A receiver looks before it
+#: sleeps"). A look that finds nothing backs off (``SPIN_BACKOFF_LIMIT``).
+SPIN_NS = 80_000
 #: After a look that found nothing, the receives that skip looking double, up to
 #: this many: a peer that answers slowly, or that shares this process's CPU (it
 #: cannot send while we look), costs a look per this many receives at most.
