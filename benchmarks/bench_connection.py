@@ -15,6 +15,9 @@ so that drift on a noisy machine hits every contender alike:
   "Several senders on one connection end"), unless the receiver is looking for
   the message when it comes (a proctor ``Pipe()`` end's does, for up to
   ``_receiving.SPIN_NS``: ``_receiving._read_spinning``);
+* the 3-tuple round trip on two cores with each side waiting in ``poll(timeout)``
+  before its ``recv()``, as a loop that checks something else between messages
+  does (a proctor end's ``poll`` looks before it sleeps too);
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent;
 * ``poll()`` of an end with nothing to read, in a loop, while another thread of the
   process computes: how often the loop gets to look (a look that lets the GIL go
@@ -119,6 +122,36 @@ def _rt_pipe(pipe_factory, n: int) -> float:
     t0 = time.perf_counter()
     for _ in range(n):
         send(TRIPLE)
+        recv()
+    dt = time.perf_counter() - t0
+    a.close()
+    os.waitpid(pid, 0)
+    return dt / n
+
+
+def _rt_polled(pipe_factory, n: int) -> float:
+    """As ``_rt_pipe``, but each side waits with ``poll(timeout)`` before its ``recv()``
+    (the pattern of a loop that also checks a flag between messages)."""
+    a, b = pipe_factory()
+
+    def child():
+        a.close()
+        poll, recv, send = b.poll, b.recv, b.send
+        try:
+            while poll(60):
+                send(recv())
+        except EOFError:
+            return
+
+    pid = _fork(child)
+    b.close()
+    poll, recv, send = a.poll, a.recv, a.send
+    send(TRIPLE)
+    recv()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        send(TRIPLE)
+        poll(60)
         recv()
     dt = time.perf_counter() - t0
     a.close()
@@ -362,6 +395,8 @@ def run(quick: bool) -> list[dict]:
             "multiprocessing": lambda: _rt_pipe(multiprocessing.Pipe, trips // 4),
             "proctor 16": lambda: _rt_bytes(Pipe, trips // 8, MEDIUM),
             "multiprocessing 16": lambda: _rt_bytes(multiprocessing.Pipe, trips // 8, MEDIUM),
+            "proctor polled": lambda: _rt_polled(Pipe, trips // 4),
+            "multiprocessing polled": lambda: _rt_polled(multiprocessing.Pipe, trips // 4),
         },
         repeats,
     )
@@ -460,6 +495,15 @@ def run(quick: bool) -> list[dict]:
             "us",
             higher_is_better=False,
             note="unpinned; on Linux one send on the frame socket, looked at before a sleep",
+        ),
+        row(
+            "Pipe round trip via poll(timeout) then recv(), two cores",
+            spread["proctor polled"] * 1e6,
+            spread["multiprocessing polled"] * 1e6,
+            "us",
+            higher_is_better=False,
+            note="unpinned, pickled 3-tuple; proctor's poll looks before it sleeps, as a recv does",
+            floor=spread["raw"] * 1e6,
         ),
         row(
             "Pipe 1 MiB send_bytes/recv_bytes",

@@ -2193,6 +2193,71 @@ def test_a_receive_beside_other_threads_looks_without_the_gil(monkeypatch, kept_
         b.close()
 
 
+@needs_spin
+def test_a_poll_that_would_sleep_looks_first_for_no_longer_than_its_timeout(monkeypatch):
+    # poll(timeout) then recv() is a receive too: before it sleeps, poll looks as a
+    # receive does (the same back-off), for no longer than the timeout.
+    looks = []
+    answer = [2]  # what each look says: 2 came meanwhile, 0 nothing
+
+    def look(fd, budget, without_gil):
+        looks.append(budget)
+        return answer[0]
+
+    monkeypatch.setattr(_receiving, "_spin_until_readable", look)
+    monkeypatch.setattr(_receiving, "_thread_count", lambda: 0)  # (pytest's timer thread)
+    monkeypatch.setattr("proctor._connections._connection._thread_count", lambda: 0)
+    # A message sent before the poll is taken for not there yet by the first check,
+    # so the poll goes on to look (which, faked, says it came meanwhile).
+    monkeypatch.setattr(_connection, "readable_now", lambda fd: False)
+    c, d = socket.socketpair()
+    a, b = Connection(c), Connection(d)
+    try:
+        b.send("one")
+        assert a.poll(5) is True
+        assert a.poll(None) is True
+        assert a.poll(20e-6) is True
+        assert looks == [_receiving.SPIN_NS, _receiving.SPIN_NS, 20_000]
+        assert a.poll(0) is False  # (the faked check): a zero timeout never looks
+        assert len(looks) == 3
+        answer[0] = 0
+        assert a.poll(0.01) is True  # the look found nothing, the wait finds it
+        assert len(looks) == 4
+        assert a.poll(5) is True  # the look backs off: this poll only waits
+        assert len(looks) == 4
+        assert a.recv() == "one"
+    finally:
+        a.close()
+        b.close()
+
+
+def echo_after_polls(conn):
+    """In a child: wait with poll(timeout), then send back what came, until None."""
+    count = 0
+    while conn.poll(30) and (message := conn.recv()) is not None:
+        conn.send(message)
+        count += 1
+    return count
+
+
+def test_round_trips_through_polls_that_look_first():
+    ctx = proctor.get_context("fork")
+    a, b = Pipe()
+    p = ctx.Process(target=echo_after_polls, args=(b,))
+    p.start()
+    b.close()
+    try:
+        for i in range(300):
+            message = (i, "x" * (i * 97 % 20000))  # frames inline and on the side
+            a.send(message)
+            assert a.poll(30)
+            assert a.recv() == message
+        a.send(None)
+    finally:
+        a.close()
+    assert finish(p) == (0, 300)
+
+
 def echo_until_none(conn):
     """In a child: send back what arrives until None does (its receives look first)."""
     count = 0

@@ -72,7 +72,7 @@ from ._frames import (
     pickle_in_band,
 )
 from ._passing import reduce_end
-from ._receiving import READ_AHEAD, FrameReceiver, can_spin
+from ._receiving import READ_AHEAD, SPIN_NS, FrameReceiver, can_spin
 from ._sending import ATOMIC_BODY, MSG_NOSIGNAL, SOCKET_INLINE_BODY, FrameSender, send_deadline
 from ._sendlock import SendLock, new_lock_file
 
@@ -979,6 +979,19 @@ class Connection(FrameSender, FrameReceiver):
             if self._closed:  # (closed by another thread meanwhile)
                 self._raise_closed()
             return ready
+        if self._spin_skip == 0:
+            # Then a look for it before the sleep, as a receive's (_receiving,
+            # "_looked_until_readable"): poll(timeout) then recv() is a receive too.
+            # No longer than the timeout, which the look's length comes off.
+            look_ns = SPIN_NS
+            if timeout is not None and timeout * 1e9 < look_ns:
+                look_ns = int(timeout * 1e9)
+            if self._looked_until_readable(_thread_count() > _inherited_threads[0], look_ns):
+                if self._closed:
+                    self._raise_closed()
+                return True
+            if timeout is not None:
+                timeout = max(0.0, timeout - look_ns / 1e9)
         return self._wait_fd(timeout)
 
     def _wait_for_message(self) -> None:

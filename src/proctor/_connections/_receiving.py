@@ -266,8 +266,9 @@ class FrameReceiver(EndState):
             return  # (the wait before looked: _wait_for_message; or _prepare_recv waited)
         self._looked_until_readable(others)
 
-    def _looked_until_readable(self, without_gil: bool) -> bool:
-        """Whether this end's next message came within a look of ``SPIN_NS``, the
+    def _looked_until_readable(self, without_gil: bool, look_ns: int | None = None) -> bool:
+        """Whether this end's next message came within a look of ``SPIN_NS`` (or of
+        ``look_ns``, when given: ``Connection.poll``'s timeout may be shorter), the
         GIL let go where ``without_gil`` (held, it would stop the other threads for
         the look's length); the look of ``_look_before_read``, and of the wait that
         another thread's ``close()`` can end (``Connection._wait_for_message``, in a
@@ -283,7 +284,7 @@ class FrameReceiver(EndState):
             if skip > 0:
                 self._spin_skip = skip - 1
             return False
-        seen = _spin_until_readable(self._fd, SPIN_NS, without_gil)
+        seen = _spin_until_readable(self._fd, SPIN_NS if look_ns is None else look_ns, without_gil)
         if seen == 2:
             self._spin_backoff = 0  # (it came while we looked)
             return True
