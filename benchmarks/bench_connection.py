@@ -102,43 +102,17 @@ def _rt_raw(n: int) -> float:
     return dt / n
 
 
-def _rt_pipe(pipe_factory, n: int) -> float:
-    a, b = pipe_factory()
-
-    def child():
-        a.close()
-        recv, send = b.recv, b.send
-        try:
-            while True:
-                send(recv())
-        except EOFError:
-            return
-
-    pid = _fork(child)
-    b.close()
-    recv, send = a.recv, a.send
-    send(TRIPLE)
-    recv()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        send(TRIPLE)
-        recv()
-    dt = time.perf_counter() - t0
-    a.close()
-    os.waitpid(pid, 0)
-    return dt / n
-
-
-def _rt_polled(pipe_factory, n: int) -> float:
-    """As ``_rt_pipe``, but each side waits with ``poll(timeout)`` before its ``recv()``
-    (the pattern of a loop that also checks a flag between messages)."""
+def _rt_pipe(pipe_factory, n: int, polled: bool = False) -> float:
+    """Round trips of TRIPLE with a fork child echoing it; ``polled``: each side waits
+    with ``poll(timeout)`` before its ``recv()`` (as a loop that also checks a flag
+    between messages does)."""
     a, b = pipe_factory()
 
     def child():
         a.close()
         poll, recv, send = b.poll, b.recv, b.send
         try:
-            while poll(60):
+            while not polled or poll(60):
                 send(recv())
         except EOFError:
             return
@@ -151,7 +125,8 @@ def _rt_polled(pipe_factory, n: int) -> float:
     t0 = time.perf_counter()
     for _ in range(n):
         send(TRIPLE)
-        poll(60)
+        if polled:
+            poll(60)
         recv()
     dt = time.perf_counter() - t0
     a.close()
@@ -395,8 +370,10 @@ def run(quick: bool) -> list[dict]:
             "multiprocessing": lambda: _rt_pipe(multiprocessing.Pipe, trips // 4),
             "proctor 16": lambda: _rt_bytes(Pipe, trips // 8, MEDIUM),
             "multiprocessing 16": lambda: _rt_bytes(multiprocessing.Pipe, trips // 8, MEDIUM),
-            "proctor polled": lambda: _rt_polled(Pipe, trips // 4),
-            "multiprocessing polled": lambda: _rt_polled(multiprocessing.Pipe, trips // 4),
+            "proctor polled": lambda: _rt_pipe(Pipe, trips // 4, polled=True),
+            "multiprocessing polled": lambda: _rt_pipe(
+                multiprocessing.Pipe, trips // 4, polled=True
+            ),
         },
         repeats,
     )

@@ -2231,53 +2231,32 @@ def test_a_poll_that_would_sleep_looks_first_for_no_longer_than_its_timeout(monk
         b.close()
 
 
-def echo_after_polls(conn):
-    """In a child: wait with poll(timeout), then send back what came, until None."""
+def echo_until_none(conn, polled=False):
+    """In a child: send back what arrives until None does (its receives look first;
+    ``polled``: each after a ``poll(timeout)``, which looks first too)."""
     count = 0
-    while conn.poll(30) and (message := conn.recv()) is not None:
+    while (not polled or conn.poll(30)) and (message := conn.recv()) is not None:
         conn.send(message)
         count += 1
     return count
 
 
-def test_round_trips_through_polls_that_look_first():
+@pytest.mark.parametrize("polled", [False, True], ids=["recv", "poll-then-recv"])
+def test_round_trips_with_a_child_whose_receives_look_first(polled):
     ctx = proctor.get_context("fork")
     a, b = Pipe()
-    p = ctx.Process(target=echo_after_polls, args=(b,))
+    p = ctx.Process(target=echo_until_none, args=(b, polled))
     p.start()
     b.close()
     try:
         for i in range(300):
             message = (i, "x" * (i * 97 % 20000))  # frames inline and on the side
             a.send(message)
-            assert a.poll(30)
-            assert a.recv() == message
-        a.send(None)
-    finally:
-        a.close()
-    assert finish(p) == (0, 300)
-
-
-def echo_until_none(conn):
-    """In a child: send back what arrives until None does (its receives look first)."""
-    count = 0
-    while (message := conn.recv()) is not None:
-        conn.send(message)
-        count += 1
-    return count
-
-
-def test_round_trips_with_a_child_whose_receives_look_first():
-    ctx = proctor.get_context("fork")
-    a, b = Pipe()
-    p = ctx.Process(target=echo_until_none, args=(b,))
-    p.start()
-    b.close()
-    try:
-        for i in range(300):
-            message = (i, "x" * (i * 97 % 20000))  # frames inline and on the side
-            a.send(message)
-            assert a.recv(timeout=30) == message
+            if polled:
+                assert a.poll(30)
+                assert a.recv() == message
+            else:
+                assert a.recv(timeout=30) == message  # (a timed receive: it polls)
         a.send(None)
     finally:
         a.close()
