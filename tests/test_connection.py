@@ -364,6 +364,31 @@ def test_wait_never_finds_the_sending_end_of_a_one_way_pipe_ready():
         w.close()
 
 
+def test_wait_beside_a_thread_registers_no_wake_up_for_what_is_ready(monkeypatch):
+    # (The wake-up, which another thread's close() writes to, is for a wait that
+    # sleeps: one whose objects are ready, or with nothing to wait for, needs none.)
+    from proctor._core import _wakeup
+
+    def no_wake_up():
+        raise AssertionError("a wake-up was registered for a wait that needs none")
+
+    monkeypatch.setattr(_wakeup, "_wakeup", no_wake_up)
+    monkeypatch.setattr(_wakeup, "other_threads", lambda: 1)
+    a, b = Pipe()
+    r, w = os.pipe()
+    try:
+        a.send("come")
+        assert wait([r, b], timeout=10) == [b]
+        assert wait([r, b], timeout=0) == [b]
+        assert b.recv() == "come"
+        assert wait([r, b], timeout=0) == []
+    finally:
+        for end in (a, b):
+            end.close()
+        os.close(r)
+        os.close(w)
+
+
 def test_wait_rejects_objects_it_cannot_wait_on():
     with pytest.raises(TypeError, match="wait\\(\\) takes"):
         wait([object()], timeout=0)

@@ -39,10 +39,6 @@ def _fileno_of(obj: Any) -> int:
     return fileno()
 
 
-def _write_only(obj: Any) -> bool:
-    return isinstance(obj, Connection) and not obj._readable
-
-
 def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     """Wait until at least one object is ready; return the ready ones.
 
@@ -96,19 +92,29 @@ def _wait_once(objects: list[Any], timeout: float | None) -> list[Any]:
     ready = [o for o in objects if isinstance(o, Connection) and o._rpos < o._rend]
     if ready:
         return ready
-    fds = [_fileno_of(o) for o in objects]
-    if not fds:
+    if not objects:
         if timeout is None:
             raise ValueError("wait() on an empty list with timeout=None would never return")
         time.sleep(timeout)
         return []
-    # The sending end of Pipe(duplex=False) has nothing to receive: never ready.
-    watched = list({fd for o, fd in zip(objects, fds, strict=True) if not _write_only(o)})
-    # Another thread's close() of one of them ends the wait (see _core._wakeup); the
-    # closed one is then refused, as it would have been before the wait.
-    owners = [o for o in objects if isinstance(o, _OWNERS)]
+    # One pass (a wait() of a message already come costs about what the stdlib's
+    # does): each object's descriptor; those to watch, once each -- the sending end
+    # of Pipe(duplex=False) has nothing to receive, and is never ready; and the
+    # objects another thread may close, whose close() ends the wait (see
+    # _core._wakeup), the closed one then refused as it would have been before.
+    fds = []
+    watched: dict[int, None] = {}
+    owners = []
+    for o in objects:
+        fd = _fileno_of(o)
+        fds.append(fd)
+        if isinstance(o, _OWNERS):
+            owners.append(o)
+            if isinstance(o, Connection) and not o._readable:
+                continue
+        watched[fd] = None
     try:
-        ready_fds = set(wait_readable(watched, timeout, owners))
+        ready_fds = set(wait_readable(list(watched), timeout, owners))
     except OSError:
         _check_open(owners)
         raise

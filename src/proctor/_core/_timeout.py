@@ -20,6 +20,7 @@ __all__ = (
     "deadline",
     "readable_now",
     "ready_by",
+    "ready_now",
     "wait_readable",
 )
 
@@ -119,10 +120,18 @@ def wait_readable(fd: int, timeout: float | None) -> bool:
 def readable_now(fd: int) -> bool:
     """Whether ``fd`` is readable now (one look, never a wait; where the C module is
     built, without letting the GIL go, which a thread computing beside would take)."""
-    poll = _c_poll if _c_poll is not None else _load_c_poll()
-    if poll is False:
+    poll = _c_poll if _c_poll is not None else _load_c_poll()  # (ready_now's, inlined:
+    if poll is False:  # every poll() and receive beside threads comes here first)
         return bool(_ready_by_select((fd,), 0.0))
     return bool(poll((fd,), 0))
+
+
+def ready_now(fds: Sequence[int]) -> list[int]:
+    """The readable ones of ``fds`` now: ``readable_now`` for several."""
+    poll = _c_poll if _c_poll is not None else _load_c_poll()
+    if poll is False:
+        return _ready_by_select(fds, 0.0)
+    return poll(fds, 0)
 
 
 # _core._native.poll_readable, or False where the C module is not built (or is
