@@ -15,9 +15,9 @@ so that drift on a noisy machine hits every contender alike:
   "Several senders on one connection end"), unless the receiver is looking for
   the message when it comes (a proctor ``Pipe()`` end's does, for up to
   ``_receiving.SPIN_NS``: ``_receiving._read_spinning``);
-* the 3-tuple round trip on two cores with each side waiting in ``poll(timeout)``
-  before its ``recv()``, as a loop that checks something else between messages
-  does (a proctor end's ``poll`` looks before it sleeps too);
+* the 3-tuple round trip on two cores with each side waiting in ``poll(timeout)``,
+  or in ``connection.wait([end], timeout)``, before its ``recv()``, as a loop that
+  checks something else between messages does (proctor's look before they sleep too);
 * throughput of 1 MiB ``send_bytes``/``recv_bytes`` messages, child -> parent;
 * ``poll()`` of an end with nothing to read, in a loop, while another thread of the
   process computes: how often the loop gets to look (a look that lets the GIL go
@@ -41,11 +41,12 @@ import os
 import socket
 import sys
 import time
+from multiprocessing.connection import wait as mp_wait
 
 from _common import calls_beside_busy_thread, interleaved, row
 
 from proctor._connections import _receiving  # (its look length, for a row's note)
-from proctor.connection import Pipe
+from proctor.connection import Pipe, wait
 
 TRIPLE = (1, "two", 3.0)
 MIB = 1024 * 1024
@@ -102,31 +103,37 @@ def _rt_raw(n: int) -> float:
     return dt / n
 
 
-def _rt_pipe(pipe_factory, n: int, polled: bool = False) -> float:
-    """Round trips of TRIPLE with a fork child echoing it; ``polled``: each side waits
-    with ``poll(timeout)`` before its ``recv()`` (as a loop that also checks a flag
-    between messages does)."""
+def _polled(end) -> None:
+    end.poll(60)
+
+
+def _rt_pipe(pipe_factory, n: int, before=None) -> float:
+    """Round trips of TRIPLE with a fork child echoing it; ``before``: what each side
+    calls with its end before each ``recv()`` (a ``poll(timeout)``, a ``wait()``: a
+    loop that also checks something else between messages waits that way)."""
     a, b = pipe_factory()
 
     def child():
         a.close()
-        poll, recv, send = b.poll, b.recv, b.send
+        recv, send = b.recv, b.send
         try:
-            while not polled or poll(60):
+            while True:
+                if before is not None:
+                    before(b)
                 send(recv())
         except EOFError:
             return
 
     pid = _fork(child)
     b.close()
-    poll, recv, send = a.poll, a.recv, a.send
+    recv, send = a.recv, a.send
     send(TRIPLE)
     recv()
     t0 = time.perf_counter()
     for _ in range(n):
         send(TRIPLE)
-        if polled:
-            poll(60)
+        if before is not None:
+            before(a)
         recv()
     dt = time.perf_counter() - t0
     a.close()
@@ -370,9 +377,11 @@ def run(quick: bool) -> list[dict]:
             "multiprocessing": lambda: _rt_pipe(multiprocessing.Pipe, trips // 4),
             "proctor 16": lambda: _rt_bytes(Pipe, trips // 8, MEDIUM),
             "multiprocessing 16": lambda: _rt_bytes(multiprocessing.Pipe, trips // 8, MEDIUM),
-            "proctor polled": lambda: _rt_pipe(Pipe, trips // 4, polled=True),
-            "multiprocessing polled": lambda: _rt_pipe(
-                multiprocessing.Pipe, trips // 4, polled=True
+            "proctor polled": lambda: _rt_pipe(Pipe, trips // 4, _polled),
+            "multiprocessing polled": lambda: _rt_pipe(multiprocessing.Pipe, trips // 4, _polled),
+            "proctor waited": lambda: _rt_pipe(Pipe, trips // 4, lambda end: wait([end], 60)),
+            "multiprocessing waited": lambda: _rt_pipe(
+                multiprocessing.Pipe, trips // 4, lambda end: mp_wait([end], 60)
             ),
         },
         repeats,
@@ -480,6 +489,15 @@ def run(quick: bool) -> list[dict]:
             "us",
             higher_is_better=False,
             note="unpinned, pickled 3-tuple; proctor's poll looks before it sleeps, as a recv does",
+            floor=spread["raw"] * 1e6,
+        ),
+        row(
+            "Pipe round trip via wait([end]) then recv(), two cores",
+            spread["proctor waited"] * 1e6,
+            spread["multiprocessing waited"] * 1e6,
+            "us",
+            higher_is_better=False,
+            note="unpinned, pickled 3-tuple; proctor's wait() looks before it sleeps too",
             floor=spread["raw"] * 1e6,
         ),
         row(

@@ -2074,6 +2074,81 @@ def test_spin_until_readable_says_whether_and_when_and_reads_nothing():
 
 
 @needs_spin
+def test_spin_until_readable_looks_at_several_descriptors_at_once():
+    look = _receiving._spin_until_readable
+    pairs = [socket.socketpair() for _ in range(10)]  # (more than its stack holds)
+    fds = [a.fileno() for a, _ in pairs]
+    try:
+        assert look(fds, 0) == 0
+        assert look(fds[:1], 10**6) == 0  # a list of one, as one
+        pairs[9][1].send(b"x")
+        assert look(fds, 0) == 1
+        assert look(tuple(fds[:9]), 0) == 0  # (the others)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(pairs[4][1].send(b"later") != 5)
+        assert look(fds[:9], 30 * 10**9) in (1, 2)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert pairs[4][0].recv(8) == b"later"  # (left there)
+        with pytest.raises(TypeError, match="descriptors are ints"):
+            look([fds[0], "3"], 0)
+        with pytest.raises(TypeError, match="a descriptor or a sequence"):
+            look(None, 0)
+        with pytest.raises(ValueError, match="not a descriptor"):
+            look([-1], 0)
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+@needs_spin
+def test_a_wait_looks_before_it_sleeps_with_the_receives_back_off(monkeypatch):
+    # wait() on connections that look (not a pool's streaming pipes) looks for any of
+    # its objects before it sleeps, for no longer than its timeout; a look that finds
+    # nothing makes the next waits skip looking, 1, 3, 7 ... (the process's count).
+    from proctor._connections import _wait
+
+    looks = []
+    answer = [0]  # 0 nothing, 1 there at once, 2 came meanwhile
+
+    def look(fds, budget, without_gil):
+        looks.append((tuple(fds), budget))
+        if answer[0] == 2:
+            a.send("come")  # (as a peer would, while the look goes on)
+        return answer[0]
+
+    monkeypatch.setattr(_receiving, "_spin_until_readable", look)
+    monkeypatch.setattr(_wait, "_skip", 0)
+    monkeypatch.setattr(_wait, "_backoff", 0)
+    a, b = Pipe()
+    r, w = os.pipe()
+    streaming = _pipe.streaming_pipe()
+    try:
+        assert wait([b, r], timeout=20e-6) == []
+        assert looks == [((b.fileno(), r), 20_000)]  # (its timeout was shorter)
+        for _ in range(4):
+            assert wait([b], timeout=0) == []  # a zero timeout never looks
+            assert wait([r], timeout=0.001) == []  # no connection: no look
+            assert wait([streaming[1]], timeout=0.001) == []  # a pool's: no look
+        assert len(looks) == 1
+        for _ in range(4):
+            wait([b], timeout=0.001)  # skips 1, then looks, then skips 3
+        assert len(looks) == 2 and looks[-1][1] == _receiving.SPIN_NS
+        monkeypatch.setattr(_wait, "_skip", 0)
+        answer[0] = 2
+        assert wait([b], timeout=None) == [b]
+        assert len(looks) == 3 and looks[-1] == ((b.fileno(),), _receiving.SPIN_NS)
+        assert _wait._backoff == 0 and _wait._skip == 0  # it paid: the next looks
+        assert b.recv() == "come"
+    finally:
+        for end in (a, b, *streaming):
+            end.close()
+        os.close(r)
+        os.close(w)
+
+
+@needs_spin
 def test_a_socket_connection_looks_less_while_its_looks_do_not_pay(monkeypatch):
     looks = []
     outcome = [0]  # what each look says: 0 nothing, 1 there at once, 2 came meanwhile
@@ -2256,32 +2331,42 @@ def test_a_poll_that_would_sleep_looks_first_for_no_longer_than_its_timeout(monk
         b.close()
 
 
-def echo_until_none(conn, polled=False):
+def _wait_for(conn, how):
+    """Wait for ``conn``'s next message the way ``how`` says, before its ``recv()``."""
+    if how == "poll":
+        assert conn.poll(30)
+    elif how == "wait":
+        assert wait([conn], timeout=30) == [conn]
+
+
+def echo_until_none(conn, how="recv"):
     """In a child: send back what arrives until None does (its receives look first;
-    ``polled``: each after a ``poll(timeout)``, which looks first too)."""
+    each after a ``poll(timeout)`` or a ``wait()`` as ``how`` says, which look first too)."""
     count = 0
-    while (not polled or conn.poll(30)) and (message := conn.recv()) is not None:
+    while True:
+        _wait_for(conn, how)
+        if (message := conn.recv()) is None:
+            return count
         conn.send(message)
         count += 1
-    return count
 
 
-@pytest.mark.parametrize("polled", [False, True], ids=["recv", "poll-then-recv"])
-def test_round_trips_with_a_child_whose_receives_look_first(polled):
+@pytest.mark.parametrize("how", ["recv", "poll", "wait"])
+def test_round_trips_with_a_child_whose_receives_look_first(how):
     ctx = proctor.get_context("fork")
     a, b = Pipe()
-    p = ctx.Process(target=echo_until_none, args=(b, polled))
+    p = ctx.Process(target=echo_until_none, args=(b, how))
     p.start()
     b.close()
     try:
         for i in range(300):
             message = (i, "x" * (i * 97 % 20000))  # frames inline and on the side
             a.send(message)
-            if polled:
-                assert a.poll(30)
-                assert a.recv() == message
-            else:
+            _wait_for(a, how)
+            if how == "recv":
                 assert a.recv(timeout=30) == message  # (a timed receive: it polls)
+            else:
+                assert a.recv() == message
         a.send(None)
     finally:
         a.close()

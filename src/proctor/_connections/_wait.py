@@ -5,24 +5,35 @@ through ``_core._wakeup``: another thread's ``close()`` of a ``Connection`` or
 ``Listener`` in the list ends the wait at once, and ``wait()`` then raises that
 object's "closed" error, as it does for one closed before the call. A
 ``Connection`` with messages already read ahead is ready without a system call.
+Before it sleeps, a wait on connections looks for a message for a moment, as a
+receive does (``_look``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .._core import _lazy_errors
 from .._core._timeout import check_timeout
 from .._core._wakeup import wait_readable
+from . import _receiving
 from ._connection import Connection
 from ._listener import Listener
+from ._receiving import SPIN_BACKOFF_LIMIT, SPIN_NS
 
 __all__ = ("wait",)
 
 # What another thread may close under a wait (each has _closed, _waiting, _closed_error()).
 _OWNERS = (Connection, Listener)
+
+# The back-off of wait()'s looks (_look), the process's: a connection's counts its
+# own receives, but a wait may watch many connections, sockets and sentinels, and
+# the loops that call it take what any of them brings. How many more waits skip
+# looking, and how many skipped after the last look that found nothing.
+_skip = 0
+_backoff = 0
 
 
 def _fileno_of(obj: Any) -> int:
@@ -113,13 +124,49 @@ def _wait_once(objects: list[Any], timeout: float | None) -> list[Any]:
             if isinstance(o, Connection) and not o._readable:
                 continue
         watched[fd] = None
+    # A list of connections that look before they sleep (not a pool's streaming
+    # pipes, nor any where the C module is not built) is looked at first, as their
+    # receives are.
+    look = None
+    for o in owners:
+        if isinstance(o, Connection) and o._spin_skip >= 0:
+            look = _look
+            break
     try:
-        ready_fds = set(wait_readable(list(watched), timeout, owners))
+        ready_fds = set(wait_readable(list(watched), timeout, owners, look))
     except OSError:
         _check_open(owners)
         raise
     _check_open(owners)
     return [o for o, fd in zip(objects, fds, strict=True) if fd in ready_fds]
+
+
+def _look(
+    fds: Sequence[int], timeout: float | None, without_gil: bool
+) -> tuple[float | None, bool]:
+    """Before a wait sleeps, none of ``fds`` ready: look for one to become readable
+    for up to ``_receiving.SPIN_NS`` (no longer than ``timeout``), as a receive looks
+    for its message (``_receiving.FrameReceiver._looked_until_readable``), with the
+    same back-off, the process's (``_skip``). The GIL let go where ``without_gil``.
+
+    Returns:
+        What is left of ``timeout``, and whether one became readable.
+    """
+    global _skip, _backoff
+    if _skip:
+        _skip -= 1
+        return timeout, False
+    look_ns = SPIN_NS
+    if timeout is not None and timeout * 1e9 < look_ns:
+        look_ns = int(timeout * 1e9)
+    seen = _receiving._spin_until_readable(fds, look_ns, without_gil)
+    if seen == 2:
+        _backoff = 0  # (it came while we looked)
+        return timeout, True
+    _skip = _backoff = min(2 * _backoff + 1, SPIN_BACKOFF_LIMIT)
+    if seen == 1:
+        return timeout, True  # (there at the first look: a look not needed)
+    return (None if timeout is None else max(0.0, timeout - look_ns / 1e9)), False
 
 
 def _check_open(owners: list[Any]) -> None:

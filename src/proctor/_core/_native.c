@@ -21,7 +21,8 @@
  *     set_devnull(fd)            the process's /dev/null descriptor, once
  *     poll_readable(fds, ms)     one poll() for readable descriptors (below)
  *     spin_recv_into(fd, buf, ns) a receiver's look before it sleeps (below)
- *     spin_until_readable(fd, ns) the same look, reading nothing (below)
+ *     spin_until_readable(fd, ns) the same look, reading nothing (below); fd may be
+ *                                 a sequence of descriptors: any of them
  *
  *     fork() ─▶ child: dup3(devnull, fd, O_CLOEXEC) for each listed fd, then an
  *               empty list (the numbers are the parent's), before any Python runs
@@ -202,12 +203,52 @@ set_devnull(PyObject *module, PyObject *arg)
  * (_core._wakeup) paid ~6 us for making, filling and reading a poll object. */
 #define POLL_STACK_FDS 8
 
+/* The descriptors of the sequence `fds`, each watched for POLLIN: in `stack` when
+ * POLL_STACK_FDS hold them, else in memory allocated here (the caller frees what is
+ * not `stack`, with PyMem_Free); their count in *count. NULL with an exception
+ * (`message` when fds is not a sequence). */
+static struct pollfd *
+pollfds_of(PyObject *fds, struct pollfd *stack, Py_ssize_t *count, const char *message)
+{
+    struct pollfd *pfds = stack;
+    PyObject *seq = PySequence_Fast(fds, message);
+    Py_ssize_t n;
+
+    if (seq == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (n > POLL_STACK_FDS) {
+        if ((size_t)n > SIZE_MAX / sizeof(struct pollfd))
+            pfds = NULL;
+        else
+            pfds = PyMem_Malloc((size_t)n * sizeof(struct pollfd));
+        if (pfds == NULL) {
+            PyErr_NoMemory();
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!fd_arg(PySequence_Fast_GET_ITEM(seq, i), &pfds[i].fd)) {
+            if (pfds != stack)
+                PyMem_Free(pfds);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        pfds[i].events = POLLIN;
+        pfds[i].revents = 0;
+    }
+    Py_DECREF(seq);
+    *count = n;
+    return pfds;
+}
+
 static PyObject *
 poll_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     struct pollfd stack[POLL_STACK_FDS];
-    struct pollfd *pfds = stack;
-    PyObject *seq, *result = NULL;
+    struct pollfd *pfds;
+    PyObject *result = NULL;
     Py_ssize_t n;
     int timeout_ms, got, saved_errno;
 
@@ -224,27 +265,9 @@ poll_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     timeout_ms = (int)ms;
-    seq = PySequence_Fast(args[0], "poll_readable() takes a sequence of descriptors");
-    if (seq == NULL)
+    pfds = pollfds_of(args[0], stack, &n, "poll_readable() takes a sequence of descriptors");
+    if (pfds == NULL)
         return NULL;
-    n = PySequence_Fast_GET_SIZE(seq);
-    if (n > POLL_STACK_FDS) {
-        if ((size_t)n > SIZE_MAX / sizeof(struct pollfd)) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        pfds = PyMem_Malloc((size_t)n * sizeof(struct pollfd));
-        if (pfds == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!fd_arg(PySequence_Fast_GET_ITEM(seq, i), &pfds[i].fd))
-            goto done;
-        pfds[i].events = POLLIN;
-        pfds[i].revents = 0;
-    }
     if (timeout_ms == 0) {
         /* A look that never blocks keeps the GIL: letting it go would hand it to
          * any thread waiting for it, and this one would then wait to get it back
@@ -281,7 +304,6 @@ poll_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 done:
     if (pfds != stack)
         PyMem_Free(pfds);
-    Py_DECREF(seq);
     return result;
 }
 
@@ -380,12 +402,11 @@ recv_looking(int fd, void *buf, size_t len, long long until, int signals, int *e
 }
 
 static int
-poll_looking(struct pollfd *pfd, long long until, int signals, int *err)
+poll_looking(struct pollfd *pfds, nfds_t n, long long until, int signals, int *err)
 {
     for (int tries = 0;; tries++) {
         int got, more;
-        pfd->revents = 0;
-        got = poll(pfd, 1, 0);
+        got = poll(pfds, n, 0);
         if (got > 0)
             return tries > 0 ? 2 : 1;
         if (got < 0) {
@@ -469,12 +490,15 @@ spin_recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * readable at the first look, 2 when it became readable while looking, 0 when not
  * within the budget. For a connection whose reads take more than bytes (a socket
  * that may bring descriptors, read with recvmsg): its receiver looks with this,
- * then reads as it always does. The same rules as spin_recv_into: one look only
- * where this process may run on one CPU, signals handled at once. */
+ * then reads as it always does. fd may also be a sequence of descriptors, any of
+ * which ends the look (connection.wait()). The same rules as spin_recv_into: one
+ * look only where this process may run on one CPU, signals handled at once. */
 static PyObject *
 spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    struct pollfd pfd;
+    struct pollfd stack[POLL_STACK_FDS];
+    struct pollfd *pfds = stack;
+    Py_ssize_t n = 1;
     long long budget, until;
     int seen, without_gil, err = 0;
 
@@ -484,24 +508,35 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      "spin_until_readable() takes 2 or 3 arguments (%zd given)", nargs);
         return NULL;
     }
-    if (!fd_arg(args[0], &pfd.fd))
-        return NULL;
     budget = PyLong_AsLongLong(args[1]);
     if (budget == -1 && PyErr_Occurred())
         return NULL;
     without_gil = without_gil_arg(args, nargs, 2);
     if (without_gil < 0)
         return NULL;
-    pfd.events = POLLIN;
+    if (PyLong_Check(args[0])) {
+        if (!fd_arg(args[0], &stack[0].fd))
+            return NULL;
+        stack[0].events = POLLIN;
+        stack[0].revents = 0;
+    }
+    else {
+        pfds = pollfds_of(args[0], stack, &n,
+                          "spin_until_readable() takes a descriptor or a sequence of them");
+        if (pfds == NULL)
+            return NULL;
+    }
     until = monotonic_ns() + budget;
     if (without_gil) {
         Py_BEGIN_ALLOW_THREADS
-        seen = poll_looking(&pfd, until, 0, &err);
+        seen = poll_looking(pfds, (nfds_t)n, until, 0, &err);
         Py_END_ALLOW_THREADS
     }
     else {
-        seen = poll_looking(&pfd, until, 1, &err);
+        seen = poll_looking(pfds, (nfds_t)n, until, 1, &err);
     }
+    if (pfds != stack)
+        PyMem_Free(pfds);
     return look_result(seen, err, 0);
 }
 
@@ -528,9 +563,9 @@ static PyMethodDef native_methods[] = {
      "first try, -2 - the bytes read later, or -1 when nothing came."},
     {"spin_until_readable", (PyCFunction)(void (*)(void))spin_until_readable, METH_FASTCALL,
      "spin_until_readable(fd, budget_ns, without_gil=False, /)\n--\n\n"
-     "poll() fd without waiting, again for at most budget_ns with the GIL held "
-     "(released with without_gil), reading nothing: 1 if readable at once, 2 if it "
-     "became readable meanwhile, 0 if not."},
+     "poll() fd (or any of a sequence of descriptors) without waiting, again for at "
+     "most budget_ns with the GIL held (released with without_gil), reading nothing: "
+     "1 if readable at once, 2 if it became readable meanwhile, 0 if not."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -46,7 +46,7 @@ from ._timeout import ready_by, ready_now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
 __all__ = ("forked_with", "inherited_threads", "other_threads", "wait_readable", "wake_waiters")
@@ -138,7 +138,12 @@ def wake_waiters(waiting: set[Any]) -> None:
         wakeup.write()
 
 
-def wait_readable(fds: Sequence[int], timeout: float | None, owners: Iterable[Any]) -> list[int]:
+def wait_readable(
+    fds: Sequence[int],
+    timeout: float | None,
+    owners: Iterable[Any],
+    look: Callable[[Sequence[int], float | None, bool], tuple[float | None, bool]] | None = None,
+) -> list[int]:
     """Wait until one of ``fds`` is readable, ``timeout`` passes, or an owner is closed.
 
     Args:
@@ -148,6 +153,11 @@ def wait_readable(fds: Sequence[int], timeout: float | None, owners: Iterable[An
             wake-up waits again for what is left.
         owners: the objects ``fds`` belong to (each with a ``_closed`` flag and
             a ``_waiting`` set); another thread's ``close()`` of one ends the wait.
+        look: where none is ready at once, called before the wait sleeps as
+            ``look(fds, timeout, without_gil)`` (``without_gil``: other threads
+            run); it may look for one to become readable for a moment, and says
+            what is left of the timeout and whether one did
+            (``connection.wait()``'s, ``_connections._wait._look``).
 
     Returns:
         The ready descriptors; empty when ``timeout`` passed or an owner was
@@ -159,8 +169,15 @@ def wait_readable(fds: Sequence[int], timeout: float | None, owners: Iterable[An
     ready = ready_now(fds)
     if ready or (timeout is not None and timeout <= 0):
         return ready
+    others = other_threads()
+    if look is not None:
+        timeout, came = look(fds, timeout, others > 0)
+        if came:
+            ready = ready_now(fds)
+            if ready:
+                return ready
     end = None if timeout is None else _monotonic() + timeout
-    if not other_threads():
+    if not others:
         return ready_by(fds, end)
     wakeup = _wakeup()
     wakeup_fd = wakeup.fd
