@@ -13,6 +13,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 import tracemalloc
 
 import pytest
@@ -2054,6 +2055,7 @@ def test_which_ends_look_before_a_read():
 
 
 @needs_spin
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="looks only with two CPUs or more")
 def test_spin_until_readable_says_whether_and_when_and_reads_nothing():
     look = _receiving._spin_until_readable
     a, b = socket.socketpair()
@@ -2074,6 +2076,7 @@ def test_spin_until_readable_says_whether_and_when_and_reads_nothing():
 
 
 @needs_spin
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="looks only with two CPUs or more")
 def test_spin_until_readable_looks_at_several_descriptors_at_once():
     look = _receiving._spin_until_readable
     pairs = [socket.socketpair() for _ in range(10)]  # (more than its stack holds)
@@ -2124,7 +2127,10 @@ def test_a_wait_looks_before_it_sleeps_with_the_receives_back_off(monkeypatch):
     a, b = Pipe()
     r, w = os.pipe()
     streaming = _pipe.streaming_pipe()
+    reader, writer = Pipe(duplex=False)
     try:
+        assert wait([writer], timeout=0.001) == []  # nothing it could receive: no look
+        assert looks == []
         assert wait([b, r], timeout=20e-6) == []
         assert looks == [((b.fileno(), r), 20_000)]  # (its timeout was shorter)
         for _ in range(4):
@@ -2142,7 +2148,7 @@ def test_a_wait_looks_before_it_sleeps_with_the_receives_back_off(monkeypatch):
         assert _wait._backoff == 0 and _wait._skip == 0  # it paid: the next looks
         assert b.recv() == "come"
     finally:
-        for end in (a, b, *streaming):
+        for end in (a, b, *streaming, reader, writer):
             end.close()
         os.close(r)
         os.close(w)
@@ -2323,8 +2329,10 @@ def test_a_poll_that_would_sleep_looks_first_for_no_longer_than_its_timeout(monk
         answer[0] = 0
         assert a.poll(0.01) is True  # the look found nothing, the wait finds it
         assert len(looks) == 4
-        assert a.poll(5) is True  # the look backs off: this poll only waits
+        assert a.poll(5) is True  # the look backs off: this poll only waits,
         assert len(looks) == 4
+        assert a.poll(5) is True  # and counts down (beside threads the receive
+        assert len(looks) == 5  # after it would not): the next one looks
         assert a.recv() == "one"
     finally:
         a.close()
@@ -2337,6 +2345,46 @@ def _wait_for(conn, how):
         assert conn.poll(30)
     elif how == "wait":
         assert wait([conn], timeout=30) == [conn]
+
+
+@needs_spin
+def test_a_poll_or_wait_whose_look_stops_early_still_waits_out_its_timeout(monkeypatch):
+    # A look ends early on one CPU (after one try) or at a signal: the wait after it
+    # takes what is left of the timeout by the clock, never less.
+    from proctor._connections import _wait
+
+    monkeypatch.setattr(_receiving, "_spin_until_readable", lambda fds, budget, gil: 0)
+    monkeypatch.setattr(_wait, "_skip", 0)
+    a, b = Pipe()
+    try:
+        for call in (lambda: a.poll(0.05), lambda: wait([a], 0.05)):
+            began = time.monotonic()
+            assert not call()
+            assert time.monotonic() - began >= 0.05
+            monkeypatch.setattr(_wait, "_skip", 0)
+            a._spin_skip = a._spin_backoff = 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_wait_beside_threads_on_an_object_closed_already_touches_no_descriptor():
+    # (Another thread's close() may have left -1, or another file's number: the
+    # closed owner is seen before any poll().)
+    from proctor._core import _wakeup
+
+    class Closed:
+        _closed = True
+        _waiting: set = set()
+
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait, args=(30,))
+    thread.start()
+    try:
+        assert _wakeup.wait_readable((-1,), 1.0, (Closed(),)) == []
+    finally:
+        done.set()
+        thread.join(30)
 
 
 def echo_until_none(conn, how="recv"):

@@ -979,19 +979,23 @@ class Connection(FrameSender, FrameReceiver):
             if self._closed:  # (closed by another thread meanwhile)
                 self._raise_closed()
             return ready
-        if self._spin_skip == 0:
+        if self._spin_skip >= 0:
             # Then a look for it before the sleep, as a receive's (_receiving,
-            # "_looked_until_readable"): poll(timeout) then recv() is a receive too.
-            # No longer than the timeout, which the look's length comes off.
+            # "_looked_until_readable"), with its back-off, which a poll counts down
+            # as a receive does (beside other threads the receive after it does
+            # not: its wait found the message there). No longer than the timeout,
+            # which loses what the look took (by the clock: a look on one CPU, or
+            # one a signal ended, stops early).
             look_ns = SPIN_NS
             if timeout is not None and timeout * 1e9 < look_ns:
                 look_ns = int(timeout * 1e9)
+            began = time.monotonic() if timeout is not None else 0.0
             if self._looked_until_readable(_thread_count() > _inherited_threads[0], look_ns):
                 if self._closed:
                     self._raise_closed()
                 return True
             if timeout is not None:
-                timeout = max(0.0, timeout - look_ns / 1e9)
+                timeout = max(0.0, timeout - (time.monotonic() - began))
         return self._wait_fd(timeout)
 
     def _wait_for_message(self) -> None:

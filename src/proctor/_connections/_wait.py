@@ -113,25 +113,24 @@ def _wait_once(objects: list[Any], timeout: float | None) -> list[Any]:
     # of Pipe(duplex=False) has nothing to receive, and is never ready; and the
     # objects another thread may close, whose close() ends the wait (see
     # _core._wakeup), the closed one then refused as it would have been before.
+    # A list with a connection that looks before it sleeps (not a pool's streaming
+    # pipes, nor any where the C module is not built) is looked at first, as its
+    # receives are.
     fds = []
     watched: dict[int, None] = {}
     owners = []
+    look = None
     for o in objects:
         fd = _fileno_of(o)
         fds.append(fd)
         if isinstance(o, _OWNERS):
             owners.append(o)
-            if isinstance(o, Connection) and not o._readable:
-                continue
+            if isinstance(o, Connection):
+                if not o._readable:
+                    continue
+                if o._spin_skip >= 0:
+                    look = _look
         watched[fd] = None
-    # A list of connections that look before they sleep (not a pool's streaming
-    # pipes, nor any where the C module is not built) is looked at first, as their
-    # receives are.
-    look = None
-    for o in owners:
-        if isinstance(o, Connection) and o._spin_skip >= 0:
-            look = _look
-            break
     try:
         ready_fds = set(wait_readable(list(watched), timeout, owners, look))
     except OSError:
@@ -141,32 +140,27 @@ def _wait_once(objects: list[Any], timeout: float | None) -> list[Any]:
     return [o for o, fd in zip(objects, fds, strict=True) if fd in ready_fds]
 
 
-def _look(
-    fds: Sequence[int], timeout: float | None, without_gil: bool
-) -> tuple[float | None, bool]:
-    """Before a wait sleeps, none of ``fds`` ready: look for one to become readable
-    for up to ``_receiving.SPIN_NS`` (no longer than ``timeout``), as a receive looks
-    for its message (``_receiving.FrameReceiver._looked_until_readable``), with the
-    same back-off, the process's (``_skip``). The GIL let go where ``without_gil``.
-
-    Returns:
-        What is left of ``timeout``, and whether one became readable.
+def _look(fds: Sequence[int], timeout: float | None, without_gil: bool) -> bool:
+    """Before a wait sleeps, none of ``fds`` ready: whether one became readable within
+    a look of up to ``_receiving.SPIN_NS`` (no longer than ``timeout``), as a receive
+    looks for its message (``_receiving.FrameReceiver._looked_until_readable``), with
+    the same back-off, the process's (``_skip``). The GIL let go where
+    ``without_gil``. (The wait's timeout counts from before the look:
+    ``_wakeup.wait_readable``.)
     """
     global _skip, _backoff
     if _skip:
         _skip -= 1
-        return timeout, False
+        return False
     look_ns = SPIN_NS
     if timeout is not None and timeout * 1e9 < look_ns:
         look_ns = int(timeout * 1e9)
     seen = _receiving._spin_until_readable(fds, look_ns, without_gil)
     if seen == 2:
         _backoff = 0  # (it came while we looked)
-        return timeout, True
+        return True
     _skip = _backoff = min(2 * _backoff + 1, SPIN_BACKOFF_LIMIT)
-    if seen == 1:
-        return timeout, True  # (there at the first look: a look not needed)
-    return (None if timeout is None else max(0.0, timeout - look_ns / 1e9)), False
+    return seen == 1  # (there at the first look: a look not needed)
 
 
 def _check_open(owners: list[Any]) -> None:

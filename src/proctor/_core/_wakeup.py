@@ -142,7 +142,7 @@ def wait_readable(
     fds: Sequence[int],
     timeout: float | None,
     owners: Iterable[Any],
-    look: Callable[[Sequence[int], float | None, bool], tuple[float | None, bool]] | None = None,
+    look: Callable[[Sequence[int], float | None, bool], bool] | None = None,
 ) -> list[int]:
     """Wait until one of ``fds`` is readable, ``timeout`` passes, or an owner is closed.
 
@@ -155,9 +155,9 @@ def wait_readable(
             a ``_waiting`` set); another thread's ``close()`` of one ends the wait.
         look: where none is ready at once, called before the wait sleeps as
             ``look(fds, timeout, without_gil)`` (``without_gil``: other threads
-            run); it may look for one to become readable for a moment, and says
-            what is left of the timeout and whether one did
-            (``connection.wait()``'s, ``_connections._wait._look``).
+            run); it may look for one to become readable for a moment (no longer
+            than ``timeout``), and says whether one did (``connection.wait()``'s,
+            ``_connections._wait._look``). The timeout counts from before it.
 
     Returns:
         The ready descriptors; empty when ``timeout`` passed or an owner was
@@ -166,23 +166,27 @@ def wait_readable(
     # What is ready already needs no deadline, no wake-up registered and no GIL let
     # go: a wait() on a connection whose message had come took 7.5-8.6 us beside a
     # thread, 6.6 without one (the stdlib's 5.7); now 4.5-5.2 and 5.6-6.2 (37th session).
+    others = other_threads()
+    if others:
+        # (Closed by another thread already: its descriptors may be -1, or another
+        # file's.)
+        owners = tuple(owners)
+        for owner in owners:
+            if owner._closed:
+                return []
     ready = ready_now(fds)
     if ready or (timeout is not None and timeout <= 0):
         return ready
-    others = other_threads()
-    if look is not None:
-        timeout, came = look(fds, timeout, others > 0)
-        if came:
-            ready = ready_now(fds)
-            if ready:
-                return ready
     end = None if timeout is None else _monotonic() + timeout
+    if look is not None and look(fds, timeout, others > 0):
+        ready = ready_now(fds)
+        if ready:
+            return ready
     if not others:
         return ready_by(fds, end)
     wakeup = _wakeup()
     wakeup_fd = wakeup.fd
     watched = (*fds, wakeup_fd)
-    owners = tuple(owners)
     for owner in owners:
         owner._waiting.add(wakeup)
     try:
