@@ -72,7 +72,7 @@ from ._frames import (
     pickle_in_band,
 )
 from ._passing import reduce_end
-from ._receiving import READ_AHEAD, SPIN_NS, FrameReceiver, can_spin
+from ._receiving import READ_AHEAD, FrameReceiver, can_spin, look_length
 from ._sending import ATOMIC_BODY, MSG_NOSIGNAL, SOCKET_INLINE_BODY, FrameSender, send_deadline
 from ._sendlock import SendLock, new_lock_file
 
@@ -986,11 +986,9 @@ class Connection(FrameSender, FrameReceiver):
             # not: its wait found the message there). No longer than the timeout,
             # which loses what the look took (by the clock: a look on one CPU, or
             # one a signal ended, stops early).
-            look_ns = SPIN_NS
-            if timeout is not None and timeout * 1e9 < look_ns:
-                look_ns = int(timeout * 1e9)
             began = time.monotonic() if timeout is not None else 0.0
-            if self._looked_until_readable(_thread_count() > _inherited_threads[0], look_ns):
+            others = _thread_count() > _inherited_threads[0]
+            if self._looked_until_readable(others, look_length(timeout)):
                 if self._closed:
                     self._raise_closed()
                 return True

@@ -91,7 +91,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .._core._spares import Spares
 
-__all__ = ("READ_AHEAD", "SPIN_BACKOFF_LIMIT", "SPIN_NS", "FrameReceiver", "can_spin")
+__all__ = (
+    "READ_AHEAD",
+    "SPIN_BACKOFF_LIMIT",
+    "SPIN_NS",
+    "FrameReceiver",
+    "can_spin",
+    "longer_backoff",
+    "look_length",
+)
 
 # _core._native's looks before a read sleeps (spin_recv_into, spin_until_readable);
 # None until can_spin() looked, False where the C module is not built.
@@ -141,6 +149,24 @@ SPIN_NS = 80_000
 #: this many: a peer that answers slowly, or that shares this process's CPU (it
 #: cannot send while we look), costs a look per this many receives at most.
 SPIN_BACKOFF_LIMIT = 1023
+
+
+def look_length(timeout: float | None) -> int:
+    """How long (ns) a wait with ``timeout`` (seconds; None: for ever) may look before
+    it sleeps: ``SPIN_NS``, or the timeout where that is shorter (``Connection.poll``,
+    ``connection.wait()``)."""
+    if timeout is not None and timeout * 1e9 < SPIN_NS:
+        return int(timeout * 1e9)
+    return SPIN_NS
+
+
+def longer_backoff(backoff: int) -> int:
+    """After a look that did not pay, with ``backoff`` skipped after the last such look:
+    how many looks to skip now (twice as many and one, up to ``SPIN_BACKOFF_LIMIT``).
+    An end's receives count them (``FrameReceiver._look_less``), and so do the
+    process's ``connection.wait()`` calls (``_wait._look``)."""
+    return min(2 * backoff + 1, SPIN_BACKOFF_LIMIT)
+
 
 # Plain ints: these flags are enums, and or-ing enums costs microseconds per call.
 _MSG_WAITALL = int(getattr(socket, "MSG_WAITALL", 0))
@@ -294,8 +320,7 @@ class FrameReceiver(EndState):
     def _look_less(self) -> None:
         """After a look that did not pay: the next receives skip looking, twice as
         many as after the last such look (up to ``SPIN_BACKOFF_LIMIT``)."""
-        backoff = self._spin_backoff = min(2 * self._spin_backoff + 1, SPIN_BACKOFF_LIMIT)
-        self._spin_skip = backoff
+        self._spin_skip = self._spin_backoff = longer_backoff(self._spin_backoff)
 
     # -- framing internals ---------------------------------------------------------
 

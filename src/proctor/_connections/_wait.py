@@ -21,7 +21,7 @@ from .._core._wakeup import wait_readable
 from . import _receiving
 from ._connection import Connection
 from ._listener import Listener
-from ._receiving import SPIN_BACKOFF_LIMIT, SPIN_NS
+from ._receiving import longer_backoff, look_length
 
 __all__ = ("wait",)
 
@@ -152,14 +152,11 @@ def _look(fds: Sequence[int], timeout: float | None, without_gil: bool) -> bool:
     if _skip:
         _skip -= 1
         return False
-    look_ns = SPIN_NS
-    if timeout is not None and timeout * 1e9 < look_ns:
-        look_ns = int(timeout * 1e9)
-    seen = _receiving._spin_until_readable(fds, look_ns, without_gil)
+    seen = _receiving._spin_until_readable(fds, look_length(timeout), without_gil)
     if seen == 2:
         _backoff = 0  # (it came while we looked)
         return True
-    _skip = _backoff = min(2 * _backoff + 1, SPIN_BACKOFF_LIMIT)
+    _skip = _backoff = longer_backoff(_backoff)
     return seen == 1  # (there at the first look: a look not needed)
 
 

@@ -120,8 +120,10 @@ def wait_readable(fd: int, timeout: float | None) -> bool:
 def readable_now(fd: int) -> bool:
     """Whether ``fd`` is readable now (one look, never a wait; where the C module is
     built, without letting the GIL go, which a thread computing beside would take)."""
-    poll = _c_poll if _c_poll is not None else _load_c_poll()  # (ready_now's, inlined:
-    if poll is False:  # every poll() and receive beside threads comes here first)
+    # (ready_now's lines, not a call of it: every poll() and every receive beside
+    # threads comes here first.)
+    poll = _c_poll if _c_poll is not None else _load_c_poll()
+    if poll is False:
         return bool(_ready_by_select((fd,), 0.0))
     return bool(poll((fd,), 0))
 

@@ -164,8 +164,9 @@ def wait_readable(
         closed (the caller looks at its owners' ``_closed``).
     """
     # What is ready already needs no deadline, no wake-up registered and no GIL let
-    # go: a wait() on a connection whose message had come took 7.5-8.6 us beside a
-    # thread, 6.6 without one (the stdlib's 5.7); now 4.5-5.2 and 5.6-6.2 (37th session).
+    # go: a wait() on a connection whose message had come took 7.5-9.8 us beside a
+    # thread, 6.6-9.7 without one (the stdlib's 5.3-6.0); now 4.2-5.2 and 4.2-5.4
+    # (37th session, docs/design.md).
     others = other_threads()
     if others:
         # (Closed by another thread already: its descriptors may be -1, or another
