@@ -101,24 +101,32 @@ __all__ = (
     "look_length",
 )
 
-# _core._native's looks before a read sleeps (spin_recv_into, spin_until_readable);
-# None until can_spin() looked, False where the C module is not built.
+# _core._native's looks before a read sleeps (spin_recv_into, spin_until_readable),
+# and its receives into a new bytes object (recv_bytes(): read_rest_as_bytes,
+# recv_datagram_as_bytes); None until can_spin() looked, False where the C module
+# is not built.
 _spin_recv_into: Any = None
 _spin_until_readable: Any = None
+_read_rest_as_bytes: Any = None
+_recv_datagram_as_bytes: Any = None
 
 
 def can_spin() -> bool:
-    """Whether a receiver can look for its message before it sleeps (the C module is built)."""
-    global _spin_recv_into, _spin_until_readable
+    """Whether a receiver can look for its message before it sleeps (the C module is
+    built: its receives into bytes are loaded too)."""
+    global _spin_recv_into, _spin_until_readable, _read_rest_as_bytes, _recv_datagram_as_bytes
     if _spin_recv_into is None:
         from .._core import _system
 
         native = _system.core_native()
         if native is None:
             _spin_recv_into = _spin_until_readable = False
+            _read_rest_as_bytes = _recv_datagram_as_bytes = False
         else:
             _spin_recv_into = native.spin_recv_into
             _spin_until_readable = native.spin_until_readable
+            _read_rest_as_bytes = native.read_rest_as_bytes
+            _recv_datagram_as_bytes = native.recv_datagram_as_bytes
     return _spin_recv_into is not False
 
 
@@ -209,12 +217,14 @@ class FrameReceiver(EndState):
             self._rpos = 0
             self._rend = end
 
-    def _next_pipe_frame(self, view: memoryview) -> int:
+    def _next_pipe_frame(self, view: memoryview, whole: bool = True) -> int:
         """Pipe(): read exactly the next frame off the pipe into ``view``.
 
         Returns:
             How many of its bytes are in ``view`` (padding left out), 0 at
-            end-of-file.
+            end-of-file. Unless ``whole``, an inline body longer than
+            ``PIPE_INLINE`` is left after its first ``PIPE_PREFIX`` bytes, for
+            the caller to read (``recv_bytes()``: ``_rest_as_bytes``).
 
         A proctor frame is one atomic write, so it is whole in the pipe once its
         first byte is: one read takes its first ``PIPE_PREFIX`` bytes (all of a
@@ -255,6 +265,8 @@ class FrameReceiver(EndState):
             # A side frame's token: header and id (its padding dropped); or a bad
             # tag, which the caller's parse reports.
             return TOKEN_SIZE
+        if not whole:
+            return PIPE_PREFIX
         return PIPE_PREFIX + readinto(view[PIPE_PREFIX : HEADER_SIZE + n])
 
     def _read_spinning(self, view: memoryview, others: bool) -> int:
@@ -527,23 +539,44 @@ class FrameReceiver(EndState):
 
     def _datagram_frame(self, n: int, frame_id: int, as_bytes: bool) -> Any:
         """Receive the rest of a frame whose ``n``-byte body is a datagram."""
-        body = self._take_datagram(frame_id)
+        body = self._take_datagram(frame_id, n if as_bytes else -1)
         if len(body) != n:
             raise self._datagram_size_error(len(body), n)
-        # A view of the datagram buffer, good until the next datagram.
-        return bytes(body) if as_bytes else _loads(body)
+        if not as_bytes:
+            return _loads(body)  # (a view of the datagram buffer, good until the next datagram)
+        return body if type(body) is bytes else bytes(body)
+
+    def _rest_as_bytes(self, start: int, n: int) -> bytes:
+        """The ``n``-byte body of the frame whose start is in the buffer from ``start``
+        on (``recv_bytes()``, which consumed it): those bytes, then the rest read
+        from the channel straight into the bytes object returned (C:
+        ``read_rest_as_bytes``)."""
+        head = self._rview[start : self._rend]
+        try:
+            body: bytes = _read_rest_as_bytes(self._rfd, head, n)
+        except ConnectionResetError as exc:
+            self._eof_mid_message(len(head), n, exc)
+        except BaseException:
+            self._break("a receive was interrupted in the middle of a message")
+            raise
+        if len(body) != n:
+            self._eof_mid_message(len(body), n)
+        return body
 
     def _datagram_size_error(self, size: int, n: int) -> _lazy_errors.ProtocolError:
         return self._protocol_error(f"a message's datagram holds {size} bytes, its header says {n}")
 
-    def _take_datagram(self, frame_id: int) -> memoryview:
+    def _take_datagram(self, frame_id: int, bytes_of: int = -1) -> memoryview | bytes:
         """The body of the datagram of frame ``frame_id``.
 
         The datagram was sent before its frame's header, so it is here: in the
         stash, where datagrams of frames whose headers are further on wait, or
         on the socket, behind such datagrams, which are stashed on the way.
         Never waits. The body returned is a view of the receive buffer (or of a
-        stashed datagram): use it before the next datagram is received.
+        stashed datagram): use it before the next datagram is received. With
+        ``bytes_of`` (the length the frame's header announced; ``recv_bytes()``)
+        and the C module built, it is a new bytes object instead, received into
+        straight from the socket (``recv_datagram_as_bytes``): no copy out.
         """
         stash = self._stash
         if stash is not None and frame_id in stash:
@@ -555,27 +588,33 @@ class FrameReceiver(EndState):
         if view is None:
             self._dbuf = bytearray(DATAGRAM_SIZE)
             view = self._dview = memoryview(self._dbuf)
-        recv_into = self._dsock.recv_into  # type: ignore[union-attr]  # checked with the tag
+        dsock: Any = self._dsock  # (checked with the tag)
+        as_bytes = _recv_datagram_as_bytes if bytes_of >= 0 else None
         while True:
+            body: memoryview | bytes
             try:
-                got = recv_into(view, 0, _MSG_DONTWAIT)
+                if as_bytes:
+                    got_id, body = as_bytes(dsock.fileno(), bytes_of, view)
+                else:
+                    got = dsock.recv_into(view, 0, _MSG_DONTWAIT)
+                    got_id = _id_unpack_from(view)[0] if got >= ID_SIZE else -1
+                    body = view[ID_SIZE:got]
             except (BlockingIOError, ConnectionResetError):
-                got = 0
+                got_id = -1
             except BaseException:
                 self._break("a receive was interrupted in the middle of a message")
                 raise
-            if got < ID_SIZE:
+            if got_id < 0:
                 raise self._protocol_error(
                     "a frame header announced a datagram that is not there: the bytes "
                     "on the wire were not written by a proctor Connection"
                 )
-            got_id = _id_unpack_from(view)[0]
             if got_id == frame_id:
-                return view[ID_SIZE:got]
+                return body
             # Another sender's: its header is further on in the pipe.
             if self._stash is None:
                 self._stash = {}
-            self._stash[got_id] = bytes(view[:got])
+            self._stash[got_id] = FRAME_ID.pack(got_id) + body
 
     def _recv_side_at_once(self, n: int, frame_id: int, where: int) -> tuple[bytearray, list[int]]:
         """Receive an inline side message (header, ``n``-byte body, trailer); check it.
