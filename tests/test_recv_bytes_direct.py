@@ -14,13 +14,14 @@ import os
 import signal
 import socket
 import struct
+import sys
 import threading
 
 import pytest
 
 from helpers import finish
 from proctor._connections import _frames, _pipe, _receiving, _sending
-from proctor.connection import Pipe
+from proctor.connection import Connection, Pipe, ProtocolError
 
 NATIVE = _receiving.can_spin()  # (loads the C receives, or says they are not built)
 needs_native = pytest.mark.skipif(not NATIVE, reason="the C module is not built (or is off)")
@@ -46,37 +47,59 @@ def test_read_rest_as_bytes_joins_the_head_and_what_the_descriptor_brings():
     r, w = os.pipe()  # a pipe: not a socket, read with read()
     try:
         os.write(w, b"cde")
-        got = read_rest(r, memoryview(b"xxab")[2:], 5)
+        got = read_rest(r, memoryview(b"xxab")[2:], 5, False)
         assert (type(got), got) == (bytes, b"abcde")
-        assert read_rest(r, b"head", 4) == b"head"  # nothing more to read
+        assert read_rest(r, b"head", 4, False) == b"head"  # nothing more to read
         os.write(w, b"f")
         os.close(w)
         w = -1
-        assert read_rest(r, b"", 3) == b"f"  # end of file: shorter, what came
+        assert read_rest(r, b"", 3, False) == b"f"  # end of file: shorter, what came
         with pytest.raises(ValueError, match="shorter than head"):
-            read_rest(r, b"abc", 2)
-        with pytest.raises(TypeError, match="3 arguments"):
-            read_rest(r, b"")
+            read_rest(r, b"abc", 2, False)
+        with pytest.raises(ValueError, match="must not be negative"):
+            read_rest(r, b"", -1, False)
+        with pytest.raises(TypeError, match="4 arguments"):
+            read_rest(r, b"", 1)
         with pytest.raises(TypeError):
-            read_rest(r, "not bytes", 5)
+            read_rest(r, "not bytes", 5, False)
+        with pytest.raises(OSError):
+            read_rest(r, b"", 1, True)  # not a socket: recv()'s own error
     finally:
         os.close(r)
         if w >= 0:
             os.close(w)
-    with pytest.raises(OSError):
-        read_rest(r, b"", 1)  # closed: the read's own error
+    directory = os.open("/", os.O_RDONLY)
+    try:
+        with pytest.raises(IsADirectoryError):
+            read_rest(directory, b"", 1, False)  # read()'s own error
+    finally:
+        os.close(directory)
+
+
+@needs_native
+def test_read_rest_as_bytes_counts_a_connection_reset_as_end_of_file():
+    # A peer that closes with bytes it never read (its process died with them) resets
+    # the connection: what it had sent first is still returned, then the count ends.
+    a, b = socket.socketpair()
+    try:
+        b.sendall(b"abc")
+        a.sendall(b"never read")
+        b.close()
+        assert _receiving._read_rest_as_bytes(a.fileno(), b">", 10, True) == b">abc"
+    finally:
+        a.close()
+        b.close()
 
 
 @needs_native
 def test_read_rest_as_bytes_waits_for_a_rest_that_is_not_there_yet():
-    # On a non-blocking socket (bytes not written by a proctor sender: its frame
-    # is whole once its first byte is there) the read waits in poll().
+    # Bytes not written by a proctor sender (whose frame is whole once its first
+    # byte is there): the read waits for the rest in poll(), the GIL released.
     a, b = socket.socketpair()
-    a.setblocking(False)
     sender = threading.Timer(0.05, lambda: b.sendall(b"later"))
     sender.start()
     try:
-        assert _receiving._read_rest_as_bytes(a.fileno(), b"now,", 9) == b"now,later"
+        assert _receiving._read_rest_as_bytes(a.fileno(), b"now,", 9, True) == b"now,later"
     finally:
         sender.join(30)
         a.close()
@@ -94,9 +117,11 @@ def test_read_rest_as_bytes_raises_what_a_signal_handler_raises():
     a, b = socket.socketpair()
     previous = signal.signal(signal.SIGALRM, handler)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        # (Again every 50 ms: one signal could come between the read that found
+        # nothing and the poll() that waits, and not end that wait.)
+        signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
         with pytest.raises(Interrupted):
-            _receiving._read_rest_as_bytes(a.fileno(), b"", 10)  # nothing ever comes
+            _receiving._read_rest_as_bytes(a.fileno(), b"", 10, True)  # nothing ever comes
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -105,6 +130,10 @@ def test_read_rest_as_bytes_raises_what_a_signal_handler_raises():
 
 
 @needs_native
+@pytest.mark.skipif(
+    not hasattr(socket, "SOCK_SEQPACKET") or sys.platform == "darwin",
+    reason="AF_UNIX has no SOCK_SEQPACKET here (macOS)",
+)
 def test_recv_datagram_as_bytes_gives_the_id_and_a_body_of_any_length():
     recv = _receiving._recv_datagram_as_bytes
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -143,9 +172,9 @@ def test_recv_bytes_reads_mid_size_bodies_into_their_bytes_exactly(monkeypatch, 
     calls = []
     real = _receiving._read_rest_as_bytes
 
-    def counted(fd, head, n):
+    def counted(fd, head, n, is_socket):
         calls.append(n)
-        return real(fd, head, n)
+        return real(fd, head, n, is_socket)
 
     monkeypatch.setattr(_receiving, "_read_rest_as_bytes", counted)
     a, b = make()
@@ -168,13 +197,21 @@ def test_recv_bytes_reads_mid_size_bodies_into_their_bytes_exactly(monkeypatch, 
 
 
 @needs_native
-def test_recv_bytes_of_datagrams_that_overtook_their_headers_matches_them_by_id():
+def test_recv_bytes_of_datagrams_that_overtook_their_headers_matches_them_by_id(monkeypatch):
     a, b = Pipe()
     if not a._dgram_limit:
         pytest.skip("AF_UNIX has no SOCK_SEQPACKET here (macOS)")
     # Three frames whose datagrams came in reverse order: the first one read is
     # shorter than the body expected, the second longer (both kept for later).
     bodies = {11: b"a" * 50_000, 12: b"b" * 60_000, 13: b"c" * 40_000}
+    calls = []
+    real = _receiving._recv_datagram_as_bytes
+
+    def counted(fd, n, spill):
+        calls.append(n)
+        return real(fd, n, spill)
+
+    monkeypatch.setattr(_receiving, "_recv_datagram_as_bytes", counted)
     try:
         for frame_id in reversed(bodies):
             a._dsock.sendmsg([FRAME_ID.pack(frame_id), bodies[frame_id]])
@@ -184,6 +221,9 @@ def test_recv_bytes_of_datagrams_that_overtook_their_headers_matches_them_by_id(
         a.send_bytes(b"x" * 45_000, timeout=30)  # a datagram of its own, after them
         assert [b.recv_bytes(timeout=30) for _ in range(4)] == [*bodies.values(), b"x" * 45_000]
         assert b._stash is None
+        # Received into bytes: three datagrams read for the first body, none for the
+        # next two (stashed), one for the last.
+        assert calls == [50_000, 50_000, 50_000, 45_000]
     finally:
         a.close()
         b.close()
@@ -211,3 +251,66 @@ def test_a_peer_killed_in_the_middle_of_a_mid_size_body_gives_eof(ctx, receive):
         exitcode, _ = finish(p)
         a.close()
     assert exitcode == -signal.SIGKILL
+
+
+def refuse_a_message_too_long(conn):
+    try:
+        conn.recv_bytes(maxlength=100, timeout=30)
+    except OSError as exc:
+        return type(exc).__name__
+    return "received"
+
+
+@pytest.mark.parametrize("size", [1000, 40_000])  # an inline body, a datagram
+def test_a_message_refused_for_its_maxlength_leaves_the_next_one_whole(ctx, size):
+    # A child refuses a message longer than its maxlength (its end is broken then);
+    # the parent, receiving on the same end, gets the next message, not the rest of
+    # the refused one taken for a frame.
+    a, b = Pipe()
+    try:
+        a.send_bytes(b"x" * (size - 20) + _frames.HEADER.pack(_frames.TAG_BITS | 5) + b"FAKE!" * 2)
+        a.send_bytes(b"next message")
+        p = ctx.Process(target=refuse_a_message_too_long, args=(b,))
+        p.start()
+        assert finish(p) == (0, "ProtocolError")
+        assert b.recv_bytes(timeout=30) == b"next message"
+        assert not b.poll(0)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_datagram_header_claiming_more_than_any_datagram_is_a_protocol_error():
+    a, b = Pipe()
+    if not a._dgram_limit:
+        pytest.skip("AF_UNIX has no SOCK_SEQPACKET here (macOS)")
+    try:
+        a._dsock.sendmsg([FRAME_ID.pack(5), b"z" * 10])
+        os.write(a._wfd, _frames.PIPE_TOKEN.pack(_frames.TAG_DGRAM_BITS + 2**40, 5))
+        with pytest.raises(ProtocolError, match="holds 10 bytes, its header says 1099511627776"):
+            b.recv_bytes(timeout=30)  # not a MemoryError: nothing of that size was allocated
+    finally:
+        a.close()
+        b.close()
+
+
+@needs_native
+def test_a_close_between_a_frames_two_reads_is_the_closed_error(monkeypatch):
+    # Another thread's close() after recv_bytes() read a frame's start: the closed
+    # error, as for any receive on a closed end, not a complaint about descriptor -1.
+    a, b = Pipe()
+    real = Connection._next_pipe_frame
+
+    def read_then_closed(self, view, whole=True):
+        end = real(self, view, whole)
+        self.close()
+        return end
+
+    monkeypatch.setattr(Connection, "_next_pipe_frame", read_then_closed)
+    try:
+        a.send_bytes(b"y" * 1000)
+        with pytest.raises(OSError, match="closed"):
+            b.recv_bytes(timeout=30)
+    finally:
+        a.close()
+        b.close()

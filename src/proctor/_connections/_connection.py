@@ -793,13 +793,15 @@ class Connection(FrameSender, FrameReceiver):
             and _thread_count() > _inherited_threads[0]
         ):
             self._wait_for_message()  # (as in recv())
-        read_rest = _receiving._read_rest_as_bytes  # (falsy without the C module)
+        # With the C module, a mid-size inline body's rest is left on the channel,
+        # to be read into the bytes returned (below); not under a maxlength, which
+        # may refuse the message, whose rest must not stay there to be taken for
+        # the next frame (by another process receiving on this end).
+        read_rest = maxlength is None and bool(_receiving._read_rest_as_bytes)
         fresh = False
         if pos == end and self._rfd >= 0:
             # As in recv(). (On a socket connection a big body is received
             # straight into the bytes object returned: no read-ahead there.)
-            # With the C module, a mid-size inline body's rest is left on the
-            # channel, to be read into the bytes returned (below).
             try:
                 end = self._next_pipe_frame(self._rview, not read_rest)
             except ConnectionResetError as exc:

@@ -51,6 +51,7 @@ from .._core._wire import MAX_FDS, cloexec_flag, fds_from, map_memfd
 from ._end import EndState
 from ._frames import (
     BODY_IN_FD,
+    DATAGRAM_BODY_LIMIT,
     DATAGRAM_SIZE,
     FDS_INLINE,
     FRAME_ID,
@@ -552,14 +553,15 @@ class FrameReceiver(EndState):
         from the channel straight into the bytes object returned (C:
         ``read_rest_as_bytes``)."""
         head = self._rview[start : self._rend]
+        fd = self._rfd
+        if fd < 0:  # (another thread's close() came between the two reads)
+            raise self._closed_error()
         try:
-            body: bytes = _read_rest_as_bytes(self._rfd, head, n)
-        except ConnectionResetError as exc:
-            self._eof_mid_message(len(head), n, exc)
+            body: bytes = _read_rest_as_bytes(fd, head, n, self._fsock is not None)
         except BaseException:
             self._break("a receive was interrupted in the middle of a message")
             raise
-        if len(body) != n:
+        if len(body) != n:  # (end of file, or the peer reset the connection: its process died)
             self._eof_mid_message(len(body), n)
         return body
 
@@ -589,12 +591,17 @@ class FrameReceiver(EndState):
             self._dbuf = bytearray(DATAGRAM_SIZE)
             view = self._dview = memoryview(self._dbuf)
         dsock: Any = self._dsock  # (checked with the tag)
-        as_bytes = _recv_datagram_as_bytes if bytes_of >= 0 else None
+        # (Only up to the longest datagram: a header claiming more is a lie, which the
+        # caller reports, and must not make us allocate what it claims.)
+        as_bytes = _recv_datagram_as_bytes if 0 <= bytes_of <= DATAGRAM_BODY_LIMIT else None
+        fd = dsock.fileno() if as_bytes else 0
+        if fd < 0:  # (another thread's close() came after the header was read)
+            raise self._closed_error()
         while True:
             body: memoryview | bytes
             try:
                 if as_bytes:
-                    got_id, body = as_bytes(dsock.fileno(), bytes_of, view)
+                    got_id, body = as_bytes(fd, bytes_of, view)
                 else:
                     got = dsock.recv_into(view, 0, _MSG_DONTWAIT)
                     got_id = _id_unpack_from(view)[0] if got >= ID_SIZE else -1

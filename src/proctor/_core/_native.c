@@ -23,8 +23,8 @@
  *     spin_recv_into(fd, buf, ns) a receiver's look before it sleeps (below)
  *     spin_until_readable(fd, ns) the same look, reading nothing (below); fd may be
  *                                 a sequence of descriptors: any of them
- *     read_rest_as_bytes(fd, head, n)      a frame's body read into a new bytes
- *     recv_datagram_as_bytes(fd, n, spill) object, with no copy out (below)
+ *     read_rest_as_bytes(fd, head, n, is_socket) a frame's body read into a new
+ *     recv_datagram_as_bytes(fd, n, spill)       bytes object, no copy out (below)
  *
  *     fork() ─▶ child: dup3(devnull, fd, O_CLOEXEC) for each listed fd, then an
  *               empty list (the numbers are the parent's), before any Python runs
@@ -549,16 +549,17 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * 16 KiB, 1.7 us for 64 KiB on this VM: 4-5% of a one-core round trip, all of the
  * gap to multiprocessing, which reads into its bytes with os.read).
  *
- * read_rest_as_bytes(fd, head, n): a new bytes object of n bytes: the bytes of
- * `head` (the start of the body, read with its frame's header), then what fd
- * brings, read after read until there are n, or end of file (the bytes object is
- * then shorter: the caller tells how much of the message came). A frame's rest is
- * in the socket once its first byte is (one send), so the reads are tried without
- * waiting, the GIL held (letting it go would hand it to a thread that wants it,
- * and this one would wait to get it back); only where nothing is there (bytes not
- * written by a proctor sender) does it wait in poll() with the GIL released.
- * A descriptor that is not a socket (a pipe: no frame sockets there) is read with
- * the GIL released. Signals are handled as os.read handles them (PEP 475): their
+ * read_rest_as_bytes(fd, head, n, is_socket): a new bytes object of n bytes: the
+ * bytes of `head` (the start of the body, read with its frame's header), then what
+ * fd brings, read after read until there are n, or end of file (the bytes object
+ * is then shorter: the caller tells how much of the message came; a connection
+ * reset, the peer's process dead, counts as end of file). A frame's rest is in a
+ * socket once its first byte is (one send), so a socket is read without waiting,
+ * the GIL held (letting it go would hand it to a thread that wants it, and this
+ * one would wait to get it back); only where nothing is there (bytes not written
+ * by a proctor sender) does it wait in poll() with the GIL released. A descriptor
+ * that is not a socket (a pipe: no frame sockets there) is read with read(), the
+ * GIL released. Signals are handled as os.read handles them (PEP 475): their
  * handlers run, and an exception one raises ends the read. */
 static int
 wait_readable_forever(int fd)
@@ -584,11 +585,11 @@ read_rest_as_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer head;
     PyObject *out;
     Py_ssize_t n, have;
-    int fd, is_socket = 1;
+    int fd, is_socket;
 
     (void)module;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "read_rest_as_bytes() takes 3 arguments (%zd given)",
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "read_rest_as_bytes() takes 4 arguments (%zd given)",
                      nargs);
         return NULL;
     }
@@ -596,6 +597,13 @@ read_rest_as_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     n = PyLong_AsSsize_t(args[2]);
     if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "n must not be negative, not %zd", n);
+        return NULL;
+    }
+    is_socket = PyObject_IsTrue(args[3]);
+    if (is_socket < 0)
         return NULL;
     if (PyObject_GetBuffer(args[1], &head, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -622,10 +630,8 @@ read_rest_as_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (is_socket) {
             got = recv(fd, into, want, MSG_DONTWAIT);
             saved_errno = errno;
-            if (got < 0 && saved_errno == ENOTSOCK)
-                is_socket = 0;
         }
-        if (!is_socket) {
+        else {
             Py_BEGIN_ALLOW_THREADS
             got = read(fd, into, want);
             saved_errno = errno;
@@ -635,7 +641,7 @@ read_rest_as_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             have += got;
             continue;
         }
-        if (got == 0)
+        if (got == 0 || saved_errno == ECONNRESET)
             break; /* end of file: the caller says how much came */
         if (saved_errno == EINTR) {
             if (PyErr_CheckSignals() < 0)
@@ -780,7 +786,7 @@ static PyMethodDef native_methods[] = {
      "most budget_ns with the GIL held (released with without_gil), reading nothing: "
      "1 if readable at once, 2 if it became readable meanwhile, 0 if not."},
     {"read_rest_as_bytes", (PyCFunction)(void (*)(void))read_rest_as_bytes, METH_FASTCALL,
-     "read_rest_as_bytes(fd, head, n, /)\n--\n\n"
+     "read_rest_as_bytes(fd, head, n, is_socket, /)\n--\n\n"
      "A new bytes object of n bytes: head's, then read from fd until there are n "
      "(shorter at end of file)."},
     {"recv_datagram_as_bytes", (PyCFunction)(void (*)(void))recv_datagram_as_bytes,
