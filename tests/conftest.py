@@ -21,14 +21,13 @@ import pytest
 import proctor
 from helpers import (
     START_METHODS,
+    child_processes,
     describe_shm_leftovers,
     open_fds,
-    process_tree,
     shm_entries,
     shm_names,
     wait_until,
 )
-from proctor._core import _runtime
 
 
 @pytest.fixture(params=START_METHODS)
@@ -91,14 +90,6 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("background_suite") is not None)
 
 
-def _helper_pids() -> set[int]:
-    return set(_runtime.helper_pids())
-
-
-def _children() -> set[int]:
-    return set(process_tree()) - {os.getpid()} - _helper_pids()
-
-
 #: Seconds that what a test leaves may take to go by itself before the leak check
 #: collects garbage: the reaper's batching of released names (50 ms) and a helper
 #: thread's exit take under 0.2 s on a loaded 2-core machine.
@@ -148,9 +139,9 @@ def no_leaks(request):
         return
     gc.collect()
     try:
-        wait_until(lambda: not _children(), timeout=5)
+        wait_until(lambda: not child_processes(), timeout=5)
     except AssertionError:
-        leftover = _children()
+        leftover = child_processes()
         for pid in leftover:
             try:
                 psutil.Process(pid).kill()
@@ -198,7 +189,7 @@ def _anything_left(threads_before: set, fds_before: set[int], shm_before: set[st
         return True
     if not shm_names() <= shm_before and shm_entries() - shm_before:
         return True
-    return bool(_children())
+    return bool(child_processes())
 
 
 def _sync_reaper_if_connected() -> None:

@@ -125,6 +125,18 @@ def process_tree() -> dict[int, float]:
     return tree
 
 
+def child_processes(*, live_only: bool = False) -> set[int]:
+    """This process's descendants (``process_tree``) but for proctor's helper processes
+    (the reaper, the fork server: ``_runtime.helper_pids()``); with ``live_only``, the
+    zombies about to be reaped left out too."""
+    from proctor._core import _runtime
+
+    pids = set(process_tree()) - {os.getpid()} - set(_runtime.helper_pids())
+    if live_only:
+        pids = {pid for pid in pids if pid_exists(pid)}
+    return pids
+
+
 def open_fds() -> set[int]:
     """The descriptors open in this process."""
     if os.path.isdir("/proc/self/fd"):

@@ -31,9 +31,8 @@ import psutil
 import pytest
 
 import proctor
-from helpers import process_tree, wait_until
+from helpers import child_processes, wait_until
 from proctor import _integrations
-from proctor._core import _runtime
 
 pytestmark = pytest.mark.leaks_ok  # see the module docstring
 
@@ -97,21 +96,7 @@ def backend(request):
     # stdlib's resource tracker in this process: stopped, for the next modules' leak checks.
     if not tracker_was_running and tracker._pid is not None:
         tracker._stop()
-    wait_until(lambda: not _engine_processes(), timeout=30)
-
-
-def _engine_processes():
-    """Child processes besides proctor's helpers and the background jobs (and zombies
-    about to be reaped)."""
-    found = []
-    for pid in set(process_tree()) - {os.getpid()} - set(_runtime.helper_pids()):
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.NoSuchProcess:
-            continue
-        found.append(pid)
-    return found
+    wait_until(lambda: not child_processes(live_only=True), timeout=30)
 
 
 @pytest.fixture(autouse=True)
