@@ -561,6 +561,20 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * that is not a socket (a pipe: no frame sockets there) is read with read(), the
  * GIL released. Signals are handled as os.read handles them (PEP 475): their
  * handlers run, and an exception one raises ends the read. */
+/* A byte count argument, not negative: 1, or 0 with an exception. */
+static int
+size_arg(PyObject *arg, Py_ssize_t *n)
+{
+    *n = PyLong_AsSsize_t(arg);
+    if (*n == -1 && PyErr_Occurred())
+        return 0;
+    if (*n < 0) {
+        PyErr_Format(PyExc_ValueError, "n must not be negative, not %zd", *n);
+        return 0;
+    }
+    return 1;
+}
+
 static int
 wait_readable_forever(int fd)
 {
@@ -593,15 +607,8 @@ read_rest_as_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      nargs);
         return NULL;
     }
-    if (!fd_arg(args[0], &fd))
+    if (!fd_arg(args[0], &fd) || !size_arg(args[2], &n))
         return NULL;
-    n = PyLong_AsSsize_t(args[2]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    if (n < 0) {
-        PyErr_Format(PyExc_ValueError, "n must not be negative, not %zd", n);
-        return NULL;
-    }
     is_socket = PyObject_IsTrue(args[3]);
     if (is_socket < 0)
         return NULL;
@@ -692,15 +699,8 @@ recv_datagram_as_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                      "recv_datagram_as_bytes() takes 3 arguments (%zd given)", nargs);
         return NULL;
     }
-    if (!fd_arg(args[0], &fd))
+    if (!fd_arg(args[0], &fd) || !size_arg(args[1], &n))
         return NULL;
-    n = PyLong_AsSsize_t(args[1]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    if (n < 0) {
-        PyErr_Format(PyExc_ValueError, "n must not be negative, not %zd", n);
-        return NULL;
-    }
     if (PyObject_GetBuffer(args[2], &spill, PyBUF_WRITABLE) < 0)
         return NULL;
     body = PyBytes_FromStringAndSize(NULL, n);
