@@ -20,7 +20,7 @@ import threading
 import pytest
 
 from helpers import finish
-from proctor._connections import _frames, _pipe, _receiving, _sending
+from proctor._connections import _connection, _frames, _pipe, _receiving, _sending
 from proctor.connection import Connection, Pipe, ProtocolError
 
 NATIVE = _receiving.can_spin()  # (loads the C receives, or says they are not built)
@@ -112,6 +112,7 @@ def test_read_rest_as_bytes_raises_what_a_signal_handler_raises():
         pass
 
     def handler(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, 0)  # (no second signal once out of the call)
         raise Interrupted
 
     a, b = socket.socketpair()
@@ -269,26 +270,37 @@ def test_a_message_refused_for_its_maxlength_leaves_the_next_one_whole(ctx, size
     a, b = Pipe()
     try:
         a.send_bytes(b"x" * (size - 20) + _frames.HEADER.pack(_frames.TAG_BITS | 5) + b"FAKE!" * 2)
-        a.send_bytes(b"next message")
+        following = b"next message".ljust(size, b".")  # (sent the same way)
+        a.send_bytes(following)
         p = ctx.Process(target=refuse_a_message_too_long, args=(b,))
         p.start()
         assert finish(p) == (0, "ProtocolError")
-        assert b.recv_bytes(timeout=30) == b"next message"
+        assert b.recv_bytes(timeout=30) == following
+        assert b._stash is None  # (the refused message's datagram did not stay behind)
         assert not b.poll(0)
     finally:
         a.close()
         b.close()
 
 
-def test_a_datagram_header_claiming_more_than_any_datagram_is_a_protocol_error():
+def test_a_datagram_header_claiming_more_than_any_datagram_is_a_protocol_error(monkeypatch):
     a, b = Pipe()
     if not a._dgram_limit:
+        a.close()
+        b.close()
         pytest.skip("AF_UNIX has no SOCK_SEQPACKET here (macOS)")
+    calls = []
+    if NATIVE:
+        real = _receiving._recv_datagram_as_bytes
+        monkeypatch.setattr(
+            _receiving, "_recv_datagram_as_bytes", lambda *args: calls.append(args) or real(*args)
+        )
     try:
         a._dsock.sendmsg([FRAME_ID.pack(5), b"z" * 10])
         os.write(a._wfd, _frames.PIPE_TOKEN.pack(_frames.TAG_DGRAM_BITS + 2**40, 5))
         with pytest.raises(ProtocolError, match="holds 10 bytes, its header says 1099511627776"):
             b.recv_bytes(timeout=30)  # not a MemoryError: nothing of that size was allocated
+        assert calls == []  # (the C receive into bytes allocates what it is told)
     finally:
         a.close()
         b.close()
@@ -308,9 +320,61 @@ def test_a_close_between_a_frames_two_reads_is_the_closed_error(monkeypatch):
 
     monkeypatch.setattr(Connection, "_next_pipe_frame", read_then_closed)
     try:
-        a.send_bytes(b"y" * 1000)
+        a.send_bytes(b"y" * min(1000, b._inline_limit))  # (inline: 504 bytes at most on macOS)
         with pytest.raises(OSError, match="closed"):
             b.recv_bytes(timeout=30)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("size", [40_000, 200_000])  # a datagram, the stream socket
+def test_a_close_after_a_side_frames_header_is_the_closed_error(monkeypatch, size):
+    a, b = Pipe()
+    real = Connection._next_pipe_frame
+
+    def read_then_closed(self, view, whole=True):
+        end = real(self, view, whole)
+        self.close()
+        return end
+
+    monkeypatch.setattr(Connection, "_next_pipe_frame", read_then_closed)
+    try:
+        a.send_bytes(b"y" * size)
+        with pytest.raises(OSError, match="closed"):
+            b.recv_bytes(timeout=30)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_exception_right_after_a_frames_first_read_leaves_it_to_the_next_receive(
+    monkeypatch,
+):
+    # A signal handler's exception may come at any point: after the read of a frame's
+    # start, the next receive of this process finishes that frame, and only it.
+    a, b = Pipe()
+    try:
+        a.send_bytes(b"first")
+        assert b.recv_bytes(timeout=30) == b"first"  # (the buffer's position moves on)
+        body = os.urandom(1000)
+        a.send_bytes(body)
+        a.send("after")
+        real = _connection._unpack_from
+        raised = []
+
+        def interrupted(*args):
+            if not raised:
+                raised.append(args)
+                raise KeyboardInterrupt
+            return real(*args)
+
+        monkeypatch.setattr(_connection, "_unpack_from", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            b.recv_bytes(timeout=30)
+        assert raised  # (it came where meant: the parse of the frame just read)
+        assert b.recv_bytes(timeout=30) == body
+        assert b.recv(timeout=30) == "after"
     finally:
         a.close()
         b.close()

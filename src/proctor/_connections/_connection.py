@@ -739,7 +739,9 @@ class Connection(FrameSender, FrameReceiver):
             if not end:
                 raise EOFError("the other end of the connection was closed")
             pos = 0
-            self._rend = end
+            # (_rpos too: an exception before this frame is consumed must not leave
+            # the next receive parsing from the last frame's end.)
+            self._rpos, self._rend = 0, end
         start = pos + HEADER_SIZE
         if start <= end:
             # One chained comparison checks the tag and the length at once: a
@@ -809,7 +811,9 @@ class Connection(FrameSender, FrameReceiver):
             if not end:
                 raise EOFError("the other end of the connection was closed")
             pos = 0
-            self._rend = end
+            # (_rpos too: an exception before this frame is consumed must not leave
+            # the next receive parsing from the last frame's end.)
+            self._rpos, self._rend = 0, end
             fresh = True
         start = pos + HEADER_SIZE
         if start <= end:

@@ -407,6 +407,8 @@ class FrameReceiver(EndState):
         elif tag == TAG_FDS_INLINE and self._fd_inbox is not None:
             where = FDS_INLINE  # the "frame id" read next is the count of descriptors
         else:
+            if self._closed:  # (by another thread, after this receive read the header)
+                raise self._closed_error()
             raise self._protocol_error(
                 f"received a frame header with a bad tag (0x{word:016x}): the bytes on "
                 "the wire were not written by a proctor Connection, or the stream is "
@@ -423,6 +425,10 @@ class FrameReceiver(EndState):
                 (frame_id,) = FRAME_ID.unpack(self._recv_exact_small(FRAME_ID.size, pending))
         n = word & LENGTH_MASK
         if maxlength is not None and n > maxlength:
+            if where == IN_DATAGRAM:
+                # Drop its datagram (64 KiB at most), which the next receiver on this
+                # end (another process taking turns) would otherwise meet and keep.
+                self._take_datagram(frame_id)
             raise self._protocol_error(
                 f"the next message is {n} bytes long, more than maxlength={maxlength}"
             )
@@ -552,10 +558,10 @@ class FrameReceiver(EndState):
         on (``recv_bytes()``, which consumed it): those bytes, then the rest read
         from the channel straight into the bytes object returned (C:
         ``read_rest_as_bytes``)."""
+        if self._closed:  # (by another thread, between the two reads)
+            raise self._closed_error()
         head = self._rview[start : self._rend]
         fd = self._rfd
-        if fd < 0:  # (another thread's close() came between the two reads)
-            raise self._closed_error()
         try:
             body: bytes = _read_rest_as_bytes(fd, head, n, self._fsock is not None)
         except BaseException:
@@ -580,6 +586,8 @@ class FrameReceiver(EndState):
         and the C module built, it is a new bytes object instead, received into
         straight from the socket (``recv_datagram_as_bytes``): no copy out.
         """
+        if self._closed:  # (by another thread, after the frame's header was read)
+            raise self._closed_error()
         stash = self._stash
         if stash is not None and frame_id in stash:
             data = stash.pop(frame_id)
@@ -594,9 +602,7 @@ class FrameReceiver(EndState):
         # (Only up to the longest datagram: a header claiming more is a lie, which the
         # caller reports, and must not make us allocate what it claims.)
         as_bytes = _recv_datagram_as_bytes if 0 <= bytes_of <= DATAGRAM_BODY_LIMIT else None
-        fd = dsock.fileno() if as_bytes else 0
-        if fd < 0:  # (another thread's close() came after the header was read)
-            raise self._closed_error()
+        fd = dsock.fileno() if as_bytes else -1
         while True:
             body: memoryview | bytes
             try:

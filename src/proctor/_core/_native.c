@@ -544,23 +544,6 @@ spin_until_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return look_result(seen, err, 0);
 }
 
-/* A receive straight into the bytes object recv_bytes() returns, where reading into
- * a buffer and copying out would cost a copy of the body per message (0.55 us for
- * 16 KiB, 1.7 us for 64 KiB on this VM: 4-5% of a one-core round trip, all of the
- * gap to multiprocessing, which reads into its bytes with os.read).
- *
- * read_rest_as_bytes(fd, head, n, is_socket): a new bytes object of n bytes: the
- * bytes of `head` (the start of the body, read with its frame's header), then what
- * fd brings, read after read until there are n, or end of file (the bytes object
- * is then shorter: the caller tells how much of the message came; a connection
- * reset, the peer's process dead, counts as end of file). A frame's rest is in a
- * socket once its first byte is (one send), so a socket is read without waiting,
- * the GIL held (letting it go would hand it to a thread that wants it, and this
- * one would wait to get it back); only where nothing is there (bytes not written
- * by a proctor sender) does it wait in poll() with the GIL released. A descriptor
- * that is not a socket (a pipe: no frame sockets there) is read with read(), the
- * GIL released. Signals are handled as os.read handles them (PEP 475): their
- * handlers run, and an exception one raises ends the read. */
 /* A byte count argument, not negative: 1, or 0 with an exception. */
 static int
 size_arg(PyObject *arg, Py_ssize_t *n)
@@ -575,6 +558,8 @@ size_arg(PyObject *arg, Py_ssize_t *n)
     return 1;
 }
 
+/* Wait, the GIL released, until fd is readable (or hung up: the read that follows
+ * says what happened): 0, or -1 with an exception (a signal handler's, or poll's). */
 static int
 wait_readable_forever(int fd)
 {
@@ -593,6 +578,23 @@ wait_readable_forever(int fd)
     return PyErr_CheckSignals();
 }
 
+/* A receive straight into the bytes object recv_bytes() returns, where reading into
+ * a buffer and copying out would cost a copy of the body per message (0.55 us for
+ * 16 KiB, 1.7 us for 64 KiB on this VM: 4-5% of a one-core round trip, all of the
+ * gap to multiprocessing, which reads into its bytes with os.read).
+ *
+ * read_rest_as_bytes(fd, head, n, is_socket): a new bytes object of n bytes: the
+ * bytes of `head` (the start of the body, read with its frame's header), then what
+ * fd brings, read after read until there are n, or end of file (the bytes object
+ * is then shorter: the caller tells how much of the message came; a connection
+ * reset, the peer's process dead, counts as end of file). A frame's rest is in a
+ * socket once its first byte is (one send), so a socket is read without waiting,
+ * the GIL held (letting it go would hand it to a thread that wants it, and this
+ * one would wait to get it back); only where nothing is there (bytes not written
+ * by a proctor sender) does it wait in poll() with the GIL released. A descriptor
+ * that is not a socket (a pipe: no frame sockets there) is read with read(), the
+ * GIL released. Signals are handled as os.read handles them (PEP 475): their
+ * handlers run, and an exception one raises ends the read. */
 static PyObject *
 read_rest_as_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -787,8 +789,9 @@ static PyMethodDef native_methods[] = {
      "1 if readable at once, 2 if it became readable meanwhile, 0 if not."},
     {"read_rest_as_bytes", (PyCFunction)(void (*)(void))read_rest_as_bytes, METH_FASTCALL,
      "read_rest_as_bytes(fd, head, n, is_socket, /)\n--\n\n"
-     "A new bytes object of n bytes: head's, then read from fd until there are n "
-     "(shorter at end of file)."},
+     "A new bytes object of n bytes: head's, then read from fd (recv() without waiting "
+     "where is_socket, else read()) until there are n; shorter at end of file or a "
+     "connection reset."},
     {"recv_datagram_as_bytes", (PyCFunction)(void (*)(void))recv_datagram_as_bytes,
      METH_FASTCALL,
      "recv_datagram_as_bytes(fd, n, spill, /)\n--\n\n"
