@@ -337,11 +337,53 @@ def test_a_close_right_after_a_frames_first_read_is_the_closed_error(monkeypatch
         b.close()
 
 
+def test_a_close_after_a_datagram_frames_token_is_the_closed_error(monkeypatch):
+    # The close comes after recv_bytes() parsed the token, before it takes the datagram.
+    a, b = Pipe()
+    if not a._dgram_limit:
+        a.close()
+        b.close()
+        pytest.skip("AF_UNIX has no SOCK_SEQPACKET here (macOS)")
+    real = _connection._id_unpack_from
+
+    def parsed_then_closed(*args):
+        got = real(*args)
+        b.close()
+        return got
+
+    monkeypatch.setattr(_connection, "_id_unpack_from", parsed_then_closed)
+    try:
+        a.send_bytes(b"d" * 40_000)
+        with pytest.raises(OSError, match="closed"):
+            b.recv_bytes(timeout=30)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_refusal_for_maxlength_whose_datagram_is_not_there_says_so():
+    # The refusal drops the refused message's datagram; one that is not there (bytes a
+    # proctor sender did not write) leaves the refusal as the error.
+    a, b = Pipe()
+    if not a._dgram_limit:
+        a.close()
+        b.close()
+        pytest.skip("AF_UNIX has no SOCK_SEQPACKET here (macOS)")
+    try:
+        os.write(a._wfd, _frames.PIPE_TOKEN.pack(_frames.TAG_DGRAM_BITS + 40_000, 5))
+        with pytest.raises(ProtocolError, match="more than maxlength=100"):
+            b.recv_bytes(maxlength=100, timeout=30)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_an_exception_right_after_a_frames_first_read_leaves_it_to_the_next_receive(
     monkeypatch,
 ):
-    # A signal handler's exception may come at any point: after the read of a frame's
-    # start, the next receive of this process finishes that frame, and only it.
+    # A signal handler's exception once a frame's start is in the buffer: the next
+    # receive of this process finishes that frame, and only it. (One that comes as the
+    # read returns, before its bytes are recorded, loses them, as in the stdlib.)
     a, b = Pipe()
     try:
         a.send_bytes(b"first")

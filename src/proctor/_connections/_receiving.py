@@ -428,7 +428,11 @@ class FrameReceiver(EndState):
             if where == IN_DATAGRAM:
                 # Drop its datagram (64 KiB at most), which the next receiver on this
                 # end (another process taking turns) would otherwise meet and keep.
-                self._take_datagram(frame_id)
+                # One that is not there changes nothing: the refusal is the error.
+                try:
+                    self._take_datagram(frame_id)
+                except OSError:  # (ProtocolError: not there; the end is broken anyway)
+                    pass
             raise self._protocol_error(
                 f"the next message is {n} bytes long, more than maxlength={maxlength}"
             )
@@ -454,6 +458,8 @@ class FrameReceiver(EndState):
             send it).
         """
         body: Any
+        if self._closed:  # (by another thread, after the frame's header was read)
+            raise self._closed_error()
         if where == IN_DATAGRAM:
             return self._datagram_frame(n, frame_id, as_bytes)
         if where == FDS_INLINE:
