@@ -88,6 +88,16 @@ def call_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[o
     return thread, outcome
 
 
+def have_datagrams() -> bool:
+    """Whether a ``Pipe()`` end here has its datagram socket for mid-size bodies
+    (``AF_UNIX`` ``SOCK_SEQPACKET``: not on macOS)."""
+    from proctor import Pipe
+
+    a, b = Pipe()
+    with a, b:
+        return bool(a._dgram_limit)
+
+
 def pid_exists(pid: int) -> bool:
     """Whether ``pid`` names a live, non-zombie process."""
     import psutil

@@ -19,7 +19,7 @@ import tracemalloc
 import pytest
 
 import proctor
-from helpers import call_in_thread, finish, wait_until
+from helpers import call_in_thread, finish, have_datagrams, wait_until
 from proctor import AuthenticationError, BufferTooShort, ProcessTimeoutError
 from proctor._connections import _connection, _frames, _pipe, _receiving, _sending, _sendlock
 from proctor._core._wire import MAX_FDS
@@ -57,14 +57,8 @@ def stream_only_pipe(duplex=True):
         _pipe.DATAGRAMS, _pipe.FRAME_SOCKETS = saved
 
 
-def _have_datagrams() -> bool:
-    a, b = Pipe()
-    with a, b:
-        return bool(a._dgram_limit)
-
-
 needs_datagrams = pytest.mark.skipif(
-    not _have_datagrams(), reason="AF_UNIX has no SOCK_SEQPACKET here (macOS)"
+    not have_datagrams(), reason="AF_UNIX has no SOCK_SEQPACKET here (macOS)"
 )
 
 
@@ -1666,7 +1660,7 @@ def _receive_all(conn, senders: list[int], count: int) -> None:
 def test_processes_and_threads_sending_on_one_end_never_mix_messages(ctx, datagrams):
     pytest.importorskip("numpy")
     reader, writer = ctx.Pipe(duplex=False) if datagrams else stream_only_pipe(duplex=False)
-    assert bool(writer._dgram_limit) == (datagrams and _have_datagrams())
+    assert bool(writer._dgram_limit) == (datagrams and have_datagrams())
     count = 30
     children = [
         ctx.Process(target=send_many, args=(writer, 100 * i, count, 2)) for i in range(1, 4)

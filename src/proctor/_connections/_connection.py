@@ -795,17 +795,18 @@ class Connection(FrameSender, FrameReceiver):
             and _thread_count() > _inherited_threads[0]
         ):
             self._wait_for_message()  # (as in recv())
-        # With the C module, a mid-size inline body's rest is left on the channel,
-        # to be read into the bytes returned (below); not under a maxlength, which
-        # may refuse the message, whose rest must not stay there to be taken for
-        # the next frame (by another process receiving on this end).
-        read_rest = maxlength is None and bool(_receiving._read_rest_as_bytes)
-        fresh = False
+        rest_apart = False  # (the frame just read left its body's rest on the channel)
         if pos == end and self._rfd >= 0:
             # As in recv(). (On a socket connection a big body is received
             # straight into the bytes object returned: no read-ahead there.)
+            # With the C module, a mid-size inline body's rest is left on the
+            # channel, to be read into the bytes returned (below); not under a
+            # maxlength, which may refuse the message, whose rest must not stay
+            # there to be taken for the next frame (by another process receiving
+            # on this end).
+            rest_apart = maxlength is None and bool(_receiving._read_rest_as_bytes)
             try:
-                end = self._next_pipe_frame(self._rview, not read_rest)
+                end = self._next_pipe_frame(self._rview, not rest_apart)
             except ConnectionResetError as exc:
                 raise EOFError("the other end of the connection was closed") from exc
             if not end:
@@ -814,7 +815,6 @@ class Connection(FrameSender, FrameReceiver):
             # (_rpos too: an exception before this frame is consumed must not leave
             # the next receive parsing from the last frame's end.)
             self._rpos, self._rend = 0, end
-            fresh = True
         start = pos + HEADER_SIZE
         if start <= end:
             word = _unpack_from(self._rbuf, pos)[0]
@@ -831,7 +831,7 @@ class Connection(FrameSender, FrameReceiver):
                     if len(dbody) != n:
                         raise self._datagram_size_error(len(dbody), n)
                     return dbody if type(dbody) is bytes else bytes(dbody)
-                if fresh and read_rest and tag == TAG and n <= self._inline_limit:
+                if rest_apart and tag == TAG and n <= self._inline_limit:
                     # The frame's start was just read, its rest is next on the
                     # channel: read it into the bytes returned, with no copy out
                     # of the buffer (a copy was 4-5% of a 16 KiB round trip).

@@ -689,7 +689,7 @@ recv_datagram_as_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     struct iovec iov[3];
     struct msghdr msg;
     Py_buffer spill;
-    PyObject *body, *result;
+    PyObject *body;
     Py_ssize_t n, size;
     unsigned long long frame_id = 0;
     ssize_t got;
@@ -753,8 +753,7 @@ recv_datagram_as_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         Py_SETREF(body, whole);
     }
     PyBuffer_Release(&spill);
-    result = Py_BuildValue("(KN)", frame_id, body);
-    return result;
+    return Py_BuildValue("(KN)", frame_id, body);
 fail:
     Py_DECREF(body);
     PyBuffer_Release(&spill);
