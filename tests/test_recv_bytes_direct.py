@@ -11,6 +11,7 @@ senders' datagrams first, a peer that dies mid-message, a signal.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
 import struct
@@ -264,8 +265,7 @@ def refuse_a_message_too_long(conn):
     "size",
     [
         400,  # an inline body everywhere (past 120 bytes; macOS's pipes take up to 504)
-        # a datagram (elsewhere the stream socket, whose refused body stays: design.md)
-        pytest.param(40_000, marks=needs_datagrams),
+        40_000,  # a datagram (the stream socket where there are none: macOS)
     ],
 )
 def test_a_message_refused_for_its_maxlength_leaves_the_next_one_whole(ctx, size):
@@ -283,6 +283,77 @@ def test_a_message_refused_for_its_maxlength_leaves_the_next_one_whole(ctx, size
         assert b.recv_bytes(timeout=30) == following
         assert b._stash is None  # (the refused message's datagram did not stay behind)
         assert not b.poll(0)
+    finally:
+        a.close()
+        b.close()
+
+
+def refuse_then_report(conn):
+    """Refuse the next message for its maxlength; then what this end says."""
+    try:
+        conn.recv_bytes(maxlength=100, timeout=30)
+    except OSError as exc:
+        refused = type(exc).__name__
+    else:
+        refused = "received"
+    try:
+        conn.recv_bytes(timeout=0)
+    except OSError as exc:  # (broken: it refuses to receive again)
+        return refused, type(exc).__name__
+    return refused, "received again"
+
+
+SIDE_BODY = 300_000  # on the stream socket, past COPY_LIMIT (and any datagram)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "bytes on the stream socket",
+        "bytes in a memfd (a send with a timeout)",
+        "a pickle with memfds (an array's buffer)",
+    ],
+)
+def test_a_refused_side_message_is_taken_off_the_stream_socket(ctx, how):
+    # A child refuses a message whose body is on the stream socket (its end is
+    # broken then); the parent, receiving on the same end, gets the next message
+    # whole: the refused side message did not stay ahead of it.
+    a, b = Pipe()
+    body = b"x" * (SIDE_BODY - 20) + _frames.HEADER.pack(_frames.TAG_BITS | 5) + b"FAKE!" * 2
+    following = b"next message".ljust(SIDE_BODY, b".")
+    refused = {
+        "bytes on the stream socket": lambda: a.send_bytes(body),
+        "bytes in a memfd (a send with a timeout)": lambda: a.send_bytes(body, timeout=30),
+        "a pickle with memfds (an array's buffer)": lambda: a.send(
+            [pickle.PickleBuffer(bytearray(body)), "x" * 200]
+        ),
+    }[how]
+    # Sent from a thread: two bodies may not fit the socket's buffer before anyone reads.
+    sender = threading.Thread(target=lambda: (refused(), a.send_bytes(following)))
+    sender.start()
+    try:
+        p = ctx.Process(target=refuse_then_report, args=(b,))
+        p.start()
+        assert finish(p) == (0, ("ProtocolError", "ProtocolError"))
+        assert b.recv_bytes(timeout=30) == following
+        assert not b.poll(0)
+    finally:
+        sender.join(30)
+        assert not sender.is_alive()
+        a.close()
+        b.close()
+
+
+def test_a_refused_side_message_whose_sender_left_mid_body_leaves_the_refusal_as_the_error():
+    # The drop meets the end of the stream socket halfway: the maxlength error stands.
+    a, b = Pipe()
+    try:
+        frame_id = 7
+        a._sock.sendall(_frames.SIDE.pack(frame_id, 0, 0) + b"y" * 1000)  # of 5,000 bytes
+        os.write(a._wfd, _frames.PIPE_TOKEN.pack(_frames.TAG_SOCKET_BITS + 5000, frame_id))
+        a.close()
+        with pytest.raises(ProtocolError, match="more than maxlength=100"):
+            b.recv_bytes(maxlength=100, timeout=30)
     finally:
         a.close()
         b.close()

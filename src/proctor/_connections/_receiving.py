@@ -143,6 +143,8 @@ PREALLOCATE_LIMIT = 64 * 1024 * 1024
 COPY_LIMIT = 128 * 1024
 # Chunk size when receiving a body larger than PREALLOCATE_LIMIT.
 GROW_CHUNK = 16 * 1024 * 1024
+# Chunk size when reading a refused body off the stream socket, to drop it.
+DROP_CHUNK = 1024 * 1024
 #: How long a receiver looks for its next message before it sleeps
 #: (``_read_spinning``, ``_looked_until_readable``). A look that finds the message
 #: saves two wake-ups a round trip (on two cores of the reference VM a process
@@ -433,6 +435,13 @@ class FrameReceiver(EndState):
                     self._take_datagram(frame_id)
                 except OSError:  # (ProtocolError: not there; the end is broken anyway)
                     pass
+            elif where != ON_CHANNEL and where != FDS_INLINE:
+                # Likewise its side message on the stream socket, which the next
+                # process to receive a large message on this end would meet first.
+                try:
+                    self._drop_side_message(n, where, frame_id)
+                except (OSError, EOFError):  # (the peer died or left: the refusal stands)
+                    pass
             raise self._protocol_error(
                 f"the next message is {n} bytes long, more than maxlength={maxlength}"
             )
@@ -720,6 +729,33 @@ class FrameReceiver(EndState):
                 self._break("a receive was interrupted in the middle of a message")
             raise
         return fds
+
+    def _drop_side_message(self, n: int, where: int, frame_id: int) -> None:
+        """Take the side message of a refused frame off the stream socket, unread.
+
+        Its descriptors are closed and its ``n``-byte body (where it is inline)
+        read into a scratch buffer and dropped. Like any body, it is read as its
+        sender writes it: a sender holds the send lock until the whole side
+        message is out.
+        """
+        close_all_quietly(self._take_side(frame_id, where))
+        if where in (ON_SOCKET_FD, WITH_MEMFDS_FD, WITH_HANDLES_FD):
+            return  # (the body was in the first memfd, closed with the others)
+        scratch = memoryview(bytearray(min(n, DROP_CHUNK)))
+        reader = self._reader(True)
+        left = n
+        while left:
+            try:
+                got = reader(scratch[: min(left, DROP_CHUNK)])
+            except ConnectionResetError as exc:
+                self._eof_mid_message(n - left, n, exc)
+            except BaseException:
+                self._break("a receive was interrupted in the middle of a message")
+                raise
+            if not got:
+                self._eof_mid_message(n - left, n)
+            left -= got
+        self._check_trailer(frame_id)
 
     def _fds_cut_short(self) -> _lazy_errors.ProtocolError:
         return self._protocol_error(
