@@ -1120,7 +1120,9 @@ def _another_python_version() -> str | None:
             )
         except (OSError, subprocess.TimeoutExpired):
             continue
-        if done.returncode == 0 and done.stdout.strip() not in ("", mine):
+        version = done.stdout.strip()
+        # (A Python 3, as the check below reads; a Python 2.7 gets the same message.)
+        if done.returncode == 0 and version.startswith("3.") and version != mine:
             return candidate
     return None
 

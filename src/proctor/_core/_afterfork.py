@@ -47,10 +47,30 @@ __all__ = (
     "ForkAwareLocal",
     "ForkAwareThreadLock",
     "PerProcess",
+    "forked_with",
+    "inherited_threads",
     "register_after_fork",
     "renewing",
     "run_after_forkers",
 )
+
+#: [the threads of the process that forked this one]: what ``_thread._count()`` goes
+#: on counting in a fork child, though none of them is there (CPython does not reset
+#: the count); recorded by a proctor fork child as it starts (:func:`forked_with`),
+#: [0] elsewhere. A list, so that receives ask ``_thread._count() > inherited_threads[0]``
+#: inline (``_wakeup.other_threads()`` costs them ~40 ns more). Here, not in
+#: ``_wakeup`` which reads it, because every fork child records it and this module is
+#: loaded in every one: a child of a parent with threads (a log listener's, any)
+#: importing ``_wakeup`` for it cost each start+join ~1.5 ms (39th session).
+inherited_threads = [0]
+
+
+def forked_with(count: int) -> None:
+    """In a fork child, first thing: ``_thread._count()`` then, the forking
+    process's threads, which ``_wakeup.other_threads()`` leaves out from now on."""
+    if inherited_threads[0] != count:  # (written only if it changes: a page copied)
+        inherited_threads[0] = count
+
 
 #: Forks between the process that imported proctor and this one: 0 there, one more
 #: in each forked child. Read it as ``_afterfork.generation`` (never import the name:

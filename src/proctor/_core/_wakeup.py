@@ -41,6 +41,7 @@ import sys
 import time
 
 from . import _afterfork
+from ._afterfork import forked_with, inherited_threads
 from ._system import keep_in_forks, let_go_in_forks
 from ._timeout import ready_by, ready_now
 
@@ -52,24 +53,12 @@ if TYPE_CHECKING:
 __all__ = ("forked_with", "inherited_threads", "other_threads", "wait_readable", "wake_waiters")
 
 _count = _thread._count
-#: [the threads of the process that forked this one]: what ``_thread._count()`` goes
-#: on counting in a fork child, though none of them is there (CPython does not reset
-#: the count); recorded by a proctor fork child as it starts (:func:`forked_with`),
-#: [0] elsewhere. A list, so that receives ask ``_thread._count() > inherited_threads[0]``
-#: inline (a call of :func:`other_threads` costs them ~40 ns more).
-inherited_threads = [0]
 
 
 def other_threads() -> int:
     """How many Python threads run besides this one (``threading`` and ``_thread``
     threads; not native threads, which cannot call ``close()``)."""
     return _count() - inherited_threads[0]
-
-
-def forked_with(count: int) -> None:
-    """In a fork child, first thing: ``_thread._count()`` then, the forking
-    process's threads, which :func:`other_threads` leaves out from now on."""
-    inherited_threads[0] = count
 
 
 _HAVE_EVENTFD = hasattr(os, "eventfd")

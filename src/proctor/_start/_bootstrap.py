@@ -34,7 +34,7 @@ import atexit
 import os
 import sys
 
-from .._core import _finalize, _runtime, _wire
+from .._core import _afterfork, _finalize, _runtime, _wire
 from .._core._system import _devnull, devnull_fd, fd_identity, fd_is_open, still_holds
 from .._logging import _logger
 from . import _methods
@@ -406,11 +406,7 @@ def _become_forked_child(adopt_stdlib: bool, *, objects_frozen: bool = False) ->
     # _thread._count() goes on counting the forking process's threads here, where
     # none of them is: receives that ask whether other threads run (a look before
     # a sleep, a wait another thread's close() ends) must count this child's only.
-    inherited = _thread._count()
-    if inherited:
-        from .._core import _wakeup
-
-        _wakeup.forked_with(inherited)
+    _afterfork.forked_with(_thread._count())
 
 
 def _stdlib_modules() -> tuple[Any, Any]:
