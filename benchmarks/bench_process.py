@@ -8,6 +8,10 @@
   start); multiprocessing's do not (issue 17: a start looked at every logger);
 * spawn start + join of a child given a Queue and a Lock, as the tutorial's programs
   start theirs: what rebuilding them costs the child (its imports, issue 17);
+* fork start + join in a light program (a fresh interpreter that imports only the
+  library measured) with a thread running, or with logging configured: what a child
+  imports on its way, which the benchmark's own process (with everything loaded)
+  hides;
 * ``is_alive()`` of a running child, in a loop, while another thread of the parent
   computes: how often the loop gets to look (a look that lets the GIL go may wait
   for the other thread's switch interval to get it back);
@@ -189,6 +193,87 @@ def _is_alive_rows(quick: bool, rounds: int) -> list[dict]:
     ]
 
 
+# A light program, in a fresh interpreter that imports only the library measured:
+# the rows above run in this benchmark's process, which has loaded everything, so
+# they cannot see what a fork child of a light program imports on its way (until the
+# 39th session, a child of a parent with any thread imported one of proctor's
+# modules: 6.7 ms a start+join against the stdlib's 3.0).
+_LIGHT_PROGRAM = """
+import os, sys, threading, time
+library, scenario, ops = sys.argv[1], sys.argv[2], int(sys.argv[3])
+stop = threading.Event()
+if scenario == "thread":
+    threading.Thread(target=stop.wait, daemon=True).start()
+else:  # "logging": configured as the logging rows above (proctor's listener is a thread)
+    import logging
+    for i in range(200):
+        logging.getLogger(f"light.m{i}")
+    logging.root.addHandler(logging.StreamHandler(open(os.devnull, "w")))
+ctx = __import__(library).get_context("fork")
+def once():
+    p = ctx.Process()
+    p.start()
+    p.join()
+for _ in range(5):
+    once()
+began = time.perf_counter()
+for _ in range(ops):
+    once()
+print((time.perf_counter() - began) / ops)
+stop.set()
+"""
+
+
+def _light_program(library: str, scenario: str, ops: int):
+    def measure():
+        # (3.12+ warns that the program forks beside a thread, as os.fork() does.)
+        command = [sys.executable, "-W", "ignore::DeprecationWarning", "-c", _LIGHT_PROGRAM]
+        done = subprocess.run(
+            [*command, library, scenario, str(ops)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"the light program ({library}, {scenario}) failed: {done.stderr}")
+        return float(done.stdout.split()[-1])
+
+    return measure
+
+
+def _light_program_rows(quick: bool, rounds: int) -> list[dict]:
+    ops = 20 if quick else 60
+    rows = []
+    for scenario, title, note in (
+        ("thread", "a thread running", "a fresh interpreter, one thread besides the main one"),
+        (
+            "logging",
+            "logging configured",
+            f"a fresh interpreter, {_LOGGERS} loggers and a stream handler on root: "
+            "proctor's child forwards its records, multiprocessing's does not",
+        ),
+    ):
+        got = interleaved(
+            {
+                "proctor": _light_program("proctor", scenario, ops),
+                "multiprocessing": _light_program("multiprocessing", scenario, ops),
+            },
+            rounds,
+        )
+        rows.append(
+            row(
+                f"start+join in a light program, {title} (fork)",
+                got["proctor"] * 1e3,
+                got["multiprocessing"] * 1e3,
+                "ms",
+                higher_is_better=False,
+                note=note,
+            )
+        )
+    return rows
+
+
 def _bare_fork():
     pid = os.fork()
     if pid == 0:
@@ -325,6 +410,7 @@ def run(quick: bool = False) -> list[dict]:
         )
     rows.extend(_given_rows(quick, rounds))
     rows.extend(_logging_rows(quick, rounds))
+    rows.extend(_light_program_rows(quick, rounds))
     rows.extend(_is_alive_rows(quick, rounds))
     rows.extend(_living_rows(quick))
     return rows

@@ -5,7 +5,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pathlib
+import subprocess
 import sys
+import textwrap
 import weakref
 
 import pytest
@@ -144,3 +146,29 @@ def test_context_factories_declare_what_they_return():
         if returns is None or returns == "Any":
             untyped.append(name)
     assert not untyped, f"context methods without a precise return type: {untyped}"
+
+
+def test_a_context_imports_multiprocessing_only_when_its_exceptions_are_read():
+    # proctor's exceptions subclass multiprocessing's, so reading one imports
+    # multiprocessing (~45 modules, memory every fork copies); a program that only
+    # starts processes never does. A fresh interpreter: this one has loaded it.
+    code = textwrap.dedent(
+        """
+        import sys, proctor
+        ctx = proctor.get_context("fork")
+        p = ctx.Process()
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
+        print("multiprocessing" in sys.modules)
+        error = ctx.TimeoutError
+        import multiprocessing
+        print("multiprocessing" in sys.modules, issubclass(error, multiprocessing.TimeoutError))
+        print(error is proctor.TimeoutError, type(ctx).ProcessError is proctor.ProcessError)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True", "True", "True"]

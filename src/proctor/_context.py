@@ -23,7 +23,6 @@ import os
 import types
 
 from ._core import _runtime
-from ._core._errors import AuthenticationError, BufferTooShort, ProcessError, ProcessTimeoutError
 from ._start import _process
 from ._start._methods import DEFAULT_METHOD as DEFAULT_METHOD
 from ._start._methods import START_METHODS as START_METHODS
@@ -140,6 +139,28 @@ def _queues() -> Any:
     return module
 
 
+class _ErrorType:
+    """One of proctor's exception types as a context's attribute, imported when read.
+
+    ``_core._errors`` subclasses ``multiprocessing``'s exceptions, so importing it
+    imports ``multiprocessing`` (with ``pickle``, ``socket``, ``threading``, ``re``:
+    ~45 modules, ~2.5 MB of a light program's memory). A program that only starts
+    processes never needs them, and every fork copies that memory's page tables:
+    a fork start+join of a light program was ~0.1-0.3 ms slower for it (39th session).
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> type[BaseException]:
+        from ._core import _errors
+
+        error: type[BaseException] = getattr(_errors, self._name)
+        return error
+
+
 class BaseContext:
     """Factories bound to one start method; see the module docstring."""
 
@@ -147,10 +168,10 @@ class BaseContext:
     Process: type[_process.Process] = _process.Process
 
     # The exceptions, as attributes of every context (``ctx.TimeoutError``...).
-    ProcessError = ProcessError
-    BufferTooShort = BufferTooShort
-    TimeoutError = ProcessTimeoutError
-    AuthenticationError = AuthenticationError
+    ProcessError = _ErrorType("ProcessError")
+    BufferTooShort = _ErrorType("BufferTooShort")
+    TimeoutError = _ErrorType("ProcessTimeoutError")
+    AuthenticationError = _ErrorType("AuthenticationError")
 
     @property
     def reducer(self) -> types.ModuleType:
