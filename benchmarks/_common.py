@@ -102,6 +102,27 @@ def row(
     return result
 
 
+#: Seconds are shown in these units (``time_row``).
+_SCALES = {"ms": 1e3, "us": 1e6}
+
+
+def time_row(
+    benchmark: str, got: dict[str, float], unit: str, *, note: str = "", floor: float | None = None
+) -> dict:
+    """A row of seconds per operation (``got``'s "proctor" and "multiprocessing", and
+    ``floor``, all in seconds), shown in ``unit`` ("ms" or "us"); lower is better."""
+    scale = _SCALES[unit]
+    return row(
+        benchmark,
+        got["proctor"] * scale,
+        got["multiprocessing"] * scale,
+        unit,
+        higher_is_better=False,
+        note=note,
+        floor=None if floor is None else floor * scale,
+    )
+
+
 def print_rows(rows: list[dict]) -> None:
     """Print rows as a table (used when a benchmark runs as a script).
 

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 
-from _common import interleaved, print_rows, row
+from _common import interleaved, print_rows, row, time_row
 
 import proctor
 
@@ -169,15 +169,13 @@ def _call_rows(ops: int, rounds: int, suffix: str = "") -> list[dict]:
 
 
 def _round_trip_row(title: str, got: dict[str, float]) -> dict:
-    floor = got["raw pipe"] * 1e6
-    return row(
+    floor = got["raw pipe"]
+    return time_row(
         title,
-        got["proctor"] * 1e6,
-        got["multiprocessing"] * 1e6,
+        got,
         "us",
-        higher_is_better=False,
         floor=floor,
-        note=f"raw pipe 1-byte round trip between two processes placed alike: {floor:.1f} us",
+        note=f"raw pipe 1-byte round trip between two processes placed alike: {floor * 1e6:.1f} us",
     )
 
 
@@ -200,15 +198,7 @@ def run(quick: bool) -> list[dict]:
         },
         7 if quick else 25,
     )
-    rows.append(
-        row(
-            "Manager() then shutdown()",
-            got["proctor"] * 1e3,
-            got["multiprocessing"] * 1e3,
-            "ms",
-            higher_is_better=False,
-        )
-    )
+    rows.append(time_row("Manager() then shutdown()", got, "ms"))
     return rows
 
 

@@ -33,7 +33,7 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import calls_beside_busy_thread, interleaved, row
+from _common import calls_beside_busy_thread, interleaved, row, time_row
 
 import proctor
 
@@ -91,15 +91,13 @@ def _logging_rows(quick: bool, rounds: int) -> list[dict]:
                 rounds,
             )
             rows.append(
-                row(
+                time_row(
                     f"start+join, logging configured ({method})",
-                    got["proctor"] * 1e3,
-                    got["multiprocessing"] * 1e3,
+                    got,
                     "ms",
-                    higher_is_better=False,
                     note=(
-                        f"{_LOGGERS} loggers, a stream handler on root: proctor's child forwards "
-                        "its records, multiprocessing's does not"
+                        f"{_LOGGERS} loggers, a stream handler on root: proctor's child "
+                        "forwards its records, multiprocessing's does not"
                     ),
                 )
             )
@@ -142,12 +140,10 @@ def _given_rows(quick: bool, rounds: int) -> list[dict]:
         mp_args[0].close()
         mp_args[0].join_thread()
     return [
-        row(
+        time_row(
             "start+join given a Queue and a Lock (spawn)",
-            got["proctor"] * 1e3,
-            got["multiprocessing"] * 1e3,
+            got,
             "ms",
-            higher_is_better=False,
             note="the child rebuilds both: its imports for them",
         )
     ]
@@ -262,14 +258,7 @@ def _light_program_rows(quick: bool, rounds: int) -> list[dict]:
             rounds,
         )
         rows.append(
-            row(
-                f"start+join in a light program, {title} (fork)",
-                got["proctor"] * 1e3,
-                got["multiprocessing"] * 1e3,
-                "ms",
-                higher_is_better=False,
-                note=note,
-            )
+            time_row(f"start+join in a light program, {title} (fork)", got, "ms", note=note)
         )
     return rows
 
@@ -358,12 +347,10 @@ def _living_rows(quick: bool) -> list[dict]:
                 rounds,
             )
             rows.append(
-                row(
+                time_row(
                     f"start with {count} living children ({method})",
-                    got["proctor"] * 1e3,
-                    got["multiprocessing"] * 1e3,
+                    got,
                     "ms",
-                    higher_is_better=False,
                     note="per start(); each child blocks on a queue of its own",
                 )
             )
@@ -398,14 +385,12 @@ def run(quick: bool = False) -> list[dict]:
             floor_ms, vs_floor = got["floor"] * 1e3, got["proctor"] / got["floor"]
             note = f"{floor_name}: {floor_ms:.2f} ms; proctor/floor = {vs_floor:.2f}x"
         rows.append(
-            row(
+            time_row(
                 f"start+join no-op ({method})",
-                got["proctor"] * 1e3,
-                got["multiprocessing"] * 1e3,
+                got,
                 "ms",
-                higher_is_better=False,
                 note=note,
-                floor=got["floor"] * 1e3 if floor_name else None,
+                floor=got["floor"] if floor_name else None,
             )
         )
     rows.extend(_given_rows(quick, rounds))
