@@ -558,6 +558,20 @@ def test_a_fork_child_adds_no_finder_to_sys_meta_path_at_its_start():
     assert out.split() == ["True"]
 
 
+def test_a_program_without_logging_starts_fork_children_without_loading_log_forwarding():
+    # Nothing forwards there, and the module (with pickle) grew the memory each fork
+    # copies. The child of a parent that forwards, which has not imported logging,
+    # still forwards what its own children log (the tests below and above).
+    out = run_without_logging(
+        """
+        start_join()
+        start_join()
+        print("proctor._logging._forwarding" in sys.modules, "pickle" in sys.modules)
+        """
+    )
+    assert out.split() == ["False", "False"]
+
+
 def test_a_fork_child_without_logging_starts_its_own_children_without_importing_it():
     out = run_without_logging(
         """

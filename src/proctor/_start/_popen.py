@@ -19,7 +19,6 @@ from __future__ import annotations
 import _socket
 import os
 import signal
-import socket
 import sys
 import threading
 
@@ -178,7 +177,7 @@ class Popen(ClosedWhenCollected):
             # A child with nothing to report (its target returned None) sent an
             # empty message: one peek finds it without recv_message's work (and
             # the pages it would touch), and nothing to unpickle.
-            head = channel.recv(len(_wire.EMPTY_MESSAGE), socket.MSG_PEEK)
+            head = channel.recv(len(_wire.EMPTY_MESSAGE), _socket.MSG_PEEK)
             if head == _wire.EMPTY_MESSAGE:
                 return Outcome()
             if not head:

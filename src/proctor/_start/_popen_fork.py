@@ -28,15 +28,13 @@ from collections.abc import Callable
 
 from .._core import _system, _wire
 from .._logging import _logger
-from .._logging._forwarding import (
-    arm_fork_child,
-    disarm_fork_child,
-    fork_safe_threads,
-    open_channel,
-)
 from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 from ._state import state
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ("ForkPopen",)
 
@@ -46,10 +44,33 @@ __all__ = ("ForkPopen",)
 # loaders) wrote ~9 pages that a parent with living children copies at every start
 # (issue 17). Keyed by pid: a forked child (whose main thread is the one that
 # forked) makes its own.
-# _start._native.fork_start: os.fork(), given fork_safe_threads.
+# _start._native.fork_start: os.fork(), given _fork_safe_threads.
 _ForkStart = Callable[[Callable[[], tuple[int, ...]]], int]
 
 _ready: tuple[int, int, bool, _ForkStart | None] = (-1, -1, False, None)
+
+_FORWARDING = "proctor._logging._forwarding"
+
+
+def _open_log_channel(forward_logs: bool | None) -> tuple[int, Any] | None:
+    """``_forwarding.open_channel``, without loading that module where nothing forwards.
+
+    A process without logging (and none pending: the child of a forwarding parent
+    that has not imported it yet, which settles it first) forwards nothing, and
+    loading the module (with ``pickle`` and ``select``) grew the memory every
+    fork copies (39th session).
+    """
+    if "logging" not in sys.modules and not _logger._waiting_for_logging:
+        return None
+    from .._logging._forwarding import open_channel
+
+    return open_channel(forward_logs)
+
+
+def _fork_safe_threads() -> tuple[int, ...]:
+    """``_forwarding.fork_safe_threads``; none where that module is not loaded (no listener)."""
+    forwarding = sys.modules.get(_FORWARDING)
+    return () if forwarding is None else forwarding.fork_safe_threads()
 
 
 def _get_ready(pid: int) -> tuple[int, int, bool, _ForkStart | None]:
@@ -103,7 +124,7 @@ class ForkPopen(OwnChildPopen):
         # (Asked before anything is opened: nothing to close should it fail.)
         adopt_stdlib = _bootstrap.stdlib_state_to_adopt()
         # No capture_config(): the child's logging is a copy of this one's.
-        log_channel = open_channel(process._forward_logs)
+        log_channel = _open_log_channel(process._forward_logs)
         parent_end, child_end = _wire.plain_socketpair()
         parent_pid = os.getpid()
         ready = _ready
@@ -124,7 +145,7 @@ class ForkPopen(OwnChildPopen):
             child_log_end = log_channel[1]
             # The fork hooks make the child's logging state in this process, and
             # put this one's back after the fork (_forwarding._ForkArming).
-            arm_fork_child(child_log_end)
+            sys.modules[_FORWARDING].arm_fork_child(child_log_end)
         # (Process.start() has flushed stdout and stderr: buffered output would
         # otherwise be written twice. What this process read ahead from stdin stays
         # here: the child takes a stdin object never read, made once.)
@@ -133,10 +154,10 @@ class ForkPopen(OwnChildPopen):
         try:
             # (During shutdown os.fork() refuses, with its own error.)
             fork = ready[3]
-            pid = os.fork() if fork is None or sys.is_finalizing() else fork(fork_safe_threads)
+            pid = os.fork() if fork is None or sys.is_finalizing() else fork(_fork_safe_threads)
         except BaseException:
             if child_log_end is not None:
-                disarm_fork_child()  # (if the hooks did not run)
+                sys.modules[_FORWARDING].disarm_fork_child()  # (if the hooks did not run)
             # The listener sees its stream end (the child's end closed) and lets it go.
             close_quietly(parent_end, child_end, lifeline_r, lifeline_w, child_log_end)
             raise
