@@ -306,30 +306,38 @@ def refuse_then_report(conn):
 SIDE_BODY = 300_000  # on the stream socket, past COPY_LIMIT (and any datagram)
 
 
-@pytest.mark.parametrize(
-    "how",
-    [
-        "bytes on the stream socket",
-        "bytes in a memfd (a send with a timeout)",
-        "a pickle with memfds (an array's buffer)",
-    ],
-)
+def _refused_side_messages(body: bytes, handle: socket.socket | None) -> dict:
+    """Sends of each kind of side message (a frame whose body is on the stream socket);
+    each pickle is longer than the maxlength (100) that refuses it."""
+    array = pickle.PickleBuffer(bytearray(body))
+    with_memfds = [array, "x" * 200]
+    with_handle = [handle, body]
+    return {
+        "bytes on the stream socket": lambda a: a.send_bytes(body),
+        "bytes in a memfd (a send with a timeout)": lambda a: a.send_bytes(body, timeout=30),
+        "a pickle with memfds (an array's buffer)": lambda a: a.send(with_memfds),
+        "a pickle with memfds, itself in a memfd": lambda a: a.send(with_memfds, timeout=30),
+        "a pickle with a descriptor": lambda a: a.send(with_handle),
+        "a pickle with a descriptor, itself in a memfd": lambda a: a.send(with_handle, timeout=30),
+    }
+
+
+REFUSED_SIDE_MESSAGES = tuple(_refused_side_messages(b"", None))  # (names only)
+
+
+@pytest.mark.parametrize("how", REFUSED_SIDE_MESSAGES)
 def test_a_refused_side_message_is_taken_off_the_stream_socket(ctx, how):
     # A child refuses a message whose body is on the stream socket (its end is
     # broken then); the parent, receiving on the same end, gets the next message
-    # whole: the refused side message did not stay ahead of it.
+    # whole: the refused side message did not stay ahead of it. (The leak check
+    # finds the descriptors that came with it closed.)
     a, b = Pipe()
     body = b"x" * (SIDE_BODY - 20) + _frames.HEADER.pack(_frames.TAG_BITS | 5) + b"FAKE!" * 2
     following = b"next message".ljust(SIDE_BODY, b".")
-    refused = {
-        "bytes on the stream socket": lambda: a.send_bytes(body),
-        "bytes in a memfd (a send with a timeout)": lambda: a.send_bytes(body, timeout=30),
-        "a pickle with memfds (an array's buffer)": lambda: a.send(
-            [pickle.PickleBuffer(bytearray(body)), "x" * 200]
-        ),
-    }[how]
+    handle = socket.socket(socket.AF_UNIX)
+    refused = _refused_side_messages(body, handle)[how]
     # Sent from a thread: two bodies may not fit the socket's buffer before anyone reads.
-    sender = threading.Thread(target=lambda: (refused(), a.send_bytes(following)))
+    sender = threading.Thread(target=lambda: (refused(a), a.send_bytes(following)))
     sender.start()
     try:
         p = ctx.Process(target=refuse_then_report, args=(b,))
@@ -340,6 +348,29 @@ def test_a_refused_side_message_is_taken_off_the_stream_socket(ctx, how):
     finally:
         sender.join(30)
         assert not sender.is_alive()
+        a.close()
+        b.close()
+        handle.close()
+
+
+def send_a_big_body(conn):
+    conn.send_bytes(b"x" * (20 << 20))  # (more than the stream socket holds: it waits)
+
+
+def test_a_refusal_whose_sender_was_killed_mid_body_does_not_wait_for_the_rest(ctx):
+    # The parent holds the sending end too, so no end of file comes: the drop gives
+    # up after DROP_STALL without the rest, and the refusal is the error (it waited
+    # for ever for the 20 MiB that never come).
+    a, b = Pipe()
+    p = ctx.Process(target=send_a_big_body, args=(a,))
+    p.start()
+    try:
+        assert b.poll(60)  # the header is here; the body is on its way
+        p.kill()
+        assert finish(p)[0] == -signal.SIGKILL
+        with pytest.raises(ProtocolError, match="more than maxlength=100"):
+            b.recv_bytes(maxlength=100, timeout=30)
+    finally:
         a.close()
         b.close()
 

@@ -46,6 +46,7 @@ import os
 from .._core import _lazy_errors
 from .._core._closing import close_all_quietly
 from .._core._reduction import receiving
+from .._core._timeout import wait_readable
 from .._core._wakeup import inherited_threads as _inherited_threads
 from .._core._wire import MAX_FDS, cloexec_flag, fds_from, map_memfd
 from ._end import EndState
@@ -145,6 +146,8 @@ COPY_LIMIT = 128 * 1024
 GROW_CHUNK = 16 * 1024 * 1024
 # Chunk size when reading a refused body off the stream socket, to drop it.
 DROP_CHUNK = 1024 * 1024
+# A drop of a refused body waits this long for its next bytes, then leaves the rest.
+DROP_STALL = 1.0
 #: How long a receiver looks for its next message before it sleeps
 #: (``_read_spinning``, ``_looked_until_readable``). A look that finds the message
 #: saves two wake-ups a round trip (on two cores of the reference VM a process
@@ -427,6 +430,11 @@ class FrameReceiver(EndState):
                 (frame_id,) = FRAME_ID.unpack(self._recv_exact_small(FRAME_ID.size, pending))
         n = word & LENGTH_MASK
         if maxlength is not None and n > maxlength:
+            # (Made first, which breaks the end: an interruption of what follows
+            # leaves it broken all the same.)
+            refusal = self._protocol_error(
+                f"the next message is {n} bytes long, more than maxlength={maxlength}"
+            )
             if where == IN_DATAGRAM:
                 # Drop its datagram (64 KiB at most), which the next receiver on this
                 # end (another process taking turns) would otherwise meet and keep.
@@ -435,16 +443,11 @@ class FrameReceiver(EndState):
                     self._take_datagram(frame_id)
                 except OSError:  # (ProtocolError: not there; the end is broken anyway)
                     pass
-            elif where != ON_CHANNEL and where != FDS_INLINE:
+            elif where != ON_CHANNEL and where != FDS_INLINE and n <= memory_limit():
                 # Likewise its side message on the stream socket, which the next
                 # process to receive a large message on this end would meet first.
-                try:
-                    self._drop_side_message(n, where, frame_id)
-                except (OSError, EOFError):  # (the peer died or left: the refusal stands)
-                    pass
-            raise self._protocol_error(
-                f"the next message is {n} bytes long, more than maxlength={maxlength}"
-            )
+                self._drop_side_message(n, where, frame_id)
+            raise refusal
         if n > memory_limit():
             raise self._protocol_error(
                 f"a frame header announces {format_size(n)}, more than this machine's "
@@ -734,28 +737,41 @@ class FrameReceiver(EndState):
         """Take the side message of a refused frame off the stream socket, unread.
 
         Its descriptors are closed and its ``n``-byte body (where it is inline)
-        read into a scratch buffer and dropped. Like any body, it is read as its
-        sender writes it: a sender holds the send lock until the whole side
-        message is out.
+        read into a scratch buffer and dropped, as its sender writes it. Never
+        raises an ``OSError`` and never waits long: a wait of ``DROP_STALL`` for
+        the next bytes (a sender stopped, or killed while another process holds
+        its end, where no end of file comes), end of file or another frame's
+        message (a sender that died mid-message) leave the rest where it is, as
+        before there was a drop; the end is broken already.
         """
-        close_all_quietly(self._take_side(frame_id, where))
-        if where in (ON_SOCKET_FD, WITH_MEMFDS_FD, WITH_HANDLES_FD):
-            return  # (the body was in the first memfd, closed with the others)
-        scratch = memoryview(bytearray(min(n, DROP_CHUNK)))
-        reader = self._reader(True)
-        left = n
-        while left:
-            try:
-                got = reader(scratch[: min(left, DROP_CHUNK)])
-            except ConnectionResetError as exc:
-                self._eof_mid_message(n - left, n, exc)
-            except BaseException:
-                self._break("a receive was interrupted in the middle of a message")
-                raise
-            if not got:
-                self._eof_mid_message(n - left, n)
-            left -= got
-        self._check_trailer(frame_id)
+        sock = self._sock
+        fd = sock.fileno()
+        try:
+            # The side message's head comes with its descriptors, in one write.
+            if not wait_readable(fd, DROP_STALL):
+                return
+            head, ancdata, _flags, _addr = sock.recvmsg(
+                SIDE.size, _ANCILLARY_SPACE, _RECV_CLOEXEC | _MSG_DONTWAIT
+            )
+            close_all_quietly(fds_from(ancdata))
+            if len(head) < SIDE.size or SIDE.unpack(head)[0] != frame_id:
+                return
+            if where in (ON_SOCKET_FD, WITH_MEMFDS_FD, WITH_HANDLES_FD):
+                return  # (the body was in the first memfd, closed with the others)
+            left = n + TRAILER.size
+            scratch = memoryview(bytearray(min(left, DROP_CHUNK)))
+            while left:
+                try:
+                    got = sock.recv_into(scratch[: min(left, DROP_CHUNK)], 0, _MSG_DONTWAIT)
+                except BlockingIOError:
+                    if not wait_readable(fd, DROP_STALL):
+                        return
+                    continue
+                if not got:
+                    return
+                left -= got
+        except OSError:
+            return
 
     def _fds_cut_short(self) -> _lazy_errors.ProtocolError:
         return self._protocol_error(
