@@ -196,13 +196,13 @@ def _is_alive_rows(quick: bool, rounds: int) -> list[dict]:
 # modules: 6.7 ms a start+join against the stdlib's 3.0).
 _LIGHT_PROGRAM = """
 import os, sys, threading, time
-library, scenario, ops = sys.argv[1], sys.argv[2], int(sys.argv[3])
+library, scenario, ops, loggers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 stop = threading.Event()
 if scenario == "thread":
     threading.Thread(target=stop.wait, daemon=True).start()
 else:  # "logging": configured as the logging rows above (proctor's listener is a thread)
     import logging
-    for i in range(200):
+    for i in range(loggers):
         logging.getLogger(f"light.m{i}")
     logging.root.addHandler(logging.StreamHandler(open(os.devnull, "w")))
 ctx = __import__(library).get_context("fork")
@@ -225,7 +225,7 @@ def _light_program(library: str, scenario: str, ops: int):
         # (3.12+ warns that the program forks beside a thread, as os.fork() does.)
         command = [sys.executable, "-W", "ignore::DeprecationWarning", "-c", _LIGHT_PROGRAM]
         done = subprocess.run(
-            [*command, library, scenario, str(ops)],
+            [*command, library, scenario, str(ops), str(_LOGGERS)],
             capture_output=True,
             text=True,
             timeout=300,

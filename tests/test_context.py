@@ -148,14 +148,14 @@ def test_context_factories_declare_what_they_return():
     assert not untyped, f"context methods without a precise return type: {untyped}"
 
 
-def test_a_context_imports_multiprocessing_only_when_its_exceptions_are_read():
+def test_a_context_imports_multiprocessing_only_when_its_exceptions_are_read(start_method):
     # proctor's exceptions subclass multiprocessing's, so reading one imports
     # multiprocessing (~45 modules, memory every fork copies); a program that only
     # starts processes never does. A fresh interpreter: this one has loaded it.
     code = textwrap.dedent(
         """
         import sys, proctor
-        ctx = proctor.get_context("fork")
+        ctx = proctor.get_context(sys.argv[1])
         p = ctx.Process()
         p.start()
         p.join(60)
@@ -168,7 +168,11 @@ def test_a_context_imports_multiprocessing_only_when_its_exceptions_are_read():
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code, start_method],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True", "True", "True", "True"]

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at import; children start faster 
 
     from . import _sync
     from ._connections._connection import Connection
+    from ._core import _errors
     from ._managers._manager import SyncManager
     from ._pool._pool import Pool
     from ._queues import _queue
@@ -167,11 +168,18 @@ class BaseContext:
     _name: str | None = None
     Process: type[_process.Process] = _process.Process
 
-    # The exceptions, as attributes of every context (``ctx.TimeoutError``...).
-    ProcessError = _ErrorType("ProcessError")
-    BufferTooShort = _ErrorType("BufferTooShort")
-    TimeoutError = _ErrorType("ProcessTimeoutError")
-    AuthenticationError = _ErrorType("AuthenticationError")
+    # The exceptions, as attributes of every context (``ctx.TimeoutError``...);
+    # type checkers see the classes themselves.
+    if TYPE_CHECKING:
+        ProcessError = _errors.ProcessError
+        BufferTooShort = _errors.BufferTooShort
+        TimeoutError = _errors.ProcessTimeoutError
+        AuthenticationError = _errors.AuthenticationError
+    else:
+        ProcessError = _ErrorType("ProcessError")
+        BufferTooShort = _ErrorType("BufferTooShort")
+        TimeoutError = _ErrorType("ProcessTimeoutError")
+        AuthenticationError = _ErrorType("AuthenticationError")
 
     @property
     def reducer(self) -> types.ModuleType:

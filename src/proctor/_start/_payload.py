@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .._core import _culprit, _serialization
-from .._core._errors import UnpicklableError
+from .._core import _serialization
 from .._core._reduction import ChildHandoff, handing_off
 from ._plain import dump_process
 
@@ -32,6 +31,10 @@ def pickle_process(process: Any, method: str) -> tuple[bytes, ChildHandoff]:
         with handing_off(handoff):
             payload = _serialization.dumps_for_child(process)
     except Exception as exc:
+        # (Imported here, on the way to the error: _core._errors imports
+        # multiprocessing, which a program that starts processes need not load.)
+        from .._core._errors import UnpicklableError
+
         path, cause = _find_culprit(process, method, exc)
         raise UnpicklableError(
             f"cannot start {process.name!r} with the {method!r} start method: "
@@ -64,5 +67,7 @@ def _find_culprit(
         try:
             dump(obj)
         except Exception as exc:
+            from .._core import _culprit
+
             return _culprit.find_culprit(obj, label, exc, dump)
     return ("the process object",), error
