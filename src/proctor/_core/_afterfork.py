@@ -61,7 +61,7 @@ __all__ = (
 #: inline (``_wakeup.other_threads()`` costs them ~40 ns more). Here, not in
 #: ``_wakeup`` which reads it, because every fork child records it and this module is
 #: loaded in every one: a child of a parent with threads (a log listener's, any)
-#: importing ``_wakeup`` for it cost each start+join ~1.5 ms (39th session).
+#: importing ``_wakeup`` for it cost each start+join 1.5-3.7 ms (39th session).
 inherited_threads = [0]
 
 
