@@ -144,7 +144,7 @@ class _ErrorType:
     """One of proctor's exception types as a context's attribute, imported when read.
 
     ``_core._errors`` subclasses ``multiprocessing``'s exceptions, so importing it
-    imports ``multiprocessing`` (with ``pickle``, ``socket``, ``re``: ~30 modules). A
+    imports ``multiprocessing`` (with ``pickle``, ``socket``, ``re``: 38 modules). A
     program that only starts processes never needs them: ``import proctor`` then
     ``get_context()`` took 29.0 ms with them, 11.7 ms without (39th session), and
     every fork copies the page tables of the memory they hold.
