@@ -253,41 +253,6 @@ def test_a_peer_killed_in_the_middle_of_a_mid_size_body_gives_eof(ctx, receive):
     assert exitcode == -signal.SIGKILL
 
 
-def refuse_a_message_too_long(conn):
-    try:
-        conn.recv_bytes(maxlength=100, timeout=30)
-    except OSError as exc:
-        return type(exc).__name__
-    return "received"
-
-
-@pytest.mark.parametrize(
-    "size",
-    [
-        400,  # an inline body everywhere (past 120 bytes; macOS's pipes take up to 504)
-        40_000,  # a datagram (the stream socket where there are none: macOS)
-    ],
-)
-def test_a_message_refused_for_its_maxlength_leaves_the_next_one_whole(ctx, size):
-    # A child refuses a message longer than its maxlength (its end is broken then);
-    # the parent, receiving on the same end, gets the next message, not the rest of
-    # the refused one taken for a frame.
-    a, b = Pipe()
-    try:
-        a.send_bytes(b"x" * (size - 20) + _frames.HEADER.pack(_frames.TAG_BITS | 5) + b"FAKE!" * 2)
-        following = b"next message".ljust(size, b".")  # (sent the same way)
-        a.send_bytes(following)
-        p = ctx.Process(target=refuse_a_message_too_long, args=(b,))
-        p.start()
-        assert finish(p) == (0, "ProtocolError")
-        assert b.recv_bytes(timeout=30) == following
-        assert b._stash is None  # (the refused message's datagram did not stay behind)
-        assert not b.poll(0)
-    finally:
-        a.close()
-        b.close()
-
-
 def refuse_then_report(conn):
     """Refuse the next message for its maxlength; then what this end says."""
     try:
@@ -306,44 +271,64 @@ def refuse_then_report(conn):
 SIDE_BODY = 300_000  # on the stream socket, past COPY_LIMIT (and any datagram)
 
 
-def _refused_side_messages(body: bytes, handle: socket.socket | None) -> dict:
-    """Sends of each kind of side message (a frame whose body is on the stream socket);
-    each pickle is longer than the maxlength (100) that refuses it."""
-    array = pickle.PickleBuffer(bytearray(body))
-    with_memfds = [array, "x" * 200]
-    with_handle = [handle, body]
-    return {
-        "bytes on the stream socket": lambda a: a.send_bytes(body),
-        "bytes in a memfd (a send with a timeout)": lambda a: a.send_bytes(body, timeout=30),
-        "a pickle with memfds (an array's buffer)": lambda a: a.send(with_memfds),
-        "a pickle with memfds, itself in a memfd": lambda a: a.send(with_memfds, timeout=30),
-        "a pickle with a descriptor": lambda a: a.send(with_handle),
-        "a pickle with a descriptor, itself in a memfd": lambda a: a.send(with_handle, timeout=30),
-    }
+def _as_array(body):
+    return [pickle.PickleBuffer(bytearray(body)), "x" * 200]  # (a pickle past maxlength)
 
 
-REFUSED_SIDE_MESSAGES = tuple(_refused_side_messages(b"", None))  # (names only)
+def _with_handle(body, handle):
+    return [handle, body]
 
 
-@pytest.mark.parametrize("how", REFUSED_SIDE_MESSAGES)
-def test_a_refused_side_message_is_taken_off_the_stream_socket(ctx, how):
-    # A child refuses a message whose body is on the stream socket (its end is
-    # broken then); the parent, receiving on the same end, gets the next message
-    # whole: the refused side message did not stay ahead of it. (The leak check
-    # finds the descriptors that came with it closed.)
+# Each kind of message a maxlength of 100 refuses: (its body's size, how it is sent).
+REFUSED_MESSAGES = {
+    # an inline body everywhere (past 120 bytes; macOS's pipes take up to 504)
+    "bytes inline": (400, lambda a, body, handle: a.send_bytes(body)),
+    # a datagram (the stream socket where there are none: macOS)
+    "bytes in a datagram": (40_000, lambda a, body, handle: a.send_bytes(body)),
+    "bytes on the stream socket": (SIDE_BODY, lambda a, body, handle: a.send_bytes(body)),
+    "bytes in a memfd (a send with a timeout)": (
+        SIDE_BODY,
+        lambda a, body, handle: a.send_bytes(body, timeout=30),
+    ),
+    "a pickle with memfds (an array's buffer)": (
+        SIDE_BODY,
+        lambda a, body, handle: a.send(_as_array(body)),
+    ),
+    "a pickle with memfds, itself in a memfd": (
+        SIDE_BODY,
+        lambda a, body, handle: a.send(_as_array(body), timeout=30),
+    ),
+    "a pickle with a descriptor": (
+        SIDE_BODY,
+        lambda a, body, handle: a.send(_with_handle(body, handle)),
+    ),
+    "a pickle with a descriptor, itself in a memfd": (
+        SIDE_BODY,
+        lambda a, body, handle: a.send(_with_handle(body, handle), timeout=30),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", REFUSED_MESSAGES)
+def test_a_message_refused_for_its_maxlength_leaves_the_next_one_whole(ctx, kind):
+    # A child refuses a message longer than its maxlength (its end is broken then);
+    # the parent, receiving on the same end, gets the next message whole: not the
+    # rest of the refused one taken for a frame, nor its datagram or side message
+    # ahead of it. (The leak check finds the descriptors that came with it closed.)
+    size, send = REFUSED_MESSAGES[kind]
     a, b = Pipe()
-    body = b"x" * (SIDE_BODY - 20) + _frames.HEADER.pack(_frames.TAG_BITS | 5) + b"FAKE!" * 2
-    following = b"next message".ljust(SIDE_BODY, b".")
+    body = b"x" * (size - 20) + _frames.HEADER.pack(_frames.TAG_BITS | 5) + b"FAKE!" * 2
+    following = b"next message".ljust(size, b".")  # (as long as the refused body)
     handle = socket.socket(socket.AF_UNIX)
-    refused = _refused_side_messages(body, handle)[how]
     # Sent from a thread: two bodies may not fit the socket's buffer before anyone reads.
-    sender = threading.Thread(target=lambda: (refused(a), a.send_bytes(following)))
+    sender = threading.Thread(target=lambda: (send(a, body, handle), a.send_bytes(following)))
     sender.start()
     try:
         p = ctx.Process(target=refuse_then_report, args=(b,))
         p.start()
         assert finish(p) == (0, ("ProtocolError", "ProtocolError"))
         assert b.recv_bytes(timeout=30) == following
+        assert b._stash is None  # (the refused message's datagram did not stay behind)
         assert not b.poll(0)
     finally:
         sender.join(30)
@@ -432,8 +417,12 @@ def test_a_close_right_after_a_frames_first_read_is_the_closed_error(monkeypatch
         return end
 
     monkeypatch.setattr(Connection, "_next_pipe_frame", read_then_closed)
+    _send_then_expect_the_closed_error(a, b, b"y" * size)
+
+
+def _send_then_expect_the_closed_error(a, b, body):
     try:
-        a.send_bytes(b"y" * size)
+        a.send_bytes(body)
         with pytest.raises(OSError, match="closed"):
             b.recv_bytes(timeout=30)
     finally:
@@ -453,13 +442,7 @@ def test_a_close_after_a_datagram_frames_token_is_the_closed_error(monkeypatch):
         return got
 
     monkeypatch.setattr(_connection, "_id_unpack_from", parsed_then_closed)
-    try:
-        a.send_bytes(b"d" * 40_000)
-        with pytest.raises(OSError, match="closed"):
-            b.recv_bytes(timeout=30)
-    finally:
-        a.close()
-        b.close()
+    _send_then_expect_the_closed_error(a, b, b"d" * 40_000)
 
 
 @needs_datagrams
