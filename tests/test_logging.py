@@ -1220,7 +1220,7 @@ def check_took_the_parents_spare():
     prepared = _logger._prepared_namer
     ok = (
         # Lent by the parent: its own fork children get a new one (arm_fork_child).
-        _log_forwarding._spare_handler is handler
+        _log_forwarding._policy.spare_handler is handler
         and handler is _log_forwarding._child_handler
         and handler.channel is not None
         and handler.channel is _log_forwarding._child_channel
@@ -1245,7 +1245,7 @@ def test_a_fork_child_takes_the_handler_and_namer_its_parent_made(app_logs):
     assert app_logs.messages() == ["took"]
     assert app_logs.records[0].processName == p.name
     # The parent's spare (lent to each child) is not a handler of the parent's.
-    spare = _log_forwarding._spare_handler
+    spare = _log_forwarding._policy.spare_handler
     assert spare is not None
     assert spare not in logging.root.handlers
     p.close()
@@ -1261,7 +1261,7 @@ def test_the_spare_handler_does_not_count_as_a_parents_handler():
         "    handler = logging.StreamHandler()\n"
         "    logging.root.addHandler(handler)\n"
         "    p = proctor.get_context('fork').Process(); p.start(); p.join(30)\n"
-        "    assert _forwarding._spare_handler is not None\n"
+        "    assert _forwarding._policy.spare_handler is not None\n"
         "    print('with a handler', _forwarding.forwarding_enabled(None))\n"
         "    logging.root.removeHandler(handler); del handler; gc.collect()\n"
         "    print('without', _forwarding.forwarding_enabled(None))\n"

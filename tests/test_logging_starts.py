@@ -355,7 +355,7 @@ def test_a_fork_from_another_thread_during_an_armed_fork_leaves_loggings_lock_to
             _log_forwarding._dispatching.release()
         finally:
             _log_forwarding.disarm_fork_child()
-            _log_forwarding._spare_handler.channel = None
+            _log_forwarding._policy.spare_handler.channel = None
 
 
 def test_a_fork_child_sets_itself_up_when_its_parent_could_not(monkeypatch):
@@ -566,6 +566,33 @@ def test_a_program_without_logging_starts_fork_children_without_loading_log_forw
         """
         start_join()
         start_join()
+        print("proctor._logging._forwarding" in sys.modules, "pickle" in sys.modules)
+        """
+    )
+    assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("setup", ["null_handler", "per_process_off", "switched_off"])
+def test_a_program_whose_children_do_not_forward_never_loads_log_forwarding(setup):
+    # Logging imported but not configured (a library's NullHandler), or forwarding
+    # turned off for the child or for every child: nothing forwards, and the module
+    # (with pickle, and fork hooks that run at every fork) is not loaded for it.
+    configure = {
+        "null_handler": "logging.getLogger('library').addHandler(logging.NullHandler())",
+        "per_process_off": "logging.root.addHandler(logging.StreamHandler(sys.stdout))",
+        "switched_off": (
+            "logging.root.addHandler(logging.StreamHandler(sys.stdout)); "
+            "proctor.set_log_forwarding(False)"
+        ),
+    }[setup]
+    forward_logs = "False" if setup == "per_process_off" else "None"
+    out = run_without_logging(
+        f"""
+        import logging
+        {configure}
+        for _ in range(2):
+            p = proctor.get_context("fork").Process(forward_logs={forward_logs})
+            p.start(); p.join(30); assert p.exitcode == 0, p.exitcode; p.close()
         print("proctor._logging._forwarding" in sys.modules, "pickle" in sys.modules)
         """
     )

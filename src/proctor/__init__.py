@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from ._core._errors import TaskTimeoutError as TaskTimeoutError
     from ._core._errors import UnpicklableError as UnpicklableError
     from ._core._errors import WorkerLostError as WorkerLostError
-    from ._logging._forwarding import set_log_forwarding as set_log_forwarding
+    from ._logging._policy import set_log_forwarding as set_log_forwarding
     from ._pool._executor import ProcessPoolExecutor as ProcessPoolExecutor
     from ._pool._pool import Pool as Pool
     from ._queues._queue import JoinableQueue as JoinableQueue
@@ -150,7 +150,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "set_executable": ("_context", "set_executable"),
     "set_forkserver_preload": ("_context", "set_forkserver_preload"),
     "set_start_method": ("_context", "set_start_method"),
-    "set_log_forwarding": ("_logging._forwarding", "set_log_forwarding"),
+    "set_log_forwarding": ("_logging._policy", "set_log_forwarding"),
     # The stdlib-named public modules, as attributes (``proctor.util``...).
     "connection": ("connection", None),
     "context": ("context", None),

@@ -87,7 +87,8 @@ import time
 
 from .._core import _afterfork, _runtime
 from .._core._system import keep_in_forks, let_go_in_forks
-from . import _logger
+from . import _logger, _policy
+from ._policy import forwarding_enabled, set_log_forwarding
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -182,91 +183,12 @@ _RECV_CHUNK = 256 * 1024
 # Handler.handle returns the record that passed the filters from 3.12 on, True before.
 _FILTER_RETURNS_RECORD = sys.version_info >= (3, 12)
 
-_enabled = True
 
+def open_channel() -> tuple[int, io.FileIO]:
+    """The (parent's end, child's end) of a new child's record channel.
 
-def set_log_forwarding(enabled: bool) -> None:
-    """Switch log forwarding on or off for children started from now on (default on).
-
-    A single process can opt out with ``Process(..., forward_logs=False)``.
-    """
-    global _enabled
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be True or False, not {enabled!r}")
-    _enabled = enabled
-
-
-def forwarding_enabled(per_process: bool | None) -> bool:
-    """Whether a child started now forwards its logs.
-
-    Only when this process has configured logging: some logging handler exists
-    here (:func:`_handlers_exist`). Otherwise a record would meet logging's
-    last-resort handler here exactly as it does in the child, so forwarding would
-    change nothing but cost. (Importing logging is not enough: cloudpickle imports
-    it, for one.)
-
-    A ``logging.NullHandler`` does not count: it is how a library keeps logging
-    unconfigured (logging's HOWTO), and a record it takes is dropped in the child
-    just as it would be in the parent, so forwarding it would cost the pipe, the
-    listener and each record's trip for nothing. (Its exact type: a subclass may
-    handle records.)
-    """
-    wanted = _enabled if per_process is None else per_process
-    if not wanted:
-        return False
-    # A child whose parent forwards its logs, and which has not imported logging yet:
-    # install the forwarding first, so its children forward through it. (Its flag
-    # tested here: the call alone is pages a fork parent copies at each start.)
-    if _logger._waiting_for_logging:
-        _logger.settle_pending()
-    logging = sys.modules.get("logging")
-    if logging is None:
-        return False
-    null = logging.NullHandler
-    for handler in logging.root.handlers:
-        if type(handler) is not null:
-            return True
-    return _handlers_exist(logging)
-
-
-def _handlers_exist(logging: Any) -> bool:
-    """Whether this process has a logging handler besides logging's last resort.
-
-    Read from logging's list of weak references to every ``Handler`` made
-    (``Handler.__init__`` adds one; a handler's collection removes it), not by
-    looking at every logger: a start in a process with hundreds of loggers looked
-    at each (~22 us with 550, and each logger's pages written, which a fork parent
-    copies at every start: issue 17); the list holds a few handlers. A handler
-    that exists but is on no logger turns forwarding on too: that costs the pipe
-    and the listener, and changes nothing a handler would see, as the parent's
-    loggers then hand the child's records to the same last resort the child's would.
-    A ``NullHandler`` does not count (:func:`forwarding_enabled`).
-    """
-    refs = getattr(logging, "_handlerList", None)
-    if refs is None:  # not CPython's logging: look at every logger
-        return any(
-            type(handler) is not logging.NullHandler
-            for logger in list(logging.root.manager.loggerDict.values())
-            for handler in getattr(logger, "handlers", ())
-        )
-    # logging made its own last resort, a Handler, at import.
-    last_resort = getattr(logging, "_defaultLastResort", None)
-    null = logging.NullHandler
-    for ref in refs[:]:  # a copy: another thread's handler may be collected meanwhile
-        handler = ref()
-        if (
-            handler is not None
-            and type(handler) is not null
-            and handler is not last_resort
-            and handler is not logging.lastResort
-            and handler is not _spare_handler  # proctor's own, for fork children
-        ):
-            return True
-    return False
-
-
-def open_channel(forward_logs: bool | None) -> tuple[int, io.FileIO] | None:
-    """The (parent's end, child's end) of a new child's record channel, or ``None``.
+    For a child that forwards (``_policy.forwarding_enabled``, which the caller asks
+    first).
 
     A pipe of :data:`PIPE_BUFFER` bytes; where the pipe cannot have that size, a
     socket pair with a :data:`SEND_BUFFER` send buffer. Both ends non-blocking: the
@@ -276,8 +198,6 @@ def open_channel(forward_logs: bool | None) -> tuple[int, io.FileIO] | None:
     object a start makes or touches is a page the fork parent copies, issue 17); the
     child's end a raw, unbuffered file that the child's handler writes.
     """
-    if not forwarding_enabled(forward_logs):
-        return None
     read_fd, write_fd = _nonblocking_pipe()
     try:
         if _F_SETPIPE_SZ is None:
@@ -367,16 +287,16 @@ def arm_fork_child(child_end: io.FileIO) -> None:
     """Just before a fork start that forwards logs: have the fork hook prepare the child.
 
     The forwarding handler is the parent's spare, made once (not a handler of this
-    process's, see _handlers_exist) and lent to each child, whose channel it is
+    process's, see ``_policy._handlers_exist``) and lent to each child, whose channel it is
     given in the fork hook; the record namer is made for logging's current factory
     (``_logger.prepare_record_namer``). See :class:`_ForkArming`. If ``os.fork()``
     raises, :func:`disarm_fork_child`.
     """
-    global _spare_handler, _arming
-    handler = _spare_handler
+    global _arming
+    handler = _policy.spare_handler
     if handler is None or handler is _child_handler:
         # (A child's inherited spare is its own forwarding handler: it makes one.)
-        handler = _spare_handler = _handler_class()(None)
+        handler = _policy.spare_handler = _handler_class()(None)
     _logger.prepare_record_namer()
     _arming = _ForkArming(handler, child_end)
 
@@ -650,12 +570,6 @@ def _forget_inherited_handlers(logging: Any, kept: list[Any]) -> None:
 
 
 _handler_cls: Any = None
-# A forwarding handler made in a fork parent, lent to each fork child it starts
-# (arm_fork_child): the fork hook gives it the child's channel, and the child uses
-# it as its own. The parent never uses it (it keeps the last child's channel, closed
-# at that child's join). Not a handler of the parent's: _handlers_exist does not
-# count it.
-_spare_handler: Any = None
 
 
 def _handler_class() -> Any:

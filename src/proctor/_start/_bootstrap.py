@@ -121,11 +121,14 @@ def add_log_channel(prep: dict[str, Any], handoff: Any, process: Any) -> Any:
 
     Returns the (parent end, child end) pair, or ``None``.
     """
+    from .._logging._policy import forwarding_enabled
+
+    if not forwarding_enabled(process._forward_logs):
+        return None
     from .._logging._forwarding import capture_config, open_channel
 
-    channel = open_channel(process._forward_logs)
-    if channel is not None:
-        prep["log"] = {"config": capture_config(), "fd_token": handoff.add_fd(channel[1].fileno())}
+    channel = open_channel()
+    prep["log"] = {"config": capture_config(), "fd_token": handoff.add_fd(channel[1].fileno())}
     return channel
 
 

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 
 from .._core import _system, _wire
-from .._logging import _logger
+from .._logging import _logger, _policy
 from . import _bootstrap
 from ._popen import OwnChildPopen, close_quietly, lifeline_pipe, pidfd_usable
 from ._state import state
@@ -53,18 +53,18 @@ _FORWARDING = "proctor._logging._forwarding"
 
 
 def _open_log_channel(forward_logs: bool | None) -> tuple[int, Any] | None:
-    """``_forwarding.open_channel``, without loading that module where nothing forwards.
+    """``_forwarding.open_channel`` if the child forwards; that module is loaded only then.
 
-    A process without logging (and none pending: the child of a forwarding parent
-    that has not imported it yet, which settles it first) forwards nothing, and
-    loading the module (with ``pickle`` and ``select``) grew the memory every
-    fork copies (39th session).
+    A process without logging, or whose logging is not configured (a library's
+    ``NullHandler``), or that turned forwarding off, forwards nothing; loading the
+    module (with ``pickle`` and ``select``, and its fork hooks, which run at every
+    fork) made each fork start of such a process slower (``_logging._policy``).
     """
-    if "logging" not in sys.modules and not _logger._waiting_for_logging:
+    if not _policy.forwarding_enabled(forward_logs):
         return None
     from .._logging._forwarding import open_channel
 
-    return open_channel(forward_logs)
+    return open_channel()
 
 
 def _fork_safe_threads() -> tuple[int, ...]:
