@@ -80,6 +80,11 @@ def log_then_wait(n, gate_fd):
     log_some(n)
 
 
+def log_and_wait(n, gate_fd):
+    log_some(n)
+    os.read(gate_fd, 1)
+
+
 def log_then_hang(n):
     log_some(n)
     time.sleep(600)
@@ -372,9 +377,12 @@ def test_records_travel_in_a_pipe_or_else_a_socket_pair(app_logs, monkeypatch, r
         monkeypatch.setattr(_log_forwarding, "_F_SETPIPE_SZ", None)
     gate = os.pipe()
     try:
-        p = proctor.get_context("fork").Process(target=log_then_wait, args=(3, gate[0]))
+        p = proctor.get_context("fork").Process(target=log_and_wait, args=(3, gate[0]))
         p.start()
-        assert _channel_kind(p._popen.log_stream) == ("pipe" if resizable else "socket")
+        # (A fork child makes its channel at its first record, and sends it.)
+        stream = p._popen.log_stream
+        wait_until(lambda: stream.fd >= 0, timeout=30)
+        assert _channel_kind(stream) == ("pipe" if resizable else "socket")
         os.write(gate[1], b"x")
         p.join(30)
     finally:
@@ -991,6 +999,10 @@ def _exited_child(records, ctx=None):
 def test_a_childs_stream_ends_at_join_not_at_its_exit(ctx, app_logs):
     # The child's exit does not end the stream (no EOF wakes the listener's
     # thread): join() reads what is left and ends it, in the joining thread.
+    # (A spawn or forkserver child's channel, made by the parent; a fork child
+    # makes its own, below.)
+    if ctx.get_start_method() == "fork":
+        pytest.skip("a fork child makes its channel itself: the tests below")
     p, stream = _exited_child(3, ctx)
     assert stream.keeper is not None
     assert not stream.ended
@@ -998,6 +1010,152 @@ def test_a_childs_stream_ends_at_join_not_at_its_exit(ctx, app_logs):
     assert stream.ended and stream.keeper is None and stream.fd not in fds_let_go_in_forks()
     assert app_logs.messages() == ["record 0", "record 1", "record 2"]
     p.close()
+
+
+# --- a fork child makes its channel at its first record (LogListener.expect) ---
+
+
+def test_a_fork_child_that_never_logs_makes_no_channel(app_logs):
+    gate_r, gate_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
+        p.start()
+        stream = p._popen.log_stream
+        listener = stream.listener
+        assert stream.fd == -1 and stream.token in listener._pending
+        held = _listener_fds(listener)
+        os.write(gate_w, b"x")
+        p.join(30)
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+    assert p.exitcode == 0
+    assert stream.ended and stream.fd == -1 and stream.token not in listener._pending
+    assert stream.wait_handled(0) and stream.wait_drained(0)
+    # No stream was registered for it: the listener held its own descriptors only.
+    assert len(held) == len(_listener_fds(listener)) or not listener._streams
+    p.close()
+
+
+def test_a_fork_childs_first_record_brings_its_channel(app_logs):
+    gate_r, gate_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(target=log_and_wait, args=(2, gate_r))
+        p.start()
+        stream = p._popen.log_stream
+        wait_until(lambda: app_logs.messages() == ["record 0", "record 1"], timeout=30)
+        assert stream.fd >= 0 and stream.token not in stream.listener._pending
+        assert stream.fd in fds_let_go_in_forks()
+        os.write(gate_w, b"x")
+        p.join(30)
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+    assert p.exitcode == 0 and stream.ended
+    assert stream.fd not in fds_let_go_in_forks()
+    p.close()
+
+
+def test_join_takes_a_channel_the_listener_has_not_seen_yet(app_logs, monkeypatch):
+    # The listener's thread does not take requests here: join() takes the
+    # channel itself, then every record.
+    listener = _log_forwarding.listener()
+    collect = listener._collect_requests
+
+    def not_in_the_listeners_thread():
+        if threading.current_thread() is not listener._thread:
+            collect()
+
+    monkeypatch.setattr(listener, "_collect_requests", not_in_the_listeners_thread)
+    p = proctor.get_context("fork").Process(target=log_some, args=(3,))
+    p.start()
+    stream = p._popen.log_stream
+    _wait_for_exit(p)
+    assert stream.fd == -1
+    p.join(30)
+    assert p.exitcode == 0 and stream.ended
+    assert app_logs.messages() == ["record 0", "record 1", "record 2"]
+    p.close()
+
+
+def test_a_fork_child_whose_channel_finds_no_room_drops_its_records_without_hanging(
+    app_logs, monkeypatch
+):
+    # The listener's thread cannot take requests (its lock held) and the request
+    # socket is full: the child waits FULL_WAIT for room at each record, drops it,
+    # and exits; join() then ends its stream, which never had a channel.
+    import socket
+
+    monkeypatch.setattr(_log_forwarding, "FULL_WAIT", 0.05)  # (inherited by the child)
+    gate_r, gate_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(target=log_then_wait, args=(2, gate_r))
+        p.start()
+        stream = p._popen.log_stream
+        listener = stream.listener
+        with listener._lock:
+            filler = socket.socket(fileno=os.dup(listener._request_w))
+            try:
+                while True:
+                    filler.send(b"not a request")
+            except BlockingIOError:
+                pass
+            finally:
+                filler.close()
+            os.write(gate_w, b"x")
+            _wait_for_exit(p)
+        p.join(30)
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+    assert p.exitcode == 0 and stream.ended and stream.fd == -1
+    assert app_logs.messages() == []
+    p.close()
+
+
+def test_a_fork_child_dropped_unjoined_lets_the_listener_end(app_logs):
+    # Its stream waits for a channel while the child runs; once the child has
+    # exited without one (and is reaped: active_children(), or the next start,
+    # lets go of the process object), the stream is dropped and the listener's
+    # thread, with nothing left, ends (it would otherwise wait for ever).
+    import gc
+
+    gate_r, gate_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
+        p.start()
+        stream = p._popen.log_stream
+        listener = stream.listener
+        thread = listener._thread
+        del p
+        gc.collect()
+        assert stream.token in listener._pending  # the child runs: it may log yet
+        os.write(gate_w, b"x")
+        wait_until(lambda: not proctor.active_children() and stream.ended, timeout=30)
+        assert stream.token not in listener._pending
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+
+
+def test_a_fork_child_dropped_unjoined_still_has_its_records_handled(app_logs):
+    import gc
+
+    gate_r, gate_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(target=log_then_wait, args=(2, gate_r))
+        p.start()
+        stream = p._popen.log_stream
+        del p
+        gc.collect()
+        os.write(gate_w, b"x")
+        wait_until(lambda: not proctor.active_children() and stream.ended, timeout=30)
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+    assert app_logs.messages() == ["record 0", "record 1"]
 
 
 def test_close_without_join_handles_the_records_left(app_logs):
@@ -1110,15 +1268,34 @@ def test_a_process_dropped_without_join_lets_its_stream_end(app_logs):
 
 def test_a_release_while_the_listener_is_locked_is_done_later(app_logs):
     # A garbage collection may run in a thread that holds the listener's lock:
-    # release() must not wait for it, and the keeper is let go later.
-    p, stream = _exited_child(1)
+    # release() must not wait for it, and the keeper is let go later. (A kept end:
+    # a spawn child's channel, which the parent made.)
+    p, stream = _exited_child(1, proctor.get_context("spawn"))
     listener = stream.listener
     with listener._lock:
-        listener.release(stream)
+        listener.release(stream, p.pid)
         assert stream.keeper is not None
     p.join(30)  # lets the deferred keeper go first, then waits for the EOF
     assert stream.ended and stream.keeper is None
     assert app_logs.messages() == ["record 0"]
+    p.close()
+
+
+def test_a_release_of_a_fork_childs_stream_while_the_listener_is_locked_is_done_later(
+    app_logs,
+):
+    p = proctor.get_context("fork").Process()
+    p.start()
+    stream = p._popen.log_stream
+    _wait_for_exit(p)
+    listener = stream.listener
+    with listener._lock:
+        listener.release(stream, p.pid)
+        assert (stream, p.pid) in listener._to_release
+    # The thread, woken, finds the child exited without a channel and drops it.
+    wait_until(lambda: stream.ended, timeout=30)
+    assert stream.token not in listener._pending
+    p.join(30)
     p.close()
 
 
@@ -1135,19 +1312,24 @@ def _listener_fds(listener):
     with listener._lock:
         fds = [stream.fd for stream in listener._streams.values()]
         fds += [listener._wake_r.fileno(), listener._wake_w.fileno()]
+        fds.append(listener._request_r.fileno())
         poller_fd = _log_forwarding._listed_fd(listener._poller)
     return [*fds, poller_fd] if poller_fd >= 0 else fds
 
 
 def test_a_fork_child_lets_go_of_the_log_listeners_descriptors(app_logs):
-    # By number (pointed at /dev/null), without touching the listener's objects.
+    # By number (pointed at /dev/null), without touching the listener's objects;
+    # all but the request socket's sending end, which fork children use.
     gate_r, gate_w = os.pipe()
     try:
-        first = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
+        first = proctor.get_context("fork").Process(target=log_and_wait, args=(1, gate_r))
         first.start()
-        held = _listener_fds(first._popen.log_stream.listener)
-        assert first._popen.log_stream.fd in held and len(held) >= 3  # + the wake pair
+        stream = first._popen.log_stream
+        wait_until(lambda: stream.fd >= 0, timeout=30)
+        held = _listener_fds(stream.listener)
+        assert stream.fd in held and len(held) >= 4  # + the wake pair, the request socket
         assert set(held) <= set(fds_let_go_in_forks())
+        assert stream.listener._request_w not in fds_let_go_in_forks()
         second = proctor.get_context("fork").Process(target=check_points_at_devnull, args=(held,))
         second.start()
         second.join(30)
@@ -1222,8 +1404,10 @@ def check_took_the_parents_spare():
         # Lent by the parent: its own fork children get a new one (arm_fork_child).
         _log_forwarding._policy.spare_handler is handler
         and handler is _log_forwarding._child_handler
-        and handler.channel is not None
-        and handler.channel is _log_forwarding._child_channel
+        # (Its channel is made at its first record, the one below.)
+        and handler.channel is None
+        and _log_forwarding._child_channel is None
+        and handler.request is not None
         and prepared is not None
         and logging.getLogRecordFactory() is prepared[1]
     )

@@ -11,10 +11,20 @@
            record ─▶ one frame, message pre-formatted ─▶ frames ─▶ LogRecord (decode_record)
            [len:u32 | kind:u8 | struct, marshal, pickle] logger.handle(record)
            one write() per record, before emit returns
-    join() (LogListener.end), once the child exited: the parent held a copy of the
-    child's end until then, so the exit did not wake the listener; it ends the stream
-    if the listener has read it to EOF, else waits for the listener to. Either way
-    every record the child logged is handled by then, by the listener's thread.
+    join() (LogListener.end), once the child exited: it ends the stream if the
+    listener has read it to EOF, else waits for the listener to. Either way every
+    record the child logged is handled by then, by the listener's thread.
+
+    Where the channel comes from:
+      spawn, forkserver: the parent makes it at the start and hands the child its
+        end; it holds a copy of that end until join(), so the child's exit does not
+        wake the listener (LogListener.attach, LogStream.keeper).
+      fork: the parent makes only the stream (LogListener.expect: a token, no
+        descriptor). The child's first record makes the channel and sends its
+        reading end, with the token, over the listener's request socket (a datagram
+        socket pair; children inherit the sending end). A child that never logs
+        costs no pipe: the parent holds two descriptors per running fork child,
+        not four. join() takes a request the listener has not (collect_requests).
 
     records sent so far: _runtime.records_forwarded ──▶ in a pool worker's result frame
                                                      LogStream.wait_handled(that count)
@@ -54,7 +64,9 @@ pipe has room, and then first sends a WARNING that says how many it dropped
 (at exit it waits up to :data:`EXIT_FLUSH_WAIT` to deliver that warning).
 A parent whose handlers are merely slower than the child's logging slows the
 child to its pace (nothing is lost); a parent that stalls costs the child one
-wait of at most FULL_WAIT per stall, never unbounded time.
+wait of at most FULL_WAIT per stall, never unbounded time. (So does a fork
+child whose first record finds the request socket full: it drops the record
+after FULL_WAIT and tries again at the next.)
 
 Grandchildren forward to their parent's listener, whose ``handle()`` passes the
 record to the parent's own forwarding handler: records climb to the top.
@@ -72,6 +84,7 @@ delays results by that much once, not for ever).
 
 from __future__ import annotations
 
+import _socket
 import _thread
 import fcntl
 import io
@@ -180,6 +193,11 @@ _REPEAT_LENGTH = 1 + _REPEAT_NUMBERS.size  # what the header's length counts bes
 # objects seen (~10% fewer instructions), and a record has little to share.
 _MARSHAL_VERSION = 2
 _RECV_CHUNK = 256 * 1024
+# What a fork child sends over its parent's request socket with its channel's
+# reading end (LogListener.expect): the token of the stream it is for.
+_REQUEST = struct.Struct("<q")
+# Received descriptors close-on-exec at once, where the system can (Linux).
+_RECV_CLOEXEC: int = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
 # Handler.handle returns the record that passed the filters from 3.12 on, True before.
 _FILTER_RETURNS_RECORD = sys.version_info >= (3, 12)
 
@@ -249,22 +267,23 @@ class _ForkArming:
 
     __slots__ = (
         "applied",
-        "channel",
         "child_handlers",
         "handler",
         "handler_refs",
         "namer",
         "pid",
+        "request",
         "thread",
         "tried",
     )
 
-    def __init__(self, handler: Any, channel: io.FileIO) -> None:
+    def __init__(self, handler: Any, request: tuple[int, int]) -> None:
         # The process and thread that fork: only their fork's hooks use this record.
         self.pid = os.getpid()
         self.thread = _thread.get_ident()
         self.handler = handler
-        self.channel = channel
+        #: The child's (request socket, token): LogListener.expect.
+        self.request = request
         #: A fork hook has taken this record (the next fork clears it).
         self.tried = False
         #: The child's state is prepared (the hook had logging's lock in time).
@@ -283,14 +302,14 @@ class _ForkArming:
 _arming: _ForkArming | None = None
 
 
-def arm_fork_child(child_end: io.FileIO) -> None:
+def arm_fork_child(request: tuple[int, int]) -> None:
     """Just before a fork start that forwards logs: have the fork hook prepare the child.
 
     The forwarding handler is the parent's spare, made once (not a handler of this
-    process's, see ``_policy._handlers_exist``) and lent to each child, whose channel it is
-    given in the fork hook; the record namer is made for logging's current factory
-    (``_logger.prepare_record_namer``). See :class:`_ForkArming`. If ``os.fork()``
-    raises, :func:`disarm_fork_child`.
+    process's, see ``_policy._handlers_exist``) and lent to each child, which the
+    fork hook gives the child's ``request`` (LogListener.expect); the record namer
+    is made for logging's current factory (``_logger.prepare_record_namer``). See
+    :class:`_ForkArming`. If ``os.fork()`` raises, :func:`disarm_fork_child`.
     """
     global _arming
     handler = _policy.spare_handler
@@ -298,7 +317,7 @@ def arm_fork_child(child_end: io.FileIO) -> None:
         # (A child's inherited spare is its own forwarding handler: it makes one.)
         handler = _policy.spare_handler = _handler_class()(None)
     _logger.prepare_record_namer()
-    _arming = _ForkArming(handler, child_end)
+    _arming = _ForkArming(handler, request)
 
 
 def fork_safe_threads() -> tuple[int, ...]:
@@ -330,7 +349,8 @@ def disarm_fork_child() -> None:
 def _prepare_child_state(arming: _ForkArming, logging: Any) -> None:
     """In the fork hook, under logging's lock: the lists the child's loggers get."""
     handler = arming.handler
-    handler.channel = arming.channel
+    handler.channel = None  # (the child makes it at its first record)
+    handler.request = arming.request
     child_handlers = arming.child_handlers
     # Each with the list it replaces, which the child keeps (_inherited).
     root = logging.root
@@ -402,7 +422,9 @@ _child_handler: Any = None
 _inherited: list[Any] = []
 
 
-def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) -> None:
+def install_in_child(
+    config: dict[str, Any] | None, channel: io.FileIO | int | tuple[int, int]
+) -> None:
     """Make this (new child) process send its log records to the parent over ``channel``.
 
     Args:
@@ -410,7 +432,8 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
             in a forked child, whose logging is a copy of its parent's at the fork
             (levels, ``logging.disable``, propagation, proctor's logger).
         channel: the child's end of its log channel (:func:`open_channel`), or its
-            descriptor.
+            descriptor; in a fork child, the (request socket, token) its first
+            record sends its channel with (:meth:`LogListener.expect`).
 
     A fork child whose parent's fork hook prepared its state (:class:`_ForkArming`)
     only takes it; one whose parent could not (logging's lock held past FORK_WAIT,
@@ -419,18 +442,25 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
     global _child_channel, _child_handler
     if config is None:
         arming = _arming
-        if arming is not None and arming.applied and arming.channel is channel:
+        if arming is not None and arming.applied and arming.request is channel:
             _finish_armed_child(arming)
             return
     import logging
 
     from . import _logger as _logging
 
-    if isinstance(channel, int):
-        channel = io.FileIO(channel, "wb")
+    request = None
+    own: io.FileIO | None = None  # (made at the first record where a request is given)
+    if isinstance(channel, tuple):
+        request = channel
+    elif isinstance(channel, int):
+        own = io.FileIO(channel, "wb")
+    else:
+        own = channel
     if config is not None and config["proctor_logger"]:
         _logging.get_logger()
-    handler = _handler_class()(channel)
+    handler = _handler_class()(own)
+    handler.request = request
     _child_handler = handler
     # Handlers inherited through fork belong to the parent, which handles
     # every record itself; keeping them would write each record twice.
@@ -456,7 +486,7 @@ def install_in_child(config: dict[str, Any] | None, channel: io.FileIO | int) ->
     if _child_channel is not None:
         # Our parent's channel to *its* parent, inherited through fork: ours is new.
         _child_channel.close()
-    _child_channel = channel
+    _child_channel = own
     _runtime.records_forwarded = 0  # counted on this channel
     if config is not None:
         logging.root.setLevel(config["root_level"])
@@ -539,7 +569,7 @@ def _finish_armed_child(arming: _ForkArming) -> None:
         logging._logRecordFactory = arming.namer
     previous = _child_channel
     _child_handler = arming.handler
-    _child_channel = arming.channel
+    _child_channel = None  # (made at the first record: the handler's _open_channel)
     # The lists just replaced hold the parent's handlers, often their only holder.
     # Kept (their record lives on), not freed: freeing a StreamHandler frees its
     # stream and lock and runs logging's weak-reference callbacks, ~55 pages the
@@ -585,8 +615,11 @@ def _handler_class() -> Any:
                 # None: a spare, which a fork child takes for its own (install_in_child).
                 if channel is not None:
                     os.set_blocking(channel.fileno(), False)
-                # (None only until a child takes the spare: it handles nothing before.)
+                # None in a fork child until its first record makes it (request).
                 self.channel: io.FileIO = channel  # type: ignore[assignment]
+                #: A fork child's (request socket's descriptor, token): where its first
+                #: record sends the reading end of the channel it makes (LogListener.expect).
+                self.request: tuple[int, int] | None = None
                 self.dropped = 0
                 self.dropped_name = "proctor"
                 # The fixed values of the last plain record sent whole: what the
@@ -607,6 +640,11 @@ def _handler_class() -> Any:
                 # reads and updates sent_fixed, in the order frames are sent.
                 try:
                     frame, fixed = encode_record(record, self.sent_fixed)
+                    if self.channel is None and not self._open_channel():
+                        if self.request is not None:  # the parent's listener is stuck
+                            self.dropped += 1
+                            self.dropped_name = record.name
+                        return
                     if self.dropped:
                         self._emit_dropping(record, frame, fixed)
                         return
@@ -628,6 +666,30 @@ def _handler_class() -> Any:
                     pass  # the parent is gone: nobody is left to read the record
                 except Exception:
                     self.handleError(record)
+
+            def _open_channel(self) -> bool:
+                """A fork child's first record: make its channel and send the parent
+                the reading end (under the handler's lock). False if the request
+                socket had no room for FULL_WAIT (the parent's listener is stuck:
+                the record is dropped, and the next one tries again), or the parent
+                is gone (``request`` is then None: nothing more is sent)."""
+                global _child_channel
+                request = self.request
+                if request is None:
+                    return False
+                read_fd, channel = open_channel()
+                try:
+                    sent = _send_request(request[0], _REQUEST.pack(request[1]), read_fd)
+                except OSError:
+                    self.request = None
+                    sent = False
+                finally:
+                    os.close(read_fd)
+                if not sent:
+                    channel.close()
+                    return False
+                self.channel = _child_channel = channel
+                return True
 
             def _emit_dropping(
                 self, record: logging.LogRecord, frame: bytes, fixed: tuple[Any, ...] | None
@@ -689,13 +751,42 @@ def _handler_class() -> Any:
     return _handler_cls
 
 
+def _send_request(fd: int, data: bytes, channel_fd: int) -> bool:
+    """Send ``data`` with ``channel_fd`` over the request socket ``fd`` (one datagram).
+
+    False if the socket had no room for FULL_WAIT; raises OSError if the parent's
+    end is gone.
+    """
+    sock = _socket.socket(fileno=fd)  # (the descriptor stays open: detached below)
+    try:
+        message = [data]
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", channel_fd))]
+        deadline = None
+        while True:
+            try:
+                sock.sendmsg(message, rights)
+                return True
+            except BlockingIOError:  # (other children's requests fill it)
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + FULL_WAIT
+                remaining = deadline - now
+                if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                    return False
+    finally:
+        sock.detach()
+
+
 def flush_child() -> None:
     """At a child's exit: report dropped records if the parent has room in EXIT_FLUSH_WAIT."""
     handler = _child_handler
     if handler is not None and handler.dropped:
         notice = handler._dropped_notice()
         try:
-            handler._send(notice, wait=EXIT_FLUSH_WAIT)
+            # (A fork child whose first records found the request socket full
+            # tries once more to send its channel.)
+            if handler.channel is not None or handler._open_channel():
+                handler._send(notice, wait=EXIT_FLUSH_WAIT)
         except OSError:
             pass
 
@@ -933,6 +1024,7 @@ class LogStream:
         "reading",
         "received",
         "remembered",
+        "token",
         "wanted",
         "wanted_bytes",
     )
@@ -973,6 +1065,11 @@ class LogStream:
         self._ended_event: threading.Event | None = None
         # Made by the first wait_handled().
         self._progress: threading.Condition | None = None
+        #: A fork child's stream, made before the child has a channel
+        #: (:meth:`LogListener.expect`): its key in the listener's ``_pending``; the
+        #: stream's ``fd`` is -1 until the child's first record sends the channel's
+        #: reading end. None for a stream attached with its channel.
+        self.token: int | None = None
 
     def wait_drained(self, timeout: float | None) -> bool:
         """Wait until every record the child sent has been handled (the stream ended)."""
@@ -1032,6 +1129,10 @@ class LogStream:
         if self.handled >= count or self.ended:
             return True
         listener = self.listener
+        if self.fd < 0:
+            # The child sent its channel before those records: take it now, if the
+            # listener's thread has not.
+            listener.collect_requests()
         if listener.stuck_at == listener.handled:
             return False  # stuck since an earlier wait gave up: don't wait again
         progress = self._progress_condition()
@@ -1083,6 +1184,14 @@ class LogListener:
     missing) over the streams' descriptors, kept by number: the thread that
     attaches a stream registers it, and epoll sees a descriptor added while the
     thread waits, so the thread is not woken for it (with poll it is).
+
+    A fork child's stream is made without a channel (:meth:`expect`): the child
+    makes its channel at its first record and sends the reading end over the
+    request socket (a datagram socket pair the listener makes with its thread;
+    fork children inherit the sending end), with the stream's token. The thread
+    takes it (:meth:`collect_requests`), as do ``join()`` and a pool waiting for a
+    worker's records before they look at the stream. A child that never logs costs
+    no pipe and no descriptor: two per running child before (docs/design.md).
     """
 
     def __init__(self) -> None:
@@ -1092,7 +1201,8 @@ class LogListener:
         self._detached: list[LogStream] = []
         # Streams whose keeper release() could not let go of at once (the lock was
         # taken), for the thread to.
-        self._to_release: list[LogStream] = []
+        # (And pending streams whose process was let go of: _orphan, with the pid.)
+        self._to_release: list[tuple[LogStream, int]] = []
         self._thread: threading.Thread | None = None
         self._poller: Any = None
         self._wake_r: socket.socket | None = None
@@ -1108,13 +1218,29 @@ class LogListener:
         self._hurry = threading.Event()
         # Whether the thread waits without a time limit (it has streams; under the lock).
         self._waits_for_streams = False
+        # Fork children's streams whose channel has not come yet, by token (expect()).
+        self._pending: dict[int, LogStream] = {}
+        self._next_token = 0
+        # The request socket pair, made with the thread: the listener reads the
+        # first, fork children inherit the second. The sending end is a bare
+        # descriptor: a child lets go of the listener's objects when it makes a
+        # listener of its own, and a socket object would close it then, under its
+        # forwarding handler still waiting to send.
+        self._request_r: socket.socket | None = None
+        self._request_w = -1
+        # (stream, pid) of pending streams whose process was let go of without
+        # join(): dropped once the child has exited (the thread looks each
+        # LISTENER_LINGER), or adopted when its channel comes.
+        self._orphans: list[tuple[LogStream, int]] = []
 
     def hurry(self) -> None:
         """Make the listener skip its next batch window (at most BATCH_WINDOW later)."""
         self._hurry.set()
 
     def attach(self, fd: int, name: str, child_end: io.FileIO) -> LogStream:
-        """Start handling records from ``fd`` (the parent's end, :func:`open_channel`).
+        """Start handling records from ``fd`` (the parent's end, :func:`open_channel`):
+        a spawn or forkserver child's channel, which the parent makes (a fork child
+        makes its own: :meth:`expect`).
 
         ``child_end`` is this process's copy of the child's end, which the stream
         keeps (``LogStream.keeper``) until :meth:`end`: while this process holds a
@@ -1137,6 +1263,27 @@ class LogListener:
             self._register(stream)
         return stream
 
+    def expect(self, name: str) -> tuple[LogStream, tuple[int, int]]:
+        """A stream for a fork child about to start, which makes its channel itself.
+
+        Returns the stream (``fd`` -1) and the child's request: the request socket's
+        sending end, which the child inherits, and the stream's token. The child's
+        first record makes its channel and sends the reading end there with the
+        token (the forwarding handler's ``_open_channel``). Runs the thread, which
+        takes it as it comes.
+        """
+        stream = LogStream(-1, name, self)
+        with self._lock:
+            token = self._next_token
+            self._next_token = token + 1
+            stream.token = token
+            self._pending[token] = stream
+            if self._to_release:
+                self._release_deferred()
+            if self._poller is None:
+                self._start_thread()
+            return stream, (self._request_w, token)
+
     def _register(self, stream: LogStream) -> None:
         """Have the thread read ``stream`` (under the lock); start the thread if none runs."""
         self._streams[stream.fd] = stream
@@ -1144,29 +1291,79 @@ class LogListener:
             self._release_deferred()
         poller = self._poller
         if poller is None:
-            import socket
-
-            self._wake_r, self._wake_w = socket.socketpair()
-            self._wake_r.setblocking(False)
-            # A wake-up never blocks (release() may send one from a garbage
-            # collection): a full socket means one is pending already.
-            self._wake_w.setblocking(False)
-            let_go_in_forks(self._wake_r.fileno())
-            let_go_in_forks(self._wake_w.fileno())
-            poller = self._poller = _make_poller()
-            poller_fd = _listed_fd(poller)
-            if poller_fd >= 0:
-                let_go_in_forks(poller_fd)
-            poller.register(self._wake_r.fileno(), _READABLE)
-            poller.register(stream.fd, _READABLE)
-            self._thread = threading.Thread(
-                target=self._run, args=(poller,), name="proctor-log-listener", daemon=True
-            )
-            self._thread.start()
+            self._start_thread(stream.fd)
         else:
             poller.register(stream.fd, _READABLE)
             if type(poller) is not _EPOLL:
                 self._wake()  # a poll() already waiting does not see it
+
+    def _start_thread(self, *fds: int) -> None:
+        """Make the thread's poller, wake pair and request pair, and start it (under the lock)."""
+        import socket
+
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        # A wake-up never blocks (release() may send one from a garbage
+        # collection): a full socket means one is pending already.
+        self._wake_w.setblocking(False)
+        let_go_in_forks(self._wake_r.fileno())
+        let_go_in_forks(self._wake_w.fileno())
+        # Non-blocking on both sides: the thread reads what is there, and a child
+        # whose request finds no room waits for it itself (up to FULL_WAIT).
+        self._request_r, request_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._request_r.setblocking(False)
+        request_w.setblocking(False)
+        self._request_w = request_w.detach()
+        let_go_in_forks(self._request_r.fileno())  # (not the sending end: children use it)
+        poller = self._poller = _make_poller()
+        poller_fd = _listed_fd(poller)
+        if poller_fd >= 0:
+            let_go_in_forks(poller_fd)
+        poller.register(self._wake_r.fileno(), _READABLE)
+        poller.register(self._request_r.fileno(), _READABLE)
+        for fd in fds:
+            poller.register(fd, _READABLE)
+        self._thread = threading.Thread(
+            target=self._run, args=(poller,), name="proctor-log-listener", daemon=True
+        )
+        self._thread.start()
+
+    def collect_requests(self) -> None:
+        """Take the channels fork children have sent (:meth:`expect`): each its stream's."""
+        with self._lock:
+            self._collect_requests()
+
+    def _collect_requests(self) -> None:
+        """:meth:`collect_requests`, under the lock."""
+        request = self._request_r
+        if request is None:
+            return
+        import socket
+
+        while True:
+            try:
+                data, fds, _flags, _address = socket.recv_fds(
+                    request, _REQUEST.size, 1, _RECV_CLOEXEC
+                )
+            except OSError:  # BlockingIOError: none left
+                return
+            if len(fds) != 1 or len(data) != _REQUEST.size:
+                for fd in fds:  # (not a request of ours)
+                    os.close(fd)
+                continue
+            fd = fds[0]
+            if not _RECV_CLOEXEC:
+                os.set_inheritable(fd, False)
+            stream = self._pending.pop(_REQUEST.unpack(data)[0], None)
+            if stream is None:
+                # Its stream was ended meanwhile (the child was let go of), or has a
+                # channel already (an os.fork() process of the child, which had not
+                # logged yet, made a second): read on its own until it ends.
+                stream = LogStream(fd, "", self)
+            else:
+                stream.fd = fd
+            let_go_in_forks(fd)
+            self._register(stream)
 
     def end(self, stream: LogStream, timeout: float | None) -> bool:
         """The stream's child has ended: let the stream go once its records are handled.
@@ -1186,22 +1383,39 @@ class LogListener:
         with self._lock:
             if self._to_release:
                 self._release_deferred()
+            if stream.token is not None and stream.fd < 0:
+                # A fork child's stream: its channel, if the child made one, has come
+                # before its records, all sent before it ended.
+                self._collect_requests()
+                if stream.fd < 0:
+                    ended = not stream.ended
+                    if ended:  # the child never logged: nothing to handle
+                        self._pending.pop(stream.token, None)
+                        stream.ended = True
+                        self._linger_if_idle()
+            else:
+                ended = False
+        if stream.fd < 0 and stream.token is not None:
+            if ended:
+                event = stream._ended_event
+                if event is not None:
+                    event.set()
+                stream._progressed()
+            return True
+        with self._lock:
             keeper, stream.keeper = stream.keeper, None
-            mine = keeper is not None and self._streams.get(stream.fd) is stream
+            # (A fork child's stream has no kept end: the child's exit closed its
+            # channel's writing end, unless it left a process of its own that holds it.)
+            mine = (keeper is not None or stream.token is not None) and self._streams.get(
+                stream.fd
+            ) is stream
             if mine:
                 del self._streams[stream.fd]
                 try:
                     self._poller.unregister(stream.fd)
                 except (AttributeError, KeyError, OSError, ValueError):
                     pass  # (the thread ended by an error: nothing to take it off)
-                if not self._streams and self._waits_for_streams:
-                    # The last one, and the thread waits with no time limit: it
-                    # must start to linger (LISTENER_LINGER), to end unless another
-                    # child starts meanwhile. (Not when it lingers already: each
-                    # wake-up costs a loop of start+join ~400 us, the two threads
-                    # taking turns at the GIL.)
-                    self._waits_for_streams = False
-                    self._wake()
+                self._linger_if_idle()
         if keeper is not None:
             keeper.close()
         if not mine:
@@ -1242,27 +1456,43 @@ class LogListener:
             return stream.wait_drained(wait)
         return stream.wait_consumed(target, wait)
 
-    def release(self, stream: LogStream) -> None:
+    def _linger_if_idle(self) -> None:
+        """After a stream was taken off (under the lock): if it was the last, and the
+        thread waits with no time limit, it must start to linger (LISTENER_LINGER),
+        to end unless another child starts meanwhile. (Not when it lingers already:
+        each wake-up costs a loop of start+join ~400 us, the two threads taking turns
+        at the GIL.)"""
+        if not self._streams and not self._pending and self._waits_for_streams:
+            self._waits_for_streams = False
+            self._wake()
+
+    def release(self, stream: LogStream, pid: int) -> None:
         """Let the keeper go without reading (the process object is being collected).
 
         The listener's thread then finishes the stream at EOF, as for a stream that
-        was never kept. Never blocks: it may run from a garbage collection, in a
-        thread that holds the listener's lock; then the thread lets it go instead.
+        was never kept. A fork child's stream still waiting for its channel stays
+        so while the child ``pid`` runs (:meth:`_orphan`). Never blocks: it may run
+        from a garbage collection, in a thread that holds the listener's lock; then
+        the thread lets it go instead.
         """
-        if stream.keeper is None:
+        pending = stream.token is not None and stream.fd < 0 and not stream.ended
+        if stream.keeper is None and not pending:
             return
         if not self._lock.acquire(blocking=False):
-            self._to_release.append(stream)
+            self._to_release.append((stream, pid))
             self._wake()
             return
         try:
-            _close_keeper(stream)
+            if pending:
+                self._orphan(stream, pid)
+            else:
+                _close_keeper(stream)
         finally:
             self._lock.release()
 
     def detach(self, stream: LogStream) -> None:
         """Stop handling ``stream`` (the process object is being closed)."""
-        if stream.keeper is not None:
+        if stream.keeper is not None or (stream.token is not None and stream.fd < 0):
             self.end(stream, DRAIN_TIMEOUT)
             return
         with self._lock:
@@ -1283,6 +1513,7 @@ class LogListener:
     def _run(self, poller: Any) -> None:
         idle_since: float | None = None  # when the last stream ended
         wake_fd = self._wake_r.fileno()  # type: ignore[union-attr]  # (made with the poller)
+        request_fd = self._request_r.fileno()  # type: ignore[union-attr]  # (likewise)
         epoll = type(poller) is _EPOLL
         try:
             while True:
@@ -1290,8 +1521,12 @@ class LogListener:
                 with self._lock:
                     if self._to_release:
                         self._release_deferred()
+                    if self._orphans:
+                        self._drop_exited_orphans()
+                        if self._orphans:
+                            timeout = LISTENER_LINGER  # to look again
                     detached, self._detached = self._detached, []
-                    if not self._streams and not detached:
+                    if not self._streams and not detached and not self._pending:
                         # Linger, in case another child starts soon (LISTENER_LINGER);
                         # decided under the lock that attach() takes to see the thread.
                         now = time.monotonic()
@@ -1319,6 +1554,10 @@ class LogListener:
                     ready = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
                 handled = 0
                 for fd, _events in ready:
+                    if fd == request_fd:
+                        with self._lock:
+                            self._collect_requests()
+                        continue
                     if fd == wake_fd:
                         try:
                             while self._wake_r.recv(4096):  # type: ignore[union-attr]
@@ -1352,17 +1591,51 @@ class LogListener:
 
     def _release_deferred(self) -> None:
         """Let go of the keepers release() left to others (under the lock)."""
-        streams, self._to_release = self._to_release, []
-        for stream in streams:
-            _close_keeper(stream)
+        released, self._to_release = self._to_release, []
+        for stream, pid in released:
+            if stream.keeper is not None:
+                _close_keeper(stream)
+            else:
+                self._orphan(stream, pid)
+
+    def _orphan(self, stream: LogStream, pid: int) -> None:
+        """A pending stream's process was let go of unjoined (under the lock).
+
+        Its child may live on and log: the stream stays pending, and the thread
+        looks each LISTENER_LINGER whether the child has exited meanwhile
+        (:meth:`_drop_exited_orphans`), so that it does not run for ever for it.
+        """
+        self._orphans.append((stream, pid))
+        self._drop_exited_orphans()
+        if self._orphans:
+            self._wake()  # to wait with a time limit
+
+    def _drop_exited_orphans(self) -> None:
+        """End the orphans' streams whose child has exited without a channel (under the lock)."""
+        self._collect_requests()
+        kept = []
+        for stream, pid in self._orphans:
+            if stream.fd >= 0 or stream.ended:
+                continue  # its channel came: an ordinary stream now
+            if _child_running(pid):
+                kept.append((stream, pid))
+            else:
+                # (Nobody waits for it: its process object is gone.)
+                self._pending.pop(stream.token, None)  # type: ignore[arg-type]
+                stream.ended = True
+        self._orphans = kept
+        self._linger_if_idle()
 
     def _close_wake(self) -> None:
-        """Close the wake pair (under the lock)."""
-        for sock in (self._wake_r, self._wake_w):
+        """Close the wake pair and the request pair (under the lock)."""
+        for sock in (self._wake_r, self._wake_w, self._request_r):
             if sock is not None:
                 self._forget_fd(sock.fileno())
                 sock.close()
-        self._wake_r = self._wake_w = None
+        self._wake_r = self._wake_w = self._request_r = None
+        if self._request_w >= 0:
+            os.close(self._request_w)
+            self._request_w = -1
 
     def _forget_fd(self, fd: int) -> None:
         """Take ``fd`` off the descriptors fork children let go of, before it is closed."""
@@ -1448,6 +1721,16 @@ class LogListener:
         if event is not None:
             event.set()
         stream._progressed()
+
+
+def _child_running(pid: int) -> bool:
+    """Whether this process's child ``pid`` has not exited (not reaped, not waited for)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:  # reaped already
+        return False
+    except OSError:
+        return False
 
 
 def _read_chunk(fd: int) -> bytes | None:

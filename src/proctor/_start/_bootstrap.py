@@ -195,9 +195,10 @@ def run_forked(
     Args:
         parent_pid: the parent's pid, read *before* the fork: ``getppid()`` in
             the child would already name init if the parent died in between.
-        log: the child's end of its log channel when log forwarding is on (the
-            child's logging is a copy of the parent's: no configuration travels),
-            else ``None``.
+        log: when log forwarding is on, the (request socket, token) with which
+            the child's first record sends the parent its log channel
+            (``LogListener.expect``; the child's logging is a copy of the
+            parent's: no configuration travels), else ``None``.
         adopt_stdlib: :func:`stdlib_state_to_adopt`, asked by the parent before
             the fork (there its look writes no page a child must copy).
     """

@@ -307,8 +307,8 @@ class Popen(ClosedWhenCollected):
         end held for it is let go here, so that they do end.
         """
         stream = self.log_stream
-        if stream is not None and stream.keeper is not None and self._owner == os.getpid():
-            stream.listener.release(stream)
+        if stream is not None and self._owner == os.getpid():
+            stream.listener.release(stream, self.pid)
         if self.channel is not None:
             self.channel.close()
             self.channel = None

@@ -52,8 +52,10 @@ _ready: tuple[int, int, bool, _ForkStart | None] = (-1, -1, False, None)
 _FORWARDING = "proctor._logging._forwarding"
 
 
-def _open_log_channel(forward_logs: bool | None) -> tuple[int, Any] | None:
-    """``_forwarding.open_channel`` if the child forwards; that module is loaded only then.
+def _expect_log_channel(forward_logs: bool | None, name: str) -> tuple[Any, tuple[int, int]] | None:
+    """The log listener's stream for a child that forwards, and the child's
+    (request socket, token): ``LogListener.expect``. ``None`` if the child does not
+    forward; ``_forwarding`` is loaded only if it does.
 
     A process without logging, or whose logging is not configured (a library's
     ``NullHandler``), or that turned forwarding off, forwards nothing; loading the
@@ -62,9 +64,10 @@ def _open_log_channel(forward_logs: bool | None) -> tuple[int, Any] | None:
     """
     if not _policy.forwarding_enabled(forward_logs):
         return None
-    from .._logging._forwarding import open_channel
+    from .._logging._forwarding import listener
 
-    return open_channel()
+    stream, request = listener().expect(name)
+    return stream, request
 
 
 def _fork_safe_threads() -> tuple[int, ...]:
@@ -123,8 +126,6 @@ class ForkPopen(OwnChildPopen):
         super().__init__()
         # (Asked before anything is opened: nothing to close should it fail.)
         adopt_stdlib = _bootstrap.stdlib_state_to_adopt()
-        # No capture_config(): the child's logging is a copy of this one's.
-        log_channel = _open_log_channel(process._forward_logs)
         parent_end, child_end = _wire.plain_socketpair()
         parent_pid = os.getpid()
         ready = _ready
@@ -136,16 +137,17 @@ class ForkPopen(OwnChildPopen):
         # The parent-death signal is sent when the thread that forked ends: only
         # the main thread's children can rely on it.
         on_main_thread = _thread.get_ident() == ready[1]
-        child_log_end = None
-        if log_channel is not None:
-            # Handed to the listener before the fork: after it, every page this
-            # process writes is copied while the child lives (the stream's objects,
-            # the listener's dict: ~200 us of start() when attached after it).
-            self.attach_log_channel(log_channel, process.name)
-            child_log_end = log_channel[1]
+        # No capture_config(): the child's logging is a copy of this one's. The
+        # stream is made before the fork: after it, every page this process writes
+        # is copied while the child lives (the stream's objects, the listener's
+        # dict: ~200 us of start() when made after it).
+        log_request = None
+        expected = _expect_log_channel(process._forward_logs, process.name)
+        if expected is not None:
+            self.log_stream, log_request = expected
             # The fork hooks make the child's logging state in this process, and
             # put this one's back after the fork (_forwarding._ForkArming).
-            sys.modules[_FORWARDING].arm_fork_child(child_log_end)
+            sys.modules[_FORWARDING].arm_fork_child(log_request)
         # (Process.start() has flushed stdout and stderr: buffered output would
         # otherwise be written twice. What this process read ahead from stdin stays
         # here: the child takes a stdin object never read, made once.)
@@ -156,10 +158,11 @@ class ForkPopen(OwnChildPopen):
             fork = ready[3]
             pid = os.fork() if fork is None or sys.is_finalizing() else fork(_fork_safe_threads)
         except BaseException:
-            if child_log_end is not None:
+            if log_request is not None:
                 sys.modules[_FORWARDING].disarm_fork_child()  # (if the hooks did not run)
-            # The listener sees its stream end (the child's end closed) and lets it go.
-            close_quietly(parent_end, child_end, lifeline_r, lifeline_w, child_log_end)
+                stream, self.log_stream = self.log_stream, None
+                stream.listener.end(stream, 0)  # (no child: it ends at once)
+            close_quietly(parent_end, child_end, lifeline_r, lifeline_w)
             raise
         if pid == 0:  # the child
             try:
@@ -167,12 +170,8 @@ class ForkPopen(OwnChildPopen):
                 if lifeline_w >= 0:
                     os.close(lifeline_r)
                     _bootstrap.keep_lifeline(lifeline_w)
-                # (The listener's fork hook has let go of the parent's end of
-                # the log channel: it is not closed here, which would write
-                # to its object.)
-                log = None if log_channel is None else log_channel[1]
                 _bootstrap.run_forked(
-                    process, child_end, parent_pid, on_main_thread, log, adopt_stdlib
+                    process, child_end, parent_pid, on_main_thread, log_request, adopt_stdlib
                 )
             finally:
                 os._exit(1)
