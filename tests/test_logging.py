@@ -1113,6 +1113,132 @@ def test_a_fork_child_whose_channel_finds_no_room_drops_its_records_without_hang
     p.close()
 
 
+class SlowList(ListHandler):
+    """A ListHandler that takes ``delay`` seconds over each record whose message
+    starts with ``slow_prefix``: the listener lags behind the child."""
+
+    def __init__(self, delay, slow_prefix=""):
+        super().__init__()
+        self.delay = delay
+        self.slow_prefix = slow_prefix
+
+    def emit(self, record):
+        if record.getMessage().startswith(self.slow_prefix):
+            time.sleep(self.delay)  # (a slow handler, the case under test)
+        super().emit(record)
+
+
+@contextlib.contextmanager
+def handler_on_app(handler):
+    logger = logging.getLogger("app")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_close_without_join_handles_every_record_of_a_fork_child_a_slow_handler_lags(ctx):
+    # close() ends the stream as join() does: what the channel holds is handled
+    # first. (The first version of the child's own channel let the listener close
+    # it unread: 151 of 400 records handled.)
+    with handler_on_app(SlowList(0.001)) as slow:
+        p = ctx.Process(target=log_some, args=(200,))
+        p.start()
+        _wait_for_exit(p)
+        assert not p.is_alive()
+        p.close()
+        assert slow.messages() == [f"record {i}" for i in range(200)]
+
+
+def fork_a_grandchild_that_logs_first(ready_w, gate_r):
+    log = logging.getLogger("app.worker")
+    ready_r, ready_w2 = os.pipe()
+    if os.fork() == 0:  # before this child's first record: it makes a channel of its own
+        log.info("from the grandchild")
+        os.write(ready_w2, b"x")
+        os.read(gate_r, 1)
+        os._exit(0)
+    os.read(ready_r, 1)  # its record is in its channel (and its request sent) first
+    log.info("slow from the child")
+
+
+def test_join_waits_for_the_childs_records_not_an_os_fork_grandchilds(app_logs):
+    # The grandchild's request comes first, with the child's token it inherited:
+    # it must not take the child's stream, or join() would wait for the
+    # grandchild's records and not the child's. (Seen: join() returned before
+    # the child's record was handled.)
+    gate_r, gate_w = os.pipe()
+    try:
+        with handler_on_app(SlowList(0.3, slow_prefix="slow")) as slow:
+            p = proctor.get_context("fork").Process(
+                target=fork_a_grandchild_that_logs_first, args=(None, gate_r)
+            )
+            p.start()
+            p.join(30)
+            assert p.exitcode == 0
+            assert "slow from the child" in slow.messages()
+            os.write(gate_w, b"x")
+            wait_until(lambda: "from the grandchild" in slow.messages(), timeout=30)
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+    p.close()
+
+
+def log_with_a_default_socket_timeout(gate_r, said_w):
+    import socket
+
+    socket.setdefaulttimeout(5.0)
+    os.read(gate_r, 1)
+    logging.getLogger("app.worker").info("a")  # the request socket is full: dropped
+    os.write(said_w, b"x")
+    os.read(gate_r, 1)
+    logging.getLogger("app.worker").info("b")  # room again: it arrives, after a notice
+
+
+def test_a_full_request_socket_drops_a_record_counted_even_with_a_default_socket_timeout(
+    app_logs, monkeypatch
+):
+    # socket.setdefaulttimeout() in the child must not make the request wait its
+    # timeout, nor be taken for the parent gone (which stopped forwarding for good).
+    import socket
+
+    monkeypatch.setattr(_log_forwarding, "FULL_WAIT", 0.05)  # (inherited by the child)
+    gate_r, gate_w = os.pipe()
+    said_r, said_w = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(
+            target=log_with_a_default_socket_timeout, args=(gate_r, said_w)
+        )
+        p.start()
+        listener = p._popen.log_stream.listener
+        with listener._lock:  # (the listener's thread takes no request meanwhile)
+            filler = socket.socket(fileno=os.dup(listener._request_w))
+            try:
+                while True:
+                    filler.send(b"not a request")
+            except BlockingIOError:
+                pass
+            finally:
+                filler.close()
+            os.write(gate_w, b"x")
+            import select
+
+            assert select.select([said_r], [], [], 30)[0], "the child did not log 'a'"
+            os.read(said_r, 1)  # "a" was dropped
+        os.write(gate_w, b"x")
+        p.join(30)
+    finally:
+        for fd in (gate_r, gate_w, said_r, said_w):
+            os.close(fd)
+    assert p.exitcode == 0
+    notice, last = app_logs.messages()
+    assert notice.startswith("proctor dropped 1 log record(s)") and last == "b"
+    p.close()
+
+
 def test_a_fork_child_dropped_unjoined_lets_the_listener_end(app_logs):
     # Its stream waits for a channel while the child runs; once the child has
     # exited without one (and is reaped: active_children(), or the next start,

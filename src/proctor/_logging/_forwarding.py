@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import _socket
 import _thread
+import errno
 import fcntl
 import io
 import marshal
@@ -196,6 +197,10 @@ _RECV_CHUNK = 256 * 1024
 # What a fork child sends over its parent's request socket with its channel's
 # reading end (LogListener.expect): the token of the stream it is for.
 _REQUEST = struct.Struct("<q")
+# What sending a request raises once the parent's end of the socket is gone.
+_PARENT_GONE = frozenset(
+    (errno.ECONNREFUSED, errno.ENOTCONN, errno.EPIPE, errno.EBADF, errno.ENOTSOCK)
+)
 # Received descriptors close-on-exec at once, where the system can (Linux).
 _RECV_CLOEXEC: int = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
 # Handler.handle returns the record that passed the filters from 3.12 on, True before.
@@ -677,11 +682,15 @@ def _handler_class() -> Any:
                 request = self.request
                 if request is None:
                     return False
-                read_fd, channel = open_channel()
+                try:
+                    read_fd, channel = open_channel()
+                except OSError:
+                    return False  # (out of descriptors, say: dropped, counted)
                 try:
                     sent = _send_request(request[0], _REQUEST.pack(request[1]), read_fd)
-                except OSError:
-                    self.request = None
+                except OSError as exc:
+                    if exc.errno in _PARENT_GONE:
+                        self.request = None
                     sent = False
                 finally:
                     os.close(read_fd)
@@ -759,6 +768,7 @@ def _send_request(fd: int, data: bytes, channel_fd: int) -> bool:
     """
     sock = _socket.socket(fileno=fd)  # (the descriptor stays open: detached below)
     try:
+        sock.settimeout(0.0)  # (not socket.setdefaulttimeout()'s: this waits itself)
         message = [data]
         rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", channel_fd))]
         deadline = None
@@ -771,7 +781,11 @@ def _send_request(fd: int, data: bytes, channel_fd: int) -> bool:
                 if deadline is None:
                     deadline = now + FULL_WAIT
                 remaining = deadline - now
-                if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                if remaining <= 0:
+                    return False
+                poller = select.poll()  # (not select(): the number may be past 1023)
+                poller.register(fd, select.POLLOUT)
+                if not poller.poll(remaining * 1000 + 1):
                     return False
     finally:
         sock.detach()
@@ -782,6 +796,10 @@ def flush_child() -> None:
     handler = _child_handler
     if handler is not None and handler.dropped:
         notice = handler._dropped_notice()
+        # Under the handler's lock, as emit() is (a thread may still be logging):
+        # not waited for past EXIT_FLUSH_WAIT.
+        if not handler.lock.acquire(timeout=EXIT_FLUSH_WAIT):
+            return
         try:
             # (A fork child whose first records found the request socket full
             # tries once more to send its channel.)
@@ -789,6 +807,8 @@ def flush_child() -> None:
                 handler._send(notice, wait=EXIT_FLUSH_WAIT)
         except OSError:
             pass
+        finally:
+            handler.lock.release()
 
 
 def _writable(channel: io.FileIO, timeout: float | None) -> bool:
@@ -1068,7 +1088,8 @@ class LogStream:
         #: A fork child's stream, made before the child has a channel
         #: (:meth:`LogListener.expect`): its key in the listener's ``_pending``; the
         #: stream's ``fd`` is -1 until the child's first record sends the channel's
-        #: reading end. None for a stream attached with its channel.
+        #: reading end. None for a stream attached with its channel, and once
+        #: :meth:`LogListener.end` has run (the child's part is handled).
         self.token: int | None = None
 
     def wait_drained(self, timeout: float | None) -> bool:
@@ -1274,14 +1295,14 @@ class LogListener:
         """
         stream = LogStream(-1, name, self)
         with self._lock:
+            if self._to_release:
+                self._release_deferred()
+            if self._poller is None:
+                self._start_thread()  # (first: if it fails, nothing is left pending)
             token = self._next_token
             self._next_token = token + 1
             stream.token = token
             self._pending[token] = stream
-            if self._to_release:
-                self._release_deferred()
-            if self._poller is None:
-                self._start_thread()
             return stream, (self._request_w, token)
 
     def _register(self, stream: LogStream) -> None:
@@ -1342,11 +1363,14 @@ class LogListener:
 
         while True:
             try:
-                data, fds, _flags, _address = socket.recv_fds(
+                data, fds, flags, _address = socket.recv_fds(
                     request, _REQUEST.size, 1, _RECV_CLOEXEC
                 )
             except OSError:  # BlockingIOError: none left
                 return
+            if len(data) == _REQUEST.size and not fds and flags & _socket.MSG_CTRUNC:
+                self._lose_channel(_REQUEST.unpack(data)[0])
+                continue
             if len(fds) != 1 or len(data) != _REQUEST.size:
                 for fd in fds:  # (not a request of ours)
                     os.close(fd)
@@ -1380,33 +1404,35 @@ class LogListener:
         the thread until it closes the channel, without ``join()`` waiting for
         that. Returns False if ``timeout`` passed first.
         """
+        token = stream.token
+        ended = False
         with self._lock:
             if self._to_release:
                 self._release_deferred()
-            if stream.token is not None and stream.fd < 0:
-                # A fork child's stream: its channel, if the child made one, has come
-                # before its records, all sent before it ended.
-                self._collect_requests()
+            if token is not None:
+                # A fork child's stream (ended here once: token None after, which
+                # tells detach() that the child's part is done). Its channel, if the
+                # child made one, has come before its records, all sent before it ended.
+                stream.token = None
                 if stream.fd < 0:
-                    ended = not stream.ended
-                    if ended:  # the child never logged: nothing to handle
-                        self._pending.pop(stream.token, None)
-                        stream.ended = True
-                        self._linger_if_idle()
-            else:
-                ended = False
-        if stream.fd < 0 and stream.token is not None:
-            if ended:
-                event = stream._ended_event
-                if event is not None:
-                    event.set()
-                stream._progressed()
+                    self._collect_requests()
+                if stream.fd < 0 and not stream.ended:
+                    # The child never logged: nothing to handle.
+                    self._pending.pop(token, None)
+                    stream.ended = ended = True
+                    self._linger_if_idle()
+        if ended:
+            event = stream._ended_event
+            if event is not None:
+                event.set()
+            stream._progressed()
+        if token is not None and stream.fd < 0:
             return True
         with self._lock:
             keeper, stream.keeper = stream.keeper, None
             # (A fork child's stream has no kept end: the child's exit closed its
             # channel's writing end, unless it left a process of its own that holds it.)
-            mine = (keeper is not None or stream.token is not None) and self._streams.get(
+            mine = (keeper is not None or token is not None) and self._streams.get(
                 stream.fd
             ) is stream
             if mine:
@@ -1492,7 +1518,8 @@ class LogListener:
 
     def detach(self, stream: LogStream) -> None:
         """Stop handling ``stream`` (the process object is being closed)."""
-        if stream.keeper is not None or (stream.token is not None and stream.fd < 0):
+        if stream.keeper is not None or stream.token is not None:
+            # (Its child has ended: what its channel holds is handled first.)
             self.end(stream, DRAIN_TIMEOUT)
             return
         with self._lock:
@@ -1597,6 +1624,24 @@ class LogListener:
                 _close_keeper(stream)
             else:
                 self._orphan(stream, pid)
+
+    def _lose_channel(self, token: int) -> None:
+        """A request came without its descriptor: this process could not take one
+        more (out of descriptors). Nobody can read that child's records: its stream
+        ends now, so that join() does not wait for them, and stderr says so."""
+        stream = self._pending.pop(token, None)
+        name = "a child" if stream is None else f"the child {stream.name!r}"
+        sys.stderr.write(
+            f"proctor: could not take the log channel of {name} (this process is out of "
+            "file descriptors): its log records are lost; raise the limit "
+            "(ulimit -n, resource.setrlimit) or start fewer children at once\n"
+        )
+        if stream is not None:
+            stream.ended = True
+            event = stream._ended_event
+            if event is not None:
+                event.set()
+            stream._progressed()
 
     def _orphan(self, stream: LogStream, pid: int) -> None:
         """A pending stream's process was let go of unjoined (under the lock).
@@ -1935,6 +1980,12 @@ def _after_fork_in_child() -> None:
     # the child makes on first use.
     if _listener is not None:
         _listener = None
+    handler = _child_handler
+    if handler is not None and handler.channel is None and handler.request is not None:
+        # A bare os.fork() of a fork child that has not logged yet: its own channel
+        # must not take the child's stream, which join() waits for; token -1 gets
+        # it a stream of its own. (A fork start from here sets its child up anew.)
+        handler.request = (handler.request[0], -1)
     # The forking thread is this child's main thread, with the same identity.
     if _dispatching._is_owned():  # type: ignore[attr-defined]
         # This thread took the dispatch lock for the fork, and it lives on here: it
