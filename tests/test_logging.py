@@ -1015,20 +1015,33 @@ def test_a_childs_stream_ends_at_join_not_at_its_exit(ctx, app_logs):
 # --- a fork child makes its channel at its first record (LogListener.expect) ---
 
 
-def test_a_fork_child_that_never_logs_makes_no_channel(app_logs):
+def wait_at(gate_fd):
+    os.read(gate_fd, 1)
+
+
+@contextlib.contextmanager
+def gated_fork_child(target=wait_at, *args):
+    """A fork child running ``target(*args, gate_r)``, started; yields (the process,
+    the gate's write end). The gate is closed after. (The process is not kept here:
+    a test may drop it.)"""
     gate_r, gate_w = os.pipe()
     try:
-        p = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
-        p.start()
+        started = [proctor.get_context("fork").Process(target=target, args=(*args, gate_r))]
+        started[0].start()
+        yield started.pop(), gate_w
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+
+
+def test_a_fork_child_that_never_logs_makes_no_channel(app_logs):
+    with gated_fork_child() as (p, gate_w):
         stream = p._popen.log_stream
         listener = stream.listener
         assert stream.fd == -1 and stream.token in listener._pending
         held = _listener_fds(listener)
         os.write(gate_w, b"x")
         p.join(30)
-    finally:
-        os.close(gate_r)
-        os.close(gate_w)
     assert p.exitcode == 0
     assert stream.ended and stream.fd == -1 and stream.token not in listener._pending
     assert stream.wait_handled(0) and stream.wait_drained(0)
@@ -1038,19 +1051,13 @@ def test_a_fork_child_that_never_logs_makes_no_channel(app_logs):
 
 
 def test_a_fork_childs_first_record_brings_its_channel(app_logs):
-    gate_r, gate_w = os.pipe()
-    try:
-        p = proctor.get_context("fork").Process(target=log_and_wait, args=(2, gate_r))
-        p.start()
+    with gated_fork_child(log_and_wait, 2) as (p, gate_w):
         stream = p._popen.log_stream
         wait_until(lambda: app_logs.messages() == ["record 0", "record 1"], timeout=30)
         assert stream.fd >= 0 and stream.token not in stream.listener._pending
         assert stream.fd in fds_let_go_in_forks()
         os.write(gate_w, b"x")
         p.join(30)
-    finally:
-        os.close(gate_r)
-        os.close(gate_w)
     assert p.exitcode == 0 and stream.ended
     assert stream.fd not in fds_let_go_in_forks()
     p.close()
@@ -1078,36 +1085,36 @@ def test_join_takes_a_channel_the_listener_has_not_seen_yet(app_logs, monkeypatc
     p.close()
 
 
+def fill_request_socket(listener):
+    """Send junk down the listener's request socket until it has no room (the
+    caller holds the listener's lock, so that its thread takes none of it)."""
+    import socket
+
+    filler = socket.socket(fileno=os.dup(listener._request_w))
+    try:
+        while True:
+            filler.send(b"not a request")
+    except BlockingIOError:
+        pass
+    finally:
+        filler.close()
+
+
 def test_a_fork_child_whose_channel_finds_no_room_drops_its_records_without_hanging(
     app_logs, monkeypatch
 ):
     # The listener's thread cannot take requests (its lock held) and the request
     # socket is full: the child waits FULL_WAIT for room at each record, drops it,
     # and exits; join() then ends its stream, which never had a channel.
-    import socket
-
     monkeypatch.setattr(_log_forwarding, "FULL_WAIT", 0.05)  # (inherited by the child)
-    gate_r, gate_w = os.pipe()
-    try:
-        p = proctor.get_context("fork").Process(target=log_then_wait, args=(2, gate_r))
-        p.start()
+    with gated_fork_child(log_then_wait, 2) as (p, gate_w):
         stream = p._popen.log_stream
         listener = stream.listener
         with listener._lock:
-            filler = socket.socket(fileno=os.dup(listener._request_w))
-            try:
-                while True:
-                    filler.send(b"not a request")
-            except BlockingIOError:
-                pass
-            finally:
-                filler.close()
+            fill_request_socket(listener)
             os.write(gate_w, b"x")
             _wait_for_exit(p)
         p.join(30)
-    finally:
-        os.close(gate_r)
-        os.close(gate_w)
     assert p.exitcode == 0 and stream.ended and stream.fd == -1
     assert app_logs.messages() == []
     p.close()
@@ -1203,8 +1210,6 @@ def test_a_full_request_socket_drops_a_record_counted_even_with_a_default_socket
 ):
     # socket.setdefaulttimeout() in the child must not make the request wait its
     # timeout, nor be taken for the parent gone (which stopped forwarding for good).
-    import socket
-
     monkeypatch.setattr(_log_forwarding, "FULL_WAIT", 0.05)  # (inherited by the child)
     gate_r, gate_w = os.pipe()
     said_r, said_w = os.pipe()
@@ -1215,14 +1220,7 @@ def test_a_full_request_socket_drops_a_record_counted_even_with_a_default_socket
         p.start()
         listener = p._popen.log_stream.listener
         with listener._lock:  # (the listener's thread takes no request meanwhile)
-            filler = socket.socket(fileno=os.dup(listener._request_w))
-            try:
-                while True:
-                    filler.send(b"not a request")
-            except BlockingIOError:
-                pass
-            finally:
-                filler.close()
+            fill_request_socket(listener)
             os.write(gate_w, b"x")
             import select
 
@@ -1246,10 +1244,7 @@ def test_a_fork_child_dropped_unjoined_lets_the_listener_end(app_logs):
     # thread, with nothing left, ends (it would otherwise wait for ever).
     import gc
 
-    gate_r, gate_w = os.pipe()
-    try:
-        p = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
-        p.start()
+    with gated_fork_child() as (p, gate_w):
         stream = p._popen.log_stream
         listener = stream.listener
         thread = listener._thread
@@ -1261,26 +1256,17 @@ def test_a_fork_child_dropped_unjoined_lets_the_listener_end(app_logs):
         assert stream.token not in listener._pending
         thread.join(10)
         assert not thread.is_alive()
-    finally:
-        os.close(gate_r)
-        os.close(gate_w)
 
 
 def test_a_fork_child_dropped_unjoined_still_has_its_records_handled(app_logs):
     import gc
 
-    gate_r, gate_w = os.pipe()
-    try:
-        p = proctor.get_context("fork").Process(target=log_then_wait, args=(2, gate_r))
-        p.start()
+    with gated_fork_child(log_then_wait, 2) as (p, gate_w):
         stream = p._popen.log_stream
         del p
         gc.collect()
         os.write(gate_w, b"x")
         wait_until(lambda: not proctor.active_children() and stream.ended, timeout=30)
-    finally:
-        os.close(gate_r)
-        os.close(gate_w)
     assert app_logs.messages() == ["record 0", "record 1"]
 
 
