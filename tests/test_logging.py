@@ -1050,6 +1050,22 @@ def test_a_fork_child_that_never_logs_makes_no_channel(app_logs):
     p.close()
 
 
+def test_a_fork_start_whose_log_stream_cannot_be_made_fails_and_leaks_nothing(
+    app_logs, monkeypatch
+):
+    import errno
+
+    def out_of_descriptors(self, name):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(_log_forwarding.LogListener, "expect", out_of_descriptors)
+    before = sorted(os.listdir("/dev/fd"))
+    p = proctor.get_context("fork").Process()
+    with pytest.raises(OSError, match="Too many open files"):
+        p.start()
+    assert sorted(os.listdir("/dev/fd")) == before
+
+
 def test_a_fork_childs_first_record_brings_its_channel(app_logs):
     with gated_fork_child(log_and_wait, 2) as (p, gate_w):
         stream = p._popen.log_stream

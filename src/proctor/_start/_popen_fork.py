@@ -142,7 +142,11 @@ class ForkPopen(OwnChildPopen):
         # is copied while the child lives (the stream's objects, the listener's
         # dict: ~200 us of start() when made after it).
         log_request = None
-        expected = _expect_log_channel(process._forward_logs, process.name)
+        try:
+            expected = _expect_log_channel(process._forward_logs, process.name)
+        except BaseException:  # (out of descriptors for the listener's thread, say)
+            close_quietly(parent_end, child_end, lifeline_r, lifeline_w)
+            raise
         if expected is not None:
             self.log_stream, log_request = expected
             # The fork hooks make the child's logging state in this process, and
