@@ -23,8 +23,9 @@
         descriptor). The child's first record makes the channel and sends its
         reading end, with the token, over the listener's request socket (a datagram
         socket pair; children inherit the sending end). A child that never logs
-        costs no pipe: the parent holds two descriptors per running fork child,
-        not four. join() takes a request the listener has not (collect_requests).
+        costs no pipe: the parent holds two descriptors per running fork child
+        that has not logged, not four. join() takes a request the listener has
+        not taken yet (collect_requests).
 
     records sent so far: _runtime.records_forwarded ──▶ in a pool worker's result frame
                                                      LogStream.wait_handled(that count)
@@ -781,11 +782,7 @@ def _send_request(fd: int, data: bytes, channel_fd: int) -> bool:
                 if deadline is None:
                     deadline = now + FULL_WAIT
                 remaining = deadline - now
-                if remaining <= 0:
-                    return False
-                poller = select.poll()  # (not select(): the number may be past 1023)
-                poller.register(fd, select.POLLOUT)
-                if not poller.poll(remaining * 1000 + 1):
+                if remaining <= 0 or not _writable(fd, remaining):
                     return False
     finally:
         sock.detach()
@@ -811,8 +808,15 @@ def flush_child() -> None:
             handler.lock.release()
 
 
-def _writable(channel: io.FileIO, timeout: float | None) -> bool:
-    return bool(select.select([], [channel], [], timeout)[1])
+def _writable(channel: io.FileIO | int, timeout: float | None) -> bool:
+    """Whether ``channel`` (a file or a descriptor) has room within ``timeout`` seconds.
+
+    poll, not select(): a descriptor numbered past 1023, in a parent with many
+    descriptors open, is one select() refuses.
+    """
+    poller = select.poll()
+    poller.register(channel, select.POLLOUT)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
 def encode_record(
@@ -1127,6 +1131,13 @@ class LogStream:
                 self.wanted_bytes = 0
         return True
 
+    def _announce_ended(self) -> None:
+        """Wake whoever waits for this stream (``ended`` set, under the listener's lock)."""
+        event = self._ended_event
+        if event is not None:
+            event.set()
+        self._progressed()
+
     def _progress_condition(self) -> threading.Condition:
         """The condition that waiters for the listener's progress wait on (made once)."""
         progress = self._progress
@@ -1418,14 +1429,10 @@ class LogListener:
                     self._collect_requests()
                 if stream.fd < 0 and not stream.ended:
                     # The child never logged: nothing to handle.
-                    self._pending.pop(token, None)
-                    stream.ended = ended = True
-                    self._linger_if_idle()
+                    self._end_pending(stream, token)
+                    ended = True
         if ended:
-            event = stream._ended_event
-            if event is not None:
-                event.set()
-            stream._progressed()
+            stream._announce_ended()
         if token is not None and stream.fd < 0:
             return True
         with self._lock:
@@ -1629,7 +1636,7 @@ class LogListener:
         """A request came without its descriptor: this process could not take one
         more (out of descriptors). Nobody can read that child's records: its stream
         ends now, so that join() does not wait for them, and stderr says so."""
-        stream = self._pending.pop(token, None)
+        stream = self._pending.get(token)
         name = "a child" if stream is None else f"the child {stream.name!r}"
         sys.stderr.write(
             f"proctor: could not take the log channel of {name} (this process is out of "
@@ -1637,11 +1644,8 @@ class LogListener:
             "(ulimit -n, resource.setrlimit) or start fewer children at once\n"
         )
         if stream is not None:
-            stream.ended = True
-            event = stream._ended_event
-            if event is not None:
-                event.set()
-            stream._progressed()
+            self._end_pending(stream, token)
+            stream._announce_ended()
 
     def _orphan(self, stream: LogStream, pid: int) -> None:
         """A pending stream's process was let go of unjoined (under the lock).
@@ -1666,9 +1670,14 @@ class LogListener:
                 kept.append((stream, pid))
             else:
                 # (Nobody waits for it: its process object is gone.)
-                self._pending.pop(stream.token, None)  # type: ignore[arg-type]
-                stream.ended = True
+                self._end_pending(stream, stream.token)  # type: ignore[arg-type]
         self._orphans = kept
+        self._linger_if_idle()
+
+    def _end_pending(self, stream: LogStream, token: int) -> None:
+        """A pending stream that will get no channel is over (under the lock)."""
+        self._pending.pop(token, None)
+        stream.ended = True
         self._linger_if_idle()
 
     def _close_wake(self) -> None:
@@ -1762,10 +1771,7 @@ class LogListener:
             except OSError:
                 pass
             stream.ended = True
-            event = stream._ended_event
-        if event is not None:
-            event.set()
-        stream._progressed()
+        stream._announce_ended()
 
 
 def _child_running(pid: int) -> bool:

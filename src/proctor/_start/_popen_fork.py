@@ -66,8 +66,7 @@ def _expect_log_channel(forward_logs: bool | None, name: str) -> tuple[Any, tupl
         return None
     from .._logging._forwarding import listener
 
-    stream, request = listener().expect(name)
-    return stream, request
+    return listener().expect(name)
 
 
 def _fork_safe_threads() -> tuple[int, ...]:
