@@ -128,11 +128,10 @@ def log_huge_between(size):
     log.info("after")
 
 
-def log_through_a_handler_filter():
-    # The forwarding handler is on the root logger; a filter added to it applies.
-    (forwarding,) = logging.root.handlers
-    forwarding.addFilter(lambda record: "keep" in record.getMessage())
+def log_through_a_logger_filter():
+    # A fork child's records pass its own loggers' filters before they travel.
     log = logging.getLogger("app.worker")
+    log.addFilter(lambda record: "keep" in record.getMessage())
     for message in ("keep 1", "drop 2", "keep 3"):
         log.info(message)
 
@@ -355,8 +354,8 @@ def test_a_record_bigger_than_the_channel_arrives_whole_and_in_order(ctx, app_lo
     p.close()
 
 
-def test_a_filter_on_the_forwarding_handler_applies(app_logs):
-    p = proctor.get_context("fork").Process(target=log_through_a_handler_filter)
+def test_a_filter_a_fork_child_adds_to_its_logger_applies(app_logs):
+    p = proctor.get_context("fork").Process(target=log_through_a_logger_filter)
     p.start()
     p.join(30)
     assert p.exitcode == 0
@@ -380,8 +379,7 @@ def test_records_travel_in_a_pipe_or_else_a_socket_pair(app_logs, monkeypatch, r
         p = proctor.get_context("fork").Process(target=log_and_wait, args=(3, gate[0]))
         p.start()
         # (A fork child makes its channel at its first record, and sends it.)
-        stream = p._popen.log_stream
-        wait_until(lambda: stream.fd >= 0, timeout=30)
+        stream = fork_stream(p)
         assert _channel_kind(stream) == ("pipe" if resizable else "socket")
         os.write(gate[1], b"x")
         p.join(30)
@@ -986,14 +984,27 @@ def _wait_for_exit(process):
     assert select.select([process.sentinel], [], [], 30)[0], "the child did not exit"
 
 
-def _exited_child(records, ctx=None):
-    """A child (fork unless ``ctx``) that logged ``records`` records and exited,
-    not joined; and its log stream."""
-    p = (ctx or proctor.get_context("fork")).Process(target=log_some, args=(records,))
+def fork_stream(p, timeout=30):
+    """The log stream of the fork child ``p`` once its first record has brought its
+    channel (the listener makes it then: LogListener.expect)."""
+    listener = _log_forwarding.listener()
+    token = p._popen.log_token
+    assert token is not None
+    found = []
+    wait_until(lambda: found.append(listener.stream_for(token)) or found[-1], timeout=timeout)
+    return found[-1]
+
+
+def _exited_child(records, ctx):
+    """A spawn or forkserver child that logged ``records`` records and exited, not
+    joined; and its log stream (whose end the parent keeps until then: a fork
+    child's stream may be ended at EOF, by the listener's thread, before this could
+    look at it)."""
+    assert ctx.get_start_method() != "fork"
+    p = ctx.Process(target=log_some, args=(records,))
     p.start()
-    stream = p._popen.log_stream
     _wait_for_exit(p)
-    return p, stream
+    return p, p._popen.log_stream
 
 
 def test_a_childs_stream_ends_at_join_not_at_its_exit(ctx, app_logs):
@@ -1034,17 +1045,17 @@ def gated_fork_child(target=wait_at, *args):
         os.close(gate_w)
 
 
-def test_a_fork_child_that_never_logs_makes_no_channel(app_logs):
+def test_a_fork_child_that_never_logs_makes_no_channel_and_no_stream(app_logs):
     with gated_fork_child() as (p, gate_w):
-        stream = p._popen.log_stream
-        listener = stream.listener
-        assert stream.fd == -1 and stream.token in listener._pending
+        token = p._popen.log_token
+        listener = _log_forwarding.listener()
+        assert p._popen.log_stream is None and token in listener._expected
         held = _listener_fds(listener)
         os.write(gate_w, b"x")
         p.join(30)
     assert p.exitcode == 0
-    assert stream.ended and stream.fd == -1 and stream.token not in listener._pending
-    assert stream.wait_handled(0) and stream.wait_drained(0)
+    assert p._popen.log_stream is None and p._popen.log_token is None
+    assert token not in listener._expected and token not in listener._by_token
     # No stream was registered for it: the listener held its own descriptors only.
     assert len(held) == len(_listener_fds(listener)) or not listener._streams
     p.close()
@@ -1068,13 +1079,14 @@ def test_a_fork_start_whose_log_stream_cannot_be_made_fails_and_leaks_nothing(
 
 def test_a_fork_childs_first_record_brings_its_channel(app_logs):
     with gated_fork_child(log_and_wait, 2) as (p, gate_w):
-        stream = p._popen.log_stream
         wait_until(lambda: app_logs.messages() == ["record 0", "record 1"], timeout=30)
-        assert stream.fd >= 0 and stream.token not in stream.listener._pending
+        stream = fork_stream(p)
+        assert stream.fd >= 0 and stream.token == p._popen.log_token
         assert stream.fd in fds_let_go_in_forks()
         os.write(gate_w, b"x")
         p.join(30)
-    assert p.exitcode == 0 and stream.ended
+    # (join() ended it, or the listener did at EOF, the child gone, before join() asked.)
+    assert p.exitcode == 0 and stream.ended and p._popen.log_stream in (stream, None)
     assert stream.fd not in fds_let_go_in_forks()
     p.close()
 
@@ -1092,11 +1104,10 @@ def test_join_takes_a_channel_the_listener_has_not_seen_yet(app_logs, monkeypatc
     monkeypatch.setattr(listener, "_collect_requests", not_in_the_listeners_thread)
     p = proctor.get_context("fork").Process(target=log_some, args=(3,))
     p.start()
-    stream = p._popen.log_stream
     _wait_for_exit(p)
-    assert stream.fd == -1
+    assert p._popen.log_token not in listener._by_token
     p.join(30)
-    assert p.exitcode == 0 and stream.ended
+    assert p.exitcode == 0 and p._popen.log_stream.ended
     assert app_logs.messages() == ["record 0", "record 1", "record 2"]
     p.close()
 
@@ -1124,14 +1135,13 @@ def test_a_fork_child_whose_channel_finds_no_room_drops_its_records_without_hang
     # and exits; join() then ends its stream, which never had a channel.
     monkeypatch.setattr(_log_forwarding, "FULL_WAIT", 0.05)  # (inherited by the child)
     with gated_fork_child(log_then_wait, 2) as (p, gate_w):
-        stream = p._popen.log_stream
-        listener = stream.listener
+        listener = _log_forwarding.listener()
         with listener._lock:
             fill_request_socket(listener)
             os.write(gate_w, b"x")
             _wait_for_exit(p)
         p.join(30)
-    assert p.exitcode == 0 and stream.ended and stream.fd == -1
+    assert p.exitcode == 0 and p._popen.log_stream is None
     assert app_logs.messages() == []
     p.close()
 
@@ -1171,6 +1181,19 @@ def test_close_without_join_handles_every_record_of_a_fork_child_a_slow_handler_
         p.start()
         _wait_for_exit(p)
         assert not p.is_alive()
+        p.close()
+        assert slow.messages() == [f"record {i}" for i in range(200)]
+
+
+def test_close_after_a_join_that_timed_out_handles_every_record(ctx):
+    # The first join() ends the stream and its wait for the records runs out;
+    # close() must wait for the rest, not drop the stream unread (it did: 20 of 300
+    # handled with a slow handler).
+    with handler_on_app(SlowList(0.002)) as slow:
+        p = ctx.Process(target=log_some, args=(200,))
+        p.start()
+        _wait_for_exit(p)
+        p.join(0.01)  # (200 records at 2 ms each: not handled yet)
         p.close()
         assert slow.messages() == [f"record {i}" for i in range(200)]
 
@@ -1234,7 +1257,7 @@ def test_a_full_request_socket_drops_a_record_counted_even_with_a_default_socket
             target=log_with_a_default_socket_timeout, args=(gate_r, said_w)
         )
         p.start()
-        listener = p._popen.log_stream.listener
+        listener = _log_forwarding.listener()
         with listener._lock:  # (the listener's thread takes no request meanwhile)
             fill_request_socket(listener)
             os.write(gate_w, b"x")
@@ -1254,36 +1277,64 @@ def test_a_full_request_socket_drops_a_record_counted_even_with_a_default_socket
 
 
 def test_a_fork_child_dropped_unjoined_lets_the_listener_end(app_logs):
-    # Its stream waits for a channel while the child runs; once the child has
-    # exited without one (and is reaped: active_children(), or the next start,
-    # lets go of the process object), the stream is dropped and the listener's
-    # thread, with nothing left, ends (it would otherwise wait for ever).
+    # Its token stays expected while the child runs; once the child has exited
+    # without a channel (and is reaped: active_children(), or the next start, lets
+    # go of the process object), it is forgotten and the listener's thread, with
+    # nothing left, ends (it would otherwise wait for ever).
     import gc
 
     with gated_fork_child() as (p, gate_w):
-        stream = p._popen.log_stream
-        listener = stream.listener
+        token = p._popen.log_token
+        listener = _log_forwarding.listener()
         thread = listener._thread
         del p
         gc.collect()
-        assert stream.token in listener._pending  # the child runs: it may log yet
+        assert token in listener._expected  # the child runs: it may log yet
         os.write(gate_w, b"x")
-        wait_until(lambda: not proctor.active_children() and stream.ended, timeout=30)
-        assert stream.token not in listener._pending
+        wait_until(
+            lambda: not proctor.active_children() and token not in listener._expected,
+            timeout=30,
+        )
         thread.join(10)
         assert not thread.is_alive()
+
+
+def test_a_fork_child_that_logged_and_is_never_joined_lets_the_listener_end(app_logs):
+    # Its stream, read to EOF once the child exited, lets go of its token: the
+    # thread, with nothing left, ends although the process object lives on
+    # unjoined (it ran for ever).
+    p = proctor.get_context("fork").Process(target=log_some, args=(2,))
+    p.start()
+    token = p._popen.log_token
+    listener = _log_forwarding.listener()
+    thread = listener._thread
+    _wait_for_exit(p)
+    wait_until(lambda: token not in listener._expected, timeout=30)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert app_logs.messages() == ["record 0", "record 1"]
+    p.join(30)
+    assert p.exitcode == 0
+    p.close()
 
 
 def test_a_fork_child_dropped_unjoined_still_has_its_records_handled(app_logs):
     import gc
 
     with gated_fork_child(log_then_wait, 2) as (p, gate_w):
-        stream = p._popen.log_stream
+        token = p._popen.log_token
+        listener = _log_forwarding.listener()
         del p
         gc.collect()
         os.write(gate_w, b"x")
-        wait_until(lambda: not proctor.active_children() and stream.ended, timeout=30)
-    assert app_logs.messages() == ["record 0", "record 1"]
+        wait_until(
+            lambda: (
+                not proctor.active_children()
+                and token not in listener._expected
+                and app_logs.messages() == ["record 0", "record 1"]
+            ),
+            timeout=30,
+        )
 
 
 def test_close_without_join_handles_the_records_left(app_logs):
@@ -1316,12 +1367,12 @@ def test_join_does_not_wait_for_an_os_fork_grandchild_that_holds_the_channel(app
             target=fork_a_grandchild_that_logs_later, args=(gate_r, gate_w)
         )
         p.start()
-        stream = p._popen.log_stream
         _wait_for_exit(p)
         joiner = threading.Thread(target=p.join)
         joiner.start()
         joiner.join(30)
         assert not joiner.is_alive(), "join() waited for the grandchild"
+        stream = p._popen.log_stream
         assert p.exitcode == 0
         assert app_logs.messages() == ["from the child"]
         assert not stream.ended  # the grandchild, waiting at the gate, holds it
@@ -1346,9 +1397,9 @@ def test_the_listener_ends_after_close_of_a_child_whose_channel_is_still_held(ap
             target=fork_a_grandchild_that_logs_later, args=(gate_r, gate_w)
         )
         p.start()
-        stream = p._popen.log_stream
-        thread = stream.listener._thread
+        thread = _log_forwarding.listener()._thread
         p.join(30)
+        stream = p._popen.log_stream
         assert p.exitcode == 0 and not stream.ended
         p.close()
         assert stream.ended
@@ -1361,9 +1412,10 @@ def test_the_listener_ends_after_close_of_a_child_whose_channel_is_still_held(ap
 
 
 def test_a_fork_sibling_does_not_hold_a_childs_stream_open(app_logs):
-    # The second child inherits the parent's copy of the first's channel end; it
-    # lets go of it (Popen.held_fds), so the first's stream ends at its join()
-    # while the second still runs (held, join() would wait for the second).
+    # The second child inherits the listener's end of the first's channel (the first
+    # made it) and lets go of it by number, so the first's stream ends at its join()
+    # while the second still runs. (A spawn child's channel end that the parent keeps
+    # is let go of alike: Popen.held_fds.)
     gate_r, gate_w = os.pipe()
     try:
         first = proctor.get_context("fork").Process(target=log_some, args=(1,))
@@ -1371,7 +1423,9 @@ def test_a_fork_sibling_does_not_hold_a_childs_stream_open(app_logs):
         second = proctor.get_context("fork").Process(target=os.read, args=(gate_r, 1))
         second.start()
         first.join(30)
-        assert first._popen.log_stream.ended
+        # (Ended by join(), or by the listener at EOF before join() asked for it.)
+        assert first._popen.log_stream is None or first._popen.log_stream.ended
+        assert first._popen.log_token is None
         assert second.is_alive()
         assert app_logs.messages() == ["record 0"]
         os.write(gate_w, b"x")
@@ -1384,9 +1438,11 @@ def test_a_fork_sibling_does_not_hold_a_childs_stream_open(app_logs):
 
 
 def test_a_process_dropped_without_join_lets_its_stream_end(app_logs):
+    # (A spawn child's channel, whose end the parent keeps: let go when collected. A
+    # fork child's stream ends at EOF whether or not its process object lives.)
     import gc
 
-    p, stream = _exited_child(2)
+    p, stream = _exited_child(2, proctor.get_context("spawn"))
     assert not p.is_alive()  # reaped, and no longer tracked
     del p
     gc.collect()  # its Popen lets the channel's end go: the listener sees EOF
@@ -1414,15 +1470,14 @@ def test_a_release_of_a_fork_childs_stream_while_the_listener_is_locked_is_done_
 ):
     p = proctor.get_context("fork").Process()
     p.start()
-    stream = p._popen.log_stream
+    token = p._popen.log_token
     _wait_for_exit(p)
-    listener = stream.listener
+    listener = _log_forwarding.listener()
     with listener._lock:
-        listener.release(stream, p.pid)
-        assert (stream, p.pid) in listener._to_release
-    # The thread, woken, finds the child exited without a channel and drops it.
-    wait_until(lambda: stream.ended, timeout=30)
-    assert stream.token not in listener._pending
+        listener.release_token(token, p.pid)
+        assert (token, p.pid) in listener._to_release
+    # The thread, woken, finds the child exited without a channel and forgets it.
+    wait_until(lambda: token not in listener._expected, timeout=30)
     p.join(30)
     p.close()
 
@@ -1452,8 +1507,7 @@ def test_a_fork_child_lets_go_of_the_log_listeners_descriptors(app_logs):
     try:
         first = proctor.get_context("fork").Process(target=log_and_wait, args=(1, gate_r))
         first.start()
-        stream = first._popen.log_stream
-        wait_until(lambda: stream.fd >= 0, timeout=30)
+        stream = fork_stream(first)
         held = _listener_fds(stream.listener)
         assert stream.fd in held and len(held) >= 4  # + the wake pair, the request socket
         assert set(held) <= set(fds_let_go_in_forks())
@@ -1500,7 +1554,7 @@ def test_the_listener_lets_go_of_every_descriptor_when_it_ends(app_logs, monkeyp
     children = [ctx.Process(target=log_some, args=(2, f"app.w{i}")) for i in range(3)]
     for p in children:
         p.start()
-    listener = children[0]._popen.log_stream.listener
+    listener = _log_forwarding.listener()
     assert type(listener._poller) is expected
     # The thread whose wake pair and poller these are: the children's streams keep it.
     thread = listener._thread
@@ -1526,34 +1580,52 @@ def test_the_listener_lets_go_of_every_descriptor_when_it_ends(app_logs, monkeyp
 def check_took_the_parents_spare():
     from proctor._logging import _logger
 
-    (handler,) = logging.root.handlers
+    handler = _log_forwarding._child_handler
     prepared = _logger._prepared_namer
+    inherited = [ref() for ref in logging._handlerList]
     ok = (
-        # Lent by the parent: its own fork children get a new one (arm_fork_child).
+        # Lent by the parent: its own fork children get a new one (ready_fork_child).
         _log_forwarding._policy.spare_handler is handler
-        and handler is _log_forwarding._child_handler
         # (Its channel is made at its first record, the one below.)
         and handler.channel is None
         and _log_forwarding._child_channel is None
         and handler.request is not None
         and prepared is not None
         and logging.getLogRecordFactory() is prepared[1]
+        # The parent's handlers stay on its loggers, each passing records on to it
+        # (but logging's last resort, which writes what meets no handler here).
+        and all(
+            vars(h).get("handle") is _log_forwarding._forward_inherited
+            for h in inherited
+            if h is not None
+            and h is not handler
+            and type(h) is not logging.NullHandler
+            and h is not logging._defaultLastResort
+        )
+        and logging.getLogger("app").handlers == [APP_HANDLER[0]]
     )
     logging.getLogger("app.worker").info("took" if ok else "made its own")
 
 
+APP_HANDLER = []  # (the parent's app_logs handler, seen by the fork child)
+
+
 def test_a_fork_child_takes_the_handler_and_namer_its_parent_made(app_logs):
+    APP_HANDLER[:] = [app_logs]
     root_handlers = logging.root.handlers
     listed = list(root_handlers)
     factory = logging.getLogRecordFactory()
-    p = proctor.get_context("fork").Process(target=check_took_the_parents_spare)
-    p.start()
-    # The fork hooks made the child's state here and put the parent's back.
-    assert logging.root.handlers is root_handlers and root_handlers == listed
-    assert logging.getLogRecordFactory() is factory
-    assert _log_forwarding._child_handler is None and _log_forwarding._child_channel is None
-    assert not logging._lock._is_owned()
-    p.join(30)
+    try:
+        p = proctor.get_context("fork").Process(target=check_took_the_parents_spare)
+        p.start()
+        # Nothing of the parent's changed for the child.
+        assert logging.root.handlers is root_handlers and root_handlers == listed
+        assert logging.getLogRecordFactory() is factory
+        assert "handle" not in vars(app_logs)
+        assert _log_forwarding._child_handler is None and _log_forwarding._child_channel is None
+        p.join(30)
+    finally:
+        APP_HANDLER.clear()
     assert app_logs.messages() == ["took"]
     assert app_logs.records[0].processName == p.name
     # The parent's spare (lent to each child) is not a handler of the parent's.
@@ -1665,7 +1737,7 @@ def test_end_does_not_give_back_a_stream_the_thread_has_just_ended(app_logs):
     # join() finds the listener's thread at work on the stream (its lock taken),
     # and the thread reaches EOF and ends the stream before join() would give it
     # back: join() must not register the closed channel again.
-    p, stream = _exited_child(1)
+    p, stream = _exited_child(1, proctor.get_context("spawn"))
     listener = stream.listener
     wait_until(lambda: stream.handled == 1, timeout=30)  # the thread is done with it
 

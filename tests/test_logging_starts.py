@@ -145,7 +145,7 @@ def test_a_fork_parent_builds_the_forwarding_handler_class_its_children_use():
         logging.root.addHandler(Collect())
         reader, writer = os.pipe()
         def report():
-            os.write(writer, str(id(type(logging.root.handlers[0]))).encode())
+            os.write(writer, str(id(type(_forwarding._child_handler))).encode())
         start_join(report)
         built = _forwarding._handler_cls
         print(built is not None and os.read(reader, 64).decode() == str(id(built)))
@@ -196,20 +196,27 @@ def report_logger_reads(writer):
     os.write(writer, str(CountingLogger.reads).encode())
 
 
-def test_a_fork_child_looks_at_no_logger_its_parent_listed_for_it(counting_loggers):
-    # The parent's fork hook lists the loggers with handlers (or not propagating)
-    # for the child, under logging's lock: the child, whose pages are copied as
-    # it writes them, looks at none of the others (~25 pages with 200 loggers).
+def test_a_fork_start_that_forwards_looks_at_no_logger(counting_loggers):
+    # Neither the parent (its decision, its fork hooks) nor the child (which finds
+    # the handlers it inherits in logging's list of them) looks at a logger: each
+    # one looked at is a page written (~25 pages with 200 loggers), which the
+    # child copies, or the parent while the child lives. (But for the first start
+    # after logging's list of handlers changed: the parent then looks for handlers
+    # that are on loggers and not on the list, below.)
     handler = ListHandler()
     logging.getLogger("app").addHandler(handler)
     reader, writer = os.pipe()
     try:
+        first = proctor.get_context("fork").Process()
+        first.start()
+        first.join(30)
+        first.close()
         p = proctor.get_context("fork").Process(target=report_logger_reads, args=(writer,))
         before = CountingLogger.reads
         assert _log_forwarding.forwarding_enabled(None)
         assert CountingLogger.reads == before  # the decision looks at none
         p.start()
-        at_fork = CountingLogger.reads  # (the parent's walk, in its fork hook)
+        at_fork = CountingLogger.reads
         p.join(30)
         assert p.exitcode == 0
         in_child = int(os.read(reader, 64))
@@ -218,25 +225,28 @@ def test_a_fork_child_looks_at_no_logger_its_parent_listed_for_it(counting_logge
         logging.getLogger("app").removeHandler(handler)
         os.close(reader)
         os.close(writer)
-    assert at_fork > before
-    assert in_child == at_fork
+    assert at_fork == before
+    assert in_child == before
 
 
-def keep_handler_count(name, writer):
+def log_and_count_handlers(name, writer):
+    logging.getLogger(name).warning("from %s", proctor.current_process().name)
     os.write(writer, str(len(logging.getLogger(name).handlers)).encode())
 
 
-def test_a_handler_added_between_two_fork_starts_is_taken_off_in_the_second_child():
-    # The list is made at each fork, never kept from one start to the next.
+def test_a_handler_added_between_two_fork_starts_forwards_in_the_second_child():
+    # The second child finds the new handler among those it inherits (nothing is
+    # kept from one start to the next): the handler stays on its logger, and what
+    # reaches it is handled here, once.
     handler = ListHandler()
     reader, writer = os.pipe()
     ctx = proctor.get_context("fork")
     try:
-        first = ctx.Process(target=keep_handler_count, args=("late.logger", writer))
+        first = ctx.Process(target=log_and_count_handlers, args=("late.logger", writer))
         first.start()
         first.join(30)
         logging.getLogger("late.logger").addHandler(handler)
-        second = ctx.Process(target=keep_handler_count, args=("late.logger", writer))
+        second = ctx.Process(target=log_and_count_handlers, args=("late.logger", writer))
         second.start()
         second.join(30)
         counts = [os.read(reader, 1), os.read(reader, 1)]
@@ -244,7 +254,8 @@ def test_a_handler_added_between_two_fork_starts_is_taken_off_in_the_second_chil
         logging.getLogger("late.logger").removeHandler(handler)
         os.close(reader)
         os.close(writer)
-    assert counts == [b"0", b"0"]
+    assert counts == [b"0", b"1"]
+    assert handler.messages == [f"from {second.name}"]
     assert logging.getLogger("late.logger").handlers == []
     first.close()
     second.close()
@@ -285,31 +296,6 @@ def test_an_os_fork_in_a_forwarding_parent_leaves_loggings_lock_free():
         os.close(gate_w)
 
 
-class RefusingTimedAcquire:
-    """logging's lock, except that an acquire with a time limit (proctor's fork
-    hook's) gives up at once, as it would after FORK_WAIT with the lock taken."""
-
-    def __init__(self, real):
-        self.real = real
-
-    def acquire(self, blocking=True, timeout=-1):
-        if timeout != -1:
-            return False
-        return self.real.acquire(blocking, timeout)
-
-    def release(self):
-        self.real.release()
-
-    def _at_fork_reinit(self):
-        self.real._at_fork_reinit()
-
-    def __enter__(self):
-        return self.real.__enter__()
-
-    def __exit__(self, *exc_info):
-        return self.real.__exit__(*exc_info)
-
-
 def log_and_report_handlers(writer):
     logging.getLogger("app.worker").info("from a child that set itself up")
     own = [type(h).__name__ for h in logging.root.handlers + logging.getLogger("app").handlers]
@@ -325,48 +311,15 @@ class Messages(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_a_fork_from_another_thread_during_an_armed_fork_leaves_loggings_lock_to_it(
-    monkeypatch,
-):
-    # Thread A's fork start is between its two fork hooks (holding the dispatch lock
-    # and logging's) when thread B forks: B's before-hook gives up on the dispatch
-    # lock after FORK_WAIT and must leave A's record alone, so that A's after-hook
-    # still lets go of logging's lock. (B's hook used to clear the record first;
-    # A's hook then found nothing and logging's lock stayed held by A for good.)
-    # The hooks are called as os.fork() would call them, without forking.
-    monkeypatch.setattr(_log_forwarding, "FORK_WAIT", 0.05)
-    reader, writer = os.pipe()
-    os.close(reader)
-    with open(writer, "wb", buffering=0) as child_end:
-        try:
-            _log_forwarding.arm_fork_child(child_end)
-            _log_forwarding._before_fork()  # thread A, about to fork
-            assert _log_forwarding._logging_lock_held is logging._lock
-            other = threading.Thread(target=_log_forwarding._before_fork)  # thread B
-            other.start()
-            other.join(30)
-            _log_forwarding._after_fork_in_parent()  # thread A, forked
-            taken = []
-            other = threading.Thread(target=take_and_let_go_of_loggings_lock, args=(taken,))
-            other.start()
-            other.join(30)
-            assert taken == [True]
-            assert _log_forwarding._dispatching.acquire(timeout=0)
-            _log_forwarding._dispatching.release()
-        finally:
-            _log_forwarding.disarm_fork_child()
-            _log_forwarding._policy.spare_handler.channel = None
-
-
-def test_a_fork_child_sets_itself_up_when_its_parent_could_not(monkeypatch):
-    # The fork hook could not take logging's lock in time (a thread held it):
-    # the parent made nothing for the child, which then removes the inherited
-    # handlers and installs its forwarding itself.
+def test_a_fork_child_walks_its_loggers_where_logging_lists_no_handlers(monkeypatch):
+    # Where logging keeps no list of its handlers (_handlerList: CPython's has one),
+    # the child finds the inherited ones on its loggers, takes them off, and
+    # forwards through a handler on its root logger instead.
     inherited = Messages()
     app = logging.getLogger("app")
     app.addHandler(inherited)
     monkeypatch.setattr(app, "level", logging.INFO)
-    monkeypatch.setattr(logging, "_lock", RefusingTimedAcquire(logging._lock))
+    monkeypatch.setattr(_log_forwarding, "_forward_through_inherited", lambda request: False)
     reader, writer = os.pipe()
     try:
         p = proctor.get_context("fork").Process(target=log_and_report_handlers, args=(writer,))
@@ -382,7 +335,6 @@ def test_a_fork_child_sets_itself_up_when_its_parent_could_not(monkeypatch):
         os.close(writer)
     assert reported == "_ForwardingHandler"
     assert inherited.messages == ["from a child that set itself up"]  # once, forwarded
-    assert _log_forwarding._logging_lock_held is None
 
 
 def test_the_decision_looks_at_no_logger_when_root_has_no_handler(counting_loggers, monkeypatch):
@@ -471,6 +423,7 @@ def test_a_fork_that_fails_leaves_no_stream_or_descriptor(monkeypatch):
         pid, main_ident, pidfds, fork = _popen_fork._get_ready(os.getpid())
         if fork is not None:
             monkeypatch.setattr(_popen_fork, "_ready", (pid, main_ident, pidfds, failing_fork))
+        token = _log_forwarding.listener()._next_token
         with pytest.raises(OSError, match="no fork today") as failure:
             p.start()
         monkeypatch.undo()
@@ -478,7 +431,8 @@ def test_a_fork_that_fails_leaves_no_stream_or_descriptor(monkeypatch):
         # although the traceback kept (the start's frame with it) holds the channel.
         wait_until(lambda: not _log_forwarding.listener()._streams, timeout=10)
         del failure
-        assert _log_forwarding._arming is None  # the next os.fork() is not a start's
+        # Its token (the listener's next when it started) is expected no more.
+        assert token not in _log_forwarding.listener()._expected
     finally:
         logging.getLogger("app").removeHandler(handler)
 
@@ -518,6 +472,133 @@ def test_a_fork_childs_records_reach_each_inherited_handler_once(tmp_path):
         "grandchild",
         "grandchild, solo",
     ]
+
+
+def test_a_record_logged_while_a_fork_child_handles_another_reaches_the_parent_once():
+    # The child's own handler, between two inherited ones of the record's chain,
+    # logs a record of its own: the first record must still not be sent again at
+    # the second inherited handler (each thread remembers its last few records).
+    out = run_program(
+        """
+        collected = Collect()
+        logging.root.addHandler(collected)
+        logging.getLogger("app").addHandler(collected)
+        class LogsWhileHandling(logging.Handler):
+            def emit(self, record):
+                if record.getMessage() == "outer":
+                    for i in range(6):  # (more than a few: none is forgotten)
+                        logging.getLogger("other").warning("inner %d", i)
+        def child():
+            # After the inherited handler of "app", before root's.
+            logging.getLogger("app").addHandler(LogsWhileHandling())
+            log("app.m", "outer")
+        start_join(child)
+        print(sorted(collected.messages))
+        """
+    )
+    # "outer" reaches the app and root handlers here, each "inner" the root one.
+    assert out.strip() == str(sorted([f"inner {i}" for i in range(6)] + ["outer", "outer"]))
+
+
+def test_records_of_a_fork_childs_threads_each_reach_the_parent_once():
+    out = run_program(
+        """
+        collected = Collect()
+        logging.root.addHandler(collected)
+        logging.root.addHandler(logging.NullHandler())
+        logging.root.addHandler(Collect())  # a second inherited handler on the chain
+        import threading
+        def child():
+            def burst(n):
+                for i in range(300):
+                    log("app", f"{n} {i}")
+            threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        start_join(child)
+        expected = sorted(f"{n} {i}" for n in range(4) for i in range(300))
+        print(sorted(collected.messages) == expected)
+        """
+    )
+    assert out.split() == ["True"]
+
+
+def test_a_handler_that_dictconfig_left_on_a_logger_handles_a_fork_childs_records_once():
+    # dictConfig empties logging's list of handlers, and the handler it does not
+    # replace stays on its logger, working: the child must find it anyway.
+    out = run_program(
+        """
+        import logging.config
+        kept = Collect()
+        logging.getLogger("app").addHandler(kept)
+        logging.config.dictConfig({
+            "version": 1, "disable_existing_loggers": False,
+            "handlers": {"null": {"class": "logging.NullHandler"}},
+            "root": {"handlers": ["null"], "level": "INFO"},
+        })
+        root_collect = Collect()  # (a handler made after: on the list)
+        logging.root.addHandler(root_collect)
+        start_join(log, ("app.m", "from the child"))
+        print(kept.messages, root_collect.messages)
+        """
+    )
+    assert out.strip() == "['from the child'] ['from the child']"
+
+
+def test_a_fork_grandchild_of_a_spawn_child_forwards_through_it():
+    # The spawn child's forwarding handler is on its root logger; its fork child
+    # inherits it, with a channel that is not the grandchild's.
+    out = run_program(
+        """
+        collected = Collect()
+        logging.root.addHandler(collected)
+        def middle():
+            log("m", "from the spawn child")
+            start_join(log, ("g", "from the grandchild"))
+        start_join(middle, method="spawn")
+        print(sorted(collected.messages))
+        """
+    )
+    assert out.strip() == "['from the grandchild', 'from the spawn child']"
+
+
+def test_a_fork_grandchild_forwards_through_handlers_its_parent_set_after_a_dictconfig():
+    # The child's dictConfig empties its list of handlers: the inherited ones its
+    # parent set up stay on its loggers, and forward through the grandchild's own.
+    out = run_program(
+        """
+        import logging.config
+        collected = Collect()
+        logging.getLogger("app").addHandler(collected)
+        def middle():
+            logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+            start_join(log, ("app.g", "from the grandchild"))
+        start_join(middle)
+        print(collected.messages)
+        """
+    )
+    assert out.strip() == "['from the grandchild']"
+
+
+def test_what_meets_no_handler_in_a_fork_child_goes_to_its_last_resort():
+    # As in a stdlib fork child: logging's last resort writes it to the child's
+    # stderr; the parent's handlers never see it.
+    out = run_program(
+        """
+        collected = Collect()
+        logging.getLogger("app").addHandler(collected)
+        def child():
+            sys.stderr = sys.stdout  # (what the last resort writes, printed here)
+            quiet = logging.getLogger("quiet")
+            quiet.propagate = False
+            quiet.warning("to the last resort")
+        start_join(child)
+        print(collected.messages)
+        """
+    )
+    assert out.split("\n")[:2] == ["to the last resort", "[]"]
 
 
 # --- children of a parent without logging: nothing to do at their start --------------
@@ -668,14 +749,14 @@ def test_the_parent_and_multiprocessings_children_keep_their_own_record_names(tm
 
 
 def child_setup(prepared: bool) -> str:
-    """A program's first line: the parent prepares each fork child's logging state
-    (``_ForkArming``), or, unprepared, the child walks its loggers itself
-    (``install_in_child``)."""
-    return "" if prepared else "_forwarding._prepare_child_state = lambda arming, logging: None\n"
+    """A program's first line: each fork child keeps the handlers it inherits, each
+    forwarding (``_forward_through_inherited``), or, as where logging keeps no list
+    of its handlers, walks its loggers to take them off (``install_in_child``)."""
+    return "" if prepared else "_forwarding._forward_through_inherited = lambda request: False\n"
 
 
 both_child_setups = pytest.mark.parametrize(
-    "prepared", [True, False], ids=["prepared", "child-walks"]
+    "prepared", [True, False], ids=["inherited-forward", "child-walks"]
 )
 
 

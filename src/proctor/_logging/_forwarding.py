@@ -5,8 +5,10 @@
     child                                            parent
     ─────                                            ──────
     logger.warning("x")                              LogListener thread (one per process,
-      └─ ForwardingHandler (on root, and on every      running while any child forwards,
-         logger that does not propagate)               and LISTENER_LINGER after)
+      └─ ForwardingHandler (fork: reached through      running while any child forwards,
+         the inherited handlers; spawn, forkserver:    and LISTENER_LINGER after)
+         on root and on every logger that does not
+         propagate)
                                                          epoll over every child's pipe
            record ─▶ one frame, message pre-formatted ─▶ frames ─▶ LogRecord (decode_record)
            [len:u32 | kind:u8 | struct, marshal, pickle] logger.handle(record)
@@ -19,13 +21,13 @@
       spawn, forkserver: the parent makes it at the start and hands the child its
         end; it holds a copy of that end until join(), so the child's exit does not
         wake the listener (LogListener.attach, LogStream.keeper).
-      fork: the parent makes only the stream (LogListener.expect: a token, no
-        descriptor). The child's first record makes the channel and sends its
-        reading end, with the token, over the listener's request socket (a datagram
-        socket pair; children inherit the sending end). A child that never logs
-        costs no pipe: the parent holds two descriptors per running fork child
-        that has not logged, not four. join() takes a request the listener has
-        not taken yet (collect_requests).
+      fork: the parent makes nothing but a token (LogListener.expect). The
+        child's first record makes the channel and sends its reading end, with
+        the token, over the listener's request socket (a datagram socket pair;
+        children inherit the sending end); the listener makes the stream then.
+        A child that never logs costs no pipe and no stream: the parent holds two
+        descriptors per running fork child that has not logged, not four.
+        join() takes a request the listener has not taken yet (claim).
 
     records sent so far: _runtime.records_forwarded ──▶ in a pool worker's result frame
                                                      LogStream.wait_handled(that count)
@@ -33,9 +35,11 @@
 
 A child starts with the parent's logger levels (and ``logging.disable`` level),
 so it drops what the parent would drop before paying to send it. Under fork the
-child inherits the parent's handlers; they are taken off its loggers, so that each
-record is handled once, by the parent, but never closed or freed there (``_inherited``).
-Handlers the child adds itself keep working.
+child inherits the parent's handlers; they stay on its loggers, each passing the
+records it takes to the forwarding handler (once per record, whichever it meets
+first) and never flushed or closed there (:func:`_forward_through_inherited`), so
+that each record is handled once, by the parent. Handlers the child adds itself
+keep working.
 
 Records are sent with their message already formatted (``args`` cleared) and
 their exception formatted into ``exc_text``, so arguments that cannot be pickled
@@ -99,6 +103,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 
 from .._core import _afterfork, _runtime
 from .._core._system import keep_in_forks, let_go_in_forks
@@ -117,16 +122,15 @@ __all__ = (
     "RECORDS_WAIT",
     "LogListener",
     "LogStream",
-    "arm_fork_child",
     "capture_config",
     "decode_record",
-    "disarm_fork_child",
     "encode_record",
     "fork_safe_threads",
     "forwarding_enabled",
     "install_in_child",
     "listener",
     "open_channel",
+    "ready_fork_child",
     "set_log_forwarding",
 )
 
@@ -250,80 +254,74 @@ def _nonblocking_pipe() -> tuple[int, int]:
 _pipe2 = getattr(os, "pipe2", None)  # (not on macOS)
 
 
-class _ForkArming:
-    """A fork start that forwards logs: what its fork hook prepares for the child.
+def ready_fork_child() -> None:
+    """Just before a fork start that forwards logs: make here what the child uses.
 
-    The fork child must hand its records to its parent only: its loggers without
-    the parent's handlers, the forwarding handler on root (and on every logger that
-    does not propagate), its records named after it. The parent's fork hook
-    (:func:`_before_fork`, holding logging's lock and the dispatch lock, so that no
-    thread changes a logger meanwhile) lists the loggers to change and makes their
-    new lists; the child only assigns them (:func:`_finish_armed_child`). The child
-    making them, calling ``removeHandler`` and ``addHandler`` and walking the
-    loggers, wrote ~30 pages, each copied (~100 us of each fork start with 200
-    loggers and a handler on root, issue 17).
-
-    Nothing here is written after the fork, in the parent or the child: a page the
-    parent writes while the child lives is copied, and makes the next fork slower
-    too (~5 us a page, measured; so the parent does not change its own loggers for
-    the fork and put them back after, which measured no faster than this). A
-    record stays in ``_arming`` until the next fork replaces or clears it
-    (``tried``).
+    The forwarding handler (the parent's spare, made once, not a handler of this
+    process's, see ``_policy._handlers_exist``; each fork child takes its copy for
+    its own) and the record namer for logging's current factory
+    (``_logger.prepare_record_namer``): made in each child, they were pages the
+    child wrote, each a copy. Nothing here is per start; the child sets itself up
+    (:func:`_forward_through_inherited`). No hook prepares anything at the fork:
+    the parent's fork hook used to walk its loggers to make the child's handler
+    lists, writing every logger's page (~30 pages a start with 200 loggers, issue 17).
     """
-
-    __slots__ = (
-        "applied",
-        "child_handlers",
-        "handler",
-        "handler_refs",
-        "namer",
-        "pid",
-        "request",
-        "thread",
-        "tried",
-    )
-
-    def __init__(self, handler: Any, request: tuple[int, int]) -> None:
-        # The process and thread that fork: only their fork's hooks use this record.
-        self.pid = os.getpid()
-        self.thread = _thread.get_ident()
-        self.handler = handler
-        #: The child's (request socket, token): LogListener.expect.
-        self.request = request
-        #: A fork hook has taken this record (the next fork clears it).
-        self.tried = False
-        #: The child's state is prepared (the hook had logging's lock in time).
-        self.applied = False
-        #: (logger, the handlers list it gets in the child, the list that one replaces), root first.
-        self.child_handlers: list[tuple[Any, list[Any], list[Any]]] = []
-        #: The record factory the child installs (None: it has its namer already).
-        self.namer: Any = None
-        #: What logging's list of every handler holds in the child: the forwarding
-        #: handler's entry only (see _forget_inherited_handlers).
-        self.handler_refs: list[Any] = []
-
-
-# The fork start about to fork (arm_fork_child), left in place after its fork until
-# the next fork clears it. A child inherits its parent's: what was made for it.
-_arming: _ForkArming | None = None
-
-
-def arm_fork_child(request: tuple[int, int]) -> None:
-    """Just before a fork start that forwards logs: have the fork hook prepare the child.
-
-    The forwarding handler is the parent's spare, made once (not a handler of this
-    process's, see ``_policy._handlers_exist``) and lent to each child, which the
-    fork hook gives the child's ``request`` (LogListener.expect); the record namer
-    is made for logging's current factory (``_logger.prepare_record_namer``). See
-    :class:`_ForkArming`. If ``os.fork()`` raises, :func:`disarm_fork_child`.
-    """
-    global _arming
     handler = _policy.spare_handler
     if handler is None or handler is _child_handler:
         # (A child's inherited spare is its own forwarding handler: it makes one.)
-        handler = _policy.spare_handler = _handler_class()(None)
+        _policy.spare_handler = _handler_class()(None)
     _logger.prepare_record_namer()
-    _arming = _ForkArming(handler, request)
+    refs = getattr(sys.modules["logging"], "_handlerList", None)
+    if refs is not None and not _seen_already(refs):
+        _look_for_unlisted_handlers(sys.modules["logging"], refs)
+
+
+# logging's list of every handler (its weak references) as _look_for_unlisted_handlers
+# last saw it, and the handlers it found on loggers but not on that list (weakly).
+_seen_handler_refs: tuple[Any, ...] = ()
+_unlisted_handlers: list[Any] = []
+
+
+def _seen_already(refs: list[Any]) -> bool:
+    """Whether logging's list of handlers is as it was at the last look (the same
+    weak reference objects, kept alive by ``_seen_handler_refs``: no number reused)."""
+    seen = _seen_handler_refs
+    if len(refs) != len(seen):
+        return False
+    try:
+        for index, ref in enumerate(seen):
+            if refs[index] is not ref:
+                return False
+    except IndexError:  # (shortened meanwhile by another thread)
+        return False
+    return True
+
+
+def _look_for_unlisted_handlers(logging: Any, refs: list[Any]) -> None:
+    """Find the handlers on loggers that logging's list of handlers does not hold.
+
+    A fork child finds the handlers it inherits in that list (a few entries, where
+    the loggers are hundreds: _forward_through_inherited), but ``dictConfig`` and
+    ``fileConfig`` empty it (after closing what it held) while handlers they do not
+    replace stay on their loggers, working; a handler class whose ``__init__`` skips
+    ``Handler.__init__`` is never on it. Such a handler's copy in a fork child would
+    write each record it takes there, and the parent again (the record forwarded
+    through another). So this walk over every logger runs when the list changed --
+    the first fork start that forwards, and after a configuration -- not at each
+    start (each logger looked at is a page written, ~30 with 200 loggers).
+    """
+    global _seen_handler_refs, _unlisted_handlers
+    with logging._lock:
+        listed = {id(ref()) for ref in refs}
+        unlisted = []
+        loggers = [logging.root, *logging.root.manager.loggerDict.values()]
+        for logger in loggers:
+            for handler in getattr(logger, "handlers", ()):  # (none on a PlaceHolder)
+                if id(handler) not in listed:
+                    listed.add(id(handler))
+                    unlisted.append(weakref.ref(handler))
+        _seen_handler_refs = tuple(refs)
+        _unlisted_handlers = unlisted
 
 
 def fork_safe_threads() -> tuple[int, ...]:
@@ -344,37 +342,6 @@ def fork_safe_threads() -> tuple[int, ...]:
         return ()
     native_id = thread.native_id
     return () if native_id is None else (native_id,)
-
-
-def disarm_fork_child() -> None:
-    """The fork armed for did not happen (``os.fork()`` raised)."""
-    global _arming
-    _arming = None
-
-
-def _prepare_child_state(arming: _ForkArming, logging: Any) -> None:
-    """In the fork hook, under logging's lock: the lists the child's loggers get."""
-    handler = arming.handler
-    handler.channel = None  # (the child makes it at its first record)
-    handler.request = arming.request
-    child_handlers = arming.child_handlers
-    # Each with the list it replaces, which the child keeps (_inherited).
-    root = logging.root
-    child_handlers.append((root, [handler], root.handlers))
-    for logger in _loggers_to_clean(logging):
-        # A logger that does not propagate forwards itself; the others through root.
-        child_handlers.append((logger, [] if logger.propagate else [handler], logger.handlers))
-    refs = getattr(logging, "_handlerList", None)
-    if refs is not None:
-        arming.handler_refs = [ref for ref in refs if ref() is handler]
-    factory = logging._logRecordFactory
-    if not getattr(factory, "_names_proctor_processes", False):
-        prepared = _logger._prepared_namer
-        if prepared is not None and prepared[0] is factory:
-            arming.namer = prepared[1]
-        else:
-            return  # (logging's factory changed meanwhile: the child sets itself up)
-    arming.applied = True
 
 
 def _socket_channel() -> tuple[int, int]:
@@ -421,10 +388,10 @@ def capture_config() -> dict[str, Any]:
 
 _child_channel: io.FileIO | None = None
 _child_handler: Any = None
-# What a child took off its loggers (the parent's handlers, or the _ForkArming
-# record holding the lists they were in), kept for the child's life: never closed
-# or freed here, since they are the parent's (a handler's stream flushed at its
-# close would write the parent's buffered output a second time).
+# What a child took off its loggers (the parent's handlers: where logging has no
+# list of every handler, a fork child walks its loggers), kept for the child's
+# life: never closed or freed here, since they are the parent's (a handler's stream
+# flushed at its close would write the parent's buffered output a second time).
 _inherited: list[Any] = []
 
 
@@ -441,16 +408,13 @@ def install_in_child(
             descriptor; in a fork child, the (request socket, token) its first
             record sends its channel with (:meth:`LogListener.expect`).
 
-    A fork child whose parent's fork hook prepared its state (:class:`_ForkArming`)
-    only takes it; one whose parent could not (logging's lock held past FORK_WAIT,
-    or logging's factory changed meanwhile) walks its loggers itself.
+    A fork child keeps the handlers it inherits, each made to pass its records
+    to the forwarding handler (:func:`_forward_through_inherited`); where logging
+    has no list of every handler, it takes them off its loggers instead, as below.
     """
     global _child_channel, _child_handler
-    if config is None:
-        arming = _arming
-        if arming is not None and arming.applied and arming.request is channel:
-            _finish_armed_child(arming)
-            return
+    if config is None and isinstance(channel, tuple) and _forward_through_inherited(channel):
+        return
     import logging
 
     from . import _logger as _logging
@@ -558,35 +522,80 @@ class _BasicConfigBesideForwarding:
                 root.addHandler(handler)
 
 
-def _finish_armed_child(arming: _ForkArming) -> None:
-    """In a fork child whose parent prepared its logging state (_ForkArming): take it.
+def _forward_through_inherited(request: tuple[int, int]) -> bool:
+    """In a fork child: forward every record that reaches a handler inherited from
+    the parent, once, instead of that handler's own work.
 
-    Its loggers' lists and logging's factory are assigned, not built; this
-    module's record of its own handler and channel goes in a page the child
-    writes anyway (its ``_listener`` reset by the fork hook). A child of a child
-    (its parent forwards too) lets go of its parent's channel to *its* parent and
-    starts counting anew.
+    The handlers stay on the child's loggers, as a stdlib fork child's do; each
+    one's ``handle`` (and ``flush`` and ``close``) is replaced on the handler
+    object: a record that reaches one goes to the parent, where the same loggers'
+    handlers -- the originals -- handle it, and the next inherited handler the same
+    record reaches sends nothing more (the forwarding handler's
+    ``forward_inherited``). They are found in logging's list of every handler
+    (``_handlerList``: a few entries), not by walking the loggers (each a page
+    written), and are never freed, flushed or closed here: they are the parent's
+    (a stream handler's buffered output would be written a second time). The
+    handler and the record namer were made by the parent (:func:`ready_fork_child`).
+    A child of a child replaces its parent's replacements the same way.
+
+    False (nothing done) where logging keeps no such list: the caller then walks
+    the loggers.
     """
     global _child_handler, _child_channel
-    for logger, handlers, _replaced in arming.child_handlers:
-        logger.handlers = handlers
-    if arming.namer is not None:
-        logging: Any = sys.modules["logging"]
-        logging._logRecordFactory = arming.namer
+    logging: Any = sys.modules["logging"]
+    refs = getattr(logging, "_handlerList", None)
+    if refs is None:
+        return False
+    handler = _policy.spare_handler
+    if handler is None or handler is _child_handler:
+        handler = _handler_class()(None)  # (the parent made none: made here)
+    handler.request = request  # (its channel is made at its first record)
+    null = logging.NullHandler
+    # logging's last resort handles what meets no handler, in the child as in a
+    # stdlib child: its own stderr.
+    last_resorts = (getattr(logging, "_defaultLastResort", None), logging.lastResort)
+    for ref in [*refs, *_unlisted_handlers]:  # (a copy: a collection may shorten it)
+        inherited = ref()
+        if (
+            inherited is None
+            or inherited is handler
+            or type(inherited) is null
+            or inherited is last_resorts[0]
+            or inherited is last_resorts[1]
+            or vars(inherited).get("handle") is _forward_inherited  # (by our parent)
+        ):
+            continue
+        # (A forwarding handler inherited on a logger -- a spawn child's, whose fork
+        # child this is -- is the parent's too: its channel is not ours.)
+        inherited.handle = _forward_inherited
+        inherited.flush = inherited.close = _leave_to_the_parent
+    prepared = _logger._prepared_namer
+    if prepared is not None and prepared[0] is logging._logRecordFactory:
+        logging._logRecordFactory = prepared[1]
+    else:
+        _logger.name_records_after_this_process()
     previous = _child_channel
-    _child_handler = arming.handler
-    _child_channel = None  # (made at the first record: the handler's _open_channel)
-    # The lists just replaced hold the parent's handlers, often their only holder.
-    # Kept (their record lives on), not freed: freeing a StreamHandler frees its
-    # stream and lock and runs logging's weak-reference callbacks, ~55 pages the
-    # child copied (~100 us of each fork start, issue 17); and a closed stream is
-    # flushed, which would write again what the parent had buffered.
-    _inherited.append(arming)
-    _forget_inherited_handlers(sys.modules["logging"], arming.handler_refs)
+    _child_handler = handler
+    _child_channel = None
     if previous is not None:
-        previous.close()
+        previous.close()  # (our parent's channel to *its* parent: ours is new)
     if _runtime.records_forwarded:
         _runtime.records_forwarded = 0  # counted on this channel
+    return True
+
+
+def _forward_inherited(record: logging.LogRecord) -> Any:
+    """An inherited handler's ``handle`` in a fork child: this process's forwarding
+    handler's ``forward_inherited``, looked up at each call, so that a handler set so
+    by a parent forwards through the process it is in (a grandchild's own)."""
+    handler = _child_handler
+    if handler is None:  # (not set so in this process: cannot happen)
+        return False
+    return handler.forward_inherited(record)
+
+
+def _leave_to_the_parent(*_args: Any) -> None:
+    """An inherited handler's ``flush`` and ``close`` in a fork child: the parent's work."""
 
 
 def _forget_inherited_handlers(logging: Any, kept: list[Any]) -> None:
@@ -631,6 +640,25 @@ def _handler_class() -> Any:
                 # The fixed values of the last plain record sent whole: what the
                 # listener remembers for its process (see encode_record).
                 self.sent_fixed: tuple[Any, ...] | None = None
+                # The records forward_inherited has passed on that still exist.
+                self._forwarded: weakref.WeakSet[logging.LogRecord] = weakref.WeakSet()
+
+            def forward_inherited(self, record: logging.LogRecord) -> Any:
+                """An inherited handler's ``handle`` in a fork child: the record goes
+                to the parent, once, whichever of the inherited handlers it meets
+                first (``_forward_through_inherited``); the others it meets send
+                nothing, and the parent's loggers hand it to every handler of
+                theirs. Once per record: the records passed on are remembered
+                while they exist (weakly: a record is gone once its logging call
+                returns, unless a handler keeps it), whatever the child's own
+                handlers log in between. The inherited handlers' filters, levels
+                and formatters are the parent's copies' to apply: a filter the
+                child adds to one does not apply (its loggers' filters do)."""
+                forwarded = self._forwarded
+                if record in forwarded:
+                    return False
+                forwarded.add(record)
+                return self.handle(record)
 
             def handle(self, record: logging.LogRecord) -> Any:
                 # Handler.handle, less its filter pass and its acquire()/release()
@@ -1039,6 +1067,7 @@ class LogStream:
         "buffer",
         "closing",
         "consumed",
+        "drain_target",
         "ended",
         "fd",
         "handled",
@@ -1073,6 +1102,10 @@ class LogStream:
         self.consumed = 0
         #: The ``consumed`` a thread in :meth:`wait_consumed` waits for; 0 when none waits.
         self.wanted_bytes = 0
+        #: Set by the first :meth:`LogListener.end`: the ``consumed`` count that holds
+        #: every byte the child wrote, or -1 when that is the channel's EOF; a later
+        #: ``end()`` (a ``join()`` or ``close()`` after one that timed out) waits for it.
+        self.drain_target: int | None = None
         self.listener = listener
         #: This process's copy of the child's end of the channel (LogListener.attach),
         #: held until the child has ended: see LogListener.end.
@@ -1089,11 +1122,11 @@ class LogStream:
         self._ended_event: threading.Event | None = None
         # Made by the first wait_handled().
         self._progress: threading.Condition | None = None
-        #: A fork child's stream, made before the child has a channel
-        #: (:meth:`LogListener.expect`): its key in the listener's ``_pending``; the
-        #: stream's ``fd`` is -1 until the child's first record sends the channel's
-        #: reading end. None for a stream attached with its channel, and once
-        #: :meth:`LogListener.end` has run (the child's part is handled).
+        #: A fork child's stream (made when the child's first record sent its
+        #: channel, :meth:`LogListener.expect`): the token its start was given, by
+        #: which ``join()`` finds it (:meth:`LogListener.finish`). None for a stream
+        #: attached with its channel, and once :meth:`LogListener.end` has run (the
+        #: child's part is handled).
         self.token: int | None = None
 
     def wait_drained(self, timeout: float | None) -> bool:
@@ -1161,10 +1194,6 @@ class LogStream:
         if self.handled >= count or self.ended:
             return True
         listener = self.listener
-        if self.fd < 0:
-            # The child sent its channel before those records: take it now, if the
-            # listener's thread has not.
-            listener.collect_requests()
         if listener.stuck_at == listener.handled:
             return False  # stuck since an earlier wait gave up: don't wait again
         progress = self._progress_condition()
@@ -1217,13 +1246,15 @@ class LogListener:
     attaches a stream registers it, and epoll sees a descriptor added while the
     thread waits, so the thread is not woken for it (with poll it is).
 
-    A fork child's stream is made without a channel (:meth:`expect`): the child
-    makes its channel at its first record and sends the reading end over the
-    request socket (a datagram socket pair the listener makes with its thread;
-    fork children inherit the sending end), with the stream's token. The thread
-    takes it (:meth:`collect_requests`), as do ``join()`` and a pool waiting for a
-    worker's records before they look at the stream. A child that never logs costs
-    no pipe and no descriptor: two per running child before (docs/design.md).
+    A fork start gets a token, not a stream (:meth:`expect`): the child makes its
+    channel at its first record and sends the reading end over the request socket
+    (a datagram socket pair the listener makes with its thread; fork children
+    inherit the sending end), with its token; the stream is made when that request
+    is taken (:meth:`collect_requests`: by the thread, by ``join()`` and by a pool
+    waiting for a worker's records, :meth:`finish` and :meth:`stream_for`). A child
+    that never logs costs no pipe, no descriptor and no stream: its start only
+    counts it (each object a fork start makes or touches is a page that the parent
+    writes, issue 17).
     """
 
     def __init__(self) -> None:
@@ -1232,9 +1263,9 @@ class LogListener:
         # Streams detach() took away, for the thread to let go of.
         self._detached: list[LogStream] = []
         # Streams whose keeper release() could not let go of at once (the lock was
-        # taken), for the thread to.
-        # (And pending streams whose process was let go of: _orphan, with the pid.)
-        self._to_release: list[tuple[LogStream, int]] = []
+        # taken), for the thread to; and (token, pid) of fork children whose
+        # process was let go of (release_token, then _orphan).
+        self._to_release: list[tuple[LogStream | int, int]] = []
         self._thread: threading.Thread | None = None
         self._poller: Any = None
         self._wake_r: socket.socket | None = None
@@ -1250,8 +1281,12 @@ class LogListener:
         self._hurry = threading.Event()
         # Whether the thread waits without a time limit (it has streams; under the lock).
         self._waits_for_streams = False
-        # Fork children's streams whose channel has not come yet, by token (expect()).
-        self._pending: dict[int, LogStream] = {}
+        # The tokens of fork children that may still send their channel (expect()),
+        # with the child's name (for a message); until finish(), or until an orphan's
+        # child has exited (_drop_exited_orphans). The thread runs while any is here.
+        self._expected: dict[int, str] = {}
+        # The streams of expected children whose channel has come, by token.
+        self._by_token: dict[int, LogStream] = {}
         self._next_token = 0
         # The request socket pair, made with the thread: the listener reads the
         # first, fork children inherit the second. The sending end is a bare
@@ -1259,11 +1294,16 @@ class LogListener:
         # listener of its own, and a socket object would close it then, under its
         # forwarding handler still waiting to send.
         self._request_r: socket.socket | None = None
+        # A poll object over the reading end alone: claim() asks it whether a
+        # request waits before it tries to take one (a failed recvmsg, its
+        # exception and socket.py's recv_fds wrote ~20 pages at each join() of a
+        # child that never logged, each copied after the fork, issue 17).
+        self._request_poll: Any = None
         self._request_w = -1
-        # (stream, pid) of pending streams whose process was let go of without
-        # join(): dropped once the child has exited (the thread looks each
-        # LISTENER_LINGER), or adopted when its channel comes.
-        self._orphans: list[tuple[LogStream, int]] = []
+        # (token, pid) of expected children whose process was let go of without
+        # join(): forgotten once the child has exited (the thread looks each
+        # LISTENER_LINGER), or their stream left to the thread when it comes.
+        self._orphans: list[tuple[int, int]] = []
 
     def hurry(self) -> None:
         """Make the listener skip its next batch window (at most BATCH_WINDOW later)."""
@@ -1295,26 +1335,63 @@ class LogListener:
             self._register(stream)
         return stream
 
-    def expect(self, name: str) -> tuple[LogStream, tuple[int, int]]:
-        """A stream for a fork child about to start, which makes its channel itself.
+    def expect(self, name: str) -> tuple[int, int]:
+        """The request of a fork child about to start, which makes its channel itself.
 
-        Returns the stream (``fd`` -1) and the child's request: the request socket's
-        sending end, which the child inherits, and the stream's token. The child's
-        first record makes its channel and sends the reading end there with the
-        token (the forwarding handler's ``_open_channel``). Runs the thread, which
-        takes it as it comes.
+        Returns the request socket's sending end, which the child inherits, and
+        the child's token. The child's first record makes its channel and sends
+        the reading end there with the token (the forwarding handler's
+        ``_open_channel``); the stream is made then. ``join()`` ends the child's
+        part with :meth:`finish`; a process let go of unjoined with
+        :meth:`release_token`. Runs the thread, which takes requests as they come.
         """
-        stream = LogStream(-1, name, self)
         with self._lock:
             if self._to_release:
                 self._release_deferred()
             if self._poller is None:
-                self._start_thread()  # (first: if it fails, nothing is left pending)
+                self._start_thread()  # (first: if it fails, nothing is left expected)
             token = self._next_token
             self._next_token = token + 1
-            stream.token = token
-            self._pending[token] = stream
-            return stream, (self._request_w, token)
+            self._expected[token] = name
+            return self._request_w, token
+
+    def claim(self, token: int) -> LogStream | None:
+        """The fork child ``token`` (:meth:`expect`) has ended: its stream, for the
+        caller to :meth:`end` (``join()``), or None if it never logged.
+
+        Its channel, if it made one, came before its records, all sent before it
+        ended: taken here if the thread has not yet. A child that never logged
+        costs one look at the request socket. The token is expected no more.
+        """
+        with self._lock:
+            if self._to_release:
+                self._release_deferred()
+            if token not in self._expected:
+                return None  # (its channel lost, or let go of)
+            stream = self._by_token.pop(token, None)
+            if stream is None and self._requests_waiting():
+                self._collect_requests()
+                stream = self._by_token.pop(token, None)
+            del self._expected[token]
+            # (The thread may have ended its stream at EOF already, and wait with
+            # no time limit for this token: then it must start to linger.)
+            self._linger_if_idle()
+            return stream
+
+    def stream_for(self, token: int) -> LogStream | None:
+        """The stream of the fork child ``token`` if its channel has come (taking the
+        requests the thread has not yet); None if the child has sent none."""
+        with self._lock:
+            stream = self._by_token.get(token)
+            if stream is None and token in self._expected and self._requests_waiting():
+                self._collect_requests()
+                stream = self._by_token.get(token)
+            return stream
+
+    def _requests_waiting(self) -> bool:
+        """Whether the request socket holds a request (under the lock)."""
+        request_poll = self._request_poll
+        return request_poll is not None and bool(request_poll.poll(0))
 
     def _register(self, stream: LogStream) -> None:
         """Have the thread read ``stream`` (under the lock); start the thread if none runs."""
@@ -1345,6 +1422,8 @@ class LogListener:
         self._request_r, request_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._request_r.setblocking(False)
         request_w.setblocking(False)
+        self._request_poll = select.poll()
+        self._request_poll.register(self._request_r.fileno(), select.POLLIN)
         self._request_w = request_w.detach()
         let_go_in_forks(self._request_r.fileno())  # (not the sending end: children use it)
         poller = self._poller = _make_poller()
@@ -1389,14 +1468,16 @@ class LogListener:
             fd = fds[0]
             if not _RECV_CLOEXEC:
                 os.set_inheritable(fd, False)
-            stream = self._pending.pop(_REQUEST.unpack(data)[0], None)
-            if stream is None:
-                # Its stream was ended meanwhile (the child was let go of), or has a
-                # channel already (an os.fork() process of the child, which had not
-                # logged yet, made a second): read on its own until it ends.
+            token = _REQUEST.unpack(data)[0]
+            name = self._expected.get(token)
+            if name is None or token in self._by_token:
+                # Its child was finished meanwhile (let go of), or has a channel
+                # already (an os.fork() process of the child, which had not logged
+                # yet, made a second): read on its own until it ends.
                 stream = LogStream(fd, "", self)
             else:
-                stream.fd = fd
+                stream = self._by_token[token] = LogStream(fd, name, self)
+                stream.token = token
             let_go_in_forks(fd)
             self._register(stream)
 
@@ -1415,27 +1496,11 @@ class LogListener:
         the thread until it closes the channel, without ``join()`` waiting for
         that. Returns False if ``timeout`` passed first.
         """
-        token = stream.token
-        ended = False
         with self._lock:
             if self._to_release:
                 self._release_deferred()
-            if token is not None:
-                # A fork child's stream (ended here once: token None after, which
-                # tells detach() that the child's part is done). Its channel, if the
-                # child made one, has come before its records, all sent before it ended.
-                stream.token = None
-                if stream.fd < 0:
-                    self._collect_requests()
-                if stream.fd < 0 and not stream.ended:
-                    # The child never logged: nothing to handle.
-                    self._end_pending(stream, token)
-                    ended = True
-        if ended:
-            stream._announce_ended()
-        if token is not None and stream.fd < 0:
-            return True
-        with self._lock:
+            # A fork child's stream is ended here once (token None after).
+            token, stream.token = stream.token, None
             keeper, stream.keeper = stream.keeper, None
             # (A fork child's stream has no kept end: the child's exit closed its
             # channel's writing end, unless it left a process of its own that holds it.)
@@ -1452,8 +1517,13 @@ class LogListener:
         if keeper is not None:
             keeper.close()
         if not mine:
+            wait = DRAIN_TIMEOUT if timeout is None else timeout
+            target = stream.drain_target
+            if target is not None and target >= 0:
+                # Ended before, that wait timed out: the rest of the child's records.
+                return stream.wait_consumed(target, wait)
             # Never kept, or ended already: the listener's thread finishes it at EOF.
-            return stream.wait_drained(DRAIN_TIMEOUT if timeout is None else timeout)
+            return stream.wait_drained(wait)
         # Not waiting for the thread if it is handling this stream's records now:
         # its handler may wait for a lock that this thread holds.
         if stream.reading.acquire(blocking=False):
@@ -1484,6 +1554,7 @@ class LogListener:
                     unread = _unread_bytes(stream.fd)
                     if unread is not None:
                         target = stream.received + unread
+            stream.drain_target = -1 if target is None else target
         wait = DRAIN_TIMEOUT if timeout is None else timeout
         if target is None:
             return stream.wait_drained(wait)
@@ -1495,7 +1566,7 @@ class LogListener:
         to end unless another child starts meanwhile. (Not when it lingers already:
         each wake-up costs a loop of start+join ~400 us, the two threads taking turns
         at the GIL.)"""
-        if not self._streams and not self._pending and self._waits_for_streams:
+        if not self._streams and not self._expected and self._waits_for_streams:
             self._waits_for_streams = False
             self._wake()
 
@@ -1503,23 +1574,35 @@ class LogListener:
         """Let the keeper go without reading (the process object is being collected).
 
         The listener's thread then finishes the stream at EOF, as for a stream that
-        was never kept. A fork child's stream still waiting for its channel stays
-        so while the child ``pid`` runs (:meth:`_orphan`). Never blocks: it may run
-        from a garbage collection, in a thread that holds the listener's lock; then
-        the thread lets it go instead.
+        was never kept. Never blocks: it may run from a garbage collection, in a
+        thread that holds the listener's lock; then the thread lets it go instead.
         """
-        pending = stream.token is not None and stream.fd < 0 and not stream.ended
-        if stream.keeper is None and not pending:
+        if stream.keeper is None:
             return
         if not self._lock.acquire(blocking=False):
             self._to_release.append((stream, pid))
             self._wake()
             return
         try:
-            if pending:
-                self._orphan(stream, pid)
-            else:
-                _close_keeper(stream)
+            _close_keeper(stream)
+        finally:
+            self._lock.release()
+
+    def release_token(self, token: int, pid: int) -> None:
+        """The process object of the fork child ``token`` is being collected unjoined.
+
+        Its stream, if its channel came, is left to the thread (ended at EOF);
+        otherwise the child may still log, and the token stays expected while the
+        child ``pid`` runs (:meth:`_orphan`). Never blocks, as :meth:`release`.
+        """
+        if token not in self._expected:
+            return  # (finished)
+        if not self._lock.acquire(blocking=False):
+            self._to_release.append((token, pid))
+            self._wake()
+            return
+        try:
+            self._orphan(token, pid)
         finally:
             self._lock.release()
 
@@ -1529,6 +1612,10 @@ class LogListener:
             # (Its child has ended: what its channel holds is handled first.)
             self.end(stream, DRAIN_TIMEOUT)
             return
+        if stream.drain_target is not None:
+            # A join() whose wait timed out ended it: the rest of the child's records
+            # first (what a process of the child's writes later is dropped below).
+            self.end(stream, DRAIN_TIMEOUT)
         with self._lock:
             # Not if it ended already: its descriptor may be a new stream's by now.
             if self._streams.get(stream.fd) is stream:
@@ -1560,7 +1647,7 @@ class LogListener:
                         if self._orphans:
                             timeout = LISTENER_LINGER  # to look again
                     detached, self._detached = self._detached, []
-                    if not self._streams and not detached and not self._pending:
+                    if not self._streams and not detached and not self._expected:
                         # Linger, in case another child starts soon (LISTENER_LINGER);
                         # decided under the lock that attach() takes to see the thread.
                         now = time.monotonic()
@@ -1626,58 +1713,59 @@ class LogListener:
     def _release_deferred(self) -> None:
         """Let go of the keepers release() left to others (under the lock)."""
         released, self._to_release = self._to_release, []
-        for stream, pid in released:
-            if stream.keeper is not None:
-                _close_keeper(stream)
-            else:
-                self._orphan(stream, pid)
+        for stream_or_token, pid in released:
+            if isinstance(stream_or_token, int):
+                self._orphan(stream_or_token, pid)
+            elif stream_or_token.keeper is not None:
+                _close_keeper(stream_or_token)
 
     def _lose_channel(self, token: int) -> None:
         """A request came without its descriptor: this process could not take one
         more (out of descriptors). Nobody can read that child's records: its stream
         ends now, so that join() does not wait for them, and stderr says so."""
-        stream = self._pending.get(token)
-        name = "a child" if stream is None else f"the child {stream.name!r}"
+        name = self._expected.get(token)
+        name = "a child" if name is None else f"the child {name!r}"
         sys.stderr.write(
             f"proctor: could not take the log channel of {name} (this process is out of "
             "file descriptors): its log records are lost; raise the limit "
             "(ulimit -n, resource.setrlimit) or start fewer children at once\n"
         )
-        if stream is not None:
-            self._end_pending(stream, token)
-            stream._announce_ended()
+        if token not in self._by_token:
+            # (join() finds no stream for it: nothing to wait for.)
+            self._expected.pop(token, None)
+            self._linger_if_idle()
 
-    def _orphan(self, stream: LogStream, pid: int) -> None:
-        """A pending stream's process was let go of unjoined (under the lock).
+    def _orphan(self, token: int, pid: int) -> None:
+        """The expected fork child ``token``'s process was let go of unjoined (under
+        the lock).
 
-        Its child may live on and log: the stream stays pending, and the thread
-        looks each LISTENER_LINGER whether the child has exited meanwhile
+        Its stream, if it came, is the thread's to end at EOF. Otherwise the child
+        may live on and log: the token stays expected, and the thread looks each
+        LISTENER_LINGER whether the child has exited meanwhile
         (:meth:`_drop_exited_orphans`), so that it does not run for ever for it.
         """
-        self._orphans.append((stream, pid))
+        self._orphans.append((token, pid))
         self._drop_exited_orphans()
         if self._orphans:
             self._wake()  # to wait with a time limit
 
     def _drop_exited_orphans(self) -> None:
-        """End the orphans' streams whose child has exited without a channel (under the lock)."""
+        """Forget the orphans whose channel came or whose child has exited (under the lock)."""
         self._collect_requests()
         kept = []
-        for stream, pid in self._orphans:
-            if stream.fd >= 0 or stream.ended:
-                continue  # its channel came: an ordinary stream now
-            if _child_running(pid):
-                kept.append((stream, pid))
-            else:
-                # (Nobody waits for it: its process object is gone.)
-                self._end_pending(stream, stream.token)  # type: ignore[arg-type]
+        for token, pid in self._orphans:
+            if token not in self._expected:
+                continue  # finished (its channel lost, say)
+            stream = self._by_token.pop(token, None)
+            if stream is not None:
+                # Its channel came: an ordinary stream now, ended at EOF. (Nobody
+                # waits for it: its process object is gone.)
+                stream.token = None
+            elif _child_running(pid):
+                kept.append((token, pid))
+                continue
+            del self._expected[token]
         self._orphans = kept
-        self._linger_if_idle()
-
-    def _end_pending(self, stream: LogStream, token: int) -> None:
-        """A pending stream that will get no channel is over (under the lock)."""
-        self._pending.pop(token, None)
-        stream.ended = True
         self._linger_if_idle()
 
     def _close_wake(self) -> None:
@@ -1686,7 +1774,7 @@ class LogListener:
             if sock is not None:
                 self._forget_fd(sock.fileno())
                 sock.close()
-        self._wake_r = self._wake_w = self._request_r = None
+        self._wake_r = self._wake_w = self._request_r = self._request_poll = None
         if self._request_w >= 0:
             os.close(self._request_w)
             self._request_w = -1
@@ -1771,6 +1859,15 @@ class LogListener:
             except OSError:
                 pass
             stream.ended = True
+            token = stream.token
+            if token is not None and self._by_token.get(token) is stream:
+                # A fork child's stream read to its end before join() claimed it:
+                # every record is handled, and the child has let go of its channel
+                # (it exited); its token no longer keeps the thread (a Process
+                # polled but never joined would keep it for ever).
+                del self._by_token[token]
+                self._expected.pop(token, None)
+                stream.token = None
         stream._announce_ended()
 
 
@@ -1912,71 +2009,23 @@ FORK_WAIT = 2.0
 # already, from a handler that forks), or it timed out while another thread held
 # it. (A threading.local flag said the same; its per-thread dictionary was pages
 # written at every fork, in the parent while the child ran and in the child.)
-#
-# Everything the hooks share is written under the dispatch lock, before the fork:
-# another thread's fork cannot change it between this fork's two hooks (its own
-# before-hook waits for the lock), and after the fork the parent's hook only reads
-# (each page it writes while the child lives is copied: the hook used to look
-# logging up in sys.modules and the record's pid and thread up again, ~15 pages).
-
-# logging's lock, when this fork's before-hook took it (it holds it through the
-# fork, for the child's prepared state); None otherwise. Set by every fork that
-# takes the dispatch lock, so never stale in the hook that reads it.
-_logging_lock_held: Any = None
+# Nothing else is done at a fork: a fork child sets up its forwarding itself
+# (_forward_through_inherited), and logging's own fork hooks hold its lock
+# through the fork.
 
 
 def _before_fork() -> None:
-    global _arming, _logging_lock_held
-    if not _dispatching.acquire(timeout=FORK_WAIT):
-        # (Nothing shared is touched: the thread that holds the lock may be
-        # between its own fork's hooks.)
-        return
-    _logging_lock_held = None
-    arming = _arming
-    if arming is None:
-        return
-    if arming.tried:
-        # Its fork is done. (Cleared here, before this fork: no page copied.)
-        _arming = None
-        return
-    if arming.pid != os.getpid() or arming.thread != _thread.get_ident():
-        return  # another thread's start, about to fork (or our parent's, inherited)
-    arming.tried = True
-    # Prepare the child's logging state (_ForkArming), holding logging's lock from
-    # here through the fork (after this hook, logging's own takes it again), so that
-    # no thread adds a handler or a logger in between. (Taken after the dispatch
-    # lock, in the listener's order: a handler may call getLogger.)
-    logging = sys.modules.get("logging")
-    lock = getattr(logging, "_lock", None)
-    if lock is None or not lock.acquire(timeout=FORK_WAIT):
-        return  # the child sets itself up (install_in_child)
-    _logging_lock_held = lock
-    _prepare_child_state(arming, logging)
+    _dispatching.acquire(timeout=FORK_WAIT)
 
 
 def _after_fork_in_parent() -> None:
-    # (Reads only: see above.)
     if _dispatching._is_owned():  # type: ignore[attr-defined]
-        lock = _logging_lock_held
-        if lock is not None:
-            lock.release()
         _dispatching.release()
-
-
-def _loggers_to_clean(logging: Any) -> list[Any]:
-    """The loggers (root aside) that have handlers or do not propagate (under logging's lock)."""
-    logger_class = logging.Logger
-    return [
-        logger
-        for logger in logging.root.manager.loggerDict.values()
-        if isinstance(logger, logger_class) and (logger.handlers or not logger.propagate)
-    ]
 
 
 def _after_fork_in_child() -> None:
     global _listener, _dispatching
-    # (logging's own hook has made its lock anew, unlocked; the _ForkArming this
-    # process inherited is left as it is: written, it would be a page copied.)
+    # (logging's own hook has made its lock anew, unlocked.)
     # The parent's streams are the parent's to read: this copy of their descriptors
     # (and of the wake pair and epoll) was let go of already, by number, as listed
     # (_system.let_go_in_forks; the parent's children must see their log channel's

@@ -157,9 +157,10 @@ def prepare_record_namer() -> None:
     issue 17); made here, it is made again only when logging's factory changes.
     """
     global _prepared_namer
-    import logging
-
-    previous = logging.getLogRecordFactory()
+    # (logging is loaded: a fork start forwards only then. Found in sys.modules,
+    # and its factory read directly: an import statement and a call are objects
+    # written, pages copied after the fork, issue 17.)
+    previous = sys.modules["logging"]._logRecordFactory
     prepared = _prepared_namer
     if prepared is None or prepared[0] is not previous:
         if getattr(previous, "_names_proctor_processes", False):

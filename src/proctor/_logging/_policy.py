@@ -23,10 +23,9 @@ __all__ = ("forwarding_enabled", "set_log_forwarding")
 _enabled = True
 
 # A forwarding handler made in a fork parent, lent to each fork child it starts
-# (``_forwarding.arm_fork_child``): the fork hook gives it the child's request (the
-# listener's request socket and the child's token), and the child uses it as its
-# own. The parent never uses it. Not a handler of the parent's: _handlers_exist
-# does not count it.
+# (``_forwarding.ready_fork_child``): the child gives it its request (the
+# listener's request socket and its token) and uses it as its own. The parent
+# never uses it. Not a handler of the parent's: _handlers_exist does not count it.
 spare_handler: Any = None
 
 

@@ -806,14 +806,16 @@ class Dispatcher:
         # No lock: one dict operation is atomic, and only this thread removes tasks
         # (a lock taken and released costs as much as the rest of this branch).
         self._tasks.pop(task_id, None)
-        logs = worker.logs
-        if logs is not None:
+        if worker.logs is not None or worker.log_token is not None:
             # Records before results: every record the worker sent before this
             # result -- the task's -- is handled before the result is delivered
-            # (bounded: LogStream.wait_handled; the stream's EOF ends it).
+            # (bounded: LogStream.wait_handled; the stream's EOF ends it). A fork
+            # worker's stream is looked up once it has sent records.
             records = _worker.records_sent(frame)
-            if records > logs.handled:
-                logs.wait_handled(records)
+            if records:
+                logs = worker.log_stream()
+                if logs is not None and records > logs.handled:
+                    logs.wait_handled(records)
         result = task.result
         observe = result._observe
         if observe is not None:

@@ -139,6 +139,8 @@ class WorkerState:
         "exiting",
         "held",
         "killed",
+        "log_listener",
+        "log_token",
         "logs",
         "process",
         "queued_bytes",
@@ -175,8 +177,20 @@ class WorkerState:
         self.retiring = False  # sent its last task (maxtasksperchild), or said it exits
         self.exiting = False  # said it exits (RETIRING): it reads no task it holds
         self.killed = False  # SIGKILLed to stop a held task: its sentinel is awaited
-        #: Its log stream in this process's log listener (None: it does not forward).
-        self.logs = getattr(getattr(process, "_popen", None), "log_stream", None)
+        popen = getattr(process, "_popen", None)
+        #: Its log stream in this process's log listener (None: it does not forward,
+        #: or it is a fork worker that has not logged yet: see log_stream).
+        self.logs = getattr(popen, "log_stream", None)
+        #: A fork worker's token in the listener, whose stream comes with its first
+        #: record (``LogListener.expect``); None otherwise.
+        self.log_token: int | None = getattr(popen, "log_token", None)
+        self.log_listener: Any = getattr(popen, "log_listener", None)
+
+    def log_stream(self) -> Any:
+        """Its log stream, looked up for a fork worker that has logged (None if none)."""
+        if self.logs is None and self.log_token is not None:
+            self.logs = self.log_listener.stream_for(self.log_token)
+        return self.logs
 
 
 def may_have_started(

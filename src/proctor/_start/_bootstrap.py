@@ -207,9 +207,10 @@ def run_forked(
         _become_forked_child(adopt_stdlib)
         arm_parent_death(parent_pid, started_on_main_thread)
         if log is not None:
-            from .._logging._forwarding import install_in_child
-
-            install_in_child(None, log)
+            # (Loaded: the parent made the request with it. Found in sys.modules: an
+            # import statement writes the import system's objects, ~30 pages this
+            # child would copy.)
+            sys.modules["proctor._logging._forwarding"].install_in_child(None, log)
         elif not _logger.finder_standing:
             # (With a finder standing by, inherited from the parent, there is
             # nothing to do here: see _logger.stand_by.)

@@ -53,6 +53,13 @@ class Popen(ClosedWhenCollected):
     #: Whether ``sentinel`` is a pidfd of the child (set where one was opened): it
     #: is readable exactly once the child has ended.
     _sentinel_is_pidfd = False
+    #: A fork child's token in the log listener (``LogListener.expect``), whose
+    #: stream is made only if the child logs; None otherwise (class defaults: no
+    #: attribute written for a child that does not forward). The listener is kept
+    #: with it: an import statement at join() wrote ~30 pages (the import system's
+    #: objects), each a copy-on-write fault after the fork (issue 17).
+    log_token: int | None = None
+    log_listener: Any = None
 
     def __init__(self) -> None:
         self.pid: int = 0
@@ -264,9 +271,19 @@ class Popen(ClosedWhenCollected):
 
     def wait_logs(self, timeout: float | None) -> None:
         """After the child ended: handle its forwarded log records still unhandled."""
+        if self._owner != os.getpid():
+            return
+        if self.log_token is not None:
+            self._claim_fork_stream()
         stream = self.log_stream
-        if stream is not None and self._owner == os.getpid():
+        if stream is not None:
             stream.listener.end(stream, timeout)
+
+    def _claim_fork_stream(self) -> None:
+        """A fork child has ended: its stream, if it made a channel (it logged),
+        becomes this object's to end (``LogListener.claim``)."""
+        token, self.log_token = self.log_token, None
+        self.log_stream = self.log_listener.claim(token)
 
     def held_fds(self) -> tuple[int, ...]:
         """Descriptors held for the child besides the sentinel (a fork sibling lets them go).
@@ -292,6 +309,8 @@ class Popen(ClosedWhenCollected):
 
     def detach_logs(self) -> None:
         """Stop handling the child's log records (the process object is being closed)."""
+        if self.log_token is not None and self._owner == os.getpid():
+            self._claim_fork_stream()  # (its child has ended: Process.close())
         if self.log_stream is not None:
             stream, self.log_stream = self.log_stream, None
             if self._owner != os.getpid():
@@ -309,6 +328,9 @@ class Popen(ClosedWhenCollected):
         stream = self.log_stream
         if stream is not None and self._owner == os.getpid():
             stream.listener.release(stream, self.pid)
+        elif self.log_token is not None and self._owner == os.getpid():
+            token, self.log_token = self.log_token, None
+            self.log_listener.release_token(token, self.pid)
         if self.channel is not None:
             self.channel.close()
             self.channel = None

@@ -53,9 +53,10 @@ _FORWARDING = "proctor._logging._forwarding"
 
 
 def _expect_log_channel(forward_logs: bool | None, name: str) -> tuple[Any, tuple[int, int]] | None:
-    """The log listener's stream for a child that forwards, and the child's
-    (request socket, token): ``LogListener.expect``. ``None`` if the child does not
-    forward; ``_forwarding`` is loaded only if it does.
+    """The log listener and the (request socket, token) of a child that forwards:
+    ``LogListener.expect``. ``None`` if the child does not forward; ``_forwarding``
+    is loaded only if it does (and found in ``sys.modules`` once it is: an import
+    statement writes the import system's objects, ~15 pages a start, issue 17).
 
     A process without logging, or whose logging is not configured (a library's
     ``NullHandler``), or that turned forwarding off, forwards nothing; loading the
@@ -64,9 +65,13 @@ def _expect_log_channel(forward_logs: bool | None, name: str) -> tuple[Any, tupl
     """
     if not _policy.forwarding_enabled(forward_logs):
         return None
-    from .._logging._forwarding import listener
-
-    return listener().expect(name)
+    forwarding: Any = sys.modules.get(_FORWARDING)
+    if forwarding is None:
+        from .._logging import _forwarding as forwarding
+    # What the child sets its forwarding up with, made here once.
+    forwarding.ready_fork_child()
+    listener = forwarding.listener()
+    return listener, listener.expect(name)
 
 
 def _fork_safe_threads() -> tuple[int, ...]:
@@ -136,35 +141,32 @@ class ForkPopen(OwnChildPopen):
         # The parent-death signal is sent when the thread that forked ends: only
         # the main thread's children can rely on it.
         on_main_thread = _thread.get_ident() == ready[1]
-        # No capture_config(): the child's logging is a copy of this one's. The
-        # stream is made before the fork: after it, every page this process writes
-        # is copied while the child lives (the stream's objects, the listener's
-        # dict: ~200 us of start() when made after it).
+        # No capture_config(): the child's logging is a copy of this one's. Its
+        # token is taken before the fork: after it, every page this process writes
+        # is copied while the child lives. (No stream: the listener makes it if the
+        # child logs, LogListener.expect.)
         log_request = None
         try:
+            # (Process.start() has flushed stdout and stderr: buffered output would
+            # otherwise be written twice. What this process read ahead from stdin
+            # stays here: the child takes a stdin object never read, made once.)
+            if _bootstrap._blank_stdin is None:
+                _bootstrap.ready_blank_stdin()
+            # Last: nothing can fail between the token and the fork.
             expected = _expect_log_channel(process._forward_logs, process.name)
         except BaseException:  # (out of descriptors for the listener's thread, say)
             close_quietly(parent_end, child_end, lifeline_r, lifeline_w)
             raise
         if expected is not None:
-            self.log_stream, log_request = expected
-            # The fork hooks make the child's logging state in this process, and
-            # put this one's back after the fork (_forwarding._ForkArming).
-            sys.modules[_FORWARDING].arm_fork_child(log_request)
-        # (Process.start() has flushed stdout and stderr: buffered output would
-        # otherwise be written twice. What this process read ahead from stdin stays
-        # here: the child takes a stdin object never read, made once.)
-        if _bootstrap._blank_stdin is None:
-            _bootstrap.ready_blank_stdin()
+            self.log_listener, log_request = expected
+            self.log_token = log_request[1]
         try:
             # (During shutdown os.fork() refuses, with its own error.)
             fork = ready[3]
             pid = os.fork() if fork is None or sys.is_finalizing() else fork(_fork_safe_threads)
         except BaseException:
             if log_request is not None:
-                sys.modules[_FORWARDING].disarm_fork_child()  # (if the hooks did not run)
-                stream, self.log_stream = self.log_stream, None
-                stream.listener.end(stream, 0)  # (no child: it ends at once)
+                self._claim_fork_stream()  # (no child: nothing comes)
             close_quietly(parent_end, child_end, lifeline_r, lifeline_w)
             raise
         if pid == 0:  # the child
