@@ -271,9 +271,10 @@ def ready_fork_child() -> None:
         # (A child's inherited spare is its own forwarding handler: it makes one.)
         _policy.spare_handler = _handler_class()(None)
     _logger.prepare_record_namer()
-    refs = getattr(sys.modules["logging"], "_handlerList", None)
+    logging: Any = sys.modules["logging"]
+    refs = getattr(logging, "_handlerList", None)
     if refs is not None and not _seen_already(refs):
-        _look_for_unlisted_handlers(sys.modules["logging"], refs)
+        _look_for_unlisted_handlers(logging, refs)
 
 
 # logging's list of every handler (its weak references) as _look_for_unlisted_handlers
@@ -1124,7 +1125,7 @@ class LogStream:
         self._progress: threading.Condition | None = None
         #: A fork child's stream (made when the child's first record sent its
         #: channel, :meth:`LogListener.expect`): the token its start was given, by
-        #: which ``join()`` finds it (:meth:`LogListener.finish`). None for a stream
+        #: which ``join()`` finds it (:meth:`LogListener.claim`). None for a stream
         #: attached with its channel, and once :meth:`LogListener.end` has run (the
         #: child's part is handled).
         self.token: int | None = None
@@ -1251,7 +1252,7 @@ class LogListener:
     (a datagram socket pair the listener makes with its thread; fork children
     inherit the sending end), with its token; the stream is made when that request
     is taken (:meth:`collect_requests`: by the thread, by ``join()`` and by a pool
-    waiting for a worker's records, :meth:`finish` and :meth:`stream_for`). A child
+    waiting for a worker's records, :meth:`claim` and :meth:`stream_for`). A child
     that never logs costs no pipe, no descriptor and no stream: its start only
     counts it (each object a fork start makes or touches is a page that the parent
     writes, issue 17).
@@ -1282,7 +1283,7 @@ class LogListener:
         # Whether the thread waits without a time limit (it has streams; under the lock).
         self._waits_for_streams = False
         # The tokens of fork children that may still send their channel (expect()),
-        # with the child's name (for a message); until finish(), or until an orphan's
+        # with the child's name (for a message); until claim(), or until an orphan's
         # child has exited (_drop_exited_orphans). The thread runs while any is here.
         self._expected: dict[int, str] = {}
         # The streams of expected children whose channel has come, by token.
@@ -1342,7 +1343,7 @@ class LogListener:
         the child's token. The child's first record makes its channel and sends
         the reading end there with the token (the forwarding handler's
         ``_open_channel``); the stream is made then. ``join()`` ends the child's
-        part with :meth:`finish`; a process let go of unjoined with
+        part with :meth:`claim`; a process let go of unjoined with
         :meth:`release_token`. Runs the thread, which takes requests as they come.
         """
         with self._lock:
@@ -1368,10 +1369,9 @@ class LogListener:
                 self._release_deferred()
             if token not in self._expected:
                 return None  # (its channel lost, or let go of)
-            stream = self._by_token.pop(token, None)
-            if stream is None and self._requests_waiting():
-                self._collect_requests()
-                stream = self._by_token.pop(token, None)
+            stream = self._find_stream(token)
+            if stream is not None:
+                del self._by_token[token]
             del self._expected[token]
             # (The thread may have ended its stream at EOF already, and wait with
             # no time limit for this token: then it must start to linger.)
@@ -1382,16 +1382,18 @@ class LogListener:
         """The stream of the fork child ``token`` if its channel has come (taking the
         requests the thread has not yet); None if the child has sent none."""
         with self._lock:
-            stream = self._by_token.get(token)
-            if stream is None and token in self._expected and self._requests_waiting():
+            return self._find_stream(token)
+
+    def _find_stream(self, token: int) -> LogStream | None:
+        """:meth:`stream_for`, under the lock: the requests are taken only if the
+        request socket holds one (``_request_poll``)."""
+        stream = self._by_token.get(token)
+        if stream is None and token in self._expected:
+            request_poll = self._request_poll
+            if request_poll is not None and request_poll.poll(0):
                 self._collect_requests()
                 stream = self._by_token.get(token)
-            return stream
-
-    def _requests_waiting(self) -> bool:
-        """Whether the request socket holds a request (under the lock)."""
-        request_poll = self._request_poll
-        return request_poll is not None and bool(request_poll.poll(0))
+        return stream
 
     def _register(self, stream: LogStream) -> None:
         """Have the thread read ``stream`` (under the lock); start the thread if none runs."""
