@@ -370,10 +370,14 @@ def _channel_kind(stream):
     return "pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "?"
 
 
+def _refuse_to_resize(write_fd):
+    raise OSError("pipes cannot be resized here")
+
+
 @pytest.mark.parametrize("resizable", [True, False])
 def test_records_travel_in_a_pipe_or_else_a_socket_pair(app_logs, monkeypatch, resizable):
     if not resizable:  # as where F_SETPIPE_SZ is missing or refused
-        monkeypatch.setattr(_log_forwarding, "_F_SETPIPE_SZ", None)
+        monkeypatch.setattr(_log_forwarding, "_resize_pipe", _refuse_to_resize)
     gate = os.pipe()
     try:
         p = proctor.get_context("fork").Process(target=log_and_wait, args=(3, gate[0]))

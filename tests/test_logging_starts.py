@@ -680,6 +680,26 @@ def test_a_program_whose_children_do_not_forward_never_loads_log_forwarding(setu
     assert out.split() == ["False", "False"]
 
 
+def test_a_program_that_forwards_loads_neither_socket_py_nor_pickle_py_for_it():
+    # The listener takes the C module's sockets, and pickle is loaded only for a
+    # record marshal cannot carry: socket.py (with selectors, math, array) and
+    # pickle.py were ~700 KiB and 15 mappings more in every process that forwards,
+    # copied by each fork start. A record that needs pickle still arrives.
+    out = run_program(
+        """
+        collect = Collect()
+        logging.root.addHandler(collect)
+        start_join(log, ("app", "plain"))
+        loaded = [name in sys.modules for name in ("socket", "pickle", "fcntl")]
+        def log_unmarshalable():
+            logging.getLogger("app").warning("odd", extra={"odd": {1, frozenset({2})}.__class__})
+        start_join(log_unmarshalable)
+        print(loaded, collect.messages)
+        """
+    )
+    assert out.split("\n")[0] == "[False, False, False] ['plain', 'odd']"
+
+
 def test_a_fork_child_without_logging_starts_its_own_children_without_importing_it():
     out = run_without_logging(
         """

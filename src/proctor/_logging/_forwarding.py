@@ -92,12 +92,10 @@ from __future__ import annotations
 import _socket
 import _thread
 import errno
-import fcntl
 import io
 import marshal
 import operator
 import os
-import pickle
 import select
 import struct
 import sys
@@ -105,7 +103,7 @@ import threading
 import time
 import weakref
 
-from .._core import _afterfork, _runtime
+from .._core import _afterfork, _runtime, _wire
 from .._core._system import keep_in_forks, let_go_in_forks
 from . import _logger, _policy
 from ._policy import forwarding_enabled, set_log_forwarding
@@ -113,7 +111,6 @@ from ._policy import forwarding_enabled, set_log_forwarding
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
-    import socket
     from typing import Any
 
 __all__ = (
@@ -147,7 +144,6 @@ __all__ = (
 # send() on a Unix socket, and reading costs the listener less too (no socket
 # buffer to free per record).
 PIPE_BUFFER = 128 << 10
-_F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)
 # Where the pipe cannot have that size, a socket pair with this send buffer. The
 # kernel charges each record's send about 1 KiB of bookkeeping on top of its
 # bytes, so its default (208 KiB) holds only ~170 short records: a child then
@@ -198,6 +194,11 @@ _REPEAT_LENGTH = 1 + _REPEAT_NUMBERS.size  # what the header's length counts bes
 # Version 2 has no back-references: writing a record then needs no table of the
 # objects seen (~10% fewer instructions), and a record has little to share.
 _MARSHAL_VERSION = 2
+# pickle.HIGHEST_PROTOCOL (5 on every Python proctor runs on), for the C pickler,
+# which does not name it. The C module is loaded at the first record marshal cannot
+# carry: pickle.py, loaded at import, was ~300 KiB more in every process that
+# forwards, which each fork start copies the page tables of (issue 17).
+_PICKLE_PROTOCOL = 5
 _RECV_CHUNK = 256 * 1024
 # What a fork child sends over its parent's request socket with its channel's
 # reading end (LogListener.expect): the token of the stream it is for.
@@ -208,6 +209,8 @@ _PARENT_GONE = frozenset(
 )
 # Received descriptors close-on-exec at once, where the system can (Linux).
 _RECV_CLOEXEC: int = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
+# Room for the one descriptor a request carries (a larger one is cut: MSG_CTRUNC).
+_ONE_FD_SPACE = _socket.CMSG_SPACE(4)  # (a C int)
 # Handler.handle returns the record that passed the filters from 3.12 on, True before.
 _FILTER_RETURNS_RECORD = sys.version_info >= (3, 12)
 
@@ -228,9 +231,7 @@ def open_channel() -> tuple[int, io.FileIO]:
     """
     read_fd, write_fd = _nonblocking_pipe()
     try:
-        if _F_SETPIPE_SZ is None:
-            raise OSError("pipes cannot be resized here")
-        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_BUFFER)
+        _resize_pipe(write_fd)
     except OSError:
         # Above /proc/sys/fs/pipe-max-size or the user's pipe-user-pages-hard.
         os.close(read_fd)
@@ -345,14 +346,23 @@ def fork_safe_threads() -> tuple[int, ...]:
     return () if native_id is None else (native_id,)
 
 
+def _resize_pipe(write_fd: int) -> None:
+    """Give the pipe :data:`PIPE_BUFFER` bytes; OSError where it cannot have them."""
+    # (fcntl is loaded by the process that makes a channel, not by every one that
+    # loads this module: each extension module is five more mappings that every
+    # fork start copies, issue 17.)
+    import fcntl
+
+    set_pipe_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # (Linux)
+    if set_pipe_size is None:
+        raise OSError("pipes cannot be resized here")
+    fcntl.fcntl(write_fd, set_pipe_size, PIPE_BUFFER)
+
+
 def _socket_channel() -> tuple[int, int]:
-    import socket
-
-    from .._core import _wire
-
-    parent_end, child_end = _wire.socketpair()
+    parent_end, child_end = _wire.plain_socketpair()
     try:
-        child_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        child_end.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, SEND_BUFFER)
     except OSError:
         pass  # the default buffer still works, with less slack
     return parent_end.detach(), child_end.detach()
@@ -921,10 +931,12 @@ def encode_record(
     state["args"] = None
     state["exc_info"] = None
     state.pop("message", None)
+    import _pickle  # (records marshal carries, nearly all, need no pickle: _PICKLE_PROTOCOL)
+
     try:
-        data = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+        data = _pickle.dumps(state, _PICKLE_PROTOCOL)
     except Exception:
-        data = pickle.dumps(_picklable(state), pickle.HIGHEST_PROTOCOL)
+        data = _pickle.dumps(_picklable(state), _PICKLE_PROTOCOL)
     return _FRAME.pack(len(data) + 1, _GENERAL) + data, None
 
 
@@ -972,7 +984,9 @@ def decode_record(
         if base["process"] is not None:
             remembered[base["process"]] = base
     elif kind == _GENERAL:
-        return _record_of(pickle.loads(payload))
+        import _pickle
+
+        return _record_of(_pickle.loads(payload))
     else:
         raise ValueError(f"unknown record kind {kind}")
     # A copy each: a handler may add attributes to a record (a Formatter does).
@@ -1041,10 +1055,12 @@ def _make_layout() -> _Layout:
 
 
 def _picklable(state: dict[str, Any]) -> dict[str, Any]:
+    import _pickle
+
     safe = {}
     for key, value in state.items():
         try:
-            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            _pickle.dumps(value, _PICKLE_PROTOCOL)
             safe[key] = value
         except Exception:
             safe[key] = repr(value)
@@ -1269,8 +1285,8 @@ class LogListener:
         self._to_release: list[tuple[LogStream | int, int]] = []
         self._thread: threading.Thread | None = None
         self._poller: Any = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._wake_r: _socket.socket | None = None
+        self._wake_w: _socket.socket | None = None
         # Every descriptor this listener holds (wake pair, epoll, streams) is listed
         # among those that fork children let go of (_system.let_go_in_forks), as it
         # is opened, and taken off before it is closed (_forget_fd).
@@ -1294,7 +1310,7 @@ class LogListener:
         # descriptor: a child lets go of the listener's objects when it makes a
         # listener of its own, and a socket object would close it then, under its
         # forwarding handler still waiting to send.
-        self._request_r: socket.socket | None = None
+        self._request_r: _socket.socket | None = None
         # A poll object over the reading end alone: claim() asks it whether a
         # request waits before it tries to take one (a failed recvmsg, its
         # exception and socket.py's recv_fds wrote ~20 pages at each join() of a
@@ -1409,10 +1425,13 @@ class LogListener:
                 self._wake()  # a poll() already waiting does not see it
 
     def _start_thread(self, *fds: int) -> None:
-        """Make the thread's poller, wake pair and request pair, and start it (under the lock)."""
-        import socket
+        """Make the thread's poller, wake pair and request pair, and start it (under the lock).
 
-        self._wake_r, self._wake_w = socket.socketpair()
+        The C module's sockets: socket.py (with selectors, enum's classes of every
+        constant, math and array) was ~400 KiB and ten mappings more in every
+        process that forwards, which each fork start copies (issue 17).
+        """
+        self._wake_r, self._wake_w = _wire.plain_socketpair()
         self._wake_r.setblocking(False)
         # A wake-up never blocks (release() may send one from a garbage
         # collection): a full socket means one is pending already.
@@ -1421,7 +1440,7 @@ class LogListener:
         let_go_in_forks(self._wake_w.fileno())
         # Non-blocking on both sides: the thread reads what is there, and a child
         # whose request finds no room waits for it itself (up to FULL_WAIT).
-        self._request_r, request_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._request_r, request_w = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_DGRAM)
         self._request_r.setblocking(False)
         request_w.setblocking(False)
         self._request_poll = select.poll()
@@ -1451,15 +1470,14 @@ class LogListener:
         request = self._request_r
         if request is None:
             return
-        import socket
-
         while True:
             try:
-                data, fds, flags, _address = socket.recv_fds(
-                    request, _REQUEST.size, 1, _RECV_CLOEXEC
+                data, ancillary, flags, _address = request.recvmsg(
+                    _REQUEST.size, _ONE_FD_SPACE, _RECV_CLOEXEC
                 )
             except OSError:  # BlockingIOError: none left
                 return
+            fds = _wire.fds_from(ancillary)  # (close-on-exec, as fds_from makes them)
             if len(data) == _REQUEST.size and not fds and flags & _socket.MSG_CTRUNC:
                 self._lose_channel(_REQUEST.unpack(data)[0])
                 continue
@@ -1468,8 +1486,6 @@ class LogListener:
                     os.close(fd)
                 continue
             fd = fds[0]
-            if not _RECV_CLOEXEC:
-                os.set_inheritable(fd, False)
             token = _REQUEST.unpack(data)[0]
             name = self._expected.get(token)
             if name is None or token in self._by_token:
@@ -1906,7 +1922,8 @@ def _writers_gone(fd: int) -> bool:
 
 def _unread_bytes(fd: int) -> int | None:
     """How many bytes the channel holds unread (None: the system cannot tell)."""
-    import termios  # (only when a joined child left its channel to a process of its own)
+    import fcntl  # (only when a joined child left its channel to a process of its own)
+    import termios
 
     try:
         return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
