@@ -395,6 +395,28 @@ def test_records_travel_in_a_pipe_or_else_a_socket_pair(app_logs, monkeypatch, r
     p.close()
 
 
+def test_a_fork_child_that_cannot_load_fcntl_forwards_through_a_socket_pair(app_logs, monkeypatch):
+    # fcntl (for the pipe's size) is loaded by the child at its first record; where
+    # that import fails, the channel is a socket pair, as where the pipe cannot be
+    # resized, and no record or descriptor is lost (the parent's listener never
+    # needs fcntl).
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # (inherited: the import fails)
+    gate = os.pipe()
+    try:
+        p = proctor.get_context("fork").Process(target=log_and_wait, args=(3, gate[0]))
+        p.start()
+        stream = fork_stream(p)
+        assert _channel_kind(stream) == "socket"
+        os.write(gate[1], b"x")
+        p.join(30)
+    finally:
+        for fd in gate:
+            os.close(fd)
+    assert p.exitcode == 0
+    assert app_logs.messages() == ["record 0", "record 1", "record 2"]
+    p.close()
+
+
 def test_records_logged_before_os_exit_all_arrive(app_logs):
     # Each record is in the pipe when its logging call returns: os._exit
     # right after logging (no atexit, no flush) loses none of them. (100 records

@@ -209,8 +209,9 @@ _PARENT_GONE = frozenset(
 )
 # Received descriptors close-on-exec at once, where the system can (Linux).
 _RECV_CLOEXEC: int = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
-# Room for the one descriptor a request carries (a larger one is cut: MSG_CTRUNC).
-_ONE_FD_SPACE = _socket.CMSG_SPACE(4)  # (a C int)
+# Room for the one descriptor (a C int) a request carries. Alignment may leave room
+# for a second; more are cut (MSG_CTRUNC), and a request with any but one is refused.
+_ONE_FD_SPACE = _socket.CMSG_SPACE(4)
 # Handler.handle returns the record that passed the filters from 3.12 on, True before.
 _FILTER_RETURNS_RECORD = sys.version_info >= (3, 12)
 
@@ -350,8 +351,12 @@ def _resize_pipe(write_fd: int) -> None:
     """Give the pipe :data:`PIPE_BUFFER` bytes; OSError where it cannot have them."""
     # (fcntl is loaded by the process that makes a channel, not by every one that
     # loads this module: each extension module is five more mappings that every
-    # fork start copies, issue 17.)
-    import fcntl
+    # fork start copies, issue 17. Where it cannot be loaded, the channel is a
+    # socket pair, as where the pipe cannot be resized.)
+    try:
+        import fcntl
+    except ImportError as exc:
+        raise OSError(f"pipes cannot be resized here: {exc}") from exc
 
     set_pipe_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # (Linux)
     if set_pipe_size is None:
