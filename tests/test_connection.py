@@ -1749,6 +1749,46 @@ def test_a_forked_child_draws_other_frame_ids_than_its_parent():
     assert theirs != mine and abs(theirs - mine) > 1 << 20
 
 
+def send_big_and_report(conn, out_fd):
+    conn.send_bytes(b"z" * 300_000)  # more than one write: it takes the send lock
+    os.write(out_fd, b"sent")
+
+
+def test_a_send_lock_another_thread_held_at_the_fork_is_free_in_the_child():
+    # The child's send lock is made anew at its first use there (_afterfork's
+    # generation, no fork hook): the parent's thread that held it at the fork does
+    # not exist in the child, which would otherwise wait on that copy for ever. (It
+    # waits for the parent's record lock, a process's, until the holder lets go.)
+    reader, writer = Pipe(duplex=False)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        assert writer._send_lock.acquire(None) is None
+        held.set()
+        release.wait(30)
+        writer._send_lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        out_r, out_w = os.pipe()
+        p = proctor.get_context("fork").Process(target=send_big_and_report, args=(writer, out_w))
+        p.start()
+        os.close(out_w)
+        release.set()
+        assert reader.recv_bytes(timeout=30) == b"z" * 300_000
+        assert os.read(out_r, 4) == b"sent"
+        os.close(out_r)
+        exitcode, _ = finish(p)
+        assert exitcode == 0
+    finally:
+        release.set()
+        holder.join(30)
+    writer.close()
+    reader.close()
+
+
 def die_between_a_datagram_and_its_header(conn):
     # The datagram goes out, then the process dies where the header would be
     # written (on a pipe, or on the frame socket).

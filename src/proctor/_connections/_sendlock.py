@@ -34,6 +34,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from .._core import _afterfork
+
 __all__ = ("LOCK_ON_SOCKET", "SendLock", "next_frame_id", "wait_writable")
 
 #: Linux takes fcntl record locks on sockets; macOS only on files.
@@ -43,9 +45,11 @@ LOCK_ON_SOCKET = sys.platform.startswith("linux")
 POLL_FIRST = 0.0005
 POLL_MAX = 0.02
 
-# Bumped in every forked child: a lock object created before the fork may be held
-# there by a thread that does not exist in the child, and frame ids must differ.
-_generation = 0
+# A forked child is told by _afterfork's generation, looked at when it first uses
+# something made before the fork: a lock object may be held there by a thread that
+# does not exist in the child, and its frame ids must differ from its parent's. (A
+# fork hook that renewed them wrote ~17 pages every fork child copied, sending or
+# not: issue 17.)
 
 
 def _new_ids() -> Callable[[], int]:
@@ -53,18 +57,24 @@ def _new_ids() -> Callable[[], int]:
     return itertools.count(int.from_bytes(os.urandom(8), "little") >> 2).__next__
 
 
-#: A 64-bit frame id no other live sender uses: a random per-process start plus a
-#: count. (A bound method, rebound in forked children: it is on every send's path.)
-next_frame_id = _new_ids()
+_ids = _new_ids()
+_ids_generation = 0
 
 
-def _after_fork_in_child() -> None:
-    global _generation, next_frame_id
-    _generation += 1
-    next_frame_id = _new_ids()
+def next_frame_id() -> int:
+    """A 64-bit frame id no other live sender uses: a random per-process start plus
+    a count (made anew at a forked child's first id)."""
+    if _ids_generation != _afterfork.generation:
+        _renew_ids()
+    return _ids()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _renew_ids() -> None:
+    global _ids, _ids_generation
+    with _afterfork.renewing():
+        if _ids_generation != _afterfork.generation:
+            _ids = _new_ids()
+            _ids_generation = _afterfork.generation
 
 
 def new_lock_file() -> int:
@@ -90,7 +100,7 @@ class SendLock:
         self.fd = fd
         self.owns_fd = owns_fd
         self._thread_lock = _thread.allocate_lock()
-        self._generation = _generation
+        self._generation = _afterfork.generation
         #: Set by ``Connection.keep_in_process()``: no other process sends on
         #: this end, so the record lock (two system calls a send) is skipped.
         self.process_private = False
@@ -103,9 +113,10 @@ class SendLock:
             "another process").
         """
         lock = self._thread_lock
-        if self._generation != _generation:
+        generation = _afterfork.generation
+        if self._generation != generation:
             lock = self._thread_lock = _thread.allocate_lock()
-            self._generation = _generation
+            self._generation = generation
             self.process_private = False  # a forked child shares the end
         if deadline is None:
             lock.acquire()
