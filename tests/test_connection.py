@@ -1789,6 +1789,55 @@ def test_a_send_lock_another_thread_held_at_the_fork_is_free_in_the_child():
     reader.close()
 
 
+def _two_threads_take_an_inherited_send_lock(lock) -> int:
+    # In a fork child: both threads come to the lock's first use there at once.
+    sys.setswitchinterval(1e-6)  # (switch as often as possible: the race's window)
+    barrier = threading.Barrier(2)
+    inside, most = [0], [0]
+
+    def take():
+        barrier.wait(30)
+        assert lock.acquire(None) is None
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.0005)
+        inside[0] -= 1
+        lock.release()
+
+    threads = [threading.Thread(target=take) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return most[0]
+
+
+def test_two_threads_of_a_fork_child_never_hold_an_inherited_send_lock_together():
+    # The child's lock is made once, under _afterfork's renewal lock: when each
+    # thread that found it stale made its own, both could hold "the" lock (and one
+    # release() failed); 17-39 children in 400 showed it under a fast switch interval.
+    a, b = socket.socketpair()
+    lock = _sendlock.SendLock(a.fileno())
+    try:
+        for _ in range(60):
+            reader, writer = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    most = _two_threads_take_an_inherited_send_lock(lock)
+                    os.write(writer, bytes([most]))
+                finally:
+                    os._exit(0)
+            os.close(writer)
+            got = os.read(reader, 1)
+            os.close(reader)
+            os.waitpid(pid, 0)
+            assert got == b"\x01"
+    finally:
+        a.close()
+        b.close()
+
+
 def die_between_a_datagram_and_its_header(conn):
     # The datagram goes out, then the process dies where the header would be
     # written (on a pipe, or on the frame socket).

@@ -105,6 +105,19 @@ class SendLock:
         #: this end, so the record lock (two system calls a send) is skipped.
         self.process_private = False
 
+    def _renew(self) -> None:
+        """In a forked child, the first use: a lock of its own (a thread of the parent
+        may have held the parent's at the fork). Once, however many of the child's
+        threads come at once: each made its own, and two took two locks and sent
+        together. The lock is set before the generation, so that a thread that
+        sees the new generation reads the new lock."""
+        with _afterfork.renewing():
+            generation = _afterfork.generation
+            if self._generation != generation:
+                self._thread_lock = _thread.allocate_lock()
+                self.process_private = False  # a forked child shares the end
+                self._generation = generation
+
     def acquire(self, deadline: float | None) -> str | None:
         """Take the lock by ``deadline`` (``time.monotonic()``; None: wait forever).
 
@@ -112,12 +125,9 @@ class SendLock:
             None once taken; past the deadline, who holds it ("another thread" or
             "another process").
         """
-        lock = self._thread_lock
-        generation = _afterfork.generation
-        if self._generation != generation:
-            lock = self._thread_lock = _thread.allocate_lock()
-            self._generation = generation
-            self.process_private = False  # a forked child shares the end
+        if self._generation != _afterfork.generation:
+            self._renew()
+        lock = self._thread_lock  # (read after the look: see _renew)
         if deadline is None:
             lock.acquire()
         elif not lock.acquire(True, max(0.0, deadline - time.monotonic())):
