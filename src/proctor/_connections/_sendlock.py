@@ -57,24 +57,13 @@ def _new_ids() -> Callable[[], int]:
     return itertools.count(int.from_bytes(os.urandom(8), "little") >> 2).__next__
 
 
-_ids = _new_ids()
-_ids_generation = 0
+_ids = _afterfork.PerProcess(_new_ids)
 
 
 def next_frame_id() -> int:
     """A 64-bit frame id no other live sender uses: a random per-process start plus
     a count (made anew at a forked child's first id)."""
-    if _ids_generation != _afterfork.generation:
-        _renew_ids()
-    return _ids()
-
-
-def _renew_ids() -> None:
-    global _ids, _ids_generation
-    with _afterfork.renewing():
-        if _ids_generation != _afterfork.generation:
-            _ids = _new_ids()
-            _ids_generation = _afterfork.generation
+    return _ids.get()()
 
 
 def new_lock_file() -> int:
